@@ -1,0 +1,1 @@
+//! Wire types of FerroMQ (filled in by the protocol work).
