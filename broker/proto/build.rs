@@ -1,0 +1,26 @@
+//! Generates the Rust types and tonic stubs from `proto/`.
+//!
+//! protoc comes from the `protoc-bin-vendored` crate so that a fresh machine builds without a
+//! system protobuf compiler; its bundled include directory supplies the google/protobuf imports.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let wkt_include = protoc_bin_vendored::include_path()?;
+    // SAFETY of set_var: build scripts are single-threaded at this point.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+
+    let includes = [std::path::PathBuf::from("proto"), wkt_include];
+    let protos: [std::path::PathBuf; 3] = [
+        "proto/apache/rocketmq/v2/definition.proto".into(),
+        "proto/apache/rocketmq/v2/service.proto".into(),
+        "proto/ferromq/admin/v1/admin.proto".into(),
+    ];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&protos, &includes)?;
+    Ok(())
+}
