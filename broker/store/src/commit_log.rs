@@ -1,0 +1,447 @@
+//! The commit log: one append-only log for all topics, split into fixed-size segment files.
+//!
+//! On disk: `commitlog/<20-digit base offset>`, each exactly `segment_size` bytes, the base
+//! offset being the global byte position of the segment's first byte. Records (see
+//! [`crate::record`]) never straddle two segments: a record that does not fit in what is left
+//! is preceded by an end-of-segment filler and goes to the next segment.
+//!
+//! Concurrency: one writer at a time (the store's append lock) writes at `write_pos` and then
+//! publishes the new end with a release store; readers only touch bytes below the published
+//! end, loaded with acquire. Segments are kept in a list of `Arc`s so retention can drop a
+//! segment while a reader still holds it (the mapping outlives the unlinked file).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tracing::{info, warn};
+
+use crate::error::{Result, StoreError};
+use crate::mapped_file::MappedFile;
+use crate::record::{self, Slot, StoredMessage};
+
+/// A segment: its base offset and its mapping.
+#[derive(Debug)]
+pub struct Segment {
+    pub base: u64,
+    pub file: MappedFile,
+}
+
+/// Where a recovery scan ended and what it found on the way.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// End of the last valid record: appends continue here.
+    pub end: u64,
+    /// Number of valid records scanned.
+    pub records: u64,
+    /// Bytes cut from a torn tail.
+    pub truncated_bytes: u64,
+    /// Interior corruption: (offset, reason) of records that failed their checks below the
+    /// durable point. They are never served.
+    pub corrupt: Vec<(u64, String)>,
+    /// Segments moved aside because they followed a torn tail.
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// The commit log's segments and positions.
+#[derive(Debug)]
+pub struct CommitLog {
+    dir: PathBuf,
+    segment_size: u64,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// A segment allocated ahead of need, so a roll does not wait for `fallocate`.
+    spare: Mutex<Option<Segment>>,
+    /// Published end of complete records.
+    write_pos: AtomicU64,
+    /// Everything below is durable.
+    flushed_pos: AtomicU64,
+    /// The lowest offset still kept.
+    min_pos: AtomicU64,
+}
+
+fn segment_name(base: u64) -> String {
+    format!("{base:020}")
+}
+
+impl CommitLog {
+    /// Opens the segments in `dir` (creating the directory) without scanning them.
+    pub fn open(dir: &Path, segment_size: u64) -> Result<CommitLog> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))? {
+            let entry = entry.map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(base) = name.parse::<u64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len());
+        for (i, base) in bases.iter().enumerate() {
+            if base % segment_size != 0 {
+                return Err(StoreError::Config {
+                    field: "segment_size",
+                    reason: format!("segment {base} is not a multiple of {segment_size}: the log was written with another segment size"),
+                });
+            }
+            if i > 0 && bases[i - 1] + segment_size != *base {
+                warn!(missing_after = bases[i - 1], next = base, "gap between commit log segments");
+            }
+            let file = MappedFile::open(&dir.join(segment_name(*base)), segment_size)?;
+            segments.push(Arc::new(Segment { base: *base, file }));
+        }
+        let min = segments.first().map(|s| s.base).unwrap_or(0);
+        Ok(CommitLog {
+            dir: dir.to_path_buf(),
+            segment_size,
+            segments: RwLock::new(segments),
+            spare: Mutex::new(None),
+            write_pos: AtomicU64::new(min),
+            flushed_pos: AtomicU64::new(min),
+            min_pos: AtomicU64::new(min),
+        })
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
+    }
+
+    pub fn write_pos(&self) -> u64 {
+        self.write_pos.load(Ordering::Acquire)
+    }
+
+    pub fn flushed_pos(&self) -> u64 {
+        self.flushed_pos.load(Ordering::Acquire)
+    }
+
+    pub fn min_pos(&self) -> u64 {
+        self.min_pos.load(Ordering::Acquire)
+    }
+
+    fn segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn segments_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The segment holding `offset`, if it is kept.
+    pub fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segs = self.segments();
+        let first = segs.first()?.base;
+        if offset < first {
+            return None;
+        }
+        let idx = ((offset - first) / self.segment_size) as usize;
+        segs.get(idx).filter(|s| s.base <= offset && offset < s.base + self.segment_size).cloned()
+    }
+
+    /// Number of segments and their total size on disk.
+    pub fn disk_usage(&self) -> (usize, u64) {
+        let n = self.segments().len();
+        (n, n as u64 * self.segment_size)
+    }
+
+    /// Scans from `from` to the end of the log, checking every record, and sets the write
+    /// position after the last valid one. `durable` is the offset below which data was known
+    /// to be on disk: a bad record below it is interior damage (reported, skipped, never
+    /// served); at or above it, it is a torn tail (cut, later segments quarantined).
+    pub fn recover(&self, from: u64, durable: u64) -> Result<ScanReport> {
+        let mut report = ScanReport::default();
+        let segs: Vec<Arc<Segment>> = self.segments().clone();
+        let Some(first) = segs.first() else {
+            report.end = 0;
+            return Ok(report);
+        };
+        let mut pos = from.max(first.base);
+        if pos >= first.base + self.segment_size * segs.len() as u64 {
+            // The checkpoint points past the last segment (files lost?): scan everything.
+            warn!(from, "checkpoint beyond the last segment; scanning the whole log");
+            pos = first.base;
+        }
+        let seg_size = self.segment_size as usize;
+        let mut idx = ((pos - first.base) / self.segment_size) as usize;
+        'segments: while idx < segs.len() {
+            let seg = &segs[idx];
+            let mut at = (pos - seg.base) as usize;
+            loop {
+                let rest = seg.file.slice(at, seg_size - at);
+                match record::probe(rest, seg.base + at as u64) {
+                    Ok(Slot::Message(len)) => {
+                        report.records += 1;
+                        at += len as usize;
+                        pos = seg.base + at as u64;
+                    }
+                    Ok(Slot::Filler) => {
+                        idx += 1;
+                        pos = seg.base + self.segment_size;
+                        if idx < segs.len() {
+                            continue 'segments;
+                        }
+                        break 'segments;
+                    }
+                    Ok(Slot::Empty) => break 'segments,
+                    Err(StoreError::Corrupt { offset, reason }) => {
+                        // Interior damage if the data was known durable or anything valid
+                        // follows; a torn tail otherwise (segments are zero-filled when
+                        // created, so nothing valid can follow a real tail).
+                        let next_here = resync(seg.file.slice(0, seg_size), at + 1, seg.base);
+                        let later_valid = segs[idx + 1..]
+                            .iter()
+                            .any(|s| matches!(record::probe(s.file.slice(0, seg_size), s.base), Ok(Slot::Message(_))));
+                        if offset < durable || next_here.is_some() || later_valid {
+                            warn!(offset, %reason, "corrupt record in the commit log; it will not be served");
+                            report.corrupt.push((offset, reason));
+                            match next_here {
+                                Some(next) => {
+                                    at = next;
+                                    pos = seg.base + at as u64;
+                                    continue;
+                                }
+                                None => {
+                                    idx += 1;
+                                    pos = seg.base + self.segment_size;
+                                    if idx < segs.len() {
+                                        continue 'segments;
+                                    }
+                                    break 'segments;
+                                }
+                            }
+                        }
+                        let cut = (seg_size - at) as u64;
+                        warn!(offset, %reason, bytes = cut, "torn tail in the commit log; truncating");
+                        report.truncated_bytes += cut;
+                        seg.file.slice_mut(at, seg_size - at).fill(0);
+                        if let Err(e) = seg.file.flush_range(at, seg_size - at) {
+                            return Err(StoreError::io(format!("flush truncated tail of {}", seg.file.path().display()), e));
+                        }
+                        break 'segments;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // Segments after the one where the log ends hold nothing we can trust in order:
+        // move them aside rather than delete them, so an operator can inspect them.
+        let end_idx = ((pos.max(first.base) - first.base) / self.segment_size) as usize;
+        let keep = (end_idx + 1).min(segs.len());
+        if keep < segs.len() {
+            let mut list = self.segments_mut();
+            for seg in list.drain(keep..) {
+                let has_data = !matches!(record::probe(seg.file.slice(0, seg_size), seg.base), Ok(Slot::Empty));
+                if has_data {
+                    let q = seg.file.path().with_extension("quarantined");
+                    warn!(segment = %seg.file.path().display(), "segment after the end of the log moved aside");
+                    std::fs::rename(seg.file.path(), &q).map_err(|e| StoreError::io("quarantine segment", e))?;
+                    report.quarantined.push(q);
+                } else {
+                    let _ = std::fs::remove_file(seg.file.path());
+                }
+            }
+        }
+        report.end = pos;
+        self.write_pos.store(pos, Ordering::Release);
+        self.flushed_pos.store(pos.min(durable.max(self.min_pos())), Ordering::Release);
+        info!(end = pos, records = report.records, "commit log recovered");
+        Ok(report)
+    }
+
+    /// Marks everything up to the write position durable after a full flush at open.
+    pub fn set_flushed(&self, pos: u64) {
+        self.flushed_pos.store(pos, Ordering::Release);
+    }
+
+    /// Positions the log for the next append of `len` bytes at the current write position:
+    /// returns the segment and offset to write at, writing a filler and rolling to a new
+    /// segment when needed. Called only by the single writer.
+    pub fn reserve(&self, len: usize) -> Result<(Arc<Segment>, u64)> {
+        if len as u64 > self.segment_size {
+            return Err(StoreError::RecordTooLarge { size: len, segment_size: self.segment_size });
+        }
+        let pos = self.write_pos.load(Ordering::Acquire);
+        if let Some(seg) = self.segment_for(pos) {
+            let at = (pos - seg.base) as usize;
+            let left = self.segment_size as usize - at;
+            if len <= left {
+                return Ok((seg, pos));
+            }
+            let next_base = seg.base + self.segment_size;
+            let new = self.take_spare_or_create(next_base)?;
+            if left >= record::MIN_FILLER {
+                record::write_filler(seg.file.slice_mut(at, left));
+            }
+            self.segments_mut().push(new.clone());
+            self.write_pos.store(next_base, Ordering::Release);
+            return Ok((new, next_base));
+        }
+        // No segment yet (empty log) or the log ended exactly at a segment boundary.
+        let base = pos - pos % self.segment_size;
+        let new = self.take_spare_or_create(base)?;
+        self.segments_mut().push(new.clone());
+        if self.segments().len() == 1 {
+            self.min_pos.store(base, Ordering::Release);
+        }
+        Ok((new, pos))
+    }
+
+    fn take_spare_or_create(&self, base: u64) -> Result<Arc<Segment>> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = spare.take() {
+            if s.base == base {
+                return Ok(Arc::new(s));
+            }
+            let _ = std::fs::remove_file(s.file.path());
+        }
+        drop(spare);
+        let file = MappedFile::create(&self.dir.join(segment_name(base)), self.segment_size)?;
+        crate::checkpoint::sync_dir(&self.dir)?;
+        Ok(Arc::new(Segment { base, file }))
+    }
+
+    /// Allocates the next segment ahead of time when the active one is half full, so the
+    /// writer's roll is a pointer swap. Called from the background flusher.
+    pub fn prepare_spare(&self) -> Result<()> {
+        let pos = self.write_pos();
+        let Some(seg) = self.segment_for(pos) else { return Ok(()) };
+        if pos - seg.base < self.segment_size / 2 {
+            return Ok(());
+        }
+        let next = seg.base + self.segment_size;
+        {
+            let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.as_ref().map(|s| s.base) == Some(next) {
+                return Ok(());
+            }
+        }
+        let file = MappedFile::create(&self.dir.join(segment_name(next)), self.segment_size)?;
+        crate::checkpoint::sync_dir(&self.dir)?;
+        *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(Segment { base: next, file });
+        Ok(())
+    }
+
+    /// Publishes the new end of the log after the writer filled `..end`.
+    pub fn publish(&self, end: u64) {
+        self.write_pos.store(end, Ordering::Release);
+    }
+
+    /// Makes `flushed_pos..target` durable, segment by segment.
+    pub fn flush_to(&self, target: u64) -> std::io::Result<()> {
+        let mut from = self.flushed_pos();
+        if target <= from {
+            return Ok(());
+        }
+        while from < target {
+            let Some(seg) = self.segment_for(from) else { break };
+            let seg_end = seg.base + self.segment_size;
+            let to = target.min(seg_end);
+            let at = (from - seg.base) as usize;
+            seg.file.flush_range(at, (to - from) as usize)?;
+            from = if to == seg_end { seg_end } else { to };
+        }
+        self.flushed_pos.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Reads and verifies the record at `offset`.
+    pub fn read(&self, offset: u64) -> Result<StoredMessage> {
+        let end = self.write_pos();
+        let min = self.min_pos();
+        if offset < min || offset >= end {
+            return Err(StoreError::OffsetOutOfRange { offset, min, max: end });
+        }
+        let seg = self.segment_for(offset).ok_or(StoreError::OffsetOutOfRange { offset, min, max: end })?;
+        let at = (offset - seg.base) as usize;
+        let limit = ((end - offset) as usize).min(self.segment_size as usize - at);
+        record::decode(seg.file.slice(at, limit), offset)
+    }
+
+    /// Calls `f` with the raw bytes of every valid record in `from..to` (already published),
+    /// in order. Returns the offset after the last record visited. Stops at the first
+    /// damaged record and returns its error.
+    pub fn for_each_raw(&self, from: u64, to: u64, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<u64> {
+        let mut pos = from.max(self.min_pos());
+        while pos < to {
+            let Some(seg) = self.segment_for(pos) else { break };
+            let at = (pos - seg.base) as usize;
+            let seg_len = self.segment_size as usize;
+            let rest = seg.file.slice(at, seg_len - at);
+            match record::probe(rest, pos) {
+                Ok(Slot::Message(len)) => {
+                    f(pos, &rest[..len as usize])?;
+                    pos += len as u64;
+                }
+                Ok(Slot::Filler) => pos = seg.base + self.segment_size,
+                Ok(Slot::Empty) => break,
+                Err(e) => {
+                    // Reported by recovery already; step over it so dispatch never stalls.
+                    warn!(offset = pos, error = %e, "skipping a damaged record");
+                    match resync(seg.file.slice(0, seg_len), at + 1, seg.base) {
+                        Some(next) => pos = seg.base + next as u64,
+                        None => pos = seg.base + self.segment_size,
+                    }
+                }
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Deletes whole segments from the oldest while `should_delete(segment base, file
+    /// modification time)` says so, never the segment holding the write position. Returns the
+    /// new lowest offset.
+    pub fn delete_oldest(&self, mut should_delete: impl FnMut(u64, std::time::SystemTime, u64) -> bool) -> Result<u64> {
+        let write = self.write_pos();
+        loop {
+            let (victim, total) = {
+                let segs = self.segments();
+                let total = segs.len() as u64 * self.segment_size;
+                match segs.first() {
+                    Some(s) if s.base + self.segment_size <= write && segs.len() > 1 => (s.clone(), total),
+                    _ => break,
+                }
+            };
+            let mtime = std::fs::metadata(victim.file.path())
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::SystemTime::now());
+            if !should_delete(victim.base, mtime, total) {
+                break;
+            }
+            {
+                let mut segs = self.segments_mut();
+                if segs.first().map(|s| s.base) == Some(victim.base) {
+                    segs.remove(0);
+                }
+                let new_min = segs.first().map(|s| s.base).unwrap_or(write);
+                self.min_pos.store(new_min, Ordering::Release);
+            }
+            std::fs::remove_file(victim.file.path())
+                .map_err(|e| StoreError::io(format!("delete {}", victim.file.path().display()), e))?;
+            info!(segment = victim.base, "deleted commit log segment by retention");
+        }
+        Ok(self.min_pos())
+    }
+
+    /// Sets the lowest kept offset (used at open from the first segment).
+    pub fn set_min(&self, min: u64) {
+        self.min_pos.store(min, Ordering::Release);
+    }
+}
+
+/// Finds the next position in `seg` at or after `from` where a valid record or filler starts.
+/// Used only to step over interior damage; records are not aligned, so this tries every byte.
+fn resync(seg: &[u8], from: usize, base: u64) -> Option<usize> {
+    let magic = record::MAGIC_MESSAGE.to_le_bytes();
+    let mut at = from;
+    while at + record::MIN_RECORD_LEN <= seg.len() {
+        if seg[at + 8] == magic[0] && seg[at + 9] == magic[1] {
+            if let Ok(Slot::Message(_)) = record::probe(&seg[at..], base + at as u64) {
+                return Some(at);
+            }
+        }
+        at += 1;
+    }
+    None
+}

@@ -1,0 +1,305 @@
+//! Consume queues: for each (topic, queue), the positions of its messages in the commit log.
+//!
+//! On disk: `consumequeue/<topic>/<queue id>/<20-digit first queue offset>`, each file holding
+//! `entries_per_file` fixed-size entries. Entry `n` of a queue lives at byte
+//! `(n % entries_per_file) * 20` of file `n / entries_per_file`, so an entry's place follows
+//! from its queue offset alone and dispatching the same record twice writes the same bytes
+//! (recovery relies on that).
+//!
+//! Entry layout (20 bytes, little-endian): `phys_offset` u64, `size` u32, `tag_hash` u64.
+//! An entry of all zeros is "not written yet". A consume queue is a cache of the commit log:
+//! recovery cuts entries that point past the end of the log and re-dispatches from the
+//! checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Result, StoreError};
+use crate::mapped_file::MappedFile;
+
+/// Size of one entry.
+pub const ENTRY_LEN: usize = 20;
+
+/// One consume queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Entry {
+    pub phys_offset: u64,
+    pub size: u32,
+    pub tag_hash: u64,
+}
+
+impl Entry {
+    pub fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut b = [0u8; ENTRY_LEN];
+        b[0..8].copy_from_slice(&self.phys_offset.to_le_bytes());
+        b[8..12].copy_from_slice(&self.size.to_le_bytes());
+        b[12..20].copy_from_slice(&self.tag_hash.to_le_bytes());
+        b
+    }
+
+    /// Decodes an entry: `Ok(None)` for an unwritten (all-zero) slot, an error for bytes that
+    /// cannot be an entry (wrong length, or a size no record can have).
+    pub fn decode(b: &[u8]) -> Result<Option<Entry>> {
+        if b.len() != ENTRY_LEN {
+            return Err(StoreError::malformed("consume queue entry", format!("{} bytes", b.len())));
+        }
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[0..8]);
+        let phys_offset = u64::from_le_bytes(x);
+        let size = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        x.copy_from_slice(&b[12..20]);
+        let tag_hash = u64::from_le_bytes(x);
+        if size == 0 {
+            if phys_offset == 0 && tag_hash == 0 {
+                return Ok(None);
+            }
+            return Err(StoreError::malformed("consume queue entry", "zero size with other fields set"));
+        }
+        if (size as usize) < crate::record::MIN_RECORD_LEN {
+            return Err(StoreError::malformed("consume queue entry", format!("size {size} below the smallest record")));
+        }
+        Ok(Some(Entry { phys_offset, size, tag_hash }))
+    }
+}
+
+/// Hash of a tag for the consume queue's pre-filter (FNV-1a 64; 0 means "no tag").
+pub fn tag_hash(tag: Option<&str>) -> u64 {
+    match tag {
+        None | Some("") => 0,
+        Some(t) => {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in t.as_bytes() {
+                h ^= *b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h.max(1)
+        }
+    }
+}
+
+/// The consume queue of one (topic, queue).
+#[derive(Debug)]
+pub struct ConsumeQueue {
+    dir: PathBuf,
+    entries_per_file: u64,
+    /// Files by their index (queue offset / entries_per_file).
+    files: RwLock<BTreeMap<u64, Arc<MappedFile>>>,
+    /// One past the highest written entry.
+    max_offset: AtomicU64,
+    /// The lowest entry still kept (retention moves it up).
+    min_offset: AtomicU64,
+}
+
+impl ConsumeQueue {
+    /// Opens (or creates) the queue stored in `dir`.
+    pub fn open(dir: &Path, entries_per_file: u64) -> Result<ConsumeQueue> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        let mut files = BTreeMap::new();
+        let file_len = entries_per_file * ENTRY_LEN as u64;
+        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))? {
+            let entry = entry.map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Ok(first) = name.parse::<u64>() else { continue };
+            if name.len() != 20 || first % entries_per_file != 0 {
+                continue;
+            }
+            let f = MappedFile::open(&entry.path(), file_len)?;
+            files.insert(first / entries_per_file, Arc::new(f));
+        }
+        let min = files.keys().next().map(|i| i * entries_per_file).unwrap_or(0);
+        let q = ConsumeQueue {
+            dir: dir.to_path_buf(),
+            entries_per_file,
+            files: RwLock::new(files),
+            max_offset: AtomicU64::new(min),
+            min_offset: AtomicU64::new(min),
+        };
+        Ok(q)
+    }
+
+    fn files(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<MappedFile>>> {
+        self.files.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn max_offset(&self) -> u64 {
+        self.max_offset.load(Ordering::Acquire)
+    }
+
+    pub fn min_offset(&self) -> u64 {
+        self.min_offset.load(Ordering::Acquire)
+    }
+
+    fn file_for(&self, offset: u64, create: bool) -> Result<Option<Arc<MappedFile>>> {
+        let idx = offset / self.entries_per_file;
+        if let Some(f) = self.files().get(&idx) {
+            return Ok(Some(f.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let path = self.dir.join(format!("{:020}", idx * self.entries_per_file));
+        let f = Arc::new(MappedFile::create(&path, self.entries_per_file * ENTRY_LEN as u64)?);
+        crate::checkpoint::sync_dir(&self.dir)?;
+        self.files.write().unwrap_or_else(|p| p.into_inner()).insert(idx, f.clone());
+        Ok(Some(f))
+    }
+
+    /// Writes the entry for `offset` (the dispatcher calls this once per record; again after a
+    /// crash, with the same bytes).
+    pub fn put(&self, offset: u64, entry: Entry) -> Result<()> {
+        let f = self.file_for(offset, true)?.ok_or_else(|| StoreError::malformed("consume queue", "no file"))?;
+        let at = ((offset % self.entries_per_file) as usize) * ENTRY_LEN;
+        f.write_at(at, &entry.encode());
+        self.max_offset.fetch_max(offset + 1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Reads the entry at `offset`: `None` if it is outside the kept range or not written.
+    pub fn get(&self, offset: u64) -> Result<Option<Entry>> {
+        if offset < self.min_offset() || offset >= self.max_offset() {
+            return Ok(None);
+        }
+        let Some(f) = self.file_for(offset, false)? else { return Ok(None) };
+        let at = ((offset % self.entries_per_file) as usize) * ENTRY_LEN;
+        Entry::decode(f.slice(at, ENTRY_LEN))
+    }
+
+    /// Flushes every file that can hold dirty entries (the last two are enough: entries are
+    /// written in order).
+    pub fn flush(&self) -> std::io::Result<()> {
+        let files: Vec<Arc<MappedFile>> = self.files().values().rev().take(2).cloned().collect();
+        for f in files {
+            f.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Recovery: finds the last entry that points inside the commit log (`< log_end`), zeroes
+    /// everything after it, and sets the queue's end there.
+    pub fn recover(&self, log_end: u64) -> Result<()> {
+        // Entries are written in queue order, so only the last two files can hold entries past
+        // the end of a recovered log (a torn tail is far shorter than a file of entries).
+        let mut files: Vec<(u64, Arc<MappedFile>)> =
+            self.files().iter().rev().take(2).map(|(k, v)| (*k, v.clone())).collect();
+        files.reverse();
+        if let Some((idx, _)) = files.first() {
+            self.max_offset.store(idx * self.entries_per_file, Ordering::Release);
+        }
+        let mut max = self.max_offset().max(self.min_offset());
+        for (idx, f) in &files {
+            for slot in 0..self.entries_per_file {
+                let at = slot as usize * ENTRY_LEN;
+                match Entry::decode(f.slice(at, ENTRY_LEN)) {
+                    Ok(Some(e)) if e.phys_offset + e.size as u64 <= log_end => {
+                        max = idx * self.entries_per_file + slot + 1;
+                    }
+                    Ok(None) => {}
+                    Ok(Some(_)) | Err(_) => {
+                        // Points past the log (the record was cut) or is garbage: forget it.
+                        f.write_at(at, &[0u8; ENTRY_LEN]);
+                    }
+                }
+            }
+        }
+        // Zero entries beyond the new end, which recovery will write again if they are real.
+        for (idx, f) in &files {
+            let first = idx * self.entries_per_file;
+            let from = max.saturating_sub(first).min(self.entries_per_file);
+            for slot in from..self.entries_per_file {
+                let at = slot as usize * ENTRY_LEN;
+                if f.slice(at, ENTRY_LEN).iter().any(|b| *b != 0) {
+                    f.write_at(at, &[0u8; ENTRY_LEN]);
+                }
+            }
+        }
+        self.max_offset.store(max, Ordering::Release);
+        Ok(())
+    }
+
+    /// Retention: drops files all of whose entries point below `log_min`, and moves the queue's
+    /// minimum up to the first entry still in the log.
+    pub fn trim(&self, log_min: u64) -> Result<()> {
+        let files: Vec<(u64, Arc<MappedFile>)> = self.files().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let max = self.max_offset();
+        for (idx, f) in files {
+            let first = idx * self.entries_per_file;
+            let last = (first + self.entries_per_file).min(max);
+            if last == 0 || last <= first {
+                break;
+            }
+            let last_entry = Entry::decode(f.slice(((last - 1 - first) as usize) * ENTRY_LEN, ENTRY_LEN))?;
+            let whole_file_gone = last == first + self.entries_per_file
+                && matches!(last_entry, Some(e) if e.phys_offset + e.size as u64 <= log_min);
+            if whole_file_gone {
+                self.files.write().unwrap_or_else(|p| p.into_inner()).remove(&idx);
+                std::fs::remove_file(f.path()).map_err(|e| StoreError::io(format!("delete {}", f.path().display()), e))?;
+                self.min_offset.fetch_max(first + self.entries_per_file, Ordering::AcqRel);
+                continue;
+            }
+            // Move min inside this file to the first entry still in the log.
+            let mut o = self.min_offset().max(first);
+            while o < last {
+                match Entry::decode(f.slice(((o - first) as usize) * ENTRY_LEN, ENTRY_LEN))? {
+                    Some(e) if e.phys_offset < log_min => o += 1,
+                    _ => break,
+                }
+            }
+            self.min_offset.fetch_max(o, Ordering::AcqRel);
+            break;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn entries_land_at_their_offset_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        for i in 0..10u64 {
+            q.put(i, Entry { phys_offset: i * 200, size: 150, tag_hash: i }).unwrap();
+        }
+        assert_eq!(q.max_offset(), 10);
+        assert_eq!(q.get(7).unwrap(), Some(Entry { phys_offset: 1400, size: 150, tag_hash: 7 }));
+        assert_eq!(q.get(10).unwrap(), None);
+        drop(q);
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        q.recover(1_000_000).unwrap();
+        assert_eq!(q.max_offset(), 10);
+        q.recover(1000).unwrap(); // entries 5.. point past a shorter log
+        assert_eq!(q.max_offset(), 5);
+        assert_eq!(q.get(5).unwrap(), None);
+    }
+
+    #[test]
+    fn trim_drops_whole_files_below_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        for i in 0..10u64 {
+            q.put(i, Entry { phys_offset: i * 200, size: 150, tag_hash: 0 }).unwrap();
+        }
+        q.trim(1200).unwrap();
+        assert_eq!(q.min_offset(), 6);
+        assert_eq!(q.get(3).unwrap(), None);
+        assert!(q.get(6).unwrap().is_some());
+    }
+
+    proptest! {
+        #[test]
+        fn entry_round_trips(p in any::<u64>(), s in (crate::record::MIN_RECORD_LEN as u32)..u32::MAX, t in any::<u64>()) {
+            let e = Entry { phys_offset: p, size: s, tag_hash: t };
+            prop_assert_eq!(Entry::decode(&e.encode()).unwrap(), Some(e));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Entry::decode(&b);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! A fixed-size file mapped into memory, the building block of commit log segments,
+//! consume queue files and index files.
+//!
+//! Files are fully allocated with `posix_fallocate` when created, so a later write into the
+//! map can never hit a hole on a full disk (which would kill the process with SIGBUS): a full
+//! disk shows up here, as an error on creation, and nowhere else. Writers and readers share one
+//! [`MmapRaw`]; the owners of each file guarantee that a byte range is written by one thread
+//! before it is published (with release/acquire atomics) to readers, so no range is read while
+//! it is written.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapRaw;
+
+use crate::error::{Result, StoreError};
+
+/// One memory-mapped file of fixed size.
+#[derive(Debug)]
+pub struct MappedFile {
+    path: PathBuf,
+    map: MmapRaw,
+    len: usize,
+    _file: File,
+}
+
+// SAFETY: the map is plain memory shared between threads; callers uphold the
+// one-writer-per-range and publish-before-read discipline described in the module docs.
+unsafe impl Send for MappedFile {}
+unsafe impl Sync for MappedFile {}
+
+/// True when an I/O error means the disk is out of space.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+impl MappedFile {
+    /// Creates (or reuses) `path` with exactly `len` bytes allocated on disk and maps it.
+    pub fn create(path: &Path, len: u64) -> Result<MappedFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
+        // SAFETY: plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+        if rc != 0 {
+            let err = std::io::Error::from_raw_os_error(rc);
+            if is_disk_full(&err) {
+                // Do not leave a half-allocated file behind for recovery to trip over.
+                drop(file);
+                let _ = std::fs::remove_file(path);
+                return Err(StoreError::DiskFull { detail: format!("cannot allocate {len} bytes for {}", path.display()) });
+            }
+            if rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
+                return Err(StoreError::io(format!("allocate {}", path.display()), err));
+            }
+            file.set_len(len).map_err(|e| StoreError::io(format!("size {}", path.display()), e))?;
+        }
+        Self::map(path.to_path_buf(), file, len)
+    }
+
+    /// Maps an existing file; its length must be `len`.
+    pub fn open(path: &Path, len: u64) -> Result<MappedFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+        let actual = file.metadata().map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?.len();
+        if actual != len {
+            return Err(StoreError::Corrupt {
+                offset: 0,
+                reason: format!("{} is {actual} bytes, expected {len}", path.display()),
+            });
+        }
+        Self::map(path.to_path_buf(), file, len)
+    }
+
+    fn map(path: PathBuf, file: File, len: u64) -> Result<MappedFile> {
+        let map = MmapRaw::map_raw(&file).map_err(|e| StoreError::io(format!("mmap {}", path.display()), e))?;
+        Ok(MappedFile { path, map, len: len as usize, _file: file })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `data` into the file at `pos`.
+    ///
+    /// Callers own the range: no other thread reads or writes it until they publish it.
+    pub fn write_at(&self, pos: usize, data: &[u8]) {
+        assert!(pos + data.len() <= self.len, "write past the end of {}", self.path.display());
+        // SAFETY: bounds checked above; exclusive ownership of the range by contract.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len()) }
+    }
+
+    /// Gives mutable access to a range the caller owns (see [`MappedFile::write_at`]).
+    #[allow(clippy::mut_from_ref)]
+    pub fn slice_mut(&self, pos: usize, len: usize) -> &mut [u8] {
+        assert!(pos + len <= self.len, "range past the end of {}", self.path.display());
+        // SAFETY: bounds checked; exclusive ownership of the range by contract.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(pos), len) }
+    }
+
+    /// A view of bytes `pos..pos+len` that were published before this call.
+    pub fn slice(&self, pos: usize, len: usize) -> &[u8] {
+        let len = len.min(self.len.saturating_sub(pos));
+        // SAFETY: clamped to the mapping; the range is not written concurrently by contract.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pos.min(self.len)), len) }
+    }
+
+    /// Makes bytes `pos..pos+len` durable (msync with MS_SYNC). An error here means the
+    /// kernel may have dropped the dirty pages: the caller must stop acknowledging writes.
+    pub fn flush_range(&self, pos: usize, len: usize) -> std::io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(pos, len)
+    }
+
+    /// Flushes the whole file.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.flush_range(0, self.len)
+    }
+}
