@@ -1,0 +1,248 @@
+//! `Broker`: the storage tier (broker groups, each a leader and followers with their own
+//! volumes) and the compute tier (stateless proxies that clients talk to), scaled separately.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{ImagePullPolicy, PodPlacement};
+
+/// Desired state of a FerroMQ cluster's data plane. `spec.storage` becomes one StatefulSet per
+/// broker group; `spec.compute` becomes the proxy Deployment behind the client Service on 8081.
+/// The scale subresource drives `spec.compute.replicas`, so `kubectl scale` and a
+/// HorizontalPodAutoscaler touch the proxies alone.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "ferromq.io",
+    version = "v1alpha1",
+    kind = "Broker",
+    namespaced,
+    status = "BrokerStatus",
+    shortname = "fbk",
+    category = "ferromq",
+    doc = "A FerroMQ broker cluster: storage tier (broker groups) and compute tier (proxies).",
+    scale(
+        spec_replicas_path = ".spec.compute.replicas",
+        status_replicas_path = ".status.compute.replicas",
+        label_selector_path = ".status.compute.selector"
+    ),
+    printcolumn(name = "Groups", type_ = "integer", json_path = ".spec.storage.groups", description = "Broker groups (shards)"),
+    printcolumn(name = "Storage-Ready", type_ = "integer", json_path = ".status.storage.readyGroups", description = "Groups whose every replica is ready"),
+    printcolumn(name = "Proxies", type_ = "integer", json_path = ".spec.compute.replicas", description = "Desired proxy replicas"),
+    printcolumn(name = "Proxies-Ready", type_ = "integer", json_path = ".status.compute.readyReplicas", description = "Ready proxy replicas"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// The Nameserver (same namespace) the brokers register to and the proxies read routes from.
+    pub nameserver_ref: NameserverRef,
+    /// Container image that holds the `ferromq` binary, used by both tiers.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// When to pull the image.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+    /// The storage tier: broker groups with persistent volumes.
+    pub storage: StorageSpec,
+    /// The compute tier: stateless proxies serving the RocketMQ 5 gRPC protocol on port 8081.
+    pub compute: ComputeSpec,
+    /// Extra broker settings rendered into `broker.toml` (kebab-case keys, string values).
+    /// Changing them rolls the broker pods, followers before leaders.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Names a Nameserver in the Broker's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct NameserverRef {
+    /// `metadata.name` of the Nameserver.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+}
+
+/// The storage tier: `groups` shards, each a StatefulSet of `replicasPerGroup` pods where
+/// ordinal 0 is the leader and the others are followers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Number of broker groups (shards). Growing adds groups; shrinking drains the removed
+    /// groups through the admin API before their StatefulSets are deleted.
+    #[schemars(range(min = 1, max = 64))]
+    pub groups: i32,
+    /// Pods per group: one leader plus followers.
+    #[serde(default = "default_replicas_per_group")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas_per_group: i32,
+    /// The persistent volume of each broker pod.
+    pub volume: VolumeSpec,
+    /// When the commit log is flushed to disk before a send is acknowledged.
+    #[serde(default)]
+    pub flush_mode: FlushMode,
+    /// Whether a send waits for followers before it is acknowledged.
+    #[serde(default)]
+    pub replication_mode: ReplicationMode,
+    /// CPU and memory of each broker pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Scheduling constraints of broker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PodPlacement>,
+}
+
+fn default_replicas_per_group() -> i32 {
+    2
+}
+
+/// A broker pod's volume. The size may only grow: growing it expands the existing claims in
+/// place (the storage class must allow volume expansion).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("isQuantity(self.size) && quantity(self.size).isGreaterThan(quantity('0'))").message("size must be a positive quantity such as 10Gi"))]
+#[x_kube(validation = Rule::new("!isQuantity(oldSelf.size) || !isQuantity(self.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0").message("storage size may only grow").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("storageClassName cannot change once set").reason(Reason::FieldValueForbidden))]
+pub struct VolumeSpec {
+    /// Requested capacity, a Kubernetes quantity (`50Gi`).
+    #[schemars(length(min = 1, max = 32))]
+    pub size: String,
+    /// StorageClass of the claims; the cluster default when unset. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// Commit-log flush policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum FlushMode {
+    /// Acknowledge after the write reaches the page cache; flush in the background.
+    #[default]
+    Async,
+    /// Acknowledge only after fsync.
+    Sync,
+}
+
+/// Leader-to-follower replication policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReplicationMode {
+    /// Acknowledge once the leader has the message.
+    #[default]
+    Async,
+    /// Acknowledge once a follower has it too.
+    Sync,
+}
+
+impl FlushMode {
+    /// Value used in `broker.toml`.
+    pub fn as_config(self) -> &'static str {
+        match self {
+            FlushMode::Async => "async",
+            FlushMode::Sync => "sync",
+        }
+    }
+}
+
+impl ReplicationMode {
+    /// Value used in `broker.toml`.
+    pub fn as_config(self) -> &'static str {
+        match self {
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+        }
+    }
+}
+
+/// The compute tier: stateless proxies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeSpec {
+    /// Number of proxy pods; the target of the scale subresource.
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// CPU and memory of each proxy pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// When set, a HorizontalPodAutoscaler scales this Broker's compute tier within these bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// Scheduling constraints of proxy pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PodPlacement>,
+}
+
+/// Bounds of the compute tier's HorizontalPodAutoscaler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct Autoscaling {
+    /// Lower bound of proxy replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Upper bound of proxy replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU utilisation (percent of requests) the autoscaler aims for.
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percent: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
+/// What the operator last observed of a Broker; each tier separately.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The storage tier.
+    #[serde(default)]
+    pub storage: StorageStatus,
+    /// The compute tier (also read by the scale subresource).
+    #[serde(default)]
+    pub compute: ComputeStatus,
+    /// `Ready`, `Progressing` and `Degraded`, following the Kubernetes API conventions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// Observed state of the storage tier.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStatus {
+    /// Broker groups that exist (including ones being drained).
+    #[serde(default)]
+    pub groups: i32,
+    /// Groups whose every replica is ready.
+    #[serde(default)]
+    pub ready_groups: i32,
+    /// Ready broker pods over all groups.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Groups being drained before removal, by StatefulSet name.
+    #[serde(default)]
+    pub draining: Vec<String>,
+    /// Claims whose size does not yet match `spec.storage.volume.size`.
+    #[serde(default)]
+    pub pending_volume_expansions: Vec<String>,
+}
+
+/// Observed state of the compute tier.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeStatus {
+    /// Proxy pods that exist (the scale subresource's `status.replicas`).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Proxy pods passing readiness.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of proxy pods, for the scale subresource and autoscalers.
+    #[serde(default)]
+    pub selector: String,
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# A throw-away Kubernetes control plane (etcd + kube-apiserver, RBAC on) on 127.0.0.1 for the
+# operator's integration tests. No Docker, no kind: both binaries are built from their Go
+# modules (see shared K8S-TEST-ENV.md) and cached under "$FERROMQ_TEST_CACHE/k8s/", keyed by
+# version, so only the first run on a machine pays for the compile.
+#
+#   tests/k8s/env.sh build        # make sure the binaries exist; prints their directory
+#   tests/k8s/env.sh start DIR    # start etcd + kube-apiserver with state in DIR (must be empty
+#                                 # or absent); writes DIR/kubeconfig and DIR/env, waits for /readyz
+#   tests/k8s/env.sh stop DIR     # stop both processes (by the pids stored in DIR) and remove DIR
+#
+# Versions are pinned here; change them and the cache key changes with them.
+set -euo pipefail
+
+K8S_VERSION="${FERROMQ_K8S_VERSION:-1.35.4}"
+ETCD_VERSION="${FERROMQ_ETCD_VERSION:-3.6.16}"
+CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}/k8s"
+BIN="$CACHE/bin-k8s${K8S_VERSION}-etcd${ETCD_VERSION}"
+
+log() { echo "k8s-env: $*" >&2; }
+
+need_go() {
+  if ! command -v go >/dev/null; then
+    log "installing Go from Debian packages"
+    apt-get update -qq && apt-get install -y -qq golang-go >/dev/null
+  fi
+}
+
+build_etcd() {
+  local work="$CACHE/work/etcd-$ETCD_VERSION"
+  rm -rf "$work" && mkdir -p "$work"
+  local start=$SECONDS
+  log "building etcd v$ETCD_VERSION (throw-away module; server/v3's own replace lines block go install)"
+  (
+    cd "$work"
+    go mod init local/etcdbuild >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/etcd.tmp" go.etcd.io/etcd/server/v3
+  )
+  mv "$BIN/etcd.tmp" "$BIN/etcd"
+  log "etcd built in $((SECONDS - start))s"
+}
+
+build_apiserver() {
+  local work="$CACHE/work/k8s-$K8S_VERSION"
+  rm -rf "$work" && mkdir -p "$work"
+  local start=$SECONDS
+  log "building kube-apiserver v$K8S_VERSION (staging modules replaced by their v0.x tags)"
+  (
+    cd "$work"
+    go mod init local/k8sbuild >/dev/null 2>&1
+    local gomod
+    gomod="$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+    [[ -f "$gomod" ]] || { log "cannot download k8s.io/kubernetes@v$K8S_VERSION"; exit 1; }
+    # Use the Go language level and godebug defaults kubernetes itself declares.
+    local goline
+    goline="$(awk '$1=="go"{print $2; exit}' "$gomod")"
+    go mod edit -go="$goline"
+    if grep -q '^godebug default=' "$gomod"; then
+      grep '^godebug default=' "$gomod" >>go.mod
+    fi
+    # Every "k8s.io/X => ./staging/src/k8s.io/X" becomes "k8s.io/X => k8s.io/X@v0.<minor>.<patch>".
+    local staging_version="v0.${K8S_VERSION#1.}"
+    local m
+    for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/src/k8s\.io/.*#\1#p' "$gomod"); do
+      go mod edit -replace="$m=$m@$staging_version"
+    done
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >/dev/null
+    local minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/kube-apiserver.tmp" \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+      k8s.io/kubernetes/cmd/kube-apiserver
+  )
+  mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
+  log "kube-apiserver built in $((SECONDS - start))s"
+}
+
+cmd_build() {
+  mkdir -p "$BIN"
+  if [[ ! -x "$BIN/etcd" || ! -x "$BIN/kube-apiserver" ]]; then need_go; fi
+  [[ -x "$BIN/etcd" ]] || build_etcd
+  [[ -x "$BIN/kube-apiserver" ]] || build_apiserver
+  echo "$BIN"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+cmd_start() {
+  local dir="${1:?start needs a state directory}"
+  cmd_build >/dev/null
+  mkdir -p "$dir"
+  dir="$(cd "$dir" && pwd)"
+  local t0=$SECONDS
+  local etcd_port etcd_peer api_port
+  etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api_port="$(free_port)"
+
+  "$BIN/etcd" --data-dir "$dir/etcd" --name test \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "test=http://127.0.0.1:$etcd_peer" \
+    --unsafe-no-fsync --log-level warn >"$dir/etcd.log" 2>&1 &
+  echo $! >"$dir/etcd.pid"
+
+  openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
+  local token
+  token="$(openssl rand -hex 24)"
+  echo "$token,admin,admin-uid,\"system:masters\"" >"$dir/tokens.csv"
+
+  "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --cert-dir="$dir/certs" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
+    --token-auth-file="$dir/tokens.csv" \
+    --authorization-mode=RBAC \
+    --allow-privileged=true \
+    --disable-admission-plugins=ServiceAccount \
+    >"$dir/apiserver.log" 2>&1 &
+  echo $! >"$dir/apiserver.pid"
+
+  cat >"$dir/kubeconfig" <<KCFG
+apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: https://127.0.0.1:$api_port
+    insecure-skip-tls-verify: true
+users:
+- name: admin
+  user:
+    token: $token
+contexts:
+- name: test
+  context: {cluster: test, user: admin, namespace: default}
+current-context: test
+KCFG
+  {
+    echo "export KUBECONFIG=$dir/kubeconfig"
+    echo "export FERROMQ_TEST_APISERVER=https://127.0.0.1:$api_port"
+  } >"$dir/env"
+
+  local i
+  for i in $(seq 1 240); do
+    if curl -ksf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
+      log "control plane ready on 127.0.0.1:$api_port in $((SECONDS - t0))s"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null || ! kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null; then
+      log "a control-plane process died; last log lines:"
+      tail -20 "$dir/etcd.log" "$dir/apiserver.log" >&2 || true
+      cmd_stop "$dir"
+      return 1
+    fi
+    sleep 0.5
+  done
+  log "kube-apiserver not ready after 120s"; tail -30 "$dir/apiserver.log" >&2 || true
+  cmd_stop "$dir"
+  return 1
+}
+
+cmd_stop() {
+  local dir="${1:?stop needs the state directory}"
+  local f pid
+  for f in apiserver etcd; do
+    [[ -f "$dir/$f.pid" ]] || continue
+    pid="$(cat "$dir/$f.pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/$f.pid"
+  done
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  build) cmd_build ;;
+  start) shift; cmd_start "$@" ;;
+  stop) shift; cmd_stop "$@" ;;
+  *) echo "usage: $0 build | start DIR | stop DIR" >&2; exit 2 ;;
+esac
