@@ -1,0 +1,1 @@
+package io.ferromq.tests; public class Scenarios { public static void main(String[] a) {} }

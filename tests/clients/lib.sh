@@ -1,0 +1,141 @@
+# Shared by tests/suites/30-clients.sh (target: ferromq) and tests/clients/run-against-rocketmq.sh
+# (reference: Apache RocketMQ). Sourced, not executed.
+#
+# Contract with the three client suites (python/, java/, rust/):
+#   env FERROMQ_ENDPOINT          host:port of the gRPC MessagingService (plaintext)
+#   env FERROMQ_TOPIC_{NORMAL,FILTER,RETRY,PUSH}   fresh NORMAL topics (created up front)
+#   env FERROMQ_TOPIC_FIFO        fresh FIFO topic
+#   env FERROMQ_TOPIC_MISSING     a name that is never created
+#   env FERROMQ_GROUP_PREFIX      consumer groups are PREFIX_{normal,filter,retry,fifo,push}; PREFIX_fifo is a FIFO group
+#   env FERROMQ_RESULTS_FILE      each suite appends one line per scenario: "<client> <scenario> PASS|FAIL|SKIP <detail>"
+# The scenario names (SCENARIOS below) are the same in every client, so a failure points at a behaviour.
+
+SCENARIOS=(send_receive_ack tag_filter redelivery fifo_order push_consume unknown_topic oversized_body)
+
+CLIENTS_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CLIENTS_CACHE="$FERROMQ_TEST_CACHE/clients"
+M2_REPO="$CLIENTS_CACHE/m2"
+VENV="$CLIENTS_CACHE/venv"
+CLIENTS_TARGET="$CLIENTS_CACHE/rust-target"
+PY_CLIENT_VERSION="5.1.2"
+mkdir -p "$CLIENTS_CACHE"
+
+log() { echo "[clients $(date +%H:%M:%S)] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+need() { command -v "$1" >/dev/null || die "$1 is required"; }
+
+wait_port() { # wait_port PORT SECONDS
+  local port="$1" secs="$2" i
+  for ((i = 0; i < secs * 4; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.25
+  done
+  return 1
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# --- building the three suites (each installs what it needs on a fresh machine) ---
+
+build_python() {
+  need python3
+  if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c "import rocketmq, pytest" 2>/dev/null; then
+    log "python: creating venv $VENV with rocketmq-python-client==$PY_CLIENT_VERSION"
+    python3 -m venv "$VENV" || return 1
+    "$VENV/bin/pip" install -q -r "$CLIENTS_HERE/python/requirements.txt" || return 1
+  fi
+}
+
+build_java() {
+  need java && need mvn || return 1
+  log "java: mvn package (local repo $M2_REPO)"
+  (cd "$CLIENTS_HERE/java" && mvn -B -q -Dmaven.repo.local="$M2_REPO" \
+      -DbuildDirectory="$CLIENTS_CACHE/java-target" package -DskipTests) || return 1
+}
+
+build_rust() {
+  need cargo || return 1
+  log "rust: cargo build --release (target $CLIENTS_TARGET)"
+  (cd "$CLIENTS_HERE/rust" && CARGO_TARGET_DIR="$CLIENTS_TARGET" cargo build --release --locked -q) || return 1
+}
+
+run_python() {
+  (cd "$CLIENTS_HERE/python" && timeout 600 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+      -o log_cli=false scenarios_test.py 2>&1)
+}
+
+run_java() {
+  local cp="$CLIENTS_CACHE/java-target/classes:$CLIENTS_CACHE/java-target/lib/*"
+  timeout 600 java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Drocketmq.log.root="${FERROMQ_CLIENT_LOGS:-/tmp}/java-client" -Dmq.consoleAppender.enabled=false \
+    -cp "$cp" io.ferromq.tests.Scenarios 2>&1
+}
+
+run_rust() {
+  timeout 600 "$CLIENTS_TARGET/release/ferromq-client-tests-rust" 2>&1
+}
+
+# --- topics, groups, running, counting ---
+
+# Needs callbacks create_topic NAME normal|fifo QUEUES and create_fifo_group NAME from the caller.
+prepare_and_run_suites() {
+  local only="$1" client run_id rc=0
+  run_id="c$(date +%s | tail -c 6)$RANDOM"
+  export FERROMQ_RESULTS_FILE="${FERROMQ_CLIENT_LOGS:-/tmp}/results.txt"
+  : > "$FERROMQ_RESULTS_FILE"
+  for client in python java rust; do
+    [[ ",$only," == *",$client,"* ]] || continue
+    local p="${run_id}_${client:0:2}"
+    if ! "build_$client" > "${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log" 2>&1; then
+      log "$client: BUILD FAILED (see ${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log)"
+      tail -30 "${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log" >&2
+      mark_missing "$client" "build failed"
+      rc=1
+      continue
+    fi
+    local ok=1 t
+    for t in normal filter retry push; do create_topic "${p}_$t" normal 4 || ok=0; done
+    create_topic "${p}_fifo" fifo 2 || ok=0
+    create_fifo_group "${p}_g_fifo" || ok=0
+    if ((!ok)); then log "$client: topic creation failed"; fi
+    export FERROMQ_TOPIC_NORMAL="${p}_normal" FERROMQ_TOPIC_FILTER="${p}_filter" \
+      FERROMQ_TOPIC_RETRY="${p}_retry" FERROMQ_TOPIC_PUSH="${p}_push" FERROMQ_TOPIC_FIFO="${p}_fifo" \
+      FERROMQ_TOPIC_MISSING="${p}_missing" FERROMQ_GROUP_PREFIX="${p}_g"
+    local t0 t1
+    t0=$(date +%s)
+    log "$client: running scenarios against $FERROMQ_ENDPOINT (topics ${p}_*)"
+    "run_$client" > "${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log" 2>&1
+    local code=$?
+    t1=$(date +%s)
+    grep -E '^(SCENARIO|  )' "${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log" >&2 || true
+    mark_missing "$client" "suite ended (exit $code) before reporting this scenario"
+    log "$client: exit $code in $((t1 - t0)) s (full output: ${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log)"
+    if ((code != 0)); then rc=1; fi
+  done
+  if awk '$3 == "FAIL" {f = 1} END {exit !f}' "$FERROMQ_RESULTS_FILE"; then rc=1; fi
+  return $rc
+}
+
+mark_missing() { # mark_missing CLIENT REASON: every scenario the client did not report counts as failed
+  local client="$1" reason="$2" s
+  for s in "${SCENARIOS[@]}"; do
+    if ! grep -q "^$client $s " "$FERROMQ_RESULTS_FILE"; then
+      echo "$client $s FAIL $reason" >> "$FERROMQ_RESULTS_FILE"
+    fi
+  done
+}
+
+summary_line() {
+  local p f s
+  p=$(awk '$3 == "PASS"' "$FERROMQ_RESULTS_FILE" | wc -l)
+  f=$(awk '$3 == "FAIL"' "$FERROMQ_RESULTS_FILE" | wc -l)
+  s=$(awk '$3 == "SKIP"' "$FERROMQ_RESULTS_FILE" | wc -l)
+  echo "clients: $p passed, $f failed, $s skipped"
+}
+
+print_results_table() {
+  log "results (client scenario verdict detail):"
+  sort -s -k1,1 "$FERROMQ_RESULTS_FILE" | sed 's/^/    /' >&2
+}

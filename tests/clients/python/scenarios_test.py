@@ -1,0 +1,335 @@
+"""Protocol scenarios driven by the official RocketMQ 5 Python client (`rocketmq-python-client`).
+
+Run by tests/suites/30-clients.sh (ferromq) or tests/clients/run-against-rocketmq.sh (reference);
+topics and groups are created up front by the script and passed in the environment (see ../lib.sh).
+Each test is one scenario; its name is the scenario name shared with the Java and Rust suites.
+"""
+import os
+import threading
+import time
+import uuid
+
+import pytest
+from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
+                      MessageListener, Producer, PushConsumer, SimpleConsumer)
+from rocketmq.v5.exception import ClientException, NotFoundException
+
+ENDPOINT = os.environ.get("FERROMQ_ENDPOINT", "127.0.0.1:8081")
+TOPIC = {k: os.environ.get(f"FERROMQ_TOPIC_{k.upper()}", f"py_{k}")
+         for k in ("normal", "filter", "retry", "push", "fifo", "missing")}
+GROUP_PREFIX = os.environ.get("FERROMQ_GROUP_PREFIX", "py_g")
+AWAIT_SECS = 5             # long polling per receive (the reference clamps to >= 5 s)
+INVISIBLE_SECS = 30        # invisibility while a scenario works on a batch
+RETRY_INVISIBLE_SECS = int(os.environ.get("FERROMQ_RETRY_INVISIBLE_SECS", "10"))
+MAX_BODY = 4 * 1024 * 1024
+TOPIC_NOT_FOUND = 40402
+RUN = uuid.uuid4().hex[:8]
+
+
+def config():
+    return ClientConfiguration(ENDPOINT, Credentials(), request_timeout=10)
+
+
+def group(name):
+    return f"{GROUP_PREFIX}_{name}"
+
+
+def body_for(i, scenario):
+    # Binary bodies of varied sizes (0x00 and 0xff included), unique per message.
+    head = f"{scenario}:{RUN}:{i}:".encode()
+    return head + bytes((i * 7 + j) % 256 for j in range((i * 131) % 3000 + 1))
+
+
+def make_message(topic, body, tag=None, keys=(), props=None, message_group=None):
+    m = Message()
+    m.topic = topic
+    m.body = body
+    if tag:
+        m.tag = tag
+    for k in keys:
+        m.keys = k
+    for k, v in (props or {}).items():
+        m.add_property(k, v)
+    if message_group:
+        m.message_group = message_group
+    return m
+
+
+@pytest.fixture(scope="module")
+def producer():
+    p = Producer(config(), tuple(TOPIC[k] for k in ("normal", "filter", "retry", "push", "fifo")))
+    p.startup()
+    yield p
+    p.shutdown()
+
+
+def start_simple(name, topic, expression="*"):
+    c = SimpleConsumer(config(), group(name), {topic: FilterExpression(expression)}, await_duration=AWAIT_SECS)
+    c.startup()
+    # The Python client's startup() does not wait for the Telemetry settings round trip; a receive sent
+    # before the server has the settings fails on the reference proxy (NullPointerException -> 50001).
+    time.sleep(1.5)
+    return c
+
+
+def receive(consumer, max_num=32, invisible=INVISIBLE_SECS):
+    return consumer.receive(max_num, invisible) or []
+
+
+def drain(consumer, want, deadline_secs, on_message):
+    """Receive until `want` messages have been handled or the deadline passes."""
+    got = 0
+    end = time.time() + deadline_secs
+    while got < want and time.time() < end:
+        for m in receive(consumer):
+            on_message(m)
+            got += 1
+    return got
+
+
+def test_send_receive_ack(producer):
+    n = 20
+    expected = {}
+    for i in range(n):
+        tag = "TagA" if i % 2 == 0 else "TagB"
+        keys = {f"key-{RUN}-{i}", f"order-{i}"}
+        props = {"seq": str(i), "origin": "python", "text": "héllo wörld ✓"}
+        body = body_for(i, "sra") if i != n - 1 else os.urandom(256 * 1024)
+        receipt = producer.send(make_message(TOPIC["normal"], body, tag, sorted(keys), props))
+        assert receipt.message_id, "send receipt has no message id"
+        expected[receipt.message_id] = (body, tag, keys, props)
+    assert len(expected) == n, "duplicate message ids in send receipts"
+
+    consumer = start_simple("normal", TOPIC["normal"])
+    try:
+        acked = set()
+        problems = []
+
+        def check(m):
+            if m.message_id not in expected:
+                problems.append(f"unexpected message {m.message_id}")
+                return
+            if m.message_id in acked:
+                problems.append(f"acked message {m.message_id} delivered again")
+                return
+            body, tag, keys, props = expected[m.message_id]
+            if m.topic != TOPIC["normal"]:
+                problems.append(f"{m.message_id}: topic {m.topic!r}")
+            if m.body != body:
+                problems.append(f"{m.message_id}: body differs (len {len(m.body or b'')} vs {len(body)})")
+            if m.tag != tag:
+                problems.append(f"{m.message_id}: tag {m.tag!r} != {tag!r}")
+            if set(m.keys) != keys:
+                problems.append(f"{m.message_id}: keys {sorted(m.keys)} != {sorted(keys)}")
+            for k, v in props.items():
+                if m.properties.get(k) != v:
+                    problems.append(f"{m.message_id}: property {k}={m.properties.get(k)!r} != {v!r}")
+            if m.delivery_attempt != 1:
+                problems.append(f"{m.message_id}: delivery_attempt {m.delivery_attempt} on first delivery")
+            consumer.ack(m)
+            acked.add(m.message_id)
+
+        drain(consumer, n, 60, check)
+        assert not problems, "; ".join(problems[:10])
+        assert len(acked) == n, f"received+acked {len(acked)} of {n} sent (lost {n - len(acked)})"
+        # Acked messages never come back: a full round over the queues stays empty.
+        for _ in range(2):
+            again = receive(consumer)
+            assert not again, f"{len(again)} message(s) delivered after everything was acked"
+    finally:
+        consumer.shutdown()
+
+
+def test_tag_filter(producer):
+    sent = {"A": set(), "B": set(), "C": set()}
+    for i in range(15):
+        tag = "ABC"[i % 3]
+        r = producer.send(make_message(TOPIC["filter"], f"filter {RUN} {i} {tag}".encode(), tag))
+        sent[tag].add(r.message_id)
+    consumer = start_simple("filter", TOPIC["filter"], "A || B")
+    try:
+        got = {}
+
+        def take(m):
+            got[m.message_id] = m.tag
+            consumer.ack(m)
+
+        drain(consumer, 10, 60, take)
+        for _ in range(2):  # a few more rounds: a C message must never show up
+            for m in receive(consumer):
+                take(m)
+        wrong = [f"{mid} tag {t}" for mid, t in got.items() if t not in ("A", "B")]
+        assert not wrong, f"filter 'A || B' delivered: {wrong}"
+        missing = (sent["A"] | sent["B"]) - set(got)
+        assert not missing, f"{len(missing)} A/B message(s) never delivered"
+    finally:
+        consumer.shutdown()
+
+
+def test_redelivery(producer):
+    body = f"redeliver me {RUN}".encode()
+    r = producer.send(make_message(TOPIC["retry"], body, "retry", [f"rk-{RUN}"]))
+    consumer = start_simple("retry", TOPIC["retry"])
+    try:
+        first = None
+        end = time.time() + 60
+        while first is None and time.time() < end:
+            for m in receive(consumer, 1, RETRY_INVISIBLE_SECS):
+                first = m
+        assert first is not None, "message never delivered"
+        t_first = time.time()
+        assert first.message_id == r.message_id
+        assert first.delivery_attempt == 1, f"first delivery_attempt {first.delivery_attempt}"
+        # Not acked: it must stay invisible for RETRY_INVISIBLE_SECS, then come back with attempt 2.
+        second = None
+        end = time.time() + RETRY_INVISIBLE_SECS + 40
+        while second is None and time.time() < end:
+            for m in receive(consumer, 1, INVISIBLE_SECS):
+                assert m.message_id == r.message_id, f"unexpected message {m.message_id}"
+                second = m
+        assert second is not None, f"not redelivered within {RETRY_INVISIBLE_SECS + 40} s of its invisible duration"
+        waited = time.time() - t_first
+        assert waited >= RETRY_INVISIBLE_SECS - 1.5, f"redelivered after {waited:.1f} s < invisible {RETRY_INVISIBLE_SECS} s"
+        assert second.delivery_attempt == 2, f"redelivery has delivery_attempt {second.delivery_attempt}, want 2"
+        assert second.body == body and second.tag == "retry"
+        consumer.ack(second)
+        # Acked: it must not come back even after another invisible duration.
+        end = time.time() + RETRY_INVISIBLE_SECS + 2
+        while time.time() < end:
+            again = receive(consumer, 1, RETRY_INVISIBLE_SECS)
+            assert not again, f"acked message came back (attempt {again[0].delivery_attempt})"
+    finally:
+        consumer.shutdown()
+
+
+def test_fifo_order(producer):
+    groups = [f"mg{g}-{RUN}" for g in range(4)]
+    per_group = 6
+    for s in range(per_group):
+        for g in groups:
+            producer.send(make_message(TOPIC["fifo"], f"{g}|{s}".encode(), "fifo", props={"seq": str(s)},
+                                       message_group=g))
+    consumer = start_simple("fifo", TOPIC["fifo"])
+    try:
+        nxt = {g: 0 for g in groups}
+        problems = []
+
+        def check(m, held_group=None):
+            g = m.message_group
+            s = int(m.properties.get("seq", "-1"))
+            if g not in nxt:
+                problems.append(f"message with group {g!r}")
+                return False
+            if g == held_group:
+                problems.append(f"{g} seq {s} delivered while seq {nxt[g]} is unacked")
+                return False
+            if s != nxt[g]:
+                problems.append(f"{g}: got seq {s}, expected {nxt[g]}")
+                return False
+            if m.body != f"{g}|{s}".encode():
+                problems.append(f"{g} seq {s}: body {m.body!r}")
+            return True
+
+        # 1. take one message and hold it unacked
+        held = None
+        end = time.time() + 60
+        while held is None and time.time() < end:
+            for m in receive(consumer, 1):
+                held = m
+        assert held is not None, "no FIFO message delivered"
+        assert check(held), "; ".join(problems)
+        hg = held.message_group
+        # 2. while it is held, nothing later of its message group may be delivered
+        for _ in range(2):
+            for m in receive(consumer):
+                if check(m, held_group=hg):
+                    consumer.ack(m)
+                    nxt[m.message_group] += 1
+        assert not problems, "; ".join(problems[:10])
+        # 3. ack it; the rest comes in order
+        consumer.ack(held)
+        nxt[hg] += 1
+        end = time.time() + 90
+        while sum(nxt.values()) < len(groups) * per_group and time.time() < end and not problems:
+            for m in receive(consumer):
+                if check(m):
+                    consumer.ack(m)
+                    nxt[m.message_group] += 1
+        assert not problems, "; ".join(problems[:10])
+        assert all(v == per_group for v in nxt.values()), f"incomplete: {nxt}"
+    finally:
+        consumer.shutdown()
+
+
+class _Recorder(MessageListener):
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seen = {}
+
+    def consume(self, message):
+        with self.lock:
+            self.seen.setdefault(message.message_id, []).append(message.body)
+        return ConsumeResult.SUCCESS
+
+
+def test_push_consume(producer):
+    n = 20
+    expected = {}
+    for i in range(n // 2):  # backlog before the consumer starts
+        b = body_for(i, "push")
+        expected[producer.send(make_message(TOPIC["push"], b, "push")).message_id] = b
+    listener = _Recorder()
+    consumer = PushConsumer(config(), group("push"), listener, {TOPIC["push"]: FilterExpression()},
+                            consumption_thread_count=4)
+    consumer.startup()
+    try:
+        time.sleep(1)
+        for i in range(n // 2, n):  # live traffic while it runs
+            b = body_for(i, "push")
+            expected[producer.send(make_message(TOPIC["push"], b, "push")).message_id] = b
+        end = time.time() + 60
+        while time.time() < end:
+            with listener.lock:
+                if set(expected) <= set(listener.seen):
+                    break
+            time.sleep(0.2)
+        time.sleep(3)  # give duplicates a chance to show up
+        with listener.lock:
+            seen = dict(listener.seen)
+        missing = set(expected) - set(seen)
+        assert not missing, f"push consumer got {n - len(missing)} of {n} messages"
+        dups = {k: len(v) for k, v in seen.items() if len(v) > 1}
+        assert not dups, f"consumed more than once: {dups}"
+        extra = set(seen) - set(expected)
+        assert not extra, f"unexpected messages {extra}"
+        bad = [k for k in expected if seen[k][0] != expected[k]]
+        assert not bad, f"bodies differ for {bad}"
+    finally:
+        consumer.shutdown()
+
+
+def test_unknown_topic(producer, caplog):
+    # Python 5.1.2 turns the route lookup's NotFoundException (code 40402) into a plain
+    # Exception("failed to fetch topic:... route.") and logs the original error: check both.
+    caplog.set_level("ERROR")
+    with pytest.raises(Exception) as info:
+        producer.send(make_message(TOPIC["missing"], b"nobody home", "x"))
+    e = info.value
+    if isinstance(e, ClientException):
+        assert isinstance(e, NotFoundException) and int(e.code) == TOPIC_NOT_FOUND, \
+            f"expected NotFoundException code {TOPIC_NOT_FOUND} (TOPIC_NOT_FOUND), got {type(e).__name__}: {e}"
+    else:
+        assert "failed to fetch topic" in str(e), f"unexpected error: {type(e).__name__}: {e}"
+        logged = [r.getMessage() for r in caplog.records if "query topic raise exception" in r.getMessage()]
+        assert logged, "route lookup failed without a logged server error"
+        assert any(str(TOPIC_NOT_FOUND) in msg for msg in logged), \
+            f"route lookup failed, but not with TOPIC_NOT_FOUND ({TOPIC_NOT_FOUND}): {logged}"
+
+
+def test_oversized_body(producer):
+    with pytest.raises(ClientException) as info:
+        producer.send(make_message(TOPIC["normal"], b"x" * (MAX_BODY + 1), "big"))
+    assert "exceed" in str(info.value).lower() or getattr(info.value, "code", None) in (41300, 41301), \
+        f"unexpected error for a {MAX_BODY + 1}-byte body: {type(info.value).__name__}: {info.value}"
+    # The producer still works afterwards.
+    assert producer.send(make_message(TOPIC["normal"], b"small after big", "small")).message_id
