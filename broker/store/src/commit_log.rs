@@ -164,6 +164,17 @@ impl CommitLog {
             pos = first.base;
         }
         let seg_size = self.segment_size as usize;
+        // A missing segment file ends the log: what follows a gap cannot be trusted in order.
+        let contiguous = segs.windows(2).position(|w| w[0].base + self.segment_size != w[1].base).map(|i| i + 1);
+        if let Some(first_after_gap) = contiguous {
+            warn!(after = segs[first_after_gap - 1].base, "gap in the commit log segments; later segments are set aside");
+        }
+        let usable = contiguous.unwrap_or(segs.len());
+        let segs_all = segs.clone();
+        let segs: Vec<Arc<Segment>> = segs[..usable].to_vec();
+        if pos >= first.base + self.segment_size * segs.len() as u64 {
+            pos = first.base;
+        }
         let mut idx = ((pos - first.base) / self.segment_size) as usize;
         'segments: while idx < segs.len() {
             let seg = &segs[idx];
@@ -229,6 +240,7 @@ impl CommitLog {
         // move them aside rather than delete them, so an operator can inspect them.
         let end_idx = ((pos.max(first.base) - first.base) / self.segment_size) as usize;
         let keep = (end_idx + 1).min(segs.len());
+        let segs = segs_all;
         if keep < segs.len() {
             let mut list = self.segments_mut();
             for seg in list.drain(keep..) {
@@ -289,37 +301,44 @@ impl CommitLog {
     }
 
     fn take_spare_or_create(&self, base: u64) -> Result<Arc<Segment>> {
+        // Held across creation so the background allocation and a roll never race.
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = spare.take() {
             if s.base == base {
                 return Ok(Arc::new(s));
             }
-            let _ = std::fs::remove_file(s.file.path());
+            if self.segment_for(s.base).is_none() && s.base > base {
+                // Allocated for a later roll: keep it.
+                *spare = Some(s);
+            } else if self.segment_for(s.base).is_none() {
+                let _ = std::fs::remove_file(s.file.path());
+            }
         }
-        drop(spare);
         let file = MappedFile::create(&self.dir.join(segment_name(base)), self.segment_size)?;
         crate::checkpoint::sync_dir(&self.dir)?;
         Ok(Arc::new(Segment { base, file }))
     }
 
     /// Allocates the next segment ahead of time when the active one is half full, so the
-    /// writer's roll is a pointer swap. Called from the background flusher.
+    /// writer's roll is a pointer swap. Called from the background housekeeping thread.
     pub fn prepare_spare(&self) -> Result<()> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         let pos = self.write_pos();
         let Some(seg) = self.segment_for(pos) else { return Ok(()) };
         if pos - seg.base < self.segment_size / 2 {
             return Ok(());
         }
         let next = seg.base + self.segment_size;
-        {
-            let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-            if spare.as_ref().map(|s| s.base) == Some(next) {
-                return Ok(());
-            }
+        if spare.as_ref().map(|s| s.base) == Some(next) || self.segment_for(next).is_some() {
+            return Ok(());
         }
         let file = MappedFile::create(&self.dir.join(segment_name(next)), self.segment_size)?;
         crate::checkpoint::sync_dir(&self.dir)?;
-        *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(Segment { base: next, file });
+        if let Some(old) = spare.replace(Segment { base: next, file }) {
+            if self.segment_for(old.base).is_none() && old.base != next {
+                let _ = std::fs::remove_file(old.file.path());
+            }
+        }
         Ok(())
     }
 
