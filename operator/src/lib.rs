@@ -2,3 +2,4 @@
 //! they own, and the controllers that apply those objects with server-side apply.
 
 pub mod crd;
+pub mod builders;

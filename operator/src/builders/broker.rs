@@ -1,0 +1,582 @@
+//! Children of a `Broker`.
+//!
+//! Storage tier, per group `i` (`<broker>-group-<i>`): a headless Service, a StatefulSet whose
+//! ordinal 0 is the leader and the rest followers, and a PDB. Compute tier: the proxy Deployment
+//! (`<broker>-proxy`), the client Service (`<broker>`, port 8081), a PDB and, when autoscaling is
+//! set, a HorizontalPodAutoscaler that targets the Broker's own scale subresource. Both tiers
+//! read `<broker>-config` (ConfigMap with `broker.toml` and `proxy.toml`).
+//!
+//! Rolling order: the StatefulSets use the RollingUpdate strategy, which replaces pods from
+//! the highest ordinal down and waits for each to be Ready, so followers roll before the leader.
+//! Pod templates carry a hash of the rendered config, so a config change rolls the pods too.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::common::{
+    env, http_probe, identity_env, label, label_selector, object_labels, pod_spec, selector_labels,
+    selector_string, stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT,
+};
+use crate::crd::Broker;
+
+/// Component label of broker (storage) pods.
+pub const BROKER_COMPONENT: &str = "broker";
+/// Component label of proxy (compute) pods.
+pub const PROXY_COMPONENT: &str = "proxy";
+/// Name of the data volume claim template (claims are `data-<group>-<ordinal>`).
+pub const DATA_VOLUME: &str = "data";
+/// Where broker pods mount their volume.
+pub const DATA_DIR: &str = "/var/lib/ferromq";
+/// Where both tiers mount the ConfigMap.
+pub const CONFIG_DIR: &str = "/etc/ferromq";
+
+/// Name of broker group `index`'s StatefulSet, headless Service and PDB; also its group name
+/// on the cluster.
+pub fn group_name(broker: &str, index: i32) -> String {
+    format!("{broker}-group-{index}")
+}
+
+/// The index of a group from its StatefulSet name, when it is one of `broker`'s groups.
+pub fn group_index(broker: &str, sts_name: &str) -> Option<i32> {
+    sts_name.strip_prefix(&format!("{broker}-group-"))?.parse().ok()
+}
+
+/// Name of the proxy Deployment, its PDB and HPA.
+pub fn proxy_name(broker: &str) -> String {
+    format!("{broker}-proxy")
+}
+
+/// Name of the ConfigMap with the rendered configuration.
+pub fn config_name(broker: &str) -> String {
+    format!("{broker}-config")
+}
+
+/// Labels selecting one group's pods.
+pub fn group_selector(broker: &str, group: &str) -> BTreeMap<String, String> {
+    let mut l = selector_labels(broker, BROKER_COMPONENT);
+    l.insert(label::GROUP.to_string(), group.to_string());
+    l
+}
+
+/// Label selector string of the proxy pods (the scale subresource's `status.compute.selector`).
+pub fn proxy_selector(broker: &str) -> String {
+    selector_string(&selector_labels(broker, PROXY_COMPONENT))
+}
+
+/// Facts read from the cluster that shape the desired objects.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerInputs {
+    /// Stable addresses of the referenced Nameserver's replicas.
+    pub nameservers: Vec<String>,
+    /// Claim-template size of each existing group StatefulSet, by group name. A StatefulSet's
+    /// claim templates are immutable, so an existing group keeps its template size; growing the
+    /// volume is done by patching the claims instead (see the broker controller).
+    pub existing_claim_sizes: BTreeMap<String, String>,
+}
+
+/// One broker group's objects.
+pub struct GroupChildren {
+    /// Group name (also the StatefulSet, Service and PDB name).
+    pub name: String,
+    /// Headless Service giving each pod a stable DNS name.
+    pub service: Service,
+    /// The group's StatefulSet.
+    pub statefulset: StatefulSet,
+    /// Allows one pod of the group down at a time.
+    pub pdb: PodDisruptionBudget,
+}
+
+/// Everything a Broker owns, in apply order.
+pub struct BrokerChildren {
+    /// Rendered configuration of both tiers.
+    pub config: ConfigMap,
+    /// The storage tier, one entry per group in `0..spec.storage.groups`.
+    pub groups: Vec<GroupChildren>,
+    /// Proxy Deployment.
+    pub proxy: Deployment,
+    /// Client Service on port 8081.
+    pub client_service: Service,
+    /// Proxy PDB.
+    pub proxy_pdb: PodDisruptionBudget,
+    /// Proxy autoscaler, when `spec.compute.autoscaling` is set.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_key(k: &str) -> String {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        k.to_string()
+    } else {
+        toml_string(k)
+    }
+}
+
+fn toml_list(items: &[String]) -> String {
+    format!("[{}]", items.iter().map(|s| toml_string(s)).collect::<Vec<_>>().join(", "))
+}
+
+/// `broker.toml`: name servers, flush and replication modes, then `spec.config` entries.
+/// Per-pod identity (group, role, advertised address) comes from flags and env instead.
+pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
+    let s = &broker.spec.storage;
+    let mut out = String::from("# Rendered by ferromq-operator from the Broker resource.\n");
+    out.push_str(&format!("nameservers = {}\n", toml_list(nameservers)));
+    out.push_str(&format!("flush-mode = {}\n", toml_string(s.flush_mode.as_config())));
+    out.push_str(&format!("replication-mode = {}\n", toml_string(s.replication_mode.as_config())));
+    for (k, v) in &broker.spec.config {
+        out.push_str(&format!("{} = {}\n", toml_key(k), toml_string(v)));
+    }
+    out
+}
+
+/// `proxy.toml`: the name servers the proxies read routes from.
+pub fn render_proxy_config(nameservers: &[String]) -> String {
+    format!("# Rendered by ferromq-operator from the Broker resource.\nnameservers = {}\n", toml_list(nameservers))
+}
+
+/// The shell wrapper that picks the role from the pod's ordinal: 0 leads, the rest follow.
+/// (A StatefulSet template is shared by all ordinals; this is the one per-pod difference.)
+const BROKER_ENTRYPOINT: &str = r#"ordinal="${FERROMQ_POD_NAME##*-}"
+if [ "$ordinal" = "0" ]; then role=leader; else role=follower; fi
+exec ferromq broker --config /etc/ferromq/broker.toml --data-dir /var/lib/ferromq --group "$FERROMQ_GROUP" --role "$role" --addr 0.0.0.0:10911 --http-addr 0.0.0.0:9090"#;
+
+fn config_volume(broker: &str) -> Volume {
+    Volume {
+        name: "config".to_string(),
+        config_map: Some(ConfigMapVolumeSource { name: config_name(broker), ..ConfigMapVolumeSource::default() }),
+        ..Volume::default()
+    }
+}
+
+fn config_mount() -> VolumeMount {
+    VolumeMount { name: "config".to_string(), mount_path: CONFIG_DIR.to_string(), read_only: Some(true), ..VolumeMount::default() }
+}
+
+fn build_group(
+    broker: &Broker,
+    parent: &Parent,
+    index: i32,
+    config_hash: &str,
+    inputs: &BrokerInputs,
+) -> GroupChildren {
+    let storage = &broker.spec.storage;
+    let name = group_name(&parent.name, index);
+    let selector = group_selector(&parent.name, &name);
+    let mut labels = object_labels(&parent.name, BROKER_COMPONENT);
+    labels.insert(label::GROUP.to_string(), name.clone());
+
+    let service = Service {
+        metadata: parent.child_meta(&name, labels.clone()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector.clone()),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("broker".to_string()),
+                    port: BROKER_PORT,
+                    target_port: Some(IntOrString::String("broker".to_string())),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("http".to_string()),
+                    port: HTTP_PORT,
+                    target_port: Some(IntOrString::String("http".to_string())),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let mut container_env = identity_env();
+    container_env.push(env("FERROMQ_GROUP", name.clone()));
+    container_env.push(env(
+        "FERROMQ_ADVERTISE_ADDR",
+        format!("$(FERROMQ_POD_NAME).{name}.{}.svc:{BROKER_PORT}", parent.namespace),
+    ));
+    let container = Container {
+        name: "broker".to_string(),
+        image: Some(broker.spec.image.clone()),
+        image_pull_policy: Some(broker.spec.image_pull_policy.as_str().to_string()),
+        command: Some(vec!["/bin/sh".to_string(), "-c".to_string(), BROKER_ENTRYPOINT.to_string()]),
+        env: Some(container_env),
+        ports: Some(vec![
+            ContainerPort { name: Some("broker".to_string()), container_port: BROKER_PORT, ..ContainerPort::default() },
+            ContainerPort { name: Some("http".to_string()), container_port: HTTP_PORT, ..ContainerPort::default() },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        resources: storage.resources.clone(),
+        volume_mounts: Some(vec![
+            VolumeMount { name: DATA_VOLUME.to_string(), mount_path: DATA_DIR.to_string(), ..VolumeMount::default() },
+            config_mount(),
+        ]),
+        ..Container::default()
+    };
+    let mut pod = pod_spec(container, storage.placement.as_ref());
+    pod.volumes = Some(vec![config_volume(&parent.name)]);
+
+    let mut pod_labels = labels.clone();
+    pod_labels.remove(label::MANAGED_BY);
+    let claim_size = inputs.existing_claim_sizes.get(&name).cloned().unwrap_or_else(|| storage.volume.size.clone());
+    let mut claim_labels = selector.clone();
+    claim_labels.insert(label::MANAGED_BY.to_string(), super::common::MANAGER.to_string());
+
+    let statefulset = StatefulSet {
+        metadata: parent.child_meta(&name, labels.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(storage.replicas_per_group),
+            service_name: Some(name.clone()),
+            pod_management_policy: Some("OrderedReady".to_string()),
+            update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("RollingUpdate".to_string()), ..StatefulSetUpdateStrategy::default() }),
+            selector: label_selector(selector.clone()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta { name: Some(DATA_VOLUME.to_string()), labels: Some(claim_labels), ..ObjectMeta::default() },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+                    storage_class_name: storage.volume.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([("storage".to_string(), Quantity(claim_size))])),
+                        ..VolumeResourceRequirements::default()
+                    }),
+                    ..PersistentVolumeClaimSpec::default()
+                }),
+                ..PersistentVolumeClaim::default()
+            }]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+
+    let pdb = PodDisruptionBudget {
+        metadata: parent.child_meta(&name, labels),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(label_selector(selector)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+
+    GroupChildren { name, service, statefulset, pdb }
+}
+
+/// Builds the desired children of `broker` from the spec and the facts in `inputs`.
+pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, BuildError> {
+    let parent = Parent::of(broker)?;
+    let broker_toml = render_broker_config(broker, &inputs.nameservers);
+    let proxy_toml = render_proxy_config(&inputs.nameservers);
+    let broker_hash = stable_hash(&broker_toml);
+    let proxy_hash = stable_hash(&proxy_toml);
+
+    let config = ConfigMap {
+        metadata: parent.child_meta(&config_name(&parent.name), object_labels(&parent.name, BROKER_COMPONENT)),
+        data: Some(BTreeMap::from([
+            ("broker.toml".to_string(), broker_toml),
+            ("proxy.toml".to_string(), proxy_toml),
+        ])),
+        ..ConfigMap::default()
+    };
+
+    let groups = (0..broker.spec.storage.groups)
+        .map(|i| build_group(broker, &parent, i, &broker_hash, inputs))
+        .collect();
+
+    let compute = &broker.spec.compute;
+    let proxy_labels = object_labels(&parent.name, PROXY_COMPONENT);
+    let proxy_sel = selector_labels(&parent.name, PROXY_COMPONENT);
+    let pname = proxy_name(&parent.name);
+    let container = Container {
+        name: "proxy".to_string(),
+        image: Some(broker.spec.image.clone()),
+        image_pull_policy: Some(broker.spec.image_pull_policy.as_str().to_string()),
+        command: Some(vec!["ferromq".to_string()]),
+        args: Some(vec![
+            "proxy".to_string(),
+            "--config".to_string(),
+            format!("{CONFIG_DIR}/proxy.toml"),
+            "--grpc-addr".to_string(),
+            format!("0.0.0.0:{GRPC_PORT}"),
+            "--http-addr".to_string(),
+            format!("0.0.0.0:{HTTP_PORT}"),
+        ]),
+        env: Some(identity_env()),
+        ports: Some(vec![
+            ContainerPort { name: Some("grpc".to_string()), container_port: GRPC_PORT, ..ContainerPort::default() },
+            ContainerPort { name: Some("http".to_string()), container_port: HTTP_PORT, ..ContainerPort::default() },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        resources: compute.resources.clone(),
+        volume_mounts: Some(vec![config_mount()]),
+        ..Container::default()
+    };
+    let mut pod = pod_spec(container, compute.placement.as_ref());
+    pod.volumes = Some(vec![config_volume(&parent.name)]);
+    let mut pod_labels = proxy_labels.clone();
+    pod_labels.remove(label::MANAGED_BY);
+
+    let proxy = Deployment {
+        metadata: parent.child_meta(&pname, proxy_labels.clone()),
+        spec: Some(DeploymentSpec {
+            replicas: Some(compute.replicas),
+            selector: label_selector(proxy_sel.clone()),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), proxy_hash)])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+
+    let client_service = Service {
+        metadata: parent.child_meta(&parent.name, proxy_labels.clone()),
+        spec: Some(ServiceSpec {
+            selector: Some(proxy_sel.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("grpc".to_string()),
+                port: GRPC_PORT,
+                target_port: Some(IntOrString::String("grpc".to_string())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let proxy_pdb = PodDisruptionBudget {
+        metadata: parent.child_meta(&pname, proxy_labels.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(label_selector(proxy_sel)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+
+    let hpa = compute.autoscaling.as_ref().map(|a| HorizontalPodAutoscaler {
+        metadata: parent.child_meta(&pname, proxy_labels.clone()),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            // Scales the Broker through its scale subresource, so spec.compute.replicas stays
+            // the one source of truth for the proxy count.
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some(format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION)),
+                kind: "Broker".to_string(),
+                name: parent.name.clone(),
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_string(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_string(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_string(),
+                        average_utilization: Some(a.target_cpu_utilization_percent),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    });
+
+    Ok(BrokerChildren { config, groups, proxy, client_service, proxy_pdb, hpa })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::{
+        Autoscaling, BrokerSpec, ComputeSpec, FlushMode, ImagePullPolicy, NameserverRef, ReplicationMode, StorageSpec,
+        VolumeSpec,
+    };
+
+    pub(crate) fn fixture(groups: i32, proxies: i32) -> Broker {
+        let mut b = Broker::new(
+            "demo",
+            BrokerSpec {
+                nameserver_ref: NameserverRef { name: "ns1".to_string() },
+                image: "ferromq:test".to_string(),
+                image_pull_policy: ImagePullPolicy::IfNotPresent,
+                storage: StorageSpec {
+                    groups,
+                    replicas_per_group: 2,
+                    volume: VolumeSpec { size: "10Gi".to_string(), storage_class_name: Some("fast".to_string()) },
+                    flush_mode: FlushMode::Sync,
+                    replication_mode: ReplicationMode::Async,
+                    resources: None,
+                    placement: None,
+                },
+                compute: ComputeSpec { replicas: proxies, resources: None, autoscaling: None, placement: None },
+                config: BTreeMap::new(),
+            },
+        );
+        b.metadata.namespace = Some("prod".to_string());
+        b.metadata.uid = Some("uid-demo".to_string());
+        b
+    }
+
+    fn inputs() -> BrokerInputs {
+        BrokerInputs { nameservers: vec!["ns1-0.ns1.prod.svc:9876".to_string()], ..BrokerInputs::default() }
+    }
+
+    #[test]
+    fn one_statefulset_per_group_with_claim_template() {
+        let c = build(&fixture(3, 2), &inputs()).expect("build");
+        let names: Vec<_> = c.groups.iter().map(|g| g.name.clone()).collect();
+        assert_eq!(names, vec!["demo-group-0", "demo-group-1", "demo-group-2"]);
+        let sts = c.groups[1].statefulset.spec.clone().expect("spec");
+        assert_eq!(sts.replicas, Some(2));
+        assert_eq!(sts.service_name.as_deref(), Some("demo-group-1"));
+        let vct = &sts.volume_claim_templates.expect("claims")[0];
+        let spec = vct.spec.clone().expect("claim spec");
+        assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+        let req = spec.resources.and_then(|r| r.requests).expect("requests");
+        assert_eq!(req.get("storage").map(|q| q.0.as_str()), Some("10Gi"));
+        let labels = sts.selector.match_labels.expect("selector");
+        assert_eq!(labels.get(label::GROUP).map(String::as_str), Some("demo-group-1"));
+    }
+
+    #[test]
+    fn existing_groups_keep_their_claim_template_size() {
+        let mut b = fixture(2, 1);
+        b.spec.storage.volume.size = "20Gi".to_string();
+        let mut i = inputs();
+        i.existing_claim_sizes.insert("demo-group-0".to_string(), "10Gi".to_string());
+        let c = build(&b, &i).expect("build");
+        let size = |g: &GroupChildren| {
+            g.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.as_ref()).and_then(|v| v[0].spec.as_ref())
+                .and_then(|s| s.resources.as_ref()).and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage"))
+                .map(|q| q.0.clone())
+        };
+        assert_eq!(size(&c.groups[0]).as_deref(), Some("10Gi"));
+        assert_eq!(size(&c.groups[1]).as_deref(), Some("20Gi"));
+    }
+
+    #[test]
+    fn broker_pods_pick_role_from_ordinal_and_read_rendered_config() {
+        let c = build(&fixture(1, 1), &inputs()).expect("build");
+        let pod = c.groups[0].statefulset.spec.clone().and_then(|s| s.template.spec).expect("pod");
+        let cmd = pod.containers[0].command.clone().unwrap_or_default().join(" ");
+        assert!(cmd.contains("--role \"$role\""), "{cmd}");
+        assert!(cmd.contains("role=leader"), "{cmd}");
+        assert!(cmd.contains("--data-dir /var/lib/ferromq"), "{cmd}");
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        assert!(env.iter().any(|e| e.name == "FERROMQ_GROUP" && e.value.as_deref() == Some("demo-group-0")));
+        let toml = c.config.data.clone().unwrap_or_default();
+        let broker_toml = toml.get("broker.toml").cloned().unwrap_or_default();
+        assert!(broker_toml.contains("nameservers = [\"ns1-0.ns1.prod.svc:9876\"]"), "{broker_toml}");
+        assert!(broker_toml.contains("flush-mode = \"sync\""), "{broker_toml}");
+    }
+
+    #[test]
+    fn config_change_changes_pod_template_hash() {
+        let a = build(&fixture(1, 1), &inputs()).expect("build");
+        let mut changed = fixture(1, 1);
+        changed.spec.config.insert("max-message-size".to_string(), "8MiB".to_string());
+        let b = build(&changed, &inputs()).expect("build");
+        let hash = |c: &BrokerChildren| {
+            c.groups[0].statefulset.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(CONFIG_HASH_ANNOTATION)).cloned()
+        };
+        assert!(hash(&a).is_some());
+        assert_ne!(hash(&a), hash(&b));
+    }
+
+    #[test]
+    fn toml_values_are_escaped() {
+        let mut b = fixture(1, 1);
+        b.spec.config.insert("odd key".to_string(), "say \"hi\"\\".to_string());
+        let t = render_broker_config(&b, &[]);
+        assert!(t.contains("\"odd key\" = \"say \\\"hi\\\"\\\\\""), "{t}");
+    }
+
+    #[test]
+    fn compute_tier_is_a_deployment_behind_the_client_service() {
+        let c = build(&fixture(2, 3), &inputs()).expect("build");
+        assert_eq!(c.proxy.metadata.name.as_deref(), Some("demo-proxy"));
+        assert_eq!(c.proxy.spec.as_ref().and_then(|s| s.replicas), Some(3));
+        let svc = c.client_service.spec.clone().expect("svc");
+        assert_eq!(c.client_service.metadata.name.as_deref(), Some("demo"));
+        assert_eq!(svc.ports.unwrap_or_default()[0].port, 8081);
+        assert_eq!(svc.selector, Some(selector_labels("demo", PROXY_COMPONENT)));
+        assert!(c.hpa.is_none());
+        assert_eq!(proxy_selector("demo"), selector_string(&selector_labels("demo", PROXY_COMPONENT)));
+    }
+
+    #[test]
+    fn autoscaling_targets_the_broker_scale_subresource() {
+        let mut b = fixture(1, 2);
+        b.spec.compute.autoscaling =
+            Some(Autoscaling { min_replicas: 2, max_replicas: 6, target_cpu_utilization_percent: 60 });
+        let hpa = build(&b, &inputs()).expect("build").hpa.expect("hpa");
+        let spec = hpa.spec.expect("spec");
+        assert_eq!(spec.scale_target_ref.kind, "Broker");
+        assert_eq!(spec.scale_target_ref.api_version.as_deref(), Some("ferromq.io/v1alpha1"));
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+    }
+
+    #[test]
+    fn group_index_parses_only_own_groups() {
+        assert_eq!(group_index("demo", "demo-group-4"), Some(4));
+        assert_eq!(group_index("demo", "other-group-4"), None);
+        assert_eq!(group_index("demo", "demo-group-x"), None);
+    }
+}

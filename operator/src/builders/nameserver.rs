@@ -1,0 +1,187 @@
+//! Children of a `Nameserver`: a headless Service (stable per-pod DNS), a StatefulSet and a
+//! PodDisruptionBudget.
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::common::{
+    http_probe, identity_env, label_selector, object_labels, pod_spec, selector_labels, BuildError, Parent,
+    HTTP_PORT, NAMESERVER_PORT,
+};
+use crate::crd::Nameserver;
+
+/// Component label value of name server pods.
+pub const COMPONENT: &str = "nameserver";
+
+/// Stable `host:port` of each name server replica: `<name>-<i>.<name>.<namespace>.svc:9876`.
+/// Brokers and proxies get these DNS names, never pod IPs, so a rescheduled name server does
+/// not force them to restart.
+pub fn addresses(name: &str, namespace: &str, replicas: i32) -> Vec<String> {
+    (0..replicas.max(0)).map(|i| format!("{name}-{i}.{name}.{namespace}.svc:{NAMESERVER_PORT}")).collect()
+}
+
+/// Everything a Nameserver owns, in apply order.
+pub struct NameserverChildren {
+    /// Headless Service named like the Nameserver.
+    pub service: Service,
+    /// StatefulSet named like the Nameserver.
+    pub statefulset: StatefulSet,
+    /// PDB allowing one name server down at a time.
+    pub pdb: PodDisruptionBudget,
+}
+
+/// Builds the desired children of `ns`.
+pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
+    let parent = Parent::of(ns)?;
+    let labels = object_labels(&parent.name, COMPONENT);
+    let selector = selector_labels(&parent.name, COMPONENT);
+
+    let service = Service {
+        metadata: parent.child_meta(&parent.name, labels.clone()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            // Brokers must resolve every name server, ready or not, to register early.
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector.clone()),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("remoting".to_string()),
+                    port: NAMESERVER_PORT,
+                    target_port: Some(IntOrString::String("remoting".to_string())),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("http".to_string()),
+                    port: HTTP_PORT,
+                    target_port: Some(IntOrString::String("http".to_string())),
+                    ..ServicePort::default()
+                },
+            ]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let container = Container {
+        name: "nameserver".to_string(),
+        image: Some(ns.spec.image.clone()),
+        image_pull_policy: Some(ns.spec.image_pull_policy.as_str().to_string()),
+        command: Some(vec!["ferromq".to_string()]),
+        args: Some(vec![
+            "nameserver".to_string(),
+            "--addr".to_string(),
+            format!("0.0.0.0:{NAMESERVER_PORT}"),
+            "--http-addr".to_string(),
+            format!("0.0.0.0:{HTTP_PORT}"),
+        ]),
+        env: Some(identity_env()),
+        ports: Some(vec![
+            ContainerPort { name: Some("remoting".to_string()), container_port: NAMESERVER_PORT, ..ContainerPort::default() },
+            ContainerPort { name: Some("http".to_string()), container_port: HTTP_PORT, ..ContainerPort::default() },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        resources: ns.spec.resources.clone(),
+        ..Container::default()
+    };
+
+    let statefulset = StatefulSet {
+        metadata: parent.child_meta(&parent.name, labels.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(ns.spec.replicas),
+            service_name: Some(parent.name.clone()),
+            // Name servers hold no shared state: start them all at once.
+            pod_management_policy: Some("Parallel".to_string()),
+            selector: label_selector(selector.clone()),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
+                spec: Some(pod_spec(container, ns.spec.placement.as_ref())),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    };
+
+    let pdb = PodDisruptionBudget {
+        metadata: parent.child_meta(&parent.name, labels),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(label_selector(selector)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+
+    Ok(NameserverChildren { service, statefulset, pdb })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crd::{ImagePullPolicy, NameserverSpec};
+
+    pub(crate) fn fixture(replicas: i32) -> Nameserver {
+        let mut ns = Nameserver::new(
+            "ns1",
+            NameserverSpec {
+                replicas,
+                image: "ferromq:test".to_string(),
+                image_pull_policy: ImagePullPolicy::IfNotPresent,
+                resources: None,
+                placement: None,
+            },
+        );
+        ns.metadata.namespace = Some("prod".to_string());
+        ns.metadata.uid = Some("uid-ns1".to_string());
+        ns
+    }
+
+    #[test]
+    fn addresses_use_stable_pod_dns_names() {
+        assert_eq!(
+            addresses("ns1", "prod", 2),
+            vec!["ns1-0.ns1.prod.svc:9876".to_string(), "ns1-1.ns1.prod.svc:9876".to_string()]
+        );
+        assert!(addresses("ns1", "prod", 0).is_empty());
+    }
+
+    #[test]
+    fn statefulset_runs_nameserver_role_on_its_ports() {
+        let c = build(&fixture(3)).expect("build");
+        let spec = c.statefulset.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("ns1"));
+        let pod = spec.template.spec.expect("pod spec");
+        let args = pod.containers[0].args.clone().unwrap_or_default();
+        assert_eq!(args, vec!["nameserver", "--addr", "0.0.0.0:9876", "--http-addr", "0.0.0.0:9090"]);
+        assert_eq!(
+            pod.containers[0].readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|g| g.path.as_deref()),
+            Some("/readyz")
+        );
+    }
+
+    #[test]
+    fn children_are_owned_by_the_nameserver_and_selectable() {
+        let c = build(&fixture(1)).expect("build");
+        for meta in [&c.service.metadata, &c.statefulset.metadata, &c.pdb.metadata] {
+            let owners = meta.owner_references.clone().unwrap_or_default();
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].kind, "Nameserver");
+            assert_eq!(owners[0].uid, "uid-ns1");
+            assert_eq!(owners[0].controller, Some(true));
+        }
+        let svc = c.service.spec.expect("svc spec");
+        assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(svc.selector, Some(selector_labels("ns1", COMPONENT)));
+    }
+
+    #[test]
+    fn build_refuses_objects_never_stored() {
+        let mut ns = fixture(1);
+        ns.metadata.uid = None;
+        assert!(matches!(build(&ns), Err(BuildError::MissingMetadata("uid"))));
+    }
+}
