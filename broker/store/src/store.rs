@@ -173,6 +173,7 @@ struct Inner {
     flush_cv: Condvar,
     flushed_cv: Condvar,
     flush_waiters: AtomicU64,
+    flusher_idle: AtomicBool,
     house_mx: Mutex<()>,
     house_cv: Condvar,
     stopped: Mutex<Option<String>>,
@@ -281,6 +282,7 @@ impl Store {
             flush_cv: Condvar::new(),
             flushed_cv: Condvar::new(),
             flush_waiters: AtomicU64::new(0),
+            flusher_idle: AtomicBool::new(false),
             house_mx: Mutex::new(()),
             house_cv: Condvar::new(),
             stopped: Mutex::new(None),
@@ -615,7 +617,9 @@ impl Inner {
         }
         self.flush_waiters.fetch_add(1, Ordering::SeqCst);
         let mut g = lock(&self.flush_mx);
-        self.flush_cv.notify_one();
+        if self.flusher_idle.load(Ordering::SeqCst) {
+            self.flush_cv.notify_one();
+        }
         let r = loop {
             if let Some(e) = self.stopped_error() {
                 break Err(e);
@@ -669,7 +673,9 @@ impl Inner {
                     if self.cfg.flush == FlushMode::Sync && pending && self.flush_waiters.load(Ordering::SeqCst) > 0 {
                         break;
                     }
+                    self.flusher_idle.store(true, Ordering::SeqCst);
                     let (ng, to) = self.flush_cv.wait_timeout(g, interval).unwrap_or_else(|p| p.into_inner());
+                    self.flusher_idle.store(false, Ordering::SeqCst);
                     g = ng;
                     if to.timed_out() && self.log.write_pos() > self.log.flushed_pos() {
                         break;
