@@ -1,1 +1,514 @@
-fn main() {}
+//! Protocol scenarios driven by the official Apache RocketMQ Rust client (crates.io `rocketmq` 5.0.0).
+//!
+//! Run by tests/suites/30-clients.sh (ferromq) or tests/clients/run-against-rocketmq.sh (reference);
+//! topics and groups come from the environment (see ../lib.sh). Each scenario prints one line
+//! `SCENARIO rust <name> PASS|FAIL|SKIP <detail>` and appends it to FERROMQ_RESULTS_FILE.
+//! Exit code 0 only if no scenario failed.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rocketmq::conf::{ClientOption, LoggingFormat, ProducerOption, SimpleConsumerOption};
+use rocketmq::error::{ClientError, ErrorKind};
+use rocketmq::model::common::{FilterExpression, FilterType};
+use rocketmq::model::message::{MessageBuilder, MessageView};
+use rocketmq::{Producer, SimpleConsumer};
+
+type Outcome = Result<(), String>;
+
+const INVISIBLE: Duration = Duration::from_secs(30);
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Receive errors are counted: the Rust 5.0.0 client sets the receive deadline to exactly the long
+/// polling timeout, so a server that holds an empty long poll until the very end loses the race.
+static RECEIVE_ERRORS: AtomicUsize = AtomicUsize::new(0);
+
+struct Ctx {
+    endpoint: String,
+    group_prefix: String,
+    run: String,
+    retry_invisible: Duration,
+    poll: Duration,
+}
+
+impl Ctx {
+    fn topic(kind: &str) -> String {
+        std::env::var(format!("FERROMQ_TOPIC_{}", kind.to_uppercase()))
+            .unwrap_or_else(|_| format!("rust_{kind}"))
+    }
+
+    fn group(&self, kind: &str) -> String {
+        format!("{}_{}", self.group_prefix, kind)
+    }
+
+    fn client_option(&self) -> ClientOption {
+        let mut o = ClientOption::default();
+        o.set_access_url(self.endpoint.clone());
+        o.set_enable_tls(false);
+        o.set_timeout(Duration::from_secs(10));
+        o.set_long_polling_timeout(self.poll);
+        o
+    }
+
+    async fn simple(&self, kind: &str, topic: &str) -> Result<SimpleConsumer, String> {
+        let mut opt = SimpleConsumerOption::default();
+        opt.set_consumer_group(self.group(kind));
+        opt.set_topics(vec![topic.to_string()]);
+        opt.set_logging_format(LoggingFormat::Json);
+        let mut c = SimpleConsumer::new(opt, self.client_option()).map_err(err)?;
+        c.start().await.map_err(err)?;
+        Ok(c)
+    }
+}
+
+fn err(e: ClientError) -> String {
+    format!("{e}")
+}
+
+fn server_code(e: &ClientError) -> Option<String> {
+    e.context().iter().find(|(k, _)| *k == "code").map(|(_, v)| v.clone())
+}
+
+fn body_for(run: &str, i: usize, scenario: &str) -> Vec<u8> {
+    let mut b = format!("{scenario}:{run}:{i}:").into_bytes();
+    let n = (i * 131) % 3000 + 1;
+    b.extend((0..n).map(|j| ((i * 7 + j) % 256) as u8));
+    b
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+async fn receive(
+    c: &SimpleConsumer,
+    topic: &str,
+    expr: &FilterExpression,
+    max: i32,
+    invisible: Duration,
+) -> Vec<MessageView> {
+    match c.receive_with(topic, expr, max, invisible).await {
+        Ok(v) => v,
+        Err(e) => {
+            RECEIVE_ERRORS.fetch_add(1, Ordering::Relaxed);
+            println!("  receive error (counted, treated as empty): {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Vec::new()
+        }
+    }
+}
+
+fn all() -> FilterExpression {
+    FilterExpression::new(FilterType::Tag, "*")
+}
+
+struct Expected {
+    body: Vec<u8>,
+    tag: String,
+    keys: BTreeSet<String>,
+    props: HashMap<String, String>,
+}
+
+async fn send_receive_ack(ctx: &Ctx, p: &Producer) -> Outcome {
+    let t = Ctx::topic("normal");
+    let n = 20;
+    let mut expected: HashMap<String, Expected> = HashMap::new();
+    for i in 0..n {
+        let tag = if i % 2 == 0 { "TagA" } else { "TagB" };
+        let keys: BTreeSet<String> = [format!("key-{}-{i}", ctx.run), format!("order-{i}")].into();
+        let props: HashMap<String, String> = [
+            ("seq".to_string(), i.to_string()),
+            ("origin".to_string(), "rust".to_string()),
+            ("text".to_string(), "héllo wörld ✓".to_string()),
+        ]
+        .into();
+        let body = if i != n - 1 { body_for(&ctx.run, i, "sra") } else { pseudo_random(256 * 1024, i as u64 + 7) };
+        let msg = MessageBuilder::builder()
+            .set_topic(t.clone())
+            .set_body(body.clone())
+            .set_tag(tag)
+            .set_keys(keys.iter().cloned().collect())
+            .set_properties(props.clone())
+            .build()
+            .map_err(err)?;
+        let r = p.send(msg).await.map_err(err)?;
+        ensure!(!r.message_id().is_empty(), "send receipt without message id");
+        expected.insert(r.message_id().to_string(), Expected { body, tag: tag.into(), keys, props });
+    }
+    ensure!(expected.len() == n, "duplicate message ids in send receipts");
+    let c = ctx.simple("normal", &t).await?;
+    let mut acked = HashSet::new();
+    let mut problems = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while acked.len() < n && Instant::now() < end {
+        for m in receive(&c, &t, &all(), 32, INVISIBLE).await {
+            let id = m.message_id().to_string();
+            let Some(e) = expected.get(&id) else {
+                problems.push(format!("unexpected message {id}"));
+                continue;
+            };
+            if acked.contains(&id) {
+                problems.push(format!("acked message {id} delivered again"));
+                continue;
+            }
+            if m.topic() != t {
+                problems.push(format!("{id}: topic {}", m.topic()));
+            }
+            if m.body() != e.body.as_slice() {
+                problems.push(format!("{id}: body differs (len {} vs {})", m.body().len(), e.body.len()));
+            }
+            if m.tag() != Some(e.tag.as_str()) {
+                problems.push(format!("{id}: tag {:?} != {}", m.tag(), e.tag));
+            }
+            let keys: BTreeSet<String> = m.keys().iter().cloned().collect();
+            if keys != e.keys {
+                problems.push(format!("{id}: keys {keys:?} != {:?}", e.keys));
+            }
+            for (k, v) in &e.props {
+                if m.properties().get(k) != Some(v) {
+                    problems.push(format!("{id}: property {k}={:?}", m.properties().get(k)));
+                }
+            }
+            if m.delivery_attempt() != 1 {
+                problems.push(format!("{id}: delivery attempt {} on first delivery", m.delivery_attempt()));
+            }
+            c.ack(&m).await.map_err(err)?;
+            acked.insert(id);
+        }
+    }
+    let result = (|| {
+        ensure!(problems.is_empty(), "{}", problems.iter().take(10).cloned().collect::<Vec<_>>().join("; "));
+        ensure!(acked.len() == n, "received+acked {} of {n} sent (lost {})", acked.len(), n - acked.len());
+        Ok(())
+    })();
+    if result.is_ok() {
+        // Acked messages never come back: rounds over all queues stay empty.
+        for _ in 0..4 {
+            let again = receive(&c, &t, &all(), 32, INVISIBLE).await;
+            if !again.is_empty() {
+                let _ = c.shutdown().await;
+                return Err(format!("{} message(s) delivered after everything was acked", again.len()));
+            }
+        }
+    }
+    c.shutdown().await.map_err(|e| format!("consumer shutdown: {e}"))?;
+    result
+}
+
+async fn tag_filter(ctx: &Ctx, p: &Producer) -> Outcome {
+    let t = Ctx::topic("filter");
+    let mut sent: HashMap<&str, HashSet<String>> = HashMap::new();
+    for i in 0..15 {
+        let tag = ["A", "B", "C"][i % 3];
+        let msg = MessageBuilder::builder()
+            .set_topic(t.clone())
+            .set_body(format!("filter {} {i} {tag}", ctx.run).into_bytes())
+            .set_tag(tag)
+            .build()
+            .map_err(err)?;
+        let r = p.send(msg).await.map_err(err)?;
+        sent.entry(tag).or_default().insert(r.message_id().to_string());
+    }
+    let c = ctx.simple("filter", &t).await?;
+    let expr = FilterExpression::new(FilterType::Tag, "A || B");
+    let mut got: HashMap<String, String> = HashMap::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut extra_rounds = 0;
+    // Until all A/B arrived, then a round over every queue in which a C must not show up.
+    while Instant::now() < end && extra_rounds < 4 {
+        if got.len() >= 10 {
+            extra_rounds += 1;
+        }
+        for m in receive(&c, &t, &expr, 32, INVISIBLE).await {
+            got.insert(m.message_id().to_string(), m.tag().unwrap_or("").to_string());
+            c.ack(&m).await.map_err(err)?;
+        }
+    }
+    c.shutdown().await.map_err(|e| format!("consumer shutdown: {e}"))?;
+    let wrong: Vec<String> =
+        got.iter().filter(|(_, tag)| *tag != "A" && *tag != "B").map(|(id, tag)| format!("{id} tag {tag}")).collect();
+    ensure!(wrong.is_empty(), "filter 'A || B' delivered: {wrong:?}");
+    let missing = sent["A"].iter().chain(sent["B"].iter()).filter(|id| !got.contains_key(*id)).count();
+    ensure!(missing == 0, "{missing} A/B message(s) never delivered");
+    Ok(())
+}
+
+async fn redelivery(ctx: &Ctx, p: &Producer) -> Outcome {
+    let t = Ctx::topic("retry");
+    let body = format!("redeliver me {}", ctx.run).into_bytes();
+    let msg = MessageBuilder::builder()
+        .set_topic(t.clone())
+        .set_body(body.clone())
+        .set_tag("retry")
+        .set_keys(vec![format!("rk-{}", ctx.run)])
+        .build()
+        .map_err(err)?;
+    let id = p.send(msg).await.map_err(err)?.message_id().to_string();
+    let c = ctx.simple("retry", &t).await?;
+    let r = async {
+        let mut first = None;
+        let end = Instant::now() + Duration::from_secs(60);
+        while first.is_none() && Instant::now() < end {
+            first = receive(&c, &t, &all(), 1, ctx.retry_invisible).await.into_iter().next();
+        }
+        let first = first.ok_or("message never delivered")?;
+        let t_first = Instant::now();
+        ensure!(first.message_id() == id, "unexpected message {}", first.message_id());
+        ensure!(first.delivery_attempt() == 1, "first delivery attempt {}", first.delivery_attempt());
+        let mut second = None;
+        let end = Instant::now() + ctx.retry_invisible + Duration::from_secs(40);
+        while second.is_none() && Instant::now() < end {
+            for m in receive(&c, &t, &all(), 1, INVISIBLE).await {
+                ensure!(m.message_id() == id, "unexpected message {}", m.message_id());
+                second = Some(m);
+            }
+        }
+        let second = second.ok_or(format!("not redelivered within {:?} + 40 s", ctx.retry_invisible))?;
+        let waited = t_first.elapsed().as_secs_f64();
+        ensure!(
+            waited >= ctx.retry_invisible.as_secs_f64() - 1.5,
+            "redelivered after {waited:.1} s < invisible {:?}",
+            ctx.retry_invisible
+        );
+        ensure!(second.delivery_attempt() == 2, "redelivery has delivery attempt {}, want 2", second.delivery_attempt());
+        ensure!(second.body() == body.as_slice(), "redelivered body differs");
+        c.ack(&second).await.map_err(err)?;
+        let end = Instant::now() + ctx.retry_invisible + Duration::from_secs(2);
+        while Instant::now() < end {
+            let again = receive(&c, &t, &all(), 1, ctx.retry_invisible).await;
+            ensure!(again.is_empty(), "acked message came back (attempt {})", again[0].delivery_attempt());
+        }
+        Ok(())
+    }
+    .await;
+    c.shutdown().await.map_err(|e| format!("consumer shutdown: {e}"))?;
+    r
+}
+
+fn fifo_valid(
+    m: &MessageView,
+    held_group: Option<&str>,
+    next: &HashMap<String, usize>,
+    problems: &mut Vec<String>,
+) -> bool {
+    let g = m.message_group().unwrap_or("").to_string();
+    let s: i64 = m.properties().get("seq").and_then(|v| v.parse().ok()).unwrap_or(-1);
+    let Some(&want) = next.get(&g) else {
+        problems.push(format!("message with group {g:?}"));
+        return false;
+    };
+    if Some(g.as_str()) == held_group {
+        problems.push(format!("{g} seq {s} delivered while seq {want} is unacked"));
+        return false;
+    }
+    if s != want as i64 {
+        problems.push(format!("{g}: got seq {s}, expected {want}"));
+        return false;
+    }
+    if m.body() != format!("{g}|{s}").as_bytes() {
+        problems.push(format!("{g} seq {s}: body differs"));
+    }
+    true
+}
+
+async fn fifo_order(ctx: &Ctx, p: &Producer) -> Outcome {
+    let t = Ctx::topic("fifo");
+    let per_group = 6;
+    let groups: Vec<String> = (0..4).map(|g| format!("mg{g}-{}", ctx.run)).collect();
+    for s in 0..per_group {
+        for g in &groups {
+            let msg = MessageBuilder::fifo_message_builder(t.clone(), format!("{g}|{s}").into_bytes(), g.clone())
+                .set_tag("fifo")
+                .set_properties(HashMap::from([("seq", s.to_string())]))
+                .build()
+                .map_err(err)?;
+            p.send(msg).await.map_err(err)?;
+        }
+    }
+    let c = ctx.simple("fifo", &t).await?;
+    let r = async {
+        let mut next: HashMap<String, usize> = groups.iter().map(|g| (g.clone(), 0)).collect();
+        let mut problems = Vec::new();
+        let mut held = None;
+        let end = Instant::now() + Duration::from_secs(60);
+        while held.is_none() && Instant::now() < end {
+            held = receive(&c, &t, &all(), 1, INVISIBLE).await.into_iter().next();
+        }
+        let held = held.ok_or("no FIFO message delivered")?;
+        ensure!(fifo_valid(&held, None, &next, &mut problems), "{}", problems.join("; "));
+        let hg = held.message_group().unwrap_or("").to_string();
+        // While it is held, nothing later of its message group may be delivered (one round per queue).
+        for _ in 0..2 {
+            for m in receive(&c, &t, &all(), 32, INVISIBLE).await {
+                if fifo_valid(&m, Some(&hg), &next, &mut problems) {
+                    c.ack(&m).await.map_err(err)?;
+                    *next.get_mut(m.message_group().unwrap()).unwrap() += 1;
+                }
+            }
+        }
+        ensure!(problems.is_empty(), "{}", problems.iter().take(10).cloned().collect::<Vec<_>>().join("; "));
+        c.ack(&held).await.map_err(err)?;
+        *next.get_mut(&hg).unwrap() += 1;
+        let end = Instant::now() + Duration::from_secs(90);
+        while next.values().sum::<usize>() < groups.len() * per_group && Instant::now() < end && problems.is_empty() {
+            for m in receive(&c, &t, &all(), 32, INVISIBLE).await {
+                if fifo_valid(&m, None, &next, &mut problems) {
+                    c.ack(&m).await.map_err(err)?;
+                    *next.get_mut(m.message_group().unwrap()).unwrap() += 1;
+                }
+            }
+        }
+        ensure!(problems.is_empty(), "{}", problems.iter().take(10).cloned().collect::<Vec<_>>().join("; "));
+        ensure!(next.values().all(|v| *v == per_group), "incomplete: {next:?}");
+        Ok(())
+    }
+    .await;
+    c.shutdown().await.map_err(|e| format!("consumer shutdown: {e}"))?;
+    r
+}
+
+async fn unknown_topic(_ctx: &Ctx, p: &Producer) -> Outcome {
+    let msg = MessageBuilder::builder()
+        .set_topic(Ctx::topic("missing"))
+        .set_body(b"nobody home".to_vec())
+        .set_tag("x")
+        .build()
+        .map_err(err)?;
+    match p.send(msg).await {
+        Ok(r) => Err(format!("send to an unknown topic succeeded (id {})", r.message_id())),
+        Err(e) => {
+            ensure!(
+                *e.kind() == ErrorKind::Server && server_code(&e).as_deref() == Some("TOPIC_NOT_FOUND"),
+                "expected a server error with code TOPIC_NOT_FOUND, got: {e}"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn oversized_body(_ctx: &Ctx, p: &Producer) -> Outcome {
+    // The Rust client has no client-side size check: the server itself must refuse the body.
+    let msg = MessageBuilder::builder()
+        .set_topic(Ctx::topic("normal"))
+        .set_body(vec![b'x'; MAX_BODY + 1])
+        .set_tag("big")
+        .build()
+        .map_err(err)?;
+    match p.send(msg).await {
+        Ok(r) => return Err(format!("a {}-byte body was accepted (id {})", MAX_BODY + 1, r.message_id())),
+        Err(e) => {
+            let code = server_code(&e);
+            println!("  oversized send refused with: {e}");
+            ensure!(
+                *e.kind() == ErrorKind::Server
+                    && matches!(code.as_deref(), Some("MESSAGE_BODY_TOO_LARGE") | Some("PAYLOAD_TOO_LARGE")),
+                "expected a server error MESSAGE_BODY_TOO_LARGE (or PAYLOAD_TOO_LARGE), got: {e}"
+            );
+        }
+    }
+    let msg = MessageBuilder::builder()
+        .set_topic(Ctx::topic("normal"))
+        .set_body(b"small after big".to_vec())
+        .set_tag("small")
+        .build()
+        .map_err(err)?;
+    p.send(msg).await.map_err(|e| format!("producer broken after the oversized send: {e}"))?;
+    Ok(())
+}
+
+fn report(name: &str, verdict: &str, detail: &str, failures: &mut usize) {
+    let mut d = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+    d.truncate(300);
+    let line = format!("rust {name} {verdict} {d}").trim_end().to_string();
+    println!("SCENARIO {line}");
+    if verdict == "FAIL" {
+        *failures += 1;
+    }
+    if let Ok(path) = std::env::var("FERROMQ_RESULTS_FILE") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+async fn run<'a, F, Fut>(name: &str, ctx: &'a Ctx, p: &'a Producer, f: F, failures: &mut usize)
+where
+    F: FnOnce(&'a Ctx, &'a Producer) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let t0 = Instant::now();
+    // Bound every scenario so a wedged server turns into a failure instead of a hang.
+    match tokio::time::timeout(Duration::from_secs(150), f(ctx, p)).await {
+        Ok(Ok(())) => report(name, "PASS", "", failures),
+        Ok(Err(e)) => report(name, "FAIL", &e, failures),
+        Err(_) => report(name, "FAIL", "timed out after 150 s", failures),
+    }
+    println!("  {name} took {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[tokio::main]
+async fn main() {
+    let secs = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let run_id = format!("{:x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() % 0xffff_ffff);
+    let ctx = Ctx {
+        endpoint: std::env::var("FERROMQ_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:8081".into()),
+        group_prefix: std::env::var("FERROMQ_GROUP_PREFIX").unwrap_or_else(|_| "rust_g".into()),
+        run: run_id,
+        retry_invisible: Duration::from_secs(secs("FERROMQ_RETRY_INVISIBLE_SECS", 10)),
+        poll: Duration::from_secs(secs("FERROMQ_RUST_POLL_SECS", 10)),
+    };
+    println!("rust client scenarios against {} (run {})", ctx.endpoint, ctx.run);
+    let mut failures = 0;
+    let mut popt = ProducerOption::default();
+    popt.set_topics(["normal", "filter", "retry", "fifo"].iter().map(|k| Ctx::topic(k)).collect());
+    popt.set_logging_format(LoggingFormat::Json);
+    let producer = match Producer::new(popt, ctx.client_option()) {
+        Ok(mut p) => match p.start().await {
+            Ok(()) => p,
+            Err(e) => {
+                for s in ["send_receive_ack", "tag_filter", "redelivery", "fifo_order", "unknown_topic", "oversized_body"] {
+                    report(s, "FAIL", &format!("producer start failed: {e}"), &mut failures);
+                }
+                report("push_consume", "SKIP", "no PushConsumer in the rocketmq crate 5.0.0", &mut failures);
+                std::process::exit(1);
+            }
+        },
+        Err(e) => {
+            println!("producer creation failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    run("send_receive_ack", &ctx, &producer, send_receive_ack, &mut failures).await;
+    run("tag_filter", &ctx, &producer, tag_filter, &mut failures).await;
+    run("redelivery", &ctx, &producer, redelivery, &mut failures).await;
+    run("fifo_order", &ctx, &producer, fifo_order, &mut failures).await;
+    report("push_consume", "SKIP", "no PushConsumer in the rocketmq crate 5.0.0", &mut failures);
+    run("unknown_topic", &ctx, &producer, unknown_topic, &mut failures).await;
+    run("oversized_body", &ctx, &producer, oversized_body, &mut failures).await;
+    if let Err(e) = producer.shutdown().await {
+        println!("producer shutdown failed: {e}");
+        failures += 1;
+    }
+    println!("  receive errors (counted as empty receives): {}", RECEIVE_ERRORS.load(Ordering::Relaxed));
+    println!("rust: {} failed", failures);
+    std::process::exit(if failures == 0 { 0 } else { 1 });
+}

@@ -1,1 +1,526 @@
-package io.ferromq.tests; public class Scenarios { public static void main(String[] a) {} }
+package io.ferromq.tests;
+
+import java.io.FileWriter;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.ThreadLocalRandom;
+
+import org.apache.rocketmq.client.apis.ClientConfiguration;
+import org.apache.rocketmq.client.apis.ClientException;
+import org.apache.rocketmq.client.apis.ClientServiceProvider;
+import org.apache.rocketmq.client.apis.consumer.ConsumeResult;
+import org.apache.rocketmq.client.apis.consumer.FilterExpression;
+import org.apache.rocketmq.client.apis.consumer.FilterExpressionType;
+import org.apache.rocketmq.client.apis.consumer.PushConsumer;
+import org.apache.rocketmq.client.apis.consumer.SimpleConsumer;
+import org.apache.rocketmq.client.apis.message.Message;
+import org.apache.rocketmq.client.apis.message.MessageBuilder;
+import org.apache.rocketmq.client.apis.message.MessageView;
+import org.apache.rocketmq.client.apis.producer.Producer;
+import org.apache.rocketmq.client.apis.producer.SendReceipt;
+import org.apache.rocketmq.client.java.exception.NotFoundException;
+
+/**
+ * Protocol scenarios driven by the official RocketMQ 5 Java client (rocketmq-client-java).
+ *
+ * <p>Run by tests/suites/30-clients.sh (ferromq) or tests/clients/run-against-rocketmq.sh (reference);
+ * topics and groups come from the environment (see ../lib.sh). Each scenario prints one line
+ * {@code SCENARIO java <name> PASS|FAIL|SKIP <detail>} and appends it to FERROMQ_RESULTS_FILE.
+ * Exit code 0 only if no scenario failed.
+ */
+public final class Scenarios {
+    private static final String ENDPOINT = env("FERROMQ_ENDPOINT", "127.0.0.1:8081");
+    private static final String GROUP_PREFIX = env("FERROMQ_GROUP_PREFIX", "java_g");
+    private static final int RETRY_INVISIBLE_SECS = Integer.parseInt(env("FERROMQ_RETRY_INVISIBLE_SECS", "10"));
+    private static final Duration AWAIT = Duration.ofSeconds(5);
+    private static final Duration INVISIBLE = Duration.ofSeconds(30);
+    private static final int MAX_BODY = 4 * 1024 * 1024;
+    private static final int TOPIC_NOT_FOUND = 40402;
+    private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
+
+    private static final ClientServiceProvider PROVIDER = ClientServiceProvider.loadService();
+    private static Producer producer;
+    private static int failures;
+
+    /** An assertion failure inside a scenario. */
+    static final class Failed extends RuntimeException {
+        Failed(String msg) {
+            super(msg);
+        }
+    }
+
+    interface Scenario {
+        void run() throws Exception;
+    }
+
+    private static String env(String k, String dflt) {
+        String v = System.getenv(k);
+        return v == null || v.isEmpty() ? dflt : v;
+    }
+
+    private static String topic(String kind) {
+        return env("FERROMQ_TOPIC_" + kind.toUpperCase(), "java_" + kind);
+    }
+
+    private static String group(String kind) {
+        return GROUP_PREFIX + "_" + kind;
+    }
+
+    private static void check(boolean ok, String msg) {
+        if (!ok) {
+            throw new Failed(msg);
+        }
+    }
+
+    private static ClientConfiguration config() {
+        return ClientConfiguration.newBuilder()
+            .setEndpoints(ENDPOINT)
+            .enableSsl(false)
+            .setRequestTimeout(Duration.ofSeconds(10))
+            .build();
+    }
+
+    private static byte[] bodyFor(int i, String scenario) {
+        byte[] head = (scenario + ":" + RUN + ":" + i + ":").getBytes(StandardCharsets.UTF_8);
+        int n = (i * 131) % 3000 + 1;
+        byte[] b = Arrays.copyOf(head, head.length + n);
+        for (int j = 0; j < n; j++) {
+            b[head.length + j] = (byte) ((i * 7 + j) % 256);
+        }
+        return b;
+    }
+
+    private static byte[] bytes(ByteBuffer buf) {
+        ByteBuffer d = buf.duplicate();
+        byte[] out = new byte[d.remaining()];
+        d.get(out);
+        return out;
+    }
+
+    private static Message message(String topic, byte[] body, String tag, List<String> keys, Map<String, String> props,
+                                   String messageGroup) {
+        MessageBuilder b = PROVIDER.newMessageBuilder().setTopic(topic).setBody(body);
+        if (tag != null) {
+            b.setTag(tag);
+        }
+        if (keys != null && !keys.isEmpty()) {
+            b.setKeys(keys.toArray(new String[0]));
+        }
+        if (props != null) {
+            props.forEach(b::addProperty);
+        }
+        if (messageGroup != null) {
+            b.setMessageGroup(messageGroup);
+        }
+        return b.build();
+    }
+
+    private static List<String> keys(String... k) {
+        return Arrays.asList(k);
+    }
+
+    private static SimpleConsumer simple(String kind, String topic, String expression) throws ClientException {
+        return PROVIDER.newSimpleConsumerBuilder()
+            .setClientConfiguration(config())
+            .setConsumerGroup(group(kind))
+            .setAwaitDuration(AWAIT)
+            .setSubscriptionExpressions(Collections.singletonMap(topic,
+                new FilterExpression(expression, FilterExpressionType.TAG)))
+            .build();
+    }
+
+    private static List<MessageView> receive(SimpleConsumer c, int max, Duration invisible) throws ClientException {
+        List<MessageView> l = c.receive(max, invisible);
+        return l == null ? Collections.emptyList() : l;
+    }
+
+    // ---- scenarios ------------------------------------------------------------------------------------------
+
+    static void sendReceiveAck() throws Exception {
+        String t = topic("normal");
+        int n = 20;
+        Map<String, Object[]> expected = new LinkedHashMap<>();
+        for (int i = 0; i < n; i++) {
+            String tag = i % 2 == 0 ? "TagA" : "TagB";
+            Set<String> ks = new TreeSet<>(List.of("key-" + RUN + "-" + i, "order-" + i));
+            Map<String, String> props = Map.of("seq", Integer.toString(i), "origin", "java", "text", "héllo wörld ✓");
+            byte[] body = i != n - 1 ? bodyFor(i, "sra") : randomBytes(256 * 1024);
+            SendReceipt r = producer.send(message(t, body, tag, new ArrayList<>(ks), props, null));
+            check(r.getMessageId() != null, "send receipt without message id");
+            expected.put(r.getMessageId().toString(), new Object[] {body, tag, ks, props});
+        }
+        check(expected.size() == n, "duplicate message ids in send receipts");
+        try (SimpleConsumer c = simple("normal", t, "*")) {
+            Set<String> acked = new HashSet<>();
+            List<String> problems = new ArrayList<>();
+            long end = System.currentTimeMillis() + 60_000;
+            while (acked.size() < n && System.currentTimeMillis() < end) {
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    String id = m.getMessageId().toString();
+                    Object[] e = expected.get(id);
+                    if (e == null) {
+                        problems.add("unexpected message " + id);
+                        continue;
+                    }
+                    if (acked.contains(id)) {
+                        problems.add("acked message " + id + " delivered again");
+                        continue;
+                    }
+                    if (!t.equals(m.getTopic())) {
+                        problems.add(id + ": topic " + m.getTopic());
+                    }
+                    byte[] body = bytes(m.getBody());
+                    if (!Arrays.equals(body, (byte[]) e[0])) {
+                        problems.add(id + ": body differs (len " + body.length + " vs " + ((byte[]) e[0]).length + ")");
+                    }
+                    if (!m.getTag().orElse("").equals(e[1])) {
+                        problems.add(id + ": tag " + m.getTag() + " != " + e[1]);
+                    }
+                    if (!new TreeSet<>(m.getKeys()).equals(e[2])) {
+                        problems.add(id + ": keys " + m.getKeys() + " != " + e[2]);
+                    }
+                    @SuppressWarnings("unchecked")
+                    Map<String, String> props = (Map<String, String>) e[3];
+                    for (Map.Entry<String, String> p : props.entrySet()) {
+                        if (!p.getValue().equals(m.getProperties().get(p.getKey()))) {
+                            problems.add(id + ": property " + p.getKey() + "=" + m.getProperties().get(p.getKey()));
+                        }
+                    }
+                    if (m.getDeliveryAttempt() != 1) {
+                        problems.add(id + ": delivery attempt " + m.getDeliveryAttempt() + " on first delivery");
+                    }
+                    c.ack(m);
+                    acked.add(id);
+                }
+            }
+            check(problems.isEmpty(), String.join("; ", problems.subList(0, Math.min(10, problems.size()))));
+            check(acked.size() == n, "received+acked " + acked.size() + " of " + n + " sent (lost " + (n - acked.size()) + ")");
+            for (int round = 0; round < 2; round++) {
+                List<MessageView> again = receive(c, 32, INVISIBLE);
+                check(again.isEmpty(), again.size() + " message(s) delivered after everything was acked");
+            }
+        }
+    }
+
+    static void tagFilter() throws Exception {
+        String t = topic("filter");
+        Map<String, Set<String>> sent = new HashMap<>();
+        for (int i = 0; i < 15; i++) {
+            String tag = String.valueOf("ABC".charAt(i % 3));
+            SendReceipt r = producer.send(message(t, ("filter " + RUN + " " + i + " " + tag).getBytes(StandardCharsets.UTF_8),
+                tag, null, null, null));
+            sent.computeIfAbsent(tag, k -> new HashSet<>()).add(r.getMessageId().toString());
+        }
+        try (SimpleConsumer c = simple("filter", t, "A || B")) {
+            Map<String, String> got = new HashMap<>();
+            long end = System.currentTimeMillis() + 60_000;
+            int rounds = 0;
+            // until all A/B arrived, then two more rounds in which a C must not show up
+            while (System.currentTimeMillis() < end && rounds < 2) {
+                if (got.size() >= 10) {
+                    rounds++;
+                }
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    got.put(m.getMessageId().toString(), m.getTag().orElse(""));
+                    c.ack(m);
+                }
+            }
+            List<String> wrong = new ArrayList<>();
+            got.forEach((id, tag) -> {
+                if (!tag.equals("A") && !tag.equals("B")) {
+                    wrong.add(id + " tag " + tag);
+                }
+            });
+            check(wrong.isEmpty(), "filter 'A || B' delivered: " + wrong);
+            Set<String> missing = new HashSet<>(sent.get("A"));
+            missing.addAll(sent.get("B"));
+            missing.removeAll(got.keySet());
+            check(missing.isEmpty(), missing.size() + " A/B message(s) never delivered");
+        }
+    }
+
+    static void redelivery() throws Exception {
+        String t = topic("retry");
+        byte[] body = ("redeliver me " + RUN).getBytes(StandardCharsets.UTF_8);
+        SendReceipt r = producer.send(message(t, body, "retry", keys("rk-" + RUN), null, null));
+        String id = r.getMessageId().toString();
+        try (SimpleConsumer c = simple("retry", t, "*")) {
+            Duration retryInvisible = Duration.ofSeconds(RETRY_INVISIBLE_SECS);
+            MessageView first = null;
+            long end = System.currentTimeMillis() + 60_000;
+            while (first == null && System.currentTimeMillis() < end) {
+                for (MessageView m : receive(c, 1, retryInvisible)) {
+                    first = m;
+                }
+            }
+            check(first != null, "message never delivered");
+            long tFirst = System.currentTimeMillis();
+            check(first.getMessageId().toString().equals(id), "unexpected message " + first.getMessageId());
+            check(first.getDeliveryAttempt() == 1, "first delivery attempt " + first.getDeliveryAttempt());
+            MessageView second = null;
+            end = System.currentTimeMillis() + (RETRY_INVISIBLE_SECS + 40) * 1000L;
+            while (second == null && System.currentTimeMillis() < end) {
+                for (MessageView m : receive(c, 1, INVISIBLE)) {
+                    check(m.getMessageId().toString().equals(id), "unexpected message " + m.getMessageId());
+                    second = m;
+                }
+            }
+            check(second != null, "not redelivered within " + (RETRY_INVISIBLE_SECS + 40) + " s");
+            double waited = (System.currentTimeMillis() - tFirst) / 1000.0;
+            check(waited >= RETRY_INVISIBLE_SECS - 1.5,
+                String.format("redelivered after %.1f s < invisible %d s", waited, RETRY_INVISIBLE_SECS));
+            check(second.getDeliveryAttempt() == 2,
+                "redelivery has delivery attempt " + second.getDeliveryAttempt() + ", want 2");
+            check(Arrays.equals(bytes(second.getBody()), body), "redelivered body differs");
+            c.ack(second);
+            end = System.currentTimeMillis() + (RETRY_INVISIBLE_SECS + 2) * 1000L;
+            while (System.currentTimeMillis() < end) {
+                List<MessageView> again = receive(c, 1, retryInvisible);
+                check(again.isEmpty(), "acked message came back (attempt " +
+                    (again.isEmpty() ? 0 : again.get(0).getDeliveryAttempt()) + ")");
+            }
+        }
+    }
+
+    static void fifoOrder() throws Exception {
+        String t = topic("fifo");
+        int perGroup = 6;
+        List<String> groups = new ArrayList<>();
+        for (int g = 0; g < 4; g++) {
+            groups.add("mg" + g + "-" + RUN);
+        }
+        for (int s = 0; s < perGroup; s++) {
+            for (String g : groups) {
+                producer.send(message(t, (g + "|" + s).getBytes(StandardCharsets.UTF_8), "fifo", null,
+                    Map.of("seq", Integer.toString(s)), g));
+            }
+        }
+        Map<String, Integer> next = new HashMap<>();
+        groups.forEach(g -> next.put(g, 0));
+        List<String> problems = new ArrayList<>();
+        try (SimpleConsumer c = simple("fifo", t, "*")) {
+            MessageView held = null;
+            long end = System.currentTimeMillis() + 60_000;
+            while (held == null && System.currentTimeMillis() < end) {
+                for (MessageView m : receive(c, 1, INVISIBLE)) {
+                    held = m;
+                }
+            }
+            check(held != null, "no FIFO message delivered");
+            check(fifoValid(held, null, next, problems), String.join("; ", problems));
+            String hg = held.getMessageGroup().orElse("");
+            // While it is held, nothing later of its message group may be delivered.
+            for (int round = 0; round < 2; round++) {
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    if (fifoValid(m, hg, next, problems)) {
+                        c.ack(m);
+                        next.merge(m.getMessageGroup().get(), 1, Integer::sum);
+                    }
+                }
+            }
+            check(problems.isEmpty(), String.join("; ", problems.subList(0, Math.min(10, problems.size()))));
+            c.ack(held);
+            next.merge(hg, 1, Integer::sum);
+            end = System.currentTimeMillis() + 90_000;
+            while (next.values().stream().mapToInt(Integer::intValue).sum() < groups.size() * perGroup
+                && System.currentTimeMillis() < end && problems.isEmpty()) {
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    if (fifoValid(m, null, next, problems)) {
+                        c.ack(m);
+                        next.merge(m.getMessageGroup().get(), 1, Integer::sum);
+                    }
+                }
+            }
+            check(problems.isEmpty(), String.join("; ", problems.subList(0, Math.min(10, problems.size()))));
+            check(next.values().stream().allMatch(v -> v == perGroup), "incomplete: " + next);
+        }
+    }
+
+    private static boolean fifoValid(MessageView m, String heldGroup, Map<String, Integer> next, List<String> problems) {
+        String g = m.getMessageGroup().orElse(null);
+        int s = Integer.parseInt(m.getProperties().getOrDefault("seq", "-1"));
+        if (g == null || !next.containsKey(g)) {
+            problems.add("message with group " + g);
+            return false;
+        }
+        if (g.equals(heldGroup)) {
+            problems.add(g + " seq " + s + " delivered while seq " + next.get(g) + " is unacked");
+            return false;
+        }
+        if (s != next.get(g)) {
+            problems.add(g + ": got seq " + s + ", expected " + next.get(g));
+            return false;
+        }
+        if (!Arrays.equals(bytes(m.getBody()), (g + "|" + s).getBytes(StandardCharsets.UTF_8))) {
+            problems.add(g + " seq " + s + ": body differs");
+        }
+        return true;
+    }
+
+    static void pushConsume() throws Exception {
+        String t = topic("push");
+        int n = 20;
+        Map<String, byte[]> expected = new ConcurrentHashMap<>();
+        for (int i = 0; i < n / 2; i++) {
+            byte[] b = bodyFor(i, "push");
+            expected.put(producer.send(message(t, b, "push", null, null, null)).getMessageId().toString(), b);
+        }
+        Map<String, List<byte[]>> seen = new ConcurrentHashMap<>();
+        try (PushConsumer c = PROVIDER.newPushConsumerBuilder()
+            .setClientConfiguration(config())
+            .setConsumerGroup(group("push"))
+            .setSubscriptionExpressions(Collections.singletonMap(t, new FilterExpression("*", FilterExpressionType.TAG)))
+            .setConsumptionThreadCount(4)
+            .setMessageListener(m -> {
+                seen.computeIfAbsent(m.getMessageId().toString(), k -> new CopyOnWriteArrayList<>()).add(bytes(m.getBody()));
+                return ConsumeResult.SUCCESS;
+            })
+            .build()) {
+            Thread.sleep(1000);
+            for (int i = n / 2; i < n; i++) {
+                byte[] b = bodyFor(i, "push");
+                expected.put(producer.send(message(t, b, "push", null, null, null)).getMessageId().toString(), b);
+            }
+            long end = System.currentTimeMillis() + 60_000;
+            while (!seen.keySet().containsAll(expected.keySet()) && System.currentTimeMillis() < end) {
+                Thread.sleep(200);
+            }
+            Thread.sleep(3000); // give duplicates a chance to show up
+            Set<String> missing = new HashSet<>(expected.keySet());
+            missing.removeAll(seen.keySet());
+            check(missing.isEmpty(), "push consumer got " + (n - missing.size()) + " of " + n + " messages");
+            List<String> dups = new ArrayList<>();
+            seen.forEach((k, v) -> {
+                if (v.size() > 1) {
+                    dups.add(k + " x" + v.size());
+                }
+            });
+            check(dups.isEmpty(), "consumed more than once: " + dups);
+            Set<String> extra = new HashSet<>(seen.keySet());
+            extra.removeAll(expected.keySet());
+            check(extra.isEmpty(), "unexpected messages " + extra);
+            for (Map.Entry<String, byte[]> e : expected.entrySet()) {
+                check(Arrays.equals(seen.get(e.getKey()).get(0), e.getValue()), "body differs for " + e.getKey());
+            }
+        }
+    }
+
+    static void unknownTopic() throws Exception {
+        try {
+            producer.send(message(topic("missing"), "nobody home".getBytes(StandardCharsets.UTF_8), "x", null, null, null));
+        } catch (NotFoundException e) {
+            check(String.valueOf(e.getMessage()).contains("response-code=" + TOPIC_NOT_FOUND)
+                    || String.valueOf(e.getMessage()).contains(Integer.toString(TOPIC_NOT_FOUND)),
+                "NotFoundException without code " + TOPIC_NOT_FOUND + ": " + e.getMessage());
+            return;
+        } catch (ClientException e) {
+            throw new Failed("expected NotFoundException (TOPIC_NOT_FOUND " + TOPIC_NOT_FOUND + "), got "
+                + e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+        throw new Failed("send to an unknown topic succeeded");
+    }
+
+    static void oversizedBody() throws Exception {
+        byte[] big = new byte[MAX_BODY + 1];
+        Arrays.fill(big, (byte) 'x');
+        try {
+            producer.send(message(topic("normal"), big, "big", null, null, null));
+            throw new Failed("a " + big.length + "-byte body was accepted");
+        } catch (ClientException | IllegalArgumentException e) {
+            String m = String.valueOf(e.getMessage()).toLowerCase();
+            check(m.contains("exceed") || m.contains("too large") || m.contains("41301") || m.contains("41300"),
+                "unexpected error for an oversized body: " + e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+        check(producer.send(message(topic("normal"), "small after big".getBytes(StandardCharsets.UTF_8), "small",
+            null, null, null)).getMessageId() != null, "producer broken after the oversized send");
+    }
+
+    private static byte[] randomBytes(int n) {
+        byte[] b = new byte[n];
+        ThreadLocalRandom.current().nextBytes(b);
+        return b;
+    }
+
+    // ---- runner ---------------------------------------------------------------------------------------------
+
+    private static void report(String name, String verdict, String detail) {
+        String d = detail == null ? "" : detail.replaceAll("\\s+", " ").trim();
+        if (d.length() > 300) {
+            d = d.substring(0, 300);
+        }
+        String line = ("java " + name + " " + verdict + " " + d).trim();
+        System.out.println("SCENARIO " + line);
+        System.out.flush();
+        if (verdict.equals("FAIL")) {
+            failures++;
+        }
+        String path = System.getenv("FERROMQ_RESULTS_FILE");
+        if (path != null && !path.isEmpty()) {
+            try (FileWriter w = new FileWriter(path, StandardCharsets.UTF_8, true)) {
+                w.write(line + "\n");
+            } catch (IOException e) {
+                System.err.println("cannot write results: " + e);
+            }
+        }
+    }
+
+    private static void run(String name, Scenario s) {
+        long t0 = System.currentTimeMillis();
+        try {
+            s.run();
+            report(name, "PASS", "");
+        } catch (Failed f) {
+            report(name, "FAIL", f.getMessage());
+        } catch (Throwable e) {
+            e.printStackTrace(System.out);
+            report(name, "FAIL", e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+        System.out.printf("  %s took %.1f s%n", name, (System.currentTimeMillis() - t0) / 1000.0);
+    }
+
+    public static void main(String[] args) throws Exception {
+        System.out.println("java client scenarios against " + ENDPOINT + " (run " + RUN + ")");
+        try {
+            producer = PROVIDER.newProducerBuilder()
+                .setClientConfiguration(config())
+                .setTopics(topic("normal"), topic("filter"), topic("retry"), topic("push"), topic("fifo"))
+                .build();
+        } catch (Throwable e) {
+            e.printStackTrace(System.out);
+            for (String s : List.of("send_receive_ack", "tag_filter", "redelivery", "fifo_order", "push_consume",
+                "unknown_topic", "oversized_body")) {
+                report(s, "FAIL", "producer start failed: " + e);
+            }
+            System.exit(1);
+        }
+        run("send_receive_ack", Scenarios::sendReceiveAck);
+        run("tag_filter", Scenarios::tagFilter);
+        run("redelivery", Scenarios::redelivery);
+        run("fifo_order", Scenarios::fifoOrder);
+        run("push_consume", Scenarios::pushConsume);
+        run("unknown_topic", Scenarios::unknownTopic);
+        run("oversized_body", Scenarios::oversizedBody);
+        try {
+            producer.close();
+        } catch (Throwable e) {
+            System.out.println("producer close failed: " + e);
+        }
+        System.out.println("java: " + (7 - failures) + " passed, " + failures + " failed");
+        System.exit(failures == 0 ? 0 : 1);
+    }
+}
