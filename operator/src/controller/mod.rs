@@ -1,0 +1,146 @@
+//! Controllers: one reconcile function per kind, the shared [`Context`], and the one
+//! server-side-apply step every reconcile uses.
+//!
+//! A reconcile reads what it needs, calls the pure builders in [`crate::builders`], applies the
+//! result with [`apply`], then writes status only when it differs from what is stored, so a
+//! second reconcile of an unchanged world writes nothing.
+
+pub mod broker;
+pub mod nameserver;
+pub mod topic;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::admin::ClusterAdmin;
+use crate::builders::common::MANAGER;
+use crate::metrics::Metrics;
+use crate::Error;
+
+/// Shared state handed to every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Reconcile metrics.
+    pub metrics: Arc<Metrics>,
+    /// The broker admin API.
+    pub admin: Arc<dyn ClusterAdmin>,
+    /// When set, every admin call goes to this `host:port` instead of the Broker's client
+    /// Service: for running the operator outside the cluster (tests, development).
+    pub admin_address_override: Option<String>,
+}
+
+impl Context {
+    /// Builds a context reporting Events as `ferromq-operator` (instance `instance`).
+    pub fn new(
+        client: Client,
+        admin: Arc<dyn ClusterAdmin>,
+        admin_address_override: Option<String>,
+        instance: Option<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter { controller: MANAGER.to_string(), instance };
+        Context { recorder: Recorder::new(client.clone(), reporter), client, metrics, admin, admin_address_override }
+    }
+
+    /// Publishes an Event about `obj`. Failing to publish never fails the reconcile.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: None };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+/// What an apply did, for Events and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The object did not exist.
+    Created,
+    /// The object existed and the apply changed it (spec drift repaired or spec changed).
+    Updated,
+    /// Nothing changed.
+    Unchanged,
+}
+
+/// Server-side applies `obj` (force: the operator owns the fields it sets) and reports whether
+/// anything changed, judged by `resourceVersion`.
+pub async fn apply<K>(client: &Client, obj: &K) -> Result<(K, Applied), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let before = api.get_opt(&name).await?;
+    let after = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj)).await?;
+    let outcome = match before {
+        None => Applied::Created,
+        Some(b) if b.resource_version() != after.resource_version() => Applied::Updated,
+        Some(_) => Applied::Unchanged,
+    };
+    if outcome != Applied::Unchanged {
+        tracing::info!(kind = %K::kind(&()), %name, ?outcome, "applied");
+    }
+    Ok((after, outcome))
+}
+
+/// Deletes `name` if it exists; true when something was deleted.
+pub async fn delete_if_exists<K>(client: &Client, ns: &str, name: &str) -> Result<bool, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Back-off after a failed reconcile: the controller runtime retries after this delay.
+pub fn error_policy_delay(err: &Error) -> Duration {
+    match err {
+        Error::Admin { .. } => Duration::from_secs(30),
+        _ => Duration::from_secs(10),
+    }
+}
+
+/// Records a failed reconcile in metrics and logs; used by every kind's error policy.
+pub fn on_error(kind: &str, err: &Error, ctx: &Context) -> Action {
+    tracing::warn!(kind, error = %err, reason = err.reason(), "reconcile failed");
+    ctx.metrics.error(kind, err.reason());
+    Action::requeue(error_policy_delay(err))
+}
+
+/// Re-check period when nothing is pending (catches drift the watches missed).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Re-check period while something is in progress (roll-out, drain, expansion).
+pub const POLL: Duration = Duration::from_secs(10);
+
+/// Where admin calls for Broker `name` in `namespace` go: the operator's override when set,
+/// else the Broker's client Service.
+pub fn admin_endpoint(ctx: &Context, namespace: &str, name: &str) -> String {
+    match &ctx.admin_address_override {
+        Some(addr) => addr.clone(),
+        None => format!("{name}.{namespace}.svc:{}", crate::builders::common::GRPC_PORT),
+    }
+}

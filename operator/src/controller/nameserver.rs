@@ -1,0 +1,97 @@
+//! Reconciles a `Nameserver`: applies its Service, StatefulSet and PDB; reports readiness and
+//! the stable addresses brokers use.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::{field, instrument, Span};
+
+use super::{apply, Applied, Context, POLL, RESYNC};
+use crate::builders::nameserver as b;
+use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
+use crate::crd::{Nameserver, NameserverStatus};
+use crate::Error;
+
+/// Kind label for metrics and logs.
+pub const KIND: &str = "Nameserver";
+
+/// Ready pods of a StatefulSet, counting only pods of the current revision.
+pub(crate) fn sts_progress(sts: &StatefulSet) -> (i32, i32, bool) {
+    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = sts.status.clone().unwrap_or_default();
+    let ready = st.ready_replicas.unwrap_or(0);
+    let observed = st.observed_generation == sts.metadata.generation;
+    let updated = st.updated_replicas.unwrap_or(0) >= desired
+        && st.current_revision.is_some()
+        && st.current_revision == st.update_revision;
+    let settled = observed && updated && ready >= desired && st.replicas <= desired;
+    (st.replicas, ready, settled)
+}
+
+/// One reconcile of `ns`.
+#[instrument(skip(ns, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
+pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = ns.namespace().unwrap_or_default();
+    Span::current().record("namespace", namespace.as_str()).record("name", ns.name_any().as_str());
+    let children = b::build(&ns)?;
+    for (what, outcome) in [
+        ("Service", apply(&ctx.client, &children.service).await?.1),
+        ("PodDisruptionBudget", apply(&ctx.client, &children.pdb).await?.1),
+    ] {
+        report(&ctx, &*ns, what, outcome).await;
+    }
+    let (sts, outcome) = apply(&ctx.client, &children.statefulset).await?;
+    report(&ctx, &*ns, "StatefulSet", outcome).await;
+
+    let (replicas, ready, settled) = sts_progress(&sts);
+    let desired = ns.spec.replicas;
+    let conds = if settled {
+        vec![
+            Desired::new(READY, true, "AllReplicasReady", format!("{ready}/{desired} name servers ready")),
+            Desired::new(PROGRESSING, false, "Stable", "the StatefulSet matches the spec"),
+            Desired::new(DEGRADED, false, "AsExpected", ""),
+        ]
+    } else {
+        vec![
+            Desired::new(READY, false, "ReplicasNotReady", format!("{ready}/{desired} name servers ready; waiting for the StatefulSet")),
+            Desired::new(PROGRESSING, true, "RollingOut", "pods are being created or updated"),
+            Desired::new(DEGRADED, false, "AsExpected", ""),
+        ]
+    };
+    let old = ns.status.clone().unwrap_or_default();
+    let status = NameserverStatus {
+        observed_generation: ns.metadata.generation,
+        replicas,
+        ready_replicas: ready,
+        addresses: b::addresses(&ns.name_any(), &namespace, desired),
+        conditions: conditions::merge(&old.conditions, &conds, ns.metadata.generation, &conditions::now()),
+    };
+    if status != old {
+        let api: Api<Nameserver> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(&ns.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+    }
+    ctx.metrics.observe(KIND, started.elapsed());
+    Ok(Action::requeue(if settled { RESYNC } else { POLL }))
+}
+
+/// Emits a Normal Event when an apply created or changed a child.
+pub(crate) async fn report<K: kube::Resource<DynamicType = ()>>(ctx: &Context, obj: &K, what: &str, outcome: Applied) {
+    let (reason, verb) = match outcome {
+        Applied::Created => ("Created", "created"),
+        Applied::Updated => ("Updated", "updated"),
+        Applied::Unchanged => return,
+    };
+    ctx.event(obj, EventType::Normal, reason, "Reconcile", format!("{verb} {what}")).await;
+}
+
+/// Error policy for the controller runtime.
+pub fn error_policy(_ns: Arc<Nameserver>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::on_error(KIND, err, &ctx)
+}

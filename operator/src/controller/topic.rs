@@ -1,0 +1,177 @@
+//! Reconciles a `Topic` against the cluster's admin API. The finalizer
+//! `ferromq.io/topic-cleanup` keeps the resource until the topic is deleted on the cluster.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::{field, instrument, Span};
+
+use super::{admin_endpoint, Context, RESYNC};
+use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
+use crate::crd::{Broker, Topic, TopicClusterState, TopicStatus};
+use crate::Error;
+
+/// Kind label for metrics and logs.
+pub const KIND: &str = "Topic";
+/// Finalizer that deletes the topic on the cluster before the resource goes.
+pub const FINALIZER: &str = "ferromq.io/topic-cleanup";
+/// Retry period while the broker or its admin API is unavailable.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// The topic as the spec wants it on the cluster.
+pub fn desired_state(topic: &Topic) -> TopicClusterState {
+    TopicClusterState {
+        name: topic.spec.name.clone().unwrap_or_else(|| topic.name_any()),
+        queues: topic.spec.queues,
+        message_type: topic.spec.message_type,
+        permission: topic.spec.permission,
+    }
+}
+
+async fn set_status(
+    ctx: &Context,
+    topic: &Topic,
+    cluster: Option<TopicClusterState>,
+    conds: &[Desired],
+) -> Result<(), Error> {
+    let old = topic.status.clone().unwrap_or_default();
+    let status = TopicStatus {
+        observed_generation: topic.metadata.generation,
+        cluster,
+        conditions: conditions::merge(&old.conditions, conds, topic.metadata.generation, &conditions::now()),
+    };
+    if status != old {
+        let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
+        api.patch_status(&topic.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+            .await?;
+    }
+    Ok(())
+}
+
+fn unavailable(reason: &str, message: String) -> Vec<Desired> {
+    vec![
+        Desired::new(READY, false, reason, message.clone()),
+        Desired::new(PROGRESSING, true, reason, "retrying"),
+        Desired::new(DEGRADED, true, reason, message),
+    ]
+}
+
+async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let broker_name = &topic.spec.broker_ref.name;
+    let brokers: Api<Broker> = Api::namespaced(ctx.client.clone(), &namespace);
+    if brokers.get_opt(broker_name).await?.is_none() {
+        let msg = format!("Broker {broker_name} does not exist in namespace {namespace}; create it or fix spec.brokerRef.name");
+        set_status(ctx, &topic, None, &unavailable("BrokerNotFound", msg)).await?;
+        return Ok(Action::requeue(RETRY));
+    }
+    let endpoint = admin_endpoint(ctx, &namespace, broker_name);
+    let want = desired_state(&topic);
+    let current = match ctx.admin.describe_topic(&endpoint, &want.name).await {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.metrics.error(KIND, "AdminApiError");
+            let msg = format!("admin API at {endpoint} failed: {e}; the topic is retried every {}s", RETRY.as_secs());
+            set_status(ctx, &topic, topic.status.as_ref().and_then(|s| s.cluster.clone()), &unavailable("AdminApiUnavailable", msg)).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+    };
+    if let Some(cur) = &current {
+        if cur.message_type != want.message_type {
+            let msg = format!(
+                "the cluster already holds topic {} with message type {}, not {}; a topic's type cannot change: delete the topic on the cluster or rename it",
+                want.name, cur.message_type.as_str(), want.message_type.as_str());
+            let conds = [
+                Desired::new(READY, false, "MessageTypeConflict", msg.clone()),
+                Desired::new(PROGRESSING, false, "MessageTypeConflict", "waiting for a human"),
+                Desired::new(DEGRADED, true, "MessageTypeConflict", msg),
+            ];
+            set_status(ctx, &topic, current.clone(), &conds).await?;
+            return Ok(Action::requeue(RESYNC));
+        }
+    }
+    let mut held = current.clone();
+    if current.as_ref() != Some(&want) {
+        if let Err(e) = ctx.admin.upsert_topic(&endpoint, &want).await {
+            ctx.metrics.error(KIND, "AdminApiError");
+            let msg = format!("admin API at {endpoint} refused the topic: {e}");
+            set_status(ctx, &topic, current, &unavailable("AdminApiUnavailable", msg)).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+        let (reason, verb) = if current.is_some() { ("TopicUpdated", "updated") } else { ("TopicCreated", "created") };
+        ctx.event(&*topic, EventType::Normal, reason, "SyncTopic",
+            format!("{verb} topic {} on {endpoint}: {} queues, {}, {}", want.name, want.queues, want.message_type.as_str(), want.permission.as_str())).await;
+        held = match ctx.admin.describe_topic(&endpoint, &want.name).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "topic written but describe failed");
+                Some(want.clone())
+            }
+        };
+    }
+    let in_sync = held.as_ref() == Some(&want);
+    let conds = if in_sync {
+        vec![
+            Desired::new(READY, true, "Synced", format!("the cluster holds topic {} as specified", want.name)),
+            Desired::new(PROGRESSING, false, "Synced", ""),
+            Desired::new(DEGRADED, false, "AsExpected", ""),
+        ]
+    } else {
+        vec![
+            Desired::new(READY, false, "NotYetVisible", "the cluster does not report the topic as specified yet"),
+            Desired::new(PROGRESSING, true, "Syncing", ""),
+            Desired::new(DEGRADED, false, "AsExpected", ""),
+        ]
+    };
+    set_status(ctx, &topic, held, &conds).await?;
+    Ok(Action::requeue(if in_sync { RESYNC } else { RETRY }))
+}
+
+async fn cleanup_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let broker_name = &topic.spec.broker_ref.name;
+    let want = desired_state(&topic);
+    let brokers: Api<Broker> = Api::namespaced(ctx.client.clone(), &namespace);
+    if brokers.get_opt(broker_name).await?.is_none() {
+        // The cluster the topic lived on is gone, so is the topic.
+        tracing::info!(topic = %want.name, broker = %broker_name, "broker gone; releasing finalizer");
+        return Ok(Action::await_change());
+    }
+    let endpoint = admin_endpoint(ctx, &namespace, broker_name);
+    ctx.admin
+        .delete_topic(&endpoint, &want.name)
+        .await
+        .map_err(|source| Error::Admin { endpoint: endpoint.clone(), source })?;
+    ctx.event(&*topic, EventType::Normal, "TopicDeleted", "DeleteTopic", format!("deleted topic {} on {endpoint}", want.name)).await;
+    Ok(Action::await_change())
+}
+
+/// One reconcile of `topic`: adds the finalizer, syncs the topic, or deletes it on removal.
+#[instrument(skip(topic, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
+pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = topic.namespace().unwrap_or_default();
+    Span::current().record("namespace", namespace.as_str()).record("name", topic.name_any().as_str());
+    let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, topic, |event| async {
+        match event {
+            Finalizer::Apply(t) => apply_topic(t, &ctx).await,
+            Finalizer::Cleanup(t) => cleanup_topic(t, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.observe(KIND, started.elapsed());
+    result
+}
+
+/// Error policy for the controller runtime.
+pub fn error_policy(_t: Arc<Topic>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::on_error(KIND, err, &ctx)
+}
