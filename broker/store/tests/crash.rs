@@ -86,11 +86,16 @@ fn acked_appends_survive_sigkill() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        // Start the clock once the child has the store open (it recovers first).
+        let mut first = String::new();
+        while stdout.read_line(&mut first).unwrap_or(0) > 0 && !first.starts_with("READY") {
+            first.clear();
+        }
         let kill_after = Duration::from_millis(50 + next_rand() % 400);
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
+            for line in stdout.lines() {
                 let Ok(line) = line else { break };
                 let mut p = line.split(' ');
                 if p.next() != Some("ACK") {
