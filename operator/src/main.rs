@@ -1,9 +1,25 @@
-//! `ferromq-operator`: `run` starts the controllers; `crds` writes the CRD manifests.
+//! `ferromq-operator`: `run` starts the controllers (after winning the leader Lease);
+//! `crds` prints or writes the CRD manifests generated from the Rust types.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client};
+
+use ferromq_operator::admin::CliAdmin;
+use ferromq_operator::controller::{self, Context};
+use ferromq_operator::crd::{Broker, Nameserver, Topic};
+use ferromq_operator::leader::LeaseLock;
+use ferromq_operator::metrics::Metrics;
 
 #[derive(Parser)]
 #[command(name = "ferromq-operator", version, about = "Kubernetes operator for FerroMQ")]
@@ -12,8 +28,48 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FERROMQ_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Send every admin call to this host:port instead of each Broker's client Service
+    /// (`<broker>.<namespace>.svc:8081`). For running the operator outside the cluster.
+    #[arg(long, env = "FERROMQ_OPERATOR_ADMIN_ADDRESS")]
+    admin_address: Option<String>,
+    /// The `ferromq` binary used for admin calls.
+    #[arg(long, env = "FERROMQ_OPERATOR_FERROMQ_BIN", default_value = "ferromq")]
+    ferromq_bin: PathBuf,
+    /// Address of the operator's own /healthz and /metrics.
+    #[arg(long, env = "FERROMQ_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "FERROMQ_OPERATOR_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FERROMQ_OPERATOR_LEASE_NAME", default_value = "ferromq-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Lease duration in seconds; a standby takes over this long after the leader stops renewing.
+    #[arg(long, env = "FERROMQ_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "FERROMQ_OPERATOR_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers.
+    Run(RunArgs),
     /// Print the CRDs generated from the Rust types, or write `<kind>.yaml` files into a directory.
     Crds {
         /// Directory to write `nameserver.yaml`, `broker.yaml` and `topic.yaml` into.
@@ -26,6 +82,21 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { out } => write_crds(out),
+        Command::Run(args) => {
+            init_tracing(args.log_format);
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(run(args))
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
@@ -42,4 +113,105 @@ fn write_crds(out: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    axum::serve(listener, app).await.context("serving HTTP")
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let metrics = Arc::new(Metrics::default());
+    let http = tokio::spawn(serve_http(args.http_addr, metrics.clone()));
+
+    let identity = args.identity.clone().unwrap_or_else(|| format!("ferromq-operator-{}", std::process::id()));
+    let lease_duration = Duration::from_secs(args.lease_seconds.max(2));
+    let lock = LeaseLock::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity, lease_duration);
+    tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
+    lock.acquire(lease_duration / 3).await.context("acquiring the leader lease")?;
+    tracing::info!(%identity, "leading");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(CliAdmin::new(args.ferromq_bin.clone())),
+        args.admin_address.clone(),
+        Some(identity.clone()),
+        metrics,
+    ));
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=ferromq-operator");
+    let ns = &args.namespace;
+
+    let nameservers = Controller::new(api::<Nameserver>(&client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        .shutdown_on_signal()
+        .run(controller::nameserver::reconcile, controller::nameserver::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "nameserver controller");
+            }
+        });
+    let brokers = Controller::new(api::<Broker>(&client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Deployment>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        .shutdown_on_signal()
+        .run(controller::broker::reconcile, controller::broker::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "broker controller");
+            }
+        });
+    let topics = Controller::new(api::<Topic>(&client, ns), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(controller::topic::reconcile, controller::topic::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "topic controller");
+            }
+        });
+
+    let controllers = async {
+        futures::join!(nameservers, brokers, topics);
+    };
+    let outcome = tokio::select! {
+        _ = controllers => {
+            tracing::info!("controllers stopped; releasing the lease");
+            if let Err(e) = lock.release().await {
+                tracing::warn!(error = %e, "could not release the lease");
+            }
+            Ok(())
+        }
+        lost = lock.hold(lease_duration / 3) => Err(anyhow::anyhow!("lost leadership: {lost}")),
+        res = http => match res {
+            Ok(Ok(())) => Err(anyhow::anyhow!("HTTP server stopped")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("HTTP server task failed: {e}")),
+        },
+    };
+    outcome
 }
