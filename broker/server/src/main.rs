@@ -1,1 +1,76 @@
-fn main() { eprintln!("ferromq: roles not built yet"); std::process::exit(2); }
+//! The `ferromq` binary: the broker roles, the admin client and (later) the benchmark.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration (the
+//! message names the field).
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use ferromq::admin::cli::AdminArgs;
+use ferromq::config::{StandaloneArgs, StandaloneConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferromq", version, about = "FerroMQ: a message broker speaking the RocketMQ 5 gRPC protocol")]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// Nameserver, broker and proxy in one process with a local data directory.
+    Standalone(StandaloneArgs),
+    /// Manage topics and groups of a running server.
+    Admin(AdminArgs),
+    /// Route registry of a cluster (not available in this version).
+    Nameserver,
+    /// Storage node of a cluster (not available in this version).
+    Broker,
+    /// Stateless client-facing tier of a cluster (not available in this version).
+    Proxy,
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("FERROMQ_LOG").or_else(|_| EnvFilter::try_from_default_env()).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.role {
+        Role::Standalone(args) => {
+            init_tracing();
+            let cfg = match StandaloneConfig::resolve(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ferromq: {e}");
+                    std::process::exit(2);
+                }
+            };
+            run_async(ferromq::standalone::run(cfg))
+        }
+        Role::Admin(args) => run_async(ferromq::admin::cli::run(args)),
+        Role::Nameserver | Role::Broker | Role::Proxy => {
+            eprintln!("ferromq: this role is not available yet; use `ferromq standalone`");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferromq: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ferromq: error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! `ferromq.admin.v1`: the administration API (served next to MessagingService) and the
+//! `ferromq admin` command that calls it.
+
+pub mod cli;
+pub mod service;

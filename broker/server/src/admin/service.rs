@@ -1,0 +1,286 @@
+//! Server side of the admin API: topics, groups and message lookups.
+//!
+//! Errors are gRPC statuses (the admin CLI is ours, so no RocketMQ status codes): a store
+//! error maps to INVALID_ARGUMENT, NOT_FOUND or ALREADY_EXISTS with the store's message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ferromq_proto::admin::{self, admin_server::Admin, TopicPermission, TopicType};
+use ferromq_store::{MessageType, Permission, StoreError, StoredMessage, TopicConfig};
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use crate::broker::Broker;
+use crate::groups::GroupConfig;
+
+#[derive(Clone)]
+pub struct AdminApi {
+    broker: Arc<Broker>,
+}
+
+impl AdminApi {
+    pub fn new(broker: Arc<Broker>) -> AdminApi {
+        AdminApi { broker }
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Broker) -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+        let b = self.broker.clone();
+        tokio::task::spawn_blocking(move || f(&b)).await.map_err(|e| Status::internal(format!("worker failed: {e}")))?
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match &e {
+        StoreError::UnknownTopic(_) => Status::not_found(e.to_string()),
+        StoreError::TopicExists(_) => Status::already_exists(e.to_string()),
+        StoreError::InvalidField { .. } | StoreError::UnknownQueue { .. } | StoreError::Config { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+pub fn type_to_store(t: TopicType) -> Option<MessageType> {
+    match t {
+        TopicType::Unspecified => None,
+        TopicType::Normal => Some(MessageType::Normal),
+        TopicType::Fifo => Some(MessageType::Fifo),
+        TopicType::Delay => Some(MessageType::Delay),
+        TopicType::Transaction => Some(MessageType::Transaction),
+    }
+}
+
+fn type_from_store(t: MessageType) -> TopicType {
+    match t {
+        MessageType::Normal | MessageType::Priority => TopicType::Normal,
+        MessageType::Fifo => TopicType::Fifo,
+        MessageType::Delay => TopicType::Delay,
+        MessageType::Transaction => TopicType::Transaction,
+    }
+}
+
+fn perm_to_store(p: TopicPermission) -> Option<Permission> {
+    match p {
+        TopicPermission::Unspecified => None,
+        TopicPermission::Read => Some(Permission::Read),
+        TopicPermission::Write => Some(Permission::Write),
+        TopicPermission::ReadWrite => Some(Permission::ReadWrite),
+    }
+}
+
+fn perm_from_store(p: Permission) -> TopicPermission {
+    match p {
+        Permission::Read => TopicPermission::Read,
+        Permission::Write => TopicPermission::Write,
+        Permission::ReadWrite => TopicPermission::ReadWrite,
+        Permission::None => TopicPermission::Unspecified,
+    }
+}
+
+fn topic_out(t: &TopicConfig) -> admin::Topic {
+    admin::Topic {
+        name: t.name.clone(),
+        queues: t.queues,
+        message_type: type_from_store(t.message_type) as i32,
+        permission: perm_from_store(t.permission) as i32,
+    }
+}
+
+fn message_out(m: &StoredMessage) -> admin::StoredMessage {
+    admin::StoredMessage {
+        topic: m.topic.clone(),
+        queue_id: m.queue_id,
+        queue_offset: m.queue_offset as i64,
+        phys_offset: m.phys_offset as i64,
+        message_id: m.msg_id().unwrap_or_default().to_string(),
+        tag: m.tag().unwrap_or_default().to_string(),
+        keys: m.keys().map(str::to_string).collect(),
+        properties: m.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        body: m.body.clone(),
+        born_timestamp_ms: m.born_timestamp_ms,
+        store_timestamp_ms: m.store_timestamp_ms,
+        born_host: m
+            .properties
+            .get(crate::props::BORN_HOST)
+            .cloned()
+            .or_else(|| m.born_host.map(|a| a.to_string()))
+            .unwrap_or_default(),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    #[instrument(skip_all)]
+    async fn create_topic(&self, req: Request<admin::CreateTopicRequest>) -> Result<Response<admin::Topic>, Status> {
+        let t = req.into_inner().topic.ok_or_else(|| Status::invalid_argument("topic is required"))?;
+        let message_type = type_to_store(TopicType::try_from(t.message_type).unwrap_or(TopicType::Unspecified)).unwrap_or(MessageType::Normal);
+        let permission = perm_to_store(TopicPermission::try_from(t.permission).unwrap_or(TopicPermission::Unspecified)).unwrap_or(Permission::ReadWrite);
+        if crate::validate::is_system_topic(&t.name) {
+            return Err(Status::invalid_argument(format!("topic {} uses a reserved system prefix", t.name)));
+        }
+        let cfg = TopicConfig { name: t.name, queues: if t.queues == 0 { self.broker.cfg.default_queues } else { t.queues }, message_type, permission };
+        let created = self.blocking(move |b| b.store.topics().create(cfg).map_err(store_status)).await?;
+        info!(topic = %created.name, queues = created.queues, r#type = %created.message_type, "topic created");
+        Ok(Response::new(topic_out(&created)))
+    }
+
+    #[instrument(skip_all)]
+    async fn update_topic(&self, req: Request<admin::UpdateTopicRequest>) -> Result<Response<admin::Topic>, Status> {
+        let t = req.into_inner().topic.ok_or_else(|| Status::invalid_argument("topic is required"))?;
+        let updated = self
+            .blocking(move |b| {
+                let mut cur = b.store.topics().get(&t.name).ok_or_else(|| Status::not_found(format!("topic {} does not exist", t.name)))?;
+                if t.queues != 0 {
+                    if t.queues < cur.queues {
+                        return Err(Status::invalid_argument(format!(
+                            "queues can only grow ({} -> {}): messages in removed queues would be stranded",
+                            cur.queues, t.queues
+                        )));
+                    }
+                    cur.queues = t.queues;
+                }
+                if let Some(mt) = type_to_store(TopicType::try_from(t.message_type).unwrap_or(TopicType::Unspecified)) {
+                    cur.message_type = mt;
+                }
+                if let Some(p) = perm_to_store(TopicPermission::try_from(t.permission).unwrap_or(TopicPermission::Unspecified)) {
+                    cur.permission = p;
+                }
+                b.store.topics().update(cur).map_err(store_status)
+            })
+            .await?;
+        info!(topic = %updated.name, "topic updated");
+        Ok(Response::new(topic_out(&updated)))
+    }
+
+    #[instrument(skip_all)]
+    async fn delete_topic(&self, req: Request<admin::DeleteTopicRequest>) -> Result<Response<admin::DeleteTopicResponse>, Status> {
+        let name = req.into_inner().name;
+        self.blocking(move |b| {
+            b.store.topics().delete(&name).map_err(store_status)?;
+            b.deliveries.forget_topic(&name);
+            info!(topic = %name, "topic deleted");
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(admin::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(&self, _req: Request<admin::ListTopicsRequest>) -> Result<Response<admin::ListTopicsResponse>, Status> {
+        let topics = self.blocking(|b| Ok(b.store.topics().list())).await?;
+        Ok(Response::new(admin::ListTopicsResponse { topics: topics.iter().map(topic_out).collect() }))
+    }
+
+    async fn describe_topic(&self, req: Request<admin::DescribeTopicRequest>) -> Result<Response<admin::TopicDetail>, Status> {
+        let name = req.into_inner().name;
+        self.blocking(move |b| {
+            let t = b.store.topics().get(&name).ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
+            let queues: Vec<admin::QueueRange> = (0..t.queues)
+                .map(|q| {
+                    let (min, max) = b.store.queue_range(&name, q);
+                    admin::QueueRange { queue_id: q, min_offset: min as i64, max_offset: max as i64 }
+                })
+                .collect();
+            let total = queues.iter().map(|q| q.max_offset - q.min_offset).sum();
+            Ok(Response::new(admin::TopicDetail { topic: Some(topic_out(&t)), queues, total_messages: total }))
+        })
+        .await
+    }
+
+    async fn list_groups(&self, _req: Request<admin::ListGroupsRequest>) -> Result<Response<admin::ListGroupsResponse>, Status> {
+        let groups = self.blocking(|b| Ok(group_views(b, None))).await?;
+        Ok(Response::new(admin::ListGroupsResponse { groups: groups.into_iter().map(|(g, _)| g).collect() }))
+    }
+
+    async fn describe_group(&self, req: Request<admin::DescribeGroupRequest>) -> Result<Response<admin::DescribeGroupResponse>, Status> {
+        let name = req.into_inner().name;
+        let mut views = self.blocking(move |b| Ok(group_views(b, Some(&name)))).await?;
+        let (group, queues) = views.pop().ok_or_else(|| Status::not_found("group has never consumed and is not configured"))?;
+        Ok(Response::new(admin::DescribeGroupResponse { group: Some(group), queues }))
+    }
+
+    #[instrument(skip_all)]
+    async fn update_group(&self, req: Request<admin::UpdateGroupRequest>) -> Result<Response<admin::Group>, Status> {
+        let r = req.into_inner();
+        let name = r.name.clone();
+        crate::validate::group_name(Some(&ferromq_proto::v2::Resource { resource_namespace: String::new(), name: name.clone() }))
+            .map_err(|e| Status::invalid_argument(e.message))?;
+        if r.max_delivery_attempts < 0 || r.max_delivery_attempts > 1000 {
+            return Err(Status::invalid_argument(format!("max_delivery_attempts {} is not within 1..=1000", r.max_delivery_attempts)));
+        }
+        let mut views = self
+            .blocking(move |b| {
+                let mut cfg = b.groups.get(&r.name);
+                if r.max_delivery_attempts > 0 {
+                    cfg.max_delivery_attempts = Some(r.max_delivery_attempts as u32);
+                }
+                if let Some(f) = r.fifo {
+                    cfg.fifo = Some(f);
+                }
+                b.groups.set(&r.name, cfg).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(group_views(b, Some(&r.name)))
+            })
+            .await?;
+        info!(group = %name, "group updated");
+        let (group, _) = views.pop().ok_or_else(|| Status::internal("group vanished"))?;
+        Ok(Response::new(group))
+    }
+
+    async fn get_message(&self, req: Request<admin::GetMessageRequest>) -> Result<Response<admin::GetMessageResponse>, Status> {
+        let r = req.into_inner();
+        let m = self.blocking(move |b| Ok(b.store.lookup_id(&r.topic, &r.message_id))).await?;
+        let m = m.ok_or_else(|| Status::not_found("no message with this id in this topic"))?;
+        Ok(Response::new(admin::GetMessageResponse { message: Some(message_out(&m)) }))
+    }
+
+    async fn query_messages(&self, req: Request<admin::QueryMessagesRequest>) -> Result<Response<admin::QueryMessagesResponse>, Status> {
+        let r = req.into_inner();
+        let max = if r.max_results == 0 { 32 } else { r.max_results.min(1000) } as usize;
+        let ms = self.blocking(move |b| Ok(b.store.lookup_key(&r.topic, &r.key, 0, i64::MAX, max))).await?;
+        Ok(Response::new(admin::QueryMessagesResponse { messages: ms.iter().map(message_out).collect() }))
+    }
+}
+
+/// Groups known from consumption, offsets, configuration or live clients.
+fn group_views(b: &Broker, only: Option<&str>) -> Vec<(admin::Group, Vec<admin::GroupQueueProgress>)> {
+    let lag = b.lag();
+    let configured = b.groups.list();
+    let online = b.clients.online_by_group();
+    let subs = b.clients.subscriptions();
+    let mut names: BTreeSet<String> = lag.iter().map(|l| l.0.clone()).collect();
+    names.extend(configured.keys().cloned());
+    names.extend(online.keys().cloned());
+    let mut per_group: BTreeMap<String, Vec<admin::GroupQueueProgress>> = BTreeMap::new();
+    for (g, topic, q, committed, max, inflight) in lag {
+        per_group.entry(g).or_default().push(admin::GroupQueueProgress {
+            topic,
+            queue_id: q,
+            committed_offset: committed as i64,
+            max_offset: max as i64,
+            lag: max.saturating_sub(committed) as i64,
+            inflight: inflight as i64,
+        });
+    }
+    names
+        .into_iter()
+        .filter(|n| only.is_none_or(|o| o == n) && !n.is_empty())
+        .map(|n| {
+            let queues = per_group.remove(&n).unwrap_or_default();
+            let mut topics: Vec<String> = queues.iter().map(|q| q.topic.clone()).collect();
+            topics.extend(subs.get(&n).cloned().unwrap_or_default());
+            topics.sort();
+            topics.dedup();
+            let cfg: GroupConfig = configured.get(&n).cloned().unwrap_or_default();
+            let group = admin::Group {
+                fifo: cfg.fifo.unwrap_or(false),
+                max_delivery_attempts: b.groups.max_attempts(&n) as i32,
+                topics,
+                total_lag: queues.iter().map(|q| q.lag).sum(),
+                online_clients: online.get(&n).copied().unwrap_or(0) as i32,
+                name: n,
+            };
+            (group, queues)
+        })
+        .collect()
+}
+

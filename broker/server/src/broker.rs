@@ -1,0 +1,137 @@
+//! The state one broker process shares between its RPC handlers: the store, the delivery
+//! engine, group settings, known clients, metrics and long-polling wake-ups.
+//!
+//! Handlers reach the blocking store only through [`Broker::blocking`], which runs the closure
+//! on tokio's blocking pool so a slow disk never stalls the reactor.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ferromq_store::{MessageType, Permission, Store, TopicConfig};
+use tokio::sync::{watch, Notify};
+
+use crate::clients::Clients;
+use crate::config::StandaloneConfig;
+use crate::delivery::Deliveries;
+use crate::groups::Groups;
+use crate::metrics::Metrics;
+use crate::status::RpcError;
+use ferromq_proto::v2::Code;
+
+/// Wakes long-polling receivers of a topic when the store dispatches a message to it.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    topics: RwLock<HashMap<String, Arc<Notify>>>,
+}
+
+impl Wakeups {
+    pub fn for_topic(&self, topic: &str) -> Arc<Notify> {
+        if let Some(n) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(topic) {
+            return n.clone();
+        }
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).entry(topic.to_string()).or_default().clone()
+    }
+
+    /// Called from the store's dispatcher thread.
+    pub fn wake(&self, topic: &str) {
+        if let Some(n) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(topic) {
+            n.notify_waiters();
+        }
+    }
+}
+
+pub struct Broker {
+    pub store: Arc<Store>,
+    pub cfg: StandaloneConfig,
+    pub deliveries: Deliveries,
+    pub groups: Groups,
+    pub clients: Clients,
+    pub metrics: Metrics,
+    pub wakeups: Arc<Wakeups>,
+    /// Flips to true when shutdown starts; long polls and streams watch it.
+    pub shutdown: watch::Receiver<bool>,
+    pub ready: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(store: Arc<Store>, cfg: StandaloneConfig, groups: Groups, shutdown: watch::Receiver<bool>) -> Arc<Broker> {
+        let wakeups = Arc::new(Wakeups::default());
+        let w = wakeups.clone();
+        store.on_dispatch(Arc::new(move |ev| w.wake(ev.topic)));
+        Arc::new(Broker {
+            deliveries: Deliveries::new(store.clone()),
+            store,
+            cfg,
+            groups,
+            clients: Clients::default(),
+            metrics: Metrics::default(),
+            wakeups,
+            shutdown,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
+    }
+
+    /// Runs blocking store work off the async workers.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, RpcError>
+    where
+        F: FnOnce(&Broker) -> Result<T, RpcError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| RpcError::internal(format!("worker failed: {e}")))?
+    }
+
+    /// The topic's configuration; creates it when unknown and auto-creation is on.
+    pub fn topic(&self, name: &str) -> Result<TopicConfig, RpcError> {
+        if let Some(t) = self.store.topics().get(name) {
+            return Ok(t);
+        }
+        if self.cfg.auto_create_topics && !crate::validate::is_system_topic(name) {
+            let cfg = TopicConfig {
+                name: name.to_string(),
+                queues: self.cfg.default_queues,
+                message_type: MessageType::Normal,
+                permission: Permission::ReadWrite,
+            };
+            return match self.store.topics().create(cfg) {
+                Ok(t) => {
+                    tracing::info!(topic = name, "topic auto-created");
+                    Ok(t)
+                }
+                Err(ferromq_store::StoreError::TopicExists(_)) => {
+                    self.store.topics().get(name).ok_or_else(|| RpcError::internal("topic vanished"))
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        Err(RpcError::new(Code::TopicNotFound, format!("topic {name} does not exist")))
+    }
+
+    /// Consumer lag per (group, topic, queue): messages from the group's offset to the end.
+    pub fn lag(&self) -> Vec<(String, String, u32, u64, u64, u64)> {
+        let mut out = Vec::new();
+        let progress = self.deliveries.progress();
+        let mut seen = std::collections::HashSet::new();
+        for p in &progress {
+            let (_, max) = self.store.queue_range(&p.topic, p.queue_id);
+            seen.insert((p.group.clone(), p.topic.clone(), p.queue_id));
+            out.push((p.group.clone(), p.topic.clone(), p.queue_id, p.committed, max, p.inflight));
+        }
+        for (k, off) in self.store.offsets().all() {
+            if seen.contains(&(k.group.clone(), k.topic.clone(), k.queue_id)) {
+                continue;
+            }
+            let (_, max) = self.store.queue_range(&k.topic, k.queue_id);
+            out.push((k.group, k.topic, k.queue_id, off, max, 0));
+        }
+        out.sort();
+        out
+    }
+}

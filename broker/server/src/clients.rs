@@ -1,0 +1,136 @@
+//! The clients this proxy knows: their settings (from Telemetry), the group they consume for,
+//! when they were last heard from, and the channel of their Telemetry stream so the server can
+//! send commands to them later (transaction checks, in a later release).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferromq_proto::v2::{self, ClientType, TelemetryCommand};
+use tokio::sync::mpsc;
+
+/// Sender half of a client's Telemetry response stream.
+pub type CommandSender = mpsc::Sender<Result<TelemetryCommand, tonic::Status>>;
+
+/// Clients not heard from for this long are no longer counted as online.
+const ONLINE_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct ClientSession {
+    pub client_type: ClientType,
+    pub group: Option<String>,
+    pub language: String,
+    pub settings: Option<v2::Settings>,
+    pub last_seen: Instant,
+    /// Telemetry streams currently open, by stream id.
+    pub streams: BTreeMap<u64, CommandSender>,
+}
+
+#[derive(Debug, Default)]
+pub struct Clients {
+    map: Mutex<HashMap<String, ClientSession>>,
+}
+
+impl Clients {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClientSession>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry<'a>(map: &'a mut HashMap<String, ClientSession>, id: &str, language: &str) -> &'a mut ClientSession {
+        map.entry(id.to_string()).or_insert_with(|| ClientSession {
+            client_type: ClientType::Unspecified,
+            group: None,
+            language: language.to_string(),
+            settings: None,
+            last_seen: Instant::now(),
+            streams: BTreeMap::new(),
+        })
+    }
+
+    /// Records the settings a client announced on its Telemetry stream.
+    pub fn on_settings(&self, id: &str, language: &str, s: &v2::Settings) {
+        let mut map = self.lock();
+        let c = Self::entry(&mut map, id, language);
+        if let Some(t) = s.client_type.and_then(|t| ClientType::try_from(t).ok()) {
+            c.client_type = t;
+        }
+        if let Some(v2::settings::PubSub::Subscription(sub)) = &s.pub_sub {
+            if let Some(g) = &sub.group {
+                c.group = Some(g.name.clone());
+            }
+        }
+        c.settings = Some(s.clone());
+        c.last_seen = Instant::now();
+    }
+
+    pub fn attach_stream(&self, id: &str, language: &str, stream: u64, tx: CommandSender) {
+        let mut map = self.lock();
+        Self::entry(&mut map, id, language).streams.insert(stream, tx);
+    }
+
+    pub fn detach_stream(&self, id: &str, stream: u64) {
+        if let Some(c) = self.lock().get_mut(id) {
+            c.streams.remove(&stream);
+        }
+    }
+
+    pub fn heartbeat(&self, id: &str, language: &str, group: Option<&str>, client_type: ClientType) {
+        let mut map = self.lock();
+        let c = Self::entry(&mut map, id, language);
+        if let Some(g) = group {
+            c.group = Some(g.to_string());
+        }
+        if client_type != ClientType::Unspecified {
+            c.client_type = client_type;
+        }
+        c.last_seen = Instant::now();
+    }
+
+    /// Forgets a client that said goodbye.
+    pub fn terminate(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Drops every stream sender so Telemetry response streams end (shutdown).
+    pub fn close_all_streams(&self) {
+        for c in self.lock().values_mut() {
+            c.streams.clear();
+        }
+    }
+
+    /// Online clients per consumer group.
+    pub fn online_by_group(&self) -> BTreeMap<String, usize> {
+        let now = Instant::now();
+        let mut out = BTreeMap::new();
+        for c in self.lock().values() {
+            if let Some(g) = &c.group {
+                if now.duration_since(c.last_seen) < ONLINE_WINDOW || !c.streams.is_empty() {
+                    *out.entry(g.clone()).or_insert(0) += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Topics each known group subscribed to (from settings).
+    pub fn subscriptions(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for c in self.lock().values() {
+            if let (Some(g), Some(v2::Settings { pub_sub: Some(v2::settings::PubSub::Subscription(sub)), .. })) = (&c.group, &c.settings) {
+                let topics = out.entry(g.clone()).or_default();
+                for e in &sub.subscriptions {
+                    if let Some(t) = &e.topic {
+                        if !topics.contains(&t.name) {
+                            topics.push(t.name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+}

@@ -1,0 +1,119 @@
+//! Stored messages to protocol messages (what consumers receive), and protocol time types.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferromq_proto::v2::{self, DigestType, Encoding, MessageType};
+use ferromq_store::StoredMessage;
+use md5::{Digest, Md5};
+
+use crate::props;
+
+/// Delivery-specific fields of a pop delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryInfo {
+    pub receipt_handle: String,
+    pub attempt: u32,
+    pub invisible: Duration,
+}
+
+pub fn timestamp_from_ms(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn ms_from_timestamp(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
+pub fn now_timestamp() -> prost_types::Timestamp {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// A protocol duration as a std one; `None` when negative or out of range.
+pub fn duration_from_proto(d: &prost_types::Duration) -> Option<Duration> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return None;
+    }
+    Some(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// MD5 of the body as 32 upper-case hex digits: the digest every official client verifies the
+/// same way (CRC32 is formatted differently by different clients).
+pub fn md5_hex(body: &[u8]) -> String {
+    let d = Md5::digest(body);
+    let mut s = String::with_capacity(32);
+    for b in d.iter() {
+        s.push_str(&format!("{b:02X}"));
+    }
+    s
+}
+
+/// Builds the message a consumer receives.
+pub fn to_proto(m: &StoredMessage, namespace: &str, store_host: &str, delivery: Option<&DeliveryInfo>) -> v2::Message {
+    let p = &m.properties;
+    let message_type = p
+        .get(props::MESSAGE_TYPE)
+        .and_then(|t| t.parse::<i32>().ok())
+        .and_then(|t| MessageType::try_from(t).ok())
+        .unwrap_or(if p.contains_key(props::MESSAGE_GROUP) { MessageType::Fifo } else { MessageType::Normal });
+    let dead_letter_queue = p.get(props::DLQ_ORIGIN_TOPIC).map(|origin| v2::DeadLetterQueue {
+        topic: origin.clone(),
+        message_id: m.msg_id().unwrap_or_default().to_string(),
+    });
+    let born_host = p
+        .get(props::BORN_HOST)
+        .cloned()
+        .or_else(|| m.born_host.map(|a| a.to_string()))
+        .unwrap_or_default();
+    let system_properties = v2::SystemProperties {
+        tag: m.tag().map(str::to_string),
+        keys: m.keys().map(str::to_string).collect(),
+        message_id: m.msg_id().unwrap_or_default().to_string(),
+        body_digest: Some(v2::Digest { r#type: DigestType::Md5 as i32, checksum: md5_hex(&m.body) }),
+        body_encoding: Encoding::Identity as i32,
+        message_type: message_type as i32,
+        born_timestamp: Some(timestamp_from_ms(m.born_timestamp_ms)),
+        born_host,
+        store_timestamp: Some(timestamp_from_ms(m.store_timestamp_ms)),
+        store_host: store_host.to_string(),
+        delivery_timestamp: None,
+        receipt_handle: delivery.map(|d| d.receipt_handle.clone()),
+        queue_id: m.queue_id as i32,
+        queue_offset: Some(m.queue_offset as i64),
+        invisible_duration: delivery.map(|d| duration_to_proto(d.invisible)),
+        delivery_attempt: Some(delivery.map_or(1, |d| d.attempt as i32)),
+        message_group: p.get(props::MESSAGE_GROUP).cloned(),
+        trace_context: p.get(props::TRACE_CONTEXT).cloned(),
+        orphaned_transaction_recovery_duration: None,
+        dead_letter_queue,
+        lite_topic: None,
+        priority: None,
+    };
+    v2::Message {
+        topic: Some(v2::Resource { resource_namespace: namespace.to_string(), name: m.topic.clone() }),
+        user_properties: p.iter().filter(|(k, _)| !props::is_system(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        system_properties: Some(system_properties),
+        body: m.body.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_is_upper_case_hex() {
+        assert_eq!(md5_hex(b""), "D41D8CD98F00B204E9800998ECF8427E");
+    }
+
+    #[test]
+    fn timestamps_round_trip_including_negative() {
+        for ms in [0i64, 1, 999, 1_700_000_000_123, -1] {
+            assert_eq!(ms_from_timestamp(&timestamp_from_ms(ms)), ms);
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The HTTP endpoint every role serves: `/healthz` (the process is alive), `/readyz` (it serves
+//! clients: store open, listeners bound, not shutting down) and `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::broker::Broker;
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(broker)
+}
+
+async fn readyz(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    if b.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+    let b2 = b.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let stats = b2.store.stats();
+        let mut lag: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for (g, t, _q, committed, max, _inflight) in b2.lag() {
+            *lag.entry((g, t)).or_insert(0) += max.saturating_sub(committed);
+        }
+        let lag_values = lag.into_iter().map(|((g, t), v)| (format!("group=\"{}\",topic=\"{}\"", label(&g), label(&t)), v as f64)).collect();
+        b2.metrics.render(&[
+            ("ferromq_consumer_lag_messages", "Messages from a group's committed offset to the end of each topic.", lag_values),
+            ("ferromq_store_size_bytes", "Bytes of commit log segments on disk.", vec![(String::new(), stats.log_bytes_on_disk as f64)]),
+            ("ferromq_store_segments", "Commit log segment files.", vec![(String::new(), stats.segments as f64)]),
+            ("ferromq_store_write_offset_bytes", "End of the commit log.", vec![(String::new(), stats.log_write_offset as f64)]),
+            ("ferromq_store_appends", "Appends since start.", vec![(String::new(), stats.appends_total as f64)]),
+            ("ferromq_store_disk_full", "1 while appends are refused for lack of disk.", vec![(String::new(), if stats.disk_full { 1.0 } else { 0.0 })]),
+            ("ferromq_topics", "Topics defined.", vec![(String::new(), b2.store.topics().list().len() as f64)]),
+            ("ferromq_clients", "Clients known to this proxy.", vec![(String::new(), b2.clients.len() as f64)]),
+        ])
+    })
+    .await
+    .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}

@@ -1,0 +1,229 @@
+//! ReceiveMessage: pop-style delivery with long polling.
+//!
+//! The answer is a stream that always ends: a status item (OK or MESSAGE_NOT_FOUND or the
+//! error), the messages, then the server's clock as `delivery_timestamp`. When nothing is
+//! deliverable the call waits (long polling) until a message is dispatched to the topic, an
+//! invisible message expires, or the polling time ends: the client's `long_polling_timeout`
+//! (default 20 s, at most 30 s), and always before the client's own gRPC deadline with a
+//! margin, because the Rust client sets its deadline to exactly the polling time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferromq_proto::v2::{self, Code};
+use ferromq_store::{MessageType, TagFilter as StoreTagFilter};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{info_span, Instrument};
+
+use super::{BoxStream, RequestMeta};
+use crate::broker::Broker;
+use crate::convert::{duration_from_proto, now_timestamp, to_proto, DeliveryInfo};
+use crate::delivery::{Delivery, ReceiveSpec};
+use crate::filter::TagFilter;
+use crate::status::{self, RpcError};
+use crate::validate;
+
+/// Invisibility of push-consumer deliveries (they send `auto_renew` and no duration).
+const AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(60);
+const DEFAULT_INVISIBLE: Duration = Duration::from_secs(30);
+const MIN_INVISIBLE: Duration = Duration::from_secs(1);
+const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
+const DEFAULT_POLL: Duration = Duration::from_secs(20);
+const MAX_POLL: Duration = Duration::from_secs(30);
+const MAX_BATCH: usize = 64;
+
+/// Rotates the first queue served to requests that do not name one.
+static NEXT_QUEUE: AtomicU32 = AtomicU32::new(0);
+
+/// A validated receive request.
+struct Plan {
+    group: String,
+    topic: String,
+    namespace: String,
+    queues: Vec<u32>,
+    batch: usize,
+    invisible: Duration,
+    filter: StoreTagFilter,
+    fifo: bool,
+    max_attempts: u32,
+    poll: Duration,
+}
+
+/// Time left for polling: the requested time, capped, and ended before the caller's deadline
+/// with a margin of 10 % (at least 500 ms) for the answer to travel.
+fn poll_budget(requested: Option<Duration>, meta: &RequestMeta) -> Duration {
+    let mut poll = requested.unwrap_or(DEFAULT_POLL).min(MAX_POLL);
+    if let Some(timeout) = meta.timeout {
+        let margin = (timeout / 10).max(Duration::from_millis(500));
+        poll = poll.min(timeout.saturating_sub(margin));
+        if let Some(received) = meta.received {
+            poll = poll.min(timeout.saturating_sub(margin).saturating_sub(received.elapsed()));
+        }
+    }
+    poll
+}
+
+fn plan(broker: &Broker, meta: &RequestMeta, req: &v2::ReceiveMessageRequest) -> Result<Plan, RpcError> {
+    meta.require_client_id()?;
+    let group = validate::group_name(req.group.as_ref())?.to_string();
+    let mq = req.message_queue.as_ref().ok_or_else(|| RpcError::bad_request("message_queue is required"))?;
+    let topic_name = validate::topic_name(mq.topic.as_ref())?.to_string();
+    let filter = TagFilter::from_proto(req.filter_expression.as_ref())?;
+    if req.batch_size <= 0 {
+        return Err(RpcError::bad_request(format!("batch_size {} must be positive", req.batch_size)));
+    }
+    let invisible = match &req.invisible_duration {
+        Some(d) => {
+            let d = duration_from_proto(d)
+                .ok_or_else(|| RpcError::new(Code::IllegalInvisibleTime, "invisible_duration is negative or malformed"))?;
+            if !(MIN_INVISIBLE..=MAX_INVISIBLE).contains(&d) {
+                return Err(RpcError::new(
+                    Code::IllegalInvisibleTime,
+                    format!("invisible_duration {d:?} is outside {MIN_INVISIBLE:?}..={MAX_INVISIBLE:?}"),
+                ));
+            }
+            d
+        }
+        None if req.auto_renew => AUTO_RENEW_INVISIBLE,
+        None => DEFAULT_INVISIBLE,
+    };
+    let requested_poll = match &req.long_polling_timeout {
+        Some(d) => Some(duration_from_proto(d).ok_or_else(|| RpcError::new(Code::IllegalPollingTime, "long_polling_timeout is negative or malformed"))?),
+        None => None,
+    };
+    let topic = broker.topic(&topic_name)?;
+    if !topic.permission.readable() {
+        return Err(RpcError::new(Code::Forbidden, format!("topic {topic_name} is not readable")));
+    }
+    let n = topic.queues;
+    let start = if mq.id >= 0 && (mq.id as u32) < n { mq.id as u32 } else { NEXT_QUEUE.fetch_add(1, Ordering::Relaxed) % n };
+    let queues = (0..n).map(|i| (start + i) % n).collect();
+    let expression = match &filter {
+        TagFilter::All => "*".to_string(),
+        TagFilter::Any(tags) => tags.join("||"),
+    };
+    Ok(Plan {
+        fifo: broker.groups.fifo(&group, topic.message_type == MessageType::Fifo),
+        max_attempts: broker.groups.max_attempts(&group),
+        namespace: mq.topic.as_ref().map(|t| t.resource_namespace.clone()).unwrap_or_default(),
+        group,
+        topic: topic_name,
+        queues,
+        batch: (req.batch_size as usize).min(MAX_BATCH),
+        invisible,
+        filter: StoreTagFilter::parse(&expression),
+        poll: poll_budget(requested_poll, meta),
+    })
+}
+
+/// Long-polls until something is delivered or the budget ends.
+async fn poll(broker: &Arc<Broker>, plan: Arc<Plan>) -> Result<Vec<Delivery>, RpcError> {
+    let until = Instant::now() + plan.poll;
+    let notify = broker.wakeups.for_topic(&plan.topic);
+    let mut shutdown = broker.shutdown.clone();
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let p = plan.clone();
+        let outcome = broker
+            .blocking(move |b| {
+                b.deliveries.receive(&ReceiveSpec {
+                    group: &p.group,
+                    topic: &p.topic,
+                    queues: p.queues.clone(),
+                    batch: p.batch,
+                    invisible: p.invisible,
+                    filter: &p.filter,
+                    fifo: p.fifo,
+                    max_attempts: p.max_attempts,
+                })
+            })
+            .await?;
+        let now = Instant::now();
+        if !outcome.deliveries.is_empty() || now >= until || *shutdown.borrow() {
+            return Ok(outcome.deliveries);
+        }
+        // Wake for a new message, for the next expiry, and at least once a second (expiries
+        // of other consumers' messages in queues we did not scan first).
+        let mut wake = until.min(now + Duration::from_secs(1));
+        if let Some(e) = outcome.next_expiry {
+            wake = wake.min(e.max(now + Duration::from_millis(5)));
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+pub fn receive_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::ReceiveMessageRequest) -> BoxStream<v2::ReceiveMessageResponse> {
+    let (tx, rx) = mpsc::channel(MAX_BATCH + 2);
+    let span = info_span!(
+        "ReceiveMessage",
+        client = meta.client_id.as_deref().unwrap_or(""),
+        group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""),
+        topic = req.message_queue.as_ref().and_then(|q| q.topic.as_ref()).map(|t| t.name.as_str()).unwrap_or("")
+    );
+    tokio::spawn(
+        async move {
+            let started = Instant::now();
+            let item = |c| Ok(v2::ReceiveMessageResponse { content: Some(c) });
+            let result = async {
+                let p = {
+                    let (m, r) = (meta.clone(), req.clone());
+                    Arc::new(broker.blocking(move |b| plan(b, &m, &r)).await?)
+                };
+                let deliveries = poll(&broker, p.clone()).await?;
+                Ok::<_, RpcError>((p, deliveries))
+            }
+            .await;
+            use v2::receive_message_response::Content;
+            let code = match result {
+                Ok((p, deliveries)) if !deliveries.is_empty() => {
+                    let _ = tx.send(item(Content::Status(status::ok()))).await;
+                    for d in deliveries {
+                        let info = DeliveryInfo { receipt_handle: d.handle.encode(), attempt: d.attempt, invisible: d.invisible };
+                        broker.metrics.message_out(&p.topic, &p.group, d.message.body.len());
+                        let m = to_proto(&d.message, &p.namespace, &broker.cfg.advertise_addr, Some(&info));
+                        // A vanished caller leaves the message invisible; it is redelivered
+                        // after its invisible time, as for any consumer that dies.
+                        let _ = tx.send(item(Content::Message(m))).await;
+                    }
+                    Code::Ok
+                }
+                Ok(_) => {
+                    let _ = tx.send(item(Content::Status(status::status(Code::MessageNotFound, "no new message")))).await;
+                    Code::MessageNotFound
+                }
+                Err(e) => {
+                    let _ = tx.send(item(Content::Status(meta.status(&e)))).await;
+                    e.code
+                }
+            };
+            let _ = tx.send(item(Content::DeliveryTimestamp(now_timestamp()))).await;
+            broker.metrics.rpc("ReceiveMessage", started.elapsed(), code as i32);
+        }
+        .instrument(span),
+    );
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_ends_before_the_callers_deadline() {
+        let meta = RequestMeta { timeout: Some(Duration::from_secs(40)), ..Default::default() };
+        assert_eq!(poll_budget(Some(Duration::from_secs(40)), &meta), Duration::from_secs(30));
+        let meta = RequestMeta { timeout: Some(Duration::from_secs(8)), ..Default::default() };
+        assert_eq!(poll_budget(Some(Duration::from_secs(5)), &meta), Duration::from_secs(5));
+        let meta = RequestMeta { timeout: Some(Duration::from_secs(5)), ..Default::default() };
+        assert_eq!(poll_budget(Some(Duration::from_secs(5)), &meta), Duration::from_millis(4500));
+        assert_eq!(poll_budget(None, &RequestMeta::default()), DEFAULT_POLL);
+    }
+}

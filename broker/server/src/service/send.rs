@@ -1,0 +1,140 @@
+//! SendMessage: validate each message, check it against its topic, append it to the store.
+//!
+//! Each message gets its own result entry, in order (clients index the first one). A refused
+//! message is not stored; the others of the batch still are. DELAY and TRANSACTION topics can
+//! be created already, but their messages are refused with NOT_IMPLEMENTED until the timer and
+//! half-message stores land, rather than being delivered with the wrong semantics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferromq_proto::v2::{self, Code};
+use ferromq_store::{MessageType, NewMessage, KEY_SEPARATOR, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+use tracing::{instrument, warn};
+
+use super::RequestMeta;
+use crate::broker::Broker;
+use crate::convert::ms_from_timestamp;
+use crate::props;
+use crate::status::{self, RpcError};
+use crate::validate;
+
+fn type_matches(topic: MessageType, msg: v2::MessageType) -> bool {
+    matches!(
+        (topic, msg),
+        (MessageType::Normal, v2::MessageType::Normal)
+            | (MessageType::Fifo, v2::MessageType::Fifo)
+            | (MessageType::Delay, v2::MessageType::Delay)
+            | (MessageType::Transaction, v2::MessageType::Transaction)
+            | (MessageType::Priority, v2::MessageType::Priority)
+    )
+}
+
+/// Validates one message and turns it into what the store appends.
+fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
+    let topic_name = validate::topic_name(m.topic.as_ref())?;
+    if validate::is_system_topic(topic_name) {
+        return Err(RpcError::new(Code::IllegalTopic, format!("topic {topic_name} is a system topic; clients cannot publish to it")));
+    }
+    let checked = validate::message(m, broker.cfg.max_body_size)?;
+    let topic = broker.topic(topic_name)?;
+    if !topic.permission.writable() {
+        return Err(RpcError::new(Code::Forbidden, format!("topic {topic_name} is not writable")));
+    }
+    if !type_matches(topic.message_type, checked.message_type) {
+        return Err(RpcError::new(
+            Code::MessagePropertyConflictWithType,
+            format!("topic {topic_name} accepts {} messages, not {:?}", topic.message_type, checked.message_type),
+        ));
+    }
+    match checked.message_type {
+        v2::MessageType::Normal | v2::MessageType::Fifo => {}
+        other => {
+            return Err(RpcError::new(Code::NotImplemented, format!("{other:?} messages are not implemented by this FerroMQ version")))
+        }
+    }
+    let sp = m.system_properties.as_ref().ok_or_else(|| RpcError::bad_request("message has no system_properties"))?;
+    let mut properties: BTreeMap<String, String> = m.user_properties.clone().into_iter().collect();
+    properties.insert(PROP_MSG_ID.into(), checked.message_id.to_string());
+    if let Some(t) = checked.tag {
+        properties.insert(PROP_TAGS.into(), t.to_string());
+    }
+    if !checked.keys.is_empty() {
+        properties.insert(PROP_KEYS.into(), checked.keys.join(&KEY_SEPARATOR.to_string()));
+    }
+    if let Some(g) = checked.message_group {
+        properties.insert(props::MESSAGE_GROUP.into(), g.to_string());
+    }
+    properties.insert(props::MESSAGE_TYPE.into(), (checked.message_type as i32).to_string());
+    if !sp.born_host.is_empty() {
+        properties.insert(props::BORN_HOST.into(), sp.born_host.clone());
+    }
+    if let Some(tc) = sp.trace_context.as_ref().filter(|t| !t.is_empty()) {
+        properties.insert(props::TRACE_CONTEXT.into(), tc.clone());
+    }
+    // The client picked the queue (FIFO: by message group); keep it when valid.
+    let queue_id = if sp.queue_id >= 0 { sp.queue_id as u32 % topic.queues } else { 0 };
+    Ok(NewMessage {
+        topic: topic.name,
+        queue_id,
+        born_timestamp_ms: sp.born_timestamp.as_ref().map_or(0, ms_from_timestamp),
+        born_host: sp.born_host.parse().ok(),
+        properties,
+        body: m.body.clone(),
+        ..Default::default()
+    })
+}
+
+#[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]
+pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::SendMessageRequest) -> v2::SendMessageResponse {
+    if let Err(e) = meta.require_client_id() {
+        return v2::SendMessageResponse { status: Some(meta.status(&e)), entries: vec![] };
+    }
+    if req.messages.is_empty() {
+        let e = RpcError::bad_request("SendMessage carries no message");
+        return v2::SendMessageResponse { status: Some(meta.status(&e)), entries: vec![] };
+    }
+    let messages = req.messages;
+    let results = broker
+        .blocking(move |b| {
+            Ok(messages
+                .iter()
+                .map(|m| {
+                    let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+                    let r = prepare(b, m).and_then(|nm| {
+                        let size = nm.body.len();
+                        let topic = nm.topic.clone();
+                        let res = b.store.append(&nm).map_err(RpcError::from)?;
+                        b.metrics.message_in(&topic, size);
+                        Ok(res)
+                    });
+                    (id, r)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => return v2::SendMessageResponse { status: Some(meta.status(&e)), entries: vec![] },
+    };
+    let entries: Vec<v2::SendResultEntry> = results
+        .into_iter()
+        .map(|(message_id, r)| match r {
+            Ok(res) => v2::SendResultEntry {
+                status: Some(status::ok()),
+                message_id,
+                transaction_id: String::new(),
+                offset: res.queue_offset as i64,
+                recall_handle: String::new(),
+            },
+            Err(e) => {
+                if e.code == Code::InternalServerError {
+                    warn!(message_id, error = %e, "append failed");
+                }
+                v2::SendResultEntry { status: Some(meta.status(&e)), message_id, ..Default::default() }
+            }
+        })
+        .collect();
+    let summary = status::summarize(entries.iter().filter_map(|e| e.status.as_ref()));
+    v2::SendMessageResponse { status: Some(summary), entries }
+}

@@ -1,0 +1,104 @@
+//! Settling deliveries: AckMessage, ChangeInvisibleDuration (also the push consumer's nack)
+//! and ForwardMessageToDeadLetterQueue. Each needs the receipt handle of the latest delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferromq_proto::v2::{self, Code};
+use tracing::instrument;
+
+use super::RequestMeta;
+use crate::broker::Broker;
+use crate::convert::duration_from_proto;
+use crate::receipt::ReceiptHandle;
+use crate::status::{self, RpcError};
+use crate::validate;
+
+const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
+
+fn names(meta: &RequestMeta, group: Option<&v2::Resource>, topic: Option<&v2::Resource>) -> Result<(String, String), RpcError> {
+    meta.require_client_id()?;
+    Ok((validate::group_name(group)?.to_string(), validate::topic_name(topic)?.to_string()))
+}
+
+#[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), entries = req.entries.len()))]
+pub async fn ack_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::AckMessageRequest) -> v2::AckMessageResponse {
+    let (group, topic) = match names(meta, req.group.as_ref(), req.topic.as_ref()) {
+        Ok(n) => n,
+        Err(e) => return v2::AckMessageResponse { status: Some(meta.status(&e)), entries: vec![] },
+    };
+    if req.entries.is_empty() {
+        let e = RpcError::bad_request("AckMessage carries no entry");
+        return v2::AckMessageResponse { status: Some(meta.status(&e)), entries: vec![] };
+    }
+    let entries = req.entries;
+    let results = broker
+        .blocking(move |b| {
+            Ok(entries
+                .into_iter()
+                .map(|e| {
+                    let r = ReceiptHandle::decode(&e.receipt_handle).and_then(|h| b.deliveries.ack(&group, &topic, &h));
+                    (e, r)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => return v2::AckMessageResponse { status: Some(meta.status(&e)), entries: vec![] },
+    };
+    let entries: Vec<v2::AckMessageResultEntry> = results
+        .into_iter()
+        .map(|(e, r)| v2::AckMessageResultEntry {
+            message_id: e.message_id,
+            receipt_handle: e.receipt_handle,
+            status: Some(r.map_or_else(|err| meta.status(&err), |_| status::ok())),
+        })
+        .collect();
+    let summary = status::summarize(entries.iter().filter_map(|e| e.status.as_ref()));
+    v2::AckMessageResponse { status: Some(summary), entries }
+}
+
+#[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id))]
+pub async fn change_invisible_duration(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::ChangeInvisibleDurationRequest,
+) -> v2::ChangeInvisibleDurationResponse {
+    let result = async {
+        let (group, topic) = names(meta, req.group.as_ref(), req.topic.as_ref())?;
+        let d = req
+            .invisible_duration
+            .as_ref()
+            .ok_or_else(|| RpcError::new(Code::IllegalInvisibleTime, "invisible_duration is required"))?;
+        let d = duration_from_proto(d).ok_or_else(|| RpcError::new(Code::IllegalInvisibleTime, "invisible_duration is negative or malformed"))?;
+        if d > MAX_INVISIBLE {
+            return Err(RpcError::new(Code::IllegalInvisibleTime, format!("invisible_duration {d:?} is over {MAX_INVISIBLE:?}")));
+        }
+        let h = ReceiptHandle::decode(&req.receipt_handle)?;
+        broker.blocking(move |b| b.deliveries.change_invisible(&group, &topic, &h, d)).await
+    }
+    .await;
+    match result {
+        Ok(h) => v2::ChangeInvisibleDurationResponse { status: Some(status::ok()), receipt_handle: h.encode() },
+        Err(e) => v2::ChangeInvisibleDurationResponse { status: Some(meta.status(&e)), receipt_handle: String::new() },
+    }
+}
+
+#[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id))]
+pub async fn forward_to_dlq(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::ForwardMessageToDeadLetterQueueRequest,
+) -> v2::ForwardMessageToDeadLetterQueueResponse {
+    let result = async {
+        let (group, topic) = names(meta, req.group.as_ref(), req.topic.as_ref())?;
+        let h = ReceiptHandle::decode(&req.receipt_handle)?;
+        let g = group.clone();
+        broker.blocking(move |b| b.deliveries.forward_to_dlq(&g, &topic, &h)).await?;
+        broker.metrics.dead_lettered(&group);
+        Ok::<_, RpcError>(())
+    }
+    .await;
+    v2::ForwardMessageToDeadLetterQueueResponse { status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())) }
+}

@@ -1,0 +1,148 @@
+//! Application statuses of the RocketMQ protocol: the one place where a failure becomes a
+//! `Code` and a message.
+//!
+//! Every RPC answers with gRPC OK and puts its outcome in a `Status{code, message}`; an
+//! [`RpcError`] is that pair before it is written. Store errors map to codes here and nowhere
+//! else, so one failure always reads the same to every client.
+
+use ferromq_proto::v2::{self, Code};
+use ferromq_store::StoreError;
+
+/// A refused or failed request, as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct RpcError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(code: Code, message: impl Into<String>) -> RpcError {
+        RpcError { code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> RpcError {
+        RpcError::new(Code::BadRequest, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> RpcError {
+        RpcError::new(Code::InternalServerError, message)
+    }
+
+    /// The wire form, adjusted for what the client can decode.
+    pub fn to_status(&self, client: &ClientLanguage) -> v2::Status {
+        v2::Status { code: client.compatible(self.code) as i32, message: self.message.clone() }
+    }
+}
+
+/// The OK status every successful answer carries.
+pub fn ok() -> v2::Status {
+    v2::Status { code: Code::Ok as i32, message: "OK".into() }
+}
+
+/// Builds a status from a code and message.
+pub fn status(code: Code, message: impl Into<String>) -> v2::Status {
+    v2::Status { code: code as i32, message: message.into() }
+}
+
+/// The language a client announced in `x-mq-language`.
+///
+/// Why it matters: the Rust client 5.0.0 decodes `Code` with an unwrap, so codes added to the
+/// protocol after it was released crash it. For that client we answer with the nearest older
+/// code instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientLanguage(pub String);
+
+impl ClientLanguage {
+    pub fn is_rust(&self) -> bool {
+        self.0.eq_ignore_ascii_case("RUST")
+    }
+
+    /// The code to put on the wire for this client.
+    pub fn compatible(&self, code: Code) -> Code {
+        if !self.is_rust() {
+            return code;
+        }
+        match code {
+            Code::IllegalOffset | Code::IllegalLiteTopic | Code::InvalidClientProperties | Code::MessageBodyEmpty => {
+                Code::BadRequest
+            }
+            Code::OffsetNotFound => Code::NotFound,
+            Code::LiteTopicQuotaExceeded | Code::LiteSubscriptionQuotaExceeded => Code::TooManyRequests,
+            other => other,
+        }
+    }
+}
+
+impl From<StoreError> for RpcError {
+    /// The single mapping from storage failures to protocol codes.
+    fn from(e: StoreError) -> RpcError {
+        let code = match &e {
+            StoreError::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
+            StoreError::RecordTooLarge { .. } => Code::MessagePropertiesTooLarge,
+            StoreError::InvalidField { field, .. } if *field == "topic" => Code::IllegalTopic,
+            StoreError::InvalidField { .. } => Code::BadRequest,
+            StoreError::UnknownTopic(_) => Code::TopicNotFound,
+            StoreError::TopicExists(_) => Code::BadRequest,
+            StoreError::UnknownQueue { .. } => Code::BadRequest,
+            StoreError::OffsetOutOfRange { .. } => Code::IllegalOffset,
+            // The client may retry elsewhere; nothing was written.
+            StoreError::DiskFull { .. } => Code::InternalServerError,
+            StoreError::Stopped { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Malformed { .. }
+            | StoreError::Locked(_)
+            | StoreError::Config { .. }
+            | StoreError::Io { .. } => Code::InternalServerError,
+        };
+        RpcError::new(code, e.to_string())
+    }
+}
+
+/// Folds per-entry statuses into the response status: OK when all are OK, the entry's own
+/// status when there is one entry (clients read the top-level code), MULTIPLE_RESULTS otherwise.
+pub fn summarize<'a>(entries: impl IntoIterator<Item = &'a v2::Status>) -> v2::Status {
+    let all: Vec<&v2::Status> = entries.into_iter().collect();
+    if all.iter().all(|s| s.code == Code::Ok as i32) {
+        return ok();
+    }
+    if all.len() == 1 {
+        return all[0].clone();
+    }
+    if all.windows(2).all(|w| w[0].code == w[1].code) {
+        return all[0].clone();
+    }
+    status(Code::MultipleResults, "entries have different results; see each entry")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_clients_never_get_codes_they_cannot_decode() {
+        let rust = ClientLanguage("RUST".into());
+        assert_eq!(rust.compatible(Code::MessageBodyEmpty), Code::BadRequest);
+        assert_eq!(rust.compatible(Code::OffsetNotFound), Code::NotFound);
+        assert_eq!(rust.compatible(Code::TopicNotFound), Code::TopicNotFound);
+        let java = ClientLanguage("JAVA".into());
+        assert_eq!(java.compatible(Code::MessageBodyEmpty), Code::MessageBodyEmpty);
+    }
+
+    #[test]
+    fn summary_reports_the_single_failure_or_multiple_results() {
+        let okay = ok();
+        let nf = status(Code::TopicNotFound, "x");
+        assert_eq!(summarize([&okay, &okay]).code, Code::Ok as i32);
+        assert_eq!(summarize([&nf]).code, Code::TopicNotFound as i32);
+        assert_eq!(summarize([&okay, &nf]).code, Code::MultipleResults as i32);
+    }
+
+    #[test]
+    fn store_errors_map_to_protocol_codes() {
+        let e: RpcError = StoreError::BodyTooLarge { size: 10, limit: 5 }.into();
+        assert_eq!(e.code, Code::MessageBodyTooLarge);
+        let e: RpcError = StoreError::UnknownTopic("t".into()).into();
+        assert_eq!(e.code, Code::TopicNotFound);
+    }
+}
