@@ -1,0 +1,310 @@
+//! Shared helpers of the end-to-end tests: start the real `ferromq standalone` binary on
+//! loopback ports with a temporary data directory, talk to it with our generated gRPC client
+//! types, and run `ferromq admin`.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferromq_proto::v2::{self, messaging_service_client::MessagingServiceClient, Code};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+}
+
+/// A running `ferromq standalone`; killed when dropped.
+pub struct Server {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Server {
+            child: None,
+            data_dir: dir,
+            _tmp: Some(tmp),
+            grpc_port: free_port(),
+            http_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts (again) on the same ports and data directory.
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.data_dir.with_extension(format!("log{}", self.grpc_port))).ok();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("standalone")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--grpc-addr")
+            .arg(format!("127.0.0.1:{}", self.grpc_port))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .args(&self.extra)
+            .env("FERROMQ_LOG", "info")
+            .stdout(Stdio::null());
+        match log {
+            Some(f) => cmd.stderr(f),
+            None => cmd.stderr(Stdio::null()),
+        };
+        self.child = Some(cmd.spawn().expect("spawn ferromq"));
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(self.http_port, "/readyz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("ferromq exited during start-up with {status}; log: {}", self.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ferromq not ready within 20 s; log: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension(format!("log{}", self.grpc_port))).unwrap_or_default()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    /// SIGTERM, then the exit status (within 20 s).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY-free: kill(1) with the pid avoids a libc dependency here.
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ferromq did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        client(self.grpc_port, "test-client@1").await
+    }
+
+    /// Runs `ferromq admin --server <this> <args>`.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("admin").arg("--server").arg(self.addr()).args(args).output().expect("run admin")
+    }
+
+    /// Runs an admin command that must succeed and returns its JSON output.
+    pub fn admin_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.admin(&a);
+        assert!(out.status.success(), "admin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    pub fn create_topic(&self, name: &str, kind: &str, queues: u32) {
+        let q = queues.to_string();
+        let out = self.admin(&["topic", "create", name, "--type", kind, "--queues", &q]);
+        assert!(out.status.success(), "topic create failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Minimal HTTP/1.0 GET: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+#[derive(Clone)]
+pub struct Headers {
+    client_id: Option<String>,
+}
+
+impl tonic::service::Interceptor for Headers {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(id) = &self.client_id {
+            req.metadata_mut().insert("x-mq-client-id", MetadataValue::try_from(id.as_str()).expect("ascii"));
+        }
+        req.metadata_mut().insert("x-mq-language", MetadataValue::from_static("JAVA"));
+        Ok(req)
+    }
+}
+
+pub type Client = MessagingServiceClient<InterceptedService<Channel, Headers>>;
+
+pub async fn connect(port: u16, client_id: Option<&str>) -> Client {
+    let ch = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect().await.expect("connect");
+    MessagingServiceClient::with_interceptor(ch, Headers { client_id: client_id.map(str::to_string) })
+}
+
+pub async fn client(port: u16, id: &str) -> Client {
+    connect(port, Some(id)).await
+}
+
+pub fn res(name: &str) -> Option<v2::Resource> {
+    Some(v2::Resource { resource_namespace: String::new(), name: name.into() })
+}
+
+pub fn dur(ms: u64) -> prost_types::Duration {
+    prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+/// A message as an official producer would build it.
+pub fn message(topic: &str, id: &str, body: &[u8]) -> v2::Message {
+    v2::Message {
+        topic: res(topic),
+        user_properties: Default::default(),
+        system_properties: Some(v2::SystemProperties {
+            message_id: id.into(),
+            body_encoding: v2::Encoding::Identity as i32,
+            message_type: v2::MessageType::Normal as i32,
+            born_host: "test-host".into(),
+            born_timestamp: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            ..Default::default()
+        }),
+        body: body.to_vec(),
+    }
+}
+
+pub fn fifo_message(topic: &str, id: &str, group: &str, body: &[u8]) -> v2::Message {
+    let mut m = message(topic, id, body);
+    let sp = m.system_properties.as_mut().expect("sp");
+    sp.message_type = v2::MessageType::Fifo as i32;
+    sp.message_group = Some(group.into());
+    m
+}
+
+pub fn code_of(s: &Option<v2::Status>) -> Code {
+    Code::try_from(s.as_ref().map_or(0, |s| s.code)).unwrap_or(Code::Unspecified)
+}
+
+/// Sends one message; returns its send entry status code.
+pub async fn send(c: &mut Client, m: v2::Message) -> (Code, v2::SendMessageResponse) {
+    let r = c.send_message(v2::SendMessageRequest { messages: vec![m] }).await.expect("grpc ok").into_inner();
+    (code_of(&r.status), r)
+}
+
+pub async fn send_ok(c: &mut Client, m: v2::Message) {
+    let (code, r) = send(c, m).await;
+    assert_eq!(code, Code::Ok, "send failed: {r:?}");
+}
+
+/// What one ReceiveMessage call returned.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub status: Option<v2::Status>,
+    pub messages: Vec<v2::Message>,
+    pub saw_timestamp: bool,
+}
+
+impl Received {
+    pub fn code(&self) -> Code {
+        code_of(&self.status)
+    }
+    pub fn bodies(&self) -> Vec<String> {
+        self.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
+    }
+}
+
+pub fn receive_request(group: &str, topic: &str, batch: i32, invisible_ms: u64, poll_ms: u64, filter: &str) -> v2::ReceiveMessageRequest {
+    v2::ReceiveMessageRequest {
+        group: res(group),
+        message_queue: Some(v2::MessageQueue { topic: res(topic), id: 0, ..Default::default() }),
+        filter_expression: Some(v2::FilterExpression { r#type: v2::FilterType::Tag as i32, expression: filter.into() }),
+        batch_size: batch,
+        invisible_duration: Some(dur(invisible_ms)),
+        auto_renew: false,
+        long_polling_timeout: Some(dur(poll_ms)),
+        attempt_id: None,
+    }
+}
+
+pub async fn receive_with(c: &mut Client, req: v2::ReceiveMessageRequest) -> Received {
+    let mut stream = c.receive_message(req).await.expect("grpc ok").into_inner();
+    let mut out = Received::default();
+    while let Some(item) = stream.message().await.expect("stream ok") {
+        match item.content.expect("every item has content") {
+            v2::receive_message_response::Content::Status(s) => out.status = Some(s),
+            v2::receive_message_response::Content::Message(m) => out.messages.push(m),
+            v2::receive_message_response::Content::DeliveryTimestamp(_) => out.saw_timestamp = true,
+        }
+    }
+    out
+}
+
+pub async fn receive(c: &mut Client, group: &str, topic: &str, batch: i32, invisible_ms: u64, poll_ms: u64) -> Received {
+    receive_with(c, receive_request(group, topic, batch, invisible_ms, poll_ms, "*")).await
+}
+
+pub fn handle(m: &v2::Message) -> String {
+    m.system_properties.as_ref().and_then(|s| s.receipt_handle.clone()).expect("receipt handle")
+}
+
+pub fn attempt(m: &v2::Message) -> i32 {
+    m.system_properties.as_ref().and_then(|s| s.delivery_attempt).expect("delivery attempt")
+}
+
+pub async fn ack(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> Code {
+    let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+    let r = c
+        .ack_message(v2::AckMessageRequest {
+            group: res(group),
+            topic: res(topic),
+            entries: vec![v2::AckMessageEntry { message_id: id, receipt_handle: handle(m), lite_topic: None }],
+        })
+        .await
+        .expect("grpc ok")
+        .into_inner();
+    assert_eq!(r.entries.len(), 1, "one ack entry per request entry");
+    code_of(&r.status)
+}
+
+pub fn data_dir(s: &Server) -> &Path {
+    &s.data_dir
+}
