@@ -18,8 +18,8 @@ use kube::ResourceExt;
 use serde_json::json;
 use tracing::{field, instrument, Span};
 
-use super::nameserver::{report, sts_progress};
-use super::{admin_endpoint, apply, delete_if_exists, Context, POLL, RESYNC};
+use super::nameserver::sts_progress;
+use super::{admin_endpoint, apply, child_ref, delete_if_exists, report, Context, POLL, RESYNC};
 use crate::admin::DrainState;
 use crate::builders::broker as b;
 use crate::builders::common::{selector_labels, selector_string};
@@ -123,8 +123,8 @@ async fn expand_volumes(ctx: &Context, broker: &Broker, namespace: &str) -> Resu
             }
             let patch = json!({ "spec": { "resources": { "requests": { "storage": want_str } } } });
             pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
-            ctx.event(broker, EventType::Normal, "VolumeExpansionRequested", "ExpandVolume",
-                format!("raised claim {name} from {} to {want_str}", req.unwrap_or_default())).await;
+            ctx.event_related(broker, Some(child_ref::<PersistentVolumeClaim>(namespace, &name)), EventType::Normal,
+                "VolumeExpansionRequested", "ExpandVolume", format!("raised claim {name} from {} to {want_str}", req.unwrap_or_default())).await;
             out.pending.push(name);
         } else if smaller(cap.as_deref(), want) {
             out.pending.push(name);
@@ -167,8 +167,8 @@ async fn remove_surplus_groups(
                 delete_if_exists::<Service>(&ctx.client, namespace, &group).await?;
                 delete_if_exists::<PodDisruptionBudget>(&ctx.client, namespace, &group).await?;
                 let how = if skip { "without draining (skip-drain annotation)" } else { "after draining" };
-                ctx.event(broker, EventType::Normal, "GroupRemoved", "ScaleStorage",
-                    format!("removed broker group {group} {how}; its claims are kept")).await;
+                ctx.event_related(broker, Some(child_ref::<StatefulSet>(namespace, &group)), EventType::Normal,
+                    "GroupRemoved", "ScaleStorage", format!("removed broker group {group} {how}; its claims are kept")).await;
             }
         }
     }
@@ -234,18 +234,18 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
     }
 
     let children = b::build(&broker, &b::BrokerInputs { nameservers, existing_claim_sizes })?;
-    let (_, outcome) = apply(&ctx.client, &children.config).await?;
-    report(&ctx, &*broker, &format!("ConfigMap {}", b::config_name(&name)), outcome).await;
+    let (cm, outcome) = apply(&ctx.client, &children.config).await?;
+    report(&ctx, &*broker, &cm, outcome).await;
 
     let mut storage = StorageStatus::default();
     let mut storage_settled = true;
     for g in &children.groups {
-        let (_, o) = apply(&ctx.client, &g.service).await?;
-        report(&ctx, &*broker, &format!("Service {}", g.name), o).await;
+        let (svc, o) = apply(&ctx.client, &g.service).await?;
+        report(&ctx, &*broker, &svc, o).await;
         let (sts, o) = apply(&ctx.client, &g.statefulset).await?;
-        report(&ctx, &*broker, &format!("StatefulSet {}", g.name), o).await;
-        let (_, o) = apply(&ctx.client, &g.pdb).await?;
-        report(&ctx, &*broker, &format!("PodDisruptionBudget {}", g.name), o).await;
+        report(&ctx, &*broker, &sts, o).await;
+        let (pdb, o) = apply(&ctx.client, &g.pdb).await?;
+        report(&ctx, &*broker, &pdb, o).await;
         let (_, ready, settled) = sts_progress(&sts);
         storage.ready_replicas += ready;
         if settled {
@@ -256,19 +256,21 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
     }
 
     let (deploy, o) = apply(&ctx.client, &children.proxy).await?;
-    report(&ctx, &*broker, &format!("Deployment {}", b::proxy_name(&name)), o).await;
-    let (_, o) = apply(&ctx.client, &children.client_service).await?;
-    report(&ctx, &*broker, &format!("Service {name}"), o).await;
-    let (_, o) = apply(&ctx.client, &children.proxy_pdb).await?;
-    report(&ctx, &*broker, &format!("PodDisruptionBudget {}", b::proxy_name(&name)), o).await;
+    report(&ctx, &*broker, &deploy, o).await;
+    let (svc, o) = apply(&ctx.client, &children.client_service).await?;
+    report(&ctx, &*broker, &svc, o).await;
+    let (pdb, o) = apply(&ctx.client, &children.proxy_pdb).await?;
+    report(&ctx, &*broker, &pdb, o).await;
     match &children.hpa {
         Some(hpa) => {
-            let (_, o) = apply(&ctx.client, hpa).await?;
-            report(&ctx, &*broker, &format!("HorizontalPodAutoscaler {}", b::proxy_name(&name)), o).await;
+            let (hpa, o) = apply(&ctx.client, hpa).await?;
+            report(&ctx, &*broker, &hpa, o).await;
         }
         None => {
             if delete_if_exists::<HorizontalPodAutoscaler>(&ctx.client, &namespace, &b::proxy_name(&name)).await? {
-                ctx.event(&*broker, EventType::Normal, "Deleted", "Reconcile", "deleted HorizontalPodAutoscaler (autoscaling unset)".into()).await;
+                let related = child_ref::<HorizontalPodAutoscaler>(&namespace, &b::proxy_name(&name));
+                ctx.event_related(&*broker, Some(related), EventType::Normal, "Deleted", "Reconcile",
+                    "deleted HorizontalPodAutoscaler (spec.compute.autoscaling unset)".into()).await;
             }
         }
     }

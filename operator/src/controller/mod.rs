@@ -13,6 +13,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -63,7 +64,22 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: None };
+        self.event_related(obj, None, type_, reason, action, note).await;
+    }
+
+    /// Publishes an Event about `obj` concerning the child `related`. The recorder folds
+    /// Events with the same reason, action and objects into one series, so naming the child
+    /// keeps "created StatefulSet a" and "created StatefulSet b" apart.
+    pub async fn event_related<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: related };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
@@ -101,6 +117,34 @@ where
         tracing::info!(kind = %K::kind(&()), %name, ?outcome, "applied");
     }
     Ok((after, outcome))
+}
+
+/// A reference to a child by kind, for Events about it (also after it is deleted).
+pub fn child_ref<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(K::kind(&()).to_string()),
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Emits a Normal Event on `parent` when an apply created or changed `child`.
+pub async fn report<P, C>(ctx: &Context, parent: &P, child: &C, outcome: Applied)
+where
+    P: Resource<DynamicType = ()>,
+    C: Resource<DynamicType = ()>,
+{
+    let (reason, verb) = match outcome {
+        Applied::Created => ("Created", "created"),
+        Applied::Updated => ("Updated", "updated"),
+        Applied::Unchanged => return,
+    };
+    let name = child.meta().name.clone().unwrap_or_default();
+    let related = child_ref::<C>(&child.meta().namespace.clone().unwrap_or_default(), &name);
+    let note = format!("{verb} {} {name}", C::kind(&()));
+    ctx.event_related(parent, Some(related), EventType::Normal, reason, "Reconcile", note).await;
 }
 
 /// Deletes `name` if it exists; true when something was deleted.

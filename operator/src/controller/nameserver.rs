@@ -7,12 +7,11 @@ use std::time::Instant;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
 use tracing::{field, instrument, Span};
 
-use super::{apply, Applied, Context, POLL, RESYNC};
+use super::{apply, report, Context, POLL, RESYNC};
 use crate::builders::nameserver as b;
 use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
 use crate::crd::{Nameserver, NameserverStatus};
@@ -41,14 +40,12 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
     let namespace = ns.namespace().unwrap_or_default();
     Span::current().record("namespace", namespace.as_str()).record("name", ns.name_any().as_str());
     let children = b::build(&ns)?;
-    for (what, outcome) in [
-        ("Service", apply(&ctx.client, &children.service).await?.1),
-        ("PodDisruptionBudget", apply(&ctx.client, &children.pdb).await?.1),
-    ] {
-        report(&ctx, &*ns, what, outcome).await;
-    }
+    let (svc, outcome) = apply(&ctx.client, &children.service).await?;
+    report(&ctx, &*ns, &svc, outcome).await;
+    let (pdb, outcome) = apply(&ctx.client, &children.pdb).await?;
+    report(&ctx, &*ns, &pdb, outcome).await;
     let (sts, outcome) = apply(&ctx.client, &children.statefulset).await?;
-    report(&ctx, &*ns, "StatefulSet", outcome).await;
+    report(&ctx, &*ns, &sts, outcome).await;
 
     let (replicas, ready, settled) = sts_progress(&sts);
     let desired = ns.spec.replicas;
@@ -79,16 +76,6 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
     }
     ctx.metrics.observe(KIND, started.elapsed());
     Ok(Action::requeue(if settled { RESYNC } else { POLL }))
-}
-
-/// Emits a Normal Event when an apply created or changed a child.
-pub(crate) async fn report<K: kube::Resource<DynamicType = ()>>(ctx: &Context, obj: &K, what: &str, outcome: Applied) {
-    let (reason, verb) = match outcome {
-        Applied::Created => ("Created", "created"),
-        Applied::Updated => ("Updated", "updated"),
-        Applied::Unchanged => return,
-    };
-    ctx.event(obj, EventType::Normal, reason, "Reconcile", format!("{verb} {what}")).await;
 }
 
 /// Error policy for the controller runtime.
