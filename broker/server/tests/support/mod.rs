@@ -308,3 +308,14 @@ pub async fn ack(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> C
 pub fn data_dir(s: &Server) -> &Path {
     &s.data_dir
 }
+
+/// Receives repeatedly (as a consumer loop does) until `n` messages arrived or 10 s passed.
+pub async fn receive_n(c: &mut Client, req: v2::ReceiveMessageRequest, n: usize) -> Vec<v2::Message> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        let r = receive_with(c, req.clone()).await;
+        out.extend(r.messages);
+    }
+    out
+}
