@@ -114,24 +114,32 @@ impl Broker {
         Err(RpcError::new(Code::TopicNotFound, format!("topic {name} does not exist")))
     }
 
-    /// Consumer lag per (group, topic, queue): messages from the group's offset to the end.
+    /// Consumer progress per (group, topic, queue): (group, topic, queue, committed offset,
+    /// end offset, in flight). Covers every queue of every topic a group consumed or
+    /// subscribed to; a queue it never read counts from where it would start.
     pub fn lag(&self) -> Vec<(String, String, u32, u64, u64, u64)> {
-        let mut out = Vec::new();
-        let progress = self.deliveries.progress();
-        let mut seen = std::collections::HashSet::new();
-        for p in &progress {
-            let (_, max) = self.store.queue_range(&p.topic, p.queue_id);
-            seen.insert((p.group.clone(), p.topic.clone(), p.queue_id));
-            out.push((p.group.clone(), p.topic.clone(), p.queue_id, p.committed, max, p.inflight));
+        let mut known: std::collections::BTreeMap<(String, String, u32), (u64, u64)> = Default::default();
+        for p in self.deliveries.progress() {
+            known.insert((p.group, p.topic, p.queue_id), (p.committed, p.inflight));
         }
         for (k, off) in self.store.offsets().all() {
-            if seen.contains(&(k.group.clone(), k.topic.clone(), k.queue_id)) {
-                continue;
-            }
-            let (_, max) = self.store.queue_range(&k.topic, k.queue_id);
-            out.push((k.group, k.topic, k.queue_id, off, max, 0));
+            known.entry((k.group, k.topic, k.queue_id)).or_insert((off, 0));
         }
-        out.sort();
+        let mut pairs: std::collections::BTreeSet<(String, String)> = known.keys().map(|(g, t, _)| (g.clone(), t.clone())).collect();
+        for (g, topics) in self.clients.subscriptions() {
+            for t in topics {
+                pairs.insert((g.clone(), t));
+            }
+        }
+        let mut out = Vec::new();
+        for (g, t) in pairs {
+            let Some(cfg) = self.store.topics().get(&t) else { continue };
+            for q in 0..cfg.queues {
+                let (min, max) = self.store.queue_range(&t, q);
+                let (committed, inflight) = known.get(&(g.clone(), t.clone(), q)).copied().unwrap_or((min, 0));
+                out.push((g.clone(), t.clone(), q, committed.max(min), max, inflight));
+            }
+        }
         out
     }
 }
