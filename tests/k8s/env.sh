@@ -8,6 +8,10 @@
 #   tests/k8s/env.sh start DIR    # start etcd + kube-apiserver with state in DIR (must be empty
 #                                 # or absent); writes DIR/kubeconfig and DIR/env, waits for /readyz
 #   tests/k8s/env.sh stop DIR     # stop both processes (by the pids stored in DIR) and remove DIR
+#   tests/k8s/env.sh kubectl      # print the path of a kubectl (the machine's, or one built here)
+#
+# DIR/kubeconfig authenticates as an admin (system:masters); DIR/operator.kubeconfig as the
+# user "ferromq-operator" with no groups, so RBAC decides what the operator may do.
 #
 # Versions are pinned here; change them and the cache key changes with them.
 set -euo pipefail
@@ -75,6 +79,31 @@ build_apiserver() {
   log "kube-apiserver built in $((SECONDS - start))s"
 }
 
+build_kubectl() {
+  local work="$CACHE/work/kubectl-$K8S_VERSION"
+  rm -rf "$work" && mkdir -p "$work"
+  local start=$SECONDS
+  log "building kubectl v$K8S_VERSION (no kubectl on this machine)"
+  need_go
+  (
+    cd "$work"
+    go mod init local/kubectlbuild >/dev/null 2>&1
+    # kubectl's command module has no replace lines of its own.
+    go get "k8s.io/kubectl@v0.${K8S_VERSION#1.}" >/dev/null
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/kubectl.tmp" k8s.io/kubectl/cmd/kubectl 2>/dev/null \
+      || { go get "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION" >/dev/null && CGO_ENABLED=0 go build -trimpath -o "$BIN/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl; }
+  )
+  mv "$BIN/kubectl.tmp" "$BIN/kubectl"
+  log "kubectl built in $((SECONDS - start))s"
+}
+
+cmd_kubectl() {
+  if command -v kubectl >/dev/null; then command -v kubectl; return; fi
+  mkdir -p "$BIN"
+  [[ -x "$BIN/kubectl" ]] || build_kubectl
+  echo "$BIN/kubectl"
+}
+
 cmd_build() {
   mkdir -p "$BIN"
   if [[ ! -x "$BIN/etcd" || ! -x "$BIN/kube-apiserver" ]]; then need_go; fi
@@ -105,9 +134,13 @@ cmd_start() {
 
   openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
   openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
-  local token
+  local token op_token
   token="$(openssl rand -hex 24)"
-  echo "$token,admin,admin-uid,\"system:masters\"" >"$dir/tokens.csv"
+  op_token="$(openssl rand -hex 24)"
+  {
+    echo "$token,admin,admin-uid,\"system:masters\""
+    echo "$op_token,ferromq-operator,operator-uid"
+  } >"$dir/tokens.csv"
 
   "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
@@ -140,6 +173,8 @@ contexts:
   context: {cluster: test, user: admin, namespace: default}
 current-context: test
 KCFG
+  sed -e "s/token: $token/token: $op_token/" -e "s/name: admin/name: operator/" -e "s/user: admin/user: operator/" \
+    "$dir/kubeconfig" >"$dir/operator.kubeconfig"
   {
     echo "export KUBECONFIG=$dir/kubeconfig"
     echo "export FERROMQ_TEST_APISERVER=https://127.0.0.1:$api_port"
@@ -182,5 +217,6 @@ case "${1:-}" in
   build) cmd_build ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
-  *) echo "usage: $0 build | start DIR | stop DIR" >&2; exit 2 ;;
+  kubectl) cmd_kubectl ;;
+  *) echo "usage: $0 build | start DIR | stop DIR | kubectl" >&2; exit 2 ;;
 esac

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Suite 60: the Kubernetes operator against a real control plane, no Docker or kind.
+#
+# 1. tests/k8s/env.sh builds etcd and kube-apiserver from their Go modules (cached under
+#    $FERROMQ_TEST_CACHE/k8s, so only the first run on a machine compiles) and starts them on
+#    127.0.0.1 with RBAC on.
+# 2. The generated CRDs (crds/) and the operator's ClusterRole (operator/deploy/rbac.yaml) are
+#    applied with kubectl.
+# 3. The Rust integration tests (operator/tests/apiserver.rs) run reconciles against it.
+# 4. The real `ferromq-operator run` binary runs as an RBAC-limited user while kubectl creates,
+#    scales, patches and deletes resources; the checks read what the API server shows.
+# No kubelet runs, so pods never start: readiness is exercised in step 3 by writing workload
+# status the way the controller-manager would.
+set -euo pipefail
+ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}"
+cd "$ROOT"
+export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}"
+ENV="$ROOT/tests/k8s/env.sh"
+suite_start=$SECONDS
+
+need() {
+  command -v "$1" >/dev/null && return
+  echo "60-operator: installing $2"
+  apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+}
+need openssl openssl
+need curl curl
+need python3 python3
+
+t=$SECONDS
+bash "$ENV" build >/dev/null
+build_s=$((SECONDS - t))
+KUBECTL="$(bash "$ENV" kubectl)"
+k() { "$KUBECTL" "$@"; }
+
+state="$(mktemp -d)"
+cp_dir="$state/cp"
+op_pid=""
+cleanup() {
+  if [[ -n "$op_pid" ]]; then
+    kill "$op_pid" 2>/dev/null || true
+    wait "$op_pid" 2>/dev/null || true
+  fi
+  bash "$ENV" stop "$cp_dir" || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+t=$SECONDS
+bash "$ENV" start "$cp_dir"
+start_s=$((SECONDS - t))
+# shellcheck disable=SC1091
+source "$cp_dir/env"
+
+k apply --server-side -f crds/ >/dev/null
+k wait --for condition=established --timeout=60s \
+  crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io >/dev/null
+k apply --server-side -f operator/deploy/rbac.yaml >/dev/null
+k create clusterrolebinding ferromq-operator --clusterrole=ferromq-operator --user=ferromq-operator >/dev/null
+
+rc=0
+echo "== operator integration tests (cargo test --test apiserver -- --ignored)"
+t=$SECONDS
+FERROMQ_TEST_KUBECONFIG="$KUBECONFIG" cargo test -p ferromq-operator --locked --test apiserver -- --ignored --test-threads=2 || rc=1
+rust_s=$((SECONDS - t))
+
+echo "== operator binary + kubectl"
+t=$SECONDS
+passed=0
+failed=0
+check() {
+  local name="$1"
+  shift
+  if "$@" >"$state/out" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok: $name"
+  else
+    failed=$((failed + 1))
+    echo "FAILED: $name"
+    tail -20 "$state/out" | sed 's/^/    /'
+  fi
+}
+# wait_for SECONDS CMD...: retries CMD every 0.25s until it succeeds or time runs out.
+wait_for() {
+  local limit="$1"
+  shift
+  local end=$((SECONDS + limit))
+  while ((SECONDS < end)); do
+    if "$@"; then return 0; fi
+    sleep 0.25
+  done
+  "$@"
+}
+jp() { k -n e2e get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
+equals() { [[ "$(jp "$1" "$2" "$3")" == "$4" ]]; }
+
+cargo build -p ferromq-operator --locked --quiet
+OPERATOR="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferromq-operator"
+k create namespace e2e >/dev/null
+http_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace e2e --lease-namespace e2e \
+  --http-addr "127.0.0.1:$http_port" --admin-address 127.0.0.1:1 --ferromq-bin /nonexistent/ferromq \
+  --log-format text >"$state/operator.log" 2>&1 &
+op_pid=$!
+
+check "kubectl explain documents fields" bash -c "'$KUBECTL' explain broker.spec.storage.volume.size | grep -q 'Kubernetes quantity'"
+
+k -n e2e apply -f - >/dev/null <<'YAML'
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: e2e-fixed}
+provisioner: example.com/none
+allowVolumeExpansion: false
+---
+apiVersion: ferromq.io/v1alpha1
+kind: Nameserver
+metadata: {name: names}
+spec: {replicas: 2, image: "ferromq:e2e"}
+---
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: demo}
+spec:
+  nameserverRef: {name: names}
+  image: "ferromq:e2e"
+  storage: {groups: 1, replicasPerGroup: 2, volume: {size: 1Gi, storageClassName: e2e-fixed}}
+  compute: {replicas: 1}
+YAML
+
+refused_by_schema() {
+  # Succeeds when a server-side dry-run of stdin is refused with a message containing $1.
+  local out
+  if out="$(k -n e2e apply --dry-run=server -f - 2>&1)"; then
+    echo "accepted: $out"
+    return 1
+  fi
+  echo "$out"
+  grep -q -- "$1" <<<"$out"
+}
+check "schema refuses zero broker groups (server dry-run)" refused_by_schema 'spec.storage.groups' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: bad}
+spec: {nameserverRef: {name: names}, image: x, storage: {groups: 0, volume: {size: 1Gi}}, compute: {replicas: 1}}
+YAML
+check "CEL refuses shrinking the volume" refused_by_schema 'storage size may only grow' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: demo}
+spec:
+  nameserverRef: {name: names}
+  image: "ferromq:e2e"
+  storage: {groups: 1, replicasPerGroup: 2, volume: {size: 512Mi, storageClassName: e2e-fixed}}
+  compute: {replicas: 1}
+YAML
+check "operator created the name server StatefulSet" wait_for 60 equals statefulset names '{.spec.replicas}' 2
+check "operator created broker group 0" wait_for 30 equals statefulset demo-group-0 '{.spec.replicas}' 2
+check "operator created the proxy Deployment" wait_for 30 equals deployment demo-proxy '{.spec.replicas}' 1
+check "client Service listens on 8081" wait_for 30 equals service demo '{.spec.ports[0].port}' 8081
+check "ConfigMap rendered" wait_for 30 bash -c "'$KUBECTL' -n e2e get configmap demo-config -o jsonpath='{.data.broker\.toml}' | grep -q 'names-1.names.e2e.svc:9876'"
+check "status reports the observed generation" wait_for 30 bash -c \
+  "[[ \$('$KUBECTL' -n e2e get broker demo -o jsonpath='{.status.observedGeneration}') == \$('$KUBECTL' -n e2e get broker demo -o jsonpath='{.metadata.generation}') ]]"
+check "printer columns show both tiers" bash -c "'$KUBECTL' -n e2e get fbk demo | tee /dev/stderr | head -1 | grep -q 'GROUPS.*PROXIES'"
+check "category ferromq lists the resources" bash -c "'$KUBECTL' -n e2e get ferromq -o name | tee /dev/stderr | grep -q 'broker.ferromq.io/demo'"
+
+group_gen="$(jp statefulset demo-group-0 '{.metadata.generation}')"
+k -n e2e scale broker demo --replicas=3 >/dev/null
+check "kubectl scale moves the proxy Deployment" wait_for 30 equals deployment demo-proxy '{.spec.replicas}' 3
+check "kubectl scale leaves the storage tier alone" equals statefulset demo-group-0 '{.metadata.generation}' "$group_gen"
+k -n e2e patch broker demo --type merge -p '{"spec":{"storage":{"groups":2}}}' >/dev/null
+check "growing groups adds a StatefulSet" wait_for 30 equals statefulset demo-group-1 '{.spec.replicas}' 2
+check "growing groups leaves the proxies alone" equals deployment demo-proxy '{.spec.replicas}' 3
+check "drift repaired through the watch" bash -c "'$KUBECTL' -n e2e delete service demo >/dev/null && sleep 1 && \
+  for i in \$(seq 1 60); do '$KUBECTL' -n e2e get service demo >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1"
+check "Events record what the operator changed" bash -c "'$KUBECTL' -n e2e get events.events.k8s.io -o jsonpath='{.items[*].reason}' | grep -q Created"
+
+k -n e2e apply -f - >/dev/null <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Topic
+metadata: {name: orders}
+spec: {brokerRef: {name: demo}, queues: 4, messageType: FIFO}
+YAML
+check "topic gets the cleanup finalizer" wait_for 30 equals topic orders '{.metadata.finalizers[0]}' ferromq.io/topic-cleanup
+check "unreachable admin API is reported on the topic" wait_for 30 equals topic orders \
+  '{.status.conditions[?(@.type=="Ready")].reason}' AdminApiUnavailable
+check "the operator holds the leader lease" bash -c "[[ -n \$('$KUBECTL' -n e2e get lease ferromq-operator -o jsonpath='{.spec.holderIdentity}') ]]"
+check "/healthz answers" curl -sf "http://127.0.0.1:$http_port/healthz"
+check "/metrics counts reconciliations" bash -c "curl -sf http://127.0.0.1:$http_port/metrics | grep -q 'ferromq_operator_reconciliations_total{kind=\"Broker\"}'"
+
+# With the broker gone there is no cluster to delete from, so the finalizer lets go.
+k -n e2e delete broker demo --wait=false >/dev/null
+k -n e2e delete topic orders --wait=false >/dev/null
+check "topic deletion completes once its broker is gone" wait_for 60 bash -c "! '$KUBECTL' -n e2e get topic orders >/dev/null 2>&1"
+check "RBAC ClusterRole covers everything the operator did" bash -c "! grep -i 'forbidden' '$state/operator.log'"
+
+kill -TERM "$op_pid"
+op_status=0
+wait "$op_pid" || op_status=$?
+op_pid=""
+check "operator exits cleanly on SIGTERM" test "$op_status" -eq 0
+check "operator released the lease on exit" bash -c "[[ -z \$('$KUBECTL' -n e2e get lease ferromq-operator -o jsonpath='{.spec.holderIdentity}') ]]"
+e2e_s=$((SECONDS - t))
+
+if ((failed > 0)); then
+  echo "--- operator log (last 40 lines)"
+  tail -40 "$state/operator.log"
+  rc=1
+fi
+echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, binary+kubectl ${e2e_s}s, suite $((SECONDS - suite_start))s"
+echo "operator-e2e: $passed passed, $failed failed"
+exit "$rc"
