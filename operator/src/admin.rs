@@ -1,9 +1,11 @@
 //! The operator's view of a running FerroMQ cluster's admin API.
 //!
 //! Reconcilers only see the [`ClusterAdmin`] trait. [`CliAdmin`] is the real implementation:
-//! it runs `ferromq admin --server ADDR ... -o json`, the documented admin CLI, so the operator
-//! works with whatever transport that CLI speaks. [`MemoryAdmin`] is an in-process cluster used
-//! by tests and by dry runs.
+//! it runs `ferromq admin --server ADDR -o json topic create|update|delete|describe ...`, the
+//! broker's admin CLI, so the operator speaks whatever transport that CLI speaks (gRPC today).
+//! The CLI has no group-drain command yet; until it does, [`CliAdmin::drain_group`] reports the
+//! CLI's refusal and the Broker keeps surplus groups (status says so). [`MemoryAdmin`] is an
+//! in-process cluster used by tests.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,7 +85,7 @@ impl CliAdmin {
 
     async fn run(&self, endpoint: &str, args: &[&str]) -> Result<std::process::Output, AdminError> {
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg("admin").arg("--server").arg(endpoint).args(args).arg("-o").arg("json");
+        cmd.arg("admin").arg("--server").arg(endpoint).arg("-o").arg("json").args(args);
         cmd.kill_on_drop(true);
         tracing::debug!(program = %self.program.display(), endpoint, ?args, "running admin command");
         cmd.output().await.map_err(|source| AdminError::Spawn { program: self.program.display().to_string(), source })
@@ -97,14 +99,15 @@ impl CliAdmin {
     }
 }
 
-/// JSON shape of `ferromq admin topic describe -o json` as the operator reads it.
+/// JSON shape of `ferromq admin -o json topic describe` as the operator reads it
+/// (`{"name", "queues", "type", "perm", ...}`; other fields are ignored).
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct TopicJson {
     name: String,
     queues: i32,
+    #[serde(rename = "type", alias = "messageType")]
     message_type: String,
-    #[serde(default)]
+    #[serde(default, rename = "perm", alias = "permission")]
     permission: Option<String>,
 }
 
@@ -160,14 +163,15 @@ impl ClusterAdmin for CliAdmin {
         let queues = topic.queues.to_string();
         let exists = self.describe_topic(endpoint, &topic.name).await?.is_some();
         let verb = if exists { "update" } else { "create" };
+        let message_type = topic.message_type.as_str().to_ascii_lowercase();
         let args = [
             "topic",
             verb,
             topic.name.as_str(),
             "--queues",
             queues.as_str(),
-            "--message-type",
-            topic.message_type.as_str(),
+            "--type",
+            message_type.as_str(),
             "--perm",
             topic.permission.as_str(),
         ];
@@ -280,10 +284,12 @@ mod tests {
 
     #[test]
     fn parses_cli_topic_json() {
-        let t = parse_topic("d", br#"{"name":"orders","queues":8,"messageType":"FIFO","permission":"rw"}"#)
+        let t = parse_topic("d", br#"{"name":"orders","queues":8,"type":"fifo","perm":"rw","total_messages":3}"#)
             .expect("parse");
         assert_eq!(t, TopicClusterState { name: "orders".into(), queues: 8, message_type: MessageType::Fifo, permission: Permission::ReadWrite });
-        assert!(matches!(parse_topic("d", br#"{"name":"x","queues":1,"messageType":"ODD"}"#), Err(AdminError::BadAnswer { .. })));
+        let ro = parse_topic("d", br#"{"name":"x","queues":1,"type":"normal","perm":"r"}"#).expect("parse");
+        assert_eq!(ro.permission, Permission::ReadOnly);
+        assert!(matches!(parse_topic("d", br#"{"name":"x","queues":1,"type":"odd"}"#), Err(AdminError::BadAnswer { .. })));
     }
 
     #[tokio::test]

@@ -37,9 +37,11 @@ pub struct TopicSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("name is immutable"))]
     #[x_kube(validation = Rule::new("!self.startsWith('rmq_sys_') && !self.startsWith('%RETRY%') && !self.startsWith('%DLQ%')").message("system topic names are reserved"))]
     pub name: Option<String>,
-    /// Queues per broker group.
+    /// Queues per broker group. May only grow: shrinking would strand messages in the
+    /// removed queues.
     #[serde(default = "default_queues")]
     #[schemars(range(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("queues may only grow"))]
     pub queues: i32,
     /// The one message type sends to this topic must use. Immutable.
     #[serde(default)]
