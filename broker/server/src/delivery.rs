@@ -319,10 +319,18 @@ impl Deliveries {
         let st = self.known_queue(group, topic, h.queue_id).ok_or_else(|| {
             RpcError::new(Code::InvalidReceiptHandle, format!("no message of topic {topic} was delivered to group {group} with this handle"))
         })?;
-        let mut st = lock(&st);
-        self.check_handle(&st, h)?;
-        st.unsettled.remove(&h.offset);
-        self.store_low_water(group, topic, h.queue_id, &mut st, true)
+        let moved = {
+            let mut st = lock(&st);
+            self.check_handle(&st, h)?;
+            st.unsettled.remove(&h.offset);
+            self.store_low_water(group, topic, h.queue_id, &mut st, false)?
+        };
+        // Persist outside the queue lock so receives of this queue never wait for an fsync;
+        // concurrent acks share one write (the store coalesces them).
+        if moved {
+            self.store.offsets().persist().map_err(RpcError::from)?;
+        }
+        Ok(())
     }
 
     /// Moves the invisibility deadline of a delivery; returns the handle to use from now on.
@@ -348,7 +356,7 @@ impl Deliveries {
         let mut st = lock(&st);
         self.check_handle(&st, h)?;
         self.dead_letter(group, topic, h.queue_id, h.offset, &mut st)?;
-        self.store_low_water(group, topic, h.queue_id, &mut st, true)
+        self.store_low_water(group, topic, h.queue_id, &mut st, true).map(|_| ())
     }
 
     fn dead_letter(&self, group: &str, topic: &str, q: u32, off: u64, st: &mut QueueState) -> Result<(), RpcError> {
@@ -385,20 +393,20 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Persists the group's offset if it moved: durably when `durable` (acks), else through
-    /// the store's background offset flush (filtered-out messages, which are safe to re-read).
-    fn store_low_water(&self, group: &str, topic: &str, q: u32, st: &mut QueueState, durable: bool) -> Result<(), RpcError> {
+    /// Records the group's offset if it moved (returns whether it did): durably at once when
+    /// `durable`, else in memory for the store's background flush or the caller's persist.
+    fn store_low_water(&self, group: &str, topic: &str, q: u32, st: &mut QueueState, durable: bool) -> Result<bool, RpcError> {
         let low = st.low_water();
         if low == st.committed {
-            return Ok(());
+            return Ok(false);
         }
         st.committed = low;
         if durable {
-            self.store.offsets().commit(group, topic, q, low).map_err(RpcError::from)
+            self.store.offsets().commit(group, topic, q, low).map_err(RpcError::from)?;
         } else {
             self.store.offsets().set(group, topic, q, low);
-            Ok(())
         }
+        Ok(true)
     }
 
     /// Dead-letters expired messages that used up their attempts even when nobody receives
