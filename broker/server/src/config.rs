@@ -62,6 +62,12 @@ pub struct StandaloneArgs {
     /// (groups can override it with `ferromq admin group update`).
     #[arg(long, env = "FERROMQ_MAX_DELIVERY_ATTEMPTS")]
     pub max_delivery_attempts: Option<u32>,
+    /// PEM certificate chain: enables TLS on the gRPC port (plaintext stays accepted there).
+    #[arg(long, env = "FERROMQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "FERROMQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -78,6 +84,8 @@ struct FileConfig {
     segment_size: Option<toml::Value>,
     default_queues: Option<u32>,
     max_delivery_attempts: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The validated configuration of a standalone process.
@@ -94,6 +102,8 @@ pub struct StandaloneConfig {
     pub segment_size: u64,
     pub default_queues: u32,
     pub max_delivery_attempts: u32,
+    /// Loaded TLS configuration when `tls-cert` and `tls-key` are set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl StandaloneConfig {
@@ -111,6 +121,7 @@ impl StandaloneConfig {
             default_queues: 8,
             // RocketMQ's default: 16 retries after the first delivery.
             max_delivery_attempts: 17,
+            tls: None,
         }
     }
 
@@ -155,6 +166,12 @@ impl StandaloneConfig {
             None if c.grpc_addr.ip().is_unspecified() => format!("127.0.0.1:{}", c.grpc_addr.port()),
             None => c.grpc_addr.to_string(),
         };
+        match (args.tls_cert.as_ref().or(file.tls_cert.as_ref()), args.tls_key.as_ref().or(file.tls_key.as_ref())) {
+            (Some(cert), Some(key)) => c.tls = Some(crate::tls::load(cert, key)?),
+            (Some(_), None) => return Err(bad("tls-key", "tls-cert is set but tls-key is not")),
+            (None, Some(_)) => return Err(bad("tls-cert", "tls-key is set but tls-cert is not")),
+            (None, None) => {}
+        }
         c.validate()?;
         Ok(c)
     }

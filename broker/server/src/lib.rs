@@ -22,4 +22,5 @@ pub mod receipt;
 pub mod service;
 pub mod standalone;
 pub mod status;
+pub mod tls;
 pub mod validate;

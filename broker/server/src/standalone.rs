@@ -13,7 +13,6 @@ use ferromq_proto::v2::messaging_service_server::MessagingServiceServer;
 use ferromq_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{error, info, warn};
 
 use crate::admin::service::AdminApi;
@@ -79,7 +78,7 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .add_service(messaging)
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+            .serve_with_incoming_shutdown(crate::tls::incoming(grpc, cfg.tls.clone(), shutdown_rx.clone()), async move {
                 let _ = rx.wait_for(|v| *v).await;
             }),
     );
@@ -112,7 +111,7 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
     };
 
     broker.ready.store(true, Ordering::Release);
-    info!(grpc = %grpc_addr, http = %http_addr, data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.auto_create_topics, "ferromq standalone ready");
+    info!(grpc = %grpc_addr, http = %http_addr, tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.auto_create_topics, "ferromq standalone ready");
 
     let mut grpc_task = grpc_task;
     let early = tokio::select! {
