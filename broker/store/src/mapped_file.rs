@@ -22,7 +22,6 @@ pub struct MappedFile {
     path: PathBuf,
     map: MmapRaw,
     len: usize,
-    _file: File,
 }
 
 // SAFETY: the map is plain memory shared between threads; callers uphold the
@@ -82,7 +81,10 @@ impl MappedFile {
 
     fn map(path: PathBuf, file: File, len: u64) -> Result<MappedFile> {
         let map = MmapRaw::map_raw(&file).map_err(|e| StoreError::io(format!("mmap {}", path.display()), e))?;
-        Ok(MappedFile { path, map, len: len as usize, _file: file })
+        // The mapping keeps the file alive; closing the descriptor keeps thousands of queue
+        // files from exhausting the process's file limit.
+        drop(file);
+        Ok(MappedFile { path, map, len: len as usize })
     }
 
     pub fn path(&self) -> &Path {

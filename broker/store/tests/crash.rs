@@ -89,7 +89,7 @@ fn acked_appends_survive_sigkill() {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         // Start the clock once the child has the store open (it recovers first).
         let mut first = String::new();
-        while stdout.read_line(&mut first).unwrap_or(0) > 0 && !first.starts_with("READY") {
+        while stdout.read_line(&mut first).unwrap_or(0) > 0 && !first.contains("READY") {
             first.clear();
         }
         let kill_after = Duration::from_millis(50 + next_rand() % 400);
