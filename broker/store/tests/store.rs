@@ -328,29 +328,103 @@ fn retention_by_size_deletes_oldest_segments_never_the_active_one() {
     assert_eq!(store.queue_range("t", 0).1, 6001);
 }
 
+#[test]
+fn retention_by_time_deletes_every_closed_segment_once_old_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.retention = Duration::from_secs(3600);
+    let store = Store::open(cfg.clone()).unwrap();
+    for i in 0..2000 {
+        store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap();
+    }
+    wait(&store);
+    let segments = store.stats().segments;
+    assert!(segments >= 3);
+    assert_eq!(store.apply_retention().unwrap(), 0, "young segments are kept");
+    drop(store);
+    cfg.retention = Duration::ZERO;
+    let store = Store::open(cfg).unwrap();
+    let min = store.apply_retention().unwrap();
+    let s = store.stats();
+    assert_eq!(s.segments, 1, "only the active segment is left");
+    assert!(min > 0 && min <= s.log_write_offset);
+    let r = store.read("t", 0, 0, 5000, None).unwrap();
+    assert!(!r.messages.is_empty() && r.messages.iter().all(|m| m.phys_offset >= min));
+}
+
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a small tmpfs so the disk really fills. Needs root (CI runs as root); elsewhere
+    /// the caller says loudly that the test did not run, and it fails under CI.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs for the disk-full tests");
+            eprintln!("NOT RUN: disk-full test needs permission to mount a tmpfs");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn high_water_mark_refuses_appends_before_the_disk_is_actually_full() {
+    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let mut cfg = small_config(&fs.path().join("data"));
+    cfg.disk_high_water = 0.5;
+    cfg.index_slots = 64;
+    cfg.index_entries = 256;
+    let store = Store::open(cfg).unwrap();
+    let mut acked = 0u64;
+    let err = loop {
+        match store.append(&message("t", 0, &format!("m{acked}"), None, &[])) {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        if acked % 500 == 0 {
+            store.check_disk();
+        }
+        assert!(acked < 100_000, "high-water mark never reached");
+    };
+    assert!(err.to_string().contains("high-water"), "expected the high-water refusal, got: {err}");
+    assert!(store.stats().disk_full);
+    // Retention frees space; appends resume.
+    drop(store);
+    let mut cfg = small_config(&fs.path().join("data"));
+    cfg.disk_high_water = 0.5;
+    cfg.retention = Duration::ZERO;
+    cfg.index_slots = 64;
+    cfg.index_entries = 256;
+    let store = Store::open(cfg).unwrap();
+    wait(&store);
+    store.apply_retention().unwrap();
+    store.check_disk();
+    store.append(&message("t", 0, "after-retention", None, &[])).unwrap();
+}
+
 /// Mounts a small tmpfs so the disk really fills. Needs root (CI runs as root); elsewhere the
 /// test says loudly that it did not run, and fails under CI.
 #[test]
 fn full_disk_refuses_appends_cleanly_and_recovers_when_space_returns() {
-    let mnt = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(mnt.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs for the disk-full test");
-        eprintln!("NOT RUN: full_disk test needs permission to mount a tmpfs");
-        return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _u = Unmount(mnt.path().to_path_buf());
+    let Some(mnt) = Tmpfs::mount("6m") else { return };
     let data = mnt.path().join("data");
     // Ballast we can delete later to give space back.
     std::fs::write(mnt.path().join("ballast"), vec![1u8; 1024 * 1024]).unwrap();
