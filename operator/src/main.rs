@@ -12,7 +12,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
+use kube::ResourceExt;
 use kube::{Api, Client};
 
 use ferromq_operator::admin::CliAdmin;
@@ -173,7 +175,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::debug!(error = %e, "nameserver controller");
             }
         });
-    let brokers = Controller::new(api::<Broker>(&client, ns), watcher::Config::default())
+    let broker_controller = Controller::new(api::<Broker>(&client, ns), watcher::Config::default());
+    // A Nameserver change (replica count) changes the rendered broker config: requeue the
+    // Brokers that reference it.
+    let broker_store = broker_controller.store();
+    let brokers = broker_controller
+        .watches(api::<Nameserver>(&client, ns), watcher::Config::default(), move |nameserver| {
+            let ns_name = nameserver.name_any();
+            let namespace = nameserver.namespace();
+            broker_store
+                .state()
+                .into_iter()
+                .filter(|b| b.namespace() == namespace && b.spec.nameserver_ref.name == ns_name)
+                .map(|b| ObjectRef::from_obj(&*b))
+                .collect::<Vec<_>>()
+        })
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Deployment>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())

@@ -5,8 +5,12 @@
 # version, so only the first run on a machine pays for the compile.
 #
 #   tests/k8s/env.sh build        # make sure the binaries exist; prints their directory
-#   tests/k8s/env.sh start DIR    # start etcd + kube-apiserver with state in DIR (must be empty
-#                                 # or absent); writes DIR/kubeconfig and DIR/env, waits for /readyz
+#   tests/k8s/env.sh start DIR [--with-controller-manager]
+#                                 # start etcd + kube-apiserver with state in DIR (must be empty
+#                                 # or absent); writes DIR/kubeconfig and DIR/env, waits for /readyz.
+#                                 # With the flag, kube-controller-manager runs too (StatefulSets
+#                                 # make Pods and PVCs, garbage collection, ...); pods still never
+#                                 # run: a test harness must play the kubelet.
 #   tests/k8s/env.sh stop DIR     # stop both processes (by the pids stored in DIR) and remove DIR
 #   tests/k8s/env.sh kubectl      # print the path of a kubectl (the machine's, or one built here)
 #
@@ -45,11 +49,12 @@ build_etcd() {
   log "etcd built in $((SECONDS - start))s"
 }
 
-build_apiserver() {
+# A throw-away module whose staging replace lines let `go build` compile k8s.io/kubernetes
+# commands. Set up once per version and kept, so later commands reuse its downloads.
+prepare_k8s_module() {
   local work="$CACHE/work/k8s-$K8S_VERSION"
+  if [[ -f "$work/.ready" ]]; then echo "$work"; return; fi
   rm -rf "$work" && mkdir -p "$work"
-  local start=$SECONDS
-  log "building kube-apiserver v$K8S_VERSION (staging modules replaced by their v0.x tags)"
   (
     cd "$work"
     go mod init local/k8sbuild >/dev/null 2>&1
@@ -69,14 +74,27 @@ build_apiserver() {
     for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/src/k8s\.io/.*#\1#p' "$gomod"); do
       go mod edit -replace="$m=$m@$staging_version"
     done
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >/dev/null
+    touch .ready
+  ) >&2
+  echo "$work"
+}
+
+# build_k8s_cmd NAME: builds k8s.io/kubernetes/cmd/NAME into $BIN with a proper version stamp
+# (without it /version says v0.0.0-master).
+build_k8s_cmd() {
+  local name="$1" work start=$SECONDS
+  log "building $name v$K8S_VERSION (staging modules replaced by their v0.x tags)"
+  work="$(prepare_k8s_module)"
+  (
+    cd "$work"
+    go get "k8s.io/kubernetes/cmd/$name@v$K8S_VERSION" >/dev/null
     local minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
-    CGO_ENABLED=0 go build -trimpath -o "$BIN/kube-apiserver.tmp" \
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/$name.tmp" \
       -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-      k8s.io/kubernetes/cmd/kube-apiserver
+      "k8s.io/kubernetes/cmd/$name"
   )
-  mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
-  log "kube-apiserver built in $((SECONDS - start))s"
+  mv "$BIN/$name.tmp" "$BIN/$name"
+  log "$name built in $((SECONDS - start))s"
 }
 
 build_kubectl() {
@@ -106,9 +124,10 @@ cmd_kubectl() {
 
 cmd_build() {
   mkdir -p "$BIN"
-  if [[ ! -x "$BIN/etcd" || ! -x "$BIN/kube-apiserver" ]]; then need_go; fi
+  if [[ ! -x "$BIN/etcd" || ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" ]]; then need_go; fi
   [[ -x "$BIN/etcd" ]] || build_etcd
-  [[ -x "$BIN/kube-apiserver" ]] || build_apiserver
+  [[ -x "$BIN/kube-apiserver" ]] || build_k8s_cmd kube-apiserver
+  [[ -x "$BIN/kube-controller-manager" ]] || build_k8s_cmd kube-controller-manager
   echo "$BIN"
 }
 
@@ -118,6 +137,8 @@ free_port() {
 
 cmd_start() {
   local dir="${1:?start needs a state directory}"
+  local with_kcm=0
+  [[ "${2:-}" == "--with-controller-manager" ]] && with_kcm=1
   cmd_build >/dev/null
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
@@ -183,6 +204,13 @@ KCFG
   local i
   for i in $(seq 1 240); do
     if curl -ksf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
+      if ((with_kcm)); then
+        "$BIN/kube-controller-manager" --kubeconfig="$dir/kubeconfig" --leader-elect=false \
+          --use-service-account-credentials=false --service-account-private-key-file="$dir/sa.key" \
+          --root-ca-file="$dir/certs/apiserver.crt" --controllers='*' --secure-port=0 \
+          --concurrent-statefulset-syncs=5 >"$dir/controller-manager.log" 2>&1 &
+        echo $! >"$dir/controller-manager.pid"
+      fi
       log "control plane ready on 127.0.0.1:$api_port in $((SECONDS - t0))s"
       return 0
     fi
@@ -202,7 +230,7 @@ KCFG
 cmd_stop() {
   local dir="${1:?stop needs the state directory}"
   local f pid
-  for f in apiserver etcd; do
+  for f in controller-manager apiserver etcd; do
     [[ -f "$dir/$f.pid" ]] || continue
     pid="$(cat "$dir/$f.pid")"
     kill "$pid" 2>/dev/null || true

@@ -6,7 +6,9 @@
 #    127.0.0.1 with RBAC on.
 # 2. The generated CRDs (crds/) and the operator's ClusterRole (operator/deploy/rbac.yaml) are
 #    applied with kubectl.
-# 3. The Rust integration tests (operator/tests/apiserver.rs) run reconciles against it.
+# 3. The Rust integration tests (operator/tests/apiserver.rs) run reconciles against it; then
+#    operator/tests/rollout.rs runs against a second control plane that adds
+#    kube-controller-manager, with the test playing the kubelet (real StatefulSet roll-outs).
 # 4. The real `ferromq-operator run` binary runs as an RBAC-limited user while kubectl creates,
 #    scales, patches and deletes resources; the checks read what the API server shows.
 # No kubelet runs, so pods never start: readiness is exercised in step 3 by writing workload
@@ -35,12 +37,16 @@ k() { "$KUBECTL" "$@"; }
 
 state="$(mktemp -d)"
 cp_dir="$state/cp"
+kcm_dir="$state/cp-kcm"
 op_pid=""
+sa_pid=""
 cleanup() {
-  if [[ -n "$op_pid" ]]; then
-    kill "$op_pid" 2>/dev/null || true
-    wait "$op_pid" 2>/dev/null || true
-  fi
+  local p
+  for p in $op_pid $sa_pid; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  bash "$ENV" stop "$kcm_dir" || true
   bash "$ENV" stop "$cp_dir" || true
   rm -rf "$state"
 }
@@ -63,6 +69,16 @@ echo "== operator integration tests (cargo test --test apiserver -- --ignored)"
 t=$SECONDS
 FERROMQ_TEST_KUBECONFIG="$KUBECONFIG" cargo test -p ferromq-operator --locked --test apiserver -- --ignored --test-threads=2 || rc=1
 rust_s=$((SECONDS - t))
+
+echo "== roll-out tests with kube-controller-manager (cargo test --test rollout -- --ignored)"
+t=$SECONDS
+bash "$ENV" start "$kcm_dir" --with-controller-manager
+k --kubeconfig "$kcm_dir/kubeconfig" apply --server-side -f crds/ >/dev/null
+k --kubeconfig "$kcm_dir/kubeconfig" wait --for condition=established --timeout=60s \
+  crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io >/dev/null
+FERROMQ_TEST_KCM_KUBECONFIG="$kcm_dir/kubeconfig" cargo test -p ferromq-operator --locked --test rollout -- --ignored || rc=1
+bash "$ENV" stop "$kcm_dir"
+rollout_s=$((SECONDS - t))
 
 echo "== operator binary + kubectl"
 t=$SECONDS
@@ -201,11 +217,72 @@ check "operator exits cleanly on SIGTERM" test "$op_status" -eq 0
 check "operator released the lease on exit" bash -c "[[ -z \$('$KUBECTL' -n e2e get lease ferromq-operator -o jsonpath='{.spec.holderIdentity}') ]]"
 e2e_s=$((SECONDS - t))
 
+echo "== Topic against a real ferromq standalone (operator's --admin-address override)"
+t=$SECONDS
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cargo build -p ferromq --locked --quiet
+FERROMQ_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferromq"
+grpc_port="$(free_port)"
+sa_http="$(free_port)"
+"$FERROMQ_BIN" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
+  --http-addr "127.0.0.1:$sa_http" >"$state/standalone.log" 2>&1 &
+sa_pid=$!
+check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
+k create namespace topics >/dev/null
+KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace topics --lease-namespace topics \
+  --http-addr "127.0.0.1:$(free_port)" --admin-address "127.0.0.1:$grpc_port" --ferromq-bin "$FERROMQ_BIN" \
+  --log-format text >"$state/operator-topics.log" 2>&1 &
+op_pid=$!
+k -n topics apply -f - >/dev/null <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: local}
+spec:
+  nameserverRef: {name: names}
+  image: "ferromq:e2e"
+  storage: {groups: 1, volume: {size: 1Gi}}
+  compute: {replicas: 1}
+---
+apiVersion: ferromq.io/v1alpha1
+kind: Topic
+metadata: {name: orders-eu}
+spec: {brokerRef: {name: local}, name: Orders_EU, queues: 4, messageType: FIFO}
+YAML
+check "topic becomes Ready (Synced) on the real cluster" wait_for 60 bash -c \
+  "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}') == Synced ]]"
+check "ferromq admin shows the topic as specified" bash -c \
+  "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | tee /dev/stderr | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if (t[\"queues\"], t[\"type\"], t[\"perm\"]) == (4, \"fifo\", \"rw\") else 1)'"
+k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":8,"permission":"ReadOnly"}}' >/dev/null
+check "queue and permission changes reach the cluster" wait_for 60 bash -c \
+  "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if (t[\"queues\"], t[\"perm\"]) == (8, \"r\") else 1)'"
+check "status shows what the cluster holds" wait_for 30 bash -c "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.cluster.queues}') == 8 ]]"
+refused() {
+  # Succeeds when `kubectl ARGS...` is refused with a message containing $1.
+  local msg="$1" out
+  shift
+  if out="$(k "$@" 2>&1)"; then
+    echo "accepted: $out"
+    return 1
+  fi
+  echo "$out"
+  grep -q -- "$msg" <<<"$out"
+}
+check "schema refuses shrinking queues" refused 'queues may only grow' -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":2}}'
+k -n topics delete topic orders-eu --wait=false >/dev/null
+check "deleting the Topic deletes the topic on the cluster" wait_for 60 bash -c "! '$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU >/dev/null 2>&1"
+check "the finalizer then lets the resource go" wait_for 30 bash -c "! '$KUBECTL' -n topics get topic orders-eu >/dev/null 2>&1"
+kill -TERM "$op_pid"; wait "$op_pid" || true; op_pid=""
+kill -TERM "$sa_pid"; wait "$sa_pid" || true; sa_pid=""
+topic_s=$((SECONDS - t))
+
 if ((failed > 0)); then
-  echo "--- operator log (last 40 lines)"
-  tail -40 "$state/operator.log"
+  for f in operator.log operator-topics.log standalone.log; do
+    [[ -f "$state/$f" ]] || continue
+    echo "--- $f (last 30 lines)"
+    tail -30 "$state/$f"
+  done
   rc=1
 fi
-echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, binary+kubectl ${e2e_s}s, suite $((SECONDS - suite_start))s"
+echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, roll-out ${rollout_s}s, binary+kubectl ${e2e_s}s, real-topic ${topic_s}s, suite $((SECONDS - suite_start))s"
 echo "operator-e2e: $passed passed, $failed failed"
 exit "$rc"
