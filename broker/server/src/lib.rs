@@ -8,6 +8,7 @@
 //! from failures to RocketMQ status codes).
 
 pub mod admin;
+pub mod bench;
 pub mod broker;
 pub mod clients;
 pub mod config;

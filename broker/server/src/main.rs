@@ -22,6 +22,8 @@ enum Role {
     Standalone(StandaloneArgs),
     /// Manage topics and groups of a running server.
     Admin(AdminArgs),
+    /// Drive load through the RocketMQ 5 protocol and report throughput and latency.
+    Bench(ferromq::bench::BenchArgs),
     /// Route registry of a cluster (not available in this version).
     Nameserver,
     /// Storage node of a cluster (not available in this version).
@@ -52,6 +54,7 @@ fn main() {
             run_async(ferromq::standalone::run(cfg))
         }
         Role::Admin(args) => run_async(ferromq::admin::cli::run(args)),
+        Role::Bench(args) => run_async(ferromq::bench::run(args)),
         Role::Nameserver | Role::Broker | Role::Proxy => {
             eprintln!("ferromq: this role is not available yet; use `ferromq standalone`");
             1

@@ -1,0 +1,298 @@
+//! `ferromq bench produce|consume`: load through the same RocketMQ 5 protocol the official
+//! clients use, reporting throughput and latency percentiles from an HDR histogram.
+//!
+//! At a fixed `--rate`, each send is scheduled at its intended time and its latency is measured
+//! from that time, not from when it actually started: a stalled server then shows up as the
+//! queue of sends that should have happened (coordinated-omission correction), instead of
+//! silently lowering the offered load. With `--rate max` every client sends back to back.
+//! Consume latency is end to end: receive time minus the producer's born timestamp.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use ferromq_proto::v2::{self, messaging_service_client::MessagingServiceClient, Code};
+use hdrhistogram::Histogram;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub mode: BenchMode,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct Common {
+    /// gRPC address of the server (host:port).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub server: String,
+    #[arg(long)]
+    pub topic: String,
+    /// Concurrent clients (each with its own connection).
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// How long to run, e.g. `30s`, `2m`, `500ms`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchMode {
+    /// Send messages of `--size` bytes at `--rate` messages/s in total (or `max`).
+    Produce {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Messages per second over all clients, or `max`.
+        #[arg(long, default_value = "max")]
+        rate: String,
+    },
+    /// Receive and ack as a consumer group.
+    Consume {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "ferromq-bench")]
+        group: String,
+        #[arg(long, default_value_t = 32)]
+        batch: i32,
+    },
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 10s"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?} has an unknown unit (ms, s, m, h)")),
+    })
+}
+
+#[derive(Clone)]
+struct ClientId(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for ClientId {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("x-mq-client-id", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Client = MessagingServiceClient<InterceptedService<Channel, ClientId>>;
+
+async fn connect(server: &str, n: usize) -> anyhow::Result<Client> {
+    let uri = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+    let ch = Channel::from_shared(uri)?.connect().await.with_context(|| format!("cannot connect to {server}"))?;
+    let id = MetadataValue::try_from(format!("ferromq-bench@{}#{n}", std::process::id()))?;
+    Ok(MessagingServiceClient::with_interceptor(ch, ClientId(id)).max_decoding_message_size(64 << 20))
+}
+
+fn resource(name: &str) -> Option<v2::Resource> {
+    Some(v2::Resource { resource_namespace: String::new(), name: name.into() })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+}
+
+struct Totals {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+    hist: Mutex<Histogram<u64>>,
+}
+
+fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
+    let h = t.hist.lock().unwrap_or_else(|p| p.into_inner());
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let ok = t.ok.load(Ordering::Relaxed);
+    let bytes = t.bytes.load(Ordering::Relaxed);
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    let v = serde_json::json!({
+        "mode": kind,
+        "seconds": secs,
+        "messages": ok,
+        "failed": t.failed.load(Ordering::Relaxed),
+        "msgs_per_sec": ok as f64 / secs,
+        "mb_per_sec": bytes as f64 / secs / 1e6,
+        "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0, "mean": h.mean() / 1000.0 },
+    });
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "{kind}: {ok} msgs in {secs:.1} s = {:.0} msgs/s, {:.2} MB/s, {} failed; latency ms p50 {:.3} p99 {:.3} p999 {:.3} max {:.3}",
+            ok as f64 / secs,
+            bytes as f64 / secs / 1e6,
+            t.failed.load(Ordering::Relaxed),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.mode {
+        BenchMode::Produce { common, size, rate } => produce(common, size, &rate).await,
+        BenchMode::Consume { common, group, batch } => consume(common, &group, batch).await,
+    }
+}
+
+async fn produce(c: Common, size: usize, rate: &str) -> anyhow::Result<()> {
+    if c.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let rate: Option<f64> = match rate {
+        "max" => None,
+        r => Some(r.parse::<f64>().ok().filter(|r| *r > 0.0).with_context(|| format!("--rate {r:?} is not a positive number or max"))?),
+    };
+    let totals = Arc::new(Totals { ok: AtomicU64::new(0), failed: AtomicU64::new(0), bytes: AtomicU64::new(0), hist: Mutex::new(new_histogram()) });
+    let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
+    let start = Instant::now();
+    let end = start + c.duration;
+    let mut tasks = Vec::new();
+    for n in 0..c.clients {
+        let mut client = connect(&c.server, n).await?;
+        let (totals, body, topic) = (totals.clone(), body.clone(), c.topic.clone());
+        let interval = rate.map(|r| Duration::from_secs_f64(c.clients as f64 / r));
+        tasks.push(tokio::spawn(async move {
+            let mut local = new_histogram();
+            let mut seq: u64 = 0;
+            loop {
+                let intended = match interval {
+                    Some(iv) => start + iv.mul_f64(seq as f64),
+                    None => Instant::now(),
+                };
+                if intended >= end {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                let m = v2::Message {
+                    topic: resource(&topic),
+                    user_properties: Default::default(),
+                    system_properties: Some(v2::SystemProperties {
+                        message_id: format!("B{}{n:03}{seq:012}", std::process::id()),
+                        message_type: v2::MessageType::Normal as i32,
+                        body_encoding: v2::Encoding::Identity as i32,
+                        born_timestamp: Some(crate::convert::timestamp_from_ms(now_ms())),
+                        born_host: "ferromq-bench".into(),
+                        queue_id: (seq % 1024) as i32,
+                        ..Default::default()
+                    }),
+                    body: body.as_ref().clone(),
+                };
+                seq += 1;
+                let r = client.send_message(v2::SendMessageRequest { messages: vec![m] }).await;
+                let ok = matches!(&r, Ok(resp) if resp.get_ref().status.as_ref().is_some_and(|s| s.code == Code::Ok as i32));
+                if ok {
+                    totals.ok.fetch_add(1, Ordering::Relaxed);
+                    totals.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    let _ = local.record(intended.elapsed().as_micros().max(1) as u64);
+                } else {
+                    totals.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let _ = totals.hist.lock().unwrap_or_else(|p| p.into_inner()).add(&local);
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    report("produce", &totals, start.elapsed(), c.json);
+    Ok(())
+}
+
+async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
+    let totals = Arc::new(Totals { ok: AtomicU64::new(0), failed: AtomicU64::new(0), bytes: AtomicU64::new(0), hist: Mutex::new(new_histogram()) });
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for n in 0..c.clients.max(1) {
+        let mut client = connect(&c.server, n).await?;
+        let (totals, topic, group, stop) = (totals.clone(), c.topic.clone(), group.to_string(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut local = new_histogram();
+            while !stop.load(Ordering::Relaxed) {
+                let req = v2::ReceiveMessageRequest {
+                    group: resource(&group),
+                    message_queue: Some(v2::MessageQueue { topic: resource(&topic), id: -1, ..Default::default() }),
+                    filter_expression: None,
+                    batch_size: batch,
+                    invisible_duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+                    auto_renew: false,
+                    long_polling_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+                    attempt_id: None,
+                };
+                let Ok(resp) = client.receive_message(req).await else {
+                    totals.failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let mut stream = resp.into_inner();
+                let mut entries = Vec::new();
+                while let Ok(Some(item)) = stream.message().await {
+                    if let Some(v2::receive_message_response::Content::Message(m)) = item.content {
+                        let sp = m.system_properties.unwrap_or_default();
+                        if let Some(born) = &sp.born_timestamp {
+                            let lat_ms = now_ms() - crate::convert::ms_from_timestamp(born);
+                            let _ = local.record((lat_ms.max(0) as u64 * 1000).max(1));
+                        }
+                        totals.bytes.fetch_add(m.body.len() as u64, Ordering::Relaxed);
+                        entries.push(v2::AckMessageEntry { message_id: sp.message_id, receipt_handle: sp.receipt_handle.unwrap_or_default(), lite_topic: None });
+                    }
+                }
+                if entries.is_empty() {
+                    continue;
+                }
+                let n = entries.len() as u64;
+                let ack = v2::AckMessageRequest { group: resource(&group), topic: resource(&topic), entries };
+                match client.ack_message(ack).await {
+                    Ok(r) if r.get_ref().status.as_ref().is_some_and(|s| s.code == Code::Ok as i32) => {
+                        totals.ok.fetch_add(n, Ordering::Relaxed);
+                    }
+                    _ => {
+                        totals.failed.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = totals.hist.lock().unwrap_or_else(|p| p.into_inner()).add(&local);
+        }));
+    }
+    tokio::time::sleep(c.duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    report("consume", &totals, start.elapsed(), c.json);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+    }
+}
