@@ -41,6 +41,26 @@ impl Wakeups {
     }
 }
 
+/// Progress of one group on one queue.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QueueLag {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: u32,
+    /// Every message below it is settled for the group.
+    pub committed: u64,
+    /// Next offset to be written.
+    pub max_offset: u64,
+    /// Delivered and not yet settled.
+    pub inflight: u64,
+}
+
+impl QueueLag {
+    pub fn lag(&self) -> u64 {
+        self.max_offset.saturating_sub(self.committed)
+    }
+}
+
 pub struct Broker {
     pub store: Arc<Store>,
     pub cfg: StandaloneConfig,
@@ -114,10 +134,9 @@ impl Broker {
         Err(RpcError::new(Code::TopicNotFound, format!("topic {name} does not exist")))
     }
 
-    /// Consumer progress per (group, topic, queue): (group, topic, queue, committed offset,
-    /// end offset, in flight). Covers every queue of every topic a group consumed or
+    /// Consumer progress per (group, topic, queue). Covers every queue of every topic a group consumed or
     /// subscribed to; a queue it never read counts from where it would start.
-    pub fn lag(&self) -> Vec<(String, String, u32, u64, u64, u64)> {
+    pub fn lag(&self) -> Vec<QueueLag> {
         let mut known: std::collections::BTreeMap<(String, String, u32), (u64, u64)> = Default::default();
         for p in self.deliveries.progress() {
             known.insert((p.group, p.topic, p.queue_id), (p.committed, p.inflight));
@@ -137,7 +156,7 @@ impl Broker {
             for q in 0..cfg.queues {
                 let (min, max) = self.store.queue_range(&t, q);
                 let (committed, inflight) = known.get(&(g.clone(), t.clone(), q)).copied().unwrap_or((min, 0));
-                out.push((g.clone(), t.clone(), q, committed.max(min), max, inflight));
+                out.push(QueueLag { group: g.clone(), topic: t.clone(), queue_id: q, committed: committed.max(min), max_offset: max, inflight });
             }
         }
         out

@@ -130,7 +130,8 @@ impl Clients {
         out
     }
 
-    pub fn len(&self) -> usize {
+    /// Clients known right now.
+    pub fn count(&self) -> usize {
         self.lock().len()
     }
 }

@@ -36,8 +36,8 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
     let text = tokio::task::spawn_blocking(move || {
         let stats = b2.store.stats();
         let mut lag: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        for (g, t, _q, committed, max, _inflight) in b2.lag() {
-            *lag.entry((g, t)).or_insert(0) += max.saturating_sub(committed);
+        for l in b2.lag() {
+            *lag.entry((l.group, l.topic)).or_insert(0) += l.lag();
         }
         let lag_values = lag.into_iter().map(|((g, t), v)| (format!("group=\"{}\",topic=\"{}\"", label(&g), label(&t)), v as f64)).collect();
         b2.metrics.render(&[
@@ -48,7 +48,7 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             ("ferromq_store_appends", "Appends since start.", vec![(String::new(), stats.appends_total as f64)]),
             ("ferromq_store_disk_full", "1 while appends are refused for lack of disk.", vec![(String::new(), if stats.disk_full { 1.0 } else { 0.0 })]),
             ("ferromq_topics", "Topics defined.", vec![(String::new(), b2.store.topics().list().len() as f64)]),
-            ("ferromq_clients", "Clients known to this proxy.", vec![(String::new(), b2.clients.len() as f64)]),
+            ("ferromq_clients", "Clients known to this proxy.", vec![(String::new(), b2.clients.count() as f64)]),
         ])
     })
     .await

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
 
+/// A gauge family computed at scrape time: (name, help, [(labels, value)]).
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
 #[derive(Debug, Default, Clone)]
 struct Histogram {
     counts: [u64; BUCKETS.len()],
@@ -79,7 +82,7 @@ impl Metrics {
     }
 
     /// Renders every family; `gauges` are (family, help, [(labels, value)]) computed by the caller.
-    pub fn render(&self, gauges: &[(&str, &str, Vec<(String, f64)>)]) -> String {
+    pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let g = self.lock();
         let mut out = String::new();
         let mut last = "";

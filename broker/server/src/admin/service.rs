@@ -247,18 +247,19 @@ fn group_views(b: &Broker, only: Option<&str>) -> Vec<(admin::Group, Vec<admin::
     let configured = b.groups.list();
     let online = b.clients.online_by_group();
     let subs = b.clients.subscriptions();
-    let mut names: BTreeSet<String> = lag.iter().map(|l| l.0.clone()).collect();
+    let mut names: BTreeSet<String> = lag.iter().map(|l| l.group.clone()).collect();
     names.extend(configured.keys().cloned());
     names.extend(online.keys().cloned());
     let mut per_group: BTreeMap<String, Vec<admin::GroupQueueProgress>> = BTreeMap::new();
-    for (g, topic, q, committed, max, inflight) in lag {
-        per_group.entry(g).or_default().push(admin::GroupQueueProgress {
-            topic,
-            queue_id: q,
-            committed_offset: committed as i64,
-            max_offset: max as i64,
-            lag: max.saturating_sub(committed) as i64,
-            inflight: inflight as i64,
+    for l in lag {
+        let lag = l.lag() as i64;
+        per_group.entry(l.group).or_default().push(admin::GroupQueueProgress {
+            topic: l.topic,
+            queue_id: l.queue_id,
+            committed_offset: l.committed as i64,
+            max_offset: l.max_offset as i64,
+            lag,
+            inflight: l.inflight as i64,
         });
     }
     names
