@@ -156,7 +156,8 @@ struct Inner {
     cfg: StoreConfig,
     log: CommitLog,
     cq_dir: PathBuf,
-    cqs: RwLock<HashMap<(String, u32), Arc<ConsumeQueue>>>,
+    /// Consume queues by topic, then queue id (nested so lookups by `&str` allocate nothing).
+    cqs: RwLock<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>>,
     index: Index,
     topics: TopicStore,
     offsets: OffsetStore,
@@ -306,8 +307,10 @@ impl Store {
         inner.dispatch_until(report.end)?;
         {
             let mut w = lock(&inner.writer);
-            for ((topic, q), cq) in inner.cqs.read().unwrap_or_else(|p| p.into_inner()).iter() {
-                w.next.entry(topic.clone()).or_default().insert(*q, cq.max_offset());
+            for (topic, queues) in inner.cqs.read().unwrap_or_else(|p| p.into_inner()).iter() {
+                for (q, cq) in queues {
+                    w.next.entry(topic.clone()).or_default().insert(*q, cq.max_offset());
+                }
             }
         }
         inner.write_checkpoint()?;
@@ -502,7 +505,7 @@ impl Drop for Store {
     }
 }
 
-fn open_consume_queues(dir: &Path, per_file: u64, log_end: u64) -> Result<HashMap<(String, u32), Arc<ConsumeQueue>>> {
+fn open_consume_queues(dir: &Path, per_file: u64, log_end: u64) -> Result<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>> {
     let mut out = HashMap::new();
     let list = |d: &Path| std::fs::read_dir(d).map_err(|e| StoreError::io(format!("list {}", d.display()), e));
     for t in list(dir)? {
@@ -516,7 +519,7 @@ fn open_consume_queues(dir: &Path, per_file: u64, log_end: u64) -> Result<HashMa
             let Ok(qid) = q.file_name().to_string_lossy().parse::<u32>() else { continue };
             let cq = ConsumeQueue::open(&q.path(), per_file)?;
             cq.recover(log_end)?;
-            out.insert((topic.clone(), qid), Arc::new(cq));
+            out.entry(topic.clone()).or_insert_with(HashMap::new).insert(qid, Arc::new(cq));
         }
     }
     Ok(out)
@@ -543,7 +546,7 @@ impl Inner {
     }
 
     fn cq(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
-        self.cqs.read().unwrap_or_else(|p| p.into_inner()).get(&(topic.to_string(), queue_id)).cloned()
+        self.cqs.read().unwrap_or_else(|p| p.into_inner()).get(topic).and_then(|q| q.get(&queue_id)).cloned()
     }
 
     fn cq_or_create(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
@@ -551,13 +554,13 @@ impl Inner {
             return Ok(cq);
         }
         let mut map = self.cqs.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(cq) = map.get(&(topic.to_string(), queue_id)) {
+        if let Some(cq) = map.get(topic).and_then(|q| q.get(&queue_id)) {
             return Ok(cq.clone());
         }
         let dir = self.cq_dir.join(topic).join(queue_id.to_string());
         let cq = Arc::new(ConsumeQueue::open(&dir, self.cfg.cq_entries_per_file)?);
         sync_dir(&self.cq_dir)?;
-        map.insert((topic.to_string(), queue_id), cq.clone());
+        map.entry(topic.to_string()).or_default().insert(queue_id, cq.clone());
         Ok(cq)
     }
 
@@ -576,8 +579,6 @@ impl Inner {
             return Err(StoreError::DiskFull { detail });
         }
         let len = record::encoded_len(msg)?;
-        let mut buf = vec![0u8; len];
-        record::encode(msg, self.cfg.store_host, &mut buf)?;
         let result = {
             let mut w = lock(&self.writer);
             if let Some(e) = self.stopped_error() {
@@ -591,8 +592,10 @@ impl Inner {
             let next = queues.entry(msg.queue_id).or_insert(0);
             let queue_offset = *next;
             let store_ts = now_ms();
-            record::seal(&mut buf, queue_offset, pos, store_ts);
-            seg.file.write_at((pos - seg.base) as usize, &buf);
+            // Encoded straight into the mapping: the range is ours until `publish`.
+            let out = seg.file.slice_mut((pos - seg.base) as usize, len);
+            record::encode(msg, self.cfg.store_host, out)?;
+            record::seal(out, queue_offset, pos, store_ts);
             self.log.publish(pos + len as u64);
             *next += 1;
             AppendResult { phys_offset: pos, queue_offset, size: len as u32, store_timestamp_ms: store_ts }
@@ -850,7 +853,8 @@ impl Inner {
     }
 
     fn flush_derived(&self) -> std::io::Result<()> {
-        let cqs: Vec<Arc<ConsumeQueue>> = self.cqs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let cqs: Vec<Arc<ConsumeQueue>> =
+            self.cqs.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|q| q.values().cloned()).collect();
         for cq in cqs {
             cq.flush()?;
         }
@@ -911,7 +915,8 @@ impl Inner {
             let over = budget.is_some_and(|b| total > b);
             old || over
         })?;
-        let cqs: Vec<Arc<ConsumeQueue>> = self.cqs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let cqs: Vec<Arc<ConsumeQueue>> =
+            self.cqs.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|q| q.values().cloned()).collect();
         for cq in cqs {
             cq.trim(min)?;
         }
