@@ -98,6 +98,11 @@ impl Clients {
         }
     }
 
+    /// Whether a client still holds a Telemetry stream or was heard from recently.
+    pub fn is_alive(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|c| !c.streams.is_empty() || c.last_seen.elapsed() < ONLINE_WINDOW)
+    }
+
     /// Online clients per consumer group.
     pub fn online_by_group(&self) -> BTreeMap<String, usize> {
         let now = Instant::now();

@@ -60,6 +60,20 @@ pub struct ReceiveSpec<'a> {
     pub filter: &'a TagFilter,
     pub fifo: bool,
     pub max_attempts: u32,
+    /// Push consumers ask the server to keep their messages invisible while they are alive
+    /// (`auto_renew`); this is their client id.
+    pub renew_for: Option<&'a str>,
+}
+
+/// Longest a push consumer may hold one delivery through automatic renewal.
+const MAX_RENEWED_HOLD: Duration = Duration::from_secs(30 * 60);
+
+/// Automatic renewal of a push consumer's delivery.
+#[derive(Debug, Clone)]
+struct Renewal {
+    client_id: String,
+    invisible: Duration,
+    give_up_at: Instant,
 }
 
 /// What a receive found, plus when something may become deliverable without a new message.
@@ -91,6 +105,7 @@ struct Unsettled {
     attempts: u32,
     message_group: Option<String>,
     state: EntryState,
+    renewal: Option<Renewal>,
 }
 
 #[derive(Debug, Default)]
@@ -246,7 +261,13 @@ impl Deliveries {
                 if fifo_wait || out.deliveries.len() >= spec.batch {
                     st.unsettled.insert(
                         off,
-                        Unsettled { phys_offset: m.phys_offset, attempts: 0, message_group: group.clone(), state: EntryState::Pending },
+                        Unsettled {
+                            phys_offset: m.phys_offset,
+                            attempts: 0,
+                            message_group: group.clone(),
+                            state: EntryState::Pending,
+                            renewal: None,
+                        },
                     );
                 } else {
                     let phys = m.phys_offset;
@@ -290,6 +311,11 @@ impl Deliveries {
                 attempts: attempt,
                 message_group,
                 state: EntryState::Invisible { until: now + spec.invisible, epoch: handle.epoch },
+                renewal: spec.renew_for.map(|c| Renewal {
+                    client_id: c.to_string(),
+                    invisible: spec.invisible,
+                    give_up_at: now + MAX_RENEWED_HOLD,
+                }),
             },
         );
         Delivery { message, attempt, handle, invisible: spec.invisible }
@@ -343,6 +369,8 @@ impl Deliveries {
         let handle = self.new_handle(h.queue_id, h.offset);
         if let Some(e) = st.unsettled.get_mut(&h.offset) {
             e.state = EntryState::Invisible { until: Instant::now() + invisible, epoch: handle.epoch };
+            // The client chose a deadline (a nack or an extension): stop renewing for it.
+            e.renewal = None;
         }
         Ok(handle)
     }
@@ -409,13 +437,22 @@ impl Deliveries {
         Ok(true)
     }
 
-    /// Dead-letters expired messages that used up their attempts even when nobody receives
-    /// (run periodically by the server).
-    pub fn reap(&self) {
+    /// Periodic upkeep (the server runs it every second): renews push consumers' deliveries
+    /// while their client is alive (`alive`), and dead-letters expired messages that used up
+    /// their attempts even when nobody receives.
+    pub fn reap(&self, alive: &dyn Fn(&str) -> bool) {
         let all: Vec<(QueueKey, Arc<Mutex<QueueState>>)> = lock(&self.queues).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let now = Instant::now();
         for (k, st) in all {
             let mut st = lock(&st);
+            for e in st.unsettled.values_mut() {
+                if let (EntryState::Invisible { until, .. }, Some(r)) = (&mut e.state, &e.renewal) {
+                    // Renew once a third of the invisibility is left, so a renewal is never late.
+                    if *until > now && *until - now < r.invisible / 3 && now < r.give_up_at && alive(&r.client_id) {
+                        *until = now + r.invisible;
+                    }
+                }
+            }
             if st.max_attempts == 0 {
                 continue;
             }
@@ -516,7 +553,7 @@ mod tests {
     }
 
     fn spec<'a>(filter: &'a TagFilter, fifo: bool, invisible: Duration, max_attempts: u32) -> ReceiveSpec<'a> {
-        ReceiveSpec { group: "g", topic: "t", queues: vec![0], batch: 10, invisible, filter, fifo, max_attempts }
+        ReceiveSpec { group: "g", topic: "t", queues: vec![0], batch: 10, invisible, filter, fifo, max_attempts, renew_for: None }
     }
 
     fn bodies(o: &ReceiveOutcome) -> Vec<String> {
@@ -560,7 +597,7 @@ mod tests {
             assert_eq!(o.deliveries[0].attempt, attempt);
             std::thread::sleep(Duration::from_millis(40));
         }
-        d.reap();
+        d.reap(&|_| true);
         assert!(d.receive(&spec(&all, false, Duration::from_millis(20), 2)).unwrap().deliveries.is_empty());
         let dlq = dlq_topic("g");
         assert!(s.topics().get(&dlq).is_some());
@@ -573,6 +610,30 @@ mod tests {
         }
         assert_eq!(max, 1);
         assert_eq!(s.offsets().get("g", "t", 0), Some(1));
+    }
+
+    #[test]
+    fn push_deliveries_are_renewed_while_their_client_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let d = Deliveries::new(s.clone());
+        send(&s, None, "p");
+        let all = TagFilter::parse("*");
+        let push = ReceiveSpec { renew_for: Some("c1"), ..spec(&all, false, Duration::from_millis(300), 5) };
+        let o = d.receive(&push).unwrap();
+        assert_eq!(o.deliveries.len(), 1);
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(60));
+            d.reap(&|c| c == "c1");
+        }
+        assert!(d.receive(&push).unwrap().deliveries.is_empty(), "renewed: still invisible after 600 ms");
+        d.ack("g", "t", &o.deliveries[0].handle).unwrap();
+        send(&s, None, "q");
+        let o = d.receive(&push).unwrap();
+        assert_eq!(o.deliveries.len(), 1);
+        std::thread::sleep(Duration::from_millis(350));
+        d.reap(&|_| false);
+        assert_eq!(d.receive(&push).unwrap().deliveries.len(), 1, "a dead client's message comes back");
     }
 
     #[test]

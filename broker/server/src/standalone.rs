@@ -102,7 +102,7 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = tick.tick() => {
                         let b2 = b.clone();
-                        let _ = tokio::task::spawn_blocking(move || b2.deliveries.reap()).await;
+                        let _ = tokio::task::spawn_blocking(move || b2.deliveries.reap(&|id| b2.clients.is_alive(id))).await;
                     }
                     _ = rx.changed() => break,
                 }

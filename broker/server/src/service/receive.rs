@@ -49,6 +49,8 @@ struct Plan {
     fifo: bool,
     max_attempts: u32,
     poll: Duration,
+    /// Client id of a push consumer that asked for automatic renewal.
+    renew_for: Option<String>,
 }
 
 /// Time left for polling: the requested time, capped, and ended before the caller's deadline
@@ -115,6 +117,7 @@ fn plan(broker: &Broker, meta: &RequestMeta, req: &v2::ReceiveMessageRequest) ->
         invisible,
         filter: StoreTagFilter::parse(&expression),
         poll: poll_budget(requested_poll, meta),
+        renew_for: if req.auto_renew { meta.client_id.clone() } else { None },
     })
 }
 
@@ -139,6 +142,7 @@ async fn poll(broker: &Arc<Broker>, plan: Arc<Plan>) -> Result<Vec<Delivery>, Rp
                     filter: &p.filter,
                     fifo: p.fifo,
                     max_attempts: p.max_attempts,
+                    renew_for: p.renew_for.as_deref(),
                 })
             })
             .await?;
