@@ -329,6 +329,41 @@ async fn broker_builds_both_tiers_and_second_reconcile_changes_nothing() -> Resu
 
 #[tokio::test]
 #[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn autoscaling_adds_and_removes_the_hpa_and_pause_freezes_children() -> Result<()> {
+    let e = env("hpa-pause").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_nameserver("names", 1).await?;
+    e.create_broker("demo", 1, 2, "ferromq-test-fixed").await?;
+    e.reconcile_broker("demo").await?;
+    assert!(e.api::<HorizontalPodAutoscaler>().get_opt("demo-proxy").await?.is_none());
+    let brokers = e.api::<Broker>();
+    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "compute": {
+        "autoscaling": { "minReplicas": 2, "maxReplicas": 5 } } } }))).await?;
+    e.reconcile_broker("demo").await?;
+    let hpa = e.api::<HorizontalPodAutoscaler>().get("demo-proxy").await?;
+    let target = hpa.spec.map(|s| (s.scale_target_ref.kind, s.max_replicas));
+    assert_eq!(target, Some(("Broker".to_string(), 5)));
+    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "compute": { "autoscaling": null } } }))).await?;
+    e.reconcile_broker("demo").await?;
+    assert!(e.api::<HorizontalPodAutoscaler>().get_opt("demo-proxy").await?.is_none(), "HPA removed with autoscaling");
+
+    // Paused: spec changes are not applied, status says why; unpausing applies them.
+    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({
+        "metadata": { "annotations": { "ferromq.io/paused": "true" } }, "spec": { "compute": { "replicas": 4 } } }))).await?;
+    e.reconcile_broker("demo").await?;
+    assert_eq!(e.api::<Deployment>().get("demo-proxy").await?.spec.and_then(|s| s.replicas), Some(2));
+    let st = brokers.get("demo").await?.status.context("status")?;
+    assert_condition(&st.conditions, "Progressing", "False", "Paused")?;
+    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({
+        "metadata": { "annotations": { "ferromq.io/paused": null } } }))).await?;
+    e.reconcile_broker("demo").await?;
+    assert_eq!(e.api::<Deployment>().get("demo-proxy").await?.spec.and_then(|s| s.replicas), Some(4));
+    e.drop_namespace().await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
 async fn drift_in_owned_objects_is_repaired() -> Result<()> {
     let e = env("drift").await?;
     e.create_storage_class("ferromq-test-fixed", false).await?;

@@ -198,6 +198,16 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
+    if super::is_paused(&*broker) {
+        let old = broker.status.clone().unwrap_or_default();
+        let conds = super::paused_conditions(&old.conditions);
+        let status = BrokerStatus {
+            conditions: conditions::merge(&old.conditions, &conds, old.observed_generation, &conditions::now()),
+            ..old
+        };
+        set_status(&ctx, &broker, status).await?;
+        return Ok(Action::await_change());
+    }
 
     // What the schema cannot check: the referenced Nameserver and StorageClass must exist.
     let ns_ref = &broker.spec.nameserver_ref.name;

@@ -175,6 +175,34 @@ pub fn on_error(kind: &str, err: &Error, ctx: &Context) -> Action {
     Action::requeue(error_policy_delay(err))
 }
 
+/// Annotation on any FerroMQ resource: `"true"` stops the operator from changing anything for
+/// it (children, cluster state) until removed; status says so. For manual interventions.
+pub const PAUSED_ANNOTATION: &str = "ferromq.io/paused";
+
+/// True when `obj` carries `ferromq.io/paused: "true"`.
+pub fn is_paused<K: Resource>(obj: &K) -> bool {
+    obj.meta().annotations.as_ref().and_then(|a| a.get(PAUSED_ANNOTATION)).is_some_and(|v| v == "true")
+}
+
+/// The conditions of a paused resource.
+pub fn paused_conditions(existing: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Vec<crate::conditions::Desired> {
+    use crate::conditions::{Desired, DEGRADED, PROGRESSING, READY};
+    let ready = existing.iter().find(|c| c.type_ == READY);
+    let degraded = existing.iter().find(|c| c.type_ == DEGRADED);
+    vec![
+        // Readiness of what runs is unchanged by pausing; keep the last observation.
+        match ready {
+            Some(c) => Desired::new(READY, c.status == "True", c.reason.clone(), c.message.clone()),
+            None => Desired::new(READY, false, "Paused", "never reconciled"),
+        },
+        Desired::new(PROGRESSING, false, "Paused", format!("annotation {PAUSED_ANNOTATION}=true: the operator changes nothing until it is removed")),
+        match degraded {
+            Some(c) => Desired::new(DEGRADED, c.status == "True", c.reason.clone(), c.message.clone()),
+            None => Desired::new(DEGRADED, false, "AsExpected", ""),
+        },
+    ]
+}
+
 /// Re-check period when nothing is pending (catches drift the watches missed).
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is in progress (roll-out, drain, expansion).

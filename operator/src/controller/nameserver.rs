@@ -39,6 +39,19 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
     let started = Instant::now();
     let namespace = ns.namespace().unwrap_or_default();
     Span::current().record("namespace", namespace.as_str()).record("name", ns.name_any().as_str());
+    if super::is_paused(&*ns) {
+        let old = ns.status.clone().unwrap_or_default();
+        let conds = super::paused_conditions(&old.conditions);
+        let status = NameserverStatus {
+            conditions: conditions::merge(&old.conditions, &conds, old.observed_generation, &conditions::now()),
+            ..old.clone()
+        };
+        if status != old {
+            let api: Api<Nameserver> = Api::namespaced(ctx.client.clone(), &namespace);
+            api.patch_status(&ns.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+        }
+        return Ok(Action::await_change());
+    }
     let children = b::build(&ns)?;
     let (svc, outcome) = apply(&ctx.client, &children.service).await?;
     report(&ctx, &*ns, &svc, outcome).await;
