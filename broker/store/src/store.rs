@@ -147,6 +147,12 @@ struct Writer {
     next: HashMap<String, HashMap<u32, u64>>,
 }
 
+/// A thread waiting in sync mode for its record to be flushed.
+struct FlushWaiter {
+    end: u64,
+    thread: std::thread::Thread,
+}
+
 #[derive(Default)]
 struct Faults {
     fail_flush: AtomicBool,
@@ -172,7 +178,7 @@ struct Inner {
     dispatched_cv: Condvar,
     flush_mx: Mutex<()>,
     flush_cv: Condvar,
-    flushed_cv: Condvar,
+    flush_list: Mutex<Vec<FlushWaiter>>,
     flush_waiters: AtomicU64,
     flusher_idle: AtomicBool,
     house_mx: Mutex<()>,
@@ -281,7 +287,7 @@ impl Store {
             dispatched_cv: Condvar::new(),
             flush_mx: Mutex::new(()),
             flush_cv: Condvar::new(),
-            flushed_cv: Condvar::new(),
+            flush_list: Mutex::new(Vec::new()),
             flush_waiters: AtomicU64::new(0),
             flusher_idle: AtomicBool::new(false),
             house_mx: Mutex::new(()),
@@ -436,7 +442,9 @@ impl Store {
     /// Makes everything appended so far durable now (both modes).
     pub fn flush(&self) -> Result<()> {
         let end = self.inner.log.write_pos();
-        self.inner.flush_log(end)
+        let r = self.inner.flush_log(end);
+        self.inner.release_waiters();
+        r
     }
 
     /// Runs retention now instead of waiting for the housekeeping interval (admin and tests).
@@ -470,7 +478,6 @@ impl Store {
         {
             let _g = lock(&i.flush_mx);
             i.flush_cv.notify_all();
-            i.flushed_cv.notify_all();
         }
         {
             let _g = lock(&i.house_mx);
@@ -541,8 +548,7 @@ impl Inner {
         }
         self.stopped_flag.store(true, Ordering::Release);
         drop(s);
-        let _g = lock(&self.flush_mx);
-        self.flushed_cv.notify_all();
+        self.release_waiters();
     }
 
     fn cq(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
@@ -618,23 +624,40 @@ impl Inner {
         if self.log.flushed_pos() >= end {
             return Ok(());
         }
+        // Each waiter parks on its own; the flusher unparks exactly those a flush covered,
+        // so waking sixteen writers is sixteen unparks, not a convoy on one mutex.
+        lock(&self.flush_list).push(FlushWaiter { end, thread: std::thread::current() });
         self.flush_waiters.fetch_add(1, Ordering::SeqCst);
-        let mut g = lock(&self.flush_mx);
         if self.flusher_idle.load(Ordering::SeqCst) {
+            let _g = lock(&self.flush_mx);
             self.flush_cv.notify_one();
         }
         let r = loop {
-            if let Some(e) = self.stopped_error() {
-                break Err(e);
-            }
             if self.log.flushed_pos() >= end {
                 break Ok(());
             }
-            g = self.flushed_cv.wait_timeout(g, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+            if let Some(e) = self.stopped_error() {
+                break Err(e);
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
         };
-        drop(g);
         self.flush_waiters.fetch_sub(1, Ordering::SeqCst);
         r
+    }
+
+    /// Unparks the waiters a flush has covered (all of them once the store stopped).
+    fn release_waiters(&self) {
+        let flushed = self.log.flushed_pos();
+        let stopped = self.stopped_flag.load(Ordering::Acquire);
+        let mut list = lock(&self.flush_list);
+        list.retain(|w| {
+            if stopped || w.end <= flushed {
+                w.thread.unpark();
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn flush_log(&self, target: u64) -> Result<()> {
@@ -670,13 +693,17 @@ impl Inner {
                 let mut g = lock(&self.flush_mx);
                 loop {
                     if self.shutdown.load(Ordering::SeqCst) {
+                        self.release_waiters();
                         return;
                     }
+                    // Idle is announced before the check, so a waiter that arrives after the
+                    // check sees it and wakes us (no lost wake-up).
+                    self.flusher_idle.store(true, Ordering::SeqCst);
                     let pending = self.log.write_pos() > self.log.flushed_pos();
                     if self.cfg.flush == FlushMode::Sync && pending && self.flush_waiters.load(Ordering::SeqCst) > 0 {
+                        self.flusher_idle.store(false, Ordering::SeqCst);
                         break;
                     }
-                    self.flusher_idle.store(true, Ordering::SeqCst);
                     let (ng, to) = self.flush_cv.wait_timeout(g, interval).unwrap_or_else(|p| p.into_inner());
                     self.flusher_idle.store(false, Ordering::SeqCst);
                     g = ng;
@@ -686,13 +713,13 @@ impl Inner {
                 }
             }
             if self.stopped_flag.load(Ordering::Acquire) {
+                self.release_waiters();
                 std::thread::sleep(interval);
                 continue;
             }
             let target = self.log.write_pos();
             let _ = self.flush_log(target);
-            let _g = lock(&self.flush_mx);
-            self.flushed_cv.notify_all();
+            self.release_waiters();
         }
     }
 
