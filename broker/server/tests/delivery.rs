@@ -280,7 +280,7 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
     assert_eq!(code_of(&bye.status), Code::Ok);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_zero_and_a_restart_delivers_only_unacked_messages() {
     let mut s = Server::start(&[]);
     s.create_topic("t", "normal", 1);
@@ -289,15 +289,34 @@ async fn sigterm_exits_zero_and_a_restart_delivers_only_unacked_messages() {
         for i in 0..4 {
             send_ok(&mut c, message("t", &format!("R{i}"), format!("m{i}").as_bytes())).await;
         }
-        let r = receive(&mut c, "g", "t", 4, 60_000, 3_000).await;
-        assert_eq!(r.bodies(), ["m0", "m1", "m2", "m3"]);
+        let got = receive_n(&mut c, receive_request("g", "t", 4, 60_000, 3_000, "*"), 4).await;
+        let bodies: Vec<&[u8]> = got.iter().map(|m| m.body.as_slice()).collect();
+        assert_eq!(bodies, [b"m0", b"m1", b"m2", b"m3"]);
         // Ack m0, m1 and m3; m2 stays unacked.
-        for m in [&r.messages[0], &r.messages[1], &r.messages[3]] {
+        for m in [&got[0], &got[1], &got[3]] {
             assert_eq!(ack(&mut c, "g", "t", m).await, Code::Ok);
         }
     }
-    let status = s.terminate();
+    // Shutdown must not wait for clients: hold a Telemetry stream and a long poll open.
+    let mut holder = s.client().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let sub = v2::Settings {
+        client_type: Some(v2::ClientType::SimpleConsumer as i32),
+        pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription { group: res("g"), ..Default::default() })),
+        ..Default::default()
+    };
+    tx.send(v2::TelemetryCommand { status: None, command: Some(v2::telemetry_command::Command::Settings(sub)) }).await.unwrap();
+    let mut telemetry = holder.telemetry(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("telemetry").into_inner();
+    assert!(telemetry.message().await.expect("ok").is_some());
+    let mut poller = s.client().await;
+    let poll = tokio::spawn(async move { receive(&mut poller, "idle", "t", 1, 60_000, 20_000).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| s.terminate());
     assert!(status.success(), "SIGTERM must exit 0, got {status}; log: {}", s.log());
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited for idle clients ({:?})", started.elapsed());
+    let _ = poll.await;
+    drop(tx);
     s.spawn();
     let mut c = s.client().await;
     let r = receive(&mut c, "g", "t", 8, 60_000, 3_000).await;

@@ -19,6 +19,9 @@ use crate::props;
 use crate::status::{self, RpcError};
 use crate::validate;
 
+/// Longest a send waits for its messages to become readable by consumers.
+const DISPATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn type_matches(topic: MessageType, msg: v2::MessageType) -> bool {
     matches!(
         (topic, msg),
@@ -97,7 +100,7 @@ pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Sen
     let messages = req.messages;
     let results = broker
         .blocking(move |b| {
-            Ok(messages
+            let results: Vec<_> = messages
                 .iter()
                 .map(|m| {
                     let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
@@ -110,7 +113,14 @@ pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Sen
                     });
                     (id, r)
                 })
-                .collect::<Vec<_>>())
+                .collect();
+            // Read-your-writes: once a send is answered, a receive finds the message. The
+            // dispatcher normally catches up within a millisecond; never wait long for it.
+            let end = results.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|a| a.phys_offset + u64::from(a.size)).max();
+            if let Some(end) = end {
+                b.store.wait_dispatched(end, DISPATCH_WAIT);
+            }
+            Ok(results)
         })
         .await;
     let results = match results {
