@@ -187,7 +187,7 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
                       "storage": { "groups": 1, "replicasPerGroup": 3, "volume": { "size": "1Gi", "storageClassName": "rollout-fixed" } },
                       "compute": { "replicas": 2 } } }))?).await?;
 
-        eventually(90, "Broker Ready after first start", || broker_ready(&brokers, "demo")).await?;
+        eventually(240, "Broker Ready after first start (includes controller-manager start-up)", || broker_ready(&brokers, "demo")).await?;
         let started = journal_of(&journal, "ready", "demo-group-0-");
         assert_eq!(started, vec!["demo-group-0-0", "demo-group-0-1", "demo-group-0-2"], "OrderedReady start order");
         let st = brokers.get("demo").await?.status.context("status")?;

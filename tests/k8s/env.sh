@@ -97,28 +97,14 @@ build_k8s_cmd() {
   log "$name built in $((SECONDS - start))s"
 }
 
-build_kubectl() {
-  local work="$CACHE/work/kubectl-$K8S_VERSION"
-  rm -rf "$work" && mkdir -p "$work"
-  local start=$SECONDS
-  log "building kubectl v$K8S_VERSION (no kubectl on this machine)"
-  need_go
-  (
-    cd "$work"
-    go mod init local/kubectlbuild >/dev/null 2>&1
-    # kubectl's command module has no replace lines of its own.
-    go get "k8s.io/kubectl@v0.${K8S_VERSION#1.}" >/dev/null
-    CGO_ENABLED=0 go build -trimpath -o "$BIN/kubectl.tmp" k8s.io/kubectl/cmd/kubectl 2>/dev/null \
-      || { go get "k8s.io/kubernetes/cmd/kubectl@v$K8S_VERSION" >/dev/null && CGO_ENABLED=0 go build -trimpath -o "$BIN/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl; }
-  )
-  mv "$BIN/kubectl.tmp" "$BIN/kubectl"
-  log "kubectl built in $((SECONDS - start))s"
-}
-
 cmd_kubectl() {
   if command -v kubectl >/dev/null; then command -v kubectl; return; fi
   mkdir -p "$BIN"
-  [[ -x "$BIN/kubectl" ]] || build_kubectl
+  if [[ ! -x "$BIN/kubectl" ]]; then
+    log "no kubectl on this machine: building one"
+    need_go
+    build_k8s_cmd kubectl
+  fi
   echo "$BIN/kubectl"
 }
 
