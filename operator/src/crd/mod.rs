@@ -87,6 +87,39 @@ mod tests {
         }
     }
 
+    /// `kubectl explain` must document every field, ours and the embedded Kubernetes types'.
+    #[test]
+    fn every_schema_field_has_a_description() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+            JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+        };
+        fn walk(path: &str, s: &JSONSchemaProps, missing: &mut Vec<String>) {
+            for (name, p) in s.properties.iter().flatten() {
+                let here = format!("{path}.{name}");
+                if p.description.as_deref().is_none_or(str::is_empty) {
+                    missing.push(here.clone());
+                }
+                walk(&here, p, missing);
+            }
+            if let Some(JSONSchemaPropsOrArray::Schema(items)) = &s.items {
+                walk(&format!("{path}[]"), items, missing);
+            }
+            if let Some(JSONSchemaPropsOrBool::Schema(extra)) = &s.additional_properties {
+                walk(&format!("{path}{{}}"), extra, missing);
+            }
+        }
+        for (kind, crd) in all() {
+            let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
+            let mut missing = Vec::new();
+            for top in ["spec", "status"] {
+                if let Some(p) = schema.properties.as_ref().and_then(|p| p.get(top)) {
+                    walk(&format!("{kind}.{top}"), p, &mut missing);
+                }
+            }
+            assert!(missing.is_empty(), "fields without description: {missing:#?}");
+        }
+    }
+
     #[test]
     fn schema_carries_cel_rules() {
         let yaml = render_yaml(&Broker::crd()).expect("render");
