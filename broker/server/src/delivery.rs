@@ -142,6 +142,8 @@ pub struct Deliveries {
     instance: u64,
     epoch: AtomicU64,
     queues: Mutex<HashMap<QueueKey, Arc<Mutex<QueueState>>>>,
+    /// Messages moved to dead-letter topics since start, per group (for metrics).
+    dead_lettered: Mutex<HashMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,7 +159,13 @@ impl Deliveries {
     pub fn new(store: Arc<Store>) -> Deliveries {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let instance = (nanos ^ (std::process::id() as u64).rotate_left(32)) | 1;
-        Deliveries { store, instance, epoch: AtomicU64::new(1), queues: Mutex::new(HashMap::new()) }
+        Deliveries {
+            store,
+            instance,
+            epoch: AtomicU64::new(1),
+            queues: Mutex::new(HashMap::new()),
+            dead_lettered: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn instance(&self) -> u64 {
@@ -417,6 +425,7 @@ impl Deliveries {
         };
         self.store.append(&m).map_err(RpcError::from)?;
         info!(group, topic, queue = q, offset = off, attempts = e.attempts, dlq = %dlq, "message moved to dead-letter topic");
+        *lock(&self.dead_lettered).entry(group.to_string()).or_insert(0) += 1;
         st.unsettled.remove(&off);
         Ok(())
     }
@@ -475,6 +484,13 @@ impl Deliveries {
                 warn!(group = %k.group, topic = %k.topic, error = %e, "offset commit failed; will retry");
             }
         }
+    }
+
+    /// Messages dead-lettered since start, per group.
+    pub fn dead_lettered(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = lock(&self.dead_lettered).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort();
+        v
     }
 
     /// Forgets a topic's delivery state (after the topic is deleted).

@@ -40,7 +40,9 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             *lag.entry((l.group, l.topic)).or_insert(0) += l.lag();
         }
         let lag_values = lag.into_iter().map(|((g, t), v)| (format!("group=\"{}\",topic=\"{}\"", label(&g), label(&t)), v as f64)).collect();
+        let dlq = b2.deliveries.dead_lettered().into_iter().map(|(g, n)| (format!("group=\"{}\"", label(&g)), n as f64)).collect();
         b2.metrics.render(&[
+            ("ferromq_messages_dead_lettered_total", "Messages moved to a dead-letter topic since start.", dlq),
             ("ferromq_consumer_lag_messages", "Messages from a group's committed offset to the end of each topic.", lag_values),
             ("ferromq_store_size_bytes", "Bytes of commit log segments on disk.", vec![(String::new(), stats.log_bytes_on_disk as f64)]),
             ("ferromq_store_segments", "Commit log segment files.", vec![(String::new(), stats.segments as f64)]),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
 
-/// A gauge family computed at scrape time: (name, help, [(labels, value)]).
+/// A family computed at scrape time (a gauge, or a counter when named `_total`): (name, help, [(labels, value)]).
 pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
 
 #[derive(Debug, Default, Clone)]
@@ -59,10 +59,6 @@ impl Metrics {
         self.add("ferromq_message_bytes_out_total", l, bytes as u64);
     }
 
-    pub fn dead_lettered(&self, group: &str) {
-        self.add("ferromq_messages_dead_lettered_total", format!("group=\"{}\"", escape(group)), 1);
-    }
-
     pub fn rpc(&self, method: &'static str, elapsed: Duration, code: i32) {
         let secs = elapsed.as_secs_f64();
         {
@@ -107,7 +103,9 @@ impl Metrics {
         }
         for (family, help, values) in gauges {
             let _ = writeln!(out, "# HELP {family} {help}");
-            let _ = writeln!(out, "# TYPE {family} gauge");
+            // Families computed at scrape time may still be counters (a `_total` since start).
+            let kind = if family.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# TYPE {family} {kind}");
             for (labels, v) in values {
                 if labels.is_empty() {
                     let _ = writeln!(out, "{family} {v}");

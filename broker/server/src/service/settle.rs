@@ -94,10 +94,7 @@ pub async fn forward_to_dlq(
     let result = async {
         let (group, topic) = names(meta, req.group.as_ref(), req.topic.as_ref())?;
         let h = ReceiptHandle::decode(&req.receipt_handle)?;
-        let g = group.clone();
-        broker.blocking(move |b| b.deliveries.forward_to_dlq(&g, &topic, &h)).await?;
-        broker.metrics.dead_lettered(&group);
-        Ok::<_, RpcError>(())
+        broker.blocking(move |b| b.deliveries.forward_to_dlq(&group, &topic, &h)).await
     }
     .await;
     v2::ForwardMessageToDeadLetterQueueResponse { status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())) }
