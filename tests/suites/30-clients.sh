@@ -58,6 +58,8 @@ finish() {
   fi
   export FERROMQ_RESULTS_FILE="$WORK/logs/results.txt"
   print_results_table
+  local summary
+  summary="$(summary_line)"
   if ((rc != 0)); then
     log "server log (last 40 lines of $WORK/logs/ferromq.log):"
     tail -40 "$WORK/logs/ferromq.log" 2>/dev/null | sed 's/^/    /' >&2
@@ -66,7 +68,7 @@ finish() {
     rm -rf "$WORK"
   fi
   log "took $(($(date +%s) - T0)) s"
-  summary_line
+  echo "$summary"
   exit "$rc"
 }
 
