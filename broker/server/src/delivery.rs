@@ -350,21 +350,29 @@ impl Deliveries {
 
     /// Settles a delivery. Durable (the consumer offset is committed) when it returns Ok.
     pub fn ack(&self, group: &str, topic: &str, h: &ReceiptHandle) -> Result<(), RpcError> {
+        if self.ack_in_memory(group, topic, h)? {
+            self.persist_offsets()?;
+        }
+        Ok(())
+    }
+
+    /// Settles a delivery in memory; returns whether the group's offset moved, in which case
+    /// the caller must [`Deliveries::persist_offsets`] before answering (one write can then
+    /// cover a whole batch of acks).
+    pub fn ack_in_memory(&self, group: &str, topic: &str, h: &ReceiptHandle) -> Result<bool, RpcError> {
         let st = self.known_queue(group, topic, h.queue_id).ok_or_else(|| {
             RpcError::new(Code::InvalidReceiptHandle, format!("no message of topic {topic} was delivered to group {group} with this handle"))
         })?;
-        let moved = {
-            let mut st = lock(&st);
-            self.check_handle(&st, h)?;
-            st.unsettled.remove(&h.offset);
-            self.store_low_water(group, topic, h.queue_id, &mut st, false)?
-        };
-        // Persist outside the queue lock so receives of this queue never wait for an fsync;
-        // concurrent acks share one write (the store coalesces them).
-        if moved {
-            self.store.offsets().persist().map_err(RpcError::from)?;
-        }
-        Ok(())
+        let mut st = lock(&st);
+        self.check_handle(&st, h)?;
+        st.unsettled.remove(&h.offset);
+        self.store_low_water(group, topic, h.queue_id, &mut st, false)
+    }
+
+    /// Makes every offset recorded so far durable. Runs outside the queue locks so receives
+    /// never wait for an fsync; concurrent callers share one write (the store coalesces them).
+    pub fn persist_offsets(&self) -> Result<(), RpcError> {
+        self.store.offsets().persist().map_err(RpcError::from)
     }
 
     /// Moves the invisibility deadline of a delivery; returns the handle to use from now on.

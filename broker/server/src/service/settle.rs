@@ -34,13 +34,26 @@ pub async fn ack_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::AckM
     let entries = req.entries;
     let results = broker
         .blocking(move |b| {
-            Ok(entries
+            let mut moved = false;
+            let mut results: Vec<_> = entries
                 .into_iter()
                 .map(|e| {
-                    let r = ReceiptHandle::decode(&e.receipt_handle).and_then(|h| b.deliveries.ack(&group, &topic, &h));
-                    (e, r)
+                    let r = ReceiptHandle::decode(&e.receipt_handle).and_then(|h| b.deliveries.ack_in_memory(&group, &topic, &h));
+                    moved |= matches!(r, Ok(true));
+                    (e, r.map(|_| ()))
                 })
-                .collect::<Vec<_>>())
+                .collect();
+            // One durable write for the whole batch; if it fails, no entry is reported acked.
+            if moved {
+                if let Err(err) = b.deliveries.persist_offsets() {
+                    for (_, r) in results.iter_mut() {
+                        if r.is_ok() {
+                            *r = Err(err.clone());
+                        }
+                    }
+                }
+            }
+            Ok(results)
         })
         .await;
     let results = match results {
