@@ -16,7 +16,7 @@ from rocketmq.v5.exception import ClientException, NotFoundException
 
 ENDPOINT = os.environ.get("FERROMQ_ENDPOINT", "127.0.0.1:8081")
 TOPIC = {k: os.environ.get(f"FERROMQ_TOPIC_{k.upper()}", f"py_{k}")
-         for k in ("normal", "filter", "retry", "push", "fifo", "missing")}
+         for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "missing")}
 GROUP_PREFIX = os.environ.get("FERROMQ_GROUP_PREFIX", "py_g")
 AWAIT_SECS = 5             # long polling per receive (the reference clamps to >= 5 s)
 INVISIBLE_SECS = 30        # invisibility while a scenario works on a batch
@@ -57,7 +57,7 @@ def make_message(topic, body, tag=None, keys=(), props=None, message_group=None)
 
 @pytest.fixture(scope="module")
 def producer():
-    p = Producer(config(), tuple(TOPIC[k] for k in ("normal", "filter", "retry", "push", "fifo")))
+    p = Producer(config(), tuple(TOPIC[k] for k in ("normal", "filter", "retry", "push", "pushretry", "fifo")))
     p.startup()
     yield p
     p.shutdown()
@@ -304,6 +304,45 @@ def test_push_consume(producer):
         assert not extra, f"unexpected messages {extra}"
         bad = [k for k in expected if seen[k][0] != expected[k]]
         assert not bad, f"bodies differ for {bad}"
+    finally:
+        consumer.shutdown()
+
+
+class _FailFirst(MessageListener):
+    """Fails the first delivery of every message, accepts the next."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.attempts = {}
+
+    def consume(self, message):
+        with self.lock:
+            seen = self.attempts.setdefault(message.message_id, [])
+            seen.append(message.delivery_attempt)
+            return ConsumeResult.FAILURE if len(seen) == 1 else ConsumeResult.SUCCESS
+
+
+def test_push_retry(producer):
+    # A FAILURE from the listener makes the push consumer nack (ChangeInvisibleDuration with its backoff delay):
+    # the message must come back with delivery_attempt 2 and, once accepted, never again.
+    ids = [producer.send(make_message(TOPIC["pushretry"], f"nack {RUN} {i}".encode(), "nack")).message_id
+           for i in range(3)]
+    listener = _FailFirst()
+    consumer = PushConsumer(config(), group("pushretry"), listener, {TOPIC["pushretry"]: FilterExpression()},
+                            consumption_thread_count=2)
+    consumer.startup()
+    try:
+        end = time.time() + 60
+        while time.time() < end:
+            with listener.lock:
+                if all(len(listener.attempts.get(i, [])) >= 2 for i in ids):
+                    break
+            time.sleep(0.2)
+        time.sleep(3)
+        with listener.lock:
+            attempts = {k: list(v) for k, v in listener.attempts.items()}
+        bad = {i: attempts.get(i) for i in ids if attempts.get(i) != [1, 2]}
+        assert not bad, f"delivery attempts per message (want [1, 2]): {bad}"
     finally:
         consumer.shutdown()
 

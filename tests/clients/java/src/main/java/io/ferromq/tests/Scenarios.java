@@ -53,6 +53,8 @@ public final class Scenarios {
     private static final int TOPIC_NOT_FOUND = 40402;
     private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
 
+    private static final List<String> SCENARIOS = List.of("send_receive_ack", "tag_filter", "redelivery",
+        "fifo_order", "push_consume", "push_retry", "unknown_topic", "oversized_body");
     private static final ClientServiceProvider PROVIDER = ClientServiceProvider.loadService();
     private static Producer producer;
     private static int failures;
@@ -420,6 +422,46 @@ public final class Scenarios {
         }
     }
 
+    /**
+     * A FAILURE from the listener makes the push consumer nack (ChangeInvisibleDuration with its backoff delay):
+     * the message must come back with delivery attempt 2 and, once accepted, never again.
+     */
+    static void pushRetry() throws Exception {
+        String t = topic("pushretry");
+        List<String> ids = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            ids.add(producer.send(message(t, ("nack " + RUN + " " + i).getBytes(StandardCharsets.UTF_8), "nack",
+                null, null, null)).getMessageId().toString());
+        }
+        Map<String, List<Integer>> attempts = new ConcurrentHashMap<>();
+        try (PushConsumer c = PROVIDER.newPushConsumerBuilder()
+            .setClientConfiguration(config())
+            .setConsumerGroup(group("pushretry"))
+            .setSubscriptionExpressions(Collections.singletonMap(t, new FilterExpression("*", FilterExpressionType.TAG)))
+            .setConsumptionThreadCount(2)
+            .setMessageListener(m -> {
+                List<Integer> seen = attempts.computeIfAbsent(m.getMessageId().toString(), k -> new CopyOnWriteArrayList<>());
+                seen.add(m.getDeliveryAttempt());
+                return seen.size() == 1 ? ConsumeResult.FAILURE : ConsumeResult.SUCCESS;
+            })
+            .build()) {
+            long end = System.currentTimeMillis() + 60_000;
+            while (System.currentTimeMillis() < end
+                && !ids.stream().allMatch(id -> attempts.getOrDefault(id, List.of()).size() >= 2)) {
+                Thread.sleep(200);
+            }
+            Thread.sleep(3000);
+            Map<String, List<Integer>> bad = new HashMap<>();
+            for (String id : ids) {
+                List<Integer> a = attempts.getOrDefault(id, List.of());
+                if (!a.equals(List.of(1, 2))) {
+                    bad.put(id, a);
+                }
+            }
+            check(bad.isEmpty(), "delivery attempts per message (want [1, 2]): " + bad);
+        }
+    }
+
     static void unknownTopic() throws Exception {
         try {
             producer.send(message(topic("missing"), "nobody home".getBytes(StandardCharsets.UTF_8), "x", null, null, null));
@@ -498,12 +540,11 @@ public final class Scenarios {
         try {
             producer = PROVIDER.newProducerBuilder()
                 .setClientConfiguration(config())
-                .setTopics(topic("normal"), topic("filter"), topic("retry"), topic("push"), topic("fifo"))
+                .setTopics(topic("normal"), topic("filter"), topic("retry"), topic("push"), topic("pushretry"), topic("fifo"))
                 .build();
         } catch (Throwable e) {
             e.printStackTrace(System.out);
-            for (String s : List.of("send_receive_ack", "tag_filter", "redelivery", "fifo_order", "push_consume",
-                "unknown_topic", "oversized_body")) {
+            for (String s : SCENARIOS) {
                 report(s, "FAIL", "producer start failed: " + e);
             }
             System.exit(1);
@@ -513,6 +554,7 @@ public final class Scenarios {
         run("redelivery", Scenarios::redelivery);
         run("fifo_order", Scenarios::fifoOrder);
         run("push_consume", Scenarios::pushConsume);
+        run("push_retry", Scenarios::pushRetry);
         run("unknown_topic", Scenarios::unknownTopic);
         run("oversized_body", Scenarios::oversizedBody);
         try {
@@ -520,7 +562,7 @@ public final class Scenarios {
         } catch (Throwable e) {
             System.out.println("producer close failed: " + e);
         }
-        System.out.println("java: " + (7 - failures) + " passed, " + failures + " failed");
+        System.out.println("java: " + (SCENARIOS.size() - failures) + " passed, " + failures + " failed");
         System.exit(failures == 0 ? 0 : 1);
     }
 }
