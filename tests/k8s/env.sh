@@ -11,6 +11,7 @@
 #                                 # With the flag, kube-controller-manager runs too (StatefulSets
 #                                 # make Pods and PVCs, garbage collection, ...); pods still never
 #                                 # run: a test harness must play the kubelet.
+#   tests/k8s/env.sh start-controller-manager DIR   # add kube-controller-manager later (after CRDs)
 #   tests/k8s/env.sh stop DIR     # stop both processes (by the pids stored in DIR) and remove DIR
 #   tests/k8s/env.sh kubectl      # print the path of a kubectl (the machine's, or one built here)
 #
@@ -190,13 +191,7 @@ KCFG
   local i
   for i in $(seq 1 240); do
     if curl -ksf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
-      if ((with_kcm)); then
-        "$BIN/kube-controller-manager" --kubeconfig="$dir/kubeconfig" --leader-elect=false \
-          --use-service-account-credentials=false --service-account-private-key-file="$dir/sa.key" \
-          --root-ca-file="$dir/certs/apiserver.crt" --controllers='*' --secure-port=0 \
-          --concurrent-statefulset-syncs=5 >"$dir/controller-manager.log" 2>&1 &
-        echo $! >"$dir/controller-manager.pid"
-      fi
+      if ((with_kcm)); then cmd_start_kcm "$dir"; fi
       log "control plane ready on 127.0.0.1:$api_port in $((SECONDS - t0))s"
       return 0
     fi
@@ -211,6 +206,17 @@ KCFG
   log "kube-apiserver not ready after 120s"; tail -30 "$dir/apiserver.log" >&2 || true
   cmd_stop "$dir"
   return 1
+}
+
+# Starts kube-controller-manager against the control plane in DIR. Start it after applying
+# CRDs: its garbage collector learns resource types from discovery only every 30s.
+cmd_start_kcm() {
+  local dir="${1:?start-controller-manager needs the state directory}"
+  "$BIN/kube-controller-manager" --kubeconfig="$dir/kubeconfig" --leader-elect=false \
+    --use-service-account-credentials=false --service-account-private-key-file="$dir/sa.key" \
+    --root-ca-file="$dir/certs/apiserver.crt" --controllers='*' --secure-port=0 \
+    >"$dir/controller-manager.log" 2>&1 &
+  echo $! >"$dir/controller-manager.pid"
 }
 
 cmd_stop() {
@@ -231,6 +237,7 @@ case "${1:-}" in
   build) cmd_build ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
+  start-controller-manager) shift; cmd_start_kcm "$@" ;;
   kubectl) cmd_kubectl ;;
-  *) echo "usage: $0 build | start DIR | stop DIR | kubectl" >&2; exit 2 ;;
+  *) echo "usage: $0 build | start DIR [--with-controller-manager] | start-controller-manager DIR | stop DIR | kubectl" >&2; exit 2 ;;
 esac

@@ -72,10 +72,11 @@ rust_s=$((SECONDS - t))
 
 echo "== roll-out tests with kube-controller-manager (cargo test --test rollout -- --ignored)"
 t=$SECONDS
-bash "$ENV" start "$kcm_dir" --with-controller-manager
+bash "$ENV" start "$kcm_dir"
 k --kubeconfig "$kcm_dir/kubeconfig" apply --server-side -f crds/ >/dev/null
 k --kubeconfig "$kcm_dir/kubeconfig" wait --for condition=established --timeout=60s \
   crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io >/dev/null
+bash "$ENV" start-controller-manager "$kcm_dir"
 FERROMQ_TEST_KCM_KUBECONFIG="$kcm_dir/kubeconfig" cargo test -p ferromq-operator --locked --test rollout -- --ignored || rc=1
 bash "$ENV" stop "$kcm_dir"
 rollout_s=$((SECONDS - t))
