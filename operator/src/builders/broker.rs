@@ -153,7 +153,7 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
     let s = &broker.spec.storage;
     let mut out = String::from("# Rendered by ferromq-operator from the Broker resource.\n");
     out.push_str(&format!("nameservers = {}\n", toml_list(nameservers)));
-    out.push_str(&format!("flush-mode = {}\n", toml_string(s.flush_mode.as_config())));
+    out.push_str(&format!("flush = {}\n", toml_string(s.flush_mode.as_config())));
     out.push_str(&format!("replication-mode = {}\n", toml_string(s.replication_mode.as_config())));
     for (k, v) in &broker.spec.config {
         out.push_str(&format!("{} = {}\n", toml_key(k), toml_string(v)));
@@ -523,7 +523,7 @@ pub(crate) mod tests {
         let toml = c.config.data.clone().unwrap_or_default();
         let broker_toml = toml.get("broker.toml").cloned().unwrap_or_default();
         assert!(broker_toml.contains("nameservers = [\"ns1-0.ns1.prod.svc:9876\"]"), "{broker_toml}");
-        assert!(broker_toml.contains("flush-mode = \"sync\""), "{broker_toml}");
+        assert!(broker_toml.contains("flush = \"sync\""), "{broker_toml}");
     }
 
     #[test]
