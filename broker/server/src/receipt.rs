@@ -53,4 +53,13 @@ mod tests {
             assert_eq!(ReceiptHandle::decode(bad).unwrap_err().code, Code::InvalidReceiptHandle, "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_decodes_to_a_handle_or_the_invalid_handle_code(s in ".{0,80}") {
+            if let Err(e) = ReceiptHandle::decode(&s) {
+                proptest::prop_assert_eq!(e.code, Code::InvalidReceiptHandle);
+            }
+        }
+    }
 }

@@ -233,4 +233,32 @@ mod tests {
         assert_eq!(group_name(Some(&r(""))).unwrap_err().code, Code::IllegalConsumerGroup);
         assert!(is_system_topic("%DLQ%g"));
     }
+
+    proptest::proptest! {
+        /// Whatever bytes a client sends, decoding and validating them answers, never panics.
+        #[test]
+        fn arbitrary_messages_are_answered_not_crashed_on(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            use prost::Message as _;
+            if let Ok(m) = v2::Message::decode(bytes.as_slice()) {
+                let _ = message(&m, 64);
+                let _ = topic_name(m.topic.as_ref());
+            }
+        }
+
+        #[test]
+        fn names_and_tags_of_any_text_are_answered(name in ".{0,200}", tag in proptest::option::of(".{0,40}")) {
+            let r = v2::Resource { resource_namespace: String::new(), name: name.clone() };
+            let _ = topic_name(Some(&r));
+            let _ = group_name(Some(&r));
+            let mut m = v2::Message {
+                topic: Some(r),
+                system_properties: Some(v2::SystemProperties { message_id: name, tag, ..Default::default() }),
+                body: b"x".to_vec(),
+                ..Default::default()
+            };
+            let _ = message(&m, 64);
+            m.system_properties = None;
+            proptest::prop_assert!(message(&m, 64).is_err());
+        }
+    }
 }
