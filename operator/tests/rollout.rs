@@ -217,6 +217,18 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
         assert_eq!(order, vec!["demo-group-0-2", "demo-group-0-1", "demo-group-0-0"], "followers roll before the leader");
         eventually(60, "Broker Ready after the roll", || broker_ready(&brokers, "demo")).await?;
 
+        // A configuration change rolls the pods too (the template carries the config hash).
+        let before: Vec<String> = pods.list(&ListParams::default().labels("ferromq.io/group=demo-group-0")).await?
+            .iter().filter_map(|p| p.uid()).collect();
+        brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "config": { "max-body-size": "8MiB" } } }))).await?;
+        eventually(120, "every broker pod replaced after a config change", || async {
+            let now = pods.list(&ListParams::default().labels("ferromq.io/group=demo-group-0")).await?;
+            let replaced = now.items.len() == 3 && now.iter().all(|p| p.uid().is_some_and(|u| !before.contains(&u))
+                && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")));
+            Ok(replaced.then_some(()))
+        }).await?;
+        eventually(60, "Broker Ready after the config roll", || broker_ready(&brokers, "demo")).await?;
+
         // Ordered scale-down of the storage tier: the highest ordinal goes.
         brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "storage": { "replicasPerGroup": 2 } } }))).await?;
         eventually(60, "group scaled to 2 pods", || async {
