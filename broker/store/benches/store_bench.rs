@@ -68,8 +68,12 @@ fn main() {
     let ddfile = root.join("dd.tmp");
     let of = format!("of={}", ddfile.display());
     let _ = Command::new("sync").status();
-    let dd_cache = dd(&["if=/dev/zero", &of, "bs=1M", "count=1024"]).map(|r| r.0).unwrap_or(0.0);
-    let _ = std::fs::remove_file(&ddfile);
+    // Best of three: the first run also pays for reclaiming page cache from earlier work.
+    let mut dd_cache: f64 = 0.0;
+    for _ in 0..3 {
+        dd_cache = dd_cache.max(dd(&["if=/dev/zero", &of, "bs=1M", "count=1024"]).map(|r| r.0).unwrap_or(0.0));
+        let _ = std::fs::remove_file(&ddfile);
+    }
     let dd_fdatasync = dd(&["if=/dev/zero", &of, "bs=1M", "count=1024", "conv=fdatasync"]).map(|r| r.0).unwrap_or(0.0);
     let _ = std::fs::remove_file(&ddfile);
     let dd_dsync_1k = dd(&["if=/dev/zero", &of, "bs=1k", "count=2000", "oflag=dsync"]).map(|(bw, s)| (bw / 1024.0, s / 2000.0));
@@ -171,7 +175,7 @@ fn main() {
         }
         let st = store.stats();
         let rate = st.appends_total as f64 / secs as f64;
-        let flush_cost_us = secs as f64 * 1e6 / st.flushes_total.max(1) as f64;
+        let flush_cost_us = st.flush_seconds_total * 1e6 / st.flushes_total.max(1) as f64;
         let bytes_per_flush = st.append_bytes_total as f64 / st.flushes_total.max(1) as f64;
         sync_rows.push((writers_n, rate, st.flushes_total, bytes_per_flush, flush_cost_us, hist));
         store.close().expect("close");
@@ -198,7 +202,7 @@ fn main() {
     println!("| consume queue read | {:.0} msg/s |", read_rate);
     for (n, rate, flushes, bpf, cost, h) in &sync_rows {
         println!(
-            "| sync append, {n} writer(s) | {:.0} msg/s; {flushes} flushes, {:.1} KiB per flush, {:.0} us per flush; append p50 {} us p99 {} us p999 {} us |",
+            "| sync append, {n} writer(s) | {:.0} msg/s; {flushes} flushes, {:.1} KiB per flush, {:.0} us per msync; append p50 {} us p99 {} us p999 {} us |",
             rate,
             bpf / 1024.0,
             cost,

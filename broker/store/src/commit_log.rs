@@ -342,6 +342,29 @@ impl CommitLog {
         Ok(())
     }
 
+    /// Faults in, writable, the log from `from` up to `to` (stopping at the end of the last
+    /// segment). Returns how far it got.
+    pub fn prefault(&self, from: u64, to: u64) -> std::io::Result<u64> {
+        let mut pos = from;
+        while pos < to {
+            let Some(seg) = self.segment_for(pos) else {
+                // The next segment may be the spare: warm its start too.
+                let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = spare.as_ref().filter(|s| s.base == pos) {
+                    let n = ((to - pos) as usize).min(s.file.len());
+                    s.file.populate_write(0, n)?;
+                    return Ok(pos + n as u64);
+                }
+                break;
+            };
+            let at = (pos - seg.base) as usize;
+            let n = ((to - pos) as usize).min(self.segment_size as usize - at).min(4 << 20);
+            seg.file.populate_write(at, n)?;
+            pos += n as u64;
+        }
+        Ok(pos)
+    }
+
     /// Publishes the new end of the log after the writer filled `..end`.
     pub fn publish(&self, end: u64) {
         self.write_pos.store(end, Ordering::Release);

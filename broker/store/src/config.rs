@@ -60,6 +60,9 @@ pub struct StoreConfig {
     pub clean_interval: Duration,
     /// Address recorded as the store host of every record.
     pub store_host: Option<SocketAddr>,
+    /// How far ahead of the writer a background thread faults pages in (default 64 MiB; 0
+    /// turns it off). Moves the kernel's page zeroing off the append path.
+    pub prefault_window: u64,
 }
 
 impl StoreConfig {
@@ -78,6 +81,7 @@ impl StoreConfig {
             disk_high_water: 0.90,
             clean_interval: Duration::from_secs(10),
             store_host: None,
+            prefault_window: 64 << 20,
         }
     }
 

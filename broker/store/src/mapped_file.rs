@@ -128,6 +128,17 @@ impl MappedFile {
         self.map.flush_range(pos, len)
     }
 
+    /// Faults `pos..pos+len` in writable ahead of the writer (MADV_POPULATE_WRITE), so the
+    /// kernel's zeroing of new page-cache pages happens on a background thread instead of
+    /// inside an append. Contents are not changed.
+    pub fn populate_write(&self, pos: usize, len: usize) -> std::io::Result<()> {
+        let len = len.min(self.len.saturating_sub(pos));
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.advise_range(memmap2::Advice::PopulateWrite, pos, len)
+    }
+
     /// Flushes the whole file.
     pub fn flush(&self) -> std::io::Result<()> {
         self.flush_range(0, self.len)

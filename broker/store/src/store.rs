@@ -132,6 +132,8 @@ pub struct StoreStats {
     pub appends_total: u64,
     pub append_bytes_total: u64,
     pub flushes_total: u64,
+    /// Time spent in commit log flushes (msync), for the average flush cost.
+    pub flush_seconds_total: f64,
     pub disk_full: bool,
     pub stopped: Option<String>,
     pub corrupt_records_total: u64,
@@ -193,6 +195,7 @@ struct Inner {
     appends: AtomicU64,
     append_bytes: AtomicU64,
     flushes: AtomicU64,
+    flush_nanos: AtomicU64,
     corrupt_seen: AtomicU64,
     recovery: (bool, u64, Vec<(u64, String)>),
 }
@@ -302,6 +305,7 @@ impl Store {
             appends: AtomicU64::new(0),
             append_bytes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            flush_nanos: AtomicU64::new(0),
             corrupt_seen: AtomicU64::new(0),
             recovery: (unclean, report.truncated_bytes, report.corrupt.clone()),
             cfg,
@@ -335,6 +339,9 @@ impl Store {
         threads.push(spawn("store-dispatch", Inner::run_dispatcher, &inner)?);
         threads.push(spawn("store-flush", Inner::run_flusher, &inner)?);
         threads.push(spawn("store-house", Inner::run_housekeeping, &inner)?);
+        if inner.cfg.prefault_window > 0 {
+            threads.push(spawn("store-prefault", Inner::run_prefaulter, &inner)?);
+        }
         info!(end = report.end, "store open");
         Ok(Arc::new(Store { inner, threads: Mutex::new(threads), _lock: lock_file, closed: AtomicBool::new(false) }))
     }
@@ -430,6 +437,7 @@ impl Store {
             appends_total: i.appends.load(Ordering::Relaxed),
             append_bytes_total: i.append_bytes.load(Ordering::Relaxed),
             flushes_total: i.flushes.load(Ordering::Relaxed),
+            flush_seconds_total: i.flush_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             disk_full: i.disk_full_flag.load(Ordering::Acquire),
             stopped: lock(&i.stopped).clone(),
             corrupt_records_total: i.corrupt_seen.load(Ordering::Relaxed),
@@ -667,6 +675,7 @@ impl Inner {
         if target <= self.log.flushed_pos() {
             return Ok(());
         }
+        let started = Instant::now();
         let r = if self.faults.fail_flush.swap(false, Ordering::SeqCst) {
             Err(std::io::Error::from_raw_os_error(libc::EIO))
         } else {
@@ -675,6 +684,7 @@ impl Inner {
         match r {
             Ok(()) => {
                 self.flushes.fetch_add(1, Ordering::Relaxed);
+                self.flush_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -949,6 +959,36 @@ impl Inner {
         }
         self.index.trim(min)?;
         Ok(min)
+    }
+
+    /// Keeps the pages just ahead of the write position faulted in, so appends copy into
+    /// ready memory. Pauses on errors (an old kernel without MADV_POPULATE_WRITE) for good.
+    fn run_prefaulter(self: Arc<Self>) {
+        let window = self.cfg.prefault_window;
+        let mut done = self.log.write_pos();
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            let write = self.log.write_pos();
+            done = done.max(write);
+            if done < write + window / 2 || done == write {
+                match self.log.prefault(done, write + window) {
+                    Ok(next) => {
+                        if next == done {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        done = next;
+                    }
+                    Err(e) => {
+                        info!(error = %e, "page prefaulting not available; appends fault pages themselves");
+                        return;
+                    }
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
     }
 
     fn run_housekeeping(self: Arc<Self>) {
