@@ -79,47 +79,62 @@ fn main() {
     let dd_dsync_1k = dd(&["if=/dev/zero", &of, "bs=1k", "count=2000", "oflag=dsync"]).map(|(bw, s)| (bw / 1024.0, s / 2000.0));
     let _ = std::fs::remove_file(&ddfile);
 
-    // --- Async appends: 1 KiB bodies, 2 writers, `gib` GiB, RSS sampled per GiB.
-    let dir = fresh(&root.join("async"));
-    let mut cfg = StoreConfig::new(&dir);
-    cfg.segment_size = 1 << 30;
-    let store = Store::open(cfg).expect("open");
-    let total_msgs = gib * (1 << 30) / 1200;
-    let written = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
+    // --- Async appends: 1 KiB bodies; one writer for `gib` GiB with RSS sampled per GiB,
+    // then two concurrent writers for 1 GiB.
+    let mut async_rows = vec![];
     let mut rss = vec![];
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            let (s, b, written) = (store.clone(), body.clone(), written.clone());
-            std::thread::spawn(move || {
-                let m = msg(&b, w);
-                loop {
-                    let n = written.fetch_add(1, Ordering::Relaxed);
-                    if n >= total_msgs {
-                        break;
+    let dir = fresh(&root.join("async"));
+    let mut kept_store = None;
+    for (writers_n, size_gib) in [(1u32, gib), (2, 1)] {
+        let d = fresh(&root.join(format!("async{writers_n}")));
+        let mut cfg = StoreConfig::new(&d);
+        cfg.segment_size = 1 << 30;
+        let store = Store::open(cfg).expect("open");
+        let total_msgs = size_gib * (1 << 30) / 1200;
+        let written = Arc::new(AtomicU64::new(0));
+        let t0 = Instant::now();
+        let writers: Vec<_> = (0..writers_n)
+            .map(|w| {
+                let (s, b, written) = (store.clone(), body.clone(), written.clone());
+                std::thread::spawn(move || {
+                    let m = msg(&b, w);
+                    loop {
+                        let n = written.fetch_add(1, Ordering::Relaxed);
+                        if n >= total_msgs {
+                            break;
+                        }
+                        s.append(&m).expect("append");
                     }
-                    s.append(&m).expect("append");
-                }
+                })
             })
-        })
-        .collect();
-    let mut next_gib = 1;
-    while written.load(Ordering::Relaxed) < total_msgs {
-        std::thread::sleep(Duration::from_millis(20));
-        let bytes = store.stats().append_bytes_total;
-        if bytes >= next_gib << 30 {
-            rss.push((next_gib, status_kib("RssAnon:"), status_kib("RssFile:")));
-            next_gib += 1;
+            .collect();
+        let mut next_gib = 1;
+        while written.load(Ordering::Relaxed) < total_msgs {
+            std::thread::sleep(Duration::from_millis(20));
+            let bytes = store.stats().append_bytes_total;
+            if writers_n == 1 && bytes >= next_gib << 30 {
+                rss.push((next_gib, status_kib("RssAnon:"), status_kib("RssFile:")));
+                next_gib += 1;
+            }
+        }
+        for w in writers {
+            let _ = w.join();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let st = store.stats();
+        async_rows.push((writers_n, st.appends_total as f64 / secs, st.append_bytes_total as f64 / secs));
+        if writers_n == 1 {
+            rss.push((gib, status_kib("RssAnon:"), status_kib("RssFile:")));
+            kept_store = Some((store, d));
+        } else {
+            store.close().expect("close");
+            drop(store);
+            let _ = std::fs::remove_dir_all(&d);
         }
     }
-    for w in writers {
-        let _ = w.join();
-    }
-    let async_secs = t0.elapsed().as_secs_f64();
+    let _ = dir;
+    let Some((store, dir)) = kept_store else { return };
     let st = store.stats();
-    let async_rate = st.appends_total as f64 / async_secs;
-    let async_bw = st.append_bytes_total as f64 / async_secs;
-    rss.push((gib, status_kib("RssAnon:"), status_kib("RssFile:")));
 
     // --- Reads from consume queues.
     store.wait_dispatched(st.log_write_offset, Duration::from_secs(120));
@@ -198,7 +213,9 @@ fn main() {
     if let Some((rate, lat)) = dd_dsync_1k {
         println!("| dd bs=1k oflag=dsync | {:.0} writes/s ({:.0} us each) |", rate, lat * 1e6);
     }
-    println!("| async append, 2 writers | {:.0} msg/s, {:.0} MiB/s ({:.2} of dd page cache) |", async_rate, mb(async_bw), async_bw / dd_cache.max(1.0));
+    for (n, rate, bw) in &async_rows {
+        println!("| async append, {n} writer(s) | {:.0} msg/s, {:.0} MiB/s ({:.2} of dd page cache) |", rate, mb(*bw), bw / dd_cache.max(1.0));
+    }
     println!("| consume queue read | {:.0} msg/s |", read_rate);
     for (n, rate, flushes, bpf, cost, h) in &sync_rows {
         println!(
