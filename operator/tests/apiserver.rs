@@ -749,3 +749,28 @@ async fn running_controller_reacts_to_watch_events() -> Result<()> {
     e.drop_namespace().await;
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn topic_with_a_conflicting_type_on_the_cluster_is_reported_not_changed() -> Result<()> {
+    use ferromq_operator::admin::ClusterAdmin;
+    use ferromq_operator::crd::TopicClusterState;
+    let e = env("topic-conflict").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
+    let existing = TopicClusterState { name: "payments".into(), queues: 4, message_type: MessageType::Normal, permission: Permission::ReadWrite };
+    e.admin.upsert_topic(ADMIN, &existing).await?;
+    let t = Topic::new("payments", TopicSpec {
+        broker_ref: BrokerRef { name: "demo".into() }, name: None, queues: 8,
+        message_type: MessageType::Transaction, permission: Permission::ReadWrite,
+    });
+    e.api::<Topic>().create(&PostParams::default(), &t).await?;
+    e.reconcile_topic("payments").await?;
+    e.reconcile_topic("payments").await?;
+    let st = e.api::<Topic>().get("payments").await?.status.context("status")?;
+    assert_condition(&st.conditions, "Degraded", "True", "MessageTypeConflict")?;
+    assert_eq!(st.cluster.as_ref().map(|c| c.message_type), Some(MessageType::Normal), "status shows what the cluster holds");
+    assert_eq!(e.admin.topics(ADMIN), vec![existing], "the cluster's topic is left alone");
+    e.drop_namespace().await;
+    Ok(())
+}
