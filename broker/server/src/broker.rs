@@ -61,6 +61,33 @@ impl QueueLag {
     }
 }
 
+/// How far the store's dispatcher has made the commit log readable, for async waiters.
+#[derive(Debug, Default)]
+pub struct Dispatched {
+    end: std::sync::atomic::AtomicU64,
+    notify: Notify,
+}
+
+impl Dispatched {
+    /// Waits (without holding a thread) until every record below `end` is readable by
+    /// consumers, or `timeout` passes.
+    pub async fn wait(&self, end: u64, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.end.load(Ordering::Acquire) >= end {
+                return true;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => return self.end.load(Ordering::Acquire) >= end,
+            }
+        }
+    }
+}
+
 pub struct Broker {
     pub store: Arc<Store>,
     pub cfg: StandaloneConfig,
@@ -69,6 +96,7 @@ pub struct Broker {
     pub clients: Clients,
     pub metrics: Metrics,
     pub wakeups: Arc<Wakeups>,
+    pub dispatched: Arc<Dispatched>,
     /// Flips to true when shutdown starts; long polls and streams watch it.
     pub shutdown: watch::Receiver<bool>,
     pub ready: AtomicBool,
@@ -77,8 +105,13 @@ pub struct Broker {
 impl Broker {
     pub fn new(store: Arc<Store>, cfg: StandaloneConfig, groups: Groups, shutdown: watch::Receiver<bool>) -> Arc<Broker> {
         let wakeups = Arc::new(Wakeups::default());
-        let w = wakeups.clone();
-        store.on_dispatch(Arc::new(move |ev| w.wake(ev.topic)));
+        let dispatched = Arc::new(Dispatched::default());
+        let (w, d) = (wakeups.clone(), dispatched.clone());
+        store.on_dispatch(Arc::new(move |ev| {
+            w.wake(ev.topic);
+            d.end.fetch_max(ev.phys_offset + u64::from(ev.size), Ordering::AcqRel);
+            d.notify.notify_waiters();
+        }));
         Arc::new(Broker {
             deliveries: Deliveries::new(store.clone()),
             store,
@@ -87,6 +120,7 @@ impl Broker {
             clients: Clients::default(),
             metrics: Metrics::default(),
             wakeups,
+            dispatched,
             shutdown,
             ready: AtomicBool::new(false),
         })

@@ -114,19 +114,18 @@ pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Sen
                     (id, r)
                 })
                 .collect();
-            // Read-your-writes: once a send is answered, a receive finds the message. The
-            // dispatcher normally catches up within a millisecond; never wait long for it.
-            let end = results.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|a| a.phys_offset + u64::from(a.size)).max();
-            if let Some(end) = end {
-                b.store.wait_dispatched(end, DISPATCH_WAIT);
-            }
             Ok(results)
         })
         .await;
-    let results = match results {
+    let results: Vec<(String, Result<ferromq_store::AppendResult, RpcError>)> = match results {
         Ok(r) => r,
         Err(e) => return v2::SendMessageResponse { status: Some(meta.status(&e)), entries: vec![] },
     };
+    // Read-your-writes: once a send is answered, a receive finds the message. The dispatcher
+    // normally catches up within a millisecond; never wait long for it.
+    if let Some(end) = results.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|a| a.phys_offset + u64::from(a.size)).max() {
+        broker.dispatched.wait(end, DISPATCH_WAIT).await;
+    }
     let entries: Vec<v2::SendResultEntry> = results
         .into_iter()
         .map(|(message_id, r)| match r {
