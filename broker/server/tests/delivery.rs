@@ -392,3 +392,49 @@ async fn pull_consumers_read_by_offset_and_store_their_offsets() {
         .into_inner();
     assert_eq!(code_of(&u.status), Code::IllegalOffset);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn competing_consumers_of_one_group_each_get_a_message_exactly_once() {
+    let s = Server::start(&[]);
+    s.create_topic("t", "normal", 4);
+    let mut p = s.client().await;
+    let total = 400;
+    let sends: Vec<v2::Message> = (0..total)
+        .map(|i| {
+            let mut m = message("t", &format!("C{i}"), format!("c{i}").as_bytes());
+            m.system_properties.as_mut().unwrap().queue_id = i % 4;
+            m
+        })
+        .collect();
+    for chunk in sends.chunks(50) {
+        let r = p.send_message(v2::SendMessageRequest { messages: chunk.to_vec() }).await.expect("grpc ok").into_inner();
+        assert_eq!(code_of(&r.status), Code::Ok);
+    }
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let mut c = client(s.grpc_port, &format!("worker-{w}")).await;
+        workers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut empty = 0;
+            while empty < 2 {
+                let r = receive(&mut c, "shared", "t", 16, 60_000, 500).await;
+                if r.messages.is_empty() {
+                    empty += 1;
+                    continue;
+                }
+                for m in &r.messages {
+                    got.push(String::from_utf8_lossy(&m.body).into_owned());
+                    assert_eq!(ack(&mut c, "shared", "t", m).await, Code::Ok);
+                }
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), total as usize, "every message once: {} deliveries, {} distinct", all.len(), unique.len());
+    assert_eq!(unique.len(), total as usize);
+}
