@@ -8,7 +8,8 @@
 //!
 //! Rolling order: the StatefulSets use the RollingUpdate strategy, which replaces pods from
 //! the highest ordinal down and waits for each to be Ready, so followers roll before the leader.
-//! Pod templates carry a hash of the rendered config, so a config change rolls the pods too.
+//! Pod templates carry a hash of the rendered config, so a config change rolls the pods too;
+//! the name server list is left out of that hash, so scaling name servers rolls nothing.
 
 use std::collections::BTreeMap;
 
@@ -308,8 +309,11 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
     let parent = Parent::of(broker)?;
     let broker_toml = render_broker_config(broker, &inputs.nameservers);
     let proxy_toml = render_proxy_config(&inputs.nameservers);
-    let broker_hash = stable_hash(&broker_toml);
-    let proxy_hash = stable_hash(&proxy_toml);
+    // The name server list is left out of the hashes: it names stable DNS entries, and a name
+    // server scale-out must not restart every broker and proxy. The ConfigMap still changes
+    // (mounted files follow within a kubelet sync period), so pods re-read it in place.
+    let broker_hash = stable_hash(&render_broker_config(broker, &[]));
+    let proxy_hash = stable_hash(&render_proxy_config(&[]));
 
     let config = ConfigMap {
         metadata: parent.child_meta(&config_name(&parent.name), object_labels(&parent.name, BROKER_COMPONENT)),
@@ -538,6 +542,23 @@ pub(crate) mod tests {
         };
         assert!(hash(&a).is_some());
         assert_ne!(hash(&a), hash(&b));
+    }
+
+    #[test]
+    fn nameserver_scale_out_does_not_roll_pods() {
+        let hash = |c: &BrokerChildren| {
+            let sts = c.groups[0].statefulset.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(CONFIG_HASH_ANNOTATION)).cloned();
+            let proxy = c.proxy.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(CONFIG_HASH_ANNOTATION)).cloned();
+            (sts, proxy)
+        };
+        let one = build(&fixture(1, 1), &inputs()).expect("build");
+        let mut more = inputs();
+        more.nameservers.push("ns1-1.ns1.prod.svc:9876".to_string());
+        let two = build(&fixture(1, 1), &more).expect("build");
+        assert_eq!(hash(&one), hash(&two));
+        assert_ne!(one.config.data, two.config.data, "the ConfigMap still lists the new name server");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use tracing::{field, instrument, Span};
 
-use super::nameserver::sts_progress;
+use super::progress::{deployment_progress, sts_progress};
 use super::{admin_endpoint, apply, child_ref, delete_if_exists, report, Context, POLL, RESYNC};
 use crate::admin::DrainState;
 use crate::builders::broker as b;
@@ -173,18 +173,6 @@ async fn remove_surplus_groups(
         }
     }
     Ok((draining, problem))
-}
-
-fn deployment_progress(d: &Deployment) -> (i32, i32, bool) {
-    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let st = d.status.clone().unwrap_or_default();
-    let ready = st.ready_replicas.unwrap_or(0);
-    let replicas = st.replicas.unwrap_or(0);
-    let settled = st.observed_generation == d.metadata.generation
-        && st.updated_replicas.unwrap_or(0) >= desired
-        && ready >= desired
-        && replicas == desired;
-    (replicas, ready, settled)
 }
 
 /// One reconcile of `broker`.

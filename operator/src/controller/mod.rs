@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod nameserver;
+pub mod progress;
 pub mod topic;
 
 use std::fmt::Debug;

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use serde_json::json;
 use tracing::{field, instrument, Span};
 
+use super::progress::sts_progress;
 use super::{apply, report, Context, POLL, RESYNC};
 use crate::builders::nameserver as b;
 use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
@@ -19,19 +19,6 @@ use crate::Error;
 
 /// Kind label for metrics and logs.
 pub const KIND: &str = "Nameserver";
-
-/// Ready pods of a StatefulSet, counting only pods of the current revision.
-pub(crate) fn sts_progress(sts: &StatefulSet) -> (i32, i32, bool) {
-    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let st = sts.status.clone().unwrap_or_default();
-    let ready = st.ready_replicas.unwrap_or(0);
-    let observed = st.observed_generation == sts.metadata.generation;
-    let updated = st.updated_replicas.unwrap_or(0) >= desired
-        && st.current_revision.is_some()
-        && st.current_revision == st.update_revision;
-    let settled = observed && updated && ready >= desired && st.replicas <= desired;
-    (st.replicas, ready, settled)
-}
 
 /// One reconcile of `ns`.
 #[instrument(skip(ns, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
