@@ -191,9 +191,10 @@ impl ClusterAdmin for CliAdmin {
         if !out.status.success() {
             return Err(Self::failed(&args, &out));
         }
+        /// Expected answer of `ferromq admin -o json group drain GROUP` (not in the CLI yet).
         #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
         struct DrainJson {
+            #[serde(alias = "remainingQueues")]
             remaining_queues: u32,
         }
         let d: DrainJson = serde_json::from_slice(&out.stdout)
