@@ -73,6 +73,10 @@ fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
     };
     match rt.block_on(f) {
         Ok(()) => 0,
+        Err(e) if e.downcast_ref::<ferromq::config::ConfigError>().is_some() => {
+            eprintln!("ferromq: {e:#}");
+            2
+        }
         Err(e) => {
             eprintln!("ferromq: error: {e:#}");
             1

@@ -53,9 +53,14 @@ pub fn store_config(cfg: &StandaloneConfig) -> StoreConfig {
 
 pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
     let sc = store_config(&cfg);
-    let store = tokio::task::spawn_blocking(move || Store::open(sc))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let store = match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
+        Ok(s) => s,
+        // A store setting that cannot work is bad configuration (exit 2), not a runtime failure.
+        Err(ferromq_store::StoreError::Config { field, reason }) => {
+            return Err(crate::config::ConfigError { field, reason }.into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open the store in {}", cfg.data_dir.display())),
+    };
     let groups = Groups::open(&cfg.data_dir, cfg.max_delivery_attempts)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let broker = Broker::new(store.clone(), cfg.clone(), groups, shutdown_rx.clone());
