@@ -191,6 +191,14 @@ check "drift repaired through the watch" bash -c "'$KUBECTL' -n e2e delete servi
   for i in \$(seq 1 60); do '$KUBECTL' -n e2e get service demo >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1"
 check "Events record what the operator changed" bash -c "'$KUBECTL' -n e2e get events.events.k8s.io -o jsonpath='{.items[*].reason}' | grep -q Created"
 
+k -n e2e patch broker demo --type merge -p '{"spec":{"storage":{"groups":1}}}' >/dev/null
+check "shrinking groups waits for a drain the admin API cannot do" wait_for 30 equals broker demo \
+  '{.status.conditions[?(@.type=="Degraded")].reason}' DrainFailed
+check "the undrained group is kept" equals statefulset demo-group-1 '{.spec.replicas}' 2
+k -n e2e annotate broker demo ferromq.io/skip-drain=true >/dev/null
+check "skip-drain removes the group" wait_for 30 bash -c "! '$KUBECTL' -n e2e get statefulset demo-group-1 >/dev/null 2>&1"
+check "status clears the drain" wait_for 30 equals broker demo '{.status.storage.groups}' 1
+
 k -n e2e apply -f - >/dev/null <<'YAML'
 apiVersion: ferromq.io/v1alpha1
 kind: Topic
