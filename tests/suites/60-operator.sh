@@ -40,9 +40,10 @@ cp_dir="$state/cp"
 kcm_dir="$state/cp-kcm"
 op_pid=""
 sa_pid=""
+standby_pid=""
 cleanup() {
   local p
-  for p in $op_pid $sa_pid; do
+  for p in $op_pid $standby_pid $sa_pid; do
     kill "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
   done
@@ -119,6 +120,12 @@ KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace e2e --lease
   --http-addr "127.0.0.1:$http_port" --admin-address 127.0.0.1:1 --ferromq-bin /nonexistent/ferromq \
   --log-format text >"$state/operator.log" 2>&1 &
 op_pid=$!
+# A second replica: it must wait for the Lease while the first one leads.
+wait_for 30 grep -q 'leading' "$state/operator.log" || true
+KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace e2e --lease-namespace e2e --identity standby \
+  --http-addr "127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
+  --admin-address 127.0.0.1:1 --ferromq-bin /nonexistent/ferromq --log-format text >"$state/standby.log" 2>&1 &
+standby_pid=$!
 
 check "kubectl explain documents fields" bash -c "'$KUBECTL' explain broker.spec.storage.volume.size | grep -q 'Kubernetes quantity'"
 
@@ -216,14 +223,21 @@ check "/metrics counts reconciliations" bash -c "curl -sf http://127.0.0.1:$http
 k -n e2e delete broker demo --wait=false >/dev/null
 k -n e2e delete topic orders --wait=false >/dev/null
 check "topic deletion completes once its broker is gone" wait_for 60 bash -c "! '$KUBECTL' -n e2e get topic orders >/dev/null 2>&1"
-check "RBAC ClusterRole covers everything the operator did" bash -c "! grep -i 'forbidden' '$state/operator.log'"
+check "RBAC ClusterRole covers everything the operator did" bash -c "! grep -i 'forbidden' '$state/operator.log' '$state/standby.log'"
+check "the standby replica waits while the leader holds the lease" bash -c \
+  "grep -q 'waiting for leadership' '$state/standby.log' && ! grep -q 'leading' '$state/standby.log'"
 
 kill -TERM "$op_pid"
 op_status=0
 wait "$op_pid" || op_status=$?
 op_pid=""
 check "operator exits cleanly on SIGTERM" test "$op_status" -eq 0
-check "operator released the lease on exit" bash -c "[[ -z \$('$KUBECTL' -n e2e get lease ferromq-operator -o jsonpath='{.spec.holderIdentity}') ]]"
+check "the standby takes the lease the leader released" wait_for 30 equals lease ferromq-operator '{.spec.holderIdentity}' standby
+check "the standby starts reconciling" wait_for 30 grep -q 'leading' "$state/standby.log"
+kill -TERM "$standby_pid"
+wait "$standby_pid" || true
+standby_pid=""
+check "the lease is free after both replicas stopped" bash -c "[[ -z \$('$KUBECTL' -n e2e get lease ferromq-operator -o jsonpath='{.spec.holderIdentity}') ]]"
 e2e_s=$((SECONDS - t))
 
 echo "== Topic against a real ferromq standalone (operator's --admin-address override)"
@@ -285,7 +299,7 @@ kill -TERM "$sa_pid"; wait "$sa_pid" || true; sa_pid=""
 topic_s=$((SECONDS - t))
 
 if ((failed > 0)); then
-  for f in operator.log operator-topics.log standalone.log; do
+  for f in operator.log standby.log operator-topics.log standalone.log; do
     [[ -f "$state/$f" ]] || continue
     echo "--- $f (last 30 lines)"
     tail -30 "$state/$f"
