@@ -52,7 +52,9 @@ finish() {
       wait "$SERVER_PID" 2>/dev/null
       local code=$?
       if ((code != 0)); then
-        log "ferromq exited with status $code after SIGTERM"
+        log "ferromq exited with status $code after SIGTERM (a graceful shutdown exits 0)"
+        echo "server graceful_shutdown FAIL exit status $code after SIGTERM" >> "$WORK/logs/results.txt"
+        rc=1
       fi
     fi
   fi
