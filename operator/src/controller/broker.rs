@@ -332,11 +332,12 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
     }
     set_status(&ctx, &broker, status).await?;
     ctx.metrics.observe(KIND, started.elapsed());
+    ctx.backoff.succeeded(&super::backoff::key(&*broker));
     let busy = !draining.is_empty() || !expansion.pending.is_empty() || !storage_settled || !compute_settled;
     Ok(Action::requeue(if busy { POLL } else { RESYNC }))
 }
 
 /// Error policy for the controller runtime.
-pub fn error_policy(_b: Arc<Broker>, err: &Error, ctx: Arc<Context>) -> Action {
-    super::on_error(KIND, err, &ctx)
+pub fn error_policy(b: Arc<Broker>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::on_error(KIND, &*b, err, &ctx)
 }

@@ -5,6 +5,7 @@
 //! result with [`apply`], then writes status only when it differs from what is stored, so a
 //! second reconcile of an unchanged world writes nothing.
 
+pub mod backoff;
 pub mod broker;
 pub mod nameserver;
 pub mod progress;
@@ -41,6 +42,8 @@ pub struct Context {
     /// When set, every admin call goes to this `host:port` instead of the Broker's client
     /// Service: for running the operator outside the cluster (tests, development).
     pub admin_address_override: Option<String>,
+    /// Retry delays of failing objects.
+    pub backoff: backoff::Backoff,
 }
 
 impl Context {
@@ -53,7 +56,14 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter { controller: MANAGER.to_string(), instance };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, metrics, admin, admin_address_override }
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            admin,
+            admin_address_override,
+            backoff: backoff::Backoff::default(),
+        }
     }
 
     /// Publishes an Event about `obj`. Failing to publish never fails the reconcile.
@@ -161,19 +171,14 @@ where
     }
 }
 
-/// Back-off after a failed reconcile: the controller runtime retries after this delay.
-pub fn error_policy_delay(err: &Error) -> Duration {
-    match err {
-        Error::Admin { .. } => Duration::from_secs(30),
-        _ => Duration::from_secs(10),
-    }
-}
-
-/// Records a failed reconcile in metrics and logs; used by every kind's error policy.
-pub fn on_error(kind: &str, err: &Error, ctx: &Context) -> Action {
-    tracing::warn!(kind, error = %err, reason = err.reason(), "reconcile failed");
+/// Records a failed reconcile of `obj` in metrics and logs and schedules its retry with
+/// per-object exponential back-off; used by every kind's error policy.
+pub fn on_error<K: Resource<DynamicType = ()>>(kind: &str, obj: &K, err: &Error, ctx: &Context) -> Action {
+    let delay = ctx.backoff.failed(&backoff::key(obj));
+    tracing::warn!(kind, name = %obj.meta().name.as_deref().unwrap_or_default(), error = %err,
+        reason = err.reason(), retry_in_s = delay.as_secs(), "reconcile failed");
     ctx.metrics.error(kind, err.reason());
-    Action::requeue(error_policy_delay(err))
+    Action::requeue(delay)
 }
 
 /// Annotation on any FerroMQ resource: `"true"` stops the operator from changing anything for

@@ -75,10 +75,11 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
         api.patch_status(&ns.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
     }
     ctx.metrics.observe(KIND, started.elapsed());
+    ctx.backoff.succeeded(&super::backoff::key(&*ns));
     Ok(Action::requeue(if settled { RESYNC } else { POLL }))
 }
 
 /// Error policy for the controller runtime.
-pub fn error_policy(_ns: Arc<Nameserver>, err: &Error, ctx: Arc<Context>) -> Action {
-    super::on_error(KIND, err, &ctx)
+pub fn error_policy(ns: Arc<Nameserver>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::on_error(KIND, &*ns, err, &ctx)
 }

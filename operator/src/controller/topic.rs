@@ -165,6 +165,7 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, E
     let namespace = topic.namespace().unwrap_or_default();
     Span::current().record("namespace", namespace.as_str()).record("name", topic.name_any().as_str());
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = super::backoff::key(&*topic);
     let result = finalizer(&api, FINALIZER, topic, |event| async {
         match event {
             Finalizer::Apply(t) => apply_topic(t, &ctx).await,
@@ -174,10 +175,13 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, E
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.observe(KIND, started.elapsed());
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
     result
 }
 
 /// Error policy for the controller runtime.
-pub fn error_policy(_t: Arc<Topic>, err: &Error, ctx: Arc<Context>) -> Action {
-    super::on_error(KIND, err, &ctx)
+pub fn error_policy(t: Arc<Topic>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::on_error(KIND, &*t, err, &ctx)
 }
