@@ -63,6 +63,20 @@ pub struct ReceiveSpec<'a> {
     /// Push consumers ask the server to keep their messages invisible while they are alive
     /// (`auto_renew`); this is their client id.
     pub renew_for: Option<&'a str>,
+    /// Client id and `attempt_id` of a push consumer's receive: a retry of a receive whose
+    /// answer was lost carries the same one and gets the same messages back.
+    pub attempt: Option<String>,
+}
+
+/// How long the messages of a receive attempt are remembered for a retry.
+const ATTEMPT_MEMORY: Duration = Duration::from_secs(120);
+
+/// A delivery remembered for a retried receive attempt.
+#[derive(Debug, Clone)]
+struct Remembered {
+    queue_id: u32,
+    offset: u64,
+    epoch: u64,
 }
 
 /// Longest a push consumer may hold one delivery through automatic renewal.
@@ -144,6 +158,8 @@ pub struct Deliveries {
     queues: Mutex<HashMap<QueueKey, Arc<Mutex<QueueState>>>>,
     /// Messages moved to dead-letter topics since start, per group (for metrics).
     dead_lettered: Mutex<HashMap<String, u64>>,
+    /// Recent receive attempts of push consumers: (group, topic, attempt) -> what they got.
+    attempts: Mutex<HashMap<(String, String, String), (Instant, Vec<Remembered>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -165,6 +181,7 @@ impl Deliveries {
             epoch: AtomicU64::new(1),
             queues: Mutex::new(HashMap::new()),
             dead_lettered: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -194,6 +211,49 @@ impl Deliveries {
     /// Hands out up to `spec.batch` messages: expired and waiting ones first (oldest first),
     /// then new ones.
     pub fn receive(&self, spec: &ReceiveSpec<'_>) -> Result<ReceiveOutcome, RpcError> {
+        if let Some(again) = self.repeat_attempt(spec) {
+            return Ok(again);
+        }
+        let out = self.receive_fresh(spec)?;
+        if let (Some(a), false) = (&spec.attempt, out.deliveries.is_empty()) {
+            let now = Instant::now();
+            let mut attempts = lock(&self.attempts);
+            attempts.retain(|_, (at, _)| now.duration_since(*at) < ATTEMPT_MEMORY);
+            let remembered = out
+                .deliveries
+                .iter()
+                .map(|d| Remembered { queue_id: d.handle.queue_id, offset: d.handle.offset, epoch: d.handle.epoch })
+                .collect();
+            attempts.insert((spec.group.to_string(), spec.topic.to_string(), a.clone()), (now, remembered));
+        }
+        Ok(out)
+    }
+
+    /// The messages a previous receive with the same attempt handed out and that are still
+    /// held under that delivery, with their original handles; `None` when there are none.
+    fn repeat_attempt(&self, spec: &ReceiveSpec<'_>) -> Option<ReceiveOutcome> {
+        let a = spec.attempt.as_ref()?;
+        let (at, remembered) = lock(&self.attempts).get(&(spec.group.to_string(), spec.topic.to_string(), a.clone())).cloned()?;
+        if at.elapsed() >= ATTEMPT_MEMORY {
+            return None;
+        }
+        let mut out = ReceiveOutcome::default();
+        for r in remembered {
+            let Some(st) = self.known_queue(spec.group, spec.topic, r.queue_id) else { continue };
+            let st = lock(&st);
+            let Some(e) = st.unsettled.get(&r.offset) else { continue };
+            if !matches!(e.state, EntryState::Invisible { epoch, .. } if epoch == r.epoch) {
+                continue;
+            }
+            if let Ok(message) = self.store.message_at(e.phys_offset) {
+                let handle = ReceiptHandle { instance: self.instance, queue_id: r.queue_id, offset: r.offset, epoch: r.epoch };
+                out.deliveries.push(Delivery { message, attempt: e.attempts, handle, invisible: spec.invisible });
+            }
+        }
+        (!out.deliveries.is_empty()).then_some(out)
+    }
+
+    fn receive_fresh(&self, spec: &ReceiveSpec<'_>) -> Result<ReceiveOutcome, RpcError> {
         let mut out = ReceiveOutcome::default();
         for &q in &spec.queues {
             if out.deliveries.len() >= spec.batch {
@@ -577,7 +637,7 @@ mod tests {
     }
 
     fn spec<'a>(filter: &'a TagFilter, fifo: bool, invisible: Duration, max_attempts: u32) -> ReceiveSpec<'a> {
-        ReceiveSpec { group: "g", topic: "t", queues: vec![0], batch: 10, invisible, filter, fifo, max_attempts, renew_for: None }
+        ReceiveSpec { group: "g", topic: "t", queues: vec![0], batch: 10, invisible, filter, fifo, max_attempts, renew_for: None, attempt: None }
     }
 
     fn bodies(o: &ReceiveOutcome) -> Vec<String> {
@@ -658,6 +718,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(350));
         d.reap(&|_| false);
         assert_eq!(d.receive(&push).unwrap().deliveries.len(), 1, "a dead client's message comes back");
+    }
+
+    #[test]
+    fn a_retried_receive_attempt_gets_the_same_messages_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let d = Deliveries::new(s.clone());
+        send(&s, None, "a");
+        let all = TagFilter::parse("*");
+        let push = ReceiveSpec { attempt: Some("c1/attempt-1".into()), ..spec(&all, false, Duration::from_secs(60), 5) };
+        let first = d.receive(&push).unwrap();
+        assert_eq!(bodies(&first), ["a"]);
+        send(&s, None, "b");
+        let retry = d.receive(&push).unwrap();
+        assert_eq!(bodies(&retry), ["a"], "the lost answer is repeated, not new messages");
+        assert_eq!(retry.deliveries[0].handle, first.deliveries[0].handle);
+        let next = ReceiveSpec { attempt: Some("c1/attempt-2".into()), ..push.clone() };
+        assert_eq!(bodies(&d.receive(&next).unwrap()), ["b"]);
+        d.ack("g", "t", &first.deliveries[0].handle).unwrap();
+        assert!(d.receive(&push).unwrap().deliveries.is_empty(), "settled messages are not repeated");
     }
 
     #[test]

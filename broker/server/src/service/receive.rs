@@ -51,6 +51,8 @@ struct Plan {
     poll: Duration,
     /// Client id of a push consumer that asked for automatic renewal.
     renew_for: Option<String>,
+    /// Client id + attempt id, so a retried receive gets the same messages.
+    attempt: Option<String>,
 }
 
 /// Time left for polling: the requested time, capped, and ended before the caller's deadline
@@ -118,6 +120,7 @@ fn plan(broker: &Broker, meta: &RequestMeta, req: &v2::ReceiveMessageRequest) ->
         filter: StoreTagFilter::parse(&expression),
         poll: poll_budget(requested_poll, meta),
         renew_for: if req.auto_renew { meta.client_id.clone() } else { None },
+        attempt: req.attempt_id.as_ref().filter(|a| !a.is_empty()).map(|a| format!("{}/{a}", meta.client_id.as_deref().unwrap_or(""))),
     })
 }
 
@@ -143,6 +146,7 @@ async fn poll(broker: &Arc<Broker>, plan: Arc<Plan>) -> Result<Vec<Delivery>, Rp
                     fifo: p.fifo,
                     max_attempts: p.max_attempts,
                     renew_for: p.renew_for.as_deref(),
+                    attempt: p.attempt.clone(),
                 })
             })
             .await?;
