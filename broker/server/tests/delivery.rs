@@ -438,3 +438,22 @@ async fn competing_consumers_of_one_group_each_get_a_message_exactly_once() {
     assert_eq!(all.len(), total as usize, "every message once: {} deliveries, {} distinct", all.len(), unique.len());
     assert_eq!(unique.len(), total as usize);
 }
+
+#[tokio::test]
+async fn a_receive_abandoned_by_its_caller_hands_nothing_out() {
+    let s = Server::start(&[]);
+    s.create_topic("t", "normal", 1);
+    let mut quitter = s.client().await;
+    // The caller gives up after 300 ms of a 10 s long poll (its task is cancelled).
+    let h = tokio::spawn(async move { receive(&mut quitter, "g", "t", 4, 60_000, 10_000).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.abort();
+    let _ = h.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut p = s.client().await;
+    send_ok(&mut p, message("t", "A1", b"for-the-living")).await;
+    let mut c = s.client().await;
+    let got = receive_n(&mut c, receive_request("g", "t", 4, 60_000, 2_000, "*"), 1).await;
+    assert_eq!(got.len(), 1, "the message went to the abandoned receive instead of a live consumer");
+    assert_eq!(attempt(&got[0]), 1);
+}

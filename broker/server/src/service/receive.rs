@@ -124,8 +124,9 @@ fn plan(broker: &Broker, meta: &RequestMeta, req: &v2::ReceiveMessageRequest) ->
     })
 }
 
-/// Long-polls until something is delivered or the budget ends.
-async fn poll(broker: &Arc<Broker>, plan: Arc<Plan>) -> Result<Vec<Delivery>, RpcError> {
+/// Long-polls until something is delivered or the budget ends. Stops early when the caller
+/// went away (`out` closed), so nothing is handed out to nobody.
+async fn poll<T>(broker: &Arc<Broker>, plan: Arc<Plan>, out: &mpsc::Sender<T>) -> Result<Vec<Delivery>, RpcError> {
     let until = Instant::now() + plan.poll;
     let notify = broker.wakeups.for_topic(&plan.topic);
     let mut shutdown = broker.shutdown.clone();
@@ -133,6 +134,9 @@ async fn poll(broker: &Arc<Broker>, plan: Arc<Plan>) -> Result<Vec<Delivery>, Rp
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        if out.is_closed() {
+            return Ok(Vec::new());
+        }
         let p = plan.clone();
         let outcome = broker
             .blocking(move |b| {
@@ -164,6 +168,7 @@ async fn poll(broker: &Arc<Broker>, plan: Arc<Plan>) -> Result<Vec<Delivery>, Rp
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(wake.into()) => {}
             _ = shutdown.changed() => {}
+            _ = out.closed() => return Ok(Vec::new()),
         }
     }
 }
@@ -185,7 +190,7 @@ pub fn receive_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::ReceiveM
                     let (m, r) = (meta.clone(), req.clone());
                     Arc::new(broker.blocking(move |b| plan(b, &m, &r)).await?)
                 };
-                let deliveries = poll(&broker, p.clone()).await?;
+                let deliveries = poll(&broker, p.clone(), &tx).await?;
                 Ok::<_, RpcError>((p, deliveries))
             }
             .await;
