@@ -91,6 +91,12 @@ impl Clients {
         self.lock().remove(id);
     }
 
+    /// Forgets clients without a Telemetry stream that were not heard from for `idle`
+    /// (crashed clients never say goodbye).
+    pub fn prune(&self, idle: Duration) {
+        self.lock().retain(|_, c| !c.streams.is_empty() || c.last_seen.elapsed() < idle);
+    }
+
     /// Drops every stream sender so Telemetry response streams end (shutdown).
     pub fn close_all_streams(&self) {
         for c in self.lock().values_mut() {

@@ -108,6 +108,7 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
                     _ = tick.tick() => {
                         let b2 = b.clone();
                         let _ = tokio::task::spawn_blocking(move || b2.deliveries.reap(&|id| b2.clients.is_alive(id))).await;
+                        b.clients.prune(Duration::from_secs(600));
                     }
                     _ = rx.changed() => break,
                 }
