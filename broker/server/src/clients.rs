@@ -91,6 +91,20 @@ impl Clients {
         self.lock().remove(id);
     }
 
+    /// A Telemetry stream of a live producer that declared `topic`, for server-to-client
+    /// commands such as transaction checks (any one of them may answer).
+    pub fn producer_stream_for(&self, topic: &str) -> Option<CommandSender> {
+        let map = self.lock();
+        map.values()
+            .filter(|c| match &c.settings {
+                Some(v2::Settings { pub_sub: Some(v2::settings::PubSub::Publishing(p)), .. }) => p.topics.iter().any(|t| t.name == topic),
+                _ => false,
+            })
+            .flat_map(|c| c.streams.values())
+            .find(|tx| !tx.is_closed())
+            .cloned()
+    }
+
     /// Forgets clients without a Telemetry stream that were not heard from for `idle`
     /// (crashed clients never say goodbye).
     pub fn prune(&self, idle: Duration) {
@@ -144,5 +158,48 @@ impl Clients {
     /// Clients known right now.
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn producer_settings(topic: &str) -> v2::Settings {
+        v2::Settings {
+            client_type: Some(ClientType::Producer as i32),
+            pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
+                topics: vec![v2::Resource { resource_namespace: String::new(), name: topic.into() }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn commands_reach_a_live_producer_of_the_topic_only() {
+        let clients = Clients::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        clients.on_settings("p1", "JAVA", &producer_settings("orders"));
+        clients.attach_stream("p1", "JAVA", 1, tx);
+        assert!(clients.producer_stream_for("payments").is_none());
+        let stream = clients.producer_stream_for("orders").expect("a producer of orders");
+        stream.try_send(Ok(TelemetryCommand::default())).expect("delivered");
+        assert!(rx.try_recv().is_ok());
+        clients.detach_stream("p1", 1);
+        assert!(clients.producer_stream_for("orders").is_none(), "no stream, no command");
+        assert!(clients.is_alive("p1"), "recently heard from");
+        clients.terminate("p1");
+        assert!(!clients.is_alive("p1"));
+    }
+
+    #[test]
+    fn consumer_groups_are_counted_online() {
+        let clients = Clients::default();
+        clients.heartbeat("c1", "PYTHON", Some("g"), ClientType::SimpleConsumer);
+        clients.heartbeat("c2", "PYTHON", Some("g"), ClientType::SimpleConsumer);
+        assert_eq!(clients.online_by_group().get("g"), Some(&2));
+        clients.prune(Duration::ZERO);
+        assert_eq!(clients.count(), 0, "idle clients without streams are forgotten");
     }
 }
