@@ -71,6 +71,9 @@ pub struct ReceiveSpec<'a> {
 /// How long the messages of a receive attempt are remembered for a retry.
 const ATTEMPT_MEMORY: Duration = Duration::from_secs(120);
 
+/// (group, topic, client id + attempt id) of a push consumer's receive.
+type AttemptKey = (String, String, String);
+
 /// A delivery remembered for a retried receive attempt.
 #[derive(Debug, Clone)]
 struct Remembered {
@@ -159,7 +162,7 @@ pub struct Deliveries {
     /// Messages moved to dead-letter topics since start, per group (for metrics).
     dead_lettered: Mutex<HashMap<String, u64>>,
     /// Recent receive attempts of push consumers: (group, topic, attempt) -> what they got.
-    attempts: Mutex<HashMap<(String, String, String), (Instant, Vec<Remembered>)>>,
+    attempts: Mutex<HashMap<AttemptKey, (Instant, Vec<Remembered>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
