@@ -67,6 +67,8 @@ async fn groups_show_offsets_lag_and_accept_settings() {
     assert_eq!(d["lag"], 3, "four sent, one acked: {d}");
     let g = s.admin_json(&["group", "update", "g", "--max-attempts", "5"]);
     assert_eq!(g["max_attempts"], 5);
+    let dlq = s.admin_json(&["topic", "describe", "%DLQ%g"]);
+    assert_eq!(dlq["queues"], 1, "a retry policy brings its dead-letter topic: {dlq}");
     let list = s.admin_json(&["group", "list"]);
     assert_eq!(list[0]["name"], "g");
     assert_eq!(list[0]["max_attempts"], 5);

@@ -218,6 +218,10 @@ impl Admin for AdminApi {
                     cfg.fifo = Some(f);
                 }
                 b.groups.set(&r.name, cfg).map_err(|e| Status::internal(e.to_string()))?;
+                // A group given a retry policy gets its dead-letter topic now, so a reader can
+                // subscribe to it before the first message is dead-lettered.
+                crate::delivery::ensure_dlq_topic(&b.store, &crate::delivery::dlq_topic(&r.name))
+                    .map_err(|e| Status::internal(e.message))?;
                 Ok(group_views(b, Some(&r.name)))
             })
             .await?;
