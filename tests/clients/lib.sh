@@ -10,7 +10,7 @@
 #   env FERROMQ_RESULTS_FILE      each suite appends one line per scenario: "<client> <scenario> PASS|FAIL|SKIP <detail>"
 # The scenario names (SCENARIOS below) are the same in every client, so a failure points at a behaviour.
 
-SCENARIOS=(send_receive_ack tag_filter redelivery fifo_order push_consume push_retry unknown_topic oversized_body)
+SCENARIOS=(send_receive_ack tag_filter redelivery fifo_order dead_letter push_consume push_retry unknown_topic oversized_body)
 
 CLIENTS_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CLIENTS_CACHE="$FERROMQ_TEST_CACHE/clients"
@@ -18,6 +18,8 @@ M2_REPO="$CLIENTS_CACHE/m2"
 VENV="$CLIENTS_CACHE/venv"
 CLIENTS_TARGET="$CLIENTS_CACHE/rust-target"
 PY_CLIENT_VERSION="5.1.2"
+export FERROMQ_DLQ_MAX_ATTEMPTS="${FERROMQ_DLQ_MAX_ATTEMPTS:-2}"
+DLQ_MAX_ATTEMPTS="$FERROMQ_DLQ_MAX_ATTEMPTS"
 mkdir -p "$CLIENTS_CACHE"
 
 log() { echo "[clients $(date +%H:%M:%S)] $*" >&2; }
@@ -93,7 +95,8 @@ run_rust() {
 
 # --- topics, groups, running, counting ---
 
-# Needs callbacks create_topic NAME normal|fifo QUEUES and create_fifo_group NAME from the caller.
+# Needs callbacks from the caller: create_topic NAME normal|fifo QUEUES, create_fifo_group NAME,
+# create_dlq_group NAME MAX_DELIVERY_ATTEMPTS.
 prepare_and_run_suites() {
   local only="$1" client run_id rc=0
   run_id="c$(date +%s | tail -c 6)$RANDOM"
@@ -110,12 +113,13 @@ prepare_and_run_suites() {
       continue
     fi
     local ok=1 t
-    for t in normal filter retry push pushretry; do create_topic "${p}_$t" normal 4 || ok=0; done
+    for t in normal filter retry push pushretry dlq; do create_topic "${p}_$t" normal 4 || ok=0; done
     create_topic "${p}_fifo" fifo 2 || ok=0
     create_fifo_group "${p}_g_fifo" || ok=0
+    create_dlq_group "${p}_g_dlq" "$DLQ_MAX_ATTEMPTS" || ok=0
     if ((!ok)); then log "$client: topic creation failed"; fi
     export FERROMQ_TOPIC_NORMAL="${p}_normal" FERROMQ_TOPIC_FILTER="${p}_filter" \
-      FERROMQ_TOPIC_RETRY="${p}_retry" FERROMQ_TOPIC_PUSH="${p}_push" FERROMQ_TOPIC_PUSHRETRY="${p}_pushretry" FERROMQ_TOPIC_FIFO="${p}_fifo" \
+      FERROMQ_TOPIC_RETRY="${p}_retry" FERROMQ_TOPIC_PUSH="${p}_push" FERROMQ_TOPIC_PUSHRETRY="${p}_pushretry" FERROMQ_TOPIC_DLQ="${p}_dlq" FERROMQ_TOPIC_FIFO="${p}_fifo" \
       FERROMQ_TOPIC_MISSING="${p}_missing" FERROMQ_GROUP_PREFIX="${p}_g"
     local t0 t1
     t0=$(date +%s)

@@ -116,6 +116,9 @@ create_topic() {
 create_fifo_group() {
   mqadmin updateSubGroup -c FerromqTestCluster -g "$1" -o true >> "$WORK/logs/mqadmin.out" 2>&1
 }
+create_dlq_group() { # the reference allows retryMaxTimes + 1 deliveries
+  mqadmin updateSubGroup -c FerromqTestCluster -g "$1" -r $(($2 - 1)) >> "$WORK/logs/mqadmin.out" 2>&1
+}
 
 export FERROMQ_ENDPOINT="127.0.0.1:$PROXY_GRPC_PORT"
 export FERROMQ_TARGET="apache-rocketmq-$RMQ_VERSION"

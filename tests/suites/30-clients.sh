@@ -122,6 +122,11 @@ create_fifo_group() {
   admin group update "$1" --fifo true >> "$WORK/logs/admin.log" 2>&1 || true
 }
 
+create_dlq_group() {
+  admin group update "$1" --max-attempts "$2" >> "$WORK/logs/admin.log" 2>&1 \
+    || { log "admin group update $1 --max-attempts $2 failed: $(tail -1 "$WORK/logs/admin.log")"; return 1; }
+}
+
 export FERROMQ_ENDPOINT="127.0.0.1:$GRPC_PORT"
 export FERROMQ_TARGET="ferromq"
 # prepare_and_run_suites truncates the results file: keep the server lines

@@ -16,11 +16,12 @@ from rocketmq.v5.exception import ClientException, NotFoundException
 
 ENDPOINT = os.environ.get("FERROMQ_ENDPOINT", "127.0.0.1:8081")
 TOPIC = {k: os.environ.get(f"FERROMQ_TOPIC_{k.upper()}", f"py_{k}")
-         for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "missing")}
+         for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "dlq", "missing")}
 GROUP_PREFIX = os.environ.get("FERROMQ_GROUP_PREFIX", "py_g")
 AWAIT_SECS = 5             # long polling per receive (the reference clamps to >= 5 s)
 INVISIBLE_SECS = 30        # invisibility while a scenario works on a batch
 RETRY_INVISIBLE_SECS = int(os.environ.get("FERROMQ_RETRY_INVISIBLE_SECS", "10"))
+DLQ_MAX_ATTEMPTS = int(os.environ.get("FERROMQ_DLQ_MAX_ATTEMPTS", "2"))  # set on the dlq group by the script
 MAX_BODY = 4 * 1024 * 1024
 TOPIC_NOT_FOUND = 40402
 RUN = uuid.uuid4().hex[:8]
@@ -57,7 +58,7 @@ def make_message(topic, body, tag=None, keys=(), props=None, message_group=None)
 
 @pytest.fixture(scope="module")
 def producer():
-    p = Producer(config(), tuple(TOPIC[k] for k in ("normal", "filter", "retry", "push", "pushretry", "fifo")))
+    p = Producer(config(), tuple(TOPIC[k] for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "dlq")))
     p.startup()
     yield p
     p.shutdown()
@@ -257,6 +258,55 @@ def test_fifo_order(producer):
                     nxt[m.message_group] += 1
         assert not problems, "; ".join(problems[:10])
         assert all(v == per_group for v in nxt.values()), f"incomplete: {nxt}"
+    finally:
+        consumer.shutdown()
+
+
+def test_dead_letter(producer):
+    # The dlq group allows DLQ_MAX_ATTEMPTS deliveries; a message never acked then moves to %DLQ%<group>,
+    # where another group can read it, intact and with the same message id.
+    body = f"dead letter {RUN}".encode()
+    r = producer.send(make_message(TOPIC["dlq"], body, "dlq", [f"dk-{RUN}"], {"origin": "python"}))
+    consumer = start_simple("dlq", TOPIC["dlq"])
+    try:
+        attempts = []
+        end = time.time() + DLQ_MAX_ATTEMPTS * RETRY_INVISIBLE_SECS + 60
+        while len(attempts) < DLQ_MAX_ATTEMPTS and time.time() < end:
+            for m in receive(consumer, 1, RETRY_INVISIBLE_SECS):
+                assert m.message_id == r.message_id, f"unexpected message {m.message_id}"
+                attempts.append(m.delivery_attempt)
+        assert attempts == list(range(1, DLQ_MAX_ATTEMPTS + 1)), f"delivery attempts {attempts}"
+        dlq_topic = f"%DLQ%{group('dlq')}"
+        found = None
+        reader = None
+        end = time.time() + RETRY_INVISIBLE_SECS + 60
+        while found is None and time.time() < end:
+            # Keep polling the source group: it must not get the message a further time (and the reference
+            # moves a message to the DLQ when it is due again, i.e. on a later receive).
+            for m in receive(consumer, 1, RETRY_INVISIBLE_SECS):
+                assert False, f"delivered again after {DLQ_MAX_ATTEMPTS} attempts (attempt {m.delivery_attempt})"
+            if reader is None:
+                try:
+                    reader = start_simple("dlqreader", dlq_topic)
+                except Exception:  # the DLQ topic may not exist before the first dead letter
+                    reader = None
+                    time.sleep(1)
+                    continue
+            try:
+                got = receive(reader)
+            except Exception:  # Python 5.1.2: "failed to fetch topic route" until the DLQ topic exists
+                time.sleep(1)
+                got = []
+            for m in got:
+                reader.ack(m)
+                if m.message_id == r.message_id or m.body == body:
+                    found = m
+        if reader is not None:
+            reader.shutdown()
+        assert found is not None, f"not found in {dlq_topic}"
+        assert found.message_id == r.message_id, f"DLQ copy has message id {found.message_id}, sent {r.message_id}"
+        assert found.body == body and found.tag == "dlq" and f"dk-{RUN}" in found.keys, "DLQ copy differs"
+        assert found.properties.get("origin") == "python", f"DLQ copy lost user properties: {found.properties}"
     finally:
         consumer.shutdown()
 

@@ -40,6 +40,7 @@ struct Ctx {
     run: String,
     retry_invisible: Duration,
     poll: Duration,
+    dlq_max_attempts: i32,
 }
 
 impl Ctx {
@@ -385,6 +386,92 @@ async fn fifo_order(ctx: &Ctx, p: &Producer) -> Outcome {
     r
 }
 
+/// The dlq group allows `dlq_max_attempts` deliveries; a message never acked then moves to %DLQ%<group>,
+/// where another group can read it, intact and with the same message id.
+async fn dead_letter(ctx: &Ctx, p: &Producer) -> Outcome {
+    let t = Ctx::topic("dlq");
+    let body = format!("dead letter {}", ctx.run).into_bytes();
+    let msg = MessageBuilder::builder()
+        .set_topic(t.clone())
+        .set_body(body.clone())
+        .set_tag("dlq")
+        .set_keys(vec![format!("dk-{}", ctx.run)])
+        .set_properties(HashMap::from([("origin", "rust")]))
+        .build()
+        .map_err(err)?;
+    let id = p.send(msg).await.map_err(err)?.message_id().to_string();
+    let c = ctx.simple("dlq", &t).await?;
+    let r = async {
+        let mut attempts = Vec::new();
+        let end = Instant::now() + ctx.retry_invisible * ctx.dlq_max_attempts as u32 + Duration::from_secs(60);
+        while (attempts.len() as i32) < ctx.dlq_max_attempts && Instant::now() < end {
+            for m in receive(&c, &t, &all(), 1, ctx.retry_invisible).await {
+                ensure!(m.message_id() == id, "unexpected message {}", m.message_id());
+                attempts.push(m.delivery_attempt());
+            }
+        }
+        ensure!(attempts == (1..=ctx.dlq_max_attempts).collect::<Vec<_>>(), "delivery attempts {attempts:?}");
+        let dlq_topic = format!("%DLQ%{}", ctx.group("dlq"));
+        let mut found = None;
+        let mut reader: Option<SimpleConsumer> = None;
+        let end = Instant::now() + ctx.retry_invisible + Duration::from_secs(60);
+        let mut again_err = None;
+        while found.is_none() && Instant::now() < end {
+            // Keep polling the source group: it must not get the message a further time (and the reference
+            // moves a message to the DLQ when it is due again, i.e. on a later receive).
+            let again = receive(&c, &t, &all(), 1, ctx.retry_invisible).await;
+            if let Some(m) = again.first() {
+                again_err = Some(format!(
+                    "delivered again after {} attempts (attempt {})",
+                    ctx.dlq_max_attempts,
+                    m.delivery_attempt()
+                ));
+                break;
+            }
+            if reader.is_none() {
+                match ctx.simple("dlqreader", &dlq_topic).await {
+                    Ok(r) => reader = Some(r),
+                    Err(_) => {
+                        // the DLQ topic may not exist before the first dead letter
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
+            let rd = reader.as_ref().unwrap();
+            for m in receive(rd, &dlq_topic, &all(), 32, INVISIBLE).await {
+                rd.ack(&m).await.map_err(err)?;
+                if m.message_id() == id || m.body() == body.as_slice() {
+                    found = Some(m);
+                }
+            }
+        }
+        if let Some(rd) = reader {
+            let _ = rd.shutdown().await;
+        }
+        if let Some(e) = again_err {
+            return Err(e);
+        }
+        let found = found.ok_or(format!("not found in {dlq_topic}"))?;
+        ensure!(found.message_id() == id, "DLQ copy has message id {}, sent {id}", found.message_id());
+        ensure!(
+            found.body() == body.as_slice()
+                && found.tag() == Some("dlq")
+                && found.keys().contains(&format!("dk-{}", ctx.run)),
+            "DLQ copy differs"
+        );
+        ensure!(
+            found.properties().get("origin").map(String::as_str) == Some("rust"),
+            "DLQ copy lost user properties: {:?}",
+            found.properties()
+        );
+        Ok(())
+    }
+    .await;
+    c.shutdown().await.map_err(|e| format!("consumer shutdown: {e}"))?;
+    r
+}
+
 async fn unknown_topic(_ctx: &Ctx, p: &Producer) -> Outcome {
     let msg = MessageBuilder::builder()
         .set_topic(Ctx::topic("missing"))
@@ -474,16 +561,17 @@ async fn main() {
         run: run_id,
         retry_invisible: Duration::from_secs(secs("FERROMQ_RETRY_INVISIBLE_SECS", 10)),
         poll: Duration::from_secs(secs("FERROMQ_RUST_POLL_SECS", 7)),
+        dlq_max_attempts: secs("FERROMQ_DLQ_MAX_ATTEMPTS", 2) as i32,
     };
     println!("rust client scenarios against {} (run {})", ctx.endpoint, ctx.run);
     let mut failures = 0;
     let mut popt = ProducerOption::default();
-    popt.set_topics(["normal", "filter", "retry", "fifo"].iter().map(|k| Ctx::topic(k)).collect());
+    popt.set_topics(["normal", "filter", "retry", "fifo", "dlq"].iter().map(|k| Ctx::topic(k)).collect());
     let producer = match Producer::new(popt, ctx.client_option()) {
         Ok(mut p) => match p.start().await {
             Ok(()) => p,
             Err(e) => {
-                for s in ["send_receive_ack", "tag_filter", "redelivery", "fifo_order", "unknown_topic", "oversized_body"] {
+                for s in ["send_receive_ack", "tag_filter", "redelivery", "fifo_order", "dead_letter", "unknown_topic", "oversized_body"] {
                     report(s, "FAIL", &format!("producer start failed: {e}"), &mut failures);
                 }
                 for s in ["push_consume", "push_retry"] {
@@ -501,6 +589,7 @@ async fn main() {
     run("tag_filter", &ctx, &producer, tag_filter, &mut failures).await;
     run("redelivery", &ctx, &producer, redelivery, &mut failures).await;
     run("fifo_order", &ctx, &producer, fifo_order, &mut failures).await;
+    run("dead_letter", &ctx, &producer, dead_letter, &mut failures).await;
     report("push_consume", "SKIP", "no PushConsumer in the rocketmq crate 5.0.0", &mut failures);
     report("push_retry", "SKIP", "no PushConsumer in the rocketmq crate 5.0.0", &mut failures);
     run("unknown_topic", &ctx, &producer, unknown_topic, &mut failures).await;

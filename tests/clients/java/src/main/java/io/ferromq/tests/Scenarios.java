@@ -47,6 +47,7 @@ public final class Scenarios {
     private static final String ENDPOINT = env("FERROMQ_ENDPOINT", "127.0.0.1:8081");
     private static final String GROUP_PREFIX = env("FERROMQ_GROUP_PREFIX", "java_g");
     private static final int RETRY_INVISIBLE_SECS = Integer.parseInt(env("FERROMQ_RETRY_INVISIBLE_SECS", "10"));
+    private static final int DLQ_MAX_ATTEMPTS = Integer.parseInt(env("FERROMQ_DLQ_MAX_ATTEMPTS", "2"));
     private static final Duration AWAIT = Duration.ofSeconds(5);
     private static final Duration INVISIBLE = Duration.ofSeconds(30);
     private static final int MAX_BODY = 4 * 1024 * 1024;
@@ -54,7 +55,7 @@ public final class Scenarios {
     private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
 
     private static final List<String> SCENARIOS = List.of("send_receive_ack", "tag_filter", "redelivery",
-        "fifo_order", "push_consume", "push_retry", "unknown_topic", "oversized_body");
+        "fifo_order", "dead_letter", "push_consume", "push_retry", "unknown_topic", "oversized_body");
     private static final ClientServiceProvider PROVIDER = ClientServiceProvider.loadService();
     private static Producer producer;
     private static int failures;
@@ -374,6 +375,78 @@ public final class Scenarios {
         return true;
     }
 
+    /**
+     * The dlq group allows DLQ_MAX_ATTEMPTS deliveries; a message never acked then moves to %DLQ%&lt;group&gt;,
+     * where another group can read it, intact and with the same message id.
+     */
+    static void deadLetter() throws Exception {
+        String t = topic("dlq");
+        byte[] body = ("dead letter " + RUN).getBytes(StandardCharsets.UTF_8);
+        String id = producer.send(message(t, body, "dlq", keys("dk-" + RUN), Map.of("origin", "java"), null))
+            .getMessageId().toString();
+        Duration retryInvisible = Duration.ofSeconds(RETRY_INVISIBLE_SECS);
+        try (SimpleConsumer c = simple("dlq", t, "*")) {
+            List<Integer> attempts = new ArrayList<>();
+            long end = System.currentTimeMillis() + (DLQ_MAX_ATTEMPTS * RETRY_INVISIBLE_SECS + 60) * 1000L;
+            while (attempts.size() < DLQ_MAX_ATTEMPTS && System.currentTimeMillis() < end) {
+                for (MessageView m : receive(c, 1, retryInvisible)) {
+                    check(m.getMessageId().toString().equals(id), "unexpected message " + m.getMessageId());
+                    attempts.add(m.getDeliveryAttempt());
+                }
+            }
+            List<Integer> want = new ArrayList<>();
+            for (int i = 1; i <= DLQ_MAX_ATTEMPTS; i++) {
+                want.add(i);
+            }
+            check(attempts.equals(want), "delivery attempts " + attempts);
+            String dlqTopic = "%DLQ%" + group("dlq");
+            MessageView found = null;
+            SimpleConsumer reader = null;
+            try {
+                end = System.currentTimeMillis() + (RETRY_INVISIBLE_SECS + 60) * 1000L;
+                while (found == null && System.currentTimeMillis() < end) {
+                    // Keep polling the source group: it must not get the message a further time (and the
+                    // reference moves a message to the DLQ when it is due again, i.e. on a later receive).
+                    List<MessageView> again = receive(c, 1, retryInvisible);
+                    check(again.isEmpty(), "delivered again after " + DLQ_MAX_ATTEMPTS + " attempts (attempt "
+                        + (again.isEmpty() ? 0 : again.get(0).getDeliveryAttempt()) + ")");
+                    if (reader == null) {
+                        try {
+                            reader = simple("dlqreader", dlqTopic, "*");
+                        } catch (Exception e) { // the DLQ topic may not exist before the first dead letter
+                            Thread.sleep(1000);
+                            continue;
+                        }
+                    }
+                    List<MessageView> got;
+                    try {
+                        got = receive(reader, 32, INVISIBLE);
+                    } catch (ClientException e) {
+                        Thread.sleep(1000);
+                        got = Collections.emptyList();
+                    }
+                    for (MessageView m : got) {
+                        reader.ack(m);
+                        if (m.getMessageId().toString().equals(id) || Arrays.equals(bytes(m.getBody()), body)) {
+                            found = m;
+                        }
+                    }
+                }
+            } finally {
+                if (reader != null) {
+                    reader.close();
+                }
+            }
+            check(found != null, "not found in " + dlqTopic);
+            check(found.getMessageId().toString().equals(id),
+                "DLQ copy has message id " + found.getMessageId() + ", sent " + id);
+            check(Arrays.equals(bytes(found.getBody()), body) && found.getTag().orElse("").equals("dlq")
+                && found.getKeys().contains("dk-" + RUN), "DLQ copy differs");
+            check("java".equals(found.getProperties().get("origin")), "DLQ copy lost user properties: "
+                + found.getProperties());
+        }
+    }
+
     static void pushConsume() throws Exception {
         String t = topic("push");
         int n = 20;
@@ -540,7 +613,8 @@ public final class Scenarios {
         try {
             producer = PROVIDER.newProducerBuilder()
                 .setClientConfiguration(config())
-                .setTopics(topic("normal"), topic("filter"), topic("retry"), topic("push"), topic("pushretry"), topic("fifo"))
+                .setTopics(topic("normal"), topic("filter"), topic("retry"), topic("push"), topic("pushretry"), topic("fifo"),
+                    topic("dlq"))
                 .build();
         } catch (Throwable e) {
             e.printStackTrace(System.out);
@@ -553,6 +627,7 @@ public final class Scenarios {
         run("tag_filter", Scenarios::tagFilter);
         run("redelivery", Scenarios::redelivery);
         run("fifo_order", Scenarios::fifoOrder);
+        run("dead_letter", Scenarios::deadLetter);
         run("push_consume", Scenarios::pushConsume);
         run("push_retry", Scenarios::pushRetry);
         run("unknown_topic", Scenarios::unknownTopic);
