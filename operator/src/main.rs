@@ -142,7 +142,32 @@ where
     }
 }
 
+/// SIGTERM and SIGINT, registered once at start-up so that a signal arriving at any moment
+/// (waiting for the Lease, starting the controllers, running) is seen.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("registering SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("registering SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut signals = Signals::register()?;
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::default());
     let http = tokio::spawn(serve_http(args.http_addr, metrics.clone()));
@@ -151,7 +176,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let lease_duration = Duration::from_secs(args.lease_seconds.max(2));
     let lock = LeaseLock::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity, lease_duration);
     tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
-    lock.acquire(lease_duration / 3).await.context("acquiring the leader lease")?;
+    tokio::select! {
+        res = lock.acquire(lease_duration / 3) => res.context("acquiring the leader lease")?,
+        _ = signals.recv() => {
+            tracing::info!("signal received while waiting for leadership; exiting");
+            return Ok(());
+        }
+    }
     tracing::info!(%identity, "leading");
 
     let ctx = Arc::new(Context::new(
@@ -168,7 +199,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .shutdown_on_signal()
         .run(controller::nameserver::reconcile, controller::nameserver::error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -195,7 +225,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .shutdown_on_signal()
         .run(controller::broker::reconcile, controller::broker::error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -203,7 +232,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     let topics = Controller::new(api::<Topic>(&client, ns), watcher::Config::default())
-        .shutdown_on_signal()
         .run(controller::topic::reconcile, controller::topic::error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -215,13 +243,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         futures::join!(nameservers, brokers, topics);
     };
     let outcome = tokio::select! {
-        _ = controllers => {
-            tracing::info!("controllers stopped; releasing the lease");
+        _ = signals.recv() => {
+            // Dropping the controllers abandons in-flight reconciles; every step is an
+            // idempotent apply, so the next leader simply redoes it.
+            tracing::info!("signal received; stopping the controllers and releasing the lease");
             if let Err(e) = lock.release().await {
                 tracing::warn!(error = %e, "could not release the lease");
             }
             Ok(())
         }
+        _ = controllers => Err(anyhow::anyhow!("controllers stopped unexpectedly")),
         lost = lock.hold(lease_duration / 3) => Err(anyhow::anyhow!("lost leadership: {lost}")),
         res = http => match res {
             Ok(Ok(())) => Err(anyhow::anyhow!("HTTP server stopped")),

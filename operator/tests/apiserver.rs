@@ -6,6 +6,8 @@
 //! readiness matters, a test writes the StatefulSet/Deployment status itself, as the
 //! controller-manager would. Each test works in its own namespace.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +21,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::ApiResource;
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use ferromq_operator::admin::MemoryAdmin;
@@ -45,11 +46,7 @@ struct Env {
 }
 
 async fn client() -> Result<Client> {
-    let path = std::env::var("FERROMQ_TEST_KUBECONFIG")
-        .context("FERROMQ_TEST_KUBECONFIG is not set: run tests/suites/60-operator.sh")?;
-    let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {path}"))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
+    support::client_from_env("FERROMQ_TEST_KUBECONFIG").await
 }
 
 /// A fresh namespace (named after the test) and a Context whose admin API is in memory.

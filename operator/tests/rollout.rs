@@ -6,6 +6,8 @@
 //! `#[ignore]`d in a plain `cargo test`; tests/suites/60-operator.sh starts a second control
 //! plane with `--with-controller-manager` and runs them with `FERROMQ_TEST_KCM_KUBECONFIG` set.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,9 +17,8 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{watcher, Controller};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use ferromq_operator::admin::MemoryAdmin;
@@ -26,11 +27,7 @@ use ferromq_operator::crd::{Broker, Nameserver};
 use ferromq_operator::metrics::Metrics;
 
 async fn client() -> Result<Client> {
-    let path = std::env::var("FERROMQ_TEST_KCM_KUBECONFIG")
-        .context("FERROMQ_TEST_KCM_KUBECONFIG is not set: run tests/suites/60-operator.sh")?;
-    let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {path}"))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
+    support::client_from_env("FERROMQ_TEST_KCM_KUBECONFIG").await
 }
 
 /// What the fake kubelet did, in order: `("ready" | "deleted", pod name)`.

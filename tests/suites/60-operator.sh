@@ -44,14 +44,33 @@ standby_pid=""
 cleanup() {
   local p
   for p in $op_pid $standby_pid $sa_pid; do
-    kill "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
+    stop_proc "$p" || true
   done
   bash "$ENV" stop "$kcm_dir" || true
   bash "$ENV" stop "$cp_dir" || true
   rm -rf "$state"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+# stop_proc PID: SIGTERM, then up to 20s for a clean exit (SIGKILL after that); returns the
+# process's exit status, or 124 when it had to be killed.
+stop_proc() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 80); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return 124
+  fi
+  local status=0
+  wait "$pid" || status=$?
+  return "$status"
+}
 
 t=$SECONDS
 bash "$ENV" start "$cp_dir"
@@ -227,16 +246,16 @@ check "RBAC ClusterRole covers everything the operator did" bash -c "! grep -i '
 check "the standby replica waits while the leader holds the lease" bash -c \
   "grep -q 'waiting for leadership' '$state/standby.log' && ! grep -q 'leading' '$state/standby.log'"
 
-kill -TERM "$op_pid"
 op_status=0
-wait "$op_pid" || op_status=$?
+stop_proc "$op_pid" || op_status=$?
 op_pid=""
 check "operator exits cleanly on SIGTERM" test "$op_status" -eq 0
 check "the standby takes the lease the leader released" wait_for 30 equals lease ferromq-operator '{.spec.holderIdentity}' standby
 check "the standby starts reconciling" wait_for 30 grep -q 'leading' "$state/standby.log"
-kill -TERM "$standby_pid"
-wait "$standby_pid" || true
+standby_status=0
+stop_proc "$standby_pid" || standby_status=$?
 standby_pid=""
+check "the new leader also exits cleanly on SIGTERM" test "$standby_status" -eq 0
 check "the lease is free after both replicas stopped" bash -c "[[ -z \$('$KUBECTL' -n e2e get lease ferromq-operator -o jsonpath='{.spec.holderIdentity}') ]]"
 e2e_s=$((SECONDS - t))
 
@@ -294,8 +313,8 @@ check "schema refuses shrinking queues" refused 'queues may only grow' -n topics
 k -n topics delete topic orders-eu --wait=false >/dev/null
 check "deleting the Topic deletes the topic on the cluster" wait_for 60 bash -c "! '$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU >/dev/null 2>&1"
 check "the finalizer then lets the resource go" wait_for 30 bash -c "! '$KUBECTL' -n topics get topic orders-eu >/dev/null 2>&1"
-kill -TERM "$op_pid"; wait "$op_pid" || true; op_pid=""
-kill -TERM "$sa_pid"; wait "$sa_pid" || true; sa_pid=""
+stop_proc "$op_pid" || true; op_pid=""
+stop_proc "$sa_pid" || true; sa_pid=""
 topic_s=$((SECONDS - t))
 
 if ((failed > 0)); then

@@ -22,16 +22,16 @@ use k8s_openapi::api::autoscaling::v2::{
     ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapVolumeSource, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    env, http_probe, identity_env, label, label_selector, object_labels, pod_spec, selector_labels,
+    container_ports, env, headless_service, http_probe, one_at_a_time_pdb, service_ports, identity_env, label, label_selector, object_labels, pod_spec, selector_labels,
     selector_string, stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT,
 };
 use crate::crd::Broker;
@@ -198,30 +198,11 @@ fn build_group(
     let mut labels = object_labels(&parent.name, BROKER_COMPONENT);
     labels.insert(label::GROUP.to_string(), name.clone());
 
-    let service = Service {
-        metadata: parent.child_meta(&name, labels.clone()),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_string()),
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector.clone()),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("broker".to_string()),
-                    port: BROKER_PORT,
-                    target_port: Some(IntOrString::String("broker".to_string())),
-                    ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("http".to_string()),
-                    port: HTTP_PORT,
-                    target_port: Some(IntOrString::String("http".to_string())),
-                    ..ServicePort::default()
-                },
-            ]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
+    let service = headless_service(
+        parent.child_meta(&name, labels.clone()),
+        selector.clone(),
+        &[("broker", BROKER_PORT), ("http", HTTP_PORT)],
+    );
 
     let mut container_env = identity_env();
     container_env.push(env("FERROMQ_GROUP", name.clone()));
@@ -235,10 +216,7 @@ fn build_group(
         image_pull_policy: Some(broker.spec.image_pull_policy.as_str().to_string()),
         command: Some(vec!["/bin/sh".to_string(), "-c".to_string(), BROKER_ENTRYPOINT.to_string()]),
         env: Some(container_env),
-        ports: Some(vec![
-            ContainerPort { name: Some("broker".to_string()), container_port: BROKER_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("http".to_string()), container_port: HTTP_PORT, ..ContainerPort::default() },
-        ]),
+        ports: Some(container_ports(&[("broker", BROKER_PORT), ("http", HTTP_PORT)])),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: storage.resources.clone(),
@@ -291,15 +269,7 @@ fn build_group(
         ..StatefulSet::default()
     };
 
-    let pdb = PodDisruptionBudget {
-        metadata: parent.child_meta(&name, labels),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(label_selector(selector)),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    };
+    let pdb = one_at_a_time_pdb(parent.child_meta(&name, labels), selector);
 
     GroupChildren { name, service, statefulset, pdb }
 }
@@ -347,10 +317,7 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
             format!("0.0.0.0:{HTTP_PORT}"),
         ]),
         env: Some(identity_env()),
-        ports: Some(vec![
-            ContainerPort { name: Some("grpc".to_string()), container_port: GRPC_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("http".to_string()), container_port: HTTP_PORT, ..ContainerPort::default() },
-        ]),
+        ports: Some(container_ports(&[("grpc", GRPC_PORT), ("http", HTTP_PORT)])),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: compute.resources.clone(),
@@ -391,26 +358,13 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
         metadata: parent.child_meta(&parent.name, proxy_labels.clone()),
         spec: Some(ServiceSpec {
             selector: Some(proxy_sel.clone()),
-            ports: Some(vec![ServicePort {
-                name: Some("grpc".to_string()),
-                port: GRPC_PORT,
-                target_port: Some(IntOrString::String("grpc".to_string())),
-                ..ServicePort::default()
-            }]),
+            ports: Some(service_ports(&[("grpc", GRPC_PORT)])),
             ..ServiceSpec::default()
         }),
         ..Service::default()
     };
 
-    let proxy_pdb = PodDisruptionBudget {
-        metadata: parent.child_meta(&pname, proxy_labels.clone()),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(label_selector(proxy_sel)),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    };
+    let proxy_pdb = one_at_a_time_pdb(parent.child_meta(&pname, proxy_labels.clone()), proxy_sel);
 
     let hpa = compute.autoscaling.as_ref().map(|a| HorizontalPodAutoscaler {
         metadata: parent.child_meta(&pname, proxy_labels.clone()),

@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, Probe,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, Probe, Service,
+    ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -125,6 +127,56 @@ pub fn identity_env() -> Vec<EnvVar> {
 /// A plain `name=value` environment variable.
 pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_string(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+/// Service ports that forward to the container port of the same name.
+pub fn service_ports(ports: &[(&str, i32)]) -> Vec<ServicePort> {
+    ports
+        .iter()
+        .map(|(name, port)| ServicePort {
+            name: Some(name.to_string()),
+            port: *port,
+            target_port: Some(IntOrString::String(name.to_string())),
+            ..ServicePort::default()
+        })
+        .collect()
+}
+
+/// Named container ports.
+pub fn container_ports(ports: &[(&str, i32)]) -> Vec<ContainerPort> {
+    ports
+        .iter()
+        .map(|(name, port)| ContainerPort { name: Some(name.to_string()), container_port: *port, ..ContainerPort::default() })
+        .collect()
+}
+
+/// A headless Service (stable per-pod DNS names) that also lists pods before they are ready,
+/// so peers can find each other while starting.
+pub fn headless_service(meta: ObjectMeta, selector: BTreeMap<String, String>, ports: &[(&str, i32)]) -> Service {
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector),
+            ports: Some(service_ports(ports)),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// A PodDisruptionBudget letting at most one selected pod be voluntarily evicted at a time.
+pub fn one_at_a_time_pdb(meta: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(label_selector(selector)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
 }
 
 /// HTTP probe on the role's HTTP port.

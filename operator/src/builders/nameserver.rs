@@ -2,13 +2,12 @@
 //! PodDisruptionBudget.
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::core::v1::{Container, ContainerPort, PodTemplateSpec, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    http_probe, identity_env, label_selector, object_labels, pod_spec, selector_labels, BuildError, Parent,
+    container_ports, headless_service, one_at_a_time_pdb, http_probe, identity_env, label_selector, object_labels, pod_spec, selector_labels, BuildError, Parent,
     HTTP_PORT, NAMESERVER_PORT,
 };
 use crate::crd::Nameserver;
@@ -39,31 +38,12 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
     let labels = object_labels(&parent.name, COMPONENT);
     let selector = selector_labels(&parent.name, COMPONENT);
 
-    let service = Service {
-        metadata: parent.child_meta(&parent.name, labels.clone()),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_string()),
-            // Brokers must resolve every name server, ready or not, to register early.
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector.clone()),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("remoting".to_string()),
-                    port: NAMESERVER_PORT,
-                    target_port: Some(IntOrString::String("remoting".to_string())),
-                    ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("http".to_string()),
-                    port: HTTP_PORT,
-                    target_port: Some(IntOrString::String("http".to_string())),
-                    ..ServicePort::default()
-                },
-            ]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
+    // Brokers must resolve every name server, ready or not, to register early.
+    let service = headless_service(
+        parent.child_meta(&parent.name, labels.clone()),
+        selector.clone(),
+        &[("remoting", NAMESERVER_PORT), ("http", HTTP_PORT)],
+    );
 
     let container = Container {
         name: "nameserver".to_string(),
@@ -78,10 +58,7 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
             format!("0.0.0.0:{HTTP_PORT}"),
         ]),
         env: Some(identity_env()),
-        ports: Some(vec![
-            ContainerPort { name: Some("remoting".to_string()), container_port: NAMESERVER_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("http".to_string()), container_port: HTTP_PORT, ..ContainerPort::default() },
-        ]),
+        ports: Some(container_ports(&[("remoting", NAMESERVER_PORT), ("http", HTTP_PORT)])),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: ns.spec.resources.clone(),
@@ -105,15 +82,7 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
         ..StatefulSet::default()
     };
 
-    let pdb = PodDisruptionBudget {
-        metadata: parent.child_meta(&parent.name, labels),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(label_selector(selector)),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    };
+    let pdb = one_at_a_time_pdb(parent.child_meta(&parent.name, labels), selector);
 
     Ok(NameserverChildren { service, statefulset, pdb })
 }
