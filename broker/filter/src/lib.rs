@@ -1,0 +1,1 @@
+//! Filter expressions (being built: SQL92 subset over message properties).
