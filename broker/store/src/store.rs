@@ -396,7 +396,8 @@ impl Store {
     }
 
     /// Registers a callback the dispatcher runs for every record it dispatches (after the
-    /// consume queue entry is written, so a read triggered by it finds the message).
+    /// consume queue entry is written, so a read triggered by it finds the message). A
+    /// callback that needs the store should hold a `Weak`, or the store is never dropped.
     pub fn on_dispatch(&self, f: DispatchListener) {
         self.inner.listeners.write().unwrap_or_else(|p| p.into_inner()).push(f);
     }
@@ -735,6 +736,11 @@ impl Inner {
 
     fn run_dispatcher(self: Arc<Self>) {
         loop {
+            // Checked first so a dispatcher stuck retrying (a full disk) still lets close()
+            // finish; close() dispatches what is left itself.
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
             let target = self.log.write_pos();
             if self.dispatched.load(Ordering::Acquire) < target {
                 if let Err(e) = self.dispatch_until(target) {

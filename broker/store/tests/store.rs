@@ -469,9 +469,10 @@ fn dispatch_listeners_see_every_record_after_it_is_readable() {
     let store = Store::open(small_config(dir.path())).unwrap();
     let seen = Arc::new(std::sync::Mutex::new(vec![]));
     let s2 = seen.clone();
-    let st = store.clone();
+    // A weak handle: a listener that owned the store would keep it alive forever.
+    let st = Arc::downgrade(&store);
     store.on_dispatch(Arc::new(move |ev| {
-        let readable = st.queue_range(ev.topic, ev.queue_id).1 > ev.queue_offset;
+        let readable = st.upgrade().is_some_and(|st| st.queue_range(ev.topic, ev.queue_id).1 > ev.queue_offset);
         s2.lock().unwrap().push((ev.queue_offset, readable, ev.property("user-prop")));
     }));
     for i in 0..50 {
