@@ -64,11 +64,15 @@ build_python() {
   fi
 }
 
+# Per-run build directory: two runs sharing one (e.g. a developer's run beside tests/run) would rebuild
+# each other's classes mid-run. Maven's downloads stay shared in $M2_REPO.
+java_target() { echo "$(dirname "${FERROMQ_CLIENT_LOGS:-/tmp/x}")/java-target"; }
+
 build_java() {
   ensure_tool java openjdk-17-jdk-headless && ensure_tool mvn maven || return 1
   log "java: mvn package (local repo $M2_REPO)"
   (cd "$CLIENTS_HERE/java" && mvn -B -q -Dmaven.repo.local="$M2_REPO" \
-      -DbuildDirectory="$CLIENTS_CACHE/java-target" package -DskipTests) || return 1
+      -DbuildDirectory="$(java_target)" package -DskipTests) || return 1
 }
 
 build_rust() {
@@ -83,7 +87,7 @@ run_python() {
 }
 
 run_java() {
-  local cp="$CLIENTS_CACHE/java-target/classes:$CLIENTS_CACHE/java-target/lib/*"
+  local cp; cp="$(java_target)/classes:$(java_target)/lib/*"
   timeout 600 java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
     -Drocketmq.log.root="${FERROMQ_CLIENT_LOGS:-/tmp}/java-client" -Dmq.consoleAppender.enabled=false \
     -cp "$cp" io.ferromq.tests.Scenarios 2>&1
