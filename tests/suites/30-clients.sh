@@ -85,11 +85,19 @@ if ! (cd "$ROOT" && cargo build --release -p ferromq -q) > "$WORK/logs/build-fer
 fi
 FERROMQ="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferromq"
 
+# Fullness as 1 - available/size (what ferromq's high-water mark looked at when this was written; on a VM
+# whose size exceeds used + available this reads higher than df's Use%).
+used_pct=$(df -P "$WORK/data" | awk 'NR == 2 && $2 > 0 {print int(100 - $4 * 100 / $2)}')
+if [[ -n "$used_pct" ]] && ((used_pct >= 85)); then
+  log "WARNING: the filesystem of $WORK/data is ${used_pct}% full (1 - avail/size); ferromq refuses appends above its 90% high-water mark"
+fi
+
 GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 while [[ "$HTTP_PORT" == "$GRPC_PORT" ]]; do HTTP_PORT=$(free_port); done
 log "starting ferromq standalone (gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT, data $WORK/data)"
-RUST_LOG="${RUST_LOG:-info}" "$FERROMQ" standalone --data-dir "$WORK/data" \
+# Small commit-log segments: the suites store a few MiB, and a shared box should not lose 1 GiB per run.
+RUST_LOG="${RUST_LOG:-info}" FERROMQ_SEGMENT_SIZE="${FERROMQ_SEGMENT_SIZE:-64MiB}" "$FERROMQ" standalone --data-dir "$WORK/data" \
   --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" > "$WORK/logs/ferromq.log" 2>&1 &
 SERVER_PID=$!
 
