@@ -925,7 +925,14 @@ impl Inner {
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
             return;
         }
-        let used = 1.0 - (st.f_bavail as f64 / st.f_blocks as f64);
+        // As `df` counts it: blocks in use over blocks usable by us (used + available), so
+        // blocks reserved for root or unusable by the filesystem do not count as "full".
+        let in_use = st.f_blocks.saturating_sub(st.f_bfree) as f64;
+        let usable = in_use + st.f_bavail as f64;
+        if usable <= 0.0 {
+            return;
+        }
+        let used = in_use / usable;
         let mut full = lock(&self.disk_full);
         if used >= self.cfg.disk_high_water {
             if full.is_none() {
