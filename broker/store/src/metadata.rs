@@ -138,53 +138,53 @@ impl TopicStore {
         Ok(())
     }
 
+    /// Applies `change` to a copy of the topics, persists the copy and only then makes it
+    /// current, so a failed write changes nothing.
+    fn change<T>(&self, change: impl FnOnce(&mut BTreeMap<String, TopicConfig>) -> Result<T>) -> Result<T> {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = topics.clone();
+        let out = change(&mut next)?;
+        self.persist(&next)?;
+        *topics = next;
+        Ok(out)
+    }
+
     /// Creates a topic; refuses an existing name. Durable when it returns.
     pub fn create(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        if topics.contains_key(&t.name) {
-            return Err(StoreError::TopicExists(t.name));
-        }
-        let mut next = topics.clone();
-        next.insert(t.name.clone(), t.clone());
-        self.persist(&next)?;
-        *topics = next;
-        Ok(t)
+        self.change(|m| {
+            if m.contains_key(&t.name) {
+                return Err(StoreError::TopicExists(t.name.clone()));
+            }
+            m.insert(t.name.clone(), t.clone());
+            Ok(t)
+        })
     }
 
     /// Creates or replaces a topic. Durable when it returns.
     pub fn upsert(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = topics.clone();
-        next.insert(t.name.clone(), t.clone());
-        self.persist(&next)?;
-        *topics = next;
-        Ok(t)
+        self.change(|m| {
+            m.insert(t.name.clone(), t.clone());
+            Ok(t)
+        })
     }
 
     /// Updates an existing topic. Durable when it returns.
     pub fn update(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        if !topics.contains_key(&t.name) {
-            return Err(StoreError::UnknownTopic(t.name));
-        }
-        let mut next = topics.clone();
-        next.insert(t.name.clone(), t.clone());
-        self.persist(&next)?;
-        *topics = next;
-        Ok(t)
+        self.change(|m| {
+            if !m.contains_key(&t.name) {
+                return Err(StoreError::UnknownTopic(t.name.clone()));
+            }
+            m.insert(t.name.clone(), t.clone());
+            Ok(t)
+        })
     }
 
     /// Deletes a topic's configuration (its messages age out with the log).
     pub fn delete(&self, name: &str) -> Result<TopicConfig> {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = topics.clone();
-        let old = next.remove(name).ok_or_else(|| StoreError::UnknownTopic(name.to_string()))?;
-        self.persist(&next)?;
-        *topics = next;
-        Ok(old)
+        self.change(|m| m.remove(name).ok_or_else(|| StoreError::UnknownTopic(name.to_string())))
     }
 
     pub fn get(&self, name: &str) -> Option<TopicConfig> {

@@ -168,19 +168,19 @@ fn segment_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
     dir.join("commitlog").join(format!("{base:020}"))
 }
 
+/// Appends `n` messages `m0..` to queue 0 of topic `t`, closes the store cleanly and returns
+/// the acknowledgements.
+fn write_and_close(dir: &std::path::Path, n: usize) -> Vec<ferromq_store::AppendResult> {
+    let store = Store::open(small_config(dir)).unwrap();
+    let acks = (0..n).map(|i| store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap()).collect();
+    store.close().unwrap();
+    acks
+}
+
 #[test]
 fn flipped_byte_inside_the_log_is_detected_and_never_served() {
     let dir = tempfile::tempdir().unwrap();
-    let victim;
-    {
-        let store = Store::open(small_config(dir.path())).unwrap();
-        let mut acks = vec![];
-        for i in 0..100 {
-            acks.push(store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap());
-        }
-        victim = acks[50];
-        store.close().unwrap();
-    }
+    let victim = write_and_close(dir.path(), 100)[50];
     // Flip one byte in the body of message 50.
     let path = segment_path(dir.path(), 0);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -199,16 +199,7 @@ fn flipped_byte_inside_the_log_is_detected_and_never_served() {
 #[test]
 fn interior_damage_found_by_recovery_is_reported_and_later_records_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let victim;
-    {
-        let store = Store::open(small_config(dir.path())).unwrap();
-        let mut acks = vec![];
-        for i in 0..100 {
-            acks.push(store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap());
-        }
-        victim = acks[60];
-        store.close().unwrap();
-    }
+    let victim = write_and_close(dir.path(), 100)[60];
     // Break the record's length field and force a full scan by removing the checkpoint.
     let path = segment_path(dir.path(), 0);
     let mut bytes = std::fs::read(&path).unwrap();
