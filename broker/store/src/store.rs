@@ -356,6 +356,12 @@ impl Store {
         self.inner.append(msg)
     }
 
+    /// Appends several messages under one lock (and one flush wait in sync mode), in order.
+    /// Each message gets its own result: a refused message does not stop the others.
+    pub fn append_batch(&self, msgs: &[NewMessage]) -> Vec<Result<AppendResult>> {
+        self.inner.append_batch(msgs)
+    }
+
     /// Reads up to `max` messages of a queue from `offset`, optionally filtered by tag.
     pub fn read(&self, topic: &str, queue_id: u32, offset: u64, max: usize, filter: Option<&TagFilter>) -> Result<ReadResult> {
         self.inner.read(topic, queue_id, offset, max, filter)
@@ -579,52 +585,92 @@ impl Inner {
         Ok(cq)
     }
 
-    fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
-        if msg.body.len() > self.cfg.max_body_size {
-            return Err(StoreError::BodyTooLarge { size: msg.body.len(), limit: self.cfg.max_body_size });
-        }
+    /// Why appends are refused right now, if they are (a fresh error each call).
+    fn refusal(&self) -> Option<StoreError> {
         if self.shutdown.load(Ordering::Acquire) {
-            return Err(StoreError::Stopped { cause: "store is closed".into() });
+            return Some(StoreError::Stopped { cause: "store is closed".into() });
         }
         if let Some(e) = self.stopped_error() {
-            return Err(e);
+            return Some(e);
         }
         if self.disk_full_flag.load(Ordering::Acquire) {
             let detail = lock(&self.disk_full).clone().unwrap_or_default();
-            return Err(StoreError::DiskFull { detail });
+            return Some(StoreError::DiskFull { detail });
         }
-        let len = record::encoded_len(msg)?;
-        let result = {
-            let mut w = lock(&self.writer);
-            if let Some(e) = self.stopped_error() {
-                return Err(e);
-            }
-            let (seg, pos) = self.log.reserve(len)?;
-            let queues = match w.next.get_mut(msg.topic.as_str()) {
-                Some(q) => q,
-                None => w.next.entry(msg.topic.clone()).or_default(),
+        None
+    }
+
+    fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
+        self.append_batch(std::slice::from_ref(msg)).pop().unwrap_or_else(|| {
+            Err(StoreError::malformed("append", "no result for the message"))
+        })
+    }
+
+    /// Appends several messages under one lock and, in sync mode, one wait for the flush.
+    /// Each message gets its own result, as a RocketMQ send of a batch reports per entry.
+    fn append_batch(&self, msgs: &[NewMessage]) -> Vec<Result<AppendResult>> {
+        let mut results: Vec<Result<AppendResult>> = Vec::with_capacity(msgs.len());
+        let mut lens = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let checked = if m.body.len() > self.cfg.max_body_size {
+                Err(StoreError::BodyTooLarge { size: m.body.len(), limit: self.cfg.max_body_size })
+            } else if let Some(e) = self.refusal() {
+                Err(e)
+            } else {
+                record::encoded_len(m)
             };
-            let next = queues.entry(msg.queue_id).or_insert(0);
-            let queue_offset = *next;
-            let store_ts = now_ms();
-            // Encoded straight into the mapping: the range is ours until `publish`.
-            let out = seg.file.slice_mut((pos - seg.base) as usize, len);
-            record::encode(msg, self.cfg.store_host, out)?;
-            record::seal(out, queue_offset, pos, store_ts);
-            self.log.publish(pos + len as u64);
-            *next += 1;
-            AppendResult { phys_offset: pos, queue_offset, size: len as u32, store_timestamp_ms: store_ts }
-        };
-        self.appends.fetch_add(1, Ordering::Relaxed);
-        self.append_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            lens.push(checked);
+        }
+        let (mut count, mut bytes, mut end) = (0u64, 0u64, 0u64);
+        {
+            let mut w = lock(&self.writer);
+            for (msg, len) in msgs.iter().zip(lens) {
+                let r = len.and_then(|len| {
+                    if let Some(e) = self.stopped_error() {
+                        return Err(e);
+                    }
+                    let (seg, pos) = self.log.reserve(len)?;
+                    let queues = match w.next.get_mut(msg.topic.as_str()) {
+                        Some(q) => q,
+                        None => w.next.entry(msg.topic.clone()).or_default(),
+                    };
+                    let next = queues.entry(msg.queue_id).or_insert(0);
+                    let queue_offset = *next;
+                    let store_ts = now_ms();
+                    // Encoded straight into the mapping: the range is ours until `publish`.
+                    let out = seg.file.slice_mut((pos - seg.base) as usize, len);
+                    record::encode(msg, self.cfg.store_host, out)?;
+                    record::seal(out, queue_offset, pos, store_ts);
+                    self.log.publish(pos + len as u64);
+                    *next += 1;
+                    Ok(AppendResult { phys_offset: pos, queue_offset, size: len as u32, store_timestamp_ms: store_ts })
+                });
+                if let Ok(a) = &r {
+                    count += 1;
+                    bytes += a.size as u64;
+                    end = a.phys_offset + a.size as u64;
+                }
+                results.push(r);
+            }
+        }
+        if count == 0 {
+            return results;
+        }
+        self.appends.fetch_add(count, Ordering::Relaxed);
+        self.append_bytes.fetch_add(bytes, Ordering::Relaxed);
         if self.dispatcher_idle.load(Ordering::SeqCst) {
             let _g = lock(&self.dispatch_mx);
             self.dispatch_cv.notify_one();
         }
         if self.cfg.flush == FlushMode::Sync {
-            self.wait_flushed(result.phys_offset + result.size as u64)?;
+            if let Err(e) = self.wait_flushed(end) {
+                let cause = e.to_string();
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(StoreError::Stopped { cause: cause.clone() });
+                }
+            }
         }
-        Ok(result)
+        results
     }
 
     /// Group commit: registers as a waiter, wakes the flusher, and sleeps until a flush

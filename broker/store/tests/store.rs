@@ -158,6 +158,32 @@ fn oversized_body_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn a_batch_is_appended_in_order_with_a_result_per_message() {
+    for mode in [FlushMode::Async, FlushMode::Sync] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = small_config(dir.path());
+        cfg.flush = mode;
+        let store = Store::open(cfg).unwrap();
+        let mut batch: Vec<_> = (0..50).map(|i| message("t", 1, &format!("b{i}"), None, &[])).collect();
+        batch[20].body = vec![0u8; 64 * 1024 + 1];
+        let results = store.append_batch(&batch);
+        assert_eq!(results.len(), 50);
+        assert!(matches!(results[20], Err(StoreError::BodyTooLarge { .. })), "only the oversized entry is refused");
+        let offsets: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok()).map(|a| a.queue_offset).collect();
+        assert_eq!(offsets, (0..49).collect::<Vec<_>>());
+        wait(&store);
+        let ids: Vec<String> =
+            store.read("t", 1, 0, 100, None).unwrap().messages.iter().map(|m| m.msg_id().unwrap().to_string()).collect();
+        let expected: Vec<String> = (0..50).filter(|i| *i != 20).map(|i| format!("b{i}")).collect();
+        assert_eq!(ids, expected, "{mode:?}");
+        if mode == FlushMode::Sync {
+            let s = store.stats();
+            assert_eq!(s.log_flushed_offset, s.log_write_offset);
+        }
+    }
+}
+
+#[test]
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _s = Store::open(small_config(dir.path())).unwrap();
