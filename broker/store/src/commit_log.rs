@@ -74,7 +74,9 @@ impl CommitLog {
             let name = name.to_string_lossy();
             if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) {
                 if let Ok(base) = name.parse::<u64>() {
-                    bases.push(base);
+                    if !MappedFile::remove_if_unallocated(&entry.path(), segment_size)? {
+                        bases.push(base);
+                    }
                 }
             }
         }

@@ -105,6 +105,9 @@ impl ConsumeQueue {
             if name.len() != 20 || first % entries_per_file != 0 {
                 continue;
             }
+            if MappedFile::remove_if_unallocated(&entry.path(), file_len)? {
+                continue;
+            }
             let f = MappedFile::open(&entry.path(), file_len)?;
             files.insert(first / entries_per_file, Arc::new(f));
         }

@@ -62,6 +62,23 @@ impl MappedFile {
         Self::map(path.to_path_buf(), file, len)
     }
 
+    /// Removes `path` if a crash left it shorter than `len` and holding only zeros: the process
+    /// died between creating and allocating it, so nothing was ever written to it. Returns
+    /// whether it was removed; a short file with data in it is left for `open` to refuse.
+    pub fn remove_if_unallocated(path: &Path, len: u64) -> Result<bool> {
+        let actual = std::fs::metadata(path).map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?.len();
+        if actual >= len {
+            return Ok(false);
+        }
+        let bytes = std::fs::read(path).map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
+        if bytes.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        tracing::warn!(file = %path.display(), size = actual, "removing a file a crash left unallocated");
+        std::fs::remove_file(path).map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+        Ok(true)
+    }
+
     /// Maps an existing file; its length must be `len`.
     pub fn open(path: &Path, len: u64) -> Result<MappedFile> {
         let file = OpenOptions::new()

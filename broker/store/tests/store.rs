@@ -276,6 +276,21 @@ fn torn_tail_is_cut_and_appends_continue() {
 }
 
 #[test]
+fn files_a_crash_left_unallocated_are_removed_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let acks = write_and_close(dir.path(), 10);
+    // A kill between creating the next segment (or queue file) and allocating it.
+    std::fs::write(segment_path(dir.path(), 256 * 1024), b"").unwrap();
+    std::fs::write(dir.path().join("consumequeue/t/0/00000000000000001000"), vec![0u8; 100]).unwrap();
+    std::fs::write(dir.path().join("RUNNING"), b"").unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.queue_range("t", 0), (0, 10));
+    assert_eq!(store.message_at(acks[9].phys_offset).unwrap().msg_id(), Some("m9"));
+    assert!(!segment_path(dir.path(), 256 * 1024).exists());
+    store.append(&message("t", 0, "next", None, &[])).unwrap();
+}
+
+#[test]
 fn damaged_checkpoint_means_full_recovery_not_a_guess() {
     let dir = tempfile::tempdir().unwrap();
     {
