@@ -63,9 +63,17 @@ pub enum DrainState {
 #[async_trait]
 pub trait ClusterAdmin: Send + Sync {
     /// The topic as the cluster holds it, or `None` when it does not exist.
-    async fn describe_topic(&self, endpoint: &str, name: &str) -> Result<Option<TopicClusterState>, AdminError>;
+    async fn describe_topic(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Option<TopicClusterState>, AdminError>;
     /// Creates the topic or updates its queues and permission.
-    async fn upsert_topic(&self, endpoint: &str, topic: &TopicClusterState) -> Result<(), AdminError>;
+    async fn upsert_topic(
+        &self,
+        endpoint: &str,
+        topic: &TopicClusterState,
+    ) -> Result<(), AdminError>;
     /// Deletes the topic; deleting a missing topic succeeds.
     async fn delete_topic(&self, endpoint: &str, name: &str) -> Result<(), AdminError>;
     /// Starts (or continues) draining a broker group before its removal and reports progress.
@@ -80,15 +88,25 @@ pub struct CliAdmin {
 impl CliAdmin {
     /// Uses `program` (normally `ferromq`, found on `PATH`).
     pub fn new(program: impl Into<PathBuf>) -> Self {
-        CliAdmin { program: program.into() }
+        CliAdmin {
+            program: program.into(),
+        }
     }
 
     async fn run(&self, endpoint: &str, args: &[&str]) -> Result<std::process::Output, AdminError> {
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg("admin").arg("--server").arg(endpoint).arg("-o").arg("json").args(args);
+        cmd.arg("admin")
+            .arg("--server")
+            .arg(endpoint)
+            .arg("-o")
+            .arg("json")
+            .args(args);
         cmd.kill_on_drop(true);
         tracing::debug!(program = %self.program.display(), endpoint, ?args, "running admin command");
-        cmd.output().await.map_err(|source| AdminError::Spawn { program: self.program.display().to_string(), source })
+        cmd.output().await.map_err(|source| AdminError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        })
     }
 
     fn failed(args: &[&str], out: &std::process::Output) -> AdminError {
@@ -132,10 +150,14 @@ fn parse_permission(s: Option<&str>) -> Option<Permission> {
 
 /// Reads one topic from the CLI's JSON output.
 fn parse_topic(command: &str, stdout: &[u8]) -> Result<TopicClusterState, AdminError> {
-    let bad = |detail: String| AdminError::BadAnswer { command: command.to_string(), detail };
+    let bad = |detail: String| AdminError::BadAnswer {
+        command: command.to_string(),
+        detail,
+    };
     let t: TopicJson = serde_json::from_slice(stdout).map_err(|e| bad(e.to_string()))?;
     Ok(TopicClusterState {
-        message_type: parse_message_type(&t.message_type).ok_or_else(|| bad(format!("message type {}", t.message_type)))?,
+        message_type: parse_message_type(&t.message_type)
+            .ok_or_else(|| bad(format!("message type {}", t.message_type)))?,
         permission: parse_permission(t.permission.as_deref())
             .ok_or_else(|| bad(format!("permission {:?}", t.permission)))?,
         name: t.name,
@@ -150,16 +172,28 @@ fn looks_not_found(stderr: &[u8]) -> bool {
 
 #[async_trait]
 impl ClusterAdmin for CliAdmin {
-    async fn describe_topic(&self, endpoint: &str, name: &str) -> Result<Option<TopicClusterState>, AdminError> {
+    async fn describe_topic(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Option<TopicClusterState>, AdminError> {
         let args = ["topic", "describe", name];
         let out = self.run(endpoint, &args).await?;
         if !out.status.success() {
-            return if looks_not_found(&out.stderr) { Ok(None) } else { Err(Self::failed(&args, &out)) };
+            return if looks_not_found(&out.stderr) {
+                Ok(None)
+            } else {
+                Err(Self::failed(&args, &out))
+            };
         }
         parse_topic("topic describe", &out.stdout).map(Some)
     }
 
-    async fn upsert_topic(&self, endpoint: &str, topic: &TopicClusterState) -> Result<(), AdminError> {
+    async fn upsert_topic(
+        &self,
+        endpoint: &str,
+        topic: &TopicClusterState,
+    ) -> Result<(), AdminError> {
         let queues = topic.queues.to_string();
         let exists = self.describe_topic(endpoint, &topic.name).await?.is_some();
         let verb = if exists { "update" } else { "create" };
@@ -176,13 +210,21 @@ impl ClusterAdmin for CliAdmin {
             topic.permission.as_str(),
         ];
         let out = self.run(endpoint, &args).await?;
-        if out.status.success() { Ok(()) } else { Err(Self::failed(&args, &out)) }
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Self::failed(&args, &out))
+        }
     }
 
     async fn delete_topic(&self, endpoint: &str, name: &str) -> Result<(), AdminError> {
         let args = ["topic", "delete", name];
         let out = self.run(endpoint, &args).await?;
-        if out.status.success() || looks_not_found(&out.stderr) { Ok(()) } else { Err(Self::failed(&args, &out)) }
+        if out.status.success() || looks_not_found(&out.stderr) {
+            Ok(())
+        } else {
+            Err(Self::failed(&args, &out))
+        }
     }
 
     async fn drain_group(&self, endpoint: &str, group: &str) -> Result<DrainState, AdminError> {
@@ -197,9 +239,18 @@ impl ClusterAdmin for CliAdmin {
             #[serde(alias = "remainingQueues")]
             remaining_queues: u32,
         }
-        let d: DrainJson = serde_json::from_slice(&out.stdout)
-            .map_err(|e| AdminError::BadAnswer { command: "group drain".to_string(), detail: e.to_string() })?;
-        Ok(if d.remaining_queues == 0 { DrainState::Drained } else { DrainState::InProgress { remaining_queues: d.remaining_queues } })
+        let d: DrainJson =
+            serde_json::from_slice(&out.stdout).map_err(|e| AdminError::BadAnswer {
+                command: "group drain".to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(if d.remaining_queues == 0 {
+            DrainState::Drained
+        } else {
+            DrainState::InProgress {
+                remaining_queues: d.remaining_queues,
+            }
+        })
     }
 }
 
@@ -220,7 +271,12 @@ struct MemoryState {
 impl MemoryAdmin {
     /// Topics the fake cluster at `endpoint` holds.
     pub fn topics(&self, endpoint: &str) -> Vec<TopicClusterState> {
-        self.lock().topics.iter().filter(|((e, _), _)| e == endpoint).map(|(_, t)| t.clone()).collect()
+        self.lock()
+            .topics
+            .iter()
+            .filter(|((e, _), _)| e == endpoint)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// Makes `group` report `InProgress` for `rounds` more drain calls.
@@ -235,12 +291,17 @@ impl MemoryAdmin {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         // A poisoned lock only means another test thread panicked; the data is still usable.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn check(&self, command: &str) -> Result<(), AdminError> {
         if self.lock().unreachable {
-            Err(AdminError::Failed { command: command.to_string(), stderr: "connection refused".to_string() })
+            Err(AdminError::Failed {
+                command: command.to_string(),
+                stderr: "connection refused".to_string(),
+            })
         } else {
             Ok(())
         }
@@ -249,20 +310,36 @@ impl MemoryAdmin {
 
 #[async_trait]
 impl ClusterAdmin for MemoryAdmin {
-    async fn describe_topic(&self, endpoint: &str, name: &str) -> Result<Option<TopicClusterState>, AdminError> {
+    async fn describe_topic(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Option<TopicClusterState>, AdminError> {
         self.check("topic describe")?;
-        Ok(self.lock().topics.get(&(endpoint.to_string(), name.to_string())).cloned())
+        Ok(self
+            .lock()
+            .topics
+            .get(&(endpoint.to_string(), name.to_string()))
+            .cloned())
     }
 
-    async fn upsert_topic(&self, endpoint: &str, topic: &TopicClusterState) -> Result<(), AdminError> {
+    async fn upsert_topic(
+        &self,
+        endpoint: &str,
+        topic: &TopicClusterState,
+    ) -> Result<(), AdminError> {
         self.check("topic create")?;
-        self.lock().topics.insert((endpoint.to_string(), topic.name.clone()), topic.clone());
+        self.lock()
+            .topics
+            .insert((endpoint.to_string(), topic.name.clone()), topic.clone());
         Ok(())
     }
 
     async fn delete_topic(&self, endpoint: &str, name: &str) -> Result<(), AdminError> {
         self.check("topic delete")?;
-        self.lock().topics.remove(&(endpoint.to_string(), name.to_string()));
+        self.lock()
+            .topics
+            .remove(&(endpoint.to_string(), name.to_string()));
         Ok(())
     }
 
@@ -274,7 +351,9 @@ impl ClusterAdmin for MemoryAdmin {
             Ok(DrainState::Drained)
         } else {
             *rounds -= 1;
-            Ok(DrainState::InProgress { remaining_queues: *rounds + 1 })
+            Ok(DrainState::InProgress {
+                remaining_queues: *rounds + 1,
+            })
         }
     }
 }
@@ -285,12 +364,30 @@ mod tests {
 
     #[test]
     fn parses_cli_topic_json() {
-        let t = parse_topic("d", br#"{"name":"orders","queues":8,"type":"fifo","perm":"rw","total_messages":3}"#)
-            .expect("parse");
-        assert_eq!(t, TopicClusterState { name: "orders".into(), queues: 8, message_type: MessageType::Fifo, permission: Permission::ReadWrite });
-        let ro = parse_topic("d", br#"{"name":"x","queues":1,"type":"normal","perm":"r"}"#).expect("parse");
+        let t = parse_topic(
+            "d",
+            br#"{"name":"orders","queues":8,"type":"fifo","perm":"rw","total_messages":3}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            t,
+            TopicClusterState {
+                name: "orders".into(),
+                queues: 8,
+                message_type: MessageType::Fifo,
+                permission: Permission::ReadWrite
+            }
+        );
+        let ro = parse_topic(
+            "d",
+            br#"{"name":"x","queues":1,"type":"normal","perm":"r"}"#,
+        )
+        .expect("parse");
         assert_eq!(ro.permission, Permission::ReadOnly);
-        assert!(matches!(parse_topic("d", br#"{"name":"x","queues":1,"type":"odd"}"#), Err(AdminError::BadAnswer { .. })));
+        assert!(matches!(
+            parse_topic("d", br#"{"name":"x","queues":1,"type":"odd"}"#),
+            Err(AdminError::BadAnswer { .. })
+        ));
     }
 
     #[tokio::test]
@@ -304,7 +401,15 @@ mod tests {
     async fn memory_admin_drains_after_scripted_rounds() {
         let a = MemoryAdmin::default();
         a.set_drain_rounds("g", 1);
-        assert_eq!(a.drain_group("e", "g").await.ok(), Some(DrainState::InProgress { remaining_queues: 1 }));
-        assert_eq!(a.drain_group("e", "g").await.ok(), Some(DrainState::Drained));
+        assert_eq!(
+            a.drain_group("e", "g").await.ok(),
+            Some(DrainState::InProgress {
+                remaining_queues: 1
+            })
+        );
+        assert_eq!(
+            a.drain_group("e", "g").await.ok(),
+            Some(DrainState::Drained)
+        );
     }
 }

@@ -26,14 +26,29 @@ pub struct Desired {
 
 impl Desired {
     /// Shorthand constructor.
-    pub fn new(type_: &'static str, status: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Desired { type_, status, reason: reason.into(), message: message.into() }
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Desired {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// Merges `desired` into `existing`: keeps `lastTransitionTime` of conditions whose status did
 /// not change, so an unchanged world produces an identical list (and no status write).
-pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    existing: &[Condition],
+    desired: &[Desired],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     desired
         .iter()
         .map(|d| {
@@ -83,8 +98,18 @@ mod tests {
 
     #[test]
     fn flipped_status_moves_transition_time_and_generation() {
-        let first = merge(&[], &[Desired::new(READY, true, "Ready", "")], Some(1), &t(100));
-        let second = merge(&first, &[Desired::new(READY, false, "StorageNotReady", "x")], Some(2), &t(200));
+        let first = merge(
+            &[],
+            &[Desired::new(READY, true, "Ready", "")],
+            Some(1),
+            &t(100),
+        );
+        let second = merge(
+            &first,
+            &[Desired::new(READY, false, "StorageNotReady", "x")],
+            Some(2),
+            &t(200),
+        );
         assert_eq!(second[0].last_transition_time, t(200));
         assert_eq!(second[0].observed_generation, Some(2));
         assert_eq!(second[0].status, "False");

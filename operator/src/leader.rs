@@ -21,8 +21,19 @@ pub struct LeaseLock {
 
 impl LeaseLock {
     /// A candidate called `identity` (normally the pod name).
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration) -> Self {
-        LeaseLock { api: Api::namespaced(client, namespace), name: name.to_string(), identity: identity.to_string(), duration }
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
+        LeaseLock {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            duration,
+        }
     }
 
     /// This candidate's identity.
@@ -47,7 +58,10 @@ impl LeaseLock {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(self.spec(now, None, 0)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
@@ -62,7 +76,8 @@ impl LeaseLock {
         let new_spec = if holder == self.identity {
             self.spec(now, spec.acquire_time.clone(), transitions)
         } else {
-            let ttl = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+            let ttl =
+                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
             let expired = match &spec.renew_time {
                 Some(MicroTime(t)) => t.checked_add(ttl).map(|end| end < now).unwrap_or(true),
                 None => true,
@@ -73,7 +88,11 @@ impl LeaseLock {
             self.spec(now, None, transitions + 1)
         };
         lease.spec = Some(new_spec);
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
@@ -82,7 +101,9 @@ impl LeaseLock {
 
     /// Gives the Lease up (on clean shutdown) so a standby takes over at once.
     pub async fn release(&self) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
         let mut spec = lease.spec.clone().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return Ok(());
@@ -90,7 +111,10 @@ impl LeaseLock {
         spec.holder_identity = None;
         spec.renew_time = None;
         lease.spec = Some(spec);
-        self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
     }
 
     /// Blocks until this candidate holds the Lease, polling every `retry`.

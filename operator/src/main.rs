@@ -24,7 +24,11 @@ use ferromq_operator::leader::LeaseLock;
 use ferromq_operator::metrics::Metrics;
 
 #[derive(Parser)]
-#[command(name = "ferromq-operator", version, about = "Kubernetes operator for FerroMQ")]
+#[command(
+    name = "ferromq-operator",
+    version,
+    about = "Kubernetes operator for FerroMQ"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,13 +53,25 @@ struct RunArgs {
     #[arg(long, env = "FERROMQ_OPERATOR_FERROMQ_BIN", default_value = "ferromq")]
     ferromq_bin: PathBuf,
     /// Address of the operator's own /healthz and /metrics.
-    #[arg(long, env = "FERROMQ_OPERATOR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "FERROMQ_OPERATOR_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     http_addr: SocketAddr,
     /// Namespace of the leader-election Lease.
-    #[arg(long, env = "FERROMQ_OPERATOR_LEASE_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        env = "FERROMQ_OPERATOR_LEASE_NAMESPACE",
+        default_value = "default"
+    )]
     lease_namespace: String,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "FERROMQ_OPERATOR_LEASE_NAME", default_value = "ferromq-operator")]
+    #[arg(
+        long,
+        env = "FERROMQ_OPERATOR_LEASE_NAME",
+        default_value = "ferromq-operator"
+    )]
     lease_name: String,
     /// This replica's identity in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
@@ -64,7 +80,12 @@ struct RunArgs {
     #[arg(long, env = "FERROMQ_OPERATOR_LEASE_SECONDS", default_value_t = 15)]
     lease_seconds: u64,
     /// Log format.
-    #[arg(long, env = "FERROMQ_OPERATOR_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        env = "FERROMQ_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     log_format: LogFormat,
 }
 
@@ -107,9 +128,11 @@ fn write_crds(out: Option<PathBuf>) -> anyhow::Result<()> {
         let yaml = ferromq_operator::crd::render_yaml(&crd)?;
         match &out {
             Some(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 let path = dir.join(format!("{kind}.yaml"));
-                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             None => print!("---\n{yaml}"),
         }
@@ -128,7 +151,9 @@ async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<(
                 async move { m.render() }
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     axum::serve(listener, app).await.context("serving HTTP")
 }
 
@@ -168,13 +193,24 @@ impl Signals {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut signals = Signals::register()?;
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::default());
     let http = tokio::spawn(serve_http(args.http_addr, metrics.clone()));
 
-    let identity = args.identity.clone().unwrap_or_else(|| format!("ferromq-operator-{}", std::process::id()));
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("ferromq-operator-{}", std::process::id()));
     let lease_duration = Duration::from_secs(args.lease_seconds.max(2));
-    let lock = LeaseLock::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity, lease_duration);
+    let lock = LeaseLock::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        lease_duration,
+    );
     tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
     tokio::select! {
         res = lock.acquire(lease_duration / 3) => res.context("acquiring the leader lease")?,
@@ -199,7 +235,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .run(controller::nameserver::reconcile, controller::nameserver::error_policy, ctx.clone())
+        .run(
+            controller::nameserver::reconcile,
+            controller::nameserver::error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "nameserver controller");
@@ -210,29 +250,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Brokers that reference it.
     let broker_store = broker_controller.store();
     let brokers = broker_controller
-        .watches(api::<Nameserver>(&client, ns), watcher::Config::default(), move |nameserver| {
-            let ns_name = nameserver.name_any();
-            let namespace = nameserver.namespace();
-            broker_store
-                .state()
-                .into_iter()
-                .filter(|b| b.namespace() == namespace && b.spec.nameserver_ref.name == ns_name)
-                .map(|b| ObjectRef::from_obj(&*b))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            api::<Nameserver>(&client, ns),
+            watcher::Config::default(),
+            move |nameserver| {
+                let ns_name = nameserver.name_any();
+                let namespace = nameserver.namespace();
+                broker_store
+                    .state()
+                    .into_iter()
+                    .filter(|b| b.namespace() == namespace && b.spec.nameserver_ref.name == ns_name)
+                    .map(|b| ObjectRef::from_obj(&*b))
+                    .collect::<Vec<_>>()
+            },
+        )
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Deployment>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
-        .run(controller::broker::reconcile, controller::broker::error_policy, ctx.clone())
+        .run(
+            controller::broker::reconcile,
+            controller::broker::error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "broker controller");
             }
         });
     let topics = Controller::new(api::<Topic>(&client, ns), watcher::Config::default())
-        .run(controller::topic::reconcile, controller::topic::error_policy, ctx.clone())
+        .run(
+            controller::topic::reconcile,
+            controller::topic::error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "topic controller");

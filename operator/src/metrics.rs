@@ -38,26 +38,54 @@ impl Default for Metrics {
         let reconciles = Family::<KindLabel, Counter>::default();
         let errors = Family::<ErrorLabel, Counter>::default();
         let durations = Family::<KindLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
-        registry.register("reconciliations", "Reconciliations started", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciliations that failed", errors.clone());
-        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", durations.clone());
-        Metrics { registry, reconciles, errors, durations }
+        registry.register(
+            "reconciliations",
+            "Reconciliations started",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            durations.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            durations,
+        }
     }
 }
 
 impl Metrics {
     /// Counts a reconcile of `kind` that took `elapsed`.
     pub fn observe(&self, kind: &str, elapsed: Duration) {
-        let l = KindLabel { kind: kind.to_string() };
+        let l = KindLabel {
+            kind: kind.to_string(),
+        };
         self.reconciles.get_or_create(&l).inc();
-        self.durations.get_or_create(&l).observe(elapsed.as_secs_f64());
+        self.durations
+            .get_or_create(&l)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts a failed reconcile.
     pub fn error(&self, kind: &str, reason: &str) {
-        self.errors.get_or_create(&ErrorLabel { kind: kind.to_string(), reason: reason.to_string() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabel {
+                kind: kind.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition of every family.
@@ -80,8 +108,17 @@ mod tests {
         m.observe("Broker", Duration::from_millis(20));
         m.error("Broker", "KubernetesApiError");
         let text = m.render();
-        assert!(text.contains("ferromq_operator_reconciliations_total{kind=\"Broker\"} 1"), "{text}");
-        assert!(text.contains("ferromq_operator_reconcile_errors_total"), "{text}");
-        assert!(text.contains("ferromq_operator_reconcile_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("ferromq_operator_reconciliations_total{kind=\"Broker\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferromq_operator_reconcile_errors_total"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferromq_operator_reconcile_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

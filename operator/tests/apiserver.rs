@@ -28,8 +28,9 @@ use serde_json::json;
 use ferromq_operator::admin::MemoryAdmin;
 use ferromq_operator::controller::{self, Context};
 use ferromq_operator::crd::{
-    Broker, BrokerSpec, ComputeSpec, FlushMode, ImagePullPolicy, MessageType, Nameserver, NameserverRef,
-    NameserverSpec, Permission, ReplicationMode, StorageSpec, Topic, TopicSpec, VolumeSpec, BrokerRef,
+    Broker, BrokerRef, BrokerSpec, ComputeSpec, FlushMode, ImagePullPolicy, MessageType,
+    Nameserver, NameserverRef, NameserverSpec, Permission, ReplicationMode, StorageSpec, Topic,
+    TopicSpec, VolumeSpec,
 };
 use ferromq_operator::leader::LeaseLock;
 use ferromq_operator::metrics::Metrics;
@@ -56,7 +57,9 @@ async fn env(test: &str) -> Result<Env> {
     let ns = format!("{}-{suffix}", test.replace('_', "-"));
     let nss: Api<Namespace> = Api::all(client.clone());
     let obj: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } }))?;
-    nss.create(&PostParams::default(), &obj).await.with_context(|| format!("creating namespace {ns}"))?;
+    nss.create(&PostParams::default(), &obj)
+        .await
+        .with_context(|| format!("creating namespace {ns}"))?;
     let admin = Arc::new(MemoryAdmin::default());
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -65,7 +68,12 @@ async fn env(test: &str) -> Result<Env> {
         Some("integration-test".to_string()),
         Arc::new(Metrics::default()),
     ));
-    Ok(Env { client, ns, admin, ctx })
+    Ok(Env {
+        client,
+        ns,
+        admin,
+        ctx,
+    })
 }
 
 impl Env {
@@ -100,7 +108,10 @@ impl Env {
         macro_rules! collect {
             ($t:ty) => {
                 for o in self.api::<$t>().list(&ListParams::default()).await? {
-                    out.insert(format!("{}/{}", <$t>::kind(&()), o.name_any()), o.resource_version().unwrap_or_default());
+                    out.insert(
+                        format!("{}/{}", <$t>::kind(&()), o.name_any()),
+                        o.resource_version().unwrap_or_default(),
+                    );
                 }
             };
         }
@@ -128,30 +139,52 @@ impl Env {
                 placement: None,
             },
         );
-        Ok(self.api::<Nameserver>().create(&PostParams::default(), &ns).await?)
+        Ok(self
+            .api::<Nameserver>()
+            .create(&PostParams::default(), &ns)
+            .await?)
     }
 
-    async fn create_broker(&self, name: &str, groups: i32, proxies: i32, class: &str) -> Result<Broker> {
+    async fn create_broker(
+        &self,
+        name: &str,
+        groups: i32,
+        proxies: i32,
+        class: &str,
+    ) -> Result<Broker> {
         let b = Broker::new(
             name,
             BrokerSpec {
-                nameserver_ref: NameserverRef { name: "names".into() },
+                nameserver_ref: NameserverRef {
+                    name: "names".into(),
+                },
                 image: "ferromq:test".into(),
                 image_pull_policy: ImagePullPolicy::IfNotPresent,
                 storage: StorageSpec {
                     groups,
                     replicas_per_group: 2,
-                    volume: VolumeSpec { size: "10Gi".into(), storage_class_name: Some(class.into()) },
+                    volume: VolumeSpec {
+                        size: "10Gi".into(),
+                        storage_class_name: Some(class.into()),
+                    },
                     flush_mode: FlushMode::Async,
                     replication_mode: ReplicationMode::Sync,
                     resources: None,
                     placement: None,
                 },
-                compute: ComputeSpec { replicas: proxies, resources: None, autoscaling: None, placement: None },
+                compute: ComputeSpec {
+                    replicas: proxies,
+                    resources: None,
+                    autoscaling: None,
+                    placement: None,
+                },
                 config: BTreeMap::new(),
             },
         );
-        Ok(self.api::<Broker>().create(&PostParams::default(), &b).await?)
+        Ok(self
+            .api::<Broker>()
+            .create(&PostParams::default(), &b)
+            .await?)
     }
 
     /// Plays the StatefulSet controller: marks every replica of `name` created, updated, ready.
@@ -164,7 +197,8 @@ impl Env {
             "availableReplicas": n, "updatedReplicas": n, "currentReplicas": n,
             "currentRevision": format!("{name}-r1"), "updateRevision": format!("{name}-r1"),
         }});
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await?;
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
         Ok(())
     }
 
@@ -177,7 +211,8 @@ impl Env {
             "observedGeneration": d.metadata.generation, "replicas": n, "readyReplicas": n,
             "availableReplicas": n, "updatedReplicas": n,
         }});
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await?;
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
         Ok(())
     }
 
@@ -186,7 +221,11 @@ impl Env {
         Ok(all
             .items
             .into_iter()
-            .filter(|e| e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)))
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
+            })
             .collect())
     }
 
@@ -210,20 +249,29 @@ impl Env {
 }
 
 fn condition<'a>(conds: &'a [Condition], type_: &str) -> Result<&'a Condition> {
-    conds.iter().find(|c| c.type_ == type_).ok_or_else(|| anyhow!("no {type_} condition in {conds:?}"))
+    conds
+        .iter()
+        .find(|c| c.type_ == type_)
+        .ok_or_else(|| anyhow!("no {type_} condition in {conds:?}"))
 }
 
 fn assert_condition(conds: &[Condition], type_: &str, status: &str, reason: &str) -> Result<()> {
     let c = condition(conds, type_)?;
     if c.status != status || c.reason != reason {
-        bail!("{type_}: want {status}/{reason}, got {}/{} ({})", c.status, c.reason, c.message);
+        bail!(
+            "{type_}: want {status}/{reason}, got {}/{} ({})",
+            c.status,
+            c.reason,
+            c.message
+        );
     }
     Ok(())
 }
 
 fn owned_by<K: Resource>(obj: &K, kind: &str, uid: &str) -> bool {
     obj.meta().owner_references.as_ref().is_some_and(|o| {
-        o.iter().any(|r| r.kind == kind && r.uid == uid && r.controller == Some(true))
+        o.iter()
+            .any(|r| r.kind == kind && r.uid == uid && r.controller == Some(true))
     })
 }
 
@@ -240,11 +288,23 @@ async fn nameserver_gets_statefulset_service_pdb_and_honest_status() -> Result<(
     let sts = e.api::<StatefulSet>().get("names").await?;
     assert!(owned_by(&sts, "Nameserver", &uid));
     assert_eq!(sts.spec.as_ref().and_then(|s| s.replicas), Some(3));
-    assert_eq!(sts.labels().get("app.kubernetes.io/component").map(String::as_str), Some("nameserver"));
+    assert_eq!(
+        sts.labels()
+            .get("app.kubernetes.io/component")
+            .map(String::as_str),
+        Some("nameserver")
+    );
     let svc = e.api::<Service>().get("names").await?;
     assert!(owned_by(&svc, "Nameserver", &uid));
-    assert_eq!(svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"));
-    assert!(owned_by(&e.api::<PodDisruptionBudget>().get("names").await?, "Nameserver", &uid));
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+        Some("None")
+    );
+    assert!(owned_by(
+        &e.api::<PodDisruptionBudget>().get("names").await?,
+        "Nameserver",
+        &uid
+    ));
 
     let ns = e.api::<Nameserver>().get("names").await?;
     let st = ns.status.clone().context("status written")?;
@@ -252,12 +312,20 @@ async fn nameserver_gets_statefulset_service_pdb_and_honest_status() -> Result<(
     assert_eq!(st.addresses.len(), 3);
     assert_condition(&st.conditions, "Ready", "False", "ReplicasNotReady")?;
     assert_condition(&st.conditions, "Progressing", "True", "RollingOut")?;
-    assert!(!e.events_for("Nameserver", "names").await?.is_empty(), "creation must be reported as Events");
+    assert!(
+        !e.events_for("Nameserver", "names").await?.is_empty(),
+        "creation must be reported as Events"
+    );
 
     // Pods become ready (played by the test): status follows.
     e.mark_sts_ready("names").await?;
     e.reconcile_nameserver("names").await?;
-    let st = e.api::<Nameserver>().get("names").await?.status.context("status")?;
+    let st = e
+        .api::<Nameserver>()
+        .get("names")
+        .await?
+        .status
+        .context("status")?;
     assert_condition(&st.conditions, "Ready", "True", "AllReplicasReady")?;
     assert_condition(&st.conditions, "Degraded", "False", "AsExpected")?;
     assert_eq!(st.ready_replicas, 3);
@@ -265,7 +333,11 @@ async fn nameserver_gets_statefulset_service_pdb_and_honest_status() -> Result<(
     // Idempotent: another reconcile writes nothing.
     let before = e.versions().await?;
     e.reconcile_nameserver("names").await?;
-    assert_eq!(before, e.versions().await?, "second reconcile changed something");
+    assert_eq!(
+        before,
+        e.versions().await?,
+        "second reconcile changed something"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -289,21 +361,50 @@ async fn broker_builds_both_tiers_and_second_reconcile_changes_nothing() -> Resu
         let vct = spec.volume_claim_templates.unwrap_or_default();
         assert_eq!(vct.len(), 1, "one claim template");
         let svc = e.api::<Service>().get(g).await?;
-        assert_eq!(svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"));
-        assert!(owned_by(&e.api::<PodDisruptionBudget>().get(g).await?, "Broker", &uid));
+        assert_eq!(
+            svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()),
+            Some("None")
+        );
+        assert!(owned_by(
+            &e.api::<PodDisruptionBudget>().get(g).await?,
+            "Broker",
+            &uid
+        ));
     }
     let cm = e.api::<ConfigMap>().get("demo-config").await?;
-    let toml = cm.data.unwrap_or_default().get("broker.toml").cloned().unwrap_or_default();
-    assert!(toml.contains(&format!("names-0.names.{}.svc:9876", e.ns)), "{toml}");
+    let toml = cm
+        .data
+        .unwrap_or_default()
+        .get("broker.toml")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        toml.contains(&format!("names-0.names.{}.svc:9876", e.ns)),
+        "{toml}"
+    );
     assert!(toml.contains("replication-mode = \"sync\""), "{toml}");
     let proxy = e.api::<Deployment>().get("demo-proxy").await?;
     assert_eq!(proxy.spec.as_ref().and_then(|s| s.replicas), Some(2));
     let client_svc = e.api::<Service>().get("demo").await?;
-    let port = client_svc.spec.and_then(|s| s.ports).unwrap_or_default().first().map(|p| p.port);
+    let port = client_svc
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .first()
+        .map(|p| p.port);
     assert_eq!(port, Some(8081));
-    assert!(owned_by(&e.api::<PodDisruptionBudget>().get("demo-proxy").await?, "Broker", &uid));
+    assert!(owned_by(
+        &e.api::<PodDisruptionBudget>().get("demo-proxy").await?,
+        "Broker",
+        &uid
+    ));
 
-    let st = e.api::<Broker>().get("demo").await?.status.context("status")?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
     assert_condition(&st.conditions, "Ready", "False", "StorageNotReady")?;
     assert_eq!(st.compute.selector, "app.kubernetes.io/component=proxy,app.kubernetes.io/instance=demo,app.kubernetes.io/name=ferromq");
 
@@ -312,14 +413,30 @@ async fn broker_builds_both_tiers_and_second_reconcile_changes_nothing() -> Resu
     e.mark_sts_ready("demo-group-1").await?;
     e.mark_deployment_ready("demo-proxy").await?;
     e.reconcile_broker("demo").await?;
-    let st = e.api::<Broker>().get("demo").await?.status.context("status")?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
     assert_condition(&st.conditions, "Ready", "True", "Ready")?;
     assert_condition(&st.conditions, "Progressing", "False", "Stable")?;
-    assert_eq!((st.storage.ready_groups, st.storage.ready_replicas, st.compute.ready_replicas), (2, 4, 2));
+    assert_eq!(
+        (
+            st.storage.ready_groups,
+            st.storage.ready_replicas,
+            st.compute.ready_replicas
+        ),
+        (2, 4, 2)
+    );
 
     let before = e.versions().await?;
     e.reconcile_broker("demo").await?;
-    assert_eq!(before, e.versions().await?, "second reconcile changed something");
+    assert_eq!(
+        before,
+        e.versions().await?,
+        "second reconcile changed something"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -332,29 +449,71 @@ async fn autoscaling_adds_and_removes_the_hpa_and_pause_freezes_children() -> Re
     e.create_nameserver("names", 1).await?;
     e.create_broker("demo", 1, 2, "ferromq-test-fixed").await?;
     e.reconcile_broker("demo").await?;
-    assert!(e.api::<HorizontalPodAutoscaler>().get_opt("demo-proxy").await?.is_none());
+    assert!(e
+        .api::<HorizontalPodAutoscaler>()
+        .get_opt("demo-proxy")
+        .await?
+        .is_none());
     let brokers = e.api::<Broker>();
-    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "compute": {
-        "autoscaling": { "minReplicas": 2, "maxReplicas": 5 } } } }))).await?;
+    brokers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "compute": {
+        "autoscaling": { "minReplicas": 2, "maxReplicas": 5 } } } })),
+        )
+        .await?;
     e.reconcile_broker("demo").await?;
     let hpa = e.api::<HorizontalPodAutoscaler>().get("demo-proxy").await?;
     let target = hpa.spec.map(|s| (s.scale_target_ref.kind, s.max_replicas));
     assert_eq!(target, Some(("Broker".to_string(), 5)));
-    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "compute": { "autoscaling": null } } }))).await?;
+    brokers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "compute": { "autoscaling": null } } })),
+        )
+        .await?;
     e.reconcile_broker("demo").await?;
-    assert!(e.api::<HorizontalPodAutoscaler>().get_opt("demo-proxy").await?.is_none(), "HPA removed with autoscaling");
+    assert!(
+        e.api::<HorizontalPodAutoscaler>()
+            .get_opt("demo-proxy")
+            .await?
+            .is_none(),
+        "HPA removed with autoscaling"
+    );
 
     // Paused: spec changes are not applied, status says why; unpausing applies them.
     brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({
         "metadata": { "annotations": { "ferromq.io/paused": "true" } }, "spec": { "compute": { "replicas": 4 } } }))).await?;
     e.reconcile_broker("demo").await?;
-    assert_eq!(e.api::<Deployment>().get("demo-proxy").await?.spec.and_then(|s| s.replicas), Some(2));
+    assert_eq!(
+        e.api::<Deployment>()
+            .get("demo-proxy")
+            .await?
+            .spec
+            .and_then(|s| s.replicas),
+        Some(2)
+    );
     let st = brokers.get("demo").await?.status.context("status")?;
     assert_condition(&st.conditions, "Progressing", "False", "Paused")?;
-    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({
-        "metadata": { "annotations": { "ferromq.io/paused": null } } }))).await?;
+    brokers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+        "metadata": { "annotations": { "ferromq.io/paused": null } } })),
+        )
+        .await?;
     e.reconcile_broker("demo").await?;
-    assert_eq!(e.api::<Deployment>().get("demo-proxy").await?.spec.and_then(|s| s.replicas), Some(4));
+    assert_eq!(
+        e.api::<Deployment>()
+            .get("demo-proxy")
+            .await?
+            .spec
+            .and_then(|s| s.replicas),
+        Some(4)
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -374,20 +533,48 @@ async fn drift_in_owned_objects_is_repaired() -> Result<()> {
             "template": { "spec": { "containers": [{ "name": "broker", "image": "evil:1" }] } } } })))
         .await?;
     e.api::<Service>()
-        .patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "selector": {
-            "app.kubernetes.io/component": "broker" } } })))
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "selector": {
+            "app.kubernetes.io/component": "broker" } } })),
+        )
         .await?;
-    e.api::<ConfigMap>().delete("demo-config", &DeleteParams::default()).await?;
+    e.api::<ConfigMap>()
+        .delete("demo-config", &DeleteParams::default())
+        .await?;
 
     e.reconcile_broker("demo").await?;
     let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
     let spec = sts.spec.context("spec")?;
     assert_eq!(spec.replicas, Some(2), "replicas drift repaired");
-    let image = spec.template.spec.and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
-    assert_eq!(image.as_deref(), Some("ferromq:test"), "image drift repaired");
-    let selector = e.api::<Service>().get("demo").await?.spec.and_then(|s| s.selector).unwrap_or_default();
-    assert_eq!(selector.get("app.kubernetes.io/component").map(String::as_str), Some("proxy"), "selector drift repaired");
-    assert!(e.api::<ConfigMap>().get_opt("demo-config").await?.is_some(), "deleted ConfigMap re-created");
+    let image = spec
+        .template
+        .spec
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(
+        image.as_deref(),
+        Some("ferromq:test"),
+        "image drift repaired"
+    );
+    let selector = e
+        .api::<Service>()
+        .get("demo")
+        .await?
+        .spec
+        .and_then(|s| s.selector)
+        .unwrap_or_default();
+    assert_eq!(
+        selector
+            .get("app.kubernetes.io/component")
+            .map(String::as_str),
+        Some("proxy"),
+        "selector drift repaired"
+    );
+    assert!(
+        e.api::<ConfigMap>().get_opt("demo-config").await?.is_some(),
+        "deleted ConfigMap re-created"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -400,18 +587,48 @@ async fn scale_subresource_scales_compute_tier_alone() -> Result<()> {
     e.create_nameserver("names", 1).await?;
     e.create_broker("demo", 2, 1, "ferromq-test-fixed").await?;
     e.reconcile_broker("demo").await?;
-    let storage_before: Vec<_> = e.api::<StatefulSet>().list(&ListParams::default()).await?
-        .iter().map(|s| (s.name_any(), s.resource_version())).collect();
+    let storage_before: Vec<_> = e
+        .api::<StatefulSet>()
+        .list(&ListParams::default())
+        .await?
+        .iter()
+        .map(|s| (s.name_any(), s.resource_version()))
+        .collect();
 
     // What `kubectl scale broker demo --replicas=4` and an HPA do.
     let brokers = e.api::<Broker>();
-    brokers.patch_scale("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 4 } }))).await?;
-    assert_eq!(brokers.get("demo").await?.spec.compute.replicas, 4, "scale wrote spec.compute.replicas");
+    brokers
+        .patch_scale(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 4 } })),
+        )
+        .await?;
+    assert_eq!(
+        brokers.get("demo").await?.spec.compute.replicas,
+        4,
+        "scale wrote spec.compute.replicas"
+    );
     e.reconcile_broker("demo").await?;
-    assert_eq!(e.api::<Deployment>().get("demo-proxy").await?.spec.and_then(|s| s.replicas), Some(4));
-    let storage_after: Vec<_> = e.api::<StatefulSet>().list(&ListParams::default()).await?
-        .iter().map(|s| (s.name_any(), s.resource_version())).collect();
-    assert_eq!(storage_before, storage_after, "storage tier untouched by compute scaling");
+    assert_eq!(
+        e.api::<Deployment>()
+            .get("demo-proxy")
+            .await?
+            .spec
+            .and_then(|s| s.replicas),
+        Some(4)
+    );
+    let storage_after: Vec<_> = e
+        .api::<StatefulSet>()
+        .list(&ListParams::default())
+        .await?
+        .iter()
+        .map(|s| (s.name_any(), s.resource_version()))
+        .collect();
+    assert_eq!(
+        storage_before, storage_after,
+        "storage tier untouched by compute scaling"
+    );
 
     e.mark_deployment_ready("demo-proxy").await?;
     e.reconcile_broker("demo").await?;
@@ -431,34 +648,95 @@ async fn storage_groups_grow_and_shrink_only_after_drain() -> Result<()> {
     e.create_nameserver("names", 1).await?;
     e.create_broker("demo", 2, 1, "ferromq-test-fixed").await?;
     e.reconcile_broker("demo").await?;
-    let proxy_rv = e.api::<Deployment>().get("demo-proxy").await?.resource_version();
+    let proxy_rv = e
+        .api::<Deployment>()
+        .get("demo-proxy")
+        .await?
+        .resource_version();
 
     let brokers = e.api::<Broker>();
-    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "storage": { "groups": 3 } } }))).await?;
+    brokers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "storage": { "groups": 3 } } })),
+        )
+        .await?;
     e.reconcile_broker("demo").await?;
-    assert!(e.api::<StatefulSet>().get_opt("demo-group-2").await?.is_some(), "new group created");
-    assert_eq!(e.api::<Deployment>().get("demo-proxy").await?.resource_version(), proxy_rv, "compute untouched");
+    assert!(
+        e.api::<StatefulSet>()
+            .get_opt("demo-group-2")
+            .await?
+            .is_some(),
+        "new group created"
+    );
+    assert_eq!(
+        e.api::<Deployment>()
+            .get("demo-proxy")
+            .await?
+            .resource_version(),
+        proxy_rv,
+        "compute untouched"
+    );
 
     // Shrink to 1: group 2 needs two drain rounds, group 1 one.
     e.admin.set_drain_rounds("demo-group-1", 1);
     e.admin.set_drain_rounds("demo-group-2", 2);
-    brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "storage": { "groups": 1 } } }))).await?;
+    brokers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "storage": { "groups": 1 } } })),
+        )
+        .await?;
     e.reconcile_broker("demo").await?;
     let st = brokers.get("demo").await?.status.context("status")?;
-    assert_eq!(st.storage.draining, vec!["demo-group-1".to_string(), "demo-group-2".to_string()]);
+    assert_eq!(
+        st.storage.draining,
+        vec!["demo-group-1".to_string(), "demo-group-2".to_string()]
+    );
     assert_condition(&st.conditions, "Progressing", "True", "DrainingGroups")?;
-    assert!(e.api::<StatefulSet>().get_opt("demo-group-1").await?.is_some(), "not removed before drained");
+    assert!(
+        e.api::<StatefulSet>()
+            .get_opt("demo-group-1")
+            .await?
+            .is_some(),
+        "not removed before drained"
+    );
 
     e.reconcile_broker("demo").await?;
-    assert!(e.api::<StatefulSet>().get_opt("demo-group-1").await?.is_none(), "group 1 removed once drained");
+    assert!(
+        e.api::<StatefulSet>()
+            .get_opt("demo-group-1")
+            .await?
+            .is_none(),
+        "group 1 removed once drained"
+    );
     assert!(e.api::<Service>().get_opt("demo-group-1").await?.is_none());
-    assert!(e.api::<StatefulSet>().get_opt("demo-group-2").await?.is_some(), "group 2 still draining");
+    assert!(
+        e.api::<StatefulSet>()
+            .get_opt("demo-group-2")
+            .await?
+            .is_some(),
+        "group 2 still draining"
+    );
     e.reconcile_broker("demo").await?;
-    assert!(e.api::<StatefulSet>().get_opt("demo-group-2").await?.is_none(), "group 2 removed once drained");
+    assert!(
+        e.api::<StatefulSet>()
+            .get_opt("demo-group-2")
+            .await?
+            .is_none(),
+        "group 2 removed once drained"
+    );
     let st = brokers.get("demo").await?.status.context("status")?;
     assert!(st.storage.draining.is_empty());
     assert_eq!(st.storage.groups, 1);
-    let removed = e.events_for("Broker", "demo").await?.into_iter().filter(|ev| ev.reason.as_deref() == Some("GroupRemoved")).count();
+    let removed = e
+        .events_for("Broker", "demo")
+        .await?
+        .into_iter()
+        .filter(|ev| ev.reason.as_deref() == Some("GroupRemoved"))
+        .count();
     assert_eq!(removed, 2, "one GroupRemoved event per group");
     e.drop_namespace().await;
     Ok(())
@@ -477,47 +755,89 @@ async fn bound_claim(e: &Env, group: &str, i: i32, class: &str) -> Result<String
     }))?;
     let api = e.api::<PersistentVolumeClaim>();
     api.create(&PostParams::default(), &pvc).await?;
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": {
-        "phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": { "storage": "10Gi" } } }))).await?;
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": {
+        "phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": { "storage": "10Gi" } } })),
+    )
+    .await?;
     Ok(name)
 }
 
 fn request_of(pvc: &PersistentVolumeClaim) -> Option<String> {
-    pvc.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").map(|q| q.0.clone())
+    pvc.spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.clone())
 }
 
 #[tokio::test]
 #[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
 async fn growing_the_volume_expands_claims_in_place() -> Result<()> {
     let e = env("grow").await?;
-    e.create_storage_class("ferromq-test-expandable", true).await?;
+    e.create_storage_class("ferromq-test-expandable", true)
+        .await?;
     e.create_nameserver("names", 1).await?;
-    e.create_broker("demo", 1, 1, "ferromq-test-expandable").await?;
+    e.create_broker("demo", 1, 1, "ferromq-test-expandable")
+        .await?;
     e.reconcile_broker("demo").await?;
     let c0 = bound_claim(&e, "demo-group-0", 0, "ferromq-test-expandable").await?;
     let c1 = bound_claim(&e, "demo-group-0", 1, "ferromq-test-expandable").await?;
 
     let brokers = e.api::<Broker>();
-    brokers.patch("demo", &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "storage": { "volume": { "size": "20Gi" } } } }))).await?;
+    brokers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "storage": { "volume": { "size": "20Gi" } } } })),
+        )
+        .await?;
     e.reconcile_broker("demo").await?;
     for c in [&c0, &c1] {
         let pvc = e.api::<PersistentVolumeClaim>().get(c).await?;
-        assert_eq!(request_of(&pvc).as_deref(), Some("20Gi"), "{c} request raised");
+        assert_eq!(
+            request_of(&pvc).as_deref(),
+            Some("20Gi"),
+            "{c} request raised"
+        );
     }
     let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
-    let tmpl = sts.spec.and_then(|s| s.volume_claim_templates).unwrap_or_default();
-    assert_eq!(tmpl.first().and_then(request_of).as_deref(), Some("10Gi"), "immutable claim template kept");
+    let tmpl = sts
+        .spec
+        .and_then(|s| s.volume_claim_templates)
+        .unwrap_or_default();
+    assert_eq!(
+        tmpl.first().and_then(request_of).as_deref(),
+        Some("10Gi"),
+        "immutable claim template kept"
+    );
     let st = brokers.get("demo").await?.status.context("status")?;
-    assert_eq!(st.storage.pending_volume_expansions, vec![c0.clone(), c1.clone()]);
+    assert_eq!(
+        st.storage.pending_volume_expansions,
+        vec![c0.clone(), c1.clone()]
+    );
     assert_condition(&st.conditions, "Progressing", "True", "ExpandingVolumes")?;
     assert_condition(&st.conditions, "Degraded", "False", "AsExpected")?;
 
     // Shrinking is refused by the schema's CEL rule.
-    let err = brokers.patch("demo", &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "storage": { "volume": { "size": "5Gi" } } } }))).await
-        .err().context("shrinking must be refused")?;
-    assert!(err.to_string().contains("storage size may only grow"), "{err}");
+    let err = brokers
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "storage": { "volume": { "size": "5Gi" } } } })),
+        )
+        .await
+        .err()
+        .context("shrinking must be refused")?;
+    assert!(
+        err.to_string().contains("storage size may only grow"),
+        "{err}"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -531,15 +851,36 @@ async fn expansion_on_a_fixed_storage_class_is_reported_not_forced() -> Result<(
     e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
     e.reconcile_broker("demo").await?;
     let c0 = bound_claim(&e, "demo-group-0", 0, "ferromq-test-fixed").await?;
-    e.api::<Broker>().patch("demo", &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "storage": { "volume": { "size": "20Gi" } } } }))).await?;
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "storage": { "volume": { "size": "20Gi" } } } })),
+        )
+        .await?;
     e.reconcile_broker("demo").await?;
     let pvc = e.api::<PersistentVolumeClaim>().get(&c0).await?;
     assert_eq!(request_of(&pvc).as_deref(), Some("10Gi"), "claim untouched");
-    let st = e.api::<Broker>().get("demo").await?.status.context("status")?;
-    assert_condition(&st.conditions, "Degraded", "True", "VolumeExpansionNotAllowed")?;
-    assert!(condition(&st.conditions, "Degraded")?.message.contains("ferromq-test-fixed"));
-    let warned = e.events_for("Broker", "demo").await?.iter().any(|ev| ev.reason.as_deref() == Some("VolumeExpansionNotAllowed"));
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_condition(
+        &st.conditions,
+        "Degraded",
+        "True",
+        "VolumeExpansionNotAllowed",
+    )?;
+    assert!(condition(&st.conditions, "Degraded")?
+        .message
+        .contains("ferromq-test-fixed"));
+    let warned = e
+        .events_for("Broker", "demo")
+        .await?
+        .iter()
+        .any(|ev| ev.reason.as_deref() == Some("VolumeExpansionNotAllowed"));
     assert!(warned, "a Warning event names the problem");
     e.drop_namespace().await;
     Ok(())
@@ -561,35 +902,106 @@ async fn invalid_specs_are_refused_by_the_schema() -> Result<()> {
         "spec": { "nameserverRef": { "name": "names" }, "image": "ferromq:test",
                   "storage": { "groups": 1, "volume": { "size": "1Gi" } }, "compute": { "replicas": 1 } } });
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("zero groups", json!({ "spec": { "storage": { "groups": 0 } } }), "spec.storage.groups"),
-        ("too many per group", json!({ "spec": { "storage": { "replicasPerGroup": 9 } } }), "spec.storage.replicasPerGroup"),
-        ("negative proxies", json!({ "spec": { "compute": { "replicas": -1 } } }), "spec.compute.replicas"),
-        ("unknown flush mode", json!({ "spec": { "storage": { "flushMode": "Sometimes" } } }), "spec.storage.flushMode"),
-        ("bad size", json!({ "spec": { "storage": { "volume": { "size": "lots" } } } }), "positive quantity"),
-        ("min above max", json!({ "spec": { "compute": { "autoscaling": { "minReplicas": 5, "maxReplicas": 2 } } } }), "minReplicas must not exceed maxReplicas"),
+        (
+            "zero groups",
+            json!({ "spec": { "storage": { "groups": 0 } } }),
+            "spec.storage.groups",
+        ),
+        (
+            "too many per group",
+            json!({ "spec": { "storage": { "replicasPerGroup": 9 } } }),
+            "spec.storage.replicasPerGroup",
+        ),
+        (
+            "negative proxies",
+            json!({ "spec": { "compute": { "replicas": -1 } } }),
+            "spec.compute.replicas",
+        ),
+        (
+            "unknown flush mode",
+            json!({ "spec": { "storage": { "flushMode": "Sometimes" } } }),
+            "spec.storage.flushMode",
+        ),
+        (
+            "bad size",
+            json!({ "spec": { "storage": { "volume": { "size": "lots" } } } }),
+            "positive quantity",
+        ),
+        (
+            "min above max",
+            json!({ "spec": { "compute": { "autoscaling": { "minReplicas": 5, "maxReplicas": 2 } } } }),
+            "minReplicas must not exceed maxReplicas",
+        ),
         ("no image", json!({ "spec": { "image": "" } }), "spec.image"),
     ];
     for (what, overlay, expect) in cases {
         let mut body = valid.clone();
         merge_json(&mut body, &overlay);
-        let err = create_raw(&e, &ar, body).await.err().with_context(|| format!("{what}: accepted"))?;
+        let err = create_raw(&e, &ar, body)
+            .await
+            .err()
+            .with_context(|| format!("{what}: accepted"))?;
         assert!(err.to_string().contains(expect), "{what}: {err}");
     }
-    create_raw(&e, &ar, valid).await.context("the valid spec is accepted")?;
+    create_raw(&e, &ar, valid)
+        .await
+        .context("the valid spec is accepted")?;
 
     let tr = ApiResource::erase::<Topic>(&());
-    let topic = |name: &str, spec: serde_json::Value| json!({
-        "apiVersion": "ferromq.io/v1alpha1", "kind": "Topic", "metadata": { "name": name }, "spec": spec });
-    let err = create_raw(&e, &tr, topic("t1", json!({ "brokerRef": { "name": "x" }, "name": "rmq_sys_trace" }))).await.err()
-        .context("system name accepted")?;
-    assert!(err.to_string().contains("system topic names are reserved"), "{err}");
-    let err = create_raw(&e, &tr, topic("t2", json!({ "brokerRef": { "name": "x" }, "messageType": "BULK" }))).await.err()
-        .context("bad type accepted")?;
+    let topic = |name: &str, spec: serde_json::Value| {
+        json!({
+        "apiVersion": "ferromq.io/v1alpha1", "kind": "Topic", "metadata": { "name": name }, "spec": spec })
+    };
+    let err = create_raw(
+        &e,
+        &tr,
+        topic(
+            "t1",
+            json!({ "brokerRef": { "name": "x" }, "name": "rmq_sys_trace" }),
+        ),
+    )
+    .await
+    .err()
+    .context("system name accepted")?;
+    assert!(
+        err.to_string().contains("system topic names are reserved"),
+        "{err}"
+    );
+    let err = create_raw(
+        &e,
+        &tr,
+        topic(
+            "t2",
+            json!({ "brokerRef": { "name": "x" }, "messageType": "BULK" }),
+        ),
+    )
+    .await
+    .err()
+    .context("bad type accepted")?;
     assert!(err.to_string().contains("spec.messageType"), "{err}");
-    create_raw(&e, &tr, topic("t3", json!({ "brokerRef": { "name": "x" }, "messageType": "FIFO" }))).await?;
-    let err = e.api::<Topic>().patch("t3", &PatchParams::default(),
-        &Patch::Merge(json!({ "spec": { "messageType": "NORMAL" } }))).await.err().context("type change accepted")?;
-    assert!(err.to_string().contains("messageType is immutable"), "{err}");
+    create_raw(
+        &e,
+        &tr,
+        topic(
+            "t3",
+            json!({ "brokerRef": { "name": "x" }, "messageType": "FIFO" }),
+        ),
+    )
+    .await?;
+    let err = e
+        .api::<Topic>()
+        .patch(
+            "t3",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "messageType": "NORMAL" } })),
+        )
+        .await
+        .err()
+        .context("type change accepted")?;
+    assert!(
+        err.to_string().contains("messageType is immutable"),
+        "{err}"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -612,11 +1024,32 @@ async fn missing_nameserver_is_reported_without_touching_workloads() -> Result<(
     e.create_storage_class("ferromq-test-fixed", false).await?;
     e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
     e.reconcile_broker("demo").await?;
-    let st = e.api::<Broker>().get("demo").await?.status.context("status")?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
     assert_condition(&st.conditions, "Degraded", "True", "NameserverNotFound")?;
-    assert!(condition(&st.conditions, "Degraded")?.message.contains("names"));
-    assert!(e.api::<StatefulSet>().list(&ListParams::default()).await?.items.is_empty(), "nothing created");
-    assert!(e.api::<Deployment>().list(&ListParams::default()).await?.items.is_empty(), "nothing created");
+    assert!(condition(&st.conditions, "Degraded")?
+        .message
+        .contains("names"));
+    assert!(
+        e.api::<StatefulSet>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "nothing created"
+    );
+    assert!(
+        e.api::<Deployment>()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "nothing created"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -627,42 +1060,80 @@ async fn topic_is_created_updated_and_deleted_through_its_finalizer() -> Result<
     let e = env("topic").await?;
     e.create_storage_class("ferromq-test-fixed", false).await?;
     e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
-    let t = Topic::new("orders", TopicSpec {
-        broker_ref: BrokerRef { name: "demo".into() },
-        name: Some("Orders_EU".into()),
-        queues: 8,
-        message_type: MessageType::Fifo,
-        permission: Permission::ReadWrite,
-    });
+    let t = Topic::new(
+        "orders",
+        TopicSpec {
+            broker_ref: BrokerRef {
+                name: "demo".into(),
+            },
+            name: Some("Orders_EU".into()),
+            queues: 8,
+            message_type: MessageType::Fifo,
+            permission: Permission::ReadWrite,
+        },
+    );
     let topics = e.api::<Topic>();
     topics.create(&PostParams::default(), &t).await?;
     e.reconcile_topic("orders").await?; // adds the finalizer
-    assert!(topics.get("orders").await?.finalizers().iter().any(|f| f == controller::topic::FINALIZER));
+    assert!(topics
+        .get("orders")
+        .await?
+        .finalizers()
+        .iter()
+        .any(|f| f == controller::topic::FINALIZER));
     e.reconcile_topic("orders").await?;
     let held = e.admin.topics(ADMIN);
     assert_eq!(held.len(), 1);
-    assert_eq!((held[0].name.as_str(), held[0].queues, held[0].message_type), ("Orders_EU", 8, MessageType::Fifo));
+    assert_eq!(
+        (held[0].name.as_str(), held[0].queues, held[0].message_type),
+        ("Orders_EU", 8, MessageType::Fifo)
+    );
     let st = topics.get("orders").await?.status.context("status")?;
     assert_condition(&st.conditions, "Ready", "True", "Synced")?;
     assert_eq!(st.cluster.as_ref().map(|c| c.queues), Some(8));
 
-    topics.patch("orders", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "queues": 16, "permission": "ReadOnly" } }))).await?;
+    topics
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "queues": 16, "permission": "ReadOnly" } })),
+        )
+        .await?;
     e.reconcile_topic("orders").await?;
     let held = e.admin.topics(ADMIN);
-    assert_eq!((held[0].queues, held[0].permission), (16, Permission::ReadOnly));
+    assert_eq!(
+        (held[0].queues, held[0].permission),
+        (16, Permission::ReadOnly)
+    );
     let before = e.versions().await?;
     e.reconcile_topic("orders").await?;
-    assert_eq!(before, e.versions().await?, "second reconcile changed something");
+    assert_eq!(
+        before,
+        e.versions().await?,
+        "second reconcile changed something"
+    );
 
     // Deleting while the cluster is unreachable keeps the resource (and the topic).
     e.admin.set_unreachable(true);
     topics.delete("orders", &DeleteParams::default()).await?;
-    assert!(e.reconcile_topic("orders").await.is_err(), "cleanup must fail while the admin API is down");
-    assert!(topics.get_opt("orders").await?.is_some(), "finalizer holds the resource");
+    assert!(
+        e.reconcile_topic("orders").await.is_err(),
+        "cleanup must fail while the admin API is down"
+    );
+    assert!(
+        topics.get_opt("orders").await?.is_some(),
+        "finalizer holds the resource"
+    );
     e.admin.set_unreachable(false);
     e.reconcile_topic("orders").await?;
-    assert!(e.admin.topics(ADMIN).is_empty(), "topic deleted on the cluster");
-    assert!(topics.get_opt("orders").await?.is_none(), "resource gone after cleanup");
+    assert!(
+        e.admin.topics(ADMIN).is_empty(),
+        "topic deleted on the cluster"
+    );
+    assert!(
+        topics.get_opt("orders").await?.is_none(),
+        "resource gone after cleanup"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -671,10 +1142,18 @@ async fn topic_is_created_updated_and_deleted_through_its_finalizer() -> Result<
 #[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
 async fn topic_of_a_missing_broker_is_reported() -> Result<()> {
     let e = env("topic-nobroker").await?;
-    let t = Topic::new("t", TopicSpec {
-        broker_ref: BrokerRef { name: "ghost".into() }, name: None, queues: 4,
-        message_type: MessageType::Normal, permission: Permission::ReadWrite,
-    });
+    let t = Topic::new(
+        "t",
+        TopicSpec {
+            broker_ref: BrokerRef {
+                name: "ghost".into(),
+            },
+            name: None,
+            queues: 4,
+            message_type: MessageType::Normal,
+            permission: Permission::ReadWrite,
+        },
+    );
     e.api::<Topic>().create(&PostParams::default(), &t).await?;
     e.reconcile_topic("t").await?;
     e.reconcile_topic("t").await?;
@@ -682,7 +1161,9 @@ async fn topic_of_a_missing_broker_is_reported() -> Result<()> {
     assert_condition(&st.conditions, "Ready", "False", "BrokerNotFound")?;
     assert!(e.admin.topics(ADMIN).is_empty());
     // With the broker gone, deletion does not hang on the finalizer.
-    e.api::<Topic>().delete("t", &DeleteParams::default()).await?;
+    e.api::<Topic>()
+        .delete("t", &DeleteParams::default())
+        .await?;
     e.reconcile_topic("t").await?;
     assert!(e.api::<Topic>().get_opt("t").await?.is_none());
     e.drop_namespace().await;
@@ -693,17 +1174,41 @@ async fn topic_of_a_missing_broker_is_reported() -> Result<()> {
 #[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
 async fn only_one_replica_holds_the_lease() -> Result<()> {
     let e = env("lease").await?;
-    let a = LeaseLock::new(e.client.clone(), &e.ns, "ferromq-operator", "replica-a", Duration::from_secs(2));
-    let b = LeaseLock::new(e.client.clone(), &e.ns, "ferromq-operator", "replica-b", Duration::from_secs(2));
+    let a = LeaseLock::new(
+        e.client.clone(),
+        &e.ns,
+        "ferromq-operator",
+        "replica-a",
+        Duration::from_secs(2),
+    );
+    let b = LeaseLock::new(
+        e.client.clone(),
+        &e.ns,
+        "ferromq-operator",
+        "replica-b",
+        Duration::from_secs(2),
+    );
     assert!(a.try_acquire_or_renew().await?, "first candidate acquires");
-    assert!(!b.try_acquire_or_renew().await?, "second candidate refused while the lease is live");
+    assert!(
+        !b.try_acquire_or_renew().await?,
+        "second candidate refused while the lease is live"
+    );
     assert!(a.try_acquire_or_renew().await?, "holder renews");
     // The holder stops renewing: after the lease duration the standby takes over.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(b.try_acquire_or_renew().await?, "standby takes over an expired lease");
-    assert!(!a.try_acquire_or_renew().await?, "old holder cannot renew a lease it lost");
+    assert!(
+        b.try_acquire_or_renew().await?,
+        "standby takes over an expired lease"
+    );
+    assert!(
+        !a.try_acquire_or_renew().await?,
+        "old holder cannot renew a lease it lost"
+    );
     b.release().await?;
-    assert!(a.try_acquire_or_renew().await?, "released lease is free at once");
+    assert!(
+        a.try_acquire_or_renew().await?,
+        "released lease is free at once"
+    );
     e.drop_namespace().await;
     Ok(())
 }
@@ -717,7 +1222,11 @@ async fn running_controller_reacts_to_watch_events() -> Result<()> {
     let ctx = e.ctx.clone();
     let ctrl = Controller::new(e.api::<Nameserver>(), watcher::Config::default())
         .owns(e.api::<StatefulSet>(), watcher::Config::default())
-        .run(controller::nameserver::reconcile, controller::nameserver::error_policy, ctx)
+        .run(
+            controller::nameserver::reconcile,
+            controller::nameserver::error_policy,
+            ctx,
+        )
         .for_each(|_| async {});
     let handle = tokio::spawn(ctrl);
     e.create_nameserver("names", 1).await?;
@@ -736,7 +1245,11 @@ async fn running_controller_reacts_to_watch_events() -> Result<()> {
     let mut back = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if sts.get_opt("names").await?.is_some_and(|s| s.metadata.deletion_timestamp.is_none()) {
+        if sts
+            .get_opt("names")
+            .await?
+            .is_some_and(|s| s.metadata.deletion_timestamp.is_none())
+        {
             back = true;
             break;
         }
@@ -755,19 +1268,45 @@ async fn topic_with_a_conflicting_type_on_the_cluster_is_reported_not_changed() 
     let e = env("topic-conflict").await?;
     e.create_storage_class("ferromq-test-fixed", false).await?;
     e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
-    let existing = TopicClusterState { name: "payments".into(), queues: 4, message_type: MessageType::Normal, permission: Permission::ReadWrite };
+    let existing = TopicClusterState {
+        name: "payments".into(),
+        queues: 4,
+        message_type: MessageType::Normal,
+        permission: Permission::ReadWrite,
+    };
     e.admin.upsert_topic(ADMIN, &existing).await?;
-    let t = Topic::new("payments", TopicSpec {
-        broker_ref: BrokerRef { name: "demo".into() }, name: None, queues: 8,
-        message_type: MessageType::Transaction, permission: Permission::ReadWrite,
-    });
+    let t = Topic::new(
+        "payments",
+        TopicSpec {
+            broker_ref: BrokerRef {
+                name: "demo".into(),
+            },
+            name: None,
+            queues: 8,
+            message_type: MessageType::Transaction,
+            permission: Permission::ReadWrite,
+        },
+    );
     e.api::<Topic>().create(&PostParams::default(), &t).await?;
     e.reconcile_topic("payments").await?;
     e.reconcile_topic("payments").await?;
-    let st = e.api::<Topic>().get("payments").await?.status.context("status")?;
+    let st = e
+        .api::<Topic>()
+        .get("payments")
+        .await?
+        .status
+        .context("status")?;
     assert_condition(&st.conditions, "Degraded", "True", "MessageTypeConflict")?;
-    assert_eq!(st.cluster.as_ref().map(|c| c.message_type), Some(MessageType::Normal), "status shows what the cluster holds");
-    assert_eq!(e.admin.topics(ADMIN), vec![existing], "the cluster's topic is left alone");
+    assert_eq!(
+        st.cluster.as_ref().map(|c| c.message_type),
+        Some(MessageType::Normal),
+        "status shows what the cluster holds"
+    );
+    assert_eq!(
+        e.admin.topics(ADMIN),
+        vec![existing],
+        "the cluster's topic is left alone"
+    );
     e.drop_namespace().await;
     Ok(())
 }

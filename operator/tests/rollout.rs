@@ -34,7 +34,9 @@ async fn client() -> Result<Client> {
 type Journal = Arc<Mutex<Vec<(String, String)>>>;
 
 fn journal_push(j: &Journal, what: &str, pod: &str) {
-    j.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((what.to_string(), pod.to_string()));
+    j.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((what.to_string(), pod.to_string()));
 }
 
 fn journal_of(j: &Journal, what: &str, prefix: &str) -> Vec<String> {
@@ -52,30 +54,57 @@ async fn kubelet_pass(pods: &Api<Pod>, journal: &Journal, next_ip: &mut u32) -> 
         let name = pod.name_any();
         if pod.metadata.deletion_timestamp.is_some() {
             // The kubelet would stop the containers, then confirm with a zero-grace delete.
-            match pods.delete(&name, &DeleteParams::default().grace_period(0)).await {
+            match pods
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await
+            {
                 Ok(_) | Err(kube::Error::Api(_)) => journal_push(journal, "deleted", &name),
                 Err(e) => return Err(e.into()),
             }
             continue;
         }
-        let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+        let bound = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some();
         if !bound {
             let binding = json!({ "apiVersion": "v1", "kind": "Binding", "metadata": { "name": name },
                 "target": { "apiVersion": "v1", "kind": "Node", "name": "fake-node" } });
-            if let Err(e) = pods.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
+            if let Err(e) = pods
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await
+            {
                 tracing_like(&format!("bind {name}: {e}"));
             }
             continue;
         }
-        let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref())
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         if !ready {
             *next_ip += 1;
             let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let containers: Vec<_> = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default().iter().map(|c| json!({
+            let containers: Vec<_> = pod
+                .spec
+                .as_ref()
+                .map(|s| s.containers.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|c| {
+                    json!({
                 "name": c.name, "ready": true, "started": true, "restartCount": 0,
                 "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                "state": { "running": { "startedAt": now } } })).collect();
+                "state": { "running": { "startedAt": now } } })
+                })
+                .collect();
             let status = json!({ "status": {
                 "phase": "Running", "podIP": format!("10.244.{}.{}", *next_ip / 250, *next_ip % 250 + 1),
                 "hostIP": "127.0.0.1", "startTime": now, "containerStatuses": containers,
@@ -84,7 +113,8 @@ async fn kubelet_pass(pods: &Api<Pod>, journal: &Journal, next_ip: &mut u32) -> 
                     { "type": "Initialized", "status": "True", "lastTransitionTime": now },
                     { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
                     { "type": "Ready", "status": "True", "lastTransitionTime": now } ] } });
-            pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await?;
+            pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                .await?;
             journal_push(journal, "ready", &name);
         }
     }
@@ -132,7 +162,9 @@ async fn broker_ready(brokers: &Api<Broker>, name: &str) -> Result<Option<()>> {
     let b = brokers.get(name).await?;
     let ready = b.status.as_ref().is_some_and(|s| {
         s.observed_generation == b.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
     });
     Ok(ready.then_some(()))
 }
@@ -143,7 +175,11 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
     let client = client().await?;
     let ns = format!("rollout-{}", std::process::id() % 100_000);
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": ns } }))?).await?;
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": ns } }))?,
+    )
+    .await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({ "metadata": { "name": "fake-node" } }))?;
     if let Err(kube::Error::Api(s)) = nodes.create(&PostParams::default(), &node).await {
@@ -152,22 +188,53 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
         }
     }
     let classes: Api<StorageClass> = Api::all(client.clone());
-    let sc: StorageClass = serde_json::from_value(json!({ "metadata": { "name": "rollout-fixed" }, "provisioner": "example.com/none" }))?;
+    let sc: StorageClass = serde_json::from_value(
+        json!({ "metadata": { "name": "rollout-fixed" }, "provisioner": "example.com/none" }),
+    )?;
     let _ = classes.create(&PostParams::default(), &sc).await;
 
     let journal: Journal = Arc::default();
     let kubelet = spawn_kubelet(client.clone(), &ns, journal.clone());
-    let ctx = Arc::new(Context::new(client.clone(), Arc::new(MemoryAdmin::default()), Some("admin.test:8081".into()), None, Arc::new(Metrics::default())));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(MemoryAdmin::default()),
+        Some("admin.test:8081".into()),
+        None,
+        Arc::new(Metrics::default()),
+    ));
     let owned = watcher::Config::default();
-    let nameservers = Controller::new(Api::<Nameserver>::namespaced(client.clone(), &ns), watcher::Config::default())
-        .owns(Api::<StatefulSet>::namespaced(client.clone(), &ns), owned.clone())
-        .run(controller::nameserver::reconcile, controller::nameserver::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let brokers_ctrl = Controller::new(Api::<Broker>::namespaced(client.clone(), &ns), watcher::Config::default())
-        .owns(Api::<StatefulSet>::namespaced(client.clone(), &ns), owned.clone())
-        .owns(Api::<Deployment>::namespaced(client.clone(), &ns), owned.clone())
-        .run(controller::broker::reconcile, controller::broker::error_policy, ctx.clone())
-        .for_each(|_| async {});
+    let nameservers = Controller::new(
+        Api::<Nameserver>::namespaced(client.clone(), &ns),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns),
+        owned.clone(),
+    )
+    .run(
+        controller::nameserver::reconcile,
+        controller::nameserver::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let brokers_ctrl = Controller::new(
+        Api::<Broker>::namespaced(client.clone(), &ns),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns),
+        owned.clone(),
+    )
+    .owns(
+        Api::<Deployment>::namespaced(client.clone(), &ns),
+        owned.clone(),
+    )
+    .run(
+        controller::broker::reconcile,
+        controller::broker::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
     let controllers = tokio::spawn(async move {
         futures::join!(nameservers, brokers_ctrl);
     });

@@ -69,7 +69,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 10s"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
@@ -92,18 +94,32 @@ impl tonic::service::Interceptor for ClientId {
 type Client = MessagingServiceClient<InterceptedService<Channel, ClientId>>;
 
 async fn connect(server: &str, n: usize) -> anyhow::Result<Client> {
-    let uri = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
-    let ch = Channel::from_shared(uri)?.connect().await.with_context(|| format!("cannot connect to {server}"))?;
+    let uri = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    let ch = Channel::from_shared(uri)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?;
     let id = MetadataValue::try_from(format!("ferromq-bench@{}#{n}", std::process::id()))?;
-    Ok(MessagingServiceClient::with_interceptor(ch, ClientId(id)).max_decoding_message_size(64 << 20))
+    Ok(MessagingServiceClient::with_interceptor(ch, ClientId(id))
+        .max_decoding_message_size(64 << 20))
 }
 
 fn resource(name: &str) -> Option<v2::Resource> {
-    Some(v2::Resource { resource_namespace: String::new(), name: name.into() })
+    Some(v2::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -152,7 +168,11 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.mode {
         BenchMode::Produce { common, size, rate } => produce(common, size, &rate).await,
-        BenchMode::Consume { common, group, batch } => consume(common, &group, batch).await,
+        BenchMode::Consume {
+            common,
+            group,
+            batch,
+        } => consume(common, &group, batch).await,
     }
 }
 
@@ -162,9 +182,19 @@ async fn produce(c: Common, size: usize, rate: &str) -> anyhow::Result<()> {
     }
     let rate: Option<f64> = match rate {
         "max" => None,
-        r => Some(r.parse::<f64>().ok().filter(|r| *r > 0.0).with_context(|| format!("--rate {r:?} is not a positive number or max"))?),
+        r => Some(
+            r.parse::<f64>()
+                .ok()
+                .filter(|r| *r > 0.0)
+                .with_context(|| format!("--rate {r:?} is not a positive number or max"))?,
+        ),
     };
-    let totals = Arc::new(Totals { ok: AtomicU64::new(0), failed: AtomicU64::new(0), bytes: AtomicU64::new(0), hist: Mutex::new(new_histogram()) });
+    let totals = Arc::new(Totals {
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        hist: Mutex::new(new_histogram()),
+    });
     let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
     let start = Instant::now();
     let end = start + c.duration;
@@ -221,24 +251,44 @@ async fn produce(c: Common, size: usize, rate: &str) -> anyhow::Result<()> {
 }
 
 async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
-    let totals = Arc::new(Totals { ok: AtomicU64::new(0), failed: AtomicU64::new(0), bytes: AtomicU64::new(0), hist: Mutex::new(new_histogram()) });
+    let totals = Arc::new(Totals {
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        hist: Mutex::new(new_histogram()),
+    });
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for n in 0..c.clients.max(1) {
         let mut client = connect(&c.server, n).await?;
-        let (totals, topic, group, stop) = (totals.clone(), c.topic.clone(), group.to_string(), stop.clone());
+        let (totals, topic, group, stop) = (
+            totals.clone(),
+            c.topic.clone(),
+            group.to_string(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut local = new_histogram();
             while !stop.load(Ordering::Relaxed) {
                 let req = v2::ReceiveMessageRequest {
                     group: resource(&group),
-                    message_queue: Some(v2::MessageQueue { topic: resource(&topic), id: -1, ..Default::default() }),
+                    message_queue: Some(v2::MessageQueue {
+                        topic: resource(&topic),
+                        id: -1,
+                        ..Default::default()
+                    }),
                     filter_expression: None,
                     batch_size: batch,
-                    invisible_duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+                    invisible_duration: Some(prost_types::Duration {
+                        seconds: 30,
+                        nanos: 0,
+                    }),
                     auto_renew: false,
-                    long_polling_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+                    long_polling_timeout: Some(prost_types::Duration {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
                     attempt_id: None,
                 };
                 let Ok(resp) = client.receive_message(req).await else {
@@ -254,17 +304,32 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                             let lat_ms = now_ms() - crate::convert::ms_from_timestamp(born);
                             let _ = local.record((lat_ms.max(0) as u64 * 1000).max(1));
                         }
-                        totals.bytes.fetch_add(m.body.len() as u64, Ordering::Relaxed);
-                        entries.push(v2::AckMessageEntry { message_id: sp.message_id, receipt_handle: sp.receipt_handle.unwrap_or_default(), lite_topic: None });
+                        totals
+                            .bytes
+                            .fetch_add(m.body.len() as u64, Ordering::Relaxed);
+                        entries.push(v2::AckMessageEntry {
+                            message_id: sp.message_id,
+                            receipt_handle: sp.receipt_handle.unwrap_or_default(),
+                            lite_topic: None,
+                        });
                     }
                 }
                 if entries.is_empty() {
                     continue;
                 }
                 let n = entries.len() as u64;
-                let ack = v2::AckMessageRequest { group: resource(&group), topic: resource(&topic), entries };
+                let ack = v2::AckMessageRequest {
+                    group: resource(&group),
+                    topic: resource(&topic),
+                    entries,
+                };
                 match client.ack_message(ack).await {
-                    Ok(r) if r.get_ref().status.as_ref().is_some_and(|s| s.code == Code::Ok as i32) => {
+                    Ok(r)
+                        if r.get_ref()
+                            .status
+                            .as_ref()
+                            .is_some_and(|s| s.code == Code::Ok as i32) =>
+                    {
                         totals.ok.fetch_add(n, Ordering::Relaxed);
                     }
                     _ => {
@@ -272,7 +337,11 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                     }
                 }
             }
-            let _ = totals.hist.lock().unwrap_or_else(|p| p.into_inner()).add(&local);
+            let _ = totals
+                .hist
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(&local);
         }));
     }
     tokio::time::sleep(c.duration).await;

@@ -27,15 +27,30 @@ pub struct Wakeups {
 
 impl Wakeups {
     pub fn for_topic(&self, topic: &str) -> Arc<Notify> {
-        if let Some(n) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(topic) {
+        if let Some(n) = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
             return n.clone();
         }
-        self.topics.write().unwrap_or_else(|p| p.into_inner()).entry(topic.to_string()).or_default().clone()
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(topic.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Called from the store's dispatcher thread.
     pub fn wake(&self, topic: &str) {
-        if let Some(n) = self.topics.read().unwrap_or_else(|p| p.into_inner()).get(topic) {
+        if let Some(n) = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+        {
             n.notify_waiters();
         }
     }
@@ -103,13 +118,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(store: Arc<Store>, cfg: StandaloneConfig, groups: Groups, shutdown: watch::Receiver<bool>) -> Arc<Broker> {
+    pub fn new(
+        store: Arc<Store>,
+        cfg: StandaloneConfig,
+        groups: Groups,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Broker> {
         let wakeups = Arc::new(Wakeups::default());
         let dispatched = Arc::new(Dispatched::default());
         let (w, d) = (wakeups.clone(), dispatched.clone());
         store.on_dispatch(Arc::new(move |ev| {
             w.wake(ev.topic);
-            d.end.fetch_max(ev.phys_offset + u64::from(ev.size), Ordering::AcqRel);
+            d.end
+                .fetch_max(ev.phys_offset + u64::from(ev.size), Ordering::AcqRel);
             d.notify.notify_waiters();
         }));
         Arc::new(Broker {
@@ -159,26 +180,37 @@ impl Broker {
                     tracing::info!(topic = name, "topic auto-created");
                     Ok(t)
                 }
-                Err(ferromq_store::StoreError::TopicExists(_)) => {
-                    self.store.topics().get(name).ok_or_else(|| RpcError::internal("topic vanished"))
-                }
+                Err(ferromq_store::StoreError::TopicExists(_)) => self
+                    .store
+                    .topics()
+                    .get(name)
+                    .ok_or_else(|| RpcError::internal("topic vanished")),
                 Err(e) => Err(e.into()),
             };
         }
-        Err(RpcError::new(Code::TopicNotFound, format!("topic {name} does not exist")))
+        Err(RpcError::new(
+            Code::TopicNotFound,
+            format!("topic {name} does not exist"),
+        ))
     }
 
     /// Consumer progress per (group, topic, queue). Covers every queue of every topic a group consumed or
     /// subscribed to; a queue it never read counts from where it would start.
     pub fn lag(&self) -> Vec<QueueLag> {
-        let mut known: std::collections::BTreeMap<(String, String, u32), (u64, u64)> = Default::default();
+        let mut known: std::collections::BTreeMap<(String, String, u32), (u64, u64)> =
+            Default::default();
         for p in self.deliveries.progress() {
             known.insert((p.group, p.topic, p.queue_id), (p.committed, p.inflight));
         }
         for (k, off) in self.store.offsets().all() {
-            known.entry((k.group, k.topic, k.queue_id)).or_insert((off, 0));
+            known
+                .entry((k.group, k.topic, k.queue_id))
+                .or_insert((off, 0));
         }
-        let mut pairs: std::collections::BTreeSet<(String, String)> = known.keys().map(|(g, t, _)| (g.clone(), t.clone())).collect();
+        let mut pairs: std::collections::BTreeSet<(String, String)> = known
+            .keys()
+            .map(|(g, t, _)| (g.clone(), t.clone()))
+            .collect();
         for (g, topics) in self.clients.subscriptions() {
             for t in topics {
                 pairs.insert((g.clone(), t));
@@ -186,11 +218,23 @@ impl Broker {
         }
         let mut out = Vec::new();
         for (g, t) in pairs {
-            let Some(cfg) = self.store.topics().get(&t) else { continue };
+            let Some(cfg) = self.store.topics().get(&t) else {
+                continue;
+            };
             for q in 0..cfg.queues {
                 let (min, max) = self.store.queue_range(&t, q);
-                let (committed, inflight) = known.get(&(g.clone(), t.clone(), q)).copied().unwrap_or((min, 0));
-                out.push(QueueLag { group: g.clone(), topic: t.clone(), queue_id: q, committed: committed.max(min), max_offset: max, inflight });
+                let (committed, inflight) = known
+                    .get(&(g.clone(), t.clone(), q))
+                    .copied()
+                    .unwrap_or((min, 0));
+                out.push(QueueLag {
+                    group: g.clone(),
+                    topic: t.clone(),
+                    queue_id: q,
+                    committed: committed.max(min),
+                    max_offset: max,
+                    inflight,
+                });
             }
         }
         out

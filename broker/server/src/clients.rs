@@ -36,7 +36,11 @@ impl Clients {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn entry<'a>(map: &'a mut HashMap<String, ClientSession>, id: &str, language: &str) -> &'a mut ClientSession {
+    fn entry<'a>(
+        map: &'a mut HashMap<String, ClientSession>,
+        id: &str,
+        language: &str,
+    ) -> &'a mut ClientSession {
         map.entry(id.to_string()).or_insert_with(|| ClientSession {
             client_type: ClientType::Unspecified,
             group: None,
@@ -65,7 +69,9 @@ impl Clients {
 
     pub fn attach_stream(&self, id: &str, language: &str, stream: u64, tx: CommandSender) {
         let mut map = self.lock();
-        Self::entry(&mut map, id, language).streams.insert(stream, tx);
+        Self::entry(&mut map, id, language)
+            .streams
+            .insert(stream, tx);
     }
 
     pub fn detach_stream(&self, id: &str, stream: u64) {
@@ -74,7 +80,13 @@ impl Clients {
         }
     }
 
-    pub fn heartbeat(&self, id: &str, language: &str, group: Option<&str>, client_type: ClientType) {
+    pub fn heartbeat(
+        &self,
+        id: &str,
+        language: &str,
+        group: Option<&str>,
+        client_type: ClientType,
+    ) {
         let mut map = self.lock();
         let c = Self::entry(&mut map, id, language);
         if let Some(g) = group {
@@ -97,7 +109,10 @@ impl Clients {
         let map = self.lock();
         map.values()
             .filter(|c| match &c.settings {
-                Some(v2::Settings { pub_sub: Some(v2::settings::PubSub::Publishing(p)), .. }) => p.topics.iter().any(|t| t.name == topic),
+                Some(v2::Settings {
+                    pub_sub: Some(v2::settings::PubSub::Publishing(p)),
+                    ..
+                }) => p.topics.iter().any(|t| t.name == topic),
                 _ => false,
             })
             .flat_map(|c| c.streams.values())
@@ -108,7 +123,8 @@ impl Clients {
     /// Forgets clients without a Telemetry stream that were not heard from for `idle`
     /// (crashed clients never say goodbye).
     pub fn prune(&self, idle: Duration) {
-        self.lock().retain(|_, c| !c.streams.is_empty() || c.last_seen.elapsed() < idle);
+        self.lock()
+            .retain(|_, c| !c.streams.is_empty() || c.last_seen.elapsed() < idle);
     }
 
     /// Drops every stream sender so Telemetry response streams end (shutdown).
@@ -120,7 +136,9 @@ impl Clients {
 
     /// Whether a client still holds a Telemetry stream or was heard from recently.
     pub fn is_alive(&self, id: &str) -> bool {
-        self.lock().get(id).is_some_and(|c| !c.streams.is_empty() || c.last_seen.elapsed() < ONLINE_WINDOW)
+        self.lock()
+            .get(id)
+            .is_some_and(|c| !c.streams.is_empty() || c.last_seen.elapsed() < ONLINE_WINDOW)
     }
 
     /// Online clients per consumer group.
@@ -141,7 +159,14 @@ impl Clients {
     pub fn subscriptions(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for c in self.lock().values() {
-            if let (Some(g), Some(v2::Settings { pub_sub: Some(v2::settings::PubSub::Subscription(sub)), .. })) = (&c.group, &c.settings) {
+            if let (
+                Some(g),
+                Some(v2::Settings {
+                    pub_sub: Some(v2::settings::PubSub::Subscription(sub)),
+                    ..
+                }),
+            ) = (&c.group, &c.settings)
+            {
                 let topics = out.entry(g.clone()).or_default();
                 for e in &sub.subscriptions {
                     if let Some(t) = &e.topic {
@@ -169,7 +194,10 @@ mod tests {
         v2::Settings {
             client_type: Some(ClientType::Producer as i32),
             pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
-                topics: vec![v2::Resource { resource_namespace: String::new(), name: topic.into() }],
+                topics: vec![v2::Resource {
+                    resource_namespace: String::new(),
+                    name: topic.into(),
+                }],
                 ..Default::default()
             })),
             ..Default::default()
@@ -183,11 +211,18 @@ mod tests {
         clients.on_settings("p1", "JAVA", &producer_settings("orders"));
         clients.attach_stream("p1", "JAVA", 1, tx);
         assert!(clients.producer_stream_for("payments").is_none());
-        let stream = clients.producer_stream_for("orders").expect("a producer of orders");
-        stream.try_send(Ok(TelemetryCommand::default())).expect("delivered");
+        let stream = clients
+            .producer_stream_for("orders")
+            .expect("a producer of orders");
+        stream
+            .try_send(Ok(TelemetryCommand::default()))
+            .expect("delivered");
         assert!(rx.try_recv().is_ok());
         clients.detach_stream("p1", 1);
-        assert!(clients.producer_stream_for("orders").is_none(), "no stream, no command");
+        assert!(
+            clients.producer_stream_for("orders").is_none(),
+            "no stream, no command"
+        );
         assert!(clients.is_alive("p1"), "recently heard from");
         clients.terminate("p1");
         assert!(!clients.is_alive("p1"));
@@ -200,6 +235,10 @@ mod tests {
         clients.heartbeat("c2", "PYTHON", Some("g"), ClientType::SimpleConsumer);
         assert_eq!(clients.online_by_group().get("g"), Some(&2));
         clients.prune(Duration::ZERO);
-        assert_eq!(clients.count(), 0, "idle clients without streams are forgotten");
+        assert_eq!(
+            clients.count(),
+            0,
+            "idle clients without streams are forgotten"
+        );
     }
 }

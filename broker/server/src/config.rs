@@ -21,7 +21,10 @@ pub struct ConfigError {
 }
 
 fn bad(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { field, reason: reason.into() }
+    ConfigError {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// Flags of `ferromq standalone`. All optional so that the file can supply what they omit.
@@ -161,12 +164,21 @@ impl StandaloneConfig {
         if let Some(m) = args.max_delivery_attempts.or(file.max_delivery_attempts) {
             c.max_delivery_attempts = m;
         }
-        c.advertise_addr = match args.advertise_addr.as_ref().or(file.advertise_addr.as_ref()) {
+        c.advertise_addr = match args
+            .advertise_addr
+            .as_ref()
+            .or(file.advertise_addr.as_ref())
+        {
             Some(a) => a.clone(),
-            None if c.grpc_addr.ip().is_unspecified() => format!("127.0.0.1:{}", c.grpc_addr.port()),
+            None if c.grpc_addr.ip().is_unspecified() => {
+                format!("127.0.0.1:{}", c.grpc_addr.port())
+            }
             None => c.grpc_addr.to_string(),
         };
-        match (args.tls_cert.as_ref().or(file.tls_cert.as_ref()), args.tls_key.as_ref().or(file.tls_key.as_ref())) {
+        match (
+            args.tls_cert.as_ref().or(file.tls_cert.as_ref()),
+            args.tls_key.as_ref().or(file.tls_key.as_ref()),
+        ) {
             (Some(cert), Some(key)) => c.tls = Some(crate::tls::load(cert, key)?),
             (Some(_), None) => return Err(bad("tls-key", "tls-cert is set but tls-key is not")),
             (None, Some(_)) => return Err(bad("tls-cert", "tls-key is set but tls-cert is not")),
@@ -182,51 +194,83 @@ impl StandaloneConfig {
             return Err(bad("data-dir", "must not be empty"));
         }
         if self.max_body_size == 0 || self.max_body_size > (64 << 20) {
-            return Err(bad("max-body-size", format!("{} bytes is not within 1 B..=64 MiB", self.max_body_size)));
+            return Err(bad(
+                "max-body-size",
+                format!("{} bytes is not within 1 B..=64 MiB", self.max_body_size),
+            ));
         }
         if self.segment_size < (self.max_body_size as u64 + (64 << 10)) {
             return Err(bad(
                 "segment-size",
-                format!("{} bytes cannot hold a message of max-body-size {} bytes", self.segment_size, self.max_body_size),
+                format!(
+                    "{} bytes cannot hold a message of max-body-size {} bytes",
+                    self.segment_size, self.max_body_size
+                ),
             ));
         }
         if self.default_queues == 0 || self.default_queues > ferromq_store::metadata::MAX_QUEUES {
-            return Err(bad("default-queues", format!("{} is not within 1..={}", self.default_queues, ferromq_store::metadata::MAX_QUEUES)));
+            return Err(bad(
+                "default-queues",
+                format!(
+                    "{} is not within 1..={}",
+                    self.default_queues,
+                    ferromq_store::metadata::MAX_QUEUES
+                ),
+            ));
         }
         if self.max_delivery_attempts == 0 || self.max_delivery_attempts > 1000 {
-            return Err(bad("max-delivery-attempts", format!("{} is not within 1..=1000", self.max_delivery_attempts)));
+            return Err(bad(
+                "max-delivery-attempts",
+                format!("{} is not within 1..=1000", self.max_delivery_attempts),
+            ));
         }
-        let (host, port) = self
-            .advertise_addr
-            .rsplit_once(':')
-            .ok_or_else(|| bad("advertise-addr", format!("{:?} is not host:port", self.advertise_addr)))?;
+        let (host, port) = self.advertise_addr.rsplit_once(':').ok_or_else(|| {
+            bad(
+                "advertise-addr",
+                format!("{:?} is not host:port", self.advertise_addr),
+            )
+        })?;
         if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(bad("advertise-addr", format!("{:?} is not host:port", self.advertise_addr)));
+            return Err(bad(
+                "advertise-addr",
+                format!("{:?} is not host:port", self.advertise_addr),
+            ));
         }
         if self.grpc_addr == self.http_addr && self.grpc_addr.port() != 0 {
-            return Err(bad("http-addr", format!("{} is also the grpc-addr", self.http_addr)));
+            return Err(bad(
+                "http-addr",
+                format!("{} is also the grpc-addr", self.http_addr),
+            ));
         }
         Ok(())
     }
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
         // toml names the offending key in its message; keep it whole.
-        bad("config", format!("{}: {}", path.display(), e.to_string().trim()))
+        bad(
+            "config",
+            format!("{}: {}", path.display(), e.to_string().trim()),
+        )
     })
 }
 
 fn parse_addr(field: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse().map_err(|_| bad(field, format!("{s:?} is not an address like 0.0.0.0:8081")))
+    s.parse()
+        .map_err(|_| bad(field, format!("{s:?} is not an address like 0.0.0.0:8081")))
 }
 
 fn size_value(field: &'static str, v: &toml::Value) -> Result<u64, ConfigError> {
     match v {
         toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
         toml::Value::String(s) => parse_size(field, s),
-        other => Err(bad(field, format!("{other} is not a size like \"4MiB\" or a byte count"))),
+        other => Err(bad(
+            field,
+            format!("{other} is not a size like \"4MiB\" or a byte count"),
+        )),
     }
 }
 
@@ -236,7 +280,9 @@ pub fn parse_size(field: &'static str, s: &str) -> Result<u64, ConfigError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad(field, format!("{s:?} is not a size like \"4MiB\"")))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| bad(field, format!("{s:?} is not a size like \"4MiB\"")))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -245,9 +291,15 @@ pub fn parse_size(field: &'static str, s: &str) -> Result<u64, ConfigError> {
         "mi" | "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gi" | "gib" => 1 << 30,
-        _ => return Err(bad(field, format!("{s:?} has an unknown unit (use B, KiB, MiB, GiB)"))),
+        _ => {
+            return Err(bad(
+                field,
+                format!("{s:?} has an unknown unit (use B, KiB, MiB, GiB)"),
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| bad(field, format!("{s:?} is too large")))
+    n.checked_mul(mult)
+        .ok_or_else(|| bad(field, format!("{s:?} is too large")))
 }
 
 #[cfg(test)]
@@ -269,7 +321,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "grpc-addr = \"127.0.0.1:7000\"\nhttp-addr = \"127.0.0.1:7001\"\nmax-body-size = \"1MiB\"\n").unwrap();
-        let args = StandaloneArgs { config: Some(f), grpc_addr: Some("127.0.0.1:7100".into()), ..Default::default() };
+        let args = StandaloneArgs {
+            config: Some(f),
+            grpc_addr: Some("127.0.0.1:7100".into()),
+            ..Default::default()
+        };
         let c = StandaloneConfig::resolve(&args).unwrap();
         assert_eq!(c.grpc_addr.port(), 7100);
         assert_eq!(c.http_addr.port(), 7001);
@@ -279,13 +335,25 @@ mod tests {
 
     #[test]
     fn errors_name_the_bad_field() {
-        let args = StandaloneArgs { grpc_addr: Some("nowhere".into()), ..Default::default() };
-        assert_eq!(StandaloneConfig::resolve(&args).unwrap_err().field, "grpc-addr");
+        let args = StandaloneArgs {
+            grpc_addr: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            StandaloneConfig::resolve(&args).unwrap_err().field,
+            "grpc-addr"
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "max-delivery-attempts = 0\n").unwrap();
-        let args = StandaloneArgs { config: Some(f.clone()), ..Default::default() };
-        assert_eq!(StandaloneConfig::resolve(&args).unwrap_err().field, "max-delivery-attempts");
+        let args = StandaloneArgs {
+            config: Some(f.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            StandaloneConfig::resolve(&args).unwrap_err().field,
+            "max-delivery-attempts"
+        );
         std::fs::write(&f, "no-such-key = 1\n").unwrap();
         let err = StandaloneConfig::resolve(&args).unwrap_err();
         assert_eq!(err.field, "config");

@@ -17,20 +17,33 @@ pub struct DeliveryInfo {
 }
 
 pub fn timestamp_from_ms(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 pub fn ms_from_timestamp(t: &prost_types::Timestamp) -> i64 {
-    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos) / 1_000_000)
 }
 
 pub fn now_timestamp() -> prost_types::Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 /// A protocol duration as a std one; `None` when negative or out of range.
@@ -53,17 +66,28 @@ pub fn md5_hex(body: &[u8]) -> String {
 }
 
 /// Builds the message a consumer receives.
-pub fn to_proto(m: &StoredMessage, namespace: &str, store_host: &str, delivery: Option<&DeliveryInfo>) -> v2::Message {
+pub fn to_proto(
+    m: &StoredMessage,
+    namespace: &str,
+    store_host: &str,
+    delivery: Option<&DeliveryInfo>,
+) -> v2::Message {
     let p = &m.properties;
     let message_type = p
         .get(props::MESSAGE_TYPE)
         .and_then(|t| t.parse::<i32>().ok())
         .and_then(|t| MessageType::try_from(t).ok())
-        .unwrap_or(if p.contains_key(props::MESSAGE_GROUP) { MessageType::Fifo } else { MessageType::Normal });
-    let dead_letter_queue = p.get(props::DLQ_ORIGIN_TOPIC).map(|origin| v2::DeadLetterQueue {
-        topic: origin.clone(),
-        message_id: m.msg_id().unwrap_or_default().to_string(),
-    });
+        .unwrap_or(if p.contains_key(props::MESSAGE_GROUP) {
+            MessageType::Fifo
+        } else {
+            MessageType::Normal
+        });
+    let dead_letter_queue = p
+        .get(props::DLQ_ORIGIN_TOPIC)
+        .map(|origin| v2::DeadLetterQueue {
+            topic: origin.clone(),
+            message_id: m.msg_id().unwrap_or_default().to_string(),
+        });
     let born_host = p
         .get(props::BORN_HOST)
         .cloned()
@@ -73,7 +97,10 @@ pub fn to_proto(m: &StoredMessage, namespace: &str, store_host: &str, delivery: 
         tag: m.tag().map(str::to_string),
         keys: m.keys().map(str::to_string).collect(),
         message_id: m.msg_id().unwrap_or_default().to_string(),
-        body_digest: Some(v2::Digest { r#type: DigestType::Md5 as i32, checksum: md5_hex(&m.body) }),
+        body_digest: Some(v2::Digest {
+            r#type: DigestType::Md5 as i32,
+            checksum: md5_hex(&m.body),
+        }),
         body_encoding: Encoding::Identity as i32,
         message_type: message_type as i32,
         born_timestamp: Some(timestamp_from_ms(m.born_timestamp_ms)),
@@ -94,8 +121,15 @@ pub fn to_proto(m: &StoredMessage, namespace: &str, store_host: &str, delivery: 
         priority: None,
     };
     v2::Message {
-        topic: Some(v2::Resource { resource_namespace: namespace.to_string(), name: m.topic.clone() }),
-        user_properties: p.iter().filter(|(k, _)| !props::is_system(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        topic: Some(v2::Resource {
+            resource_namespace: namespace.to_string(),
+            name: m.topic.clone(),
+        }),
+        user_properties: p
+            .iter()
+            .filter(|(k, _)| !props::is_system(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         system_properties: Some(system_properties),
         body: m.body.clone(),
     }

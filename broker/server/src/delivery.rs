@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferromq_proto::v2::Code;
-use ferromq_store::{MessageType, NewMessage, Permission, Store, StoredMessage, TagFilter, TopicConfig};
+use ferromq_store::{
+    MessageType, NewMessage, Permission, Store, StoredMessage, TagFilter, TopicConfig,
+};
 use tracing::{info, warn};
 
 use crate::props;
@@ -138,7 +140,12 @@ struct QueueState {
 
 impl QueueState {
     fn low_water(&self) -> u64 {
-        self.unsettled.keys().next().copied().unwrap_or(self.next_offset).min(self.next_offset)
+        self.unsettled
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_offset)
+            .min(self.next_offset)
     }
 }
 
@@ -176,7 +183,10 @@ pub fn dlq_topic(group: &str) -> String {
 
 impl Deliveries {
     pub fn new(store: Arc<Store>) -> Deliveries {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         let instance = (nanos ^ (std::process::id() as u64).rotate_left(32)) | 1;
         Deliveries {
             store,
@@ -193,7 +203,11 @@ impl Deliveries {
     }
 
     fn state(&self, group: &str, topic: &str, queue_id: u32) -> Arc<Mutex<QueueState>> {
-        let key = QueueKey { group: group.into(), topic: topic.into(), queue_id };
+        let key = QueueKey {
+            group: group.into(),
+            topic: topic.into(),
+            queue_id,
+        };
         let mut map = lock(&self.queues);
         if let Some(s) = map.get(&key) {
             return s.clone();
@@ -202,13 +216,23 @@ impl Deliveries {
             Some(o) => o,
             None => self.store.queue_range(topic, queue_id).0,
         };
-        let s = Arc::new(Mutex::new(QueueState { next_offset: start, committed: start, max_attempts: 0, ..Default::default() }));
+        let s = Arc::new(Mutex::new(QueueState {
+            next_offset: start,
+            committed: start,
+            max_attempts: 0,
+            ..Default::default()
+        }));
         map.insert(key, s.clone());
         s
     }
 
     fn new_handle(&self, queue_id: u32, offset: u64) -> ReceiptHandle {
-        ReceiptHandle { instance: self.instance, queue_id, offset, epoch: self.epoch.fetch_add(1, Ordering::Relaxed) }
+        ReceiptHandle {
+            instance: self.instance,
+            queue_id,
+            offset,
+            epoch: self.epoch.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// Hands out up to `spec.batch` messages: expired and waiting ones first (oldest first),
@@ -225,9 +249,16 @@ impl Deliveries {
             let remembered = out
                 .deliveries
                 .iter()
-                .map(|d| Remembered { queue_id: d.handle.queue_id, offset: d.handle.offset, epoch: d.handle.epoch })
+                .map(|d| Remembered {
+                    queue_id: d.handle.queue_id,
+                    offset: d.handle.offset,
+                    epoch: d.handle.epoch,
+                })
                 .collect();
-            attempts.insert((spec.group.to_string(), spec.topic.to_string(), a.clone()), (now, remembered));
+            attempts.insert(
+                (spec.group.to_string(), spec.topic.to_string(), a.clone()),
+                (now, remembered),
+            );
         }
         Ok(out)
     }
@@ -236,21 +267,37 @@ impl Deliveries {
     /// held under that delivery, with their original handles; `None` when there are none.
     fn repeat_attempt(&self, spec: &ReceiveSpec<'_>) -> Option<ReceiveOutcome> {
         let a = spec.attempt.as_ref()?;
-        let (at, remembered) = lock(&self.attempts).get(&(spec.group.to_string(), spec.topic.to_string(), a.clone())).cloned()?;
+        let (at, remembered) = lock(&self.attempts)
+            .get(&(spec.group.to_string(), spec.topic.to_string(), a.clone()))
+            .cloned()?;
         if at.elapsed() >= ATTEMPT_MEMORY {
             return None;
         }
         let mut out = ReceiveOutcome::default();
         for r in remembered {
-            let Some(st) = self.known_queue(spec.group, spec.topic, r.queue_id) else { continue };
+            let Some(st) = self.known_queue(spec.group, spec.topic, r.queue_id) else {
+                continue;
+            };
             let st = lock(&st);
-            let Some(e) = st.unsettled.get(&r.offset) else { continue };
+            let Some(e) = st.unsettled.get(&r.offset) else {
+                continue;
+            };
             if !matches!(e.state, EntryState::Invisible { epoch, .. } if epoch == r.epoch) {
                 continue;
             }
             if let Ok(message) = self.store.message_at(e.phys_offset) {
-                let handle = ReceiptHandle { instance: self.instance, queue_id: r.queue_id, offset: r.offset, epoch: r.epoch };
-                out.deliveries.push(Delivery { message, attempt: e.attempts, handle, invisible: spec.invisible });
+                let handle = ReceiptHandle {
+                    instance: self.instance,
+                    queue_id: r.queue_id,
+                    offset: r.offset,
+                    epoch: r.epoch,
+                };
+                out.deliveries.push(Delivery {
+                    message,
+                    attempt: e.attempts,
+                    handle,
+                    invisible: spec.invisible,
+                });
             }
         }
         (!out.deliveries.is_empty()).then_some(out)
@@ -271,15 +318,24 @@ impl Deliveries {
         Ok(out)
     }
 
-    fn receive_queue(&self, spec: &ReceiveSpec<'_>, q: u32, st: &mut QueueState, out: &mut ReceiveOutcome) -> Result<(), RpcError> {
+    fn receive_queue(
+        &self,
+        spec: &ReceiveSpec<'_>,
+        q: u32,
+        st: &mut QueueState,
+        out: &mut ReceiveOutcome,
+    ) -> Result<(), RpcError> {
         let now = Instant::now();
         // FIFO groups that may not get another message now.
         let mut busy: HashSet<String> = HashSet::new();
         let mut expired_to_dlq = Vec::new();
         let offsets: Vec<u64> = st.unsettled.keys().copied().collect();
         for off in offsets {
-            let Some(e) = st.unsettled.get(&off).cloned() else { continue };
-            let group_busy = spec.fifo && e.message_group.as_ref().is_some_and(|g| busy.contains(g));
+            let Some(e) = st.unsettled.get(&off).cloned() else {
+                continue;
+            };
+            let group_busy =
+                spec.fifo && e.message_group.as_ref().is_some_and(|g| busy.contains(g));
             match e.state {
                 EntryState::Invisible { until, .. } if until > now => {
                     out.next_expiry = Some(out.next_expiry.map_or(until, |n| n.min(until)));
@@ -305,7 +361,17 @@ impl Deliveries {
                     continue;
                 }
             };
-            let d = self.hand_out(spec, q, off, st, message, e.attempts + 1, e.message_group.clone(), e.phys_offset, now);
+            let d = self.hand_out(
+                spec,
+                q,
+                off,
+                st,
+                message,
+                e.attempts + 1,
+                e.message_group.clone(),
+                e.phys_offset,
+                now,
+            );
             mark_busy(spec.fifo, &mut busy, &st.unsettled[&off]);
             out.deliveries.push(d);
         }
@@ -323,7 +389,10 @@ impl Deliveries {
             }
             let want = spec.batch - out.deliveries.len();
             let start_of_round = st.next_offset;
-            let r = self.store.read(spec.topic, q, st.next_offset, want, Some(spec.filter)).map_err(RpcError::from)?;
+            let r = self
+                .store
+                .read(spec.topic, q, st.next_offset, want, Some(spec.filter))
+                .map_err(RpcError::from)?;
             for m in r.messages {
                 let off = m.queue_offset;
                 st.next_offset = off + 1;
@@ -381,7 +450,10 @@ impl Deliveries {
                 phys_offset,
                 attempts: attempt,
                 message_group,
-                state: EntryState::Invisible { until: now + spec.invisible, epoch: handle.epoch },
+                state: EntryState::Invisible {
+                    until: now + spec.invisible,
+                    epoch: handle.epoch,
+                },
                 renewal: spec.renew_for.map(|c| Renewal {
                     client_id: c.to_string(),
                     invisible: spec.invisible,
@@ -389,12 +461,22 @@ impl Deliveries {
                 }),
             },
         );
-        Delivery { message, attempt, handle, invisible: spec.invisible }
+        Delivery {
+            message,
+            attempt,
+            handle,
+            invisible: spec.invisible,
+        }
     }
 
     /// Finds the unsettled entry a handle refers to, checking it is the latest delivery.
     fn check_handle(&self, st: &QueueState, h: &ReceiptHandle) -> Result<(), RpcError> {
-        let stale = || RpcError::new(Code::InvalidReceiptHandle, "receipt handle is stale: the message was settled or delivered again since");
+        let stale = || {
+            RpcError::new(
+                Code::InvalidReceiptHandle,
+                "receipt handle is stale: the message was settled or delivered again since",
+            )
+        };
         if h.instance != self.instance {
             return Err(RpcError::new(
                 Code::InvalidReceiptHandle,
@@ -402,13 +484,27 @@ impl Deliveries {
             ));
         }
         match st.unsettled.get(&h.offset) {
-            Some(Unsettled { state: EntryState::Invisible { epoch, .. }, .. }) if *epoch == h.epoch => Ok(()),
+            Some(Unsettled {
+                state: EntryState::Invisible { epoch, .. },
+                ..
+            }) if *epoch == h.epoch => Ok(()),
             _ => Err(stale()),
         }
     }
 
-    fn known_queue(&self, group: &str, topic: &str, queue_id: u32) -> Option<Arc<Mutex<QueueState>>> {
-        lock(&self.queues).get(&QueueKey { group: group.into(), topic: topic.into(), queue_id }).cloned()
+    fn known_queue(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+    ) -> Option<Arc<Mutex<QueueState>>> {
+        lock(&self.queues)
+            .get(&QueueKey {
+                group: group.into(),
+                topic: topic.into(),
+                queue_id,
+            })
+            .cloned()
     }
 
     /// Settles a delivery. Durable (the consumer offset is committed) when it returns Ok.
@@ -422,9 +518,19 @@ impl Deliveries {
     /// Settles a delivery in memory; returns whether the group's offset moved, in which case
     /// the caller must [`Deliveries::persist_offsets`] before answering (one write can then
     /// cover a whole batch of acks).
-    pub fn ack_in_memory(&self, group: &str, topic: &str, h: &ReceiptHandle) -> Result<bool, RpcError> {
+    pub fn ack_in_memory(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+    ) -> Result<bool, RpcError> {
         let st = self.known_queue(group, topic, h.queue_id).ok_or_else(|| {
-            RpcError::new(Code::InvalidReceiptHandle, format!("no message of topic {topic} was delivered to group {group} with this handle"))
+            RpcError::new(
+                Code::InvalidReceiptHandle,
+                format!(
+                    "no message of topic {topic} was delivered to group {group} with this handle"
+                ),
+            )
         })?;
         let mut st = lock(&st);
         self.check_handle(&st, h)?;
@@ -439,15 +545,29 @@ impl Deliveries {
     }
 
     /// Moves the invisibility deadline of a delivery; returns the handle to use from now on.
-    pub fn change_invisible(&self, group: &str, topic: &str, h: &ReceiptHandle, invisible: Duration) -> Result<ReceiptHandle, RpcError> {
+    pub fn change_invisible(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+        invisible: Duration,
+    ) -> Result<ReceiptHandle, RpcError> {
         let st = self.known_queue(group, topic, h.queue_id).ok_or_else(|| {
-            RpcError::new(Code::InvalidReceiptHandle, format!("no message of topic {topic} was delivered to group {group} with this handle"))
+            RpcError::new(
+                Code::InvalidReceiptHandle,
+                format!(
+                    "no message of topic {topic} was delivered to group {group} with this handle"
+                ),
+            )
         })?;
         let mut st = lock(&st);
         self.check_handle(&st, h)?;
         let handle = self.new_handle(h.queue_id, h.offset);
         if let Some(e) = st.unsettled.get_mut(&h.offset) {
-            e.state = EntryState::Invisible { until: Instant::now() + invisible, epoch: handle.epoch };
+            e.state = EntryState::Invisible {
+                until: Instant::now() + invisible,
+                epoch: handle.epoch,
+            };
             // The client chose a deadline (a nack or an extension): stop renewing for it.
             e.renewal = None;
         }
@@ -456,18 +576,38 @@ impl Deliveries {
 
     /// Moves a delivered message to the group's dead-letter topic now (client-driven, FIFO
     /// push consumers after their local retries).
-    pub fn forward_to_dlq(&self, group: &str, topic: &str, h: &ReceiptHandle) -> Result<(), RpcError> {
+    pub fn forward_to_dlq(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+    ) -> Result<(), RpcError> {
         let st = self.known_queue(group, topic, h.queue_id).ok_or_else(|| {
-            RpcError::new(Code::InvalidReceiptHandle, format!("no message of topic {topic} was delivered to group {group} with this handle"))
+            RpcError::new(
+                Code::InvalidReceiptHandle,
+                format!(
+                    "no message of topic {topic} was delivered to group {group} with this handle"
+                ),
+            )
         })?;
         let mut st = lock(&st);
         self.check_handle(&st, h)?;
         self.dead_letter(group, topic, h.queue_id, h.offset, &mut st)?;
-        self.store_low_water(group, topic, h.queue_id, &mut st, true).map(|_| ())
+        self.store_low_water(group, topic, h.queue_id, &mut st, true)
+            .map(|_| ())
     }
 
-    fn dead_letter(&self, group: &str, topic: &str, q: u32, off: u64, st: &mut QueueState) -> Result<(), RpcError> {
-        let Some(e) = st.unsettled.get(&off).cloned() else { return Ok(()) };
+    fn dead_letter(
+        &self,
+        group: &str,
+        topic: &str,
+        q: u32,
+        off: u64,
+        st: &mut QueueState,
+    ) -> Result<(), RpcError> {
+        let Some(e) = st.unsettled.get(&off).cloned() else {
+            return Ok(());
+        };
         let original = match self.store.message_at(e.phys_offset) {
             Ok(m) => m,
             Err(err) => {
@@ -483,7 +623,10 @@ impl Deliveries {
         properties.insert(props::DLQ_ATTEMPTS.into(), e.attempts.to_string());
         // Consumers of the DLQ are not FIFO-bound by the original group.
         properties.remove(props::MESSAGE_GROUP);
-        properties.insert(props::MESSAGE_TYPE.into(), (ferromq_proto::v2::MessageType::Normal as i32).to_string());
+        properties.insert(
+            props::MESSAGE_TYPE.into(),
+            (ferromq_proto::v2::MessageType::Normal as i32).to_string(),
+        );
         let m = NewMessage {
             topic: dlq.clone(),
             queue_id: 0,
@@ -496,21 +639,33 @@ impl Deliveries {
         };
         self.store.append(&m).map_err(RpcError::from)?;
         info!(group, topic, queue = q, offset = off, attempts = e.attempts, dlq = %dlq, "message moved to dead-letter topic");
-        *lock(&self.dead_lettered).entry(group.to_string()).or_insert(0) += 1;
+        *lock(&self.dead_lettered)
+            .entry(group.to_string())
+            .or_insert(0) += 1;
         st.unsettled.remove(&off);
         Ok(())
     }
 
     /// Records the group's offset if it moved (returns whether it did): durably at once when
     /// `durable`, else in memory for the store's background flush or the caller's persist.
-    fn store_low_water(&self, group: &str, topic: &str, q: u32, st: &mut QueueState, durable: bool) -> Result<bool, RpcError> {
+    fn store_low_water(
+        &self,
+        group: &str,
+        topic: &str,
+        q: u32,
+        st: &mut QueueState,
+        durable: bool,
+    ) -> Result<bool, RpcError> {
         let low = st.low_water();
         if low == st.committed {
             return Ok(false);
         }
         st.committed = low;
         if durable {
-            self.store.offsets().commit(group, topic, q, low).map_err(RpcError::from)?;
+            self.store
+                .offsets()
+                .commit(group, topic, q, low)
+                .map_err(RpcError::from)?;
         } else {
             self.store.offsets().set(group, topic, q, low);
         }
@@ -521,14 +676,21 @@ impl Deliveries {
     /// while their client is alive (`alive`), and dead-letters expired messages that used up
     /// their attempts even when nobody receives.
     pub fn reap(&self, alive: &dyn Fn(&str) -> bool) {
-        let all: Vec<(QueueKey, Arc<Mutex<QueueState>>)> = lock(&self.queues).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let all: Vec<(QueueKey, Arc<Mutex<QueueState>>)> = lock(&self.queues)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let now = Instant::now();
         for (k, st) in all {
             let mut st = lock(&st);
             for e in st.unsettled.values_mut() {
                 if let (EntryState::Invisible { until, .. }, Some(r)) = (&mut e.state, &e.renewal) {
                     // Renew once a third of the invisibility is left, so a renewal is never late.
-                    if *until > now && *until - now < r.invisible / 3 && now < r.give_up_at && alive(&r.client_id) {
+                    if *until > now
+                        && *until - now < r.invisible / 3
+                        && now < r.give_up_at
+                        && alive(&r.client_id)
+                    {
                         *until = now + r.invisible;
                     }
                 }
@@ -539,7 +701,10 @@ impl Deliveries {
             let due: Vec<u64> = st
                 .unsettled
                 .iter()
-                .filter(|(_, e)| matches!(e.state, EntryState::Invisible { until, .. } if until <= now) && e.attempts >= st.max_attempts)
+                .filter(|(_, e)| {
+                    matches!(e.state, EntryState::Invisible { until, .. } if until <= now)
+                        && e.attempts >= st.max_attempts
+                })
                 .map(|(o, _)| *o)
                 .collect();
             if due.is_empty() {
@@ -559,7 +724,10 @@ impl Deliveries {
 
     /// Messages dead-lettered since start, per group.
     pub fn dead_lettered(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = lock(&self.dead_lettered).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut v: Vec<(String, u64)> = lock(&self.dead_lettered)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         v.sort();
         v
     }
@@ -571,13 +739,26 @@ impl Deliveries {
 
     /// Groups that have consumed, with their in-memory progress.
     pub fn progress(&self) -> Vec<QueueProgress> {
-        let all: Vec<(QueueKey, Arc<Mutex<QueueState>>)> = lock(&self.queues).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let all: Vec<(QueueKey, Arc<Mutex<QueueState>>)> = lock(&self.queues)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut out: Vec<QueueProgress> = all
             .into_iter()
             .map(|(k, st)| {
                 let st = lock(&st);
-                let inflight = st.unsettled.values().filter(|e| matches!(e.state, EntryState::Invisible { .. })).count() as u64;
-                QueueProgress { group: k.group, topic: k.topic, queue_id: k.queue_id, committed: st.low_water(), inflight }
+                let inflight = st
+                    .unsettled
+                    .values()
+                    .filter(|e| matches!(e.state, EntryState::Invisible { .. }))
+                    .count() as u64;
+                QueueProgress {
+                    group: k.group,
+                    topic: k.topic,
+                    queue_id: k.queue_id,
+                    committed: st.low_water(),
+                    inflight,
+                }
             })
             .collect();
         out.sort_by(|a, b| (&a.group, &a.topic, a.queue_id).cmp(&(&b.group, &b.topic, b.queue_id)));
@@ -599,7 +780,12 @@ pub fn ensure_dlq_topic(store: &Store, name: &str) -> Result<(), RpcError> {
     if store.topics().get(name).is_some() {
         return Ok(());
     }
-    let cfg = TopicConfig { name: name.into(), queues: 1, message_type: MessageType::Normal, permission: Permission::ReadWrite };
+    let cfg = TopicConfig {
+        name: name.into(),
+        queues: 1,
+        message_type: MessageType::Normal,
+        permission: Permission::ReadWrite,
+    };
     match store.topics().create(cfg) {
         Ok(_) | Err(ferromq_store::StoreError::TopicExists(_)) => Ok(()),
         Err(e) => Err(e.into()),
@@ -621,7 +807,12 @@ mod tests {
         cfg.index_entries = 4000;
         let s = Store::open(cfg).expect("open store");
         s.topics()
-            .create(TopicConfig { name: "t".into(), queues: 1, message_type: MessageType::Normal, permission: Permission::ReadWrite })
+            .create(TopicConfig {
+                name: "t".into(),
+                queues: 1,
+                message_type: MessageType::Normal,
+                permission: Permission::ReadWrite,
+            })
             .expect("topic");
         s
     }
@@ -633,18 +824,43 @@ mod tests {
             properties.insert(props::MESSAGE_GROUP.to_string(), g.to_string());
         }
         let r = s
-            .append(&NewMessage { topic: "t".into(), queue_id: 0, properties, body: body.as_bytes().to_vec(), ..Default::default() })
+            .append(&NewMessage {
+                topic: "t".into(),
+                queue_id: 0,
+                properties,
+                body: body.as_bytes().to_vec(),
+                ..Default::default()
+            })
             .expect("append");
         assert!(s.wait_dispatched(r.phys_offset + r.size as u64, Duration::from_secs(5)));
         r.queue_offset
     }
 
-    fn spec<'a>(filter: &'a TagFilter, fifo: bool, invisible: Duration, max_attempts: u32) -> ReceiveSpec<'a> {
-        ReceiveSpec { group: "g", topic: "t", queues: vec![0], batch: 10, invisible, filter, fifo, max_attempts, renew_for: None, attempt: None }
+    fn spec<'a>(
+        filter: &'a TagFilter,
+        fifo: bool,
+        invisible: Duration,
+        max_attempts: u32,
+    ) -> ReceiveSpec<'a> {
+        ReceiveSpec {
+            group: "g",
+            topic: "t",
+            queues: vec![0],
+            batch: 10,
+            invisible,
+            filter,
+            fifo,
+            max_attempts,
+            renew_for: None,
+            attempt: None,
+        }
     }
 
     fn bodies(o: &ReceiveOutcome) -> Vec<String> {
-        o.deliveries.iter().map(|d| String::from_utf8_lossy(&d.message.body).into_owned()).collect()
+        o.deliveries
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.message.body).into_owned())
+            .collect()
     }
 
     #[test]
@@ -655,14 +871,27 @@ mod tests {
         send(&s, None, "a");
         send(&s, None, "b");
         let all = TagFilter::parse("*");
-        let first = d.receive(&spec(&all, false, Duration::from_millis(50), 5)).unwrap();
+        let first = d
+            .receive(&spec(&all, false, Duration::from_millis(50), 5))
+            .unwrap();
         assert_eq!(bodies(&first), ["a", "b"]);
         d.ack("g", "t", &first.deliveries[0].handle).unwrap();
         // Acking twice is refused: the handle is settled.
-        assert_eq!(d.ack("g", "t", &first.deliveries[0].handle).unwrap_err().code, Code::InvalidReceiptHandle);
-        assert!(d.receive(&spec(&all, false, Duration::from_millis(50), 5)).unwrap().deliveries.is_empty());
+        assert_eq!(
+            d.ack("g", "t", &first.deliveries[0].handle)
+                .unwrap_err()
+                .code,
+            Code::InvalidReceiptHandle
+        );
+        assert!(d
+            .receive(&spec(&all, false, Duration::from_millis(50), 5))
+            .unwrap()
+            .deliveries
+            .is_empty());
         std::thread::sleep(Duration::from_millis(80));
-        let again = d.receive(&spec(&all, false, Duration::from_secs(5), 5)).unwrap();
+        let again = d
+            .receive(&spec(&all, false, Duration::from_secs(5), 5))
+            .unwrap();
         assert_eq!(bodies(&again), ["b"]);
         assert_eq!(again.deliveries[0].attempt, 2);
         // The old handle of "b" is stale now.
@@ -679,13 +908,19 @@ mod tests {
         send(&s, None, "x");
         let all = TagFilter::parse("*");
         for attempt in 1..=2 {
-            let o = d.receive(&spec(&all, false, Duration::from_millis(20), 2)).unwrap();
+            let o = d
+                .receive(&spec(&all, false, Duration::from_millis(20), 2))
+                .unwrap();
             assert_eq!(o.deliveries.len(), 1, "attempt {attempt}");
             assert_eq!(o.deliveries[0].attempt, attempt);
             std::thread::sleep(Duration::from_millis(40));
         }
         d.reap(&|_| true);
-        assert!(d.receive(&spec(&all, false, Duration::from_millis(20), 2)).unwrap().deliveries.is_empty());
+        assert!(d
+            .receive(&spec(&all, false, Duration::from_millis(20), 2))
+            .unwrap()
+            .deliveries
+            .is_empty());
         let dlq = dlq_topic("g");
         assert!(s.topics().get(&dlq).is_some());
         let (_, max) = s.queue_range(&dlq, 0);
@@ -706,21 +941,31 @@ mod tests {
         let d = Deliveries::new(s.clone());
         send(&s, None, "p");
         let all = TagFilter::parse("*");
-        let push = ReceiveSpec { renew_for: Some("c1"), ..spec(&all, false, Duration::from_millis(300), 5) };
+        let push = ReceiveSpec {
+            renew_for: Some("c1"),
+            ..spec(&all, false, Duration::from_millis(300), 5)
+        };
         let o = d.receive(&push).unwrap();
         assert_eq!(o.deliveries.len(), 1);
         for _ in 0..10 {
             std::thread::sleep(Duration::from_millis(60));
             d.reap(&|c| c == "c1");
         }
-        assert!(d.receive(&push).unwrap().deliveries.is_empty(), "renewed: still invisible after 600 ms");
+        assert!(
+            d.receive(&push).unwrap().deliveries.is_empty(),
+            "renewed: still invisible after 600 ms"
+        );
         d.ack("g", "t", &o.deliveries[0].handle).unwrap();
         send(&s, None, "q");
         let o = d.receive(&push).unwrap();
         assert_eq!(o.deliveries.len(), 1);
         std::thread::sleep(Duration::from_millis(350));
         d.reap(&|_| false);
-        assert_eq!(d.receive(&push).unwrap().deliveries.len(), 1, "a dead client's message comes back");
+        assert_eq!(
+            d.receive(&push).unwrap().deliveries.len(),
+            1,
+            "a dead client's message comes back"
+        );
     }
 
     #[test]
@@ -730,17 +975,30 @@ mod tests {
         let d = Deliveries::new(s.clone());
         send(&s, None, "a");
         let all = TagFilter::parse("*");
-        let push = ReceiveSpec { attempt: Some("c1/attempt-1".into()), ..spec(&all, false, Duration::from_secs(60), 5) };
+        let push = ReceiveSpec {
+            attempt: Some("c1/attempt-1".into()),
+            ..spec(&all, false, Duration::from_secs(60), 5)
+        };
         let first = d.receive(&push).unwrap();
         assert_eq!(bodies(&first), ["a"]);
         send(&s, None, "b");
         let retry = d.receive(&push).unwrap();
-        assert_eq!(bodies(&retry), ["a"], "the lost answer is repeated, not new messages");
+        assert_eq!(
+            bodies(&retry),
+            ["a"],
+            "the lost answer is repeated, not new messages"
+        );
         assert_eq!(retry.deliveries[0].handle, first.deliveries[0].handle);
-        let next = ReceiveSpec { attempt: Some("c1/attempt-2".into()), ..push.clone() };
+        let next = ReceiveSpec {
+            attempt: Some("c1/attempt-2".into()),
+            ..push.clone()
+        };
         assert_eq!(bodies(&d.receive(&next).unwrap()), ["b"]);
         d.ack("g", "t", &first.deliveries[0].handle).unwrap();
-        assert!(d.receive(&push).unwrap().deliveries.is_empty(), "settled messages are not repeated");
+        assert!(
+            d.receive(&push).unwrap().deliveries.is_empty(),
+            "settled messages are not repeated"
+        );
     }
 
     #[test]
@@ -774,18 +1032,31 @@ mod tests {
             send(&s, None, "a");
             send(&s, None, "b");
             let all = TagFilter::parse("*");
-            let o = d.receive(&spec(&all, false, Duration::from_secs(30), 5)).unwrap();
+            let o = d
+                .receive(&spec(&all, false, Duration::from_secs(30), 5))
+                .unwrap();
             d.ack("g", "t", &o.deliveries[0].handle).unwrap();
             // Restart: a handle of the old engine is refused by the new one.
             let d2 = Deliveries::new(s.clone());
             assert!(d2.ack("g", "t", &o.deliveries[1].handle).is_err());
-            let o2 = d2.receive(&spec(&all, false, Duration::from_secs(30), 5)).unwrap();
+            let o2 = d2
+                .receive(&spec(&all, false, Duration::from_secs(30), 5))
+                .unwrap();
             assert_eq!(bodies(&o2), ["b"]);
         }
         let d = Deliveries::new(s.clone());
         let none = TagFilter::parse("nothing-matches");
-        let o = ReceiveSpec { group: "g2", ..spec(&none, false, Duration::from_secs(30), 5) };
+        let o = ReceiveSpec {
+            group: "g2",
+            ..spec(&none, false, Duration::from_secs(30), 5)
+        };
         assert!(d.receive(&o).unwrap().deliveries.is_empty());
-        assert_eq!(d.progress().iter().find(|p| p.group == "g2").map(|p| p.committed), Some(2));
+        assert_eq!(
+            d.progress()
+                .iter()
+                .find(|p| p.group == "g2")
+                .map(|p| p.committed),
+            Some(2)
+        );
     }
 }

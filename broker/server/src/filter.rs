@@ -20,9 +20,17 @@ impl TagFilter {
         if e.is_empty() || e == "*" {
             return Ok(TagFilter::All);
         }
-        let mut tags: Vec<String> = e.split("||").map(|t| t.trim()).filter(|t| !t.is_empty()).map(String::from).collect();
+        let mut tags: Vec<String> = e
+            .split("||")
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect();
         if tags.is_empty() {
-            return Err(RpcError::new(Code::IllegalFilterExpression, format!("tag expression {expression:?} names no tag")));
+            return Err(RpcError::new(
+                Code::IllegalFilterExpression,
+                format!("tag expression {expression:?} names no tag"),
+            ));
         }
         if tags.iter().any(|t| t == "*") {
             return Ok(TagFilter::All);
@@ -34,7 +42,9 @@ impl TagFilter {
 
     /// Parses the protocol's filter message; an absent filter means `*`.
     pub fn from_proto(f: Option<&v2::FilterExpression>) -> Result<TagFilter, RpcError> {
-        let Some(f) = f else { return Ok(TagFilter::All) };
+        let Some(f) = f else {
+            return Ok(TagFilter::All);
+        };
         match FilterType::try_from(f.r#type).unwrap_or(FilterType::Unspecified) {
             FilterType::Tag | FilterType::Unspecified => TagFilter::parse(&f.expression),
             FilterType::Sql => Err(RpcError::new(
@@ -47,7 +57,9 @@ impl TagFilter {
     pub fn matches(&self, tag: Option<&str>) -> bool {
         match self {
             TagFilter::All => true,
-            TagFilter::Any(tags) => tag.is_some_and(|t| tags.binary_search_by(|x| x.as_str().cmp(t)).is_ok()),
+            TagFilter::Any(tags) => {
+                tag.is_some_and(|t| tags.binary_search_by(|x| x.as_str().cmp(t)).is_ok())
+            }
         }
     }
 
@@ -82,8 +94,14 @@ mod tests {
 
     #[test]
     fn sql_is_refused_with_the_filter_code() {
-        let f = v2::FilterExpression { r#type: FilterType::Sql as i32, expression: "a > 1".into() };
-        assert_eq!(TagFilter::from_proto(Some(&f)).unwrap_err().code, Code::IllegalFilterExpression);
+        let f = v2::FilterExpression {
+            r#type: FilterType::Sql as i32,
+            expression: "a > 1".into(),
+        };
+        assert_eq!(
+            TagFilter::from_proto(Some(&f)).unwrap_err().code,
+            Code::IllegalFilterExpression
+        );
         assert!(TagFilter::parse("||").is_err());
     }
 }

@@ -24,7 +24,10 @@ pub struct GroupConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} does not parse: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -42,11 +45,18 @@ impl Groups {
         let dir = data_dir.join("server");
         let path = dir.join("groups.json");
         let map = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| GroupError::Corrupt { path: path.clone(), reason: e.to_string() })?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| GroupError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(GroupError::Io { path, source: e }),
         };
-        Ok(Groups { path, default_max_attempts, map: Mutex::new(map) })
+        Ok(Groups {
+            path,
+            default_max_attempts,
+            map: Mutex::new(map),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, GroupConfig>> {
@@ -59,7 +69,9 @@ impl Groups {
 
     /// Deliveries before dead-lettering for this group.
     pub fn max_attempts(&self, group: &str) -> u32 {
-        self.get(group).max_delivery_attempts.unwrap_or(self.default_max_attempts)
+        self.get(group)
+            .max_delivery_attempts
+            .unwrap_or(self.default_max_attempts)
     }
 
     /// Whether this group consumes `topic` in message-group order.
@@ -82,11 +94,17 @@ impl Groups {
     }
 
     fn persist(&self, map: &BTreeMap<String, GroupConfig>) -> Result<(), GroupError> {
-        let io = |source| GroupError::Io { path: self.path.clone(), source };
+        let io = |source| GroupError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = self.path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(map).map_err(|e| GroupError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+        let json = serde_json::to_vec_pretty(map).map_err(|e| GroupError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
@@ -111,7 +129,14 @@ mod tests {
         let g = Groups::open(dir.path(), 17).unwrap();
         assert_eq!(g.max_attempts("a"), 17);
         assert!(g.fifo("a", true));
-        g.set("a", GroupConfig { max_delivery_attempts: Some(3), fifo: Some(false) }).unwrap();
+        g.set(
+            "a",
+            GroupConfig {
+                max_delivery_attempts: Some(3),
+                fifo: Some(false),
+            },
+        )
+        .unwrap();
         let g = Groups::open(dir.path(), 17).unwrap();
         assert_eq!(g.max_attempts("a"), 3);
         assert!(!g.fifo("a", true));

@@ -39,21 +39,76 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
         for l in b2.lag() {
             *lag.entry((l.group, l.topic)).or_insert(0) += l.lag();
         }
-        let lag_values = lag.into_iter().map(|((g, t), v)| (format!("group=\"{}\",topic=\"{}\"", label(&g), label(&t)), v as f64)).collect();
-        let dlq = b2.deliveries.dead_lettered().into_iter().map(|(g, n)| (format!("group=\"{}\"", label(&g)), n as f64)).collect();
+        let lag_values = lag
+            .into_iter()
+            .map(|((g, t), v)| {
+                (
+                    format!("group=\"{}\",topic=\"{}\"", label(&g), label(&t)),
+                    v as f64,
+                )
+            })
+            .collect();
+        let dlq = b2
+            .deliveries
+            .dead_lettered()
+            .into_iter()
+            .map(|(g, n)| (format!("group=\"{}\"", label(&g)), n as f64))
+            .collect();
         b2.metrics.render(&[
-            ("ferromq_messages_dead_lettered_total", "Messages moved to a dead-letter topic since start.", dlq),
-            ("ferromq_consumer_lag_messages", "Messages from a group's committed offset to the end of each topic.", lag_values),
-            ("ferromq_store_size_bytes", "Bytes of commit log segments on disk.", vec![(String::new(), stats.log_bytes_on_disk as f64)]),
-            ("ferromq_store_segments", "Commit log segment files.", vec![(String::new(), stats.segments as f64)]),
-            ("ferromq_store_write_offset_bytes", "End of the commit log.", vec![(String::new(), stats.log_write_offset as f64)]),
-            ("ferromq_store_appends", "Appends since start.", vec![(String::new(), stats.appends_total as f64)]),
-            ("ferromq_store_disk_full", "1 while appends are refused for lack of disk.", vec![(String::new(), if stats.disk_full { 1.0 } else { 0.0 })]),
-            ("ferromq_topics", "Topics defined.", vec![(String::new(), b2.store.topics().list().len() as f64)]),
-            ("ferromq_clients", "Clients known to this proxy.", vec![(String::new(), b2.clients.count() as f64)]),
+            (
+                "ferromq_messages_dead_lettered_total",
+                "Messages moved to a dead-letter topic since start.",
+                dlq,
+            ),
+            (
+                "ferromq_consumer_lag_messages",
+                "Messages from a group's committed offset to the end of each topic.",
+                lag_values,
+            ),
+            (
+                "ferromq_store_size_bytes",
+                "Bytes of commit log segments on disk.",
+                vec![(String::new(), stats.log_bytes_on_disk as f64)],
+            ),
+            (
+                "ferromq_store_segments",
+                "Commit log segment files.",
+                vec![(String::new(), stats.segments as f64)],
+            ),
+            (
+                "ferromq_store_write_offset_bytes",
+                "End of the commit log.",
+                vec![(String::new(), stats.log_write_offset as f64)],
+            ),
+            (
+                "ferromq_store_appends",
+                "Appends since start.",
+                vec![(String::new(), stats.appends_total as f64)],
+            ),
+            (
+                "ferromq_store_disk_full",
+                "1 while appends are refused for lack of disk.",
+                vec![(String::new(), if stats.disk_full { 1.0 } else { 0.0 })],
+            ),
+            (
+                "ferromq_topics",
+                "Topics defined.",
+                vec![(String::new(), b2.store.topics().list().len() as f64)],
+            ),
+            (
+                "ferromq_clients",
+                "Clients known to this proxy.",
+                vec![(String::new(), b2.clients.count() as f64)],
+            ),
         ])
     })
     .await
     .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }

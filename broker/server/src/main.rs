@@ -10,7 +10,11 @@ use ferromq::admin::cli::AdminArgs;
 use ferromq::config::{StandaloneArgs, StandaloneConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferromq", version, about = "FerroMQ: a message broker speaking the RocketMQ 5 gRPC protocol")]
+#[command(
+    name = "ferromq",
+    version,
+    about = "FerroMQ: a message broker speaking the RocketMQ 5 gRPC protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     role: Role,
@@ -33,10 +37,16 @@ enum Role {
 }
 
 fn init_tracing() {
-    let filter = EnvFilter::try_from_env("FERROMQ_LOG").or_else(|_| EnvFilter::try_from_default_env()).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("FERROMQ_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() {
@@ -64,7 +74,10 @@ fn main() {
 }
 
 fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferromq: cannot start the runtime: {e}");

@@ -10,7 +10,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
 
 /// A family computed at scrape time (a gauge, or a counter when named `_total`): (name, help, [(labels, value)]).
 pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
@@ -35,7 +37,9 @@ pub struct Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -72,8 +76,14 @@ impl Metrics {
             h.sum += secs;
             h.count += 1;
         }
-        if code != ferromq_proto::v2::Code::Ok as i32 && code != ferromq_proto::v2::Code::MessageNotFound as i32 {
-            self.add("ferromq_rpc_errors_total", format!("method=\"{method}\",code=\"{code}\""), 1);
+        if code != ferromq_proto::v2::Code::Ok as i32
+            && code != ferromq_proto::v2::Code::MessageNotFound as i32
+        {
+            self.add(
+                "ferromq_rpc_errors_total",
+                format!("method=\"{method}\",code=\"{code}\""),
+                1,
+            );
         }
     }
 
@@ -95,16 +105,36 @@ impl Metrics {
         }
         for (method, h) in &g.rpc {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "ferromq_rpc_duration_seconds_bucket{{method=\"{method}\",le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "ferromq_rpc_duration_seconds_bucket{{method=\"{method}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "ferromq_rpc_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "ferromq_rpc_duration_seconds_sum{{method=\"{method}\"}} {}", h.sum);
-            let _ = writeln!(out, "ferromq_rpc_duration_seconds_count{{method=\"{method}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "ferromq_rpc_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "ferromq_rpc_duration_seconds_sum{{method=\"{method}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "ferromq_rpc_duration_seconds_count{{method=\"{method}\"}} {}",
+                h.count
+            );
         }
         for (family, help, values) in gauges {
             let _ = writeln!(out, "# HELP {family} {help}");
             // Families computed at scrape time may still be counters (a `_total` since start).
-            let kind = if family.ends_with("_total") { "counter" } else { "gauge" };
+            let kind = if family.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             let _ = writeln!(out, "# TYPE {family} {kind}");
             for (labels, v) in values {
                 if labels.is_empty() {
@@ -128,8 +158,15 @@ mod tests {
         m.message_in("t", 10);
         m.message_in("t", 5);
         m.rpc("SendMessage", Duration::from_millis(3), 20000);
-        let text = m.render(&[("ferromq_store_size_bytes", "Bytes of commit log on disk.", vec![(String::new(), 42.0)])]);
-        assert!(text.contains("ferromq_messages_in_total{topic=\"t\"} 2"), "{text}");
+        let text = m.render(&[(
+            "ferromq_store_size_bytes",
+            "Bytes of commit log on disk.",
+            vec![(String::new(), 42.0)],
+        )]);
+        assert!(
+            text.contains("ferromq_messages_in_total{topic=\"t\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("ferromq_message_bytes_in_total{topic=\"t\"} 15"));
         assert!(text.contains("ferromq_rpc_duration_seconds_count{method=\"SendMessage\"} 1"));
         assert!(text.contains("ferromq_store_size_bytes 42"));

@@ -21,23 +21,49 @@ pub struct ReceiptHandle {
 
 impl ReceiptHandle {
     pub fn encode(&self) -> String {
-        format!("F1.{:x}.{}.{}.{}", self.instance, self.queue_id, self.offset, self.epoch)
+        format!(
+            "F1.{:x}.{}.{}.{}",
+            self.instance, self.queue_id, self.offset, self.epoch
+        )
     }
 
     pub fn decode(s: &str) -> Result<ReceiptHandle, RpcError> {
-        let invalid = || RpcError::new(Code::InvalidReceiptHandle, format!("receipt handle {s:?} is not one this broker issued"));
+        let invalid = || {
+            RpcError::new(
+                Code::InvalidReceiptHandle,
+                format!("receipt handle {s:?} is not one this broker issued"),
+            )
+        };
         let mut parts = s.split('.');
         if parts.next() != Some("F1") {
             return Err(invalid());
         }
-        let instance = u64::from_str_radix(parts.next().ok_or_else(invalid)?, 16).map_err(|_| invalid())?;
-        let queue_id = parts.next().ok_or_else(invalid)?.parse().map_err(|_| invalid())?;
-        let offset = parts.next().ok_or_else(invalid)?.parse().map_err(|_| invalid())?;
-        let epoch = parts.next().ok_or_else(invalid)?.parse().map_err(|_| invalid())?;
+        let instance =
+            u64::from_str_radix(parts.next().ok_or_else(invalid)?, 16).map_err(|_| invalid())?;
+        let queue_id = parts
+            .next()
+            .ok_or_else(invalid)?
+            .parse()
+            .map_err(|_| invalid())?;
+        let offset = parts
+            .next()
+            .ok_or_else(invalid)?
+            .parse()
+            .map_err(|_| invalid())?;
+        let epoch = parts
+            .next()
+            .ok_or_else(invalid)?
+            .parse()
+            .map_err(|_| invalid())?;
         if parts.next().is_some() {
             return Err(invalid());
         }
-        Ok(ReceiptHandle { instance, queue_id, offset, epoch })
+        Ok(ReceiptHandle {
+            instance,
+            queue_id,
+            offset,
+            epoch,
+        })
     }
 }
 
@@ -47,10 +73,26 @@ mod tests {
 
     #[test]
     fn handles_round_trip_and_garbage_is_refused() {
-        let h = ReceiptHandle { instance: 0xabc, queue_id: 3, offset: 42, epoch: 7 };
+        let h = ReceiptHandle {
+            instance: 0xabc,
+            queue_id: 3,
+            offset: 42,
+            epoch: 7,
+        };
         assert_eq!(ReceiptHandle::decode(&h.encode()).unwrap(), h);
-        for bad in ["", "F1", "F1.x.1.2.3", "F2.1.1.1.1", "F1.1.1.1.1.1", "F1.1.-1.1.1"] {
-            assert_eq!(ReceiptHandle::decode(bad).unwrap_err().code, Code::InvalidReceiptHandle, "{bad}");
+        for bad in [
+            "",
+            "F1",
+            "F1.x.1.2.3",
+            "F2.1.1.1.1",
+            "F1.1.1.1.1.1",
+            "F1.1.-1.1.1",
+        ] {
+            assert_eq!(
+                ReceiptHandle::decode(bad).unwrap_err().code,
+                Code::InvalidReceiptHandle,
+                "{bad}"
+            );
         }
     }
 

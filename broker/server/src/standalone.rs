@@ -59,14 +59,21 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
         Err(ferromq_store::StoreError::Config { field, reason }) => {
             return Err(crate::config::ConfigError { field, reason }.into());
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot open the store in {}", cfg.data_dir.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))
+        }
     };
     let groups = Groups::open(&cfg.data_dir, cfg.max_delivery_attempts)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let broker = Broker::new(store.clone(), cfg.clone(), groups, shutdown_rx.clone());
 
-    let grpc = TcpListener::bind(cfg.grpc_addr).await.with_context(|| format!("cannot listen on grpc-addr {}", cfg.grpc_addr))?;
-    let http = TcpListener::bind(cfg.http_addr).await.with_context(|| format!("cannot listen on http-addr {}", cfg.http_addr))?;
+    let grpc = TcpListener::bind(cfg.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on grpc-addr {}", cfg.grpc_addr))?;
+    let http = TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on http-addr {}", cfg.http_addr))?;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
 
@@ -83,9 +90,12 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .add_service(messaging)
             .add_service(admin)
-            .serve_with_incoming_shutdown(crate::tls::incoming(grpc, cfg.tls.clone(), shutdown_rx.clone()), async move {
-                let _ = rx.wait_for(|v| *v).await;
-            }),
+            .serve_with_incoming_shutdown(
+                crate::tls::incoming(grpc, cfg.tls.clone(), shutdown_rx.clone()),
+                async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                },
+            ),
     );
     let mut rx = shutdown_rx.clone();
     let router = crate::http::router(broker.clone());
@@ -137,14 +147,18 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
                 Ok(Ok(Ok(()))) => info!("gRPC server drained"),
                 Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
                 Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
-                Err(_) => warn!("requests still running after {DRAIN_TIMEOUT:?}; closing the store anyway"),
+                Err(_) => warn!(
+                    "requests still running after {DRAIN_TIMEOUT:?}; closing the store anyway"
+                ),
             }
             false
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     let _ = reaper.await;
-    tokio::task::spawn_blocking(move || store.close()).await?.context("closing the store")?;
+    tokio::task::spawn_blocking(move || store.close())
+        .await?
+        .context("closing the store")?;
     info!("store flushed and closed");
     if failed {
         anyhow::bail!("the gRPC server failed");

@@ -18,7 +18,10 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(code: Code, message: impl Into<String>) -> RpcError {
-        RpcError { code, message: message.into() }
+        RpcError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> RpcError {
@@ -31,18 +34,27 @@ impl RpcError {
 
     /// The wire form, adjusted for what the client can decode.
     pub fn to_status(&self, client: &ClientLanguage) -> v2::Status {
-        v2::Status { code: client.compatible(self.code) as i32, message: self.message.clone() }
+        v2::Status {
+            code: client.compatible(self.code) as i32,
+            message: self.message.clone(),
+        }
     }
 }
 
 /// The OK status every successful answer carries.
 pub fn ok() -> v2::Status {
-    v2::Status { code: Code::Ok as i32, message: "OK".into() }
+    v2::Status {
+        code: Code::Ok as i32,
+        message: "OK".into(),
+    }
 }
 
 /// Builds a status from a code and message.
 pub fn status(code: Code, message: impl Into<String>) -> v2::Status {
-    v2::Status { code: code as i32, message: message.into() }
+    v2::Status {
+        code: code as i32,
+        message: message.into(),
+    }
 }
 
 /// The language a client announced in `x-mq-language`.
@@ -64,11 +76,14 @@ impl ClientLanguage {
             return code;
         }
         match code {
-            Code::IllegalOffset | Code::IllegalLiteTopic | Code::InvalidClientProperties | Code::MessageBodyEmpty => {
-                Code::BadRequest
-            }
+            Code::IllegalOffset
+            | Code::IllegalLiteTopic
+            | Code::InvalidClientProperties
+            | Code::MessageBodyEmpty => Code::BadRequest,
             Code::OffsetNotFound => Code::NotFound,
-            Code::LiteTopicQuotaExceeded | Code::LiteSubscriptionQuotaExceeded => Code::TooManyRequests,
+            Code::LiteTopicQuotaExceeded | Code::LiteSubscriptionQuotaExceeded => {
+                Code::TooManyRequests
+            }
             other => other,
         }
     }
@@ -112,7 +127,10 @@ pub fn summarize<'a>(entries: impl IntoIterator<Item = &'a v2::Status>) -> v2::S
     if all.windows(2).all(|w| w[0].code == w[1].code) {
         return all[0].clone();
     }
-    status(Code::MultipleResults, "entries have different results; see each entry")
+    status(
+        Code::MultipleResults,
+        "entries have different results; see each entry",
+    )
 }
 
 #[cfg(test)]
@@ -126,7 +144,10 @@ mod tests {
         assert_eq!(rust.compatible(Code::OffsetNotFound), Code::NotFound);
         assert_eq!(rust.compatible(Code::TopicNotFound), Code::TopicNotFound);
         let java = ClientLanguage("JAVA".into());
-        assert_eq!(java.compatible(Code::MessageBodyEmpty), Code::MessageBodyEmpty);
+        assert_eq!(
+            java.compatible(Code::MessageBodyEmpty),
+            Code::MessageBodyEmpty
+        );
     }
 
     #[test]

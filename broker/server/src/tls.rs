@@ -36,11 +36,24 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Config
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| bad("tls-cert", format!("cannot read {}: {e}", cert.display())))?
         .collect::<Result<_, _>>()
-        .map_err(|e| bad("tls-cert", format!("{} is not a PEM certificate chain: {e}", cert.display())))?;
+        .map_err(|e| {
+            bad(
+                "tls-cert",
+                format!("{} is not a PEM certificate chain: {e}", cert.display()),
+            )
+        })?;
     if certs.is_empty() {
-        return Err(bad("tls-cert", format!("{} holds no certificate", cert.display())));
+        return Err(bad(
+            "tls-cert",
+            format!("{} holds no certificate", cert.display()),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("tls-key", format!("{} holds no usable PEM private key: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        bad(
+            "tls-key",
+            format!("{} holds no usable PEM private key: {e}", key.display()),
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -69,7 +82,11 @@ impl Connected for Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -78,7 +95,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -96,7 +117,11 @@ impl AsyncWrite for Conn {
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
@@ -111,7 +136,9 @@ impl AsyncWrite for Conn {
 }
 
 async fn classify(stream: TcpStream, acceptor: Option<TlsAcceptor>) -> io::Result<Conn> {
-    let Some(acceptor) = acceptor else { return Ok(Conn::Plain(stream)) };
+    let Some(acceptor) = acceptor else {
+        return Ok(Conn::Plain(stream));
+    };
     let mut first = [0u8; 1];
     let n = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
         .await
@@ -125,7 +152,11 @@ async fn classify(stream: TcpStream, acceptor: Option<TlsAcceptor>) -> io::Resul
 
 /// Accepts connections until shutdown, handing classified ones to tonic. Handshakes run on
 /// their own tasks so a slow client never delays the others.
-pub fn incoming(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, mut shutdown: watch::Receiver<bool>) -> ReceiverStream<io::Result<Conn>> {
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::spawn(async move {

@@ -11,7 +11,12 @@ use support::*;
 #[test]
 fn topics_can_be_created_updated_listed_described_and_deleted() {
     let s = Server::start(&[]);
-    for (name, kind) in [("n1", "normal"), ("f1", "fifo"), ("d1", "delay"), ("x1", "transaction")] {
+    for (name, kind) in [
+        ("n1", "normal"),
+        ("f1", "fifo"),
+        ("d1", "delay"),
+        ("x1", "transaction"),
+    ] {
         let t = s.admin_json(&["topic", "create", name, "--type", kind, "--queues", "3"]);
         assert_eq!(t["type"], kind);
         assert_eq!(t["queues"], 3);
@@ -23,7 +28,12 @@ fn topics_can_be_created_updated_listed_described_and_deleted() {
     assert!(!bad.status.success());
 
     let list = s.admin_json(&["topic", "list"]);
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["d1", "f1", "n1", "x1"]);
 
     let t = s.admin_json(&["topic", "update", "n1", "--queues", "5", "--perm", "r"]);
@@ -39,7 +49,11 @@ fn topics_can_be_created_updated_listed_described_and_deleted() {
     let table = s.admin(&["topic", "list"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("NAME"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("x1") && l.contains("transaction")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("x1") && l.contains("transaction")),
+        "{text}"
+    );
 
     s.admin_json(&["topic", "delete", "d1"]);
     let gone = s.admin(&["topic", "describe", "d1"]);
@@ -62,22 +76,37 @@ async fn groups_show_offsets_lag_and_accept_settings() {
     let d = s.admin_json(&["group", "describe", "g"]);
     let queues = d["queues"].as_array().expect("queues");
     assert_eq!(queues.len(), 2, "{d}");
-    let max: i64 = queues.iter().map(|q| q["max_offset"].as_i64().unwrap()).sum();
+    let max: i64 = queues
+        .iter()
+        .map(|q| q["max_offset"].as_i64().unwrap())
+        .sum();
     assert_eq!(max, 4);
     assert_eq!(d["lag"], 3, "four sent, one acked: {d}");
     let g = s.admin_json(&["group", "update", "g", "--max-attempts", "5"]);
     assert_eq!(g["max_attempts"], 5);
     let dlq = s.admin_json(&["topic", "describe", "%DLQ%g"]);
-    assert_eq!(dlq["queues"], 1, "a retry policy brings its dead-letter topic: {dlq}");
+    assert_eq!(
+        dlq["queues"], 1,
+        "a retry policy brings its dead-letter topic: {dlq}"
+    );
     let list = s.admin_json(&["group", "list"]);
     assert_eq!(list[0]["name"], "g");
     assert_eq!(list[0]["max_attempts"], 5);
-    assert!(!s.admin(&["group", "describe", "never-seen"]).status.success());
+    assert!(!s
+        .admin(&["group", "describe", "never-seen"])
+        .status
+        .success());
     // Metrics carry the lag and the traffic.
     let (code, body) = http_get(s.http_port, "/metrics").expect("metrics");
     assert_eq!(code, 200);
-    assert!(body.contains("ferromq_consumer_lag_messages{group=\"g\",topic=\"t\"} 3"), "{body}");
-    assert!(body.contains("ferromq_messages_in_total{topic=\"t\"} 4"), "{body}");
+    assert!(
+        body.contains("ferromq_consumer_lag_messages{group=\"g\",topic=\"t\"} 3"),
+        "{body}"
+    );
+    assert!(
+        body.contains("ferromq_messages_in_total{topic=\"t\"} 4"),
+        "{body}"
+    );
     assert!(body.contains("ferromq_rpc_duration_seconds_count{method=\"SendMessage\"}"));
     assert_eq!(http_get(s.http_port, "/healthz").map(|r| r.0), Some(200));
 }
@@ -87,17 +116,29 @@ fn bad_configuration_exits_2_naming_the_field() {
     let run = |args: &[&str], env: &[(&str, &str)]| {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("standalone").arg("--data-dir").arg(dir.path()).args(args);
+        cmd.arg("standalone")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let out = cmd.output().expect("run");
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run(&["--grpc-addr", "not-an-address"], &[]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("grpc-addr"), "{err}");
-    let (code, err) = run(&[], &[("FERROMQ_HTTP_ADDR", "nope"), ("FERROMQ_GRPC_ADDR", "127.0.0.1:0")]);
+    let (code, err) = run(
+        &[],
+        &[
+            ("FERROMQ_HTTP_ADDR", "nope"),
+            ("FERROMQ_GRPC_ADDR", "127.0.0.1:0"),
+        ],
+    );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("http-addr"), "{err}");
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +155,11 @@ fn config_file_and_environment_are_honoured() {
     let http = free_port();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ferromq.toml");
-    std::fs::write(&file, format!("grpc-addr = \"127.0.0.1:{grpc}\"\nauto-create-topics = true\n")).unwrap();
+    std::fs::write(
+        &file,
+        format!("grpc-addr = \"127.0.0.1:{grpc}\"\nauto-create-topics = true\n"),
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
         .arg("standalone")
         .arg("--config")
@@ -130,9 +175,21 @@ fn config_file_and_environment_are_honoured() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(dir.path().join("data").exists(), "FERROMQ_DATA_DIR used");
-    let out = Command::new(BIN).args(["admin", "--server", &format!("127.0.0.1:{grpc}"), "topic", "list"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "admin",
+            "--server",
+            &format!("127.0.0.1:{grpc}"),
+            "topic",
+            "list",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "grpc-addr from the file used");
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }

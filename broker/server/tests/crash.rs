@@ -25,7 +25,10 @@ async fn acked_sends_survive_sigkill_under_load() {
                 let id = format!("p{p}-{i}");
                 let mut m = message("load", &id, id.as_bytes());
                 m.system_properties.as_mut().unwrap().queue_id = (i % 4) as i32;
-                match c.send_message(ferromq_proto::v2::SendMessageRequest { messages: vec![m] }).await {
+                match c
+                    .send_message(ferromq_proto::v2::SendMessageRequest { messages: vec![m] })
+                    .await
+                {
                     Ok(r) if code_of(&r.get_ref().status) == Code::Ok => {
                         acked.lock().unwrap().insert(id);
                     }
@@ -50,7 +53,11 @@ async fn acked_sends_survive_sigkill_under_load() {
         let _ = p.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 500, "too little load before the kill ({} acked): the test would prove nothing", acked.len());
+    assert!(
+        acked.len() >= 500,
+        "too little load before the kill ({} acked): the test would prove nothing",
+        acked.len()
+    );
 
     s.spawn();
     let mut c = s.client().await;

@@ -22,27 +22,56 @@ async fn messages_arrive_with_tags_keys_properties_and_ack_makes_them_never_come
         m.user_properties.insert("color".into(), format!("c{i}"));
         send_ok(&mut c, m).await;
     }
-    let got = receive_n(&mut c, receive_request("g", "t", 16, 30_000, 3_000, "A || C"), 2).await;
-    let mut bodies: Vec<String> = got.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
+    let got = receive_n(
+        &mut c,
+        receive_request("g", "t", 16, 30_000, 3_000, "A || C"),
+        2,
+    )
+    .await;
+    let mut bodies: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
     bodies.sort();
-    assert_eq!(bodies, ["body-A", "body-C"], "the tag filter selects A and C only");
+    assert_eq!(
+        bodies,
+        ["body-A", "body-C"],
+        "the tag filter selects A and C only"
+    );
     for m in &got {
         let sp = m.system_properties.as_ref().unwrap();
         assert_eq!(sp.body_encoding, v2::Encoding::Identity as i32);
-        assert_eq!(sp.body_digest.as_ref().unwrap().r#type, v2::DigestType::Md5 as i32);
+        assert_eq!(
+            sp.body_digest.as_ref().unwrap().r#type,
+            v2::DigestType::Md5 as i32
+        );
         assert_eq!(sp.delivery_attempt, Some(1));
         assert!(sp.keys.contains(&"shared".to_string()));
         assert_eq!(sp.born_host, "test-host");
         assert!(sp.store_timestamp.is_some() && sp.queue_offset.is_some());
-        assert_eq!(m.user_properties.len(), 1, "only user properties: {:?}", m.user_properties);
+        assert_eq!(
+            m.user_properties.len(),
+            1,
+            "only user properties: {:?}",
+            m.user_properties
+        );
         assert_eq!(m.topic.as_ref().unwrap().name, "t");
         assert_eq!(ack(&mut c, "g", "t", m).await, Code::Ok);
     }
     // Nothing comes back: acked, and B was filtered out for this group.
-    let r = receive_with(&mut c, receive_request("g", "t", 16, 1_000, 1_500, "A || C")).await;
+    let r = receive_with(
+        &mut c,
+        receive_request("g", "t", 16, 1_000, 1_500, "A || C"),
+    )
+    .await;
     assert_eq!(r.code(), Code::MessageNotFound, "{:?}", r.bodies());
     // Another group sees all three.
-    let all = receive_n(&mut c, receive_request("other", "t", 16, 30_000, 3_000, "*"), 3).await;
+    let all = receive_n(
+        &mut c,
+        receive_request("other", "t", 16, 30_000, 3_000, "*"),
+        3,
+    )
+    .await;
     assert_eq!(all.len(), 3);
     // Message lookups by id and key.
     let m = s.admin_json(&["message", "get", "--topic", "t", "--id", "ID1"]);
@@ -63,11 +92,22 @@ async fn unacked_messages_come_back_after_the_invisible_time_with_attempt_plus_o
     assert_eq!(attempt(&first.messages[0]), 1);
     let started = Instant::now();
     let second = receive(&mut c, "g", "t", 1, 10_000, 5_000).await;
-    assert_eq!(second.bodies(), ["again"], "redelivered by long polling once invisibility ended");
-    assert!(started.elapsed() >= Duration::from_millis(700), "not before the invisible time ({:?})", started.elapsed());
+    assert_eq!(
+        second.bodies(),
+        ["again"],
+        "redelivered by long polling once invisibility ended"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "not before the invisible time ({:?})",
+        started.elapsed()
+    );
     assert_eq!(attempt(&second.messages[0]), 2);
     // The first delivery's handle is stale now; the latest one settles.
-    assert_eq!(ack(&mut c, "g", "t", &first.messages[0]).await, Code::InvalidReceiptHandle);
+    assert_eq!(
+        ack(&mut c, "g", "t", &first.messages[0]).await,
+        Code::InvalidReceiptHandle
+    );
     assert_eq!(ack(&mut c, "g", "t", &second.messages[0]).await, Code::Ok);
 }
 
@@ -95,7 +135,11 @@ async fn change_invisible_duration_returns_a_new_handle_and_reschedules() {
     assert_eq!(code_of(&resp.status), Code::Ok);
     assert!(!resp.receipt_handle.is_empty() && resp.receipt_handle != handle(m));
     let again = receive(&mut c, "g", "t", 1, 60_000, 3_000).await;
-    assert_eq!(again.bodies(), ["nack-me"], "a nack with zero delay makes it visible at once");
+    assert_eq!(
+        again.bodies(),
+        ["nack-me"],
+        "a nack with zero delay makes it visible at once"
+    );
     assert_eq!(attempt(&again.messages[0]), 2);
 }
 
@@ -114,14 +158,25 @@ async fn messages_move_to_the_dead_letter_topic_after_max_attempts() {
     }
     // After the second invisibility ends it goes to %DLQ%g instead of a third delivery.
     let r = receive(&mut c, "g", "t", 1, 1_000, 2_500).await;
-    assert_eq!(r.code(), Code::MessageNotFound, "no third delivery: {:?}", r.bodies());
+    assert_eq!(
+        r.code(),
+        Code::MessageNotFound,
+        "no third delivery: {:?}",
+        r.bodies()
+    );
     let dlq = receive(&mut c, "dlq-reader", "%DLQ%g", 1, 10_000, 5_000).await;
     assert_eq!(dlq.bodies(), ["poison"]);
     let sp = dlq.messages[0].system_properties.as_ref().unwrap();
     assert_eq!(sp.message_id, "D1");
-    assert_eq!(sp.dead_letter_queue.as_ref().map(|d| d.topic.as_str()), Some("t"));
+    assert_eq!(
+        sp.dead_letter_queue.as_ref().map(|d| d.topic.as_str()),
+        Some("t")
+    );
     let desc = s.admin_json(&["group", "describe", "g"]);
-    assert_eq!(desc["lag"], 0, "the dead-lettered message is settled for the group: {desc}");
+    assert_eq!(
+        desc["lag"], 0,
+        "the dead-lettered message is settled for the group: {desc}"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +217,12 @@ async fn fifo_groups_are_delivered_in_order_one_at_a_time() {
     let groups = ["alpha", "beta", "gamma"];
     for i in 0..5 {
         for (gi, g) in groups.iter().enumerate() {
-            let mut m = fifo_message("orders", &format!("{g}-{i}"), g, format!("{g}-{i}").as_bytes());
+            let mut m = fifo_message(
+                "orders",
+                &format!("{g}-{i}"),
+                g,
+                format!("{g}-{i}").as_bytes(),
+            );
             m.system_properties.as_mut().unwrap().queue_id = (gi % 2) as i32;
             send_ok(&mut c, m).await;
         }
@@ -175,8 +235,13 @@ async fn fifo_groups_are_delivered_in_order_one_at_a_time() {
         for m in &r.messages {
             let sp = m.system_properties.as_ref().unwrap();
             let g = sp.message_group.clone().expect("group");
-            assert!(batch_groups.insert(g.clone()), "two messages of group {g} in flight at once");
-            seen.entry(g).or_default().push(String::from_utf8_lossy(&m.body).into_owned());
+            assert!(
+                batch_groups.insert(g.clone()),
+                "two messages of group {g} in flight at once"
+            );
+            seen.entry(g)
+                .or_default()
+                .push(String::from_utf8_lossy(&m.body).into_owned());
         }
         for m in &r.messages {
             assert_eq!(ack(&mut c, "g", "orders", m).await, Code::Ok);
@@ -184,7 +249,11 @@ async fn fifo_groups_are_delivered_in_order_one_at_a_time() {
     }
     for g in groups {
         let want: Vec<String> = (0..5).map(|i| format!("{g}-{i}")).collect();
-        assert_eq!(seen.get(g), Some(&want), "group {g} out of order or incomplete");
+        assert_eq!(
+            seen.get(g),
+            Some(&want),
+            "group {g} out of order or incomplete"
+        );
     }
 }
 
@@ -195,16 +264,29 @@ async fn long_polling_returns_as_soon_as_a_message_is_sent() {
     let mut consumer = s.client().await;
     let mut producer = s.client().await;
     let started = Instant::now();
-    let waiter = tokio::spawn(async move { receive(&mut consumer, "g", "t", 4, 30_000, 10_000).await });
+    let waiter =
+        tokio::spawn(async move { receive(&mut consumer, "g", "t", 4, 30_000, 10_000).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     send_ok(&mut producer, message("t", "L1", b"wake")).await;
     let r = waiter.await.expect("join");
     assert_eq!(r.bodies(), ["wake"]);
-    assert!(started.elapsed() < Duration::from_secs(5), "woke on the send, not at the polling timeout ({:?})", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woke on the send, not at the polling timeout ({:?})",
+        started.elapsed()
+    );
     // An empty poll ends by itself within its time, with MESSAGE_NOT_FOUND and a timestamp.
     let mut c = s.client().await;
     let started = Instant::now();
-    let r = receive(&mut c, "g2-empty", "missing-messages-topic-is-t", 4, 30_000, 1_000).await;
+    let r = receive(
+        &mut c,
+        "g2-empty",
+        "missing-messages-topic-is-t",
+        4,
+        30_000,
+        1_000,
+    )
+    .await;
     assert_eq!(r.code(), Code::TopicNotFound);
     let r = receive(&mut c, "g", "t", 4, 30_000, 1_000).await;
     assert_eq!(r.code(), Code::MessageNotFound);
@@ -220,15 +302,31 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let producer = v2::Settings {
         client_type: Some(v2::ClientType::Producer as i32),
-        pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing { topics: vec![res("orders").unwrap()], ..Default::default() })),
+        pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
+            topics: vec![res("orders").unwrap()],
+            ..Default::default()
+        })),
         ..Default::default()
     };
-    tx.send(v2::TelemetryCommand { status: None, command: Some(v2::telemetry_command::Command::Settings(producer)) }).await.unwrap();
-    let mut stream = c.telemetry(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("telemetry accepted").into_inner();
+    tx.send(v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(producer)),
+    })
+    .await
+    .unwrap();
+    let mut stream = c
+        .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("telemetry accepted")
+        .into_inner();
     let reply = stream.message().await.expect("ok").expect("a reply");
     assert_eq!(code_of(&reply.status), Code::Ok);
-    let Some(v2::telemetry_command::Command::Settings(st)) = reply.command else { panic!("settings reply expected") };
-    let Some(v2::settings::PubSub::Publishing(p)) = st.pub_sub else { panic!("publishing") };
+    let Some(v2::telemetry_command::Command::Settings(st)) = reply.command else {
+        panic!("settings reply expected")
+    };
+    let Some(v2::settings::PubSub::Publishing(p)) = st.pub_sub else {
+        panic!("publishing")
+    };
     assert_eq!(p.max_body_size, 4 << 20);
     assert!(p.validate_message_type);
     assert!(matches!(
@@ -241,22 +339,46 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
         client_type: Some(v2::ClientType::PushConsumer as i32),
         pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription {
             group: res("g"),
-            subscriptions: vec![v2::SubscriptionEntry { topic: res("orders"), expression: None }],
+            subscriptions: vec![v2::SubscriptionEntry {
+                topic: res("orders"),
+                expression: None,
+            }],
             ..Default::default()
         })),
         ..Default::default()
     };
-    tx.send(v2::TelemetryCommand { status: None, command: Some(v2::telemetry_command::Command::Settings(consumer)) }).await.unwrap();
-    let reply = stream.message().await.expect("ok").expect("a second reply on the same stream");
-    let Some(v2::telemetry_command::Command::Settings(st)) = reply.command else { panic!("settings reply expected") };
-    let Some(v2::settings::PubSub::Subscription(sub)) = st.pub_sub else { panic!("subscription") };
-    assert_eq!(sub.fifo, Some(true), "a group consuming a FIFO topic is told to consume in order");
+    tx.send(v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(consumer)),
+    })
+    .await
+    .unwrap();
+    let reply = stream
+        .message()
+        .await
+        .expect("ok")
+        .expect("a second reply on the same stream");
+    let Some(v2::telemetry_command::Command::Settings(st)) = reply.command else {
+        panic!("settings reply expected")
+    };
+    let Some(v2::settings::PubSub::Subscription(sub)) = st.pub_sub else {
+        panic!("subscription")
+    };
+    assert_eq!(
+        sub.fifo,
+        Some(true),
+        "a group consuming a FIFO topic is told to consume in order"
+    );
     assert_eq!(sub.receive_batch_size, Some(32));
     assert!(sub.long_polling_timeout.is_some());
     assert_eq!(st.backoff_policy.map(|b| b.max_attempts), Some(17));
     // FIFO push consumers get one assignment per queue.
     let a = c
-        .query_assignment(v2::QueryAssignmentRequest { topic: res("orders"), group: res("g"), endpoints: None })
+        .query_assignment(v2::QueryAssignmentRequest {
+            topic: res("orders"),
+            group: res("g"),
+            endpoints: None,
+        })
         .await
         .expect("grpc ok")
         .into_inner();
@@ -264,7 +386,10 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
     assert_eq!(a.assignments.len(), 1);
     // Heartbeat and goodbye are OK.
     let h = c
-        .heartbeat(v2::HeartbeatRequest { group: res("g"), client_type: v2::ClientType::PushConsumer as i32 })
+        .heartbeat(v2::HeartbeatRequest {
+            group: res("g"),
+            client_type: v2::ClientType::PushConsumer as i32,
+        })
         .await
         .expect("grpc ok")
         .into_inner();
@@ -274,9 +399,15 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
     assert_eq!(online[0]["online"], 1);
     // The client half-closes: the server completes its side.
     drop(tx);
-    let end = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("stream completes");
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("stream completes");
     assert!(matches!(end, Ok(None)), "{end:?}");
-    let bye = c.notify_client_termination(v2::NotifyClientTerminationRequest { group: res("g") }).await.expect("grpc ok").into_inner();
+    let bye = c
+        .notify_client_termination(v2::NotifyClientTerminationRequest { group: res("g") })
+        .await
+        .expect("grpc ok")
+        .into_inner();
     assert_eq!(code_of(&bye.status), Code::Ok);
 }
 
@@ -287,7 +418,11 @@ async fn sigterm_exits_zero_and_a_restart_delivers_only_unacked_messages() {
     {
         let mut c = s.client().await;
         for i in 0..4 {
-            send_ok(&mut c, message("t", &format!("R{i}"), format!("m{i}").as_bytes())).await;
+            send_ok(
+                &mut c,
+                message("t", &format!("R{i}"), format!("m{i}").as_bytes()),
+            )
+            .await;
         }
         let got = receive_n(&mut c, receive_request("g", "t", 4, 60_000, 3_000, "*"), 4).await;
         let bodies: Vec<&[u8]> = got.iter().map(|m| m.body.as_slice()).collect();
@@ -302,27 +437,54 @@ async fn sigterm_exits_zero_and_a_restart_delivers_only_unacked_messages() {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let sub = v2::Settings {
         client_type: Some(v2::ClientType::SimpleConsumer as i32),
-        pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription { group: res("g"), ..Default::default() })),
+        pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription {
+            group: res("g"),
+            ..Default::default()
+        })),
         ..Default::default()
     };
-    tx.send(v2::TelemetryCommand { status: None, command: Some(v2::telemetry_command::Command::Settings(sub)) }).await.unwrap();
-    let mut telemetry = holder.telemetry(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("telemetry").into_inner();
+    tx.send(v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(sub)),
+    })
+    .await
+    .unwrap();
+    let mut telemetry = holder
+        .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("telemetry")
+        .into_inner();
     assert!(telemetry.message().await.expect("ok").is_some());
     let mut poller = s.client().await;
-    let poll = tokio::spawn(async move { receive(&mut poller, "idle", "t", 1, 60_000, 20_000).await });
+    let poll =
+        tokio::spawn(async move { receive(&mut poller, "idle", "t", 1, 60_000, 20_000).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let status = tokio::task::block_in_place(|| s.terminate());
-    assert!(status.success(), "SIGTERM must exit 0, got {status}; log: {}", s.log());
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited for idle clients ({:?})", started.elapsed());
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}; log: {}",
+        s.log()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited for idle clients ({:?})",
+        started.elapsed()
+    );
     let _ = poll.await;
     drop(tx);
     s.spawn();
     let mut c = s.client().await;
     let r = receive(&mut c, "g", "t", 8, 60_000, 3_000).await;
     let bodies = r.bodies();
-    assert!(!bodies.contains(&"m0".to_string()) && !bodies.contains(&"m1".to_string()), "acked-and-committed came back: {bodies:?}");
-    assert!(bodies.contains(&"m2".to_string()), "the unacked message was lost: {bodies:?}");
+    assert!(
+        !bodies.contains(&"m0".to_string()) && !bodies.contains(&"m1".to_string()),
+        "acked-and-committed came back: {bodies:?}"
+    );
+    assert!(
+        bodies.contains(&"m2".to_string()),
+        "the unacked message was lost: {bodies:?}"
+    );
 }
 
 #[tokio::test]
@@ -331,11 +493,23 @@ async fn pull_consumers_read_by_offset_and_store_their_offsets() {
     s.create_topic("t", "normal", 1);
     let mut c = s.client().await;
     for i in 0..3 {
-        send_ok(&mut c, message("t", &format!("P{i}"), format!("p{i}").as_bytes())).await;
+        send_ok(
+            &mut c,
+            message("t", &format!("P{i}"), format!("p{i}").as_bytes()),
+        )
+        .await;
     }
-    let mq = Some(v2::MessageQueue { topic: res("t"), id: 0, ..Default::default() });
+    let mq = Some(v2::MessageQueue {
+        topic: res("t"),
+        id: 0,
+        ..Default::default()
+    });
     let q = c
-        .query_offset(v2::QueryOffsetRequest { message_queue: mq.clone(), query_offset_policy: v2::QueryOffsetPolicy::End as i32, timestamp: None })
+        .query_offset(v2::QueryOffsetRequest {
+            message_queue: mq.clone(),
+            query_offset_policy: v2::QueryOffsetPolicy::End as i32,
+            timestamp: None,
+        })
         .await
         .expect("grpc ok")
         .into_inner();
@@ -345,7 +519,11 @@ async fn pull_consumers_read_by_offset_and_store_their_offsets() {
     while end < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         end = c
-            .query_offset(v2::QueryOffsetRequest { message_queue: mq.clone(), query_offset_policy: v2::QueryOffsetPolicy::End as i32, timestamp: None })
+            .query_offset(v2::QueryOffsetRequest {
+                message_queue: mq.clone(),
+                query_offset_policy: v2::QueryOffsetPolicy::End as i32,
+                timestamp: None,
+            })
             .await
             .expect("grpc ok")
             .into_inner()
@@ -369,24 +547,48 @@ async fn pull_consumers_read_by_offset_and_store_their_offsets() {
     while let Some(item) = stream.message().await.expect("ok") {
         match item.content.expect("content") {
             v2::pull_message_response::Content::Status(st) => assert_eq!(st.code, Code::Ok as i32),
-            v2::pull_message_response::Content::Message(m) => bodies.push(String::from_utf8_lossy(&m.body).into_owned()),
+            v2::pull_message_response::Content::Message(m) => {
+                bodies.push(String::from_utf8_lossy(&m.body).into_owned())
+            }
             v2::pull_message_response::Content::NextOffset(n) => next = Some(n),
         }
     }
     assert_eq!(bodies, ["p1", "p2"]);
     assert_eq!(next, Some(3));
-    let g = c.get_offset(v2::GetOffsetRequest { group: res("puller"), message_queue: mq.clone() }).await.expect("grpc ok").into_inner();
+    let g = c
+        .get_offset(v2::GetOffsetRequest {
+            group: res("puller"),
+            message_queue: mq.clone(),
+        })
+        .await
+        .expect("grpc ok")
+        .into_inner();
     assert_eq!(code_of(&g.status), Code::OffsetNotFound);
     let u = c
-        .update_offset(v2::UpdateOffsetRequest { group: res("puller"), message_queue: mq.clone(), offset: 3 })
+        .update_offset(v2::UpdateOffsetRequest {
+            group: res("puller"),
+            message_queue: mq.clone(),
+            offset: 3,
+        })
         .await
         .expect("grpc ok")
         .into_inner();
     assert_eq!(code_of(&u.status), Code::Ok);
-    let g = c.get_offset(v2::GetOffsetRequest { group: res("puller"), message_queue: mq.clone() }).await.expect("grpc ok").into_inner();
+    let g = c
+        .get_offset(v2::GetOffsetRequest {
+            group: res("puller"),
+            message_queue: mq.clone(),
+        })
+        .await
+        .expect("grpc ok")
+        .into_inner();
     assert_eq!(g.offset, 3);
     let u = c
-        .update_offset(v2::UpdateOffsetRequest { group: res("puller"), message_queue: mq, offset: 99 })
+        .update_offset(v2::UpdateOffsetRequest {
+            group: res("puller"),
+            message_queue: mq,
+            offset: 99,
+        })
         .await
         .expect("grpc ok")
         .into_inner();
@@ -407,7 +609,13 @@ async fn competing_consumers_of_one_group_each_get_a_message_exactly_once() {
         })
         .collect();
     for chunk in sends.chunks(50) {
-        let r = p.send_message(v2::SendMessageRequest { messages: chunk.to_vec() }).await.expect("grpc ok").into_inner();
+        let r = p
+            .send_message(v2::SendMessageRequest {
+                messages: chunk.to_vec(),
+            })
+            .await
+            .expect("grpc ok")
+            .into_inner();
         assert_eq!(code_of(&r.status), Code::Ok);
     }
     let mut workers = Vec::new();
@@ -435,7 +643,13 @@ async fn competing_consumers_of_one_group_each_get_a_message_exactly_once() {
         all.extend(w.await.expect("worker"));
     }
     let unique: std::collections::BTreeSet<&String> = all.iter().collect();
-    assert_eq!(all.len(), total as usize, "every message once: {} deliveries, {} distinct", all.len(), unique.len());
+    assert_eq!(
+        all.len(),
+        total as usize,
+        "every message once: {} deliveries, {} distinct",
+        all.len(),
+        unique.len()
+    );
     assert_eq!(unique.len(), total as usize);
 }
 
@@ -454,6 +668,10 @@ async fn a_receive_abandoned_by_its_caller_hands_nothing_out() {
     send_ok(&mut p, message("t", "A1", b"for-the-living")).await;
     let mut c = s.client().await;
     let got = receive_n(&mut c, receive_request("g", "t", 4, 60_000, 2_000, "*"), 1).await;
-    assert_eq!(got.len(), 1, "the message went to the abandoned receive instead of a live consumer");
+    assert_eq!(
+        got.len(),
+        1,
+        "the message went to the abandoned receive instead of a live consumer"
+    );
     assert_eq!(attempt(&got[0]), 1);
 }

@@ -15,8 +15,25 @@ use support::*;
 fn self_signed(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -34,7 +51,12 @@ async fn one_port_serves_tls_and_plaintext() {
         eprintln!("SKIP: openssl CLI not available to make a test certificate");
         return;
     };
-    let s = Server::start(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let s = Server::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
     s.create_topic("t", "normal", 1);
 
     // TLS client trusting the self-signed certificate.
@@ -56,22 +78,40 @@ async fn one_port_serves_tls_and_plaintext() {
             let connector = connector.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-                let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
-                assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "server negotiates h2");
+                let tls = connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await?;
+                assert_eq!(
+                    tls.get_ref().1.alpn_protocol(),
+                    Some(&b"h2"[..]),
+                    "server negotiates h2"
+                );
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         }))
         .await
         .expect("TLS connection");
     let mut tls_client = MessagingServiceClient::new(channel);
-    let mut req = tonic::Request::new(v2::SendMessageRequest { messages: vec![message("t", "T1", b"secret")] });
-    req.metadata_mut().insert("x-mq-client-id", "tls-client".parse().unwrap());
-    let r = tls_client.send_message(req).await.expect("gRPC over TLS").into_inner();
+    let mut req = tonic::Request::new(v2::SendMessageRequest {
+        messages: vec![message("t", "T1", b"secret")],
+    });
+    req.metadata_mut()
+        .insert("x-mq-client-id", "tls-client".parse().unwrap());
+    let r = tls_client
+        .send_message(req)
+        .await
+        .expect("gRPC over TLS")
+        .into_inner();
     assert_eq!(code_of(&r.status), Code::Ok);
 
     // Plaintext on the same port still works.
     let mut plain = s.client().await;
-    let got = receive_n(&mut plain, receive_request("g", "t", 4, 30_000, 2_000, "*"), 1).await;
+    let got = receive_n(
+        &mut plain,
+        receive_request("g", "t", 4, 30_000, 2_000, "*"),
+        1,
+    )
+    .await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, b"secret");
 }
@@ -80,7 +120,14 @@ async fn one_port_serves_tls_and_plaintext() {
 fn a_certificate_without_its_key_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["standalone", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--tls-cert"])
+        .args([
+            "standalone",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
         .arg(dir.path().join("cert.pem"))
         .arg("--data-dir")
         .arg(dir.path())

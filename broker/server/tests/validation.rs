@@ -7,7 +7,9 @@ use ferromq_proto::v2::{self, Code};
 use support::*;
 
 fn total_messages(s: &Server, topic: &str) -> i64 {
-    s.admin_json(&["topic", "describe", topic])["total_messages"].as_i64().expect("total_messages")
+    s.admin_json(&["topic", "describe", topic])["total_messages"]
+        .as_i64()
+        .expect("total_messages")
 }
 
 #[tokio::test]
@@ -15,7 +17,10 @@ async fn unknown_topics_are_not_found_and_not_created() {
     let s = Server::start(&[]);
     let mut c = s.client().await;
     let r = c
-        .query_route(v2::QueryRouteRequest { topic: res("nope"), endpoints: None })
+        .query_route(v2::QueryRouteRequest {
+            topic: res("nope"),
+            endpoints: None,
+        })
         .await
         .expect("grpc ok")
         .into_inner();
@@ -23,7 +28,11 @@ async fn unknown_topics_are_not_found_and_not_created() {
     assert!(r.message_queues.is_empty());
     let (code, r) = send(&mut c, message("nope", "01A", b"x")).await;
     assert_eq!(code, Code::TopicNotFound);
-    assert_eq!(r.entries.len(), 1, "one entry per message even when refused");
+    assert_eq!(
+        r.entries.len(),
+        1,
+        "one entry per message even when refused"
+    );
     assert_eq!(s.admin_json(&["topic", "list"]), serde_json::json!([]));
 }
 
@@ -33,10 +42,16 @@ async fn auto_create_topics_flag_creates_normal_topics_on_route() {
     let mut c = s.client().await;
     let endpoints = v2::Endpoints {
         scheme: v2::AddressScheme::Ipv4 as i32,
-        addresses: vec![v2::Address { host: "127.0.0.1".into(), port: s.grpc_port as i32 }],
+        addresses: vec![v2::Address {
+            host: "127.0.0.1".into(),
+            port: s.grpc_port as i32,
+        }],
     };
     let r = c
-        .query_route(v2::QueryRouteRequest { topic: res("fresh"), endpoints: Some(endpoints) })
+        .query_route(v2::QueryRouteRequest {
+            topic: res("fresh"),
+            endpoints: Some(endpoints),
+        })
         .await
         .expect("grpc ok")
         .into_inner();
@@ -60,13 +75,41 @@ async fn refused_messages_get_their_codes_and_store_nothing() {
     let mut c = s.client().await;
 
     let cases: Vec<(&str, v2::Message, Code)> = vec![
-        ("body over the limit", message("plain", "01A", &[b'x'; 1025]), Code::MessageBodyTooLarge),
-        ("FIFO message to a NORMAL topic", fifo_message("plain", "01B", "g", b"x"), Code::MessagePropertyConflictWithType),
-        ("NORMAL message to a FIFO topic", message("ordered", "01C", b"x"), Code::MessagePropertyConflictWithType),
-        ("empty message id", message("plain", "", b"x"), Code::IllegalMessageId),
-        ("invalid topic name", message("bad topic!", "01D", b"x"), Code::IllegalTopic),
-        ("publishing to a DLQ topic", message("%DLQ%g", "01E", b"x"), Code::IllegalTopic),
-        ("empty body", message("plain", "01F", b""), Code::MessageBodyEmpty),
+        (
+            "body over the limit",
+            message("plain", "01A", &[b'x'; 1025]),
+            Code::MessageBodyTooLarge,
+        ),
+        (
+            "FIFO message to a NORMAL topic",
+            fifo_message("plain", "01B", "g", b"x"),
+            Code::MessagePropertyConflictWithType,
+        ),
+        (
+            "NORMAL message to a FIFO topic",
+            message("ordered", "01C", b"x"),
+            Code::MessagePropertyConflictWithType,
+        ),
+        (
+            "empty message id",
+            message("plain", "", b"x"),
+            Code::IllegalMessageId,
+        ),
+        (
+            "invalid topic name",
+            message("bad topic!", "01D", b"x"),
+            Code::IllegalTopic,
+        ),
+        (
+            "publishing to a DLQ topic",
+            message("%DLQ%g", "01E", b"x"),
+            Code::IllegalTopic,
+        ),
+        (
+            "empty body",
+            message("plain", "01F", b""),
+            Code::MessageBodyEmpty,
+        ),
         (
             "tag with a bar",
             {
@@ -102,7 +145,9 @@ async fn refused_messages_get_their_codes_and_store_nothing() {
     }
     // A mixed batch: the good message is stored, the bad one refused, entries in order.
     let r = c
-        .send_message(v2::SendMessageRequest { messages: vec![message("plain", "01J", b"ok"), message("plain", "", b"bad")] })
+        .send_message(v2::SendMessageRequest {
+            messages: vec![message("plain", "01J", b"ok"), message("plain", "", b"bad")],
+        })
         .await
         .expect("grpc ok")
         .into_inner();
@@ -110,10 +155,18 @@ async fn refused_messages_get_their_codes_and_store_nothing() {
     assert_eq!(code_of(&r.entries[0].status), Code::Ok);
     assert_eq!(code_of(&r.entries[1].status), Code::IllegalMessageId);
     // A send is answered once its message is readable, so the count is final here.
-    assert_eq!(total_messages(&s, "plain"), 1, "only the valid message was stored");
+    assert_eq!(
+        total_messages(&s, "plain"),
+        1,
+        "only the valid message was stored"
+    );
     assert_eq!(total_messages(&s, "ordered"), 0);
 
-    let r = c.send_message(v2::SendMessageRequest { messages: vec![] }).await.expect("grpc ok").into_inner();
+    let r = c
+        .send_message(v2::SendMessageRequest { messages: vec![] })
+        .await
+        .expect("grpc ok")
+        .into_inner();
     assert_eq!(code_of(&r.status), Code::BadRequest);
 }
 
@@ -136,30 +189,52 @@ async fn receive_and_settle_validation() {
     let mut c = s.client().await;
 
     let mut req = receive_request("g", "t", 8, 10_000, 1_000, "*");
-    req.filter_expression = Some(v2::FilterExpression { r#type: v2::FilterType::Sql as i32, expression: "a > 1".into() });
+    req.filter_expression = Some(v2::FilterExpression {
+        r#type: v2::FilterType::Sql as i32,
+        expression: "a > 1".into(),
+    });
     let r = receive_with(&mut c, req).await;
     assert_eq!(r.code(), Code::IllegalFilterExpression);
-    assert!(r.saw_timestamp, "the stream always ends with the server clock");
+    assert!(
+        r.saw_timestamp,
+        "the stream always ends with the server clock"
+    );
 
     let r = receive_with(&mut c, receive_request("g", "t", 8, 100, 1_000, "*")).await;
     assert_eq!(r.code(), Code::IllegalInvisibleTime);
     let r = receive_with(&mut c, receive_request("", "t", 8, 10_000, 1_000, "*")).await;
     assert_eq!(r.code(), Code::IllegalConsumerGroup);
-    let r = receive_with(&mut c, receive_request("g", "missing", 8, 10_000, 1_000, "*")).await;
+    let r = receive_with(
+        &mut c,
+        receive_request("g", "missing", 8, 10_000, 1_000, "*"),
+    )
+    .await;
     assert_eq!(r.code(), Code::TopicNotFound);
     let r = receive_with(&mut c, receive_request("g", "t", 0, 10_000, 1_000, "*")).await;
     assert_eq!(r.code(), Code::BadRequest);
 
     let fake = v2::Message {
-        system_properties: Some(v2::SystemProperties { receipt_handle: Some("F1.1.0.0.1".into()), ..Default::default() }),
+        system_properties: Some(v2::SystemProperties {
+            receipt_handle: Some("F1.1.0.0.1".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    assert_eq!(ack(&mut c, "g", "t", &fake).await, Code::InvalidReceiptHandle);
+    assert_eq!(
+        ack(&mut c, "g", "t", &fake).await,
+        Code::InvalidReceiptHandle
+    );
     let garbage = v2::Message {
-        system_properties: Some(v2::SystemProperties { receipt_handle: Some("garbage".into()), ..Default::default() }),
+        system_properties: Some(v2::SystemProperties {
+            receipt_handle: Some("garbage".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    assert_eq!(ack(&mut c, "g", "t", &garbage).await, Code::InvalidReceiptHandle);
+    assert_eq!(
+        ack(&mut c, "g", "t", &garbage).await,
+        Code::InvalidReceiptHandle
+    );
     let r = c
         .change_invisible_duration(v2::ChangeInvisibleDurationRequest {
             group: res("g"),
@@ -181,9 +256,17 @@ async fn features_of_later_releases_answer_not_implemented_at_once() {
     let s = Server::start(&[]);
     s.create_topic("tx", "transaction", 1);
     let mut c = s.client().await;
-    let r = c.end_transaction(v2::EndTransactionRequest::default()).await.expect("grpc ok").into_inner();
+    let r = c
+        .end_transaction(v2::EndTransactionRequest::default())
+        .await
+        .expect("grpc ok")
+        .into_inner();
     assert_eq!(code_of(&r.status), Code::NotImplemented);
-    let r = c.recall_message(v2::RecallMessageRequest::default()).await.expect("grpc ok").into_inner();
+    let r = c
+        .recall_message(v2::RecallMessageRequest::default())
+        .await
+        .expect("grpc ok")
+        .into_inner();
     assert_eq!(code_of(&r.status), Code::NotImplemented);
     let mut m = message("tx", "01A", b"x");
     m.system_properties.as_mut().unwrap().message_type = v2::MessageType::Transaction as i32;

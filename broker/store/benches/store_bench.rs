@@ -18,7 +18,10 @@ use ferromq_store::{FlushMode, NewMessage, Store, StoreConfig};
 use hdrhistogram::Histogram;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn status_kib(field: &str) -> u64 {
@@ -36,7 +39,13 @@ fn status_kib(field: &str) -> u64 {
 fn msg(body: &[u8], q: u32) -> NewMessage {
     let mut properties = BTreeMap::new();
     properties.insert("TAGS".to_string(), "bench".to_string());
-    NewMessage { topic: "bench".into(), queue_id: q, properties, body: body.to_vec(), ..Default::default() }
+    NewMessage {
+        topic: "bench".into(),
+        queue_id: q,
+        properties,
+        body: body.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// Runs `dd` and returns bytes per second parsed from its summary line.
@@ -58,7 +67,9 @@ fn fresh(dir: &Path) -> PathBuf {
 }
 
 fn main() {
-    let root = PathBuf::from(std::env::var("FERROMQ_BENCH_DIR").unwrap_or_else(|_| "target/store-bench".into()));
+    let root = PathBuf::from(
+        std::env::var("FERROMQ_BENCH_DIR").unwrap_or_else(|_| "target/store-bench".into()),
+    );
     let gib: u64 = env_or("FERROMQ_BENCH_GIB", 4);
     let secs: u64 = env_or("FERROMQ_BENCH_SECS", 5);
     std::fs::create_dir_all(&root).expect("bench dir");
@@ -73,12 +84,19 @@ fn main() {
     let mut dd_cache: f64 = 0.0;
     let count = format!("count={}", gib * 1024);
     for _ in 0..2 {
-        dd_cache = dd_cache.max(dd(&["if=/dev/zero", &of, "bs=1M", &count]).map(|r| r.0).unwrap_or(0.0));
+        dd_cache = dd_cache.max(
+            dd(&["if=/dev/zero", &of, "bs=1M", &count])
+                .map(|r| r.0)
+                .unwrap_or(0.0),
+        );
         let _ = std::fs::remove_file(&ddfile);
     }
-    let dd_fdatasync = dd(&["if=/dev/zero", &of, "bs=1M", "count=1024", "conv=fdatasync"]).map(|r| r.0).unwrap_or(0.0);
+    let dd_fdatasync = dd(&["if=/dev/zero", &of, "bs=1M", "count=1024", "conv=fdatasync"])
+        .map(|r| r.0)
+        .unwrap_or(0.0);
     let _ = std::fs::remove_file(&ddfile);
-    let dd_dsync_1k = dd(&["if=/dev/zero", &of, "bs=1k", "count=2000", "oflag=dsync"]).map(|(bw, s)| (bw / 1024.0, s / 2000.0));
+    let dd_dsync_1k = dd(&["if=/dev/zero", &of, "bs=1k", "count=2000", "oflag=dsync"])
+        .map(|(bw, s)| (bw / 1024.0, s / 2000.0));
     let _ = std::fs::remove_file(&ddfile);
 
     // --- Async appends: 1 KiB bodies; one writer for `gib` GiB with RSS sampled per GiB,
@@ -124,7 +142,11 @@ fn main() {
         }
         let secs = t0.elapsed().as_secs_f64();
         let st = store.stats();
-        async_rows.push((writers_n, st.appends_total as f64 / secs, st.append_bytes_total as f64 / secs));
+        async_rows.push((
+            writers_n,
+            st.appends_total as f64 / secs,
+            st.append_bytes_total as f64 / secs,
+        ));
         if writers_n == 1 {
             rss.push((gib, status_kib("RssAnon:"), status_kib("RssFile:")));
             kept_store = Some((store, d));
@@ -135,7 +157,9 @@ fn main() {
         }
     }
     let _ = dir;
-    let Some((store, dir)) = kept_store else { return };
+    let Some((store, dir)) = kept_store else {
+        return;
+    };
     let st = store.stats();
 
     // --- Reads from consume queues.
@@ -194,7 +218,14 @@ fn main() {
         let rate = st.appends_total as f64 / secs as f64;
         let flush_cost_us = st.flush_seconds_total * 1e6 / st.flushes_total.max(1) as f64;
         let bytes_per_flush = st.append_bytes_total as f64 / st.flushes_total.max(1) as f64;
-        sync_rows.push((writers_n, rate, st.flushes_total, bytes_per_flush, flush_cost_us, hist));
+        sync_rows.push((
+            writers_n,
+            rate,
+            st.flushes_total,
+            bytes_per_flush,
+            flush_cost_us,
+            hist,
+        ));
         store.close().expect("close");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
@@ -202,21 +233,40 @@ fn main() {
     // dd with O_DSYNC writing the same bytes as one group commit of the 16-writer run.
     let bpf = sync_rows.last().map(|r| r.3).unwrap_or(1024.0).max(512.0) as u64;
     let bs = format!("bs={}", bpf.div_ceil(512) * 512);
-    let dd_dsync_group = dd(&["if=/dev/zero", &of, &bs, "count=1000", "oflag=dsync"]).map(|(_, s)| s / 1000.0 * 1e6);
+    let dd_dsync_group =
+        dd(&["if=/dev/zero", &of, &bs, "count=1000", "oflag=dsync"]).map(|(_, s)| s / 1000.0 * 1e6);
     let _ = std::fs::remove_file(&ddfile);
 
     // --- Report.
     let mb = |b: f64| b / (1024.0 * 1024.0);
     println!("## ferromq-store benchmark\n");
-    println!("directory: {} ; {gib} GiB async run; {secs} s per sync run; 1 KiB bodies\n", root.display());
+    println!(
+        "directory: {} ; {gib} GiB async run; {secs} s per sync run; 1 KiB bodies\n",
+        root.display()
+    );
     println!("| measure | value |\n|---|---|");
-    println!("| dd bs=1M into page cache, {gib} GiB (best of 2) | {:.0} MiB/s |", mb(dd_cache));
-    println!("| dd bs=1M conv=fdatasync | {:.0} MiB/s |", mb(dd_fdatasync));
+    println!(
+        "| dd bs=1M into page cache, {gib} GiB (best of 2) | {:.0} MiB/s |",
+        mb(dd_cache)
+    );
+    println!(
+        "| dd bs=1M conv=fdatasync | {:.0} MiB/s |",
+        mb(dd_fdatasync)
+    );
     if let Some((rate, lat)) = dd_dsync_1k {
-        println!("| dd bs=1k oflag=dsync | {:.0} writes/s ({:.0} us each) |", rate, lat * 1e6);
+        println!(
+            "| dd bs=1k oflag=dsync | {:.0} writes/s ({:.0} us each) |",
+            rate,
+            lat * 1e6
+        );
     }
     for (n, rate, bw) in &async_rows {
-        println!("| async append, {n} writer(s) | {:.0} msg/s, {:.0} MiB/s ({:.2} of dd page cache) |", rate, mb(*bw), bw / dd_cache.max(1.0));
+        println!(
+            "| async append, {n} writer(s) | {:.0} msg/s, {:.0} MiB/s ({:.2} of dd page cache) |",
+            rate,
+            mb(*bw),
+            bw / dd_cache.max(1.0)
+        );
     }
     println!("| consume queue read | {:.0} msg/s |", read_rate);
     for (n, rate, flushes, bpf, cost, h) in &sync_rows {
@@ -231,12 +281,21 @@ fn main() {
         );
     }
     if sync_rows.len() == 2 {
-        println!("| group commit gain, 16 vs 1 writer | {:.1}x |", sync_rows[1].1 / sync_rows[0].1.max(1.0));
+        println!(
+            "| group commit gain, 16 vs 1 writer | {:.1}x |",
+            sync_rows[1].1 / sync_rows[0].1.max(1.0)
+        );
     }
     if let Some(us) = dd_dsync_group {
-        println!("| dd oflag=dsync {bs} (one group commit's bytes) | {:.0} us per write |", us);
+        println!(
+            "| dd oflag=dsync {bs} (one group commit's bytes) | {:.0} us per write |",
+            us
+        );
     }
     for (g, anon, file) in &rss {
-        println!("| RSS after {g} GiB appended | anon {anon} KiB, file-backed {} MiB |", file / 1024);
+        println!(
+            "| RSS after {g} GiB appended | anon {anon} KiB, file-backed {} MiB |",
+            file / 1024
+        );
     }
 }

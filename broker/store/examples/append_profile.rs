@@ -7,23 +7,40 @@ use ferromq_store::{NewMessage, Store, StoreConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().unwrap_or_else(|| "target/append-profile".into());
-    let count: u64 = args.next().and_then(|c| c.parse().ok()).unwrap_or(1_000_000);
+    let dir = args
+        .next()
+        .unwrap_or_else(|| "target/append-profile".into());
+    let count: u64 = args
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1_000_000);
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = StoreConfig::new(&dir);
-    if let Some(w) = std::env::var("PREFAULT_WINDOW").ok().and_then(|w| w.parse().ok()) {
+    if let Some(w) = std::env::var("PREFAULT_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
         cfg.prefault_window = w;
     }
     let store = Store::open(cfg)?;
     let mut properties = BTreeMap::new();
     properties.insert("TAGS".to_string(), "bench".to_string());
-    let m = NewMessage { topic: "bench".into(), properties, body: vec![7u8; 1024], ..Default::default() };
+    let m = NewMessage {
+        topic: "bench".into(),
+        properties,
+        body: vec![7u8; 1024],
+        ..Default::default()
+    };
     let t = Instant::now();
     for _ in 0..count {
         store.append(&m)?;
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("{count} appends in {secs:.2} s: {:.0} msg/s, {:.0} MiB/s", count as f64 / secs, count as f64 * 1.2 / 1024.0 / secs);
+    println!(
+        "{count} appends in {secs:.2} s: {:.0} msg/s, {:.0} MiB/s",
+        count as f64 / secs,
+        count as f64 * 1.2 / 1024.0 / secs
+    );
     store.close()?;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);

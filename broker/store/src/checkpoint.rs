@@ -52,7 +52,10 @@ impl Checkpoint {
     /// Decodes and verifies a checkpoint; any damage is an error, never a guess.
     pub fn decode(b: &[u8]) -> Result<Checkpoint> {
         if b.len() != LEN {
-            return Err(StoreError::malformed("checkpoint", format!("{} bytes, expected {LEN}", b.len())));
+            return Err(StoreError::malformed(
+                "checkpoint",
+                format!("{} bytes, expected {LEN}", b.len()),
+            ));
         }
         let u64_at = |at: usize| {
             let mut x = [0u8; 8];
@@ -61,7 +64,10 @@ impl Checkpoint {
         };
         let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if magic != MAGIC {
-            return Err(StoreError::malformed("checkpoint", format!("bad magic {magic:#x}")));
+            return Err(StoreError::malformed(
+                "checkpoint",
+                format!("bad magic {magic:#x}"),
+            ));
         }
         let crc = u32::from_le_bytes([b[40], b[41], b[42], b[43]]);
         if crc32c::crc32c(&b[0..40]) != crc {
@@ -74,7 +80,10 @@ impl Checkpoint {
             written_at_ms: u64_at(32) as i64,
         };
         if cp.log_min > cp.log_flushed.max(cp.dispatched) {
-            return Err(StoreError::malformed("checkpoint", "log_min above the flushed offsets"));
+            return Err(StoreError::malformed(
+                "checkpoint",
+                "log_min above the flushed offsets",
+            ));
         }
         Ok(cp)
     }
@@ -104,7 +113,9 @@ pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     let mut f = fs::File::create(&tmp).map_err(|e| ctx("create", e))?;
     f.write_all(data).map_err(|e| {
         if crate::mapped_file::is_disk_full(&e) {
-            StoreError::DiskFull { detail: format!("writing {}", tmp.display()) }
+            StoreError::DiskFull {
+                detail: format!("writing {}", tmp.display()),
+            }
         } else {
             ctx("write", e)
         }
@@ -117,8 +128,10 @@ pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
 
 /// Fsyncs a directory so that a rename or create in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    let d = fs::File::open(dir).map_err(|e| StoreError::io(format!("open dir {}", dir.display()), e))?;
-    d.sync_all().map_err(|e| StoreError::io(format!("fsync dir {}", dir.display()), e))
+    let d = fs::File::open(dir)
+        .map_err(|e| StoreError::io(format!("open dir {}", dir.display()), e))?;
+    d.sync_all()
+        .map_err(|e| StoreError::io(format!("fsync dir {}", dir.display()), e))
 }
 
 #[cfg(test)]
@@ -130,7 +143,12 @@ mod tests {
     fn round_trips_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), None);
-        let cp = Checkpoint { log_flushed: 10, dispatched: 8, log_min: 0, written_at_ms: 5 };
+        let cp = Checkpoint {
+            log_flushed: 10,
+            dispatched: 8,
+            log_min: 0,
+            written_at_ms: 5,
+        };
         cp.store(dir.path()).unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), Some(cp));
         assert!(!dir.path().join("checkpoint.tmp").exists());
@@ -138,7 +156,13 @@ mod tests {
 
     #[test]
     fn any_flipped_bit_is_refused() {
-        let b = Checkpoint { log_flushed: 1 << 33, dispatched: 77, log_min: 3, written_at_ms: 1 }.encode();
+        let b = Checkpoint {
+            log_flushed: 1 << 33,
+            dispatched: 77,
+            log_min: 3,
+            written_at_ms: 1,
+        }
+        .encode();
         for i in 0..LEN * 8 {
             let mut c = b;
             c[i / 8] ^= 1 << (i % 8);

@@ -66,9 +66,12 @@ fn segment_name(base: u64) -> String {
 impl CommitLog {
     /// Opens the segments in `dir` (creating the directory) without scanning them.
     pub fn open(dir: &Path, segment_size: u64) -> Result<CommitLog> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         let mut bases = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))? {
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
+        {
             let entry = entry.map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -90,7 +93,11 @@ impl CommitLog {
                 });
             }
             if i > 0 && bases[i - 1] + segment_size != *base {
-                warn!(missing_after = bases[i - 1], next = base, "gap between commit log segments");
+                warn!(
+                    missing_after = bases[i - 1],
+                    next = base,
+                    "gap between commit log segments"
+                );
             }
             let file = MappedFile::open(&dir.join(segment_name(*base)), segment_size)?;
             segments.push(Arc::new(Segment { base: *base, file }));
@@ -139,7 +146,9 @@ impl CommitLog {
             return None;
         }
         let idx = ((offset - first) / self.segment_size) as usize;
-        segs.get(idx).filter(|s| s.base <= offset && offset < s.base + self.segment_size).cloned()
+        segs.get(idx)
+            .filter(|s| s.base <= offset && offset < s.base + self.segment_size)
+            .cloned()
     }
 
     /// Number of segments and their total size on disk.
@@ -162,14 +171,23 @@ impl CommitLog {
         let mut pos = from.max(first.base);
         if pos >= first.base + self.segment_size * segs.len() as u64 {
             // The checkpoint points past the last segment (files lost?): scan everything.
-            warn!(from, "checkpoint beyond the last segment; scanning the whole log");
+            warn!(
+                from,
+                "checkpoint beyond the last segment; scanning the whole log"
+            );
             pos = first.base;
         }
         let seg_size = self.segment_size as usize;
         // A missing segment file ends the log: what follows a gap cannot be trusted in order.
-        let contiguous = segs.windows(2).position(|w| w[0].base + self.segment_size != w[1].base).map(|i| i + 1);
+        let contiguous = segs
+            .windows(2)
+            .position(|w| w[0].base + self.segment_size != w[1].base)
+            .map(|i| i + 1);
         if let Some(first_after_gap) = contiguous {
-            warn!(after = segs[first_after_gap - 1].base, "gap in the commit log segments; later segments are set aside");
+            warn!(
+                after = segs[first_after_gap - 1].base,
+                "gap in the commit log segments; later segments are set aside"
+            );
         }
         let usable = contiguous.unwrap_or(segs.len());
         let segs_all = segs.clone();
@@ -203,9 +221,12 @@ impl CommitLog {
                         // follows; a torn tail otherwise (segments are zero-filled when
                         // created, so nothing valid can follow a real tail).
                         let next_here = resync(seg.file.slice(0, seg_size), at + 1, seg.base);
-                        let later_valid = segs[idx + 1..]
-                            .iter()
-                            .any(|s| matches!(record::probe(s.file.slice(0, seg_size), s.base), Ok(Slot::Message(_))));
+                        let later_valid = segs[idx + 1..].iter().any(|s| {
+                            matches!(
+                                record::probe(s.file.slice(0, seg_size), s.base),
+                                Ok(Slot::Message(_))
+                            )
+                        });
                         if offset < durable || next_here.is_some() || later_valid {
                             warn!(offset, %reason, "corrupt record in the commit log; it will not be served");
                             report.corrupt.push((offset, reason));
@@ -230,7 +251,10 @@ impl CommitLog {
                         report.truncated_bytes += cut;
                         seg.file.slice_mut(at, seg_size - at).fill(0);
                         if let Err(e) = seg.file.flush_range(at, seg_size - at) {
-                            return Err(StoreError::io(format!("flush truncated tail of {}", seg.file.path().display()), e));
+                            return Err(StoreError::io(
+                                format!("flush truncated tail of {}", seg.file.path().display()),
+                                e,
+                            ));
                         }
                         break 'segments;
                     }
@@ -246,11 +270,15 @@ impl CommitLog {
         if keep < segs.len() {
             let mut list = self.segments_mut();
             for seg in list.drain(keep..) {
-                let has_data = !matches!(record::probe(seg.file.slice(0, seg_size), seg.base), Ok(Slot::Empty));
+                let has_data = !matches!(
+                    record::probe(seg.file.slice(0, seg_size), seg.base),
+                    Ok(Slot::Empty)
+                );
                 if has_data {
                     let q = seg.file.path().with_extension("quarantined");
                     warn!(segment = %seg.file.path().display(), "segment after the end of the log moved aside");
-                    std::fs::rename(seg.file.path(), &q).map_err(|e| StoreError::io("quarantine segment", e))?;
+                    std::fs::rename(seg.file.path(), &q)
+                        .map_err(|e| StoreError::io("quarantine segment", e))?;
                     report.quarantined.push(q);
                 } else {
                     let _ = std::fs::remove_file(seg.file.path());
@@ -259,7 +287,8 @@ impl CommitLog {
         }
         report.end = pos;
         self.write_pos.store(pos, Ordering::Release);
-        self.flushed_pos.store(pos.min(durable.max(self.min_pos())), Ordering::Release);
+        self.flushed_pos
+            .store(pos.min(durable.max(self.min_pos())), Ordering::Release);
         info!(end = pos, records = report.records, "commit log recovered");
         Ok(report)
     }
@@ -274,7 +303,10 @@ impl CommitLog {
     /// segment when needed. Called only by the single writer.
     pub fn reserve(&self, len: usize) -> Result<(Arc<Segment>, u64)> {
         if len as u64 > self.segment_size {
-            return Err(StoreError::RecordTooLarge { size: len, segment_size: self.segment_size });
+            return Err(StoreError::RecordTooLarge {
+                size: len,
+                segment_size: self.segment_size,
+            });
         }
         let pos = self.write_pos.load(Ordering::Acquire);
         if let Some(seg) = self.segment_for(pos) {
@@ -326,7 +358,9 @@ impl CommitLog {
     pub fn prepare_spare(&self) -> Result<()> {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         let pos = self.write_pos();
-        let Some(seg) = self.segment_for(pos) else { return Ok(()) };
+        let Some(seg) = self.segment_for(pos) else {
+            return Ok(());
+        };
         if pos - seg.base < self.segment_size / 2 {
             return Ok(());
         }
@@ -360,7 +394,9 @@ impl CommitLog {
                 break;
             };
             let at = (pos - seg.base) as usize;
-            let n = ((to - pos) as usize).min(self.segment_size as usize - at).min(4 << 20);
+            let n = ((to - pos) as usize)
+                .min(self.segment_size as usize - at)
+                .min(4 << 20);
             seg.file.populate_write(at, n)?;
             pos += n as u64;
         }
@@ -379,7 +415,9 @@ impl CommitLog {
             return Ok(());
         }
         while from < target {
-            let Some(seg) = self.segment_for(from) else { break };
+            let Some(seg) = self.segment_for(from) else {
+                break;
+            };
             let seg_end = seg.base + self.segment_size;
             let to = target.min(seg_end);
             let at = (from - seg.base) as usize;
@@ -395,9 +433,19 @@ impl CommitLog {
         let end = self.write_pos();
         let min = self.min_pos();
         if offset < min || offset >= end {
-            return Err(StoreError::OffsetOutOfRange { offset, min, max: end });
+            return Err(StoreError::OffsetOutOfRange {
+                offset,
+                min,
+                max: end,
+            });
         }
-        let seg = self.segment_for(offset).ok_or(StoreError::OffsetOutOfRange { offset, min, max: end })?;
+        let seg = self
+            .segment_for(offset)
+            .ok_or(StoreError::OffsetOutOfRange {
+                offset,
+                min,
+                max: end,
+            })?;
         let at = (offset - seg.base) as usize;
         let limit = ((end - offset) as usize).min(self.segment_size as usize - at);
         record::decode(seg.file.slice(at, limit), offset)
@@ -406,10 +454,17 @@ impl CommitLog {
     /// Calls `f` with the raw bytes of every valid record in `from..to` (already published),
     /// in order. Returns the offset after the last record visited. Stops at the first
     /// damaged record and returns its error.
-    pub fn for_each_raw(&self, from: u64, to: u64, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<u64> {
+    pub fn for_each_raw(
+        &self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<u64> {
         let mut pos = from.max(self.min_pos());
         while pos < to {
-            let Some(seg) = self.segment_for(pos) else { break };
+            let Some(seg) = self.segment_for(pos) else {
+                break;
+            };
             let at = (pos - seg.base) as usize;
             let seg_len = self.segment_size as usize;
             let rest = seg.file.slice(at, seg_len - at);
@@ -436,14 +491,19 @@ impl CommitLog {
     /// Deletes whole segments from the oldest while `should_delete(segment base, file
     /// modification time)` says so, never the segment holding the write position. Returns the
     /// new lowest offset.
-    pub fn delete_oldest(&self, mut should_delete: impl FnMut(u64, std::time::SystemTime, u64) -> bool) -> Result<u64> {
+    pub fn delete_oldest(
+        &self,
+        mut should_delete: impl FnMut(u64, std::time::SystemTime, u64) -> bool,
+    ) -> Result<u64> {
         let write = self.write_pos();
         loop {
             let (victim, total) = {
                 let segs = self.segments();
                 let total = segs.len() as u64 * self.segment_size;
                 match segs.first() {
-                    Some(s) if s.base + self.segment_size <= write && segs.len() > 1 => (s.clone(), total),
+                    Some(s) if s.base + self.segment_size <= write && segs.len() > 1 => {
+                        (s.clone(), total)
+                    }
                     _ => break,
                 }
             };
@@ -461,9 +521,13 @@ impl CommitLog {
                 let new_min = segs.first().map(|s| s.base).unwrap_or(write);
                 self.min_pos.store(new_min, Ordering::Release);
             }
-            std::fs::remove_file(victim.file.path())
-                .map_err(|e| StoreError::io(format!("delete {}", victim.file.path().display()), e))?;
-            info!(segment = victim.base, "deleted commit log segment by retention");
+            std::fs::remove_file(victim.file.path()).map_err(|e| {
+                StoreError::io(format!("delete {}", victim.file.path().display()), e)
+            })?;
+            info!(
+                segment = victim.base,
+                "deleted commit log segment by retention"
+            );
         }
         Ok(self.min_pos())
     }

@@ -89,10 +89,16 @@ impl StoreConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, reason: String| Err(StoreError::Config { field, reason });
         if self.segment_size < 64 * 1024 {
-            return bad("segment_size", format!("{} bytes is below the minimum of 64 KiB", self.segment_size));
+            return bad(
+                "segment_size",
+                format!("{} bytes is below the minimum of 64 KiB", self.segment_size),
+            );
         }
         if self.segment_size > (1 << 40) {
-            return bad("segment_size", format!("{} bytes is above the maximum of 1 TiB", self.segment_size));
+            return bad(
+                "segment_size",
+                format!("{} bytes is above the maximum of 1 TiB", self.segment_size),
+            );
         }
         if self.max_body_size == 0 {
             return bad("max_body_size", "must be positive".into());
@@ -100,17 +106,26 @@ impl StoreConfig {
         if self.max_body_size as u64 + 64 * 1024 > self.segment_size {
             return bad(
                 "max_body_size",
-                format!("{} bytes does not fit in a segment of {} bytes with room for headers", self.max_body_size, self.segment_size),
+                format!(
+                    "{} bytes does not fit in a segment of {} bytes with room for headers",
+                    self.max_body_size, self.segment_size
+                ),
             );
         }
         if self.cq_entries_per_file == 0 {
             return bad("cq_entries_per_file", "must be positive".into());
         }
         if self.index_slots == 0 || self.index_entries == 0 {
-            return bad("index_slots", "index slots and entries must be positive".into());
+            return bad(
+                "index_slots",
+                "index slots and entries must be positive".into(),
+            );
         }
         if !(self.disk_high_water > 0.0 && self.disk_high_water <= 1.0) {
-            return bad("disk_high_water", format!("{} is not within (0, 1]", self.disk_high_water));
+            return bad(
+                "disk_high_water",
+                format!("{} is not within (0, 1]", self.disk_high_water),
+            );
         }
         if self.flush_interval.is_zero() {
             return bad("flush_interval", "must be positive".into());

@@ -43,7 +43,10 @@ impl Entry {
     /// cannot be an entry (wrong length, or a size no record can have).
     pub fn decode(b: &[u8]) -> Result<Option<Entry>> {
         if b.len() != ENTRY_LEN {
-            return Err(StoreError::malformed("consume queue entry", format!("{} bytes", b.len())));
+            return Err(StoreError::malformed(
+                "consume queue entry",
+                format!("{} bytes", b.len()),
+            ));
         }
         let mut x = [0u8; 8];
         x.copy_from_slice(&b[0..8]);
@@ -55,12 +58,22 @@ impl Entry {
             if phys_offset == 0 && tag_hash == 0 {
                 return Ok(None);
             }
-            return Err(StoreError::malformed("consume queue entry", "zero size with other fields set"));
+            return Err(StoreError::malformed(
+                "consume queue entry",
+                "zero size with other fields set",
+            ));
         }
         if (size as usize) < crate::record::MIN_RECORD_LEN {
-            return Err(StoreError::malformed("consume queue entry", format!("size {size} below the smallest record")));
+            return Err(StoreError::malformed(
+                "consume queue entry",
+                format!("size {size} below the smallest record"),
+            ));
         }
-        Ok(Some(Entry { phys_offset, size, tag_hash }))
+        Ok(Some(Entry {
+            phys_offset,
+            size,
+            tag_hash,
+        }))
     }
 }
 
@@ -95,13 +108,18 @@ pub struct ConsumeQueue {
 impl ConsumeQueue {
     /// Opens (or creates) the queue stored in `dir`.
     pub fn open(dir: &Path, entries_per_file: u64) -> Result<ConsumeQueue> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         let mut files = BTreeMap::new();
         let file_len = entries_per_file * ENTRY_LEN as u64;
-        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))? {
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
+        {
             let entry = entry.map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let Ok(first) = name.parse::<u64>() else { continue };
+            let Ok(first) = name.parse::<u64>() else {
+                continue;
+            };
             if name.len() != 20 || first % entries_per_file != 0 {
                 continue;
             }
@@ -111,7 +129,11 @@ impl ConsumeQueue {
             let f = MappedFile::open(&entry.path(), file_len)?;
             files.insert(first / entries_per_file, Arc::new(f));
         }
-        let min = files.keys().next().map(|i| i * entries_per_file).unwrap_or(0);
+        let min = files
+            .keys()
+            .next()
+            .map(|i| i * entries_per_file)
+            .unwrap_or(0);
         let q = ConsumeQueue {
             dir: dir.to_path_buf(),
             entries_per_file,
@@ -142,17 +164,27 @@ impl ConsumeQueue {
         if !create {
             return Ok(None);
         }
-        let path = self.dir.join(format!("{:020}", idx * self.entries_per_file));
-        let f = Arc::new(MappedFile::create(&path, self.entries_per_file * ENTRY_LEN as u64)?);
+        let path = self
+            .dir
+            .join(format!("{:020}", idx * self.entries_per_file));
+        let f = Arc::new(MappedFile::create(
+            &path,
+            self.entries_per_file * ENTRY_LEN as u64,
+        )?);
         crate::checkpoint::sync_dir(&self.dir)?;
-        self.files.write().unwrap_or_else(|p| p.into_inner()).insert(idx, f.clone());
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(idx, f.clone());
         Ok(Some(f))
     }
 
     /// Writes the entry for `offset` (the dispatcher calls this once per record; again after a
     /// crash, with the same bytes).
     pub fn put(&self, offset: u64, entry: Entry) -> Result<()> {
-        let f = self.file_for(offset, true)?.ok_or_else(|| StoreError::malformed("consume queue", "no file"))?;
+        let f = self
+            .file_for(offset, true)?
+            .ok_or_else(|| StoreError::malformed("consume queue", "no file"))?;
         let at = ((offset % self.entries_per_file) as usize) * ENTRY_LEN;
         f.write_at(at, &entry.encode());
         self.max_offset.fetch_max(offset + 1, Ordering::AcqRel);
@@ -164,7 +196,9 @@ impl ConsumeQueue {
         if offset < self.min_offset() || offset >= self.max_offset() {
             return Ok(None);
         }
-        let Some(f) = self.file_for(offset, false)? else { return Ok(None) };
+        let Some(f) = self.file_for(offset, false)? else {
+            return Ok(None);
+        };
         let at = ((offset % self.entries_per_file) as usize) * ENTRY_LEN;
         Entry::decode(f.slice(at, ENTRY_LEN))
     }
@@ -184,11 +218,17 @@ impl ConsumeQueue {
     pub fn recover(&self, log_end: u64) -> Result<()> {
         // Entries are written in queue order, so only the last two files can hold entries past
         // the end of a recovered log (a torn tail is far shorter than a file of entries).
-        let mut files: Vec<(u64, Arc<MappedFile>)> =
-            self.files().iter().rev().take(2).map(|(k, v)| (*k, v.clone())).collect();
+        let mut files: Vec<(u64, Arc<MappedFile>)> = self
+            .files()
+            .iter()
+            .rev()
+            .take(2)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         files.reverse();
         if let Some((idx, _)) = files.first() {
-            self.max_offset.store(idx * self.entries_per_file, Ordering::Release);
+            self.max_offset
+                .store(idx * self.entries_per_file, Ordering::Release);
         }
         let mut max = self.max_offset().max(self.min_offset());
         for (idx, f) in &files {
@@ -224,7 +264,8 @@ impl ConsumeQueue {
     /// Retention: drops files all of whose entries point below `log_min`, and moves the queue's
     /// minimum up to the first entry still in the log.
     pub fn trim(&self, log_min: u64) -> Result<()> {
-        let files: Vec<(u64, Arc<MappedFile>)> = self.files().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let files: Vec<(u64, Arc<MappedFile>)> =
+            self.files().iter().map(|(k, v)| (*k, v.clone())).collect();
         let max = self.max_offset();
         for (idx, f) in files {
             let first = idx * self.entries_per_file;
@@ -232,13 +273,19 @@ impl ConsumeQueue {
             if last == 0 || last <= first {
                 break;
             }
-            let last_entry = Entry::decode(f.slice(((last - 1 - first) as usize) * ENTRY_LEN, ENTRY_LEN))?;
+            let last_entry =
+                Entry::decode(f.slice(((last - 1 - first) as usize) * ENTRY_LEN, ENTRY_LEN))?;
             let whole_file_gone = last == first + self.entries_per_file
                 && matches!(last_entry, Some(e) if e.phys_offset + e.size as u64 <= log_min);
             if whole_file_gone {
-                self.files.write().unwrap_or_else(|p| p.into_inner()).remove(&idx);
-                std::fs::remove_file(f.path()).map_err(|e| StoreError::io(format!("delete {}", f.path().display()), e))?;
-                self.min_offset.fetch_max(first + self.entries_per_file, Ordering::AcqRel);
+                self.files
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&idx);
+                std::fs::remove_file(f.path())
+                    .map_err(|e| StoreError::io(format!("delete {}", f.path().display()), e))?;
+                self.min_offset
+                    .fetch_max(first + self.entries_per_file, Ordering::AcqRel);
                 continue;
             }
             // Move min inside this file to the first entry still in the log.
@@ -266,10 +313,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = ConsumeQueue::open(dir.path(), 4).unwrap();
         for i in 0..10u64 {
-            q.put(i, Entry { phys_offset: i * 200, size: 150, tag_hash: i }).unwrap();
+            q.put(
+                i,
+                Entry {
+                    phys_offset: i * 200,
+                    size: 150,
+                    tag_hash: i,
+                },
+            )
+            .unwrap();
         }
         assert_eq!(q.max_offset(), 10);
-        assert_eq!(q.get(7).unwrap(), Some(Entry { phys_offset: 1400, size: 150, tag_hash: 7 }));
+        assert_eq!(
+            q.get(7).unwrap(),
+            Some(Entry {
+                phys_offset: 1400,
+                size: 150,
+                tag_hash: 7
+            })
+        );
         assert_eq!(q.get(10).unwrap(), None);
         drop(q);
         let q = ConsumeQueue::open(dir.path(), 4).unwrap();
@@ -285,7 +347,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = ConsumeQueue::open(dir.path(), 4).unwrap();
         for i in 0..10u64 {
-            q.put(i, Entry { phys_offset: i * 200, size: 150, tag_hash: 0 }).unwrap();
+            q.put(
+                i,
+                Entry {
+                    phys_offset: i * 200,
+                    size: 150,
+                    tag_hash: 0,
+                },
+            )
+            .unwrap();
         }
         q.trim(1200).unwrap();
         assert_eq!(q.min_offset(), 6);

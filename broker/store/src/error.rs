@@ -21,7 +21,9 @@ pub enum StoreError {
     DiskFull { detail: String },
     /// A previous write or flush failed. Nothing is acknowledged any more: the store must be
     /// reopened, which recovers from what is really on disk.
-    #[error("store stopped after an I/O failure ({cause}); restart the broker to recover from disk")]
+    #[error(
+        "store stopped after an I/O failure ({cause}); restart the broker to recover from disk"
+    )]
     Stopped { cause: String },
     /// A record failed its checksum or structural checks; it is never served.
     #[error("corrupt record at commit log offset {offset}: {reason}")]
@@ -40,7 +42,11 @@ pub enum StoreError {
     TopicExists(String),
     /// The queue id is not below the topic's queue count.
     #[error("queue {queue_id} does not exist in topic {topic} ({queues} queues)")]
-    UnknownQueue { topic: String, queue_id: u32, queues: u32 },
+    UnknownQueue {
+        topic: String,
+        queue_id: u32,
+        queues: u32,
+    },
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another process")]
     Locked(PathBuf),
@@ -59,11 +65,17 @@ pub enum StoreError {
 impl StoreError {
     /// Wraps an I/O error with a short description of what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        StoreError::Io { context: context.into(), source }
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
-        StoreError::Malformed { what, reason: reason.into() }
+        StoreError::Malformed {
+            what,
+            reason: reason.into(),
+        }
     }
 }
 

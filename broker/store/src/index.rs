@@ -70,7 +70,10 @@ impl Header {
 
     pub fn decode(b: &[u8]) -> Result<Header> {
         if b.len() < HEADER_LEN {
-            return Err(StoreError::malformed("index header", format!("{} bytes", b.len())));
+            return Err(StoreError::malformed(
+                "index header",
+                format!("{} bytes", b.len()),
+            ));
         }
         let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         let u64_at = |at: usize| {
@@ -79,7 +82,10 @@ impl Header {
             u64::from_le_bytes(x)
         };
         if u32_at(0) != MAGIC {
-            return Err(StoreError::malformed("index header", format!("bad magic {:#x}", u32_at(0))));
+            return Err(StoreError::malformed(
+                "index header",
+                format!("bad magic {:#x}", u32_at(0)),
+            ));
         }
         if crc32c::crc32c(&b[0..48]) != u32_at(48) {
             return Err(StoreError::malformed("index header", "checksum mismatch"));
@@ -94,7 +100,10 @@ impl Header {
             end_phys: u64_at(40),
         };
         if h.slot_count == 0 || h.max_entries == 0 || h.entry_count > h.max_entries {
-            return Err(StoreError::malformed("index header", format!("impossible sizes {h:?}")));
+            return Err(StoreError::malformed(
+                "index header",
+                format!("impossible sizes {h:?}"),
+            ));
         }
         Ok(h)
     }
@@ -125,7 +134,10 @@ impl Entry {
 
     pub fn decode(b: &[u8]) -> Result<Entry> {
         if b.len() != ENTRY_LEN {
-            return Err(StoreError::malformed("index entry", format!("{} bytes", b.len())));
+            return Err(StoreError::malformed(
+                "index entry",
+                format!("{} bytes", b.len()),
+            ));
         }
         let mut x = [0u8; 8];
         x.copy_from_slice(&b[8..16]);
@@ -157,19 +169,34 @@ pub struct IndexFile {
 impl IndexFile {
     fn create(path: &Path, slot_count: u32, max_entries: u32) -> Result<IndexFile> {
         let file = MappedFile::create(path, Header::file_len(slot_count, max_entries))?;
-        let header = Header { slot_count, max_entries, ..Default::default() };
+        let header = Header {
+            slot_count,
+            max_entries,
+            ..Default::default()
+        };
         file.write_at(0, &header.encode());
-        Ok(IndexFile { file, header: Mutex::new(header) })
+        Ok(IndexFile {
+            file,
+            header: Mutex::new(header),
+        })
     }
 
     fn open(path: &Path) -> Result<IndexFile> {
-        let len = std::fs::metadata(path).map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+            .len();
         let file = MappedFile::open(path, len)?;
         let header = Header::decode(file.slice(0, HEADER_LEN))?;
         if Header::file_len(header.slot_count, header.max_entries) != len {
-            return Err(StoreError::malformed("index file", format!("{} has the wrong length", path.display())));
+            return Err(StoreError::malformed(
+                "index file",
+                format!("{} has the wrong length", path.display()),
+            ));
         }
-        Ok(IndexFile { file, header: Mutex::new(header) })
+        Ok(IndexFile {
+            file,
+            header: Mutex::new(header),
+        })
     }
 
     fn header(&self) -> Header {
@@ -201,15 +228,23 @@ impl IndexFile {
         let mut prev = self.read_u32(slot_at);
         let mut guard = 0;
         while prev >= n && guard < 64 {
-            prev = Entry::decode(self.file.slice(Self::entry_pos(&h, prev.min(h.max_entries)), ENTRY_LEN))
-                .map(|e| e.prev)
-                .unwrap_or(0);
+            prev = Entry::decode(
+                self.file
+                    .slice(Self::entry_pos(&h, prev.min(h.max_entries)), ENTRY_LEN),
+            )
+            .map(|e| e.prev)
+            .unwrap_or(0);
             guard += 1;
         }
         if prev >= n {
             prev = 0;
         }
-        let e = Entry { key_hash: hash, prev, phys_offset, timestamp };
+        let e = Entry {
+            key_hash: hash,
+            prev,
+            phys_offset,
+            timestamp,
+        };
         self.file.write_at(Self::entry_pos(&h, n), &e.encode());
         self.file.write_at(slot_at, &n.to_le_bytes());
         if h.entry_count == 0 {
@@ -233,12 +268,16 @@ impl IndexFile {
         // Skip entries of a write a crash interrupted (numbered past the header's count).
         let mut guard = 0;
         while n > h.entry_count && n <= h.max_entries && guard < 64 {
-            n = Entry::decode(self.file.slice(Self::entry_pos(&h, n), ENTRY_LEN)).map(|e| e.prev).unwrap_or(0);
+            n = Entry::decode(self.file.slice(Self::entry_pos(&h, n), ENTRY_LEN))
+                .map(|e| e.prev)
+                .unwrap_or(0);
             guard += 1;
         }
         let mut steps = 0u32;
         while n != 0 && n <= h.entry_count && out.len() < max && steps <= h.entry_count {
-            let Ok(e) = Entry::decode(self.file.slice(Self::entry_pos(&h, n), ENTRY_LEN)) else { break };
+            let Ok(e) = Entry::decode(self.file.slice(Self::entry_pos(&h, n), ENTRY_LEN)) else {
+                break;
+            };
             if e.key_hash == hash && e.timestamp >= begin && e.timestamp <= end {
                 out.push(e.phys_offset);
             }
@@ -264,12 +303,17 @@ impl Index {
     /// Opens the index files in `dir`. A file whose header is damaged is moved aside (it is a
     /// cache: lookups lose its entries, the commit log loses nothing).
     pub fn open(dir: &Path, slot_count: u32, max_entries: u32) -> Result<Index> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(format!("list {}", dir.display()), e))? {
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
+        {
             let entry = entry.map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let Ok(seq) = name.parse::<u64>() else { continue };
+            let Ok(seq) = name.parse::<u64>() else {
+                continue;
+            };
             match IndexFile::open(&entry.path()) {
                 Ok(f) => files.push((seq, Arc::new(f))),
                 Err(e) => {
@@ -279,7 +323,12 @@ impl Index {
             }
         }
         files.sort_by_key(|(s, _)| *s);
-        Ok(Index { dir: dir.to_path_buf(), slot_count, max_entries, files: Mutex::new(files) })
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            slot_count,
+            max_entries,
+            files: Mutex::new(files),
+        })
     }
 
     /// The highest commit log offset already indexed (re-dispatch skips records below it).
@@ -301,7 +350,11 @@ impl Index {
             }
         }
         let seq = files.last().map(|(s, _)| s + 1).unwrap_or(0);
-        let f = Arc::new(IndexFile::create(&self.dir.join(format!("{seq:020}")), self.slot_count, self.max_entries)?);
+        let f = Arc::new(IndexFile::create(
+            &self.dir.join(format!("{seq:020}")),
+            self.slot_count,
+            self.max_entries,
+        )?);
         crate::checkpoint::sync_dir(&self.dir)?;
         f.put(hash, phys_offset, timestamp);
         files.push((seq, f));
@@ -312,8 +365,14 @@ impl Index {
     /// and without duplicates. Callers confirm each against the record.
     pub fn lookup(&self, topic: &str, key: &str, begin: i64, end: i64, max: usize) -> Vec<u64> {
         let hash = key_hash(topic, key);
-        let files: Vec<Arc<IndexFile>> =
-            self.files.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().map(|(_, f)| f.clone()).collect();
+        let files: Vec<Arc<IndexFile>> = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .map(|(_, f)| f.clone())
+            .collect();
         let mut out = Vec::new();
         for f in files {
             f.lookup(hash, begin, end, max.saturating_mul(2).max(16), &mut out);
@@ -324,7 +383,12 @@ impl Index {
     }
 
     pub fn flush(&self) -> std::io::Result<()> {
-        let last = self.files.lock().unwrap_or_else(|p| p.into_inner()).last().map(|(_, f)| f.clone());
+        let last = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .map(|(_, f)| f.clone());
         match last {
             Some(f) => f.file.flush(),
             None => Ok(()),
@@ -340,7 +404,8 @@ impl Index {
                 break;
             }
             let (_, f) = files.remove(0);
-            std::fs::remove_file(f.file.path()).map_err(|e| StoreError::io("delete index file", e))?;
+            std::fs::remove_file(f.file.path())
+                .map_err(|e| StoreError::io("delete index file", e))?;
         }
         Ok(())
     }
@@ -356,15 +421,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let idx = Index::open(dir.path(), 8, 5).unwrap();
         for i in 0..12u64 {
-            idx.put("t", &format!("k{}", i % 3), i * 100, 1000 + i as i64).unwrap();
+            idx.put("t", &format!("k{}", i % 3), i * 100, 1000 + i as i64)
+                .unwrap();
         }
         let hits = idx.lookup("t", "k1", 0, i64::MAX, 10);
         assert_eq!(hits, vec![1000, 700, 400, 100]);
         assert_eq!(idx.lookup("t", "k1", 1005, 1008, 10), vec![700]);
-        assert!(idx.lookup("other", "k1", 0, i64::MAX, 10).iter().all(|o| !hits.contains(o)) || true);
+        assert!(
+            idx.lookup("other", "k1", 0, i64::MAX, 10)
+                .iter()
+                .all(|o| !hits.contains(o))
+                || true
+        );
         drop(idx);
         let idx = Index::open(dir.path(), 8, 5).unwrap();
-        assert_eq!(idx.lookup("t", "k1", 0, i64::MAX, 10), vec![1000, 700, 400, 100]);
+        assert_eq!(
+            idx.lookup("t", "k1", 0, i64::MAX, 10),
+            vec![1000, 700, 400, 100]
+        );
         assert_eq!(idx.end_phys(), Some(1100));
     }
 
@@ -375,16 +449,26 @@ mod tests {
         assert!(f.put(7, 100, 1));
         // Simulate a crash after entry 2 and its slot were written but before the header.
         let h = f.header();
-        let e = Entry { key_hash: 7, prev: 1, phys_offset: 200, timestamp: 2 };
+        let e = Entry {
+            key_hash: 7,
+            prev: 1,
+            phys_offset: 200,
+            timestamp: 2,
+        };
         f.file.write_at(IndexFile::entry_pos(&h, 2), &e.encode());
-        f.file.write_at(IndexFile::slot_pos(&h, 7), &2u32.to_le_bytes());
+        f.file
+            .write_at(IndexFile::slot_pos(&h, 7), &2u32.to_le_bytes());
         let mut out = vec![];
         f.lookup(7, 0, 10, 10, &mut out);
         assert_eq!(out, vec![100], "uncommitted entry must not be served");
         assert!(f.put(7, 300, 3));
         out.clear();
         f.lookup(7, 0, 10, 10, &mut out);
-        assert_eq!(out, vec![300, 100], "the chain must still reach the older entry");
+        assert_eq!(
+            out,
+            vec![300, 100],
+            "the chain must still reach the older entry"
+        );
     }
 
     proptest! {

@@ -36,9 +36,13 @@ mod store;
 
 pub use config::{FlushMode, StoreConfig};
 pub use error::{Result, StoreError};
-pub use metadata::{validate_name, MessageType, OffsetKey, OffsetStore, Permission, TopicConfig, TopicStore};
+pub use metadata::{
+    validate_name, MessageType, OffsetKey, OffsetStore, Permission, TopicConfig, TopicStore,
+};
 pub use record::{NewMessage, StoredMessage, TxKind};
-pub use store::{AppendResult, DispatchEvent, DispatchListener, ReadResult, Store, StoreStats, TagFilter};
+pub use store::{
+    AppendResult, DispatchEvent, DispatchListener, ReadResult, Store, StoreStats, TagFilter,
+};
 
 /// Property holding a message's tag (one per message).
 pub const PROP_TAGS: &str = "TAGS";

@@ -52,12 +52,15 @@ impl MappedFile {
                 // Do not leave a half-allocated file behind for recovery to trip over.
                 drop(file);
                 let _ = std::fs::remove_file(path);
-                return Err(StoreError::DiskFull { detail: format!("cannot allocate {len} bytes for {}", path.display()) });
+                return Err(StoreError::DiskFull {
+                    detail: format!("cannot allocate {len} bytes for {}", path.display()),
+                });
             }
             if rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
                 return Err(StoreError::io(format!("allocate {}", path.display()), err));
             }
-            file.set_len(len).map_err(|e| StoreError::io(format!("size {}", path.display()), e))?;
+            file.set_len(len)
+                .map_err(|e| StoreError::io(format!("size {}", path.display()), e))?;
         }
         Self::map(path.to_path_buf(), file, len)
     }
@@ -66,16 +69,20 @@ impl MappedFile {
     /// died between creating and allocating it, so nothing was ever written to it. Returns
     /// whether it was removed; a short file with data in it is left for `open` to refuse.
     pub fn remove_if_unallocated(path: &Path, len: u64) -> Result<bool> {
-        let actual = std::fs::metadata(path).map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?.len();
+        let actual = std::fs::metadata(path)
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+            .len();
         if actual >= len {
             return Ok(false);
         }
-        let bytes = std::fs::read(path).map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| StoreError::io(format!("read {}", path.display()), e))?;
         if bytes.iter().any(|b| *b != 0) {
             return Ok(false);
         }
         tracing::warn!(file = %path.display(), size = actual, "removing a file a crash left unallocated");
-        std::fs::remove_file(path).map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
+        std::fs::remove_file(path)
+            .map_err(|e| StoreError::io(format!("remove {}", path.display()), e))?;
         Ok(true)
     }
 
@@ -86,7 +93,10 @@ impl MappedFile {
             .write(true)
             .open(path)
             .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
-        let actual = file.metadata().map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?.len();
+        let actual = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+            .len();
         if actual != len {
             return Err(StoreError::Corrupt {
                 offset: 0,
@@ -97,11 +107,16 @@ impl MappedFile {
     }
 
     fn map(path: PathBuf, file: File, len: u64) -> Result<MappedFile> {
-        let map = MmapRaw::map_raw(&file).map_err(|e| StoreError::io(format!("mmap {}", path.display()), e))?;
+        let map = MmapRaw::map_raw(&file)
+            .map_err(|e| StoreError::io(format!("mmap {}", path.display()), e))?;
         // The mapping keeps the file alive; closing the descriptor keeps thousands of queue
         // files from exhausting the process's file limit.
         drop(file);
-        Ok(MappedFile { path, map, len: len as usize })
+        Ok(MappedFile {
+            path,
+            map,
+            len: len as usize,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -116,15 +131,25 @@ impl MappedFile {
     ///
     /// Callers own the range: no other thread reads or writes it until they publish it.
     pub fn write_at(&self, pos: usize, data: &[u8]) {
-        assert!(pos + data.len() <= self.len, "write past the end of {}", self.path.display());
+        assert!(
+            pos + data.len() <= self.len,
+            "write past the end of {}",
+            self.path.display()
+        );
         // SAFETY: bounds checked above; exclusive ownership of the range by contract.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len())
+        }
     }
 
     /// Gives mutable access to a range the caller owns (see [`MappedFile::write_at`]).
     #[allow(clippy::mut_from_ref)]
     pub fn slice_mut(&self, pos: usize, len: usize) -> &mut [u8] {
-        assert!(pos + len <= self.len, "range past the end of {}", self.path.display());
+        assert!(
+            pos + len <= self.len,
+            "range past the end of {}",
+            self.path.display()
+        );
         // SAFETY: bounds checked; exclusive ownership of the range by contract.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(pos), len) }
     }
@@ -153,7 +178,8 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        self.map.advise_range(memmap2::Advice::PopulateWrite, pos, len)
+        self.map
+            .advise_range(memmap2::Advice::PopulateWrite, pos, len)
     }
 
     /// Flushes the whole file.

@@ -48,7 +48,11 @@ impl std::str::FromStr for MessageType {
             "delay" => MessageType::Delay,
             "transaction" => MessageType::Transaction,
             "priority" => MessageType::Priority,
-            other => return Err(format!("unknown message type {other:?} (normal, fifo, delay, transaction, priority)")),
+            other => {
+                return Err(format!(
+                    "unknown message type {other:?} (normal, fifo, delay, transaction, priority)"
+                ))
+            }
         })
     }
 }
@@ -90,9 +94,15 @@ pub const MAX_QUEUES: u32 = 1024;
 /// `|`, 1 to 127 characters.
 pub fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > crate::record::MAX_TOPIC_LEN {
-        return Err(StoreError::InvalidField { field: kind, reason: format!("{name:?} must be 1 to 127 characters") });
+        return Err(StoreError::InvalidField {
+            field: kind,
+            reason: format!("{name:?} must be 1 to 127 characters"),
+        });
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '%' | '-' | '_' | '|'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '%' | '-' | '_' | '|')))
+    {
         return Err(StoreError::InvalidField {
             field: kind,
             reason: format!("{name:?} contains {c:?}; allowed are letters, digits, %, -, _ and |"),
@@ -122,25 +132,35 @@ fn load_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
 impl TopicStore {
     pub fn open(dir: &Path) -> Result<TopicStore> {
         let topics: BTreeMap<String, TopicConfig> = load_json(&dir.join("topics.json"))?;
-        Ok(TopicStore { dir: dir.to_path_buf(), topics: Mutex::new(topics) })
+        Ok(TopicStore {
+            dir: dir.to_path_buf(),
+            topics: Mutex::new(topics),
+        })
     }
 
     fn persist(&self, topics: &BTreeMap<String, TopicConfig>) -> Result<()> {
-        let json = serde_json::to_vec_pretty(topics).map_err(|e| StoreError::malformed("topics", e.to_string()))?;
+        let json = serde_json::to_vec_pretty(topics)
+            .map_err(|e| StoreError::malformed("topics", e.to_string()))?;
         write_atomically(&self.dir, "topics.json", &json)
     }
 
     fn validate(t: &TopicConfig) -> Result<()> {
         validate_name("topic", &t.name)?;
         if t.queues == 0 || t.queues > MAX_QUEUES {
-            return Err(StoreError::InvalidField { field: "queues", reason: format!("{} is not within 1..={MAX_QUEUES}", t.queues) });
+            return Err(StoreError::InvalidField {
+                field: "queues",
+                reason: format!("{} is not within 1..={MAX_QUEUES}", t.queues),
+            });
         }
         Ok(())
     }
 
     /// Applies `change` to a copy of the topics, persists the copy and only then makes it
     /// current, so a failed write changes nothing.
-    fn change<T>(&self, change: impl FnOnce(&mut BTreeMap<String, TopicConfig>) -> Result<T>) -> Result<T> {
+    fn change<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, TopicConfig>) -> Result<T>,
+    ) -> Result<T> {
         let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = topics.clone();
         let out = change(&mut next)?;
@@ -184,15 +204,27 @@ impl TopicStore {
 
     /// Deletes a topic's configuration (its messages age out with the log).
     pub fn delete(&self, name: &str) -> Result<TopicConfig> {
-        self.change(|m| m.remove(name).ok_or_else(|| StoreError::UnknownTopic(name.to_string())))
+        self.change(|m| {
+            m.remove(name)
+                .ok_or_else(|| StoreError::UnknownTopic(name.to_string()))
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<TopicConfig> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn list(&self) -> Vec<TopicConfig> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -229,7 +261,10 @@ impl OffsetStore {
         let f: OffsetFile = load_json(&dir.join("offsets.json"))?;
         Ok(OffsetStore {
             dir: dir.to_path_buf(),
-            inner: Mutex::new(Offsets { map: f.offsets.into_iter().collect(), dirty: false }),
+            inner: Mutex::new(Offsets {
+                map: f.offsets.into_iter().collect(),
+                dirty: false,
+            }),
             persist_lock: Mutex::new(()),
         })
     }
@@ -238,7 +273,11 @@ impl OffsetStore {
     /// clean shutdown always does. Use [`OffsetStore::commit`] when the caller needs it durable.
     pub fn set(&self, group: &str, topic: &str, queue_id: u32, offset: u64) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = OffsetKey { group: group.into(), topic: topic.into(), queue_id };
+        let key = OffsetKey {
+            group: group.into(),
+            topic: topic.into(),
+            queue_id,
+        };
         if g.map.get(&key) != Some(&offset) {
             g.map.insert(key, offset);
             g.dirty = true;
@@ -253,7 +292,13 @@ impl OffsetStore {
 
     pub fn get(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.map.get(&OffsetKey { group: group.into(), topic: topic.into(), queue_id }).copied()
+        g.map
+            .get(&OffsetKey {
+                group: group.into(),
+                topic: topic.into(),
+                queue_id,
+            })
+            .copied()
     }
 
     /// All offsets, for admin views.
@@ -266,7 +311,8 @@ impl OffsetStore {
     pub fn remove_group(&self, group: &str, topic: Option<&str>) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let before = g.map.len();
-        g.map.retain(|k, _| !(k.group == group && topic.is_none_or(|t| k.topic == t)));
+        g.map
+            .retain(|k, _| !(k.group == group && topic.is_none_or(|t| k.topic == t)));
         if g.map.len() != before {
             g.dirty = true;
         }
@@ -281,9 +327,12 @@ impl OffsetStore {
                 return Ok(());
             }
             g.dirty = false;
-            OffsetFile { offsets: g.map.iter().map(|(k, v)| (k.clone(), *v)).collect() }
+            OffsetFile {
+                offsets: g.map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            }
         };
-        let json = serde_json::to_vec(&snapshot).map_err(|e| StoreError::malformed("offsets", e.to_string()))?;
+        let json = serde_json::to_vec(&snapshot)
+            .map_err(|e| StoreError::malformed("offsets", e.to_string()))?;
         if let Err(e) = write_atomically(&self.dir, "offsets.json", &json) {
             self.inner.lock().unwrap_or_else(|p| p.into_inner()).dirty = true;
             return Err(e);
@@ -300,20 +349,44 @@ mod tests {
     fn topics_survive_reopen_and_refuse_bad_input() {
         let dir = tempfile::tempdir().unwrap();
         let ts = TopicStore::open(dir.path()).unwrap();
-        let t = TopicConfig { name: "orders".into(), queues: 8, message_type: MessageType::Fifo, permission: Permission::ReadWrite };
+        let t = TopicConfig {
+            name: "orders".into(),
+            queues: 8,
+            message_type: MessageType::Fifo,
+            permission: Permission::ReadWrite,
+        };
         ts.create(t.clone()).unwrap();
-        assert!(matches!(ts.create(t.clone()), Err(StoreError::TopicExists(_))));
         assert!(matches!(
-            ts.create(TopicConfig { name: "bad name".into(), ..t.clone() }),
+            ts.create(t.clone()),
+            Err(StoreError::TopicExists(_))
+        ));
+        assert!(matches!(
+            ts.create(TopicConfig {
+                name: "bad name".into(),
+                ..t.clone()
+            }),
             Err(StoreError::InvalidField { field: "topic", .. })
         ));
-        assert!(matches!(ts.create(TopicConfig { name: "z".into(), queues: 0, ..t.clone() }), Err(StoreError::InvalidField { field: "queues", .. })));
+        assert!(matches!(
+            ts.create(TopicConfig {
+                name: "z".into(),
+                queues: 0,
+                ..t.clone()
+            }),
+            Err(StoreError::InvalidField {
+                field: "queues",
+                ..
+            })
+        ));
         drop(ts);
         let ts = TopicStore::open(dir.path()).unwrap();
         assert_eq!(ts.get("orders"), Some(t));
         assert_eq!(ts.list().len(), 1);
         ts.delete("orders").unwrap();
-        assert!(TopicStore::open(dir.path()).unwrap().get("orders").is_none());
+        assert!(TopicStore::open(dir.path())
+            .unwrap()
+            .get("orders")
+            .is_none());
     }
 
     #[test]
@@ -333,6 +406,9 @@ mod tests {
     fn damaged_metadata_is_refused_not_guessed() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("topics.json"), b"{ not json").unwrap();
-        assert!(matches!(TopicStore::open(dir.path()), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            TopicStore::open(dir.path()),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

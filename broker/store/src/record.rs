@@ -55,9 +55,10 @@ pub const MAX_TOPIC_LEN: usize = 127;
 /// Upper bound on the encoded properties, so a corrupt length cannot make us allocate much.
 pub const MAX_PROPERTIES_LEN: usize = 1 << 20;
 
-
 /// What a record means for a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum TxKind {
     /// An ordinary message.
     #[default]
@@ -137,7 +138,11 @@ impl StoredMessage {
 
     /// The message's index keys (property `KEYS`, space separated).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.properties.get(crate::PROP_KEYS).into_iter().flat_map(|k| k.split(crate::KEY_SEPARATOR)).filter(|k| !k.is_empty())
+        self.properties
+            .get(crate::PROP_KEYS)
+            .into_iter()
+            .flat_map(|k| k.split(crate::KEY_SEPARATOR))
+            .filter(|k| !k.is_empty())
     }
 
     /// The producer-assigned message id (property `UNIQ_KEY`), if any.
@@ -173,7 +178,10 @@ pub fn encoded_len(msg: &NewMessage) -> Result<usize> {
     if msg.topic.is_empty() || msg.topic.len() > MAX_TOPIC_LEN {
         return Err(StoreError::InvalidField {
             field: "topic",
-            reason: format!("length {} is not within 1..={MAX_TOPIC_LEN}", msg.topic.len()),
+            reason: format!(
+                "length {} is not within 1..={MAX_TOPIC_LEN}",
+                msg.topic.len()
+            ),
         });
     }
     let props = properties_len(&msg.properties)?;
@@ -184,7 +192,10 @@ fn properties_len(props: &BTreeMap<String, String>) -> Result<usize> {
     let mut len = 0usize;
     for (k, v) in props {
         if k.is_empty() || k.len() > u16::MAX as usize {
-            return Err(StoreError::InvalidField { field: "properties", reason: format!("key of length {}", k.len()) });
+            return Err(StoreError::InvalidField {
+                field: "properties",
+                reason: format!("key of length {}", k.len()),
+            });
         }
         len += 2 + k.len() + 4 + v.len();
     }
@@ -227,10 +238,15 @@ fn decode_host(b: &[u8]) -> Option<SocketAddr> {
 pub fn encode(msg: &NewMessage, store_host: Option<SocketAddr>, out: &mut [u8]) -> Result<()> {
     let total = encoded_len(msg)?;
     if out.len() != total {
-        return Err(StoreError::malformed("record buffer", format!("{} bytes for a {total}-byte record", out.len())));
+        return Err(StoreError::malformed(
+            "record buffer",
+            format!("{} bytes for a {total}-byte record", out.len()),
+        ));
     }
-    let total_u32 = u32::try_from(total)
-        .map_err(|_| StoreError::InvalidField { field: "body", reason: format!("record of {total} bytes") })?;
+    let total_u32 = u32::try_from(total).map_err(|_| StoreError::InvalidField {
+        field: "body",
+        reason: format!("record of {total} bytes"),
+    })?;
     out[0..4].copy_from_slice(&total_u32.to_le_bytes());
     out[4..8].fill(0);
     out[8..10].copy_from_slice(&MAGIC_MESSAGE.to_le_bytes());
@@ -315,13 +331,22 @@ pub fn probe(buf: &[u8], expected_phys: u64) -> Result<Slot> {
         if buf[..MIN_FILLER].iter().all(|b| *b == 0) {
             return Ok(Slot::Empty);
         }
-        return Err(StoreError::Corrupt { offset: expected_phys, reason: "zero length with non-zero header".into() });
+        return Err(StoreError::Corrupt {
+            offset: expected_phys,
+            reason: "zero length with non-zero header".into(),
+        });
     }
     let magic = u16_at(buf, 8);
-    let corrupt = |reason: String| StoreError::Corrupt { offset: expected_phys, reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        offset: expected_phys,
+        reason,
+    };
     if magic == MAGIC_FILLER {
         if total != buf.len() {
-            return Err(corrupt(format!("filler of {total} bytes where {} remain", buf.len())));
+            return Err(corrupt(format!(
+                "filler of {total} bytes where {} remain",
+                buf.len()
+            )));
         }
         if crc32c::crc32c(&buf[8..12]) != u32_at(buf, 4) {
             return Err(corrupt("filler checksum mismatch".into()));
@@ -335,14 +360,20 @@ pub fn probe(buf: &[u8], expected_phys: u64) -> Result<Slot> {
         return Err(corrupt(format!("unknown record version {}", buf[10])));
     }
     if total < MIN_RECORD_LEN || total > buf.len() {
-        return Err(corrupt(format!("length {total} outside {MIN_RECORD_LEN}..={}", buf.len())));
+        return Err(corrupt(format!(
+            "length {total} outside {MIN_RECORD_LEN}..={}",
+            buf.len()
+        )));
     }
     let crc = u32_at(buf, 4);
     if crc32c::crc32c(&buf[8..total]) != crc {
         return Err(corrupt("checksum mismatch".into()));
     }
     if u64_at(buf, 24) != expected_phys {
-        return Err(corrupt(format!("record says it lives at offset {}", u64_at(buf, 24))));
+        return Err(corrupt(format!(
+            "record says it lives at offset {}",
+            u64_at(buf, 24)
+        )));
     }
     Ok(Slot::Message(total as u32))
 }
@@ -350,7 +381,10 @@ pub fn probe(buf: &[u8], expected_phys: u64) -> Result<Slot> {
 /// Reads the header of a record already validated by [`probe`].
 pub fn header(rec: &[u8]) -> Result<RecordHeader> {
     if rec.len() < FIXED_LEN {
-        return Err(StoreError::malformed("record header", format!("{} bytes", rec.len())));
+        return Err(StoreError::malformed(
+            "record header",
+            format!("{} bytes", rec.len()),
+        ));
     }
     Ok(RecordHeader {
         total_len: u32_at(rec, 0),
@@ -358,8 +392,9 @@ pub fn header(rec: &[u8]) -> Result<RecordHeader> {
         queue_offset: u64_at(rec, 16),
         phys_offset: u64_at(rec, 24),
         store_timestamp_ms: u64_at(rec, 40) as i64,
-        tx_kind: TxKind::from_byte(rec[11])
-            .ok_or_else(|| StoreError::malformed("record header", format!("tx kind {}", rec[11])))?,
+        tx_kind: TxKind::from_byte(rec[11]).ok_or_else(|| {
+            StoreError::malformed("record header", format!("tx kind {}", rec[11]))
+        })?,
     })
 }
 
@@ -371,9 +406,19 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or_else(|| {
-            StoreError::malformed("record", format!("{what} of {n} bytes overruns the record at byte {}", self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| {
+                StoreError::malformed(
+                    "record",
+                    format!(
+                        "{what} of {n} bytes overruns the record at byte {}",
+                        self.pos
+                    ),
+                )
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -388,7 +433,8 @@ impl<'a> Reader<'a> {
     }
     fn str(&mut self, n: usize, what: &'static str) -> Result<String> {
         let s = self.take(n, what)?;
-        String::from_utf8(s.to_vec()).map_err(|_| StoreError::malformed("record", format!("{what} is not UTF-8")))
+        String::from_utf8(s.to_vec())
+            .map_err(|_| StoreError::malformed("record", format!("{what} is not UTF-8")))
     }
 }
 
@@ -398,17 +444,26 @@ pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
     let len = match probe(buf, expected_phys)? {
         Slot::Message(len) => len as usize,
         Slot::Filler | Slot::Empty => {
-            return Err(StoreError::Corrupt { offset: expected_phys, reason: "no message record here".into() })
+            return Err(StoreError::Corrupt {
+                offset: expected_phys,
+                reason: "no message record here".into(),
+            })
         }
     };
     let rec = &buf[..len];
     let h = header(rec)?;
-    let mut r = Reader { buf: rec, pos: FIXED_LEN };
+    let mut r = Reader {
+        buf: rec,
+        pos: FIXED_LEN,
+    };
     let topic_len = r.u16("topic length")? as usize;
     let topic = r.str(topic_len, "topic")?;
     let props_len = r.u32("properties length")? as usize;
     if props_len > MAX_PROPERTIES_LEN {
-        return Err(StoreError::malformed("record", format!("properties length {props_len}")));
+        return Err(StoreError::malformed(
+            "record",
+            format!("properties length {props_len}"),
+        ));
     }
     let props = r.take(props_len, "properties")?;
     let mut pr = Reader { buf: props, pos: 0 };
@@ -423,7 +478,10 @@ pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
     let body_len = r.u32("body length")? as usize;
     let body = r.take(body_len, "body")?.to_vec();
     if r.pos != rec.len() {
-        return Err(StoreError::malformed("record", format!("{} trailing bytes", rec.len() - r.pos)));
+        return Err(StoreError::malformed(
+            "record",
+            format!("{} trailing bytes", rec.len() - r.pos),
+        ));
     }
     Ok(StoredMessage {
         topic,
@@ -446,7 +504,10 @@ pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
 
 /// Reads only the topic of a validated record (the dispatcher's hot path).
 pub fn topic_of(rec: &[u8]) -> Result<&str> {
-    let mut r = Reader { buf: rec, pos: FIXED_LEN };
+    let mut r = Reader {
+        buf: rec,
+        pos: FIXED_LEN,
+    };
     let n = r.u16("topic length")? as usize;
     let t = r.take(n, "topic")?;
     std::str::from_utf8(t).map_err(|_| StoreError::malformed("record", "topic is not UTF-8"))
@@ -454,7 +515,10 @@ pub fn topic_of(rec: &[u8]) -> Result<&str> {
 
 /// Calls `f` for every property of a validated record without copying anything.
 pub fn for_each_property<'a>(rec: &'a [u8], mut f: impl FnMut(&'a str, &'a str)) -> Result<()> {
-    let mut r = Reader { buf: rec, pos: FIXED_LEN };
+    let mut r = Reader {
+        buf: rec,
+        pos: FIXED_LEN,
+    };
     let n = r.u16("topic length")? as usize;
     r.take(n, "topic")?;
     let props_len = r.u32("properties length")? as usize;
@@ -533,7 +597,10 @@ mod tests {
             for bit in 0..8 {
                 let mut b = buf.clone();
                 b[byte] ^= 1 << bit;
-                assert!(decode(&b, 0).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
+                assert!(
+                    decode(&b, 0).is_err(),
+                    "flip of bit {bit} in byte {byte} went unnoticed"
+                );
             }
         }
     }
@@ -541,7 +608,10 @@ mod tests {
     #[test]
     fn record_at_the_wrong_place_is_refused() {
         let buf = encode_sealed(&sample(), 1, 100);
-        assert!(matches!(decode(&buf, 200), Err(StoreError::Corrupt { offset: 200, .. })));
+        assert!(matches!(
+            decode(&buf, 200),
+            Err(StoreError::Corrupt { offset: 200, .. })
+        ));
     }
 
     #[test]
@@ -557,7 +627,10 @@ mod tests {
     fn oversized_topic_is_refused() {
         let mut m = sample();
         m.topic = "t".repeat(MAX_TOPIC_LEN + 1);
-        assert!(matches!(encoded_len(&m), Err(StoreError::InvalidField { field: "topic", .. })));
+        assert!(matches!(
+            encoded_len(&m),
+            Err(StoreError::InvalidField { field: "topic", .. })
+        ));
     }
 
     proptest! {

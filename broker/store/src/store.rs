@@ -54,12 +54,19 @@ impl TagFilter {
         if expr.is_empty() || expr == "*" {
             return TagFilter::default();
         }
-        let tags: Vec<String> =
-            expr.split("||").map(|t| t.trim()).filter(|t| !t.is_empty()).map(str::to_string).collect();
+        let tags: Vec<String> = expr
+            .split("||")
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
         if tags.iter().any(|t| t == "*") {
             return TagFilter::default();
         }
-        let hashes = tags.iter().map(|t| consume_queue::tag_hash(Some(t))).collect();
+        let hashes = tags
+            .iter()
+            .map(|t| consume_queue::tag_hash(Some(t)))
+            .collect();
         TagFilter { tags, hashes }
     }
 
@@ -209,7 +216,10 @@ pub struct Store {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -229,11 +239,14 @@ impl Store {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| StoreError::io(format!("create {}", dir.join(sub).display()), e))?;
         }
-        let lock_file = File::create(dir.join("LOCK")).map_err(|e| StoreError::io("create LOCK", e))?;
+        let lock_file =
+            File::create(dir.join("LOCK")).map_err(|e| StoreError::io("create LOCK", e))?;
         match lock_file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io("lock data directory", e)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io("lock data directory", e))
+            }
         }
 
         let marker = dir.join(RUNNING_MARKER);
@@ -248,8 +261,16 @@ impl Store {
         };
         let log = CommitLog::open(&dir.join("commitlog"), cfg.segment_size)?;
         let (from, durable, dispatch_from) = match (cp, unclean) {
-            (Some(cp), false) => (cp.dispatched.min(cp.log_flushed), cp.log_flushed, cp.dispatched),
-            (Some(cp), true) => (cp.dispatched.min(cp.log_flushed), cp.log_flushed, cp.dispatched),
+            (Some(cp), false) => (
+                cp.dispatched.min(cp.log_flushed),
+                cp.log_flushed,
+                cp.dispatched,
+            ),
+            (Some(cp), true) => (
+                cp.dispatched.min(cp.log_flushed),
+                cp.log_flushed,
+                cp.dispatched,
+            ),
             (None, _) => (log.min_pos(), 0, log.min_pos()),
         };
         let report: ScanReport = log.recover(from, durable)?;
@@ -263,7 +284,8 @@ impl Store {
             );
         }
         // Everything recovered is flushed before anything new is acknowledged.
-        log.flush_to(report.end).map_err(|e| StoreError::io("flush recovered log", e))?;
+        log.flush_to(report.end)
+            .map_err(|e| StoreError::io("flush recovered log", e))?;
         log.set_flushed(report.end);
 
         let index = Index::open(&dir.join("index"), cfg.index_slots, cfg.index_entries)?;
@@ -312,14 +334,21 @@ impl Store {
         });
 
         // Re-dispatch what the derived files may lack, then derive the writer's queue offsets.
-        let start = inner.dispatched.load(Ordering::Acquire).max(inner.log.min_pos()).min(report.end);
+        let start = inner
+            .dispatched
+            .load(Ordering::Acquire)
+            .max(inner.log.min_pos())
+            .min(report.end);
         inner.dispatched.store(start, Ordering::Release);
         inner.dispatch_until(report.end)?;
         {
             let mut w = lock(&inner.writer);
             for (topic, queues) in inner.cqs.read().unwrap_or_else(|p| p.into_inner()).iter() {
                 for (q, cq) in queues {
-                    w.next.entry(topic.clone()).or_default().insert(*q, cq.max_offset());
+                    w.next
+                        .entry(topic.clone())
+                        .or_default()
+                        .insert(*q, cq.max_offset());
                 }
             }
         }
@@ -343,7 +372,12 @@ impl Store {
             threads.push(spawn("store-prefault", Inner::run_prefaulter, &inner)?);
         }
         info!(end = report.end, "store open");
-        Ok(Arc::new(Store { inner, threads: Mutex::new(threads), _lock: lock_file, closed: AtomicBool::new(false) }))
+        Ok(Arc::new(Store {
+            inner,
+            threads: Mutex::new(threads),
+            _lock: lock_file,
+            closed: AtomicBool::new(false),
+        }))
     }
 
     /// The configuration the store runs with.
@@ -363,7 +397,14 @@ impl Store {
     }
 
     /// Reads up to `max` messages of a queue from `offset`, optionally filtered by tag.
-    pub fn read(&self, topic: &str, queue_id: u32, offset: u64, max: usize, filter: Option<&TagFilter>) -> Result<ReadResult> {
+    pub fn read(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        filter: Option<&TagFilter>,
+    ) -> Result<ReadResult> {
         self.inner.read(topic, queue_id, offset, max, filter)
     }
 
@@ -382,13 +423,25 @@ impl Store {
 
     /// Messages of `topic` carrying `key` (property `KEYS`), stored within `begin..=end` ms,
     /// newest first.
-    pub fn lookup_key(&self, topic: &str, key: &str, begin_ms: i64, end_ms: i64, max: usize) -> Vec<StoredMessage> {
-        self.inner.lookup(topic, key, begin_ms, end_ms, max, |m| m.keys().any(|k| k == key))
+    pub fn lookup_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: i64,
+        end_ms: i64,
+        max: usize,
+    ) -> Vec<StoredMessage> {
+        self.inner.lookup(topic, key, begin_ms, end_ms, max, |m| {
+            m.keys().any(|k| k == key)
+        })
     }
 
     /// The message of `topic` with message id `id` (property `UNIQ_KEY`).
     pub fn lookup_id(&self, topic: &str, id: &str) -> Option<StoredMessage> {
-        self.inner.lookup(topic, id, i64::MIN, i64::MAX, 1, |m| m.msg_id() == Some(id)).into_iter().next()
+        self.inner
+            .lookup(topic, id, i64::MIN, i64::MAX, 1, |m| m.msg_id() == Some(id))
+            .into_iter()
+            .next()
     }
 
     /// Topic metadata.
@@ -405,7 +458,11 @@ impl Store {
     /// consume queue entry is written, so a read triggered by it finds the message). A
     /// callback that needs the store should hold a `Weak`, or the store is never dropped.
     pub fn on_dispatch(&self, f: DispatchListener) {
-        self.inner.listeners.write().unwrap_or_else(|p| p.into_inner()).push(f);
+        self.inner
+            .listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
     }
 
     /// Waits until every record below commit log offset `end` is dispatched (readable by
@@ -423,7 +480,11 @@ impl Store {
             if now >= deadline {
                 break false;
             }
-            g = inner.dispatched_cv.wait_timeout(g, (deadline - now).min(Duration::from_millis(10))).unwrap_or_else(|p| p.into_inner()).0;
+            g = inner
+                .dispatched_cv
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(10)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         };
         drop(g);
         inner.dispatch_waiters.fetch_sub(1, Ordering::SeqCst);
@@ -508,7 +569,8 @@ impl Store {
         let end = i.log.write_pos();
         i.dispatch_until(end)?;
         i.flush_log(end)?;
-        i.flush_derived().map_err(|e| StoreError::io("flush consume queues and index", e))?;
+        i.flush_derived()
+            .map_err(|e| StoreError::io("flush consume queues and index", e))?;
         i.offsets.persist()?;
         i.write_checkpoint()?;
         let marker = i.cfg.data_dir.join(RUNNING_MARKER);
@@ -527,9 +589,15 @@ impl Drop for Store {
     }
 }
 
-fn open_consume_queues(dir: &Path, per_file: u64, log_end: u64) -> Result<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>> {
+fn open_consume_queues(
+    dir: &Path,
+    per_file: u64,
+    log_end: u64,
+) -> Result<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>> {
     let mut out = HashMap::new();
-    let list = |d: &Path| std::fs::read_dir(d).map_err(|e| StoreError::io(format!("list {}", d.display()), e));
+    let list = |d: &Path| {
+        std::fs::read_dir(d).map_err(|e| StoreError::io(format!("list {}", d.display()), e))
+    };
     for t in list(dir)? {
         let t = t.map_err(|e| StoreError::io("list consume queues", e))?;
         if !t.path().is_dir() {
@@ -538,10 +606,14 @@ fn open_consume_queues(dir: &Path, per_file: u64, log_end: u64) -> Result<HashMa
         let topic = t.file_name().to_string_lossy().to_string();
         for q in list(&t.path())? {
             let q = q.map_err(|e| StoreError::io("list consume queues", e))?;
-            let Ok(qid) = q.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(qid) = q.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             let cq = ConsumeQueue::open(&q.path(), per_file)?;
             cq.recover(log_end)?;
-            out.entry(topic.clone()).or_insert_with(HashMap::new).insert(qid, Arc::new(cq));
+            out.entry(topic.clone())
+                .or_insert_with(HashMap::new)
+                .insert(qid, Arc::new(cq));
         }
     }
     Ok(out)
@@ -552,7 +624,9 @@ impl Inner {
         if !self.stopped_flag.load(Ordering::Acquire) {
             return None;
         }
-        Some(StoreError::Stopped { cause: lock(&self.stopped).clone().unwrap_or_default() })
+        Some(StoreError::Stopped {
+            cause: lock(&self.stopped).clone().unwrap_or_default(),
+        })
     }
 
     fn stop(&self, cause: String) {
@@ -567,7 +641,12 @@ impl Inner {
     }
 
     fn cq(&self, topic: &str, queue_id: u32) -> Option<Arc<ConsumeQueue>> {
-        self.cqs.read().unwrap_or_else(|p| p.into_inner()).get(topic).and_then(|q| q.get(&queue_id)).cloned()
+        self.cqs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .and_then(|q| q.get(&queue_id))
+            .cloned()
     }
 
     fn cq_or_create(&self, topic: &str, queue_id: u32) -> Result<Arc<ConsumeQueue>> {
@@ -581,14 +660,18 @@ impl Inner {
         let dir = self.cq_dir.join(topic).join(queue_id.to_string());
         let cq = Arc::new(ConsumeQueue::open(&dir, self.cfg.cq_entries_per_file)?);
         sync_dir(&self.cq_dir)?;
-        map.entry(topic.to_string()).or_default().insert(queue_id, cq.clone());
+        map.entry(topic.to_string())
+            .or_default()
+            .insert(queue_id, cq.clone());
         Ok(cq)
     }
 
     /// Why appends are refused right now, if they are (a fresh error each call).
     fn refusal(&self) -> Option<StoreError> {
         if self.shutdown.load(Ordering::Acquire) {
-            return Some(StoreError::Stopped { cause: "store is closed".into() });
+            return Some(StoreError::Stopped {
+                cause: "store is closed".into(),
+            });
         }
         if let Some(e) = self.stopped_error() {
             return Some(e);
@@ -601,9 +684,9 @@ impl Inner {
     }
 
     fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
-        self.append_batch(std::slice::from_ref(msg)).pop().unwrap_or_else(|| {
-            Err(StoreError::malformed("append", "no result for the message"))
-        })
+        self.append_batch(std::slice::from_ref(msg))
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::malformed("append", "no result for the message")))
     }
 
     /// Appends several messages under one lock and, in sync mode, one wait for the flush.
@@ -613,7 +696,10 @@ impl Inner {
         let mut lens = Vec::with_capacity(msgs.len());
         for m in msgs {
             let checked = if m.body.len() > self.cfg.max_body_size {
-                Err(StoreError::BodyTooLarge { size: m.body.len(), limit: self.cfg.max_body_size })
+                Err(StoreError::BodyTooLarge {
+                    size: m.body.len(),
+                    limit: self.cfg.max_body_size,
+                })
             } else if let Some(e) = self.refusal() {
                 Err(e)
             } else {
@@ -643,7 +729,12 @@ impl Inner {
                     record::seal(out, queue_offset, pos, store_ts);
                     self.log.publish(pos + len as u64);
                     *next += 1;
-                    Ok(AppendResult { phys_offset: pos, queue_offset, size: len as u32, store_timestamp_ms: store_ts })
+                    Ok(AppendResult {
+                        phys_offset: pos,
+                        queue_offset,
+                        size: len as u32,
+                        store_timestamp_ms: store_ts,
+                    })
                 });
                 if let Ok(a) = &r {
                     count += 1;
@@ -666,7 +757,9 @@ impl Inner {
             if let Err(e) = self.wait_flushed(end) {
                 let cause = e.to_string();
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(StoreError::Stopped { cause: cause.clone() });
+                    *r = Err(StoreError::Stopped {
+                        cause: cause.clone(),
+                    });
                 }
             }
         }
@@ -681,7 +774,10 @@ impl Inner {
         }
         // Each waiter parks on its own; the flusher unparks exactly those a flush covered,
         // so waking sixteen writers is sixteen unparks, not a convoy on one mutex.
-        lock(&self.flush_list).push(FlushWaiter { end, thread: std::thread::current() });
+        lock(&self.flush_list).push(FlushWaiter {
+            end,
+            thread: std::thread::current(),
+        });
         self.flush_waiters.fetch_add(1, Ordering::SeqCst);
         if self.flusher_idle.load(Ordering::SeqCst) {
             let _g = lock(&self.flush_mx);
@@ -731,7 +827,8 @@ impl Inner {
         match r {
             Ok(()) => {
                 self.flushes.fetch_add(1, Ordering::Relaxed);
-                self.flush_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                self.flush_nanos
+                    .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -757,11 +854,17 @@ impl Inner {
                     // check sees it and wakes us (no lost wake-up).
                     self.flusher_idle.store(true, Ordering::SeqCst);
                     let pending = self.log.write_pos() > self.log.flushed_pos();
-                    if self.cfg.flush == FlushMode::Sync && pending && self.flush_waiters.load(Ordering::SeqCst) > 0 {
+                    if self.cfg.flush == FlushMode::Sync
+                        && pending
+                        && self.flush_waiters.load(Ordering::SeqCst) > 0
+                    {
                         self.flusher_idle.store(false, Ordering::SeqCst);
                         break;
                     }
-                    let (ng, to) = self.flush_cv.wait_timeout(g, interval).unwrap_or_else(|p| p.into_inner());
+                    let (ng, to) = self
+                        .flush_cv
+                        .wait_timeout(g, interval)
+                        .unwrap_or_else(|p| p.into_inner());
                     self.flusher_idle.store(false, Ordering::SeqCst);
                     g = ng;
                     if to.timed_out() && self.log.write_pos() > self.log.flushed_pos() {
@@ -804,7 +907,10 @@ impl Inner {
                 self.dispatcher_idle.store(false, Ordering::SeqCst);
                 continue;
             }
-            let _ = self.dispatch_cv.wait_timeout(g, Duration::from_millis(20)).unwrap_or_else(|p| p.into_inner());
+            let _ = self
+                .dispatch_cv
+                .wait_timeout(g, Duration::from_millis(20))
+                .unwrap_or_else(|p| p.into_inner());
             self.dispatcher_idle.store(false, Ordering::SeqCst);
         }
     }
@@ -815,7 +921,11 @@ impl Inner {
         if from >= end {
             return Ok(());
         }
-        let listeners: Vec<DispatchListener> = self.listeners.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let listeners: Vec<DispatchListener> = self
+            .listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut done = from;
         let r = self.log.for_each_raw(from, end, |pos, rec| {
             self.dispatch_one(pos, rec, &listeners)?;
@@ -851,7 +961,11 @@ impl Inner {
         let cq = self.cq_or_create(topic, h.queue_id)?;
         cq.put(
             h.queue_offset,
-            consume_queue::Entry { phys_offset: pos, size: h.total_len, tag_hash: consume_queue::tag_hash(tag) },
+            consume_queue::Entry {
+                phys_offset: pos,
+                size: h.total_len,
+                tag_hash: consume_queue::tag_hash(tag),
+            },
         )?;
         if self.index_done_upto.is_none_or(|upto| pos > upto) {
             if let Some(id) = id {
@@ -882,13 +996,27 @@ impl Inner {
         Ok(())
     }
 
-    fn read(&self, topic: &str, queue_id: u32, offset: u64, max: usize, filter: Option<&TagFilter>) -> Result<ReadResult> {
+    fn read(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        filter: Option<&TagFilter>,
+    ) -> Result<ReadResult> {
         let Some(cq) = self.cq(topic, queue_id) else {
-            return Ok(ReadResult { next_offset: offset.min(0), ..Default::default() });
+            return Ok(ReadResult {
+                next_offset: offset.min(0),
+                ..Default::default()
+            });
         };
         let min = cq.min_offset();
         let max_off = cq.max_offset();
-        let mut out = ReadResult { min_offset: min, max_offset: max_off, ..Default::default() };
+        let mut out = ReadResult {
+            min_offset: min,
+            max_offset: max_off,
+            ..Default::default()
+        };
         let mut o = offset.max(min);
         let scan_limit = max.saturating_mul(16).clamp(64, 4096) as u64;
         let stop = max_off.min(o.saturating_add(scan_limit));
@@ -904,7 +1032,13 @@ impl Inner {
                 Ok(m) => {
                     if m.topic != topic || m.queue_id != queue_id || m.queue_offset != o {
                         self.corrupt_seen.fetch_add(1, Ordering::Relaxed);
-                        error!(topic, queue_id, queue_offset = o, phys = e.phys_offset, "consume queue entry points at another record; skipped");
+                        error!(
+                            topic,
+                            queue_id,
+                            queue_offset = o,
+                            phys = e.phys_offset,
+                            "consume queue entry points at another record; skipped"
+                        );
                         out.corrupt.push(e.phys_offset);
                     } else if filter.is_none_or(|f| f.matches(m.tag())) {
                         out.messages.push(m);
@@ -926,7 +1060,15 @@ impl Inner {
         Ok(out)
     }
 
-    fn lookup(&self, topic: &str, key: &str, begin: i64, end: i64, max: usize, confirm: impl Fn(&StoredMessage) -> bool) -> Vec<StoredMessage> {
+    fn lookup(
+        &self,
+        topic: &str,
+        key: &str,
+        begin: i64,
+        end: i64,
+        max: usize,
+        confirm: impl Fn(&StoredMessage) -> bool,
+    ) -> Vec<StoredMessage> {
         let mut out = Vec::new();
         for phys in self.index.lookup(topic, key, begin, end, max) {
             if out.len() >= max {
@@ -942,8 +1084,13 @@ impl Inner {
     }
 
     fn flush_derived(&self) -> std::io::Result<()> {
-        let cqs: Vec<Arc<ConsumeQueue>> =
-            self.cqs.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|q| q.values().cloned()).collect();
+        let cqs: Vec<Arc<ConsumeQueue>> = self
+            .cqs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|q| q.values().cloned())
+            .collect();
         for cq in cqs {
             cq.flush()?;
         }
@@ -954,7 +1101,8 @@ impl Inner {
     /// entry it promises is on disk when it is written.
     fn write_checkpoint(&self) -> Result<()> {
         let dispatched = self.dispatched.load(Ordering::Acquire);
-        self.flush_derived().map_err(|e| StoreError::io("flush consume queues and index", e))?;
+        self.flush_derived()
+            .map_err(|e| StoreError::io("flush consume queues and index", e))?;
         let cp = Checkpoint {
             log_flushed: self.log.flushed_pos(),
             dispatched,
@@ -965,7 +1113,8 @@ impl Inner {
     }
 
     fn check_disk(&self) {
-        let path = std::ffi::CString::new(self.cfg.data_dir.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        let path = std::ffi::CString::new(self.cfg.data_dir.as_os_str().as_encoded_bytes())
+            .unwrap_or_default();
         // SAFETY: statvfs fills a plain struct for a NUL-terminated path.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
@@ -982,7 +1131,10 @@ impl Inner {
         let mut full = lock(&self.disk_full);
         if used >= self.cfg.disk_high_water {
             if full.is_none() {
-                warn!(used = format!("{:.1}%", used * 100.0), "disk above the high-water mark; refusing appends");
+                warn!(
+                    used = format!("{:.1}%", used * 100.0),
+                    "disk above the high-water mark; refusing appends"
+                );
             }
             *full = Some(format!(
                 "{} is {:.1}% full, above the high-water mark of {:.0}%",
@@ -1007,12 +1159,20 @@ impl Inner {
             if base + self.cfg.segment_size > dispatched {
                 return false;
             }
-            let old = now.duration_since(mtime).map(|age| age > retention).unwrap_or(false);
+            let old = now
+                .duration_since(mtime)
+                .map(|age| age > retention)
+                .unwrap_or(false);
             let over = budget.is_some_and(|b| total > b);
             old || over
         })?;
-        let cqs: Vec<Arc<ConsumeQueue>> =
-            self.cqs.read().unwrap_or_else(|p| p.into_inner()).values().flat_map(|q| q.values().cloned()).collect();
+        let cqs: Vec<Arc<ConsumeQueue>> = self
+            .cqs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|q| q.values().cloned())
+            .collect();
         for cq in cqs {
             cq.trim(min)?;
         }
@@ -1058,7 +1218,10 @@ impl Inner {
                 if self.shutdown.load(Ordering::SeqCst) {
                     return;
                 }
-                let _ = self.house_cv.wait_timeout(g, self.cfg.flush_interval).unwrap_or_else(|p| p.into_inner());
+                let _ = self
+                    .house_cv
+                    .wait_timeout(g, self.cfg.flush_interval)
+                    .unwrap_or_else(|p| p.into_inner());
                 if self.shutdown.load(Ordering::SeqCst) {
                     return;
                 }

@@ -10,7 +10,10 @@ use ferromq_store::{FlushMode, Store, StoreError, TagFilter};
 use support::{body_for, message, small_config};
 
 fn wait(store: &Store) {
-    assert!(store.wait_dispatched(store.stats().log_write_offset, Duration::from_secs(10)), "dispatch did not catch up");
+    assert!(
+        store.wait_dispatched(store.stats().log_write_offset, Duration::from_secs(10)),
+        "dispatch did not catch up"
+    );
 }
 
 #[test]
@@ -43,7 +46,10 @@ fn appended_messages_read_back_intact_in_both_flush_modes() {
         }
         if mode == FlushMode::Sync {
             let s = store.stats();
-            assert_eq!(s.log_flushed_offset, s.log_write_offset, "sync appends must be flushed when acked");
+            assert_eq!(
+                s.log_flushed_offset, s.log_write_offset,
+                "sync appends must be flushed when acked"
+            );
         }
     }
 }
@@ -58,15 +64,28 @@ fn concurrent_appenders_get_contiguous_queue_offsets_and_share_flushes() {
         .map(|t| {
             let s = store.clone();
             std::thread::spawn(move || {
-                (0..100).map(|i| s.append(&message("t", 0, &format!("{t}-{i}"), None, &[])).unwrap().queue_offset).collect::<Vec<_>>()
+                (0..100)
+                    .map(|i| {
+                        s.append(&message("t", 0, &format!("{t}-{i}"), None, &[]))
+                            .unwrap()
+                            .queue_offset
+                    })
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut all: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort_unstable();
     assert_eq!(all, (0..800).collect::<Vec<_>>());
     let s = store.stats();
-    assert!(s.flushes_total < 800, "group commit should share flushes, saw {} flushes for 800 appends", s.flushes_total);
+    assert!(
+        s.flushes_total < 800,
+        "group commit should share flushes, saw {} flushes for 800 appends",
+        s.flushes_total
+    );
 }
 
 #[test]
@@ -75,9 +94,13 @@ fn tag_filter_returns_exactly_the_matching_tags() {
     let store = Store::open(small_config(dir.path())).unwrap();
     for i in 0..300 {
         let tag = ["A", "B", "C"][i % 3];
-        store.append(&message("t", 0, &format!("m{i}"), Some(tag), &[])).unwrap();
+        store
+            .append(&message("t", 0, &format!("m{i}"), Some(tag), &[]))
+            .unwrap();
     }
-    store.append(&message("t", 0, "untagged", None, &[])).unwrap();
+    store
+        .append(&message("t", 0, "untagged", None, &[]))
+        .unwrap();
     wait(&store);
     let f = TagFilter::parse("A || C");
     let mut got = vec![];
@@ -92,7 +115,14 @@ fn tag_filter_returns_exactly_the_matching_tags() {
     }
     assert_eq!(got.len(), 200);
     assert!(got.iter().all(|t| t == "A" || t == "C"));
-    assert_eq!(store.read("t", 0, 0, 1000, Some(&TagFilter::parse("*"))).unwrap().messages.len(), 301);
+    assert_eq!(
+        store
+            .read("t", 0, 0, 1000, Some(&TagFilter::parse("*")))
+            .unwrap()
+            .messages
+            .len(),
+        301
+    );
 }
 
 #[test]
@@ -100,17 +130,35 @@ fn lookups_by_key_and_id_find_only_the_right_messages() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(small_config(dir.path())).unwrap();
     for i in 0..200 {
-        store.append(&message("a", 0, &format!("id{i}"), None, &[&format!("order-{}", i % 10), "common"])).unwrap();
-        store.append(&message("b", 0, &format!("other{i}"), None, &["common"])).unwrap();
+        store
+            .append(&message(
+                "a",
+                0,
+                &format!("id{i}"),
+                None,
+                &[&format!("order-{}", i % 10), "common"],
+            ))
+            .unwrap();
+        store
+            .append(&message("b", 0, &format!("other{i}"), None, &["common"]))
+            .unwrap();
     }
     wait(&store);
     let hits = store.lookup_key("a", "order-3", 0, i64::MAX, 100);
     assert_eq!(hits.len(), 20);
-    assert!(hits.iter().all(|m| m.topic == "a" && m.keys().any(|k| k == "order-3")));
-    assert_eq!(store.lookup_key("b", "common", 0, i64::MAX, 1000).len(), 200);
+    assert!(hits
+        .iter()
+        .all(|m| m.topic == "a" && m.keys().any(|k| k == "order-3")));
+    assert_eq!(
+        store.lookup_key("b", "common", 0, i64::MAX, 1000).len(),
+        200
+    );
     assert_eq!(store.lookup_id("a", "id42").unwrap().body, body_for("id42"));
     assert!(store.lookup_id("b", "id42").is_none());
-    assert!(store.lookup_key("a", "order-3", 0, 1, 100).is_empty(), "time range must apply");
+    assert!(
+        store.lookup_key("a", "order-3", 0, 1, 100).is_empty(),
+        "time range must apply"
+    );
 }
 
 #[test]
@@ -128,7 +176,9 @@ fn clean_restart_keeps_messages_offsets_and_topics() {
             })
             .unwrap();
         for i in 0..3000 {
-            store.append(&message("t", i % 2, &format!("x{i}"), None, &[])).unwrap();
+            store
+                .append(&message("t", i % 2, &format!("x{i}"), None, &[]))
+                .unwrap();
         }
         store.offsets().set("g", "t", 0, 17);
         store.close().unwrap();
@@ -139,8 +189,14 @@ fn clean_restart_keeps_messages_offsets_and_topics() {
     assert_eq!(store.offsets().get("g", "t", 0), Some(17));
     assert!(store.topics().get("t").is_some());
     let a = store.append(&message("t", 0, "after", None, &[])).unwrap();
-    assert_eq!(a.queue_offset, 1500, "queue offsets continue after a restart");
-    assert!(store.stats().segments > 1, "the test should span several segments");
+    assert_eq!(
+        a.queue_offset, 1500,
+        "queue offsets continue after a restart"
+    );
+    assert!(
+        store.stats().segments > 1,
+        "the test should span several segments"
+    );
 }
 
 #[test]
@@ -164,17 +220,34 @@ fn a_batch_is_appended_in_order_with_a_result_per_message() {
         let mut cfg = small_config(dir.path());
         cfg.flush = mode;
         let store = Store::open(cfg).unwrap();
-        let mut batch: Vec<_> = (0..50).map(|i| message("t", 1, &format!("b{i}"), None, &[])).collect();
+        let mut batch: Vec<_> = (0..50)
+            .map(|i| message("t", 1, &format!("b{i}"), None, &[]))
+            .collect();
         batch[20].body = vec![0u8; 64 * 1024 + 1];
         let results = store.append_batch(&batch);
         assert_eq!(results.len(), 50);
-        assert!(matches!(results[20], Err(StoreError::BodyTooLarge { .. })), "only the oversized entry is refused");
-        let offsets: Vec<u64> = results.iter().filter_map(|r| r.as_ref().ok()).map(|a| a.queue_offset).collect();
+        assert!(
+            matches!(results[20], Err(StoreError::BodyTooLarge { .. })),
+            "only the oversized entry is refused"
+        );
+        let offsets: Vec<u64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|a| a.queue_offset)
+            .collect();
         assert_eq!(offsets, (0..49).collect::<Vec<_>>());
         wait(&store);
-        let ids: Vec<String> =
-            store.read("t", 1, 0, 100, None).unwrap().messages.iter().map(|m| m.msg_id().unwrap().to_string()).collect();
-        let expected: Vec<String> = (0..50).filter(|i| *i != 20).map(|i| format!("b{i}")).collect();
+        let ids: Vec<String> = store
+            .read("t", 1, 0, 100, None)
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.msg_id().unwrap().to_string())
+            .collect();
+        let expected: Vec<String> = (0..50)
+            .filter(|i| *i != 20)
+            .map(|i| format!("b{i}"))
+            .collect();
         assert_eq!(ids, expected, "{mode:?}");
         if mode == FlushMode::Sync {
             let s = store.stats();
@@ -187,7 +260,10 @@ fn a_batch_is_appended_in_order_with_a_result_per_message() {
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _s = Store::open(small_config(dir.path())).unwrap();
-    assert!(matches!(Store::open(small_config(dir.path())), Err(StoreError::Locked(_))));
+    assert!(matches!(
+        Store::open(small_config(dir.path())),
+        Err(StoreError::Locked(_))
+    ));
 }
 
 fn segment_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
@@ -198,7 +274,13 @@ fn segment_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
 /// the acknowledgements.
 fn write_and_close(dir: &std::path::Path, n: usize) -> Vec<ferromq_store::AppendResult> {
     let store = Store::open(small_config(dir)).unwrap();
-    let acks = (0..n).map(|i| store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap()).collect();
+    let acks = (0..n)
+        .map(|i| {
+            store
+                .append(&message("t", 0, &format!("m{i}"), None, &[]))
+                .unwrap()
+        })
+        .collect();
     store.close().unwrap();
     acks
 }
@@ -215,10 +297,20 @@ fn flipped_byte_inside_the_log_is_detected_and_never_served() {
 
     let store = Store::open(small_config(dir.path())).unwrap();
     let r = store.read("t", 0, 0, 1000, None).unwrap();
-    assert_eq!(r.messages.len(), 99, "the damaged message must not be served");
-    assert_eq!(r.corrupt, vec![victim.phys_offset], "and it must be reported with its offset");
+    assert_eq!(
+        r.messages.len(),
+        99,
+        "the damaged message must not be served"
+    );
+    assert_eq!(
+        r.corrupt,
+        vec![victim.phys_offset],
+        "and it must be reported with its offset"
+    );
     assert!(r.messages.iter().all(|m| m.msg_id() != Some("m50")));
-    assert!(matches!(store.message_at(victim.phys_offset), Err(StoreError::Corrupt { offset, .. }) if offset == victim.phys_offset));
+    assert!(
+        matches!(store.message_at(victim.phys_offset), Err(StoreError::Corrupt { offset, .. }) if offset == victim.phys_offset)
+    );
     assert_eq!(store.stats().corrupt_records_total, 1);
 }
 
@@ -237,8 +329,17 @@ fn interior_damage_found_by_recovery_is_reported_and_later_records_kept() {
     let store = Store::open(small_config(dir.path())).unwrap();
     let s = store.stats();
     assert!(s.recovered_unclean);
-    assert_eq!(s.recovery_truncated_bytes, 0, "valid records follow: this is not a torn tail");
-    assert_eq!(s.recovery_corrupt_records.iter().map(|c| c.0).collect::<Vec<_>>(), vec![victim.phys_offset]);
+    assert_eq!(
+        s.recovery_truncated_bytes, 0,
+        "valid records follow: this is not a torn tail"
+    );
+    assert_eq!(
+        s.recovery_corrupt_records
+            .iter()
+            .map(|c| c.0)
+            .collect::<Vec<_>>(),
+        vec![victim.phys_offset]
+    );
     let r = store.read("t", 0, 0, 1000, None).unwrap();
     assert_eq!(r.messages.len(), 99);
     assert_eq!(r.messages.last().unwrap().msg_id(), Some("m99"));
@@ -251,7 +352,9 @@ fn torn_tail_is_cut_and_appends_continue() {
     {
         let store = Store::open(small_config(dir.path())).unwrap();
         for i in 0..10 {
-            store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap();
+            store
+                .append(&message("t", 0, &format!("m{i}"), None, &[]))
+                .unwrap();
         }
         end = store.stats().log_write_offset;
         store.close().unwrap();
@@ -259,7 +362,10 @@ fn torn_tail_is_cut_and_appends_continue() {
     // Half a record's worth of garbage after the end, as a crash mid-write leaves.
     let path = segment_path(dir.path(), 0);
     let mut bytes = std::fs::read(&path).unwrap();
-    for (i, b) in bytes[end as usize..end as usize + 77].iter_mut().enumerate() {
+    for (i, b) in bytes[end as usize..end as usize + 77]
+        .iter_mut()
+        .enumerate()
+    {
         *b = (i as u8).wrapping_mul(31).wrapping_add(7);
     }
     std::fs::write(&path, &bytes).unwrap();
@@ -281,11 +387,18 @@ fn files_a_crash_left_unallocated_are_removed_not_fatal() {
     let acks = write_and_close(dir.path(), 10);
     // A kill between creating the next segment (or queue file) and allocating it.
     std::fs::write(segment_path(dir.path(), 256 * 1024), b"").unwrap();
-    std::fs::write(dir.path().join("consumequeue/t/0/00000000000000001000"), vec![0u8; 100]).unwrap();
+    std::fs::write(
+        dir.path().join("consumequeue/t/0/00000000000000001000"),
+        vec![0u8; 100],
+    )
+    .unwrap();
     std::fs::write(dir.path().join("RUNNING"), b"").unwrap();
     let store = Store::open(small_config(dir.path())).unwrap();
     assert_eq!(store.queue_range("t", 0), (0, 10));
-    assert_eq!(store.message_at(acks[9].phys_offset).unwrap().msg_id(), Some("m9"));
+    assert_eq!(
+        store.message_at(acks[9].phys_offset).unwrap().msg_id(),
+        Some("m9")
+    );
     assert!(!segment_path(dir.path(), 256 * 1024).exists());
     store.append(&message("t", 0, "next", None, &[])).unwrap();
 }
@@ -296,7 +409,9 @@ fn damaged_checkpoint_means_full_recovery_not_a_guess() {
     {
         let store = Store::open(small_config(dir.path())).unwrap();
         for i in 0..2000 {
-            store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap();
+            store
+                .append(&message("t", 0, &format!("m{i}"), None, &[]))
+                .unwrap();
         }
         store.close().unwrap();
     }
@@ -318,17 +433,32 @@ fn failed_flush_stops_acknowledgements_until_reopened() {
         let store = Store::open(cfg.clone()).unwrap();
         store.append(&message("t", 0, "before", None, &[])).unwrap();
         store.inject_flush_failure();
-        let e = store.append(&message("t", 0, "during", None, &[])).unwrap_err();
+        let e = store
+            .append(&message("t", 0, "during", None, &[]))
+            .unwrap_err();
         assert!(matches!(e, StoreError::Stopped { .. }), "{e}");
-        let e = store.append(&message("t", 0, "after", None, &[])).unwrap_err();
-        assert!(matches!(e, StoreError::Stopped { .. }), "no retry-and-pretend: {e}");
-        assert!(store.close().is_err(), "a stopped store must not mark itself clean");
+        let e = store
+            .append(&message("t", 0, "after", None, &[]))
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Stopped { .. }),
+            "no retry-and-pretend: {e}"
+        );
+        assert!(
+            store.close().is_err(),
+            "a stopped store must not mark itself clean"
+        );
     }
     let store = Store::open(cfg).unwrap();
     assert!(store.stats().recovered_unclean);
     wait(&store);
-    let ids: Vec<String> =
-        store.read("t", 0, 0, 10, None).unwrap().messages.iter().map(|m| m.msg_id().unwrap().to_string()).collect();
+    let ids: Vec<String> = store
+        .read("t", 0, 0, 10, None)
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.msg_id().unwrap().to_string())
+        .collect();
     assert_eq!(ids[0], "before");
     store.append(&message("t", 0, "again", None, &[])).unwrap();
 }
@@ -340,7 +470,9 @@ fn retention_by_size_deletes_oldest_segments_never_the_active_one() {
     cfg.retention_bytes = Some(3 * cfg.segment_size);
     let store = Store::open(cfg.clone()).unwrap();
     for i in 0..6000 {
-        store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap();
+        store
+            .append(&message("t", 0, &format!("m{i}"), None, &[]))
+            .unwrap();
     }
     wait(&store);
     let before = store.stats();
@@ -352,9 +484,14 @@ fn retention_by_size_deletes_oldest_segments_never_the_active_one() {
     let (qmin, qmax) = store.queue_range("t", 0);
     assert!(qmin > 0 && qmax == 6000);
     let r = store.read("t", 0, 0, 10, None).unwrap();
-    assert_eq!(r.messages[0].queue_offset, qmin.max(r.messages[0].queue_offset));
+    assert_eq!(
+        r.messages[0].queue_offset,
+        qmin.max(r.messages[0].queue_offset)
+    );
     assert!(r.messages[0].phys_offset >= min);
-    store.append(&message("t", 0, "still-works", None, &[])).unwrap();
+    store
+        .append(&message("t", 0, "still-works", None, &[]))
+        .unwrap();
     drop(store);
     let store = Store::open(cfg).unwrap();
     assert_eq!(store.queue_range("t", 0).1, 6001);
@@ -367,12 +504,18 @@ fn retention_by_time_deletes_every_closed_segment_once_old_enough() {
     cfg.retention = Duration::from_secs(3600);
     let store = Store::open(cfg.clone()).unwrap();
     for i in 0..2000 {
-        store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap();
+        store
+            .append(&message("t", 0, &format!("m{i}"), None, &[]))
+            .unwrap();
     }
     wait(&store);
     let segments = store.stats().segments;
     assert!(segments >= 3);
-    assert_eq!(store.apply_retention().unwrap(), 0, "young segments are kept");
+    assert_eq!(
+        store.apply_retention().unwrap(),
+        0,
+        "young segments are kept"
+    );
     drop(store);
     cfg.retention = Duration::ZERO;
     let store = Store::open(cfg).unwrap();
@@ -400,7 +543,10 @@ impl Tmpfs {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs for the disk-full tests");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must be able to mount a tmpfs for the disk-full tests"
+            );
             eprintln!("NOT RUN: disk-full test needs permission to mount a tmpfs");
             return None;
         }
@@ -413,7 +559,9 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -436,7 +584,10 @@ fn high_water_mark_refuses_appends_before_the_disk_is_actually_full() {
         }
         assert!(acked < 100_000, "high-water mark never reached");
     };
-    assert!(err.to_string().contains("high-water"), "expected the high-water refusal, got: {err}");
+    assert!(
+        err.to_string().contains("high-water"),
+        "expected the high-water refusal, got: {err}"
+    );
     assert!(store.stats().disk_full);
     // Retention frees space; appends resume.
     drop(store);
@@ -449,14 +600,18 @@ fn high_water_mark_refuses_appends_before_the_disk_is_actually_full() {
     wait(&store);
     store.apply_retention().unwrap();
     store.check_disk();
-    store.append(&message("t", 0, "after-retention", None, &[])).unwrap();
+    store
+        .append(&message("t", 0, "after-retention", None, &[]))
+        .unwrap();
 }
 
 /// Mounts a small tmpfs so the disk really fills. Needs root (CI runs as root); elsewhere the
 /// test says loudly that it did not run, and fails under CI.
 #[test]
 fn full_disk_refuses_appends_cleanly_and_recovers_when_space_returns() {
-    let Some(mnt) = Tmpfs::mount("6m") else { return };
+    let Some(mnt) = Tmpfs::mount("6m") else {
+        return;
+    };
     let data = mnt.path().join("data");
     // Ballast we can delete later to give space back.
     std::fs::write(mnt.path().join("ballast"), vec![1u8; 1024 * 1024]).unwrap();
@@ -477,7 +632,10 @@ fn full_disk_refuses_appends_cleanly_and_recovers_when_space_returns() {
         }
     }
     let e = refused.expect("the disk never filled");
-    assert!(matches!(e, StoreError::DiskFull { .. }), "expected DiskFull, got {e}");
+    assert!(
+        matches!(e, StoreError::DiskFull { .. }),
+        "expected DiskFull, got {e}"
+    );
     assert!(e.to_string().contains("disk full"));
     // Everything acknowledged is intact.
     wait(&store);
@@ -486,12 +644,19 @@ fn full_disk_refuses_appends_cleanly_and_recovers_when_space_returns() {
         assert_eq!(m.body, body_for(m.msg_id().unwrap()));
     }
     // Still refused while full, accepted once space is back.
-    assert!(store.append(&message("t", 0, "still-full", None, &[])).is_err());
+    assert!(store
+        .append(&message("t", 0, "still-full", None, &[]))
+        .is_err());
     std::fs::remove_file(mnt.path().join("ballast")).unwrap();
     store.check_disk();
-    let a = store.append(&message("t", 0, "space-is-back", None, &[])).unwrap();
+    let a = store
+        .append(&message("t", 0, "space-is-back", None, &[]))
+        .unwrap();
     assert_eq!(a.queue_offset, acked.len() as u64);
-    println!("disk full: {} appends acknowledged before the refusal: {e}", acked.len());
+    println!(
+        "disk full: {} appends acknowledged before the refusal: {e}",
+        acked.len()
+    );
     drop(store);
 }
 
@@ -504,11 +669,17 @@ fn dispatch_listeners_see_every_record_after_it_is_readable() {
     // A weak handle: a listener that owned the store would keep it alive forever.
     let st = Arc::downgrade(&store);
     store.on_dispatch(Arc::new(move |ev| {
-        let readable = st.upgrade().is_some_and(|st| st.queue_range(ev.topic, ev.queue_id).1 > ev.queue_offset);
-        s2.lock().unwrap().push((ev.queue_offset, readable, ev.property("user-prop")));
+        let readable = st
+            .upgrade()
+            .is_some_and(|st| st.queue_range(ev.topic, ev.queue_id).1 > ev.queue_offset);
+        s2.lock()
+            .unwrap()
+            .push((ev.queue_offset, readable, ev.property("user-prop")));
     }));
     for i in 0..50 {
-        store.append(&message("t", 0, &format!("m{i}"), None, &[])).unwrap();
+        store
+            .append(&message("t", 0, &format!("m{i}"), None, &[]))
+            .unwrap();
     }
     wait(&store);
     let seen = seen.lock().unwrap();

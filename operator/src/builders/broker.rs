@@ -14,12 +14,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet, StatefulSetSpec,
-    StatefulSetUpdateStrategy,
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
-    ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -31,8 +31,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    container_ports, env, headless_service, http_probe, one_at_a_time_pdb, service_ports, identity_env, label, label_selector, object_labels, pod_spec, selector_labels,
-    selector_string, stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT,
+    container_ports, env, headless_service, http_probe, identity_env, label, label_selector,
+    object_labels, one_at_a_time_pdb, pod_spec, selector_labels, selector_string, service_ports,
+    stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT,
 };
 use crate::crd::Broker;
 
@@ -55,7 +56,10 @@ pub fn group_name(broker: &str, index: i32) -> String {
 
 /// The index of a group from its StatefulSet name, when it is one of `broker`'s groups.
 pub fn group_index(broker: &str, sts_name: &str) -> Option<i32> {
-    sts_name.strip_prefix(&format!("{broker}-group-"))?.parse().ok()
+    sts_name
+        .strip_prefix(&format!("{broker}-group-"))?
+        .parse()
+        .ok()
 }
 
 /// Name of the proxy Deployment, its PDB and HPA.
@@ -137,7 +141,10 @@ fn toml_string(s: &str) -> String {
 }
 
 fn toml_key(k: &str) -> String {
-    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         k.to_string()
     } else {
         toml_string(k)
@@ -145,7 +152,14 @@ fn toml_key(k: &str) -> String {
 }
 
 fn toml_list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| toml_string(s)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| toml_string(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// `broker.toml`: name servers, flush and replication modes, then `spec.config` entries.
@@ -154,8 +168,14 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
     let s = &broker.spec.storage;
     let mut out = String::from("# Rendered by ferromq-operator from the Broker resource.\n");
     out.push_str(&format!("nameservers = {}\n", toml_list(nameservers)));
-    out.push_str(&format!("flush = {}\n", toml_string(s.flush_mode.as_config())));
-    out.push_str(&format!("replication-mode = {}\n", toml_string(s.replication_mode.as_config())));
+    out.push_str(&format!(
+        "flush = {}\n",
+        toml_string(s.flush_mode.as_config())
+    ));
+    out.push_str(&format!(
+        "replication-mode = {}\n",
+        toml_string(s.replication_mode.as_config())
+    ));
     for (k, v) in &broker.spec.config {
         out.push_str(&format!("{} = {}\n", toml_key(k), toml_string(v)));
     }
@@ -164,7 +184,10 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
 
 /// `proxy.toml`: the name servers the proxies read routes from.
 pub fn render_proxy_config(nameservers: &[String]) -> String {
-    format!("# Rendered by ferromq-operator from the Broker resource.\nnameservers = {}\n", toml_list(nameservers))
+    format!(
+        "# Rendered by ferromq-operator from the Broker resource.\nnameservers = {}\n",
+        toml_list(nameservers)
+    )
 }
 
 /// The shell wrapper that picks the role from the pod's ordinal: 0 leads, the rest follow.
@@ -176,13 +199,21 @@ exec ferromq broker --config /etc/ferromq/broker.toml --data-dir /var/lib/ferrom
 fn config_volume(broker: &str) -> Volume {
     Volume {
         name: "config".to_string(),
-        config_map: Some(ConfigMapVolumeSource { name: config_name(broker), ..ConfigMapVolumeSource::default() }),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_name(broker),
+            ..ConfigMapVolumeSource::default()
+        }),
         ..Volume::default()
     }
 }
 
 fn config_mount() -> VolumeMount {
-    VolumeMount { name: "config".to_string(), mount_path: CONFIG_DIR.to_string(), read_only: Some(true), ..VolumeMount::default() }
+    VolumeMount {
+        name: "config".to_string(),
+        mount_path: CONFIG_DIR.to_string(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
 }
 
 fn build_group(
@@ -208,20 +239,34 @@ fn build_group(
     container_env.push(env("FERROMQ_GROUP", name.clone()));
     container_env.push(env(
         "FERROMQ_ADVERTISE_ADDR",
-        format!("$(FERROMQ_POD_NAME).{name}.{}.svc:{BROKER_PORT}", parent.namespace),
+        format!(
+            "$(FERROMQ_POD_NAME).{name}.{}.svc:{BROKER_PORT}",
+            parent.namespace
+        ),
     ));
     let container = Container {
         name: "broker".to_string(),
         image: Some(broker.spec.image.clone()),
         image_pull_policy: Some(broker.spec.image_pull_policy.as_str().to_string()),
-        command: Some(vec!["/bin/sh".to_string(), "-c".to_string(), BROKER_ENTRYPOINT.to_string()]),
+        command: Some(vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            BROKER_ENTRYPOINT.to_string(),
+        ]),
         env: Some(container_env),
-        ports: Some(container_ports(&[("broker", BROKER_PORT), ("http", HTTP_PORT)])),
+        ports: Some(container_ports(&[
+            ("broker", BROKER_PORT),
+            ("http", HTTP_PORT),
+        ])),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: storage.resources.clone(),
         volume_mounts: Some(vec![
-            VolumeMount { name: DATA_VOLUME.to_string(), mount_path: DATA_DIR.to_string(), ..VolumeMount::default() },
+            VolumeMount {
+                name: DATA_VOLUME.to_string(),
+                mount_path: DATA_DIR.to_string(),
+                ..VolumeMount::default()
+            },
             config_mount(),
         ]),
         ..Container::default()
@@ -231,9 +276,16 @@ fn build_group(
 
     let mut pod_labels = labels.clone();
     pod_labels.remove(label::MANAGED_BY);
-    let claim_size = inputs.existing_claim_sizes.get(&name).cloned().unwrap_or_else(|| storage.volume.size.clone());
+    let claim_size = inputs
+        .existing_claim_sizes
+        .get(&name)
+        .cloned()
+        .unwrap_or_else(|| storage.volume.size.clone());
     let mut claim_labels = selector.clone();
-    claim_labels.insert(label::MANAGED_BY.to_string(), super::common::MANAGER.to_string());
+    claim_labels.insert(
+        label::MANAGED_BY.to_string(),
+        super::common::MANAGER.to_string(),
+    );
 
     let statefulset = StatefulSet {
         metadata: parent.child_meta(&name, labels.clone()),
@@ -241,23 +293,36 @@ fn build_group(
             replicas: Some(storage.replicas_per_group),
             service_name: Some(name.clone()),
             pod_management_policy: Some("OrderedReady".to_string()),
-            update_strategy: Some(StatefulSetUpdateStrategy { type_: Some("RollingUpdate".to_string()), ..StatefulSetUpdateStrategy::default() }),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
             selector: label_selector(selector.clone()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())])),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        config_hash.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
             },
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta { name: Some(DATA_VOLUME.to_string()), labels: Some(claim_labels), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(DATA_VOLUME.to_string()),
+                    labels: Some(claim_labels),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(PersistentVolumeClaimSpec {
                     access_modes: Some(vec!["ReadWriteOnce".to_string()]),
                     storage_class_name: storage.volume.storage_class_name.clone(),
                     resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([("storage".to_string(), Quantity(claim_size))])),
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            Quantity(claim_size),
+                        )])),
                         ..VolumeResourceRequirements::default()
                     }),
                     ..PersistentVolumeClaimSpec::default()
@@ -271,7 +336,12 @@ fn build_group(
 
     let pdb = one_at_a_time_pdb(parent.child_meta(&name, labels), selector);
 
-    GroupChildren { name, service, statefulset, pdb }
+    GroupChildren {
+        name,
+        service,
+        statefulset,
+        pdb,
+    }
 }
 
 /// Builds the desired children of `broker` from the spec and the facts in `inputs`.
@@ -286,7 +356,10 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
     let proxy_hash = stable_hash(&render_proxy_config(&[]));
 
     let config = ConfigMap {
-        metadata: parent.child_meta(&config_name(&parent.name), object_labels(&parent.name, BROKER_COMPONENT)),
+        metadata: parent.child_meta(
+            &config_name(&parent.name),
+            object_labels(&parent.name, BROKER_COMPONENT),
+        ),
         data: Some(BTreeMap::from([
             ("broker.toml".to_string(), broker_toml),
             ("proxy.toml".to_string(), proxy_toml),
@@ -344,7 +417,10 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), proxy_hash)])),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_string(),
+                        proxy_hash,
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -366,63 +442,83 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
 
     let proxy_pdb = one_at_a_time_pdb(parent.child_meta(&pname, proxy_labels.clone()), proxy_sel);
 
-    let hpa = compute.autoscaling.as_ref().map(|a| HorizontalPodAutoscaler {
-        metadata: parent.child_meta(&pname, proxy_labels.clone()),
-        spec: Some(HorizontalPodAutoscalerSpec {
-            // Scales the Broker through its scale subresource, so spec.compute.replicas stays
-            // the one source of truth for the proxy count.
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some(format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION)),
-                kind: "Broker".to_string(),
-                name: parent.name.clone(),
-            },
-            min_replicas: Some(a.min_replicas),
-            max_replicas: a.max_replicas,
-            metrics: Some(vec![MetricSpec {
-                type_: "Resource".to_string(),
-                resource: Some(ResourceMetricSource {
-                    name: "cpu".to_string(),
-                    target: MetricTarget {
-                        type_: "Utilization".to_string(),
-                        average_utilization: Some(a.target_cpu_utilization_percent),
-                        ..MetricTarget::default()
-                    },
-                }),
-                ..MetricSpec::default()
-            }]),
-            ..HorizontalPodAutoscalerSpec::default()
-        }),
-        ..HorizontalPodAutoscaler::default()
-    });
+    let hpa = compute
+        .autoscaling
+        .as_ref()
+        .map(|a| HorizontalPodAutoscaler {
+            metadata: parent.child_meta(&pname, proxy_labels.clone()),
+            spec: Some(HorizontalPodAutoscalerSpec {
+                // Scales the Broker through its scale subresource, so spec.compute.replicas stays
+                // the one source of truth for the proxy count.
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some(format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION)),
+                    kind: "Broker".to_string(),
+                    name: parent.name.clone(),
+                },
+                min_replicas: Some(a.min_replicas),
+                max_replicas: a.max_replicas,
+                metrics: Some(vec![MetricSpec {
+                    type_: "Resource".to_string(),
+                    resource: Some(ResourceMetricSource {
+                        name: "cpu".to_string(),
+                        target: MetricTarget {
+                            type_: "Utilization".to_string(),
+                            average_utilization: Some(a.target_cpu_utilization_percent),
+                            ..MetricTarget::default()
+                        },
+                    }),
+                    ..MetricSpec::default()
+                }]),
+                ..HorizontalPodAutoscalerSpec::default()
+            }),
+            ..HorizontalPodAutoscaler::default()
+        });
 
-    Ok(BrokerChildren { config, groups, proxy, client_service, proxy_pdb, hpa })
+    Ok(BrokerChildren {
+        config,
+        groups,
+        proxy,
+        client_service,
+        proxy_pdb,
+        hpa,
+    })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::crd::{
-        Autoscaling, BrokerSpec, ComputeSpec, FlushMode, ImagePullPolicy, NameserverRef, ReplicationMode, StorageSpec,
-        VolumeSpec,
+        Autoscaling, BrokerSpec, ComputeSpec, FlushMode, ImagePullPolicy, NameserverRef,
+        ReplicationMode, StorageSpec, VolumeSpec,
     };
 
     pub(crate) fn fixture(groups: i32, proxies: i32) -> Broker {
         let mut b = Broker::new(
             "demo",
             BrokerSpec {
-                nameserver_ref: NameserverRef { name: "ns1".to_string() },
+                nameserver_ref: NameserverRef {
+                    name: "ns1".to_string(),
+                },
                 image: "ferromq:test".to_string(),
                 image_pull_policy: ImagePullPolicy::IfNotPresent,
                 storage: StorageSpec {
                     groups,
                     replicas_per_group: 2,
-                    volume: VolumeSpec { size: "10Gi".to_string(), storage_class_name: Some("fast".to_string()) },
+                    volume: VolumeSpec {
+                        size: "10Gi".to_string(),
+                        storage_class_name: Some("fast".to_string()),
+                    },
                     flush_mode: FlushMode::Sync,
                     replication_mode: ReplicationMode::Async,
                     resources: None,
                     placement: None,
                 },
-                compute: ComputeSpec { replicas: proxies, resources: None, autoscaling: None, placement: None },
+                compute: ComputeSpec {
+                    replicas: proxies,
+                    resources: None,
+                    autoscaling: None,
+                    placement: None,
+                },
                 config: BTreeMap::new(),
             },
         );
@@ -432,7 +528,10 @@ pub(crate) mod tests {
     }
 
     fn inputs() -> BrokerInputs {
-        BrokerInputs { nameservers: vec!["ns1-0.ns1.prod.svc:9876".to_string()], ..BrokerInputs::default() }
+        BrokerInputs {
+            nameservers: vec!["ns1-0.ns1.prod.svc:9876".to_string()],
+            ..BrokerInputs::default()
+        }
     }
 
     #[test]
@@ -449,7 +548,10 @@ pub(crate) mod tests {
         let req = spec.resources.and_then(|r| r.requests).expect("requests");
         assert_eq!(req.get("storage").map(|q| q.0.as_str()), Some("10Gi"));
         let labels = sts.selector.match_labels.expect("selector");
-        assert_eq!(labels.get(label::GROUP).map(String::as_str), Some("demo-group-1"));
+        assert_eq!(
+            labels.get(label::GROUP).map(String::as_str),
+            Some("demo-group-1")
+        );
     }
 
     #[test]
@@ -457,11 +559,18 @@ pub(crate) mod tests {
         let mut b = fixture(2, 1);
         b.spec.storage.volume.size = "20Gi".to_string();
         let mut i = inputs();
-        i.existing_claim_sizes.insert("demo-group-0".to_string(), "10Gi".to_string());
+        i.existing_claim_sizes
+            .insert("demo-group-0".to_string(), "10Gi".to_string());
         let c = build(&b, &i).expect("build");
         let size = |g: &GroupChildren| {
-            g.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.as_ref()).and_then(|v| v[0].spec.as_ref())
-                .and_then(|s| s.resources.as_ref()).and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage"))
+            g.statefulset
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.as_ref())
+                .and_then(|v| v[0].spec.as_ref())
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage"))
                 .map(|q| q.0.clone())
         };
         assert_eq!(size(&c.groups[0]).as_deref(), Some("10Gi"));
@@ -471,16 +580,30 @@ pub(crate) mod tests {
     #[test]
     fn broker_pods_pick_role_from_ordinal_and_read_rendered_config() {
         let c = build(&fixture(1, 1), &inputs()).expect("build");
-        let pod = c.groups[0].statefulset.spec.clone().and_then(|s| s.template.spec).expect("pod");
-        let cmd = pod.containers[0].command.clone().unwrap_or_default().join(" ");
+        let pod = c.groups[0]
+            .statefulset
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod");
+        let cmd = pod.containers[0]
+            .command
+            .clone()
+            .unwrap_or_default()
+            .join(" ");
         assert!(cmd.contains("--role \"$role\""), "{cmd}");
         assert!(cmd.contains("role=leader"), "{cmd}");
         assert!(cmd.contains("--data-dir /var/lib/ferromq"), "{cmd}");
         let env = pod.containers[0].env.clone().unwrap_or_default();
-        assert!(env.iter().any(|e| e.name == "FERROMQ_GROUP" && e.value.as_deref() == Some("demo-group-0")));
+        assert!(env
+            .iter()
+            .any(|e| e.name == "FERROMQ_GROUP" && e.value.as_deref() == Some("demo-group-0")));
         let toml = c.config.data.clone().unwrap_or_default();
         let broker_toml = toml.get("broker.toml").cloned().unwrap_or_default();
-        assert!(broker_toml.contains("nameservers = [\"ns1-0.ns1.prod.svc:9876\"]"), "{broker_toml}");
+        assert!(
+            broker_toml.contains("nameservers = [\"ns1-0.ns1.prod.svc:9876\"]"),
+            "{broker_toml}"
+        );
         assert!(broker_toml.contains("flush = \"sync\""), "{broker_toml}");
     }
 
@@ -488,11 +611,20 @@ pub(crate) mod tests {
     fn config_change_changes_pod_template_hash() {
         let a = build(&fixture(1, 1), &inputs()).expect("build");
         let mut changed = fixture(1, 1);
-        changed.spec.config.insert("max-message-size".to_string(), "8MiB".to_string());
+        changed
+            .spec
+            .config
+            .insert("max-message-size".to_string(), "8MiB".to_string());
         let b = build(&changed, &inputs()).expect("build");
         let hash = |c: &BrokerChildren| {
-            c.groups[0].statefulset.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(CONFIG_HASH_ANNOTATION)).cloned()
+            c.groups[0]
+                .statefulset
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+                .cloned()
         };
         assert!(hash(&a).is_some());
         assert_ne!(hash(&a), hash(&b));
@@ -501,10 +633,22 @@ pub(crate) mod tests {
     #[test]
     fn nameserver_scale_out_does_not_roll_pods() {
         let hash = |c: &BrokerChildren| {
-            let sts = c.groups[0].statefulset.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(CONFIG_HASH_ANNOTATION)).cloned();
-            let proxy = c.proxy.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.annotations.as_ref()).and_then(|a| a.get(CONFIG_HASH_ANNOTATION)).cloned();
+            let sts = c.groups[0]
+                .statefulset
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+                .cloned();
+            let proxy = c
+                .proxy
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+                .cloned();
             (sts, proxy)
         };
         let one = build(&fixture(1, 1), &inputs()).expect("build");
@@ -512,13 +656,18 @@ pub(crate) mod tests {
         more.nameservers.push("ns1-1.ns1.prod.svc:9876".to_string());
         let two = build(&fixture(1, 1), &more).expect("build");
         assert_eq!(hash(&one), hash(&two));
-        assert_ne!(one.config.data, two.config.data, "the ConfigMap still lists the new name server");
+        assert_ne!(
+            one.config.data, two.config.data,
+            "the ConfigMap still lists the new name server"
+        );
     }
 
     #[test]
     fn toml_values_are_escaped() {
         let mut b = fixture(1, 1);
-        b.spec.config.insert("odd key".to_string(), "say \"hi\"\\".to_string());
+        b.spec
+            .config
+            .insert("odd key".to_string(), "say \"hi\"\\".to_string());
         let t = render_broker_config(&b, &[]);
         assert!(t.contains("\"odd key\" = \"say \\\"hi\\\"\\\\\""), "{t}");
     }
@@ -533,18 +682,27 @@ pub(crate) mod tests {
         assert_eq!(svc.ports.unwrap_or_default()[0].port, 8081);
         assert_eq!(svc.selector, Some(selector_labels("demo", PROXY_COMPONENT)));
         assert!(c.hpa.is_none());
-        assert_eq!(proxy_selector("demo"), selector_string(&selector_labels("demo", PROXY_COMPONENT)));
+        assert_eq!(
+            proxy_selector("demo"),
+            selector_string(&selector_labels("demo", PROXY_COMPONENT))
+        );
     }
 
     #[test]
     fn autoscaling_targets_the_broker_scale_subresource() {
         let mut b = fixture(1, 2);
-        b.spec.compute.autoscaling =
-            Some(Autoscaling { min_replicas: 2, max_replicas: 6, target_cpu_utilization_percent: 60 });
+        b.spec.compute.autoscaling = Some(Autoscaling {
+            min_replicas: 2,
+            max_replicas: 6,
+            target_cpu_utilization_percent: 60,
+        });
         let hpa = build(&b, &inputs()).expect("build").hpa.expect("hpa");
         let spec = hpa.spec.expect("spec");
         assert_eq!(spec.scale_target_ref.kind, "Broker");
-        assert_eq!(spec.scale_target_ref.api_version.as_deref(), Some("ferromq.io/v1alpha1"));
+        assert_eq!(
+            spec.scale_target_ref.api_version.as_deref(),
+            Some("ferromq.io/v1alpha1")
+        );
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
     }
 

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, Probe, Service,
-    ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
+    Probe, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -69,12 +69,19 @@ pub fn object_labels(instance: &str, component: &str) -> BTreeMap<String, String
 
 /// `k=v,k=v` form of a label map (for list calls and the scale subresource).
 pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A LabelSelector matching exactly these labels.
 pub fn label_selector(labels: BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector { match_labels: Some(labels), ..LabelSelector::default() }
+    LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
+    }
 }
 
 /// Name, namespace and controller owner reference of a parent resource.
@@ -90,9 +97,17 @@ pub struct Parent {
 impl Parent {
     /// Reads the identity of `obj`, failing when it was never stored by an API server.
     pub fn of<K: Resource<DynamicType = ()>>(obj: &K) -> Result<Self, BuildError> {
-        let namespace = obj.namespace().ok_or(BuildError::MissingMetadata("namespace"))?;
-        let owner = obj.controller_owner_ref(&()).ok_or(BuildError::MissingMetadata("uid"))?;
-        Ok(Parent { name: obj.name_any(), namespace, owner })
+        let namespace = obj
+            .namespace()
+            .ok_or(BuildError::MissingMetadata("namespace"))?;
+        let owner = obj
+            .controller_owner_ref(&())
+            .ok_or(BuildError::MissingMetadata("uid"))?;
+        Ok(Parent {
+            name: obj.name_any(),
+            namespace,
+            owner,
+        })
     }
 
     /// Metadata of a child named `name` with `labels`.
@@ -112,7 +127,10 @@ pub fn identity_env() -> Vec<EnvVar> {
     let field = |name: &str, path: &str| EnvVar {
         name: name.to_string(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.to_string(), ..ObjectFieldSelector::default() }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -126,7 +144,11 @@ pub fn identity_env() -> Vec<EnvVar> {
 
 /// A plain `name=value` environment variable.
 pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.to_string(), value: Some(value.into()), ..EnvVar::default() }
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
 }
 
 /// Service ports that forward to the container port of the same name.
@@ -146,13 +168,21 @@ pub fn service_ports(ports: &[(&str, i32)]) -> Vec<ServicePort> {
 pub fn container_ports(ports: &[(&str, i32)]) -> Vec<ContainerPort> {
     ports
         .iter()
-        .map(|(name, port)| ContainerPort { name: Some(name.to_string()), container_port: *port, ..ContainerPort::default() })
+        .map(|(name, port)| ContainerPort {
+            name: Some(name.to_string()),
+            container_port: *port,
+            ..ContainerPort::default()
+        })
         .collect()
 }
 
 /// A headless Service (stable per-pod DNS names) that also lists pods before they are ready,
 /// so peers can find each other while starting.
-pub fn headless_service(meta: ObjectMeta, selector: BTreeMap<String, String>, ports: &[(&str, i32)]) -> Service {
+pub fn headless_service(
+    meta: ObjectMeta,
+    selector: BTreeMap<String, String>,
+    ports: &[(&str, i32)],
+) -> Service {
     Service {
         metadata: meta,
         spec: Some(ServiceSpec {
@@ -167,7 +197,10 @@ pub fn headless_service(meta: ObjectMeta, selector: BTreeMap<String, String>, po
 }
 
 /// A PodDisruptionBudget letting at most one selected pod be voluntarily evicted at a time.
-pub fn one_at_a_time_pdb(meta: ObjectMeta, selector: BTreeMap<String, String>) -> PodDisruptionBudget {
+pub fn one_at_a_time_pdb(
+    meta: ObjectMeta,
+    selector: BTreeMap<String, String>,
+) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta,
         spec: Some(PodDisruptionBudgetSpec {
@@ -226,7 +259,10 @@ mod tests {
     fn stable_hash_is_fixed_for_known_input() {
         assert_eq!(stable_hash(""), "cbf29ce484222325");
         assert_eq!(stable_hash("a"), "af63dc4c8601ec8c");
-        assert_ne!(stable_hash("flush-mode = \"sync\""), stable_hash("flush-mode = \"async\""));
+        assert_ne!(
+            stable_hash("flush-mode = \"sync\""),
+            stable_hash("flush-mode = \"async\"")
+        );
     }
 
     #[test]

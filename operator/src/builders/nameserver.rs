@@ -7,8 +7,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::common::{
-    container_ports, headless_service, one_at_a_time_pdb, http_probe, identity_env, label_selector, object_labels, pod_spec, selector_labels, BuildError, Parent,
-    HTTP_PORT, NAMESERVER_PORT,
+    container_ports, headless_service, http_probe, identity_env, label_selector, object_labels,
+    one_at_a_time_pdb, pod_spec, selector_labels, BuildError, Parent, HTTP_PORT, NAMESERVER_PORT,
 };
 use crate::crd::Nameserver;
 
@@ -19,7 +19,9 @@ pub const COMPONENT: &str = "nameserver";
 /// Brokers and proxies get these DNS names, never pod IPs, so a rescheduled name server does
 /// not force them to restart.
 pub fn addresses(name: &str, namespace: &str, replicas: i32) -> Vec<String> {
-    (0..replicas.max(0)).map(|i| format!("{name}-{i}.{name}.{namespace}.svc:{NAMESERVER_PORT}")).collect()
+    (0..replicas.max(0))
+        .map(|i| format!("{name}-{i}.{name}.{namespace}.svc:{NAMESERVER_PORT}"))
+        .collect()
 }
 
 /// Everything a Nameserver owns, in apply order.
@@ -58,7 +60,10 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
             format!("0.0.0.0:{HTTP_PORT}"),
         ]),
         env: Some(identity_env()),
-        ports: Some(container_ports(&[("remoting", NAMESERVER_PORT), ("http", HTTP_PORT)])),
+        ports: Some(container_ports(&[
+            ("remoting", NAMESERVER_PORT),
+            ("http", HTTP_PORT),
+        ])),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: ns.spec.resources.clone(),
@@ -74,7 +79,10 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
             pod_management_policy: Some("Parallel".to_string()),
             selector: label_selector(selector.clone()),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod_spec(container, ns.spec.placement.as_ref())),
             },
             ..StatefulSetSpec::default()
@@ -84,7 +92,11 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
 
     let pdb = one_at_a_time_pdb(parent.child_meta(&parent.name, labels), selector);
 
-    Ok(NameserverChildren { service, statefulset, pdb })
+    Ok(NameserverChildren {
+        service,
+        statefulset,
+        pdb,
+    })
 }
 
 #[cfg(test)]
@@ -112,7 +124,10 @@ pub(crate) mod tests {
     fn addresses_use_stable_pod_dns_names() {
         assert_eq!(
             addresses("ns1", "prod", 2),
-            vec!["ns1-0.ns1.prod.svc:9876".to_string(), "ns1-1.ns1.prod.svc:9876".to_string()]
+            vec![
+                "ns1-0.ns1.prod.svc:9876".to_string(),
+                "ns1-1.ns1.prod.svc:9876".to_string()
+            ]
         );
         assert!(addresses("ns1", "prod", 0).is_empty());
     }
@@ -125,9 +140,22 @@ pub(crate) mod tests {
         assert_eq!(spec.service_name.as_deref(), Some("ns1"));
         let pod = spec.template.spec.expect("pod spec");
         let args = pod.containers[0].args.clone().unwrap_or_default();
-        assert_eq!(args, vec!["nameserver", "--addr", "0.0.0.0:9876", "--http-addr", "0.0.0.0:9090"]);
         assert_eq!(
-            pod.containers[0].readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|g| g.path.as_deref()),
+            args,
+            vec![
+                "nameserver",
+                "--addr",
+                "0.0.0.0:9876",
+                "--http-addr",
+                "0.0.0.0:9090"
+            ]
+        );
+        assert_eq!(
+            pod.containers[0]
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|g| g.path.as_deref()),
             Some("/readyz")
         );
     }
@@ -135,7 +163,11 @@ pub(crate) mod tests {
     #[test]
     fn children_are_owned_by_the_nameserver_and_selectable() {
         let c = build(&fixture(1)).expect("build");
-        for meta in [&c.service.metadata, &c.statefulset.metadata, &c.pdb.metadata] {
+        for meta in [
+            &c.service.metadata,
+            &c.statefulset.metadata,
+            &c.pdb.metadata,
+        ] {
             let owners = meta.owner_references.clone().unwrap_or_default();
             assert_eq!(owners.len(), 1);
             assert_eq!(owners[0].kind, "Nameserver");
@@ -151,6 +183,9 @@ pub(crate) mod tests {
     fn build_refuses_objects_never_stored() {
         let mut ns = fixture(1);
         ns.metadata.uid = None;
-        assert!(matches!(build(&ns), Err(BuildError::MissingMetadata("uid"))));
+        assert!(matches!(
+            build(&ns),
+            Err(BuildError::MissingMetadata("uid"))
+        ));
     }
 }

@@ -20,7 +20,9 @@ pub struct Backoff {
 impl Backoff {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
         // A panic elsewhere cannot leave the counters inconsistent; keep using them.
-        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records a failure of `key` and returns how long to wait before retrying it.
@@ -57,7 +59,11 @@ mod tests {
         let b = Backoff::default();
         let delays: Vec<u64> = (0..9).map(|_| b.failed("Broker/ns/a").as_secs()).collect();
         assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(b.failed("Broker/ns/other").as_secs(), 5, "objects back off independently");
+        assert_eq!(
+            b.failed("Broker/ns/other").as_secs(),
+            5,
+            "objects back off independently"
+        );
         b.succeeded("Broker/ns/a");
         assert_eq!(b.failed("Broker/ns/a").as_secs(), 5);
     }

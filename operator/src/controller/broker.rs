@@ -46,28 +46,49 @@ struct Expansion {
 async fn set_status(ctx: &Context, broker: &Broker, status: BrokerStatus) -> Result<(), Error> {
     let old = broker.status.clone().unwrap_or_default();
     if status != old {
-        let api: Api<Broker> = Api::namespaced(ctx.client.clone(), &broker.namespace().unwrap_or_default());
-        api.patch_status(&broker.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-            .await?;
+        let api: Api<Broker> =
+            Api::namespaced(ctx.client.clone(), &broker.namespace().unwrap_or_default());
+        api.patch_status(
+            &broker.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// Status for a spec the operator will not act on: everything stays as it is, Degraded says why.
-async fn refuse(ctx: &Context, broker: &Broker, reason: &str, message: String) -> Result<Action, Error> {
+async fn refuse(
+    ctx: &Context,
+    broker: &Broker,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
     let old = broker.status.clone().unwrap_or_default();
     let conds = [
         Desired::new(READY, false, reason, message.clone()),
-        Desired::new(PROGRESSING, false, reason, "waiting for the spec to be fixed; running workloads untouched"),
+        Desired::new(
+            PROGRESSING,
+            false,
+            reason,
+            "waiting for the spec to be fixed; running workloads untouched",
+        ),
         Desired::new(DEGRADED, true, reason, message.clone()),
     ];
     let status = BrokerStatus {
         observed_generation: broker.metadata.generation,
-        conditions: conditions::merge(&old.conditions, &conds, broker.metadata.generation, &conditions::now()),
+        conditions: conditions::merge(
+            &old.conditions,
+            &conds,
+            broker.metadata.generation,
+            &conditions::now(),
+        ),
         ..old.clone()
     };
     if status != old {
-        ctx.event(broker, EventType::Warning, reason, "Validate", message).await;
+        ctx.event(broker, EventType::Warning, reason, "Validate", message)
+            .await;
     }
     set_status(ctx, broker, status).await?;
     Ok(Action::requeue(POLL))
@@ -75,14 +96,36 @@ async fn refuse(ctx: &Context, broker: &Broker, reason: &str, message: String) -
 
 fn claim_template_size(sts: &StatefulSet) -> Option<String> {
     let vcts = sts.spec.as_ref()?.volume_claim_templates.as_ref()?;
-    let vct = vcts.iter().find(|v| v.metadata.name.as_deref() == Some(b::DATA_VOLUME))?;
-    Some(vct.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage")?.0.clone())
+    let vct = vcts
+        .iter()
+        .find(|v| v.metadata.name.as_deref() == Some(b::DATA_VOLUME))?;
+    Some(
+        vct.spec
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")?
+            .0
+            .clone(),
+    )
 }
 
 fn storage_of(pvc: &PersistentVolumeClaim) -> (Option<String>, Option<String>) {
-    let req = pvc.spec.as_ref().and_then(|s| s.resources.as_ref()).and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage")).map(|q| q.0.clone());
-    let cap = pvc.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage")).map(|q| q.0.clone());
+    let req = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone());
+    let cap = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .map(|q| q.0.clone());
     (req, cap)
 }
 
@@ -92,10 +135,16 @@ fn smaller(a: Option<&str>, b: u128) -> bool {
 
 /// Strimzi-style growth: claim templates are immutable, so raise the request of each existing
 /// claim of the broker's groups, provided its StorageClass allows expansion.
-async fn expand_volumes(ctx: &Context, broker: &Broker, namespace: &str) -> Result<Expansion, Error> {
+async fn expand_volumes(
+    ctx: &Context,
+    broker: &Broker,
+    namespace: &str,
+) -> Result<Expansion, Error> {
     let mut out = Expansion::default();
     let want_str = broker.spec.storage.volume.size.clone();
-    let Some(want) = quantity::to_bytes(&want_str) else { return Ok(out) };
+    let Some(want) = quantity::to_bytes(&want_str) else {
+        return Ok(out);
+    };
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = selector_string(&selector_labels(&broker.name_any(), b::BROKER_COMPONENT));
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
@@ -104,14 +153,22 @@ async fn expand_volumes(ctx: &Context, broker: &Broker, namespace: &str) -> Resu
         let name = pvc.name_any();
         let (req, cap) = storage_of(&pvc);
         if smaller(req.as_deref(), want) {
-            let class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
+            let class = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone())
+                .unwrap_or_default();
             let ok = match allowed.get(&class) {
                 Some(ok) => *ok,
                 None => {
                     let ok = if class.is_empty() {
                         false
                     } else {
-                        classes.get_opt(&class).await?.and_then(|c| c.allow_volume_expansion).unwrap_or(false)
+                        classes
+                            .get_opt(&class)
+                            .await?
+                            .and_then(|c| c.allow_volume_expansion)
+                            .unwrap_or(false)
                     };
                     allowed.insert(class.clone(), ok);
                     ok
@@ -122,9 +179,20 @@ async fn expand_volumes(ctx: &Context, broker: &Broker, namespace: &str) -> Resu
                 continue;
             }
             let patch = json!({ "spec": { "resources": { "requests": { "storage": want_str } } } });
-            pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
-            ctx.event_related(broker, Some(child_ref::<PersistentVolumeClaim>(namespace, &name)), EventType::Normal,
-                "VolumeExpansionRequested", "ExpandVolume", format!("raised claim {name} from {} to {want_str}", req.unwrap_or_default())).await;
+            pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            ctx.event_related(
+                broker,
+                Some(child_ref::<PersistentVolumeClaim>(namespace, &name)),
+                EventType::Normal,
+                "VolumeExpansionRequested",
+                "ExpandVolume",
+                format!(
+                    "raised claim {name} from {} to {want_str}",
+                    req.unwrap_or_default()
+                ),
+            )
+            .await;
             out.pending.push(name);
         } else if smaller(cap.as_deref(), want) {
             out.pending.push(name);
@@ -140,7 +208,10 @@ async fn remove_surplus_groups(
     namespace: &str,
     surplus: Vec<String>,
 ) -> Result<(Vec<String>, Option<String>), Error> {
-    let skip = broker.annotations().get(SKIP_DRAIN_ANNOTATION).is_some_and(|v| v == "true");
+    let skip = broker
+        .annotations()
+        .get(SKIP_DRAIN_ANNOTATION)
+        .is_some_and(|v| v == "true");
     let endpoint = admin_endpoint(ctx, namespace, &broker.name_any());
     let mut draining = Vec::new();
     let mut problem = None;
@@ -166,9 +237,20 @@ async fn remove_surplus_groups(
                 delete_if_exists::<StatefulSet>(&ctx.client, namespace, &group).await?;
                 delete_if_exists::<Service>(&ctx.client, namespace, &group).await?;
                 delete_if_exists::<PodDisruptionBudget>(&ctx.client, namespace, &group).await?;
-                let how = if skip { "without draining (skip-drain annotation)" } else { "after draining" };
-                ctx.event_related(broker, Some(child_ref::<StatefulSet>(namespace, &group)), EventType::Normal,
-                    "GroupRemoved", "ScaleStorage", format!("removed broker group {group} {how}; its claims are kept")).await;
+                let how = if skip {
+                    "without draining (skip-drain annotation)"
+                } else {
+                    "after draining"
+                };
+                ctx.event_related(
+                    broker,
+                    Some(child_ref::<StatefulSet>(namespace, &group)),
+                    EventType::Normal,
+                    "GroupRemoved",
+                    "ScaleStorage",
+                    format!("removed broker group {group} {how}; its claims are kept"),
+                )
+                .await;
             }
         }
     }
@@ -181,7 +263,9 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
     let started = Instant::now();
     let namespace = broker.namespace().unwrap_or_default();
     let name = broker.name_any();
-    Span::current().record("namespace", namespace.as_str()).record("name", name.as_str());
+    Span::current()
+        .record("namespace", namespace.as_str())
+        .record("name", name.as_str());
     if broker.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
@@ -190,7 +274,12 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         let old = broker.status.clone().unwrap_or_default();
         let conds = super::paused_conditions(&old.conditions);
         let status = BrokerStatus {
-            conditions: conditions::merge(&old.conditions, &conds, old.observed_generation, &conditions::now()),
+            conditions: conditions::merge(
+                &old.conditions,
+                &conds,
+                old.observed_generation,
+                &conditions::now(),
+            ),
             ..old
         };
         set_status(&ctx, &broker, status).await?;
@@ -199,21 +288,31 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
 
     // What the schema cannot check: the referenced Nameserver and StorageClass must exist.
     let ns_ref = &broker.spec.nameserver_ref.name;
-    let Some(nameserver) = Api::<Nameserver>::namespaced(ctx.client.clone(), &namespace).get_opt(ns_ref).await? else {
+    let Some(nameserver) = Api::<Nameserver>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(ns_ref)
+        .await?
+    else {
         return refuse(&ctx, &broker, "NameserverNotFound",
             format!("Nameserver {ns_ref} does not exist in namespace {namespace}; create it or fix spec.nameserverRef.name")).await;
     };
     if let Some(class) = &broker.spec.storage.volume.storage_class_name {
-        if Api::<StorageClass>::all(ctx.client.clone()).get_opt(class).await?.is_none() {
+        if Api::<StorageClass>::all(ctx.client.clone())
+            .get_opt(class)
+            .await?
+            .is_none()
+        {
             return refuse(&ctx, &broker, "StorageClassNotFound",
                 format!("StorageClass {class} does not exist; create it or fix spec.storage.volume.storageClassName")).await;
         }
     }
 
-    let nameservers = crate::builders::nameserver::addresses(ns_ref, &namespace, nameserver.spec.replicas);
+    let nameservers =
+        crate::builders::nameserver::addresses(ns_ref, &namespace, nameserver.spec.replicas);
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let group_sel = selector_string(&selector_labels(&name, b::BROKER_COMPONENT));
-    let existing = sts_api.list(&ListParams::default().labels(&group_sel)).await?;
+    let existing = sts_api
+        .list(&ListParams::default().labels(&group_sel))
+        .await?;
     let mut existing_claim_sizes = BTreeMap::new();
     let mut surplus = BTreeSet::new();
     for sts in &existing {
@@ -231,7 +330,13 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         }
     }
 
-    let children = b::build(&broker, &b::BrokerInputs { nameservers, existing_claim_sizes })?;
+    let children = b::build(
+        &broker,
+        &b::BrokerInputs {
+            nameservers,
+            existing_claim_sizes,
+        },
+    )?;
     let (cm, outcome) = apply(&ctx.client, &children.config).await?;
     report(&ctx, &*broker, &cm, outcome).await;
 
@@ -265,55 +370,138 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
             report(&ctx, &*broker, &hpa, o).await;
         }
         None => {
-            if delete_if_exists::<HorizontalPodAutoscaler>(&ctx.client, &namespace, &b::proxy_name(&name)).await? {
-                let related = child_ref::<HorizontalPodAutoscaler>(&namespace, &b::proxy_name(&name));
-                ctx.event_related(&*broker, Some(related), EventType::Normal, "Deleted", "Reconcile",
-                    "deleted HorizontalPodAutoscaler (spec.compute.autoscaling unset)".into()).await;
+            if delete_if_exists::<HorizontalPodAutoscaler>(
+                &ctx.client,
+                &namespace,
+                &b::proxy_name(&name),
+            )
+            .await?
+            {
+                let related =
+                    child_ref::<HorizontalPodAutoscaler>(&namespace, &b::proxy_name(&name));
+                ctx.event_related(
+                    &*broker,
+                    Some(related),
+                    EventType::Normal,
+                    "Deleted",
+                    "Reconcile",
+                    "deleted HorizontalPodAutoscaler (spec.compute.autoscaling unset)".into(),
+                )
+                .await;
             }
         }
     }
 
     let expansion = expand_volumes(&ctx, &broker, &namespace).await?;
-    let (draining, drain_problem) = remove_surplus_groups(&ctx, &broker, &namespace, surplus.into_iter().collect()).await?;
+    let (draining, drain_problem) =
+        remove_surplus_groups(&ctx, &broker, &namespace, surplus.into_iter().collect()).await?;
 
     let (replicas, proxy_ready, compute_settled) = deployment_progress(&deploy);
     storage.groups = broker.spec.storage.groups + draining.len() as i32;
     storage.draining = draining.clone();
     storage.pending_volume_expansions = expansion.pending.clone();
-    let compute = ComputeStatus { replicas, ready_replicas: proxy_ready, selector: b::proxy_selector(&name) };
+    let compute = ComputeStatus {
+        replicas,
+        ready_replicas: proxy_ready,
+        selector: b::proxy_selector(&name),
+    };
 
     let groups = broker.spec.storage.groups;
     let want_proxies = broker.spec.compute.replicas;
     let mut conds = Vec::new();
     if storage_settled && compute_settled {
-        conds.push(Desired::new(READY, true, "Ready", format!("{groups}/{groups} broker groups and {proxy_ready}/{want_proxies} proxies ready")));
+        conds.push(Desired::new(
+            READY,
+            true,
+            "Ready",
+            format!(
+                "{groups}/{groups} broker groups and {proxy_ready}/{want_proxies} proxies ready"
+            ),
+        ));
     } else if !storage_settled {
-        conds.push(Desired::new(READY, false, "StorageNotReady", format!("{}/{groups} broker groups ready", storage.ready_groups)));
+        conds.push(Desired::new(
+            READY,
+            false,
+            "StorageNotReady",
+            format!("{}/{groups} broker groups ready", storage.ready_groups),
+        ));
     } else {
-        conds.push(Desired::new(READY, false, "ComputeNotReady", format!("{proxy_ready}/{want_proxies} proxies ready")));
+        conds.push(Desired::new(
+            READY,
+            false,
+            "ComputeNotReady",
+            format!("{proxy_ready}/{want_proxies} proxies ready"),
+        ));
     }
     let progressing = if !draining.is_empty() {
-        let extra = drain_problem.clone().map(|p| format!("; last error: {p}")).unwrap_or_default();
-        Desired::new(PROGRESSING, true, "DrainingGroups", format!("draining {} before removal{extra}", draining.join(", ")))
+        let extra = drain_problem
+            .clone()
+            .map(|p| format!("; last error: {p}"))
+            .unwrap_or_default();
+        Desired::new(
+            PROGRESSING,
+            true,
+            "DrainingGroups",
+            format!("draining {} before removal{extra}", draining.join(", ")),
+        )
     } else if !expansion.pending.is_empty() {
-        Desired::new(PROGRESSING, true, "ExpandingVolumes", format!("waiting for claims to reach {}: {}", broker.spec.storage.volume.size, expansion.pending.join(", ")))
+        Desired::new(
+            PROGRESSING,
+            true,
+            "ExpandingVolumes",
+            format!(
+                "waiting for claims to reach {}: {}",
+                broker.spec.storage.volume.size,
+                expansion.pending.join(", ")
+            ),
+        )
     } else if !storage_settled {
-        Desired::new(PROGRESSING, true, "RollingOutStorage", "broker pods are being created or updated, followers before leaders")
+        Desired::new(
+            PROGRESSING,
+            true,
+            "RollingOutStorage",
+            "broker pods are being created or updated, followers before leaders",
+        )
     } else if !compute_settled {
-        Desired::new(PROGRESSING, true, "RollingOutCompute", "proxy pods are being created, updated or scaled")
+        Desired::new(
+            PROGRESSING,
+            true,
+            "RollingOutCompute",
+            "proxy pods are being created, updated or scaled",
+        )
     } else {
         Desired::new(PROGRESSING, false, "Stable", "both tiers match the spec")
     };
     conds.push(progressing);
     if !expansion.blocked.is_empty() {
-        let classes: BTreeSet<_> = expansion.blocked.iter().map(|(_, c)| if c.is_empty() { "<none>".to_string() } else { c.clone() }).collect();
+        let classes: BTreeSet<_> = expansion
+            .blocked
+            .iter()
+            .map(|(_, c)| {
+                if c.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
         let claims: Vec<_> = expansion.blocked.iter().map(|(n, _)| n.clone()).collect();
         let msg = format!(
             "StorageClass {} does not allow volume expansion, so claims {} keep their size; set allowVolumeExpansion: true on the class",
             classes.into_iter().collect::<Vec<_>>().join(", "), claims.join(", "));
-        conds.push(Desired::new(DEGRADED, true, "VolumeExpansionNotAllowed", msg));
+        conds.push(Desired::new(
+            DEGRADED,
+            true,
+            "VolumeExpansionNotAllowed",
+            msg,
+        ));
     } else if let Some(p) = &drain_problem {
-        conds.push(Desired::new(DEGRADED, true, "DrainFailed", format!("{p}; the group is kept until the admin API answers")));
+        conds.push(Desired::new(
+            DEGRADED,
+            true,
+            "DrainFailed",
+            format!("{p}; the group is kept until the admin API answers"),
+        ));
     } else {
         conds.push(Desired::new(DEGRADED, false, "AsExpected", ""));
     }
@@ -323,17 +511,36 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         observed_generation: broker.metadata.generation,
         storage,
         compute,
-        conditions: conditions::merge(&old.conditions, &conds, broker.metadata.generation, &conditions::now()),
+        conditions: conditions::merge(
+            &old.conditions,
+            &conds,
+            broker.metadata.generation,
+            &conditions::now(),
+        ),
     };
-    let newly_degraded = conditions::find(&status.conditions, DEGRADED).filter(|c| c.status == "True")
-        .filter(|c| conditions::find(&old.conditions, DEGRADED).is_none_or(|o| o.status != "True" || o.reason != c.reason));
+    let newly_degraded = conditions::find(&status.conditions, DEGRADED)
+        .filter(|c| c.status == "True")
+        .filter(|c| {
+            conditions::find(&old.conditions, DEGRADED)
+                .is_none_or(|o| o.status != "True" || o.reason != c.reason)
+        });
     if let Some(c) = newly_degraded {
-        ctx.event(&*broker, EventType::Warning, &c.reason, "Reconcile", c.message.clone()).await;
+        ctx.event(
+            &*broker,
+            EventType::Warning,
+            &c.reason,
+            "Reconcile",
+            c.message.clone(),
+        )
+        .await;
     }
     set_status(&ctx, &broker, status).await?;
     ctx.metrics.observe(KIND, started.elapsed());
     ctx.backoff.succeeded(&super::backoff::key(&*broker));
-    let busy = !draining.is_empty() || !expansion.pending.is_empty() || !storage_settled || !compute_settled;
+    let busy = !draining.is_empty()
+        || !expansion.pending.is_empty()
+        || !storage_settled
+        || !compute_settled;
     Ok(Action::requeue(if busy { POLL } else { RESYNC }))
 }
 

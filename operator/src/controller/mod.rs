@@ -55,7 +55,10 @@ impl Context {
         instance: Option<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter { controller: MANAGER.to_string(), instance };
+        let reporter = Reporter {
+            controller: MANAGER.to_string(),
+            instance,
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -75,7 +78,8 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        self.event_related(obj, None, type_, reason, action, note).await;
+        self.event_related(obj, None, type_, reason, action, note)
+            .await;
     }
 
     /// Publishes an Event about `obj` concerning the child `related`. The recorder folds
@@ -90,7 +94,13 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: action.to_string(), secondary: related };
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: related,
+        };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
@@ -112,13 +122,23 @@ pub enum Applied {
 /// anything changed, judged by `resourceVersion`.
 pub async fn apply<K>(client: &Client, obj: &K) -> Result<(K, Applied), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
 {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let before = api.get_opt(&name).await?;
-    let after = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj)).await?;
+    let after = api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?;
     let outcome = match before {
         None => Applied::Created,
         Some(b) if b.resource_version() != after.resource_version() => Applied::Updated,
@@ -155,13 +175,24 @@ where
     let name = child.meta().name.clone().unwrap_or_default();
     let related = child_ref::<C>(&child.meta().namespace.clone().unwrap_or_default(), &name);
     let note = format!("{verb} {} {name}", C::kind(&()));
-    ctx.event_related(parent, Some(related), EventType::Normal, reason, "Reconcile", note).await;
+    ctx.event_related(
+        parent,
+        Some(related),
+        EventType::Normal,
+        reason,
+        "Reconcile",
+        note,
+    )
+    .await;
 }
 
 /// Deletes `name` if it exists; true when something was deleted.
 pub async fn delete_if_exists<K>(client: &Client, ns: &str, name: &str) -> Result<bool, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     match api.delete(name, &DeleteParams::background()).await {
@@ -173,7 +204,12 @@ where
 
 /// Records a failed reconcile of `obj` in metrics and logs and schedules its retry with
 /// per-object exponential back-off; used by every kind's error policy.
-pub fn on_error<K: Resource<DynamicType = ()>>(kind: &str, obj: &K, err: &Error, ctx: &Context) -> Action {
+pub fn on_error<K: Resource<DynamicType = ()>>(
+    kind: &str,
+    obj: &K,
+    err: &Error,
+    ctx: &Context,
+) -> Action {
     let delay = ctx.backoff.failed(&backoff::key(obj));
     tracing::warn!(kind, name = %obj.meta().name.as_deref().unwrap_or_default(), error = %err,
         reason = err.reason(), retry_in_s = delay.as_secs(), "reconcile failed");
@@ -187,11 +223,17 @@ pub const PAUSED_ANNOTATION: &str = "ferromq.io/paused";
 
 /// True when `obj` carries `ferromq.io/paused: "true"`.
 pub fn is_paused<K: Resource>(obj: &K) -> bool {
-    obj.meta().annotations.as_ref().and_then(|a| a.get(PAUSED_ANNOTATION)).is_some_and(|v| v == "true")
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true")
 }
 
 /// The conditions of a paused resource.
-pub fn paused_conditions(existing: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Vec<crate::conditions::Desired> {
+pub fn paused_conditions(
+    existing: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Vec<crate::conditions::Desired> {
     use crate::conditions::{Desired, DEGRADED, PROGRESSING, READY};
     let ready = existing.iter().find(|c| c.type_ == READY);
     let degraded = existing.iter().find(|c| c.type_ == DEGRADED);
@@ -219,6 +261,9 @@ pub const POLL: Duration = Duration::from_secs(10);
 pub fn admin_endpoint(ctx: &Context, namespace: &str, name: &str) -> String {
     match &ctx.admin_address_override {
         Some(addr) => addr.clone(),
-        None => format!("{name}.{namespace}.svc:{}", crate::builders::common::GRPC_PORT),
+        None => format!(
+            "{name}.{namespace}.svc:{}",
+            crate::builders::common::GRPC_PORT
+        ),
     }
 }

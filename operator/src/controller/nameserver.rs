@@ -25,17 +25,29 @@ pub const KIND: &str = "Nameserver";
 pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = ns.namespace().unwrap_or_default();
-    Span::current().record("namespace", namespace.as_str()).record("name", ns.name_any().as_str());
+    Span::current()
+        .record("namespace", namespace.as_str())
+        .record("name", ns.name_any().as_str());
     if super::is_paused(&*ns) {
         let old = ns.status.clone().unwrap_or_default();
         let conds = super::paused_conditions(&old.conditions);
         let status = NameserverStatus {
-            conditions: conditions::merge(&old.conditions, &conds, old.observed_generation, &conditions::now()),
+            conditions: conditions::merge(
+                &old.conditions,
+                &conds,
+                old.observed_generation,
+                &conditions::now(),
+            ),
             ..old.clone()
         };
         if status != old {
             let api: Api<Nameserver> = Api::namespaced(ctx.client.clone(), &namespace);
-            api.patch_status(&ns.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+            api.patch_status(
+                &ns.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await?;
         }
         return Ok(Action::await_change());
     }
@@ -51,14 +63,34 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
     let desired = ns.spec.replicas;
     let conds = if settled {
         vec![
-            Desired::new(READY, true, "AllReplicasReady", format!("{ready}/{desired} name servers ready")),
-            Desired::new(PROGRESSING, false, "Stable", "the StatefulSet matches the spec"),
+            Desired::new(
+                READY,
+                true,
+                "AllReplicasReady",
+                format!("{ready}/{desired} name servers ready"),
+            ),
+            Desired::new(
+                PROGRESSING,
+                false,
+                "Stable",
+                "the StatefulSet matches the spec",
+            ),
             Desired::new(DEGRADED, false, "AsExpected", ""),
         ]
     } else {
         vec![
-            Desired::new(READY, false, "ReplicasNotReady", format!("{ready}/{desired} name servers ready; waiting for the StatefulSet")),
-            Desired::new(PROGRESSING, true, "RollingOut", "pods are being created or updated"),
+            Desired::new(
+                READY,
+                false,
+                "ReplicasNotReady",
+                format!("{ready}/{desired} name servers ready; waiting for the StatefulSet"),
+            ),
+            Desired::new(
+                PROGRESSING,
+                true,
+                "RollingOut",
+                "pods are being created or updated",
+            ),
             Desired::new(DEGRADED, false, "AsExpected", ""),
         ]
     };
@@ -68,11 +100,21 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
         replicas,
         ready_replicas: ready,
         addresses: b::addresses(&ns.name_any(), &namespace, desired),
-        conditions: conditions::merge(&old.conditions, &conds, ns.metadata.generation, &conditions::now()),
+        conditions: conditions::merge(
+            &old.conditions,
+            &conds,
+            ns.metadata.generation,
+            &conditions::now(),
+        ),
     };
     if status != old {
         let api: Api<Nameserver> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(&ns.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?;
+        api.patch_status(
+            &ns.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
     }
     ctx.metrics.observe(KIND, started.elapsed());
     ctx.backoff.succeeded(&super::backoff::key(&*ns));

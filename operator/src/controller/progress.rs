@@ -30,7 +30,6 @@ pub fn deployment_progress(d: &Deployment) -> (i32, i32, bool) {
     (replicas, ready, settled)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,17 +44,36 @@ mod tests {
 
     #[test]
     fn statefulset_settles_only_on_the_update_revision() {
-        let mid_roll = sts(3, 2, json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 1, "currentRevision": "r1", "updateRevision": "r2" }));
+        let mid_roll = sts(
+            3,
+            2,
+            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+            "updatedReplicas": 1, "currentRevision": "r1", "updateRevision": "r2" }),
+        );
         assert_eq!(sts_progress(&mid_roll), (3, 3, false));
-        let done = sts(3, 2, json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }));
+        let done = sts(
+            3,
+            2,
+            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
+        );
         assert_eq!(sts_progress(&done), (3, 3, true));
-        let stale = sts(3, 3, json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }));
-        assert!(!sts_progress(&stale).2, "a spec the controller has not seen is not settled");
-        let scaling_down = sts(2, 2, json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }));
+        let stale = sts(
+            3,
+            3,
+            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
+        );
+        assert!(
+            !sts_progress(&stale).2,
+            "a spec the controller has not seen is not settled"
+        );
+        let scaling_down = sts(
+            2,
+            2,
+            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
+        );
         assert!(!sts_progress(&scaling_down).2, "surplus pods still exist");
     }
 

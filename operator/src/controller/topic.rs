@@ -44,12 +44,22 @@ async fn set_status(
     let status = TopicStatus {
         observed_generation: topic.metadata.generation,
         cluster,
-        conditions: conditions::merge(&old.conditions, conds, topic.metadata.generation, &conditions::now()),
+        conditions: conditions::merge(
+            &old.conditions,
+            conds,
+            topic.metadata.generation,
+            &conditions::now(),
+        ),
     };
     if status != old {
-        let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
-        api.patch_status(&topic.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-            .await?;
+        let api: Api<Topic> =
+            Api::namespaced(ctx.client.clone(), &topic.namespace().unwrap_or_default());
+        api.patch_status(
+            &topic.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -66,7 +76,13 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     if super::is_paused(&*topic) {
         // Paused: no admin calls for changes (deletion still goes through the finalizer).
         let old = topic.status.clone().unwrap_or_default();
-        set_status(ctx, &topic, old.cluster.clone(), &super::paused_conditions(&old.conditions)).await?;
+        set_status(
+            ctx,
+            &topic,
+            old.cluster.clone(),
+            &super::paused_conditions(&old.conditions),
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     let namespace = topic.namespace().unwrap_or_default();
@@ -83,8 +99,17 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
         Ok(c) => c,
         Err(e) => {
             ctx.metrics.error(KIND, "AdminApiError");
-            let msg = format!("admin API at {endpoint} failed: {e}; the topic is retried every {}s", RETRY.as_secs());
-            set_status(ctx, &topic, topic.status.as_ref().and_then(|s| s.cluster.clone()), &unavailable("AdminApiUnavailable", msg)).await?;
+            let msg = format!(
+                "admin API at {endpoint} failed: {e}; the topic is retried every {}s",
+                RETRY.as_secs()
+            );
+            set_status(
+                ctx,
+                &topic,
+                topic.status.as_ref().and_then(|s| s.cluster.clone()),
+                &unavailable("AdminApiUnavailable", msg),
+            )
+            .await?;
             return Ok(Action::requeue(RETRY));
         }
     };
@@ -95,7 +120,12 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
                 want.name, cur.message_type.as_str(), want.message_type.as_str());
             let conds = [
                 Desired::new(READY, false, "MessageTypeConflict", msg.clone()),
-                Desired::new(PROGRESSING, false, "MessageTypeConflict", "waiting for a human"),
+                Desired::new(
+                    PROGRESSING,
+                    false,
+                    "MessageTypeConflict",
+                    "waiting for a human",
+                ),
                 Desired::new(DEGRADED, true, "MessageTypeConflict", msg),
             ];
             set_status(ctx, &topic, current.clone(), &conds).await?;
@@ -107,12 +137,34 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
         if let Err(e) = ctx.admin.upsert_topic(&endpoint, &want).await {
             ctx.metrics.error(KIND, "AdminApiError");
             let msg = format!("admin API at {endpoint} refused the topic: {e}");
-            set_status(ctx, &topic, current, &unavailable("AdminApiUnavailable", msg)).await?;
+            set_status(
+                ctx,
+                &topic,
+                current,
+                &unavailable("AdminApiUnavailable", msg),
+            )
+            .await?;
             return Ok(Action::requeue(RETRY));
         }
-        let (reason, verb) = if current.is_some() { ("TopicUpdated", "updated") } else { ("TopicCreated", "created") };
-        ctx.event(&*topic, EventType::Normal, reason, "SyncTopic",
-            format!("{verb} topic {} on {endpoint}: {} queues, {}, {}", want.name, want.queues, want.message_type.as_str(), want.permission.as_str())).await;
+        let (reason, verb) = if current.is_some() {
+            ("TopicUpdated", "updated")
+        } else {
+            ("TopicCreated", "created")
+        };
+        ctx.event(
+            &*topic,
+            EventType::Normal,
+            reason,
+            "SyncTopic",
+            format!(
+                "{verb} topic {} on {endpoint}: {} queues, {}, {}",
+                want.name,
+                want.queues,
+                want.message_type.as_str(),
+                want.permission.as_str()
+            ),
+        )
+        .await;
         held = match ctx.admin.describe_topic(&endpoint, &want.name).await {
             Ok(h) => h,
             Err(e) => {
@@ -124,13 +176,23 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     let in_sync = held.as_ref() == Some(&want);
     let conds = if in_sync {
         vec![
-            Desired::new(READY, true, "Synced", format!("the cluster holds topic {} as specified", want.name)),
+            Desired::new(
+                READY,
+                true,
+                "Synced",
+                format!("the cluster holds topic {} as specified", want.name),
+            ),
             Desired::new(PROGRESSING, false, "Synced", ""),
             Desired::new(DEGRADED, false, "AsExpected", ""),
         ]
     } else {
         vec![
-            Desired::new(READY, false, "NotYetVisible", "the cluster does not report the topic as specified yet"),
+            Desired::new(
+                READY,
+                false,
+                "NotYetVisible",
+                "the cluster does not report the topic as specified yet",
+            ),
             Desired::new(PROGRESSING, true, "Syncing", ""),
             Desired::new(DEGRADED, false, "AsExpected", ""),
         ]
@@ -153,8 +215,18 @@ async fn cleanup_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error
     ctx.admin
         .delete_topic(&endpoint, &want.name)
         .await
-        .map_err(|source| Error::Admin { endpoint: endpoint.clone(), source })?;
-    ctx.event(&*topic, EventType::Normal, "TopicDeleted", "DeleteTopic", format!("deleted topic {} on {endpoint}", want.name)).await;
+        .map_err(|source| Error::Admin {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+    ctx.event(
+        &*topic,
+        EventType::Normal,
+        "TopicDeleted",
+        "DeleteTopic",
+        format!("deleted topic {} on {endpoint}", want.name),
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -163,7 +235,9 @@ async fn cleanup_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = topic.namespace().unwrap_or_default();
-    Span::current().record("namespace", namespace.as_str()).record("name", topic.name_any().as_str());
+    Span::current()
+        .record("namespace", namespace.as_str())
+        .record("name", topic.name_any().as_str());
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = super::backoff::key(&*topic);
     let result = finalizer(&api, FINALIZER, topic, |event| async {

@@ -30,12 +30,41 @@ use super::common::{ImagePullPolicy, PodPlacement};
         status_replicas_path = ".status.compute.replicas",
         label_selector_path = ".status.compute.selector"
     ),
-    printcolumn(name = "Groups", type_ = "integer", json_path = ".spec.storage.groups", description = "Broker groups (shards)"),
-    printcolumn(name = "Storage-Ready", type_ = "integer", json_path = ".status.storage.readyGroups", description = "Groups whose every replica is ready"),
-    printcolumn(name = "Proxies", type_ = "integer", json_path = ".spec.compute.replicas", description = "Desired proxy replicas"),
-    printcolumn(name = "Proxies-Ready", type_ = "integer", json_path = ".status.compute.readyReplicas", description = "Ready proxy replicas"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Groups",
+        type_ = "integer",
+        json_path = ".spec.storage.groups",
+        description = "Broker groups (shards)"
+    ),
+    printcolumn(
+        name = "Storage-Ready",
+        type_ = "integer",
+        json_path = ".status.storage.readyGroups",
+        description = "Groups whose every replica is ready"
+    ),
+    printcolumn(
+        name = "Proxies",
+        type_ = "integer",
+        json_path = ".spec.compute.replicas",
+        description = "Desired proxy replicas"
+    ),
+    printcolumn(
+        name = "Proxies-Ready",
+        type_ = "integer",
+        json_path = ".status.compute.readyReplicas",
+        description = "Ready proxy replicas"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Reason of the Ready condition"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerSpec {

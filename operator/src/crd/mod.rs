@@ -19,10 +19,12 @@ pub use broker::{
 };
 pub use common::{ImagePullPolicy, PodPlacement};
 pub use nameserver::{Nameserver, NameserverSpec, NameserverStatus};
-pub use topic::{BrokerRef, MessageType, Permission, Topic, TopicClusterState, TopicSpec, TopicStatus};
+pub use topic::{
+    BrokerRef, MessageType, Permission, Topic, TopicClusterState, TopicSpec, TopicStatus,
+};
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// The API group of every FerroMQ resource.
 pub const GROUP: &str = "ferromq.io";
@@ -72,18 +74,37 @@ mod tests {
     #[test]
     fn broker_scale_subresource_targets_compute_replicas() {
         let crd = Broker::crd();
-        let scale = crd.spec.versions[0].subresources.as_ref().and_then(|s| s.scale.as_ref()).expect("scale");
+        let scale = crd.spec.versions[0]
+            .subresources
+            .as_ref()
+            .and_then(|s| s.scale.as_ref())
+            .expect("scale");
         assert_eq!(scale.spec_replicas_path, ".spec.compute.replicas");
         assert_eq!(scale.status_replicas_path, ".status.compute.replicas");
-        assert_eq!(scale.label_selector_path.as_deref(), Some(".status.compute.selector"));
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.compute.selector")
+        );
     }
 
     #[test]
     fn every_kind_has_short_name_category_and_status() {
         for (_, crd) in all() {
-            assert_eq!(crd.spec.names.categories.as_deref(), Some(&["ferromq".to_string()][..]));
-            assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()));
-            assert!(crd.spec.versions[0].subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(&["ferromq".to_string()][..])
+            );
+            assert!(crd
+                .spec
+                .names
+                .short_names
+                .as_ref()
+                .is_some_and(|s| !s.is_empty()));
+            assert!(crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some());
         }
     }
 
@@ -109,14 +130,21 @@ mod tests {
             }
         }
         for (kind, crd) in all() {
-            let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
+            let schema = crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .expect("schema");
             let mut missing = Vec::new();
             for top in ["spec", "status"] {
                 if let Some(p) = schema.properties.as_ref().and_then(|p| p.get(top)) {
                     walk(&format!("{kind}.{top}"), p, &mut missing);
                 }
             }
-            assert!(missing.is_empty(), "fields without description: {missing:#?}");
+            assert!(
+                missing.is_empty(),
+                "fields without description: {missing:#?}"
+            );
         }
     }
 

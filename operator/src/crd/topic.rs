@@ -18,11 +18,35 @@ use serde::{Deserialize, Serialize};
     shortname = "ftp",
     category = "ferromq",
     doc = "A FerroMQ topic, kept in sync with the cluster through the admin API.",
-    printcolumn(name = "Broker", type_ = "string", json_path = ".spec.brokerRef.name", description = "Broker cluster"),
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.messageType", description = "Message type"),
-    printcolumn(name = "Queues", type_ = "integer", json_path = ".spec.queues", description = "Queues per broker group"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Broker",
+        type_ = "string",
+        json_path = ".spec.brokerRef.name",
+        description = "Broker cluster"
+    ),
+    printcolumn(
+        name = "Type",
+        type_ = "string",
+        json_path = ".spec.messageType",
+        description = "Message type"
+    ),
+    printcolumn(
+        name = "Queues",
+        type_ = "integer",
+        json_path = ".spec.queues",
+        description = "Queues per broker group"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Reason of the Ready condition"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TopicSpec {

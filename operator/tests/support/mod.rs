@@ -8,7 +8,8 @@ use kube::{Client, Config};
 /// (set by tests/suites/60-operator.sh; deliberately not KUBECONFIG, so these tests never
 /// touch a cluster by accident).
 pub async fn client_from_env(var: &str) -> Result<Client> {
-    let path = std::env::var(var).with_context(|| format!("{var} is not set: run tests/suites/60-operator.sh"))?;
+    let path = std::env::var(var)
+        .with_context(|| format!("{var} is not set: run tests/suites/60-operator.sh"))?;
     let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {path}"))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)

@@ -18,7 +18,13 @@ pub struct AdminArgs {
     #[arg(long, env = "FERROMQ_SERVER", default_value = "127.0.0.1:8081")]
     pub server: String,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table", global = true)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "table",
+        global = true
+    )]
     pub output: OutputFormat,
     #[command(subcommand)]
     pub cmd: AdminCmd,
@@ -200,15 +206,31 @@ fn cell(v: &Value) -> String {
 }
 
 fn render_table(columns: &[&str], rows: &[Value]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|c| cell(&r[*c])).collect()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.len()))
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
         .collect();
     let mut out = String::new();
     let line = |vals: Vec<String>| -> String {
-        vals.iter().enumerate().map(|(i, v)| format!("{v:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        vals.iter()
+            .enumerate()
+            .map(|(i, v)| format!("{v:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
     out.push_str(&line(columns.iter().map(|c| c.to_uppercase()).collect()));
     out.push('\n');
@@ -238,17 +260,42 @@ fn endpoint(server: &str) -> String {
 
 /// Runs one admin command; errors carry the server's message.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let mut c = AdminClient::connect(endpoint(&args.server)).await.with_context(|| format!("cannot connect to {}", args.server))?;
+    let mut c = AdminClient::connect(endpoint(&args.server))
+        .await
+        .with_context(|| format!("cannot connect to {}", args.server))?;
     let fmt = args.output;
     let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     let p = match args.cmd {
-        AdminCmd::Topic(TopicCmd::Create { name, message_type, queues, perm }) => {
-            let t = admin::Topic { name, queues, message_type: type_arg(message_type) as i32, permission: perm_arg(perm) as i32 };
-            let t = c.create_topic(admin::CreateTopicRequest { topic: Some(t) }).await.map_err(status)?.into_inner();
+        AdminCmd::Topic(TopicCmd::Create {
+            name,
+            message_type,
+            queues,
+            perm,
+        }) => {
+            let t = admin::Topic {
+                name,
+                queues,
+                message_type: type_arg(message_type) as i32,
+                permission: perm_arg(perm) as i32,
+            };
+            let t = c
+                .create_topic(admin::CreateTopicRequest { topic: Some(t) })
+                .await
+                .map_err(status)?
+                .into_inner();
             let v = topic_json(&t);
-            Printable { value: v.clone(), columns: vec!["name", "type", "queues", "perm"], rows: vec![v] }
+            Printable {
+                value: v.clone(),
+                columns: vec!["name", "type", "queues", "perm"],
+                rows: vec![v],
+            }
         }
-        AdminCmd::Topic(TopicCmd::Update { name, message_type, queues, perm }) => {
+        AdminCmd::Topic(TopicCmd::Update {
+            name,
+            message_type,
+            queues,
+            perm,
+        }) => {
             if message_type.is_none() && queues.is_none() && perm.is_none() {
                 bail!("nothing to update: give --type, --queues or --perm");
             }
@@ -258,22 +305,48 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 message_type: message_type.map_or(TopicType::Unspecified, type_arg) as i32,
                 permission: perm.map_or(TopicPermission::Unspecified, perm_arg) as i32,
             };
-            let t = c.update_topic(admin::UpdateTopicRequest { topic: Some(t) }).await.map_err(status)?.into_inner();
+            let t = c
+                .update_topic(admin::UpdateTopicRequest { topic: Some(t) })
+                .await
+                .map_err(status)?
+                .into_inner();
             let v = topic_json(&t);
-            Printable { value: v.clone(), columns: vec!["name", "type", "queues", "perm"], rows: vec![v] }
+            Printable {
+                value: v.clone(),
+                columns: vec!["name", "type", "queues", "perm"],
+                rows: vec![v],
+            }
         }
         AdminCmd::Topic(TopicCmd::Delete { name }) => {
-            c.delete_topic(admin::DeleteTopicRequest { name: name.clone() }).await.map_err(status)?;
+            c.delete_topic(admin::DeleteTopicRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
             let v = json!({ "name": name, "deleted": true });
-            Printable { value: v.clone(), columns: vec!["name", "deleted"], rows: vec![v] }
+            Printable {
+                value: v.clone(),
+                columns: vec!["name", "deleted"],
+                rows: vec![v],
+            }
         }
         AdminCmd::Topic(TopicCmd::List) => {
-            let r = c.list_topics(admin::ListTopicsRequest {}).await.map_err(status)?.into_inner();
+            let r = c
+                .list_topics(admin::ListTopicsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
             let rows: Vec<Value> = r.topics.iter().map(topic_json).collect();
-            Printable { value: Value::Array(rows.clone()), columns: vec!["name", "type", "queues", "perm"], rows }
+            Printable {
+                value: Value::Array(rows.clone()),
+                columns: vec!["name", "type", "queues", "perm"],
+                rows,
+            }
         }
         AdminCmd::Topic(TopicCmd::Describe { name }) => {
-            let d = c.describe_topic(admin::DescribeTopicRequest { name }).await.map_err(status)?.into_inner();
+            let d = c
+                .describe_topic(admin::DescribeTopicRequest { name })
+                .await
+                .map_err(status)?
+                .into_inner();
             let t = d.topic.unwrap_or_default();
             let rows: Vec<Value> = d
                 .queues
@@ -283,15 +356,31 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let mut v = topic_json(&t);
             v["total_messages"] = json!(d.total_messages);
             v["queue_offsets"] = Value::Array(rows.clone());
-            Printable { value: v, columns: vec!["queue", "min_offset", "max_offset", "messages"], rows }
+            Printable {
+                value: v,
+                columns: vec!["queue", "min_offset", "max_offset", "messages"],
+                rows,
+            }
         }
         AdminCmd::Group(GroupCmd::List) => {
-            let r = c.list_groups(admin::ListGroupsRequest {}).await.map_err(status)?.into_inner();
+            let r = c
+                .list_groups(admin::ListGroupsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
             let rows: Vec<Value> = r.groups.iter().map(group_json).collect();
-            Printable { value: Value::Array(rows.clone()), columns: vec!["name", "topics", "lag", "online", "max_attempts", "fifo"], rows }
+            Printable {
+                value: Value::Array(rows.clone()),
+                columns: vec!["name", "topics", "lag", "online", "max_attempts", "fifo"],
+                rows,
+            }
         }
         AdminCmd::Group(GroupCmd::Describe { name }) => {
-            let d = c.describe_group(admin::DescribeGroupRequest { name }).await.map_err(status)?.into_inner();
+            let d = c
+                .describe_group(admin::DescribeGroupRequest { name })
+                .await
+                .map_err(status)?
+                .into_inner();
             let rows: Vec<Value> = d
                 .queues
                 .iter()
@@ -301,31 +390,87 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .collect();
             let mut v = d.group.as_ref().map(group_json).unwrap_or(Value::Null);
             v["queues"] = Value::Array(rows.clone());
-            Printable { value: v, columns: vec!["topic", "queue", "committed", "max_offset", "lag", "inflight"], rows }
+            Printable {
+                value: v,
+                columns: vec![
+                    "topic",
+                    "queue",
+                    "committed",
+                    "max_offset",
+                    "lag",
+                    "inflight",
+                ],
+                rows,
+            }
         }
-        AdminCmd::Group(GroupCmd::Update { name, max_attempts, fifo }) => {
+        AdminCmd::Group(GroupCmd::Update {
+            name,
+            max_attempts,
+            fifo,
+        }) => {
             if max_attempts.is_none() && fifo.is_none() {
                 bail!("nothing to update: give --max-attempts or --fifo");
             }
             let g = c
-                .update_group(admin::UpdateGroupRequest { name, max_delivery_attempts: max_attempts.unwrap_or(0) as i32, fifo })
+                .update_group(admin::UpdateGroupRequest {
+                    name,
+                    max_delivery_attempts: max_attempts.unwrap_or(0) as i32,
+                    fifo,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
             let v = group_json(&g);
-            Printable { value: v.clone(), columns: vec!["name", "max_attempts", "fifo"], rows: vec![v] }
+            Printable {
+                value: v.clone(),
+                columns: vec!["name", "max_attempts", "fifo"],
+                rows: vec![v],
+            }
         }
         AdminCmd::Message(MessageCmd::Get { topic, id }) => {
-            let r = c.get_message(admin::GetMessageRequest { topic, message_id: id }).await.map_err(status)?.into_inner();
+            let r = c
+                .get_message(admin::GetMessageRequest {
+                    topic,
+                    message_id: id,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
             let m = r.message.map(|m| message_json(&m)).unwrap_or(Value::Null);
-            Printable { value: m.clone(), columns: vec!["message_id", "queue_id", "queue_offset", "tag", "keys", "body_size"], rows: vec![m] }
+            Printable {
+                value: m.clone(),
+                columns: vec![
+                    "message_id",
+                    "queue_id",
+                    "queue_offset",
+                    "tag",
+                    "keys",
+                    "body_size",
+                ],
+                rows: vec![m],
+            }
         }
         AdminCmd::Message(MessageCmd::Query { topic, key, max }) => {
-            let r = c.query_messages(admin::QueryMessagesRequest { topic, key, max_results: max }).await.map_err(status)?.into_inner();
+            let r = c
+                .query_messages(admin::QueryMessagesRequest {
+                    topic,
+                    key,
+                    max_results: max,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
             let rows: Vec<Value> = r.messages.iter().map(message_json).collect();
             Printable {
                 value: Value::Array(rows.clone()),
-                columns: vec!["message_id", "queue_id", "queue_offset", "tag", "keys", "body_size"],
+                columns: vec![
+                    "message_id",
+                    "queue_id",
+                    "queue_offset",
+                    "tag",
+                    "keys",
+                    "body_size",
+                ],
                 rows,
             }
         }
@@ -350,7 +495,10 @@ mod tests {
 
     #[test]
     fn tables_align_columns_and_show_missing_values_as_dash() {
-        let rows = vec![json!({"name": "orders", "queues": 8}), json!({"name": "a", "queues": null})];
+        let rows = vec![
+            json!({"name": "orders", "queues": 8}),
+            json!({"name": "a", "queues": null}),
+        ];
         let t = render_table(&["name", "queues"], &rows);
         assert_eq!(t, "NAME    QUEUES\norders  8\na       -\n");
     }

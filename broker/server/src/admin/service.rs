@@ -24,9 +24,14 @@ impl AdminApi {
         AdminApi { broker }
     }
 
-    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Broker) -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Broker) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
         let b = self.broker.clone();
-        tokio::task::spawn_blocking(move || f(&b)).await.map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        tokio::task::spawn_blocking(move || f(&b))
+            .await
+            .map_err(|e| Status::internal(format!("worker failed: {e}")))?
     }
 }
 
@@ -34,9 +39,9 @@ fn store_status(e: StoreError) -> Status {
     match &e {
         StoreError::UnknownTopic(_) => Status::not_found(e.to_string()),
         StoreError::TopicExists(_) => Status::already_exists(e.to_string()),
-        StoreError::InvalidField { .. } | StoreError::UnknownQueue { .. } | StoreError::Config { .. } => {
-            Status::invalid_argument(e.to_string())
-        }
+        StoreError::InvalidField { .. }
+        | StoreError::UnknownQueue { .. }
+        | StoreError::Config { .. } => Status::invalid_argument(e.to_string()),
         _ => Status::internal(e.to_string()),
     }
 }
@@ -96,7 +101,11 @@ fn message_out(m: &StoredMessage) -> admin::StoredMessage {
         message_id: m.msg_id().unwrap_or_default().to_string(),
         tag: m.tag().unwrap_or_default().to_string(),
         keys: m.keys().map(str::to_string).collect(),
-        properties: m.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        properties: m
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         body: m.body.clone(),
         born_timestamp_ms: m.born_timestamp_ms,
         store_timestamp_ms: m.store_timestamp_ms,
@@ -112,22 +121,53 @@ fn message_out(m: &StoredMessage) -> admin::StoredMessage {
 #[tonic::async_trait]
 impl Admin for AdminApi {
     #[instrument(skip_all)]
-    async fn create_topic(&self, req: Request<admin::CreateTopicRequest>) -> Result<Response<admin::Topic>, Status> {
-        let t = req.into_inner().topic.ok_or_else(|| Status::invalid_argument("topic is required"))?;
-        let message_type = type_to_store(TopicType::try_from(t.message_type).unwrap_or(TopicType::Unspecified)).unwrap_or(MessageType::Normal);
-        let permission = perm_to_store(TopicPermission::try_from(t.permission).unwrap_or(TopicPermission::Unspecified)).unwrap_or(Permission::ReadWrite);
+    async fn create_topic(
+        &self,
+        req: Request<admin::CreateTopicRequest>,
+    ) -> Result<Response<admin::Topic>, Status> {
+        let t = req
+            .into_inner()
+            .topic
+            .ok_or_else(|| Status::invalid_argument("topic is required"))?;
+        let message_type =
+            type_to_store(TopicType::try_from(t.message_type).unwrap_or(TopicType::Unspecified))
+                .unwrap_or(MessageType::Normal);
+        let permission = perm_to_store(
+            TopicPermission::try_from(t.permission).unwrap_or(TopicPermission::Unspecified),
+        )
+        .unwrap_or(Permission::ReadWrite);
         if crate::validate::is_system_topic(&t.name) {
-            return Err(Status::invalid_argument(format!("topic {} uses a reserved system prefix", t.name)));
+            return Err(Status::invalid_argument(format!(
+                "topic {} uses a reserved system prefix",
+                t.name
+            )));
         }
-        let cfg = TopicConfig { name: t.name, queues: if t.queues == 0 { self.broker.cfg.default_queues } else { t.queues }, message_type, permission };
-        let created = self.blocking(move |b| b.store.topics().create(cfg).map_err(store_status)).await?;
+        let cfg = TopicConfig {
+            name: t.name,
+            queues: if t.queues == 0 {
+                self.broker.cfg.default_queues
+            } else {
+                t.queues
+            },
+            message_type,
+            permission,
+        };
+        let created = self
+            .blocking(move |b| b.store.topics().create(cfg).map_err(store_status))
+            .await?;
         info!(topic = %created.name, queues = created.queues, r#type = %created.message_type, "topic created");
         Ok(Response::new(topic_out(&created)))
     }
 
     #[instrument(skip_all)]
-    async fn update_topic(&self, req: Request<admin::UpdateTopicRequest>) -> Result<Response<admin::Topic>, Status> {
-        let t = req.into_inner().topic.ok_or_else(|| Status::invalid_argument("topic is required"))?;
+    async fn update_topic(
+        &self,
+        req: Request<admin::UpdateTopicRequest>,
+    ) -> Result<Response<admin::Topic>, Status> {
+        let t = req
+            .into_inner()
+            .topic
+            .ok_or_else(|| Status::invalid_argument("topic is required"))?;
         let updated = self
             .blocking(move |b| {
                 let mut cur = b.store.topics().get(&t.name).ok_or_else(|| Status::not_found(format!("topic {} does not exist", t.name)))?;
@@ -154,7 +194,10 @@ impl Admin for AdminApi {
     }
 
     #[instrument(skip_all)]
-    async fn delete_topic(&self, req: Request<admin::DeleteTopicRequest>) -> Result<Response<admin::DeleteTopicResponse>, Status> {
+    async fn delete_topic(
+        &self,
+        req: Request<admin::DeleteTopicRequest>,
+    ) -> Result<Response<admin::DeleteTopicResponse>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |b| {
             b.store.topics().delete(&name).map_err(store_status)?;
@@ -166,47 +209,91 @@ impl Admin for AdminApi {
         Ok(Response::new(admin::DeleteTopicResponse {}))
     }
 
-    async fn list_topics(&self, _req: Request<admin::ListTopicsRequest>) -> Result<Response<admin::ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        _req: Request<admin::ListTopicsRequest>,
+    ) -> Result<Response<admin::ListTopicsResponse>, Status> {
         let topics = self.blocking(|b| Ok(b.store.topics().list())).await?;
-        Ok(Response::new(admin::ListTopicsResponse { topics: topics.iter().map(topic_out).collect() }))
+        Ok(Response::new(admin::ListTopicsResponse {
+            topics: topics.iter().map(topic_out).collect(),
+        }))
     }
 
-    async fn describe_topic(&self, req: Request<admin::DescribeTopicRequest>) -> Result<Response<admin::TopicDetail>, Status> {
+    async fn describe_topic(
+        &self,
+        req: Request<admin::DescribeTopicRequest>,
+    ) -> Result<Response<admin::TopicDetail>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |b| {
-            let t = b.store.topics().get(&name).ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
+            let t = b
+                .store
+                .topics()
+                .get(&name)
+                .ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
             let queues: Vec<admin::QueueRange> = (0..t.queues)
                 .map(|q| {
                     let (min, max) = b.store.queue_range(&name, q);
-                    admin::QueueRange { queue_id: q, min_offset: min as i64, max_offset: max as i64 }
+                    admin::QueueRange {
+                        queue_id: q,
+                        min_offset: min as i64,
+                        max_offset: max as i64,
+                    }
                 })
                 .collect();
             let total = queues.iter().map(|q| q.max_offset - q.min_offset).sum();
-            Ok(Response::new(admin::TopicDetail { topic: Some(topic_out(&t)), queues, total_messages: total }))
+            Ok(Response::new(admin::TopicDetail {
+                topic: Some(topic_out(&t)),
+                queues,
+                total_messages: total,
+            }))
         })
         .await
     }
 
-    async fn list_groups(&self, _req: Request<admin::ListGroupsRequest>) -> Result<Response<admin::ListGroupsResponse>, Status> {
+    async fn list_groups(
+        &self,
+        _req: Request<admin::ListGroupsRequest>,
+    ) -> Result<Response<admin::ListGroupsResponse>, Status> {
         let groups = self.blocking(|b| Ok(group_views(b, None))).await?;
-        Ok(Response::new(admin::ListGroupsResponse { groups: groups.into_iter().map(|(g, _)| g).collect() }))
+        Ok(Response::new(admin::ListGroupsResponse {
+            groups: groups.into_iter().map(|(g, _)| g).collect(),
+        }))
     }
 
-    async fn describe_group(&self, req: Request<admin::DescribeGroupRequest>) -> Result<Response<admin::DescribeGroupResponse>, Status> {
+    async fn describe_group(
+        &self,
+        req: Request<admin::DescribeGroupRequest>,
+    ) -> Result<Response<admin::DescribeGroupResponse>, Status> {
         let name = req.into_inner().name;
-        let mut views = self.blocking(move |b| Ok(group_views(b, Some(&name)))).await?;
-        let (group, queues) = views.pop().ok_or_else(|| Status::not_found("group has never consumed and is not configured"))?;
-        Ok(Response::new(admin::DescribeGroupResponse { group: Some(group), queues }))
+        let mut views = self
+            .blocking(move |b| Ok(group_views(b, Some(&name))))
+            .await?;
+        let (group, queues) = views
+            .pop()
+            .ok_or_else(|| Status::not_found("group has never consumed and is not configured"))?;
+        Ok(Response::new(admin::DescribeGroupResponse {
+            group: Some(group),
+            queues,
+        }))
     }
 
     #[instrument(skip_all)]
-    async fn update_group(&self, req: Request<admin::UpdateGroupRequest>) -> Result<Response<admin::Group>, Status> {
+    async fn update_group(
+        &self,
+        req: Request<admin::UpdateGroupRequest>,
+    ) -> Result<Response<admin::Group>, Status> {
         let r = req.into_inner();
         let name = r.name.clone();
-        crate::validate::group_name(Some(&ferromq_proto::v2::Resource { resource_namespace: String::new(), name: name.clone() }))
-            .map_err(|e| Status::invalid_argument(e.message))?;
+        crate::validate::group_name(Some(&ferromq_proto::v2::Resource {
+            resource_namespace: String::new(),
+            name: name.clone(),
+        }))
+        .map_err(|e| Status::invalid_argument(e.message))?;
         if r.max_delivery_attempts < 0 || r.max_delivery_attempts > 1000 {
-            return Err(Status::invalid_argument(format!("max_delivery_attempts {} is not within 1..=1000", r.max_delivery_attempts)));
+            return Err(Status::invalid_argument(format!(
+                "max_delivery_attempts {} is not within 1..=1000",
+                r.max_delivery_attempts
+            )));
         }
         let mut views = self
             .blocking(move |b| {
@@ -217,7 +304,9 @@ impl Admin for AdminApi {
                 if let Some(f) = r.fifo {
                     cfg.fifo = Some(f);
                 }
-                b.groups.set(&r.name, cfg).map_err(|e| Status::internal(e.to_string()))?;
+                b.groups
+                    .set(&r.name, cfg)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 // A group given a retry policy gets its dead-letter topic now, so a reader can
                 // subscribe to it before the first message is dead-lettered.
                 crate::delivery::ensure_dlq_topic(&b.store, &crate::delivery::dlq_topic(&r.name))
@@ -226,27 +315,50 @@ impl Admin for AdminApi {
             })
             .await?;
         info!(group = %name, "group updated");
-        let (group, _) = views.pop().ok_or_else(|| Status::internal("group vanished"))?;
+        let (group, _) = views
+            .pop()
+            .ok_or_else(|| Status::internal("group vanished"))?;
         Ok(Response::new(group))
     }
 
-    async fn get_message(&self, req: Request<admin::GetMessageRequest>) -> Result<Response<admin::GetMessageResponse>, Status> {
+    async fn get_message(
+        &self,
+        req: Request<admin::GetMessageRequest>,
+    ) -> Result<Response<admin::GetMessageResponse>, Status> {
         let r = req.into_inner();
-        let m = self.blocking(move |b| Ok(b.store.lookup_id(&r.topic, &r.message_id))).await?;
+        let m = self
+            .blocking(move |b| Ok(b.store.lookup_id(&r.topic, &r.message_id)))
+            .await?;
         let m = m.ok_or_else(|| Status::not_found("no message with this id in this topic"))?;
-        Ok(Response::new(admin::GetMessageResponse { message: Some(message_out(&m)) }))
+        Ok(Response::new(admin::GetMessageResponse {
+            message: Some(message_out(&m)),
+        }))
     }
 
-    async fn query_messages(&self, req: Request<admin::QueryMessagesRequest>) -> Result<Response<admin::QueryMessagesResponse>, Status> {
+    async fn query_messages(
+        &self,
+        req: Request<admin::QueryMessagesRequest>,
+    ) -> Result<Response<admin::QueryMessagesResponse>, Status> {
         let r = req.into_inner();
-        let max = if r.max_results == 0 { 32 } else { r.max_results.min(1000) } as usize;
-        let ms = self.blocking(move |b| Ok(b.store.lookup_key(&r.topic, &r.key, 0, i64::MAX, max))).await?;
-        Ok(Response::new(admin::QueryMessagesResponse { messages: ms.iter().map(message_out).collect() }))
+        let max = if r.max_results == 0 {
+            32
+        } else {
+            r.max_results.min(1000)
+        } as usize;
+        let ms = self
+            .blocking(move |b| Ok(b.store.lookup_key(&r.topic, &r.key, 0, i64::MAX, max)))
+            .await?;
+        Ok(Response::new(admin::QueryMessagesResponse {
+            messages: ms.iter().map(message_out).collect(),
+        }))
     }
 }
 
 /// Groups known from consumption, offsets, configuration or live clients.
-fn group_views(b: &Broker, only: Option<&str>) -> Vec<(admin::Group, Vec<admin::GroupQueueProgress>)> {
+fn group_views(
+    b: &Broker,
+    only: Option<&str>,
+) -> Vec<(admin::Group, Vec<admin::GroupQueueProgress>)> {
     let lag = b.lag();
     let configured = b.groups.list();
     let online = b.clients.online_by_group();
@@ -257,14 +369,17 @@ fn group_views(b: &Broker, only: Option<&str>) -> Vec<(admin::Group, Vec<admin::
     let mut per_group: BTreeMap<String, Vec<admin::GroupQueueProgress>> = BTreeMap::new();
     for l in lag {
         let lag = l.lag() as i64;
-        per_group.entry(l.group).or_default().push(admin::GroupQueueProgress {
-            topic: l.topic,
-            queue_id: l.queue_id,
-            committed_offset: l.committed as i64,
-            max_offset: l.max_offset as i64,
-            lag,
-            inflight: l.inflight as i64,
-        });
+        per_group
+            .entry(l.group)
+            .or_default()
+            .push(admin::GroupQueueProgress {
+                topic: l.topic,
+                queue_id: l.queue_id,
+                committed_offset: l.committed as i64,
+                max_offset: l.max_offset as i64,
+                lag,
+                inflight: l.inflight as i64,
+            });
     }
     names
         .into_iter()
@@ -288,4 +403,3 @@ fn group_views(b: &Broker, only: Option<&str>) -> Vec<(admin::Group, Vec<admin::
         })
         .collect()
 }
-

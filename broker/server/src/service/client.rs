@@ -28,29 +28,41 @@ static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
 fn producer_backoff() -> v2::RetryPolicy {
     v2::RetryPolicy {
         max_attempts: 3,
-        strategy: Some(v2::retry_policy::Strategy::ExponentialBackoff(v2::ExponentialBackoff {
-            initial: Some(duration_to_proto(Duration::from_millis(10))),
-            max: Some(duration_to_proto(Duration::from_secs(1))),
-            multiplier: 2.0,
-        })),
+        strategy: Some(v2::retry_policy::Strategy::ExponentialBackoff(
+            v2::ExponentialBackoff {
+                initial: Some(duration_to_proto(Duration::from_millis(10))),
+                max: Some(duration_to_proto(Duration::from_secs(1))),
+                multiplier: 2.0,
+            },
+        )),
     }
 }
 
 /// Redelivery delays of consumer groups (RocketMQ's customary schedule).
 fn consumer_backoff(max_attempts: u32) -> v2::RetryPolicy {
-    const SECS: [u64; 18] = [1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200];
+    const SECS: [u64; 18] = [
+        1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
+    ];
     v2::RetryPolicy {
         max_attempts: max_attempts as i32,
-        strategy: Some(v2::retry_policy::Strategy::CustomizedBackoff(v2::CustomizedBackoff {
-            next: SECS.iter().map(|s| duration_to_proto(Duration::from_secs(*s))).collect(),
-        })),
+        strategy: Some(v2::retry_policy::Strategy::CustomizedBackoff(
+            v2::CustomizedBackoff {
+                next: SECS
+                    .iter()
+                    .map(|s| duration_to_proto(Duration::from_secs(*s)))
+                    .collect(),
+            },
+        )),
     }
 }
 
 /// The client's settings merged with what the server decides.
 pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings, RpcError> {
     let mut out = s.clone();
-    out.metric = Some(v2::Metric { on: false, endpoints: None });
+    out.metric = Some(v2::Metric {
+        on: false,
+        endpoints: None,
+    });
     match &mut out.pub_sub {
         Some(v2::settings::PubSub::Publishing(p)) => {
             out.backoff_policy = Some(producer_backoff());
@@ -58,7 +70,11 @@ pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings
             p.validate_message_type = true;
         }
         Some(v2::settings::PubSub::Subscription(sub)) => {
-            let group = sub.group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+            let group = sub
+                .group
+                .as_ref()
+                .map(|g| g.name.clone())
+                .unwrap_or_default();
             let fifo = sub.subscriptions.iter().any(|e| {
                 let topic_fifo = e
                     .topic
@@ -72,13 +88,21 @@ pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings
             sub.receive_batch_size = Some(32);
             sub.long_polling_timeout = Some(duration_to_proto(Duration::from_secs(20)));
         }
-        None => return Err(RpcError::bad_request("settings carry neither publishing nor subscription")),
+        None => {
+            return Err(RpcError::bad_request(
+                "settings carry neither publishing nor subscription",
+            ))
+        }
     }
     Ok(out)
 }
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or("")))]
-pub fn heartbeat(broker: &Broker, meta: &RequestMeta, req: v2::HeartbeatRequest) -> v2::HeartbeatResponse {
+pub fn heartbeat(
+    broker: &Broker,
+    meta: &RequestMeta,
+    req: v2::HeartbeatRequest,
+) -> v2::HeartbeatResponse {
     let result = (|| {
         let id = meta.require_client_id()?;
         let group = match &req.group {
@@ -89,20 +113,33 @@ pub fn heartbeat(broker: &Broker, meta: &RequestMeta, req: v2::HeartbeatRequest)
         broker.clients.heartbeat(id, &meta.language.0, group, ct);
         Ok::<_, RpcError>(())
     })();
-    v2::HeartbeatResponse { status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())) }
+    v2::HeartbeatResponse {
+        status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())),
+    }
 }
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or("")))]
-pub fn notify_client_termination(broker: &Broker, meta: &RequestMeta, _req: v2::NotifyClientTerminationRequest) -> v2::NotifyClientTerminationResponse {
+pub fn notify_client_termination(
+    broker: &Broker,
+    meta: &RequestMeta,
+    _req: v2::NotifyClientTerminationRequest,
+) -> v2::NotifyClientTerminationResponse {
     // Always OK: the Rust client's shutdown fails on anything else, and forgetting an unknown
     // client is a no-op.
     if let Some(id) = &meta.client_id {
         broker.clients.terminate(id);
     }
-    v2::NotifyClientTerminationResponse { status: Some(status::ok()) }
+    v2::NotifyClientTerminationResponse {
+        status: Some(status::ok()),
+    }
 }
 
-fn reply_for(broker: &Broker, meta: &RequestMeta, client_id: &str, cmd: v2::TelemetryCommand) -> Option<v2::TelemetryCommand> {
+fn reply_for(
+    broker: &Broker,
+    meta: &RequestMeta,
+    client_id: &str,
+    cmd: v2::TelemetryCommand,
+) -> Option<v2::TelemetryCommand> {
     match cmd.command {
         Some(v2::telemetry_command::Command::Settings(s)) => {
             broker.clients.on_settings(client_id, &meta.language.0, &s);
@@ -111,7 +148,10 @@ fn reply_for(broker: &Broker, meta: &RequestMeta, client_id: &str, cmd: v2::Tele
                     status: Some(status::ok()),
                     command: Some(v2::telemetry_command::Command::Settings(merged)),
                 },
-                Err(e) => v2::TelemetryCommand { status: Some(meta.status(&e)), command: None },
+                Err(e) => v2::TelemetryCommand {
+                    status: Some(meta.status(&e)),
+                    command: None,
+                },
             })
         }
         Some(other) => {
@@ -120,7 +160,10 @@ fn reply_for(broker: &Broker, meta: &RequestMeta, client_id: &str, cmd: v2::Tele
             None
         }
         None => Some(v2::TelemetryCommand {
-            status: Some(status::status(Code::BadRequest, "telemetry command carries no command")),
+            status: Some(status::status(
+                Code::BadRequest,
+                "telemetry command carries no command",
+            )),
             command: None,
         }),
     }
@@ -131,13 +174,14 @@ pub fn telemetry(
     meta: RequestMeta,
     mut inbound: tonic::Streaming<v2::TelemetryCommand>,
 ) -> Result<BoxStream<v2::TelemetryCommand>, tonic::Status> {
-    let client_id = meta
-        .client_id
-        .clone()
-        .ok_or_else(|| tonic::Status::invalid_argument("header x-mq-client-id is required for Telemetry"))?;
+    let client_id = meta.client_id.clone().ok_or_else(|| {
+        tonic::Status::invalid_argument("header x-mq-client-id is required for Telemetry")
+    })?;
     let (tx, rx) = mpsc::channel(32);
     let stream_id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
-    broker.clients.attach_stream(&client_id, &meta.language.0, stream_id, tx.clone());
+    broker
+        .clients
+        .attach_stream(&client_id, &meta.language.0, stream_id, tx.clone());
     let span = info_span!("telemetry", client = %client_id, stream = stream_id);
     tokio::spawn(
         async move {

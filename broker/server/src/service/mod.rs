@@ -47,7 +47,9 @@ impl RequestMeta {
 
     /// The client id, which ties RPCs to the client's Telemetry session.
     pub fn require_client_id(&self) -> Result<&str, RpcError> {
-        self.client_id.as_deref().ok_or_else(|| RpcError::new(Code::ClientIdRequired, "header x-mq-client-id is required"))
+        self.client_id.as_deref().ok_or_else(|| {
+            RpcError::new(Code::ClientIdRequired, "header x-mq-client-id is required")
+        })
     }
 
     pub fn status(&self, e: &RpcError) -> v2::Status {
@@ -80,7 +82,10 @@ pub fn parse_grpc_timeout(s: &str) -> Option<Duration> {
 
 /// Answers RPCs of features planned for later releases, clearly and at once.
 fn not_implemented(what: &str) -> v2::Status {
-    status::status(Code::NotImplemented, format!("{what} is not implemented by this FerroMQ version"))
+    status::status(
+        Code::NotImplemented,
+        format!("{what} is not implemented by this FerroMQ version"),
+    )
 }
 
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -97,13 +102,20 @@ impl MessagingApi {
     }
 
     fn record(&self, method: &'static str, started: Instant, s: Option<&v2::Status>) {
-        self.broker.metrics.rpc(method, started.elapsed(), s.map_or(Code::Ok as i32, |s| s.code));
+        self.broker.metrics.rpc(
+            method,
+            started.elapsed(),
+            s.map_or(Code::Ok as i32, |s| s.code),
+        );
     }
 }
 
 #[tonic::async_trait]
 impl MessagingService for MessagingApi {
-    async fn query_route(&self, req: Request<v2::QueryRouteRequest>) -> Result<Response<v2::QueryRouteResponse>, Status> {
+    async fn query_route(
+        &self,
+        req: Request<v2::QueryRouteRequest>,
+    ) -> Result<Response<v2::QueryRouteResponse>, Status> {
         let t = Instant::now();
         let meta = RequestMeta::from_request(&req);
         let resp = route::query_route(&self.broker, &meta, req.into_inner()).await;
@@ -111,7 +123,10 @@ impl MessagingService for MessagingApi {
         Ok(Response::new(resp))
     }
 
-    async fn heartbeat(&self, req: Request<v2::HeartbeatRequest>) -> Result<Response<v2::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<v2::HeartbeatRequest>,
+    ) -> Result<Response<v2::HeartbeatResponse>, Status> {
         let t = Instant::now();
         let meta = RequestMeta::from_request(&req);
         let resp = client::heartbeat(&self.broker, &meta, req.into_inner());
@@ -119,7 +134,10 @@ impl MessagingService for MessagingApi {
         Ok(Response::new(resp))
     }
 
-    async fn send_message(&self, req: Request<v2::SendMessageRequest>) -> Result<Response<v2::SendMessageResponse>, Status> {
+    async fn send_message(
+        &self,
+        req: Request<v2::SendMessageRequest>,
+    ) -> Result<Response<v2::SendMessageResponse>, Status> {
         let t = Instant::now();
         let meta = RequestMeta::from_request(&req);
         let resp = send::send_message(&self.broker, &meta, req.into_inner()).await;
@@ -140,12 +158,22 @@ impl MessagingService for MessagingApi {
 
     type ReceiveMessageStream = BoxStream<v2::ReceiveMessageResponse>;
 
-    async fn receive_message(&self, req: Request<v2::ReceiveMessageRequest>) -> Result<Response<Self::ReceiveMessageStream>, Status> {
+    async fn receive_message(
+        &self,
+        req: Request<v2::ReceiveMessageRequest>,
+    ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
         let meta = RequestMeta::from_request(&req);
-        Ok(Response::new(receive::receive_message(self.broker.clone(), meta, req.into_inner())))
+        Ok(Response::new(receive::receive_message(
+            self.broker.clone(),
+            meta,
+            req.into_inner(),
+        )))
     }
 
-    async fn ack_message(&self, req: Request<v2::AckMessageRequest>) -> Result<Response<v2::AckMessageResponse>, Status> {
+    async fn ack_message(
+        &self,
+        req: Request<v2::AckMessageRequest>,
+    ) -> Result<Response<v2::AckMessageResponse>, Status> {
         let t = Instant::now();
         let meta = RequestMeta::from_request(&req);
         let resp = settle::ack_message(&self.broker, &meta, req.into_inner()).await;
@@ -166,12 +194,22 @@ impl MessagingService for MessagingApi {
 
     type PullMessageStream = BoxStream<v2::PullMessageResponse>;
 
-    async fn pull_message(&self, req: Request<v2::PullMessageRequest>) -> Result<Response<Self::PullMessageStream>, Status> {
+    async fn pull_message(
+        &self,
+        req: Request<v2::PullMessageRequest>,
+    ) -> Result<Response<Self::PullMessageStream>, Status> {
         let meta = RequestMeta::from_request(&req);
-        Ok(Response::new(pull::pull_message(self.broker.clone(), meta, req.into_inner())))
+        Ok(Response::new(pull::pull_message(
+            self.broker.clone(),
+            meta,
+            req.into_inner(),
+        )))
     }
 
-    async fn update_offset(&self, req: Request<v2::UpdateOffsetRequest>) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
+    async fn update_offset(
+        &self,
+        req: Request<v2::UpdateOffsetRequest>,
+    ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
         let t = Instant::now();
         let meta = RequestMeta::from_request(&req);
         let resp = pull::update_offset(&self.broker, &meta, req.into_inner()).await;
@@ -179,7 +217,10 @@ impl MessagingService for MessagingApi {
         Ok(Response::new(resp))
     }
 
-    async fn get_offset(&self, req: Request<v2::GetOffsetRequest>) -> Result<Response<v2::GetOffsetResponse>, Status> {
+    async fn get_offset(
+        &self,
+        req: Request<v2::GetOffsetRequest>,
+    ) -> Result<Response<v2::GetOffsetResponse>, Status> {
         let t = Instant::now();
         let meta = RequestMeta::from_request(&req);
         let resp = pull::get_offset(&self.broker, &meta, req.into_inner()).await;
@@ -187,7 +228,10 @@ impl MessagingService for MessagingApi {
         Ok(Response::new(resp))
     }
 
-    async fn query_offset(&self, req: Request<v2::QueryOffsetRequest>) -> Result<Response<v2::QueryOffsetResponse>, Status> {
+    async fn query_offset(
+        &self,
+        req: Request<v2::QueryOffsetRequest>,
+    ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
         let t = Instant::now();
         let meta = RequestMeta::from_request(&req);
         let resp = pull::query_offset(&self.broker, &meta, req.into_inner()).await;
@@ -195,13 +239,21 @@ impl MessagingService for MessagingApi {
         Ok(Response::new(resp))
     }
 
-    async fn end_transaction(&self, _req: Request<v2::EndTransactionRequest>) -> Result<Response<v2::EndTransactionResponse>, Status> {
-        Ok(Response::new(v2::EndTransactionResponse { status: Some(not_implemented("EndTransaction (transactional messages)")) }))
+    async fn end_transaction(
+        &self,
+        _req: Request<v2::EndTransactionRequest>,
+    ) -> Result<Response<v2::EndTransactionResponse>, Status> {
+        Ok(Response::new(v2::EndTransactionResponse {
+            status: Some(not_implemented("EndTransaction (transactional messages)")),
+        }))
     }
 
     type TelemetryStream = BoxStream<v2::TelemetryCommand>;
 
-    async fn telemetry(&self, req: Request<tonic::Streaming<v2::TelemetryCommand>>) -> Result<Response<Self::TelemetryStream>, Status> {
+    async fn telemetry(
+        &self,
+        req: Request<tonic::Streaming<v2::TelemetryCommand>>,
+    ) -> Result<Response<Self::TelemetryStream>, Status> {
         let meta = RequestMeta::from_request(&req);
         client::telemetry(self.broker.clone(), meta, req.into_inner()).map(Response::new)
     }
@@ -228,15 +280,23 @@ impl MessagingService for MessagingApi {
         Ok(Response::new(resp))
     }
 
-    async fn recall_message(&self, _req: Request<v2::RecallMessageRequest>) -> Result<Response<v2::RecallMessageResponse>, Status> {
-        Ok(Response::new(v2::RecallMessageResponse { status: Some(not_implemented("RecallMessage (delay messages)")), message_id: String::new() }))
+    async fn recall_message(
+        &self,
+        _req: Request<v2::RecallMessageRequest>,
+    ) -> Result<Response<v2::RecallMessageResponse>, Status> {
+        Ok(Response::new(v2::RecallMessageResponse {
+            status: Some(not_implemented("RecallMessage (delay messages)")),
+            message_id: String::new(),
+        }))
     }
 
     async fn sync_lite_subscription(
         &self,
         _req: Request<v2::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<v2::SyncLiteSubscriptionResponse>, Status> {
-        Ok(Response::new(v2::SyncLiteSubscriptionResponse { status: Some(not_implemented("SyncLiteSubscription (lite topics)")) }))
+        Ok(Response::new(v2::SyncLiteSubscriptionResponse {
+            status: Some(not_implemented("SyncLiteSubscription (lite topics)")),
+        }))
     }
 }
 
@@ -247,7 +307,10 @@ mod tests {
     #[test]
     fn grpc_timeouts_parse_every_unit() {
         assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_grpc_timeout("2999m"), Some(Duration::from_millis(2999)));
+        assert_eq!(
+            parse_grpc_timeout("2999m"),
+            Some(Duration::from_millis(2999))
+        );
         assert_eq!(parse_grpc_timeout("1M"), Some(Duration::from_secs(60)));
         assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
         assert_eq!(parse_grpc_timeout("x"), None);

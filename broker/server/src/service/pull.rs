@@ -21,19 +21,40 @@ use crate::validate;
 const MAX_PULL_BATCH: usize = 256;
 
 /// Topic, queue id and namespace of a request's message queue, validated.
-fn queue_of(broker: &Broker, mq: Option<&v2::MessageQueue>) -> Result<(String, u32, String), RpcError> {
+fn queue_of(
+    broker: &Broker,
+    mq: Option<&v2::MessageQueue>,
+) -> Result<(String, u32, String), RpcError> {
     let mq = mq.ok_or_else(|| RpcError::bad_request("message_queue is required"))?;
     let topic = validate::topic_name(mq.topic.as_ref())?.to_string();
     let t = broker.topic(&topic)?;
     if mq.id < 0 || mq.id as u32 >= t.queues {
-        return Err(RpcError::bad_request(format!("queue {} does not exist in topic {topic} ({} queues)", mq.id, t.queues)));
+        return Err(RpcError::bad_request(format!(
+            "queue {} does not exist in topic {topic} ({} queues)",
+            mq.id, t.queues
+        )));
     }
-    Ok((topic, mq.id as u32, mq.topic.as_ref().map(|r| r.resource_namespace.clone()).unwrap_or_default()))
+    Ok((
+        topic,
+        mq.id as u32,
+        mq.topic
+            .as_ref()
+            .map(|r| r.resource_namespace.clone())
+            .unwrap_or_default(),
+    ))
 }
 
-pub fn pull_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::PullMessageRequest) -> BoxStream<v2::PullMessageResponse> {
+pub fn pull_message(
+    broker: Arc<Broker>,
+    meta: RequestMeta,
+    req: v2::PullMessageRequest,
+) -> BoxStream<v2::PullMessageResponse> {
     let (tx, rx) = mpsc::channel(MAX_PULL_BATCH + 2);
-    let span = info_span!("PullMessage", group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), offset = req.offset);
+    let span = info_span!(
+        "PullMessage",
+        group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""),
+        offset = req.offset
+    );
     tokio::spawn(
         async move {
             use v2::pull_message_response::Content;
@@ -107,7 +128,11 @@ pub fn pull_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::PullMessage
 }
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), offset = req.offset))]
-pub async fn update_offset(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::UpdateOffsetRequest) -> v2::UpdateOffsetResponse {
+pub async fn update_offset(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::UpdateOffsetRequest,
+) -> v2::UpdateOffsetResponse {
     let result = async {
         meta.require_client_id()?;
         let group = validate::group_name(req.group.as_ref())?.to_string();
@@ -118,18 +143,30 @@ pub async fn update_offset(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Up
                 let (topic, q, _) = queue_of(b, mq.as_ref())?;
                 let (_, max) = b.store.queue_range(&topic, q);
                 if offset < 0 || offset as u64 > max {
-                    return Err(RpcError::new(Code::IllegalOffset, format!("offset {offset} is outside 0..={max}")));
+                    return Err(RpcError::new(
+                        Code::IllegalOffset,
+                        format!("offset {offset} is outside 0..={max}"),
+                    ));
                 }
-                b.store.offsets().commit(&group, &topic, q, offset as u64).map_err(RpcError::from)
+                b.store
+                    .offsets()
+                    .commit(&group, &topic, q, offset as u64)
+                    .map_err(RpcError::from)
             })
             .await
     }
     .await;
-    v2::UpdateOffsetResponse { status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())) }
+    v2::UpdateOffsetResponse {
+        status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())),
+    }
 }
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("")))]
-pub async fn get_offset(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::GetOffsetRequest) -> v2::GetOffsetResponse {
+pub async fn get_offset(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::GetOffsetRequest,
+) -> v2::GetOffsetResponse {
     let result = async {
         meta.require_client_id()?;
         let group = validate::group_name(req.group.as_ref())?.to_string();
@@ -137,17 +174,25 @@ pub async fn get_offset(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::GetOf
         broker
             .blocking(move |b| {
                 let (topic, q, _) = queue_of(b, mq.as_ref())?;
-                b.store
-                    .offsets()
-                    .get(&group, &topic, q)
-                    .ok_or_else(|| RpcError::new(Code::OffsetNotFound, format!("group {group} has no offset for {topic} queue {q}")))
+                b.store.offsets().get(&group, &topic, q).ok_or_else(|| {
+                    RpcError::new(
+                        Code::OffsetNotFound,
+                        format!("group {group} has no offset for {topic} queue {q}"),
+                    )
+                })
             })
             .await
     }
     .await;
     match result {
-        Ok(o) => v2::GetOffsetResponse { status: Some(status::ok()), offset: o as i64 },
-        Err(e) => v2::GetOffsetResponse { status: Some(meta.status(&e)), offset: 0 },
+        Ok(o) => v2::GetOffsetResponse {
+            status: Some(status::ok()),
+            offset: o as i64,
+        },
+        Err(e) => v2::GetOffsetResponse {
+            status: Some(meta.status(&e)),
+            offset: 0,
+        },
     }
 }
 
@@ -156,7 +201,10 @@ fn offset_for_time(broker: &Broker, topic: &str, q: u32, ts_ms: i64) -> Result<u
     let (mut lo, mut hi) = broker.store.queue_range(topic, q);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let r = broker.store.read(topic, q, mid, 1, None).map_err(RpcError::from)?;
+        let r = broker
+            .store
+            .read(topic, q, mid, 1, None)
+            .map_err(RpcError::from)?;
         match r.messages.first() {
             Some(m) if m.store_timestamp_ms < ts_ms => lo = m.queue_offset + 1,
             Some(_) => hi = mid,
@@ -167,11 +215,16 @@ fn offset_for_time(broker: &Broker, topic: &str, q: u32, ts_ms: i64) -> Result<u
 }
 
 #[instrument(skip_all)]
-pub async fn query_offset(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::QueryOffsetRequest) -> v2::QueryOffsetResponse {
+pub async fn query_offset(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::QueryOffsetRequest,
+) -> v2::QueryOffsetResponse {
     let result = async {
         meta.require_client_id()?;
         let mq = req.message_queue.clone();
-        let policy = QueryOffsetPolicy::try_from(req.query_offset_policy).map_err(|_| RpcError::bad_request("unknown query_offset_policy"))?;
+        let policy = QueryOffsetPolicy::try_from(req.query_offset_policy)
+            .map_err(|_| RpcError::bad_request("unknown query_offset_policy"))?;
         let ts = req.timestamp.as_ref().map(ms_from_timestamp);
         broker
             .blocking(move |b| {
@@ -181,7 +234,9 @@ pub async fn query_offset(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Que
                     QueryOffsetPolicy::Beginning => Ok(min),
                     QueryOffsetPolicy::End => Ok(max),
                     QueryOffsetPolicy::Timestamp => {
-                        let ts = ts.ok_or_else(|| RpcError::bad_request("timestamp is required with the TIMESTAMP policy"))?;
+                        let ts = ts.ok_or_else(|| {
+                            RpcError::bad_request("timestamp is required with the TIMESTAMP policy")
+                        })?;
                         offset_for_time(b, &topic, q, ts)
                     }
                 }
@@ -190,7 +245,13 @@ pub async fn query_offset(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Que
     }
     .await;
     match result {
-        Ok(o) => v2::QueryOffsetResponse { status: Some(status::ok()), offset: o as i64 },
-        Err(e) => v2::QueryOffsetResponse { status: Some(meta.status(&e)), offset: 0 },
+        Ok(o) => v2::QueryOffsetResponse {
+            status: Some(status::ok()),
+            offset: o as i64,
+        },
+        Err(e) => v2::QueryOffsetResponse {
+            status: Some(meta.status(&e)),
+            offset: 0,
+        },
     }
 }

@@ -63,29 +63,49 @@ fn poll_budget(requested: Option<Duration>, meta: &RequestMeta) -> Duration {
         let margin = (timeout / 10).max(Duration::from_millis(500));
         poll = poll.min(timeout.saturating_sub(margin));
         if let Some(received) = meta.received {
-            poll = poll.min(timeout.saturating_sub(margin).saturating_sub(received.elapsed()));
+            poll = poll.min(
+                timeout
+                    .saturating_sub(margin)
+                    .saturating_sub(received.elapsed()),
+            );
         }
     }
     poll
 }
 
-fn plan(broker: &Broker, meta: &RequestMeta, req: &v2::ReceiveMessageRequest) -> Result<Plan, RpcError> {
+fn plan(
+    broker: &Broker,
+    meta: &RequestMeta,
+    req: &v2::ReceiveMessageRequest,
+) -> Result<Plan, RpcError> {
     meta.require_client_id()?;
     let group = validate::group_name(req.group.as_ref())?.to_string();
-    let mq = req.message_queue.as_ref().ok_or_else(|| RpcError::bad_request("message_queue is required"))?;
+    let mq = req
+        .message_queue
+        .as_ref()
+        .ok_or_else(|| RpcError::bad_request("message_queue is required"))?;
     let topic_name = validate::topic_name(mq.topic.as_ref())?.to_string();
     let filter = TagFilter::from_proto(req.filter_expression.as_ref())?;
     if req.batch_size <= 0 {
-        return Err(RpcError::bad_request(format!("batch_size {} must be positive", req.batch_size)));
+        return Err(RpcError::bad_request(format!(
+            "batch_size {} must be positive",
+            req.batch_size
+        )));
     }
     let invisible = match &req.invisible_duration {
         Some(d) => {
-            let d = duration_from_proto(d)
-                .ok_or_else(|| RpcError::new(Code::IllegalInvisibleTime, "invisible_duration is negative or malformed"))?;
+            let d = duration_from_proto(d).ok_or_else(|| {
+                RpcError::new(
+                    Code::IllegalInvisibleTime,
+                    "invisible_duration is negative or malformed",
+                )
+            })?;
             if !(MIN_INVISIBLE..=MAX_INVISIBLE).contains(&d) {
                 return Err(RpcError::new(
                     Code::IllegalInvisibleTime,
-                    format!("invisible_duration {d:?} is outside {MIN_INVISIBLE:?}..={MAX_INVISIBLE:?}"),
+                    format!(
+                        "invisible_duration {d:?} is outside {MIN_INVISIBLE:?}..={MAX_INVISIBLE:?}"
+                    ),
                 ));
             }
             d
@@ -94,24 +114,42 @@ fn plan(broker: &Broker, meta: &RequestMeta, req: &v2::ReceiveMessageRequest) ->
         None => DEFAULT_INVISIBLE,
     };
     let requested_poll = match &req.long_polling_timeout {
-        Some(d) => Some(duration_from_proto(d).ok_or_else(|| RpcError::new(Code::IllegalPollingTime, "long_polling_timeout is negative or malformed"))?),
+        Some(d) => Some(duration_from_proto(d).ok_or_else(|| {
+            RpcError::new(
+                Code::IllegalPollingTime,
+                "long_polling_timeout is negative or malformed",
+            )
+        })?),
         None => None,
     };
     let topic = broker.topic(&topic_name)?;
     if !topic.permission.readable() {
-        return Err(RpcError::new(Code::Forbidden, format!("topic {topic_name} is not readable")));
+        return Err(RpcError::new(
+            Code::Forbidden,
+            format!("topic {topic_name} is not readable"),
+        ));
     }
     let n = topic.queues;
-    let start = if mq.id >= 0 && (mq.id as u32) < n { mq.id as u32 } else { NEXT_QUEUE.fetch_add(1, Ordering::Relaxed) % n };
+    let start = if mq.id >= 0 && (mq.id as u32) < n {
+        mq.id as u32
+    } else {
+        NEXT_QUEUE.fetch_add(1, Ordering::Relaxed) % n
+    };
     let queues = (0..n).map(|i| (start + i) % n).collect();
     let expression = match &filter {
         TagFilter::All => "*".to_string(),
         TagFilter::Any(tags) => tags.join("||"),
     };
     Ok(Plan {
-        fifo: broker.groups.fifo(&group, topic.message_type == MessageType::Fifo),
+        fifo: broker
+            .groups
+            .fifo(&group, topic.message_type == MessageType::Fifo),
         max_attempts: broker.groups.max_attempts(&group),
-        namespace: mq.topic.as_ref().map(|t| t.resource_namespace.clone()).unwrap_or_default(),
+        namespace: mq
+            .topic
+            .as_ref()
+            .map(|t| t.resource_namespace.clone())
+            .unwrap_or_default(),
         group,
         topic: topic_name,
         queues,
@@ -119,14 +157,26 @@ fn plan(broker: &Broker, meta: &RequestMeta, req: &v2::ReceiveMessageRequest) ->
         invisible,
         filter: StoreTagFilter::parse(&expression),
         poll: poll_budget(requested_poll, meta),
-        renew_for: if req.auto_renew { meta.client_id.clone() } else { None },
-        attempt: req.attempt_id.as_ref().filter(|a| !a.is_empty()).map(|a| format!("{}/{a}", meta.client_id.as_deref().unwrap_or(""))),
+        renew_for: if req.auto_renew {
+            meta.client_id.clone()
+        } else {
+            None
+        },
+        attempt: req
+            .attempt_id
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .map(|a| format!("{}/{a}", meta.client_id.as_deref().unwrap_or(""))),
     })
 }
 
 /// Long-polls until something is delivered or the budget ends. Stops early when the caller
 /// went away (`out` closed), so nothing is handed out to nobody.
-async fn poll<T>(broker: &Arc<Broker>, plan: Arc<Plan>, out: &mpsc::Sender<T>) -> Result<Vec<Delivery>, RpcError> {
+async fn poll<T>(
+    broker: &Arc<Broker>,
+    plan: Arc<Plan>,
+    out: &mpsc::Sender<T>,
+) -> Result<Vec<Delivery>, RpcError> {
     let until = Instant::now() + plan.poll;
     let notify = broker.wakeups.for_topic(&plan.topic);
     let mut shutdown = broker.shutdown.clone();
@@ -173,13 +223,22 @@ async fn poll<T>(broker: &Arc<Broker>, plan: Arc<Plan>, out: &mpsc::Sender<T>) -
     }
 }
 
-pub fn receive_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::ReceiveMessageRequest) -> BoxStream<v2::ReceiveMessageResponse> {
+pub fn receive_message(
+    broker: Arc<Broker>,
+    meta: RequestMeta,
+    req: v2::ReceiveMessageRequest,
+) -> BoxStream<v2::ReceiveMessageResponse> {
     let (tx, rx) = mpsc::channel(MAX_BATCH + 2);
     let span = info_span!(
         "ReceiveMessage",
         client = meta.client_id.as_deref().unwrap_or(""),
         group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""),
-        topic = req.message_queue.as_ref().and_then(|q| q.topic.as_ref()).map(|t| t.name.as_str()).unwrap_or("")
+        topic = req
+            .message_queue
+            .as_ref()
+            .and_then(|q| q.topic.as_ref())
+            .map(|t| t.name.as_str())
+            .unwrap_or("")
     );
     tokio::spawn(
         async move {
@@ -199,9 +258,20 @@ pub fn receive_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::ReceiveM
                 Ok((p, deliveries)) if !deliveries.is_empty() => {
                     let _ = tx.send(item(Content::Status(status::ok()))).await;
                     for d in deliveries {
-                        let info = DeliveryInfo { receipt_handle: d.handle.encode(), attempt: d.attempt, invisible: d.invisible };
-                        broker.metrics.message_out(&p.topic, &p.group, d.message.body.len());
-                        let m = to_proto(&d.message, &p.namespace, &broker.cfg.advertise_addr, Some(&info));
+                        let info = DeliveryInfo {
+                            receipt_handle: d.handle.encode(),
+                            attempt: d.attempt,
+                            invisible: d.invisible,
+                        };
+                        broker
+                            .metrics
+                            .message_out(&p.topic, &p.group, d.message.body.len());
+                        let m = to_proto(
+                            &d.message,
+                            &p.namespace,
+                            &broker.cfg.advertise_addr,
+                            Some(&info),
+                        );
                         // A vanished caller leaves the message invisible; it is redelivered
                         // after its invisible time, as for any consumer that dies.
                         let _ = tx.send(item(Content::Message(m))).await;
@@ -209,7 +279,12 @@ pub fn receive_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::ReceiveM
                     Code::Ok
                 }
                 Ok(_) => {
-                    let _ = tx.send(item(Content::Status(status::status(Code::MessageNotFound, "no new message")))).await;
+                    let _ = tx
+                        .send(item(Content::Status(status::status(
+                            Code::MessageNotFound,
+                            "no new message",
+                        ))))
+                        .await;
                     Code::MessageNotFound
                 }
                 Err(e) => {
@@ -217,8 +292,12 @@ pub fn receive_message(broker: Arc<Broker>, meta: RequestMeta, req: v2::ReceiveM
                     e.code
                 }
             };
-            let _ = tx.send(item(Content::DeliveryTimestamp(now_timestamp()))).await;
-            broker.metrics.rpc("ReceiveMessage", started.elapsed(), code as i32);
+            let _ = tx
+                .send(item(Content::DeliveryTimestamp(now_timestamp())))
+                .await;
+            broker
+                .metrics
+                .rpc("ReceiveMessage", started.elapsed(), code as i32);
         }
         .instrument(span),
     );
@@ -231,12 +310,30 @@ mod tests {
 
     #[test]
     fn polling_ends_before_the_callers_deadline() {
-        let meta = RequestMeta { timeout: Some(Duration::from_secs(40)), ..Default::default() };
-        assert_eq!(poll_budget(Some(Duration::from_secs(40)), &meta), Duration::from_secs(30));
-        let meta = RequestMeta { timeout: Some(Duration::from_secs(8)), ..Default::default() };
-        assert_eq!(poll_budget(Some(Duration::from_secs(5)), &meta), Duration::from_secs(5));
-        let meta = RequestMeta { timeout: Some(Duration::from_secs(5)), ..Default::default() };
-        assert_eq!(poll_budget(Some(Duration::from_secs(5)), &meta), Duration::from_millis(4500));
+        let meta = RequestMeta {
+            timeout: Some(Duration::from_secs(40)),
+            ..Default::default()
+        };
+        assert_eq!(
+            poll_budget(Some(Duration::from_secs(40)), &meta),
+            Duration::from_secs(30)
+        );
+        let meta = RequestMeta {
+            timeout: Some(Duration::from_secs(8)),
+            ..Default::default()
+        };
+        assert_eq!(
+            poll_budget(Some(Duration::from_secs(5)), &meta),
+            Duration::from_secs(5)
+        );
+        let meta = RequestMeta {
+            timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        assert_eq!(
+            poll_budget(Some(Duration::from_secs(5)), &meta),
+            Duration::from_millis(4500)
+        );
         assert_eq!(poll_budget(None, &RequestMeta::default()), DEFAULT_POLL);
     }
 }

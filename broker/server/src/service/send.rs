@@ -37,38 +37,59 @@ fn type_matches(topic: MessageType, msg: v2::MessageType) -> bool {
 fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
     let topic_name = validate::topic_name(m.topic.as_ref())?;
     if validate::is_system_topic(topic_name) {
-        return Err(RpcError::new(Code::IllegalTopic, format!("topic {topic_name} is a system topic; clients cannot publish to it")));
+        return Err(RpcError::new(
+            Code::IllegalTopic,
+            format!("topic {topic_name} is a system topic; clients cannot publish to it"),
+        ));
     }
     let checked = validate::message(m, broker.cfg.max_body_size)?;
     let topic = broker.topic(topic_name)?;
     if !topic.permission.writable() {
-        return Err(RpcError::new(Code::Forbidden, format!("topic {topic_name} is not writable")));
+        return Err(RpcError::new(
+            Code::Forbidden,
+            format!("topic {topic_name} is not writable"),
+        ));
     }
     if !type_matches(topic.message_type, checked.message_type) {
         return Err(RpcError::new(
             Code::MessagePropertyConflictWithType,
-            format!("topic {topic_name} accepts {} messages, not {:?}", topic.message_type, checked.message_type),
+            format!(
+                "topic {topic_name} accepts {} messages, not {:?}",
+                topic.message_type, checked.message_type
+            ),
         ));
     }
     match checked.message_type {
         v2::MessageType::Normal | v2::MessageType::Fifo => {}
         other => {
-            return Err(RpcError::new(Code::NotImplemented, format!("{other:?} messages are not implemented by this FerroMQ version")))
+            return Err(RpcError::new(
+                Code::NotImplemented,
+                format!("{other:?} messages are not implemented by this FerroMQ version"),
+            ))
         }
     }
-    let sp = m.system_properties.as_ref().ok_or_else(|| RpcError::bad_request("message has no system_properties"))?;
+    let sp = m
+        .system_properties
+        .as_ref()
+        .ok_or_else(|| RpcError::bad_request("message has no system_properties"))?;
     let mut properties: BTreeMap<String, String> = m.user_properties.clone().into_iter().collect();
     properties.insert(PROP_MSG_ID.into(), checked.message_id.to_string());
     if let Some(t) = checked.tag {
         properties.insert(PROP_TAGS.into(), t.to_string());
     }
     if !checked.keys.is_empty() {
-        properties.insert(PROP_KEYS.into(), checked.keys.join(&KEY_SEPARATOR.to_string()));
+        properties.insert(
+            PROP_KEYS.into(),
+            checked.keys.join(&KEY_SEPARATOR.to_string()),
+        );
     }
     if let Some(g) = checked.message_group {
         properties.insert(props::MESSAGE_GROUP.into(), g.to_string());
     }
-    properties.insert(props::MESSAGE_TYPE.into(), (checked.message_type as i32).to_string());
+    properties.insert(
+        props::MESSAGE_TYPE.into(),
+        (checked.message_type as i32).to_string(),
+    );
     if !sp.born_host.is_empty() {
         properties.insert(props::BORN_HOST.into(), sp.born_host.clone());
     }
@@ -76,7 +97,11 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
         properties.insert(props::TRACE_CONTEXT.into(), tc.clone());
     }
     // The client picked the queue (FIFO: by message group); keep it when valid.
-    let queue_id = if sp.queue_id >= 0 { sp.queue_id as u32 % topic.queues } else { 0 };
+    let queue_id = if sp.queue_id >= 0 {
+        sp.queue_id as u32 % topic.queues
+    } else {
+        0
+    };
     Ok(NewMessage {
         topic: topic.name,
         queue_id,
@@ -89,13 +114,23 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
 }
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]
-pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::SendMessageRequest) -> v2::SendMessageResponse {
+pub async fn send_message(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::SendMessageRequest,
+) -> v2::SendMessageResponse {
     if let Err(e) = meta.require_client_id() {
-        return v2::SendMessageResponse { status: Some(meta.status(&e)), entries: vec![] };
+        return v2::SendMessageResponse {
+            status: Some(meta.status(&e)),
+            entries: vec![],
+        };
     }
     if req.messages.is_empty() {
         let e = RpcError::bad_request("SendMessage carries no message");
-        return v2::SendMessageResponse { status: Some(meta.status(&e)), entries: vec![] };
+        return v2::SendMessageResponse {
+            status: Some(meta.status(&e)),
+            entries: vec![],
+        };
     }
     let messages = req.messages;
     let results = broker
@@ -103,7 +138,11 @@ pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Sen
             let results: Vec<_> = messages
                 .iter()
                 .map(|m| {
-                    let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+                    let id = m
+                        .system_properties
+                        .as_ref()
+                        .map(|s| s.message_id.clone())
+                        .unwrap_or_default();
                     let r = prepare(b, m).and_then(|nm| {
                         let size = nm.body.len();
                         let topic = nm.topic.clone();
@@ -119,11 +158,21 @@ pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Sen
         .await;
     let results: Vec<(String, Result<ferromq_store::AppendResult, RpcError>)> = match results {
         Ok(r) => r,
-        Err(e) => return v2::SendMessageResponse { status: Some(meta.status(&e)), entries: vec![] },
+        Err(e) => {
+            return v2::SendMessageResponse {
+                status: Some(meta.status(&e)),
+                entries: vec![],
+            }
+        }
     };
     // Read-your-writes: once a send is answered, a receive finds the message. The dispatcher
     // normally catches up within a millisecond; never wait long for it.
-    if let Some(end) = results.iter().filter_map(|(_, r)| r.as_ref().ok()).map(|a| a.phys_offset + u64::from(a.size)).max() {
+    if let Some(end) = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|a| a.phys_offset + u64::from(a.size))
+        .max()
+    {
         broker.dispatched.wait(end, DISPATCH_WAIT).await;
     }
     let entries: Vec<v2::SendResultEntry> = results
@@ -140,10 +189,17 @@ pub async fn send_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::Sen
                 if e.code == Code::InternalServerError {
                     warn!(message_id, error = %e, "append failed");
                 }
-                v2::SendResultEntry { status: Some(meta.status(&e)), message_id, ..Default::default() }
+                v2::SendResultEntry {
+                    status: Some(meta.status(&e)),
+                    message_id,
+                    ..Default::default()
+                }
             }
         })
         .collect();
     let summary = status::summarize(entries.iter().filter_map(|e| e.status.as_ref()));
-    v2::SendMessageResponse { status: Some(summary), entries }
+    v2::SendMessageResponse {
+        status: Some(summary),
+        entries,
+    }
 }

@@ -16,20 +16,39 @@ use crate::validate;
 
 const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
 
-fn names(meta: &RequestMeta, group: Option<&v2::Resource>, topic: Option<&v2::Resource>) -> Result<(String, String), RpcError> {
+fn names(
+    meta: &RequestMeta,
+    group: Option<&v2::Resource>,
+    topic: Option<&v2::Resource>,
+) -> Result<(String, String), RpcError> {
     meta.require_client_id()?;
-    Ok((validate::group_name(group)?.to_string(), validate::topic_name(topic)?.to_string()))
+    Ok((
+        validate::group_name(group)?.to_string(),
+        validate::topic_name(topic)?.to_string(),
+    ))
 }
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), entries = req.entries.len()))]
-pub async fn ack_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::AckMessageRequest) -> v2::AckMessageResponse {
+pub async fn ack_message(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::AckMessageRequest,
+) -> v2::AckMessageResponse {
     let (group, topic) = match names(meta, req.group.as_ref(), req.topic.as_ref()) {
         Ok(n) => n,
-        Err(e) => return v2::AckMessageResponse { status: Some(meta.status(&e)), entries: vec![] },
+        Err(e) => {
+            return v2::AckMessageResponse {
+                status: Some(meta.status(&e)),
+                entries: vec![],
+            }
+        }
     };
     if req.entries.is_empty() {
         let e = RpcError::bad_request("AckMessage carries no entry");
-        return v2::AckMessageResponse { status: Some(meta.status(&e)), entries: vec![] };
+        return v2::AckMessageResponse {
+            status: Some(meta.status(&e)),
+            entries: vec![],
+        };
     }
     let entries = req.entries;
     let results = broker
@@ -38,7 +57,8 @@ pub async fn ack_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::AckM
             let mut results: Vec<_> = entries
                 .into_iter()
                 .map(|e| {
-                    let r = ReceiptHandle::decode(&e.receipt_handle).and_then(|h| b.deliveries.ack_in_memory(&group, &topic, &h));
+                    let r = ReceiptHandle::decode(&e.receipt_handle)
+                        .and_then(|h| b.deliveries.ack_in_memory(&group, &topic, &h));
                     moved |= matches!(r, Ok(true));
                     (e, r.map(|_| ()))
                 })
@@ -58,7 +78,12 @@ pub async fn ack_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::AckM
         .await;
     let results = match results {
         Ok(r) => r,
-        Err(e) => return v2::AckMessageResponse { status: Some(meta.status(&e)), entries: vec![] },
+        Err(e) => {
+            return v2::AckMessageResponse {
+                status: Some(meta.status(&e)),
+                entries: vec![],
+            }
+        }
     };
     let entries: Vec<v2::AckMessageResultEntry> = results
         .into_iter()
@@ -69,7 +94,10 @@ pub async fn ack_message(broker: &Arc<Broker>, meta: &RequestMeta, req: v2::AckM
         })
         .collect();
     let summary = status::summarize(entries.iter().filter_map(|e| e.status.as_ref()));
-    v2::AckMessageResponse { status: Some(summary), entries }
+    v2::AckMessageResponse {
+        status: Some(summary),
+        entries,
+    }
 }
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id))]
@@ -80,21 +108,36 @@ pub async fn change_invisible_duration(
 ) -> v2::ChangeInvisibleDurationResponse {
     let result = async {
         let (group, topic) = names(meta, req.group.as_ref(), req.topic.as_ref())?;
-        let d = req
-            .invisible_duration
-            .as_ref()
-            .ok_or_else(|| RpcError::new(Code::IllegalInvisibleTime, "invisible_duration is required"))?;
-        let d = duration_from_proto(d).ok_or_else(|| RpcError::new(Code::IllegalInvisibleTime, "invisible_duration is negative or malformed"))?;
+        let d = req.invisible_duration.as_ref().ok_or_else(|| {
+            RpcError::new(Code::IllegalInvisibleTime, "invisible_duration is required")
+        })?;
+        let d = duration_from_proto(d).ok_or_else(|| {
+            RpcError::new(
+                Code::IllegalInvisibleTime,
+                "invisible_duration is negative or malformed",
+            )
+        })?;
         if d > MAX_INVISIBLE {
-            return Err(RpcError::new(Code::IllegalInvisibleTime, format!("invisible_duration {d:?} is over {MAX_INVISIBLE:?}")));
+            return Err(RpcError::new(
+                Code::IllegalInvisibleTime,
+                format!("invisible_duration {d:?} is over {MAX_INVISIBLE:?}"),
+            ));
         }
         let h = ReceiptHandle::decode(&req.receipt_handle)?;
-        broker.blocking(move |b| b.deliveries.change_invisible(&group, &topic, &h, d)).await
+        broker
+            .blocking(move |b| b.deliveries.change_invisible(&group, &topic, &h, d))
+            .await
     }
     .await;
     match result {
-        Ok(h) => v2::ChangeInvisibleDurationResponse { status: Some(status::ok()), receipt_handle: h.encode() },
-        Err(e) => v2::ChangeInvisibleDurationResponse { status: Some(meta.status(&e)), receipt_handle: String::new() },
+        Ok(h) => v2::ChangeInvisibleDurationResponse {
+            status: Some(status::ok()),
+            receipt_handle: h.encode(),
+        },
+        Err(e) => v2::ChangeInvisibleDurationResponse {
+            status: Some(meta.status(&e)),
+            receipt_handle: String::new(),
+        },
     }
 }
 
@@ -107,8 +150,12 @@ pub async fn forward_to_dlq(
     let result = async {
         let (group, topic) = names(meta, req.group.as_ref(), req.topic.as_ref())?;
         let h = ReceiptHandle::decode(&req.receipt_handle)?;
-        broker.blocking(move |b| b.deliveries.forward_to_dlq(&group, &topic, &h)).await
+        broker
+            .blocking(move |b| b.deliveries.forward_to_dlq(&group, &topic, &h))
+            .await
     }
     .await;
-    v2::ForwardMessageToDeadLetterQueueResponse { status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())) }
+    v2::ForwardMessageToDeadLetterQueueResponse {
+        status: Some(result.map_or_else(|e| meta.status(&e), |_| status::ok())),
+    }
 }

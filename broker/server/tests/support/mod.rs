@@ -17,7 +17,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
 
 /// A port free right now on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind :0").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running `ferromq standalone`; killed when dropped.
@@ -48,7 +52,11 @@ impl Server {
 
     /// Starts (again) on the same ports and data directory.
     pub fn spawn(&mut self) {
-        let log = std::fs::File::create(self.data_dir.with_extension(format!("log{}", self.grpc_port))).ok();
+        let log = std::fs::File::create(
+            self.data_dir
+                .with_extension(format!("log{}", self.grpc_port)),
+        )
+        .ok();
         let mut cmd = Command::new(BIN);
         cmd.arg("standalone")
             .arg("--data-dir")
@@ -76,7 +84,10 @@ impl Server {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("ferromq exited during start-up with {status}; log: {}", self.log());
+                    panic!(
+                        "ferromq exited during start-up with {status}; log: {}",
+                        self.log()
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -85,7 +96,11 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension(format!("log{}", self.grpc_port))).unwrap_or_default()
+        std::fs::read_to_string(
+            self.data_dir
+                .with_extension(format!("log{}", self.grpc_port)),
+        )
+        .unwrap_or_default()
     }
 
     pub fn addr(&self) -> String {
@@ -96,7 +111,10 @@ impl Server {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY-free: kill(1) with the pid avoids a libc dependency here.
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(s)) = child.try_wait() {
@@ -123,7 +141,13 @@ impl Server {
 
     /// Runs `ferromq admin --server <this> <args>`.
     pub fn admin(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("admin").arg("--server").arg(self.addr()).args(args).output().expect("run admin")
+        Command::new(BIN)
+            .arg("admin")
+            .arg("--server")
+            .arg(self.addr())
+            .args(args)
+            .output()
+            .expect("run admin")
     }
 
     /// Runs an admin command that must succeed and returns its JSON output.
@@ -131,14 +155,27 @@ impl Server {
         let mut a: Vec<&str> = args.to_vec();
         a.extend(["-o", "json"]);
         let out = self.admin(&a);
-        assert!(out.status.success(), "admin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        assert!(
+            out.status.success(),
+            "admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "admin {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     pub fn create_topic(&self, name: &str, kind: &str, queues: u32) {
         let q = queues.to_string();
         let out = self.admin(&["topic", "create", name, "--type", kind, "--queues", &q]);
-        assert!(out.status.success(), "topic create failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "topic create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -157,7 +194,10 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -169,9 +209,13 @@ pub struct Headers {
 impl tonic::service::Interceptor for Headers {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(id) = &self.client_id {
-            req.metadata_mut().insert("x-mq-client-id", MetadataValue::try_from(id.as_str()).expect("ascii"));
+            req.metadata_mut().insert(
+                "x-mq-client-id",
+                MetadataValue::try_from(id.as_str()).expect("ascii"),
+            );
         }
-        req.metadata_mut().insert("x-mq-language", MetadataValue::from_static("JAVA"));
+        req.metadata_mut()
+            .insert("x-mq-language", MetadataValue::from_static("JAVA"));
         Ok(req)
     }
 }
@@ -179,8 +223,17 @@ impl tonic::service::Interceptor for Headers {
 pub type Client = MessagingServiceClient<InterceptedService<Channel, Headers>>;
 
 pub async fn connect(port: u16, client_id: Option<&str>) -> Client {
-    let ch = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect().await.expect("connect");
-    MessagingServiceClient::with_interceptor(ch, Headers { client_id: client_id.map(str::to_string) })
+    let ch = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    MessagingServiceClient::with_interceptor(
+        ch,
+        Headers {
+            client_id: client_id.map(str::to_string),
+        },
+    )
 }
 
 pub async fn client(port: u16, id: &str) -> Client {
@@ -188,11 +241,17 @@ pub async fn client(port: u16, id: &str) -> Client {
 }
 
 pub fn res(name: &str) -> Option<v2::Resource> {
-    Some(v2::Resource { resource_namespace: String::new(), name: name.into() })
+    Some(v2::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
 }
 
 pub fn dur(ms: u64) -> prost_types::Duration {
-    prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+    prost_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
 }
 
 /// A message as an official producer would build it.
@@ -205,7 +264,10 @@ pub fn message(topic: &str, id: &str, body: &[u8]) -> v2::Message {
             body_encoding: v2::Encoding::Identity as i32,
             message_type: v2::MessageType::Normal as i32,
             born_host: "test-host".into(),
-            born_timestamp: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            born_timestamp: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
             ..Default::default()
         }),
         body: body.to_vec(),
@@ -226,7 +288,11 @@ pub fn code_of(s: &Option<v2::Status>) -> Code {
 
 /// Sends one message; returns its send entry status code.
 pub async fn send(c: &mut Client, m: v2::Message) -> (Code, v2::SendMessageResponse) {
-    let r = c.send_message(v2::SendMessageRequest { messages: vec![m] }).await.expect("grpc ok").into_inner();
+    let r = c
+        .send_message(v2::SendMessageRequest { messages: vec![m] })
+        .await
+        .expect("grpc ok")
+        .into_inner();
     (code_of(&r.status), r)
 }
 
@@ -248,15 +314,32 @@ impl Received {
         code_of(&self.status)
     }
     pub fn bodies(&self) -> Vec<String> {
-        self.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
+        self.messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect()
     }
 }
 
-pub fn receive_request(group: &str, topic: &str, batch: i32, invisible_ms: u64, poll_ms: u64, filter: &str) -> v2::ReceiveMessageRequest {
+pub fn receive_request(
+    group: &str,
+    topic: &str,
+    batch: i32,
+    invisible_ms: u64,
+    poll_ms: u64,
+    filter: &str,
+) -> v2::ReceiveMessageRequest {
     v2::ReceiveMessageRequest {
         group: res(group),
-        message_queue: Some(v2::MessageQueue { topic: res(topic), id: 0, ..Default::default() }),
-        filter_expression: Some(v2::FilterExpression { r#type: v2::FilterType::Tag as i32, expression: filter.into() }),
+        message_queue: Some(v2::MessageQueue {
+            topic: res(topic),
+            id: 0,
+            ..Default::default()
+        }),
+        filter_expression: Some(v2::FilterExpression {
+            r#type: v2::FilterType::Tag as i32,
+            expression: filter.into(),
+        }),
         batch_size: batch,
         invisible_duration: Some(dur(invisible_ms)),
         auto_renew: false,
@@ -278,25 +361,50 @@ pub async fn receive_with(c: &mut Client, req: v2::ReceiveMessageRequest) -> Rec
     out
 }
 
-pub async fn receive(c: &mut Client, group: &str, topic: &str, batch: i32, invisible_ms: u64, poll_ms: u64) -> Received {
-    receive_with(c, receive_request(group, topic, batch, invisible_ms, poll_ms, "*")).await
+pub async fn receive(
+    c: &mut Client,
+    group: &str,
+    topic: &str,
+    batch: i32,
+    invisible_ms: u64,
+    poll_ms: u64,
+) -> Received {
+    receive_with(
+        c,
+        receive_request(group, topic, batch, invisible_ms, poll_ms, "*"),
+    )
+    .await
 }
 
 pub fn handle(m: &v2::Message) -> String {
-    m.system_properties.as_ref().and_then(|s| s.receipt_handle.clone()).expect("receipt handle")
+    m.system_properties
+        .as_ref()
+        .and_then(|s| s.receipt_handle.clone())
+        .expect("receipt handle")
 }
 
 pub fn attempt(m: &v2::Message) -> i32 {
-    m.system_properties.as_ref().and_then(|s| s.delivery_attempt).expect("delivery attempt")
+    m.system_properties
+        .as_ref()
+        .and_then(|s| s.delivery_attempt)
+        .expect("delivery attempt")
 }
 
 pub async fn ack(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> Code {
-    let id = m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default();
+    let id = m
+        .system_properties
+        .as_ref()
+        .map(|s| s.message_id.clone())
+        .unwrap_or_default();
     let r = c
         .ack_message(v2::AckMessageRequest {
             group: res(group),
             topic: res(topic),
-            entries: vec![v2::AckMessageEntry { message_id: id, receipt_handle: handle(m), lite_topic: None }],
+            entries: vec![v2::AckMessageEntry {
+                message_id: id,
+                receipt_handle: handle(m),
+                lite_topic: None,
+            }],
         })
         .await
         .expect("grpc ok")
@@ -310,7 +418,11 @@ pub fn data_dir(s: &Server) -> &Path {
 }
 
 /// Receives repeatedly (as a consumer loop does) until `n` messages arrived or 10 s passed.
-pub async fn receive_n(c: &mut Client, req: v2::ReceiveMessageRequest, n: usize) -> Vec<v2::Message> {
+pub async fn receive_n(
+    c: &mut Client,
+    req: v2::ReceiveMessageRequest,
+    n: usize,
+) -> Vec<v2::Message> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {

@@ -21,7 +21,13 @@ pub fn small_config(dir: &Path) -> StoreConfig {
 }
 
 /// A message whose body is derived from its id, so a reader can check it is intact.
-pub fn message(topic: &str, queue_id: u32, id: &str, tag: Option<&str>, keys: &[&str]) -> NewMessage {
+pub fn message(
+    topic: &str,
+    queue_id: u32,
+    id: &str,
+    tag: Option<&str>,
+    keys: &[&str],
+) -> NewMessage {
     let mut properties = BTreeMap::new();
     properties.insert(PROP_MSG_ID.to_string(), id.to_string());
     if let Some(t) = tag {
