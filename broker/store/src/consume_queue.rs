@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Result, StoreError};
@@ -103,6 +103,8 @@ pub struct ConsumeQueue {
     max_offset: AtomicU64,
     /// The lowest entry still kept (retention moves it up).
     min_offset: AtomicU64,
+    /// Entries written since the last flush: an idle queue costs no msync.
+    dirty: AtomicBool,
 }
 
 impl ConsumeQueue {
@@ -140,6 +142,7 @@ impl ConsumeQueue {
             files: RwLock::new(files),
             max_offset: AtomicU64::new(min),
             min_offset: AtomicU64::new(min),
+            dirty: AtomicBool::new(false),
         };
         Ok(q)
     }
@@ -188,6 +191,7 @@ impl ConsumeQueue {
         let at = ((offset % self.entries_per_file) as usize) * ENTRY_LEN;
         f.write_at(at, &entry.encode());
         self.max_offset.fetch_max(offset + 1, Ordering::AcqRel);
+        self.dirty.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -206,9 +210,15 @@ impl ConsumeQueue {
     /// Flushes every file that can hold dirty entries (the last two are enough: entries are
     /// written in order).
     pub fn flush(&self) -> std::io::Result<()> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
         let files: Vec<Arc<MappedFile>> = self.files().values().rev().take(2).cloned().collect();
         for f in files {
-            f.flush()?;
+            if let Err(e) = f.flush() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
         }
         Ok(())
     }

@@ -29,6 +29,7 @@
 //! strictly smaller numbers, so a damaged link cannot loop.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, StoreError};
@@ -297,6 +298,8 @@ pub struct Index {
     slot_count: u32,
     max_entries: u32,
     files: Mutex<Vec<(u64, Arc<IndexFile>)>>,
+    /// Entries added since the last flush: an idle index costs no msync.
+    dirty: AtomicBool,
 }
 
 impl Index {
@@ -328,6 +331,7 @@ impl Index {
             slot_count,
             max_entries,
             files: Mutex::new(files),
+            dirty: AtomicBool::new(false),
         })
     }
 
@@ -343,6 +347,7 @@ impl Index {
     /// Indexes `key` of `topic` for the record at `phys_offset`.
     pub fn put(&self, topic: &str, key: &str, phys_offset: u64, timestamp: i64) -> Result<()> {
         let hash = key_hash(topic, key);
+        self.dirty.store(true, Ordering::Release);
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, f)) = files.last() {
             if f.put(hash, phys_offset, timestamp) {
@@ -383,16 +388,26 @@ impl Index {
     }
 
     pub fn flush(&self) -> std::io::Result<()> {
-        let last = self
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // The last two files: a put may have just rolled over to a new one.
+        let files: Vec<Arc<IndexFile>> = self
             .files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .last()
-            .map(|(_, f)| f.clone());
-        match last {
-            Some(f) => f.file.flush(),
-            None => Ok(()),
+            .iter()
+            .rev()
+            .take(2)
+            .map(|(_, f)| f.clone())
+            .collect();
+        for f in files {
+            if let Err(e) = f.file.flush() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// Retention: deletes files whose every entry points below `log_min`.

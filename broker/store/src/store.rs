@@ -205,6 +205,8 @@ struct Inner {
     flush_nanos: AtomicU64,
     corrupt_seen: AtomicU64,
     recovery: (bool, u64, Vec<(u64, String)>),
+    /// The offsets of the checkpoint on disk, to skip rewriting an unchanged one.
+    last_checkpoint: Mutex<Option<Checkpoint>>,
 }
 
 /// The storage engine. Cheap to share: wrap it in an `Arc`.
@@ -330,6 +332,7 @@ impl Store {
             flush_nanos: AtomicU64::new(0),
             corrupt_seen: AtomicU64::new(0),
             recovery: (unclean, report.truncated_bytes, report.corrupt.clone()),
+            last_checkpoint: Mutex::new(None),
             cfg,
         });
 
@@ -684,69 +687,56 @@ impl Inner {
     }
 
     fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
-        self.append_batch(std::slice::from_ref(msg))
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::malformed("append", "no result for the message")))
+        let len = self.admit(msg)?;
+        let a = self.write_one(&mut lock(&self.writer), msg, len)?;
+        self.after_write(1, a.size as u64, a.phys_offset + a.size as u64)?;
+        Ok(a)
     }
 
-    /// Appends several messages under one lock and, in sync mode, one wait for the flush.
-    /// Each message gets its own result, as a RocketMQ send of a batch reports per entry.
-    fn append_batch(&self, msgs: &[NewMessage]) -> Vec<Result<AppendResult>> {
-        let mut results: Vec<Result<AppendResult>> = Vec::with_capacity(msgs.len());
-        let mut lens = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            let checked = if m.body.len() > self.cfg.max_body_size {
-                Err(StoreError::BodyTooLarge {
-                    size: m.body.len(),
-                    limit: self.cfg.max_body_size,
-                })
-            } else if let Some(e) = self.refusal() {
-                Err(e)
-            } else {
-                record::encoded_len(m)
-            };
-            lens.push(checked);
+    /// Checks that `msg` may be appended now and returns its encoded length.
+    fn admit(&self, msg: &NewMessage) -> Result<usize> {
+        if msg.body.len() > self.cfg.max_body_size {
+            return Err(StoreError::BodyTooLarge {
+                size: msg.body.len(),
+                limit: self.cfg.max_body_size,
+            });
         }
-        let (mut count, mut bytes, mut end) = (0u64, 0u64, 0u64);
-        {
-            let mut w = lock(&self.writer);
-            for (msg, len) in msgs.iter().zip(lens) {
-                let r = len.and_then(|len| {
-                    if let Some(e) = self.stopped_error() {
-                        return Err(e);
-                    }
-                    let (seg, pos) = self.log.reserve(len)?;
-                    let queues = match w.next.get_mut(msg.topic.as_str()) {
-                        Some(q) => q,
-                        None => w.next.entry(msg.topic.clone()).or_default(),
-                    };
-                    let next = queues.entry(msg.queue_id).or_insert(0);
-                    let queue_offset = *next;
-                    let store_ts = now_ms();
-                    // Encoded straight into the mapping: the range is ours until `publish`.
-                    let out = seg.file.slice_mut((pos - seg.base) as usize, len);
-                    record::encode(msg, self.cfg.store_host, out)?;
-                    record::seal(out, queue_offset, pos, store_ts);
-                    self.log.publish(pos + len as u64);
-                    *next += 1;
-                    Ok(AppendResult {
-                        phys_offset: pos,
-                        queue_offset,
-                        size: len as u32,
-                        store_timestamp_ms: store_ts,
-                    })
-                });
-                if let Ok(a) = &r {
-                    count += 1;
-                    bytes += a.size as u64;
-                    end = a.phys_offset + a.size as u64;
-                }
-                results.push(r);
-            }
+        if let Some(e) = self.refusal() {
+            return Err(e);
         }
-        if count == 0 {
-            return results;
+        record::encoded_len(msg)
+    }
+
+    /// Writes one record at the end of the log; the caller holds the append lock.
+    fn write_one(&self, w: &mut Writer, msg: &NewMessage, len: usize) -> Result<AppendResult> {
+        if let Some(e) = self.stopped_error() {
+            return Err(e);
         }
+        let (seg, pos) = self.log.reserve(len)?;
+        let queues = match w.next.get_mut(msg.topic.as_str()) {
+            Some(q) => q,
+            None => w.next.entry(msg.topic.clone()).or_default(),
+        };
+        let next = queues.entry(msg.queue_id).or_insert(0);
+        let queue_offset = *next;
+        let store_ts = now_ms();
+        // Encoded straight into the mapping: the range is ours until `publish`.
+        let out = seg.file.slice_mut((pos - seg.base) as usize, len);
+        record::encode(msg, self.cfg.store_host, out)?;
+        record::seal(out, queue_offset, pos, store_ts);
+        self.log.publish(pos + len as u64);
+        *next += 1;
+        Ok(AppendResult {
+            phys_offset: pos,
+            queue_offset,
+            size: len as u32,
+            store_timestamp_ms: store_ts,
+        })
+    }
+
+    /// Counts the written records, wakes the dispatcher and, in sync mode, waits until
+    /// everything below `end` is on disk.
+    fn after_write(&self, count: u64, bytes: u64, end: u64) -> Result<()> {
         self.appends.fetch_add(count, Ordering::Relaxed);
         self.append_bytes.fetch_add(bytes, Ordering::Relaxed);
         if self.dispatcher_idle.load(Ordering::SeqCst) {
@@ -754,13 +744,40 @@ impl Inner {
             self.dispatch_cv.notify_one();
         }
         if self.cfg.flush == FlushMode::Sync {
-            if let Err(e) = self.wait_flushed(end) {
-                let cause = e.to_string();
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(StoreError::Stopped {
-                        cause: cause.clone(),
-                    });
-                }
+            self.wait_flushed(end)?;
+        }
+        Ok(())
+    }
+
+    /// Appends several messages under one lock and, in sync mode, one wait for the flush.
+    /// Each message gets its own result, as a RocketMQ send of a batch reports per entry.
+    fn append_batch(&self, msgs: &[NewMessage]) -> Vec<Result<AppendResult>> {
+        let admitted: Vec<Result<usize>> = msgs.iter().map(|m| self.admit(m)).collect();
+        let (mut count, mut bytes, mut end) = (0u64, 0u64, 0u64);
+        let mut results: Vec<Result<AppendResult>> = {
+            let mut w = lock(&self.writer);
+            msgs.iter()
+                .zip(admitted)
+                .map(|(msg, len)| {
+                    let r = len.and_then(|len| self.write_one(&mut w, msg, len));
+                    if let Ok(a) = &r {
+                        count += 1;
+                        bytes += a.size as u64;
+                        end = a.phys_offset + a.size as u64;
+                    }
+                    r
+                })
+                .collect()
+        };
+        if count == 0 {
+            return results;
+        }
+        if let Err(e) = self.after_write(count, bytes, end) {
+            let cause = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(StoreError::Stopped {
+                    cause: cause.clone(),
+                });
             }
         }
         results
@@ -1109,7 +1126,17 @@ impl Inner {
             log_min: self.log.min_pos().min(dispatched),
             written_at_ms: now_ms(),
         };
-        cp.store(&self.cfg.data_dir)
+        // An idle store rewrites nothing: the same offsets need no new file and no fsyncs.
+        let mut last = lock(&self.last_checkpoint);
+        let same = |l: &Checkpoint| {
+            (l.log_flushed, l.dispatched, l.log_min) == (cp.log_flushed, cp.dispatched, cp.log_min)
+        };
+        if last.as_ref().is_some_and(same) {
+            return Ok(());
+        }
+        cp.store(&self.cfg.data_dir)?;
+        *last = Some(cp);
+        Ok(())
     }
 
     fn check_disk(&self) {
