@@ -208,12 +208,10 @@ impl CommitLog {
                         pos = seg.base + at as u64;
                     }
                     Ok(Slot::Filler) => {
+                        // The loop condition ends the scan after the last segment.
                         idx += 1;
                         pos = seg.base + self.segment_size;
-                        if idx < segs.len() {
-                            continue 'segments;
-                        }
-                        break 'segments;
+                        continue 'segments;
                     }
                     Ok(Slot::Empty) => break 'segments,
                     Err(StoreError::Corrupt { offset, reason }) => {
@@ -237,12 +235,10 @@ impl CommitLog {
                                     continue;
                                 }
                                 None => {
+                                    // The loop condition ends the scan after the last segment.
                                     idx += 1;
                                     pos = seg.base + self.segment_size;
-                                    if idx < segs.len() {
-                                        continue 'segments;
-                                    }
-                                    break 'segments;
+                                    continue 'segments;
                                 }
                             }
                         }

@@ -188,7 +188,6 @@ struct Inner {
     flush_mx: Mutex<()>,
     flush_cv: Condvar,
     flush_list: Mutex<Vec<FlushWaiter>>,
-    flush_waiters: AtomicU64,
     flusher_idle: AtomicBool,
     house_mx: Mutex<()>,
     house_cv: Condvar,
@@ -315,7 +314,6 @@ impl Store {
             flush_mx: Mutex::new(()),
             flush_cv: Condvar::new(),
             flush_list: Mutex::new(Vec::new()),
-            flush_waiters: AtomicU64::new(0),
             flusher_idle: AtomicBool::new(false),
             house_mx: Mutex::new(()),
             house_cv: Condvar::new(),
@@ -790,27 +788,26 @@ impl Inner {
             return Ok(());
         }
         // Each waiter parks on its own; the flusher unparks exactly those a flush covered,
-        // so waking sixteen writers is sixteen unparks, not a convoy on one mutex.
+        // so waking sixteen writers is sixteen unparks, not a convoy on one mutex. The list
+        // is also the flusher's "someone is waiting" signal: its mutex orders the push before
+        // the flusher's check or the flusher's idle flag before our load of it.
         lock(&self.flush_list).push(FlushWaiter {
             end,
             thread: std::thread::current(),
         });
-        self.flush_waiters.fetch_add(1, Ordering::SeqCst);
         if self.flusher_idle.load(Ordering::SeqCst) {
             let _g = lock(&self.flush_mx);
             self.flush_cv.notify_one();
         }
-        let r = loop {
+        loop {
             if self.log.flushed_pos() >= end {
-                break Ok(());
+                return Ok(());
             }
             if let Some(e) = self.stopped_error() {
-                break Err(e);
+                return Err(e);
             }
             std::thread::park_timeout(Duration::from_millis(50));
-        };
-        self.flush_waiters.fetch_sub(1, Ordering::SeqCst);
-        r
+        }
     }
 
     /// Unparks the waiters a flush has covered (all of them once the store stopped).
@@ -873,7 +870,7 @@ impl Inner {
                     let pending = self.log.write_pos() > self.log.flushed_pos();
                     if self.cfg.flush == FlushMode::Sync
                         && pending
-                        && self.flush_waiters.load(Ordering::SeqCst) > 0
+                        && !lock(&self.flush_list).is_empty()
                     {
                         self.flusher_idle.store(false, Ordering::SeqCst);
                         break;
