@@ -14,6 +14,7 @@
 #   tests/k8s/env.sh start-controller-manager DIR   # add kube-controller-manager later (after CRDs)
 #   tests/k8s/env.sh stop DIR     # stop both processes (by the pids stored in DIR) and remove DIR
 #   tests/k8s/env.sh kubectl      # print the path of a kubectl (the machine's, or one built here)
+#   tests/k8s/env.sh helm         # print the path of a helm built from helm.sh/helm/v3 (cached)
 #
 # DIR/kubeconfig authenticates as an admin (system:masters); DIR/operator.kubeconfig as the
 # user "ferromq-operator" with no groups, so RBAC decides what the operator may do.
@@ -23,6 +24,7 @@ set -euo pipefail
 
 K8S_VERSION="${FERROMQ_K8S_VERSION:-1.35.4}"
 ETCD_VERSION="${FERROMQ_ETCD_VERSION:-3.6.16}"
+HELM_VERSION="${FERROMQ_HELM_VERSION:-3.22.0}"
 CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}/k8s"
 BIN="$CACHE/bin-k8s${K8S_VERSION}-etcd${ETCD_VERSION}"
 
@@ -107,6 +109,29 @@ cmd_kubectl() {
     build_k8s_cmd kubectl
   fi
   echo "$BIN/kubectl"
+}
+
+# helm from its Go module, in its own cache directory (it does not depend on the k8s version).
+cmd_helm() {
+  local dir="$CACHE/helm-$HELM_VERSION"
+  if [[ ! -x "$dir/helm" ]]; then
+    need_go
+    mkdir -p "$dir"
+    local work="$CACHE/work/helm-$HELM_VERSION" start=$SECONDS
+    rm -rf "$work" && mkdir -p "$work"
+    log "building helm v$HELM_VERSION from helm.sh/helm/v3"
+    (
+      cd "$work"
+      go mod init local/helmbuild >/dev/null 2>&1
+      go get "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >/dev/null
+      CGO_ENABLED=0 go build -trimpath -o "$dir/helm.tmp" \
+        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
+        helm.sh/helm/v3/cmd/helm
+    ) >&2
+    mv "$dir/helm.tmp" "$dir/helm"
+    log "helm built in $((SECONDS - start))s"
+  fi
+  echo "$dir/helm"
 }
 
 cmd_build() {
@@ -239,5 +264,6 @@ case "${1:-}" in
   stop) shift; cmd_stop "$@" ;;
   start-controller-manager) shift; cmd_start_kcm "$@" ;;
   kubectl) cmd_kubectl ;;
-  *) echo "usage: $0 build | start DIR [--with-controller-manager] | start-controller-manager DIR | stop DIR | kubectl" >&2; exit 2 ;;
+  helm) cmd_helm ;;
+  *) echo "usage: $0 build | start DIR [--with-controller-manager] | start-controller-manager DIR | stop DIR | kubectl | helm" >&2; exit 2 ;;
 esac

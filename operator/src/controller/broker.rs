@@ -270,9 +270,13 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
-    if super::is_paused(&*broker) {
+    let old_conditions = broker
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Some((conds, action)) = super::held(&ctx, &*broker, &old_conditions).await? {
         let old = broker.status.clone().unwrap_or_default();
-        let conds = super::paused_conditions(&old.conditions);
         let status = BrokerStatus {
             conditions: conditions::merge(
                 &old.conditions,
@@ -283,7 +287,7 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
             ..old
         };
         set_status(&ctx, &broker, status).await?;
-        return Ok(Action::await_change());
+        return Ok(action);
     }
 
     // What the schema cannot check: the referenced Nameserver and StorageClass must exist.

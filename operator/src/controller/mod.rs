@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod broker;
 pub mod nameserver;
 pub mod progress;
+pub mod schema;
 pub mod topic;
 
 use std::fmt::Debug;
@@ -44,6 +45,8 @@ pub struct Context {
     pub admin_address_override: Option<String>,
     /// Retry delays of failing objects.
     pub backoff: backoff::Backoff,
+    /// Whether the installed CRDs are new enough for this operator.
+    pub schema: schema::SchemaGuard,
 }
 
 impl Context {
@@ -66,6 +69,7 @@ impl Context {
             admin,
             admin_address_override,
             backoff: backoff::Backoff::default(),
+            schema: schema::SchemaGuard::default(),
         }
     }
 
@@ -249,6 +253,34 @@ pub fn paused_conditions(
             None => Desired::new(DEGRADED, false, "AsExpected", ""),
         },
     ]
+}
+
+/// Why the operator must leave `obj` alone right now, as the conditions to report, and when to
+/// look again: installed CRDs older than this operator (re-checked every
+/// [`schema::SchemaGuard::REFRESH`]), or the pause annotation (until the object changes).
+pub async fn held<K: Resource>(
+    ctx: &Context,
+    obj: &K,
+    existing: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Result<Option<(Vec<crate::conditions::Desired>, Action)>, Error> {
+    use crate::conditions::{Desired, DEGRADED, PROGRESSING, READY};
+    if let Some(msg) = ctx.schema.outdated(&ctx.client).await? {
+        let conds = vec![
+            Desired::new(READY, false, "CRDsOutdated", msg.clone()),
+            Desired::new(
+                PROGRESSING,
+                false,
+                "CRDsOutdated",
+                "waiting for the CRDs to be upgraded",
+            ),
+            Desired::new(DEGRADED, true, "CRDsOutdated", msg),
+        ];
+        return Ok(Some((conds, Action::requeue(schema::SchemaGuard::REFRESH))));
+    }
+    if is_paused(obj) {
+        return Ok(Some((paused_conditions(existing), Action::await_change())));
+    }
+    Ok(None)
 }
 
 /// Re-check period when nothing is pending (catches drift the watches missed).

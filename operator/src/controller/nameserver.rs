@@ -28,9 +28,13 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
     Span::current()
         .record("namespace", namespace.as_str())
         .record("name", ns.name_any().as_str());
-    if super::is_paused(&*ns) {
+    let old_conditions = ns
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Some((conds, action)) = super::held(&ctx, &*ns, &old_conditions).await? {
         let old = ns.status.clone().unwrap_or_default();
-        let conds = super::paused_conditions(&old.conditions);
         let status = NameserverStatus {
             conditions: conditions::merge(
                 &old.conditions,
@@ -49,7 +53,7 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
             )
             .await?;
         }
-        return Ok(Action::await_change());
+        return Ok(action);
     }
     let children = b::build(&ns)?;
     let (svc, outcome) = apply(&ctx.client, &children.service).await?;

@@ -73,17 +73,11 @@ fn unavailable(reason: &str, message: String) -> Vec<Desired> {
 }
 
 async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> {
-    if super::is_paused(&*topic) {
-        // Paused: no admin calls for changes (deletion still goes through the finalizer).
-        let old = topic.status.clone().unwrap_or_default();
-        set_status(
-            ctx,
-            &topic,
-            old.cluster.clone(),
-            &super::paused_conditions(&old.conditions),
-        )
-        .await?;
-        return Ok(Action::await_change());
+    let old = topic.status.clone().unwrap_or_default();
+    if let Some((conds, action)) = super::held(ctx, &*topic, &old.conditions).await? {
+        // Held: no admin calls for changes (deletion still goes through the finalizer).
+        set_status(ctx, &topic, old.cluster.clone(), &conds).await?;
+        return Ok(action);
     }
     let namespace = topic.namespace().unwrap_or_default();
     let broker_name = &topic.spec.broker_ref.name;

@@ -31,14 +31,76 @@ pub const GROUP: &str = "ferromq.io";
 /// The served and stored version.
 pub const VERSION: &str = "v1alpha1";
 
+/// Revision of the schemas in this build. Raise it whenever a CRD changes in a way the operator
+/// relies on (a new field it reads, a new status field it writes): Helm installs CRDs but never
+/// upgrades them, so an operator upgraded without `kubectl apply --server-side -f crds/` would
+/// otherwise run against schemas that silently drop what it writes.
+pub const SCHEMA_REVISION: u32 = 1;
+
+/// Annotation carrying [`SCHEMA_REVISION`] on each generated CRD.
+pub const SCHEMA_REVISION_ANNOTATION: &str = "ferromq.io/schema-revision";
+
 /// Every CRD the operator serves, keyed by the lower-case kind used for the file name
-/// (`crds/<kind>.yaml`).
+/// (`crds/<kind>.yaml`), each annotated with [`SCHEMA_REVISION`].
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let mut crds = vec![
         ("nameserver", Nameserver::crd()),
         ("broker", Broker::crd()),
         ("topic", Topic::crd()),
-    ]
+    ];
+    for (_, crd) in &mut crds {
+        crd.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                SCHEMA_REVISION_ANNOTATION.to_string(),
+                SCHEMA_REVISION.to_string(),
+            );
+    }
+    crds
+}
+
+/// Why the installed CRDs cannot serve this operator, or `None` when they all can. `installed`
+/// holds, for each CRD name, what the API server has (`None`: not installed). A CRD without the
+/// annotation predates revisions and counts as revision 0.
+pub fn outdated_schemas(
+    installed: &[(String, Option<CustomResourceDefinition>)],
+) -> Option<String> {
+    let mut problems = Vec::new();
+    for (name, crd) in installed {
+        match crd {
+            None => problems.push(format!("{name} is not installed")),
+            Some(crd) => {
+                let raw = crd
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(SCHEMA_REVISION_ANNOTATION));
+                let revision = raw.and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+                if revision < SCHEMA_REVISION {
+                    problems.push(format!(
+                        "{name} is at schema revision {revision}, this operator needs {SCHEMA_REVISION}"
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{}; upgrade the CRDs with `kubectl apply --server-side -f crds/` (Helm never upgrades CRDs); the operator changes nothing until then",
+            problems.join("; ")
+        ))
+    }
+}
+
+/// The names (`<plural>.<group>`) of every CRD in [`all`].
+pub fn names() -> Vec<String> {
+    all()
+        .into_iter()
+        .filter_map(|(_, crd)| crd.metadata.name)
+        .collect()
 }
 
 /// Renders one CRD as the YAML we commit: a generated-file header, then the manifest.
@@ -69,6 +131,32 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    #[test]
+    fn current_crds_are_not_outdated_and_older_ones_are() {
+        let current: Vec<_> = all()
+            .into_iter()
+            .map(|(_, c)| (c.metadata.name.clone().unwrap_or_default(), Some(c)))
+            .collect();
+        assert_eq!(outdated_schemas(&current), None);
+
+        let mut older = current.clone();
+        if let Some(crd) = older[1].1.as_mut() {
+            crd.metadata.annotations = None;
+        }
+        older[2].1 = None;
+        let msg = outdated_schemas(&older).expect("outdated");
+        assert!(
+            msg.contains("brokers.ferromq.io is at schema revision 0"),
+            "{msg}"
+        );
+        assert!(msg.contains("topics.ferromq.io is not installed"), "{msg}");
+        assert!(
+            msg.contains("kubectl apply --server-side -f crds/"),
+            "{msg}"
+        );
+        assert!(!msg.contains("nameservers"), "{msg}");
     }
 
     #[test]
