@@ -93,11 +93,12 @@ struct RunArgs {
 enum Command {
     /// Run the controllers.
     Run(RunArgs),
-    /// Print the CRDs generated from the Rust types, or write `<kind>.yaml` files into a directory.
+    /// Print the CRDs generated from the Rust types, or write `<kind>.yaml` files into directories.
     Crds {
-        /// Directory to write `nameserver.yaml`, `broker.yaml` and `topic.yaml` into.
+        /// Directory to write `nameserver.yaml`, `broker.yaml` and `topic.yaml` into; repeat it
+        /// to write several (the repository keeps `crds/` and `charts/ferromq/crds/`).
         #[arg(long)]
-        out: Option<PathBuf>,
+        out: Vec<PathBuf>,
     },
 }
 
@@ -123,18 +124,16 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn write_crds(out: Option<PathBuf>) -> anyhow::Result<()> {
+fn write_crds(out: Vec<PathBuf>) -> anyhow::Result<()> {
     for (kind, crd) in ferromq_operator::crd::all() {
         let yaml = ferromq_operator::crd::render_yaml(&crd)?;
-        match &out {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                let path = dir.join(format!("{kind}.yaml"));
-                std::fs::write(&path, yaml)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            None => print!("---\n{yaml}"),
+        if out.is_empty() {
+            print!("---\n{yaml}");
+        }
+        for dir in &out {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("{kind}.yaml"));
+            std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
         }
     }
     Ok(())

@@ -115,19 +115,23 @@ pub fn render_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml:
 mod tests {
     use super::*;
 
-    /// `crds/` must hold exactly what the types generate; run
-    /// `cargo run -p ferromq-operator -- crds --out crds` after changing a type.
+    /// `crds/` and the chart's copy must hold exactly what the types generate; run
+    /// `cargo run -p ferromq-operator -- crds --out crds --out charts/ferromq/crds` after
+    /// changing a type.
     #[test]
     fn committed_crds_match_the_rust_types() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        for (kind, crd) in all() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (dir, (kind, crd)) in ["crds", "charts/ferromq/crds"].iter().flat_map(|d| {
+            let dir = root.join(d);
+            all().into_iter().map(move |c| (dir.clone(), c))
+        }) {
             let path = dir.join(format!("{kind}.yaml"));
             let committed = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
             let generated = render_yaml(&crd).expect("render");
             assert!(
                 committed == generated,
-                "{} drifted from the Rust types: run `cargo run -p ferromq-operator -- crds --out crds`",
+                "{} drifted from the Rust types: run `cargo run -p ferromq-operator -- crds --out crds --out charts/ferromq/crds`",
                 path.display()
             );
         }
