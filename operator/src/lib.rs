@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod builders;
+pub mod cleanup;
 pub mod conditions;
 pub mod controller;
 pub mod crd;

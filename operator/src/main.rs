@@ -93,6 +93,19 @@ struct RunArgs {
 enum Command {
     /// Run the controllers.
     Run(RunArgs),
+    /// Delete the FerroMQ resources matching a label selector (Topics, then Brokers, then
+    /// Nameservers) and wait until they are gone; the chart's pre-delete hook runs it.
+    Cleanup {
+        /// Namespace of the resources.
+        #[arg(long, env = "FERROMQ_OPERATOR_NAMESPACE")]
+        namespace: String,
+        /// Label selector, e.g. `app.kubernetes.io/instance=ferromq`.
+        #[arg(long)]
+        selector: String,
+        /// Give up (exit 1, naming what is left) after this many seconds.
+        #[arg(long, default_value_t = 240)]
+        timeout_seconds: u64,
+    },
     /// Print the CRDs generated from the Rust types, or write `<kind>.yaml` files into directories.
     Crds {
         /// Directory to write `nameserver.yaml`, `broker.yaml` and `topic.yaml` into; repeat it
@@ -106,6 +119,27 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { out } => write_crds(out),
+        Command::Cleanup {
+            namespace,
+            selector,
+            timeout_seconds,
+        } => {
+            init_tracing(LogFormat::Text);
+            let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            rt.block_on(async {
+                let client = Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                ferromq_operator::cleanup::run(
+                    &client,
+                    &namespace,
+                    &selector,
+                    Duration::from_secs(timeout_seconds),
+                )
+                .await
+                .with_context(|| format!("cleaning up {selector} in {namespace}"))
+            })
+        }
         Command::Run(args) => {
             init_tracing(args.log_format);
             let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;

@@ -19,12 +19,9 @@ cd "$ROOT"
 export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}"
 ENV="$ROOT/tests/k8s/env.sh"
 suite_start=$SECONDS
+# shellcheck source=../k8s/checks.sh
+source "$ROOT/tests/k8s/checks.sh"
 
-need() {
-  command -v "$1" >/dev/null && return
-  echo "60-operator: installing $2"
-  apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-}
 need openssl openssl
 need curl curl
 need python3 python3
@@ -33,7 +30,6 @@ t=$SECONDS
 bash "$ENV" build >/dev/null
 build_s=$((SECONDS - t))
 KUBECTL="$(bash "$ENV" kubectl)"
-k() { "$KUBECTL" "$@"; }
 
 state="$(mktemp -d)"
 cp_dir="$state/cp"
@@ -53,24 +49,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-# stop_proc PID: SIGTERM, then up to 20s for a clean exit (SIGKILL after that); returns the
-# process's exit status, or 124 when it had to be killed.
-stop_proc() {
-  local pid="$1" i
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 80); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.25
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    return 124
-  fi
-  local status=0
-  wait "$pid" || status=$?
-  return "$status"
-}
 
 t=$SECONDS
 bash "$ENV" start "$cp_dir"
@@ -103,31 +81,6 @@ rollout_s=$((SECONDS - t))
 
 echo "== operator binary + kubectl"
 t=$SECONDS
-passed=0
-failed=0
-check() {
-  local name="$1"
-  shift
-  if "$@" >"$state/out" 2>&1; then
-    passed=$((passed + 1))
-    echo "ok: $name"
-  else
-    failed=$((failed + 1))
-    echo "FAILED: $name"
-    tail -20 "$state/out" | sed 's/^/    /'
-  fi
-}
-# wait_for SECONDS CMD...: retries CMD every 0.25s until it succeeds or time runs out.
-wait_for() {
-  local limit="$1"
-  shift
-  local end=$((SECONDS + limit))
-  while ((SECONDS < end)); do
-    if "$@"; then return 0; fi
-    sleep 0.25
-  done
-  "$@"
-}
 jp() { k -n e2e get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
 equals() { [[ "$(jp "$1" "$2" "$3")" == "$4" ]]; }
 
@@ -261,7 +214,6 @@ e2e_s=$((SECONDS - t))
 
 echo "== Topic against a real ferromq standalone (operator's --admin-address override)"
 t=$SECONDS
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cargo build -p ferromq --locked --quiet
 FERROMQ_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferromq"
 grpc_port="$(free_port)"
@@ -298,17 +250,6 @@ k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":8,"permissi
 check "queue and permission changes reach the cluster" wait_for 60 bash -c \
   "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if (t[\"queues\"], t[\"perm\"]) == (8, \"r\") else 1)'"
 check "status shows what the cluster holds" wait_for 30 bash -c "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.cluster.queues}') == 8 ]]"
-refused() {
-  # Succeeds when `kubectl ARGS...` is refused with a message containing $1.
-  local msg="$1" out
-  shift
-  if out="$(k "$@" 2>&1)"; then
-    echo "accepted: $out"
-    return 1
-  fi
-  echo "$out"
-  grep -q -- "$msg" <<<"$out"
-}
 check "schema refuses shrinking queues" refused 'queues may only grow' -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":2}}'
 k -n topics delete topic orders-eu --wait=false >/dev/null
 check "deleting the Topic deletes the topic on the cluster" wait_for 60 bash -c "! '$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU >/dev/null 2>&1"

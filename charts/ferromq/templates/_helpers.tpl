@@ -14,13 +14,31 @@
 {{- end -}}
 {{- end -}}
 
-{{/* Labels on every object of the release. */}}
-{{- define "ferromq.labels" -}}
+{{/* Labels on every object of the release, without a component. */}}
+{{- define "ferromq.commonLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: ferromq
-{{ include "ferromq.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "ferromq.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
+
+{{/* Labels of the operator's own objects. */}}
+{{- define "ferromq.labels" -}}
+{{ include "ferromq.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Labels of the example cluster's resources; the pre-delete hook selects by them. */}}
+{{- define "ferromq.exampleLabels" -}}
+{{ include "ferromq.commonLabels" . }}
+app.kubernetes.io/component: example-cluster
+{{- end -}}
+
+{{/* Selector of the example cluster's resources. */}}
+{{- define "ferromq.exampleSelector" -}}
+app.kubernetes.io/instance={{ .Release.Name }},app.kubernetes.io/component=example-cluster
 {{- end -}}
 
 {{/* Labels that select the operator pods. */}}

@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# Suite 70: the Helm chart and the container images, without Docker or kind.
+#
+# 1. Chart hygiene: its CRDs are the generated ones, its RBAC is the operator's ClusterRole.
+# 2. `helm lint` for several value sets; bad values are refused by values.schema.json.
+# 3. `helm template` for each value set, validated offline against the Kubernetes schemas
+#    (PyPI kubernetes-validate, strict) and by server-side dry-run against a real API server.
+# 4. `helm install` into that API server (etcd + kube-apiserver from tests/k8s/env.sh, RBAC on):
+#    the objects are checked, then the real operator binary runs with a token of the chart's
+#    ServiceAccount, so the chart's RBAC must be enough for everything it does (the example
+#    cluster's topic is created on a real `ferromq standalone`). The CRD schema guard is
+#    exercised by downgrading a CRD's revision. `helm upgrade` and `helm uninstall` finish.
+#    `helm test` needs a kubelet to run its pod; here only its manifest is validated.
+# 5. With buildah (Debian package, installed when missing) the broker and operator images are built from their
+#    Dockerfiles (`--target prebuilt`, with binaries built here, on a Debian bookworm base made
+#    by debootstrap, because no registry is reachable), and started: `--version`, the user, and a
+#    standalone broker that answers an admin call inside the broker image.
+set -euo pipefail
+ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}"
+cd "$ROOT"
+export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}"
+ENV="$ROOT/tests/k8s/env.sh"
+CHART="$ROOT/charts/ferromq"
+suite_start=$SECONDS
+# shellcheck source=../k8s/checks.sh
+source "$ROOT/tests/k8s/checks.sh"
+
+need openssl openssl
+need curl curl
+need python3 python3
+
+t=$SECONDS
+bash "$ENV" build >/dev/null
+HELM="$(bash "$ENV" helm)"
+KUBECTL="$(bash "$ENV" kubectl)"
+VENV="$FERROMQ_TEST_CACHE/helm-venv"
+if [[ ! -x "$VENV/bin/kubernetes-validate" ]]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q kubernetes-validate==1.37.0
+fi
+tools_s=$((SECONDS - t))
+
+state="$(mktemp -d)"
+cp_dir="$state/cp"
+op_pid=""
+sa_pid=""
+cleanup() {
+  local p
+  for p in $op_pid $sa_pid; do stop_proc "$p" || true; done
+  bash "$ENV" stop "$cp_dir" || true
+  if [[ -n "${BUILDAH_ROOT:-}" ]]; then
+    buildah --root "$BUILDAH_ROOT" --runroot "$state/buildah-run" --storage-driver vfs rm --all >/dev/null 2>&1 || true
+    rm -rf "$BUILDAH_ROOT" 2>/dev/null || true
+  fi
+  rm -rf "$state"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+K8S_MINOR="1.35.0"
+helm_() { "$HELM" "$@"; }
+
+# Python helpers run with the venv's interpreter (it has PyYAML).
+py() { "$VENV/bin/python" "$@"; }
+
+echo "== chart files"
+check "chart CRDs are the generated ones (crds/)" diff -r "$ROOT/crds" "$CHART/crds"
+rbac_agrees() {
+  py - "$CHART" "$ROOT/operator/deploy/rbac.yaml" "$HELM" "$K8S_MINOR" <<'PY'
+import subprocess, sys, yaml
+chart, reference, helm, kube = sys.argv[1:5]
+def grants(docs):
+    out = set()
+    for d in docs:
+        if d and d.get("kind") in ("ClusterRole", "Role"):
+            for r in d["rules"]:
+                for g in r.get("apiGroups", []):
+                    for res in r["resources"]:
+                        for v in r["verbs"]:
+                            out.add((g, res, v, tuple(sorted(r.get("resourceNames", [])))))
+    return out
+rendered = subprocess.run([helm, "template", "t", chart, "--kube-version", kube, "--show-only", "templates/rbac.yaml"],
+                          check=True, capture_output=True, text=True).stdout
+got, want = grants(yaml.safe_load_all(rendered)), grants(yaml.safe_load_all(open(reference)))
+if got != want:
+    print("only in the chart:", sorted(got - want))
+    print("only in operator/deploy/rbac.yaml:", sorted(want - got))
+    sys.exit(1)
+print(f"{len(got)} (group, resource, verb) grants agree")
+PY
+}
+check "chart RBAC grants exactly what operator/deploy/rbac.yaml grants" rbac_agrees
+
+# Value sets every later step renders: name -> --set flags.
+declare -A SETS=(
+  [default]=""
+  [example]="--set exampleCluster.enabled=true --set exampleCluster.image=ferromq:e2e --set exampleCluster.imagePullPolicy=Never"
+  [scoped]="--set watchNamespace=apps --set replicaCount=2 --set logFormat=text --set imagePullSecrets[0]=regcred --set serviceAccount.name=fmq-op --set metrics.service.port=9100"
+  [monitored]="--set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prom --set exampleCluster.enabled=true --set exampleCluster.groups=3 --set exampleCluster.flushMode=Sync"
+)
+
+echo "== helm lint"
+for name in default example scoped monitored; do
+  # shellcheck disable=SC2086
+  check "helm lint ($name)" helm_ lint "$CHART" --strict --kube-version "$K8S_MINOR" ${SETS[$name]}
+done
+check "values schema refuses replicaCount 0" refused "minimum: got 0" helm_ lint "$CHART" --set replicaCount=0
+check "values schema refuses a misspelt key" refused "additional properties 'exampleClster' not allowed" \
+  helm_ template t "$CHART" --kube-version "$K8S_MINOR" --set exampleClster.enabled=true
+check "values schema refuses an unknown message type" refused "messageType" \
+  helm_ template t "$CHART" --kube-version "$K8S_MINOR" --set exampleCluster.enabled=true \
+  --set 'exampleCluster.topics[0].name=x' --set 'exampleCluster.topics[0].messageType=BULK' --set 'exampleCluster.topics[0].queues=1'
+check "a ServiceMonitor without the metrics Service is refused" refused "needs metrics.service.enabled" \
+  helm_ template t "$CHART" --kube-version "$K8S_MINOR" --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
+
+echo "== helm template, validated offline (kubernetes-validate --strict, Kubernetes $K8S_MINOR schemas)"
+for name in default example scoped monitored; do
+  # shellcheck disable=SC2086
+  helm_ template ferromq "$CHART" --namespace dry-run --kube-version "$K8S_MINOR" ${SETS[$name]} >"$state/render-$name.yaml"
+  check "rendered $name set is valid Kubernetes" "$VENV/bin/kubernetes-validate" --strict --quiet --no-warn \
+    -k "$K8S_MINOR" "$state/render-$name.yaml"
+done
+check "the example set renders the cluster and the helm test pod" bash -c \
+  "grep -q '^kind: Broker' '$state/render-example.yaml' && grep -q 'helm.sh/hook: test' '$state/render-example.yaml'"
+
+echo "== real API server: server-side dry-run, helm install, the operator under the chart's ServiceAccount"
+t=$SECONDS
+bash "$ENV" start "$cp_dir"
+start_s=$((SECONDS - t))
+# shellcheck disable=SC1091
+source "$cp_dir/env"
+HELM_ENV=(env "KUBECONFIG=$cp_dir/kubeconfig" "HELM_CACHE_HOME=$state/helm/cache" "HELM_CONFIG_HOME=$state/helm/config" "HELM_DATA_HOME=$state/helm/data")
+helm_k() { "${HELM_ENV[@]}" "$HELM" "$@"; }
+
+t=$SECONDS
+check "helm install (CRDs from the chart, example cluster on)" helm_k install ferromq "$CHART" \
+  --namespace ferromq-system --create-namespace \
+  --set exampleCluster.enabled=true --set exampleCluster.image=ferromq:e2e --set image.tag=e2e
+jp() { k -n ferromq-system get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
+equals() { [[ "$(jp "$1" "$2" "$3")" == "$4" ]]; }
+check "CRDs are established" k wait --for condition=established --timeout=60s \
+  crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io
+check "the installed CRDs carry the schema revision" bash -c \
+  "[[ \$('$KUBECTL' get crd brokers.ferromq.io -o jsonpath='{.metadata.annotations.ferromq\.io/schema-revision}') == 1 ]]"
+check "operator Deployment runs as the chart's ServiceAccount" equals deployment ferromq '{.spec.template.spec.serviceAccountName}' ferromq
+check "operator pods are non-root with a read-only root" equals deployment ferromq \
+  '{.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}' true
+check "the Lease namespace comes from the pod's namespace" bash -c \
+  "'$KUBECTL' -n ferromq-system get deployment ferromq -o json | grep -q '\"fieldPath\": \"metadata.namespace\"'"
+check "metrics Service selects the operator" equals service ferromq-metrics '{.spec.ports[0].port}' 8080
+check "ClusterRoleBinding binds the ServiceAccount" bash -c \
+  "[[ \$('$KUBECTL' get clusterrolebinding ferromq -o jsonpath='{.subjects[0].name}/{.subjects[0].namespace}') == ferromq/ferromq-system ]]"
+check "leader-election Role is namespaced" equals role ferromq-leader-election '{.rules[0].resources[0]}' leases
+check "example Nameserver, Broker and Topic exist" bash -c \
+  "'$KUBECTL' -n ferromq-system get nameserver demo-names && '$KUBECTL' -n ferromq-system get broker demo && '$KUBECTL' -n ferromq-system get topic demo-normal"
+has_test_hook() { helm_k get hooks ferromq -n ferromq-system | grep -q 'ferromq-test-produce-consume'; }
+check "helm records the test hook" has_test_hook
+
+k create namespace dry-run >/dev/null
+dry_run() {
+  # Server-side dry-run of a rendering; a ServiceMonitor is dropped (its CRD belongs to the
+  # Prometheus Operator, not installed here). Cluster-scoped names are unique per set.
+  py - "$1" >"$state/dry.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") != "ServiceMonitor"]
+print(yaml.safe_dump_all(docs))
+PY
+  k apply --dry-run=server -f "$state/dry.yaml"
+}
+for name in default example scoped monitored; do
+  check "server-side dry-run accepts the $name set" dry_run "$state/render-$name.yaml"
+done
+
+# sa_kubeconfig SERVICEACCOUNT FILE: a kubeconfig authenticating only with a token of that
+# ServiceAccount of ferromq-system.
+api="$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+sa_kubeconfig() {
+  local token
+  token="$(k -n ferromq-system create token "$1" --duration 1h)"
+  cat >"$2" <<KCFG
+apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {server: "$api", insecure-skip-tls-verify: true}
+users:
+- name: sa
+  user: {token: "$token"}
+contexts:
+- name: sa
+  context: {cluster: test, user: sa, namespace: ferromq-system}
+current-context: sa
+KCFG
+}
+# The operator, authenticated only by a token of the chart's ServiceAccount.
+sa_kubeconfig ferromq "$state/sa.kubeconfig"
+cargo build -p ferromq -p ferromq-operator --locked --quiet
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+grpc_port="$(free_port)"
+sa_http="$(free_port)"
+"$BIN_DIR/ferromq" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
+  --http-addr "127.0.0.1:$sa_http" >"$state/standalone.log" 2>&1 &
+sa_pid=$!
+check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
+op_http="$(free_port)"
+# The same settings the chart's Deployment passes (lease in the release namespace, named after
+# the release), plus the out-of-cluster admin address.
+KUBECONFIG="$state/sa.kubeconfig" POD_NAME=ferromq-test FERROMQ_OPERATOR_LEASE_NAMESPACE=ferromq-system \
+  FERROMQ_OPERATOR_LEASE_NAME=ferromq FERROMQ_OPERATOR_LEASE_SECONDS=15 \
+  "$BIN_DIR/ferromq-operator" run --http-addr "127.0.0.1:$op_http" --admin-address "127.0.0.1:$grpc_port" \
+  --ferromq-bin "$BIN_DIR/ferromq" --log-format text >"$state/operator.log" 2>&1 &
+op_pid=$!
+check "the operator takes the chart's Lease" wait_for 30 equals lease ferromq '{.spec.holderIdentity}' ferromq-test
+check "name server StatefulSet created" wait_for 60 equals statefulset demo-names '{.spec.replicas}' 1
+check "broker group StatefulSet created" wait_for 60 equals statefulset demo-group-0 '{.spec.replicas}' 1
+check "proxy Deployment created" wait_for 60 equals deployment demo-proxy '{.spec.replicas}' 1
+check "example topic is created on the real cluster (Ready/Synced)" wait_for 60 equals topic demo-normal \
+  '{.status.conditions[?(@.type=="Ready")].reason}' Synced
+check "ferromq admin shows the example topic" "$BIN_DIR/ferromq" admin --server "127.0.0.1:$grpc_port" topic describe demo-normal
+
+k annotate crd brokers.ferromq.io ferromq.io/schema-revision=0 --overwrite >/dev/null
+check "an older CRD makes the operator stop and say why (Degraded/CRDsOutdated)" wait_for 60 equals broker demo \
+  '{.status.conditions[?(@.type=="Degraded")].reason}' CRDsOutdated
+check "the condition tells the user what to run" bash -c \
+  "'$KUBECTL' -n ferromq-system get broker demo -o jsonpath='{.status.conditions[?(@.type==\"Degraded\")].message}' | grep -q 'kubectl apply --server-side -f crds/'"
+k apply --server-side --force-conflicts -f "$CHART/crds/" >/dev/null
+check "upgrading the CRDs lets the operator carry on" wait_for 60 bash -c \
+  "[[ \$('$KUBECTL' -n ferromq-system get broker demo -o jsonpath='{.status.conditions[?(@.type==\"Degraded\")].reason}') != CRDsOutdated ]]"
+
+check "helm upgrade changes the operator Deployment" helm_k upgrade ferromq "$CHART" --namespace ferromq-system \
+  --reuse-values --set replicaCount=2
+check "the upgrade reached the Deployment" wait_for 10 equals deployment ferromq '{.spec.replicas}' 2
+
+# helm uninstall runs the pre-delete hook Job `ferromq-operator cleanup`. No kubelet runs Jobs
+# here, so the suite does what the Job does: it creates the hook's ServiceAccount and Role from
+# the chart and runs the same command with that account's token, while the operator still runs.
+helm_ template ferromq "$CHART" --namespace ferromq-system --kube-version "$K8S_MINOR" --set exampleCluster.enabled=true \
+  --show-only templates/example-cluster-cleanup.yaml >"$state/hook.yaml"
+hook_args() {
+  py - "$state/hook.yaml" <<'PY'
+import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    if d and d["kind"] == "Job":
+        print("\n".join(d["spec"]["template"]["spec"]["containers"][0]["args"]))
+PY
+}
+py - "$state/hook.yaml" >"$state/hook-rbac.yaml" <<'PY'
+import sys, yaml
+print(yaml.safe_dump_all([d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] != "Job"]))
+PY
+k apply -f "$state/hook-rbac.yaml" >/dev/null
+sa_kubeconfig ferromq-cleanup "$state/cleanup.kubeconfig"
+mapfile -t cleanup_args < <(hook_args)
+run_cleanup() { KUBECONFIG="$state/cleanup.kubeconfig" "$BIN_DIR/ferromq-operator" "${cleanup_args[@]}"; }
+check "the pre-delete cleanup (hook's command and RBAC) deletes the example cluster" run_cleanup
+check "the example topic went through its finalizer (deleted on the cluster)" bash -c \
+  "! '$BIN_DIR/ferromq' admin --server 127.0.0.1:$grpc_port topic describe demo-normal >/dev/null 2>&1"
+check "no Broker, Nameserver or Topic is left" bash -c "[[ -z \$('$KUBECTL' -n ferromq-system get ferromq -o name) ]]"
+op_status=0
+stop_proc "$op_pid" || op_status=$?
+op_pid=""
+check "the operator exits cleanly on SIGTERM" test "$op_status" -eq 0
+check "the chart's RBAC covered everything the operator did" bash -c "! grep -i 'forbidden' '$state/operator.log'"
+check "helm uninstall succeeds (hooks already run above)" helm_k uninstall ferromq --namespace ferromq-system --no-hooks --wait --timeout 60s
+check "the operator Deployment is gone" wait_for 30 bash -c "! '$KUBECTL' -n ferromq-system get deployment ferromq >/dev/null 2>&1"
+check "CRDs stay after uninstall (Helm never deletes them)" k get crd brokers.ferromq.io
+stop_proc "$sa_pid" || true; sa_pid=""
+install_s=$((SECONDS - t))
+
+echo "== container images (buildah)"
+t=$SECONDS
+need buildah buildah
+if command -v buildah >/dev/null; then
+  BUILDAH_ROOT="$state/buildah"
+  B=(buildah --root "$BUILDAH_ROOT" --runroot "$state/buildah-run" --storage-driver vfs)
+  base_tar="$FERROMQ_TEST_CACHE/images/debian-bookworm-minbase.tar.gz"
+  if [[ ! -f "$base_tar" ]]; then
+    need debootstrap debootstrap
+    mkdir -p "$(dirname "$base_tar")"
+    rm -rf "$state/rootfs"
+    debootstrap --variant=minbase bookworm "$state/rootfs" http://deb.debian.org/debian >"$state/debootstrap.log" 2>&1
+    rm -rf "$state/rootfs/var/lib/apt/lists"/* "$state/rootfs/usr/share/doc" "$state/rootfs/usr/share/man"
+    tar -C "$state/rootfs" -czf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
+    rm -rf "$state/rootfs"
+  fi
+  ctr="$("${B[@]}" from scratch)"
+  "${B[@]}" add "$ctr" "$base_tar" / >/dev/null
+  "${B[@]}" commit -q "$ctr" docker.io/library/debian:bookworm-slim >/dev/null
+  "${B[@]}" rm "$ctr" >/dev/null
+  build_image() { # build_image DOCKERFILE TAG BINARY...
+    local dockerfile="$1" tag="$2" ctx="$state/ctx-$2"
+    shift 2
+    mkdir -p "$ctx/prebuilt"
+    cp "$@" "$ctx/prebuilt/"
+    "${B[@]}" bud --isolation chroot --pull=never --target prebuilt -f "$dockerfile" -t "$tag" "$ctx"
+  }
+  check "broker image builds from broker/Dockerfile" build_image "$ROOT/broker/Dockerfile" ferromq:e2e "$BIN_DIR/ferromq"
+  check "operator image builds from operator/Dockerfile" build_image "$ROOT/operator/Dockerfile" ferromq-operator:e2e \
+    "$BIN_DIR/ferromq-operator" "$BIN_DIR/ferromq"
+  run_in() { # run_in IMAGE CMD...: runs CMD in a container of IMAGE as the image's user
+    local c status=0
+    c="$("${B[@]}" from -q "$1")"
+    shift
+    "${B[@]}" run --isolation chroot "$c" -- "$@" || status=$?
+    "${B[@]}" rm "$c" >/dev/null
+    return "$status"
+  }
+  check "broker image: ferromq --version" run_in ferromq:e2e ferromq --version
+  runs_as_65532() { [[ "$(run_in "$1" id -u)" == 65532 ]]; }
+  check "broker image runs as uid 65532, not root" runs_as_65532 ferromq:e2e
+  entrypoint_is() {
+    [[ "$("${B[@]}" inspect --format '{{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.Cmd}}' "$1")" == "$2" ]]
+  }
+  check "broker image entrypoint and default command" entrypoint_is ferromq:e2e '[ferromq] [standalone --data-dir /var/lib/ferromq]'
+  check "operator image entrypoint and default command" entrypoint_is ferromq-operator:e2e '[ferromq-operator] [run]'
+
+  p1="$(free_port)"; p2="$(free_port)"
+  check "broker image: standalone serves an admin call and stops cleanly on SIGTERM" run_in ferromq:e2e sh -c "
+    ferromq standalone --data-dir /var/lib/ferromq/data --grpc-addr 127.0.0.1:$p1 --http-addr 127.0.0.1:$p2 >/tmp/log 2>&1 &
+    pid=\$!
+    ok=1
+    for i in \$(seq 1 100); do
+      if ferromq admin --server 127.0.0.1:$p1 topic list >/dev/null 2>&1; then ok=0; break; fi
+      sleep 0.1
+    done
+    kill -TERM \$pid; wait \$pid; status=\$?
+    cat /tmp/log | tail -3
+    [ \$ok -eq 0 ] && [ \$status -eq 0 ]"
+  check "operator image: ferromq-operator --version and the bundled ferromq CLI" run_in ferromq-operator:e2e sh -c \
+    "ferromq-operator --version && ferromq --version && [ \$(id -u) = 65532 ]"
+  crds_from_image() { run_in ferromq-operator:e2e ferromq-operator crds | grep -q 'ferromq.io/schema-revision'; }
+  check "operator image prints the CRDs it expects" crds_from_image
+else
+  check "buildah is available to build the images" false
+fi
+images_s=$((SECONDS - t))
+
+if ((failed > 0)); then
+  for f in operator.log standalone.log; do
+    [[ -f "$state/$f" ]] || continue
+    echo "--- $f (last 30 lines)"
+    tail -30 "$state/$f"
+  done
+fi
+echo "70-helm: timings: tools ${tools_s}s, control plane start ${start_s}s, install+operator ${install_s}s, images ${images_s}s, suite $((SECONDS - suite_start))s"
+echo "helm: $passed passed, $failed failed"
+((failed == 0))
