@@ -227,10 +227,32 @@ pub fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
 }
 
 /// A pod spec with one container and the tier's placement.
-pub fn pod_spec(container: Container, placement: Option<&PodPlacement>) -> PodSpec {
+pub fn pod_spec(mut container: Container, placement: Option<&PodPlacement>) -> PodSpec {
     let placement = placement.cloned().unwrap_or_default();
+    container.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     PodSpec {
         containers: vec![container],
+        // The image's unprivileged user; fsGroup makes the data volume writable for it on
+        // every storage driver (not only the ones that create world-writable directories).
+        security_context: Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(IMAGE_UID),
+            run_as_group: Some(IMAGE_UID),
+            fs_group: Some(IMAGE_UID),
+            fs_group_change_policy: Some("OnRootMismatch".to_string()),
+            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         node_selector: placement.node_selector,
         affinity: placement.affinity,
         tolerations: placement.tolerations,
@@ -239,6 +261,9 @@ pub fn pod_spec(container: Container, placement: Option<&PodPlacement>) -> PodSp
         ..PodSpec::default()
     }
 }
+
+/// User and group id of the `ferromq` user in the broker image (broker/Dockerfile).
+pub const IMAGE_UID: i64 = 65532;
 
 /// FNV-1a 64-bit: a hash that stays the same across Rust releases, unlike `DefaultHasher`,
 /// so config-hash annotations do not change (and roll pods) when the operator is rebuilt.
@@ -254,6 +279,23 @@ pub fn stable_hash(data: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_run_unprivileged_and_can_write_their_volume() {
+        let spec = pod_spec(Container::default(), None);
+        let pod = spec.security_context.expect("pod security context");
+        assert_eq!(pod.run_as_non_root, Some(true));
+        assert_eq!(pod.fs_group, Some(IMAGE_UID));
+        let c = spec.containers[0]
+            .security_context
+            .clone()
+            .expect("container security context");
+        assert_eq!(c.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            c.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()])
+        );
+    }
 
     #[test]
     fn stable_hash_is_fixed_for_known_input() {
