@@ -218,6 +218,25 @@ check "example topic is created on the real cluster (Ready/Synced)" wait_for 60 
   '{.status.conditions[?(@.type=="Ready")].reason}' Synced
 check "ferromq admin shows the example topic" "$BIN_DIR/ferromq" admin --server "127.0.0.1:$grpc_port" topic describe demo-normal
 
+# examples/ (what tests/e2e/kind.sh and the README apply) against the same operator: each of
+# the four topics, one per message type, is created on the real standalone.
+k create namespace examples >/dev/null
+check "examples/ are accepted by the API server" k -n examples apply -f "$ROOT/examples/"
+topics_synced() {
+  local t
+  for t in orders payments-fifo reminders-delay checkout-tx; do
+    [[ "$(k -n examples get topic "$t" -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}')" == Synced ]] || return 1
+  done
+}
+check "every example topic is created on the real cluster" wait_for 60 topics_synced
+check "the FIFO example topic has the type it asked for" bash -c \
+  "'$BIN_DIR/ferromq' admin --server 127.0.0.1:$grpc_port -o json topic describe payments_fifo | grep -q '\"type\": *\"fifo\"'"
+k -n examples delete topic --all --wait=false >/dev/null
+check "deleting the example topics removes them from the cluster" wait_for 60 bash -c \
+  "! '$BIN_DIR/ferromq' admin --server 127.0.0.1:$grpc_port topic describe checkout_tx >/dev/null 2>&1"
+k -n examples delete broker,nameserver --all >/dev/null
+check "tests/e2e/kind.sh is valid bash" bash -n "$ROOT/tests/e2e/kind.sh"
+
 k annotate crd brokers.ferromq.io ferromq.io/schema-revision=0 --overwrite >/dev/null
 check "an older CRD makes the operator stop and say why (Degraded/CRDsOutdated)" wait_for 60 equals broker demo \
   '{.status.conditions[?(@.type=="Degraded")].reason}' CRDsOutdated
