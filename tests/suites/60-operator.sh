@@ -250,7 +250,7 @@ k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":8,"permissi
 check "queue and permission changes reach the cluster" wait_for 60 bash -c \
   "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if (t[\"queues\"], t[\"perm\"]) == (8, \"r\") else 1)'"
 check "status shows what the cluster holds" wait_for 30 bash -c "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.cluster.queues}') == 8 ]]"
-check "schema refuses shrinking queues" refused 'queues may only grow' -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":2}}'
+check "schema refuses shrinking queues" refused 'queues may only grow' k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":2}}'
 k -n topics delete topic orders-eu --wait=false >/dev/null
 check "deleting the Topic deletes the topic on the cluster" wait_for 60 bash -c "! '$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU >/dev/null 2>&1"
 check "the finalizer then lets the resource go" wait_for 30 bash -c "! '$KUBECTL' -n topics get topic orders-eu >/dev/null 2>&1"
