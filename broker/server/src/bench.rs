@@ -18,6 +18,8 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub mod null_sink;
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -53,6 +55,13 @@ pub enum BenchMode {
         /// Messages per second over all clients, or `max`.
         #[arg(long, default_value = "max")]
         rate: String,
+    },
+    /// Serve a null sink: a RocketMQ 5 gRPC server that acks every send and keeps nothing, the
+    /// ceiling the client and the machine leave to any broker.
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        addr: std::net::SocketAddr,
     },
     /// Receive and ack as a consumer group.
     Consume {
@@ -140,6 +149,12 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
     let ok = t.ok.load(Ordering::Relaxed);
     let bytes = t.bytes.load(Ordering::Relaxed);
     let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    let quantiles: Vec<[f64; 2]> = [
+        0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0,
+    ]
+    .iter()
+    .map(|&p| [p, q(p)])
+    .collect();
     let v = serde_json::json!({
         "mode": kind,
         "seconds": secs,
@@ -148,6 +163,8 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
         "msgs_per_sec": ok as f64 / secs,
         "mb_per_sec": bytes as f64 / secs / 1e6,
         "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0, "mean": h.mean() / 1000.0 },
+        // For latency CDF plots: (quantile, ms) pairs from the same histogram.
+        "quantiles_ms": quantiles,
     });
     if json {
         println!("{v}");
@@ -168,6 +185,7 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.mode {
         BenchMode::Produce { common, size, rate } => produce(common, size, &rate).await,
+        BenchMode::Sink { addr } => null_sink::serve(addr).await,
         BenchMode::Consume {
             common,
             group,
