@@ -55,6 +55,12 @@ pub enum BenchMode {
         /// Messages per second over all clients, or `max`.
         #[arg(long, default_value = "max")]
         rate: String,
+        /// Queues of the topic: sends go round-robin over queue ids `0..queues`.
+        #[arg(long, default_value_t = 8)]
+        queues: u32,
+        /// Messages per SendMessage request (a batch goes to one queue).
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
     },
     /// Serve a null sink: a RocketMQ 5 gRPC server that acks every send and keeps nothing, the
     /// ceiling the client and the machine leave to any broker.
@@ -140,7 +146,11 @@ struct Totals {
     ok: AtomicU64,
     failed: AtomicU64,
     bytes: AtomicU64,
+    /// Latency from the scheduled send time (what a user at that rate waits).
     hist: Mutex<Histogram<u64>>,
+    /// Latency from the actual send (service time), to tell the server from the client's
+    /// timer: tokio timers wake on millisecond ticks, which the first histogram includes.
+    service: Mutex<Histogram<u64>>,
 }
 
 fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
@@ -155,8 +165,12 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
     .iter()
     .map(|&p| [p, q(p)])
     .collect();
+    let svc = t.service.lock().unwrap_or_else(|p| p.into_inner());
+    let sq = |p: f64| svc.value_at_quantile(p) as f64 / 1000.0;
+    let service = (svc.len() > 0).then(|| serde_json::json!({ "p50": sq(0.5), "p99": sq(0.99), "p999": sq(0.999), "max": svc.max() as f64 / 1000.0 }));
     let v = serde_json::json!({
         "mode": kind,
+        "service_latency_ms": service,
         "seconds": secs,
         "messages": ok,
         "failed": t.failed.load(Ordering::Relaxed),
@@ -184,7 +198,13 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.mode {
-        BenchMode::Produce { common, size, rate } => produce(common, size, &rate).await,
+        BenchMode::Produce {
+            common,
+            size,
+            rate,
+            queues,
+            batch,
+        } => produce(common, size, &rate, queues, batch).await,
         BenchMode::Sink { addr } => null_sink::serve(addr).await,
         BenchMode::Consume {
             common,
@@ -194,9 +214,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn produce(c: Common, size: usize, rate: &str) -> anyhow::Result<()> {
+async fn produce(
+    c: Common,
+    size: usize,
+    rate: &str,
+    queues: u32,
+    batch: u32,
+) -> anyhow::Result<()> {
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     if c.clients == 0 {
         bail!("--clients must be at least 1");
+    }
+    if queues == 0 {
+        bail!("--queues must be at least 1");
     }
     let rate: Option<f64> = match rate {
         "max" => None,
@@ -212,6 +244,7 @@ async fn produce(c: Common, size: usize, rate: &str) -> anyhow::Result<()> {
         failed: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         hist: Mutex::new(new_histogram()),
+        service: Mutex::new(new_histogram()),
     });
     let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
     let start = Instant::now();
@@ -220,45 +253,63 @@ async fn produce(c: Common, size: usize, rate: &str) -> anyhow::Result<()> {
     for n in 0..c.clients {
         let mut client = connect(&c.server, n).await?;
         let (totals, body, topic) = (totals.clone(), body.clone(), c.topic.clone());
-        let interval = rate.map(|r| Duration::from_secs_f64(c.clients as f64 / r));
+        // One request carries `batch` messages, so each client sends a request every
+        // clients * batch / rate seconds.
+        let interval = rate.map(|r| Duration::from_secs_f64(c.clients as f64 * batch as f64 / r));
+        let clients = c.clients;
         tasks.push(tokio::spawn(async move {
             let mut local = new_histogram();
+            let mut local_service = new_histogram();
             let mut seq: u64 = 0;
             loop {
                 let intended = match interval {
-                    Some(iv) => start + iv.mul_f64(seq as f64),
+                    // Clients are phase-shifted by a fraction of the interval so that together
+                    // they send evenly, not in bursts of `clients` messages at once.
+                    Some(iv) => start + iv.mul_f64(seq as f64 + n as f64 / clients as f64),
                     None => Instant::now(),
                 };
                 if intended >= end {
                     break;
                 }
                 tokio::time::sleep_until(intended.into()).await;
-                let m = v2::Message {
-                    topic: resource(&topic),
-                    user_properties: Default::default(),
-                    system_properties: Some(v2::SystemProperties {
-                        message_id: format!("B{}{n:03}{seq:012}", std::process::id()),
-                        message_type: v2::MessageType::Normal as i32,
-                        body_encoding: v2::Encoding::Identity as i32,
-                        born_timestamp: Some(crate::convert::timestamp_from_ms(now_ms())),
-                        born_host: "ferromq-bench".into(),
-                        queue_id: (seq % 1024) as i32,
-                        ..Default::default()
-                    }),
-                    body: body.as_ref().clone(),
-                };
-                seq += 1;
-                let r = client.send_message(v2::SendMessageRequest { messages: vec![m] }).await;
+                let queue_id = ((seq / batch as u64 + n as u64) % queues as u64) as i32;
+                let messages = (0..batch as u64)
+                    .map(|i| v2::Message {
+                        topic: resource(&topic),
+                        user_properties: Default::default(),
+                        system_properties: Some(v2::SystemProperties {
+                            message_id: format!("B{}{n:03}{:012}", std::process::id(), seq + i),
+                            message_type: v2::MessageType::Normal as i32,
+                            body_encoding: v2::Encoding::Identity as i32,
+                            born_timestamp: Some(crate::convert::timestamp_from_ms(now_ms())),
+                            born_host: "ferromq-bench".into(),
+                            queue_id,
+                            ..Default::default()
+                        }),
+                        body: body.as_ref().clone(),
+                    })
+                    .collect();
+                seq += batch as u64;
+                let sent = Instant::now();
+                let r = client.send_message(v2::SendMessageRequest { messages }).await;
                 let ok = matches!(&r, Ok(resp) if resp.get_ref().status.as_ref().is_some_and(|s| s.code == Code::Ok as i32));
                 if ok {
-                    totals.ok.fetch_add(1, Ordering::Relaxed);
-                    totals.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-                    let _ = local.record(intended.elapsed().as_micros().max(1) as u64);
+                    totals.ok.fetch_add(batch as u64, Ordering::Relaxed);
+                    totals
+                        .bytes
+                        .fetch_add(body.len() as u64 * batch as u64, Ordering::Relaxed);
+                    let _ = local.record_n(intended.elapsed().as_micros().max(1) as u64, batch as u64);
+                    let _ = local_service.record_n(sent.elapsed().as_micros().max(1) as u64, batch as u64);
                 } else {
-                    totals.failed.fetch_add(1, Ordering::Relaxed);
+                    totals.failed.fetch_add(batch as u64, Ordering::Relaxed);
                 }
             }
             let _ = totals.hist.lock().unwrap_or_else(|p| p.into_inner()).add(&local);
+            let _ = totals
+                .service
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(&local_service);
         }));
     }
     for t in tasks {
@@ -274,6 +325,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
         failed: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         hist: Mutex::new(new_histogram()),
+        service: Mutex::new(new_histogram()),
     });
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
