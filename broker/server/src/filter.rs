@@ -1,9 +1,48 @@
-//! Tag filter expressions of subscriptions: `*` (everything) or `A || B || C` (any of these
-//! tags). SQL92 filters are refused with ILLEGAL_FILTER_EXPRESSION until they are implemented.
+//! Subscription filters: tag expressions, `*` (everything) or `A || B || C` (any of these
+//! tags), and SQL92 expressions over message properties (`ferromq-filter`). Both become one
+//! store read filter ([`read_filter`]), so filtered-out messages are skipped where they are read
+//! and never handed out. A malformed or unsupported expression is refused when the consumer
+//! subscribes (ILLEGAL_FILTER_EXPRESSION, naming what is wrong).
 
+use std::sync::Arc;
+
+use ferromq_filter::SqlFilter;
 use ferromq_proto::v2::{self, Code, FilterType};
+use ferromq_store::TagFilter as StoreFilter;
 
+use crate::props::INTERNAL_PREFIX;
 use crate::status::RpcError;
+
+/// The store read filter for a subscription's filter expression (absent: everything).
+pub fn read_filter(f: Option<&v2::FilterExpression>) -> Result<StoreFilter, RpcError> {
+    let Some(f) = f else {
+        return Ok(StoreFilter::default());
+    };
+    match FilterType::try_from(f.r#type).unwrap_or(FilterType::Unspecified) {
+        FilterType::Tag | FilterType::Unspecified => {
+            let expr = match TagFilter::parse(&f.expression)? {
+                TagFilter::All => "*".to_string(),
+                TagFilter::Any(tags) => tags.join("||"),
+            };
+            Ok(StoreFilter::parse(&expr))
+        }
+        FilterType::Sql => {
+            let sql = SqlFilter::parse(&f.expression)
+                .map_err(|e| RpcError::new(Code::IllegalFilterExpression, e.to_string()))?;
+            // FerroMQ's internal properties are not the user's to select on.
+            let test = move |m: &ferromq_store::StoredMessage| {
+                sql.matches_with(&|k: &str| {
+                    if k.starts_with(INTERNAL_PREFIX) {
+                        None
+                    } else {
+                        m.properties.get(k).map(String::as_str)
+                    }
+                })
+            };
+            Ok(StoreFilter::default().with_property_test(Arc::new(test)))
+        }
+    }
+}
 
 /// A parsed subscription filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +86,11 @@ impl TagFilter {
         };
         match FilterType::try_from(f.r#type).unwrap_or(FilterType::Unspecified) {
             FilterType::Tag | FilterType::Unspecified => TagFilter::parse(&f.expression),
-            FilterType::Sql => Err(RpcError::new(
-                Code::IllegalFilterExpression,
-                "SQL92 filter expressions are not supported by this FerroMQ version; use tags",
-            )),
+            FilterType::Sql => match SqlFilter::parse(&f.expression) {
+                // Tag-wise an SQL subscription takes everything; `read_filter` applies the SQL.
+                Ok(_) => Ok(TagFilter::All),
+                Err(e) => Err(RpcError::new(Code::IllegalFilterExpression, e.to_string())),
+            },
         }
     }
 
@@ -93,15 +133,16 @@ mod tests {
     }
 
     #[test]
-    fn sql_is_refused_with_the_filter_code() {
-        let f = v2::FilterExpression {
+    fn bad_sql_is_refused_with_the_filter_code_and_good_sql_accepted() {
+        let sql = |e: &str| v2::FilterExpression {
             r#type: FilterType::Sql as i32,
-            expression: "a > 1".into(),
+            expression: e.into(),
         };
-        assert_eq!(
-            TagFilter::from_proto(Some(&f)).unwrap_err().code,
-            Code::IllegalFilterExpression
-        );
+        let err = read_filter(Some(&sql("a >"))).unwrap_err();
+        assert_eq!(err.code, Code::IllegalFilterExpression);
+        assert!(read_filter(Some(&sql("a LIKE 'x'"))).is_err());
+        assert!(TagFilter::from_proto(Some(&sql("a >"))).is_err());
+        assert!(read_filter(Some(&sql("a > 1 AND TAGS = 'x'"))).is_ok());
         assert!(TagFilter::parse("||").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Appends 1 KiB messages from one thread as fast as it can, for profiling the append path:
-//! `cargo run --release -p ferromq-store --example append_profile -- DIR COUNT`.
+//! `cargo run --release -p ferromq-store --example append_profile -- DIR COUNT`
+//! (env `FLUSH=sync` for sync flushing, `PREFAULT_WINDOW=BYTES` to change the prefault window).
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -21,6 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|w| w.parse().ok())
     {
         cfg.prefault_window = w;
+    }
+    if std::env::var("FLUSH").is_ok_and(|f| f == "sync") {
+        cfg.flush = ferromq_store::FlushMode::Sync;
     }
     let store = Store::open(cfg)?;
     let mut properties = BTreeMap::new();

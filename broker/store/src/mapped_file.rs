@@ -109,6 +109,14 @@ impl MappedFile {
     fn map(path: PathBuf, file: File, len: u64) -> Result<MappedFile> {
         let map = MmapRaw::map_raw(&file)
             .map_err(|e| StoreError::io(format!("mmap {}", path.display()), e))?;
+        // Small page-cache folios. Faults in a mapping otherwise go through readahead, which
+        // (ext4 and XFS on recent kernels) allocates large folios; dirtiness is tracked per
+        // folio for mapped writes, so a flush of a few appended bytes would write the whole
+        // folio (up to megabytes) to disk, over and over with sync flushing. Without readahead
+        // each fault gets one page and a flush writes only the pages appends touched.
+        if let Err(e) = map.advise(memmap2::Advice::Random) {
+            tracing::debug!(file = %path.display(), error = %e, "madvise(RANDOM) refused");
+        }
         // The mapping keeps the file alive; closing the descriptor keeps thousands of queue
         // files from exhausting the process's file limit.
         drop(file);

@@ -40,12 +40,41 @@ pub struct AppendResult {
     pub store_timestamp_ms: i64,
 }
 
-/// A tag filter expression: `*` (or empty) for all, or `A || B || C`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A test of a message's properties (its tag is under the `TAGS` key when the user did not set
+/// one), applied to every message a read returns. The store knows nothing of the language that
+/// built it (SQL92 filters live in `ferromq-filter`).
+pub type PropertyTest = dyn Fn(&StoredMessage) -> bool + Send + Sync;
+
+/// A read filter: a tag expression, `*` (or empty) for all or `A || B || C`, optionally with a
+/// [`PropertyTest`] every message must also pass.
+#[derive(Clone, Default)]
 pub struct TagFilter {
     tags: Vec<String>,
     hashes: Vec<u64>,
+    test: Option<Arc<PropertyTest>>,
 }
+
+impl std::fmt::Debug for TagFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TagFilter")
+            .field("tags", &self.tags)
+            .field("property_test", &self.test.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for TagFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.tags == other.tags
+            && match (&self.test, &other.test) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for TagFilter {}
 
 impl TagFilter {
     /// Parses a RocketMQ tag expression.
@@ -67,21 +96,36 @@ impl TagFilter {
             .iter()
             .map(|t| consume_queue::tag_hash(Some(t)))
             .collect();
-        TagFilter { tags, hashes }
+        TagFilter {
+            tags,
+            hashes,
+            test: None,
+        }
+    }
+
+    /// Every message matching the tag expression must also pass `test`.
+    pub fn with_property_test(mut self, test: Arc<PropertyTest>) -> TagFilter {
+        self.test = Some(test);
+        self
     }
 
     /// True when every message matches.
     pub fn is_all(&self) -> bool {
-        self.tags.is_empty()
+        self.tags.is_empty() && self.test.is_none()
+    }
+
+    /// Whether a stored message passes the tag expression and the property test.
+    pub fn matches_message(&self, m: &StoredMessage) -> bool {
+        self.matches(m.tag()) && self.test.as_ref().is_none_or(|t| t(m))
     }
 
     fn hash_may_match(&self, h: u64) -> bool {
-        self.is_all() || self.hashes.contains(&h)
+        self.tags.is_empty() || self.hashes.contains(&h)
     }
 
-    /// Whether a message with this tag matches.
+    /// Whether a message with this tag passes the tag expression (the property test aside).
     pub fn matches(&self, tag: Option<&str>) -> bool {
-        self.is_all() || tag.is_some_and(|t| self.tags.iter().any(|x| x == t))
+        self.tags.is_empty() || tag.is_some_and(|t| self.tags.iter().any(|x| x == t))
     }
 }
 
@@ -1054,7 +1098,7 @@ impl Inner {
                             "consume queue entry points at another record; skipped"
                         );
                         out.corrupt.push(e.phys_offset);
-                    } else if filter.is_none_or(|f| f.matches(m.tag())) {
+                    } else if filter.is_none_or(|f| f.matches_message(&m)) {
                         out.messages.push(m);
                     }
                 }

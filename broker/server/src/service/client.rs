@@ -70,6 +70,10 @@ pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings
             p.validate_message_type = true;
         }
         Some(v2::settings::PubSub::Subscription(sub)) => {
+            // A bad filter is refused when the consumer subscribes, not at its first receive.
+            for e in &sub.subscriptions {
+                crate::filter::read_filter(e.expression.as_ref())?;
+            }
             let group = sub
                 .group
                 .as_ref()

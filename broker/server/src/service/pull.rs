@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferromq_proto::v2::{self, Code, QueryOffsetPolicy};
-use ferromq_store::TagFilter as StoreTagFilter;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info_span, instrument, Instrument};
@@ -14,7 +13,6 @@ use tracing::{info_span, instrument, Instrument};
 use super::{BoxStream, RequestMeta};
 use crate::broker::Broker;
 use crate::convert::{duration_from_proto, ms_from_timestamp, to_proto};
-use crate::filter::TagFilter;
 use crate::status::{self, RpcError};
 use crate::validate;
 
@@ -63,12 +61,7 @@ pub fn pull_message(
             let result = async {
                 meta.require_client_id()?;
                 validate::group_name(req.group.as_ref())?;
-                let filter = TagFilter::from_proto(req.filter_expression.as_ref())?;
-                let expr = match &filter {
-                    TagFilter::All => "*".to_string(),
-                    TagFilter::Any(t) => t.join("||"),
-                };
-                let filter = Arc::new(StoreTagFilter::parse(&expr));
+                let filter = Arc::new(crate::filter::read_filter(req.filter_expression.as_ref())?);
                 if req.offset < 0 {
                     return Err(RpcError::new(Code::IllegalOffset, format!("offset {} is negative", req.offset)));
                 }

@@ -21,7 +21,6 @@ use super::{BoxStream, RequestMeta};
 use crate::broker::Broker;
 use crate::convert::{duration_from_proto, now_timestamp, to_proto, DeliveryInfo};
 use crate::delivery::{Delivery, ReceiveSpec};
-use crate::filter::TagFilter;
 use crate::status::{self, RpcError};
 use crate::validate;
 
@@ -85,7 +84,7 @@ fn plan(
         .as_ref()
         .ok_or_else(|| RpcError::bad_request("message_queue is required"))?;
     let topic_name = validate::topic_name(mq.topic.as_ref())?.to_string();
-    let filter = TagFilter::from_proto(req.filter_expression.as_ref())?;
+    let filter = crate::filter::read_filter(req.filter_expression.as_ref())?;
     if req.batch_size <= 0 {
         return Err(RpcError::bad_request(format!(
             "batch_size {} must be positive",
@@ -136,10 +135,6 @@ fn plan(
         NEXT_QUEUE.fetch_add(1, Ordering::Relaxed) % n
     };
     let queues = (0..n).map(|i| (start + i) % n).collect();
-    let expression = match &filter {
-        TagFilter::All => "*".to_string(),
-        TagFilter::Any(tags) => tags.join("||"),
-    };
     Ok(Plan {
         fifo: broker
             .groups
@@ -155,7 +150,7 @@ fn plan(
         queues,
         batch: (req.batch_size as usize).min(MAX_BATCH),
         invisible,
-        filter: StoreTagFilter::parse(&expression),
+        filter,
         poll: poll_budget(requested_poll, meta),
         renew_for: if req.auto_renew {
             meta.client_id.clone()
