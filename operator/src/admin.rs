@@ -228,12 +228,13 @@ impl ClusterAdmin for CliAdmin {
     }
 
     async fn drain_group(&self, endpoint: &str, group: &str) -> Result<DrainState, AdminError> {
-        let args = ["group", "drain", group];
+        let args = ["cluster", "drain", group];
         let out = self.run(endpoint, &args).await?;
         if !out.status.success() {
             return Err(Self::failed(&args, &out));
         }
-        /// Expected answer of `ferromq admin -o json group drain GROUP` (not in the CLI yet).
+        /// Answer of `ferromq admin -o json cluster drain GROUP`: the group is read-only from the
+        /// first call on; `remaining_queues` counts its queues still holding unsettled messages.
         #[derive(Deserialize)]
         struct DrainJson {
             #[serde(alias = "remainingQueues")]
@@ -241,7 +242,7 @@ impl ClusterAdmin for CliAdmin {
         }
         let d: DrainJson =
             serde_json::from_slice(&out.stdout).map_err(|e| AdminError::BadAnswer {
-                command: "group drain".to_string(),
+                command: "cluster drain".to_string(),
                 detail: e.to_string(),
             })?;
         Ok(if d.remaining_queues == 0 {

@@ -4,6 +4,7 @@
 //!   clients talk to FerroMQ unchanged. Written from the published field numbers; only package,
 //!   service, method names, field numbers and enum numbers matter on the wire.
 //! - [`admin`]: FerroMQ's own administration API (`ferromq.admin.v1`), served on the same port.
+//! - [`cluster`]: membership between broker groups, name servers and proxies (`ferromq.cluster.v1`).
 //!
 //! This crate holds types only: no behaviour, no I/O.
 
@@ -25,10 +26,17 @@ pub mod ferromq {
             tonic::include_proto!("ferromq.admin.v1");
         }
     }
+    pub mod cluster {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("ferromq.cluster.v1");
+        }
+    }
 }
 
 pub use apache::rocketmq::v2;
 pub use ferromq::admin::v1 as admin;
+pub use ferromq::cluster::v1 as cluster;
 
 #[cfg(test)]
 mod tests {

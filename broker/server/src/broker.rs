@@ -103,8 +103,84 @@ impl Dispatched {
     }
 }
 
+/// Where this store sits in a cluster: its broker group's name and whether it takes new messages.
+/// A standalone server is the single group `standalone`.
+#[derive(Debug)]
+pub struct Membership {
+    group: RwLock<String>,
+    read_only: AtomicBool,
+    state_file: RwLock<Option<std::path::PathBuf>>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            group: RwLock::new("standalone".to_string()),
+            read_only: AtomicBool::new(false),
+            state_file: RwLock::new(None),
+        }
+    }
+}
+
+impl Membership {
+    pub fn group(&self) -> String {
+        self.group.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
+    /// Names the group and loads its drain state from `data_dir`, so a group being drained stays
+    /// read-only across restarts.
+    pub fn join(&self, group: &str, data_dir: &std::path::Path) -> std::io::Result<()> {
+        *self.group.write().unwrap_or_else(|p| p.into_inner()) = group.to_string();
+        let path = data_dir.join("group-state");
+        let ro = match std::fs::read_to_string(&path) {
+            Ok(s) => s.trim() == "read-only",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        self.read_only.store(ro, Ordering::Release);
+        *self.state_file.write().unwrap_or_else(|p| p.into_inner()) = Some(path);
+        Ok(())
+    }
+
+    /// Switches between read-write and read-only, durably (written and synced before it applies).
+    pub fn set_read_only(&self, ro: bool) -> std::io::Result<()> {
+        if let Some(path) = self
+            .state_file
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            let tmp = path.with_extension("tmp");
+            let text = if ro { "read-only\n" } else { "read-write\n" };
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(text.as_bytes())?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+        }
+        self.read_only.store(ro, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        if self.is_read_only() {
+            "read-only"
+        } else {
+            "read-write"
+        }
+    }
+}
+
 pub struct Broker {
     pub store: Arc<Store>,
+    /// Broker group name and drain state.
+    pub membership: Membership,
     pub cfg: StandaloneConfig,
     pub deliveries: Deliveries,
     pub groups: Groups,
@@ -134,6 +210,7 @@ impl Broker {
             d.notify.notify_waiters();
         }));
         Arc::new(Broker {
+            membership: Membership::default(),
             deliveries: Deliveries::new(store.clone()),
             store,
             cfg,

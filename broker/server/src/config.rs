@@ -89,6 +89,17 @@ struct FileConfig {
     max_delivery_attempts: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    // Cluster keys, read by `ferromq broker` (cluster::member); listed so one file serves both.
+    #[allow(dead_code)]
+    addr: Option<toml::Value>,
+    #[allow(dead_code)]
+    group: Option<toml::Value>,
+    #[allow(dead_code)]
+    nameservers: Option<toml::Value>,
+    #[allow(dead_code)]
+    role: Option<toml::Value>,
+    #[allow(dead_code)]
+    replication_mode: Option<toml::Value>,
 }
 
 /// The validated configuration of a standalone process.

@@ -29,6 +29,14 @@ pub fn ms_from_timestamp(t: &prost_types::Timestamp) -> i64 {
         .saturating_add(i64::from(t.nanos) / 1_000_000)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub fn now_timestamp() -> prost_types::Timestamp {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)

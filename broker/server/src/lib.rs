@@ -11,6 +11,7 @@ pub mod admin;
 pub mod bench;
 pub mod broker;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod delivery;

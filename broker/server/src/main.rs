@@ -28,12 +28,12 @@ enum Role {
     Admin(AdminArgs),
     /// Drive load through the RocketMQ 5 protocol and report throughput and latency.
     Bench(ferromq::bench::BenchArgs),
-    /// Route registry of a cluster (not available in this version).
-    Nameserver,
-    /// Storage node of a cluster (not available in this version).
-    Broker,
-    /// Stateless client-facing tier of a cluster (not available in this version).
-    Proxy,
+    /// Route registry of a cluster: broker groups report here, proxies read routes here.
+    Nameserver(ferromq::cluster::nameserver::NameserverArgs),
+    /// Storage node of a cluster: one broker group, reporting to the name servers.
+    Broker(ferromq::cluster::member::BrokerArgs),
+    /// Stateless client-facing tier of a cluster: forwards clients to the broker groups.
+    Proxy(ferromq::cluster::proxy::ProxyArgs),
 }
 
 fn init_tracing() {
@@ -65,9 +65,31 @@ fn main() {
         }
         Role::Admin(args) => run_async(ferromq::admin::cli::run(args)),
         Role::Bench(args) => run_async(ferromq::bench::run(args)),
-        Role::Nameserver | Role::Broker | Role::Proxy => {
-            eprintln!("ferromq: this role is not available yet; use `ferromq standalone`");
-            1
+        Role::Nameserver(args) => {
+            init_tracing();
+            run_async(ferromq::cluster::nameserver::run(args))
+        }
+        Role::Broker(args) => {
+            init_tracing();
+            let (cfg, member) = match args.resolve() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ferromq: {e}");
+                    std::process::exit(2);
+                }
+            };
+            run_async(ferromq::standalone::run_with(cfg, Some(member)))
+        }
+        Role::Proxy(args) => {
+            init_tracing();
+            let cfg = match args.resolve() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("ferromq: {e}");
+                    std::process::exit(2);
+                }
+            };
+            run_async(ferromq::cluster::proxy::run(cfg))
         }
     };
     std::process::exit(code);

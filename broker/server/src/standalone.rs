@@ -24,7 +24,7 @@ use crate::service::MessagingApi;
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -52,6 +52,15 @@ pub fn store_config(cfg: &StandaloneConfig) -> StoreConfig {
 }
 
 pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
+    run_with(cfg, None).await
+}
+
+/// Runs the server; with `member` it is one broker group of a cluster (`ferromq broker`) that
+/// reports itself to the name servers, otherwise the standalone.
+pub async fn run_with(
+    cfg: StandaloneConfig,
+    member: Option<crate::cluster::member::MemberConfig>,
+) -> anyhow::Result<()> {
     let sc = store_config(&cfg);
     let store = match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
         Ok(s) => s,
@@ -67,6 +76,14 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
     let groups = Groups::open(&cfg.data_dir, cfg.max_delivery_attempts)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let broker = Broker::new(store.clone(), cfg.clone(), groups, shutdown_rx.clone());
+    if let Some(m) = &member {
+        broker
+            .membership
+            .join(&m.group, &cfg.data_dir)
+            .with_context(|| {
+                format!("cannot read the group state in {}", cfg.data_dir.display())
+            })?;
+    }
 
     let grpc = TcpListener::bind(cfg.grpc_addr)
         .await
@@ -127,6 +144,14 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
     };
 
     broker.ready.store(true, Ordering::Release);
+    let membership_task = member.clone().map(|m| {
+        info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = broker.membership.state_name(), "ferromq broker joining the cluster");
+        tokio::spawn(crate::cluster::member::heartbeat_loop(
+            broker.clone(),
+            m,
+            shutdown_rx.clone(),
+        ))
+    });
     info!(grpc = %grpc_addr, http = %http_addr, tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.auto_create_topics, "ferromq standalone ready");
 
     let mut grpc_task = grpc_task;
@@ -155,6 +180,9 @@ pub async fn run(cfg: StandaloneConfig) -> anyhow::Result<()> {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if let Some(t) = membership_task {
+        let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+    }
     let _ = reaper.await;
     tokio::task::spawn_blocking(move || store.close())
         .await?

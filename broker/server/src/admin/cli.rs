@@ -41,6 +41,20 @@ pub enum AdminCmd {
     /// Look messages up by id or key.
     #[command(subcommand)]
     Message(MessageCmd),
+    /// Broker groups of a cluster: list them, drain one before removing it, or undo a drain.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Each broker group's state, topics, queues and unsettled messages.
+    List,
+    /// Mark a group read-only: new sends go to other groups, consumers finish what it holds.
+    /// Prints how much is left; run it again to follow the drain until nothing remains.
+    Drain { group: String },
+    /// Make a drained group take new messages again.
+    Undrain { group: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -165,6 +179,19 @@ fn topic_json(t: &admin::Topic) -> Value {
     json!({ "name": t.name, "queues": t.queues, "type": type_name(t.message_type), "perm": perm_name(t.permission) })
 }
 
+fn cluster_json(g: &admin::ClusterGroup) -> Value {
+    json!({
+        "name": g.name,
+        "state": g.state,
+        "endpoint": g.endpoint,
+        "topics": g.topics,
+        "queues": g.queues,
+        "lag": g.total_lag,
+        "queues_with_lag": g.queues_with_lag,
+        "heartbeat_age_ms": g.heartbeat_age_ms,
+    })
+}
+
 fn message_json(m: &admin::StoredMessage) -> Value {
     let user: serde_json::Map<String, Value> = m
         .properties
@@ -256,6 +283,38 @@ fn endpoint(server: &str) -> String {
     } else {
         format!("http://{server}")
     }
+}
+
+/// `cluster drain` / `cluster undrain`: sets the state and reports what is left to consume.
+async fn set_state(
+    c: &mut AdminClient<tonic::transport::Channel>,
+    group: String,
+    state: &str,
+) -> anyhow::Result<Printable> {
+    let g = c
+        .set_group_state(admin::SetGroupStateRequest {
+            group,
+            state: state.into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let mut v = cluster_json(&g);
+    // What the operator's drain waits on: queues still holding unsettled messages.
+    v["remaining_queues"] = json!(g.queues_with_lag);
+    v["remaining_messages"] = json!(g.total_lag);
+    v["drained"] = json!(g.state == "read-only" && g.total_lag == 0);
+    Ok(Printable {
+        value: v.clone(),
+        columns: vec![
+            "name",
+            "state",
+            "remaining_queues",
+            "remaining_messages",
+            "drained",
+        ],
+        rows: vec![v],
+    })
 }
 
 /// Runs one admin command; errors carry the server's message.
@@ -351,14 +410,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let rows: Vec<Value> = d
                 .queues
                 .iter()
-                .map(|q| json!({ "queue": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset, "messages": q.max_offset - q.min_offset }))
+                .map(|q| json!({ "broker_group": q.broker_group, "queue": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset, "messages": q.max_offset - q.min_offset }))
                 .collect();
             let mut v = topic_json(&t);
             v["total_messages"] = json!(d.total_messages);
             v["queue_offsets"] = Value::Array(rows.clone());
             Printable {
                 value: v,
-                columns: vec!["queue", "min_offset", "max_offset", "messages"],
+                columns: vec![
+                    "broker_group",
+                    "queue",
+                    "min_offset",
+                    "max_offset",
+                    "messages",
+                ],
                 rows,
             }
         }
@@ -385,7 +450,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .queues
                 .iter()
                 .map(|q| {
-                    json!({ "topic": q.topic, "queue": q.queue_id, "committed": q.committed_offset, "max_offset": q.max_offset, "lag": q.lag, "inflight": q.inflight })
+                    json!({ "broker_group": q.broker_group, "topic": q.topic, "queue": q.queue_id, "committed": q.committed_offset, "max_offset": q.max_offset, "lag": q.lag, "inflight": q.inflight })
                 })
                 .collect();
             let mut v = d.group.as_ref().map(group_json).unwrap_or(Value::Null);
@@ -393,6 +458,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             Printable {
                 value: v,
                 columns: vec![
+                    "broker_group",
                     "topic",
                     "queue",
                     "committed",
@@ -426,6 +492,34 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 columns: vec!["name", "max_attempts", "fifo"],
                 rows: vec![v],
             }
+        }
+        AdminCmd::Cluster(ClusterCmd::List) => {
+            let r = c
+                .list_cluster(admin::ListClusterRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let rows: Vec<Value> = r.groups.iter().map(cluster_json).collect();
+            Printable {
+                value: Value::Array(rows.clone()),
+                columns: vec![
+                    "name",
+                    "state",
+                    "endpoint",
+                    "topics",
+                    "queues",
+                    "lag",
+                    "queues_with_lag",
+                    "heartbeat_age_ms",
+                ],
+                rows,
+            }
+        }
+        AdminCmd::Cluster(ClusterCmd::Drain { group }) => {
+            set_state(&mut c, group, "read-only").await?
+        }
+        AdminCmd::Cluster(ClusterCmd::Undrain { group }) => {
+            set_state(&mut c, group, "read-write").await?
         }
         AdminCmd::Message(MessageCmd::Get { topic, id }) => {
             let r = c

@@ -237,6 +237,7 @@ impl Admin for AdminApi {
                         queue_id: q,
                         min_offset: min as i64,
                         max_offset: max as i64,
+                        broker_group: b.membership.group(),
                     }
                 })
                 .collect();
@@ -352,6 +353,41 @@ impl Admin for AdminApi {
             messages: ms.iter().map(message_out).collect(),
         }))
     }
+
+    #[instrument(skip_all, name = "admin.list_cluster")]
+    async fn list_cluster(
+        &self,
+        _req: Request<admin::ListClusterRequest>,
+    ) -> Result<Response<admin::ListClusterResponse>, Status> {
+        let me = self.blocking(|b| Ok(self_view(b))).await?;
+        Ok(Response::new(admin::ListClusterResponse {
+            groups: vec![me],
+        }))
+    }
+
+    #[instrument(skip_all, name = "admin.set_group_state")]
+    async fn set_group_state(
+        &self,
+        req: Request<admin::SetGroupStateRequest>,
+    ) -> Result<Response<admin::ClusterGroup>, Status> {
+        let r = req.into_inner();
+        let ro = parse_group_state(&r.state)?;
+        self.blocking(move |b| {
+            let me = b.membership.group();
+            if r.group != me {
+                return Err(Status::not_found(format!(
+                    "broker group {} is not this server (this is {me})",
+                    r.group
+                )));
+            }
+            b.membership
+                .set_read_only(ro)
+                .map_err(|e| Status::internal(format!("cannot record the group state: {e}")))?;
+            info!(group = %me, state = b.membership.state_name(), "broker group state changed");
+            Ok(Response::new(self_view(b)))
+        })
+        .await
+    }
 }
 
 /// Groups known from consumption, offsets, configuration or live clients.
@@ -379,6 +415,7 @@ fn group_views(
                 max_offset: l.max_offset as i64,
                 lag,
                 inflight: l.inflight as i64,
+                broker_group: b.membership.group(),
             });
     }
     names
@@ -402,4 +439,65 @@ fn group_views(
             (group, queues)
         })
         .collect()
+}
+
+/// `read-write` or `read-only` (also `rw` / `ro`); anything else is INVALID_ARGUMENT.
+pub fn parse_group_state(s: &str) -> Result<bool, Status> {
+    match s {
+        "read-only" | "ro" | "readonly" => Ok(true),
+        "read-write" | "rw" | "readwrite" => Ok(false),
+        other => Err(Status::invalid_argument(format!(
+            "state {other:?} is not read-write or read-only"
+        ))),
+    }
+}
+
+/// This server as one broker group of a cluster: its topics, queues and unsettled messages.
+pub fn self_view(b: &Broker) -> admin::ClusterGroup {
+    let topics = b.store.topics().list();
+    let lag = b.lag();
+    let mut lagging: BTreeSet<(String, u32)> = BTreeSet::new();
+    let mut total = 0i64;
+    for l in &lag {
+        if l.lag() > 0 {
+            lagging.insert((l.topic.clone(), l.queue_id));
+            total += l.lag() as i64;
+        }
+    }
+    admin::ClusterGroup {
+        name: b.membership.group(),
+        endpoint: b.cfg.advertise_addr.clone(),
+        state: b.membership.state_name().to_string(),
+        topics: topics.len() as u32,
+        queues: topics.iter().map(|t| t.queues).sum(),
+        total_lag: total,
+        heartbeat_age_ms: 0,
+        queues_with_lag: lagging.len() as u32,
+    }
+}
+
+/// `TopicType` number of a store message type (carried in name server reports).
+pub fn type_number(t: MessageType) -> i32 {
+    type_from_store(t) as i32
+}
+
+/// `TopicPermission` number of a store permission (carried in name server reports).
+pub fn permission_number(p: Permission) -> i32 {
+    perm_from_store(p) as i32
+}
+
+/// The store message type of a `TopicType` number; unknown numbers read as NORMAL.
+pub fn type_from_number(n: i32) -> MessageType {
+    TopicType::try_from(n)
+        .ok()
+        .and_then(type_to_store)
+        .unwrap_or(MessageType::Normal)
+}
+
+/// The store permission of a `TopicPermission` number; unknown numbers read as read-write.
+pub fn permission_from_number(n: i32) -> Permission {
+    TopicPermission::try_from(n)
+        .ok()
+        .and_then(perm_to_store)
+        .unwrap_or(Permission::ReadWrite)
 }

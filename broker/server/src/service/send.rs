@@ -43,6 +43,15 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
         ));
     }
     let checked = validate::message(m, broker.cfg.max_body_size)?;
+    if broker.membership.is_read_only() {
+        return Err(RpcError::new(
+            Code::Forbidden,
+            format!(
+                "broker group {} is read-only (being drained); send through a proxy so the message goes to a writable group",
+                broker.membership.group()
+            ),
+        ));
+    }
     let topic = broker.topic(topic_name)?;
     if !topic.permission.writable() {
         return Err(RpcError::new(

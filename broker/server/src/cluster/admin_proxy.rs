@@ -1,0 +1,507 @@
+//! The admin API as a proxy serves it: the same RPCs as a standalone server, fanned out to the
+//! broker groups and merged, so `ferromq admin --server PROXY` works exactly as against a
+//! standalone server.
+//!
+//! - Topic create: on every writable group (a topic's queue count is per group). Update: on every
+//!   group holding it, and created on writable groups that do not hold it yet, which is how a new
+//!   group gains queues of existing topics. Delete: everywhere.
+//! - Lists and descriptions: the union, each queue tagged with its broker group.
+//! - `ListCluster` / `SetGroupState`: the name servers' view of the groups, and draining.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferromq_proto::admin::{self, admin_client::AdminClient, admin_server::Admin};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use super::routes::{GroupRoute, Routes};
+
+#[derive(Clone)]
+pub struct AdminProxy {
+    routes: Arc<Routes>,
+}
+
+type Answers<T> = Vec<(GroupRoute, Result<T, Status>)>;
+
+impl AdminProxy {
+    pub fn new(routes: Arc<Routes>) -> AdminProxy {
+        AdminProxy { routes }
+    }
+
+    fn live(&self) -> Result<Vec<GroupRoute>, Status> {
+        let v = self.routes.view();
+        if v.groups.is_empty() {
+            return Err(Status::unavailable(
+                "no broker group is alive (the name servers know none)",
+            ));
+        }
+        Ok(v.groups.clone())
+    }
+
+    /// Calls `f` on each group concurrently.
+    async fn each<T, F, Fut>(&self, groups: Vec<GroupRoute>, f: F) -> Answers<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let calls = groups.into_iter().map(|g| {
+            let c = self.routes.admin(&g);
+            let fut = c.map(&f);
+            async move {
+                match fut {
+                    Ok(fut) => {
+                        let r = fut.await.map(Response::into_inner);
+                        (g, r)
+                    }
+                    Err(e) => (g, Err(Status::internal(e))),
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await
+    }
+}
+
+/// The first failure, named after its group, unless every answer is fine.
+fn first_error<T>(answers: &Answers<T>) -> Option<Status> {
+    answers.iter().find_map(|(g, r)| {
+        r.as_ref().err().map(|e| {
+            Status::new(
+                e.code(),
+                format!("broker group {}: {}", g.name, e.message()),
+            )
+        })
+    })
+}
+
+#[tonic::async_trait]
+impl Admin for AdminProxy {
+    #[instrument(skip_all, name = "admin_proxy.create_topic")]
+    async fn create_topic(
+        &self,
+        req: Request<admin::CreateTopicRequest>,
+    ) -> Result<Response<admin::Topic>, Status> {
+        let r = req.into_inner();
+        let groups: Vec<GroupRoute> = self.live()?.into_iter().filter(|g| !g.read_only).collect();
+        if groups.is_empty() {
+            return Err(Status::failed_precondition(
+                "every broker group is read-only (draining); nothing can hold a new topic",
+            ));
+        }
+        let answers = self
+            .each(groups, |mut c| {
+                let r = r.clone();
+                async move { c.create_topic(r).await }
+            })
+            .await;
+        let created = answers.iter().filter(|(_, a)| a.is_ok()).count();
+        let exists = answers
+            .iter()
+            .filter(|(_, a)| {
+                a.as_ref()
+                    .is_err_and(|e| e.code() == tonic::Code::AlreadyExists)
+            })
+            .count();
+        if created == 0 {
+            return Err(first_error(&answers).unwrap_or_else(|| Status::internal("no answer")));
+        }
+        if created + exists < answers.len() {
+            return Err(first_error(&answers).unwrap_or_else(|| Status::internal("no answer")));
+        }
+        self.routes.refresh().await;
+        let topic = answers
+            .into_iter()
+            .find_map(|(_, a)| a.ok())
+            .ok_or_else(|| Status::internal("no answer"))?;
+        info!(topic = %topic.name, groups = created, "topic created across the cluster");
+        Ok(Response::new(topic))
+    }
+
+    #[instrument(skip_all, name = "admin_proxy.update_topic")]
+    async fn update_topic(
+        &self,
+        req: Request<admin::UpdateTopicRequest>,
+    ) -> Result<Response<admin::Topic>, Status> {
+        let r = req.into_inner();
+        let name = r.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
+        let groups = self.live()?;
+        let (holding, missing): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .partition(|g| g.topics.contains_key(&name));
+        if holding.is_empty() {
+            return Err(Status::not_found(format!("topic {name} does not exist")));
+        }
+        let answers = self
+            .each(holding.clone(), |mut c| {
+                let r = r.clone();
+                async move { c.update_topic(r).await }
+            })
+            .await;
+        if let Some(e) = first_error(&answers) {
+            return Err(e);
+        }
+        let updated = answers
+            .into_iter()
+            .find_map(|(_, a)| a.ok())
+            .ok_or_else(|| Status::internal("no answer"))?;
+        // Writable groups that do not hold the topic yet get it with the same settings.
+        let joiners: Vec<GroupRoute> = missing.into_iter().filter(|g| !g.read_only).collect();
+        if !joiners.is_empty() {
+            let create = admin::CreateTopicRequest {
+                topic: Some(updated.clone()),
+            };
+            let answers = self
+                .each(joiners, |mut c| {
+                    let r = create.clone();
+                    async move { c.create_topic(r).await }
+                })
+                .await;
+            for (g, a) in &answers {
+                if a.is_ok() {
+                    info!(topic = %name, group = %g.name, "topic extended to a new broker group");
+                }
+            }
+            if let Some(e) = answers.iter().find_map(|(g, a)| {
+                a.as_ref()
+                    .err()
+                    .filter(|e| e.code() != tonic::Code::AlreadyExists)
+                    .map(|e| {
+                        Status::new(
+                            e.code(),
+                            format!("broker group {}: {}", g.name, e.message()),
+                        )
+                    })
+            }) {
+                return Err(e);
+            }
+        }
+        self.routes.refresh().await;
+        Ok(Response::new(updated))
+    }
+
+    #[instrument(skip_all, name = "admin_proxy.delete_topic")]
+    async fn delete_topic(
+        &self,
+        req: Request<admin::DeleteTopicRequest>,
+    ) -> Result<Response<admin::DeleteTopicResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.delete_topic(r).await }
+            })
+            .await;
+        let deleted = answers.iter().filter(|(_, a)| a.is_ok()).count();
+        if let Some(e) = answers.iter().find_map(|(g, a)| {
+            a.as_ref()
+                .err()
+                .filter(|e| e.code() != tonic::Code::NotFound)
+                .map(|e| {
+                    Status::new(
+                        e.code(),
+                        format!("broker group {}: {}", g.name, e.message()),
+                    )
+                })
+        }) {
+            return Err(e);
+        }
+        if deleted == 0 {
+            return Err(Status::not_found(format!(
+                "topic {} does not exist",
+                r.name
+            )));
+        }
+        self.routes.refresh().await;
+        Ok(Response::new(admin::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        req: Request<admin::ListTopicsRequest>,
+    ) -> Result<Response<admin::ListTopicsResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.list_topics(r).await }
+            })
+            .await;
+        if let Some(e) = first_error(&answers) {
+            return Err(e);
+        }
+        // A topic is listed once, with the largest per-group queue count.
+        let mut topics: BTreeMap<String, admin::Topic> = BTreeMap::new();
+        for (_, a) in answers {
+            for t in a.map(|a| a.topics).unwrap_or_default() {
+                match topics.get_mut(&t.name) {
+                    Some(cur) if cur.queues >= t.queues => {}
+                    _ => {
+                        topics.insert(t.name.clone(), t);
+                    }
+                }
+            }
+        }
+        Ok(Response::new(admin::ListTopicsResponse {
+            topics: topics.into_values().collect(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        req: Request<admin::DescribeTopicRequest>,
+    ) -> Result<Response<admin::TopicDetail>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.describe_topic(r).await }
+            })
+            .await;
+        let mut out: Option<admin::TopicDetail> = None;
+        for (g, a) in answers {
+            match a {
+                Ok(d) => match out.as_mut() {
+                    None => out = Some(d),
+                    Some(o) => {
+                        o.queues.extend(d.queues);
+                        o.total_messages += d.total_messages;
+                    }
+                },
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => {
+                    return Err(Status::new(
+                        e.code(),
+                        format!("broker group {}: {}", g.name, e.message()),
+                    ))
+                }
+            }
+        }
+        out.map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("topic {} does not exist", r.name)))
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<admin::ListGroupsRequest>,
+    ) -> Result<Response<admin::ListGroupsResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.list_groups(r).await }
+            })
+            .await;
+        if let Some(e) = first_error(&answers) {
+            return Err(e);
+        }
+        let mut groups: BTreeMap<String, admin::Group> = BTreeMap::new();
+        for (_, a) in answers {
+            for g in a.map(|a| a.groups).unwrap_or_default() {
+                merge_group(&mut groups, g);
+            }
+        }
+        Ok(Response::new(admin::ListGroupsResponse {
+            groups: groups.into_values().collect(),
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        req: Request<admin::DescribeGroupRequest>,
+    ) -> Result<Response<admin::DescribeGroupResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.describe_group(r).await }
+            })
+            .await;
+        let mut merged: BTreeMap<String, admin::Group> = BTreeMap::new();
+        let mut queues = Vec::new();
+        for (g, a) in answers {
+            match a {
+                Ok(d) => {
+                    if let Some(grp) = d.group {
+                        merge_group(&mut merged, grp);
+                    }
+                    queues.extend(d.queues);
+                }
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => {
+                    return Err(Status::new(
+                        e.code(),
+                        format!("broker group {}: {}", g.name, e.message()),
+                    ))
+                }
+            }
+        }
+        let group = merged
+            .into_values()
+            .next()
+            .ok_or_else(|| Status::not_found(format!("consumer group {} is not known", r.name)))?;
+        Ok(Response::new(admin::DescribeGroupResponse {
+            group: Some(group),
+            queues,
+        }))
+    }
+
+    async fn update_group(
+        &self,
+        req: Request<admin::UpdateGroupRequest>,
+    ) -> Result<Response<admin::Group>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.update_group(r).await }
+            })
+            .await;
+        if let Some(e) = first_error(&answers) {
+            return Err(e);
+        }
+        let mut merged: BTreeMap<String, admin::Group> = BTreeMap::new();
+        for (_, a) in answers {
+            if let Ok(g) = a {
+                merge_group(&mut merged, g);
+            }
+        }
+        merged
+            .into_values()
+            .next()
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("no answer"))
+    }
+
+    async fn get_message(
+        &self,
+        req: Request<admin::GetMessageRequest>,
+    ) -> Result<Response<admin::GetMessageResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.get_message(r).await }
+            })
+            .await;
+        let mut err = None;
+        for (g, a) in answers {
+            match a {
+                Ok(m) => return Ok(Response::new(m)),
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    err = err.or(Some(e));
+                }
+                Err(e) => {
+                    return Err(Status::new(
+                        e.code(),
+                        format!("broker group {}: {}", g.name, e.message()),
+                    ))
+                }
+            }
+        }
+        Err(err.unwrap_or_else(|| Status::not_found("message not found")))
+    }
+
+    async fn query_messages(
+        &self,
+        req: Request<admin::QueryMessagesRequest>,
+    ) -> Result<Response<admin::QueryMessagesResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.query_messages(r).await }
+            })
+            .await;
+        let mut messages = Vec::new();
+        for (g, a) in answers {
+            match a {
+                Ok(m) => messages.extend(m.messages),
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => {
+                    return Err(Status::new(
+                        e.code(),
+                        format!("broker group {}: {}", g.name, e.message()),
+                    ))
+                }
+            }
+        }
+        if r.max_results > 0 {
+            messages.truncate(r.max_results as usize);
+        }
+        Ok(Response::new(admin::QueryMessagesResponse { messages }))
+    }
+
+    async fn list_cluster(
+        &self,
+        _req: Request<admin::ListClusterRequest>,
+    ) -> Result<Response<admin::ListClusterResponse>, Status> {
+        self.routes.refresh().await;
+        let groups = self
+            .routes
+            .view()
+            .groups
+            .iter()
+            .map(cluster_group)
+            .collect();
+        Ok(Response::new(admin::ListClusterResponse { groups }))
+    }
+
+    #[instrument(skip_all, name = "admin_proxy.set_group_state")]
+    async fn set_group_state(
+        &self,
+        req: Request<admin::SetGroupStateRequest>,
+    ) -> Result<Response<admin::ClusterGroup>, Status> {
+        let r = req.into_inner();
+        crate::admin::service::parse_group_state(&r.state)?;
+        let view = self.routes.view();
+        let g = view.group(&r.group).cloned().ok_or_else(|| {
+            Status::not_found(format!(
+                "broker group {} is not alive (see `ferromq admin cluster list`)",
+                r.group
+            ))
+        })?;
+        let mut c = self.routes.admin(&g).map_err(Status::internal)?;
+        let answer = c.set_group_state(r.clone()).await?.into_inner();
+        self.routes.refresh().await;
+        info!(group = %r.group, state = %answer.state, "broker group state set through the proxy");
+        Ok(Response::new(answer))
+    }
+}
+
+/// Adds one group's view of a consumer group to the merged view (lags and clients add up).
+fn merge_group(into: &mut BTreeMap<String, admin::Group>, g: admin::Group) {
+    match into.get_mut(&g.name) {
+        None => {
+            into.insert(g.name.clone(), g);
+        }
+        Some(cur) => {
+            cur.total_lag += g.total_lag;
+            cur.online_clients = cur.online_clients.max(g.online_clients);
+            for t in g.topics {
+                if !cur.topics.contains(&t) {
+                    cur.topics.push(t);
+                }
+            }
+            cur.topics.sort();
+        }
+    }
+}
+
+fn cluster_group(g: &GroupRoute) -> admin::ClusterGroup {
+    admin::ClusterGroup {
+        name: g.name.clone(),
+        endpoint: g.endpoint.clone(),
+        state: if g.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        }
+        .to_string(),
+        topics: g.topics.len() as u32,
+        queues: g.topics.values().map(|t| t.queues).sum(),
+        total_lag: g.total_lag,
+        heartbeat_age_ms: g.age_ms,
+        queues_with_lag: g.queues_with_lag,
+    }
+}

@@ -1,0 +1,315 @@
+//! `ferromq nameserver`: the route registry of a cluster.
+//!
+//! Every broker group reports itself (endpoint, state, topics, lag) to every name server once
+//! per heartbeat interval; proxies ask any name server for the live set. A group whose last
+//! report is older than the expiry is left out of answers, so a dead broker stops receiving
+//! traffic within `expiry + proxy refresh`. Name servers never talk to each other and keep
+//! everything in memory: one that restarts is whole again after a single heartbeat round, and
+//! losing one loses nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use ferromq_proto::cluster::{
+    self, nameserver_server::Nameserver, nameserver_server::NameserverServer, BrokerInfo,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+/// How often brokers are asked to report, and the default expiry (three missed reports).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(3);
+
+/// Flags of `ferromq nameserver`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NameserverArgs {
+    /// Address of the gRPC endpoint brokers and proxies talk to.
+    #[arg(long, env = "FERROMQ_ADDR", default_value = "0.0.0.0:9876")]
+    pub addr: String,
+    /// Address of the HTTP endpoint (/healthz, /readyz, /metrics).
+    #[arg(long, env = "FERROMQ_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: String,
+    /// A broker group missing heartbeats for this long leaves the routes (e.g. 3s, 500ms).
+    #[arg(long, env = "FERROMQ_BROKER_EXPIRY", default_value = "3s")]
+    pub broker_expiry: String,
+    /// Accepted for symmetry with the other roles; the name server has no other settings.
+    #[arg(long, env = "FERROMQ_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// Parses `3s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(
+    field: &'static str,
+    s: &str,
+) -> Result<Duration, crate::config::ConfigError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| crate::config::ConfigError {
+        field,
+        reason: format!("{s:?} is not a duration like \"3s\" or \"500ms\""),
+    })?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => {
+            return Err(crate::config::ConfigError {
+                field,
+                reason: format!("{s:?} has an unknown unit (use ms, s or m)"),
+            })
+        }
+    };
+    if d.is_zero() {
+        return Err(crate::config::ConfigError {
+            field,
+            reason: "must be more than zero".into(),
+        });
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    info: BrokerInfo,
+    seen: Instant,
+}
+
+/// The registry: the latest report of each (group, endpoint).
+#[derive(Debug)]
+pub struct Registry {
+    entries: Mutex<HashMap<(String, String), Entry>>,
+    expiry: Duration,
+}
+
+impl Registry {
+    pub fn new(expiry: Duration) -> Registry {
+        Registry {
+            entries: Mutex::new(HashMap::new()),
+            expiry,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a report; says whether the group is new to this name server.
+    pub fn report(&self, info: BrokerInfo) -> bool {
+        let key = (info.group.clone(), info.endpoint.clone());
+        let mut m = self.lock();
+        let fresh = m.get(&key).is_none_or(|e| e.seen.elapsed() > self.expiry);
+        m.insert(
+            key,
+            Entry {
+                info,
+                seen: Instant::now(),
+            },
+        );
+        fresh
+    }
+
+    pub fn remove(&self, group: &str, endpoint: &str) -> bool {
+        self.lock()
+            .remove(&(group.to_string(), endpoint.to_string()))
+            .is_some()
+    }
+
+    /// Live groups (sorted by name), dropping expired entries as a side effect.
+    pub fn live(&self) -> Vec<(BrokerInfo, Duration)> {
+        let mut m = self.lock();
+        let expiry = self.expiry;
+        m.retain(|(g, ep), e| {
+            let keep = e.seen.elapsed() <= expiry;
+            if !keep {
+                warn!(group = %g, endpoint = %ep, "broker group missed its heartbeats; removed from routes");
+            }
+            keep
+        });
+        let mut out: Vec<_> = m
+            .values()
+            .map(|e| (e.info.clone(), e.seen.elapsed()))
+            .collect();
+        out.sort_by(|a, b| (&a.0.group, &a.0.endpoint).cmp(&(&b.0.group, &b.0.endpoint)));
+        out
+    }
+}
+
+struct NameserverApi {
+    registry: Arc<Registry>,
+}
+
+#[tonic::async_trait]
+impl Nameserver for NameserverApi {
+    #[tracing::instrument(skip_all, name = "ns.heartbeat")]
+    async fn heartbeat(
+        &self,
+        req: Request<cluster::HeartbeatRequest>,
+    ) -> Result<Response<cluster::HeartbeatResponse>, Status> {
+        let info = req
+            .into_inner()
+            .broker
+            .ok_or_else(|| Status::invalid_argument("broker is required"))?;
+        crate::validate::broker_group_name(&info.group).map_err(Status::invalid_argument)?;
+        if info.endpoint.rsplit_once(':').is_none() {
+            return Err(Status::invalid_argument(format!(
+                "endpoint {:?} is not host:port",
+                info.endpoint
+            )));
+        }
+        let (group, endpoint) = (info.group.clone(), info.endpoint.clone());
+        if self.registry.report(info) {
+            info!(%group, %endpoint, "broker group registered");
+        }
+        Ok(Response::new(cluster::HeartbeatResponse {
+            interval_ms: HEARTBEAT_INTERVAL.as_millis() as i64,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, name = "ns.unregister")]
+    async fn unregister(
+        &self,
+        req: Request<cluster::UnregisterRequest>,
+    ) -> Result<Response<cluster::UnregisterResponse>, Status> {
+        let r = req.into_inner();
+        if self.registry.remove(&r.group, &r.endpoint) {
+            info!(group = %r.group, endpoint = %r.endpoint, "broker group unregistered");
+        }
+        Ok(Response::new(cluster::UnregisterResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, name = "ns.get_cluster")]
+    async fn get_cluster(
+        &self,
+        _req: Request<cluster::GetClusterRequest>,
+    ) -> Result<Response<cluster::GetClusterResponse>, Status> {
+        let live = self.registry.live();
+        Ok(Response::new(cluster::GetClusterResponse {
+            age_ms: live.iter().map(|(_, a)| a.as_millis() as i64).collect(),
+            brokers: live.into_iter().map(|(b, _)| b).collect(),
+        }))
+    }
+}
+
+async fn metrics(State(r): State<Arc<Registry>>) -> impl IntoResponse {
+    let live = r.live();
+    let mut text = String::from(
+        "# HELP ferromq_nameserver_broker_groups Broker groups with a live heartbeat.\n# TYPE ferromq_nameserver_broker_groups gauge\n",
+    );
+    text.push_str(&format!(
+        "ferromq_nameserver_broker_groups {}\n",
+        live.len()
+    ));
+    (StatusCode::OK, text)
+}
+
+/// Runs the name server until SIGTERM or Ctrl-C.
+pub async fn run(args: NameserverArgs) -> anyhow::Result<()> {
+    let addr: SocketAddr = args.addr.parse().map_err(|_| crate::config::ConfigError {
+        field: "addr",
+        reason: format!("{:?} is not an address like 0.0.0.0:9876", args.addr),
+    })?;
+    let http_addr: SocketAddr = args
+        .http_addr
+        .parse()
+        .map_err(|_| crate::config::ConfigError {
+            field: "http-addr",
+            reason: format!("{:?} is not an address like 0.0.0.0:9090", args.http_addr),
+        })?;
+    let expiry = parse_duration("broker-expiry", &args.broker_expiry)?;
+    let registry = Arc::new(Registry::new(expiry));
+    let grpc = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on addr {addr}"))?;
+    let http = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen on http-addr {http_addr}"))?;
+    let (tx, rx) = watch::channel(false);
+    let router = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(registry.clone());
+    let mut hrx = rx.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, router.into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = hrx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    info!(grpc = %grpc.local_addr()?, http = %http_addr, expiry = ?expiry, "ferromq nameserver ready");
+    let mut grx = rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(NameserverServer::new(NameserverApi { registry }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                let _ = grx.wait_for(|v| *v).await;
+            },
+        );
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        _ = crate::standalone::shutdown_signal() => {}
+        r = &mut server => {
+            anyhow::bail!("the gRPC server stopped: {r:?}");
+        }
+    }
+    let _ = tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    info!("nameserver stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(group: &str) -> BrokerInfo {
+        BrokerInfo {
+            group: group.into(),
+            endpoint: "127.0.0.1:1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reports_expire_and_come_back() {
+        let r = Registry::new(Duration::from_millis(50));
+        assert!(r.report(info("b")));
+        assert!(r.report(info("a")));
+        assert!(
+            !r.report(info("a")),
+            "a second report is not a new registration"
+        );
+        let names: Vec<_> = r.live().into_iter().map(|(b, _)| b.group).collect();
+        assert_eq!(names, ["a", "b"]);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(r.live().is_empty());
+        assert!(r.report(info("a")), "back after expiry counts as new");
+        assert!(r.remove("a", "127.0.0.1:1"));
+        assert!(r.live().is_empty());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("x", "3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("x", "2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("x", "0s").is_err());
+        assert!(parse_duration("x", "3 hours").is_err());
+    }
+}
