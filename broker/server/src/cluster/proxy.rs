@@ -285,6 +285,34 @@ impl ProxyApi {
         Some(holding[self.routes.next() % holding.len()].clone())
     }
 
+    /// The groups a non-FIFO receive checks without waiting before it long-polls `chosen`:
+    /// every group holding the topic, `chosen` first. Empty for FIFO topics or a single group.
+    fn receive_probe_order(
+        &self,
+        chosen: &GroupRoute,
+        mq: Option<&v2::MessageQueue>,
+    ) -> Vec<GroupRoute> {
+        let view = self.routes.view();
+        let topic = mq.map(|m| topic_of(m.topic.as_ref())).unwrap_or_default();
+        let holding: Vec<&GroupRoute> = view.holding(&topic).collect();
+        let fifo = holding.iter().any(|g| {
+            g.topics
+                .get(&topic)
+                .is_some_and(|t| t.message_type == ferromq_proto::admin::TopicType::Fifo as i32)
+        });
+        if fifo || holding.len() < 2 {
+            return Vec::new();
+        }
+        let mut order = vec![chosen.clone()];
+        order.extend(
+            holding
+                .into_iter()
+                .filter(|g| g.name != chosen.name)
+                .cloned(),
+        );
+        order
+    }
+
     fn group_named(&self, name: &str) -> Option<GroupRoute> {
         self.routes.view().group(name).cloned()
     }
@@ -357,6 +385,13 @@ impl ProxyApi {
         }
         Ok(out)
     }
+}
+
+/// A broker's answer to a send while its group is read-only (see `service::send`).
+fn is_drain_refusal(s: Option<&v2::Status>) -> bool {
+    s.is_some_and(|s| {
+        s.code == Code::Forbidden as i32 && s.message.contains("is read-only (being drained)")
+    })
 }
 
 /// Sets each queue's broker to its group, and marks a draining group's queues read-only.
@@ -485,16 +520,15 @@ impl MessagingService for ProxyApi {
                 entries: vec![],
             }
         } else {
-            // FIFO keys always map to the same group; other sends rotate and may fail over.
-            let (start, tries) = match &key {
-                Some(k) => ((key_hash(k) % candidates.len() as u64) as usize, 1),
-                None => (
-                    self.routes.next() % candidates.len(),
-                    candidates.len().min(2),
-                ),
+            // FIFO keys always map to the same group; other sends rotate. A group refusing because
+            // it is being drained (its report may lag the drain by a heartbeat) passes the send on
+            // to the next group; an unreachable one too, for non-FIFO sends only.
+            let start = match &key {
+                Some(k) => (key_hash(k) % candidates.len() as u64) as usize,
+                None => self.routes.next() % candidates.len(),
             };
             let mut answer = None;
-            for i in 0..tries {
+            for i in 0..candidates.len() {
                 let g = candidates[(start + i) % candidates.len()];
                 tracing::Span::current().record("group", g.name.as_str());
                 let mut c = match self.client(g) {
@@ -507,6 +541,10 @@ impl MessagingService for ProxyApi {
                 match c.send_message(outgoing(&md, r.clone())).await {
                     Ok(resp) => {
                         let mut resp = resp.into_inner();
+                        if is_drain_refusal(resp.status.as_ref()) {
+                            answer = Some(Ok(resp));
+                            continue;
+                        }
                         for e in &mut resp.entries {
                             e.transaction_id = wrap_handle(&g.name, &e.transaction_id);
                             e.recall_handle = wrap_handle(&g.name, &e.recall_handle);
@@ -517,7 +555,7 @@ impl MessagingService for ProxyApi {
                     Err(e) => {
                         warn!(group = %g.name, error = %e.message(), "send to broker group failed");
                         // Only a refused connection is certain not to have stored anything.
-                        let retry = e.code() == tonic::Code::Unavailable;
+                        let retry = e.code() == tonic::Code::Unavailable && key.is_none();
                         answer = Some(Err((g.name.clone(), e)));
                         if !retry {
                             break;
@@ -609,6 +647,45 @@ impl MessagingService for ProxyApi {
             };
             return Ok(Response::new(Box::pin(tokio_stream::once(Ok(one)))));
         };
+        // Several groups: ask each once without waiting, starting with the chosen one, so a
+        // backlog on one group is served at once instead of after long polls on empty ones.
+        // Only when none has anything does the receive long-poll, on the chosen group.
+        for other in self.receive_probe_order(&g, r.message_queue.as_ref()) {
+            let mut quick = r.clone();
+            quick.long_polling_timeout = Some(prost_types::Duration::default());
+            let Ok(mut c) = self.client(&other) else {
+                continue;
+            };
+            let Ok(s) = c.receive_message(outgoing(&md, quick)).await else {
+                continue;
+            };
+            let items: Vec<v2::ReceiveMessageResponse> =
+                s.into_inner().filter_map(|i| i.ok()).collect().await;
+            let has_messages = items.iter().any(|i| {
+                matches!(
+                    i.content,
+                    Some(v2::receive_message_response::Content::Message(_))
+                )
+            });
+            if has_messages {
+                tracing::Span::current().record("group", other.name.as_str());
+                let name = other.name.clone();
+                let out: Vec<Result<v2::ReceiveMessageResponse, Status>> = items
+                    .into_iter()
+                    .map(|mut resp| {
+                        if let Some(v2::receive_message_response::Content::Message(m)) =
+                            resp.content.take()
+                        {
+                            resp.content = Some(v2::receive_message_response::Content::Message(
+                                wrap_message(m, &name),
+                            ));
+                        }
+                        Ok(resp)
+                    })
+                    .collect();
+                return Ok(Response::new(Box::pin(tokio_stream::iter(out))));
+            }
+        }
         tracing::Span::current().record("group", g.name.as_str());
         let mut c = self.client(&g)?;
         match c.receive_message(outgoing(&md, r)).await {

@@ -551,6 +551,56 @@ where
     println!("  {name} took {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// Cluster suite helper (`FERROMQ_MODE=load`): one producer configured with every endpoint in
+/// FERROMQ_ENDPOINT (comma separated) sends one message at a time to FERROMQ_LOAD_TOPIC until the
+/// file FERROMQ_LOAD_STOP exists. Prints `ACK <message id> <i>` for each acknowledged send (body:
+/// `<tag>:<run>:<i>:` then 200 + i % 800 bytes of `(i * 31 + j) % 256`, as the suite recomputes it)
+/// and `ERR <i> <error>` for each send that failed.
+async fn load(ctx: &Ctx) -> i32 {
+    let topic = std::env::var("FERROMQ_LOAD_TOPIC").unwrap_or_default();
+    let tag = std::env::var("FERROMQ_LOAD_TAG").unwrap_or_else(|_| "rust-load".into());
+    let run = std::env::var("FERROMQ_LOAD_RUN").unwrap_or_else(|_| ctx.run.clone());
+    let stop = std::env::var("FERROMQ_LOAD_STOP").unwrap_or_default();
+    let mut popt = ProducerOption::default();
+    popt.set_topics(vec![topic.clone()]);
+    let mut p = match Producer::new(popt, ctx.client_option()) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("FATAL producer: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = p.start().await {
+        println!("FATAL start: {e}");
+        return 1;
+    }
+    let mut out = std::io::stdout();
+    let mut i: usize = 0;
+    while !std::path::Path::new(&stop).exists() {
+        let mut body = format!("{tag}:{run}:{i}:").into_bytes();
+        body.extend((0..200 + i % 800).map(|j| ((i * 31 + j) % 256) as u8));
+        let msg = match MessageBuilder::builder().set_topic(topic.clone()).set_body(body).build() {
+            Ok(m) => m,
+            Err(e) => {
+                println!("FATAL message: {e}");
+                return 1;
+            }
+        };
+        match p.send(msg).await {
+            Ok(r) => {
+                let _ = writeln!(out, "ACK {} {i}", r.message_id());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "ERR {i} {}", e.to_string().replace('\n', " "));
+            }
+        }
+        let _ = out.flush();
+        i += 1;
+    }
+    let _ = p.shutdown().await;
+    0
+}
+
 #[tokio::main]
 async fn main() {
     let secs = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -563,6 +613,9 @@ async fn main() {
         poll: Duration::from_secs(secs("FERROMQ_RUST_POLL_SECS", 7)),
         dlq_max_attempts: secs("FERROMQ_DLQ_MAX_ATTEMPTS", 2) as i32,
     };
+    if std::env::var("FERROMQ_MODE").as_deref() == Ok("load") {
+        std::process::exit(load(&ctx).await);
+    }
     println!("rust client scenarios against {} (run {})", ctx.endpoint, ctx.run);
     let mut failures = 0;
     let mut popt = ProducerOption::default();
