@@ -105,6 +105,8 @@ pub async fn run_with(
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .initial_stream_window_size(crate::cluster::routes::STREAM_WINDOW)
+            .initial_connection_window_size(crate::cluster::routes::CONNECTION_WINDOW)
             .add_service(messaging)
             .add_service(admin)
             .serve_with_incoming_shutdown(

@@ -251,12 +251,9 @@ pub async fn run(args: NameserverArgs) -> anyhow::Result<()> {
     let mut grx = rx.clone();
     let server = tonic::transport::Server::builder()
         .add_service(NameserverServer::new(NameserverApi { registry }))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            async move {
-                let _ = grx.wait_for(|v| *v).await;
-            },
-        );
+        .serve_with_incoming_shutdown(crate::tls::incoming(grpc, None, rx.clone()), async move {
+            let _ = grx.wait_for(|v| *v).await;
+        });
     let mut server = tokio::spawn(server);
     tokio::select! {
         _ = crate::standalone::shutdown_signal() => {}

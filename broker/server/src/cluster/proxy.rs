@@ -1190,10 +1190,13 @@ pub async fn run(cfg: ProxyConfig) -> anyhow::Result<()> {
     let mut grx = rx.clone();
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .initial_stream_window_size(crate::cluster::routes::STREAM_WINDOW)
+        .initial_connection_window_size(crate::cluster::routes::CONNECTION_WINDOW)
         .add_service(messaging)
         .add_service(AdminServer::new(admin).max_encoding_message_size(max_msg))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            // TCP_NODELAY on every client connection, as the standalone server does.
+            crate::tls::incoming(grpc, None, rx.clone()),
             async move {
                 let _ = grx.wait_for(|v| *v).await;
             },

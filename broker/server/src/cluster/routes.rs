@@ -121,10 +121,18 @@ fn merge(reports: Vec<cluster::GetClusterResponse>) -> ClusterView {
 pub struct Routes {
     nameservers: Vec<(String, NameserverClient<Channel>)>,
     view: RwLock<Arc<ClusterView>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Vec<Channel>>>,
     max_message: usize,
     next: AtomicUsize,
 }
+
+/// HTTP/2 flow-control windows of proxy-to-broker connections. The defaults (64 KiB) let a
+/// few batched sends fill a connection shared by many clients and stall it for a round trip.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Connections a proxy keeps to each broker group: one HTTP/2 connection is driven by one task,
+/// so several spread the framing work over the cores.
+const CONNECTIONS_PER_GROUP: usize = 4;
 
 fn lazy_channel(addr: &str) -> Result<Channel, String> {
     Endpoint::from_shared(format!("http://{addr}"))
@@ -132,6 +140,8 @@ fn lazy_channel(addr: &str) -> Result<Channel, String> {
             e.connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .connect_lazy()
         })
         .map_err(|e| format!("{addr:?} is not a usable address: {e}"))
@@ -230,12 +240,16 @@ impl Routes {
     }
 
     fn channel(&self, endpoint: &str) -> Result<Channel, String> {
+        let pick = self.next();
         let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = m.get(endpoint) {
-            return Ok(c.clone());
+        if let Some(pool) = m.get(endpoint) {
+            return Ok(pool[pick % pool.len()].clone());
         }
-        let c = lazy_channel(endpoint)?;
-        m.insert(endpoint.to_string(), c.clone());
+        let pool = (0..CONNECTIONS_PER_GROUP)
+            .map(|_| lazy_channel(endpoint))
+            .collect::<Result<Vec<_>, _>>()?;
+        let c = pool[pick % pool.len()].clone();
+        m.insert(endpoint.to_string(), pool);
         Ok(c)
     }
 
