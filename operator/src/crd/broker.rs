@@ -103,7 +103,8 @@ pub struct StorageSpec {
     /// groups through the admin API before their StatefulSets are deleted.
     #[schemars(range(min = 1, max = 64))]
     pub groups: i32,
-    /// Pods per group: one leader plus followers.
+    /// Pods per group: one leader plus followers. Followers (replication) are not available in
+    /// this FerroMQ version and refuse to start, so keep 1 until they are.
     #[serde(default = "default_replicas_per_group")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas_per_group: i32,
@@ -124,7 +125,7 @@ pub struct StorageSpec {
 }
 
 fn default_replicas_per_group() -> i32 {
-    2
+    1
 }
 
 /// A broker pod's volume. The size may only grow: growing it expands the existing claims in
