@@ -10,7 +10,7 @@
 #   env FERROMQ_RESULTS_FILE      each suite appends one line per scenario: "<client> <scenario> PASS|FAIL|SKIP <detail>"
 # The scenario names (SCENARIOS below) are the same in every client, so a failure points at a behaviour.
 
-SCENARIOS=(send_receive_ack tag_filter redelivery fifo_order dead_letter push_consume push_retry unknown_topic oversized_body)
+SCENARIOS=(send_receive_ack tag_filter sql_filter redelivery fifo_order dead_letter push_consume push_retry unknown_topic oversized_body)
 
 CLIENTS_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CLIENTS_CACHE="$FERROMQ_TEST_CACHE/clients"

@@ -83,6 +83,8 @@ echo "== operator binary + kubectl"
 t=$SECONDS
 jp() { k -n e2e get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
 equals() { [[ "$(jp "$1" "$2" "$3")" == "$4" ]]; }
+# equals_in NAMESPACE KIND NAME JSONPATH VALUE
+equals_in() { [[ "$(k -n "$1" get "$2" "$3" -o "jsonpath=$4" 2>/dev/null)" == "$5" ]]; }
 
 cargo build -p ferromq-operator --locked --quiet
 OPERATOR="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferromq-operator"
@@ -258,14 +260,70 @@ stop_proc "$op_pid" || true; op_pid=""
 stop_proc "$sa_pid" || true; sa_pid=""
 topic_s=$((SECONDS - t))
 
+echo "== Removing a broker group drains it first (real name server, two broker groups and a proxy)"
+t=$SECONDS
+ns_port="$(free_port)"; px_port="$(free_port)"
+cluster_pids=()
+"$FERROMQ_BIN" nameserver --addr "127.0.0.1:$ns_port" --http-addr "127.0.0.1:$(free_port)" >"$state/ns.log" 2>&1 &
+cluster_pids+=($!)
+for i in 0 1; do
+  "$FERROMQ_BIN" broker --group "shrink-group-$i" --nameservers "127.0.0.1:$ns_port" --addr "127.0.0.1:$(free_port)" \
+    --http-addr "127.0.0.1:$(free_port)" --data-dir "$state/shrink-group-$i" >"$state/shrink-group-$i.log" 2>&1 &
+  cluster_pids+=($!)
+done
+"$FERROMQ_BIN" proxy --nameservers "127.0.0.1:$ns_port" --grpc-addr "127.0.0.1:$px_port" \
+  --http-addr "127.0.0.1:$(free_port)" --route-refresh 500ms >"$state/proxy.log" 2>&1 &
+cluster_pids+=($!)
+check "the proxy sees both broker groups" wait_for 30 bash -c \
+  "'$FERROMQ_BIN' admin --server 127.0.0.1:$px_port -o json cluster list | python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)) == 2 else 1)'"
+"$FERROMQ_BIN" admin --server "127.0.0.1:$px_port" topic create drainme --queues 2 >/dev/null
+sleep 1.5
+# A consumer group that is behind: it exists (one short consume), then 400 more messages arrive.
+"$FERROMQ_BIN" bench consume --server "127.0.0.1:$px_port" --topic drainme --group shrink-readers --clients 1 \
+  --duration 2s >/dev/null 2>&1 || true
+"$FERROMQ_BIN" bench produce --server "127.0.0.1:$px_port" --topic drainme --queues 2 --clients 2 --rate 400 \
+  --duration 1s >/dev/null 2>&1
+k create namespace shrink >/dev/null
+KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace shrink --lease-namespace shrink \
+  --http-addr "127.0.0.1:$(free_port)" --admin-address "127.0.0.1:$px_port" --ferromq-bin "$FERROMQ_BIN" \
+  --log-format text >"$state/operator-shrink.log" 2>&1 &
+op_pid=$!
+k -n shrink apply -f - >/dev/null <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: shrink}
+spec:
+  nameserverRef: {name: names}
+  image: "ferromq:e2e"
+  storage: {groups: 2, volume: {size: 1Gi}}
+  compute: {replicas: 1}
+YAML
+check "two broker group StatefulSets" wait_for 30 equals_in shrink statefulset shrink-group-1 '{.spec.replicas}' 1
+k -n shrink patch broker shrink --type merge -p '{"spec":{"storage":{"groups":1}}}' >/dev/null
+check "the removed group is drained through the proxy (read-only)" wait_for 30 bash -c \
+  "'$FERROMQ_BIN' admin --server 127.0.0.1:$px_port -o json cluster list | python3 -c 'import json,sys; g={x[\"name\"]: x[\"state\"] for x in json.load(sys.stdin)}; sys.exit(0 if g.get(\"shrink-group-1\") == \"read-only\" else 1)'"
+check "status shows the drain while messages remain" wait_for 30 bash -c \
+  "[[ \$('$KUBECTL' -n shrink get broker shrink -o jsonpath='{.status.storage.draining[0]}') == shrink-group-1 ]]"
+check "the draining group's StatefulSet is kept" equals_in shrink statefulset shrink-group-1 '{.spec.replicas}' 1
+"$FERROMQ_BIN" bench consume --server "127.0.0.1:$px_port" --topic drainme --group shrink-readers --clients 2 \
+  --duration 8s >/dev/null 2>&1 || true
+check "once consumers caught up the group's StatefulSet goes" wait_for 60 bash -c \
+  "! '$KUBECTL' -n shrink get statefulset shrink-group-1 >/dev/null 2>&1"
+check "status no longer lists a drain" wait_for 30 bash -c \
+  "[[ -z \$('$KUBECTL' -n shrink get broker shrink -o jsonpath='{.status.storage.draining}') ]]"
+stop_proc "$op_pid" || true; op_pid=""
+for p in "${cluster_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+wait "${cluster_pids[@]}" 2>/dev/null || true
+drain_s=$((SECONDS - t))
+
 if ((failed > 0)); then
-  for f in operator.log standby.log operator-topics.log standalone.log; do
+  for f in operator.log standby.log operator-topics.log standalone.log operator-shrink.log proxy.log; do
     [[ -f "$state/$f" ]] || continue
     echo "--- $f (last 30 lines)"
     tail -30 "$state/$f"
   done
   rc=1
 fi
-echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, roll-out ${rollout_s}s, binary+kubectl ${e2e_s}s, real-topic ${topic_s}s, suite $((SECONDS - suite_start))s"
+echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, roll-out ${rollout_s}s, binary+kubectl ${e2e_s}s, real-topic ${topic_s}s, real-drain ${drain_s:-0}s, suite $((SECONDS - suite_start))s"
 echo "operator-e2e: $passed passed, $failed failed"
 exit "$rc"

@@ -189,9 +189,10 @@ async fn receive_and_settle_validation() {
     let mut c = s.client().await;
 
     let mut req = receive_request("g", "t", 8, 10_000, 1_000, "*");
+    // A malformed SQL92 expression (SQL filters themselves are supported: tests/sql_filter.rs).
     req.filter_expression = Some(v2::FilterExpression {
         r#type: v2::FilterType::Sql as i32,
-        expression: "a > 1".into(),
+        expression: "a >>> 1".into(),
     });
     let r = receive_with(&mut c, req).await;
     assert_eq!(r.code(), Code::IllegalFilterExpression);

@@ -252,6 +252,65 @@ async fn tag_filter(ctx: &Ctx, p: &Producer) -> Outcome {
     Ok(())
 }
 
+async fn sql_filter(ctx: &Ctx, p: &Producer) -> Outcome {
+    let t = Ctx::topic("filter");
+    // `run` keeps other scenarios' messages out of the expression.
+    let expression = format!(
+        "run = '{}' AND region IS NOT NULL AND ((amount >= 100 AND region = 'eu') OR amount BETWEEN 10 AND 30)",
+        ctx.run
+    );
+    let mut want: HashSet<String> = HashSet::new();
+    for i in 0..30usize {
+        let region = if i % 5 == 0 { None } else if i % 2 == 0 { Some("eu") } else { Some("us") };
+        let mut props: HashMap<String, String> =
+            [("run".to_string(), ctx.run.clone()), ("amount".to_string(), (i * 10).to_string())].into();
+        if let Some(r) = region {
+            props.insert("region".into(), r.into());
+        }
+        let msg = MessageBuilder::builder()
+            .set_topic(t.clone())
+            .set_body(format!("sql {} {i}", ctx.run).into_bytes())
+            .set_tag("S")
+            .set_properties(props)
+            .build()
+            .map_err(err)?;
+        let r = p.send(msg).await.map_err(err)?;
+        if region.is_some() && ((i * 10 >= 100 && region == Some("eu")) || (10..=30).contains(&(i * 10))) {
+            want.insert(r.message_id().to_string());
+        }
+    }
+    let c = ctx.simple("sql", &t).await?;
+    let expr = FilterExpression::new(FilterType::Sql, expression);
+    let mut got: HashSet<String> = HashSet::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut extra_rounds = 0;
+    while Instant::now() < end && extra_rounds < 2 {
+        if got.len() >= want.len() {
+            extra_rounds += 1;
+        }
+        for m in receive(&c, &t, &expr, 32, INVISIBLE).await {
+            got.insert(m.message_id().to_string());
+            c.ack(&m).await.map_err(err)?;
+        }
+    }
+    let missing = want.difference(&got).count();
+    let extra = got.difference(&want).count();
+    ensure!(missing == 0 && extra == 0, "SQL filter: {missing} matching message(s) missing, {extra} non-matching delivered");
+    // A malformed expression is refused (ILLEGAL_FILTER_EXPRESSION), never silently matched.
+    let bad = FilterExpression::new(FilterType::Sql, "amount >>> 5");
+    let refused = c.receive_with(&t, &bad, 8, INVISIBLE).await;
+    c.shutdown().await.map_err(|e| format!("consumer shutdown: {e}"))?;
+    match refused {
+        Ok(v) => return Err(format!("a malformed SQL expression was accepted ({} message(s))", v.len())),
+        Err(e) => {
+            let code = server_code(&e).unwrap_or_default();
+            let text = format!("{e} {code}");
+            ensure!(text.contains("40010") || text.to_uppercase().contains("FILTER"), "unexpected refusal: {text}");
+        }
+    }
+    Ok(())
+}
+
 async fn redelivery(ctx: &Ctx, p: &Producer) -> Outcome {
     let t = Ctx::topic("retry");
     let body = format!("redeliver me {}", ctx.run).into_bytes();
@@ -624,7 +683,7 @@ async fn main() {
         Ok(mut p) => match p.start().await {
             Ok(()) => p,
             Err(e) => {
-                for s in ["send_receive_ack", "tag_filter", "redelivery", "fifo_order", "dead_letter", "unknown_topic", "oversized_body"] {
+                for s in ["send_receive_ack", "tag_filter", "sql_filter", "redelivery", "fifo_order", "dead_letter", "unknown_topic", "oversized_body"] {
                     report(s, "FAIL", &format!("producer start failed: {e}"), &mut failures);
                 }
                 for s in ["push_consume", "push_retry"] {
@@ -640,6 +699,7 @@ async fn main() {
     };
     run("send_receive_ack", &ctx, &producer, send_receive_ack, &mut failures).await;
     run("tag_filter", &ctx, &producer, tag_filter, &mut failures).await;
+    run("sql_filter", &ctx, &producer, sql_filter, &mut failures).await;
     run("redelivery", &ctx, &producer, redelivery, &mut failures).await;
     run("fifo_order", &ctx, &producer, fifo_order, &mut failures).await;
     run("dead_letter", &ctx, &producer, dead_letter, &mut failures).await;

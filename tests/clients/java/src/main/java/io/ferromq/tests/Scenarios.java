@@ -54,7 +54,7 @@ public final class Scenarios {
     private static final int TOPIC_NOT_FOUND = 40402;
     private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
 
-    private static final List<String> SCENARIOS = List.of("send_receive_ack", "tag_filter", "redelivery",
+    private static final List<String> SCENARIOS = List.of("send_receive_ack", "tag_filter", "sql_filter", "redelivery",
         "fifo_order", "dead_letter", "push_consume", "push_retry", "unknown_topic", "oversized_body");
     private static final ClientServiceProvider PROVIDER = ClientServiceProvider.loadService();
     private static Producer producer;
@@ -138,12 +138,16 @@ public final class Scenarios {
     }
 
     private static SimpleConsumer simple(String kind, String topic, String expression) throws ClientException {
+        return simple(kind, topic, expression, FilterExpressionType.TAG);
+    }
+
+    private static SimpleConsumer simple(String kind, String topic, String expression, FilterExpressionType type)
+        throws ClientException {
         return PROVIDER.newSimpleConsumerBuilder()
             .setClientConfiguration(config())
             .setConsumerGroup(group(kind))
             .setAwaitDuration(AWAIT)
-            .setSubscriptionExpressions(Collections.singletonMap(topic,
-                new FilterExpression(expression, FilterExpressionType.TAG)))
+            .setSubscriptionExpressions(Collections.singletonMap(topic, new FilterExpression(expression, type)))
             .build();
     }
 
@@ -255,6 +259,59 @@ public final class Scenarios {
             missing.removeAll(got.keySet());
             check(missing.isEmpty(), missing.size() + " A/B message(s) never delivered");
         }
+    }
+
+    static void sqlFilter() throws Exception {
+        String t = topic("filter");
+        // `run` keeps other scenarios' messages out of the expression.
+        String expression = "run = '" + RUN + "' AND region IS NOT NULL AND "
+            + "((amount >= 100 AND region = 'eu') OR amount BETWEEN 10 AND 30)";
+        Set<String> want = new HashSet<>();
+        for (int i = 0; i < 30; i++) {
+            Map<String, String> props = new HashMap<>();
+            props.put("run", RUN);
+            props.put("amount", String.valueOf(i * 10));
+            String region = i % 5 == 0 ? null : (i % 2 == 0 ? "eu" : "us");
+            if (region != null) {
+                props.put("region", region);
+            }
+            SendReceipt r = producer.send(message(t, ("sql " + RUN + " " + i).getBytes(StandardCharsets.UTF_8), "S",
+                null, props, null));
+            if (region != null && ((i * 10 >= 100 && region.equals("eu")) || (i * 10 >= 10 && i * 10 <= 30))) {
+                want.add(r.getMessageId().toString());
+            }
+        }
+        try (SimpleConsumer c = simple("sql", t, expression, FilterExpressionType.SQL92)) {
+            Set<String> got = new HashSet<>();
+            long end = System.currentTimeMillis() + 60_000;
+            int rounds = 0;
+            while (System.currentTimeMillis() < end && rounds < 2) {
+                if (got.size() >= want.size()) {
+                    rounds++;
+                }
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    got.add(m.getMessageId().toString());
+                    c.ack(m);
+                }
+            }
+            Set<String> extra = new HashSet<>(got);
+            extra.removeAll(want);
+            Set<String> missing = new HashSet<>(want);
+            missing.removeAll(got);
+            check(extra.isEmpty() && missing.isEmpty(), "SQL filter: " + missing.size() + " matching message(s) missing, "
+                + extra.size() + " non-matching delivered");
+        }
+        // A malformed expression is refused (ILLEGAL_FILTER_EXPRESSION), never silently matched.
+        boolean refused = false;
+        String detail = "";
+        try (SimpleConsumer bad = simple("sqlbad", t, "amount >>> 5", FilterExpressionType.SQL92)) {
+            receive(bad, 8, INVISIBLE);
+        } catch (Exception e) {
+            refused = true;
+            detail = String.valueOf(e.getMessage());
+        }
+        check(refused, "a malformed SQL expression was accepted");
+        check(detail.contains("40010") || detail.toUpperCase().contains("FILTER"), "unexpected refusal: " + detail);
     }
 
     static void redelivery() throws Exception {
@@ -625,6 +682,7 @@ public final class Scenarios {
         }
         run("send_receive_ack", Scenarios::sendReceiveAck);
         run("tag_filter", Scenarios::tagFilter);
+        run("sql_filter", Scenarios::sqlFilter);
         run("redelivery", Scenarios::redelivery);
         run("fifo_order", Scenarios::fifoOrder);
         run("dead_letter", Scenarios::deadLetter);
