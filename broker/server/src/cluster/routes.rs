@@ -124,6 +124,8 @@ pub struct Routes {
     channels: Mutex<HashMap<String, Vec<Channel>>>,
     max_message: usize,
     next: AtomicUsize,
+    /// Separate from `next`: sharing one counter made every second pick land on the same group.
+    next_connection: AtomicUsize,
 }
 
 /// HTTP/2 flow-control windows of proxy-to-broker connections. The defaults (64 KiB) let a
@@ -159,6 +161,7 @@ impl Routes {
             channels: Mutex::new(HashMap::new()),
             max_message,
             next: AtomicUsize::new(0),
+            next_connection: AtomicUsize::new(0),
         })
     }
 
@@ -240,7 +243,7 @@ impl Routes {
     }
 
     fn channel(&self, endpoint: &str) -> Result<Channel, String> {
-        let pick = self.next();
+        let pick = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pool) = m.get(endpoint) {
             return Ok(pool[pick % pool.len()].clone());
