@@ -290,6 +290,11 @@ KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace shrink --le
 op_pid=$!
 k -n shrink apply -f - >/dev/null <<'YAML'
 apiVersion: ferromq.io/v1alpha1
+kind: Nameserver
+metadata: {name: names}
+spec: {replicas: 1, image: "ferromq:e2e"}
+---
+apiVersion: ferromq.io/v1alpha1
 kind: Broker
 metadata: {name: shrink}
 spec:
