@@ -315,7 +315,7 @@ check "the draining group's StatefulSet is kept" equals_in shrink statefulset sh
 check "once consumers caught up the group's StatefulSet goes" wait_for 60 bash -c \
   "! '$KUBECTL' -n shrink get statefulset shrink-group-1 >/dev/null 2>&1"
 check "status no longer lists a drain" wait_for 30 bash -c \
-  "[[ -z \$('$KUBECTL' -n shrink get broker shrink -o jsonpath='{.status.storage.draining}') ]]"
+  "[[ -z \$('$KUBECTL' -n shrink get broker shrink -o jsonpath='{.status.storage.draining[*]}') ]]"
 stop_proc "$op_pid" || true; op_pid=""
 for p in "${cluster_pids[@]}"; do kill "$p" 2>/dev/null || true; done
 wait "${cluster_pids[@]}" 2>/dev/null || true
