@@ -269,6 +269,28 @@ pub fn message<'a>(
     })
 }
 
+/// Longest broker group name: it becomes part of Kubernetes object names and receipt handles.
+pub const MAX_BROKER_GROUP_LEN: usize = 63;
+
+/// Checks a broker group name (`--group`): 1..=63 of letters, digits, `-` and `_`, so that it
+/// can be embedded in receipt handles and transaction ids that proxies route by.
+pub fn broker_group_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_BROKER_GROUP_LEN {
+        return Err(format!(
+            "broker group {name:?} must have 1..={MAX_BROKER_GROUP_LEN} characters"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        return Err(format!(
+            "broker group {name:?} may only hold letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,26 +427,4 @@ mod tests {
             proptest::prop_assert!(message(&m, 64).is_err());
         }
     }
-}
-
-/// Longest broker group name: it becomes part of Kubernetes object names and receipt handles.
-pub const MAX_BROKER_GROUP_LEN: usize = 63;
-
-/// Checks a broker group name (`--group`): 1..=63 of letters, digits, `-` and `_`, so that it
-/// can be embedded in receipt handles and transaction ids that proxies route by.
-pub fn broker_group_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_BROKER_GROUP_LEN {
-        return Err(format!(
-            "broker group {name:?} must have 1..={MAX_BROKER_GROUP_LEN} characters"
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-    {
-        return Err(format!(
-            "broker group {name:?} may only hold letters, digits, '-' and '_'"
-        ));
-    }
-    Ok(())
 }

@@ -222,10 +222,7 @@ impl Admin for AdminProxy {
     ) -> Result<Response<admin::ListTopicsResponse>, Status> {
         let r = req.into_inner();
         let answers = self
-            .each(self.live()?, |mut c| {
-                let r = r.clone();
-                async move { c.list_topics(r).await }
-            })
+            .each(self.live()?, |mut c| async move { c.list_topics(r).await })
             .await;
         if let Some(e) = first_error(&answers) {
             return Err(e);
@@ -287,10 +284,7 @@ impl Admin for AdminProxy {
     ) -> Result<Response<admin::ListGroupsResponse>, Status> {
         let r = req.into_inner();
         let answers = self
-            .each(self.live()?, |mut c| {
-                let r = r.clone();
-                async move { c.list_groups(r).await }
-            })
+            .each(self.live()?, |mut c| async move { c.list_groups(r).await })
             .await;
         if let Some(e) = first_error(&answers) {
             return Err(e);

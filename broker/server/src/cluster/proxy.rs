@@ -192,6 +192,9 @@ impl ProxyArgs {
 pub struct ProxyApi {
     routes: Arc<Routes>,
     metrics: Arc<Metrics>,
+    /// Where routes send clients when the address they dialled is unusable: this proxy, never
+    /// a broker's internal address.
+    advertise: String,
 }
 
 /// Copies what a broker needs from the client's request: the `x-mq-*` identity headers, the
@@ -243,8 +246,12 @@ fn topic_of(r: Option<&v2::Resource>) -> String {
 }
 
 impl ProxyApi {
-    pub fn new(routes: Arc<Routes>, metrics: Arc<Metrics>) -> ProxyApi {
-        ProxyApi { routes, metrics }
+    pub fn new(routes: Arc<Routes>, metrics: Arc<Metrics>, advertise: String) -> ProxyApi {
+        ProxyApi {
+            routes,
+            metrics,
+            advertise,
+        }
     }
 
     fn client(&self, g: &GroupRoute) -> Result<MessagingServiceClient<Channel>, Status> {
@@ -395,9 +402,10 @@ fn is_drain_refusal(s: Option<&v2::Status>) -> bool {
 }
 
 /// Sets each queue's broker to its group, and marks a draining group's queues read-only.
-fn relabel(mq: &mut v2::MessageQueue, g: &GroupRoute) {
+fn relabel(mq: &mut v2::MessageQueue, g: &GroupRoute, endpoints: &v2::Endpoints) {
     if let Some(b) = mq.broker.as_mut() {
         b.name = g.name.clone();
+        b.endpoints = Some(endpoints.clone());
     }
     if g.read_only {
         mq.permission = v2::Permission::Read as i32;
@@ -425,6 +433,7 @@ impl MessagingService for ProxyApi {
         let r = req.into_inner();
         let topic = topic_of(r.topic.as_ref());
         tracing::Span::current().record("topic", topic.as_str());
+        let endpoints = crate::service::advertised_endpoints(r.endpoints.as_ref(), &self.advertise);
         let resp = match self
             .ask_holders(
                 &md,
@@ -444,7 +453,7 @@ impl MessagingService for ProxyApi {
                 for (g, a) in answers {
                     if a.status.as_ref().is_some_and(|s| s.code == Code::Ok as i32) {
                         for mut q in a.message_queues {
-                            relabel(&mut q, &g);
+                            relabel(&mut q, &g, &endpoints);
                             queues.push(q);
                         }
                     } else if first_err.is_none() {
@@ -592,6 +601,7 @@ impl MessagingService for ProxyApi {
         let md = req.metadata().clone();
         let r = req.into_inner();
         let topic = topic_of(r.topic.as_ref());
+        let endpoints = crate::service::advertised_endpoints(r.endpoints.as_ref(), &self.advertise);
         let resp = match self
             .ask_holders(&md, &topic, r, |mut c, r| async move {
                 c.query_assignment(r).await
@@ -609,7 +619,7 @@ impl MessagingService for ProxyApi {
                     if a.status.as_ref().is_some_and(|s| s.code == Code::Ok as i32) {
                         for mut x in a.assignments {
                             if let Some(q) = x.message_queue.as_mut() {
-                                relabel(q, &g);
+                                relabel(q, &g, &endpoints);
                             }
                             assignments.push(x);
                         }
@@ -1173,7 +1183,7 @@ pub async fn run(cfg: ProxyConfig) -> anyhow::Result<()> {
     }
     let refresher = tokio::spawn(routes.clone().refresh_loop(cfg.route_refresh, rx.clone()));
 
-    let api = ProxyApi::new(routes.clone(), metrics.clone());
+    let api = ProxyApi::new(routes.clone(), metrics.clone(), cfg.advertise_addr.clone());
     let admin = super::admin_proxy::AdminProxy::new(routes.clone());
     let messaging = MessagingServiceServer::new(api)
         .max_decoding_message_size(max_msg)
@@ -1229,6 +1239,41 @@ mod tests {
         assert_eq!(unwrap_handle("abc"), None);
         assert_eq!(unwrap_handle("fm::x"), None);
         assert_eq!(unwrap_handle("fm:g:"), None);
+    }
+
+    #[test]
+    fn routes_name_the_group_and_point_at_the_proxy_tier() {
+        let g = GroupRoute {
+            name: "g7".into(),
+            endpoint: "10.0.0.9:10911".into(),
+            read_only: true,
+            topics: Default::default(),
+            total_lag: 0,
+            queues_with_lag: 0,
+            age_ms: 0,
+        };
+        let proxy = crate::service::advertised_endpoints(None, "proxy.example:8081");
+        let mut q = v2::MessageQueue {
+            permission: v2::Permission::ReadWrite as i32,
+            broker: Some(v2::Broker {
+                name: "standalone".into(),
+                id: 0,
+                endpoints: crate::service::advertised_endpoints(None, "10.0.0.9:10911").into(),
+            }),
+            ..Default::default()
+        };
+        relabel(&mut q, &g, &proxy);
+        let b = q.broker.expect("broker kept");
+        assert_eq!(b.name, "g7");
+        assert_eq!(
+            b.endpoints.expect("endpoints").addresses[0].host,
+            "proxy.example"
+        );
+        assert_eq!(
+            q.permission,
+            v2::Permission::Read as i32,
+            "a draining group is read-only"
+        );
     }
 
     #[test]

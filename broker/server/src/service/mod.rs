@@ -8,6 +8,8 @@ mod client;
 mod pull;
 mod receive;
 mod route;
+
+pub use route::advertised_endpoints;
 mod send;
 mod settle;
 
