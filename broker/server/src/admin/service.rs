@@ -454,7 +454,11 @@ pub fn parse_group_state(s: &str) -> Result<bool, Status> {
 
 /// This server as one broker group of a cluster: its topics, queues and unsettled messages.
 pub fn self_view(b: &Broker) -> admin::ClusterGroup {
-    let topics = b.store.topics().list();
+    self_view_of(b, &b.store.topics().list())
+}
+
+/// [`self_view`] for an already read topic list (a broker's report needs the list itself too).
+pub fn self_view_of(b: &Broker, topics: &[TopicConfig]) -> admin::ClusterGroup {
     let lag = b.lag();
     let mut lagging: BTreeSet<(String, u32)> = BTreeSet::new();
     let mut total = 0i64;

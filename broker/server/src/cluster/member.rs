@@ -154,7 +154,8 @@ impl BrokerArgs {
 
 /// What this broker tells the name servers about itself.
 fn report(b: &Broker, role: &str) -> cluster::BrokerInfo {
-    let me = crate::admin::service::self_view(b);
+    let topics = b.store.topics().list();
+    let me = crate::admin::service::self_view_of(b, &topics);
     cluster::BrokerInfo {
         group: me.name,
         endpoint: me.endpoint,
@@ -163,10 +164,7 @@ fn report(b: &Broker, role: &str) -> cluster::BrokerInfo {
         } else {
             cluster::GroupState::ReadWrite as i32
         },
-        topics: b
-            .store
-            .topics()
-            .list()
+        topics: topics
             .into_iter()
             .map(|t| cluster::TopicRoute {
                 queues: t.queues,

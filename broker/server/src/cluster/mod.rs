@@ -21,6 +21,43 @@ use routes::Routes;
 
 type ProxyState = (Arc<Routes>, Arc<Metrics>);
 
+/// Serves a role's gRPC services (accepting through `tls::incoming`, so every connection gets
+/// TCP_NODELAY) and its HTTP endpoint until SIGTERM or Ctrl-C, then flips `shutdown` and gives
+/// both up to `drain` to finish. Also returns when the gRPC server stops on its own (an error).
+pub(crate) async fn serve_until_signal(
+    grpc_listener: tokio::net::TcpListener,
+    grpc: tonic::transport::server::Router,
+    http_listener: tokio::net::TcpListener,
+    http: axum::Router,
+    shutdown: &tokio::sync::watch::Sender<bool>,
+    drain: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut hrx = shutdown.subscribe();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http.into_make_service())
+            .with_graceful_shutdown(async move {
+                let _ = hrx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    let mut grx = shutdown.subscribe();
+    let incoming = crate::tls::incoming(grpc_listener, None, shutdown.subscribe());
+    let mut server = tokio::spawn(grpc.serve_with_incoming_shutdown(incoming, async move {
+        let _ = grx.wait_for(|v| *v).await;
+    }));
+    let early = tokio::select! {
+        _ = crate::standalone::shutdown_signal() => None,
+        r = &mut server => Some(r),
+    };
+    let _ = shutdown.send(true);
+    if let Some(r) = early {
+        anyhow::bail!("the gRPC server stopped: {r:?}");
+    }
+    let _ = tokio::time::timeout(drain, server).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
+    Ok(())
+}
+
 /// The proxy's HTTP endpoint: ready once it knows at least one live broker group.
 pub fn http_router(routes: Arc<Routes>, metrics: Arc<Metrics>) -> axum::Router {
     axum::Router::new()

@@ -233,37 +233,16 @@ pub async fn run(args: NameserverArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen on http-addr {http_addr}"))?;
-    let (tx, rx) = watch::channel(false);
+    let (tx, _) = watch::channel(false);
     let router = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics))
         .with_state(registry.clone());
-    let mut hrx = rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, router.into_make_service())
-            .with_graceful_shutdown(async move {
-                let _ = hrx.wait_for(|v| *v).await;
-            })
-            .await
-    });
     info!(grpc = %grpc.local_addr()?, http = %http_addr, expiry = ?expiry, "ferromq nameserver ready");
-    let mut grx = rx.clone();
-    let server = tonic::transport::Server::builder()
-        .add_service(NameserverServer::new(NameserverApi { registry }))
-        .serve_with_incoming_shutdown(crate::tls::incoming(grpc, None, rx.clone()), async move {
-            let _ = grx.wait_for(|v| *v).await;
-        });
-    let mut server = tokio::spawn(server);
-    tokio::select! {
-        _ = crate::standalone::shutdown_signal() => {}
-        r = &mut server => {
-            anyhow::bail!("the gRPC server stopped: {r:?}");
-        }
-    }
-    let _ = tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let services = tonic::transport::Server::builder()
+        .add_service(NameserverServer::new(NameserverApi { registry }));
+    super::serve_until_signal(grpc, services, http, router, &tx, Duration::from_secs(5)).await?;
     info!("nameserver stopped");
     Ok(())
 }

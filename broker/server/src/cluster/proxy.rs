@@ -274,10 +274,12 @@ impl ProxyApi {
         Some(holding[self.routes.next() % holding.len()].clone())
     }
 
-    /// Receives of FIFO topics go to the group the queue names (order lives in its queues);
-    /// others rotate over every group holding the topic, so consumers drain a new group's
-    /// messages before their next route refresh shows them its queues.
-    fn group_for_receive(&self, mq: Option<&v2::MessageQueue>) -> Option<GroupRoute> {
+    /// Where a receive goes: the group it long-polls, and the groups it first checks without
+    /// waiting (that one first). FIFO topics stay on the group the queue names (order lives in
+    /// its queues) and probe nothing; other topics rotate over every group holding them and
+    /// probe them all, so a backlog on one group is served at once, before the consumer's next
+    /// route refresh even shows it a new group's queues.
+    fn receive_plan(&self, mq: Option<&v2::MessageQueue>) -> Option<(GroupRoute, Vec<GroupRoute>)> {
         let view = self.routes.view();
         let topic = mq.map(|m| topic_of(m.topic.as_ref())).unwrap_or_default();
         let holding: Vec<&GroupRoute> = view.holding(&topic).collect();
@@ -287,41 +289,54 @@ impl ProxyApi {
                 .is_some_and(|t| t.message_type == ferromq_proto::admin::TopicType::Fifo as i32)
         });
         if fifo || holding.len() < 2 {
-            return self.group_for_queue(mq);
+            return self.group_for_queue(mq).map(|g| (g, Vec::new()));
         }
-        Some(holding[self.routes.next() % holding.len()].clone())
-    }
-
-    /// The groups a non-FIFO receive checks without waiting before it long-polls `chosen`:
-    /// every group holding the topic, `chosen` first. Empty for FIFO topics or a single group.
-    fn receive_probe_order(
-        &self,
-        chosen: &GroupRoute,
-        mq: Option<&v2::MessageQueue>,
-    ) -> Vec<GroupRoute> {
-        let view = self.routes.view();
-        let topic = mq.map(|m| topic_of(m.topic.as_ref())).unwrap_or_default();
-        let holding: Vec<&GroupRoute> = view.holding(&topic).collect();
-        let fifo = holding.iter().any(|g| {
-            g.topics
-                .get(&topic)
-                .is_some_and(|t| t.message_type == ferromq_proto::admin::TopicType::Fifo as i32)
-        });
-        if fifo || holding.len() < 2 {
-            return Vec::new();
-        }
-        let mut order = vec![chosen.clone()];
-        order.extend(
-            holding
-                .into_iter()
-                .filter(|g| g.name != chosen.name)
-                .cloned(),
-        );
-        order
+        let start = self.routes.next() % holding.len();
+        let order: Vec<GroupRoute> = (0..holding.len())
+            .map(|i| holding[(start + i) % holding.len()].clone())
+            .collect();
+        Some((order[0].clone(), order))
     }
 
     fn group_named(&self, name: &str) -> Option<GroupRoute> {
         self.routes.view().group(name).cloned()
+    }
+
+    /// The live group a wrapped handle (`fm:<group>:<handle>`) names and the group's own
+    /// handle. A foreign handle, or one whose group is gone, is answered with `code`.
+    fn resolve_handle(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        wrapped: &str,
+        what: &str,
+        code: Code,
+    ) -> Result<(GroupRoute, String), v2::Status> {
+        let (group, handle) = unwrap_handle(wrapped).ok_or_else(|| {
+            fail(
+                md,
+                code,
+                format!("{what} was not issued by a FerroMQ proxy"),
+            )
+        })?;
+        let g = self.group_named(group).ok_or_else(|| {
+            fail(
+                md,
+                code,
+                format!("broker group {group} of this {what} is not alive"),
+            )
+        })?;
+        Ok((g, handle.to_string()))
+    }
+
+    /// A client for the group a queue-addressed request (pull, offsets) belongs to.
+    fn queue_client(
+        &self,
+        mq: Option<&v2::MessageQueue>,
+    ) -> Result<MessagingServiceClient<Channel>, Status> {
+        let g = self
+            .group_for_queue(mq)
+            .ok_or_else(|| Status::unavailable("no broker group is alive"))?;
+        self.client(&g)
     }
 
     fn record(&self, method: &'static str, t: Instant, s: Option<&v2::Status>) {
@@ -397,7 +412,7 @@ impl ProxyApi {
 /// A broker's answer to a send while its group is read-only (see `service::send`).
 fn is_drain_refusal(s: Option<&v2::Status>) -> bool {
     s.is_some_and(|s| {
-        s.code == Code::Forbidden as i32 && s.message.contains("is read-only (being drained)")
+        s.code == Code::Forbidden as i32 && s.message.contains(crate::service::DRAINING)
     })
 }
 
@@ -412,13 +427,18 @@ fn relabel(mq: &mut v2::MessageQueue, g: &GroupRoute, endpoints: &v2::Endpoints)
     }
 }
 
-fn wrap_message(mut m: v2::Message, group: &str) -> v2::Message {
-    if let Some(sp) = m.system_properties.as_mut() {
-        if let Some(h) = sp.receipt_handle.as_mut() {
+/// Prefixes the receipt handle of a delivered message with its group (see [`wrap_handle`]).
+fn wrap_response(mut resp: v2::ReceiveMessageResponse, group: &str) -> v2::ReceiveMessageResponse {
+    if let Some(v2::receive_message_response::Content::Message(m)) = resp.content.as_mut() {
+        if let Some(h) = m
+            .system_properties
+            .as_mut()
+            .and_then(|sp| sp.receipt_handle.as_mut())
+        {
             *h = wrap_handle(group, h);
         }
     }
-    m
+    resp
 }
 
 #[tonic::async_trait]
@@ -650,7 +670,7 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
         let md = req.metadata().clone();
         let r = req.into_inner();
-        let Some(g) = self.group_for_receive(r.message_queue.as_ref()) else {
+        let Some((g, probes)) = self.receive_plan(r.message_queue.as_ref()) else {
             let s = fail(&md, Code::InternalServerError, "no broker group is alive");
             let one = v2::ReceiveMessageResponse {
                 content: Some(v2::receive_message_response::Content::Status(s)),
@@ -660,7 +680,7 @@ impl MessagingService for ProxyApi {
         // Several groups: ask each once without waiting, starting with the chosen one, so a
         // backlog on one group is served at once instead of after long polls on empty ones.
         // Only when none has anything does the receive long-poll, on the chosen group.
-        for other in self.receive_probe_order(&g, r.message_queue.as_ref()) {
+        for other in probes {
             let mut quick = r.clone();
             quick.long_polling_timeout = Some(prost_types::Duration::default());
             let Ok(mut c) = self.client(&other) else {
@@ -679,19 +699,9 @@ impl MessagingService for ProxyApi {
             });
             if has_messages {
                 tracing::Span::current().record("group", other.name.as_str());
-                let name = other.name.clone();
                 let out: Vec<Result<v2::ReceiveMessageResponse, Status>> = items
                     .into_iter()
-                    .map(|mut resp| {
-                        if let Some(v2::receive_message_response::Content::Message(m)) =
-                            resp.content.take()
-                        {
-                            resp.content = Some(v2::receive_message_response::Content::Message(
-                                wrap_message(m, &name),
-                            ));
-                        }
-                        Ok(resp)
-                    })
+                    .map(|resp| Ok(wrap_response(resp, &other.name)))
                     .collect();
                 return Ok(Response::new(Box::pin(tokio_stream::iter(out))));
             }
@@ -701,18 +711,9 @@ impl MessagingService for ProxyApi {
         match c.receive_message(outgoing(&md, r)).await {
             Ok(s) => {
                 let name = g.name.clone();
-                let out = s.into_inner().map(move |item| {
-                    item.map(|mut resp| {
-                        if let Some(v2::receive_message_response::Content::Message(m)) =
-                            resp.content.take()
-                        {
-                            resp.content = Some(v2::receive_message_response::Content::Message(
-                                wrap_message(m, &name),
-                            ));
-                        }
-                        resp
-                    })
-                });
+                let out = s
+                    .into_inner()
+                    .map(move |item| item.map(|resp| wrap_response(resp, &name)));
                 Ok(Response::new(Box::pin(out)))
             }
             Err(e) => {
@@ -733,50 +734,45 @@ impl MessagingService for ProxyApi {
         let t = Instant::now();
         let md = req.metadata().clone();
         let r = req.into_inner();
-        let mut by_group: BTreeMap<String, Vec<v2::AckMessageEntry>> = BTreeMap::new();
+        let mut by_group: BTreeMap<String, (GroupRoute, Vec<v2::AckMessageEntry>)> =
+            BTreeMap::new();
         let mut results = Vec::new();
         for mut e in r.entries.clone() {
-            match unwrap_handle(&e.receipt_handle) {
-                Some((g, h)) => {
-                    let (g, h) = (g.to_string(), h.to_string());
+            match self.resolve_handle(
+                &md,
+                &e.receipt_handle,
+                "receipt handle",
+                Code::InvalidReceiptHandle,
+            ) {
+                Ok((g, h)) => {
                     e.receipt_handle = h;
-                    by_group.entry(g).or_default().push(e);
+                    by_group
+                        .entry(g.name.clone())
+                        .or_insert_with(|| (g, Vec::new()))
+                        .1
+                        .push(e);
                 }
-                None => results.push(v2::AckMessageResultEntry {
+                Err(status) => results.push(v2::AckMessageResultEntry {
                     message_id: e.message_id.clone(),
                     receipt_handle: e.receipt_handle.clone(),
-                    status: Some(fail(
-                        &md,
-                        Code::InvalidReceiptHandle,
-                        "receipt handle was not issued by a FerroMQ proxy",
-                    )),
+                    status: Some(status),
                 }),
             }
         }
-        for (group, entries) in by_group {
+        for (group, (g, entries)) in by_group {
             let sub = v2::AckMessageRequest {
                 entries: entries.clone(),
                 ..r.clone()
             };
-            let answer = match self.group_named(&group) {
-                None => Err(fail(
-                    &md,
-                    Code::InvalidReceiptHandle,
-                    format!("broker group {group} of this receipt handle is not alive"),
-                )),
-                Some(g) => match self.client(&g)?.ack_message(outgoing(&md, sub)).await {
-                    Ok(a) => Ok(a.into_inner()),
-                    Err(e) => Err(unreachable_status(&md, &group, &e)),
-                },
-            };
-            match answer {
+            match self.client(&g)?.ack_message(outgoing(&md, sub)).await {
                 Ok(a) => {
-                    for mut x in a.entries {
+                    for mut x in a.into_inner().entries {
                         x.receipt_handle = wrap_handle(&group, &x.receipt_handle);
                         results.push(x);
                     }
                 }
-                Err(s) => {
+                Err(e) => {
+                    let s = unreachable_status(&md, &group, &e);
                     for e in entries {
                         results.push(v2::AckMessageResultEntry {
                             message_id: e.message_id,
@@ -811,32 +807,25 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
         let md = req.metadata().clone();
         let mut r = req.into_inner();
-        let status =
-            match unwrap_handle(&r.receipt_handle).map(|(g, h)| (g.to_string(), h.to_string())) {
-                None => fail(
-                    &md,
-                    Code::InvalidReceiptHandle,
-                    "receipt handle was not issued by a FerroMQ proxy",
-                ),
-                Some((group, h)) => {
-                    r.receipt_handle = h;
-                    match self.group_named(&group) {
-                        None => fail(
-                            &md,
-                            Code::InvalidReceiptHandle,
-                            format!("broker group {group} is not alive"),
-                        ),
-                        Some(g) => match self
-                            .client(&g)?
-                            .forward_message_to_dead_letter_queue(outgoing(&md, r))
-                            .await
-                        {
-                            Ok(a) => a.into_inner().status.unwrap_or_else(status::ok),
-                            Err(e) => unreachable_status(&md, &group, &e),
-                        },
-                    }
+        let status = match self.resolve_handle(
+            &md,
+            &r.receipt_handle,
+            "receipt handle",
+            Code::InvalidReceiptHandle,
+        ) {
+            Err(s) => s,
+            Ok((g, h)) => {
+                r.receipt_handle = h;
+                match self
+                    .client(&g)?
+                    .forward_message_to_dead_letter_queue(outgoing(&md, r))
+                    .await
+                {
+                    Ok(a) => a.into_inner().status.unwrap_or_else(status::ok),
+                    Err(e) => unreachable_status(&md, &g.name, &e),
                 }
-            };
+            }
+        };
         Ok(Response::new(v2::ForwardMessageToDeadLetterQueueResponse {
             status: Some(status),
         }))
@@ -851,10 +840,8 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<Self::PullMessageStream>, Status> {
         let md = req.metadata().clone();
         let r = req.into_inner();
-        let g = self
-            .group_for_queue(r.message_queue.as_ref())
-            .ok_or_else(|| Status::unavailable("no broker group is alive"))?;
-        let s = self.client(&g)?.pull_message(outgoing(&md, r)).await?;
+        let mut c = self.queue_client(r.message_queue.as_ref())?;
+        let s = c.pull_message(outgoing(&md, r)).await?;
         Ok(Response::new(Box::pin(s.into_inner())))
     }
 
@@ -864,10 +851,8 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
         let md = req.metadata().clone();
         let r = req.into_inner();
-        let g = self
-            .group_for_queue(r.message_queue.as_ref())
-            .ok_or_else(|| Status::unavailable("no broker group is alive"))?;
-        self.client(&g)?.update_offset(outgoing(&md, r)).await
+        let mut c = self.queue_client(r.message_queue.as_ref())?;
+        c.update_offset(outgoing(&md, r)).await
     }
 
     async fn get_offset(
@@ -876,10 +861,8 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<v2::GetOffsetResponse>, Status> {
         let md = req.metadata().clone();
         let r = req.into_inner();
-        let g = self
-            .group_for_queue(r.message_queue.as_ref())
-            .ok_or_else(|| Status::unavailable("no broker group is alive"))?;
-        self.client(&g)?.get_offset(outgoing(&md, r)).await
+        let mut c = self.queue_client(r.message_queue.as_ref())?;
+        c.get_offset(outgoing(&md, r)).await
     }
 
     async fn query_offset(
@@ -888,10 +871,8 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
         let md = req.metadata().clone();
         let r = req.into_inner();
-        let g = self
-            .group_for_queue(r.message_queue.as_ref())
-            .ok_or_else(|| Status::unavailable("no broker group is alive"))?;
-        self.client(&g)?.query_offset(outgoing(&md, r)).await
+        let mut c = self.queue_client(r.message_queue.as_ref())?;
+        c.query_offset(outgoing(&md, r)).await
     }
 
     #[instrument(skip_all, name = "proxy.end_transaction")]
@@ -901,28 +882,21 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
         let md = req.metadata().clone();
         let mut r = req.into_inner();
-        let status =
-            match unwrap_handle(&r.transaction_id).map(|(g, h)| (g.to_string(), h.to_string())) {
-                None => fail(
-                    &md,
-                    Code::InvalidTransactionId,
-                    "transaction id was not issued by a FerroMQ proxy",
-                ),
-                Some((group, id)) => {
-                    r.transaction_id = id;
-                    match self.group_named(&group) {
-                        None => fail(
-                            &md,
-                            Code::InvalidTransactionId,
-                            format!("broker group {group} is not alive"),
-                        ),
-                        Some(g) => match self.client(&g)?.end_transaction(outgoing(&md, r)).await {
-                            Ok(a) => a.into_inner().status.unwrap_or_else(status::ok),
-                            Err(e) => unreachable_status(&md, &group, &e),
-                        },
-                    }
+        let status = match self.resolve_handle(
+            &md,
+            &r.transaction_id,
+            "transaction id",
+            Code::InvalidTransactionId,
+        ) {
+            Err(s) => s,
+            Ok((g, id)) => {
+                r.transaction_id = id;
+                match self.client(&g)?.end_transaction(outgoing(&md, r)).await {
+                    Ok(a) => a.into_inner().status.unwrap_or_else(status::ok),
+                    Err(e) => unreachable_status(&md, &g.name, &e),
                 }
-            };
+            }
+        };
         Ok(Response::new(v2::EndTransactionResponse {
             status: Some(status),
         }))
@@ -1029,45 +1003,33 @@ impl MessagingService for ProxyApi {
         let t = Instant::now();
         let md = req.metadata().clone();
         let mut r = req.into_inner();
-        let resp =
-            match unwrap_handle(&r.receipt_handle).map(|(g, h)| (g.to_string(), h.to_string())) {
-                None => v2::ChangeInvisibleDurationResponse {
-                    status: Some(fail(
-                        &md,
-                        Code::InvalidReceiptHandle,
-                        "receipt handle was not issued by a FerroMQ proxy",
-                    )),
-                    receipt_handle: String::new(),
-                },
-                Some((group, h)) => {
-                    r.receipt_handle = h;
-                    match self.group_named(&group) {
-                        None => v2::ChangeInvisibleDurationResponse {
-                            status: Some(fail(
-                                &md,
-                                Code::InvalidReceiptHandle,
-                                format!("broker group {group} is not alive"),
-                            )),
-                            receipt_handle: String::new(),
-                        },
-                        Some(g) => match self
-                            .client(&g)?
-                            .change_invisible_duration(outgoing(&md, r))
-                            .await
-                        {
-                            Ok(a) => {
-                                let mut a = a.into_inner();
-                                a.receipt_handle = wrap_handle(&group, &a.receipt_handle);
-                                a
-                            }
-                            Err(e) => v2::ChangeInvisibleDurationResponse {
-                                status: Some(unreachable_status(&md, &group, &e)),
-                                receipt_handle: String::new(),
-                            },
-                        },
+        let failed = |s: v2::Status| v2::ChangeInvisibleDurationResponse {
+            status: Some(s),
+            receipt_handle: String::new(),
+        };
+        let resp = match self.resolve_handle(
+            &md,
+            &r.receipt_handle,
+            "receipt handle",
+            Code::InvalidReceiptHandle,
+        ) {
+            Err(s) => failed(s),
+            Ok((g, h)) => {
+                r.receipt_handle = h;
+                match self
+                    .client(&g)?
+                    .change_invisible_duration(outgoing(&md, r))
+                    .await
+                {
+                    Ok(a) => {
+                        let mut a = a.into_inner();
+                        a.receipt_handle = wrap_handle(&g.name, &a.receipt_handle);
+                        a
                     }
+                    Err(e) => failed(unreachable_status(&md, &g.name, &e)),
                 }
-            };
+            }
+        };
         self.record("ChangeInvisibleDuration", t, resp.status.as_ref());
         Ok(Response::new(resp))
     }
@@ -1079,29 +1041,17 @@ impl MessagingService for ProxyApi {
     ) -> Result<Response<v2::RecallMessageResponse>, Status> {
         let md = req.metadata().clone();
         let mut r = req.into_inner();
-        let Some((group, h)) =
-            unwrap_handle(&r.recall_handle).map(|(g, h)| (g.to_string(), h.to_string()))
-        else {
-            return Ok(Response::new(v2::RecallMessageResponse {
-                status: Some(fail(
-                    &md,
-                    Code::BadRequest,
-                    "recall handle was not issued by a FerroMQ proxy",
-                )),
-                message_id: String::new(),
-            }));
-        };
+        let (g, h) =
+            match self.resolve_handle(&md, &r.recall_handle, "recall handle", Code::BadRequest) {
+                Ok(x) => x,
+                Err(s) => {
+                    return Ok(Response::new(v2::RecallMessageResponse {
+                        status: Some(s),
+                        message_id: String::new(),
+                    }))
+                }
+            };
         r.recall_handle = h;
-        let Some(g) = self.group_named(&group) else {
-            return Ok(Response::new(v2::RecallMessageResponse {
-                status: Some(fail(
-                    &md,
-                    Code::BadRequest,
-                    format!("broker group {group} is not alive"),
-                )),
-                message_id: String::new(),
-            }));
-        };
         self.client(&g)?.recall_message(outgoing(&md, r)).await
     }
 
@@ -1189,40 +1139,17 @@ pub async fn run(cfg: ProxyConfig) -> anyhow::Result<()> {
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
     let router = super::http_router(routes.clone(), metrics.clone());
-    let mut hrx = rx.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, router.into_make_service())
-            .with_graceful_shutdown(async move {
-                let _ = hrx.wait_for(|v| *v).await;
-            })
-            .await
-    });
-    let mut grx = rx.clone();
-    let server = tonic::transport::Server::builder()
+    let services = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .initial_stream_window_size(crate::cluster::routes::STREAM_WINDOW)
         .initial_connection_window_size(crate::cluster::routes::CONNECTION_WINDOW)
         .add_service(messaging)
-        .add_service(AdminServer::new(admin).max_encoding_message_size(max_msg))
-        .serve_with_incoming_shutdown(
-            // TCP_NODELAY on every client connection, as the standalone server does.
-            crate::tls::incoming(grpc, None, rx.clone()),
-            async move {
-                let _ = grx.wait_for(|v| *v).await;
-            },
-        );
-    let mut server = tokio::spawn(server);
+        .add_service(AdminServer::new(admin).max_encoding_message_size(max_msg));
     info!(grpc = %grpc_addr, http = %cfg.http_addr, nameservers = ?cfg.nameservers, groups = routes.view().groups.len(), "ferromq proxy ready");
-    tokio::select! {
-        _ = crate::standalone::shutdown_signal() => {}
-        r = &mut server => {
-            anyhow::bail!("the gRPC server stopped: {r:?}");
-        }
-    }
-    let _ = tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let served =
+        super::serve_until_signal(grpc, services, http, router, &tx, Duration::from_secs(10)).await;
     let _ = refresher.await;
+    served?;
     info!("proxy stopped");
     Ok(())
 }

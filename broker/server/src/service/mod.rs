@@ -10,6 +10,7 @@ mod receive;
 mod route;
 
 pub use route::advertised_endpoints;
+pub use send::DRAINING;
 mod send;
 mod settle;
 

@@ -22,6 +22,10 @@ use crate::validate;
 /// Longest a send waits for its messages to become readable by consumers.
 const DISPATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Words in the FORBIDDEN answer of a draining group; proxies recognise them and pass the send
+/// to another group (the v2 status has no field for the reason).
+pub const DRAINING: &str = "is read-only (being drained)";
+
 fn type_matches(topic: MessageType, msg: v2::MessageType) -> bool {
     matches!(
         (topic, msg),
@@ -47,7 +51,7 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
         return Err(RpcError::new(
             Code::Forbidden,
             format!(
-                "broker group {} is read-only (being drained); send through a proxy so the message goes to a writable group",
+                "broker group {} {DRAINING}; send through a proxy so the message goes to a writable group",
                 broker.membership.group()
             ),
         ));
