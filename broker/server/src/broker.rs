@@ -17,6 +17,8 @@ use crate::delivery::Deliveries;
 use crate::groups::Groups;
 use crate::metrics::Metrics;
 use crate::status::RpcError;
+use crate::timers::Timers;
+use crate::transactions::Transactions;
 use ferromq_proto::v2::Code;
 
 /// Wakes long-polling receivers of a topic when the store dispatches a message to it.
@@ -186,6 +188,10 @@ pub struct Broker {
     pub groups: Groups,
     pub clients: Clients,
     pub metrics: Metrics,
+    /// Pending delay messages.
+    pub timers: Arc<Timers>,
+    /// Unresolved transactions (half messages).
+    pub transactions: Arc<Transactions>,
     pub wakeups: Arc<Wakeups>,
     pub dispatched: Arc<Dispatched>,
     /// Flips to true when shutdown starts; long polls and streams watch it.
@@ -194,12 +200,21 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Builds the broker over an open store; loads pending timers and half messages (their
+    /// threads start with [`Broker::start_background`]).
     pub fn new(
         store: Arc<Store>,
         cfg: StandaloneConfig,
         groups: Groups,
         shutdown: watch::Receiver<bool>,
-    ) -> Arc<Broker> {
+    ) -> Result<Arc<Broker>, RpcError> {
+        let timers = Timers::open(store.clone(), &cfg.data_dir)?;
+        let transactions = Transactions::open(
+            store.clone(),
+            &cfg.data_dir,
+            cfg.transaction_check_interval,
+            cfg.transaction_check_max,
+        )?;
         let wakeups = Arc::new(Wakeups::default());
         let dispatched = Arc::new(Dispatched::default());
         let (w, d) = (wakeups.clone(), dispatched.clone());
@@ -209,7 +224,7 @@ impl Broker {
                 .fetch_max(ev.phys_offset + u64::from(ev.size), Ordering::AcqRel);
             d.notify.notify_waiters();
         }));
-        Arc::new(Broker {
+        let broker = Arc::new(Broker {
             membership: Membership::default(),
             deliveries: Deliveries::new(store.clone()),
             store,
@@ -217,11 +232,75 @@ impl Broker {
             groups,
             clients: Clients::default(),
             metrics: Metrics::default(),
+            timers,
+            transactions,
             wakeups,
             dispatched,
             shutdown,
             ready: AtomicBool::new(false),
-        })
+        });
+        broker.keep_parked_messages();
+        let weak = Arc::downgrade(&broker);
+        broker
+            .transactions
+            .set_sender(Box::new(move |m, tx_id| match weak.upgrade() {
+                Some(b) => b.send_transaction_check(m, tx_id),
+                None => false,
+            }));
+        Ok(broker)
+    }
+
+    /// Starts the timer and transaction-check threads.
+    pub fn start_background(&self) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        Ok(vec![self.timers.start()?, self.transactions.start()?])
+    }
+
+    /// Stops those threads and writes their marks (before the store closes).
+    pub fn stop_background(&self, threads: Vec<std::thread::JoinHandle<()>>) {
+        self.timers.stop();
+        self.transactions.stop();
+        for t in threads {
+            let _ = t.join();
+        }
+        for r in [self.timers.flush(), self.transactions.flush()] {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "flushing parked-message marks failed");
+            }
+        }
+    }
+
+    /// Keeps retention away from the oldest pending timer or half message. Run at start and
+    /// then periodically.
+    pub fn keep_parked_messages(&self) {
+        let floor = match (self.timers.retention_floor(), self.transactions.retention_floor()) {
+            (Ok(a), Ok(b)) => a.min(b),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot compute the oldest parked message; retention paused");
+                0
+            }
+        };
+        self.store.set_retention_floor(floor);
+    }
+
+    /// Sends RecoverOrphanedTransactionCommand to a live producer of the message's topic.
+    fn send_transaction_check(&self, m: &ferromq_store::StoredMessage, tx_id: &str) -> bool {
+        let Some(tx) = self.clients.producer_stream_for(&m.topic) else {
+            tracing::debug!(topic = %m.topic, "no producer online for a transaction check");
+            return false;
+        };
+        let message = crate::convert::to_proto(m, "", &self.cfg.advertise_addr, None);
+        let cmd = ferromq_proto::v2::TelemetryCommand {
+            status: None,
+            command: Some(
+                ferromq_proto::v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(
+                    ferromq_proto::v2::RecoverOrphanedTransactionCommand {
+                        message: Some(message),
+                        transaction_id: tx_id.to_string(),
+                    },
+                ),
+            ),
+        };
+        tx.try_send(Ok(cmd)).is_ok()
     }
 
     pub fn is_ready(&self) -> bool {

@@ -65,6 +65,17 @@ pub struct StandaloneArgs {
     /// (groups can override it with `ferromq admin group update`).
     #[arg(long, env = "FERROMQ_MAX_DELIVERY_ATTEMPTS")]
     pub max_delivery_attempts: Option<u32>,
+    /// Longest delay a DELAY message may ask for (its delivery time minus now), e.g. `3d`.
+    #[arg(long, env = "FERROMQ_MAX_DELAY")]
+    pub max_delay: Option<String>,
+    /// How long a half (transactional) message waits for EndTransaction before the server asks
+    /// its producer (unless the message sets its own orphaned-transaction recovery duration),
+    /// and the wait between further checks, e.g. `10s`.
+    #[arg(long, env = "FERROMQ_TRANSACTION_CHECK_INTERVAL")]
+    pub transaction_check_interval: Option<String>,
+    /// Checks of an unresolved half message before it is rolled back.
+    #[arg(long, env = "FERROMQ_TRANSACTION_CHECK_MAX")]
+    pub transaction_check_max: Option<u32>,
     /// PEM certificate chain: enables TLS on the gRPC port (plaintext stays accepted there).
     #[arg(long, env = "FERROMQ_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -87,6 +98,9 @@ struct FileConfig {
     segment_size: Option<toml::Value>,
     default_queues: Option<u32>,
     max_delivery_attempts: Option<u32>,
+    max_delay: Option<String>,
+    transaction_check_interval: Option<String>,
+    transaction_check_max: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     // Cluster keys, read by `ferromq broker` (cluster::member); listed so one file serves both.
@@ -116,6 +130,12 @@ pub struct StandaloneConfig {
     pub segment_size: u64,
     pub default_queues: u32,
     pub max_delivery_attempts: u32,
+    /// Longest delay of a DELAY message.
+    pub max_delay: std::time::Duration,
+    /// First transaction check (by default) and the wait between checks.
+    pub transaction_check_interval: std::time::Duration,
+    /// Checks before an unresolved half message is rolled back.
+    pub transaction_check_max: u32,
     /// Loaded TLS configuration when `tls-cert` and `tls-key` are set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
@@ -135,6 +155,10 @@ impl StandaloneConfig {
             default_queues: 8,
             // RocketMQ's default: 16 retries after the first delivery.
             max_delivery_attempts: 17,
+            max_delay: std::time::Duration::from_secs(3 * 86_400),
+            transaction_check_interval: std::time::Duration::from_secs(10),
+            // RocketMQ's default.
+            transaction_check_max: 15,
             tls: None,
         }
     }
@@ -174,6 +198,20 @@ impl StandaloneConfig {
         }
         if let Some(m) = args.max_delivery_attempts.or(file.max_delivery_attempts) {
             c.max_delivery_attempts = m;
+        }
+        if let Some(d) = args.max_delay.as_ref().or(file.max_delay.as_ref()) {
+            c.max_delay = crate::cluster::nameserver::parse_duration("max-delay", d)?;
+        }
+        if let Some(d) = args
+            .transaction_check_interval
+            .as_ref()
+            .or(file.transaction_check_interval.as_ref())
+        {
+            c.transaction_check_interval =
+                crate::cluster::nameserver::parse_duration("transaction-check-interval", d)?;
+        }
+        if let Some(m) = args.transaction_check_max.or(file.transaction_check_max) {
+            c.transaction_check_max = m;
         }
         c.advertise_addr = match args
             .advertise_addr
@@ -233,6 +271,15 @@ impl StandaloneConfig {
             return Err(bad(
                 "max-delivery-attempts",
                 format!("{} is not within 1..=1000", self.max_delivery_attempts),
+            ));
+        }
+        if self.max_delay > std::time::Duration::from_secs(366 * 86_400) {
+            return Err(bad("max-delay", "must be at most 366d"));
+        }
+        if self.transaction_check_max == 0 || self.transaction_check_max > 1000 {
+            return Err(bad(
+                "transaction-check-max",
+                format!("{} is not within 1..=1000", self.transaction_check_max),
             ));
         }
         let (host, port) = self.advertise_addr.rsplit_once(':').ok_or_else(|| {

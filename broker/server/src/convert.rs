@@ -115,7 +115,10 @@ pub fn to_proto(
         born_host,
         store_timestamp: Some(timestamp_from_ms(m.store_timestamp_ms)),
         store_host: store_host.to_string(),
-        delivery_timestamp: None,
+        delivery_timestamp: p
+            .get(crate::timers::DELIVER_AT)
+            .and_then(|t| t.parse::<i64>().ok())
+            .map(timestamp_from_ms),
         receipt_handle: delivery.map(|d| d.receipt_handle.clone()),
         queue_id: m.queue_id as i32,
         queue_offset: Some(m.queue_offset as i64),
@@ -126,7 +129,7 @@ pub fn to_proto(
         orphaned_transaction_recovery_duration: None,
         dead_letter_queue,
         lite_topic: None,
-        priority: None,
+        priority: p.get(props::PRIORITY).and_then(|v| v.parse().ok()),
     };
     v2::Message {
         topic: Some(v2::Resource {

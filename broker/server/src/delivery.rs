@@ -20,6 +20,9 @@
 //!   lowest offset may be in flight; later ones wait (as `Pending`) until it is settled.
 //!   Producers hash a message group to one queue, so per-queue tracking preserves group order.
 //! - Every delivery gets a new epoch inside its receipt handle; only the latest handle settles.
+//! - PRIORITY topics: the engine reads up to [`PRIORITY_WINDOW`] waiting messages of a queue
+//!   ahead and hands out the highest priority first, send order among equals. A message that
+//!   arrives later with a higher priority overtakes everything still waiting in that window.
 //!
 //! All methods block on store I/O: call them from `spawn_blocking`.
 
@@ -41,6 +44,9 @@ use crate::status::RpcError;
 /// Most messages a queue may hold waiting behind busy FIFO groups before reading stops.
 const MAX_PENDING_PER_QUEUE: usize = 10_000;
 
+/// Waiting messages of a PRIORITY queue compared when choosing what to deliver next.
+pub const PRIORITY_WINDOW: usize = 1024;
+
 /// One message handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -61,6 +67,8 @@ pub struct ReceiveSpec<'a> {
     pub invisible: Duration,
     pub filter: &'a TagFilter,
     pub fifo: bool,
+    /// The topic is a PRIORITY topic.
+    pub priority: bool,
     pub max_attempts: u32,
     /// Push consumers ask the server to keep their messages invisible while they are alive
     /// (`auto_renew`); this is their client id.
@@ -125,6 +133,8 @@ struct Unsettled {
     message_group: Option<String>,
     state: EntryState,
     renewal: Option<Renewal>,
+    /// PRIORITY messages: their priority (0 otherwise).
+    priority: i32,
 }
 
 #[derive(Debug, Default)]
@@ -325,6 +335,9 @@ impl Deliveries {
         st: &mut QueueState,
         out: &mut ReceiveOutcome,
     ) -> Result<(), RpcError> {
+        if spec.priority {
+            return self.receive_queue_by_priority(spec, q, st, out);
+        }
         let now = Instant::now();
         // FIFO groups that may not get another message now.
         let mut busy: HashSet<String> = HashSet::new();
@@ -407,6 +420,7 @@ impl Deliveries {
                             message_group: group.clone(),
                             state: EntryState::Pending,
                             renewal: None,
+                            priority: 0,
                         },
                     );
                 } else {
@@ -430,6 +444,106 @@ impl Deliveries {
         Ok(())
     }
 
+    /// A PRIORITY queue: fill the window of waiting messages, then hand out the highest
+    /// priorities (waiting or due for redelivery), lowest offset first among equals.
+    fn receive_queue_by_priority(
+        &self,
+        spec: &ReceiveSpec<'_>,
+        q: u32,
+        st: &mut QueueState,
+        out: &mut ReceiveOutcome,
+    ) -> Result<(), RpcError> {
+        let now = Instant::now();
+        let (_, max_off) = self.store.queue_range(spec.topic, q);
+        let mut waiting = st
+            .unsettled
+            .values()
+            .filter(|e| e.state == EntryState::Pending)
+            .count();
+        let mut rounds = 0;
+        while st.next_offset < max_off
+            && waiting < PRIORITY_WINDOW
+            && st.unsettled.len() < MAX_PENDING_PER_QUEUE
+            && rounds < 64
+        {
+            rounds += 1;
+            let start = st.next_offset;
+            let r = self
+                .store
+                .read(spec.topic, q, start, PRIORITY_WINDOW - waiting, Some(spec.filter))
+                .map_err(RpcError::from)?;
+            for m in r.messages {
+                st.next_offset = m.queue_offset + 1;
+                st.unsettled.insert(
+                    m.queue_offset,
+                    Unsettled {
+                        phys_offset: m.phys_offset,
+                        attempts: 0,
+                        message_group: None,
+                        state: EntryState::Pending,
+                        renewal: None,
+                        priority: m
+                            .properties
+                            .get(props::PRIORITY)
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(0),
+                    },
+                );
+                waiting += 1;
+            }
+            st.next_offset = st.next_offset.max(r.next_offset).max(r.min_offset);
+            if st.next_offset == start {
+                break;
+            }
+        }
+        let mut candidates: Vec<(std::cmp::Reverse<i32>, u64)> = Vec::new();
+        let mut expired_to_dlq = Vec::new();
+        for (off, e) in &st.unsettled {
+            match e.state {
+                EntryState::Invisible { until, .. } if until > now => {
+                    out.next_expiry = Some(out.next_expiry.map_or(until, |n| n.min(until)));
+                }
+                EntryState::Invisible { .. } if e.attempts >= spec.max_attempts => {
+                    expired_to_dlq.push(*off)
+                }
+                _ => candidates.push((std::cmp::Reverse(e.priority), *off)),
+            }
+        }
+        candidates.sort_unstable();
+        for (_, off) in candidates {
+            if out.deliveries.len() >= spec.batch {
+                break;
+            }
+            let Some(e) = st.unsettled.get(&off).cloned() else {
+                continue;
+            };
+            let message = match self.store.message_at(e.phys_offset) {
+                Ok(m) => m,
+                Err(err) => {
+                    warn!(group = spec.group, topic = spec.topic, queue = q, offset = off, error = %err, "unsettled message unreadable; dropped");
+                    st.unsettled.remove(&off);
+                    continue;
+                }
+            };
+            let d = self.hand_out(
+                spec,
+                q,
+                off,
+                st,
+                message,
+                e.attempts + 1,
+                None,
+                e.phys_offset,
+                now,
+            );
+            out.deliveries.push(d);
+        }
+        for off in expired_to_dlq {
+            self.dead_letter(spec.group, spec.topic, q, off, st)?;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn hand_out(
         &self,
@@ -444,9 +558,11 @@ impl Deliveries {
         now: Instant,
     ) -> Delivery {
         let handle = self.new_handle(q, off);
+        let priority = st.unsettled.get(&off).map_or(0, |e| e.priority);
         st.unsettled.insert(
             off,
             Unsettled {
+                priority,
                 phys_offset,
                 attempts: attempt,
                 message_group,
@@ -850,6 +966,7 @@ mod tests {
             invisible,
             filter,
             fifo,
+            priority: false,
             max_attempts,
             renew_for: None,
             attempt: None,

@@ -54,7 +54,61 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             .into_iter()
             .map(|(g, n)| (format!("group=\"{}\"", label(&g)), n as f64))
             .collect();
+        let per_topic = |m: std::collections::BTreeMap<String, u64>| -> Vec<(String, f64)> {
+            m.into_iter()
+                .map(|(t, n)| (format!("topic=\"{}\"", label(&t)), n as f64))
+                .collect()
+        };
+        let (ts, xs) = (&b2.timers.stats, &b2.transactions.stats);
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let mut lateness = Vec::new();
+        for (i, c) in ts.lateness.iter().enumerate() {
+            let le = crate::timers::LATENESS_BUCKETS_MS
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            lateness.push((format!("upto_ms=\"{le}\""), load(c)));
+        }
         b2.metrics.render(&[
+            (
+                "ferromq_timers_pending",
+                "Delay messages waiting for their delivery time, per topic.",
+                per_topic(b2.timers.pending_by_topic()),
+            ),
+            (
+                "ferromq_timers_released_total",
+                "Delay messages delivered to their topic since start.",
+                vec![(String::new(), load(&ts.released))],
+            ),
+            (
+                "ferromq_timers_recalled_total",
+                "Delay messages recalled before their time since start.",
+                vec![(String::new(), load(&ts.recalled))],
+            ),
+            (
+                "ferromq_timer_lateness_releases_total",
+                "Released delay messages by how late they were released (ms after their time, bucket upper bound; not cumulative).",
+                lateness,
+            ),
+            (
+                "ferromq_transactions_half_messages",
+                "Half messages waiting for their transaction's outcome, per topic.",
+                per_topic(b2.transactions.pending_by_topic()),
+            ),
+            (
+                "ferromq_transactions_total",
+                "Transactions settled since start, by outcome (check_exhausted: rolled back after every check went unanswered; also counted in rolled_back).",
+                vec![
+                    ("outcome=\"prepared\"".to_string(), load(&xs.prepared)),
+                    ("outcome=\"committed\"".to_string(), load(&xs.committed)),
+                    ("outcome=\"rolled_back\"".to_string(), load(&xs.rolled_back)),
+                    ("outcome=\"check_exhausted\"".to_string(), load(&xs.checks_exhausted)),
+                ],
+            ),
+            (
+                "ferromq_transaction_checks_sent_total",
+                "RecoverOrphanedTransactionCommand sent to producers since start.",
+                vec![(String::new(), load(&xs.checks_sent))],
+            ),
             (
                 "ferromq_messages_dead_lettered_total",
                 "Messages moved to a dead-letter topic since start.",

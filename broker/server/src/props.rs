@@ -15,6 +15,8 @@ pub const MESSAGE_TYPE: &str = "__FM_TYPE";
 pub const BORN_HOST: &str = "__FM_BORN_HOST";
 /// Tracing context, echoed to consumers.
 pub const TRACE_CONTEXT: &str = "__FM_TRACE";
+/// PRIORITY messages: their priority (higher is delivered first).
+pub const PRIORITY: &str = "__FM_PRIORITY";
 /// On dead-lettered copies: the topic the message came from.
 pub const DLQ_ORIGIN_TOPIC: &str = "__FM_DLQ_TOPIC";
 /// On dead-lettered copies: deliveries before it was dead-lettered.

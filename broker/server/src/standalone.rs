@@ -75,7 +75,11 @@ pub async fn run_with(
     };
     let groups = Groups::open(&cfg.data_dir, cfg.max_delivery_attempts)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let broker = Broker::new(store.clone(), cfg.clone(), groups, shutdown_rx.clone());
+    let broker = Broker::new(store.clone(), cfg.clone(), groups, shutdown_rx.clone())
+        .map_err(|e| anyhow::anyhow!("cannot load pending timers and transactions: {e}"))?;
+    let background = broker
+        .start_background()
+        .context("cannot start the timer threads")?;
     if let Some(m) = &member {
         broker
             .membership
@@ -136,7 +140,10 @@ pub async fn run_with(
                 tokio::select! {
                     _ = tick.tick() => {
                         let b2 = b.clone();
-                        let _ = tokio::task::spawn_blocking(move || b2.deliveries.reap(&|id| b2.clients.is_alive(id))).await;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            b2.deliveries.reap(&|id| b2.clients.is_alive(id));
+                            b2.keep_parked_messages();
+                        }).await;
                         b.clients.prune(Duration::from_secs(600));
                     }
                     _ = rx.changed() => break,
@@ -186,6 +193,8 @@ pub async fn run_with(
         let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
     }
     let _ = reaper.await;
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.stop_background(background)).await?;
     tokio::task::spawn_blocking(move || store.close())
         .await?
         .context("closing the store")?;

@@ -30,6 +30,7 @@ pub mod consume_queue;
 pub mod error;
 pub mod index;
 pub mod mapped_file;
+pub mod marks;
 pub mod metadata;
 pub mod record;
 mod store;
@@ -52,3 +53,7 @@ pub const PROP_KEYS: &str = "KEYS";
 pub const PROP_MSG_ID: &str = "UNIQ_KEY";
 /// Separator of keys inside [`PROP_KEYS`].
 pub const KEY_SEPARATOR: char = ' ';
+/// A record carrying this property (a decimal `u64`) gets that number in its consume queue
+/// entry instead of its tag hash. Parked records use it for their due time, so a restart
+/// rebuilds the pending timers from the queue alone, without reading the records.
+pub const PROP_CQ_KEY: &str = "__FM_CQ_KEY";

@@ -26,7 +26,7 @@ use crate::error::{Result, StoreError};
 use crate::index::Index;
 use crate::metadata::{OffsetStore, TopicStore};
 use crate::record::{self, NewMessage, StoredMessage, TxKind};
-use crate::{KEY_SEPARATOR, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+use crate::{KEY_SEPARATOR, PROP_CQ_KEY, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
 /// What an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +250,9 @@ struct Inner {
     recovery: (bool, u64, Vec<(u64, String)>),
     /// The offsets of the checkpoint on disk, to skip rewriting an unchanged one.
     last_checkpoint: Mutex<Option<Checkpoint>>,
+    /// Retention keeps every segment holding a record at or above this commit log offset
+    /// (records parked for later: pending timers and half messages). `u64::MAX`: no floor.
+    retention_floor: AtomicU64,
 }
 
 /// The storage engine. Cheap to share: wrap it in an `Arc`.
@@ -375,6 +378,7 @@ impl Store {
             corrupt_seen: AtomicU64::new(0),
             recovery: (unclean, report.truncated_bytes, report.corrupt.clone()),
             last_checkpoint: Mutex::new(None),
+            retention_floor: AtomicU64::new(u64::MAX),
             cfg,
         });
 
@@ -479,6 +483,28 @@ impl Store {
         self.inner.lookup(topic, key, begin_ms, end_ms, max, |m| {
             m.keys().any(|k| k == key)
         })
+    }
+
+    /// The consume queue entry at `offset` of a queue, if it is stored. Parked records (timers,
+    /// half messages) keep a number of their own in `tag_hash` (see [`crate::PROP_CQ_KEY`]).
+    pub fn queue_entry(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<Option<consume_queue::Entry>> {
+        match self.inner.cq(topic, queue_id) {
+            Some(cq) => cq.get(offset),
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps retention away from every segment holding a record at or above `phys_offset`
+    /// (`u64::MAX` lifts the floor). Parked messages must outlive the retention period.
+    pub fn set_retention_floor(&self, phys_offset: u64) {
+        self.inner
+            .retention_floor
+            .store(phys_offset, Ordering::Release);
     }
 
     /// The message of `topic` with message id `id` (property `UNIQ_KEY`).
@@ -1010,10 +1036,12 @@ impl Inner {
         let mut tag = None;
         let mut keys = None;
         let mut id = None;
+        let mut cq_key = None;
         record::for_each_property(rec, |k, v| match k {
             PROP_TAGS => tag = Some(v),
             PROP_KEYS => keys = Some(v),
             PROP_MSG_ID => id = Some(v),
+            PROP_CQ_KEY => cq_key = v.parse::<u64>().ok(),
             _ => {}
         })?;
         let cq = self.cq_or_create(topic, h.queue_id)?;
@@ -1022,7 +1050,7 @@ impl Inner {
             consume_queue::Entry {
                 phys_offset: pos,
                 size: h.total_len,
-                tag_hash: consume_queue::tag_hash(tag),
+                tag_hash: cq_key.unwrap_or_else(|| consume_queue::tag_hash(tag)),
             },
         )?;
         if self.index_done_upto.is_none_or(|upto| pos > upto) {
@@ -1222,9 +1250,10 @@ impl Inner {
         let retention = self.cfg.retention;
         let budget = self.cfg.retention_bytes;
         let dispatched = self.dispatched.load(Ordering::Acquire);
+        let floor = self.retention_floor.load(Ordering::Acquire);
         let min = self.log.delete_oldest(|base, mtime, total| {
-            // Never delete what the dispatcher has not indexed yet.
-            if base + self.cfg.segment_size > dispatched {
+            // Never delete what the dispatcher has not indexed yet, nor a parked record.
+            if base + self.cfg.segment_size > dispatched.min(floor) {
                 return false;
             }
             let old = now

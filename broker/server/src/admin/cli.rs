@@ -63,6 +63,7 @@ pub enum TypeArg {
     Fifo,
     Delay,
     Transaction,
+    Priority,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -145,6 +146,7 @@ fn type_arg(t: TypeArg) -> TopicType {
         TypeArg::Fifo => TopicType::Fifo,
         TypeArg::Delay => TopicType::Delay,
         TypeArg::Transaction => TopicType::Transaction,
+        TypeArg::Priority => TopicType::Priority,
     }
 }
 
@@ -162,6 +164,7 @@ fn type_name(t: i32) -> &'static str {
         TopicType::Fifo => "fifo",
         TopicType::Delay => "delay",
         TopicType::Transaction => "transaction",
+        TopicType::Priority => "priority",
         TopicType::Unspecified => "unspecified",
     }
 }
@@ -176,7 +179,7 @@ fn perm_name(p: i32) -> &'static str {
 }
 
 fn topic_json(t: &admin::Topic) -> Value {
-    json!({ "name": t.name, "queues": t.queues, "type": type_name(t.message_type), "perm": perm_name(t.permission) })
+    json!({ "name": t.name, "queues": t.queues, "type": type_name(t.message_type), "perm": perm_name(t.permission), "pending_timers": t.pending_timers, "half_messages": t.half_messages })
 }
 
 fn cluster_json(g: &admin::ClusterGroup) -> Value {
@@ -336,6 +339,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 queues,
                 message_type: type_arg(message_type) as i32,
                 permission: perm_arg(perm) as i32,
+                ..Default::default()
             };
             let t = c
                 .create_topic(admin::CreateTopicRequest { topic: Some(t) })
@@ -363,6 +367,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 queues: queues.unwrap_or(0),
                 message_type: message_type.map_or(TopicType::Unspecified, type_arg) as i32,
                 permission: perm.map_or(TopicPermission::Unspecified, perm_arg) as i32,
+                ..Default::default()
             };
             let t = c
                 .update_topic(admin::UpdateTopicRequest { topic: Some(t) })
@@ -396,7 +401,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let rows: Vec<Value> = r.topics.iter().map(topic_json).collect();
             Printable {
                 value: Value::Array(rows.clone()),
-                columns: vec!["name", "type", "queues", "perm"],
+                columns: vec![
+                    "name",
+                    "type",
+                    "queues",
+                    "perm",
+                    "pending_timers",
+                    "half_messages",
+                ],
                 rows,
             }
         }

@@ -53,12 +53,14 @@ pub fn type_to_store(t: TopicType) -> Option<MessageType> {
         TopicType::Fifo => Some(MessageType::Fifo),
         TopicType::Delay => Some(MessageType::Delay),
         TopicType::Transaction => Some(MessageType::Transaction),
+        TopicType::Priority => Some(MessageType::Priority),
     }
 }
 
 fn type_from_store(t: MessageType) -> TopicType {
     match t {
-        MessageType::Normal | MessageType::Priority => TopicType::Normal,
+        MessageType::Normal => TopicType::Normal,
+        MessageType::Priority => TopicType::Priority,
         MessageType::Fifo => TopicType::Fifo,
         MessageType::Delay => TopicType::Delay,
         MessageType::Transaction => TopicType::Transaction,
@@ -89,6 +91,21 @@ fn topic_out(t: &TopicConfig) -> admin::Topic {
         queues: t.queues,
         message_type: type_from_store(t.message_type) as i32,
         permission: perm_from_store(t.permission) as i32,
+        pending_timers: 0,
+        half_messages: 0,
+    }
+}
+
+/// [`topic_out`] with the topic's pending timers and half messages.
+fn topic_with_parked(
+    t: &TopicConfig,
+    timers: &std::collections::BTreeMap<String, u64>,
+    halves: &std::collections::BTreeMap<String, u64>,
+) -> admin::Topic {
+    admin::Topic {
+        pending_timers: timers.get(&t.name).copied().unwrap_or(0) as i64,
+        half_messages: halves.get(&t.name).copied().unwrap_or(0) as i64,
+        ..topic_out(t)
     }
 }
 
@@ -213,10 +230,21 @@ impl Admin for AdminApi {
         &self,
         _req: Request<admin::ListTopicsRequest>,
     ) -> Result<Response<admin::ListTopicsResponse>, Status> {
-        let topics = self.blocking(|b| Ok(b.store.topics().list())).await?;
-        Ok(Response::new(admin::ListTopicsResponse {
-            topics: topics.iter().map(topic_out).collect(),
-        }))
+        let topics = self
+            .blocking(|b| {
+                let (timers, halves) = (
+                    b.timers.pending_by_topic(),
+                    b.transactions.pending_by_topic(),
+                );
+                Ok(b.store
+                    .topics()
+                    .list()
+                    .iter()
+                    .map(|t| topic_with_parked(t, &timers, &halves))
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(admin::ListTopicsResponse { topics }))
     }
 
     async fn describe_topic(
@@ -243,7 +271,11 @@ impl Admin for AdminApi {
                 .collect();
             let total = queues.iter().map(|q| q.max_offset - q.min_offset).sum();
             Ok(Response::new(admin::TopicDetail {
-                topic: Some(topic_out(&t)),
+                topic: Some(topic_with_parked(
+                    &t,
+                    &b.timers.pending_by_topic(),
+                    &b.transactions.pending_by_topic(),
+                )),
                 queues,
                 total_messages: total,
             }))

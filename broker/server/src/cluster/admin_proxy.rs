@@ -227,13 +227,18 @@ impl Admin for AdminProxy {
         if let Some(e) = first_error(&answers) {
             return Err(e);
         }
-        // A topic is listed once, with the largest per-group queue count.
+        // A topic is listed once, with the largest per-group queue count and the sums of
+        // pending timers and half messages.
         let mut topics: BTreeMap<String, admin::Topic> = BTreeMap::new();
         for (_, a) in answers {
             for t in a.map(|a| a.topics).unwrap_or_default() {
                 match topics.get_mut(&t.name) {
-                    Some(cur) if cur.queues >= t.queues => {}
-                    _ => {
+                    Some(cur) => {
+                        cur.pending_timers += t.pending_timers;
+                        cur.half_messages += t.half_messages;
+                        cur.queues = cur.queues.max(t.queues);
+                    }
+                    None => {
                         topics.insert(t.name.clone(), t);
                     }
                 }
@@ -263,6 +268,10 @@ impl Admin for AdminProxy {
                     Some(o) => {
                         o.queues.extend(d.queues);
                         o.total_messages += d.total_messages;
+                        if let (Some(ot), Some(dt)) = (o.topic.as_mut(), d.topic.as_ref()) {
+                            ot.pending_timers += dt.pending_timers;
+                            ot.half_messages += dt.half_messages;
+                        }
                     }
                 },
                 Err(e) if e.code() == tonic::Code::NotFound => {}

@@ -46,7 +46,7 @@ pub struct NameserverArgs {
     pub config: Option<std::path::PathBuf>,
 }
 
-/// Parses `3s`, `500ms`, `2m` or a bare number of seconds.
+/// Parses `3s`, `500ms`, `2m`, `1h`, `3d` or a bare number of seconds.
 pub fn parse_duration(
     field: &'static str,
     s: &str,
@@ -62,10 +62,12 @@ pub fn parse_duration(
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
         _ => {
             return Err(crate::config::ConfigError {
                 field,
-                reason: format!("{s:?} has an unknown unit (use ms, s or m)"),
+                reason: format!("{s:?} has an unknown unit (use ms, s, m, h or d)"),
             })
         }
     };

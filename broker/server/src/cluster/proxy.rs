@@ -942,7 +942,13 @@ impl MessagingService for ProxyApi {
                         return;
                     }
                 };
-                while let Ok(Some(cmd)) = s.message().await {
+                while let Ok(Some(mut cmd)) = s.message().await {
+                    // A transaction check names the group's half message: route the answer back.
+                    if let Some(v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) =
+                        cmd.command.as_mut()
+                    {
+                        c.transaction_id = wrap_handle(&name, &c.transaction_id);
+                    }
                     let is_settings = matches!(
                         cmd.command,
                         Some(v2::telemetry_command::Command::Settings(_))

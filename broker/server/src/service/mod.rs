@@ -5,6 +5,7 @@
 //! for requests the protocol cannot even express (a Telemetry stream without a client id).
 
 mod client;
+mod parked;
 mod pull;
 mod receive;
 mod route;
@@ -244,11 +245,13 @@ impl MessagingService for MessagingApi {
 
     async fn end_transaction(
         &self,
-        _req: Request<v2::EndTransactionRequest>,
+        req: Request<v2::EndTransactionRequest>,
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
-        Ok(Response::new(v2::EndTransactionResponse {
-            status: Some(not_implemented("EndTransaction (transactional messages)")),
-        }))
+        let t = Instant::now();
+        let meta = RequestMeta::from_request(&req);
+        let resp = parked::end_transaction(&self.broker, &meta, req.into_inner()).await;
+        self.record("EndTransaction", t, resp.status.as_ref());
+        Ok(Response::new(resp))
     }
 
     type TelemetryStream = BoxStream<v2::TelemetryCommand>;
@@ -285,12 +288,13 @@ impl MessagingService for MessagingApi {
 
     async fn recall_message(
         &self,
-        _req: Request<v2::RecallMessageRequest>,
+        req: Request<v2::RecallMessageRequest>,
     ) -> Result<Response<v2::RecallMessageResponse>, Status> {
-        Ok(Response::new(v2::RecallMessageResponse {
-            status: Some(not_implemented("RecallMessage (delay messages)")),
-            message_id: String::new(),
-        }))
+        let t = Instant::now();
+        let meta = RequestMeta::from_request(&req);
+        let resp = parked::recall_message(&self.broker, &meta, req.into_inner()).await;
+        self.record("RecallMessage", t, resp.status.as_ref());
+        Ok(Response::new(resp))
     }
 
     async fn sync_lite_subscription(

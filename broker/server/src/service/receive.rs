@@ -46,6 +46,7 @@ struct Plan {
     invisible: Duration,
     filter: StoreTagFilter,
     fifo: bool,
+    priority: bool,
     max_attempts: u32,
     poll: Duration,
     /// Client id of a push consumer that asked for automatic renewal.
@@ -139,6 +140,7 @@ fn plan(
         fifo: broker
             .groups
             .fifo(&group, topic.message_type == MessageType::Fifo),
+        priority: topic.message_type == MessageType::Priority,
         max_attempts: broker.groups.max_attempts(&group),
         namespace: mq
             .topic
@@ -193,6 +195,7 @@ async fn poll<T>(
                     invisible: p.invisible,
                     filter: &p.filter,
                     fifo: p.fifo,
+                    priority: p.priority,
                     max_attempts: p.max_attempts,
                     renew_for: p.renew_for.as_deref(),
                     attempt: p.attempt.clone(),

@@ -1,9 +1,10 @@
 //! SendMessage: validate each message, check it against its topic, append it to the store.
 //!
 //! Each message gets its own result entry, in order (clients index the first one). A refused
-//! message is not stored; the others of the batch still are. DELAY and TRANSACTION topics can
-//! be created already, but their messages are refused with NOT_IMPLEMENTED until the timer and
-//! half-message stores land, rather than being delivered with the wrong semantics.
+//! message is not stored; the others of the batch still are. DELAY messages due later are
+//! parked with the timers (the entry carries a recall handle), TRANSACTION messages are parked
+//! as half messages (the entry carries the transaction id), PRIORITY messages keep their
+//! priority for the delivery engine.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tracing::{instrument, warn};
 
 use super::RequestMeta;
 use crate::broker::Broker;
-use crate::convert::ms_from_timestamp;
+use crate::convert::{ms_from_timestamp, now_ms};
 use crate::props;
 use crate::status::{self, RpcError};
 use crate::validate;
@@ -37,8 +38,8 @@ fn type_matches(topic: MessageType, msg: v2::MessageType) -> bool {
     )
 }
 
-/// Validates one message and turns it into what the store appends.
-fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
+/// Validates one message and turns it into what the store appends, and whether it is parked.
+fn prepare(broker: &Broker, m: &v2::Message) -> Result<(NewMessage, Park), RpcError> {
     let topic_name = validate::topic_name(m.topic.as_ref())?;
     if validate::is_system_topic(topic_name) {
         return Err(RpcError::new(
@@ -72,8 +73,49 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
             ),
         ));
     }
+    let sp = m
+        .system_properties
+        .as_ref()
+        .ok_or_else(|| RpcError::bad_request("message has no system_properties"))?;
+    let mut park = Park::No;
     match checked.message_type {
         v2::MessageType::Normal | v2::MessageType::Fifo => {}
+        v2::MessageType::Delay => {
+            let due = sp.delivery_timestamp.as_ref().ok_or_else(|| {
+                RpcError::new(
+                    Code::IllegalDeliveryTime,
+                    "a DELAY message needs a delivery_timestamp",
+                )
+            })?;
+            // Rounded up: a message is never delivered before the time it asked for.
+            let due_ms = due
+                .seconds
+                .saturating_mul(1000)
+                .saturating_add((i64::from(due.nanos.max(0)) + 999_999) / 1_000_000);
+            let now = now_ms();
+            let max = broker.cfg.max_delay.as_millis() as i64;
+            if due_ms - now > max {
+                return Err(RpcError::new(
+                    Code::IllegalDeliveryTime,
+                    format!(
+                        "delivery time is {} s ahead, over the maximum delay of {} s",
+                        (due_ms - now) / 1000,
+                        max / 1000
+                    ),
+                ));
+            }
+            if due_ms > now {
+                park = Park::Timer(due_ms as u64);
+            }
+        }
+        v2::MessageType::Transaction => {
+            park = Park::Half(
+                sp.orphaned_transaction_recovery_duration
+                    .as_ref()
+                    .and_then(crate::convert::duration_from_proto),
+            );
+        }
+        v2::MessageType::Priority => {}
         other => {
             return Err(RpcError::new(
                 Code::NotImplemented,
@@ -81,10 +123,19 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
             ))
         }
     }
-    let sp = m
-        .system_properties
-        .as_ref()
-        .ok_or_else(|| RpcError::bad_request("message has no system_properties"))?;
+    if let Some(p) = sp.priority {
+        if checked.message_type != v2::MessageType::Priority {
+            return Err(RpcError::new(
+                Code::MessagePropertyConflictWithType,
+                "only PRIORITY messages may carry a priority",
+            ));
+        }
+        if p < 0 {
+            return Err(RpcError::bad_request(format!(
+                "priority {p} is negative; use 0 or more (higher is delivered first)"
+            )));
+        }
+    }
     let mut properties: BTreeMap<String, String> = m.user_properties.clone().into_iter().collect();
     properties.insert(PROP_MSG_ID.into(), checked.message_id.to_string());
     if let Some(t) = checked.tag {
@@ -109,21 +160,86 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<NewMessage, RpcError> {
     if let Some(tc) = sp.trace_context.as_ref().filter(|t| !t.is_empty()) {
         properties.insert(props::TRACE_CONTEXT.into(), tc.clone());
     }
+    if checked.message_type == v2::MessageType::Delay {
+        if let Some(t) = &sp.delivery_timestamp {
+            properties.insert(
+                crate::timers::DELIVER_AT.into(),
+                ms_from_timestamp(t).to_string(),
+            );
+        }
+    }
+    if checked.message_type == v2::MessageType::Priority {
+        properties.insert(
+            props::PRIORITY.into(),
+            sp.priority.unwrap_or(0).to_string(),
+        );
+    }
     // The client picked the queue (FIFO: by message group); keep it when valid.
     let queue_id = if sp.queue_id >= 0 {
         sp.queue_id as u32 % topic.queues
     } else {
         0
     };
-    Ok(NewMessage {
-        topic: topic.name,
-        queue_id,
-        born_timestamp_ms: sp.born_timestamp.as_ref().map_or(0, ms_from_timestamp),
-        born_host: sp.born_host.parse().ok(),
-        properties,
-        body: m.body.clone(),
-        ..Default::default()
-    })
+    Ok((
+        NewMessage {
+            topic: topic.name,
+            queue_id,
+            born_timestamp_ms: sp.born_timestamp.as_ref().map_or(0, ms_from_timestamp),
+            born_host: sp.born_host.parse().ok(),
+            properties,
+            body: m.body.clone(),
+            ..Default::default()
+        },
+        park,
+    ))
+}
+
+/// Whether a message waits before its topic sees it.
+enum Park {
+    No,
+    /// A delay message due at this time (ms since the epoch).
+    Timer(u64),
+    /// A half message, with its own wait before the first transaction check.
+    Half(Option<std::time::Duration>),
+}
+
+/// What one stored message reports back.
+struct Sent {
+    offset: i64,
+    /// End of its record in the commit log when it is visible now.
+    visible_end: Option<u64>,
+    transaction_id: String,
+    recall_handle: String,
+}
+
+/// Stores one prepared message: appended, or parked as a timer or half message.
+fn store_one(b: &Broker, nm: NewMessage, park: Park) -> Result<Sent, RpcError> {
+    let size = nm.body.len();
+    let sent = match park {
+        Park::No => {
+            let a = b.store.append(&nm).map_err(RpcError::from)?;
+            Sent {
+                offset: a.queue_offset as i64,
+                visible_end: Some(a.phys_offset + u64::from(a.size)),
+                transaction_id: String::new(),
+                recall_handle: String::new(),
+            }
+        }
+        Park::Timer(due) => Sent {
+            offset: 0,
+            visible_end: None,
+            transaction_id: String::new(),
+            recall_handle: b.timers.schedule(&nm, due)?,
+        },
+        Park::Half(recovery) => Sent {
+            offset: 0,
+            visible_end: None,
+            transaction_id: b.transactions.prepare(&nm, recovery)?,
+            recall_handle: String::new(),
+        },
+    };
+    b.metrics.message_in(&nm.topic, size);
+    Ok(sent)
 }
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]
@@ -156,20 +272,14 @@ pub async fn send_message(
                         .as_ref()
                         .map(|s| s.message_id.clone())
                         .unwrap_or_default();
-                    let r = prepare(b, m).and_then(|nm| {
-                        let size = nm.body.len();
-                        let topic = nm.topic.clone();
-                        let res = b.store.append(&nm).map_err(RpcError::from)?;
-                        b.metrics.message_in(&topic, size);
-                        Ok(res)
-                    });
+                    let r = prepare(b, m).and_then(|(nm, park)| store_one(b, nm, park));
                     (id, r)
                 })
                 .collect();
             Ok(results)
         })
         .await;
-    let results: Vec<(String, Result<ferromq_store::AppendResult, RpcError>)> = match results {
+    let results: Vec<(String, Result<Sent, RpcError>)> = match results {
         Ok(r) => r,
         Err(e) => {
             return v2::SendMessageResponse {
@@ -183,7 +293,7 @@ pub async fn send_message(
     if let Some(end) = results
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok())
-        .map(|a| a.phys_offset + u64::from(a.size))
+        .filter_map(|s| s.visible_end)
         .max()
     {
         broker.dispatched.wait(end, DISPATCH_WAIT).await;
@@ -191,12 +301,12 @@ pub async fn send_message(
     let entries: Vec<v2::SendResultEntry> = results
         .into_iter()
         .map(|(message_id, r)| match r {
-            Ok(res) => v2::SendResultEntry {
+            Ok(sent) => v2::SendResultEntry {
                 status: Some(status::ok()),
                 message_id,
-                transaction_id: String::new(),
-                offset: res.queue_offset as i64,
-                recall_handle: String::new(),
+                transaction_id: sent.transaction_id,
+                offset: sent.offset,
+                recall_handle: sent.recall_handle,
             },
             Err(e) => {
                 if e.code == Code::InternalServerError {

@@ -1,0 +1,262 @@
+//! Parked messages: stored now, delivered to their topic later or never. Delay messages wait
+//! for their time ([`crate::timers`]), half messages for their transaction's outcome
+//! ([`crate::transactions`]).
+//!
+//! ## How a message is parked
+//! It is appended, whole, to a system topic of one queue (`%SYS%FM_TIMER`, `%SYS%FM_HALF`),
+//! with its real topic and queue kept in `__FM_REAL_TOPIC` / `__FM_REAL_QUEUE` and a number
+//! (its due time) in the store's `__FM_CQ_KEY`, which lands in the consume queue entry. The
+//! append is acknowledged like any other, so a parked message is exactly as durable as a
+//! normal one, and consumers never see it: nobody subscribes to a system topic.
+//!
+//! ## How it is settled
+//! Releasing appends a copy to the real topic (same message id, properties and body, plus
+//! `__FM_PARKED` naming the parked entry), then marks the entry released; discarding only marks
+//! it. Marks are one byte per entry in memory-mapped files ([`ferromq_store::marks`]), so a
+//! settled entry stays settled after kill -9. One lock orders every settlement, so a commit
+//! racing a transaction check, or a recall racing the timer, settles the entry once.
+//!
+//! A crash between the copy and its mark would release the entry twice. Entries parked before
+//! this start are therefore checked against the real topic (by message id, then `__FM_PARKED`)
+//! before they are released; entries parked since need no check.
+//!
+//! ## Restart
+//! [`Parked::scan`] walks the consume queue from the oldest pending entry and hands every
+//! pending one (offset, due time, commit log offset) to the caller, reading no message.
+//! Retention never deletes a commit log segment at or after the oldest pending entry.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferromq_proto::v2::Code;
+use ferromq_store::marks::{Mark, Marks};
+use ferromq_store::{NewMessage, Store, StoredMessage, PROP_CQ_KEY};
+use tracing::warn;
+
+use crate::status::RpcError;
+
+/// The topic a parked message will be delivered to.
+pub const REAL_TOPIC: &str = "__FM_REAL_TOPIC";
+/// The queue of [`REAL_TOPIC`] the producer chose.
+pub const REAL_QUEUE: &str = "__FM_REAL_QUEUE";
+/// On a released copy: `<system topic>:<entry>` of the parked original.
+pub const PARKED_FROM: &str = "__FM_PARKED";
+
+/// Where a parked message is: its entry in the system topic's queue and its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ParkedAt {
+    pub entry: u64,
+    pub phys: u64,
+}
+
+/// What settling an entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Settled now, as asked.
+    Now,
+    /// It was settled before; nothing changed.
+    Already(Mark),
+}
+
+/// One parked queue.
+pub struct Parked {
+    store: Arc<Store>,
+    topic: &'static str,
+    marks: Marks,
+    settle: Mutex<()>,
+    /// Entries below this were parked before this start (see the module docs).
+    recovered_below: u64,
+    /// The oldest entry that may still be pending (advanced by [`Parked::advance_floor`]).
+    floor: AtomicU64,
+}
+
+impl Parked {
+    /// Opens the parked queue `topic`, its marks under `marks_dir`.
+    pub fn open(store: Arc<Store>, topic: &'static str, marks_dir: &Path) -> Result<Parked, RpcError> {
+        let marks = Marks::open(marks_dir).map_err(RpcError::from)?;
+        let (min, max) = store.queue_range(topic, 0);
+        let floor = marks.first_pending(min, max);
+        Ok(Parked {
+            store,
+            topic,
+            marks,
+            settle: Mutex::new(()),
+            recovered_below: max,
+            floor: AtomicU64::new(floor),
+        })
+    }
+
+    pub fn topic(&self) -> &'static str {
+        self.topic
+    }
+
+    /// Parks `msg` (addressed to its real topic and queue) until it is settled; `key` is its due
+    /// time in ms since the epoch.
+    pub fn park(&self, msg: &NewMessage, key: u64) -> Result<ParkedAt, RpcError> {
+        let mut m = msg.clone();
+        m.properties.insert(REAL_TOPIC.into(), m.topic.clone());
+        m.properties.insert(REAL_QUEUE.into(), m.queue_id.to_string());
+        m.properties.insert(PROP_CQ_KEY.into(), key.to_string());
+        m.topic = self.topic.to_string();
+        m.queue_id = 0;
+        let r = self.store.append(&m).map_err(RpcError::from)?;
+        Ok(ParkedAt {
+            entry: r.queue_offset,
+            phys: r.phys_offset,
+        })
+    }
+
+    /// The parked message of `entry`, as stored (real topic in [`REAL_TOPIC`]).
+    pub fn read(&self, entry: u64, phys: Option<u64>) -> Result<StoredMessage, RpcError> {
+        let phys = match phys {
+            Some(p) => p,
+            None => match self.store.queue_entry(self.topic, 0, entry) {
+                Ok(Some(e)) => e.phys_offset,
+                Ok(None) => {
+                    return Err(RpcError::new(
+                        Code::MessageNotFound,
+                        format!("no parked message {entry} in {}", self.topic),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let m = self.store.message_at(phys).map_err(RpcError::from)?;
+        if m.topic != self.topic || m.queue_offset != entry {
+            return Err(RpcError::new(
+                Code::MessageNotFound,
+                format!("no parked message {entry} in {}", self.topic),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The mark of `entry`.
+    pub fn mark(&self, entry: u64) -> Mark {
+        self.marks.get(entry)
+    }
+
+    /// Settles `entry`: [`Mark::Released`] delivers it to its topic, [`Mark::Discarded`]
+    /// drops it. Returns the parked message too (for counters and logs).
+    pub fn settle(
+        &self,
+        at: ParkedAt,
+        how: Mark,
+    ) -> Result<(Settled, Option<StoredMessage>), RpcError> {
+        let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.marks.get(at.entry);
+        if now != Mark::Pending {
+            return Ok((Settled::Already(now), None));
+        }
+        let parked = self.read(at.entry, Some(at.phys))?;
+        if how == Mark::Released {
+            let copy = self.unparked(&parked)?;
+            if at.entry < self.recovered_below && self.already_released(&copy, at.entry) {
+                warn!(topic = %copy.topic, entry = at.entry, "parked message was released before a crash; not releasing it again");
+            } else {
+                self.store.append(&copy).map_err(RpcError::from)?;
+            }
+        }
+        self.marks.set(at.entry, how).map_err(RpcError::from)?;
+        Ok((Settled::Now, Some(parked)))
+    }
+
+    fn marker(&self, entry: u64) -> String {
+        format!("{}:{entry}", self.topic)
+    }
+
+    /// The message to append to the real topic.
+    fn unparked(&self, m: &StoredMessage) -> Result<NewMessage, RpcError> {
+        let mut properties: BTreeMap<String, String> = m.properties.clone();
+        let topic = properties.remove(REAL_TOPIC).ok_or_else(|| {
+            RpcError::internal(format!(
+                "parked message {} has no {REAL_TOPIC}",
+                m.queue_offset
+            ))
+        })?;
+        let queue_id = properties
+            .remove(REAL_QUEUE)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(0);
+        properties.remove(PROP_CQ_KEY);
+        properties.insert(PARKED_FROM.into(), self.marker(m.queue_offset));
+        // The topic may have lost queues since; keep the queue valid.
+        let queues = self
+            .store
+            .topics()
+            .get(&topic)
+            .map_or(1, |t| t.queues.max(1));
+        Ok(NewMessage {
+            topic,
+            queue_id: queue_id % queues,
+            born_timestamp_ms: m.born_timestamp_ms,
+            born_host: m.born_host,
+            flags: m.flags,
+            reconsume_times: 0,
+            properties,
+            body: m.body.clone(),
+            ..Default::default()
+        })
+    }
+
+    fn already_released(&self, copy: &NewMessage, entry: u64) -> bool {
+        let Some(id) = copy.properties.get(ferromq_store::PROP_MSG_ID) else {
+            return false;
+        };
+        let marker = self.marker(entry);
+        self.store
+            .lookup_id(&copy.topic, id)
+            .is_some_and(|m| m.properties.get(PARKED_FROM) == Some(&marker))
+    }
+
+    /// Calls `f(at, key)` for every pending entry, oldest first (restart).
+    pub fn scan(&self, mut f: impl FnMut(ParkedAt, u64)) -> Result<u64, RpcError> {
+        let (min, max) = self.store.queue_range(self.topic, 0);
+        let mut n = 0;
+        let mut i = self.marks.first_pending(min, max);
+        while i < max {
+            if self.marks.get(i) == Mark::Pending {
+                if let Some(e) = self.store.queue_entry(self.topic, 0, i).map_err(RpcError::from)? {
+                    f(
+                        ParkedAt {
+                            entry: i,
+                            phys: e.phys_offset,
+                        },
+                        e.tag_hash,
+                    );
+                    n += 1;
+                }
+            }
+            i += 1;
+        }
+        Ok(n)
+    }
+
+    /// Moves the oldest-pending floor up and drops mark files nobody needs. Returns the commit
+    /// log offset of the oldest pending entry (`u64::MAX`: none), which retention must keep.
+    /// Cheap when nothing changed; run it now and then.
+    pub fn advance_floor(&self) -> Result<u64, RpcError> {
+        let (min, max) = self.store.queue_range(self.topic, 0);
+        let from = self.floor.load(Ordering::Acquire).max(min);
+        let floor = self.marks.first_pending(from, max);
+        self.floor.store(floor, Ordering::Release);
+        // Only below what the queue itself lost to retention: a trimmed mark reads as pending,
+        // and a record still stored must never look pending again.
+        self.marks.trim(floor.min(min)).map_err(RpcError::from)?;
+        if floor >= max {
+            return Ok(u64::MAX);
+        }
+        Ok(self
+            .store
+            .queue_entry(self.topic, 0, floor)
+            .map_err(RpcError::from)?
+            .map_or(u64::MAX, |e| e.phys_offset))
+    }
+
+    /// Writes the marks to disk (clean shutdown).
+    pub fn flush(&self) -> Result<(), RpcError> {
+        self.marks.flush().map_err(RpcError::from)
+    }
+}

@@ -1,0 +1,74 @@
+//! Settling parked messages from the client side: EndTransaction (commit or roll back a half
+//! message) and RecallMessage (cancel a pending delay message). The work is in
+//! [`crate::transactions`] and [`crate::timers`]; this file checks the request and answers.
+
+use std::sync::Arc;
+
+use ferromq_proto::v2::{self, Code, TransactionResolution, TransactionSource};
+use tracing::{info, instrument};
+
+use super::RequestMeta;
+use crate::broker::Broker;
+use crate::status::{self, RpcError};
+use crate::validate;
+
+#[instrument(skip_all, fields(topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id, resolution = req.resolution, source = req.source))]
+pub async fn end_transaction(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::EndTransactionRequest,
+) -> v2::EndTransactionResponse {
+    let r = async {
+        meta.require_client_id()?;
+        let topic = validate::topic_name(req.topic.as_ref())?.to_string();
+        let resolution = TransactionResolution::try_from(req.resolution).map_err(|_| {
+            RpcError::bad_request(format!("unknown transaction resolution {}", req.resolution))
+        })?;
+        let source = TransactionSource::try_from(req.source).unwrap_or(TransactionSource::Unspecified);
+        let (id, tx) = (req.message_id.clone(), req.transaction_id.clone());
+        let r = broker
+            .blocking(move |b| b.transactions.end(&topic, &id, &tx, resolution))
+            .await;
+        if r.is_ok() && source == TransactionSource::ServerCheck {
+            info!(resolution = ?resolution, "transaction check answered");
+        }
+        r
+    }
+    .await;
+    v2::EndTransactionResponse {
+        status: Some(match r {
+            Ok(()) => status::ok(),
+            Err(e) => meta.status(&e),
+        }),
+    }
+}
+
+#[instrument(skip_all, fields(topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("")))]
+pub async fn recall_message(
+    broker: &Arc<Broker>,
+    meta: &RequestMeta,
+    req: v2::RecallMessageRequest,
+) -> v2::RecallMessageResponse {
+    let r = async {
+        meta.require_client_id()?;
+        let topic = validate::topic_name(req.topic.as_ref())?.to_string();
+        if req.recall_handle.trim().is_empty() {
+            return Err(RpcError::new(Code::BadRequest, "recall_handle is empty"));
+        }
+        let handle = req.recall_handle.clone();
+        broker
+            .blocking(move |b| b.timers.recall(&topic, &handle))
+            .await
+    }
+    .await;
+    match r {
+        Ok(message_id) => v2::RecallMessageResponse {
+            status: Some(status::ok()),
+            message_id,
+        },
+        Err(e) => v2::RecallMessageResponse {
+            status: Some(meta.status(&e)),
+            message_id: String::new(),
+        },
+    }
+}

@@ -1,0 +1,305 @@
+//! Delay messages: a message with a delivery time is parked ([`crate::parked`]) and released to
+//! its topic by one timer thread when that time comes; RecallMessage discards it before then.
+//!
+//! ## Memory
+//! The message itself stays on disk. Memory holds one heap entry per pending timer: due time,
+//! parked entry and commit log offset, 24 bytes (plus the heap's spare capacity), so a million
+//! pending timers cost about 24-48 MiB whatever their bodies weigh.
+//!
+//! ## Precision
+//! The thread sleeps until the earliest due time and re-checks the wall clock when it wakes, so
+//! nothing is released before its time. Due times are rounded *up* to the millisecond. The
+//! released copy is dispatched like any new message, which wakes long-polling consumers at once.
+//!
+//! ## Restart
+//! Pending timers are rebuilt from the parked queue (its entries carry the due time), so a
+//! timer that fell due while the broker was down is released right after it comes back.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ferromq_proto::v2::Code;
+use ferromq_store::marks::Mark;
+use ferromq_store::{NewMessage, Store};
+use tracing::{info, warn};
+
+use crate::convert::now_ms;
+use crate::parked::{Parked, ParkedAt, Settled, REAL_TOPIC};
+use crate::status::RpcError;
+
+/// The system topic holding pending delay messages.
+pub const TIMER_TOPIC: &str = "%SYS%FM_TIMER";
+/// On a delay message: its delivery time (ms since the epoch), echoed to consumers.
+pub const DELIVER_AT: &str = "__FM_DELIVER_AT";
+
+/// Most timers released per wake-up before the heap is looked at again.
+const RELEASE_BATCH: usize = 512;
+/// Wait before a release that failed (a full disk) is tried again.
+const RETRY_AFTER_MS: u64 = 1000;
+
+/// Upper bounds (ms) of the lateness histogram.
+pub const LATENESS_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 10_000];
+
+/// (due ms, parked entry, commit log offset), smallest due first.
+type Slot = Reverse<(u64, u64, u64)>;
+
+#[derive(Default)]
+struct Pending {
+    heap: BinaryHeap<Slot>,
+    by_topic: HashMap<String, u64>,
+}
+
+/// Counters of the timer service, for metrics.
+#[derive(Debug, Default)]
+pub struct TimerStats {
+    pub released: AtomicU64,
+    pub recalled: AtomicU64,
+    /// Lateness of released timers: counts per bucket of [`LATENESS_BUCKETS_MS`], then +Inf.
+    pub lateness: [AtomicU64; LATENESS_BUCKETS_MS.len() + 1],
+    pub lateness_ms_sum: AtomicU64,
+}
+
+/// The recall handle of a parked delay message.
+pub fn recall_handle(at: ParkedAt) -> String {
+    format!("t1:{}:{}", at.entry, at.phys)
+}
+
+fn parse_recall_handle(h: &str) -> Option<ParkedAt> {
+    let rest = h.strip_prefix("t1:")?;
+    let (e, p) = rest.split_once(':')?;
+    Some(ParkedAt {
+        entry: e.parse().ok()?,
+        phys: p.parse().ok()?,
+    })
+}
+
+pub struct Timers {
+    parked: Parked,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    stop: AtomicBool,
+    pub stats: TimerStats,
+}
+
+impl Timers {
+    /// Opens the timer queue in `data_dir` and loads the pending timers.
+    pub fn open(store: Arc<Store>, data_dir: &Path) -> Result<Arc<Timers>, RpcError> {
+        let parked = Parked::open(store, TIMER_TOPIC, &data_dir.join("timers"))?;
+        let mut pending = Pending::default();
+        let started = std::time::Instant::now();
+        let mut unreadable = 0u64;
+        parked.scan(|at, due| {
+            match parked.read(at.entry, Some(at.phys)) {
+                Ok(m) => {
+                    if let Some(t) = m.properties.get(REAL_TOPIC) {
+                        *pending.by_topic.entry(t.clone()).or_default() += 1;
+                    }
+                }
+                Err(_) => unreadable += 1,
+            }
+            pending.heap.push(Reverse((due, at.entry, at.phys)));
+        })?;
+        if !pending.heap.is_empty() || unreadable > 0 {
+            info!(pending = pending.heap.len(), unreadable, took_ms = started.elapsed().as_millis() as u64, "pending timers loaded");
+        }
+        Ok(Arc::new(Timers {
+            parked,
+            pending: Mutex::new(pending),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            stats: TimerStats::default(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parks `msg` until `due_ms` and returns its recall handle.
+    pub fn schedule(&self, msg: &NewMessage, due_ms: u64) -> Result<String, RpcError> {
+        let at = self.parked.park(msg, due_ms)?;
+        let mut p = self.lock();
+        let earliest = p.heap.peek().is_none_or(|Reverse((d, _, _))| due_ms < *d);
+        p.heap.push(Reverse((due_ms, at.entry, at.phys)));
+        *p.by_topic.entry(msg.topic.clone()).or_default() += 1;
+        drop(p);
+        if earliest {
+            self.wake.notify_one();
+        }
+        Ok(recall_handle(at))
+    }
+
+    /// Cancels a pending delay message of `topic`. Returns its message id.
+    pub fn recall(&self, topic: &str, handle: &str) -> Result<String, RpcError> {
+        let at = parse_recall_handle(handle).ok_or_else(|| {
+            RpcError::bad_request(format!("{handle:?} is not a recall handle of this broker"))
+        })?;
+        let m = self.parked.read(at.entry, Some(at.phys)).map_err(|_| {
+            RpcError::new(
+                Code::MessageNotFound,
+                "no delay message has this recall handle (expired by retention, or another broker's)",
+            )
+        })?;
+        if m.properties.get(REAL_TOPIC).map(String::as_str) != Some(topic) {
+            return Err(RpcError::new(
+                Code::MessageNotFound,
+                format!("the recall handle is not for a message of topic {topic}"),
+            ));
+        }
+        let id = m.msg_id().unwrap_or_default().to_string();
+        match self.parked.settle(at, Mark::Discarded)? {
+            (Settled::Now, _) => {
+                self.stats.recalled.fetch_add(1, Ordering::Relaxed);
+                self.forget(topic);
+                Ok(id)
+            }
+            (Settled::Already(Mark::Discarded), _) => Ok(id),
+            (Settled::Already(_), _) => Err(RpcError::new(
+                Code::PreconditionFailed,
+                format!("message {id} was already delivered; it can no longer be recalled"),
+            )),
+        }
+    }
+
+    fn forget(&self, topic: &str) {
+        let mut p = self.lock();
+        if let Some(n) = p.by_topic.get_mut(topic) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.by_topic.remove(topic);
+            }
+        }
+    }
+
+    /// Pending timers per real topic.
+    pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .by_topic
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Heap entries (pending plus recalled ones not yet popped).
+    pub fn queued(&self) -> usize {
+        self.lock().heap.len()
+    }
+
+    /// The commit log offset retention must keep (oldest pending timer).
+    pub fn retention_floor(&self) -> Result<u64, RpcError> {
+        self.parked.advance_floor()
+    }
+
+    /// Starts the timer thread.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("timers".into())
+            .spawn(move || me.run())
+    }
+
+    /// Stops the timer thread and writes the marks to disk.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _g = self.lock();
+        self.wake.notify_all();
+    }
+
+    pub fn flush(&self) -> Result<(), RpcError> {
+        self.parked.flush()
+    }
+
+    fn run(&self) {
+        let mut due: Vec<(u64, ParkedAt)> = Vec::new();
+        loop {
+            {
+                let mut p = self.lock();
+                loop {
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let now = now_ms().max(0) as u64;
+                    match p.heap.peek() {
+                        Some(Reverse((d, _, _))) if *d <= now => break,
+                        Some(Reverse((d, _, _))) => {
+                            let wait = Duration::from_millis((*d - now).min(60_000));
+                            p = self
+                                .wake
+                                .wait_timeout(p, wait)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                        None => {
+                            p = self
+                                .wake
+                                .wait_timeout(p, Duration::from_secs(60))
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
+                    }
+                }
+                let now = now_ms().max(0) as u64;
+                while due.len() < RELEASE_BATCH {
+                    match p.heap.peek() {
+                        Some(Reverse((d, _, _))) if *d <= now => {}
+                        _ => break,
+                    }
+                    if let Some(Reverse((d, entry, phys))) = p.heap.pop() {
+                        due.push((d, ParkedAt { entry, phys }));
+                    }
+                }
+            }
+            for (d, at) in due.drain(..) {
+                match self.parked.settle(at, Mark::Released) {
+                    Ok((Settled::Now, m)) => {
+                        let late = (now_ms().max(0) as u64).saturating_sub(d);
+                        self.record_lateness(late);
+                        if let Some(t) = m.as_ref().and_then(|m| m.properties.get(REAL_TOPIC)) {
+                            self.forget(t);
+                        }
+                    }
+                    Ok((Settled::Already(_), _)) => {}
+                    Err(e) if e.code == Code::MessageNotFound => {
+                        warn!(entry = at.entry, error = %e, "pending timer's message is gone; dropped");
+                    }
+                    Err(e) => {
+                        warn!(entry = at.entry, error = %e, "releasing a timer failed; trying again in 1 s");
+                        let mut p = self.lock();
+                        p.heap
+                            .push(Reverse((d.max(now_ms().max(0) as u64) + RETRY_AFTER_MS, at.entry, at.phys)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_lateness(&self, ms: u64) {
+        self.stats.released.fetch_add(1, Ordering::Relaxed);
+        self.stats.lateness_ms_sum.fetch_add(ms, Ordering::Relaxed);
+        let i = LATENESS_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENESS_BUCKETS_MS.len());
+        self.stats.lateness[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recall_handles_round_trip() {
+        let at = ParkedAt {
+            entry: 42,
+            phys: 1 << 40,
+        };
+        assert_eq!(parse_recall_handle(&recall_handle(at)), Some(at));
+        assert_eq!(parse_recall_handle("t1:x:1"), None);
+        assert_eq!(parse_recall_handle("x1:1:1"), None);
+    }
+}

@@ -1,0 +1,365 @@
+//! Transactional messages: a half message is parked ([`crate::parked`]) until EndTransaction
+//! commits it (released to its topic, visible exactly once) or rolls it back (discarded).
+//!
+//! ## Orphans
+//! A half message nobody resolves is checked back: when its first check falls due (the
+//! message's `orphaned_transaction_recovery_duration`, else `--transaction-check-interval`)
+//! the server sends RecoverOrphanedTransactionCommand on the Telemetry stream of a live
+//! producer that declared the topic, and asks again every interval. The producer's checker
+//! answers with EndTransaction (source SERVER_CHECK). After `--transaction-check-max` checks
+//! without an answer the message is rolled back and the rollback is logged. A check with no
+//! producer online counts too, so a transaction whose producer is gone for good ends.
+//!
+//! ## Exactly once
+//! Commit and rollback settle the parked entry under one lock, so a commit racing a check's
+//! answer, a repeated commit, or a commit after a restart delivers the message once. Repeating
+//! the same outcome answers OK; the opposite outcome of a settled transaction answers
+//! PRECONDITION_FAILED and changes nothing.
+//!
+//! The number of checks made is kept in memory: a restart starts counting again.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use ferromq_proto::v2::{Code, TransactionResolution};
+use ferromq_store::marks::Mark;
+use ferromq_store::{NewMessage, Store, StoredMessage};
+use tracing::{info, warn};
+
+use crate::convert::now_ms;
+use crate::parked::{Parked, ParkedAt, Settled, REAL_QUEUE, REAL_TOPIC};
+use crate::status::RpcError;
+
+/// The system topic holding half messages.
+pub const HALF_TOPIC: &str = "%SYS%FM_HALF";
+/// Longest first-check delay a message may ask for (RocketMQ caps it the same way).
+pub const MAX_RECOVERY_DURATION: Duration = Duration::from_secs(3600);
+
+/// Asks a producer of the message's topic to resolve a transaction: gets the half message (as
+/// a message of its real topic) and the transaction id; says whether a producer was reached.
+pub type CheckSender = Box<dyn Fn(&StoredMessage, &str) -> bool + Send + Sync>;
+
+/// (next check ms, parked entry, commit log offset, checks made so far).
+type Slot = Reverse<(u64, u64, u64, u32)>;
+
+#[derive(Default)]
+struct Pending {
+    heap: BinaryHeap<Slot>,
+    by_topic: HashMap<String, u64>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct TxStats {
+    pub prepared: AtomicU64,
+    pub committed: AtomicU64,
+    pub rolled_back: AtomicU64,
+    pub checks_sent: AtomicU64,
+    /// Rolled back because no check got an answer.
+    pub checks_exhausted: AtomicU64,
+}
+
+/// The transaction id of a half message.
+pub fn transaction_id(at: ParkedAt) -> String {
+    format!("x1:{}:{}", at.entry, at.phys)
+}
+
+fn parse_transaction_id(s: &str) -> Option<ParkedAt> {
+    let rest = s.strip_prefix("x1:")?;
+    let (e, p) = rest.split_once(':')?;
+    Some(ParkedAt {
+        entry: e.parse().ok()?,
+        phys: p.parse().ok()?,
+    })
+}
+
+/// The half message as its producer sent it: real topic and queue, no parking properties.
+pub fn as_sent(m: &StoredMessage) -> StoredMessage {
+    let mut out = m.clone();
+    if let Some(t) = out.properties.remove(REAL_TOPIC) {
+        out.topic = t;
+    }
+    if let Some(q) = out.properties.remove(REAL_QUEUE).and_then(|q| q.parse().ok()) {
+        out.queue_id = q;
+    }
+    out.properties.remove(ferromq_store::PROP_CQ_KEY);
+    out
+}
+
+pub struct Transactions {
+    parked: Parked,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    stop: AtomicBool,
+    interval: Duration,
+    max_checks: u32,
+    sender: OnceLock<CheckSender>,
+    pub stats: TxStats,
+}
+
+impl Transactions {
+    /// Opens the half-message queue in `data_dir` and schedules checks of the pending ones.
+    pub fn open(
+        store: Arc<Store>,
+        data_dir: &Path,
+        interval: Duration,
+        max_checks: u32,
+    ) -> Result<Arc<Transactions>, RpcError> {
+        let parked = Parked::open(store, HALF_TOPIC, &data_dir.join("transactions"))?;
+        let mut pending = Pending::default();
+        parked.scan(|at, first_check| {
+            if let Ok(m) = parked.read(at.entry, Some(at.phys)) {
+                if let Some(t) = m.properties.get(REAL_TOPIC) {
+                    *pending.by_topic.entry(t.clone()).or_default() += 1;
+                }
+            }
+            pending.heap.push(Reverse((first_check, at.entry, at.phys, 0)));
+        })?;
+        if !pending.heap.is_empty() {
+            info!(
+                half_messages = pending.heap.len(),
+                "unresolved transactions loaded"
+            );
+        }
+        Ok(Arc::new(Transactions {
+            parked,
+            pending: Mutex::new(pending),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            interval,
+            max_checks,
+            sender: OnceLock::new(),
+            stats: TxStats::default(),
+        }))
+    }
+
+    /// Sets how checks reach producers (once, before [`Transactions::start`]).
+    pub fn set_sender(&self, s: CheckSender) {
+        let _ = self.sender.set(s);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parks a half message and returns its transaction id. `recovery` is the message's own
+    /// wait before the first check.
+    pub fn prepare(&self, msg: &NewMessage, recovery: Option<Duration>) -> Result<String, RpcError> {
+        let wait = recovery
+            .map(|d| d.clamp(Duration::from_secs(1), MAX_RECOVERY_DURATION))
+            .unwrap_or(self.interval);
+        let first = now_ms().max(0) as u64 + wait.as_millis() as u64;
+        let at = self.parked.park(msg, first)?;
+        self.stats.prepared.fetch_add(1, Ordering::Relaxed);
+        let mut p = self.lock();
+        let earliest = p.heap.peek().is_none_or(|Reverse((d, ..))| first < *d);
+        p.heap.push(Reverse((first, at.entry, at.phys, 0)));
+        *p.by_topic.entry(msg.topic.clone()).or_default() += 1;
+        drop(p);
+        if earliest {
+            self.wake.notify_one();
+        }
+        Ok(transaction_id(at))
+    }
+
+    /// EndTransaction: commits or rolls back the half message `transaction_id` of `topic`.
+    pub fn end(
+        &self,
+        topic: &str,
+        message_id: &str,
+        transaction_id: &str,
+        resolution: TransactionResolution,
+    ) -> Result<(), RpcError> {
+        let invalid = |why: &str| {
+            RpcError::new(
+                Code::InvalidTransactionId,
+                format!("transaction id {transaction_id:?} {why}"),
+            )
+        };
+        if transaction_id.trim().is_empty() {
+            return Err(RpcError::new(
+                Code::InvalidTransactionId,
+                "transaction_id is empty",
+            ));
+        }
+        let at = parse_transaction_id(transaction_id)
+            .ok_or_else(|| invalid("is not a transaction id of this broker"))?;
+        let m = self
+            .parked
+            .read(at.entry, Some(at.phys))
+            .map_err(|_| invalid("names no half message (expired by retention, or another broker's)"))?;
+        if m.properties.get(REAL_TOPIC).map(String::as_str) != Some(topic) {
+            return Err(invalid(&format!("is not a transaction of topic {topic}")));
+        }
+        let id = m.msg_id().unwrap_or_default();
+        if !message_id.is_empty() && message_id != id {
+            return Err(invalid(&format!("belongs to message {id}, not {message_id}")));
+        }
+        let how = match resolution {
+            TransactionResolution::Commit => Mark::Released,
+            TransactionResolution::Rollback => Mark::Discarded,
+            // Rust and Python checkers send UNSPECIFIED for "still unknown": keep checking.
+            TransactionResolution::Unspecified => return Ok(()),
+        };
+        match self.parked.settle(at, how)? {
+            (Settled::Now, _) => {
+                let counter = if how == Mark::Released {
+                    &self.stats.committed
+                } else {
+                    &self.stats.rolled_back
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.forget(topic);
+                Ok(())
+            }
+            (Settled::Already(before), _) if before == how => Ok(()),
+            (Settled::Already(before), _) => Err(RpcError::new(
+                Code::PreconditionFailed,
+                format!(
+                    "transaction of message {id} was already {}",
+                    if before == Mark::Released {
+                        "committed"
+                    } else {
+                        "rolled back"
+                    }
+                ),
+            )),
+        }
+    }
+
+    fn forget(&self, topic: &str) {
+        let mut p = self.lock();
+        if let Some(n) = p.by_topic.get_mut(topic) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.by_topic.remove(topic);
+            }
+        }
+    }
+
+    /// Unresolved half messages per real topic.
+    pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .by_topic
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// The commit log offset retention must keep (oldest unresolved half message).
+    pub fn retention_floor(&self) -> Result<u64, RpcError> {
+        self.parked.advance_floor()
+    }
+
+    pub fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("tx-checks".into())
+            .spawn(move || me.run())
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _g = self.lock();
+        self.wake.notify_all();
+    }
+
+    pub fn flush(&self) -> Result<(), RpcError> {
+        self.parked.flush()
+    }
+
+    fn run(&self) {
+        loop {
+            let (at, checks) = {
+                let mut p = self.lock();
+                loop {
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let now = now_ms().max(0) as u64;
+                    let wait = match p.heap.peek() {
+                        Some(Reverse((d, ..))) if *d <= now => break,
+                        Some(Reverse((d, ..))) => Duration::from_millis((*d - now).min(60_000)),
+                        None => Duration::from_secs(60),
+                    };
+                    p = self
+                        .wake
+                        .wait_timeout(p, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                match p.heap.pop() {
+                    Some(Reverse((_, entry, phys, checks))) => (ParkedAt { entry, phys }, checks),
+                    None => continue,
+                }
+            };
+            if self.parked.mark(at.entry) != Mark::Pending {
+                continue;
+            }
+            self.check(at, checks);
+        }
+    }
+
+    /// One check of a pending half message: ask a producer, or roll back when the checks are
+    /// used up.
+    fn check(&self, at: ParkedAt, checks: u32) {
+        let next = now_ms().max(0) as u64 + self.interval.as_millis() as u64;
+        if checks >= self.max_checks {
+            match self.parked.settle(at, Mark::Discarded) {
+                Ok((Settled::Now, m)) => {
+                    let m = m.map(|m| as_sent(&m));
+                    let topic = m.as_ref().map(|m| m.topic.clone()).unwrap_or_default();
+                    warn!(
+                        topic,
+                        message_id = m.as_ref().and_then(|m| m.msg_id()).unwrap_or(""),
+                        checks,
+                        "transaction unresolved after every check; rolled back"
+                    );
+                    self.stats.checks_exhausted.fetch_add(1, Ordering::Relaxed);
+                    self.stats.rolled_back.fetch_add(1, Ordering::Relaxed);
+                    self.forget(&topic);
+                }
+                Ok((Settled::Already(_), _)) => {}
+                Err(e) => {
+                    warn!(entry = at.entry, error = %e, "rolling back an unresolved transaction failed; trying again");
+                    self.lock()
+                        .heap
+                        .push(Reverse((next, at.entry, at.phys, checks)));
+                }
+            }
+            return;
+        }
+        match self.parked.read(at.entry, Some(at.phys)) {
+            Ok(m) => {
+                let sent = self
+                    .sender
+                    .get()
+                    .is_some_and(|send| send(&as_sent(&m), &transaction_id(at)));
+                if sent {
+                    self.stats.checks_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                self.lock()
+                    .heap
+                    .push(Reverse((next, at.entry, at.phys, checks + 1)));
+            }
+            Err(e) => warn!(entry = at.entry, error = %e, "half message unreadable; no longer checked"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_round_trip() {
+        let at = ParkedAt { entry: 7, phys: 99 };
+        assert_eq!(parse_transaction_id(&transaction_id(at)), Some(at));
+        assert_eq!(parse_transaction_id("7:99"), None);
+        assert_eq!(parse_transaction_id("x1:7"), None);
+    }
+}
