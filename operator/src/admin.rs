@@ -135,6 +135,7 @@ fn parse_message_type(s: &str) -> Option<MessageType> {
         "FIFO" => Some(MessageType::Fifo),
         "DELAY" => Some(MessageType::Delay),
         "TRANSACTION" => Some(MessageType::Transaction),
+        "PRIORITY" => Some(MessageType::Priority),
         _ => None,
     }
 }

@@ -61,6 +61,10 @@ pub enum BenchMode {
         /// Messages per SendMessage request (a batch goes to one queue).
         #[arg(long, default_value_t = 1)]
         batch: u32,
+        /// Send DELAY messages due this long after they are sent (`2s`), or spread evenly over
+        /// a range (`1s..60s`). The topic must be a DELAY topic.
+        #[arg(long, value_parser = parse_delay)]
+        delay: Option<(Duration, Duration)>,
     },
     /// Serve a null sink: a RocketMQ 5 gRPC server that acks every send and keeps nothing, the
     /// ceiling the client and the machine leave to any broker.
@@ -78,6 +82,20 @@ pub enum BenchMode {
         #[arg(long, default_value_t = 32)]
         batch: i32,
     },
+}
+
+/// Parses `--delay`: one duration or a range `a..b`.
+pub fn parse_delay(s: &str) -> Result<(Duration, Duration), String> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (parse_duration(a)?, parse_duration(b)?);
+            if a > b {
+                return Err(format!("{s:?}: the range starts after it ends"));
+            }
+            Ok((a, b))
+        }
+        None => parse_duration(s).map(|d| (d, d)),
+    }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -151,6 +169,8 @@ struct Totals {
     /// Latency from the actual send (service time), to tell the server from the client's
     /// timer: tokio timers wake on millisecond ticks, which the first histogram includes.
     service: Mutex<Histogram<u64>>,
+    /// Consumers: delay messages received before their delivery time (must stay 0).
+    early: AtomicU64,
 }
 
 fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
@@ -174,6 +194,7 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
         "seconds": secs,
         "messages": ok,
         "failed": t.failed.load(Ordering::Relaxed),
+        "early": t.early.load(Ordering::Relaxed),
         "msgs_per_sec": ok as f64 / secs,
         "mb_per_sec": bytes as f64 / secs / 1e6,
         "latency_ms": { "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": h.max() as f64 / 1000.0, "mean": h.mean() / 1000.0 },
@@ -184,10 +205,11 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
         println!("{v}");
     } else {
         println!(
-            "{kind}: {ok} msgs in {secs:.1} s = {:.0} msgs/s, {:.2} MB/s, {} failed; latency ms p50 {:.3} p99 {:.3} p999 {:.3} max {:.3}",
+            "{kind}: {ok} msgs in {secs:.1} s = {:.0} msgs/s, {:.2} MB/s, {} failed, {} early; latency ms p50 {:.3} p99 {:.3} p999 {:.3} max {:.3}",
             ok as f64 / secs,
             bytes as f64 / secs / 1e6,
             t.failed.load(Ordering::Relaxed),
+            t.early.load(Ordering::Relaxed),
             q(0.5),
             q(0.99),
             q(0.999),
@@ -204,7 +226,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rate,
             queues,
             batch,
-        } => produce(common, size, &rate, queues, batch).await,
+            delay,
+        } => produce(common, size, &rate, queues, batch, delay).await,
         BenchMode::Sink { addr } => null_sink::serve(addr).await,
         BenchMode::Consume {
             common,
@@ -220,6 +243,7 @@ async fn produce(
     rate: &str,
     queues: u32,
     batch: u32,
+    delay: Option<(Duration, Duration)>,
 ) -> anyhow::Result<()> {
     if batch == 0 {
         bail!("--batch must be at least 1");
@@ -245,6 +269,7 @@ async fn produce(
         bytes: AtomicU64::new(0),
         hist: Mutex::new(new_histogram()),
         service: Mutex::new(new_histogram()),
+        early: AtomicU64::new(0),
     });
     let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
     let start = Instant::now();
@@ -279,7 +304,13 @@ async fn produce(
                         user_properties: Default::default(),
                         system_properties: Some(v2::SystemProperties {
                             message_id: format!("B{}{n:03}{:012}", std::process::id(), seq + i),
-                            message_type: v2::MessageType::Normal as i32,
+                            delivery_timestamp: delay.map(|(lo, hi)| {
+                                // Spread over the range by a stride that visits it evenly.
+                                let span = (hi - lo).as_millis() as u64;
+                                let off = if span == 0 { 0 } else { (seq + i).wrapping_mul(7919) % (span + 1) };
+                                crate::convert::timestamp_from_ms(now_ms() + (lo.as_millis() as u64 + off) as i64)
+                            }),
+                            message_type: if delay.is_some() { v2::MessageType::Delay } else { v2::MessageType::Normal } as i32,
                             body_encoding: v2::Encoding::Identity as i32,
                             born_timestamp: Some(crate::convert::timestamp_from_ms(now_ms())),
                             born_host: "ferromq-bench".into(),
@@ -326,6 +357,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
         bytes: AtomicU64::new(0),
         hist: Mutex::new(new_histogram()),
         service: Mutex::new(new_histogram()),
+        early: AtomicU64::new(0),
     });
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -370,8 +402,12 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                 while let Ok(Some(item)) = stream.message().await {
                     if let Some(v2::receive_message_response::Content::Message(m)) = item.content {
                         let sp = m.system_properties.unwrap_or_default();
-                        if let Some(born) = &sp.born_timestamp {
-                            let lat_ms = now_ms() - crate::convert::ms_from_timestamp(born);
+                        // Delay messages: lateness after their delivery time; others: since sent.
+                        if let Some(from) = sp.delivery_timestamp.as_ref().or(sp.born_timestamp.as_ref()) {
+                            let lat_ms = now_ms() - crate::convert::ms_from_timestamp(from);
+                            if lat_ms < 0 && sp.delivery_timestamp.is_some() {
+                                totals.early.fetch_add(1, Ordering::Relaxed);
+                            }
                             let _ = local.record((lat_ms.max(0) as u64 * 1000).max(1));
                         }
                         totals

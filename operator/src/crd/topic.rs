@@ -101,6 +101,8 @@ pub enum MessageType {
     Delay,
     /// Half messages committed or rolled back by the producer.
     Transaction,
+    /// Waiting messages are delivered highest priority first.
+    Priority,
 }
 
 impl MessageType {
@@ -111,6 +113,7 @@ impl MessageType {
             MessageType::Fifo => "FIFO",
             MessageType::Delay => "DELAY",
             MessageType::Transaction => "TRANSACTION",
+            MessageType::Priority => "PRIORITY",
         }
     }
 }
