@@ -4,6 +4,8 @@ loopback, driven by the OFFICIAL RocketMQ 5 Python client (rocketmq-python-clien
 
 Scenarios (each prints `PASS|FAIL <name> <detail>`; the exit status is the number of failures):
   either_proxy        produce through each proxy, consume everything through the other; both groups hold messages
+  parked_through_proxy  delay messages (one recalled) and transactions (one committed, one checked back)
+                      sent through one proxy arrive once each, on time, through the other
   proxy_kill9         kill -9 one proxy under load; clients configured with both endpoints carry on; no acked message lost
   nameserver_kill9    kill -9 one name server; sends, receives and new topics still work through the other
   add_group           start a third broker group under load, extend the topic to it, traffic reaches it
@@ -31,7 +33,8 @@ import threading
 import time
 import uuid
 
-from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
+from rocketmq import (ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer,
+                      TransactionChecker, TransactionResolution)
 
 BIN = os.environ.get("FERROMQ_BIN", "target/debug/ferromq")
 RUST_CLIENT = os.environ.get("FERROMQ_RUST_CLIENT", "")
@@ -108,7 +111,7 @@ def broker(group, nameservers):
     port = free_port()
     procs[group] = Proc(group, ["broker", "--group", group, "--nameservers", ",".join(nameservers),
                                 "--addr", f"127.0.0.1:{port}", "--http-addr", f"127.0.0.1:{free_port()}",
-                                "--data-dir", os.path.join(WORK, group)], port)
+                                "--data-dir", os.path.join(WORK, group), "--transaction-check-interval", "2s"], port)
 
 
 def proxy(name, nameservers, port=None):
@@ -237,6 +240,74 @@ class RustLoad:
         self.t.join(timeout=10)
 
 
+class CommitChecker(TransactionChecker):
+    """Commits every transaction it is asked about, and remembers which."""
+
+    def __init__(self):
+        self.asked = []
+
+    def check(self, message):
+        self.asked.append(message.message_id)
+        return TransactionResolution.COMMIT
+
+
+def parked_through_proxy(p1, p2):
+    """Delay and transactional messages sent through p1 (their recall handles and transaction ids name the
+    broker group that parked them) are consumed through p2; a check-back reaches the producer through p1."""
+    delay_t, tx_t = f"later_{RUN}", f"pay_{RUN}"
+    admin(p1, "topic", "create", delay_t, "--type", "delay", "--queues", "2")
+    admin(p1, "topic", "create", tx_t, "--type", "transaction", "--queues", "2")
+    wait_until(lambda: all(g["topics"] >= 3 for g in admin(p2, "cluster", "list")), 10)
+    checker = CommitChecker()
+    prod = Producer(config(p1), (delay_t, tx_t), checker=checker)
+    prod.startup()
+    consumer = SimpleConsumer(config(p2), f"parked_{RUN}",
+                              {delay_t: FilterExpression("*"), tx_t: FilterExpression("*")}, await_duration=5)
+    consumer.startup()
+    try:
+        at = int(time.time()) + 3  # the Python client sends whole seconds
+        delayed, recalled = [], None
+        for i in range(6):
+            m = Message()
+            m.topic, m.body, m.delivery_timestamp = delay_t, f"delay {i}".encode(), at
+            r = prod.send(m)
+            if i == 0:
+                recalled = r.message_id
+                prod.recall_message(delay_t, r.recall_handle)
+            else:
+                delayed.append(r.message_id)
+        tx = prod.begin_transaction()
+        m = Message()
+        m.topic, m.body = tx_t, b"committed by the producer"
+        committed = prod.send(m, tx).message_id
+        tx.commit()
+        tx2 = prod.begin_transaction()
+        m = Message()
+        m.topic, m.body = tx_t, b"left for the check-back"
+        orphan = prod.send(m, tx2).message_id
+        want = set(delayed) | {committed, orphan}
+        got, early = {}, 0
+        end = time.time() + 45
+        quiet_until = None
+        while time.time() < end and (not want <= set(got) or time.time() < quiet_until):
+            for m in consumer.receive(32, 15) or []:
+                if m.message_id in delayed and time.time() < at - 0.005:
+                    early += 1
+                got[m.message_id] = got.get(m.message_id, 0) + 1
+                consumer.ack(m)
+            if want <= set(got) and quiet_until is None:
+                quiet_until = time.time() + 3  # keep reading a little: a duplicate would show up now
+        twice = [i for i, n in got.items() if n > 1]
+        check("parked_through_proxy",
+              want <= set(got) and recalled not in got and not twice and early == 0 and orphan in checker.asked,
+              f"{len(set(delayed) & set(got))}/5 delay messages, {early} early, recalled one delivered: {recalled in got}; "
+              f"committed: {committed in got}; checked back ({len(checker.asked)} checks) and committed: {orphan in got}; "
+              f"delivered twice: {len(twice)}")
+    finally:
+        prod.shutdown()
+        consumer.shutdown()
+
+
 def consume_all(consumer, secs):
     """Receives and acks until every acknowledged send has been received or `secs` pass."""
     end = time.time() + secs
@@ -290,6 +361,9 @@ def main():
           f"sent {n1}+{n2}, received {len(received)}/{len(acked)}, per group {per_group}")
     prod1.shutdown()
     prod2.shutdown()
+
+    # parked_through_proxy ----------------------------------------------------------------
+    parked_through_proxy(p1, p2)
 
     # proxy_kill9 -------------------------------------------------------------------------
     both = Producer(config(p2), (TOPIC,))  # Python traffic for the later scenarios
