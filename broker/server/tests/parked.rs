@@ -185,6 +185,9 @@ async fn delay_messages_due_during_a_kill9_outage_arrive_after_restart() {
     assert_eq!(ids, want, "every timer due during the outage, once; the recalled one never");
     let listed = s.admin_json(&["topic", "describe", "later"]);
     assert_eq!(listed["pending_timers"], 1, "{listed}");
+    // A group holding a pending timer is not drained: the timer would be lost with it.
+    let d = s.admin_json(&["cluster", "drain", "standalone"]);
+    assert_eq!((d["drained"].as_bool(), d["remaining_messages"].as_i64()), (Some(false), Some(1)), "{d}");
 }
 
 #[tokio::test]

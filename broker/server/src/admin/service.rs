@@ -500,6 +500,18 @@ pub fn self_view_of(b: &Broker, topics: &[TopicConfig]) -> admin::ClusterGroup {
             total += l.lag() as i64;
         }
     }
+    // Parked messages keep a group from being drained too: pending timers are released into its
+    // topics when due, half messages when committed. Each parked queue counts as one queue.
+    for (queue, pending) in [
+        (crate::timers::TIMER_TOPIC, b.timers.pending_by_topic()),
+        (crate::transactions::HALF_TOPIC, b.transactions.pending_by_topic()),
+    ] {
+        let n: u64 = pending.values().sum();
+        if n > 0 {
+            lagging.insert((queue.to_string(), 0));
+            total += n as i64;
+        }
+    }
     admin::ClusterGroup {
         name: b.membership.group(),
         endpoint: b.cfg.advertise_addr.clone(),
