@@ -282,9 +282,14 @@ impl Broker {
         self.store.set_retention_floor(floor);
     }
 
-    /// Sends RecoverOrphanedTransactionCommand to a live producer of the message's topic.
+    /// Sends RecoverOrphanedTransactionCommand to the producer that sent the half message, else
+    /// to a live producer that declared its topic.
     fn send_transaction_check(&self, m: &ferromq_store::StoredMessage, tx_id: &str) -> bool {
-        let Some(tx) = self.clients.producer_stream_for(&m.topic) else {
+        let sender = m
+            .properties
+            .get(crate::transactions::PRODUCER)
+            .and_then(|id| self.clients.stream_of(id));
+        let Some(tx) = sender.or_else(|| self.clients.producer_stream_for(&m.topic)) else {
             tracing::debug!(topic = %m.topic, "no producer online for a transaction check");
             return false;
         };

@@ -120,6 +120,13 @@ impl Clients {
             .cloned()
     }
 
+    /// An open Telemetry stream of client `id`, if it has one.
+    pub fn stream_of(&self, id: &str) -> Option<CommandSender> {
+        self.lock()
+            .get(id)
+            .and_then(|c| c.streams.values().find(|tx| !tx.is_closed()).cloned())
+    }
+
     /// Forgets clients without a Telemetry stream that were not heard from for `idle`
     /// (crashed clients never say goodbye).
     pub fn prune(&self, idle: Duration) {

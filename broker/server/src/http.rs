@@ -85,6 +85,11 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
                 vec![(String::new(), load(&ts.recalled))],
             ),
             (
+                "ferromq_timers_unreadable_total",
+                "Delay messages dropped because their stored copy failed its checksum or was gone.",
+                vec![(String::new(), load(&ts.unreadable))],
+            ),
+            (
                 "ferromq_timer_lateness_releases_total",
                 "Released delay messages by how late they were released (ms after their time, bucket upper bound; not cumulative).",
                 lateness,

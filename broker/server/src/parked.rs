@@ -123,7 +123,18 @@ impl Parked {
                 Err(e) => return Err(e.into()),
             },
         };
-        let m = self.store.message_at(phys).map_err(RpcError::from)?;
+        let m = self.store.message_at(phys).map_err(|e| match e {
+            // Checksum failure: reported, never served.
+            ferromq_store::StoreError::Corrupt { .. } => RpcError::new(
+                Code::MessageCorrupted,
+                format!("parked message {entry} of {} is corrupt: {e}", self.topic),
+            ),
+            ferromq_store::StoreError::OffsetOutOfRange { .. } => RpcError::new(
+                Code::MessageNotFound,
+                format!("parked message {entry} of {} is no longer stored", self.topic),
+            ),
+            other => other.into(),
+        })?;
         if m.topic != self.topic || m.queue_offset != entry {
             return Err(RpcError::new(
                 Code::MessageNotFound,
@@ -161,6 +172,16 @@ impl Parked {
         }
         self.marks.set(at.entry, how).map_err(RpcError::from)?;
         Ok((Settled::Now, Some(parked)))
+    }
+
+    /// Gives up on an entry whose message cannot be read (corrupt, or gone): marks it discarded
+    /// so it is not tried again after every restart. The caller logs why.
+    pub fn abandon(&self, entry: u64) -> Result<(), RpcError> {
+        let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.marks.get(entry) == Mark::Pending {
+            self.marks.set(entry, Mark::Discarded).map_err(RpcError::from)?;
+        }
+        Ok(())
     }
 
     fn marker(&self, entry: u64) -> String {

@@ -58,6 +58,8 @@ struct Pending {
 pub struct TimerStats {
     pub released: AtomicU64,
     pub recalled: AtomicU64,
+    /// Dropped because their parked message failed its checksum or was gone.
+    pub unreadable: AtomicU64,
     /// Lateness of released timers: counts per bucket of [`LATENESS_BUCKETS_MS`], then +Inf.
     pub lateness: [AtomicU64; LATENESS_BUCKETS_MS.len() + 1],
     pub lateness_ms_sum: AtomicU64,
@@ -263,8 +265,10 @@ impl Timers {
                         }
                     }
                     Ok((Settled::Already(_), _)) => {}
-                    Err(e) if e.code == Code::MessageNotFound => {
-                        warn!(entry = at.entry, error = %e, "pending timer's message is gone; dropped");
+                    Err(e) if matches!(e.code, Code::MessageNotFound | Code::MessageCorrupted) => {
+                        tracing::error!(entry = at.entry, error = %e, "a pending delay message cannot be read; it is dropped, not delivered");
+                        self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.parked.abandon(at.entry);
                     }
                     Err(e) => {
                         warn!(entry = at.entry, error = %e, "releasing a timer failed; trying again in 1 s");

@@ -4,8 +4,9 @@
 //! ## Orphans
 //! A half message nobody resolves is checked back: when its first check falls due (the
 //! message's `orphaned_transaction_recovery_duration`, else `--transaction-check-interval`)
-//! the server sends RecoverOrphanedTransactionCommand on the Telemetry stream of a live
-//! producer that declared the topic, and asks again every interval. The producer's checker
+//! the server sends RecoverOrphanedTransactionCommand on the Telemetry stream of the producer
+//! that sent it, or else of a live producer that declared the topic, and asks again every
+//! interval. The producer's checker
 //! answers with EndTransaction (source SERVER_CHECK). After `--transaction-check-max` checks
 //! without an answer the message is rolled back and the rollback is logged. A check with no
 //! producer online counts too, so a transaction whose producer is gone for good ends.
@@ -36,6 +37,8 @@ use crate::status::RpcError;
 
 /// The system topic holding half messages.
 pub const HALF_TOPIC: &str = "%SYS%FM_HALF";
+/// On a half message: the client id of the producer that sent it, asked first at check time.
+pub const PRODUCER: &str = "__FM_TX_PRODUCER";
 /// Longest first-check delay a message may ask for (RocketMQ caps it the same way).
 pub const MAX_RECOVERY_DURATION: Duration = Duration::from_secs(3600);
 
@@ -148,7 +151,21 @@ impl Transactions {
 
     /// Parks a half message and returns its transaction id. `recovery` is the message's own
     /// wait before the first check.
-    pub fn prepare(&self, msg: &NewMessage, recovery: Option<Duration>) -> Result<String, RpcError> {
+    pub fn prepare(
+        &self,
+        msg: &NewMessage,
+        recovery: Option<Duration>,
+        producer: Option<&str>,
+    ) -> Result<String, RpcError> {
+        let mut owned;
+        let msg = match producer {
+            Some(p) => {
+                owned = msg.clone();
+                owned.properties.insert(PRODUCER.into(), p.to_string());
+                &owned
+            }
+            None => msg,
+        };
         let wait = recovery
             .map(|d| d.clamp(Duration::from_secs(1), MAX_RECOVERY_DURATION))
             .unwrap_or(self.interval);
@@ -346,7 +363,16 @@ impl Transactions {
                     .heap
                     .push(Reverse((next, at.entry, at.phys, checks + 1)));
             }
-            Err(e) => warn!(entry = at.entry, error = %e, "half message unreadable; no longer checked"),
+            Err(e) if matches!(e.code, Code::MessageNotFound | Code::MessageCorrupted) => {
+                tracing::error!(entry = at.entry, error = %e, "a half message cannot be read; it is dropped");
+                let _ = self.parked.abandon(at.entry);
+            }
+            Err(e) => {
+                warn!(entry = at.entry, error = %e, "reading a half message failed; trying again");
+                self.lock()
+                    .heap
+                    .push(Reverse((next, at.entry, at.phys, checks)));
+            }
         }
     }
 }

@@ -265,6 +265,7 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
     let s = Server::start(&["--transaction-check-interval", "1s", "--transaction-check-max", "3"]);
     s.create_topic("pay", "transaction", 1);
     s.create_topic("lost", "transaction", 1);
+    s.create_topic("quiet", "transaction", 1);
     let mut c = s.client().await;
     let (_keep, mut stream) = producer_stream(&mut c, "pay").await;
     let mut tx = std::collections::HashMap::new();
@@ -273,15 +274,21 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
         assert_eq!(code, Code::Ok);
         tx.insert(entry(&r).transaction_id.clone(), id);
     }
-    // Nobody produces to "lost": its half message is rolled back after 3 checks.
-    assert_eq!(send(&mut c, tx_message("lost", "abandoned")).await.0, Code::Ok);
+    // This producer never declared "quiet": it is asked anyway, because it sent the message.
+    let (code, r) = send(&mut c, tx_message("quiet", "undeclared")).await;
+    assert_eq!(code, Code::Ok);
+    tx.insert(entry(&r).transaction_id.clone(), "undeclared");
+    // Sent by a producer without a Telemetry stream, to a topic no producer declared: its half
+    // message is rolled back after 3 checks nobody can answer.
+    let mut gone = client(s.grpc_port, "gone-producer@2").await;
+    assert_eq!(send(&mut gone, tx_message("lost", "abandoned")).await.0, Code::Ok);
 
     use v2::TransactionResolution::{Commit, Unspecified};
     use v2::TransactionSource::{Client as ByClient, ServerCheck};
     // Checks seen per message; "orphan" answers "still unknown" once, then commits.
     let mut asked: std::collections::HashMap<&str, u32> = Default::default();
     let mut settled = 0;
-    while settled < 2 {
+    while settled < 3 {
         let cmd = tokio::time::timeout(Duration::from_secs(10), stream.message())
             .await
             .expect("a check within 10 s")
@@ -294,8 +301,9 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
         };
         let m = check.message.expect("the half message");
         let sp = m.system_properties.expect("sp");
-        assert_eq!(m.topic.expect("topic").name, "pay");
         let id = tx[check.transaction_id.as_str()];
+        let topic = if id == "undeclared" { "quiet" } else { "pay" };
+        assert_eq!(m.topic.expect("topic").name, topic);
         assert_eq!(sp.message_id, id);
         assert_eq!(m.body, id.as_bytes());
         let n = asked.entry(id).or_default();
@@ -317,6 +325,11 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
                 let r = end(&mut c, "pay", id, &check.transaction_id, Unspecified, ServerCheck).await;
                 assert_eq!(r, Code::Ok, "UNSPECIFIED means still unknown");
             }
+            ("undeclared", 1) => {
+                let r = end(&mut c, "quiet", id, &check.transaction_id, Commit, ServerCheck).await;
+                assert_eq!(r, Code::Ok);
+                settled += 1;
+            }
             ("orphan", 2) => {
                 let r = end(&mut c, "pay", id, &check.transaction_id, Commit, ServerCheck).await;
                 assert_eq!(r, Code::Ok);
@@ -329,6 +342,8 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
     let mut ids: Vec<String> = got.into_iter().map(|(b, _)| b).collect();
     ids.sort_unstable();
     assert_eq!(ids, vec!["orphan".to_string(), "raced".to_string()], "each once");
+    let quiet = drain(&mut c, "g", "quiet", Duration::from_secs(1)).await;
+    assert_eq!(quiet.len(), 1);
 
     // The abandoned one: rolled back after its checks, never delivered.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);

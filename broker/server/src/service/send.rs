@@ -213,7 +213,12 @@ struct Sent {
 }
 
 /// Stores one prepared message: appended, or parked as a timer or half message.
-fn store_one(b: &Broker, nm: NewMessage, park: Park) -> Result<Sent, RpcError> {
+fn store_one(
+    b: &Broker,
+    nm: NewMessage,
+    park: Park,
+    client_id: Option<&str>,
+) -> Result<Sent, RpcError> {
     let size = nm.body.len();
     let sent = match park {
         Park::No => {
@@ -234,7 +239,7 @@ fn store_one(b: &Broker, nm: NewMessage, park: Park) -> Result<Sent, RpcError> {
         Park::Half(recovery) => Sent {
             offset: 0,
             visible_end: None,
-            transaction_id: b.transactions.prepare(&nm, recovery)?,
+            transaction_id: b.transactions.prepare(&nm, recovery, client_id)?,
             recall_handle: String::new(),
         },
     };
@@ -262,6 +267,7 @@ pub async fn send_message(
         };
     }
     let messages = req.messages;
+    let client_id = meta.client_id.clone();
     let results = broker
         .blocking(move |b| {
             let results: Vec<_> = messages
@@ -272,7 +278,8 @@ pub async fn send_message(
                         .as_ref()
                         .map(|s| s.message_id.clone())
                         .unwrap_or_default();
-                    let r = prepare(b, m).and_then(|(nm, park)| store_one(b, nm, park));
+                    let r = prepare(b, m)
+                        .and_then(|(nm, park)| store_one(b, nm, park, client_id.as_deref()));
                     (id, r)
                 })
                 .collect();
