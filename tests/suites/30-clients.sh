@@ -92,13 +92,26 @@ if [[ -n "$used_pct" ]] && ((used_pct >= 85)); then
   log "WARNING: the filesystem of $WORK/data is ${used_pct}% full (1 - avail/size); ferromq refuses appends above its 90% high-water mark"
 fi
 
+# >>> Transaction check-back interval of the suite's broker. The transaction scenario leaves one half message
+# unresolved and receives for ~15 s, so the server must ask the producer's checker within a few seconds.
+# Passed as `--transaction-check-interval` when this ferromq build lists the flag in `standalone --help`;
+# a build without it keeps its own default. Override with FERROMQ_TX_CHECK_INTERVAL.
+TX_CHECK_INTERVAL="${FERROMQ_TX_CHECK_INTERVAL:-2s}"
+SERVER_FLAGS=()
+if "$FERROMQ" standalone --help 2>/dev/null | grep -q -- '--transaction-check-interval'; then
+  SERVER_FLAGS+=(--transaction-check-interval "$TX_CHECK_INTERVAL")
+else
+  log "NOTE: ferromq standalone has no --transaction-check-interval; the transaction scenario relies on its default"
+fi
+# <<<
+
 GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 while [[ "$HTTP_PORT" == "$GRPC_PORT" ]]; do HTTP_PORT=$(free_port); done
-log "starting ferromq standalone (gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT, data $WORK/data)"
+log "starting ferromq standalone (gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT, data $WORK/data${SERVER_FLAGS[*]:+, ${SERVER_FLAGS[*]}})"
 # Small commit-log segments: the suites store a few MiB, and a shared box should not lose 1 GiB per run.
 RUST_LOG="${RUST_LOG:-info}" FERROMQ_SEGMENT_SIZE="${FERROMQ_SEGMENT_SIZE:-64MiB}" "$FERROMQ" standalone --data-dir "$WORK/data" \
-  --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" > "$WORK/logs/ferromq.log" 2>&1 &
+  --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" "${SERVER_FLAGS[@]}" > "$WORK/logs/ferromq.log" 2>&1 &
 SERVER_PID=$!
 
 ready=0

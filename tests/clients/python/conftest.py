@@ -5,6 +5,18 @@ import os
 import pytest
 
 _reported = set()
+_pass_detail = {}
+
+
+@pytest.fixture
+def pass_detail(request):
+    """Sets the detail a scenario reports with PASS (measured figures, e.g. delivery lateness)."""
+    name = request.node.name.removeprefix("test_")
+
+    def set_detail(text):
+        _pass_detail[name] = text
+
+    return set_detail
 
 
 def _record(name, verdict, detail):
@@ -32,4 +44,4 @@ def pytest_runtest_makereport(item, call):
         exc = call.excinfo.value if call.excinfo else report.longrepr
         _record(name, "FAIL", f"{report.when}: {type(exc).__name__}: {exc}")
     elif report.when == "call":
-        _record(name, "PASS", "")
+        _record(name, "PASS", _pass_detail.get(name, ""))

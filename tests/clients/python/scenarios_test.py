@@ -11,13 +11,15 @@ import uuid
 
 import pytest
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
-                      MessageListener, Producer, PushConsumer, SimpleConsumer)
+                      MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker,
+                      TransactionResolution)
 from rocketmq.grpc_protocol import FilterType
 from rocketmq.v5.exception import ClientException, NotFoundException
 
 ENDPOINT = os.environ.get("FERROMQ_ENDPOINT", "127.0.0.1:8081")
 TOPIC = {k: os.environ.get(f"FERROMQ_TOPIC_{k.upper()}", f"py_{k}")
-         for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "dlq", "missing")}
+         for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "dlq", "missing", "delay", "tx",
+                   "priority")}
 GROUP_PREFIX = os.environ.get("FERROMQ_GROUP_PREFIX", "py_g")
 AWAIT_SECS = 5             # long polling per receive (the reference clamps to >= 5 s)
 INVISIBLE_SECS = 30        # invisibility while a scenario works on a batch
@@ -26,6 +28,13 @@ DLQ_MAX_ATTEMPTS = int(os.environ.get("FERROMQ_DLQ_MAX_ATTEMPTS", "2"))  # set o
 MAX_BODY = 4 * 1024 * 1024
 TOPIC_NOT_FOUND = 40402
 RUN = uuid.uuid4().hex[:8]
+EARLY_SLACK_MS = 5         # clock granularity allowed when judging "delivered before its delivery timestamp"
+TX_WINDOW_SECS = 15        # how long the transaction scenario receives after commit/rollback
+
+
+def unsupported(scenario):
+    """The target's reason for not supporting a scenario (FERROMQ_SKIP_<SCENARIO>, set by the run script)."""
+    return os.environ.get(f"FERROMQ_SKIP_{scenario.upper()}")
 
 
 def config():
@@ -59,7 +68,8 @@ def make_message(topic, body, tag=None, keys=(), props=None, message_group=None)
 
 @pytest.fixture(scope="module")
 def producer():
-    p = Producer(config(), tuple(TOPIC[k] for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "dlq")))
+    p = Producer(config(), tuple(TOPIC[k] for k in ("normal", "filter", "retry", "push", "pushretry", "fifo", "dlq",
+                                                    "delay")))
     p.startup()
     yield p
     p.shutdown()
@@ -466,3 +476,204 @@ def test_oversized_body(producer):
         f"unexpected error for a {MAX_BODY + 1}-byte body: {type(info.value).__name__}: {info.value}"
     # The producer still works afterwards.
     assert producer.send(make_message(TOPIC["normal"], b"small after big", "small")).message_id
+
+
+def quantiles(values):
+    v = sorted(values)
+    return v[0], v[len(v) // 2], v[-1]
+
+
+def test_delay(producer, pass_detail):
+    # DELAY messages due 1..4 s after sending (in a mixed order) must never be delivered before their
+    # delivery timestamp, and all must arrive. Python 5.1.2 writes delivery_timestamp as epoch *seconds*
+    # (whole seconds only), so the timestamps are whole seconds here.
+    n = 10
+    consumer = start_simple("delay", TOPIC["delay"], "delay")
+    try:
+        due = {}
+        base = int(time.time()) + 1
+        for i in range(n):
+            at = base + (i * 3) % 4 + 1
+            m = make_message(TOPIC["delay"], f"delay {RUN} {i}".encode(), "delay", props={"seq": str(i)})
+            m.delivery_timestamp = at
+            due[producer.send(m).message_id] = at * 1000
+        assert len(due) == n, "duplicate message ids in send receipts"
+        late = {}
+        problems = []
+        end = max(due.values()) / 1000 + 30
+        while len(late) < n and time.time() < end:
+            got = receive(consumer)
+            now_ms = time.time() * 1000
+            for m in got:
+                consumer.ack(m)
+                if m.message_id not in due:
+                    problems.append(f"unexpected message {m.message_id}")
+                elif m.message_id in late:
+                    problems.append(f"{m.message_id} delivered twice")
+                else:
+                    late[m.message_id] = now_ms - due[m.message_id]
+                    if late[m.message_id] < -EARLY_SLACK_MS:
+                        problems.append(f"seq {m.properties.get('seq')} delivered {-late[m.message_id]:.0f} ms "
+                                        "before its delivery timestamp")
+        assert not problems, "; ".join(problems[:10])
+        assert len(late) == n, f"{n - len(late)} of {n} DELAY messages never delivered (30 s past the last due time)"
+        lo, mid, hi = quantiles(late.values())
+        pass_detail(f"lateness ms min {lo:.0f} p50 {mid:.0f} max {hi:.0f} (n={n})")
+    finally:
+        consumer.shutdown()
+
+
+def test_recall(producer, pass_detail):
+    # A DELAY message recalled with the send receipt's recall handle is never delivered; a second one due
+    # at the same time, not recalled, is.
+    consumer = start_simple("recall", TOPIC["delay"], "recall")
+    try:
+        at = int(time.time()) + 3
+        gone = make_message(TOPIC["delay"], f"recall me {RUN}".encode(), "recall")
+        gone.delivery_timestamp = at
+        r1 = producer.send(gone)
+        assert r1.recall_handle, "the send receipt of a DELAY message has no recall handle"
+        recalled = producer.recall_message(TOPIC["delay"], r1.recall_handle)
+        assert not recalled or recalled == r1.message_id, \
+            f"RecallMessage answered message id {recalled}, recalled {r1.message_id}"
+        kept = make_message(TOPIC["delay"], f"keep me {RUN}".encode(), "recall")
+        kept.delivery_timestamp = at
+        r2 = producer.send(kept)
+        got = {}
+        while time.time() < at + 30 and (time.time() < at + 2 or r2.message_id not in got):
+            batch = receive(consumer)
+            now_ms = time.time() * 1000
+            for m in batch:
+                consumer.ack(m)
+                got.setdefault(m.message_id, now_ms)
+        assert r1.message_id not in got, "the recalled message was delivered"
+        assert r2.message_id in got, "the message that was not recalled never arrived (30 s past its due time)"
+        assert set(got) == {r2.message_id}, f"unexpected messages {set(got) - {r2.message_id}}"
+        pass_detail(f"recalled one absent until {time.time() - at:.1f} s past due; "
+                    f"kept one {got[r2.message_id] - at * 1000:.0f} ms late")
+    finally:
+        consumer.shutdown()
+
+
+class _TxChecker(TransactionChecker):
+    """Answers COMMIT the first time it is asked about the half message left unresolved, 'unknown' (sent as
+    resolution 0) otherwise: the scenario resolves the other two itself, and the reference broker asks again
+    about a message already committed through a check-back and would deliver it once per COMMIT. Records
+    every call."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.roles = {}
+        self.calls = []
+
+    def check(self, message):
+        with self.lock:
+            role = self.roles.get(message.message_id)
+            first = not any(mid == message.message_id for mid, _, _ in self.calls)
+            self.calls.append((message.message_id, role, time.time()))
+        if role == "unresolved" and first:
+            return TransactionResolution.COMMIT
+        return TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED
+
+
+def test_transaction(pass_detail):
+    # Three half messages: one committed by the client, one rolled back, one left for the server's
+    # check-back (the checker commits it). Nothing is visible before its commit; the committed and the
+    # checked-back one arrive exactly once; the rolled-back one never does.
+    checker = _TxChecker()
+    txp = Producer(config(), (TOPIC["tx"],), checker=checker)
+    txp.startup()
+    consumer = None
+    try:
+        consumer = start_simple("tx", TOPIC["tx"])
+        sent = {}
+        txs = {}
+        for role in ("commit", "rollback", "unresolved"):
+            tx = txp.begin_transaction()
+            r = txp.send(make_message(TOPIC["tx"], f"tx {RUN} {role}".encode(), "tx", props={"role": role}), tx)
+            assert r.transaction_id, f"send receipt of the {role} half message has no transaction id"
+            with checker.lock:
+                checker.roles[r.message_id] = role
+            sent[role] = (r.message_id, time.time())
+            txs[role] = tx
+        role_of = {mid: role for role, (mid, _) in sent.items()}
+        seen = {}
+        problems = []
+
+        def take(m, committed):
+            role = role_of.get(m.message_id)
+            seen.setdefault(m.message_id, []).append(time.time())
+            consumer.ack(m)
+            if role is None:
+                problems.append(f"unexpected message {m.message_id}")
+            elif role == "rollback":
+                problems.append("the rolled-back half message was delivered")
+            elif role == "commit" and not committed:
+                problems.append("the half message was delivered before commit()")
+            elif role == "unresolved":
+                with checker.lock:
+                    asked = [t for mid, _, t in checker.calls if mid == m.message_id]
+                if not asked:
+                    problems.append("the unresolved half message was delivered before the checker was asked")
+
+        # Before anything is committed: at least one full receive and 3 s, nothing but a checked-back message.
+        t0 = time.time()
+        rounds = 0
+        while rounds == 0 or time.time() - t0 < 3:
+            rounds += 1
+            for m in receive(consumer):
+                take(m, False)
+        assert not problems, "; ".join(problems[:10])
+        txs["commit"].commit()
+        txs["rollback"].rollback()
+        end = time.time() + TX_WINDOW_SECS
+        while time.time() < end:
+            for m in receive(consumer):
+                take(m, True)
+        assert not problems, "; ".join(problems[:10])
+        counts = {role: len(seen.get(mid, [])) for role, (mid, _) in sent.items()}
+        with checker.lock:
+            calls = list(checker.calls)
+        asked = [t for mid, role, t in calls if role == "unresolved"]
+        assert asked, f"the checker was never asked about the unresolved half message (calls: {len(calls)})"
+        assert counts == {"commit": 1, "rollback": 0, "unresolved": 1}, f"deliveries per half message: {counts}"
+        latency = (min(asked) - sent["unresolved"][1]) * 1000
+        others = sorted({str(role) for _, role, _ in calls if role != "unresolved"})
+        pass_detail(f"check-back after {latency:.0f} ms; asked {len(asked)}x about the unresolved one"
+                    + (f", also about {','.join(others)} (answered unknown)" if others else ""))
+    finally:
+        if consumer is not None:
+            consumer.shutdown()
+        txp.shutdown()
+
+
+def test_priority(producer, pass_detail):
+    # One queue, no consumer yet: messages with priorities [1,5,3,5,9,1] come out highest priority first,
+    # equal priorities in send order.
+    reason = unsupported("priority")
+    if reason:
+        pytest.skip(reason)
+    prios = [1, 5, 3, 5, 9, 1]
+    sent = []
+    for i, p in enumerate(prios):
+        m = make_message(TOPIC["priority"], f"prio {RUN} {i}".encode(), "prio", props={"seq": str(i)})
+        m.priority = p
+        sent.append((producer.send(m).message_id, i, p))
+    label = {mid: f"p{p}#{i}" for mid, i, p in sent}
+    want = [mid for mid, _, _ in sorted(sent, key=lambda s: (-s[2], s[1]))]
+    consumer = start_simple("priority", TOPIC["priority"])
+    try:
+        order = []
+
+        def take(m):
+            order.append(m.message_id)
+            consumer.ack(m)
+
+        drain(consumer, len(prios), 60, take)
+        for m in receive(consumer):  # nothing more
+            take(m)
+        shown = " ".join(label.get(mid, mid) for mid in order)
+        assert order == want, f"delivered {shown}; want {' '.join(label[mid] for mid in want)}"
+        pass_detail(f"order {shown}")
+    finally:
+        consumer.shutdown()

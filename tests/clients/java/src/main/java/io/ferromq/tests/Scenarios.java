@@ -8,6 +8,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.Comparator;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
@@ -32,7 +33,10 @@ import org.apache.rocketmq.client.apis.message.Message;
 import org.apache.rocketmq.client.apis.message.MessageBuilder;
 import org.apache.rocketmq.client.apis.message.MessageView;
 import org.apache.rocketmq.client.apis.producer.Producer;
+import org.apache.rocketmq.client.apis.producer.RecallReceipt;
 import org.apache.rocketmq.client.apis.producer.SendReceipt;
+import org.apache.rocketmq.client.apis.producer.Transaction;
+import org.apache.rocketmq.client.apis.producer.TransactionResolution;
 import org.apache.rocketmq.client.java.exception.NotFoundException;
 
 /**
@@ -53,16 +57,31 @@ public final class Scenarios {
     private static final int MAX_BODY = 4 * 1024 * 1024;
     private static final int TOPIC_NOT_FOUND = 40402;
     private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
+    /** Clock granularity allowed when judging "delivered before its delivery timestamp". */
+    private static final long EARLY_SLACK_MS = 5;
+    /** How long the transaction scenario receives after commit/rollback. */
+    private static final long TX_WINDOW_MS = 15_000;
 
     private static final List<String> SCENARIOS = List.of("send_receive_ack", "tag_filter", "sql_filter", "redelivery",
-        "fifo_order", "dead_letter", "push_consume", "push_retry", "unknown_topic", "oversized_body");
+        "fifo_order", "dead_letter", "push_consume", "push_retry", "unknown_topic", "oversized_body", "delay", "recall",
+        "transaction", "priority");
     private static final ClientServiceProvider PROVIDER = ClientServiceProvider.loadService();
     private static Producer producer;
     private static int failures;
+    private static int skipped;
+    /** Detail a scenario reports with PASS (measured figures); reset before each scenario. */
+    private static String passDetail = "";
 
     /** An assertion failure inside a scenario. */
     static final class Failed extends RuntimeException {
         Failed(String msg) {
+            super(msg);
+        }
+    }
+
+    /** The scenario cannot run against this target or with this client version. */
+    static final class Skipped extends RuntimeException {
+        Skipped(String msg) {
             super(msg);
         }
     }
@@ -78,6 +97,11 @@ public final class Scenarios {
 
     private static String topic(String kind) {
         return env("FERROMQ_TOPIC_" + kind.toUpperCase(), "java_" + kind);
+    }
+
+    /** The target's reason for not supporting a scenario (FERROMQ_SKIP_&lt;SCENARIO&gt;, set by the run script). */
+    private static String unsupported(String scenario) {
+        return System.getenv("FERROMQ_SKIP_" + scenario.toUpperCase());
     }
 
     private static String group(String kind) {
@@ -634,6 +658,249 @@ public final class Scenarios {
             null, null, null)).getMessageId() != null, "producer broken after the oversized send");
     }
 
+    private static String quantiles(List<Long> values) {
+        List<Long> v = new ArrayList<>(values);
+        Collections.sort(v);
+        return "min " + v.get(0) + " p50 " + v.get(v.size() / 2) + " max " + v.get(v.size() - 1);
+    }
+
+    private static Message delayMessage(String topic, String body, String tag, long deliverAtMs, Map<String, String> props) {
+        MessageBuilder b = PROVIDER.newMessageBuilder().setTopic(topic).setBody(body.getBytes(StandardCharsets.UTF_8))
+            .setTag(tag).setDeliveryTimestamp(deliverAtMs);
+        if (props != null) {
+            props.forEach(b::addProperty);
+        }
+        return b.build();
+    }
+
+    /**
+     * DELAY messages due 1..4 s after sending (mixed order, millisecond timestamps) must never be delivered
+     * before their delivery timestamp, and all must arrive. PASS detail: lateness quantiles.
+     */
+    static void delay() throws Exception {
+        String t = topic("delay");
+        int n = 10;
+        try (SimpleConsumer c = simple("delay", t, "delay")) {
+            Map<String, Long> due = new HashMap<>();
+            long base = System.currentTimeMillis();
+            for (int i = 0; i < n; i++) {
+                long at = base + 1000 + (i * 337L) % 3000;
+                SendReceipt r = producer.send(delayMessage(t, "delay " + RUN + " " + i, "delay", at,
+                    Map.of("seq", Integer.toString(i))));
+                due.put(r.getMessageId().toString(), at);
+            }
+            check(due.size() == n, "duplicate message ids in send receipts");
+            Map<String, Long> late = new HashMap<>();
+            List<String> problems = new ArrayList<>();
+            long end = Collections.max(due.values()) + 30_000;
+            while (late.size() < n && System.currentTimeMillis() < end) {
+                List<MessageView> got = receive(c, 32, INVISIBLE);
+                long now = System.currentTimeMillis();
+                for (MessageView m : got) {
+                    c.ack(m);
+                    String id = m.getMessageId().toString();
+                    if (!due.containsKey(id)) {
+                        problems.add("unexpected message " + id);
+                    } else if (late.containsKey(id)) {
+                        problems.add(id + " delivered twice");
+                    } else {
+                        long l = now - due.get(id);
+                        late.put(id, l);
+                        if (l < -EARLY_SLACK_MS) {
+                            problems.add("seq " + m.getProperties().get("seq") + " delivered " + -l
+                                + " ms before its delivery timestamp");
+                        }
+                    }
+                }
+            }
+            check(problems.isEmpty(), String.join("; ", problems.subList(0, Math.min(10, problems.size()))));
+            check(late.size() == n, (n - late.size()) + " of " + n
+                + " DELAY messages never delivered (30 s past the last due time)");
+            passDetail = "lateness ms " + quantiles(new ArrayList<>(late.values())) + " (n=" + n + ")";
+        }
+    }
+
+    /**
+     * A DELAY message recalled with the send receipt's recall handle is never delivered; a second one due at
+     * the same time, not recalled, is.
+     */
+    static void recall() throws Exception {
+        String t = topic("delay");
+        try (SimpleConsumer c = simple("recall", t, "recall")) {
+            long at = System.currentTimeMillis() + 3000;
+            SendReceipt r1 = producer.send(delayMessage(t, "recall me " + RUN, "recall", at, null));
+            String handle = r1.getRecallHandle();
+            check(handle != null && !handle.isEmpty(), "the send receipt of a DELAY message has no recall handle");
+            RecallReceipt rr = producer.recallMessage(t, handle);
+            String id1 = r1.getMessageId().toString();
+            String recalled = rr == null || rr.getMessageId() == null ? "" : rr.getMessageId().toString();
+            check(recalled.isEmpty() || recalled.equals(id1), "RecallMessage answered message id " + recalled
+                + ", recalled " + id1);
+            String id2 = producer.send(delayMessage(t, "keep me " + RUN, "recall", at, null)).getMessageId().toString();
+            Map<String, Long> got = new HashMap<>();
+            while (System.currentTimeMillis() < at + 30_000
+                && (System.currentTimeMillis() < at + 2000 || !got.containsKey(id2))) {
+                List<MessageView> batch = receive(c, 32, INVISIBLE);
+                long now = System.currentTimeMillis();
+                for (MessageView m : batch) {
+                    c.ack(m);
+                    got.putIfAbsent(m.getMessageId().toString(), now);
+                }
+            }
+            check(!got.containsKey(id1), "the recalled message was delivered");
+            check(got.containsKey(id2), "the message that was not recalled never arrived (30 s past its due time)");
+            check(got.size() == 1, "unexpected messages " + got.keySet());
+            passDetail = String.format("recalled one absent until %.1f s past due; kept one %d ms late",
+                (System.currentTimeMillis() - at) / 1000.0, got.get(id2) - at);
+        }
+    }
+
+    /**
+     * Three half messages: one committed by the client, one rolled back, one left for the server's check-back
+     * (the checker commits it). Nothing is visible before its commit; the committed and the checked-back one
+     * arrive exactly once; the rolled-back one never does. The checker answers COMMIT the first time it is asked
+     * about the unresolved one and UNKNOWN otherwise: the scenario resolves the other two itself, and the
+     * reference broker asks again about a message already committed through a check-back and would deliver it
+     * once per COMMIT. PASS detail: check-back latency.
+     */
+    static void transaction() throws Exception {
+        String t = topic("tx");
+        Map<String, String> roles = new ConcurrentHashMap<>();
+        List<Object[]> calls = new CopyOnWriteArrayList<>(); // {message id, role, time ms}
+        Producer txp = PROVIDER.newProducerBuilder()
+            .setClientConfiguration(config())
+            .setTopics(t)
+            .setTransactionChecker(view -> {
+                String id = view.getMessageId().toString();
+                String role = roles.get(id);
+                boolean first = calls.stream().noneMatch(call -> id.equals(call[0]));
+                calls.add(new Object[] {id, role, System.currentTimeMillis()});
+                return "unresolved".equals(role) && first ? TransactionResolution.COMMIT : TransactionResolution.UNKNOWN;
+            })
+            .build();
+        try (Producer p = txp; SimpleConsumer c = simple("tx", t, "*")) {
+            Map<String, String> idOf = new LinkedHashMap<>();
+            Map<String, Long> sentAt = new HashMap<>();
+            Map<String, Transaction> txs = new HashMap<>();
+            for (String role : List.of("commit", "rollback", "unresolved")) {
+                Transaction tx = p.beginTransaction();
+                SendReceipt r = p.send(message(t, ("tx " + RUN + " " + role).getBytes(StandardCharsets.UTF_8), "tx",
+                    null, Map.of("role", role), null), tx);
+                String id = r.getMessageId().toString();
+                roles.put(id, role);
+                idOf.put(role, id);
+                sentAt.put(role, System.currentTimeMillis());
+                txs.put(role, tx);
+            }
+            Map<String, Integer> seen = new HashMap<>();
+            List<String> problems = new ArrayList<>();
+            // Before anything is committed: at least one full receive and 3 s, nothing but a checked-back message.
+            long t0 = System.currentTimeMillis();
+            int rounds = 0;
+            while (rounds == 0 || System.currentTimeMillis() - t0 < 3000) {
+                rounds++;
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    txTake(c, m, false, roles, calls, seen, problems);
+                }
+            }
+            check(problems.isEmpty(), String.join("; ", problems.subList(0, Math.min(10, problems.size()))));
+            txs.get("commit").commit();
+            txs.get("rollback").rollback();
+            long end = System.currentTimeMillis() + TX_WINDOW_MS;
+            while (System.currentTimeMillis() < end) {
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    txTake(c, m, true, roles, calls, seen, problems);
+                }
+            }
+            check(problems.isEmpty(), String.join("; ", problems.subList(0, Math.min(10, problems.size()))));
+            Long asked = null;
+            int askedTimes = 0;
+            Set<String> others = new TreeSet<>();
+            for (Object[] call : calls) {
+                if ("unresolved".equals(call[1])) {
+                    asked = asked == null ? (Long) call[2] : Math.min(asked, (Long) call[2]);
+                    askedTimes++;
+                } else {
+                    others.add(String.valueOf(call[1]));
+                }
+            }
+            check(asked != null, "the checker was never asked about the unresolved half message (calls: "
+                + calls.size() + ")");
+            Map<String, Integer> counts = new LinkedHashMap<>();
+            idOf.forEach((role, id) -> counts.put(role, seen.getOrDefault(id, 0)));
+            check(counts.equals(Map.of("commit", 1, "rollback", 0, "unresolved", 1)),
+                "deliveries per half message: " + counts);
+            passDetail = "check-back after " + (asked - sentAt.get("unresolved")) + " ms; asked " + askedTimes
+                + "x about the unresolved one"
+                + (others.isEmpty() ? "" : ", also about " + String.join(",", others) + " (answered unknown)");
+        }
+    }
+
+    private static void txTake(SimpleConsumer c, MessageView m, boolean committed, Map<String, String> roles,
+                               List<Object[]> calls, Map<String, Integer> seen, List<String> problems)
+        throws ClientException {
+        String id = m.getMessageId().toString();
+        String role = roles.get(id);
+        seen.merge(id, 1, Integer::sum);
+        c.ack(m);
+        if (role == null) {
+            problems.add("unexpected message " + id);
+        } else if (role.equals("rollback")) {
+            problems.add("the rolled-back half message was delivered");
+        } else if (role.equals("commit") && !committed) {
+            problems.add("the half message was delivered before commit()");
+        } else if (role.equals("unresolved") && calls.stream().noneMatch(call -> id.equals(call[0]))) {
+            problems.add("the unresolved half message was delivered before the checker was asked");
+        }
+    }
+
+    /**
+     * One queue, no consumer yet: messages with priorities [1,5,3,5,9,1] come out highest priority first,
+     * equal priorities in send order.
+     */
+    static void priority() throws Exception {
+        String reason = unsupported("priority");
+        if (reason != null && !reason.isEmpty()) {
+            throw new Skipped(reason);
+        }
+        String t = topic("priority");
+        int[] prios = {1, 5, 3, 5, 9, 1};
+        Map<String, String> label = new HashMap<>();
+        List<Object[]> sent = new ArrayList<>(); // {id, seq, priority}
+        for (int i = 0; i < prios.length; i++) {
+            Message m = PROVIDER.newMessageBuilder().setTopic(t)
+                .setBody(("prio " + RUN + " " + i).getBytes(StandardCharsets.UTF_8)).setTag("prio")
+                .addProperty("seq", Integer.toString(i)).setPriority(prios[i]).build();
+            String id = producer.send(m).getMessageId().toString();
+            label.put(id, "p" + prios[i] + "#" + i);
+            sent.add(new Object[] {id, i, prios[i]});
+        }
+        List<String> want = new ArrayList<>();
+        // List.sort is stable: equal priorities keep send order.
+        sent.sort(Comparator.comparingInt(s -> -(Integer) s[2]));
+        sent.forEach(s -> want.add((String) s[0]));
+        try (SimpleConsumer c = simple("priority", t, "*")) {
+            List<String> order = new ArrayList<>();
+            long end = System.currentTimeMillis() + 60_000;
+            while (order.size() < prios.length && System.currentTimeMillis() < end) {
+                for (MessageView m : receive(c, 32, INVISIBLE)) {
+                    order.add(m.getMessageId().toString());
+                    c.ack(m);
+                }
+            }
+            for (MessageView m : receive(c, 32, INVISIBLE)) { // nothing more
+                order.add(m.getMessageId().toString());
+                c.ack(m);
+            }
+            List<String> shown = new ArrayList<>();
+            order.forEach(id -> shown.add(label.getOrDefault(id, id)));
+            List<String> wanted = new ArrayList<>();
+            want.forEach(id -> wanted.add(label.get(id)));
+            check(order.equals(want), "delivered " + String.join(" ", shown) + "; want " + String.join(" ", wanted));
+            passDetail = "order " + String.join(" ", shown);
+        }
+    }
+
     private static byte[] randomBytes(int n) {
         byte[] b = new byte[n];
         ThreadLocalRandom.current().nextBytes(b);
@@ -652,6 +919,8 @@ public final class Scenarios {
         System.out.flush();
         if (verdict.equals("FAIL")) {
             failures++;
+        } else if (verdict.equals("SKIP")) {
+            skipped++;
         }
         String path = System.getenv("FERROMQ_RESULTS_FILE");
         if (path != null && !path.isEmpty()) {
@@ -665,9 +934,12 @@ public final class Scenarios {
 
     private static void run(String name, Scenario s) {
         long t0 = System.currentTimeMillis();
+        passDetail = "";
         try {
             s.run();
-            report(name, "PASS", "");
+            report(name, "PASS", passDetail);
+        } catch (Skipped k) {
+            report(name, "SKIP", k.getMessage());
         } catch (Failed f) {
             report(name, "FAIL", f.getMessage());
         } catch (Throwable e) {
@@ -702,12 +974,17 @@ public final class Scenarios {
         run("push_retry", Scenarios::pushRetry);
         run("unknown_topic", Scenarios::unknownTopic);
         run("oversized_body", Scenarios::oversizedBody);
+        run("delay", Scenarios::delay);
+        run("recall", Scenarios::recall);
+        run("transaction", Scenarios::transaction);
+        run("priority", Scenarios::priority);
         try {
             producer.close();
         } catch (Throwable e) {
             System.out.println("producer close failed: " + e);
         }
-        System.out.println("java: " + (SCENARIOS.size() - failures) + " passed, " + failures + " failed");
+        System.out.println("java: " + (SCENARIOS.size() - failures - skipped) + " passed, " + failures + " failed, "
+            + skipped + " skipped");
         System.exit(failures == 0 ? 0 : 1);
     }
 }
