@@ -67,6 +67,21 @@ consume_back() {
   [[ "$got" -eq "$sent" ]]
 }
 check "bench consume receives every message produced" consume_back
+timers_smoke() {
+  python3 "$ROOT/tests/bench/timers" --bin "$BIN" --pending 2000 --rate 200 --load-seconds 3 \
+    --delays 500ms..1500ms --out "$state/timers" >"$state/timers.txt" 2>&1 || { cat "$state/timers.txt"; return 1; }
+  python3 - "$state"/timers/*-timers.json <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+lt, ou, rs, mem = r["lateness"], r["outage"], r["restart"], r["memory"]
+print({"lateness": lt["lateness_ms"], "early": lt["early"], "outage": ou, "pending": mem["pending_timers"]})
+assert lt["sent"] > 0 and lt["received"] == lt["sent"], "every delayed message arrives"
+assert lt["early"] == 0 and ou["early"] == 0, "nothing before its delivery time"
+assert ou["received_after_restart"] == ou["sent"], "timers due during the outage arrive after it"
+assert rs["pending_after"] == mem["pending_timers"], "pending timers survive kill -9"
+PY
+}
+check "delay messages: on time, none early, through kill -9 (tests/bench/timers, short)" timers_smoke
 check "the compare script parses and documents itself" bash -c "python3 '$ROOT/tests/bench/compare' --help | grep -q -- '--quick'"
 check "the compare script refuses an unknown system" refused "unknown system" python3 "$ROOT/tests/bench/compare" --systems bogus
 
