@@ -403,7 +403,11 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                     if let Some(v2::receive_message_response::Content::Message(m)) = item.content {
                         let sp = m.system_properties.unwrap_or_default();
                         // Delay messages: lateness after their delivery time; others: since sent.
-                        if let Some(from) = sp.delivery_timestamp.as_ref().or(sp.born_timestamp.as_ref()) {
+                        if let Some(from) = sp
+                            .delivery_timestamp
+                            .as_ref()
+                            .or(sp.born_timestamp.as_ref())
+                        {
                             let lat_ms = now_ms() - crate::convert::ms_from_timestamp(from);
                             if lat_ms < 0 && sp.delivery_timestamp.is_some() {
                                 totals.early.fetch_add(1, Ordering::Relaxed);

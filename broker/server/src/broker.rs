@@ -272,7 +272,10 @@ impl Broker {
     /// Keeps retention away from the oldest pending timer or half message. Run at start and
     /// then periodically.
     pub fn keep_parked_messages(&self) {
-        let floor = match (self.timers.retention_floor(), self.transactions.retention_floor()) {
+        let floor = match (
+            self.timers.retention_floor(),
+            self.transactions.retention_floor(),
+        ) {
             (Ok(a), Ok(b)) => a.min(b),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "cannot compute the oldest parked message; retention paused");

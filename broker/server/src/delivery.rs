@@ -470,7 +470,13 @@ impl Deliveries {
             let start = st.next_offset;
             let r = self
                 .store
-                .read(spec.topic, q, start, PRIORITY_WINDOW - waiting, Some(spec.filter))
+                .read(
+                    spec.topic,
+                    q,
+                    start,
+                    PRIORITY_WINDOW - waiting,
+                    Some(spec.filter),
+                )
                 .map_err(RpcError::from)?;
             for m in r.messages {
                 st.next_offset = m.queue_offset + 1;

@@ -74,7 +74,11 @@ pub struct Parked {
 
 impl Parked {
     /// Opens the parked queue `topic`, its marks under `marks_dir`.
-    pub fn open(store: Arc<Store>, topic: &'static str, marks_dir: &Path) -> Result<Parked, RpcError> {
+    pub fn open(
+        store: Arc<Store>,
+        topic: &'static str,
+        marks_dir: &Path,
+    ) -> Result<Parked, RpcError> {
         let marks = Marks::open(marks_dir).map_err(RpcError::from)?;
         let (min, max) = store.queue_range(topic, 0);
         let floor = marks.first_pending(min, max);
@@ -97,7 +101,8 @@ impl Parked {
     pub fn park(&self, msg: &NewMessage, key: u64) -> Result<ParkedAt, RpcError> {
         let mut m = msg.clone();
         m.properties.insert(REAL_TOPIC.into(), m.topic.clone());
-        m.properties.insert(REAL_QUEUE.into(), m.queue_id.to_string());
+        m.properties
+            .insert(REAL_QUEUE.into(), m.queue_id.to_string());
         m.properties.insert(PROP_CQ_KEY.into(), key.to_string());
         m.topic = self.topic.to_string();
         m.queue_id = 0;
@@ -131,7 +136,10 @@ impl Parked {
             ),
             ferromq_store::StoreError::OffsetOutOfRange { .. } => RpcError::new(
                 Code::MessageNotFound,
-                format!("parked message {entry} of {} is no longer stored", self.topic),
+                format!(
+                    "parked message {entry} of {} is no longer stored",
+                    self.topic
+                ),
             ),
             other => other.into(),
         })?;
@@ -179,7 +187,9 @@ impl Parked {
     pub fn abandon(&self, entry: u64) -> Result<(), RpcError> {
         let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
         if self.marks.get(entry) == Mark::Pending {
-            self.marks.set(entry, Mark::Discarded).map_err(RpcError::from)?;
+            self.marks
+                .set(entry, Mark::Discarded)
+                .map_err(RpcError::from)?;
         }
         Ok(())
     }
@@ -239,7 +249,11 @@ impl Parked {
         let mut i = self.marks.first_pending(min, max);
         while i < max {
             if self.marks.get(i) == Mark::Pending {
-                if let Some(e) = self.store.queue_entry(self.topic, 0, i).map_err(RpcError::from)? {
+                if let Some(e) = self
+                    .store
+                    .queue_entry(self.topic, 0, i)
+                    .map_err(RpcError::from)?
+                {
                     f(
                         ParkedAt {
                             entry: i,

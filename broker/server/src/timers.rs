@@ -106,7 +106,12 @@ impl Timers {
             pending.heap.push(Reverse((due, at.entry, at.phys)));
         })?;
         if !pending.heap.is_empty() || unreadable > 0 {
-            info!(pending = pending.heap.len(), unreadable, took_ms = started.elapsed().as_millis() as u64, "pending timers loaded");
+            info!(
+                pending = pending.heap.len(),
+                unreadable,
+                took_ms = started.elapsed().as_millis() as u64,
+                "pending timers loaded"
+            );
         }
         Ok(Arc::new(Timers {
             parked,
@@ -273,8 +278,11 @@ impl Timers {
                     Err(e) => {
                         warn!(entry = at.entry, error = %e, "releasing a timer failed; trying again in 1 s");
                         let mut p = self.lock();
-                        p.heap
-                            .push(Reverse((d.max(now_ms().max(0) as u64) + RETRY_AFTER_MS, at.entry, at.phys)));
+                        p.heap.push(Reverse((
+                            d.max(now_ms().max(0) as u64) + RETRY_AFTER_MS,
+                            at.entry,
+                            at.phys,
+                        )));
                     }
                 }
             }

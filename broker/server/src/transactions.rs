@@ -86,7 +86,11 @@ pub fn as_sent(m: &StoredMessage) -> StoredMessage {
     if let Some(t) = out.properties.remove(REAL_TOPIC) {
         out.topic = t;
     }
-    if let Some(q) = out.properties.remove(REAL_QUEUE).and_then(|q| q.parse().ok()) {
+    if let Some(q) = out
+        .properties
+        .remove(REAL_QUEUE)
+        .and_then(|q| q.parse().ok())
+    {
         out.queue_id = q;
     }
     out.properties.remove(ferromq_store::PROP_CQ_KEY);
@@ -120,7 +124,9 @@ impl Transactions {
                     *pending.by_topic.entry(t.clone()).or_default() += 1;
                 }
             }
-            pending.heap.push(Reverse((first_check, at.entry, at.phys, 0)));
+            pending
+                .heap
+                .push(Reverse((first_check, at.entry, at.phys, 0)));
         })?;
         if !pending.heap.is_empty() {
             info!(
@@ -205,16 +211,17 @@ impl Transactions {
         }
         let at = parse_transaction_id(transaction_id)
             .ok_or_else(|| invalid("is not a transaction id of this broker"))?;
-        let m = self
-            .parked
-            .read(at.entry, Some(at.phys))
-            .map_err(|_| invalid("names no half message (expired by retention, or another broker's)"))?;
+        let m = self.parked.read(at.entry, Some(at.phys)).map_err(|_| {
+            invalid("names no half message (expired by retention, or another broker's)")
+        })?;
         if m.properties.get(REAL_TOPIC).map(String::as_str) != Some(topic) {
             return Err(invalid(&format!("is not a transaction of topic {topic}")));
         }
         let id = m.msg_id().unwrap_or_default();
         if !message_id.is_empty() && message_id != id {
-            return Err(invalid(&format!("belongs to message {id}, not {message_id}")));
+            return Err(invalid(&format!(
+                "belongs to message {id}, not {message_id}"
+            )));
         }
         let how = match resolution {
             TransactionResolution::Commit => Mark::Released,

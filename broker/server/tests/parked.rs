@@ -100,7 +100,11 @@ async fn delay_messages_arrive_on_time_never_early_and_can_be_recalled() {
     let mut c = s.client().await;
 
     // Refusals: too far ahead, no delivery time, a NORMAL topic.
-    let (code, _) = send(&mut c, delay_message("later", "far", now_ms() + 2 * 3600 * 1000)).await;
+    let (code, _) = send(
+        &mut c,
+        delay_message("later", "far", now_ms() + 2 * 3600 * 1000),
+    )
+    .await;
     assert_eq!(code, Code::IllegalDeliveryTime);
     let mut m = delay_message("later", "untimed", 0);
     m.system_properties.as_mut().expect("sp").delivery_timestamp = None;
@@ -114,7 +118,10 @@ async fn delay_messages_arrive_on_time_never_early_and_can_be_recalled() {
         let at = start + 300 + (i * 97) % 1700;
         let (code, r) = send(&mut c, delay_message("later", &id, at)).await;
         assert_eq!(code, Code::Ok);
-        assert!(!entry(&r).recall_handle.is_empty(), "a delay send returns a recall handle");
+        assert!(
+            !entry(&r).recall_handle.is_empty(),
+            "a delay send returns a recall handle"
+        );
         due.insert(id.clone(), at);
         handles.insert(id, entry(&r).recall_handle.clone());
     }
@@ -124,14 +131,24 @@ async fn delay_messages_arrive_on_time_never_early_and_can_be_recalled() {
         assert_eq!((code, mid.as_str()), (Code::Ok, id));
     }
     assert_eq!(recall(&mut c, "later", &handles["d05"]).await.0, Code::Ok);
-    assert_eq!(recall(&mut c, "other", &handles["d07"]).await.0, Code::MessageNotFound);
-    assert_eq!(recall(&mut c, "later", "nonsense").await.0, Code::BadRequest);
+    assert_eq!(
+        recall(&mut c, "other", &handles["d07"]).await.0,
+        Code::MessageNotFound
+    );
+    assert_eq!(
+        recall(&mut c, "later", "nonsense").await.0,
+        Code::BadRequest
+    );
     let listed = s.admin_json(&["topic", "list"]);
     let pending = listed
         .as_array()
         .and_then(|a| a.iter().find(|t| t["name"] == "later"))
         .map(|t| t["pending_timers"].as_i64().unwrap_or(-1));
-    assert_eq!(pending, Some(18), "admin shows the pending timers: {listed}");
+    assert_eq!(
+        pending,
+        Some(18),
+        "admin shows the pending timers: {listed}"
+    );
 
     let got = drain(&mut c, "g", "later", Duration::from_secs(3)).await;
     let mut ids: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
@@ -147,13 +164,27 @@ async fn delay_messages_arrive_on_time_never_early_and_can_be_recalled() {
         late.push(at - due[id]);
     }
     late.sort_unstable();
-    eprintln!("lateness ms (receive loop included): min {} p50 {} max {}", late[0], late[late.len() / 2], late[late.len() - 1]);
+    eprintln!(
+        "lateness ms (receive loop included): min {} p50 {} max {}",
+        late[0],
+        late[late.len() / 2],
+        late[late.len() - 1]
+    );
     // Delivered already: too late to recall.
-    assert_eq!(recall(&mut c, "later", &handles["d00"]).await.0, Code::PreconditionFailed);
+    assert_eq!(
+        recall(&mut c, "later", &handles["d00"]).await.0,
+        Code::PreconditionFailed
+    );
 
     let metrics = http_get(s.http_port, "/metrics").expect("metrics").1;
-    assert!(metrics.contains("ferromq_timers_released_total 18"), "{metrics}");
-    assert!(metrics.contains("ferromq_timers_recalled_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("ferromq_timers_released_total 18"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferromq_timers_recalled_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +203,12 @@ async fn delay_messages_due_during_a_kill9_outage_arrive_after_restart() {
         }
     }
     // One far in the future must stay pending through the crash.
-    assert_eq!(send(&mut c, delay_message("later", "future", start + 600_000)).await.0, Code::Ok);
+    assert_eq!(
+        send(&mut c, delay_message("later", "future", start + 600_000))
+            .await
+            .0,
+        Code::Ok
+    );
     assert_eq!(recall(&mut c, "later", &recalled).await.0, Code::Ok);
     s.kill9();
     std::thread::sleep(Duration::from_millis(2500));
@@ -181,13 +217,23 @@ async fn delay_messages_due_during_a_kill9_outage_arrive_after_restart() {
     let got = drain(&mut c, "g", "later", Duration::from_secs(2)).await;
     let mut ids: Vec<String> = got.into_iter().map(|(b, _)| b).collect();
     ids.sort_unstable();
-    let want: Vec<String> = (0..50).filter(|i| *i != 7).map(|i| format!("k{i:02}")).collect();
-    assert_eq!(ids, want, "every timer due during the outage, once; the recalled one never");
+    let want: Vec<String> = (0..50)
+        .filter(|i| *i != 7)
+        .map(|i| format!("k{i:02}"))
+        .collect();
+    assert_eq!(
+        ids, want,
+        "every timer due during the outage, once; the recalled one never"
+    );
     let listed = s.admin_json(&["topic", "describe", "later"]);
     assert_eq!(listed["pending_timers"], 1, "{listed}");
     // A group holding a pending timer is not drained: the timer would be lost with it.
     let d = s.admin_json(&["cluster", "drain", "standalone"]);
-    assert_eq!((d["drained"].as_bool(), d["remaining_messages"].as_i64()), (Some(false), Some(1)), "{d}");
+    assert_eq!(
+        (d["drained"].as_bool(), d["remaining_messages"].as_i64()),
+        (Some(false), Some(1)),
+        "{d}"
+    );
 }
 
 #[tokio::test]
@@ -203,25 +249,66 @@ async fn transactions_commit_once_roll_back_never_and_survive_a_restart() {
         tx.insert(id, entry(&r).transaction_id.clone());
     }
     // Half messages are invisible.
-    assert!(receive(&mut c, "g", "pay", 32, 30_000, 300).await.messages.is_empty());
+    assert!(receive(&mut c, "g", "pay", 32, 30_000, 300)
+        .await
+        .messages
+        .is_empty());
     let listed = s.admin_json(&["topic", "describe", "pay"]);
     assert_eq!(listed["half_messages"], 3, "{listed}");
 
     use v2::TransactionResolution::{Commit, Rollback};
     use v2::TransactionSource::Client as ByClient;
-    assert_eq!(end(&mut c, "pay", "commit", &tx["commit"], Commit, ByClient).await, Code::Ok);
-    assert_eq!(end(&mut c, "pay", "commit", &tx["commit"], Commit, ByClient).await, Code::Ok, "a repeated commit is OK");
-    assert_eq!(end(&mut c, "pay", "rollback", &tx["rollback"], Rollback, ByClient).await, Code::Ok);
-    assert_eq!(end(&mut c, "pay", "rollback", &tx["rollback"], Commit, ByClient).await, Code::PreconditionFailed);
-    assert_eq!(end(&mut c, "pay", "commit", "", Commit, ByClient).await, Code::InvalidTransactionId);
-    assert_eq!(end(&mut c, "pay", "commit", "x1:99:99", Commit, ByClient).await, Code::InvalidTransactionId);
-    assert_eq!(end(&mut c, "pay", "later", &tx["commit"], Commit, ByClient).await, Code::InvalidTransactionId, "message id must match");
+    assert_eq!(
+        end(&mut c, "pay", "commit", &tx["commit"], Commit, ByClient).await,
+        Code::Ok
+    );
+    assert_eq!(
+        end(&mut c, "pay", "commit", &tx["commit"], Commit, ByClient).await,
+        Code::Ok,
+        "a repeated commit is OK"
+    );
+    assert_eq!(
+        end(
+            &mut c,
+            "pay",
+            "rollback",
+            &tx["rollback"],
+            Rollback,
+            ByClient
+        )
+        .await,
+        Code::Ok
+    );
+    assert_eq!(
+        end(&mut c, "pay", "rollback", &tx["rollback"], Commit, ByClient).await,
+        Code::PreconditionFailed
+    );
+    assert_eq!(
+        end(&mut c, "pay", "commit", "", Commit, ByClient).await,
+        Code::InvalidTransactionId
+    );
+    assert_eq!(
+        end(&mut c, "pay", "commit", "x1:99:99", Commit, ByClient).await,
+        Code::InvalidTransactionId
+    );
+    assert_eq!(
+        end(&mut c, "pay", "later", &tx["commit"], Commit, ByClient).await,
+        Code::InvalidTransactionId,
+        "message id must match"
+    );
 
     s.kill9();
     s.spawn();
     let mut c = s.client().await;
-    assert_eq!(end(&mut c, "pay", "commit", &tx["commit"], Commit, ByClient).await, Code::Ok, "commit after restart: still once");
-    assert_eq!(end(&mut c, "pay", "later", &tx["later"], Commit, ByClient).await, Code::Ok);
+    assert_eq!(
+        end(&mut c, "pay", "commit", &tx["commit"], Commit, ByClient).await,
+        Code::Ok,
+        "commit after restart: still once"
+    );
+    assert_eq!(
+        end(&mut c, "pay", "later", &tx["later"], Commit, ByClient).await,
+        Code::Ok
+    );
     let got = drain(&mut c, "g", "pay", Duration::from_secs(2)).await;
     let mut ids: Vec<String> = got.into_iter().map(|(b, _)| b).collect();
     ids.sort_unstable();
@@ -262,7 +349,12 @@ async fn producer_stream(
 
 #[tokio::test]
 async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() {
-    let s = Server::start(&["--transaction-check-interval", "1s", "--transaction-check-max", "3"]);
+    let s = Server::start(&[
+        "--transaction-check-interval",
+        "1s",
+        "--transaction-check-max",
+        "3",
+    ]);
     s.create_topic("pay", "transaction", 1);
     s.create_topic("lost", "transaction", 1);
     s.create_topic("quiet", "transaction", 1);
@@ -281,7 +373,10 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
     // Sent by a producer without a Telemetry stream, to a topic no producer declared: its half
     // message is rolled back after 3 checks nobody can answer.
     let mut gone = client(s.grpc_port, "gone-producer@2").await;
-    assert_eq!(send(&mut gone, tx_message("lost", "abandoned")).await.0, Code::Ok);
+    assert_eq!(
+        send(&mut gone, tx_message("lost", "abandoned")).await.0,
+        Code::Ok
+    );
 
     use v2::TransactionResolution::{Commit, Unspecified};
     use v2::TransactionSource::{Client as ByClient, ServerCheck};
@@ -316,22 +411,54 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
                 let a = tokio::spawn(async move {
                     end(&mut c2, "pay", "raced", &txid, Commit, ByClient).await
                 });
-                let b = end(&mut c, "pay", id, &check.transaction_id, Commit, ServerCheck).await;
+                let b = end(
+                    &mut c,
+                    "pay",
+                    id,
+                    &check.transaction_id,
+                    Commit,
+                    ServerCheck,
+                )
+                .await;
                 assert_eq!(b, Code::Ok);
                 assert_eq!(a.await.expect("join"), Code::Ok);
                 settled += 1;
             }
             ("orphan", 1) => {
-                let r = end(&mut c, "pay", id, &check.transaction_id, Unspecified, ServerCheck).await;
+                let r = end(
+                    &mut c,
+                    "pay",
+                    id,
+                    &check.transaction_id,
+                    Unspecified,
+                    ServerCheck,
+                )
+                .await;
                 assert_eq!(r, Code::Ok, "UNSPECIFIED means still unknown");
             }
             ("undeclared", 1) => {
-                let r = end(&mut c, "quiet", id, &check.transaction_id, Commit, ServerCheck).await;
+                let r = end(
+                    &mut c,
+                    "quiet",
+                    id,
+                    &check.transaction_id,
+                    Commit,
+                    ServerCheck,
+                )
+                .await;
                 assert_eq!(r, Code::Ok);
                 settled += 1;
             }
             ("orphan", 2) => {
-                let r = end(&mut c, "pay", id, &check.transaction_id, Commit, ServerCheck).await;
+                let r = end(
+                    &mut c,
+                    "pay",
+                    id,
+                    &check.transaction_id,
+                    Commit,
+                    ServerCheck,
+                )
+                .await;
                 assert_eq!(r, Code::Ok);
                 settled += 1;
             }
@@ -341,7 +468,11 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
     let got = drain(&mut c, "g", "pay", Duration::from_secs(2)).await;
     let mut ids: Vec<String> = got.into_iter().map(|(b, _)| b).collect();
     ids.sort_unstable();
-    assert_eq!(ids, vec!["orphan".to_string(), "raced".to_string()], "each once");
+    assert_eq!(
+        ids,
+        vec!["orphan".to_string(), "raced".to_string()],
+        "each once"
+    );
     let quiet = drain(&mut c, "g", "quiet", Duration::from_secs(1)).await;
     assert_eq!(quiet.len(), 1);
 
@@ -352,10 +483,16 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
         if metrics.contains("ferromq_transactions_total{outcome=\"check_exhausted\"} 1") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not rolled back: {metrics}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rolled back: {metrics}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(receive(&mut c, "g", "lost", 32, 30_000, 300).await.messages.is_empty());
+    assert!(receive(&mut c, "g", "lost", 32, 30_000, 300)
+        .await
+        .messages
+        .is_empty());
     assert!(s.log().contains("rolled back"), "the rollback is logged");
 }
 
@@ -376,19 +513,31 @@ async fn priority_messages_come_out_highest_first_and_in_send_order_among_equals
     s.create_topic("plain", "normal", 1);
     let mut m = message("plain", "x", b"x");
     m.system_properties.as_mut().expect("sp").priority = Some(3);
-    assert_eq!(send(&mut c, m).await.0, Code::MessagePropertyConflictWithType);
+    assert_eq!(
+        send(&mut c, m).await.0,
+        Code::MessagePropertyConflictWithType
+    );
 
     let mut order = Vec::new();
     while order.len() < prios.len() {
         let r = receive(&mut c, "g", "urgent", 1, 30_000, 1_000).await;
         assert!(!r.messages.is_empty(), "all messages arrive");
         for m in &r.messages {
-            assert!(m.system_properties.as_ref().and_then(|s| s.priority).is_some(), "priority is echoed");
+            assert!(
+                m.system_properties
+                    .as_ref()
+                    .and_then(|s| s.priority)
+                    .is_some(),
+                "priority is echoed"
+            );
             order.push(String::from_utf8_lossy(&m.body).into_owned());
             assert_eq!(ack(&mut c, "g", "urgent", m).await, Code::Ok);
         }
     }
-    assert_eq!(order, vec!["4:9", "7:9", "1:5", "3:5", "2:3", "0:1", "5:1", "6:0"]);
+    assert_eq!(
+        order,
+        vec!["4:9", "7:9", "1:5", "3:5", "2:3", "0:1", "5:1", "6:0"]
+    );
 }
 
 #[tokio::test]
@@ -399,21 +548,36 @@ async fn a_corrupt_parked_message_is_reported_and_never_delivered() {
     let due = now_ms() + 1500;
     let (code, r) = send(&mut c, delay_message("later", "bitrot", due)).await;
     assert_eq!(code, Code::Ok);
-    assert_eq!(send(&mut c, delay_message("later", "healthy", due)).await.0, Code::Ok);
+    assert_eq!(
+        send(&mut c, delay_message("later", "healthy", due)).await.0,
+        Code::Ok
+    );
     // The recall handle names the record's commit log offset: flip a byte of its body.
     let handle = entry(&r).recall_handle.clone();
-    let phys: u64 = handle.rsplit(':').next().and_then(|p| p.parse().ok()).expect("offset in handle");
+    let phys: u64 = handle
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("offset in handle");
     s.kill9();
     let seg = data_dir(&s).join("commitlog").join(format!("{:020}", 0));
     let mut bytes = std::fs::read(&seg).expect("segment");
-    let len = u32::from_le_bytes(bytes[phys as usize..phys as usize + 4].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(
+        bytes[phys as usize..phys as usize + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
     bytes[phys as usize + len as usize - 2] ^= 0x5a; // inside the body ("bitrot")
     std::fs::write(&seg, &bytes).expect("write segment");
     s.spawn();
     let mut c = s.client().await;
     let got = drain(&mut c, "g", "later", Duration::from_secs(3)).await;
     let ids: Vec<String> = got.into_iter().map(|(b, _)| b).collect();
-    assert_eq!(ids, vec!["healthy".to_string()], "the corrupt one is never served");
+    assert_eq!(
+        ids,
+        vec!["healthy".to_string()],
+        "the corrupt one is never served"
+    );
     let metrics = http_get(s.http_port, "/metrics").expect("metrics").1;
     let log = s.log();
     // Reported either when the timer fires, or already by recovery's checksum scan (when the

@@ -108,10 +108,7 @@ impl Marks {
         let f = match chunks.get(&base) {
             Some(f) => f.clone(),
             None => {
-                let f = Arc::new(MappedFile::create(
-                    &self.dir.join(base.to_string()),
-                    CHUNK,
-                )?);
+                let f = Arc::new(MappedFile::create(&self.dir.join(base.to_string()), CHUNK)?);
                 chunks.insert(base, f.clone());
                 f
             }

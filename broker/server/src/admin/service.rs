@@ -504,7 +504,10 @@ pub fn self_view_of(b: &Broker, topics: &[TopicConfig]) -> admin::ClusterGroup {
     // topics when due, half messages when committed. Each parked queue counts as one queue.
     for (queue, pending) in [
         (crate::timers::TIMER_TOPIC, b.timers.pending_by_topic()),
-        (crate::transactions::HALF_TOPIC, b.transactions.pending_by_topic()),
+        (
+            crate::transactions::HALF_TOPIC,
+            b.transactions.pending_by_topic(),
+        ),
     ] {
         let n: u64 = pending.values().sum();
         if n > 0 {

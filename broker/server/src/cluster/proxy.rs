@@ -944,8 +944,9 @@ impl MessagingService for ProxyApi {
                 };
                 while let Ok(Some(mut cmd)) = s.message().await {
                     // A transaction check names the group's half message: route the answer back.
-                    if let Some(v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) =
-                        cmd.command.as_mut()
+                    if let Some(
+                        v2::telemetry_command::Command::RecoverOrphanedTransactionCommand(c),
+                    ) = cmd.command.as_mut()
                     {
                         c.transaction_id = wrap_handle(&name, &c.transaction_id);
                     }

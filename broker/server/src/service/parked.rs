@@ -24,7 +24,8 @@ pub async fn end_transaction(
         let resolution = TransactionResolution::try_from(req.resolution).map_err(|_| {
             RpcError::bad_request(format!("unknown transaction resolution {}", req.resolution))
         })?;
-        let source = TransactionSource::try_from(req.source).unwrap_or(TransactionSource::Unspecified);
+        let source =
+            TransactionSource::try_from(req.source).unwrap_or(TransactionSource::Unspecified);
         let (id, tx) = (req.message_id.clone(), req.transaction_id.clone());
         let r = broker
             .blocking(move |b| b.transactions.end(&topic, &id, &tx, resolution))

@@ -169,10 +169,7 @@ fn prepare(broker: &Broker, m: &v2::Message) -> Result<(NewMessage, Park), RpcEr
         }
     }
     if checked.message_type == v2::MessageType::Priority {
-        properties.insert(
-            props::PRIORITY.into(),
-            sp.priority.unwrap_or(0).to_string(),
-        );
+        properties.insert(props::PRIORITY.into(), sp.priority.unwrap_or(0).to_string());
     }
     // The client picked the queue (FIFO: by message group); keep it when valid.
     let queue_id = if sp.queue_id >= 0 {
