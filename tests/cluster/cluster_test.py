@@ -6,6 +6,8 @@ Scenarios (each prints `PASS|FAIL <name> <detail>`; the exit status is the numbe
   either_proxy        produce through each proxy, consume everything through the other; both groups hold messages
   parked_through_proxy  delay messages (one recalled) and transactions (one committed, one checked back)
                       sent through one proxy arrive once each, on time, through the other
+  delay_outage        delay messages due while every broker group is down (kill -9) arrive once each after
+                      the groups restart, none early
   proxy_kill9         kill -9 one proxy under load; clients configured with both endpoints carry on; no acked message lost
   nameserver_kill9    kill -9 one name server; sends, receives and new topics still work through the other
   add_group           start a third broker group under load, extend the topic to it, traffic reaches it
@@ -308,6 +310,59 @@ def parked_through_proxy(p1, p2):
         consumer.shutdown()
 
 
+def delay_outage(p1, p2):
+    """Delay messages sent through p1 fall due while both broker groups are killed (kill -9); after the
+    groups restart on the same data, every one arrives exactly once through p2, none before its time."""
+    topic = f"outage_{RUN}"
+    admin(p1, "topic", "create", topic, "--type", "delay", "--queues", "2")
+    wait_until(lambda: all(g["topics"] >= 4 for g in admin(p2, "cluster", "list")), 10)
+    prod = Producer(config(p1), (topic,))
+    prod.startup()
+    consumer = SimpleConsumer(config(p2), f"outage_{RUN}", {topic: FilterExpression("*")}, await_duration=5)
+    consumer.startup()
+    try:
+        at = int(time.time()) + 2  # whole seconds: the Python client's unit
+        sent = set()
+        for i in range(30):
+            m = Message()
+            m.topic, m.body, m.delivery_timestamp = topic, f"outage {i}".encode(), at
+            sent.add(prod.send(m).message_id)
+        for g in ("g1", "g2"):
+            procs[g].kill9()
+        log("killed g1 and g2 (kill -9) with 30 delay messages pending")
+        time.sleep(max(0.0, at - time.time()) + 2)  # they fall due while nothing runs
+        down_until = time.time()
+        for g in ("g1", "g2"):
+            procs[g].start()
+        back = wait_until(lambda: len(admin(p2, "cluster", "list")) == 2, 20)
+        got, early, last_new = {}, 0, down_until
+        end = time.time() + 40
+        quiet_until = None
+        while time.time() < end and (not sent <= set(got) or time.time() < quiet_until):
+            try:
+                msgs = consumer.receive(32, 15) or []
+            except Exception as e:
+                log(f"receive failed (retrying): {e}")
+                time.sleep(0.5)
+                continue
+            for m in msgs:
+                if time.time() < at - 0.005:
+                    early += 1
+                if m.message_id not in got:
+                    last_new = time.time()
+                got[m.message_id] = got.get(m.message_id, 0) + 1
+                consumer.ack(m)
+            if sent <= set(got) and quiet_until is None:
+                quiet_until = time.time() + 3
+        twice = [i for i, n in got.items() if n > 1]
+        check("delay_outage", back and sent <= set(got) and not twice and early == 0,
+              f"groups back: {back}; {len(sent & set(got))}/30 delivered after the outage, the last "
+              f"{last_new - down_until:.1f} s after the restart began; {early} early, {len(twice)} twice")
+    finally:
+        prod.shutdown()
+        consumer.shutdown()
+
+
 def consume_all(consumer, secs):
     """Receives and acks until every acknowledged send has been received or `secs` pass."""
     end = time.time() + secs
@@ -362,8 +417,9 @@ def main():
     prod1.shutdown()
     prod2.shutdown()
 
-    # parked_through_proxy ----------------------------------------------------------------
+    # parked_through_proxy, delay_outage ---------------------------------------------------
     parked_through_proxy(p1, p2)
+    delay_outage(p1, p2)
 
     # proxy_kill9 -------------------------------------------------------------------------
     both = Producer(config(p2), (TOPIC,))  # Python traffic for the later scenarios

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cluster suite: 2 name servers, 2 broker groups and 2 proxies as real `ferromq` processes on
 # loopback, driven by the official RocketMQ 5 Python and Rust clients (tests/cluster/cluster_test.py):
+# delay and transactional messages through proxies, delay messages due while every group is down,
 # produce and consume through either proxy, kill -9 a proxy and a name server under load, add a
 # third broker group under load, drain a group, and prove that no acknowledged message was lost.
 #
