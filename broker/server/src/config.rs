@@ -96,11 +96,13 @@ struct FileConfig {
     flush: Option<String>,
     max_body_size: Option<toml::Value>,
     segment_size: Option<toml::Value>,
-    default_queues: Option<u32>,
-    max_delivery_attempts: Option<u32>,
+    // Counts accept an integer or a string of digits: the operator renders every `spec.config`
+    // value as a string.
+    default_queues: Option<toml::Value>,
+    max_delivery_attempts: Option<toml::Value>,
     max_delay: Option<String>,
     transaction_check_interval: Option<String>,
-    transaction_check_max: Option<u32>,
+    transaction_check_max: Option<toml::Value>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     // Cluster keys, read by `ferromq broker` (cluster::member); listed so one file serves both.
@@ -193,11 +195,15 @@ impl StandaloneConfig {
         } else if let Some(v) = &file.segment_size {
             c.segment_size = size_value("segment-size", v)?;
         }
-        if let Some(q) = args.default_queues.or(file.default_queues) {
+        if let Some(q) = args.default_queues {
             c.default_queues = q;
+        } else if let Some(v) = &file.default_queues {
+            c.default_queues = count_value("default-queues", v)?;
         }
-        if let Some(m) = args.max_delivery_attempts.or(file.max_delivery_attempts) {
+        if let Some(m) = args.max_delivery_attempts {
             c.max_delivery_attempts = m;
+        } else if let Some(v) = &file.max_delivery_attempts {
+            c.max_delivery_attempts = count_value("max-delivery-attempts", v)?;
         }
         if let Some(d) = args.max_delay.as_ref().or(file.max_delay.as_ref()) {
             c.max_delay = crate::cluster::nameserver::parse_duration("max-delay", d)?;
@@ -210,8 +216,10 @@ impl StandaloneConfig {
             c.transaction_check_interval =
                 crate::cluster::nameserver::parse_duration("transaction-check-interval", d)?;
         }
-        if let Some(m) = args.transaction_check_max.or(file.transaction_check_max) {
+        if let Some(m) = args.transaction_check_max {
             c.transaction_check_max = m;
+        } else if let Some(v) = &file.transaction_check_max {
+            c.transaction_check_max = count_value("transaction-check-max", v)?;
         }
         c.advertise_addr = match args
             .advertise_addr
@@ -321,6 +329,20 @@ fn parse_addr(field: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|_| bad(field, format!("{s:?} is not an address like 0.0.0.0:8081")))
 }
 
+/// A count from the file: an integer, or a string of digits.
+fn count_value(field: &'static str, v: &toml::Value) -> Result<u32, ConfigError> {
+    match v {
+        toml::Value::Integer(i) => {
+            u32::try_from(*i).map_err(|_| bad(field, format!("{i} is out of range")))
+        }
+        toml::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| bad(field, format!("{s:?} is not a whole number"))),
+        other => Err(bad(field, format!("{other} is not a whole number"))),
+    }
+}
+
 fn size_value(field: &'static str, v: &toml::Value) -> Result<u64, ConfigError> {
     match v {
         toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
@@ -416,5 +438,40 @@ mod tests {
         let err = StandaloneConfig::resolve(&args).unwrap_err();
         assert_eq!(err.field, "config");
         assert!(err.reason.contains("no-such-key"), "{}", err.reason);
+        std::fs::write(&f, "max-delay = \"3 weeks\"\n").unwrap();
+        assert_eq!(
+            StandaloneConfig::resolve(&args).unwrap_err().field,
+            "max-delay"
+        );
+        std::fs::write(&f, "transaction-check-max = \"many\"\n").unwrap();
+        assert_eq!(
+            StandaloneConfig::resolve(&args).unwrap_err().field,
+            "transaction-check-max"
+        );
+    }
+
+    /// The operator renders every `spec.config` value as a TOML string.
+    #[test]
+    fn delay_and_transaction_settings_read_from_strings_or_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "max-delay = \"1d\"\ntransaction-check-interval = \"30s\"\ntransaction-check-max = \"5\"\nmax-delivery-attempts = \"4\"\ndefault-queues = 2\n",
+        )
+        .unwrap();
+        let args = StandaloneArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        let c = StandaloneConfig::resolve(&args).unwrap();
+        assert_eq!(c.max_delay, std::time::Duration::from_secs(86_400));
+        assert_eq!(
+            c.transaction_check_interval,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(c.transaction_check_max, 5);
+        assert_eq!(c.max_delivery_attempts, 4);
+        assert_eq!(c.default_queues, 2);
     }
 }
