@@ -182,6 +182,67 @@ impl Parked {
         Ok((Settled::Now, Some(parked)))
     }
 
+    /// Releases several entries with one append of all their copies, so a batch of timers
+    /// falling due together costs one flush wait (with `--flush sync`), not one each. Results
+    /// are per entry, in order, as [`Parked::settle`] gives them.
+    pub fn release_all(
+        &self,
+        ats: &[ParkedAt],
+    ) -> Vec<Result<(Settled, Option<StoredMessage>), RpcError>> {
+        let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Result<(Settled, Option<StoredMessage>), RpcError>> =
+            Vec::with_capacity(ats.len());
+        // Per entry: Some(index into `copies`) when it is to be appended now.
+        let mut slots: Vec<Option<usize>> = Vec::with_capacity(ats.len());
+        let mut copies = Vec::new();
+        for at in ats {
+            let now = self.marks.get(at.entry);
+            if now != Mark::Pending {
+                out.push(Ok((Settled::Already(now), None)));
+                slots.push(None);
+                continue;
+            }
+            let prepared = self
+                .read(at.entry, Some(at.phys))
+                .and_then(|m| self.unparked(&m).map(|c| (m, c)));
+            match prepared {
+                Ok((parked, copy)) => {
+                    if at.entry < self.recovered_below && self.already_released(&copy, at.entry) {
+                        warn!(topic = %copy.topic, entry = at.entry, "parked message was released before a crash; not releasing it again");
+                        slots.push(None);
+                    } else {
+                        slots.push(Some(copies.len()));
+                        copies.push(copy);
+                    }
+                    out.push(Ok((Settled::Now, Some(parked))));
+                }
+                Err(e) => {
+                    out.push(Err(e));
+                    slots.push(None);
+                }
+            }
+        }
+        let mut failed: Vec<Option<ferromq_store::StoreError>> = self
+            .store
+            .append_batch(&copies)
+            .into_iter()
+            .map(|r| r.err())
+            .collect();
+        for ((at, slot), r) in ats.iter().zip(slots).zip(out.iter_mut()) {
+            if r.is_err() || matches!(r, Ok((Settled::Already(_), _))) {
+                continue;
+            }
+            if let Some(e) = slot.and_then(|i| failed.get_mut(i).and_then(Option::take)) {
+                *r = Err(RpcError::from(e));
+                continue;
+            }
+            if let Err(e) = self.marks.set(at.entry, Mark::Released) {
+                *r = Err(RpcError::from(e));
+            }
+        }
+        out
+    }
+
     /// Gives up on an entry whose message cannot be read (corrupt, or gone): marks it discarded
     /// so it is not tried again after every restart. The caller logs why.
     pub fn abandon(&self, entry: u64) -> Result<(), RpcError> {

@@ -260,8 +260,10 @@ impl Timers {
                     }
                 }
             }
-            for (d, at) in due.drain(..) {
-                match self.parked.settle(at, Mark::Released) {
+            let ats: Vec<ParkedAt> = due.iter().map(|(_, at)| *at).collect();
+            let results = self.parked.release_all(&ats);
+            for ((d, at), r) in due.drain(..).zip(results) {
+                match r {
                     Ok((Settled::Now, m)) => {
                         let late = (now_ms().max(0) as u64).saturating_sub(d);
                         self.record_lateness(late);
