@@ -55,5 +55,5 @@ pub const PROP_MSG_ID: &str = "UNIQ_KEY";
 pub const KEY_SEPARATOR: char = ' ';
 /// A record carrying this property (a decimal `u64`) gets that number in its consume queue
 /// entry instead of its tag hash. Parked records use it for their due time, so a restart
-/// rebuilds the pending timers from the queue alone, without reading the records.
+/// finds every pending timer's due time in the queue, without parsing the records for it.
 pub const PROP_CQ_KEY: &str = "__FM_CQ_KEY";
