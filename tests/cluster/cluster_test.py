@@ -242,6 +242,33 @@ class RustLoad:
         self.t.join(timeout=10)
 
 
+def receive_batch(consumer):
+    """One receive of up to 32 messages; a failed one is logged and answers nothing."""
+    try:
+        return consumer.receive(32, 15) or []
+    except Exception as e:
+        log(f"receive failed (retrying): {e}")
+        time.sleep(0.5)
+        return []
+
+
+def receive_each(consumer, want, secs):
+    """Receives and acks until every message id in `want` arrived, then 3 s more (a duplicate would
+    show up then), or until `secs` pass. Returns ({id: deliveries}, {id: time of the first})."""
+    got, first_seen = {}, {}
+    end = time.time() + secs
+    quiet_until = None
+    while time.time() < end and (quiet_until is None or time.time() < quiet_until):
+        msgs = receive_batch(consumer)
+        for m in msgs:
+            first_seen.setdefault(m.message_id, time.time())
+            got[m.message_id] = got.get(m.message_id, 0) + 1
+            consumer.ack(m)
+        if quiet_until is None and want <= set(got):
+            quiet_until = time.time() + 3
+    return got, first_seen
+
+
 class CommitChecker(TransactionChecker):
     """Commits every transaction it is asked about, and remembers which."""
 
@@ -288,17 +315,8 @@ def parked_through_proxy(p1, p2):
         m.topic, m.body = tx_t, b"left for the check-back"
         orphan = prod.send(m, tx2).message_id
         want = set(delayed) | {committed, orphan}
-        got, early = {}, 0
-        end = time.time() + 45
-        quiet_until = None
-        while time.time() < end and (not want <= set(got) or time.time() < quiet_until):
-            for m in consumer.receive(32, 15) or []:
-                if m.message_id in delayed and time.time() < at - 0.005:
-                    early += 1
-                got[m.message_id] = got.get(m.message_id, 0) + 1
-                consumer.ack(m)
-            if want <= set(got) and quiet_until is None:
-                quiet_until = time.time() + 3  # keep reading a little: a duplicate would show up now
+        got, first_seen = receive_each(consumer, want, 45)
+        early = sum(1 for i in delayed if i in first_seen and first_seen[i] < at - 0.005)
         twice = [i for i, n in got.items() if n > 1]
         check("parked_through_proxy",
               want <= set(got) and recalled not in got and not twice and early == 0 and orphan in checker.asked,
@@ -335,25 +353,9 @@ def delay_outage(p1, p2):
         for g in ("g1", "g2"):
             procs[g].start()
         back = wait_until(lambda: len(admin(p2, "cluster", "list")) == 2, 20)
-        got, early, last_new = {}, 0, down_until
-        end = time.time() + 40
-        quiet_until = None
-        while time.time() < end and (not sent <= set(got) or time.time() < quiet_until):
-            try:
-                msgs = consumer.receive(32, 15) or []
-            except Exception as e:
-                log(f"receive failed (retrying): {e}")
-                time.sleep(0.5)
-                continue
-            for m in msgs:
-                if time.time() < at - 0.005:
-                    early += 1
-                if m.message_id not in got:
-                    last_new = time.time()
-                got[m.message_id] = got.get(m.message_id, 0) + 1
-                consumer.ack(m)
-            if sent <= set(got) and quiet_until is None:
-                quiet_until = time.time() + 3
+        got, first_seen = receive_each(consumer, sent, 40)
+        early = sum(1 for t in first_seen.values() if t < at - 0.005)
+        last_new = max(first_seen.values(), default=down_until)
         twice = [i for i, n in got.items() if n > 1]
         check("delay_outage", back and sent <= set(got) and not twice and early == 0,
               f"groups back: {back}; {len(sent & set(got))}/30 delivered after the outage, the last "
@@ -371,12 +373,7 @@ def consume_all(consumer, secs):
             missing = set(acked) - set(received)
         if not missing:
             return True
-        try:
-            msgs = consumer.receive(32, 15) or []
-        except Exception as e:
-            log(f"receive failed (retrying): {e}")
-            time.sleep(0.5)
-            continue
+        msgs = receive_batch(consumer)
         for m in msgs:
             received[m.message_id] = hashlib.sha256(m.body).hexdigest()
             try:

@@ -365,26 +365,9 @@ impl Deliveries {
                 mark_busy(spec.fifo, &mut busy, &e);
                 continue;
             }
-            let message = match self.store.message_at(e.phys_offset) {
-                Ok(m) => m,
-                Err(err) => {
-                    // Gone (retention) or unreadable: nothing to deliver any more.
-                    warn!(group = spec.group, topic = spec.topic, queue = q, offset = off, error = %err, "unsettled message unreadable; dropped");
-                    st.unsettled.remove(&off);
-                    continue;
-                }
+            let Some(d) = self.hand_out_again(spec, q, off, &e, st, now) else {
+                continue;
             };
-            let d = self.hand_out(
-                spec,
-                q,
-                off,
-                st,
-                message,
-                e.attempts + 1,
-                e.message_group.clone(),
-                e.phys_offset,
-                now,
-            );
             mark_busy(spec.fifo, &mut busy, &st.unsettled[&off]);
             out.deliveries.push(d);
         }
@@ -523,31 +506,45 @@ impl Deliveries {
             let Some(e) = st.unsettled.get(&off).cloned() else {
                 continue;
             };
-            let message = match self.store.message_at(e.phys_offset) {
-                Ok(m) => m,
-                Err(err) => {
-                    warn!(group = spec.group, topic = spec.topic, queue = q, offset = off, error = %err, "unsettled message unreadable; dropped");
-                    st.unsettled.remove(&off);
-                    continue;
-                }
-            };
-            let d = self.hand_out(
+            if let Some(d) = self.hand_out_again(spec, q, off, &e, st, now) {
+                out.deliveries.push(d);
+            }
+        }
+        for off in expired_to_dlq {
+            self.dead_letter(spec.group, spec.topic, q, off, st)?;
+        }
+        Ok(())
+    }
+
+    /// Hands out an entry already read (waiting, or due for redelivery): reads its message
+    /// again, or drops the entry when it is gone (retention) or unreadable.
+    fn hand_out_again(
+        &self,
+        spec: &ReceiveSpec<'_>,
+        q: u32,
+        off: u64,
+        e: &Unsettled,
+        st: &mut QueueState,
+        now: Instant,
+    ) -> Option<Delivery> {
+        match self.store.message_at(e.phys_offset) {
+            Ok(message) => Some(self.hand_out(
                 spec,
                 q,
                 off,
                 st,
                 message,
                 e.attempts + 1,
-                None,
+                e.message_group.clone(),
                 e.phys_offset,
                 now,
-            );
-            out.deliveries.push(d);
+            )),
+            Err(err) => {
+                warn!(group = spec.group, topic = spec.topic, queue = q, offset = off, error = %err, "unsettled message unreadable; dropped");
+                st.unsettled.remove(&off);
+                None
+            }
         }
-        for off in expired_to_dlq {
-            self.dead_letter(spec.group, spec.topic, q, off, st)?;
-        }
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

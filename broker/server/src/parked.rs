@@ -25,10 +25,12 @@
 //! pending one (offset, due time, commit log offset) to the caller, reading no message.
 //! Retention never deletes a commit log segment at or after the oldest pending entry.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use ferromq_proto::v2::Code;
 use ferromq_store::marks::{Mark, Marks};
@@ -157,27 +159,26 @@ impl Parked {
         self.marks.get(entry)
     }
 
-    /// Settles `entry`: [`Mark::Released`] delivers it to its topic, [`Mark::Discarded`]
-    /// drops it. Returns the parked message too (for counters and logs).
+    /// Settles `entry`: [`Mark::Released`] delivers it to its topic (see
+    /// [`Parked::release_all`]), [`Mark::Discarded`] drops it. Returns the parked message too
+    /// (for counters and logs).
     pub fn settle(
         &self,
         at: ParkedAt,
         how: Mark,
     ) -> Result<(Settled, Option<StoredMessage>), RpcError> {
+        if how == Mark::Released {
+            return self
+                .release_all(&[at])
+                .pop()
+                .unwrap_or_else(|| Err(RpcError::internal("release answered nothing")));
+        }
         let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.marks.get(at.entry);
         if now != Mark::Pending {
             return Ok((Settled::Already(now), None));
         }
         let parked = self.read(at.entry, Some(at.phys))?;
-        if how == Mark::Released {
-            let copy = self.unparked(&parked)?;
-            if at.entry < self.recovered_below && self.already_released(&copy, at.entry) {
-                warn!(topic = %copy.topic, entry = at.entry, "parked message was released before a crash; not releasing it again");
-            } else {
-                self.store.append(&copy).map_err(RpcError::from)?;
-            }
-        }
         self.marks.set(at.entry, how).map_err(RpcError::from)?;
         Ok((Settled::Now, Some(parked)))
     }
@@ -354,5 +355,204 @@ impl Parked {
     /// Writes the marks to disk (clean shutdown).
     pub fn flush(&self) -> Result<(), RpcError> {
         self.marks.flush().map_err(RpcError::from)
+    }
+}
+
+/// The in-memory side of a parked queue: what is pending, by due time, and how many per real
+/// topic. One thread waits on it ([`Schedule::wait_due`]); senders and settlements update it.
+/// `T` is what the owner needs back when an item falls due (a [`ParkedAt`], plus a check count
+/// for transactions).
+pub struct Schedule<T> {
+    state: Mutex<ScheduleState<T>>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+struct ScheduleState<T> {
+    /// (due ms, item), earliest first.
+    heap: BinaryHeap<Reverse<(u64, T)>>,
+    by_topic: HashMap<String, u64>,
+}
+
+/// Longest sleep between looks at the clock when nothing is due sooner.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+
+impl<T: Ord> Schedule<T> {
+    /// Loads every pending entry of `parked` (restart), each as `item(at)` due at its key. Each
+    /// pending record is read once, for the per-topic counts.
+    pub fn load(parked: &Parked, item: impl Fn(ParkedAt) -> T) -> Result<Schedule<T>, RpcError> {
+        let mut heap = BinaryHeap::new();
+        let mut by_topic: HashMap<String, u64> = HashMap::new();
+        parked.scan(|at, due| {
+            if let Ok(m) = parked.read(at.entry, Some(at.phys)) {
+                if let Some(t) = m.properties.get(REAL_TOPIC) {
+                    *by_topic.entry(t.clone()).or_default() += 1;
+                }
+            }
+            heap.push(Reverse((due, item(at))));
+        })?;
+        Ok(Schedule {
+            state: Mutex::new(ScheduleState { heap, by_topic }),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ScheduleState<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Items scheduled (pending, plus settled ones not yet popped).
+    pub fn len(&self) -> usize {
+        self.lock().heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a newly parked item of `topic`, waking the waiting thread if it is now the earliest.
+    pub fn add(&self, due: u64, item: T, topic: &str) {
+        let mut s = self.lock();
+        *s.by_topic.entry(topic.to_string()).or_default() += 1;
+        self.push_locked(&mut s, due, item);
+    }
+
+    /// Puts back an item already counted (a retry, the next check).
+    pub fn requeue(&self, due: u64, item: T) {
+        let mut s = self.lock();
+        self.push_locked(&mut s, due, item);
+    }
+
+    fn push_locked(&self, s: &mut ScheduleState<T>, due: u64, item: T) {
+        let earliest = s.heap.peek().is_none_or(|Reverse((d, _))| due < *d);
+        s.heap.push(Reverse((due, item)));
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    /// One item of `topic` was settled.
+    pub fn forget(&self, topic: &str) {
+        let mut s = self.lock();
+        if let Some(n) = s.by_topic.get_mut(topic) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.by_topic.remove(topic);
+            }
+        }
+    }
+
+    /// Pending items per real topic.
+    pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .by_topic
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Blocks until something is due, then returns up to `max` due items (earliest first), or
+    /// `None` once [`Schedule::stop`] was called. Re-reads the wall clock after every wake-up, so
+    /// nothing is returned before its time.
+    pub fn wait_due(&self, max: usize) -> Option<Vec<(u64, T)>> {
+        let mut s = self.lock();
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            let now = crate::convert::now_ms().max(0) as u64;
+            let wait = match s.heap.peek() {
+                Some(Reverse((d, _))) if *d <= now => break,
+                Some(Reverse((d, _))) => Duration::from_millis(*d - now).min(IDLE_WAIT),
+                None => IDLE_WAIT,
+            };
+            s = self
+                .wake
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let now = crate::convert::now_ms().max(0) as u64;
+        let mut due = Vec::new();
+        while due.len() < max && s.heap.peek().is_some_and(|Reverse((d, _))| *d <= now) {
+            if let Some(Reverse(x)) = s.heap.pop() {
+                due.push(x);
+            }
+        }
+        Some(due)
+    }
+
+    /// Makes [`Schedule::wait_due`] return `None`.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _g = self.lock();
+        self.wake.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferromq_store::{MessageType, Permission, StoreConfig, TopicConfig, PROP_MSG_ID};
+
+    const QUEUE: &str = "%SYS%TEST_PARKED";
+
+    fn wait_dispatched(store: &Store) {
+        let end = store.stats().log_write_offset;
+        assert!(store.wait_dispatched(end, Duration::from_secs(5)));
+    }
+
+    /// A crash after a release's copy was appended but before its mark was written: after the
+    /// restart the entry is still pending, and releasing it must not append a second copy.
+    #[test]
+    fn a_release_cut_short_by_a_crash_is_not_repeated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(StoreConfig::new(dir.path().join("store"))).expect("store");
+        store
+            .topics()
+            .create(TopicConfig {
+                name: "t".into(),
+                queues: 1,
+                message_type: MessageType::Delay,
+                permission: Permission::ReadWrite,
+            })
+            .expect("topic");
+        let marks = dir.path().join("marks");
+        let mut msg = NewMessage {
+            topic: "t".into(),
+            body: b"once".to_vec(),
+            ..Default::default()
+        };
+        msg.properties.insert(PROP_MSG_ID.into(), "m1".into());
+        let p = Parked::open(store.clone(), QUEUE, &marks).expect("open");
+        let cut_short = p.park(&msg, 1).expect("park");
+        msg.properties.insert(PROP_MSG_ID.into(), "m2".into());
+        let other = p.park(&msg, 1).expect("park");
+        let copy = p
+            .unparked(&p.read(cut_short.entry, Some(cut_short.phys)).expect("read"))
+            .expect("copy");
+        store.append(&copy).expect("the copy, its mark lost");
+        wait_dispatched(&store);
+        drop(p);
+
+        let p = Parked::open(store.clone(), QUEUE, &marks).expect("reopen");
+        for r in p.release_all(&[cut_short, other]) {
+            assert!(matches!(r, Ok((Settled::Now, Some(_)))), "{r:?}");
+        }
+        wait_dispatched(&store);
+        let ids: Vec<String> = store
+            .read("t", 0, 0, 10, None)
+            .expect("read")
+            .messages
+            .iter()
+            .filter_map(|m| m.msg_id().map(str::to_string))
+            .collect();
+        assert_eq!(ids, vec!["m1", "m2"], "m1 once, m2 released now");
+        assert_eq!(p.mark(cut_short.entry), Mark::Released);
+        assert!(matches!(
+            p.settle(cut_short, Mark::Released),
+            Ok((Settled::Already(Mark::Released), None))
+        ));
     }
 }

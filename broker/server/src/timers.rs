@@ -15,12 +15,10 @@
 //! Pending timers are rebuilt from the parked queue (its entries carry the due time), so a
 //! timer that fell due while the broker was down is released right after it comes back.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ferromq_proto::v2::Code;
 use ferromq_store::marks::Mark;
@@ -28,7 +26,7 @@ use ferromq_store::{NewMessage, Store};
 use tracing::{info, warn};
 
 use crate::convert::now_ms;
-use crate::parked::{Parked, ParkedAt, Settled, REAL_TOPIC};
+use crate::parked::{Parked, ParkedAt, Schedule, Settled, REAL_TOPIC};
 use crate::status::RpcError;
 
 /// The system topic holding pending delay messages.
@@ -44,15 +42,6 @@ const RETRY_AFTER_MS: u64 = 1000;
 /// Upper bounds (ms) of the lateness histogram.
 pub const LATENESS_BUCKETS_MS: [u64; 9] = [1, 5, 10, 25, 50, 100, 250, 1000, 10_000];
 
-/// (due ms, parked entry, commit log offset), smallest due first.
-type Slot = Reverse<(u64, u64, u64)>;
-
-#[derive(Default)]
-struct Pending {
-    heap: BinaryHeap<Slot>,
-    by_topic: HashMap<String, u64>,
-}
-
 /// Counters of the timer service, for metrics.
 #[derive(Debug, Default)]
 pub struct TimerStats {
@@ -62,7 +51,6 @@ pub struct TimerStats {
     pub unreadable: AtomicU64,
     /// Lateness of released timers: counts per bucket of [`LATENESS_BUCKETS_MS`], then +Inf.
     pub lateness: [AtomicU64; LATENESS_BUCKETS_MS.len() + 1],
-    pub lateness_ms_sum: AtomicU64,
 }
 
 /// The recall handle of a parked delay message.
@@ -81,9 +69,8 @@ fn parse_recall_handle(h: &str) -> Option<ParkedAt> {
 
 pub struct Timers {
     parked: Parked,
-    pending: Mutex<Pending>,
-    wake: Condvar,
-    stop: AtomicBool,
+    /// Pending timers: (due, parked message).
+    pending: Schedule<ParkedAt>,
     pub stats: TimerStats,
 }
 
@@ -91,52 +78,26 @@ impl Timers {
     /// Opens the timer queue in `data_dir` and loads the pending timers.
     pub fn open(store: Arc<Store>, data_dir: &Path) -> Result<Arc<Timers>, RpcError> {
         let parked = Parked::open(store, TIMER_TOPIC, &data_dir.join("timers"))?;
-        let mut pending = Pending::default();
         let started = std::time::Instant::now();
-        let mut unreadable = 0u64;
-        parked.scan(|at, due| {
-            match parked.read(at.entry, Some(at.phys)) {
-                Ok(m) => {
-                    if let Some(t) = m.properties.get(REAL_TOPIC) {
-                        *pending.by_topic.entry(t.clone()).or_default() += 1;
-                    }
-                }
-                Err(_) => unreadable += 1,
-            }
-            pending.heap.push(Reverse((due, at.entry, at.phys)));
-        })?;
-        if !pending.heap.is_empty() || unreadable > 0 {
+        let pending = Schedule::load(&parked, |at| at)?;
+        if !pending.is_empty() {
             info!(
-                pending = pending.heap.len(),
-                unreadable,
+                pending = pending.len(),
                 took_ms = started.elapsed().as_millis() as u64,
                 "pending timers loaded"
             );
         }
         Ok(Arc::new(Timers {
             parked,
-            pending: Mutex::new(pending),
-            wake: Condvar::new(),
-            stop: AtomicBool::new(false),
+            pending,
             stats: TimerStats::default(),
         }))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Parks `msg` until `due_ms` and returns its recall handle.
     pub fn schedule(&self, msg: &NewMessage, due_ms: u64) -> Result<String, RpcError> {
         let at = self.parked.park(msg, due_ms)?;
-        let mut p = self.lock();
-        let earliest = p.heap.peek().is_none_or(|Reverse((d, _, _))| due_ms < *d);
-        p.heap.push(Reverse((due_ms, at.entry, at.phys)));
-        *p.by_topic.entry(msg.topic.clone()).or_default() += 1;
-        drop(p);
-        if earliest {
-            self.wake.notify_one();
-        }
+        self.pending.add(due_ms, at, &msg.topic);
         Ok(recall_handle(at))
     }
 
@@ -161,7 +122,7 @@ impl Timers {
         match self.parked.settle(at, Mark::Discarded)? {
             (Settled::Now, _) => {
                 self.stats.recalled.fetch_add(1, Ordering::Relaxed);
-                self.forget(topic);
+                self.pending.forget(topic);
                 Ok(id)
             }
             (Settled::Already(Mark::Discarded), _) => Ok(id),
@@ -172,28 +133,9 @@ impl Timers {
         }
     }
 
-    fn forget(&self, topic: &str) {
-        let mut p = self.lock();
-        if let Some(n) = p.by_topic.get_mut(topic) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                p.by_topic.remove(topic);
-            }
-        }
-    }
-
     /// Pending timers per real topic.
     pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
-        self.lock()
-            .by_topic
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    }
-
-    /// Heap entries (pending plus recalled ones not yet popped).
-    pub fn queued(&self) -> usize {
-        self.lock().heap.len()
+        self.pending.pending_by_topic()
     }
 
     /// The commit log offset retention must keep (oldest pending timer).
@@ -209,66 +151,27 @@ impl Timers {
             .spawn(move || me.run())
     }
 
-    /// Stops the timer thread and writes the marks to disk.
+    /// Stops the timer thread.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        let _g = self.lock();
-        self.wake.notify_all();
+        self.pending.stop();
     }
 
+    /// Writes the marks to disk (clean shutdown).
     pub fn flush(&self) -> Result<(), RpcError> {
         self.parked.flush()
     }
 
     fn run(&self) {
-        let mut due: Vec<(u64, ParkedAt)> = Vec::new();
-        loop {
-            {
-                let mut p = self.lock();
-                loop {
-                    if self.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let now = now_ms().max(0) as u64;
-                    match p.heap.peek() {
-                        Some(Reverse((d, _, _))) if *d <= now => break,
-                        Some(Reverse((d, _, _))) => {
-                            let wait = Duration::from_millis((*d - now).min(60_000));
-                            p = self
-                                .wake
-                                .wait_timeout(p, wait)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
-                        }
-                        None => {
-                            p = self
-                                .wake
-                                .wait_timeout(p, Duration::from_secs(60))
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
-                        }
-                    }
-                }
-                let now = now_ms().max(0) as u64;
-                while due.len() < RELEASE_BATCH {
-                    match p.heap.peek() {
-                        Some(Reverse((d, _, _))) if *d <= now => {}
-                        _ => break,
-                    }
-                    if let Some(Reverse((d, entry, phys))) = p.heap.pop() {
-                        due.push((d, ParkedAt { entry, phys }));
-                    }
-                }
-            }
+        while let Some(due) = self.pending.wait_due(RELEASE_BATCH) {
             let ats: Vec<ParkedAt> = due.iter().map(|(_, at)| *at).collect();
             let results = self.parked.release_all(&ats);
-            for ((d, at), r) in due.drain(..).zip(results) {
+            for ((d, at), r) in due.into_iter().zip(results) {
                 match r {
                     Ok((Settled::Now, m)) => {
                         let late = (now_ms().max(0) as u64).saturating_sub(d);
                         self.record_lateness(late);
                         if let Some(t) = m.as_ref().and_then(|m| m.properties.get(REAL_TOPIC)) {
-                            self.forget(t);
+                            self.pending.forget(t);
                         }
                     }
                     Ok((Settled::Already(_), _)) => {}
@@ -279,12 +182,8 @@ impl Timers {
                     }
                     Err(e) => {
                         warn!(entry = at.entry, error = %e, "releasing a timer failed; trying again in 1 s");
-                        let mut p = self.lock();
-                        p.heap.push(Reverse((
-                            d.max(now_ms().max(0) as u64) + RETRY_AFTER_MS,
-                            at.entry,
-                            at.phys,
-                        )));
+                        let retry = d.max(now_ms().max(0) as u64) + RETRY_AFTER_MS;
+                        self.pending.requeue(retry, at);
                     }
                 }
             }
@@ -293,7 +192,6 @@ impl Timers {
 
     fn record_lateness(&self, ms: u64) {
         self.stats.released.fetch_add(1, Ordering::Relaxed);
-        self.stats.lateness_ms_sum.fetch_add(ms, Ordering::Relaxed);
         let i = LATENESS_BUCKETS_MS
             .iter()
             .position(|b| ms <= *b)

@@ -19,11 +19,10 @@
 //!
 //! The number of checks made is kept in memory: a restart starts counting again.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferromq_proto::v2::{Code, TransactionResolution};
@@ -32,7 +31,7 @@ use ferromq_store::{NewMessage, Store, StoredMessage};
 use tracing::{info, warn};
 
 use crate::convert::now_ms;
-use crate::parked::{Parked, ParkedAt, Settled, REAL_QUEUE, REAL_TOPIC};
+use crate::parked::{Parked, ParkedAt, Schedule, Settled, REAL_QUEUE, REAL_TOPIC};
 use crate::status::RpcError;
 
 /// The system topic holding half messages.
@@ -45,15 +44,6 @@ pub const MAX_RECOVERY_DURATION: Duration = Duration::from_secs(3600);
 /// Asks a producer of the message's topic to resolve a transaction: gets the half message (as
 /// a message of its real topic) and the transaction id; says whether a producer was reached.
 pub type CheckSender = Box<dyn Fn(&StoredMessage, &str) -> bool + Send + Sync>;
-
-/// (next check ms, parked entry, commit log offset, checks made so far).
-type Slot = Reverse<(u64, u64, u64, u32)>;
-
-#[derive(Default)]
-struct Pending {
-    heap: BinaryHeap<Slot>,
-    by_topic: HashMap<String, u64>,
-}
 
 /// Counters for metrics.
 #[derive(Debug, Default)]
@@ -99,9 +89,8 @@ pub fn as_sent(m: &StoredMessage) -> StoredMessage {
 
 pub struct Transactions {
     parked: Parked,
-    pending: Mutex<Pending>,
-    wake: Condvar,
-    stop: AtomicBool,
+    /// Unresolved half messages: (next check, (parked message, checks made so far)).
+    pending: Schedule<(ParkedAt, u32)>,
     interval: Duration,
     max_checks: u32,
     sender: OnceLock<CheckSender>,
@@ -117,28 +106,16 @@ impl Transactions {
         max_checks: u32,
     ) -> Result<Arc<Transactions>, RpcError> {
         let parked = Parked::open(store, HALF_TOPIC, &data_dir.join("transactions"))?;
-        let mut pending = Pending::default();
-        parked.scan(|at, first_check| {
-            if let Ok(m) = parked.read(at.entry, Some(at.phys)) {
-                if let Some(t) = m.properties.get(REAL_TOPIC) {
-                    *pending.by_topic.entry(t.clone()).or_default() += 1;
-                }
-            }
-            pending
-                .heap
-                .push(Reverse((first_check, at.entry, at.phys, 0)));
-        })?;
-        if !pending.heap.is_empty() {
+        let pending = Schedule::load(&parked, |at| (at, 0))?;
+        if !pending.is_empty() {
             info!(
-                half_messages = pending.heap.len(),
+                half_messages = pending.len(),
                 "unresolved transactions loaded"
             );
         }
         Ok(Arc::new(Transactions {
             parked,
-            pending: Mutex::new(pending),
-            wake: Condvar::new(),
-            stop: AtomicBool::new(false),
+            pending,
             interval,
             max_checks,
             sender: OnceLock::new(),
@@ -149,10 +126,6 @@ impl Transactions {
     /// Sets how checks reach producers (once, before [`Transactions::start`]).
     pub fn set_sender(&self, s: CheckSender) {
         let _ = self.sender.set(s);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Parks a half message and returns its transaction id. `recovery` is the message's own
@@ -178,14 +151,7 @@ impl Transactions {
         let first = now_ms().max(0) as u64 + wait.as_millis() as u64;
         let at = self.parked.park(msg, first)?;
         self.stats.prepared.fetch_add(1, Ordering::Relaxed);
-        let mut p = self.lock();
-        let earliest = p.heap.peek().is_none_or(|Reverse((d, ..))| first < *d);
-        p.heap.push(Reverse((first, at.entry, at.phys, 0)));
-        *p.by_topic.entry(msg.topic.clone()).or_default() += 1;
-        drop(p);
-        if earliest {
-            self.wake.notify_one();
-        }
+        self.pending.add(first, (at, 0), &msg.topic);
         Ok(transaction_id(at))
     }
 
@@ -237,7 +203,7 @@ impl Transactions {
                     &self.stats.rolled_back
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                self.forget(topic);
+                self.pending.forget(topic);
                 Ok(())
             }
             (Settled::Already(before), _) if before == how => Ok(()),
@@ -255,23 +221,9 @@ impl Transactions {
         }
     }
 
-    fn forget(&self, topic: &str) {
-        let mut p = self.lock();
-        if let Some(n) = p.by_topic.get_mut(topic) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                p.by_topic.remove(topic);
-            }
-        }
-    }
-
     /// Unresolved half messages per real topic.
     pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
-        self.lock()
-            .by_topic
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
+        self.pending.pending_by_topic()
     }
 
     /// The commit log offset retention must keep (oldest unresolved half message).
@@ -286,45 +238,23 @@ impl Transactions {
             .spawn(move || me.run())
     }
 
+    /// Stops the check thread.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        let _g = self.lock();
-        self.wake.notify_all();
+        self.pending.stop();
     }
 
+    /// Writes the marks to disk (clean shutdown).
     pub fn flush(&self) -> Result<(), RpcError> {
         self.parked.flush()
     }
 
     fn run(&self) {
-        loop {
-            let (at, checks) = {
-                let mut p = self.lock();
-                loop {
-                    if self.stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let now = now_ms().max(0) as u64;
-                    let wait = match p.heap.peek() {
-                        Some(Reverse((d, ..))) if *d <= now => break,
-                        Some(Reverse((d, ..))) => Duration::from_millis((*d - now).min(60_000)),
-                        None => Duration::from_secs(60),
-                    };
-                    p = self
-                        .wake
-                        .wait_timeout(p, wait)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+        while let Some(due) = self.pending.wait_due(64) {
+            for (_, (at, checks)) in due {
+                if self.parked.mark(at.entry) == Mark::Pending {
+                    self.check(at, checks);
                 }
-                match p.heap.pop() {
-                    Some(Reverse((_, entry, phys, checks))) => (ParkedAt { entry, phys }, checks),
-                    None => continue,
-                }
-            };
-            if self.parked.mark(at.entry) != Mark::Pending {
-                continue;
             }
-            self.check(at, checks);
         }
     }
 
@@ -345,14 +275,12 @@ impl Transactions {
                     );
                     self.stats.checks_exhausted.fetch_add(1, Ordering::Relaxed);
                     self.stats.rolled_back.fetch_add(1, Ordering::Relaxed);
-                    self.forget(&topic);
+                    self.pending.forget(&topic);
                 }
                 Ok((Settled::Already(_), _)) => {}
                 Err(e) => {
                     warn!(entry = at.entry, error = %e, "rolling back an unresolved transaction failed; trying again");
-                    self.lock()
-                        .heap
-                        .push(Reverse((next, at.entry, at.phys, checks)));
+                    self.pending.requeue(next, (at, checks));
                 }
             }
             return;
@@ -366,9 +294,7 @@ impl Transactions {
                 if sent {
                     self.stats.checks_sent.fetch_add(1, Ordering::Relaxed);
                 }
-                self.lock()
-                    .heap
-                    .push(Reverse((next, at.entry, at.phys, checks + 1)));
+                self.pending.requeue(next, (at, checks + 1));
             }
             Err(e) if matches!(e.code, Code::MessageNotFound | Code::MessageCorrupted) => {
                 tracing::error!(entry = at.entry, error = %e, "a half message cannot be read; it is dropped");
@@ -376,9 +302,7 @@ impl Transactions {
             }
             Err(e) => {
                 warn!(entry = at.entry, error = %e, "reading a half message failed; trying again");
-                self.lock()
-                    .heap
-                    .push(Reverse((next, at.entry, at.phys, checks)));
+                self.pending.requeue(next, (at, checks));
             }
         }
     }

@@ -403,66 +403,36 @@ async fn orphans_are_checked_back_and_a_commit_racing_the_check_delivers_once() 
         assert_eq!(m.body, id.as_bytes());
         let n = asked.entry(id).or_default();
         *n += 1;
-        match (id, *n) {
-            ("raced", 1) => {
-                // The producer's own commit and the check's answer race: both OK, one delivery.
-                let mut c2 = s.client().await;
-                let txid = check.transaction_id.clone();
-                let a = tokio::spawn(async move {
-                    end(&mut c2, "pay", "raced", &txid, Commit, ByClient).await
-                });
-                let b = end(
-                    &mut c,
-                    "pay",
-                    id,
-                    &check.transaction_id,
-                    Commit,
-                    ServerCheck,
-                )
-                .await;
-                assert_eq!(b, Code::Ok);
-                assert_eq!(a.await.expect("join"), Code::Ok);
-                settled += 1;
-            }
-            ("orphan", 1) => {
-                let r = end(
-                    &mut c,
-                    "pay",
-                    id,
-                    &check.transaction_id,
-                    Unspecified,
-                    ServerCheck,
-                )
-                .await;
-                assert_eq!(r, Code::Ok, "UNSPECIFIED means still unknown");
-            }
-            ("undeclared", 1) => {
-                let r = end(
-                    &mut c,
-                    "quiet",
-                    id,
-                    &check.transaction_id,
-                    Commit,
-                    ServerCheck,
-                )
-                .await;
-                assert_eq!(r, Code::Ok);
-                settled += 1;
-            }
-            ("orphan", 2) => {
-                let r = end(
-                    &mut c,
-                    "pay",
-                    id,
-                    &check.transaction_id,
-                    Commit,
-                    ServerCheck,
-                )
-                .await;
-                assert_eq!(r, Code::Ok);
-                settled += 1;
-            }
+        // "raced": the producer's own commit races the check's answer; both OK, one delivery.
+        let racer = (id == "raced" && *n == 1).then(|| {
+            let txid = check.transaction_id.clone();
+            let port = s.grpc_port;
+            tokio::spawn(async move {
+                let mut c2 = client(port, "test-client@1").await;
+                end(&mut c2, "pay", "raced", &txid, Commit, ByClient).await
+            })
+        });
+        let (answer, settles) = match (id, *n) {
+            ("raced", 1) | ("undeclared", 1) | ("orphan", 2) => (Commit, true),
+            // UNSPECIFIED means "still unknown": the server asks again.
+            ("orphan", 1) => (Unspecified, false),
             other => panic!("unexpected check {other:?}: settled messages are not checked again"),
+        };
+        let r = end(
+            &mut c,
+            topic,
+            id,
+            &check.transaction_id,
+            answer,
+            ServerCheck,
+        )
+        .await;
+        assert_eq!(r, Code::Ok, "{id}, check {n}");
+        if let Some(racer) = racer {
+            assert_eq!(racer.await.expect("join"), Code::Ok);
+        }
+        if settles {
+            settled += 1;
         }
     }
     let got = drain(&mut c, "g", "pay", Duration::from_secs(2)).await;
