@@ -199,7 +199,7 @@ fn message_json(m: &admin::StoredMessage) -> Value {
     let user: serde_json::Map<String, Value> = m
         .properties
         .iter()
-        .filter(|(k, _)| !crate::props::is_system(k))
+        .filter(|(k, _)| !ferromq_engine::props::is_system(k))
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     json!({
@@ -209,7 +209,7 @@ fn message_json(m: &admin::StoredMessage) -> Value {
         "queue_offset": m.queue_offset,
         "tag": m.tag,
         "keys": m.keys,
-        "message_group": m.properties.get(crate::props::MESSAGE_GROUP),
+        "message_group": m.properties.get(ferromq_engine::props::MESSAGE_GROUP),
         "properties": user,
         "born_host": m.born_host,
         "born_timestamp_ms": m.born_timestamp_ms,

@@ -1,4 +1,4 @@
-//! Delay messages: a message with a delivery time is parked ([`crate::parked`]) and released to
+//! Delay messages: a message with a delivery time is parked ([`super`]) and released to
 //! its topic by one timer thread when that time comes; RecallMessage discards it before then.
 //!
 //! ## Memory
@@ -20,19 +20,20 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ferromq_proto::v2::Code;
 use ferromq_store::marks::Mark;
 use ferromq_store::{NewMessage, Store};
 use tracing::{info, warn};
 
-use crate::convert::now_ms;
-use crate::parked::{Parked, ParkedAt, Schedule, Settled, REAL_TOPIC};
-use crate::status::RpcError;
+use super::schedule::Schedule;
+use super::{Parked, ParkedAt, Settled};
+use crate::error::EngineError;
+use crate::props::REAL_TOPIC;
+use crate::time::now_ms;
 
 /// The system topic holding pending delay messages.
 pub const TIMER_TOPIC: &str = "%SYS%FM_TIMER";
-/// On a delay message: its delivery time (ms since the epoch), echoed to consumers.
-pub const DELIVER_AT: &str = "__FM_DELIVER_AT";
+/// Kind of a recall handle (see [`ParkedAt::encode`]).
+const RECALL_HANDLE: &str = "t1";
 
 /// Most timers released per wake-up before the heap is looked at again.
 const RELEASE_BATCH: usize = 512;
@@ -55,16 +56,11 @@ pub struct TimerStats {
 
 /// The recall handle of a parked delay message.
 pub fn recall_handle(at: ParkedAt) -> String {
-    format!("t1:{}:{}", at.entry, at.phys)
+    at.encode(RECALL_HANDLE)
 }
 
 fn parse_recall_handle(h: &str) -> Option<ParkedAt> {
-    let rest = h.strip_prefix("t1:")?;
-    let (e, p) = rest.split_once(':')?;
-    Some(ParkedAt {
-        entry: e.parse().ok()?,
-        phys: p.parse().ok()?,
-    })
+    ParkedAt::decode(h, RECALL_HANDLE)
 }
 
 pub struct Timers {
@@ -76,7 +72,7 @@ pub struct Timers {
 
 impl Timers {
     /// Opens the timer queue in `data_dir` and loads the pending timers.
-    pub fn open(store: Arc<Store>, data_dir: &Path) -> Result<Arc<Timers>, RpcError> {
+    pub fn open(store: Arc<Store>, data_dir: &Path) -> Result<Arc<Timers>, EngineError> {
         let parked = Parked::open(store, TIMER_TOPIC, &data_dir.join("timers"))?;
         let started = std::time::Instant::now();
         let pending = Schedule::load(&parked, |at| at)?;
@@ -95,28 +91,27 @@ impl Timers {
     }
 
     /// Parks `msg` until `due_ms` and returns its recall handle.
-    pub fn schedule(&self, msg: &NewMessage, due_ms: u64) -> Result<String, RpcError> {
+    pub fn schedule(&self, msg: &NewMessage, due_ms: u64) -> Result<String, EngineError> {
         let at = self.parked.park(msg, due_ms)?;
         self.pending.add(due_ms, at, &msg.topic);
         Ok(recall_handle(at))
     }
 
     /// Cancels a pending delay message of `topic`. Returns its message id.
-    pub fn recall(&self, topic: &str, handle: &str) -> Result<String, RpcError> {
+    pub fn recall(&self, topic: &str, handle: &str) -> Result<String, EngineError> {
         let at = parse_recall_handle(handle).ok_or_else(|| {
-            RpcError::bad_request(format!("{handle:?} is not a recall handle of this broker"))
+            EngineError::bad_request(format!("{handle:?} is not a recall handle of this broker"))
         })?;
         let m = self.parked.read(at.entry, Some(at.phys)).map_err(|_| {
-            RpcError::new(
-                Code::MessageNotFound,
-                "no delay message has this recall handle (expired by retention, or another broker's)",
+            EngineError::MessageNotFound(
+                "no delay message has this recall handle (expired by retention, or another broker's)"
+                    .into(),
             )
         })?;
         if m.properties.get(REAL_TOPIC).map(String::as_str) != Some(topic) {
-            return Err(RpcError::new(
-                Code::MessageNotFound,
-                format!("the recall handle is not for a message of topic {topic}"),
-            ));
+            return Err(EngineError::MessageNotFound(format!(
+                "the recall handle is not for a message of topic {topic}"
+            )));
         }
         let id = m.msg_id().unwrap_or_default().to_string();
         match self.parked.settle(at, Mark::Discarded)? {
@@ -126,10 +121,9 @@ impl Timers {
                 Ok(id)
             }
             (Settled::Already(Mark::Discarded), _) => Ok(id),
-            (Settled::Already(_), _) => Err(RpcError::new(
-                Code::PreconditionFailed,
-                format!("message {id} was already delivered; it can no longer be recalled"),
-            )),
+            (Settled::Already(_), _) => Err(EngineError::AlreadySettled(format!(
+                "message {id} was already delivered; it can no longer be recalled"
+            ))),
         }
     }
 
@@ -139,7 +133,7 @@ impl Timers {
     }
 
     /// The commit log offset retention must keep (oldest pending timer).
-    pub fn retention_floor(&self) -> Result<u64, RpcError> {
+    pub fn retention_floor(&self) -> Result<u64, EngineError> {
         self.parked.advance_floor()
     }
 
@@ -157,7 +151,7 @@ impl Timers {
     }
 
     /// Writes the marks to disk (clean shutdown).
-    pub fn flush(&self) -> Result<(), RpcError> {
+    pub fn flush(&self) -> Result<(), EngineError> {
         self.parked.flush()
     }
 
@@ -175,7 +169,7 @@ impl Timers {
                         }
                     }
                     Ok((Settled::Already(_), _)) => {}
-                    Err(e) if matches!(e.code, Code::MessageNotFound | Code::MessageCorrupted) => {
+                    Err(e @ (EngineError::MessageNotFound(_) | EngineError::Corrupt(_))) => {
                         tracing::error!(entry = at.entry, error = %e, "a pending delay message cannot be read; it is dropped, not delivered");
                         self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
                         let _ = self.parked.abandon(at.entry);

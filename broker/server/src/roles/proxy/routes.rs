@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferromq_proto::admin::admin_client::AdminClient;
 use ferromq_proto::cluster::{self, nameserver_client::NameserverClient, GroupState};
 use ferromq_proto::v2::messaging_service_client::MessagingServiceClient;
+use parking_lot::{Mutex, RwLock};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
@@ -166,7 +167,7 @@ impl Routes {
     }
 
     pub fn view(&self) -> Arc<ClusterView> {
-        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.view.read().clone()
     }
 
     /// A rotating number for round-robin choices.
@@ -214,7 +215,7 @@ impl Routes {
         if names(&old) != names(&fresh) {
             info!(groups = ?names(&fresh), "cluster membership changed");
         }
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        *self.view.write() = Arc::new(fresh);
         n
     }
 
@@ -222,15 +223,17 @@ impl Routes {
     pub async fn refresh_loop(
         self: Arc<Self>,
         every: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        let stopped = crate::serve::stopped(shutdown);
+        tokio::pin!(stopped);
         let mut blind = false;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = shutdown.wait_for(|v| *v) => return,
+                _ = &mut stopped => return,
             }
             let answered = self.refresh().await;
             if answered == 0 && !blind {
@@ -244,7 +247,7 @@ impl Routes {
 
     fn channel(&self, endpoint: &str) -> Result<Channel, String> {
         let pick = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let mut m = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.channels.lock();
         if let Some(pool) = m.get(endpoint) {
             return Ok(pool[pick % pool.len()].clone());
         }

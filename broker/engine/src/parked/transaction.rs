@@ -1,4 +1,4 @@
-//! Transactional messages: a half message is parked ([`crate::parked`]) until EndTransaction
+//! Transactional messages: a half message is parked ([`super`]) until EndTransaction
 //! commits it (released to its topic, visible exactly once) or rolls it back (discarded).
 //!
 //! ## Orphans
@@ -25,19 +25,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ferromq_proto::v2::{Code, TransactionResolution};
 use ferromq_store::marks::Mark;
 use ferromq_store::{NewMessage, Store, StoredMessage};
 use tracing::{info, warn};
 
-use crate::convert::now_ms;
-use crate::parked::{Parked, ParkedAt, Schedule, Settled, REAL_QUEUE, REAL_TOPIC};
-use crate::status::RpcError;
+use super::schedule::Schedule;
+use super::{Parked, ParkedAt, Settled};
+use crate::error::EngineError;
+use crate::props::{CQ_KEY, REAL_QUEUE, REAL_TOPIC, TX_PRODUCER};
+use crate::time::now_ms;
 
 /// The system topic holding half messages.
 pub const HALF_TOPIC: &str = "%SYS%FM_HALF";
-/// On a half message: the client id of the producer that sent it, asked first at check time.
-pub const PRODUCER: &str = "__FM_TX_PRODUCER";
+/// Kind of a transaction id (see [`ParkedAt::encode`]).
+const TRANSACTION_ID: &str = "x1";
+
+/// How a producer (or its checker) resolves a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Commit,
+    Rollback,
+    /// Still unknown: keep the half message and check again later.
+    Unknown,
+}
 /// Longest first-check delay a message may ask for (RocketMQ caps it the same way).
 pub const MAX_RECOVERY_DURATION: Duration = Duration::from_secs(3600);
 
@@ -58,16 +68,11 @@ pub struct TxStats {
 
 /// The transaction id of a half message.
 pub fn transaction_id(at: ParkedAt) -> String {
-    format!("x1:{}:{}", at.entry, at.phys)
+    at.encode(TRANSACTION_ID)
 }
 
 fn parse_transaction_id(s: &str) -> Option<ParkedAt> {
-    let rest = s.strip_prefix("x1:")?;
-    let (e, p) = rest.split_once(':')?;
-    Some(ParkedAt {
-        entry: e.parse().ok()?,
-        phys: p.parse().ok()?,
-    })
+    ParkedAt::decode(s, TRANSACTION_ID)
 }
 
 /// The half message as its producer sent it: real topic and queue, no parking properties.
@@ -83,7 +88,7 @@ pub fn as_sent(m: &StoredMessage) -> StoredMessage {
     {
         out.queue_id = q;
     }
-    out.properties.remove(ferromq_store::PROP_CQ_KEY);
+    out.properties.remove(CQ_KEY);
     out
 }
 
@@ -104,7 +109,7 @@ impl Transactions {
         data_dir: &Path,
         interval: Duration,
         max_checks: u32,
-    ) -> Result<Arc<Transactions>, RpcError> {
+    ) -> Result<Arc<Transactions>, EngineError> {
         let parked = Parked::open(store, HALF_TOPIC, &data_dir.join("transactions"))?;
         let pending = Schedule::load(&parked, |at| (at, 0))?;
         if !pending.is_empty() {
@@ -135,12 +140,12 @@ impl Transactions {
         msg: &NewMessage,
         recovery: Option<Duration>,
         producer: Option<&str>,
-    ) -> Result<String, RpcError> {
+    ) -> Result<String, EngineError> {
         let mut owned;
         let msg = match producer {
             Some(p) => {
                 owned = msg.clone();
-                owned.properties.insert(PRODUCER.into(), p.to_string());
+                owned.properties.insert(TX_PRODUCER.into(), p.to_string());
                 &owned
             }
             None => msg,
@@ -161,18 +166,14 @@ impl Transactions {
         topic: &str,
         message_id: &str,
         transaction_id: &str,
-        resolution: TransactionResolution,
-    ) -> Result<(), RpcError> {
+        resolution: Resolution,
+    ) -> Result<(), EngineError> {
         let invalid = |why: &str| {
-            RpcError::new(
-                Code::InvalidTransactionId,
-                format!("transaction id {transaction_id:?} {why}"),
-            )
+            EngineError::InvalidTransactionId(format!("transaction id {transaction_id:?} {why}"))
         };
         if transaction_id.trim().is_empty() {
-            return Err(RpcError::new(
-                Code::InvalidTransactionId,
-                "transaction_id is empty",
+            return Err(EngineError::InvalidTransactionId(
+                "transaction_id is empty".into(),
             ));
         }
         let at = parse_transaction_id(transaction_id)
@@ -190,10 +191,10 @@ impl Transactions {
             )));
         }
         let how = match resolution {
-            TransactionResolution::Commit => Mark::Released,
-            TransactionResolution::Rollback => Mark::Discarded,
-            // Rust and Python checkers send UNSPECIFIED for "still unknown": keep checking.
-            TransactionResolution::Unspecified => return Ok(()),
+            Resolution::Commit => Mark::Released,
+            Resolution::Rollback => Mark::Discarded,
+            // Keep checking.
+            Resolution::Unknown => return Ok(()),
         };
         match self.parked.settle(at, how)? {
             (Settled::Now, _) => {
@@ -207,17 +208,14 @@ impl Transactions {
                 Ok(())
             }
             (Settled::Already(before), _) if before == how => Ok(()),
-            (Settled::Already(before), _) => Err(RpcError::new(
-                Code::PreconditionFailed,
-                format!(
-                    "transaction of message {id} was already {}",
-                    if before == Mark::Released {
-                        "committed"
-                    } else {
-                        "rolled back"
-                    }
-                ),
-            )),
+            (Settled::Already(before), _) => Err(EngineError::AlreadySettled(format!(
+                "transaction of message {id} was already {}",
+                if before == Mark::Released {
+                    "committed"
+                } else {
+                    "rolled back"
+                }
+            ))),
         }
     }
 
@@ -227,7 +225,7 @@ impl Transactions {
     }
 
     /// The commit log offset retention must keep (oldest unresolved half message).
-    pub fn retention_floor(&self) -> Result<u64, RpcError> {
+    pub fn retention_floor(&self) -> Result<u64, EngineError> {
         self.parked.advance_floor()
     }
 
@@ -244,7 +242,7 @@ impl Transactions {
     }
 
     /// Writes the marks to disk (clean shutdown).
-    pub fn flush(&self) -> Result<(), RpcError> {
+    pub fn flush(&self) -> Result<(), EngineError> {
         self.parked.flush()
     }
 
@@ -296,7 +294,7 @@ impl Transactions {
                 }
                 self.pending.requeue(next, (at, checks + 1));
             }
-            Err(e) if matches!(e.code, Code::MessageNotFound | Code::MessageCorrupted) => {
+            Err(e @ (EngineError::MessageNotFound(_) | EngineError::Corrupt(_))) => {
                 tracing::error!(entry = at.entry, error = %e, "a half message cannot be read; it is dropped");
                 let _ = self.parked.abandon(at.entry);
             }

@@ -8,11 +8,11 @@
 //! losing one loses nothing.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -20,65 +20,17 @@ use axum::routing::get;
 use ferromq_proto::cluster::{
     self, nameserver_server::Nameserver, nameserver_server::NameserverServer, BrokerInfo,
 };
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use parking_lot::{Mutex, MutexGuard};
+use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
+
+use crate::config::nameserver::NameserverConfig;
+use crate::serve::{self, Listeners, Services, Shutdown};
 
 /// How often brokers are asked to report, and the default expiry (three missed reports).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(3);
-
-/// Flags of `ferromq nameserver`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct NameserverArgs {
-    /// Address of the gRPC endpoint brokers and proxies talk to.
-    #[arg(long, env = "FERROMQ_ADDR", default_value = "0.0.0.0:9876")]
-    pub addr: String,
-    /// Address of the HTTP endpoint (/healthz, /readyz, /metrics).
-    #[arg(long, env = "FERROMQ_HTTP_ADDR", default_value = "0.0.0.0:9090")]
-    pub http_addr: String,
-    /// A broker group missing heartbeats for this long leaves the routes (e.g. 3s, 500ms).
-    #[arg(long, env = "FERROMQ_BROKER_EXPIRY", default_value = "3s")]
-    pub broker_expiry: String,
-    /// Accepted for symmetry with the other roles; the name server has no other settings.
-    #[arg(long, env = "FERROMQ_CONFIG")]
-    pub config: Option<std::path::PathBuf>,
-}
-
-/// Parses `3s`, `500ms`, `2m`, `1h`, `3d` or a bare number of seconds.
-pub fn parse_duration(
-    field: &'static str,
-    s: &str,
-) -> Result<Duration, crate::config::ConfigError> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| crate::config::ConfigError {
-        field,
-        reason: format!("{s:?} is not a duration like \"3s\" or \"500ms\""),
-    })?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "d" => Duration::from_secs(n.saturating_mul(86_400)),
-        _ => {
-            return Err(crate::config::ConfigError {
-                field,
-                reason: format!("{s:?} has an unknown unit (use ms, s, m, h or d)"),
-            })
-        }
-    };
-    if d.is_zero() {
-        return Err(crate::config::ConfigError {
-            field,
-            reason: "must be more than zero".into(),
-        });
-    }
-    Ok(d)
-}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -101,8 +53,8 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Entry>> {
+        self.entries.lock()
     }
 
     /// Records a report; says whether the group is new to this name server.
@@ -214,39 +166,50 @@ async fn metrics(State(r): State<Arc<Registry>>) -> impl IntoResponse {
     (StatusCode::OK, text)
 }
 
+/// A name server with its listeners bound.
+pub struct Bound {
+    cfg: NameserverConfig,
+    listeners: Listeners,
+}
+
+/// Binds the name server's listeners.
+pub async fn bind(cfg: NameserverConfig) -> anyhow::Result<Bound> {
+    let listeners = Listeners::bind(cfg.addr, cfg.http_addr, "addr").await?;
+    Ok(Bound { cfg, listeners })
+}
+
+impl Bound {
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners.grpc_addr()
+    }
+
+    /// Serves until `stop` resolves.
+    pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let registry = Arc::new(Registry::new(self.cfg.broker_expiry));
+        let router = axum::Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(|| async { "ready\n" }))
+            .route("/metrics", get(metrics))
+            .with_state(registry.clone());
+        info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, "ferromq nameserver ready");
+        let services = Services {
+            grpc: Services::grpc_builder()
+                .add_service(NameserverServer::new(NameserverApi { registry })),
+            http: router,
+            tls: None,
+            background: JoinSet::new(),
+            drain: Duration::from_secs(5),
+            on_stop: None,
+        };
+        serve::run(self.listeners, services, &Shutdown::default(), stop).await?;
+        info!("nameserver stopped");
+        Ok(())
+    }
+}
+
 /// Runs the name server until SIGTERM or Ctrl-C.
-pub async fn run(args: NameserverArgs) -> anyhow::Result<()> {
-    let addr: SocketAddr = args.addr.parse().map_err(|_| crate::config::ConfigError {
-        field: "addr",
-        reason: format!("{:?} is not an address like 0.0.0.0:9876", args.addr),
-    })?;
-    let http_addr: SocketAddr = args
-        .http_addr
-        .parse()
-        .map_err(|_| crate::config::ConfigError {
-            field: "http-addr",
-            reason: format!("{:?} is not an address like 0.0.0.0:9090", args.http_addr),
-        })?;
-    let expiry = parse_duration("broker-expiry", &args.broker_expiry)?;
-    let registry = Arc::new(Registry::new(expiry));
-    let grpc = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on addr {addr}"))?;
-    let http = TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("cannot listen on http-addr {http_addr}"))?;
-    let (tx, _) = watch::channel(false);
-    let router = axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
-        .route("/metrics", get(metrics))
-        .with_state(registry.clone());
-    info!(grpc = %grpc.local_addr()?, http = %http_addr, expiry = ?expiry, "ferromq nameserver ready");
-    let services = tonic::transport::Server::builder()
-        .add_service(NameserverServer::new(NameserverApi { registry }));
-    super::serve_until_signal(grpc, services, http, router, &tx, Duration::from_secs(5)).await?;
-    info!("nameserver stopped");
-    Ok(())
+pub async fn run(cfg: NameserverConfig) -> anyhow::Result<()> {
+    bind(cfg).await?.run(serve::signal()).await
 }
 
 #[cfg(test)]
@@ -277,17 +240,5 @@ mod tests {
         assert!(r.report(info("a")), "back after expiry counts as new");
         assert!(r.remove("a", "127.0.0.1:1"));
         assert!(r.live().is_empty());
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("x", "3s").unwrap(), Duration::from_secs(3));
-        assert_eq!(
-            parse_duration("x", "250ms").unwrap(),
-            Duration::from_millis(250)
-        );
-        assert_eq!(parse_duration("x", "2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("x", "0s").is_err());
-        assert!(parse_duration("x", "3 hours").is_err());
     }
 }

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// Explicit settings of one group; `None` means "the default".
@@ -59,12 +59,8 @@ impl Groups {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, GroupConfig>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn get(&self, group: &str) -> GroupConfig {
-        self.lock().get(group).cloned().unwrap_or_default()
+        self.map.lock().get(group).cloned().unwrap_or_default()
     }
 
     /// Deliveries before dead-lettering for this group.
@@ -80,12 +76,12 @@ impl Groups {
     }
 
     pub fn list(&self) -> BTreeMap<String, GroupConfig> {
-        self.lock().clone()
+        self.map.lock().clone()
     }
 
     /// Sets a group's settings (durable on return).
     pub fn set(&self, group: &str, cfg: GroupConfig) -> Result<(), GroupError> {
-        let mut map = self.lock();
+        let mut map = self.map.lock();
         let mut next = map.clone();
         next.insert(group.to_string(), cfg);
         self.persist(&next)?;

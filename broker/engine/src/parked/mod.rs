@@ -1,6 +1,6 @@
 //! Parked messages: stored now, delivered to their topic later or never. Delay messages wait
-//! for their time ([`crate::timers`]), half messages for their transaction's outcome
-//! ([`crate::transactions`]).
+//! for their time ([`timer`]), half messages for their transaction's outcome ([`transaction`]);
+//! [`schedule`] keeps either kind's pending entries by due time.
 //!
 //! ## How a message is parked
 //! It is appended, whole, to a system topic of one queue (`%SYS%FM_TIMER`, `%SYS%FM_HALF`),
@@ -25,32 +25,47 @@
 //! pending one (offset, due time, commit log offset) to the caller, reading no message.
 //! Retention never deletes a commit log segment at or after the oldest pending entry.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+pub mod schedule;
+pub mod timer;
+pub mod transaction;
 
-use ferromq_proto::v2::Code;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use ferromq_store::marks::{Mark, Marks};
-use ferromq_store::{NewMessage, Store, StoredMessage, PROP_CQ_KEY};
+use ferromq_store::{NewMessage, Store, StoredMessage};
+use parking_lot::Mutex;
 use tracing::warn;
 
-use crate::status::RpcError;
-
-/// The topic a parked message will be delivered to.
-pub const REAL_TOPIC: &str = "__FM_REAL_TOPIC";
-/// The queue of [`REAL_TOPIC`] the producer chose.
-pub const REAL_QUEUE: &str = "__FM_REAL_QUEUE";
-/// On a released copy: `<system topic>:<entry>` of the parked original.
-pub const PARKED_FROM: &str = "__FM_PARKED";
+use crate::error::EngineError;
+use crate::props::{CQ_KEY, PARKED_FROM, REAL_QUEUE, REAL_TOPIC};
 
 /// Where a parked message is: its entry in the system topic's queue and its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ParkedAt {
     pub entry: u64,
     pub phys: u64,
+}
+
+impl ParkedAt {
+    /// The id a client gets for a parked message: `<kind>:<entry>:<commit log offset>`, with
+    /// `kind` naming what it is (a recall handle, a transaction id), so one id is never taken
+    /// for the other.
+    pub fn encode(self, kind: &str) -> String {
+        format!("{kind}:{}:{}", self.entry, self.phys)
+    }
+
+    /// Reads back an id of `kind` made by [`ParkedAt::encode`].
+    pub fn decode(s: &str, kind: &str) -> Option<ParkedAt> {
+        let rest = s.strip_prefix(kind)?.strip_prefix(':')?;
+        let (e, p) = rest.split_once(':')?;
+        Some(ParkedAt {
+            entry: e.parse().ok()?,
+            phys: p.parse().ok()?,
+        })
+    }
 }
 
 /// What settling an entry did.
@@ -80,8 +95,8 @@ impl Parked {
         store: Arc<Store>,
         topic: &'static str,
         marks_dir: &Path,
-    ) -> Result<Parked, RpcError> {
-        let marks = Marks::open(marks_dir).map_err(RpcError::from)?;
+    ) -> Result<Parked, EngineError> {
+        let marks = Marks::open(marks_dir).map_err(EngineError::from)?;
         let (min, max) = store.queue_range(topic, 0);
         let floor = marks.first_pending(min, max);
         Ok(Parked {
@@ -100,15 +115,15 @@ impl Parked {
 
     /// Parks `msg` (addressed to its real topic and queue) until it is settled; `key` is its due
     /// time in ms since the epoch.
-    pub fn park(&self, msg: &NewMessage, key: u64) -> Result<ParkedAt, RpcError> {
+    pub fn park(&self, msg: &NewMessage, key: u64) -> Result<ParkedAt, EngineError> {
         let mut m = msg.clone();
         m.properties.insert(REAL_TOPIC.into(), m.topic.clone());
         m.properties
             .insert(REAL_QUEUE.into(), m.queue_id.to_string());
-        m.properties.insert(PROP_CQ_KEY.into(), key.to_string());
+        m.properties.insert(CQ_KEY.into(), key.to_string());
         m.topic = self.topic.to_string();
         m.queue_id = 0;
-        let r = self.store.append(&m).map_err(RpcError::from)?;
+        let r = self.store.append(&m).map_err(EngineError::from)?;
         Ok(ParkedAt {
             entry: r.queue_offset,
             phys: r.phys_offset,
@@ -116,40 +131,39 @@ impl Parked {
     }
 
     /// The parked message of `entry`, as stored (real topic in [`REAL_TOPIC`]).
-    pub fn read(&self, entry: u64, phys: Option<u64>) -> Result<StoredMessage, RpcError> {
+    pub fn read(&self, entry: u64, phys: Option<u64>) -> Result<StoredMessage, EngineError> {
         let phys = match phys {
             Some(p) => p,
             None => match self.store.queue_entry(self.topic, 0, entry) {
                 Ok(Some(e)) => e.phys_offset,
                 Ok(None) => {
-                    return Err(RpcError::new(
-                        Code::MessageNotFound,
-                        format!("no parked message {entry} in {}", self.topic),
-                    ))
+                    return Err(EngineError::MessageNotFound(format!(
+                        "no parked message {entry} in {}",
+                        self.topic
+                    )))
                 }
                 Err(e) => return Err(e.into()),
             },
         };
         let m = self.store.message_at(phys).map_err(|e| match e {
             // Checksum failure: reported, never served.
-            ferromq_store::StoreError::Corrupt { .. } => RpcError::new(
-                Code::MessageCorrupted,
-                format!("parked message {entry} of {} is corrupt: {e}", self.topic),
-            ),
-            ferromq_store::StoreError::OffsetOutOfRange { .. } => RpcError::new(
-                Code::MessageNotFound,
-                format!(
+            ferromq_store::StoreError::Corrupt { .. } => EngineError::Corrupt(format!(
+                "parked message {entry} of {} is corrupt: {e}",
+                self.topic
+            )),
+            ferromq_store::StoreError::OffsetOutOfRange { .. } => {
+                EngineError::MessageNotFound(format!(
                     "parked message {entry} of {} is no longer stored",
                     self.topic
-                ),
-            ),
+                ))
+            }
             other => other.into(),
         })?;
         if m.topic != self.topic || m.queue_offset != entry {
-            return Err(RpcError::new(
-                Code::MessageNotFound,
-                format!("no parked message {entry} in {}", self.topic),
-            ));
+            return Err(EngineError::MessageNotFound(format!(
+                "no parked message {entry} in {}",
+                self.topic
+            )));
         }
         Ok(m)
     }
@@ -166,20 +180,20 @@ impl Parked {
         &self,
         at: ParkedAt,
         how: Mark,
-    ) -> Result<(Settled, Option<StoredMessage>), RpcError> {
+    ) -> Result<(Settled, Option<StoredMessage>), EngineError> {
         if how == Mark::Released {
             return self
                 .release_all(&[at])
                 .pop()
-                .unwrap_or_else(|| Err(RpcError::internal("release answered nothing")));
+                .unwrap_or_else(|| Err(EngineError::internal("release answered nothing")));
         }
-        let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = self.settle.lock();
         let now = self.marks.get(at.entry);
         if now != Mark::Pending {
             return Ok((Settled::Already(now), None));
         }
         let parked = self.read(at.entry, Some(at.phys))?;
-        self.marks.set(at.entry, how).map_err(RpcError::from)?;
+        self.marks.set(at.entry, how).map_err(EngineError::from)?;
         Ok((Settled::Now, Some(parked)))
     }
 
@@ -189,9 +203,9 @@ impl Parked {
     pub fn release_all(
         &self,
         ats: &[ParkedAt],
-    ) -> Vec<Result<(Settled, Option<StoredMessage>), RpcError>> {
-        let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<Result<(Settled, Option<StoredMessage>), RpcError>> =
+    ) -> Vec<Result<(Settled, Option<StoredMessage>), EngineError>> {
+        let _g = self.settle.lock();
+        let mut out: Vec<Result<(Settled, Option<StoredMessage>), EngineError>> =
             Vec::with_capacity(ats.len());
         // Per entry: Some(index into `copies`) when it is to be appended now.
         let mut slots: Vec<Option<usize>> = Vec::with_capacity(ats.len());
@@ -234,11 +248,11 @@ impl Parked {
                 continue;
             }
             if let Some(e) = slot.and_then(|i| failed.get_mut(i).and_then(Option::take)) {
-                *r = Err(RpcError::from(e));
+                *r = Err(EngineError::from(e));
                 continue;
             }
             if let Err(e) = self.marks.set(at.entry, Mark::Released) {
-                *r = Err(RpcError::from(e));
+                *r = Err(EngineError::from(e));
             }
         }
         out
@@ -246,12 +260,12 @@ impl Parked {
 
     /// Gives up on an entry whose message cannot be read (corrupt, or gone): marks it discarded
     /// so it is not tried again after every restart. The caller logs why.
-    pub fn abandon(&self, entry: u64) -> Result<(), RpcError> {
-        let _g = self.settle.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn abandon(&self, entry: u64) -> Result<(), EngineError> {
+        let _g = self.settle.lock();
         if self.marks.get(entry) == Mark::Pending {
             self.marks
                 .set(entry, Mark::Discarded)
-                .map_err(RpcError::from)?;
+                .map_err(EngineError::from)?;
         }
         Ok(())
     }
@@ -261,10 +275,10 @@ impl Parked {
     }
 
     /// The message to append to the real topic.
-    fn unparked(&self, m: &StoredMessage) -> Result<NewMessage, RpcError> {
+    fn unparked(&self, m: &StoredMessage) -> Result<NewMessage, EngineError> {
         let mut properties: BTreeMap<String, String> = m.properties.clone();
         let topic = properties.remove(REAL_TOPIC).ok_or_else(|| {
-            RpcError::internal(format!(
+            EngineError::internal(format!(
                 "parked message {} has no {REAL_TOPIC}",
                 m.queue_offset
             ))
@@ -273,7 +287,7 @@ impl Parked {
             .remove(REAL_QUEUE)
             .and_then(|q| q.parse().ok())
             .unwrap_or(0);
-        properties.remove(PROP_CQ_KEY);
+        properties.remove(CQ_KEY);
         properties.insert(PARKED_FROM.into(), self.marker(m.queue_offset));
         // The topic may have lost queues since; keep the queue valid.
         let queues = self
@@ -305,7 +319,7 @@ impl Parked {
     }
 
     /// Calls `f(at, key)` for every pending entry, oldest first (restart).
-    pub fn scan(&self, mut f: impl FnMut(ParkedAt, u64)) -> Result<u64, RpcError> {
+    pub fn scan(&self, mut f: impl FnMut(ParkedAt, u64)) -> Result<u64, EngineError> {
         let (min, max) = self.store.queue_range(self.topic, 0);
         let mut n = 0;
         let mut i = self.marks.first_pending(min, max);
@@ -314,7 +328,7 @@ impl Parked {
                 if let Some(e) = self
                     .store
                     .queue_entry(self.topic, 0, i)
-                    .map_err(RpcError::from)?
+                    .map_err(EngineError::from)?
                 {
                     f(
                         ParkedAt {
@@ -334,160 +348,27 @@ impl Parked {
     /// Moves the oldest-pending floor up and drops mark files nobody needs. Returns the commit
     /// log offset of the oldest pending entry (`u64::MAX`: none), which retention must keep.
     /// Cheap when nothing changed; run it now and then.
-    pub fn advance_floor(&self) -> Result<u64, RpcError> {
+    pub fn advance_floor(&self) -> Result<u64, EngineError> {
         let (min, max) = self.store.queue_range(self.topic, 0);
         let from = self.floor.load(Ordering::Acquire).max(min);
         let floor = self.marks.first_pending(from, max);
         self.floor.store(floor, Ordering::Release);
         // Only below what the queue itself lost to retention: a trimmed mark reads as pending,
         // and a record still stored must never look pending again.
-        self.marks.trim(floor.min(min)).map_err(RpcError::from)?;
+        self.marks.trim(floor.min(min)).map_err(EngineError::from)?;
         if floor >= max {
             return Ok(u64::MAX);
         }
         Ok(self
             .store
             .queue_entry(self.topic, 0, floor)
-            .map_err(RpcError::from)?
+            .map_err(EngineError::from)?
             .map_or(u64::MAX, |e| e.phys_offset))
     }
 
     /// Writes the marks to disk (clean shutdown).
-    pub fn flush(&self) -> Result<(), RpcError> {
-        self.marks.flush().map_err(RpcError::from)
-    }
-}
-
-/// The in-memory side of a parked queue: what is pending, by due time, and how many per real
-/// topic. One thread waits on it ([`Schedule::wait_due`]); senders and settlements update it.
-/// `T` is what the owner needs back when an item falls due (a [`ParkedAt`], plus a check count
-/// for transactions).
-pub struct Schedule<T> {
-    state: Mutex<ScheduleState<T>>,
-    wake: Condvar,
-    stop: AtomicBool,
-}
-
-struct ScheduleState<T> {
-    /// (due ms, item), earliest first.
-    heap: BinaryHeap<Reverse<(u64, T)>>,
-    by_topic: HashMap<String, u64>,
-}
-
-/// Longest sleep between looks at the clock when nothing is due sooner.
-const IDLE_WAIT: Duration = Duration::from_secs(60);
-
-impl<T: Ord> Schedule<T> {
-    /// Loads every pending entry of `parked` (restart), each as `item(at)` due at its key. Each
-    /// pending record is read once, for the per-topic counts.
-    pub fn load(parked: &Parked, item: impl Fn(ParkedAt) -> T) -> Result<Schedule<T>, RpcError> {
-        let mut heap = BinaryHeap::new();
-        let mut by_topic: HashMap<String, u64> = HashMap::new();
-        parked.scan(|at, due| {
-            if let Ok(m) = parked.read(at.entry, Some(at.phys)) {
-                if let Some(t) = m.properties.get(REAL_TOPIC) {
-                    *by_topic.entry(t.clone()).or_default() += 1;
-                }
-            }
-            heap.push(Reverse((due, item(at))));
-        })?;
-        Ok(Schedule {
-            state: Mutex::new(ScheduleState { heap, by_topic }),
-            wake: Condvar::new(),
-            stop: AtomicBool::new(false),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ScheduleState<T>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Items scheduled (pending, plus settled ones not yet popped).
-    pub fn len(&self) -> usize {
-        self.lock().heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Adds a newly parked item of `topic`, waking the waiting thread if it is now the earliest.
-    pub fn add(&self, due: u64, item: T, topic: &str) {
-        let mut s = self.lock();
-        *s.by_topic.entry(topic.to_string()).or_default() += 1;
-        self.push_locked(&mut s, due, item);
-    }
-
-    /// Puts back an item already counted (a retry, the next check).
-    pub fn requeue(&self, due: u64, item: T) {
-        let mut s = self.lock();
-        self.push_locked(&mut s, due, item);
-    }
-
-    fn push_locked(&self, s: &mut ScheduleState<T>, due: u64, item: T) {
-        let earliest = s.heap.peek().is_none_or(|Reverse((d, _))| due < *d);
-        s.heap.push(Reverse((due, item)));
-        if earliest {
-            self.wake.notify_one();
-        }
-    }
-
-    /// One item of `topic` was settled.
-    pub fn forget(&self, topic: &str) {
-        let mut s = self.lock();
-        if let Some(n) = s.by_topic.get_mut(topic) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                s.by_topic.remove(topic);
-            }
-        }
-    }
-
-    /// Pending items per real topic.
-    pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
-        self.lock()
-            .by_topic
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    }
-
-    /// Blocks until something is due, then returns up to `max` due items (earliest first), or
-    /// `None` once [`Schedule::stop`] was called. Re-reads the wall clock after every wake-up, so
-    /// nothing is returned before its time.
-    pub fn wait_due(&self, max: usize) -> Option<Vec<(u64, T)>> {
-        let mut s = self.lock();
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                return None;
-            }
-            let now = crate::convert::now_ms().max(0) as u64;
-            let wait = match s.heap.peek() {
-                Some(Reverse((d, _))) if *d <= now => break,
-                Some(Reverse((d, _))) => Duration::from_millis(*d - now).min(IDLE_WAIT),
-                None => IDLE_WAIT,
-            };
-            s = self
-                .wake
-                .wait_timeout(s, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        let now = crate::convert::now_ms().max(0) as u64;
-        let mut due = Vec::new();
-        while due.len() < max && s.heap.peek().is_some_and(|Reverse((d, _))| *d <= now) {
-            if let Some(Reverse(x)) = s.heap.pop() {
-                due.push(x);
-            }
-        }
-        Some(due)
-    }
-
-    /// Makes [`Schedule::wait_due`] return `None`.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        let _g = self.lock();
-        self.wake.notify_all();
+    pub fn flush(&self) -> Result<(), EngineError> {
+        self.marks.flush().map_err(EngineError::from)
     }
 }
 
