@@ -376,6 +376,7 @@ impl Parked {
 mod tests {
     use super::*;
     use ferromq_store::{MessageType, Permission, StoreConfig, TopicConfig, PROP_MSG_ID};
+    use std::time::Duration;
 
     const QUEUE: &str = "%SYS%TEST_PARKED";
 
