@@ -177,7 +177,7 @@ pub enum AuthnError {
     MissingAuthorization,
     #[error("{header} header appears more than once")]
     DuplicateHeader { header: &'static str },
-    #[error("authorization header is malformed: {0}")]
+    #[error(transparent)]
     Malformed(#[from] MalformedHeader),
     #[error("authorization header names no access key: the client has no credentials configured")]
     NoCredentials,

@@ -27,7 +27,9 @@
 //! session token is not covered by the signature and FerroMQ issues none, so it is ignored.
 //!
 //! Parsing is bounded: a header longer than [`MAX_AUTHORIZATION_LEN`] (or a date-time longer than
-//! [`MAX_DATE_TIME_LEN`]) is refused before it is scanned, and nothing allocates.
+//! [`MAX_DATE_TIME_LEN`]) is refused before it is scanned, a successful parse allocates nothing,
+//! and an error quotes at most [`MAX_QUOTED`] characters of the input (so a misplaced signature
+//! never reaches a log whole).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +52,8 @@ pub const ALGORITHM: &str = "MQv2-HMAC-SHA1";
 pub const MAX_AUTHORIZATION_LEN: usize = 512;
 /// Longest `x-mq-date-time` value accepted (RFC 3339 with nanoseconds and an offset is 35).
 pub const MAX_DATE_TIME_LEN: usize = 64;
+/// Most characters of the offending input an error quotes.
+pub const MAX_QUOTED: usize = 16;
 /// Bytes of an HMAC-SHA1.
 pub const SIGNATURE_LEN: usize = 20;
 
@@ -130,20 +134,14 @@ impl<'a> AuthorizationHeader<'a> {
             if part.is_empty() {
                 return Err(MalformedHeader::EmptyParameter);
             }
-            let (name, value) =
-                part.split_once('=')
-                    .ok_or_else(|| MalformedHeader::ParameterWithoutValue {
-                        name: part.to_string(),
-                    })?;
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| MalformedHeader::ParameterWithoutValue { name: quote(part) })?;
             let (slot, canonical) = match name {
                 "Credential" => (&mut credential, "Credential"),
                 "SignedHeaders" => (&mut signed_headers, "SignedHeaders"),
                 "Signature" => (&mut signature, "Signature"),
-                _ => {
-                    return Err(MalformedHeader::UnknownParameter {
-                        name: name.to_string(),
-                    })
-                }
+                _ => return Err(MalformedHeader::UnknownParameter { name: quote(name) }),
             };
             if slot.replace(value).is_some() {
                 return Err(MalformedHeader::DuplicateParameter { name: canonical });
@@ -176,6 +174,14 @@ impl<'a> AuthorizationHeader<'a> {
             access_key,
             signature: decoded,
         })
+    }
+}
+
+/// The first [`MAX_QUOTED`] characters of `text` (ASCII here), marked when cut.
+fn quote(text: &str) -> String {
+    match text.get(..MAX_QUOTED) {
+        Some(head) if head.len() < text.len() => format!("{head}..."),
+        _ => text.to_string(),
     }
 }
 
@@ -457,6 +463,25 @@ mod tests {
             AuthorizationHeader::parse(&huge_binary),
             Err(MalformedHeader::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn errors_quote_little_of_the_input() {
+        // A signature without its "Signature=": quoted only in part.
+        let h = header(&format!(
+            "Credential=a, SignedHeaders=x-mq-date-time, {SIG40}"
+        ));
+        let err = AuthorizationHeader::parse(h.as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            MalformedHeader::ParameterWithoutValue {
+                name: format!("{}...", &SIG40[..MAX_QUOTED])
+            }
+        );
+        let long_name = "N".repeat(300);
+        let h = header(&format!("{long_name}=1, Credential=a"));
+        let err = AuthorizationHeader::parse(h.as_bytes()).unwrap_err();
+        assert!(err.to_string().len() < 120, "{err}");
     }
 
     #[test]
