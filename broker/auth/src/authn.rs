@@ -626,6 +626,29 @@ mod tests {
         assert!(p.check(at(1_000_000 - 13 * 3600), server).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever the key, secret and instant, what `sign` produces authenticates at that
+        /// instant, and not with another secret.
+        #[test]
+        fn signed_headers_authenticate(
+            ak in "[A-Za-z0-9._@-]{1,128}",
+            secret in "[!-~]{8,64}",
+            other in "[!-~]{8,64}",
+            secs in 0u64..4_102_444_800,
+        ) {
+            let now = at(secs);
+            let users = [User { name: ak.clone(), secret: Secret::new(secret.clone()).unwrap(), kind: UserKind::Normal }];
+            let h = sign(&ak, &users[0].secret, now);
+            let p = run(&h.authorization, &h.date_time, now, &users).unwrap();
+            proptest::prop_assert_eq!(&*p.name, ak.as_str());
+            if other != secret {
+                let wrong = [User { name: ak.clone(), secret: Secret::new(other).unwrap(), kind: UserKind::Normal }];
+                let signature_mismatch = matches!(run(&h.authorization, &h.date_time, now, &wrong), Err(AuthnError::SignatureMismatch { .. }));
+                proptest::prop_assert!(signature_mismatch);
+            }
+        }
+    }
+
     #[test]
     fn client_message_does_not_tell_unknown_keys_from_wrong_secrets() {
         let a = AuthnError::UnknownAccessKey {
