@@ -229,6 +229,25 @@ impl FromStr for Effect {
     }
 }
 
+/// Serde goes through the text form (`FromStr` / `Display`), so the store's file reads like the
+/// CLI's arguments and every loaded value passes the same parser.
+macro_rules! text_form {
+    ($ty:ty) => {
+        impl TryFrom<String> for $ty {
+            type Error = PolicyError;
+            fn try_from(s: String) -> Result<Self, PolicyError> {
+                s.parse()
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(value: $ty) -> String {
+                value.to_string()
+            }
+        }
+    };
+}
+
 /// A concrete resource a request touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource<'a> {
@@ -361,18 +380,7 @@ impl FromStr for ResourcePattern {
     }
 }
 
-impl TryFrom<String> for ResourcePattern {
-    type Error = PolicyError;
-    fn try_from(s: String) -> Result<Self, PolicyError> {
-        s.parse()
-    }
-}
-
-impl From<ResourcePattern> for String {
-    fn from(p: ResourcePattern) -> String {
-        p.to_string()
-    }
-}
+text_form!(ResourcePattern);
 
 impl fmt::Display for ResourcePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -422,18 +430,7 @@ impl FromStr for SourceRange {
     }
 }
 
-impl TryFrom<String> for SourceRange {
-    type Error = PolicyError;
-    fn try_from(s: String) -> Result<Self, PolicyError> {
-        s.parse()
-    }
-}
-
-impl From<SourceRange> for String {
-    fn from(r: SourceRange) -> String {
-        r.to_string()
-    }
-}
+text_form!(SourceRange);
 
 impl fmt::Display for SourceRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

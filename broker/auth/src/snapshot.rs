@@ -210,79 +210,50 @@ mod tests {
         }
     }
 
-    const MS: &str = "/apache.rocketmq.v2.MessagingService/";
+    /// Authorizes `user` calling `method` (`Service/Method` short forms below) with the names.
+    fn call(
+        s: &Snapshot,
+        user: &str,
+        method: &str,
+        topic: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<(), AccessError> {
+        let path = match method.split_once('/') {
+            Some(("admin", m)) => format!("/ferromq.admin.v1.Admin/{m}"),
+            _ => format!("/apache.rocketmq.v2.MessagingService/{method}"),
+        };
+        s.authorize_rpc(&principal(user), &path, &Targets { topic, group }, None)
+    }
 
     #[test]
     fn super_users_may_do_everything_normal_users_what_they_are_granted() {
         let s = snapshot();
-        let root = principal("root");
         assert_eq!(
-            s.authorize(&root, &Resource::Cluster, Action::Delete, None),
+            s.authorize(&principal("root"), &Resource::Cluster, Action::Delete, None),
             Decision::Allow(AllowedBy::SuperUser)
         );
-        assert!(s
-            .authorize_rpc(
-                &root,
-                "/ferromq.admin.v1.Admin/CreateUser",
-                &Targets::default(),
-                None
-            )
-            .is_ok());
-        let app = principal("app");
-        let send = |topic| {
-            s.authorize_rpc(
-                &app,
-                &format!("{MS}SendMessage"),
-                &Targets {
-                    topic: Some(topic),
-                    group: None,
-                },
-                None,
-            )
-        };
-        assert!(send("orders").is_ok());
-        assert!(send("orders-eu").is_ok());
-        let err = send("payments").unwrap_err();
+        assert!(call(&s, "root", "admin/CreateUser", None, None).is_ok());
+        assert!(call(&s, "app", "SendMessage", Some("orders"), None).is_ok());
+        assert!(call(&s, "app", "SendMessage", Some("orders-eu"), None).is_ok());
+        let err = call(&s, "app", "SendMessage", Some("payments"), None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "user \"app\" may not publish topic:payments: no allow entry matches"
         );
-        let err = s
-            .authorize_rpc(
-                &app,
-                "/ferromq.admin.v1.Admin/CreateUser",
-                &Targets::default(),
-                None,
-            )
-            .unwrap_err();
+        let err = call(&s, "app", "admin/CreateUser", None, None).unwrap_err();
         assert!(err.to_string().contains("only super users"), "{err}");
     }
 
     #[test]
     fn receive_needs_both_group_and_topic() {
         let s = snapshot();
-        let app = principal("app");
-        let recv = |topic, group| {
-            s.authorize_rpc(
-                &app,
-                &format!("{MS}ReceiveMessage"),
-                &Targets {
-                    topic: Some(topic),
-                    group: Some(group),
-                },
-                None,
-            )
-        };
+        let recv = |topic, group| call(&s, "app", "ReceiveMessage", Some(topic), Some(group));
         assert!(recv("orders", "billing").is_ok());
-        assert!(recv("orders", "other-group")
-            .unwrap_err()
-            .to_string()
-            .contains("group:other-group"));
+        let err = recv("orders", "other-group").unwrap_err();
+        assert!(err.to_string().contains("group:other-group"), "{err}");
         // The deny on orders-secret beats the prefix allow.
-        assert!(recv("orders-secret", "billing")
-            .unwrap_err()
-            .to_string()
-            .contains("deny entry #2"));
+        let err = recv("orders-secret", "billing").unwrap_err();
+        assert!(err.to_string().contains("deny entry #2"), "{err}");
     }
 
     #[test]
@@ -295,20 +266,11 @@ mod tests {
                 PolicyEntry::parse("topic:t", "pub", "deny", &[]).unwrap(),
             ],
         );
-        let app = principal("app");
-        let route = |topic| {
-            s.authorize_rpc(
-                &app,
-                &format!("{MS}QueryRoute"),
-                &Targets {
-                    topic: Some(topic),
-                    group: None,
-                },
-                None,
-            )
-        };
-        assert!(route("t").is_ok(), "a consumer may look up the route");
-        let err = route("u").unwrap_err();
+        assert!(
+            call(&s, "app", "QueryRoute", Some("t"), None).is_ok(),
+            "a consumer may look up the route"
+        );
+        let err = call(&s, "app", "QueryRoute", Some("u"), None).unwrap_err();
         assert!(
             err.to_string().contains("publish|subscribe topic:u"),
             "{err}"
@@ -318,20 +280,12 @@ mod tests {
     #[test]
     fn missing_names_and_deleted_users() {
         let s = snapshot();
-        let err = s
-            .authorize_rpc(
-                &principal("app"),
-                &format!("{MS}SendMessage"),
-                &Targets::default(),
-                None,
-            )
-            .unwrap_err();
         assert_eq!(
-            err,
-            AccessError::MissingTarget {
+            call(&s, "app", "SendMessage", None, None),
+            Err(AccessError::MissingTarget {
                 rpc: "apache.rocketmq.v2.MessagingService/SendMessage".into(),
                 target: "topic"
-            }
+            })
         );
         // A principal whose user is gone, even if it was a super user when it authenticated.
         let ghost = Principal {
@@ -342,14 +296,7 @@ mod tests {
             s.authorize(&ghost, &Resource::Topic("orders"), Action::Publish, None),
             Decision::Deny(DeniedBy::NoMatchingAllow)
         );
-        assert!(s
-            .authorize_rpc(
-                &ghost,
-                "/ferromq.admin.v1.Admin/ListUsers",
-                &Targets::default(),
-                None
-            )
-            .is_err());
+        assert!(call(&s, "ghost", "admin/ListUsers", None, None).is_err());
     }
 
     #[test]

@@ -470,15 +470,20 @@ fn encode(s: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
             .collect(),
     };
     let json = zeroize::Zeroizing::new(serde_json::to_vec_pretty(&body)?);
+    Ok(frame(&json))
+}
+
+/// The header line (version, CRC32C, length) followed by the body.
+fn frame(body: &[u8]) -> Vec<u8> {
     let header = format!(
         "{MAGIC} {FORMAT_VERSION} crc32c={:08x} len={}\n",
-        crc32c::crc32c(&json),
-        json.len()
+        crc32c::crc32c(body),
+        body.len()
     );
-    let mut out = Vec::with_capacity(header.len() + json.len());
+    let mut out = Vec::with_capacity(header.len() + body.len());
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&json);
-    Ok(out)
+    out.extend_from_slice(body);
+    out
 }
 
 fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, StoreError> {
@@ -668,18 +673,32 @@ mod tests {
         PolicyEntry::parse(resource, actions, effect, &[]).unwrap()
     }
 
+    /// A store in a fresh directory holding `users`, each with the secret `<name>-secret-1`.
+    fn store_with(users: &[(&str, UserKind)]) -> (tempfile::TempDir, AuthStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        for (name, kind) in users {
+            store
+                .create_user(name, secret(&format!("{name}-secret-1")), *kind)
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    const ROOT: (&str, UserKind) = ("root", UserKind::Super);
+    const APP: (&str, UserKind) = ("app", UserKind::Normal);
+
     #[test]
     fn users_and_policies_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = AuthStore::open(dir.path()).unwrap();
             assert_eq!(store.snapshot().generation(), 0);
-            store
-                .create_user("root", secret("root-secret-1"), UserKind::Super)
-                .unwrap();
-            store
-                .create_user("app", secret("app-secret-1"), UserKind::Normal)
-                .unwrap();
+            for (name, kind) in [ROOT, APP] {
+                store
+                    .create_user(name, secret(&format!("{name}-secret-1")), kind)
+                    .unwrap();
+            }
             store
                 .put_entry("app", entry("topic:orders*", "pub", "allow"))
                 .unwrap();
@@ -729,11 +748,7 @@ mod tests {
 
     #[test]
     fn admin_errors_are_precise_and_change_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AuthStore::open(dir.path()).unwrap();
-        store
-            .create_user("root", secret("root-secret-1"), UserKind::Super)
-            .unwrap();
+        let (_dir, store) = store_with(&[ROOT]);
         let before = fs::read(store.path()).unwrap();
         let generation = store.snapshot().generation();
 
@@ -773,14 +788,7 @@ mod tests {
 
     #[test]
     fn deleting_a_user_revokes_it_and_its_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AuthStore::open(dir.path()).unwrap();
-        store
-            .create_user("root", secret("root-secret-1"), UserKind::Super)
-            .unwrap();
-        store
-            .create_user("app", secret("app-secret-1"), UserKind::Normal)
-            .unwrap();
+        let (_dir, store) = store_with(&[ROOT, APP]);
         store
             .set_policy("app", vec![entry("topic:*", "all", "allow")])
             .unwrap();
@@ -796,11 +804,7 @@ mod tests {
 
     #[test]
     fn put_entry_replaces_by_resource_and_effect_and_remove_entries_selects() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AuthStore::open(dir.path()).unwrap();
-        store
-            .create_user("app", secret("app-secret-1"), UserKind::Normal)
-            .unwrap();
+        let (_dir, store) = store_with(&[APP]);
         store
             .put_entry("app", entry("topic:a", "pub", "allow"))
             .unwrap();
@@ -826,8 +830,7 @@ mod tests {
 
     #[test]
     fn ensure_super_user_writes_only_when_needed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AuthStore::open(dir.path()).unwrap();
+        let (_dir, store) = store_with(&[]);
         assert!(store
             .ensure_super_user("admin", &secret("admin-secret-1"))
             .unwrap());
@@ -849,14 +852,9 @@ mod tests {
 
     #[test]
     fn corrupt_truncated_and_foreign_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = {
-            let store = AuthStore::open(dir.path()).unwrap();
-            store
-                .create_user("root", secret("root-secret-1"), UserKind::Super)
-                .unwrap();
-            store.path()
-        };
+        let (dir, store) = store_with(&[ROOT]);
+        let path = store.path();
+        drop(store);
         let good = fs::read(&path).unwrap();
         let reopen = || AuthStore::open(dir.path()).map(|_| ());
 
@@ -889,34 +887,14 @@ mod tests {
 
         // A well-framed body that breaks a rule (a policy of a missing user).
         let body = br#"{"generation":1,"users":[],"policies":[{"user":"ghost","entries":[{"resource":"*","actions":["all"],"effect":"allow"}]}]}"#;
-        let framed = [
-            format!(
-                "ferromq-auth 1 crc32c={:08x} len={}\n",
-                crc32c::crc32c(body),
-                body.len()
-            )
-            .into_bytes(),
-            body.to_vec(),
-        ]
-        .concat();
-        fs::write(&path, framed).unwrap();
+        fs::write(&path, frame(body)).unwrap();
         assert!(
             matches!(reopen(), Err(StoreError::Corrupt { detail, .. }) if detail.contains("unknown user"))
         );
 
         // A bad secret in the file is refused without echoing it.
         let body = br#"{"generation":1,"users":[{"name":"u","kind":"normal","secret":"bad secret value"}],"policies":[]}"#;
-        let framed = [
-            format!(
-                "ferromq-auth 1 crc32c={:08x} len={}\n",
-                crc32c::crc32c(body),
-                body.len()
-            )
-            .into_bytes(),
-            body.to_vec(),
-        ]
-        .concat();
-        fs::write(&path, framed).unwrap();
+        fs::write(&path, frame(body)).unwrap();
         let err = reopen().unwrap_err().to_string();
         assert!(
             err.contains("corrupt") && !err.contains("bad secret value"),
@@ -929,13 +907,8 @@ mod tests {
 
     #[test]
     fn a_crash_before_the_rename_keeps_the_old_file() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = AuthStore::open(dir.path()).unwrap();
-            store
-                .create_user("root", secret("root-secret-1"), UserKind::Super)
-                .unwrap();
-        }
+        let (dir, store) = store_with(&[ROOT]);
+        drop(store);
         // What a crash mid-write leaves: a half-written temporary file beside the old one.
         fs::write(
             dir.path().join(format!("{TEMP_PREFIX}XyZ123")),
@@ -967,11 +940,8 @@ mod tests {
     /// together with its policy (never one without the other), and generations never go back.
     #[test]
     fn readers_see_consistent_snapshots_during_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(AuthStore::open(dir.path()).unwrap());
-        store
-            .create_user("root", secret("root-secret-1"), UserKind::Super)
-            .unwrap();
+        let (dir, store) = store_with(&[ROOT]);
+        let store = Arc::new(store);
         let stop = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
             .map(|_| {
