@@ -96,7 +96,7 @@ func main() {
 		default:
 			sent[res.MsgID] = s
 			if i == 0 {
-				fmt.Printf("SENT_OFFSET_ID %s\n", res.OffsetMsgID)
+				fmt.Printf("SENT_OFFSET_ID %s %s\n", topic, res.OffsetMsgID)
 			}
 		}
 	}

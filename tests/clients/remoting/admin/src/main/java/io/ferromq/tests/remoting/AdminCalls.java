@@ -253,7 +253,7 @@ public final class AdminCalls {
             call("deleteTopic", () -> {
                 String t = PREFIX + "_admtopic";
                 admin.deleteTopicInBroker(Set.of(broker[0]), t);
-                admin.deleteTopicInNameServer(null, t);
+                admin.deleteTopicInNameServer(Set.of(NAMESRV), t);
                 try {
                     TopicRouteData r = admin.examineTopicRouteInfo(t);
                     check(r.getQueueDatas().isEmpty(), "route still there after delete");
