@@ -96,8 +96,12 @@ fn decode_json(bytes: &[u8]) -> Result<Command, HeaderError> {
             "version" => cmd.version = int_field(v, "version")?,
             "language" => {
                 cmd.language = match v {
-                    // Some clients write the number instead of the name.
-                    Value::Number(n) => LanguageCode::from_code(n.parse().unwrap_or(7)),
+                    // Some clients write the number; an unknown one becomes OTHER, since JSON
+                    // answers can only carry names.
+                    Value::Number(n) => match LanguageCode::from_code(n.parse().unwrap_or(7)) {
+                        LanguageCode::Unknown(_) => LanguageCode::Other,
+                        known => known,
+                    },
                     other => LanguageCode::from_name(&other.scalar_text().unwrap_or_default()),
                 }
             }

@@ -108,6 +108,7 @@ def main():
             events.append((t, stream, src, dst, frame))
     saved = set()
     requests = {}
+    codes = {}
     for t, stream, src, dst, frame in events:
         try:
             h, body = decode(frame)
@@ -123,6 +124,7 @@ def main():
         else:
             name = REQUEST.get(h["code"], str(h["code"]))
             requests[(stream, h.get("opaque"))] = name
+            codes[(stream, h.get("opaque"))] = (h["code"], str(h.get("language")))
             kind = ("PUSH " if server_side else "REQ ") + name + ("(oneway)" if oneway else "")
         text = body.decode("utf-8", "replace") if body else ""
         printable = body and sum(32 <= b < 127 for b in body[:200]) > 0.9 * min(len(body), 200)
@@ -132,12 +134,14 @@ def main():
         print(f"{t:.3f} s{stream} {src}->{dst} {kind} [{h['_stype']} lang={h.get('language')} v={h.get('version')} "
               f"opaque={h.get('opaque')}]{remark} ext={json.dumps(ext, ensure_ascii=False)} body[{len(body)}]={shown}")
         if args.fixtures:
-            tag = (h["code"], bool(is_resp), h["_stype"], str(h.get("language")), server_side)
+            # responses are named after their request (code and the requesting client's language)
+            req_code, lang = codes.get((stream, h.get("opaque")), ("x", "x")) if is_resp else (h["code"], str(h.get("language")))
+            kind = f"resp{req_code}-code{h['code']}" if is_resp else f"req{req_code}"
+            tag = (kind, h["_stype"], lang, server_side)
             if tag not in saved:
                 saved.add(tag)
                 os.makedirs(args.fixtures, exist_ok=True)
-                name = (f"{'resp' if is_resp else 'req'}-{h['code']}-{h['_stype'].lower()}-{str(h.get('language')).lower()}"
-                        f"-{'from-server' if server_side else 'from-client'}.bin")
+                name = f"{kind}-{h['_stype'].lower()}-{lang.lower()}-{'from-server' if server_side else 'from-client'}.bin"
                 with open(os.path.join(args.fixtures, name), "wb") as f:
                     f.write(struct.pack(">i", len(frame)) + frame)
 
