@@ -186,9 +186,11 @@ fn write_serde(value: &serde_json::Value, out: &mut String, style: Style) {
                 if i > 0 {
                     out.push(',');
                 }
-                match k.strip_prefix(RAW_KEY) {
+                match k.strip_prefix(RAW_KEY).filter(|raw| is_raw_key(raw)) {
                     Some(raw) if style == Style::Fastjson => out.push_str(raw),
                     Some(raw) => write_string(raw, out),
+                    // Includes a key that merely starts with the marker byte (hostile input): it
+                    // is written as the string it is, so the output always parses.
                     None => write_string(k, out),
                 }
                 out.push(':');
@@ -209,6 +211,14 @@ fn write_serde(value: &serde_json::Value, out: &mut String, style: Style) {
         serde_json::Value::String(s) => write_string(s, out),
         other => out.push_str(&other.to_string()),
     }
+}
+
+/// Whether `raw` may be written bare: an integer, or a whole JSON object or array.
+fn is_raw_key(raw: &str) -> bool {
+    if raw.parse::<i64>().is_ok() {
+        return true;
+    }
+    matches!(raw.as_bytes().first(), Some(b'{' | b'[')) && parse(raw.as_bytes()).is_ok()
 }
 
 fn write_string(s: &str, out: &mut String) {
@@ -571,6 +581,16 @@ mod tests {
             to_string(&q, Style::Fastjson),
             r#"{{"brokerName":"b","queueId":1,"topic":"t"}:5}"#
         );
+    }
+
+    #[test]
+    fn marker_bytes_in_real_keys_stay_strings() {
+        let mut m = BTreeMap::new();
+        m.insert("\u{0}not a key".to_string(), 1);
+        m.insert("\u{0}{broken".to_string(), 2);
+        let text = to_vec(&m, Style::Fastjson);
+        let back: BTreeMap<String, i32> = from_slice(&text).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -136,10 +136,8 @@ fn encode_json(cmd: &Command) -> Vec<u8> {
     out.push_str(&format!("{{\"code\":{}", cmd.code));
     if !cmd.ext_fields.is_empty() {
         out.push_str(",\"extFields\":");
-        out.push_str(&fastjson::to_string(
-            &cmd.ext_fields,
-            fastjson::Style::Fastjson,
-        ));
+        // A plain string map: serde_json's escaping, none of fastjson's key handling.
+        out.push_str(&serde_json::to_string(&cmd.ext_fields).unwrap_or_else(|_| "{}".into()));
     }
     out.push_str(&format!(
         ",\"flag\":{},\"language\":\"{}\",\"opaque\":{}",
@@ -149,7 +147,7 @@ fn encode_json(cmd: &Command) -> Vec<u8> {
     ));
     if let Some(remark) = &cmd.remark {
         out.push_str(",\"remark\":");
-        out.push_str(&fastjson::to_string(remark, fastjson::Style::Fastjson));
+        out.push_str(&serde_json::Value::String(remark.clone()).to_string());
     }
     out.push_str(&format!(
         ",\"serializeTypeCurrentRPC\":\"JSON\",\"version\":{}}}",
@@ -309,6 +307,18 @@ mod tests {
         );
         let back = decode(SerializeType::Json, text.as_bytes()).unwrap();
         assert_eq!(back, sample());
+    }
+
+    /// Found by the `header` fuzz target: an extFields key starting with a NUL byte was taken
+    /// for fastjson's bare-key marker and written unquoted.
+    #[test]
+    fn control_characters_in_ext_fields_round_trip() {
+        let mut cmd = sample();
+        cmd.ext_fields
+            .insert("\u{0}\u{0}x".into(), "\u{1}v\u{2}".into());
+        cmd.remark = Some("\u{0}".into());
+        let bytes = encode_json(&cmd);
+        assert_eq!(decode(SerializeType::Json, &bytes).unwrap(), cmd);
     }
 
     #[test]
