@@ -6,7 +6,9 @@
 #
 # --via namesrv (default): clients ask the name server (29876) for routes and talk to the broker
 # (29911) directly, as 4.x deployments do. --via proxy: clients use the proxy's remoting port (28080)
-# as their name server; the proxy answers routes with its own address and serves everything.
+# as their name server; the proxy answers routes with its own address and serves the client codes
+# (admin tools still go to the name server: the proxy answers GET_BROKER_CLUSTER_INFO with
+# REQUEST_CODE_NOT_SUPPORTED).
 # The gRPC endpoint (28081) is passed for the mixed-protocol scenarios.
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -44,7 +46,9 @@ case "$VIA" in
   proxy) TARGET="127.0.0.1:$PROXY_REMOTING_PORT" ;;
   *) die "--via namesrv|proxy" ;;
 esac
-"$HERE/run.sh" --namesrv "$TARGET" --cluster "$RMQ_CLUSTER" --grpc "127.0.0.1:$PROXY_GRPC_PORT" "${ARGS[@]}"
+# Admin always through the name server: the proxy's remoting port does not serve the admin codes.
+"$HERE/run.sh" --namesrv "$TARGET" --admin-namesrv "127.0.0.1:$NS_PORT" --cluster "$RMQ_CLUSTER" \
+  --grpc "127.0.0.1:$PROXY_GRPC_PORT" "${ARGS[@]}"
 rc=$?
 if ((rc != 0)); then
   KEEP=1

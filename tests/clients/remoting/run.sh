@@ -7,8 +7,13 @@
 #   mqadmin  rocketmq-tools 5.3.3 mqadmin commands, each output checked
 #   mixed    4.x -> 5.x gRPC client and back (needs --grpc)
 #
-#   tests/clients/remoting/run.sh --namesrv HOST:PORT [--cluster NAME] [--grpc HOST:PORT] [--only java4,go,admin,mqadmin,mixed]
+#   tests/clients/remoting/run.sh --namesrv HOST:PORT [--admin-namesrv HOST:PORT] [--cluster NAME] [--grpc HOST:PORT]
+#                                 [--only java4,go,admin,mqadmin,mixed]
 #
+# --namesrv is what the clients (java4, go, mixed) use as their name server; --admin-namesrv (default:
+# the same) is what topic creation, the DefaultMQAdminExt program and mqadmin use. They differ for
+# RocketMQ's proxy, whose remoting port serves clients but not the admin codes (GET_BROKER_CLUSTER_INFO
+# answers REQUEST_CODE_NOT_SUPPORTED there).
 # Topics are created through the target itself (mqadmin updateTopic -c CLUSTER), so the target must
 # serve GET_BROKER_CLUSTER_INFO and UPDATE_AND_CREATE_TOPIC. Prints one line per scenario
 # ("<client> <scenario> PASS|FAIL|SKIP <detail>") and a summary "remoting: N passed, M failed, K skipped".
@@ -24,20 +29,23 @@ source "$HERE/../lib.sh"
 source "$HERE/../rocketmq/reference.sh"
 
 NAMESRV=""
+ADMIN_NAMESRV=""
 CLUSTER=""
 GRPC=""
 ONLY="java4,go,admin,mqadmin,mixed"
 while (($#)); do
   case "$1" in
     --namesrv) NAMESRV="$2"; shift 2 ;;
+    --admin-namesrv) ADMIN_NAMESRV="$2"; shift 2 ;;
     --cluster) CLUSTER="$2"; shift 2 ;;
     --grpc) GRPC="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
-    *) echo "usage: $0 --namesrv HOST:PORT [--cluster NAME] [--grpc HOST:PORT] [--only java4,go,admin,mqadmin,mixed]" >&2; exit 2 ;;
+    *) echo "usage: $0 --namesrv HOST:PORT [--admin-namesrv HOST:PORT] [--cluster NAME] [--grpc HOST:PORT] [--only java4,go,admin,mqadmin,mixed]" >&2; exit 2 ;;
   esac
 done
 [[ -n "$NAMESRV" ]] || { echo "--namesrv is required" >&2; exit 2; }
-export MQADMIN_NAMESRV="$NAMESRV" FERROMQ_NAMESRV="$NAMESRV"
+ADMIN_NAMESRV="${ADMIN_NAMESRV:-$NAMESRV}"
+export MQADMIN_NAMESRV="$ADMIN_NAMESRV" FERROMQ_NAMESRV="$NAMESRV"
 
 LOGS="${FERROMQ_CLIENT_LOGS:-$(mktemp -d /tmp/ferromq-remoting.XXXXXX)}"
 mkdir -p "$LOGS"
@@ -56,9 +64,9 @@ result() { echo "$1 $2 $3 ${*:4}" >> "$FERROMQ_RESULTS_FILE"; echo "SCENARIO $*"
 # --- topics, through the target ---
 if [[ -z "$CLUSTER" ]]; then
   CLUSTER="$(mqadmin clusterList 2>/dev/null | awk 'NR > 1 && $1 != "" {print $1; exit}')"
-  [[ -n "$CLUSTER" ]] || die "clusterList against $NAMESRV named no cluster (is the target up?)"
+  [[ -n "$CLUSTER" ]] || die "clusterList against $ADMIN_NAMESRV named no cluster (is the target up?)"
 fi
-log "target $NAMESRV, cluster $CLUSTER, topics ${RUN_ID}_*"
+log "target $NAMESRV (admin $ADMIN_NAMESRV), cluster $CLUSTER, topics ${RUN_ID}_*"
 create_topic() { # NAME QUEUES [extra mqadmin args]
   mqadmin updateTopic -c "$CLUSTER" -t "$1" -r "$2" -w "$2" "${@:3}" >> "$LOGS/mqadmin-setup.out" 2>&1 \
     || { log "creating topic $1 failed (see $LOGS/mqadmin-setup.out)"; return 1; }
@@ -95,7 +103,7 @@ run_admin() {
   local target="$LOGS/admin-target"
   if ! build_maven admin "$target"; then result admin build FAIL "build failed ($LOGS/build-admin.log)"; return; fi
   log "admin: DefaultMQAdminExt calls"
-  FERROMQ_CLUSTER="$CLUSTER" FERROMQ_TOPIC="${RUN_ID}_basic" FERROMQ_GROUP="${RUN_ID}_g_basic" \
+  FERROMQ_NAMESRV="$ADMIN_NAMESRV" FERROMQ_CLUSTER="$CLUSTER" FERROMQ_TOPIC="${RUN_ID}_basic" FERROMQ_GROUP="${RUN_ID}_g_basic" \
     timeout 300 "${JAVA[@]}" -cp "$target/classes:$target/lib/*" io.ferromq.tests.remoting.AdminCalls \
     > "$LOGS/run-admin.log" 2>&1
   grep '^SCENARIO' "$LOGS/run-admin.log" >&2
