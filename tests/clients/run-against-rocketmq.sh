@@ -31,11 +31,8 @@ source "$HERE/rocketmq/reference.sh"
 T0=$(date +%s)
 WORK="$(mktemp -d /tmp/ferromq-rmq.XXXXXX)"
 export FERROMQ_CLIENT_LOGS="$WORK/logs"
-cleanup() {
-  stop_rocketmq
-  if ((KEEP)); then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+RMQ_WORK="$WORK"
+trap finish_rocketmq EXIT
 start_rocketmq "$WORK"
 
 # create_topic NAME normal|fifo|delay|transaction|priority QUEUES ; create_fifo_group NAME  (callbacks used by lib.sh)

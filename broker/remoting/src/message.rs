@@ -339,14 +339,7 @@ impl StoredMessage {
         let store_host = c.host(sys_flag & sys_flag::STOREHOST_V6 != 0, "store host")?;
         let reconsume_times = c.i32("reconsume times")?;
         let prepared_transaction_offset = c.i64("prepared transaction offset")?;
-        let body_len = c.i32("body length")?;
-        if body_len < 0 {
-            return Err(MessageError::NegativeLength {
-                field: "body",
-                length: body_len,
-            });
-        }
-        let body = c.take(body_len as usize, "body")?;
+        let body = c.body()?;
         if check_crc && body_crc(body) != crc {
             return Err(MessageError::BadCrc {
                 stored: crc,
@@ -365,14 +358,7 @@ impl StoredMessage {
             });
         }
         let topic = c.utf8(topic_len as usize, "topic")?;
-        let props_len = c.i16("properties length")?;
-        if props_len < 0 {
-            return Err(MessageError::NegativeLength {
-                field: "properties",
-                length: props_len.into(),
-            });
-        }
-        let props = c.utf8(props_len as usize, "properties")?;
+        let props = c.properties()?;
         if c.pos != size as usize {
             return Err(MessageError::SizeMismatch {
                 declared: size,
@@ -452,22 +438,8 @@ pub fn decode_batch(mut buf: &[u8]) -> Result<Vec<BatchEntry>, MessageError> {
         let _magic = c.i32("magic code")?;
         let _crc = c.i32("body CRC")?;
         let flag = c.i32("flag")?;
-        let body_len = c.i32("body length")?;
-        if body_len < 0 {
-            return Err(MessageError::NegativeLength {
-                field: "body",
-                length: body_len,
-            });
-        }
-        let body = Bytes::copy_from_slice(c.take(body_len as usize, "body")?);
-        let props_len = c.i16("properties length")?;
-        if props_len < 0 {
-            return Err(MessageError::NegativeLength {
-                field: "properties",
-                length: props_len.into(),
-            });
-        }
-        let props = c.utf8(props_len as usize, "properties")?;
+        let body = Bytes::copy_from_slice(c.body()?);
+        let props = c.properties()?;
         if size < 0 || c.pos != size as usize {
             return Err(MessageError::SizeMismatch {
                 declared: size,
@@ -627,6 +599,30 @@ impl<'a> Reader<'a> {
     fn utf8(&mut self, n: usize, field: &'static str) -> Result<String, MessageError> {
         let b = self.take(n, field)?;
         String::from_utf8(b.to_vec()).map_err(|_| MessageError::NotUtf8 { field })
+    }
+
+    /// A body: i32 length, then the bytes (length checked against what is left).
+    fn body(&mut self) -> Result<&'a [u8], MessageError> {
+        let len = self.i32("body length")?;
+        if len < 0 {
+            return Err(MessageError::NegativeLength {
+                field: "body",
+                length: len,
+            });
+        }
+        self.take(len as usize, "body")
+    }
+
+    /// A properties string: i16 length, then UTF-8.
+    fn properties(&mut self) -> Result<String, MessageError> {
+        let len = self.i16("properties length")?;
+        if len < 0 {
+            return Err(MessageError::NegativeLength {
+                field: "properties",
+                length: len.into(),
+            });
+        }
+        self.utf8(len as usize, "properties")
     }
 
     fn host(&mut self, v6: bool, field: &'static str) -> Result<SocketAddr, MessageError> {

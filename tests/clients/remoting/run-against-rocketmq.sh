@@ -32,11 +32,8 @@ done
 
 WORK="$(mktemp -d /tmp/ferromq-rmq-remoting.XXXXXX)"
 export FERROMQ_CLIENT_LOGS="$WORK/logs"
-cleanup() {
-  stop_rocketmq
-  if ((KEEP)); then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+RMQ_WORK="$WORK"
+trap finish_rocketmq EXIT
 # SQL92 subscriptions need the broker's property filter.
 export RMQ_BROKER_EXTRA="enablePropertyFilter=true"
 start_rocketmq "$WORK"

@@ -5,6 +5,7 @@
 #   start_rocketmq WORKDIR      sets NS_PORT BROKER_PORT PROXY_GRPC_PORT PROXY_REMOTING_PORT RMQ_CLUSTER,
 #                               defines mqadmin ARGS... (adds -n), appends PIDs to RMQ_PIDS
 #   stop_rocketmq               SIGTERM, then SIGKILL after 10 s, the processes start_rocketmq started
+#   finish_rocketmq             stop_rocketmq, then remove WORKDIR unless KEEP=1 (for `trap finish_rocketmq EXIT`)
 # Env: RMQ_VERSION (5.3.3), RMQ_BROKER_EXTRA (lines appended to broker.conf).
 # Non-default ports (namesrv 29876, broker 29911, proxy gRPC 28081, proxy remoting 28080) so a
 # benchmark RocketMQ on the default ports is not disturbed. Heaps are small (2-core box).
@@ -97,4 +98,10 @@ stop_rocketmq() {
     kill -9 "$p" 2>/dev/null
   done
   RMQ_PIDS=()
+}
+
+finish_rocketmq() {
+  stop_rocketmq
+  [[ -n "${RMQ_WORK:-}" ]] || return 0
+  if ((${KEEP:-0})); then log "kept $RMQ_WORK"; else rm -rf "$RMQ_WORK"; fi
 }

@@ -1,7 +1,5 @@
 package io.ferromq.tests.remoting;
 
-import java.io.FileWriter;
-import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -34,33 +32,16 @@ import org.apache.rocketmq.common.message.MessageExt;
  * Prints {@code SCENARIO mixed <name> PASS|FAIL <detail>} and appends to FERROMQ_RESULTS_FILE.
  */
 public final class Mixed {
-    private static final String NAMESRV = env("FERROMQ_NAMESRV", "127.0.0.1:9876");
-    private static final String ENDPOINT = env("FERROMQ_ENDPOINT", "127.0.0.1:8081");
-    private static final String T = env("FERROMQ_TOPIC_PREFIX", "mx");
-    private static final String G = env("FERROMQ_GROUP_PREFIX", "mx_g");
+    private static final String NAMESRV = Results.env("FERROMQ_NAMESRV", "127.0.0.1:9876");
+    private static final String ENDPOINT = Results.env("FERROMQ_ENDPOINT", "127.0.0.1:8081");
+    private static final String T = Results.env("FERROMQ_TOPIC_PREFIX", "mx");
+    private static final String G = Results.env("FERROMQ_GROUP_PREFIX", "mx_g");
     private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
     private static final ClientServiceProvider PROVIDER = ClientServiceProvider.loadService();
-    private static int failures;
 
-    private static String env(String k, String dflt) {
-        String v = System.getenv(k);
-        return v == null || v.isEmpty() ? dflt : v;
-    }
 
     private static void report(String name, String verdict, String detail) {
-        String line = "mixed " + name + " " + verdict + " " + detail.replace('\n', ' ');
-        System.out.println("SCENARIO " + line);
-        if (verdict.equals("FAIL")) {
-            failures++;
-        }
-        String path = System.getenv("FERROMQ_RESULTS_FILE");
-        if (path != null) {
-            try (FileWriter w = new FileWriter(path, true)) {
-                w.write(line + "\n");
-            } catch (IOException e) {
-                System.out.println("cannot write results: " + e);
-            }
-        }
+        Results.report("mixed", name, verdict, detail);
     }
 
     private static ClientConfiguration grpc() {
@@ -182,6 +163,6 @@ public final class Mixed {
                 report(name, "FAIL", e.toString());
             }
         }
-        System.exit(failures == 0 ? 0 : 1);
+        System.exit(Results.exitCode());
     }
 }

@@ -1,7 +1,5 @@
 package io.ferromq.tests.remoting;
 
-import java.io.FileWriter;
-import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -46,16 +44,15 @@ import org.apache.rocketmq.common.message.MessageExt;
  * the line without the prefix to FERROMQ_RESULTS_FILE. Exit code 0 only if no scenario failed.
  */
 public final class Scenarios4x {
-    private static final String NAMESRV = env("FERROMQ_NAMESRV", "127.0.0.1:9876");
-    private static final String T = env("FERROMQ_TOPIC_PREFIX", "r4");
-    private static final String G = env("FERROMQ_GROUP_PREFIX", "r4_g");
-    private static final String CLIENT = env("FERROMQ_CLIENT_NAME", "java4");
+    private static final String NAMESRV = Results.env("FERROMQ_NAMESRV", "127.0.0.1:9876");
+    private static final String T = Results.env("FERROMQ_TOPIC_PREFIX", "r4");
+    private static final String G = Results.env("FERROMQ_GROUP_PREFIX", "r4_g");
+    private static final String CLIENT = Results.env("FERROMQ_CLIENT_NAME", "java4");
     private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
     /** How long a scenario waits for what it expects before it fails. */
-    private static final long WAIT_MS = Long.parseLong(env("FERROMQ_WAIT_MS", "60000"));
+    private static final long WAIT_MS = Long.parseLong(Results.env("FERROMQ_WAIT_MS", "60000"));
     /** How long a scenario keeps listening after it has everything, to catch duplicates. */
     private static final long QUIET_MS = 3000;
-    private static int failures;
 
     static final class Failed extends RuntimeException {
         Failed(String msg) {
@@ -63,10 +60,6 @@ public final class Scenarios4x {
         }
     }
 
-    private static String env(String k, String dflt) {
-        String v = System.getenv(k);
-        return v == null || v.isEmpty() ? dflt : v;
-    }
 
     private static void check(boolean ok, String what) {
         if (!ok) {
@@ -121,19 +114,7 @@ public final class Scenarios4x {
     }
 
     private static void report(String name, String verdict, String detail) {
-        String line = CLIENT + " " + name + " " + verdict + " " + detail.replace('\n', ' ');
-        System.out.println("SCENARIO " + line);
-        if (verdict.equals("FAIL")) {
-            failures++;
-        }
-        String path = System.getenv("FERROMQ_RESULTS_FILE");
-        if (path != null) {
-            try (FileWriter w = new FileWriter(path, true)) {
-                w.write(line + "\n");
-            } catch (IOException e) {
-                System.out.println("cannot write results: " + e);
-            }
-        }
+        Results.report(CLIENT, name, verdict, detail);
     }
 
     interface Scenario {
@@ -634,6 +615,6 @@ public final class Scenarios4x {
         if (only == null || only.contains("delay")) {
             scenario("delay_level", Scenarios4x::delayLevels);
         }
-        System.exit(failures == 0 ? 0 : 1);
+        System.exit(Results.exitCode());
     }
 }
