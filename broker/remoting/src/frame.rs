@@ -38,6 +38,8 @@ pub enum FrameError {
     Header(#[from] HeaderError),
     #[error("connection closed inside a frame ({buffered} bytes of it received)")]
     Truncated { buffered: usize },
+    #[error("{len} bytes after the end of the frame")]
+    Trailing { len: usize },
 }
 
 /// Reads and writes [`Command`]s. `Decoder::Item` is a whole command (header parsed, body as
@@ -72,7 +74,7 @@ pub fn decode_frame(frame: &[u8]) -> Result<Command, FrameError> {
     let mut buf = BytesMut::from(frame);
     match codec.decode_eof(&mut buf)? {
         Some(cmd) if buf.is_empty() => Ok(cmd),
-        Some(_) => Err(FrameError::TooShort { length: 0 }),
+        Some(_) => Err(FrameError::Trailing { len: buf.len() }),
         None => Err(FrameError::Truncated {
             buffered: frame.len(),
         }),
@@ -274,6 +276,11 @@ mod tests {
         assert!(matches!(
             decode_frame(&frame[..frame.len() - 1]),
             Err(FrameError::Truncated { .. })
+        ));
+        let two = [frame.clone(), frame].concat();
+        assert!(matches!(
+            decode_frame(&two),
+            Err(FrameError::Trailing { .. })
         ));
     }
 
