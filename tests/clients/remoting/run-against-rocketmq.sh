@@ -2,13 +2,15 @@
 # Developer tool (not CI): proves the remoting harness (run.sh beside this file) against the
 # reference, Apache RocketMQ 5.3.3 (namesrv + broker + proxy in local mode, from Maven Central).
 #
-#   tests/clients/remoting/run-against-rocketmq.sh [--via namesrv|proxy] [--only ...] [--keep]
+#   tests/clients/remoting/run-against-rocketmq.sh [--via namesrv|proxy|cluster-proxy] [--only ...] [--keep]
 #
 # --via namesrv (default): clients ask the name server (29876) for routes and talk to the broker
 # (29911) directly, as 4.x deployments do. --via proxy: clients use the proxy's remoting port (28080)
 # as their name server; the proxy answers routes with its own address and serves the client codes
 # (admin tools still go to the name server: the proxy answers GET_BROKER_CLUSTER_INFO with
-# REQUEST_CODE_NOT_SUPPORTED).
+# REQUEST_CODE_NOT_SUPPORTED). RocketMQ 5.3.3's local-mode proxy puts its *gRPC* port into those
+# routes, so 4.x clients then fail; --via cluster-proxy starts a second, cluster-mode proxy (28180
+# remoting / 28181 gRPC) whose routes name its remoting port.
 # The gRPC endpoint (28081) is passed for the mixed-protocol scenarios.
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -26,7 +28,7 @@ while (($#)); do
     --via) VIA="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --only) ARGS+=(--only "$2"); shift 2 ;;
-    *) echo "usage: $0 [--via namesrv|proxy] [--only java4,go,admin,mqadmin,mixed] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--via namesrv|proxy|cluster-proxy] [--only java4,go,admin,mqadmin,mixed] [--keep]" >&2; exit 2 ;;
   esac
 done
 
@@ -38,14 +40,18 @@ trap finish_rocketmq EXIT
 export RMQ_BROKER_EXTRA="enablePropertyFilter=true"
 start_rocketmq "$WORK"
 
+GRPC="127.0.0.1:$PROXY_GRPC_PORT"
 case "$VIA" in
   namesrv) TARGET="127.0.0.1:$NS_PORT" ;;
   proxy) TARGET="127.0.0.1:$PROXY_REMOTING_PORT" ;;
-  *) die "--via namesrv|proxy" ;;
+  cluster-proxy)
+    start_cluster_proxy
+    TARGET="127.0.0.1:$PROXY_CLUSTER_REMOTING_PORT" GRPC="127.0.0.1:$PROXY_CLUSTER_GRPC_PORT" ;;
+  *) die "--via namesrv|proxy|cluster-proxy" ;;
 esac
 # Admin always through the name server: the proxy's remoting port does not serve the admin codes.
 "$HERE/run.sh" --namesrv "$TARGET" --admin-namesrv "127.0.0.1:$NS_PORT" --cluster "$RMQ_CLUSTER" \
-  --grpc "127.0.0.1:$PROXY_GRPC_PORT" "${ARGS[@]}"
+  --grpc "$GRPC" "${ARGS[@]}"
 rc=$?
 if ((rc != 0)); then
   KEEP=1

@@ -5,6 +5,9 @@
 #   start_rocketmq WORKDIR      sets NS_PORT BROKER_PORT PROXY_GRPC_PORT PROXY_REMOTING_PORT RMQ_CLUSTER,
 #                               defines mqadmin ARGS... (adds -n), appends PIDs to RMQ_PIDS
 #   stop_rocketmq               SIGTERM, then SIGKILL after 10 s, the processes start_rocketmq started
+#   start_cluster_proxy         a second proxy in cluster mode (its own JVM) on PROXY_CLUSTER_REMOTING_PORT /
+#                               PROXY_CLUSTER_GRPC_PORT: unlike the local-mode proxy, it answers remoting
+#                               routes with its remoting address (5.3.3's local mode names its gRPC port there)
 #   finish_rocketmq             stop_rocketmq, then remove WORKDIR unless KEEP=1 (for `trap finish_rocketmq EXIT`)
 # Env: RMQ_VERSION (5.3.3), RMQ_BROKER_EXTRA (lines appended to broker.conf).
 # Non-default ports (namesrv 29876, broker 29911, proxy gRPC 28081, proxy remoting 28080) so a
@@ -17,6 +20,8 @@ NS_PORT=29876
 BROKER_PORT=29911
 PROXY_GRPC_PORT=28081
 PROXY_REMOTING_PORT=28080
+PROXY_CLUSTER_GRPC_PORT=28181
+PROXY_CLUSTER_REMOTING_PORT=28180
 RMQ_PIDS=()
 
 resolve_rocketmq() {
@@ -82,6 +87,20 @@ CONF
     if mqadmin clusterList 2>/dev/null | grep -q broker-t; then break; fi
     sleep 1
   done
+}
+
+start_cluster_proxy() {
+  local work="$RMQ_WORK"
+  cat > "$work/proxy-cluster.json" <<CONF
+{"rocketMQClusterName":"$RMQ_CLUSTER","namesrvAddr":"127.0.0.1:$NS_PORT",
+ "grpcServerPort":$PROXY_CLUSTER_GRPC_PORT,"remotingListenPort":$PROXY_CLUSTER_REMOTING_PORT}
+CONF
+  log "starting a cluster-mode proxy on 127.0.0.1: remoting $PROXY_CLUSTER_REMOTING_PORT / gRPC $PROXY_CLUSTER_GRPC_PORT"
+  java -Xms192m -Xmx192m "${RMQ_JOPTS[@]}" -Duser.home="$work/cluster-proxy" -cp "$RMQ_LIB/*" \
+    org.apache.rocketmq.proxy.ProxyStartup -pm cluster -pc "$work/proxy-cluster.json" \
+    -n 127.0.0.1:$NS_PORT > "$work/logs/proxy-cluster.out" 2>&1 &
+  RMQ_PIDS+=($!)
+  wait_port $PROXY_CLUSTER_REMOTING_PORT 120 || { tail -50 "$work/logs/proxy-cluster.out"; die "cluster proxy did not start"; }
 }
 
 # mqadmin ARGS...: rocketmq-tools' mqadmin against $MQADMIN_NAMESRV (default: the reference's namesrv).

@@ -98,6 +98,10 @@ public final class AdminCalls {
         }
     }
 
+    private static long committed(ConsumeStats s) {
+        return s.getOffsetTable().values().stream().mapToLong(o -> o.getConsumerOffset()).sum();
+    }
+
     public static void main(String[] args) throws Exception {
         String pgroup = PREFIX + "_g_admp";
         String cgroup = PREFIX + "_g_admc";
@@ -123,7 +127,6 @@ public final class AdminCalls {
         for (int i = 0; i < 300 && consumed.get() < 5; i++) {
             Thread.sleep(100);
         }
-        Thread.sleep(6000); // offsets are committed every 5 s
 
         DefaultMQAdminExt admin = new DefaultMQAdminExt();
         admin.setNamesrvAddr(NAMESRV);
@@ -158,12 +161,15 @@ public final class AdminCalls {
                 return s.getOffsetTable().size() + " queues, " + max + " messages";
             });
             call("examineConsumeStats", () -> {
+                // The consumer commits its offsets every 5 s: poll until all 5 show (30 s at most).
                 ConsumeStats s = admin.examineConsumeStats(cgroup);
-                long diff = s.computeTotalDiff();
+                for (int i = 0; i < 30 && committed(s) < 5; i++) {
+                    Thread.sleep(1000);
+                    s = admin.examineConsumeStats(cgroup);
+                }
                 check(!s.getOffsetTable().isEmpty(), "no queues in consume stats");
-                long consumedOffsets = s.getOffsetTable().values().stream().mapToLong(o -> o.getConsumerOffset()).sum();
-                check(consumedOffsets >= 5, "consumer offsets sum to " + consumedOffsets);
-                return s.getOffsetTable().size() + " queues, diff " + diff;
+                check(committed(s) >= 5, "consumer offsets sum to " + committed(s) + " after 30 s, 5 consumed");
+                return s.getOffsetTable().size() + " queues, diff " + s.computeTotalDiff();
             });
             call("examineConsumerConnectionInfo", () -> {
                 ConsumerConnection cc = admin.examineConsumerConnectionInfo(cgroup);
