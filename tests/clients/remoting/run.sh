@@ -71,8 +71,12 @@ create_topic() { # NAME QUEUES [extra mqadmin args]
   mqadmin updateTopic -c "$CLUSTER" -t "$1" -r "$2" -w "$2" "${@:3}" >> "$LOGS/mqadmin-setup.out" 2>&1 \
     || { log "creating topic $1 failed (see $LOGS/mqadmin-setup.out)"; return 1; }
 }
-for t in basic retry tx filter sql delay go mixed4 mixed5; do create_topic "${RUN_ID}_$t" 4; done
-create_topic "${RUN_ID}_order" 4 -o true
+# Typed like FerroMQ's topics (RocketMQ's proxy refuses a delay or transaction message on a NORMAL topic).
+for t in basic retry filter sql go mixed4 mixed5; do create_topic "${RUN_ID}_$t" 4 -a +message.type=NORMAL; done
+create_topic "${RUN_ID}_delay" 4 -a +message.type=DELAY
+create_topic "${RUN_ID}_tx" 4 -a +message.type=TRANSACTION
+# Orderly 4.x sends are plain sends to a selected queue (no message group), so NORMAL too.
+create_topic "${RUN_ID}_order" 4 -o true -a +message.type=NORMAL
 
 JAVA=(java -Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Drocketmq.client.logUseSlf4j=false
       -Drocketmq.client.logRoot="$LOGS/java-client" -Drocketmq.client.logLevel=INFO)
