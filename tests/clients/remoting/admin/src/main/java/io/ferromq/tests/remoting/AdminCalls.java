@@ -1,7 +1,5 @@
 package io.ferromq.tests.remoting;
 
-import java.io.FileWriter;
-import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
@@ -35,6 +33,8 @@ import org.apache.rocketmq.remoting.protocol.route.TopicRouteData;
 import org.apache.rocketmq.remoting.protocol.subscription.SubscriptionGroupConfig;
 import org.apache.rocketmq.tools.admin.DefaultMQAdminExt;
 
+import io.ferromq.tests.remoting.Results.Failed;
+
 /**
  * The DefaultMQAdminExt calls rocketmq-dashboard and rocketmq-exporter make (rocketmq-tools).
  *
@@ -43,48 +43,24 @@ import org.apache.rocketmq.tools.admin.DefaultMQAdminExt;
  * {@code SCENARIO admin <call> PASS|FAIL <detail>}, appended to FERROMQ_RESULTS_FILE.
  */
 public final class AdminCalls {
-    private static final String NAMESRV = env("FERROMQ_NAMESRV", "127.0.0.1:9876");
-    private static final String CLUSTER = env("FERROMQ_CLUSTER", "DefaultCluster");
-    private static final String PREFIX = env("FERROMQ_TOPIC_PREFIX", "adm");
-    private static final String TOPIC = env("FERROMQ_TOPIC", PREFIX + "_basic");
+    private static final String NAMESRV = Results.env("FERROMQ_NAMESRV", "127.0.0.1:9876");
+    private static final String CLUSTER = Results.env("FERROMQ_CLUSTER", "DefaultCluster");
+    private static final String PREFIX = Results.env("FERROMQ_TOPIC_PREFIX", "adm");
+    private static final String TOPIC = Results.env("FERROMQ_TOPIC", PREFIX + "_basic");
     private static final String RUN = UUID.randomUUID().toString().substring(0, 8);
-    private static int failures;
 
-    private static String env(String k, String dflt) {
-        String v = System.getenv(k);
-        return v == null || v.isEmpty() ? dflt : v;
-    }
 
     interface Call {
         String run() throws Exception;
     }
 
-    static final class Failed extends RuntimeException {
-        Failed(String msg) {
-            super(msg);
-        }
-    }
 
     private static void check(boolean ok, String what) {
-        if (!ok) {
-            throw new Failed(what);
-        }
+        Results.check(ok, what);
     }
 
     private static void report(String name, String verdict, String detail) {
-        String line = "admin " + name + " " + verdict + " " + detail.replace('\n', ' ');
-        System.out.println("SCENARIO " + line);
-        if (verdict.equals("FAIL")) {
-            failures++;
-        }
-        String path = System.getenv("FERROMQ_RESULTS_FILE");
-        if (path != null) {
-            try (FileWriter w = new FileWriter(path, true)) {
-                w.write(line + "\n");
-            } catch (IOException e) {
-                System.out.println("cannot write results: " + e);
-            }
-        }
+        Results.report("admin", name, verdict, detail);
     }
 
     private static void call(String name, Call c) {
@@ -273,6 +249,6 @@ public final class AdminCalls {
             consumer.shutdown();
             producer.shutdown();
         }
-        System.exit(failures == 0 ? 0 : 1);
+        System.exit(Results.exitCode());
     }
 }

@@ -17,6 +17,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Supplier;
 
+import io.ferromq.tests.remoting.Results.Failed;
+
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
 import org.apache.rocketmq.client.consumer.MessageSelector;
 import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
@@ -54,18 +56,8 @@ public final class Scenarios4x {
     /** How long a scenario keeps listening after it has everything, to catch duplicates. */
     private static final long QUIET_MS = 3000;
 
-    static final class Failed extends RuntimeException {
-        Failed(String msg) {
-            super(msg);
-        }
-    }
 
 
-    private static void check(boolean ok, String what) {
-        if (!ok) {
-            throw new Failed(what);
-        }
-    }
 
     /** Waits until cond holds or WAIT_MS passes. */
     private static boolean await(Supplier<Boolean> cond) throws InterruptedException {
@@ -119,6 +111,10 @@ public final class Scenarios4x {
 
     interface Scenario {
         String run() throws Exception;
+    }
+
+    private static void check(boolean ok, String what) {
+        Results.check(ok, what);
     }
 
     private static void scenario(String name, Scenario s) {

@@ -4,21 +4,22 @@ import java.io.FileWriter;
 import java.io.IOException;
 
 /**
- * Verdict lines shared by the scenario programs: {@code SCENARIO <client> <name> PASS|FAIL|SKIP <detail>}
+ * Shared by every Java program of the remoting harness (java/ and admin/ add this directory as a
+ * source root). Verdict lines: {@code SCENARIO <client> <name> PASS|FAIL|SKIP <detail>}
  * on stdout, and the same line without the prefix appended to FERROMQ_RESULTS_FILE (run.sh counts them).
  */
-final class Results {
+public final class Results {
     private static int failures;
 
     private Results() {
     }
 
-    static String env(String k, String dflt) {
+    public static String env(String k, String dflt) {
         String v = System.getenv(k);
         return v == null || v.isEmpty() ? dflt : v;
     }
 
-    static void report(String client, String name, String verdict, String detail) {
+    public static void report(String client, String name, String verdict, String detail) {
         String line = client + " " + name + " " + verdict + " " + detail.replace('\n', ' ');
         System.out.println("SCENARIO " + line);
         if (verdict.equals("FAIL")) {
@@ -34,8 +35,21 @@ final class Results {
         }
     }
 
+    /** An assertion failure inside a scenario: reported as FAIL with its message. */
+    public static final class Failed extends RuntimeException {
+        public Failed(String msg) {
+            super(msg);
+        }
+    }
+
+    public static void check(boolean ok, String what) {
+        if (!ok) {
+            throw new Failed(what);
+        }
+    }
+
     /** Exit code for the program: 0 only if nothing failed. */
-    static int exitCode() {
+    public static int exitCode() {
         return failures == 0 ? 0 : 1;
     }
 }
