@@ -111,7 +111,8 @@ macro_rules! unary {
         rpc::unary(&$node.metrics, $method, $req, |req| async move {
             let $meta = RequestMeta::from_request(&req);
             let $r = req.into_inner();
-            Ok(Response::new($body))
+            let answer = $body;
+            Ok(Response::new(answer))
         })
         .await
     }};
