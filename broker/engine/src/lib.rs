@@ -46,6 +46,7 @@ pub use groups::Groups;
 pub use membership::{Membership, DRAINING};
 pub use parked::timer::Timers;
 pub use parked::transaction::{CheckSender, Resolution, Transactions};
+pub use parked::ParkedQueue;
 pub use publish::{Publication, Published};
 pub use receipt::ReceiptHandle;
 pub use signals::{Dispatched, Wakeups};

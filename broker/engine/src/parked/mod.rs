@@ -68,6 +68,48 @@ impl ParkedAt {
     }
 }
 
+/// What delay timers and transactions have in common: a parked queue, the schedule of its
+/// pending entries, and one thread that acts on them when they fall due.
+pub trait ParkedQueue: Send + Sync + Sized + 'static {
+    /// What the schedule holds per pending entry.
+    type Item: Ord;
+    /// Name of the thread.
+    const THREAD: &'static str;
+
+    fn parked(&self) -> &Parked;
+    fn schedule(&self) -> &schedule::Schedule<Self::Item>;
+    /// The thread's body: returns once [`ParkedQueue::stop`] was called.
+    fn run(&self);
+
+    /// Pending entries per real topic.
+    fn pending_by_topic(&self) -> BTreeMap<String, u64> {
+        self.schedule().pending_by_topic()
+    }
+
+    /// The commit log offset retention must keep (the oldest pending entry).
+    fn retention_floor(&self) -> Result<u64, EngineError> {
+        self.parked().advance_floor()
+    }
+
+    /// Starts the thread.
+    fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name(Self::THREAD.into())
+            .spawn(move || me.run())
+    }
+
+    /// Stops the thread.
+    fn stop(&self) {
+        self.schedule().stop();
+    }
+
+    /// Writes the marks to disk (clean shutdown).
+    fn flush(&self) -> Result<(), EngineError> {
+        self.parked().flush()
+    }
+}
+
 /// What settling an entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {

@@ -13,6 +13,7 @@ use tracing::{info, instrument};
 
 use crate::node::Node;
 use ferromq_engine::groups::GroupConfig;
+use ferromq_engine::ParkedQueue as _;
 
 #[derive(Clone)]
 pub struct AdminApi {
