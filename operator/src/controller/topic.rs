@@ -64,6 +64,8 @@ async fn set_status(
     Ok(())
 }
 
+/// Conditions while the admin API cannot do what the Topic asks; `reason` is the admin error's
+/// ([`crate::admin::AdminError::reason`]) or `BrokerNotFound`.
 fn unavailable(reason: &str, message: String) -> Vec<Desired> {
     vec![
         Desired::new(READY, false, reason, message.clone()),
@@ -92,16 +94,16 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     let current = match ctx.admin.describe_topic(&endpoint, &want.name).await {
         Ok(c) => c,
         Err(e) => {
-            ctx.metrics.error(KIND, "AdminApiError");
+            ctx.metrics.error(KIND, e.reason());
             let msg = format!(
-                "admin API at {endpoint} failed: {e}; the topic is retried every {}s",
+                "admin API at {endpoint}: {e}; the topic is retried every {}s",
                 RETRY.as_secs()
             );
             set_status(
                 ctx,
                 &topic,
                 topic.status.as_ref().and_then(|s| s.cluster.clone()),
-                &unavailable("AdminApiUnavailable", msg),
+                &unavailable(e.reason(), msg),
             )
             .await?;
             return Ok(Action::requeue(RETRY));
@@ -129,15 +131,12 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     let mut held = current.clone();
     if current.as_ref() != Some(&want) {
         if let Err(e) = ctx.admin.upsert_topic(&endpoint, &want).await {
-            ctx.metrics.error(KIND, "AdminApiError");
-            let msg = format!("admin API at {endpoint} refused the topic: {e}");
-            set_status(
-                ctx,
-                &topic,
-                current,
-                &unavailable("AdminApiUnavailable", msg),
-            )
-            .await?;
+            ctx.metrics.error(KIND, e.reason());
+            let msg = format!(
+                "admin API at {endpoint} did not take the topic: {e}; retried every {}s",
+                RETRY.as_secs()
+            );
+            set_status(ctx, &topic, current, &unavailable(e.reason(), msg)).await?;
             return Ok(Action::requeue(RETRY));
         }
         let (reason, verb) = if current.is_some() {
