@@ -57,7 +57,7 @@ pub struct Observed<'a> {
 }
 
 /// The status a reconcile writes, before condition timestamps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
     /// `status.storage`.
     pub storage: StorageStatus,
