@@ -47,6 +47,8 @@ async fn standalone(admin: &GrpcAdmin) -> Result<Standalone> {
         .arg(&address)
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{}", free_port()?))
+        // Its warnings and errors only, next to the test's output.
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
