@@ -82,26 +82,18 @@ mod tests {
             "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
         );
         assert_eq!(sts_progress(&done), p(3, 3, true));
-        let stale = sts(
-            3,
-            3,
-            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
-        );
-        assert!(
-            !sts_progress(&stale).settled,
-            "a spec the controller has not seen is not settled"
-        );
-        let scaling_down = sts(
-            2,
-            2,
-            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
-        );
-        assert!(
-            !sts_progress(&scaling_down).settled,
-            "surplus pods still exist"
-        );
+        for (spec_replicas, generation, why) in [
+            (3, 3, "a spec the controller has not seen is not settled"),
+            (2, 2, "surplus pods still exist"),
+        ] {
+            let s = sts(
+                spec_replicas,
+                generation,
+                json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+                "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
+            );
+            assert!(!sts_progress(&s).settled, "{why}");
+        }
     }
 
     #[test]

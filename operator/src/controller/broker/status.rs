@@ -267,12 +267,10 @@ mod tests {
         })
     }
 
-    /// `(type, status, reason)` of each condition.
-    fn brief(s: &Summary) -> Vec<(&'static str, bool, &str)> {
-        s.conditions
-            .iter()
-            .map(|c| (c.type_, c.status, c.reason.as_str()))
-            .collect()
+    /// `Type=Status:Reason` of each condition, in order.
+    fn brief(s: &Summary) -> String {
+        let one = |c: &Desired| format!("{}={}:{}", c.type_, c.status, c.reason);
+        s.conditions.iter().map(one).collect::<Vec<_>>().join(" ")
     }
 
     fn unreachable() -> AdminError {
@@ -287,11 +285,7 @@ mod tests {
         let s = summarize(&calm(&broker));
         assert_eq!(
             brief(&s),
-            [
-                (READY, true, "Ready"),
-                (PROGRESSING, false, "Stable"),
-                (DEGRADED, false, "AsExpected")
-            ]
+            "Ready=true:Ready Progressing=false:Stable Degraded=false:AsExpected"
         );
         assert_eq!(
             s.conditions[0].message,
@@ -322,11 +316,7 @@ mod tests {
         let s = summarize(&o);
         assert_eq!(
             brief(&s),
-            [
-                (READY, false, "StorageNotReady"),
-                (PROGRESSING, true, "RollingOutStorage"),
-                (DEGRADED, false, "AsExpected")
-            ]
+            "Ready=false:StorageNotReady Progressing=true:RollingOutStorage Degraded=false:AsExpected"
         );
         assert_eq!(s.conditions[0].message, "1/2 broker groups ready");
         assert_eq!(s.storage.ready_groups, 1);
@@ -337,11 +327,8 @@ mod tests {
         o.proxies.ready = 1;
         let s = summarize(&o);
         assert_eq!(
-            brief(&s)[..2],
-            [
-                (READY, false, "ComputeNotReady"),
-                (PROGRESSING, true, "RollingOutCompute")
-            ]
+            brief(&s),
+            "Ready=false:ComputeNotReady Progressing=true:RollingOutCompute Degraded=false:AsExpected"
         );
         assert_eq!(s.conditions[0].message, "1/3 proxies ready");
         assert!(s.busy);
@@ -355,11 +342,7 @@ mod tests {
         let s = summarize(&o);
         assert_eq!(
             brief(&s),
-            [
-                (READY, true, "Ready"),
-                (PROGRESSING, true, "DrainingGroups"),
-                (DEGRADED, false, "AsExpected")
-            ]
+            "Ready=true:Ready Progressing=true:DrainingGroups Degraded=false:AsExpected"
         );
         assert_eq!(
             s.conditions[1].message,
@@ -380,11 +363,8 @@ mod tests {
         };
         let s = summarize(&o);
         assert_eq!(
-            brief(&s)[1..],
-            [
-                (PROGRESSING, true, "DrainingGroups"),
-                (DEGRADED, true, "DrainFailed")
-            ]
+            brief(&s),
+            "Ready=true:Ready Progressing=true:DrainingGroups Degraded=true:DrainFailed"
         );
         assert_eq!(
             s.conditions[2].message,
@@ -423,8 +403,8 @@ mod tests {
         o.drain.failure = failed_drain(unreachable());
         let s = summarize(&o);
         assert_eq!(
-            brief(&s)[2],
-            (DEGRADED, true, "VolumeExpansionNotAllowed"),
+            brief(&s),
+            "Ready=true:Ready Progressing=false:Stable Degraded=true:VolumeExpansionNotAllowed",
             "blocked claims outrank a drain failure"
         );
         assert_eq!(
@@ -442,7 +422,10 @@ mod tests {
         let mut o = small(&broker);
         o.expansion.pending = vec!["data-demo-group-0-0".into()];
         let s = summarize(&o);
-        assert_eq!(brief(&s)[1], (PROGRESSING, true, "ExpandingVolumes"));
+        assert_eq!(
+            brief(&s),
+            "Ready=true:Ready Progressing=true:ExpandingVolumes Degraded=false:AsExpected"
+        );
         assert_eq!(
             s.conditions[1].message,
             "waiting for claims to reach 10Gi: data-demo-group-0-0"
