@@ -41,6 +41,16 @@ impl Desired {
     }
 }
 
+/// The conditions of a resource that needs no human: `ready` and `progressing` as given,
+/// `Degraded=False` with reason `AsExpected`.
+pub fn not_degraded(ready: Desired, progressing: Desired) -> Vec<Desired> {
+    vec![
+        ready,
+        progressing,
+        Desired::new(DEGRADED, false, "AsExpected", ""),
+    ]
+}
+
 /// Merges `desired` into `existing`: keeps `lastTransitionTime` of conditions whose status did
 /// not change, so an unchanged world produces an identical list (and no status write).
 pub fn merge(

@@ -368,6 +368,16 @@ where
     Ok(Some(action))
 }
 
+/// Records `obj`'s namespace and name on the current reconcile span (declared empty by each
+/// kind's `#[instrument]`) and returns the namespace.
+pub fn enter<K: Resource>(obj: &K) -> String {
+    let namespace = obj.meta().namespace.clone().unwrap_or_default();
+    tracing::Span::current()
+        .record("namespace", namespace.as_str())
+        .record("name", obj.meta().name.as_deref().unwrap_or_default());
+    namespace
+}
+
 /// Re-check period when nothing is pending (catches drift the watches missed).
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check period while something is in progress (roll-out, drain, expansion).

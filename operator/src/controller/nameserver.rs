@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use tracing::{field, instrument, Span};
+use tracing::{field, instrument};
 
 use super::progress::{sts_progress, Progress};
 use super::{apply_and_report, write_status, Context, POLL, RESYNC};
 use crate::builders::nameserver as b;
-use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
+use crate::conditions::{self, Desired, PROGRESSING, READY};
 use crate::crd::{Nameserver, NameserverStatus};
 use crate::Error;
 
@@ -22,10 +22,7 @@ pub const KIND: &str = "Nameserver";
 #[instrument(skip(ns, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = ns.namespace().unwrap_or_default();
-    Span::current()
-        .record("namespace", namespace.as_str())
-        .record("name", ns.name_any().as_str());
+    let namespace = super::enter(&*ns);
     if let Some(action) = super::hold(&ctx, &*ns, ns.status.as_ref()).await? {
         return Ok(action);
     }
@@ -41,7 +38,7 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
     } = sts_progress(&sts);
     let desired = ns.spec.replicas;
     let conds = if settled {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 true,
@@ -54,10 +51,9 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
                 "Stable",
                 "the StatefulSet matches the spec",
             ),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     } else {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 false,
@@ -70,8 +66,7 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
                 "RollingOut",
                 "pods are being created or updated",
             ),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     };
     let old = ns.status.clone().unwrap_or_default();
     let status = NameserverStatus {

@@ -10,7 +10,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use serde_json::json;
-use tracing::{field, instrument, Span};
+use tracing::{field, instrument};
 
 use super::{admin_endpoint, Context, RESYNC};
 use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
@@ -168,7 +168,7 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     }
     let in_sync = held.as_ref() == Some(&want);
     let conds = if in_sync {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 true,
@@ -176,10 +176,9 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
                 format!("the cluster holds topic {} as specified", want.name),
             ),
             Desired::new(PROGRESSING, false, "Synced", ""),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     } else {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 false,
@@ -187,8 +186,7 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
                 "the cluster does not report the topic as specified yet",
             ),
             Desired::new(PROGRESSING, true, "Syncing", ""),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     };
     set_status(ctx, &topic, held, &conds).await?;
     Ok(Action::requeue(if in_sync { RESYNC } else { RETRY }))
@@ -227,10 +225,7 @@ async fn cleanup_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error
 #[instrument(skip(topic, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = topic.namespace().unwrap_or_default();
-    Span::current()
-        .record("namespace", namespace.as_str())
-        .record("name", topic.name_any().as_str());
+    let namespace = super::enter(&*topic);
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = super::backoff::key(&*topic);
     let result = finalizer(&api, FINALIZER, topic, |event| async {

@@ -21,7 +21,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
-use tracing::{field, instrument, Span};
+use tracing::{field, instrument};
 
 use self::status::{Drain, DrainFailure, Expansion, Observed};
 use super::progress::{deployment_progress, sts_progress};
@@ -241,11 +241,8 @@ async fn remove_surplus_groups(
 #[instrument(skip(broker, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = broker.namespace().unwrap_or_default();
+    let namespace = super::enter(&*broker);
     let name = broker.name_any();
-    Span::current()
-        .record("namespace", namespace.as_str())
-        .record("name", name.as_str());
     if broker.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());

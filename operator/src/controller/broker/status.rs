@@ -335,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn draining_groups_count_as_groups_until_removed() {
+    fn draining_groups_count_until_removed_and_failed_drain_calls_degrade() {
         let broker = fixture(1, 1);
         let mut o = small(&broker);
         o.drain.draining = vec!["demo-group-1".into(), "demo-group-2".into()];
@@ -351,12 +351,8 @@ mod tests {
         assert_eq!(s.storage.groups, 3);
         assert_eq!(s.storage.draining, ["demo-group-1", "demo-group-2"]);
         assert!(s.busy);
-    }
 
-    #[test]
-    fn a_failed_drain_call_degrades_with_the_admin_error() {
-        let broker = fixture(1, 1);
-        let mut o = small(&broker);
+        // A drain call that failed keeps its group and degrades with the admin error.
         o.drain = Drain {
             draining: vec!["demo-group-1".into()],
             failure: failed_drain(unreachable()),
