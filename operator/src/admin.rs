@@ -73,14 +73,10 @@ impl AdminError {
         match self {
             AdminError::BadAddress { .. } => "InvalidAdminAddress",
             AdminError::Unreachable { .. } => "AdminApiUnavailable",
-            AdminError::Status { code, .. }
-                if matches!(
-                    code,
-                    Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
-                ) =>
-            {
-                "AdminApiUnavailable"
-            }
+            AdminError::Status {
+                code: Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted,
+                ..
+            } => "AdminApiUnavailable",
             AdminError::Status { .. } => "AdminApiRefused",
             AdminError::BadAnswer { .. } => "AdminApiBadAnswer",
             AdminError::Unsendable { .. } => "InvalidResource",
