@@ -33,8 +33,8 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Starts a standalone server and waits until its admin API answers.
-async fn standalone(admin: &GrpcAdmin) -> Result<Standalone> {
+/// Starts a standalone server (with `extra` flags) and waits until its admin API answers.
+async fn standalone(admin: &GrpcAdmin, extra: &[&std::ffi::OsStr]) -> Result<Standalone> {
     let bin = std::env::var("FERROMQ_TEST_FERROMQ_BIN")
         .context("FERROMQ_TEST_FERROMQ_BIN is not set: run tests/suites/60-operator.sh")?;
     let data = tempfile::tempdir()?;
@@ -47,6 +47,7 @@ async fn standalone(admin: &GrpcAdmin) -> Result<Standalone> {
         .arg(&address)
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{}", free_port()?))
+        .args(extra)
         // Its warnings and errors only, next to the test's output.
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -105,7 +106,7 @@ fn topic(name: &str, queues: i32, mt: MessageType, p: Permission) -> TopicCluste
 #[ignore = "needs the ferromq binary; run by tests/suites/60-operator.sh"]
 async fn topics_are_created_updated_refused_and_deleted_on_a_real_server() -> Result<()> {
     let admin = GrpcAdmin::default();
-    let server = standalone(&admin).await?;
+    let server = standalone(&admin, &[]).await?;
     let at = server.address.as_str();
 
     assert_eq!(admin.describe_topic(at, "Orders_EU").await?, None);
@@ -162,7 +163,7 @@ async fn topics_are_created_updated_refused_and_deleted_on_a_real_server() -> Re
 #[ignore = "needs the ferromq binary; run by tests/suites/60-operator.sh"]
 async fn drains_report_progress_and_a_stopped_server_is_unreachable() -> Result<()> {
     let admin = GrpcAdmin::default();
-    let mut server = standalone(&admin).await?;
+    let mut server = standalone(&admin, &[]).await?;
     let at = server.address.clone();
 
     // A standalone server is the one group "standalone"; it holds nothing unsettled.
@@ -181,5 +182,54 @@ async fn drains_report_progress_and_a_stopped_server_is_unreachable() -> Result<
         }
         other => bail!("a stopped server: {other:?}"),
     }
+    Ok(())
+}
+
+/// A self-signed certificate and key for localhost, made with the openssl CLI (the suite
+/// requires it).
+fn self_signed(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    if !out.status.success() {
+        bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((cert, key))
+}
+
+#[tokio::test]
+#[ignore = "needs the ferromq binary and openssl; run by tests/suites/60-operator.sh"]
+async fn a_server_with_tls_on_is_reached_like_the_cli_reaches_it() -> Result<()> {
+    // `--tls-cert` adds TLS to the gRPC port and keeps plaintext there; the operator, like
+    // `ferromq admin`, speaks plaintext HTTP/2 to a bare host:port.
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = self_signed(dir.path())?;
+    let admin = GrpcAdmin::default();
+    let flags = [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let server = standalone(&admin, &flags).await?;
+    let t = topic("secure", 2, MessageType::Normal, Permission::ReadWrite);
+    admin.upsert_topic(&server.address, &t).await?;
+    assert_eq!(
+        admin.describe_topic(&server.address, "secure").await?,
+        Some(t)
+    );
     Ok(())
 }
