@@ -32,7 +32,7 @@ fn crash_child_writer() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(0);
     let mut cfg = small_config(std::path::Path::new(&dir));
-    cfg.flush = if round % 2 == 0 {
+    cfg.flush = if round.is_multiple_of(2) {
         FlushMode::Async
     } else {
         FlushMode::Sync

@@ -608,7 +608,7 @@ fn high_water_mark_refuses_appends_before_the_disk_is_actually_full() {
             Ok(_) => acked += 1,
             Err(e) => break e,
         }
-        if acked % 500 == 0 {
+        if acked.is_multiple_of(500) {
             store.check_disk();
         }
         assert!(acked < 100_000, "high-water mark never reached");
