@@ -137,10 +137,11 @@ pub struct OffsetKey {
 }
 
 /// Called by [`TopicStore`] to delete or re-create a topic while the commit log stands still:
-/// `persist` receives the fence (the commit log's end) and writes the metadata change; the
-/// implementation (the store) then drops the topic's consume queues. See the module docs.
+/// `persist` receives the fence (the commit log's end), writes the metadata change and says
+/// whether it fenced the topic; only then does the implementation (the store) drop the
+/// topic's consume queues. See the module docs.
 pub(crate) trait Fencer: Send + Sync {
-    fn fence(&self, topic: &str, persist: &mut dyn FnMut(u64) -> Result<()>) -> Result<()>;
+    fn fence(&self, topic: &str, persist: &mut dyn FnMut(u64) -> Result<bool>) -> Result<()>;
 }
 
 /// The metadata as it is now: what replaying the log gives, plus offset changes not yet
@@ -471,19 +472,22 @@ impl TopicStore {
 
     /// Runs `change` (which writes the metadata) with the fence the store chose, or with the
     /// topic's current fence when no store is attached.
-    fn fenced<T>(&self, name: &str, change: impl FnOnce(u64) -> Result<T>) -> Result<T> {
+    fn fenced<T>(&self, name: &str, change: impl FnOnce(u64) -> Result<(T, bool)>) -> Result<T> {
         let mut change = Some(change);
         let mut out = None;
         let mut persist = |fence: u64| {
             let c = change
                 .take()
                 .ok_or_else(|| StoreError::malformed("fence", "applied twice"))?;
-            out = Some(c(fence)?);
-            Ok(())
+            let (value, fenced) = c(fence)?;
+            out = Some(value);
+            Ok(fenced)
         };
         match self.fencer() {
             Some(f) => f.fence(name, &mut persist)?,
-            None => persist(self.incarnation(name))?,
+            None => {
+                persist(self.incarnation(name))?;
+            }
         }
         out.ok_or_else(|| StoreError::malformed("fence", "not applied"))
     }
@@ -504,14 +508,16 @@ impl TopicStore {
                     return Err(StoreError::TopicExists(t.name.clone()));
                 }
                 let mut ops = Vec::new();
-                if let Some(fence) = fence.filter(|_| !exists) {
+                // Only a topic that does not exist now starts a new incarnation.
+                let fence = fence.filter(|_| !exists);
+                if let Some(fence) = fence {
                     ops.push(Op::TopicFence {
                         name: t.name.clone(),
                         fence,
                     });
                 }
                 ops.push(Op::TopicPut(t.clone()));
-                Ok((ops, t))
+                Ok((ops, (t, fence.is_some())))
             }
         };
         let was_deleted = lock(&self.meta.state).fences.contains_key(&t.name);
@@ -520,7 +526,7 @@ impl TopicStore {
                 self.meta.change(build(Some(fence)))
             })
         } else {
-            self.meta.change(build(None))
+            self.meta.change(build(None)).map(|(t, _)| t)
         }
     }
 
@@ -555,7 +561,7 @@ impl TopicStore {
                     name: name.to_string(),
                     fence,
                 };
-                Ok((vec![op], t))
+                Ok((vec![op], (t, true)))
             })
         })
     }
