@@ -209,6 +209,15 @@ pub struct StoreStats {
     pub metadata: MetadataStats,
 }
 
+/// What [`Inner::admit`] found out about a message before it takes the append lock.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    /// Encoded length of the record.
+    len: usize,
+    /// Index entries the dispatcher will add for it.
+    index_entries: u64,
+}
+
 /// The writer's position in one queue.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cursor {
@@ -298,6 +307,8 @@ struct Inner {
     /// Fences of deleted topics (see [`crate::metadata`]): records of the name below the fence
     /// are never dispatched or served.
     fences: RwLock<HashMap<String, u64>>,
+    /// Whether `fences` has any entry (lets the dispatcher skip its lock when none does).
+    any_fence: AtomicBool,
     /// Rate limits of repeated warnings (one line per 30 s, with a count of the others).
     dispatch_log: LogLimiter,
     house_log: LogLimiter,
@@ -445,6 +456,7 @@ impl Store {
             dispatch_failure: Mutex::new(None),
             dispatch_failing: AtomicBool::new(false),
             dispatch_lock: Mutex::new(()),
+            any_fence: AtomicBool::new(!fences.is_empty()),
             fences: RwLock::new(fences),
             dispatch_log: LogLimiter::default(),
             house_log: LogLimiter::default(),
@@ -875,6 +887,7 @@ impl Fencer for Inner {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(topic.to_string(), fence);
+        self.any_fence.store(true, Ordering::Release);
         w.next.remove(topic);
         let _d = lock(&self.dispatch_lock);
         let had = self
@@ -1014,22 +1027,23 @@ impl Inner {
 
     /// The fence of `topic` (0: never deleted).
     fn fence_of(&self, topic: &str) -> u64 {
-        let fences = self.fences.read().unwrap_or_else(|p| p.into_inner());
-        if fences.is_empty() {
+        if !self.any_fence.load(Ordering::Acquire) {
             return 0;
         }
+        let fences = self.fences.read().unwrap_or_else(|p| p.into_inner());
         fences.get(topic).copied().unwrap_or(0)
     }
 
     fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
-        let len = self.admit(msg)?;
-        let a = self.write_one(&mut lock(&self.writer), msg, len)?;
+        let adm = self.admit(msg)?;
+        let a = self.write_one(&mut lock(&self.writer), msg, adm)?;
         self.after_write(1, a.size as u64, a.phys_offset + a.size as u64)?;
         Ok(a)
     }
 
-    /// Checks that `msg` may be appended now and returns its encoded length.
-    fn admit(&self, msg: &NewMessage) -> Result<usize> {
+    /// Checks that `msg` may be appended now and returns its encoded length and the index
+    /// entries it will take (worked out here, outside the append lock).
+    fn admit(&self, msg: &NewMessage) -> Result<Admitted> {
         if msg.body.len() > self.cfg.max_body_size {
             return Err(StoreError::BodyTooLarge {
                 size: msg.body.len(),
@@ -1039,12 +1053,19 @@ impl Inner {
         if let Some(e) = self.refusal() {
             return Err(e);
         }
-        record::encoded_len(msg)
+        Ok(Admitted {
+            len: record::encoded_len(msg)?,
+            index_entries: index::entries_for(
+                msg.properties.get(PROP_MSG_ID).map(String::as_str),
+                msg.properties.get(PROP_KEYS).map(String::as_str),
+            ),
+        })
     }
 
     /// Writes one record at the end of the log; the caller holds the append lock. Everything
     /// the dispatcher will need for the record is allocated first (see the module docs).
-    fn write_one(&self, w: &mut Writer, msg: &NewMessage, len: usize) -> Result<AppendResult> {
+    fn write_one(&self, w: &mut Writer, msg: &NewMessage, adm: Admitted) -> Result<AppendResult> {
+        let Admitted { len, index_entries } = adm;
         if let Some(e) = self.stopped_error() {
             return Err(e);
         }
@@ -1064,10 +1085,6 @@ impl Inner {
                 .ensure(queue_offset)
                 .map_err(|e| self.refuse_for_space(e, file_bytes))?;
         }
-        let index_entries = index::entries_for(
-            msg.properties.get(PROP_MSG_ID).map(String::as_str),
-            msg.properties.get(PROP_KEYS).map(String::as_str),
-        );
         self.index
             .reserve(index_entries)
             .map_err(|e| self.refuse_for_space(e, self.index.file_bytes()))?;
@@ -1109,14 +1126,14 @@ impl Inner {
     /// Appends several messages under one lock and, in sync mode, one wait for the flush.
     /// Each message gets its own result, as a RocketMQ send of a batch reports per entry.
     fn append_batch(&self, msgs: &[NewMessage]) -> Vec<Result<AppendResult>> {
-        let admitted: Vec<Result<usize>> = msgs.iter().map(|m| self.admit(m)).collect();
+        let admitted: Vec<Result<Admitted>> = msgs.iter().map(|m| self.admit(m)).collect();
         let (mut count, mut bytes, mut end) = (0u64, 0u64, 0u64);
         let mut results: Vec<Result<AppendResult>> = {
             let mut w = lock(&self.writer);
             msgs.iter()
                 .zip(admitted)
                 .map(|(msg, len)| {
-                    let r = len.and_then(|len| self.write_one(&mut w, msg, len));
+                    let r = len.and_then(|adm| self.write_one(&mut w, msg, adm));
                     if let Ok(a) = &r {
                         count += 1;
                         bytes += a.size as u64;
