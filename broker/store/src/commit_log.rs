@@ -5,6 +5,12 @@
 //! [`crate::record`]) never straddle two segments: a record that does not fit in what is left
 //! is preceded by an end-of-segment filler and goes to the next segment.
 //!
+//! At open the last segment's length is not trusted: a file cut short (a copy, a filesystem
+//! that lost its tail) is extended with zeros and scanned from its start, and the record the
+//! cut went through is dropped like any torn tail, with one log line naming the file and the
+//! bytes dropped. A segment before the last one that is short is refused: records after it
+//! would follow a hole. Trailing segments allocated ahead of need and never written are removed.
+//!
 //! Concurrency: one writer at a time (the store's append lock) writes at `write_pos` and then
 //! publishes the new end with a release store; readers only touch bytes below the published
 //! end, loaded with acquire. Segments are kept in a list of `Arc`s so retention can drop a

@@ -1,7 +1,11 @@
 //! Consume queues: for each (topic, queue), the positions of its messages in the commit log.
 //!
 //! On disk: `consumequeue/<topic>/<queue id>/<20-digit first queue offset>`, each file holding
-//! `entries_per_file` fixed-size entries. Entry `n` of a queue lives at byte
+//! `entries_per_file` fixed-size entries. All files of a queue have one size, read back from the
+//! files at open (so queues written with other settings open unchanged); a new queue's size
+//! comes from the configuration, capped on a nearly full disk. The writer creates the file an
+//! entry will go to before it acknowledges the record ([`ConsumeQueue::ensure`]), so the
+//! dispatcher only writes into files that exist. Entry `n` of a queue lives at byte
 //! `(n % entries_per_file) * 20` of file `n / entries_per_file`, so an entry's place follows
 //! from its queue offset alone and dispatching the same record twice writes the same bytes
 //! (recovery relies on that).

@@ -23,6 +23,10 @@
 //! | 64 | 4 × slot_count | slots: newest entry number per hash slot |
 //! | .. | 24 × max_entries | entries: `key_hash` u32, `prev` u32, `phys_offset` u64, `timestamp` i64 |
 //!
+//! Each file's header gives its own sizes, so files of different sizes coexist: new files are
+//! sized from the configuration and capped on a nearly full disk. Room for a record's entries is
+//! reserved before the record is acknowledged (see [`Index`]).
+//!
 //! Write order makes a crash harmless: the entry first, then its slot, then the header. A
 //! slot or link that points at or past the header's `entry_count` is from an interrupted
 //! write and is ignored (and repaired by the next write to that slot); entries must link to
@@ -566,6 +570,34 @@ mod tests {
             vec![1000, 700, 400, 100]
         );
         assert_eq!(idx.end_phys(), Some(1100));
+    }
+
+    #[test]
+    fn room_is_reserved_before_it_is_used_and_puts_never_allocate() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(dir.path(), 4, 10).unwrap();
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files(), 0);
+        idx.reserve(3).unwrap();
+        assert_eq!(files(), 1, "a file is allocated for the first reservation");
+        idx.commit_reserved(3);
+        idx.reserve(7).unwrap();
+        assert_eq!(files(), 1, "10 entries fit in one file");
+        idx.commit_reserved(7);
+        idx.reserve(1).unwrap();
+        assert_eq!(files(), 2, "the 11th entry needs a spare, allocated now");
+        idx.commit_reserved(1);
+        // The dispatcher fills what was reserved without creating anything.
+        crate::disk::set_allocation_budget(dir.path(), Some(0));
+        for i in 0..11u64 {
+            idx.put("t", &format!("k{i}"), i, i as i64).unwrap();
+        }
+        assert_eq!(files(), 2);
+        assert!(matches!(idx.reserve(20), Err(StoreError::DiskFull { .. })));
+        crate::disk::set_allocation_budget(dir.path(), None);
+        for i in 0..11u64 {
+            assert_eq!(idx.lookup("t", &format!("k{i}"), 0, i64::MAX, 4), vec![i]);
+        }
     }
 
     #[test]
