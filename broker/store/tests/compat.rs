@@ -71,7 +71,10 @@ fn check(store: &Store, when: &str) {
             .map(|m| {
                 let i: u32 = m.msg_id().unwrap()[3..].parse().unwrap();
                 assert_eq!(m.body, body(i), "{when}: body of id-{i}");
-                assert_eq!(m.tag(), Some(if i % 2 == 0 { "even" } else { "odd" }));
+                assert_eq!(
+                    m.tag(),
+                    Some(if i.is_multiple_of(2) { "even" } else { "odd" })
+                );
                 assert_eq!(m.born_timestamp_ms, 1_700_000_000_000 + i as i64);
                 i
             })
