@@ -20,19 +20,26 @@ use support::{body_for, message, small_config};
 
 const QUEUES: u32 = 4;
 
+/// The directory and round a child process was started with (`None` when the test runs on
+/// its own: children run only when a parent sets `FERROMQ_CRASH_DIR`).
+fn child_env() -> Option<(std::path::PathBuf, u32)> {
+    let dir = std::env::var_os("FERROMQ_CRASH_DIR")?;
+    let round = std::env::var("FERROMQ_CRASH_ROUND")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    Some((dir.into(), round))
+}
+
 /// The child: appends from several threads until killed, printing one line per acknowledged
 /// append. Runs only when the parent sets FERROMQ_CRASH_DIR.
 #[test]
 #[ignore = "child process of acked_appends_survive_sigkill"]
 fn crash_child_writer() {
-    let Some(dir) = std::env::var_os("FERROMQ_CRASH_DIR") else {
+    let Some((dir, round)) = child_env() else {
         return;
     };
-    let round: u32 = std::env::var("FERROMQ_CRASH_ROUND")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
-    let mut cfg = small_config(std::path::Path::new(&dir));
+    let mut cfg = small_config(&dir);
     cfg.flush = if round.is_multiple_of(2) {
         FlushMode::Async
     } else {
@@ -287,14 +294,10 @@ fn meta_config(dir: &Path) -> ferromq_store::StoreConfig {
 #[test]
 #[ignore = "child process of acked_metadata_survives_sigkill"]
 fn crash_child_metadata() {
-    let Some(dir) = std::env::var_os("FERROMQ_CRASH_DIR") else {
+    let Some((dir, round)) = child_env() else {
         return;
     };
-    let round: u32 = std::env::var("FERROMQ_CRASH_ROUND")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0);
-    let store = Store::open(meta_config(Path::new(&dir))).expect("child open");
+    let store = Store::open(meta_config(&dir)).expect("child open");
     println!("READY");
     let topics = {
         let s = store.clone();

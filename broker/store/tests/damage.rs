@@ -62,6 +62,22 @@ fn write_and_close(dir: &Path, n: usize) -> Vec<AppendResult> {
     acks
 }
 
+/// Writes 600 messages, closes, and cuts the last segment file `into` bytes into the last
+/// record; returns that record and its segment's base.
+fn cut_last_segment(dir: &Path, into: u64) -> (AppendResult, u64) {
+    let acks = write_and_close(dir, 600);
+    let last = *acks.last().unwrap();
+    let base = last.phys_offset - last.phys_offset % small_config(dir).segment_size;
+    assert!(base > 0, "the log must span more than one segment");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir, base))
+        .unwrap()
+        .set_len(last.phys_offset - base + into)
+        .unwrap();
+    (last, base)
+}
+
 /// Reads both queues from the start: the ids served, in queue order.
 fn served(store: &Store) -> Vec<Vec<String>> {
     wait_dispatched(store);
@@ -95,18 +111,8 @@ fn expected(n: usize) -> Vec<Vec<String>> {
 fn a_last_segment_cut_mid_record_opens_without_the_torn_record() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path());
-    let acks = write_and_close(dir.path(), 600);
-    let last = acks.last().unwrap();
-    let base = last.phys_offset - last.phys_offset % cfg.segment_size;
-    assert!(base > 0, "the log must span more than one segment");
     // Cut the file 10 bytes into the last record: shorter than the record it holds.
-    let cut = last.phys_offset - base + 10;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(segment_path(dir.path(), base))
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    let (last, base) = cut_last_segment(dir.path(), 10);
 
     let (store, lines) = open_logged(&cfg);
     let store = store.expect("a short last segment is repaired, not fatal");
@@ -154,15 +160,7 @@ fn a_last_segment_cut_mid_record_opens_without_the_torn_record() {
 fn a_last_segment_cut_at_a_record_boundary_loses_nothing_before_the_cut() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_config(dir.path());
-    let acks = write_and_close(dir.path(), 600);
-    let last = acks.last().unwrap();
-    let base = last.phys_offset - last.phys_offset % cfg.segment_size;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(segment_path(dir.path(), base))
-        .unwrap()
-        .set_len(last.phys_offset - base)
-        .unwrap();
+    cut_last_segment(dir.path(), 0);
     let store = Store::open(cfg).unwrap();
     assert_eq!(store.stats().recovery_truncated_bytes, 0);
     assert_eq!(served(&store), expected(599));

@@ -202,31 +202,28 @@ fn fill_refuse_reopen_recover(data: &Path, high_water: f64, free: &dyn Fn()) {
     store.close().expect("close");
 }
 
-/// A real small volume: 48 MiB of tmpfs with 6 MiB of ballast, high-water mark off (1.0) so
-/// the refusals come from real `ENOSPC` allocation failures.
-#[test]
-fn acked_appends_stay_readable_on_a_full_tmpfs_and_appends_resume_when_space_returns() {
+/// The scenario on a real small volume: 48 MiB of tmpfs with 6 MiB of ballast to free.
+fn on_a_48_mib_tmpfs(high_water: f64) {
     let Some(fs) = support::Tmpfs::mount("48m") else {
         return;
     };
     let ballast = fs.path().join("ballast");
     std::fs::write(&ballast, vec![1u8; 6 << 20]).unwrap();
-    fill_refuse_reopen_recover(&fs.path().join("data"), 1.0, &|| {
+    fill_refuse_reopen_recover(&fs.path().join("data"), high_water, &|| {
         std::fs::remove_file(&ballast).unwrap();
     });
 }
 
-/// The same volume with the default high-water mark (90 %): refused before the disk is full.
+/// High-water mark off (1.0): the refusals come from real `ENOSPC` allocation failures.
+#[test]
+fn acked_appends_stay_readable_on_a_full_tmpfs_and_appends_resume_when_space_returns() {
+    on_a_48_mib_tmpfs(1.0);
+}
+
+/// The default high-water mark (90 %): refused before the disk is full.
 #[test]
 fn the_high_water_mark_refuses_first_on_a_small_tmpfs() {
-    let Some(fs) = support::Tmpfs::mount("48m") else {
-        return;
-    };
-    let ballast = fs.path().join("ballast");
-    std::fs::write(&ballast, vec![1u8; 6 << 20]).unwrap();
-    fill_refuse_reopen_recover(&fs.path().join("data"), 0.9, &|| {
-        std::fs::remove_file(&ballast).unwrap();
-    });
+    on_a_48_mib_tmpfs(0.9);
 }
 
 /// Where nothing can be mounted: the allocation budget stands in for the volume.
