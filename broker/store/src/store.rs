@@ -269,6 +269,8 @@ struct FlushWaiter {
 #[derive(Default)]
 struct Faults {
     fail_flush: AtomicBool,
+    /// Dispatch passes left to fail with `ENOSPC`.
+    fail_dispatch: AtomicU64,
 }
 
 struct Inner {
@@ -412,7 +414,8 @@ impl Store {
         // offsets there (records a torn tail lost): they must be indexed again.
         let index_done_upto = index
             .end_phys()
-            .map(|e| e.min(report.end.saturating_sub(1)));
+            .filter(|_| report.end > 0)
+            .map(|e| e.min(report.end - 1));
         let (topics, offsets) = metadata::open(&dir.join("config"), cfg.metadata_compact_bytes)?;
         // A fence past the end of a log cut by a crash would hide records appended from now
         // on below it: lower it to the end (everything of the old incarnation is below).
@@ -759,6 +762,16 @@ impl Store {
     #[doc(hidden)]
     pub fn inject_flush_failure(&self) {
         self.inner.faults.fail_flush.store(true, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next `passes` dispatch passes fail with `ENOSPC` before writing anything,
+    /// as a dispatcher that cannot write its files would.
+    #[doc(hidden)]
+    pub fn inject_dispatch_failures(&self, passes: u64) {
+        self.inner
+            .faults
+            .fail_dispatch
+            .store(passes, Ordering::SeqCst);
     }
 
     /// Flushes everything, writes the final checkpoint and removes the running marker, so the
@@ -1339,6 +1352,16 @@ impl Inner {
         let from = self.dispatched.load(Ordering::Acquire);
         if from >= end {
             return Ok(());
+        }
+        let failing = &self.faults.fail_dispatch;
+        if failing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::io(
+                "write consume queue entry (injected)",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
         }
         let listeners: Vec<DispatchListener> = self
             .listeners

@@ -297,3 +297,50 @@ fn an_append_whose_queue_or_index_file_cannot_be_allocated_is_refused_before_it_
     verify(&store, &acks, "index full");
     disk::set_allocation_budget(&data, None);
 }
+
+/// The safety net behind the reservations: should the dispatcher fail anyway, appends are
+/// refused (the log never runs ahead of what consumers can read) until it succeeds again, and
+/// everything acknowledged is readable once it has.
+#[test]
+fn a_failing_dispatcher_stops_acknowledgements_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(support::small_config(dir.path())).unwrap();
+    let mut acks = vec![];
+    let mut append = |id: &str| {
+        store.append(&message("t", 0, id, None, &[])).map(|a| {
+            acks.push(Ack {
+                id: id.into(),
+                topic: "t".into(),
+                queue: 0,
+                queue_offset: a.queue_offset,
+                phys: a.phys_offset,
+            })
+        })
+    };
+    append("before").unwrap();
+    wait_dispatched(&store);
+    store.inject_dispatch_failures(5);
+    append("in-flight").unwrap();
+    // The dispatcher fails its next passes; appends are refused meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats().dispatch_failure.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the injected failure never happened"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let refused = append("refused").unwrap_err();
+    assert!(matches!(refused, StoreError::DiskFull { .. }), "{refused}");
+    // It recovers on its own (backoff 50 ms, doubling) and appends resume.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match append("after") {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "never recovered: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(store.stats().dispatch_failure, None);
+    verify(&store, &acks, "after the dispatcher recovered");
+}
