@@ -49,7 +49,8 @@ pub use metadata::{
 };
 pub use record::{NewMessage, StoredMessage};
 pub use store::{
-    AppendResult, DispatchEvent, DispatchListener, ReadResult, Store, StoreStats, TagFilter,
+    AppendResult, DispatchEvent, DispatchListener, RawBatch, ReadResult, Store, StoreStats,
+    TagFilter,
 };
 
 /// Property holding a message's tag (one per message).

@@ -36,6 +36,10 @@ use crate::metadata::{self, Fencer, MetadataStats, OffsetStore, TopicStore};
 use crate::record::{self, NewMessage, StoredMessage};
 use crate::{KEY_SEPARATOR, PROP_CQ_KEY, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
+mod replica;
+
+pub use replica::RawBatch;
+
 /// What an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -325,6 +329,9 @@ struct Inner {
     recovery: (bool, u64, Vec<(u64, String)>),
     /// The offsets of the checkpoint on disk, to skip rewriting an unchanged one.
     last_checkpoint: Mutex<Option<Checkpoint>>,
+    /// Dispatch never goes past this commit log offset (replicated groups: the confirm offset;
+    /// `u64::MAX` otherwise).
+    dispatch_limit: AtomicU64,
     /// Retention keeps every segment holding a record at or above this commit log offset
     /// (records parked for later: pending timers and half messages). `u64::MAX`: no floor.
     retention_floor: AtomicU64,
@@ -474,6 +481,7 @@ impl Store {
             recovery: (unclean, report.truncated_bytes, report.corrupt.clone()),
             last_checkpoint: Mutex::new(None),
             retention_floor: AtomicU64::new(u64::MAX),
+            dispatch_limit: AtomicU64::new(u64::MAX),
             cfg,
         });
 
@@ -487,7 +495,11 @@ impl Store {
         for (offset, _) in &report.corrupt {
             inner.corrupt.note(*offset);
         }
-        inner.dispatch_until(report.end)?;
+        if inner.cfg.replicated {
+            // Only what the group confirmed may be dispatched; that was dispatched already.
+            inner.dispatch_limit.store(start, Ordering::Release);
+        }
+        inner.dispatch_until(report.end.min(inner.dispatch_limit.load(Ordering::Acquire)))?;
         inner.index.sync_reserved_to_used();
         {
             let mut w = lock(&inner.writer);
@@ -502,6 +514,13 @@ impl Store {
                     );
                 }
             }
+        }
+        if inner.cfg.replicated {
+            // The queue offsets of records not dispatched yet are in the log only.
+            inner.advance_cursors(
+                start.max(inner.dispatched.load(Ordering::Acquire)),
+                report.end,
+            )?;
         }
         let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
         inner.topics.set_fencer(weak);
@@ -802,7 +821,7 @@ impl Store {
             return Err(StoreError::Stopped { cause });
         }
         let end = i.log.write_pos();
-        i.dispatch_until(end)?;
+        i.dispatch_until(end.min(i.dispatch_limit.load(Ordering::Acquire)))?;
         i.flush_log(end)?;
         i.flush_derived()
             .map_err(|e| StoreError::io("flush consume queues and index", e))?;
@@ -1294,7 +1313,7 @@ impl Inner {
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            let target = self.log.write_pos();
+            let target = self.dispatch_target();
             if self.dispatched.load(Ordering::Acquire) < target {
                 match self.dispatch_until(target) {
                     Ok(()) => {
@@ -1317,7 +1336,7 @@ impl Inner {
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            if self.log.write_pos() > self.dispatched.load(Ordering::Acquire) {
+            if self.dispatch_target() > self.dispatched.load(Ordering::Acquire) {
                 self.dispatcher_idle.store(false, Ordering::SeqCst);
                 continue;
             }
@@ -1327,6 +1346,13 @@ impl Inner {
                 .unwrap_or_else(|p| p.into_inner());
             self.dispatcher_idle.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// How far the dispatcher may go now: the log end, capped by the dispatch limit.
+    fn dispatch_target(&self) -> u64 {
+        self.log
+            .write_pos()
+            .min(self.dispatch_limit.load(Ordering::Acquire))
     }
 
     /// Records a failed dispatch pass: appends are refused until a pass succeeds (so the log
