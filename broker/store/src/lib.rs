@@ -32,6 +32,7 @@ pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
 pub mod disk;
+pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod mapped_file;
