@@ -182,6 +182,11 @@ impl DispatchEvent<'_> {
 /// A callback run by the dispatcher for every record it dispatches.
 pub type DispatchListener = Arc<dyn Fn(&DispatchEvent<'_>) + Send + Sync>;
 
+/// A callback run after records are written, with the new end of the log (a replication
+/// leader wakes the streams to its followers with it). It must be quick: it runs on the
+/// writer's thread.
+pub type AppendListener = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Figures for metrics and admin views.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreStats {
@@ -320,6 +325,7 @@ struct Inner {
     house_log: LogLimiter,
     shutdown: AtomicBool,
     listeners: RwLock<Vec<DispatchListener>>,
+    append_listeners: RwLock<Vec<AppendListener>>,
     faults: Faults,
     appends: AtomicU64,
     append_bytes: AtomicU64,
@@ -472,6 +478,7 @@ impl Store {
             house_log: LogLimiter::default(),
             shutdown: AtomicBool::new(false),
             listeners: RwLock::new(Vec::new()),
+            append_listeners: RwLock::new(Vec::new()),
             faults: Faults::default(),
             appends: AtomicU64::new(0),
             append_bytes: AtomicU64::new(0),
@@ -701,6 +708,15 @@ impl Store {
     pub fn on_dispatch(&self, f: DispatchListener) {
         self.inner
             .listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
+    }
+
+    /// Registers a callback run after every write with the new end of the log.
+    pub fn on_append(&self, f: AppendListener) {
+        self.inner
+            .append_listeners
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(f);
@@ -1145,6 +1161,14 @@ impl Inner {
     fn after_write(&self, count: u64, bytes: u64, end: u64) -> Result<()> {
         self.appends.fetch_add(count, Ordering::Relaxed);
         self.append_bytes.fetch_add(bytes, Ordering::Relaxed);
+        for l in self
+            .append_listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            l(end);
+        }
         if self.dispatcher_idle.load(Ordering::SeqCst) {
             let _g = lock(&self.dispatch_mx);
             self.dispatch_cv.notify_one();

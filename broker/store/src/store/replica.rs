@@ -190,6 +190,8 @@ impl Store {
             |pos, e| warn!(offset = pos, error = %e, "damaged record in a truncated tail"),
         )?;
         i.log.truncate_to(offset)?;
+        // Never dispatch past the cut: what comes next there is not confirmed yet.
+        i.dispatch_limit.fetch_min(offset, Ordering::AcqRel);
         for ((topic, q), first) in lowest {
             if let Some(c) = w.next.get_mut(&topic).and_then(|m| m.get_mut(&q)) {
                 c.next = c.next.min(first);
