@@ -925,9 +925,14 @@ fn is_out_of_space(e: &StoreError) -> bool {
 impl Fencer for Inner {
     /// Stops appends, lets `persist` record the fence (the end of the log), then forgets the
     /// topic's queue positions and removes its consume queues with the dispatcher held off.
-    fn fence(&self, topic: &str, persist: &mut dyn FnMut(u64) -> Result<bool>) -> Result<()> {
+    fn fence(
+        &self,
+        topic: &str,
+        at: Option<u64>,
+        persist: &mut dyn FnMut(u64) -> Result<bool>,
+    ) -> Result<()> {
         let mut w = lock(&self.writer);
-        let fence = self.log.write_pos();
+        let fence = at.unwrap_or_else(|| self.log.write_pos());
         if !persist(fence)? {
             return Ok(());
         }

@@ -111,10 +111,13 @@ pub struct Deliveries {
     /// Messages moved to dead-letter topics since start, per group (for metrics).
     dead_lettered: Mutex<HashMap<String, u64>>,
     attempts: Attempts,
+    /// Replicated groups: the journal, and the offsets that moved since its last entry.
+    journal: Option<crate::journal::Journal>,
+    moved: Mutex<std::collections::BTreeMap<(String, String, u32), u64>>,
 }
 
 impl Deliveries {
-    pub fn new(store: Arc<Store>) -> Deliveries {
+    pub fn new(store: Arc<Store>, journal: Option<crate::journal::Journal>) -> Deliveries {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -127,6 +130,8 @@ impl Deliveries {
             queues: Mutex::new(HashMap::new()),
             dead_lettered: Mutex::new(HashMap::new()),
             attempts: Attempts::default(),
+            journal,
+            moved: Mutex::new(Default::default()),
         }
     }
 
@@ -252,7 +257,7 @@ mod tests {
     fn fixture() -> (tempfile::TempDir, Arc<Store>, Deliveries) {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let d = Deliveries::new(s.clone(), None);
         (dir, s, d)
     }
 
@@ -456,7 +461,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         {
-            let d = Deliveries::new(s.clone());
+            let d = Deliveries::new(s.clone(), None);
             send(&s, None, "a");
             send(&s, None, "b");
             let all = TagFilter::parse("*");
@@ -465,14 +470,14 @@ mod tests {
                 .unwrap();
             d.ack("g", "t", &o.deliveries[0].handle).unwrap();
             // Restart: a handle of the old engine is refused by the new one.
-            let d2 = Deliveries::new(s.clone());
+            let d2 = Deliveries::new(s.clone(), None);
             assert!(d2.ack("g", "t", &o.deliveries[1].handle).is_err());
             let o2 = d2
                 .receive(&spec(&all, false, Duration::from_secs(30), 5))
                 .unwrap();
             assert_eq!(bodies(&o2), ["b"]);
         }
-        let d = Deliveries::new(s.clone());
+        let d = Deliveries::new(s.clone(), None);
         let none = TagFilter::parse("nothing-matches");
         let o = ReceiveSpec {
             group: "g2",
