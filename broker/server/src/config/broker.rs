@@ -101,12 +101,14 @@ impl BrokerArgs {
         }
         let replication = match keys.replication_mode.as_deref().unwrap_or("async") {
             "async" => ReplicationMode::Async,
-            other => return Err(bad(
-                "replication-mode",
-                format!(
+            other => {
+                return Err(bad(
+                    "replication-mode",
+                    format!(
                     "{other:?}: only async is available in this version (one replica per group)"
                 ),
-            )),
+                ))
+            }
         };
         Ok((
             cfg,
