@@ -115,7 +115,19 @@ pub fn open(dir: &Path) -> Result<Arc<Database>, DiskError> {
             dir.display()
         ))
     })?;
-    let db = Database::create(dir.join(FILE))?;
+    // A peer restarted inside the same process (tests) may still be releasing the file for a
+    // moment after its Raft tasks stopped.
+    let path = dir.join(FILE);
+    let mut tries = 0;
+    let db = loop {
+        match Database::create(&path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => break r?,
+        }
+    };
     let tx = db.begin_write()?;
     {
         tx.open_table(LOG)?;
