@@ -209,16 +209,17 @@ impl Drop for Member {
 
 /// Three members of `group`, 1 leading, all in sync.
 async fn replicated_group(c: &Cluster, name: &str) -> Vec<Member> {
-    let members: Vec<Member> = (1..=3)
-        .map(|id| Member::start(&c.peers, name, id, 100 * id))
-        .collect();
+    // Member 1 heartbeats first, so it is the one the new group elects.
+    let mut members = vec![Member::start(&c.peers, name, 1, 100)];
     let first = members[0]
-        .wait_for("member 1 leads its new group", |s| s.leader == Some(1))
+        .wait_for("member 1 hears of its group", |s| s.leader.is_some())
         .await;
     assert_eq!(
-        first.epoch, 1,
+        (first.leader, first.epoch),
+        (Some(1), 1),
         "the first member of a new group leads at epoch 1"
     );
+    members.extend((2..=3).map(|id| Member::start(&c.peers, name, id, 100 * id)));
     for m in &members[1..] {
         m.wait_for("member registered", |s| s.leader == Some(1))
             .await;
