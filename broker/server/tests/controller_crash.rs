@@ -121,7 +121,10 @@ async fn groups(client: &ControllerClient) -> (u64, Vec<GroupState>) {
     }
 }
 
-fn summary(gs: &[GroupState]) -> Vec<(String, Option<u64>, u64, Vec<u64>, usize)> {
+/// (group, leader, epoch, in-sync set, member count)
+type Summary = (String, Option<u64>, u64, Vec<u64>, usize);
+
+fn summary(gs: &[GroupState]) -> Vec<Summary> {
     gs.iter()
         .map(|g| {
             (
