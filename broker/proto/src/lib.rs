@@ -52,8 +52,8 @@ pub mod ferromq {
 pub use apache::rocketmq::v2;
 pub use ferromq::admin::v1 as admin;
 pub use ferromq::cluster::v1 as cluster;
-pub use ferromq::replication::v1 as replication;
 pub use ferromq::controller::v1 as controller;
+pub use ferromq::replication::v1 as replication;
 
 #[cfg(test)]
 mod tests {
