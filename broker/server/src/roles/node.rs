@@ -123,14 +123,14 @@ impl Bound {
         background.spawn(upkeep(node.clone()));
         if let Some(m) = member.clone() {
             info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
-            background.spawn(super::broker::heartbeat_loop(node.clone(), m));
+            background.spawn(super::broker::heartbeat_loop(node.clone(), m, None));
         }
         let stopping = node.clone();
         let services = Services {
             grpc: Services::grpc_builder()
                 .add_service(messaging)
                 .add_service(admin),
-            http: crate::http::router(node.clone()),
+            http: crate::http::router(Arc::new(crate::http::OneNode(node.clone()))),
             tls: cfg.tls.clone(),
             background,
             drain: DRAIN_TIMEOUT,
@@ -155,7 +155,7 @@ impl Bound {
 
 /// Once a second: renew push consumers' deliveries, dead-letter exhausted messages even when
 /// nobody receives, keep retention away from parked messages, forget long-gone clients.
-async fn upkeep(node: Arc<Node>) {
+pub(super) async fn upkeep(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let stopped = serve::stopped(node.shutdown.clone());
     tokio::pin!(stopped);
