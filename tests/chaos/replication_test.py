@@ -12,6 +12,7 @@ Faults, one per round, drawn at random (seeded; FERROMQ_CHAOS_SEED) from:
   controller_kill9    kill -9 the controller's Raft leader (a name server); restart it later
   leader_pause        SIGSTOP a group's leader for longer than its lease, then SIGCONT
   group_kill9         kill -9 every member of a group at once, then restart them all
+  switchover          `ferromq admin cluster switchover` of a group to another in-sync member
 
 Checker (Jepsen's vocabulary, ../shared/RELIABILITY.md): acknowledged; lost = acknowledged and
 never consumed (or consumed with another body); duplicated = consumed more than once;
@@ -20,7 +21,7 @@ out: allowed) and unexplained (never sent: a bug); failover time = the longest g
 acknowledged sends after a fault; sends refused. In `sync` mode a lost message fails the run; in
 `async` mode the loss window is reported.
 
-Environment: FERROMQ_BIN, FERROMQ_RUST_CLIENT, FERROMQ_CHAOS_WORK, FERROMQ_CHAOS_ROUNDS (default 4:
+Environment: FERROMQ_BIN, FERROMQ_RUST_CLIENT, FERROMQ_CHAOS_WORK, FERROMQ_CHAOS_ROUNDS (default 5:
 each fault once), FERROMQ_CHAOS_MODE (sync|async, default sync), FERROMQ_CHAOS_SEED.
 """
 import hashlib
@@ -42,9 +43,9 @@ import cluster_test as ct  # noqa: E402  (processes, clients and the message bod
 from rocketmq import Message, Producer, SimpleConsumer, FilterExpression  # noqa: E402
 
 MODE = os.environ.get("FERROMQ_CHAOS_MODE", "sync")
-ROUNDS = int(os.environ.get("FERROMQ_CHAOS_ROUNDS", "4"))
+ROUNDS = int(os.environ.get("FERROMQ_CHAOS_ROUNDS", "5"))
 SEED = int(os.environ.get("FERROMQ_CHAOS_SEED", str(int(time.time()))))
-FAULTS = ["leader_kill9", "controller_kill9", "leader_pause", "group_kill9"]
+FAULTS = ["leader_kill9", "controller_kill9", "leader_pause", "group_kill9", "switchover"]
 GROUPS = ["g1", "g2"]
 REPLICAS = [1, 2, 3]
 rng = random.Random(SEED)
@@ -56,6 +57,7 @@ deliveries = {}  # message id -> number of deliveries
 bodies = {}  # message id -> digest of the body consumed first
 origin = {}  # message id -> (producer tag, index) read from the consumed body
 http_ports = {}  # process name -> HTTP port
+PROXIES = []
 
 
 def log(msg):
@@ -269,6 +271,15 @@ def fault(kind):
         ok = ct.wait_until(lambda: leader_of(group) is not None, 60, 0.2)
         return f"killed every member of {group}; restarted; leader {leader_of(group)}" if ok else \
             f"killed every member of {group}; NO leader within 60 s after restart"
+    if kind == "switchover":
+        before = leader_of(group)
+        t0 = time.time()
+        try:
+            r = ct.admin(PROXIES[0], "cluster", "switchover", group)
+        except Exception as e:
+            return f"switchover of {group} FAILED: {e}"
+        took = time.time() - t0
+        return f"switchover of {group} from {before} to replica {r.get('leader')} (epoch {r.get('epoch')}) in {took:.1f} s"
     raise ValueError(kind)
 
 
@@ -298,6 +309,7 @@ def main():
             member(g, r, ns)
     p1 = ct.proxy("p1", ns)
     p2 = ct.proxy("p2", ns)
+    PROXIES.extend([p1, p2])
     if not wait_leaders(40) or not ct.wait_until(lambda: len(ct.admin(p1, "cluster", "list")) == 2, 20):
         ct.check("cluster_up", False, "no leader for every group, or the proxy does not see both")
         return

@@ -106,16 +106,7 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
     }
     let mut sc = cfg.store_config();
     sc.replicated = true;
-    let store = match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
-        Ok(s) => s,
-        Err(ferromq_store::StoreError::Config { field, reason }) => {
-            return Err(ConfigError { field, reason }.into());
-        }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))
-        }
-    };
+    let store = super::node::open_store(sc).await?;
     let replica = Replica::open(
         store.clone(),
         &cfg.data_dir.join("replication"),

@@ -41,6 +41,19 @@ pub struct Bound {
     shutdown: Shutdown,
 }
 
+/// Opens (recovering after a crash) the store of a storage node.
+pub(super) async fn open_store(sc: ferromq_store::StoreConfig) -> anyhow::Result<Arc<Store>> {
+    let dir = sc.data_dir.display().to_string();
+    match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
+        Ok(s) => Ok(s),
+        // A store setting that cannot work is bad configuration (exit 2), not a runtime failure.
+        Err(ferromq_store::StoreError::Config { field, reason }) => {
+            Err(ConfigError { field, reason }.into())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the store in {dir}")),
+    }
+}
+
 /// Opens the store and the engine and binds the listeners. With `member` the node is one
 /// broker group of a cluster.
 pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::Result<Bound> {
@@ -49,18 +62,7 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
     }
-    let sc = cfg.store_config();
-    let store = match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
-        Ok(s) => s,
-        // A store setting that cannot work is bad configuration (exit 2), not a runtime failure.
-        Err(ferromq_store::StoreError::Config { field, reason }) => {
-            return Err(ConfigError { field, reason }.into());
-        }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))
-        }
-    };
+    let store = open_store(cfg.store_config()).await?;
     let (s2, ec) = (store.clone(), cfg.engine.clone());
     let engine = tokio::task::spawn_blocking(move || Engine::open(s2, ec))
         .await?

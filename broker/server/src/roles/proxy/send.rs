@@ -86,8 +86,10 @@ impl ProxyApi {
         }
         let mut answer = None;
         let deadline = std::time::Instant::now() + FAILOVER_WAIT;
-        'groups: for i in send_order(candidates.len(), key.as_deref(), self.routes.next()) {
-            let mut g = candidates[i].clone();
+        let order = send_order(candidates.len(), key.as_deref(), self.routes.next());
+        'groups: for (pos, i) in order.iter().enumerate() {
+            let last = pos + 1 == order.len();
+            let mut g = candidates[*i].clone();
             tracing::Span::current().record("group", g.name.as_str());
             loop {
                 let mut c = match self.client(&g) {
@@ -133,8 +135,12 @@ impl ProxyApi {
                         true
                     }
                 };
-                // A replicated group whose member does not (or no longer) lead: the same
-                // group under its next leader, FIFO sends included (nothing was stored).
+                // A replicated group whose member does not (or no longer) lead: nothing was
+                // stored. Other sends try the next group at once; FIFO sends (and the last
+                // group) wait for the group's next leader.
+                if failover && key.is_none() && !last {
+                    continue 'groups;
+                }
                 if failover {
                     if let Some(next) = self.routes.newer_leader(&g, deadline).await {
                         tracing::info!(group = %g.name, from = %g.endpoint, to = %next.endpoint, epoch = next.epoch, "send follows the group's new leader");
