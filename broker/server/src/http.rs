@@ -9,18 +9,19 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::connections::Connections;
 use crate::node::Node;
 use ferromq_engine::ParkedQueue as _;
 
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(node: Arc<Node>, conns: Arc<Connections>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(node)
+        .with_state((node, conns))
 }
 
-async fn readyz(State(b): State<Arc<Node>>) -> impl IntoResponse {
+async fn readyz(State((b, _)): State<(Arc<Node>, Arc<Connections>)>) -> impl IntoResponse {
     if b.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -32,7 +33,7 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
+async fn metrics(State((b, conns)): State<(Arc<Node>, Arc<Connections>)>) -> impl IntoResponse {
     let b2 = b.clone();
     let text = tokio::task::spawn_blocking(move || {
         let stats = b2.engine.store.stats();
@@ -69,7 +70,7 @@ async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
                 .map_or("+Inf".to_string(), |b| b.to_string());
             lateness.push((format!("upto_ms=\"{le}\""), load(c)));
         }
-        b2.metrics.render(&[
+        let mut gauges = vec![
             (
                 "ferromq_timers_pending",
                 "Delay messages waiting for their delivery time, per topic.",
@@ -160,7 +161,9 @@ async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
                 "Clients known to this proxy.",
                 vec![(String::new(), b2.clients.count() as f64)],
             ),
-        ])
+        ];
+        gauges.extend(conns.gauges());
+        b2.metrics.render(&gauges)
     })
     .await
     .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::limits::{LimitArgs, LimitKeys};
 use super::{parse_addr, parse_duration, ConfigError, ConfigFile, Section};
 
 /// Flags of `ferromq nameserver`.
@@ -23,6 +24,8 @@ pub struct NameserverArgs {
     /// TOML file with the same keys as the flags (kebab-case).
     #[arg(long, env = "FERROMQ_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// The name server's keys of the TOML file.
@@ -45,13 +48,16 @@ pub struct NameserverConfig {
     pub http_addr: SocketAddr,
     /// A group silent for this long drops out of the routes.
     pub broker_expiry: Duration,
+    /// Bounds on connections (from brokers and proxies).
+    pub limits: crate::connections::Limits,
 }
 
 impl NameserverArgs {
     pub fn resolve(&self) -> Result<NameserverConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a name server", &[NameserverKeys::KEYS])?;
+        file.only("a name server", &[NameserverKeys::KEYS, LimitKeys::KEYS])?;
         let keys: NameserverKeys = file.section()?;
+        let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
             flag.clone().or(key).unwrap_or_else(|| default.to_string())
         };
@@ -65,6 +71,7 @@ impl NameserverArgs {
                 "broker-expiry",
                 &pick(&self.broker_expiry, keys.broker_expiry, "3s"),
             )?,
+            limits,
         })
     }
 }

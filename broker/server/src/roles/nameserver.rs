@@ -174,7 +174,7 @@ pub struct Bound {
 
 /// Binds the name server's listeners.
 pub async fn bind(cfg: NameserverConfig) -> anyhow::Result<Bound> {
-    let listeners = Listeners::bind(cfg.addr, cfg.http_addr, "addr").await?;
+    let listeners = Listeners::bind(cfg.addr, cfg.http_addr, "addr", &cfg.limits).await?;
     Ok(Bound { cfg, listeners })
 }
 
@@ -193,7 +193,7 @@ impl Bound {
             .with_state(registry.clone());
         info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, "ferromq nameserver ready");
         let services = Services {
-            grpc: Services::grpc_builder()
+            grpc: Services::grpc_builder(&self.cfg.limits)
                 .add_service(NameserverServer::new(NameserverApi { registry })),
             http: router,
             tls: None,
