@@ -176,6 +176,11 @@ impl Deliveries {
         if low == st.committed {
             return Ok(false);
         }
+        // Not for a topic deleted meanwhile: its offsets are gone and must stay gone.
+        let _gate = self.topic_gate.read_recursive();
+        if !self.is_current(topic, st) {
+            return Ok(false);
+        }
         st.committed = low;
         if durable {
             self.store.offsets().commit(group, topic, q, low)?;

@@ -219,11 +219,15 @@ impl Admin for AdminApi {
         let name = req.into_inner().name;
         self.blocking(move |b| {
             b.engine
-                .store
-                .topics()
-                .delete(&name)
-                .map_err(store_status)?;
-            b.engine.deliveries.forget_topic(&name);
+                .deliveries
+                .delete_topic(&name)
+                .map_err(|e| match e {
+                    ferromq_engine::EngineError::Store(s) => match std::sync::Arc::try_unwrap(s) {
+                        Ok(s) => store_status(s),
+                        Err(s) => Status::internal(s.to_string()),
+                    },
+                    other => Status::internal(other.to_string()),
+                })?;
             info!(topic = %name, "topic deleted");
             Ok(())
         })

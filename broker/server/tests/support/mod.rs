@@ -355,6 +355,29 @@ pub fn message(topic: &str, id: &str, body: &[u8]) -> v2::Message {
     }
 }
 
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn ts(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A DELAY message due at `due_ms` (ms since the epoch).
+pub fn delay_message(topic: &str, id: &str, due_ms: i64) -> v2::Message {
+    let mut m = message(topic, id, id.as_bytes());
+    let sp = m.system_properties.as_mut().expect("sp");
+    sp.message_type = v2::MessageType::Delay as i32;
+    sp.delivery_timestamp = Some(ts(due_ms));
+    m
+}
+
 pub fn fifo_message(topic: &str, id: &str, group: &str, body: &[u8]) -> v2::Message {
     let mut m = message(topic, id, body);
     let sp = m.system_properties.as_mut().expect("sp");

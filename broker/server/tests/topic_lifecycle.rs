@@ -1,0 +1,106 @@
+//! End to end: a topic deleted through the admin API and created again under the same name
+//! starts empty for every consumer group, new or old, including across a restart, and a delay
+//! message parked for the deleted topic is not delivered to the new one.
+
+mod support;
+
+use std::time::Duration;
+
+use ferromq_proto::v2::Code;
+use support::*;
+
+fn admin_ok(s: &Server, args: &[&str]) {
+    let out = s.admin(args);
+    assert!(
+        out.status.success(),
+        "admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bodies a group receives (and acks) until the topic has nothing more for it.
+async fn drain(c: &mut Client, group: &str, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let r = receive(c, group, topic, 32, 30_000, 500).await;
+        if r.messages.is_empty() {
+            return out;
+        }
+        for m in &r.messages {
+            assert_eq!(ack(c, group, topic, m).await, Code::Ok);
+            out.push(String::from_utf8_lossy(&m.body).into_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_topic_created_again_starts_empty_for_old_and_new_groups() {
+    let mut s = Server::start(&[]);
+    s.create_topic("orders", "normal", 2);
+    s.create_topic("later", "delay", 1);
+    let mut c = s.client().await;
+    for i in 0..10 {
+        send_ok(
+            &mut c,
+            message("orders", &format!("old-{i}"), format!("old-{i}").as_bytes()),
+        )
+        .await;
+    }
+    // Group "old" consumes part of the topic, so it has committed offsets.
+    let r = receive(&mut c, "old", "orders", 4, 30_000, 1_000).await;
+    assert!(!r.messages.is_empty());
+    for m in &r.messages {
+        assert_eq!(ack(&mut c, "old", "orders", m).await, Code::Ok);
+    }
+    // A delay message parked for the topic that is about to be deleted.
+    let (code, _) = send(
+        &mut c,
+        delay_message("later", "parked-old", now_ms() + 1_500),
+    )
+    .await;
+    assert_eq!(code, Code::Ok);
+
+    admin_ok(&s, &["topic", "delete", "orders"]);
+    admin_ok(&s, &["topic", "delete", "later"]);
+    s.create_topic("orders", "normal", 2);
+    s.create_topic("later", "delay", 1);
+    for i in 0..3 {
+        send_ok(
+            &mut c,
+            message("orders", &format!("new-{i}"), format!("new-{i}").as_bytes()),
+        )
+        .await;
+    }
+
+    let mut new_group = drain(&mut c, "fresh", "orders").await;
+    new_group.sort();
+    assert_eq!(
+        new_group,
+        ["new-0", "new-1", "new-2"],
+        "a new group sees nothing old"
+    );
+    let mut old_group = drain(&mut c, "old", "orders").await;
+    old_group.sort();
+    assert_eq!(
+        old_group,
+        ["new-0", "new-1", "new-2"],
+        "an old group starts the new topic from its beginning"
+    );
+    let described = s.admin_json(&["topic", "describe", "orders"]);
+    assert_eq!(described["total_messages"], 3, "{described}");
+
+    // The parked delay message fell due after its topic was deleted: dropped, not delivered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(drain(&mut c, "delayed", "later").await.is_empty());
+
+    // Nothing comes back after a restart either.
+    assert!(s.terminate().success());
+    s.spawn();
+    let mut c = s.client().await;
+    send_ok(&mut c, message("orders", "after-restart", b"after-restart")).await;
+    assert_eq!(drain(&mut c, "old", "orders").await, ["after-restart"]);
+    let mut late = drain(&mut c, "late", "orders").await;
+    late.sort();
+    assert_eq!(late, ["after-restart", "new-0", "new-1", "new-2"]);
+    assert!(drain(&mut c, "delayed", "later").await.is_empty());
+}
