@@ -24,6 +24,7 @@ pub mod convert;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod roles;
 pub mod rpc;
 pub mod serve;

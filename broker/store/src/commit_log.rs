@@ -496,6 +496,101 @@ impl CommitLog {
         Ok(pos)
     }
 
+    /// Writes `bytes` (whole records copied from another replica's log) at `pos`, the current
+    /// end, creating the segment `pos` starts when it is a segment boundary; `filler_to` (the
+    /// end of `pos`'s segment) closes the segment with a filler after the bytes, as the other
+    /// replica's log did. The bytes never cross a segment boundary. Called only by the single
+    /// writer; the caller publishes the new end.
+    pub fn write_at(&self, pos: u64, bytes: &[u8], filler_to: Option<u64>) -> Result<u64> {
+        let base = pos - pos % self.segment_size;
+        let seg = match self.segment_for(pos) {
+            Some(s) => s,
+            None => {
+                let new = self.take_spare_or_create(base)?;
+                self.segments_mut().push(new.clone());
+                if self.segments().len() == 1 {
+                    self.min_pos.store(base, Ordering::Release);
+                }
+                new
+            }
+        };
+        let at = (pos - seg.base) as usize;
+        let end_of_segment = seg.base + self.segment_size;
+        if pos + bytes.len() as u64 > end_of_segment {
+            return Err(StoreError::malformed(
+                "replicated batch",
+                format!(
+                    "{} bytes at {pos} cross the segment end {end_of_segment}",
+                    bytes.len()
+                ),
+            ));
+        }
+        seg.file.slice_mut(at, bytes.len()).copy_from_slice(bytes);
+        let mut end = pos + bytes.len() as u64;
+        if let Some(to) = filler_to {
+            if to != end_of_segment {
+                return Err(StoreError::malformed(
+                    "replicated batch",
+                    format!("filler to {to} is not the segment end {end_of_segment}"),
+                ));
+            }
+            let left = (to - end) as usize;
+            if left >= record::MIN_FILLER {
+                record::write_filler(seg.file.slice_mut((end - seg.base) as usize, left));
+            }
+            end = to;
+        }
+        Ok(end)
+    }
+
+    /// Cuts the log back to `offset`: zeroes `offset..write_pos` (so no recovery can find a cut
+    /// record again), drops segments wholly past it, and makes the zeroes durable. Called only
+    /// by the single writer.
+    pub fn truncate_to(&self, offset: u64) -> Result<()> {
+        let end = self.write_pos();
+        if offset >= end {
+            return Ok(());
+        }
+        let mut pos = offset;
+        while pos < end {
+            let Some(seg) = self.segment_for(pos) else {
+                break;
+            };
+            let at = (pos - seg.base) as usize;
+            let to = end.min(seg.base + self.segment_size);
+            let n = (to - pos) as usize;
+            seg.file.slice_mut(at, n).fill(0);
+            seg.file
+                .flush_range(at, n)
+                .map_err(|e| StoreError::io("flush a truncated commit log range", e))?;
+            pos = to;
+        }
+        let keep_base = offset - offset % self.segment_size;
+        let dropped: Vec<Arc<Segment>> = {
+            let mut segs = self.segments_mut();
+            let (keep, drop): (Vec<_>, Vec<_>) = segs
+                .drain(..)
+                .partition(|s| s.base <= keep_base || s.base < offset);
+            *segs = keep;
+            drop
+        };
+        for s in dropped {
+            std::fs::remove_file(s.file.path()).map_err(|e| {
+                StoreError::io(
+                    format!("delete truncated segment {}", s.file.path().display()),
+                    e,
+                )
+            })?;
+        }
+        crate::checkpoint::sync_dir(&self.dir)?;
+        self.write_pos.store(offset, Ordering::Release);
+        let flushed = self.flushed_pos();
+        if flushed > offset {
+            self.flushed_pos.store(offset, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// Publishes the new end of the log after the writer filled `..end`.
     pub fn publish(&self, end: u64) {
         self.write_pos.store(end, Ordering::Release);

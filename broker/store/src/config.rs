@@ -75,6 +75,10 @@ pub struct StoreConfig {
     /// The metadata log (topics, consumer offsets) is rewritten as a snapshot once it is larger
     /// than this and than twice its last snapshot (default 4 MiB).
     pub metadata_compact_bytes: u64,
+    /// The log is one replica of a replicated group: consume queues, the index and dispatch
+    /// listeners only ever see what the group confirmed ([`crate::Store::set_dispatch_limit`]).
+    /// At open nothing beyond what was dispatched before is dispatched until the group says so.
+    pub replicated: bool,
 }
 
 impl StoreConfig {
@@ -95,6 +99,7 @@ impl StoreConfig {
             store_host: None,
             prefault_window: 64 << 20,
             metadata_compact_bytes: 4 << 20,
+            replicated: false,
         }
     }
 

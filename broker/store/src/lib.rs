@@ -32,6 +32,7 @@ pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
 pub mod disk;
+pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod mapped_file;
@@ -49,7 +50,8 @@ pub use metadata::{
 };
 pub use record::{NewMessage, StoredMessage};
 pub use store::{
-    AppendResult, DispatchEvent, DispatchListener, ReadResult, Store, StoreStats, TagFilter,
+    AppendListener, AppendResult, DispatchEvent, DispatchListener, RawBatch, ReadResult, Store,
+    StoreStats, TagFilter,
 };
 
 /// Property holding a message's tag (one per message).

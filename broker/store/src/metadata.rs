@@ -141,7 +141,14 @@ pub struct OffsetKey {
 /// whether it fenced the topic; only then does the implementation (the store) drop the
 /// topic's consume queues. See the module docs.
 pub(crate) trait Fencer: Send + Sync {
-    fn fence(&self, topic: &str, persist: &mut dyn FnMut(u64) -> Result<bool>) -> Result<()>;
+    /// `at` is the fence another replica of the log chose (the same offset is the same place in
+    /// every replica); `None` lets the store choose its log's end.
+    fn fence(
+        &self,
+        topic: &str,
+        at: Option<u64>,
+        persist: &mut dyn FnMut(u64) -> Result<bool>,
+    ) -> Result<()>;
 }
 
 /// The metadata as it is now: what replaying the log gives, plus offset changes not yet
@@ -472,7 +479,12 @@ impl TopicStore {
 
     /// Runs `change` (which writes the metadata) with the fence the store chose, or with the
     /// topic's current fence when no store is attached.
-    fn fenced<T>(&self, name: &str, change: impl FnOnce(u64) -> Result<(T, bool)>) -> Result<T> {
+    fn fenced<T>(
+        &self,
+        name: &str,
+        at: Option<u64>,
+        change: impl FnOnce(u64) -> Result<(T, bool)>,
+    ) -> Result<T> {
         let mut change = Some(change);
         let mut out = None;
         let mut persist = |fence: u64| {
@@ -484,9 +496,9 @@ impl TopicStore {
             Ok(fenced)
         };
         match self.fencer() {
-            Some(f) => f.fence(name, &mut persist)?,
+            Some(f) => f.fence(name, at, &mut persist)?,
             None => {
-                persist(self.incarnation(name))?;
+                persist(at.unwrap_or_else(|| self.incarnation(name)))?;
             }
         }
         out.ok_or_else(|| StoreError::malformed("fence", "not applied"))
@@ -496,10 +508,10 @@ impl TopicStore {
     /// deleted before starts a new incarnation: nothing stored under it before is served.
     pub fn create(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        self.put(t, false)
+        self.put(t, false, None)
     }
 
-    fn put(&self, t: TopicConfig, replace: bool) -> Result<TopicConfig> {
+    fn put(&self, t: TopicConfig, replace: bool, at: Option<u64>) -> Result<TopicConfig> {
         let build = |fence: Option<u64>| {
             let t = t.clone();
             move |st: &State| {
@@ -522,7 +534,7 @@ impl TopicStore {
         };
         let was_deleted = lock(&self.meta.state).fences.contains_key(&t.name);
         if was_deleted {
-            self.fenced(&t.name.clone(), |fence| {
+            self.fenced(&t.name.clone(), at, |fence| {
                 self.meta.change(build(Some(fence)))
             })
         } else {
@@ -533,7 +545,14 @@ impl TopicStore {
     /// Creates or replaces a topic. Durable when it returns.
     pub fn upsert(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        self.put(t, true)
+        self.put(t, true, None)
+    }
+
+    /// [`TopicStore::upsert`] on a replica: a re-created name's incarnation starts at `fence`,
+    /// the offset the leader chose.
+    pub fn upsert_at(&self, t: TopicConfig, fence: u64) -> Result<TopicConfig> {
+        Self::validate(&t)?;
+        self.put(t, true, Some(fence))
     }
 
     /// Updates an existing topic. Durable when it returns.
@@ -550,7 +569,16 @@ impl TopicStore {
     /// Deletes a topic, its consumer offsets and (through the store) its messages: a topic of
     /// the same name created later starts empty. Durable when it returns.
     pub fn delete(&self, name: &str) -> Result<TopicConfig> {
-        self.fenced(name, |fence| {
+        self.delete_fenced(name, None)
+    }
+
+    /// [`TopicStore::delete`] on a replica, fenced at the offset the leader chose.
+    pub fn delete_at(&self, name: &str, fence: u64) -> Result<TopicConfig> {
+        self.delete_fenced(name, Some(fence))
+    }
+
+    fn delete_fenced(&self, name: &str, at: Option<u64>) -> Result<TopicConfig> {
+        self.fenced(name, at, |fence| {
             self.meta.change(|st| {
                 let t = st
                     .topics

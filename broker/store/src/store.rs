@@ -36,6 +36,10 @@ use crate::metadata::{self, Fencer, MetadataStats, OffsetStore, TopicStore};
 use crate::record::{self, NewMessage, StoredMessage};
 use crate::{KEY_SEPARATOR, PROP_CQ_KEY, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
+mod replica;
+
+pub use replica::RawBatch;
+
 /// What an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -178,6 +182,11 @@ impl DispatchEvent<'_> {
 /// A callback run by the dispatcher for every record it dispatches.
 pub type DispatchListener = Arc<dyn Fn(&DispatchEvent<'_>) + Send + Sync>;
 
+/// A callback run after records are written, with the new end of the log (a replication
+/// leader wakes the streams to its followers with it). It must be quick: it runs on the
+/// writer's thread.
+pub type AppendListener = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Figures for metrics and admin views.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreStats {
@@ -316,6 +325,7 @@ struct Inner {
     house_log: LogLimiter,
     shutdown: AtomicBool,
     listeners: RwLock<Vec<DispatchListener>>,
+    append_listeners: RwLock<Vec<AppendListener>>,
     faults: Faults,
     appends: AtomicU64,
     append_bytes: AtomicU64,
@@ -325,6 +335,9 @@ struct Inner {
     recovery: (bool, u64, Vec<(u64, String)>),
     /// The offsets of the checkpoint on disk, to skip rewriting an unchanged one.
     last_checkpoint: Mutex<Option<Checkpoint>>,
+    /// Dispatch never goes past this commit log offset (replicated groups: the confirm offset;
+    /// `u64::MAX` otherwise).
+    dispatch_limit: AtomicU64,
     /// Retention keeps every segment holding a record at or above this commit log offset
     /// (records parked for later: pending timers and half messages). `u64::MAX`: no floor.
     retention_floor: AtomicU64,
@@ -465,6 +478,7 @@ impl Store {
             house_log: LogLimiter::default(),
             shutdown: AtomicBool::new(false),
             listeners: RwLock::new(Vec::new()),
+            append_listeners: RwLock::new(Vec::new()),
             faults: Faults::default(),
             appends: AtomicU64::new(0),
             append_bytes: AtomicU64::new(0),
@@ -474,6 +488,7 @@ impl Store {
             recovery: (unclean, report.truncated_bytes, report.corrupt.clone()),
             last_checkpoint: Mutex::new(None),
             retention_floor: AtomicU64::new(u64::MAX),
+            dispatch_limit: AtomicU64::new(u64::MAX),
             cfg,
         });
 
@@ -487,7 +502,11 @@ impl Store {
         for (offset, _) in &report.corrupt {
             inner.corrupt.note(*offset);
         }
-        inner.dispatch_until(report.end)?;
+        if inner.cfg.replicated {
+            // Only what the group confirmed may be dispatched; that was dispatched already.
+            inner.dispatch_limit.store(start, Ordering::Release);
+        }
+        inner.dispatch_until(report.end.min(inner.dispatch_limit.load(Ordering::Acquire)))?;
         inner.index.sync_reserved_to_used();
         {
             let mut w = lock(&inner.writer);
@@ -502,6 +521,13 @@ impl Store {
                     );
                 }
             }
+        }
+        if inner.cfg.replicated {
+            // The queue offsets of records not dispatched yet are in the log only.
+            inner.advance_cursors(
+                start.max(inner.dispatched.load(Ordering::Acquire)),
+                report.end,
+            )?;
         }
         let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
         inner.topics.set_fencer(weak);
@@ -687,6 +713,15 @@ impl Store {
             .push(f);
     }
 
+    /// Registers a callback run after every write with the new end of the log.
+    pub fn on_append(&self, f: AppendListener) {
+        self.inner
+            .append_listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
+    }
+
     /// Waits until every record below commit log offset `end` is dispatched (readable by
     /// queue), up to `timeout`. Returns whether it was.
     pub fn wait_dispatched(&self, end: u64, timeout: Duration) -> bool {
@@ -802,7 +837,7 @@ impl Store {
             return Err(StoreError::Stopped { cause });
         }
         let end = i.log.write_pos();
-        i.dispatch_until(end)?;
+        i.dispatch_until(end.min(i.dispatch_limit.load(Ordering::Acquire)))?;
         i.flush_log(end)?;
         i.flush_derived()
             .map_err(|e| StoreError::io("flush consume queues and index", e))?;
@@ -890,9 +925,14 @@ fn is_out_of_space(e: &StoreError) -> bool {
 impl Fencer for Inner {
     /// Stops appends, lets `persist` record the fence (the end of the log), then forgets the
     /// topic's queue positions and removes its consume queues with the dispatcher held off.
-    fn fence(&self, topic: &str, persist: &mut dyn FnMut(u64) -> Result<bool>) -> Result<()> {
+    fn fence(
+        &self,
+        topic: &str,
+        at: Option<u64>,
+        persist: &mut dyn FnMut(u64) -> Result<bool>,
+    ) -> Result<()> {
         let mut w = lock(&self.writer);
-        let fence = self.log.write_pos();
+        let fence = at.unwrap_or_else(|| self.log.write_pos());
         if !persist(fence)? {
             return Ok(());
         }
@@ -1126,6 +1166,14 @@ impl Inner {
     fn after_write(&self, count: u64, bytes: u64, end: u64) -> Result<()> {
         self.appends.fetch_add(count, Ordering::Relaxed);
         self.append_bytes.fetch_add(bytes, Ordering::Relaxed);
+        for l in self
+            .append_listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            l(end);
+        }
         if self.dispatcher_idle.load(Ordering::SeqCst) {
             let _g = lock(&self.dispatch_mx);
             self.dispatch_cv.notify_one();
@@ -1294,7 +1342,7 @@ impl Inner {
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            let target = self.log.write_pos();
+            let target = self.dispatch_target();
             if self.dispatched.load(Ordering::Acquire) < target {
                 match self.dispatch_until(target) {
                     Ok(()) => {
@@ -1317,7 +1365,7 @@ impl Inner {
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            if self.log.write_pos() > self.dispatched.load(Ordering::Acquire) {
+            if self.dispatch_target() > self.dispatched.load(Ordering::Acquire) {
                 self.dispatcher_idle.store(false, Ordering::SeqCst);
                 continue;
             }
@@ -1327,6 +1375,13 @@ impl Inner {
                 .unwrap_or_else(|p| p.into_inner());
             self.dispatcher_idle.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// How far the dispatcher may go now: the log end, capped by the dispatch limit.
+    fn dispatch_target(&self) -> u64 {
+        self.log
+            .write_pos()
+            .min(self.dispatch_limit.load(Ordering::Acquire))
     }
 
     /// Records a failed dispatch pass: appends are refused until a pass succeeds (so the log

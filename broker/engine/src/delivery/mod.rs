@@ -123,10 +123,13 @@ pub struct Deliveries {
     /// Shared by offset writes and hand-outs (which check the topic's incarnation under it),
     /// exclusive for a topic delete (see the module docs).
     topic_gate: RwLock<()>,
+    /// Replicated groups: the journal, and the offsets that moved since its last entry.
+    journal: Option<crate::journal::Journal>,
+    moved: Mutex<std::collections::BTreeMap<(String, String, u32), u64>>,
 }
 
 impl Deliveries {
-    pub fn new(store: Arc<Store>) -> Deliveries {
+    pub fn new(store: Arc<Store>, journal: Option<crate::journal::Journal>) -> Deliveries {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -140,6 +143,8 @@ impl Deliveries {
             dead_lettered: Mutex::new(HashMap::new()),
             attempts: Attempts::default(),
             topic_gate: RwLock::new(()),
+            journal,
+            moved: Mutex::new(Default::default()),
         }
     }
 
@@ -208,13 +213,24 @@ impl Deliveries {
         v
     }
 
-    /// Deletes a topic: in the store (its messages fenced, its groups' offsets dropped, durably)
-    /// and here (its delivery state forgotten), so a topic created again under the name starts
+    /// Deletes a topic: in the store (its messages fenced, its groups' offsets dropped, durably),
+    /// in the journal of a replicated group (with its fence) and here (its delivery state
+    /// forgotten), so a topic created again under the name starts
     /// empty for every group, old or new. See the module docs for in-flight work.
     pub fn delete_topic(&self, topic: &str) -> Result<TopicConfig, crate::EngineError> {
         let deleted = {
             let _exclusive = self.topic_gate.write();
-            self.store.delete_topic(topic)?
+            let deleted = self.store.delete_topic(topic)?;
+            // Offsets of the old topic not journaled yet never will be, and the deletion is
+            // journaled before any offset of a topic created again under the name.
+            self.moved.lock().retain(|(_, t, _), _| t != topic);
+            if let Some(j) = &self.journal {
+                j.record(&crate::journal::Change::TopicDeleted {
+                    name: topic.to_string(),
+                    fence: self.store.topics().incarnation(topic),
+                })?;
+            }
+            deleted
         };
         self.forget_topic(topic);
         Ok(deleted)
@@ -285,7 +301,7 @@ mod tests {
     fn fixture() -> (tempfile::TempDir, Arc<Store>, Deliveries) {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let d = Deliveries::new(s.clone(), None);
         (dir, s, d)
     }
 
@@ -561,7 +577,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         {
-            let d = Deliveries::new(s.clone());
+            let d = Deliveries::new(s.clone(), None);
             send(&s, None, "a");
             send(&s, None, "b");
             let all = TagFilter::parse("*");
@@ -570,14 +586,14 @@ mod tests {
                 .unwrap();
             d.ack("g", "t", &o.deliveries[0].handle).unwrap();
             // Restart: a handle of the old engine is refused by the new one.
-            let d2 = Deliveries::new(s.clone());
+            let d2 = Deliveries::new(s.clone(), None);
             assert!(d2.ack("g", "t", &o.deliveries[1].handle).is_err());
             let o2 = d2
                 .receive(&spec(&all, false, Duration::from_secs(30), 5))
                 .unwrap();
             assert_eq!(bodies(&o2), ["b"]);
         }
-        let d = Deliveries::new(s.clone());
+        let d = Deliveries::new(s.clone(), None);
         let none = TagFilter::parse("nothing-matches");
         let o = ReceiveSpec {
             group: "g2",

@@ -66,10 +66,30 @@ impl Deliveries {
         })
     }
 
-    /// Makes every offset recorded so far durable. Runs outside the queue locks so receives
-    /// never wait for an fsync; concurrent callers share one write (the store coalesces them).
+    /// Makes every offset recorded so far durable (and journals the ones that moved, in a
+    /// replicated group). Runs outside the queue locks so receives never wait for an fsync;
+    /// concurrent callers share one write (the store coalesces them).
     pub fn persist_offsets(&self) -> Result<(), EngineError> {
-        Ok(self.store.offsets().persist()?)
+        self.store.offsets().persist()?;
+        self.journal_offsets()
+    }
+
+    /// Journals the offsets that moved since the last journal entry (replicated groups).
+    fn journal_offsets(&self) -> Result<(), EngineError> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        // Shared with other writers, exclusive of a topic delete, which drops the moved offsets
+        // of its topic: none of them is journaled after the deletion.
+        let _gate = self.topic_gate.read_recursive();
+        let moved: Vec<(String, String, u32, u64)> = std::mem::take(&mut *self.moved.lock())
+            .into_iter()
+            .map(|((g, t, q), o)| (g, t, q, o))
+            .collect();
+        if !moved.is_empty() {
+            j.record(&crate::journal::Change::Offsets { offsets: moved })?;
+        }
+        Ok(())
     }
 
     /// Moves the invisibility deadline of a delivery; returns the handle to use from now on.
@@ -131,7 +151,7 @@ impl Deliveries {
             }
         };
         let dlq = dlq_topic(group);
-        ensure_dlq_topic(&self.store, &dlq)?;
+        ensure_dlq_topic(&self.store, self.journal.as_ref(), &dlq)?;
         let mut properties = original.properties;
         properties.insert(props::DLQ_ORIGIN_TOPIC.into(), topic.into());
         properties.insert(props::DLQ_ATTEMPTS.into(), e.attempts.to_string());
@@ -182,8 +202,14 @@ impl Deliveries {
             return Ok(false);
         }
         st.committed = low;
+        if self.journal.is_some() {
+            self.moved
+                .lock()
+                .insert((group.to_string(), topic.to_string(), q), low);
+        }
         if durable {
             self.store.offsets().commit(group, topic, q, low)?;
+            self.journal_offsets()?;
         } else {
             self.store.offsets().set(group, topic, q, low);
         }

@@ -71,8 +71,12 @@ pub struct Timers {
 
 impl Timers {
     /// Opens the timer queue in `data_dir` and loads the pending timers.
-    pub fn open(store: Arc<Store>, data_dir: &Path) -> Result<Arc<Timers>, EngineError> {
-        let parked = Parked::open(store, TIMER_TOPIC, &data_dir.join("timers"))?;
+    pub fn open(
+        store: Arc<Store>,
+        data_dir: &Path,
+        journal: Option<crate::journal::Journal>,
+    ) -> Result<Arc<Timers>, EngineError> {
+        let parked = Parked::open(store, TIMER_TOPIC, &data_dir.join("timers"), journal)?;
         let started = std::time::Instant::now();
         let pending = Schedule::load(&parked, |at| at)?;
         if !pending.is_empty() {

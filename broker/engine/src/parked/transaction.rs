@@ -108,8 +108,9 @@ impl Transactions {
         data_dir: &Path,
         interval: Duration,
         max_checks: u32,
+        journal: Option<crate::journal::Journal>,
     ) -> Result<Arc<Transactions>, EngineError> {
-        let parked = Parked::open(store, HALF_TOPIC, &data_dir.join("transactions"))?;
+        let parked = Parked::open(store, HALF_TOPIC, &data_dir.join("transactions"), journal)?;
         let pending = Schedule::load(&parked, |at| (at, 0))?;
         if !pending.is_empty() {
             info!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::controller::{ControllerArgs, ControllerKeys};
 use super::limits::{LimitArgs, LimitKeys};
 use super::{parse_addr, parse_duration, ConfigError, ConfigFile, Section};
 
@@ -26,6 +27,8 @@ pub struct NameserverArgs {
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
 }
 
 /// The name server's keys of the TOML file.
@@ -50,19 +53,26 @@ pub struct NameserverConfig {
     pub broker_expiry: Duration,
     /// Bounds on connections (from brokers and proxies).
     pub limits: crate::connections::Limits,
+    /// The replication controller peer this name server runs, if any.
+    pub controller: Option<ferromq_controller::ControllerConfig>,
 }
 
 impl NameserverArgs {
     pub fn resolve(&self) -> Result<NameserverConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a name server", &[NameserverKeys::KEYS, LimitKeys::KEYS])?;
+        file.only(
+            "a name server",
+            &[NameserverKeys::KEYS, LimitKeys::KEYS, ControllerKeys::KEYS],
+        )?;
         let keys: NameserverKeys = file.section()?;
         let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
             flag.clone().or(key).unwrap_or_else(|| default.to_string())
         };
+        let addr = parse_addr("addr", &pick(&self.addr, keys.addr, "0.0.0.0:9876"))?;
         Ok(NameserverConfig {
-            addr: parse_addr("addr", &pick(&self.addr, keys.addr, "0.0.0.0:9876"))?,
+            controller: self.controller.resolve(&file, addr)?,
+            addr,
             http_addr: parse_addr(
                 "http-addr",
                 &pick(&self.http_addr, keys.http_addr, "0.0.0.0:9090"),
