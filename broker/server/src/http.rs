@@ -152,6 +152,11 @@ async fn metrics(State((b, conns)): State<(Arc<Node>, Arc<Connections>)>) -> imp
                 vec![(String::new(), if stats.disk_full { 1.0 } else { 0.0 })],
             ),
             (
+                "ferromq_store_corrupt_records_total",
+                "Distinct commit log records found damaged (checksum or structure) since start, recovery included; they are never served.",
+                vec![(String::new(), stats.corrupt_records_total as f64)],
+            ),
+            (
                 "ferromq_topics",
                 "Topics defined.",
                 vec![(String::new(), b2.engine.store.topics().list().len() as f64)],

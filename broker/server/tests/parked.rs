@@ -9,37 +9,8 @@ use std::time::Duration;
 use ferromq_proto::v2::{self, Code};
 use support::*;
 
-fn tx_message(topic: &str, id: &str) -> v2::Message {
-    let mut m = message(topic, id, id.as_bytes());
-    m.system_properties.as_mut().expect("sp").message_type = v2::MessageType::Transaction as i32;
-    m
-}
-
 fn entry(r: &v2::SendMessageResponse) -> &v2::SendResultEntry {
     r.entries.first().expect("one entry")
-}
-
-async fn end(
-    c: &mut Client,
-    topic: &str,
-    id: &str,
-    tx: &str,
-    how: v2::TransactionResolution,
-    source: v2::TransactionSource,
-) -> Code {
-    let r = c
-        .end_transaction(v2::EndTransactionRequest {
-            topic: res(topic),
-            message_id: id.into(),
-            transaction_id: tx.into(),
-            resolution: how as i32,
-            source: source as i32,
-            trace_context: String::new(),
-        })
-        .await
-        .expect("grpc ok")
-        .into_inner();
-    code_of(&r.status)
 }
 
 async fn recall(c: &mut Client, topic: &str, handle: &str) -> (Code, String) {

@@ -480,6 +480,52 @@ pub async fn receive(
     .await
 }
 
+/// A TRANSACTION (half) message.
+pub fn tx_message(topic: &str, id: &str) -> v2::Message {
+    let mut m = message(topic, id, id.as_bytes());
+    m.system_properties.as_mut().expect("sp").message_type = v2::MessageType::Transaction as i32;
+    m
+}
+
+/// EndTransaction; returns the answer's code.
+pub async fn end(
+    c: &mut Client,
+    topic: &str,
+    id: &str,
+    tx: &str,
+    how: v2::TransactionResolution,
+    source: v2::TransactionSource,
+) -> Code {
+    let r = c
+        .end_transaction(v2::EndTransactionRequest {
+            topic: res(topic),
+            message_id: id.into(),
+            transaction_id: tx.into(),
+            resolution: how as i32,
+            source: source as i32,
+            trace_context: String::new(),
+        })
+        .await
+        .expect("grpc ok")
+        .into_inner();
+    code_of(&r.status)
+}
+
+/// Bodies a group receives (and acks) until the topic has nothing more for it.
+pub async fn drain_all(c: &mut Client, group: &str, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let r = receive(c, group, topic, 32, 30_000, 500).await;
+        if r.messages.is_empty() {
+            return out;
+        }
+        for m in &r.messages {
+            assert_eq!(ack(c, group, topic, m).await, Code::Ok);
+            out.push(String::from_utf8_lossy(&m.body).into_owned());
+        }
+    }
+}
+
 pub fn handle(m: &v2::Message) -> String {
     m.system_properties
         .as_ref()
