@@ -21,11 +21,18 @@ pub fn router(node: Arc<Node>, conns: Arc<Connections>) -> Router {
         .with_state((node, conns))
 }
 
+/// Ready while the node serves clients. A full disk keeps it ready (consumers must still reach
+/// it to read what it acknowledged) but says so, as `ferromq_store_disk_full` does.
 async fn readyz(State((b, _)): State<(Arc<Node>, Arc<Connections>)>) -> impl IntoResponse {
-    if b.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !b.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    match b.engine.store.disk_full() {
+        Some(reason) => (
+            StatusCode::OK,
+            format!("ready; sends refused, disk full: {reason}\n"),
+        ),
+        None => (StatusCode::OK, "ready\n".to_string()),
     }
 }
 
