@@ -1,5 +1,5 @@
 """Issue 14 checks driven by the official RocketMQ 5 Python client (`rocketmq-python-client`), which
-never sets `queue_id` on a send. Run by tests/suites/35-hostile.sh against a real `ferromq standalone`.
+never sets `queue_id` on a send. Run by tests/suites/45-hostile.sh against a real `ferromq standalone`.
 
   hostile.py spread ENDPOINT ADMIN_CMD NORMAL_TOPIC(4 queues) FIFO_TOPIC(16 queues)
       sends without a queue spread over every queue; 200 FIFO message groups over many queues.

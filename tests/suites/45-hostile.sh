@@ -9,7 +9,7 @@
 #      volume serves every acknowledged message (Jepsen counts), and removing a ballast file lets sends
 #      in again without a restart.
 #
-#   tests/suites/35-hostile.sh             # builds ferromq (release) unless FERROMQ_BIN names a binary
+#   tests/suites/45-hostile.sh             # builds ferromq (release) unless FERROMQ_BIN names a binary
 # Prints `hostile: N passed, M failed` and exits non-zero if any check failed. Without root (no mount)
 # part 2 is reported as SKIP, never as passed.
 set -uo pipefail
