@@ -33,18 +33,24 @@ fn bodies(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("body-{i}")).collect()
 }
 
-#[tokio::test]
-async fn a_last_segment_cut_mid_record_is_repaired_at_start_up() {
-    let mut s = Server::start(&[]);
+/// A server with topic `t` holding `n` messages `m<i>` with bodies `body-<i>`.
+async fn server_with(n: usize) -> Server {
+    let s = Server::start(&[]);
     s.create_topic("t", "normal", 1);
     let mut c = s.client().await;
-    for i in 0..20 {
+    for i in 0..n {
         send_ok(
             &mut c,
             message("t", &format!("m{i}"), format!("body-{i}").as_bytes()),
         )
         .await;
     }
+    s
+}
+
+#[tokio::test]
+async fn a_last_segment_cut_mid_record_is_repaired_at_start_up() {
+    let mut s = server_with(20).await;
     let torn_at = commit_log_offset(&s, "t", "m19");
     assert!(s.terminate().success());
 
@@ -90,16 +96,7 @@ async fn a_last_segment_cut_mid_record_is_repaired_at_start_up() {
 
 #[tokio::test]
 async fn a_damaged_record_is_counted_in_metrics_and_named_corrupt_by_message_get() {
-    let mut s = Server::start(&[]);
-    s.create_topic("t", "normal", 1);
-    let mut c = s.client().await;
-    for i in 0..10 {
-        send_ok(
-            &mut c,
-            message("t", &format!("m{i}"), format!("body-{i}").as_bytes()),
-        )
-        .await;
-    }
+    let mut s = server_with(10).await;
     let victim = commit_log_offset(&s, "t", "m4");
     assert!(s.terminate().success());
 

@@ -286,14 +286,7 @@ mod tests {
         cfg.index_slots = 1000;
         cfg.index_entries = 4000;
         let s = Store::open(cfg).expect("open store");
-        s.topics()
-            .create(TopicConfig {
-                name: "t".into(),
-                queues: 1,
-                message_type: MessageType::Normal,
-                permission: Permission::ReadWrite,
-            })
-            .expect("topic");
+        s.topics().create(topic_t()).expect("topic");
         s
     }
 
@@ -385,15 +378,18 @@ mod tests {
         assert_eq!(s.offsets().get("g", "t", 0), Some(2));
     }
 
+    /// The topic every test uses: `t`, one NORMAL queue.
+    fn topic_t() -> TopicConfig {
+        TopicConfig {
+            name: "t".into(),
+            queues: 1,
+            message_type: MessageType::Normal,
+            permission: Permission::ReadWrite,
+        }
+    }
+
     fn recreate(s: &Store) {
-        s.topics()
-            .create(TopicConfig {
-                name: "t".into(),
-                queues: 1,
-                message_type: MessageType::Normal,
-                permission: Permission::ReadWrite,
-            })
-            .expect("topic created again");
+        s.topics().create(topic_t()).expect("topic created again");
     }
 
     /// The late-ack race: an ack that got hold of a queue state before the topic was deleted
