@@ -285,6 +285,9 @@ mod tests {
         assert!(d.is_full(), "1000 bytes free is not room for 4000");
         set_allocation_budget(dir.path(), Some(10_000));
         d.check(dir.path(), 1.0);
+        assert!(d.is_full(), "room for 4000 but below the floor");
+        set_allocation_budget(dir.path(), Some(CLEAR_FLOOR));
+        d.check(dir.path(), 1.0);
         assert!(!d.is_full());
         assert!(d.refusal().is_none());
         set_allocation_budget(dir.path(), None);
