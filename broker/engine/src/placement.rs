@@ -118,7 +118,7 @@ mod tests {
         // Through a proxy over 2 broker groups, each broker group's share still uses every queue.
         let on_first: std::collections::BTreeSet<u32> = (0..400)
             .map(|i| format!("group-{i}"))
-            .filter(|g| key_hash(g) % 2 == 0)
+            .filter(|g| key_hash(g).is_multiple_of(2))
             .map(|g| p.choose("f", 16, None, Some(&g)).unwrap())
             .collect();
         assert_eq!(on_first.len(), 16, "{on_first:?}");

@@ -377,7 +377,6 @@ impl Parked {
             reconsume_times: 0,
             properties,
             body: m.body.clone(),
-            ..Default::default()
         })
     }
 
