@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::connections::Connections;
 use crate::node::Node;
 use ferromq_engine::ParkedQueue as _;
 
@@ -40,19 +41,26 @@ impl Serving for OneNode {
     }
 }
 
-pub fn router(role: Arc<dyn Serving>) -> Router {
+pub fn router(role: Arc<dyn Serving>, conns: Arc<Connections>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(role)
+        .with_state((role, conns))
 }
 
-async fn readyz(State(r): State<Arc<dyn Serving>>) -> impl IntoResponse {
-    if r.ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+/// Ready while the role serves. A full disk keeps it ready (consumers must still reach it to
+/// read what it acknowledged) but says so, as `ferromq_store_disk_full` does.
+async fn readyz(State((r, _)): State<(Arc<dyn Serving>, Arc<Connections>)>) -> impl IntoResponse {
+    if !r.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    match r.node().and_then(|b| b.engine.store.disk_full()) {
+        Some(reason) => (
+            StatusCode::OK,
+            format!("ready; sends refused, disk full: {reason}\n"),
+        ),
+        None => (StatusCode::OK, "ready\n".to_string()),
     }
 }
 
@@ -60,12 +68,18 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-async fn metrics(State(r): State<Arc<dyn Serving>>) -> impl IntoResponse {
+async fn metrics(
+    State((r, conns)): State<(Arc<dyn Serving>, Arc<Connections>)>,
+) -> impl IntoResponse {
     let Some(b2) = r.node() else {
         let owned = r.gauges();
         let text = r
             .metrics()
-            .map(|m| m.render(&crate::metrics::borrow_gauges(&owned)))
+            .map(|m| {
+                let mut g = crate::metrics::borrow_gauges(&owned);
+                g.extend(conns.gauges());
+                m.render(&g)
+            })
             .unwrap_or_default();
         return (
             [(
@@ -111,7 +125,7 @@ async fn metrics(State(r): State<Arc<dyn Serving>>) -> impl IntoResponse {
                 .map_or("+Inf".to_string(), |b| b.to_string());
             lateness.push((format!("upto_ms=\"{le}\""), load(c)));
         }
-        b2.metrics.render(&[
+        let mut gauges = vec![
             (
                 "ferromq_timers_pending",
                 "Delay messages waiting for their delivery time, per topic.",
@@ -193,6 +207,11 @@ async fn metrics(State(r): State<Arc<dyn Serving>>) -> impl IntoResponse {
                 vec![(String::new(), if stats.disk_full { 1.0 } else { 0.0 })],
             ),
             (
+                "ferromq_store_corrupt_records_total",
+                "Distinct commit log records found damaged (checksum or structure) since start, recovery included; they are never served.",
+                vec![(String::new(), stats.corrupt_records_total as f64)],
+            ),
+            (
                 "ferromq_topics",
                 "Topics defined.",
                 vec![(String::new(), b2.engine.store.topics().list().len() as f64)],
@@ -202,7 +221,10 @@ async fn metrics(State(r): State<Arc<dyn Serving>>) -> impl IntoResponse {
                 "Clients known to this proxy.",
                 vec![(String::new(), b2.clients.count() as f64)],
             ),
-        ].into_iter().chain(crate::metrics::borrow_gauges(&extra)).collect::<Vec<_>>())
+        ];
+        gauges.extend(crate::metrics::borrow_gauges(&extra));
+        gauges.extend(conns.gauges());
+        b2.metrics.render(&gauges)
     })
     .await
     .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));

@@ -74,6 +74,7 @@ async fn a_proxy_and_two_broker_groups_run_inside_the_test_process() {
         addr: loopback(),
         http_addr: loopback(),
         broker_expiry: Duration::from_secs(3),
+        limits: Default::default(),
         controller: None,
     })
     .await
@@ -93,6 +94,7 @@ async fn a_proxy_and_two_broker_groups_run_inside_the_test_process() {
         nameservers: vec![ns_addr.clone()],
         route_refresh: Duration::from_millis(200),
         advertise_addr: "127.0.0.1:0".into(),
+        limits: Default::default(),
     })
     .await
     .expect("proxy binds");

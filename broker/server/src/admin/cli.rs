@@ -246,6 +246,7 @@ fn message_json(m: &admin::StoredMessage) -> Value {
         "topic": m.topic,
         "queue_id": m.queue_id,
         "queue_offset": m.queue_offset,
+        "commit_log_offset": m.phys_offset,
         "tag": m.tag,
         "keys": m.keys,
         "message_group": m.properties.get(ferromq_engine::props::MESSAGE_GROUP),

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::limits::LimitKeys;
 use super::node::{NodeArgs, NodeConfig, NodeKeys};
 use super::{bad, nameserver_list, ConfigError, ConfigFile, Section};
 
@@ -116,7 +117,10 @@ impl BrokerArgs {
     /// defaults: the storage node's settings, then the cluster ones.
     pub fn resolve(&self) -> Result<(NodeConfig, MemberConfig), ConfigError> {
         let file = ConfigFile::load(self.node.config.as_deref())?;
-        file.only("a broker", &[NodeKeys::KEYS, BrokerKeys::KEYS])?;
+        file.only(
+            "a broker",
+            &[NodeKeys::KEYS, BrokerKeys::KEYS, LimitKeys::KEYS],
+        )?;
         let keys: BrokerKeys = file.section()?;
         let mut node = self.node.clone();
         if node.grpc_addr.is_none() {

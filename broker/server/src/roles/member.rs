@@ -100,7 +100,8 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
     let Some(rs) = member.replication.clone() else {
         anyhow::bail!("a replicated member needs --replica-id");
     };
-    let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr").await?;
+    let listeners =
+        Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr", &cfg.limits).await?;
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
     }
@@ -196,11 +197,11 @@ impl Bound {
             .max_encoding_message_size(MAX_MESSAGE);
         let stopping = m.clone();
         let services = Services {
-            grpc: Services::grpc_builder()
+            grpc: Services::grpc_builder(&m.cfg.limits)
                 .add_service(m.messaging.clone())
                 .add_service(m.admin.clone())
                 .add_service(replication),
-            http: crate::http::router(m.clone()),
+            http: crate::http::router(m.clone(), listeners.connections.clone()),
             tls: m.cfg.tls.clone(),
             background,
             drain: DRAIN_TIMEOUT,

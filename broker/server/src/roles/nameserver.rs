@@ -260,7 +260,7 @@ pub struct Bound {
 
 /// Binds the name server's listeners.
 pub async fn bind(cfg: NameserverConfig) -> anyhow::Result<Bound> {
-    let listeners = Listeners::bind(cfg.addr, cfg.http_addr, "addr").await?;
+    let listeners = Listeners::bind(cfg.addr, cfg.http_addr, "addr", &cfg.limits).await?;
     Ok(Bound { cfg, listeners })
 }
 
@@ -274,9 +274,11 @@ impl Bound {
         let registry = Arc::new(Registry::new(self.cfg.broker_expiry));
         let shutdown = Shutdown::default();
         let mut background = JoinSet::new();
-        let mut grpc = Services::grpc_builder().add_service(NameserverServer::new(NameserverApi {
-            registry: registry.clone(),
-        }));
+        let mut grpc = Services::grpc_builder(&self.cfg.limits).add_service(NameserverServer::new(
+            NameserverApi {
+                registry: registry.clone(),
+            },
+        ));
         let controller = match self.cfg.controller.clone() {
             Some(cfg) => {
                 let c = Controller::start(cfg).await?;

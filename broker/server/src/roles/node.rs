@@ -57,7 +57,7 @@ pub(super) async fn open_store(sc: ferromq_store::StoreConfig) -> anyhow::Result
 /// Opens the store and the engine and binds the listeners. With `member` the node is one
 /// broker group of a cluster.
 pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::Result<Bound> {
-    let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr").await?;
+    let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr", &cfg.limits).await?;
     // A port chosen by the system (0, in tests) is advertised as the one it chose.
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
@@ -129,10 +129,13 @@ impl Bound {
         }
         let stopping = node.clone();
         let services = Services {
-            grpc: Services::grpc_builder()
+            grpc: Services::grpc_builder(&cfg.limits)
                 .add_service(messaging)
                 .add_service(admin),
-            http: crate::http::router(Arc::new(crate::http::OneNode(node.clone()))),
+            http: crate::http::router(
+                Arc::new(crate::http::OneNode(node.clone())),
+                listeners.connections.clone(),
+            ),
             tls: cfg.tls.clone(),
             background,
             drain: DRAIN_TIMEOUT,

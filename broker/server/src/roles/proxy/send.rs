@@ -11,16 +11,7 @@ use tracing::warn;
 use super::fanout::{fail, outgoing, topic_of, unreachable_status};
 use super::handles::wrap_handle;
 use super::ProxyApi;
-
-/// A stable hash for message groups (FNV-1a), so every proxy sends one key to the same group.
-pub fn key_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+use ferromq_engine::placement::key_hash;
 
 /// The order in which `n` candidate groups are tried: from the key's group (FIFO) or the
 /// rotation's, then the ones after it.
@@ -171,12 +162,6 @@ impl ProxyApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn message_groups_hash_the_same_everywhere() {
-        assert_eq!(key_hash("order-42"), key_hash("order-42"));
-        assert_ne!(key_hash("order-42"), key_hash("order-43"));
-    }
 
     #[test]
     fn fifo_keys_stick_to_one_group_and_other_sends_rotate() {
