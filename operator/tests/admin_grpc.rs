@@ -173,6 +173,8 @@ async fn drains_report_progress_and_a_stopped_server_is_unreachable() -> Result<
     );
     let answer = admin.drain_group(&at, "elsewhere").await;
     refused(answer, "SetGroupState", Code::NotFound, "elsewhere")?;
+    // ListCluster answers; the standalone group is unreplicated, so no replication state.
+    assert_eq!(admin.replication(&at).await?, vec![]);
 
     server.child.kill()?;
     server.child.wait()?;
