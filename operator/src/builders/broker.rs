@@ -26,19 +26,18 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodTemplateSpec, Service,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, PodAffinityTerm, PodAntiAffinity,
+    PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    container_ports, env, headless_service, http_probe, identity_env, label, label_selector,
-    object_labels, one_at_a_time_pdb, pod_spec, selector_labels, selector_string, service_ports,
-    stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT,
+    claim_template, container_ports, env, headless_service, http_probe, identity_env, label,
+    label_selector, object_labels, one_at_a_time_pdb, pod_spec, selector_labels, selector_string,
+    service_ports, stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT,
+    HTTP_PORT,
 };
 use crate::crd::Broker;
 
@@ -392,26 +391,12 @@ fn build_group(
                 }),
                 spec: Some(pod),
             },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(DATA_VOLUME.to_string()),
-                    labels: Some(claim_labels),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".to_string()]),
-                    storage_class_name: storage.volume.storage_class_name.clone(),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            Quantity(claim_size),
-                        )])),
-                        ..VolumeResourceRequirements::default()
-                    }),
-                    ..PersistentVolumeClaimSpec::default()
-                }),
-                ..PersistentVolumeClaim::default()
-            }]),
+            volume_claim_templates: Some(vec![claim_template(
+                DATA_VOLUME,
+                claim_labels,
+                storage.volume.storage_class_name.clone(),
+                claim_size,
+            )]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()

@@ -4,22 +4,17 @@
 //! on every pod), `--controller-id` is the ordinal + 1, and the Raft state lives on a per-pod
 //! claim (`controller-data`) so it survives restarts and rescheduling.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodTemplateSpec, Service,
-    VolumeMount, VolumeResourceRequirements,
-};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, VolumeMount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::common::{
-    container_ports, headless_service, http_probe, identity_env, label_selector, object_labels,
-    one_at_a_time_pdb, pod_spec, selector_labels, BuildError, Parent, HTTP_PORT, NAMESERVER_PORT,
+    claim_template, container_ports, headless_service, http_probe, identity_env, label_selector,
+    object_labels, one_at_a_time_pdb, pod_spec, selector_labels, BuildError, Parent, HTTP_PORT,
+    NAMESERVER_PORT,
 };
-use crate::crd::{ControllerVolume, Nameserver};
+use crate::crd::Nameserver;
 
 /// Component label value of name server pods.
 pub const COMPONENT: &str = "nameserver";
@@ -49,32 +44,6 @@ fn nameserver_command(peers: Option<&[String]>) -> (Vec<String>, Option<Vec<Stri
             );
             (vec!["/bin/sh".to_string(), "-c".to_string(), script], None)
         }
-    }
-}
-
-fn controller_claim(
-    volume: &ControllerVolume,
-    labels: BTreeMap<String, String>,
-) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(CONTROLLER_VOLUME.to_string()),
-            labels: Some(labels),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
-            storage_class_name: volume.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(volume.size.clone()),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        ..PersistentVolumeClaim::default()
     }
 }
 
@@ -145,8 +114,14 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
             // Start them all at once: name servers hold no shared state, and controller peers
             // need a majority up before any can become ready.
             pod_management_policy: Some("Parallel".to_string()),
-            volume_claim_templates: controller
-                .map(|c| vec![controller_claim(&c.volume, selector.clone())]),
+            volume_claim_templates: controller.map(|c| {
+                vec![claim_template(
+                    CONTROLLER_VOLUME,
+                    selector.clone(),
+                    c.volume.storage_class_name.clone(),
+                    c.volume.size.clone(),
+                )]
+            }),
             selector: label_selector(selector.clone()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -172,7 +147,8 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::crd::{ImagePullPolicy, NameserverSpec};
+    use crate::crd::{ControllerVolume, ImagePullPolicy, NameserverSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     pub(crate) fn fixture(replicas: i32) -> Nameserver {
         let mut ns = Nameserver::new(

@@ -259,7 +259,7 @@ mod tests {
             "status": { "conditions": [ { "type": "Ready", "status": "True" } ] } }))
         .expect("pod");
         assert_eq!(
-            members(&[pod.clone()], "r2"),
+            members(std::slice::from_ref(&pod), "r2"),
             [Member {
                 pod: "demo-group-0-2".into(),
                 replica_id: 3,
