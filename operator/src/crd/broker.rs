@@ -88,7 +88,8 @@ pub struct BrokerSpec {
     /// The compute tier: stateless proxies serving the RocketMQ 5 gRPC protocol on port 8081.
     pub compute: ComputeSpec,
     /// Extra broker settings rendered into `broker.toml` (kebab-case keys, string values).
-    /// Changing them rolls the broker pods, highest ordinal first.
+    /// Changing them rolls the broker pods one at a time: in a replicated group followers
+    /// first, then the leader after its lead moved to an up-to-date in-sync member.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
 }
