@@ -235,7 +235,13 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
             selector: b::proxy_selector(&o.broker.metadata.name.clone().unwrap_or_default()),
         },
         conditions: vec![ready, progressing, degraded],
-        busy: !draining.is_empty() || !pending.is_empty() || !storage_settled || !compute_settled,
+        // An under-replicated group is recovering (members catching up, an election): keep
+        // its leader and in-sync count fresh instead of waiting for the 5-minute resync.
+        busy: !draining.is_empty()
+            || !pending.is_empty()
+            || !storage_settled
+            || !compute_settled
+            || under_replicated_groups.is_some_and(|n| n > 0),
     }
 }
 
@@ -503,10 +509,20 @@ mod tests {
             Some(2),
             "group 1 lacks a member, group 2 is unknown to the controller"
         );
+        assert!(s.busy, "recovering groups are looked at again soon");
 
         o.replication = Some(vec![g("demo-group-0", None, 2, vec![1, 2, 3])]);
         let s = summarize(&o);
         assert_eq!(s.storage.under_replicated_groups, Some(3), "no leader");
+
+        o.replication = Some(vec![
+            g("demo-group-0", Some(1), 2, vec![1, 2, 3]),
+            g("demo-group-1", Some(3), 2, vec![1, 2, 3]),
+            g("demo-group-2", Some(2), 2, vec![1, 2, 3]),
+        ]);
+        let s = summarize(&o);
+        assert_eq!(s.storage.under_replicated_groups, Some(0));
+        assert!(!s.busy);
 
         o.replication = None;
         let s = summarize(&o);
