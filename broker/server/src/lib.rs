@@ -11,14 +11,17 @@
 //! - [`status`]: the single mapping from engine and store failures to RocketMQ status codes;
 //!   [`convert`] and [`validate`]: protocol types to engine types and their checks.
 //! - [`admin`]: the admin API and its CLI; [`http`] and [`metrics`]: health and Prometheus;
-//!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext.
+//!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext;
+//!   [`auth`]: authentication and authorization of every call (with `--auth`).
 //! - [`bench`]: the load generator and the null sink.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod clients;
 pub mod config;
 pub mod convert;
+pub mod credentials;
 pub mod http;
 pub mod metrics;
 pub mod node;

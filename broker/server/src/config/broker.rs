@@ -62,7 +62,14 @@ impl BrokerArgs {
     /// defaults: the storage node's settings, then the cluster ones.
     pub fn resolve(&self) -> Result<(NodeConfig, MemberConfig), ConfigError> {
         let file = ConfigFile::load(self.node.config.as_deref())?;
-        file.only("a broker", &[NodeKeys::KEYS, BrokerKeys::KEYS])?;
+        file.only(
+            "a broker",
+            &[
+                NodeKeys::KEYS,
+                BrokerKeys::KEYS,
+                super::auth::AuthKeys::KEYS,
+            ],
+        )?;
         let keys: BrokerKeys = file.section()?;
         let mut node = self.node.clone();
         if node.grpc_addr.is_none() {

@@ -69,6 +69,8 @@ pub struct NodeArgs {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "FERROMQ_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 /// The storage node's keys of the TOML file: the same names as the flags.
@@ -129,6 +131,8 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// Loaded TLS configuration when `tls-cert` and `tls-key` are set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Authentication and authorization (off by default).
+    pub auth: super::auth::AuthConfig,
 }
 
 impl NodeConfig {
@@ -145,13 +149,14 @@ impl NodeConfig {
             max_body_size: 4 << 20,
             segment_size: 1 << 30,
             tls: None,
+            auth: Default::default(),
         }
     }
 
     /// Merges flags, the file and defaults and validates the result. `file` is the role's
     /// file, read once; the caller has refused keys of other roles.
-    pub fn resolve(args: &NodeArgs, file: &ConfigFile) -> Result<NodeConfig, ConfigError> {
-        let file: NodeKeys = file.section()?;
+    pub fn resolve(args: &NodeArgs, config: &ConfigFile) -> Result<NodeConfig, ConfigError> {
+        let file: NodeKeys = config.section()?;
         let mut c = NodeConfig::defaults();
         if let Some(d) = args.data_dir.clone().or(file.data_dir) {
             c.engine.data_dir = d.clone();
@@ -220,6 +225,7 @@ impl NodeConfig {
             (None, Some(_)) => return Err(bad("tls-cert", "tls-key is set but tls-cert is not")),
             (None, None) => {}
         }
+        c.auth = super::auth::AuthConfig::resolve(&args.auth, config)?;
         c.validate()?;
         Ok(c)
     }
@@ -293,7 +299,10 @@ impl NodeArgs {
     /// and merges flags, file and defaults.
     pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a standalone server", &[NodeKeys::KEYS])?;
+        file.only(
+            "a standalone server",
+            &[NodeKeys::KEYS, super::auth::AuthKeys::KEYS],
+        )?;
         NodeConfig::resolve(self, &file)
     }
 }

@@ -146,6 +146,12 @@ fn reply_for(
 ) -> Option<v2::TelemetryCommand> {
     match cmd.command {
         Some(v2::telemetry_command::Command::Settings(s)) => {
+            if let Some(Err(refused)) = meta.caller.as_ref().map(|c| c.check_settings(&s)) {
+                return Some(v2::TelemetryCommand {
+                    status: Some(refused),
+                    command: None,
+                });
+            }
             node.clients.on_settings(client_id, &meta.language.0, &s);
             Some(match merged_settings(node, &s) {
                 Ok(merged) => v2::TelemetryCommand {
@@ -197,7 +203,8 @@ pub fn telemetry(
                     msg = inbound.message() => match msg {
                         Ok(Some(cmd)) => {
                             if let Some(reply) = reply_for(&node, &meta, &client_id, cmd) {
-                                if tx.send(Ok(reply)).await.is_err() {
+                                let refused = crate::auth::is_refusal(&reply);
+                                if tx.send(Ok(reply)).await.is_err() || refused {
                                     break;
                                 }
                             }

@@ -11,12 +11,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferromq_proto::admin::{self, admin_client::AdminClient, admin_server::Admin};
-use tonic::transport::Channel;
+use ferromq_proto::admin::{self, admin_server::Admin};
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::routes::{GroupRoute, Routes};
+use super::routes::{GroupAdmin, GroupRoute, Routes};
 
 #[derive(Clone)]
 pub struct AdminProxy {
@@ -43,7 +42,7 @@ impl AdminProxy {
     /// Calls `f` on each group concurrently.
     async fn each<T, F, Fut>(&self, groups: Vec<GroupRoute>, f: F) -> Answers<T>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(GroupAdmin) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
         let calls = groups.into_iter().map(|g| {
@@ -60,6 +59,40 @@ impl AdminProxy {
             }
         });
         futures_util::future::join_all(calls).await
+    }
+}
+
+impl AdminProxy {
+    /// A change of users or policies: every broker group holds its own copy of the auth store
+    /// until cluster metadata has one home, so the change goes to each live group and succeeds
+    /// only if every one applied it (the failure names the group; the operations are idempotent
+    /// enough to retry: a repeated create answers ALREADY_EXISTS on the groups that have it).
+    async fn everywhere<T, F, Fut>(&self, f: F) -> Result<Response<T>, Status>
+    where
+        F: Fn(GroupAdmin) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let answers = self.each(self.live()?, f).await;
+        if let Some(e) = first_error(&answers) {
+            return Err(e);
+        }
+        answers
+            .into_iter()
+            .find_map(|(_, a)| a.ok())
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("no answer"))
+    }
+
+    /// A read of users or policies, from the first live group.
+    async fn first_live<T, F, Fut>(&self, f: F) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(GroupAdmin) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let groups = self.live()?;
+        let g = &groups[0];
+        let c = self.routes.admin(g).map_err(Status::internal)?;
+        f(c).await
     }
 }
 
@@ -469,6 +502,114 @@ impl Admin for AdminProxy {
         self.routes.refresh().await;
         info!(group = %r.group, state = %answer.state, "broker group state set through the proxy");
         Ok(Response::new(answer))
+    }
+
+    async fn create_user(
+        &self,
+        req: Request<admin::CreateUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        let r = req.into_inner();
+        self.everywhere(|mut c| {
+            let r = r.clone();
+            async move { c.create_user(r).await }
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        req: Request<admin::UpdateUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        let r = req.into_inner();
+        self.everywhere(|mut c| {
+            let r = r.clone();
+            async move { c.update_user(r).await }
+        })
+        .await
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<admin::DeleteUserRequest>,
+    ) -> Result<Response<admin::DeleteUserResponse>, Status> {
+        let r = req.into_inner();
+        self.everywhere(|mut c| {
+            let r = r.clone();
+            async move { c.delete_user(r).await }
+        })
+        .await
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<admin::ListUsersRequest>,
+    ) -> Result<Response<admin::ListUsersResponse>, Status> {
+        let r = req.into_inner();
+        self.first_live(|mut c| async move { c.list_users(r).await })
+            .await
+    }
+
+    async fn describe_user(
+        &self,
+        req: Request<admin::DescribeUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        let r = req.into_inner();
+        self.first_live(|mut c| async move { c.describe_user(r).await })
+            .await
+    }
+
+    async fn create_acl(
+        &self,
+        req: Request<admin::PutAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        let r = req.into_inner();
+        self.everywhere(|mut c| {
+            let r = r.clone();
+            async move { c.create_acl(r).await }
+        })
+        .await
+    }
+
+    async fn update_acl(
+        &self,
+        req: Request<admin::PutAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        let r = req.into_inner();
+        self.everywhere(|mut c| {
+            let r = r.clone();
+            async move { c.update_acl(r).await }
+        })
+        .await
+    }
+
+    async fn delete_acl(
+        &self,
+        req: Request<admin::DeleteAclRequest>,
+    ) -> Result<Response<admin::DeleteAclResponse>, Status> {
+        let r = req.into_inner();
+        self.everywhere(|mut c| {
+            let r = r.clone();
+            async move { c.delete_acl(r).await }
+        })
+        .await
+    }
+
+    async fn list_acls(
+        &self,
+        req: Request<admin::ListAclsRequest>,
+    ) -> Result<Response<admin::ListAclsResponse>, Status> {
+        let r = req.into_inner();
+        self.first_live(|mut c| async move { c.list_acls(r).await })
+            .await
+    }
+
+    async fn describe_acl(
+        &self,
+        req: Request<admin::DescribeAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        let r = req.into_inner();
+        self.first_live(|mut c| async move { c.describe_acl(r).await })
+            .await
     }
 }
 

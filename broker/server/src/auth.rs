@@ -1,0 +1,383 @@
+//! Authentication and authorization of every call a storage node serves, with `ferromq-auth`.
+//!
+//! Two steps, because they need different things:
+//! - [`Authenticated`] wraps each gRPC service (a tower service around tonic's): it sees the
+//!   headers, the method path and the peer address of every call, unary or streaming, and
+//!   verifies the signature once. It puts the result ([`Caller`]) in the request's extensions.
+//!   Admin calls that fail authentication are answered here (`UNAUTHENTICATED`); RocketMQ calls
+//!   go on, because their refusal must be written in the RPC's own response type (status
+//!   40100 with gRPC OK, as Apache does and as the official clients expect).
+//! - Authorization needs the topic and group the request names, so it runs where the message is
+//!   decoded: in [`crate::rpc`] for the RocketMQ API (before the handler, so a refused call
+//!   changes nothing), in each admin handler ([`admin_access`]), and per Settings command on a
+//!   Telemetry stream ([`Caller::check_settings`]).
+//!
+//! With auth off nothing is wrapped and no [`Caller`] exists: every check is skipped, and the
+//! `authorization` header that the Python client always sends is ignored.
+//!
+//! Every refusal is logged at `info` with the user (or the claimed access key), resource, action
+//! and peer, never the header values, and counted in `ferromq_auth_refusals_total{reason}`.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ferromq_auth::{
+    AuthStore, AuthnError, ClockPolicy, Principal, Refusal, RequestCredentials, SettingsTargets,
+    Snapshot, Targets,
+};
+use ferromq_proto::v2::{self, Code};
+use tonic::codegen::http;
+use tonic::codegen::{Context, Poll, Service};
+use tonic::server::NamedService;
+use tonic::transport::server::TcpConnectInfo;
+use tracing::info;
+
+use crate::config::auth::AuthConfig;
+use crate::metrics::Metrics;
+
+/// What a storage node checks calls against: its user store and clock window.
+pub struct Gate {
+    store: AuthStore,
+    clock: ClockPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    /// Opens the store under `data_dir/auth` and makes sure the bootstrap super user exists.
+    pub fn open(
+        data_dir: &std::path::Path,
+        cfg: &AuthConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Gate>> {
+        use anyhow::Context as _;
+        let store = AuthStore::open(data_dir.join("auth"))
+            .with_context(|| format!("cannot open the auth store in {}", data_dir.display()))?;
+        if let Some((name, secret)) = &cfg.super_user {
+            let wrote = store
+                .ensure_super_user(name, secret)
+                .with_context(|| format!("cannot store the bootstrap super user {name:?}"))?;
+            info!(user = %name, changed = wrote, "bootstrap super user in place");
+        }
+        let snapshot = store.snapshot();
+        if !snapshot
+            .users()
+            .any(|u| u.kind == ferromq_auth::UserKind::Super)
+        {
+            tracing::warn!("auth is on but no super user exists: nobody can manage users; start with --auth-super-user and --auth-super-secret-file");
+        }
+        Ok(Arc::new(Gate {
+            store,
+            clock: cfg.clock,
+            metrics,
+        }))
+    }
+
+    pub fn store(&self) -> &AuthStore {
+        &self.store
+    }
+
+    /// Authenticates one call from its headers.
+    fn caller(
+        self: &Arc<Self>,
+        headers: &http::HeaderMap,
+        path: &str,
+        peer: Option<IpAddr>,
+    ) -> Caller {
+        let snapshot = self.store.snapshot();
+        let credentials = RequestCredentials::from_header_values(
+            headers
+                .get_all(ferromq_auth::signature::AUTHORIZATION_HEADER)
+                .iter()
+                .map(|v| v.as_bytes()),
+            headers
+                .get_all(ferromq_auth::signature::DATE_TIME_HEADER)
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+        let who =
+            credentials.and_then(|c| snapshot.authenticate(&c, SystemTime::now(), &self.clock));
+        Caller {
+            gate: self.clone(),
+            snapshot,
+            who,
+            peer,
+            path: Arc::from(path),
+        }
+    }
+}
+
+/// Who is calling, as the wrapper found out; in the request's extensions when auth is on.
+#[derive(Clone)]
+pub struct Caller {
+    gate: Arc<Gate>,
+    snapshot: Arc<Snapshot>,
+    who: Result<Principal, AuthnError>,
+    peer: Option<IpAddr>,
+    path: Arc<str>,
+}
+
+impl Caller {
+    /// Logs and counts a refusal and gives its RocketMQ status.
+    fn refuse(&self, r: Refusal) -> v2::Status {
+        self.gate.metrics.auth_refusal(match r.code() {
+            ferromq_auth::RocketMqCode::Unauthorized => "unauthenticated",
+            ferromq_auth::RocketMqCode::Forbidden => "forbidden",
+            ferromq_auth::RocketMqCode::BadRequest => "bad_request",
+        });
+        let claimed = match &self.who {
+            Ok(p) => Some(p.name.to_string()),
+            Err(e) => e.access_key().map(str::to_string),
+        };
+        info!(user = claimed.as_deref().unwrap_or("-"), peer = ?self.peer, rpc = %self.path, code = r.code().value(), reason = %r, "call refused");
+        crate::status::status(code_of(&r), r.client_message())
+    }
+
+    /// Authorizes the call for each set of names it carries (a SendMessage may name several
+    /// topics); `Err` is the status to answer with.
+    pub fn check(&self, targets: &[Targets<'_>]) -> Result<(), v2::Status> {
+        let who = match &self.who {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(Refusal::from(e.clone()))),
+        };
+        let none = [Targets::default()];
+        let targets = if targets.is_empty() {
+            &none[..]
+        } else {
+            targets
+        };
+        for t in targets {
+            self.snapshot
+                .authorize_rpc(who, &self.path, t, self.peer)
+                .map_err(|e| self.refuse(Refusal::from(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Authorizes one Telemetry Settings command against the snapshot of the stream's opening.
+    pub fn check_settings(&self, s: &v2::Settings) -> Result<(), v2::Status> {
+        let who = match &self.who {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(Refusal::from(e.clone()))),
+        };
+        let (publishing, group, subscribed): (Vec<&str>, Option<&str>, Vec<&str>) = match &s.pub_sub
+        {
+            Some(v2::settings::PubSub::Publishing(p)) => (
+                p.topics.iter().map(|t| t.name.as_str()).collect(),
+                None,
+                vec![],
+            ),
+            Some(v2::settings::PubSub::Subscription(sub)) => (
+                vec![],
+                sub.group.as_ref().map(|g| g.name.as_str()),
+                sub.subscriptions
+                    .iter()
+                    .filter_map(|e| e.topic.as_ref().map(|t| t.name.as_str()))
+                    .collect(),
+            ),
+            None => (vec![], None, vec![]),
+        };
+        let settings = SettingsTargets {
+            publishing_topics: &publishing,
+            subscription_group: group,
+            subscription_topics: &subscribed,
+        };
+        self.snapshot
+            .authorize_settings(who, &settings, self.peer)
+            .map_err(|e| self.refuse(Refusal::from(e)))
+    }
+
+    /// The admin API's check: gRPC statuses instead of RocketMQ codes.
+    pub fn check_admin(&self, targets: Targets<'_>) -> Result<(), tonic::Status> {
+        self.check(&[targets]).map_err(|s| match s.code {
+            c if c == Code::Unauthorized as i32 => tonic::Status::unauthenticated(s.message),
+            c if c == Code::Forbidden as i32 => tonic::Status::permission_denied(s.message),
+            _ => tonic::Status::invalid_argument(s.message),
+        })
+    }
+}
+
+fn code_of(r: &Refusal) -> Code {
+    match r.code() {
+        ferromq_auth::RocketMqCode::Unauthorized => Code::Unauthorized,
+        ferromq_auth::RocketMqCode::Forbidden => Code::Forbidden,
+        ferromq_auth::RocketMqCode::BadRequest => Code::BadRequest,
+    }
+}
+
+/// Authorizes an admin call from its request's extensions (nothing to check with auth off).
+pub fn admin_access<T>(req: &tonic::Request<T>, targets: Targets<'_>) -> Result<(), tonic::Status> {
+    match req.extensions().get::<Caller>() {
+        Some(c) => c.check_admin(targets),
+        None => Ok(()),
+    }
+}
+
+/// A gRPC service whose calls are authenticated before they reach it.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    gate: Arc<Gate>,
+    inner: S,
+}
+
+impl<S> Authenticated<S> {
+    pub fn new(gate: Arc<Gate>, inner: S) -> Self {
+        Authenticated { gate, inner }
+    }
+}
+
+impl<S: NamedService> NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S> Service<http::Request<tonic::body::Body>> for Authenticated<S>
+where
+    S: Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let peer = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .map(|a| ferromq_auth::policy::canonical_ip(a.ip()));
+        let caller = self.gate.caller(req.headers(), req.uri().path(), peer);
+        // Admin calls are refused here when unauthenticated: their handlers answer gRPC statuses.
+        if S::NAME == ferromq_auth::rpc::ADMIN_SERVICE {
+            if let Err(e) = &caller.who {
+                let status = caller.refuse(Refusal::from(e.clone()));
+                let resp = tonic::Status::unauthenticated(status.message).into_http();
+                return Box::pin(async move { Ok(resp) });
+            }
+        }
+        req.extensions_mut().insert(caller);
+        // The clone is the one to call (tower's rule: the ready one is `self.inner`).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { inner.call(req).await })
+    }
+}
+
+/// The names a RocketMQ request carries, for its authorization rule.
+pub trait Targeted {
+    fn targets(&self) -> Vec<Targets<'_>>;
+}
+
+fn name(r: Option<&v2::Resource>) -> Option<&str> {
+    r.map(|r| r.name.as_str())
+}
+
+fn queue_topic(mq: Option<&v2::MessageQueue>) -> Option<&str> {
+    mq.and_then(|m| name(m.topic.as_ref()))
+}
+
+macro_rules! targeted {
+    ($($t:ty => |$r:ident| ($topic:expr, $group:expr)),* $(,)?) => {
+        $(impl Targeted for $t {
+            fn targets(&self) -> Vec<Targets<'_>> {
+                let $r = self;
+                vec![Targets { topic: $topic, group: $group }]
+            }
+        })*
+    };
+}
+
+targeted!(
+    v2::QueryRouteRequest => |r| (name(r.topic.as_ref()), None),
+    v2::QueryAssignmentRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::ReceiveMessageRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::AckMessageRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::ForwardMessageToDeadLetterQueueRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::PullMessageRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::UpdateOffsetRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::GetOffsetRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::QueryOffsetRequest => |r| (queue_topic(r.message_queue.as_ref()), None),
+    v2::EndTransactionRequest => |r| (name(r.topic.as_ref()), None),
+    v2::RecallMessageRequest => |r| (name(r.topic.as_ref()), None),
+    v2::ChangeInvisibleDurationRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::NotifyClientTerminationRequest => |r| (None, name(r.group.as_ref())),
+    v2::SyncLiteSubscriptionRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+);
+
+impl Targeted for v2::HeartbeatRequest {
+    /// Only a consumer's heartbeat speaks for its group (a producer's names none, or one it does
+    /// not consume with).
+    fn targets(&self) -> Vec<Targets<'_>> {
+        let consumer = !matches!(
+            v2::ClientType::try_from(self.client_type),
+            Ok(v2::ClientType::Producer | v2::ClientType::Unspecified) | Err(_)
+        );
+        vec![Targets {
+            topic: None,
+            group: if consumer {
+                name(self.group.as_ref())
+            } else {
+                None
+            },
+        }]
+    }
+}
+
+impl Targeted for v2::SendMessageRequest {
+    /// Every distinct topic of the batch is checked.
+    fn targets(&self) -> Vec<Targets<'_>> {
+        let mut topics: Vec<Option<&str>> = Vec::with_capacity(1);
+        for m in &self.messages {
+            let t = name(m.topic.as_ref());
+            if !topics.contains(&t) {
+                topics.push(t);
+            }
+        }
+        if topics.is_empty() {
+            topics.push(None);
+        }
+        topics
+            .into_iter()
+            .map(|topic| Targets { topic, group: None })
+            .collect()
+    }
+}
+
+impl Targeted for tonic::Streaming<v2::TelemetryCommand> {
+    /// Opening a stream needs authentication only; its Settings are checked one by one.
+    fn targets(&self) -> Vec<Targets<'_>> {
+        Vec::new()
+    }
+}
+
+/// Whether a Telemetry answer refuses the stream (its Settings were not allowed): the stream
+/// then ends.
+pub fn is_refusal(cmd: &v2::TelemetryCommand) -> bool {
+    cmd.status
+        .as_ref()
+        .is_some_and(|s| s.code == Code::Unauthorized as i32 || s.code == Code::Forbidden as i32)
+}
+
+impl std::fmt::Debug for Caller {
+    /// Who and from where; never the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("user", &self.who.as_ref().map(|p| &*p.name).ok())
+            .field("peer", &self.peer)
+            .field("path", &self.path)
+            .finish()
+    }
+}
