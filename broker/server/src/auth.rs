@@ -155,37 +155,57 @@ impl Caller {
         Ok(())
     }
 
-    /// Authorizes one Telemetry Settings command against the snapshot of the stream's opening.
-    pub fn check_settings(&self, s: &v2::Settings) -> Result<(), v2::Status> {
-        let who = match &self.who {
-            Ok(p) => p,
-            Err(e) => return Err(self.refuse(Refusal::from(e.clone()))),
+    /// The part of a Telemetry Settings command the caller may announce: publishing topics it
+    /// may publish to; a subscription only when it may consume with the group, and then only
+    /// the topics it may subscribe to. The rest is refused (logged and counted) and never
+    /// registered: announcing a topic would route that topic's transaction checks, with their
+    /// messages, to this client.
+    ///
+    /// The stream itself stays open and the answer is the usual Settings: the official clients
+    /// wait for it to start, and then meet the refusal with its precise code on the call that
+    /// needs the permission (SendMessage, ReceiveMessage), as `ForbiddenException` and the like,
+    /// rather than as a start-up timeout.
+    pub fn permitted_settings(&self, s: &v2::Settings) -> v2::Settings {
+        let mut out = s.clone();
+        let Ok(who) = &self.who else {
+            // Streams open only authenticated (checked in `rpc::streaming`).
+            out.pub_sub = None;
+            return out;
         };
-        let (publishing, group, subscribed): (Vec<&str>, Option<&str>, Vec<&str>) = match &s.pub_sub
-        {
-            Some(v2::settings::PubSub::Publishing(p)) => (
-                p.topics.iter().map(|t| t.name.as_str()).collect(),
-                None,
-                vec![],
-            ),
-            Some(v2::settings::PubSub::Subscription(sub)) => (
-                vec![],
-                sub.group.as_ref().map(|g| g.name.as_str()),
-                sub.subscriptions
-                    .iter()
-                    .filter_map(|e| e.topic.as_ref().map(|t| t.name.as_str()))
-                    .collect(),
-            ),
-            None => (vec![], None, vec![]),
+        let allowed = |settings: SettingsTargets<'_>| {
+            self.snapshot
+                .authorize_settings(who, &settings, self.peer)
+                .map_err(|e| self.refuse(Refusal::from(e)))
+                .is_ok()
         };
-        let settings = SettingsTargets {
-            publishing_topics: &publishing,
-            subscription_group: group,
-            subscription_topics: &subscribed,
-        };
-        self.snapshot
-            .authorize_settings(who, &settings, self.peer)
-            .map_err(|e| self.refuse(Refusal::from(e)))
+        match &mut out.pub_sub {
+            Some(v2::settings::PubSub::Publishing(p)) => p.topics.retain(|t| {
+                allowed(SettingsTargets {
+                    publishing_topics: &[t.name.as_str()],
+                    ..Default::default()
+                })
+            }),
+            Some(v2::settings::PubSub::Subscription(sub)) => {
+                let group = sub.group.as_ref().map(|g| g.name.as_str());
+                let group_ok = allowed(SettingsTargets {
+                    subscription_group: group,
+                    ..Default::default()
+                });
+                if !group_ok {
+                    sub.subscriptions.clear();
+                } else {
+                    sub.subscriptions.retain(|e| {
+                        let topic = e.topic.as_ref().map_or("", |t| t.name.as_str());
+                        allowed(SettingsTargets {
+                            subscription_topics: &[topic],
+                            ..Default::default()
+                        })
+                    });
+                }
+            }
+            None => {}
+        }
+        out
     }
 
     /// The admin API's check: gRPC statuses instead of RocketMQ codes.
@@ -361,14 +381,6 @@ impl Targeted for tonic::Streaming<v2::TelemetryCommand> {
     fn targets(&self) -> Vec<Targets<'_>> {
         Vec::new()
     }
-}
-
-/// Whether a Telemetry answer refuses the stream (its Settings were not allowed): the stream
-/// then ends.
-pub fn is_refusal(cmd: &v2::TelemetryCommand) -> bool {
-    cmd.status
-        .as_ref()
-        .is_some_and(|s| s.code == Code::Unauthorized as i32 || s.code == Code::Forbidden as i32)
 }
 
 impl std::fmt::Debug for Caller {

@@ -146,12 +146,10 @@ fn reply_for(
 ) -> Option<v2::TelemetryCommand> {
     match cmd.command {
         Some(v2::telemetry_command::Command::Settings(s)) => {
-            if let Some(Err(refused)) = meta.caller.as_ref().map(|c| c.check_settings(&s)) {
-                return Some(v2::TelemetryCommand {
-                    status: Some(refused),
-                    command: None,
-                });
-            }
+            let s = match &meta.caller {
+                Some(c) => c.permitted_settings(&s),
+                None => s,
+            };
             node.clients.on_settings(client_id, &meta.language.0, &s);
             Some(match merged_settings(node, &s) {
                 Ok(merged) => v2::TelemetryCommand {
@@ -203,8 +201,7 @@ pub fn telemetry(
                     msg = inbound.message() => match msg {
                         Ok(Some(cmd)) => {
                             if let Some(reply) = reply_for(&node, &meta, &client_id, cmd) {
-                                let refused = crate::auth::is_refusal(&reply);
-                                if tx.send(Ok(reply)).await.is_err() || refused {
+                                if tx.send(Ok(reply)).await.is_err() {
                                     break;
                                 }
                             }
