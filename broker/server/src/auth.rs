@@ -393,3 +393,67 @@ impl std::fmt::Debug for Caller {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(name: &str) -> Option<v2::Resource> {
+        Some(v2::Resource {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_send_names_each_distinct_topic_of_its_batch() {
+        let m = |t: &str| v2::Message {
+            topic: res(t),
+            ..Default::default()
+        };
+        let req = v2::SendMessageRequest {
+            messages: vec![m("a"), m("b"), m("a")],
+        };
+        let topics: Vec<Option<&str>> = req.targets().iter().map(|t| t.topic).collect();
+        assert_eq!(topics, [Some("a"), Some("b")]);
+        // An empty batch still gets a check, which then refuses the missing name.
+        let empty = v2::SendMessageRequest { messages: vec![] };
+        assert_eq!(empty.targets(), vec![Targets::default()]);
+    }
+
+    #[test]
+    fn only_a_consumers_heartbeat_speaks_for_its_group() {
+        let hb = |t: v2::ClientType| v2::HeartbeatRequest {
+            group: res("g"),
+            client_type: t as i32,
+        };
+        assert_eq!(hb(v2::ClientType::Producer).targets()[0].group, None);
+        assert_eq!(
+            hb(v2::ClientType::SimpleConsumer).targets()[0].group,
+            Some("g")
+        );
+        assert_eq!(
+            hb(v2::ClientType::PushConsumer).targets()[0].group,
+            Some("g")
+        );
+    }
+
+    #[test]
+    fn queue_addressed_requests_name_the_queue_topic() {
+        let req = v2::ReceiveMessageRequest {
+            group: res("g"),
+            message_queue: Some(v2::MessageQueue {
+                topic: res("t"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            req.targets(),
+            vec![Targets {
+                topic: Some("t"),
+                group: Some("g")
+            }]
+        );
+    }
+}
