@@ -38,11 +38,23 @@ pub struct AuthArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AuthKeys {
-    auth: Option<bool>,
+    // Switches accept a boolean or "true"/"false": the operator renders every value as a string.
+    auth: Option<toml::Value>,
     auth_super_user: Option<String>,
     auth_super_secret_file: Option<PathBuf>,
     auth_max_clock_skew: Option<String>,
-    auth_tolerate_zone_offsets: Option<bool>,
+    auth_tolerate_zone_offsets: Option<toml::Value>,
+}
+
+/// A switch of the file: `true`, `false`, or the same as a string.
+fn switch(field: &'static str, v: Option<&toml::Value>) -> Result<bool, ConfigError> {
+    match v {
+        None => Ok(false),
+        Some(toml::Value::Boolean(b)) => Ok(*b),
+        Some(toml::Value::String(s)) if s == "true" => Ok(true),
+        Some(toml::Value::String(s)) if s == "false" => Ok(false),
+        Some(other) => Err(bad(field, format!("{other} is neither true nor false"))),
+    }
 }
 
 impl Section for AuthKeys {
@@ -67,7 +79,7 @@ pub struct AuthConfig {
 impl AuthConfig {
     pub fn resolve(args: &AuthArgs, file: &ConfigFile) -> Result<AuthConfig, ConfigError> {
         let keys: AuthKeys = file.section()?;
-        let enabled = args.auth || keys.auth.unwrap_or(false);
+        let enabled = args.auth || switch("auth", keys.auth.as_ref())?;
         let skew = match args
             .auth_max_clock_skew
             .as_ref()
@@ -76,8 +88,11 @@ impl AuthConfig {
             Some(s) => parse_duration("auth-max-clock-skew", s)?,
             None => Duration::from_secs(300),
         };
-        let zones =
-            args.auth_tolerate_zone_offsets || keys.auth_tolerate_zone_offsets == Some(true);
+        let zones = args.auth_tolerate_zone_offsets
+            || switch(
+                "auth-tolerate-zone-offsets",
+                keys.auth_tolerate_zone_offsets.as_ref(),
+            )?;
         let clock =
             ClockPolicy::new(skew, zones).map_err(|e| bad("auth-max-clock-skew", e.to_string()))?;
         let user = args.auth_super_user.clone().or(keys.auth_super_user);
@@ -150,6 +165,26 @@ mod tests {
         let (name, secret) = c.super_user.unwrap();
         assert_eq!(name, "admin");
         assert_eq!(secret.expose(), "a-long-enough-secret");
+        let f2 = dir.path().join("c.toml");
+        std::fs::write(
+            &f2,
+            "auth = \"true\"\nauth-tolerate-zone-offsets = \"maybe\"\n",
+        )
+        .unwrap();
+        let file2 = ConfigFile::load(Some(&f2)).unwrap();
+        assert_eq!(
+            AuthConfig::resolve(&AuthArgs::default(), &file2)
+                .unwrap_err()
+                .field,
+            "auth-tolerate-zone-offsets"
+        );
+        std::fs::write(&f2, "auth = \"true\"\n").unwrap();
+        let file2 = ConfigFile::load(Some(&f2)).unwrap();
+        assert!(
+            AuthConfig::resolve(&AuthArgs::default(), &file2)
+                .unwrap()
+                .enabled
+        );
         args.auth_max_clock_skew = Some("2h".into());
         assert_eq!(
             AuthConfig::resolve(&args, &file).unwrap_err().field,
