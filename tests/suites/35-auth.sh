@@ -39,7 +39,7 @@ AUTH_SCENARIOS=(auth_right_credentials auth_wrong_secret auth_unknown_user auth_
 PY_RAW_SCENARIOS=(auth_signed_by_hand auth_replayed_header auth_future_header auth_malformed_header auth_huge_header)
 
 T0=$(date +%s)
-WORK="$(mktemp -d /tmp/ferromq-auth.XXXXXX)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferromq-auth.XXXXXX")"
 export FERROMQ_CLIENT_LOGS="$WORK/logs"
 mkdir -p "$WORK/data" "$WORK/logs"
 export FERROMQ_RESULTS_FILE="$WORK/logs/results.txt"
