@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use ferromq_auth::{
-    AuthStore, AuthnError, ClockPolicy, Principal, Refusal, RequestCredentials, SettingsTargets,
-    Snapshot, Targets,
+    AuthStore, AuthnError, ClockPolicy, Principal, Refusal, RequestCredentials, RpcRule,
+    SettingsTargets, Snapshot, Targets,
 };
 use ferromq_proto::v2::{self, Code};
 use tonic::codegen::http;
@@ -280,11 +280,19 @@ where
             .and_then(|i| i.remote_addr())
             .map(|a| ferromq_auth::policy::canonical_ip(a.ip()));
         let caller = self.gate.caller(req.headers(), req.uri().path(), peer);
-        // Admin calls are refused here when unauthenticated: their handlers answer gRPC statuses.
+        // Admin calls are refused here when unauthenticated, and when their rule is for super
+        // users only (user and ACL management, and any RPC nobody mapped yet: fails closed even
+        // if a handler forgets its check). Their handlers answer gRPC statuses.
         if S::NAME == ferromq_auth::rpc::ADMIN_SERVICE {
-            if let Err(e) = &caller.who {
-                let status = caller.refuse(Refusal::from(e.clone()));
-                let resp = tonic::Status::unauthenticated(status.message).into_http();
+            let refused = match &caller.who {
+                Err(_) => Some(caller.check_admin(Targets::default())),
+                Ok(_) if ferromq_auth::rpc_rule(&caller.path) == RpcRule::SuperUserOnly => {
+                    Some(caller.check_admin(Targets::default()))
+                }
+                Ok(_) => None,
+            };
+            if let Some(Err(status)) = refused {
+                let resp = status.into_http();
                 return Box::pin(async move { Ok(resp) });
             }
         }
