@@ -36,6 +36,8 @@ macro_rules! answers {
             fn code(&self) -> i32 {
                 self.status.as_ref().map_or(Code::Ok as i32, |s| s.code)
             }
+            // Some answers hold only the status; the update is for the others.
+            #[allow(clippy::needless_update)]
             fn refusal(status: v2::Status) -> Self {
                 Self { status: Some(status), ..Default::default() }
             }
