@@ -29,12 +29,12 @@ use ferromq_auth::{
 };
 use ferromq_proto::v2::{self, Code};
 use tonic::codegen::http;
-use tonic::codegen::{Context, Poll, Service};
-use tonic::server::NamedService;
+use tonic::codegen::Service;
 use tonic::transport::server::TcpConnectInfo;
 use tracing::info;
 
 use crate::config::auth::AuthConfig;
+use crate::hook::{Answer, Body, Hook, Hooked};
 use crate::metrics::Metrics;
 
 /// What a storage node checks calls against: its user store and clock window.
@@ -234,56 +234,32 @@ pub fn admin_access<T>(req: &tonic::Request<T>, targets: Targets<'_>) -> Result<
     }
 }
 
-/// A gRPC service whose calls are authenticated before they reach it.
+/// Authenticates each call of a gRPC service before it reaches it: wrap the service with
+/// `Hooked::new(Authenticate(gate), service)`.
 #[derive(Clone)]
-pub struct Authenticated<S> {
-    gate: Arc<Gate>,
-    inner: S,
-}
+pub struct Authenticate(pub Arc<Gate>);
 
-impl<S> Authenticated<S> {
-    pub fn new(gate: Arc<Gate>, inner: S) -> Self {
-        Authenticated { gate, inner }
-    }
-}
+/// A service whose calls are authenticated.
+pub type Authenticated<S> = Hooked<S, Authenticate>;
 
-impl<S: NamedService> NamedService for Authenticated<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S> Service<http::Request<tonic::body::Body>> for Authenticated<S>
+impl<S> Hook<S> for Authenticate
 where
-    S: Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + NamedService
-        + Clone
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&self, service: &'static str, mut req: http::Request<Body>, mut inner: S) -> Answer {
         let peer = req
             .extensions()
             .get::<TcpConnectInfo>()
             .and_then(|i| i.remote_addr())
             .map(|a| ferromq_auth::policy::canonical_ip(a.ip()));
-        let caller = self.gate.caller(req.headers(), req.uri().path(), peer);
+        let caller = self.0.caller(req.headers(), req.uri().path(), peer);
         // Admin calls are refused here when unauthenticated, and when their rule is for super
         // users only (user and ACL management, and any RPC nobody mapped yet: fails closed even
         // if a handler forgets its check). Their handlers answer gRPC statuses.
-        if S::NAME == ferromq_auth::rpc::ADMIN_SERVICE {
+        if service == ferromq_auth::rpc::ADMIN_SERVICE {
             let refused = match &caller.who {
                 Err(_) => Some(caller.check_admin(Targets::default())),
                 Ok(_) if ferromq_auth::rpc_rule(&caller.path) == RpcRule::SuperUserOnly => {
@@ -297,9 +273,6 @@ where
             }
         }
         req.extensions_mut().insert(caller);
-        // The clone is the one to call (tower's rule: the ready one is `self.inner`).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move { inner.call(req).await })
     }
 }

@@ -22,6 +22,7 @@ pub mod clients;
 pub mod config;
 pub mod convert;
 pub mod credentials;
+pub mod hook;
 pub mod http;
 pub mod metrics;
 pub mod node;

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::admin::service::AdminApi;
-use crate::auth::{Authenticated, Gate};
+use crate::auth::{Authenticate, Authenticated, Gate};
 use crate::config::broker::MemberConfig;
 use crate::config::node::NodeConfig;
 use crate::config::ConfigError;
@@ -131,8 +131,8 @@ impl Bound {
             .max_encoding_message_size(max_msg);
         let grpc = match &gate {
             Some(g) => Services::grpc_builder()
-                .add_service(Authenticated::new(g.clone(), messaging))
-                .add_service(Authenticated::new(g.clone(), admin)),
+                .add_service(Authenticated::new(Authenticate(g.clone()), messaging))
+                .add_service(Authenticated::new(Authenticate(g.clone()), admin)),
             None => {
                 info!("auth is off: anyone who reaches the gRPC port may send, consume and administer (start with --auth to require credentials)");
                 Services::grpc_builder()

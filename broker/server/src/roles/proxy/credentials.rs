@@ -3,16 +3,17 @@
 //! The proxy holds no users: each broker group authenticates and authorizes the call itself,
 //! from the caller's own signed headers (the signature covers only `x-mq-date-time`, so it stays
 //! valid when copied). The RocketMQ API copies them per call ([`super::fanout::outgoing`]); the
-//! admin fan-out builds its requests from bare messages, so [`WithCredentials`] keeps the
+//! admin fan-out builds its requests from bare messages, so [`Forwarding`] keeps the
 //! incoming call's headers in a task-local for the duration of the call and every admin client
 //! of [`super::routes::Routes::admin`] adds them ([`Forward`]).
 
 use std::convert::Infallible;
 
 use tonic::codegen::http::{self, HeaderName, HeaderValue};
-use tonic::codegen::{Context, Poll, Service};
-use tonic::server::NamedService;
+use tonic::codegen::Service;
 use tonic::service::Interceptor;
+
+use crate::hook::{Answer, Body, Hook};
 
 /// Headers that carry a caller's identity.
 const FORWARDED: [&str; 2] = [
@@ -44,44 +45,19 @@ impl Interceptor for Forward {
     }
 }
 
-/// A service whose calls run with their credential headers in the task-local [`Forward`] reads.
-#[derive(Clone)]
-pub struct WithCredentials<S> {
-    inner: S,
-}
+/// Runs each call of a service with its credential headers in the task-local [`Forward`] reads:
+/// wrap the service with `Hooked::new(Forwarding, service)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Forwarding;
 
-impl<S> WithCredentials<S> {
-    pub fn new(inner: S) -> Self {
-        WithCredentials { inner }
-    }
-}
-
-impl<S: NamedService> NamedService for WithCredentials<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S> Service<http::Request<tonic::body::Body>> for WithCredentials<S>
+impl<S> Hook<S> for Forwarding
 where
-    S: Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&self, _service: &'static str, req: http::Request<Body>, mut inner: S) -> Answer {
         let headers: Vec<(HeaderName, HeaderValue)> = FORWARDED
             .iter()
             .flat_map(|name| {
@@ -91,8 +67,6 @@ where
                     .map(|v| (HeaderName::from_static(name), v.clone()))
             })
             .collect();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(CREDENTIALS.scope(headers, async move { inner.call(req).await }))
     }
 }

@@ -399,7 +399,8 @@ impl Bound {
         let messaging = MessagingServiceServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let admin = credentials::WithCredentials::new(
+        let admin = crate::hook::Hooked::new(
+            credentials::Forwarding,
             AdminServer::new(admin::AdminProxy::new(routes.clone()))
                 .max_encoding_message_size(MAX_MESSAGE),
         );
