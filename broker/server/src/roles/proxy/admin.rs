@@ -62,6 +62,29 @@ impl AdminProxy {
     }
 }
 
+/// A user or ACL change, sent to every live group ([`AdminProxy::everywhere`]).
+macro_rules! to_every_group {
+    ($proxy:ident, $req:ident, $method:ident) => {{
+        let r = $req.into_inner();
+        $proxy
+            .everywhere(|mut c| {
+                let r = r.clone();
+                async move { c.$method(r).await }
+            })
+            .await
+    }};
+}
+
+/// A user or ACL read, from the first live group ([`AdminProxy::first_live`]).
+macro_rules! to_first_group {
+    ($proxy:ident, $req:ident, $method:ident) => {{
+        let r = $req.into_inner();
+        $proxy
+            .first_live(|mut c| async move { c.$method(r).await })
+            .await
+    }};
+}
+
 impl AdminProxy {
     /// A change of users or policies: every broker group holds its own copy of the auth store
     /// until cluster metadata has one home, so the change goes to each live group and succeeds
@@ -508,108 +531,70 @@ impl Admin for AdminProxy {
         &self,
         req: Request<admin::CreateUserRequest>,
     ) -> Result<Response<admin::User>, Status> {
-        let r = req.into_inner();
-        self.everywhere(|mut c| {
-            let r = r.clone();
-            async move { c.create_user(r).await }
-        })
-        .await
+        to_every_group!(self, req, create_user)
     }
 
     async fn update_user(
         &self,
         req: Request<admin::UpdateUserRequest>,
     ) -> Result<Response<admin::User>, Status> {
-        let r = req.into_inner();
-        self.everywhere(|mut c| {
-            let r = r.clone();
-            async move { c.update_user(r).await }
-        })
-        .await
+        to_every_group!(self, req, update_user)
     }
 
     async fn delete_user(
         &self,
         req: Request<admin::DeleteUserRequest>,
     ) -> Result<Response<admin::DeleteUserResponse>, Status> {
-        let r = req.into_inner();
-        self.everywhere(|mut c| {
-            let r = r.clone();
-            async move { c.delete_user(r).await }
-        })
-        .await
+        to_every_group!(self, req, delete_user)
     }
 
     async fn list_users(
         &self,
         req: Request<admin::ListUsersRequest>,
     ) -> Result<Response<admin::ListUsersResponse>, Status> {
-        let r = req.into_inner();
-        self.first_live(|mut c| async move { c.list_users(r).await })
-            .await
+        to_first_group!(self, req, list_users)
     }
 
     async fn describe_user(
         &self,
         req: Request<admin::DescribeUserRequest>,
     ) -> Result<Response<admin::User>, Status> {
-        let r = req.into_inner();
-        self.first_live(|mut c| async move { c.describe_user(r).await })
-            .await
+        to_first_group!(self, req, describe_user)
     }
 
     async fn create_acl(
         &self,
         req: Request<admin::PutAclRequest>,
     ) -> Result<Response<admin::Acl>, Status> {
-        let r = req.into_inner();
-        self.everywhere(|mut c| {
-            let r = r.clone();
-            async move { c.create_acl(r).await }
-        })
-        .await
+        to_every_group!(self, req, create_acl)
     }
 
     async fn update_acl(
         &self,
         req: Request<admin::PutAclRequest>,
     ) -> Result<Response<admin::Acl>, Status> {
-        let r = req.into_inner();
-        self.everywhere(|mut c| {
-            let r = r.clone();
-            async move { c.update_acl(r).await }
-        })
-        .await
+        to_every_group!(self, req, update_acl)
     }
 
     async fn delete_acl(
         &self,
         req: Request<admin::DeleteAclRequest>,
     ) -> Result<Response<admin::DeleteAclResponse>, Status> {
-        let r = req.into_inner();
-        self.everywhere(|mut c| {
-            let r = r.clone();
-            async move { c.delete_acl(r).await }
-        })
-        .await
+        to_every_group!(self, req, delete_acl)
     }
 
     async fn list_acls(
         &self,
         req: Request<admin::ListAclsRequest>,
     ) -> Result<Response<admin::ListAclsResponse>, Status> {
-        let r = req.into_inner();
-        self.first_live(|mut c| async move { c.list_acls(r).await })
-            .await
+        to_first_group!(self, req, list_acls)
     }
 
     async fn describe_acl(
         &self,
         req: Request<admin::DescribeAclRequest>,
     ) -> Result<Response<admin::Acl>, Status> {
-        let r = req.into_inner();
-        self.first_live(|mut c| async move { c.describe_acl(r).await })
-            .await
+        to_first_group!(self, req, describe_acl)
     }
 }
 
