@@ -150,12 +150,18 @@ run_auth_java() {
     -Drocketmq.log.root="$FERROMQ_CLIENT_LOGS/java-client" -Dmq.consoleAppender.enabled=false \
     -cp "$JT/classes:$JT/lib/*" io.ferromq.tests.Auth 2>&1
 }
-# The Rust client's build directory is shared by every checkout on the machine (suite 30 of another
-# worktree may rebuild it at any time): run a copy taken right after this checkout built it.
+# The Rust client's build directory is shared by every checkout on the machine, and cargo fingerprints
+# the client crate by its path relative to the checkout: after another checkout's suite 30 built there,
+# this checkout's sources count as built. Cleaning the crate's own artifacts (its dependencies stay)
+# forces a build of this checkout's client; the suite runs a copy taken right after.
 run_auth_rust() { FERROMQ_MODE=auth timeout 300 "$WORK/ferromq-client-tests-rust" 2>&1; }
 
 for client in python java rust; do
   [[ ",$ONLY," == *",$client,"* ]] || continue
+  if [[ $client == rust ]]; then
+    (cd "$ROOT/tests/clients/rust" && CARGO_TARGET_DIR="$CLIENTS_TARGET" cargo clean --release -q \
+      -p ferromq-client-tests-rust) 2>/dev/null
+  fi
   if ! { "build_$client" && { [[ $client != rust ]] || cp "$CLIENTS_TARGET/release/ferromq-client-tests-rust" "$WORK/"; }; } \
       > "$WORK/logs/build-$client.log" 2>&1; then
     log "$client: BUILD FAILED (see $WORK/logs/build-$client.log)"
