@@ -122,6 +122,8 @@ for name in default example scoped monitored; do
 done
 check "the example set renders the cluster and the helm test pod" bash -c \
   "grep -q '^kind: Broker' '$state/render-example.yaml' && grep -q 'helm.sh/hook: test' '$state/render-example.yaml'"
+check "the example set renders the NetworkPolicies of the internal ports" bash -c \
+  "grep -q 'name: demo-broker-internal' '$state/render-example.yaml' && grep -q 'port: 10911' '$state/render-example.yaml' && grep -q 'name: demo-names-internal' '$state/render-example.yaml'"
 
 echo "== real API server: server-side dry-run, helm install, the operator under the chart's ServiceAccount"
 t=$SECONDS

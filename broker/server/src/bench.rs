@@ -43,6 +43,9 @@ pub struct Common {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Credentials to sign calls with (servers running with --auth).
+    #[command(flatten)]
+    pub credentials: crate::credentials::CredentialArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -104,19 +107,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::duration(s)
 }
 
+/// The headers of every call: the client id, and the signature when credentials are given.
 #[derive(Clone)]
-struct ClientId(MetadataValue<tonic::metadata::Ascii>);
+struct ClientId(
+    MetadataValue<tonic::metadata::Ascii>,
+    crate::credentials::Signer,
+);
 
 impl tonic::service::Interceptor for ClientId {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         req.metadata_mut().insert("x-mq-client-id", self.0.clone());
-        Ok(req)
+        self.1.call(req)
     }
 }
 
 type Client = MessagingServiceClient<InterceptedService<Channel, ClientId>>;
 
-async fn connect(server: &str, n: usize) -> anyhow::Result<Client> {
+async fn connect(c: &Common, n: usize) -> anyhow::Result<Client> {
+    let server = c.server.as_str();
     let uri = if server.contains("://") {
         server.to_string()
     } else {
@@ -127,8 +135,11 @@ async fn connect(server: &str, n: usize) -> anyhow::Result<Client> {
         .await
         .with_context(|| format!("cannot connect to {server}"))?;
     let id = MetadataValue::try_from(format!("ferromq-bench@{}#{n}", std::process::id()))?;
-    Ok(MessagingServiceClient::with_interceptor(ch, ClientId(id))
-        .max_decoding_message_size(64 << 20))
+    let signer = c.credentials.signer()?;
+    Ok(
+        MessagingServiceClient::with_interceptor(ch, ClientId(id, signer))
+            .max_decoding_message_size(64 << 20),
+    )
 }
 
 fn resource(name: &str) -> Option<v2::Resource> {
@@ -272,7 +283,7 @@ async fn produce(
     let end = start + c.duration;
     let mut tasks = Vec::new();
     for n in 0..c.clients {
-        let mut client = connect(&c.server, n).await?;
+        let mut client = connect(&c, n).await?;
         let (totals, body, topic) = (totals.clone(), body.clone(), c.topic.clone());
         // One request carries `batch` messages, so each client sends a request every
         // clients * batch / rate seconds.
@@ -351,7 +362,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for n in 0..c.clients.max(1) {
-        let mut client = connect(&c.server, n).await?;
+        let mut client = connect(&c, n).await?;
         let (totals, topic, group, stop) = (
             totals.clone(),
             c.topic.clone(),

@@ -13,14 +13,18 @@
 //! - [`admin`]: the admin API and its CLI; [`http`] and [`metrics`]: health and Prometheus;
 //!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext;
 //!   [`connections`]: the bounds on every connection (count, descriptors, timeouts).
+//!   [`auth`]: authentication and authorization of every call (with `--auth`).
 //! - [`bench`]: the load generator and the null sink.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod clients;
 pub mod config;
 pub mod connections;
 pub mod convert;
+pub mod credentials;
+pub mod hook;
 pub mod http;
 pub mod metrics;
 pub mod node;

@@ -72,6 +72,16 @@ impl Metrics {
         self.add("ferromq_message_bytes_out_total", l, bytes as u64);
     }
 
+    /// A call refused by authentication or authorization (`unauthenticated`, `forbidden`,
+    /// `bad_request`).
+    pub fn auth_refusal(&self, reason: &'static str) {
+        self.add(
+            "ferromq_auth_refusals_total",
+            format!("reason=\"{reason}\""),
+            1,
+        );
+    }
+
     pub fn rpc(&self, method: &'static str, elapsed: Duration, code: i32) {
         let secs = elapsed.as_secs_f64();
         {

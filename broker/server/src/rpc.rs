@@ -2,6 +2,10 @@
 //! each call gets the same tracing span (`rpc` with the method, client id, topic and group) and
 //! the same metrics (`ferromq_rpc_duration_seconds`, `ferromq_rpc_errors_total`), whichever
 //! role answers it. Streaming answers are timed until the stream ends.
+//!
+//! With auth on, the call is also authorized here, before its handler runs, from the
+//! [`crate::auth::Caller`] the service wrapper left in the request and the names the request
+//! carries: a refused call is answered with the refusal's status and changes nothing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,12 +19,15 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::{field::Empty, Instrument, Span};
 
+use crate::auth::{Caller, Targeted};
 use crate::metrics::Metrics;
 
 /// An RPC answer that carries a RocketMQ status.
 pub trait Answer {
     /// The status code of the answer (OK when it carries none).
     fn code(&self) -> i32;
+    /// The answer to a refused call: only the status.
+    fn refusal(status: v2::Status) -> Self;
 }
 
 macro_rules! answers {
@@ -28,6 +35,11 @@ macro_rules! answers {
         $(impl Answer for $t {
             fn code(&self) -> i32 {
                 self.status.as_ref().map_or(Code::Ok as i32, |s| s.code)
+            }
+            // Some answers hold only the status; the update is for the others.
+            #[allow(clippy::needless_update)]
+            fn refusal(status: v2::Status) -> Self {
+                Self { status: Some(status), ..Default::default() }
             }
         })*
     };
@@ -53,6 +65,8 @@ answers!(
 /// An item of a streamed answer; the one carrying the call's status says so.
 pub trait StreamItem {
     fn status_code(&self) -> Option<i32>;
+    /// The one item of the answer to a refused call.
+    fn refusal(status: v2::Status) -> Self;
 }
 
 impl StreamItem for v2::ReceiveMessageResponse {
@@ -60,6 +74,11 @@ impl StreamItem for v2::ReceiveMessageResponse {
         match &self.content {
             Some(v2::receive_message_response::Content::Status(s)) => Some(s.code),
             _ => None,
+        }
+    }
+    fn refusal(status: v2::Status) -> Self {
+        v2::ReceiveMessageResponse {
+            content: Some(v2::receive_message_response::Content::Status(status)),
         }
     }
 }
@@ -71,12 +90,28 @@ impl StreamItem for v2::PullMessageResponse {
             _ => None,
         }
     }
+    fn refusal(status: v2::Status) -> Self {
+        v2::PullMessageResponse {
+            content: Some(v2::pull_message_response::Content::Status(status)),
+        }
+    }
 }
 
 impl StreamItem for v2::TelemetryCommand {
     fn status_code(&self) -> Option<i32> {
         self.status.as_ref().map(|s| s.code)
     }
+    fn refusal(status: v2::Status) -> Self {
+        v2::TelemetryCommand {
+            status: Some(status),
+            command: None,
+        }
+    }
+}
+
+/// The refusal of a call by authorization, when auth is on and the caller may not make it.
+fn refused<Req: Targeted>(ext: &tonic::Extensions, msg: &Req) -> Option<v2::Status> {
+    ext.get::<Caller>()?.check(&msg.targets()).err()
 }
 
 /// The span every RPC runs in.
@@ -103,14 +138,18 @@ pub async fn unary<Req, Resp, F, Fut>(
     handle: F,
 ) -> Result<Response<Resp>, Status>
 where
+    Req: Targeted,
     Resp: Answer,
     F: FnOnce(MetadataMap, Req) -> Fut,
     Fut: Future<Output = Result<Resp, Status>>,
 {
     let started = Instant::now();
     let span = span(method, &req);
-    let (md, _, msg) = req.into_parts();
-    let r = handle(md, msg).instrument(span).await;
+    let (md, ext, msg) = req.into_parts();
+    let r = match refused(&ext, &msg) {
+        Some(status) => Ok(Resp::refusal(status)),
+        None => handle(md, msg).instrument(span).await,
+    };
     let code = match &r {
         Ok(resp) => resp.code(),
         Err(s) => grpc_error_code(s),
@@ -130,14 +169,22 @@ pub async fn streaming<Req, T, F, Fut>(
     handle: F,
 ) -> Result<Response<BoxStream<T>>, Status>
 where
+    Req: Targeted,
     T: StreamItem + Send + 'static,
     F: FnOnce(MetadataMap, Req) -> Fut,
     Fut: Future<Output = Result<BoxStream<T>, Status>>,
 {
     let started = Instant::now();
     let span = span(method, &req);
-    let (md, _, msg) = req.into_parts();
-    match handle(md, msg).instrument(span.clone()).await {
+    let (md, ext, msg) = req.into_parts();
+    let answer = match refused(&ext, &msg) {
+        Some(status) => {
+            let one = tokio_stream::once(Ok(T::refusal(status)));
+            Ok(Box::pin(one) as BoxStream<T>)
+        }
+        None => handle(md, msg).instrument(span.clone()).await,
+    };
+    match answer {
         Ok(inner) => Ok(Response::new(Box::pin(Observed {
             inner,
             metrics,

@@ -17,6 +17,8 @@ pub struct AdminArgs {
     /// gRPC address of a FerroMQ server (host:port).
     #[arg(long, env = "FERROMQ_SERVER", default_value = "127.0.0.1:8081")]
     pub server: String,
+    #[command(flatten)]
+    pub credentials: crate::credentials::CredentialArgs,
     /// Output format.
     #[arg(
         short = 'o',
@@ -44,6 +46,96 @@ pub enum AdminCmd {
     /// Broker groups of a cluster: list them, drain one before removing it, or undo a drain.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Users (access keys) of a server running with --auth. Super users only.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// ACL policies of users: which topics, groups and cluster actions each may use.
+    #[command(subcommand)]
+    Acl(AclCmd),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    Super,
+    Normal,
+}
+
+impl KindArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            KindArg::Super => "super",
+            KindArg::Normal => "normal",
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCmd {
+    /// Create a user. Without --secret-file a secret is generated and printed once.
+    Create {
+        name: String,
+        /// A super user may do everything, including managing users and ACLs.
+        #[arg(long = "super")]
+        super_user: bool,
+        /// File holding the user's secret (8..=256 printable ASCII characters).
+        #[arg(long = "user-secret-file")]
+        user_secret_file: Option<std::path::PathBuf>,
+    },
+    /// Change a user's secret or kind.
+    Update {
+        name: String,
+        #[arg(long = "user-secret-file")]
+        user_secret_file: Option<std::path::PathBuf>,
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+    },
+    /// Delete a user and its policy: its next call is refused.
+    Delete {
+        name: String,
+    },
+    List,
+    Describe {
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AclEntryArgs {
+    #[arg(long)]
+    user: String,
+    /// `topic:NAME`, `group:NAME` (a trailing `*` matches a prefix), `topic:*`, `cluster` or `*`.
+    #[arg(long)]
+    resource: String,
+    /// Comma separated: publish, subscribe, create, update, delete, get, list, all.
+    #[arg(long, value_delimiter = ',', required = true)]
+    actions: Vec<String>,
+    #[arg(long, default_value = "allow")]
+    effect: String,
+    /// Limit the entry to a source address range (CIDR); repeatable.
+    #[arg(long = "source")]
+    sources: Vec<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AclCmd {
+    /// Add an entry to a user's policy (replacing the one with the same resource and effect).
+    Create(AclEntryArgs),
+    /// Same as create.
+    Update(AclEntryArgs),
+    /// Remove a user's entries for a resource (of one effect), or its whole policy.
+    Delete {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long, requires = "resource")]
+        effect: Option<String>,
+    },
+    List,
+    Describe {
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -348,12 +440,16 @@ fn endpoint(server: &str) -> String {
     }
 }
 
+/// The admin client, signing its calls when credentials are given.
+type Client = AdminClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        crate::credentials::Signer,
+    >,
+>;
+
 /// `cluster drain` / `cluster undrain`: sets the state and reports what is left to consume.
-async fn set_state(
-    c: &mut AdminClient<tonic::transport::Channel>,
-    group: String,
-    state: &str,
-) -> anyhow::Result<Printable> {
+async fn set_state(c: &mut Client, group: String, state: &str) -> anyhow::Result<Printable> {
     let g = c
         .set_group_state(admin::SetGroupStateRequest {
             group,
@@ -381,11 +477,14 @@ async fn set_state(
 
 /// Runs one admin command; errors carry the server's message.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let mut c = AdminClient::connect(endpoint(&args.server))
+    let signer = args.credentials.signer()?;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint(&args.server))
+        .with_context(|| format!("{} is not a server address", args.server))?
+        .connect()
         .await
         .with_context(|| format!("cannot connect to {}", args.server))?;
+    let mut c: Client = AdminClient::with_interceptor(channel, signer);
     let fmt = args.output;
-    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     let p = match args.cmd {
         AdminCmd::Topic(TopicCmd::Create {
             name,
@@ -633,8 +732,168 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 ],
             )
         }
+        AdminCmd::User(cmd) => user_command(&mut c, cmd).await?,
+        AdminCmd::Acl(cmd) => acl_command(&mut c, cmd).await?,
     };
     print(p, fmt)
+}
+
+fn user_json(u: &admin::User) -> Value {
+    json!({ "name": u.name, "kind": u.kind })
+}
+
+fn acl_rows(a: &admin::Acl) -> Vec<Value> {
+    a.entries
+        .iter()
+        .map(|e| {
+            json!({
+                "user": a.user,
+                "resource": e.resource,
+                "actions": e.actions,
+                "effect": e.effect,
+                "sources": e.sources,
+            })
+        })
+        .collect()
+}
+
+const ACL_COLUMNS: [&str; 5] = ["user", "resource", "actions", "effect", "sources"];
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+async fn user_command(c: &mut Client, cmd: UserCmd) -> anyhow::Result<Printable> {
+    use crate::credentials::read_secret_file;
+    Ok(match cmd {
+        UserCmd::Create {
+            name,
+            super_user,
+            user_secret_file,
+        } => {
+            // Generated here rather than on the server, so that a proxy hands every broker
+            // group the same secret.
+            let (secret, generated) = match user_secret_file {
+                Some(f) => (read_secret_file(&f)?, false),
+                None => (ferromq_auth::Secret::generate()?, true),
+            };
+            let kind = if super_user { "super" } else { "normal" };
+            let u = c
+                .create_user(admin::CreateUserRequest {
+                    name,
+                    secret: secret.expose().to_string(),
+                    kind: kind.into(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut v = user_json(&u);
+            if generated {
+                // Shown this once: the server never answers it again.
+                v["secret"] = json!(secret.expose());
+                Printable::one(v, vec!["name", "kind", "secret"])
+            } else {
+                Printable::one(v, vec!["name", "kind"])
+            }
+        }
+        UserCmd::Update {
+            name,
+            user_secret_file,
+            kind,
+        } => {
+            let secret = match user_secret_file {
+                Some(f) => read_secret_file(&f)?.expose().to_string(),
+                None => String::new(),
+            };
+            if secret.is_empty() && kind.is_none() {
+                bail!("nothing to change: give --user-secret-file or --kind");
+            }
+            let u = c
+                .update_user(admin::UpdateUserRequest {
+                    name,
+                    secret,
+                    kind: kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            Printable::one(user_json(&u), vec!["name", "kind"])
+        }
+        UserCmd::Delete { name } => {
+            c.delete_user(admin::DeleteUserRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            Printable::one(
+                json!({ "name": name, "deleted": true }),
+                vec!["name", "deleted"],
+            )
+        }
+        UserCmd::List => {
+            let r = c
+                .list_users(admin::ListUsersRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            Printable::list(
+                r.users.iter().map(user_json).collect(),
+                vec!["name", "kind"],
+            )
+        }
+        UserCmd::Describe { name } => {
+            let u = c
+                .describe_user(admin::DescribeUserRequest { name })
+                .await
+                .map_err(status)?
+                .into_inner();
+            Printable::one(user_json(&u), vec!["name", "kind"])
+        }
+    })
+}
+
+async fn acl_command(c: &mut Client, cmd: AclCmd) -> anyhow::Result<Printable> {
+    let put = |a: AclEntryArgs| admin::PutAclRequest {
+        user: a.user,
+        entry: Some(admin::AclEntry {
+            resource: a.resource,
+            actions: a.actions,
+            effect: a.effect,
+            sources: a.sources,
+        }),
+    };
+    let acl = match cmd {
+        AclCmd::Create(a) => c.create_acl(put(a)).await.map_err(status)?.into_inner(),
+        AclCmd::Update(a) => c.update_acl(put(a)).await.map_err(status)?.into_inner(),
+        AclCmd::Describe { user } => c
+            .describe_acl(admin::DescribeAclRequest { user })
+            .await
+            .map_err(status)?
+            .into_inner(),
+        AclCmd::Delete {
+            user,
+            resource,
+            effect,
+        } => {
+            c.delete_acl(admin::DeleteAclRequest {
+                user: user.clone(),
+                resource: resource.clone().unwrap_or_default(),
+                effect: effect.unwrap_or_default(),
+            })
+            .await
+            .map_err(status)?;
+            let v = json!({ "user": user, "resource": resource.unwrap_or_else(|| "(whole policy)".into()), "deleted": true });
+            return Ok(Printable::one(v, vec!["user", "resource", "deleted"]));
+        }
+        AclCmd::List => {
+            let r = c
+                .list_acls(admin::ListAclsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let rows = r.acls.iter().flat_map(acl_rows).collect();
+            return Ok(Printable::list(rows, ACL_COLUMNS.to_vec()));
+        }
+    };
+    Ok(Printable::list(acl_rows(&acl), ACL_COLUMNS.to_vec()))
 }
 
 fn group_json(g: &admin::Group) -> Value {

@@ -3,3 +3,4 @@
 
 pub mod cli;
 pub mod service;
+pub mod users;

@@ -11,18 +11,32 @@ use ferromq_store::{MessageType, Permission, StoreError, StoredMessage, TopicCon
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
+use crate::auth::{admin_access as access, Gate};
 use crate::node::Node;
+use ferromq_auth::Targets;
 use ferromq_engine::groups::GroupConfig;
 use ferromq_engine::ParkedQueue as _;
 
 #[derive(Clone)]
 pub struct AdminApi {
     node: Arc<Node>,
+    /// Users and policies, with auth on.
+    auth: Option<Arc<Gate>>,
 }
 
 impl AdminApi {
     pub fn new(node: Arc<Node>) -> AdminApi {
-        AdminApi { node }
+        AdminApi { node, auth: None }
+    }
+
+    fn users(&self) -> crate::admin::users::Users {
+        crate::admin::users::Users::new(self.auth.clone())
+    }
+
+    /// Serves user and ACL management from the gate's store (refused while auth is off).
+    pub fn with_auth(mut self, gate: Option<Arc<Gate>>) -> AdminApi {
+        self.auth = gate;
+        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -151,6 +165,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::CreateTopicRequest>,
     ) -> Result<Response<admin::Topic>, Status> {
+        access(
+            &req,
+            Targets {
+                topic: req.get_ref().topic.as_ref().map(|t| t.name.as_str()),
+                ..Default::default()
+            },
+        )?;
         let t = req
             .into_inner()
             .topic
@@ -190,6 +211,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::UpdateTopicRequest>,
     ) -> Result<Response<admin::Topic>, Status> {
+        access(
+            &req,
+            Targets {
+                topic: req.get_ref().topic.as_ref().map(|t| t.name.as_str()),
+                ..Default::default()
+            },
+        )?;
         let t = req
             .into_inner()
             .topic
@@ -224,6 +252,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::DeleteTopicRequest>,
     ) -> Result<Response<admin::DeleteTopicResponse>, Status> {
+        access(
+            &req,
+            Targets {
+                topic: Some(&req.get_ref().name),
+                ..Default::default()
+            },
+        )?;
         let name = req.into_inner().name;
         self.blocking(move |b| {
             b.engine.delete_topic(&name).map_err(engine_status)?;
@@ -236,8 +271,9 @@ impl Admin for AdminApi {
 
     async fn list_topics(
         &self,
-        _req: Request<admin::ListTopicsRequest>,
+        req: Request<admin::ListTopicsRequest>,
     ) -> Result<Response<admin::ListTopicsResponse>, Status> {
+        access(&req, Targets::default())?;
         let topics = self
             .blocking(|b| {
                 let (timers, halves) = (
@@ -260,6 +296,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::DescribeTopicRequest>,
     ) -> Result<Response<admin::TopicDetail>, Status> {
+        access(
+            &req,
+            Targets {
+                topic: Some(&req.get_ref().name),
+                ..Default::default()
+            },
+        )?;
         let name = req.into_inner().name;
         self.blocking(move |b| {
             let t = b
@@ -295,8 +338,9 @@ impl Admin for AdminApi {
 
     async fn list_groups(
         &self,
-        _req: Request<admin::ListGroupsRequest>,
+        req: Request<admin::ListGroupsRequest>,
     ) -> Result<Response<admin::ListGroupsResponse>, Status> {
+        access(&req, Targets::default())?;
         let groups = self.blocking(|b| Ok(group_views(b, None))).await?;
         Ok(Response::new(admin::ListGroupsResponse {
             groups: groups.into_iter().map(|(g, _)| g).collect(),
@@ -307,6 +351,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::DescribeGroupRequest>,
     ) -> Result<Response<admin::DescribeGroupResponse>, Status> {
+        access(
+            &req,
+            Targets {
+                group: Some(&req.get_ref().name),
+                ..Default::default()
+            },
+        )?;
         let name = req.into_inner().name;
         let mut views = self
             .blocking(move |b| Ok(group_views(b, Some(&name))))
@@ -325,6 +376,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::UpdateGroupRequest>,
     ) -> Result<Response<admin::Group>, Status> {
+        access(
+            &req,
+            Targets {
+                group: Some(&req.get_ref().name),
+                ..Default::default()
+            },
+        )?;
         let r = req.into_inner();
         let name = r.name.clone();
         crate::validate::group_name(Some(&ferromq_proto::v2::Resource {
@@ -372,6 +430,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::GetMessageRequest>,
     ) -> Result<Response<admin::GetMessageResponse>, Status> {
+        access(
+            &req,
+            Targets {
+                topic: Some(&req.get_ref().topic),
+                ..Default::default()
+            },
+        )?;
         let r = req.into_inner();
         let id = r.message_id.clone();
         let m = self
@@ -398,6 +463,13 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::QueryMessagesRequest>,
     ) -> Result<Response<admin::QueryMessagesResponse>, Status> {
+        access(
+            &req,
+            Targets {
+                topic: Some(&req.get_ref().topic),
+                ..Default::default()
+            },
+        )?;
         let r = req.into_inner();
         let max = if r.max_results == 0 {
             32
@@ -419,8 +491,9 @@ impl Admin for AdminApi {
     #[instrument(skip_all, name = "admin.list_cluster")]
     async fn list_cluster(
         &self,
-        _req: Request<admin::ListClusterRequest>,
+        req: Request<admin::ListClusterRequest>,
     ) -> Result<Response<admin::ListClusterResponse>, Status> {
+        access(&req, Targets::default())?;
         let me = self.blocking(|b| Ok(self_view(b))).await?;
         Ok(Response::new(admin::ListClusterResponse {
             groups: vec![me],
@@ -432,6 +505,7 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::SetGroupStateRequest>,
     ) -> Result<Response<admin::ClusterGroup>, Status> {
+        access(&req, Targets::default())?;
         let r = req.into_inner();
         let ro = parse_group_state(&r.state)?;
         self.blocking(move |b| {
@@ -457,6 +531,98 @@ impl Admin for AdminApi {
     ) -> Result<Response<admin::SwitchoverResponse>, Status> {
         Err(Status::failed_precondition(
             "a switchover moves the leadership of a replicated broker group: ask a proxy of the cluster (--server PROXY)",
+        ))
+    }
+
+    async fn create_user(
+        &self,
+        req: Request<admin::CreateUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        access(&req, Targets::default())?;
+        Ok(Response::new(
+            self.users().create_user(req.into_inner()).await?,
+        ))
+    }
+
+    async fn update_user(
+        &self,
+        req: Request<admin::UpdateUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        access(&req, Targets::default())?;
+        Ok(Response::new(
+            self.users().update_user(req.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<admin::DeleteUserRequest>,
+    ) -> Result<Response<admin::DeleteUserResponse>, Status> {
+        access(&req, Targets::default())?;
+        self.users().delete_user(req.into_inner().name).await?;
+        Ok(Response::new(admin::DeleteUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<admin::ListUsersRequest>,
+    ) -> Result<Response<admin::ListUsersResponse>, Status> {
+        access(&req, Targets::default())?;
+        let users = self.users().list_users().await?;
+        Ok(Response::new(admin::ListUsersResponse { users }))
+    }
+
+    async fn describe_user(
+        &self,
+        req: Request<admin::DescribeUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        access(&req, Targets::default())?;
+        Ok(Response::new(
+            self.users().describe_user(req.into_inner().name).await?,
+        ))
+    }
+
+    async fn create_acl(
+        &self,
+        req: Request<admin::PutAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        access(&req, Targets::default())?;
+        Ok(Response::new(self.users().put_acl(req.into_inner()).await?))
+    }
+
+    async fn update_acl(
+        &self,
+        req: Request<admin::PutAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        access(&req, Targets::default())?;
+        Ok(Response::new(self.users().put_acl(req.into_inner()).await?))
+    }
+
+    async fn delete_acl(
+        &self,
+        req: Request<admin::DeleteAclRequest>,
+    ) -> Result<Response<admin::DeleteAclResponse>, Status> {
+        access(&req, Targets::default())?;
+        self.users().delete_acl(req.into_inner()).await?;
+        Ok(Response::new(admin::DeleteAclResponse {}))
+    }
+
+    async fn list_acls(
+        &self,
+        req: Request<admin::ListAclsRequest>,
+    ) -> Result<Response<admin::ListAclsResponse>, Status> {
+        access(&req, Targets::default())?;
+        let acls = self.users().list_acls().await?;
+        Ok(Response::new(admin::ListAclsResponse { acls }))
+    }
+
+    async fn describe_acl(
+        &self,
+        req: Request<admin::DescribeAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        access(&req, Targets::default())?;
+        Ok(Response::new(
+            self.users().describe_acl(req.into_inner().user).await?,
         ))
     }
 }

@@ -119,7 +119,12 @@ impl BrokerArgs {
         let file = ConfigFile::load(self.node.config.as_deref())?;
         file.only(
             "a broker",
-            &[NodeKeys::KEYS, BrokerKeys::KEYS, LimitKeys::KEYS],
+            &[
+                NodeKeys::KEYS,
+                BrokerKeys::KEYS,
+                LimitKeys::KEYS,
+                super::auth::AuthKeys::KEYS,
+            ],
         )?;
         let keys: BrokerKeys = file.section()?;
         let mut node = self.node.clone();

@@ -15,6 +15,7 @@
 //! (a bare number is bytes), counts take integers or strings of digits (the operator renders
 //! every `spec.config` value as a string).
 
+pub mod auth;
 pub mod broker;
 pub mod controller;
 pub mod limits;

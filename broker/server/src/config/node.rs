@@ -72,6 +72,7 @@ pub struct NodeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    pub auth: super::auth::AuthArgs,
 }
 
 /// The storage node's keys of the TOML file: the same names as the flags.
@@ -134,6 +135,8 @@ pub struct NodeConfig {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Bounds on client connections.
     pub limits: crate::connections::Limits,
+    /// Authentication and authorization (off by default).
+    pub auth: super::auth::AuthConfig,
 }
 
 impl NodeConfig {
@@ -151,14 +154,15 @@ impl NodeConfig {
             segment_size: 1 << 30,
             tls: None,
             limits: Default::default(),
+            auth: Default::default(),
         }
     }
 
     /// Merges flags, the file and defaults and validates the result. `file` is the role's
     /// file, read once; the caller has refused keys of other roles.
-    pub fn resolve(args: &NodeArgs, file: &ConfigFile) -> Result<NodeConfig, ConfigError> {
-        let limits: LimitKeys = file.section()?;
-        let file: NodeKeys = file.section()?;
+    pub fn resolve(args: &NodeArgs, config: &ConfigFile) -> Result<NodeConfig, ConfigError> {
+        let limits: LimitKeys = config.section()?;
+        let file: NodeKeys = config.section()?;
         let mut c = NodeConfig::defaults();
         c.limits = args.limits.resolve(limits)?;
         if let Some(d) = args.data_dir.clone().or(file.data_dir) {
@@ -228,6 +232,7 @@ impl NodeConfig {
             (None, Some(_)) => return Err(bad("tls-cert", "tls-key is set but tls-cert is not")),
             (None, None) => {}
         }
+        c.auth = super::auth::AuthConfig::resolve(&args.auth, config)?;
         c.validate()?;
         Ok(c)
     }
@@ -301,7 +306,10 @@ impl NodeArgs {
     /// and merges flags, file and defaults.
     pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a standalone server", &[NodeKeys::KEYS, LimitKeys::KEYS])?;
+        file.only(
+            "a standalone server",
+            &[NodeKeys::KEYS, LimitKeys::KEYS, super::auth::AuthKeys::KEYS],
+        )?;
         NodeConfig::resolve(self, &file)
     }
 }

@@ -100,6 +100,16 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
     let Some(rs) = member.replication.clone() else {
         anyhow::bail!("a replicated member needs --replica-id");
     };
+    if cfg.auth.enabled {
+        // Users live in each member's data directory and are not replicated yet: a follower
+        // promoted to leader would not know them.
+        return Err(ConfigError {
+            field: "auth",
+            reason: "--auth is not available for members of a replicated group yet (--replica-id)"
+                .into(),
+        }
+        .into());
+    }
     let listeners =
         Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr", &cfg.limits).await?;
     if cfg.advertise_addr.ends_with(":0") {

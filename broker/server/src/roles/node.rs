@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::admin::service::AdminApi;
+use crate::auth::{Authenticate, Authenticated, Gate};
 use crate::config::broker::MemberConfig;
 use crate::config::node::NodeConfig;
 use crate::config::ConfigError;
@@ -37,6 +38,8 @@ pub struct Bound {
     member: Option<MemberConfig>,
     store: Arc<Store>,
     node: Arc<Node>,
+    /// Authentication and authorization, with `--auth`.
+    gate: Option<Arc<Gate>>,
     listeners: Listeners,
     shutdown: Shutdown,
 }
@@ -79,11 +82,18 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
     }
     let shutdown = Shutdown::default();
     let node = Node::new(engine, cfg.node_settings(), shutdown.subscribe());
+    let gate = if cfg.auth.enabled {
+        let (dir, auth, metrics) = (cfg.data_dir.clone(), cfg.auth.clone(), node.metrics.clone());
+        Some(tokio::task::spawn_blocking(move || Gate::open(&dir, &auth, metrics)).await??)
+    } else {
+        None
+    };
     Ok(Bound {
         cfg,
         member,
         store,
         node,
+        gate,
         listeners,
         shutdown,
     })
@@ -105,6 +115,7 @@ impl Bound {
             member,
             store,
             node,
+            gate,
             listeners,
             shutdown,
         } = self;
@@ -118,8 +129,19 @@ impl Bound {
         let messaging = MessagingServiceServer::new(MessagingApi::new(node.clone()))
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
-        let admin =
-            AdminServer::new(AdminApi::new(node.clone())).max_encoding_message_size(max_msg);
+        let admin = AdminServer::new(AdminApi::new(node.clone()).with_auth(gate.clone()))
+            .max_encoding_message_size(max_msg);
+        let grpc = match &gate {
+            Some(g) => Services::grpc_builder(&cfg.limits)
+                .add_service(Authenticated::new(Authenticate(g.clone()), messaging))
+                .add_service(Authenticated::new(Authenticate(g.clone()), admin)),
+            None => {
+                info!("auth is off: anyone who reaches the gRPC port may send, consume and administer (start with --auth to require credentials)");
+                Services::grpc_builder(&cfg.limits)
+                    .add_service(messaging)
+                    .add_service(admin)
+            }
+        };
 
         let mut background = JoinSet::new();
         background.spawn(upkeep(node.clone()));
@@ -129,9 +151,7 @@ impl Bound {
         }
         let stopping = node.clone();
         let services = Services {
-            grpc: Services::grpc_builder(&cfg.limits)
-                .add_service(messaging)
-                .add_service(admin),
+            grpc,
             http: crate::http::router(
                 Arc::new(crate::http::OneNode(node.clone())),
                 listeners.connections.clone(),
@@ -145,7 +165,7 @@ impl Bound {
             })),
         };
         node.ready.store(true, Ordering::Release);
-        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.engine.auto_create_topics, role = if member.is_some() { "broker" } else { "standalone" }, "ferromq ready");
+        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), tls = cfg.tls.is_some(), auth = gate.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.engine.auto_create_topics, role = if member.is_some() { "broker" } else { "standalone" }, "ferromq ready");
         let served = serve::run(listeners, services, &shutdown, stop).await;
 
         let n = node.clone();

@@ -146,6 +146,10 @@ fn reply_for(
 ) -> Option<v2::TelemetryCommand> {
     match cmd.command {
         Some(v2::telemetry_command::Command::Settings(s)) => {
+            let s = match &meta.caller {
+                Some(c) => c.permitted_settings(&s),
+                None => s,
+            };
             node.clients.on_settings(client_id, &meta.language.0, &s);
             Some(match merged_settings(node, &s) {
                 Ok(merged) => v2::TelemetryCommand {

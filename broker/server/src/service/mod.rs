@@ -35,6 +35,9 @@ pub struct RequestMeta {
     /// What is left of the caller's deadline (`grpc-timeout`) when the request arrived.
     pub timeout: Option<Duration>,
     pub received: Option<Instant>,
+    /// Who is calling, when auth is on (set for Telemetry streams, whose Settings commands are
+    /// authorized one by one).
+    pub caller: Option<crate::auth::Caller>,
 }
 
 impl RequestMeta {
@@ -49,6 +52,7 @@ impl RequestMeta {
             language: ClientLanguage(text("x-mq-language").unwrap_or_default()),
             timeout: text("grpc-timeout").and_then(|t| parse_grpc_timeout(&t)),
             received: Some(Instant::now()),
+            caller: None,
         }
     }
 
@@ -265,11 +269,18 @@ impl MessagingService for MessagingApi {
         req: Request<tonic::Streaming<v2::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
         let node = self.node.clone();
+        let caller = req.extensions().get::<crate::auth::Caller>().cloned();
         rpc::streaming(
             self.node.metrics.clone(),
             "Telemetry",
             req,
-            |md, r| async move { client::telemetry(node, RequestMeta::from_metadata(&md), r) },
+            |md, r| async move {
+                let meta = RequestMeta {
+                    caller,
+                    ..RequestMeta::from_metadata(&md)
+                };
+                client::telemetry(node, meta, r)
+            },
         )
         .await
     }

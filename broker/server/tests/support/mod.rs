@@ -3,6 +3,8 @@
 //! types, and run `ferromq admin`.
 #![allow(dead_code)]
 
+pub mod inproc;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

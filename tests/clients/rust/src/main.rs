@@ -19,6 +19,8 @@ use rocketmq::model::message::{MessageBuilder, MessageView};
 use rocketmq::model::transaction::{Transaction, TransactionResolution};
 use rocketmq::{Producer, SimpleConsumer};
 
+mod auth;
+
 type Outcome = Result<(), String>;
 
 const INVISIBLE: Duration = Duration::from_secs(30);
@@ -908,6 +910,9 @@ async fn main() {
     };
     if std::env::var("FERROMQ_MODE").as_deref() == Ok("load") {
         std::process::exit(load(&ctx).await);
+    }
+    if std::env::var("FERROMQ_MODE").as_deref() == Ok("auth") {
+        std::process::exit(auth::run(&ctx).await);
     }
     println!("rust client scenarios against {} (run {})", ctx.endpoint, ctx.run);
     let mut failures = 0;

@@ -12,12 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferromq_proto::admin::{self, admin_client::AdminClient, admin_server::Admin};
-use tonic::transport::Channel;
+use ferromq_proto::admin::{self, admin_server::Admin};
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use super::routes::{GroupRoute, Routes};
+use super::routes::{GroupAdmin, GroupRoute, Routes};
 
 #[derive(Clone)]
 pub struct AdminProxy {
@@ -69,7 +68,7 @@ impl AdminProxy {
     /// Calls `f` on each group concurrently.
     async fn each<T, F, Fut>(&self, groups: Vec<GroupRoute>, f: F) -> Answers<T>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(GroupAdmin) -> Fut,
         Fut: std::future::Future<Output = Result<Response<T>, Status>>,
     {
         let calls = groups.into_iter().map(|g| {
@@ -86,6 +85,63 @@ impl AdminProxy {
             }
         });
         futures_util::future::join_all(calls).await
+    }
+}
+
+/// A user or ACL change, sent to every live group ([`AdminProxy::everywhere`]).
+macro_rules! to_every_group {
+    ($proxy:ident, $req:ident, $method:ident) => {{
+        let r = $req.into_inner();
+        $proxy
+            .everywhere(|mut c| {
+                let r = r.clone();
+                async move { c.$method(r).await }
+            })
+            .await
+    }};
+}
+
+/// A user or ACL read, from the first live group ([`AdminProxy::first_live`]).
+macro_rules! to_first_group {
+    ($proxy:ident, $req:ident, $method:ident) => {{
+        let r = $req.into_inner();
+        $proxy
+            .first_live(|mut c| async move { c.$method(r).await })
+            .await
+    }};
+}
+
+impl AdminProxy {
+    /// A change of users or policies: every broker group holds its own copy of the auth store
+    /// until cluster metadata has one home, so the change goes to each live group and succeeds
+    /// only if every one applied it (the failure names the group; the operations are idempotent
+    /// enough to retry: a repeated create answers ALREADY_EXISTS on the groups that have it).
+    async fn everywhere<T, F, Fut>(&self, f: F) -> Result<Response<T>, Status>
+    where
+        F: Fn(GroupAdmin) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let answers = self.each(self.live()?, f).await;
+        if let Some(e) = first_error(&answers) {
+            return Err(e);
+        }
+        answers
+            .into_iter()
+            .find_map(|(_, a)| a.ok())
+            .map(Response::new)
+            .ok_or_else(|| Status::internal("no answer"))
+    }
+
+    /// A read of users or policies, from the first live group.
+    async fn first_live<T, F, Fut>(&self, f: F) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(GroupAdmin) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let groups = self.live()?;
+        let g = &groups[0];
+        let c = self.routes.admin(g).map_err(Status::internal)?;
+        f(c).await
     }
 }
 
@@ -560,6 +616,74 @@ fn replication_view(g: &ferromq_controller::proto::GroupState) -> admin::GroupRe
                 in_sync: g.in_sync.contains(&m.replica_id),
             })
             .collect(),
+    async fn create_user(
+        &self,
+        req: Request<admin::CreateUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        to_every_group!(self, req, create_user)
+    }
+
+    async fn update_user(
+        &self,
+        req: Request<admin::UpdateUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        to_every_group!(self, req, update_user)
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<admin::DeleteUserRequest>,
+    ) -> Result<Response<admin::DeleteUserResponse>, Status> {
+        to_every_group!(self, req, delete_user)
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<admin::ListUsersRequest>,
+    ) -> Result<Response<admin::ListUsersResponse>, Status> {
+        to_first_group!(self, req, list_users)
+    }
+
+    async fn describe_user(
+        &self,
+        req: Request<admin::DescribeUserRequest>,
+    ) -> Result<Response<admin::User>, Status> {
+        to_first_group!(self, req, describe_user)
+    }
+
+    async fn create_acl(
+        &self,
+        req: Request<admin::PutAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        to_every_group!(self, req, create_acl)
+    }
+
+    async fn update_acl(
+        &self,
+        req: Request<admin::PutAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        to_every_group!(self, req, update_acl)
+    }
+
+    async fn delete_acl(
+        &self,
+        req: Request<admin::DeleteAclRequest>,
+    ) -> Result<Response<admin::DeleteAclResponse>, Status> {
+        to_every_group!(self, req, delete_acl)
+    }
+
+    async fn list_acls(
+        &self,
+        req: Request<admin::ListAclsRequest>,
+    ) -> Result<Response<admin::ListAclsResponse>, Status> {
+        to_first_group!(self, req, list_acls)
+    }
+
+    async fn describe_acl(
+        &self,
+        req: Request<admin::DescribeAclRequest>,
+    ) -> Result<Response<admin::Acl>, Status> {
+        to_first_group!(self, req, describe_acl)
     }
 }
 

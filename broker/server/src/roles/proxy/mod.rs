@@ -17,6 +17,7 @@
 //! the route cache: killing one loses nothing.
 
 pub mod admin;
+pub mod credentials;
 pub mod fanout;
 pub mod handles;
 pub mod receive;
@@ -404,8 +405,11 @@ impl Bound {
         let messaging = MessagingServiceServer::new(api)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        let admin = AdminServer::new(admin::AdminProxy::new(routes.clone()))
-            .max_encoding_message_size(MAX_MESSAGE);
+        let admin = crate::hook::Hooked::new(
+            credentials::Forwarding,
+            AdminServer::new(admin::AdminProxy::new(routes.clone()))
+                .max_encoding_message_size(MAX_MESSAGE),
+        );
         info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), nameservers = ?cfg.nameservers, groups = routes.view().groups.len(), "ferromq proxy ready");
         let services = Services {
             grpc: Services::grpc_builder(&cfg.limits)

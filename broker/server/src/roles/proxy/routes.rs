@@ -17,6 +17,11 @@ use parking_lot::{Mutex, RwLock};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
+/// The admin client of one broker group.
+pub type GroupAdmin = AdminClient<
+    tonic::service::interceptor::InterceptedService<Channel, super::credentials::Forward>,
+>;
+
 /// One topic as one group holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicAtGroup {
@@ -303,10 +308,14 @@ impl Routes {
             .max_encoding_message_size(self.max_message))
     }
 
-    pub fn admin(&self, g: &GroupRoute) -> Result<AdminClient<Channel>, String> {
-        Ok(AdminClient::new(self.channel(&g.endpoint)?)
-            .max_decoding_message_size(self.max_message)
-            .max_encoding_message_size(self.max_message))
+    /// An admin client for a group; its calls carry the current admin call's credentials
+    /// ([`super::credentials`]).
+    pub fn admin(&self, g: &GroupRoute) -> Result<GroupAdmin, String> {
+        Ok(
+            AdminClient::with_interceptor(self.channel(&g.endpoint)?, super::credentials::Forward)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message),
+        )
     }
 }
 

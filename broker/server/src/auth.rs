@@ -1,0 +1,440 @@
+//! Authentication and authorization of every call a storage node serves, with `ferromq-auth`.
+//!
+//! Two steps, because they need different things:
+//! - [`Authenticated`] wraps each gRPC service (a tower service around tonic's): it sees the
+//!   headers, the method path and the peer address of every call, unary or streaming, and
+//!   verifies the signature once. It puts the result ([`Caller`]) in the request's extensions.
+//!   Admin calls that fail authentication are answered here (`UNAUTHENTICATED`); RocketMQ calls
+//!   go on, because their refusal must be written in the RPC's own response type (status
+//!   40100 with gRPC OK, as Apache does and as the official clients expect).
+//! - Authorization needs the topic and group the request names, so it runs where the message is
+//!   decoded: in [`crate::rpc`] for the RocketMQ API (before the handler, so a refused call
+//!   changes nothing), in each admin handler ([`admin_access`]), and per Settings command on a
+//!   Telemetry stream ([`Caller::check_settings`]).
+//!
+//! With auth off nothing is wrapped and no [`Caller`] exists: every check is skipped, and the
+//! `authorization` header that the Python client always sends is ignored.
+//!
+//! Every refusal is logged at `info` with the user (or the claimed access key), resource, action
+//! and peer, never the header values, and counted in `ferromq_auth_refusals_total{reason}`.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ferromq_auth::{
+    AuthStore, AuthnError, ClockPolicy, Principal, Refusal, RequestCredentials, RpcRule,
+    SettingsTargets, Snapshot, Targets,
+};
+use ferromq_proto::v2::{self, Code};
+use tonic::codegen::http;
+use tonic::codegen::Service;
+use tonic::transport::server::TcpConnectInfo;
+use tracing::info;
+
+use crate::config::auth::AuthConfig;
+use crate::hook::{Answer, Body, Hook, Hooked};
+use crate::metrics::Metrics;
+
+/// What a storage node checks calls against: its user store and clock window.
+pub struct Gate {
+    store: AuthStore,
+    clock: ClockPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    /// Opens the store under `data_dir/auth` and makes sure the bootstrap super user exists.
+    pub fn open(
+        data_dir: &std::path::Path,
+        cfg: &AuthConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Gate>> {
+        use anyhow::Context as _;
+        let store = AuthStore::open(data_dir.join("auth"))
+            .with_context(|| format!("cannot open the auth store in {}", data_dir.display()))?;
+        if let Some((name, secret)) = &cfg.super_user {
+            let wrote = store
+                .ensure_super_user(name, secret)
+                .with_context(|| format!("cannot store the bootstrap super user {name:?}"))?;
+            info!(user = %name, changed = wrote, "bootstrap super user in place");
+        }
+        let snapshot = store.snapshot();
+        if !snapshot
+            .users()
+            .any(|u| u.kind == ferromq_auth::UserKind::Super)
+        {
+            tracing::warn!("auth is on but no super user exists: nobody can manage users; start with --auth-super-user and --auth-super-secret-file");
+        }
+        Ok(Arc::new(Gate {
+            store,
+            clock: cfg.clock,
+            metrics,
+        }))
+    }
+
+    pub fn store(&self) -> &AuthStore {
+        &self.store
+    }
+
+    /// Authenticates one call from its headers.
+    fn caller(
+        self: &Arc<Self>,
+        headers: &http::HeaderMap,
+        path: &str,
+        peer: Option<IpAddr>,
+    ) -> Caller {
+        let snapshot = self.store.snapshot();
+        let credentials = RequestCredentials::from_header_values(
+            headers
+                .get_all(ferromq_auth::signature::AUTHORIZATION_HEADER)
+                .iter()
+                .map(|v| v.as_bytes()),
+            headers
+                .get_all(ferromq_auth::signature::DATE_TIME_HEADER)
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+        let who =
+            credentials.and_then(|c| snapshot.authenticate(&c, SystemTime::now(), &self.clock));
+        Caller {
+            gate: self.clone(),
+            snapshot,
+            who,
+            peer,
+            path: Arc::from(path),
+        }
+    }
+}
+
+/// Who is calling, as the wrapper found out; in the request's extensions when auth is on.
+#[derive(Clone)]
+pub struct Caller {
+    gate: Arc<Gate>,
+    snapshot: Arc<Snapshot>,
+    who: Result<Principal, AuthnError>,
+    peer: Option<IpAddr>,
+    path: Arc<str>,
+}
+
+impl Caller {
+    /// Logs and counts a refusal and gives its RocketMQ status.
+    fn refuse(&self, r: Refusal) -> v2::Status {
+        self.gate.metrics.auth_refusal(match r.code() {
+            ferromq_auth::RocketMqCode::Unauthorized => "unauthenticated",
+            ferromq_auth::RocketMqCode::Forbidden => "forbidden",
+            ferromq_auth::RocketMqCode::BadRequest => "bad_request",
+        });
+        let claimed = match &self.who {
+            Ok(p) => Some(p.name.to_string()),
+            Err(e) => e.access_key().map(str::to_string),
+        };
+        info!(user = claimed.as_deref().unwrap_or("-"), peer = ?self.peer, rpc = %self.path, code = r.code().value(), reason = %r, "call refused");
+        crate::status::status(code_of(&r), r.client_message())
+    }
+
+    /// Authorizes the call for each set of names it carries (a SendMessage may name several
+    /// topics); `Err` is the status to answer with.
+    pub fn check(&self, targets: &[Targets<'_>]) -> Result<(), v2::Status> {
+        let who = match &self.who {
+            Ok(p) => p,
+            Err(e) => return Err(self.refuse(Refusal::from(e.clone()))),
+        };
+        let none = [Targets::default()];
+        let targets = if targets.is_empty() {
+            &none[..]
+        } else {
+            targets
+        };
+        for t in targets {
+            self.snapshot
+                .authorize_rpc(who, &self.path, t, self.peer)
+                .map_err(|e| self.refuse(Refusal::from(e)))?;
+        }
+        Ok(())
+    }
+
+    /// The part of a Telemetry Settings command the caller may announce: publishing topics it
+    /// may publish to; a subscription only when it may consume with the group, and then only
+    /// the topics it may subscribe to. The rest is refused (logged and counted) and never
+    /// registered: announcing a topic would route that topic's transaction checks, with their
+    /// messages, to this client.
+    ///
+    /// The stream itself stays open and the answer is the usual Settings: the official clients
+    /// wait for it to start, and then meet the refusal with its precise code on the call that
+    /// needs the permission (SendMessage, ReceiveMessage), as `ForbiddenException` and the like,
+    /// rather than as a start-up timeout.
+    pub fn permitted_settings(&self, s: &v2::Settings) -> v2::Settings {
+        let mut out = s.clone();
+        let Ok(who) = &self.who else {
+            // Streams open only authenticated (checked in `rpc::streaming`).
+            out.pub_sub = None;
+            return out;
+        };
+        let allowed = |settings: SettingsTargets<'_>| {
+            self.snapshot
+                .authorize_settings(who, &settings, self.peer)
+                .map_err(|e| self.refuse(Refusal::from(e)))
+                .is_ok()
+        };
+        match &mut out.pub_sub {
+            Some(v2::settings::PubSub::Publishing(p)) => p.topics.retain(|t| {
+                allowed(SettingsTargets {
+                    publishing_topics: &[t.name.as_str()],
+                    ..Default::default()
+                })
+            }),
+            Some(v2::settings::PubSub::Subscription(sub)) => {
+                let group = sub.group.as_ref().map(|g| g.name.as_str());
+                let group_ok = allowed(SettingsTargets {
+                    subscription_group: group,
+                    ..Default::default()
+                });
+                if !group_ok {
+                    sub.subscriptions.clear();
+                } else {
+                    sub.subscriptions.retain(|e| {
+                        let topic = e.topic.as_ref().map_or("", |t| t.name.as_str());
+                        allowed(SettingsTargets {
+                            subscription_topics: &[topic],
+                            ..Default::default()
+                        })
+                    });
+                }
+            }
+            None => {}
+        }
+        out
+    }
+
+    /// The admin API's check: gRPC statuses instead of RocketMQ codes.
+    pub fn check_admin(&self, targets: Targets<'_>) -> Result<(), tonic::Status> {
+        self.check(&[targets]).map_err(|s| match s.code {
+            c if c == Code::Unauthorized as i32 => tonic::Status::unauthenticated(s.message),
+            c if c == Code::Forbidden as i32 => tonic::Status::permission_denied(s.message),
+            _ => tonic::Status::invalid_argument(s.message),
+        })
+    }
+}
+
+fn code_of(r: &Refusal) -> Code {
+    match r.code() {
+        ferromq_auth::RocketMqCode::Unauthorized => Code::Unauthorized,
+        ferromq_auth::RocketMqCode::Forbidden => Code::Forbidden,
+        ferromq_auth::RocketMqCode::BadRequest => Code::BadRequest,
+    }
+}
+
+/// Authorizes an admin call from its request's extensions (nothing to check with auth off).
+pub fn admin_access<T>(req: &tonic::Request<T>, targets: Targets<'_>) -> Result<(), tonic::Status> {
+    match req.extensions().get::<Caller>() {
+        Some(c) => c.check_admin(targets),
+        None => Ok(()),
+    }
+}
+
+/// Authenticates each call of a gRPC service before it reaches it: wrap the service with
+/// `Hooked::new(Authenticate(gate), service)`.
+#[derive(Clone)]
+pub struct Authenticate(pub Arc<Gate>);
+
+/// A service whose calls are authenticated.
+pub type Authenticated<S> = Hooked<S, Authenticate>;
+
+impl<S> Hook<S> for Authenticate
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, service: &'static str, mut req: http::Request<Body>, mut inner: S) -> Answer {
+        let peer = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .map(|a| ferromq_auth::policy::canonical_ip(a.ip()));
+        let caller = self.0.caller(req.headers(), req.uri().path(), peer);
+        // Admin calls are refused here when unauthenticated, and when their rule is for super
+        // users only (user and ACL management, and any RPC nobody mapped yet: fails closed even
+        // if a handler forgets its check). Their handlers answer gRPC statuses.
+        if service == ferromq_auth::rpc::ADMIN_SERVICE {
+            let refused = match &caller.who {
+                Err(_) => Some(caller.check_admin(Targets::default())),
+                Ok(_) if ferromq_auth::rpc_rule(&caller.path) == RpcRule::SuperUserOnly => {
+                    Some(caller.check_admin(Targets::default()))
+                }
+                Ok(_) => None,
+            };
+            if let Some(Err(status)) = refused {
+                let resp = status.into_http();
+                return Box::pin(async move { Ok(resp) });
+            }
+        }
+        req.extensions_mut().insert(caller);
+        Box::pin(async move { inner.call(req).await })
+    }
+}
+
+/// The names a RocketMQ request carries, for its authorization rule.
+pub trait Targeted {
+    fn targets(&self) -> Vec<Targets<'_>>;
+}
+
+fn name(r: Option<&v2::Resource>) -> Option<&str> {
+    r.map(|r| r.name.as_str())
+}
+
+fn queue_topic(mq: Option<&v2::MessageQueue>) -> Option<&str> {
+    mq.and_then(|m| name(m.topic.as_ref()))
+}
+
+macro_rules! targeted {
+    ($($t:ty => |$r:ident| ($topic:expr, $group:expr)),* $(,)?) => {
+        $(impl Targeted for $t {
+            fn targets(&self) -> Vec<Targets<'_>> {
+                let $r = self;
+                vec![Targets { topic: $topic, group: $group }]
+            }
+        })*
+    };
+}
+
+targeted!(
+    v2::QueryRouteRequest => |r| (name(r.topic.as_ref()), None),
+    v2::QueryAssignmentRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::ReceiveMessageRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::AckMessageRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::ForwardMessageToDeadLetterQueueRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::PullMessageRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::UpdateOffsetRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::GetOffsetRequest => |r| (queue_topic(r.message_queue.as_ref()), name(r.group.as_ref())),
+    v2::QueryOffsetRequest => |r| (queue_topic(r.message_queue.as_ref()), None),
+    v2::EndTransactionRequest => |r| (name(r.topic.as_ref()), None),
+    v2::RecallMessageRequest => |r| (name(r.topic.as_ref()), None),
+    v2::ChangeInvisibleDurationRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+    v2::NotifyClientTerminationRequest => |r| (None, name(r.group.as_ref())),
+    v2::SyncLiteSubscriptionRequest => |r| (name(r.topic.as_ref()), name(r.group.as_ref())),
+);
+
+impl Targeted for v2::HeartbeatRequest {
+    /// Only a consumer's heartbeat speaks for its group (a producer's names none, or one it does
+    /// not consume with).
+    fn targets(&self) -> Vec<Targets<'_>> {
+        let consumer = !matches!(
+            v2::ClientType::try_from(self.client_type),
+            Ok(v2::ClientType::Producer | v2::ClientType::Unspecified) | Err(_)
+        );
+        vec![Targets {
+            topic: None,
+            group: if consumer {
+                name(self.group.as_ref())
+            } else {
+                None
+            },
+        }]
+    }
+}
+
+impl Targeted for v2::SendMessageRequest {
+    /// Every distinct topic of the batch is checked.
+    fn targets(&self) -> Vec<Targets<'_>> {
+        let mut topics: Vec<Option<&str>> = Vec::with_capacity(1);
+        for m in &self.messages {
+            let t = name(m.topic.as_ref());
+            if !topics.contains(&t) {
+                topics.push(t);
+            }
+        }
+        if topics.is_empty() {
+            topics.push(None);
+        }
+        topics
+            .into_iter()
+            .map(|topic| Targets { topic, group: None })
+            .collect()
+    }
+}
+
+impl Targeted for tonic::Streaming<v2::TelemetryCommand> {
+    /// Opening a stream needs authentication only; its Settings are checked one by one.
+    fn targets(&self) -> Vec<Targets<'_>> {
+        Vec::new()
+    }
+}
+
+impl std::fmt::Debug for Caller {
+    /// Who and from where; never the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("user", &self.who.as_ref().map(|p| &*p.name).ok())
+            .field("peer", &self.peer)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(name: &str) -> Option<v2::Resource> {
+        Some(v2::Resource {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_send_names_each_distinct_topic_of_its_batch() {
+        let m = |t: &str| v2::Message {
+            topic: res(t),
+            ..Default::default()
+        };
+        let req = v2::SendMessageRequest {
+            messages: vec![m("a"), m("b"), m("a")],
+        };
+        let topics: Vec<Option<&str>> = req.targets().iter().map(|t| t.topic).collect();
+        assert_eq!(topics, [Some("a"), Some("b")]);
+        // An empty batch still gets a check, which then refuses the missing name.
+        let empty = v2::SendMessageRequest { messages: vec![] };
+        assert_eq!(empty.targets(), vec![Targets::default()]);
+    }
+
+    #[test]
+    fn only_a_consumers_heartbeat_speaks_for_its_group() {
+        let hb = |t: v2::ClientType| v2::HeartbeatRequest {
+            group: res("g"),
+            client_type: t as i32,
+        };
+        assert_eq!(hb(v2::ClientType::Producer).targets()[0].group, None);
+        assert_eq!(
+            hb(v2::ClientType::SimpleConsumer).targets()[0].group,
+            Some("g")
+        );
+        assert_eq!(
+            hb(v2::ClientType::PushConsumer).targets()[0].group,
+            Some("g")
+        );
+    }
+
+    #[test]
+    fn queue_addressed_requests_name_the_queue_topic() {
+        let req = v2::ReceiveMessageRequest {
+            group: res("g"),
+            message_queue: Some(v2::MessageQueue {
+                topic: res("t"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            req.targets(),
+            vec![Targets {
+                topic: Some("t"),
+                group: Some("g")
+            }]
+        );
+    }
+}

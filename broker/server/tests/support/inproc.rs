@@ -1,0 +1,113 @@
+//! Roles run inside the test process (name server, broker groups, proxy), each bound on a port
+//! the system picks and stopped through the one serve loop.
+
+use std::time::Duration;
+
+use ferromq::config::broker::{MemberConfig, ReplicationMode};
+use ferromq::config::nameserver::NameserverConfig;
+use ferromq::config::node::NodeConfig;
+use ferromq::config::proxy::ProxyConfig;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A role running in this process, and the switch that stops it.
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("role task")
+            .expect("role stopped cleanly");
+    }
+}
+
+fn stop_switch() -> (oneshot::Sender<()>, impl std::future::Future<Output = ()>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+pub fn loopback() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+/// A name server; answers its address.
+pub async fn nameserver() -> (Running, String) {
+    let ns = ferromq::roles::nameserver::bind(NameserverConfig {
+        addr: loopback(),
+        http_addr: loopback(),
+        broker_expiry: Duration::from_secs(3),
+        controller: None,
+    })
+    .await
+    .expect("nameserver binds");
+    let addr = ns.addr().to_string();
+    let (stop, stopped) = stop_switch();
+    let running = Running {
+        stop,
+        task: tokio::spawn(ns.run(stopped)),
+    };
+    (running, addr)
+}
+
+/// A broker group's leader reporting to `ns`, its storage in `dir`; `tune` adjusts the
+/// configuration (auth settings, ...).
+pub async fn broker_with(
+    group: &str,
+    ns: &str,
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut NodeConfig),
+) -> Running {
+    let mut cfg = NodeConfig::defaults();
+    cfg.data_dir = dir.to_path_buf();
+    cfg.engine.data_dir = dir.to_path_buf();
+    cfg.grpc_addr = loopback();
+    cfg.http_addr = loopback();
+    cfg.advertise_addr = "127.0.0.1:0".into();
+    cfg.segment_size = 8 << 20;
+    tune(&mut cfg);
+    let member = MemberConfig {
+        group: group.into(),
+        nameservers: vec![ns.to_string()],
+        role: "leader".into(),
+        replication: ReplicationMode::Async,
+    };
+    let bound = ferromq::roles::node::bind(cfg, Some(member))
+        .await
+        .expect("broker binds");
+    let (stop, stopped) = stop_switch();
+    Running {
+        stop,
+        task: tokio::spawn(bound.run(stopped)),
+    }
+}
+
+pub async fn broker(group: &str, ns: &str, dir: &std::path::Path) -> Running {
+    broker_with(group, ns, dir, |_| {}).await
+}
+
+/// A proxy reading routes from `ns`; answers its gRPC port.
+pub async fn proxy(ns: &str) -> (Running, u16) {
+    let proxy = ferromq::roles::proxy::bind(ProxyConfig {
+        grpc_addr: loopback(),
+        http_addr: loopback(),
+        nameservers: vec![ns.to_string()],
+        route_refresh: Duration::from_millis(200),
+        advertise_addr: "127.0.0.1:0".into(),
+    })
+    .await
+    .expect("proxy binds");
+    let port = proxy.grpc_addr().port();
+    let (stop, stopped) = stop_switch();
+    let running = Running {
+        stop,
+        task: tokio::spawn(proxy.run(stopped)),
+    };
+    (running, port)
+}

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Authentication and authorization with the OFFICIAL RocketMQ 5 clients (Python rocketmq-python-client, Java
+# rocketmq-client-java, Rust crate rocketmq) against `ferromq standalone --auth` on loopback.
+#
+# Each client, as a normal user whose policy allows publish/subscribe on topic:authok-* and subscribe on
+# group:authg-*, with a deny of publish on topic:authok-denied-*:
+#   auth_right_credentials  sends 3 messages to its authok topic and receives and acks them
+#   auth_wrong_secret / auth_unknown_user / auth_no_credentials   refused with UNAUTHORIZED (40100)
+#   auth_forbidden_topic    a topic no entry covers: FORBIDDEN (40300)
+#   auth_deny_beats_allow   authok-denied-* (the allow prefix matches too): FORBIDDEN
+#   auth_forbidden_group    receiving with a group no entry covers: FORBIDDEN
+# Python also signs QueryRoute by hand through the package's gRPC stubs: a fresh header passes, one 10 minutes
+# old (replay) or ahead, a malformed one and an 8 KB one are refused with 40100.
+# Then this script checks that refused calls stored nothing (each authok topic holds exactly the 3 messages
+# sent with right credentials, the denied and other topics none) and that the admin CLI is refused without
+# credentials (UNAUTHENTICATED) and for a normal user on user management (PERMISSION_DENIED).
+#
+#   tests/suites/35-auth.sh [--only python,java,rust]
+#
+# Uses the same caches as suite 30 (venv, Maven repository, Rust client build under $FERROMQ_TEST_CACHE/clients).
+# Prints `auth: N passed, M failed, K skipped` and exits non-zero if any check failed.
+set -uo pipefail
+ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}"
+export FERROMQ_ROOT="$ROOT"
+export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}"
+
+ONLY="python,java,rust"
+while (($#)); do
+  case "$1" in
+    --only) ONLY="$2"; shift 2 ;;
+    *) echo "usage: $0 [--only python,java,rust]" >&2; exit 2 ;;
+  esac
+done
+
+# shellcheck source=../clients/lib.sh
+source "$ROOT/tests/clients/lib.sh"
+AUTH_SCENARIOS=(auth_right_credentials auth_wrong_secret auth_unknown_user auth_no_credentials auth_forbidden_topic
+                auth_deny_beats_allow auth_forbidden_group)
+PY_RAW_SCENARIOS=(auth_signed_by_hand auth_replayed_header auth_future_header auth_malformed_header auth_huge_header)
+
+T0=$(date +%s)
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferromq-auth.XXXXXX")"
+export FERROMQ_CLIENT_LOGS="$WORK/logs"
+mkdir -p "$WORK/data" "$WORK/logs"
+export FERROMQ_RESULTS_FILE="$WORK/logs/results.txt"
+: > "$FERROMQ_RESULTS_FILE"
+SERVER_PID=""
+
+result() { echo "$1 $2 $3 ${4:-}" >> "$FERROMQ_RESULTS_FILE"; echo "SCENARIO $1 $2 $3 ${4:-}" >&2; }
+
+finish() {
+  local rc=$1
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null
+  fi
+  print_results_table
+  local p f s
+  p=$(awk '$3 == "PASS"' "$FERROMQ_RESULTS_FILE" | wc -l)
+  f=$(awk '$3 == "FAIL"' "$FERROMQ_RESULTS_FILE" | wc -l)
+  s=$(awk '$3 == "SKIP"' "$FERROMQ_RESULTS_FILE" | wc -l)
+  ((f > 0)) && rc=1
+  if ((rc != 0)); then
+    log "server log (last 30 lines of $WORK/logs/ferromq.log):"
+    tail -30 "$WORK/logs/ferromq.log" 2>/dev/null | sed 's/^/    /' >&2
+    log "kept $WORK for inspection"
+  else
+    rm -rf "$WORK"
+  fi
+  log "took $(($(date +%s) - T0)) s"
+  echo "auth: $p passed, $f failed, $s skipped"
+  exit "$rc"
+}
+
+need cargo
+log "building ferromq (cargo build --release -p ferromq)"
+if ! (cd "$ROOT" && cargo build --release -p ferromq -q) > "$WORK/logs/build-ferromq.log" 2>&1; then
+  tail -30 "$WORK/logs/build-ferromq.log" >&2
+  result server build FAIL "cargo build --release -p ferromq failed"
+  finish 1
+fi
+FERROMQ="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferromq"
+
+# Secrets live in files (mode 0600), never on a command line.
+umask 077
+printf 'admin-secret-%s\n' "$RANDOM$RANDOM" > "$WORK/admin.secret"
+APP_SECRET="app-secret-$RANDOM$RANDOM"
+printf '%s\n' "$APP_SECRET" > "$WORK/app.secret"
+umask 022
+
+GRPC_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+while [[ "$HTTP_PORT" == "$GRPC_PORT" ]]; do HTTP_PORT=$(free_port); done
+log "starting ferromq standalone --auth (gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT)"
+RUST_LOG="${RUST_LOG:-info}" FERROMQ_SEGMENT_SIZE=64MiB "$FERROMQ" standalone --data-dir "$WORK/data" \
+  --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
+  --auth --auth-super-user admin --auth-super-secret-file "$WORK/admin.secret" > "$WORK/logs/ferromq.log" 2>&1 &
+SERVER_PID=$!
+ready=0
+for ((i = 0; i < 120; i++)); do
+  kill -0 "$SERVER_PID" 2>/dev/null || break
+  if python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$HTTP_PORT/readyz', timeout=1).status == 200 else 1)" 2>/dev/null; then
+    ready=1; break
+  fi
+  sleep 0.25
+done
+if ((!ready)); then
+  result server startup FAIL "ferromq standalone --auth did not answer /readyz"
+  finish 1
+fi
+
+# The admin CLI as the super user, as nobody, and as the normal user.
+admin() { FERROMQ_ACCESS_KEY=admin FERROMQ_SECRET_FILE="$WORK/admin.secret" "$FERROMQ" admin --server "127.0.0.1:$GRPC_PORT" "$@"; }
+anonymous() { env -u FERROMQ_ACCESS_KEY -u FERROMQ_SECRET_FILE -u FERROMQ_SECRET_KEY "$FERROMQ" admin --server "127.0.0.1:$GRPC_PORT" "$@"; }
+as_app() { "$FERROMQ" admin --server "127.0.0.1:$GRPC_PORT" --access-key app --secret-file "$WORK/app.secret" "$@"; }
+
+setup_ok=1
+{
+  admin user create app --user-secret-file "$WORK/app.secret" &&
+  admin acl create --user app --resource 'topic:authok-*' --actions publish,subscribe &&
+  admin acl create --user app --resource 'topic:authok-denied-*' --actions publish --effect deny &&
+  admin acl create --user app --resource 'group:authg-*' --actions subscribe
+} >> "$WORK/logs/admin.log" 2>&1 || setup_ok=0
+if ((!setup_ok)); then
+  result server setup FAIL "creating the user and its ACL failed: $(tail -1 "$WORK/logs/admin.log")"
+  finish 1
+fi
+
+# Admin API refusals (they must change nothing: the topic must not exist afterwards).
+out="$(anonymous topic create auth-anonymous 2>&1)" && result cli admin_without_credentials FAIL "accepted" \
+  || { [[ "$out" == *"authentication is required"* ]] && result cli admin_without_credentials PASS \
+       || result cli admin_without_credentials FAIL "$out"; }
+out="$(as_app user list 2>&1)" && result cli admin_normal_user_manages_users FAIL "accepted" \
+  || { [[ "$out" == *"only super users"* ]] && result cli admin_normal_user_manages_users PASS \
+       || result cli admin_normal_user_manages_users FAIL "$out"; }
+out="$(as_app topic create authok-by-app 2>&1)" && result cli admin_normal_user_creates_topic FAIL "accepted" \
+  || { [[ "$out" == *"may not create topic:authok-by-app"* ]] && result cli admin_normal_user_creates_topic PASS \
+       || result cli admin_normal_user_creates_topic FAIL "$out"; }
+if admin topic describe auth-anonymous >/dev/null 2>&1 || admin topic describe authok-by-app >/dev/null 2>&1; then
+  result cli admin_refusals_change_nothing FAIL "a refused topic create created the topic"
+else
+  result cli admin_refusals_change_nothing PASS
+fi
+
+export FERROMQ_ENDPOINT="127.0.0.1:$GRPC_PORT" FERROMQ_AUTH_AK=app FERROMQ_AUTH_SK="$APP_SECRET"
+JT="$(java_target)"
+run_auth_python() { timeout 300 "$VENV/bin/python" "$ROOT/tests/clients/auth/auth_python.py" 2>&1; }
+run_auth_java() {
+  timeout 300 java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Drocketmq.log.root="$FERROMQ_CLIENT_LOGS/java-client" -Dmq.consoleAppender.enabled=false \
+    -cp "$JT/classes:$JT/lib/*" io.ferromq.tests.Auth 2>&1
+}
+# The Rust client's build directory is shared by every checkout on the machine, and cargo fingerprints
+# the client crate by its path relative to the checkout: after another checkout's suite 30 built there,
+# this checkout's sources count as built. Cleaning the crate's own artifacts (its dependencies stay)
+# forces a build of this checkout's client; the suite runs a copy taken right after.
+run_auth_rust() { FERROMQ_MODE=auth timeout 300 "$WORK/ferromq-client-tests-rust" 2>&1; }
+
+for client in python java rust; do
+  [[ ",$ONLY," == *",$client,"* ]] || continue
+  if [[ $client == rust ]]; then
+    (cd "$ROOT/tests/clients/rust" && CARGO_TARGET_DIR="$CLIENTS_TARGET" cargo clean --release -q \
+      -p ferromq-client-tests-rust) 2>/dev/null
+  fi
+  if ! { "build_$client" && { [[ $client != rust ]] || cp "$CLIENTS_TARGET/release/ferromq-client-tests-rust" "$WORK/"; }; } \
+      > "$WORK/logs/build-$client.log" 2>&1; then
+    log "$client: BUILD FAILED (see $WORK/logs/build-$client.log)"
+    tail -20 "$WORK/logs/build-$client.log" >&2
+    for s in "${AUTH_SCENARIOS[@]}"; do result "$client" "$s" FAIL "client build failed"; done
+    continue
+  fi
+  for t in "authok-$client" "authok-denied-$client" "authother-$client"; do
+    admin topic create "$t" --queues 2 >> "$WORK/logs/admin.log" 2>&1 || log "topic create $t failed"
+  done
+  export FERROMQ_AUTH_TOPIC_OK="authok-$client" FERROMQ_AUTH_TOPIC_DENIED="authok-denied-$client" \
+    FERROMQ_AUTH_TOPIC_OTHER="authother-$client" FERROMQ_AUTH_GROUP_OK="authg-$client" FERROMQ_AUTH_GROUP_OTHER="other-$client"
+  log "$client: running the auth scenarios"
+  "run_auth_$client" > "$WORK/logs/run-$client.log" 2>&1
+  grep '^SCENARIO' "$WORK/logs/run-$client.log" >&2 || true
+  expected=("${AUTH_SCENARIOS[@]}")
+  [[ "$client" == python ]] && expected+=("${PY_RAW_SCENARIOS[@]}")
+  for s in "${expected[@]}"; do
+    grep -q "^$client $s " "$FERROMQ_RESULTS_FILE" || result "$client" "$s" FAIL "not reported (see $WORK/logs/run-$client.log)"
+  done
+  # Refused calls stored nothing: only the right-credential messages are in the topics.
+  for t in "authok-$client:3" "authok-denied-$client:0" "authother-$client:0"; do
+    name="${t%%:*}" want="${t##*:}"
+    got="$(admin -o json topic describe "$name" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("total_messages", "?"))' 2>/dev/null)"
+    if [[ "$got" == "$want" ]]; then
+      result "$client" "stored_$name" PASS "$got messages"
+    else
+      result "$client" "stored_$name" FAIL "$got messages (want $want)"
+    fi
+  done
+done
+
+refusals="$(python3 -c "import urllib.request; print(''.join(l for l in urllib.request.urlopen('http://127.0.0.1:$HTTP_PORT/metrics').read().decode().splitlines(True) if l.startswith('ferromq_auth_refusals_total')))" 2>/dev/null)"
+log "refusals counted by the server: $(echo "$refusals" | tr '\n' ' ')"
+if grep -q "$APP_SECRET" "$WORK/logs/ferromq.log" || grep -q "$(cat "$WORK/admin.secret")" "$WORK/logs/ferromq.log"; then
+  result server secrets_not_logged FAIL "a secret appears in the server log"
+else
+  result server secrets_not_logged PASS
+fi
+finish 0
