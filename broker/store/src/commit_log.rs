@@ -414,27 +414,40 @@ impl CommitLog {
                 return Ok((seg, pos));
             }
             let next_base = seg.base + self.segment_size;
-            let new = self.take_spare_or_create(next_base)?;
+            let new = self.add_segment(next_base)?;
             if left >= record::MIN_FILLER {
                 record::write_filler(seg.file.slice_mut(at, left));
             }
-            self.segments_mut().push(new.clone());
             self.write_pos.store(next_base, Ordering::Release);
             return Ok((new, next_base));
         }
         // No segment yet (empty log) or the log ended exactly at a segment boundary.
         let base = pos - pos % self.segment_size;
-        let new = self.take_spare_or_create(base)?;
-        self.segments_mut().push(new.clone());
-        if self.segments().len() == 1 {
-            self.min_pos.store(base, Ordering::Release);
-        }
+        let new = self.add_segment(base)?;
         Ok((new, pos))
     }
 
-    fn take_spare_or_create(&self, base: u64) -> Result<Arc<Segment>> {
-        // Held across creation so the background allocation and a roll never race.
+    /// Adds the segment starting at `base` to the log, taking the spare or allocating it.
+    ///
+    /// The spare lock is held until the segment is in the list: `prepare_spare` decides from
+    /// that list whether the next segment exists, and a roll it could see half done (file
+    /// allocated, segment not listed yet) would have it allocate the live segment's file
+    /// again, and remove it when that allocation fails on a full disk.
+    fn add_segment(&self, base: u64) -> Result<Arc<Segment>> {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let new = self.take_spare_or_create(&mut spare, base)?;
+        #[cfg(test)]
+        tests::in_roll();
+        let mut segs = self.segments_mut();
+        segs.push(new.clone());
+        if segs.len() == 1 {
+            self.min_pos.store(base, Ordering::Release);
+        }
+        Ok(new)
+    }
+
+    /// Called with the spare lock held (see [`CommitLog::add_segment`]).
+    fn take_spare_or_create(&self, spare: &mut Option<Segment>, base: u64) -> Result<Arc<Segment>> {
         if let Some(s) = spare.take() {
             if s.base == base {
                 return Ok(Arc::new(s));
@@ -510,14 +523,7 @@ impl CommitLog {
         let base = pos - pos % self.segment_size;
         let seg = match self.segment_for(pos) {
             Some(s) => s,
-            None => {
-                let new = self.take_spare_or_create(base)?;
-                self.segments_mut().push(new.clone());
-                if self.segments().len() == 1 {
-                    self.min_pos.store(base, Ordering::Release);
-                }
-                new
-            }
+            None => self.add_segment(base)?,
         };
         let at = (pos - seg.base) as usize;
         let end_of_segment = seg.base + self.segment_size;
@@ -765,4 +771,109 @@ fn resync(seg: &[u8], from: usize, base: u64) -> Option<usize> {
         at += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    thread_local! {
+        /// Runs on the writer's thread in the middle of a roll: after the new segment's file
+        /// is allocated, before the roll is complete.
+        static ROLL_HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn in_roll() {
+        ROLL_HOOK.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+
+    /// Appends one small record through `reserve` (as the store's writer does).
+    fn append(log: &CommitLog, id: &str) -> u64 {
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert(crate::PROP_MSG_ID.to_string(), id.to_string());
+        let msg = crate::NewMessage {
+            topic: "t".into(),
+            properties,
+            body: vec![7u8; 1000],
+            ..Default::default()
+        };
+        let len = record::encoded_len(&msg).unwrap();
+        let (seg, pos) = log.reserve(len).unwrap();
+        let out = seg.file.slice_mut((pos - seg.base) as usize, len);
+        record::encode(&msg, None, out).unwrap();
+        record::seal(out, 0, pos, 0);
+        log.publish(pos + len as u64);
+        pos
+    }
+
+    /// The housekeeping thread allocates the next segment ahead of time (`prepare_spare`)
+    /// while the writer rolls to that same segment because no spare was ready. It must not
+    /// take the writer's new, live segment for a spare to allocate: on a full disk that
+    /// allocation fails, and the failed file used to be removed — the live segment's file,
+    /// so every record acknowledged in it was gone after a restart.
+    #[test]
+    fn a_spare_allocated_during_a_roll_never_removes_the_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 64 << 10;
+        // Room for two segments, not three.
+        crate::disk::set_allocation_budget(dir.path(), Some(2 * seg + seg / 2));
+        let log = Arc::new(CommitLog::open(dir.path(), seg).unwrap());
+        log.recover(0, 0).unwrap();
+        let mut written = vec![append(&log, "first")];
+        // More than half full, no spare prepared (the housekeeping thread was not scheduled).
+        while log.write_pos() < seg / 2 {
+            written.push(append(&log, "fill"));
+        }
+        // The writer is preempted in the middle of its roll; the housekeeping thread runs.
+        let (done_tx, done_rx) = mpsc::channel();
+        let spare_thread = Arc::new(Mutex::new(None));
+        {
+            let log = log.clone();
+            let spare_thread = spare_thread.clone();
+            ROLL_HOOK.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    let log = log.clone();
+                    let done_tx = done_tx.clone();
+                    let t = std::thread::spawn(move || {
+                        let r = log.prepare_spare();
+                        let _ = done_tx.send(());
+                        r
+                    });
+                    *spare_thread.lock().unwrap() = Some(t);
+                    // Give it time to run (it may also wait for the roll to finish).
+                    let _ = done_rx.recv_timeout(Duration::from_millis(500));
+                }))
+            });
+        }
+        while log.write_pos() < seg {
+            written.push(append(&log, "roll"));
+        }
+        ROLL_HOOK.with(|h| *h.borrow_mut() = None);
+        let t = spare_thread.lock().unwrap().take().expect("rolled");
+        let _ = t.join().unwrap();
+        written.push(append(&log, "after"));
+        let end = log.write_pos();
+        log.flush_to(end).unwrap();
+        drop(log);
+        crate::disk::set_allocation_budget(dir.path(), None);
+
+        assert!(
+            dir.path().join(segment_name(seg)).exists(),
+            "the live segment's file was removed"
+        );
+        let log = CommitLog::open(dir.path(), seg).unwrap();
+        let report = log.recover(0, end).unwrap();
+        assert_eq!(report.end, end, "records lost at reopen");
+        assert_eq!(report.records, written.len() as u64);
+        for pos in written {
+            log.read(pos).unwrap();
+        }
+    }
 }

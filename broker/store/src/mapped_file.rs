@@ -40,7 +40,9 @@ fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
     let full = || StoreError::DiskFull {
         detail: format!("cannot allocate {len} bytes for {}", path.display()),
     };
-    if !crate::disk::draw_budget(path, len) {
+    // Like `fallocate`, only what the file does not have yet takes space.
+    let have = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if !crate::disk::draw_budget(path, len.saturating_sub(have)) {
         return Err(full());
     }
     // SAFETY: plain syscall on a file descriptor we own.
@@ -62,16 +64,23 @@ fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
 impl MappedFile {
     /// Creates (or reuses) `path` with exactly `len` bytes allocated on disk and maps it.
     /// A full disk is [`StoreError::DiskFull`], and leaves no file behind.
+    /// A file that existed before is never removed, whatever happens: it may hold data.
     pub fn create(path: &Path, len: u64) -> Result<MappedFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
+        let open = |new: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(new)
+                .open(path)
+        };
+        let (file, created) = match open(true) {
+            Ok(f) => (Ok(f), true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (open(false), false),
+            Err(e) => (Err(e), true),
+        };
+        let file = file.map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
         if let Err(e) = allocate(&file, path, len) {
-            if matches!(e, StoreError::DiskFull { .. }) {
+            if created && matches!(e, StoreError::DiskFull { .. }) {
                 // Do not leave a half-allocated file behind for recovery to trip over.
                 drop(file);
                 let _ = std::fs::remove_file(path);
@@ -232,5 +241,35 @@ impl MappedFile {
     /// Flushes the whole file.
     pub fn flush(&self) -> std::io::Result<()> {
         self.flush_range(0, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed allocation removes only a file it created: an existing one may hold
+    /// acknowledged data (a live segment asked for again by mistake must survive).
+    #[test]
+    fn a_failed_allocation_never_removes_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = MappedFile::create(&path, 4096).unwrap();
+        f.slice_mut(0, 4).copy_from_slice(b"data");
+        f.flush_range(0, 4).unwrap();
+        drop(f);
+        crate::disk::set_allocation_budget(dir.path(), Some(0));
+        // Already allocated: takes no new space, like `fallocate` on a full disk.
+        let f = MappedFile::create(&path, 4096).unwrap();
+        assert_eq!(f.slice(0, 4), b"data");
+        drop(f);
+        let e = MappedFile::create(&path, 8192).unwrap_err();
+        assert!(matches!(e, StoreError::DiskFull { .. }), "{e}");
+        assert_eq!(&std::fs::read(&path).unwrap()[..4], b"data");
+        // A new file that cannot be allocated is not left behind.
+        let new = dir.path().join("g");
+        assert!(MappedFile::create(&new, 4096).is_err());
+        assert!(!new.exists());
+        crate::disk::set_allocation_budget(dir.path(), None);
     }
 }
