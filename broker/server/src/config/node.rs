@@ -72,6 +72,7 @@ pub struct NodeArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
     pub auth: super::auth::AuthArgs,
 }
 

@@ -591,31 +591,6 @@ impl Admin for AdminProxy {
             epoch: st.epoch,
         }))
     }
-}
-
-/// A replicated group as the controller holds it, with each member's lag behind the leader.
-fn replication_view(g: &ferromq_controller::proto::GroupState) -> admin::GroupReplication {
-    let leader_end = g
-        .members
-        .iter()
-        .find(|m| Some(m.replica_id) == g.leader)
-        .map_or(0, |m| m.log_end_offset);
-    admin::GroupReplication {
-        leader: g.leader,
-        epoch: g.epoch,
-        in_sync: g.in_sync.clone(),
-        members: g
-            .members
-            .iter()
-            .map(|m| admin::ReplicaMember {
-                replica_id: m.replica_id,
-                address: m.address.clone(),
-                log_end_offset: m.log_end_offset,
-                lag_bytes: leader_end.saturating_sub(m.log_end_offset),
-                alive: m.alive,
-                in_sync: g.in_sync.contains(&m.replica_id),
-            })
-            .collect(),
     async fn create_user(
         &self,
         req: Request<admin::CreateUserRequest>,
@@ -684,6 +659,32 @@ fn replication_view(g: &ferromq_controller::proto::GroupState) -> admin::GroupRe
         req: Request<admin::DescribeAclRequest>,
     ) -> Result<Response<admin::Acl>, Status> {
         to_first_group!(self, req, describe_acl)
+    }
+}
+
+/// A replicated group as the controller holds it, with each member's lag behind the leader.
+fn replication_view(g: &ferromq_controller::proto::GroupState) -> admin::GroupReplication {
+    let leader_end = g
+        .members
+        .iter()
+        .find(|m| Some(m.replica_id) == g.leader)
+        .map_or(0, |m| m.log_end_offset);
+    admin::GroupReplication {
+        leader: g.leader,
+        epoch: g.epoch,
+        in_sync: g.in_sync.clone(),
+        members: g
+            .members
+            .iter()
+            .map(|m| admin::ReplicaMember {
+                replica_id: m.replica_id,
+                address: m.address.clone(),
+                log_end_offset: m.log_end_offset,
+                lag_bytes: leader_end.saturating_sub(m.log_end_offset),
+                alive: m.alive,
+                in_sync: g.in_sync.contains(&m.replica_id),
+            })
+            .collect(),
     }
 }
 
