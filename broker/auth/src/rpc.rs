@@ -30,6 +30,7 @@
 //! | UpdateGroup | group: update |
 //! | ListCluster | cluster: get |
 //! | SetGroupState | cluster: update (draining a broker group affects every topic on it) |
+//! | Switchover | cluster: update (moves a replicated group's leadership) |
 //! | user and ACL management (CreateUser, UpdateUser, DeleteUser, ListUsers, DescribeUser, CreateAcl, UpdateAcl, DeleteAcl, ListAcls, DescribeAcl) | super user only |
 //!
 //! User and policy management is reserved to super users, stricter than Apache (which asks for
@@ -149,6 +150,7 @@ pub fn rpc_rule(path: &str) -> RpcRule {
         (ADMIN_SERVICE, "UpdateGroup") => &[need!(Group, &[Action::Update])],
         (ADMIN_SERVICE, "ListCluster") => &[need!(Cluster, &[Action::Get])],
         (ADMIN_SERVICE, "SetGroupState") => &[need!(Cluster, &[Action::Update])],
+        (ADMIN_SERVICE, "Switchover") => &[need!(Cluster, &[Action::Update])],
         _ => return RpcRule::SuperUserOnly,
     };
     RpcRule::Checks(checks)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferromq::config::broker::{MemberConfig, ReplicationMode};
+use ferromq::config::broker::MemberConfig;
 use ferromq::config::nameserver::NameserverConfig;
 use ferromq::config::node::NodeConfig;
 use ferromq::config::proxy::ProxyConfig;
@@ -40,6 +40,7 @@ pub fn loopback() -> std::net::SocketAddr {
 /// A name server; answers its address.
 pub async fn nameserver() -> (Running, String) {
     let ns = ferromq::roles::nameserver::bind(NameserverConfig {
+        limits: Default::default(),
         addr: loopback(),
         http_addr: loopback(),
         broker_expiry: Duration::from_secs(3),
@@ -75,8 +76,7 @@ pub async fn broker_with(
     let member = MemberConfig {
         group: group.into(),
         nameservers: vec![ns.to_string()],
-        role: "leader".into(),
-        replication: ReplicationMode::Async,
+        replication: None,
     };
     let bound = ferromq::roles::node::bind(cfg, Some(member))
         .await
@@ -95,6 +95,7 @@ pub async fn broker(group: &str, ns: &str, dir: &std::path::Path) -> Running {
 /// A proxy reading routes from `ns`; answers its gRPC port.
 pub async fn proxy(ns: &str) -> (Running, u16) {
     let proxy = ferromq::roles::proxy::bind(ProxyConfig {
+        limits: Default::default(),
         grpc_addr: loopback(),
         http_addr: loopback(),
         nameservers: vec![ns.to_string()],
