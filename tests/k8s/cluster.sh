@@ -27,6 +27,7 @@
 # - cgroups /ferromq-k8s-N in each cgroup hierarchy (the kubelet's cgroupRoot);
 # - the kernel settings the kubelet insists on (vm.overcommit_memory, kernel.panic,
 #   kernel.panic_on_oops, ...), restored to their old values when the last cluster goes down.
+# Without CAP_SYS_RESOURCE (seen in this machine's sandbox) negative OOM scores are clamped to 0.
 # The node's mount namespace gets private /run/containerd, /run/netns and /var/lib/cni, so pod
 # network namespaces, shim sockets and CNI state never show on the host. cgroups v1 hosts need
 # the kubelet's failCgroupV1: false (set here); containerd 1.6 speaks CRI v1.
@@ -238,6 +239,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   sandbox_image = "$PAUSE_IMAGE"
   stream_server_address = "127.0.0.1"
   disable_apparmor = true
+  # Kubelet asks for negative OOM scores (-998 for critical pods, -997 for Guaranteed ones);
+  # lowering a score needs CAP_SYS_RESOURCE, which this machine's sandbox withholds even from
+  # root (runc then fails with "can't get final child's PID from pipe"). Clamp at containerd's.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -330,6 +335,7 @@ node_ready() {
 
 cmd_up() {
   [[ $(id -u) == 0 ]] || die "must run as root (namespaces, mounts, cgroups)"
+  trap 'log "start-up failed; logs in $DIR/logs; undo everything with: $0 down $DIR"' ERR
   mkdir -p "$DIR"
   DIR="$(cd "$DIR" && pwd)"
   [[ -z "$(ls -A "$DIR")" ]] || die "$DIR is not empty"
@@ -410,13 +416,8 @@ cmd_down() {
   DIR="$(cd "$DIR" && pwd)"
   [[ -f "$DIR/slot" ]] || { rm -rf "$DIR"; return 0; }
   load_slot
-  # Pods first, so the kubelet tears their sandboxes down (CNI DEL) while it still runs.
-  if [[ -f "$DIR/cp/kubeconfig" ]] && alive kubelet; then
-    KUBECTL="$(bash "$ENV" kubectl)"
-    kube delete pods --all-namespaces --all --grace-period=1 --wait=false >/dev/null 2>&1 || true
-    local end=$((SECONDS + 20))
-    while ((SECONDS < end)) && [[ -n "$(ctr_ tasks ls -q 2>/dev/null)" ]]; do sleep 0.5; done
-  fi
+  # Everything of the node lives in its namespaces and cgroups: stop the node's processes, kill
+  # what the pods left, then the control plane.
   stop_pid kube-proxy
   stop_pid kubelet
   local task

@@ -154,7 +154,7 @@ step "3. official clients through the proxy Service ($CLIENTS)"
 # Topics as resources (the operator creates them); groups through the admin API in a proxy pod.
 create_topic() {
   local res
-  res="$(tr '_A-Z' '-a-z' <<<"$1")"
+  res="$(tr 'A-Z_' 'a-z-' <<<"$1")"
   k -n "$NS" apply -f - >/dev/null <<YAML || return 1
 apiVersion: ferromq.io/v1alpha1
 kind: Topic
@@ -275,12 +275,12 @@ check "helm uninstall (its pre-delete hook deletes the example cluster)" helm_ u
   --namespace "$SYS" --wait --timeout "${TIMEOUT}s"
 leftovers() {
   local out
-  out="$(k get brokers.ferromq.io,nameservers.ferromq.io,topics.ferromq.io -A --no-headers 2>/dev/null
+  out="$(k get brokers.ferromq.io,nameservers.ferromq.io,topics.ferromq.io -A -o name 2>/dev/null
     k get statefulsets,deployments,services,configmaps,poddisruptionbudgets,horizontalpodautoscalers -A \
-      -l app.kubernetes.io/managed-by=ferromq-operator --no-headers 2>/dev/null
-    k get deployments,serviceaccounts,services,roles,rolebindings,jobs -n "$SYS" -l app.kubernetes.io/instance=ferromq --no-headers 2>/dev/null
-    k get clusterroles,clusterrolebindings --no-headers 2>/dev/null | grep '^ferromq' || true
-    k -n "$SYS" get pods --no-headers 2>/dev/null | grep -v Completed || true)"
+      -l app.kubernetes.io/managed-by=ferromq-operator -o name 2>/dev/null
+    k get deployments,serviceaccounts,services,roles,rolebindings,jobs,leases -n "$SYS" -o name 2>/dev/null | grep -v '/default$'
+    k get clusterroles,clusterrolebindings -l app.kubernetes.io/instance=ferromq -o name 2>/dev/null
+    k -n "$SYS" get pods --no-headers 2>/dev/null | grep -v Completed)"
   [[ -z "$out" ]] || { echo "$out"; return 1; }
 }
 check "no operator objects left (resources, workloads, Services, RBAC, pods)" wait_for 120 leftovers

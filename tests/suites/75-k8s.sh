@@ -31,6 +31,7 @@ UPGRADE_TAG="$APP_VERSION-next"
 state="$(mktemp -d /tmp/ferromq-k8s.XXXXXX)"
 cleanup() {
   local status=$?
+  if ((status != 0)) && [[ -d "$state/cluster/logs" ]]; then cp -r "$state/cluster/logs" "$state/cluster-logs"; fi
   bash "$CLUSTER" down "$state/cluster" || true
   images_cleanup
   if ((status == 0)); then rm -rf "$state"; else echo "75-k8s: logs kept in $state" >&2; fi
@@ -79,6 +80,7 @@ HELM="$(bash tests/k8s/env.sh helm)" KUBECTL="$(bash tests/k8s/env.sh kubectl)" 
   bash tests/k8s/e2e.sh || rc=1
 e2e_s=$((SECONDS - t))
 t=$SECONDS
+if ((rc != 0)); then cp -r "$state/cluster/logs" "$state/cluster-logs"; fi
 bash "$CLUSTER" down "$state/cluster" || rc=1
 down_s=$((SECONDS - t))
 echo "75-k8s: timings: cluster up ${up_s}s, cargo build ${build_s}s, images ${images_s}s, end to end ${e2e_s}s, cluster down ${down_s}s, suite $((SECONDS - suite_start))s"
