@@ -169,7 +169,7 @@ create_dlq_group() { admin_in_proxy group update "$1" --max-attempts "$2" >/dev/
 for s in tag_filter sql_filter redelivery dead_letter push_consume push_retry unknown_topic oversized_body recall priority; do
   export "FERROMQ_SKIP_${s^^}=suite 30 runs it (loopback); this suite covers the example message types"
 done
-export FERROMQ_ENDPOINT="$ENDPOINT"
+export FERROMQ_ENDPOINT="$ENDPOINT" FERROMQ_SCENARIOS=send_receive_ack,fifo_order,delay,transaction
 check "the Python client installs (it also drives the loss checks)" build_python
 prepare_and_run_suites "$CLIENTS" >"$state/logs/clients.log" 2>&1
 scenario_passed() { # scenario_passed CLIENT SCENARIO: its line in the results says PASS
@@ -208,7 +208,7 @@ check "the third group's pod Ready" wait_for "$TIMEOUT" ready_pods "$NS" ferromq
 check "the Broker is Ready with 3 groups" wait_for "$TIMEOUT" bash -c \
   "[[ \$('$KUBECTL' -n $NS get broker demo -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}/{.status.observedGeneration}') == True/\$('$KUBECTL' -n $NS get broker demo -o jsonpath='{.metadata.generation}') ]]"
 new_group_receives() { (($(group_messages orders demo-group-2) > 0)); }
-check "the new group receives messages of topic orders" wait_for 120 new_group_receives
+check "the new group receives messages of topic orders (the operator extends the Topics to it)" wait_for 120 new_group_receives
 echo "   messages on demo-group-2: $(group_messages orders demo-group-2)"
 check "patch spec.storage.groups back to 2" k -n "$NS" patch broker demo --type merge -p '{"spec":{"storage":{"groups":2}}}'
 check "the surplus group is drained, then removed" wait_for "$TIMEOUT" bash -c \
@@ -259,6 +259,9 @@ all_on_new_tag() {
 }
 check "every pod (operator, name server, group, proxy) replaced and Ready on $UPGRADE_TAG" wait_for "$TIMEOUT" all_on_new_tag
 check "the example Broker is Ready after the roll" wait_for "$TIMEOUT" resource_ready "$SYS" broker/demo
+new_op="$(k -n "$SYS" get pods -l "$OP_SEL" -o jsonpath='{.items[0].metadata.name}')"
+check "the new operator pod took the Lease over" wait_for 60 \
+  bash -c "[[ \$('$KUBECTL' -n $SYS get lease ferromq -o jsonpath='{.spec.holderIdentity}') == '$new_op' && '$new_op' != '$op_pod' ]]"
 sleep 5
 loss_stop upgrade "no acknowledged message lost while every pod was rolled"
 echo "   order of replacement (pod start times):"
@@ -273,17 +276,21 @@ check "helm test (produce and consume through the example cluster's proxy Servic
 step "9. helm uninstall"
 check "helm uninstall (its pre-delete hook deletes the example cluster)" helm_ uninstall ferromq \
   --namespace "$SYS" --wait --timeout "${TIMEOUT}s"
+# Everything the chart or the operator made, except what is kept on purpose: CRDs and claims
+# (charts/ferromq/README.md) and the `helm test` pod (its hook-delete-policy keeps it for --logs).
 leftovers() {
-  local out
-  out="$(k get brokers.ferromq.io,nameservers.ferromq.io,topics.ferromq.io -A -o name 2>/dev/null
+  {
+    k get brokers.ferromq.io,nameservers.ferromq.io,topics.ferromq.io -A -o name
     k get statefulsets,deployments,services,configmaps,poddisruptionbudgets,horizontalpodautoscalers -A \
-      -l app.kubernetes.io/managed-by=ferromq-operator -o name 2>/dev/null
-    k get deployments,serviceaccounts,services,roles,rolebindings,jobs,leases -n "$SYS" -o name 2>/dev/null | grep -v '/default$'
-    k get clusterroles,clusterrolebindings -l app.kubernetes.io/instance=ferromq -o name 2>/dev/null
-    k -n "$SYS" get pods --no-headers 2>/dev/null | grep -v Completed)"
-  [[ -z "$out" ]] || { echo "$out"; return 1; }
+      -l app.kubernetes.io/managed-by=ferromq-operator -o name
+    k get deployments,serviceaccounts,services,roles,rolebindings,jobs,leases -n "$SYS" -o name | grep -v '/default$'
+    k get clusterroles,clusterrolebindings -l app.kubernetes.io/instance=ferromq -o name
+    k -n "$SYS" get pods -o name | grep -v '^pod/ferromq-test-produce-consume$'
+  } >"$state/leftovers" 2>/dev/null
+  [[ ! -s "$state/leftovers" ]]
 }
-check "no operator objects left (resources, workloads, Services, RBAC, pods)" wait_for 120 leftovers
+check "no operator objects left (resources, workloads, Services, RBAC, Lease, pods)" wait_for 120 leftovers
+if [[ -s "$state/leftovers" ]]; then sed 's/^/    left: /' "$state/leftovers"; fi
 echo "   kept by design (charts/ferromq/README.md): CRDs $(k get crd --no-headers 2>/dev/null | grep -c ferromq.io), claims $(k -n "$SYS" get pvc --no-headers 2>/dev/null | wc -l)"
 
 step done

@@ -250,6 +250,7 @@ cmd_start() {
     --token-auth-file="$dir/tokens.csv" \
     --authorization-mode=RBAC \
     --allow-privileged=true \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
     "${admission[@]}" \
     >"$dir/apiserver.log" 2>&1 &
   echo $! >"$dir/apiserver.pid"

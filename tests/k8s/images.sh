@@ -8,6 +8,8 @@
 #                              from a debootstrap, cached under $FERROMQ_TEST_CACHE/images
 #   images_build_prebuilt DOCKERFILE TAG BINARY...
 #                              the Dockerfile's `prebuilt` target with those binaries in prebuilt/
+#                              (debug info stripped: the release profile keeps it for profiling,
+#                              which would make the images five times larger)
 #   images_scratch TAG ENTRYPOINT FILE...
 #                              an image FROM scratch holding each FILE at / and running ENTRYPOINT
 #   images_save TAG ARCHIVE    a docker-archive (what `ctr images import` and `kind load` read)
@@ -47,6 +49,7 @@ images_build_prebuilt() {
   ctx="$IMAGES_DIR/ctx-${tag//[\/:]/_}"
   rm -rf "$ctx" && mkdir -p "$ctx/prebuilt"
   cp "$@" "$ctx/prebuilt/"
+  if command -v strip >/dev/null; then strip --strip-debug "$ctx"/prebuilt/*; fi
   "${B[@]}" bud --isolation chroot --pull=never --target prebuilt -f "$dockerfile" -t "$tag" "$ctx"
 }
 

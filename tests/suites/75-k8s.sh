@@ -5,7 +5,9 @@
 #    a kubelet with containerd and runc, kube-proxy, the bridge CNI, CoreDNS and static local
 #    volumes (binaries built from their Go modules and cached under $FERROMQ_TEST_CACHE/k8s;
 #    containerd, runc and the CNI plugins from Debian). No Docker, no kind.
-# 2. `cargo build --release` of ferromq and ferromq-operator; both images built from
+# 2. ferromq (release, as suite 30 builds it) and ferromq-operator (debug, as suites 60 and 70
+#    build it: a controller needs no optimiser, and a release build of the kube crates would
+#    add minutes to tests/run for nothing); both images built from
 #    broker/Dockerfile and operator/Dockerfile with buildah and imported into containerd under
 #    the chart's default names (ghcr.io/ferromq/*:<appVersion>), plus a second tag for the upgrade.
 # 3. tests/k8s/e2e.sh: helm install, the examples, official Python and Java clients through the
@@ -53,15 +55,17 @@ source "$state/cluster/env"
 
 echo "== release binaries and images"
 t=$SECONDS
-cargo build --release --locked -q -p ferromq -p ferromq-operator || { echo "75-k8s: FAILED: cargo build" >&2; exit 1; }
+{ cargo build --release --locked -q -p ferromq && cargo build --locked -q -p ferromq-operator; } ||
+  { echo "75-k8s: FAILED: cargo build" >&2; exit 1; }
 build_s=$((SECONDS - t))
 t=$SECONDS
 REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+DEV="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 images_init "$state/images"
 images_debian_base &&
   images_build_prebuilt broker/Dockerfile "ghcr.io/ferromq/ferromq:$APP_VERSION" "$REL/ferromq" >"$state/images.log" 2>&1 &&
   images_build_prebuilt operator/Dockerfile "ghcr.io/ferromq/ferromq-operator:$APP_VERSION" \
-    "$REL/ferromq-operator" "$REL/ferromq" >>"$state/images.log" 2>&1 &&
+    "$DEV/ferromq-operator" "$REL/ferromq" >>"$state/images.log" 2>&1 &&
   images_save "ghcr.io/ferromq/ferromq:$APP_VERSION" "$state/broker.tar" &&
   images_save "ghcr.io/ferromq/ferromq-operator:$APP_VERSION" "$state/operator.tar" &&
   bash "$CLUSTER" import "$state/cluster" "$state/broker.tar" "$state/operator.tar" &&
