@@ -209,7 +209,10 @@ check "the Broker is Ready with 3 groups" wait_for "$TIMEOUT" bash -c \
   "[[ \$('$KUBECTL' -n $NS get broker demo -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}/{.status.observedGeneration}') == True/\$('$KUBECTL' -n $NS get broker demo -o jsonpath='{.metadata.generation}') ]]"
 new_group_receives() { (($(group_messages orders demo-group-2) > 0)); }
 check "the new group receives messages of topic orders (the operator extends the Topics to it)" wait_for 120 new_group_receives
-echo "   messages on demo-group-2: $(group_messages orders demo-group-2)"
+echo "   messages on demo-group-2: $(group_messages orders demo-group-2); groups holding queues of orders:" \
+  "$(admin_in_proxy -o json topic describe orders 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(sorted({q.get("broker_group", "?") for q in json.load(sys.stdin).get("queue_offsets", [])})))')"
 check "patch spec.storage.groups back to 2" k -n "$NS" patch broker demo --type merge -p '{"spec":{"storage":{"groups":2}}}'
 check "the surplus group is drained, then removed" wait_for "$TIMEOUT" bash -c \
   "! '$KUBECTL' -n $NS get statefulset demo-group-2 >/dev/null 2>&1"

@@ -114,31 +114,39 @@ build_k8s_cmd() {
   log "$* built in $((SECONDS - start))s"
 }
 
-# CoreDNS from its Go module, with only the plugins the test cluster's Corefile uses (see
-# tests/k8s/node/coredns.go), in its own cache directory keyed by version.
-cmd_coredns() {
-  local dir="$CACHE/coredns-$COREDNS_VERSION"
-  if [[ ! -x "$dir/coredns" ]]; then
+# cached_go_build NAME VERSION STEPS: builds $CACHE/NAME-VERSION/NAME once, in a throw-away
+# module $CACHE/work/NAME-VERSION; STEPS (a function) runs in that module's directory with the
+# output path as its argument. Prints the binary's path.
+cached_go_build() {
+  local name="$1" version="$2" steps="$3" dir="$CACHE/$1-$2"
+  if [[ ! -x "$dir/$name" ]]; then
     need_go
     mkdir -p "$dir"
-    local work="$CACHE/work/coredns-$COREDNS_VERSION" start=$SECONDS
+    local work="$CACHE/work/$name-$version" start=$SECONDS
     rm -rf "$work" && mkdir -p "$work"
-    log "building coredns v$COREDNS_VERSION (github.com/coredns/coredns, trimmed plugin list)"
     (
       cd "$work"
-      go mod init local/corednsbuild >/dev/null 2>&1
-      cp "$HERE/node/coredns.go" main.go
-      local pkgs
-      pkgs="$(sed -n 's#^[[:space:]]*\(_ \)\{0,1\}"\(github.com/coredns/coredns/[^"]*\)"#\2#p' main.go)"
-      # shellcheck disable=SC2086
-      go get $(printf '%s@v'"$COREDNS_VERSION"' ' $pkgs) >/dev/null
-      CGO_ENABLED=0 go build -trimpath -o "$dir/coredns.tmp" -ldflags "-s -w" .
+      go mod init "local/${name}build" >/dev/null 2>&1
+      "$steps" "$dir/$name.tmp"
     ) >&2
-    mv "$dir/coredns.tmp" "$dir/coredns"
-    log "coredns built in $((SECONDS - start))s"
+    mv "$dir/$name.tmp" "$dir/$name"
+    log "$name built in $((SECONDS - start))s"
   fi
-  echo "$dir/coredns"
+  echo "$dir/$name"
 }
+
+# CoreDNS from its Go module, with only the plugins the test cluster's Corefile uses (see
+# tests/k8s/node/coredns.go).
+coredns_steps() {
+  log "building coredns v$COREDNS_VERSION (github.com/coredns/coredns, trimmed plugin list)"
+  cp "$HERE/node/coredns.go" main.go
+  local pkgs
+  pkgs="$(sed -n 's#^[[:space:]]*\(_ \)\{0,1\}"\(github.com/coredns/coredns/[^"]*\)"#\2#p' main.go)"
+  # shellcheck disable=SC2086
+  go get $(printf '%s@v'"$COREDNS_VERSION"' ' $pkgs) >/dev/null
+  CGO_ENABLED=0 go build -trimpath -o "$1" -ldflags "-s -w" .
+}
+cmd_coredns() { cached_go_build coredns "$COREDNS_VERSION" coredns_steps; }
 
 cmd_kubectl() {
   if command -v kubectl >/dev/null; then command -v kubectl; return; fi
@@ -151,28 +159,15 @@ cmd_kubectl() {
   echo "$BIN/kubectl"
 }
 
-# helm from its Go module, in its own cache directory (it does not depend on the k8s version).
-cmd_helm() {
-  local dir="$CACHE/helm-$HELM_VERSION"
-  if [[ ! -x "$dir/helm" ]]; then
-    need_go
-    mkdir -p "$dir"
-    local work="$CACHE/work/helm-$HELM_VERSION" start=$SECONDS
-    rm -rf "$work" && mkdir -p "$work"
-    log "building helm v$HELM_VERSION from helm.sh/helm/v3"
-    (
-      cd "$work"
-      go mod init local/helmbuild >/dev/null 2>&1
-      go get "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >/dev/null
-      CGO_ENABLED=0 go build -trimpath -o "$dir/helm.tmp" \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
-        helm.sh/helm/v3/cmd/helm
-    ) >&2
-    mv "$dir/helm.tmp" "$dir/helm"
-    log "helm built in $((SECONDS - start))s"
-  fi
-  echo "$dir/helm"
+# helm from its Go module (it does not depend on the k8s version).
+helm_steps() {
+  log "building helm v$HELM_VERSION from helm.sh/helm/v3"
+  go get "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >/dev/null
+  CGO_ENABLED=0 go build -trimpath -o "$1" \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
+    helm.sh/helm/v3/cmd/helm
 }
+cmd_helm() { cached_go_build helm "$HELM_VERSION" helm_steps; }
 
 cmd_build() {
   mkdir -p "$BIN"
