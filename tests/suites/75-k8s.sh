@@ -55,7 +55,7 @@ source "$state/cluster/env"
 
 echo "== release binaries and images"
 t=$SECONDS
-{ cargo build --release --locked -q -p ferromq && cargo build --locked -q -p ferromq-operator; } ||
+{ cargo build --release --locked -q -p ferromq && cargo build --locked -q -p ferromq -p ferromq-operator; } ||
   { echo "75-k8s: FAILED: cargo build" >&2; exit 1; }
 build_s=$((SECONDS - t))
 t=$SECONDS
