@@ -296,7 +296,7 @@ check "no operator objects left (resources, workloads, Services, RBAC, Lease, po
 if [[ -s "$state/leftovers" ]]; then sed 's/^/    left: /' "$state/leftovers"; fi
 echo "   kept by design (charts/ferromq/README.md): CRDs $(k get crd --no-headers 2>/dev/null | grep -c ferromq.io), claims $(k -n "$SYS" get pvc --no-headers 2>/dev/null | wc -l)"
 
-step done
+step finished
 if ((failed > 0)); then dump; fi
 echo "e2e timings: ${timings[*]}"
 echo "e2e: $passed passed, $failed failed"

@@ -142,7 +142,7 @@ coredns_steps() {
   cp "$HERE/node/coredns.go" main.go
   local pkgs
   pkgs="$(sed -n 's#^[[:space:]]*\(_ \)\{0,1\}"\(github.com/coredns/coredns/[^"]*\)"#\2#p' main.go)"
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2046,SC2086
   go get $(printf '%s@v'"$COREDNS_VERSION"' ' $pkgs) >/dev/null
   CGO_ENABLED=0 go build -trimpath -o "$1" -ldflags "-s -w" .
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Container images for the Kubernetes suites, built with buildah (vfs storage, chroot isolation:
 # no Docker engine, no registry). Sourced, not executed; used by suite 70 (images built and
 # started), tests/k8s/cluster.sh (the pause and CoreDNS images of the test node) and suite 75

@@ -16,7 +16,7 @@
 # Needs root (namespaces, mounts, cgroups). Prints the wall time of each part.
 set -uo pipefail
 ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 export FERROMQ_ROOT="$ROOT"
 export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}"
 CLUSTER="$ROOT/tests/k8s/cluster.sh"
