@@ -28,8 +28,9 @@
 # - the kernel settings the kubelet insists on (vm.overcommit_memory, kernel.panic,
 #   kernel.panic_on_oops, ...), restored to their old values when the last cluster goes down.
 # Without CAP_SYS_RESOURCE (seen in this machine's sandbox) negative OOM scores are clamped to 0.
-# The node's mount namespace gets private /run/containerd, /run/netns and /var/lib/cni, so pod
-# network namespaces, shim sockets and CNI state never show on the host. cgroups v1 hosts need
+# The node's mount namespace gets private /run/containerd, /run/netns and /var/lib/cni (empty
+# directories are made on the host as mount points), so pod network namespaces, shim sockets and
+# CNI state never show on the host. cgroups v1 hosts need
 # the kubelet's failCgroupV1: false (set here); containerd 1.6 speaks CRI v1.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
