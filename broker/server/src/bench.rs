@@ -8,12 +8,13 @@
 //! Consume latency is end to end: receive time minus the producer's born timestamp.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use ferromq_proto::v2::{self, messaging_service_client::MessagingServiceClient, Code};
 use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -98,20 +99,9 @@ pub fn parse_delay(s: &str) -> Result<(Duration, Duration), String> {
     }
 }
 
+/// A duration flag: `500ms`, `10s`, `2m` (humantime's units), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 10s"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?} has an unknown unit (ms, s, m, h)")),
-    })
+    crate::config::duration(s)
 }
 
 #[derive(Clone)]
@@ -173,8 +163,21 @@ struct Totals {
     early: AtomicU64,
 }
 
+impl Totals {
+    fn new() -> Totals {
+        Totals {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            hist: Mutex::new(new_histogram()),
+            service: Mutex::new(new_histogram()),
+            early: AtomicU64::new(0),
+        }
+    }
+}
+
 fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
-    let h = t.hist.lock().unwrap_or_else(|p| p.into_inner());
+    let h = t.hist.lock();
     let secs = elapsed.as_secs_f64().max(1e-9);
     let ok = t.ok.load(Ordering::Relaxed);
     let bytes = t.bytes.load(Ordering::Relaxed);
@@ -185,7 +188,7 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
     .iter()
     .map(|&p| [p, q(p)])
     .collect();
-    let svc = t.service.lock().unwrap_or_else(|p| p.into_inner());
+    let svc = t.service.lock();
     let sq = |p: f64| svc.value_at_quantile(p) as f64 / 1000.0;
     let service = (svc.len() > 0).then(|| serde_json::json!({ "p50": sq(0.5), "p99": sq(0.99), "p999": sq(0.999), "max": svc.max() as f64 / 1000.0 }));
     let v = serde_json::json!({
@@ -263,14 +266,7 @@ async fn produce(
                 .with_context(|| format!("--rate {r:?} is not a positive number or max"))?,
         ),
     };
-    let totals = Arc::new(Totals {
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        hist: Mutex::new(new_histogram()),
-        service: Mutex::new(new_histogram()),
-        early: AtomicU64::new(0),
-    });
+    let totals = Arc::new(Totals::new());
     let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
     let start = Instant::now();
     let end = start + c.duration;
@@ -335,11 +331,10 @@ async fn produce(
                     totals.failed.fetch_add(batch as u64, Ordering::Relaxed);
                 }
             }
-            let _ = totals.hist.lock().unwrap_or_else(|p| p.into_inner()).add(&local);
+            let _ = totals.hist.lock().add(&local);
             let _ = totals
                 .service
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .add(&local_service);
         }));
     }
@@ -351,14 +346,7 @@ async fn produce(
 }
 
 async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
-    let totals = Arc::new(Totals {
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        hist: Mutex::new(new_histogram()),
-        service: Mutex::new(new_histogram()),
-        early: AtomicU64::new(0),
-    });
+    let totals = Arc::new(Totals::new());
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -447,11 +435,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                     }
                 }
             }
-            let _ = totals
-                .hist
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .add(&local);
+            let _ = totals.hist.lock().add(&local);
         }));
     }
     tokio::time::sleep(c.duration).await;

@@ -1,12 +1,12 @@
-//! The clients this proxy knows: their settings (from Telemetry), the group they consume for,
-//! when they were last heard from, and the channel of their Telemetry stream so the server can
-//! send commands to them later (transaction checks, in a later release).
+//! The clients a storage node knows: their settings (from Telemetry), the group they consume
+//! for, when they were last heard from, and the channel of their Telemetry stream so the server
+//! can send commands to them (transaction checks).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferromq_proto::v2::{self, ClientType, TelemetryCommand};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 /// Sender half of a client's Telemetry response stream.
@@ -32,8 +32,8 @@ pub struct Clients {
 }
 
 impl Clients {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClientSession>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ClientSession>> {
+        self.map.lock()
     }
 
     fn entry<'a>(

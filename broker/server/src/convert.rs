@@ -1,12 +1,17 @@
-//! Stored messages to protocol messages (what consumers receive), and protocol time types.
+//! Between protocol and engine types: stored messages to protocol messages (what consumers
+//! receive), protocol filters to engine filters, and protocol time types.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferromq_proto::v2::{self, DigestType, Encoding, MessageType};
-use ferromq_store::StoredMessage;
+use ferromq_engine::filter::{self, FilterKind};
+use ferromq_engine::props;
+use ferromq_proto::v2::{self, DigestType, Encoding, FilterType, MessageType};
+use ferromq_store::{StoredMessage, TagFilter};
 use md5::{Digest, Md5};
 
-use crate::props;
+use crate::status::RpcError;
+
+pub use ferromq_engine::time::now_ms;
 
 /// Delivery-specific fields of a pop delivery.
 #[derive(Debug, Clone)]
@@ -29,12 +34,17 @@ pub fn ms_from_timestamp(t: &prost_types::Timestamp) -> i64 {
         .saturating_add(i64::from(t.nanos) / 1_000_000)
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The store read filter of a subscription's filter expression (absent: everything); a
+/// malformed expression is refused with ILLEGAL_FILTER_EXPRESSION.
+pub fn read_filter(f: Option<&v2::FilterExpression>) -> Result<TagFilter, RpcError> {
+    let f = f.map(|f| {
+        let kind = match FilterType::try_from(f.r#type).unwrap_or(FilterType::Unspecified) {
+            FilterType::Sql => FilterKind::Sql,
+            FilterType::Tag | FilterType::Unspecified => FilterKind::Tag,
+        };
+        (kind, f.expression.as_str())
+    });
+    Ok(filter::compile(f)?)
 }
 
 pub fn now_timestamp() -> prost_types::Timestamp {
@@ -116,7 +126,7 @@ pub fn to_proto(
         store_timestamp: Some(timestamp_from_ms(m.store_timestamp_ms)),
         store_host: store_host.to_string(),
         delivery_timestamp: p
-            .get(crate::timers::DELIVER_AT)
+            .get(props::DELIVER_AT)
             .and_then(|t| t.parse::<i64>().ok())
             .map(timestamp_from_ms),
         receipt_handle: delivery.map(|d| d.receipt_handle.clone()),
@@ -149,6 +159,32 @@ pub fn to_proto(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_type_codes_are_the_protocol_numbers() {
+        use ferromq_store::MessageType as T;
+        for (t, wire) in [
+            (T::Normal, MessageType::Normal),
+            (T::Fifo, MessageType::Fifo),
+            (T::Delay, MessageType::Delay),
+            (T::Transaction, MessageType::Transaction),
+            (T::Priority, MessageType::Priority),
+        ] {
+            assert_eq!(props::type_code(t), wire as i32, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn bad_filters_get_the_filter_code() {
+        let sql = |e: &str| v2::FilterExpression {
+            r#type: FilterType::Sql as i32,
+            expression: e.into(),
+        };
+        let err = read_filter(Some(&sql("a >"))).unwrap_err();
+        assert_eq!(err.code, v2::Code::IllegalFilterExpression);
+        assert!(read_filter(Some(&sql("a > 1"))).is_ok());
+        assert!(read_filter(None).expect("absent").is_all());
+    }
 
     #[test]
     fn md5_is_upper_case_hex() {

@@ -9,17 +9,18 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::broker::Broker;
+use crate::node::Node;
+use ferromq_engine::ParkedQueue as _;
 
-pub fn router(broker: Arc<Broker>) -> Router {
+pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(broker)
+        .with_state(node)
 }
 
-async fn readyz(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+async fn readyz(State(b): State<Arc<Node>>) -> impl IntoResponse {
     if b.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -31,10 +32,10 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
+async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
     let b2 = b.clone();
     let text = tokio::task::spawn_blocking(move || {
-        let stats = b2.store.stats();
+        let stats = b2.engine.store.stats();
         let mut lag: std::collections::BTreeMap<(String, String), u64> = Default::default();
         for l in b2.lag() {
             *lag.entry((l.group, l.topic)).or_insert(0) += l.lag();
@@ -49,7 +50,7 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             })
             .collect();
         let dlq = b2
-            .deliveries
+            .engine.deliveries
             .dead_lettered()
             .into_iter()
             .map(|(g, n)| (format!("group=\"{}\"", label(&g)), n as f64))
@@ -59,11 +60,11 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
                 .map(|(t, n)| (format!("topic=\"{}\"", label(&t)), n as f64))
                 .collect()
         };
-        let (ts, xs) = (&b2.timers.stats, &b2.transactions.stats);
+        let (ts, xs) = (&b2.engine.timers.stats, &b2.engine.transactions.stats);
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
         let mut lateness = Vec::new();
         for (i, c) in ts.lateness.iter().enumerate() {
-            let le = crate::timers::LATENESS_BUCKETS_MS
+            let le = ferromq_engine::parked::timer::LATENESS_BUCKETS_MS
                 .get(i)
                 .map_or("+Inf".to_string(), |b| b.to_string());
             lateness.push((format!("upto_ms=\"{le}\""), load(c)));
@@ -72,7 +73,7 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             (
                 "ferromq_timers_pending",
                 "Delay messages waiting for their delivery time, per topic.",
-                per_topic(b2.timers.pending_by_topic()),
+                per_topic(b2.engine.timers.pending_by_topic()),
             ),
             (
                 "ferromq_timers_released_total",
@@ -97,7 +98,7 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             (
                 "ferromq_transactions_half_messages",
                 "Half messages waiting for their transaction's outcome, per topic.",
-                per_topic(b2.transactions.pending_by_topic()),
+                per_topic(b2.engine.transactions.pending_by_topic()),
             ),
             (
                 "ferromq_transactions_total",
@@ -152,7 +153,7 @@ async fn metrics(State(b): State<Arc<Broker>>) -> impl IntoResponse {
             (
                 "ferromq_topics",
                 "Topics defined.",
-                vec![(String::new(), b2.store.topics().list().len() as f64)],
+                vec![(String::new(), b2.engine.store.topics().list().len() as f64)],
             ),
             (
                 "ferromq_clients",

@@ -1,31 +1,32 @@
 //! FerroMQ server library: the roles of the `ferromq` binary, kept in a library so that
-//! integration tests and the binary share one code path.
+//! integration tests and the binary share one code path. Delivery semantics live in
+//! `ferromq-engine`; this crate is the front door (wire protocols, transport, CLI).
 //!
-//! Map: [`config`] (flags, env, file), [`standalone`] (process wiring and shutdown),
-//! [`service`] (the RocketMQ 5 MessagingService, one module per RPC group), [`delivery`]
-//! (pop-style invisible-time delivery, retries, dead letters, FIFO order), [`admin`] (admin API
-//! and CLI), [`http`] and [`metrics`] (health and Prometheus), [`status`] (the single mapping
-//! from failures to RocketMQ status codes).
+//! Map:
+//! - [`roles`]: `standalone`, `broker`, `nameserver`, `proxy`, each run by [`serve`] (the one
+//!   serve loop) with its configuration from [`config`].
+//! - [`node`]: what a storage node's handlers share (the engine, clients, metrics).
+//! - [`service`]: the RocketMQ 5 MessagingService of a storage node, one module per RPC group;
+//!   [`rpc`]: the wrapper every RPC of every role runs in (span and metrics).
+//! - [`status`]: the single mapping from engine and store failures to RocketMQ status codes;
+//!   [`convert`] and [`validate`]: protocol types to engine types and their checks.
+//! - [`admin`]: the admin API and its CLI; [`http`] and [`metrics`]: health and Prometheus;
+//!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext.
+//! - [`bench`]: the load generator and the null sink.
 
 pub mod admin;
 pub mod bench;
-pub mod broker;
 pub mod clients;
-pub mod cluster;
 pub mod config;
 pub mod convert;
-pub mod delivery;
-pub mod filter;
-pub mod groups;
 pub mod http;
 pub mod metrics;
-pub mod parked;
-pub mod props;
-pub mod receipt;
+pub mod node;
+pub mod replication;
+pub mod roles;
+pub mod rpc;
+pub mod serve;
 pub mod service;
-pub mod standalone;
 pub mod status;
-pub mod timers;
 pub mod tls;
-pub mod transactions;
 pub mod validate;

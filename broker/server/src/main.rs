@@ -1,4 +1,4 @@
-//! The `ferromq` binary: the broker roles, the admin client and (later) the benchmark.
+//! The `ferromq` binary: the roles, the admin client and the benchmark.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration (the
 //! message names the field).
@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use ferromq::admin::cli::AdminArgs;
-use ferromq::config::{StandaloneArgs, StandaloneConfig};
+use ferromq::config::broker::BrokerArgs;
+use ferromq::config::nameserver::NameserverArgs;
+use ferromq::config::node::NodeArgs;
+use ferromq::config::proxy::ProxyArgs;
+use ferromq::config::ConfigError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,17 +27,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Role {
     /// Nameserver, broker and proxy in one process with a local data directory.
-    Standalone(StandaloneArgs),
+    Standalone(NodeArgs),
     /// Manage topics and groups of a running server.
     Admin(AdminArgs),
     /// Drive load through the RocketMQ 5 protocol and report throughput and latency.
     Bench(ferromq::bench::BenchArgs),
     /// Route registry of a cluster: broker groups report here, proxies read routes here.
-    Nameserver(ferromq::cluster::nameserver::NameserverArgs),
+    Nameserver(NameserverArgs),
     /// Storage node of a cluster: one broker group, reporting to the name servers.
-    Broker(ferromq::cluster::member::BrokerArgs),
+    Broker(BrokerArgs),
     /// Stateless client-facing tier of a cluster: forwards clients to the broker groups.
-    Proxy(ferromq::cluster::proxy::ProxyArgs),
+    Proxy(ProxyArgs),
 }
 
 fn init_tracing() {
@@ -49,47 +53,41 @@ fn init_tracing() {
         .init();
 }
 
+/// A role's configuration, or exit code 2 with the message naming the bad field.
+fn configured<T>(r: Result<T, ConfigError>) -> T {
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferromq: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.role {
         Role::Standalone(args) => {
             init_tracing();
-            let cfg = match StandaloneConfig::resolve(&args) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("ferromq: {e}");
-                    std::process::exit(2);
-                }
-            };
-            run_async(ferromq::standalone::run(cfg))
+            let cfg = configured(args.resolve());
+            run_async(ferromq::roles::standalone::run(cfg))
         }
         Role::Admin(args) => run_async(ferromq::admin::cli::run(args)),
         Role::Bench(args) => run_async(ferromq::bench::run(args)),
         Role::Nameserver(args) => {
             init_tracing();
-            run_async(ferromq::cluster::nameserver::run(args))
+            let cfg = configured(args.resolve());
+            run_async(ferromq::roles::nameserver::run(cfg))
         }
         Role::Broker(args) => {
             init_tracing();
-            let (cfg, member) = match args.resolve() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("ferromq: {e}");
-                    std::process::exit(2);
-                }
-            };
-            run_async(ferromq::standalone::run_with(cfg, Some(member)))
+            let (cfg, member) = configured(args.resolve());
+            run_async(ferromq::roles::broker::run(cfg, member))
         }
         Role::Proxy(args) => {
             init_tracing();
-            let cfg = match args.resolve() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("ferromq: {e}");
-                    std::process::exit(2);
-                }
-            };
-            run_async(ferromq::cluster::proxy::run(cfg))
+            let cfg = configured(args.resolve());
+            run_async(ferromq::roles::proxy::run(cfg))
         }
     };
     std::process::exit(code);
@@ -108,7 +106,7 @@ fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
     };
     match rt.block_on(f) {
         Ok(()) => 0,
-        Err(e) if e.downcast_ref::<ferromq::config::ConfigError>().is_some() => {
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
             eprintln!("ferromq: {e:#}");
             2
         }

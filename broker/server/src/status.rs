@@ -2,9 +2,10 @@
 //! `Code` and a message.
 //!
 //! Every RPC answers with gRPC OK and puts its outcome in a `Status{code, message}`; an
-//! [`RpcError`] is that pair before it is written. Store errors map to codes here and nowhere
-//! else, so one failure always reads the same to every client.
+//! [`RpcError`] is that pair before it is written. Engine and store errors map to codes here
+//! and nowhere else, so one failure always reads the same to every client.
 
+use ferromq_engine::EngineError;
 use ferromq_proto::v2::{self, Code};
 use ferromq_store::StoreError;
 
@@ -90,25 +91,57 @@ impl ClientLanguage {
 }
 
 impl From<StoreError> for RpcError {
-    /// The single mapping from storage failures to protocol codes.
     fn from(e: StoreError) -> RpcError {
+        store_error(&e)
+    }
+}
+
+/// The single mapping from storage failures to protocol codes.
+fn store_error(e: &StoreError) -> RpcError {
+    let code = match e {
+        StoreError::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
+        StoreError::RecordTooLarge { .. } => Code::MessagePropertiesTooLarge,
+        StoreError::InvalidField { field, .. } if *field == "topic" => Code::IllegalTopic,
+        StoreError::InvalidField { .. }
+        | StoreError::TopicExists(_)
+        | StoreError::UnknownQueue { .. } => Code::BadRequest,
+        StoreError::UnknownTopic(_) => Code::TopicNotFound,
+        StoreError::OffsetOutOfRange { .. } => Code::IllegalOffset,
+        // A full disk: the client may retry elsewhere; nothing was written.
+        StoreError::DiskFull { .. }
+        | StoreError::Stopped { .. }
+        | StoreError::Corrupt { .. }
+        | StoreError::Malformed { .. }
+        | StoreError::Locked(_)
+        | StoreError::Config { .. }
+        | StoreError::Io { .. } => Code::InternalServerError,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+impl From<EngineError> for RpcError {
+    /// The single mapping from engine refusals and failures to protocol codes.
+    fn from(e: EngineError) -> RpcError {
         let code = match &e {
-            StoreError::BodyTooLarge { .. } => Code::MessageBodyTooLarge,
-            StoreError::RecordTooLarge { .. } => Code::MessagePropertiesTooLarge,
-            StoreError::InvalidField { field, .. } if *field == "topic" => Code::IllegalTopic,
-            StoreError::InvalidField { .. } => Code::BadRequest,
-            StoreError::UnknownTopic(_) => Code::TopicNotFound,
-            StoreError::TopicExists(_) => Code::BadRequest,
-            StoreError::UnknownQueue { .. } => Code::BadRequest,
-            StoreError::OffsetOutOfRange { .. } => Code::IllegalOffset,
-            // The client may retry elsewhere; nothing was written.
-            StoreError::DiskFull { .. } => Code::InternalServerError,
-            StoreError::Stopped { .. }
-            | StoreError::Corrupt { .. }
-            | StoreError::Malformed { .. }
-            | StoreError::Locked(_)
-            | StoreError::Config { .. }
-            | StoreError::Io { .. } => Code::InternalServerError,
+            EngineError::SystemTopic(_) => Code::IllegalTopic,
+            EngineError::TopicNotFound(_) => Code::TopicNotFound,
+            EngineError::TopicPermission { .. } | EngineError::Draining { .. } => Code::Forbidden,
+            EngineError::TypeMismatch { .. } | EngineError::PropertyConflict(_) => {
+                Code::MessagePropertyConflictWithType
+            }
+            EngineError::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
+            EngineError::BadRequest(_) => Code::BadRequest,
+            EngineError::ForeignHandle(_)
+            | EngineError::HandleFromBeforeRestart
+            | EngineError::StaleHandle
+            | EngineError::UnknownDelivery { .. } => Code::InvalidReceiptHandle,
+            EngineError::InvalidTransactionId(_) => Code::InvalidTransactionId,
+            EngineError::AlreadySettled(_) => Code::PreconditionFailed,
+            EngineError::MessageNotFound(_) => Code::MessageNotFound,
+            EngineError::Corrupt(_) => Code::MessageCorrupted,
+            EngineError::IllegalFilter(_) => Code::IllegalFilterExpression,
+            EngineError::Store(s) => return store_error(s),
+            EngineError::Io(_) | EngineError::Internal(_) => Code::InternalServerError,
         };
         RpcError::new(code, e.to_string())
     }
@@ -157,6 +190,69 @@ mod tests {
         assert_eq!(summarize([&okay, &okay]).code, Code::Ok as i32);
         assert_eq!(summarize([&nf]).code, Code::TopicNotFound as i32);
         assert_eq!(summarize([&okay, &nf]).code, Code::MultipleResults as i32);
+    }
+
+    #[test]
+    fn engine_errors_map_to_protocol_codes() {
+        use ferromq_store::MessageType;
+        let cases = [
+            (
+                EngineError::SystemTopic("%DLQ%g".into()),
+                Code::IllegalTopic,
+            ),
+            (EngineError::TopicNotFound("t".into()), Code::TopicNotFound),
+            (EngineError::Draining { group: "g".into() }, Code::Forbidden),
+            (
+                EngineError::TypeMismatch {
+                    topic: "t".into(),
+                    accepts: MessageType::Normal,
+                    sent: MessageType::Fifo,
+                },
+                Code::MessagePropertyConflictWithType,
+            ),
+            (EngineError::StaleHandle, Code::InvalidReceiptHandle),
+            (
+                EngineError::HandleFromBeforeRestart,
+                Code::InvalidReceiptHandle,
+            ),
+            (
+                EngineError::ForeignHandle("x".into()),
+                Code::InvalidReceiptHandle,
+            ),
+            (
+                EngineError::InvalidTransactionId("x".into()),
+                Code::InvalidTransactionId,
+            ),
+            (
+                EngineError::AlreadySettled("x".into()),
+                Code::PreconditionFailed,
+            ),
+            (
+                EngineError::MessageNotFound("x".into()),
+                Code::MessageNotFound,
+            ),
+            (EngineError::Corrupt("x".into()), Code::MessageCorrupted),
+            (
+                EngineError::IllegalFilter("x".into()),
+                Code::IllegalFilterExpression,
+            ),
+            (
+                EngineError::IllegalDeliveryTime("x".into()),
+                Code::IllegalDeliveryTime,
+            ),
+            (
+                StoreError::UnknownTopic("t".into()).into(),
+                Code::TopicNotFound,
+            ),
+        ];
+        for (e, code) in cases {
+            let text = e.to_string();
+            let r = RpcError::from(e);
+            assert_eq!(r.code, code, "{text}");
+            assert_eq!(r.message, text, "the engine's words reach the client");
+        }
+        let drain = RpcError::from(EngineError::Draining { group: "g".into() });
+        assert!(drain.message.contains(ferromq_engine::DRAINING));
     }
 
     #[test]

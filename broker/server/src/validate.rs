@@ -197,7 +197,7 @@ pub fn message<'a>(
             ));
         }
         if RESERVED_PROPERTY_KEYS.contains(&k.as_str())
-            || k.starts_with(crate::props::INTERNAL_PREFIX)
+            || k.starts_with(ferromq_engine::props::INTERNAL_PREFIX)
             || !printable(k)
         {
             return Err(RpcError::new(

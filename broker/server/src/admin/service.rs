@@ -11,32 +11,41 @@ use ferromq_store::{MessageType, Permission, StoreError, StoredMessage, TopicCon
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use crate::broker::Broker;
-use crate::groups::GroupConfig;
+use crate::node::Node;
+use ferromq_engine::groups::GroupConfig;
+use ferromq_engine::ParkedQueue as _;
 
 #[derive(Clone)]
 pub struct AdminApi {
-    broker: Arc<Broker>,
+    node: Arc<Node>,
 }
 
 impl AdminApi {
-    pub fn new(broker: Arc<Broker>) -> AdminApi {
-        AdminApi { broker }
+    pub fn new(node: Arc<Node>) -> AdminApi {
+        AdminApi { node }
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Broker) -> Result<T, Status> + Send + 'static,
+        f: impl FnOnce(&Node) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let b = self.broker.clone();
+        let b = self.node.clone();
         tokio::task::spawn_blocking(move || f(&b))
             .await
             .map_err(|e| Status::internal(format!("worker failed: {e}")))?
     }
 }
 
-fn store_status(e: StoreError) -> Status {
-    match &e {
+/// An engine failure as the admin API's status (store refusals keep their precise codes).
+fn engine_status(e: ferromq_engine::EngineError) -> Status {
+    match e {
+        ferromq_engine::EngineError::Store(s) => store_status(&s),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn store_status(e: &StoreError) -> Status {
+    match e {
         StoreError::UnknownTopic(_) => Status::not_found(e.to_string()),
         StoreError::TopicExists(_) => Status::already_exists(e.to_string()),
         StoreError::InvalidField { .. }
@@ -128,7 +137,7 @@ fn message_out(m: &StoredMessage) -> admin::StoredMessage {
         store_timestamp_ms: m.store_timestamp_ms,
         born_host: m
             .properties
-            .get(crate::props::BORN_HOST)
+            .get(ferromq_engine::props::BORN_HOST)
             .cloned()
             .or_else(|| m.born_host.map(|a| a.to_string()))
             .unwrap_or_default(),
@@ -162,7 +171,7 @@ impl Admin for AdminApi {
         let cfg = TopicConfig {
             name: t.name,
             queues: if t.queues == 0 {
-                self.broker.cfg.default_queues
+                self.node.engine.config.default_queues
             } else {
                 t.queues
             },
@@ -170,7 +179,7 @@ impl Admin for AdminApi {
             permission,
         };
         let created = self
-            .blocking(move |b| b.store.topics().create(cfg).map_err(store_status))
+            .blocking(move |b| b.engine.create_topic(cfg).map_err(engine_status))
             .await?;
         info!(topic = %created.name, queues = created.queues, r#type = %created.message_type, "topic created");
         Ok(Response::new(topic_out(&created)))
@@ -187,7 +196,7 @@ impl Admin for AdminApi {
             .ok_or_else(|| Status::invalid_argument("topic is required"))?;
         let updated = self
             .blocking(move |b| {
-                let mut cur = b.store.topics().get(&t.name).ok_or_else(|| Status::not_found(format!("topic {} does not exist", t.name)))?;
+                let mut cur = b.engine.store.topics().get(&t.name).ok_or_else(|| Status::not_found(format!("topic {} does not exist", t.name)))?;
                 if t.queues != 0 {
                     if t.queues < cur.queues {
                         return Err(Status::invalid_argument(format!(
@@ -203,7 +212,7 @@ impl Admin for AdminApi {
                 if let Some(p) = perm_to_store(TopicPermission::try_from(t.permission).unwrap_or(TopicPermission::Unspecified)) {
                     cur.permission = p;
                 }
-                b.store.topics().update(cur).map_err(store_status)
+                b.engine.update_topic(cur).map_err(engine_status)
             })
             .await?;
         info!(topic = %updated.name, "topic updated");
@@ -217,8 +226,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<admin::DeleteTopicResponse>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |b| {
-            b.store.topics().delete(&name).map_err(store_status)?;
-            b.deliveries.forget_topic(&name);
+            b.engine.delete_topic(&name).map_err(engine_status)?;
             info!(topic = %name, "topic deleted");
             Ok(())
         })
@@ -233,10 +241,11 @@ impl Admin for AdminApi {
         let topics = self
             .blocking(|b| {
                 let (timers, halves) = (
-                    b.timers.pending_by_topic(),
-                    b.transactions.pending_by_topic(),
+                    b.engine.timers.pending_by_topic(),
+                    b.engine.transactions.pending_by_topic(),
                 );
-                Ok(b.store
+                Ok(b.engine
+                    .store
                     .topics()
                     .list()
                     .iter()
@@ -254,18 +263,19 @@ impl Admin for AdminApi {
         let name = req.into_inner().name;
         self.blocking(move |b| {
             let t = b
+                .engine
                 .store
                 .topics()
                 .get(&name)
                 .ok_or_else(|| Status::not_found(format!("topic {name} does not exist")))?;
             let queues: Vec<admin::QueueRange> = (0..t.queues)
                 .map(|q| {
-                    let (min, max) = b.store.queue_range(&name, q);
+                    let (min, max) = b.engine.store.queue_range(&name, q);
                     admin::QueueRange {
                         queue_id: q,
                         min_offset: min as i64,
                         max_offset: max as i64,
-                        broker_group: b.membership.group(),
+                        broker_group: b.engine.membership.group(),
                     }
                 })
                 .collect();
@@ -273,8 +283,8 @@ impl Admin for AdminApi {
             Ok(Response::new(admin::TopicDetail {
                 topic: Some(topic_with_parked(
                     &t,
-                    &b.timers.pending_by_topic(),
-                    &b.transactions.pending_by_topic(),
+                    &b.engine.timers.pending_by_topic(),
+                    &b.engine.transactions.pending_by_topic(),
                 )),
                 queues,
                 total_messages: total,
@@ -330,20 +340,24 @@ impl Admin for AdminApi {
         }
         let mut views = self
             .blocking(move |b| {
-                let mut cfg = b.groups.get(&r.name);
+                let mut cfg = b.engine.groups.get(&r.name);
                 if r.max_delivery_attempts > 0 {
                     cfg.max_delivery_attempts = Some(r.max_delivery_attempts as u32);
                 }
                 if let Some(f) = r.fifo {
                     cfg.fifo = Some(f);
                 }
-                b.groups
-                    .set(&r.name, cfg)
+                b.engine
+                    .set_group(&r.name, cfg)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 // A group given a retry policy gets its dead-letter topic now, so a reader can
                 // subscribe to it before the first message is dead-lettered.
-                crate::delivery::ensure_dlq_topic(&b.store, &crate::delivery::dlq_topic(&r.name))
-                    .map_err(|e| Status::internal(e.message))?;
+                ferromq_engine::topics::ensure_dlq_topic(
+                    &b.engine.store,
+                    b.engine.journal.as_ref(),
+                    &ferromq_engine::topics::dlq_topic(&r.name),
+                )
+                .map_err(|e| Status::internal(e.to_string()))?;
                 Ok(group_views(b, Some(&r.name)))
             })
             .await?;
@@ -360,7 +374,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<admin::GetMessageResponse>, Status> {
         let r = req.into_inner();
         let m = self
-            .blocking(move |b| Ok(b.store.lookup_id(&r.topic, &r.message_id)))
+            .blocking(move |b| Ok(b.engine.store.lookup_id(&r.topic, &r.message_id)))
             .await?;
         let m = m.ok_or_else(|| Status::not_found("no message with this id in this topic"))?;
         Ok(Response::new(admin::GetMessageResponse {
@@ -379,7 +393,11 @@ impl Admin for AdminApi {
             r.max_results.min(1000)
         } as usize;
         let ms = self
-            .blocking(move |b| Ok(b.store.lookup_key(&r.topic, &r.key, 0, i64::MAX, max)))
+            .blocking(move |b| {
+                Ok(b.engine
+                    .store
+                    .lookup_key(&r.topic, &r.key, 0, i64::MAX, max))
+            })
             .await?;
         Ok(Response::new(admin::QueryMessagesResponse {
             messages: ms.iter().map(message_out).collect(),
@@ -405,17 +423,17 @@ impl Admin for AdminApi {
         let r = req.into_inner();
         let ro = parse_group_state(&r.state)?;
         self.blocking(move |b| {
-            let me = b.membership.group();
+            let me = b.engine.membership.group();
             if r.group != me {
                 return Err(Status::not_found(format!(
                     "broker group {} is not this server (this is {me})",
                     r.group
                 )));
             }
-            b.membership
+            b.engine
                 .set_read_only(ro)
                 .map_err(|e| Status::internal(format!("cannot record the group state: {e}")))?;
-            info!(group = %me, state = b.membership.state_name(), "broker group state changed");
+            info!(group = %me, state = b.engine.membership.state_name(), "broker group state changed");
             Ok(Response::new(self_view(b)))
         })
         .await
@@ -424,11 +442,11 @@ impl Admin for AdminApi {
 
 /// Groups known from consumption, offsets, configuration or live clients.
 fn group_views(
-    b: &Broker,
+    b: &Node,
     only: Option<&str>,
 ) -> Vec<(admin::Group, Vec<admin::GroupQueueProgress>)> {
     let lag = b.lag();
-    let configured = b.groups.list();
+    let configured = b.engine.groups.list();
     let online = b.clients.online_by_group();
     let subs = b.clients.subscriptions();
     let mut names: BTreeSet<String> = lag.iter().map(|l| l.group.clone()).collect();
@@ -447,7 +465,7 @@ fn group_views(
                 max_offset: l.max_offset as i64,
                 lag,
                 inflight: l.inflight as i64,
-                broker_group: b.membership.group(),
+                broker_group: b.engine.membership.group(),
             });
     }
     names
@@ -462,7 +480,7 @@ fn group_views(
             let cfg: GroupConfig = configured.get(&n).cloned().unwrap_or_default();
             let group = admin::Group {
                 fifo: cfg.fifo.unwrap_or(false),
-                max_delivery_attempts: b.groups.max_attempts(&n) as i32,
+                max_delivery_attempts: b.engine.groups.max_attempts(&n) as i32,
                 topics,
                 total_lag: queues.iter().map(|q| q.lag).sum(),
                 online_clients: online.get(&n).copied().unwrap_or(0) as i32,
@@ -485,12 +503,12 @@ pub fn parse_group_state(s: &str) -> Result<bool, Status> {
 }
 
 /// This server as one broker group of a cluster: its topics, queues and unsettled messages.
-pub fn self_view(b: &Broker) -> admin::ClusterGroup {
-    self_view_of(b, &b.store.topics().list())
+pub fn self_view(b: &Node) -> admin::ClusterGroup {
+    self_view_of(b, &b.engine.store.topics().list())
 }
 
 /// [`self_view`] for an already read topic list (a broker's report needs the list itself too).
-pub fn self_view_of(b: &Broker, topics: &[TopicConfig]) -> admin::ClusterGroup {
+pub fn self_view_of(b: &Node, topics: &[TopicConfig]) -> admin::ClusterGroup {
     let lag = b.lag();
     let mut lagging: BTreeSet<(String, u32)> = BTreeSet::new();
     let mut total = 0i64;
@@ -503,10 +521,13 @@ pub fn self_view_of(b: &Broker, topics: &[TopicConfig]) -> admin::ClusterGroup {
     // Parked messages keep a group from being drained too: pending timers are released into its
     // topics when due, half messages when committed. Each parked queue counts as one queue.
     for (queue, pending) in [
-        (crate::timers::TIMER_TOPIC, b.timers.pending_by_topic()),
         (
-            crate::transactions::HALF_TOPIC,
-            b.transactions.pending_by_topic(),
+            ferromq_engine::parked::timer::TIMER_TOPIC,
+            b.engine.timers.pending_by_topic(),
+        ),
+        (
+            ferromq_engine::parked::transaction::HALF_TOPIC,
+            b.engine.transactions.pending_by_topic(),
         ),
     ] {
         let n: u64 = pending.values().sum();
@@ -516,9 +537,9 @@ pub fn self_view_of(b: &Broker, topics: &[TopicConfig]) -> admin::ClusterGroup {
         }
     }
     admin::ClusterGroup {
-        name: b.membership.group(),
-        endpoint: b.cfg.advertise_addr.clone(),
-        state: b.membership.state_name().to_string(),
+        name: b.engine.membership.group(),
+        endpoint: b.settings.advertise_addr.clone(),
+        state: b.engine.membership.state_name().to_string(),
         topics: topics.len() as u32,
         queues: topics.iter().map(|t| t.queues).sum(),
         total_lag: total,

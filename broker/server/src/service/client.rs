@@ -17,8 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info_span, instrument, Instrument};
 
 use super::{BoxStream, RequestMeta};
-use crate::broker::Broker;
 use crate::convert::duration_to_proto;
+use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
 
@@ -57,7 +57,7 @@ fn consumer_backoff(max_attempts: u32) -> v2::RetryPolicy {
 }
 
 /// The client's settings merged with what the server decides.
-pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings, RpcError> {
+pub fn merged_settings(node: &Node, s: &v2::Settings) -> Result<v2::Settings, RpcError> {
     let mut out = s.clone();
     out.metric = Some(v2::Metric {
         on: false,
@@ -66,13 +66,13 @@ pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings
     match &mut out.pub_sub {
         Some(v2::settings::PubSub::Publishing(p)) => {
             out.backoff_policy = Some(producer_backoff());
-            p.max_body_size = broker.cfg.max_body_size.min(i32::MAX as usize) as i32;
+            p.max_body_size = node.settings.max_body_size.min(i32::MAX as usize) as i32;
             p.validate_message_type = true;
         }
         Some(v2::settings::PubSub::Subscription(sub)) => {
             // A bad filter is refused when the consumer subscribes, not at its first receive.
             for e in &sub.subscriptions {
-                crate::filter::read_filter(e.expression.as_ref())?;
+                crate::convert::read_filter(e.expression.as_ref())?;
             }
             let group = sub
                 .group
@@ -83,11 +83,11 @@ pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings
                 let topic_fifo = e
                     .topic
                     .as_ref()
-                    .and_then(|t| broker.store.topics().get(&t.name))
+                    .and_then(|t| node.engine.store.topics().get(&t.name))
                     .is_some_and(|t| t.message_type == MessageType::Fifo);
-                broker.groups.fifo(&group, topic_fifo)
+                node.engine.groups.fifo(&group, topic_fifo)
             });
-            out.backoff_policy = Some(consumer_backoff(broker.groups.max_attempts(&group)));
+            out.backoff_policy = Some(consumer_backoff(node.engine.groups.max_attempts(&group)));
             sub.fifo = Some(fifo);
             sub.receive_batch_size = Some(32);
             sub.long_polling_timeout = Some(duration_to_proto(Duration::from_secs(20)));
@@ -103,7 +103,7 @@ pub fn merged_settings(broker: &Broker, s: &v2::Settings) -> Result<v2::Settings
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or("")))]
 pub fn heartbeat(
-    broker: &Broker,
+    node: &Node,
     meta: &RequestMeta,
     req: v2::HeartbeatRequest,
 ) -> v2::HeartbeatResponse {
@@ -114,7 +114,7 @@ pub fn heartbeat(
             _ => None,
         };
         let ct = ClientType::try_from(req.client_type).unwrap_or(ClientType::Unspecified);
-        broker.clients.heartbeat(id, &meta.language.0, group, ct);
+        node.clients.heartbeat(id, &meta.language.0, group, ct);
         Ok::<_, RpcError>(())
     })();
     v2::HeartbeatResponse {
@@ -124,14 +124,14 @@ pub fn heartbeat(
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or("")))]
 pub fn notify_client_termination(
-    broker: &Broker,
+    node: &Node,
     meta: &RequestMeta,
     _req: v2::NotifyClientTerminationRequest,
 ) -> v2::NotifyClientTerminationResponse {
     // Always OK: the Rust client's shutdown fails on anything else, and forgetting an unknown
     // client is a no-op.
     if let Some(id) = &meta.client_id {
-        broker.clients.terminate(id);
+        node.clients.terminate(id);
     }
     v2::NotifyClientTerminationResponse {
         status: Some(status::ok()),
@@ -139,15 +139,15 @@ pub fn notify_client_termination(
 }
 
 fn reply_for(
-    broker: &Broker,
+    node: &Node,
     meta: &RequestMeta,
     client_id: &str,
     cmd: v2::TelemetryCommand,
 ) -> Option<v2::TelemetryCommand> {
     match cmd.command {
         Some(v2::telemetry_command::Command::Settings(s)) => {
-            broker.clients.on_settings(client_id, &meta.language.0, &s);
-            Some(match merged_settings(broker, &s) {
+            node.clients.on_settings(client_id, &meta.language.0, &s);
+            Some(match merged_settings(node, &s) {
                 Ok(merged) => v2::TelemetryCommand {
                     status: Some(status::ok()),
                     command: Some(v2::telemetry_command::Command::Settings(merged)),
@@ -174,7 +174,7 @@ fn reply_for(
 }
 
 pub fn telemetry(
-    broker: Arc<Broker>,
+    node: Arc<Node>,
     meta: RequestMeta,
     mut inbound: tonic::Streaming<v2::TelemetryCommand>,
 ) -> Result<BoxStream<v2::TelemetryCommand>, tonic::Status> {
@@ -183,13 +183,12 @@ pub fn telemetry(
     })?;
     let (tx, rx) = mpsc::channel(32);
     let stream_id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
-    broker
-        .clients
+    node.clients
         .attach_stream(&client_id, &meta.language.0, stream_id, tx.clone());
     let span = info_span!("telemetry", client = %client_id, stream = stream_id);
     tokio::spawn(
         async move {
-            let mut shutdown = broker.shutdown.clone();
+            let mut shutdown = node.shutdown.clone();
             loop {
                 if *shutdown.borrow() {
                     break;
@@ -197,7 +196,7 @@ pub fn telemetry(
                 tokio::select! {
                     msg = inbound.message() => match msg {
                         Ok(Some(cmd)) => {
-                            if let Some(reply) = reply_for(&broker, &meta, &client_id, cmd) {
+                            if let Some(reply) = reply_for(&node, &meta, &client_id, cmd) {
                                 if tx.send(Ok(reply)).await.is_err() {
                                     break;
                                 }
@@ -213,7 +212,7 @@ pub fn telemetry(
                 }
             }
             // Dropping every sender completes the response stream.
-            broker.clients.detach_stream(&client_id, stream_id);
+            node.clients.detach_stream(&client_id, stream_id);
             debug!("telemetry stream closed");
         }
         .instrument(span),

@@ -10,21 +10,21 @@ mod pull;
 mod receive;
 mod route;
 
-pub use route::advertised_endpoints;
-pub use send::DRAINING;
 mod send;
 mod settle;
 
-use std::pin::Pin;
+pub use route::advertised_endpoints;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferromq_proto::v2::messaging_service_server::MessagingService;
 use ferromq_proto::v2::{self, Code};
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::broker::Broker;
+use crate::node::Node;
+use crate::rpc;
+pub use crate::rpc::BoxStream;
 use crate::status::{self, ClientLanguage, RpcError};
 
 /// The header values of a request that handlers use.
@@ -39,7 +39,10 @@ pub struct RequestMeta {
 
 impl RequestMeta {
     pub fn from_request<T>(req: &Request<T>) -> RequestMeta {
-        let md = req.metadata();
+        RequestMeta::from_metadata(req.metadata())
+    }
+
+    pub fn from_metadata(md: &tonic::metadata::MetadataMap) -> RequestMeta {
         let text = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         RequestMeta {
             client_id: text("x-mq-client-id").filter(|s| !s.trim().is_empty()),
@@ -92,25 +95,15 @@ fn not_implemented(what: &str) -> v2::Status {
     )
 }
 
-pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
 /// The service object handed to tonic.
 #[derive(Clone)]
 pub struct MessagingApi {
-    broker: Arc<Broker>,
+    node: Arc<Node>,
 }
 
 impl MessagingApi {
-    pub fn new(broker: Arc<Broker>) -> MessagingApi {
-        MessagingApi { broker }
-    }
-
-    fn record(&self, method: &'static str, started: Instant, s: Option<&v2::Status>) {
-        self.broker.metrics.rpc(
-            method,
-            started.elapsed(),
-            s.map_or(Code::Ok as i32, |s| s.code),
-        );
+    pub fn new(node: Arc<Node>) -> MessagingApi {
+        MessagingApi { node }
     }
 }
 
@@ -120,44 +113,44 @@ impl MessagingService for MessagingApi {
         &self,
         req: Request<v2::QueryRouteRequest>,
     ) -> Result<Response<v2::QueryRouteResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = route::query_route(&self.broker, &meta, req.into_inner()).await;
-        self.record("QueryRoute", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "QueryRoute", req, |md, r| async move {
+            Ok(route::query_route(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn heartbeat(
         &self,
         req: Request<v2::HeartbeatRequest>,
     ) -> Result<Response<v2::HeartbeatResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = client::heartbeat(&self.broker, &meta, req.into_inner());
-        self.record("Heartbeat", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "Heartbeat", req, |md, r| async move {
+            Ok(client::heartbeat(node, &RequestMeta::from_metadata(&md), r))
+        })
+        .await
     }
 
     async fn send_message(
         &self,
         req: Request<v2::SendMessageRequest>,
     ) -> Result<Response<v2::SendMessageResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = send::send_message(&self.broker, &meta, req.into_inner()).await;
-        self.record("SendMessage", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "SendMessage", req, |md, r| async move {
+            Ok(send::send_message(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn query_assignment(
         &self,
         req: Request<v2::QueryAssignmentRequest>,
     ) -> Result<Response<v2::QueryAssignmentResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = route::query_assignment(&self.broker, &meta, req.into_inner()).await;
-        self.record("QueryAssignment", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "QueryAssignment", req, |md, r| async move {
+            Ok(route::query_assignment(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     type ReceiveMessageStream = BoxStream<v2::ReceiveMessageResponse>;
@@ -166,34 +159,43 @@ impl MessagingService for MessagingApi {
         &self,
         req: Request<v2::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        let meta = RequestMeta::from_request(&req);
-        Ok(Response::new(receive::receive_message(
-            self.broker.clone(),
-            meta,
-            req.into_inner(),
-        )))
+        let node = self.node.clone();
+        rpc::streaming(
+            self.node.metrics.clone(),
+            "ReceiveMessage",
+            req,
+            |md, r| async move {
+                Ok(receive::receive_message(
+                    node,
+                    RequestMeta::from_metadata(&md),
+                    r,
+                ))
+            },
+        )
+        .await
     }
 
     async fn ack_message(
         &self,
         req: Request<v2::AckMessageRequest>,
     ) -> Result<Response<v2::AckMessageResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = settle::ack_message(&self.broker, &meta, req.into_inner()).await;
-        self.record("AckMessage", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "AckMessage", req, |md, r| async move {
+            Ok(settle::ack_message(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn forward_message_to_dead_letter_queue(
         &self,
         req: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = settle::forward_to_dlq(&self.broker, &meta, req.into_inner()).await;
-        self.record("ForwardMessageToDeadLetterQueue", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        let method = "ForwardMessageToDeadLetterQueue";
+        rpc::unary(&node.metrics, method, req, |md, r| async move {
+            Ok(settle::forward_to_dlq(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     type PullMessageStream = BoxStream<v2::PullMessageResponse>;
@@ -202,56 +204,58 @@ impl MessagingService for MessagingApi {
         &self,
         req: Request<v2::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
-        let meta = RequestMeta::from_request(&req);
-        Ok(Response::new(pull::pull_message(
-            self.broker.clone(),
-            meta,
-            req.into_inner(),
-        )))
+        let node = self.node.clone();
+        rpc::streaming(
+            self.node.metrics.clone(),
+            "PullMessage",
+            req,
+            |md, r| async move { Ok(pull::pull_message(node, RequestMeta::from_metadata(&md), r)) },
+        )
+        .await
     }
 
     async fn update_offset(
         &self,
         req: Request<v2::UpdateOffsetRequest>,
     ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = pull::update_offset(&self.broker, &meta, req.into_inner()).await;
-        self.record("UpdateOffset", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "UpdateOffset", req, |md, r| async move {
+            Ok(pull::update_offset(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn get_offset(
         &self,
         req: Request<v2::GetOffsetRequest>,
     ) -> Result<Response<v2::GetOffsetResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = pull::get_offset(&self.broker, &meta, req.into_inner()).await;
-        self.record("GetOffset", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "GetOffset", req, |md, r| async move {
+            Ok(pull::get_offset(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn query_offset(
         &self,
         req: Request<v2::QueryOffsetRequest>,
     ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = pull::query_offset(&self.broker, &meta, req.into_inner()).await;
-        self.record("QueryOffset", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "QueryOffset", req, |md, r| async move {
+            Ok(pull::query_offset(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn end_transaction(
         &self,
         req: Request<v2::EndTransactionRequest>,
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = parked::end_transaction(&self.broker, &meta, req.into_inner()).await;
-        self.record("EndTransaction", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "EndTransaction", req, |md, r| async move {
+            Ok(parked::end_transaction(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     type TelemetryStream = BoxStream<v2::TelemetryCommand>;
@@ -260,50 +264,79 @@ impl MessagingService for MessagingApi {
         &self,
         req: Request<tonic::Streaming<v2::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
-        let meta = RequestMeta::from_request(&req);
-        client::telemetry(self.broker.clone(), meta, req.into_inner()).map(Response::new)
+        let node = self.node.clone();
+        rpc::streaming(
+            self.node.metrics.clone(),
+            "Telemetry",
+            req,
+            |md, r| async move { client::telemetry(node, RequestMeta::from_metadata(&md), r) },
+        )
+        .await
     }
 
     async fn notify_client_termination(
         &self,
         req: Request<v2::NotifyClientTerminationRequest>,
     ) -> Result<Response<v2::NotifyClientTerminationResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = client::notify_client_termination(&self.broker, &meta, req.into_inner());
-        self.record("NotifyClientTermination", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(
+            &node.metrics,
+            "NotifyClientTermination",
+            req,
+            |md, r| async move {
+                Ok(client::notify_client_termination(
+                    node,
+                    &RequestMeta::from_metadata(&md),
+                    r,
+                ))
+            },
+        )
+        .await
     }
 
     async fn change_invisible_duration(
         &self,
         req: Request<v2::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<v2::ChangeInvisibleDurationResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = settle::change_invisible_duration(&self.broker, &meta, req.into_inner()).await;
-        self.record("ChangeInvisibleDuration", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(
+            &node.metrics,
+            "ChangeInvisibleDuration",
+            req,
+            |md, r| async move {
+                let meta = RequestMeta::from_metadata(&md);
+                Ok(settle::change_invisible_duration(node, &meta, r).await)
+            },
+        )
+        .await
     }
 
     async fn recall_message(
         &self,
         req: Request<v2::RecallMessageRequest>,
     ) -> Result<Response<v2::RecallMessageResponse>, Status> {
-        let t = Instant::now();
-        let meta = RequestMeta::from_request(&req);
-        let resp = parked::recall_message(&self.broker, &meta, req.into_inner()).await;
-        self.record("RecallMessage", t, resp.status.as_ref());
-        Ok(Response::new(resp))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "RecallMessage", req, |md, r| async move {
+            Ok(parked::recall_message(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn sync_lite_subscription(
         &self,
-        _req: Request<v2::SyncLiteSubscriptionRequest>,
+        req: Request<v2::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<v2::SyncLiteSubscriptionResponse>, Status> {
-        Ok(Response::new(v2::SyncLiteSubscriptionResponse {
-            status: Some(not_implemented("SyncLiteSubscription (lite topics)")),
-        }))
+        rpc::unary(
+            &self.node.metrics,
+            "SyncLiteSubscription",
+            req,
+            |_, _| async {
+                Ok(v2::SyncLiteSubscriptionResponse {
+                    status: Some(not_implemented("SyncLiteSubscription (lite topics)")),
+                })
+            },
+        )
+        .await
     }
 }
 

@@ -1,20 +1,21 @@
 //! Settling parked messages from the client side: EndTransaction (commit or roll back a half
 //! message) and RecallMessage (cancel a pending delay message). The work is in
-//! [`crate::transactions`] and [`crate::timers`]; this file checks the request and answers.
+//! `ferromq_engine::parked`; this file checks the request and answers.
 
 use std::sync::Arc;
 
+use ferromq_engine::Resolution;
 use ferromq_proto::v2::{self, Code, TransactionResolution, TransactionSource};
 use tracing::{info, instrument};
 
 use super::RequestMeta;
-use crate::broker::Broker;
+use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
 
 #[instrument(skip_all, fields(topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id, resolution = req.resolution, source = req.source))]
 pub async fn end_transaction(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::EndTransactionRequest,
 ) -> v2::EndTransactionResponse {
@@ -26,9 +27,15 @@ pub async fn end_transaction(
         })?;
         let source =
             TransactionSource::try_from(req.source).unwrap_or(TransactionSource::Unspecified);
+        let how = match resolution {
+            TransactionResolution::Commit => Resolution::Commit,
+            TransactionResolution::Rollback => Resolution::Rollback,
+            // Rust and Python checkers send UNSPECIFIED for "still unknown": keep checking.
+            TransactionResolution::Unspecified => Resolution::Unknown,
+        };
         let (id, tx) = (req.message_id.clone(), req.transaction_id.clone());
-        let r = broker
-            .blocking(move |b| b.transactions.end(&topic, &id, &tx, resolution))
+        let r = node
+            .blocking(move |b| Ok(b.engine.transactions.end(&topic, &id, &tx, how)?))
             .await;
         if r.is_ok() && source == TransactionSource::ServerCheck {
             info!(resolution = ?resolution, "transaction check answered");
@@ -46,7 +53,7 @@ pub async fn end_transaction(
 
 #[instrument(skip_all, fields(topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("")))]
 pub async fn recall_message(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::RecallMessageRequest,
 ) -> v2::RecallMessageResponse {
@@ -57,8 +64,7 @@ pub async fn recall_message(
             return Err(RpcError::new(Code::BadRequest, "recall_handle is empty"));
         }
         let handle = req.recall_handle.clone();
-        broker
-            .blocking(move |b| b.timers.recall(&topic, &handle))
+        node.blocking(move |b| Ok(b.engine.timers.recall(&topic, &handle)?))
             .await
     }
     .await;

@@ -11,21 +11,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info_span, instrument, Instrument};
 
 use super::{BoxStream, RequestMeta};
-use crate::broker::Broker;
 use crate::convert::{duration_from_proto, ms_from_timestamp, to_proto};
+use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
 
 const MAX_PULL_BATCH: usize = 256;
 
 /// Topic, queue id and namespace of a request's message queue, validated.
-fn queue_of(
-    broker: &Broker,
-    mq: Option<&v2::MessageQueue>,
-) -> Result<(String, u32, String), RpcError> {
+fn queue_of(node: &Node, mq: Option<&v2::MessageQueue>) -> Result<(String, u32, String), RpcError> {
     let mq = mq.ok_or_else(|| RpcError::bad_request("message_queue is required"))?;
     let topic = validate::topic_name(mq.topic.as_ref())?.to_string();
-    let t = broker.topic(&topic)?;
+    let t = node.engine.topic(&topic)?;
     if mq.id < 0 || mq.id as u32 >= t.queues {
         return Err(RpcError::bad_request(format!(
             "queue {} does not exist in topic {topic} ({} queues)",
@@ -43,7 +40,7 @@ fn queue_of(
 }
 
 pub fn pull_message(
-    broker: Arc<Broker>,
+    node: Arc<Node>,
     meta: RequestMeta,
     req: v2::PullMessageRequest,
 ) -> BoxStream<v2::PullMessageResponse> {
@@ -56,34 +53,33 @@ pub fn pull_message(
     tokio::spawn(
         async move {
             use v2::pull_message_response::Content;
-            let started = Instant::now();
             let item = |c| Ok(v2::PullMessageResponse { content: Some(c) });
             let result = async {
                 meta.require_client_id()?;
                 validate::group_name(req.group.as_ref())?;
-                let filter = Arc::new(crate::filter::read_filter(req.filter_expression.as_ref())?);
+                let filter = Arc::new(crate::convert::read_filter(req.filter_expression.as_ref())?);
                 if req.offset < 0 {
                     return Err(RpcError::new(Code::IllegalOffset, format!("offset {} is negative", req.offset)));
                 }
                 let batch = if req.batch_size <= 0 { 32 } else { (req.batch_size as usize).min(MAX_PULL_BATCH) };
                 let mq = req.message_queue.clone();
-                let (topic, q, ns) = broker.blocking(move |b| queue_of(b, mq.as_ref())).await?;
+                let (topic, q, ns) = node.blocking(move |b| queue_of(b, mq.as_ref())).await?;
                 let poll = req.long_polling_timeout.as_ref().and_then(duration_from_proto).unwrap_or_default().min(Duration::from_secs(30));
                 let poll = meta.timeout.map_or(poll, |t| poll.min(t.saturating_sub((t / 10).max(Duration::from_millis(500)))));
                 let until = Instant::now() + poll;
-                let notify = broker.wakeups.for_topic(&topic);
+                let notify = node.engine.wakeups.for_topic(&topic);
                 loop {
                     let notified = notify.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     let (t2, f2, offset) = (topic.clone(), filter.clone(), req.offset as u64);
-                    let r = broker
+                    let r = node
                         .blocking(move |b| {
-                            let (_, max) = b.store.queue_range(&t2, q);
+                            let (_, max) = b.engine.store.queue_range(&t2, q);
                             if offset > max {
                                 return Err(RpcError::new(Code::IllegalOffset, format!("offset {offset} is beyond the end of the queue ({max})")));
                             }
-                            b.store.read(&t2, q, offset, batch, Some(&f2)).map_err(RpcError::from)
+                            b.engine.store.read(&t2, q, offset, batch, Some(&f2)).map_err(RpcError::from)
                         })
                         .await?;
                     if !r.messages.is_empty() || Instant::now() >= until {
@@ -96,24 +92,20 @@ pub fn pull_message(
                 }
             }
             .await;
-            let code = match result {
+            match result {
                 Ok((r, topic, ns)) => {
-                    let code = if r.messages.is_empty() { Code::MessageNotFound } else { Code::Ok };
                     let st = if r.messages.is_empty() { status::status(Code::MessageNotFound, "no new message") } else { status::ok() };
                     let _ = tx.send(item(Content::Status(st))).await;
                     for m in &r.messages {
-                        let _ = tx.send(item(Content::Message(to_proto(m, &ns, &broker.cfg.advertise_addr, None)))).await;
-                        broker.metrics.message_out(&topic, "", m.body.len());
+                        let _ = tx.send(item(Content::Message(to_proto(m, &ns, &node.settings.advertise_addr, None)))).await;
+                        node.metrics.message_out(&topic, "", m.body.len());
                     }
                     let _ = tx.send(item(Content::NextOffset(r.next_offset as i64))).await;
-                    code
                 }
                 Err(e) => {
                     let _ = tx.send(item(Content::Status(meta.status(&e)))).await;
-                    e.code
                 }
-            };
-            broker.metrics.rpc("PullMessage", started.elapsed(), code as i32);
+            }
         }
         .instrument(span),
     );
@@ -122,7 +114,7 @@ pub fn pull_message(
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), offset = req.offset))]
 pub async fn update_offset(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::UpdateOffsetRequest,
 ) -> v2::UpdateOffsetResponse {
@@ -131,22 +123,22 @@ pub async fn update_offset(
         let group = validate::group_name(req.group.as_ref())?.to_string();
         let mq = req.message_queue.clone();
         let offset = req.offset;
-        broker
-            .blocking(move |b| {
-                let (topic, q, _) = queue_of(b, mq.as_ref())?;
-                let (_, max) = b.store.queue_range(&topic, q);
-                if offset < 0 || offset as u64 > max {
-                    return Err(RpcError::new(
-                        Code::IllegalOffset,
-                        format!("offset {offset} is outside 0..={max}"),
-                    ));
-                }
-                b.store
-                    .offsets()
-                    .commit(&group, &topic, q, offset as u64)
-                    .map_err(RpcError::from)
-            })
-            .await
+        node.blocking(move |b| {
+            let (topic, q, _) = queue_of(b, mq.as_ref())?;
+            let (_, max) = b.engine.store.queue_range(&topic, q);
+            if offset < 0 || offset as u64 > max {
+                return Err(RpcError::new(
+                    Code::IllegalOffset,
+                    format!("offset {offset} is outside 0..={max}"),
+                ));
+            }
+            b.engine
+                .store
+                .offsets()
+                .commit(&group, &topic, q, offset as u64)
+                .map_err(RpcError::from)
+        })
+        .await
     }
     .await;
     v2::UpdateOffsetResponse {
@@ -156,7 +148,7 @@ pub async fn update_offset(
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("")))]
 pub async fn get_offset(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::GetOffsetRequest,
 ) -> v2::GetOffsetResponse {
@@ -164,17 +156,20 @@ pub async fn get_offset(
         meta.require_client_id()?;
         let group = validate::group_name(req.group.as_ref())?.to_string();
         let mq = req.message_queue.clone();
-        broker
-            .blocking(move |b| {
-                let (topic, q, _) = queue_of(b, mq.as_ref())?;
-                b.store.offsets().get(&group, &topic, q).ok_or_else(|| {
+        node.blocking(move |b| {
+            let (topic, q, _) = queue_of(b, mq.as_ref())?;
+            b.engine
+                .store
+                .offsets()
+                .get(&group, &topic, q)
+                .ok_or_else(|| {
                     RpcError::new(
                         Code::OffsetNotFound,
                         format!("group {group} has no offset for {topic} queue {q}"),
                     )
                 })
-            })
-            .await
+        })
+        .await
     }
     .await;
     match result {
@@ -190,11 +185,12 @@ pub async fn get_offset(
 }
 
 /// First queue offset whose store time is at or after `ts_ms` (binary search on the queue).
-fn offset_for_time(broker: &Broker, topic: &str, q: u32, ts_ms: i64) -> Result<u64, RpcError> {
-    let (mut lo, mut hi) = broker.store.queue_range(topic, q);
+fn offset_for_time(node: &Node, topic: &str, q: u32, ts_ms: i64) -> Result<u64, RpcError> {
+    let (mut lo, mut hi) = node.engine.store.queue_range(topic, q);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let r = broker
+        let r = node
+            .engine
             .store
             .read(topic, q, mid, 1, None)
             .map_err(RpcError::from)?;
@@ -209,7 +205,7 @@ fn offset_for_time(broker: &Broker, topic: &str, q: u32, ts_ms: i64) -> Result<u
 
 #[instrument(skip_all)]
 pub async fn query_offset(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::QueryOffsetRequest,
 ) -> v2::QueryOffsetResponse {
@@ -219,22 +215,21 @@ pub async fn query_offset(
         let policy = QueryOffsetPolicy::try_from(req.query_offset_policy)
             .map_err(|_| RpcError::bad_request("unknown query_offset_policy"))?;
         let ts = req.timestamp.as_ref().map(ms_from_timestamp);
-        broker
-            .blocking(move |b| {
-                let (topic, q, _) = queue_of(b, mq.as_ref())?;
-                let (min, max) = b.store.queue_range(&topic, q);
-                match policy {
-                    QueryOffsetPolicy::Beginning => Ok(min),
-                    QueryOffsetPolicy::End => Ok(max),
-                    QueryOffsetPolicy::Timestamp => {
-                        let ts = ts.ok_or_else(|| {
-                            RpcError::bad_request("timestamp is required with the TIMESTAMP policy")
-                        })?;
-                        offset_for_time(b, &topic, q, ts)
-                    }
+        node.blocking(move |b| {
+            let (topic, q, _) = queue_of(b, mq.as_ref())?;
+            let (min, max) = b.engine.store.queue_range(&topic, q);
+            match policy {
+                QueryOffsetPolicy::Beginning => Ok(min),
+                QueryOffsetPolicy::End => Ok(max),
+                QueryOffsetPolicy::Timestamp => {
+                    let ts = ts.ok_or_else(|| {
+                        RpcError::bad_request("timestamp is required with the TIMESTAMP policy")
+                    })?;
+                    offset_for_time(b, &topic, q, ts)
                 }
-            })
-            .await
+            }
+        })
+        .await
     }
     .await;
     match result {

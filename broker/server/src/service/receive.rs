@@ -18,11 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info_span, Instrument};
 
 use super::{BoxStream, RequestMeta};
-use crate::broker::Broker;
 use crate::convert::{duration_from_proto, now_timestamp, to_proto, DeliveryInfo};
-use crate::delivery::{Delivery, ReceiveSpec};
+use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
+use ferromq_engine::delivery::{Delivery, ReceiveSpec};
 
 /// Invisibility of push-consumer deliveries (they send `auto_renew` and no duration).
 const AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(60);
@@ -74,7 +74,7 @@ fn poll_budget(requested: Option<Duration>, meta: &RequestMeta) -> Duration {
 }
 
 fn plan(
-    broker: &Broker,
+    node: &Node,
     meta: &RequestMeta,
     req: &v2::ReceiveMessageRequest,
 ) -> Result<Plan, RpcError> {
@@ -85,7 +85,7 @@ fn plan(
         .as_ref()
         .ok_or_else(|| RpcError::bad_request("message_queue is required"))?;
     let topic_name = validate::topic_name(mq.topic.as_ref())?.to_string();
-    let filter = crate::filter::read_filter(req.filter_expression.as_ref())?;
+    let filter = crate::convert::read_filter(req.filter_expression.as_ref())?;
     if req.batch_size <= 0 {
         return Err(RpcError::bad_request(format!(
             "batch_size {} must be positive",
@@ -122,7 +122,7 @@ fn plan(
         })?),
         None => None,
     };
-    let topic = broker.topic(&topic_name)?;
+    let topic = node.engine.topic(&topic_name)?;
     if !topic.permission.readable() {
         return Err(RpcError::new(
             Code::Forbidden,
@@ -137,11 +137,12 @@ fn plan(
     };
     let queues = (0..n).map(|i| (start + i) % n).collect();
     Ok(Plan {
-        fifo: broker
+        fifo: node
+            .engine
             .groups
             .fifo(&group, topic.message_type == MessageType::Fifo),
         priority: topic.message_type == MessageType::Priority,
-        max_attempts: broker.groups.max_attempts(&group),
+        max_attempts: node.engine.groups.max_attempts(&group),
         namespace: mq
             .topic
             .as_ref()
@@ -170,13 +171,13 @@ fn plan(
 /// Long-polls until something is delivered or the budget ends. Stops early when the caller
 /// went away (`out` closed), so nothing is handed out to nobody.
 async fn poll<T>(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     plan: Arc<Plan>,
     out: &mpsc::Sender<T>,
 ) -> Result<Vec<Delivery>, RpcError> {
     let until = Instant::now() + plan.poll;
-    let notify = broker.wakeups.for_topic(&plan.topic);
-    let mut shutdown = broker.shutdown.clone();
+    let notify = node.engine.wakeups.for_topic(&plan.topic);
+    let mut shutdown = node.shutdown.clone();
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -185,9 +186,9 @@ async fn poll<T>(
             return Ok(Vec::new());
         }
         let p = plan.clone();
-        let outcome = broker
+        let outcome = node
             .blocking(move |b| {
-                b.deliveries.receive(&ReceiveSpec {
+                Ok(b.engine.deliveries.receive(&ReceiveSpec {
                     group: &p.group,
                     topic: &p.topic,
                     queues: p.queues.clone(),
@@ -199,7 +200,7 @@ async fn poll<T>(
                     max_attempts: p.max_attempts,
                     renew_for: p.renew_for.as_deref(),
                     attempt: p.attempt.clone(),
-                })
+                })?)
             })
             .await?;
         let now = Instant::now();
@@ -222,7 +223,7 @@ async fn poll<T>(
 }
 
 pub fn receive_message(
-    broker: Arc<Broker>,
+    node: Arc<Node>,
     meta: RequestMeta,
     req: v2::ReceiveMessageRequest,
 ) -> BoxStream<v2::ReceiveMessageResponse> {
@@ -240,19 +241,18 @@ pub fn receive_message(
     );
     tokio::spawn(
         async move {
-            let started = Instant::now();
             let item = |c| Ok(v2::ReceiveMessageResponse { content: Some(c) });
             let result = async {
                 let p = {
                     let (m, r) = (meta.clone(), req.clone());
-                    Arc::new(broker.blocking(move |b| plan(b, &m, &r)).await?)
+                    Arc::new(node.blocking(move |b| plan(b, &m, &r)).await?)
                 };
-                let deliveries = poll(&broker, p.clone(), &tx).await?;
+                let deliveries = poll(&node, p.clone(), &tx).await?;
                 Ok::<_, RpcError>((p, deliveries))
             }
             .await;
             use v2::receive_message_response::Content;
-            let code = match result {
+            match result {
                 Ok((p, deliveries)) if !deliveries.is_empty() => {
                     let _ = tx.send(item(Content::Status(status::ok()))).await;
                     for d in deliveries {
@@ -261,20 +261,18 @@ pub fn receive_message(
                             attempt: d.attempt,
                             invisible: d.invisible,
                         };
-                        broker
-                            .metrics
+                        node.metrics
                             .message_out(&p.topic, &p.group, d.message.body.len());
                         let m = to_proto(
                             &d.message,
                             &p.namespace,
-                            &broker.cfg.advertise_addr,
+                            &node.settings.advertise_addr,
                             Some(&info),
                         );
                         // A vanished caller leaves the message invisible; it is redelivered
                         // after its invisible time, as for any consumer that dies.
                         let _ = tx.send(item(Content::Message(m))).await;
                     }
-                    Code::Ok
                 }
                 Ok(_) => {
                     let _ = tx
@@ -283,19 +281,14 @@ pub fn receive_message(
                             "no new message",
                         ))))
                         .await;
-                    Code::MessageNotFound
                 }
                 Err(e) => {
                     let _ = tx.send(item(Content::Status(meta.status(&e)))).await;
-                    e.code
                 }
-            };
+            }
             let _ = tx
                 .send(item(Content::DeliveryTimestamp(now_timestamp())))
                 .await;
-            broker
-                .metrics
-                .rpc("ReceiveMessage", started.elapsed(), code as i32);
         }
         .instrument(span),
     );

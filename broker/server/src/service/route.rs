@@ -11,7 +11,7 @@ use ferromq_store::{MessageType, Permission, TopicConfig};
 use tracing::instrument;
 
 use super::RequestMeta;
-use crate::broker::Broker;
+use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
 
@@ -106,15 +106,15 @@ fn queue(
 
 #[instrument(skip_all, fields(topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), client = meta.client_id.as_deref().unwrap_or("")))]
 pub async fn query_route(
-    broker: &std::sync::Arc<Broker>,
+    node: &std::sync::Arc<Node>,
     meta: &RequestMeta,
     req: v2::QueryRouteRequest,
 ) -> v2::QueryRouteResponse {
     let result: Result<Vec<v2::MessageQueue>, RpcError> = async {
         let name = validate::topic_name(req.topic.as_ref())?.to_string();
-        let t = broker.blocking(move |b| b.topic(&name)).await?;
+        let t = node.blocking(move |b| Ok(b.engine.topic(&name)?)).await?;
         let resource = req.topic.clone().unwrap_or_default();
-        let endpoints = advertised_endpoints(req.endpoints.as_ref(), &broker.cfg.advertise_addr);
+        let endpoints = advertised_endpoints(req.endpoints.as_ref(), &node.settings.advertise_addr);
         Ok((0..t.queues as i32)
             .map(|id| queue(&resource, &t, id, &endpoints))
             .collect())
@@ -134,14 +134,14 @@ pub async fn query_route(
 
 #[instrument(skip_all, fields(topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or("")))]
 pub async fn query_assignment(
-    broker: &std::sync::Arc<Broker>,
+    node: &std::sync::Arc<Node>,
     meta: &RequestMeta,
     req: v2::QueryAssignmentRequest,
 ) -> v2::QueryAssignmentResponse {
     let result: Result<Vec<v2::Assignment>, RpcError> = async {
         let name = validate::topic_name(req.topic.as_ref())?.to_string();
         let group = validate::group_name(req.group.as_ref())?.to_string();
-        let t = broker.blocking(move |b| b.topic(&name)).await?;
+        let t = node.blocking(move |b| Ok(b.engine.topic(&name)?)).await?;
         if !t.permission.readable() {
             return Err(RpcError::new(
                 Code::Forbidden,
@@ -149,8 +149,9 @@ pub async fn query_assignment(
             ));
         }
         let resource = req.topic.clone().unwrap_or_default();
-        let endpoints = advertised_endpoints(req.endpoints.as_ref(), &broker.cfg.advertise_addr);
-        let fifo = broker
+        let endpoints = advertised_endpoints(req.endpoints.as_ref(), &node.settings.advertise_addr);
+        let fifo = node
+            .engine
             .groups
             .fifo(&group, t.message_type == MessageType::Fifo);
         // Non-FIFO: one assignment for the whole broker (queue id -1, the server picks queues).

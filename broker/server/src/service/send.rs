@@ -6,247 +6,95 @@
 //! as half messages (the entry carries the transaction id), PRIORITY messages keep their
 //! priority for the delivery engine.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ferromq_engine::time::WallTime;
+use ferromq_engine::{topics, Publication, Published};
 use ferromq_proto::v2::{self, Code};
-use ferromq_store::{MessageType, NewMessage, KEY_SEPARATOR, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+use ferromq_store::MessageType;
 use tracing::{instrument, warn};
 
 use super::RequestMeta;
-use crate::broker::Broker;
-use crate::convert::{ms_from_timestamp, now_ms};
-use crate::props;
+use crate::convert::{duration_from_proto, ms_from_timestamp};
+use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
 
 /// Longest a send waits for its messages to become readable by consumers.
 const DISPATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Words in the FORBIDDEN answer of a draining group; proxies recognise them and pass the send
-/// to another group (the v2 status has no field for the reason).
-pub const DRAINING: &str = "is read-only (being drained)";
-
-fn type_matches(topic: MessageType, msg: v2::MessageType) -> bool {
-    matches!(
-        (topic, msg),
-        (MessageType::Normal, v2::MessageType::Normal)
-            | (MessageType::Fifo, v2::MessageType::Fifo)
-            | (MessageType::Delay, v2::MessageType::Delay)
-            | (MessageType::Transaction, v2::MessageType::Transaction)
-            | (MessageType::Priority, v2::MessageType::Priority)
-    )
+/// The engine's name for a message type, if FerroMQ has it.
+fn engine_type(t: v2::MessageType) -> Option<MessageType> {
+    match t {
+        v2::MessageType::Normal => Some(MessageType::Normal),
+        v2::MessageType::Fifo => Some(MessageType::Fifo),
+        v2::MessageType::Delay => Some(MessageType::Delay),
+        v2::MessageType::Transaction => Some(MessageType::Transaction),
+        v2::MessageType::Priority => Some(MessageType::Priority),
+        _ => None,
+    }
 }
 
-/// Validates one message and turns it into what the store appends, and whether it is parked.
-fn prepare(broker: &Broker, m: &v2::Message) -> Result<(NewMessage, Park), RpcError> {
-    let topic_name = validate::topic_name(m.topic.as_ref())?;
-    if validate::is_system_topic(topic_name) {
-        return Err(RpcError::new(
-            Code::IllegalTopic,
-            format!("topic {topic_name} is a system topic; clients cannot publish to it"),
-        ));
-    }
-    let checked = validate::message(m, broker.cfg.max_body_size)?;
-    if broker.membership.is_read_only() {
-        return Err(RpcError::new(
-            Code::Forbidden,
-            format!(
-                "broker group {} {DRAINING}; send through a proxy so the message goes to a writable group",
-                broker.membership.group()
-            ),
-        ));
-    }
-    let topic = broker.topic(topic_name)?;
-    if !topic.permission.writable() {
-        return Err(RpcError::new(
-            Code::Forbidden,
-            format!("topic {topic_name} is not writable"),
-        ));
-    }
-    if !type_matches(topic.message_type, checked.message_type) {
-        return Err(RpcError::new(
-            Code::MessagePropertyConflictWithType,
-            format!(
-                "topic {topic_name} accepts {} messages, not {:?}",
-                topic.message_type, checked.message_type
-            ),
-        ));
-    }
+/// Validates one wire message and turns it into what the engine publishes.
+fn publication(
+    node: &Node,
+    m: &v2::Message,
+    producer: Option<&str>,
+) -> Result<Publication, RpcError> {
+    let topic = validate::topic_name(m.topic.as_ref())?;
+    topics::check_client_topic(topic)?;
+    let checked = validate::message(m, node.settings.max_body_size)?;
     let sp = m
         .system_properties
         .as_ref()
         .ok_or_else(|| RpcError::bad_request("message has no system_properties"))?;
-    let mut park = Park::No;
-    match checked.message_type {
-        v2::MessageType::Normal | v2::MessageType::Fifo => {}
-        v2::MessageType::Delay => {
-            let due = sp.delivery_timestamp.as_ref().ok_or_else(|| {
-                RpcError::new(
-                    Code::IllegalDeliveryTime,
-                    "a DELAY message needs a delivery_timestamp",
-                )
-            })?;
-            // Rounded up: a message is never delivered before the time it asked for.
-            let due_ms = due
-                .seconds
-                .saturating_mul(1000)
-                .saturating_add((i64::from(due.nanos.max(0)) + 999_999) / 1_000_000);
-            let now = now_ms();
-            let max = broker.cfg.max_delay.as_millis() as i64;
-            if due_ms - now > max {
-                return Err(RpcError::new(
-                    Code::IllegalDeliveryTime,
-                    format!(
-                        "delivery time is {} s ahead, over the maximum delay of {} s",
-                        (due_ms - now) / 1000,
-                        max / 1000
-                    ),
-                ));
-            }
-            if due_ms > now {
-                park = Park::Timer(due_ms as u64);
-            }
-        }
-        v2::MessageType::Transaction => {
-            park = Park::Half(
-                sp.orphaned_transaction_recovery_duration
-                    .as_ref()
-                    .and_then(crate::convert::duration_from_proto),
-            );
-        }
-        v2::MessageType::Priority => {}
-        other => {
-            return Err(RpcError::new(
-                Code::NotImplemented,
-                format!("{other:?} messages are not implemented by this FerroMQ version"),
-            ))
-        }
-    }
-    if let Some(p) = sp.priority {
-        if checked.message_type != v2::MessageType::Priority {
-            return Err(RpcError::new(
-                Code::MessagePropertyConflictWithType,
-                "only PRIORITY messages may carry a priority",
-            ));
-        }
-        if p < 0 {
-            return Err(RpcError::bad_request(format!(
-                "priority {p} is negative; use 0 or more (higher is delivered first)"
-            )));
-        }
-    }
-    let mut properties: BTreeMap<String, String> = m.user_properties.clone().into_iter().collect();
-    properties.insert(PROP_MSG_ID.into(), checked.message_id.to_string());
-    if let Some(t) = checked.tag {
-        properties.insert(PROP_TAGS.into(), t.to_string());
-    }
-    if !checked.keys.is_empty() {
-        properties.insert(
-            PROP_KEYS.into(),
-            checked.keys.join(&KEY_SEPARATOR.to_string()),
-        );
-    }
-    if let Some(g) = checked.message_group {
-        properties.insert(props::MESSAGE_GROUP.into(), g.to_string());
-    }
-    properties.insert(
-        props::MESSAGE_TYPE.into(),
-        (checked.message_type as i32).to_string(),
-    );
-    if !sp.born_host.is_empty() {
-        properties.insert(props::BORN_HOST.into(), sp.born_host.clone());
-    }
-    if let Some(tc) = sp.trace_context.as_ref().filter(|t| !t.is_empty()) {
-        properties.insert(props::TRACE_CONTEXT.into(), tc.clone());
-    }
-    if checked.message_type == v2::MessageType::Delay {
-        if let Some(t) = &sp.delivery_timestamp {
-            properties.insert(
-                crate::timers::DELIVER_AT.into(),
-                ms_from_timestamp(t).to_string(),
-            );
-        }
-    }
-    if checked.message_type == v2::MessageType::Priority {
-        properties.insert(props::PRIORITY.into(), sp.priority.unwrap_or(0).to_string());
-    }
-    // The client picked the queue (FIFO: by message group); keep it when valid.
-    let queue_id = if sp.queue_id >= 0 {
-        sp.queue_id as u32 % topic.queues
-    } else {
-        0
-    };
-    Ok((
-        NewMessage {
-            topic: topic.name,
-            queue_id,
-            born_timestamp_ms: sp.born_timestamp.as_ref().map_or(0, ms_from_timestamp),
-            born_host: sp.born_host.parse().ok(),
-            properties,
-            body: m.body.clone(),
-            ..Default::default()
-        },
-        park,
-    ))
+    let message_type = engine_type(checked.message_type).ok_or_else(|| {
+        RpcError::new(
+            Code::NotImplemented,
+            format!(
+                "{:?} messages are not implemented by this FerroMQ version",
+                checked.message_type
+            ),
+        )
+    })?;
+    Ok(Publication {
+        topic: topic.to_string(),
+        queue_id: u32::try_from(sp.queue_id).ok(),
+        message_type,
+        message_id: checked.message_id.to_string(),
+        tag: checked.tag.map(str::to_string),
+        keys: checked.keys.iter().map(|k| k.to_string()).collect(),
+        message_group: checked.message_group.map(str::to_string),
+        delivery_time: sp.delivery_timestamp.as_ref().map(|t| WallTime {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        }),
+        priority: sp.priority,
+        transaction_recovery: sp
+            .orphaned_transaction_recovery_duration
+            .as_ref()
+            .and_then(duration_from_proto),
+        producer: producer.map(str::to_string),
+        born_timestamp_ms: sp.born_timestamp.as_ref().map_or(0, ms_from_timestamp),
+        born_host: sp.born_host.clone(),
+        trace_context: sp.trace_context.clone(),
+        user_properties: m.user_properties.clone().into_iter().collect(),
+        body: m.body.clone(),
+    })
 }
 
-/// Whether a message waits before its topic sees it.
-enum Park {
-    No,
-    /// A delay message due at this time (ms since the epoch).
-    Timer(u64),
-    /// A half message, with its own wait before the first transaction check.
-    Half(Option<std::time::Duration>),
-}
-
-/// What one stored message reports back.
-struct Sent {
-    offset: i64,
-    /// End of its record in the commit log when it is visible now.
-    visible_end: Option<u64>,
-    transaction_id: String,
-    recall_handle: String,
-}
-
-/// Stores one prepared message: appended, or parked as a timer or half message.
-fn store_one(
-    b: &Broker,
-    nm: NewMessage,
-    park: Park,
-    client_id: Option<&str>,
-) -> Result<Sent, RpcError> {
-    let size = nm.body.len();
-    let sent = match park {
-        Park::No => {
-            let a = b.store.append(&nm).map_err(RpcError::from)?;
-            Sent {
-                offset: a.queue_offset as i64,
-                visible_end: Some(a.phys_offset + u64::from(a.size)),
-                transaction_id: String::new(),
-                recall_handle: String::new(),
-            }
-        }
-        Park::Timer(due) => Sent {
-            offset: 0,
-            visible_end: None,
-            transaction_id: String::new(),
-            recall_handle: b.timers.schedule(&nm, due)?,
-        },
-        Park::Half(recovery) => Sent {
-            offset: 0,
-            visible_end: None,
-            transaction_id: b.transactions.prepare(&nm, recovery, client_id)?,
-            recall_handle: String::new(),
-        },
-    };
-    b.metrics.message_in(&nm.topic, size);
-    Ok(sent)
+/// Validates, publishes and counts one message.
+fn send_one(node: &Node, m: &v2::Message, producer: Option<&str>) -> Result<Published, RpcError> {
+    let p = publication(node, m, producer)?;
+    let (topic, size) = (p.topic.clone(), p.body.len());
+    let published = node.engine.publish(p)?;
+    node.metrics.message_in(&topic, size);
+    Ok(published)
 }
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]
 pub async fn send_message(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::SendMessageRequest,
 ) -> v2::SendMessageResponse {
@@ -265,7 +113,7 @@ pub async fn send_message(
     }
     let messages = req.messages;
     let client_id = meta.client_id.clone();
-    let results = broker
+    let results = node
         .blocking(move |b| {
             let results: Vec<_> = messages
                 .iter()
@@ -275,15 +123,13 @@ pub async fn send_message(
                         .as_ref()
                         .map(|s| s.message_id.clone())
                         .unwrap_or_default();
-                    let r = prepare(b, m)
-                        .and_then(|(nm, park)| store_one(b, nm, park, client_id.as_deref()));
-                    (id, r)
+                    (id, send_one(b, m, client_id.as_deref()))
                 })
                 .collect();
             Ok(results)
         })
         .await;
-    let results: Vec<(String, Result<Sent, RpcError>)> = match results {
+    let results: Vec<(String, Result<Published, RpcError>)> = match results {
         Ok(r) => r,
         Err(e) => {
             return v2::SendMessageResponse {
@@ -300,7 +146,7 @@ pub async fn send_message(
         .filter_map(|s| s.visible_end)
         .max()
     {
-        broker.dispatched.wait(end, DISPATCH_WAIT).await;
+        node.engine.dispatched.wait(end, DISPATCH_WAIT).await;
     }
     let entries: Vec<v2::SendResultEntry> = results
         .into_iter()
@@ -308,9 +154,9 @@ pub async fn send_message(
             Ok(sent) => v2::SendResultEntry {
                 status: Some(status::ok()),
                 message_id,
-                transaction_id: sent.transaction_id,
-                offset: sent.offset,
-                recall_handle: sent.recall_handle,
+                transaction_id: sent.transaction_id.unwrap_or_default(),
+                offset: sent.queue_offset.map_or(0, |o| o as i64),
+                recall_handle: sent.recall_handle.unwrap_or_default(),
             },
             Err(e) => {
                 if e.code == Code::InternalServerError {

@@ -8,11 +8,11 @@ use ferromq_proto::v2::{self, Code};
 use tracing::instrument;
 
 use super::RequestMeta;
-use crate::broker::Broker;
 use crate::convert::duration_from_proto;
-use crate::receipt::ReceiptHandle;
+use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
+use ferromq_engine::ReceiptHandle;
 
 const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
 
@@ -30,7 +30,7 @@ fn names(
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), entries = req.entries.len()))]
 pub async fn ack_message(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::AckMessageRequest,
 ) -> v2::AckMessageResponse {
@@ -51,21 +51,23 @@ pub async fn ack_message(
         };
     }
     let entries = req.entries;
-    let results = broker
+    let results = node
         .blocking(move |b| {
             let mut moved = false;
             let mut results: Vec<_> = entries
                 .into_iter()
                 .map(|e| {
                     let r = ReceiptHandle::decode(&e.receipt_handle)
-                        .and_then(|h| b.deliveries.ack_in_memory(&group, &topic, &h));
+                        .and_then(|h| b.engine.deliveries.ack_in_memory(&group, &topic, &h))
+                        .map_err(RpcError::from);
                     moved |= matches!(r, Ok(true));
                     (e, r.map(|_| ()))
                 })
                 .collect();
             // One durable write for the whole batch; if it fails, no entry is reported acked.
             if moved {
-                if let Err(err) = b.deliveries.persist_offsets() {
+                if let Err(err) = b.engine.deliveries.persist_offsets() {
+                    let err = RpcError::from(err);
                     for (_, r) in results.iter_mut() {
                         if r.is_ok() {
                             *r = Err(err.clone());
@@ -102,7 +104,7 @@ pub async fn ack_message(
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id))]
 pub async fn change_invisible_duration(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::ChangeInvisibleDurationRequest,
 ) -> v2::ChangeInvisibleDurationResponse {
@@ -124,9 +126,12 @@ pub async fn change_invisible_duration(
             ));
         }
         let h = ReceiptHandle::decode(&req.receipt_handle)?;
-        broker
-            .blocking(move |b| b.deliveries.change_invisible(&group, &topic, &h, d))
-            .await
+        node.blocking(move |b| {
+            Ok(b.engine
+                .deliveries
+                .change_invisible(&group, &topic, &h, d)?)
+        })
+        .await
     }
     .await;
     match result {
@@ -143,15 +148,14 @@ pub async fn change_invisible_duration(
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id))]
 pub async fn forward_to_dlq(
-    broker: &Arc<Broker>,
+    node: &Arc<Node>,
     meta: &RequestMeta,
     req: v2::ForwardMessageToDeadLetterQueueRequest,
 ) -> v2::ForwardMessageToDeadLetterQueueResponse {
     let result = async {
         let (group, topic) = names(meta, req.group.as_ref(), req.topic.as_ref())?;
         let h = ReceiptHandle::decode(&req.receipt_handle)?;
-        broker
-            .blocking(move |b| b.deliveries.forward_to_dlq(&group, &topic, &h))
+        node.blocking(move |b| Ok(b.engine.deliveries.forward_to_dlq(&group, &topic, &h)?))
             .await
     }
     .await;

@@ -1,0 +1,210 @@
+//! Settling deliveries: ack, a new invisibility deadline (a nack or an extension), and the
+//! dead-letter topic; plus committing how far each group has settled.
+
+use std::time::{Duration, Instant};
+
+use ferromq_store::{MessageType, NewMessage};
+use tracing::{info, warn};
+
+use super::queue::{EntryState, QueueState};
+use super::Deliveries;
+use crate::error::EngineError;
+use crate::props;
+use crate::receipt::ReceiptHandle;
+use crate::topics::{dlq_topic, ensure_dlq_topic};
+
+impl Deliveries {
+    /// Runs `f` on the queue state of the delivery `h` names, once `h` is known to be the
+    /// latest handle of a message still out; otherwise answers why it is not.
+    fn with_delivery<R>(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+        f: impl FnOnce(&mut QueueState) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let st = self.known_queue(group, topic, h.queue_id).ok_or_else(|| {
+            EngineError::UnknownDelivery {
+                group: group.to_string(),
+                topic: topic.to_string(),
+            }
+        })?;
+        if h.instance != self.instance {
+            return Err(EngineError::HandleFromBeforeRestart);
+        }
+        let mut st = st.lock();
+        if !st
+            .unsettled
+            .get(&h.offset)
+            .is_some_and(|e| e.is_out_under(h.epoch))
+        {
+            return Err(EngineError::StaleHandle);
+        }
+        f(&mut st)
+    }
+
+    /// Settles a delivery. Durable (the consumer offset is committed) when it returns Ok.
+    pub fn ack(&self, group: &str, topic: &str, h: &ReceiptHandle) -> Result<(), EngineError> {
+        if self.ack_in_memory(group, topic, h)? {
+            self.persist_offsets()?;
+        }
+        Ok(())
+    }
+
+    /// Settles a delivery in memory; returns whether the group's offset moved, in which case
+    /// the caller must [`Deliveries::persist_offsets`] before answering (one write can then
+    /// cover a whole batch of acks).
+    pub fn ack_in_memory(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+    ) -> Result<bool, EngineError> {
+        self.with_delivery(group, topic, h, |st| {
+            st.unsettled.remove(&h.offset);
+            self.store_low_water(group, topic, h.queue_id, st, false)
+        })
+    }
+
+    /// Makes every offset recorded so far durable (and journals the ones that moved, in a
+    /// replicated group). Runs outside the queue locks so receives never wait for an fsync;
+    /// concurrent callers share one write (the store coalesces them).
+    pub fn persist_offsets(&self) -> Result<(), EngineError> {
+        self.store.offsets().persist()?;
+        self.journal_offsets()
+    }
+
+    /// Journals the offsets that moved since the last journal entry (replicated groups).
+    fn journal_offsets(&self) -> Result<(), EngineError> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let moved: Vec<(String, String, u32, u64)> = std::mem::take(&mut *self.moved.lock())
+            .into_iter()
+            .map(|((g, t, q), o)| (g, t, q, o))
+            .collect();
+        if !moved.is_empty() {
+            j.record(&crate::journal::Change::Offsets { offsets: moved })?;
+        }
+        Ok(())
+    }
+
+    /// Moves the invisibility deadline of a delivery; returns the handle to use from now on.
+    pub fn change_invisible(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+        invisible: Duration,
+    ) -> Result<ReceiptHandle, EngineError> {
+        self.with_delivery(group, topic, h, |st| {
+            let handle = self.new_handle(h.queue_id, h.offset);
+            if let Some(e) = st.unsettled.get_mut(&h.offset) {
+                e.state = EntryState::Invisible {
+                    until: Instant::now() + invisible,
+                    epoch: handle.epoch,
+                };
+                // The client chose a deadline (a nack or an extension): stop renewing for it.
+                e.renewal = None;
+            }
+            Ok(handle)
+        })
+    }
+
+    /// Moves a delivered message to the group's dead-letter topic now (client-driven, FIFO
+    /// push consumers after their local retries).
+    pub fn forward_to_dlq(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+    ) -> Result<(), EngineError> {
+        self.with_delivery(group, topic, h, |st| {
+            self.dead_letter(group, topic, h.queue_id, h.offset, st)?;
+            self.store_low_water(group, topic, h.queue_id, st, true)
+                .map(|_| ())
+        })
+    }
+
+    /// Appends the entry's message to `%DLQ%<group>` and settles it. An entry whose message
+    /// cannot be read any more is dropped with a warning (there is nothing to move).
+    pub(super) fn dead_letter(
+        &self,
+        group: &str,
+        topic: &str,
+        q: u32,
+        off: u64,
+        st: &mut QueueState,
+    ) -> Result<(), EngineError> {
+        let Some(e) = st.unsettled.get(&off).cloned() else {
+            return Ok(());
+        };
+        let original = match self.store.message_at(e.phys_offset) {
+            Ok(m) => m,
+            Err(err) => {
+                warn!(group, topic, queue = q, offset = off, error = %err, "message to dead-letter is unreadable; dropped");
+                st.unsettled.remove(&off);
+                return Ok(());
+            }
+        };
+        let dlq = dlq_topic(group);
+        ensure_dlq_topic(&self.store, self.journal.as_ref(), &dlq)?;
+        let mut properties = original.properties;
+        properties.insert(props::DLQ_ORIGIN_TOPIC.into(), topic.into());
+        properties.insert(props::DLQ_ATTEMPTS.into(), e.attempts.to_string());
+        // Consumers of the DLQ are not FIFO-bound by the original group.
+        properties.remove(props::MESSAGE_GROUP);
+        properties.insert(
+            props::MESSAGE_TYPE.into(),
+            props::type_code(MessageType::Normal).to_string(),
+        );
+        let m = NewMessage {
+            topic: dlq.clone(),
+            queue_id: 0,
+            born_timestamp_ms: original.born_timestamp_ms,
+            born_host: original.born_host,
+            reconsume_times: e.attempts,
+            properties,
+            body: original.body,
+            ..Default::default()
+        };
+        self.store.append(&m)?;
+        info!(group, topic, queue = q, offset = off, attempts = e.attempts, dlq = %dlq, "message moved to dead-letter topic");
+        *self
+            .dead_lettered
+            .lock()
+            .entry(group.to_string())
+            .or_insert(0) += 1;
+        st.unsettled.remove(&off);
+        Ok(())
+    }
+
+    /// Records the group's offset if it moved (returns whether it did): durably at once when
+    /// `durable`, else in memory for the store's background flush or the caller's persist.
+    pub(super) fn store_low_water(
+        &self,
+        group: &str,
+        topic: &str,
+        q: u32,
+        st: &mut QueueState,
+        durable: bool,
+    ) -> Result<bool, EngineError> {
+        let low = st.low_water();
+        if low == st.committed {
+            return Ok(false);
+        }
+        st.committed = low;
+        if self.journal.is_some() {
+            self.moved
+                .lock()
+                .insert((group.to_string(), topic.to_string(), q), low);
+        }
+        if durable {
+            self.store.offsets().commit(group, topic, q, low)?;
+            self.journal_offsets()?;
+        } else {
+            self.store.offsets().set(group, topic, q, low);
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,199 @@
+//! Publishing: a message a front door has already checked for well-formedness is checked
+//! against its topic (exists, writable, of the right type), against this group's drain state and
+//! the delay limit, then appended, or parked as a delay timer or a half message.
+//!
+//! Front doors (the RocketMQ 5 gRPC service, later the remoting protocol) translate their wire
+//! message into a [`Publication`] and the answer back; what a message means is decided here
+//! once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferromq_store::{MessageType, NewMessage, KEY_SEPARATOR, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+
+use crate::error::EngineError;
+use crate::props;
+use crate::time::{now_ms, WallTime};
+use crate::Engine;
+
+/// One message to publish.
+#[derive(Debug, Clone, Default)]
+pub struct Publication {
+    pub topic: String,
+    /// The queue the producer chose, if it chose one.
+    pub queue_id: Option<u32>,
+    pub message_type: MessageType,
+    pub message_id: String,
+    pub tag: Option<String>,
+    pub keys: Vec<String>,
+    /// FIFO message group.
+    pub message_group: Option<String>,
+    /// DELAY messages: when to deliver.
+    pub delivery_time: Option<WallTime>,
+    /// PRIORITY messages: higher first.
+    pub priority: Option<i32>,
+    /// TRANSACTION messages: the message's own wait before the first check.
+    pub transaction_recovery: Option<Duration>,
+    /// Client id of the producer (asked first by transaction checks).
+    pub producer: Option<String>,
+    pub born_timestamp_ms: i64,
+    /// The producer's host as it named itself (free text).
+    pub born_host: String,
+    pub trace_context: Option<String>,
+    pub user_properties: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// What publishing one message did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Its offset in its queue when it was appended to the topic now (not parked).
+    pub queue_offset: Option<u64>,
+    /// End of its record in the commit log when it is visible to consumers now.
+    pub visible_end: Option<u64>,
+    /// TRANSACTION messages: the id to commit or roll back with.
+    pub transaction_id: Option<String>,
+    /// DELAY messages parked until later: the handle to recall it with.
+    pub recall_handle: Option<String>,
+}
+
+/// Whether a message waits before its topic sees it.
+enum Park {
+    No,
+    /// A delay message due at this time (ms since the epoch).
+    Timer(u64),
+    /// A half message, with its own wait before the first transaction check.
+    Half(Option<Duration>),
+}
+
+impl Engine {
+    /// Checks one message against its topic and this group, and stores it.
+    pub fn publish(&self, p: Publication) -> Result<Published, EngineError> {
+        if self.membership.is_read_only() {
+            return Err(EngineError::Draining {
+                group: self.membership.group(),
+            });
+        }
+        let topic = self.topic(&p.topic)?;
+        if !topic.permission.writable() {
+            return Err(EngineError::TopicPermission {
+                topic: topic.name,
+                what: "writable",
+            });
+        }
+        if topic.message_type != p.message_type {
+            return Err(EngineError::TypeMismatch {
+                topic: topic.name,
+                accepts: topic.message_type,
+                sent: p.message_type,
+            });
+        }
+        let park = match p.message_type {
+            MessageType::Normal | MessageType::Fifo | MessageType::Priority => Park::No,
+            MessageType::Delay => {
+                let due = p.delivery_time.ok_or_else(|| {
+                    EngineError::IllegalDeliveryTime(
+                        "a DELAY message needs a delivery_timestamp".into(),
+                    )
+                })?;
+                let due_ms = due.ceil_ms();
+                let now = now_ms();
+                let max = self.config.max_delay.as_millis() as i64;
+                if due_ms - now > max {
+                    return Err(EngineError::IllegalDeliveryTime(format!(
+                        "delivery time is {} s ahead, over the maximum delay of {} s",
+                        (due_ms - now) / 1000,
+                        max / 1000
+                    )));
+                }
+                if due_ms > now {
+                    Park::Timer(due_ms as u64)
+                } else {
+                    Park::No
+                }
+            }
+            MessageType::Transaction => Park::Half(p.transaction_recovery),
+        };
+        if let Some(priority) = p.priority {
+            if p.message_type != MessageType::Priority {
+                return Err(EngineError::PropertyConflict(
+                    "only PRIORITY messages may carry a priority".into(),
+                ));
+            }
+            if priority < 0 {
+                return Err(EngineError::bad_request(format!(
+                    "priority {priority} is negative; use 0 or more (higher is delivered first)"
+                )));
+            }
+        }
+        // The producer picked the queue (FIFO: by message group); keep it when valid.
+        let queue_id = p.queue_id.map_or(0, |q| q % topic.queues.max(1));
+        let producer = p.producer.clone();
+        let message = stored_form(p, topic.name, queue_id);
+        let published = match park {
+            Park::No => {
+                let a = self.store.append(&message)?;
+                Published {
+                    queue_offset: Some(a.queue_offset),
+                    visible_end: Some(a.phys_offset + u64::from(a.size)),
+                    ..Default::default()
+                }
+            }
+            Park::Timer(due) => Published {
+                recall_handle: Some(self.timers.schedule(&message, due)?),
+                ..Default::default()
+            },
+            Park::Half(recovery) => Published {
+                transaction_id: Some(self.transactions.prepare(
+                    &message,
+                    recovery,
+                    producer.as_deref(),
+                )?),
+                ..Default::default()
+            },
+        };
+        Ok(published)
+    }
+}
+
+/// The message as the store keeps it: system fields under their property keys.
+fn stored_form(p: Publication, topic: String, queue_id: u32) -> NewMessage {
+    let mut properties = p.user_properties;
+    properties.insert(PROP_MSG_ID.into(), p.message_id);
+    if let Some(t) = p.tag {
+        properties.insert(PROP_TAGS.into(), t);
+    }
+    if !p.keys.is_empty() {
+        properties.insert(PROP_KEYS.into(), p.keys.join(&KEY_SEPARATOR.to_string()));
+    }
+    if let Some(g) = p.message_group {
+        properties.insert(props::MESSAGE_GROUP.into(), g);
+    }
+    properties.insert(
+        props::MESSAGE_TYPE.into(),
+        props::type_code(p.message_type).to_string(),
+    );
+    if !p.born_host.is_empty() {
+        properties.insert(props::BORN_HOST.into(), p.born_host.clone());
+    }
+    if let Some(tc) = p.trace_context.filter(|t| !t.is_empty()) {
+        properties.insert(props::TRACE_CONTEXT.into(), tc);
+    }
+    if p.message_type == MessageType::Delay {
+        if let Some(t) = p.delivery_time {
+            properties.insert(props::DELIVER_AT.into(), t.floor_ms().to_string());
+        }
+    }
+    if p.message_type == MessageType::Priority {
+        properties.insert(props::PRIORITY.into(), p.priority.unwrap_or(0).to_string());
+    }
+    NewMessage {
+        topic,
+        queue_id,
+        born_timestamp_ms: p.born_timestamp_ms,
+        born_host: p.born_host.parse().ok(),
+        properties,
+        body: p.body,
+        ..Default::default()
+    }
+}

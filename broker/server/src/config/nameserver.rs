@@ -1,0 +1,97 @@
+//! Configuration of `ferromq nameserver`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::controller::{ControllerArgs, ControllerKeys};
+use super::{parse_addr, parse_duration, ConfigError, ConfigFile, Section};
+
+/// Flags of `ferromq nameserver`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NameserverArgs {
+    /// Address of the gRPC endpoint brokers and proxies talk to [default: 0.0.0.0:9876].
+    #[arg(long, env = "FERROMQ_ADDR")]
+    pub addr: Option<String>,
+    /// Address of the HTTP endpoint (/healthz, /readyz, /metrics) [default: 0.0.0.0:9090].
+    #[arg(long, env = "FERROMQ_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// A broker group missing heartbeats for this long leaves the routes (e.g. 3s, 500ms)
+    /// [default: 3s].
+    #[arg(long, env = "FERROMQ_BROKER_EXPIRY")]
+    pub broker_expiry: Option<String>,
+    /// TOML file with the same keys as the flags (kebab-case).
+    #[arg(long, env = "FERROMQ_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+}
+
+/// The name server's keys of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NameserverKeys {
+    addr: Option<String>,
+    http_addr: Option<String>,
+    broker_expiry: Option<String>,
+}
+
+impl Section for NameserverKeys {
+    const KEYS: &'static [&'static str] = &["addr", "http-addr", "broker-expiry"];
+}
+
+/// The validated configuration of a name server.
+#[derive(Debug, Clone)]
+pub struct NameserverConfig {
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// A group silent for this long drops out of the routes.
+    pub broker_expiry: Duration,
+    /// The replication controller peer this name server runs, if any.
+    pub controller: Option<ferromq_controller::ControllerConfig>,
+}
+
+impl NameserverArgs {
+    pub fn resolve(&self) -> Result<NameserverConfig, ConfigError> {
+        let file = ConfigFile::load(self.config.as_deref())?;
+        file.only(
+            "a name server",
+            &[NameserverKeys::KEYS, ControllerKeys::KEYS],
+        )?;
+        let keys: NameserverKeys = file.section()?;
+        let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
+            flag.clone().or(key).unwrap_or_else(|| default.to_string())
+        };
+        let addr = parse_addr("addr", &pick(&self.addr, keys.addr, "0.0.0.0:9876"))?;
+        Ok(NameserverConfig {
+            controller: self.controller.resolve(&file, addr)?,
+            addr,
+            http_addr: parse_addr(
+                "http-addr",
+                &pick(&self.http_addr, keys.http_addr, "0.0.0.0:9090"),
+            )?,
+            broker_expiry: parse_duration(
+                "broker-expiry",
+                &pick(&self.broker_expiry, keys.broker_expiry, "3s"),
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_fields() {
+        let c = NameserverArgs::default().resolve().expect("defaults");
+        assert_eq!(c.addr.port(), 9876);
+        assert_eq!(c.broker_expiry, Duration::from_secs(3));
+        let a = NameserverArgs {
+            broker_expiry: Some("0s".into()),
+            ..Default::default()
+        };
+        assert_eq!(a.resolve().unwrap_err().field, "broker-expiry");
+    }
+}

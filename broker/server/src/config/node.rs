@@ -1,0 +1,395 @@
+//! Configuration of a storage node: `ferromq standalone`, and the storage part of `ferromq
+//! broker` (whose own keys are in [`super::broker`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferromq_engine::EngineConfig;
+use ferromq_store::{FlushMode, StoreConfig};
+use serde::Deserialize;
+
+use super::{
+    advertise_default, bad, check_host_port, count_value, parse_addr, parse_duration, parse_size,
+    size_value, ConfigError, ConfigFile, Section,
+};
+
+/// Flags of `ferromq standalone`. All optional so that the file can supply what they omit.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// TOML file with the same keys as the flags (kebab-case).
+    #[arg(long, env = "FERROMQ_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the commit log, queues, indexes and metadata [default: ./data].
+    #[arg(long, env = "FERROMQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the gRPC endpoint (RocketMQ 5 protocol and admin API) [default: 0.0.0.0:8081].
+    #[arg(long, env = "FERROMQ_GRPC_ADDR")]
+    pub grpc_addr: Option<String>,
+    /// Address of the HTTP endpoint (/healthz, /readyz, /metrics) [default: 0.0.0.0:9090].
+    #[arg(long, env = "FERROMQ_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// host:port that routes advertise to clients when the address a client dialled is unusable
+    /// [default: the gRPC address, with 0.0.0.0 replaced by 127.0.0.1].
+    #[arg(long, env = "FERROMQ_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Create unknown topics (NORMAL, `default-queues` queues) when clients ask for them.
+    #[arg(long, env = "FERROMQ_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: bool,
+    /// When a send is acknowledged: `async` (page cache) or `sync` (fsync, group commit).
+    #[arg(long, env = "FERROMQ_FLUSH")]
+    pub flush: Option<String>,
+    /// Largest message body accepted, e.g. `4MiB`.
+    #[arg(long, env = "FERROMQ_MAX_BODY_SIZE")]
+    pub max_body_size: Option<String>,
+    /// Size of one commit log segment file, e.g. `1GiB`.
+    #[arg(long, env = "FERROMQ_SEGMENT_SIZE")]
+    pub segment_size: Option<String>,
+    /// Queue count of auto-created topics.
+    #[arg(long, env = "FERROMQ_DEFAULT_QUEUES")]
+    pub default_queues: Option<u32>,
+    /// Deliveries of one message to a consumer group before it moves to `%DLQ%<group>`
+    /// (groups can override it with `ferromq admin group update`).
+    #[arg(long, env = "FERROMQ_MAX_DELIVERY_ATTEMPTS")]
+    pub max_delivery_attempts: Option<u32>,
+    /// Longest delay a DELAY message may ask for (its delivery time minus now), e.g. `3d`.
+    #[arg(long, env = "FERROMQ_MAX_DELAY")]
+    pub max_delay: Option<String>,
+    /// How long a half (transactional) message waits for EndTransaction before the server asks
+    /// its producer (unless the message sets its own orphaned-transaction recovery duration),
+    /// and the wait between further checks, e.g. `10s`.
+    #[arg(long, env = "FERROMQ_TRANSACTION_CHECK_INTERVAL")]
+    pub transaction_check_interval: Option<String>,
+    /// Checks of an unresolved half message before it is rolled back.
+    #[arg(long, env = "FERROMQ_TRANSACTION_CHECK_MAX")]
+    pub transaction_check_max: Option<u32>,
+    /// PEM certificate chain: enables TLS on the gRPC port (plaintext stays accepted there).
+    #[arg(long, env = "FERROMQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "FERROMQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The storage node's keys of the TOML file: the same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeKeys {
+    data_dir: Option<PathBuf>,
+    grpc_addr: Option<String>,
+    http_addr: Option<String>,
+    advertise_addr: Option<String>,
+    auto_create_topics: Option<bool>,
+    flush: Option<String>,
+    max_body_size: Option<toml::Value>,
+    segment_size: Option<toml::Value>,
+    // Counts accept an integer or a string of digits: the operator renders every `spec.config`
+    // value as a string.
+    default_queues: Option<toml::Value>,
+    max_delivery_attempts: Option<toml::Value>,
+    max_delay: Option<String>,
+    transaction_check_interval: Option<String>,
+    transaction_check_max: Option<toml::Value>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+impl Section for NodeKeys {
+    const KEYS: &'static [&'static str] = &[
+        "data-dir",
+        "grpc-addr",
+        "http-addr",
+        "advertise-addr",
+        "auto-create-topics",
+        "flush",
+        "max-body-size",
+        "segment-size",
+        "default-queues",
+        "max-delivery-attempts",
+        "max-delay",
+        "transaction-check-interval",
+        "transaction-check-max",
+        "tls-cert",
+        "tls-key",
+    ];
+}
+
+/// The validated configuration of a storage node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// host:port used in routes when the client's own access point cannot be echoed.
+    pub advertise_addr: String,
+    pub flush: FlushMode,
+    pub max_body_size: usize,
+    pub segment_size: u64,
+    /// Delivery semantics (auto-creation, retries, delays, transaction checks).
+    pub engine: EngineConfig,
+    /// Loaded TLS configuration when `tls-cert` and `tls-key` are set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
+impl NodeConfig {
+    /// Defaults used by tests and by the merge below.
+    pub fn defaults() -> NodeConfig {
+        let data_dir = PathBuf::from("./data");
+        NodeConfig {
+            engine: EngineConfig::new(&data_dir),
+            data_dir,
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            advertise_addr: "127.0.0.1:8081".into(),
+            flush: FlushMode::Async,
+            max_body_size: 4 << 20,
+            segment_size: 1 << 30,
+            tls: None,
+        }
+    }
+
+    /// Merges flags, the file and defaults and validates the result. `file` is the role's
+    /// file, read once; the caller has refused keys of other roles.
+    pub fn resolve(args: &NodeArgs, file: &ConfigFile) -> Result<NodeConfig, ConfigError> {
+        let file: NodeKeys = file.section()?;
+        let mut c = NodeConfig::defaults();
+        if let Some(d) = args.data_dir.clone().or(file.data_dir) {
+            c.engine.data_dir = d.clone();
+            c.data_dir = d;
+        }
+        if let Some(a) = args.grpc_addr.as_ref().or(file.grpc_addr.as_ref()) {
+            c.grpc_addr = parse_addr("grpc-addr", a)?;
+        }
+        if let Some(a) = args.http_addr.as_ref().or(file.http_addr.as_ref()) {
+            c.http_addr = parse_addr("http-addr", a)?;
+        }
+        c.engine.auto_create_topics =
+            args.auto_create_topics || file.auto_create_topics.unwrap_or(false);
+        if let Some(f) = args.flush.as_ref().or(file.flush.as_ref()) {
+            c.flush = f.parse().map_err(|e: String| bad("flush", e))?;
+        }
+        if let Some(s) = &args.max_body_size {
+            c.max_body_size = parse_size("max-body-size", s)? as usize;
+        } else if let Some(v) = &file.max_body_size {
+            c.max_body_size = size_value("max-body-size", v)? as usize;
+        }
+        if let Some(s) = &args.segment_size {
+            c.segment_size = parse_size("segment-size", s)?;
+        } else if let Some(v) = &file.segment_size {
+            c.segment_size = size_value("segment-size", v)?;
+        }
+        if let Some(q) = args.default_queues {
+            c.engine.default_queues = q;
+        } else if let Some(v) = &file.default_queues {
+            c.engine.default_queues = count_value("default-queues", v)?;
+        }
+        if let Some(m) = args.max_delivery_attempts {
+            c.engine.max_delivery_attempts = m;
+        } else if let Some(v) = &file.max_delivery_attempts {
+            c.engine.max_delivery_attempts = count_value("max-delivery-attempts", v)?;
+        }
+        if let Some(d) = args.max_delay.as_ref().or(file.max_delay.as_ref()) {
+            c.engine.max_delay = parse_duration("max-delay", d)?;
+        }
+        if let Some(d) = args
+            .transaction_check_interval
+            .as_ref()
+            .or(file.transaction_check_interval.as_ref())
+        {
+            c.engine.transaction_check_interval = parse_duration("transaction-check-interval", d)?;
+        }
+        if let Some(m) = args.transaction_check_max {
+            c.engine.transaction_check_max = m;
+        } else if let Some(v) = &file.transaction_check_max {
+            c.engine.transaction_check_max = count_value("transaction-check-max", v)?;
+        }
+        c.advertise_addr = match args
+            .advertise_addr
+            .as_ref()
+            .or(file.advertise_addr.as_ref())
+        {
+            Some(a) => a.clone(),
+            None => advertise_default(c.grpc_addr),
+        };
+        match (
+            args.tls_cert.as_ref().or(file.tls_cert.as_ref()),
+            args.tls_key.as_ref().or(file.tls_key.as_ref()),
+        ) {
+            (Some(cert), Some(key)) => c.tls = Some(crate::tls::load(cert, key)?),
+            (Some(_), None) => return Err(bad("tls-key", "tls-cert is set but tls-key is not")),
+            (None, Some(_)) => return Err(bad("tls-cert", "tls-key is set but tls-cert is not")),
+            (None, None) => {}
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Cross-field checks, once, naming the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("data-dir", "must not be empty"));
+        }
+        if self.max_body_size == 0 || self.max_body_size > (64 << 20) {
+            return Err(bad(
+                "max-body-size",
+                format!("{} bytes is not within 1 B..=64 MiB", self.max_body_size),
+            ));
+        }
+        if self.segment_size < (self.max_body_size as u64 + (64 << 10)) {
+            return Err(bad(
+                "segment-size",
+                format!(
+                    "{} bytes cannot hold a message of max-body-size {} bytes",
+                    self.segment_size, self.max_body_size
+                ),
+            ));
+        }
+        if self.engine.default_queues == 0
+            || self.engine.default_queues > ferromq_store::metadata::MAX_QUEUES
+        {
+            return Err(bad(
+                "default-queues",
+                format!(
+                    "{} is not within 1..={}",
+                    self.engine.default_queues,
+                    ferromq_store::metadata::MAX_QUEUES
+                ),
+            ));
+        }
+        if self.engine.max_delivery_attempts == 0 || self.engine.max_delivery_attempts > 1000 {
+            return Err(bad(
+                "max-delivery-attempts",
+                format!(
+                    "{} is not within 1..=1000",
+                    self.engine.max_delivery_attempts
+                ),
+            ));
+        }
+        if self.engine.max_delay > Duration::from_secs(366 * 86_400) {
+            return Err(bad("max-delay", "must be at most 366d"));
+        }
+        if self.engine.transaction_check_max == 0 || self.engine.transaction_check_max > 1000 {
+            return Err(bad(
+                "transaction-check-max",
+                format!(
+                    "{} is not within 1..=1000",
+                    self.engine.transaction_check_max
+                ),
+            ));
+        }
+        check_host_port("advertise-addr", &self.advertise_addr)?;
+        if self.grpc_addr == self.http_addr && self.grpc_addr.port() != 0 {
+            return Err(bad(
+                "http-addr",
+                format!("{} is also the grpc-addr", self.http_addr),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl NodeArgs {
+    /// `ferromq standalone`: reads the file once, refuses keys that are not a storage node's,
+    /// and merges flags, file and defaults.
+    pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
+        let file = ConfigFile::load(self.config.as_deref())?;
+        file.only("a standalone server", &[NodeKeys::KEYS])?;
+        NodeConfig::resolve(self, &file)
+    }
+}
+
+impl NodeConfig {
+    /// The store's settings.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut s = StoreConfig::new(&self.data_dir);
+        s.segment_size = self.segment_size;
+        s.flush = self.flush;
+        s.max_body_size = self.max_body_size;
+        s.store_host = self.advertise_addr.parse().ok();
+        s
+    }
+
+    /// The protocol-side settings of the node.
+    pub fn node_settings(&self) -> crate::node::NodeSettings {
+        crate::node::NodeSettings {
+            advertise_addr: self.advertise_addr.clone(),
+            max_body_size: self.max_body_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        args.resolve()
+    }
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "grpc-addr = \"127.0.0.1:7000\"\nhttp-addr = \"127.0.0.1:7001\"\nmax-body-size = \"1MiB\"\n").unwrap();
+        let args = NodeArgs {
+            config: Some(f),
+            grpc_addr: Some("127.0.0.1:7100".into()),
+            ..Default::default()
+        };
+        let c = resolve(&args).unwrap();
+        assert_eq!(c.grpc_addr.port(), 7100);
+        assert_eq!(c.http_addr.port(), 7001);
+        assert_eq!(c.max_body_size, 1 << 20);
+        assert_eq!(c.advertise_addr, "127.0.0.1:7100");
+    }
+
+    #[test]
+    fn errors_name_the_bad_field() {
+        let args = NodeArgs {
+            grpc_addr: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&args).unwrap_err().field, "grpc-addr");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "max-delivery-attempts = 0\n").unwrap();
+        let args = NodeArgs {
+            config: Some(f.clone()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&args).unwrap_err().field, "max-delivery-attempts");
+        std::fs::write(&f, "no-such-key = 1\n").unwrap();
+        let err = resolve(&args).unwrap_err();
+        assert_eq!(err.field, "config");
+        assert!(err.reason.contains("no-such-key"), "{}", err.reason);
+        std::fs::write(&f, "max-delay = \"3 fortnights\"\n").unwrap();
+        assert_eq!(resolve(&args).unwrap_err().field, "max-delay");
+        std::fs::write(&f, "transaction-check-max = \"many\"\n").unwrap();
+        assert_eq!(resolve(&args).unwrap_err().field, "transaction-check-max");
+    }
+
+    /// The operator renders every `spec.config` value as a TOML string.
+    #[test]
+    fn delay_and_transaction_settings_read_from_strings_or_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "max-delay = \"1d\"\ntransaction-check-interval = \"30s\"\ntransaction-check-max = \"5\"\nmax-delivery-attempts = \"4\"\ndefault-queues = 2\n",
+        )
+        .unwrap();
+        let args = NodeArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        let c = resolve(&args).unwrap();
+        assert_eq!(c.engine.max_delay, std::time::Duration::from_secs(86_400));
+        assert_eq!(
+            c.engine.transaction_check_interval,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(c.engine.transaction_check_max, 5);
+        assert_eq!(c.engine.max_delivery_attempts, 4);
+        assert_eq!(c.engine.default_queues, 2);
+    }
+}

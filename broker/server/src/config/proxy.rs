@@ -1,0 +1,134 @@
+//! Configuration of `ferromq proxy`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    advertise_default, bad, nameserver_list, parse_addr, parse_duration, ConfigError, ConfigFile,
+    Section,
+};
+
+/// Flags of `ferromq proxy`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProxyArgs {
+    /// Address clients connect to (RocketMQ 5 protocol and the admin API) [default: 0.0.0.0:8081].
+    #[arg(long, env = "FERROMQ_GRPC_ADDR")]
+    pub grpc_addr: Option<String>,
+    /// Address of the HTTP endpoint (/healthz, /readyz, /metrics) [default: 0.0.0.0:9090].
+    #[arg(long, env = "FERROMQ_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Name servers to read routes from, comma separated host:port.
+    #[arg(long, env = "FERROMQ_NAMESERVERS", value_delimiter = ',')]
+    pub nameservers: Vec<String>,
+    /// How often routes are re-read from the name servers (e.g. 1s, 500ms) [default: 1s].
+    #[arg(long, env = "FERROMQ_ROUTE_REFRESH")]
+    pub route_refresh: Option<String>,
+    /// host:port routes advertise when the address a client dialled is unusable.
+    #[arg(long, env = "FERROMQ_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// TOML file with the same keys as the flags (kebab-case).
+    #[arg(long, env = "FERROMQ_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// The proxy's keys of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProxyKeys {
+    grpc_addr: Option<String>,
+    http_addr: Option<String>,
+    nameservers: Option<Vec<String>>,
+    route_refresh: Option<String>,
+    advertise_addr: Option<String>,
+}
+
+impl Section for ProxyKeys {
+    const KEYS: &'static [&'static str] = &[
+        "grpc-addr",
+        "http-addr",
+        "nameservers",
+        "route-refresh",
+        "advertise-addr",
+    ];
+}
+
+/// The validated configuration of a proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub nameservers: Vec<String>,
+    pub route_refresh: Duration,
+    pub advertise_addr: String,
+}
+
+impl ProxyArgs {
+    pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
+        let file = ConfigFile::load(self.config.as_deref())?;
+        file.only("a proxy", &[ProxyKeys::KEYS])?;
+        let keys: ProxyKeys = file.section()?;
+        let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
+            flag.clone().or(key).unwrap_or_else(|| default.to_string())
+        };
+        let grpc_addr = parse_addr(
+            "grpc-addr",
+            &pick(&self.grpc_addr, keys.grpc_addr, "0.0.0.0:8081"),
+        )?;
+        let http_addr = parse_addr(
+            "http-addr",
+            &pick(&self.http_addr, keys.http_addr, "0.0.0.0:9090"),
+        )?;
+        if grpc_addr == http_addr && grpc_addr.port() != 0 {
+            return Err(bad(
+                "http-addr",
+                format!("{http_addr} is also the grpc-addr"),
+            ));
+        }
+        let ns = if self.nameservers.is_empty() {
+            keys.nameservers.unwrap_or_default()
+        } else {
+            self.nameservers.clone()
+        };
+        Ok(ProxyConfig {
+            grpc_addr,
+            http_addr,
+            nameservers: nameserver_list("nameservers", ns)?,
+            route_refresh: parse_duration(
+                "route-refresh",
+                &pick(&self.route_refresh, keys.route_refresh, "1s"),
+            )?,
+            advertise_addr: self
+                .advertise_addr
+                .clone()
+                .or(keys.advertise_addr)
+                .unwrap_or_else(|| advertise_default(grpc_addr)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_needs_name_servers_and_refuses_storage_keys() {
+        assert_eq!(
+            ProxyArgs::default().resolve().unwrap_err().field,
+            "nameservers"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("proxy.toml");
+        std::fs::write(&f, "nameservers = [\"ns:9876\"]\n").expect("write");
+        let a = ProxyArgs {
+            config: Some(f.clone()),
+            ..Default::default()
+        };
+        let c = a.resolve().expect("valid");
+        assert_eq!(c.advertise_addr, "127.0.0.1:8081");
+        assert_eq!(c.route_refresh, Duration::from_secs(1));
+        std::fs::write(&f, "nameservers = [\"ns:9876\"]\ndata-dir = \"/x\"\n").expect("write");
+        assert!(a.resolve().unwrap_err().reason.contains("data-dir"));
+    }
+}

@@ -1,0 +1,123 @@
+//! `ferromq broker`: one broker group's storage node in a cluster.
+//!
+//! It is a storage node ([`super::node`]) listening on the internal address, plus membership:
+//! it reports itself to every name server once a second (endpoint, drain state, topics and
+//! unsettled messages) and says goodbye on a clean shutdown. Proxies find it through those
+//! reports and forward client requests to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferromq_proto::cluster::{self, nameserver_client::NameserverClient};
+use tracing::{info, warn};
+
+use crate::config::broker::MemberConfig;
+use crate::node::Node;
+
+/// What this broker tells the name servers about itself.
+fn report(b: &Node, role: &str) -> cluster::BrokerInfo {
+    let topics = b.engine.store.topics().list();
+    let me = crate::admin::service::self_view_of(b, &topics);
+    cluster::BrokerInfo {
+        group: me.name,
+        endpoint: me.endpoint,
+        state: if b.engine.membership.is_read_only() {
+            cluster::GroupState::ReadOnly as i32
+        } else {
+            cluster::GroupState::ReadWrite as i32
+        },
+        topics: topics
+            .into_iter()
+            .map(|t| cluster::TopicRoute {
+                queues: t.queues,
+                message_type: crate::admin::service::type_number(t.message_type),
+                permission: crate::admin::service::permission_number(t.permission),
+                name: t.name,
+            })
+            .collect(),
+        total_lag: me.total_lag,
+        reported_at_ms: crate::convert::now_ms(),
+        role: role.to_string(),
+        queues_with_lag: me.queues_with_lag,
+    }
+}
+
+fn channel(addr: &str) -> Option<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(2))
+                .connect_lazy()
+        })
+}
+
+/// Reports to every name server once per interval until shutdown, then unregisters.
+pub async fn heartbeat_loop(node: Arc<Node>, member: MemberConfig) {
+    let stopped = crate::serve::stopped(node.shutdown.clone());
+    tokio::pin!(stopped);
+    let clients: Vec<(String, Option<NameserverClient<tonic::transport::Channel>>)> = member
+        .nameservers
+        .iter()
+        .map(|ns| (ns.clone(), channel(ns).map(NameserverClient::new)))
+        .collect();
+    let mut healthy = vec![None::<bool>; clients.len()];
+    let mut tick = tokio::time::interval(super::nameserver::HEARTBEAT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stopped => break,
+        }
+        let b = node.clone();
+        let role = member.role.clone();
+        let Ok(info) = tokio::task::spawn_blocking(move || report(&b, &role)).await else {
+            continue;
+        };
+        let sends = clients.iter().map(|(ns, c)| {
+            let info = info.clone();
+            async move {
+                let Some(c) = c else {
+                    return Err(format!("{ns} is not a valid address"));
+                };
+                c.clone()
+                    .heartbeat(cluster::HeartbeatRequest { broker: Some(info) })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message().to_string())
+            }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        for (i, r) in results.into_iter().enumerate() {
+            let ok = r.is_ok();
+            if healthy[i] != Some(ok) {
+                match &r {
+                    Ok(()) => {
+                        info!(nameserver = %clients[i].0, group = %member.group, "reporting to name server")
+                    }
+                    Err(e) => {
+                        warn!(nameserver = %clients[i].0, group = %member.group, error = %e, "name server unreachable; will keep trying")
+                    }
+                }
+                healthy[i] = Some(ok);
+            }
+        }
+    }
+    let endpoint = node.settings.advertise_addr.clone();
+    let byes = clients.iter().filter_map(|(_, c)| c.clone()).map(|mut c| {
+        let req = cluster::UnregisterRequest {
+            group: member.group.clone(),
+            endpoint: endpoint.clone(),
+        };
+        async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.unregister(req)).await;
+        }
+    });
+    futures_util::future::join_all(byes).await;
+    info!(group = %member.group, "unregistered from the name servers");
+}
+
+/// Runs a broker group member until SIGTERM or Ctrl-C.
+pub async fn run(cfg: crate::config::node::NodeConfig, member: MemberConfig) -> anyhow::Result<()> {
+    super::node::run(cfg, Some(member)).await
+}

@@ -1,0 +1,14 @@
+//! The roles of the `ferromq` binary. Each binds its listeners, then serves through the one
+//! serve loop ([`crate::serve`]) until its shutdown future resolves, so a test can start any of
+//! them inside its own process (see `tests/roles.rs`).
+//!
+//! - [`standalone`]: everything in one process over a local store (a storage [`node`]).
+//! - [`broker`]: a storage node that is one member of a broker group, reporting to name servers.
+//! - [`nameserver`]: the route registry brokers report to and proxies read.
+//! - [`proxy`]: the stateless client-facing tier forwarding to the broker groups.
+
+pub mod broker;
+pub mod nameserver;
+pub mod node;
+pub mod proxy;
+pub mod standalone;

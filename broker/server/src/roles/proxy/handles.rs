@@ -1,0 +1,90 @@
+//! Handles the proxy hands out: every receipt handle, transaction id and recall handle a group
+//! issued is prefixed with `fm:<group>:`, so any proxy can route its use back to that group.
+
+use ferromq_proto::v2::{self, Code};
+use tonic::metadata::MetadataMap;
+
+use super::fanout::fail;
+use super::routes::GroupRoute;
+use super::ProxyApi;
+
+/// Prefix of every handle the proxy hands out: `fm:<group>:<the group's own handle>`.
+const HANDLE_PREFIX: &str = "fm:";
+
+/// Wraps a group's handle so that any proxy can route it back to the group.
+pub fn wrap_handle(group: &str, handle: &str) -> String {
+    if handle.is_empty() {
+        return String::new();
+    }
+    format!("{HANDLE_PREFIX}{group}:{handle}")
+}
+
+/// Splits a wrapped handle into (group, the group's handle).
+pub fn unwrap_handle(h: &str) -> Option<(&str, &str)> {
+    let rest = h.strip_prefix(HANDLE_PREFIX)?;
+    let (group, handle) = rest.split_once(':')?;
+    if group.is_empty() || handle.is_empty() {
+        return None;
+    }
+    Some((group, handle))
+}
+
+/// Prefixes the receipt handle of a delivered message with its group.
+pub fn wrap_response(
+    mut resp: v2::ReceiveMessageResponse,
+    group: &str,
+) -> v2::ReceiveMessageResponse {
+    if let Some(v2::receive_message_response::Content::Message(m)) = resp.content.as_mut() {
+        if let Some(h) = m
+            .system_properties
+            .as_mut()
+            .and_then(|sp| sp.receipt_handle.as_mut())
+        {
+            *h = wrap_handle(group, h);
+        }
+    }
+    resp
+}
+
+impl ProxyApi {
+    /// The live group a wrapped handle names and the group's own handle. A foreign handle, or
+    /// one whose group is gone, is answered with `code`.
+    pub(super) fn resolve_handle(
+        &self,
+        md: &MetadataMap,
+        wrapped: &str,
+        what: &str,
+        code: Code,
+    ) -> Result<(GroupRoute, String), v2::Status> {
+        let (group, handle) = unwrap_handle(wrapped).ok_or_else(|| {
+            fail(
+                md,
+                code,
+                format!("{what} was not issued by a FerroMQ proxy"),
+            )
+        })?;
+        let g = self.group_named(group).ok_or_else(|| {
+            fail(
+                md,
+                code,
+                format!("broker group {group} of this {what} is not alive"),
+            )
+        })?;
+        Ok((g, handle.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_round_trip_and_foreign_ones_are_refused() {
+        let w = wrap_handle("group-a", "abc:def");
+        assert_eq!(unwrap_handle(&w), Some(("group-a", "abc:def")));
+        assert_eq!(wrap_handle("g", ""), "");
+        assert_eq!(unwrap_handle("abc"), None);
+        assert_eq!(unwrap_handle("fm::x"), None);
+        assert_eq!(unwrap_handle("fm:g:"), None);
+    }
+}

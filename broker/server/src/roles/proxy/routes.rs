@@ -1,0 +1,320 @@
+//! A proxy's picture of the cluster: which broker groups are alive, where they listen, whether
+//! they take new messages and which topics they hold.
+//!
+//! Refreshed from every name server once per interval. The answers are merged (the freshest
+//! report of each group wins), so one name server being down or restarted changes nothing; if
+//! none answers, the last picture is kept and the proxy goes on serving with it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferromq_proto::admin::admin_client::AdminClient;
+use ferromq_proto::cluster::{self, nameserver_client::NameserverClient, GroupState};
+use ferromq_proto::v2::messaging_service_client::MessagingServiceClient;
+use parking_lot::{Mutex, RwLock};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+/// One topic as one group holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicAtGroup {
+    pub queues: u32,
+    pub message_type: i32,
+    pub permission: i32,
+}
+
+impl TopicAtGroup {
+    pub fn writable(&self) -> bool {
+        crate::admin::service::permission_from_number(self.permission).writable()
+    }
+}
+
+/// One live broker group.
+#[derive(Debug, Clone)]
+pub struct GroupRoute {
+    pub name: String,
+    pub endpoint: String,
+    pub read_only: bool,
+    pub topics: BTreeMap<String, TopicAtGroup>,
+    pub total_lag: i64,
+    pub queues_with_lag: u32,
+    pub age_ms: i64,
+}
+
+/// The live groups, sorted by name.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub groups: Vec<GroupRoute>,
+}
+
+impl ClusterView {
+    pub fn group(&self, name: &str) -> Option<&GroupRoute> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// Groups holding `topic`.
+    pub fn holding<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a GroupRoute> + 'a {
+        self.groups
+            .iter()
+            .filter(move |g| g.topics.contains_key(topic))
+    }
+
+    /// Groups a new message for `topic` may go to: not draining and holding the topic writable.
+    /// When no group holds the topic yet (just created, or auto-creation), every writable group.
+    pub fn writable_for(&self, topic: &str) -> Vec<&GroupRoute> {
+        let holding: Vec<&GroupRoute> = self
+            .groups
+            .iter()
+            .filter(|g| !g.read_only && g.topics.get(topic).is_some_and(|t| t.writable()))
+            .collect();
+        if !holding.is_empty() || self.holding(topic).next().is_some() {
+            return holding;
+        }
+        self.groups.iter().filter(|g| !g.read_only).collect()
+    }
+}
+
+fn merge(reports: Vec<cluster::GetClusterResponse>) -> ClusterView {
+    let mut best: HashMap<String, (cluster::BrokerInfo, i64)> = HashMap::new();
+    for r in reports {
+        for (i, b) in r.brokers.into_iter().enumerate() {
+            let age = r.age_ms.get(i).copied().unwrap_or(0);
+            match best.get(&b.group) {
+                Some((cur, _)) if cur.reported_at_ms >= b.reported_at_ms => {}
+                _ => {
+                    best.insert(b.group.clone(), (b, age));
+                }
+            }
+        }
+    }
+    let mut groups: Vec<GroupRoute> = best
+        .into_values()
+        .map(|(b, age)| GroupRoute {
+            read_only: b.state == GroupState::ReadOnly as i32,
+            topics: b
+                .topics
+                .into_iter()
+                .map(|t| {
+                    (
+                        t.name,
+                        TopicAtGroup {
+                            queues: t.queues,
+                            message_type: t.message_type,
+                            permission: t.permission,
+                        },
+                    )
+                })
+                .collect(),
+            name: b.group,
+            endpoint: b.endpoint,
+            total_lag: b.total_lag,
+            queues_with_lag: b.queues_with_lag,
+            age_ms: age,
+        })
+        .collect();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    ClusterView { groups }
+}
+
+/// The route cache and the connections to broker groups.
+pub struct Routes {
+    nameservers: Vec<(String, NameserverClient<Channel>)>,
+    view: RwLock<Arc<ClusterView>>,
+    channels: Mutex<HashMap<String, Vec<Channel>>>,
+    max_message: usize,
+    next: AtomicUsize,
+    /// Separate from `next`: sharing one counter made every second pick land on the same group.
+    next_connection: AtomicUsize,
+}
+
+/// HTTP/2 flow-control windows of proxy-to-broker connections. The defaults (64 KiB) let a
+/// few batched sends fill a connection shared by many clients and stall it for a round trip.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Connections a proxy keeps to each broker group: one HTTP/2 connection is driven by one task,
+/// so several spread the framing work over the cores.
+const CONNECTIONS_PER_GROUP: usize = 4;
+
+fn lazy_channel(addr: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .connect_lazy()
+        })
+        .map_err(|e| format!("{addr:?} is not a usable address: {e}"))
+}
+
+impl Routes {
+    pub fn new(nameservers: &[String], max_message: usize) -> Result<Routes, String> {
+        let mut ns = Vec::new();
+        for a in nameservers {
+            ns.push((a.clone(), NameserverClient::new(lazy_channel(a)?)));
+        }
+        Ok(Routes {
+            nameservers: ns,
+            view: RwLock::new(Arc::new(ClusterView::default())),
+            channels: Mutex::new(HashMap::new()),
+            max_message,
+            next: AtomicUsize::new(0),
+            next_connection: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.read().clone()
+    }
+
+    /// A rotating number for round-robin choices.
+    pub fn next(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Asks every name server; keeps the old picture when none answers. Returns how many did.
+    pub async fn refresh(&self) -> usize {
+        let asks = self.nameservers.iter().map(|(addr, c)| {
+            let mut c = c.clone();
+            async move {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    c.get_cluster(cluster::GetClusterRequest {}),
+                )
+                .await;
+                match r {
+                    Ok(Ok(r)) => Some(r.into_inner()),
+                    Ok(Err(e)) => {
+                        tracing::debug!(nameserver = %addr, error = %e.message(), "name server did not answer");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        });
+        let answers: Vec<_> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if answers.is_empty() {
+            return 0;
+        }
+        let n = answers.len();
+        let fresh = merge(answers);
+        let old = self.view();
+        let names = |v: &ClusterView| {
+            v.groups
+                .iter()
+                .map(|g| (g.name.clone(), g.endpoint.clone(), g.read_only))
+                .collect::<Vec<_>>()
+        };
+        if names(&old) != names(&fresh) {
+            info!(groups = ?names(&fresh), "cluster membership changed");
+        }
+        *self.view.write() = Arc::new(fresh);
+        n
+    }
+
+    /// Refreshes until shutdown; warns once when every name server is unreachable.
+    pub async fn refresh_loop(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let stopped = crate::serve::stopped(shutdown);
+        tokio::pin!(stopped);
+        let mut blind = false;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stopped => return,
+            }
+            let answered = self.refresh().await;
+            if answered == 0 && !blind {
+                warn!("no name server answers; serving with the last known routes");
+            } else if answered > 0 && blind {
+                info!("name servers answer again");
+            }
+            blind = answered == 0;
+        }
+    }
+
+    fn channel(&self, endpoint: &str) -> Result<Channel, String> {
+        let pick = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.channels.lock();
+        if let Some(pool) = m.get(endpoint) {
+            return Ok(pool[pick % pool.len()].clone());
+        }
+        let pool = (0..CONNECTIONS_PER_GROUP)
+            .map(|_| lazy_channel(endpoint))
+            .collect::<Result<Vec<_>, _>>()?;
+        let c = pool[pick % pool.len()].clone();
+        m.insert(endpoint.to_string(), pool);
+        Ok(c)
+    }
+
+    pub fn messaging(&self, g: &GroupRoute) -> Result<MessagingServiceClient<Channel>, String> {
+        Ok(MessagingServiceClient::new(self.channel(&g.endpoint)?)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message))
+    }
+
+    pub fn admin(&self, g: &GroupRoute) -> Result<AdminClient<Channel>, String> {
+        Ok(AdminClient::new(self.channel(&g.endpoint)?)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(group: &str, at: i64, ro: bool, topics: &[&str]) -> cluster::BrokerInfo {
+        cluster::BrokerInfo {
+            group: group.into(),
+            endpoint: format!("{group}:1"),
+            state: if ro {
+                GroupState::ReadOnly as i32
+            } else {
+                GroupState::ReadWrite as i32
+            },
+            topics: topics
+                .iter()
+                .map(|t| cluster::TopicRoute {
+                    name: t.to_string(),
+                    queues: 4,
+                    message_type: 1,
+                    permission: 3,
+                })
+                .collect(),
+            reported_at_ms: at,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_freshest_report_of_each_group_wins() {
+        let a = cluster::GetClusterResponse {
+            brokers: vec![report("g1", 10, false, &["t"]), report("g2", 5, false, &[])],
+            age_ms: vec![0, 0],
+        };
+        let b = cluster::GetClusterResponse {
+            brokers: vec![report("g1", 20, true, &["t"])],
+            age_ms: vec![0],
+        };
+        let v = merge(vec![a, b]);
+        assert_eq!(v.groups.len(), 2);
+        assert!(v.group("g1").is_some_and(|g| g.read_only));
+        // g1 is draining and g2 does not hold t: nothing may take a new message for t.
+        assert!(v.writable_for("t").is_empty());
+        // An unknown topic may go to any writable group (it may be auto-created there).
+        assert_eq!(v.writable_for("new").len(), 1);
+    }
+}

@@ -1,0 +1,193 @@
+//! One wrapper around every RPC of every role (the storage node's service and the proxy's), so
+//! each call gets the same tracing span (`rpc` with the method, client id, topic and group) and
+//! the same metrics (`ferromq_rpc_duration_seconds`, `ferromq_rpc_errors_total`), whichever
+//! role answers it. Streaming answers are timed until the stream ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use ferromq_proto::v2::{self, Code};
+use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+use tracing::{field::Empty, Instrument, Span};
+
+use crate::metrics::Metrics;
+
+/// An RPC answer that carries a RocketMQ status.
+pub trait Answer {
+    /// The status code of the answer (OK when it carries none).
+    fn code(&self) -> i32;
+}
+
+macro_rules! answers {
+    ($($t:ty),* $(,)?) => {
+        $(impl Answer for $t {
+            fn code(&self) -> i32 {
+                self.status.as_ref().map_or(Code::Ok as i32, |s| s.code)
+            }
+        })*
+    };
+}
+
+answers!(
+    v2::QueryRouteResponse,
+    v2::HeartbeatResponse,
+    v2::SendMessageResponse,
+    v2::QueryAssignmentResponse,
+    v2::AckMessageResponse,
+    v2::ForwardMessageToDeadLetterQueueResponse,
+    v2::UpdateOffsetResponse,
+    v2::GetOffsetResponse,
+    v2::QueryOffsetResponse,
+    v2::EndTransactionResponse,
+    v2::NotifyClientTerminationResponse,
+    v2::ChangeInvisibleDurationResponse,
+    v2::RecallMessageResponse,
+    v2::SyncLiteSubscriptionResponse,
+);
+
+/// An item of a streamed answer; the one carrying the call's status says so.
+pub trait StreamItem {
+    fn status_code(&self) -> Option<i32>;
+}
+
+impl StreamItem for v2::ReceiveMessageResponse {
+    fn status_code(&self) -> Option<i32> {
+        match &self.content {
+            Some(v2::receive_message_response::Content::Status(s)) => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+impl StreamItem for v2::PullMessageResponse {
+    fn status_code(&self) -> Option<i32> {
+        match &self.content {
+            Some(v2::pull_message_response::Content::Status(s)) => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+impl StreamItem for v2::TelemetryCommand {
+    fn status_code(&self) -> Option<i32> {
+        self.status.as_ref().map(|s| s.code)
+    }
+}
+
+/// The span every RPC runs in.
+fn span<T>(method: &'static str, req: &Request<T>) -> Span {
+    let client = req
+        .metadata()
+        .get("x-mq-client-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("rpc", method, client, topic = Empty, group = Empty)
+}
+
+/// A failure the protocol could not express as a status, as a code for the metrics.
+fn grpc_error_code(_: &Status) -> i32 {
+    Code::InternalServerError as i32
+}
+
+/// Runs a unary RPC handler (given the request's headers and message) inside its span, and
+/// records its time and outcome.
+pub async fn unary<Req, Resp, F, Fut>(
+    metrics: &Metrics,
+    method: &'static str,
+    req: Request<Req>,
+    handle: F,
+) -> Result<Response<Resp>, Status>
+where
+    Resp: Answer,
+    F: FnOnce(MetadataMap, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, Status>>,
+{
+    let started = Instant::now();
+    let span = span(method, &req);
+    let (md, _, msg) = req.into_parts();
+    let r = handle(md, msg).instrument(span).await;
+    let code = match &r {
+        Ok(resp) => resp.code(),
+        Err(s) => grpc_error_code(s),
+    };
+    metrics.rpc(method, started.elapsed(), code);
+    r.map(Response::new)
+}
+
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Runs a streaming RPC handler inside its span; its time and outcome are recorded when the
+/// answer stream ends (or is dropped by a client that went away).
+pub async fn streaming<Req, T, F, Fut>(
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    req: Request<Req>,
+    handle: F,
+) -> Result<Response<BoxStream<T>>, Status>
+where
+    T: StreamItem + Send + 'static,
+    F: FnOnce(MetadataMap, Req) -> Fut,
+    Fut: Future<Output = Result<BoxStream<T>, Status>>,
+{
+    let started = Instant::now();
+    let span = span(method, &req);
+    let (md, _, msg) = req.into_parts();
+    match handle(md, msg).instrument(span.clone()).await {
+        Ok(inner) => Ok(Response::new(Box::pin(Observed {
+            inner,
+            metrics,
+            method,
+            started,
+            code: None,
+            span,
+        }) as BoxStream<T>)),
+        Err(s) => {
+            metrics.rpc(method, started.elapsed(), grpc_error_code(&s));
+            Err(s)
+        }
+    }
+}
+
+/// A streamed answer being watched for its status and its end.
+struct Observed<T> {
+    inner: BoxStream<T>,
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    started: Instant,
+    code: Option<i32>,
+    span: Span,
+}
+
+impl<T: StreamItem> Stream for Observed<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let _entered = self.span.clone().entered();
+        let item = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(r)) = &item {
+            let code = match r {
+                Ok(i) => i.status_code(),
+                Err(s) => Some(grpc_error_code(s)),
+            };
+            if self.code.is_none() {
+                self.code = code;
+            }
+        }
+        item
+    }
+}
+
+impl<T> Drop for Observed<T> {
+    fn drop(&mut self) {
+        self.metrics.rpc(
+            self.method,
+            self.started.elapsed(),
+            self.code.unwrap_or(Code::Ok as i32),
+        );
+    }
+}

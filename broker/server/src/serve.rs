@@ -1,0 +1,190 @@
+//! The one serve loop every role runs: its gRPC services and its HTTP endpoint on bound
+//! listeners, its background tasks, until a shutdown future resolves.
+//!
+//! Shutdown is designed in: a role builds its services holding a receiver of [`Shutdown`]
+//! (long polls, Telemetry streams and background tasks watch it), then hands everything to
+//! [`run`] with the future that ends it: a signal in the binary, anything a test likes in a
+//! test. When that future resolves, `run` flips the shutdown flag, stops accepting, gives
+//! in-flight requests the role's drain time to finish, and waits for the background tasks;
+//! the role then closes what it owns (the store). If the gRPC server stops on its own (an
+//! error), `run` shuts the rest down and returns the error.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+/// The flag every part of a role watches to learn that shutdown has begun.
+#[derive(Debug)]
+pub struct Shutdown {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl Shutdown {
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+
+    fn begin(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+/// Resolves when `rx` says shutdown has begun.
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// A role's two listeners, bound before anything is served so that their real addresses (port
+/// 0 in tests) are known.
+#[derive(Debug)]
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both, naming the field whose address cannot be bound.
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        grpc_field: &str,
+    ) -> anyhow::Result<Listeners> {
+        let g = TcpListener::bind(grpc)
+            .await
+            .with_context(|| format!("cannot listen on {grpc_field} {grpc}"))?;
+        let h = TcpListener::bind(http)
+            .await
+            .with_context(|| format!("cannot listen on http-addr {http}"))?;
+        Ok(Listeners { grpc: g, http: h })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+/// What a role serves.
+pub struct Services {
+    pub grpc: tonic::transport::server::Router,
+    pub http: axum::Router,
+    /// Server certificate: TLS is then accepted beside plaintext on the gRPC port.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Tasks that run while the role serves; each ends when it sees shutdown.
+    pub background: JoinSet<()>,
+    /// How long in-flight requests get to finish once shutdown begins.
+    pub drain: Duration,
+    /// Runs right after shutdown begins, before the drain (ends streams that would hold it).
+    pub on_stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Services {
+    /// The gRPC server settings every role shares.
+    pub fn grpc_builder() -> tonic::transport::Server {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .initial_stream_window_size(crate::roles::proxy::routes::STREAM_WINDOW)
+            .initial_connection_window_size(crate::roles::proxy::routes::CONNECTION_WINDOW)
+    }
+}
+
+/// Serves until `stop` resolves (or the gRPC server fails), then shuts down as described in the
+/// module docs.
+pub async fn run(
+    listeners: Listeners,
+    services: Services,
+    shutdown: &Shutdown,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Services {
+        grpc,
+        http,
+        tls,
+        mut background,
+        drain,
+        on_stop,
+    } = services;
+    let http_stop = stopped(shutdown.subscribe());
+    let http_task = tokio::spawn(async move {
+        axum::serve(listeners.http, http.into_make_service())
+            .with_graceful_shutdown(http_stop)
+            .await
+    });
+    let incoming = crate::tls::incoming(listeners.grpc, tls, shutdown.subscribe());
+    let mut grpc_task =
+        tokio::spawn(grpc.serve_with_incoming_shutdown(incoming, stopped(shutdown.subscribe())));
+    let early = tokio::select! {
+        _ = stop => None,
+        r = &mut grpc_task => Some(r),
+    };
+    shutdown.begin();
+    if let Some(f) = on_stop {
+        f();
+    }
+    let failed = match early {
+        Some(r) => Some(format!("{r:?}")),
+        None => {
+            match tokio::time::timeout(drain, &mut grpc_task).await {
+                Ok(Ok(Ok(()))) => info!("gRPC server drained"),
+                Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server ended with an error"),
+                Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
+                Err(_) => warn!("requests still running after {drain:?}; stopping anyway"),
+            }
+            None
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let joined = tokio::time::timeout(Duration::from_secs(5), async {
+        while background.join_next().await.is_some() {}
+    })
+    .await;
+    if joined.is_err() {
+        warn!("background tasks still running after 5s; abandoning them");
+        background.abort_all();
+    }
+    match failed {
+        Some(r) => anyhow::bail!("the gRPC server stopped unexpectedly: {r}"),
+        None => Ok(()),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the binary's shutdown future.
+pub async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("interrupt received, shutting down"),
+    }
+}

@@ -1,0 +1,379 @@
+//! Reconciles a `Broker`: storage tier (group StatefulSets, Services, PDBs, claim expansion,
+//! drain-then-remove of surplus groups) and compute tier (proxy Deployment, client Service,
+//! PDB, optional HPA), then reports each tier in status.
+//!
+//! This module holds the steps that talk to the API server and the admin API; what they saw
+//! becomes status in the pure [`status::summarize`].
+
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::{field, instrument};
+
+use self::status::{Drain, DrainFailure, Expansion, Observed};
+use super::progress::{deployment_progress, sts_progress};
+use super::{
+    admin_endpoint, apply_and_report, child_ref, delete_if_exists, write_status, Context, POLL,
+    RESYNC,
+};
+use crate::admin::DrainState;
+use crate::builders::broker as b;
+use crate::builders::common::{selector_labels, selector_string};
+use crate::builders::quantity;
+use crate::conditions::{self, DEGRADED};
+use crate::crd::{Broker, BrokerStatus, Nameserver};
+use crate::Error;
+
+/// Kind label for metrics and logs.
+pub const KIND: &str = "Broker";
+/// Annotation on a Broker: `"true"` removes surplus groups without draining them (emergencies
+/// only: their unconsumed messages are lost with the group).
+pub const SKIP_DRAIN_ANNOTATION: &str = "ferromq.io/skip-drain";
+
+/// Status for a spec the operator will not act on: everything stays as it is, Degraded says why.
+async fn refuse(
+    ctx: &Context,
+    broker: &Broker,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    let old = broker.status.clone().unwrap_or_default();
+    let status = BrokerStatus {
+        observed_generation: broker.metadata.generation,
+        conditions: conditions::merge(
+            &old.conditions,
+            &status::refused(reason, &message),
+            broker.metadata.generation,
+            &conditions::now(),
+        ),
+        ..old.clone()
+    };
+    if status != old {
+        ctx.event(broker, EventType::Warning, reason, "Validate", message)
+            .await;
+    }
+    write_status(ctx, broker, &old, &status).await?;
+    Ok(Action::requeue(POLL))
+}
+
+fn claim_template_size(sts: &StatefulSet) -> Option<String> {
+    let vcts = sts.spec.as_ref()?.volume_claim_templates.as_ref()?;
+    let vct = vcts
+        .iter()
+        .find(|v| v.metadata.name.as_deref() == Some(b::DATA_VOLUME))?;
+    Some(
+        vct.spec
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")?
+            .0
+            .clone(),
+    )
+}
+
+fn storage_of(pvc: &PersistentVolumeClaim) -> (Option<String>, Option<String>) {
+    let req = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone());
+    let cap = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .map(|q| q.0.clone());
+    (req, cap)
+}
+
+fn smaller(a: Option<&str>, b: u128) -> bool {
+    a.and_then(quantity::to_bytes).is_some_and(|x| x < b)
+}
+
+/// Strimzi-style growth: claim templates are immutable, so raise the request of each existing
+/// claim of the broker's groups, provided its StorageClass allows expansion.
+async fn expand_volumes(
+    ctx: &Context,
+    broker: &Broker,
+    namespace: &str,
+) -> Result<Expansion, Error> {
+    let mut out = Expansion::default();
+    let want_str = broker.spec.storage.volume.size.clone();
+    let Some(want) = quantity::to_bytes(&want_str) else {
+        return Ok(out);
+    };
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = selector_string(&selector_labels(&broker.name_any(), b::BROKER_COMPONENT));
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let mut allowed: BTreeMap<String, bool> = BTreeMap::new();
+    for pvc in pvcs.list(&ListParams::default().labels(&selector)).await? {
+        let name = pvc.name_any();
+        let (req, cap) = storage_of(&pvc);
+        if smaller(req.as_deref(), want) {
+            let class = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone())
+                .unwrap_or_default();
+            let ok = match allowed.get(&class) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = if class.is_empty() {
+                        false
+                    } else {
+                        classes
+                            .get_opt(&class)
+                            .await?
+                            .and_then(|c| c.allow_volume_expansion)
+                            .unwrap_or(false)
+                    };
+                    allowed.insert(class.clone(), ok);
+                    ok
+                }
+            };
+            if !ok {
+                out.blocked.push((name, class));
+                continue;
+            }
+            let patch = json!({ "spec": { "resources": { "requests": { "storage": want_str } } } });
+            pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            ctx.event_related(
+                broker,
+                Some(child_ref::<PersistentVolumeClaim>(namespace, &name)),
+                EventType::Normal,
+                "VolumeExpansionRequested",
+                "ExpandVolume",
+                format!(
+                    "raised claim {name} from {} to {want_str}",
+                    req.unwrap_or_default()
+                ),
+            )
+            .await;
+            out.pending.push(name);
+        } else if smaller(cap.as_deref(), want) {
+            out.pending.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// Drains, then removes, groups beyond `spec.storage.groups`. Returns the ones still there and
+/// the last drain call that failed.
+async fn remove_surplus_groups(
+    ctx: &Context,
+    broker: &Broker,
+    namespace: &str,
+    surplus: Vec<String>,
+) -> Result<Drain, Error> {
+    let skip = broker
+        .annotations()
+        .get(SKIP_DRAIN_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let endpoint = admin_endpoint(ctx, namespace, &broker.name_any());
+    let mut drain = Drain::default();
+    for group in surplus {
+        let state = if skip {
+            DrainState::Drained
+        } else {
+            match ctx.admin.drain_group(&endpoint, &group).await {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::warn!(%group, %endpoint, %error, reason = error.reason(), "drain call failed");
+                    drain.failure = Some(DrainFailure {
+                        group: group.clone(),
+                        endpoint: endpoint.clone(),
+                        error,
+                    });
+                    drain.draining.push(group);
+                    continue;
+                }
+            }
+        };
+        match state {
+            DrainState::InProgress { remaining_queues } => {
+                tracing::info!(%group, remaining_queues, "group draining");
+                drain.draining.push(group);
+            }
+            DrainState::Drained => {
+                delete_if_exists::<StatefulSet>(&ctx.client, namespace, &group).await?;
+                delete_if_exists::<Service>(&ctx.client, namespace, &group).await?;
+                delete_if_exists::<PodDisruptionBudget>(&ctx.client, namespace, &group).await?;
+                let how = if skip {
+                    "without draining (skip-drain annotation)"
+                } else {
+                    "after draining"
+                };
+                ctx.event_related(
+                    broker,
+                    Some(child_ref::<StatefulSet>(namespace, &group)),
+                    EventType::Normal,
+                    "GroupRemoved",
+                    "ScaleStorage",
+                    format!("removed broker group {group} {how}; its claims are kept"),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(drain)
+}
+
+/// One reconcile of `broker`.
+#[instrument(skip(broker, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
+pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = super::enter(&*broker);
+    let name = broker.name_any();
+    if broker.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    if let Some(action) = super::hold(&ctx, &*broker, broker.status.as_ref()).await? {
+        return Ok(action);
+    }
+
+    // What the schema cannot check: the referenced Nameserver and StorageClass must exist.
+    let ns_ref = &broker.spec.nameserver_ref.name;
+    let Some(nameserver) = Api::<Nameserver>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(ns_ref)
+        .await?
+    else {
+        return refuse(&ctx, &broker, "NameserverNotFound",
+            format!("Nameserver {ns_ref} does not exist in namespace {namespace}; create it or fix spec.nameserverRef.name")).await;
+    };
+    if let Some(class) = &broker.spec.storage.volume.storage_class_name {
+        if Api::<StorageClass>::all(ctx.client.clone())
+            .get_opt(class)
+            .await?
+            .is_none()
+        {
+            return refuse(&ctx, &broker, "StorageClassNotFound",
+                format!("StorageClass {class} does not exist; create it or fix spec.storage.volume.storageClassName")).await;
+        }
+    }
+
+    let nameservers =
+        crate::builders::nameserver::addresses(ns_ref, &namespace, nameserver.spec.replicas);
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let group_sel = selector_string(&selector_labels(&name, b::BROKER_COMPONENT));
+    let existing = sts_api
+        .list(&ListParams::default().labels(&group_sel))
+        .await?;
+    let mut existing_claim_sizes = BTreeMap::new();
+    let mut surplus = BTreeSet::new();
+    for sts in &existing {
+        let sts_name = sts.name_any();
+        match b::group_index(&name, &sts_name) {
+            Some(i) if i < broker.spec.storage.groups => {
+                if let Some(size) = claim_template_size(sts) {
+                    existing_claim_sizes.insert(sts_name, size);
+                }
+            }
+            Some(_) => {
+                surplus.insert(sts_name);
+            }
+            None => {}
+        }
+    }
+
+    let children = b::build(
+        &broker,
+        &b::BrokerInputs {
+            nameservers,
+            existing_claim_sizes,
+        },
+    )?;
+    apply_and_report(&ctx, &*broker, &children.config).await?;
+    let mut groups = Vec::with_capacity(children.groups.len());
+    for g in &children.groups {
+        apply_and_report(&ctx, &*broker, &g.service).await?;
+        let sts = apply_and_report(&ctx, &*broker, &g.statefulset).await?;
+        apply_and_report(&ctx, &*broker, &g.pdb).await?;
+        groups.push(sts_progress(&sts));
+    }
+    let deploy = apply_and_report(&ctx, &*broker, &children.proxy).await?;
+    apply_and_report(&ctx, &*broker, &children.client_service).await?;
+    apply_and_report(&ctx, &*broker, &children.proxy_pdb).await?;
+    match &children.hpa {
+        Some(hpa) => {
+            apply_and_report(&ctx, &*broker, hpa).await?;
+        }
+        None => {
+            let hpa_name = b::proxy_name(&name);
+            if delete_if_exists::<HorizontalPodAutoscaler>(&ctx.client, &namespace, &hpa_name)
+                .await?
+            {
+                ctx.event_related(
+                    &*broker,
+                    Some(child_ref::<HorizontalPodAutoscaler>(&namespace, &hpa_name)),
+                    EventType::Normal,
+                    "Deleted",
+                    "Reconcile",
+                    "deleted HorizontalPodAutoscaler (spec.compute.autoscaling unset)".into(),
+                )
+                .await;
+            }
+        }
+    }
+    let expansion = expand_volumes(&ctx, &broker, &namespace).await?;
+    let drain =
+        remove_surplus_groups(&ctx, &broker, &namespace, surplus.into_iter().collect()).await?;
+
+    let summary = status::summarize(&Observed {
+        broker: &broker,
+        groups,
+        proxies: deployment_progress(&deploy),
+        expansion,
+        drain,
+    });
+    let old = broker.status.clone().unwrap_or_default();
+    let status = BrokerStatus {
+        observed_generation: broker.metadata.generation,
+        storage: summary.storage,
+        compute: summary.compute,
+        conditions: conditions::merge(
+            &old.conditions,
+            &summary.conditions,
+            broker.metadata.generation,
+            &conditions::now(),
+        ),
+    };
+    if let Some(c) = conditions::newly_true(&old.conditions, &status.conditions, DEGRADED) {
+        ctx.event(
+            &*broker,
+            EventType::Warning,
+            &c.reason,
+            "Reconcile",
+            c.message.clone(),
+        )
+        .await;
+    }
+    write_status(&ctx, &*broker, &old, &status).await?;
+    ctx.metrics.observe(KIND, started.elapsed());
+    ctx.backoff.succeeded(&super::backoff::key(&*broker));
+    Ok(Action::requeue(if summary.busy { POLL } else { RESYNC }))
+}
+
+/// Error policy for the controller runtime.
+pub fn error_policy(b: Arc<Broker>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::on_error(KIND, &*b, err, &ctx)
+}
