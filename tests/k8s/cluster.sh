@@ -28,9 +28,9 @@
 # - the kernel settings the kubelet insists on (vm.overcommit_memory, kernel.panic,
 #   kernel.panic_on_oops, ...), restored to their old values when the last cluster goes down.
 # Without CAP_SYS_RESOURCE (seen in this machine's sandbox) negative OOM scores are clamped to 0.
-# The node's mount namespace gets private /run/containerd, /run/netns and /var/lib/cni (empty
-# directories are made on the host as mount points), so pod network namespaces, shim sockets and
-# CNI state never show on the host. cgroups v1 hosts need
+# The node's mount namespace gets private /run/containerd, /run/netns and /var/lib/cni (the
+# empty mount points are made on the host when missing and removed by the last `down`), so pod
+# network namespaces, shim sockets and CNI state never show on the host. cgroups v1 hosts need
 # the kubelet's failCgroupV1: false (set here); containerd 1.6 speaks CRI v1.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -169,7 +169,12 @@ setup_namespaces() {
   touch "$NS/mnt" "$NS/net"
   unshare --mount="$NS/mnt" --net="$NS/net" --propagation private true
   # Directories the runtime uses at fixed paths get private copies inside the node.
-  mkdir -p /run/containerd /run/netns /var/lib/cni
+  local d
+  for d in /run/containerd /run/netns /var/lib/cni; do
+    [[ -d "$d" ]] && continue
+    mkdir -p "$d"
+    echo "$d" >>"$SLOTS/made-dirs"
+  done
   in_node mount --bind "$DIR/node/run-containerd" /run/containerd
   in_node mount --bind "$DIR/node/run-netns" /run/netns
   in_node mount --bind "$DIR/node/var-lib-cni" /var/lib/cni
@@ -440,8 +445,40 @@ cmd_down() {
     while read -r kv; do sysctl -qw "$kv" || true; done <"$SLOTS/kernel-settings"
     rm -f "$SLOTS/kernel-settings"
   fi
+  # The last cluster removes the mount points it had to make on the host (if still empty).
+  if [[ -f "$SLOTS/made-dirs" ]] && ! ls -d "$SLOTS"/[0-9]* >/dev/null 2>&1; then
+    local d
+    while read -r d; do rmdir "$d" 2>/dev/null || true; done <"$SLOTS/made-dirs"
+    rm -f "$SLOTS/made-dirs"
+    rmdir "$SLOTS" 2>/dev/null || true
+  fi
   rm -rf "$DIR"
-  log "cluster in slot $N is down"
+  if ! leftovers >&2; then
+    log "cluster in slot $N is down, but the host still holds what is listed above"
+    return 1
+  fi
+  log "cluster in slot $N is down; no process, mount, namespace, link, route, cgroup or iptables rule of it is left"
+}
+
+# Lists what a stopped cluster left on the host; fails when anything is listed.
+leftovers() {
+  local found=0 p h
+  for p in /proc/[0-9]*; do
+    # Every process of the cluster names DIR in its command line (shims, kubelet, etcd, ...).
+    [[ "${p#/proc/}" == "$$" ]] && continue
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$DIR/"; then
+      echo "left: process ${p#/proc/}: $(tr '\0' ' ' <"$p/cmdline" | cut -c1-120)"
+      found=1
+    fi
+  done
+  if grep -F "$DIR" /proc/self/mountinfo; then found=1; fi
+  if ip link show "$VETH" >/dev/null 2>&1; then echo "left: link $VETH"; found=1; fi
+  if ip route | grep -E "^(${SERVICE_CIDR%/*}|${POD_CIDR%/*})/"; then found=1; fi
+  for h in /sys/fs/cgroup/*/; do
+    if [[ -d "$h${CGROUP_ROOT#/}" ]]; then echo "left: cgroup $h${CGROUP_ROOT#/}"; found=1; fi
+  done
+  if iptables-save 2>/dev/null | grep -E -- "KUBE-|CNI-|${SERVICE_CIDR%.*}\.|${POD_CIDR%.*}\."; then found=1; fi
+  return "$found"
 }
 
 cmd_import() {

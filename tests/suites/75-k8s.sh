@@ -65,7 +65,7 @@ images_init "$state/images"
 images_debian_base &&
   images_build_prebuilt broker/Dockerfile "ghcr.io/ferromq/ferromq:$APP_VERSION" "$REL/ferromq" >"$state/images.log" 2>&1 &&
   images_build_prebuilt operator/Dockerfile "ghcr.io/ferromq/ferromq-operator:$APP_VERSION" \
-    "$DEV/ferromq-operator" "$REL/ferromq" >>"$state/images.log" 2>&1 &&
+    "$DEV/ferromq-operator" >>"$state/images.log" 2>&1 &&
   images_save "ghcr.io/ferromq/ferromq:$APP_VERSION" "$state/broker.tar" &&
   images_save "ghcr.io/ferromq/ferromq-operator:$APP_VERSION" "$state/operator.tar" &&
   bash "$CLUSTER" import "$state/cluster" "$state/broker.tar" "$state/operator.tar" &&
