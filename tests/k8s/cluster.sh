@@ -25,6 +25,8 @@
 #   Service range 10.96.N.0/24 and the pod range 10.244.N.0/24 through the node; kube-apiserver
 #   listens on 10.250.N.1. Every iptables rule (kube-proxy) lives in the node's namespace;
 # - cgroups /ferromq-k8s-N in each cgroup hierarchy (the kubelet's cgroupRoot);
+# - a loop device for DIR/volumes.img, the sparse ext4 filesystem of the local volumes (mounted
+#   in the node's mount namespace only; released with it);
 # - the kernel settings the kubelet insists on (vm.overcommit_memory, kernel.panic,
 #   kernel.panic_on_oops, ...), restored to their old values when the last cluster goes down.
 # Without CAP_SYS_RESOURCE (seen in this machine's sandbox) negative OOM scores are clamped to 0.
@@ -42,6 +44,7 @@ PAUSE_IMAGE=ferromq.test/pause:1
 COREDNS_VERSION="${FERROMQ_COREDNS_VERSION:-1.14.7}"
 COREDNS_IMAGE="ferromq.test/coredns:$COREDNS_VERSION"
 PV_COUNT="${FERROMQ_K8S_PVS:-12}"
+VOLUME_SIZE="${FERROMQ_K8S_VOLUME_SIZE:-32G}"
 KERNEL_SETTINGS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
@@ -50,7 +53,7 @@ die() { log "$*"; exit 1; }
 
 need_packages() {
   local missing=() cmd pkg
-  for cmd in containerd:containerd runc:runc iptables:iptables nsenter:util-linux /usr/lib/cni/bridge:containernetworking-plugins gcc:gcc; do
+  for cmd in containerd:containerd runc:runc iptables:iptables nsenter:util-linux /usr/lib/cni/bridge:containernetworking-plugins gcc:gcc mkfs.ext4:e2fsprogs losetup:mount; do
     pkg="${cmd#*:}"; cmd="${cmd%%:*}"
     if [[ "$cmd" == /* ]]; then [[ -x "$cmd" ]] || missing+=("$pkg"); else command -v "$cmd" >/dev/null || missing+=("$pkg"); fi
   done
@@ -178,6 +181,13 @@ setup_namespaces() {
   in_node mount --bind "$DIR/node/run-containerd" /run/containerd
   in_node mount --bind "$DIR/node/run-netns" /run/netns
   in_node mount --bind "$DIR/node/var-lib-cni" /var/lib/cni
+  # The local volumes live on a filesystem of their own (a sparse ext4 image, loop-mounted in the
+  # node only): brokers measure the free space of their data directory, and the host's shared
+  # disk filling up must not look like a full broker volume. It goes with the node's namespace.
+  truncate -s "$VOLUME_SIZE" "$DIR/volumes.img"
+  mkfs.ext4 -q -F -m 0 -N 65536 -E lazy_itable_init=1,lazy_journal_init=1 "$DIR/volumes.img"
+  mkdir -p "$DIR/volumes"
+  in_node mount -o loop "$DIR/volumes.img" "$DIR/volumes"
 
   ip link add "$VETH" type veth peer name eth0 netns "$NS/net"
   ip addr add "$HOST_IP/30" dev "$VETH"
@@ -209,7 +219,7 @@ remember_kernel_settings() {
 }
 
 write_configs() {
-  mkdir -p "$DIR/cni/net.d" "$DIR/containerd" "$DIR/kubelet" "$DIR/volumes"
+  mkdir -p "$DIR/cni/net.d" "$DIR/containerd" "$DIR/kubelet"
   cat >"$DIR/cni/net.d/10-ferromq.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
@@ -309,7 +319,7 @@ YAML
 addons() {
   local i pvs=""
   for i in $(seq 0 $((PV_COUNT - 1))); do
-    mkdir -p "$DIR/volumes/pv-$i"
+    in_node mkdir -p "$DIR/volumes/pv-$i"
     pvs+="---
 apiVersion: v1
 kind: PersistentVolume
@@ -438,6 +448,13 @@ cmd_down() {
   umount "$NS/net" 2>/dev/null || true
   umount "$NS" 2>/dev/null || true
   ip link del "$VETH" 2>/dev/null || true
+  # The volumes' loop device is released with the namespace's last mount (autoclear).
+  local i
+  for i in $(seq 1 40); do
+    [[ -z "$(losetup -j "$DIR/volumes.img" 2>/dev/null)" ]] && break
+    sleep 0.25
+  done
+  losetup -j "$DIR/volumes.img" 2>/dev/null | cut -d: -f1 | while read -r d; do losetup -d "$d" || true; done
   remove_cgroups
   rm -rf "${SLOTS:?}/$N"
   if [[ -f "$SLOTS/kernel-settings" ]] && ! ls -d "$SLOTS"/[0-9]* >/dev/null 2>&1; then
@@ -466,12 +483,13 @@ leftovers() {
   for p in /proc/[0-9]*; do
     # Every process of the cluster names DIR in its command line (shims, kubelet, etcd, ...).
     [[ "${p#/proc/}" == "$$" ]] && continue
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$DIR/"; then
+    if tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$DIR/"; then
       echo "left: process ${p#/proc/}: $(tr '\0' ' ' <"$p/cmdline" | cut -c1-120)"
       found=1
     fi
   done
   if grep -F "$DIR" /proc/self/mountinfo; then found=1; fi
+  if losetup -l -n -O NAME,BACK-FILE 2>/dev/null | grep -F "$DIR/"; then found=1; fi
   if ip link show "$VETH" >/dev/null 2>&1; then echo "left: link $VETH"; found=1; fi
   if ip route | grep -E "^(${SERVICE_CIDR%/*}|${POD_CIDR%/*})/"; then found=1; fi
   for h in /sys/fs/cgroup/*/; do
