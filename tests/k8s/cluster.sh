@@ -4,7 +4,8 @@
 # kube-scheduler on the host; a kubelet with containerd and runc, kube-proxy (iptables mode) and
 # the reference CNI plugins (bridge + host-local) on a "node" that is a network namespace and a
 # mount namespace of its own; CoreDNS as a pod behind the kube-dns Service; a default
-# StorageClass with static `local` PersistentVolumes on directories under DIR. Pods run for real:
+# StorageClass with static `local` PersistentVolumes on directories of DIR/volumes (a sparse ext4
+# image loop-mounted in the node). Pods run for real:
 # images are pulled from nowhere, only what is imported into containerd exists (the sandbox
 # "pause" image and CoreDNS's image are built here; see `import`).
 #
