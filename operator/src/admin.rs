@@ -17,7 +17,7 @@ use ferromq_proto::admin::{self as api, admin_client::AdminClient, TopicPermissi
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::crd::{MessageType, Permission, TopicClusterState};
+use crate::crd::{GroupReplicationStatus, MessageType, Permission, TopicClusterState};
 
 /// Why an admin call failed. Each variant is one condition reason ([`AdminError::reason`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +166,17 @@ pub trait ClusterAdmin: Send + Sync {
         endpoint: &str,
         name: &str,
     ) -> Result<Vec<String>, AdminError>;
+    /// Leader, epoch and in-sync set of every replicated group the cluster knows
+    /// (`ListCluster`); unreplicated groups are left out.
+    async fn replication(&self, endpoint: &str) -> Result<Vec<GroupReplicationStatus>, AdminError>;
+    /// Moves the lead of a replicated group to member `to` (`Switchover`); answers the new
+    /// leader and epoch.
+    async fn switchover(
+        &self,
+        endpoint: &str,
+        group: &str,
+        to: i64,
+    ) -> Result<(i64, i64), AdminError>;
 }
 
 /// The admin API over gRPC (`ferromq.admin.v1.Admin`).
@@ -287,6 +298,35 @@ fn drain_state(g: &api::ClusterGroup) -> DrainState {
             remaining_queues: g.queues_with_lag,
         }
     }
+}
+
+/// A replicated group's state from a `ListCluster` entry, or `None` for an unreplicated group.
+/// Replica ids are 16-bit and epochs count leader changes, so both fit an `i64` (the
+/// Kubernetes integer); anything larger is an answer the operator cannot read.
+fn replication_from_api(
+    g: &api::ClusterGroup,
+) -> Result<Option<GroupReplicationStatus>, AdminError> {
+    let Some(r) = &g.replication else {
+        return Ok(None);
+    };
+    let int = |what: &str, v: u64| {
+        i64::try_from(v).map_err(|_| AdminError::BadAnswer {
+            call: "ListCluster",
+            detail: format!("group {} has {what} {v}", g.name),
+        })
+    };
+    let in_sync_replicas = r
+        .in_sync
+        .iter()
+        .map(|id| int("in-sync replica id", *id))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(GroupReplicationStatus {
+        group: g.name.clone(),
+        leader: r.leader.map(|l| int("leader", l)).transpose()?,
+        epoch: int("epoch", r.epoch)?,
+        in_sync: i32::try_from(in_sync_replicas.len()).unwrap_or(i32::MAX),
+        in_sync_replicas,
+    }))
 }
 
 /// The admin state that marks a group as draining (`ferromq admin cluster drain`).
@@ -468,6 +508,52 @@ impl ClusterAdmin for GrpcAdmin {
         })
         .await
     }
+
+    #[tracing::instrument(skip(self), err(Display))]
+    async fn replication(&self, endpoint: &str) -> Result<Vec<GroupReplicationStatus>, AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            let answer = c
+                .list_cluster(api::ListClusterRequest {})
+                .await
+                .map_err(|s| AdminError::from_status("ListCluster", s))?;
+            let mut out = Vec::new();
+            for g in &answer.into_inner().groups {
+                out.extend(replication_from_api(g)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self), err(Display))]
+    async fn switchover(
+        &self,
+        endpoint: &str,
+        group: &str,
+        to: i64,
+    ) -> Result<(i64, i64), AdminError> {
+        let target = u64::try_from(to).map_err(|_| AdminError::Unsendable {
+            detail: format!("replica id {to} for a switchover of {group}"),
+        })?;
+        self.with_client(endpoint, |mut c| async move {
+            let answer = c
+                .switchover(api::SwitchoverRequest {
+                    group: group.to_string(),
+                    to: Some(target),
+                })
+                .await
+                .map_err(|s| AdminError::from_status("Switchover", s))?
+                .into_inner();
+            let int = |what: &str, v: u64| {
+                i64::try_from(v).map_err(|_| AdminError::BadAnswer {
+                    call: "Switchover",
+                    detail: format!("group {group} has {what} {v}"),
+                })
+            };
+            Ok((int("leader", answer.leader)?, int("epoch", answer.epoch)?))
+        })
+        .await
+    }
 }
 
 /// An in-process cluster: topics per endpoint and scripted drain progress. For tests.
@@ -486,6 +572,8 @@ struct MemoryState {
     extended: BTreeSet<(String, String)>,
     /// Drain calls a group needs before it reports drained.
     drain_rounds: BTreeMap<String, u32>,
+    replication: Vec<GroupReplicationStatus>,
+    switchovers: Vec<(String, i64)>,
     unreachable: bool,
 }
 
@@ -513,6 +601,16 @@ impl MemoryAdmin {
     /// Makes `group` report `InProgress` for `rounds` more drain calls.
     pub fn set_drain_rounds(&self, group: &str, rounds: u32) {
         self.lock().drain_rounds.insert(group.to_string(), rounds);
+    }
+
+    /// What `replication` answers from now on.
+    pub fn set_replication(&self, groups: Vec<GroupReplicationStatus>) {
+        self.lock().replication = groups;
+    }
+
+    /// Every switchover asked for: group and target replica id, in order.
+    pub fn switchovers(&self) -> Vec<(String, i64)> {
+        self.lock().switchovers.clone()
     }
 
     /// Makes every call fail as if the cluster were down.
@@ -601,6 +699,36 @@ impl ClusterAdmin for MemoryAdmin {
         }
         Ok(st.joined.get(endpoint).cloned().unwrap_or_default())
     }
+
+    async fn replication(
+        &self,
+        _endpoint: &str,
+    ) -> Result<Vec<GroupReplicationStatus>, AdminError> {
+        self.check()?;
+        Ok(self.lock().replication.clone())
+    }
+
+    /// Records the call and, like the controller, makes `to` the leader at the next epoch.
+    async fn switchover(
+        &self,
+        _endpoint: &str,
+        group: &str,
+        to: i64,
+    ) -> Result<(i64, i64), AdminError> {
+        self.check()?;
+        let mut st = self.lock();
+        st.switchovers.push((group.to_string(), to));
+        let Some(g) = st.replication.iter_mut().find(|g| g.group == group) else {
+            return Err(AdminError::Status {
+                call: "Switchover",
+                code: Code::NotFound,
+                message: format!("group {group} is not replicated"),
+            });
+        };
+        g.leader = Some(to);
+        g.epoch += 1;
+        Ok((to, g.epoch))
+    }
 }
 
 #[cfg(test)]
@@ -660,6 +788,45 @@ mod tests {
             DrainState::InProgress {
                 remaining_queues: 3
             }
+        );
+    }
+
+    #[test]
+    fn replicated_groups_are_read_from_the_cluster_list() {
+        let plain = api::ClusterGroup {
+            name: "g0".into(),
+            ..Default::default()
+        };
+        assert_eq!(replication_from_api(&plain), Ok(None));
+        let mut g = api::ClusterGroup {
+            name: "g1".into(),
+            replication: Some(api::GroupReplication {
+                leader: Some(2),
+                epoch: 7,
+                in_sync: vec![2, 3],
+                members: vec![],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            replication_from_api(&g),
+            Ok(Some(GroupReplicationStatus {
+                group: "g1".into(),
+                leader: Some(2),
+                epoch: 7,
+                in_sync: 2,
+                in_sync_replicas: vec![2, 3],
+            }))
+        );
+        if let Some(r) = g.replication.as_mut() {
+            r.leader = None;
+            r.epoch = u64::MAX;
+        }
+        let err = replication_from_api(&g).unwrap_err();
+        assert_eq!(err.reason(), "AdminApiBadAnswer");
+        assert!(
+            err.to_string().contains("epoch 18446744073709551615"),
+            "{err}"
         );
     }
 

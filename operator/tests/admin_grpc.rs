@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use tonic::Code;
 
 use ferromq_operator::admin::{AdminError, ClusterAdmin, DrainState, GrpcAdmin};
-use ferromq_operator::crd::{MessageType, Permission, TopicClusterState};
+use ferromq_operator::crd::{GroupReplicationStatus, MessageType, Permission, TopicClusterState};
 
 /// A running `ferromq standalone`, killed when dropped.
 struct Standalone {
@@ -184,6 +184,8 @@ async fn drains_report_progress_and_a_stopped_server_is_unreachable() -> Result<
     );
     let answer = admin.drain_group(&at, "elsewhere").await;
     refused(answer, "SetGroupState", Code::NotFound, "elsewhere")?;
+    // ListCluster answers; the standalone group is unreplicated, so no replication state.
+    assert_eq!(admin.replication(&at).await?, vec![]);
 
     server.child.kill()?;
     server.child.wait()?;
@@ -241,6 +243,137 @@ async fn a_server_with_tls_on_is_reached_like_the_cli_reaches_it() -> Result<()>
     assert_eq!(
         admin.describe_topic(&server.address, "secure").await?,
         Some(t)
+    );
+    Ok(())
+}
+
+/// Child processes killed when dropped (the replicated cluster below).
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Processes {
+    fn spawn(&mut self, args: &[String]) -> Result<()> {
+        let bin = std::env::var("FERROMQ_TEST_FERROMQ_BIN")
+            .context("FERROMQ_TEST_FERROMQ_BIN is not set: run tests/suites/60-operator.sh")?;
+        let child = Command::new(&bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {bin} {}", args.join(" ")))?;
+        self.0.push(child);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the ferromq binary; run by tests/suites/60-operator.sh"]
+async fn replication_state_and_switchover_on_a_real_replicated_group() -> Result<()> {
+    let admin = GrpcAdmin::default();
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let loopback = || -> Result<String> { Ok(format!("127.0.0.1:{}", free_port()?)) };
+    let mut procs = Processes(Vec::new());
+    // One name server running a one-peer replication controller, two members of group g1, and
+    // a proxy: the operator's admin calls go to the proxy, as in a cluster.
+    let ns = loopback()?;
+    procs.spawn(&[
+        "nameserver".into(),
+        "--addr".into(),
+        ns.clone(),
+        "--http-addr".into(),
+        loopback()?,
+        "--controller-peers".into(),
+        ns.clone(),
+        "--data-dir".into(),
+        path("ns"),
+    ])?;
+    for id in 1..=2 {
+        procs.spawn(&[
+            "broker".into(),
+            "--group".into(),
+            "g1".into(),
+            "--replica-id".into(),
+            id.to_string(),
+            "--nameservers".into(),
+            ns.clone(),
+            "--addr".into(),
+            loopback()?,
+            "--http-addr".into(),
+            loopback()?,
+            "--data-dir".into(),
+            path(&format!("g1-{id}")),
+        ])?;
+    }
+    let proxy = loopback()?;
+    procs.spawn(&[
+        "proxy".into(),
+        "--nameservers".into(),
+        ns.clone(),
+        "--grpc-addr".into(),
+        proxy.clone(),
+        "--http-addr".into(),
+        loopback()?,
+    ])?;
+
+    // Polls ListCluster until g1 satisfies `done`.
+    let wait_for = |what: &'static str, done: fn(&GroupReplicationStatus) -> bool| {
+        let (admin, proxy) = (&admin, proxy.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let seen = admin.replication(&proxy).await;
+                if let Ok(groups) = &seen {
+                    if let Some(g) = groups.iter().find(|g| g.group == "g1" && done(g)) {
+                        return Ok::<_, anyhow::Error>(g.clone());
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!("g1 never {what}; last answer: {seen:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let g = wait_for("had a leader and both members in sync", |g| {
+        g.leader.is_some() && g.in_sync == 2
+    })
+    .await?;
+    let leader = g.leader.unwrap_or_default();
+    let mut in_sync = g.in_sync_replicas.clone();
+    in_sync.sort_unstable();
+    assert_eq!(in_sync, vec![1, 2]);
+    assert!(g.epoch >= 1, "{g:?}");
+
+    let to = 3 - leader;
+    let (new_leader, epoch) = admin.switchover(&proxy, "g1", to).await?;
+    assert_eq!(new_leader, to);
+    assert!(epoch > g.epoch, "epoch {epoch} after {}", g.epoch);
+    let after = match to {
+        1 => wait_for("showed replica 1 leading", |g| g.leader == Some(1)).await?,
+        _ => wait_for("showed replica 2 leading", |g| g.leader == Some(2)).await?,
+    };
+    assert_eq!(after.epoch, epoch);
+
+    let answer = admin.switchover(&proxy, "nowhere", 1).await;
+    assert!(
+        matches!(
+            &answer,
+            Err(AdminError::Status {
+                call: "Switchover",
+                ..
+            })
+        ),
+        "{answer:?}"
     );
     Ok(())
 }

@@ -28,9 +28,9 @@ use serde_json::json;
 use ferromq_operator::admin::{ClusterAdmin, MemoryAdmin};
 use ferromq_operator::controller::{self, Context};
 use ferromq_operator::crd::{
-    Broker, BrokerRef, BrokerSpec, ComputeSpec, FlushMode, ImagePullPolicy, MessageType,
-    Nameserver, NameserverRef, NameserverSpec, Permission, ReplicationMode, StorageSpec, Topic,
-    TopicSpec, VolumeSpec,
+    Broker, BrokerRef, BrokerSpec, ComputeSpec, ControllerSpec, ControllerVolume, FlushMode,
+    GroupReplicationStatus, ImagePullPolicy, MessageType, Nameserver, NameserverRef,
+    NameserverSpec, Permission, ReplicationMode, StorageSpec, Topic, TopicSpec, VolumeSpec,
 };
 use ferromq_operator::leader::LeaseLock;
 use ferromq_operator::metrics::Metrics;
@@ -128,6 +128,8 @@ impl Env {
         Ok(out)
     }
 
+    /// A Nameserver running the replication controller (the Brokers here have 2 replicas
+    /// per group, which need it).
     async fn create_nameserver(&self, name: &str, replicas: i32) -> Result<Nameserver> {
         let ns = Nameserver::new(
             name,
@@ -137,6 +139,10 @@ impl Env {
                 image_pull_policy: ImagePullPolicy::IfNotPresent,
                 resources: None,
                 placement: None,
+                controller: Some(ControllerSpec {
+                    enabled: true,
+                    volume: ControllerVolume::default(),
+                }),
             },
         );
         Ok(self
@@ -169,6 +175,7 @@ impl Env {
                     },
                     flush_mode: FlushMode::Async,
                     replication_mode: ReplicationMode::Sync,
+                    min_in_sync: 1,
                     resources: None,
                     placement: None,
                 },
@@ -933,6 +940,11 @@ async fn invalid_specs_are_refused_by_the_schema() -> Result<()> {
             "minReplicas must not exceed maxReplicas",
         ),
         ("no image", json!({ "spec": { "image": "" } }), "spec.image"),
+        (
+            "more in sync than replicas",
+            json!({ "spec": { "storage": { "replicasPerGroup": 3, "minInSync": 4 } } }),
+            "minInSync must not exceed replicasPerGroup",
+        ),
     ];
     for (what, overlay, expect) in cases {
         let mut body = valid.clone();
@@ -946,6 +958,55 @@ async fn invalid_specs_are_refused_by_the_schema() -> Result<()> {
     create_raw(&e, &ar, valid)
         .await
         .context("the valid spec is accepted")?;
+
+    // The replication controller: a Raft majority needs 1, 3 or 5 peers, and its membership
+    // and claims are fixed at creation.
+    let nr = ApiResource::erase::<Nameserver>(&());
+    let names = |name: &str, replicas: i32| {
+        json!({ "apiVersion": "ferromq.io/v1alpha1", "kind": "Nameserver", "metadata": { "name": name },
+            "spec": { "replicas": replicas, "image": "ferromq:test", "controller": { "enabled": true } } })
+    };
+    let err = create_raw(&e, &nr, names("even", 2))
+        .await
+        .err()
+        .context("a controller of 2 accepted")?;
+    assert!(
+        err.to_string().contains("needs 1, 3 or 5 replicas"),
+        "{err}"
+    );
+    create_raw(&e, &nr, names("three", 3)).await?;
+    let created = e.api::<Nameserver>().get("three").await?;
+    let volume = created.spec.controller.map(|c| c.volume);
+    assert_eq!(
+        volume.map(|v| v.size).as_deref(),
+        Some("1Gi"),
+        "volume defaulted"
+    );
+    for (what, patch, expect) in [
+        (
+            "replicas",
+            json!({ "spec": { "replicas": 5 } }),
+            "replicas cannot change while the replication controller runs",
+        ),
+        (
+            "enabled",
+            json!({ "spec": { "controller": { "enabled": false } } }),
+            "controller.enabled cannot change",
+        ),
+        (
+            "volume",
+            json!({ "spec": { "controller": { "volume": { "size": "2Gi" } } } }),
+            "the controller volume cannot change",
+        ),
+    ] {
+        let err = e
+            .api::<Nameserver>()
+            .patch("three", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .err()
+            .with_context(|| format!("changing the controller's {what} accepted"))?;
+        assert!(err.to_string().contains(expect), "{what}: {err}");
+    }
 
     let tr = ApiResource::erase::<Topic>(&());
     let topic = |name: &str, spec: serde_json::Value| {
@@ -1049,6 +1110,161 @@ async fn missing_nameserver_is_reported_without_touching_workloads() -> Result<(
             .items
             .is_empty(),
         "nothing created"
+    );
+    e.drop_namespace().await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn replicated_group_of_three_gets_replica_ids_spread_pdb_and_leader_status() -> Result<()> {
+    let e = env("replicated").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_nameserver("names", 3).await?;
+    e.reconcile_nameserver("names").await?;
+    let ns_sts = e.api::<StatefulSet>().get("names").await?;
+    let ns_spec = ns_sts.spec.clone().context("spec")?;
+    let script = ns_spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers[0].command.clone())
+        .unwrap_or_default()
+        .join(" ");
+    let peers = (0..3)
+        .map(|i| format!("names-{i}.names.{}.svc:9876", e.ns))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(
+        script.contains(&format!("--controller-peers {peers} ")),
+        "{script}"
+    );
+    assert!(script.contains("--data-dir /var/lib/ferromq"), "{script}");
+    let claims = ns_spec.volume_claim_templates.unwrap_or_default();
+    assert_eq!(
+        claims.first().and_then(|c| c.metadata.name.as_deref()),
+        Some("controller-data")
+    );
+
+    // A Broker whose Nameserver has no controller is refused, not crash-looped.
+    e.api::<Nameserver>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "apiVersion": "ferromq.io/v1alpha1", "kind": "Nameserver",
+                "metadata": { "name": "plain" }, "spec": { "replicas": 1, "image": "ferromq:test" } }))?,
+        )
+        .await?;
+    e.create_broker("lonely", 1, 1, "ferromq-test-fixed")
+        .await?;
+    e.api::<Broker>()
+        .patch(
+            "lonely",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "nameserverRef": { "name": "plain" } } })),
+        )
+        .await?;
+    e.reconcile_broker("lonely").await?;
+    let st = e
+        .api::<Broker>()
+        .get("lonely")
+        .await?
+        .status
+        .context("status")?;
+    assert_condition(&st.conditions, "Degraded", "True", "ControllerRequired")?;
+    assert!(
+        e.api::<StatefulSet>()
+            .get_opt("lonely-group-0")
+            .await?
+            .is_none(),
+        "no pods that would crash-loop"
+    );
+
+    let b = e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "spec": { "storage": { "replicasPerGroup": 3, "minInSync": 2 } } }),
+            ),
+        )
+        .await?;
+    assert_eq!(b.spec.storage.replication_mode, ReplicationMode::Sync);
+    e.reconcile_broker("demo").await?;
+    let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
+    let spec = sts.spec.clone().context("spec")?;
+    assert_eq!(spec.replicas, Some(3));
+    let pod = spec.template.spec.clone().context("pod")?;
+    let cmd = pod.containers[0].command.clone().unwrap_or_default();
+    assert_eq!(cmd.first().map(String::as_str), Some("/bin/sh"));
+    assert!(
+        cmd.iter()
+            .any(|c| c.contains(r#"--replica-id "$((ordinal + 1))""#) && !c.contains("--role")),
+        "{cmd:?}"
+    );
+    let spread = pod
+        .affinity
+        .and_then(|a| a.pod_anti_affinity)
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+        .unwrap_or_default();
+    assert_eq!(spread.len(), 1);
+    assert_eq!(
+        spread[0].pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        spread[0]
+            .pod_affinity_term
+            .label_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .and_then(|l| l.get("ferromq.io/group"))
+            .map(String::as_str),
+        Some("demo-group-0")
+    );
+    let pdb = e.api::<PodDisruptionBudget>().get("demo-group-0").await?;
+    assert_eq!(
+        pdb.spec.and_then(|s| s.max_unavailable),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let toml = e
+        .api::<ConfigMap>()
+        .get("demo-config")
+        .await?
+        .data
+        .unwrap_or_default()
+        .remove("broker.toml")
+        .unwrap_or_default();
+    assert!(
+        toml.contains("replication-mode = \"sync\"\nmin-in-sync = 2\n"),
+        "{toml}"
+    );
+
+    // The controller's view, read through the admin API, lands in status.storage.
+    e.admin.set_replication(vec![GroupReplicationStatus {
+        group: "demo-group-0".into(),
+        leader: Some(2),
+        epoch: 5,
+        in_sync: 2,
+        in_sync_replicas: vec![2, 3],
+    }]);
+    e.mark_sts_ready("demo-group-0").await?;
+    e.mark_deployment_ready("demo-proxy").await?;
+    e.reconcile_broker("demo").await?;
+    // Read back from the API server: the schema kept every field the operator wrote.
+    let got = e.api::<Broker>().get("demo").await?;
+    let st = got.status.clone().context("status")?;
+    assert_condition(&st.conditions, "Ready", "True", "Ready")?;
+    assert_eq!(
+        st.storage.under_replicated_groups,
+        Some(1),
+        "2 of 3 in sync"
+    );
+    assert_eq!(st.storage.replication.len(), 1);
+    let g = &st.storage.replication[0];
+    assert_eq!(
+        (g.leader, g.epoch, g.in_sync, g.in_sync_replicas.clone()),
+        (Some(2), 5, 2, vec![2, 3])
     );
     e.drop_namespace().await;
     Ok(())

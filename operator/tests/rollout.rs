@@ -23,7 +23,7 @@ use serde_json::json;
 
 use ferromq_operator::admin::MemoryAdmin;
 use ferromq_operator::controller::{self, Context};
-use ferromq_operator::crd::{Broker, Nameserver};
+use ferromq_operator::crd::{Broker, GroupReplicationStatus, Nameserver};
 use ferromq_operator::metrics::Metrics;
 
 async fn client() -> Result<Client> {
@@ -195,9 +195,10 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
 
     let journal: Journal = Arc::default();
     let kubelet = spawn_kubelet(client.clone(), &ns, journal.clone());
+    let admin = Arc::new(MemoryAdmin::default());
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Arc::new(MemoryAdmin::default()),
+        admin.clone(),
         Some("admin.test:8081".into()),
         None,
         Arc::new(Metrics::default()),
@@ -243,7 +244,7 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
         let nsapi: Api<Nameserver> = Api::namespaced(client.clone(), &ns);
         nsapi.create(&PostParams::default(), &serde_json::from_value(json!({
             "apiVersion": "ferromq.io/v1alpha1", "kind": "Nameserver", "metadata": { "name": "names" },
-            "spec": { "replicas": 1, "image": "ferromq:v1" } }))?).await?;
+            "spec": { "replicas": 1, "image": "ferromq:v1", "controller": { "enabled": true } } }))?).await?;
         let brokers: Api<Broker> = Api::namespaced(client.clone(), &ns);
         brokers.create(&PostParams::default(), &serde_json::from_value(json!({
             "apiVersion": "ferromq.io/v1alpha1", "kind": "Broker", "metadata": { "name": "demo" },
@@ -257,8 +258,16 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
         let st = brokers.get("demo").await?.status.context("status")?;
         assert_eq!((st.storage.ready_replicas, st.compute.ready_replicas), (3, 2));
 
-        // Image change: the StatefulSet replaces pods from the highest ordinal down, each after
-        // the previous one is Ready again, so the leader (ordinal 0) goes last.
+        // Image change: the operator replaces one pod at a time (OnDelete), each after the
+        // previous one is Ready again: the followers first (highest replica id first), then it
+        // moves the lead off the leader (replica 2, ordinal 1) and replaces the old leader.
+        admin.set_replication(vec![GroupReplicationStatus {
+            group: "demo-group-0".into(),
+            leader: Some(2),
+            epoch: 1,
+            in_sync: 3,
+            in_sync_replicas: vec![1, 2, 3],
+        }]);
         brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "image": "ferromq:v2" } }))).await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         eventually(120, "all broker pods on ferromq:v2", || async {
@@ -278,7 +287,8 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
             }
         }
         eprintln!("fake kubelet journal: {:?}", journal.lock().map(|j| j.clone()).unwrap_or_default());
-        assert_eq!(order, vec!["demo-group-0-2", "demo-group-0-1", "demo-group-0-0"], "followers roll before the leader");
+        assert_eq!(order, vec!["demo-group-0-2", "demo-group-0-0", "demo-group-0-1"], "followers roll before the leader");
+        assert_eq!(admin.switchovers(), vec![("demo-group-0".to_string(), 3)], "the lead moved to an updated member first");
         eventually(60, "Broker Ready after the roll", || broker_ready(&brokers, "demo")).await?;
 
         // A configuration change rolls the pods too (the template carries the config hash).

@@ -113,7 +113,7 @@ allowVolumeExpansion: false
 apiVersion: ferromq.io/v1alpha1
 kind: Nameserver
 metadata: {name: names}
-spec: {replicas: 2, image: "ferromq:e2e"}
+spec: {replicas: 3, image: "ferromq:e2e", controller: {enabled: true}}
 ---
 apiVersion: ferromq.io/v1alpha1
 kind: Broker
@@ -151,8 +151,19 @@ spec:
   storage: {groups: 1, replicasPerGroup: 2, volume: {size: 512Mi, storageClassName: e2e-fixed}}
   compute: {replicas: 1}
 YAML
-check "operator created the name server StatefulSet" wait_for 60 equals statefulset names '{.spec.replicas}' 2
+check "CEL refuses a replication controller of 2 (server dry-run)" refused_by_schema 'needs 1, 3 or 5 replicas' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Nameserver
+metadata: {name: even}
+spec: {replicas: 2, image: x, controller: {enabled: true}}
+YAML
+check "operator created the name server StatefulSet" wait_for 60 equals statefulset names '{.spec.replicas}' 3
+check "name servers run the controller on their claims" bash -c "'$KUBECTL' -n e2e get statefulset names -o jsonpath='{.spec.template.spec.containers[0].command[2]} {.spec.volumeClaimTemplates[0].metadata.name}' | tee /dev/stderr | grep -q -- '--controller-peers names-0.names.e2e.svc:9876,names-1.names.e2e.svc:9876,names-2.names.e2e.svc:9876 .*controller-data'"
 check "operator created broker group 0" wait_for 30 equals statefulset demo-group-0 '{.spec.replicas}' 2
+check "group members take their replica id from the ordinal" bash -c "'$KUBECTL' -n e2e get statefulset demo-group-0 -o jsonpath='{.spec.template.spec.containers[0].command[2]}' | grep -q -- '--replica-id \"\$((ordinal + 1))\"'"
+check "group pods spread over nodes" equals statefulset demo-group-0 \
+  '{.spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.topologyKey}' kubernetes.io/hostname
+check "group PDB lets one member go at a time" equals pdb demo-group-0 '{.spec.maxUnavailable}' 1
 check "operator created the proxy Deployment" wait_for 30 equals deployment demo-proxy '{.spec.replicas}' 1
 check "client Service listens on 8081" wait_for 30 equals service demo '{.spec.ports[0].port}' 8081
 check "ConfigMap rendered" wait_for 30 bash -c "'$KUBECTL' -n e2e get configmap demo-config -o jsonpath='{.data.broker\.toml}' | grep -q 'names-1.names.e2e.svc:9876'"

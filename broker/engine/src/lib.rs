@@ -9,7 +9,8 @@
 //!
 //! ## Map
 //! - [`Engine`]: one broker's engine, built over an open store.
-//! - [`publish`]: checking a message against its topic and storing or parking it.
+//! - [`publish`]: checking a message against its topic and storing or parking it;
+//!   [`placement`]: the queue it goes to.
 //! - [`delivery`]: pop-style delivery, settlement and upkeep.
 //! - [`parked`]: delay timers ([`parked::timer`]) and half messages ([`parked::transaction`]).
 //! - [`filter`]: subscription filters compiled into store read filters.
@@ -29,6 +30,7 @@ pub mod journal;
 pub mod lag;
 pub mod membership;
 pub mod parked;
+pub mod placement;
 pub mod props;
 pub mod publish;
 pub mod receipt;
@@ -70,6 +72,8 @@ pub struct Engine {
     /// Replicated groups: where changes to topics, offsets, marks, group settings and drain
     /// state are journaled for the followers.
     pub journal: Option<Journal>,
+    /// Queue choice for messages whose producer chose none.
+    pub placement: placement::Placement,
 }
 
 impl Engine {
@@ -110,6 +114,7 @@ impl Engine {
             wakeups,
             dispatched,
             journal,
+            placement: placement::Placement::default(),
         });
         engine.keep_parked_messages();
         Ok(engine)
@@ -211,15 +216,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes a topic, its offsets and its delivery state (journaled with the fence).
+    /// Deletes a topic, its offsets and its delivery state (journaled with the fence); see
+    /// [`Deliveries::delete_topic`].
     pub fn delete_topic(&self, name: &str) -> Result<TopicConfig, EngineError> {
-        let t = self.store.topics().delete(name)?;
-        self.deliveries.forget_topic(name);
-        self.journal(&Change::TopicDeleted {
-            name: name.to_string(),
-            fence: self.store.topics().incarnation(name),
-        })?;
-        Ok(t)
+        self.placement.forget(name);
+        self.deliveries.delete_topic(name)
     }
 
     /// Sets a consumer group's settings (journaled).

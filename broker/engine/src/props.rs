@@ -27,6 +27,10 @@ pub const DLQ_ATTEMPTS: &str = "__FM_DLQ_ATTEMPTS";
 pub const DELIVER_AT: &str = "__FM_DELIVER_AT";
 /// On a parked message: the topic it will be delivered to.
 pub const REAL_TOPIC: &str = "__FM_REAL_TOPIC";
+/// On a parked message: the incarnation of [`REAL_TOPIC`] it was sent to (see
+/// `ferromq_store::TopicStore::incarnation`); a topic deleted and created again meanwhile does
+/// not receive it.
+pub const REAL_INCARNATION: &str = "__FM_REAL_INCARNATION";
 /// On a parked message: the queue of [`REAL_TOPIC`] the producer chose.
 pub const REAL_QUEUE: &str = "__FM_REAL_QUEUE";
 /// On a released copy: `<system topic>:<entry>` of the parked original.

@@ -20,7 +20,8 @@ use crate::Engine;
 #[derive(Debug, Clone, Default)]
 pub struct Publication {
     pub topic: String,
-    /// The queue the producer chose, if it chose one.
+    /// The queue the producer chose, if it chose one (see [`crate::placement`]: a queue the
+    /// topic lacks is refused; none means the engine picks).
     pub queue_id: Option<u32>,
     pub message_type: MessageType,
     pub message_id: String,
@@ -126,8 +127,12 @@ impl Engine {
                 )));
             }
         }
-        // The producer picked the queue (FIFO: by message group); keep it when valid.
-        let queue_id = p.queue_id.map_or(0, |q| q % topic.queues.max(1));
+        let queue_id = self.placement.choose(
+            &topic.name,
+            topic.queues,
+            p.queue_id,
+            p.message_group.as_deref(),
+        )?;
         let producer = p.producer.clone();
         let message = stored_form(p, topic.name, queue_id);
         let published = match park {

@@ -9,22 +9,58 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::connections::Connections;
 use crate::node::Node;
 use ferromq_engine::ParkedQueue as _;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// What the HTTP endpoint reads from the role behind it.
+pub trait Serving: Send + Sync + 'static {
+    /// Whether the role serves (readiness).
+    fn ready(&self) -> bool;
+    /// The node serving clients now (none on a member of a replicated group that follows).
+    fn node(&self) -> Option<Arc<Node>>;
+    /// Gauges the role adds beside the node's (replication state).
+    fn gauges(&self) -> Vec<crate::metrics::OwnedGauge> {
+        Vec::new()
+    }
+    /// Where RPC metrics are counted when no node serves.
+    fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        None
+    }
+}
+
+/// A storage node that always serves (standalone, unreplicated broker).
+pub struct OneNode(pub Arc<Node>);
+
+impl Serving for OneNode {
+    fn ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn node(&self) -> Option<Arc<Node>> {
+        Some(self.0.clone())
+    }
+}
+
+pub fn router(role: Arc<dyn Serving>, conns: Arc<Connections>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(node)
+        .with_state((role, conns))
 }
 
-async fn readyz(State(b): State<Arc<Node>>) -> impl IntoResponse {
-    if b.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+/// Ready while the role serves. A full disk keeps it ready (consumers must still reach it to
+/// read what it acknowledged) but says so, as `ferromq_store_disk_full` does.
+async fn readyz(State((r, _)): State<(Arc<dyn Serving>, Arc<Connections>)>) -> impl IntoResponse {
+    if !r.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    match r.node().and_then(|b| b.engine.store.disk_full()) {
+        Some(reason) => (
+            StatusCode::OK,
+            format!("ready; sends refused, disk full: {reason}\n"),
+        ),
+        None => (StatusCode::OK, "ready\n".to_string()),
     }
 }
 
@@ -32,8 +68,28 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
-    let b2 = b.clone();
+async fn metrics(
+    State((r, conns)): State<(Arc<dyn Serving>, Arc<Connections>)>,
+) -> impl IntoResponse {
+    let Some(b2) = r.node() else {
+        let owned = r.gauges();
+        let text = r
+            .metrics()
+            .map(|m| {
+                let mut g = crate::metrics::borrow_gauges(&owned);
+                g.extend(conns.gauges());
+                m.render(&g)
+            })
+            .unwrap_or_default();
+        return (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        );
+    };
+    let extra = r.gauges();
     let text = tokio::task::spawn_blocking(move || {
         let stats = b2.engine.store.stats();
         let mut lag: std::collections::BTreeMap<(String, String), u64> = Default::default();
@@ -69,7 +125,7 @@ async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
                 .map_or("+Inf".to_string(), |b| b.to_string());
             lateness.push((format!("upto_ms=\"{le}\""), load(c)));
         }
-        b2.metrics.render(&[
+        let mut gauges = vec![
             (
                 "ferromq_timers_pending",
                 "Delay messages waiting for their delivery time, per topic.",
@@ -151,6 +207,11 @@ async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
                 vec![(String::new(), if stats.disk_full { 1.0 } else { 0.0 })],
             ),
             (
+                "ferromq_store_corrupt_records_total",
+                "Distinct commit log records found damaged (checksum or structure) since start, recovery included; they are never served.",
+                vec![(String::new(), stats.corrupt_records_total as f64)],
+            ),
+            (
                 "ferromq_topics",
                 "Topics defined.",
                 vec![(String::new(), b2.engine.store.topics().list().len() as f64)],
@@ -160,7 +221,10 @@ async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
                 "Clients known to this proxy.",
                 vec![(String::new(), b2.clients.count() as f64)],
             ),
-        ])
+        ];
+        gauges.extend(crate::metrics::borrow_gauges(&extra));
+        gauges.extend(conns.gauges());
+        b2.metrics.render(&gauges)
     })
     .await
     .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));

@@ -11,13 +11,15 @@
 //! - [`status`]: the single mapping from engine and store failures to RocketMQ status codes;
 //!   [`convert`] and [`validate`]: protocol types to engine types and their checks.
 //! - [`admin`]: the admin API and its CLI; [`http`] and [`metrics`]: health and Prometheus;
-//!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext.
+//!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext;
+//!   [`connections`]: the bounds on every connection (count, descriptors, timeouts).
 //! - [`bench`]: the load generator and the null sink.
 
 pub mod admin;
 pub mod bench;
 pub mod clients;
 pub mod config;
+pub mod connections;
 pub mod convert;
 pub mod http;
 pub mod metrics;

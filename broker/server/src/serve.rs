@@ -8,6 +8,10 @@
 //! in-flight requests the role's drain time to finish, and waits for the background tasks;
 //! the role then closes what it owns (the store). If the gRPC server stops on its own (an
 //! error), `run` shuts the rest down and returns the error.
+//!
+//! Every connection on either port is bounded the same way, whatever the role: a cap on
+//! connections that leaves descriptors to the store, handshake and idle timeouts, and HTTP/2
+//! stream and header limits ([`crate::connections`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
+
+use crate::connections::{Connections, HttpListener, Limits};
 
 /// The flag every part of a role watches to learn that shutdown has begun.
 #[derive(Debug)]
@@ -39,7 +45,7 @@ impl Shutdown {
         self.tx.subscribe()
     }
 
-    fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.tx.send_replace(true);
     }
 }
@@ -50,11 +56,13 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// A role's two listeners, bound before anything is served so that their real addresses (port
-/// 0 in tests) are known.
+/// 0 in tests) are known, and the connection bounds both share.
 #[derive(Debug)]
 pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
+    /// Admission and counts of every connection on either port (metrics read it).
+    pub connections: Arc<Connections>,
 }
 
 impl Listeners {
@@ -63,6 +71,7 @@ impl Listeners {
         grpc: SocketAddr,
         http: SocketAddr,
         grpc_field: &str,
+        limits: &Limits,
     ) -> anyhow::Result<Listeners> {
         let g = TcpListener::bind(grpc)
             .await
@@ -70,7 +79,11 @@ impl Listeners {
         let h = TcpListener::bind(http)
             .await
             .with_context(|| format!("cannot listen on http-addr {http}"))?;
-        Ok(Listeners { grpc: g, http: h })
+        Ok(Listeners {
+            grpc: g,
+            http: h,
+            connections: Connections::new(limits.clone()),
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -100,11 +113,20 @@ pub struct Services {
     pub on_stop: Option<Box<dyn FnOnce() + Send>>,
 }
 
+/// The server's HTTP/2 PING interval: a peer that does not answer one within
+/// [`KEEPALIVE_TIMEOUT`] is dropped (PINGs do not keep a connection from being idle, see
+/// [`crate::connections`]).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Services {
-    /// The gRPC server settings every role shares.
-    pub fn grpc_builder() -> tonic::transport::Server {
+    /// The gRPC server settings every role shares, bounded by `limits`.
+    pub fn grpc_builder(limits: &Limits) -> tonic::transport::Server {
         tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_size)
             .initial_stream_window_size(crate::roles::proxy::routes::STREAM_WINDOW)
             .initial_connection_window_size(crate::roles::proxy::routes::CONNECTION_WINDOW)
     }
@@ -127,12 +149,17 @@ pub async fn run(
         on_stop,
     } = services;
     let http_stop = stopped(shutdown.subscribe());
+    let conns = listeners.connections;
+    let http_listener = HttpListener {
+        inner: listeners.http,
+        conns: conns.clone(),
+    };
     let http_task = tokio::spawn(async move {
-        axum::serve(listeners.http, http.into_make_service())
+        axum::serve(http_listener, http.into_make_service())
             .with_graceful_shutdown(http_stop)
             .await
     });
-    let incoming = crate::tls::incoming(listeners.grpc, tls, shutdown.subscribe());
+    let incoming = crate::tls::incoming(listeners.grpc, tls, conns, shutdown.subscribe());
     let mut grpc_task =
         tokio::spawn(grpc.serve_with_incoming_shutdown(incoming, stopped(shutdown.subscribe())));
     let early = tokio::select! {
@@ -186,5 +213,80 @@ pub async fn signal() {
     tokio::select! {
         _ = term => info!("SIGTERM received, shutting down"),
         _ = tokio::signal::ctrl_c() => info!("interrupt received, shutting down"),
+    }
+}
+
+/// A gRPC service that is served only while it is installed: a member of a replicated group
+/// serves clients (through the proxies) only while it leads, and its replication service all
+/// the time, on the same port. While the gate is empty every call is answered `UNAVAILABLE`
+/// with the reason, which proxies treat as "ask the routes again".
+pub struct Gate<S> {
+    current: Arc<parking_lot::RwLock<Option<S>>>,
+    closed: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl<S> Clone for Gate<S> {
+    fn clone(&self) -> Self {
+        Gate {
+            current: self.current.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+impl<S> Gate<S> {
+    /// An empty gate; `closed` says why when a call arrives while it is empty.
+    pub fn new(closed: impl Fn() -> String + Send + Sync + 'static) -> Gate<S> {
+        Gate {
+            current: Arc::new(parking_lot::RwLock::new(None)),
+            closed: Arc::new(closed),
+        }
+    }
+
+    /// Installs (Some) or removes (None) the service behind the gate.
+    pub fn set(&self, svc: Option<S>) {
+        *self.current.write() = svc;
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Gate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type GrpcRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type GrpcResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S> tonic::codegen::Service<GrpcRequest> for Gate<S>
+where
+    S: tonic::codegen::Service<
+            GrpcRequest,
+            Response = GrpcResponse,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<GrpcResponse, std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        let current = self.current.read().clone();
+        match current {
+            // Generated tonic services are always ready.
+            Some(mut svc) => Box::pin(async move { svc.call(req).await }),
+            None => {
+                let status = tonic::Status::unavailable((self.closed)());
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
     }
 }

@@ -11,7 +11,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,11 +23,10 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::debug;
 
 use crate::config::ConfigError;
+use crate::connections::{Connections, Guarded, Permit, Port, Protocol};
 
 /// First byte of a TLS connection (a handshake record).
 const TLS_HANDSHAKE: u8 = 0x16;
-/// A client that sends nothing for this long is dropped before it costs more.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads the certificate chain and private key (PEM) into a server configuration.
 pub fn load(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
@@ -135,52 +133,72 @@ impl AsyncWrite for Conn {
     }
 }
 
-async fn classify(stream: TcpStream, acceptor: Option<TlsAcceptor>) -> io::Result<Conn> {
+/// Tells TLS from plaintext by the first byte and completes the TLS handshake, all within the
+/// handshake timeout; then guards the connection against silence.
+async fn classify(
+    stream: TcpStream,
+    permit: Permit,
+    acceptor: Option<TlsAcceptor>,
+    conns: &Connections,
+) -> io::Result<Guarded<Conn>> {
+    let accepted = tokio::time::Instant::now();
     let Some(acceptor) = acceptor else {
-        return Ok(Conn::Plain(stream));
+        // Plaintext only: the guard itself waits for the first byte.
+        return Ok(Guarded::new(
+            Conn::Plain(stream),
+            permit,
+            Protocol::Http2,
+            accepted,
+        ));
     };
-    let mut first = [0u8; 1];
-    let n = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no first byte"))??;
-    if n == 1 && first[0] == TLS_HANDSHAKE {
-        Ok(Conn::Tls(Box::new(acceptor.accept(stream).await?)))
-    } else {
-        Ok(Conn::Plain(stream))
+    let handshake = async {
+        let mut first = [0u8; 1];
+        let n = stream.peek(&mut first).await?;
+        if n == 1 && first[0] == TLS_HANDSHAKE {
+            Ok(Conn::Tls(Box::new(acceptor.accept(stream).await?)))
+        } else {
+            Ok(Conn::Plain(stream))
+        }
+    };
+    match tokio::time::timeout(conns.limits.handshake_timeout, handshake).await {
+        Ok(Ok(conn)) => Ok(Guarded::new(conn, permit, Protocol::Http2, accepted)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            conns.count_timeout();
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no first byte or TLS handshake within the handshake timeout",
+            ))
+        }
     }
 }
 
-/// Accepts connections until shutdown, handing classified ones to tonic. Handshakes run on
-/// their own tasks so a slow client never delays the others.
+/// Accepts connections until shutdown, admitted by the role's connection cap, handing
+/// classified ones to tonic. Handshakes run on their own tasks so a slow client never delays
+/// the others.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    conns: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
-) -> ReceiverStream<io::Result<Conn>> {
+) -> ReceiverStream<io::Result<Guarded<Conn>>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                r = listener.accept() => match r {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let (tx, acceptor) = (tx.clone(), acceptor.clone());
-                        tokio::spawn(async move {
-                            match classify(stream, acceptor).await {
-                                Ok(c) => {
-                                    let _ = tx.send(Ok(c)).await;
-                                }
-                                Err(e) => debug!(%peer, error = %e, "connection dropped before gRPC"),
+                (stream, peer, permit) = conns.accept(&listener, Port::Clients) => {
+                    let _ = stream.set_nodelay(true);
+                    let (tx, acceptor, conns) = (tx.clone(), acceptor.clone(), conns.clone());
+                    tokio::spawn(async move {
+                        match classify(stream, permit, acceptor, &conns).await {
+                            Ok(c) => {
+                                let _ = tx.send(Ok(c)).await;
                             }
-                        });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        debug!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                            Err(e) => debug!(%peer, error = %e, "connection dropped before gRPC"),
+                        }
+                    });
+                }
                 _ = shutdown.changed() => break,
             }
         }

@@ -61,6 +61,7 @@ impl Cluster {
             addr: self.peers[i].parse().expect("addr"),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             broker_expiry: Duration::from_secs(3),
+            limits: Default::default(),
             controller: Some(ControllerConfig {
                 id: i as u64 + 1,
                 peers: self.peers.clone(),

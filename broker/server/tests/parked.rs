@@ -4,64 +4,13 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ferromq_proto::v2::{self, Code};
 use support::*;
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-fn delay_message(topic: &str, id: &str, due_ms: i64) -> v2::Message {
-    let mut m = message(topic, id, id.as_bytes());
-    let sp = m.system_properties.as_mut().expect("sp");
-    sp.message_type = v2::MessageType::Delay as i32;
-    sp.delivery_timestamp = Some(ts(due_ms));
-    m
-}
-
-fn tx_message(topic: &str, id: &str) -> v2::Message {
-    let mut m = message(topic, id, id.as_bytes());
-    m.system_properties.as_mut().expect("sp").message_type = v2::MessageType::Transaction as i32;
-    m
-}
-
 fn entry(r: &v2::SendMessageResponse) -> &v2::SendResultEntry {
     r.entries.first().expect("one entry")
-}
-
-async fn end(
-    c: &mut Client,
-    topic: &str,
-    id: &str,
-    tx: &str,
-    how: v2::TransactionResolution,
-    source: v2::TransactionSource,
-) -> Code {
-    let r = c
-        .end_transaction(v2::EndTransactionRequest {
-            topic: res(topic),
-            message_id: id.into(),
-            transaction_id: tx.into(),
-            resolution: how as i32,
-            source: source as i32,
-            trace_context: String::new(),
-        })
-        .await
-        .expect("grpc ok")
-        .into_inner();
-    code_of(&r.status)
 }
 
 async fn recall(c: &mut Client, topic: &str, handle: &str) -> (Code, String) {

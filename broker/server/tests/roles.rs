@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ferromq::config::broker::{MemberConfig, ReplicationMode};
+use ferromq::config::broker::MemberConfig;
 use ferromq::config::nameserver::NameserverConfig;
 use ferromq::config::node::NodeConfig;
 use ferromq::config::proxy::ProxyConfig;
@@ -55,8 +55,7 @@ async fn broker(group: &str, ns: &str, dir: &std::path::Path) -> Running {
     let member = MemberConfig {
         group: group.into(),
         nameservers: vec![ns.to_string()],
-        role: "leader".into(),
-        replication: ReplicationMode::Async,
+        replication: None,
     };
     let bound = ferromq::roles::node::bind(cfg, Some(member))
         .await
@@ -75,6 +74,7 @@ async fn a_proxy_and_two_broker_groups_run_inside_the_test_process() {
         addr: loopback(),
         http_addr: loopback(),
         broker_expiry: Duration::from_secs(3),
+        limits: Default::default(),
         controller: None,
     })
     .await
@@ -94,6 +94,7 @@ async fn a_proxy_and_two_broker_groups_run_inside_the_test_process() {
         nameservers: vec![ns_addr.clone()],
         route_refresh: Duration::from_millis(200),
         advertise_addr: "127.0.0.1:0".into(),
+        limits: Default::default(),
     })
     .await
     .expect("proxy binds");

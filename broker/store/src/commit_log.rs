@@ -283,14 +283,18 @@ impl CommitLog {
                         // Interior damage if the data was known durable or anything valid
                         // follows; a torn tail otherwise (segments are zero-filled when
                         // created, so nothing valid can follow a real tail).
-                        let next_here = resync(seg.file.slice(0, seg_size), at + 1, seg.base);
+                        let short = self.short_tail.as_ref().filter(|t| t.base == seg.base);
+                        // Past a cut-short file's old length there is nothing but the zeros it
+                        // was extended with: neither search nor rewrite them (a default 1 GiB
+                        // segment would take minutes to scan byte by byte and to dirty).
+                        let end = short.map_or(seg_size, |t| (t.len as usize).min(seg_size));
+                        let next_here = resync(seg.file.slice(0, end), at + 1, seg.base);
                         let later_valid = segs[idx + 1..].iter().any(|s| {
                             matches!(
                                 record::probe(s.file.slice(0, seg_size), s.base),
                                 Ok(Slot::Message(_))
                             )
                         });
-                        let short = self.short_tail.as_ref().filter(|t| t.base == seg.base);
                         if next_here.is_some()
                             || later_valid
                             || (offset < durable && short.is_none())
@@ -311,7 +315,7 @@ impl CommitLog {
                                 }
                             }
                         }
-                        let tail = seg.file.slice(at, seg_size - at);
+                        let tail = seg.file.slice(at, end.saturating_sub(at));
                         let dropped = tail.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
                         match short {
                             Some(t) => warn!(
@@ -334,8 +338,9 @@ impl CommitLog {
                         }
                         torn_cut = true;
                         report.truncated_bytes += dropped as u64;
-                        seg.file.slice_mut(at, seg_size - at).fill(0);
-                        if let Err(e) = seg.file.flush_range(at, seg_size - at) {
+                        // Everything after the last byte not zero is zero already.
+                        seg.file.slice_mut(at, dropped).fill(0);
+                        if let Err(e) = seg.file.flush_range(at, dropped) {
                             return Err(StoreError::io(
                                 format!("flush truncated tail of {}", seg.file.path().display()),
                                 e,

@@ -74,6 +74,9 @@ pub fn capped_entries(
     }
 }
 
+/// Free bytes below which a failed allocation never counts as resolved.
+const CLEAR_FLOOR: u64 = 1 << 20;
+
 #[derive(Debug, Clone)]
 enum Cause {
     HighWater,
@@ -167,9 +170,11 @@ impl DiskState {
         let clear = match full.as_ref().map(|f| &f.cause) {
             None => false,
             Some(Cause::HighWater) => true,
-            // Room for what failed, with a margin for the derived files that follow it.
+            // Room for what failed, with a margin for the derived files that follow it, and
+            // never less than a floor: a small file (an index file capped by the free space)
+            // failing by a page or two must not flap the state while the disk stays full.
             Some(Cause::Allocation { needed, at }) => match space {
-                Some(s) => s.free_bytes >= needed.saturating_add(needed / 4),
+                Some(s) => s.free_bytes >= needed.saturating_add(needed / 4).max(CLEAR_FLOOR),
                 None => at.elapsed() >= Duration::from_secs(1),
             },
         };
@@ -279,6 +284,9 @@ mod tests {
         d.check(dir.path(), 1.0);
         assert!(d.is_full(), "1000 bytes free is not room for 4000");
         set_allocation_budget(dir.path(), Some(10_000));
+        d.check(dir.path(), 1.0);
+        assert!(d.is_full(), "room for 4000 but below the floor");
+        set_allocation_budget(dir.path(), Some(CLEAR_FLOOR));
         d.check(dir.path(), 1.0);
         assert!(!d.is_full());
         assert!(d.refusal().is_none());

@@ -451,10 +451,19 @@ impl Index {
     }
 
     /// Housekeeping: allocates the next file ahead of time once less than half a file of room
-    /// is left, so the writer rarely waits for an allocation.
+    /// is left, so the writer rarely waits for an allocation. One file ahead at most: on a
+    /// nearly full disk files are smaller than configured, and filling half a configured file
+    /// with them took a share of the free space again and again (half of a 48 MiB volume).
     pub fn prepare_spare(&self) -> Result<()> {
         let reserved = self.reserved.load(Ordering::Acquire);
-        self.ensure_capacity(reserved + u64::from(self.max_entries) / 2)
+        if self.capacity.load(Ordering::Acquire) >= reserved + u64::from(self.max_entries) / 2 {
+            return Ok(());
+        }
+        let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
+        if spares.is_empty() {
+            spares.push(self.create_file()?);
+        }
+        Ok(())
     }
 
     /// Indexes `key` of `topic` for the record at `phys_offset`. Uses room reserved by the

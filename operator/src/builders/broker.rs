@@ -1,14 +1,18 @@
 //! Children of a `Broker`.
 //!
-//! Storage tier, per group `i` (`<broker>-group-<i>`): a headless Service, a StatefulSet whose
-//! ordinal 0 is the leader and the rest followers, and a PDB. Compute tier: the proxy Deployment
+//! Storage tier, per group `i` (`<broker>-group-<i>`): a headless Service, a StatefulSet and a
+//! PDB. With one pod per group the pod is the group's only, unreplicated member; with more, pod
+//! ordinal `o` runs `--replica-id o+1`, the replication controller elects the leader, the pods
+//! prefer distinct nodes (pod anti-affinity on the group label) and the PDB lets one member go
+//! at a time, so a voluntary disruption never takes more than one member out of the in-sync
+//! set. Compute tier: the proxy Deployment
 //! (`<broker>-proxy`), the client Service (`<broker>`, port 8081), a PDB and, when autoscaling is
 //! set, a HorizontalPodAutoscaler that targets the Broker's own scale subresource. Both tiers
 //! read `<broker>-config` (ConfigMap with `broker.toml` and `proxy.toml`).
 //!
-//! Rolling order: the StatefulSets use the RollingUpdate strategy, which replaces pods from
-//! the highest ordinal down and waits for each to be Ready, so followers roll before the leader.
-//! Pod templates carry a hash of the rendered config, so a config change rolls the pods too;
+//! Rolling order: an unreplicated group's StatefulSet uses RollingUpdate; a replicated group's
+//! uses OnDelete and the broker controller deletes its pods one at a time, followers first and
+//! the leader after a switchover (`controller::broker::roll`). Pod templates carry a hash of the rendered config, so a config change rolls the pods too;
 //! the name server list is left out of that hash, so scaling name servers rolls nothing.
 
 use std::collections::BTreeMap;
@@ -22,18 +26,18 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, PodAffinityTerm, PodAntiAffinity,
+    PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{
-    container_ports, env, headless_service, http_probe, identity_env, label, label_selector,
-    object_labels, one_at_a_time_pdb, pod_spec, selector_labels, selector_string, service_ports,
-    stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT, HTTP_PORT,
+    claim_template, container_ports, env, headless_service, http_probe, identity_env, label,
+    label_selector, object_labels, one_at_a_time_pdb, pod_spec, selector_labels, selector_string,
+    service_ports, stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT,
+    HTTP_PORT,
 };
 use crate::crd::Broker;
 
@@ -162,8 +166,10 @@ fn toml_list(items: &[String]) -> String {
     )
 }
 
-/// `broker.toml`: name servers, flush and replication modes, then `spec.config` entries.
-/// Per-pod identity (group, role, advertised address) comes from flags and env instead.
+/// `broker.toml`: name servers, the flush mode, for replicated groups the replication mode and
+/// `min-in-sync` (an unreplicated broker refuses `sync` replication), then `spec.config`
+/// entries. Per-pod identity (group, replica id, advertised address) comes from flags and env.
+/// The replication controller is reached through the name servers (the broker's default).
 pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
     let s = &broker.spec.storage;
     let mut out = String::from("# Rendered by ferromq-operator from the Broker resource.\n");
@@ -172,10 +178,13 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
         "flush = {}\n",
         toml_string(s.flush_mode.as_config())
     ));
-    out.push_str(&format!(
-        "replication-mode = {}\n",
-        toml_string(s.replication_mode.as_config())
-    ));
+    if s.replicated() {
+        out.push_str(&format!(
+            "replication-mode = {}\n",
+            toml_string(s.replication_mode.as_config())
+        ));
+        out.push_str(&format!("min-in-sync = {}\n", s.min_in_sync));
+    }
     for (k, v) in &broker.spec.config {
         out.push_str(&format!("{} = {}\n", toml_key(k), toml_string(v)));
     }
@@ -190,11 +199,76 @@ pub fn render_proxy_config(nameservers: &[String]) -> String {
     )
 }
 
-/// The shell wrapper that picks the role from the pod's ordinal: 0 leads, the rest follow.
-/// (A StatefulSet template is shared by all ordinals; this is the one per-pod difference.)
-const BROKER_ENTRYPOINT: &str = r#"ordinal="${FERROMQ_POD_NAME##*-}"
-if [ "$ordinal" = "0" ]; then role=leader; else role=follower; fi
-exec ferromq broker --config /etc/ferromq/broker.toml --data-dir /var/lib/ferromq --group "$FERROMQ_GROUP" --role "$role" --addr 0.0.0.0:10911 --http-addr 0.0.0.0:9090"#;
+/// Arguments of `ferromq broker` shared by every pod of every group.
+fn broker_args() -> Vec<String> {
+    [
+        "broker",
+        "--config",
+        "/etc/ferromq/broker.toml",
+        "--data-dir",
+        DATA_DIR,
+        "--group",
+        "$(FERROMQ_GROUP)",
+        "--addr",
+        "0.0.0.0:10911",
+        "--http-addr",
+        "0.0.0.0:9090",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The shell wrapper of a replicated group's members: the replica id is the pod's ordinal + 1
+/// (a StatefulSet template is shared by all ordinals; this is the one per-pod difference, and
+/// ids stay stable because ordinals and their claims do).
+const REPLICA_ENTRYPOINT: &str = r#"ordinal="${FERROMQ_POD_NAME##*-}"
+exec ferromq broker --config /etc/ferromq/broker.toml --data-dir /var/lib/ferromq --group "$FERROMQ_GROUP" --replica-id "$((ordinal + 1))" --addr 0.0.0.0:10911 --http-addr 0.0.0.0:9090"#;
+
+/// Command and arguments of a broker container: `ferromq broker` directly for an unreplicated
+/// group, through `/bin/sh` (to read the ordinal) for a replicated one.
+fn broker_command(replicated: bool) -> (Vec<String>, Option<Vec<String>>) {
+    if replicated {
+        (
+            vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                REPLICA_ENTRYPOINT.to_string(),
+            ],
+            None,
+        )
+    } else {
+        (vec!["ferromq".to_string()], Some(broker_args()))
+    }
+}
+
+/// The user's affinity plus, for a replicated group, a preferred anti-affinity between the
+/// group's pods on `kubernetes.io/hostname`: members on distinct nodes survive a node loss.
+/// Preferred, not required, so a cluster with fewer nodes than replicas still runs the group.
+pub fn group_affinity(
+    user: Option<Affinity>,
+    selector: &BTreeMap<String, String>,
+    replicated: bool,
+) -> Option<Affinity> {
+    if !replicated {
+        return user;
+    }
+    let spread = WeightedPodAffinityTerm {
+        weight: 100,
+        pod_affinity_term: PodAffinityTerm {
+            label_selector: Some(label_selector(selector.clone())),
+            topology_key: "kubernetes.io/hostname".to_string(),
+            ..PodAffinityTerm::default()
+        },
+    };
+    let mut affinity = user.unwrap_or_default();
+    let anti = affinity
+        .pod_anti_affinity
+        .get_or_insert_with(PodAntiAffinity::default);
+    anti.preferred_during_scheduling_ignored_during_execution
+        .get_or_insert_with(Vec::new)
+        .push(spread);
+    Some(affinity)
+}
 
 fn config_volume(broker: &str) -> Volume {
     Volume {
@@ -244,15 +318,13 @@ fn build_group(
             parent.namespace
         ),
     ));
+    let (command, args) = broker_command(storage.replicated());
     let container = Container {
         name: "broker".to_string(),
         image: Some(broker.spec.image.clone()),
         image_pull_policy: Some(broker.spec.image_pull_policy.as_str().to_string()),
-        command: Some(vec![
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            BROKER_ENTRYPOINT.to_string(),
-        ]),
+        command: Some(command),
+        args,
         env: Some(container_env),
         ports: Some(container_ports(&[
             ("broker", BROKER_PORT),
@@ -273,6 +345,7 @@ fn build_group(
     };
     let mut pod = pod_spec(container, storage.placement.as_ref());
     pod.volumes = Some(vec![config_volume(&parent.name)]);
+    pod.affinity = group_affinity(pod.affinity.take(), &selector, storage.replicated());
 
     let mut pod_labels = labels.clone();
     pod_labels.remove(label::MANAGED_BY);
@@ -293,8 +366,17 @@ fn build_group(
             replicas: Some(storage.replicas_per_group),
             service_name: Some(name.clone()),
             pod_management_policy: Some("OrderedReady".to_string()),
+            // A replicated group is rolled by the operator (followers first, the leader after a
+            // switchover: `controller::broker::roll`); an unreplicated one by the StatefulSet.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_string()),
+                type_: Some(
+                    if storage.replicated() {
+                        "OnDelete"
+                    } else {
+                        "RollingUpdate"
+                    }
+                    .to_string(),
+                ),
                 ..StatefulSetUpdateStrategy::default()
             }),
             selector: label_selector(selector.clone()),
@@ -309,31 +391,18 @@ fn build_group(
                 }),
                 spec: Some(pod),
             },
-            volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta {
-                    name: Some(DATA_VOLUME.to_string()),
-                    labels: Some(claim_labels),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".to_string()]),
-                    storage_class_name: storage.volume.storage_class_name.clone(),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: Some(BTreeMap::from([(
-                            "storage".to_string(),
-                            Quantity(claim_size),
-                        )])),
-                        ..VolumeResourceRequirements::default()
-                    }),
-                    ..PersistentVolumeClaimSpec::default()
-                }),
-                ..PersistentVolumeClaim::default()
-            }]),
+            volume_claim_templates: Some(vec![claim_template(
+                DATA_VOLUME,
+                claim_labels,
+                storage.volume.storage_class_name.clone(),
+                claim_size,
+            )]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
     };
 
+    // maxUnavailable 1: a drain or eviction takes at most one member out of the in-sync set.
     let pdb = one_at_a_time_pdb(parent.child_meta(&name, labels), selector);
 
     GroupChildren {
@@ -510,6 +579,7 @@ pub(crate) mod tests {
                     },
                     flush_mode: FlushMode::Sync,
                     replication_mode: ReplicationMode::Async,
+                    min_in_sync: 1,
                     resources: None,
                     placement: None,
                 },
@@ -577,34 +647,163 @@ pub(crate) mod tests {
         assert_eq!(size(&c.groups[1]).as_deref(), Some("20Gi"));
     }
 
-    #[test]
-    fn broker_pods_pick_role_from_ordinal_and_read_rendered_config() {
-        let c = build(&fixture(1, 1), &inputs()).expect("build");
-        let pod = c.groups[0]
+    fn pod_of(c: &BrokerChildren, group: usize) -> k8s_openapi::api::core::v1::PodSpec {
+        c.groups[group]
             .statefulset
             .spec
             .clone()
             .and_then(|s| s.template.spec)
-            .expect("pod");
-        let cmd = pod.containers[0]
-            .command
-            .clone()
-            .unwrap_or_default()
-            .join(" ");
-        assert!(cmd.contains("--role \"$role\""), "{cmd}");
-        assert!(cmd.contains("role=leader"), "{cmd}");
-        assert!(cmd.contains("--data-dir /var/lib/ferromq"), "{cmd}");
+            .expect("pod")
+    }
+
+    fn broker_toml(c: &BrokerChildren) -> String {
+        let data = c.config.data.clone().unwrap_or_default();
+        data.get("broker.toml").cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn replicated_members_take_their_replica_id_from_the_ordinal() {
+        let mut b = fixture(1, 1);
+        b.spec.storage.replicas_per_group = 3;
+        b.spec.storage.replication_mode = ReplicationMode::Sync;
+        b.spec.storage.min_in_sync = 2;
+        let c = build(&b, &inputs()).expect("build");
+        let pod = pod_of(&c, 0);
+        let cmd = pod.containers[0].command.clone().unwrap_or_default();
+        assert_eq!(cmd[..2], ["/bin/sh", "-c"]);
+        let script = &cmd[2];
+        assert!(
+            script.contains(r#"ordinal="${FERROMQ_POD_NAME##*-}""#),
+            "{script}"
+        );
+        assert!(
+            script.contains(r#"--replica-id "$((ordinal + 1))""#),
+            "{script}"
+        );
+        assert!(script.contains("--data-dir /var/lib/ferromq"), "{script}");
+        assert!(!script.contains("--role"), "{script}");
+        assert_eq!(pod.containers[0].args, None);
         let env = pod.containers[0].env.clone().unwrap_or_default();
         assert!(env
             .iter()
             .any(|e| e.name == "FERROMQ_GROUP" && e.value.as_deref() == Some("demo-group-0")));
-        let toml = c.config.data.clone().unwrap_or_default();
-        let broker_toml = toml.get("broker.toml").cloned().unwrap_or_default();
+        let toml = broker_toml(&c);
         assert!(
-            broker_toml.contains("nameservers = [\"ns1-0.ns1.prod.svc:9876\"]"),
-            "{broker_toml}"
+            toml.contains("nameservers = [\"ns1-0.ns1.prod.svc:9876\"]"),
+            "{toml}"
         );
-        assert!(broker_toml.contains("flush = \"sync\""), "{broker_toml}");
+        assert!(toml.contains("flush = \"sync\""), "{toml}");
+        assert!(toml.contains("replication-mode = \"sync\"\n"), "{toml}");
+        assert!(toml.contains("min-in-sync = 2\n"), "{toml}");
+    }
+
+    #[test]
+    fn an_unreplicated_group_runs_the_broker_without_replica_id_or_replication_keys() {
+        let mut b = fixture(1, 1);
+        b.spec.storage.replicas_per_group = 1;
+        // Sync without replica ids is refused by the broker, so it must not be rendered.
+        b.spec.storage.replication_mode = ReplicationMode::Sync;
+        let c = build(&b, &inputs()).expect("build");
+        let pod = pod_of(&c, 0);
+        assert_eq!(pod.containers[0].command, Some(vec!["ferromq".to_string()]));
+        let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        assert_eq!(
+            args,
+            "broker --config /etc/ferromq/broker.toml --data-dir /var/lib/ferromq \
+             --group $(FERROMQ_GROUP) --addr 0.0.0.0:10911 --http-addr 0.0.0.0:9090"
+        );
+        let toml = broker_toml(&c);
+        assert!(!toml.contains("replication-mode"), "{toml}");
+        assert!(!toml.contains("min-in-sync"), "{toml}");
+        assert_eq!(
+            pod.affinity, None,
+            "one pod per group has nothing to spread"
+        );
+    }
+
+    #[test]
+    fn replicated_pods_spread_over_nodes_next_to_the_users_affinity() {
+        use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelector, NodeSelectorTerm};
+        let mut b = fixture(2, 1);
+        b.spec.storage.replicas_per_group = 3;
+        let user_term = WeightedPodAffinityTerm {
+            weight: 10,
+            pod_affinity_term: PodAffinityTerm {
+                topology_key: "topology.kubernetes.io/zone".to_string(),
+                ..PodAffinityTerm::default()
+            },
+        };
+        let node = NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm::default()],
+            }),
+            ..NodeAffinity::default()
+        };
+        b.spec.storage.placement = Some(crate::crd::PodPlacement {
+            affinity: Some(Affinity {
+                node_affinity: Some(node.clone()),
+                pod_anti_affinity: Some(PodAntiAffinity {
+                    preferred_during_scheduling_ignored_during_execution: Some(vec![
+                        user_term.clone()
+                    ]),
+                    ..PodAntiAffinity::default()
+                }),
+                ..Affinity::default()
+            }),
+            ..Default::default()
+        });
+        let c = build(&b, &inputs()).expect("build");
+        let affinity = pod_of(&c, 1).affinity.expect("affinity");
+        assert_eq!(affinity.node_affinity, Some(node), "the user's rules stay");
+        let terms = affinity
+            .pod_anti_affinity
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+            .expect("preferred anti-affinity");
+        assert_eq!(terms.len(), 2);
+        assert_eq!(terms[0], user_term);
+        assert_eq!(terms[1].weight, 100);
+        assert_eq!(
+            terms[1].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            terms[1]
+                .pod_affinity_term
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(group_selector("demo", "demo-group-1"))
+        );
+    }
+
+    #[test]
+    fn each_group_pdb_lets_one_member_go_at_a_time() {
+        let mut b = fixture(2, 1);
+        b.spec.storage.replicas_per_group = 3;
+        let c = build(&b, &inputs()).expect("build");
+        let strategy = |c: &BrokerChildren| {
+            c.groups[0]
+                .statefulset
+                .spec
+                .as_ref()
+                .and_then(|s| s.update_strategy.clone())
+                .and_then(|u| u.type_)
+        };
+        assert_eq!(
+            strategy(&c).as_deref(),
+            Some("OnDelete"),
+            "the operator rolls"
+        );
+        b.spec.storage.replicas_per_group = 1;
+        let one = build(&b, &inputs()).expect("build");
+        assert_eq!(strategy(&one).as_deref(), Some("RollingUpdate"));
+        let pdb = c.groups[1].pdb.spec.clone().expect("pdb spec");
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(pdb.min_available, None);
+        assert_eq!(
+            pdb.selector.and_then(|s| s.match_labels),
+            Some(group_selector("demo", "demo-group-1"))
+        );
     }
 
     #[test]

@@ -1,19 +1,51 @@
 //! Children of a `Nameserver`: a headless Service (stable per-pod DNS), a StatefulSet and a
-//! PodDisruptionBudget.
+//! PodDisruptionBudget. With `controller.enabled` every pod also runs a replication controller
+//! peer: `--controller-peers` lists every pod's stable address in ordinal order (the same list
+//! on every pod), `--controller-id` is the ordinal + 1, and the Raft state lives on a per-pod
+//! claim (`controller-data`) so it survives restarts and rescheduling.
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, VolumeMount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::common::{
-    container_ports, headless_service, http_probe, identity_env, label_selector, object_labels,
-    one_at_a_time_pdb, pod_spec, selector_labels, BuildError, Parent, HTTP_PORT, NAMESERVER_PORT,
+    claim_template, container_ports, headless_service, http_probe, identity_env, label_selector,
+    object_labels, one_at_a_time_pdb, pod_spec, selector_labels, BuildError, Parent, HTTP_PORT,
+    NAMESERVER_PORT,
 };
 use crate::crd::Nameserver;
 
 /// Component label value of name server pods.
 pub const COMPONENT: &str = "nameserver";
+/// Claim template holding a controller peer's Raft log and state.
+pub const CONTROLLER_VOLUME: &str = "controller-data";
+/// Where name server pods mount the controller's volume (`--data-dir`).
+pub const CONTROLLER_DIR: &str = "/var/lib/ferromq";
+
+/// Command of a name server pod: `ferromq nameserver` directly, or, with the controller,
+/// through `/bin/sh` to derive the peer id from the pod's ordinal.
+fn nameserver_command(peers: Option<&[String]>) -> (Vec<String>, Option<Vec<String>>) {
+    let base = format!("--addr 0.0.0.0:{NAMESERVER_PORT} --http-addr 0.0.0.0:{HTTP_PORT}");
+    match peers {
+        None => (
+            vec!["ferromq".to_string()],
+            Some(
+                std::iter::once("nameserver")
+                    .chain(base.split(' '))
+                    .map(String::from)
+                    .collect(),
+            ),
+        ),
+        Some(peers) => {
+            let script = format!(
+                "ordinal=\"${{FERROMQ_POD_NAME##*-}}\"\nexec ferromq nameserver {base} --controller-peers {} --controller-id \"$((ordinal + 1))\" --data-dir {CONTROLLER_DIR}",
+                peers.join(",")
+            );
+            (vec!["/bin/sh".to_string(), "-c".to_string(), script], None)
+        }
+    }
+}
 
 /// Stable `host:port` of each name server replica: `<name>-<i>.<name>.<namespace>.svc:9876`.
 /// Brokers and proxies get these DNS names, never pod IPs, so a rescheduled name server does
@@ -47,18 +79,22 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
         &[("remoting", NAMESERVER_PORT), ("http", HTTP_PORT)],
     );
 
+    let controller = ns.spec.controller.as_ref().filter(|c| c.enabled);
+    let peers = addresses(&parent.name, &parent.namespace, ns.spec.replicas);
+    let (command, args) = nameserver_command(controller.map(|_| peers.as_slice()));
     let container = Container {
         name: "nameserver".to_string(),
         image: Some(ns.spec.image.clone()),
         image_pull_policy: Some(ns.spec.image_pull_policy.as_str().to_string()),
-        command: Some(vec!["ferromq".to_string()]),
-        args: Some(vec![
-            "nameserver".to_string(),
-            "--addr".to_string(),
-            format!("0.0.0.0:{NAMESERVER_PORT}"),
-            "--http-addr".to_string(),
-            format!("0.0.0.0:{HTTP_PORT}"),
-        ]),
+        command: Some(command),
+        args,
+        volume_mounts: controller.map(|_| {
+            vec![VolumeMount {
+                name: CONTROLLER_VOLUME.to_string(),
+                mount_path: CONTROLLER_DIR.to_string(),
+                ..VolumeMount::default()
+            }]
+        }),
         env: Some(identity_env()),
         ports: Some(container_ports(&[
             ("remoting", NAMESERVER_PORT),
@@ -75,8 +111,17 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
         spec: Some(StatefulSetSpec {
             replicas: Some(ns.spec.replicas),
             service_name: Some(parent.name.clone()),
-            // Name servers hold no shared state: start them all at once.
+            // Start them all at once: name servers hold no shared state, and controller peers
+            // need a majority up before any can become ready.
             pod_management_policy: Some("Parallel".to_string()),
+            volume_claim_templates: controller.map(|c| {
+                vec![claim_template(
+                    CONTROLLER_VOLUME,
+                    selector.clone(),
+                    c.volume.storage_class_name.clone(),
+                    c.volume.size.clone(),
+                )]
+            }),
             selector: label_selector(selector.clone()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -102,7 +147,8 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::crd::{ImagePullPolicy, NameserverSpec};
+    use crate::crd::{ControllerVolume, ImagePullPolicy, NameserverSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     pub(crate) fn fixture(replicas: i32) -> Nameserver {
         let mut ns = Nameserver::new(
@@ -113,6 +159,7 @@ pub(crate) mod tests {
                 image_pull_policy: ImagePullPolicy::IfNotPresent,
                 resources: None,
                 placement: None,
+                controller: None,
             },
         );
         ns.metadata.namespace = Some("prod".to_string());
@@ -158,6 +205,60 @@ pub(crate) mod tests {
                 .and_then(|g| g.path.as_deref()),
             Some("/readyz")
         );
+    }
+
+    #[test]
+    fn controller_peers_are_every_pod_in_ordinal_order_with_state_on_a_claim() {
+        let mut ns = fixture(3);
+        ns.spec.controller = Some(crate::crd::ControllerSpec {
+            enabled: true,
+            volume: ControllerVolume {
+                size: "2Gi".to_string(),
+                storage_class_name: Some("fast".to_string()),
+            },
+        });
+        let spec = build(&ns).expect("build").statefulset.spec.expect("spec");
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let pod = spec.template.spec.expect("pod spec");
+        let c = &pod.containers[0];
+        assert_eq!(c.args, None);
+        let cmd = c.command.clone().unwrap_or_default();
+        assert_eq!(cmd[..2], ["/bin/sh", "-c"]);
+        assert_eq!(
+            cmd[2],
+            "ordinal=\"${FERROMQ_POD_NAME##*-}\"\nexec ferromq nameserver --addr 0.0.0.0:9876 \
+             --http-addr 0.0.0.0:9090 --controller-peers \
+             ns1-0.ns1.prod.svc:9876,ns1-1.ns1.prod.svc:9876,ns1-2.ns1.prod.svc:9876 \
+             --controller-id \"$((ordinal + 1))\" --data-dir /var/lib/ferromq"
+        );
+        let mounts = c.volume_mounts.clone().unwrap_or_default();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(
+            (mounts[0].name.as_str(), mounts[0].mount_path.as_str()),
+            (CONTROLLER_VOLUME, CONTROLLER_DIR)
+        );
+        let claims = spec.volume_claim_templates.expect("claim template");
+        assert_eq!(claims[0].metadata.name.as_deref(), Some(CONTROLLER_VOLUME));
+        let claim = claims[0].spec.clone().expect("claim spec");
+        assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim
+                .resources
+                .and_then(|r| r.requests)
+                .and_then(|r| r.get("storage").cloned()),
+            Some(Quantity("2Gi".to_string()))
+        );
+
+        // Without the controller: no shell, no claim.
+        let plain = build(&fixture(3))
+            .expect("build")
+            .statefulset
+            .spec
+            .expect("spec");
+        assert_eq!(plain.volume_claim_templates, None);
+        let c = &plain.template.spec.expect("pod").containers[0];
+        assert_eq!(c.command, Some(vec!["ferromq".to_string()]));
+        assert_eq!(c.volume_mounts, None);
     }
 
     #[test]

@@ -15,15 +15,22 @@ pub struct Progress {
 }
 
 /// Progress of a StatefulSet: settled once the controller has seen the latest spec, every pod
-/// runs the update revision, and all are ready.
+/// runs the update revision, and all are ready. With the OnDelete strategy the StatefulSet
+/// controller never advances `currentRevision`, so there the updated count alone decides.
 pub fn sts_progress(sts: &StatefulSet) -> Progress {
     let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let on_delete = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|u| u.type_.as_deref())
+        == Some("OnDelete");
     let st = sts.status.clone().unwrap_or_default();
     let ready = st.ready_replicas.unwrap_or(0);
     let observed = st.observed_generation == sts.metadata.generation;
     let updated = st.updated_replicas.unwrap_or(0) >= desired
-        && st.current_revision.is_some()
-        && st.current_revision == st.update_revision;
+        && st.update_revision.is_some()
+        && (on_delete || st.current_revision == st.update_revision);
     let settled = observed && updated && ready >= desired && st.replicas <= desired;
     Progress {
         replicas: st.replicas,
@@ -94,6 +101,31 @@ mod tests {
             );
             assert!(!sts_progress(&s).settled, "{why}");
         }
+    }
+
+    #[test]
+    fn an_on_delete_statefulset_settles_on_its_updated_count() {
+        let mut s = sts(
+            3,
+            2,
+            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+            "updatedReplicas": 3, "currentRevision": "r1", "updateRevision": "r2" }),
+        );
+        assert!(
+            !sts_progress(&s).settled,
+            "RollingUpdate waits for currentRevision"
+        );
+        if let Some(spec) = s.spec.as_mut() {
+            spec.update_strategy = Some(k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..Default::default()
+            });
+        }
+        assert!(sts_progress(&s).settled);
+        if let Some(st) = s.status.as_mut() {
+            st.updated_replicas = Some(2);
+        }
+        assert!(!sts_progress(&s).settled);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `Broker`: the storage tier (broker groups, each a leader and followers with their own
-//! volumes) and the compute tier (stateless proxies that clients talk to), scaled separately.
+//! `Broker`: the storage tier (broker groups; with `replicasPerGroup` > 1 each group is a
+//! replicated set of members whose leader the name servers' replication controller elects) and
+//! the compute tier (stateless proxies that clients talk to), scaled separately.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,12 @@ use super::common::{ImagePullPolicy, PodPlacement};
         description = "Groups whose every replica is ready"
     ),
     printcolumn(
+        name = "Under-Replicated",
+        type_ = "integer",
+        json_path = ".status.storage.underReplicatedGroups",
+        description = "Replicated groups with fewer in-sync members than replicas, or no leader"
+    ),
+    printcolumn(
         name = "Proxies",
         type_ = "integer",
         json_path = ".spec.compute.replicas",
@@ -81,7 +88,8 @@ pub struct BrokerSpec {
     /// The compute tier: stateless proxies serving the RocketMQ 5 gRPC protocol on port 8081.
     pub compute: ComputeSpec,
     /// Extra broker settings rendered into `broker.toml` (kebab-case keys, string values).
-    /// Changing them rolls the broker pods, followers before leaders.
+    /// Changing them rolls the broker pods one at a time: in a replicated group followers
+    /// first, then the leader after its lead moved to an up-to-date in-sync member.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
 }
@@ -94,17 +102,21 @@ pub struct NameserverRef {
     pub name: String,
 }
 
-/// The storage tier: `groups` shards, each a StatefulSet of `replicasPerGroup` pods where
-/// ordinal 0 is the leader and the others are followers.
+/// The storage tier: `groups` shards, each a StatefulSet of `replicasPerGroup` pods. With more
+/// than one pod per group, pod ordinal `i` is member `--replica-id i+1` of a replicated group and
+/// the replication controller (the Nameserver's `controller`) elects its leader.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minInSync) || self.minInSync <= self.replicasPerGroup").message("minInSync must not exceed replicasPerGroup"))]
 pub struct StorageSpec {
     /// Number of broker groups (shards). Growing adds groups; shrinking drains the removed
     /// groups through the admin API before their StatefulSets are deleted.
     #[schemars(range(min = 1, max = 64))]
     pub groups: i32,
-    /// Pods per group: one leader plus followers. Followers (replication) are not available in
-    /// this FerroMQ version and refuse to start, so keep 1 until they are.
+    /// Pods per group. 1: an unreplicated group (one process on one volume). More: a
+    /// replicated group, one leader and followers that copy its commit log and take over when
+    /// it fails; this needs the referenced Nameserver to run the replication controller
+    /// (`spec.controller.enabled`), otherwise the Broker is refused with `ControllerRequired`.
     #[serde(default = "default_replicas_per_group")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas_per_group: i32,
@@ -113,9 +125,15 @@ pub struct StorageSpec {
     /// When the commit log is flushed to disk before a send is acknowledged.
     #[serde(default)]
     pub flush_mode: FlushMode,
-    /// Whether a send waits for followers before it is acknowledged.
+    /// When a replicated group acknowledges a send (ignored with one replica per group).
     #[serde(default)]
     pub replication_mode: ReplicationMode,
+    /// A replicated group refuses sends while fewer of its members (the leader included) are
+    /// in sync; at most `replicasPerGroup`. 2 with 3 replicas keeps every acknowledged
+    /// message on two volumes at all times. Ignored with one replica per group.
+    #[serde(default = "default_min_in_sync")]
+    #[schemars(range(min = 1, max = 5))]
+    pub min_in_sync: i32,
     /// CPU and memory of each broker pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -126,6 +144,17 @@ pub struct StorageSpec {
 
 fn default_replicas_per_group() -> i32 {
     1
+}
+
+fn default_min_in_sync() -> i32 {
+    1
+}
+
+impl StorageSpec {
+    /// True when each group is a replicated set of members (more than one pod per group).
+    pub fn replicated(&self) -> bool {
+        self.replicas_per_group > 1
+    }
 }
 
 /// A broker pod's volume. The size may only grow: growing it expands the existing claims in
@@ -154,13 +183,15 @@ pub enum FlushMode {
     Sync,
 }
 
-/// Leader-to-follower replication policy.
+/// When a replicated group acknowledges a send.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ReplicationMode {
-    /// Acknowledge once the leader has the message.
-    #[default]
+    /// Acknowledge once the leader has written the message; followers copy it afterwards, so a
+    /// leader that dies with its volume can lose what they had not fetched yet.
     Async,
-    /// Acknowledge once a follower has it too.
+    /// Acknowledge once every in-sync member holds the message (on disk too with `flushMode:
+    /// Sync`); a failover elects only from the in-sync set, so no acknowledged message is lost.
+    #[default]
     Sync,
 }
 
@@ -260,6 +291,35 @@ pub struct StorageStatus {
     /// Claims whose size does not yet match `spec.storage.volume.size`.
     #[serde(default)]
     pub pending_volume_expansions: Vec<String>,
+    /// Replicated groups with no leader or fewer in-sync members than `replicasPerGroup`;
+    /// absent when the groups are unreplicated or the admin API could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under_replicated_groups: Option<i32>,
+    /// Each replicated group as the replication controller holds it (read through the admin
+    /// API's `ListCluster`); empty when the groups are unreplicated or the admin API could not
+    /// be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replication: Vec<GroupReplicationStatus>,
+}
+
+/// One replicated broker group's leadership, as the replication controller reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupReplicationStatus {
+    /// The group (its StatefulSet name).
+    pub group: String,
+    /// Replica id of the leader (pod ordinal + 1); absent while the group has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<i64>,
+    /// Leader epoch: grows by one at every leader change.
+    #[serde(default)]
+    pub epoch: i64,
+    /// Members in the in-sync set (the leader included).
+    #[serde(default)]
+    pub in_sync: i32,
+    /// Replica ids of the in-sync members.
+    #[serde(default)]
+    pub in_sync_replicas: Vec<i64>,
 }
 
 /// Observed state of the compute tier.

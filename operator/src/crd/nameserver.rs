@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +10,9 @@ use super::common::{ImagePullPolicy, PodPlacement};
 
 /// Desired state of a FerroMQ name server ensemble: a StatefulSet of `ferromq nameserver`
 /// pods behind a headless Service, so every replica has a stable DNS name brokers can resolve.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// With `controller.enabled` every pod also runs a peer of the replication controller (a Raft
+/// group over all the ensemble's pods) that replicated broker groups need.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "ferromq.io",
     version = "v1alpha1",
@@ -33,6 +35,12 @@ use super::common::{ImagePullPolicy, PodPlacement};
         description = "Ready replicas"
     ),
     printcolumn(
+        name = "Controller",
+        type_ = "boolean",
+        json_path = ".spec.controller.enabled",
+        description = "Runs the replication controller"
+    ),
+    printcolumn(
         name = "Status",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
@@ -45,8 +53,12 @@ use super::common::{ImagePullPolicy, PodPlacement};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.controller) || !self.controller.enabled || self.replicas in [1, 3, 5]").message("the replication controller needs 1, 3 or 5 replicas (a Raft majority)"))]
+#[x_kube(validation = Rule::new("(has(self.controller) && self.controller.enabled) == (has(oldSelf.controller) && oldSelf.controller.enabled)").message("controller.enabled cannot change once set; create a new Nameserver").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("!has(self.controller) || !self.controller.enabled || self.replicas == oldSelf.replicas").message("replicas cannot change while the replication controller runs (its Raft membership is fixed at creation)").reason(Reason::FieldValueForbidden))]
 pub struct NameserverSpec {
-    /// Number of name server pods. Brokers register to every one of them.
+    /// Number of name server pods. Brokers register to every one of them. Fixed once the
+    /// replication controller runs.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 9))]
     pub replicas: i32,
@@ -62,10 +74,64 @@ pub struct NameserverSpec {
     /// Scheduling constraints: node selector, affinity, tolerations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PodPlacement>,
+    /// The replication controller, needed by Brokers with `replicasPerGroup` > 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerSpec>,
 }
 
 fn default_replicas() -> i32 {
     1
+}
+
+/// The replication controller: a Raft group formed by every name server pod (`ferromq
+/// nameserver --controller-peers`, all pods' stable addresses in ordinal order) that holds,
+/// per replicated broker group, its members, leader, leader epoch and in-sync set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerSpec {
+    /// Run a controller peer in every name server pod. Chosen at creation: the Raft state
+    /// lives on per-pod claims, so turning it on or off means a new Nameserver.
+    pub enabled: bool,
+    /// Each pod's volume for the Raft log and state (claim template `controller-data`), so
+    /// the controller survives pod restarts.
+    #[serde(default)]
+    pub volume: ControllerVolume,
+}
+
+impl NameserverSpec {
+    /// True when the pods run the replication controller.
+    pub fn controller_enabled(&self) -> bool {
+        self.controller.as_ref().is_some_and(|c| c.enabled)
+    }
+}
+
+/// The claim each controller peer keeps its Raft state on. Immutable: claim templates of a
+/// StatefulSet cannot change.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("isQuantity(self.size) && quantity(self.size).isGreaterThan(quantity('0'))").message("size must be a positive quantity such as 1Gi"))]
+#[x_kube(validation = Rule::new("self == oldSelf").message("the controller volume cannot change (StatefulSet claim templates are immutable)").reason(Reason::FieldValueForbidden))]
+pub struct ControllerVolume {
+    /// Requested capacity, a Kubernetes quantity; the Raft state is small (a few MiB).
+    #[serde(default = "default_controller_size")]
+    #[schemars(length(min = 1, max = 32))]
+    pub size: String,
+    /// StorageClass of the claims; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_controller_size() -> String {
+    "1Gi".to_string()
+}
+
+impl Default for ControllerVolume {
+    fn default() -> Self {
+        ControllerVolume {
+            size: default_controller_size(),
+            storage_class_name: None,
+        }
+    }
 }
 
 /// What the operator last observed of a Nameserver.

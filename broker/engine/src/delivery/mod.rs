@@ -25,6 +25,15 @@
 //!   ahead and hands out the highest priority first, send order among equals. A message that
 //!   arrives later with a higher priority overtakes everything still waiting in that window.
 //!
+//! ## Deleting a topic
+//! [`Deliveries::delete_topic`] deletes the topic in the store (which fences its messages and
+//! drops its groups' offsets) and forgets its delivery state. Work already running on a state of
+//! the old topic cannot bring anything back: every state remembers the topic's incarnation, and
+//! offsets are written, and messages handed out, only while the topic exists in that
+//! incarnation. The check and the write happen under a lock a delete takes exclusively, so an
+//! ack that races the delete either lands before it (and is dropped with the other offsets) or
+//! sees the topic gone (and writes nothing).
+//!
 //! ## Layout
 //! [`queue`] holds the per-queue state, `receive` reads ahead and hands out, `settle` acks,
 //! extends and dead-letters, `upkeep` renews push consumers' deliveries and dead-letters in the
@@ -43,8 +52,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ferromq_store::{Store, StoredMessage, TagFilter};
-use parking_lot::Mutex;
+use ferromq_store::{Store, StoredMessage, TagFilter, TopicConfig};
+use parking_lot::{Mutex, RwLock};
 
 use crate::receipt::ReceiptHandle;
 use attempts::Attempts;
@@ -111,6 +120,9 @@ pub struct Deliveries {
     /// Messages moved to dead-letter topics since start, per group (for metrics).
     dead_lettered: Mutex<HashMap<String, u64>>,
     attempts: Attempts,
+    /// Shared by offset writes and hand-outs (which check the topic's incarnation under it),
+    /// exclusive for a topic delete (see the module docs).
+    topic_gate: RwLock<()>,
     /// Replicated groups: the journal, and the offsets that moved since its last entry.
     journal: Option<crate::journal::Journal>,
     moved: Mutex<std::collections::BTreeMap<(String, String, u32), u64>>,
@@ -130,6 +142,7 @@ impl Deliveries {
             queues: Mutex::new(HashMap::new()),
             dead_lettered: Mutex::new(HashMap::new()),
             attempts: Attempts::default(),
+            topic_gate: RwLock::new(()),
             journal,
             moved: Mutex::new(Default::default()),
         }
@@ -151,11 +164,12 @@ impl Deliveries {
         if let Some(s) = map.get(&key) {
             return s.clone();
         }
+        let incarnation = self.store.topics().incarnation(topic);
         let start = match self.store.offsets().get(group, topic, queue_id) {
             Some(o) => o,
             None => self.store.queue_range(topic, queue_id).0,
         };
-        let s = Arc::new(Mutex::new(QueueState::starting_at(start)));
+        let s = Arc::new(Mutex::new(QueueState::starting_at(start, incarnation)));
         map.insert(key, s.clone());
         s
     }
@@ -199,9 +213,39 @@ impl Deliveries {
         v
     }
 
+    /// Deletes a topic: in the store (its messages fenced, its groups' offsets dropped, durably),
+    /// in the journal of a replicated group (with its fence) and here (its delivery state
+    /// forgotten), so a topic created again under the name starts
+    /// empty for every group, old or new. See the module docs for in-flight work.
+    pub fn delete_topic(&self, topic: &str) -> Result<TopicConfig, crate::EngineError> {
+        let deleted = {
+            let _exclusive = self.topic_gate.write();
+            let deleted = self.store.delete_topic(topic)?;
+            // Offsets of the old topic not journaled yet never will be, and the deletion is
+            // journaled before any offset of a topic created again under the name.
+            self.moved.lock().retain(|(_, t, _), _| t != topic);
+            if let Some(j) = &self.journal {
+                j.record(&crate::journal::Change::TopicDeleted {
+                    name: topic.to_string(),
+                    fence: self.store.topics().incarnation(topic),
+                })?;
+            }
+            deleted
+        };
+        self.forget_topic(topic);
+        Ok(deleted)
+    }
+
     /// Forgets a topic's delivery state (after the topic is deleted).
     pub fn forget_topic(&self, topic: &str) {
         self.queues.lock().retain(|k, _| k.topic != topic);
+    }
+
+    /// Whether a state of `topic` still belongs to the topic as it exists now. Call with the
+    /// topic gate held (shared).
+    fn is_current(&self, topic: &str, st: &QueueState) -> bool {
+        self.store.topics().get(topic).is_some()
+            && self.store.topics().incarnation(topic) == st.incarnation
     }
 
     /// Groups that have consumed, with their in-memory progress.
@@ -231,7 +275,7 @@ mod tests {
     use crate::error::EngineError;
     use crate::props;
     use crate::topics::dlq_topic;
-    use ferromq_store::{MessageType, NewMessage, Permission, StoreConfig, TopicConfig};
+    use ferromq_store::{MessageType, NewMessage, Permission, StoreConfig};
     use std::collections::BTreeMap;
 
     fn store(dir: &std::path::Path) -> Arc<Store> {
@@ -242,14 +286,7 @@ mod tests {
         cfg.index_slots = 1000;
         cfg.index_entries = 4000;
         let s = Store::open(cfg).expect("open store");
-        s.topics()
-            .create(TopicConfig {
-                name: "t".into(),
-                queues: 1,
-                message_type: MessageType::Normal,
-                permission: Permission::ReadWrite,
-            })
-            .expect("topic");
+        s.topics().create(topic_t()).expect("topic");
         s
     }
 
@@ -339,6 +376,81 @@ mod tests {
         assert!(d.ack("g", "t", &first.deliveries[1].handle).is_err());
         d.ack("g", "t", &again.deliveries[0].handle).unwrap();
         assert_eq!(s.offsets().get("g", "t", 0), Some(2));
+    }
+
+    /// The topic every test uses: `t`, one NORMAL queue.
+    fn topic_t() -> TopicConfig {
+        TopicConfig {
+            name: "t".into(),
+            queues: 1,
+            message_type: MessageType::Normal,
+            permission: Permission::ReadWrite,
+        }
+    }
+
+    fn recreate(s: &Store) {
+        s.topics().create(topic_t()).expect("topic created again");
+    }
+
+    /// The late-ack race: an ack that got hold of a queue state before the topic was deleted
+    /// and settles after it was created again writes no offset for the new topic, and a
+    /// receive through such a state hands out nothing.
+    #[test]
+    fn work_in_flight_across_a_delete_resurrects_no_offset_and_no_message() {
+        let (_dir, s, d) = fixture();
+        for b in ["a", "b", "c"] {
+            send(&s, None, b);
+        }
+        let all = TagFilter::parse("*");
+        let got = d
+            .receive(&spec(&all, false, Duration::from_secs(30), 5))
+            .unwrap();
+        assert_eq!(bodies(&got), ["a", "b", "c"]);
+        d.ack("g", "t", &got.deliveries[0].handle).unwrap();
+        assert_eq!(s.offsets().get("g", "t", 0), Some(1));
+        let held = d.known_queue("g", "t", 0).expect("state");
+
+        d.delete_topic("t").unwrap();
+        assert_eq!(
+            s.offsets().get("g", "t", 0),
+            None,
+            "the delete drops offsets"
+        );
+        recreate(&s);
+        send(&s, None, "new");
+
+        // The in-flight ack settles on the state it holds.
+        {
+            let mut st = held.lock();
+            st.unsettled.clear();
+            assert!(!d.store_low_water("g", "t", 0, &mut st, true).unwrap());
+        }
+        assert_eq!(s.offsets().get("g", "t", 0), None, "no offset came back");
+        // Handles of the old topic are unknown now.
+        assert!(d.ack("g", "t", &got.deliveries[1].handle).is_err());
+        // The group starts the new topic from its beginning.
+        let fresh = d
+            .receive(&spec(&all, false, Duration::from_secs(30), 5))
+            .unwrap();
+        assert_eq!(bodies(&fresh), ["new"]);
+        assert_eq!(fresh.deliveries[0].handle.offset, 0);
+        // A state of the old topic that a receive still holds hands out nothing.
+        d.queues.lock().insert(
+            QueueKey {
+                group: "g2".into(),
+                topic: "t".into(),
+                queue_id: 0,
+            },
+            held,
+        );
+        let stale = d
+            .receive(&ReceiveSpec {
+                group: "g2",
+                ..spec(&all, false, Duration::from_secs(30), 5)
+            })
+            .unwrap();
+        assert!(stale.deliveries.is_empty());
+        assert_eq!(s.offsets().get("g2", "t", 0), None);
     }
 
     #[test]

@@ -63,6 +63,10 @@ impl Unsettled {
 
 #[derive(Debug, Default)]
 pub(super) struct QueueState {
+    /// The topic's incarnation when this state was created (see
+    /// `ferromq_store::TopicStore::incarnation`): a state of a deleted topic never writes an
+    /// offset or hands out a message of the topic created again under the name.
+    pub incarnation: u64,
     /// Next offset this group has never read.
     pub next_offset: u64,
     /// Offset last written to the store's consumer offsets.
@@ -73,8 +77,9 @@ pub(super) struct QueueState {
 }
 
 impl QueueState {
-    pub fn starting_at(offset: u64) -> QueueState {
+    pub fn starting_at(offset: u64, incarnation: u64) -> QueueState {
         QueueState {
+            incarnation,
             next_offset: offset,
             committed: offset,
             ..Default::default()

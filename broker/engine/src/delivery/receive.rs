@@ -67,6 +67,11 @@ impl Deliveries {
             }
             let st = self.state(spec.group, spec.topic, q);
             let mut st = st.lock();
+            // A state of a deleted topic hands out nothing (the topic may exist again).
+            let _gate = self.topic_gate.read_recursive();
+            if !self.is_current(spec.topic, &st) {
+                continue;
+            }
             st.max_attempts = spec.max_attempts;
             self.receive_queue(spec, q, &mut st, &mut out)?;
             self.store_low_water(spec.group, spec.topic, q, &mut st, false)?;

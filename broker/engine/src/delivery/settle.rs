@@ -79,6 +79,9 @@ impl Deliveries {
         let Some(j) = &self.journal else {
             return Ok(());
         };
+        // Shared with other writers, exclusive of a topic delete, which drops the moved offsets
+        // of its topic: none of them is journaled after the deletion.
+        let _gate = self.topic_gate.read_recursive();
         let moved: Vec<(String, String, u32, u64)> = std::mem::take(&mut *self.moved.lock())
             .into_iter()
             .map(|((g, t, q), o)| (g, t, q, o))
@@ -191,6 +194,11 @@ impl Deliveries {
     ) -> Result<bool, EngineError> {
         let low = st.low_water();
         if low == st.committed {
+            return Ok(false);
+        }
+        // Not for a topic deleted meanwhile: its offsets are gone and must stay gone.
+        let _gate = self.topic_gate.read_recursive();
+        if !self.is_current(topic, st) {
             return Ok(false);
         }
         st.committed = low;

@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use tracing::warn;
 
 use crate::error::EngineError;
-use crate::props::{CQ_KEY, PARKED_FROM, REAL_QUEUE, REAL_TOPIC};
+use crate::props::{CQ_KEY, PARKED_FROM, REAL_INCARNATION, REAL_QUEUE, REAL_TOPIC};
 
 /// Where a parked message is: its entry in the system topic's queue and its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -164,6 +164,10 @@ impl Parked {
     pub fn park(&self, msg: &NewMessage, key: u64) -> Result<ParkedAt, EngineError> {
         let mut m = msg.clone();
         m.properties.insert(REAL_TOPIC.into(), m.topic.clone());
+        m.properties.insert(
+            REAL_INCARNATION.into(),
+            self.store.topics().incarnation(&m.topic).to_string(),
+        );
         m.properties
             .insert(REAL_QUEUE.into(), m.queue_id.to_string());
         m.properties.insert(CQ_KEY.into(), key.to_string());
@@ -278,6 +282,13 @@ impl Parked {
                     out.push(Ok((Settled::Now, Some(parked))));
                 }
                 Err(e) => {
+                    // Its topic was deleted since it was parked: it is dropped, not delivered
+                    // to whatever now has the name.
+                    if matches!(e, EngineError::TopicNotFound(_)) {
+                        if let Err(m) = self.set_mark(at.entry, Mark::Discarded) {
+                            warn!(entry = at.entry, error = %m, "cannot mark a parked message of a deleted topic discarded");
+                        }
+                    }
                     out.push(Err(e));
                     slots.push(None);
                 }
@@ -346,12 +357,17 @@ impl Parked {
             .unwrap_or(0);
         properties.remove(CQ_KEY);
         properties.insert(PARKED_FROM.into(), self.marker(m.queue_offset));
+        // Records parked before incarnations were kept carry none and are not checked.
+        let incarnation = properties.remove(REAL_INCARNATION);
+        let topics = self.store.topics();
+        let deleted = incarnation.is_some_and(|i| {
+            topics.get(&topic).is_none() || i != topics.incarnation(&topic).to_string()
+        });
+        if deleted {
+            return Err(EngineError::TopicNotFound(topic));
+        }
         // The topic may have lost queues since; keep the queue valid.
-        let queues = self
-            .store
-            .topics()
-            .get(&topic)
-            .map_or(1, |t| t.queues.max(1));
+        let queues = topics.get(&topic).map_or(1, |t| t.queues.max(1));
         Ok(NewMessage {
             topic,
             queue_id: queue_id % queues,
@@ -361,7 +377,6 @@ impl Parked {
             reconsume_times: 0,
             properties,
             body: m.body.clone(),
-            ..Default::default()
         })
     }
 

@@ -144,6 +144,10 @@ impl Timers {
                         }
                     }
                     Ok((Settled::Already(_), _)) => {}
+                    Err(EngineError::TopicNotFound(topic)) => {
+                        tracing::info!(entry = at.entry, %topic, "a pending delay message's topic was deleted; it is dropped");
+                        self.pending.forget(&topic);
+                    }
                     Err(e @ (EngineError::MessageNotFound(_) | EngineError::Corrupt(_))) => {
                         tracing::error!(entry = at.entry, error = %e, "a pending delay message cannot be read; it is dropped, not delivered");
                         self.stats.unreadable.fetch_add(1, Ordering::Relaxed);

@@ -196,7 +196,17 @@ impl Transactions {
             // Keep checking.
             Resolution::Unknown => return Ok(()),
         };
-        match self.parked.settle(at, how)? {
+        let settled = match self.parked.settle(at, how) {
+            Ok(s) => s,
+            Err(e) => {
+                // Committed after its topic was deleted: dropped (the parked entry is discarded).
+                if matches!(e, EngineError::TopicNotFound(_)) {
+                    self.pending.forget(topic);
+                }
+                return Err(e);
+            }
+        };
+        match settled {
             (Settled::Now, _) => {
                 let counter = if how == Mark::Released {
                     &self.stats.committed

@@ -373,10 +373,22 @@ impl Admin for AdminApi {
         req: Request<admin::GetMessageRequest>,
     ) -> Result<Response<admin::GetMessageResponse>, Status> {
         let r = req.into_inner();
+        let id = r.message_id.clone();
         let m = self
-            .blocking(move |b| Ok(b.engine.store.lookup_id(&r.topic, &r.message_id)))
+            .blocking(move |b| Ok(b.engine.store.find_id(&r.topic, &r.message_id)))
             .await?;
-        let m = m.ok_or_else(|| Status::not_found("no message with this id in this topic"))?;
+        // A damaged record is named as such (DATA_LOSS), not reported missing: the operator
+        // learns the message was stored and where it is damaged.
+        let m = match m {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(Status::not_found("no message with this id in this topic")),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                return Err(Status::data_loss(format!(
+                    "message {id} is corrupt and is not served: {e}"
+                )))
+            }
+            Err(e) => return Err(store_status(&e)),
+        };
         Ok(Response::new(admin::GetMessageResponse {
             message: Some(message_out(&m)),
         }))
@@ -437,6 +449,15 @@ impl Admin for AdminApi {
             Ok(Response::new(self_view(b)))
         })
         .await
+    }
+
+    async fn switchover(
+        &self,
+        _req: Request<admin::SwitchoverRequest>,
+    ) -> Result<Response<admin::SwitchoverResponse>, Status> {
+        Err(Status::failed_precondition(
+            "a switchover moves the leadership of a replicated broker group: ask a proxy of the cluster (--server PROXY)",
+        ))
     }
 }
 
@@ -545,6 +566,7 @@ pub fn self_view_of(b: &Node, topics: &[TopicConfig]) -> admin::ClusterGroup {
         total_lag: total,
         heartbeat_age_ms: 0,
         queues_with_lag: lagging.len() as u32,
+        replication: None,
     }
 }
 

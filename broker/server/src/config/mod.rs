@@ -9,7 +9,7 @@
 //! has to go and fix; `main` turns it into exit code 2.
 //!
 //! The file holds the same keys as the flags, kebab-case, at the top level. Each role's keys
-//! form one section struct here; a file given to a role may only hold that role's keys, so a
+//! form one section struct here ([`limits`] holds the connection bounds every role shares); a file given to a role may only hold that role's keys, so a
 //! misspelt or misplaced key is refused instead of silently ignored. Durations take human
 //! units (`500ms`, `10s`, `3d`; a bare number is seconds), sizes take `4MiB`, `1GiB`, `10MB`
 //! (a bare number is bytes), counts take integers or strings of digits (the operator renders
@@ -17,6 +17,7 @@
 
 pub mod broker;
 pub mod controller;
+pub mod limits;
 pub mod nameserver;
 pub mod node;
 pub mod proxy;
@@ -259,6 +260,7 @@ mod tests {
         keys_are_fields::<broker::BrokerKeys>();
         keys_are_fields::<proxy::ProxyKeys>();
         keys_are_fields::<nameserver::NameserverKeys>();
+        keys_are_fields::<limits::LimitKeys>();
         keys_are_fields::<controller::ControllerKeys>();
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::controller::{ControllerArgs, ControllerKeys};
+use super::limits::{LimitArgs, LimitKeys};
 use super::{parse_addr, parse_duration, ConfigError, ConfigFile, Section};
 
 /// Flags of `ferromq nameserver`.
@@ -24,6 +25,8 @@ pub struct NameserverArgs {
     /// TOML file with the same keys as the flags (kebab-case).
     #[arg(long, env = "FERROMQ_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[command(flatten)]
     pub controller: ControllerArgs,
 }
@@ -48,6 +51,8 @@ pub struct NameserverConfig {
     pub http_addr: SocketAddr,
     /// A group silent for this long drops out of the routes.
     pub broker_expiry: Duration,
+    /// Bounds on connections (from brokers and proxies).
+    pub limits: crate::connections::Limits,
     /// The replication controller peer this name server runs, if any.
     pub controller: Option<ferromq_controller::ControllerConfig>,
 }
@@ -57,9 +62,10 @@ impl NameserverArgs {
         let file = ConfigFile::load(self.config.as_deref())?;
         file.only(
             "a name server",
-            &[NameserverKeys::KEYS, ControllerKeys::KEYS],
+            &[NameserverKeys::KEYS, LimitKeys::KEYS, ControllerKeys::KEYS],
         )?;
         let keys: NameserverKeys = file.section()?;
+        let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
             flag.clone().or(key).unwrap_or_else(|| default.to_string())
         };
@@ -75,6 +81,7 @@ impl NameserverArgs {
                 "broker-expiry",
                 &pick(&self.broker_expiry, keys.broker_expiry, "3s"),
             )?,
+            limits,
         })
     }
 }

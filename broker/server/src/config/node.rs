@@ -9,6 +9,7 @@ use ferromq_engine::EngineConfig;
 use ferromq_store::{FlushMode, StoreConfig};
 use serde::Deserialize;
 
+use super::limits::{LimitArgs, LimitKeys};
 use super::{
     advertise_default, bad, check_host_port, count_value, parse_addr, parse_duration, parse_size,
     size_value, ConfigError, ConfigFile, Section,
@@ -69,6 +70,8 @@ pub struct NodeArgs {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "FERROMQ_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// The storage node's keys of the TOML file: the same names as the flags.
@@ -129,6 +132,8 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// Loaded TLS configuration when `tls-cert` and `tls-key` are set.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Bounds on client connections.
+    pub limits: crate::connections::Limits,
 }
 
 impl NodeConfig {
@@ -145,14 +150,17 @@ impl NodeConfig {
             max_body_size: 4 << 20,
             segment_size: 1 << 30,
             tls: None,
+            limits: Default::default(),
         }
     }
 
     /// Merges flags, the file and defaults and validates the result. `file` is the role's
     /// file, read once; the caller has refused keys of other roles.
     pub fn resolve(args: &NodeArgs, file: &ConfigFile) -> Result<NodeConfig, ConfigError> {
+        let limits: LimitKeys = file.section()?;
         let file: NodeKeys = file.section()?;
         let mut c = NodeConfig::defaults();
+        c.limits = args.limits.resolve(limits)?;
         if let Some(d) = args.data_dir.clone().or(file.data_dir) {
             c.engine.data_dir = d.clone();
             c.data_dir = d;
@@ -293,7 +301,7 @@ impl NodeArgs {
     /// and merges flags, file and defaults.
     pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a standalone server", &[NodeKeys::KEYS])?;
+        file.only("a standalone server", &[NodeKeys::KEYS, LimitKeys::KEYS])?;
         NodeConfig::resolve(self, &file)
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::limits::{LimitArgs, LimitKeys};
 use super::{
     advertise_default, bad, nameserver_list, parse_addr, parse_duration, ConfigError, ConfigFile,
     Section,
@@ -31,6 +32,8 @@ pub struct ProxyArgs {
     /// TOML file with the same keys as the flags (kebab-case).
     #[arg(long, env = "FERROMQ_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// The proxy's keys of the TOML file.
@@ -62,13 +65,16 @@ pub struct ProxyConfig {
     pub nameservers: Vec<String>,
     pub route_refresh: Duration,
     pub advertise_addr: String,
+    /// Bounds on client connections.
+    pub limits: crate::connections::Limits,
 }
 
 impl ProxyArgs {
     pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a proxy", &[ProxyKeys::KEYS])?;
+        file.only("a proxy", &[ProxyKeys::KEYS, LimitKeys::KEYS])?;
         let keys: ProxyKeys = file.section()?;
+        let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
             flag.clone().or(key).unwrap_or_else(|| default.to_string())
         };
@@ -104,6 +110,7 @@ impl ProxyArgs {
                 .clone()
                 .or(keys.advertise_addr)
                 .unwrap_or_else(|| advertise_default(grpc_addr)),
+            limits,
         })
     }
 }

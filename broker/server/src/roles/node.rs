@@ -41,26 +41,28 @@ pub struct Bound {
     shutdown: Shutdown,
 }
 
+/// Opens (recovering after a crash) the store of a storage node.
+pub(super) async fn open_store(sc: ferromq_store::StoreConfig) -> anyhow::Result<Arc<Store>> {
+    let dir = sc.data_dir.display().to_string();
+    match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
+        Ok(s) => Ok(s),
+        // A store setting that cannot work is bad configuration (exit 2), not a runtime failure.
+        Err(ferromq_store::StoreError::Config { field, reason }) => {
+            Err(ConfigError { field, reason }.into())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the store in {dir}")),
+    }
+}
+
 /// Opens the store and the engine and binds the listeners. With `member` the node is one
 /// broker group of a cluster.
 pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::Result<Bound> {
-    let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr").await?;
+    let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr", &cfg.limits).await?;
     // A port chosen by the system (0, in tests) is advertised as the one it chose.
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
     }
-    let sc = cfg.store_config();
-    let store = match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
-        Ok(s) => s,
-        // A store setting that cannot work is bad configuration (exit 2), not a runtime failure.
-        Err(ferromq_store::StoreError::Config { field, reason }) => {
-            return Err(ConfigError { field, reason }.into());
-        }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))
-        }
-    };
+    let store = open_store(cfg.store_config()).await?;
     let (s2, ec) = (store.clone(), cfg.engine.clone());
     let engine = tokio::task::spawn_blocking(move || Engine::open(s2, ec))
         .await?
@@ -123,14 +125,17 @@ impl Bound {
         background.spawn(upkeep(node.clone()));
         if let Some(m) = member.clone() {
             info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
-            background.spawn(super::broker::heartbeat_loop(node.clone(), m));
+            background.spawn(super::broker::heartbeat_loop(node.clone(), m, None));
         }
         let stopping = node.clone();
         let services = Services {
-            grpc: Services::grpc_builder()
+            grpc: Services::grpc_builder(&cfg.limits)
                 .add_service(messaging)
                 .add_service(admin),
-            http: crate::http::router(node.clone()),
+            http: crate::http::router(
+                Arc::new(crate::http::OneNode(node.clone())),
+                listeners.connections.clone(),
+            ),
             tls: cfg.tls.clone(),
             background,
             drain: DRAIN_TIMEOUT,
@@ -155,7 +160,7 @@ impl Bound {
 
 /// Once a second: renew push consumers' deliveries, dead-letter exhausted messages even when
 /// nobody receives, keep retention away from parked messages, forget long-gone clients.
-async fn upkeep(node: Arc<Node>) {
+pub(super) async fn upkeep(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let stopped = serve::stopped(node.shutdown.clone());
     tokio::pin!(stopped);

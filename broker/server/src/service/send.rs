@@ -35,6 +35,17 @@ fn engine_type(t: v2::MessageType) -> Option<MessageType> {
     }
 }
 
+/// The queue a producer chose: 0 (what proto3 sends for "not set", and what the official Python
+/// client always sends) lets the engine pick (see `ferromq_engine::placement`).
+fn chosen_queue(queue_id: i32) -> Result<Option<u32>, RpcError> {
+    match queue_id {
+        0 => Ok(None),
+        q => u32::try_from(q)
+            .map(Some)
+            .map_err(|_| RpcError::bad_request(format!("queue_id {q} is negative"))),
+    }
+}
+
 /// Validates one wire message and turns it into what the engine publishes.
 fn publication(
     node: &Node,
@@ -59,7 +70,7 @@ fn publication(
     })?;
     Ok(Publication {
         topic: topic.to_string(),
-        queue_id: u32::try_from(sp.queue_id).ok(),
+        queue_id: chosen_queue(sp.queue_id)?,
         message_type,
         message_id: checked.message_id.to_string(),
         tag: checked.tag.map(str::to_string),

@@ -32,10 +32,17 @@ pub struct Server {
     pub grpc_port: u16,
     pub http_port: u16,
     pub extra: Vec<String>,
+    /// RLIMIT_NOFILE (soft and hard) the server is started with, if not inherited.
+    pub nofile: Option<u64>,
 }
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with_nofile(extra, None)
+    }
+
+    /// Starts with a descriptor limit (soft and hard) of `nofile`, as `ulimit -n` would.
+    pub fn start_with_nofile(extra: &[&str], nofile: Option<u64>) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut s = Server {
@@ -45,6 +52,7 @@ impl Server {
             grpc_port: free_port(),
             http_port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            nofile,
         };
         s.spawn();
         s
@@ -66,8 +74,27 @@ impl Server {
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra)
-            .env("FERROMQ_LOG", "info")
+            .env(
+                "FERROMQ_LOG",
+                std::env::var("TEST_FERROMQ_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null());
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child being set up.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         match log {
             Some(f) => cmd.stderr(f),
             None => cmd.stderr(Stdio::null()),
@@ -128,6 +155,27 @@ impl Server {
         }
     }
 
+    /// The server process's anonymous resident memory (heap and stacks, not the store's
+    /// mapped files), in KiB, from /proc.
+    pub fn rss_anon_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("RssAnon in /proc/PID/status")
+    }
+
+    /// One value of `/metrics` (a family without labels), if the server reports it.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = http_get(self.http_port, "/metrics")?;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -183,6 +231,39 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A self-signed certificate for localhost, made with the openssl CLI (`None` without it).
+pub fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    ok.then_some((cert, key))
 }
 
 /// Minimal HTTP/1.0 GET: (status code, body).
@@ -272,6 +353,29 @@ pub fn message(topic: &str, id: &str, body: &[u8]) -> v2::Message {
         }),
         body: body.to_vec(),
     }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub fn ts(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A DELAY message due at `due_ms` (ms since the epoch).
+pub fn delay_message(topic: &str, id: &str, due_ms: i64) -> v2::Message {
+    let mut m = message(topic, id, id.as_bytes());
+    let sp = m.system_properties.as_mut().expect("sp");
+    sp.message_type = v2::MessageType::Delay as i32;
+    sp.delivery_timestamp = Some(ts(due_ms));
+    m
 }
 
 pub fn fifo_message(topic: &str, id: &str, group: &str, body: &[u8]) -> v2::Message {
@@ -374,6 +478,52 @@ pub async fn receive(
         receive_request(group, topic, batch, invisible_ms, poll_ms, "*"),
     )
     .await
+}
+
+/// A TRANSACTION (half) message.
+pub fn tx_message(topic: &str, id: &str) -> v2::Message {
+    let mut m = message(topic, id, id.as_bytes());
+    m.system_properties.as_mut().expect("sp").message_type = v2::MessageType::Transaction as i32;
+    m
+}
+
+/// EndTransaction; returns the answer's code.
+pub async fn end(
+    c: &mut Client,
+    topic: &str,
+    id: &str,
+    tx: &str,
+    how: v2::TransactionResolution,
+    source: v2::TransactionSource,
+) -> Code {
+    let r = c
+        .end_transaction(v2::EndTransactionRequest {
+            topic: res(topic),
+            message_id: id.into(),
+            transaction_id: tx.into(),
+            resolution: how as i32,
+            source: source as i32,
+            trace_context: String::new(),
+        })
+        .await
+        .expect("grpc ok")
+        .into_inner();
+    code_of(&r.status)
+}
+
+/// Bodies a group receives (and acks) until the topic has nothing more for it.
+pub async fn drain_all(c: &mut Client, group: &str, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let r = receive(c, group, topic, 32, 30_000, 500).await;
+        if r.messages.is_empty() {
+            return out;
+        }
+        for m in &r.messages {
+            assert_eq!(ack(c, group, topic, m).await, Code::Ok);
+            out.push(String::from_utf8_lossy(&m.body).into_owned());
+        }
+    }
 }
 
 pub fn handle(m: &v2::Message) -> String {

@@ -5,6 +5,7 @@
 //! This module holds the steps that talk to the API server and the admin API; what they saw
 //! becomes status in the pure [`status::summarize`].
 
+pub mod roll;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -34,7 +35,7 @@ use crate::builders::broker as b;
 use crate::builders::common::{selector_labels, selector_string};
 use crate::builders::quantity;
 use crate::conditions::{self, DEGRADED};
-use crate::crd::{Broker, BrokerStatus, Nameserver};
+use crate::crd::{Broker, BrokerStatus, GroupReplicationStatus, Nameserver};
 use crate::Error;
 
 /// Kind label for metrics and logs.
@@ -237,6 +238,77 @@ async fn remove_surplus_groups(
     Ok(drain)
 }
 
+/// Takes one step of a replicated group's roll ([`roll::next_step`]): deletes one outdated pod,
+/// or asks the admin API to move the lead off an outdated leader.
+async fn roll_group(
+    ctx: &Context,
+    broker: &Broker,
+    namespace: &str,
+    sts: &StatefulSet,
+    replication: Option<&[GroupReplicationStatus]>,
+) -> Result<(), Error> {
+    let group = sts.name_any();
+    let st = sts.status.clone().unwrap_or_default();
+    let Some(revision) = st
+        .update_revision
+        .filter(|_| st.observed_generation == sts.metadata.generation)
+    else {
+        return Ok(());
+    };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = selector_string(&b::group_selector(&broker.name_any(), &group));
+    let found = pods.list(&ListParams::default().labels(&selector)).await?;
+    let members = roll::members(&found.items, &revision);
+    let view = replication.and_then(|r| r.iter().find(|g| g.group == group));
+    let want = broker.spec.storage.replicas_per_group;
+    match roll::next_step(&members, want, view) {
+        roll::Step::Done => {}
+        roll::Step::Wait(why) => tracing::debug!(%group, %why, "roll waits"),
+        roll::Step::Restart { pod, leader } => {
+            let why = if leader {
+                "the leader, with no up-to-date in-sync member to hand the lead to"
+            } else {
+                "a follower"
+            };
+            pods.delete(&pod, &Default::default()).await?;
+            ctx.event_related(
+                broker,
+                Some(child_ref::<Pod>(namespace, &pod)),
+                EventType::Normal,
+                "MemberRestarted",
+                "RollStorage",
+                format!("restarting {pod} ({why}) onto the new pod template"),
+            )
+            .await;
+        }
+        roll::Step::Switchover { from, to } => {
+            let endpoint = admin_endpoint(ctx, namespace, &broker.name_any());
+            let (kind, reason, message) = match ctx.admin.switchover(&endpoint, &group, to).await {
+                Ok((leader, epoch)) => (
+                    EventType::Normal,
+                    "Switchover",
+                    format!("moved the lead of {group} from replica {from} to {leader} (epoch {epoch}) before restarting the old leader"),
+                ),
+                Err(error) => (
+                    EventType::Warning,
+                    error.reason(),
+                    format!("switchover of {group} from replica {from} to {to} through {endpoint} failed: {error}; the leader keeps its old pod until it succeeds"),
+                ),
+            };
+            ctx.event_related(
+                broker,
+                Some(child_ref::<StatefulSet>(namespace, &group)),
+                kind,
+                reason,
+                "RollStorage",
+                message,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
 /// One reconcile of `broker`.
 #[instrument(skip(broker, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -260,6 +332,12 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         return refuse(&ctx, &broker, "NameserverNotFound",
             format!("Nameserver {ns_ref} does not exist in namespace {namespace}; create it or fix spec.nameserverRef.name")).await;
     };
+    if broker.spec.storage.replicated() && !nameserver.spec.controller_enabled() {
+        return refuse(&ctx, &broker, "ControllerRequired",
+            format!("replicasPerGroup {} needs the replication controller, but Nameserver {ns_ref} does not run it; \
+                     point spec.nameserverRef at a Nameserver with spec.controller.enabled: true (1, 3 or 5 replicas) or set replicasPerGroup to 1",
+                broker.spec.storage.replicas_per_group)).await;
+    }
     if let Some(class) = &broker.spec.storage.volume.storage_class_name {
         if Api::<StorageClass>::all(ctx.client.clone())
             .get_opt(class)
@@ -302,12 +380,28 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
             existing_claim_sizes,
         },
     )?;
+    let replication = if broker.spec.storage.replicated() {
+        let endpoint = admin_endpoint(&ctx, &namespace, &name);
+        match ctx.admin.replication(&endpoint).await {
+            Ok(groups) => Some(groups),
+            Err(error) => {
+                // Pods still starting or no proxy yet: status says nothing rather than stale.
+                tracing::debug!(%endpoint, %error, "replication state not readable");
+                None
+            }
+        }
+    } else {
+        None
+    };
     apply_and_report(&ctx, &*broker, &children.config).await?;
     let mut groups = Vec::with_capacity(children.groups.len());
     for g in &children.groups {
         apply_and_report(&ctx, &*broker, &g.service).await?;
         let sts = apply_and_report(&ctx, &*broker, &g.statefulset).await?;
         apply_and_report(&ctx, &*broker, &g.pdb).await?;
+        if broker.spec.storage.replicated() {
+            roll_group(&ctx, &broker, &namespace, &sts, replication.as_deref()).await?;
+        }
         groups.push(sts_progress(&sts));
     }
     let deploy = apply_and_report(&ctx, &*broker, &children.proxy).await?;
@@ -344,6 +438,7 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         proxies: deployment_progress(&deploy),
         expansion,
         drain,
+        replication,
     });
     let old = broker.status.clone().unwrap_or_default();
     let status = BrokerStatus {

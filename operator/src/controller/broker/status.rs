@@ -10,7 +10,7 @@ use crate::admin::AdminError;
 use crate::builders::broker as b;
 use crate::conditions::{Desired, DEGRADED, PROGRESSING, READY};
 use crate::controller::progress::Progress;
-use crate::crd::{Broker, ComputeStatus, StorageStatus};
+use crate::crd::{Broker, ComputeStatus, GroupReplicationStatus, StorageStatus};
 
 /// Outcome of the volume-expansion pass.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +54,9 @@ pub struct Observed<'a> {
     pub expansion: Expansion,
     /// Surplus groups being drained.
     pub drain: Drain,
+    /// Replicated groups as the admin API reported them; `None` for unreplicated groups or
+    /// when the admin API could not be read.
+    pub replication: Option<Vec<GroupReplicationStatus>>,
 }
 
 /// The status a reconcile writes, before condition timestamps.
@@ -67,6 +70,35 @@ pub struct Summary {
     pub conditions: Vec<Desired>,
     /// Something is still moving (roll-out, drain, expansion): look again soon.
     pub busy: bool,
+}
+
+/// `status.storage.replication` and `underReplicatedGroups`: the spec's groups in order (groups
+/// being drained and other Brokers' groups left out); a group the controller does not know yet
+/// counts as under-replicated.
+fn replication_status(
+    broker: &Broker,
+    reported: Option<&Vec<GroupReplicationStatus>>,
+) -> (Vec<GroupReplicationStatus>, Option<i32>) {
+    let Some(reported) = reported else {
+        return (Vec::new(), None);
+    };
+    let storage = &broker.spec.storage;
+    let name = broker.metadata.name.clone().unwrap_or_default();
+    let mut groups = Vec::new();
+    let mut under = 0;
+    for i in 0..storage.groups {
+        let group = b::group_name(&name, i);
+        match reported.iter().find(|g| g.group == group) {
+            Some(g) => {
+                if g.leader.is_none() || g.in_sync < storage.replicas_per_group {
+                    under += 1;
+                }
+                groups.push(g.clone());
+            }
+            None => under += 1,
+        }
+    }
+    (groups, Some(under))
 }
 
 /// The Broker's status from what the reconcile observed.
@@ -185,6 +217,8 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
         Desired::new(DEGRADED, false, "AsExpected", "")
     };
 
+    let (replication, under_replicated_groups) =
+        replication_status(o.broker, o.replication.as_ref());
     Summary {
         storage: StorageStatus {
             groups: groups + draining.len() as i32,
@@ -192,6 +226,8 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
             ready_replicas: o.groups.iter().map(|g| g.ready).sum(),
             draining: draining.clone(),
             pending_volume_expansions: pending.clone(),
+            under_replicated_groups,
+            replication,
         },
         compute: ComputeStatus {
             replicas: o.proxies.replicas,
@@ -199,7 +235,13 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
             selector: b::proxy_selector(&o.broker.metadata.name.clone().unwrap_or_default()),
         },
         conditions: vec![ready, progressing, degraded],
-        busy: !draining.is_empty() || !pending.is_empty() || !storage_settled || !compute_settled,
+        // An under-replicated group is recovering (members catching up, an election): keep
+        // its leader and in-sync count fresh instead of waiting for the 5-minute resync.
+        busy: !draining.is_empty()
+            || !pending.is_empty()
+            || !storage_settled
+            || !compute_settled
+            || under_replicated_groups.is_some_and(|n| n > 0),
     }
 }
 
@@ -247,6 +289,7 @@ mod tests {
             },
             expansion: Expansion::default(),
             drain: Drain::default(),
+            replication: None,
         }
     }
 
@@ -299,6 +342,8 @@ mod tests {
                 ready_replicas: 4,
                 draining: vec![],
                 pending_volume_expansions: vec![],
+                under_replicated_groups: None,
+                replication: vec![],
             }
         );
         assert_eq!(s.compute.replicas, 3);
@@ -428,6 +473,61 @@ mod tests {
         );
         assert_eq!(s.storage.pending_volume_expansions, ["data-demo-group-0-0"]);
         assert!(s.busy);
+    }
+
+    #[test]
+    fn replicated_groups_report_leader_epoch_and_in_sync_count() {
+        let mut broker = fixture(3, 1);
+        broker.spec.storage.replicas_per_group = 3;
+        let g = |group: &str, leader: Option<i64>, epoch: i64, in_sync: Vec<i64>| {
+            GroupReplicationStatus {
+                group: group.into(),
+                leader,
+                epoch,
+                in_sync: in_sync.len() as i32,
+                in_sync_replicas: in_sync,
+            }
+        };
+        let mut o = calm(&broker);
+        o.groups = vec![SETTLED, SETTLED, SETTLED];
+        o.replication = Some(vec![
+            g("demo-group-1", Some(2), 4, vec![2, 1]),
+            g("other-group-0", Some(1), 1, vec![1, 2, 3]),
+            g("demo-group-0", Some(1), 1, vec![1, 2, 3]),
+        ]);
+        let s = summarize(&o);
+        assert_eq!(
+            s.storage.replication,
+            [
+                g("demo-group-0", Some(1), 1, vec![1, 2, 3]),
+                g("demo-group-1", Some(2), 4, vec![2, 1]),
+            ],
+            "the spec's groups in order; other Brokers' groups left out"
+        );
+        assert_eq!(
+            s.storage.under_replicated_groups,
+            Some(2),
+            "group 1 lacks a member, group 2 is unknown to the controller"
+        );
+        assert!(s.busy, "recovering groups are looked at again soon");
+
+        o.replication = Some(vec![g("demo-group-0", None, 2, vec![1, 2, 3])]);
+        let s = summarize(&o);
+        assert_eq!(s.storage.under_replicated_groups, Some(3), "no leader");
+
+        o.replication = Some(vec![
+            g("demo-group-0", Some(1), 2, vec![1, 2, 3]),
+            g("demo-group-1", Some(3), 2, vec![1, 2, 3]),
+            g("demo-group-2", Some(2), 2, vec![1, 2, 3]),
+        ]);
+        let s = summarize(&o);
+        assert_eq!(s.storage.under_replicated_groups, Some(0));
+        assert!(!s.busy);
+
+        o.replication = None;
+        let s = summarize(&o);
+        assert_eq!(s.storage.under_replicated_groups, None);
+        assert!(s.storage.replication.is_empty());
     }
 
     #[test]

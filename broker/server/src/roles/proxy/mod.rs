@@ -46,6 +46,7 @@ use tracing::{info, warn};
 
 use crate::config::proxy::ProxyConfig;
 use crate::config::ConfigError;
+use crate::connections::Connections;
 use crate::metrics::Metrics;
 use crate::rpc::{self, BoxStream};
 use crate::serve::{self, Listeners, Services, Shutdown};
@@ -309,18 +310,22 @@ impl MessagingService for ProxyApi {
     }
 }
 
-type ProxyState = (Arc<Routes>, Arc<Metrics>);
+type ProxyState = (Arc<Routes>, Arc<Metrics>, Arc<Connections>);
 
 /// The proxy's HTTP endpoint: ready once it knows at least one live broker group.
-pub fn http_router(routes: Arc<Routes>, metrics: Arc<Metrics>) -> axum::Router {
+pub fn http_router(
+    routes: Arc<Routes>,
+    metrics: Arc<Metrics>,
+    conns: Arc<Connections>,
+) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state((routes, metrics))
+        .with_state((routes, metrics, conns))
 }
 
-async fn readyz(State((routes, _)): State<ProxyState>) -> impl IntoResponse {
+async fn readyz(State((routes, _, _)): State<ProxyState>) -> impl IntoResponse {
     if routes.view().groups.is_empty() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -331,7 +336,7 @@ async fn readyz(State((routes, _)): State<ProxyState>) -> impl IntoResponse {
     }
 }
 
-async fn render_metrics(State((routes, metrics)): State<ProxyState>) -> impl IntoResponse {
+async fn render_metrics(State((routes, metrics, conns)): State<ProxyState>) -> impl IntoResponse {
     let view = routes.view();
     let groups: Vec<(String, f64)> = view
         .groups
@@ -345,11 +350,12 @@ async fn render_metrics(State((routes, metrics)): State<ProxyState>) -> impl Int
             (format!("group=\"{}\",state=\"{state}\"", g.name), 1.0)
         })
         .collect();
-    let gauges = [(
+    let mut gauges = vec![(
         "ferromq_proxy_broker_groups",
         "Live broker groups known to this proxy, by drain state.",
         groups,
     )];
+    gauges.extend(conns.gauges());
     (StatusCode::OK, metrics.render(&gauges))
 }
 
@@ -361,7 +367,7 @@ pub struct Bound {
 
 /// Binds the proxy's listeners.
 pub async fn bind(mut cfg: ProxyConfig) -> anyhow::Result<Bound> {
-    let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr").await?;
+    let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr", &cfg.limits).await?;
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
     }
@@ -402,10 +408,10 @@ impl Bound {
             .max_encoding_message_size(MAX_MESSAGE);
         info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), nameservers = ?cfg.nameservers, groups = routes.view().groups.len(), "ferromq proxy ready");
         let services = Services {
-            grpc: Services::grpc_builder()
+            grpc: Services::grpc_builder(&cfg.limits)
                 .add_service(messaging)
                 .add_service(admin),
-            http: http_router(routes, metrics),
+            http: http_router(routes, metrics, listeners.connections.clone()),
             tls: None,
             background,
             drain: Duration::from_secs(10),
