@@ -5,6 +5,8 @@
 //!   service, method names, field numbers and enum numbers matter on the wire.
 //! - [`admin`]: FerroMQ's own administration API (`ferromq.admin.v1`), served on the same port.
 //! - [`cluster`]: membership between broker groups, name servers and proxies (`ferromq.cluster.v1`).
+//! - [`tunnel`]: remoting-protocol connections carried from a proxy to a broker group
+//!   (`ferromq.remoting.v1`).
 //!
 //! This crate holds types only: no behaviour, no I/O.
 
@@ -32,11 +34,18 @@ pub mod ferromq {
             tonic::include_proto!("ferromq.cluster.v1");
         }
     }
+    pub mod remoting {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("ferromq.remoting.v1");
+        }
+    }
 }
 
 pub use apache::rocketmq::v2;
 pub use ferromq::admin::v1 as admin;
 pub use ferromq::cluster::v1 as cluster;
+pub use ferromq::remoting::v1 as tunnel;
 
 #[cfg(test)]
 mod tests {

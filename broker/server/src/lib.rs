@@ -12,6 +12,8 @@
 //!   [`convert`] and [`validate`]: protocol types to engine types and their checks.
 //! - [`admin`]: the admin API and its CLI; [`http`] and [`metrics`]: health and Prometheus;
 //!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext.
+//! - [`remoting`]: the classic RocketMQ remoting protocol (4.x clients, mqadmin), a second
+//!   front door to the same engine, on its own port in every role that serves clients.
 //! - [`bench`]: the load generator and the null sink.
 
 pub mod admin;
@@ -22,6 +24,7 @@ pub mod convert;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod remoting;
 pub mod roles;
 pub mod rpc;
 pub mod serve;

@@ -193,6 +193,7 @@ impl Bound {
             .with_state(registry.clone());
         info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, "ferromq nameserver ready");
         let services = Services {
+            tcp: Vec::new(),
             grpc: Services::grpc_builder()
                 .add_service(NameserverServer::new(NameserverApi { registry })),
             http: router,

@@ -25,8 +25,10 @@ use crate::config::broker::MemberConfig;
 use crate::config::node::NodeConfig;
 use crate::config::ConfigError;
 use crate::node::Node;
+use crate::remoting::{self, Remoting};
 use crate::serve::{self, Listeners, Services, Shutdown};
 use crate::service::MessagingApi;
+use ferromq_proto::tunnel::tunnel_server::TunnelServer;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +40,7 @@ pub struct Bound {
     store: Arc<Store>,
     node: Arc<Node>,
     listeners: Listeners,
+    remoting: Option<remoting::Listener>,
     shutdown: Shutdown,
 }
 
@@ -75,6 +78,10 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
                 format!("cannot read the group state in {}", cfg.data_dir.display())
             })?;
     }
+    let remoting = match &cfg.remoting {
+        Some(r) => Some(remoting::Listener::bind(r, remoting::host_of(&cfg.advertise_addr)).await?),
+        None => None,
+    };
     let shutdown = Shutdown::default();
     let node = Node::new(engine, cfg.node_settings(), shutdown.subscribe());
     Ok(Bound {
@@ -83,6 +90,7 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
         store,
         node,
         listeners,
+        remoting,
         shutdown,
     })
 }
@@ -96,6 +104,11 @@ impl Bound {
         self.listeners.http_addr()
     }
 
+    /// The remoting listener's address, when remoting is on.
+    pub fn remoting_addr(&self) -> Option<SocketAddr> {
+        self.remoting.as_ref().map(remoting::Listener::local_addr)
+    }
+
     /// Serves until `stop` resolves, then shuts down and closes the store.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Bound {
@@ -104,6 +117,7 @@ impl Bound {
             store,
             node,
             listeners,
+            remoting: remoting_listener,
             shutdown,
         } = self;
         let threads = node
@@ -119,8 +133,25 @@ impl Bound {
         let admin =
             AdminServer::new(AdminApi::new(node.clone())).max_encoding_message_size(max_msg);
 
+        // The remoting protocol: its own port (when on) and the tunnel proxies use.
+        let remoting = Remoting::new(node.clone(), member.is_some());
+        let limits = remoting::connection::Limits::for_body_size(cfg.max_body_size);
+        let tunnel = TunnelServer::new(remoting::tunnel::TunnelApi::new(
+            remoting.clone(),
+            limits,
+            shutdown.subscribe(),
+        ))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+        let remoting_addr = remoting_listener.as_ref().map(|l| l.front.addr.clone());
+        let tcp = remoting_listener
+            .into_iter()
+            .map(|l| l.into_service(remoting.clone(), limits))
+            .collect();
+
         let mut background = JoinSet::new();
         background.spawn(upkeep(node.clone()));
+        background.spawn(remoting.upkeep(shutdown.subscribe()));
         if let Some(m) = member.clone() {
             info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
             background.spawn(super::broker::heartbeat_loop(node.clone(), m));
@@ -129,8 +160,10 @@ impl Bound {
         let services = Services {
             grpc: Services::grpc_builder()
                 .add_service(messaging)
-                .add_service(admin),
+                .add_service(admin)
+                .add_service(tunnel),
             http: crate::http::router(node.clone()),
+            tcp,
             tls: cfg.tls.clone(),
             background,
             drain: DRAIN_TIMEOUT,
@@ -140,7 +173,7 @@ impl Bound {
             })),
         };
         node.ready.store(true, Ordering::Release);
-        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.engine.auto_create_topics, role = if member.is_some() { "broker" } else { "standalone" }, "ferromq ready");
+        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), remoting = remoting_addr.as_deref().unwrap_or("off"), tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.engine.auto_create_topics, role = if member.is_some() { "broker" } else { "standalone" }, "ferromq ready");
         let served = serve::run(listeners, services, &shutdown, stop).await;
 
         let n = node.clone();

@@ -185,7 +185,12 @@ pub async fn get_offset(
 }
 
 /// First queue offset whose store time is at or after `ts_ms` (binary search on the queue).
-fn offset_for_time(node: &Node, topic: &str, q: u32, ts_ms: i64) -> Result<u64, RpcError> {
+pub(crate) fn offset_for_time(
+    node: &Node,
+    topic: &str,
+    q: u32,
+    ts_ms: i64,
+) -> Result<u64, RpcError> {
     let (mut lo, mut hi) = node.engine.store.queue_range(topic, q);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
