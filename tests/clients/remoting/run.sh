@@ -18,7 +18,9 @@
 # serve GET_BROKER_CLUSTER_INFO and UPDATE_AND_CREATE_TOPIC. Prints one line per scenario
 # ("<client> <scenario> PASS|FAIL|SKIP <detail>") and a summary "remoting: N passed, M failed, K skipped".
 # FERROMQ_JAVA_OPTS: extra JVM options for the Java programs (-Drocketmq.serialize.type=ROCKETMQ
-# makes them send binary headers). Caches: $FERROMQ_TEST_CACHE/clients (Maven repo, RocketMQ tools jars, Go module cache).
+# makes them send binary headers). FERROMQ_REMOTING_BUILD: where the Java and Go programs are built
+# (default: the logs directory); runs that share it build once. Caches: $FERROMQ_TEST_CACHE/clients
+# (Maven repo, RocketMQ tools jars, Go module cache).
 # Exit 0 only if nothing failed. Used by run-against-rocketmq.sh beside this file; ready for a suite.
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -49,6 +51,8 @@ export MQADMIN_NAMESRV="$ADMIN_NAMESRV" FERROMQ_NAMESRV="$NAMESRV"
 
 LOGS="${FERROMQ_CLIENT_LOGS:-$(mktemp -d /tmp/ferromq-remoting.XXXXXX)}"
 mkdir -p "$LOGS"
+BUILD="${FERROMQ_REMOTING_BUILD:-$LOGS}"
+mkdir -p "$BUILD"
 export FERROMQ_RESULTS_FILE="$LOGS/results.txt"
 : > "$FERROMQ_RESULTS_FILE"
 GO_CACHE="$CLIENTS_CACHE/go"
@@ -90,7 +94,7 @@ build_maven() { # DIR TARGET
 }
 
 run_java4() {
-  local target="$LOGS/java4-target"
+  local target="$BUILD/java4-target"
   if ! build_maven java "$target"; then
     for s in producer_sync producer_async producer_oneway producer_batch push_orderly retry_dlq transaction tag_filter sql_filter delay_level; do
       result java4 "$s" FAIL "build failed ($LOGS/build-java.log)"
@@ -104,7 +108,7 @@ run_java4() {
 }
 
 run_admin() {
-  local target="$LOGS/admin-target"
+  local target="$BUILD/admin-target"
   if ! build_maven admin "$target"; then result admin build FAIL "build failed ($LOGS/build-admin.log)"; return; fi
   log "admin: DefaultMQAdminExt calls"
   FERROMQ_NAMESRV="$ADMIN_NAMESRV" FERROMQ_CLUSTER="$CLUSTER" FERROMQ_TOPIC="${RUN_ID}_basic" FERROMQ_GROUP="${RUN_ID}_g_basic" \
@@ -118,11 +122,11 @@ run_go() {
   mkdir -p "$GO_CACHE"
   log "go: rocketmq-client-go/v2 producer + push consumer"
   if ! (cd "$HERE/go" && GOPATH="$GO_CACHE/path" GOMODCACHE="$GO_CACHE/mod" GOCACHE="$GO_CACHE/build" GOFLAGS=-mod=mod \
-        go build -o "$LOGS/remoting-go" .) > "$LOGS/build-go.log" 2>&1; then
+        go build -o "$BUILD/remoting-go" .) > "$LOGS/build-go.log" 2>&1; then
     result go producer_push FAIL "build failed ($LOGS/build-go.log)"
     return
   fi
-  FERROMQ_TOPIC="${RUN_ID}_go" FERROMQ_GROUP="${RUN_ID}_g_go" timeout 300 "$LOGS/remoting-go" > "$LOGS/run-go.log" 2>&1
+  FERROMQ_TOPIC="${RUN_ID}_go" FERROMQ_GROUP="${RUN_ID}_g_go" timeout 300 "$BUILD/remoting-go" > "$LOGS/run-go.log" 2>&1
   grep '^SCENARIO' "$LOGS/run-go.log" >&2
 }
 
@@ -168,7 +172,7 @@ run_mixed() {
     result mixed grpc_to_remoting SKIP "no --grpc endpoint given"
     return
   fi
-  local target="$LOGS/java4-target"
+  local target="$BUILD/java4-target"
   [[ -d "$target/classes" ]] || build_maven java "$target"
   log "mixed: 4.x remoting <-> 5.x gRPC"
   FERROMQ_ENDPOINT="$GRPC" timeout 300 "${JAVA[@]}" -cp "$target/classes:$target/lib/*" io.ferromq.tests.remoting.Mixed \

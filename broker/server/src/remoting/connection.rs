@@ -221,12 +221,8 @@ pub async fn run<R, W>(
     R: Stream<Item = Result<Command, FrameError>> + Unpin + Send,
     W: Sink<Command, Error = FrameError> + Unpin + Send + 'static,
 {
-    let writer_task = tokio::spawn(write_loop(
-        out_rx,
-        writer,
-        peer.closed.subscribe(),
-        peer.addr.clone(),
-    ));
+    let (finish, finished) = oneshot::channel();
+    let writer_task = tokio::spawn(write_loop(out_rx, writer, finished, peer.addr.clone()));
     let permits = Arc::new(Semaphore::new(limits.in_flight));
     let mut handlers = JoinSet::new();
     let mut shutting_down = false;
@@ -282,6 +278,8 @@ pub async fn run<R, W>(
     while handlers.join_next().await.is_some() {}
     peer.close();
     service.closed(peer.clone());
+    // Every answer is queued now: the writer writes them and ends.
+    let _ = finish.send(());
     let _ = writer_task.await;
 }
 
@@ -310,17 +308,17 @@ where
     }
 }
 
-/// Writes queued commands, batching what is ready into one flush, until the connection closes
-/// (then what is already queued is written).
+/// Writes queued commands, batching what is ready into one flush, until `finished` says every
+/// answer is queued (then what is queued is written and the connection closed).
 async fn write_loop<W>(
     mut rx: mpsc::Receiver<Command>,
     mut writer: W,
-    closed: watch::Receiver<bool>,
+    finished: oneshot::Receiver<()>,
     addr: String,
 ) where
     W: Sink<Command, Error = FrameError> + Unpin,
 {
-    let done = stopped(closed);
+    let done = finished;
     tokio::pin!(done);
     loop {
         let first = tokio::select! {
@@ -328,13 +326,14 @@ async fn write_loop<W>(
             cmd = rx.recv() => cmd,
             _ = &mut done => None,
         };
+        // (`done` resolves once: when finished, or when `run` is gone.)
         let Some(first) = first else { break };
         if let Err(e) = write_batch(&mut writer, first, &mut rx).await {
             debug!(peer = %addr, error = %e, "write failed; the connection is gone");
             return;
         }
     }
-    // Closing: write what is queued already (answers of the last requests).
+    // Closing: write what is queued (answers of the last requests).
     while let Ok(cmd) = rx.try_recv() {
         if writer.feed(cmd).await.is_err() {
             return;
@@ -400,4 +399,150 @@ impl ConnectionHandler for TcpRemoting {
 /// A writer queue for a peer of another transport (the tunnel).
 pub fn queue() -> (mpsc::Sender<Command>, mpsc::Receiver<Command>) {
     mpsc::channel(OUT_QUEUE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferromq_remoting::code::response;
+    use std::sync::atomic::AtomicUsize;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    /// Answers every request; requests with code 1 take 50 ms. Counts how many run at once.
+    #[derive(Default)]
+    struct Counting {
+        now: AtomicUsize,
+        max: AtomicUsize,
+        closed: AtomicUsize,
+    }
+
+    impl Service for Counting {
+        fn handle(self: Arc<Self>, _peer: Arc<Peer>, req: Command) -> Answer {
+            Box::pin(async move {
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max.fetch_max(n, Ordering::SeqCst);
+                if req.code == 1 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Some(req.response_to(response::SUCCESS, None))
+            })
+        }
+
+        fn closed(self: Arc<Self>, _peer: Arc<Peer>) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type Incoming = mpsc::Sender<Result<Command, FrameError>>;
+
+    /// A connection over in-memory channels: what the client sends, what it receives.
+    fn connect(
+        service: Arc<Counting>,
+        limits: Limits,
+    ) -> (
+        Incoming,
+        mpsc::Receiver<Command>,
+        tokio::task::JoinHandle<()>,
+        watch::Sender<bool>,
+    ) {
+        let (in_tx, in_rx) = mpsc::channel(64);
+        let (out_tx, out_rx) = mpsc::channel::<Command>(64);
+        let writer = futures_util::sink::unfold(out_tx, |tx, cmd: Command| async move {
+            tx.send(cmd).await.map_err(|_| {
+                FrameError::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            })?;
+            Ok::<_, FrameError>(tx)
+        });
+        let (q_tx, q_rx) = queue();
+        let front = Arc::new(Front {
+            addr: "127.0.0.1:9876".into(),
+            store_host: "127.0.0.1:9876".parse().expect("addr"),
+        });
+        let peer = Peer::new("127.0.0.1:5000".into(), front, q_tx);
+        let (shutdown, watching) = watch::channel(false);
+        let task = tokio::spawn(run(
+            service,
+            peer,
+            q_rx,
+            ReceiverStream::new(in_rx),
+            Box::pin(writer),
+            limits,
+            watching,
+        ));
+        (in_tx, out_rx, task, shutdown)
+    }
+
+    fn req(code: i32, opaque: i32) -> Command {
+        Command {
+            code,
+            opaque,
+            ..Command::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_are_bounded_and_answered_out_of_order() {
+        let svc = Arc::new(Counting::default());
+        let limits = Limits {
+            max_frame: 1 << 20,
+            in_flight: 2,
+            idle: None,
+        };
+        let (tx, mut rx, task, _shutdown) = connect(svc.clone(), limits);
+        for i in 1..=6 {
+            tx.send(Ok(req(1, i))).await.expect("send");
+        }
+        let mut answered = Vec::new();
+        while answered.len() < 6 {
+            answered.push(rx.recv().await.expect("an answer").opaque);
+        }
+        answered.sort();
+        assert_eq!(answered, vec![1, 2, 3, 4, 5, 6], "every request answered once");
+        assert_eq!(svc.max.load(Ordering::SeqCst), 2, "never more than the limit at once");
+        drop(tx);
+        task.await.expect("connection ends with its stream");
+        assert_eq!(svc.closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_frame_closes_the_connection_and_one_way_requests_get_no_answer() {
+        let svc = Arc::new(Counting::default());
+        let (tx, mut rx, task, _shutdown) = connect(svc.clone(), Limits::for_body_size(1024));
+        let mut oneway = req(2, 7);
+        oneway.flag = FLAG_ONEWAY;
+        tx.send(Ok(oneway)).await.expect("send");
+        tx.send(Ok(req(2, 8))).await.expect("send");
+        tx.send(Err(FrameError::UnknownSerializeType(9)))
+            .await
+            .expect("send");
+        assert_eq!(rx.recv().await.map(|c| c.opaque), Some(8), "only the two-way one");
+        task.await.expect("the bad frame ends the connection");
+        assert!(rx.recv().await.is_none(), "and nothing more is written");
+        assert_eq!(svc.closed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_reading_and_answers_what_is_in_flight() {
+        let svc = Arc::new(Counting::default());
+        let (tx, mut rx, task, shutdown) = connect(svc.clone(), Limits::for_body_size(1024));
+        tx.send(Ok(req(1, 1))).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        shutdown.send_replace(true);
+        assert_eq!(rx.recv().await.map(|c| c.opaque), Some(1), "answered");
+        task.await.expect("the connection ends");
+        let _ = tx.send(Ok(req(2, 2))).await;
+        assert!(rx.recv().await.is_none(), "nothing read after shutdown began");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed() {
+        let svc = Arc::new(Counting::default());
+        let (_tx, _rx, task, _shutdown) = connect(svc.clone(), Limits::for_body_size(1024));
+        tokio::time::timeout(IDLE + Duration::from_secs(1), task)
+            .await
+            .expect("closed after the idle time")
+            .expect("task");
+        assert_eq!(svc.closed.load(Ordering::SeqCst), 1);
+    }
 }

@@ -376,10 +376,14 @@ impl Registry {
 /// How long a queue lock lasts without renewal (clients renew every 20 s).
 pub const LOCK_TTL: Duration = Duration::from_secs(60);
 
+/// (group, topic, queue) of a lock.
+type LockKey = (String, String, i32);
+
 /// Orderly consumers' queue locks: one client per (group, topic, queue) at a time.
 #[derive(Debug, Default)]
 pub struct Locks {
-    held: Mutex<HashMap<(String, String, i32), (String, Instant)>>,
+    /// The holder of each locked queue and when it last locked it.
+    held: Mutex<HashMap<LockKey, (String, Instant)>>,
 }
 
 impl Locks {
@@ -501,20 +505,20 @@ mod tests {
             broker_name: "b".into(),
             queue_id: 1,
         };
-        assert_eq!(l.lock("g", "c1", &[mq.clone()]), vec![mq.clone()]);
-        assert!(l.lock("g", "c2", &[mq.clone()]).is_empty());
+        assert_eq!(l.lock("g", "c1", std::slice::from_ref(&mq)), vec![mq.clone()]);
+        assert!(l.lock("g", "c2", std::slice::from_ref(&mq)).is_empty());
         assert_eq!(
-            l.lock("g", "c1", &[mq.clone()]),
+            l.lock("g", "c1", std::slice::from_ref(&mq)),
             vec![mq.clone()],
             "renewed"
         );
-        assert_eq!(l.lock("other", "c2", &[mq.clone()]).len(), 1, "per group");
-        l.unlock("g", "c2", &[mq.clone()]);
+        assert_eq!(l.lock("other", "c2", std::slice::from_ref(&mq)).len(), 1, "per group");
+        l.unlock("g", "c2", std::slice::from_ref(&mq));
         assert!(
-            l.lock("g", "c2", &[mq.clone()]).is_empty(),
+            l.lock("g", "c2", std::slice::from_ref(&mq)).is_empty(),
             "not c2's to release"
         );
-        l.unlock("g", "c1", &[mq.clone()]);
-        assert_eq!(l.lock("g", "c2", &[mq.clone()]), vec![mq]);
+        l.unlock("g", "c1", std::slice::from_ref(&mq));
+        assert_eq!(l.lock("g", "c2", std::slice::from_ref(&mq)), vec![mq]);
     }
 }

@@ -1,0 +1,131 @@
+package io.ferromq.tests.remoting;
+
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import java.util.Locale;
+import java.util.concurrent.atomic.AtomicLong;
+
+import org.apache.rocketmq.client.producer.DefaultMQProducer;
+import org.apache.rocketmq.client.producer.SendResult;
+import org.apache.rocketmq.client.producer.SendStatus;
+import org.apache.rocketmq.common.message.Message;
+
+/**
+ * Load of the classic 4.x producer for tests/bench/compare: one {@code DefaultMQProducer}
+ * (rocketmq-client 4.9.8), several threads each sending synchronously in a closed loop, as
+ * RocketMQ's own benchmark producer does. Sends of the warm-up are not counted; the latency of
+ * each measured send is from the call to its return.
+ *
+ * <p>Environment: FERROMQ_NAMESRV, FERROMQ_TOPIC, FERROMQ_SIZE (bytes), FERROMQ_THREADS,
+ * FERROMQ_WARMUP (s), FERROMQ_SECONDS. Prints one JSON line: messages, msgs_per_sec,
+ * latency_ms {mean, p50, p99, p999, max}, failed.
+ */
+public final class Bench4x {
+    private Bench4x() {
+    }
+
+    /** Latencies of one thread, in nanoseconds. */
+    static final class Samples {
+        long[] v = new long[1 << 16];
+        int n;
+
+        void add(long ns) {
+            if (n == v.length) {
+                v = Arrays.copyOf(v, n * 2);
+            }
+            v[n++] = ns;
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        String namesrv = Results.env("FERROMQ_NAMESRV", "127.0.0.1:9876");
+        String topic = Results.env("FERROMQ_TOPIC", "bench4x");
+        int size = Integer.parseInt(Results.env("FERROMQ_SIZE", "1024"));
+        int threads = Integer.parseInt(Results.env("FERROMQ_THREADS", "32"));
+        long warmup = Long.parseLong(Results.env("FERROMQ_WARMUP", "3")) * 1_000_000_000L;
+        long measure = Long.parseLong(Results.env("FERROMQ_SECONDS", "10")) * 1_000_000_000L;
+
+        DefaultMQProducer producer = new DefaultMQProducer("bench4x_producer");
+        producer.setNamesrvAddr(namesrv);
+        producer.setInstanceName("bench4x");
+        producer.setSendMsgTimeout(10_000);
+        producer.start();
+        byte[] body = new byte[size];
+        for (int i = 0; i < size; i++) {
+            body[i] = (byte) ('a' + i % 26);
+        }
+        // The route is fetched and the connection opened before the clock starts.
+        producer.send(new Message(topic, "B", body));
+
+        Samples[] samples = new Samples[threads];
+        AtomicLong failed = new AtomicLong();
+        long start = System.nanoTime();
+        long from = start + warmup;
+        long until = from + measure;
+        Thread[] workers = new Thread[threads];
+        for (int t = 0; t < threads; t++) {
+            Samples s = new Samples();
+            samples[t] = s;
+            workers[t] = new Thread(() -> {
+                while (true) {
+                    long t0 = System.nanoTime();
+                    if (t0 >= until) {
+                        return;
+                    }
+                    boolean ok;
+                    try {
+                        SendResult r = producer.send(new Message(topic, "B", body));
+                        ok = r.getSendStatus() == SendStatus.SEND_OK;
+                    } catch (Exception e) {
+                        ok = false;
+                    }
+                    long t1 = System.nanoTime();
+                    if (t0 >= from) {
+                        if (ok) {
+                            s.add(t1 - t0);
+                        } else {
+                            failed.incrementAndGet();
+                        }
+                    }
+                }
+            }, "bench4x-" + t);
+            workers[t].start();
+        }
+        for (Thread w : workers) {
+            w.join();
+        }
+        producer.shutdown();
+
+        int total = 0;
+        for (Samples s : samples) {
+            total += s.n;
+        }
+        long[] all = new long[total];
+        int k = 0;
+        double sum = 0;
+        for (Samples s : samples) {
+            System.arraycopy(s.v, 0, all, k, s.n);
+            k += s.n;
+            for (int i = 0; i < s.n; i++) {
+                sum += s.v[i];
+            }
+        }
+        Arrays.sort(all);
+        double secs = measure / 1e9;
+        String json = String.format(Locale.ROOT,
+            "{\"messages\":%d,\"msgs_per_sec\":%.1f,\"failed\":%d,\"latency_ms\":{\"mean\":%.3f,\"p50\":%.3f,"
+                + "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f},\"tool\":\"rocketmq-client 4.9.8 DefaultMQProducer, sync sends, %d threads\"}",
+            total, total / secs, failed.get(), total == 0 ? 0 : sum / total / 1e6, pct(all, 0.5), pct(all, 0.99),
+            pct(all, 0.999), total == 0 ? 0 : all[total - 1] / 1e6, threads);
+        System.out.println(new String(json.getBytes(StandardCharsets.UTF_8), StandardCharsets.UTF_8));
+        System.exit(0);
+    }
+
+    private static double pct(long[] sorted, double q) {
+        if (sorted.length == 0) {
+            return 0;
+        }
+        int i = (int) Math.min(sorted.length - 1, Math.floor(q * sorted.length));
+        return sorted[i] / 1e6;
+    }
+}
