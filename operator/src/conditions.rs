@@ -41,6 +41,16 @@ impl Desired {
     }
 }
 
+/// The conditions of a resource that needs no human: `ready` and `progressing` as given,
+/// `Degraded=False` with reason `AsExpected`.
+pub fn not_degraded(ready: Desired, progressing: Desired) -> Vec<Desired> {
+    vec![
+        ready,
+        progressing,
+        Desired::new(DEGRADED, false, "AsExpected", ""),
+    ]
+}
+
 /// Merges `desired` into `existing`: keeps `lastTransitionTime` of conditions whose status did
 /// not change, so an unchanged world produces an identical list (and no status write).
 pub fn merge(
@@ -80,6 +90,18 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The condition of `type_` in `new` if it is `True` and was not already `True` for the same
+/// reason in `old`: what deserves one Warning Event, not one per reconcile.
+pub fn newly_true<'a>(
+    old: &[Condition],
+    new: &'a [Condition],
+    type_: &str,
+) -> Option<&'a Condition> {
+    find(new, type_)
+        .filter(|c| c.status == "True")
+        .filter(|c| find(old, type_).is_none_or(|o| o.status != "True" || o.reason != c.reason))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +135,31 @@ mod tests {
         assert_eq!(second[0].last_transition_time, t(200));
         assert_eq!(second[0].observed_generation, Some(2));
         assert_eq!(second[0].status, "False");
+    }
+
+    #[test]
+    fn newly_true_fires_once_per_reason() {
+        let degraded = |status, reason| {
+            merge(
+                &[],
+                &[Desired::new(DEGRADED, status, reason, "")],
+                Some(1),
+                &t(1),
+            )
+        };
+        let fine = degraded(false, "AsExpected");
+        let drain = degraded(true, "DrainFailed");
+        let volume = degraded(true, "VolumeExpansionNotAllowed");
+        assert_eq!(
+            newly_true(&fine, &drain, DEGRADED).map(|c| c.reason.as_str()),
+            Some("DrainFailed")
+        );
+        assert_eq!(
+            newly_true(&[], &drain, DEGRADED).map(|c| c.reason.as_str()),
+            Some("DrainFailed")
+        );
+        assert!(newly_true(&drain, &drain, DEGRADED).is_none());
+        assert!(newly_true(&drain, &volume, DEGRADED).is_some());
+        assert!(newly_true(&drain, &fine, DEGRADED).is_none());
     }
 }

@@ -35,7 +35,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubernetesApiError",
             Error::Build(_) => "InvalidResource",
-            Error::Admin { .. } => "AdminApiError",
+            Error::Admin { source, .. } => source.reason(),
             Error::Finalizer(_) => "FinalizerError",
             Error::Serde(_) => "SerializationError",
         }

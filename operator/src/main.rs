@@ -1,4 +1,5 @@
 //! `ferromq-operator`: `run` starts the controllers (after winning the leader Lease);
+//! `cleanup` deletes FerroMQ resources in dependency order (the chart's pre-delete hook);
 //! `crds` prints or writes the CRD manifests generated from the Rust types.
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
 use kube::{Api, Client};
 
-use ferromq_operator::admin::CliAdmin;
+use ferromq_operator::admin::GrpcAdmin;
 use ferromq_operator::controller::{self, Context};
 use ferromq_operator::crd::{Broker, Nameserver, Topic};
 use ferromq_operator::leader::LeaseLock;
@@ -49,9 +50,6 @@ struct RunArgs {
     /// (`<broker>.<namespace>.svc:8081`). For running the operator outside the cluster.
     #[arg(long, env = "FERROMQ_OPERATOR_ADMIN_ADDRESS")]
     admin_address: Option<String>,
-    /// The `ferromq` binary used for admin calls.
-    #[arg(long, env = "FERROMQ_OPERATOR_FERROMQ_BIN", default_value = "ferromq")]
-    ferromq_bin: PathBuf,
     /// Address of the operator's own /healthz and /metrics.
     #[arg(
         long,
@@ -256,7 +254,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Arc::new(CliAdmin::new(args.ferromq_bin.clone())),
+        Arc::new(GrpcAdmin::default()),
         args.admin_address.clone(),
         Some(identity.clone()),
         metrics,

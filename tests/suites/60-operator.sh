@@ -91,14 +91,14 @@ OPERATOR="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferromq-operator"
 k create namespace e2e >/dev/null
 http_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace e2e --lease-namespace e2e \
-  --http-addr "127.0.0.1:$http_port" --admin-address 127.0.0.1:1 --ferromq-bin /nonexistent/ferromq \
+  --http-addr "127.0.0.1:$http_port" --admin-address 127.0.0.1:1 \
   --log-format text >"$state/operator.log" 2>&1 &
 op_pid=$!
 # A second replica: it must wait for the Lease while the first one leads.
 wait_for 30 grep -q 'leading' "$state/operator.log" || true
 KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace e2e --lease-namespace e2e --identity standby \
   --http-addr "127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
-  --admin-address 127.0.0.1:1 --ferromq-bin /nonexistent/ferromq --log-format text >"$state/standby.log" 2>&1 &
+  --admin-address 127.0.0.1:1 --log-format text >"$state/standby.log" 2>&1 &
 standby_pid=$!
 
 check "kubectl explain documents fields" bash -c "'$KUBECTL' explain broker.spec.storage.volume.size | grep -q 'Kubernetes quantity'"
@@ -189,6 +189,8 @@ YAML
 check "topic gets the cleanup finalizer" wait_for 30 equals topic orders '{.metadata.finalizers[0]}' ferromq.io/topic-cleanup
 check "unreachable admin API is reported on the topic" wait_for 30 equals topic orders \
   '{.status.conditions[?(@.type=="Ready")].reason}' AdminApiUnavailable
+check "the condition names the address and the transport's error" bash -c \
+  "'$KUBECTL' -n e2e get topic orders -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}' | tee /dev/stderr | grep -q 'admin API at 127.0.0.1:1: unreachable: .*refused'"
 check "the operator holds the leader lease" bash -c "[[ -n \$('$KUBECTL' -n e2e get lease ferromq-operator -o jsonpath='{.spec.holderIdentity}') ]]"
 check "/healthz answers" curl -sf "http://127.0.0.1:$http_port/healthz"
 check "/metrics counts reconciliations" bash -c "curl -sf http://127.0.0.1:$http_port/metrics | grep -q 'ferromq_operator_reconciliations_total{kind=\"Broker\"}'"
@@ -218,6 +220,8 @@ echo "== Topic against a real ferromq standalone (operator's --admin-address ove
 t=$SECONDS
 cargo build -p ferromq --locked --quiet
 FERROMQ_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferromq"
+echo "-- the operator's gRPC admin client against real servers (cargo test --test admin_grpc -- --ignored)"
+FERROMQ_TEST_FERROMQ_BIN="$FERROMQ_BIN" cargo test -p ferromq-operator --locked --test admin_grpc -- --ignored || rc=1
 grpc_port="$(free_port)"
 sa_http="$(free_port)"
 "$FERROMQ_BIN" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
@@ -226,7 +230,7 @@ sa_pid=$!
 check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
 k create namespace topics >/dev/null
 KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace topics --lease-namespace topics \
-  --http-addr "127.0.0.1:$(free_port)" --admin-address "127.0.0.1:$grpc_port" --ferromq-bin "$FERROMQ_BIN" \
+  --http-addr "127.0.0.1:$(free_port)" --admin-address "127.0.0.1:$grpc_port" \
   --log-format text >"$state/operator-topics.log" 2>&1 &
 op_pid=$!
 k -n topics apply -f - >/dev/null <<'YAML'
@@ -253,6 +257,20 @@ check "queue and permission changes reach the cluster" wait_for 60 bash -c \
   "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if (t[\"queues\"], t[\"perm\"]) == (8, \"r\") else 1)'"
 check "status shows what the cluster holds" wait_for 30 bash -c "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.cluster.queues}') == 8 ]]"
 check "schema refuses shrinking queues" refused 'queues may only grow' k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":2}}'
+# A topic the cluster already holds with more queues than the Topic asks for: the cluster
+# refuses to shrink it, and the Topic says so with the cluster's status code and words.
+"$FERROMQ_BIN" admin --server "127.0.0.1:$grpc_port" topic create Wide --queues 8 >/dev/null
+k -n topics apply -f - >/dev/null <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Topic
+metadata: {name: wide}
+spec: {brokerRef: {name: local}, name: Wide, queues: 4}
+YAML
+check "a refusal by the cluster is reported as such (AdminApiRefused)" wait_for 60 equals_in topics topic wide \
+  '{.status.conditions[?(@.type=="Degraded")].reason}' AdminApiRefused
+check "the condition carries the status code and the cluster's message" bash -c \
+  "'$KUBECTL' -n topics get topic wide -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}' | tee /dev/stderr | grep -q 'UpdateTopic answered InvalidArgument: queues can only grow'"
+k -n topics delete topic wide --wait=false >/dev/null
 k -n topics delete topic orders-eu --wait=false >/dev/null
 check "deleting the Topic deletes the topic on the cluster" wait_for 60 bash -c "! '$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU >/dev/null 2>&1"
 check "the finalizer then lets the resource go" wait_for 30 bash -c "! '$KUBECTL' -n topics get topic orders-eu >/dev/null 2>&1"
@@ -285,7 +303,7 @@ sleep 1.5
   --duration 1s >/dev/null 2>&1
 k create namespace shrink >/dev/null
 KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace shrink --lease-namespace shrink \
-  --http-addr "127.0.0.1:$(free_port)" --admin-address "127.0.0.1:$px_port" --ferromq-bin "$FERROMQ_BIN" \
+  --http-addr "127.0.0.1:$(free_port)" --admin-address "127.0.0.1:$px_port" \
   --log-format text >"$state/operator-shrink.log" 2>&1 &
 op_pid=$!
 k -n shrink apply -f - >/dev/null <<'YAML'

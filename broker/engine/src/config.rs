@@ -21,6 +21,9 @@ pub struct EngineConfig {
     pub transaction_check_interval: Duration,
     /// Checks of an unresolved half message before it is rolled back.
     pub transaction_check_max: u32,
+    /// The store is one replica of a replicated group: every change to state kept beside the
+    /// messages is also journaled ([`crate::journal`]).
+    pub replicated: bool,
 }
 
 impl EngineConfig {
@@ -36,6 +39,7 @@ impl EngineConfig {
             transaction_check_interval: Duration::from_secs(10),
             // RocketMQ's default.
             transaction_check_max: 15,
+            replicated: false,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod delivery;
 pub mod error;
 pub mod filter;
 pub mod groups;
+pub mod journal;
 pub mod lag;
 pub mod membership;
 pub mod parked;
@@ -45,9 +46,11 @@ pub use config::EngineConfig;
 pub use delivery::Deliveries;
 pub use error::EngineError;
 pub use groups::Groups;
+pub use journal::{Change, Journal};
 pub use membership::{Membership, DRAINING};
 pub use parked::timer::Timers;
 pub use parked::transaction::{CheckSender, Resolution, Transactions};
+pub use parked::ParkedQueue;
 pub use publish::{Publication, Published};
 pub use receipt::ReceiptHandle;
 pub use retry::{Retried, Retry};
@@ -67,6 +70,9 @@ pub struct Engine {
     pub transactions: Arc<Transactions>,
     pub wakeups: Arc<Wakeups>,
     pub dispatched: Arc<Dispatched>,
+    /// Replicated groups: where changes to topics, offsets, marks, group settings and drain
+    /// state are journaled for the followers.
+    pub journal: Option<Journal>,
 }
 
 impl Engine {
@@ -76,12 +82,18 @@ impl Engine {
     pub fn open(store: Arc<Store>, config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let groups = Groups::open(&config.data_dir, config.max_delivery_attempts)
             .map_err(|e| EngineError::Io(e.to_string()))?;
-        let timers = Timers::open(store.clone(), &config.data_dir)?;
+        let journal = if config.replicated {
+            Some(Journal::open(store.clone())?)
+        } else {
+            None
+        };
+        let timers = Timers::open(store.clone(), &config.data_dir, journal.clone())?;
         let transactions = Transactions::open(
             store.clone(),
             &config.data_dir,
             config.transaction_check_interval,
             config.transaction_check_max,
+            journal.clone(),
         )?;
         let wakeups = Arc::new(Wakeups::default());
         let dispatched = Arc::new(Dispatched::default());
@@ -92,7 +104,7 @@ impl Engine {
         }));
         let engine = Arc::new(Engine {
             membership: Membership::default(),
-            deliveries: Deliveries::new(store.clone()),
+            deliveries: Deliveries::new(store.clone(), journal.clone()),
             store,
             config,
             groups,
@@ -100,6 +112,7 @@ impl Engine {
             transactions,
             wakeups,
             dispatched,
+            journal,
         });
         engine.keep_parked_messages();
         Ok(engine)
@@ -152,19 +165,84 @@ impl Engine {
                 message_type: MessageType::Normal,
                 permission: Permission::ReadWrite,
             };
-            return match self.store.topics().create(cfg) {
+            return match self.create_topic(cfg) {
                 Ok(t) => {
                     tracing::info!(topic = name, "topic auto-created");
                     Ok(t)
                 }
-                Err(StoreError::TopicExists(_)) => self
+                Err(EngineError::Store(e)) if matches!(*e, StoreError::TopicExists(_)) => self
                     .store
                     .topics()
                     .get(name)
                     .ok_or_else(|| EngineError::internal("topic vanished")),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
         }
         Err(EngineError::TopicNotFound(name.to_string()))
+    }
+}
+
+impl Engine {
+    /// Journals `change` when the group is replicated; returns the log offset the group must
+    /// confirm for it (0 when nothing was journaled).
+    pub fn journal(&self, change: &Change) -> Result<u64, EngineError> {
+        match &self.journal {
+            Some(j) => j.record(change),
+            None => Ok(0),
+        }
+    }
+
+    /// Creates a topic (journaled).
+    pub fn create_topic(&self, cfg: TopicConfig) -> Result<TopicConfig, EngineError> {
+        let t = self.store.topics().create(cfg)?;
+        self.journal_topic(&t)?;
+        Ok(t)
+    }
+
+    /// Replaces an existing topic's settings (journaled).
+    pub fn update_topic(&self, cfg: TopicConfig) -> Result<TopicConfig, EngineError> {
+        let t = self.store.topics().update(cfg)?;
+        self.journal_topic(&t)?;
+        Ok(t)
+    }
+
+    fn journal_topic(&self, t: &TopicConfig) -> Result<(), EngineError> {
+        self.journal(&Change::Topic {
+            topic: t.clone(),
+            incarnation: self.store.topics().incarnation(&t.name),
+        })?;
+        Ok(())
+    }
+
+    /// Deletes a topic, its offsets and its delivery state (journaled with the fence).
+    pub fn delete_topic(&self, name: &str) -> Result<TopicConfig, EngineError> {
+        let t = self.store.topics().delete(name)?;
+        self.deliveries.forget_topic(name);
+        self.journal(&Change::TopicDeleted {
+            name: name.to_string(),
+            fence: self.store.topics().incarnation(name),
+        })?;
+        Ok(t)
+    }
+
+    /// Sets a consumer group's settings (journaled).
+    pub fn set_group(&self, name: &str, cfg: groups::GroupConfig) -> Result<(), EngineError> {
+        self.groups
+            .set(name, cfg.clone())
+            .map_err(|e| EngineError::Io(e.to_string()))?;
+        self.journal(&Change::Group {
+            name: name.to_string(),
+            config: cfg,
+        })?;
+        Ok(())
+    }
+
+    /// Drains (read-only) or reopens this group (journaled).
+    pub fn set_read_only(&self, read_only: bool) -> Result<(), EngineError> {
+        self.membership
+            .set_read_only(read_only)
+            .map_err(|e| EngineError::Io(e.to_string()))?;
+        self.journal(&Change::Drain { read_only })?;
+        Ok(())
     }
 }

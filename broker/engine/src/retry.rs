@@ -80,14 +80,14 @@ impl Engine {
             .unwrap_or_else(|| m.topic.clone());
         if r.dead_letter || r.retries >= self.retry_limit(&r.group, r.client_limit) {
             let copy = dead_letter_copy(m, &r.group, &origin, r.retries + 1);
-            ensure_dlq_topic(&self.store, &copy.topic)?;
+            ensure_dlq_topic(&self.store, self.journal.as_ref(), &copy.topic)?;
             self.store.append(&copy)?;
             self.deliveries.count_dead_letter(&r.group);
             info!(group = %r.group, topic = %origin, retries = r.retries, dlq = %copy.topic, "message moved to dead-letter topic");
             return Ok(Retried::DeadLettered { topic: copy.topic });
         }
         let topic = retry_topic(&r.group);
-        ensure_retry_topic(&self.store, &topic)?;
+        ensure_retry_topic(&self.store, self.journal.as_ref(), &topic)?;
         m.properties
             .insert(props::RETRY_ORIGIN_TOPIC.into(), origin);
         m.properties.remove(props::MESSAGE_GROUP);
@@ -99,7 +99,6 @@ impl Engine {
         m.topic = topic.clone();
         m.queue_id = 0;
         m.reconsume_times = r.retries + 1;
-        m.tx_kind = ferromq_store::TxKind::None;
         let due_ms = now_ms().max(0) as u64 + r.delay.as_millis() as u64;
         if r.delay.is_zero() {
             self.store.append(&m)?;

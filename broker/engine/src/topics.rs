@@ -3,6 +3,7 @@
 use ferromq_store::{MessageType, Permission, Store, TopicConfig};
 
 use crate::error::EngineError;
+use crate::journal::{Change, Journal};
 
 /// Topics clients may not publish to directly: RocketMQ's system prefixes, retry and
 /// dead-letter topics, and FerroMQ's own (`%SYS%`, where parked messages wait).
@@ -41,13 +42,21 @@ pub fn retry_group(topic: &str) -> Option<&str> {
 }
 
 /// Creates a group's retry topic on first use (one queue, like the dead-letter topic).
-pub fn ensure_retry_topic(store: &Store, name: &str) -> Result<(), EngineError> {
-    ensure_dlq_topic(store, name)
+pub fn ensure_retry_topic(
+    store: &Store,
+    journal: Option<&Journal>,
+    name: &str,
+) -> Result<(), EngineError> {
+    ensure_dlq_topic(store, journal, name)
 }
 
 /// Creates a group's dead-letter topic on first use (one queue, readable and writable, so a
-/// consumer can drain it).
-pub fn ensure_dlq_topic(store: &Store, name: &str) -> Result<(), EngineError> {
+/// consumer can drain it), journaled in a replicated group.
+pub fn ensure_dlq_topic(
+    store: &Store,
+    journal: Option<&Journal>,
+    name: &str,
+) -> Result<(), EngineError> {
     if store.topics().get(name).is_some() {
         return Ok(());
     }
@@ -58,7 +67,16 @@ pub fn ensure_dlq_topic(store: &Store, name: &str) -> Result<(), EngineError> {
         permission: Permission::ReadWrite,
     };
     match store.topics().create(cfg) {
-        Ok(_) | Err(ferromq_store::StoreError::TopicExists(_)) => Ok(()),
+        Ok(t) => {
+            if let Some(j) = journal {
+                j.record(&Change::Topic {
+                    incarnation: store.topics().incarnation(&t.name),
+                    topic: t,
+                })?;
+            }
+            Ok(())
+        }
+        Err(ferromq_store::StoreError::TopicExists(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -7,6 +7,9 @@
 //! - [`cluster`]: membership between broker groups, name servers and proxies (`ferromq.cluster.v1`).
 //! - [`tunnel`]: remoting-protocol connections carried from a proxy to a broker group
 //!   (`ferromq.remoting.v1`).
+//! - [`replication`]: log shipping inside a replicated broker group (`ferromq.replication.v1`).
+//! - [`controller`]: the replication controller (`ferromq.controller.v1`): Raft between
+//!   controller peers, and the Controller service broker group members and admins call.
 //!
 //! This crate holds types only: no behaviour, no I/O.
 
@@ -40,12 +43,26 @@ pub mod ferromq {
             tonic::include_proto!("ferromq.remoting.v1");
         }
     }
+    pub mod replication {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("ferromq.replication.v1");
+        }
+    }
+    pub mod controller {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("ferromq.controller.v1");
+        }
+    }
 }
 
 pub use apache::rocketmq::v2;
 pub use ferromq::admin::v1 as admin;
 pub use ferromq::cluster::v1 as cluster;
+pub use ferromq::controller::v1 as controller;
 pub use ferromq::remoting::v1 as tunnel;
+pub use ferromq::replication::v1 as replication;
 
 #[cfg(test)]
 mod tests {

@@ -163,6 +163,19 @@ struct Totals {
     early: AtomicU64,
 }
 
+impl Totals {
+    fn new() -> Totals {
+        Totals {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            hist: Mutex::new(new_histogram()),
+            service: Mutex::new(new_histogram()),
+            early: AtomicU64::new(0),
+        }
+    }
+}
+
 fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
     let h = t.hist.lock();
     let secs = elapsed.as_secs_f64().max(1e-9);
@@ -253,14 +266,7 @@ async fn produce(
                 .with_context(|| format!("--rate {r:?} is not a positive number or max"))?,
         ),
     };
-    let totals = Arc::new(Totals {
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        hist: Mutex::new(new_histogram()),
-        service: Mutex::new(new_histogram()),
-        early: AtomicU64::new(0),
-    });
+    let totals = Arc::new(Totals::new());
     let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
     let start = Instant::now();
     let end = start + c.duration;
@@ -340,14 +346,7 @@ async fn produce(
 }
 
 async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
-    let totals = Arc::new(Totals {
-        ok: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        hist: Mutex::new(new_histogram()),
-        service: Mutex::new(new_histogram()),
-        early: AtomicU64::new(0),
-    });
+    let totals = Arc::new(Totals::new());
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();

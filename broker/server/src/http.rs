@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::node::Node;
+use ferromq_engine::ParkedQueue as _;
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()

@@ -25,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod remoting;
+pub mod replication;
 pub mod roles;
 pub mod rpc;
 pub mod serve;

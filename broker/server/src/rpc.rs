@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use ferromq_proto::v2::{self, Code};
 use tokio_stream::Stream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::{field::Empty, Instrument, Span};
 
@@ -93,7 +94,8 @@ fn grpc_error_code(_: &Status) -> i32 {
     Code::InternalServerError as i32
 }
 
-/// Runs a unary RPC inside its span and records its time and outcome.
+/// Runs a unary RPC handler (given the request's headers and message) inside its span, and
+/// records its time and outcome.
 pub async fn unary<Req, Resp, F, Fut>(
     metrics: &Metrics,
     method: &'static str,
@@ -102,24 +104,25 @@ pub async fn unary<Req, Resp, F, Fut>(
 ) -> Result<Response<Resp>, Status>
 where
     Resp: Answer,
-    F: FnOnce(Request<Req>) -> Fut,
-    Fut: Future<Output = Result<Response<Resp>, Status>>,
+    F: FnOnce(MetadataMap, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, Status>>,
 {
     let started = Instant::now();
     let span = span(method, &req);
-    let r = handle(req).instrument(span).await;
+    let (md, _, msg) = req.into_parts();
+    let r = handle(md, msg).instrument(span).await;
     let code = match &r {
-        Ok(resp) => resp.get_ref().code(),
+        Ok(resp) => resp.code(),
         Err(s) => grpc_error_code(s),
     };
     metrics.rpc(method, started.elapsed(), code);
-    r
+    r.map(Response::new)
 }
 
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Runs a streaming RPC inside its span; its time and outcome are recorded when the answer
-/// stream ends (or is dropped by a client that went away).
+/// Runs a streaming RPC handler inside its span; its time and outcome are recorded when the
+/// answer stream ends (or is dropped by a client that went away).
 pub async fn streaming<Req, T, F, Fut>(
     metrics: Arc<Metrics>,
     method: &'static str,
@@ -128,22 +131,21 @@ pub async fn streaming<Req, T, F, Fut>(
 ) -> Result<Response<BoxStream<T>>, Status>
 where
     T: StreamItem + Send + 'static,
-    F: FnOnce(Request<Req>) -> Fut,
-    Fut: Future<Output = Result<Response<BoxStream<T>>, Status>>,
+    F: FnOnce(MetadataMap, Req) -> Fut,
+    Fut: Future<Output = Result<BoxStream<T>, Status>>,
 {
     let started = Instant::now();
     let span = span(method, &req);
-    match handle(req).instrument(span.clone()).await {
-        Ok(resp) => Ok(resp.map(|inner| {
-            Box::pin(Observed {
-                inner,
-                metrics,
-                method,
-                started,
-                code: None,
-                span,
-            }) as BoxStream<T>
-        })),
+    let (md, _, msg) = req.into_parts();
+    match handle(md, msg).instrument(span.clone()).await {
+        Ok(inner) => Ok(Response::new(Box::pin(Observed {
+            inner,
+            metrics,
+            method,
+            started,
+            code: None,
+            span,
+        }) as BoxStream<T>)),
         Err(s) => {
             metrics.rpc(method, started.elapsed(), grpc_error_code(&s));
             Err(s)

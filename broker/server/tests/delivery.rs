@@ -299,7 +299,6 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
     let s = Server::start(&[]);
     s.create_topic("orders", "fifo", 1);
     let mut c = s.client().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let producer = v2::Settings {
         client_type: Some(v2::ClientType::Producer as i32),
         pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
@@ -308,17 +307,7 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
         })),
         ..Default::default()
     };
-    tx.send(v2::TelemetryCommand {
-        status: None,
-        command: Some(v2::telemetry_command::Command::Settings(producer)),
-    })
-    .await
-    .unwrap();
-    let mut stream = c
-        .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("telemetry accepted")
-        .into_inner();
+    let (tx, mut stream) = open_telemetry(&mut c, producer).await;
     let reply = stream.message().await.expect("ok").expect("a reply");
     assert_eq!(code_of(&reply.status), Code::Ok);
     let Some(v2::telemetry_command::Command::Settings(st)) = reply.command else {
@@ -347,12 +336,7 @@ async fn telemetry_answers_settings_and_keeps_the_stream_open() {
         })),
         ..Default::default()
     };
-    tx.send(v2::TelemetryCommand {
-        status: None,
-        command: Some(v2::telemetry_command::Command::Settings(consumer)),
-    })
-    .await
-    .unwrap();
+    tx.send(settings_command(consumer)).await.unwrap();
     let reply = stream
         .message()
         .await
@@ -434,7 +418,6 @@ async fn sigterm_exits_zero_and_a_restart_delivers_only_unacked_messages() {
     }
     // Shutdown must not wait for clients: hold a Telemetry stream and a long poll open.
     let mut holder = s.client().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
     let sub = v2::Settings {
         client_type: Some(v2::ClientType::SimpleConsumer as i32),
         pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription {
@@ -443,17 +426,7 @@ async fn sigterm_exits_zero_and_a_restart_delivers_only_unacked_messages() {
         })),
         ..Default::default()
     };
-    tx.send(v2::TelemetryCommand {
-        status: None,
-        command: Some(v2::telemetry_command::Command::Settings(sub)),
-    })
-    .await
-    .unwrap();
-    let mut telemetry = holder
-        .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("telemetry")
-        .into_inner();
+    let (tx, mut telemetry) = open_telemetry(&mut holder, sub).await;
     assert!(telemetry.message().await.expect("ok").is_some());
     let mut poller = s.client().await;
     let poll =

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferromq_proto::v2::{self, Code};
 use support::*;
-use tokio_stream::wrappers::ReceiverStream;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -323,25 +322,18 @@ async fn producer_stream(
     tokio::sync::mpsc::Sender<v2::TelemetryCommand>,
     tonic::Streaming<v2::TelemetryCommand>,
 ) {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tx.send(v2::TelemetryCommand {
-        status: None,
-        command: Some(v2::telemetry_command::Command::Settings(v2::Settings {
+    let (tx, mut stream) = open_telemetry(
+        c,
+        v2::Settings {
             client_type: Some(v2::ClientType::Producer as i32),
             pub_sub: Some(v2::settings::PubSub::Publishing(v2::Publishing {
                 topics: vec![res(topic).expect("res")],
                 ..Default::default()
             })),
             ..Default::default()
-        })),
-    })
-    .await
-    .expect("send settings");
-    let mut stream = c
-        .telemetry(ReceiverStream::new(rx))
-        .await
-        .expect("telemetry")
-        .into_inner();
+        },
+    )
+    .await;
     let first = stream.message().await.expect("ok").expect("settings reply");
     assert_eq!(code_of(&first.status), Code::Ok);
     (tx, stream)

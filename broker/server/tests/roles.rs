@@ -76,6 +76,7 @@ async fn a_proxy_and_two_broker_groups_run_inside_the_test_process() {
         addr: loopback(),
         http_addr: loopback(),
         broker_expiry: Duration::from_secs(3),
+        controller: None,
     })
     .await
     .expect("nameserver binds");

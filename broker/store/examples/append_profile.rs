@@ -1,6 +1,8 @@
 //! Appends 1 KiB messages from one thread as fast as it can, for profiling the append path:
 //! `cargo run --release -p ferromq-store --example append_profile -- DIR COUNT`
-//! (env `FLUSH=sync` for sync flushing, `PREFAULT_WINDOW=BYTES` to change the prefault window).
+//! (env `FLUSH=sync` for sync flushing, `PREFAULT_WINDOW=BYTES` to change the prefault window,
+//! `WITH_ID=1` to give every message a message id and a key, as brokers do, so the index is
+//! written too).
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -29,14 +31,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::open(cfg)?;
     let mut properties = BTreeMap::new();
     properties.insert("TAGS".to_string(), "bench".to_string());
-    let m = NewMessage {
+    let mut m = NewMessage {
         topic: "bench".into(),
         properties,
         body: vec![7u8; 1024],
         ..Default::default()
     };
+    let with_id = std::env::var("WITH_ID").is_ok_and(|v| v == "1");
     let t = Instant::now();
-    for _ in 0..count {
+    for i in 0..count {
+        if with_id {
+            m.properties
+                .insert(ferromq_store::PROP_MSG_ID.into(), format!("{i:032x}"));
+            m.properties.insert(
+                ferromq_store::PROP_KEYS.into(),
+                format!("order-{}", i % 1000),
+            );
+        }
         store.append(&m)?;
     }
     let secs = t.elapsed().as_secs_f64();

@@ -98,9 +98,39 @@ impl Checkpoint {
         }
     }
 
-    /// Atomically replaces the checkpoint in `dir`.
+    /// Atomically replaces the checkpoint in `dir`. On a disk too full for the new file, the
+    /// existing one is overwritten in place instead (its blocks are already allocated; the
+    /// record fits in one sector, and a torn one fails its CRC and means a full recovery
+    /// scan, never a wrong start), so a clean shutdown still records where recovery starts.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        write_atomically(dir, "checkpoint", &self.encode())
+        match write_atomically(dir, "checkpoint", &self.encode()) {
+            Err(StoreError::DiskFull { detail }) => self
+                .overwrite(dir)
+                .map_err(|_| StoreError::DiskFull { detail }),
+            other => other,
+        }
+    }
+
+    fn overwrite(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = dir.join("checkpoint");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+            .len();
+        if len != LEN as u64 {
+            return Err(StoreError::malformed(
+                "checkpoint",
+                "not overwritable in place",
+            ));
+        }
+        f.write_all_at(&self.encode(), 0)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| StoreError::io(format!("overwrite {}", path.display()), e))
     }
 }
 
@@ -109,20 +139,26 @@ impl Checkpoint {
 pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let dst = dir.join(name);
-    let ctx = |what: &str, e| StoreError::io(format!("{what} {}", tmp.display()), e);
-    let mut f = fs::File::create(&tmp).map_err(|e| ctx("create", e))?;
-    f.write_all(data).map_err(|e| {
+    let ctx = |what: &str, e: std::io::Error| {
         if crate::mapped_file::is_disk_full(&e) {
             StoreError::DiskFull {
-                detail: format!("writing {}", tmp.display()),
+                detail: format!("{what} {}", tmp.display()),
             }
         } else {
-            ctx("write", e)
+            StoreError::io(format!("{what} {}", tmp.display()), e)
         }
-    })?;
-    f.sync_all().map_err(|e| ctx("fsync", e))?;
-    drop(f);
-    fs::rename(&tmp, &dst).map_err(|e| ctx("rename", e))?;
+    };
+    let written = (|| {
+        let mut f = fs::File::create(&tmp).map_err(|e| ctx("create", e))?;
+        f.write_all(data).map_err(|e| ctx("write", e))?;
+        f.sync_all().map_err(|e| ctx("fsync", e))?;
+        drop(f);
+        fs::rename(&tmp, &dst).map_err(|e| ctx("rename", e))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
 }
 

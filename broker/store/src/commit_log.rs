@@ -5,6 +5,12 @@
 //! [`crate::record`]) never straddle two segments: a record that does not fit in what is left
 //! is preceded by an end-of-segment filler and goes to the next segment.
 //!
+//! At open the last segment's length is not trusted: a file cut short (a copy, a filesystem
+//! that lost its tail) is extended with zeros and scanned from its start, and the record the
+//! cut went through is dropped like any torn tail, with one log line naming the file and the
+//! bytes dropped. A segment before the last one that is short is refused: records after it
+//! would follow a hole. Trailing segments allocated ahead of need and never written are removed.
+//!
 //! Concurrency: one writer at a time (the store's append lock) writes at `write_pos` and then
 //! publishes the new end with a release store; readers only touch bytes below the published
 //! end, loaded with acquire. Segments are kept in a list of `Arc`s so retention can drop a
@@ -34,7 +40,9 @@ pub struct ScanReport {
     pub end: u64,
     /// Number of valid records scanned.
     pub records: u64,
-    /// Bytes cut from a torn tail.
+    /// Where the scan started (re-dispatch starts there at the latest).
+    pub scanned_from: u64,
+    /// Bytes of the torn record cut from the tail (its bytes that were not zero).
     pub truncated_bytes: u64,
     /// Interior corruption: (offset, reason) of records that failed their checks below the
     /// durable point. They are never served.
@@ -43,11 +51,22 @@ pub struct ScanReport {
     pub quarantined: Vec<PathBuf>,
 }
 
+/// The last segment as found at open when its file was shorter than a segment.
+#[derive(Debug, Clone)]
+struct ShortTail {
+    base: u64,
+    /// The file's length before it was extended.
+    len: u64,
+    path: PathBuf,
+}
+
 /// The commit log's segments and positions.
 #[derive(Debug)]
 pub struct CommitLog {
     dir: PathBuf,
     segment_size: u64,
+    /// Set at open when the last segment was short (see [`CommitLog::open`]).
+    short_tail: Option<ShortTail>,
     segments: RwLock<Vec<Arc<Segment>>>,
     /// A segment allocated ahead of need, so a roll does not wait for `fallocate`.
     spare: Mutex<Option<Segment>>,
@@ -84,7 +103,19 @@ impl CommitLog {
             }
         }
         bases.sort_unstable();
+        // Segments allocated ahead of need and never written (their first bytes are zero)
+        // hold nothing: remove them, so the segment the log really ends in is the last one.
+        while bases.len() > 1 {
+            let path = dir.join(segment_name(bases[bases.len() - 1]));
+            if !starts_with_zeros(&path)? {
+                break;
+            }
+            std::fs::remove_file(&path)
+                .map_err(|e| StoreError::io(format!("remove unused {}", path.display()), e))?;
+            bases.pop();
+        }
         let mut segments = Vec::with_capacity(bases.len());
+        let mut short_tail = None;
         for (i, base) in bases.iter().enumerate() {
             if base % segment_size != 0 {
                 return Err(StoreError::Config {
@@ -99,13 +130,39 @@ impl CommitLog {
                     "gap between commit log segments"
                 );
             }
-            let file = MappedFile::open(&dir.join(segment_name(*base)), segment_size)?;
+            let path = dir.join(segment_name(*base));
+            let file = if i + 1 == bases.len() {
+                // The last segment's length is not trusted: a file cut short (a copy, a
+                // filesystem that lost its tail) is extended with zeros, and recovery cuts the
+                // record the cut went through like any torn tail.
+                let (file, was) = MappedFile::open_extending(&path, segment_size)?;
+                if let Some(len) = was {
+                    short_tail = Some(ShortTail {
+                        base: *base,
+                        len,
+                        path: path.clone(),
+                    });
+                }
+                file
+            } else {
+                MappedFile::open(&path, segment_size).map_err(|e| match e {
+                    StoreError::Malformed { reason, .. } => StoreError::malformed(
+                        "commit log segment",
+                        format!(
+                            "{reason}; a segment before the last one was cut short, so \
+                             acknowledged records may be missing: restore it or move it aside"
+                        ),
+                    ),
+                    other => other,
+                })?
+            };
             segments.push(Arc::new(Segment { base: *base, file }));
         }
         let min = segments.first().map(|s| s.base).unwrap_or(0);
         Ok(CommitLog {
             dir: dir.to_path_buf(),
             segment_size,
+            short_tail,
             segments: RwLock::new(segments),
             spare: Mutex::new(None),
             write_pos: AtomicU64::new(min),
@@ -168,6 +225,12 @@ impl CommitLog {
             report.end = 0;
             return Ok(report);
         };
+        // A short last segment lost what followed its end, whatever the checkpoint says: scan
+        // it from its start, so the cut is found wherever it is.
+        let from = match &self.short_tail {
+            Some(t) => from.min(t.base),
+            None => from,
+        };
         let mut pos = from.max(first.base);
         if pos >= first.base + self.segment_size * segs.len() as u64 {
             // The checkpoint points past the last segment (files lost?): scan everything.
@@ -195,6 +258,8 @@ impl CommitLog {
         if pos >= first.base + self.segment_size * segs.len() as u64 {
             pos = first.base;
         }
+        report.scanned_from = pos;
+        let mut torn_cut = false;
         let mut idx = ((pos - first.base) / self.segment_size) as usize;
         'segments: while idx < segs.len() {
             let seg = &segs[idx];
@@ -225,7 +290,11 @@ impl CommitLog {
                                 Ok(Slot::Message(_))
                             )
                         });
-                        if offset < durable || next_here.is_some() || later_valid {
+                        let short = self.short_tail.as_ref().filter(|t| t.base == seg.base);
+                        if next_here.is_some()
+                            || later_valid
+                            || (offset < durable && short.is_none())
+                        {
                             warn!(offset, %reason, "corrupt record in the commit log; it will not be served");
                             report.corrupt.push((offset, reason));
                             match next_here {
@@ -242,9 +311,29 @@ impl CommitLog {
                                 }
                             }
                         }
-                        let cut = (seg_size - at) as u64;
-                        warn!(offset, %reason, bytes = cut, "torn tail in the commit log; truncating");
-                        report.truncated_bytes += cut;
+                        let tail = seg.file.slice(at, seg_size - at);
+                        let dropped = tail.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+                        match short {
+                            Some(t) => warn!(
+                                file = %seg.file.path().display(),
+                                offset,
+                                bytes_dropped = dropped,
+                                file_length = t.len,
+                                segment_size = self.segment_size,
+                                below_checkpoint = offset < durable,
+                                %reason,
+                                "commit log segment was cut short: extended with zeros and its torn last record dropped"
+                            ),
+                            None => warn!(
+                                file = %seg.file.path().display(),
+                                offset,
+                                bytes_dropped = dropped,
+                                %reason,
+                                "torn tail in the commit log: record dropped"
+                            ),
+                        }
+                        torn_cut = true;
+                        report.truncated_bytes += dropped as u64;
                         seg.file.slice_mut(at, seg_size - at).fill(0);
                         if let Err(e) = seg.file.flush_range(at, seg_size - at) {
                             return Err(StoreError::io(
@@ -257,6 +346,14 @@ impl CommitLog {
                     Err(e) => return Err(e),
                 }
             }
+        }
+        if let Some(t) = self.short_tail.as_ref().filter(|_| !torn_cut) {
+            warn!(
+                file = %t.path.display(),
+                file_length = t.len,
+                segment_size = self.segment_size,
+                "commit log segment was cut short at a record boundary: extended with zeros, no record dropped"
+            );
         }
         // Segments after the one where the log ends hold nothing we can trust in order:
         // move them aside rather than delete them, so an operator can inspect them.
@@ -399,6 +496,101 @@ impl CommitLog {
         Ok(pos)
     }
 
+    /// Writes `bytes` (whole records copied from another replica's log) at `pos`, the current
+    /// end, creating the segment `pos` starts when it is a segment boundary; `filler_to` (the
+    /// end of `pos`'s segment) closes the segment with a filler after the bytes, as the other
+    /// replica's log did. The bytes never cross a segment boundary. Called only by the single
+    /// writer; the caller publishes the new end.
+    pub fn write_at(&self, pos: u64, bytes: &[u8], filler_to: Option<u64>) -> Result<u64> {
+        let base = pos - pos % self.segment_size;
+        let seg = match self.segment_for(pos) {
+            Some(s) => s,
+            None => {
+                let new = self.take_spare_or_create(base)?;
+                self.segments_mut().push(new.clone());
+                if self.segments().len() == 1 {
+                    self.min_pos.store(base, Ordering::Release);
+                }
+                new
+            }
+        };
+        let at = (pos - seg.base) as usize;
+        let end_of_segment = seg.base + self.segment_size;
+        if pos + bytes.len() as u64 > end_of_segment {
+            return Err(StoreError::malformed(
+                "replicated batch",
+                format!(
+                    "{} bytes at {pos} cross the segment end {end_of_segment}",
+                    bytes.len()
+                ),
+            ));
+        }
+        seg.file.slice_mut(at, bytes.len()).copy_from_slice(bytes);
+        let mut end = pos + bytes.len() as u64;
+        if let Some(to) = filler_to {
+            if to != end_of_segment {
+                return Err(StoreError::malformed(
+                    "replicated batch",
+                    format!("filler to {to} is not the segment end {end_of_segment}"),
+                ));
+            }
+            let left = (to - end) as usize;
+            if left >= record::MIN_FILLER {
+                record::write_filler(seg.file.slice_mut((end - seg.base) as usize, left));
+            }
+            end = to;
+        }
+        Ok(end)
+    }
+
+    /// Cuts the log back to `offset`: zeroes `offset..write_pos` (so no recovery can find a cut
+    /// record again), drops segments wholly past it, and makes the zeroes durable. Called only
+    /// by the single writer.
+    pub fn truncate_to(&self, offset: u64) -> Result<()> {
+        let end = self.write_pos();
+        if offset >= end {
+            return Ok(());
+        }
+        let mut pos = offset;
+        while pos < end {
+            let Some(seg) = self.segment_for(pos) else {
+                break;
+            };
+            let at = (pos - seg.base) as usize;
+            let to = end.min(seg.base + self.segment_size);
+            let n = (to - pos) as usize;
+            seg.file.slice_mut(at, n).fill(0);
+            seg.file
+                .flush_range(at, n)
+                .map_err(|e| StoreError::io("flush a truncated commit log range", e))?;
+            pos = to;
+        }
+        let keep_base = offset - offset % self.segment_size;
+        let dropped: Vec<Arc<Segment>> = {
+            let mut segs = self.segments_mut();
+            let (keep, drop): (Vec<_>, Vec<_>) = segs
+                .drain(..)
+                .partition(|s| s.base <= keep_base || s.base < offset);
+            *segs = keep;
+            drop
+        };
+        for s in dropped {
+            std::fs::remove_file(s.file.path()).map_err(|e| {
+                StoreError::io(
+                    format!("delete truncated segment {}", s.file.path().display()),
+                    e,
+                )
+            })?;
+        }
+        crate::checkpoint::sync_dir(&self.dir)?;
+        self.write_pos.store(offset, Ordering::Release);
+        let flushed = self.flushed_pos();
+        if flushed > offset {
+            self.flushed_pos.store(offset, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// Publishes the new end of the log after the writer filled `..end`.
     pub fn publish(&self, end: u64) {
         self.write_pos.store(end, Ordering::Release);
@@ -448,13 +640,15 @@ impl CommitLog {
     }
 
     /// Calls `f` with the raw bytes of every valid record in `from..to` (already published),
-    /// in order. Returns the offset after the last record visited. Stops at the first
-    /// damaged record and returns its error.
+    /// in order, and `damaged` with the offset and error of every record that fails its checks
+    /// (stepped over: never handed to `f`). Returns the offset after the last record visited;
+    /// an error from `f` stops the walk and is returned.
     pub fn for_each_raw(
         &self,
         from: u64,
         to: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+        mut damaged: impl FnMut(u64, &StoreError),
     ) -> Result<u64> {
         let mut pos = from.max(self.min_pos());
         while pos < to {
@@ -472,8 +666,8 @@ impl CommitLog {
                 Ok(Slot::Filler) => pos = seg.base + self.segment_size,
                 Ok(Slot::Empty) => break,
                 Err(e) => {
-                    // Reported by recovery already; step over it so dispatch never stalls.
-                    warn!(offset = pos, error = %e, "skipping a damaged record");
+                    // Step over it so dispatch never stalls.
+                    damaged(pos, &e);
                     match resync(seg.file.slice(0, seg_len), at + 1, seg.base) {
                         Some(next) => pos = seg.base + next as u64,
                         None => pos = seg.base + self.segment_size,
@@ -532,6 +726,24 @@ impl CommitLog {
     pub fn set_min(&self, min: u64) {
         self.min_pos.store(min, Ordering::Release);
     }
+}
+
+/// True when the file at `path` begins with a zero record header (nothing was written in it).
+fn starts_with_zeros(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; record::MIN_FILLER];
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+    let mut got = 0;
+    while got < head.len() {
+        match f.read(&mut head[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::io(format!("read {}", path.display()), e)),
+        }
+    }
+    Ok(head.iter().all(|b| *b == 0))
 }
 
 /// Finds the next position in `seg` at or after `from` where a valid record or filler starts.

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use crate::error::{Result, StoreError};
 
+/// Fewest entries a derived consume queue file holds (20 KiB).
+pub const MIN_CQ_ENTRIES: u64 = 1024;
+/// Fewest entries a derived index file holds (about 25 KiB).
+pub const MIN_INDEX_ENTRIES: u64 = 1024;
+
 /// When an append is acknowledged relative to fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FlushMode {
@@ -43,11 +48,15 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// Largest accepted message body (default 4 MiB).
     pub max_body_size: usize,
-    /// Entries per consume queue file (default 300 000, 6 MB).
+    /// Entries per consume queue file; 0 (the default) derives it from the segment size (see
+    /// [`StoreConfig::resolved`]: 300 000 entries, 6 MB, for 1 GiB segments, less for smaller
+    /// ones). A queue that already has files keeps their size; a new queue on a nearly full
+    /// disk gets smaller files.
     pub cq_entries_per_file: u64,
-    /// Hash slots per index file (default 500 000).
+    /// Hash slots per index file; 0 (the default) derives it from `index_entries`.
     pub index_slots: u32,
-    /// Entries per index file (default 2 000 000).
+    /// Entries per index file; 0 (the default) derives it from the segment size (2 000 000,
+    /// about 50 MB a file, for 1 GiB segments). New index files are smaller on a nearly full disk.
     pub index_entries: u32,
     /// Segments whose last write is older than this are deleted (default 72 h).
     pub retention: Duration,
@@ -63,6 +72,13 @@ pub struct StoreConfig {
     /// How far ahead of the writer a background thread faults pages in (default 64 MiB; 0
     /// turns it off). Moves the kernel's page zeroing off the append path.
     pub prefault_window: u64,
+    /// The metadata log (topics, consumer offsets) is rewritten as a snapshot once it is larger
+    /// than this and than twice its last snapshot (default 4 MiB).
+    pub metadata_compact_bytes: u64,
+    /// The log is one replica of a replicated group: consume queues, the index and dispatch
+    /// listeners only ever see what the group confirmed ([`crate::Store::set_dispatch_limit`]).
+    /// At open nothing beyond what was dispatched before is dispatched until the group says so.
+    pub replicated: bool,
 }
 
 impl StoreConfig {
@@ -73,16 +89,41 @@ impl StoreConfig {
             flush: FlushMode::Async,
             flush_interval: Duration::from_millis(200),
             max_body_size: 4 << 20,
-            cq_entries_per_file: 300_000,
-            index_slots: 500_000,
-            index_entries: 2_000_000,
+            cq_entries_per_file: 0,
+            index_slots: 0,
+            index_entries: 0,
             retention: Duration::from_secs(72 * 3600),
             retention_bytes: None,
             disk_high_water: 0.90,
             clean_interval: Duration::from_secs(10),
             store_host: None,
             prefault_window: 64 << 20,
+            metadata_compact_bytes: 4 << 20,
+            replicated: false,
         }
+    }
+
+    /// The configuration with every derived size filled in. Preallocated files follow the
+    /// segment size, so a store on a small volume with small segments does not preallocate
+    /// files sized for a 1 GiB segment:
+    ///
+    /// - consume queue files: one 20-byte entry per 64 bytes of segment, between
+    ///   [`MIN_CQ_ENTRIES`] and 300 000 entries (6 MB, RocketMQ's size, at 1 GiB segments);
+    /// - index files: one entry per 512 bytes of segment, between [`MIN_INDEX_ENTRIES`] and
+    ///   2 000 000 entries (about 50 MB at 1 GiB segments), with a quarter as many hash slots.
+    pub fn resolved(&self) -> StoreConfig {
+        let mut c = self.clone();
+        if c.cq_entries_per_file == 0 {
+            c.cq_entries_per_file = (c.segment_size / 64 / crate::consume_queue::ENTRY_LEN as u64)
+                .clamp(MIN_CQ_ENTRIES, 300_000);
+        }
+        if c.index_entries == 0 {
+            c.index_entries = (c.segment_size / 512).clamp(MIN_INDEX_ENTRIES, 2_000_000) as u32;
+        }
+        if c.index_slots == 0 {
+            c.index_slots = (c.index_entries / 4).max(64);
+        }
+        c
     }
 
     /// Checks the configuration as a whole, naming the first bad field.
@@ -112,13 +153,16 @@ impl StoreConfig {
                 ),
             );
         }
-        if self.cq_entries_per_file == 0 {
-            return bad("cq_entries_per_file", "must be positive".into());
-        }
-        if self.index_slots == 0 || self.index_entries == 0 {
+        if self.cq_entries_per_file > 1 << 30 {
             return bad(
-                "index_slots",
-                "index slots and entries must be positive".into(),
+                "cq_entries_per_file",
+                format!("{} is above the maximum of 2^30", self.cq_entries_per_file),
+            );
+        }
+        if self.index_entries > 1 << 28 {
+            return bad(
+                "index_entries",
+                format!("{} is above the maximum of 2^28", self.index_entries),
             );
         }
         if !(self.disk_high_water > 0.0 && self.disk_high_water <= 1.0) {
@@ -130,6 +174,47 @@ impl StoreConfig {
         if self.flush_interval.is_zero() {
             return bad("flush_interval", "must be positive".into());
         }
+        if self.metadata_compact_bytes < 4096 {
+            return bad(
+                "metadata_compact_bytes",
+                format!(
+                    "{} bytes is below the minimum of 4 KiB",
+                    self.metadata_compact_bytes
+                ),
+            );
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_sizes_follow_the_segment_size() {
+        let mut c = StoreConfig::new("/x");
+        let big = c.resolved();
+        assert_eq!(big.cq_entries_per_file, 300_000, "RocketMQ's size at 1 GiB");
+        assert_eq!((big.index_entries, big.index_slots), (2_000_000, 500_000));
+        c.segment_size = 8 << 20;
+        let small = c.resolved();
+        assert_eq!(small.cq_entries_per_file, 6553);
+        assert_eq!((small.index_entries, small.index_slots), (16384, 4096));
+        c.segment_size = 128 << 10;
+        c.max_body_size = 1024;
+        let tiny = c.resolved();
+        assert_eq!(tiny.cq_entries_per_file, MIN_CQ_ENTRIES);
+        assert_eq!(tiny.index_entries as u64, MIN_INDEX_ENTRIES);
+        // Explicit sizes win.
+        c.cq_entries_per_file = 10;
+        c.index_entries = 20;
+        c.index_slots = 3;
+        let r = c.resolved();
+        assert_eq!(
+            (r.cq_entries_per_file, r.index_entries, r.index_slots),
+            (10, 20, 3)
+        );
+        c.validate().unwrap();
     }
 }

@@ -1,7 +1,11 @@
 //! Consume queues: for each (topic, queue), the positions of its messages in the commit log.
 //!
 //! On disk: `consumequeue/<topic>/<queue id>/<20-digit first queue offset>`, each file holding
-//! `entries_per_file` fixed-size entries. Entry `n` of a queue lives at byte
+//! `entries_per_file` fixed-size entries. All files of a queue have one size, read back from the
+//! files at open (so queues written with other settings open unchanged); a new queue's size
+//! comes from the configuration, capped on a nearly full disk. The writer creates the file an
+//! entry will go to before it acknowledges the record ([`ConsumeQueue::ensure`]), so the
+//! dispatcher only writes into files that exist. Entry `n` of a queue lives at byte
 //! `(n % entries_per_file) * 20` of file `n / entries_per_file`, so an entry's place follows
 //! from its queue offset alone and dispatching the same record twice writes the same bytes
 //! (recovery relies on that).
@@ -108,12 +112,13 @@ pub struct ConsumeQueue {
 }
 
 impl ConsumeQueue {
-    /// Opens (or creates) the queue stored in `dir`.
+    /// Opens (or creates) the queue stored in `dir`. A queue that has files keeps their size
+    /// (a store written with other settings opens unchanged); a new queue gets
+    /// `entries_per_file` entries a file.
     pub fn open(dir: &Path, entries_per_file: u64) -> Result<ConsumeQueue> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
-        let mut files = BTreeMap::new();
-        let file_len = entries_per_file * ENTRY_LEN as u64;
+        let mut found = Vec::new();
         for entry in std::fs::read_dir(dir)
             .map_err(|e| StoreError::io(format!("list {}", dir.display()), e))?
         {
@@ -122,13 +127,48 @@ impl ConsumeQueue {
             let Ok(first) = name.parse::<u64>() else {
                 continue;
             };
-            if name.len() != 20 || first % entries_per_file != 0 {
+            if name.len() != 20 {
                 continue;
             }
-            if MappedFile::remove_if_unallocated(&entry.path(), file_len)? {
+            let len = entry
+                .metadata()
+                .map_err(|e| StoreError::io(format!("stat {}", entry.path().display()), e))?
+                .len();
+            found.push((first, entry.path(), len));
+        }
+        // Every file of a queue has the size of its largest file (a smaller one is a file a
+        // crash left unallocated, removed below).
+        let largest = found.iter().map(|(_, _, len)| *len).max().unwrap_or(0);
+        let entries_per_file = if largest >= ENTRY_LEN as u64 {
+            if largest % ENTRY_LEN as u64 != 0 {
+                return Err(StoreError::malformed(
+                    "consume queue",
+                    format!(
+                        "{} holds a file of {largest} bytes, not a whole number of entries",
+                        dir.display()
+                    ),
+                ));
+            }
+            largest / ENTRY_LEN as u64
+        } else {
+            entries_per_file
+        };
+        let file_len = entries_per_file * ENTRY_LEN as u64;
+        let mut files = BTreeMap::new();
+        for (first, path, _) in found {
+            if MappedFile::remove_if_unallocated(&path, file_len)? {
                 continue;
             }
-            let f = MappedFile::open(&entry.path(), file_len)?;
+            if first % entries_per_file != 0 {
+                return Err(StoreError::malformed(
+                    "consume queue",
+                    format!(
+                        "{} does not start at a multiple of {entries_per_file} entries",
+                        path.display()
+                    ),
+                ));
+            }
+            let f = MappedFile::open(&path, file_len)?;
             files.insert(first / entries_per_file, Arc::new(f));
         }
         let min = files
@@ -145,6 +185,24 @@ impl ConsumeQueue {
             dirty: AtomicBool::new(false),
         };
         Ok(q)
+    }
+
+    /// Entries per file of this queue.
+    pub fn entries_per_file(&self) -> u64 {
+        self.entries_per_file
+    }
+
+    /// The directory holding the queue's files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes sure the file that will hold entry `offset` exists (allocated on disk), and
+    /// returns the first offset past that file. The writer calls it before acknowledging a
+    /// record, so the dispatcher never has to allocate: a full disk refuses the append instead.
+    pub fn ensure(&self, offset: u64) -> Result<u64> {
+        self.file_for(offset, true)?;
+        Ok((offset / self.entries_per_file + 1) * self.entries_per_file)
     }
 
     fn files(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<MappedFile>>> {
@@ -226,28 +284,20 @@ impl ConsumeQueue {
     /// Recovery: finds the last entry that points inside the commit log (`< log_end`), zeroes
     /// everything after it, and sets the queue's end there.
     pub fn recover(&self, log_end: u64) -> Result<()> {
-        // Entries are written in queue order, so only the last two files can hold entries past
-        // the end of a recovered log (a torn tail is far shorter than a file of entries).
-        let mut files: Vec<(u64, Arc<MappedFile>)> = self
-            .files()
-            .iter()
-            .rev()
-            .take(2)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        files.reverse();
-        if let Some((idx, _)) = files.first() {
-            self.max_offset
-                .store(idx * self.entries_per_file, Ordering::Release);
-        }
-        let mut max = self.max_offset().max(self.min_offset());
-        for (idx, f) in &files {
+        // Entries are written in queue order with growing commit log offsets, so the files are
+        // checked from the newest back to the first one whose first entry is inside the log
+        // (usually the last one or two; more when a cut-short segment lost many records).
+        let all: Vec<(u64, Arc<MappedFile>)> =
+            self.files().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let inside = |e: &Entry| e.phys_offset + e.size as u64 <= log_end;
+        let mut max = self.min_offset();
+        for (idx, f) in all.iter().rev() {
+            let first = idx * self.entries_per_file;
+            let mut last_valid = None;
             for slot in 0..self.entries_per_file {
                 let at = slot as usize * ENTRY_LEN;
                 match Entry::decode(f.slice(at, ENTRY_LEN)) {
-                    Ok(Some(e)) if e.phys_offset + e.size as u64 <= log_end => {
-                        max = idx * self.entries_per_file + slot + 1;
-                    }
+                    Ok(Some(e)) if inside(&e) => last_valid = Some(slot),
                     Ok(None) => {}
                     Ok(Some(_)) | Err(_) => {
                         // Points past the log (the record was cut) or is garbage: forget it.
@@ -255,20 +305,19 @@ impl ConsumeQueue {
                     }
                 }
             }
-        }
-        // Zero entries beyond the new end, which recovery will write again if they are real.
-        for (idx, f) in &files {
-            let first = idx * self.entries_per_file;
-            let from = max.saturating_sub(first).min(self.entries_per_file);
-            for slot in from..self.entries_per_file {
-                let at = slot as usize * ENTRY_LEN;
-                if f.slice(at, ENTRY_LEN).iter().any(|b| *b != 0) {
-                    f.write_at(at, &[0u8; ENTRY_LEN]);
-                }
+            if let Some(slot) = last_valid {
+                max = max.max(first + slot + 1);
+                // Entries after the last valid one were zeroed above; older files are whole.
+                break;
             }
         }
         self.max_offset.store(max, Ordering::Release);
         Ok(())
+    }
+
+    /// The commit log offset of the oldest entry still kept, if any.
+    pub fn first_phys(&self) -> Result<Option<u64>> {
+        Ok(self.get(self.min_offset())?.map(|e| e.phys_offset))
     }
 
     /// Retention: drops files all of whose entries point below `log_min`, and moves the queue's
@@ -350,6 +399,18 @@ mod tests {
         q.recover(1000).unwrap(); // entries 5.. point past a shorter log
         assert_eq!(q.max_offset(), 5);
         assert_eq!(q.get(5).unwrap(), None);
+        // A log cut far back: every file after the cut is emptied, not only the last two.
+        q.recover(250).unwrap();
+        assert_eq!(q.max_offset(), 1);
+        assert_eq!(q.get(0).unwrap().map(|e| e.phys_offset), Some(0));
+        assert_eq!(q.get(1).unwrap(), None);
+        drop(q);
+        // Reopened with another default size, the queue keeps the size of its files.
+        let q = ConsumeQueue::open(dir.path(), 1000).unwrap();
+        assert_eq!(q.entries_per_file(), 4);
+        q.recover(250).unwrap();
+        assert_eq!(q.max_offset(), 1);
+        assert_eq!(q.ensure(5).unwrap(), 8);
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! `flush_interval` (200 ms by default). A record that fails its CRC32C is never returned as
 //! a message: recovery cuts a torn tail, and damage inside the log is reported with its
 //! offset and skipped. A failed flush stops the store from acknowledging anything more until
-//! it is reopened (it never retries and pretends). A disk above its high-water mark refuses
-//! appends with [`StoreError::DiskFull`] and accepts them again once space is back.
+//! it is reopened (it never retries and pretends). A disk above its high-water mark, or too
+//! full for a file an append needs, refuses appends with [`StoreError::DiskFull`] before
+//! anything is written, and accepts them again once space is back. Every file the dispatcher
+//! will write for a record is allocated before the record is acknowledged, so an acknowledged
+//! append is always readable through its consume queue once dispatched.
 //!
 //! ## On disk
 //! ```text
@@ -20,29 +23,35 @@
 //!   commitlog/<base>     segments of the commit log (see `commit_log`, `record`)
 //!   consumequeue/<topic>/<queue>/<first offset>   consume queues (see `consume_queue`)
 //!   index/<seq>          key and message-id index files (see `index`)
-//!   config/topics.json   topic metadata; config/offsets.json: consumer offsets
+//!   config/metadata.log  topics, deleted-topic fences and consumer offsets (see
+//!                        `metadata_log`; migrated from topics.json and offsets.json)
 //! ```
 
 pub mod checkpoint;
 pub mod commit_log;
 pub mod config;
 pub mod consume_queue;
+pub mod disk;
+pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod mapped_file;
 pub mod marks;
 pub mod metadata;
+pub mod metadata_log;
 pub mod record;
 mod store;
 
 pub use config::{FlushMode, StoreConfig};
 pub use error::{Result, StoreError};
 pub use metadata::{
-    validate_name, MessageType, OffsetKey, OffsetStore, Permission, TopicConfig, TopicStore,
+    validate_name, MessageType, MetadataStats, OffsetKey, OffsetStore, Permission, TopicConfig,
+    TopicStore,
 };
-pub use record::{NewMessage, StoredMessage, TxKind};
+pub use record::{NewMessage, StoredMessage};
 pub use store::{
-    AppendResult, DispatchEvent, DispatchListener, ReadResult, Store, StoreStats, TagFilter,
+    AppendListener, AppendResult, DispatchEvent, DispatchListener, RawBatch, ReadResult, Store,
+    StoreStats, TagFilter,
 };
 
 /// Property holding a message's tag (one per message).

@@ -34,8 +34,34 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
+/// Allocates `0..len` of `file` on disk (zero-filling what lies beyond its end), so that later
+/// writes through a mapping cannot fail for lack of space.
+fn allocate(file: &File, path: &Path, len: u64) -> Result<()> {
+    let full = || StoreError::DiskFull {
+        detail: format!("cannot allocate {len} bytes for {}", path.display()),
+    };
+    if !crate::disk::draw_budget(path, len) {
+        return Err(full());
+    }
+    // SAFETY: plain syscall on a file descriptor we own.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::from_raw_os_error(rc);
+    if is_disk_full(&err) {
+        return Err(full());
+    }
+    if rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
+        return Err(StoreError::io(format!("allocate {}", path.display()), err));
+    }
+    file.set_len(len)
+        .map_err(|e| StoreError::io(format!("size {}", path.display()), e))
+}
+
 impl MappedFile {
     /// Creates (or reuses) `path` with exactly `len` bytes allocated on disk and maps it.
+    /// A full disk is [`StoreError::DiskFull`], and leaves no file behind.
     pub fn create(path: &Path, len: u64) -> Result<MappedFile> {
         let file = OpenOptions::new()
             .read(true)
@@ -44,25 +70,34 @@ impl MappedFile {
             .truncate(false)
             .open(path)
             .map_err(|e| StoreError::io(format!("create {}", path.display()), e))?;
-        // SAFETY: plain syscall on a file descriptor we own.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
-        if rc != 0 {
-            let err = std::io::Error::from_raw_os_error(rc);
-            if is_disk_full(&err) {
+        if let Err(e) = allocate(&file, path, len) {
+            if matches!(e, StoreError::DiskFull { .. }) {
                 // Do not leave a half-allocated file behind for recovery to trip over.
                 drop(file);
                 let _ = std::fs::remove_file(path);
-                return Err(StoreError::DiskFull {
-                    detail: format!("cannot allocate {len} bytes for {}", path.display()),
-                });
             }
-            if rc != libc::EOPNOTSUPP && rc != libc::EINVAL {
-                return Err(StoreError::io(format!("allocate {}", path.display()), err));
-            }
-            file.set_len(len)
-                .map_err(|e| StoreError::io(format!("size {}", path.display()), e))?;
+            return Err(e);
         }
         Self::map(path.to_path_buf(), file, len)
+    }
+
+    /// Maps an existing file that may be shorter than `len` (a file cut by a crash or by hand:
+    /// its length is not trusted), first extending it with zeros to `len`. Returns the map and,
+    /// when it was short, its length before.
+    pub fn open_extending(path: &Path, len: u64) -> Result<(MappedFile, Option<u64>)> {
+        let actual = std::fs::metadata(path)
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+            .len();
+        if actual >= len {
+            return Ok((Self::open(path, len)?, None));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StoreError::io(format!("open {}", path.display()), e))?;
+        allocate(&file, path, len)?;
+        Ok((Self::map(path.to_path_buf(), file, len)?, Some(actual)))
     }
 
     /// Removes `path` if a crash left it shorter than `len` and holding only zeros: the process
@@ -98,10 +133,10 @@ impl MappedFile {
             .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
             .len();
         if actual != len {
-            return Err(StoreError::Corrupt {
-                offset: 0,
-                reason: format!("{} is {actual} bytes, expected {len}", path.display()),
-            });
+            return Err(StoreError::malformed(
+                "file length",
+                format!("{} is {actual} bytes, expected {len}", path.display()),
+            ));
         }
         Self::map(path.to_path_buf(), file, len)
     }
@@ -133,6 +168,10 @@ impl MappedFile {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Copies `data` into the file at `pos`.

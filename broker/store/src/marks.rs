@@ -32,7 +32,8 @@ pub enum Mark {
 }
 
 impl Mark {
-    fn from_byte(b: u8) -> Mark {
+    /// The mark a stored byte stands for (unknown bytes read as pending).
+    pub fn from_byte(b: u8) -> Mark {
         match b {
             1 => Mark::Released,
             2 => Mark::Discarded,
@@ -40,7 +41,8 @@ impl Mark {
         }
     }
 
-    fn to_byte(self) -> u8 {
+    /// The byte a mark is stored as.
+    pub fn to_byte(self) -> u8 {
         match self {
             Mark::Pending => 0,
             Mark::Released => 1,

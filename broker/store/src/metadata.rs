@@ -1,18 +1,35 @@
 //! Small metadata kept beside the log: topics and consumer offsets.
 //!
-//! Both are JSON files (`config/topics.json`, `config/offsets.json`) replaced atomically
-//! (temp file, fsync, rename, directory fsync), so a crash leaves the old or the new version,
-//! never a mix. A file that does not parse stops the store at open with its path: we do not
-//! guess at metadata.
+//! Both live in one append-only metadata log (`config/metadata.log`, see
+//! [`crate::metadata_log`] for the layout, recovery and compaction): a topic create or an
+//! offset commit appends one small checksummed frame and fsyncs it, so its cost does not grow
+//! with the number of topics or groups. A log that is damaged anywhere but its tail stops the
+//! store at open with its path: we do not guess at metadata.
+//!
+//! ## Deleting a topic
+//! Deleting a topic fences it rather than erasing its records from the shared commit log
+//! (they age out with retention like any other). The fence is the commit log's end at the
+//! moment of the delete, taken with appends stopped: records of that topic name below it
+//! belong to the deleted incarnation and are never served again. One metadata frame records
+//! the delete with its fence and drops every consumer offset on the topic, so a crash never
+//! separates the two. The store then removes the topic's consume queues; one left behind by
+//! a crash is recognised at the next open (its entries point below the fence) and removed,
+//! and re-dispatch after a crash skips fenced records. A topic created again under the name
+//! gets a fresh fence (nothing appended to the name while it did not exist is served either)
+//! and starts with empty queues at offset 0: new groups do not see the old messages and old
+//! groups do not continue from their old offsets. [`TopicStore::incarnation`] gives the fence.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
 
-use crate::checkpoint::write_atomically;
+use crate::disk::LogLimiter;
 use crate::error::{Result, StoreError};
+use crate::metadata_log::{LogFile, Op};
 
 /// RocketMQ 5 message types a topic accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -111,39 +128,336 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The topics this store knows.
+/// Key of a consumer offset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OffsetKey {
+    pub group: String,
+    pub topic: String,
+    pub queue_id: u32,
+}
+
+/// Called by [`TopicStore`] to delete or re-create a topic while the commit log stands still:
+/// `persist` receives the fence (the commit log's end), writes the metadata change and says
+/// whether it fenced the topic; only then does the implementation (the store) drop the
+/// topic's consume queues. See the module docs.
+pub(crate) trait Fencer: Send + Sync {
+    /// `at` is the fence another replica of the log chose (the same offset is the same place in
+    /// every replica); `None` lets the store choose its log's end.
+    fn fence(
+        &self,
+        topic: &str,
+        at: Option<u64>,
+        persist: &mut dyn FnMut(u64) -> Result<bool>,
+    ) -> Result<()>;
+}
+
+/// The metadata as it is now: what replaying the log gives, plus offset changes not yet
+/// written.
+#[derive(Debug, Default)]
+struct State {
+    topics: BTreeMap<String, TopicConfig>,
+    fences: BTreeMap<String, u64>,
+    offsets: BTreeMap<OffsetKey, u64>,
+    /// Offsets set since the last persist (every one of them after every pending removal
+    /// that matches it, so removals are written first).
+    pending_sets: BTreeMap<OffsetKey, u64>,
+    pending_removals: Vec<(String, Option<String>)>,
+}
+
+impl State {
+    fn drop_topic_offsets(&mut self, name: &str) {
+        self.offsets.retain(|k, _| k.topic != name);
+        self.pending_sets.retain(|k, _| k.topic != name);
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::TopicPut(t) => {
+                self.topics.insert(t.name.clone(), t.clone());
+            }
+            Op::TopicDelete { name, fence } => {
+                self.topics.remove(name);
+                self.fences.insert(name.clone(), *fence);
+                self.drop_topic_offsets(name);
+            }
+            Op::TopicFence { name, fence } => {
+                self.fences.insert(name.clone(), *fence);
+                self.drop_topic_offsets(name);
+            }
+            Op::OffsetSet { key, offset } => {
+                self.offsets.insert(key.clone(), *offset);
+            }
+            Op::OffsetRemove { group, topic } => {
+                let gone = |k: &OffsetKey| {
+                    k.group == *group && topic.as_ref().is_none_or(|t| k.topic == *t)
+                };
+                self.offsets.retain(|k, _| !gone(k));
+            }
+        }
+    }
+
+    /// The whole state as operations, in an order that replays to it.
+    fn snapshot(&self) -> Vec<Op> {
+        let fences = self.fences.iter().map(|(name, fence)| Op::TopicFence {
+            name: name.clone(),
+            fence: *fence,
+        });
+        let topics = self.topics.values().cloned().map(Op::TopicPut);
+        let offsets = self.offsets.iter().map(|(key, offset)| Op::OffsetSet {
+            key: key.clone(),
+            offset: *offset,
+        });
+        fences.chain(topics).chain(offsets).collect()
+    }
+}
+
 #[derive(Debug)]
-pub struct TopicStore {
+struct Writer {
+    log: LogFile,
+    /// After a failed compaction, the next try waits until the log reaches this length.
+    retry_compaction_at: u64,
+}
+
+/// Counters of the metadata log, for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetadataStats {
+    /// Bytes appended to the log since open (compactions not included).
+    pub bytes_appended: u64,
+    /// Frames appended since open.
+    pub frames_appended: u64,
+    /// Snapshots written since open (including a migration).
+    pub compactions: u64,
+    /// Bytes of the log now.
+    pub log_bytes: u64,
+}
+
+/// Topics and offsets over one metadata log. Lock order: `writer`, then `state`; `state` is
+/// never held across I/O, so lookups never wait for a disk.
+#[derive(Debug)]
+struct Meta {
     dir: PathBuf,
-    topics: Mutex<BTreeMap<String, TopicConfig>>,
+    compact_bytes: u64,
+    writer: Mutex<Writer>,
+    state: Mutex<State>,
+    bytes_appended: AtomicU64,
+    frames_appended: AtomicU64,
+    compactions: AtomicU64,
+    log_bytes: AtomicU64,
+    compaction_log: LogLimiter,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn load_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt {
-            offset: 0,
-            reason: format!("{} does not parse: {e}", path.display()),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            StoreError::malformed(
+                "metadata",
+                format!("{} does not parse: {e}", path.display()),
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(StoreError::io(format!("read {}", path.display()), e)),
     }
 }
 
-impl TopicStore {
-    pub fn open(dir: &Path) -> Result<TopicStore> {
-        let topics: BTreeMap<String, TopicConfig> = load_json(&dir.join("topics.json"))?;
-        Ok(TopicStore {
+/// The offsets file written before the metadata log.
+#[derive(Deserialize, Default)]
+struct OffsetFile {
+    offsets: Vec<(OffsetKey, u64)>,
+}
+
+const TOPICS_JSON: &str = "topics.json";
+const OFFSETS_JSON: &str = "offsets.json";
+
+impl Meta {
+    fn open(dir: &Path, compact_bytes: u64) -> Result<Meta> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
+        let mut state = State::default();
+        let mut compactions = 0;
+        let log = match LogFile::open(dir)? {
+            Some((log, frames)) => {
+                for op in frames.iter().flatten() {
+                    state.apply(op);
+                }
+                log
+            }
+            None => {
+                // First open, or a directory written before the log: migrate the JSON files.
+                let topics: BTreeMap<String, TopicConfig> = load_json(&dir.join(TOPICS_JSON))?;
+                let offsets: OffsetFile = load_json(&dir.join(OFFSETS_JSON))?;
+                state.topics = topics;
+                state.offsets = offsets.offsets.into_iter().collect();
+                let log = LogFile::create(dir, &state.snapshot())?;
+                compactions = 1;
+                if !state.topics.is_empty() || !state.offsets.is_empty() {
+                    info!(
+                        topics = state.topics.len(),
+                        offsets = state.offsets.len(),
+                        "metadata migrated from JSON files to the metadata log"
+                    );
+                }
+                log
+            }
+        };
+        // JSON files next to a log were migrated (perhaps by a run that crashed before this
+        // step): keep them for inspection under a name nothing reads.
+        for name in [TOPICS_JSON, OFFSETS_JSON] {
+            let p = dir.join(name);
+            if p.exists() {
+                let to = dir.join(format!("{name}.migrated"));
+                std::fs::rename(&p, &to)
+                    .map_err(|e| StoreError::io(format!("rename {}", p.display()), e))?;
+            }
+        }
+        let log_bytes = log.len();
+        Ok(Meta {
             dir: dir.to_path_buf(),
-            topics: Mutex::new(topics),
+            compact_bytes,
+            writer: Mutex::new(Writer {
+                log,
+                retry_compaction_at: 0,
+            }),
+            state: Mutex::new(state),
+            bytes_appended: AtomicU64::new(0),
+            frames_appended: AtomicU64::new(0),
+            compactions: AtomicU64::new(compactions),
+            log_bytes: AtomicU64::new(log_bytes),
+            compaction_log: LogLimiter::default(),
         })
     }
 
-    fn persist(&self, topics: &BTreeMap<String, TopicConfig>) -> Result<()> {
-        let json = serde_json::to_vec_pretty(topics)
-            .map_err(|e| StoreError::malformed("topics", e.to_string()))?;
-        write_atomically(&self.dir, "topics.json", &json)
+    /// Appends `ops` as one frame, then (`apply`) applies them, then compacts if it is time.
+    fn write(&self, w: &mut Writer, ops: &[Op], apply: bool) -> Result<()> {
+        let n = w.log.append(ops)?;
+        self.bytes_appended.fetch_add(n, Ordering::Relaxed);
+        self.frames_appended.fetch_add(1, Ordering::Relaxed);
+        if apply {
+            let mut st = lock(&self.state);
+            for op in ops {
+                st.apply(op);
+            }
+        }
+        self.maybe_compact(w);
+        self.log_bytes.store(w.log.len(), Ordering::Relaxed);
+        Ok(())
     }
 
+    /// Rewrites the log as a snapshot once it has grown enough. Pending offset changes stay
+    /// pending: the snapshot holds their values already, and writing them again after it is
+    /// harmless (removals before sets, see [`State`]).
+    fn maybe_compact(&self, w: &mut Writer) {
+        if !w.log.wants_compaction(self.compact_bytes) || w.log.len() < w.retry_compaction_at {
+            return;
+        }
+        let ops = lock(&self.state).snapshot();
+        match w.log.rewrite(&ops) {
+            Ok(()) => {
+                self.compactions.fetch_add(1, Ordering::Relaxed);
+                w.retry_compaction_at = 0;
+            }
+            Err(e) => {
+                w.retry_compaction_at = w.log.len() + self.compact_bytes / 4;
+                if let Some(suppressed) = self.compaction_log.check() {
+                    warn!(dir = %self.dir.display(), error = %e, suppressed, "metadata log not compacted; appending to it meanwhile");
+                }
+            }
+        }
+    }
+
+    /// A topic change: `build` checks the current state and returns the operations to write
+    /// (and the caller's answer); they are applied only once written.
+    fn change<T>(&self, build: impl FnOnce(&State) -> Result<(Vec<Op>, T)>) -> Result<T> {
+        let mut w = lock(&self.writer);
+        let (ops, out) = build(&lock(&self.state))?;
+        self.write(&mut w, &ops, true)?;
+        Ok(out)
+    }
+
+    /// Writes pending offset changes, if any.
+    fn persist_offsets(&self) -> Result<()> {
+        {
+            let st = lock(&self.state);
+            if st.pending_sets.is_empty() && st.pending_removals.is_empty() {
+                return Ok(());
+            }
+        }
+        let mut w = lock(&self.writer);
+        let (removals, sets) = {
+            let mut st = lock(&self.state);
+            (
+                std::mem::take(&mut st.pending_removals),
+                std::mem::take(&mut st.pending_sets),
+            )
+        };
+        let ops: Vec<Op> = removals
+            .iter()
+            .map(|(group, topic)| Op::OffsetRemove {
+                group: group.clone(),
+                topic: topic.clone(),
+            })
+            .chain(sets.iter().map(|(key, offset)| Op::OffsetSet {
+                key: key.clone(),
+                offset: *offset,
+            }))
+            .collect();
+        if let Err(e) = self.write(&mut w, &ops, false) {
+            // Put them back: removals before later ones; a set only if its key still has a
+            // value no later change wrote (the map is the truth).
+            let mut st = lock(&self.state);
+            let later = std::mem::replace(&mut st.pending_removals, removals);
+            st.pending_removals.extend(later);
+            for key in sets.into_keys() {
+                if let Some(v) = st.offsets.get(&key).copied() {
+                    st.pending_sets.entry(key).or_insert(v);
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> MetadataStats {
+        MetadataStats {
+            bytes_appended: self.bytes_appended.load(Ordering::Relaxed),
+            frames_appended: self.frames_appended.load(Ordering::Relaxed),
+            compactions: self.compactions.load(Ordering::Relaxed),
+            log_bytes: self.log_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Opens the metadata in `dir` (migrating JSON files written before the metadata log) and
+/// returns its two views. `compact_bytes`: see [`crate::StoreConfig::metadata_compact_bytes`].
+pub fn open(dir: &Path, compact_bytes: u64) -> Result<(TopicStore, OffsetStore)> {
+    let meta = Arc::new(Meta::open(dir, compact_bytes)?);
+    Ok((
+        TopicStore {
+            meta: meta.clone(),
+            fencer: OnceLock::new(),
+        },
+        OffsetStore { meta },
+    ))
+}
+
+/// The topics this store knows.
+pub struct TopicStore {
+    meta: Arc<Meta>,
+    fencer: OnceLock<Weak<dyn Fencer>>,
+}
+
+impl std::fmt::Debug for TopicStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicStore")
+            .field("dir", &self.meta.dir)
+            .finish()
+    }
+}
+
+impl TopicStore {
     fn validate(t: &TopicConfig) -> Result<()> {
         validate_name("topic", &t.name)?;
         if t.queues == 0 || t.queues > MAX_QUEUES {
@@ -155,144 +469,204 @@ impl TopicStore {
         Ok(())
     }
 
-    /// Applies `change` to a copy of the topics, persists the copy and only then makes it
-    /// current, so a failed write changes nothing.
-    fn change<T>(
-        &self,
-        change: impl FnOnce(&mut BTreeMap<String, TopicConfig>) -> Result<T>,
-    ) -> Result<T> {
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = topics.clone();
-        let out = change(&mut next)?;
-        self.persist(&next)?;
-        *topics = next;
-        Ok(out)
+    pub(crate) fn set_fencer(&self, f: Weak<dyn Fencer>) {
+        let _ = self.fencer.set(f);
     }
 
-    /// Creates a topic; refuses an existing name. Durable when it returns.
+    fn fencer(&self) -> Option<Arc<dyn Fencer>> {
+        self.fencer.get().and_then(Weak::upgrade)
+    }
+
+    /// Runs `change` (which writes the metadata) with the fence the store chose, or with the
+    /// topic's current fence when no store is attached.
+    fn fenced<T>(
+        &self,
+        name: &str,
+        at: Option<u64>,
+        change: impl FnOnce(u64) -> Result<(T, bool)>,
+    ) -> Result<T> {
+        let mut change = Some(change);
+        let mut out = None;
+        let mut persist = |fence: u64| {
+            let c = change
+                .take()
+                .ok_or_else(|| StoreError::malformed("fence", "applied twice"))?;
+            let (value, fenced) = c(fence)?;
+            out = Some(value);
+            Ok(fenced)
+        };
+        match self.fencer() {
+            Some(f) => f.fence(name, at, &mut persist)?,
+            None => {
+                persist(at.unwrap_or_else(|| self.incarnation(name)))?;
+            }
+        }
+        out.ok_or_else(|| StoreError::malformed("fence", "not applied"))
+    }
+
+    /// Creates a topic; refuses an existing name. Durable when it returns. A name that was
+    /// deleted before starts a new incarnation: nothing stored under it before is served.
     pub fn create(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        self.change(|m| {
-            if m.contains_key(&t.name) {
-                return Err(StoreError::TopicExists(t.name.clone()));
+        self.put(t, false, None)
+    }
+
+    fn put(&self, t: TopicConfig, replace: bool, at: Option<u64>) -> Result<TopicConfig> {
+        let build = |fence: Option<u64>| {
+            let t = t.clone();
+            move |st: &State| {
+                let exists = st.topics.contains_key(&t.name);
+                if exists && !replace {
+                    return Err(StoreError::TopicExists(t.name.clone()));
+                }
+                let mut ops = Vec::new();
+                // Only a topic that does not exist now starts a new incarnation.
+                let fence = fence.filter(|_| !exists);
+                if let Some(fence) = fence {
+                    ops.push(Op::TopicFence {
+                        name: t.name.clone(),
+                        fence,
+                    });
+                }
+                ops.push(Op::TopicPut(t.clone()));
+                Ok((ops, (t, fence.is_some())))
             }
-            m.insert(t.name.clone(), t.clone());
-            Ok(t)
-        })
+        };
+        let was_deleted = lock(&self.meta.state).fences.contains_key(&t.name);
+        if was_deleted {
+            self.fenced(&t.name.clone(), at, |fence| {
+                self.meta.change(build(Some(fence)))
+            })
+        } else {
+            self.meta.change(build(None)).map(|(t, _)| t)
+        }
     }
 
     /// Creates or replaces a topic. Durable when it returns.
     pub fn upsert(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        self.change(|m| {
-            m.insert(t.name.clone(), t.clone());
-            Ok(t)
-        })
+        self.put(t, true, None)
+    }
+
+    /// [`TopicStore::upsert`] on a replica: a re-created name's incarnation starts at `fence`,
+    /// the offset the leader chose.
+    pub fn upsert_at(&self, t: TopicConfig, fence: u64) -> Result<TopicConfig> {
+        Self::validate(&t)?;
+        self.put(t, true, Some(fence))
     }
 
     /// Updates an existing topic. Durable when it returns.
     pub fn update(&self, t: TopicConfig) -> Result<TopicConfig> {
         Self::validate(&t)?;
-        self.change(|m| {
-            if !m.contains_key(&t.name) {
+        self.meta.change(|st| {
+            if !st.topics.contains_key(&t.name) {
                 return Err(StoreError::UnknownTopic(t.name.clone()));
             }
-            m.insert(t.name.clone(), t.clone());
-            Ok(t)
+            Ok((vec![Op::TopicPut(t.clone())], t))
         })
     }
 
-    /// Deletes a topic's configuration (its messages age out with the log).
+    /// Deletes a topic, its consumer offsets and (through the store) its messages: a topic of
+    /// the same name created later starts empty. Durable when it returns.
     pub fn delete(&self, name: &str) -> Result<TopicConfig> {
-        self.change(|m| {
-            m.remove(name)
-                .ok_or_else(|| StoreError::UnknownTopic(name.to_string()))
+        self.delete_fenced(name, None)
+    }
+
+    /// [`TopicStore::delete`] on a replica, fenced at the offset the leader chose.
+    pub fn delete_at(&self, name: &str, fence: u64) -> Result<TopicConfig> {
+        self.delete_fenced(name, Some(fence))
+    }
+
+    fn delete_fenced(&self, name: &str, at: Option<u64>) -> Result<TopicConfig> {
+        self.fenced(name, at, |fence| {
+            self.meta.change(|st| {
+                let t = st
+                    .topics
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| StoreError::UnknownTopic(name.to_string()))?;
+                let op = Op::TopicDelete {
+                    name: name.to_string(),
+                    fence,
+                };
+                Ok((vec![op], (t, true)))
+            })
+        })
+    }
+
+    /// Records that nothing below commit log offset `fence` belongs to `name` any more, without
+    /// changing the topic (the store lowers fences past the end of a log cut by a crash).
+    pub(crate) fn set_fence(&self, name: &str, fence: u64) -> Result<()> {
+        self.meta.change(|_| {
+            let op = Op::TopicFence {
+                name: name.to_string(),
+                fence,
+            };
+            Ok((vec![op], ()))
         })
     }
 
     pub fn get(&self, name: &str) -> Option<TopicConfig> {
-        self.topics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        lock(&self.meta.state).topics.get(name).cloned()
     }
 
     pub fn list(&self) -> Vec<TopicConfig> {
-        self.topics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.meta.state).topics.values().cloned().collect()
     }
-}
 
-/// Key of a consumer offset.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct OffsetKey {
-    pub group: String,
-    pub topic: String,
-    pub queue_id: u32,
-}
+    /// The incarnation of a topic name: 0 if it was never deleted, otherwise the commit log
+    /// offset where its current incarnation starts (records of the name below it are never
+    /// served).
+    pub fn incarnation(&self, name: &str) -> u64 {
+        lock(&self.meta.state)
+            .fences
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
 
-#[derive(Debug, Default)]
-struct Offsets {
-    map: BTreeMap<OffsetKey, u64>,
-    dirty: bool,
+    /// Every fenced name with its fence.
+    pub fn fences(&self) -> BTreeMap<String, u64> {
+        lock(&self.meta.state).fences.clone()
+    }
+
+    /// Counters of the metadata log (shared with the offsets).
+    pub fn metadata_stats(&self) -> MetadataStats {
+        self.meta.stats()
+    }
 }
 
 /// Consumer offsets: the next queue offset each group will consume.
 #[derive(Debug)]
 pub struct OffsetStore {
-    dir: PathBuf,
-    inner: Mutex<Offsets>,
-    /// Serialises writers of the file so an older snapshot never lands after a newer one.
-    persist_lock: Mutex<()>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct OffsetFile {
-    offsets: Vec<(OffsetKey, u64)>,
+    meta: Arc<Meta>,
 }
 
 impl OffsetStore {
-    pub fn open(dir: &Path) -> Result<OffsetStore> {
-        let f: OffsetFile = load_json(&dir.join("offsets.json"))?;
-        Ok(OffsetStore {
-            dir: dir.to_path_buf(),
-            inner: Mutex::new(Offsets {
-                map: f.offsets.into_iter().collect(),
-                dirty: false,
-            }),
-            persist_lock: Mutex::new(()),
-        })
-    }
-
     /// Sets an offset in memory; the background flusher persists it within a second, and a
     /// clean shutdown always does. Use [`OffsetStore::commit`] when the caller needs it durable.
     pub fn set(&self, group: &str, topic: &str, queue_id: u32, offset: u64) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.meta.state);
         let key = OffsetKey {
             group: group.into(),
             topic: topic.into(),
             queue_id,
         };
-        if g.map.get(&key) != Some(&offset) {
-            g.map.insert(key, offset);
-            g.dirty = true;
+        if st.offsets.get(&key) != Some(&offset) {
+            st.offsets.insert(key.clone(), offset);
+            st.pending_sets.insert(key, offset);
         }
     }
 
-    /// Sets an offset and returns once it is on disk.
+    /// Sets an offset and returns once it is on disk: one small frame in the metadata log.
     pub fn commit(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
         self.set(group, topic, queue_id, offset);
         self.persist()
     }
 
     pub fn get(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.map
+        lock(&self.meta.state)
+            .offsets
             .get(&OffsetKey {
                 group: group.into(),
                 topic: topic.into(),
@@ -303,41 +677,34 @@ impl OffsetStore {
 
     /// All offsets, for admin views.
     pub fn all(&self) -> Vec<(OffsetKey, u64)> {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        lock(&self.meta.state)
+            .offsets
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     /// Removes every offset of a group (or of a group on one topic).
     pub fn remove_group(&self, group: &str, topic: Option<&str>) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let before = g.map.len();
-        g.map
-            .retain(|k, _| !(k.group == group && topic.is_none_or(|t| k.topic == t)));
-        if g.map.len() != before {
-            g.dirty = true;
+        let mut st = lock(&self.meta.state);
+        let gone = |k: &OffsetKey| k.group == group && topic.is_none_or(|t| k.topic == t);
+        let before = st.offsets.len();
+        st.offsets.retain(|k, _| !gone(k));
+        st.pending_sets.retain(|k, _| !gone(k));
+        if st.offsets.len() != before {
+            st.pending_removals
+                .push((group.to_string(), topic.map(str::to_string)));
         }
     }
 
-    /// Writes the offsets if anything changed since the last write.
+    /// Writes the offsets changed since the last write, if any (one frame, O(changes) bytes).
     pub fn persist(&self) -> Result<()> {
-        let _p = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshot = {
-            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if !g.dirty {
-                return Ok(());
-            }
-            g.dirty = false;
-            OffsetFile {
-                offsets: g.map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            }
-        };
-        let json = serde_json::to_vec(&snapshot)
-            .map_err(|e| StoreError::malformed("offsets", e.to_string()))?;
-        if let Err(e) = write_atomically(&self.dir, "offsets.json", &json) {
-            self.inner.lock().unwrap_or_else(|p| p.into_inner()).dirty = true;
-            return Err(e);
-        }
-        Ok(())
+        self.meta.persist_offsets()
+    }
+
+    /// Counters of the metadata log (shared with the topics).
+    pub fn metadata_stats(&self) -> MetadataStats {
+        self.meta.stats()
     }
 }
 
@@ -345,16 +712,20 @@ impl OffsetStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn topics_survive_reopen_and_refuse_bad_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let ts = TopicStore::open(dir.path()).unwrap();
-        let t = TopicConfig {
-            name: "orders".into(),
+    fn topic(name: &str) -> TopicConfig {
+        TopicConfig {
+            name: name.into(),
             queues: 8,
             message_type: MessageType::Fifo,
             permission: Permission::ReadWrite,
-        };
+        }
+    }
+
+    #[test]
+    fn topics_survive_reopen_and_refuse_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        let t = topic("orders");
         ts.create(t.clone()).unwrap();
         assert!(matches!(
             ts.create(t.clone()),
@@ -379,36 +750,144 @@ mod tests {
             })
         ));
         drop(ts);
-        let ts = TopicStore::open(dir.path()).unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
         assert_eq!(ts.get("orders"), Some(t));
         assert_eq!(ts.list().len(), 1);
         ts.delete("orders").unwrap();
-        assert!(TopicStore::open(dir.path())
-            .unwrap()
-            .get("orders")
-            .is_none());
+        assert!(open(dir.path(), 1 << 20).unwrap().0.get("orders").is_none());
     }
 
     #[test]
     fn committed_offsets_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let os = OffsetStore::open(dir.path()).unwrap();
+        let (_, os) = open(dir.path(), 1 << 20).unwrap();
         os.commit("g", "t", 1, 42).unwrap();
         os.set("g", "t", 2, 7);
         os.persist().unwrap();
-        let os = OffsetStore::open(dir.path()).unwrap();
+        let (_, os) = open(dir.path(), 1 << 20).unwrap();
         assert_eq!(os.get("g", "t", 1), Some(42));
         assert_eq!(os.get("g", "t", 2), Some(7));
         assert_eq!(os.get("g", "t", 3), None);
     }
 
     #[test]
+    fn an_offset_commit_writes_one_small_frame_whatever_the_number_of_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, os) = open(dir.path(), 64 << 20).unwrap();
+        for g in 0..2000 {
+            os.set(&format!("group-{g}"), "topic", 0, g);
+        }
+        os.persist().unwrap();
+        let before = os.metadata_stats();
+        os.commit("group-7", "topic", 0, 100).unwrap();
+        let after = os.metadata_stats();
+        assert_eq!(after.frames_appended - before.frames_appended, 1);
+        assert!(after.bytes_appended - before.bytes_appended < 64);
+    }
+
+    #[test]
+    fn deleting_a_topic_drops_its_offsets_and_fences_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ts, os) = open(dir.path(), 1 << 20).unwrap();
+        ts.create(topic("t")).unwrap();
+        os.commit("g", "t", 0, 5).unwrap();
+        os.commit("g", "other", 0, 6).unwrap();
+        os.set("h", "t", 1, 9); // pending, never written
+        ts.delete("t").unwrap();
+        assert_eq!(os.get("g", "t", 0), None);
+        assert_eq!(os.get("h", "t", 1), None);
+        os.persist().unwrap();
+        let (ts, os) = open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(os.all().len(), 1);
+        assert_eq!(os.get("g", "other", 0), Some(6));
+        assert!(ts.fences().contains_key("t"));
+        ts.create(topic("t")).unwrap();
+        assert_eq!(os.get("g", "t", 0), None);
+    }
+
+    #[test]
+    fn removals_and_sets_replay_in_the_order_they_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        os.commit("g", "t", 0, 1).unwrap();
+        os.set("g", "t", 0, 5);
+        os.remove_group("g", None);
+        os.set("g", "t", 1, 7);
+        os.persist().unwrap();
+        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(os.get("g", "t", 0), None);
+        assert_eq!(os.get("g", "t", 1), Some(7));
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_and_bounds_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ts, os) = open(dir.path(), 4096).unwrap();
+        ts.create(topic("t")).unwrap();
+        ts.create(topic("gone")).unwrap();
+        ts.delete("gone").unwrap();
+        for i in 0..2000u64 {
+            os.commit(&format!("g{}", i % 10), "t", (i % 3) as u32, i)
+                .unwrap();
+        }
+        let s = os.metadata_stats();
+        assert!(s.compactions > 1, "{s:?}");
+        assert!(s.log_bytes < 16 << 10, "{s:?}");
+        let all = os.all();
+        drop((ts, os));
+        let (ts, os) = open(dir.path(), 4096).unwrap();
+        assert_eq!(os.all(), all);
+        assert_eq!(ts.list().len(), 1);
+        assert!(ts.incarnation("gone") > 0 || ts.fences().contains_key("gone"));
+    }
+
+    #[test]
+    fn json_files_from_before_the_log_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic("orders");
+        let mut topics = BTreeMap::new();
+        topics.insert(t.name.clone(), t.clone());
+        std::fs::write(
+            dir.path().join(TOPICS_JSON),
+            serde_json::to_vec_pretty(&topics).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(OFFSETS_JSON),
+            br#"{"offsets":[[{"group":"g","topic":"orders","queue_id":2},17]]}"#,
+        )
+        .unwrap();
+        let (ts, os) = open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ts.get("orders"), Some(t));
+        assert_eq!(os.get("g", "orders", 2), Some(17));
+        assert!(!dir.path().join(TOPICS_JSON).exists());
+        assert!(dir.path().join("topics.json.migrated").exists());
+        os.commit("g", "orders", 2, 18).unwrap();
+        drop((ts, os));
+        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(os.get("g", "orders", 2), Some(18));
+    }
+
+    #[test]
     fn damaged_metadata_is_refused_not_guessed() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("topics.json"), b"{ not json").unwrap();
+        std::fs::write(dir.path().join(TOPICS_JSON), b"{ not json").unwrap();
         assert!(matches!(
-            TopicStore::open(dir.path()),
-            Err(StoreError::Corrupt { .. })
+            open(dir.path(), 1 << 20),
+            Err(StoreError::Malformed { .. })
         ));
+        let dir = tempfile::tempdir().unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        ts.create(topic("a")).unwrap();
+        ts.create(topic("b")).unwrap();
+        ts.create(topic("c")).unwrap();
+        drop(ts);
+        let path = dir.path().join(crate::metadata_log::FILE_NAME);
+        let mut b = std::fs::read(&path).unwrap();
+        let first = crate::metadata_log::decode_frame(&b).unwrap().1;
+        b[first + 14] ^= 1; // inside the second frame, with a third after it
+        std::fs::write(&path, &b).unwrap();
+        let e = open(dir.path(), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("metadata.log"), "{e}");
     }
 }

@@ -8,7 +8,7 @@
 //! | 4  | 4  | `crc`: CRC32C over bytes `8..total_len` (everything after these two fields) |
 //! | 8  | 2  | `magic` = `0xF3A1` (a message record) or `0xF3EE` (end-of-segment filler) |
 //! | 10 | 1  | `version` = 1 |
-//! | 11 | 1  | `tx_kind`: 0 none, 1 prepared (half message), 2 commit, 3 rollback |
+//! | 11 | 1  | reserved: written as 0, ignored when read (see below) |
 //! | 12 | 4  | `queue_id` |
 //! | 16 | 8  | `queue_offset`: position in the (topic, queue) consume queue |
 //! | 24 | 8  | `phys_offset`: position of this record in the commit log |
@@ -18,10 +18,17 @@
 //! | 66 | 18 | `store_host`: same encoding |
 //! | 84 | 4  | `flags` (opaque to the store) |
 //! | 88 | 4  | `reconsume_times` |
-//! | 92 | 8  | `prepared_tx_offset`: for commit/rollback records, the half message's offset |
+//! | 92 | 8  | reserved: written as 0, ignored when read (see below) |
 //! | 100 | 2 | `topic_len`, then `topic_len` bytes of UTF-8 topic |
 //! | .. | 4  | `props_len`, then properties: repeated (`u16` key length, key, `u32` value length, value) |
 //! | .. | 4  | `body_len`, then the body |
+//!
+//! The two reserved fields once held a transaction kind and the offset of a prepared (half)
+//! message, copied from RocketMQ's record. FerroMQ never used them: transactions keep their half
+//! messages in the system topic `%SYS%FM_HALF` with mark files, so a record carries no
+//! transaction state. They stay in the layout so that version 1 is read and written unchanged in
+//! both directions (a store written before they were reserved opens, and an older binary reads a
+//! store written now); the CRC still covers them. A future version 2 may drop them.
 //!
 //! Unlike RocketMQ, which checks only the body, the CRC covers every field after itself, so a
 //! flipped bit in a queue offset or a property is caught as surely as one in the body. Because
@@ -44,7 +51,7 @@ pub const MAGIC_MESSAGE: u16 = 0xF3A1;
 pub const MAGIC_FILLER: u16 = 0xF3EE;
 /// Record layout version written by this code.
 pub const VERSION: u8 = 1;
-/// Bytes before the variable part (up to and including `prepared_tx_offset`).
+/// Bytes before the variable part (up to and including the reserved bytes 92..100).
 pub const FIXED_LEN: usize = 100;
 /// Smallest possible message record: fixed part plus the three length fields.
 pub const MIN_RECORD_LEN: usize = FIXED_LEN + 2 + 4 + 4;
@@ -54,43 +61,6 @@ pub const MIN_FILLER: usize = 12;
 pub const MAX_TOPIC_LEN: usize = 127;
 /// Upper bound on the encoded properties, so a corrupt length cannot make us allocate much.
 pub const MAX_PROPERTIES_LEN: usize = 1 << 20;
-
-/// What a record means for a transaction.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
-pub enum TxKind {
-    /// An ordinary message.
-    #[default]
-    None,
-    /// A half message: stored, not visible to consumers until committed.
-    Prepared,
-    /// The commit of a half message.
-    Commit,
-    /// The rollback of a half message.
-    Rollback,
-}
-
-impl TxKind {
-    fn to_byte(self) -> u8 {
-        match self {
-            TxKind::None => 0,
-            TxKind::Prepared => 1,
-            TxKind::Commit => 2,
-            TxKind::Rollback => 3,
-        }
-    }
-
-    fn from_byte(b: u8) -> Option<Self> {
-        Some(match b {
-            0 => TxKind::None,
-            1 => TxKind::Prepared,
-            2 => TxKind::Commit,
-            3 => TxKind::Rollback,
-            _ => return None,
-        })
-    }
-}
 
 /// A message as a producer hands it to the store. The store fills in offsets, the store
 /// timestamp and the store host.
@@ -102,8 +72,6 @@ pub struct NewMessage {
     pub born_host: Option<SocketAddr>,
     pub flags: u32,
     pub reconsume_times: u32,
-    pub tx_kind: TxKind,
-    pub prepared_tx_offset: u64,
     /// Properties, including the well-known ones (`PROP_TAGS`, `PROP_KEYS`, `PROP_MSG_ID`).
     pub properties: BTreeMap<String, String>,
     pub body: Vec<u8>,
@@ -124,8 +92,6 @@ pub struct StoredMessage {
     pub store_host: Option<SocketAddr>,
     pub flags: u32,
     pub reconsume_times: u32,
-    pub tx_kind: TxKind,
-    pub prepared_tx_offset: u64,
     pub properties: BTreeMap<String, String>,
     pub body: Vec<u8>,
 }
@@ -159,7 +125,6 @@ pub struct RecordHeader {
     pub queue_offset: u64,
     pub phys_offset: u64,
     pub store_timestamp_ms: i64,
-    pub tx_kind: TxKind,
 }
 
 /// What lies at a position of a segment.
@@ -251,7 +216,7 @@ pub fn encode(msg: &NewMessage, store_host: Option<SocketAddr>, out: &mut [u8]) 
     out[4..8].fill(0);
     out[8..10].copy_from_slice(&MAGIC_MESSAGE.to_le_bytes());
     out[10] = VERSION;
-    out[11] = msg.tx_kind.to_byte();
+    out[11] = 0; // reserved
     out[12..16].copy_from_slice(&msg.queue_id.to_le_bytes());
     out[16..40].fill(0); // queue offset, phys offset, born ts set below
     out[32..40].copy_from_slice(&msg.born_timestamp_ms.to_le_bytes());
@@ -260,7 +225,7 @@ pub fn encode(msg: &NewMessage, store_host: Option<SocketAddr>, out: &mut [u8]) 
     encode_host(&mut out[66..84], store_host);
     out[84..88].copy_from_slice(&msg.flags.to_le_bytes());
     out[88..92].copy_from_slice(&msg.reconsume_times.to_le_bytes());
-    out[92..100].copy_from_slice(&msg.prepared_tx_offset.to_le_bytes());
+    out[92..100].fill(0); // reserved
     let mut p = FIXED_LEN;
     out[p..p + 2].copy_from_slice(&(msg.topic.len() as u16).to_le_bytes());
     p += 2;
@@ -392,9 +357,6 @@ pub fn header(rec: &[u8]) -> Result<RecordHeader> {
         queue_offset: u64_at(rec, 16),
         phys_offset: u64_at(rec, 24),
         store_timestamp_ms: u64_at(rec, 40) as i64,
-        tx_kind: TxKind::from_byte(rec[11]).ok_or_else(|| {
-            StoreError::malformed("record header", format!("tx kind {}", rec[11]))
-        })?,
     })
 }
 
@@ -495,8 +457,6 @@ pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
         store_host: decode_host(&rec[66..84]),
         flags: u32_at(rec, 84),
         reconsume_times: u32_at(rec, 88),
-        tx_kind: h.tx_kind,
-        prepared_tx_offset: u64_at(rec, 92),
         properties,
         body,
     })
@@ -552,8 +512,6 @@ mod tests {
             born_host: Some("10.1.2.3:4567".parse().unwrap()),
             flags: 7,
             reconsume_times: 2,
-            tx_kind: TxKind::Prepared,
-            prepared_tx_offset: 99,
             properties,
             body: b"hello".to_vec(),
         }
@@ -582,8 +540,6 @@ mod tests {
         assert_eq!(d.store_host, Some("[::1]:10911".parse().unwrap()));
         assert_eq!(d.flags, 7);
         assert_eq!(d.reconsume_times, 2);
-        assert_eq!(d.tx_kind, TxKind::Prepared);
-        assert_eq!(d.prepared_tx_offset, 99);
         assert_eq!(d.properties, m.properties);
         assert_eq!(d.body, m.body);
         assert_eq!(d.tag(), Some("TagA"));
@@ -603,6 +559,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Records written before the transaction fields were reserved may carry values there (a
+    /// transaction kind, a prepared offset): they still decode, and the values are ignored.
+    #[test]
+    fn values_in_the_reserved_fields_are_read_and_ignored() {
+        let m = sample();
+        let mut buf = encode_sealed(&m, 41, 4096);
+        assert_eq!(buf[11], 0);
+        assert!(buf[92..100].iter().all(|b| *b == 0));
+        buf[11] = 2;
+        buf[92..100].copy_from_slice(&99u64.to_le_bytes());
+        let crc = crc32c::crc32c(&buf[8..]);
+        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let d = decode(&buf, 4096).unwrap();
+        assert_eq!(
+            (d.body, d.properties, d.queue_offset),
+            (m.body, m.properties, 41)
+        );
     }
 
     #[test]

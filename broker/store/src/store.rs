@@ -5,8 +5,15 @@
 //! them from `spawn_blocking`). One dispatcher thread follows the commit log and writes consume
 //! queue and index entries. One flusher thread makes the log durable (on a timer in async
 //! mode, on demand with group commit in sync mode). One housekeeping thread flushes the
-//! derived files, writes the checkpoint, persists consumer offsets, checks the disk and
-//! applies retention.
+//! derived files, writes the checkpoint, persists consumer offsets, checks the disk, allocates
+//! the next segment and index file ahead of need and applies retention.
+//!
+//! Invariant: an acknowledged append is readable through its consume queue once dispatched.
+//! Everything the dispatcher will write for a record (its consume queue file, room in the
+//! index) is allocated by the writer before the record is acknowledged, so the dispatcher never
+//! allocates and a full disk refuses appends ([`StoreError::DiskFull`]) instead of leaving the
+//! log ahead of what can be read. Should the dispatcher fail anyway (an I/O error), appends
+//! are refused until it succeeds again.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,11 +29,16 @@ use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::commit_log::{CommitLog, ScanReport};
 use crate::config::{FlushMode, StoreConfig};
 use crate::consume_queue::{self, ConsumeQueue};
+use crate::disk::{DiskState, LogLimiter};
 use crate::error::{Result, StoreError};
-use crate::index::Index;
-use crate::metadata::{OffsetStore, TopicStore};
-use crate::record::{self, NewMessage, StoredMessage, TxKind};
+use crate::index::{self, Index};
+use crate::metadata::{self, Fencer, MetadataStats, OffsetStore, TopicStore};
+use crate::record::{self, NewMessage, StoredMessage};
 use crate::{KEY_SEPARATOR, PROP_CQ_KEY, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+
+mod replica;
+
+pub use replica::RawBatch;
 
 /// What an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +162,6 @@ pub struct DispatchEvent<'a> {
     pub phys_offset: u64,
     pub size: u32,
     pub store_timestamp_ms: i64,
-    pub tx_kind: TxKind,
     pub tag: Option<&'a str>,
     raw: &'a [u8],
 }
@@ -171,6 +182,11 @@ impl DispatchEvent<'_> {
 /// A callback run by the dispatcher for every record it dispatches.
 pub type DispatchListener = Arc<dyn Fn(&DispatchEvent<'_>) + Send + Sync>;
 
+/// A callback run after records are written, with the new end of the log (a replication
+/// leader wakes the streams to its followers with it). It must be quick: it runs on the
+/// writer's thread.
+pub type AppendListener = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Figures for metrics and admin views.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreStats {
@@ -185,19 +201,72 @@ pub struct StoreStats {
     pub flushes_total: u64,
     /// Time spent in commit log flushes (msync), for the average flush cost.
     pub flush_seconds_total: f64,
+    /// Appends are refused for lack of space ([`Store::disk_full`] says why).
     pub disk_full: bool,
     pub stopped: Option<String>,
+    /// Distinct records found damaged (CRC or structure) since open, recovery included.
     pub corrupt_records_total: u64,
     /// Recovery facts of the last open.
     pub recovered_unclean: bool,
     pub recovery_truncated_bytes: u64,
     pub recovery_corrupt_records: Vec<(u64, String)>,
+    /// Why appends are refused for lack of space, if they are.
+    pub disk_full_reason: Option<String>,
+    /// Why the dispatcher is failing, if it is (appends are refused meanwhile).
+    pub dispatch_failure: Option<String>,
+    /// The metadata log (topics and offsets).
+    pub metadata: MetadataStats,
+}
+
+/// What [`Inner::admit`] found out about a message before it takes the append lock.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    /// Encoded length of the record.
+    len: usize,
+    /// Index entries the dispatcher will add for it.
+    index_entries: u64,
+}
+
+/// The writer's position in one queue.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    /// The next queue offset.
+    next: u64,
+    /// The consume queue file holding offsets below this exists (0: not checked yet).
+    file_end: u64,
 }
 
 #[derive(Default)]
 struct Writer {
-    /// Next queue offset per topic and queue.
-    next: HashMap<String, HashMap<u32, u64>>,
+    /// Position per topic and queue.
+    next: HashMap<String, HashMap<u32, Cursor>>,
+}
+
+/// Distinct damaged records seen since open: each is counted (and logged) once, however often
+/// readers run into it.
+#[derive(Default)]
+struct CorruptRecords {
+    seen: Mutex<std::collections::HashSet<u64>>,
+    total: AtomicU64,
+}
+
+impl CorruptRecords {
+    /// Offsets remembered to count each once; past this many, repeats are counted again.
+    const MAX_TRACKED: usize = 1 << 16;
+
+    /// Counts the damaged record at `offset`; true the first time it is seen.
+    fn note(&self, offset: u64) -> bool {
+        let mut seen = lock(&self.seen);
+        let new = if seen.len() < Self::MAX_TRACKED {
+            seen.insert(offset)
+        } else {
+            !seen.contains(&offset)
+        };
+        if new {
+            self.total.fetch_add(1, Ordering::Relaxed);
+        }
+        new
+    }
 }
 
 /// A thread waiting in sync mode for its record to be flushed.
@@ -209,6 +278,8 @@ struct FlushWaiter {
 #[derive(Default)]
 struct Faults {
     fail_flush: AtomicBool,
+    /// Dispatch passes left to fail with `ENOSPC`.
+    fail_dispatch: AtomicU64,
 }
 
 struct Inner {
@@ -237,19 +308,36 @@ struct Inner {
     house_cv: Condvar,
     stopped: Mutex<Option<String>>,
     stopped_flag: AtomicBool,
-    disk_full: Mutex<Option<String>>,
-    disk_full_flag: AtomicBool,
+    disk: DiskState,
+    /// Why the dispatcher's last pass failed, while it keeps failing.
+    dispatch_failure: Mutex<Option<(String, bool)>>,
+    dispatch_failing: AtomicBool,
+    /// Held by the dispatcher for each pass and by a topic delete, so a deleted topic's queues
+    /// are never written while they are removed.
+    dispatch_lock: Mutex<()>,
+    /// Fences of deleted topics (see [`crate::metadata`]): records of the name below the fence
+    /// are never dispatched or served.
+    fences: RwLock<HashMap<String, u64>>,
+    /// Whether `fences` has any entry (lets the dispatcher skip its lock when none does).
+    any_fence: AtomicBool,
+    /// Rate limits of repeated warnings (one line per 30 s, with a count of the others).
+    dispatch_log: LogLimiter,
+    house_log: LogLimiter,
     shutdown: AtomicBool,
     listeners: RwLock<Vec<DispatchListener>>,
+    append_listeners: RwLock<Vec<AppendListener>>,
     faults: Faults,
     appends: AtomicU64,
     append_bytes: AtomicU64,
     flushes: AtomicU64,
     flush_nanos: AtomicU64,
-    corrupt_seen: AtomicU64,
+    corrupt: CorruptRecords,
     recovery: (bool, u64, Vec<(u64, String)>),
     /// The offsets of the checkpoint on disk, to skip rewriting an unchanged one.
     last_checkpoint: Mutex<Option<Checkpoint>>,
+    /// Dispatch never goes past this commit log offset (replicated groups: the confirm offset;
+    /// `u64::MAX` otherwise).
+    dispatch_limit: AtomicU64,
     /// Retention keeps every segment holding a record at or above this commit log offset
     /// (records parked for later: pending timers and half messages). `u64::MAX`: no floor.
     retention_floor: AtomicU64,
@@ -281,6 +369,7 @@ impl Store {
     /// starts its background threads. Fails if another process has the directory open.
     pub fn open(cfg: StoreConfig) -> Result<Arc<Store>> {
         cfg.validate()?;
+        let cfg = cfg.resolved();
         let dir = cfg.data_dir.clone();
         let _span = info_span!("store_open", dir = %dir.display()).entered();
         for sub in ["", "commitlog", "consumequeue", "index", "config"] {
@@ -308,20 +397,17 @@ impl Store {
             }
         };
         let log = CommitLog::open(&dir.join("commitlog"), cfg.segment_size)?;
-        let (from, durable, dispatch_from) = match (cp, unclean) {
-            (Some(cp), false) => (
+        let (from, durable, dispatch_from) = match cp {
+            Some(cp) => (
                 cp.dispatched.min(cp.log_flushed),
                 cp.log_flushed,
                 cp.dispatched,
             ),
-            (Some(cp), true) => (
-                cp.dispatched.min(cp.log_flushed),
-                cp.log_flushed,
-                cp.dispatched,
-            ),
-            (None, _) => (log.min_pos(), 0, log.min_pos()),
+            None => (log.min_pos(), 0, log.min_pos()),
         };
         let report: ScanReport = log.recover(from, durable)?;
+        // A scan that had to start earlier (a segment cut short) re-dispatches from there too.
+        let dispatch_from = dispatch_from.min(report.scanned_from);
         if unclean {
             warn!(
                 end = report.end,
@@ -337,11 +423,27 @@ impl Store {
         log.set_flushed(report.end);
 
         let index = Index::open(&dir.join("index"), cfg.index_slots, cfg.index_entries)?;
-        let index_done_upto = index.end_phys();
+        // Records at or past the recovered end are new even if the index has entries for
+        // offsets there (records a torn tail lost): they must be indexed again.
+        let index_done_upto = index
+            .end_phys()
+            .filter(|_| report.end > 0)
+            .map(|e| e.min(report.end - 1));
+        let (topics, offsets) = metadata::open(&dir.join("config"), cfg.metadata_compact_bytes)?;
+        // A fence past the end of a log cut by a crash would hide records appended from now
+        // on below it: lower it to the end (everything of the old incarnation is below).
+        let mut fences = HashMap::new();
+        for (name, fence) in topics.fences() {
+            let fence = if fence > report.end {
+                topics.set_fence(&name, report.end)?;
+                report.end
+            } else {
+                fence
+            };
+            fences.insert(name, fence);
+        }
         let cq_dir = dir.join("consumequeue");
-        let cqs = open_consume_queues(&cq_dir, cfg.cq_entries_per_file, report.end)?;
-        let topics = TopicStore::open(&dir.join("config"))?;
-        let offsets = OffsetStore::open(&dir.join("config"))?;
+        let cqs = open_consume_queues(&cq_dir, cfg.cq_entries_per_file, report.end, &fences)?;
 
         let inner = Arc::new(Inner {
             log,
@@ -351,7 +453,7 @@ impl Store {
             topics,
             offsets,
             writer: Mutex::new(Writer::default()),
-            dispatched: AtomicU64::new(dispatch_from.max(0)),
+            dispatched: AtomicU64::new(dispatch_from),
             index_done_upto,
             dispatch_mx: Mutex::new(()),
             dispatch_cv: Condvar::new(),
@@ -366,19 +468,27 @@ impl Store {
             house_cv: Condvar::new(),
             stopped: Mutex::new(None),
             stopped_flag: AtomicBool::new(false),
-            disk_full: Mutex::new(None),
-            disk_full_flag: AtomicBool::new(false),
+            disk: DiskState::default(),
+            dispatch_failure: Mutex::new(None),
+            dispatch_failing: AtomicBool::new(false),
+            dispatch_lock: Mutex::new(()),
+            any_fence: AtomicBool::new(!fences.is_empty()),
+            fences: RwLock::new(fences),
+            dispatch_log: LogLimiter::default(),
+            house_log: LogLimiter::default(),
             shutdown: AtomicBool::new(false),
             listeners: RwLock::new(Vec::new()),
+            append_listeners: RwLock::new(Vec::new()),
             faults: Faults::default(),
             appends: AtomicU64::new(0),
             append_bytes: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             flush_nanos: AtomicU64::new(0),
-            corrupt_seen: AtomicU64::new(0),
+            corrupt: CorruptRecords::default(),
             recovery: (unclean, report.truncated_bytes, report.corrupt.clone()),
             last_checkpoint: Mutex::new(None),
             retention_floor: AtomicU64::new(u64::MAX),
+            dispatch_limit: AtomicU64::new(u64::MAX),
             cfg,
         });
 
@@ -389,18 +499,38 @@ impl Store {
             .max(inner.log.min_pos())
             .min(report.end);
         inner.dispatched.store(start, Ordering::Release);
-        inner.dispatch_until(report.end)?;
+        for (offset, _) in &report.corrupt {
+            inner.corrupt.note(*offset);
+        }
+        if inner.cfg.replicated {
+            // Only what the group confirmed may be dispatched; that was dispatched already.
+            inner.dispatch_limit.store(start, Ordering::Release);
+        }
+        inner.dispatch_until(report.end.min(inner.dispatch_limit.load(Ordering::Acquire)))?;
+        inner.index.sync_reserved_to_used();
         {
             let mut w = lock(&inner.writer);
             for (topic, queues) in inner.cqs.read().unwrap_or_else(|p| p.into_inner()).iter() {
                 for (q, cq) in queues {
-                    w.next
-                        .entry(topic.clone())
-                        .or_default()
-                        .insert(*q, cq.max_offset());
+                    w.next.entry(topic.clone()).or_default().insert(
+                        *q,
+                        Cursor {
+                            next: cq.max_offset(),
+                            file_end: 0,
+                        },
+                    );
                 }
             }
         }
+        if inner.cfg.replicated {
+            // The queue offsets of records not dispatched yet are in the log only.
+            inner.advance_cursors(
+                start.max(inner.dispatched.load(Ordering::Acquire)),
+                report.end,
+            )?;
+        }
+        let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
+        inner.topics.set_fencer(weak);
         inner.write_checkpoint()?;
         File::create(&marker).map_err(|e| StoreError::io("create RUNNING marker", e))?;
         sync_dir(&dir)?;
@@ -457,9 +587,13 @@ impl Store {
         self.inner.read(topic, queue_id, offset, max, filter)
     }
 
-    /// The message whose record starts at commit log offset `phys_offset`.
+    /// The message whose record starts at commit log offset `phys_offset` (an offset the store
+    /// handed out: an append result, a consume queue entry). A record that fails its checks is
+    /// [`StoreError::Corrupt`] with its offset (and counted, see
+    /// [`Store::corrupt_records_total`]); an offset the log no longer (or not yet) holds is
+    /// [`StoreError::OffsetOutOfRange`].
     pub fn message_at(&self, phys_offset: u64) -> Result<StoredMessage> {
-        self.inner.log.read(phys_offset)
+        self.inner.read_at(phys_offset)
     }
 
     /// `(min, max)` queue offsets of a queue: messages `min..max` are readable.
@@ -480,9 +614,11 @@ impl Store {
         end_ms: i64,
         max: usize,
     ) -> Vec<StoredMessage> {
-        self.inner.lookup(topic, key, begin_ms, end_ms, max, |m| {
-            m.keys().any(|k| k == key)
-        })
+        self.inner
+            .lookup(topic, key, begin_ms, end_ms, max, |m| {
+                m.keys().any(|k| k == key)
+            })
+            .0
     }
 
     /// The consume queue entry at `offset` of a queue, if it is stored. Parked records (timers,
@@ -507,12 +643,53 @@ impl Store {
             .store(phys_offset, Ordering::Release);
     }
 
-    /// The message of `topic` with message id `id` (property `UNIQ_KEY`).
+    /// The message of `topic` with message id `id` (property `UNIQ_KEY`); `None` also when
+    /// the record is damaged (see [`Store::find_id`] to tell the two apart).
     pub fn lookup_id(&self, topic: &str, id: &str) -> Option<StoredMessage> {
-        self.inner
-            .lookup(topic, id, i64::MIN, i64::MAX, 1, |m| m.msg_id() == Some(id))
-            .into_iter()
-            .next()
+        self.find_id(topic, id).ok().flatten()
+    }
+
+    /// The message of `topic` with message id `id`: `Ok(None)` when no record has it,
+    /// [`StoreError::Corrupt`] (with the record's commit log offset) when the index points at
+    /// a record that fails its checks and no intact one has the id. The index matches by a
+    /// 32-bit hash, so a damaged record reported this way is almost surely the one asked for.
+    pub fn find_id(&self, topic: &str, id: &str) -> Result<Option<StoredMessage>> {
+        let (found, damaged) = self
+            .inner
+            .lookup(topic, id, i64::MIN, i64::MAX, 1, |m| m.msg_id() == Some(id));
+        match (found.into_iter().next(), damaged) {
+            (Some(m), _) => Ok(Some(m)),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Deletes a topic: its configuration, its consumer offsets, and its messages for every
+    /// reader (fenced, see [`crate::metadata`]), so a topic created again under the name starts
+    /// empty. The same as `topics().delete(name)`. Durable when it returns.
+    pub fn delete_topic(&self, name: &str) -> Result<crate::TopicConfig> {
+        self.inner.topics.delete(name)
+    }
+
+    /// Why appends are refused for lack of space, or `None` while they are accepted. Set when
+    /// the disk is above the high-water mark or an allocation failed with `ENOSPC`; it clears
+    /// by itself once space is back (checked every flush interval). For readiness and the
+    /// `ferromq_store_disk_full` metric.
+    pub fn disk_full(&self) -> Option<String> {
+        self.inner.disk.reason()
+    }
+
+    /// Why appends are refused right now, if they are: the store is closed or stopped after a
+    /// failed flush, the disk is full, or the dispatcher is failing. `None` means appends are
+    /// accepted.
+    pub fn refusal(&self) -> Option<StoreError> {
+        self.inner.refusal()
+    }
+
+    /// Distinct records found damaged (checksum or structure) since open, recovery included:
+    /// each is counted once however often it is read. For the corrupt-records metric.
+    pub fn corrupt_records_total(&self) -> u64 {
+        self.inner.corrupt.total.load(Ordering::Relaxed)
     }
 
     /// Topic metadata.
@@ -531,6 +708,15 @@ impl Store {
     pub fn on_dispatch(&self, f: DispatchListener) {
         self.inner
             .listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
+    }
+
+    /// Registers a callback run after every write with the new end of the log.
+    pub fn on_append(&self, f: AppendListener) {
+        self.inner
+            .append_listeners
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(f);
@@ -577,12 +763,15 @@ impl Store {
             append_bytes_total: i.append_bytes.load(Ordering::Relaxed),
             flushes_total: i.flushes.load(Ordering::Relaxed),
             flush_seconds_total: i.flush_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            disk_full: i.disk_full_flag.load(Ordering::Acquire),
+            disk_full: i.disk.is_full(),
             stopped: lock(&i.stopped).clone(),
-            corrupt_records_total: i.corrupt_seen.load(Ordering::Relaxed),
+            corrupt_records_total: i.corrupt.total.load(Ordering::Relaxed),
             recovered_unclean: i.recovery.0,
             recovery_truncated_bytes: i.recovery.1,
             recovery_corrupt_records: i.recovery.2.clone(),
+            disk_full_reason: i.disk.reason(),
+            dispatch_failure: lock(&i.dispatch_failure).as_ref().map(|(r, _)| r.clone()),
+            metadata: i.topics.metadata_stats(),
         }
     }
 
@@ -608,6 +797,16 @@ impl Store {
     #[doc(hidden)]
     pub fn inject_flush_failure(&self) {
         self.inner.faults.fail_flush.store(true, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next `passes` dispatch passes fail with `ENOSPC` before writing anything,
+    /// as a dispatcher that cannot write its files would.
+    #[doc(hidden)]
+    pub fn inject_dispatch_failures(&self, passes: u64) {
+        self.inner
+            .faults
+            .fail_dispatch
+            .store(passes, Ordering::SeqCst);
     }
 
     /// Flushes everything, writes the final checkpoint and removes the running marker, so the
@@ -638,7 +837,7 @@ impl Store {
             return Err(StoreError::Stopped { cause });
         }
         let end = i.log.write_pos();
-        i.dispatch_until(end)?;
+        i.dispatch_until(end.min(i.dispatch_limit.load(Ordering::Acquire)))?;
         i.flush_log(end)?;
         i.flush_derived()
             .map_err(|e| StoreError::io("flush consume queues and index", e))?;
@@ -660,14 +859,24 @@ impl Drop for Store {
     }
 }
 
+/// Suffix of a deleted topic's consume queue directory while it is being removed.
+const DELETED_SUFFIX: &str = ".deleted-";
+
 fn open_consume_queues(
     dir: &Path,
     per_file: u64,
     log_end: u64,
+    fences: &HashMap<String, u64>,
 ) -> Result<HashMap<String, HashMap<u32, Arc<ConsumeQueue>>>> {
     let mut out = HashMap::new();
     let list = |d: &Path| {
         std::fs::read_dir(d).map_err(|e| StoreError::io(format!("list {}", d.display()), e))
+    };
+    let remove = |path: &Path, why: &str| {
+        info!(dir = %path.display(), "{why}");
+        if let Err(e) = std::fs::remove_dir_all(path) {
+            warn!(dir = %path.display(), error = %e, "could not remove; will retry at the next open");
+        }
     };
     for t in list(dir)? {
         let t = t.map_err(|e| StoreError::io("list consume queues", e))?;
@@ -675,6 +884,11 @@ fn open_consume_queues(
             continue;
         }
         let topic = t.file_name().to_string_lossy().to_string();
+        if topic.contains(DELETED_SUFFIX) {
+            remove(&t.path(), "removing the consume queues of a deleted topic");
+            continue;
+        }
+        let fence = fences.get(&topic).copied().unwrap_or(0);
         for q in list(&t.path())? {
             let q = q.map_err(|e| StoreError::io("list consume queues", e))?;
             let Ok(qid) = q.file_name().to_string_lossy().parse::<u32>() else {
@@ -682,12 +896,77 @@ fn open_consume_queues(
             };
             let cq = ConsumeQueue::open(&q.path(), per_file)?;
             cq.recover(log_end)?;
+            // Left by a crash in the middle of a topic delete: it indexes the old incarnation.
+            if fence > 0 && cq.first_phys()?.is_some_and(|p| p < fence) {
+                drop(cq);
+                remove(
+                    &q.path(),
+                    "removing a consume queue of a deleted topic's old incarnation",
+                );
+                continue;
+            }
             out.entry(topic.clone())
                 .or_insert_with(HashMap::new)
                 .insert(qid, Arc::new(cq));
         }
     }
     Ok(out)
+}
+
+/// True for a failure caused by a full disk (the store's own error, or `ENOSPC` underneath).
+fn is_out_of_space(e: &StoreError) -> bool {
+    match e {
+        StoreError::DiskFull { .. } => true,
+        StoreError::Io { source, .. } => crate::mapped_file::is_disk_full(source),
+        _ => false,
+    }
+}
+
+impl Fencer for Inner {
+    /// Stops appends, lets `persist` record the fence (the end of the log), then forgets the
+    /// topic's queue positions and removes its consume queues with the dispatcher held off.
+    fn fence(
+        &self,
+        topic: &str,
+        at: Option<u64>,
+        persist: &mut dyn FnMut(u64) -> Result<bool>,
+    ) -> Result<()> {
+        let mut w = lock(&self.writer);
+        let fence = at.unwrap_or_else(|| self.log.write_pos());
+        if !persist(fence)? {
+            return Ok(());
+        }
+        self.fences
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string(), fence);
+        self.any_fence.store(true, Ordering::Release);
+        w.next.remove(topic);
+        let _d = lock(&self.dispatch_lock);
+        let had = self
+            .cqs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic)
+            .is_some();
+        let dir = self.cq_dir.join(topic);
+        if had || dir.exists() {
+            // Renamed first (atomic), so a queue of the new incarnation never finds old files;
+            // removed after (a leftover is removed at the next open).
+            let aside = self.cq_dir.join(format!("{topic}{DELETED_SUFFIX}{fence}"));
+            std::fs::rename(&dir, &aside)
+                .map_err(|e| StoreError::io(format!("move aside {}", dir.display()), e))?;
+            sync_dir(&self.cq_dir)?;
+            if let Err(e) = std::fs::remove_dir_all(&aside) {
+                warn!(dir = %aside.display(), error = %e, "could not remove a deleted topic's consume queues; will retry at the next open");
+            }
+        }
+        info!(
+            topic,
+            fence, "topic fenced: its earlier records are no longer served"
+        );
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -729,7 +1008,15 @@ impl Inner {
             return Ok(cq.clone());
         }
         let dir = self.cq_dir.join(topic).join(queue_id.to_string());
-        let cq = Arc::new(ConsumeQueue::open(&dir, self.cfg.cq_entries_per_file)?);
+        // A new queue's files take at most a 64th of the free space each.
+        let per_file = crate::disk::capped_entries(
+            &self.cq_dir,
+            self.cfg.cq_entries_per_file,
+            crate::config::MIN_CQ_ENTRIES.min(self.cfg.cq_entries_per_file),
+            consume_queue::ENTRY_LEN as u64,
+            64,
+        );
+        let cq = Arc::new(ConsumeQueue::open(&dir, per_file)?);
         sync_dir(&self.cq_dir)?;
         map.entry(topic.to_string())
             .or_default()
@@ -747,22 +1034,69 @@ impl Inner {
         if let Some(e) = self.stopped_error() {
             return Some(e);
         }
-        if self.disk_full_flag.load(Ordering::Acquire) {
-            let detail = lock(&self.disk_full).clone().unwrap_or_default();
-            return Some(StoreError::DiskFull { detail });
+        if self.disk.is_full() {
+            if let Some(e) = self.disk.refusal() {
+                return Some(e);
+            }
+        }
+        if self.dispatch_failing.load(Ordering::Acquire) {
+            let (cause, space) = lock(&self.dispatch_failure).clone().unwrap_or_default();
+            let detail = format!("consume queues cannot be written ({cause})");
+            return Some(if space {
+                StoreError::DiskFull { detail }
+            } else {
+                StoreError::io(
+                    "appends refused while the dispatcher fails",
+                    std::io::Error::other(detail),
+                )
+            });
         }
         None
     }
 
+    /// Turns an allocation failure into the disk-full refusal (and state) when it is one.
+    fn refuse_for_space(&self, e: StoreError, needed: u64) -> StoreError {
+        if !is_out_of_space(&e) {
+            return e;
+        }
+        let detail = match e {
+            StoreError::DiskFull { detail } => detail,
+            other => other.to_string(),
+        };
+        self.disk.allocation_failed(needed, &detail);
+        StoreError::DiskFull { detail }
+    }
+
+    /// Reads the record at `offset`, counting it when it is damaged.
+    fn read_at(&self, offset: u64) -> Result<StoredMessage> {
+        let r = self.log.read(offset);
+        if let Err(StoreError::Corrupt { offset, reason }) = &r {
+            if self.corrupt.note(*offset) {
+                error!(offset, %reason, "corrupt record in the commit log; it is not served");
+            }
+        }
+        r
+    }
+
+    /// The fence of `topic` (0: never deleted).
+    fn fence_of(&self, topic: &str) -> u64 {
+        if !self.any_fence.load(Ordering::Acquire) {
+            return 0;
+        }
+        let fences = self.fences.read().unwrap_or_else(|p| p.into_inner());
+        fences.get(topic).copied().unwrap_or(0)
+    }
+
     fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
-        let len = self.admit(msg)?;
-        let a = self.write_one(&mut lock(&self.writer), msg, len)?;
+        let adm = self.admit(msg)?;
+        let a = self.write_one(&mut lock(&self.writer), msg, adm)?;
         self.after_write(1, a.size as u64, a.phys_offset + a.size as u64)?;
         Ok(a)
     }
 
-    /// Checks that `msg` may be appended now and returns its encoded length.
-    fn admit(&self, msg: &NewMessage) -> Result<usize> {
+    /// Checks that `msg` may be appended now and returns its encoded length and the index
+    /// entries it will take (worked out here, outside the append lock).
+    fn admit(&self, msg: &NewMessage) -> Result<Admitted> {
         if msg.body.len() > self.cfg.max_body_size {
             return Err(StoreError::BodyTooLarge {
                 size: msg.body.len(),
@@ -772,28 +1106,53 @@ impl Inner {
         if let Some(e) = self.refusal() {
             return Err(e);
         }
-        record::encoded_len(msg)
+        Ok(Admitted {
+            len: record::encoded_len(msg)?,
+            index_entries: index::entries_for(
+                msg.properties.get(PROP_MSG_ID).map(String::as_str),
+                msg.properties.get(PROP_KEYS).map(String::as_str),
+            ),
+        })
     }
 
-    /// Writes one record at the end of the log; the caller holds the append lock.
-    fn write_one(&self, w: &mut Writer, msg: &NewMessage, len: usize) -> Result<AppendResult> {
+    /// Writes one record at the end of the log; the caller holds the append lock. Everything
+    /// the dispatcher will need for the record is allocated first (see the module docs).
+    fn write_one(&self, w: &mut Writer, msg: &NewMessage, adm: Admitted) -> Result<AppendResult> {
+        let Admitted { len, index_entries } = adm;
         if let Some(e) = self.stopped_error() {
             return Err(e);
         }
-        let (seg, pos) = self.log.reserve(len)?;
         let queues = match w.next.get_mut(msg.topic.as_str()) {
             Some(q) => q,
             None => w.next.entry(msg.topic.clone()).or_default(),
         };
-        let next = queues.entry(msg.queue_id).or_insert(0);
-        let queue_offset = *next;
+        let cursor = queues.entry(msg.queue_id).or_default();
+        let queue_offset = cursor.next;
+        if queue_offset >= cursor.file_end {
+            let cq_bytes = self.cfg.cq_entries_per_file * consume_queue::ENTRY_LEN as u64;
+            let cq = self
+                .cq_or_create(&msg.topic, msg.queue_id)
+                .map_err(|e| self.refuse_for_space(e, cq_bytes))?;
+            let file_bytes = cq.entries_per_file() * consume_queue::ENTRY_LEN as u64;
+            cursor.file_end = cq
+                .ensure(queue_offset)
+                .map_err(|e| self.refuse_for_space(e, file_bytes))?;
+        }
+        self.index
+            .reserve(index_entries)
+            .map_err(|e| self.refuse_for_space(e, self.index.file_bytes()))?;
+        let (seg, pos) = self
+            .log
+            .reserve(len)
+            .map_err(|e| self.refuse_for_space(e, self.cfg.segment_size))?;
         let store_ts = now_ms();
         // Encoded straight into the mapping: the range is ours until `publish`.
         let out = seg.file.slice_mut((pos - seg.base) as usize, len);
         record::encode(msg, self.cfg.store_host, out)?;
         record::seal(out, queue_offset, pos, store_ts);
         self.log.publish(pos + len as u64);
-        *next += 1;
+        cursor.next += 1;
+        self.index.commit_reserved(index_entries);
         Ok(AppendResult {
             phys_offset: pos,
             queue_offset,
@@ -807,6 +1166,14 @@ impl Inner {
     fn after_write(&self, count: u64, bytes: u64, end: u64) -> Result<()> {
         self.appends.fetch_add(count, Ordering::Relaxed);
         self.append_bytes.fetch_add(bytes, Ordering::Relaxed);
+        for l in self
+            .append_listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            l(end);
+        }
         if self.dispatcher_idle.load(Ordering::SeqCst) {
             let _g = lock(&self.dispatch_mx);
             self.dispatch_cv.notify_one();
@@ -820,14 +1187,14 @@ impl Inner {
     /// Appends several messages under one lock and, in sync mode, one wait for the flush.
     /// Each message gets its own result, as a RocketMQ send of a batch reports per entry.
     fn append_batch(&self, msgs: &[NewMessage]) -> Vec<Result<AppendResult>> {
-        let admitted: Vec<Result<usize>> = msgs.iter().map(|m| self.admit(m)).collect();
+        let admitted: Vec<Result<Admitted>> = msgs.iter().map(|m| self.admit(m)).collect();
         let (mut count, mut bytes, mut end) = (0u64, 0u64, 0u64);
         let mut results: Vec<Result<AppendResult>> = {
             let mut w = lock(&self.writer);
             msgs.iter()
                 .zip(admitted)
                 .map(|(msg, len)| {
-                    let r = len.and_then(|len| self.write_one(&mut w, msg, len));
+                    let r = len.and_then(|adm| self.write_one(&mut w, msg, adm));
                     if let Ok(a) = &r {
                         count += 1;
                         bytes += a.size as u64;
@@ -968,17 +1335,28 @@ impl Inner {
     }
 
     fn run_dispatcher(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
         loop {
             // Checked first so a dispatcher stuck retrying (a full disk) still lets close()
             // finish; close() dispatches what is left itself.
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            let target = self.log.write_pos();
+            let target = self.dispatch_target();
             if self.dispatched.load(Ordering::Acquire) < target {
-                if let Err(e) = self.dispatch_until(target) {
-                    error!(error = %e, "dispatch failed; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
+                match self.dispatch_until(target) {
+                    Ok(()) => {
+                        if self.dispatch_failing.swap(false, Ordering::AcqRel) {
+                            *lock(&self.dispatch_failure) = None;
+                            backoff = Duration::from_millis(50);
+                            info!("dispatch recovered; accepting appends");
+                        }
+                    }
+                    Err(e) => {
+                        self.dispatch_failed(&e);
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
                 }
                 continue;
             }
@@ -987,7 +1365,7 @@ impl Inner {
             if self.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            if self.log.write_pos() > self.dispatched.load(Ordering::Acquire) {
+            if self.dispatch_target() > self.dispatched.load(Ordering::Acquire) {
                 self.dispatcher_idle.store(false, Ordering::SeqCst);
                 continue;
             }
@@ -999,11 +1377,46 @@ impl Inner {
         }
     }
 
+    /// How far the dispatcher may go now: the log end, capped by the dispatch limit.
+    fn dispatch_target(&self) -> u64 {
+        self.log
+            .write_pos()
+            .min(self.dispatch_limit.load(Ordering::Acquire))
+    }
+
+    /// Records a failed dispatch pass: appends are refused until a pass succeeds (so the log
+    /// never runs ahead of what can be read), and the failure is logged once per 30 s.
+    fn dispatch_failed(&self, e: &StoreError) {
+        let space = is_out_of_space(e);
+        *lock(&self.dispatch_failure) = Some((e.to_string(), space));
+        let first = !self.dispatch_failing.swap(true, Ordering::AcqRel);
+        if space {
+            self.disk
+                .allocation_failed(self.index.file_bytes(), &e.to_string());
+        }
+        if first {
+            error!(error = %e, at = self.dispatched.load(Ordering::Acquire), "dispatch failed; appends refused until it succeeds");
+        } else if let Some(suppressed) = self.dispatch_log.check() {
+            error!(error = %e, suppressed, "dispatch still failing; appends refused");
+        }
+    }
+
     /// Writes consume queue and index entries for every record in `dispatched..end`.
     fn dispatch_until(&self, end: u64) -> Result<()> {
+        let _pass = lock(&self.dispatch_lock);
         let from = self.dispatched.load(Ordering::Acquire);
         if from >= end {
             return Ok(());
+        }
+        let failing = &self.faults.fail_dispatch;
+        if failing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::io(
+                "write consume queue entry (injected)",
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
         }
         let listeners: Vec<DispatchListener> = self
             .listeners
@@ -1011,11 +1424,20 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut done = from;
-        let r = self.log.for_each_raw(from, end, |pos, rec| {
-            self.dispatch_one(pos, rec, &listeners)?;
-            done = pos + rec.len() as u64;
-            Ok(())
-        });
+        let r = self.log.for_each_raw(
+            from,
+            end,
+            |pos, rec| {
+                self.dispatch_one(pos, rec, &listeners)?;
+                done = pos + rec.len() as u64;
+                Ok(())
+            },
+            |pos, e| {
+                if self.corrupt.note(pos) {
+                    warn!(offset = pos, error = %e, "damaged record stepped over by the dispatcher; it is not served");
+                }
+            },
+        );
         match r {
             Ok(next) => self.dispatched.store(next.max(done), Ordering::Release),
             Err(e) => {
@@ -1033,6 +1455,10 @@ impl Inner {
     fn dispatch_one(&self, pos: u64, rec: &[u8], listeners: &[DispatchListener]) -> Result<()> {
         let h = record::header(rec)?;
         let topic = record::topic_of(rec)?;
+        if pos < self.fence_of(topic) {
+            // A deleted incarnation of the topic: not dispatched, never served.
+            return Ok(());
+        }
         let mut tag = None;
         let mut keys = None;
         let mut id = None;
@@ -1071,7 +1497,6 @@ impl Inner {
                 phys_offset: pos,
                 size: h.total_len,
                 store_timestamp_ms: h.store_timestamp_ms,
-                tx_kind: h.tx_kind,
                 tag,
                 raw: rec,
             };
@@ -1092,7 +1517,7 @@ impl Inner {
     ) -> Result<ReadResult> {
         let Some(cq) = self.cq(topic, queue_id) else {
             return Ok(ReadResult {
-                next_offset: offset.min(0),
+                next_offset: 0,
                 ..Default::default()
             });
         };
@@ -1114,17 +1539,18 @@ impl Inner {
                     continue;
                 }
             }
-            match self.log.read(e.phys_offset) {
+            match self.read_at(e.phys_offset) {
                 Ok(m) => {
                     if m.topic != topic || m.queue_id != queue_id || m.queue_offset != o {
-                        self.corrupt_seen.fetch_add(1, Ordering::Relaxed);
-                        error!(
-                            topic,
-                            queue_id,
-                            queue_offset = o,
-                            phys = e.phys_offset,
-                            "consume queue entry points at another record; skipped"
-                        );
+                        if self.corrupt.note(e.phys_offset) {
+                            error!(
+                                topic,
+                                queue_id,
+                                queue_offset = o,
+                                phys = e.phys_offset,
+                                "consume queue entry points at another record; skipped"
+                            );
+                        }
                         out.corrupt.push(e.phys_offset);
                     } else if filter.is_none_or(|f| f.matches_message(&m)) {
                         out.messages.push(m);
@@ -1133,9 +1559,8 @@ impl Inner {
                 Err(StoreError::OffsetOutOfRange { .. }) => {
                     // Deleted by retention under our feet: move on.
                 }
-                Err(err @ StoreError::Corrupt { .. }) => {
-                    self.corrupt_seen.fetch_add(1, Ordering::Relaxed);
-                    error!(topic, queue_id, queue_offset = o, phys = e.phys_offset, error = %err, "corrupt record skipped, not served");
+                Err(StoreError::Corrupt { .. }) => {
+                    // Counted and logged once by `read_at`.
                     out.corrupt.push(e.phys_offset);
                 }
                 Err(err) => return Err(err),
@@ -1146,6 +1571,8 @@ impl Inner {
         Ok(out)
     }
 
+    /// Messages of `topic` under index key `key` that `confirm` accepts, newest first, and
+    /// the error of the first candidate found damaged (there may be none).
     fn lookup(
         &self,
         topic: &str,
@@ -1154,19 +1581,26 @@ impl Inner {
         end: i64,
         max: usize,
         confirm: impl Fn(&StoredMessage) -> bool,
-    ) -> Vec<StoredMessage> {
+    ) -> (Vec<StoredMessage>, Option<StoreError>) {
         let mut out = Vec::new();
+        let mut damaged = None;
+        let fence = self.fence_of(topic);
         for phys in self.index.lookup(topic, key, begin, end, max) {
             if out.len() >= max {
                 break;
             }
-            if let Ok(m) = self.log.read(phys) {
-                if m.topic == topic && confirm(&m) {
-                    out.push(m);
+            if phys < fence {
+                continue;
+            }
+            match self.read_at(phys) {
+                Ok(m) if m.topic == topic && confirm(&m) => out.push(m),
+                Ok(_) | Err(StoreError::OffsetOutOfRange { .. }) => {}
+                Err(e) => {
+                    damaged.get_or_insert(e);
                 }
             }
         }
-        out
+        (out, damaged)
     }
 
     fn flush_derived(&self) -> std::io::Result<()> {
@@ -1209,40 +1643,8 @@ impl Inner {
     }
 
     fn check_disk(&self) {
-        let path = std::ffi::CString::new(self.cfg.data_dir.as_os_str().as_encoded_bytes())
-            .unwrap_or_default();
-        // SAFETY: statvfs fills a plain struct for a NUL-terminated path.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
-            return;
-        }
-        // As `df` counts it: blocks in use over blocks usable by us (used + available), so
-        // blocks reserved for root or unusable by the filesystem do not count as "full".
-        let in_use = st.f_blocks.saturating_sub(st.f_bfree) as f64;
-        let usable = in_use + st.f_bavail as f64;
-        if usable <= 0.0 {
-            return;
-        }
-        let used = in_use / usable;
-        let mut full = lock(&self.disk_full);
-        if used >= self.cfg.disk_high_water {
-            if full.is_none() {
-                warn!(
-                    used = format!("{:.1}%", used * 100.0),
-                    "disk above the high-water mark; refusing appends"
-                );
-            }
-            *full = Some(format!(
-                "{} is {:.1}% full, above the high-water mark of {:.0}%",
-                self.cfg.data_dir.display(),
-                used * 100.0,
-                self.cfg.disk_high_water * 100.0
-            ));
-            self.disk_full_flag.store(true, Ordering::Release);
-        } else if full.take().is_some() {
-            info!("disk below the high-water mark again; accepting appends");
-            self.disk_full_flag.store(false, Ordering::Release);
-        }
+        self.disk
+            .check(&self.cfg.data_dir, self.cfg.disk_high_water);
     }
 
     fn apply_retention(&self) -> Result<u64> {
@@ -1327,14 +1729,25 @@ impl Inner {
             if self.stopped_flag.load(Ordering::Acquire) {
                 continue;
             }
-            if let Err(e) = self.log.prepare_spare() {
-                warn!(error = %e, "could not allocate the next segment ahead of time");
-            }
-            if let Err(e) = self.write_checkpoint() {
-                warn!(error = %e, "checkpoint not written");
-            }
-            if let Err(e) = self.offsets.persist() {
-                warn!(error = %e, "consumer offsets not persisted");
+            // A full disk makes these fail every interval: one line per 30 s says so.
+            let results = [
+                (
+                    "could not allocate the next segment ahead of time",
+                    self.log.prepare_spare(),
+                ),
+                (
+                    "could not allocate the next index file ahead of time",
+                    self.index.prepare_spare(),
+                ),
+                ("checkpoint not written", self.write_checkpoint()),
+                ("consumer offsets not persisted", self.offsets.persist()),
+            ];
+            for (what, r) in results {
+                if let Err(e) = r {
+                    if let Some(suppressed) = self.house_log.check() {
+                        warn!(error = %e, suppressed, "{what}");
+                    }
+                }
             }
             if last_clean.elapsed() >= self.cfg.clean_interval {
                 last_clean = Instant::now();

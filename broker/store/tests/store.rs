@@ -10,10 +10,7 @@ use ferromq_store::{FlushMode, Store, StoreError, TagFilter};
 use support::{body_for, message, small_config};
 
 fn wait(store: &Store) {
-    assert!(
-        store.wait_dispatched(store.stats().log_write_offset, Duration::from_secs(10)),
-        "dispatch did not catch up"
-    );
+    support::wait_dispatched(store)
 }
 
 #[test]
@@ -556,47 +553,11 @@ fn retention_by_time_deletes_every_closed_segment_once_old_enough() {
     assert!(!r.messages.is_empty() && r.messages.iter().all(|m| m.phys_offset >= min));
 }
 
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a small tmpfs so the disk really fills. Needs root (CI runs as root); elsewhere
-    /// the caller says loudly that the test did not run, and it fails under CI.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must be able to mount a tmpfs for the disk-full tests"
-            );
-            eprintln!("NOT RUN: disk-full test needs permission to mount a tmpfs");
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-    fn path(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[test]
 fn high_water_mark_refuses_appends_before_the_disk_is_actually_full() {
-    let Some(fs) = Tmpfs::mount("8m") else { return };
+    let Some(fs) = support::Tmpfs::mount("8m") else {
+        return;
+    };
     let mut cfg = small_config(&fs.path().join("data"));
     cfg.disk_high_water = 0.5;
     cfg.index_slots = 64;
@@ -608,7 +569,7 @@ fn high_water_mark_refuses_appends_before_the_disk_is_actually_full() {
             Ok(_) => acked += 1,
             Err(e) => break e,
         }
-        if acked % 500 == 0 {
+        if acked.is_multiple_of(500) {
             store.check_disk();
         }
         assert!(acked < 100_000, "high-water mark never reached");
@@ -638,7 +599,7 @@ fn high_water_mark_refuses_appends_before_the_disk_is_actually_full() {
 /// test says loudly that it did not run, and fails under CI.
 #[test]
 fn full_disk_refuses_appends_cleanly_and_recovers_when_space_returns() {
-    let Some(mnt) = Tmpfs::mount("6m") else {
+    let Some(mnt) = support::Tmpfs::mount("6m") else {
         return;
     };
     let data = mnt.path().join("data");

@@ -2,8 +2,9 @@
 //! server-side-apply step every reconcile uses.
 //!
 //! A reconcile reads what it needs, calls the pure builders in [`crate::builders`], applies the
-//! result with [`apply`], then writes status only when it differs from what is stored, so a
-//! second reconcile of an unchanged world writes nothing.
+//! result with [`apply_and_report`], derives status from what it observed (for a Broker in the
+//! pure [`broker::status`]), then writes status with [`write_status`] only when it differs from
+//! what is stored, so a second reconcile of an unchanged world writes nothing.
 
 pub mod backoff;
 pub mod broker;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -165,29 +167,62 @@ pub fn child_ref<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> 
     }
 }
 
-/// Emits a Normal Event on `parent` when an apply created or changed `child`.
-pub async fn report<P, C>(ctx: &Context, parent: &P, child: &C, outcome: Applied)
+/// Applies `child` (see [`apply`]) and, when that created or changed it, publishes a Normal
+/// Event on `parent` naming the child: the step every child object of every kind goes through.
+pub async fn apply_and_report<P, C>(ctx: &Context, parent: &P, child: &C) -> Result<C, Error>
 where
     P: Resource<DynamicType = ()>,
-    C: Resource<DynamicType = ()>,
+    C: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
 {
+    let (applied, outcome) = apply(&ctx.client, child).await?;
     let (reason, verb) = match outcome {
         Applied::Created => ("Created", "created"),
         Applied::Updated => ("Updated", "updated"),
-        Applied::Unchanged => return,
+        Applied::Unchanged => return Ok(applied),
     };
-    let name = child.meta().name.clone().unwrap_or_default();
-    let related = child_ref::<C>(&child.meta().namespace.clone().unwrap_or_default(), &name);
+    let name = applied.meta().name.clone().unwrap_or_default();
+    let namespace = applied.meta().namespace.clone().unwrap_or_default();
     let note = format!("{verb} {} {name}", C::kind(&()));
     ctx.event_related(
         parent,
-        Some(related),
+        Some(child_ref::<C>(&namespace, &name)),
         EventType::Normal,
         reason,
         "Reconcile",
         note,
     )
     .await;
+    Ok(applied)
+}
+
+/// Writes `status` as the status of `obj` unless it equals `old` (what `obj` carries), so a
+/// reconcile of an unchanged world writes nothing.
+pub async fn write_status<K, S>(ctx: &Context, obj: &K, old: &S, status: &S) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+    S: Serialize + PartialEq,
+{
+    if status == old {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(
+        ctx.client.clone(),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+    );
+    api.patch_status(
+        obj.meta().name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Deletes `name` if it exists; true when something was deleted.
@@ -235,9 +270,7 @@ pub fn is_paused<K: Resource>(obj: &K) -> bool {
 }
 
 /// The conditions of a paused resource.
-pub fn paused_conditions(
-    existing: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-) -> Vec<crate::conditions::Desired> {
+pub fn paused_conditions(existing: &[Condition]) -> Vec<crate::conditions::Desired> {
     use crate::conditions::{Desired, DEGRADED, PROGRESSING, READY};
     let ready = existing.iter().find(|c| c.type_ == READY);
     let degraded = existing.iter().find(|c| c.type_ == DEGRADED);
@@ -261,7 +294,7 @@ pub fn paused_conditions(
 pub async fn held<K: Resource>(
     ctx: &Context,
     obj: &K,
-    existing: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    existing: &[Condition],
 ) -> Result<Option<(Vec<crate::conditions::Desired>, Action)>, Error> {
     use crate::conditions::{Desired, DEGRADED, PROGRESSING, READY};
     if let Some(msg) = ctx.schema.outdated(&ctx.client).await? {
@@ -281,6 +314,68 @@ pub async fn held<K: Resource>(
         return Ok(Some((paused_conditions(existing), Action::await_change())));
     }
     Ok(None)
+}
+
+/// A status holding the standard conditions, so that [`hold`] can record them for any kind.
+pub trait ConditionedStatus: Clone + Default + PartialEq + Serialize {
+    /// `Ready`, `Progressing`, `Degraded`.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// The generation the status was last computed from.
+    fn observed_generation(&self) -> Option<i64>;
+}
+
+impl ConditionedStatus for crate::crd::BrokerStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+}
+
+impl ConditionedStatus for crate::crd::NameserverStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+}
+
+/// When the operator must leave `obj` alone ([`held`]), records why in its conditions (the rest
+/// of `status`, the last observation, stays) and returns when to look again.
+pub async fn hold<K, S>(ctx: &Context, obj: &K, status: Option<&S>) -> Result<Option<Action>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+    S: ConditionedStatus,
+{
+    let old = status.cloned().unwrap_or_default();
+    let mut new = old.clone();
+    let existing = std::mem::take(new.conditions_mut());
+    let Some((conds, action)) = held(ctx, obj, &existing).await? else {
+        return Ok(None);
+    };
+    *new.conditions_mut() = crate::conditions::merge(
+        &existing,
+        &conds,
+        old.observed_generation(),
+        &crate::conditions::now(),
+    );
+    write_status(ctx, obj, &old, &new).await?;
+    Ok(Some(action))
+}
+
+/// Records `obj`'s namespace and name on the current reconcile span (declared empty by each
+/// kind's `#[instrument]`) and returns the namespace.
+pub fn enter<K: Resource>(obj: &K) -> String {
+    let namespace = obj.meta().namespace.clone().unwrap_or_default();
+    tracing::Span::current()
+        .record("namespace", namespace.as_str())
+        .record("name", obj.meta().name.as_deref().unwrap_or_default());
+    namespace
 }
 
 /// Re-check period when nothing is pending (catches drift the watches missed).

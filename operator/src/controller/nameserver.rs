@@ -4,16 +4,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use serde_json::json;
-use tracing::{field, instrument, Span};
+use tracing::{field, instrument};
 
-use super::progress::sts_progress;
-use super::{apply, report, Context, POLL, RESYNC};
+use super::progress::{sts_progress, Progress};
+use super::{apply_and_report, write_status, Context, POLL, RESYNC};
 use crate::builders::nameserver as b;
-use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
+use crate::conditions::{self, Desired, PROGRESSING, READY};
 use crate::crd::{Nameserver, NameserverStatus};
 use crate::Error;
 
@@ -24,49 +22,23 @@ pub const KIND: &str = "Nameserver";
 #[instrument(skip(ns, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = ns.namespace().unwrap_or_default();
-    Span::current()
-        .record("namespace", namespace.as_str())
-        .record("name", ns.name_any().as_str());
-    let old_conditions = ns
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    if let Some((conds, action)) = super::held(&ctx, &*ns, &old_conditions).await? {
-        let old = ns.status.clone().unwrap_or_default();
-        let status = NameserverStatus {
-            conditions: conditions::merge(
-                &old.conditions,
-                &conds,
-                old.observed_generation,
-                &conditions::now(),
-            ),
-            ..old.clone()
-        };
-        if status != old {
-            let api: Api<Nameserver> = Api::namespaced(ctx.client.clone(), &namespace);
-            api.patch_status(
-                &ns.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": status })),
-            )
-            .await?;
-        }
+    let namespace = super::enter(&*ns);
+    if let Some(action) = super::hold(&ctx, &*ns, ns.status.as_ref()).await? {
         return Ok(action);
     }
     let children = b::build(&ns)?;
-    let (svc, outcome) = apply(&ctx.client, &children.service).await?;
-    report(&ctx, &*ns, &svc, outcome).await;
-    let (pdb, outcome) = apply(&ctx.client, &children.pdb).await?;
-    report(&ctx, &*ns, &pdb, outcome).await;
-    let (sts, outcome) = apply(&ctx.client, &children.statefulset).await?;
-    report(&ctx, &*ns, &sts, outcome).await;
+    apply_and_report(&ctx, &*ns, &children.service).await?;
+    apply_and_report(&ctx, &*ns, &children.pdb).await?;
+    let sts = apply_and_report(&ctx, &*ns, &children.statefulset).await?;
 
-    let (replicas, ready, settled) = sts_progress(&sts);
+    let Progress {
+        replicas,
+        ready,
+        settled,
+    } = sts_progress(&sts);
     let desired = ns.spec.replicas;
     let conds = if settled {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 true,
@@ -79,10 +51,9 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
                 "Stable",
                 "the StatefulSet matches the spec",
             ),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     } else {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 false,
@@ -95,8 +66,7 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
                 "RollingOut",
                 "pods are being created or updated",
             ),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     };
     let old = ns.status.clone().unwrap_or_default();
     let status = NameserverStatus {
@@ -111,15 +81,7 @@ pub async fn reconcile(ns: Arc<Nameserver>, ctx: Arc<Context>) -> Result<Action,
             &conditions::now(),
         ),
     };
-    if status != old {
-        let api: Api<Nameserver> = Api::namespaced(ctx.client.clone(), &namespace);
-        api.patch_status(
-            &ns.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
+    write_status(&ctx, &*ns, &old, &status).await?;
     ctx.metrics.observe(KIND, started.elapsed());
     ctx.backoff.succeeded(&super::backoff::key(&*ns));
     Ok(Action::requeue(if settled { RESYNC } else { POLL }))

@@ -3,9 +3,20 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 
-/// `(replicas, ready, settled)` of a StatefulSet: settled once the controller has seen the
-/// latest spec, every pod runs the update revision, and all are ready.
-pub fn sts_progress(sts: &StatefulSet) -> (i32, i32, bool) {
+/// How far one workload has got towards its spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Pods the workload controller reports (old and new revisions alike).
+    pub replicas: i32,
+    /// Pods that are ready.
+    pub ready: i32,
+    /// The controller has seen the latest spec and every wanted pod runs it and is ready.
+    pub settled: bool,
+}
+
+/// Progress of a StatefulSet: settled once the controller has seen the latest spec, every pod
+/// runs the update revision, and all are ready.
+pub fn sts_progress(sts: &StatefulSet) -> Progress {
     let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let st = sts.status.clone().unwrap_or_default();
     let ready = st.ready_replicas.unwrap_or(0);
@@ -14,11 +25,15 @@ pub fn sts_progress(sts: &StatefulSet) -> (i32, i32, bool) {
         && st.current_revision.is_some()
         && st.current_revision == st.update_revision;
     let settled = observed && updated && ready >= desired && st.replicas <= desired;
-    (st.replicas, ready, settled)
+    Progress {
+        replicas: st.replicas,
+        ready,
+        settled,
+    }
 }
 
-/// `(replicas, ready, settled)` of a Deployment, judged like [`sts_progress`].
-pub fn deployment_progress(d: &Deployment) -> (i32, i32, bool) {
+/// Progress of a Deployment, judged like [`sts_progress`].
+pub fn deployment_progress(d: &Deployment) -> Progress {
     let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let st = d.status.clone().unwrap_or_default();
     let ready = st.ready_replicas.unwrap_or(0);
@@ -27,7 +42,11 @@ pub fn deployment_progress(d: &Deployment) -> (i32, i32, bool) {
         && st.updated_replicas.unwrap_or(0) >= desired
         && ready >= desired
         && replicas == desired;
-    (replicas, ready, settled)
+    Progress {
+        replicas,
+        ready,
+        settled,
+    }
 }
 
 #[cfg(test)]
@@ -50,31 +69,31 @@ mod tests {
             json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
             "updatedReplicas": 1, "currentRevision": "r1", "updateRevision": "r2" }),
         );
-        assert_eq!(sts_progress(&mid_roll), (3, 3, false));
+        let p = |replicas, ready, settled| Progress {
+            replicas,
+            ready,
+            settled,
+        };
+        assert_eq!(sts_progress(&mid_roll), p(3, 3, false));
         let done = sts(
             3,
             2,
             json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
             "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
         );
-        assert_eq!(sts_progress(&done), (3, 3, true));
-        let stale = sts(
-            3,
-            3,
-            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
-        );
-        assert!(
-            !sts_progress(&stale).2,
-            "a spec the controller has not seen is not settled"
-        );
-        let scaling_down = sts(
-            2,
-            2,
-            json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
-            "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
-        );
-        assert!(!sts_progress(&scaling_down).2, "surplus pods still exist");
+        assert_eq!(sts_progress(&done), p(3, 3, true));
+        for (spec_replicas, generation, why) in [
+            (3, 3, "a spec the controller has not seen is not settled"),
+            (2, 2, "surplus pods still exist"),
+        ] {
+            let s = sts(
+                spec_replicas,
+                generation,
+                json!({ "observedGeneration": 2, "replicas": 3, "readyReplicas": 3,
+                "updatedReplicas": 3, "currentRevision": "r2", "updateRevision": "r2" }),
+            );
+            assert!(!sts_progress(&s).settled, "{why}");
+        }
     }
 
     #[test]
@@ -84,8 +103,8 @@ mod tests {
                 "spec": { "replicas": 2, "selector": {}, "template": {} }, "status": status }))
             .expect("deployment")
         };
-        assert!(deployment_progress(&d(json!({ "observedGeneration": 4, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2 }))).2);
-        assert!(!deployment_progress(&d(json!({ "observedGeneration": 4, "replicas": 3, "readyReplicas": 3, "updatedReplicas": 2 }))).2);
-        assert_eq!(deployment_progress(&d(json!({}))), (0, 0, false));
+        assert!(deployment_progress(&d(json!({ "observedGeneration": 4, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2 }))).settled);
+        assert!(!deployment_progress(&d(json!({ "observedGeneration": 4, "replicas": 3, "readyReplicas": 3, "updatedReplicas": 2 }))).settled);
+        assert_eq!(deployment_progress(&d(json!({}))), Progress::default());
     }
 }

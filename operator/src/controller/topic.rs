@@ -10,7 +10,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use serde_json::json;
-use tracing::{field, instrument, Span};
+use tracing::{field, instrument};
 
 use super::{admin_endpoint, Context, RESYNC};
 use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
@@ -64,6 +64,8 @@ async fn set_status(
     Ok(())
 }
 
+/// Conditions while the admin API cannot do what the Topic asks; `reason` is the admin error's
+/// ([`crate::admin::AdminError::reason`]) or `BrokerNotFound`.
 fn unavailable(reason: &str, message: String) -> Vec<Desired> {
     vec![
         Desired::new(READY, false, reason, message.clone()),
@@ -92,16 +94,16 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     let current = match ctx.admin.describe_topic(&endpoint, &want.name).await {
         Ok(c) => c,
         Err(e) => {
-            ctx.metrics.error(KIND, "AdminApiError");
+            ctx.metrics.error(KIND, e.reason());
             let msg = format!(
-                "admin API at {endpoint} failed: {e}; the topic is retried every {}s",
+                "admin API at {endpoint}: {e}; the topic is retried every {}s",
                 RETRY.as_secs()
             );
             set_status(
                 ctx,
                 &topic,
                 topic.status.as_ref().and_then(|s| s.cluster.clone()),
-                &unavailable("AdminApiUnavailable", msg),
+                &unavailable(e.reason(), msg),
             )
             .await?;
             return Ok(Action::requeue(RETRY));
@@ -129,15 +131,12 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     let mut held = current.clone();
     if current.as_ref() != Some(&want) {
         if let Err(e) = ctx.admin.upsert_topic(&endpoint, &want).await {
-            ctx.metrics.error(KIND, "AdminApiError");
-            let msg = format!("admin API at {endpoint} refused the topic: {e}");
-            set_status(
-                ctx,
-                &topic,
-                current,
-                &unavailable("AdminApiUnavailable", msg),
-            )
-            .await?;
+            ctx.metrics.error(KIND, e.reason());
+            let msg = format!(
+                "admin API at {endpoint} did not take the topic: {e}; retried every {}s",
+                RETRY.as_secs()
+            );
+            set_status(ctx, &topic, current, &unavailable(e.reason(), msg)).await?;
             return Ok(Action::requeue(RETRY));
         }
         let (reason, verb) = if current.is_some() {
@@ -169,7 +168,7 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
     }
     let in_sync = held.as_ref() == Some(&want);
     let conds = if in_sync {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 true,
@@ -177,10 +176,9 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
                 format!("the cluster holds topic {} as specified", want.name),
             ),
             Desired::new(PROGRESSING, false, "Synced", ""),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     } else {
-        vec![
+        conditions::not_degraded(
             Desired::new(
                 READY,
                 false,
@@ -188,8 +186,7 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
                 "the cluster does not report the topic as specified yet",
             ),
             Desired::new(PROGRESSING, true, "Syncing", ""),
-            Desired::new(DEGRADED, false, "AsExpected", ""),
-        ]
+        )
     };
     set_status(ctx, &topic, held, &conds).await?;
     Ok(Action::requeue(if in_sync { RESYNC } else { RETRY }))
@@ -228,10 +225,7 @@ async fn cleanup_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error
 #[instrument(skip(topic, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = topic.namespace().unwrap_or_default();
-    Span::current()
-        .record("namespace", namespace.as_str())
-        .record("name", topic.name_any().as_str());
+    let namespace = super::enter(&*topic);
     let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = super::backoff::key(&*topic);
     let result = finalizer(&api, FINALIZER, topic, |event| async {

@@ -106,7 +106,7 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    /// The name the admin API uses.
+    /// The upper-case name, as in the spec; Events and conditions show it.
     pub fn as_str(self) -> &'static str {
         match self {
             MessageType::Normal => "NORMAL",
@@ -131,7 +131,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    /// The short form the admin API uses (`rw`, `r`, `w`).
+    /// The short form `ferromq admin` prints (`rw`, `r`, `w`); Events show it.
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::ReadWrite => "rw",

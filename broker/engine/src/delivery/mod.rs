@@ -114,10 +114,13 @@ pub struct Deliveries {
     /// Messages moved to dead-letter topics since start, per group (for metrics).
     dead_lettered: Mutex<HashMap<String, u64>>,
     attempts: Attempts,
+    /// Replicated groups: the journal, and the offsets that moved since its last entry.
+    journal: Option<crate::journal::Journal>,
+    moved: Mutex<std::collections::BTreeMap<(String, String, u32), u64>>,
 }
 
 impl Deliveries {
-    pub fn new(store: Arc<Store>) -> Deliveries {
+    pub fn new(store: Arc<Store>, journal: Option<crate::journal::Journal>) -> Deliveries {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -130,6 +133,8 @@ impl Deliveries {
             queues: Mutex::new(HashMap::new()),
             dead_lettered: Mutex::new(HashMap::new()),
             attempts: Attempts::default(),
+            journal,
+            moved: Mutex::new(Default::default()),
         }
     }
 
@@ -251,6 +256,14 @@ mod tests {
         s
     }
 
+    /// A store with topic `t` (one queue) in a temporary directory, and an engine over it.
+    fn fixture() -> (tempfile::TempDir, Arc<Store>, Deliveries) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let d = Deliveries::new(s.clone(), None);
+        (dir, s, d)
+    }
+
     fn send(s: &Store, group: Option<&str>, body: &str) -> u64 {
         let mut properties = BTreeMap::new();
         properties.insert(ferromq_store::PROP_MSG_ID.to_string(), body.to_string());
@@ -300,9 +313,7 @@ mod tests {
 
     #[test]
     fn acked_messages_never_come_back_and_unacked_ones_do_with_attempt_plus_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let (_dir, s, d) = fixture();
         send(&s, None, "a");
         send(&s, None, "b");
         let all = TagFilter::parse("*");
@@ -335,9 +346,7 @@ mod tests {
 
     #[test]
     fn exhausted_messages_move_to_the_dead_letter_topic() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let (_dir, s, d) = fixture();
         send(&s, None, "x");
         let all = TagFilter::parse("*");
         for attempt in 1..=2 {
@@ -369,9 +378,7 @@ mod tests {
 
     #[test]
     fn push_deliveries_are_renewed_while_their_client_lives() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let (_dir, s, d) = fixture();
         send(&s, None, "p");
         let all = TagFilter::parse("*");
         let push = ReceiveSpec {
@@ -403,9 +410,7 @@ mod tests {
 
     #[test]
     fn a_retried_receive_attempt_gets_the_same_messages_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let (_dir, s, d) = fixture();
         send(&s, None, "a");
         let all = TagFilter::parse("*");
         let push = ReceiveSpec {
@@ -436,9 +441,7 @@ mod tests {
 
     #[test]
     fn fifo_groups_wait_for_the_previous_message_of_their_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let (_dir, s, d) = fixture();
         for b in ["a1", "a2", "b1", "a3", "b2"] {
             send(&s, Some(&b[..1]), b);
         }
@@ -461,7 +464,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         {
-            let d = Deliveries::new(s.clone());
+            let d = Deliveries::new(s.clone(), None);
             send(&s, None, "a");
             send(&s, None, "b");
             let all = TagFilter::parse("*");
@@ -470,14 +473,14 @@ mod tests {
                 .unwrap();
             d.ack("g", "t", &o.deliveries[0].handle).unwrap();
             // Restart: a handle of the old engine is refused by the new one.
-            let d2 = Deliveries::new(s.clone());
+            let d2 = Deliveries::new(s.clone(), None);
             assert!(d2.ack("g", "t", &o.deliveries[1].handle).is_err());
             let o2 = d2
                 .receive(&spec(&all, false, Duration::from_secs(30), 5))
                 .unwrap();
             assert_eq!(bodies(&o2), ["b"]);
         }
-        let d = Deliveries::new(s.clone());
+        let d = Deliveries::new(s.clone(), None);
         let none = TagFilter::parse("nothing-matches");
         let o = ReceiveSpec {
             group: "g2",
@@ -491,5 +494,33 @@ mod tests {
                 .map(|p| p.committed),
             Some(2)
         );
+    }
+
+    #[test]
+    fn priority_queues_hand_out_the_highest_priority_first_and_send_order_among_equals() {
+        let (_dir, s, d) = fixture();
+        for (body, p) in [("p1", 1), ("p5a", 5), ("p3", 3), ("p5b", 5), ("p9", 9)] {
+            let mut properties = BTreeMap::new();
+            properties.insert(ferromq_store::PROP_MSG_ID.to_string(), body.to_string());
+            properties.insert(props::PRIORITY.to_string(), p.to_string());
+            let r = s
+                .append(&NewMessage {
+                    topic: "t".into(),
+                    properties,
+                    body: body.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .expect("append");
+            assert!(s.wait_dispatched(r.phys_offset + r.size as u64, Duration::from_secs(5)));
+        }
+        let all = TagFilter::parse("*");
+        let sp = ReceiveSpec {
+            priority: true,
+            batch: 2,
+            ..spec(&all, false, Duration::from_secs(30), 5)
+        };
+        assert_eq!(bodies(&d.receive(&sp).unwrap()), ["p9", "p5a"]);
+        assert_eq!(bodies(&d.receive(&sp).unwrap()), ["p5b", "p3"]);
+        assert_eq!(bodies(&d.receive(&sp).unwrap()), ["p1"]);
     }
 }

@@ -63,10 +63,16 @@ impl Deliveries {
         offset: u64,
         durable: bool,
     ) -> Result<(), EngineError> {
+        if self.journal.is_some() {
+            self.moved
+                .lock()
+                .insert((group.to_string(), topic.to_string(), queue_id), offset);
+        }
         if durable {
             self.store
                 .offsets()
                 .commit(group, topic, queue_id, offset)?;
+            self.journal_offsets()?;
         } else {
             self.store.offsets().set(group, topic, queue_id, offset);
         }

@@ -66,10 +66,27 @@ impl Deliveries {
         })
     }
 
-    /// Makes every offset recorded so far durable. Runs outside the queue locks so receives
-    /// never wait for an fsync; concurrent callers share one write (the store coalesces them).
+    /// Makes every offset recorded so far durable (and journals the ones that moved, in a
+    /// replicated group). Runs outside the queue locks so receives never wait for an fsync;
+    /// concurrent callers share one write (the store coalesces them).
     pub fn persist_offsets(&self) -> Result<(), EngineError> {
-        Ok(self.store.offsets().persist()?)
+        self.store.offsets().persist()?;
+        self.journal_offsets()
+    }
+
+    /// Journals the offsets that moved since the last journal entry (replicated groups).
+    pub(super) fn journal_offsets(&self) -> Result<(), EngineError> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let moved: Vec<(String, String, u32, u64)> = std::mem::take(&mut *self.moved.lock())
+            .into_iter()
+            .map(|((g, t, q), o)| (g, t, q, o))
+            .collect();
+        if !moved.is_empty() {
+            j.record(&crate::journal::Change::Offsets { offsets: moved })?;
+        }
+        Ok(())
     }
 
     /// Moves the invisibility deadline of a delivery; returns the handle to use from now on.
@@ -131,7 +148,7 @@ impl Deliveries {
             }
         };
         let m = dead_letter_copy(as_new(original), group, topic, e.attempts);
-        ensure_dlq_topic(&self.store, &m.topic)?;
+        ensure_dlq_topic(&self.store, self.journal.as_ref(), &m.topic)?;
         self.store.append(&m)?;
         info!(group, topic, queue = q, offset = off, attempts = e.attempts, dlq = %m.topic, "message moved to dead-letter topic");
         self.count_dead_letter(group);
@@ -163,8 +180,14 @@ impl Deliveries {
             return Ok(false);
         }
         st.committed = low;
+        if self.journal.is_some() {
+            self.moved
+                .lock()
+                .insert((group.to_string(), topic.to_string(), q), low);
+        }
         if durable {
             self.store.offsets().commit(group, topic, q, low)?;
+            self.journal_offsets()?;
         } else {
             self.store.offsets().set(group, topic, q, low);
         }

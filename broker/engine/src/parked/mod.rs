@@ -68,6 +68,48 @@ impl ParkedAt {
     }
 }
 
+/// What delay timers and transactions have in common: a parked queue, the schedule of its
+/// pending entries, and one thread that acts on them when they fall due.
+pub trait ParkedQueue: Send + Sync + Sized + 'static {
+    /// What the schedule holds per pending entry.
+    type Item: Ord;
+    /// Name of the thread.
+    const THREAD: &'static str;
+
+    fn parked(&self) -> &Parked;
+    fn schedule(&self) -> &schedule::Schedule<Self::Item>;
+    /// The thread's body: returns once [`ParkedQueue::stop`] was called.
+    fn run(&self);
+
+    /// Pending entries per real topic.
+    fn pending_by_topic(&self) -> BTreeMap<String, u64> {
+        self.schedule().pending_by_topic()
+    }
+
+    /// The commit log offset retention must keep (the oldest pending entry).
+    fn retention_floor(&self) -> Result<u64, EngineError> {
+        self.parked().advance_floor()
+    }
+
+    /// Starts the thread.
+    fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name(Self::THREAD.into())
+            .spawn(move || me.run())
+    }
+
+    /// Stops the thread.
+    fn stop(&self) {
+        self.schedule().stop();
+    }
+
+    /// Writes the marks to disk (clean shutdown).
+    fn flush(&self) -> Result<(), EngineError> {
+        self.parked().flush()
+    }
+}
+
 /// What settling an entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -87,6 +129,8 @@ pub struct Parked {
     recovered_below: u64,
     /// The oldest entry that may still be pending (advanced by [`Parked::advance_floor`]).
     floor: AtomicU64,
+    /// Replicated groups: settlements are journaled for the followers.
+    journal: Option<crate::journal::Journal>,
 }
 
 impl Parked {
@@ -95,6 +139,7 @@ impl Parked {
         store: Arc<Store>,
         topic: &'static str,
         marks_dir: &Path,
+        journal: Option<crate::journal::Journal>,
     ) -> Result<Parked, EngineError> {
         let marks = Marks::open(marks_dir).map_err(EngineError::from)?;
         let (min, max) = store.queue_range(topic, 0);
@@ -106,6 +151,7 @@ impl Parked {
             settle: Mutex::new(()),
             recovered_below: max,
             floor: AtomicU64::new(floor),
+            journal,
         })
     }
 
@@ -197,7 +243,7 @@ impl Parked {
             return Ok((Settled::Already(now), None));
         }
         let parked = self.read(at.entry, Some(at.phys))?;
-        self.marks.set(at.entry, how).map_err(EngineError::from)?;
+        self.set_mark(at.entry, how)?;
         Ok((Settled::Now, Some(parked)))
     }
 
@@ -255,8 +301,8 @@ impl Parked {
                 *r = Err(EngineError::from(e));
                 continue;
             }
-            if let Err(e) = self.marks.set(at.entry, Mark::Released) {
-                *r = Err(EngineError::from(e));
+            if let Err(e) = self.set_mark(at.entry, Mark::Released) {
+                *r = Err(e);
             }
         }
         out
@@ -267,9 +313,20 @@ impl Parked {
     pub fn abandon(&self, entry: u64) -> Result<(), EngineError> {
         let _g = self.settle.lock();
         if self.marks.get(entry) == Mark::Pending {
-            self.marks
-                .set(entry, Mark::Discarded)
-                .map_err(EngineError::from)?;
+            self.set_mark(entry, Mark::Discarded)?;
+        }
+        Ok(())
+    }
+
+    /// Settles `entry` durably, journaled in a replicated group.
+    fn set_mark(&self, entry: u64, how: Mark) -> Result<(), EngineError> {
+        self.marks.set(entry, how)?;
+        if let Some(j) = &self.journal {
+            j.record(&crate::journal::Change::Mark {
+                queue: self.topic.to_string(),
+                entry,
+                mark: how.to_byte(),
+            })?;
         }
         Ok(())
     }
@@ -412,7 +469,7 @@ mod tests {
             ..Default::default()
         };
         msg.properties.insert(PROP_MSG_ID.into(), "m1".into());
-        let p = Parked::open(store.clone(), QUEUE, &marks).expect("open");
+        let p = Parked::open(store.clone(), QUEUE, &marks, None).expect("open");
         let cut_short = p.park(&msg, 1).expect("park");
         msg.properties.insert(PROP_MSG_ID.into(), "m2".into());
         let other = p.park(&msg, 1).expect("park");
@@ -423,7 +480,7 @@ mod tests {
         wait_dispatched(&store);
         drop(p);
 
-        let p = Parked::open(store.clone(), QUEUE, &marks).expect("reopen");
+        let p = Parked::open(store.clone(), QUEUE, &marks, None).expect("reopen");
         for r in p.release_all(&[cut_short, other]) {
             assert!(matches!(r, Ok((Settled::Now, Some(_)))), "{r:?}");
         }

@@ -15,7 +15,6 @@
 //! Pending timers are rebuilt from the parked queue (its entries carry the due time), so a
 //! timer that fell due while the broker was down is released right after it comes back.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use ferromq_store::{NewMessage, Store};
 use tracing::{info, warn};
 
 use super::schedule::Schedule;
-use super::{Parked, ParkedAt, Settled};
+use super::{Parked, ParkedAt, ParkedQueue, Settled};
 use crate::error::EngineError;
 use crate::props::REAL_TOPIC;
 use crate::time::now_ms;
@@ -72,8 +71,12 @@ pub struct Timers {
 
 impl Timers {
     /// Opens the timer queue in `data_dir` and loads the pending timers.
-    pub fn open(store: Arc<Store>, data_dir: &Path) -> Result<Arc<Timers>, EngineError> {
-        let parked = Parked::open(store, TIMER_TOPIC, &data_dir.join("timers"))?;
+    pub fn open(
+        store: Arc<Store>,
+        data_dir: &Path,
+        journal: Option<crate::journal::Journal>,
+    ) -> Result<Arc<Timers>, EngineError> {
+        let parked = Parked::open(store, TIMER_TOPIC, &data_dir.join("timers"), journal)?;
         let started = std::time::Instant::now();
         let pending = Schedule::load(&parked, |at| at)?;
         if !pending.is_empty() {
@@ -133,35 +136,7 @@ impl Timers {
         }
     }
 
-    /// Pending timers per real topic.
-    pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
-        self.pending.pending_by_topic()
-    }
-
-    /// The commit log offset retention must keep (oldest pending timer).
-    pub fn retention_floor(&self) -> Result<u64, EngineError> {
-        self.parked.advance_floor()
-    }
-
-    /// Starts the timer thread.
-    pub fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("timers".into())
-            .spawn(move || me.run())
-    }
-
-    /// Stops the timer thread.
-    pub fn stop(&self) {
-        self.pending.stop();
-    }
-
-    /// Writes the marks to disk (clean shutdown).
-    pub fn flush(&self) -> Result<(), EngineError> {
-        self.parked.flush()
-    }
-
-    fn run(&self) {
+    fn release_due(&self) {
         while let Some(due) = self.pending.wait_due(RELEASE_BATCH) {
             let ats: Vec<ParkedAt> = due.iter().map(|(_, at)| *at).collect();
             let results = self.parked.release_all(&ats);
@@ -197,6 +172,23 @@ impl Timers {
             .position(|b| ms <= *b)
             .unwrap_or(LATENESS_BUCKETS_MS.len());
         self.stats.lateness[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ParkedQueue for Timers {
+    type Item = ParkedAt;
+    const THREAD: &'static str = "timers";
+
+    fn parked(&self) -> &Parked {
+        &self.parked
+    }
+
+    fn schedule(&self) -> &Schedule<ParkedAt> {
+        &self.pending
+    }
+
+    fn run(&self) {
+        self.release_due()
     }
 }
 

@@ -19,7 +19,6 @@
 //!
 //! The number of checks made is kept in memory: a restart starts counting again.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -30,7 +29,7 @@ use ferromq_store::{NewMessage, Store, StoredMessage};
 use tracing::{info, warn};
 
 use super::schedule::Schedule;
-use super::{Parked, ParkedAt, Settled};
+use super::{Parked, ParkedAt, ParkedQueue, Settled};
 use crate::error::EngineError;
 use crate::props::{CQ_KEY, REAL_QUEUE, REAL_TOPIC, TX_PRODUCER};
 use crate::time::now_ms;
@@ -109,8 +108,9 @@ impl Transactions {
         data_dir: &Path,
         interval: Duration,
         max_checks: u32,
+        journal: Option<crate::journal::Journal>,
     ) -> Result<Arc<Transactions>, EngineError> {
-        let parked = Parked::open(store, HALF_TOPIC, &data_dir.join("transactions"))?;
+        let parked = Parked::open(store, HALF_TOPIC, &data_dir.join("transactions"), journal)?;
         let pending = Schedule::load(&parked, |at| (at, 0))?;
         if !pending.is_empty() {
             info!(
@@ -252,34 +252,7 @@ impl Transactions {
         }
     }
 
-    /// Unresolved half messages per real topic.
-    pub fn pending_by_topic(&self) -> BTreeMap<String, u64> {
-        self.pending.pending_by_topic()
-    }
-
-    /// The commit log offset retention must keep (oldest unresolved half message).
-    pub fn retention_floor(&self) -> Result<u64, EngineError> {
-        self.parked.advance_floor()
-    }
-
-    pub fn start(self: &Arc<Self>) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("tx-checks".into())
-            .spawn(move || me.run())
-    }
-
-    /// Stops the check thread.
-    pub fn stop(&self) {
-        self.pending.stop();
-    }
-
-    /// Writes the marks to disk (clean shutdown).
-    pub fn flush(&self) -> Result<(), EngineError> {
-        self.parked.flush()
-    }
-
-    fn run(&self) {
+    fn check_due(&self) {
         while let Some(due) = self.pending.wait_due(64) {
             for (_, (at, checks)) in due {
                 if self.parked.mark(at.entry) == Mark::Pending {
@@ -336,6 +309,23 @@ impl Transactions {
                 self.pending.requeue(next, (at, checks));
             }
         }
+    }
+}
+
+impl ParkedQueue for Transactions {
+    type Item = (ParkedAt, u32);
+    const THREAD: &'static str = "tx-checks";
+
+    fn parked(&self) -> &Parked {
+        &self.parked
+    }
+
+    fn schedule(&self) -> &Schedule<(ParkedAt, u32)> {
+        &self.pending
+    }
+
+    fn run(&self) {
+        self.check_due()
     }
 }
 

@@ -226,6 +226,26 @@ struct Printable {
     rows: Vec<Value>,
 }
 
+impl Printable {
+    /// One object: a table of one row.
+    fn one(v: Value, columns: Vec<&'static str>) -> Printable {
+        Printable {
+            value: v.clone(),
+            columns,
+            rows: vec![v],
+        }
+    }
+
+    /// A list of objects: a table of one row each.
+    fn list(rows: Vec<Value>, columns: Vec<&'static str>) -> Printable {
+        Printable {
+            value: Value::Array(rows.clone()),
+            columns,
+            rows,
+        }
+    }
+}
+
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -307,17 +327,16 @@ async fn set_state(
     v["remaining_queues"] = json!(g.queues_with_lag);
     v["remaining_messages"] = json!(g.total_lag);
     v["drained"] = json!(g.state == "read-only" && g.total_lag == 0);
-    Ok(Printable {
-        value: v.clone(),
-        columns: vec![
+    Ok(Printable::one(
+        v,
+        vec![
             "name",
             "state",
             "remaining_queues",
             "remaining_messages",
             "drained",
         ],
-        rows: vec![v],
-    })
+    ))
 }
 
 /// Runs one admin command; errors carry the server's message.
@@ -347,11 +366,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let v = topic_json(&t);
-            Printable {
-                value: v.clone(),
-                columns: vec!["name", "type", "queues", "perm"],
-                rows: vec![v],
-            }
+            Printable::one(v, vec!["name", "type", "queues", "perm"])
         }
         AdminCmd::Topic(TopicCmd::Update {
             name,
@@ -375,22 +390,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let v = topic_json(&t);
-            Printable {
-                value: v.clone(),
-                columns: vec!["name", "type", "queues", "perm"],
-                rows: vec![v],
-            }
+            Printable::one(v, vec!["name", "type", "queues", "perm"])
         }
         AdminCmd::Topic(TopicCmd::Delete { name }) => {
             c.delete_topic(admin::DeleteTopicRequest { name: name.clone() })
                 .await
                 .map_err(status)?;
             let v = json!({ "name": name, "deleted": true });
-            Printable {
-                value: v.clone(),
-                columns: vec!["name", "deleted"],
-                rows: vec![v],
-            }
+            Printable::one(v, vec!["name", "deleted"])
         }
         AdminCmd::Topic(TopicCmd::List) => {
             let r = c
@@ -399,9 +406,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let rows: Vec<Value> = r.topics.iter().map(topic_json).collect();
-            Printable {
-                value: Value::Array(rows.clone()),
-                columns: vec![
+            Printable::list(
+                rows,
+                vec![
                     "name",
                     "type",
                     "queues",
@@ -409,8 +416,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     "pending_timers",
                     "half_messages",
                 ],
-                rows,
-            }
+            )
         }
         AdminCmd::Topic(TopicCmd::Describe { name }) => {
             let d = c
@@ -446,11 +452,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let rows: Vec<Value> = r.groups.iter().map(group_json).collect();
-            Printable {
-                value: Value::Array(rows.clone()),
-                columns: vec!["name", "topics", "lag", "online", "max_attempts", "fifo"],
+            Printable::list(
                 rows,
-            }
+                vec!["name", "topics", "lag", "online", "max_attempts", "fifo"],
+            )
         }
         AdminCmd::Group(GroupCmd::Describe { name }) => {
             let d = c
@@ -499,11 +504,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let v = group_json(&g);
-            Printable {
-                value: v.clone(),
-                columns: vec!["name", "max_attempts", "fifo"],
-                rows: vec![v],
-            }
+            Printable::one(v, vec!["name", "max_attempts", "fifo"])
         }
         AdminCmd::Cluster(ClusterCmd::List) => {
             let r = c
@@ -512,9 +513,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let rows: Vec<Value> = r.groups.iter().map(cluster_json).collect();
-            Printable {
-                value: Value::Array(rows.clone()),
-                columns: vec![
+            Printable::list(
+                rows,
+                vec![
                     "name",
                     "state",
                     "endpoint",
@@ -524,8 +525,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     "queues_with_lag",
                     "heartbeat_age_ms",
                 ],
-                rows,
-            }
+            )
         }
         AdminCmd::Cluster(ClusterCmd::Drain { group }) => {
             set_state(&mut c, group, "read-only").await?
@@ -543,9 +543,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let m = r.message.map(|m| message_json(&m)).unwrap_or(Value::Null);
-            Printable {
-                value: m.clone(),
-                columns: vec![
+            Printable::one(
+                m,
+                vec![
                     "message_id",
                     "queue_id",
                     "queue_offset",
@@ -553,8 +553,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     "keys",
                     "body_size",
                 ],
-                rows: vec![m],
-            }
+            )
         }
         AdminCmd::Message(MessageCmd::Query { topic, key, max }) => {
             let r = c
@@ -567,9 +566,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             let rows: Vec<Value> = r.messages.iter().map(message_json).collect();
-            Printable {
-                value: Value::Array(rows.clone()),
-                columns: vec![
+            Printable::list(
+                rows,
+                vec![
                     "message_id",
                     "queue_id",
                     "queue_offset",
@@ -577,8 +576,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     "keys",
                     "body_size",
                 ],
-                rows,
-            }
+            )
         }
     };
     print(p, fmt)

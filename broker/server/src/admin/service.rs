@@ -13,6 +13,7 @@ use tracing::{info, instrument};
 
 use crate::node::Node;
 use ferromq_engine::groups::GroupConfig;
+use ferromq_engine::ParkedQueue as _;
 
 #[derive(Clone)]
 pub struct AdminApi {
@@ -35,8 +36,16 @@ impl AdminApi {
     }
 }
 
-fn store_status(e: StoreError) -> Status {
-    match &e {
+/// An engine failure as the admin API's status (store refusals keep their precise codes).
+fn engine_status(e: ferromq_engine::EngineError) -> Status {
+    match e {
+        ferromq_engine::EngineError::Store(s) => store_status(&s),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn store_status(e: &StoreError) -> Status {
+    match e {
         StoreError::UnknownTopic(_) => Status::not_found(e.to_string()),
         StoreError::TopicExists(_) => Status::already_exists(e.to_string()),
         StoreError::InvalidField { .. }
@@ -170,7 +179,7 @@ impl Admin for AdminApi {
             permission,
         };
         let created = self
-            .blocking(move |b| b.engine.store.topics().create(cfg).map_err(store_status))
+            .blocking(move |b| b.engine.create_topic(cfg).map_err(engine_status))
             .await?;
         info!(topic = %created.name, queues = created.queues, r#type = %created.message_type, "topic created");
         Ok(Response::new(topic_out(&created)))
@@ -203,7 +212,7 @@ impl Admin for AdminApi {
                 if let Some(p) = perm_to_store(TopicPermission::try_from(t.permission).unwrap_or(TopicPermission::Unspecified)) {
                     cur.permission = p;
                 }
-                b.engine.store.topics().update(cur).map_err(store_status)
+                b.engine.update_topic(cur).map_err(engine_status)
             })
             .await?;
         info!(topic = %updated.name, "topic updated");
@@ -217,12 +226,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<admin::DeleteTopicResponse>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |b| {
-            b.engine
-                .store
-                .topics()
-                .delete(&name)
-                .map_err(store_status)?;
-            b.engine.deliveries.forget_topic(&name);
+            b.engine.delete_topic(&name).map_err(engine_status)?;
             info!(topic = %name, "topic deleted");
             Ok(())
         })
@@ -344,13 +348,13 @@ impl Admin for AdminApi {
                     cfg.fifo = Some(f);
                 }
                 b.engine
-                    .groups
-                    .set(&r.name, cfg)
+                    .set_group(&r.name, cfg)
                     .map_err(|e| Status::internal(e.to_string()))?;
                 // A group given a retry policy gets its dead-letter topic now, so a reader can
                 // subscribe to it before the first message is dead-lettered.
                 ferromq_engine::topics::ensure_dlq_topic(
                     &b.engine.store,
+                    b.engine.journal.as_ref(),
                     &ferromq_engine::topics::dlq_topic(&r.name),
                 )
                 .map_err(|e| Status::internal(e.to_string()))?;
@@ -426,7 +430,7 @@ impl Admin for AdminApi {
                     r.group
                 )));
             }
-            b.engine.membership
+            b.engine
                 .set_read_only(ro)
                 .map_err(|e| Status::internal(format!("cannot record the group state: {e}")))?;
             info!(group = %me, state = b.engine.membership.state_name(), "broker group state changed");

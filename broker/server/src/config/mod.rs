@@ -1,6 +1,7 @@
 //! Configuration of every role: flags, `FERROMQ_*` environment variables and one optional TOML
 //! file, merged once at start-up into one validated config per role ([`node`] for `standalone`
-//! and the storage part of `broker`, [`broker`], [`proxy`], [`nameserver`]).
+//! and the storage part of `broker`, [`broker`], [`proxy`], [`nameserver`] with its optional
+//! [`controller`]).
 //!
 //! Precedence: a flag (or its environment variable, which clap reads for the same argument)
 //! wins over the file, and the file wins over the built-in defaults. Every error names the field
@@ -15,6 +16,7 @@
 //! every `spec.config` value as a string).
 
 pub mod broker;
+pub mod controller;
 pub mod nameserver;
 pub mod node;
 pub mod proxy;
@@ -257,6 +259,7 @@ mod tests {
         keys_are_fields::<broker::BrokerKeys>();
         keys_are_fields::<proxy::ProxyKeys>();
         keys_are_fields::<nameserver::NameserverKeys>();
+        keys_are_fields::<controller::ControllerKeys>();
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::controller::{ControllerArgs, ControllerKeys};
 use super::{parse_addr, parse_duration, ConfigError, ConfigFile, Section};
 
 /// Flags of `ferromq nameserver`.
@@ -23,6 +24,8 @@ pub struct NameserverArgs {
     /// TOML file with the same keys as the flags (kebab-case).
     #[arg(long, env = "FERROMQ_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
 }
 
 /// The name server's keys of the TOML file.
@@ -45,18 +48,25 @@ pub struct NameserverConfig {
     pub http_addr: SocketAddr,
     /// A group silent for this long drops out of the routes.
     pub broker_expiry: Duration,
+    /// The replication controller peer this name server runs, if any.
+    pub controller: Option<ferromq_controller::ControllerConfig>,
 }
 
 impl NameserverArgs {
     pub fn resolve(&self) -> Result<NameserverConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a name server", &[NameserverKeys::KEYS])?;
+        file.only(
+            "a name server",
+            &[NameserverKeys::KEYS, ControllerKeys::KEYS],
+        )?;
         let keys: NameserverKeys = file.section()?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
             flag.clone().or(key).unwrap_or_else(|| default.to_string())
         };
+        let addr = parse_addr("addr", &pick(&self.addr, keys.addr, "0.0.0.0:9876"))?;
         Ok(NameserverConfig {
-            addr: parse_addr("addr", &pick(&self.addr, keys.addr, "0.0.0.0:9876"))?,
+            controller: self.controller.resolve(&file, addr)?,
+            addr,
             http_addr: parse_addr(
                 "http-addr",
                 &pick(&self.http_addr, keys.http_addr, "0.0.0.0:9090"),

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use ferromq_engine::groups::GroupConfig;
 use ferromq_engine::topics;
+use ferromq_engine::{EngineError, ParkedQueue};
 use ferromq_remoting::body::{
     self, perm, ConsumeStats, DataVersion, KvTable, MessageQueue, OffsetWrapper,
     ProducerConnection, ResetOffsetBody, SubscriptionGroupConfig, SubscriptionGroupWrapper,
@@ -154,9 +155,9 @@ pub(super) async fn create_topic(r: &Arc<Remoting>, req: &Command) -> Handled {
                 message_type: message_type.unwrap_or(MessageType::Normal),
                 permission,
             };
-            match topics.create(fresh) {
+            match r.node.engine.create_topic(fresh) {
                 Ok(t) => Ok(t),
-                Err(StoreError::TopicExists(_)) => {
+                Err(EngineError::Store(e)) if matches!(*e, StoreError::TopicExists(_)) => {
                     let mut cur = topics.get(&name).ok_or_else(|| no_topic(&name))?;
                     if (queues as u32) < cur.queues {
                         return Err(RemotingError::invalid(format!(
@@ -169,7 +170,7 @@ pub(super) async fn create_topic(r: &Arc<Remoting>, req: &Command) -> Handled {
                     if let Some(t) = message_type {
                         cur.message_type = t;
                     }
-                    Ok(topics.update(cur)?)
+                    Ok(r.node.engine.update_topic(cur)?)
                 }
                 Err(e) => Err(e.into()),
             }
@@ -189,11 +190,11 @@ pub(super) async fn delete_topic(r: &Arc<Remoting>, req: &Command) -> Handled {
         ));
     }
     r.blocking(move |r| {
-        match r.node.engine.store.topics().delete(&h.topic) {
-            Ok(_) | Err(StoreError::UnknownTopic(_)) => {}
+        match r.node.engine.delete_topic(&h.topic) {
+            Ok(_) => {}
+            Err(EngineError::Store(e)) if matches!(*e, StoreError::UnknownTopic(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        r.node.engine.deliveries.forget_topic(&h.topic);
         tracing::info!(topic = %h.topic, "topic deleted through remoting");
         Ok(())
     })
@@ -407,12 +408,12 @@ pub(super) async fn update_group(r: &Arc<Remoting>, req: &Command) -> Handled {
         let mut cfg: GroupConfig = r.node.engine.groups.get(&name);
         cfg.max_delivery_attempts = Some(attempts);
         cfg.fifo = g.consume_message_orderly.then_some(true);
-        r.node
-            .engine
-            .groups
-            .set(&name, cfg)
-            .map_err(|e| RemotingError::system(e.to_string()))?;
-        topics::ensure_dlq_topic(&r.node.engine.store, &topics::dlq_topic(&name))?;
+        r.node.engine.set_group(&name, cfg)?;
+        topics::ensure_dlq_topic(
+            &r.node.engine.store,
+            r.node.engine.journal.as_ref(),
+            &topics::dlq_topic(&name),
+        )?;
         tracing::info!(group = %name, max_delivery_attempts = attempts, "group updated through remoting");
         Ok(())
     })

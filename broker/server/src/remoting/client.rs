@@ -62,7 +62,7 @@ pub(super) fn heartbeat(r: &Arc<Remoting>, peer: &Arc<Peer>, req: &Command) -> H
         if c.message_model != "BROADCASTING" {
             let topic = retry_topic(&c.group_name);
             if r.node.engine.store.topics().get(&topic).is_none() {
-                ensure_retry_topic(&r.node.engine.store, &topic)?;
+                ensure_retry_topic(&r.node.engine.store, r.node.engine.journal.as_ref(), &topic)?;
             }
         }
         r.node.clients.heartbeat(

@@ -498,8 +498,16 @@ mod tests {
             answered.push(rx.recv().await.expect("an answer").opaque);
         }
         answered.sort();
-        assert_eq!(answered, vec![1, 2, 3, 4, 5, 6], "every request answered once");
-        assert_eq!(svc.max.load(Ordering::SeqCst), 2, "never more than the limit at once");
+        assert_eq!(
+            answered,
+            vec![1, 2, 3, 4, 5, 6],
+            "every request answered once"
+        );
+        assert_eq!(
+            svc.max.load(Ordering::SeqCst),
+            2,
+            "never more than the limit at once"
+        );
         drop(tx);
         task.await.expect("connection ends with its stream");
         assert_eq!(svc.closed.load(Ordering::SeqCst), 1);
@@ -516,7 +524,11 @@ mod tests {
         tx.send(Err(FrameError::UnknownSerializeType(9)))
             .await
             .expect("send");
-        assert_eq!(rx.recv().await.map(|c| c.opaque), Some(8), "only the two-way one");
+        assert_eq!(
+            rx.recv().await.map(|c| c.opaque),
+            Some(8),
+            "only the two-way one"
+        );
         task.await.expect("the bad frame ends the connection");
         assert!(rx.recv().await.is_none(), "and nothing more is written");
         assert_eq!(svc.closed.load(Ordering::SeqCst), 1);
@@ -532,7 +544,10 @@ mod tests {
         assert_eq!(rx.recv().await.map(|c| c.opaque), Some(1), "answered");
         task.await.expect("the connection ends");
         let _ = tx.send(Ok(req(2, 2))).await;
-        assert!(rx.recv().await.is_none(), "nothing read after shutdown began");
+        assert!(
+            rx.recv().await.is_none(),
+            "nothing read after shutdown began"
+        );
     }
 
     #[tokio::test(start_paused = true)]

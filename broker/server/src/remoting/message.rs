@@ -539,8 +539,6 @@ mod tests {
             store_host: None,
             flags: 7,
             reconsume_times: 1,
-            tx_kind: ferromq_store::TxKind::None,
-            prepared_tx_offset: 0,
             properties,
             body: b"b".to_vec(),
         };

@@ -273,8 +273,6 @@ mod tests {
             store_host: None,
             flags: 0,
             reconsume_times: 0,
-            tx_kind: ferromq_store::TxKind::None,
-            prepared_tx_offset: 0,
             properties: Default::default(),
             body: vec![0; size],
         }

@@ -505,14 +505,21 @@ mod tests {
             broker_name: "b".into(),
             queue_id: 1,
         };
-        assert_eq!(l.lock("g", "c1", std::slice::from_ref(&mq)), vec![mq.clone()]);
+        assert_eq!(
+            l.lock("g", "c1", std::slice::from_ref(&mq)),
+            vec![mq.clone()]
+        );
         assert!(l.lock("g", "c2", std::slice::from_ref(&mq)).is_empty());
         assert_eq!(
             l.lock("g", "c1", std::slice::from_ref(&mq)),
             vec![mq.clone()],
             "renewed"
         );
-        assert_eq!(l.lock("other", "c2", std::slice::from_ref(&mq)).len(), 1, "per group");
+        assert_eq!(
+            l.lock("other", "c2", std::slice::from_ref(&mq)).len(),
+            1,
+            "per group"
+        );
         l.unlock("g", "c2", std::slice::from_ref(&mq));
         assert!(
             l.lock("g", "c2", std::slice::from_ref(&mq)).is_empty(),

@@ -6,6 +6,12 @@
 //! traffic within `expiry + proxy refresh`. Name servers never talk to each other and keep
 //! everything in memory: one that restarts is whole again after a single heartbeat round, and
 //! losing one loses nothing.
+//!
+//! With `--controller-peers` the name server also runs one peer of the replication controller
+//! (`ferromq-controller`): its Raft and Controller gRPC services on the same port, its
+//! election loop among the background tasks, its state under `--data-dir`. `/readyz` then
+//! waits until the peer knows a Raft leader, and `/metrics` adds the `ferromq_controller_*`
+//! families.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +30,8 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
+
+use ferromq_controller::Controller;
 
 use crate::config::nameserver::NameserverConfig;
 use crate::serve::{self, Listeners, Services, Shutdown};
@@ -154,16 +162,77 @@ impl Nameserver for NameserverApi {
     }
 }
 
-async fn metrics(State(r): State<Arc<Registry>>) -> impl IntoResponse {
-    let live = r.live();
-    let mut text = String::from(
-        "# HELP ferromq_nameserver_broker_groups Broker groups with a live heartbeat.\n# TYPE ferromq_nameserver_broker_groups gauge\n",
-    );
-    text.push_str(&format!(
-        "ferromq_nameserver_broker_groups {}\n",
-        live.len()
-    ));
-    (StatusCode::OK, text)
+/// What the HTTP endpoint reads.
+#[derive(Clone)]
+struct HttpState {
+    registry: Arc<Registry>,
+    controller: Option<Arc<Controller>>,
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    match &s.controller {
+        Some(c) if !c.is_ready() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the controller has not joined Raft (no leader known)\n",
+        ),
+        _ => (StatusCode::OK, "ready\n"),
+    }
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    let live = s.registry.live();
+    let mut families = vec![(
+        "ferromq_nameserver_broker_groups",
+        "Broker groups with a live heartbeat.",
+        vec![(String::new(), live.len() as f64)],
+    )];
+    if let Some(c) = &s.controller {
+        let m = c.metrics();
+        let per_group = |f: fn(&(String, u64, usize)) -> f64| {
+            m.groups
+                .iter()
+                .map(|g| (format!("group=\"{}\"", label(&g.0)), f(g)))
+                .collect::<Vec<_>>()
+        };
+        families.extend([
+            (
+                "ferromq_controller_is_leader",
+                "1 on the replication controller's Raft leader.",
+                vec![(String::new(), if m.is_leader { 1.0 } else { 0.0 })],
+            ),
+            (
+                "ferromq_controller_groups",
+                "Replicated broker groups the controller holds.",
+                vec![(String::new(), m.groups.len() as f64)],
+            ),
+            (
+                "ferromq_controller_group_epoch",
+                "Leader epoch of each replicated broker group.",
+                per_group(|g| g.1 as f64),
+            ),
+            (
+                "ferromq_controller_in_sync_members",
+                "Members in the in-sync set of each replicated broker group.",
+                per_group(|g| g.2 as f64),
+            ),
+            (
+                "ferromq_controller_elections_total",
+                "Group leader elections made by this controller while it led, by kind.",
+                m.elections
+                    .iter()
+                    .map(|(k, n)| (format!("kind=\"{k}\""), *n as f64))
+                    .collect(),
+            ),
+        ]);
+    }
+    (
+        StatusCode::OK,
+        crate::metrics::Metrics::default().render(&families),
+    )
 }
 
 /// A name server with its listeners bound.
@@ -186,23 +255,40 @@ impl Bound {
     /// Serves until `stop` resolves.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let registry = Arc::new(Registry::new(self.cfg.broker_expiry));
+        let shutdown = Shutdown::default();
+        let mut background = JoinSet::new();
+        let mut grpc = Services::grpc_builder().add_service(NameserverServer::new(NameserverApi {
+            registry: registry.clone(),
+        }));
+        let controller = match self.cfg.controller.clone() {
+            Some(cfg) => {
+                let c = Controller::start(cfg).await?;
+                let (raft, api) = ferromq_controller::services(&c);
+                grpc = grpc.add_service(raft).add_service(api);
+                background.spawn(c.clone().run(serve::stopped(shutdown.subscribe())));
+                Some(c)
+            }
+            None => None,
+        };
         let router = axum::Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(|| async { "ready\n" }))
+            .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .with_state(registry.clone());
-        info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, "ferromq nameserver ready");
+            .with_state(HttpState {
+                registry,
+                controller: controller.clone(),
+            });
+        info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, controller = controller.is_some(), "ferromq nameserver ready");
         let services = Services {
             tcp: Vec::new(),
-            grpc: Services::grpc_builder()
-                .add_service(NameserverServer::new(NameserverApi { registry })),
+            grpc,
             http: router,
             tls: None,
-            background: JoinSet::new(),
+            background,
             drain: Duration::from_secs(5),
             on_stop: None,
         };
-        serve::run(self.listeners, services, &Shutdown::default(), stop).await?;
+        serve::run(self.listeners, services, &shutdown, stop).await?;
         info!("nameserver stopped");
         Ok(())
     }

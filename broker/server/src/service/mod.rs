@@ -40,7 +40,10 @@ pub struct RequestMeta {
 
 impl RequestMeta {
     pub fn from_request<T>(req: &Request<T>) -> RequestMeta {
-        let md = req.metadata();
+        RequestMeta::from_metadata(req.metadata())
+    }
+
+    pub fn from_metadata(md: &tonic::metadata::MetadataMap) -> RequestMeta {
         let text = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
         RequestMeta {
             client_id: text("x-mq-client-id").filter(|s| !s.trim().is_empty()),
@@ -105,57 +108,50 @@ impl MessagingApi {
     }
 }
 
-/// A unary RPC of the storage node: the shared wrapper, the request's headers, the handler.
-macro_rules! unary {
-    ($self:ident, $method:literal, $req:ident, |$node:ident, $meta:ident, $r:ident| $body:expr) => {{
-        let $node = &$self.node;
-        rpc::unary(&$node.metrics, $method, $req, |req| async move {
-            let $meta = RequestMeta::from_request(&req);
-            let $r = req.into_inner();
-            let answer = $body;
-            Ok(Response::new(answer))
-        })
-        .await
-    }};
-}
-
 #[tonic::async_trait]
 impl MessagingService for MessagingApi {
     async fn query_route(
         &self,
         req: Request<v2::QueryRouteRequest>,
     ) -> Result<Response<v2::QueryRouteResponse>, Status> {
-        unary!(self, "QueryRoute", req, |node, meta, r| route::query_route(
-            node, &meta, r
-        )
-        .await)
+        let node = &self.node;
+        rpc::unary(&node.metrics, "QueryRoute", req, |md, r| async move {
+            Ok(route::query_route(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn heartbeat(
         &self,
         req: Request<v2::HeartbeatRequest>,
     ) -> Result<Response<v2::HeartbeatResponse>, Status> {
-        unary!(self, "Heartbeat", req, |node, meta, r| client::heartbeat(
-            node, &meta, r
-        ))
+        let node = &self.node;
+        rpc::unary(&node.metrics, "Heartbeat", req, |md, r| async move {
+            Ok(client::heartbeat(node, &RequestMeta::from_metadata(&md), r))
+        })
+        .await
     }
 
     async fn send_message(
         &self,
         req: Request<v2::SendMessageRequest>,
     ) -> Result<Response<v2::SendMessageResponse>, Status> {
-        unary!(self, "SendMessage", req, |node, meta, r| {
-            send::send_message(node, &meta, r).await
+        let node = &self.node;
+        rpc::unary(&node.metrics, "SendMessage", req, |md, r| async move {
+            Ok(send::send_message(node, &RequestMeta::from_metadata(&md), r).await)
         })
+        .await
     }
 
     async fn query_assignment(
         &self,
         req: Request<v2::QueryAssignmentRequest>,
     ) -> Result<Response<v2::QueryAssignmentResponse>, Status> {
-        unary!(self, "QueryAssignment", req, |node, meta, r| {
-            route::query_assignment(node, &meta, r).await
+        let node = &self.node;
+        rpc::unary(&node.metrics, "QueryAssignment", req, |md, r| async move {
+            Ok(route::query_assignment(node, &RequestMeta::from_metadata(&md), r).await)
         })
+        .await
     }
 
     type ReceiveMessageStream = BoxStream<v2::ReceiveMessageResponse>;
@@ -169,13 +165,12 @@ impl MessagingService for MessagingApi {
             self.node.metrics.clone(),
             "ReceiveMessage",
             req,
-            |req| async move {
-                let meta = RequestMeta::from_request(&req);
-                Ok(Response::new(receive::receive_message(
+            |md, r| async move {
+                Ok(receive::receive_message(
                     node,
-                    meta,
-                    req.into_inner(),
-                )))
+                    RequestMeta::from_metadata(&md),
+                    r,
+                ))
             },
         )
         .await
@@ -185,21 +180,23 @@ impl MessagingService for MessagingApi {
         &self,
         req: Request<v2::AckMessageRequest>,
     ) -> Result<Response<v2::AckMessageResponse>, Status> {
-        unary!(self, "AckMessage", req, |node, meta, r| {
-            settle::ack_message(node, &meta, r).await
+        let node = &self.node;
+        rpc::unary(&node.metrics, "AckMessage", req, |md, r| async move {
+            Ok(settle::ack_message(node, &RequestMeta::from_metadata(&md), r).await)
         })
+        .await
     }
 
     async fn forward_message_to_dead_letter_queue(
         &self,
         req: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        unary!(
-            self,
-            "ForwardMessageToDeadLetterQueue",
-            req,
-            |node, meta, r| { settle::forward_to_dlq(node, &meta, r).await }
-        )
+        let node = &self.node;
+        let method = "ForwardMessageToDeadLetterQueue";
+        rpc::unary(&node.metrics, method, req, |md, r| async move {
+            Ok(settle::forward_to_dlq(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     type PullMessageStream = BoxStream<v2::PullMessageResponse>;
@@ -213,14 +210,7 @@ impl MessagingService for MessagingApi {
             self.node.metrics.clone(),
             "PullMessage",
             req,
-            |req| async move {
-                let meta = RequestMeta::from_request(&req);
-                Ok(Response::new(pull::pull_message(
-                    node,
-                    meta,
-                    req.into_inner(),
-                )))
-            },
+            |md, r| async move { Ok(pull::pull_message(node, RequestMeta::from_metadata(&md), r)) },
         )
         .await
     }
@@ -229,37 +219,44 @@ impl MessagingService for MessagingApi {
         &self,
         req: Request<v2::UpdateOffsetRequest>,
     ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
-        unary!(self, "UpdateOffset", req, |node, meta, r| {
-            pull::update_offset(node, &meta, r).await
+        let node = &self.node;
+        rpc::unary(&node.metrics, "UpdateOffset", req, |md, r| async move {
+            Ok(pull::update_offset(node, &RequestMeta::from_metadata(&md), r).await)
         })
+        .await
     }
 
     async fn get_offset(
         &self,
         req: Request<v2::GetOffsetRequest>,
     ) -> Result<Response<v2::GetOffsetResponse>, Status> {
-        unary!(self, "GetOffset", req, |node, meta, r| pull::get_offset(
-            node, &meta, r
-        )
-        .await)
+        let node = &self.node;
+        rpc::unary(&node.metrics, "GetOffset", req, |md, r| async move {
+            Ok(pull::get_offset(node, &RequestMeta::from_metadata(&md), r).await)
+        })
+        .await
     }
 
     async fn query_offset(
         &self,
         req: Request<v2::QueryOffsetRequest>,
     ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
-        unary!(self, "QueryOffset", req, |node, meta, r| {
-            pull::query_offset(node, &meta, r).await
+        let node = &self.node;
+        rpc::unary(&node.metrics, "QueryOffset", req, |md, r| async move {
+            Ok(pull::query_offset(node, &RequestMeta::from_metadata(&md), r).await)
         })
+        .await
     }
 
     async fn end_transaction(
         &self,
         req: Request<v2::EndTransactionRequest>,
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
-        unary!(self, "EndTransaction", req, |node, meta, r| {
-            parked::end_transaction(node, &meta, r).await
+        let node = &self.node;
+        rpc::unary(&node.metrics, "EndTransaction", req, |md, r| async move {
+            Ok(parked::end_transaction(node, &RequestMeta::from_metadata(&md), r).await)
         })
+        .await
     }
 
     type TelemetryStream = BoxStream<v2::TelemetryCommand>;
@@ -273,10 +270,7 @@ impl MessagingService for MessagingApi {
             self.node.metrics.clone(),
             "Telemetry",
             req,
-            |req| async move {
-                let meta = RequestMeta::from_request(&req);
-                client::telemetry(node, meta, req.into_inner()).map(Response::new)
-            },
+            |md, r| async move { client::telemetry(node, RequestMeta::from_metadata(&md), r) },
         )
         .await
     }
@@ -285,38 +279,65 @@ impl MessagingService for MessagingApi {
         &self,
         req: Request<v2::NotifyClientTerminationRequest>,
     ) -> Result<Response<v2::NotifyClientTerminationResponse>, Status> {
-        unary!(self, "NotifyClientTermination", req, |node, meta, r| {
-            client::notify_client_termination(node, &meta, r)
-        })
+        let node = &self.node;
+        rpc::unary(
+            &node.metrics,
+            "NotifyClientTermination",
+            req,
+            |md, r| async move {
+                Ok(client::notify_client_termination(
+                    node,
+                    &RequestMeta::from_metadata(&md),
+                    r,
+                ))
+            },
+        )
+        .await
     }
 
     async fn change_invisible_duration(
         &self,
         req: Request<v2::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<v2::ChangeInvisibleDurationResponse>, Status> {
-        unary!(self, "ChangeInvisibleDuration", req, |node, meta, r| {
-            settle::change_invisible_duration(node, &meta, r).await
-        })
+        let node = &self.node;
+        rpc::unary(
+            &node.metrics,
+            "ChangeInvisibleDuration",
+            req,
+            |md, r| async move {
+                let meta = RequestMeta::from_metadata(&md);
+                Ok(settle::change_invisible_duration(node, &meta, r).await)
+            },
+        )
+        .await
     }
 
     async fn recall_message(
         &self,
         req: Request<v2::RecallMessageRequest>,
     ) -> Result<Response<v2::RecallMessageResponse>, Status> {
-        unary!(self, "RecallMessage", req, |node, meta, r| {
-            parked::recall_message(node, &meta, r).await
+        let node = &self.node;
+        rpc::unary(&node.metrics, "RecallMessage", req, |md, r| async move {
+            Ok(parked::recall_message(node, &RequestMeta::from_metadata(&md), r).await)
         })
+        .await
     }
 
     async fn sync_lite_subscription(
         &self,
         req: Request<v2::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<v2::SyncLiteSubscriptionResponse>, Status> {
-        unary!(self, "SyncLiteSubscription", req, |_node, _meta, _r| {
-            v2::SyncLiteSubscriptionResponse {
-                status: Some(not_implemented("SyncLiteSubscription (lite topics)")),
-            }
-        })
+        rpc::unary(
+            &self.node.metrics,
+            "SyncLiteSubscription",
+            req,
+            |_, _| async {
+                Ok(v2::SyncLiteSubscriptionResponse {
+                    status: Some(not_implemented("SyncLiteSubscription (lite topics)")),
+                })
+            },
+        )
+        .await
     }
 }
 

@@ -438,3 +438,32 @@ pub async fn receive_n(
     }
     out
 }
+
+/// A Telemetry command announcing `settings`.
+pub fn settings_command(settings: v2::Settings) -> v2::TelemetryCommand {
+    v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(settings)),
+    }
+}
+
+/// Opens a Telemetry stream that first announces `settings`; returns the sender for further
+/// commands and the server's stream (whose first item answers the settings).
+pub async fn open_telemetry(
+    c: &mut Client,
+    settings: v2::Settings,
+) -> (
+    tokio::sync::mpsc::Sender<v2::TelemetryCommand>,
+    tonic::Streaming<v2::TelemetryCommand>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(settings_command(settings))
+        .await
+        .expect("send settings");
+    let stream = c
+        .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("telemetry accepted")
+        .into_inner();
+    (tx, stream)
+}

@@ -53,3 +53,52 @@ pub fn body_for(id: &str) -> Vec<u8> {
     let n = 100 + (crc32c::crc32c(id.as_bytes()) % 900) as usize;
     id.as_bytes().iter().cycle().take(n).copied().collect()
 }
+
+/// Waits until everything appended so far is dispatched (readable by queue).
+pub fn wait_dispatched(store: &ferromq_store::Store) {
+    assert!(
+        store.wait_dispatched(store.stats().log_write_offset, Duration::from_secs(30)),
+        "dispatch did not catch up"
+    );
+}
+
+/// A small tmpfs mounted on a temporary directory, so the disk really fills. Unmounted on
+/// drop.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (for example `48m`). Needs root (CI runs as root); elsewhere
+    /// the caller says loudly that the test did not run, and it fails under CI.
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must be able to mount a tmpfs for the disk-full tests"
+            );
+            eprintln!("NOT RUN: disk-full test needs permission to mount a tmpfs");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}

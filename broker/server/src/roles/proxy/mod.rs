@@ -92,55 +92,46 @@ impl ProxyApi {
     }
 }
 
-/// A unary RPC of the proxy: the shared wrapper, then the handler with the request's headers.
-macro_rules! unary {
-    ($self:ident, $method:literal, $req:ident, |$this:ident, $md:ident, $r:ident| $body:expr) => {{
-        let $this = $self;
-        rpc::unary(&$this.metrics, $method, $req, |req| async move {
-            let $md = req.metadata().clone();
-            let $r = req.into_inner();
-            $body.map(Response::new)
-        })
-        .await
-    }};
-}
-
 #[tonic::async_trait]
 impl MessagingService for ProxyApi {
     async fn query_route(
         &self,
         req: Request<v2::QueryRouteRequest>,
     ) -> Result<Response<v2::QueryRouteResponse>, Status> {
-        unary!(self, "QueryRoute", req, |this, md, r| Ok::<_, Status>(
-            this.query_route(&md, r).await
-        ))
+        rpc::unary(&self.metrics, "QueryRoute", req, |md, r| async move {
+            Ok(self.query_route(&md, r).await)
+        })
+        .await
     }
 
     async fn heartbeat(
         &self,
         req: Request<v2::HeartbeatRequest>,
     ) -> Result<Response<v2::HeartbeatResponse>, Status> {
-        unary!(self, "Heartbeat", req, |this, md, r| Ok::<_, Status>(
-            this.heartbeat(&md, r).await
-        ))
+        rpc::unary(&self.metrics, "Heartbeat", req, |md, r| async move {
+            Ok(self.heartbeat(&md, r).await)
+        })
+        .await
     }
 
     async fn send_message(
         &self,
         req: Request<v2::SendMessageRequest>,
     ) -> Result<Response<v2::SendMessageResponse>, Status> {
-        unary!(self, "SendMessage", req, |this, md, r| Ok::<_, Status>(
-            this.send_message(&md, r).await
-        ))
+        rpc::unary(&self.metrics, "SendMessage", req, |md, r| async move {
+            Ok(self.send_message(&md, r).await)
+        })
+        .await
     }
 
     async fn query_assignment(
         &self,
         req: Request<v2::QueryAssignmentRequest>,
     ) -> Result<Response<v2::QueryAssignmentResponse>, Status> {
-        unary!(self, "QueryAssignment", req, |this, md, r| Ok::<_, Status>(
-            this.query_assignment(&md, r).await
-        ))
+        rpc::unary(&self.metrics, "QueryAssignment", req, |md, r| async move {
+            Ok(self.query_assignment(&md, r).await)
+        })
+        .await
     }
 
     type ReceiveMessageStream = BoxStream<v2::ReceiveMessageResponse>;
@@ -153,12 +144,7 @@ impl MessagingService for ProxyApi {
             self.metrics.clone(),
             "ReceiveMessage",
             req,
-            |req| async move {
-                let md = req.metadata().clone();
-                self.receive_message(&md, req.into_inner())
-                    .await
-                    .map(Response::new)
-            },
+            |md, r| async move { self.receive_message(&md, r).await },
         )
         .await
     }
@@ -167,21 +153,21 @@ impl MessagingService for ProxyApi {
         &self,
         req: Request<v2::AckMessageRequest>,
     ) -> Result<Response<v2::AckMessageResponse>, Status> {
-        unary!(self, "AckMessage", req, |this, md, r| this
-            .ack_message(&md, r)
-            .await)
+        rpc::unary(&self.metrics, "AckMessage", req, |md, r| async move {
+            self.ack_message(&md, r).await
+        })
+        .await
     }
 
     async fn forward_message_to_dead_letter_queue(
         &self,
         req: Request<v2::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<v2::ForwardMessageToDeadLetterQueueResponse>, Status> {
-        unary!(
-            self,
-            "ForwardMessageToDeadLetterQueue",
-            req,
-            |this, md, r| this.forward_to_dlq(&md, r).await
-        )
+        let method = "ForwardMessageToDeadLetterQueue";
+        rpc::unary(&self.metrics, method, req, |md, r| async move {
+            self.forward_to_dlq(&md, r).await
+        })
+        .await
     }
 
     type PullMessageStream = BoxStream<v2::PullMessageResponse>;
@@ -190,13 +176,16 @@ impl MessagingService for ProxyApi {
         &self,
         req: Request<v2::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, Status> {
-        rpc::streaming(self.metrics.clone(), "PullMessage", req, |req| async move {
-            let md = req.metadata().clone();
-            let r = req.into_inner();
-            let mut c = self.queue_client(r.message_queue.as_ref())?;
-            let s = c.pull_message(fanout::outgoing(&md, r)).await?;
-            Ok(Response::new(Box::pin(s.into_inner()) as BoxStream<_>))
-        })
+        rpc::streaming(
+            self.metrics.clone(),
+            "PullMessage",
+            req,
+            |md, r| async move {
+                let mut c = self.queue_client(r.message_queue.as_ref())?;
+                let s = c.pull_message(fanout::outgoing(&md, r)).await?;
+                Ok(Box::pin(s.into_inner()) as BoxStream<_>)
+            },
+        )
         .await
     }
 
@@ -204,46 +193,45 @@ impl MessagingService for ProxyApi {
         &self,
         req: Request<v2::UpdateOffsetRequest>,
     ) -> Result<Response<v2::UpdateOffsetResponse>, Status> {
-        unary!(self, "UpdateOffset", req, |this, md, r| async {
-            let mut c = this.queue_client(r.message_queue.as_ref())?;
-            Ok::<_, Status>(
-                c.update_offset(fanout::outgoing(&md, r))
-                    .await?
-                    .into_inner(),
-            )
-        }
-        .await)
+        rpc::unary(&self.metrics, "UpdateOffset", req, |md, r| async move {
+            let mut c = self.queue_client(r.message_queue.as_ref())?;
+            Ok(c.update_offset(fanout::outgoing(&md, r))
+                .await?
+                .into_inner())
+        })
+        .await
     }
 
     async fn get_offset(
         &self,
         req: Request<v2::GetOffsetRequest>,
     ) -> Result<Response<v2::GetOffsetResponse>, Status> {
-        unary!(self, "GetOffset", req, |this, md, r| async {
-            let mut c = this.queue_client(r.message_queue.as_ref())?;
-            Ok::<_, Status>(c.get_offset(fanout::outgoing(&md, r)).await?.into_inner())
-        }
-        .await)
+        rpc::unary(&self.metrics, "GetOffset", req, |md, r| async move {
+            let mut c = self.queue_client(r.message_queue.as_ref())?;
+            Ok(c.get_offset(fanout::outgoing(&md, r)).await?.into_inner())
+        })
+        .await
     }
 
     async fn query_offset(
         &self,
         req: Request<v2::QueryOffsetRequest>,
     ) -> Result<Response<v2::QueryOffsetResponse>, Status> {
-        unary!(self, "QueryOffset", req, |this, md, r| async {
-            let mut c = this.queue_client(r.message_queue.as_ref())?;
-            Ok::<_, Status>(c.query_offset(fanout::outgoing(&md, r)).await?.into_inner())
-        }
-        .await)
+        rpc::unary(&self.metrics, "QueryOffset", req, |md, r| async move {
+            let mut c = self.queue_client(r.message_queue.as_ref())?;
+            Ok(c.query_offset(fanout::outgoing(&md, r)).await?.into_inner())
+        })
+        .await
     }
 
     async fn end_transaction(
         &self,
         req: Request<v2::EndTransactionRequest>,
     ) -> Result<Response<v2::EndTransactionResponse>, Status> {
-        unary!(self, "EndTransaction", req, |this, md, r| this
-            .end_transaction(&md, r)
-            .await)
+        rpc::unary(&self.metrics, "EndTransaction", req, |md, r| async move {
+            self.end_transaction(&md, r).await
+        })
+        .await
     }
 
     type TelemetryStream = BoxStream<v2::TelemetryCommand>;
@@ -252,11 +240,8 @@ impl MessagingService for ProxyApi {
         &self,
         req: Request<tonic::Streaming<v2::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, Status> {
-        rpc::streaming(self.metrics.clone(), "Telemetry", req, |req| async move {
-            let md = req.metadata().clone();
-            self.telemetry(&md, req.into_inner())
-                .await
-                .map(Response::new)
+        rpc::streaming(self.metrics.clone(), "Telemetry", req, |md, r| async move {
+            self.telemetry(&md, r).await
         })
         .await
     }
@@ -265,52 +250,62 @@ impl MessagingService for ProxyApi {
         &self,
         req: Request<v2::NotifyClientTerminationRequest>,
     ) -> Result<Response<v2::NotifyClientTerminationResponse>, Status> {
-        unary!(self, "NotifyClientTermination", req, |this, md, r| Ok::<
-            _,
-            Status,
-        >(
-            this.notify_client_termination(&md, r).await
-        ))
+        rpc::unary(
+            &self.metrics,
+            "NotifyClientTermination",
+            req,
+            |md, r| async move { Ok(self.notify_client_termination(&md, r).await) },
+        )
+        .await
     }
 
     async fn change_invisible_duration(
         &self,
         req: Request<v2::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<v2::ChangeInvisibleDurationResponse>, Status> {
-        unary!(self, "ChangeInvisibleDuration", req, |this, md, r| this
-            .change_invisible_duration(&md, r)
-            .await)
+        rpc::unary(
+            &self.metrics,
+            "ChangeInvisibleDuration",
+            req,
+            |md, r| async move { self.change_invisible_duration(&md, r).await },
+        )
+        .await
     }
 
     async fn recall_message(
         &self,
         req: Request<v2::RecallMessageRequest>,
     ) -> Result<Response<v2::RecallMessageResponse>, Status> {
-        unary!(self, "RecallMessage", req, |this, md, r| this
-            .recall_message(&md, r)
-            .await)
+        rpc::unary(&self.metrics, "RecallMessage", req, |md, r| async move {
+            self.recall_message(&md, r).await
+        })
+        .await
     }
 
     async fn sync_lite_subscription(
         &self,
         req: Request<v2::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<v2::SyncLiteSubscriptionResponse>, Status> {
-        unary!(self, "SyncLiteSubscription", req, |this, md, r| async {
-            let g = this
-                .routes
-                .view()
-                .groups
-                .first()
-                .cloned()
-                .ok_or_else(|| Status::unavailable("no broker group is alive"))?;
-            Ok::<_, Status>(
-                this.client(&g)?
+        rpc::unary(
+            &self.metrics,
+            "SyncLiteSubscription",
+            req,
+            |md, r| async move {
+                let g = self
+                    .routes
+                    .view()
+                    .groups
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| Status::unavailable("no broker group is alive"))?;
+                Ok(self
+                    .client(&g)?
                     .sync_lite_subscription(fanout::outgoing(&md, r))
                     .await?
-                    .into_inner(),
-            )
-        }
-        .await)
+                    .into_inner())
+            },
+        )
+        .await
     }
 }
 

@@ -1,6 +1,11 @@
 //! Reconciles a `Broker`: storage tier (group StatefulSets, Services, PDBs, claim expansion,
 //! drain-then-remove of surplus groups) and compute tier (proxy Deployment, client Service,
 //! PDB, optional HPA), then reports each tier in status.
+//!
+//! This module holds the steps that talk to the API server and the admin API; what they saw
+//! becomes status in the pure [`status::summarize`].
+
+pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,16 +21,20 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
-use tracing::{field, instrument, Span};
+use tracing::{field, instrument};
 
+use self::status::{Drain, DrainFailure, Expansion, Observed};
 use super::progress::{deployment_progress, sts_progress};
-use super::{admin_endpoint, apply, child_ref, delete_if_exists, report, Context, POLL, RESYNC};
+use super::{
+    admin_endpoint, apply_and_report, child_ref, delete_if_exists, write_status, Context, POLL,
+    RESYNC,
+};
 use crate::admin::DrainState;
 use crate::builders::broker as b;
 use crate::builders::common::{selector_labels, selector_string};
 use crate::builders::quantity;
-use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
-use crate::crd::{Broker, BrokerStatus, ComputeStatus, Nameserver, StorageStatus};
+use crate::conditions::{self, DEGRADED};
+use crate::crd::{Broker, BrokerStatus, Nameserver};
 use crate::Error;
 
 /// Kind label for metrics and logs.
@@ -33,30 +42,6 @@ pub const KIND: &str = "Broker";
 /// Annotation on a Broker: `"true"` removes surplus groups without draining them (emergencies
 /// only: their unconsumed messages are lost with the group).
 pub const SKIP_DRAIN_ANNOTATION: &str = "ferromq.io/skip-drain";
-
-/// Outcome of the volume-expansion pass.
-#[derive(Default, Debug)]
-struct Expansion {
-    /// Claims whose request was raised or whose capacity still lags.
-    pending: Vec<String>,
-    /// Claims that cannot grow because of their storage class, with the class name.
-    blocked: Vec<(String, String)>,
-}
-
-async fn set_status(ctx: &Context, broker: &Broker, status: BrokerStatus) -> Result<(), Error> {
-    let old = broker.status.clone().unwrap_or_default();
-    if status != old {
-        let api: Api<Broker> =
-            Api::namespaced(ctx.client.clone(), &broker.namespace().unwrap_or_default());
-        api.patch_status(
-            &broker.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await?;
-    }
-    Ok(())
-}
 
 /// Status for a spec the operator will not act on: everything stays as it is, Degraded says why.
 async fn refuse(
@@ -66,21 +51,11 @@ async fn refuse(
     message: String,
 ) -> Result<Action, Error> {
     let old = broker.status.clone().unwrap_or_default();
-    let conds = [
-        Desired::new(READY, false, reason, message.clone()),
-        Desired::new(
-            PROGRESSING,
-            false,
-            reason,
-            "waiting for the spec to be fixed; running workloads untouched",
-        ),
-        Desired::new(DEGRADED, true, reason, message.clone()),
-    ];
     let status = BrokerStatus {
         observed_generation: broker.metadata.generation,
         conditions: conditions::merge(
             &old.conditions,
-            &conds,
+            &status::refused(reason, &message),
             broker.metadata.generation,
             &conditions::now(),
         ),
@@ -90,7 +65,7 @@ async fn refuse(
         ctx.event(broker, EventType::Warning, reason, "Validate", message)
             .await;
     }
-    set_status(ctx, broker, status).await?;
+    write_status(ctx, broker, &old, &status).await?;
     Ok(Action::requeue(POLL))
 }
 
@@ -201,29 +176,34 @@ async fn expand_volumes(
     Ok(out)
 }
 
-/// Drains, then removes, groups beyond `spec.storage.groups`. Returns the ones still draining.
+/// Drains, then removes, groups beyond `spec.storage.groups`. Returns the ones still there and
+/// the last drain call that failed.
 async fn remove_surplus_groups(
     ctx: &Context,
     broker: &Broker,
     namespace: &str,
     surplus: Vec<String>,
-) -> Result<(Vec<String>, Option<String>), Error> {
+) -> Result<Drain, Error> {
     let skip = broker
         .annotations()
         .get(SKIP_DRAIN_ANNOTATION)
         .is_some_and(|v| v == "true");
     let endpoint = admin_endpoint(ctx, namespace, &broker.name_any());
-    let mut draining = Vec::new();
-    let mut problem = None;
+    let mut drain = Drain::default();
     for group in surplus {
         let state = if skip {
             DrainState::Drained
         } else {
             match ctx.admin.drain_group(&endpoint, &group).await {
                 Ok(s) => s,
-                Err(e) => {
-                    problem = Some(format!("draining {group} through {endpoint}: {e}"));
-                    draining.push(group);
+                Err(error) => {
+                    tracing::warn!(%group, %endpoint, %error, reason = error.reason(), "drain call failed");
+                    drain.failure = Some(DrainFailure {
+                        group: group.clone(),
+                        endpoint: endpoint.clone(),
+                        error,
+                    });
+                    drain.draining.push(group);
                     continue;
                 }
             }
@@ -231,7 +211,7 @@ async fn remove_surplus_groups(
         match state {
             DrainState::InProgress { remaining_queues } => {
                 tracing::info!(%group, remaining_queues, "group draining");
-                draining.push(group);
+                drain.draining.push(group);
             }
             DrainState::Drained => {
                 delete_if_exists::<StatefulSet>(&ctx.client, namespace, &group).await?;
@@ -254,39 +234,20 @@ async fn remove_surplus_groups(
             }
         }
     }
-    Ok((draining, problem))
+    Ok(drain)
 }
 
 /// One reconcile of `broker`.
 #[instrument(skip(broker, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let namespace = broker.namespace().unwrap_or_default();
+    let namespace = super::enter(&*broker);
     let name = broker.name_any();
-    Span::current()
-        .record("namespace", namespace.as_str())
-        .record("name", name.as_str());
     if broker.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
-    let old_conditions = broker
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    if let Some((conds, action)) = super::held(&ctx, &*broker, &old_conditions).await? {
-        let old = broker.status.clone().unwrap_or_default();
-        let status = BrokerStatus {
-            conditions: conditions::merge(
-                &old.conditions,
-                &conds,
-                old.observed_generation,
-                &conditions::now(),
-            ),
-            ..old
-        };
-        set_status(&ctx, &broker, status).await?;
+    if let Some(action) = super::hold(&ctx, &*broker, broker.status.as_ref()).await? {
         return Ok(action);
     }
 
@@ -341,51 +302,29 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
             existing_claim_sizes,
         },
     )?;
-    let (cm, outcome) = apply(&ctx.client, &children.config).await?;
-    report(&ctx, &*broker, &cm, outcome).await;
-
-    let mut storage = StorageStatus::default();
-    let mut storage_settled = true;
+    apply_and_report(&ctx, &*broker, &children.config).await?;
+    let mut groups = Vec::with_capacity(children.groups.len());
     for g in &children.groups {
-        let (svc, o) = apply(&ctx.client, &g.service).await?;
-        report(&ctx, &*broker, &svc, o).await;
-        let (sts, o) = apply(&ctx.client, &g.statefulset).await?;
-        report(&ctx, &*broker, &sts, o).await;
-        let (pdb, o) = apply(&ctx.client, &g.pdb).await?;
-        report(&ctx, &*broker, &pdb, o).await;
-        let (_, ready, settled) = sts_progress(&sts);
-        storage.ready_replicas += ready;
-        if settled {
-            storage.ready_groups += 1;
-        } else {
-            storage_settled = false;
-        }
+        apply_and_report(&ctx, &*broker, &g.service).await?;
+        let sts = apply_and_report(&ctx, &*broker, &g.statefulset).await?;
+        apply_and_report(&ctx, &*broker, &g.pdb).await?;
+        groups.push(sts_progress(&sts));
     }
-
-    let (deploy, o) = apply(&ctx.client, &children.proxy).await?;
-    report(&ctx, &*broker, &deploy, o).await;
-    let (svc, o) = apply(&ctx.client, &children.client_service).await?;
-    report(&ctx, &*broker, &svc, o).await;
-    let (pdb, o) = apply(&ctx.client, &children.proxy_pdb).await?;
-    report(&ctx, &*broker, &pdb, o).await;
+    let deploy = apply_and_report(&ctx, &*broker, &children.proxy).await?;
+    apply_and_report(&ctx, &*broker, &children.client_service).await?;
+    apply_and_report(&ctx, &*broker, &children.proxy_pdb).await?;
     match &children.hpa {
         Some(hpa) => {
-            let (hpa, o) = apply(&ctx.client, hpa).await?;
-            report(&ctx, &*broker, &hpa, o).await;
+            apply_and_report(&ctx, &*broker, hpa).await?;
         }
         None => {
-            if delete_if_exists::<HorizontalPodAutoscaler>(
-                &ctx.client,
-                &namespace,
-                &b::proxy_name(&name),
-            )
-            .await?
+            let hpa_name = b::proxy_name(&name);
+            if delete_if_exists::<HorizontalPodAutoscaler>(&ctx.client, &namespace, &hpa_name)
+                .await?
             {
-                let related =
-                    child_ref::<HorizontalPodAutoscaler>(&namespace, &b::proxy_name(&name));
                 ctx.event_related(
                     &*broker,
-                    Some(related),
+                    Some(child_ref::<HorizontalPodAutoscaler>(&namespace, &hpa_name)),
                     EventType::Normal,
                     "Deleted",
                     "Reconcile",
@@ -395,140 +334,30 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
             }
         }
     }
-
     let expansion = expand_volumes(&ctx, &broker, &namespace).await?;
-    let (draining, drain_problem) =
+    let drain =
         remove_surplus_groups(&ctx, &broker, &namespace, surplus.into_iter().collect()).await?;
 
-    let (replicas, proxy_ready, compute_settled) = deployment_progress(&deploy);
-    storage.groups = broker.spec.storage.groups + draining.len() as i32;
-    storage.draining = draining.clone();
-    storage.pending_volume_expansions = expansion.pending.clone();
-    let compute = ComputeStatus {
-        replicas,
-        ready_replicas: proxy_ready,
-        selector: b::proxy_selector(&name),
-    };
-
-    let groups = broker.spec.storage.groups;
-    let want_proxies = broker.spec.compute.replicas;
-    let mut conds = Vec::new();
-    if storage_settled && compute_settled {
-        conds.push(Desired::new(
-            READY,
-            true,
-            "Ready",
-            format!(
-                "{groups}/{groups} broker groups and {proxy_ready}/{want_proxies} proxies ready"
-            ),
-        ));
-    } else if !storage_settled {
-        conds.push(Desired::new(
-            READY,
-            false,
-            "StorageNotReady",
-            format!("{}/{groups} broker groups ready", storage.ready_groups),
-        ));
-    } else {
-        conds.push(Desired::new(
-            READY,
-            false,
-            "ComputeNotReady",
-            format!("{proxy_ready}/{want_proxies} proxies ready"),
-        ));
-    }
-    let progressing = if !draining.is_empty() {
-        let extra = drain_problem
-            .clone()
-            .map(|p| format!("; last error: {p}"))
-            .unwrap_or_default();
-        Desired::new(
-            PROGRESSING,
-            true,
-            "DrainingGroups",
-            format!("draining {} before removal{extra}", draining.join(", ")),
-        )
-    } else if !expansion.pending.is_empty() {
-        Desired::new(
-            PROGRESSING,
-            true,
-            "ExpandingVolumes",
-            format!(
-                "waiting for claims to reach {}: {}",
-                broker.spec.storage.volume.size,
-                expansion.pending.join(", ")
-            ),
-        )
-    } else if !storage_settled {
-        Desired::new(
-            PROGRESSING,
-            true,
-            "RollingOutStorage",
-            "broker pods are being created or updated, followers before leaders",
-        )
-    } else if !compute_settled {
-        Desired::new(
-            PROGRESSING,
-            true,
-            "RollingOutCompute",
-            "proxy pods are being created, updated or scaled",
-        )
-    } else {
-        Desired::new(PROGRESSING, false, "Stable", "both tiers match the spec")
-    };
-    conds.push(progressing);
-    if !expansion.blocked.is_empty() {
-        let classes: BTreeSet<_> = expansion
-            .blocked
-            .iter()
-            .map(|(_, c)| {
-                if c.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    c.clone()
-                }
-            })
-            .collect();
-        let claims: Vec<_> = expansion.blocked.iter().map(|(n, _)| n.clone()).collect();
-        let msg = format!(
-            "StorageClass {} does not allow volume expansion, so claims {} keep their size; set allowVolumeExpansion: true on the class",
-            classes.into_iter().collect::<Vec<_>>().join(", "), claims.join(", "));
-        conds.push(Desired::new(
-            DEGRADED,
-            true,
-            "VolumeExpansionNotAllowed",
-            msg,
-        ));
-    } else if let Some(p) = &drain_problem {
-        conds.push(Desired::new(
-            DEGRADED,
-            true,
-            "DrainFailed",
-            format!("{p}; the group is kept until the admin API answers"),
-        ));
-    } else {
-        conds.push(Desired::new(DEGRADED, false, "AsExpected", ""));
-    }
-
+    let summary = status::summarize(&Observed {
+        broker: &broker,
+        groups,
+        proxies: deployment_progress(&deploy),
+        expansion,
+        drain,
+    });
     let old = broker.status.clone().unwrap_or_default();
     let status = BrokerStatus {
         observed_generation: broker.metadata.generation,
-        storage,
-        compute,
+        storage: summary.storage,
+        compute: summary.compute,
         conditions: conditions::merge(
             &old.conditions,
-            &conds,
+            &summary.conditions,
             broker.metadata.generation,
             &conditions::now(),
         ),
     };
-    let newly_degraded = conditions::find(&status.conditions, DEGRADED)
-        .filter(|c| c.status == "True")
-        .filter(|c| {
-            conditions::find(&old.conditions, DEGRADED)
-                .is_none_or(|o| o.status != "True" || o.reason != c.reason)
-        });
-    if let Some(c) = newly_degraded {
+    if let Some(c) = conditions::newly_true(&old.conditions, &status.conditions, DEGRADED) {
         ctx.event(
             &*broker,
             EventType::Warning,
@@ -538,14 +367,10 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         )
         .await;
     }
-    set_status(&ctx, &broker, status).await?;
+    write_status(&ctx, &*broker, &old, &status).await?;
     ctx.metrics.observe(KIND, started.elapsed());
     ctx.backoff.succeeded(&super::backoff::key(&*broker));
-    let busy = !draining.is_empty()
-        || !expansion.pending.is_empty()
-        || !storage_settled
-        || !compute_settled;
-    Ok(Action::requeue(if busy { POLL } else { RESYNC }))
+    Ok(Action::requeue(if summary.busy { POLL } else { RESYNC }))
 }
 
 /// Error policy for the controller runtime.

@@ -1,0 +1,712 @@
+//! The election rules, decided on the controller leader from what only it knows: when each
+//! member last heartbeat (a monotonic clock, in memory) and the switchovers admins asked for.
+//!
+//! Nothing here touches Raft or a clock of its own: every decision takes `now` and returns the
+//! [`Command`] to propose, so the rules are tested with instants the test chooses. The state
+//! machine ([`crate::state`]) re-checks what must hold on every replica (epoch compare-and-set,
+//! clean elections only from the in-sync set); this module decides *when* to propose.
+//!
+//! Rules:
+//! - Liveness is counted from when the controller leader RECEIVED a heartbeat. A member this
+//!   node has not heard from since it became Raft leader counts as last heard at that instant,
+//!   and no election happens before `member-expiry` has passed since then: leases granted by
+//!   the previous Raft leader may still run until then.
+//! - A group leader silent for longer than `member-expiry` is replaced by the alive in-sync
+//!   member with the highest reported log end (ties: the lowest replica id); the new in-sync
+//!   set is the alive in-sync members. With none alive the group is left without a leader
+//!   (its in-sync set kept, so one of them is elected when it comes back) unless unclean
+//!   election is enabled: then the alive member with the highest log end leads alone.
+//! - A leaderless group (epoch > 0) elects the same way as soon as an in-sync member is alive.
+//! - A switchover is pending for `switchover-timeout`; the leader learns it from its heartbeat
+//!   answer and completes it itself, for the epoch it was asked at.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::state::{Command, CommandError, ElectionKind, GroupState, ReplicaId};
+
+/// The durations and switches the rules follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// A member not heard from for this long is dead; always longer than `lease`.
+    pub member_expiry: Duration,
+    /// How long a group leader may act on one heartbeat answer, counted from its sending.
+    pub lease: Duration,
+    /// Allow electing a member outside the in-sync set when no in-sync member is alive.
+    pub unclean_election: bool,
+    /// How long an admin's switchover waits for the leader to complete it.
+    pub switchover_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            member_expiry: Duration::from_secs(3),
+            lease: Duration::from_secs(2),
+            unclean_election: false,
+            switchover_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A member's last heartbeat as received by this controller leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub at: Instant,
+    pub log_end: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    target: ReplicaId,
+    epoch: u64,
+    deadline: Instant,
+}
+
+/// What the controller leader remembers in memory: heartbeats and pending switchovers. A new
+/// Raft leader starts from nothing ([`Elector::became_leader`]).
+#[derive(Debug)]
+pub struct Elector {
+    pub timing: Timing,
+    seen: HashMap<(String, ReplicaId), Seen>,
+    leading_since: Option<Instant>,
+    switchovers: HashMap<String, Pending>,
+    /// Groups whose election was decided and is being proposed: no lease until it applied.
+    electing: HashSet<String>,
+}
+
+impl Elector {
+    pub fn new(timing: Timing) -> Elector {
+        Elector {
+            timing,
+            seen: HashMap::new(),
+            leading_since: None,
+            switchovers: HashMap::new(),
+            electing: HashSet::new(),
+        }
+    }
+
+    /// This node became Raft leader at `at`: forget what an earlier term saw.
+    pub fn became_leader(&mut self, at: Instant) {
+        self.seen.clear();
+        self.switchovers.clear();
+        self.leading_since = Some(at);
+    }
+
+    /// This node is no longer Raft leader.
+    pub fn lost_leadership(&mut self) {
+        self.seen.clear();
+        self.switchovers.clear();
+        self.leading_since = None;
+    }
+
+    pub fn leading_since(&self) -> Option<Instant> {
+        self.leading_since
+    }
+
+    /// Records a heartbeat received at `at`.
+    pub fn record(&mut self, group: &str, replica: ReplicaId, log_end: u64, at: Instant) {
+        self.seen
+            .insert((group.to_string(), replica), Seen { at, log_end });
+    }
+
+    /// The member's last heartbeat, if heard from in this term.
+    pub fn seen(&self, group: &str, replica: ReplicaId) -> Option<Seen> {
+        self.seen.get(&(group.to_string(), replica)).copied()
+    }
+
+    /// Heard from within `member-expiry` before `now`.
+    pub fn is_alive(&self, group: &str, replica: ReplicaId, now: Instant) -> bool {
+        self.seen(group, replica)
+            .is_some_and(|s| now.saturating_duration_since(s.at) <= self.timing.member_expiry)
+    }
+
+    /// Whether the wait after becoming Raft leader is over (and this node leads at all).
+    pub fn may_elect(&self, now: Instant) -> bool {
+        self.leading_since
+            .is_some_and(|t| now.saturating_duration_since(t) > self.timing.member_expiry)
+    }
+
+    /// The lease a heartbeat earns: only the leader at the current epoch that knows that epoch,
+    /// and only while no election of its group is on its way through Raft (the state read may
+    /// be about to change under it).
+    pub fn lease_for(
+        &self,
+        group: &str,
+        g: &GroupState,
+        replica: ReplicaId,
+        believed_epoch: u64,
+    ) -> Option<Duration> {
+        (g.leader == Some(replica)
+            && believed_epoch == g.epoch
+            && g.epoch > 0
+            && !self.electing.contains(group))
+        .then_some(self.timing.lease)
+    }
+
+    /// An election of `group` was decided and is being proposed (see [`Elector::lease_for`]);
+    /// false if one already is.
+    pub fn begin_election(&mut self, group: &str) -> bool {
+        self.electing.insert(group.to_string())
+    }
+
+    /// The proposal of `group`'s election finished (applied or refused).
+    pub fn end_election(&mut self, group: &str) {
+        self.electing.remove(group);
+    }
+
+    /// The election `group` needs at `now`, if any.
+    pub fn failover(&self, group: &str, g: &GroupState, now: Instant) -> Option<Command> {
+        if !self.may_elect(now) || self.electing.contains(group) {
+            return None;
+        }
+        let old = match g.leader {
+            Some(l) => {
+                let last = self.seen(group, l).map(|s| s.at).or(self.leading_since)?;
+                if now.saturating_duration_since(last) <= self.timing.member_expiry {
+                    return None;
+                }
+                Some(l)
+            }
+            None if g.epoch == 0 => return None,
+            None => None,
+        };
+        let alive_in_sync: BTreeSet<ReplicaId> = g
+            .in_sync
+            .iter()
+            .copied()
+            .filter(|r| Some(*r) != old && self.is_alive(group, *r, now))
+            .collect();
+        let elect =
+            |leader: Option<ReplicaId>, in_sync: BTreeSet<ReplicaId>, kind| Command::Elect {
+                group: group.to_string(),
+                expected_epoch: g.epoch,
+                leader,
+                in_sync,
+                kind,
+            };
+        if let Some(best) = self.most_caught_up(group, alive_in_sync.iter().copied()) {
+            return Some(elect(Some(best), alive_in_sync, ElectionKind::Clean));
+        }
+        if self.timing.unclean_election {
+            let alive = g
+                .members
+                .keys()
+                .copied()
+                .filter(|r| Some(*r) != old && self.is_alive(group, *r, now));
+            if let Some(best) = self.most_caught_up(group, alive) {
+                return Some(elect(
+                    Some(best),
+                    BTreeSet::from([best]),
+                    ElectionKind::Unclean,
+                ));
+            }
+        }
+        // Nobody electable: record that the group has no leader (fencing the old one by the
+        // epoch), once.
+        old.map(|_| elect(None, g.in_sync.clone(), ElectionKind::Clean))
+    }
+
+    /// The highest reported log end among `candidates`; ties go to the lowest replica id.
+    fn most_caught_up(
+        &self,
+        group: &str,
+        candidates: impl Iterator<Item = ReplicaId>,
+    ) -> Option<ReplicaId> {
+        candidates
+            .map(|r| (self.seen(group, r).map_or(0, |s| s.log_end), r))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+            .map(|(_, r)| r)
+    }
+
+    /// An admin asks to move leadership of `group` to `target` (default: the most caught-up
+    /// in-sync member other than the leader, alive ones first). Returns the target.
+    pub fn request_switchover(
+        &mut self,
+        group: &str,
+        g: &GroupState,
+        target: Option<ReplicaId>,
+        now: Instant,
+    ) -> Result<ReplicaId, CommandError> {
+        let leader = g.leader.ok_or_else(|| CommandError::NoLeader {
+            group: group.to_string(),
+        })?;
+        let target = match target {
+            Some(t) => {
+                if !g.members.contains_key(&t) {
+                    return Err(CommandError::UnknownMember {
+                        group: group.to_string(),
+                        replica: t,
+                    });
+                }
+                if !g.in_sync.contains(&t) {
+                    return Err(CommandError::NotInSync {
+                        group: group.to_string(),
+                        replica: t,
+                        in_sync: g.in_sync.clone(),
+                    });
+                }
+                if t == leader {
+                    return Err(CommandError::Invalid(format!(
+                        "replica {t} already leads group {group:?}"
+                    )));
+                }
+                t
+            }
+            None => {
+                let others = || g.in_sync.iter().copied().filter(|r| *r != leader);
+                let alive = others().filter(|r| self.is_alive(group, *r, now));
+                self.most_caught_up(group, alive)
+                    .or_else(|| self.most_caught_up(group, others()))
+                    .ok_or_else(|| {
+                        CommandError::Invalid(format!(
+                            "group {group:?} has no in-sync member besides its leader {leader} to switch over to (in sync: {:?})",
+                            g.in_sync
+                        ))
+                    })?
+            }
+        };
+        self.switchovers.insert(
+            group.to_string(),
+            Pending {
+                target,
+                epoch: g.epoch,
+                deadline: now + self.timing.switchover_timeout,
+            },
+        );
+        Ok(target)
+    }
+
+    /// The switchover the leader of `group` must carry out, if one is pending for its epoch.
+    pub fn pending_switchover(
+        &mut self,
+        group: &str,
+        g: &GroupState,
+        now: Instant,
+    ) -> Option<ReplicaId> {
+        let p = *self.switchovers.get(group)?;
+        if p.epoch != g.epoch || now > p.deadline || !g.in_sync.contains(&p.target) {
+            self.switchovers.remove(group);
+            return None;
+        }
+        Some(p.target)
+    }
+
+    /// The old leader completes a pending switchover: the election to propose.
+    pub fn complete_switchover(
+        &mut self,
+        group: &str,
+        g: &GroupState,
+        epoch: u64,
+        target: ReplicaId,
+        now: Instant,
+    ) -> Result<Command, CommandError> {
+        if self.pending_switchover(group, g, now) != Some(target) || g.epoch != epoch {
+            return Err(CommandError::NoSwitchoverPending {
+                group: group.to_string(),
+                target,
+                epoch,
+            });
+        }
+        self.switchovers.remove(group);
+        Ok(Command::Elect {
+            group: group.to_string(),
+            expected_epoch: epoch,
+            leader: Some(target),
+            in_sync: g.in_sync.clone(),
+            kind: ElectionKind::Switchover,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{CommandResult, ControllerState};
+    use proptest::prelude::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    /// A controller leader applying its own proposals directly (no Raft), with a clock the test
+    /// moves.
+    struct World {
+        state: ControllerState,
+        elector: Elector,
+        t0: Instant,
+        now: Instant,
+    }
+
+    impl World {
+        fn new(unclean: bool) -> World {
+            let t0 = Instant::now();
+            let mut elector = Elector::new(Timing {
+                unclean_election: unclean,
+                ..Timing::default()
+            });
+            elector.became_leader(t0);
+            World {
+                state: ControllerState::default(),
+                elector,
+                t0,
+                now: t0,
+            }
+        }
+
+        fn at(&mut self, d: Duration) {
+            self.now = self.t0 + d;
+        }
+
+        fn g(&self) -> GroupState {
+            self.state.group("g").cloned().unwrap_or_default()
+        }
+
+        /// A heartbeat as the controller leader handles it: record, register if new.
+        fn heartbeat(&mut self, r: ReplicaId, log_end: u64) -> Option<Duration> {
+            self.elector.record("g", r, log_end, self.now);
+            if !self.g().members.contains_key(&r) {
+                self.apply(Command::Join {
+                    group: "g".into(),
+                    replica: r,
+                    address: format!("127.0.0.1:{r}"),
+                })
+                .expect("join");
+            }
+            let g = self.g();
+            self.elector.lease_for("g", &g, r, g.epoch)
+        }
+
+        fn apply(&mut self, c: Command) -> CommandResult {
+            self.state.apply(&c)
+        }
+
+        /// Runs the election loop once; returns the command applied.
+        fn tick(&mut self) -> Option<Command> {
+            let c = self.elector.failover("g", &self.g(), self.now)?;
+            self.apply(c.clone())
+                .expect("the elector proposes valid elections");
+            Some(c)
+        }
+
+        fn alter(&mut self, set: &[ReplicaId]) -> CommandResult {
+            let g = self.g();
+            self.apply(Command::AlterInSync {
+                group: "g".into(),
+                epoch: g.epoch,
+                leader: g.leader.expect("leader"),
+                in_sync: set.iter().copied().collect(),
+            })
+        }
+    }
+
+    /// Three members, 1 leads, all in sync, at t = 4 s (past the initial wait).
+    fn three(unclean: bool) -> World {
+        let mut w = World::new(unclean);
+        for r in 1..=3 {
+            w.heartbeat(r, 100);
+        }
+        w.alter(&[1, 2, 3]).expect("grow");
+        w.at(4 * S);
+        for r in 1..=3 {
+            w.heartbeat(r, 100);
+        }
+        w
+    }
+
+    #[test]
+    fn failover_happens_only_after_the_leader_expires() {
+        let mut w = three(false);
+        // Leader 1 falls silent at 4 s; followers keep reporting.
+        for ms in (4250..=7000).step_by(250) {
+            w.at(Duration::from_millis(ms));
+            w.heartbeat(2, 100);
+            w.heartbeat(3, 120);
+            assert_eq!(
+                w.tick(),
+                None,
+                "no election {ms} ms in: leader silent < 3 s"
+            );
+        }
+        w.at(Duration::from_millis(7001));
+        w.heartbeat(2, 100);
+        w.heartbeat(3, 120);
+        let c = w.tick().expect("failover");
+        assert!(matches!(
+            c,
+            Command::Elect {
+                kind: ElectionKind::Clean,
+                ..
+            }
+        ));
+        let g = w.g();
+        assert_eq!(g.leader, Some(3), "highest log end wins");
+        assert_eq!(g.epoch, 2);
+        assert_eq!(
+            g.in_sync,
+            BTreeSet::from([2, 3]),
+            "the dead leader leaves the set"
+        );
+        assert_eq!(w.tick(), None, "one election per failure");
+    }
+
+    #[test]
+    fn only_alive_in_sync_members_are_elected_cleanly() {
+        let mut w = three(false);
+        w.alter(&[1, 2]).expect("3 fell behind");
+        w.at(Duration::from_millis(7500));
+        w.heartbeat(2, 50);
+        w.heartbeat(3, 10_000); // most data, but out of sync
+        w.tick().expect("failover");
+        assert_eq!(
+            w.g().leader,
+            Some(2),
+            "3 is out of sync, whatever its log end"
+        );
+        assert_eq!(w.g().in_sync, BTreeSet::from([2]));
+    }
+
+    #[test]
+    fn no_in_sync_member_alive_leaves_the_group_without_a_leader_until_one_returns() {
+        let mut w = three(false);
+        w.alter(&[1, 2]).expect("shrink");
+        w.at(Duration::from_millis(8000));
+        w.heartbeat(3, 500);
+        let c = w.tick().expect("the group is marked leaderless");
+        assert!(matches!(c, Command::Elect { leader: None, .. }));
+        let g = w.g();
+        assert_eq!((g.leader, g.epoch), (None, 2));
+        assert_eq!(g.in_sync, BTreeSet::from([1, 2]), "in-sync set kept");
+        assert_eq!(w.tick(), None, "recorded once");
+        assert_eq!(w.heartbeat(3, 500), None, "no lease without leadership");
+        // The old leader comes back: it is in sync, so it leads again at a new epoch.
+        w.at(Duration::from_millis(8500));
+        w.heartbeat(1, 100);
+        w.tick().expect("re-election");
+        let g = w.g();
+        assert_eq!((g.leader, g.epoch), (Some(1), 3));
+        assert_eq!(g.in_sync, BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn unclean_election_only_when_enabled() {
+        for unclean in [false, true] {
+            let mut w = three(unclean);
+            w.alter(&[1]).expect("shrink to the leader");
+            w.at(Duration::from_millis(8000));
+            w.heartbeat(2, 90);
+            w.heartbeat(3, 95);
+            let c = w.tick().expect("a decision");
+            let g = w.g();
+            if unclean {
+                assert!(matches!(
+                    c,
+                    Command::Elect {
+                        kind: ElectionKind::Unclean,
+                        ..
+                    }
+                ));
+                assert_eq!(g.leader, Some(3), "highest log end among the alive");
+                assert_eq!(g.in_sync, BTreeSet::from([3]));
+            } else {
+                assert_eq!(g.leader, None);
+            }
+            assert_eq!(g.epoch, 2);
+        }
+    }
+
+    #[test]
+    fn a_new_raft_leader_waits_member_expiry_before_electing() {
+        let mut w = three(false);
+        // The Raft leadership moves at 10 s; this node forgets what it saw.
+        w.at(10 * S);
+        w.elector.became_leader(w.now);
+        w.heartbeat(2, 100);
+        w.heartbeat(3, 100);
+        // Leader 1 was silent since 4 s: long dead, yet nothing happens during the wait.
+        for ms in (10_000..=13_000).step_by(500) {
+            w.at(Duration::from_millis(ms));
+            w.heartbeat(2, 100);
+            w.heartbeat(3, 100);
+            assert_eq!(w.tick(), None, "election {ms} ms in, inside the wait");
+        }
+        w.at(Duration::from_millis(13_001));
+        w.heartbeat(2, 100);
+        w.heartbeat(3, 100);
+        assert!(
+            w.tick().is_some(),
+            "after the wait, the silent leader is replaced"
+        );
+        // Not leading: never elects.
+        w.elector.lost_leadership();
+        w.at(60 * S);
+        assert_eq!(w.elector.failover("g", &w.g(), w.now), None);
+    }
+
+    #[test]
+    fn leases_go_to_the_leader_at_its_epoch_only() {
+        let mut w = three(false);
+        let g = w.g();
+        assert_eq!(
+            w.elector.lease_for("g", &g, 1, 1),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(w.elector.lease_for("g", &g, 1, 0), None, "stale epoch");
+        assert_eq!(w.elector.lease_for("g", &g, 2, 1), None, "follower");
+        assert!(w.elector.begin_election("g"));
+        assert!(!w.elector.begin_election("g"), "one election at a time");
+        assert_eq!(
+            w.elector.lease_for("g", &g, 1, 1),
+            None,
+            "no lease while an election is being proposed"
+        );
+        w.at(60 * S);
+        assert_eq!(
+            w.elector.failover("g", &g, w.now),
+            None,
+            "not decided twice"
+        );
+        w.elector.end_election("g");
+        assert_eq!(
+            w.elector.lease_for("g", &g, 1, 1),
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn switchover_moves_leadership_to_an_in_sync_member() {
+        let mut w = three(false);
+        w.heartbeat(2, 90);
+        w.heartbeat(3, 100);
+        let g = w.g();
+        assert!(matches!(
+            w.elector.request_switchover("g", &g, Some(1), w.now),
+            Err(CommandError::Invalid(_))
+        ));
+        assert!(matches!(
+            w.elector.request_switchover("g", &g, Some(9), w.now),
+            Err(CommandError::UnknownMember { .. })
+        ));
+        w.alter(&[1, 2]).expect("3 behind");
+        let g = w.g();
+        assert!(matches!(
+            w.elector.request_switchover("g", &g, Some(3), w.now),
+            Err(CommandError::NotInSync { .. })
+        ));
+        let target = w
+            .elector
+            .request_switchover("g", &g, None, w.now)
+            .expect("default target");
+        assert_eq!(target, 2);
+        assert_eq!(w.elector.pending_switchover("g", &g, w.now), Some(2));
+        assert!(matches!(
+            w.elector.complete_switchover("g", &g, 1, 3, w.now),
+            Err(CommandError::NoSwitchoverPending { .. })
+        ));
+        let c = w
+            .elector
+            .complete_switchover("g", &g, 1, 2, w.now)
+            .expect("complete");
+        w.apply(c).expect("applied");
+        let g = w.g();
+        assert_eq!((g.leader, g.epoch), (Some(2), 2));
+        assert_eq!(
+            g.in_sync,
+            BTreeSet::from([1, 2]),
+            "the old leader stays in sync"
+        );
+        assert_eq!(w.elector.pending_switchover("g", &g, w.now), None);
+        // A switchover nobody completes times out.
+        w.elector
+            .request_switchover("g", &g, Some(1), w.now)
+            .expect("ask again");
+        w.at(Duration::from_millis(4000 + 5001));
+        assert_eq!(w.elector.pending_switchover("g", &g, w.now), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Advance(u64),
+        Heartbeat(ReplicaId, u64),
+        Tick,
+        Alter(Vec<ReplicaId>),
+        StaleAlter(Vec<ReplicaId>),
+        Switchover(Option<ReplicaId>),
+        Complete,
+        RaftLeaderChange,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let r = 1u64..=4;
+        prop_oneof![
+            3 => (1u64..2000).prop_map(Event::Advance),
+            4 => (r.clone(), 0u64..1000).prop_map(|(r, l)| Event::Heartbeat(r, l)),
+            3 => Just(Event::Tick),
+            2 => proptest::collection::vec(r.clone(), 0..4).prop_map(Event::Alter),
+            1 => proptest::collection::vec(r.clone(), 0..4).prop_map(Event::StaleAlter),
+            1 => proptest::option::of(r).prop_map(Event::Switchover),
+            1 => Just(Event::Complete),
+            1 => Just(Event::RaftLeaderChange),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever happens: the epoch never decreases, the leader is always in sync, and a
+        /// clean election never picks a member outside the in-sync set.
+        #[test]
+        fn invariants_hold_over_random_events(unclean: bool, events in proptest::collection::vec(event(), 1..120)) {
+            let mut w = World::new(unclean);
+            let mut elapsed = 0u64;
+            for e in events {
+                let before = w.g();
+                match e {
+                    Event::Advance(ms) => { elapsed += ms; w.at(Duration::from_millis(elapsed)); }
+                    Event::Heartbeat(r, l) => { w.heartbeat(r, l); }
+                    Event::Tick => {
+                        if let Some(Command::Elect { leader: Some(l), kind, .. }) = w.tick() {
+                            if kind == ElectionKind::Clean {
+                                prop_assert!(before.in_sync.contains(&l), "clean election of {} outside {:?}", l, before.in_sync);
+                            }
+                            prop_assert!(kind != ElectionKind::Unclean || unclean);
+                        }
+                    }
+                    Event::Alter(set) => {
+                        if before.leader.is_some() {
+                            let _ = w.alter(&set);
+                        }
+                    }
+                    Event::StaleAlter(set) => {
+                        if let Some(l) = before.leader {
+                            let r = w.apply(Command::AlterInSync {
+                                group: "g".into(),
+                                epoch: before.epoch.wrapping_sub(1),
+                                leader: l,
+                                in_sync: set.into_iter().collect(),
+                            });
+                            prop_assert!(r.is_err(), "a stale epoch is refused");
+                        }
+                    }
+                    Event::Switchover(t) => {
+                        let _ = w.elector.request_switchover("g", &before, t, w.now);
+                    }
+                    Event::Complete => {
+                        if let Some(t) = w.elector.pending_switchover("g", &before, w.now) {
+                            let c = w.elector.complete_switchover("g", &before, before.epoch, t, w.now);
+                            let c = c.expect("pending switchover completes");
+                            w.apply(c).expect("switchover applies");
+                            prop_assert!(before.in_sync.contains(&t));
+                        }
+                    }
+                    Event::RaftLeaderChange => w.elector.became_leader(w.now),
+                }
+                let after = w.g();
+                prop_assert!(after.epoch >= before.epoch, "epoch went back {} -> {}", before.epoch, after.epoch);
+                if after.leader != before.leader {
+                    prop_assert!(after.epoch > before.epoch, "leader changed without a new epoch");
+                }
+                if let Some(l) = after.leader {
+                    prop_assert!(after.in_sync.contains(&l), "leader {} not in {:?}", l, after.in_sync);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The leader's end of log shipping: the `Fetch` stream each follower holds open.
+//!
+//! After the follower's `Start` the leader sends its epoch history (`Hello`); the follower cuts
+//! its log where the histories diverge and reports where its log now ends. From there the
+//! leader sends whole records in batches of about [`BATCH_BYTES`], cut at epoch boundaries and
+//! at segment ends, and an empty batch every [`KEEPALIVE`] when there is nothing new, so the
+//! follower always learns the confirm offset. The follower's progress reports move the confirm
+//! offset ([`super::progress`]). The stream ends when this member stops leading the epoch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferromq_proto::replication::{
+    self as pb, fetch_request, fetch_response, replication_server::Replication,
+};
+use ferromq_store::epochs::EpochStart;
+use ferromq_store::FlushMode;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, Instrument};
+
+use super::{Replica, Role};
+use crate::rpc::BoxStream;
+
+/// About how many bytes of records one batch carries.
+pub const BATCH_BYTES: usize = 1 << 20;
+/// An idle stream still carries the confirm offset this often.
+pub const KEEPALIVE: Duration = Duration::from_millis(200);
+/// Largest gRPC message of the replication service (a batch holds at least one record, and a
+/// record can be as large as the largest body).
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// The replication service a member serves on its internal port.
+#[derive(Clone)]
+pub struct ReplicationApi {
+    replica: Arc<Replica>,
+}
+
+impl ReplicationApi {
+    pub fn new(replica: Arc<Replica>) -> ReplicationApi {
+        ReplicationApi { replica }
+    }
+}
+
+/// The epoch that wrote `offset`, and where the next epoch starts after it (if any).
+fn epoch_span(history: &[EpochStart], offset: u64) -> (u64, Option<u64>, bool) {
+    let current = history.iter().rev().find(|e| e.start <= offset);
+    let next = history.iter().find(|e| e.start > offset).map(|e| e.start);
+    let starts_here = history.iter().any(|e| e.start == offset);
+    (current.map_or(0, |e| e.epoch), next, starts_here)
+}
+
+fn batch(b: pb::Batch) -> Result<pb::FetchResponse, Status> {
+    Ok(pb::FetchResponse {
+        kind: Some(fetch_response::Kind::Batch(b)),
+    })
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationApi {
+    type FetchStream = BoxStream<pb::FetchResponse>;
+
+    async fn fetch(
+        &self,
+        req: Request<tonic::Streaming<pb::FetchRequest>>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let mut inbound = req.into_inner();
+        let Some(pb::FetchRequest {
+            kind: Some(fetch_request::Kind::Start(start)),
+        }) = inbound.message().await?
+        else {
+            return Err(Status::invalid_argument("a fetch stream starts with Start"));
+        };
+        let r = self.replica.clone();
+        if start.group != r.cfg.group {
+            return Err(Status::invalid_argument(format!(
+                "this member belongs to broker group {}, not {}",
+                r.cfg.group, start.group
+            )));
+        }
+        let Role::Leader { epoch, .. } = r.role() else {
+            return Err(Status::failed_precondition(format!(
+                "replica {} of {} is not the leader",
+                r.cfg.replica_id, r.cfg.group
+            )));
+        };
+        if start.epoch > epoch {
+            return Err(Status::failed_precondition(format!(
+                "epoch {} is newer than this leader's {epoch}",
+                start.epoch
+            )));
+        }
+        let segment_size = r.store.config().segment_size;
+        if start.segment_size != segment_size {
+            return Err(Status::failed_precondition(format!(
+                "segment size {} differs from the leader's {segment_size}: replicas must use the same",
+                start.segment_size
+            )));
+        }
+        let follower = start.replica_id;
+        let (tx, rx) = mpsc::channel::<Result<pb::FetchResponse, Status>>(4);
+        let hello = pb::FetchResponse {
+            kind: Some(fetch_response::Kind::Hello(pb::Hello {
+                epoch,
+                history: r
+                    .history()
+                    .into_iter()
+                    .map(|e| pb::EpochStart {
+                        epoch: e.epoch,
+                        start: e.start,
+                    })
+                    .collect(),
+                segment_size,
+                leader_end: r.store.log_end(),
+            })),
+        };
+        tx.send(Ok(hello))
+            .await
+            .map_err(|_| Status::cancelled("follower went away"))?;
+        info!(group = %r.cfg.group, follower, epoch, "follower connected");
+
+        // Progress reports: how far the follower holds the log, and where to send from.
+        let (pos_tx, mut pos_rx) = watch::channel::<Option<u64>>(None);
+        let reader = r.clone();
+        let span = tracing::info_span!("replication.progress", follower);
+        tokio::spawn(
+            async move {
+                while let Ok(Some(m)) = inbound.message().await {
+                    if let Some(fetch_request::Kind::Progress(p)) = m.kind {
+                        let held = match reader.store.config().flush {
+                            FlushMode::Sync => p.flushed,
+                            FlushMode::Async => p.log_end,
+                        };
+                        reader
+                            .progress
+                            .report(follower, held, reader.store.log_end());
+                        reader.recompute_confirm();
+                        let _ = pos_tx.send(Some(p.log_end));
+                    }
+                }
+                debug!("follower's progress stream ended");
+            }
+            .instrument(span),
+        );
+
+        let sender = r.clone();
+        let mut role = r.watch_role();
+        tokio::spawn(async move {
+            let first = loop {
+                if let Some(p) = *pos_rx.borrow_and_update() {
+                    break p;
+                }
+                if pos_rx.changed().await.is_err() {
+                    return;
+                }
+            };
+            let mut next = first;
+            loop {
+                if !matches!(*role.borrow_and_update(), Role::Leader { epoch: e, .. } if e == epoch)
+                {
+                    let _ = tx
+                        .send(Err(Status::failed_precondition("leadership moved")))
+                        .await;
+                    return;
+                }
+                let grown = sender.grown.notified();
+                tokio::pin!(grown);
+                grown.as_mut().enable();
+                let history = sender.history();
+                let (batch_epoch, next_epoch, starts_here) = epoch_span(&history, next);
+                let end = sender.store.log_end();
+                let upto = next_epoch.map_or(end, |n| n.min(end));
+                let store = sender.store.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || store.read_raw(next, BATCH_BYTES, upto))
+                        .await;
+                let raw = match read {
+                    Ok(Ok(raw)) => raw,
+                    Ok(Err(e)) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!(
+                                "reading the log at {next}: {e}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let moved = raw.end() > next;
+                let b = pb::Batch {
+                    epoch: batch_epoch,
+                    from: next,
+                    filler_to: raw.filler_to,
+                    data: raw.bytes.clone(),
+                    confirm: sender.confirm(),
+                    leader_end: end,
+                    epoch_start: (starts_here && moved).then_some(next),
+                };
+                if moved {
+                    next = raw.end();
+                    if tx.send(batch(b)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                // Nothing new: tell the follower the confirm offset, then wait for the log.
+                if tx.send(batch(b)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = &mut grown => {}
+                    _ = tokio::time::sleep(KEEPALIVE) => {}
+                    r = role.changed() => if r.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stop_at_the_next_epoch() {
+        let h = [
+            EpochStart { epoch: 1, start: 0 },
+            EpochStart {
+                epoch: 3,
+                start: 100,
+            },
+        ];
+        assert_eq!(epoch_span(&h, 0), (1, Some(100), true));
+        assert_eq!(epoch_span(&h, 50), (1, Some(100), false));
+        assert_eq!(epoch_span(&h, 100), (3, None, true));
+        assert_eq!(epoch_span(&h, 150), (3, None, false));
+    }
+}

@@ -1,0 +1,182 @@
+//! The follower's end of log shipping: while this member follows a known leader it holds one
+//! `Fetch` stream to it, cuts its log where its epoch history and the leader's diverge, writes
+//! every batch at the same offsets, reports how far it holds the log after each, and dispatches
+//! up to the confirm offset the leader sends. A broken stream is opened again after a short
+//! pause; a new leader or epoch closes it and opens one to the new leader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferromq_proto::replication::{
+    self as pb, fetch_request, fetch_response, replication_client::ReplicationClient,
+};
+use ferromq_store::epochs::{divergence, EpochStart};
+use ferromq_store::{FlushMode, RawBatch};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{info, warn};
+
+use super::fetch::MAX_MESSAGE;
+use super::{Replica, Role};
+
+/// Pause before a broken stream is opened again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Follows whichever leader the role names until `shutdown` flips.
+pub async fn run(replica: Arc<Replica>, mut shutdown: watch::Receiver<bool>) {
+    let mut role = replica.watch_role();
+    let mut warned = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let current = role.borrow_and_update().clone();
+        let target = match &current {
+            Role::Follower {
+                epoch,
+                leader: Some((id, addr)),
+            } if *id != replica.cfg.replica_id => Some((*epoch, addr.clone())),
+            _ => None,
+        };
+        let Some((epoch, addr)) = target else {
+            tokio::select! {
+                _ = role.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        };
+        match follow(&replica, epoch, &addr, &mut role, &mut shutdown).await {
+            Ok(()) => warned = false,
+            Err(e) => {
+                if !warned {
+                    warn!(group = %replica.cfg.group, leader = %addr, epoch, error = %e, "cannot follow the leader; retrying");
+                    warned = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+fn progress(r: &Replica) -> pb::FetchRequest {
+    pb::FetchRequest {
+        kind: Some(fetch_request::Kind::Progress(pb::Progress {
+            log_end: r.store.log_end(),
+            flushed: r.store.flushed_end(),
+        })),
+    }
+}
+
+/// One stream to the leader at `addr` in `epoch`; returns when the role moves on.
+async fn follow(
+    r: &Arc<Replica>,
+    epoch: u64,
+    addr: &str,
+    role: &mut watch::Receiver<Role>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(crate::roles::proxy::routes::STREAM_WINDOW)
+        .initial_connection_window_size(crate::roles::proxy::routes::CONNECTION_WINDOW)
+        .connect()
+        .await?;
+    let mut client = ReplicationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let (tx, rx) = mpsc::channel::<pb::FetchRequest>(8);
+    let last = r.history().last().copied();
+    tx.send(pb::FetchRequest {
+        kind: Some(fetch_request::Kind::Start(pb::Start {
+            group: r.cfg.group.clone(),
+            replica_id: r.cfg.replica_id,
+            epoch,
+            last_epoch: last.map_or(0, |e| e.epoch),
+            log_end: r.store.log_end(),
+            segment_size: r.store.config().segment_size,
+        })),
+    })
+    .await?;
+    let mut stream = client.fetch(ReceiverStream::new(rx)).await?.into_inner();
+    let Some(pb::FetchResponse {
+        kind: Some(fetch_response::Kind::Hello(hello)),
+    }) = stream.message().await?
+    else {
+        anyhow::bail!("the leader did not start with Hello");
+    };
+    let theirs: Vec<EpochStart> = hello
+        .history
+        .iter()
+        .map(|e| EpochStart {
+            epoch: e.epoch,
+            start: e.start,
+        })
+        .collect();
+    let end = r.store.log_end();
+    let cut = divergence(&r.history(), end, &theirs, hello.leader_end);
+    if cut < end {
+        let store = r.store.clone();
+        let dropped = tokio::task::spawn_blocking(move || store.truncate(cut)).await??;
+        r.epochs().truncate_from(cut)?;
+        info!(group = %r.cfg.group, from = cut, bytes = dropped, "cut the log where it diverges from the leader's");
+    }
+    tx.send(progress(r)).await?;
+    info!(group = %r.cfg.group, leader = %addr, epoch, from = r.store.log_end(), "following the leader");
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m?,
+            c = role.changed() => {
+                c?;
+                let still = matches!(&*role.borrow(), Role::Follower { epoch: e, leader: Some((_, a)) } if *e == epoch && a == addr);
+                if still { continue; }
+                return Ok(());
+            }
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let Some(pb::FetchResponse {
+            kind: Some(fetch_response::Kind::Batch(b)),
+        }) = msg
+        else {
+            anyhow::bail!("the leader ended the stream");
+        };
+        let had = r.store.log_end();
+        if b.from != had {
+            anyhow::bail!("batch at {} but the log ends at {had}", b.from);
+        }
+        let moved = !b.data.is_empty() || b.filler_to.is_some();
+        if moved {
+            let last = r.history().last().map_or(0, |e| e.epoch);
+            if b.epoch_start == Some(b.from) || b.epoch > last {
+                r.epochs().begin(b.epoch, b.from)?;
+            }
+            let store = r.store.clone();
+            let raw = RawBatch {
+                from: b.from,
+                bytes: b.data,
+                filler_to: b.filler_to,
+            };
+            let sync = store.config().flush == FlushMode::Sync;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let end = store.append_raw(&raw)?;
+                if sync {
+                    store.wait_flushed(end)?;
+                }
+                Ok(())
+            })
+            .await??;
+        }
+        let end = r.store.log_end();
+        let limit = b.confirm.min(end);
+        if limit > r.store.dispatch_limit() || r.store.dispatch_limit() > end {
+            r.store.set_dispatch_limit(limit);
+        }
+        r.progress.note_confirm(limit);
+        if moved {
+            tx.send(progress(r)).await?;
+        }
+    }
+}

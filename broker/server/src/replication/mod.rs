@@ -1,0 +1,305 @@
+//! Replication inside a broker group: one leader and its followers, chosen by the controller
+//! (the Raft group in the name servers, `ferromq-controller`), copying the leader's commit log
+//! record for record.
+//!
+//! ## Data path
+//! Every follower holds one [`fetch`] stream open to the leader. It starts by telling the leader
+//! its epoch history's end; the leader answers with its own epoch history, the follower cuts its
+//! log where the two diverge (`ferromq_store::epochs::divergence`, KIP-101/279) and then receives
+//! whole records in batches that never span two epochs, writes them at the same offsets
+//! (`Store::append_raw`) and reports how far it holds the log. The leader's **confirm offset** is
+//! the lowest offset every in-sync member holds; it is the only thing any member dispatches up to
+//! (`Store::set_dispatch_limit`), so no consumer ever sees a record a failover could take back.
+//!
+//! ## Acknowledgement
+//! - `async`: a send is acknowledged once the leader wrote it (a leader's crash with its disk lost
+//!   can lose what the followers had not fetched: the loss window is reported by the benchmarks).
+//! - `sync`: a send is acknowledged once every in-sync member holds it (on disk, with
+//!   `--flush sync`), i.e. once the confirm offset passes it.
+//! - Fewer in-sync members than `--min-in-sync` refuses sends (HA_NOT_AVAILABLE), as does a leader
+//!   whose controller lease ran out: a leader cut off from the controller stops acknowledging
+//!   before the controller may elect another one (the lease is counted from when the leader sent
+//!   the heartbeat that earned it, the controller's expiry from when it received it, and the
+//!   expiry is longer), so two leaders never both acknowledge.
+//!
+//! ## In-sync set
+//! The controller holds it; the leader changes it through the controller only. A follower that
+//! has not held the whole log for `replica-lag` leaves it; one that catches up rejoins. Until the
+//! controller has committed a smaller set, the leader keeps waiting for the member it wants to
+//! drop: the controller may elect any member of the set it knows, so that member must have every
+//! acknowledged record.
+
+pub mod fetch;
+pub mod follower;
+pub mod progress;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferromq_store::epochs::{EpochHistory, EpochStart};
+use ferromq_store::{FlushMode, Store};
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use progress::Progress;
+
+/// When a send is acknowledged in a replicated group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Once the leader wrote it.
+    Async,
+    /// Once every in-sync member holds it.
+    Sync,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "async" => Ok(Mode::Async),
+            "sync" => Ok(Mode::Sync),
+            other => Err(format!("{other:?} is not async or sync")),
+        }
+    }
+}
+
+/// Settings of one replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub group: String,
+    pub replica_id: u32,
+    pub mode: Mode,
+    /// Sends are refused while fewer members are in sync.
+    pub min_in_sync: usize,
+    /// A follower that has not held the whole log for this long leaves the in-sync set.
+    pub replica_lag: Duration,
+}
+
+/// What this member is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Following `leader` (replica id and replication address) in `epoch`, when one is known.
+    Follower {
+        epoch: u64,
+        leader: Option<(u32, String)>,
+    },
+    /// Leading `epoch`, whose first record is at `start`.
+    Leader { epoch: u64, start: u64 },
+}
+
+impl Role {
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Role::Follower { epoch, .. } | Role::Leader { epoch, .. } => *epoch,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self, Role::Leader { .. })
+    }
+}
+
+/// Why this member does not take a write now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("broker group {group} member {replica} is not the leader{}", leader.as_ref().map(|l| format!(" (replica {} at {} leads)", l.0, l.1)).unwrap_or_default())]
+    NotLeader {
+        group: String,
+        replica: u32,
+        leader: Option<(u32, String)>,
+    },
+    #[error("broker group {group}: the leader's controller lease ran out; it stops acknowledging until the controller confirms it again")]
+    LeaseExpired { group: String },
+    #[error("broker group {group} has {in_sync} in-sync member(s), fewer than min-in-sync {min}")]
+    TooFewInSync {
+        group: String,
+        in_sync: usize,
+        min: usize,
+    },
+    #[error("broker group {group}: not every in-sync member confirmed the write within {waited:?}; it may still be delivered")]
+    ReplicationTimeout { group: String, waited: Duration },
+}
+
+/// One member of a replicated group.
+pub struct Replica {
+    pub cfg: ReplicaConfig,
+    pub store: Arc<Store>,
+    epochs: Mutex<EpochHistory>,
+    role: watch::Sender<Role>,
+    /// The log grew (the leader's streams wake on it).
+    pub(crate) grown: Arc<Notify>,
+    /// Until when the controller's lease lets this leader acknowledge.
+    lease: Mutex<Option<Instant>>,
+    pub(crate) progress: Progress,
+}
+
+impl Replica {
+    /// Opens the replica's state over its store (whose `replicated` flag must be set): the epoch
+    /// history in `dir`, and a follower role until the controller says otherwise.
+    pub fn open(
+        store: Arc<Store>,
+        dir: &std::path::Path,
+        cfg: ReplicaConfig,
+    ) -> Result<Arc<Replica>, ferromq_store::StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ferromq_store::StoreError::io(format!("create {}", dir.display()), e))?;
+        let epochs = EpochHistory::open(dir)?;
+        let epoch = epochs.last().map_or(0, |e| e.epoch);
+        let grown = Arc::new(Notify::new());
+        let confirm = store.dispatch_limit().min(store.log_end());
+        Ok(Arc::new_cyclic(|me: &std::sync::Weak<Replica>| {
+            let (g, me) = (grown.clone(), me.clone());
+            store.on_append(Arc::new(move |_| {
+                g.notify_waiters();
+                if let Some(r) = me.upgrade() {
+                    r.recompute_confirm();
+                }
+            }));
+            Replica {
+                progress: Progress::new(cfg.replica_id, confirm),
+                cfg,
+                store,
+                epochs: Mutex::new(epochs),
+                role: watch::channel(Role::Follower {
+                    epoch,
+                    leader: None,
+                })
+                .0,
+                grown,
+                lease: Mutex::new(None),
+            }
+        }))
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    pub fn watch_role(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    pub fn history(&self) -> Vec<EpochStart> {
+        self.epochs.lock().entries().to_vec()
+    }
+
+    pub(crate) fn epochs(&self) -> parking_lot::MutexGuard<'_, EpochHistory> {
+        self.epochs.lock()
+    }
+
+    /// How far this member holds the log, as it reports it: on disk with `--flush sync`, else
+    /// written (which survives a crash of the process, not of the machine).
+    pub fn held(&self) -> u64 {
+        match self.store.config().flush {
+            FlushMode::Sync => self.store.flushed_end(),
+            FlushMode::Async => self.store.log_end(),
+        }
+    }
+
+    /// Takes the lead in `epoch` (the controller elected this member): the epoch starts at the
+    /// end of the log, every in-sync member must confirm from there.
+    pub fn become_leader(
+        &self,
+        epoch: u64,
+        in_sync: BTreeSet<u32>,
+    ) -> Result<(), ferromq_store::StoreError> {
+        let start = self.store.log_end();
+        self.epochs.lock().begin(epoch, start)?;
+        self.progress
+            .lead(in_sync, self.store.dispatch_limit().min(start));
+        self.recompute_confirm();
+        info!(group = %self.cfg.group, replica = self.cfg.replica_id, epoch, start, "leading the broker group");
+        self.role.send_replace(Role::Leader { epoch, start });
+        Ok(())
+    }
+
+    /// Follows `leader` in `epoch` (or waits for one to be known).
+    pub fn become_follower(&self, epoch: u64, leader: Option<(u32, String)>) {
+        let next = Role::Follower { epoch, leader };
+        if *self.role.borrow() != next {
+            if self.role.borrow().is_leader() {
+                warn!(group = %self.cfg.group, replica = self.cfg.replica_id, epoch, "no longer the leader");
+            }
+            *self.lease.lock() = None;
+            self.role.send_replace(next);
+        }
+    }
+
+    /// The controller's lease, counted from when the heartbeat that earned it was sent.
+    pub fn extend_lease(&self, sent: Instant, lease: Duration) {
+        let until = sent + lease;
+        let mut l = self.lease.lock();
+        if l.is_none_or(|u| u < until) {
+            *l = Some(until);
+        }
+    }
+
+    /// The in-sync set as the controller committed it.
+    pub fn set_in_sync(&self, in_sync: BTreeSet<u32>) {
+        self.progress.set_in_sync(in_sync);
+        self.recompute_confirm();
+    }
+
+    /// Whether this member may take a write now (and why not).
+    pub fn check_writable(&self) -> Result<(), Refusal> {
+        let role = self.role();
+        if !role.is_leader() {
+            let leader = match role {
+                Role::Follower { leader, .. } => leader,
+                Role::Leader { .. } => None,
+            };
+            return Err(Refusal::NotLeader {
+                group: self.cfg.group.clone(),
+                replica: self.cfg.replica_id,
+                leader,
+            });
+        }
+        if self.lease.lock().is_none_or(|u| Instant::now() >= u) {
+            return Err(Refusal::LeaseExpired {
+                group: self.cfg.group.clone(),
+            });
+        }
+        let in_sync = self.progress.in_sync_count();
+        if in_sync < self.cfg.min_in_sync {
+            return Err(Refusal::TooFewInSync {
+                group: self.cfg.group.clone(),
+                in_sync,
+                min: self.cfg.min_in_sync,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits (sync mode) until every in-sync member holds the log up to `end`.
+    pub async fn wait_confirmed(&self, end: u64, timeout: Duration) -> Result<(), Refusal> {
+        if self.cfg.mode == Mode::Async {
+            return Ok(());
+        }
+        if self.progress.wait_confirmed(end, timeout).await {
+            Ok(())
+        } else {
+            Err(Refusal::ReplicationTimeout {
+                group: self.cfg.group.clone(),
+                waited: timeout,
+            })
+        }
+    }
+
+    /// Recomputes the leader's confirm offset after the log, a follower or the in-sync set
+    /// moved, and lets dispatch follow it.
+    pub fn recompute_confirm(&self) {
+        if !self.role.borrow().is_leader() {
+            return;
+        }
+        if let Some(c) = self.progress.recompute(self.held()) {
+            self.store.set_dispatch_limit(c);
+        }
+    }
+
+    /// The confirm offset as this member knows it.
+    pub fn confirm(&self) -> u64 {
+        self.progress.confirm()
+    }
+}

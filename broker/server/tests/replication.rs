@@ -1,0 +1,184 @@
+//! Log shipping between two members of a group inside the test process, with their real
+//! stores on disk and the real Fetch stream over loopback: a follower holds the leader's log at
+//! the same offsets and serves only what is confirmed; after a failover the old leader's
+//! unconfirmed tail is cut and replaced by the new leader's records.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferromq::replication::fetch::{ReplicationApi, MAX_MESSAGE};
+use ferromq::replication::{follower, Mode, Replica, ReplicaConfig};
+use ferromq_proto::replication::replication_server::ReplicationServer;
+use ferromq_store::{
+    MessageType, NewMessage, Permission, Store, StoreConfig, TopicConfig, PROP_MSG_ID,
+};
+use tokio::sync::watch;
+
+struct Member {
+    replica: Arc<Replica>,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn member(id: u32, stop: watch::Receiver<bool>) -> Member {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = StoreConfig::new(dir.path().join("store"));
+    cfg.segment_size = 256 << 10;
+    cfg.max_body_size = 16 << 10;
+    cfg.replicated = true;
+    let store = Store::open(cfg).expect("store");
+    store
+        .topics()
+        .create(TopicConfig {
+            name: "t".into(),
+            queues: 2,
+            message_type: MessageType::Normal,
+            permission: Permission::ReadWrite,
+        })
+        .expect("topic");
+    let replica = Replica::open(
+        store,
+        &dir.path().join("replication"),
+        ReplicaConfig {
+            group: "g".into(),
+            replica_id: id,
+            mode: Mode::Sync,
+            min_in_sync: 1,
+            replica_lag: Duration::from_secs(10),
+        },
+    )
+    .expect("replica");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let svc = ReplicationServer::new(ReplicationApi::new(replica.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    tokio::spawn(follower::run(replica.clone(), stop));
+    Member {
+        replica,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn send(store: &Store, n: std::ops::Range<u32>, prefix: &str) -> u64 {
+    let mut end = 0;
+    for i in n {
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert(PROP_MSG_ID.to_string(), format!("{prefix}{i}"));
+        let a = store
+            .append(&NewMessage {
+                topic: "t".into(),
+                queue_id: i % 2,
+                properties,
+                body: vec![b'x'; 300 + (i as usize % 700)],
+                ..Default::default()
+            })
+            .expect("append");
+        end = a.phys_offset + u64::from(a.size);
+    }
+    end
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn ids(store: &Store) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for q in 0..2 {
+        let r = store.read("t", q, 0, 100_000, None).expect("read");
+        out.extend(
+            r.messages
+                .iter()
+                .filter_map(|m| m.msg_id().map(str::to_string)),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_copies_the_leader_and_a_deposed_leaders_tail_is_cut_after_failover() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let a = member(1, stop.clone()).await;
+    let b = member(2, stop.clone()).await;
+
+    a.replica
+        .become_leader(1, BTreeSet::from([1, 2]))
+        .expect("lead");
+    a.replica
+        .extend_lease(Instant::now(), Duration::from_secs(3600));
+    b.replica.become_follower(1, Some((1, a.addr.to_string())));
+    assert!(a.replica.check_writable().is_ok());
+    assert!(
+        b.replica.check_writable().is_err(),
+        "a follower refuses writes"
+    );
+
+    let end = send(&a.replica.store, 0..1500, "m");
+    a.replica
+        .wait_confirmed(end, Duration::from_secs(20))
+        .await
+        .expect("both in-sync members hold every record");
+    until("the follower holds the whole log", || {
+        b.replica.store.log_end() == a.replica.store.log_end()
+    })
+    .await;
+    until("both dispatched the confirmed log", || {
+        a.replica.store.dispatched_end() >= end && b.replica.store.dispatched_end() >= end
+    })
+    .await;
+    assert_eq!(ids(&a.replica.store).len(), 1500);
+    assert_eq!(ids(&b.replica.store), ids(&a.replica.store));
+    let common = a.replica.store.log_end();
+
+    // Failover: B leads epoch 2; A, cut off, still wrote records nobody confirmed.
+    b.replica
+        .become_leader(2, BTreeSet::from([2]))
+        .expect("lead");
+    a.replica.become_follower(2, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&a.replica.store, 0..40, "lost");
+    let b_end = send(&b.replica.store, 0..60, "new");
+    assert!(
+        a.replica.store.dispatched_end() <= common,
+        "the unconfirmed tail was never dispatched"
+    );
+    // A rejoins as B's follower: its tail is cut at the start of epoch 2, B's records follow.
+    a.replica.become_follower(2, Some((2, b.addr.to_string())));
+    until("the old leader holds the new leader's log", || {
+        a.replica.store.log_end() == b.replica.store.log_end()
+    })
+    .await;
+    b.replica.set_in_sync(BTreeSet::from([1, 2]));
+    b.replica
+        .wait_confirmed(b_end, Duration::from_secs(20))
+        .await
+        .expect("confirmed on both");
+    until("A dispatched the new records", || {
+        a.replica.store.dispatched_end() >= b_end
+    })
+    .await;
+    let got = ids(&a.replica.store);
+    assert_eq!(got, ids(&b.replica.store));
+    assert!(
+        got.iter().all(|i| !i.starts_with("lost")),
+        "the cut tail is gone"
+    );
+    assert_eq!(got.iter().filter(|i| i.starts_with("new")).count(), 60);
+    let history: Vec<u64> = a.replica.history().iter().map(|e| e.epoch).collect();
+    assert_eq!(history, vec![1, 2], "A adopted epoch 2 where it began");
+}

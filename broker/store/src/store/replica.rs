@@ -1,0 +1,314 @@
+//! What a replicated broker group needs from its store: the leader ships whole records of its
+//! log ([`Store::read_raw`]), followers write them at the same positions ([`Store::append_raw`]),
+//! a rejoining member cuts an unconfirmed tail its leader does not have ([`Store::truncate`]),
+//! and nothing that a failover could take back is ever dispatched: consume queues, the index and
+//! dispatch listeners stop at the group's confirm offset ([`Store::set_dispatch_limit`]).
+//!
+//! Replicas' logs are byte-identical up to their common end: same records at the same offsets,
+//! same segment boundaries and fillers (every member must run with the same segment size). A
+//! record carries its own commit log offset inside its checksum, so a record written at the
+//! wrong place on a follower is refused, not stored.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use super::{lock, Cursor, Inner, Store, Writer};
+use crate::consume_queue;
+use crate::error::{Result, StoreError};
+use crate::index;
+use crate::record::{self, Slot};
+
+/// A run of whole records read from a replica's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawBatch {
+    /// Where the bytes start.
+    pub from: u64,
+    /// Whole message records, as they are on disk.
+    pub bytes: Vec<u8>,
+    /// The segment ends with a filler after the bytes: the next record starts at this offset
+    /// (the next segment's base).
+    pub filler_to: Option<u64>,
+}
+
+impl RawBatch {
+    /// The log offset after this batch.
+    pub fn end(&self) -> u64 {
+        self.filler_to
+            .unwrap_or(self.from + self.bytes.len() as u64)
+    }
+}
+
+impl Store {
+    /// Caps dispatch at `offset` (the group's confirm offset); `u64::MAX` removes the cap.
+    /// Raising it wakes the dispatcher.
+    pub fn set_dispatch_limit(&self, offset: u64) {
+        let i = &self.inner;
+        let old = i.dispatch_limit.swap(offset, Ordering::AcqRel);
+        if offset > old && i.dispatcher_idle.load(Ordering::SeqCst) {
+            let _g = lock(&i.dispatch_mx);
+            i.dispatch_cv.notify_one();
+        }
+    }
+
+    /// The current dispatch cap.
+    pub fn dispatch_limit(&self) -> u64 {
+        self.inner.dispatch_limit.load(Ordering::Acquire)
+    }
+
+    /// End of the log: the next record goes here.
+    pub fn log_end(&self) -> u64 {
+        self.inner.log.write_pos()
+    }
+
+    /// Everything below this is on disk.
+    pub fn flushed_end(&self) -> u64 {
+        self.inner.log.flushed_pos()
+    }
+
+    /// Everything below this is in the consume queues and the index.
+    pub fn dispatched_end(&self) -> u64 {
+        self.inner.dispatched.load(Ordering::Acquire)
+    }
+
+    /// Blocks until everything below `end` is on disk (a follower in sync mode acknowledges a
+    /// batch only then).
+    pub fn wait_flushed(&self, end: u64) -> Result<()> {
+        self.inner.wait_flushed(end)
+    }
+
+    /// Reads whole records from `from` (a record boundary of this log), about `max_bytes` of
+    /// them (always at least one record when there is one), never past `upto` nor past the end
+    /// of `from`'s segment. A damaged record is an error: it is never shipped.
+    pub fn read_raw(&self, from: u64, max_bytes: usize, upto: u64) -> Result<RawBatch> {
+        let i = &self.inner;
+        let end = i.log.write_pos().min(upto);
+        let mut batch = RawBatch {
+            from,
+            ..Default::default()
+        };
+        if from >= end {
+            return Ok(batch);
+        }
+        let min = i.log.min_pos();
+        let seg = i.log.segment_for(from).filter(|_| from >= min).ok_or(
+            StoreError::OffsetOutOfRange {
+                offset: from,
+                min,
+                max: end,
+            },
+        )?;
+        let seg_size = i.cfg.segment_size;
+        let seg_end = seg.base + seg_size;
+        let mut pos = from;
+        while pos < end && (pos == from || pos - from < max_bytes as u64) {
+            let at = (pos - seg.base) as usize;
+            let rest = seg.file.slice(at, (seg_end - pos) as usize);
+            match record::probe(rest, pos)? {
+                Slot::Message(len) => {
+                    if pos + len as u64 > end {
+                        break;
+                    }
+                    pos += len as u64;
+                }
+                Slot::Filler => {
+                    if seg_end <= end {
+                        batch.filler_to = Some(seg_end);
+                    }
+                    break;
+                }
+                Slot::Empty => break,
+            }
+        }
+        batch.bytes = seg
+            .file
+            .slice((from - seg.base) as usize, (pos - from) as usize)
+            .to_vec();
+        Ok(batch)
+    }
+
+    /// Writes a batch read from the leader's log at `batch.from`, which must be this log's
+    /// end, after checking every record (checksum, and the offset it says it lives at). Returns
+    /// the new end. In sync flush mode it returns once the batch is on disk.
+    pub fn append_raw(&self, batch: &RawBatch) -> Result<u64> {
+        let i = &self.inner;
+        if let Some(e) = i.stopped_error() {
+            return Err(e);
+        }
+        let (count, end) = {
+            let mut w = lock(&i.writer);
+            let at = i.log.write_pos();
+            if batch.from != at {
+                return Err(StoreError::malformed(
+                    "replicated batch",
+                    format!("starts at {} but this log ends at {at}", batch.from),
+                ));
+            }
+            let count = i.admit_raw(&mut w, batch)?;
+            let end = i.log.write_at(batch.from, &batch.bytes, batch.filler_to)?;
+            i.log.publish(end);
+            (count, end)
+        };
+        i.after_write(count, batch.bytes.len() as u64, end)?;
+        Ok(end)
+    }
+
+    /// Cuts the log back to `offset`, dropping records no other replica confirmed (a member
+    /// rejoining after a failover, KIP-101). Refused below what was dispatched: that part was
+    /// confirmed, and every replica has it. Returns the bytes dropped.
+    pub fn truncate(&self, offset: u64) -> Result<u64> {
+        let i = &self.inner;
+        let mut w = lock(&i.writer);
+        let _pass = lock(&i.dispatch_lock);
+        let end = i.log.write_pos();
+        if offset >= end {
+            return Ok(0);
+        }
+        let dispatched = i.dispatched.load(Ordering::Acquire);
+        if offset < dispatched {
+            return Err(StoreError::malformed(
+                "truncation",
+                format!(
+                    "offset {offset} is below what consumers may have read ({dispatched}); this replica must be rebuilt"
+                ),
+            ));
+        }
+        // The cut records' queue offsets are handed out again: each queue restarts at the
+        // lowest one it lost.
+        let mut lowest: HashMap<(String, u32), u64> = HashMap::new();
+        i.log.for_each_raw(
+            offset,
+            end,
+            |_, rec| {
+                let h = record::header(rec)?;
+                let topic = record::topic_of(rec)?.to_string();
+                let e = lowest.entry((topic, h.queue_id)).or_insert(h.queue_offset);
+                *e = (*e).min(h.queue_offset);
+                Ok(())
+            },
+            |pos, e| warn!(offset = pos, error = %e, "damaged record in a truncated tail"),
+        )?;
+        i.log.truncate_to(offset)?;
+        // Never dispatch past the cut: what comes next there is not confirmed yet.
+        i.dispatch_limit.fetch_min(offset, Ordering::AcqRel);
+        for ((topic, q), first) in lowest {
+            if let Some(c) = w.next.get_mut(&topic).and_then(|m| m.get_mut(&q)) {
+                c.next = c.next.min(first);
+            }
+        }
+        drop(_pass);
+        drop(w);
+        i.write_checkpoint()?;
+        info!(
+            from = offset,
+            to = end,
+            bytes = end - offset,
+            "commit log truncated to the group's history"
+        );
+        Ok(end - offset)
+    }
+}
+
+impl Inner {
+    /// Checks a replicated batch record by record and prepares what the dispatcher will need
+    /// for each (consume queue files, index room), advancing the writer's queue cursors.
+    /// Returns the number of records.
+    fn admit_raw(&self, w: &mut Writer, batch: &super::replica::RawBatch) -> Result<u64> {
+        let mut pos = batch.from;
+        let mut rest: &[u8] = &batch.bytes;
+        let mut count = 0;
+        while !rest.is_empty() {
+            let len = match record::probe(rest, pos)? {
+                Slot::Message(len) => len as usize,
+                Slot::Filler | Slot::Empty => {
+                    return Err(StoreError::malformed(
+                        "replicated batch",
+                        format!("no whole record at {pos}"),
+                    ))
+                }
+            };
+            let rec = &rest[..len];
+            let h = record::header(rec)?;
+            let topic = record::topic_of(rec)?;
+            let mut id = None;
+            let mut keys = None;
+            record::for_each_property(rec, |k, v| match k {
+                crate::PROP_MSG_ID => id = Some(v),
+                crate::PROP_KEYS => keys = Some(v),
+                _ => {}
+            })?;
+            self.prepare_queue(w, topic, h.queue_id, h.queue_offset)?;
+            self.index
+                .reserve(index::entries_for(id, keys))
+                .map_err(|e| self.refuse_for_space(e, self.index.file_bytes()))?;
+            self.index.commit_reserved(index::entries_for(id, keys));
+            pos += len as u64;
+            rest = &rest[len..];
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Makes sure the consume queue file for `queue_offset` exists and moves the queue's
+    /// cursor past it.
+    fn prepare_queue(
+        &self,
+        w: &mut Writer,
+        topic: &str,
+        queue_id: u32,
+        queue_offset: u64,
+    ) -> Result<()> {
+        let cursor = w
+            .next
+            .entry(topic.to_string())
+            .or_default()
+            .entry(queue_id)
+            .or_insert(Cursor {
+                next: queue_offset,
+                file_end: 0,
+            });
+        if queue_offset >= cursor.file_end {
+            let cq_bytes = self.cfg.cq_entries_per_file * consume_queue::ENTRY_LEN as u64;
+            let cq = self
+                .cq_or_create(topic, queue_id)
+                .map_err(|e| self.refuse_for_space(e, cq_bytes))?;
+            let file_bytes = cq.entries_per_file() * consume_queue::ENTRY_LEN as u64;
+            cursor.file_end = cq
+                .ensure(queue_offset)
+                .map_err(|e| self.refuse_for_space(e, file_bytes))?;
+        }
+        cursor.next = cursor.next.max(queue_offset + 1);
+        Ok(())
+    }
+
+    /// Moves the writer's queue cursors past the records of `from..to` (records in the log but
+    /// not dispatched, whose queue offsets only the log knows).
+    pub(super) fn advance_cursors(&self, from: u64, to: u64) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let mut w = lock(&self.writer);
+        self.log.for_each_raw(
+            from,
+            to,
+            |_, rec| {
+                let h = record::header(rec)?;
+                let topic = record::topic_of(rec)?;
+                let c = w
+                    .next
+                    .entry(topic.to_string())
+                    .or_default()
+                    .entry(h.queue_id)
+                    .or_insert(Cursor {
+                        next: 0,
+                        file_end: 0,
+                    });
+                c.next = c.next.max(h.queue_offset + 1);
+                Ok(())
+            },
+            |pos, e| warn!(offset = pos, error = %e, "damaged record past the dispatched end"),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! The operator's gRPC admin client ([`GrpcAdmin`]) against a real `ferromq standalone`.
+//!
+//! `#[ignore]`d in a plain `cargo test`: `tests/suites/60-operator.sh` builds the `ferromq`
+//! binary, sets `FERROMQ_TEST_FERROMQ_BIN` to it and runs them with `--ignored`. Each test
+//! starts its own server on free loopback ports with its own data directory.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use tonic::Code;
+
+use ferromq_operator::admin::{AdminError, ClusterAdmin, DrainState, GrpcAdmin};
+use ferromq_operator::crd::{MessageType, Permission, TopicClusterState};
+
+/// A running `ferromq standalone`, killed when dropped.
+struct Standalone {
+    child: Child,
+    address: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts a standalone server (with `extra` flags) and waits until its admin API answers.
+async fn standalone(admin: &GrpcAdmin, extra: &[&std::ffi::OsStr]) -> Result<Standalone> {
+    let bin = std::env::var("FERROMQ_TEST_FERROMQ_BIN")
+        .context("FERROMQ_TEST_FERROMQ_BIN is not set: run tests/suites/60-operator.sh")?;
+    let data = tempfile::tempdir()?;
+    let address = format!("127.0.0.1:{}", free_port()?);
+    let child = Command::new(&bin)
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--grpc-addr")
+        .arg(&address)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", free_port()?))
+        .args(extra)
+        // Its warnings and errors only, next to the test's output.
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {bin}"))?;
+    let server = Standalone {
+        child,
+        address,
+        _data: data,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match admin.describe_topic(&server.address, "probe").await {
+            Err(AdminError::Unreachable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => bail!("standalone at {} never answered: {e}", server.address),
+            Ok(_) => return Ok(server),
+        }
+    }
+}
+
+/// Checks that `answer` is the cluster refusing `call` with `code` and a message that says
+/// `words`, reported as `AdminApiRefused`.
+fn refused<T: std::fmt::Debug>(
+    answer: Result<T, AdminError>,
+    call: &str,
+    code: Code,
+    words: &str,
+) -> Result<()> {
+    let reason = answer.as_ref().err().map(AdminError::reason);
+    match answer {
+        Err(AdminError::Status {
+            call: c,
+            code: got,
+            message,
+        }) if c == call && got == code && message.contains(words) => {
+            assert_eq!(reason, Some("AdminApiRefused"));
+            Ok(())
+        }
+        other => bail!("expected {call} refused with {code:?} saying {words:?}, got {other:?}"),
+    }
+}
+
+fn topic(name: &str, queues: i32, mt: MessageType, p: Permission) -> TopicClusterState {
+    TopicClusterState {
+        name: name.into(),
+        queues,
+        message_type: mt,
+        permission: p,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the ferromq binary; run by tests/suites/60-operator.sh"]
+async fn topics_are_created_updated_refused_and_deleted_on_a_real_server() -> Result<()> {
+    let admin = GrpcAdmin::default();
+    let server = standalone(&admin, &[]).await?;
+    let at = server.address.as_str();
+
+    assert_eq!(admin.describe_topic(at, "Orders_EU").await?, None);
+    let fifo = topic("Orders_EU", 4, MessageType::Fifo, Permission::ReadWrite);
+    admin.upsert_topic(at, &fifo).await?;
+    assert_eq!(admin.describe_topic(at, "Orders_EU").await?, Some(fifo));
+
+    let grown = topic("Orders_EU", 8, MessageType::Fifo, Permission::ReadOnly);
+    admin.upsert_topic(at, &grown).await?;
+    assert_eq!(
+        admin.describe_topic(at, "Orders_EU").await?,
+        Some(grown.clone())
+    );
+
+    // The cluster's refusals arrive with their status code and the server's own message.
+    let shrunk = topic("Orders_EU", 2, MessageType::Fifo, Permission::ReadOnly);
+    let answer = admin.upsert_topic(at, &shrunk).await;
+    refused(
+        answer,
+        "UpdateTopic",
+        Code::InvalidArgument,
+        "can only grow",
+    )?;
+    assert_eq!(
+        admin.describe_topic(at, "Orders_EU").await?,
+        Some(grown),
+        "a refused update changes nothing"
+    );
+    let reserved = topic("rmq_sys_x", 1, MessageType::Normal, Permission::ReadWrite);
+    let answer = admin.upsert_topic(at, &reserved).await;
+    refused(answer, "CreateTopic", Code::InvalidArgument, "reserved")?;
+
+    for mt in [
+        MessageType::Normal,
+        MessageType::Delay,
+        MessageType::Transaction,
+        MessageType::Priority,
+    ] {
+        let t = topic(&format!("t_{}", mt.as_str()), 1, mt, Permission::WriteOnly);
+        admin.upsert_topic(at, &t).await?;
+        assert_eq!(admin.describe_topic(at, &t.name).await?, Some(t));
+    }
+
+    admin.delete_topic(at, "Orders_EU").await?;
+    assert_eq!(admin.describe_topic(at, "Orders_EU").await?, None);
+    admin
+        .delete_topic(at, "Orders_EU")
+        .await
+        .context("deleting a missing topic succeeds")?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs the ferromq binary; run by tests/suites/60-operator.sh"]
+async fn drains_report_progress_and_a_stopped_server_is_unreachable() -> Result<()> {
+    let admin = GrpcAdmin::default();
+    let mut server = standalone(&admin, &[]).await?;
+    let at = server.address.clone();
+
+    // A standalone server is the one group "standalone"; it holds nothing unsettled.
+    assert_eq!(
+        admin.drain_group(&at, "standalone").await?,
+        DrainState::Drained
+    );
+    let answer = admin.drain_group(&at, "elsewhere").await;
+    refused(answer, "SetGroupState", Code::NotFound, "elsewhere")?;
+
+    server.child.kill()?;
+    server.child.wait()?;
+    match admin.describe_topic(&at, "t").await {
+        Err(e @ AdminError::Unreachable { .. }) => {
+            assert_eq!(e.reason(), "AdminApiUnavailable")
+        }
+        other => bail!("a stopped server: {other:?}"),
+    }
+    Ok(())
+}
+
+/// A self-signed certificate and key for localhost, made with the openssl CLI (the suite
+/// requires it).
+fn self_signed(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("running openssl")?;
+    if !out.status.success() {
+        bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((cert, key))
+}
+
+#[tokio::test]
+#[ignore = "needs the ferromq binary and openssl; run by tests/suites/60-operator.sh"]
+async fn a_server_with_tls_on_is_reached_like_the_cli_reaches_it() -> Result<()> {
+    // `--tls-cert` adds TLS to the gRPC port and keeps plaintext there; the operator, like
+    // `ferromq admin`, speaks plaintext HTTP/2 to a bare host:port.
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = self_signed(dir.path())?;
+    let admin = GrpcAdmin::default();
+    let flags = [
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ];
+    let server = standalone(&admin, &flags).await?;
+    let t = topic("secure", 2, MessageType::Normal, Permission::ReadWrite);
+    admin.upsert_topic(&server.address, &t).await?;
+    assert_eq!(
+        admin.describe_topic(&server.address, "secure").await?,
+        Some(t)
+    );
+    Ok(())
+}
