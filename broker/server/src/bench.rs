@@ -190,7 +190,7 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
     .collect();
     let svc = t.service.lock();
     let sq = |p: f64| svc.value_at_quantile(p) as f64 / 1000.0;
-    let service = (svc.len() > 0).then(|| serde_json::json!({ "p50": sq(0.5), "p99": sq(0.99), "p999": sq(0.999), "max": svc.max() as f64 / 1000.0 }));
+    let service = (!svc.is_empty()).then(|| serde_json::json!({ "p50": sq(0.5), "p99": sq(0.99), "p999": sq(0.999), "max": svc.max() as f64 / 1000.0 }));
     let v = serde_json::json!({
         "mode": kind,
         "service_latency_ms": service,

@@ -147,7 +147,7 @@ mod tests {
     fn a_pull_commit_is_the_groups_offset_and_pop_delivery_skips_below_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let d = Deliveries::new(s.clone(), None);
         d.commit_offset("g", "t", 0, 2, true).expect("commit");
         assert_eq!(s.offsets().get("g", "t", 0), Some(2));
         let all = TagFilter::parse("*");
@@ -165,7 +165,7 @@ mod tests {
     fn a_reset_sends_pop_delivery_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(dir.path());
-        let d = Deliveries::new(s.clone());
+        let d = Deliveries::new(s.clone(), None);
         let all = TagFilter::parse("*");
         assert_eq!(receive(&d, &all), vec![0, 1, 2, 3]);
         d.reset_offset("g", "t", 0, 1).expect("reset");

@@ -206,7 +206,6 @@ pub(crate) fn as_new(m: StoredMessage) -> NewMessage {
         reconsume_times: m.reconsume_times,
         properties: m.properties,
         body: m.body,
-        ..Default::default()
     }
 }
 
@@ -238,6 +237,5 @@ pub(crate) fn dead_letter_copy(
         reconsume_times: attempts,
         properties,
         body: m.body,
-        ..Default::default()
     }
 }

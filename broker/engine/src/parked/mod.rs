@@ -366,7 +366,6 @@ impl Parked {
             reconsume_times: m.reconsume_times,
             properties,
             body: m.body.clone(),
-            ..Default::default()
         })
     }
 
