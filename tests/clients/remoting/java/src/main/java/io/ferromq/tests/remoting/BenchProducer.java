@@ -5,23 +5,76 @@ import java.util.Arrays;
 import java.util.Locale;
 import java.util.concurrent.atomic.AtomicLong;
 
+import org.apache.rocketmq.client.apis.ClientConfiguration;
+import org.apache.rocketmq.client.apis.ClientServiceProvider;
+import org.apache.rocketmq.client.apis.producer.Producer;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.client.producer.SendResult;
 import org.apache.rocketmq.client.producer.SendStatus;
 import org.apache.rocketmq.common.message.Message;
 
 /**
- * Load of the classic 4.x producer for tests/bench/compare: one {@code DefaultMQProducer}
- * (rocketmq-client 4.9.8), several threads each sending synchronously in a closed loop, as
- * RocketMQ's own benchmark producer does. Sends of the warm-up are not counted; the latency of
- * each measured send is from the call to its return.
+ * Producer load for tests/bench/compare, the same for both protocols so that they compare: one
+ * producer, several threads each sending synchronously in a closed loop (as RocketMQ's own
+ * benchmark producer does). FERROMQ_PROTOCOL=remoting (default) uses the classic 4.x
+ * {@code DefaultMQProducer} (rocketmq-client 4.9.8) against FERROMQ_NAMESRV; =grpc the RocketMQ 5
+ * {@code Producer} (rocketmq-client-java 5.2.0) against FERROMQ_ENDPOINT. Sends of the warm-up
+ * are not counted; the latency of each measured send is from the call to its return.
  *
- * <p>Environment: FERROMQ_NAMESRV, FERROMQ_TOPIC, FERROMQ_SIZE (bytes), FERROMQ_THREADS,
- * FERROMQ_WARMUP (s), FERROMQ_SECONDS. Prints one JSON line: messages, msgs_per_sec,
- * latency_ms {mean, p50, p99, p999, max}, failed.
+ * <p>Environment: FERROMQ_PROTOCOL, FERROMQ_NAMESRV, FERROMQ_ENDPOINT, FERROMQ_TOPIC,
+ * FERROMQ_SIZE (bytes), FERROMQ_THREADS, FERROMQ_WARMUP (s), FERROMQ_SECONDS. Prints one JSON
+ * line: messages, msgs_per_sec, latency_ms {mean, p50, p99, p999, max}, failed, tool.
  */
-public final class Bench4x {
-    private Bench4x() {
+public final class BenchProducer {
+    private BenchProducer() {
+    }
+
+    /** One synchronous send; true when the server accepted it. */
+    interface Sender {
+        boolean send() throws Exception;
+    }
+
+    /** A started producer of either protocol. */
+    interface Client extends Sender, AutoCloseable {
+    }
+
+    private static Client remoting(String topic, byte[] body) throws Exception {
+        DefaultMQProducer producer = new DefaultMQProducer("bench4x_producer");
+        producer.setNamesrvAddr(Results.env("FERROMQ_NAMESRV", "127.0.0.1:9876"));
+        producer.setInstanceName("bench4x");
+        producer.setSendMsgTimeout(10_000);
+        producer.start();
+        return new Client() {
+            @Override
+            public boolean send() throws Exception {
+                SendResult r = producer.send(new Message(topic, "B", body));
+                return r.getSendStatus() == SendStatus.SEND_OK;
+            }
+
+            @Override
+            public void close() {
+                producer.close();
+            }
+        };
+    }
+
+    private static Client grpc(String topic, byte[] body) throws Exception {
+        ClientServiceProvider provider = ClientServiceProvider.loadService();
+        ClientConfiguration cfg = ClientConfiguration.newBuilder()
+            .setEndpoints(Results.env("FERROMQ_ENDPOINT", "127.0.0.1:8081")).enableSsl(false).build();
+        Producer producer = provider.newProducerBuilder().setClientConfiguration(cfg).setTopics(topic).build();
+        return new Client() {
+            @Override
+            public boolean send() throws Exception {
+                producer.send(provider.newMessageBuilder().setTopic(topic).setTag("B").setBody(body).build());
+                return true;
+            }
+
+            @Override
+            public void close() throws Exception {
+                producer.close();
+            }
+        };
     }
 
     /** Latencies of one thread, in nanoseconds. */
@@ -38,24 +91,22 @@ public final class Bench4x {
     }
 
     public static void main(String[] args) throws Exception {
-        String namesrv = Results.env("FERROMQ_NAMESRV", "127.0.0.1:9876");
+        String protocol = Results.env("FERROMQ_PROTOCOL", "remoting");
         String topic = Results.env("FERROMQ_TOPIC", "bench4x");
         int size = Integer.parseInt(Results.env("FERROMQ_SIZE", "1024"));
         int threads = Integer.parseInt(Results.env("FERROMQ_THREADS", "32"));
         long warmup = Long.parseLong(Results.env("FERROMQ_WARMUP", "3")) * 1_000_000_000L;
         long measure = Long.parseLong(Results.env("FERROMQ_SECONDS", "10")) * 1_000_000_000L;
-
-        DefaultMQProducer producer = new DefaultMQProducer("bench4x_producer");
-        producer.setNamesrvAddr(namesrv);
-        producer.setInstanceName("bench4x");
-        producer.setSendMsgTimeout(10_000);
-        producer.start();
         byte[] body = new byte[size];
         for (int i = 0; i < size; i++) {
             body[i] = (byte) ('a' + i % 26);
         }
+        String tool = protocol.equals("grpc")
+            ? "rocketmq-client-java 5.2.0 Producer (gRPC)"
+            : "rocketmq-client 4.9.8 DefaultMQProducer (remoting)";
+        Client producer = protocol.equals("grpc") ? grpc(topic, body) : remoting(topic, body);
         // The route is fetched and the connection opened before the clock starts.
-        producer.send(new Message(topic, "B", body));
+        producer.send();
 
         Samples[] samples = new Samples[threads];
         AtomicLong failed = new AtomicLong();
@@ -74,8 +125,7 @@ public final class Bench4x {
                     }
                     boolean ok;
                     try {
-                        SendResult r = producer.send(new Message(topic, "B", body));
-                        ok = r.getSendStatus() == SendStatus.SEND_OK;
+                        ok = producer.send();
                     } catch (Exception e) {
                         ok = false;
                     }
@@ -88,13 +138,13 @@ public final class Bench4x {
                         }
                     }
                 }
-            }, "bench4x-" + t);
+            }, "bench-" + t);
             workers[t].start();
         }
         for (Thread w : workers) {
             w.join();
         }
-        producer.shutdown();
+        producer.close();
 
         int total = 0;
         for (Samples s : samples) {
@@ -114,9 +164,9 @@ public final class Bench4x {
         double secs = measure / 1e9;
         String json = String.format(Locale.ROOT,
             "{\"messages\":%d,\"msgs_per_sec\":%.1f,\"failed\":%d,\"latency_ms\":{\"mean\":%.3f,\"p50\":%.3f,"
-                + "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f},\"tool\":\"rocketmq-client 4.9.8 DefaultMQProducer, sync sends, %d threads\"}",
+                + "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f},\"tool\":\"%s, sync sends, %d threads\"}",
             total, total / secs, failed.get(), total == 0 ? 0 : sum / total / 1e6, pct(all, 0.5), pct(all, 0.99),
-            pct(all, 0.999), total == 0 ? 0 : all[total - 1] / 1e6, threads);
+            pct(all, 0.999), total == 0 ? 0 : all[total - 1] / 1e6, tool, threads);
         System.out.println(new String(json.getBytes(StandardCharsets.UTF_8), StandardCharsets.UTF_8));
         System.exit(0);
     }
