@@ -53,7 +53,7 @@ public final class BenchProducer {
 
             @Override
             public void close() {
-                producer.close();
+                producer.shutdown();
             }
         };
     }
@@ -72,7 +72,7 @@ public final class BenchProducer {
 
             @Override
             public void close() throws Exception {
-                producer.close();
+                producer.shutdown();
             }
         };
     }
