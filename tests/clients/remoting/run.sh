@@ -72,15 +72,17 @@ if [[ -z "$CLUSTER" ]]; then
 fi
 log "target $NAMESRV (admin $ADMIN_NAMESRV), cluster $CLUSTER, topics ${RUN_ID}_*"
 create_topic() { # NAME QUEUES [extra mqadmin args]
-  mqadmin updateTopic -c "$CLUSTER" -t "$1" -r "$2" -w "$2" "${@:3}" >> "$LOGS/mqadmin-setup.out" 2>&1 \
-    || { log "creating topic $1 failed (see $LOGS/mqadmin-setup.out)"; return 1; }
+  mqadmin updateTopic -c "$CLUSTER" -t "$1" -r "$2" -w "$2" "${@:3}" > "$LOGS/mqadmin-setup-$1.out" 2>&1 \
+    || { log "creating topic $1 failed (see $LOGS/mqadmin-setup-$1.out)"; return 1; }
 }
 # Typed like FerroMQ's topics (RocketMQ's proxy refuses a delay or transaction message on a NORMAL topic).
-for t in basic retry filter sql go mixed4 mixed5; do create_topic "${RUN_ID}_$t" 4 -a +message.type=NORMAL; done
-create_topic "${RUN_ID}_delay" 4 -a +message.type=DELAY
-create_topic "${RUN_ID}_tx" 4 -a +message.type=TRANSACTION
+# Side by side: each is an mqadmin JVM that spends most of its few seconds starting and stopping.
+for t in basic retry filter sql go mixed4 mixed5; do create_topic "${RUN_ID}_$t" 4 -a +message.type=NORMAL & done
+create_topic "${RUN_ID}_delay" 4 -a +message.type=DELAY &
+create_topic "${RUN_ID}_tx" 4 -a +message.type=TRANSACTION &
 # Orderly 4.x sends are plain sends to a selected queue (no message group), so NORMAL too.
-create_topic "${RUN_ID}_order" 4 -o true -a +message.type=NORMAL
+create_topic "${RUN_ID}_order" 4 -o true -a +message.type=NORMAL &
+wait
 
 JAVA=(java -Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Drocketmq.client.logUseSlf4j=false
       -Drocketmq.client.logRoot="$LOGS/java-client" -Drocketmq.client.logLevel=INFO)
@@ -160,12 +162,19 @@ mqadmin_check() {
 run_mqadmin() {
   log "mqadmin: rocketmq-tools $RMQ_VERSION commands"
   local t="${RUN_ID}_basic" g="${RUN_ID}_g_basic" qt id
-  mqadmin_check clusterList "$CLUSTER" clusterList
-  mqadmin_check topicList "$t" topicList
-  mqadmin_check updateTopic "create topic to .* success" updateTopic -c "$CLUSTER" -t "${RUN_ID}_admin" -r 2 -w 2
-  mqadmin_check topicRoute '"brokerAddrs"' topicRoute -t "$t"
-  mqadmin_check topicStatus "#Broker Name.*#Max Offset" topicStatus -t "$t"
-  mqadmin_check consumerProgress "Diff Total" consumerProgress -g "$g"
+  # Each mqadmin run is a JVM that lingers ~2 s in Netty's graceful shutdown: the commands that
+  # read, or write what nothing else reads, run side by side; the group's progress, then its
+  # reset, after them.
+  mqadmin_check clusterList "$CLUSTER" clusterList &
+  mqadmin_check topicList "$t" topicList &
+  mqadmin_check updateTopic "create topic to .* success" updateTopic -c "$CLUSTER" -t "${RUN_ID}_admin" -r 2 -w 2 &
+  mqadmin_check topicRoute '"brokerAddrs"' topicRoute -t "$t" &
+  wait
+  mqadmin_check topicStatus "#Broker Name.*#Max Offset" topicStatus -t "$t" &
+  mqadmin_check brokerStatus "brokerVersionDesc|msgPutTotalTodayNow" brokerStatus -c "$CLUSTER" &
+  mqadmin_check updateSubGroup "create subscription group to" updateSubGroup -c "$CLUSTER" -g "${RUN_ID}_g_admin" -r 3 &
+  mqadmin_check consumerProgress "Diff Total" consumerProgress -g "$g" &
+  wait
   # an offset message id the Go run printed ("SENT_OFFSET_ID <topic> <id>")
   read -r _ qt id < <(grep -h '^SENT_OFFSET_ID ' "$LOGS"/run-*.log 2>/dev/null | head -1) || true
   if [[ -n "${id:-}" ]]; then
@@ -173,8 +182,6 @@ run_mqadmin() {
   else
     result mqadmin queryMsgById FAIL "no offset message id from the client runs to query"
   fi
-  mqadmin_check brokerStatus "brokerVersionDesc|msgPutTotalTodayNow" brokerStatus -c "$CLUSTER"
-  mqadmin_check updateSubGroup "create subscription group to" updateSubGroup -c "$CLUSTER" -g "${RUN_ID}_g_admin" -r 3
   mqadmin_check resetOffsetByTime "#queueId +#offset" \
     resetOffsetByTime -g "$g" -t "$t" -s now
 }

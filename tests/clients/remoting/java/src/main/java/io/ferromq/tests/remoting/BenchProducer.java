@@ -72,7 +72,7 @@ public final class BenchProducer {
 
             @Override
             public void close() throws Exception {
-                producer.shutdown();
+                producer.close();
             }
         };
     }
