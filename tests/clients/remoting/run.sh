@@ -71,17 +71,27 @@ if [[ -z "$CLUSTER" ]]; then
   [[ -n "$CLUSTER" ]] || die "clusterList against $ADMIN_NAMESRV named no cluster (is the target up?)"
 fi
 log "target $NAMESRV (admin $ADMIN_NAMESRV), cluster $CLUSTER, topics ${RUN_ID}_*"
-create_topic() { # NAME QUEUES [extra mqadmin args]
-  mqadmin updateTopic -c "$CLUSTER" -t "$1" -r "$2" -w "$2" "${@:3}" > "$LOGS/mqadmin-setup-$1.out" 2>&1 \
-    || { log "creating topic $1 failed (see $LOGS/mqadmin-setup-$1.out)"; return 1; }
+create_topic() { # NAME QUEUES [extra mqadmin args]: once more if the first try fails (a starved
+  # JVM can miss mqadmin's 3 s budget on a loaded machine)
+  local try
+  for try in 1 2; do
+    mqadmin updateTopic -c "$CLUSTER" -t "$1" -r "$2" -w "$2" "${@:3}" > "$LOGS/mqadmin-setup-$1.out" 2>&1 && return 0
+  done
+  log "creating topic $1 failed (see $LOGS/mqadmin-setup-$1.out)"
+  return 1
+}
+# bg CMD...: CMD in the background, at most 3 at a time (JVMs on a 2-core machine).
+bg() {
+  while (($(jobs -rp | wc -l) >= 3)); do wait -n; done
+  "$@" &
 }
 # Typed like FerroMQ's topics (RocketMQ's proxy refuses a delay or transaction message on a NORMAL topic).
 # Side by side: each is an mqadmin JVM that spends most of its few seconds starting and stopping.
-for t in basic retry filter sql go mixed4 mixed5; do create_topic "${RUN_ID}_$t" 4 -a +message.type=NORMAL & done
-create_topic "${RUN_ID}_delay" 4 -a +message.type=DELAY &
-create_topic "${RUN_ID}_tx" 4 -a +message.type=TRANSACTION &
+for t in basic retry filter sql go mixed4 mixed5; do bg create_topic "${RUN_ID}_$t" 4 -a +message.type=NORMAL; done
+bg create_topic "${RUN_ID}_delay" 4 -a +message.type=DELAY
+bg create_topic "${RUN_ID}_tx" 4 -a +message.type=TRANSACTION
 # Orderly 4.x sends are plain sends to a selected queue (no message group), so NORMAL too.
-create_topic "${RUN_ID}_order" 4 -o true -a +message.type=NORMAL &
+bg create_topic "${RUN_ID}_order" 4 -o true -a +message.type=NORMAL
 wait
 
 JAVA=(java -Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Drocketmq.client.logUseSlf4j=false
@@ -165,15 +175,14 @@ run_mqadmin() {
   # Each mqadmin run is a JVM that lingers ~2 s in Netty's graceful shutdown: the commands that
   # read, or write what nothing else reads, run side by side; the group's progress, then its
   # reset, after them.
-  mqadmin_check clusterList "$CLUSTER" clusterList &
-  mqadmin_check topicList "$t" topicList &
-  mqadmin_check updateTopic "create topic to .* success" updateTopic -c "$CLUSTER" -t "${RUN_ID}_admin" -r 2 -w 2 &
-  mqadmin_check topicRoute '"brokerAddrs"' topicRoute -t "$t" &
-  wait
-  mqadmin_check topicStatus "#Broker Name.*#Max Offset" topicStatus -t "$t" &
-  mqadmin_check brokerStatus "brokerVersionDesc|msgPutTotalTodayNow" brokerStatus -c "$CLUSTER" &
-  mqadmin_check updateSubGroup "create subscription group to" updateSubGroup -c "$CLUSTER" -g "${RUN_ID}_g_admin" -r 3 &
-  mqadmin_check consumerProgress "Diff Total" consumerProgress -g "$g" &
+  bg mqadmin_check clusterList "$CLUSTER" clusterList
+  bg mqadmin_check topicList "$t" topicList
+  bg mqadmin_check updateTopic "create topic to .* success" updateTopic -c "$CLUSTER" -t "${RUN_ID}_admin" -r 2 -w 2
+  bg mqadmin_check topicRoute '"brokerAddrs"' topicRoute -t "$t"
+  bg mqadmin_check topicStatus "#Broker Name.*#Max Offset" topicStatus -t "$t"
+  bg mqadmin_check brokerStatus "brokerVersionDesc|msgPutTotalTodayNow" brokerStatus -c "$CLUSTER"
+  bg mqadmin_check updateSubGroup "create subscription group to" updateSubGroup -c "$CLUSTER" -g "${RUN_ID}_g_admin" -r 3
+  bg mqadmin_check consumerProgress "Diff Total" consumerProgress -g "$g"
   wait
   # an offset message id the Go run printed ("SENT_OFFSET_ID <topic> <id>")
   read -r _ qt id < <(grep -h '^SENT_OFFSET_ID ' "$LOGS"/run-*.log 2>/dev/null | head -1) || true
