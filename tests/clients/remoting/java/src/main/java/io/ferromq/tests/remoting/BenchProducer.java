@@ -90,7 +90,17 @@ public final class BenchProducer {
         }
     }
 
-    public static void main(String[] args) throws Exception {
+    public static void main(String[] args) {
+        try {
+            run();
+        } catch (Throwable t) {
+            // The clients' threads would keep the JVM alive: fail now.
+            t.printStackTrace();
+            System.exit(1);
+        }
+    }
+
+    private static void run() throws Exception {
         String protocol = Results.env("FERROMQ_PROTOCOL", "remoting");
         String topic = Results.env("FERROMQ_TOPIC", "bench4x");
         int size = Integer.parseInt(Results.env("FERROMQ_SIZE", "1024"));
@@ -105,8 +115,21 @@ public final class BenchProducer {
             ? "rocketmq-client-java 5.2.0 Producer (gRPC)"
             : "rocketmq-client 4.9.8 DefaultMQProducer (remoting)";
         Client producer = protocol.equals("grpc") ? grpc(topic, body) : remoting(topic, body);
-        // The route is fetched and the connection opened before the clock starts.
-        producer.send();
+        // The route is fetched and the connection opened before the clock starts (a topic just
+        // created through a proxy is routable once the broker's next report reached it).
+        long routeDeadline = System.nanoTime() + 60_000_000_000L;
+        while (true) {
+            try {
+                if (producer.send()) {
+                    break;
+                }
+            } catch (Exception e) {
+                if (System.nanoTime() > routeDeadline) {
+                    throw e;
+                }
+            }
+            Thread.sleep(500);
+        }
 
         Samples[] samples = new Samples[threads];
         AtomicLong failed = new AtomicLong();
