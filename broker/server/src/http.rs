@@ -12,16 +12,44 @@ use axum::Router;
 use crate::node::Node;
 use ferromq_engine::ParkedQueue as _;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// What the HTTP endpoint reads from the role behind it.
+pub trait Serving: Send + Sync + 'static {
+    /// Whether the role serves (readiness).
+    fn ready(&self) -> bool;
+    /// The node serving clients now (none on a member of a replicated group that follows).
+    fn node(&self) -> Option<Arc<Node>>;
+    /// Gauges the role adds beside the node's (replication state).
+    fn gauges(&self) -> Vec<crate::metrics::OwnedGauge> {
+        Vec::new()
+    }
+    /// Where RPC metrics are counted when no node serves.
+    fn metrics(&self) -> Option<Arc<crate::metrics::Metrics>> {
+        None
+    }
+}
+
+/// A storage node that always serves (standalone, unreplicated broker).
+pub struct OneNode(pub Arc<Node>);
+
+impl Serving for OneNode {
+    fn ready(&self) -> bool {
+        self.0.is_ready()
+    }
+    fn node(&self) -> Option<Arc<Node>> {
+        Some(self.0.clone())
+    }
+}
+
+pub fn router(role: Arc<dyn Serving>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(node)
+        .with_state(role)
 }
 
-async fn readyz(State(b): State<Arc<Node>>) -> impl IntoResponse {
-    if b.is_ready() {
+async fn readyz(State(r): State<Arc<dyn Serving>>) -> impl IntoResponse {
+    if r.ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
@@ -32,8 +60,22 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
-    let b2 = b.clone();
+async fn metrics(State(r): State<Arc<dyn Serving>>) -> impl IntoResponse {
+    let Some(b2) = r.node() else {
+        let owned = r.gauges();
+        let text = r
+            .metrics()
+            .map(|m| m.render(&crate::metrics::borrow_gauges(&owned)))
+            .unwrap_or_default();
+        return (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        );
+    };
+    let extra = r.gauges();
     let text = tokio::task::spawn_blocking(move || {
         let stats = b2.engine.store.stats();
         let mut lag: std::collections::BTreeMap<(String, String), u64> = Default::default();
@@ -160,7 +202,7 @@ async fn metrics(State(b): State<Arc<Node>>) -> impl IntoResponse {
                 "Clients known to this proxy.",
                 vec![(String::new(), b2.clients.count() as f64)],
             ),
-        ])
+        ].into_iter().chain(crate::metrics::borrow_gauges(&extra)).collect::<Vec<_>>())
     })
     .await
     .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"));

@@ -35,7 +35,7 @@ enum Role {
     /// Route registry of a cluster: broker groups report here, proxies read routes here.
     Nameserver(NameserverArgs),
     /// Storage node of a cluster: one broker group, reporting to the name servers.
-    Broker(BrokerArgs),
+    Broker(Box<BrokerArgs>),
     /// Stateless client-facing tier of a cluster: forwards clients to the broker groups.
     Proxy(ProxyArgs),
 }

@@ -19,6 +19,14 @@ const BUCKETS: [f64; 14] = [
 /// A family computed at scrape time (a gauge, or a counter when named `_total`): (name, help, [(labels, value)]).
 pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
 
+/// A gauge family whose name and help are computed: name, help, labelled values.
+pub type OwnedGauge = (&'static str, &'static str, Vec<(String, f64)>);
+
+/// Borrows owned families for [`Metrics::render`].
+pub fn borrow_gauges(g: &[OwnedGauge]) -> Vec<Gauge<'_>> {
+    g.iter().map(|(n, h, v)| (*n, *h, v.clone())).collect()
+}
+
 #[derive(Debug, Default, Clone)]
 struct Histogram {
     counts: [u64; BUCKETS.len()],

@@ -45,11 +45,21 @@ impl Node {
         settings: NodeSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Node> {
+        Node::with_metrics(engine, settings, shutdown, Arc::new(Metrics::default()))
+    }
+
+    /// [`Node::new`] counting into `metrics` (a replicated member's terms share one).
+    pub fn with_metrics(
+        engine: Arc<Engine>,
+        settings: NodeSettings,
+        shutdown: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Node> {
         let node = Arc::new(Node {
             engine,
             settings,
             clients: Clients::default(),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             shutdown,
             ready: AtomicBool::new(false),
             other_checks: std::sync::OnceLock::new(),

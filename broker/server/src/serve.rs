@@ -48,7 +48,7 @@ impl Shutdown {
         self.tx.subscribe()
     }
 
-    fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.tx.send_replace(true);
     }
 }
@@ -277,5 +277,80 @@ pub async fn signal() {
     tokio::select! {
         _ = term => info!("SIGTERM received, shutting down"),
         _ = tokio::signal::ctrl_c() => info!("interrupt received, shutting down"),
+    }
+}
+
+/// A gRPC service that is served only while it is installed: a member of a replicated group
+/// serves clients (through the proxies) only while it leads, and its replication service all
+/// the time, on the same port. While the gate is empty every call is answered `UNAVAILABLE`
+/// with the reason, which proxies treat as "ask the routes again".
+pub struct Gate<S> {
+    current: Arc<parking_lot::RwLock<Option<S>>>,
+    closed: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl<S> Clone for Gate<S> {
+    fn clone(&self) -> Self {
+        Gate {
+            current: self.current.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+impl<S> Gate<S> {
+    /// An empty gate; `closed` says why when a call arrives while it is empty.
+    pub fn new(closed: impl Fn() -> String + Send + Sync + 'static) -> Gate<S> {
+        Gate {
+            current: Arc::new(parking_lot::RwLock::new(None)),
+            closed: Arc::new(closed),
+        }
+    }
+
+    /// Installs (Some) or removes (None) the service behind the gate.
+    pub fn set(&self, svc: Option<S>) {
+        *self.current.write() = svc;
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Gate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type GrpcRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type GrpcResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S> tonic::codegen::Service<GrpcRequest> for Gate<S>
+where
+    S: tonic::codegen::Service<
+            GrpcRequest,
+            Response = GrpcResponse,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = GrpcResponse;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<GrpcResponse, std::convert::Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        let current = self.current.read().clone();
+        match current {
+            // Generated tonic services are always ready.
+            Some(mut svc) => Box::pin(async move { svc.call(req).await }),
+            None => {
+                let status = tonic::Status::unavailable((self.closed)());
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
     }
 }

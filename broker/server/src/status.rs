@@ -109,6 +109,11 @@ fn store_error(e: &StoreError) -> RpcError {
         | StoreError::UnknownQueue { .. } => Code::BadRequest,
         StoreError::UnknownTopic(_) => Code::TopicNotFound,
         StoreError::OffsetOutOfRange { .. } => Code::IllegalOffset,
+        // A replica that does not lead (or has lost its lease or in-sync members): nothing was
+        // written, the client or proxy retries on the group's leader.
+        StoreError::NotWritable(_) => Code::HaNotAvailable,
+        // Written but not confirmed by the group in time: not acknowledged.
+        StoreError::NotReplicated(_) => Code::SlavePersistenceTimeout,
         // A full disk: the client may retry elsewhere; nothing was written.
         StoreError::DiskFull { .. }
         | StoreError::Stopped { .. }
@@ -285,5 +290,15 @@ mod tests {
         assert_eq!(e.code, Code::MessageBodyTooLarge);
         let e: RpcError = StoreError::UnknownTopic("t".into()).into();
         assert_eq!(e.code, Code::TopicNotFound);
+        let e: RpcError = StoreError::NotWritable("not the leader".into()).into();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Code::HaNotAvailable, "not the leader")
+        );
+        let e: RpcError = EngineError::Store(std::sync::Arc::new(StoreError::NotReplicated(
+            "late".into(),
+        )))
+        .into();
+        assert_eq!(e.code, Code::SlavePersistenceTimeout);
     }
 }

@@ -12,7 +12,7 @@ use ferromq::replication::fetch::{ReplicationApi, MAX_MESSAGE};
 use ferromq::replication::{follower, Mode, Replica, ReplicaConfig};
 use ferromq_proto::replication::replication_server::ReplicationServer;
 use ferromq_store::{
-    MessageType, NewMessage, Permission, Store, StoreConfig, TopicConfig, PROP_MSG_ID,
+    MessageType, NewMessage, Permission, Store, StoreConfig, StoreError, TopicConfig, PROP_MSG_ID,
 };
 use tokio::sync::watch;
 
@@ -47,6 +47,7 @@ async fn member(id: u32, stop: watch::Receiver<bool>) -> Member {
             mode: Mode::Sync,
             min_in_sync: 1,
             replica_lag: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(2),
         },
     )
     .expect("replica");
@@ -70,23 +71,34 @@ async fn member(id: u32, stop: watch::Receiver<bool>) -> Member {
     }
 }
 
-fn send(store: &Store, n: std::ops::Range<u32>, prefix: &str) -> u64 {
-    let mut end = 0;
-    for i in n {
-        let mut properties = std::collections::BTreeMap::new();
-        properties.insert(PROP_MSG_ID.to_string(), format!("{prefix}{i}"));
-        let a = store
-            .append(&NewMessage {
+/// Appends messages `prefix{n}` in batches of 50 (each batch waits once for the group in
+/// `sync` mode) and returns the log end after the last one, or the first refusal.
+fn try_send(store: &Store, n: std::ops::Range<u32>, prefix: &str) -> Result<u64, StoreError> {
+    let msgs: Vec<NewMessage> = n
+        .map(|i| {
+            let mut properties = std::collections::BTreeMap::new();
+            properties.insert(PROP_MSG_ID.to_string(), format!("{prefix}{i}"));
+            NewMessage {
                 topic: "t".into(),
                 queue_id: i % 2,
                 properties,
                 body: vec![b'x'; 300 + (i as usize % 700)],
                 ..Default::default()
-            })
-            .expect("append");
-        end = a.phys_offset + u64::from(a.size);
+            }
+        })
+        .collect();
+    let mut end = 0;
+    for chunk in msgs.chunks(50) {
+        for r in tokio::task::block_in_place(|| store.append_batch(chunk)) {
+            let a = r?;
+            end = a.phys_offset + u64::from(a.size);
+        }
     }
-    end
+    Ok(end)
+}
+
+fn send(store: &Store, n: std::ops::Range<u32>, prefix: &str) -> u64 {
+    try_send(store, n, prefix).expect("append")
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
@@ -145,13 +157,24 @@ async fn a_follower_copies_the_leader_and_a_deposed_leaders_tail_is_cut_after_fa
     assert_eq!(ids(&b.replica.store), ids(&a.replica.store));
     let common = a.replica.store.log_end();
 
-    // Failover: B leads epoch 2; A, cut off, still wrote records nobody confirmed.
+    // Failover: B leads epoch 2. A, cut off and still believing it leads epoch 1, writes
+    // records nobody confirms: in `sync` mode none of them is acknowledged.
     b.replica
         .become_leader(2, BTreeSet::from([2]))
         .expect("lead");
-    a.replica.become_follower(2, None);
+    b.replica
+        .extend_lease(Instant::now(), Duration::from_secs(3600));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    send(&a.replica.store, 0..40, "lost");
+    match try_send(&a.replica.store, 0..40, "lost") {
+        Err(StoreError::NotReplicated(why)) => assert!(why.contains("broker group g"), "{why}"),
+        other => panic!("a deposed leader's unconfirmed write was acknowledged: {other:?}"),
+    }
+    assert!(a.replica.store.log_end() > common, "the tail was written");
+    a.replica.become_follower(2, None);
+    match try_send(&a.replica.store, 0..1, "refused") {
+        Err(StoreError::NotWritable(why)) => assert!(why.contains("not the leader"), "{why}"),
+        other => panic!("a follower took a write: {other:?}"),
+    }
     let b_end = send(&b.replica.store, 0..60, "new");
     assert!(
         a.replica.store.dispatched_end() <= common,

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ferromq::config::broker::{MemberConfig, ReplicationMode};
+use ferromq::config::broker::MemberConfig;
 use ferromq::config::nameserver::NameserverConfig;
 use ferromq::config::node::{NodeConfig, RemotingListen};
 use ferromq::config::proxy::ProxyConfig;
@@ -56,8 +56,7 @@ async fn broker(group: &str, ns: &str, dir: &std::path::Path) -> Running {
     let member = MemberConfig {
         group: group.into(),
         nameservers: vec![ns.to_string()],
-        role: "leader".into(),
-        replication: ReplicationMode::Async,
+        replication: None,
     };
     let bound = ferromq::roles::node::bind(cfg, Some(member))
         .await

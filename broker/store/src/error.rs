@@ -50,6 +50,14 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another process")]
     Locked(PathBuf),
+    /// This replica of a replicated group takes no writes now (it follows, or it leads without
+    /// the controller's lease or enough in-sync members); the reason says which.
+    #[error("{0}")]
+    NotWritable(String),
+    /// The record was written but the group did not confirm it as the acknowledgement mode
+    /// requires in time: it is not acknowledged, and may still be delivered.
+    #[error("{0}")]
+    NotReplicated(String),
     /// Configuration that cannot work, naming the field.
     #[error("invalid store configuration: {field}: {reason}")]
     Config { field: &'static str, reason: String },

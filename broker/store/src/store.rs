@@ -187,6 +187,19 @@ pub type DispatchListener = Arc<dyn Fn(&DispatchEvent<'_>) + Send + Sync>;
 /// writer's thread.
 pub type AppendListener = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Who may append to this log, and when an append counts as done, for a replica of a
+/// replicated group. The store asks [`AppendGate::admit`] under its append lock, so once a
+/// member stops leading no append of its own slips in; and it waits in
+/// [`AppendGate::confirmed`] after writing, outside the lock, so concurrent sends share one
+/// replication round trip the way they share one flush.
+pub trait AppendGate: Send + Sync {
+    /// Whether this replica may append now ([`StoreError::NotWritable`] when not).
+    fn admit(&self) -> Result<()>;
+    /// Waits until the group holds the log up to `end` as its acknowledgement mode requires
+    /// ([`StoreError::NotReplicated`] when it did not in time).
+    fn confirmed(&self, end: u64) -> Result<()>;
+}
+
 /// Figures for metrics and admin views.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreStats {
@@ -326,6 +339,8 @@ struct Inner {
     shutdown: AtomicBool,
     listeners: RwLock<Vec<DispatchListener>>,
     append_listeners: RwLock<Vec<AppendListener>>,
+    /// Set on a replica of a replicated group (see [`AppendGate`]).
+    append_gate: RwLock<Option<Arc<dyn AppendGate>>>,
     faults: Faults,
     appends: AtomicU64,
     append_bytes: AtomicU64,
@@ -479,6 +494,7 @@ impl Store {
             shutdown: AtomicBool::new(false),
             listeners: RwLock::new(Vec::new()),
             append_listeners: RwLock::new(Vec::new()),
+            append_gate: RwLock::new(None),
             faults: Faults::default(),
             appends: AtomicU64::new(0),
             append_bytes: AtomicU64::new(0),
@@ -714,6 +730,15 @@ impl Store {
     }
 
     /// Registers a callback run after every write with the new end of the log.
+    /// Puts every later append under `gate` (a replica of a replicated group).
+    pub fn set_append_gate(&self, gate: Arc<dyn AppendGate>) {
+        *self
+            .inner
+            .append_gate
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(gate);
+    }
+
     pub fn on_append(&self, f: AppendListener) {
         self.inner
             .append_listeners
@@ -1089,9 +1114,27 @@ impl Inner {
 
     fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
         let adm = self.admit(msg)?;
-        let a = self.write_one(&mut lock(&self.writer), msg, adm)?;
-        self.after_write(1, a.size as u64, a.phys_offset + a.size as u64)?;
+        let gate = self.gate();
+        let a = {
+            let mut w = lock(&self.writer);
+            if let Some(g) = &gate {
+                g.admit()?;
+            }
+            self.write_one(&mut w, msg, adm)?
+        };
+        let end = a.phys_offset + a.size as u64;
+        self.after_write(1, a.size as u64, end)?;
+        if let Some(g) = &gate {
+            g.confirmed(end)?;
+        }
         Ok(a)
+    }
+
+    fn gate(&self) -> Option<Arc<dyn AppendGate>> {
+        self.append_gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Checks that `msg` may be appended now and returns its encoded length and the index
@@ -1189,8 +1232,16 @@ impl Inner {
     fn append_batch(&self, msgs: &[NewMessage]) -> Vec<Result<AppendResult>> {
         let admitted: Vec<Result<Admitted>> = msgs.iter().map(|m| self.admit(m)).collect();
         let (mut count, mut bytes, mut end) = (0u64, 0u64, 0u64);
+        let gate = self.gate();
         let mut results: Vec<Result<AppendResult>> = {
             let mut w = lock(&self.writer);
+            if let Some(Err(e)) = gate.as_ref().map(|g| g.admit()) {
+                let why = e.to_string();
+                return msgs
+                    .iter()
+                    .map(|_| Err(StoreError::NotWritable(why.clone())))
+                    .collect();
+            }
             msgs.iter()
                 .zip(admitted)
                 .map(|(msg, len)| {
@@ -1213,6 +1264,11 @@ impl Inner {
                 *r = Err(StoreError::Stopped {
                     cause: cause.clone(),
                 });
+            }
+        } else if let Some(Err(e)) = gate.map(|g| g.confirmed(end)) {
+            let why = e.to_string();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(StoreError::NotReplicated(why.clone()));
             }
         }
         results

@@ -55,6 +55,14 @@ pub enum ClusterCmd {
     Drain { group: String },
     /// Make a drained group take new messages again.
     Undrain { group: String },
+    /// Move leadership of a replicated group to another in-sync member with nothing
+    /// acknowledged lost (before restarting the leader's machine, say).
+    Switchover {
+        group: String,
+        /// Replica id of the new leader [default: the most caught-up in-sync member].
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -183,7 +191,7 @@ fn topic_json(t: &admin::Topic) -> Value {
 }
 
 fn cluster_json(g: &admin::ClusterGroup) -> Value {
-    json!({
+    let mut v = json!({
         "name": g.name,
         "state": g.state,
         "endpoint": g.endpoint,
@@ -192,7 +200,38 @@ fn cluster_json(g: &admin::ClusterGroup) -> Value {
         "lag": g.total_lag,
         "queues_with_lag": g.queues_with_lag,
         "heartbeat_age_ms": g.heartbeat_age_ms,
-    })
+    });
+    if let Some(r) = &g.replication {
+        let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        v["leader"] = r.leader.map_or(Value::Null, |l| json!(l));
+        v["epoch"] = json!(r.epoch);
+        v["in_sync"] = json!(ids(&r.in_sync));
+        // Compact per-member view for the table: id:lag-bytes, '!' for a dead member.
+        v["replicas"] = json!(r
+            .members
+            .iter()
+            .map(|m| format!(
+                "{}:{}{}",
+                m.replica_id,
+                m.lag_bytes,
+                if m.alive { "" } else { "!" }
+            ))
+            .collect::<Vec<_>>()
+            .join(" "));
+        v["members"] = json!(r
+            .members
+            .iter()
+            .map(|m| json!({
+                "replica_id": m.replica_id,
+                "address": m.address,
+                "log_end_offset": m.log_end_offset,
+                "lag_bytes": m.lag_bytes,
+                "alive": m.alive,
+                "in_sync": m.in_sync,
+            }))
+            .collect::<Vec<_>>());
+    }
+    v
 }
 
 fn message_json(m: &admin::StoredMessage) -> Value {
@@ -524,7 +563,22 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     "lag",
                     "queues_with_lag",
                     "heartbeat_age_ms",
+                    "leader",
+                    "epoch",
+                    "in_sync",
+                    "replicas",
                 ],
+            )
+        }
+        AdminCmd::Cluster(ClusterCmd::Switchover { group, to }) => {
+            let r = c
+                .switchover(admin::SwitchoverRequest { group, to })
+                .await
+                .map_err(status)?
+                .into_inner();
+            Printable::one(
+                json!({ "group": r.group, "leader": r.leader, "epoch": r.epoch }),
+                vec!["group", "leader", "epoch"],
             )
         }
         AdminCmd::Cluster(ClusterCmd::Drain { group }) => {

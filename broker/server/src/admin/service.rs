@@ -438,6 +438,15 @@ impl Admin for AdminApi {
         })
         .await
     }
+
+    async fn switchover(
+        &self,
+        _req: Request<admin::SwitchoverRequest>,
+    ) -> Result<Response<admin::SwitchoverResponse>, Status> {
+        Err(Status::failed_precondition(
+            "a switchover moves the leadership of a replicated broker group: ask a proxy of the cluster (--server PROXY)",
+        ))
+    }
 }
 
 /// Groups known from consumption, offsets, configuration or live clients.
@@ -545,6 +554,7 @@ pub fn self_view_of(b: &Node, topics: &[TopicConfig]) -> admin::ClusterGroup {
         total_lag: total,
         heartbeat_age_ms: 0,
         queues_with_lag: lagging.len() as u32,
+        replication: None,
     }
 }
 

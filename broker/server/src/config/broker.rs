@@ -20,9 +20,33 @@ pub struct BrokerArgs {
     /// Name servers to report to, comma separated host:port.
     #[arg(long, env = "FERROMQ_NAMESERVERS", value_delimiter = ',')]
     pub nameservers: Vec<String>,
-    /// leader (serves clients) or follower (replication, not available in this version).
-    #[arg(long, env = "FERROMQ_ROLE", default_value = "leader")]
-    pub role: String,
+    /// This member's id in a replicated group (0-65535, distinct per member): the group then
+    /// has a leader chosen by the replication controller and followers that copy its log.
+    /// Without it the broker is the group's only, unreplicated member.
+    #[arg(long, env = "FERROMQ_REPLICA_ID")]
+    pub replica_id: Option<u32>,
+    /// When a send is acknowledged in a replicated group: async (the leader wrote it) or sync
+    /// (every in-sync member holds it) [default: sync].
+    #[arg(long, env = "FERROMQ_REPLICATION")]
+    pub replication: Option<String>,
+    /// Sends are refused while fewer members are in sync [default: 1].
+    #[arg(long, env = "FERROMQ_MIN_IN_SYNC")]
+    pub min_in_sync: Option<usize>,
+    /// A follower that has not held the whole log for this long leaves the in-sync set
+    /// [default: 10s].
+    #[arg(long, env = "FERROMQ_REPLICA_LAG")]
+    pub replica_lag: Option<String>,
+    /// How long a sync send waits for the in-sync members before it is refused [default: 5s].
+    #[arg(long, env = "FERROMQ_REPLICATION_TIMEOUT")]
+    pub replication_timeout: Option<String>,
+    /// The replication controller's peers, comma separated host:port [default: the name
+    /// servers, which run it with --controller-peers].
+    #[arg(long, env = "FERROMQ_CONTROLLER", value_delimiter = ',')]
+    pub controller: Vec<String>,
+    /// Kept for older manifests: "leader" is accepted and means nothing; members of a
+    /// replicated group take --replica-id and the controller chooses the leader.
+    #[arg(long, env = "FERROMQ_ROLE", hide = true)]
+    pub role: Option<String>,
 }
 
 /// The broker's own keys of the TOML file.
@@ -33,19 +57,39 @@ pub struct BrokerKeys {
     group: Option<String>,
     nameservers: Option<Vec<String>>,
     role: Option<String>,
+    replica_id: Option<u32>,
     replication_mode: Option<String>,
+    min_in_sync: Option<usize>,
+    replica_lag: Option<String>,
+    replication_timeout: Option<String>,
+    controller: Option<Vec<String>>,
 }
 
 impl Section for BrokerKeys {
-    const KEYS: &'static [&'static str] =
-        &["addr", "group", "nameservers", "role", "replication-mode"];
+    const KEYS: &'static [&'static str] = &[
+        "addr",
+        "group",
+        "nameservers",
+        "role",
+        "replica-id",
+        "replication-mode",
+        "min-in-sync",
+        "replica-lag",
+        "replication-timeout",
+        "controller",
+    ];
 }
 
-/// How a group's members copy the log (only `async` exists before replication lands: the
-/// leader's own write is the acknowledgement).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicationMode {
-    Async,
+/// How a replicated group's member takes part.
+#[derive(Debug, Clone)]
+pub struct ReplicationSettings {
+    pub replica_id: u32,
+    pub mode: crate::replication::Mode,
+    pub min_in_sync: usize,
+    pub replica_lag: std::time::Duration,
+    pub ack_timeout: std::time::Duration,
+    /// Where the replication controller answers (the name servers by default).
+    pub controller: Vec<String>,
 }
 
 /// The cluster half of a broker's configuration.
@@ -53,8 +97,18 @@ pub enum ReplicationMode {
 pub struct MemberConfig {
     pub group: String,
     pub nameservers: Vec<String>,
-    pub role: String,
-    pub replication: ReplicationMode,
+    /// Set for a member of a replicated group.
+    pub replication: Option<ReplicationSettings>,
+}
+
+fn duration_field(
+    field: &'static str,
+    flag: &Option<String>,
+    key: Option<String>,
+    default: &str,
+) -> Result<std::time::Duration, ConfigError> {
+    let v = flag.clone().or(key).unwrap_or_else(|| default.to_string());
+    super::duration(&v).map_err(|reason| bad(field, reason))
 }
 
 impl BrokerArgs {
@@ -87,28 +141,72 @@ impl BrokerArgs {
             self.nameservers.clone()
         };
         let nameservers = nameserver_list("nameservers", ns)?;
-        let role = if self.role != "leader" {
-            self.role.clone()
-        } else {
-            keys.role.unwrap_or_else(|| self.role.clone())
-        };
-        match role.as_str() {
-            "leader" => {}
-            "follower" => return Err(bad(
-                "role",
-                "followers (replication inside a group) are not available in this version; run one replica per broker group",
-            )),
-            other => return Err(bad("role", format!("{other:?} is not leader or follower"))),
+        let replica_id = self.replica_id.or(keys.replica_id);
+        match self.role.clone().or(keys.role).as_deref() {
+            None | Some("leader") => {}
+            Some("follower") if replica_id.is_some() => {}
+            Some("follower") => {
+                return Err(bad(
+                    "role",
+                    "members of a replicated group take --replica-id N; the controller chooses the leader",
+                ))
+            }
+            Some(other) => return Err(bad("role", format!("{other:?} is not leader or follower"))),
         }
-        let replication = match keys.replication_mode.as_deref().unwrap_or("async") {
-            "async" => ReplicationMode::Async,
-            other => {
+        let mode_name = self
+            .replication
+            .clone()
+            .or(keys.replication_mode)
+            .unwrap_or_else(|| {
+                if replica_id.is_some() {
+                    "sync"
+                } else {
+                    "async"
+                }
+                .into()
+            });
+        let mode: crate::replication::Mode = mode_name
+            .parse()
+            .map_err(|reason| bad("replication-mode", reason))?;
+        let replication = match replica_id {
+            None if mode == crate::replication::Mode::Sync => {
                 return Err(bad(
                     "replication-mode",
-                    format!(
-                    "{other:?}: only async is available in this version (one replica per group)"
-                ),
+                    "sync needs a replicated group: give every member --replica-id N",
                 ))
+            }
+            None => None,
+            Some(id) => {
+                if id > u32::from(u16::MAX) {
+                    return Err(bad("replica-id", format!("{id} is over 65535")));
+                }
+                let min_in_sync = self.min_in_sync.or(keys.min_in_sync).unwrap_or(1);
+                if min_in_sync == 0 {
+                    return Err(bad("min-in-sync", "must be at least 1 (the leader itself)"));
+                }
+                let controller = if !self.controller.is_empty() {
+                    self.controller.clone()
+                } else {
+                    keys.controller.unwrap_or_else(|| nameservers.clone())
+                };
+                Some(ReplicationSettings {
+                    replica_id: id,
+                    mode,
+                    min_in_sync,
+                    replica_lag: duration_field(
+                        "replica-lag",
+                        &self.replica_lag,
+                        keys.replica_lag,
+                        "10s",
+                    )?,
+                    ack_timeout: duration_field(
+                        "replication-timeout",
+                        &self.replication_timeout,
+                        keys.replication_timeout,
+                        "5s",
+                    )?,
+                    controller: nameserver_list("controller", controller)?,
+                })
             }
         };
         Ok((
@@ -116,7 +214,6 @@ impl BrokerArgs {
             MemberConfig {
                 group,
                 nameservers,
-                role,
                 replication,
             },
         ))
@@ -136,7 +233,13 @@ mod tests {
             addr: None,
             group: None,
             nameservers: vec![],
-            role: "leader".into(),
+            replica_id: None,
+            replication: None,
+            min_in_sync: None,
+            replica_lag: None,
+            replication_timeout: None,
+            controller: vec![],
+            role: None,
         }
     }
 
@@ -164,12 +267,38 @@ mod tests {
     }
 
     #[test]
-    fn followers_and_missing_groups_are_refused_by_field() {
+    fn followers_without_replica_ids_and_missing_groups_are_refused_by_field() {
         let mut a = args(None);
         assert_eq!(a.resolve().unwrap_err().field, "group");
         a.group = Some("g1".into());
         a.nameservers = vec!["ns:9876".into()];
-        a.role = "follower".into();
+        a.role = Some("follower".into());
         assert_eq!(a.resolve().unwrap_err().field, "role");
+        a.role = None;
+        a.replication = Some("sync".into());
+        assert_eq!(a.resolve().unwrap_err().field, "replication-mode");
+    }
+
+    #[test]
+    fn a_replica_id_makes_a_replicated_member_that_asks_the_name_servers_controller() {
+        let mut a = args(None);
+        a.group = Some("g1".into());
+        a.nameservers = vec!["ns1:9876".into(), "ns2:9876".into()];
+        a.replica_id = Some(2);
+        a.role = Some("follower".into());
+        let (_, m) = a.resolve().expect("valid");
+        let r = m.replication.expect("replicated");
+        assert_eq!(r.replica_id, 2);
+        assert_eq!(r.mode, crate::replication::Mode::Sync);
+        assert_eq!(r.controller, ["ns1:9876", "ns2:9876"]);
+        assert_eq!(r.min_in_sync, 1);
+        a.min_in_sync = Some(0);
+        assert_eq!(a.resolve().unwrap_err().field, "min-in-sync");
+        a.min_in_sync = Some(2);
+        a.replica_lag = Some("soon".into());
+        assert_eq!(a.resolve().unwrap_err().field, "replica-lag");
+        a.replica_lag = None;
+        a.replication = Some("quorum".into());
+        assert_eq!(a.resolve().unwrap_err().field, "replication-mode");
     }
 }

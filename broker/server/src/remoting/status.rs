@@ -69,7 +69,12 @@ fn store_error(e: &StoreError) -> RemotingError {
         | StoreError::UnknownQueue { .. }
         | StoreError::OffsetOutOfRange { .. } => response::INVALID_PARAMETER,
         // Nothing was written: a producer may retry another broker.
-        StoreError::DiskFull { .. } | StoreError::Stopped { .. } => response::SERVICE_NOT_AVAILABLE,
+        // Not the group's leader: nothing was written, the producer may retry another broker.
+        StoreError::DiskFull { .. } | StoreError::Stopped { .. } | StoreError::NotWritable(_) => {
+            response::SERVICE_NOT_AVAILABLE
+        }
+        // Written by the leader but not yet held by enough in-sync members (sync replication).
+        StoreError::NotReplicated(_) => response::FLUSH_SLAVE_TIMEOUT,
         StoreError::Corrupt { .. }
         | StoreError::Malformed { .. }
         | StoreError::Locked(_)

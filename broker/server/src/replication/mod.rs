@@ -75,6 +75,8 @@ pub struct ReplicaConfig {
     pub min_in_sync: usize,
     /// A follower that has not held the whole log for this long leaves the in-sync set.
     pub replica_lag: Duration,
+    /// How long a `sync` send waits for the in-sync members before it is refused.
+    pub ack_timeout: Duration,
 }
 
 /// What this member is doing.
@@ -132,6 +134,8 @@ pub struct Replica {
     pub(crate) grown: Arc<Notify>,
     /// Until when the controller's lease lets this leader acknowledge.
     lease: Mutex<Option<Instant>>,
+    /// Leadership is being handed to this member (a switchover): no more writes here.
+    handing_over: Mutex<Option<u32>>,
     pub(crate) progress: Progress,
 }
 
@@ -169,8 +173,13 @@ impl Replica {
                 .0,
                 grown,
                 lease: Mutex::new(None),
+                handing_over: Mutex::new(None),
             }
         }))
+        .inspect(|r| {
+            r.store
+                .set_append_gate(Arc::new(WeakGate(Arc::downgrade(r))));
+        })
     }
 
     pub fn role(&self) -> Role {
@@ -223,7 +232,10 @@ impl Replica {
                 warn!(group = %self.cfg.group, replica = self.cfg.replica_id, epoch, "no longer the leader");
             }
             *self.lease.lock() = None;
+            *self.handing_over.lock() = None;
             self.role.send_replace(next);
+            // Writers waiting for a confirmation this member can no longer give fail now.
+            self.progress.wake_blocked();
         }
     }
 
@@ -234,6 +246,17 @@ impl Replica {
         if l.is_none_or(|u| u < until) {
             *l = Some(until);
         }
+    }
+
+    /// Stops taking writes because leadership moves to `to` (a switchover); the controller's
+    /// next answer makes this member a follower.
+    pub fn hand_over(&self, to: u32) {
+        *self.handing_over.lock() = Some(to);
+    }
+
+    /// Whether a switchover to another member is under way.
+    pub fn handing_over(&self) -> Option<u32> {
+        *self.handing_over.lock()
     }
 
     /// The in-sync set as the controller committed it.
@@ -254,6 +277,13 @@ impl Replica {
                 group: self.cfg.group.clone(),
                 replica: self.cfg.replica_id,
                 leader,
+            });
+        }
+        if let Some(to) = *self.handing_over.lock() {
+            return Err(Refusal::NotLeader {
+                group: self.cfg.group.clone(),
+                replica: self.cfg.replica_id,
+                leader: Some((to, "(switching over)".into())),
             });
         }
         if self.lease.lock().is_none_or(|u| Instant::now() >= u) {
@@ -301,5 +331,70 @@ impl Replica {
     /// The confirm offset as this member knows it.
     pub fn confirm(&self) -> u64 {
         self.progress.confirm()
+    }
+}
+
+/// The gate the store holds: a weak reference, so the store (which the replica holds) does not
+/// keep the replica alive.
+struct WeakGate(std::sync::Weak<Replica>);
+
+impl ferromq_store::AppendGate for WeakGate {
+    fn admit(&self) -> Result<(), ferromq_store::StoreError> {
+        match self.0.upgrade() {
+            Some(r) => ferromq_store::AppendGate::admit(&*r),
+            None => Err(ferromq_store::StoreError::NotWritable(
+                "this replica is shutting down".into(),
+            )),
+        }
+    }
+
+    fn confirmed(&self, end: u64) -> Result<(), ferromq_store::StoreError> {
+        match self.0.upgrade() {
+            Some(r) => ferromq_store::AppendGate::confirmed(&*r, end),
+            None => Err(ferromq_store::StoreError::NotReplicated(
+                "this replica shut down before the group confirmed the write".into(),
+            )),
+        }
+    }
+}
+
+/// The store asks the replica before every append and waits on it after: only a leader with
+/// its lease and enough in-sync members appends, and in `sync` mode a send is done once every
+/// in-sync member holds it.
+impl ferromq_store::AppendGate for Replica {
+    fn admit(&self) -> Result<(), ferromq_store::StoreError> {
+        self.check_writable()
+            .map_err(|r| ferromq_store::StoreError::NotWritable(r.to_string()))
+    }
+
+    fn confirmed(&self, end: u64) -> Result<(), ferromq_store::StoreError> {
+        if self.cfg.mode == Mode::Async {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.cfg.ack_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self
+                .progress
+                .wait_confirmed_blocking(end, left.min(Duration::from_millis(200)))
+            {
+                return Ok(());
+            }
+            if !self.role.borrow().is_leader() {
+                return Err(ferromq_store::StoreError::NotReplicated(format!(
+                    "broker group {}: leadership moved before the in-sync members confirmed the write; it may still be delivered",
+                    self.cfg.group
+                )));
+            }
+            if left.is_zero() {
+                return Err(ferromq_store::StoreError::NotReplicated(
+                    Refusal::ReplicationTimeout {
+                        group: self.cfg.group.clone(),
+                        waited: self.cfg.ack_timeout,
+                    }
+                    .to_string(),
+                ));
+            }
+        }
     }
 }

@@ -29,6 +29,9 @@ pub struct Progress {
     me: u32,
     state: Mutex<State>,
     confirmed: watch::Sender<u64>,
+    /// Wakes writers blocked in [`Progress::wait_confirmed_blocking`] when the confirm offset
+    /// moves (they run on the store's threads, outside the runtime).
+    moved: (Mutex<()>, parking_lot::Condvar),
 }
 
 impl Progress {
@@ -41,6 +44,7 @@ impl Progress {
                 since: Instant::now(),
             }),
             confirmed: watch::channel(confirm).0,
+            moved: (Mutex::new(()), parking_lot::Condvar::new()),
         }
     }
 
@@ -61,6 +65,7 @@ impl Progress {
                 false
             }
         });
+        self.wake_blocked();
     }
 
     pub fn set_in_sync(&self, in_sync: BTreeSet<u32>) {
@@ -126,11 +131,33 @@ impl Progress {
                 false
             }
         });
+        if moved.is_some() {
+            self.wake_blocked();
+        }
         moved
     }
 
     pub fn confirm(&self) -> u64 {
         *self.confirmed.borrow()
+    }
+
+    pub(crate) fn wake_blocked(&self) {
+        let _g = self.moved.0.lock();
+        self.moved.1.notify_all();
+    }
+
+    /// [`Progress::wait_confirmed`] for a thread outside the runtime (the store's writers).
+    pub fn wait_confirmed_blocking(&self, end: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.moved.0.lock();
+        loop {
+            if self.confirm() >= end {
+                return true;
+            }
+            if self.moved.1.wait_until(&mut g, deadline).timed_out() {
+                return self.confirm() >= end;
+            }
+        }
     }
 
     /// A follower learns the confirm offset from its leader.
@@ -143,6 +170,7 @@ impl Progress {
                 false
             }
         });
+        self.wake_blocked();
     }
 
     /// Waits until the confirm offset reaches `end`; false after `timeout`.
@@ -225,5 +253,55 @@ mod tests {
         p.recompute(50);
         assert!(waiter.await.expect("join"));
         assert!(!p.wait_confirmed(60, Duration::from_millis(10)).await);
+    }
+
+    #[test]
+    fn a_store_writer_blocks_until_the_group_confirms() {
+        let p = std::sync::Arc::new(Progress::new(1, 0));
+        p.lead(BTreeSet::from([1, 2]), 0);
+        let p2 = p.clone();
+        let writer =
+            std::thread::spawn(move || p2.wait_confirmed_blocking(70, Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(20));
+        p.report(2, 70, 70);
+        p.recompute(70);
+        assert!(writer.join().expect("join"));
+        assert!(!p.wait_confirmed_blocking(80, Duration::from_millis(10)));
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of reports and in-sync changes, the confirm offset never goes
+        /// back and never passes what every in-sync member holds at the moment it moves.
+        #[test]
+        fn the_confirm_offset_only_grows_and_every_in_sync_member_holds_it(
+            steps in proptest::collection::vec((0u32..4, 0u64..1000, proptest::bool::ANY), 1..60)
+        ) {
+            let p = Progress::new(0, 0);
+            p.lead(BTreeSet::from([0, 1, 2, 3]), 0);
+            let mut held = [0u64; 4];
+            let mut leader_end = 0u64;
+            let mut last = 0;
+            for (who, grow, shrink_set) in steps {
+                if who == 0 {
+                    leader_end += grow;
+                    held[0] = leader_end;
+                } else {
+                    // A follower holds at most what the leader wrote.
+                    held[who as usize] = (held[who as usize] + grow).min(leader_end);
+                    p.report(who, held[who as usize], leader_end);
+                }
+                if shrink_set {
+                    p.set_in_sync(BTreeSet::from([0, who]));
+                }
+                if let Some(c) = p.recompute(held[0]) {
+                    let in_sync = p.in_sync();
+                    for m in &in_sync {
+                        proptest::prop_assert!(held[*m as usize] >= c, "member {} holds {} < confirm {}", m, held[*m as usize], c);
+                    }
+                }
+                proptest::prop_assert!(p.confirm() >= last);
+                last = p.confirm();
+            }
+        }
     }
 }

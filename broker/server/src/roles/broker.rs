@@ -15,7 +15,8 @@ use crate::config::broker::MemberConfig;
 use crate::node::Node;
 
 /// What this broker tells the name servers about itself.
-fn report(b: &Node, role: &str) -> cluster::BrokerInfo {
+/// `lead` is the epoch and replica id of a replicated group's leader.
+fn report(b: &Node, lead: Option<(u64, u32)>) -> cluster::BrokerInfo {
     let topics = b.engine.store.topics().list();
     let me = crate::admin::service::self_view_of(b, &topics);
     cluster::BrokerInfo {
@@ -37,8 +38,10 @@ fn report(b: &Node, role: &str) -> cluster::BrokerInfo {
             .collect(),
         total_lag: me.total_lag,
         reported_at_ms: crate::convert::now_ms(),
-        role: role.to_string(),
+        role: "leader".to_string(),
         queues_with_lag: me.queues_with_lag,
+        epoch: lead.map_or(0, |l| l.0),
+        replica_id: lead.map_or(0, |l| l.1),
     }
 }
 
@@ -52,8 +55,9 @@ fn channel(addr: &str) -> Option<tonic::transport::Channel> {
         })
 }
 
-/// Reports to every name server once per interval until shutdown, then unregisters.
-pub async fn heartbeat_loop(node: Arc<Node>, member: MemberConfig) {
+/// Reports to every name server once per interval until the node's shutdown (for a replicated
+/// group's leader: the end of its term), then unregisters.
+pub async fn heartbeat_loop(node: Arc<Node>, member: MemberConfig, lead: Option<(u64, u32)>) {
     let stopped = crate::serve::stopped(node.shutdown.clone());
     tokio::pin!(stopped);
     let clients: Vec<(String, Option<NameserverClient<tonic::transport::Channel>>)> = member
@@ -70,8 +74,7 @@ pub async fn heartbeat_loop(node: Arc<Node>, member: MemberConfig) {
             _ = &mut stopped => break,
         }
         let b = node.clone();
-        let role = member.role.clone();
-        let Ok(info) = tokio::task::spawn_blocking(move || report(&b, &role)).await else {
+        let Ok(info) = tokio::task::spawn_blocking(move || report(&b, lead)).await else {
             continue;
         };
         let sends = clients.iter().map(|(ns, c)| {
@@ -119,5 +122,8 @@ pub async fn heartbeat_loop(node: Arc<Node>, member: MemberConfig) {
 
 /// Runs a broker group member until SIGTERM or Ctrl-C.
 pub async fn run(cfg: crate::config::node::NodeConfig, member: MemberConfig) -> anyhow::Result<()> {
+    if member.replication.is_some() {
+        return super::member::run(cfg, member).await;
+    }
     super::node::run(cfg, Some(member)).await
 }

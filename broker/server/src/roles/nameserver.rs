@@ -69,6 +69,23 @@ impl Registry {
     pub fn report(&self, info: BrokerInfo) -> bool {
         let key = (info.group.clone(), info.endpoint.clone());
         let mut m = self.lock();
+        // A replicated group's new leader: the members that led older epochs no longer do,
+        // even when they could not say goodbye (killed).
+        if info.epoch > 0 {
+            m.retain(|(g, ep), e| {
+                let deposed = *g == info.group && *ep != info.endpoint && e.info.epoch < info.epoch;
+                if deposed {
+                    info!(group = %g, endpoint = %ep, epoch = e.info.epoch, new_epoch = info.epoch, "broker group leader replaced");
+                }
+                !deposed
+            });
+            if m.iter()
+                .any(|((g, _), e)| *g == info.group && e.info.epoch > info.epoch)
+            {
+                // A deposed leader's late report: the group has a newer leader.
+                return false;
+            }
+        }
         let fresh = m.get(&key).is_none_or(|e| e.seen.elapsed() > self.expiry);
         m.insert(
             key,
@@ -309,6 +326,24 @@ mod tests {
             endpoint: "127.0.0.1:1".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_replicated_groups_new_leader_replaces_the_old_one() {
+        let r = Registry::new(Duration::from_secs(60));
+        let at = |ep: &str, epoch: u64| BrokerInfo {
+            endpoint: ep.into(),
+            epoch,
+            ..info("g")
+        };
+        r.report(at("a:1", 1));
+        r.report(info("other"));
+        r.report(at("b:1", 2));
+        let live: Vec<_> = r.live().into_iter().map(|(b, _)| b.endpoint).collect();
+        assert_eq!(live, ["b:1", "127.0.0.1:1"]);
+        assert!(!r.report(at("a:1", 1)), "the deposed leader's late report");
+        let live: Vec<_> = r.live().into_iter().map(|(b, _)| b.endpoint).collect();
+        assert_eq!(live, ["b:1", "127.0.0.1:1"]);
     }
 
     #[test]

@@ -44,6 +44,19 @@ pub struct Bound {
     shutdown: Shutdown,
 }
 
+/// Opens (recovering after a crash) the store of a storage node.
+pub(super) async fn open_store(sc: ferromq_store::StoreConfig) -> anyhow::Result<Arc<Store>> {
+    let dir = sc.data_dir.display().to_string();
+    match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
+        Ok(s) => Ok(s),
+        // A store setting that cannot work is bad configuration (exit 2), not a runtime failure.
+        Err(ferromq_store::StoreError::Config { field, reason }) => {
+            Err(ConfigError { field, reason }.into())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot open the store in {dir}")),
+    }
+}
+
 /// Opens the store and the engine and binds the listeners. With `member` the node is one
 /// broker group of a cluster.
 pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::Result<Bound> {
@@ -52,18 +65,7 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
     }
-    let sc = cfg.store_config();
-    let store = match tokio::task::spawn_blocking(move || Store::open(sc)).await? {
-        Ok(s) => s,
-        // A store setting that cannot work is bad configuration (exit 2), not a runtime failure.
-        Err(ferromq_store::StoreError::Config { field, reason }) => {
-            return Err(ConfigError { field, reason }.into());
-        }
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))
-        }
-    };
+    let store = open_store(cfg.store_config()).await?;
     let (s2, ec) = (store.clone(), cfg.engine.clone());
     let engine = tokio::task::spawn_blocking(move || Engine::open(s2, ec))
         .await?
@@ -154,7 +156,7 @@ impl Bound {
         background.spawn(remoting.upkeep(shutdown.subscribe()));
         if let Some(m) = member.clone() {
             info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
-            background.spawn(super::broker::heartbeat_loop(node.clone(), m));
+            background.spawn(super::broker::heartbeat_loop(node.clone(), m, None));
         }
         let stopping = node.clone();
         let services = Services {
@@ -162,7 +164,7 @@ impl Bound {
                 .add_service(messaging)
                 .add_service(admin)
                 .add_service(tunnel),
-            http: crate::http::router(node.clone()),
+            http: crate::http::router(Arc::new(crate::http::OneNode(node.clone()))),
             tcp,
             tls: cfg.tls.clone(),
             background,
@@ -188,7 +190,7 @@ impl Bound {
 
 /// Once a second: renew push consumers' deliveries, dead-letter exhausted messages even when
 /// nobody receives, keep retention away from parked messages, forget long-gone clients.
-async fn upkeep(node: Arc<Node>) {
+pub(super) async fn upkeep(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let stopped = serve::stopped(node.shutdown.clone());
     tokio::pin!(stopped);

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferromq_proto::admin::{self, admin_client::AdminClient, admin_server::Admin};
 use tonic::transport::Channel;
@@ -21,13 +22,38 @@ use super::routes::{GroupRoute, Routes};
 #[derive(Clone)]
 pub struct AdminProxy {
     routes: Arc<Routes>,
+    /// The replication controller in the name servers (replicated groups' leaders and
+    /// in-sync sets, switchovers).
+    controller: Option<Arc<ferromq_controller::ControllerClient>>,
 }
 
 type Answers<T> = Vec<(GroupRoute, Result<T, Status>)>;
 
 impl AdminProxy {
     pub fn new(routes: Arc<Routes>) -> AdminProxy {
-        AdminProxy { routes }
+        let controller = ferromq_controller::ControllerClient::new(routes.nameserver_addrs())
+            .ok()
+            .map(|c| Arc::new(c.with_timeouts(Duration::from_millis(500), Duration::from_secs(1))));
+        AdminProxy { routes, controller }
+    }
+
+    /// Every replicated group's state from the controller (none when the name servers run no
+    /// controller).
+    async fn replication(&self) -> BTreeMap<String, admin::GroupReplication> {
+        let Some(c) = &self.controller else {
+            return BTreeMap::new();
+        };
+        match c.get_groups().await {
+            Ok(r) => r
+                .groups
+                .into_iter()
+                .map(|g| (g.group.clone(), replication_view(&g)))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no replication controller answered");
+                BTreeMap::new()
+            }
+        }
     }
 
     fn live(&self) -> Result<Vec<GroupRoute>, Status> {
@@ -440,13 +466,27 @@ impl Admin for AdminProxy {
         _req: Request<admin::ListClusterRequest>,
     ) -> Result<Response<admin::ListClusterResponse>, Status> {
         self.routes.refresh().await;
-        let groups = self
+        let mut replication = self.replication().await;
+        let mut groups: Vec<admin::ClusterGroup> = self
             .routes
             .view()
             .groups
             .iter()
-            .map(cluster_group)
+            .map(|g| admin::ClusterGroup {
+                replication: replication.remove(&g.name),
+                ..cluster_group(g)
+            })
             .collect();
+        // Replicated groups without a leader reporting to the name servers.
+        for (name, r) in replication {
+            groups.push(admin::ClusterGroup {
+                name,
+                state: "no-leader".into(),
+                replication: Some(r),
+                ..Default::default()
+            });
+        }
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Response::new(admin::ListClusterResponse { groups }))
     }
 
@@ -469,6 +509,57 @@ impl Admin for AdminProxy {
         self.routes.refresh().await;
         info!(group = %r.group, state = %answer.state, "broker group state set through the proxy");
         Ok(Response::new(answer))
+    }
+
+    #[instrument(skip_all, name = "admin_proxy.switchover", fields(group))]
+    async fn switchover(
+        &self,
+        req: Request<admin::SwitchoverRequest>,
+    ) -> Result<Response<admin::SwitchoverResponse>, Status> {
+        let r = req.into_inner();
+        tracing::Span::current().record("group", r.group.as_str());
+        let Some(c) = &self.controller else {
+            return Err(Status::failed_precondition(
+                "no replication controller configured",
+            ));
+        };
+        // The controller answers once the target leads; give it its own deadline.
+        let (leader, st) = c.switchover(&r.group, r.to).await.map_err(|e| {
+            Status::failed_precondition(format!("switchover of broker group {}: {e}", r.group))
+        })?;
+        self.routes.refresh().await;
+        info!(group = %r.group, leader, epoch = st.epoch, "switchover done through the proxy");
+        Ok(Response::new(admin::SwitchoverResponse {
+            group: r.group,
+            leader,
+            epoch: st.epoch,
+        }))
+    }
+}
+
+/// A replicated group as the controller holds it, with each member's lag behind the leader.
+fn replication_view(g: &ferromq_controller::proto::GroupState) -> admin::GroupReplication {
+    let leader_end = g
+        .members
+        .iter()
+        .find(|m| Some(m.replica_id) == g.leader)
+        .map_or(0, |m| m.log_end_offset);
+    admin::GroupReplication {
+        leader: g.leader,
+        epoch: g.epoch,
+        in_sync: g.in_sync.clone(),
+        members: g
+            .members
+            .iter()
+            .map(|m| admin::ReplicaMember {
+                replica_id: m.replica_id,
+                address: m.address.clone(),
+                log_end_offset: m.log_end_offset,
+                lag_bytes: leader_end.saturating_sub(m.log_end_offset),
+                alive: m.alive,
+                in_sync: g.in_sync.contains(&m.replica_id),
+            })
+            .collect(),
     }
 }
 
@@ -506,5 +597,6 @@ fn cluster_group(g: &GroupRoute) -> admin::ClusterGroup {
         total_lag: g.total_lag,
         heartbeat_age_ms: g.age_ms,
         queues_with_lag: g.queues_with_lag,
+        replication: None,
     }
 }

@@ -108,6 +108,7 @@ mod tests {
             total_lag: 0,
             queues_with_lag: 0,
             age_ms: 0,
+            epoch: 0,
         };
         let proxy = crate::service::advertised_endpoints(None, "proxy.example:8081");
         let mut q = v2::MessageQueue {

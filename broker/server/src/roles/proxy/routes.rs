@@ -41,6 +41,8 @@ pub struct GroupRoute {
     pub total_lag: i64,
     pub queues_with_lag: u32,
     pub age_ms: i64,
+    /// The leader epoch of a replicated group (0: unreplicated).
+    pub epoch: u64,
 }
 
 /// The live groups, sorted by name.
@@ -82,7 +84,9 @@ fn merge(reports: Vec<cluster::GetClusterResponse>) -> ClusterView {
         for (i, b) in r.brokers.into_iter().enumerate() {
             let age = r.age_ms.get(i).copied().unwrap_or(0);
             match best.get(&b.group) {
-                Some((cur, _)) if cur.reported_at_ms >= b.reported_at_ms => {}
+                // The newest leader epoch wins (replicated groups), then the newest report.
+                Some((cur, _))
+                    if (cur.epoch, cur.reported_at_ms) >= (b.epoch, b.reported_at_ms) => {}
                 _ => {
                     best.insert(b.group.clone(), (b, age));
                 }
@@ -109,6 +113,7 @@ fn merge(reports: Vec<cluster::GetClusterResponse>) -> ClusterView {
                 .collect(),
             name: b.group,
             endpoint: b.endpoint,
+            epoch: b.epoch,
             total_lag: b.total_lag,
             queues_with_lag: b.queues_with_lag,
             age_ms: age,
@@ -166,6 +171,11 @@ impl Routes {
         })
     }
 
+    /// The name servers' addresses (they also run the replication controller, if any).
+    pub fn nameserver_addrs(&self) -> Vec<String> {
+        self.nameservers.iter().map(|(a, _)| a.clone()).collect()
+    }
+
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.read().clone()
     }
@@ -217,6 +227,34 @@ impl Routes {
         }
         *self.view.write() = Arc::new(fresh);
         n
+    }
+
+    /// After `failed` (a replicated group's member) refused or could not be reached: asks the
+    /// name servers again until the group reports a newer leader, up to `deadline`. Unreplicated
+    /// groups have no other member to wait for.
+    pub async fn newer_leader(
+        &self,
+        failed: &GroupRoute,
+        deadline: std::time::Instant,
+    ) -> Option<GroupRoute> {
+        if failed.epoch == 0 {
+            return None;
+        }
+        loop {
+            let newer = self.view().group(&failed.name).and_then(|g| {
+                (g.epoch > failed.epoch
+                    || (g.epoch == failed.epoch && g.endpoint != failed.endpoint))
+                    .then(|| g.clone())
+            });
+            if newer.is_some() {
+                return newer;
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.refresh().await;
+        }
     }
 
     /// Refreshes until shutdown; warns once when every name server is unreachable.

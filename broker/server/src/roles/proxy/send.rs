@@ -42,6 +42,15 @@ fn is_drain_refusal(s: Option<&v2::Status>) -> bool {
     })
 }
 
+/// How long a send waits for a replicated group's new leader before it gives up on the group.
+const FAILOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A member refusing because it does not lead, or leads without its lease or enough in-sync
+/// members: nothing was stored.
+fn is_not_leader(s: Option<&v2::Status>) -> bool {
+    s.is_some_and(|s| s.code == Code::HaNotAvailable as i32)
+}
+
 impl ProxyApi {
     pub(super) async fn send_message(
         &self,
@@ -76,38 +85,72 @@ impl ProxyApi {
             };
         }
         let mut answer = None;
-        for i in send_order(candidates.len(), key.as_deref(), self.routes.next()) {
-            let g = candidates[i];
+        let deadline = std::time::Instant::now() + FAILOVER_WAIT;
+        let order = send_order(candidates.len(), key.as_deref(), self.routes.next());
+        'groups: for (pos, i) in order.iter().enumerate() {
+            let last = pos + 1 == order.len();
+            let mut g = candidates[*i].clone();
             tracing::Span::current().record("group", g.name.as_str());
-            let mut c = match self.client(g) {
-                Ok(c) => c,
-                Err(e) => {
-                    answer = Some(Err((g.name.clone(), e)));
-                    continue;
-                }
-            };
-            match c.send_message(outgoing(md, r.clone())).await {
-                Ok(resp) => {
-                    let mut resp = resp.into_inner();
-                    if is_drain_refusal(resp.status.as_ref()) {
+            loop {
+                let mut c = match self.client(&g) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        answer = Some(Err((g.name.clone(), e)));
+                        continue 'groups;
+                    }
+                };
+                let failover = match c.send_message(outgoing(md, r.clone())).await {
+                    Ok(resp) => {
+                        let mut resp = resp.into_inner();
+                        if is_drain_refusal(resp.status.as_ref()) {
+                            answer = Some(Ok(resp));
+                            continue 'groups;
+                        }
+                        let refused = is_not_leader(resp.status.as_ref());
+                        for e in &mut resp.entries {
+                            e.transaction_id = wrap_handle(&g.name, &e.transaction_id);
+                            e.recall_handle = wrap_handle(&g.name, &e.recall_handle);
+                        }
                         answer = Some(Ok(resp));
+                        if !refused {
+                            break 'groups;
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        warn!(group = %g.name, error = %e.message(), "send to broker group failed");
+                        // Only a refused connection (or a member that does not lead) is
+                        // certain not to have stored anything.
+                        let unavailable = e.code() == tonic::Code::Unavailable;
+                        answer = Some(Err((g.name.clone(), e)));
+                        if !unavailable {
+                            break 'groups;
+                        }
+                        if g.epoch == 0 {
+                            if key.is_some() {
+                                break 'groups;
+                            }
+                            continue 'groups;
+                        }
+                        true
+                    }
+                };
+                // A replicated group whose member does not (or no longer) lead: nothing was
+                // stored. Other sends try the next group at once; FIFO sends (and the last
+                // group) wait for the group's next leader.
+                if failover && key.is_none() && !last {
+                    continue 'groups;
+                }
+                if failover {
+                    if let Some(next) = self.routes.newer_leader(&g, deadline).await {
+                        tracing::info!(group = %g.name, from = %g.endpoint, to = %next.endpoint, epoch = next.epoch, "send follows the group's new leader");
+                        g = next;
                         continue;
                     }
-                    for e in &mut resp.entries {
-                        e.transaction_id = wrap_handle(&g.name, &e.transaction_id);
-                        e.recall_handle = wrap_handle(&g.name, &e.recall_handle);
+                    if key.is_some() {
+                        break 'groups;
                     }
-                    answer = Some(Ok(resp));
-                    break;
-                }
-                Err(e) => {
-                    warn!(group = %g.name, error = %e.message(), "send to broker group failed");
-                    // Only a refused connection is certain not to have stored anything.
-                    let retry = e.code() == tonic::Code::Unavailable && key.is_none();
-                    answer = Some(Err((g.name.clone(), e)));
-                    if !retry {
-                        break;
-                    }
+                    continue 'groups;
                 }
             }
         }

@@ -218,6 +218,7 @@ mod tests {
             total_lag: 0,
             queues_with_lag: 0,
             age_ms: 0,
+            epoch: 0,
         };
         let entry = |h: &str| v2::AckMessageEntry {
             message_id: h.into(),
