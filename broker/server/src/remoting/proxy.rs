@@ -882,6 +882,7 @@ mod tests {
             total_lag: 0,
             queues_with_lag: 0,
             age_ms: 0,
+            epoch: 0,
         }
     }
 
