@@ -200,7 +200,7 @@ BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 grpc_port="$(free_port)"
 sa_http="$(free_port)"
 "$BIN_DIR/ferromq" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
-  --http-addr "127.0.0.1:$sa_http" >"$state/standalone.log" 2>&1 &
+  --http-addr "127.0.0.1:$sa_http" --remoting-addr off >"$state/standalone.log" 2>&1 &
 sa_pid=$!
 check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
 op_http="$(free_port)"
@@ -314,7 +314,7 @@ if command -v buildah >/dev/null; then
 
   p1="$(free_port)"; p2="$(free_port)"
   check "broker image: standalone serves an admin call and stops cleanly on SIGTERM" run_in ferromq:e2e sh -c "
-    ferromq standalone --data-dir /var/lib/ferromq/data --grpc-addr 127.0.0.1:$p1 --http-addr 127.0.0.1:$p2 >/tmp/log 2>&1 &
+    ferromq standalone --data-dir /var/lib/ferromq/data --grpc-addr 127.0.0.1:$p1 --http-addr 127.0.0.1:$p2 --remoting-addr off >/tmp/log 2>&1 &
     pid=\$!
     ok=1
     for i in \$(seq 1 100); do
