@@ -2,10 +2,15 @@
 """Fault injection against replicated broker groups, on real processes on loopback.
 
 Cluster: 3 name servers running the replication controller (Raft), 2 broker groups of 3 replicas
-each (`ferromq broker --replica-id N`), 2 proxies. Load: the official Python client's producer
-through one proxy and the official Rust client's producer (load mode of tests/clients/rust) with
-both proxies, every message with a unique id and a body the checker can recompute; the official
-Python client's SimpleConsumer reads along through the other proxy and acks.
+each (`ferromq broker --replica-id N`), 2 proxies. As root, every process runs in its own network
+namespace with its own address on a private bridge (../cluster/netns.py), so partitions are
+iptables DROP rules between two addresses; otherwise everything is on loopback and the partition
+faults are left out (reported). Load: the official Python client's producer through one proxy,
+the official Rust client's producer (load mode of tests/clients/rust) and the official Java
+client's producer (io.ferromq.tests.Load of tests/clients/java) with both proxies, every message
+with a unique id and a body the checker can recompute; the official Python client's
+SimpleConsumer (through one proxy) and the Java client's SimpleConsumer (both proxies) read along
+in one consumer group and ack.
 
 Faults, one per round, drawn at random (seeded; FERROMQ_CHAOS_SEED) from:
   leader_kill9        kill -9 a group's leader; restart it 3-6 s later (it rejoins as a follower)
@@ -13,22 +18,33 @@ Faults, one per round, drawn at random (seeded; FERROMQ_CHAOS_SEED) from:
   leader_pause        SIGSTOP a group's leader for longer than its lease, then SIGCONT
   group_kill9         kill -9 every member of a group at once, then restart them all
   switchover          `ferromq admin cluster switchover` of a group to another in-sync member
+  partition_followers cut a group's leader off from its followers (both directions, or one way)
+                      for 4-8 s, longer than the 2 s lease and the 3 s member expiry, then heal
+  partition_controller cut a group's leader off from every controller (name server) the same way:
+                      it must stop acknowledging when its lease ends while another member leads
 
 Checker (Jepsen's vocabulary, ../shared/RELIABILITY.md): acknowledged; lost = acknowledged and
 never consumed (or consumed with another body); duplicated = consumed more than once;
 unexpected = consumed but never acknowledged, split into indeterminate (its send failed or timed
 out: allowed) and unexplained (never sent: a bug); failover time = the longest gap between two
-acknowledged sends after a fault; sends refused. In `sync` mode a lost message fails the run; in
+acknowledged sends after a fault; sends refused. The same counts per fault kind: a message counts
+for the round during which its send was answered (acknowledged, lost, unexpected) or, for a
+duplicate, during which it was delivered again. In `sync` mode a lost message fails the run; in
 `async` mode the loss window is reported.
 
-Environment: FERROMQ_BIN, FERROMQ_RUST_CLIENT, FERROMQ_CHAOS_WORK, FERROMQ_CHAOS_ROUNDS (default 5:
-each fault once), FERROMQ_CHAOS_MODE (sync|async, default sync), FERROMQ_CHAOS_SEED.
+Environment: FERROMQ_BIN, FERROMQ_RUST_CLIENT, FERROMQ_JAVA_CP (class path of tests/clients/java;
+empty: no Java client), FERROMQ_CHAOS_WORK, FERROMQ_CHAOS_ROUNDS (default: each fault once),
+FERROMQ_CHAOS_MODE (sync|async, default sync), FERROMQ_CHAOS_SEED, FERROMQ_CHAOS_FAULTS (comma
+separated: only these kinds), FERROMQ_NETNS_TAG (names the
+namespaces and the bridge, so the suite's trap can remove them; default: from the process id),
+FERROMQ_CHAOS_NETNS=0 (stay on loopback even as root).
 """
 import hashlib
 import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,24 +56,37 @@ os.makedirs(WORK, exist_ok=True)
 os.environ["FERROMQ_CLUSTER_WORK"] = WORK
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster"))
 import cluster_test as ct  # noqa: E402  (processes, clients and the message body scheme)
+import netns  # noqa: E402  (a namespace per process, partitions as DROP rules)
 from rocketmq import Message, Producer, SimpleConsumer, FilterExpression  # noqa: E402
 
 MODE = os.environ.get("FERROMQ_CHAOS_MODE", "sync")
-ROUNDS = int(os.environ.get("FERROMQ_CHAOS_ROUNDS", "5"))
 SEED = int(os.environ.get("FERROMQ_CHAOS_SEED", str(int(time.time()))))
+JAVA_CP = os.environ.get("FERROMQ_JAVA_CP", "")
+NET = None
+if os.environ.get("FERROMQ_CHAOS_NETNS", "1") != "0" and netns.available():
+    NET = netns.Net(os.environ.get("FERROMQ_NETNS_TAG") or f"{os.getpid() % 0xfffff:05x}")
 FAULTS = ["leader_kill9", "controller_kill9", "leader_pause", "group_kill9", "switchover"]
+if NET:
+    FAULTS += ["partition_followers", "partition_controller"]
+if os.environ.get("FERROMQ_CHAOS_FAULTS"):  # a subset, e.g. to chase one fault
+    FAULTS = [f for f in os.environ["FERROMQ_CHAOS_FAULTS"].split(",") if f in FAULTS]
+ROUNDS = int(os.environ.get("FERROMQ_CHAOS_ROUNDS") or len(FAULTS))
 GROUPS = ["g1", "g2"]
 REPLICAS = [1, 2, 3]
 rng = random.Random(SEED)
 
-send_log = []  # (time, ok) of every send, both producers
+send_log = []  # (time, ok) of every send, every producer
 send_log_lock = threading.Lock()
-failed_bodies = set()  # (tag, i) of sends that failed or timed out: their message may still appear
+failed_bodies = {}  # (tag, i) of sends that failed or timed out (their message may still appear) -> time
+acked_at = {}  # message id -> time its send was acknowledged
 deliveries = {}  # message id -> number of deliveries
+redelivered_at = {}  # message id -> time of its second delivery
+deliveries_lock = threading.Lock()
 bodies = {}  # message id -> digest of the body consumed first
 origin = {}  # message id -> (producer tag, index) read from the consumed body
-http_ports = {}  # process name -> HTTP port
+http_addrs = {}  # process name -> HTTP host:port
 PROXIES = []
+ELECTIONS = []  # (fault kind, seconds from the fault until another member led)
 
 
 def log(msg):
@@ -65,7 +94,7 @@ def log(msg):
 
 
 def http_get(name, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_ports[name]}{path}", timeout=2) as r:
+    with urllib.request.urlopen(f"http://{http_addrs[name]}{path}", timeout=2) as r:
         return r.read().decode()
 
 
@@ -76,41 +105,62 @@ def gauge(name, family):
     return None
 
 
-def start(name, args, port, http):
-    http_ports[name] = http
-    ct.procs[name] = ct.Proc(name, args, port)
+def place(name):
+    """Where process `name` runs: (host, gRPC port, HTTP port, command prefix); its own network
+    namespace when there is one (fixed ports: the address is its own), loopback otherwise."""
+    if NET:
+        return NET.add(name), 7000, 7001, NET.prefix(name)
+    return "127.0.0.1", ct.free_port(), ct.free_port(), []
+
+
+def start(name, args, host, port, http, prefix):
+    http_addrs[name] = f"{host}:{http}"
+    ct.procs[name] = ct.Proc(name, args, port, prefix, host)
 
 
 def nameservers():
-    ports = [ct.free_port() for _ in range(3)]
-    peers = ",".join(f"127.0.0.1:{p}" for p in ports)
-    for i, p in enumerate(ports, 1):
-        http = ct.free_port()
-        start(f"ns{i}", ["nameserver", "--addr", f"127.0.0.1:{p}", "--http-addr", f"127.0.0.1:{http}",
+    where = [place(f"ns{i}") for i in range(1, 4)]
+    peers = ",".join(f"{h}:{p}" for h, p, _, _ in where)
+    for i, (h, p, http, prefix) in enumerate(where, 1):
+        start(f"ns{i}", ["nameserver", "--addr", f"{h}:{p}", "--http-addr", f"{h}:{http}",
                          "--broker-expiry", "3s", "--controller-peers", peers,
-                         "--data-dir", os.path.join(WORK, f"ns{i}")], p, http)
-    return [f"127.0.0.1:{p}" for p in ports]
+                         "--data-dir", os.path.join(WORK, f"ns{i}")], h, p, http, prefix)
+    return [f"{h}:{p}" for h, p, _, _ in where]
 
 
 def member(group, rid, ns):
-    port, http = ct.free_port(), ct.free_port()
-    start(f"{group}-{rid}", ["broker", "--group", group, "--replica-id", str(rid), "--replication", MODE,
-                             "--nameservers", ",".join(ns), "--addr", f"127.0.0.1:{port}",
-                             "--http-addr", f"127.0.0.1:{http}", "--segment-size", "64MiB",
-                             "--data-dir", os.path.join(WORK, f"{group}-{rid}")], port, http)
+    name = f"{group}-{rid}"
+    h, port, http, prefix = place(name)
+    start(name, ["broker", "--group", group, "--replica-id", str(rid), "--replication", MODE,
+                 "--nameservers", ",".join(ns), "--addr", f"{h}:{port}",
+                 "--http-addr", f"{h}:{http}", "--segment-size", "64MiB",
+                 "--data-dir", os.path.join(WORK, name)], h, port, http, prefix)
+
+
+def proxy(name, ns):
+    h, port, http, prefix = place(name)
+    start(name, ["proxy", "--nameservers", ",".join(ns), "--grpc-addr", f"{h}:{port}",
+                 "--http-addr", f"{h}:{http}", "--route-refresh", "500ms", "--remoting-addr", "off"],
+          h, port, http, prefix)
+    return f"{h}:{port}"
 
 
 def leader_of(group):
+    """The member that leads `group` at the highest epoch (a deposed leader cut off from the
+    controller may still believe it leads, at an older epoch)."""
+    best = None
     for rid in REPLICAS:
         name = f"{group}-{rid}"
         if not ct.procs[name].alive():
             continue
         try:
             if gauge(name, "ferromq_replication_leader") == 1.0:
-                return name
+                epoch = gauge(name, "ferromq_replication_epoch") or 0
+                if best is None or epoch > best[0]:
+                    best = (epoch, name)
         except Exception:
             pass
-    return None
+    return best[1] if best else None
 
 
 def in_sync(group):
@@ -134,6 +184,29 @@ def note_send(ok):
         send_log.append((time.time(), ok))
 
 
+def note_ack(mid, digest):
+    with ct.acked_lock:
+        ct.acked[mid] = digest
+        acked_at[mid] = time.time()
+    note_send(True)
+
+
+def note_failure(tag, i):
+    ct.send_failures[0] += 1
+    failed_bodies[(tag, i)] = time.time()
+    note_send(False)
+
+
+def note_delivery(mid, digest, tag_i):
+    with deliveries_lock:
+        n = deliveries.get(mid, 0) + 1
+        deliveries[mid] = n
+        if n == 2:
+            redelivered_at[mid] = time.time()
+        bodies.setdefault(mid, digest)
+        origin.setdefault(mid, tag_i)
+
+
 class PyLoad:
     """The Python client's producer, one message at a time, recording every outcome."""
 
@@ -152,14 +225,10 @@ class PyLoad:
             m.body = ct.body(i, self.tag)
             try:
                 r = self.producer.send(m)
-                with ct.acked_lock:
-                    ct.acked[r.message_id] = hashlib.sha256(m.body).hexdigest()
+                note_ack(r.message_id, hashlib.sha256(m.body).hexdigest())
                 self.sent += 1
-                note_send(True)
             except Exception:
-                ct.send_failures[0] += 1
-                failed_bodies.add((self.tag, i))
-                note_send(False)
+                note_failure(self.tag, i)
                 time.sleep(0.05)
             i += 1
 
@@ -169,24 +238,58 @@ class PyLoad:
         self.producer.shutdown()
 
 
-class RustLoad(ct.RustLoad):
-    """The Rust client's load mode with both proxies, recording outcomes with their times."""
+class ProcLoad:
+    """A client program in its own process (the Rust client's load mode, the Java client's Load)
+    reporting one line per outcome: `ACK <id> <i>` / `ERR <i> <error>` for a producer, `GOT <id>
+    <body sha-256> <tag> <i>` for a consumer. It stops once the file `stop-<tag>` exists."""
+
+    def __init__(self, tag, argv, env):
+        self.tag, self.sent, self.errors, self.last_error = tag, 0, 0, ""
+        self.stop_file = os.path.join(WORK, f"stop-{tag}")
+        env = dict(os.environ, FERROMQ_LOAD_TOPIC=ct.TOPIC, FERROMQ_LOAD_TAG=tag, FERROMQ_LOAD_RUN=ct.RUN,
+                   FERROMQ_LOAD_STOP=self.stop_file, **env)
+        self.err = open(os.path.join(WORK, f"client-{tag}.log"), "ab")
+        self.p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=self.err, text=True)
+        self.t = threading.Thread(target=self.read, daemon=True)
+        self.t.start()
 
     def read(self):
         for line in self.p.stdout:
             parts = line.split(" ", 2)
             if parts[0] == "ACK" and len(parts) == 3:
-                i = int(parts[2])
-                with ct.acked_lock:
-                    ct.acked[parts[1]] = hashlib.sha256(ct.body(i, self.tag)).hexdigest()
+                note_ack(parts[1], hashlib.sha256(ct.body(int(parts[2]), self.tag)).hexdigest())
                 self.sent += 1
-                note_send(True)
             elif parts[0] == "ERR":
                 self.errors += 1
-                ct.send_failures[0] += 1
-                failed_bodies.add((self.tag, int(parts[1])))
-                note_send(False)
+                note_failure(self.tag, int(parts[1]))
                 self.last_error = line.strip()[:200]
+            elif parts[0] == "GOT":
+                f = line.split()
+                if len(f) == 5:
+                    note_delivery(f[1], f[2], (f[3], int(f[4])))
+                    self.sent += 1
+            elif parts[0] in ("FATAL",):
+                self.last_error = line.strip()[:200]
+
+    def stop(self):
+        open(self.stop_file, "w").close()
+        try:
+            self.p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        self.t.join(timeout=10)
+
+
+def rust_load(tag, endpoints):
+    return ProcLoad(tag, [ct.RUST_CLIENT], {"FERROMQ_MODE": "load", "FERROMQ_ENDPOINT": ",".join(endpoints)})
+
+
+def java(tag, endpoints, role):
+    argv = ["java", "-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            f"-Drocketmq.log.root={WORK}/java-client-{tag}", "-Dmq.consoleAppender.enabled=false",
+            "-cp", JAVA_CP, "io.ferromq.tests.Load"]
+    return ProcLoad(tag, argv, {"FERROMQ_LOAD_ROLE": role, "FERROMQ_ENDPOINT": ",".join(endpoints),
+                                "FERROMQ_LOAD_GROUP": f"chaos_{ct.RUN}"})
 
 
 class Consumer:
@@ -203,10 +306,7 @@ class Consumer:
     def run(self):
         while not self.stop_flag:
             for m in ct.receive_batch(self.c):
-                digest = hashlib.sha256(m.body).hexdigest()
-                deliveries[m.message_id] = deliveries.get(m.message_id, 0) + 1
-                bodies.setdefault(m.message_id, digest)
-                origin.setdefault(m.message_id, parse_tag(m.body))
+                note_delivery(m.message_id, hashlib.sha256(m.body).hexdigest(), parse_tag(m.body))
                 try:
                     self.c.ack(m)
                 except Exception:
@@ -229,6 +329,16 @@ def restart(name):
     p.start()
 
 
+def watch(group, victim, secs):
+    """Waits `secs`, noting how long it took until a member other than `victim` led `group`."""
+    t0, elected = time.time(), None
+    while time.time() < t0 + secs:
+        if elected is None and leader_of(group) not in (None, victim):
+            elected = time.time() - t0
+        time.sleep(0.1)
+    return elected
+
+
 def fault(kind):
     """Injects one fault and heals it; returns a description."""
     group = rng.choice(GROUPS)
@@ -238,6 +348,8 @@ def fault(kind):
         t0 = time.time()
         ok = ct.wait_until(lambda: leader_of(group) not in (None, victim), 30, 0.1)
         took = time.time() - t0
+        if ok:
+            ELECTIONS.append((kind, took))
         time.sleep(rng.uniform(3, 6))
         restart(victim)
         return f"killed {victim}; new leader {leader_of(group)} after {took:.1f} s" if ok else \
@@ -257,7 +369,9 @@ def fault(kind):
         p = ct.procs[victim].p
         p.send_signal(signal.SIGSTOP)
         paused = rng.uniform(4, 7)  # longer than the 2 s lease and the 3 s member expiry
-        time.sleep(paused)
+        elected = watch(group, victim, paused)
+        if elected is not None:
+            ELECTIONS.append((kind, elected))
         p.send_signal(signal.SIGCONT)
         ct.wait_until(lambda: leader_of(group) is not None, 30, 0.2)
         return f"paused {victim} for {paused:.1f} s; leader now {leader_of(group)}"
@@ -271,6 +385,26 @@ def fault(kind):
         ok = ct.wait_until(lambda: leader_of(group) is not None, 60, 0.2)
         return f"killed every member of {group}; restarted; leader {leader_of(group)}" if ok else \
             f"killed every member of {group}; NO leader within 60 s after restart"
+    if kind in ("partition_followers", "partition_controller"):
+        victim = leader_of(group)
+        if victim is None:
+            return f"no leader of {group} to cut off"
+        if kind == "partition_followers":
+            peers = [f"{group}-{r}" for r in REPLICAS if f"{group}-{r}" != victim]
+        else:
+            peers = ["ns1", "ns2", "ns3"]
+        direction = rng.choice(["both", "both", "in", "out"])
+        secs = rng.uniform(4, 8)  # longer than the 2 s lease and the 3 s member expiry
+        for peer in peers:
+            NET.cut(victim, peer, direction)
+        elected = watch(group, victim, secs)
+        if elected is not None:
+            ELECTIONS.append((kind, elected))
+        during = leader_of(group)
+        NET.heal()
+        healed = ct.wait_until(lambda: leader_of(group) is not None and in_sync(group) == 3, 30, 0.2)
+        return (f"cut {victim} off from {', '.join(peers)} ({direction}) for {secs:.1f} s; leader before the heal "
+                f"{during}; after it {leader_of(group)}, in-sync {in_sync(group) if healed else 'NOT back to 3 within 30 s'}")
     if kind == "switchover":
         before = leader_of(group)
         t0 = time.time()
@@ -300,15 +434,61 @@ def parse_tag(body):
         return None, None
 
 
+def window_of(windows, t):
+    """The fault kind of the round during which time `t` fell ("before" the first fault)."""
+    kind = "before"
+    for k, start in windows:
+        if t >= start:
+            kind = k
+    return kind
+
+
+def per_kind(windows, acked, lost, duplicated, unexpected, unexplained, failover, elections):
+    """The checker's counts split by the fault kind of the round each event belongs to."""
+    kinds = {}
+
+    def row(k):
+        return kinds.setdefault(k, {"rounds": 0, "acknowledged": 0, "lost": 0, "duplicated": 0, "unexpected": 0,
+                                    "unexpected_unexplained": 0, "sends_failed": 0, "failover_gaps_s": [],
+                                    "election_s": []})
+    for k, _ in windows:
+        row(k)["rounds"] += 1
+    for (k, _), gap in zip(windows, failover):
+        row(k)["failover_gaps_s"].append(round(gap, 2))
+    for k, t in elections:
+        row(k)["election_s"].append(round(t, 2))
+    for m in acked:
+        row(window_of(windows, acked_at[m]))["acknowledged"] += 1
+    for m in lost:
+        row(window_of(windows, acked_at[m]))["lost"] += 1
+    for m in duplicated:
+        row(window_of(windows, redelivered_at.get(m, 0)))["duplicated"] += 1
+    for m in unexpected:
+        t = failed_bodies.get(origin.get(m))
+        row(window_of(windows, t) if t else "never sent")["unexpected"] += 1
+    for m in unexplained:
+        row(window_of(windows, failed_bodies.get(origin.get(m)) or 0))["unexpected_unexplained"] += 1
+    for t in failed_bodies.values():
+        row(window_of(windows, t))["sends_failed"] += 1
+    return kinds
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2) if xs else None
+
+
 def main():
-    log(f"work directory {WORK}; mode {MODE}; {ROUNDS} rounds; seed {SEED}")
+    log(f"work directory {WORK}; mode {MODE}; {ROUNDS} rounds; seed {SEED}; "
+        + (f"network namespaces on {NET.subnet}.0/24 (bridge {NET.bridge})" if NET else
+           "loopback (not root, or FERROMQ_CHAOS_NETNS=0): no partition faults"))
     ns = nameservers()
     time.sleep(1)
     for g in GROUPS:
         for r in REPLICAS:
             member(g, r, ns)
-    p1 = ct.proxy("p1", ns)
-    p2 = ct.proxy("p2", ns)
+    p1 = proxy("p1", ns)
+    p2 = proxy("p2", ns)
     PROXIES.extend([p1, p2])
     if not wait_leaders(40) or not ct.wait_until(lambda: len(ct.admin(p1, "cluster", "list")) == 2, 20):
         ct.check("cluster_up", False, "no leader for every group, or the proxy does not see both")
@@ -318,15 +498,18 @@ def main():
     ct.admin(p1, "topic", "create", ct.TOPIC, "--queues", "8")
     ct.wait_until(lambda: all(g["topics"] >= 1 for g in ct.admin(p2, "cluster", "list")), 10)
 
-    py = PyLoad(p1, "py")
-    rust = RustLoad("rust", [p1, p2])
-    consumer = Consumer(p2)
+    producers = [PyLoad(p1, "py"), rust_load("rust", [p1, p2])]
+    consumers = [Consumer(p2)]
+    if JAVA_CP:
+        producers.append(java("java", [p1, p2], "producer"))
+        consumers.append(java("javac", [p1, p2], "consumer"))
     time.sleep(5)
     order = [FAULTS[i % len(FAULTS)] for i in range(ROUNDS)]
     rng.shuffle(order)
-    failover = []
+    failover, windows = [], []
     for n, kind in enumerate(order, 1):
         t0 = time.time()
+        windows.append((kind, t0))
         what = fault(kind)
         wait_leaders(60)
         time.sleep(4)
@@ -334,33 +517,53 @@ def main():
         failover.append(gap)
         log(f"round {n}/{len(order)} {kind}: {what}; longest gap in acknowledged sends {gap:.1f} s")
     time.sleep(3)
-    py.stop()
-    rust.stop()
+    for p in producers:
+        p.stop()
+    t_end = time.time()
     with ct.acked_lock:
         acked = dict(ct.acked)
-    log(f"producers stopped: {len(acked)} acknowledged, {ct.send_failures[0]} sends failed; draining the consumer")
-    ct.wait_until(lambda: set(acked) <= set(deliveries), 120, 1)
+    by_client = {p.tag: p.sent for p in producers}
+    log(f"producers stopped: {len(acked)} acknowledged {by_client}, {ct.send_failures[0]} sends failed; draining the consumers")
+
+    def unseen():
+        with deliveries_lock:
+            return [m for m in acked if m not in deliveries]
+    drained = ct.wait_until(lambda: not unseen(), 120, 1)
+    drain_s = time.time() - t_end
+    log(f"drained in {drain_s:.1f} s" if drained else f"NOT drained after {drain_s:.1f} s: {len(unseen())} unseen")
     time.sleep(5)
-    consumer.stop()
+    for c in consumers:
+        c.stop()
 
     lost = [m for m in acked if m not in deliveries]
     altered = [m for m in acked if m in bodies and bodies[m] != acked[m]]
     duplicated = {m: n for m, n in deliveries.items() if n > 1}
     unexpected = [m for m in deliveries if m not in acked]
     unexplained = [m for m in unexpected if origin.get(m) not in failed_bodies]
-    failover.sort()
-    p50 = failover[len(failover) // 2] if failover else 0
+    kinds = per_kind(windows, acked, lost, duplicated, unexpected, unexplained, failover, ELECTIONS)
     report = {
         "mode": MODE, "rounds": len(order), "seed": SEED, "faults": order,
+        "network": "namespaces" if NET else "loopback",
+        "clients": {"producers": by_client, "consumers": [getattr(c, "tag", "py") for c in consumers]},
         "acknowledged": len(acked), "lost": len(lost), "altered": len(altered),
         "duplicated": len(duplicated), "duplicate_deliveries": sum(n - 1 for n in duplicated.values()),
         "unexpected": len(unexpected), "unexpected_unexplained": len(unexplained),
         "sends_refused": ct.send_failures[0],
-        "failover_gap_p50_s": round(p50, 2), "failover_gap_max_s": round(max(failover, default=0), 2),
+        "failover_gap_p50_s": pct(failover, 0.5), "failover_gap_max_s": round(max(failover, default=0), 2),
+        "election_p50_s": pct([t for _, t in ELECTIONS], 0.5),
+        "election_max_s": round(max((t for _, t in ELECTIONS), default=0), 2),
+        "drain_s": round(drain_s, 1),
+        "per_fault": kinds,
     }
     with open(os.path.join(WORK, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
-    log("report " + json.dumps(report))
+    log("report " + json.dumps({k: v for k, v in report.items() if k != "per_fault"}))
+    for k, r in sorted(kinds.items()):
+        log(f"  {k:21} rounds {r['rounds']:2}  acknowledged {r['acknowledged']:6}  lost {r['lost']}  duplicated "
+            f"{r['duplicated']}  unexpected {r['unexpected']} ({r['unexpected_unexplained']} unexplained)  sends failed "
+            f"{r['sends_failed']}  gap max {max(r['failover_gaps_s'], default=0):.1f} s  election p50 "
+            f"{pct(r['election_s'], 0.5)} s")
+    p50 = report["failover_gap_p50_s"] or 0
     detail = (f"{len(acked)} acknowledged, {len(lost)} lost, {len(altered)} altered, {len(duplicated)} duplicated, "
               f"{len(unexpected)} unexpected ({len(unexplained)} unexplained; sends failed: {ct.send_failures[0]}), failover gap p50 {p50:.1f} s "
               f"max {max(failover, default=0):.1f} s")
@@ -372,6 +575,9 @@ def main():
              f"{len(unexpected)} consumed but never acknowledged, all from sends that failed or timed out"
              if not unexplained else f"{len(unexplained)} consumed that no failed send explains, e.g. {unexplained[:3]}")
     ct.check("every_round_recovered", all(leader_of(g) for g in GROUPS), f"leaders {[leader_of(g) for g in GROUPS]}")
+    if JAVA_CP:
+        ct.check("java_client", all(p.sent > 0 for p in producers + consumers[1:]),
+                 f"Java producer {producers[-1].sent} acknowledged, Java consumer {consumers[-1].sent} deliveries")
 
 
 if __name__ == "__main__":
@@ -382,6 +588,8 @@ if __name__ == "__main__":
         traceback.print_exc()
         ct.check("driver", False, repr(e))
     finally:
+        if NET:
+            NET.heal()
         for p in ct.procs.values():
             try:
                 if p.alive():
@@ -389,4 +597,6 @@ if __name__ == "__main__":
                     p.term(10)
             except Exception:
                 pass
+        if NET:
+            NET.close()
     sys.exit(len(ct.failures))

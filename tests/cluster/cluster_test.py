@@ -64,11 +64,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, secs=30):
+def ep(port):
+    """An endpoint: a port on loopback, or a "host:port" string as it is."""
+    return port if isinstance(port, str) else f"127.0.0.1:{port}"
+
+
+def wait_port(port, secs=30, host="127.0.0.1"):
     end = time.time() + secs
     while time.time() < end:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return True
         except OSError:
             time.sleep(0.05)
@@ -76,14 +81,17 @@ def wait_port(port, secs=30):
 
 
 class Proc:
-    def __init__(self, name, args, port):
-        self.name, self.args, self.port = name, args, port
+    """A `ferromq` process; `prefix` runs it elsewhere (e.g. `ip netns exec NS`, which execs in
+    place, so signals still reach ferromq itself), listening on `host`."""
+
+    def __init__(self, name, args, port, prefix=(), host="127.0.0.1"):
+        self.name, self.args, self.port, self.prefix, self.host = name, args, port, list(prefix), host
         self.start()
 
     def start(self):
         logf = open(os.path.join(WORK, f"{self.name}.log"), "ab")
-        self.p = subprocess.Popen([BIN, *self.args], stdout=logf, stderr=subprocess.STDOUT)
-        if not wait_port(self.port):
+        self.p = subprocess.Popen([*self.prefix, BIN, *self.args], stdout=logf, stderr=subprocess.STDOUT)
+        if not wait_port(self.port, host=self.host):
             raise RuntimeError(f"{self.name} did not start; see {WORK}/{self.name}.log")
 
     def kill9(self):
@@ -125,7 +133,7 @@ def proxy(name, nameservers, port=None):
 
 
 def admin(port, *args):
-    r = subprocess.run([BIN, "admin", "--server", f"127.0.0.1:{port}", "-o", "json", *args],
+    r = subprocess.run([BIN, "admin", "--server", ep(port), "-o", "json", *args],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise RuntimeError(f"admin {' '.join(args)}: {r.stderr.strip()}")
@@ -155,7 +163,7 @@ def messages_per_group(port):
 # --------------------------------------------------------------------------------- clients
 
 def config(*ports):
-    return ClientConfiguration(";".join(f"127.0.0.1:{p}" for p in ports), Credentials(), request_timeout=5)
+    return ClientConfiguration(";".join(ep(p) for p in ports), Credentials(), request_timeout=5)
 
 
 acked = {}  # message id -> body digest, for every send the server acknowledged
@@ -212,7 +220,7 @@ class RustLoad:
         self.stop_file = os.path.join(WORK, f"stop-{tag}")
         env = dict(os.environ, FERROMQ_MODE="load", FERROMQ_LOAD_TOPIC=TOPIC, FERROMQ_LOAD_TAG=tag,
                    FERROMQ_LOAD_RUN=RUN, FERROMQ_LOAD_STOP=self.stop_file,
-                   FERROMQ_ENDPOINT=",".join(f"127.0.0.1:{p}" for p in ports))
+                   FERROMQ_ENDPOINT=",".join(ep(p) for p in ports))
         self.p = subprocess.Popen([RUST_CLIENT], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   text=True)
         self.sent, self.errors, self.last_error = 0, 0, ""
