@@ -19,9 +19,11 @@ Faults, one per round, drawn at random (seeded; FERROMQ_CHAOS_SEED) from:
   group_kill9         kill -9 every member of a group at once, then restart them all
   switchover          `ferromq admin cluster switchover` of a group to another in-sync member
   partition_followers cut a group's leader off from its followers (both directions, or one way)
-                      for 4-8 s, longer than the 2 s lease and the 3 s member expiry, then heal
-  partition_controller cut a group's leader off from every controller (name server) the same way:
-                      it must stop acknowledging when its lease ends while another member leads
+                      for 3-8 s, longer than the 2 s lease (members run with --replica-lag 4s, so
+                      a longer cut drops the followers from the in-sync set), then heal
+  partition_controller cut a group's leader off from every controller (name server) the same way
+                      (past the 3 s member expiry the controller elects another member): the old
+                      leader must stop acknowledging when its lease ends
 
 Checker (Jepsen's vocabulary, ../shared/RELIABILITY.md): acknowledged; lost = acknowledged and
 never consumed (or consumed with another body); duplicated = consumed more than once;
@@ -81,6 +83,7 @@ failed_bodies = {}  # (tag, i) of sends that failed or timed out (their message 
 acked_at = {}  # message id -> time its send was acknowledged
 deliveries = {}  # message id -> number of deliveries
 redelivered_at = {}  # message id -> time of its second delivery
+first_at = {}  # message id -> time of its first delivery
 deliveries_lock = threading.Lock()
 bodies = {}  # message id -> digest of the body consumed first
 origin = {}  # message id -> (producer tag, index) read from the consumed body
@@ -133,7 +136,7 @@ def member(group, rid, ns):
     h, port, http, prefix = place(name)
     start(name, ["broker", "--group", group, "--replica-id", str(rid), "--replication", MODE,
                  "--nameservers", ",".join(ns), "--addr", f"{h}:{port}",
-                 "--http-addr", f"{h}:{http}", "--segment-size", "64MiB",
+                 "--http-addr", f"{h}:{http}", "--segment-size", "64MiB", "--replica-lag", "4s",
                  "--data-dir", os.path.join(WORK, name)], h, port, http, prefix)
 
 
@@ -201,6 +204,7 @@ def note_delivery(mid, digest, tag_i):
     with deliveries_lock:
         n = deliveries.get(mid, 0) + 1
         deliveries[mid] = n
+        first_at.setdefault(mid, time.time())
         if n == 2:
             redelivered_at[mid] = time.time()
         bodies.setdefault(mid, digest)
@@ -394,7 +398,7 @@ def fault(kind):
         else:
             peers = ["ns1", "ns2", "ns3"]
         direction = rng.choice(["both", "both", "in", "out"])
-        secs = rng.uniform(4, 8)  # longer than the 2 s lease and the 3 s member expiry
+        secs = rng.uniform(3, 8)  # longer than the 2 s lease; the 3 s member expiry and 4 s replica lag too, mostly
         for peer in peers:
             NET.cut(victim, peer, direction)
         elected = watch(group, victim, secs)
@@ -473,6 +477,21 @@ def per_kind(windows, acked, lost, duplicated, unexpected, unexplained, failover
     return kinds
 
 
+def queues_behind():
+    """The consumer group's queues that still have messages to deliver or settle (diagnostics)."""
+    try:
+        d = ct.admin(PROXIES[0], "group", "describe", f"chaos_{ct.RUN}")
+        return [f"{q['broker_group']}/{q['queue']} committed {q['committed']} max {q['max_offset']} in flight {q['inflight']}"
+                for q in d.get("queues", []) if q["lag"] or q["inflight"]]
+    except Exception as e:
+        return str(e)[:200]
+
+
+def backlog():
+    with deliveries_lock, ct.acked_lock:
+        return sum(1 for m in ct.acked if m not in deliveries)
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, int(len(xs) * q))], 2) if xs else None
@@ -515,7 +534,8 @@ def main():
         time.sleep(4)
         gap = gaps(t0, time.time())
         failover.append(gap)
-        log(f"round {n}/{len(order)} {kind}: {what}; longest gap in acknowledged sends {gap:.1f} s")
+        log(f"round {n}/{len(order)} {kind}: {what}; longest gap in acknowledged sends {gap:.1f} s; "
+            f"{backlog()} acknowledged not consumed yet")
     time.sleep(3)
     for p in producers:
         p.stop()
@@ -528,9 +548,23 @@ def main():
     def unseen():
         with deliveries_lock:
             return [m for m in acked if m not in deliveries]
-    drained = ct.wait_until(lambda: not unseen(), 120, 1)
+    drained, next_note = False, time.time() + 10
+    while time.time() < t_end + 120:
+        left = unseen()
+        if not left:
+            drained = True
+            break
+        if time.time() >= next_note:
+            next_note = time.time() + 10
+            log(f"draining: {len(left)} unseen, acknowledged in rounds "
+                f"{sorted(set(window_of(windows, acked_at[m]) for m in left))}; queues with lag or in flight: "
+                f"{queues_behind()}")
+        time.sleep(1)
     drain_s = time.time() - t_end
-    log(f"drained in {drain_s:.1f} s" if drained else f"NOT drained after {drain_s:.1f} s: {len(unseen())} unseen")
+    late = sorted(m for m in acked if first_at.get(m, 0) > t_end)
+    log((f"drained in {drain_s:.1f} s" if drained else f"NOT drained after {drain_s:.1f} s: {len(unseen())} unseen")
+        + f"; {len(late)} first delivered after the producers stopped, "
+        f"acknowledged in rounds {sorted(set(window_of(windows, acked_at[m]) for m in late))}")
     time.sleep(5)
     for c in consumers:
         c.stop()
