@@ -12,7 +12,8 @@
 # without the partition faults.
 #
 # Short by default (each fault once per mode). FERROMQ_CHAOS_ROUNDS=N runs N rounds per mode
-# (the full mode: FERROMQ_CHAOS_FULL=1 runs 60 rounds per mode, at least 50 leader kills in all).
+# (the full mode: FERROMQ_CHAOS_FULL=1 runs 70 rounds per mode with leader kills weighed double,
+# at least 50 leader kills in all).
 set -uo pipefail
 ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}"
 export FERROMQ_ROOT="$ROOT"
@@ -46,7 +47,7 @@ trap 'exit 130' INT TERM
 export FERROMQ_RUST_CLIENT="$CLIENTS_TARGET/release/ferromq-client-tests-rust"
 export FERROMQ_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferromq"
 if [[ "${FERROMQ_CHAOS_FULL:-0}" == 1 ]]; then
-  export FERROMQ_CHAOS_ROUNDS="${FERROMQ_CHAOS_ROUNDS:-60}"
+  export FERROMQ_CHAOS_ROUNDS="${FERROMQ_CHAOS_ROUNDS:-70}"
 fi
 
 failed=0
