@@ -93,6 +93,7 @@ origin = {}  # message id -> (producer tag, index) read from the consumed body
 http_addrs = {}  # process name -> HTTP host:port
 PROXIES = []
 ELECTIONS = []  # (fault kind, seconds from the fault until another member led)
+PAUSED = set()  # processes stopped with SIGSTOP (asking them would only time out)
 
 
 def log(msg):
@@ -157,7 +158,7 @@ def leader_of(group):
     best = None
     for rid in REPLICAS:
         name = f"{group}-{rid}"
-        if not ct.procs[name].alive():
+        if not ct.procs[name].alive() or name in PAUSED:
             continue
         try:
             if gauge(name, "ferromq_replication_leader") == 1.0:
@@ -383,11 +384,13 @@ def fault(kind):
         victim = leader_of(group)
         p = ct.procs[victim].p
         p.send_signal(signal.SIGSTOP)
+        PAUSED.add(victim)
         paused = rng.uniform(4, 7)  # longer than the 2 s lease and the 3 s member expiry
         elected = watch(group, victim, paused)
         if elected is not None:
             ELECTIONS.append((kind, elected))
         p.send_signal(signal.SIGCONT)
+        PAUSED.discard(victim)
         ct.wait_until(lambda: leader_of(group) is not None, 30, 0.2)
         return f"paused {victim} for {paused:.1f} s; leader now {leader_of(group)}"
     if kind == "group_kill9":

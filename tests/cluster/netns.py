@@ -57,6 +57,10 @@ class Net:
         self.hosts = {}  # process name -> (namespace, address)
         self.rules = {}  # namespace -> iptables rules in force
         sh("ip", "link", "add", self.bridge, "type", "bridge")
+        # Traffic inside the bridge skips the host's iptables (br_netfilter), so a host whose
+        # FORWARD policy drops does not cut the cluster, and our rules stay in the namespaces.
+        sh("ip", "link", "set", self.bridge, "type", "bridge", "nf_call_iptables", "0",
+           "nf_call_ip6tables", "0", "nf_call_arptables", "0", check=False)
         sh("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
 

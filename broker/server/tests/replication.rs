@@ -205,3 +205,59 @@ async fn a_follower_copies_the_leader_and_a_deposed_leaders_tail_is_cut_after_fa
     let history: Vec<u64> = a.replica.history().iter().map(|e| e.epoch).collect();
     assert_eq!(history, vec![1, 2], "A adopted epoch 2 where it began");
 }
+
+/// Found by the partition and pause faults of tests/chaos (a paused leader's send acknowledged
+/// after a failover, then lost): a writer waiting for the group to confirm its record must not
+/// take the confirm offset its member learns as a follower of the next leader (offsets of a
+/// log whose tail this member has just cut) for its own record's confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_waiting_write_fails_even_when_the_next_leaders_log_passes_it() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let a = member(1, stop.clone()).await;
+    let b = member(2, stop.clone()).await;
+    a.replica
+        .become_leader(1, BTreeSet::from([1, 2]))
+        .expect("lead");
+    a.replica
+        .extend_lease(Instant::now(), Duration::from_secs(3600));
+    b.replica.become_follower(1, Some((1, a.addr.to_string())));
+    let end = send(&a.replica.store, 0..100, "m");
+    a.replica
+        .wait_confirmed(end, Duration::from_secs(20))
+        .await
+        .expect("both hold the first records");
+    until("the follower holds the whole log", || {
+        b.replica.store.log_end() == end
+    })
+    .await;
+
+    // B stops following (a partition); A's next send waits for B's confirmation.
+    b.replica.become_follower(1, None);
+    let store = a.replica.store.clone();
+    let waiting = tokio::task::spawn_blocking(move || try_send(&store, 0..1, "lost"));
+    until("A wrote the record it waits for", || {
+        a.replica.store.log_end() > end
+    })
+    .await;
+    // B leads epoch 2 and its log grows past A's waiting record; A learns of it and follows B.
+    b.replica
+        .become_leader(2, BTreeSet::from([2]))
+        .expect("lead");
+    b.replica
+        .extend_lease(Instant::now(), Duration::from_secs(3600));
+    let b_end = send(&b.replica.store, 0..20, "new");
+    assert!(b_end > a.replica.store.log_end());
+    a.replica.become_follower(2, Some((2, b.addr.to_string())));
+    until("A follows B and knows B's confirm offset", || {
+        a.replica.confirm() >= b_end
+    })
+    .await;
+    match waiting.await.expect("writer") {
+        Err(StoreError::NotReplicated(why)) => assert!(why.contains("leadership moved"), "{why}"),
+        other => panic!("a deposed leader acknowledged a write its group never held: {other:?}"),
+    }
+    assert!(
+        !ids(&a.replica.store).contains("lost0"),
+        "the record was cut from A's log"
+    );
+}

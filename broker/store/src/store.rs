@@ -193,11 +193,13 @@ pub type AppendListener = Arc<dyn Fn(u64) + Send + Sync>;
 /// [`AppendGate::confirmed`] after writing, outside the lock, so concurrent sends share one
 /// replication round trip the way they share one flush.
 pub trait AppendGate: Send + Sync {
-    /// Whether this replica may append now ([`StoreError::NotWritable`] when not).
-    fn admit(&self) -> Result<()>;
-    /// Waits until the group holds the log up to `end` as its acknowledgement mode requires
-    /// ([`StoreError::NotReplicated`] when it did not in time).
-    fn confirmed(&self, end: u64) -> Result<()>;
+    /// Whether this replica may append now ([`StoreError::NotWritable`] when not); returns the
+    /// term (leader epoch) the append belongs to, to hand back to [`AppendGate::confirmed`].
+    fn admit(&self) -> Result<u64>;
+    /// Waits until the group holds the log up to `end`, written in `term`, as its
+    /// acknowledgement mode requires ([`StoreError::NotReplicated`] when it did not in time, or
+    /// when the term ended first: offsets confirmed in a later term belong to another log).
+    fn confirmed(&self, term: u64, end: u64) -> Result<()>;
 }
 
 /// Figures for metrics and admin views.
@@ -1115,17 +1117,18 @@ impl Inner {
     fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
         let adm = self.admit(msg)?;
         let gate = self.gate();
-        let a = {
+        let (a, term) = {
             let mut w = lock(&self.writer);
-            if let Some(g) = &gate {
-                g.admit()?;
-            }
-            self.write_one(&mut w, msg, adm)?
+            let term = match &gate {
+                Some(g) => g.admit()?,
+                None => 0,
+            };
+            (self.write_one(&mut w, msg, adm)?, term)
         };
         let end = a.phys_offset + a.size as u64;
         self.after_write(1, a.size as u64, end)?;
         if let Some(g) = &gate {
-            g.confirmed(end)?;
+            g.confirmed(term, end)?;
         }
         Ok(a)
     }
@@ -1233,14 +1236,19 @@ impl Inner {
         let admitted: Vec<Result<Admitted>> = msgs.iter().map(|m| self.admit(m)).collect();
         let (mut count, mut bytes, mut end) = (0u64, 0u64, 0u64);
         let gate = self.gate();
+        let mut term = 0;
         let mut results: Vec<Result<AppendResult>> = {
             let mut w = lock(&self.writer);
-            if let Some(Err(e)) = gate.as_ref().map(|g| g.admit()) {
-                let why = e.to_string();
-                return msgs
-                    .iter()
-                    .map(|_| Err(StoreError::NotWritable(why.clone())))
-                    .collect();
+            match gate.as_ref().map(|g| g.admit()) {
+                Some(Err(e)) => {
+                    let why = e.to_string();
+                    return msgs
+                        .iter()
+                        .map(|_| Err(StoreError::NotWritable(why.clone())))
+                        .collect();
+                }
+                Some(Ok(t)) => term = t,
+                None => {}
             }
             msgs.iter()
                 .zip(admitted)
@@ -1265,7 +1273,7 @@ impl Inner {
                     cause: cause.clone(),
                 });
             }
-        } else if let Some(Err(e)) = gate.map(|g| g.confirmed(end)) {
+        } else if let Some(Err(e)) = gate.map(|g| g.confirmed(term, end)) {
             let why = e.to_string();
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(StoreError::NotReplicated(why.clone()));

@@ -339,7 +339,7 @@ impl Replica {
 struct WeakGate(std::sync::Weak<Replica>);
 
 impl ferromq_store::AppendGate for WeakGate {
-    fn admit(&self) -> Result<(), ferromq_store::StoreError> {
+    fn admit(&self) -> Result<u64, ferromq_store::StoreError> {
         match self.0.upgrade() {
             Some(r) => ferromq_store::AppendGate::admit(&*r),
             None => Err(ferromq_store::StoreError::NotWritable(
@@ -348,9 +348,9 @@ impl ferromq_store::AppendGate for WeakGate {
         }
     }
 
-    fn confirmed(&self, end: u64) -> Result<(), ferromq_store::StoreError> {
+    fn confirmed(&self, term: u64, end: u64) -> Result<(), ferromq_store::StoreError> {
         match self.0.upgrade() {
-            Some(r) => ferromq_store::AppendGate::confirmed(&*r, end),
+            Some(r) => ferromq_store::AppendGate::confirmed(&*r, term, end),
             None => Err(ferromq_store::StoreError::NotReplicated(
                 "this replica shut down before the group confirmed the write".into(),
             )),
@@ -360,27 +360,35 @@ impl ferromq_store::AppendGate for WeakGate {
 
 /// The store asks the replica before every append and waits on it after: only a leader with
 /// its lease and enough in-sync members appends, and in `sync` mode a send is done once every
-/// in-sync member holds it.
+/// in-sync member holds it, in the term it was written in.
 impl ferromq_store::AppendGate for Replica {
-    fn admit(&self) -> Result<(), ferromq_store::StoreError> {
+    fn admit(&self) -> Result<u64, ferromq_store::StoreError> {
         self.check_writable()
-            .map_err(|r| ferromq_store::StoreError::NotWritable(r.to_string()))
+            .map_err(|r| ferromq_store::StoreError::NotWritable(r.to_string()))?;
+        Ok(self.role().epoch())
     }
 
-    fn confirmed(&self, end: u64) -> Result<(), ferromq_store::StoreError> {
+    fn confirmed(&self, term: u64, end: u64) -> Result<(), ferromq_store::StoreError> {
         if self.cfg.mode == Mode::Async {
             return Ok(());
         }
         let deadline = Instant::now() + self.cfg.ack_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if self
+            let reached = self
                 .progress
-                .wait_confirmed_blocking(end, left.min(Duration::from_millis(200)))
-            {
+                .wait_confirmed_blocking(end, left.min(Duration::from_millis(200)));
+            // The confirm offset counts for this write only while the term it was written in
+            // lasts. A deposed leader follows the next one at once, cuts the tail it holds
+            // beyond their shared history (this write, perhaps) and learns that leader's
+            // confirm offset, which soon passes `end` in a log without this record (checked
+            // after reading the offset: a member follows only once it stopped leading).
+            let role = self.role();
+            let in_term = role.is_leader() && role.epoch() == term;
+            if reached && in_term {
                 return Ok(());
             }
-            if !self.role.borrow().is_leader() {
+            if !in_term {
                 return Err(ferromq_store::StoreError::NotReplicated(format!(
                     "broker group {}: leadership moved before the in-sync members confirmed the write; it may still be delivered",
                     self.cfg.group
