@@ -562,17 +562,24 @@ def main():
     def unseen():
         with deliveries_lock:
             return [m for m in acked if m not in deliveries]
-    drained, next_note = False, time.time() + 10
+    # Until every acknowledged message was consumed, for at most 120 s; or until nothing moved
+    # for 30 s while the group has nothing left to deliver (what is still unseen then is lost).
+    drained, next_note, last_move, last_left = False, time.time() + 10, time.time(), None
     while time.time() < t_end + 120:
         left = unseen()
         if not left:
             drained = True
             break
+        if len(left) != last_left:
+            last_move, last_left = time.time(), len(left)
         if time.time() >= next_note:
             next_note = time.time() + 10
+            behind = queues_behind()
             log(f"draining: {len(left)} unseen, acknowledged in rounds "
                 f"{sorted(set(window_of(windows, acked_at[m]) for m in left))}; queues with lag or in flight: "
-                f"{queues_behind()}")
+                f"{behind}")
+            if behind == [] and time.time() - last_move >= 30:
+                break
         time.sleep(1)
     drain_s = time.time() - t_end
     late = sorted(m for m in acked if first_at.get(m, 0) > t_end)
