@@ -176,7 +176,7 @@ impl Deliveries {
         *self
             .dead_lettered
             .lock()
-            .entry(group.to_string())
+            .entry((group.to_string(), topic.to_string()))
             .or_insert(0) += 1;
         st.unsettled.remove(&off);
         Ok(())
