@@ -22,7 +22,7 @@ use ferromq_operator::admin::GrpcAdmin;
 use ferromq_operator::controller::{self, Context};
 use ferromq_operator::crd::{Broker, Nameserver, Topic};
 use ferromq_operator::leader::LeaseLock;
-use ferromq_operator::metrics::Metrics;
+use ferromq_operator::metrics::{Metrics, Readiness};
 
 #[derive(Parser)]
 #[command(
@@ -257,12 +257,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(GrpcAdmin::default()),
         args.admin_address.clone(),
         Some(identity.clone()),
-        metrics,
+        metrics.clone(),
     ));
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=ferromq-operator");
     let ns = &args.namespace;
 
-    let nameservers = Controller::new(api::<Nameserver>(&client, ns), watcher::Config::default())
+    let nameserver_controller =
+        Controller::new(api::<Nameserver>(&client, ns), watcher::Config::default());
+    let nameserver_cache = nameserver_controller.store();
+    metrics.watch_readiness(Box::new(move || {
+        nameserver_cache
+            .state()
+            .iter()
+            .map(|n| {
+                let conds = n.status.as_ref().map(|s| s.conditions.as_slice());
+                Readiness::of("Nameserver", &**n, conds)
+            })
+            .collect()
+    }));
+    let nameservers = nameserver_controller
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
@@ -280,6 +293,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A Nameserver change (replica count) changes the rendered broker config: requeue the
     // Brokers that reference it.
     let broker_store = broker_controller.store();
+    let broker_cache = broker_controller.store();
+    metrics.watch_readiness(Box::new(move || {
+        broker_cache
+            .state()
+            .iter()
+            .map(|b| {
+                let conds = b.status.as_ref().map(|s| s.conditions.as_slice());
+                Readiness::of("Broker", &**b, conds)
+            })
+            .collect()
+    }));
     let brokers = broker_controller
         .watches(
             api::<Nameserver>(&client, ns),
@@ -310,7 +334,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::debug!(error = %e, "broker controller");
             }
         });
-    let topics = Controller::new(api::<Topic>(&client, ns), watcher::Config::default())
+    let topic_controller = Controller::new(api::<Topic>(&client, ns), watcher::Config::default());
+    let topic_cache = topic_controller.store();
+    metrics.watch_readiness(Box::new(move || {
+        topic_cache
+            .state()
+            .iter()
+            .map(|t| {
+                let conds = t.status.as_ref().map(|s| s.conditions.as_slice());
+                Readiness::of("Topic", &**t, conds)
+            })
+            .collect()
+    }));
+    let topics = topic_controller
         .run(
             controller::topic::reconcile,
             controller::topic::error_policy,
