@@ -239,4 +239,48 @@ mod tests {
         );
         assert!(m.render().ends_with("# EOF\n"));
     }
+
+    /// The chart's alerts and dashboards name only operator families this operator exports.
+    #[test]
+    fn the_charts_queries_name_families_the_operator_exports() {
+        let m = Metrics::default();
+        m.observe("Broker", Duration::from_millis(3));
+        m.error("Broker", "Test");
+        m.watch_readiness(Box::new(|| {
+            vec![Readiness {
+                kind: "Topic",
+                namespace: "n".into(),
+                name: "t".into(),
+                ready: true,
+            }]
+        }));
+        let text = m.render();
+        let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferromq");
+        let mut sources = vec![chart.join("files/prometheus-rules.yaml")];
+        for e in std::fs::read_dir(chart.join("dashboards")).expect("dashboards") {
+            sources.push(e.expect("entry").path());
+        }
+        let mut found = 0;
+        for path in sources {
+            let body = std::fs::read_to_string(&path).expect("readable");
+            let mut rest = body.as_str();
+            while let Some(at) = rest.find("ferromq_operator_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    text.contains(&format!("\n{name}{{")) || text.contains(&format!("\n{name} ")),
+                    "{} queries {name}, which the operator does not export:\n{text}",
+                    path.display()
+                );
+                found += 1;
+                rest = &rest[at + name.len()..];
+            }
+        }
+        assert!(
+            found >= 2,
+            "the rules and the overview use the readiness family"
+        );
+    }
 }
