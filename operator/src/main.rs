@@ -171,6 +171,24 @@ fn write_crds(out: Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reports the Ready condition of every `kind` object in the controller's cache at scrape time.
+fn report_readiness<K>(
+    metrics: &Metrics,
+    kind: &'static str,
+    cache: kube::runtime::reflector::Store<K>,
+    conditions: fn(&K) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    metrics.watch_readiness(Box::new(move || {
+        cache
+            .state()
+            .iter()
+            .map(|o| Readiness::of(kind, &**o, conditions(o)))
+            .collect()
+    }));
+}
+
 async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     use axum::routing::get;
     let app = axum::Router::new()
@@ -265,16 +283,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let nameserver_controller =
         Controller::new(api::<Nameserver>(&client, ns), watcher::Config::default());
     let nameserver_cache = nameserver_controller.store();
-    metrics.watch_readiness(Box::new(move || {
-        nameserver_cache
-            .state()
-            .iter()
-            .map(|n| {
-                let conds = n.status.as_ref().map(|s| s.conditions.as_slice());
-                Readiness::of("Nameserver", &**n, conds)
-            })
-            .collect()
-    }));
+    report_readiness(&metrics, "Nameserver", nameserver_cache, |n| {
+        n.status.as_ref().map(|s| s.conditions.as_slice())
+    });
     let nameservers = nameserver_controller
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
@@ -294,16 +305,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Brokers that reference it.
     let broker_store = broker_controller.store();
     let broker_cache = broker_controller.store();
-    metrics.watch_readiness(Box::new(move || {
-        broker_cache
-            .state()
-            .iter()
-            .map(|b| {
-                let conds = b.status.as_ref().map(|s| s.conditions.as_slice());
-                Readiness::of("Broker", &**b, conds)
-            })
-            .collect()
-    }));
+    report_readiness(&metrics, "Broker", broker_cache, |b| {
+        b.status.as_ref().map(|s| s.conditions.as_slice())
+    });
     let brokers = broker_controller
         .watches(
             api::<Nameserver>(&client, ns),
@@ -336,16 +340,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     let topic_controller = Controller::new(api::<Topic>(&client, ns), watcher::Config::default());
     let topic_cache = topic_controller.store();
-    metrics.watch_readiness(Box::new(move || {
-        topic_cache
-            .state()
-            .iter()
-            .map(|t| {
-                let conds = t.status.as_ref().map(|s| s.conditions.as_slice());
-                Readiness::of("Topic", &**t, conds)
-            })
-            .collect()
-    }));
+    report_readiness(&metrics, "Topic", topic_cache, |t| {
+        t.status.as_ref().map(|s| s.conditions.as_slice())
+    });
     let topics = topic_controller
         .run(
             controller::topic::reconcile,

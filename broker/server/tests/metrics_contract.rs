@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ferromq_proto::v2::{self, Code};
 use support::{
-    client, code_of, delay_message, free_port, handle, http_get, message, now_ms, receive, res,
-    send, send_ok, tx_message, Server, BIN,
+    client, delay_message, free_port, http_get, message, now_ms, receive, send, send_ok,
+    tx_message, Server, BIN,
 };
 
 /// Labels Prometheus adds to every scraped sample (target labels), or the chart's PodMonitor
@@ -338,24 +338,10 @@ async fn standalone_traffic(s: &Server) {
         support::ack(&mut c, "billing", "orders", &r.messages[0]).await,
         Code::Ok
     );
-    let resp = c
-        .forward_message_to_dead_letter_queue(v2::ForwardMessageToDeadLetterQueueRequest {
-            group: res("billing"),
-            topic: res("orders"),
-            receipt_handle: handle(&r.messages[1]),
-            message_id: r.messages[1]
-                .system_properties
-                .as_ref()
-                .map(|s| s.message_id.clone())
-                .unwrap_or_default(),
-            delivery_attempt: 1,
-            max_delivery_attempts: 1,
-            lite_topic: None,
-        })
-        .await
-        .expect("grpc ok")
-        .into_inner();
-    assert_eq!(code_of(&resp.status), Code::Ok);
+    assert_eq!(
+        support::forward_to_dlq(&mut c, "billing", "orders", &r.messages[1]).await,
+        Code::Ok
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

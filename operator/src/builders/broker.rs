@@ -623,39 +623,32 @@ pub(crate) mod tests {
         }
     }
 
-    fn env_of(c: &Container) -> BTreeMap<String, String> {
-        c.env
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|e| Some((e.name, e.value?)))
-            .collect()
-    }
-
-    #[test]
-    fn logging_reaches_both_tiers_as_environment() {
-        let mut b = fixture(1, 1);
-        let c = build(&b, &inputs()).expect("build");
-        let broker = &c.groups[0]
+    /// The literal environment of the broker and the proxy container.
+    fn tier_envs(b: &Broker) -> [BTreeMap<String, String>; 2] {
+        let c = build(b, &inputs()).expect("build");
+        let group = c.groups[0]
             .statefulset
             .spec
             .clone()
             .unwrap()
             .template
             .spec
-            .unwrap()
-            .containers[0];
-        let proxy = &c
-            .proxy
-            .spec
-            .clone()
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
-        for container in [broker, proxy] {
-            let e = env_of(container);
+            .unwrap();
+        let proxy = c.proxy.spec.clone().unwrap().template.spec.unwrap();
+        [&group.containers[0], &proxy.containers[0]].map(|c| {
+            c.env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn logging_reaches_both_tiers_as_environment() {
+        let mut b = fixture(1, 1);
+        for e in tier_envs(&b) {
             assert_eq!(
                 e.get("FERROMQ_CLUSTER_NAME").map(String::as_str),
                 Some("demo")
@@ -669,27 +662,7 @@ pub(crate) mod tests {
             level: "debug,ferromq_store=trace".to_string(),
             format: crate::crd::LogFormat::Json,
         });
-        let c = build(&b, &inputs()).expect("build");
-        let broker = &c.groups[0]
-            .statefulset
-            .spec
-            .clone()
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
-        let proxy = &c
-            .proxy
-            .spec
-            .clone()
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
-        for container in [broker, proxy] {
-            let e = env_of(container);
+        for e in tier_envs(&b) {
             assert_eq!(
                 e.get("FERROMQ_LOG").map(String::as_str),
                 Some("debug,ferromq_store=trace")

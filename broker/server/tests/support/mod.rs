@@ -542,6 +542,30 @@ pub fn attempt(m: &v2::Message) -> i32 {
         .expect("delivery attempt")
 }
 
+/// ForwardMessageToDeadLetterQueue of a delivered message (the client gave up on it);
+/// returns the answer's code.
+pub async fn forward_to_dlq(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> Code {
+    let id = m
+        .system_properties
+        .as_ref()
+        .map(|s| s.message_id.clone())
+        .unwrap_or_default();
+    let r = c
+        .forward_message_to_dead_letter_queue(v2::ForwardMessageToDeadLetterQueueRequest {
+            group: res(group),
+            topic: res(topic),
+            receipt_handle: handle(m),
+            message_id: id,
+            delivery_attempt: 1,
+            max_delivery_attempts: 1,
+            lite_topic: None,
+        })
+        .await
+        .expect("grpc ok")
+        .into_inner();
+    code_of(&r.status)
+}
+
 pub async fn ack(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> Code {
     let id = m
         .system_properties
