@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferromq_proto::v2::{self, Code};
+use ferromq_proto::v2::Code;
 use support::{
     client, delay_message, free_port, http_get, message, now_ms, receive, send, send_ok,
     tx_message, Server, BIN,
