@@ -339,11 +339,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     let topic_controller = Controller::new(api::<Topic>(&client, ns), watcher::Config::default());
-    let topic_cache = topic_controller.store();
-    report_readiness(&metrics, "Topic", topic_cache, |t| {
+    report_readiness(&metrics, "Topic", topic_controller.store(), |t| {
         t.status.as_ref().map(|s| s.conditions.as_slice())
     });
+    // A Broker change (a storage group added and Ready) may leave topics on fewer groups than
+    // the cluster has: requeue the Topics that reference it, so they are extended at once.
+    let topic_store = topic_controller.store();
     let topics = topic_controller
+        .watches(
+            api::<Broker>(&client, ns),
+            watcher::Config::default(),
+            move |broker| {
+                let broker_name = broker.name_any();
+                let namespace = broker.namespace();
+                topic_store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.namespace() == namespace && t.spec.broker_ref.name == broker_name)
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(
             controller::topic::reconcile,
             controller::topic::error_policy,

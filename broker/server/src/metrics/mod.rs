@@ -288,22 +288,48 @@ impl Metrics {
             .inc();
     }
 
-    /// A client RPC answered with RocketMQ status `code` after `elapsed`.
+    /// A RocketMQ 5 (gRPC) call answered with status `code` after `elapsed`: OK and the empty
+    /// receive's MESSAGE_NOT_FOUND are not errors.
     pub fn rpc(&self, method: &'static str, elapsed: Duration, code: i32) {
+        let failed = code != ferromq_proto::v2::Code::Ok as i32
+            && code != ferromq_proto::v2::Code::MessageNotFound as i32;
+        self.record(
+            "grpc",
+            method,
+            elapsed,
+            code_name(code),
+            failed.then_some(code),
+        );
+    }
+
+    /// A request of the classic remoting protocol (`method`: its request code's name): its
+    /// time, and its response code when it failed (`response_code` is `ok` otherwise, so
+    /// RocketMQ's error-rate queries read both protocols alike).
+    pub fn call(&self, method: &'static str, elapsed: Duration, error: Option<i32>) {
+        let response = error.map_or_else(|| "ok".to_string(), |c| c.to_string());
+        self.record("remoting", method, elapsed, response, error);
+    }
+
+    fn record(
+        &self,
+        protocol: &'static str,
+        method: &'static str,
+        elapsed: Duration,
+        response_code: String,
+        error: Option<i32>,
+    ) {
         let secs = elapsed.as_secs_f64();
         self.rpc_seconds
             .get_or_create(&vec![("method", method.to_string())])
             .observe(secs);
         self.rpc_latency
             .get_or_create(&vec![
-                ("protocol_type", "grpc".to_string()),
+                ("protocol_type", protocol.to_string()),
                 ("request_code", method.to_string()),
-                ("response_code", code_name(code)),
+                ("response_code", response_code),
             ])
             .observe(secs * 1000.0);
-        if code != ferromq_proto::v2::Code::Ok as i32
-            && code != ferromq_proto::v2::Code::MessageNotFound as i32
-        {
+        if let Some(code) = error {
             self.rpc_errors
                 .get_or_create(&vec![
                     ("method", method.to_string()),
@@ -329,6 +355,18 @@ impl Metrics {
             out.push_str(&format!("# encoding failed: {e}\n"));
         }
         out
+    }
+}
+
+/// RocketMQ's `message_type` label of a message type.
+pub fn message_type_label(t: ferromq_store::MessageType) -> &'static str {
+    use ferromq_store::MessageType as T;
+    match t {
+        T::Normal => "normal",
+        T::Fifo => "fifo",
+        T::Delay => "delay",
+        T::Transaction => "transaction",
+        T::Priority => "priority",
     }
 }
 
@@ -559,6 +597,22 @@ mod tests {
         assert!(text.contains("ferromq_rpc_duration_seconds_count{method=\"SendMessage\"} 2"));
         assert!(text.contains("ferromq_rpc_errors_total{method=\"SendMessage\",code=\"40402\"} 1"));
         assert!(!text.contains("code=\"20000\""), "OK is no error: {text}");
+    }
+
+    #[test]
+    fn remoting_requests_are_counted_beside_grpc_calls() {
+        let m = Metrics::new(identity());
+        m.call("SEND_MESSAGE", Duration::from_millis(2), None);
+        m.call("PULL_MESSAGE", Duration::from_millis(2), Some(17));
+        let text = m.render(Vec::new());
+        assert!(text.contains(
+            "rocketmq_rpc_latency_count{cluster=\"c1\",node_type=\"broker\",node_id=\"g1\",protocol_type=\"remoting\",request_code=\"SEND_MESSAGE\",response_code=\"ok\"} 1"
+        ), "{text}");
+        assert!(text.contains(
+            "protocol_type=\"remoting\",request_code=\"PULL_MESSAGE\",response_code=\"17\""
+        ));
+        assert!(text.contains("ferromq_rpc_errors_total{method=\"PULL_MESSAGE\",code=\"17\"} 1"));
+        assert!(text.contains("ferromq_rpc_duration_seconds_count{method=\"SEND_MESSAGE\"} 1"));
     }
 
     #[test]

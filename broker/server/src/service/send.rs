@@ -94,23 +94,11 @@ fn publication(
     })
 }
 
-/// RocketMQ's `message_type` label of a message.
-fn type_label(t: ferromq_store::MessageType) -> &'static str {
-    use ferromq_store::MessageType as T;
-    match t {
-        T::Normal => "normal",
-        T::Fifo => "fifo",
-        T::Delay => "delay",
-        T::Transaction => "transaction",
-        T::Priority => "priority",
-    }
-}
-
 /// Validates, publishes and counts one message.
 fn send_one(node: &Node, m: &v2::Message, producer: Option<&str>) -> Result<Published, RpcError> {
     let p = publication(node, m, producer)?;
     let (topic, size) = (p.topic.clone(), p.body.len());
-    let kind = type_label(p.message_type);
+    let kind = crate::metrics::message_type_label(p.message_type);
     let published = node.engine.publish(p)?;
     node.metrics.message_in(&topic, kind, size);
     Ok(published)
