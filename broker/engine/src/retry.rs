@@ -232,7 +232,11 @@ mod tests {
             "the origin, not the retry topic"
         );
         assert_eq!(dead.msg_id(), Some("id-1"));
-        assert_eq!(e.deliveries.dead_lettered(), vec![("g".to_string(), 1)]);
+        assert_eq!(
+            e.deliveries.dead_lettered(),
+            vec![(("g".to_string(), "t".to_string()), 1)],
+            "counted under the topic it came from"
+        );
     }
 
     #[test]
