@@ -22,7 +22,7 @@ use ferromq_operator::admin::GrpcAdmin;
 use ferromq_operator::controller::{self, Context};
 use ferromq_operator::crd::{Broker, Nameserver, Topic};
 use ferromq_operator::leader::LeaseLock;
-use ferromq_operator::metrics::Metrics;
+use ferromq_operator::metrics::{Metrics, Readiness};
 
 #[derive(Parser)]
 #[command(
@@ -171,6 +171,24 @@ fn write_crds(out: Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reports the Ready condition of every `kind` object in the controller's cache at scrape time.
+fn report_readiness<K>(
+    metrics: &Metrics,
+    kind: &'static str,
+    cache: kube::runtime::reflector::Store<K>,
+    conditions: fn(&K) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    metrics.watch_readiness(Box::new(move || {
+        cache
+            .state()
+            .iter()
+            .map(|o| Readiness::of(kind, &**o, conditions(o)))
+            .collect()
+    }));
+}
+
 async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     use axum::routing::get;
     let app = axum::Router::new()
@@ -257,12 +275,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(GrpcAdmin::default()),
         args.admin_address.clone(),
         Some(identity.clone()),
-        metrics,
+        metrics.clone(),
     ));
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=ferromq-operator");
     let ns = &args.namespace;
 
-    let nameservers = Controller::new(api::<Nameserver>(&client, ns), watcher::Config::default())
+    let nameserver_controller =
+        Controller::new(api::<Nameserver>(&client, ns), watcher::Config::default());
+    let nameserver_cache = nameserver_controller.store();
+    report_readiness(&metrics, "Nameserver", nameserver_cache, |n| {
+        n.status.as_ref().map(|s| s.conditions.as_slice())
+    });
+    let nameservers = nameserver_controller
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
@@ -280,6 +304,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A Nameserver change (replica count) changes the rendered broker config: requeue the
     // Brokers that reference it.
     let broker_store = broker_controller.store();
+    let broker_cache = broker_controller.store();
+    report_readiness(&metrics, "Broker", broker_cache, |b| {
+        b.status.as_ref().map(|s| s.conditions.as_slice())
+    });
     let brokers = broker_controller
         .watches(
             api::<Nameserver>(&client, ns),
@@ -311,6 +339,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
     let topic_controller = Controller::new(api::<Topic>(&client, ns), watcher::Config::default());
+    report_readiness(&metrics, "Topic", topic_controller.store(), |t| {
+        t.status.as_ref().map(|s| s.conditions.as_slice())
+    });
     // A Broker change (a storage group added and Ready) may leave topics on fewer groups than
     // the cluster has: requeue the Topics that reference it, so they are extended at once.
     let topic_store = topic_controller.store();

@@ -186,6 +186,7 @@ impl Env {
                     placement: None,
                 },
                 config: BTreeMap::new(),
+                logging: None,
             },
         );
         Ok(self

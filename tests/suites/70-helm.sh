@@ -11,6 +11,14 @@
 #    cluster's topic is created on a real `ferromq standalone`). The CRD schema guard is
 #    exercised by downgrading a CRD's revision. `helm upgrade` and `helm uninstall` finish.
 #    `helm test` needs a kubelet to run its pod; here only its manifest is validated.
+# 4b. Monitoring: the PodMonitor, PrometheusRule and Grafana dashboard ConfigMaps render only
+#    when switched on; the rules are the ones promtool checks and unit-tests
+#    (tests/monitoring/prometheus-rules.test.yaml, promtool built from the Prometheus Go module
+#    and cached), the dashboards are the generated ones and valid JSON, the PodMonitor selects
+#    the pods the real operator creates on a port they have, and the real operator exports the
+#    readiness family the "not Ready" alert reads. (That every metric the rules and dashboards
+#    query is exported is proven against real processes by
+#    broker/server/tests/metrics_contract.rs.)
 # 5. With buildah (Debian package, installed when missing) the broker and operator images are built from their
 #    Dockerfiles (`--target prebuilt`, with binaries built here, on a Debian bookworm base made
 #    by debootstrap, because no registry is reachable), and started: `--version`, the user, and a
@@ -40,6 +48,7 @@ if [[ ! -x "$VENV/bin/kubernetes-validate" ]]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q kubernetes-validate==1.37.0
 fi
+PROMTOOL="$(bash "$ROOT/tests/monitoring/promtool.sh")"
 tools_s=$((SECONDS - t))
 
 state="$(mktemp -d)"
@@ -96,10 +105,11 @@ declare -A SETS=(
   [example]="--set exampleCluster.enabled=true --set exampleCluster.image=ferromq:e2e --set exampleCluster.imagePullPolicy=Never"
   [scoped]="--set watchNamespace=apps --set replicaCount=2 --set logFormat=text --set imagePullSecrets[0]=regcred --set serviceAccount.name=fmq-op --set metrics.service.port=9100"
   [monitored]="--set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prom --set exampleCluster.enabled=true --set exampleCluster.groups=3 --set exampleCluster.flushMode=Sync"
+  [monitoring]="--set monitoring.podMonitor.enabled=true --set monitoring.podMonitor.labels.release=prom --set monitoring.prometheusRule.enabled=true --set monitoring.dashboards.enabled=true --set monitoring.dashboards.annotations.grafana_folder=FerroMQ --set metrics.serviceMonitor.enabled=true --set watchNamespace=apps"
 )
 
 echo "== helm lint"
-for name in default example scoped monitored; do
+for name in default example scoped monitored monitoring; do
   # shellcheck disable=SC2086
   check "helm lint ($name)" helm_ lint "$CHART" --strict --kube-version "$K8S_MINOR" ${SETS[$name]}
 done
@@ -113,7 +123,7 @@ check "a ServiceMonitor without the metrics Service is refused" refused "needs m
   helm_ template t "$CHART" --kube-version "$K8S_MINOR" --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
 
 echo "== helm template, validated offline (kubernetes-validate --strict, Kubernetes $K8S_MINOR schemas)"
-for name in default example scoped monitored; do
+for name in default example scoped monitored monitoring; do
   # shellcheck disable=SC2086
   helm_ template ferromq "$CHART" --namespace dry-run --kube-version "$K8S_MINOR" ${SETS[$name]} >"$state/render-$name.yaml"
   check "rendered $name set is valid Kubernetes" "$VENV/bin/kubernetes-validate" --strict --quiet --no-warn \
@@ -123,6 +133,71 @@ check "the example set renders the cluster and the helm test pod" bash -c \
   "grep -q '^kind: Broker' '$state/render-example.yaml' && grep -q 'helm.sh/hook: test' '$state/render-example.yaml'"
 check "the example set renders the NetworkPolicies of the internal ports" bash -c \
   "grep -q 'name: demo-broker-internal' '$state/render-example.yaml' && grep -q 'port: 10911' '$state/render-example.yaml' && grep -q 'name: demo-names-internal' '$state/render-example.yaml'"
+
+echo "== monitoring: PodMonitor, PrometheusRule, dashboards; promtool"
+check "monitoring objects are off by default" bash -c \
+  "! grep -Eq '^kind: (PodMonitor|PrometheusRule)$|grafana_dashboard' '$state/render-default.yaml'"
+check "a misspelt monitoring key is refused" refused "additional properties 'podMonitr' not allowed" \
+  helm_ template t "$CHART" --kube-version "$K8S_MINOR" --set monitoring.podMonitr.enabled=true
+# monitoring_checks FILE: what the monitoring set must render (python, the venv has PyYAML).
+monitoring_renders() {
+  py - "$state/render-monitoring.yaml" "$CHART" "$state" <<'PY'
+import json, pathlib, sys, yaml
+render, chart, state = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+docs = [d for d in yaml.safe_load_all(open(render)) if d]
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], []).append(d)
+pm = by_kind["PodMonitor"]
+assert len(pm) == 1, pm
+spec = pm[0]["spec"]
+assert pm[0]["metadata"]["labels"]["release"] == "prom"
+assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": "ferromq"}, spec["selector"]
+comps = spec["selector"]["matchExpressions"][0]
+assert comps["key"] == "app.kubernetes.io/component" and sorted(comps["values"]) == ["broker", "nameserver", "proxy"], comps
+assert spec["namespaceSelector"] == {"matchNames": ["apps"]}, "watchNamespace limits the PodMonitor"
+ep = spec["podMetricsEndpoints"][0]
+assert ep["port"] == "http" and ep["path"] == "/metrics" and ep["honorLabels"] is True, ep
+assert {r["targetLabel"] for r in ep["relabelings"]} == {"cluster", "node_type", "broker_group"}, ep
+json.dump(spec, open(state / "podmonitor.json", "w"))
+rules = by_kind["PrometheusRule"]
+assert len(rules) == 1
+want = yaml.safe_load(open(chart / "files/prometheus-rules.yaml"))["groups"]
+assert rules[0]["spec"]["groups"] == want, "the PrometheusRule carries files/prometheus-rules.yaml"
+yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}, open(state / "rendered-rules.yaml", "w"))
+alerts = {r["alert"] for g in want for r in g["rules"]}
+for a in ["FerroMQDiskNearlyFull", "FerroMQDiskFull", "FerroMQConsumerLagGrowing", "FerroMQRPCErrors",
+          "FerroMQDeadLetters", "FerroMQGroupWithoutLeader", "FerroMQInSyncBelowMinimum", "FerroMQResourceNotReady"]:
+    assert a in alerts, a
+cms = [d for d in by_kind["ConfigMap"] if d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+files = sorted(p.name for p in (chart / "dashboards").glob("*.json"))
+assert sorted(k for d in cms for k in d["data"]) == files, (files, [list(d["data"]) for d in cms])
+uids, titles = set(), set()
+for d in cms:
+    assert d["metadata"]["annotations"] == {"grafana_folder": "FerroMQ"}
+    for key, body in d["data"].items():
+        board = json.loads(body)
+        assert board == json.load(open(chart / "dashboards" / key)), key
+        uids.add(board["uid"]); titles.add(board["title"])
+        assert board["panels"] and all(p.get("title") for p in board["panels"]), key
+        for p in board["panels"]:
+            for t in p.get("targets", []):
+                assert t["expr"].strip() and t["datasource"]["uid"] == "${datasource}", (key, p["title"])
+assert len(uids) == len(cms) == 4, uids
+print(f"PodMonitor ok, {len(alerts)} alerts, dashboards: {sorted(titles)}")
+PY
+}
+check "the monitoring set renders the PodMonitor, the rules and four dashboards" monitoring_renders
+dashboards_generated() {
+  python3 "$ROOT/tests/monitoring/generate_dashboards.py" "$state/dashboards-regen" && \
+    diff -r "$CHART/dashboards" "$state/dashboards-regen"
+}
+mkdir -p "$state/dashboards-regen"
+check "the dashboards are the generated ones (tests/monitoring/generate_dashboards.py)" dashboards_generated
+check "promtool check rules: the chart's rules" "$PROMTOOL" check rules "$CHART/files/prometheus-rules.yaml"
+check "promtool check rules: the rendered PrometheusRule" "$PROMTOOL" check rules "$state/rendered-rules.yaml"
+check "promtool test rules: every alert fires when it should and only then" \
+  "$PROMTOOL" test rules "$ROOT/tests/monitoring/prometheus-rules.test.yaml"
 
 echo "== real API server: server-side dry-run, helm install, the operator under the chart's ServiceAccount"
 t=$SECONDS
@@ -142,7 +217,7 @@ equals() { [[ "$(jp "$1" "$2" "$3")" == "$4" ]]; }
 check "CRDs are established" k wait --for condition=established --timeout=60s \
   crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io
 check "the installed CRDs carry the schema revision" bash -c \
-  "[[ \$('$KUBECTL' get crd brokers.ferromq.io -o jsonpath='{.metadata.annotations.ferromq\.io/schema-revision}') == 2 ]]"
+  "[[ \$('$KUBECTL' get crd brokers.ferromq.io -o jsonpath='{.metadata.annotations.ferromq\.io/schema-revision}') == 3 ]]"
 check "operator Deployment runs as the chart's ServiceAccount" equals deployment ferromq '{.spec.template.spec.serviceAccountName}' ferromq
 check "operator pods are non-root with a read-only root" equals deployment ferromq \
   '{.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}' true
@@ -159,16 +234,18 @@ check "helm records the test hook" has_test_hook
 
 k create namespace dry-run >/dev/null
 dry_run() {
-  # Server-side dry-run of a rendering; a ServiceMonitor is dropped (its CRD belongs to the
-  # Prometheus Operator, not installed here). Cluster-scoped names are unique per set.
+  # Server-side dry-run of a rendering; ServiceMonitor, PodMonitor and PrometheusRule are
+  # dropped (their CRDs belong to the Prometheus Operator, not installed here). Cluster-scoped
+  # names are unique per set.
   py - "$1" >"$state/dry.yaml" <<'PY'
 import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") != "ServiceMonitor"]
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1]))
+        if d and d.get("kind") not in ("ServiceMonitor", "PodMonitor", "PrometheusRule")]
 print(yaml.safe_dump_all(docs))
 PY
   k apply --dry-run=server -f "$state/dry.yaml"
 }
-for name in default example scoped monitored; do
+for name in default example scoped monitored monitoring; do
   check "server-side dry-run accepts the $name set" dry_run "$state/render-$name.yaml"
 done
 
@@ -218,6 +295,48 @@ check "proxy Deployment created" wait_for 60 equals deployment demo-proxy '{.spe
 check "example topic is created on the real cluster (Ready/Synced)" wait_for 60 equals topic demo-normal \
   '{.status.conditions[?(@.type=="Ready")].reason}' Synced
 check "ferromq admin shows the example topic" "$BIN_DIR/ferromq" admin --server "127.0.0.1:$grpc_port" topic describe demo-normal
+
+# Monitoring against the real operator: its readiness family (what FerroMQResourceNotReady
+# reads), the PodMonitor's selector and port on the pods it creates, and spec.logging.
+op_metrics() { curl -sf "http://127.0.0.1:$op_http/metrics"; }
+ready_sample() { op_metrics | grep -qF "ferromq_operator_resource_ready{kind=\"$1\",namespace=\"ferromq-system\",name=\"$2\"} $3"; }
+check "the operator exports a Ready Topic as 1" wait_for 30 ready_sample Topic demo-normal 1
+check "the operator exports the Broker whose pods never start (no kubelet) as not Ready" wait_for 30 ready_sample Broker demo 0
+podmonitor_selects() {
+  k -n ferromq-system get statefulset demo-names demo-group-0 -o json >"$state/sts.json"
+  k -n ferromq-system get deployment demo-proxy -o json >"$state/deploy.json"
+  py - "$state/podmonitor.json" "$state/sts.json" "$state/deploy.json" <<'PY'
+import json, sys
+pm = json.load(open(sys.argv[1]))
+templates = [i["spec"]["template"] for i in json.load(open(sys.argv[2]))["items"]]
+templates.append(json.load(open(sys.argv[3]))["spec"]["template"])
+want = pm["selector"]["matchLabels"]
+expr = pm["selector"]["matchExpressions"][0]
+port = pm["podMetricsEndpoints"][0]["port"]
+seen = set()
+for t in templates:
+    labels = t["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in want.items()), labels
+    assert labels[expr["key"]] in expr["values"], labels
+    seen.add(labels[expr["key"]])
+    ports = {p.get("name") for c in t["spec"]["containers"] for p in c.get("ports", [])}
+    assert port in ports, (labels, ports)
+assert seen == {"nameserver", "broker", "proxy"}, seen
+print("the PodMonitor selects", sorted(seen), "on port", port)
+PY
+}
+check "the PodMonitor selects the name server, broker and proxy pods the operator made, on their metrics port" podmonitor_selects
+bad_level() {
+  k -n ferromq-system patch broker demo --type merge --dry-run=server -p '{"spec":{"logging":{"level":"loud"}}}'
+}
+check "a Broker with an unknown log level is refused by the CRD" refused "spec.logging.level" bad_level
+k -n ferromq-system patch broker demo --type merge -p '{"spec":{"logging":{"level":"debug,ferromq_store=trace","format":"Json"}}}' >/dev/null
+proxy_env() {
+  [[ "$(jp deployment demo-proxy "{.spec.template.spec.containers[0].env[?(@.name==\"$1\")].value}")" == "$2" ]]
+}
+check "spec.logging reaches the proxies as FERROMQ_LOG" wait_for 60 proxy_env FERROMQ_LOG "debug,ferromq_store=trace"
+check "spec.logging reaches the proxies as FERROMQ_LOG_FORMAT" wait_for 60 proxy_env FERROMQ_LOG_FORMAT json
+check "the Broker's name is the cluster label of its metrics (FERROMQ_CLUSTER_NAME)" proxy_env FERROMQ_CLUSTER_NAME demo
 
 # examples/ (what tests/e2e/kind.sh and the README apply) against the same operator: each of
 # the four topics, one per message type, is created on the real standalone.

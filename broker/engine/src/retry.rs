@@ -82,7 +82,7 @@ impl Engine {
             let copy = dead_letter_copy(m, &r.group, &origin, r.retries + 1);
             ensure_dlq_topic(&self.store, self.journal.as_ref(), &copy.topic)?;
             self.store.append(&copy)?;
-            self.deliveries.count_dead_letter(&r.group);
+            self.deliveries.count_dead_letter(&r.group, &origin);
             info!(group = %r.group, topic = %origin, retries = r.retries, dlq = %copy.topic, "message moved to dead-letter topic");
             return Ok(Retried::DeadLettered { topic: copy.topic });
         }
@@ -232,7 +232,11 @@ mod tests {
             "the origin, not the retry topic"
         );
         assert_eq!(dead.msg_id(), Some("id-1"));
-        assert_eq!(e.deliveries.dead_lettered(), vec![("g".to_string(), 1)]);
+        assert_eq!(
+            e.deliveries.dead_lettered(),
+            vec![(("g".to_string(), "t".to_string()), 1)],
+            "counted under the topic it came from"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
+use crate::metrics::Family;
+
 /// The bounds a role's listeners enforce (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -165,37 +167,31 @@ impl Connections {
     }
 
     /// Families for `/metrics`: open connections and the cap, refusals and timeouts.
-    pub fn gauges(&self) -> Vec<crate::metrics::Gauge<'static>> {
+    pub fn families(&self) -> Vec<Family> {
+        let port = |p: &str| vec![("port", p.to_string())];
         vec![
-            (
+            Family::gauge(
                 "ferromq_connections",
                 "Connections open, by port (clients: gRPC; http: probes and metrics).",
-                vec![
-                    ("port=\"clients\"".into(), self.open() as f64),
-                    (
-                        "port=\"http\"".into(),
-                        self.open_http.load(Ordering::Relaxed) as f64,
-                    ),
-                ],
-            ),
-            (
+            )
+            .with(port("clients"), self.open())
+            .with(port("http"), self.open_http.load(Ordering::Relaxed)),
+            Family::gauge(
                 "ferromq_connections_max",
                 "Connections allowed open at once, by port (clients: max-connections, or the descriptor limit minus fd-reserve if lower).",
-                vec![
-                    ("port=\"clients\"".into(), self.cap as f64),
-                    ("port=\"http\"".into(), HTTP_CONNECTIONS as f64),
-                ],
-            ),
-            (
+            )
+            .with(port("clients"), self.cap)
+            .with(port("http"), HTTP_CONNECTIONS),
+            Family::counter(
                 "ferromq_connections_refused_total",
                 "Connections closed at accept because the limit was reached.",
-                vec![(String::new(), self.refused_total() as f64)],
-            ),
-            (
+            )
+            .value(self.refused_total()),
+            Family::counter(
                 "ferromq_connections_timed_out_total",
                 "Connections closed for sending no first byte or finishing no TLS handshake in time, or for being idle.",
-                vec![(String::new(), self.timed_out_total() as f64)],
-            ),
+            )
+            .value(self.timed_out_total()),
         ]
     }
 

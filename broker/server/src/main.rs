@@ -20,8 +20,32 @@ use ferromq::config::ConfigError;
     about = "FerroMQ: a message broker speaking the RocketMQ 5 gRPC protocol"
 )]
 struct Cli {
+    #[command(flatten)]
+    telemetry: Telemetry,
     #[command(subcommand)]
     role: Role,
+}
+
+/// How a role logs and names itself in metrics; accepted before or after the role's name.
+#[derive(Debug, clap::Args)]
+struct Telemetry {
+    /// Log line format: `text` for people, `json` (one object per line, with the span's
+    /// fields) for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERROMQ_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or tracing directives
+    /// such as `info,ferromq_store=debug` [default: info].
+    #[arg(long, global = true, env = "FERROMQ_LOG")]
+    log_level: Option<String>,
+    /// Cluster name in the `cluster` label of the RocketMQ-named metrics.
+    #[arg(long, global = true, env = "FERROMQ_CLUSTER_NAME", default_value = ferromq::metrics::DEFAULT_CLUSTER)]
+    cluster_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,17 +64,33 @@ enum Role {
     Proxy(ProxyArgs),
 }
 
-fn init_tracing() {
-    let filter = EnvFilter::try_from_env("FERROMQ_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt()
+/// Starts logging to stderr; a bad `--log-level` exits with code 2 naming it.
+fn init_tracing(t: &Telemetry) {
+    let filter = match &t.log_level {
+        Some(directives) => match EnvFilter::try_new(directives) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("ferromq: log-level: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    ferromq::metrics::set_cluster(&t.cluster_name);
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match t.log_format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+    }
 }
 
 /// A role's configuration, or exit code 2 with the message naming the bad field.
@@ -68,24 +108,24 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.role {
         Role::Standalone(args) => {
-            init_tracing();
+            init_tracing(&cli.telemetry);
             let cfg = configured(args.resolve());
             run_async(ferromq::roles::standalone::run(cfg))
         }
         Role::Admin(args) => run_async(ferromq::admin::cli::run(args)),
         Role::Bench(args) => run_async(ferromq::bench::run(args)),
         Role::Nameserver(args) => {
-            init_tracing();
+            init_tracing(&cli.telemetry);
             let cfg = configured(args.resolve());
             run_async(ferromq::roles::nameserver::run(cfg))
         }
         Role::Broker(args) => {
-            init_tracing();
+            init_tracing(&cli.telemetry);
             let (cfg, member) = configured(args.resolve());
             run_async(ferromq::roles::broker::run(cfg, member))
         }
         Role::Proxy(args) => {
-            init_tracing();
+            init_tracing(&cli.telemetry);
             let cfg = configured(args.resolve());
             run_async(ferromq::roles::proxy::run(cfg))
         }

@@ -188,20 +188,10 @@ async fn client_driven_dead_lettering_settles_the_message() {
     send_ok(&mut c, fifo_message("t", "F2", "grp", b"next")).await;
     let r = receive(&mut c, "g", "t", 4, 30_000, 3_000).await;
     assert_eq!(r.bodies(), ["bad"]);
-    let resp = c
-        .forward_message_to_dead_letter_queue(v2::ForwardMessageToDeadLetterQueueRequest {
-            group: res("g"),
-            topic: res("t"),
-            receipt_handle: handle(&r.messages[0]),
-            message_id: "F1".into(),
-            delivery_attempt: 1,
-            max_delivery_attempts: 1,
-            lite_topic: None,
-        })
-        .await
-        .expect("grpc ok")
-        .into_inner();
-    assert_eq!(code_of(&resp.status), Code::Ok);
+    assert_eq!(
+        support::forward_to_dlq(&mut c, "g", "t", &r.messages[0]).await,
+        Code::Ok
+    );
     let r = receive(&mut c, "g", "t", 4, 30_000, 3_000).await;
     assert_eq!(r.bodies(), ["next"], "the group's next message is released");
     let dlq = receive(&mut c, "reader", "%DLQ%g", 4, 30_000, 3_000).await;

@@ -26,8 +26,9 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, PodAffinityTerm, PodAntiAffinity,
-    PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, EnvVar, PodAffinityTerm,
+    PodAntiAffinity, PodTemplateSpec, Service, ServiceSpec, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -199,6 +200,17 @@ pub fn render_proxy_config(nameservers: &[String]) -> String {
     )
 }
 
+/// Environment of both tiers from `spec.logging`, and the cluster name the RocketMQ-named
+/// metrics carry (the Broker's name).
+fn telemetry_env(broker: &Broker, name: &str) -> Vec<EnvVar> {
+    let mut out = vec![env("FERROMQ_CLUSTER_NAME", name)];
+    if let Some(l) = &broker.spec.logging {
+        out.push(env("FERROMQ_LOG", l.level.clone()));
+        out.push(env("FERROMQ_LOG_FORMAT", l.format.as_str()));
+    }
+    out
+}
+
 /// Arguments of `ferromq broker` shared by every pod of every group.
 fn broker_args() -> Vec<String> {
     [
@@ -310,6 +322,7 @@ fn build_group(
     );
 
     let mut container_env = identity_env();
+    container_env.extend(telemetry_env(broker, &parent.name));
     container_env.push(env("FERROMQ_GROUP", name.clone()));
     container_env.push(env(
         "FERROMQ_ADVERTISE_ADDR",
@@ -458,7 +471,12 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
             "--http-addr".to_string(),
             format!("0.0.0.0:{HTTP_PORT}"),
         ]),
-        env: Some(identity_env()),
+        env: Some(
+            identity_env()
+                .into_iter()
+                .chain(telemetry_env(broker, &parent.name))
+                .collect(),
+        ),
         ports: Some(container_ports(&[("grpc", GRPC_PORT), ("http", HTTP_PORT)])),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
@@ -590,6 +608,7 @@ pub(crate) mod tests {
                     placement: None,
                 },
                 config: BTreeMap::new(),
+                logging: None,
             },
         );
         b.metadata.namespace = Some("prod".to_string());
@@ -601,6 +620,57 @@ pub(crate) mod tests {
         BrokerInputs {
             nameservers: vec!["ns1-0.ns1.prod.svc:9876".to_string()],
             ..BrokerInputs::default()
+        }
+    }
+
+    /// The literal environment of the broker and the proxy container.
+    fn tier_envs(b: &Broker) -> [BTreeMap<String, String>; 2] {
+        let c = build(b, &inputs()).expect("build");
+        let group = c.groups[0]
+            .statefulset
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let proxy = c.proxy.spec.clone().unwrap().template.spec.unwrap();
+        [&group.containers[0], &proxy.containers[0]].map(|c| {
+            c.env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn logging_reaches_both_tiers_as_environment() {
+        let mut b = fixture(1, 1);
+        for e in tier_envs(&b) {
+            assert_eq!(
+                e.get("FERROMQ_CLUSTER_NAME").map(String::as_str),
+                Some("demo")
+            );
+            assert!(
+                !e.contains_key("FERROMQ_LOG"),
+                "no level unless asked: {e:?}"
+            );
+        }
+        b.spec.logging = Some(crate::crd::LoggingSpec {
+            level: "debug,ferromq_store=trace".to_string(),
+            format: crate::crd::LogFormat::Json,
+        });
+        for e in tier_envs(&b) {
+            assert_eq!(
+                e.get("FERROMQ_LOG").map(String::as_str),
+                Some("debug,ferromq_store=trace")
+            );
+            assert_eq!(
+                e.get("FERROMQ_LOG_FORMAT").map(String::as_str),
+                Some("json")
+            );
         }
     }
 

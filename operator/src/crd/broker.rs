@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ImagePullPolicy, PodPlacement};
+use super::common::{ImagePullPolicy, LoggingSpec, PodPlacement};
 
 /// Desired state of a FerroMQ cluster's data plane. `spec.storage` becomes one StatefulSet per
 /// broker group; `spec.compute` becomes the proxy Deployment behind the client Service on 8081.
@@ -92,6 +92,9 @@ pub struct BrokerSpec {
     /// first, then the leader after its lead moved to an up-to-date in-sync member.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+    /// Log level and format of the broker and proxy pods (default: `info`, `Text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
 }
 
 /// Names a Nameserver in the Broker's namespace.

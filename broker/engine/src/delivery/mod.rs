@@ -120,8 +120,9 @@ pub struct Deliveries {
     instance: u64,
     epoch: AtomicU64,
     queues: Mutex<HashMap<QueueKey, Arc<Mutex<QueueState>>>>,
-    /// Messages moved to dead-letter topics since start, per group (for metrics).
-    dead_lettered: Mutex<HashMap<String, u64>>,
+    /// Messages moved to dead-letter topics since start, per (group, original topic), for
+    /// metrics.
+    dead_lettered: Mutex<HashMap<(String, String), u64>>,
     attempts: Attempts,
     /// Shared by offset writes and hand-outs (which check the topic's incarnation under it),
     /// exclusive for a topic delete (see the module docs).
@@ -204,9 +205,9 @@ impl Deliveries {
             .collect()
     }
 
-    /// Messages dead-lettered since start, per group.
-    pub fn dead_lettered(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = self
+    /// Messages dead-lettered since start, per (group, the topic they came from).
+    pub fn dead_lettered(&self) -> Vec<((String, String), u64)> {
+        let mut v: Vec<((String, String), u64)> = self
             .dead_lettered
             .lock()
             .iter()

@@ -154,17 +154,17 @@ impl Deliveries {
         ensure_dlq_topic(&self.store, self.journal.as_ref(), &m.topic)?;
         self.store.append(&m)?;
         info!(group, topic, queue = q, offset = off, attempts = e.attempts, dlq = %m.topic, "message moved to dead-letter topic");
-        self.count_dead_letter(group);
+        self.count_dead_letter(group, topic);
         st.unsettled.remove(&off);
         Ok(())
     }
 
-    /// Counts a message moved to `group`'s dead-letter topic (for metrics).
-    pub(crate) fn count_dead_letter(&self, group: &str) {
+    /// Counts a message of `topic` moved to `group`'s dead-letter topic (for metrics).
+    pub(crate) fn count_dead_letter(&self, group: &str, topic: &str) {
         *self
             .dead_lettered
             .lock()
-            .entry(group.to_string())
+            .entry((group.to_string(), topic.to_string()))
             .or_insert(0) += 1;
     }
 

@@ -104,8 +104,9 @@ pub(super) async fn send(r: &Arc<Remoting>, peer: &Arc<Peer>, req: &Command) -> 
             let mut out = Vec::with_capacity(publications.len());
             for p in publications {
                 let (id, size) = (p.message_id.clone(), p.body.len());
+                let kind = crate::metrics::message_type_label(p.message_type);
                 let sent = r.node.engine.publish(p)?;
-                r.node.metrics.message_in(&topic, size);
+                r.node.metrics.message_in(&topic, kind, size);
                 out.push((id, sent));
             }
             Ok(out)

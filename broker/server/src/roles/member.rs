@@ -46,7 +46,7 @@ use crate::admin::service::AdminApi;
 use crate::config::broker::{MemberConfig, ReplicationSettings};
 use crate::config::node::NodeConfig;
 use crate::config::ConfigError;
-use crate::metrics::{Metrics, OwnedGauge};
+use crate::metrics::{Family, Identity, Metrics, NodeType};
 use crate::node::Node;
 use crate::replication::fetch::{ReplicationApi, MAX_MESSAGE};
 use crate::replication::{follower, Replica, ReplicaConfig, Role};
@@ -152,6 +152,10 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
             }
         }
     };
+    let metrics = Arc::new(Metrics::new(Identity::new(
+        NodeType::Broker,
+        Some(&member.group),
+    )));
     Ok(Bound {
         member: Arc::new(Member {
             messaging: Gate::new(closed_reason.clone()),
@@ -162,7 +166,7 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
             store,
             replica,
             controller: Arc::new(controller),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             term: tokio::sync::Mutex::new(None),
             applier: Mutex::new(Some(applier)),
             ready: std::sync::atomic::AtomicBool::new(false),
@@ -618,46 +622,57 @@ impl crate::http::Serving for Member {
         Some(self.metrics.clone())
     }
 
-    fn gauges(&self) -> Vec<OwnedGauge> {
+    fn families(&self) -> Vec<Family> {
         let role = self.replica.role();
-        let held: Vec<(String, f64)> = self
-            .replica
-            .progress
-            .held_by()
-            .into_iter()
-            .map(|(id, h)| (format!("replica=\"{id}\""), h as f64))
-            .collect();
+        // Every family names the broker group and this member, so rules can compare the
+        // members of one group (the leader's view against the group's minimum, for example).
+        let me = || {
+            vec![
+                ("broker_group", self.member.group.clone()),
+                ("replica", self.rs.replica_id.to_string()),
+            ]
+        };
+        let mut held = Family::gauge(
+            "ferromq_replication_follower_held_bytes",
+            "How far each follower holds the log (leader's view).",
+        );
+        for (id, h) in self.replica.progress.held_by() {
+            let mut l = me();
+            l.push(("follower", id.to_string()));
+            held.push(l, h);
+        }
         vec![
-            (
+            Family::gauge(
                 "ferromq_replication_leader",
                 "1 while this member leads its broker group.",
-                vec![(String::new(), if role.is_leader() { 1.0 } else { 0.0 })],
-            ),
-            (
+            )
+            .with(me(), role.is_leader()),
+            Family::gauge(
                 "ferromq_replication_epoch",
                 "The leader epoch this member leads or follows.",
-                vec![(String::new(), role.epoch() as f64)],
-            ),
-            (
+            )
+            .with(me(), role.epoch()),
+            Family::gauge(
                 "ferromq_replication_log_end_bytes",
                 "End of this member's commit log.",
-                vec![(String::new(), self.store.log_end() as f64)],
-            ),
-            (
+            )
+            .with(me(), self.store.log_end()),
+            Family::gauge(
                 "ferromq_replication_confirm_offset_bytes",
                 "The group's confirm offset as this member knows it (what consumers may read).",
-                vec![(String::new(), self.replica.confirm() as f64)],
-            ),
-            (
+            )
+            .with(me(), self.replica.confirm()),
+            Family::gauge(
                 "ferromq_replication_in_sync_members",
                 "Members of the in-sync set (leader's view).",
-                vec![(String::new(), self.replica.progress.in_sync_count() as f64)],
-            ),
-            (
-                "ferromq_replication_follower_held_bytes",
-                "How far each follower holds the log (leader's view).",
-                held,
-            ),
+            )
+            .with(me(), self.replica.progress.in_sync_count()),
+            Family::gauge(
+                "ferromq_replication_min_in_sync_members",
+                "In-sync members a leader needs to accept sends (min-in-sync).",
+            )
+            .with(me(), self.rs.min_in_sync),
+            held,
         ]
     }
 }

@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use ferromq_controller::Controller;
 
 use crate::config::nameserver::NameserverConfig;
+use crate::metrics::{Family, Identity, Metrics, NodeType};
 use crate::serve::{self, Listeners, Services, Shutdown};
 
 /// How often brokers are asked to report, and the default expiry (three missed reports).
@@ -184,6 +185,8 @@ impl Nameserver for NameserverApi {
 struct HttpState {
     registry: Arc<Registry>,
     controller: Option<Arc<Controller>>,
+    connections: Arc<crate::connections::Connections>,
+    metrics: Arc<Metrics>,
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -196,59 +199,64 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let live = s.registry.live();
-    let mut families = vec![(
-        "ferromq_nameserver_broker_groups",
-        "Broker groups with a live heartbeat.",
-        vec![(String::new(), live.len() as f64)],
-    )];
+    let mut families = vec![
+        crate::metrics::build_info(),
+        Family::gauge(
+            "ferromq_nameserver_broker_groups",
+            "Broker groups with a live heartbeat.",
+        )
+        .value(live.len()),
+    ];
     if let Some(c) = &s.controller {
         let m = c.metrics();
-        let per_group = |f: fn(&(String, u64, usize)) -> f64| {
-            m.groups
-                .iter()
-                .map(|g| (format!("group=\"{}\"", label(&g.0)), f(g)))
-                .collect::<Vec<_>>()
+        let per_group = |name, help, f: fn(&(String, u64, usize)) -> u64| {
+            let mut fam = Family::gauge(name, help);
+            for g in &m.groups {
+                fam.push(vec![("group", g.0.clone())], f(g));
+            }
+            fam
         };
+        let mut elections = Family::counter(
+            "ferromq_controller_elections_total",
+            "Group leader elections made by this controller while it led, by kind.",
+        );
+        for (k, n) in &m.elections {
+            elections.push(vec![("kind", k.to_string())], *n);
+        }
         families.extend([
-            (
+            Family::gauge(
                 "ferromq_controller_is_leader",
                 "1 on the replication controller's Raft leader.",
-                vec![(String::new(), if m.is_leader { 1.0 } else { 0.0 })],
-            ),
-            (
+            )
+            .value(m.is_leader),
+            Family::gauge(
                 "ferromq_controller_groups",
                 "Replicated broker groups the controller holds.",
-                vec![(String::new(), m.groups.len() as f64)],
-            ),
-            (
+            )
+            .value(m.groups.len()),
+            per_group(
                 "ferromq_controller_group_epoch",
                 "Leader epoch of each replicated broker group.",
-                per_group(|g| g.1 as f64),
+                |g| g.1,
             ),
-            (
+            per_group(
                 "ferromq_controller_in_sync_members",
                 "Members in the in-sync set of each replicated broker group.",
-                per_group(|g| g.2 as f64),
+                |g| g.2 as u64,
             ),
-            (
-                "ferromq_controller_elections_total",
-                "Group leader elections made by this controller while it led, by kind.",
-                m.elections
-                    .iter()
-                    .map(|(k, n)| (format!("kind=\"{k}\""), *n as f64))
-                    .collect(),
-            ),
+            elections,
         ]);
     }
+    families.extend(s.connections.families());
     (
         StatusCode::OK,
-        crate::metrics::Metrics::default().render(&families),
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        s.metrics.render(families),
     )
 }
 
@@ -296,6 +304,8 @@ impl Bound {
             .with_state(HttpState {
                 registry,
                 controller: controller.clone(),
+                connections: self.listeners.connections.clone(),
+                metrics: Arc::new(Metrics::new(Identity::new(NodeType::Nameserver, None))),
             });
         info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, controller = controller.is_some(), "ferromq nameserver ready");
         let services = Services {

@@ -25,6 +25,7 @@ use crate::auth::{Authenticate, Authenticated, Gate};
 use crate::config::broker::MemberConfig;
 use crate::config::node::NodeConfig;
 use crate::config::ConfigError;
+use crate::metrics::{Identity, Metrics, NodeType};
 use crate::node::Node;
 use crate::remoting::{self, Remoting};
 use crate::serve::{self, Listeners, Services, Shutdown};
@@ -88,7 +89,15 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
         None => None,
     };
     let shutdown = Shutdown::default();
-    let node = Node::new(engine, cfg.node_settings(), shutdown.subscribe());
+    // A cluster's storage node is known by its group (RocketMQ's broker name); a standalone
+    // one by its host.
+    let identity = Identity::new(NodeType::Broker, member.as_ref().map(|m| m.group.as_str()));
+    let node = Node::with_metrics(
+        engine,
+        cfg.node_settings(),
+        shutdown.subscribe(),
+        Arc::new(Metrics::new(identity)),
+    );
     let gate = if cfg.auth.enabled {
         let (dir, auth, metrics) = (cfg.data_dir.clone(), cfg.auth.clone(), node.metrics.clone());
         Some(tokio::task::spawn_blocking(move || Gate::open(&dir, &auth, metrics)).await??)

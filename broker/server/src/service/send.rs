@@ -98,8 +98,9 @@ fn publication(
 fn send_one(node: &Node, m: &v2::Message, producer: Option<&str>) -> Result<Published, RpcError> {
     let p = publication(node, m, producer)?;
     let (topic, size) = (p.topic.clone(), p.body.len());
+    let kind = crate::metrics::message_type_label(p.message_type);
     let published = node.engine.publish(p)?;
-    node.metrics.message_in(&topic, size);
+    node.metrics.message_in(&topic, kind, size);
     Ok(published)
 }
 

@@ -549,18 +549,40 @@ pub fn attempt(m: &v2::Message) -> i32 {
         .expect("delivery attempt")
 }
 
-pub async fn ack(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> Code {
-    let id = m
-        .system_properties
+/// The message id a delivered message carries.
+pub fn message_id(m: &v2::Message) -> String {
+    m.system_properties
         .as_ref()
         .map(|s| s.message_id.clone())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// ForwardMessageToDeadLetterQueue of a delivered message (the client gave up on it);
+/// returns the answer's code.
+pub async fn forward_to_dlq(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> Code {
+    let r = c
+        .forward_message_to_dead_letter_queue(v2::ForwardMessageToDeadLetterQueueRequest {
+            group: res(group),
+            topic: res(topic),
+            receipt_handle: handle(m),
+            message_id: message_id(m),
+            delivery_attempt: 1,
+            max_delivery_attempts: 1,
+            lite_topic: None,
+        })
+        .await
+        .expect("grpc ok")
+        .into_inner();
+    code_of(&r.status)
+}
+
+pub async fn ack(c: &mut Client, group: &str, topic: &str, m: &v2::Message) -> Code {
     let r = c
         .ack_message(v2::AckMessageRequest {
             group: res(group),
             topic: res(topic),
             entries: vec![v2::AckMessageEntry {
-                message_id: id,
+                message_id: message_id(m),
                 receipt_handle: handle(m),
                 lite_topic: None,
             }],

@@ -48,7 +48,7 @@ use tracing::{info, warn};
 use crate::config::proxy::ProxyConfig;
 use crate::config::ConfigError;
 use crate::connections::Connections;
-use crate::metrics::Metrics;
+use crate::metrics::{Family, Identity, Metrics, NodeType};
 use crate::rpc::{self, BoxStream};
 use crate::serve::{self, Listeners, Services, Shutdown};
 use routes::{GroupRoute, Routes};
@@ -339,25 +339,31 @@ async fn readyz(State((routes, _, _)): State<ProxyState>) -> impl IntoResponse {
 
 async fn render_metrics(State((routes, metrics, conns)): State<ProxyState>) -> impl IntoResponse {
     let view = routes.view();
-    let groups: Vec<(String, f64)> = view
-        .groups
-        .iter()
-        .map(|g| {
-            let state = if g.read_only {
-                "read-only"
-            } else {
-                "read-write"
-            };
-            (format!("group=\"{}\",state=\"{state}\"", g.name), 1.0)
-        })
-        .collect();
-    let mut gauges = vec![(
+    let mut groups = Family::gauge(
         "ferromq_proxy_broker_groups",
         "Live broker groups known to this proxy, by drain state.",
-        groups,
-    )];
-    gauges.extend(conns.gauges());
-    (StatusCode::OK, metrics.render(&gauges))
+    );
+    for g in &view.groups {
+        let state = if g.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        groups.push(
+            vec![("group", g.name.clone()), ("state", state.to_string())],
+            1i64,
+        );
+    }
+    let mut families = vec![crate::metrics::build_info(), groups];
+    families.extend(conns.families());
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        metrics.render(families),
+    )
 }
 
 /// A proxy with its listeners bound.
@@ -412,7 +418,7 @@ impl Bound {
                 reason,
             })?,
         );
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(Identity::new(NodeType::Proxy, None)));
         let shutdown = Shutdown::default();
         // First routes before serving, so the first client request already finds the groups.
         if routes.refresh().await == 0 {
