@@ -13,7 +13,7 @@
 #    `helm test` needs a kubelet to run its pod; here only its manifest is validated.
 # 4b. Monitoring: the PodMonitor, PrometheusRule and Grafana dashboard ConfigMaps render only
 #    when switched on; the rules are the ones promtool checks and unit-tests
-#    (tests/monitoring/prometheus-rules.test.yaml, promtool built from the Prometheus Go module
+#    (tests/monitoring/prometheus-rules.test.yaml, promtool from Debian's prometheus package
 #    and cached), the dashboards are the generated ones and valid JSON, the PodMonitor selects
 #    the pods the real operator creates on a port they have, and the real operator exports the
 #    readiness family the "not Ready" alert reads. (That every metric the rules and dashboards
