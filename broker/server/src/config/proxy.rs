@@ -34,6 +34,8 @@ pub struct ProxyArgs {
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
 }
 
 /// The proxy's keys of the TOML file.
@@ -67,12 +69,17 @@ pub struct ProxyConfig {
     pub advertise_addr: String,
     /// Bounds on client connections.
     pub limits: crate::connections::Limits,
+    /// TLS on the client port (`None`: plaintext only).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl ProxyArgs {
     pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a proxy", &[ProxyKeys::KEYS, LimitKeys::KEYS])?;
+        file.only(
+            "a proxy",
+            &[ProxyKeys::KEYS, LimitKeys::KEYS, super::tls::TlsKeys::KEYS],
+        )?;
         let keys: ProxyKeys = file.section()?;
         let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
@@ -97,6 +104,11 @@ impl ProxyArgs {
         } else {
             self.nameservers.clone()
         };
+        let advertise_addr = self
+            .advertise_addr
+            .clone()
+            .or(keys.advertise_addr)
+            .unwrap_or_else(|| advertise_default(grpc_addr));
         Ok(ProxyConfig {
             grpc_addr,
             http_addr,
@@ -105,11 +117,8 @@ impl ProxyArgs {
                 "route-refresh",
                 &pick(&self.route_refresh, keys.route_refresh, "1s"),
             )?,
-            advertise_addr: self
-                .advertise_addr
-                .clone()
-                .or(keys.advertise_addr)
-                .unwrap_or_else(|| advertise_default(grpc_addr)),
+            tls: self.tls.resolve(&file, &advertise_addr)?,
+            advertise_addr,
             limits,
         })
     }

@@ -101,6 +101,7 @@ pub async fn proxy(ns: &str) -> (Running, u16) {
         nameservers: vec![ns.to_string()],
         route_refresh: Duration::from_millis(200),
         advertise_addr: "127.0.0.1:0".into(),
+        tls: None,
     })
     .await
     .expect("proxy binds");
