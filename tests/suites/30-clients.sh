@@ -33,7 +33,7 @@ done
 source "$ROOT/tests/clients/lib.sh"
 
 T0=$(date +%s)
-WORK="$(mktemp -d /tmp/ferromq-clients.XXXXXX)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferromq-clients.XXXXXX")"
 export FERROMQ_CLIENT_LOGS="$WORK/logs"
 mkdir -p "$WORK/data" "$WORK/logs"
 : > "$WORK/logs/results.txt"

@@ -308,16 +308,19 @@ pub fn incoming(
     mut shutdown: watch::Receiver<bool>,
 ) -> ReceiverStream<io::Result<Guarded<Conn>>> {
     let (tx, rx) = mpsc::channel(64);
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     match &tls {
         Some(t) => info!(
-            addr = ?addr,
+            %addr,
             tls = %t,
             sha256_fingerprint = %t.fingerprint,
             "gRPC port accepts TLS{}",
             if t.mode == TlsMode::Mixed { " and plaintext" } else { " only" }
         ),
-        None => info!(addr = ?addr, "gRPC port accepts plaintext only (TLS is off)"),
+        None => info!(%addr, "gRPC port accepts plaintext only (TLS is off)"),
     }
     let acceptor = tls.map(|t| (TlsAcceptor::from(t.server), t.mode));
     tokio::spawn(async move {

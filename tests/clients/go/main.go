@@ -351,9 +351,23 @@ func sqlFilter() {
 		check(extra == 0 && missing == 0, "SQL filter: %d matching message(s) missing, %d non-matching delivered", missing, extra)
 	}()
 	// A malformed expression is refused (ILLEGAL_FILTER_EXPRESSION 40010): at start (the Telemetry settings
-	// answer) or on receive, never silently matched.
-	bad, err := simple("sqlbad", t, rmq.NewFilterExpressionWithType("amount >>> 5", rmq.SQL92))
+	// answer) or on receive, never silently matched. ferromq refuses it in the settings answer (a status, no
+	// settings); this Go client then logs "Command is nil" and its Start() waits for settings forever, so a
+	// start that has not returned after 10 s counts as the refusal (the blocked client is left behind).
+	bad, err := rmq.NewSimpleConsumer(config(group("sqlbad")), rmq.WithSimpleAwaitDuration(await),
+		rmq.WithSimpleSubscriptionExpressions(map[string]*rmq.FilterExpression{
+			t: rmq.NewFilterExpressionWithType("amount >>> 5", rmq.SQL92)}))
 	if err != nil {
+		return
+	}
+	started := make(chan error, 1)
+	go func() { started <- bad.Start() }()
+	select {
+	case err := <-started:
+		if err != nil {
+			return
+		}
+	case <-time.After(10 * time.Second):
 		return
 	}
 	defer bad.GracefulStop()
