@@ -22,6 +22,7 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ThreadLocalRandom;
 
 import org.apache.rocketmq.client.apis.ClientConfiguration;
+import org.apache.rocketmq.client.apis.ClientConfigurationBuilder;
 import org.apache.rocketmq.client.apis.ClientException;
 import org.apache.rocketmq.client.apis.ClientServiceProvider;
 import org.apache.rocketmq.client.apis.consumer.ConsumeResult;
@@ -119,7 +120,7 @@ public final class Scenarios {
      * accepts TLS and plaintext on the same port, so every scenario here also proves TLS with Java's defaults.
      */
     private static ClientConfiguration config() {
-        ClientConfiguration.Builder b = ClientConfiguration.newBuilder()
+        ClientConfigurationBuilder b = ClientConfiguration.newBuilder()
             .setEndpoints(ENDPOINT)
             .setRequestTimeout(Duration.ofSeconds(10));
         if ("false".equalsIgnoreCase(env("FERROMQ_JAVA_SSL", ""))) {
