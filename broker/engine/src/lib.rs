@@ -16,6 +16,7 @@
 //! - [`filter`]: subscription filters compiled into store read filters.
 //! - [`groups`], [`membership`], [`topics`], [`lag`]: group settings, drain state, reserved
 //!   topics and consumer progress.
+//! - [`retry`]: offset-based consumers' retries (copies in `%RETRY%<group>`, then the DLQ).
 //! - [`receipt`], [`props`], [`signals`], [`time`]: receipt handles, internal property keys,
 //!   wake-ups for async waiters, wall-clock time.
 //!
@@ -34,6 +35,7 @@ pub mod placement;
 pub mod props;
 pub mod publish;
 pub mod receipt;
+pub mod retry;
 pub mod signals;
 pub mod time;
 pub mod topics;
@@ -53,6 +55,7 @@ pub use parked::transaction::{CheckSender, Resolution, Transactions};
 pub use parked::ParkedQueue;
 pub use publish::{Publication, Published};
 pub use receipt::ReceiptHandle;
+pub use retry::{Retried, Retry};
 pub use signals::{Dispatched, Wakeups};
 
 /// The engine of one broker: the store plus every piece of delivery state over it.

@@ -23,6 +23,9 @@ pub const PRIORITY: &str = "__FM_PRIORITY";
 pub const DLQ_ORIGIN_TOPIC: &str = "__FM_DLQ_TOPIC";
 /// On dead-lettered copies: deliveries before it was dead-lettered.
 pub const DLQ_ATTEMPTS: &str = "__FM_DLQ_ATTEMPTS";
+/// On a retry copy of an offset-based consumer's message (in `%RETRY%<group>`): the topic the
+/// message was first consumed from.
+pub const RETRY_ORIGIN_TOPIC: &str = "__FM_RETRY_TOPIC";
 /// On a delay message: its delivery time (ms since the epoch), echoed to consumers.
 pub const DELIVER_AT: &str = "__FM_DELIVER_AT";
 /// On a parked message: the topic it will be delivered to.

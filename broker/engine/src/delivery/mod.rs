@@ -42,10 +42,13 @@
 //! All methods block on store I/O: call them from `spawn_blocking`.
 
 mod attempts;
+mod offsets;
 mod queue;
 mod receive;
 mod settle;
 mod upkeep;
+
+pub(crate) use settle::{as_new, dead_letter_copy};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

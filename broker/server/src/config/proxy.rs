@@ -29,6 +29,14 @@ pub struct ProxyArgs {
     /// host:port routes advertise when the address a client dialled is unusable.
     #[arg(long, env = "FERROMQ_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
+    /// Address of the classic RocketMQ remoting endpoint (4.x clients, mqadmin, dashboards);
+    /// "" turns it off [default: 0.0.0.0:8080].
+    #[arg(long, env = "FERROMQ_REMOTING_ADDR")]
+    pub remoting_addr: Option<String>,
+    /// host:port remoting routes and message ids name [default: the host of advertise-addr
+    /// with the remoting port].
+    #[arg(long, env = "FERROMQ_REMOTING_ADVERTISE_ADDR")]
+    pub remoting_advertise_addr: Option<String>,
     /// TOML file with the same keys as the flags (kebab-case).
     #[arg(long, env = "FERROMQ_CONFIG")]
     pub config: Option<std::path::PathBuf>,
@@ -37,6 +45,9 @@ pub struct ProxyArgs {
     #[command(flatten)]
     pub tls: super::tls::TlsArgs,
 }
+
+/// The proxy's remoting port: RocketMQ 5's proxy port for remoting clients.
+pub const PROXY_REMOTING_ADDR: &str = "0.0.0.0:8080";
 
 /// The proxy's keys of the TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +58,8 @@ pub struct ProxyKeys {
     nameservers: Option<Vec<String>>,
     route_refresh: Option<String>,
     advertise_addr: Option<String>,
+    remoting_addr: Option<String>,
+    remoting_advertise_addr: Option<String>,
 }
 
 impl Section for ProxyKeys {
@@ -56,6 +69,8 @@ impl Section for ProxyKeys {
         "nameservers",
         "route-refresh",
         "advertise-addr",
+        "remoting-addr",
+        "remoting-advertise-addr",
     ];
 }
 
@@ -69,6 +84,8 @@ pub struct ProxyConfig {
     pub advertise_addr: String,
     /// Bounds on client connections.
     pub limits: crate::connections::Limits,
+    /// The remoting endpoint, when it is on.
+    pub remoting: Option<super::node::RemotingListen>,
     /// TLS on the client port (`None`: plaintext only).
     pub tls: Option<crate::tls::Tls>,
 }
@@ -109,7 +126,25 @@ impl ProxyArgs {
             .clone()
             .or(keys.advertise_addr)
             .unwrap_or_else(|| advertise_default(grpc_addr));
+        let remoting = super::node::remoting_listen(
+            self.remoting_addr
+                .as_deref()
+                .or(keys.remoting_addr.as_deref()),
+            self.remoting_advertise_addr
+                .as_deref()
+                .or(keys.remoting_advertise_addr.as_deref()),
+            Some(PROXY_REMOTING_ADDR),
+        )?;
+        if let Some(r) = &remoting {
+            if r.addr.port() != 0 && (r.addr == grpc_addr || r.addr == http_addr) {
+                return Err(bad(
+                    "remoting-addr",
+                    format!("{} is also the grpc-addr or the http-addr", r.addr),
+                ));
+            }
+        }
         Ok(ProxyConfig {
+            remoting,
             grpc_addr,
             http_addr,
             nameservers: nameserver_list("nameservers", ns)?,

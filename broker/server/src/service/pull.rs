@@ -132,10 +132,11 @@ pub async fn update_offset(
                     format!("offset {offset} is outside 0..={max}"),
                 ));
             }
+            // The same commit a remoting consumer makes: pop delivery of the group skips what
+            // lies below it.
             b.engine
-                .store
-                .offsets()
-                .commit(&group, &topic, q, offset as u64)
+                .deliveries
+                .commit_offset(&group, &topic, q, offset as u64, true)
                 .map_err(RpcError::from)
         })
         .await
@@ -185,7 +186,12 @@ pub async fn get_offset(
 }
 
 /// First queue offset whose store time is at or after `ts_ms` (binary search on the queue).
-fn offset_for_time(node: &Node, topic: &str, q: u32, ts_ms: i64) -> Result<u64, RpcError> {
+pub(crate) fn offset_for_time(
+    node: &Node,
+    topic: &str,
+    q: u32,
+    ts_ms: i64,
+) -> Result<u64, RpcError> {
     let (mut lo, mut hi) = node.engine.store.queue_range(topic, q);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
