@@ -671,10 +671,12 @@ async function runScenario(name, f) {
 async function main() {
   console.log(`node client scenarios against ${ENDPOINT} (run ${RUN}, sslEnabled false: the client's default)`);
   try {
-    producer = new Producer({
-      ...base(),
-      topics: [ 'normal', 'filter', 'retry', 'push', 'pushretry', 'fifo', 'dlq', 'delay', 'priority' ].map(topic),
-    });
+    // No topics declared up front: with topics, 1.0.8's startup() starts waiting for the first
+    // Settings answer only after fetching their routes, and misses an answer that came earlier (a
+    // fast local server); it then waits for the next settings sync, 5 minutes later. Routes are
+    // fetched on the first send instead. The transactional producer declares its one topic (the
+    // server sends check-backs to producers whose Settings name the topic).
+    producer = new Producer(base());
     await producer.startup();
   } catch (e) {
     console.log(e && e.stack);
