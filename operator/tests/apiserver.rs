@@ -184,6 +184,7 @@ impl Env {
                     resources: None,
                     autoscaling: None,
                     placement: None,
+                    tls: None,
                 },
                 config: BTreeMap::new(),
                 logging: None,

@@ -1,7 +1,7 @@
 # Shared by tests/suites/30-clients.sh (target: ferromq) and tests/clients/run-against-rocketmq.sh
 # (reference: Apache RocketMQ). Sourced, not executed.
 #
-# Contract with the three client suites (python/, java/, rust/):
+# Contract with the five client suites (python/, java/, rust/, go/, node/):
 #   env FERROMQ_ENDPOINT          host:port of the gRPC MessagingService (plaintext)
 #   env FERROMQ_TOPIC_{NORMAL,FILTER,RETRY,PUSH,PUSHRETRY}   fresh NORMAL topics (created up front)
 #   env FERROMQ_TOPIC_FIFO        fresh FIFO topic
@@ -25,6 +25,10 @@ CLIENTS_CACHE="$FERROMQ_TEST_CACHE/clients"
 M2_REPO="$CLIENTS_CACHE/m2"
 VENV="$CLIENTS_CACHE/venv"
 CLIENTS_TARGET="$CLIENTS_CACHE/rust-target"
+# Go module and build caches (shared with remoting/run.sh); npm's download cache and the installed
+# node_modules of node/package-lock.json.
+GO_CACHE="$CLIENTS_CACHE/go"
+NODE_DIR="$CLIENTS_CACHE/node"
 PY_CLIENT_VERSION="5.1.2"
 export FERROMQ_DLQ_MAX_ATTEMPTS="${FERROMQ_DLQ_MAX_ATTEMPTS:-2}"
 DLQ_MAX_ATTEMPTS="$FERROMQ_DLQ_MAX_ATTEMPTS"
@@ -89,6 +93,40 @@ build_rust() {
   (cd "$CLIENTS_HERE/rust" && CARGO_TARGET_DIR="$CLIENTS_TARGET" cargo build --release --locked -q) || return 1
 }
 
+go_env() {
+  env GOPATH="$GO_CACHE/path" GOMODCACHE="$GO_CACHE/mod" GOCACHE="$GO_CACHE/build" GOFLAGS=-mod=mod "$@"
+}
+
+# Per-run binary, like the Java classes; the module and build caches make a rebuild take seconds.
+go_binary() { echo "$(dirname "${FERROMQ_CLIENT_LOGS:-/tmp/x}")/ferromq-client-tests-go"; }
+
+build_go() {
+  ensure_tool go golang-go || return 1
+  log "go: go build (module cache $GO_CACHE)"
+  (cd "$CLIENTS_HERE/go" && go_env go build -o "$(go_binary)" .) || return 1
+}
+
+# npm ci into the cache when the lock file changed since the last install.
+build_node() {
+  ensure_tool node nodejs && ensure_tool npm npm || return 1
+  mkdir -p "$NODE_DIR"
+  if ! cmp -s "$CLIENTS_HERE/node/package-lock.json" "$NODE_DIR/package-lock.json" \
+      || [[ ! -d "$NODE_DIR/node_modules/rocketmq-client-nodejs" ]]; then
+    log "node: npm ci in $NODE_DIR"
+    cp "$CLIENTS_HERE/node/package.json" "$CLIENTS_HERE/node/package-lock.json" "$NODE_DIR/" || return 1
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --cache "$CLIENTS_CACHE/npm-cache") || return 1
+  fi
+}
+
+run_go() {
+  # The Go client reads its log root from this (dotted) environment variable.
+  timeout 600 env "rocketmq.client.logRoot=${FERROMQ_CLIENT_LOGS:-/tmp}/go-client" "$(go_binary)" 2>&1
+}
+
+run_node() {
+  (cd "$CLIENTS_HERE/node" && NODE_PATH="$NODE_DIR/node_modules" timeout 600 node scenarios.js 2>&1)
+}
+
 run_python() {
   local select=()
   [[ -n "${FERROMQ_SCENARIOS:-}" ]] && select=(-k "${FERROMQ_SCENARIOS//,/ or }")
@@ -116,7 +154,7 @@ prepare_and_run_suites() {
   run_id="c$(date +%s | tail -c 6)$RANDOM"
   export FERROMQ_RESULTS_FILE="${FERROMQ_CLIENT_LOGS:-/tmp}/results.txt"
   : > "$FERROMQ_RESULTS_FILE"
-  for client in python java rust; do
+  for client in python java rust go node; do
     [[ ",$only," == *",$client,"* ]] || continue
     local p="${run_id}_${client:0:2}"
     if ! "build_$client" > "${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log" 2>&1; then

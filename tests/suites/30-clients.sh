@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # End-to-end protocol suite with the OFFICIAL RocketMQ 5 clients (Python rocketmq-python-client,
-# Java rocketmq-client-java, Rust crate rocketmq) against a real `ferromq standalone` on loopback.
+# Java rocketmq-client-java, Rust crate rocketmq, Go golang/v5, Node.js rocketmq-client-nodejs) against a
+# real `ferromq standalone` on loopback, each client with its default TLS setting: ferromq's default
+# `--tls mixed` takes TLS (Java, Go) and plaintext (Python, Rust, Node) on the same port.
 # Scenarios and the client programs live in tests/clients/ (see tests/clients/README.md).
 #
-#   tests/suites/30-clients.sh                     # target mode (CI): build ferromq, run all three suites
+#   tests/suites/30-clients.sh                     # target mode (CI): build ferromq, run all five suites
 #   tests/suites/30-clients.sh --only python,rust  # a subset of the client suites
 #   tests/suites/30-clients.sh --against-rocketmq  # same suites against Apache RocketMQ 5 (developers;
 #                                                  # heavy: Maven download + three JVMs)
 #
 # Installs what it needs on a fresh machine: a venv under $FERROMQ_TEST_CACHE/clients/venv, Maven's local
-# repository under $FERROMQ_TEST_CACHE/clients/m2, the Rust client's build under .../rust-target.
+# repository under $FERROMQ_TEST_CACHE/clients/m2, the Rust client's build under .../rust-target, Go's
+# module and build caches under .../go, the Node client's node_modules under .../node.
 # Prints `clients: N passed, M failed, K skipped` and exits non-zero if any scenario failed.
 set -uo pipefail
 ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}"
 export FERROMQ_ROOT="$ROOT"
 export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}"
 
-ONLY="python,java,rust"
+ONLY="python,java,rust,go,node"
 args=()
 while (($#)); do
   case "$1" in
     --against-rocketmq) shift; exec bash "$ROOT/tests/clients/run-against-rocketmq.sh" "$@" ;;
     --only) ONLY="$2"; args+=("$1" "$2"); shift 2 ;;
-    *) echo "usage: $0 [--only python,java,rust] [--against-rocketmq]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--only python,java,rust,go,node] [--against-rocketmq]" >&2; exit 2 ;;
   esac
 done
 
@@ -30,7 +33,7 @@ done
 source "$ROOT/tests/clients/lib.sh"
 
 T0=$(date +%s)
-WORK="$(mktemp -d /tmp/ferromq-clients.XXXXXX)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ferromq-clients.XXXXXX")"
 export FERROMQ_CLIENT_LOGS="$WORK/logs"
 mkdir -p "$WORK/data" "$WORK/logs"
 : > "$WORK/logs/results.txt"
@@ -80,7 +83,7 @@ if ! (cd "$ROOT" && cargo build --release -p ferromq -q) > "$WORK/logs/build-fer
   tail -30 "$WORK/logs/build-ferromq.log" >&2
   echo "server build FAIL cargo build --release -p ferromq failed" >> "$WORK/logs/results.txt"
   export FERROMQ_RESULTS_FILE="$WORK/logs/results.txt"
-  for c in python java rust; do [[ ",$ONLY," == *",$c,"* ]] && mark_missing "$c" "ferromq did not build"; done
+  for c in python java rust go node; do [[ ",$ONLY," == *",$c,"* ]] && mark_missing "$c" "ferromq did not build"; done
   finish 1
 fi
 FERROMQ="${CARGO_TARGET_DIR:-$ROOT/target}/release/ferromq"
@@ -129,7 +132,7 @@ if ((!ready)); then
   tail -30 "$WORK/logs/ferromq.log" >&2
   echo "server startup FAIL ferromq standalone did not answer /readyz" >> "$WORK/logs/results.txt"
   export FERROMQ_RESULTS_FILE="$WORK/logs/results.txt"
-  for c in python java rust; do [[ ",$ONLY," == *",$c,"* ]] && mark_missing "$c" "ferromq did not start"; done
+  for c in python java rust go node; do [[ ",$ONLY," == *",$c,"* ]] && mark_missing "$c" "ferromq did not start"; done
   finish 1
 fi
 

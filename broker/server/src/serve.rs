@@ -177,8 +177,8 @@ pub struct Services {
     pub http: axum::Router,
     /// Raw TCP protocols (the remoting protocol), each on its own listener.
     pub tcp: Vec<TcpService>,
-    /// Server certificate: TLS is then accepted beside plaintext on the gRPC port.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS on the gRPC port (mixed or required); `None` serves plaintext only.
+    pub tls: Option<crate::tls::Tls>,
     /// Tasks that run while the role serves; each ends when it sees shutdown.
     pub background: JoinSet<()>,
     /// How long in-flight requests get to finish once shutdown begins.

@@ -293,6 +293,51 @@ fn config_volume(broker: &str) -> Volume {
     }
 }
 
+/// Where proxies mount `spec.compute.tls.secretName`.
+pub const TLS_DIR: &str = "/etc/ferromq/tls";
+
+/// The proxy's flags; with a TLS Secret, its certificate and key replace the self-signed one.
+fn proxy_args(tls: bool) -> Vec<String> {
+    let mut args = vec![
+        "proxy".to_string(),
+        "--config".to_string(),
+        format!("{CONFIG_DIR}/proxy.toml"),
+        "--grpc-addr".to_string(),
+        format!("0.0.0.0:{GRPC_PORT}"),
+        "--http-addr".to_string(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+    ];
+    if tls {
+        args.extend([
+            "--tls-cert".to_string(),
+            format!("{TLS_DIR}/tls.crt"),
+            "--tls-key".to_string(),
+            format!("{TLS_DIR}/tls.key"),
+        ]);
+    }
+    args
+}
+
+fn tls_volume(tls: &crate::crd::ClientTls) -> Volume {
+    Volume {
+        name: "tls".to_string(),
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(tls.secret_name.clone()),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn tls_mount() -> VolumeMount {
+    VolumeMount {
+        name: "tls".to_string(),
+        mount_path: TLS_DIR.to_string(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
 fn config_mount() -> VolumeMount {
     VolumeMount {
         name: "config".to_string(),
@@ -462,15 +507,7 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
         image: Some(broker.spec.image.clone()),
         image_pull_policy: Some(broker.spec.image_pull_policy.as_str().to_string()),
         command: Some(vec!["ferromq".to_string()]),
-        args: Some(vec![
-            "proxy".to_string(),
-            "--config".to_string(),
-            format!("{CONFIG_DIR}/proxy.toml"),
-            "--grpc-addr".to_string(),
-            format!("0.0.0.0:{GRPC_PORT}"),
-            "--http-addr".to_string(),
-            format!("0.0.0.0:{HTTP_PORT}"),
-        ]),
+        args: Some(proxy_args(compute.tls.is_some())),
         env: Some(
             identity_env()
                 .into_iter()
@@ -481,11 +518,19 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: compute.resources.clone(),
-        volume_mounts: Some(vec![config_mount()]),
+        volume_mounts: Some(
+            std::iter::once(config_mount())
+                .chain(compute.tls.as_ref().map(|_| tls_mount()))
+                .collect(),
+        ),
         ..Container::default()
     };
     let mut pod = pod_spec(container, compute.placement.as_ref());
-    pod.volumes = Some(vec![config_volume(&parent.name)]);
+    pod.volumes = Some(
+        std::iter::once(config_volume(&parent.name))
+            .chain(compute.tls.as_ref().map(tls_volume))
+            .collect(),
+    );
     let mut pod_labels = proxy_labels.clone();
     pod_labels.remove(label::MANAGED_BY);
 
@@ -606,6 +651,7 @@ pub(crate) mod tests {
                     resources: None,
                     autoscaling: None,
                     placement: None,
+                    tls: None,
                 },
                 config: BTreeMap::new(),
                 logging: None,
@@ -939,6 +985,45 @@ pub(crate) mod tests {
             .insert("odd key".to_string(), "say \"hi\"\\".to_string());
         let t = render_broker_config(&b, &[]);
         assert!(t.contains("\"odd key\" = \"say \\\"hi\\\"\\\\\""), "{t}");
+    }
+
+    #[test]
+    fn a_tls_secret_is_mounted_into_the_proxies_and_served() {
+        let proxy_pod = |b: &Broker| {
+            build(b, &inputs())
+                .expect("build")
+                .proxy
+                .spec
+                .and_then(|s| s.template.spec)
+                .expect("pod")
+        };
+        let mut b = fixture(1, 2);
+        let plain = proxy_pod(&b);
+        let args = plain.containers[0].args.clone().unwrap_or_default();
+        assert!(!args.iter().any(|a| a.starts_with("--tls")), "{args:?}");
+        assert_eq!(plain.volumes.as_ref().map(Vec::len), Some(1));
+
+        b.spec.compute.tls = Some(crate::crd::ClientTls {
+            secret_name: "demo-tls".to_string(),
+        });
+        let pod = proxy_pod(&b);
+        let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        assert!(
+            args.ends_with(
+                "--tls-cert /etc/ferromq/tls/tls.crt --tls-key /etc/ferromq/tls/tls.key"
+            ),
+            "{args}"
+        );
+        let vols = pod.volumes.clone().unwrap_or_default();
+        let tls = vols.iter().find(|v| v.name == "tls").expect("tls volume");
+        assert_eq!(
+            tls.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+            Some("demo-tls")
+        );
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
+        assert!(mounts
+            .iter()
+            .any(|m| m.name == "tls" && m.mount_path == TLS_DIR && m.read_only == Some(true)));
     }
 
     #[test]

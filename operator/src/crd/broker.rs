@@ -234,6 +234,22 @@ pub struct ComputeSpec {
     /// Scheduling constraints of proxy pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PodPlacement>,
+    /// Certificate of the client port. The port takes TLS and plaintext either way (the Java
+    /// and Go clients default to TLS, the others to plaintext); unset, each proxy makes a
+    /// self-signed certificate at start-up, which the Java and Go clients accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+}
+
+/// The proxies' TLS certificate, from a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// A `kubernetes.io/tls` Secret in the Broker's namespace: `tls.crt` (PEM chain) and
+    /// `tls.key` (PEM key), e.g. made by cert-manager. Proxies read it at start-up; a renewed
+    /// certificate is served after their next restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// Bounds of the compute tier's HorizontalPodAutoscaler.

@@ -14,8 +14,9 @@ mod nameserver;
 mod topic;
 
 pub use broker::{
-    Autoscaling, Broker, BrokerSpec, BrokerStatus, ComputeSpec, ComputeStatus, FlushMode,
-    GroupReplicationStatus, NameserverRef, ReplicationMode, StorageSpec, StorageStatus, VolumeSpec,
+    Autoscaling, Broker, BrokerSpec, BrokerStatus, ClientTls, ComputeSpec, ComputeStatus,
+    FlushMode, GroupReplicationStatus, NameserverRef, ReplicationMode, StorageSpec, StorageStatus,
+    VolumeSpec,
 };
 pub use common::{ImagePullPolicy, LogFormat, LoggingSpec, PodPlacement};
 pub use nameserver::{

@@ -124,6 +124,7 @@ impl BrokerArgs {
                 BrokerKeys::KEYS,
                 LimitKeys::KEYS,
                 super::auth::AuthKeys::KEYS,
+                super::tls::TlsKeys::KEYS,
             ],
         )?;
         let keys: BrokerKeys = file.section()?;

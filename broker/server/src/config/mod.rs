@@ -22,6 +22,7 @@ pub mod limits;
 pub mod nameserver;
 pub mod node;
 pub mod proxy;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -262,6 +263,7 @@ mod tests {
         keys_are_fields::<proxy::ProxyKeys>();
         keys_are_fields::<nameserver::NameserverKeys>();
         keys_are_fields::<limits::LimitKeys>();
+        keys_are_fields::<tls::TlsKeys>();
         keys_are_fields::<controller::ControllerKeys>();
     }
 

@@ -73,12 +73,8 @@ pub struct NodeArgs {
     /// with the remoting port].
     #[arg(long, env = "FERROMQ_REMOTING_ADVERTISE_ADDR")]
     pub remoting_advertise_addr: Option<String>,
-    /// PEM certificate chain: enables TLS on the gRPC port (plaintext stays accepted there).
-    #[arg(long, env = "FERROMQ_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `--tls-cert`.
-    #[arg(long, env = "FERROMQ_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -106,8 +102,6 @@ pub struct NodeKeys {
     transaction_check_max: Option<toml::Value>,
     remoting_addr: Option<String>,
     remoting_advertise_addr: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
 }
 
 impl Section for NodeKeys {
@@ -127,8 +121,6 @@ impl Section for NodeKeys {
         "transaction-check-max",
         "remoting-addr",
         "remoting-advertise-addr",
-        "tls-cert",
-        "tls-key",
     ];
 }
 
@@ -145,8 +137,8 @@ pub struct NodeConfig {
     pub segment_size: u64,
     /// Delivery semantics (auto-creation, retries, delays, transaction checks).
     pub engine: EngineConfig,
-    /// Loaded TLS configuration when `tls-cert` and `tls-key` are set.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// TLS on the gRPC port (`None`: plaintext only).
+    pub tls: Option<crate::tls::Tls>,
     /// Bounds on client connections.
     pub limits: crate::connections::Limits,
     /// Authentication and authorization (off by default).
@@ -284,15 +276,7 @@ impl NodeConfig {
             Some(a) => a.clone(),
             None => advertise_default(c.grpc_addr),
         };
-        match (
-            args.tls_cert.as_ref().or(file.tls_cert.as_ref()),
-            args.tls_key.as_ref().or(file.tls_key.as_ref()),
-        ) {
-            (Some(cert), Some(key)) => c.tls = Some(crate::tls::load(cert, key)?),
-            (Some(_), None) => return Err(bad("tls-key", "tls-cert is set but tls-key is not")),
-            (None, Some(_)) => return Err(bad("tls-cert", "tls-key is set but tls-cert is not")),
-            (None, None) => {}
-        }
+        c.tls = args.tls.resolve(config, &c.advertise_addr)?;
         c.auth = super::auth::AuthConfig::resolve(&args.auth, config)?;
         let remoting_addr = args
             .remoting_addr
@@ -401,7 +385,12 @@ impl NodeArgs {
         let file = ConfigFile::load(self.config.as_deref())?;
         file.only(
             "a standalone server",
-            &[NodeKeys::KEYS, LimitKeys::KEYS, super::auth::AuthKeys::KEYS],
+            &[
+                NodeKeys::KEYS,
+                LimitKeys::KEYS,
+                super::auth::AuthKeys::KEYS,
+                super::tls::TlsKeys::KEYS,
+            ],
         )?;
         NodeConfig::resolve(self, &file)
     }

@@ -42,6 +42,8 @@ pub struct ProxyArgs {
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
 }
 
 /// The proxy's remoting port: RocketMQ 5's proxy port for remoting clients.
@@ -84,12 +86,17 @@ pub struct ProxyConfig {
     pub limits: crate::connections::Limits,
     /// The remoting endpoint, when it is on.
     pub remoting: Option<super::node::RemotingListen>,
+    /// TLS on the client port (`None`: plaintext only).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl ProxyArgs {
     pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only("a proxy", &[ProxyKeys::KEYS, LimitKeys::KEYS])?;
+        file.only(
+            "a proxy",
+            &[ProxyKeys::KEYS, LimitKeys::KEYS, super::tls::TlsKeys::KEYS],
+        )?;
         let keys: ProxyKeys = file.section()?;
         let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {
@@ -114,6 +121,11 @@ impl ProxyArgs {
         } else {
             self.nameservers.clone()
         };
+        let advertise_addr = self
+            .advertise_addr
+            .clone()
+            .or(keys.advertise_addr)
+            .unwrap_or_else(|| advertise_default(grpc_addr));
         let remoting = super::node::remoting_listen(
             self.remoting_addr
                 .as_deref()
@@ -140,11 +152,8 @@ impl ProxyArgs {
                 "route-refresh",
                 &pick(&self.route_refresh, keys.route_refresh, "1s"),
             )?,
-            advertise_addr: self
-                .advertise_addr
-                .clone()
-                .or(keys.advertise_addr)
-                .unwrap_or_else(|| advertise_default(grpc_addr)),
+            tls: self.tls.resolve(&file, &advertise_addr)?,
+            advertise_addr,
             limits,
         })
     }

@@ -112,6 +112,7 @@ pub async fn proxy_with_remoting(ns: &str, remoting: bool) -> (Running, u16, u16
         nameservers: vec![ns.to_string()],
         route_refresh: Duration::from_millis(200),
         advertise_addr: "127.0.0.1:0".into(),
+        tls: None,
     })
     .await
     .expect("proxy binds");

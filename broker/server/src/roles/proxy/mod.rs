@@ -461,7 +461,7 @@ impl Bound {
                 .add_service(messaging)
                 .add_service(admin),
             http: http_router(routes, metrics, listeners.connections.clone()),
-            tls: None,
+            tls: cfg.tls.clone(),
             background,
             drain: Duration::from_secs(10),
             on_stop: None,

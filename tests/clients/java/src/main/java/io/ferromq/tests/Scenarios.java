@@ -22,6 +22,7 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ThreadLocalRandom;
 
 import org.apache.rocketmq.client.apis.ClientConfiguration;
+import org.apache.rocketmq.client.apis.ClientConfigurationBuilder;
 import org.apache.rocketmq.client.apis.ClientException;
 import org.apache.rocketmq.client.apis.ClientServiceProvider;
 import org.apache.rocketmq.client.apis.consumer.ConsumeResult;
@@ -116,12 +117,18 @@ public final class Scenarios {
         }
     }
 
+    /**
+     * The client's default TLS setting (on, trusting any certificate) unless FERROMQ_JAVA_SSL=false: ferromq
+     * accepts TLS and plaintext on the same port, so every scenario here also proves TLS with Java's defaults.
+     */
     private static ClientConfiguration config() {
-        return ClientConfiguration.newBuilder()
+        ClientConfigurationBuilder b = ClientConfiguration.newBuilder()
             .setEndpoints(ENDPOINT)
-            .enableSsl(false)
-            .setRequestTimeout(Duration.ofSeconds(10))
-            .build();
+            .setRequestTimeout(Duration.ofSeconds(10));
+        if ("false".equalsIgnoreCase(env("FERROMQ_JAVA_SSL", ""))) {
+            b.enableSsl(false);
+        }
+        return b.build();
     }
 
     private static byte[] bodyFor(int i, String scenario) {
@@ -955,7 +962,8 @@ public final class Scenarios {
     }
 
     public static void main(String[] args) throws Exception {
-        System.out.println("java client scenarios against " + ENDPOINT + " (run " + RUN + ")");
+        System.out.println("java client scenarios against " + ENDPOINT + " (run " + RUN + ", TLS "
+            + ("false".equalsIgnoreCase(env("FERROMQ_JAVA_SSL", "")) ? "off" : "on: the client's default") + ")");
         try {
             producer = PROVIDER.newProducerBuilder()
                 .setClientConfiguration(config())
