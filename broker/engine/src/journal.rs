@@ -48,6 +48,8 @@ pub enum Change {
     Group { name: String, config: GroupConfig },
     /// The group became read-only (drained) or read-write.
     Drain { read_only: bool },
+    /// A consumer group deleted: its offsets and settings are gone.
+    GroupDeleted { name: String },
 }
 
 /// Appends changes to the journal (leader side). Cheap to clone.
@@ -255,6 +257,13 @@ impl Applier {
                 .membership
                 .set_read_only(read_only)
                 .map_err(|e| EngineError::Io(e.to_string()))?,
+            Change::GroupDeleted { name } => {
+                self.groups
+                    .remove(&name)
+                    .map_err(|e| EngineError::Io(e.to_string()))?;
+                self.store.offsets().remove_group(&name, None);
+                self.store.offsets().persist()?;
+            }
         }
         Ok(())
     }

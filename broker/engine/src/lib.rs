@@ -16,12 +16,15 @@
 //! - [`filter`]: subscription filters compiled into store read filters.
 //! - [`groups`], [`membership`], [`topics`], [`lag`]: group settings, drain state, reserved
 //!   topics and consumer progress.
+//! - [`resets`] and [`dead_letters`]: moving a group's offsets by hand, deleting a group,
+//!   listing dead letters and sending them back to their topic.
 //! - [`receipt`], [`props`], [`signals`], [`time`]: receipt handles, internal property keys,
 //!   wake-ups for async waiters, wall-clock time.
 //!
 //! Engine methods block on store I/O; async callers run them on a blocking pool.
 
 pub mod config;
+pub mod dead_letters;
 pub mod delivery;
 pub mod error;
 pub mod filter;
@@ -34,6 +37,7 @@ pub mod placement;
 pub mod props;
 pub mod publish;
 pub mod receipt;
+pub mod resets;
 pub mod signals;
 pub mod time;
 pub mod topics;

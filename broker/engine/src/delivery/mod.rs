@@ -236,6 +236,45 @@ impl Deliveries {
         Ok(deleted)
     }
 
+    /// Starts a group's delivery on one queue over at `offset` (see [`crate::resets`]): what
+    /// it had read or handed out is forgotten, so outstanding receipt handles go stale. The
+    /// offset is recorded in memory; [`Deliveries::persist_offsets`] makes it durable.
+    pub fn restart_at(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<(), crate::EngineError> {
+        let st = self.state(group, topic, queue_id);
+        let mut st = st.lock();
+        let _gate = self.topic_gate.read_recursive();
+        if self.store.topics().get(topic).is_none() {
+            return Err(crate::EngineError::TopicNotFound(topic.to_string()));
+        }
+        let max_attempts = st.max_attempts;
+        *st = QueueState::starting_at(offset, self.store.topics().incarnation(topic));
+        st.max_attempts = max_attempts;
+        if self.journal.is_some() {
+            self.moved
+                .lock()
+                .insert((group.to_string(), topic.to_string(), queue_id), offset);
+        }
+        self.store.offsets().set(group, topic, queue_id, offset);
+        Ok(())
+    }
+
+    /// Forgets a group: its delivery state and, durably, its offsets on every topic.
+    pub fn forget_group(&self, group: &str) -> Result<(), crate::EngineError> {
+        // Exclusive of offset writes, as a topic delete is: none lands between the two steps.
+        let _exclusive = self.topic_gate.write();
+        self.queues.lock().retain(|k, _| k.group != group);
+        self.moved.lock().retain(|(g, _, _), _| g != group);
+        self.store.offsets().remove_group(group, None);
+        self.store.offsets().persist()?;
+        Ok(())
+    }
+
     /// Forgets a topic's delivery state (after the topic is deleted).
     pub fn forget_topic(&self, topic: &str) {
         self.queues.lock().retain(|k, _| k.topic != topic);

@@ -155,8 +155,12 @@ impl Deliveries {
         let mut properties = original.properties;
         properties.insert(props::DLQ_ORIGIN_TOPIC.into(), topic.into());
         properties.insert(props::DLQ_ATTEMPTS.into(), e.attempts.to_string());
-        // Consumers of the DLQ are not FIFO-bound by the original group.
-        properties.remove(props::MESSAGE_GROUP);
+        // Consumers of the DLQ are not FIFO-bound by the original group (kept aside for a
+        // resend), and every group reading the DLQ sees a letter that was resent before.
+        if let Some(g) = properties.remove(props::MESSAGE_GROUP) {
+            properties.insert(props::DLQ_MESSAGE_GROUP.into(), g);
+        }
+        properties.remove(props::RESEND_GROUP);
         properties.insert(
             props::MESSAGE_TYPE.into(),
             props::type_code(MessageType::Normal).to_string(),
