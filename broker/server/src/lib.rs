@@ -14,20 +14,26 @@
 //!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext;
 //!   [`connections`]: the bounds on every connection (count, descriptors, timeouts).
 //!   [`auth`]: authentication and authorization of every call (with `--auth`).
-//! - [`bench`]: the load generator and the null sink.
+//! - [`bench`]: the load generator and the null sink; [`console`]: `ferromq send` and
+//!   `ferromq consume`; [`cli`]: the command line itself (completions, man pages);
+//!   [`dial`]: how those clients connect; [`progress`]: their progress bars.
 
 pub mod admin;
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod convert;
 pub mod credentials;
+pub mod dial;
 pub mod hook;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod progress;
 pub mod replication;
 pub mod roles;
 pub mod rpc;

@@ -1,44 +1,14 @@
-//! The `ferromq` binary: the roles, the admin client and the benchmark.
+//! The `ferromq` binary: the roles, the admin client, the console producer and consumer, and the
+//! benchmark. The command line itself is [`ferromq::cli`].
 //!
-//! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration (the
-//! message names the field).
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration or
+//! arguments (the message names the field).
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use ferromq::admin::cli::AdminArgs;
-use ferromq::config::broker::BrokerArgs;
-use ferromq::config::nameserver::NameserverArgs;
-use ferromq::config::node::NodeArgs;
-use ferromq::config::proxy::ProxyArgs;
+use ferromq::cli::{Cli, Role};
 use ferromq::config::ConfigError;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "ferromq",
-    version,
-    about = "FerroMQ: a message broker speaking the RocketMQ 5 gRPC protocol"
-)]
-struct Cli {
-    #[command(subcommand)]
-    role: Role,
-}
-
-#[derive(Debug, Subcommand)]
-enum Role {
-    /// Nameserver, broker and proxy in one process with a local data directory.
-    Standalone(NodeArgs),
-    /// Manage topics and groups of a running server.
-    Admin(AdminArgs),
-    /// Drive load through the RocketMQ 5 protocol and report throughput and latency.
-    Bench(ferromq::bench::BenchArgs),
-    /// Route registry of a cluster: broker groups report here, proxies read routes here.
-    Nameserver(NameserverArgs),
-    /// Storage node of a cluster: one broker group, reporting to the name servers.
-    Broker(Box<BrokerArgs>),
-    /// Stateless client-facing tier of a cluster: forwards clients to the broker groups.
-    Proxy(ProxyArgs),
-}
 
 fn init_tracing() {
     let filter = EnvFilter::try_from_env("FERROMQ_LOG")
@@ -73,6 +43,8 @@ fn main() {
             run_async(ferromq::roles::standalone::run(cfg))
         }
         Role::Admin(args) => run_async(ferromq::admin::cli::run(args)),
+        Role::Send(args) => run_async(ferromq::console::send(args)),
+        Role::Consume(args) => run_async(ferromq::console::consume(args)),
         Role::Bench(args) => run_async(ferromq::bench::run(args)),
         Role::Nameserver(args) => {
             init_tracing();
@@ -89,6 +61,17 @@ fn main() {
             let cfg = configured(args.resolve());
             run_async(ferromq::roles::proxy::run(cfg))
         }
+        Role::Completions { shell } => {
+            ferromq::cli::completions(shell);
+            0
+        }
+        Role::Man { out_dir } => match ferromq::cli::man(out_dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ferromq: error: {}", ferromq::dial::one_line(&e));
+                1
+            }
+        },
     };
     std::process::exit(code);
 }
@@ -107,11 +90,11 @@ fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
     match rt.block_on(f) {
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
-            eprintln!("ferromq: {e:#}");
+            eprintln!("ferromq: {}", ferromq::dial::one_line(&e));
             2
         }
         Err(e) => {
-            eprintln!("ferromq: error: {e:#}");
+            eprintln!("ferromq: error: {}", ferromq::dial::one_line(&e));
             1
         }
     }

@@ -1,0 +1,130 @@
+//! The `ferromq` command line: every subcommand and flag (the binary's `main` only dispatches),
+//! the value parsers shared by the client tools, and the generated documentation of it all:
+//! shell completions (`clap_complete`) and man pages (`clap_mangen`).
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::admin::cli::AdminArgs;
+use crate::config::broker::BrokerArgs;
+use crate::config::nameserver::NameserverArgs;
+use crate::config::node::NodeArgs;
+use crate::config::proxy::ProxyArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferromq",
+    version,
+    about = "FerroMQ: a message broker speaking the RocketMQ 5 gRPC protocol"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub role: Role,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Role {
+    /// Nameserver, broker and proxy in one process with a local data directory.
+    Standalone(NodeArgs),
+    /// Manage topics, consumer groups, dead letters, users and the cluster of a running server.
+    Admin(AdminArgs),
+    /// Send messages: one per line of standard input, or `--body` (the console producer).
+    Send(crate::console::SendArgs),
+    /// Receive messages as a consumer group, print them and acknowledge what was printed.
+    Consume(crate::console::ConsumeArgs),
+    /// Drive load through the RocketMQ 5 protocol and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
+    /// Route registry of a cluster: broker groups report here, proxies read routes here.
+    Nameserver(NameserverArgs),
+    /// Storage node of a cluster: one broker group, reporting to the name servers.
+    Broker(Box<BrokerArgs>),
+    /// Stateless client-facing tier of a cluster: forwards clients to the broker groups.
+    Proxy(ProxyArgs),
+    /// Print a shell completion script (e.g. `ferromq completions bash > /etc/bash_completion.d/ferromq`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of `ferromq`, or write one page per command into a directory.
+    Man {
+        /// Write `ferromq.1`, `ferromq-admin.1`, `ferromq-admin-topic-create.1`, ... here
+        /// instead of printing the top page.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// `ferromq completions SHELL`: the script on stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "ferromq", &mut std::io::stdout());
+}
+
+/// `ferromq man`: the top page on stdout, or every page into `out_dir`.
+pub fn man(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cmd = Cli::command();
+    match out_dir {
+        None => {
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A topic name as the server accepts it (letters, digits, `%`, `-`, `_`, `|`; 1 to 127).
+pub fn topic_name(s: &str) -> Result<String, String> {
+    ferromq_store::metadata::validate_name("topic", s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A consumer group name as the server accepts it.
+pub fn group_name(s: &str) -> Result<String, String> {
+    ferromq_store::metadata::validate_name("group", s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every command explains itself in `--help` (and so in the man pages).
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ferromq", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
