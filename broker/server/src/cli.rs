@@ -57,9 +57,12 @@ pub enum Role {
 }
 
 /// `ferromq completions SHELL`: the script on stdout.
-pub fn completions(shell: clap_complete::Shell) {
-    let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "ferromq", &mut std::io::stdout());
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "ferromq", &mut script);
+    std::io::stdout().write_all(&script)?;
+    Ok(())
 }
 
 /// `ferromq man`: the top page on stdout, or every page into `out_dir`.
@@ -68,7 +71,10 @@ pub fn man(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let cmd = Cli::command();
     match out_dir {
         None => {
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            use std::io::Write;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            std::io::stdout().write_all(&page)?;
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)

@@ -61,17 +61,8 @@ fn main() {
             let cfg = configured(args.resolve());
             run_async(ferromq::roles::proxy::run(cfg))
         }
-        Role::Completions { shell } => {
-            ferromq::cli::completions(shell);
-            0
-        }
-        Role::Man { out_dir } => match ferromq::cli::man(out_dir) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("ferromq: error: {}", ferromq::dial::one_line(&e));
-                1
-            }
-        },
+        Role::Completions { shell } => exit_code(ferromq::cli::completions(shell)),
+        Role::Man { out_dir } => exit_code(ferromq::cli::man(out_dir)),
     };
     std::process::exit(code);
 }
@@ -87,7 +78,12 @@ fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(f) {
+    exit_code(rt.block_on(f))
+}
+
+/// 0, or the error on one line and 2 (configuration) or 1 (anything else).
+fn exit_code(r: anyhow::Result<()>) -> i32 {
+    match r {
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
             eprintln!("ferromq: {}", ferromq::dial::one_line(&e));
