@@ -223,3 +223,158 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ferromq_store::{
+        MessageType, NewMessage, Permission, Store, StoreConfig, TagFilter, TopicConfig,
+    };
+
+    use crate::delivery::ReceiveSpec;
+    use crate::journal::{Change, JOURNAL_TOPIC};
+    use crate::resets::ResetTo;
+    use crate::{Engine, EngineConfig};
+
+    /// A replicated engine (so changes are journaled) with topic `t` of one queue.
+    fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        let store = Store::open(StoreConfig::new(dir.join("store"))).expect("store");
+        let mut cfg = EngineConfig::new(dir.join("engine"));
+        cfg.replicated = true;
+        let e = Engine::open(store, cfg).expect("engine");
+        e.create_topic(TopicConfig {
+            name: "t".into(),
+            queues: 1,
+            message_type: MessageType::Normal,
+            permission: Permission::ReadWrite,
+        })
+        .expect("topic");
+        e
+    }
+
+    fn send(e: &Engine, body: &str) {
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert(ferromq_store::PROP_MSG_ID.to_string(), body.to_uppercase());
+        let a = e
+            .store
+            .append(&NewMessage {
+                topic: "t".into(),
+                properties,
+                body: body.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .expect("append");
+        assert!(e
+            .store
+            .wait_dispatched(a.phys_offset + u64::from(a.size), Duration::from_secs(5)));
+    }
+
+    fn receive(e: &Engine, group: &str) -> Vec<crate::delivery::Delivery> {
+        let all = TagFilter::parse("*");
+        e.deliveries
+            .receive(&ReceiveSpec {
+                group,
+                topic: "t",
+                queues: vec![0],
+                batch: 10,
+                invisible: Duration::from_secs(30),
+                filter: &all,
+                fifo: false,
+                priority: false,
+                max_attempts: 5,
+                renew_for: None,
+                attempt: None,
+            })
+            .expect("receive")
+            .deliveries
+    }
+
+    fn bodies(d: &[crate::delivery::Delivery]) -> Vec<String> {
+        d.iter()
+            .map(|d| String::from_utf8_lossy(&d.message.body).into_owned())
+            .collect()
+    }
+
+    /// Whether the journal holds `c` (waiting for the store to dispatch it).
+    fn journaled(e: &Engine, c: &Change) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, end) = e.store.queue_range(JOURNAL_TOPIC, 0);
+            let r = e
+                .store
+                .read(JOURNAL_TOPIC, 0, 0, end as usize + 1, None)
+                .expect("read");
+            if r.messages
+                .iter()
+                .any(|m| serde_json::from_slice::<Change>(&m.body).ok().as_ref() == Some(c))
+            {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_reset_restarts_delivery_and_is_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        for b in ["a", "b", "c"] {
+            send(&e, b);
+        }
+        for d in receive(&e, "g") {
+            e.deliveries.ack("g", "t", &d.handle).unwrap();
+        }
+        let plan = e.plan_offset_reset("g", None, ResetTo::Offset(1)).unwrap();
+        assert_eq!((plan[0].current, plan[0].target), (3, 1));
+        assert!(receive(&e, "g").is_empty(), "planning changes nothing");
+        e.reset_offsets("g", &plan).unwrap();
+        assert_eq!(e.store.offsets().get("g", "t", 0), Some(1));
+        assert!(journaled(
+            &e,
+            &Change::Offsets {
+                offsets: vec![("g".into(), "t".into(), 0, 1)]
+            }
+        ));
+        assert_eq!(bodies(&receive(&e, "g")), ["b", "c"]);
+        assert!(matches!(
+            e.plan_offset_reset("nobody", None, ResetTo::Earliest),
+            Err(crate::EngineError::GroupNotFound(_))
+        ));
+
+        e.delete_group("g").unwrap();
+        assert_eq!(e.store.offsets().get("g", "t", 0), None);
+        assert!(journaled(&e, &Change::GroupDeleted { name: "g".into() }));
+    }
+
+    #[test]
+    fn a_resent_letter_goes_to_its_group_only_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        send(&e, "x");
+        assert_eq!(bodies(&receive(&e, "other")).len(), 1);
+        let d = receive(&e, "g");
+        e.deliveries.forward_to_dlq("g", "t", &d[0].handle).unwrap();
+        let page = e.dead_letters("g", None, 10).unwrap();
+        assert_eq!((page.total, page.pending), (1, 1));
+        assert_eq!(page.letters[0].origin_topic, "t");
+
+        let resent = e.resend_dead_letters("g", &[]).unwrap();
+        assert_eq!(resent.len(), 1);
+        assert_eq!(resent[0].message_id, "X");
+        let again = receive(&e, "g");
+        assert_eq!(bodies(&again), ["x"]);
+        assert_eq!(again[0].attempt, 1);
+        assert!(receive(&e, "other").is_empty(), "other groups skip it");
+        assert!(e.resend_dead_letters("g", &[]).unwrap().is_empty());
+        assert!(e.dead_letters("g", None, 10).unwrap().letters[0].resent);
+        assert!(matches!(
+            e.resend_dead_letters("g", &["NOPE".into()]),
+            Err(crate::EngineError::MessageNotFound(_))
+        ));
+    }
+}
