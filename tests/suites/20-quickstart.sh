@@ -71,7 +71,7 @@ for ((i = 0; i < 120; i++)); do
   sleep 0.25
 done
 rc=0
-bash -e "$WORK/client.block" > "$WORK/run/client.out" 2> "$WORK/logs/client.log" || { echo "client block failed"; rc=1; }
+timeout 120 bash -e "$WORK/client.block" > "$WORK/run/client.out" 2> "$WORK/logs/client.log" || { echo "client block failed"; rc=1; }
 (cd "$WORK/java" && timeout 300 java -Xmx256m -Drocketmq.log.root="$WORK/logs/java-client" \
   -cp "$(java_target)/lib/*" QuickStart.java) > "$WORK/run/java.out" 2> "$WORK/logs/java.log" || { echo "java snippet failed"; rc=1; }
 timeout 300 "$VENV/bin/python" "$WORK/python.block" > "$WORK/run/python.out" 2> "$WORK/logs/python.log" || { echo "python snippet failed"; rc=1; }

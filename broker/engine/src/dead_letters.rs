@@ -135,16 +135,28 @@ impl Engine {
                 return Ok(out);
             };
             for m in &r.messages {
-                out.push(self.resend(group, m)?);
+                match self.resend(group, m) {
+                    Ok(x) => out.push(x),
+                    Err(e) => {
+                        // What went back stays counted: a retry starts at the letter that failed.
+                        self.set_resend_cursor(group, &dlq, m.queue_offset)?;
+                        return Err(e);
+                    }
+                }
             }
-            let next = last + 1;
-            self.store
-                .offsets()
-                .commit(&cursor_group(group), &dlq, 0, next)?;
-            self.journal(&Change::Offsets {
-                offsets: vec![(cursor_group(group), dlq.clone(), 0, next)],
-            })?;
+            self.set_resend_cursor(group, &dlq, last + 1)?;
         }
+    }
+
+    /// Moves the resend cursor (durably, journaled).
+    fn set_resend_cursor(&self, group: &str, dlq: &str, next: u64) -> Result<(), EngineError> {
+        self.store
+            .offsets()
+            .commit(&cursor_group(group), dlq, 0, next)?;
+        self.journal(&Change::Offsets {
+            offsets: vec![(cursor_group(group), dlq.to_string(), 0, next)],
+        })?;
+        Ok(())
     }
 
     /// The group's dead-letter topic, if it has one here.

@@ -93,7 +93,7 @@ pub struct ConsumeArgs {
     pub timeout: Option<Duration>,
     /// How long a received message stays invisible to the group before it is delivered again
     /// if this consumer does not get to acknowledge it.
-    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    #[arg(long, default_value = "30s", value_parser = invisible_duration)]
     pub invisible: Duration,
 }
 
@@ -108,6 +108,16 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match crate::config::duration(s)? {
         d if d.is_zero() => Err(format!("{s:?} is zero; give a positive duration")),
+        d => Ok(d),
+    }
+}
+
+/// What the server accepts as an invisible duration: 1 s to 12 h.
+fn invisible_duration(s: &str) -> Result<Duration, String> {
+    match crate::config::duration(s)? {
+        d if d < Duration::from_secs(1) || d > Duration::from_secs(12 * 3600) => {
+            Err(format!("{s:?} is not within 1s..=12h"))
+        }
         d => Ok(d),
     }
 }
