@@ -10,11 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let includes = [std::path::PathBuf::from("proto"), wkt_include];
-    let protos: [std::path::PathBuf; 6] = [
+    let protos: [std::path::PathBuf; 7] = [
         "proto/apache/rocketmq/v2/definition.proto".into(),
         "proto/apache/rocketmq/v2/service.proto".into(),
         "proto/ferromq/admin/v1/admin.proto".into(),
         "proto/ferromq/cluster/v1/cluster.proto".into(),
+        "proto/ferromq/remoting/v1/tunnel.proto".into(),
         "proto/ferromq/replication/v1/replication.proto".into(),
         "proto/ferromq/controller/v1/controller.proto".into(),
     ];

@@ -7,7 +7,7 @@
 //! code and message. [`AdminError::reason`] turns that into the condition reason users see.
 //! [`MemoryAdmin`] is an in-process cluster used by the controller tests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -158,6 +158,14 @@ pub trait ClusterAdmin: Send + Sync {
     async fn delete_topic(&self, endpoint: &str, name: &str) -> Result<(), AdminError>;
     /// Starts (or continues) draining a broker group before its removal and reports progress.
     async fn drain_group(&self, endpoint: &str, group: &str) -> Result<DrainState, AdminError>;
+    /// Writable broker groups that hold none of the topic's queues: groups added after the
+    /// topic was created. Updating the topic extends it to them (the proxy creates it there
+    /// with the same settings). Empty when the topic does not exist.
+    async fn groups_without_topic(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Vec<String>, AdminError>;
     /// Leader, epoch and in-sync set of every replicated group the cluster knows
     /// (`ListCluster`); unreplicated groups are left out.
     async fn replication(&self, endpoint: &str) -> Result<Vec<GroupReplicationStatus>, AdminError>;
@@ -323,6 +331,8 @@ fn replication_from_api(
 
 /// The admin state that marks a group as draining (`ferromq admin cluster drain`).
 const READ_ONLY: &str = "read-only";
+/// The admin state of a group that takes new writes.
+const READ_WRITE: &str = "read-write";
 
 impl GrpcAdmin {
     /// A client that gives up connecting after `connect_timeout` and on a whole operation
@@ -465,6 +475,41 @@ impl ClusterAdmin for GrpcAdmin {
     }
 
     #[tracing::instrument(skip(self), err(Display))]
+    async fn groups_without_topic(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Vec<String>, AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            let detail = match c
+                .describe_topic(api::DescribeTopicRequest {
+                    name: name.to_string(),
+                })
+                .await
+                .map_err(|s| AdminError::from_status("DescribeTopic", s))
+            {
+                Ok(d) => d.into_inner(),
+                Err(e) if e.is_not_found() => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let holding: BTreeSet<String> =
+                detail.queues.into_iter().map(|q| q.broker_group).collect();
+            let groups = c
+                .list_cluster(api::ListClusterRequest {})
+                .await
+                .map_err(|s| AdminError::from_status("ListCluster", s))?
+                .into_inner()
+                .groups;
+            Ok(groups
+                .into_iter()
+                .filter(|g| g.state == READ_WRITE && !holding.contains(&g.name))
+                .map(|g| g.name)
+                .collect())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self), err(Display))]
     async fn replication(&self, endpoint: &str) -> Result<Vec<GroupReplicationStatus>, AdminError> {
         self.with_client(endpoint, |mut c| async move {
             let answer = c
@@ -520,6 +565,11 @@ pub struct MemoryAdmin {
 #[derive(Default)]
 struct MemoryState {
     topics: BTreeMap<(String, String), TopicClusterState>,
+    /// Groups of each endpoint that joined after its topics were made; an upsert extends the
+    /// topic to them, as the proxy does.
+    joined: BTreeMap<String, Vec<String>>,
+    /// Topics (endpoint, name) already extended to the joined groups.
+    extended: BTreeSet<(String, String)>,
     /// Drain calls a group needs before it reports drained.
     drain_rounds: BTreeMap<String, u32>,
     replication: Vec<GroupReplicationStatus>,
@@ -536,6 +586,16 @@ impl MemoryAdmin {
             .filter(|((e, _), _)| e == endpoint)
             .map(|(_, t)| t.clone())
             .collect()
+    }
+
+    /// Adds writable groups to the fake cluster at `endpoint` that hold none of its topics yet.
+    pub fn join_groups(&self, endpoint: &str, groups: &[&str]) {
+        let mut st = self.lock();
+        st.joined.insert(
+            endpoint.to_string(),
+            groups.iter().map(|g| g.to_string()).collect(),
+        );
+        st.extended.retain(|(e, _)| e != endpoint);
     }
 
     /// Makes `group` report `InProgress` for `rounds` more drain calls.
@@ -597,9 +657,10 @@ impl ClusterAdmin for MemoryAdmin {
         topic: &TopicClusterState,
     ) -> Result<(), AdminError> {
         self.check()?;
-        self.lock()
-            .topics
-            .insert((endpoint.to_string(), topic.name.clone()), topic.clone());
+        let key = (endpoint.to_string(), topic.name.clone());
+        let mut st = self.lock();
+        st.topics.insert(key.clone(), topic.clone());
+        st.extended.insert(key);
         Ok(())
     }
 
@@ -623,6 +684,20 @@ impl ClusterAdmin for MemoryAdmin {
                 remaining_queues: *rounds + 1,
             })
         }
+    }
+
+    async fn groups_without_topic(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Vec<String>, AdminError> {
+        self.check()?;
+        let st = self.lock();
+        let key = (endpoint.to_string(), name.to_string());
+        if !st.topics.contains_key(&key) || st.extended.contains(&key) {
+            return Ok(Vec::new());
+        }
+        Ok(st.joined.get(endpoint).cloned().unwrap_or_default())
     }
 
     async fn replication(

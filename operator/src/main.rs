@@ -310,7 +310,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::debug!(error = %e, "broker controller");
             }
         });
-    let topics = Controller::new(api::<Topic>(&client, ns), watcher::Config::default())
+    let topic_controller = Controller::new(api::<Topic>(&client, ns), watcher::Config::default());
+    // A Broker change (a storage group added and Ready) may leave topics on fewer groups than
+    // the cluster has: requeue the Topics that reference it, so they are extended at once.
+    let topic_store = topic_controller.store();
+    let topics = topic_controller
+        .watches(
+            api::<Broker>(&client, ns),
+            watcher::Config::default(),
+            move |broker| {
+                let broker_name = broker.name_any();
+                let namespace = broker.namespace();
+                topic_store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.namespace() == namespace && t.spec.broker_ref.name == broker_name)
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(
             controller::topic::reconcile,
             controller::topic::error_policy,

@@ -111,8 +111,19 @@ async fn topics_are_created_updated_refused_and_deleted_on_a_real_server() -> Re
 
     assert_eq!(admin.describe_topic(at, "Orders_EU").await?, None);
     let fifo = topic("Orders_EU", 4, MessageType::Fifo, Permission::ReadWrite);
+    assert!(admin
+        .groups_without_topic(at, "Orders_EU")
+        .await?
+        .is_empty());
     admin.upsert_topic(at, &fifo).await?;
     assert_eq!(admin.describe_topic(at, "Orders_EU").await?, Some(fifo));
+    assert!(
+        admin
+            .groups_without_topic(at, "Orders_EU")
+            .await?
+            .is_empty(),
+        "the only group holds the topic"
+    );
 
     let grown = topic("Orders_EU", 8, MessageType::Fifo, Permission::ReadOnly);
     admin.upsert_topic(at, &grown).await?;

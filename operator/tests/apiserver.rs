@@ -25,7 +25,7 @@ use kube::core::ApiResource;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use ferromq_operator::admin::MemoryAdmin;
+use ferromq_operator::admin::{ClusterAdmin, MemoryAdmin};
 use ferromq_operator::controller::{self, Context};
 use ferromq_operator::crd::{
     Broker, BrokerRef, BrokerSpec, ComputeSpec, ControllerSpec, ControllerVolume, FlushMode,
@@ -1329,6 +1329,31 @@ async fn topic_is_created_updated_and_deleted_through_its_finalizer() -> Result<
         "second reconcile changed something"
     );
 
+    // A broker group added later holds none of the topic until it is updated: the next
+    // reconcile extends the topic to it (the spec did not change) and says so.
+    e.admin.join_groups(ADMIN, &["demo-group-1"]);
+    assert_eq!(
+        e.admin.groups_without_topic(ADMIN, "Orders_EU").await?,
+        vec!["demo-group-1".to_string()]
+    );
+    e.reconcile_topic("orders").await?;
+    assert!(
+        e.admin
+            .groups_without_topic(ADMIN, "Orders_EU")
+            .await?
+            .is_empty(),
+        "the topic was not extended to the new group"
+    );
+    assert!(e
+        .events_for("Topic", "orders")
+        .await?
+        .iter()
+        .any(|ev| ev.reason.as_deref() == Some("TopicExtended")
+            && ev
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("demo-group-1"))));
+
     // Deleting while the cluster is unreachable keeps the resource (and the topic).
     e.admin.set_unreachable(true);
     topics.delete("orders", &DeleteParams::default()).await?;
@@ -1479,7 +1504,6 @@ async fn running_controller_reacts_to_watch_events() -> Result<()> {
 #[tokio::test]
 #[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
 async fn topic_with_a_conflicting_type_on_the_cluster_is_reported_not_changed() -> Result<()> {
-    use ferromq_operator::admin::ClusterAdmin;
     use ferromq_operator::crd::TopicClusterState;
     let e = env("topic-conflict").await?;
     e.create_storage_class("ferromq-test-fixed", false).await?;

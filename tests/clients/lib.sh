@@ -13,6 +13,8 @@
 #                                 delay,recall,tx,priority}; PREFIX_fifo is FIFO
 #   env FERROMQ_SKIP_<SCENARIO>   set by a run script when its target cannot run a scenario: the reason (SKIP detail)
 #   env FERROMQ_RESULTS_FILE      each suite appends one line per scenario: "<client> <scenario> PASS|FAIL|SKIP <detail>"
+#   env FERROMQ_SCENARIOS         comma-separated scenarios to run (Python and Java; empty: all); give the others
+#                                 a FERROMQ_SKIP_<SCENARIO> reason, or they are counted as failed
 # The scenario names (SCENARIOS below) are the same in every client, so a failure points at a behaviour.
 
 SCENARIOS=(send_receive_ack tag_filter sql_filter redelivery fifo_order dead_letter push_consume push_retry unknown_topic oversized_body
@@ -88,8 +90,10 @@ build_rust() {
 }
 
 run_python() {
+  local select=()
+  [[ -n "${FERROMQ_SCENARIOS:-}" ]] && select=(-k "${FERROMQ_SCENARIOS//,/ or }")
   (cd "$CLIENTS_HERE/python" && timeout 600 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-      -o log_cli=false scenarios_test.py 2>&1)
+      -o log_cli=false "${select[@]}" scenarios_test.py 2>&1)
 }
 
 run_java() {

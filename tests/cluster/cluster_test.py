@@ -119,7 +119,8 @@ def broker(group, nameservers):
 def proxy(name, nameservers, port=None):
     port = port or free_port()
     procs[name] = Proc(name, ["proxy", "--nameservers", ",".join(nameservers), "--grpc-addr", f"127.0.0.1:{port}",
-                              "--http-addr", f"127.0.0.1:{free_port()}", "--route-refresh", "500ms"], port)
+                              "--http-addr", f"127.0.0.1:{free_port()}", "--route-refresh", "500ms",
+                              "--remoting-addr", "off"], port)
     return port
 
 

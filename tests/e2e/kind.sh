@@ -1,121 +1,76 @@
 #!/usr/bin/env bash
-# FerroMQ on a local kind cluster, end to end. Run it on a machine with Docker, kind, kubectl
-# and helm (it checks for them first):
+# FerroMQ on a local kind cluster, end to end, for machines with Docker. It runs the same steps,
+# values and checks as suite 75 (tests/k8s/e2e.sh); only the cluster differs (kind instead of
+# tests/k8s/cluster.sh). Needs Docker, kind, kubectl, helm, python3 (the official Python client
+# is installed in a venv), Java 17 + Maven (the official Java client), and root or sudo for two
+# routes to kind's Service and pod ranges through the node container (the clients run on this
+# host and dial the proxy Service's ClusterIP; Linux hosts only, not Docker Desktop):
 #
 #   tests/e2e/kind.sh            # create, install, exercise, delete the cluster
 #   KEEP=1 tests/e2e/kind.sh     # keep the kind cluster afterwards to play with it
 #
-# Steps: create a kind cluster; build the broker and operator images from their Dockerfiles and
-# load them into kind; `helm install` the chart; apply examples/ (a small cluster and one topic
-# of each message type) and wait for Ready; send and receive through the proxy Service with
-# `ferromq bench` (a RocketMQ 5 gRPC client) running in a pod; scale the compute tier, then the
-# storage tier, and send and receive again; `helm test`; clean up.
-#
-# Settings (environment): FERROMQ_KIND_CLUSTER (default ferromq-e2e), FERROMQ_TAG (image tag,
-# default dev), KEEP=1 (keep the cluster), TIMEOUT (wait limit per step, default 300s).
+# Settings (environment): FERROMQ_KIND_CLUSTER (default ferromq-e2e), KEEP=1 (keep the cluster),
+# TIMEOUT (seconds per wait, default 300), FERROMQ_E2E_CLIENTS (default python,java).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 CLUSTER="${FERROMQ_KIND_CLUSTER:-ferromq-e2e}"
-TAG="${FERROMQ_TAG:-dev}"
-TIMEOUT="${TIMEOUT:-300s}"
-NS=demo
-BROKER_IMAGE="ferromq:$TAG"
-OPERATOR_IMAGE="ferromq-operator:$TAG"
+APP_VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/ferromq/Chart.yaml)"
+UPGRADE_TAG="$APP_VERSION-next"
+SERVICE_CIDR=10.96.0.0/16
+POD_CIDR=10.244.0.0/16
+WORK="$(mktemp -d /tmp/ferromq-kind.XXXXXX)"
 
 step() { echo; echo "== $*"; }
 die() { echo "kind.sh: $*" >&2; exit 1; }
-for tool in docker kind kubectl helm; do
+for tool in docker kind kubectl helm python3 java mvn ip; do
   command -v "$tool" >/dev/null || die "$tool is required (see README: 'Try it on kind')"
 done
 docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable"
+SUDO=()
+[[ $(id -u) == 0 ]] || SUDO=(sudo)
 
+routes=()
 cleanup() {
-  local status=$?
-  if ((status != 0)); then
-    echo "kind.sh: failed; what the cluster shows:" >&2
-    kubectl -n "$NS" get ferromq,pods,pvc -o wide >&2 || true
-    kubectl -n ferromq-system logs deployment/ferromq --tail=50 >&2 || true
-  fi
+  local status=$? r
+  for r in "${routes[@]}"; do "${SUDO[@]}" ip route del "$r" 2>/dev/null || true; done
   if [[ "${KEEP:-0}" == 1 ]]; then
     echo "kind.sh: keeping cluster $CLUSTER (kind delete cluster --name $CLUSTER to remove it)"
   else
     kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
   fi
+  ((status == 0)) && rm -rf "$WORK" || echo "kind.sh: logs in $WORK" >&2
   exit "$status"
 }
 trap cleanup EXIT
 
-step "kind cluster $CLUSTER"
+step "kind cluster $CLUSTER (Service range $SERVICE_CIDR, pods $POD_CIDR)"
 if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  kind create cluster --name "$CLUSTER" --wait 120s
+  kind create cluster --name "$CLUSTER" --wait 120s --config - <<YAML
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking: {serviceSubnet: $SERVICE_CIDR, podSubnet: $POD_CIDR}
+YAML
 fi
-kubectl config use-context "kind-$CLUSTER" >/dev/null
+kind get kubeconfig --name "$CLUSTER" >"$WORK/kubeconfig"
+export KUBECONFIG="$WORK/kubeconfig"
 
-step "images $BROKER_IMAGE and $OPERATOR_IMAGE"
-docker build -f broker/Dockerfile -t "$BROKER_IMAGE" .
-docker build -f operator/Dockerfile -t "$OPERATOR_IMAGE" .
-kind load docker-image --name "$CLUSTER" "$BROKER_IMAGE" "$OPERATOR_IMAGE"
+step "images ghcr.io/ferromq/{ferromq,ferromq-operator}:$APP_VERSION (and :$UPGRADE_TAG) from the Dockerfiles"
+docker build -f broker/Dockerfile -t "ghcr.io/ferromq/ferromq:$APP_VERSION" .
+docker build -f operator/Dockerfile -t "ghcr.io/ferromq/ferromq-operator:$APP_VERSION" .
+docker tag "ghcr.io/ferromq/ferromq:$APP_VERSION" "ghcr.io/ferromq/ferromq:$UPGRADE_TAG"
+docker tag "ghcr.io/ferromq/ferromq-operator:$APP_VERSION" "ghcr.io/ferromq/ferromq-operator:$UPGRADE_TAG"
+kind load docker-image --name "$CLUSTER" "ghcr.io/ferromq/ferromq:$APP_VERSION" "ghcr.io/ferromq/ferromq:$UPGRADE_TAG" \
+  "ghcr.io/ferromq/ferromq-operator:$APP_VERSION" "ghcr.io/ferromq/ferromq-operator:$UPGRADE_TAG"
 
-step "helm install (operator and CRDs)"
-helm upgrade --install ferromq charts/ferromq --namespace ferromq-system --create-namespace \
-  --set image.repository=ferromq-operator --set image.tag="$TAG" --set image.pullPolicy=Never \
-  --wait --timeout "$TIMEOUT"
-kubectl -n ferromq-system rollout status deployment/ferromq --timeout "$TIMEOUT"
+step "routes from this host to the Service and pod ranges through the node"
+node_ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$CLUSTER-control-plane")"
+for r in "$SERVICE_CIDR" "$POD_CIDR"; do
+  "${SUDO[@]}" ip route replace "$r" via "$node_ip"
+  routes+=("$r")
+done
 
-step "examples/: a cluster and one topic of each message type"
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-sed "s#ghcr.io/ferromq/ferromq:[^ ]*#$BROKER_IMAGE#" examples/cluster.yaml | kubectl -n "$NS" apply -f -
-kubectl -n "$NS" apply -f examples/topics.yaml
-kubectl -n "$NS" wait broker/demo nameserver/demo-names --for=condition=Ready --timeout "$TIMEOUT"
-kubectl -n "$NS" wait topic --all --for=condition=Ready --timeout "$TIMEOUT"
-kubectl -n "$NS" get ferromq
-
-# send_and_receive TOPIC: produces for 5 s and consumes from a pod inside the cluster through
-# the proxy Service, and fails unless messages went both ways without errors.
-send_and_receive() {
-  local topic="$1" pod out
-  pod="bench-$(date +%s)"
-  out="$(kubectl -n "$NS" run "$pod" --image="$BROKER_IMAGE" --image-pull-policy=Never --restart=Never \
-    --rm -i --quiet --command -- /bin/sh -c "
-      ferromq bench produce --server demo:8081 --topic $topic --clients 2 --rate 200 --duration 5s --json &&
-      ferromq bench consume --server demo:8081 --topic $topic --group kind-e2e --clients 2 --duration 10s --json")"
-  echo "$out"
-  python3 - "$out" <<'PY'
-import json, sys
-produce, consume = [json.loads(l) for l in sys.argv[1].splitlines() if l.startswith("{")][:2]
-assert produce["failed"] == 0 and produce["messages"] > 0, f"produce: {produce}"
-assert consume["messages"] > 0, f"consume: {consume}"
-print(f"sent {produce['messages']}, received {consume['messages']}, send p99 {produce['latency_ms']['p99']} ms")
-PY
-}
-
-step "send and receive through the proxy Service"
-send_and_receive orders
-
-step "scale the compute tier alone: 2 -> 3 proxies"
-groups_before="$(kubectl -n "$NS" get statefulset demo-group-0 -o jsonpath='{.metadata.generation}')"
-kubectl -n "$NS" scale broker demo --replicas=3
-kubectl -n "$NS" rollout status deployment/demo-proxy --timeout "$TIMEOUT"
-[[ "$(kubectl -n "$NS" get statefulset demo-group-0 -o jsonpath='{.metadata.generation}')" == "$groups_before" ]] ||
-  die "scaling the compute tier changed the storage tier"
-
-step "scale the storage tier alone: 1 -> 2 broker groups"
-kubectl -n "$NS" patch broker demo --type merge -p '{"spec":{"storage":{"groups":2}}}'
-for _ in $(seq 1 60); do kubectl -n "$NS" get statefulset demo-group-1 >/dev/null 2>&1 && break; sleep 2; done
-kubectl -n "$NS" rollout status statefulset/demo-group-1 --timeout "$TIMEOUT"
-kubectl -n "$NS" wait broker/demo --for=condition=Ready --timeout "$TIMEOUT"
-send_and_receive orders
-
-step "helm test (the chart's own produce/consume check needs its example cluster: install it too)"
-helm upgrade ferromq charts/ferromq --namespace ferromq-system --reuse-values \
-  --set exampleCluster.enabled=true --set exampleCluster.image="$BROKER_IMAGE" \
-  --set exampleCluster.imagePullPolicy=Never --wait --timeout "$TIMEOUT"
-kubectl -n ferromq-system wait broker/demo --for=condition=Ready --timeout "$TIMEOUT"
-kubectl -n ferromq-system wait topic --all --for=condition=Ready --timeout "$TIMEOUT"
-helm test ferromq --namespace ferromq-system --logs --timeout "$TIMEOUT"
-
-step "clean up"
-kubectl delete namespace "$NS" --wait --timeout "$TIMEOUT"
-helm uninstall ferromq --namespace ferromq-system --wait --timeout "$TIMEOUT"
+step "tests/k8s/e2e.sh (the steps of suite 75)"
+FERROMQ_E2E_WORK="$WORK/e2e" FERROMQ_E2E_TAG="$APP_VERSION" FERROMQ_E2E_UPGRADE_TAG="$UPGRADE_TAG" \
+  bash tests/k8s/e2e.sh
 echo "kind.sh: all steps passed"

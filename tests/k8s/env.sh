@@ -5,16 +5,24 @@
 # version, so only the first run on a machine pays for the compile.
 #
 #   tests/k8s/env.sh build        # make sure the binaries exist; prints their directory
-#   tests/k8s/env.sh start DIR [--with-controller-manager]
+#   tests/k8s/env.sh build-node   # also kube-scheduler, kubelet, kube-proxy and CoreDNS (the node
+#                                 # of tests/k8s/cluster.sh); prints the directory of the k8s ones
+#   tests/k8s/env.sh start DIR [--with-controller-manager] [--address IP] [--service-cidr CIDR]
+#                              [--service-accounts]
 #                                 # start etcd + kube-apiserver with state in DIR (must be empty
 #                                 # or absent); writes DIR/kubeconfig and DIR/env, waits for /readyz.
 #                                 # With the flag, kube-controller-manager runs too (StatefulSets
 #                                 # make Pods and PVCs, garbage collection, ...); pods still never
-#                                 # run: a test harness must play the kubelet.
+#                                 # run unless tests/k8s/cluster.sh adds a node (or a test harness
+#                                 # plays the kubelet). --address serves and advertises the API on
+#                                 # IP instead of 127.0.0.1 (pods reach it there); --service-accounts
+#                                 # keeps the ServiceAccount admission plugin (pods get tokens; needs
+#                                 # the controller manager, which creates each namespace's account).
 #   tests/k8s/env.sh start-controller-manager DIR   # add kube-controller-manager later (after CRDs)
 #   tests/k8s/env.sh stop DIR     # stop both processes (by the pids stored in DIR) and remove DIR
 #   tests/k8s/env.sh kubectl      # print the path of a kubectl (the machine's, or one built here)
 #   tests/k8s/env.sh helm         # print the path of a helm built from helm.sh/helm/v3 (cached)
+#   tests/k8s/env.sh coredns      # print the path of a CoreDNS built from its Go module (cached)
 #
 # DIR/kubeconfig authenticates as an admin (system:masters); DIR/operator.kubeconfig as the
 # user "ferromq-operator" with no groups, so RBAC decides what the operator may do.
@@ -25,6 +33,8 @@ set -euo pipefail
 K8S_VERSION="${FERROMQ_K8S_VERSION:-1.35.4}"
 ETCD_VERSION="${FERROMQ_ETCD_VERSION:-3.6.16}"
 HELM_VERSION="${FERROMQ_HELM_VERSION:-3.22.0}"
+COREDNS_VERSION="${FERROMQ_COREDNS_VERSION:-1.14.7}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}/k8s"
 BIN="$CACHE/bin-k8s${K8S_VERSION}-etcd${ETCD_VERSION}"
 
@@ -82,23 +92,61 @@ prepare_k8s_module() {
   echo "$work"
 }
 
-# build_k8s_cmd NAME: builds k8s.io/kubernetes/cmd/NAME into $BIN with a proper version stamp
-# (without it /version says v0.0.0-master).
+# build_k8s_cmd NAME...: builds k8s.io/kubernetes/cmd/NAME (one `go build` for all of them, so
+# shared packages compile once) into $BIN with a proper version stamp (without it /version says
+# v0.0.0-master).
 build_k8s_cmd() {
-  local name="$1" work start=$SECONDS
-  log "building $name v$K8S_VERSION (staging modules replaced by their v0.x tags)"
+  local start=$SECONDS work name pkgs=()
+  for name in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$name"); done
+  log "building $* v$K8S_VERSION (staging modules replaced by their v0.x tags)"
   work="$(prepare_k8s_module)"
+  rm -rf "$BIN/.tmp" && mkdir -p "$BIN/.tmp"
   (
     cd "$work"
-    go get "k8s.io/kubernetes/cmd/$name@v$K8S_VERSION" >/dev/null
+    go get "${pkgs[@]/%/@v$K8S_VERSION}" >/dev/null
     local minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
-    CGO_ENABLED=0 go build -trimpath -o "$BIN/$name.tmp" \
+    CGO_ENABLED=0 go build -trimpath -o "$BIN/.tmp/" \
       -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-      "k8s.io/kubernetes/cmd/$name"
+      "${pkgs[@]}"
   )
-  mv "$BIN/$name.tmp" "$BIN/$name"
-  log "$name built in $((SECONDS - start))s"
+  for name in "$@"; do mv "$BIN/.tmp/$name" "$BIN/$name"; done
+  rmdir "$BIN/.tmp"
+  log "$* built in $((SECONDS - start))s"
 }
+
+# cached_go_build NAME VERSION STEPS: builds $CACHE/NAME-VERSION/NAME once, in a throw-away
+# module $CACHE/work/NAME-VERSION; STEPS (a function) runs in that module's directory with the
+# output path as its argument. Prints the binary's path.
+cached_go_build() {
+  local name="$1" version="$2" steps="$3" dir="$CACHE/$1-$2"
+  if [[ ! -x "$dir/$name" ]]; then
+    need_go
+    mkdir -p "$dir"
+    local work="$CACHE/work/$name-$version" start=$SECONDS
+    rm -rf "$work" && mkdir -p "$work"
+    (
+      cd "$work"
+      go mod init "local/${name}build" >/dev/null 2>&1
+      "$steps" "$dir/$name.tmp"
+    ) >&2
+    mv "$dir/$name.tmp" "$dir/$name"
+    log "$name built in $((SECONDS - start))s"
+  fi
+  echo "$dir/$name"
+}
+
+# CoreDNS from its Go module, with only the plugins the test cluster's Corefile uses (see
+# tests/k8s/node/coredns.go).
+coredns_steps() {
+  log "building coredns v$COREDNS_VERSION (github.com/coredns/coredns, trimmed plugin list)"
+  cp "$HERE/node/coredns.go" main.go
+  local pkgs
+  pkgs="$(sed -n 's#^[[:space:]]*\(_ \)\{0,1\}"\(github.com/coredns/coredns/[^"]*\)"#\2#p' main.go)"
+  # shellcheck disable=SC2046,SC2086
+  go get $(printf '%s@v'"$COREDNS_VERSION"' ' $pkgs) >/dev/null
+  CGO_ENABLED=0 go build -trimpath -o "$1" -ldflags "-s -w" .
+}
+cmd_coredns() { cached_go_build coredns "$COREDNS_VERSION" coredns_steps; }
 
 cmd_kubectl() {
   if command -v kubectl >/dev/null; then command -v kubectl; return; fi
@@ -111,35 +159,36 @@ cmd_kubectl() {
   echo "$BIN/kubectl"
 }
 
-# helm from its Go module, in its own cache directory (it does not depend on the k8s version).
-cmd_helm() {
-  local dir="$CACHE/helm-$HELM_VERSION"
-  if [[ ! -x "$dir/helm" ]]; then
-    need_go
-    mkdir -p "$dir"
-    local work="$CACHE/work/helm-$HELM_VERSION" start=$SECONDS
-    rm -rf "$work" && mkdir -p "$work"
-    log "building helm v$HELM_VERSION from helm.sh/helm/v3"
-    (
-      cd "$work"
-      go mod init local/helmbuild >/dev/null 2>&1
-      go get "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >/dev/null
-      CGO_ENABLED=0 go build -trimpath -o "$dir/helm.tmp" \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
-        helm.sh/helm/v3/cmd/helm
-    ) >&2
-    mv "$dir/helm.tmp" "$dir/helm"
-    log "helm built in $((SECONDS - start))s"
-  fi
-  echo "$dir/helm"
+# helm from its Go module (it does not depend on the k8s version).
+helm_steps() {
+  log "building helm v$HELM_VERSION from helm.sh/helm/v3"
+  go get "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION" >/dev/null
+  CGO_ENABLED=0 go build -trimpath -o "$1" \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" \
+    helm.sh/helm/v3/cmd/helm
 }
+cmd_helm() { cached_go_build helm "$HELM_VERSION" helm_steps; }
 
 cmd_build() {
   mkdir -p "$BIN"
   if [[ ! -x "$BIN/etcd" || ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" ]]; then need_go; fi
   [[ -x "$BIN/etcd" ]] || build_etcd
-  [[ -x "$BIN/kube-apiserver" ]] || build_k8s_cmd kube-apiserver
-  [[ -x "$BIN/kube-controller-manager" ]] || build_k8s_cmd kube-controller-manager
+  local missing=() name
+  for name in kube-apiserver kube-controller-manager; do [[ -x "$BIN/$name" ]] || missing+=("$name"); done
+  if ((${#missing[@]})); then build_k8s_cmd "${missing[@]}"; fi
+  echo "$BIN"
+}
+
+# The node of a real cluster (tests/k8s/cluster.sh): the same module and cache key as above.
+cmd_build_node() {
+  cmd_build >/dev/null
+  local missing=() name
+  for name in kube-scheduler kubelet kube-proxy; do [[ -x "$BIN/$name" ]] || missing+=("$name"); done
+  if ((${#missing[@]})); then
+    need_go
+    build_k8s_cmd "${missing[@]}"
+  fi
+  cmd_coredns >/dev/null
   echo "$BIN"
 }
 
@@ -149,8 +198,19 @@ free_port() {
 
 cmd_start() {
   local dir="${1:?start needs a state directory}"
-  local with_kcm=0
-  [[ "${2:-}" == "--with-controller-manager" ]] && with_kcm=1
+  shift
+  local with_kcm=0 address=127.0.0.1 service_cidr=10.0.0.0/24
+  local admission=(--disable-admission-plugins=ServiceAccount)
+  while (($#)); do
+    case "$1" in
+      --with-controller-manager) with_kcm=1 ;;
+      --address) address="${2:?--address needs an IP}"; shift ;;
+      --service-cidr) service_cidr="${2:?--service-cidr needs a CIDR}"; shift ;;
+      --service-accounts) admission=() ;;
+      *) log "start: unknown option $1"; return 2 ;;
+    esac
+    shift
+  done
   cmd_build >/dev/null
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
@@ -177,15 +237,16 @@ cmd_start() {
 
   "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --bind-address="$address" --advertise-address="$address" --secure-port="$api_port" \
     --cert-dir="$dir/certs" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$service_cidr" \
     --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
     --token-auth-file="$dir/tokens.csv" \
     --authorization-mode=RBAC \
     --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
+    "${admission[@]}" \
     >"$dir/apiserver.log" 2>&1 &
   echo $! >"$dir/apiserver.pid"
 
@@ -195,7 +256,7 @@ kind: Config
 clusters:
 - name: test
   cluster:
-    server: https://127.0.0.1:$api_port
+    server: https://$address:$api_port
     insecure-skip-tls-verify: true
 users:
 - name: admin
@@ -210,14 +271,14 @@ KCFG
     "$dir/kubeconfig" >"$dir/operator.kubeconfig"
   {
     echo "export KUBECONFIG=$dir/kubeconfig"
-    echo "export FERROMQ_TEST_APISERVER=https://127.0.0.1:$api_port"
+    echo "export FERROMQ_TEST_APISERVER=https://$address:$api_port"
   } >"$dir/env"
 
   local i
   for i in $(seq 1 240); do
-    if curl -ksf -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
+    if curl -ksf -H "Authorization: Bearer $token" "https://$address:$api_port/readyz" >/dev/null 2>&1; then
       if ((with_kcm)); then cmd_start_kcm "$dir"; fi
-      log "control plane ready on 127.0.0.1:$api_port in $((SECONDS - t0))s"
+      log "control plane ready on $address:$api_port in $((SECONDS - t0))s"
       return 0
     fi
     if ! kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null || ! kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null; then
@@ -260,10 +321,12 @@ cmd_stop() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-node) cmd_build_node ;;
+  coredns) cmd_coredns ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
   start-controller-manager) shift; cmd_start_kcm "$@" ;;
   kubectl) cmd_kubectl ;;
   helm) cmd_helm ;;
-  *) echo "usage: $0 build | start DIR [--with-controller-manager] | start-controller-manager DIR | stop DIR | kubectl | helm" >&2; exit 2 ;;
+  *) echo "usage: $0 build | build-node | start DIR [--with-controller-manager] [--address IP] [--service-cidr CIDR] [--service-accounts] | start-controller-manager DIR | stop DIR | kubectl | helm | coredns" >&2; exit 2 ;;
 esac

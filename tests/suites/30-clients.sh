@@ -111,7 +111,7 @@ while [[ "$HTTP_PORT" == "$GRPC_PORT" ]]; do HTTP_PORT=$(free_port); done
 log "starting ferromq standalone (gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT, data $WORK/data${SERVER_FLAGS[*]:+, ${SERVER_FLAGS[*]}})"
 # Small commit-log segments: the suites store a few MiB, and a shared box should not lose 1 GiB per run.
 RUST_LOG="${RUST_LOG:-info}" FERROMQ_SEGMENT_SIZE="${FERROMQ_SEGMENT_SIZE:-64MiB}" "$FERROMQ" standalone --data-dir "$WORK/data" \
-  --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" "${SERVER_FLAGS[@]}" > "$WORK/logs/ferromq.log" 2>&1 &
+  --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" --remoting-addr off "${SERVER_FLAGS[@]}" > "$WORK/logs/ferromq.log" 2>&1 &
 SERVER_PID=$!
 
 ready=0

@@ -236,7 +236,7 @@ FERROMQ_TEST_FERROMQ_BIN="$FERROMQ_BIN" cargo test -p ferromq-operator --locked 
 grpc_port="$(free_port)"
 sa_http="$(free_port)"
 "$FERROMQ_BIN" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
-  --http-addr "127.0.0.1:$sa_http" >"$state/standalone.log" 2>&1 &
+  --http-addr "127.0.0.1:$sa_http" --remoting-addr off >"$state/standalone.log" 2>&1 &
 sa_pid=$!
 check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
 k create namespace topics >/dev/null
@@ -301,7 +301,7 @@ for i in 0 1; do
   cluster_pids+=($!)
 done
 "$FERROMQ_BIN" proxy --nameservers "127.0.0.1:$ns_port" --grpc-addr "127.0.0.1:$px_port" \
-  --http-addr "127.0.0.1:$(free_port)" --route-refresh 500ms >"$state/proxy.log" 2>&1 &
+  --http-addr "127.0.0.1:$(free_port)" --route-refresh 500ms --remoting-addr off >"$state/proxy.log" 2>&1 &
 cluster_pids+=($!)
 check "the proxy sees both broker groups" wait_for 30 bash -c \
   "'$FERROMQ_BIN' admin --server 127.0.0.1:$px_port -o json cluster list | python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)) == 2 else 1)'"

@@ -24,6 +24,8 @@ CHART="$ROOT/charts/ferromq"
 suite_start=$SECONDS
 # shellcheck source=../k8s/checks.sh
 source "$ROOT/tests/k8s/checks.sh"
+# shellcheck source=../k8s/images.sh
+source "$ROOT/tests/k8s/images.sh"
 
 need openssl openssl
 need curl curl
@@ -48,10 +50,7 @@ cleanup() {
   local p
   for p in $op_pid $sa_pid; do stop_proc "$p" || true; done
   bash "$ENV" stop "$cp_dir" || true
-  if [[ -n "${BUILDAH_ROOT:-}" ]]; then
-    buildah --root "$BUILDAH_ROOT" --runroot "$state/buildah-run" --storage-driver vfs rm --all >/dev/null 2>&1 || true
-    rm -rf "$BUILDAH_ROOT" 2>/dev/null || true
-  fi
+  images_cleanup
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -201,7 +200,7 @@ BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 grpc_port="$(free_port)"
 sa_http="$(free_port)"
 "$BIN_DIR/ferromq" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
-  --http-addr "127.0.0.1:$sa_http" >"$state/standalone.log" 2>&1 &
+  --http-addr "127.0.0.1:$sa_http" --remoting-addr off >"$state/standalone.log" 2>&1 &
 sa_pid=$!
 check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
 op_http="$(free_port)"
@@ -290,33 +289,11 @@ install_s=$((SECONDS - t))
 
 echo "== container images (buildah)"
 t=$SECONDS
-need buildah buildah
+images_init "$state/images"
 if command -v buildah >/dev/null; then
-  BUILDAH_ROOT="$state/buildah"
-  B=(buildah --root "$BUILDAH_ROOT" --runroot "$state/buildah-run" --storage-driver vfs)
-  base_tar="$FERROMQ_TEST_CACHE/images/debian-bookworm-minbase.tar.gz"
-  if [[ ! -f "$base_tar" ]]; then
-    need debootstrap debootstrap
-    mkdir -p "$(dirname "$base_tar")"
-    rm -rf "$state/rootfs"
-    debootstrap --variant=minbase bookworm "$state/rootfs" http://deb.debian.org/debian >"$state/debootstrap.log" 2>&1
-    rm -rf "$state/rootfs/var/lib/apt/lists"/* "$state/rootfs/usr/share/doc" "$state/rootfs/usr/share/man"
-    tar -C "$state/rootfs" -czf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
-    rm -rf "$state/rootfs"
-  fi
-  ctr="$("${B[@]}" from scratch)"
-  "${B[@]}" add "$ctr" "$base_tar" / >/dev/null
-  "${B[@]}" commit -q "$ctr" docker.io/library/debian:bookworm-slim >/dev/null
-  "${B[@]}" rm "$ctr" >/dev/null
-  build_image() { # build_image DOCKERFILE TAG BINARY...
-    local dockerfile="$1" tag="$2" ctx="$state/ctx-$2"
-    shift 2
-    mkdir -p "$ctx/prebuilt"
-    cp "$@" "$ctx/prebuilt/"
-    "${B[@]}" bud --isolation chroot --pull=never --target prebuilt -f "$dockerfile" -t "$tag" "$ctx"
-  }
-  check "broker image builds from broker/Dockerfile" build_image "$ROOT/broker/Dockerfile" ferromq:e2e "$BIN_DIR/ferromq"
-  check "operator image builds from operator/Dockerfile" build_image "$ROOT/operator/Dockerfile" ferromq-operator:e2e \
+  images_debian_base
+  check "broker image builds from broker/Dockerfile" images_build_prebuilt "$ROOT/broker/Dockerfile" ferromq:e2e "$BIN_DIR/ferromq"
+  check "operator image builds from operator/Dockerfile" images_build_prebuilt "$ROOT/operator/Dockerfile" ferromq-operator:e2e \
     "$BIN_DIR/ferromq-operator"
   run_in() { # run_in IMAGE CMD...: runs CMD in a container of IMAGE as the image's user
     local c status=0
@@ -337,7 +314,7 @@ if command -v buildah >/dev/null; then
 
   p1="$(free_port)"; p2="$(free_port)"
   check "broker image: standalone serves an admin call and stops cleanly on SIGTERM" run_in ferromq:e2e sh -c "
-    ferromq standalone --data-dir /var/lib/ferromq/data --grpc-addr 127.0.0.1:$p1 --http-addr 127.0.0.1:$p2 >/tmp/log 2>&1 &
+    ferromq standalone --data-dir /var/lib/ferromq/data --grpc-addr 127.0.0.1:$p1 --http-addr 127.0.0.1:$p2 --remoting-addr off >/tmp/log 2>&1 &
     pid=\$!
     ok=1
     for i in \$(seq 1 100); do

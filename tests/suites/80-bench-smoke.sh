@@ -49,7 +49,7 @@ check "bad bench flags are refused" refused "--batch must be at least 1" \
   "$BIN" bench produce --server "127.0.0.1:$sink_port" --topic smoke --batch 0 --duration 1s
 
 grpc="$(free_port)"; http="$(free_port)"
-"$BIN" standalone --data-dir "$state/data" --grpc-addr "127.0.0.1:$grpc" --http-addr "127.0.0.1:$http" >"$state/standalone.log" 2>&1 &
+"$BIN" standalone --data-dir "$state/data" --grpc-addr "127.0.0.1:$grpc" --http-addr "127.0.0.1:$http" --remoting-addr off >"$state/standalone.log" 2>&1 &
 pids+=($!)
 check "standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$http/readyz"
 "$BIN" admin --server "127.0.0.1:$grpc" topic create smoke --queues 4 >/dev/null

@@ -18,6 +18,7 @@
 //!   topics and consumer progress.
 //! - [`resets`] and [`dead_letters`]: moving a group's offsets by hand, deleting a group,
 //!   listing dead letters and sending them back to their topic.
+//! - [`retry`]: offset-based consumers' retries (copies in `%RETRY%<group>`, then the DLQ).
 //! - [`receipt`], [`props`], [`signals`], [`time`]: receipt handles, internal property keys,
 //!   wake-ups for async waiters, wall-clock time.
 //!
@@ -38,6 +39,7 @@ pub mod props;
 pub mod publish;
 pub mod receipt;
 pub mod resets;
+pub mod retry;
 pub mod signals;
 pub mod time;
 pub mod topics;
@@ -57,6 +59,7 @@ pub use parked::transaction::{CheckSender, Resolution, Transactions};
 pub use parked::ParkedQueue;
 pub use publish::{Publication, Published};
 pub use receipt::ReceiptHandle;
+pub use retry::{Retried, Retry};
 pub use signals::{Dispatched, Wakeups};
 
 /// The engine of one broker: the store plus every piece of delivery state over it.

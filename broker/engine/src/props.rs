@@ -28,6 +28,9 @@ pub const DLQ_MESSAGE_GROUP: &str = "__FM_DLQ_GROUP";
 /// On a dead letter sent back to its topic: the one consumer group it is for (others skip it,
 /// having consumed it before).
 pub const RESEND_GROUP: &str = "__FM_RESEND_GROUP";
+/// On a retry copy of an offset-based consumer's message (in `%RETRY%<group>`): the topic the
+/// message was first consumed from.
+pub const RETRY_ORIGIN_TOPIC: &str = "__FM_RETRY_TOPIC";
 /// On a delay message: its delivery time (ms since the epoch), echoed to consumers.
 pub const DELIVER_AT: &str = "__FM_DELIVER_AT";
 /// On a parked message: the topic it will be delivered to.

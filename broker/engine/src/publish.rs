@@ -56,6 +56,9 @@ pub struct Published {
     pub transaction_id: Option<String>,
     /// DELAY messages parked until later: the handle to recall it with.
     pub recall_handle: Option<String>,
+    /// Where its record starts in the commit log (appended or parked): what front doors that
+    /// name messages by offset hand out.
+    pub log_offset: u64,
 }
 
 /// Whether a message waits before its topic sees it.
@@ -141,28 +144,36 @@ impl Engine {
                 Published {
                     queue_offset: Some(a.queue_offset),
                     visible_end: Some(a.phys_offset + u64::from(a.size)),
+                    log_offset: a.phys_offset,
                     ..Default::default()
                 }
             }
-            Park::Timer(due) => Published {
-                recall_handle: Some(self.timers.schedule(&message, due)?),
-                ..Default::default()
-            },
-            Park::Half(recovery) => Published {
-                transaction_id: Some(self.transactions.prepare(
-                    &message,
-                    recovery,
-                    producer.as_deref(),
-                )?),
-                ..Default::default()
-            },
+            Park::Timer(due) => {
+                let at = self.timers.schedule_at(&message, due)?;
+                Published {
+                    recall_handle: Some(crate::parked::timer::recall_handle(at)),
+                    log_offset: at.phys,
+                    ..Default::default()
+                }
+            }
+            Park::Half(recovery) => {
+                let at = self
+                    .transactions
+                    .prepare_at(&message, recovery, producer.as_deref())?;
+                Published {
+                    transaction_id: Some(crate::parked::transaction::transaction_id(at)),
+                    log_offset: at.phys,
+                    ..Default::default()
+                }
+            }
         };
         Ok(published)
     }
 }
 
-/// The message as the store keeps it: system fields under their property keys.
-fn stored_form(p: Publication, topic: String, queue_id: u32) -> NewMessage {
+/// The message as the store keeps it: system fields under their property keys. Front doors
+/// that store a publication other than through [`Engine::publish`] (retries) use it too.
+pub fn stored_form(p: Publication, topic: String, queue_id: u32) -> NewMessage {
     let mut properties = p.user_properties;
     properties.insert(PROP_MSG_ID.into(), p.message_id);
     if let Some(t) = p.tag {

@@ -98,13 +98,12 @@ impl Engine {
     }
 
     /// Applies a plan: every queue's delivery state starts over at its target, durably
-    /// committed and journaled before this returns.
+    /// committed and journaled before this returns ([`crate::Deliveries::reset_offset`]).
     pub fn reset_offsets(&self, group: &str, plan: &[OffsetMove]) -> Result<(), EngineError> {
         for m in plan {
             self.deliveries
-                .restart_at(group, &m.topic, m.queue_id, m.target)?;
+                .reset_offset(group, &m.topic, m.queue_id, m.target)?;
         }
-        self.deliveries.persist_offsets()?;
         for m in plan {
             // Long polls of the group wake and read from the new position.
             self.wakeups.wake(&m.topic);

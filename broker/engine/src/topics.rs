@@ -27,6 +27,29 @@ pub fn dlq_topic(group: &str) -> String {
     format!("%DLQ%{group}")
 }
 
+/// Prefix of the retry topics of offset-based consumer groups.
+pub const RETRY_PREFIX: &str = "%RETRY%";
+
+/// Name of a group's retry topic: where offset-based consumers (4.x remoting clients) find the
+/// messages they handed back, each due at its retry time. They subscribe to it themselves.
+pub fn retry_topic(group: &str) -> String {
+    format!("{RETRY_PREFIX}{group}")
+}
+
+/// The group whose retry topic `topic` is.
+pub fn retry_group(topic: &str) -> Option<&str> {
+    topic.strip_prefix(RETRY_PREFIX).filter(|g| !g.is_empty())
+}
+
+/// Creates a group's retry topic on first use (one queue, like the dead-letter topic).
+pub fn ensure_retry_topic(
+    store: &Store,
+    journal: Option<&Journal>,
+    name: &str,
+) -> Result<(), EngineError> {
+    ensure_dlq_topic(store, journal, name)
+}
+
 /// Creates a group's dead-letter topic on first use (one queue, readable and writable, so a
 /// consumer can drain it), journaled in a replicated group.
 pub fn ensure_dlq_topic(
@@ -72,5 +95,9 @@ mod tests {
         }
         assert!(check_client_topic("orders").is_ok());
         assert_eq!(dlq_topic("g"), "%DLQ%g");
+        assert_eq!(retry_topic("g"), "%RETRY%g");
+        assert_eq!(retry_group("%RETRY%g"), Some("g"));
+        assert_eq!(retry_group("%RETRY%"), None);
+        assert_eq!(retry_group("orders"), None);
     }
 }

@@ -5,6 +5,8 @@
 //!   service, method names, field numbers and enum numbers matter on the wire.
 //! - [`admin`]: FerroMQ's own administration API (`ferromq.admin.v1`), served on the same port.
 //! - [`cluster`]: membership between broker groups, name servers and proxies (`ferromq.cluster.v1`).
+//! - [`tunnel`]: remoting-protocol connections carried from a proxy to a broker group
+//!   (`ferromq.remoting.v1`).
 //! - [`replication`]: log shipping inside a replicated broker group (`ferromq.replication.v1`).
 //! - [`controller`]: the replication controller (`ferromq.controller.v1`): Raft between
 //!   controller peers, and the Controller service broker group members and admins call.
@@ -35,6 +37,12 @@ pub mod ferromq {
             tonic::include_proto!("ferromq.cluster.v1");
         }
     }
+    pub mod remoting {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("ferromq.remoting.v1");
+        }
+    }
     pub mod replication {
         pub mod v1 {
             #![allow(clippy::all, missing_docs)]
@@ -53,6 +61,7 @@ pub use apache::rocketmq::v2;
 pub use ferromq::admin::v1 as admin;
 pub use ferromq::cluster::v1 as cluster;
 pub use ferromq::controller::v1 as controller;
+pub use ferromq::remoting::v1 as tunnel;
 pub use ferromq::replication::v1 as replication;
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use crate::header::{self, HeaderError};
 
 /// RocketMQ's default cap on one frame, the 4-byte length field included.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Most buffer a partly received frame reserves ahead of the bytes that arrived.
+const RESERVE_STEP: usize = 64 * 1024;
 
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +112,9 @@ impl Decoder for RemotingCodec {
         }
         let total = total as usize;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Grow with what arrives, never by the declared length alone: a peer that announces
+            // a large frame and sends nothing must not make us allocate it.
+            src.reserve((total - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         let mut frame = src.split_to(total);
@@ -249,6 +253,18 @@ mod tests {
             codec.decode(&mut neg),
             Err(FrameError::TooShort { .. })
         ));
+    }
+
+    #[test]
+    fn a_large_announced_frame_reserves_only_a_step_until_its_bytes_arrive() {
+        let mut codec = RemotingCodec::new(DEFAULT_MAX_FRAME);
+        let mut buf = BytesMut::from(&(8 * 1024 * 1024_i32).to_be_bytes()[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(
+            buf.capacity() <= RESERVE_STEP + 64,
+            "reserved {} bytes for a frame whose bytes have not arrived",
+            buf.capacity()
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   [`clients`]: client sessions and Telemetry streams; [`tls`]: TLS beside plaintext;
 //!   [`connections`]: the bounds on every connection (count, descriptors, timeouts).
 //!   [`auth`]: authentication and authorization of every call (with `--auth`).
+//! - [`remoting`]: the classic RocketMQ remoting protocol (4.x clients, mqadmin), a second
+//!   front door to the same engine, on its own port in every role that serves clients.
 //! - [`bench`]: the load generator and the null sink; [`console`]: `ferromq send` and
 //!   `ferromq consume`; [`cli`]: the command line itself (completions, man pages);
 //!   [`dial`]: how those clients connect; [`progress`]: their progress bars.
@@ -34,6 +36,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod progress;
+pub mod remoting;
 pub mod replication;
 pub mod roles;
 pub mod rpc;

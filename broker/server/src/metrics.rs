@@ -1,8 +1,9 @@
 //! Prometheus metrics of the server, rendered in the text exposition format by `/metrics`.
 //!
 //! Families: `ferromq_messages_in_total` / `ferromq_messages_out_total` and the matching
-//! `_bytes_total` per topic, `ferromq_rpc_duration_seconds` per RPC (histogram),
-//! `ferromq_rpc_errors_total` per RPC and code, plus gauges computed at scrape time by the
+//! `_bytes_total` per topic, `ferromq_rpc_duration_seconds` per RPC (histogram; requests of the
+//! remoting protocol as `remoting/<REQUEST_CODE>`), `ferromq_rpc_errors_total` per RPC and code
+//! (the code of the protocol that answered), plus gauges computed at scrape time by the
 //! caller (consumer lag, store size).
 
 use std::collections::BTreeMap;
@@ -82,7 +83,16 @@ impl Metrics {
         );
     }
 
+    /// Records one RocketMQ 5 RPC: OK and the empty receive's MESSAGE_NOT_FOUND are not errors.
     pub fn rpc(&self, method: &'static str, elapsed: Duration, code: i32) {
+        let failed = code != ferromq_proto::v2::Code::Ok as i32
+            && code != ferromq_proto::v2::Code::MessageNotFound as i32;
+        self.call(method, elapsed, failed.then_some(code));
+    }
+
+    /// Records one request of any protocol (remoting methods are named `remoting/<CODE>`): its
+    /// time, and its protocol's code when it failed.
+    pub fn call(&self, method: &'static str, elapsed: Duration, error: Option<i32>) {
         let secs = elapsed.as_secs_f64();
         {
             let mut g = self.lock();
@@ -95,9 +105,7 @@ impl Metrics {
             h.sum += secs;
             h.count += 1;
         }
-        if code != ferromq_proto::v2::Code::Ok as i32
-            && code != ferromq_proto::v2::Code::MessageNotFound as i32
-        {
+        if let Some(code) = error {
             self.add(
                 "ferromq_rpc_errors_total",
                 format!("method=\"{method}\",code=\"{code}\""),

@@ -32,6 +32,9 @@ pub struct Node {
     /// Flips to true when shutdown starts; long polls and streams watch it.
     pub shutdown: watch::Receiver<bool>,
     pub ready: AtomicBool,
+    /// Transaction checks through another front door (the remoting protocol's producers),
+    /// tried first: it declines messages its producers did not send.
+    pub other_checks: std::sync::OnceLock<ferromq_engine::CheckSender>,
 }
 
 impl Node {
@@ -59,6 +62,7 @@ impl Node {
             metrics,
             shutdown,
             ready: AtomicBool::new(false),
+            other_checks: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&node);
         node.engine
@@ -73,6 +77,9 @@ impl Node {
     /// Sends RecoverOrphanedTransactionCommand to the producer that sent the half message, else
     /// to a live producer that declared its topic.
     fn send_transaction_check(&self, m: &ferromq_store::StoredMessage, tx_id: &str) -> bool {
+        if self.other_checks.get().is_some_and(|check| check(m, tx_id)) {
+            return true;
+        }
         let sender = m
             .properties
             .get(ferromq_engine::props::TX_PRODUCER)

@@ -1,5 +1,6 @@
-//! The one serve loop every role runs: its gRPC services and its HTTP endpoint on bound
-//! listeners, its background tasks, until a shutdown future resolves.
+//! The one serve loop every role runs: its gRPC services, its HTTP endpoint and its raw TCP
+//! protocols (the classic remoting protocol) on bound listeners, its background tasks, until a
+//! shutdown future resolves.
 //!
 //! Shutdown is designed in: a role builds its services holding a receiver of [`Shutdown`]
 //! (long polls, Telemetry streams and background tasks watch it), then hands everything to
@@ -12,14 +13,22 @@
 //! Every connection on either port is bounded the same way, whatever the role: a cap on
 //! connections that leaves descriptors to the store, handshake and idle timeouts, and HTTP/2
 //! stream and header limits ([`crate::connections`]).
+//!
+//! Raw TCP protocols plug in as [`TcpService`]s: a bound listener and a [`ConnectionHandler`]
+//! that serves one accepted connection. The loop accepts (up to the service's connection cap;
+//! a connection beyond it is closed at once), hands each connection the shutdown flag, stops
+//! accepting when shutdown begins and gives open connections the same drain time as gRPC
+//! requests: a handler stops reading new requests when it sees the flag, finishes the ones in
+//! flight and closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -99,10 +108,75 @@ impl Listeners {
     }
 }
 
+/// Serves one accepted connection of a raw TCP protocol until it ends, or until `shutdown`
+/// says shutdown has begun and its requests in flight are answered.
+pub trait ConnectionHandler: Send + Sync + 'static {
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// A raw TCP protocol a role serves: its bound listener and what serves each connection.
+pub struct TcpService {
+    /// For logs (`remoting`).
+    pub name: &'static str,
+    pub listener: TcpListener,
+    pub handler: Arc<dyn ConnectionHandler>,
+    /// Connections served at once; one beyond it is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+/// Accepts connections of one TCP service until shutdown, then waits for them to finish.
+async fn accept_loop(service: TcpService, shutdown: watch::Receiver<bool>) {
+    let TcpService {
+        name,
+        listener,
+        handler,
+        max_connections,
+    } = service;
+    let mut connections = JoinSet::new();
+    let stop = stopped(shutdown.clone());
+    tokio::pin!(stop);
+    let mut refused_logged = false;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if connections.len() >= max_connections {
+                        if !refused_logged {
+                            warn!(service = name, %peer, max_connections, "connection refused: too many open connections");
+                            refused_logged = true;
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                    refused_logged = false;
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(handler.clone().serve(stream, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(service = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
 /// What a role serves.
 pub struct Services {
     pub grpc: tonic::transport::server::Router,
     pub http: axum::Router,
+    /// Raw TCP protocols (the remoting protocol), each on its own listener.
+    pub tcp: Vec<TcpService>,
     /// Server certificate: TLS is then accepted beside plaintext on the gRPC port.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Tasks that run while the role serves; each ends when it sees shutdown.
@@ -143,11 +217,16 @@ pub async fn run(
     let Services {
         grpc,
         http,
+        tcp,
         tls,
         mut background,
         drain,
         on_stop,
     } = services;
+    let mut tcp_tasks = JoinSet::new();
+    for service in tcp {
+        tcp_tasks.spawn(accept_loop(service, shutdown.subscribe()));
+    }
     let http_stop = stopped(shutdown.subscribe());
     let conns = listeners.connections;
     let http_listener = HttpListener {
@@ -170,6 +249,17 @@ pub async fn run(
     if let Some(f) = on_stop {
         f();
     }
+    // TCP connections drain beside gRPC requests, within the same time.
+    let tcp_drained = tokio::spawn(async move {
+        let drained = tokio::time::timeout(drain, async {
+            while tcp_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("connections still open after {drain:?}; closing them");
+            tcp_tasks.abort_all();
+        }
+    });
     let failed = match early {
         Some(r) => Some(format!("{r:?}")),
         None => {
@@ -182,6 +272,7 @@ pub async fn run(
             None
         }
     };
+    let _ = tcp_drained.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     let joined = tokio::time::timeout(Duration::from_secs(5), async {
         while background.join_next().await.is_some() {}

@@ -2,8 +2,10 @@
 //! `Code` and a message.
 //!
 //! Every RPC answers with gRPC OK and puts its outcome in a `Status{code, message}`; an
-//! [`RpcError`] is that pair before it is written. Engine and store errors map to codes here
-//! and nowhere else, so one failure always reads the same to every client.
+//! [`RpcError`] is that pair before it is written. Engine and store errors and validation
+//! rules map to codes here and nowhere else, so one failure always reads the same to every
+//! client. The classic remoting protocol has its own codes; its one mapping is beside this
+//! one, in `remoting/status.rs`.
 
 use ferromq_engine::EngineError;
 use ferromq_proto::v2::{self, Code};
@@ -122,6 +124,28 @@ fn store_error(e: &StoreError) -> RpcError {
         | StoreError::Io { .. } => Code::InternalServerError,
     };
     RpcError::new(code, e.to_string())
+}
+
+impl From<crate::validate::Invalid> for RpcError {
+    /// The RocketMQ 5 code of each validation rule.
+    fn from(e: crate::validate::Invalid) -> RpcError {
+        use crate::validate::Violation;
+        let code = match e.violation {
+            Violation::Topic => Code::IllegalTopic,
+            Violation::ConsumerGroup => Code::IllegalConsumerGroup,
+            Violation::MessageId => Code::IllegalMessageId,
+            Violation::BodyTooLarge => Code::MessageBodyTooLarge,
+            Violation::BodyEmpty => Code::MessageBodyEmpty,
+            Violation::Tag => Code::IllegalMessageTag,
+            Violation::Key => Code::IllegalMessageKey,
+            Violation::PropertyKey => Code::IllegalMessagePropertyKey,
+            Violation::PropertiesTooLarge => Code::MessagePropertiesTooLarge,
+            Violation::MessageGroup => Code::IllegalMessageGroup,
+            Violation::TypeConflict => Code::MessagePropertyConflictWithType,
+            Violation::Malformed => Code::BadRequest,
+        };
+        RpcError::new(code, e.message)
+    }
 }
 
 impl From<EngineError> for RpcError {

@@ -1,12 +1,49 @@
-//! Protocol-level validation of names and messages, before anything is stored.
+//! Validation of names and messages, before anything is stored.
 //!
-//! Each check answers with the RocketMQ code a client expects for that mistake; a refused
-//! request changes nothing. Limits follow RocketMQ: names of 1..=127 characters from letters,
-//! digits, `%`, `-`, `_`, `|`; one tag without `|`; properties at most 16 KiB in total.
+//! The rules are protocol-neutral: they name what is wrong as a [`Violation`], and each front
+//! door turns that into its protocol's code in one place (`status.rs` for the RocketMQ 5
+//! protocol, `remoting/status.rs` for the classic remoting protocol). The `v2` wrappers below
+//! are the RocketMQ 5 service's entry points. A refused request changes nothing. Limits follow
+//! RocketMQ: names of 1..=127 characters from letters, digits, `%`, `-`, `_`, `|`; one tag
+//! without `|`; properties at most 16 KiB in total.
 
-use ferromq_proto::v2::{self, Code};
+use ferromq_proto::v2;
 
 use crate::status::RpcError;
+
+/// What is wrong with a request, whatever protocol carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    Topic,
+    ConsumerGroup,
+    MessageId,
+    BodyTooLarge,
+    BodyEmpty,
+    Tag,
+    Key,
+    PropertyKey,
+    PropertiesTooLarge,
+    MessageGroup,
+    /// A field the message's type may not carry, or a type without a field it needs.
+    TypeConflict,
+    /// Anything else malformed.
+    Malformed,
+}
+
+/// A refused request: what is wrong, and a message for the person who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    pub violation: Violation,
+    pub message: String,
+}
+
+fn invalid(violation: Violation, message: impl Into<String>) -> Invalid {
+    Invalid {
+        violation,
+        message: message.into(),
+    }
+}
 
 /// Longest topic name (RocketMQ's limit, also the store's record layout limit).
 pub const MAX_TOPIC_LEN: usize = 127;
@@ -41,15 +78,14 @@ fn name_chars_ok(name: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '%' | '-' | '_' | '|'))
 }
 
-/// Checks a topic name from a client request.
-pub fn topic_name(r: Option<&v2::Resource>) -> Result<&str, RpcError> {
-    let name = r.map(|r| r.name.as_str()).unwrap_or("");
+/// Checks a topic name.
+pub fn topic(name: &str) -> Result<&str, Invalid> {
     if name.trim().is_empty() {
-        return Err(RpcError::new(Code::IllegalTopic, "topic name is empty"));
+        return Err(invalid(Violation::Topic, "topic name is empty"));
     }
     if name.len() > MAX_TOPIC_LEN {
-        return Err(RpcError::new(
-            Code::IllegalTopic,
+        return Err(invalid(
+            Violation::Topic,
             format!(
                 "topic name is {} characters, over {MAX_TOPIC_LEN}",
                 name.len()
@@ -57,26 +93,25 @@ pub fn topic_name(r: Option<&v2::Resource>) -> Result<&str, RpcError> {
         ));
     }
     if !name_chars_ok(name) {
-        return Err(RpcError::new(
-            Code::IllegalTopic,
+        return Err(invalid(
+            Violation::Topic,
             format!("topic {name:?} has characters outside letters, digits, %, -, _ and |"),
         ));
     }
     Ok(name)
 }
 
-/// Checks a consumer group name from a client request.
-pub fn group_name(r: Option<&v2::Resource>) -> Result<&str, RpcError> {
-    let name = r.map(|r| r.name.as_str()).unwrap_or("");
+/// Checks a consumer group name.
+pub fn group(name: &str) -> Result<&str, Invalid> {
     if name.trim().is_empty() {
-        return Err(RpcError::new(
-            Code::IllegalConsumerGroup,
+        return Err(invalid(
+            Violation::ConsumerGroup,
             "consumer group name is empty",
         ));
     }
     if name.len() > MAX_GROUP_LEN {
-        return Err(RpcError::new(
-            Code::IllegalConsumerGroup,
+        return Err(invalid(
+            Violation::ConsumerGroup,
             format!(
                 "consumer group name is {} characters, over {MAX_GROUP_LEN}",
                 name.len()
@@ -84,14 +119,24 @@ pub fn group_name(r: Option<&v2::Resource>) -> Result<&str, RpcError> {
         ));
     }
     if !name_chars_ok(name) {
-        return Err(RpcError::new(
-            Code::IllegalConsumerGroup,
+        return Err(invalid(
+            Violation::ConsumerGroup,
             format!(
                 "consumer group {name:?} has characters outside letters, digits, %, -, _ and |"
             ),
         ));
     }
     Ok(name)
+}
+
+/// Checks a topic name from a RocketMQ 5 request.
+pub fn topic_name(r: Option<&v2::Resource>) -> Result<&str, RpcError> {
+    Ok(topic(r.map(|r| r.name.as_str()).unwrap_or(""))?)
+}
+
+/// Checks a consumer group name from a RocketMQ 5 request.
+pub fn group_name(r: Option<&v2::Resource>) -> Result<&str, RpcError> {
+    Ok(group(r.map(|r| r.name.as_str()).unwrap_or(""))?)
 }
 
 /// Topics clients may not publish to directly.
@@ -106,7 +151,133 @@ fn printable(s: &str) -> bool {
     !s.chars().any(|c| c.is_control())
 }
 
-/// The fields of one message that passed validation, in the shape the send path needs.
+/// The fields of one message as any protocol carries them, to be checked.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFields<'a> {
+    pub message_id: &'a str,
+    pub body_len: usize,
+    pub tag: Option<&'a str>,
+    pub keys: &'a [String],
+    /// User properties (not the system fields above).
+    pub properties: Vec<(&'a str, &'a str)>,
+    pub message_group: Option<&'a str>,
+}
+
+/// The checked fields of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields<'a> {
+    pub message_id: &'a str,
+    pub tag: Option<&'a str>,
+    pub keys: Vec<&'a str>,
+    pub message_group: Option<&'a str>,
+}
+
+/// Checks one message's fields (everything but topic existence and type agreement, which need
+/// the topic's metadata, and the type rules, which depend on how the protocol names types).
+pub fn message_fields<'a>(
+    m: &MessageFields<'a>,
+    max_body_size: usize,
+) -> Result<Fields<'a>, Invalid> {
+    if m.message_id.trim().is_empty() {
+        return Err(invalid(Violation::MessageId, "message_id is empty"));
+    }
+    if m.message_id.len() > 128 || !printable(m.message_id) {
+        return Err(invalid(
+            Violation::MessageId,
+            format!(
+                "message_id {:?} is not a printable id of at most 128 characters",
+                m.message_id
+            ),
+        ));
+    }
+    if m.body_len > max_body_size {
+        return Err(invalid(
+            Violation::BodyTooLarge,
+            format!(
+                "message body is {} bytes, over the limit of {max_body_size} bytes",
+                m.body_len
+            ),
+        ));
+    }
+    if m.body_len == 0 {
+        return Err(invalid(Violation::BodyEmpty, "message body is empty"));
+    }
+    let tag = match m.tag {
+        None => None,
+        Some(t) if t.trim().is_empty() => return Err(invalid(Violation::Tag, "tag is blank")),
+        Some(t) if t.contains('|') => {
+            return Err(invalid(Violation::Tag, format!("tag {t:?} contains '|'")))
+        }
+        Some(t) if !printable(t) => {
+            return Err(invalid(
+                Violation::Tag,
+                format!("tag {t:?} contains control characters"),
+            ))
+        }
+        Some(t) => Some(t),
+    };
+    let mut keys = Vec::with_capacity(m.keys.len());
+    for k in m.keys {
+        if k.trim().is_empty() {
+            return Err(invalid(Violation::Key, "a message key is blank"));
+        }
+        if !printable(k) {
+            return Err(invalid(
+                Violation::Key,
+                format!("key {k:?} contains control characters"),
+            ));
+        }
+        keys.push(k.as_str());
+    }
+    let mut size = tag.map_or(0, str::len) + keys.iter().map(|k| k.len() + 1).sum::<usize>();
+    for (k, v) in &m.properties {
+        if k.trim().is_empty() {
+            return Err(invalid(
+                Violation::PropertyKey,
+                "a user property key is blank",
+            ));
+        }
+        if RESERVED_PROPERTY_KEYS.contains(k)
+            || k.starts_with(ferromq_engine::props::INTERNAL_PREFIX)
+            || !printable(k)
+        {
+            return Err(invalid(
+                Violation::PropertyKey,
+                format!("user property key {k:?} is reserved or not printable"),
+            ));
+        }
+        size += k.len() + v.len();
+    }
+    if size > MAX_PROPERTIES_SIZE {
+        return Err(invalid(
+            Violation::PropertiesTooLarge,
+            format!("tag, keys and properties take {size} bytes, over {MAX_PROPERTIES_SIZE}"),
+        ));
+    }
+    let message_group = match m.message_group {
+        None => None,
+        Some(g) if g.trim().is_empty() => {
+            return Err(invalid(Violation::MessageGroup, "message_group is blank"))
+        }
+        Some(g) if g.len() > MAX_MESSAGE_GROUP_LEN || !printable(g) => {
+            let limit = MAX_MESSAGE_GROUP_LEN;
+            return Err(invalid(
+                Violation::MessageGroup,
+                format!("message_group must be printable and at most {limit} characters"),
+            ));
+        }
+        Some(g) => Some(g),
+    };
+    Ok(Fields {
+        message_id: m.message_id,
+        tag,
+        keys,
+        message_group,
+    })
+}
+
+/// The fields of one RocketMQ 5 message that passed validation, in the shape the send path
+/// needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedMessage<'a> {
     pub message_id: &'a str,
@@ -126,145 +297,59 @@ pub fn message<'a>(
         .system_properties
         .as_ref()
         .ok_or_else(|| RpcError::bad_request("message has no system_properties"))?;
-    if sp.message_id.trim().is_empty() {
-        return Err(RpcError::new(Code::IllegalMessageId, "message_id is empty"));
-    }
-    if sp.message_id.len() > 128 || !printable(&sp.message_id) {
-        return Err(RpcError::new(
-            Code::IllegalMessageId,
-            format!(
-                "message_id {:?} is not a printable id of at most 128 characters",
-                sp.message_id
-            ),
-        ));
-    }
-    if m.body.len() > max_body_size {
-        return Err(RpcError::new(
-            Code::MessageBodyTooLarge,
-            format!(
-                "message body is {} bytes, over the limit of {max_body_size} bytes",
-                m.body.len()
-            ),
-        ));
-    }
-    if m.body.is_empty() {
-        return Err(RpcError::new(
-            Code::MessageBodyEmpty,
-            "message body is empty",
-        ));
-    }
-    let tag = match sp.tag.as_deref() {
-        None => None,
-        Some(t) if t.trim().is_empty() => {
-            return Err(RpcError::new(Code::IllegalMessageTag, "tag is blank"))
-        }
-        Some(t) if t.contains('|') => {
-            return Err(RpcError::new(
-                Code::IllegalMessageTag,
-                format!("tag {t:?} contains '|'"),
-            ))
-        }
-        Some(t) if !printable(t) => {
-            return Err(RpcError::new(
-                Code::IllegalMessageTag,
-                format!("tag {t:?} contains control characters"),
-            ))
-        }
-        Some(t) => Some(t),
-    };
-    let mut keys = Vec::with_capacity(sp.keys.len());
-    for k in &sp.keys {
-        if k.trim().is_empty() {
-            return Err(RpcError::new(
-                Code::IllegalMessageKey,
-                "a message key is blank",
-            ));
-        }
-        if !printable(k) {
-            return Err(RpcError::new(
-                Code::IllegalMessageKey,
-                format!("key {k:?} contains control characters"),
-            ));
-        }
-        keys.push(k.as_str());
-    }
-    let mut size = tag.map_or(0, str::len) + keys.iter().map(|k| k.len() + 1).sum::<usize>();
-    for (k, v) in &m.user_properties {
-        if k.trim().is_empty() {
-            return Err(RpcError::new(
-                Code::IllegalMessagePropertyKey,
-                "a user property key is blank",
-            ));
-        }
-        if RESERVED_PROPERTY_KEYS.contains(&k.as_str())
-            || k.starts_with(ferromq_engine::props::INTERNAL_PREFIX)
-            || !printable(k)
-        {
-            return Err(RpcError::new(
-                Code::IllegalMessagePropertyKey,
-                format!("user property key {k:?} is reserved or not printable"),
-            ));
-        }
-        size += k.len() + v.len();
-    }
-    if size > MAX_PROPERTIES_SIZE {
-        return Err(RpcError::new(
-            Code::MessagePropertiesTooLarge,
-            format!("tag, keys and properties take {size} bytes, over {MAX_PROPERTIES_SIZE}"),
-        ));
-    }
-    let message_group = match sp.message_group.as_deref() {
-        None => None,
-        Some(g) if g.trim().is_empty() => {
-            return Err(RpcError::new(
-                Code::IllegalMessageGroup,
-                "message_group is blank",
-            ))
-        }
-        Some(g) if g.len() > MAX_MESSAGE_GROUP_LEN || !printable(g) => {
-            let limit = MAX_MESSAGE_GROUP_LEN;
-            return Err(RpcError::new(
-                Code::IllegalMessageGroup,
-                format!("message_group must be printable and at most {limit} characters"),
-            ));
-        }
-        Some(g) => Some(g),
-    };
+    let fields = message_fields(
+        &MessageFields {
+            message_id: &sp.message_id,
+            body_len: m.body.len(),
+            tag: sp.tag.as_deref(),
+            keys: &sp.keys,
+            properties: m
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            message_group: sp.message_group.as_deref(),
+        },
+        max_body_size,
+    )?;
     let declared =
         v2::MessageType::try_from(sp.message_type).unwrap_or(v2::MessageType::Unspecified);
     // Clients derive the type from the message's shape; when they leave it out, do the same.
     let message_type = match declared {
-        v2::MessageType::Unspecified if message_group.is_some() => v2::MessageType::Fifo,
+        v2::MessageType::Unspecified if fields.message_group.is_some() => v2::MessageType::Fifo,
         v2::MessageType::Unspecified if sp.delivery_timestamp.is_some() => v2::MessageType::Delay,
         v2::MessageType::Unspecified => v2::MessageType::Normal,
         t => t,
     };
     match message_type {
-        v2::MessageType::Fifo if message_group.is_none() => {
-            return Err(RpcError::new(
-                Code::IllegalMessageGroup,
+        v2::MessageType::Fifo if fields.message_group.is_none() => {
+            return Err(invalid(
+                Violation::MessageGroup,
                 "a FIFO message needs a message_group",
-            ))
+            )
+            .into())
         }
-        v2::MessageType::Normal if message_group.is_some() => {
-            return Err(RpcError::new(
-                Code::MessagePropertyConflictWithType,
+        v2::MessageType::Normal if fields.message_group.is_some() => {
+            return Err(invalid(
+                Violation::TypeConflict,
                 "a NORMAL message cannot have a message_group",
-            ))
+            )
+            .into())
         }
         v2::MessageType::Normal | v2::MessageType::Fifo if sp.delivery_timestamp.is_some() => {
-            return Err(RpcError::new(
-                Code::MessagePropertyConflictWithType,
+            return Err(invalid(
+                Violation::TypeConflict,
                 "only DELAY messages may carry a delivery_timestamp",
-            ))
+            )
+            .into())
         }
         _ => {}
     }
     Ok(CheckedMessage {
-        message_id: &sp.message_id,
-        tag,
-        keys,
-        message_group,
+        message_id: fields.message_id,
+        tag: fields.tag,
+        keys: fields.keys,
+        message_group: fields.message_group,
         message_type,
     })
 }
@@ -294,6 +379,7 @@ pub fn broker_group_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferromq_proto::v2::Code;
 
     fn msg(f: impl FnOnce(&mut v2::Message)) -> v2::Message {
         let mut m = v2::Message {

@@ -166,6 +166,7 @@ fn config_file_and_environment_are_honoured() {
         .arg(&file)
         .env("FERROMQ_DATA_DIR", dir.path().join("data"))
         .env("FERROMQ_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("FERROMQ_REMOTING_ADDR", "off")
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use tracing::{field, instrument};
 
-use super::{admin_endpoint, Context, RESYNC};
+use super::{admin_endpoint, Context, POLL, RESYNC};
 use crate::conditions::{self, Desired, DEGRADED, PROGRESSING, READY};
 use crate::crd::{Broker, Topic, TopicClusterState, TopicStatus};
 use crate::Error;
@@ -128,8 +128,21 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
             return Ok(Action::requeue(RESYNC));
         }
     }
+    // Broker groups added after the topic was made hold none of its queues until the topic is
+    // updated (the proxy then creates it there too); a failed look-up only delays that.
+    let joiners = match &current {
+        Some(_) => ctx
+            .admin
+            .groups_without_topic(&endpoint, &want.name)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot tell which broker groups lack the topic");
+                Vec::new()
+            }),
+        None => Vec::new(),
+    };
     let mut held = current.clone();
-    if current.as_ref() != Some(&want) {
+    if current.as_ref() != Some(&want) || !joiners.is_empty() {
         if let Err(e) = ctx.admin.upsert_topic(&endpoint, &want).await {
             ctx.metrics.error(KIND, e.reason());
             let msg = format!(
@@ -139,25 +152,32 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
             set_status(ctx, &topic, current, &unavailable(e.reason(), msg)).await?;
             return Ok(Action::requeue(RETRY));
         }
-        let (reason, verb) = if current.is_some() {
-            ("TopicUpdated", "updated")
-        } else {
-            ("TopicCreated", "created")
-        };
-        ctx.event(
-            &*topic,
-            EventType::Normal,
-            reason,
-            "SyncTopic",
-            format!(
-                "{verb} topic {} on {endpoint}: {} queues, {}, {}",
-                want.name,
-                want.queues,
-                want.message_type.as_str(),
-                want.permission.as_str()
+        let settings = format!(
+            "{} queues, {}, {}",
+            want.queues,
+            want.message_type.as_str(),
+            want.permission.as_str()
+        );
+        let (reason, note) = match (&current, joiners.is_empty()) {
+            (None, _) => (
+                "TopicCreated",
+                format!("created topic {} on {endpoint}: {settings}", want.name),
             ),
-        )
-        .await;
+            (Some(_), true) => (
+                "TopicUpdated",
+                format!("updated topic {} on {endpoint}: {settings}", want.name),
+            ),
+            (Some(_), false) => (
+                "TopicExtended",
+                format!(
+                    "extended topic {} on {endpoint} to broker groups {}: {settings}",
+                    want.name,
+                    joiners.join(", ")
+                ),
+            ),
+        };
+        ctx.event(&*topic, EventType::Normal, reason, "SyncTopic", note)
+            .await;
         held = match ctx.admin.describe_topic(&endpoint, &want.name).await {
             Ok(h) => h,
             Err(e) => {
@@ -189,7 +209,15 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
         )
     };
     set_status(ctx, &topic, held, &conds).await?;
-    Ok(Action::requeue(if in_sync { RESYNC } else { RETRY }))
+    // After an extension, look again soon: a proxy that did not know the new group yet
+    // extended nothing, and the next round asks again.
+    Ok(Action::requeue(if !in_sync {
+        RETRY
+    } else if !joiners.is_empty() {
+        POLL
+    } else {
+        RESYNC
+    }))
 }
 
 async fn cleanup_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> {

@@ -42,10 +42,13 @@
 //! All methods block on store I/O: call them from `spawn_blocking`.
 
 mod attempts;
+mod offsets;
 mod queue;
 mod receive;
 mod settle;
 mod upkeep;
+
+pub(crate) use settle::{as_new, dead_letter_copy};
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -234,34 +237,6 @@ impl Deliveries {
         };
         self.forget_topic(topic);
         Ok(deleted)
-    }
-
-    /// Starts a group's delivery on one queue over at `offset` (see [`crate::resets`]): what
-    /// it had read or handed out is forgotten, so outstanding receipt handles go stale. The
-    /// offset is recorded in memory; [`Deliveries::persist_offsets`] makes it durable.
-    pub fn restart_at(
-        &self,
-        group: &str,
-        topic: &str,
-        queue_id: u32,
-        offset: u64,
-    ) -> Result<(), crate::EngineError> {
-        let st = self.state(group, topic, queue_id);
-        let mut st = st.lock();
-        let _gate = self.topic_gate.read_recursive();
-        if self.store.topics().get(topic).is_none() {
-            return Err(crate::EngineError::TopicNotFound(topic.to_string()));
-        }
-        let max_attempts = st.max_attempts;
-        *st = QueueState::starting_at(offset, self.store.topics().incarnation(topic));
-        st.max_attempts = max_attempts;
-        if self.journal.is_some() {
-            self.moved
-                .lock()
-                .insert((group.to_string(), topic.to_string(), queue_id), offset);
-        }
-        self.store.offsets().set(group, topic, queue_id, offset);
-        Ok(())
     }
 
     /// Forgets a group: its delivery state and, durably, its offsets on every topic.

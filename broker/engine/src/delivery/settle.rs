@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferromq_store::{MessageType, NewMessage};
+use ferromq_store::{MessageType, NewMessage, StoredMessage};
 use tracing::{info, warn};
 
 use super::queue::{EntryState, QueueState};
@@ -75,7 +75,7 @@ impl Deliveries {
     }
 
     /// Journals the offsets that moved since the last journal entry (replicated groups).
-    fn journal_offsets(&self) -> Result<(), EngineError> {
+    pub(super) fn journal_offsets(&self) -> Result<(), EngineError> {
         let Some(j) = &self.journal else {
             return Ok(());
         };
@@ -150,40 +150,22 @@ impl Deliveries {
                 return Ok(());
             }
         };
-        let dlq = dlq_topic(group);
-        ensure_dlq_topic(&self.store, self.journal.as_ref(), &dlq)?;
-        let mut properties = original.properties;
-        properties.insert(props::DLQ_ORIGIN_TOPIC.into(), topic.into());
-        properties.insert(props::DLQ_ATTEMPTS.into(), e.attempts.to_string());
-        // Consumers of the DLQ are not FIFO-bound by the original group (kept aside for a
-        // resend), and every group reading the DLQ sees a letter that was resent before.
-        if let Some(g) = properties.remove(props::MESSAGE_GROUP) {
-            properties.insert(props::DLQ_MESSAGE_GROUP.into(), g);
-        }
-        properties.remove(props::RESEND_GROUP);
-        properties.insert(
-            props::MESSAGE_TYPE.into(),
-            props::type_code(MessageType::Normal).to_string(),
-        );
-        let m = NewMessage {
-            topic: dlq.clone(),
-            queue_id: 0,
-            born_timestamp_ms: original.born_timestamp_ms,
-            born_host: original.born_host,
-            reconsume_times: e.attempts,
-            properties,
-            body: original.body,
-            ..Default::default()
-        };
+        let m = dead_letter_copy(as_new(original), group, topic, e.attempts);
+        ensure_dlq_topic(&self.store, self.journal.as_ref(), &m.topic)?;
         self.store.append(&m)?;
-        info!(group, topic, queue = q, offset = off, attempts = e.attempts, dlq = %dlq, "message moved to dead-letter topic");
+        info!(group, topic, queue = q, offset = off, attempts = e.attempts, dlq = %m.topic, "message moved to dead-letter topic");
+        self.count_dead_letter(group);
+        st.unsettled.remove(&off);
+        Ok(())
+    }
+
+    /// Counts a message moved to `group`'s dead-letter topic (for metrics).
+    pub(crate) fn count_dead_letter(&self, group: &str) {
         *self
             .dead_lettered
             .lock()
             .entry(group.to_string())
             .or_insert(0) += 1;
-        st.unsettled.remove(&off);
-        Ok(())
     }
 
     /// Records the group's offset if it moved (returns whether it did): durably at once when
@@ -218,5 +200,54 @@ impl Deliveries {
             self.store.offsets().set(group, topic, q, low);
         }
         Ok(true)
+    }
+}
+
+/// A stored message as a message to store again (its offsets and store fields dropped).
+pub(crate) fn as_new(m: StoredMessage) -> NewMessage {
+    NewMessage {
+        topic: m.topic,
+        queue_id: m.queue_id,
+        born_timestamp_ms: m.born_timestamp_ms,
+        born_host: m.born_host,
+        flags: m.flags,
+        reconsume_times: m.reconsume_times,
+        properties: m.properties,
+        body: m.body,
+    }
+}
+
+/// The copy of a message that goes to `group`'s dead-letter topic after `attempts`
+/// deliveries from `origin_topic`: one format whichever way a message got there (pop delivery
+/// ran out of attempts, or an offset-based consumer's retries did).
+pub(crate) fn dead_letter_copy(
+    m: NewMessage,
+    group: &str,
+    origin_topic: &str,
+    attempts: u32,
+) -> NewMessage {
+    let mut properties = m.properties;
+    properties.insert(props::DLQ_ORIGIN_TOPIC.into(), origin_topic.into());
+    properties.insert(props::DLQ_ATTEMPTS.into(), attempts.to_string());
+    // Consumers of the DLQ are not FIFO-bound by the original group (kept aside for a resend),
+    // nor retried copies; every group reading the DLQ sees a letter that was resent before.
+    if let Some(g) = properties.remove(props::MESSAGE_GROUP) {
+        properties.insert(props::DLQ_MESSAGE_GROUP.into(), g);
+    }
+    properties.remove(props::RETRY_ORIGIN_TOPIC);
+    properties.remove(props::RESEND_GROUP);
+    properties.insert(
+        props::MESSAGE_TYPE.into(),
+        props::type_code(MessageType::Normal).to_string(),
+    );
+    NewMessage {
+        topic: dlq_topic(group),
+        queue_id: 0,
+        born_timestamp_ms: m.born_timestamp_ms,
+        born_host: m.born_host,
+        flags: m.flags,
+        reconsume_times: attempts,
+        properties,
+        body: m.body,
     }
 }

@@ -159,6 +159,10 @@ impl Parked {
         self.topic
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Parks `msg` (addressed to its real topic and queue) until it is settled; `key` is its due
     /// time in ms since the epoch.
     pub fn park(&self, msg: &NewMessage, key: u64) -> Result<ParkedAt, EngineError> {
@@ -374,7 +378,8 @@ impl Parked {
             born_timestamp_ms: m.born_timestamp_ms,
             born_host: m.born_host,
             flags: m.flags,
-            reconsume_times: 0,
+            // Retries of offset-based consumers wait here too and carry their count.
+            reconsume_times: m.reconsume_times,
             properties,
             body: m.body.clone(),
         })

@@ -95,9 +95,15 @@ impl Timers {
 
     /// Parks `msg` until `due_ms` and returns its recall handle.
     pub fn schedule(&self, msg: &NewMessage, due_ms: u64) -> Result<String, EngineError> {
+        self.schedule_at(msg, due_ms).map(recall_handle)
+    }
+
+    /// [`Timers::schedule`], answering where the parked message is (its commit log offset is
+    /// what offset-based front doors name it by).
+    pub fn schedule_at(&self, msg: &NewMessage, due_ms: u64) -> Result<ParkedAt, EngineError> {
         let at = self.parked.park(msg, due_ms)?;
         self.pending.add(due_ms, at, &msg.topic);
-        Ok(recall_handle(at))
+        Ok(at)
     }
 
     /// Cancels a pending delay message of `topic`. Returns its message id.

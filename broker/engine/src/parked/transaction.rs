@@ -141,6 +141,16 @@ impl Transactions {
         recovery: Option<Duration>,
         producer: Option<&str>,
     ) -> Result<String, EngineError> {
+        self.prepare_at(msg, recovery, producer).map(transaction_id)
+    }
+
+    /// [`Transactions::prepare`], answering where the half message is.
+    pub fn prepare_at(
+        &self,
+        msg: &NewMessage,
+        recovery: Option<Duration>,
+        producer: Option<&str>,
+    ) -> Result<ParkedAt, EngineError> {
         let mut owned;
         let msg = match producer {
             Some(p) => {
@@ -157,13 +167,34 @@ impl Transactions {
         let at = self.parked.park(msg, first)?;
         self.stats.prepared.fetch_add(1, Ordering::Relaxed);
         self.pending.add(first, (at, 0), &msg.topic);
-        Ok(transaction_id(at))
+        Ok(at)
     }
 
-    /// EndTransaction: commits or rolls back the half message `transaction_id` of `topic`.
+    /// The transaction id of the half message whose record starts at commit log offset `phys`:
+    /// how front doors that address messages by offset (the remoting protocol's
+    /// END_TRANSACTION) find a transaction when its id did not travel.
+    pub fn id_at_offset(&self, phys: u64) -> Result<String, EngineError> {
+        let m = self.parked.store().message_at(phys).map_err(|_| {
+            EngineError::InvalidTransactionId(format!(
+                "no half message starts at commit log offset {phys}"
+            ))
+        })?;
+        if m.topic != HALF_TOPIC {
+            return Err(EngineError::InvalidTransactionId(format!(
+                "the message at commit log offset {phys} is not a half message"
+            )));
+        }
+        Ok(transaction_id(ParkedAt {
+            entry: m.queue_offset,
+            phys,
+        }))
+    }
+
+    /// EndTransaction: commits or rolls back the half message `transaction_id`. `topic`, when
+    /// the client names one, must be the message's (4.x remoting producers name none).
     pub fn end(
         &self,
-        topic: &str,
+        topic: Option<&str>,
         message_id: &str,
         transaction_id: &str,
         resolution: Resolution,
@@ -181,9 +212,11 @@ impl Transactions {
         let m = self.parked.read(at.entry, Some(at.phys)).map_err(|_| {
             invalid("names no half message (expired by retention, or another broker's)")
         })?;
-        if m.properties.get(REAL_TOPIC).map(String::as_str) != Some(topic) {
+        let real_topic = m.properties.get(REAL_TOPIC).cloned().unwrap_or_default();
+        if let Some(topic) = topic.filter(|t| *t != real_topic) {
             return Err(invalid(&format!("is not a transaction of topic {topic}")));
         }
+        let topic = real_topic.as_str();
         let id = m.msg_id().unwrap_or_default();
         if !message_id.is_empty() && message_id != id {
             return Err(invalid(&format!(

@@ -136,7 +136,8 @@ impl BrokerArgs {
                     .unwrap_or_else(|| "0.0.0.0:10911".into()),
             );
         }
-        let cfg = NodeConfig::resolve(&node, &file)?;
+        // Clients reach a cluster through proxies: a broker serves remoting only when asked.
+        let cfg = NodeConfig::resolve_with(&node, &file, None)?;
         let group = self
             .group
             .clone()

@@ -64,6 +64,15 @@ pub struct NodeArgs {
     /// Checks of an unresolved half message before it is rolled back.
     #[arg(long, env = "FERROMQ_TRANSACTION_CHECK_MAX")]
     pub transaction_check_max: Option<u32>,
+    /// Address of the classic RocketMQ remoting endpoint (4.x clients, mqadmin, dashboards;
+    /// name-server and broker requests on one port); "" turns it off
+    /// [default: 0.0.0.0:9876 for standalone, off for a broker].
+    #[arg(long, env = "FERROMQ_REMOTING_ADDR")]
+    pub remoting_addr: Option<String>,
+    /// host:port remoting routes and message ids name [default: the host of advertise-addr
+    /// with the remoting port].
+    #[arg(long, env = "FERROMQ_REMOTING_ADVERTISE_ADDR")]
+    pub remoting_advertise_addr: Option<String>,
     /// PEM certificate chain: enables TLS on the gRPC port (plaintext stays accepted there).
     #[arg(long, env = "FERROMQ_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -95,6 +104,8 @@ pub struct NodeKeys {
     max_delay: Option<String>,
     transaction_check_interval: Option<String>,
     transaction_check_max: Option<toml::Value>,
+    remoting_addr: Option<String>,
+    remoting_advertise_addr: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -114,6 +125,8 @@ impl Section for NodeKeys {
         "max-delay",
         "transaction-check-interval",
         "transaction-check-max",
+        "remoting-addr",
+        "remoting-advertise-addr",
         "tls-cert",
         "tls-key",
     ];
@@ -138,6 +151,43 @@ pub struct NodeConfig {
     pub limits: crate::connections::Limits,
     /// Authentication and authorization (off by default).
     pub auth: super::auth::AuthConfig,
+    /// The remoting endpoint, when it is on.
+    pub remoting: Option<RemotingListen>,
+}
+
+/// Where a role serves the classic remoting protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotingListen {
+    pub addr: SocketAddr,
+    /// host:port routes and message ids name; `None`: derived from the role's advertised host
+    /// and the bound port.
+    pub advertise: Option<String>,
+}
+
+/// Standalone's remoting port: RocketMQ's name-server port, since standalone is its own name
+/// server and 4.x clients' `namesrvAddr` points there.
+pub const STANDALONE_REMOTING_ADDR: &str = "0.0.0.0:9876";
+
+/// Parses `remoting-addr` (`""`, `off` or `none` turn it off) and `remoting-advertise-addr`.
+pub fn remoting_listen(
+    addr: Option<&str>,
+    advertise: Option<&str>,
+    default: Option<&str>,
+) -> Result<Option<RemotingListen>, ConfigError> {
+    let Some(a) = addr.or(default) else {
+        return Ok(None);
+    };
+    if matches!(a.trim(), "" | "off" | "none") {
+        return Ok(None);
+    }
+    let advertise = advertise.map(str::to_string);
+    if let Some(adv) = &advertise {
+        check_host_port("remoting-advertise-addr", adv)?;
+    }
+    Ok(Some(RemotingListen {
+        addr: parse_addr("remoting-addr", a.trim())?,
+        advertise,
+    }))
 }
 
 impl NodeConfig {
@@ -156,12 +206,22 @@ impl NodeConfig {
             tls: None,
             limits: Default::default(),
             auth: Default::default(),
+            remoting: None,
         }
     }
 
     /// Merges flags, the file and defaults and validates the result. `file` is the role's
     /// file, read once; the caller has refused keys of other roles.
     pub fn resolve(args: &NodeArgs, config: &ConfigFile) -> Result<NodeConfig, ConfigError> {
+        Self::resolve_with(args, config, Some(STANDALONE_REMOTING_ADDR))
+    }
+
+    /// [`NodeConfig::resolve`] with the role's own default remoting address (`None`: off).
+    pub fn resolve_with(
+        args: &NodeArgs,
+        config: &ConfigFile,
+        remoting_default: Option<&str>,
+    ) -> Result<NodeConfig, ConfigError> {
         let limits: LimitKeys = config.section()?;
         let file: NodeKeys = config.section()?;
         let mut c = NodeConfig::defaults();
@@ -234,6 +294,30 @@ impl NodeConfig {
             (None, None) => {}
         }
         c.auth = super::auth::AuthConfig::resolve(&args.auth, config)?;
+        let remoting_addr = args
+            .remoting_addr
+            .as_deref()
+            .or(file.remoting_addr.as_deref());
+        // The remoting port does not check signatures yet: with authentication on it stays off
+        // unless asked for, and asking for it is refused rather than leaving a door open.
+        if c.auth.enabled {
+            if let Some(a) = remoting_addr.filter(|a| !matches!(a.trim(), "" | "off" | "none")) {
+                return Err(bad(
+                    "remoting-addr",
+                    format!(
+                        "{a}: the remoting port has no authentication yet and cannot be served \
+                         with --auth; leave it unset or set it to off"
+                    ),
+                ));
+            }
+        }
+        c.remoting = remoting_listen(
+            remoting_addr,
+            args.remoting_advertise_addr
+                .as_deref()
+                .or(file.remoting_advertise_addr.as_deref()),
+            remoting_default.filter(|_| !c.auth.enabled),
+        )?;
         c.validate()?;
         Ok(c)
     }
@@ -298,6 +382,14 @@ impl NodeConfig {
                 format!("{} is also the grpc-addr", self.http_addr),
             ));
         }
+        if let Some(r) = &self.remoting {
+            if r.addr.port() != 0 && (r.addr == self.grpc_addr || r.addr == self.http_addr) {
+                return Err(bad(
+                    "remoting-addr",
+                    format!("{} is also the grpc-addr or the http-addr", r.addr),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -358,6 +450,27 @@ mod tests {
         assert_eq!(c.http_addr.port(), 7001);
         assert_eq!(c.max_body_size, 1 << 20);
         assert_eq!(c.advertise_addr, "127.0.0.1:7100");
+    }
+
+    #[test]
+    fn remoting_is_on_at_9876_unless_turned_off() {
+        let c = resolve(&NodeArgs::default()).unwrap();
+        assert_eq!(c.remoting.map(|r| r.addr.port()), Some(9876));
+        let off = NodeArgs {
+            remoting_addr: Some(String::new()),
+            ..Default::default()
+        };
+        assert!(resolve(&off).unwrap().remoting.is_none());
+        let clash = NodeArgs {
+            remoting_addr: Some("0.0.0.0:8081".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&clash).unwrap_err().field, "remoting-addr");
+        let bad = NodeArgs {
+            remoting_advertise_addr: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&bad).unwrap_err().field, "remoting-advertise-addr");
     }
 
     #[test]

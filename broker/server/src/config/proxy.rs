@@ -29,12 +29,23 @@ pub struct ProxyArgs {
     /// host:port routes advertise when the address a client dialled is unusable.
     #[arg(long, env = "FERROMQ_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
+    /// Address of the classic RocketMQ remoting endpoint (4.x clients, mqadmin, dashboards);
+    /// "" turns it off [default: 0.0.0.0:8080].
+    #[arg(long, env = "FERROMQ_REMOTING_ADDR")]
+    pub remoting_addr: Option<String>,
+    /// host:port remoting routes and message ids name [default: the host of advertise-addr
+    /// with the remoting port].
+    #[arg(long, env = "FERROMQ_REMOTING_ADVERTISE_ADDR")]
+    pub remoting_advertise_addr: Option<String>,
     /// TOML file with the same keys as the flags (kebab-case).
     #[arg(long, env = "FERROMQ_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
+
+/// The proxy's remoting port: RocketMQ 5's proxy port for remoting clients.
+pub const PROXY_REMOTING_ADDR: &str = "0.0.0.0:8080";
 
 /// The proxy's keys of the TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +56,8 @@ pub struct ProxyKeys {
     nameservers: Option<Vec<String>>,
     route_refresh: Option<String>,
     advertise_addr: Option<String>,
+    remoting_addr: Option<String>,
+    remoting_advertise_addr: Option<String>,
 }
 
 impl Section for ProxyKeys {
@@ -54,6 +67,8 @@ impl Section for ProxyKeys {
         "nameservers",
         "route-refresh",
         "advertise-addr",
+        "remoting-addr",
+        "remoting-advertise-addr",
     ];
 }
 
@@ -67,6 +82,8 @@ pub struct ProxyConfig {
     pub advertise_addr: String,
     /// Bounds on client connections.
     pub limits: crate::connections::Limits,
+    /// The remoting endpoint, when it is on.
+    pub remoting: Option<super::node::RemotingListen>,
 }
 
 impl ProxyArgs {
@@ -97,7 +114,25 @@ impl ProxyArgs {
         } else {
             self.nameservers.clone()
         };
+        let remoting = super::node::remoting_listen(
+            self.remoting_addr
+                .as_deref()
+                .or(keys.remoting_addr.as_deref()),
+            self.remoting_advertise_addr
+                .as_deref()
+                .or(keys.remoting_advertise_addr.as_deref()),
+            Some(PROXY_REMOTING_ADDR),
+        )?;
+        if let Some(r) = &remoting {
+            if r.addr.port() != 0 && (r.addr == grpc_addr || r.addr == http_addr) {
+                return Err(bad(
+                    "remoting-addr",
+                    format!("{} is also the grpc-addr or the http-addr", r.addr),
+                ));
+            }
+        }
         Ok(ProxyConfig {
+            remoting,
             grpc_addr,
             http_addr,
             nameservers: nameserver_list("nameservers", ns)?,

@@ -211,6 +211,9 @@ impl Bound {
                 .add_service(m.admin.clone())
                 .add_service(replication),
             http: crate::http::router(m.clone(), listeners.connections.clone()),
+            // Replicated members serve no remoting port yet (clients reach them through proxies,
+            // whose remoting tunnel is the next step for replicated groups).
+            tcp: Vec::new(),
             tls: m.cfg.tls.clone(),
             background,
             drain: DRAIN_TIMEOUT,

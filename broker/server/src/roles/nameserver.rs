@@ -299,6 +299,7 @@ impl Bound {
             });
         info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, controller = controller.is_some(), "ferromq nameserver ready");
         let services = Services {
+            tcp: Vec::new(),
             grpc,
             http: router,
             tls: None,

@@ -26,8 +26,10 @@ use crate::config::broker::MemberConfig;
 use crate::config::node::NodeConfig;
 use crate::config::ConfigError;
 use crate::node::Node;
+use crate::remoting::{self, Remoting};
 use crate::serve::{self, Listeners, Services, Shutdown};
 use crate::service::MessagingApi;
+use ferromq_proto::tunnel::tunnel_server::TunnelServer;
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +43,7 @@ pub struct Bound {
     /// Authentication and authorization, with `--auth`.
     gate: Option<Arc<Gate>>,
     listeners: Listeners,
+    remoting: Option<remoting::Listener>,
     shutdown: Shutdown,
 }
 
@@ -80,6 +83,10 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
                 format!("cannot read the group state in {}", cfg.data_dir.display())
             })?;
     }
+    let remoting = match &cfg.remoting {
+        Some(r) => Some(remoting::Listener::bind(r, remoting::host_of(&cfg.advertise_addr)).await?),
+        None => None,
+    };
     let shutdown = Shutdown::default();
     let node = Node::new(engine, cfg.node_settings(), shutdown.subscribe());
     let gate = if cfg.auth.enabled {
@@ -95,6 +102,7 @@ pub async fn bind(mut cfg: NodeConfig, member: Option<MemberConfig>) -> anyhow::
         node,
         gate,
         listeners,
+        remoting,
         shutdown,
     })
 }
@@ -108,6 +116,11 @@ impl Bound {
         self.listeners.http_addr()
     }
 
+    /// The remoting listener's address, when remoting is on.
+    pub fn remoting_addr(&self) -> Option<SocketAddr> {
+        self.remoting.as_ref().map(remoting::Listener::local_addr)
+    }
+
     /// Serves until `stop` resolves, then shuts down and closes the store.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Bound {
@@ -117,6 +130,7 @@ impl Bound {
             node,
             gate,
             listeners,
+            remoting: remoting_listener,
             shutdown,
         } = self;
         let threads = node
@@ -131,20 +145,41 @@ impl Bound {
             .max_encoding_message_size(max_msg);
         let admin = AdminServer::new(AdminApi::new(node.clone()).with_auth(gate.clone()))
             .max_encoding_message_size(max_msg);
+
+        // The remoting protocol: its own port (when on) and the tunnel proxies use.
+        let remoting = Remoting::new(node.clone(), member.is_some());
+        let limits = remoting::connection::Limits::for_body_size(cfg.max_body_size);
+        let tunnel = TunnelServer::new(remoting::tunnel::TunnelApi::new(
+            remoting.clone(),
+            limits,
+            shutdown.subscribe(),
+        ))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+        let remoting_addr = remoting_listener.as_ref().map(|l| l.front.addr.clone());
+        let tcp = remoting_listener
+            .into_iter()
+            .map(|l| l.into_service(remoting.clone(), limits))
+            .collect();
+        // The tunnel proxies use for remoting clients: it carries no signatures, so with auth on
+        // only a super user's signed call passes (unknown RPCs are super-user only).
         let grpc = match &gate {
             Some(g) => Services::grpc_builder(&cfg.limits)
                 .add_service(Authenticated::new(Authenticate(g.clone()), messaging))
-                .add_service(Authenticated::new(Authenticate(g.clone()), admin)),
+                .add_service(Authenticated::new(Authenticate(g.clone()), admin))
+                .add_service(Authenticated::new(Authenticate(g.clone()), tunnel)),
             None => {
                 info!("auth is off: anyone who reaches the gRPC port may send, consume and administer (start with --auth to require credentials)");
                 Services::grpc_builder(&cfg.limits)
                     .add_service(messaging)
                     .add_service(admin)
+                    .add_service(tunnel)
             }
         };
 
         let mut background = JoinSet::new();
         background.spawn(upkeep(node.clone()));
+        background.spawn(remoting.upkeep(shutdown.subscribe()));
         if let Some(m) = member.clone() {
             info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
             background.spawn(super::broker::heartbeat_loop(node.clone(), m, None));
@@ -156,6 +191,7 @@ impl Bound {
                 Arc::new(crate::http::OneNode(node.clone())),
                 listeners.connections.clone(),
             ),
+            tcp,
             tls: cfg.tls.clone(),
             background,
             drain: DRAIN_TIMEOUT,
@@ -165,7 +201,7 @@ impl Bound {
             })),
         };
         node.ready.store(true, Ordering::Release);
-        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), tls = cfg.tls.is_some(), auth = gate.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.engine.auto_create_topics, role = if member.is_some() { "broker" } else { "standalone" }, "ferromq ready");
+        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), remoting = remoting_addr.as_deref().unwrap_or("off"), tls = cfg.tls.is_some(), auth = gate.is_some(), data_dir = %cfg.data_dir.display(), auto_create_topics = cfg.engine.auto_create_topics, role = if member.is_some() { "broker" } else { "standalone" }, "ferromq ready");
         let served = serve::run(listeners, services, &shutdown, stop).await;
 
         let n = node.clone();

@@ -35,7 +35,7 @@ pub async fn end_transaction(
         };
         let (id, tx) = (req.message_id.clone(), req.transaction_id.clone());
         let r = node
-            .blocking(move |b| Ok(b.engine.transactions.end(&topic, &id, &tx, how)?))
+            .blocking(move |b| Ok(b.engine.transactions.end(Some(&topic), &id, &tx, how)?))
             .await;
         if r.is_ok() && source == TransactionSource::ServerCheck {
             info!(resolution = ?resolution, "transaction check answered");

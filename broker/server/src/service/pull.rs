@@ -132,10 +132,11 @@ pub async fn update_offset(
                     format!("offset {offset} is outside 0..={max}"),
                 ));
             }
+            // The same commit a remoting consumer makes: pop delivery of the group skips what
+            // lies below it.
             b.engine
-                .store
-                .offsets()
-                .commit(&group, &topic, q, offset as u64)
+                .deliveries
+                .commit_offset(&group, &topic, q, offset as u64, true)
                 .map_err(RpcError::from)
         })
         .await

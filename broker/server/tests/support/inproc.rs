@@ -94,7 +94,18 @@ pub async fn broker(group: &str, ns: &str, dir: &std::path::Path) -> Running {
 
 /// A proxy reading routes from `ns`; answers its gRPC port.
 pub async fn proxy(ns: &str) -> (Running, u16) {
+    let (running, port, _) = proxy_with_remoting(ns, false).await;
+    (running, port)
+}
+
+/// A proxy as [`proxy`] makes, with a remoting port on loopback when `remoting` is set: the
+/// gRPC port and the remoting port (0 when off).
+pub async fn proxy_with_remoting(ns: &str, remoting: bool) -> (Running, u16, u16) {
     let proxy = ferromq::roles::proxy::bind(ProxyConfig {
+        remoting: remoting.then(|| ferromq::config::node::RemotingListen {
+            addr: loopback(),
+            advertise: None,
+        }),
         limits: Default::default(),
         grpc_addr: loopback(),
         http_addr: loopback(),
@@ -105,10 +116,11 @@ pub async fn proxy(ns: &str) -> (Running, u16) {
     .await
     .expect("proxy binds");
     let port = proxy.grpc_addr().port();
+    let remoting_port = proxy.remoting_addr().map_or(0, |a| a.port());
     let (stop, stopped) = stop_switch();
     let running = Running {
         stop,
         task: tokio::spawn(proxy.run(stopped)),
     };
-    (running, port)
+    (running, port, remoting_port)
 }

@@ -15,6 +15,8 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub mod remoting;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
 
 /// A port free right now on loopback.
@@ -33,6 +35,8 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     pub grpc_port: u16,
     pub http_port: u16,
+    /// The remoting port: always on a free port, so tests never compete for 9876.
+    pub remoting_port: u16,
     pub extra: Vec<String>,
     /// RLIMIT_NOFILE (soft and hard) the server is started with, if not inherited.
     pub nofile: Option<u64>,
@@ -53,6 +57,7 @@ impl Server {
             _tmp: Some(tmp),
             grpc_port: free_port(),
             http_port: free_port(),
+            remoting_port: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             nofile,
         };
@@ -75,6 +80,8 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.grpc_port))
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg("--remoting-addr")
+            .arg(format!("127.0.0.1:{}", self.remoting_port))
             .args(&self.extra)
             .env(
                 "FERROMQ_LOG",

@@ -364,6 +364,7 @@ async fn render_metrics(State((routes, metrics, conns)): State<ProxyState>) -> i
 pub struct Bound {
     cfg: ProxyConfig,
     listeners: Listeners,
+    remoting: Option<crate::remoting::Listener>,
 }
 
 /// Binds the proxy's listeners.
@@ -372,7 +373,18 @@ pub async fn bind(mut cfg: ProxyConfig) -> anyhow::Result<Bound> {
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
     }
-    Ok(Bound { cfg, listeners })
+    let remoting = match &cfg.remoting {
+        Some(r) => Some(
+            crate::remoting::Listener::bind(r, crate::remoting::host_of(&cfg.advertise_addr))
+                .await?,
+        ),
+        None => None,
+    };
+    Ok(Bound {
+        cfg,
+        listeners,
+        remoting,
+    })
 }
 
 impl Bound {
@@ -380,9 +392,20 @@ impl Bound {
         self.listeners.grpc_addr()
     }
 
+    /// The remoting listener's address, when remoting is on.
+    pub fn remoting_addr(&self) -> Option<SocketAddr> {
+        self.remoting
+            .as_ref()
+            .map(crate::remoting::Listener::local_addr)
+    }
+
     /// Serves until `stop` resolves.
     pub async fn run(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Bound { cfg, listeners } = self;
+        let Bound {
+            cfg,
+            listeners,
+            remoting,
+        } = self;
         let routes = Arc::new(
             Routes::new(&cfg.nameservers, MAX_MESSAGE).map_err(|reason| ConfigError {
                 field: "nameservers",
@@ -410,8 +433,24 @@ impl Bound {
             AdminServer::new(admin::AdminProxy::new(routes.clone()))
                 .max_encoding_message_size(MAX_MESSAGE),
         );
-        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), nameservers = ?cfg.nameservers, groups = routes.view().groups.len(), "ferromq proxy ready");
+        let remoting_addr = remoting.as_ref().map(|l| l.front.addr.clone());
+        let tcp = remoting
+            .into_iter()
+            .map(|l| {
+                let service = crate::remoting::proxy::ProxyRemoting::new(
+                    routes.clone(),
+                    metrics.clone(),
+                    l.front.clone(),
+                );
+                l.into_service(
+                    service,
+                    crate::remoting::connection::Limits::for_body_size(MAX_MESSAGE / 4),
+                )
+            })
+            .collect();
+        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), remoting = remoting_addr.as_deref().unwrap_or("off"), nameservers = ?cfg.nameservers, groups = routes.view().groups.len(), "ferromq proxy ready");
         let services = Services {
+            tcp,
             grpc: Services::grpc_builder(&cfg.limits)
                 .add_service(messaging)
                 .add_service(admin),

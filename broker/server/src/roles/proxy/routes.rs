@@ -308,6 +308,18 @@ impl Routes {
             .max_encoding_message_size(self.max_message))
     }
 
+    /// A client of the group's remoting tunnel (the proxy's remoting port forwards through it).
+    pub fn tunnel(
+        &self,
+        g: &GroupRoute,
+    ) -> Result<ferromq_proto::tunnel::tunnel_client::TunnelClient<Channel>, String> {
+        Ok(
+            ferromq_proto::tunnel::tunnel_client::TunnelClient::new(self.channel(&g.endpoint)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message),
+        )
+    }
+
     /// An admin client for a group; its calls carry the current admin call's credentials
     /// ([`super::credentials`]).
     pub fn admin(&self, g: &GroupRoute) -> Result<GroupAdmin, String> {

@@ -84,6 +84,7 @@ public final class AdminCalls {
         DefaultMQProducer producer = new DefaultMQProducer(pgroup);
         producer.setNamesrvAddr(NAMESRV);
         producer.setInstanceName("admin-producer");
+        producer.setSendMsgTimeout(10_000);
         producer.start();
         List<SendResult> sent = new ArrayList<>();
         for (int i = 0; i < 5; i++) {

@@ -65,6 +65,8 @@ public final class Mixed {
         DefaultMQProducer p = new DefaultMQProducer(G + "_mixed4p");
         p.setNamesrvAddr(NAMESRV);
         p.setInstanceName("mixed4p");
+        // A loaded CI box can spend seconds on the JVM's first connection: not a send failure.
+        p.setSendMsgTimeout(10_000);
         p.start();
         Map<String, Message> sent = new HashMap<>();
         try {
