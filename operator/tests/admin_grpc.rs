@@ -47,6 +47,8 @@ async fn standalone(admin: &GrpcAdmin, extra: &[&std::ffi::OsStr]) -> Result<Sta
         .arg(&address)
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{}", free_port()?))
+        // The tests run side by side: no shared default remoting port.
+        .args(["--remoting-addr", "off"])
         .args(extra)
         // Its warnings and errors only, next to the test's output.
         .env("RUST_LOG", "warn")

@@ -128,14 +128,31 @@ fn run_child_until_killed(
         .env("FERROMQ_CRASH_DIR", dir)
         .env("FERROMQ_CRASH_ROUND", round.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(proc.stdout.take().unwrap());
+    let mut stderr = proc.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
     // Start the clock once the child has the store open (it recovers first).
     let mut first = String::new();
     while stdout.read_line(&mut first).unwrap_or(0) > 0 && !first.contains("READY") {
         first.clear();
+    }
+    if !first.contains("READY") {
+        // The child ended before it had the store open: a kill now would prove nothing, and
+        // the parent's recovery would look clean. Say why the child ended.
+        let _ = proc.wait();
+        let text = errors.join().unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        panic!(
+            "round {round}: the child {child} ended before it opened the store:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     let reader = std::thread::spawn(move || stdout.lines().map_while(|l| l.ok()).collect());
     let started = Instant::now();
