@@ -75,7 +75,8 @@ timeout 120 bash -e "$WORK/client.block" > "$WORK/run/client.out" 2> "$WORK/logs
 (cd "$WORK/java" && timeout 300 java -Xmx256m -Drocketmq.log.root="$WORK/logs/java-client" \
   -cp "$(java_target)/lib/*" QuickStart.java) > "$WORK/run/java.out" 2> "$WORK/logs/java.log" || { echo "java snippet failed"; rc=1; }
 timeout 300 "$VENV/bin/python" "$WORK/python.block" > "$WORK/run/python.out" 2> "$WORK/logs/python.log" || { echo "python snippet failed"; rc=1; }
-kill -TERM \$server
+# SIGTERM to ferromq (the child of the shell running the server block): a clean stop exits 0.
+pkill -TERM -P \$server
 wait \$server || { echo "the server did not exit cleanly"; rc=1; }
 exit \$rc
 EOF
