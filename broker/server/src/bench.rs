@@ -9,8 +9,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::dial::{now_ms, resource};
 use ferromq_proto::v2::{self, Code};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -131,20 +132,6 @@ type Client = crate::dial::Messaging;
 
 async fn connect(c: &Common, n: usize) -> anyhow::Result<Client> {
     crate::dial::messaging(&c.server, "ferromq-bench", n, &c.credentials).await
-}
-
-fn resource(name: &str) -> Option<v2::Resource> {
-    Some(v2::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn new_histogram() -> Histogram<u64> {

@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Role {
     /// Nameserver, broker and proxy in one process with a local data directory.
-    Standalone(NodeArgs),
+    Standalone(Box<NodeArgs>),
     /// Manage topics, consumer groups, dead letters, users and the cluster of a running server.
     Admin(AdminArgs),
     /// Send messages: one per line of standard input, or `--body` (the console producer).

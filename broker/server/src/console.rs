@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use ferromq_proto::v2::{self, Code};
 use serde_json::json;
 
 use crate::credentials::CredentialArgs;
-use crate::dial::Messaging;
+use crate::dial::{now_ms, resource, Messaging};
 
 /// What both commands need to reach the server.
 #[derive(Debug, clap::Args)]
@@ -120,20 +120,6 @@ fn invisible_duration(s: &str) -> Result<Duration, String> {
         }
         d => Ok(d),
     }
-}
-
-fn resource(name: &str) -> Option<v2::Resource> {
-    Some(v2::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn host_name() -> String {

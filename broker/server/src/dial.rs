@@ -7,7 +7,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use ferromq_proto::v2::messaging_service_client::MessagingServiceClient;
+use ferromq_proto::v2::{self, messaging_service_client::MessagingServiceClient};
 
 /// `host:port` as a URI (`http://host:port`); a URI is kept as given.
 pub fn endpoint(server: &str) -> String {
@@ -70,6 +70,22 @@ pub async fn messaging(
     let ch = connect(server).await?;
     let id = ClientId::new(name, n, credentials.signer()?)?;
     Ok(MessagingServiceClient::with_interceptor(ch, id).max_decoding_message_size(64 << 20))
+}
+
+/// A RocketMQ resource (topic or group) named `name`, without a namespace.
+pub fn resource(name: &str) -> Option<v2::Resource> {
+    Some(v2::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+/// Wall-clock milliseconds since the epoch (born timestamps, latencies).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// An error as one line: each cause once. A cause whose text an earlier one already holds is

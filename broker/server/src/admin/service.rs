@@ -435,15 +435,8 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::ResetGroupOffsetRequest>,
     ) -> Result<Response<admin::ResetGroupOffsetResponse>, Status> {
-        access(
-            &req,
-            Targets {
-                group: Some(&req.get_ref().group),
-                ..Default::default()
-            },
-        )?;
+        group_call(&req, &req.get_ref().group)?;
         let r = req.into_inner();
-        checked_group_name(&r.group)?;
         let to = reset_target(r.to)?;
         let topic = (!r.topic.is_empty()).then_some(r.topic);
         let execute = r.execute;
@@ -484,15 +477,8 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::DeleteGroupRequest>,
     ) -> Result<Response<admin::DeleteGroupResponse>, Status> {
-        access(
-            &req,
-            Targets {
-                group: Some(&req.get_ref().name),
-                ..Default::default()
-            },
-        )?;
+        group_call(&req, &req.get_ref().name)?;
         let name = req.into_inner().name;
-        checked_group_name(&name)?;
         self.blocking(move |b| {
             if let Some(n) = b.clients.online_by_group().get(&name) {
                 return Err(Status::failed_precondition(format!(
@@ -509,15 +495,8 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::ListDeadLettersRequest>,
     ) -> Result<Response<admin::ListDeadLettersResponse>, Status> {
-        access(
-            &req,
-            Targets {
-                group: Some(&req.get_ref().group),
-                ..Default::default()
-            },
-        )?;
+        group_call(&req, &req.get_ref().group)?;
         let r = req.into_inner();
-        checked_group_name(&r.group)?;
         if r.from_offset.is_some_and(|o| o < 0) {
             return Err(Status::invalid_argument("from_offset is negative"));
         }
@@ -555,15 +534,8 @@ impl Admin for AdminApi {
         &self,
         req: Request<admin::ResendDeadLettersRequest>,
     ) -> Result<Response<admin::ResendDeadLettersResponse>, Status> {
-        access(
-            &req,
-            Targets {
-                group: Some(&req.get_ref().group),
-                ..Default::default()
-            },
-        )?;
+        group_call(&req, &req.get_ref().group)?;
         let r = req.into_inner();
-        checked_group_name(&r.group)?;
         self.blocking(move |b| {
             let resent = b
                 .engine
@@ -785,6 +757,19 @@ impl Admin for AdminApi {
             self.users().describe_acl(req.into_inner().user).await?,
         ))
     }
+}
+
+/// The checks of a call about one consumer group: authorized for it, and a name the RocketMQ
+/// API would accept.
+fn group_call<T>(req: &Request<T>, group: &str) -> Result<(), Status> {
+    access(
+        req,
+        Targets {
+            group: Some(group),
+            ..Default::default()
+        },
+    )?;
+    checked_group_name(group)
 }
 
 /// A consumer group name the RocketMQ API would accept, else INVALID_ARGUMENT.
