@@ -27,7 +27,10 @@
 //! | QueryMessages | topic: get or subscribe (Apache's QUERY_MESSAGE takes either) |
 //! | ListTopics, ListGroups | cluster: list |
 //! | DescribeGroup | group: get |
-//! | UpdateGroup | group: update |
+//! | UpdateGroup, ResetGroupOffset | group: update |
+//! | DeleteGroup | group: delete |
+//! | ListDeadLetters | group: get |
+//! | ResendDeadLetters | group: update (the letters go back to their topics for this group) |
 //! | ListCluster | cluster: get |
 //! | SetGroupState | cluster: update (draining a broker group affects every topic on it) |
 //! | Switchover | cluster: update (moves a replicated group's leadership) |
@@ -147,7 +150,11 @@ pub fn rpc_rule(path: &str) -> RpcRule {
         (ADMIN_SERVICE, "QueryMessages") => &[need!(Topic, GET_OR_SUB)],
         (ADMIN_SERVICE, "ListTopics" | "ListGroups") => &[need!(Cluster, &[Action::List])],
         (ADMIN_SERVICE, "DescribeGroup") => &[need!(Group, &[Action::Get])],
-        (ADMIN_SERVICE, "UpdateGroup") => &[need!(Group, &[Action::Update])],
+        (ADMIN_SERVICE, "UpdateGroup" | "ResetGroupOffset" | "ResendDeadLetters") => {
+            &[need!(Group, &[Action::Update])]
+        }
+        (ADMIN_SERVICE, "DeleteGroup") => &[need!(Group, &[Action::Delete])],
+        (ADMIN_SERVICE, "ListDeadLetters") => &[need!(Group, &[Action::Get])],
         (ADMIN_SERVICE, "ListCluster") => &[need!(Cluster, &[Action::Get])],
         (ADMIN_SERVICE, "SetGroupState") => &[need!(Cluster, &[Action::Update])],
         (ADMIN_SERVICE, "Switchover") => &[need!(Cluster, &[Action::Update])],
@@ -366,6 +373,32 @@ mod tests {
             panic!()
         };
         assert_eq!(rule_access(hb, &Targets::default()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn group_operations_need_the_group_action_they_change() {
+        for (method, action) in [
+            ("ResetGroupOffset", &[Action::Update] as &'static [Action]),
+            ("ResendDeadLetters", &[Action::Update]),
+            ("DeleteGroup", &[Action::Delete]),
+            ("ListDeadLetters", &[Action::Get]),
+        ] {
+            let RpcRule::Checks(checks) = rpc_rule(&path(ADMIN_SERVICE, method)) else {
+                panic!("{method}")
+            };
+            let t = Targets {
+                topic: None,
+                group: Some("billing"),
+            };
+            assert_eq!(
+                rule_access(checks, &t).unwrap(),
+                vec![Access {
+                    resource: Resource::Group("billing"),
+                    any_of: action
+                }],
+                "{method}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum EngineError {
     SystemTopic(String),
     #[error("topic {0} does not exist")]
     TopicNotFound(String),
+    /// A consumer group this broker knows nothing about (the message says what was looked for).
+    #[error("{0}")]
+    GroupNotFound(String),
     /// The topic's permission forbids this direction (`what` is "writable" or "readable").
     #[error("topic {topic} is not {what}")]
     TopicPermission { topic: String, what: &'static str },

@@ -89,6 +89,19 @@ impl Groups {
         Ok(())
     }
 
+    /// Forgets a group's settings (durable on return); a group never configured is fine.
+    pub fn remove(&self, group: &str) -> Result<(), GroupError> {
+        let mut map = self.map.lock();
+        if !map.contains_key(group) {
+            return Ok(());
+        }
+        let mut next = map.clone();
+        next.remove(group);
+        self.persist(&next)?;
+        *map = next;
+        Ok(())
+    }
+
     fn persist(&self, map: &BTreeMap<String, GroupConfig>) -> Result<(), GroupError> {
         let io = |source| GroupError::Io {
             path: self.path.clone(),

@@ -48,6 +48,8 @@ pub enum Change {
     Group { name: String, config: GroupConfig },
     /// The group became read-only (drained) or read-write.
     Drain { read_only: bool },
+    /// A consumer group deleted: its offsets and settings are gone.
+    GroupDeleted { name: String },
 }
 
 /// Appends changes to the journal (leader side). Cheap to clone.
@@ -255,6 +257,13 @@ impl Applier {
                 .membership
                 .set_read_only(read_only)
                 .map_err(|e| EngineError::Io(e.to_string()))?,
+            Change::GroupDeleted { name } => {
+                self.groups
+                    .remove(&name)
+                    .map_err(|e| EngineError::Io(e.to_string()))?;
+                self.store.offsets().remove_group(&name, None);
+                self.store.offsets().persist()?;
+            }
         }
         Ok(())
     }
@@ -281,5 +290,35 @@ mod tests {
         let json = serde_json::to_string(&c).expect("json");
         assert!(json.contains("\"change\":\"offsets\""), "{json}");
         assert_eq!(serde_json::from_str::<Change>(&json).expect("back"), c);
+    }
+
+    #[test]
+    fn a_follower_forgets_a_deleted_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(ferromq_store::StoreConfig::new(dir.path().join("store"))).unwrap();
+        let engine_dir = dir.path().join("engine");
+        Groups::open(&engine_dir, 16)
+            .unwrap()
+            .set(
+                "g",
+                GroupConfig {
+                    max_delivery_attempts: Some(3),
+                    fifo: None,
+                },
+            )
+            .unwrap();
+        store.offsets().commit("g", "t", 0, 7).unwrap();
+        let end = Journal::open(store.clone())
+            .unwrap()
+            .record(&Change::GroupDeleted { name: "g".into() })
+            .unwrap();
+        assert!(store.wait_dispatched(end, std::time::Duration::from_secs(5)));
+        let mut applier = Applier::open(store.clone(), &engine_dir, 16).unwrap();
+        assert_eq!(applier.apply_dispatched().unwrap(), 1);
+        assert_eq!(store.offsets().get("g", "t", 0), None);
+        assert!(!Groups::open(&engine_dir, 16)
+            .unwrap()
+            .list()
+            .contains_key("g"));
     }
 }

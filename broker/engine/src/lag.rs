@@ -49,6 +49,9 @@ impl Engine {
         }
         let mut out = Vec::new();
         for (g, t) in pairs {
+            if crate::resets::is_internal_group(&g) {
+                continue;
+            }
             let Some(cfg) = self.store.topics().get(&t) else {
                 continue;
             };

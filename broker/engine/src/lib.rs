@@ -16,6 +16,8 @@
 //! - [`filter`]: subscription filters compiled into store read filters.
 //! - [`groups`], [`membership`], [`topics`], [`lag`]: group settings, drain state, reserved
 //!   topics and consumer progress.
+//! - [`resets`] and [`dead_letters`]: moving a group's offsets by hand, deleting a group,
+//!   listing dead letters and sending them back to their topic.
 //! - [`retry`]: offset-based consumers' retries (copies in `%RETRY%<group>`, then the DLQ).
 //! - [`receipt`], [`props`], [`signals`], [`time`]: receipt handles, internal property keys,
 //!   wake-ups for async waiters, wall-clock time.
@@ -23,6 +25,7 @@
 //! Engine methods block on store I/O; async callers run them on a blocking pool.
 
 pub mod config;
+pub mod dead_letters;
 pub mod delivery;
 pub mod error;
 pub mod filter;
@@ -35,6 +38,7 @@ pub mod placement;
 pub mod props;
 pub mod publish;
 pub mod receipt;
+pub mod resets;
 pub mod retry;
 pub mod signals;
 pub mod time;

@@ -23,6 +23,11 @@ pub const PRIORITY: &str = "__FM_PRIORITY";
 pub const DLQ_ORIGIN_TOPIC: &str = "__FM_DLQ_TOPIC";
 /// On dead-lettered copies: deliveries before it was dead-lettered.
 pub const DLQ_ATTEMPTS: &str = "__FM_DLQ_ATTEMPTS";
+/// On dead-lettered copies: the FIFO message group the message had (restored on a resend).
+pub const DLQ_MESSAGE_GROUP: &str = "__FM_DLQ_GROUP";
+/// On a dead letter sent back to its topic: the one consumer group it is for (others skip it,
+/// having consumed it before).
+pub const RESEND_GROUP: &str = "__FM_RESEND_GROUP";
 /// On a retry copy of an offset-based consumer's message (in `%RETRY%<group>`): the topic the
 /// message was first consumed from.
 pub const RETRY_ORIGIN_TOPIC: &str = "__FM_RETRY_TOPIC";

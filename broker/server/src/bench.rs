@@ -9,15 +9,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use ferromq_proto::v2::{self, messaging_service_client::MessagingServiceClient, Code};
+use crate::dial::{now_ms, resource};
+use ferromq_proto::v2::{self, Code};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 pub mod null_sink;
 
@@ -30,13 +27,14 @@ pub struct BenchArgs {
 #[derive(Debug, clap::Args, Clone)]
 pub struct Common {
     /// gRPC address of the server (host:port).
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "FERROMQ_SERVER", default_value = "127.0.0.1:8081")]
     pub server: String,
-    #[arg(long)]
+    /// Topic to send to or receive from (it must exist, with the type the mode needs).
+    #[arg(long, value_parser = crate::cli::topic_name)]
     pub topic: String,
     /// Concurrent clients (each with its own connection).
-    #[arg(long, default_value_t = 4)]
-    pub clients: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub clients: u16,
     /// How long to run, e.g. `30s`, `2m`, `500ms`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -54,16 +52,17 @@ pub enum BenchMode {
     Produce {
         #[command(flatten)]
         common: Common,
+        /// Body size of each message in bytes.
         #[arg(long, default_value_t = 1024)]
         size: usize,
         /// Messages per second over all clients, or `max`.
-        #[arg(long, default_value = "max")]
-        rate: String,
+        #[arg(long, default_value = "max", value_parser = parse_rate)]
+        rate: Rate,
         /// Queues of the topic: sends go round-robin over queue ids `0..queues`.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         queues: u32,
         /// Messages per SendMessage request (a batch goes to one queue).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
         batch: u32,
         /// Send DELAY messages due this long after they are sent (`2s`), or spread evenly over
         /// a range (`1s..60s`). The topic must be a DELAY topic.
@@ -81,11 +80,33 @@ pub enum BenchMode {
     Consume {
         #[command(flatten)]
         common: Common,
-        #[arg(long, default_value = "ferromq-bench")]
+        /// Consumer group to receive as.
+        #[arg(long, default_value = "ferromq-bench", value_parser = crate::cli::group_name)]
         group: String,
-        #[arg(long, default_value_t = 32)]
+        /// Messages asked for per ReceiveMessage request.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(i32).range(1..=1024))]
         batch: i32,
     },
+}
+
+/// `--rate`: messages per second, or as fast as the server answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    Max,
+    PerSecond(f64),
+}
+
+/// Parses `--rate`: a positive number or `max`.
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s == "max" {
+        return Ok(Rate::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(Rate::PerSecond(r)),
+        _ => Err(format!(
+            "{s:?} is not a positive number of messages per second or max"
+        )),
+    }
 }
 
 /// Parses `--delay`: one duration or a range `a..b`.
@@ -107,53 +128,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::duration(s)
 }
 
-/// The headers of every call: the client id, and the signature when credentials are given.
-#[derive(Clone)]
-struct ClientId(
-    MetadataValue<tonic::metadata::Ascii>,
-    crate::credentials::Signer,
-);
-
-impl tonic::service::Interceptor for ClientId {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("x-mq-client-id", self.0.clone());
-        self.1.call(req)
-    }
-}
-
-type Client = MessagingServiceClient<InterceptedService<Channel, ClientId>>;
+type Client = crate::dial::Messaging;
 
 async fn connect(c: &Common, n: usize) -> anyhow::Result<Client> {
-    let server = c.server.as_str();
-    let uri = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    };
-    let ch = Channel::from_shared(uri)?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {server}"))?;
-    let id = MetadataValue::try_from(format!("ferromq-bench@{}#{n}", std::process::id()))?;
-    let signer = c.credentials.signer()?;
-    Ok(
-        MessagingServiceClient::with_interceptor(ch, ClientId(id, signer))
-            .max_decoding_message_size(64 << 20),
-    )
-}
-
-fn resource(name: &str) -> Option<v2::Resource> {
-    Some(v2::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::dial::messaging(&c.server, "ferromq-bench", n, &c.credentials).await
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -232,6 +210,36 @@ fn report(kind: &str, t: &Totals, elapsed: Duration, json: bool) {
     }
 }
 
+/// A progress bar over the run, showing the messages so far, while stderr is a terminal;
+/// cleared when dropped.
+struct Watch(indicatif::ProgressBar, tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.1.abort();
+        self.0.finish_and_clear();
+    }
+}
+
+fn watch(totals: &Arc<Totals>, duration: Duration, label: &str) -> Option<Watch> {
+    let pb = crate::progress::timed(duration, label)?;
+    let (bar, totals, start) = (pb.clone(), totals.clone(), Instant::now());
+    let ticker = tokio::spawn(async move {
+        loop {
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            let ok = totals.ok.load(Ordering::Relaxed);
+            bar.set_position(start.elapsed().as_millis() as u64);
+            bar.set_message(format!(
+                "{ok} msgs ({:.0}/s), {} failed",
+                ok as f64 / secs,
+                totals.failed.load(Ordering::Relaxed)
+            ));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    Some(Watch(pb, ticker))
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.mode {
         BenchMode::Produce {
@@ -241,7 +249,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             queues,
             batch,
             delay,
-        } => produce(common, size, &rate, queues, batch, delay).await,
+        } => produce(common, size, rate, queues, batch, delay).await,
         BenchMode::Sink { addr } => null_sink::serve(addr).await,
         BenchMode::Consume {
             common,
@@ -254,35 +262,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn produce(
     c: Common,
     size: usize,
-    rate: &str,
+    rate: Rate,
     queues: u32,
     batch: u32,
     delay: Option<(Duration, Duration)>,
 ) -> anyhow::Result<()> {
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    if c.clients == 0 {
-        bail!("--clients must be at least 1");
-    }
-    if queues == 0 {
-        bail!("--queues must be at least 1");
-    }
-    let rate: Option<f64> = match rate {
-        "max" => None,
-        r => Some(
-            r.parse::<f64>()
-                .ok()
-                .filter(|r| *r > 0.0)
-                .with_context(|| format!("--rate {r:?} is not a positive number or max"))?,
-        ),
+    let rate = match rate {
+        Rate::Max => None,
+        Rate::PerSecond(r) => Some(r),
     };
     let totals = Arc::new(Totals::new());
     let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
     let start = Instant::now();
     let end = start + c.duration;
     let mut tasks = Vec::new();
-    for n in 0..c.clients {
+    for n in 0..usize::from(c.clients) {
         let mut client = connect(&c, n).await?;
         let (totals, body, topic) = (totals.clone(), body.clone(), c.topic.clone());
         // One request carries `batch` messages, so each client sends a request every
@@ -349,9 +343,11 @@ async fn produce(
                 .add(&local_service);
         }));
     }
+    let bar = watch(&totals, c.duration, "produce");
     for t in tasks {
         t.await?;
     }
+    drop(bar);
     report("produce", &totals, start.elapsed(), c.json);
     Ok(())
 }
@@ -361,7 +357,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for n in 0..c.clients.max(1) {
+    for n in 0..usize::from(c.clients) {
         let mut client = connect(&c, n).await?;
         let (totals, topic, group, stop) = (
             totals.clone(),
@@ -449,7 +445,9 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
             let _ = totals.hist.lock().add(&local);
         }));
     }
+    let bar = watch(&totals, c.duration, "consume");
     tokio::time::sleep(c.duration).await;
+    drop(bar);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await?;

@@ -16,20 +16,26 @@
 //!   [`auth`]: authentication and authorization of every call (with `--auth`).
 //! - [`remoting`]: the classic RocketMQ remoting protocol (4.x clients, mqadmin), a second
 //!   front door to the same engine, on its own port in every role that serves clients.
-//! - [`bench`]: the load generator and the null sink.
+//! - [`bench`]: the load generator and the null sink; [`console`]: `ferromq send` and
+//!   `ferromq consume`; [`cli`]: the command line itself (completions, man pages);
+//!   [`dial`]: how those clients connect; [`progress`]: their progress bars.
 
 pub mod admin;
 pub mod auth;
 pub mod bench;
+pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod convert;
 pub mod credentials;
+pub mod dial;
 pub mod hook;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod progress;
 pub mod remoting;
 pub mod replication;
 pub mod roles;

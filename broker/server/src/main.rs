@@ -1,68 +1,14 @@
-//! The `ferromq` binary: the roles, the admin client and the benchmark.
+//! The `ferromq` binary: the roles, the admin client, the console producer and consumer, and the
+//! benchmark. The command line itself is [`ferromq::cli`].
 //!
-//! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration (the
-//! message names the field).
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration or
+//! arguments (the message names the field).
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use ferromq::admin::cli::AdminArgs;
-use ferromq::config::broker::BrokerArgs;
-use ferromq::config::nameserver::NameserverArgs;
-use ferromq::config::node::NodeArgs;
-use ferromq::config::proxy::ProxyArgs;
+use ferromq::cli::{Cli, LogFormat, Role, Telemetry};
 use ferromq::config::ConfigError;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "ferromq",
-    version,
-    about = "FerroMQ: a message broker speaking the RocketMQ 5 gRPC protocol"
-)]
-struct Cli {
-    #[command(flatten)]
-    telemetry: Telemetry,
-    #[command(subcommand)]
-    role: Role,
-}
-
-/// How a role logs and names itself in metrics; accepted before or after the role's name.
-#[derive(Debug, clap::Args)]
-struct Telemetry {
-    /// Log line format: `text` for people, `json` (one object per line, with the span's
-    /// fields) for log collectors.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERROMQ_LOG_FORMAT")]
-    log_format: LogFormat,
-    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or tracing directives
-    /// such as `info,ferromq_store=debug` [default: info].
-    #[arg(long, global = true, env = "FERROMQ_LOG")]
-    log_level: Option<String>,
-    /// Cluster name in the `cluster` label of the RocketMQ-named metrics.
-    #[arg(long, global = true, env = "FERROMQ_CLUSTER_NAME", default_value = ferromq::metrics::DEFAULT_CLUSTER)]
-    cluster_name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Role {
-    /// Nameserver, broker and proxy in one process with a local data directory.
-    Standalone(NodeArgs),
-    /// Manage topics and groups of a running server.
-    Admin(AdminArgs),
-    /// Drive load through the RocketMQ 5 protocol and report throughput and latency.
-    Bench(ferromq::bench::BenchArgs),
-    /// Route registry of a cluster: broker groups report here, proxies read routes here.
-    Nameserver(NameserverArgs),
-    /// Storage node of a cluster: one broker group, reporting to the name servers.
-    Broker(Box<BrokerArgs>),
-    /// Stateless client-facing tier of a cluster: forwards clients to the broker groups.
-    Proxy(ProxyArgs),
-}
 
 /// Starts logging to stderr; a bad `--log-level` exits with code 2 naming it.
 fn init_tracing(t: &Telemetry) {
@@ -113,6 +59,8 @@ fn main() {
             run_async(ferromq::roles::standalone::run(cfg))
         }
         Role::Admin(args) => run_async(ferromq::admin::cli::run(args)),
+        Role::Send(args) => run_async(ferromq::console::send(args)),
+        Role::Consume(args) => run_async(ferromq::console::consume(args)),
         Role::Bench(args) => run_async(ferromq::bench::run(args)),
         Role::Nameserver(args) => {
             init_tracing(&cli.telemetry);
@@ -129,6 +77,8 @@ fn main() {
             let cfg = configured(args.resolve());
             run_async(ferromq::roles::proxy::run(cfg))
         }
+        Role::Completions { shell } => exit_code(ferromq::cli::completions(shell)),
+        Role::Man { out_dir } => exit_code(ferromq::cli::man(out_dir)),
     };
     std::process::exit(code);
 }
@@ -144,14 +94,19 @@ fn run_async(f: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(f) {
+    exit_code(rt.block_on(f))
+}
+
+/// 0, or the error on one line and 2 (configuration) or 1 (anything else).
+fn exit_code(r: anyhow::Result<()>) -> i32 {
+    match r {
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
-            eprintln!("ferromq: {e:#}");
+            eprintln!("ferromq: {}", ferromq::dial::one_line(&e));
             2
         }
         Err(e) => {
-            eprintln!("ferromq: error: {e:#}");
+            eprintln!("ferromq: error: {}", ferromq::dial::one_line(&e));
             1
         }
     }

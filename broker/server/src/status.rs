@@ -154,6 +154,7 @@ impl From<EngineError> for RpcError {
         let code = match &e {
             EngineError::SystemTopic(_) => Code::IllegalTopic,
             EngineError::TopicNotFound(_) => Code::TopicNotFound,
+            EngineError::GroupNotFound(_) => Code::ConsumerGroupNotFound,
             EngineError::TopicPermission { .. } | EngineError::Draining { .. } => Code::Forbidden,
             EngineError::TypeMismatch { .. } | EngineError::PropertyConflict(_) => {
                 Code::MessagePropertyConflictWithType

@@ -240,6 +240,17 @@ impl Deliveries {
         Ok(deleted)
     }
 
+    /// Forgets a group: its delivery state and, durably, its offsets on every topic.
+    pub fn forget_group(&self, group: &str) -> Result<(), crate::EngineError> {
+        // Exclusive of offset writes, as a topic delete is: none lands between the two steps.
+        let _exclusive = self.topic_gate.write();
+        self.queues.lock().retain(|k, _| k.group != group);
+        self.moved.lock().retain(|(g, _, _), _| g != group);
+        self.store.offsets().remove_group(group, None);
+        self.store.offsets().persist()?;
+        Ok(())
+    }
+
     /// Forgets a topic's delivery state (after the topic is deleted).
     pub fn forget_topic(&self, topic: &str) {
         self.queues.lock().retain(|k, _| k.topic != topic);

@@ -185,9 +185,16 @@ impl Deliveries {
         let r = self
             .store
             .read(spec.topic, q, st.next_offset, want, Some(spec.filter))?;
-        let n = r.messages.len();
+        let mut n = 0;
         for m in r.messages {
             st.next_offset = m.queue_offset + 1;
+            // A dead letter sent back for another group: this group settled it long ago.
+            if m.properties
+                .get(props::RESEND_GROUP)
+                .is_some_and(|g| g != spec.group)
+            {
+                continue;
+            }
             let priority = if spec.priority {
                 m.properties
                     .get(props::PRIORITY)
@@ -208,6 +215,7 @@ impl Deliveries {
                 },
             );
             sweep.fresh.insert(m.queue_offset, m);
+            n += 1;
         }
         st.next_offset = st.next_offset.max(r.next_offset).max(r.min_offset);
         // Nothing readable yet (not dispatched): stop instead of spinning.

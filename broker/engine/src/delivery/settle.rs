@@ -229,9 +229,13 @@ pub(crate) fn dead_letter_copy(
     let mut properties = m.properties;
     properties.insert(props::DLQ_ORIGIN_TOPIC.into(), origin_topic.into());
     properties.insert(props::DLQ_ATTEMPTS.into(), attempts.to_string());
-    // Consumers of the DLQ are not FIFO-bound by the original group, nor retried copies.
-    properties.remove(props::MESSAGE_GROUP);
+    // Consumers of the DLQ are not FIFO-bound by the original group (kept aside for a resend),
+    // nor retried copies; every group reading the DLQ sees a letter that was resent before.
+    if let Some(g) = properties.remove(props::MESSAGE_GROUP) {
+        properties.insert(props::DLQ_MESSAGE_GROUP.into(), g);
+    }
     properties.remove(props::RETRY_ORIGIN_TOPIC);
+    properties.remove(props::RESEND_GROUP);
     properties.insert(
         props::MESSAGE_TYPE.into(),
         props::type_code(MessageType::Normal).to_string(),

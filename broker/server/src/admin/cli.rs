@@ -1,7 +1,7 @@
 //! `ferromq admin --server HOST:PORT ...`: topics, groups and message lookups through the
 //! admin API, printed as a table (for people) or JSON / YAML (for scripts).
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use ferromq_proto::admin::{self, admin_client::AdminClient, TopicPermission, TopicType};
 use serde_json::{json, Value};
 
@@ -14,12 +14,17 @@ pub enum OutputFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
-    /// gRPC address of a FerroMQ server (host:port).
-    #[arg(long, env = "FERROMQ_SERVER", default_value = "127.0.0.1:8081")]
+    /// gRPC address of a FerroMQ standalone server or proxy (host:port).
+    #[arg(
+        long,
+        env = "FERROMQ_SERVER",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
     pub server: String,
     #[command(flatten)]
     pub credentials: crate::credentials::CredentialArgs,
-    /// Output format.
+    /// Output format: a table for people, JSON or YAML for scripts.
     #[arg(
         short = 'o',
         long = "output",
@@ -37,9 +42,12 @@ pub enum AdminCmd {
     /// Create, change, delete and inspect topics.
     #[command(subcommand)]
     Topic(TopicCmd),
-    /// Inspect consumer groups (offsets, lag) and set their retry policy.
+    /// Consumer groups: offsets and lag, retry policy, offset resets, deletion.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Dead letters of a consumer group: list them, send them back to their topic.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
     /// Look messages up by id or key.
     #[command(subcommand)]
     Message(MessageCmd),
@@ -73,6 +81,7 @@ impl KindArg {
 pub enum UserCmd {
     /// Create a user. Without --secret-file a secret is generated and printed once.
     Create {
+        /// User name (the access key clients sign with).
         name: String,
         /// A super user may do everything, including managing users and ACLs.
         #[arg(long = "super")]
@@ -83,24 +92,32 @@ pub enum UserCmd {
     },
     /// Change a user's secret or kind.
     Update {
+        /// The user to change.
         name: String,
+        /// File holding the new secret (8..=256 printable ASCII characters).
         #[arg(long = "user-secret-file")]
         user_secret_file: Option<std::path::PathBuf>,
+        /// The user's new kind.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
     },
     /// Delete a user and its policy: its next call is refused.
     Delete {
+        /// The user to delete.
         name: String,
     },
+    /// Every user and its kind.
     List,
+    /// One user.
     Describe {
+        /// The user to show.
         name: String,
     },
 }
 
 #[derive(Debug, clap::Args)]
 pub struct AclEntryArgs {
+    /// The user whose policy changes.
     #[arg(long)]
     user: String,
     /// `topic:NAME`, `group:NAME` (a trailing `*` matches a prefix), `topic:*`, `cluster` or `*`.
@@ -109,6 +126,7 @@ pub struct AclEntryArgs {
     /// Comma separated: publish, subscribe, create, update, delete, get, list, all.
     #[arg(long, value_delimiter = ',', required = true)]
     actions: Vec<String>,
+    /// `allow` or `deny` (a deny wins over any allow).
     #[arg(long, default_value = "allow")]
     effect: String,
     /// Limit the entry to a source address range (CIDR); repeatable.
@@ -124,15 +142,21 @@ pub enum AclCmd {
     Update(AclEntryArgs),
     /// Remove a user's entries for a resource (of one effect), or its whole policy.
     Delete {
+        /// The user whose policy changes.
         #[arg(long)]
         user: String,
+        /// Remove only the entries for this resource [default: the whole policy].
         #[arg(long)]
         resource: Option<String>,
+        /// Remove only the entry of this effect (`allow` or `deny`).
         #[arg(long, requires = "resource")]
         effect: Option<String>,
     },
+    /// Every user's policy entries.
     List,
+    /// One user's policy.
     Describe {
+        /// The user whose policy to show.
         #[arg(long)]
         user: String,
     },
@@ -143,13 +167,26 @@ pub enum ClusterCmd {
     /// Each broker group's state, topics, queues and unsettled messages.
     List,
     /// Mark a group read-only: new sends go to other groups, consumers finish what it holds.
-    /// Prints how much is left; run it again to follow the drain until nothing remains.
-    Drain { group: String },
+    /// Prints how much is left; with --wait follows the drain until nothing remains.
+    Drain {
+        /// The broker group to drain (`standalone` for a standalone server).
+        group: String,
+        /// Wait until every message the group holds is settled, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (`30s`, `10m`) [default: wait as long as it takes].
+        #[arg(long, requires = "wait", value_parser = crate::config::duration)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Make a drained group take new messages again.
-    Undrain { group: String },
+    Undrain {
+        /// The broker group to reopen.
+        group: String,
+    },
     /// Move leadership of a replicated group to another in-sync member with nothing
     /// acknowledged lost (before restarting the leader's machine, say).
     Switchover {
+        /// The replicated broker group.
         group: String,
         /// Replica id of the new leader [default: the most caught-up in-sync member].
         #[arg(long)]
@@ -159,64 +196,183 @@ pub enum ClusterCmd {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TypeArg {
+    /// Plain messages.
     Normal,
+    /// Ordered per message group.
     Fifo,
+    /// Delivered at a time the producer chose.
     Delay,
+    /// Held until the producer commits them.
     Transaction,
+    /// Higher priority delivered first.
     Priority,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PermArg {
-    /// read and write
+    /// Read and write.
     Rw,
+    /// Read only: consumers drain it, sends are refused.
     R,
+    /// Write only.
     W,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicCmd {
+    /// Create a topic (on every writable broker group, through a proxy).
     Create {
+        /// Topic name: letters, digits, `%`, `-`, `_` and `|`, up to 127 characters.
+        #[arg(value_parser = crate::cli::topic_name)]
         name: String,
+        /// Message type the topic accepts.
         #[arg(long = "type", value_enum, default_value = "normal")]
         message_type: TypeArg,
-        #[arg(long, default_value_t = 8)]
+        /// Queues of the topic (per broker group), 1 to 1024.
+        #[arg(long, default_value_t = 8, value_parser = queue_count())]
         queues: u32,
+        /// Permission: rw, r (read only) or w (write only).
         #[arg(long, value_enum, default_value = "rw")]
         perm: PermArg,
+        /// Succeed without changing anything when the topic exists already.
+        #[arg(long)]
+        if_not_exists: bool,
     },
+    /// Change a topic's type, queue count or permission.
     Update {
+        /// The topic to change.
+        #[arg(value_parser = crate::cli::topic_name)]
         name: String,
+        /// New message type.
         #[arg(long = "type", value_enum)]
         message_type: Option<TypeArg>,
-        /// New queue count (can only grow).
-        #[arg(long)]
+        /// New queue count (can only grow), up to 1024.
+        #[arg(long, value_parser = queue_count())]
         queues: Option<u32>,
+        /// New permission.
         #[arg(long, value_enum)]
         perm: Option<PermArg>,
     },
+    /// Delete a topic, its messages and every group's offsets on it.
     Delete {
+        /// The topic to delete.
         name: String,
     },
+    /// Every topic with its type, queues and parked messages.
     List,
+    /// One topic with each queue's offsets.
     Describe {
+        /// The topic to show.
         name: String,
     },
 }
 
+/// Queue counts a topic may have.
+fn queue_count() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(ferromq_store::metadata::MAX_QUEUES))
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupCmd {
+    /// Every consumer group with its topics, lag and online clients.
     List,
+    /// One group's committed offset, lag and messages in flight per queue.
     Describe {
+        /// The consumer group to show.
         name: String,
     },
     /// Set a group's maximum deliveries before dead-lettering, or force FIFO on/off.
     Update {
+        /// The consumer group to change.
+        #[arg(value_parser = crate::cli::group_name)]
         name: String,
-        #[arg(long)]
+        /// Deliveries before a message goes to the dead-letter topic, 1 to 1000.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         max_attempts: Option<u32>,
+        /// Consume FIFO topics in message-group order (true) or not (false).
         #[arg(long)]
         fifo: Option<bool>,
+    },
+    /// Move a group's offsets, like `kafka-consumer-groups --reset-offsets`. Prints the plan
+    /// per queue and changes nothing unless --execute is given. Live consumers continue from
+    /// the new offsets; messages they hold unacknowledged are forgotten.
+    ResetOffset(ResetOffsetArgs),
+    /// Forget a group: its offsets and settings (its dead-letter topic stays). Refused while
+    /// the group has online consumers.
+    Delete {
+        /// The consumer group to delete.
+        #[arg(value_parser = crate::cli::group_name)]
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_datetime", "to_offset"])))]
+pub struct ResetOffsetArgs {
+    /// The consumer group whose offsets move.
+    #[arg(value_parser = crate::cli::group_name)]
+    pub group: String,
+    /// Only this topic [default: every topic the group has a position on].
+    #[arg(long, value_parser = crate::cli::topic_name)]
+    pub topic: Option<String>,
+    /// To the oldest message still stored.
+    #[arg(long)]
+    pub to_earliest: bool,
+    /// To the end: only messages sent from now on.
+    #[arg(long)]
+    pub to_latest: bool,
+    /// To the first message stored at or after this time: RFC 3339 (`2026-12-02T07:00:00Z`,
+    /// `2026-12-02 07:00:00` as UTC) or milliseconds since the epoch.
+    #[arg(long, value_parser = parse_datetime)]
+    pub to_datetime: Option<i64>,
+    /// To this queue offset on every queue (clamped into what each queue holds).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub to_offset: Option<i64>,
+    /// Only print the plan (the default).
+    #[arg(long, conflicts_with = "execute")]
+    pub dry_run: bool,
+    /// Apply the plan.
+    #[arg(long)]
+    pub execute: bool,
+}
+
+/// `--to-datetime`: RFC 3339 (or its space-separated form, read as UTC) or epoch milliseconds.
+pub fn parse_datetime(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).map_err(|e| {
+        format!("{s:?} is not a time like 2026-12-02T07:00:00Z or epoch milliseconds: {e}")
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| format!("{s:?} is before 1970"))
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCmd {
+    /// Letters of a group's dead-letter topic: id, origin topic, deliveries, whether resent.
+    List {
+        /// The consumer group whose dead letters to list.
+        #[arg(value_parser = crate::cli::group_name)]
+        group: String,
+        /// Most letters to show (per broker group), 1 to 1000.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max: u32,
+        /// Start at this offset of the dead-letter topic [default: the oldest stored].
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        from: Option<i64>,
+    },
+    /// Send dead letters back to the topic they came from, to be delivered to this group again
+    /// (other groups of the topic do not see them twice).
+    Resend {
+        /// The consumer group whose dead letters go back.
+        #[arg(value_parser = crate::cli::group_name)]
+        group: String,
+        /// Only the letter with this message id (repeatable) [default: every letter not resent
+        /// yet].
+        #[arg(long = "id")]
+        ids: Vec<String>,
     },
 }
 
@@ -224,18 +380,23 @@ pub enum GroupCmd {
 pub enum MessageCmd {
     /// A message by its message id.
     Get {
+        /// The topic the message was sent to.
         #[arg(long)]
         topic: String,
+        /// The message id (as `ferromq send` prints it).
         #[arg(long)]
         id: String,
     },
     /// Messages carrying a key.
     Query {
+        /// The topic to search.
         #[arg(long)]
         topic: String,
+        /// The key to look for.
         #[arg(long)]
         key: String,
-        #[arg(long, default_value_t = 32)]
+        /// Most messages to show, 1 to 1000.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
         max: u32,
     },
 }
@@ -282,7 +443,7 @@ fn topic_json(t: &admin::Topic) -> Value {
     json!({ "name": t.name, "queues": t.queues, "type": type_name(t.message_type), "perm": perm_name(t.permission), "pending_timers": t.pending_timers, "half_messages": t.half_messages })
 }
 
-fn cluster_json(g: &admin::ClusterGroup) -> Value {
+pub(super) fn cluster_json(g: &admin::ClusterGroup) -> Value {
     let mut v = json!({
         "name": g.name,
         "state": g.state,
@@ -326,7 +487,7 @@ fn cluster_json(g: &admin::ClusterGroup) -> Value {
     v
 }
 
-fn message_json(m: &admin::StoredMessage) -> Value {
+pub(super) fn message_json(m: &admin::StoredMessage) -> Value {
     let user: serde_json::Map<String, Value> = m
         .properties
         .iter()
@@ -352,15 +513,15 @@ fn message_json(m: &admin::StoredMessage) -> Value {
 }
 
 /// What a command prints: the structured value, and its table form.
-struct Printable {
-    value: Value,
-    columns: Vec<&'static str>,
-    rows: Vec<Value>,
+pub(super) struct Printable {
+    pub value: Value,
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Value>,
 }
 
 impl Printable {
     /// One object: a table of one row.
-    fn one(v: Value, columns: Vec<&'static str>) -> Printable {
+    pub fn one(v: Value, columns: Vec<&'static str>) -> Printable {
         Printable {
             value: v.clone(),
             columns,
@@ -369,7 +530,7 @@ impl Printable {
     }
 
     /// A list of objects: a table of one row each.
-    fn list(rows: Vec<Value>, columns: Vec<&'static str>) -> Printable {
+    pub fn list(rows: Vec<Value>, columns: Vec<&'static str>) -> Printable {
         Printable {
             value: Value::Array(rows.clone()),
             columns,
@@ -432,16 +593,8 @@ fn print(p: Printable, fmt: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn endpoint(server: &str) -> String {
-    if server.starts_with("http://") || server.starts_with("https://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    }
-}
-
 /// The admin client, signing its calls when credentials are given.
-type Client = AdminClient<
+pub(super) type Client = AdminClient<
     tonic::service::interceptor::InterceptedService<
         tonic::transport::Channel,
         crate::credentials::Signer,
@@ -449,14 +602,18 @@ type Client = AdminClient<
 >;
 
 /// `cluster drain` / `cluster undrain`: sets the state and reports what is left to consume.
-async fn set_state(c: &mut Client, group: String, state: &str) -> anyhow::Result<Printable> {
+pub(super) async fn set_state(
+    c: &mut Client,
+    group: String,
+    state: &str,
+) -> anyhow::Result<Printable> {
     let g = c
         .set_group_state(admin::SetGroupStateRequest {
             group,
             state: state.into(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .map_err(status)?
         .into_inner();
     let mut v = cluster_json(&g);
     // What the operator's drain waits on: queues still holding unsettled messages.
@@ -478,11 +635,7 @@ async fn set_state(c: &mut Client, group: String, state: &str) -> anyhow::Result
 /// Runs one admin command; errors carry the server's message.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let signer = args.credentials.signer()?;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint(&args.server))
-        .with_context(|| format!("{} is not a server address", args.server))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let channel = crate::dial::connect(&args.server).await?;
     let mut c: Client = AdminClient::with_interceptor(channel, signer);
     let fmt = args.output;
     let p = match args.cmd {
@@ -491,19 +644,29 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             message_type,
             queues,
             perm,
+            if_not_exists,
         }) => {
             let t = admin::Topic {
-                name,
+                name: name.clone(),
                 queues,
                 message_type: type_arg(message_type) as i32,
                 permission: perm_arg(perm) as i32,
                 ..Default::default()
             };
-            let t = c
+            let t = match c
                 .create_topic(admin::CreateTopicRequest { topic: Some(t) })
                 .await
-                .map_err(status)?
-                .into_inner();
+            {
+                Ok(t) => t.into_inner(),
+                Err(e) if if_not_exists && e.code() == tonic::Code::AlreadyExists => c
+                    .describe_topic(admin::DescribeTopicRequest { name })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .topic
+                    .unwrap_or_default(),
+                Err(e) => return Err(status(e)),
+            };
             let v = topic_json(&t);
             Printable::one(v, vec!["name", "type", "queues", "perm"])
         }
@@ -681,8 +844,17 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 vec!["group", "leader", "epoch"],
             )
         }
-        AdminCmd::Cluster(ClusterCmd::Drain { group }) => {
-            set_state(&mut c, group, "read-only").await?
+        AdminCmd::Cluster(ClusterCmd::Drain {
+            group,
+            wait,
+            timeout,
+        }) => {
+            let p = set_state(&mut c, group.clone(), "read-only").await?;
+            if wait {
+                super::ops::wait_drained(&mut c, &group, timeout).await?
+            } else {
+                p
+            }
         }
         AdminCmd::Cluster(ClusterCmd::Undrain { group }) => {
             set_state(&mut c, group, "read-write").await?
@@ -732,6 +904,17 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 ],
             )
         }
+        AdminCmd::Group(GroupCmd::ResetOffset(a)) => super::ops::reset_offset(&mut c, a).await?,
+        AdminCmd::Group(GroupCmd::Delete { name }) => {
+            c.delete_group(admin::DeleteGroupRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            Printable::one(
+                json!({ "name": name, "deleted": true }),
+                vec!["name", "deleted"],
+            )
+        }
+        AdminCmd::Dlq(cmd) => super::ops::dlq(&mut c, cmd).await?,
         AdminCmd::User(cmd) => user_command(&mut c, cmd).await?,
         AdminCmd::Acl(cmd) => acl_command(&mut c, cmd).await?,
     };
@@ -759,7 +942,7 @@ fn acl_rows(a: &admin::Acl) -> Vec<Value> {
 
 const ACL_COLUMNS: [&str; 5] = ["user", "resource", "actions", "effect", "sources"];
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(super) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 

@@ -2,5 +2,6 @@
 //! `ferromq admin` command that calls it.
 
 pub mod cli;
+mod ops;
 pub mod service;
 pub mod users;

@@ -52,8 +52,16 @@ impl AdminApi {
 
 /// An engine failure as the admin API's status (store refusals keep their precise codes).
 fn engine_status(e: ferromq_engine::EngineError) -> Status {
+    use ferromq_engine::EngineError as E;
     match e {
-        ferromq_engine::EngineError::Store(s) => store_status(&s),
+        E::Store(s) => store_status(&s),
+        E::TopicNotFound(_) | E::GroupNotFound(_) | E::MessageNotFound(_) => {
+            Status::not_found(e.to_string())
+        }
+        E::Draining { .. } | E::TopicPermission { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        E::BadRequest(_) | E::SystemTopic(_) => Status::invalid_argument(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
@@ -385,11 +393,7 @@ impl Admin for AdminApi {
         )?;
         let r = req.into_inner();
         let name = r.name.clone();
-        crate::validate::group_name(Some(&ferromq_proto::v2::Resource {
-            resource_namespace: String::new(),
-            name: name.clone(),
-        }))
-        .map_err(|e| Status::invalid_argument(e.message))?;
+        checked_group_name(&name)?;
         if r.max_delivery_attempts < 0 || r.max_delivery_attempts > 1000 {
             return Err(Status::invalid_argument(format!(
                 "max_delivery_attempts {} is not within 1..=1000",
@@ -424,6 +428,134 @@ impl Admin for AdminApi {
             .pop()
             .ok_or_else(|| Status::internal("group vanished"))?;
         Ok(Response::new(group))
+    }
+
+    #[instrument(skip_all, name = "admin.reset_group_offset")]
+    async fn reset_group_offset(
+        &self,
+        req: Request<admin::ResetGroupOffsetRequest>,
+    ) -> Result<Response<admin::ResetGroupOffsetResponse>, Status> {
+        group_call(&req, &req.get_ref().group)?;
+        let r = req.into_inner();
+        let to = reset_target(r.to)?;
+        let topic = (!r.topic.is_empty()).then_some(r.topic);
+        let execute = r.execute;
+        let (plan, broker_group) = self
+            .blocking(move |b| {
+                let plan = b
+                    .engine
+                    .plan_offset_reset(&r.group, topic.as_deref(), to)
+                    .map_err(engine_status)?;
+                if execute {
+                    b.engine
+                        .reset_offsets(&r.group, &plan)
+                        .map_err(engine_status)?;
+                }
+                Ok((plan, b.engine.membership.group()))
+            })
+            .await?;
+        Ok(Response::new(admin::ResetGroupOffsetResponse {
+            queues: plan
+                .into_iter()
+                .map(|m| admin::QueueOffsetMove {
+                    topic: m.topic,
+                    queue_id: m.queue_id,
+                    current_offset: m.current as i64,
+                    new_offset: m.target as i64,
+                    min_offset: m.min as i64,
+                    max_offset: m.max as i64,
+                    inflight: m.inflight as i64,
+                    broker_group: broker_group.clone(),
+                })
+                .collect(),
+            executed: execute,
+        }))
+    }
+
+    #[instrument(skip_all, name = "admin.delete_group")]
+    async fn delete_group(
+        &self,
+        req: Request<admin::DeleteGroupRequest>,
+    ) -> Result<Response<admin::DeleteGroupResponse>, Status> {
+        group_call(&req, &req.get_ref().name)?;
+        let name = req.into_inner().name;
+        self.blocking(move |b| {
+            if let Some(n) = b.clients.online_by_group().get(&name) {
+                return Err(Status::failed_precondition(format!(
+                    "consumer group {name} has {n} online client(s); stop them before deleting it"
+                )));
+            }
+            b.engine.delete_group(&name).map_err(engine_status)
+        })
+        .await?;
+        Ok(Response::new(admin::DeleteGroupResponse {}))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<admin::ListDeadLettersRequest>,
+    ) -> Result<Response<admin::ListDeadLettersResponse>, Status> {
+        group_call(&req, &req.get_ref().group)?;
+        let r = req.into_inner();
+        if r.from_offset.is_some_and(|o| o < 0) {
+            return Err(Status::invalid_argument("from_offset is negative"));
+        }
+        let max = match r.max {
+            0 => 32,
+            m => m.min(1000),
+        } as usize;
+        self.blocking(move |b| {
+            let page = b
+                .engine
+                .dead_letters(&r.group, r.from_offset.map(|o| o as u64), max)
+                .map_err(engine_status)?;
+            let broker_group = b.engine.membership.group();
+            Ok(Response::new(admin::ListDeadLettersResponse {
+                letters: page
+                    .letters
+                    .iter()
+                    .map(|l| admin::DeadLetter {
+                        message: Some(message_out(&l.message)),
+                        origin_topic: l.origin_topic.clone(),
+                        attempts: l.attempts as i32,
+                        resent: l.resent,
+                        broker_group: broker_group.clone(),
+                    })
+                    .collect(),
+                total: page.total as i64,
+                pending: page.pending as i64,
+            }))
+        })
+        .await
+    }
+
+    #[instrument(skip_all, name = "admin.resend_dead_letters")]
+    async fn resend_dead_letters(
+        &self,
+        req: Request<admin::ResendDeadLettersRequest>,
+    ) -> Result<Response<admin::ResendDeadLettersResponse>, Status> {
+        group_call(&req, &req.get_ref().group)?;
+        let r = req.into_inner();
+        self.blocking(move |b| {
+            let resent = b
+                .engine
+                .resend_dead_letters(&r.group, &r.message_ids)
+                .map_err(engine_status)?;
+            let broker_group = b.engine.membership.group();
+            Ok(Response::new(admin::ResendDeadLettersResponse {
+                resent: resent
+                    .into_iter()
+                    .map(|x| admin::ResentLetter {
+                        message_id: x.message_id,
+                        topic: x.topic,
+                        queue_id: x.queue_id,
+                        queue_offset: x.queue_offset as i64,
+                        broker_group: broker_group.clone(),
+                    })
+                    .collect(),
+            }))
+        })
+        .await
     }
 
     async fn get_message(
@@ -627,6 +759,47 @@ impl Admin for AdminApi {
     }
 }
 
+/// The checks of a call about one consumer group: authorized for it, and a name the RocketMQ
+/// API would accept.
+fn group_call<T>(req: &Request<T>, group: &str) -> Result<(), Status> {
+    access(
+        req,
+        Targets {
+            group: Some(group),
+            ..Default::default()
+        },
+    )?;
+    checked_group_name(group)
+}
+
+/// A consumer group name the RocketMQ API would accept, else INVALID_ARGUMENT.
+fn checked_group_name(name: &str) -> Result<(), Status> {
+    crate::validate::group_name(Some(&ferromq_proto::v2::Resource {
+        resource_namespace: String::new(),
+        name: name.to_string(),
+    }))
+    .map(|_| ())
+    .map_err(|e| Status::invalid_argument(e.message))
+}
+
+/// The engine's reset target of a request's `to`.
+fn reset_target(
+    to: Option<admin::reset_group_offset_request::To>,
+) -> Result<ferromq_engine::resets::ResetTo, Status> {
+    use admin::reset_group_offset_request::To;
+    use ferromq_engine::resets::ResetTo;
+    match to {
+        Some(To::Earliest(_)) => Ok(ResetTo::Earliest),
+        Some(To::Latest(_)) => Ok(ResetTo::Latest),
+        Some(To::TimestampMs(ms)) => Ok(ResetTo::Time(ms)),
+        Some(To::Offset(o)) if o >= 0 => Ok(ResetTo::Offset(o as u64)),
+        Some(To::Offset(o)) => Err(Status::invalid_argument(format!("offset {o} is negative"))),
+        None => Err(Status::invalid_argument(
+            "say where to reset to: earliest, latest, a time or an offset",
+        )),
+    }
+}
+
 /// Groups known from consumption, offsets, configuration or live clients.
 fn group_views(
     b: &Node,
@@ -657,7 +830,11 @@ fn group_views(
     }
     names
         .into_iter()
-        .filter(|n| only.is_none_or(|o| o == n) && !n.is_empty())
+        .filter(|n| {
+            only.is_none_or(|o| o == n)
+                && !n.is_empty()
+                && !ferromq_engine::resets::is_internal_group(n)
+        })
         .map(|n| {
             let queues = per_group.remove(&n).unwrap_or_default();
             let mut topics: Vec<String> = queues.iter().map(|q| q.topic.clone()).collect();

@@ -198,8 +198,10 @@ pub fn search_offset(
     upper: bool,
 ) -> Result<u64, RemotingError> {
     let find = |ts: i64| {
-        crate::service::offset_for_time(&r.node, topic, queue, ts)
-            .map_err(|e| RemotingError::system(e.message))
+        r.node
+            .engine
+            .offset_for_time(topic, queue, ts)
+            .map_err(|e| RemotingError::system(e.to_string()))
     };
     if !upper {
         return find(timestamp);

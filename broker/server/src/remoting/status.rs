@@ -92,6 +92,7 @@ impl From<EngineError> for RemotingError {
             | EngineError::TopicPermission { .. }
             | EngineError::Draining { .. } => response::NO_PERMISSION,
             EngineError::TopicNotFound(_) => response::TOPIC_NOT_EXIST,
+            EngineError::GroupNotFound(_) => response::SUBSCRIPTION_GROUP_NOT_EXIST,
             // What RocketMQ 5's proxy answers for a message its topic's type refuses.
             EngineError::TypeMismatch { .. }
             | EngineError::PropertyConflict(_)

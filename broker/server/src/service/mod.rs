@@ -13,7 +13,6 @@ mod route;
 mod send;
 mod settle;
 
-pub(crate) use pull::offset_for_time;
 pub use route::advertised_endpoints;
 
 use std::sync::Arc;

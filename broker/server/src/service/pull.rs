@@ -185,30 +185,6 @@ pub async fn get_offset(
     }
 }
 
-/// First queue offset whose store time is at or after `ts_ms` (binary search on the queue).
-pub(crate) fn offset_for_time(
-    node: &Node,
-    topic: &str,
-    q: u32,
-    ts_ms: i64,
-) -> Result<u64, RpcError> {
-    let (mut lo, mut hi) = node.engine.store.queue_range(topic, q);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let r = node
-            .engine
-            .store
-            .read(topic, q, mid, 1, None)
-            .map_err(RpcError::from)?;
-        match r.messages.first() {
-            Some(m) if m.store_timestamp_ms < ts_ms => lo = m.queue_offset + 1,
-            Some(_) => hi = mid,
-            None => lo = mid + 1,
-        }
-    }
-    Ok(lo)
-}
-
 #[instrument(skip_all)]
 pub async fn query_offset(
     node: &Arc<Node>,
@@ -231,7 +207,9 @@ pub async fn query_offset(
                     let ts = ts.ok_or_else(|| {
                         RpcError::bad_request("timestamp is required with the TIMESTAMP policy")
                     })?;
-                    offset_for_time(b, &topic, q, ts)
+                    b.engine
+                        .offset_for_time(&topic, q, ts)
+                        .map_err(RpcError::from)
                 }
             }
         })

@@ -145,6 +145,30 @@ impl AdminProxy {
     }
 }
 
+/// The answers of the groups that know the thing asked about: NOT_FOUND answers are left out
+/// (a group need not hold every topic or consumer group), any other failure is the error, named
+/// after its group, and NOT_FOUND everywhere is NOT_FOUND.
+fn found<T>(answers: Answers<T>) -> Result<Vec<T>, Status> {
+    let mut out = Vec::new();
+    let mut not_found = None;
+    for (g, a) in answers {
+        match a {
+            Ok(v) => out.push(v),
+            Err(e) if e.code() == tonic::Code::NotFound => not_found = not_found.or(Some(e)),
+            Err(e) => {
+                return Err(Status::new(
+                    e.code(),
+                    format!("broker group {}: {}", g.name, e.message()),
+                ))
+            }
+        }
+    }
+    match (out.is_empty(), not_found) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(out),
+    }
+}
+
 /// The first failure, named after its group, unless every answer is fine.
 fn first_error<T>(answers: &Answers<T>) -> Option<Status> {
     answers.iter().find_map(|(g, r)| {
@@ -458,6 +482,108 @@ impl Admin for AdminProxy {
             .ok_or_else(|| Status::internal("no answer"))
     }
 
+    /// Every broker group plans (and applies) the reset of the queues it holds; the answer is
+    /// the union. Executing is per group: one failing group leaves the others reset, and the
+    /// error names it (running the same command again is harmless).
+    #[instrument(skip_all, name = "admin_proxy.reset_group_offset")]
+    async fn reset_group_offset(
+        &self,
+        req: Request<admin::ResetGroupOffsetRequest>,
+    ) -> Result<Response<admin::ResetGroupOffsetResponse>, Status> {
+        let r = req.into_inner();
+        let execute = r.execute;
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.reset_group_offset(r).await }
+            })
+            .await;
+        let queues = found(answers)?.into_iter().flat_map(|a| a.queues).collect();
+        Ok(Response::new(admin::ResetGroupOffsetResponse {
+            queues,
+            executed: execute,
+        }))
+    }
+
+    #[instrument(skip_all, name = "admin_proxy.delete_group")]
+    async fn delete_group(
+        &self,
+        req: Request<admin::DeleteGroupRequest>,
+    ) -> Result<Response<admin::DeleteGroupResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.delete_group(r).await }
+            })
+            .await;
+        found(answers)?;
+        Ok(Response::new(admin::DeleteGroupResponse {}))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<admin::ListDeadLettersRequest>,
+    ) -> Result<Response<admin::ListDeadLettersResponse>, Status> {
+        let r = req.into_inner();
+        let answers = self
+            .each(self.live()?, |mut c| {
+                let r = r.clone();
+                async move { c.list_dead_letters(r).await }
+            })
+            .await;
+        let mut out = admin::ListDeadLettersResponse::default();
+        for a in found(answers)? {
+            out.letters.extend(a.letters);
+            out.total += a.total;
+            out.pending += a.pending;
+        }
+        Ok(Response::new(out))
+    }
+
+    #[instrument(skip_all, name = "admin_proxy.resend_dead_letters")]
+    async fn resend_dead_letters(
+        &self,
+        req: Request<admin::ResendDeadLettersRequest>,
+    ) -> Result<Response<admin::ResendDeadLettersResponse>, Status> {
+        let r = req.into_inner();
+        // Named letters live on one group each: every group gets the ids it holds, found by
+        // listing first, so an id no group holds is refused before anything is sent.
+        let groups = self.live()?;
+        let answers = self
+            .each(groups, |mut c| {
+                let r = r.clone();
+                async move {
+                    if r.message_ids.is_empty() {
+                        return c.resend_dead_letters(r).await;
+                    }
+                    let held = held_ids(&mut c, &r).await?;
+                    if held.is_empty() {
+                        return Ok(Response::new(admin::ResendDeadLettersResponse::default()));
+                    }
+                    c.resend_dead_letters(admin::ResendDeadLettersRequest {
+                        group: r.group.clone(),
+                        message_ids: held,
+                    })
+                    .await
+                }
+            })
+            .await;
+        let resent: Vec<admin::ResentLetter> =
+            found(answers)?.into_iter().flat_map(|a| a.resent).collect();
+        if let Some(missing) = r
+            .message_ids
+            .iter()
+            .find(|id| !resent.iter().any(|x| &x.message_id == *id))
+        {
+            return Err(Status::not_found(format!(
+                "no broker group holds a dead letter of {} with message id {missing}",
+                r.group
+            )));
+        }
+        Ok(Response::new(admin::ResendDeadLettersResponse { resent }))
+    }
+
     async fn get_message(
         &self,
         req: Request<admin::GetMessageRequest>,
@@ -659,6 +785,40 @@ impl Admin for AdminProxy {
         req: Request<admin::DescribeAclRequest>,
     ) -> Result<Response<admin::Acl>, Status> {
         to_first_group!(self, req, describe_acl)
+    }
+}
+
+/// Which of the requested dead-letter ids a broker group holds.
+async fn held_ids(
+    c: &mut GroupAdmin,
+    r: &admin::ResendDeadLettersRequest,
+) -> Result<Vec<String>, Status> {
+    let mut held = Vec::new();
+    let mut from = None;
+    loop {
+        let page = match c
+            .list_dead_letters(admin::ListDeadLettersRequest {
+                group: r.group.clone(),
+                from_offset: from,
+                max: 1000,
+            })
+            .await
+        {
+            Ok(p) => p.into_inner(),
+            Err(e) if e.code() == tonic::Code::NotFound => return Ok(held),
+            Err(e) => return Err(e),
+        };
+        let Some(last) = page.letters.last().and_then(|l| l.message.as_ref()) else {
+            return Ok(held);
+        };
+        from = Some(last.queue_offset + 1);
+        for l in &page.letters {
+            if let Some(m) = &l.message {
+                if r.message_ids.contains(&m.message_id) && !held.contains(&m.message_id) {
+                    held.push(m.message_id.clone());
+                }
+            }
+        }
     }
 }
 
