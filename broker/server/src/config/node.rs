@@ -487,6 +487,32 @@ mod tests {
         assert_eq!(resolve(&args).unwrap_err().field, "transaction-check-max");
     }
 
+    /// The remoting port checks no signatures: with `--auth` it is off by default, and asking
+    /// for it is refused rather than served open.
+    #[test]
+    fn auth_turns_the_remoting_port_off_and_refuses_it() {
+        let auth = super::super::auth::AuthArgs {
+            auth: true,
+            ..Default::default()
+        };
+        let args = NodeArgs {
+            auth: auth.clone(),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&args).unwrap().remoting, None);
+        let args = NodeArgs {
+            auth,
+            remoting_addr: Some("127.0.0.1:9876".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&args).unwrap_err().field, "remoting-addr");
+        let open = resolve(&NodeArgs::default()).unwrap();
+        assert!(
+            open.remoting.is_some(),
+            "without auth standalone serves remoting"
+        );
+    }
+
     /// The operator renders every `spec.config` value as a TOML string.
     #[test]
     fn delay_and_transaction_settings_read_from_strings_or_numbers() {
