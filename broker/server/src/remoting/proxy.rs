@@ -524,15 +524,7 @@ impl ProxyRemoting {
             GET_CONSUMER_CONNECTION_LIST => {
                 let answers = self.fan_out(conn, &self.live_groups()?, req).await;
                 merge(req, answers, |acc: &mut ConsumerConnection, b| {
-                    for c in b.connection_set {
-                        if !acc
-                            .connection_set
-                            .iter()
-                            .any(|x| x.client_id == c.client_id)
-                        {
-                            acc.connection_set.push(c);
-                        }
-                    }
+                    add_connections(&mut acc.connection_set, b.connection_set);
                     acc.subscription_table.extend(b.subscription_table);
                     acc.consume_type = b.consume_type;
                     acc.message_model = b.message_model;
@@ -542,15 +534,7 @@ impl ProxyRemoting {
             GET_PRODUCER_CONNECTION_LIST => {
                 let answers = self.fan_out(conn, &self.live_groups()?, req).await;
                 merge(req, answers, |acc: &mut ProducerConnection, b| {
-                    for c in b.connection_set {
-                        if !acc
-                            .connection_set
-                            .iter()
-                            .any(|x| x.client_id == c.client_id)
-                        {
-                            acc.connection_set.push(c);
-                        }
-                    }
+                    add_connections(&mut acc.connection_set, b.connection_set);
                 })
             }
             GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
@@ -864,6 +848,19 @@ impl Service for ProxyRemoting {
     fn closed(self: Arc<Self>, peer: Arc<Peer>) {
         if let Some(c) = self.conns.lock().remove(&peer.id()) {
             c.close();
+        }
+    }
+}
+
+/// Adds the clients one group reports to those already merged: a client connected through this
+/// proxy appears in every group it talks to, and is listed once.
+fn add_connections(
+    merged: &mut Vec<ferromq_remoting::body::Connection>,
+    more: Vec<ferromq_remoting::body::Connection>,
+) {
+    for c in more {
+        if !merged.iter().any(|x| x.client_id == c.client_id) {
+            merged.push(c);
         }
     }
 }
