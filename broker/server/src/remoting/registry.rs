@@ -115,53 +115,53 @@ impl Registry {
         language: &str,
         version: i32,
     ) -> Vec<String> {
-        let mut entries = self.entries.lock();
-        let mut groups: BTreeSet<String> = hb
-            .consumer_data_set
-            .iter()
-            .map(|c| c.group_name.clone())
-            .collect();
-        if let Some(old) = entries.get(&peer.id()) {
-            groups.extend(old.consumers.keys().cloned());
-        }
-        let before: Vec<GroupState> = groups.iter().map(|g| group_state(&entries, g)).collect();
-        let e = entries.entry(peer.id()).or_insert_with(|| Entry {
-            peer: peer.clone(),
-            client_id: hb.client_id.clone(),
-            language: language.to_string(),
-            version,
-            producers: BTreeSet::new(),
-            consumers: BTreeMap::new(),
-            last_seen: Instant::now(),
-        });
-        e.client_id = hb.client_id.clone();
-        e.language = language.to_string();
-        e.version = version;
-        e.last_seen = Instant::now();
-        e.producers = hb
-            .producer_data_set
-            .iter()
-            .map(|p| p.group_name.clone())
-            .filter(|g| g != INNER_PRODUCER)
-            .collect();
-        // 5.x clients send a heartbeat without subscriptions when they did not change.
-        let keep_subs = hb.without_sub;
-        let old = std::mem::take(&mut e.consumers);
-        for c in &hb.consumer_data_set {
-            let mut c = c.clone();
-            if keep_subs {
-                if let Some(o) = old.get(&c.group_name) {
-                    c.subscription_data_set = o.subscription_data_set.clone();
+        let id = peer.id();
+        self.changing(
+            |entries| {
+                let mut groups: BTreeSet<String> = hb
+                    .consumer_data_set
+                    .iter()
+                    .map(|c| c.group_name.clone())
+                    .collect();
+                if let Some(old) = entries.get(&id) {
+                    groups.extend(old.consumers.keys().cloned());
                 }
-            }
-            e.consumers.insert(c.group_name.clone(), c);
-        }
-        groups
-            .into_iter()
-            .zip(before)
-            .filter(|(g, b)| group_state(&entries, g) != *b)
-            .map(|(g, _)| g)
-            .collect()
+                groups
+            },
+            |entries| {
+                let e = entries.entry(id).or_insert_with(|| Entry {
+                    peer: peer.clone(),
+                    client_id: hb.client_id.clone(),
+                    language: language.to_string(),
+                    version,
+                    producers: BTreeSet::new(),
+                    consumers: BTreeMap::new(),
+                    last_seen: Instant::now(),
+                });
+                e.client_id = hb.client_id.clone();
+                e.language = language.to_string();
+                e.version = version;
+                e.last_seen = Instant::now();
+                e.producers = hb
+                    .producer_data_set
+                    .iter()
+                    .map(|p| p.group_name.clone())
+                    .filter(|g| g != INNER_PRODUCER)
+                    .collect();
+                // 5.x clients send a heartbeat without subscriptions when they did not change.
+                let keep_subs = hb.without_sub;
+                let old = std::mem::take(&mut e.consumers);
+                for c in &hb.consumer_data_set {
+                    let mut c = c.clone();
+                    if keep_subs {
+                        if let Some(o) = old.get(&c.group_name) {
+                            c.subscription_data_set = o.subscription_data_set.clone();
+                        }
+                    }
+                    e.consumers.insert(c.group_name.clone(), c);
+                }
+            },
+        )
     }
 
     /// A client leaves a producer and/or consumer group (UNREGISTER_CLIENT); answers the
