@@ -34,7 +34,8 @@
 //! controller's ([`progress`] has the rules): a member that catches up joins the local set
 //! before the controller is asked, and only if it holds the current confirm offset; one that
 //! lags leaves the local set only once the controller committed the smaller set; heartbeat
-//! answers (possibly read before a change this leader made) only ever add members. Within an
+//! answers (possibly read before a change this leader made) never remove members, and add only
+//! members that hold the confirm offset. Within an
 //! epoch only its leader changes the controller's set, and a new epoch's leader starts from the
 //! set the controller elected it with, whose members all held the old confirm offset.
 //!
@@ -290,9 +291,10 @@ impl Replica {
         *self.handing_over.lock()
     }
 
-    /// A set the controller committed in this leader's epoch, from a heartbeat answer: its
-    /// members join the set the confirm offset waits for; none leaves it (only a change this
-    /// leader proposed and saw committed removes members, [`Replica::plan_in_sync_change`]).
+    /// A set the controller committed in this leader's epoch, from a heartbeat answer: none
+    /// leaves the set the confirm offset waits for (only a change this leader proposed and saw
+    /// committed removes members, [`Replica::plan_in_sync_change`]); members it lacks join if
+    /// they hold the confirm offset.
     pub fn note_committed_in_sync(&self, in_sync: &BTreeSet<u32>) {
         self.progress.note_committed(in_sync);
         self.recompute_confirm();

@@ -16,7 +16,9 @@
 //!   its previous one, which bounds the confirm offset of then, and it joins;
 //! - it shrinks only when the controller answers that it committed the smaller set
 //!   ([`Progress::altered`]), never on a heartbeat answer (which may have been read before a
-//!   change this leader made: taking it would drop a member the controller just added);
+//!   change this leader made: taking it would drop a member the controller just added); such an
+//!   answer may also name a member a committed shrink removed since, which is taken back only if
+//!   it holds the confirm offset (else the next proposal would put it back below the offset);
 //! - one change is on its way to the controller at a time, so a committed answer is exactly the
 //!   set that was proposed.
 //!
@@ -92,15 +94,13 @@ impl Progress {
 
     /// Starts a term as leader of `epoch` with the set the controller named: no follower has
     /// reported yet; the confirm offset never goes back below `start_confirm`. Leading the
-    /// same epoch again (after stepping down without a new election) keeps the members of the
-    /// local set too: the controller's answer may predate a change this leader made.
+    /// same epoch again (after stepping down without a new election) keeps the local set as it
+    /// was: the controller's answer may predate a change this leader made.
     pub fn lead(&self, epoch: u64, in_sync: BTreeSet<u32>, start_confirm: u64) {
         let mut s = self.state.lock();
         s.followers.clear();
         s.since = Instant::now();
-        if s.epoch == Some(epoch) {
-            s.in_sync.extend(in_sync);
-        } else {
+        if s.epoch != Some(epoch) {
             s.in_sync = in_sync;
         }
         s.epoch = Some(epoch);
@@ -118,11 +118,19 @@ impl Progress {
         self.wake_blocked();
     }
 
-    /// A set the controller committed in this leader's epoch (a heartbeat answer): its members
-    /// join the local set; none leaves it (see the module docs).
+    /// A set the controller committed in this leader's epoch (a heartbeat answer): none leaves
+    /// the local set (see the module docs). A member the local set lacks joins only if it holds
+    /// the confirm offset: the answer may predate a smaller set this leader had committed since,
+    /// and a member taken back in must not be proposed again below the confirm offset.
     pub fn note_committed(&self, in_sync: &BTreeSet<u32>) {
         let mut s = self.state.lock();
-        s.in_sync.extend(in_sync.iter().copied());
+        let confirm = self.confirm();
+        let holding: Vec<u32> = in_sync
+            .iter()
+            .copied()
+            .filter(|id| *id == self.me || s.followers.get(id).is_some_and(|f| f.held >= confirm))
+            .collect();
+        s.in_sync.extend(holding);
     }
 
     /// The set the confirm offset waits for.
@@ -479,6 +487,10 @@ mod tests {
         // A heartbeat answer read before the commit does not take 2 out again.
         p.note_committed(&BTreeSet::from([1]));
         assert_eq!(p.in_sync(), BTreeSet::from([1, 2]));
+        // Nor does one read before a shrink put back a member short of the confirm offset.
+        p.report(3, 10, 1000);
+        p.note_committed(&BTreeSet::from([1, 3]));
+        assert_eq!(p.in_sync(), BTreeSet::from([1, 2]));
         // The change failed (or its answer was lost): 2 stays, and it is proposed again.
         p.altered(change.ticket, None);
         assert_eq!(p.in_sync(), BTreeSet::from([1, 2]));
@@ -500,7 +512,7 @@ mod tests {
     /// committed, or whose commit the answer predates) leaves only through a commit.
     #[test]
     fn a_lagging_member_the_controller_never_had_leaves_through_a_commit() {
-        let p = Progress::new(1, 0, LAG);
+        let p = Progress::new(1, 0, Duration::from_millis(5));
         p.lead(1, BTreeSet::from([1, 3]), 0);
         p.report(3, 0, 0);
         std::thread::sleep(Duration::from_millis(30));
