@@ -40,6 +40,10 @@ FERROMQ_CHAOS_MODE (sync|async, default sync), FERROMQ_CHAOS_SEED, FERROMQ_CHAOS
 separated: only these kinds), FERROMQ_NETNS_TAG (names the
 namespaces and the bridge, so the suite's trap can remove them; default: from the process id),
 FERROMQ_CHAOS_NETNS=0 (stay on loopback even as root).
+
+After the rounds every group must be back to 3 in-sync members with no member reporting
+`ferromq_replication_rebuild_needed` (one that cannot follow its leader without cutting records it
+already dispatched: the group would run on fewer members from then on).
 """
 import concurrent.futures
 import hashlib
@@ -173,6 +177,26 @@ def leader_of(group):
 def in_sync(group):
     name = leader_of(group)
     return int(gauge(name, "ferromq_replication_in_sync_members") or 0) if name else 0
+
+
+def needs_rebuild(group):
+    """Members of `group` that cannot follow their leader without cutting what they dispatched."""
+    out = []
+    for rid in REPLICAS:
+        name = f"{group}-{rid}"
+        if not ct.procs[name].alive() or name in PAUSED:
+            continue
+        try:
+            if gauge(name, "ferromq_replication_rebuild_needed") == 1.0:
+                out.append(name)
+        except Exception:
+            pass
+    return out
+
+
+def rebuild_note(group):
+    bad = needs_rebuild(group)
+    return f"; MUST BE REBUILT: {', '.join(bad)}" if bad else ""
 
 
 def controller_leader():
@@ -401,8 +425,14 @@ def fault(kind):
         for n in names:
             restart(n)
         ok = ct.wait_until(lambda: leader_of(group) is not None, 60, 0.2)
-        return f"killed every member of {group}; restarted; leader {leader_of(group)}" if ok else \
-            f"killed every member of {group}; NO leader within 60 s after restart"
+        if not ok:
+            return f"killed every member of {group}; NO leader within 60 s after restart"
+        # Every member must follow the new leader again: one whose log was dispatched past the
+        # new leader's history could not (it would need a rebuild) and the group would run on
+        # fewer members.
+        healed = ct.wait_until(lambda: in_sync(group) == 3, 30, 0.2)
+        return (f"killed every member of {group}; restarted; leader {leader_of(group)}, in-sync "
+                f"{in_sync(group) if healed else 'NOT back to 3 within 30 s'}{rebuild_note(group)}")
     if kind in ("partition_followers", "partition_controller"):
         victim = leader_of(group)
         if victim is None:
@@ -422,7 +452,8 @@ def fault(kind):
         NET.heal()
         healed = ct.wait_until(lambda: leader_of(group) is not None and in_sync(group) == 3, 30, 0.2)
         return (f"cut {victim} off from {', '.join(peers)} ({direction}) for {secs:.1f} s; leader before the heal "
-                f"{during}; after it {leader_of(group)}, in-sync {in_sync(group) if healed else 'NOT back to 3 within 30 s'}")
+                f"{during}; after it {leader_of(group)}, in-sync {in_sync(group) if healed else 'NOT back to 3 within 30 s'}"
+                f"{rebuild_note(group)}")
     if kind == "switchover":
         before = leader_of(group)
         t0 = time.time()
@@ -590,6 +621,10 @@ def main():
     for c in consumers:
         c.stop()
 
+    # Every group back to all 3 members in sync, none needing a rebuild.
+    ct.wait_until(lambda: all(in_sync(g) == 3 for g in GROUPS), 30, 0.5)
+    in_sync_end = {g: in_sync(g) for g in GROUPS}
+    rebuild = [n for g in GROUPS for n in needs_rebuild(g)]
     lost = [m for m in acked if m not in deliveries]
     altered = [m for m in acked if m in bodies and bodies[m] != acked[m]]
     duplicated = {m: n for m, n in deliveries.items() if n > 1}
@@ -609,6 +644,7 @@ def main():
         "election_p50_s": pct([t for _, t in ELECTIONS], 0.5),
         "election_max_s": round(max((t for _, t in ELECTIONS), default=0), 2),
         "drain_s": round(drain_s, 1),
+        "in_sync_at_end": in_sync_end, "members_needing_rebuild": rebuild,
         "per_fault": kinds,
     }
     with open(os.path.join(WORK, "report.json"), "w") as f:
@@ -631,6 +667,9 @@ def main():
              f"{len(unexpected)} consumed but never acknowledged, all from sends that failed or timed out"
              if not unexplained else f"{len(unexplained)} consumed that no failed send explains, e.g. {unexplained[:3]}")
     ct.check("every_round_recovered", all(leader_of(g) for g in GROUPS), f"leaders {[leader_of(g) for g in GROUPS]}")
+    ct.check("every_member_follows", not rebuild,
+             "no member needs a rebuild" if not rebuild else f"members that cannot follow their leader: {rebuild}")
+    ct.check("in_sync_restored", all(n == 3 for n in in_sync_end.values()), f"in-sync members at the end {in_sync_end}")
     if JAVA_CP:
         ct.check("java_client", all(p.sent > 0 for p in producers + consumers[1:]),
                  f"Java producer {producers[-1].sent} acknowledged, Java consumer {consumers[-1].sent} deliveries")

@@ -101,7 +101,8 @@ impl ControllerClient {
         self.cache.lock().leader.clone()
     }
 
-    /// Reports a member; see [`HeartbeatAnswer`].
+    /// Reports a member: its address, the epoch it believes current, where its log ends and the
+    /// confirm offset it knows (0: none it vouches for); see [`HeartbeatAnswer`].
     pub async fn heartbeat(
         &self,
         group: &str,
@@ -109,6 +110,7 @@ impl ControllerClient {
         address: &str,
         epoch: u64,
         log_end_offset: u64,
+        confirm_offset: u64,
     ) -> Result<HeartbeatAnswer, ClientError> {
         let req = proto::HeartbeatRequest {
             group: group.to_string(),
@@ -116,6 +118,7 @@ impl ControllerClient {
             address: address.to_string(),
             epoch,
             log_end_offset,
+            confirm_offset,
         };
         let (r, sent) = self
             .call(self.call_timeout, |mut c| {

@@ -17,9 +17,12 @@
 //!   must pick a member of the current in-sync set and can only shrink it; an unclean one
 //!   leaves the new leader alone in the set.
 //! - `AlterInSync`: only the leader at the current epoch, and the set must contain it.
+//! - `RaiseConfirmFloor`: raises the group's `confirm_floor`, the highest confirm offset a
+//!   member reported (what some member may have dispatched); an unclean election resets it.
 //!
 //! # What is not replicated
-//! Member liveness (last heartbeat instant and reported log end), pending switchovers and
+//! Member liveness (last heartbeat instant, reported log end and confirm offset; the highest
+//! confirm offset is also persisted, see `RaiseConfirmFloor`), pending switchovers and
 //! elections being proposed live in the Raft leader's memory ([`rules::Elector`]) and are
 //! forgotten when leadership moves. A new Raft leader therefore knows nobody is alive, and
 //! it waits `member-expiry` before any election (see below), during which every live member
@@ -52,7 +55,11 @@
 //! log end (ties: lowest replica id), epoch + 1, in_sync = the alive in-sync members. With no
 //! in-sync member alive the group gets no leader (epoch + 1, in-sync set kept) until one comes
 //! back, unless unclean election is enabled (`--unclean-election`, logged as an error at every
-//! use): then the alive member with the highest log end leads alone.
+//! use): then the alive member with the highest log end leads alone. A member whose reported
+//! log end is below the group's confirm floor (the highest confirm offset any member reported,
+//! kept in memory and persisted through Raft) is never elected cleanly: after every member of
+//! a group was killed, the group waits for a member whose log reaches what was dispatched
+//! (the safety argument is in [`rules`]).
 //!
 //! # Switchover
 //! An admin's `Switchover` marks a pending switchover (in memory, `switchover-timeout`, 5 s);

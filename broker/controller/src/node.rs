@@ -1,7 +1,7 @@
 //! One controller peer: its Raft node over the durable store, the in-memory [`Elector`], and
 //! the background loop that follows Raft leadership and proposes elections.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,8 @@ use crate::store::{self, Applied, DiskError, LogStore, StateMachine};
 const ELECTION_TICK: Duration = Duration::from_millis(100);
 /// How long a leader gets to confirm its leadership with a quorum before answering.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a group waiting for a member that reaches its confirm floor is logged.
+const FLOOR_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What a controller peer needs to start.
 #[derive(Debug, Clone)]
@@ -135,6 +137,8 @@ pub struct Controller {
     pub(crate) elector: Mutex<Elector>,
     elections: [AtomicU64; 3],
     pub(crate) heartbeat_interval: Duration,
+    /// When each group waiting for its confirm floor was last logged.
+    floor_warned: Mutex<HashMap<String, Instant>>,
 }
 
 impl Controller {
@@ -193,6 +197,7 @@ impl Controller {
             elector: Mutex::new(Elector::new(cfg.timing)),
             elections: Default::default(),
             heartbeat_interval: cfg.heartbeat_interval,
+            floor_warned: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -335,22 +340,44 @@ impl Controller {
         info!("controller stopped");
     }
 
-    /// Proposes the elections the groups need now.
+    /// Proposes the elections the groups need now, and persists grown confirm floors.
     async fn elect(&self) {
         let now = Instant::now();
         let groups = self.groups();
-        let decided: Vec<Command> = {
+        let (decided, floors): (Vec<Command>, Vec<Command>) = {
             let mut el = self.elector.lock();
             let mut decided = Vec::new();
+            let mut floors = Vec::new();
             for (name, g) in &groups {
                 if let Some(c) = el.failover(name, g, now) {
                     if el.begin_election(name) {
                         decided.push(c);
                     }
+                } else if let Some((floor, alive)) = el.short_of_floor(name, g, now) {
+                    let mut warned = self.floor_warned.lock();
+                    if warned
+                        .get(name)
+                        .is_none_or(|t| now.saturating_duration_since(*t) >= FLOOR_WARN_EVERY)
+                    {
+                        warned.insert(name.clone(), now);
+                        warn!(group = %name, confirm_floor = floor, alive_in_sync = ?alive, in_sync = ?g.in_sync,
+                              "group needs a leader but no alive in-sync member's log reaches the confirm offset some member dispatched; waiting for one that does (restart the missing members; unclean election would lose what lies beyond)");
+                    }
+                }
+                if let Some(c) = el.floor_to_persist(name, g, now) {
+                    floors.push(c);
                 }
             }
-            decided
+            (decided, floors)
         };
+        for cmd in floors {
+            let group = cmd.group().to_string();
+            match self.propose(cmd).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(refused)) => warn!(%group, error = %refused, "confirm floor not persisted"),
+                Err(e) => warn!(%group, error = %e, "confirm floor not proposed"),
+            }
+        }
         for cmd in decided {
             let group = cmd.group().to_string();
             let (kind, leader) = match &cmd {
@@ -361,6 +388,9 @@ impl Controller {
             match self.propose(cmd).await {
                 Ok(Ok(g)) => {
                     log_election(&group, &before, &g, kind);
+                    if kind == ElectionKind::Unclean {
+                        self.elector.lock().forget_confirms(&group);
+                    }
                     if leader.is_some() {
                         self.count_election(kind);
                     }

@@ -17,6 +17,31 @@
 //!   (its in-sync set kept, so one of them is elected when it comes back) unless unclean
 //!   election is enabled: then the alive member with the highest log end leads alone.
 //! - A leaderless group (epoch > 0) elects the same way as soon as an in-sync member is alive.
+//! - The confirm floor: members report the confirm offset they know in every heartbeat (what
+//!   they may have dispatched to consumers, which `Store::truncate` then refuses to cut). The
+//!   floor of a group is the highest of the latest reports of its members and of what the
+//!   controller persisted ([`GroupState::confirm_floor`], raised through Raft at most every
+//!   [`FLOOR_PERSIST_EVERY`] while it grows, so a new controller leader knows it). No member
+//!   whose reported log end is below the floor is elected cleanly: it cannot hold what some
+//!   member dispatched, and that member could not follow it. A leaderless group therefore waits
+//!   (its in-sync set kept) until a member whose log reaches the floor is alive; with unclean
+//!   election on, it elects the in-sync member with the highest log end instead, as an unclean
+//!   election (which resets the floor).
+//!
+//! Why the floor is safe to wait for: the leader computes the confirm offset over a set that
+//! contains the controller's in-sync set (the broker's `replication` module), so every member
+//! of that set holds every confirm offset any member used; the floor is then below the log end
+//! of every in-sync member, and a clean election waits at most one heartbeat for a fresh report
+//! of it. The floor only delays an election when that invariant was broken (a member of the set
+//! lacks records another member dispatched): then electing the short member would leave the
+//! other unable to follow (the "must be rebuilt" refusal) and a second failure could lose
+//! acknowledged data; waiting for the member that holds them loses nothing.
+//! - After an unclean election a member whose log was confirmed past the new leader's end must
+//!   be rebuilt; it reports a confirm offset of 0 once it finds out (its first attempt to follow),
+//!   and the controller forgets the group's reports at the election.
+//! - With `--flush async` a member holds confirmed records in its page cache only: a machine
+//!   crash that takes them from every member leaves the group waiting (logged every 10 s) until
+//!   an operator enables unclean election, which then elects the best remaining member.
 //! - A switchover is pending for `switchover-timeout`; the leader learns it from its heartbeat
 //!   answer and completes it itself, for the epoch it was asked at.
 
@@ -24,6 +49,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::state::{Command, CommandError, ElectionKind, GroupState, ReplicaId};
+
+/// How often, at most, a growing confirm floor of one group is written through Raft.
+pub const FLOOR_PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// The durations and switches the rules follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +82,8 @@ impl Default for Timing {
 pub struct Seen {
     pub at: Instant,
     pub log_end: u64,
+    /// The confirm offset it reported (0: none it vouches for).
+    pub confirm: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +103,8 @@ pub struct Elector {
     switchovers: HashMap<String, Pending>,
     /// Groups whose election was decided and is being proposed: no lease until it applied.
     electing: HashSet<String>,
+    /// When each group's confirm floor was last proposed for persisting.
+    floor_proposed: HashMap<String, Instant>,
 }
 
 impl Elector {
@@ -83,6 +115,7 @@ impl Elector {
             leading_since: None,
             switchovers: HashMap::new(),
             electing: HashSet::new(),
+            floor_proposed: HashMap::new(),
         }
     }
 
@@ -105,9 +138,92 @@ impl Elector {
     }
 
     /// Records a heartbeat received at `at`.
-    pub fn record(&mut self, group: &str, replica: ReplicaId, log_end: u64, at: Instant) {
-        self.seen
-            .insert((group.to_string(), replica), Seen { at, log_end });
+    pub fn record(
+        &mut self,
+        group: &str,
+        replica: ReplicaId,
+        log_end: u64,
+        confirm: u64,
+        at: Instant,
+    ) {
+        self.seen.insert(
+            (group.to_string(), replica),
+            Seen {
+                at,
+                log_end,
+                confirm,
+            },
+        );
+    }
+
+    /// The group's confirm floor: the highest of its members' latest reported confirm offsets
+    /// (heard in this term) and of the persisted floor.
+    pub fn floor(&self, group: &str, g: &GroupState) -> u64 {
+        g.members
+            .keys()
+            .filter_map(|r| self.seen(group, *r))
+            .map(|s| s.confirm)
+            .fold(g.confirm_floor, u64::max)
+    }
+
+    /// The command persisting a grown floor, at most every [`FLOOR_PERSIST_EVERY`] per group.
+    pub fn floor_to_persist(
+        &mut self,
+        group: &str,
+        g: &GroupState,
+        now: Instant,
+    ) -> Option<Command> {
+        let floor = self.floor(group, g);
+        if floor <= g.confirm_floor {
+            return None;
+        }
+        if self
+            .floor_proposed
+            .get(group)
+            .is_some_and(|t| now.saturating_duration_since(*t) < FLOOR_PERSIST_EVERY)
+        {
+            return None;
+        }
+        self.floor_proposed.insert(group.to_string(), now);
+        Some(Command::RaiseConfirmFloor {
+            group: group.to_string(),
+            offset: floor,
+        })
+    }
+
+    /// An unclean election of `group` applied: the confirm offsets its members reported belong
+    /// to the history it left behind.
+    pub fn forget_confirms(&mut self, group: &str) {
+        for ((g, _), s) in self.seen.iter_mut() {
+            if g == group {
+                s.confirm = 0;
+            }
+        }
+    }
+
+    /// Why a group that needs a leader is not getting one: the floor and the alive in-sync
+    /// members' reported log ends, when some are alive but none reaches the floor.
+    pub fn short_of_floor(
+        &self,
+        group: &str,
+        g: &GroupState,
+        now: Instant,
+    ) -> Option<(u64, Vec<(ReplicaId, u64)>)> {
+        let needs = match g.leader {
+            None => g.epoch > 0,
+            Some(l) => !self.is_alive(group, l, now),
+        };
+        if !needs {
+            return None;
+        }
+        let floor = self.floor(group, g);
+        let alive: Vec<(ReplicaId, u64)> = g
+            .in_sync
+            .iter()
+            .filter(|r| Some(**r) != g.leader && self.is_alive(group, **r, now))
+            .map(|r| (*r, self.seen(group, *r).map_or(0, |s| s.log_end)))
+            .collect();
+        (!alive.is_empty() && alive.iter().all(|(_, end)| *end < floor)).then_some((floor, alive))
     }
 
     /// The member's last heartbeat, if heard from in this term.
@@ -185,10 +301,24 @@ impl Elector {
                 in_sync,
                 kind,
             };
-        if let Some(best) = self.most_caught_up(group, alive_in_sync.iter().copied()) {
+        let floor = self.floor(group, g);
+        let reaches_floor =
+            |r: &ReplicaId| self.seen(group, *r).is_some_and(|s| s.log_end >= floor);
+        if let Some(best) =
+            self.most_caught_up(group, alive_in_sync.iter().copied().filter(reaches_floor))
+        {
             return Some(elect(Some(best), alive_in_sync, ElectionKind::Clean));
         }
         if self.timing.unclean_election {
+            // In-sync members are alive but none holds what was dispatched: electing one loses
+            // that part, which only an unclean election may do.
+            if let Some(best) = self.most_caught_up(group, alive_in_sync.iter().copied()) {
+                return Some(elect(
+                    Some(best),
+                    BTreeSet::from([best]),
+                    ElectionKind::Unclean,
+                ));
+            }
             let alive = g
                 .members
                 .keys()
@@ -362,7 +492,12 @@ mod tests {
 
         /// A heartbeat as the controller leader handles it: record, register if new.
         fn heartbeat(&mut self, r: ReplicaId, log_end: u64) -> Option<Duration> {
-            self.elector.record("g", r, log_end, self.now);
+            self.heartbeat_c(r, log_end, 0)
+        }
+
+        /// A heartbeat that reports a confirm offset too.
+        fn heartbeat_c(&mut self, r: ReplicaId, log_end: u64, confirm: u64) -> Option<Duration> {
+            self.elector.record("g", r, log_end, confirm, self.now);
             if !self.g().members.contains_key(&r) {
                 self.apply(Command::Join {
                     group: "g".into(),
@@ -622,29 +757,167 @@ mod tests {
         assert_eq!(w.elector.pending_switchover("g", &g, w.now), None);
     }
 
+    /// The chaos run's failure: every member of a group killed at once; the first in-sync
+    /// member back has a log that ends below what another member dispatched. It must not be
+    /// elected: the group waits for the member whose log reaches the confirm floor.
+    #[test]
+    fn a_leaderless_group_waits_for_a_member_whose_log_reaches_the_confirm_floor() {
+        let mut w = three(false);
+        // Leader 1 reported confirm 1000 (it may have dispatched that far); 2 holds 900 only
+        // (the broken case: it should hold the confirm offset), 3 holds 1000.
+        w.heartbeat_c(1, 1100, 1000);
+        w.heartbeat_c(2, 900, 900);
+        w.heartbeat_c(3, 1000, 1000);
+        // Everyone is killed at 4 s; the leader expires, nobody is alive: no leader.
+        w.at(Duration::from_millis(7100));
+        let c = w.tick().expect("fenced");
+        assert!(matches!(c, Command::Elect { leader: None, .. }));
+        assert_eq!(w.g().in_sync, BTreeSet::from([1, 2, 3]));
+        // 2 comes back first: alive, in sync, but short of the floor.
+        w.at(Duration::from_millis(8000));
+        w.heartbeat_c(2, 900, 900);
+        assert_eq!(w.tick(), None, "the short member is not elected");
+        let (floor, alive) = w
+            .elector
+            .short_of_floor("g", &w.g(), w.now)
+            .expect("reported as waiting");
+        assert_eq!((floor, alive), (1000, vec![(2, 900)]));
+        // 3 comes back: its log reaches the floor; it leads, 2 stays in the set to catch up.
+        w.at(Duration::from_millis(9000));
+        w.heartbeat_c(2, 900, 900);
+        w.heartbeat_c(3, 1000, 1000);
+        w.tick().expect("election");
+        let g = w.g();
+        assert_eq!(g.leader, Some(3));
+        assert_eq!(g.in_sync, BTreeSet::from([2, 3]));
+        assert_eq!(w.elector.short_of_floor("g", &g, w.now), None);
+    }
+
+    /// In the sound case a follower holds the leader's confirm offset; a report of it older
+    /// than the leader's last one delays the election by one heartbeat, no more.
+    #[test]
+    fn a_stale_report_below_the_floor_delays_the_election_until_the_next_heartbeat() {
+        let mut w = three(false);
+        w.alter(&[1, 2]).expect("3 out of sync");
+        w.heartbeat_c(1, 500, 500);
+        // Leader 1 is silent from 4 s; 2's next report still predates 1's last confirm.
+        w.at(Duration::from_millis(7100));
+        w.heartbeat_c(2, 450, 400);
+        w.heartbeat_c(3, 10_000, 0);
+        let c = w.tick().expect("the silent leader is fenced");
+        assert!(matches!(c, Command::Elect { leader: None, .. }));
+        assert_eq!(w.tick(), None, "2's last report is below the floor 500");
+        w.at(Duration::from_millis(7400));
+        w.heartbeat_c(2, 510, 500);
+        w.tick().expect("2 reaches the floor now");
+        let g = w.g();
+        assert_eq!(g.leader, Some(2), "3 holds more but is out of sync");
+        assert_eq!(g.in_sync, BTreeSet::from([2]));
+    }
+
+    #[test]
+    fn the_floor_is_persisted_for_the_next_controller_leader() {
+        let mut w = three(false);
+        w.heartbeat_c(1, 2000, 1500);
+        let c = w
+            .elector
+            .floor_to_persist("g", &w.g(), w.now)
+            .expect("a grown floor is persisted");
+        assert_eq!(
+            c,
+            Command::RaiseConfirmFloor {
+                group: "g".into(),
+                offset: 1500
+            }
+        );
+        w.apply(c).expect("applied");
+        assert_eq!(w.g().confirm_floor, 1500);
+        w.heartbeat_c(1, 2100, 1600);
+        assert_eq!(
+            w.elector.floor_to_persist("g", &w.g(), w.now),
+            None,
+            "at most once a second"
+        );
+        w.at(4 * S + FLOOR_PERSIST_EVERY);
+        assert!(w.elector.floor_to_persist("g", &w.g(), w.now).is_some());
+        // The Raft leadership moves and every member is gone: the new leader knows the floor
+        // from the state alone, and the short member that comes back first waits.
+        w.at(20 * S);
+        w.elector.became_leader(w.now);
+        w.at(24 * S);
+        w.heartbeat_c(2, 1400, 1400);
+        let c = w.tick().expect("the silent leader is fenced");
+        assert!(matches!(c, Command::Elect { leader: None, .. }));
+        assert_eq!(w.tick(), None, "2 ends below the persisted floor");
+        w.heartbeat_c(3, 1500, 1500);
+        w.tick().expect("3 reaches it");
+        assert_eq!(w.g().leader, Some(3));
+        // A floor never goes down by Raft.
+        w.apply(Command::RaiseConfirmFloor {
+            group: "g".into(),
+            offset: 10,
+        })
+        .expect("applied");
+        assert_eq!(w.g().confirm_floor, 1500);
+    }
+
+    #[test]
+    fn with_unclean_election_a_short_in_sync_member_is_elected_uncleanly_and_the_floor_resets() {
+        let mut w = three(true);
+        w.heartbeat_c(1, 1100, 1000);
+        w.apply(Command::RaiseConfirmFloor {
+            group: "g".into(),
+            offset: 1000,
+        })
+        .expect("persisted");
+        w.at(Duration::from_millis(7500));
+        w.heartbeat_c(2, 900, 900);
+        let c = w.tick().expect("election");
+        assert!(matches!(
+            c,
+            Command::Elect {
+                kind: ElectionKind::Unclean,
+                ..
+            }
+        ));
+        let g = w.g();
+        assert_eq!(
+            (g.leader, g.in_sync.clone()),
+            (Some(2), BTreeSet::from([2]))
+        );
+        assert_eq!(
+            g.confirm_floor, 0,
+            "the history restarts from the new leader"
+        );
+        w.elector.forget_confirms("g");
+        assert_eq!(w.elector.floor("g", &g), 0);
+    }
+
     #[derive(Debug, Clone)]
     enum Event {
         Advance(u64),
-        Heartbeat(ReplicaId, u64),
+        Heartbeat(ReplicaId, u64, u64),
         Tick,
         Alter(Vec<ReplicaId>),
         StaleAlter(Vec<ReplicaId>),
         Switchover(Option<ReplicaId>),
         Complete,
         RaftLeaderChange,
+        PersistFloor,
     }
 
     fn event() -> impl Strategy<Value = Event> {
         let r = 1u64..=4;
         prop_oneof![
             3 => (1u64..2000).prop_map(Event::Advance),
-            4 => (r.clone(), 0u64..1000).prop_map(|(r, l)| Event::Heartbeat(r, l)),
+            4 => (r.clone(), 0u64..1000, 0u64..1000).prop_map(|(r, l, c)| Event::Heartbeat(r, l, c)),
             3 => Just(Event::Tick),
             2 => proptest::collection::vec(r.clone(), 0..4).prop_map(Event::Alter),
             1 => proptest::collection::vec(r.clone(), 0..4).prop_map(Event::StaleAlter),
             1 => proptest::option::of(r).prop_map(Event::Switchover),
             1 => Just(Event::Complete),
             1 => Just(Event::RaftLeaderChange),
+            1 => Just(Event::PersistFloor),
         ]
     }
 
@@ -660,11 +933,14 @@ mod tests {
                 let before = w.g();
                 match e {
                     Event::Advance(ms) => { elapsed += ms; w.at(Duration::from_millis(elapsed)); }
-                    Event::Heartbeat(r, l) => { w.heartbeat(r, l); }
+                    Event::Heartbeat(r, l, c) => { w.heartbeat_c(r, l, c); }
                     Event::Tick => {
+                        let floor = w.elector.floor("g", &before);
                         if let Some(Command::Elect { leader: Some(l), kind, .. }) = w.tick() {
                             if kind == ElectionKind::Clean {
                                 prop_assert!(before.in_sync.contains(&l), "clean election of {} outside {:?}", l, before.in_sync);
+                                let end = w.elector.seen("g", l).map_or(0, |s| s.log_end);
+                                prop_assert!(end >= floor, "clean election of {} whose log ends at {} below the floor {}", l, end, floor);
                             }
                             prop_assert!(kind != ElectionKind::Unclean || unclean);
                         }
@@ -697,8 +973,16 @@ mod tests {
                         }
                     }
                     Event::RaftLeaderChange => w.elector.became_leader(w.now),
+                    Event::PersistFloor => {
+                        if let Some(c) = w.elector.floor_to_persist("g", &before, w.now) {
+                            w.apply(c).expect("a known group's floor is persisted");
+                        }
+                    }
                 }
                 let after = w.g();
+                if !unclean {
+                    prop_assert!(after.confirm_floor >= before.confirm_floor, "the persisted floor went down");
+                }
                 prop_assert!(after.epoch >= before.epoch, "epoch went back {} -> {}", before.epoch, after.epoch);
                 if after.leader != before.leader {
                     prop_assert!(after.epoch > before.epoch, "leader changed without a new epoch");

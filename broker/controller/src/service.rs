@@ -113,6 +113,7 @@ impl Controller {
                     }
                 })
                 .collect(),
+            confirm_floor: el.floor(name, g),
         }
     }
 
@@ -163,9 +164,13 @@ impl ControllerRpc for ControllerService {
         // Expiry counts from here, after the member sent: its lease (counted from its sending)
         // ends first.
         let received = Instant::now();
-        c.elector
-            .lock()
-            .record(&r.group, r.replica_id, r.log_end_offset, received);
+        c.elector.lock().record(
+            &r.group,
+            r.replica_id,
+            r.log_end_offset,
+            r.confirm_offset,
+            received,
+        );
         let before = c.group(&r.group);
         let known = before.as_ref().and_then(|g| g.members.get(&r.replica_id));
         if known != Some(&r.address) {

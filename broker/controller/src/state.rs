@@ -25,6 +25,11 @@ pub struct GroupState {
     pub epoch: u64,
     /// Members holding everything the leader acknowledged; contains the leader when there is one.
     pub in_sync: BTreeSet<ReplicaId>,
+    /// The highest confirm offset a member reported that the controller persisted: some member
+    /// may have dispatched the log up to here, so no member whose log ends below it is elected
+    /// cleanly ([`crate::rules`]). Only grows, except that an unclean election resets it to 0.
+    #[serde(default)]
+    pub confirm_floor: u64,
 }
 
 impl GroupState {
@@ -85,6 +90,10 @@ pub enum Command {
         leader: ReplicaId,
         in_sync: BTreeSet<ReplicaId>,
     },
+    /// Raises the group's confirm floor to `offset` (a no-op when it is already higher): the
+    /// controller leader persists the highest confirm offset members reported, so that a later
+    /// controller leader knows it too.
+    RaiseConfirmFloor { group: String, offset: u64 },
 }
 
 impl Command {
@@ -92,7 +101,8 @@ impl Command {
         match self {
             Command::Join { group, .. }
             | Command::Elect { group, .. }
-            | Command::AlterInSync { group, .. } => group,
+            | Command::AlterInSync { group, .. }
+            | Command::RaiseConfirmFloor { group, .. } => group,
         }
     }
 }
@@ -233,6 +243,11 @@ impl ControllerState {
                 g.leader = *leader;
                 g.in_sync = in_sync.clone();
                 g.epoch = expected_epoch + 1;
+                if *kind == ElectionKind::Unclean {
+                    // The new leader's log may end below what was confirmed before: the group's
+                    // history restarts from it (members past it must be rebuilt).
+                    g.confirm_floor = 0;
+                }
                 Ok(g.clone())
             }
             Command::AlterInSync {
@@ -264,6 +279,11 @@ impl ControllerState {
                     });
                 }
                 g.in_sync = in_sync.clone();
+                Ok(g.clone())
+            }
+            Command::RaiseConfirmFloor { group, offset } => {
+                let g = self.existing(group)?;
+                g.confirm_floor = g.confirm_floor.max(*offset);
                 Ok(g.clone())
             }
         }

@@ -3,7 +3,9 @@
 //! the controller's Raft leader is stopped and another takes over with the group state intact;
 //! all three stop and restart from their data directories with epochs unchanged; a silent group
 //! leader is replaced by an alive in-sync member at epoch + 1, and its lease ends before the new
-//! leader's begins (checked on the instants recorded by the members, not on wall-clock speed).
+//! leader's begins (checked on the instants recorded by the members, not on wall-clock speed);
+//! after every member of a group died, the first member back is not elected when its log ends
+//! below the confirm offset another member reported, even under a new controller leader.
 
 mod support;
 
@@ -137,6 +139,8 @@ struct Seen {
 struct Member {
     alive: Arc<AtomicBool>,
     log_end: Arc<AtomicU64>,
+    /// The confirm offset it reports (0 until a test sets it).
+    confirm: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
 }
@@ -148,15 +152,24 @@ impl Member {
             .with_timeouts(Duration::from_millis(500), Duration::from_millis(1500));
         let alive = Arc::new(AtomicBool::new(true));
         let end = Arc::new(AtomicU64::new(log_end));
+        let confirm = Arc::new(AtomicU64::new(0));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let (a, e, s, group) = (alive.clone(), end.clone(), seen.clone(), group.to_string());
+        let cf = confirm.clone();
         let task = tokio::spawn(async move {
             let mut epoch = 0;
             let address = format!("127.0.0.1:{}", 20_000 + id);
             loop {
                 if a.load(Ordering::SeqCst) {
                     if let Ok(r) = client
-                        .heartbeat(&group, id, &address, epoch, e.load(Ordering::SeqCst))
+                        .heartbeat(
+                            &group,
+                            id,
+                            &address,
+                            epoch,
+                            e.load(Ordering::SeqCst),
+                            cf.load(Ordering::SeqCst),
+                        )
                         .await
                     {
                         epoch = r.state.epoch;
@@ -175,6 +188,7 @@ impl Member {
         Member {
             alive,
             log_end: end,
+            confirm,
             seen,
             task,
         }
@@ -390,7 +404,7 @@ async fn switchover_moves_leadership_and_alter_in_sync_refuses_stale_callers() {
         let leader = ControllerClient::new(peers).expect("client");
         loop {
             let r = leader
-                .heartbeat("g3", 1, "127.0.0.1:20001", 1, 100)
+                .heartbeat("g3", 1, "127.0.0.1:20001", 1, 100, 0)
                 .await
                 .expect("heartbeat");
             if let Some(target) = r.switchover_to {
@@ -422,6 +436,77 @@ async fn switchover_moves_leadership_and_alter_in_sync_refuses_stale_callers() {
     let refused = client.switchover("g3", Some(1)).await.unwrap_err();
     assert!(refused.to_string().contains("in-sync"), "{refused}");
     drop(members);
+    for i in 0..3 {
+        c.stop_peer(i).await;
+    }
+}
+
+/// Suite 55's `group_kill9` failure: every member of a group died; the first one back was in
+/// the in-sync set but its log ended below what another member had dispatched, and electing it
+/// left that member unable to follow. The controller must wait for a member whose log reaches
+/// the highest confirm offset reported, and must remember that offset (persisted through Raft)
+/// when its own leadership moves while the group is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_killed_whole_waits_for_a_member_that_holds_the_confirmed_log() {
+    let mut c = Cluster::start().await;
+    let client = c.client();
+    let members = replicated_group(&c, "g4").await;
+    // Leader 1 confirmed (and may have dispatched) up to 4000; 3 holds it, 2 does not.
+    members[0].log_end.store(5000, Ordering::SeqCst);
+    members[0].confirm.store(4000, Ordering::SeqCst);
+    members[1].log_end.store(3000, Ordering::SeqCst);
+    members[1].confirm.store(3000, Ordering::SeqCst);
+    members[2].log_end.store(4500, Ordering::SeqCst);
+    members[2].confirm.store(4000, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while group(&groups(&client).await.1, "g4").confirm_floor < 4000 {
+        assert!(Instant::now() < deadline, "the floor is never reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time to persist it (at most every second), then every member dies at once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for m in &members {
+        m.alive.store(false, Ordering::SeqCst);
+    }
+    // The controller's leader goes too: its successor knows only what Raft holds.
+    let (leader_id, _) = groups(&client).await;
+    c.stop_peer(leader_id as usize - 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (id, gs) = groups(&client).await;
+        if id != leader_id {
+            assert_eq!(
+                group(&gs, "g4").confirm_floor,
+                4000,
+                "the floor was persisted"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new controller leader");
+    }
+    // The short member comes back first: it is in sync, alive, and not elected.
+    members[1].alive.store(true, Ordering::SeqCst);
+    members[1]
+        .wait_for("member 2 hears the group has no leader", |s| {
+            s.leader.is_none() && s.epoch >= 2
+        })
+        .await;
+    tokio::time::sleep(EXPIRY * 2).await;
+    let (_, gs) = groups(&client).await;
+    let g = group(&gs, "g4");
+    assert_eq!(
+        g.leader, None,
+        "a member short of the confirm floor was elected: {g:?}"
+    );
+    // The member that holds the confirmed log comes back: it leads; 2 stays in the set (it
+    // catches up from 3).
+    members[2].alive.store(true, Ordering::SeqCst);
+    let led = members[2]
+        .wait_for("member 3 leads", |s| s.leader == Some(3))
+        .await;
+    assert_eq!(led.in_sync, vec![2, 3]);
+    drop(members);
+    c.start_peer(leader_id as usize - 1).await;
     for i in 0..3 {
         c.stop_peer(i).await;
     }

@@ -149,7 +149,7 @@ async fn controller_peers_recover_after_kill_9() {
     for (group, ids) in [("g1", [1u64, 2, 3]), ("g2", [7, 8, 9])] {
         for id in ids {
             let r = client
-                .heartbeat(group, id, &format!("127.0.0.1:{}", 21_000 + id), 0, 0)
+                .heartbeat(group, id, &format!("127.0.0.1:{}", 21_000 + id), 0, 0, 0)
                 .await
                 .expect("heartbeat");
             assert_eq!(r.state.leader, Some(ids[0]), "first member leads {group}");

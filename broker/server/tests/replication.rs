@@ -186,7 +186,7 @@ async fn a_follower_copies_the_leader_and_a_deposed_leaders_tail_is_cut_after_fa
         a.replica.store.log_end() == b.replica.store.log_end()
     })
     .await;
-    b.replica.set_in_sync(BTreeSet::from([1, 2]));
+    b.replica.note_committed_in_sync(&BTreeSet::from([1, 2]));
     b.replica
         .wait_confirmed(b_end, Duration::from_secs(20))
         .await

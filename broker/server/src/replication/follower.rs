@@ -2,7 +2,10 @@
 //! `Fetch` stream to it, cuts its log where its epoch history and the leader's diverge, writes
 //! every batch at the same offsets, reports how far it holds the log after each, and dispatches
 //! up to the confirm offset the leader sends. A broken stream is opened again after a short
-//! pause; a new leader or epoch closes it and opens one to the new leader.
+//! pause; a new leader or epoch closes it and opens one to the new leader. A member that would
+//! have to cut below what it already dispatched refuses, says it must be rebuilt (log and
+//! `ferromq_replication_rebuild_needed`) and retries, in case a leader whose history reaches
+//! far enough is elected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use ferromq_store::epochs::{divergence, EpochStart};
 use ferromq_store::{FlushMode, RawBatch};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::fetch::MAX_MESSAGE;
 use super::{Replica, Role};
@@ -118,6 +121,21 @@ async fn follow(
         .collect();
     let end = r.store.log_end();
     let cut = divergence(&r.history(), end, &theirs, hello.leader_end);
+    let dispatched = r.store.dispatched_end();
+    if cut < end && cut < dispatched {
+        // Consumers may have read records past the cut: taking them back would break what the
+        // group promised them. This member cannot follow; an operator must rebuild it (empty
+        // its data directory) or bring back the member that holds the confirmed log.
+        if r.rebuild_needed() != Some((cut, dispatched)) {
+            error!(group = %r.cfg.group, replica = r.cfg.replica_id, leader = %addr, epoch, cut, dispatched, log_end = end,
+                   "this replica must be rebuilt: the leader's history ends at {cut}, below what this member already dispatched to consumers ({dispatched}); it will not cut its log and cannot follow");
+        }
+        r.set_rebuild_needed(Some((cut, dispatched)));
+        anyhow::bail!(
+            "the leader's history ends at {cut}, below what this member dispatched ({dispatched}): this replica must be rebuilt"
+        );
+    }
+    r.set_rebuild_needed(None);
     if cut < end {
         let store = r.store.clone();
         let dropped = tokio::task::spawn_blocking(move || store.truncate(cut)).await??;
@@ -175,8 +193,8 @@ async fn follow(
             r.store.set_dispatch_limit(limit);
         }
         r.progress.note_confirm(limit);
-        if moved {
-            tx.send(progress(r)).await?;
-        }
+        // After every batch, the empty keepalives too: an idle leader then still sees this
+        // member hold its whole log, so it stays in the in-sync set.
+        tx.send(progress(r)).await?;
     }
 }

@@ -24,10 +24,31 @@
 //!
 //! ## In-sync set
 //! The controller holds it; the leader changes it through the controller only. A follower that
-//! has not held the whole log for `replica-lag` leaves it; one that catches up rejoins. Until the
-//! controller has committed a smaller set, the leader keeps waiting for the member it wants to
-//! drop: the controller may elect any member of the set it knows, so that member must have every
-//! acknowledged record.
+//! has not held the whole log for `replica-lag` leaves it; one that catches up rejoins.
+//!
+//! Safety rests on one invariant: **every member of the controller's in-sync set holds the log
+//! up to every confirm offset any member has used** (and so dispatched, and so refuses to cut:
+//! `Store::truncate`). The controller elects only from that set, so a new leader's log always
+//! reaches what any member dispatched, and every member can follow it. The leader keeps the
+//! invariant by computing the confirm offset over a local set that always contains the
+//! controller's ([`progress`] has the rules): a member that catches up joins the local set
+//! before the controller is asked, and only if it holds the current confirm offset; one that
+//! lags leaves the local set only once the controller committed the smaller set; heartbeat
+//! answers (possibly read before a change this leader made) never remove members, and add only
+//! members that hold the confirm offset. Within an
+//! epoch only its leader changes the controller's set, and a new epoch's leader starts from the
+//! set the controller elected it with, whose members all held the old confirm offset.
+//!
+//! A second, independent guard sits in the controller: members report their confirm offset in
+//! every heartbeat, the controller keeps the highest (in memory and, often, through Raft) and
+//! never elects a member whose reported log end is below it (`ferromq_controller::rules`). Were
+//! the invariant ever broken, a leaderless group would wait for the member that holds the
+//! confirmed log rather than elect one that does not.
+//!
+//! A member whose log was dispatched beyond where the leader's history ends cannot follow it
+//! (the cut would take back what consumers may have read): it logs an error saying it must be
+//! rebuilt, shows `ferromq_replication_rebuild_needed 1`, reports a confirm offset of 0 (it no
+//! longer vouches for its log) and keeps retrying.
 
 pub mod fetch;
 pub mod follower;
@@ -44,6 +65,9 @@ use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use progress::Progress;
+
+/// A follower that caught up this recently may rejoin the in-sync set (at most `replica-lag`).
+pub const REJOIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// When a send is acknowledged in a replicated group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +161,9 @@ pub struct Replica {
     /// Leadership is being handed to this member (a switchover): no more writes here.
     handing_over: Mutex<Option<u32>>,
     pub(crate) progress: Progress,
+    /// Set when the leader's history ends below what this member dispatched: (where the cut
+    /// would be, what was dispatched). It cannot follow until rebuilt.
+    rebuild: Mutex<Option<(u64, u64)>>,
 }
 
 impl Replica {
@@ -162,7 +189,11 @@ impl Replica {
                 }
             }));
             Replica {
-                progress: Progress::new(cfg.replica_id, confirm),
+                progress: Progress::new(
+                    cfg.replica_id,
+                    confirm,
+                    REJOIN_WITHIN.min(cfg.replica_lag),
+                ),
                 cfg,
                 store,
                 epochs: Mutex::new(epochs),
@@ -174,6 +205,7 @@ impl Replica {
                 grown,
                 lease: Mutex::new(None),
                 handing_over: Mutex::new(None),
+                rebuild: Mutex::new(None),
             }
         }))
         .inspect(|r| {
@@ -217,7 +249,7 @@ impl Replica {
         let start = self.store.log_end();
         self.epochs.lock().begin(epoch, start)?;
         self.progress
-            .lead(in_sync, self.store.dispatch_limit().min(start));
+            .lead(epoch, in_sync, self.store.dispatch_limit().min(start));
         self.recompute_confirm();
         info!(group = %self.cfg.group, replica = self.cfg.replica_id, epoch, start, "leading the broker group");
         self.role.send_replace(Role::Leader { epoch, start });
@@ -259,9 +291,32 @@ impl Replica {
         *self.handing_over.lock()
     }
 
-    /// The in-sync set as the controller committed it.
-    pub fn set_in_sync(&self, in_sync: BTreeSet<u32>) {
-        self.progress.set_in_sync(in_sync);
+    /// A set the controller committed in this leader's epoch, from a heartbeat answer: none
+    /// leaves the set the confirm offset waits for (only a change this leader proposed and saw
+    /// committed removes members, [`Replica::plan_in_sync_change`]); members it lacks join if
+    /// they hold the confirm offset.
+    pub fn note_committed_in_sync(&self, in_sync: &BTreeSet<u32>) {
+        self.progress.note_committed(in_sync);
+        self.recompute_confirm();
+    }
+
+    /// The in-sync change to propose to the controller now, if any: followers that have not
+    /// held the whole log for `replica-lag` leave, followers that caught up within
+    /// [`REJOIN_WITHIN`] and hold the confirm offset join (counted by the confirm offset from
+    /// then on, before the controller has them). `committed` is the set of the controller's
+    /// last answer. Hand the outcome to [`Replica::in_sync_altered`].
+    pub fn plan_in_sync_change(&self, committed: &BTreeSet<u32>) -> Option<progress::Change> {
+        self.progress.plan_change(
+            self.cfg.replica_lag,
+            REJOIN_WITHIN.min(self.cfg.replica_lag),
+            committed,
+        )
+    }
+
+    /// The controller's answer to a planned change: `Some(set)` when it committed `set` in this
+    /// leader's epoch.
+    pub fn in_sync_altered(&self, ticket: u64, committed: Option<&BTreeSet<u32>>) {
+        self.progress.altered(ticket, committed);
         self.recompute_confirm();
     }
 
@@ -331,6 +386,28 @@ impl Replica {
     /// The confirm offset as this member knows it.
     pub fn confirm(&self) -> u64 {
         self.progress.confirm()
+    }
+
+    /// The confirm offset this member reports to the controller: 0 while it needs a rebuild
+    /// (its log no longer matches the group's history, so its offsets vouch for nothing).
+    pub fn reported_confirm(&self) -> u64 {
+        if self.rebuild.lock().is_some() {
+            0
+        } else {
+            self.confirm()
+        }
+    }
+
+    /// Records that following the leader needs a cut at `cut`, below what this member
+    /// dispatched (`dispatched`): it must be rebuilt. `None` clears it (a later leader's history
+    /// reaches far enough).
+    pub fn set_rebuild_needed(&self, needed: Option<(u64, u64)>) {
+        *self.rebuild.lock() = needed;
+    }
+
+    /// (cut, dispatched) while this member needs a rebuild.
+    pub fn rebuild_needed(&self) -> Option<(u64, u64)> {
+        *self.rebuild.lock()
     }
 }
 

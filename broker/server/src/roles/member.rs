@@ -21,7 +21,10 @@
 //!   tail of its log the group never confirmed.
 //!
 //! The leader keeps the in-sync set current through the controller: a follower that has not
-//! held the whole log for `replica-lag` leaves it, one that caught up rejoins.
+//! held the whole log for `replica-lag` leaves it, one that caught up (and holds the confirm
+//! offset) rejoins; the set the confirm offset waits for always contains the controller's
+//! (see [`crate::replication`]). Heartbeats carry the member's log end and confirm offset: the
+//! controller never elects a member whose log ends below the highest confirm offset reported.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -57,8 +60,6 @@ use crate::service::MessagingApi;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the journal is applied while following.
 const APPLY_EVERY: Duration = Duration::from_millis(100);
-/// A follower that caught up this recently may rejoin the in-sync set.
-const REJOIN_WITHIN: Duration = Duration::from_secs(1);
 
 /// One leader term: the engine and the node that serve clients while this member leads.
 struct Term {
@@ -269,6 +270,7 @@ impl Member {
                     &self.cfg.advertise_addr,
                     epoch.max(self.replica.role().epoch()),
                     self.replica.held(),
+                    self.replica.reported_confirm(),
                 )
                 .await;
             match answer {
@@ -320,7 +322,7 @@ impl Member {
                 return;
             }
         } else {
-            self.replica.set_in_sync(in_sync.clone());
+            self.replica.note_committed_in_sync(&in_sync);
         }
         if let Some(until) = a.lease_until {
             self.replica.extend_lease(until, Duration::ZERO);
@@ -336,43 +338,34 @@ impl Member {
     }
 
     /// Drops lagging followers from the in-sync set and adds caught-up ones, through the
-    /// controller (the set changes here only once the controller committed it).
-    fn maintain_in_sync(self: &Arc<Self>, epoch: u64, in_sync: &BTreeSet<u32>) {
-        let p = &self.replica.progress;
-        let lagging = p.lagging(self.rs.replica_lag);
-        let back = p.caught_up(REJOIN_WITHIN.min(self.rs.replica_lag));
-        if lagging.is_empty() && back.is_empty() {
+    /// controller, one change at a time ([`Replica::plan_in_sync_change`] says why the set the
+    /// confirm offset waits for always contains the controller's). `committed` is the set of
+    /// the controller's answer.
+    fn maintain_in_sync(self: &Arc<Self>, epoch: u64, committed: &BTreeSet<u32>) {
+        let Some(change) = self.replica.plan_in_sync_change(committed) else {
             return;
-        }
-        let mut next = in_sync.clone();
-        for l in &lagging {
-            next.remove(l);
-        }
-        next.extend(back.iter().copied());
-        next.insert(self.rs.replica_id);
-        if next == *in_sync {
-            return;
-        }
-        info!(group = %self.member.group, epoch, from = ?in_sync, to = ?next, lagging = ?lagging, caught_up = ?back, "changing the in-sync set");
+        };
+        info!(group = %self.member.group, epoch, from = ?committed, to = ?change.next, lagging = ?change.leaving, caught_up = ?change.joining, "changing the in-sync set");
         let me = self.clone();
         tokio::spawn(async move {
-            match me
+            let answer = me
                 .controller
                 .alter_in_sync(
                     &me.member.group,
                     epoch,
                     me.me(),
-                    next.iter().map(|r| u64::from(*r)),
+                    change.next.iter().map(|r| u64::from(*r)),
                 )
-                .await
-            {
+                .await;
+            match answer {
                 Ok(st) if st.epoch == epoch && st.leader == Some(me.me()) => {
-                    me.replica
-                        .set_in_sync(st.in_sync.iter().map(|r| *r as u32).collect());
+                    let set: BTreeSet<u32> = st.in_sync.iter().map(|r| *r as u32).collect();
+                    me.replica.in_sync_altered(change.ticket, Some(&set));
                 }
-                Ok(_) => {}
+                Ok(_) => me.replica.in_sync_altered(change.ticket, None),
                 Err(e) => {
-                    warn!(group = %me.member.group, error = %e, "the controller did not take the in-sync change")
+                    warn!(group = %me.member.group, error = %e, "the controller did not take the in-sync change");
+                    me.replica.in_sync_altered(change.ticket, None);
                 }
             }
         });
@@ -667,6 +660,11 @@ impl crate::http::Serving for Member {
                 "Members of the in-sync set (leader's view).",
             )
             .with(me(), self.replica.progress.in_sync_count()),
+            Family::gauge(
+                "ferromq_replication_rebuild_needed",
+                "1 while this member cannot follow its leader without cutting records it already dispatched to consumers: it must be rebuilt (see its log).",
+            )
+            .with(me(), self.replica.rebuild_needed().is_some()),
             Family::gauge(
                 "ferromq_replication_min_in_sync_members",
                 "In-sync members a leader needs to accept sends (min-in-sync).",
