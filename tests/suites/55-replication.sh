@@ -22,6 +22,12 @@ export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}
 source "$ROOT/tests/clients/lib.sh"
 
 T0=$(date +%s)
+# As root the partition faults need iptables inside the namespaces; a fresh machine lacks it, and
+# without it the run would fall back to loopback and skip those faults.
+if [[ $(id -u) == 0 && "${FERROMQ_CHAOS_NETNS:-1}" != 0 ]]; then
+  ensure_tool iptables iptables || die "iptables is needed for the partition faults (or set FERROMQ_CHAOS_NETNS=0)"
+  ensure_tool ip iproute2 || die "ip is needed for the network namespaces (or set FERROMQ_CHAOS_NETNS=0)"
+fi
 log "building ferromq"
 (cd "$ROOT" && cargo build -q --locked -p ferromq) || die "cargo build failed"
 build_python || die "cannot install the Python client"
