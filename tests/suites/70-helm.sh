@@ -231,7 +231,7 @@ assert rules[0]["spec"]["groups"] == want, "the PrometheusRule carries files/pro
 yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}, open(state / "rendered-rules.yaml", "w"))
 alerts = {r["alert"] for g in want for r in g["rules"]}
 for a in ["FerroMQDiskNearlyFull", "FerroMQDiskFull", "FerroMQConsumerLagGrowing", "FerroMQRPCErrors",
-          "FerroMQDeadLetters", "FerroMQGroupWithoutLeader", "FerroMQInSyncBelowMinimum", "FerroMQResourceNotReady"]:
+          "FerroMQDeadLetters", "FerroMQGroupWithoutLeader", "FerroMQInSyncBelowMinimum", "FerroMQReplicaNeedsRebuild", "FerroMQResourceNotReady"]:
     assert a in alerts, a
 cms = [d for d in by_kind["ConfigMap"] if d["metadata"]["labels"].get("grafana_dashboard") == "1"]
 files = sorted(p.name for p in (chart / "dashboards").glob("*.json"))
