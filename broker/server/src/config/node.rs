@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferromq_config::keys::LimitKeys;
+pub use ferromq_config::keys::NodeKeys;
 use ferromq_engine::EngineConfig;
 use ferromq_store::{FlushMode, StoreConfig};
-use serde::Deserialize;
 
-use super::limits::{LimitArgs, LimitKeys};
+use super::limits::LimitArgs;
 use super::{
     advertise_default, bad, check_host_port, count_value, parse_addr, parse_duration, parse_size,
-    size_value, ConfigError, ConfigFile, Section,
+    size_value, ConfigError, ConfigFile, FileRole,
 };
 
 /// Flags of `ferromq standalone`. All optional so that the file can supply what they omit.
@@ -79,49 +80,6 @@ pub struct NodeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub auth: super::auth::AuthArgs,
-}
-
-/// The storage node's keys of the TOML file: the same names as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct NodeKeys {
-    data_dir: Option<PathBuf>,
-    grpc_addr: Option<String>,
-    http_addr: Option<String>,
-    advertise_addr: Option<String>,
-    auto_create_topics: Option<bool>,
-    flush: Option<String>,
-    max_body_size: Option<toml::Value>,
-    segment_size: Option<toml::Value>,
-    // Counts accept an integer or a string of digits: the operator renders every `spec.config`
-    // value as a string.
-    default_queues: Option<toml::Value>,
-    max_delivery_attempts: Option<toml::Value>,
-    max_delay: Option<String>,
-    transaction_check_interval: Option<String>,
-    transaction_check_max: Option<toml::Value>,
-    remoting_addr: Option<String>,
-    remoting_advertise_addr: Option<String>,
-}
-
-impl Section for NodeKeys {
-    const KEYS: &'static [&'static str] = &[
-        "data-dir",
-        "grpc-addr",
-        "http-addr",
-        "advertise-addr",
-        "auto-create-topics",
-        "flush",
-        "max-body-size",
-        "segment-size",
-        "default-queues",
-        "max-delivery-attempts",
-        "max-delay",
-        "transaction-check-interval",
-        "transaction-check-max",
-        "remoting-addr",
-        "remoting-advertise-addr",
-    ];
 }
 
 /// The validated configuration of a storage node.
@@ -228,8 +186,11 @@ impl NodeConfig {
         if let Some(a) = args.http_addr.as_ref().or(file.http_addr.as_ref()) {
             c.http_addr = parse_addr("http-addr", a)?;
         }
-        c.engine.auto_create_topics =
-            args.auto_create_topics || file.auto_create_topics.unwrap_or(false);
+        c.engine.auto_create_topics = args.auto_create_topics
+            || match &file.auto_create_topics {
+                Some(v) => ferromq_config::switch_value("auto-create-topics", v)?,
+                None => false,
+            };
         if let Some(f) = args.flush.as_ref().or(file.flush.as_ref()) {
             c.flush = f.parse().map_err(|e: String| bad("flush", e))?;
         }
@@ -383,15 +344,7 @@ impl NodeArgs {
     /// and merges flags, file and defaults.
     pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only(
-            "a standalone server",
-            &[
-                NodeKeys::KEYS,
-                LimitKeys::KEYS,
-                super::auth::AuthKeys::KEYS,
-                super::tls::TlsKeys::KEYS,
-            ],
-        )?;
+        FileRole::Standalone.check(&file)?;
         NodeConfig::resolve(self, &file)
     }
 }
