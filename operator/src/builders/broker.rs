@@ -192,6 +192,47 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
     out
 }
 
+/// Keys of `broker.toml` the operator sets itself, from the Broker's fields or as flags of
+/// every broker pod; `spec.config` may not hold them (a flag would silently win, and a key
+/// written twice makes the file unreadable).
+pub const MANAGED_KEYS: &[(&str, &str)] = &[
+    ("nameservers", "spec.nameserverRef"),
+    ("flush", "spec.storage.flushMode"),
+    ("replication-mode", "spec.storage.replicationMode"),
+    ("min-in-sync", "spec.storage.minInSync"),
+    ("data-dir", "the volume the operator mounts"),
+    ("group", "the StatefulSet of each group"),
+    ("replica-id", "the pod ordinal"),
+    ("role", "the replication controller"),
+    ("addr", "the operator (0.0.0.0:10911)"),
+    ("grpc-addr", "the operator (0.0.0.0:10911)"),
+    ("http-addr", "the operator (0.0.0.0:9090)"),
+];
+
+/// Checks `spec.config` the way `ferromq broker` will read `broker.toml`, so a bad key or
+/// value is refused on the Broker (condition `InvalidConfig`) instead of rolling pods into a
+/// crash loop. The message names the key. Checks that need the pod (certificate and secret
+/// files, listening ports) are left to the broker.
+pub fn check_config(broker: &Broker) -> Result<(), String> {
+    for key in broker.spec.config.keys() {
+        if let Some((_, from)) = MANAGED_KEYS.iter().find(|(k, _)| k == key) {
+            return Err(format!(
+                "spec.config: key {key:?} is set by the operator from {from}; remove it"
+            ));
+        }
+    }
+    let text = render_broker_config(broker, &["nameserver:9876".to_string()]);
+    ferromq_config::ConfigFile::parse("spec.config", &text)
+        .and_then(|file| ferromq_config::Role::Broker.check(&file))
+        .map_err(|e| match e.field {
+            "config" => e.reason,
+            field => format!(
+                "spec.config: {field}: {}",
+                e.reason.strip_prefix("spec.config: ").unwrap_or(&e.reason)
+            ),
+        })
+}
+
 /// `proxy.toml`: the name servers the proxies read routes from.
 pub fn render_proxy_config(nameservers: &[String]) -> String {
     format!(
@@ -975,6 +1016,42 @@ pub(crate) mod tests {
             one.config.data, two.config.data,
             "the ConfigMap still lists the new name server"
         );
+    }
+
+    #[test]
+    fn spec_config_is_checked_as_the_broker_reads_it() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut b = fixture(2, 3);
+            for (k, v) in pairs {
+                b.spec.config.insert(k.to_string(), v.to_string());
+            }
+            check_config(&b)
+        };
+        with(&[]).expect("no extra settings");
+        // Every value arrives as a string: counts, switches, sizes and durations included.
+        with(&[
+            ("max-delay", "2d"),
+            ("max-body-size", "8MiB"),
+            ("default-queues", "4"),
+            ("auto-create-topics", "true"),
+            ("idle-timeout", "30s"),
+        ])
+        .expect("valid settings");
+        let err = with(&[("max-delay", "soon")]).expect_err("not a duration");
+        assert!(err.starts_with("spec.config: max-delay: "), "{err}");
+        let err = with(&[("max-dealy", "1d")]).expect_err("misspelt");
+        assert!(err.contains("\"max-dealy\""), "{err}");
+        let err = with(&[("route-refresh", "1s")]).expect_err("a proxy key");
+        assert!(err.contains("\"route-refresh\" for a broker"), "{err}");
+        let err = with(&[("auto-create-topics", "yes")]).expect_err("not a switch");
+        assert!(err.contains("auto-create-topics"), "{err}");
+        let err = with(&[("flush", "sync")]).expect_err("set from spec.storage");
+        assert!(
+            err.contains("\"flush\"") && err.contains("flushMode"),
+            "{err}"
+        );
+        let err = with(&[("group", "g")]).expect_err("set per StatefulSet");
+        assert!(err.contains("\"group\""), "{err}");
     }
 
     #[test]

@@ -89,7 +89,10 @@ pub struct BrokerSpec {
     pub compute: ComputeSpec,
     /// Extra broker settings rendered into `broker.toml` (kebab-case keys, string values).
     /// Changing them rolls the broker pods one at a time: in a replicated group followers
-    /// first, then the leader after its lead moved to an up-to-date in-sync member.
+    /// first, then the leader after its lead moved to an up-to-date in-sync member. A key the
+    /// broker does not know, a value it cannot read, or a key the operator sets itself
+    /// (`flush`, `nameservers`, `group`, ...) is refused with reason `InvalidConfig` and
+    /// nothing is rolled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
     /// Log level and format of the broker and proxy pods (default: `info`, `Text`).
