@@ -77,6 +77,9 @@ pub struct NodeKeys {
     pub transaction_check_max: Option<toml::Value>,
     pub remoting_addr: Option<String>,
     pub remoting_advertise_addr: Option<String>,
+    pub retention: Option<String>,
+    pub retention_bytes: Option<toml::Value>,
+    pub disk_high_water: Option<toml::Value>,
 }
 
 impl Section for NodeKeys {
@@ -96,6 +99,9 @@ impl Section for NodeKeys {
         "transaction-check-max",
         "remoting-addr",
         "remoting-advertise-addr",
+        "retention",
+        "retention-bytes",
+        "disk-high-water",
     ];
 }
 
@@ -131,7 +137,14 @@ impl NodeKeys {
                 parse_addr("remoting-addr", a.trim()).map(drop)
             }
         })?;
-        host_port("remoting-advertise-addr", &self.remoting_advertise_addr)
+        host_port("remoting-advertise-addr", &self.remoting_advertise_addr)?;
+        positive_duration("retention", &self.retention)?;
+        each(&self.retention_bytes, |v| {
+            crate::parse::limit_value("retention-bytes", v).map(drop)
+        })?;
+        each(&self.disk_high_water, |v| {
+            crate::parse::percent_value("disk-high-water", v).map(drop)
+        })
     }
 }
 

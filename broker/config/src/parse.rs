@@ -107,6 +107,23 @@ pub fn size_value(field: &'static str, v: &toml::Value) -> Result<u64, ConfigErr
     }
 }
 
+/// A size limit that can be turned off: a size as [`parse_size`], or `off`/`none` for no
+/// limit (`None`).
+pub fn parse_limit(field: &'static str, s: &str) -> Result<Option<u64>, ConfigError> {
+    if is_off(s) {
+        return Ok(None);
+    }
+    parse_size(field, s).map(Some)
+}
+
+/// [`parse_limit`] of a file value (a byte count or a string).
+pub fn limit_value(field: &'static str, v: &toml::Value) -> Result<Option<u64>, ConfigError> {
+    match v {
+        toml::Value::String(s) => parse_limit(field, s),
+        other => size_value(field, other).map(Some),
+    }
+}
+
 /// A switch of the file: `true`, `false`, or the same as a string.
 pub fn switch_value(field: &'static str, v: &toml::Value) -> Result<bool, ConfigError> {
     match v {
@@ -189,6 +206,13 @@ mod tests {
         assert!(percent_value("p", &s("101")).is_err());
         assert!(percent_value("p", &s("most")).is_err());
         assert!(switch_value("s", &s("true")).unwrap());
+        assert_eq!(limit_value("l", &s("off")).unwrap(), None);
+        assert_eq!(limit_value("l", &s("2GiB")).unwrap(), Some(2 << 30));
+        assert_eq!(
+            limit_value("l", &toml::Value::Integer(4096)).unwrap(),
+            Some(4096)
+        );
+        assert!(limit_value("l", &s("lots")).is_err());
         assert!(switch_value("s", &s("yes")).is_err());
     }
 

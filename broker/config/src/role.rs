@@ -95,7 +95,8 @@ mod tests {
             Role::Broker,
             "nameservers = [\"ns-0.ns:9876\"]\nflush = \"sync\"\nmin-in-sync = 2\n\
              auto-create-topics = \"true\"\nmax-body-size = \"8MiB\"\nmax-delay = \"2d\"\n\
-             default-queues = \"4\"\nidle-timeout = \"30s\"\n",
+             default-queues = \"4\"\nidle-timeout = \"30s\"\nretention = \"7d\"\n\
+             retention-bytes = \"50GiB\"\ndisk-high-water = \"85\"\n",
         )
         .expect("valid");
     }
@@ -117,6 +118,15 @@ mod tests {
             "auto-create-topics"
         );
         assert_eq!(field(Role::Broker, "flush = \"never\"\n"), "flush");
+        assert_eq!(field(Role::Broker, "retention = \"0s\"\n"), "retention");
+        assert_eq!(
+            field(Role::Broker, "retention-bytes = \"big\"\n"),
+            "retention-bytes"
+        );
+        assert_eq!(
+            field(Role::Broker, "disk-high-water = \"120%\"\n"),
+            "disk-high-water"
+        );
         assert_eq!(
             field(Role::Proxy, "route-refresh = \"0s\"\n"),
             "route-refresh"

@@ -168,8 +168,8 @@ fn toml_list(items: &[String]) -> String {
 }
 
 /// `broker.toml`: name servers, the flush mode, for replicated groups the replication mode and
-/// `min-in-sync` (an unreplicated broker refuses `sync` replication), then `spec.config`
-/// entries. Per-pod identity (group, replica id, advertised address) comes from flags and env.
+/// `min-in-sync` (an unreplicated broker refuses `sync` replication), retention and the disk
+/// high-water mark when set, then `spec.config` entries. Per-pod identity (group, replica id, advertised address) comes from flags and env.
 /// The replication controller is reached through the name servers (the broker's default).
 pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
     let s = &broker.spec.storage;
@@ -186,6 +186,15 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
         ));
         out.push_str(&format!("min-in-sync = {}\n", s.min_in_sync));
     }
+    if let Some(r) = &s.retention {
+        out.push_str(&format!("retention = {}\n", toml_string(r)));
+    }
+    if let Some(r) = &s.retention_bytes {
+        out.push_str(&format!("retention-bytes = {}\n", toml_string(r)));
+    }
+    if let Some(p) = s.disk_high_water {
+        out.push_str(&format!("disk-high-water = {p}\n"));
+    }
     for (k, v) in &broker.spec.config {
         out.push_str(&format!("{} = {}\n", toml_key(k), toml_string(v)));
     }
@@ -200,6 +209,9 @@ pub const MANAGED_KEYS: &[(&str, &str)] = &[
     ("flush", "spec.storage.flushMode"),
     ("replication-mode", "spec.storage.replicationMode"),
     ("min-in-sync", "spec.storage.minInSync"),
+    ("retention", "spec.storage.retention"),
+    ("retention-bytes", "spec.storage.retentionBytes"),
+    ("disk-high-water", "spec.storage.diskHighWater"),
     ("data-dir", "the volume the operator mounts"),
     ("group", "the StatefulSet of each group"),
     ("replica-id", "the pod ordinal"),
@@ -214,6 +226,15 @@ pub const MANAGED_KEYS: &[(&str, &str)] = &[
 /// crash loop. The message names the key. Checks that need the pod (certificate and secret
 /// files, listening ports) are left to the broker.
 pub fn check_config(broker: &Broker) -> Result<(), String> {
+    let s = &broker.spec.storage;
+    if let Some(r) = &s.retention {
+        ferromq_config::parse_duration("retention", r)
+            .map_err(|e| format!("spec.storage.retention: {}", e.reason))?;
+    }
+    if let Some(r) = &s.retention_bytes {
+        ferromq_config::parse_limit("retention-bytes", r)
+            .map_err(|e| format!("spec.storage.retentionBytes: {}", e.reason))?;
+    }
     for key in broker.spec.config.keys() {
         if let Some((_, from)) = MANAGED_KEYS.iter().find(|(k, _)| k == key) {
             return Err(format!(
@@ -684,6 +705,9 @@ pub(crate) mod tests {
                     flush_mode: FlushMode::Sync,
                     replication_mode: ReplicationMode::Async,
                     min_in_sync: 1,
+                    retention: None,
+                    retention_bytes: None,
+                    disk_high_water: None,
                     resources: None,
                     placement: None,
                 },
@@ -1052,6 +1076,30 @@ pub(crate) mod tests {
         );
         let err = with(&[("group", "g")]).expect_err("set per StatefulSet");
         assert!(err.contains("\"group\""), "{err}");
+    }
+
+    #[test]
+    fn retention_fields_are_rendered_and_checked() {
+        let mut b = fixture(1, 1);
+        b.spec.storage.retention = Some("7d".to_string());
+        b.spec.storage.retention_bytes = Some("40GiB".to_string());
+        b.spec.storage.disk_high_water = Some(85);
+        let t = render_broker_config(&b, &[]);
+        assert!(t.contains("retention = \"7d\"\n"), "{t}");
+        assert!(t.contains("retention-bytes = \"40GiB\"\n"), "{t}");
+        assert!(t.contains("disk-high-water = 85\n"), "{t}");
+        check_config(&b).expect("valid");
+        b.spec.storage.retention = Some("a week".to_string());
+        let err = check_config(&b).expect_err("not a duration");
+        assert!(err.starts_with("spec.storage.retention: "), "{err}");
+        b.spec.storage.retention = None;
+        b.spec.storage.retention_bytes = Some("lots".to_string());
+        let err = check_config(&b).expect_err("not a size");
+        assert!(err.starts_with("spec.storage.retentionBytes: "), "{err}");
+        let mut b = fixture(1, 1);
+        b.spec.config.insert("retention".into(), "1d".into());
+        let err = check_config(&b).expect_err("a storage field");
+        assert!(err.contains("spec.storage.retention"), "{err}");
     }
 
     #[test]

@@ -140,6 +140,23 @@ pub struct StorageSpec {
     #[serde(default = "default_min_in_sync")]
     #[schemars(range(min = 1, max = 5))]
     pub min_in_sync: i32,
+    /// How long each broker keeps a commit log segment after its last write, e.g. `7d` or
+    /// `72h` (default 72h). Expired segments are deleted whether or not every consumer group
+    /// has read them; the segment being written is never deleted, and a consumer behind the
+    /// new start resumes there. An unreadable value is refused with `InvalidConfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub retention: Option<String>,
+    /// Largest commit log of each broker pod, e.g. `40GiB`: the oldest segments are deleted
+    /// beyond it. Keep it below the volume size. Unset: no size limit, only `retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub retention_bytes: Option<String>,
+    /// Percent of the volume in use above which a broker refuses sends until retention frees
+    /// space (default 90). The Broker's pods stay ready so consumers can drain them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub disk_high_water: Option<i32>,
     /// CPU and memory of each broker pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
