@@ -217,7 +217,7 @@ equals() { [[ "$(jp "$1" "$2" "$3")" == "$4" ]]; }
 check "CRDs are established" k wait --for condition=established --timeout=60s \
   crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io
 check "the installed CRDs carry the schema revision" bash -c \
-  "[[ \$('$KUBECTL' get crd brokers.ferromq.io -o jsonpath='{.metadata.annotations.ferromq\.io/schema-revision}') == 3 ]]"
+  "[[ \$('$KUBECTL' get crd brokers.ferromq.io -o jsonpath='{.metadata.annotations.ferromq\.io/schema-revision}') == 4 ]]"
 check "operator Deployment runs as the chart's ServiceAccount" equals deployment ferromq '{.spec.template.spec.serviceAccountName}' ferromq
 check "operator pods are non-root with a read-only root" equals deployment ferromq \
   '{.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}' true
