@@ -143,6 +143,7 @@ impl Env {
                     enabled: true,
                     volume: ControllerVolume::default(),
                 }),
+                pod_template: None,
             },
         );
         Ok(self
@@ -181,6 +182,7 @@ impl Env {
                     disk_high_water: None,
                     resources: None,
                     placement: None,
+                    pod_template: None,
                 },
                 compute: ComputeSpec {
                     replicas: proxies,
@@ -188,6 +190,8 @@ impl Env {
                     autoscaling: None,
                     placement: None,
                     tls: None,
+                    pod_template: None,
+                    service: None,
                 },
                 config: BTreeMap::new(),
                 logging: None,
@@ -449,6 +453,264 @@ async fn broker_builds_both_tiers_and_second_reconcile_changes_nothing() -> Resu
         e.versions().await?,
         "second reconcile changed something"
     );
+    e.drop_namespace().await;
+    Ok(())
+}
+
+/// Value (or downward-API field path) of `name` in the first container of `template`.
+fn env_of(template: &Option<k8s_openapi::api::core::v1::PodSpec>, name: &str) -> Option<String> {
+    let e = template.as_ref()?.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .clone();
+    e.value
+        .or_else(|| e.value_from?.field_ref.map(|f| f.field_path))
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn pod_templates_merge_and_the_endpoint_follows_the_client_service() -> Result<()> {
+    let e = env("endpoint-template").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_nameserver("names", 1).await?;
+    e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
+    let template = json!({
+        "labels": { "team": "payments" },
+        "annotations": { "example.com/scrape": "true" },
+        "imagePullSecrets": [{ "name": "regcred" }],
+        "priorityClassName": "brokers",
+        "topologySpreadConstraints": [{ "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": { "matchLabels": { "app.kubernetes.io/instance": "demo" } } }],
+        "env": [{ "name": "TZ", "value": "UTC" }],
+        "securityContext": { "runAsUser": 1000 },
+        "containerSecurityContext": { "readOnlyRootFilesystem": true },
+    });
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": {
+                "storage": { "podTemplate": template },
+                "compute": { "podTemplate": { "labels": { "tier": "compute" } } } } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+
+    // The pod template reaches the group StatefulSet as the API server stores it.
+    let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
+    let t = sts.spec.context("spec")?.template;
+    let meta = t.metadata.context("template metadata")?;
+    let labels = meta.labels.unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("payments"));
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/component")
+            .map(String::as_str),
+        Some("broker")
+    );
+    let annotations = meta.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get("example.com/scrape").map(String::as_str),
+        Some("true")
+    );
+    assert!(annotations.contains_key("ferromq.io/config-hash"));
+    let pod = t.spec.clone().context("pod spec")?;
+    assert_eq!(pod.priority_class_name.as_deref(), Some("brokers"));
+    assert_eq!(
+        pod.image_pull_secrets.unwrap_or_default()[0].name,
+        "regcred"
+    );
+    assert_eq!(pod.topology_spread_constraints.unwrap_or_default().len(), 1);
+    assert_eq!(env_of(&t.spec, "TZ").as_deref(), Some("UTC"));
+    assert_eq!(
+        env_of(&t.spec, "FERROMQ_GROUP").as_deref(),
+        Some("demo-group-0")
+    );
+    let psc = pod.security_context.context("pod security context")?;
+    assert_eq!(
+        (psc.run_as_user, psc.run_as_non_root, psc.fs_group),
+        (Some(1000), Some(true), Some(65532))
+    );
+    let csc = pod.containers[0]
+        .security_context
+        .clone()
+        .context("container security context")?;
+    assert_eq!(
+        (
+            csc.read_only_root_filesystem,
+            csc.allow_privilege_escalation
+        ),
+        (Some(true), Some(false))
+    );
+    let proxy = e
+        .api::<Deployment>()
+        .get("demo-proxy")
+        .await?
+        .spec
+        .context("spec")?
+        .template;
+    let plabels = proxy.metadata.and_then(|m| m.labels).unwrap_or_default();
+    assert_eq!(plabels.get("tier").map(String::as_str), Some("compute"));
+    assert!(
+        !plabels.contains_key("team"),
+        "each tier has its own template"
+    );
+
+    // ClusterIP: the Service's DNS name, which the proxies also advertise.
+    let cluster = format!("demo.{}.svc:8081", e.ns);
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(st.endpoint.as_deref(), Some(cluster.as_str()));
+    assert_eq!(
+        env_of(&proxy.spec, "FERROMQ_ADVERTISE_ADDR").as_deref(),
+        Some(cluster.as_str())
+    );
+
+    // LoadBalancer: no endpoint until the load balancer has an address, then that address.
+    e.api::<Broker>()
+        .patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "compute": {
+            "service": { "type": "LoadBalancer", "annotations": { "example.com/lb-scheme": "internet-facing" } } } } })))
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let svc = e.api::<Service>().get("demo").await?;
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("LoadBalancer")
+    );
+    assert_eq!(
+        svc.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("example.com/lb-scheme")
+            .map(String::as_str),
+        Some("internet-facing")
+    );
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(st.endpoint, None, "no load-balancer address yet");
+    e.api::<Service>()
+        .patch_status(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+            "status": { "loadBalancer": { "ingress": [{ "ip": "203.0.113.9" }] } } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(st.endpoint.as_deref(), Some("203.0.113.9:8081"));
+    e.reconcile_broker("demo").await?;
+    let proxy = e
+        .api::<Deployment>()
+        .get("demo-proxy")
+        .await?
+        .spec
+        .context("spec")?
+        .template;
+    assert_eq!(
+        env_of(&proxy.spec, "FERROMQ_ADVERTISE_ADDR").as_deref(),
+        Some("203.0.113.9:8081")
+    );
+
+    // NodePort: each proxy advertises its node's address; the endpoint names a ready proxy's.
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "compute": {
+            "service": { "type": "NodePort", "nodePort": 30981, "annotations": null } } } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let svc = e.api::<Service>().get("demo").await?;
+    let spec = svc.spec.context("svc spec")?;
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(spec.ports.unwrap_or_default()[0].node_port, Some(30981));
+    assert!(
+        !svc.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("example.com/lb-scheme"),
+        "annotations removed with the spec"
+    );
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(st.endpoint, None, "no ready proxy yet");
+    // A proxy pod as the kubelet would report it (none runs here).
+    let pods = e.api::<k8s_openapi::api::core::v1::Pod>();
+    pods.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": { "name": "demo-proxy-x", "labels": {
+            "app.kubernetes.io/name": "ferromq", "app.kubernetes.io/instance": "demo", "app.kubernetes.io/component": "proxy" } },
+        "spec": { "containers": [{ "name": "proxy", "image": "ferromq:test" }] } }))?).await?;
+    pods.patch_status(
+        "demo-proxy-x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": {
+        "phase": "Running", "hostIP": "192.0.2.4",
+        "conditions": [{ "type": "Ready", "status": "True" }] } })),
+    )
+    .await?;
+    e.reconcile_broker("demo").await?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(st.endpoint.as_deref(), Some("192.0.2.4:30981"));
+    let proxy = e
+        .api::<Deployment>()
+        .get("demo-proxy")
+        .await?
+        .spec
+        .context("spec")?
+        .template;
+    assert_eq!(
+        env_of(&proxy.spec, "FERROMQ_ADVERTISE_ADDR").as_deref(),
+        Some("$(FERROMQ_HOST_IP):30981")
+    );
+    assert_eq!(
+        env_of(&proxy.spec, "FERROMQ_HOST_IP").as_deref(),
+        Some("status.hostIP")
+    );
+
+    // An explicit address wins.
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "compute": {
+            "service": { "advertisedAddress": "mq.example.com:443" } } } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_eq!(st.endpoint.as_deref(), Some("mq.example.com:443"));
     e.drop_namespace().await;
     Ok(())
 }

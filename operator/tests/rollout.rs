@@ -327,3 +327,134 @@ async fn broker_pods_start_in_order_and_roll_followers_before_the_leader() -> Re
     let _ = nss.delete(&ns, &DeleteParams::default()).await;
     result
 }
+
+/// Runs the Broker controller (and the Nameserver one) for namespace `ns` until aborted.
+fn spawn_controllers(client: Client, ns: &str, ctx: Arc<Context>) -> tokio::task::JoinHandle<()> {
+    let owned = watcher::Config::default();
+    let nameservers = Controller::new(
+        Api::<Nameserver>::namespaced(client.clone(), ns),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<StatefulSet>::namespaced(client.clone(), ns),
+        owned.clone(),
+    )
+    .run(
+        controller::nameserver::reconcile,
+        controller::nameserver::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let brokers = Controller::new(
+        Api::<Broker>::namespaced(client.clone(), ns),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<StatefulSet>::namespaced(client.clone(), ns),
+        owned.clone(),
+    )
+    .owns(Api::<Deployment>::namespaced(client.clone(), ns), owned)
+    .run(
+        controller::broker::reconcile,
+        controller::broker::error_policy,
+        ctx,
+    )
+    .for_each(|_| async {});
+    tokio::spawn(async move {
+        futures::join!(nameservers, brokers);
+    })
+}
+
+/// Position of the first journal entry `(what, pod)` at or after `from`.
+fn journal_find(j: &Journal, what: &str, pod: &str, from: usize) -> Option<usize> {
+    let j = j.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    j.iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, (w, p))| w == what && p == pod)
+        .map(|(i, _)| i)
+}
+
+#[tokio::test]
+#[ignore = "needs kube-apiserver + kube-controller-manager: run tests/suites/60-operator.sh"]
+async fn broker_groups_roll_one_at_a_time_each_ready_before_the_next() -> Result<()> {
+    let client = client().await?;
+    let ns = format!("groups-{}", std::process::id() % 100_000);
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": ns } }))?,
+    )
+    .await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({ "metadata": { "name": "fake-node" } }))?;
+    if let Err(kube::Error::Api(s)) = nodes.create(&PostParams::default(), &node).await {
+        if s.code != 409 {
+            bail!("creating the fake node: {s:?}");
+        }
+    }
+    let journal: Journal = Arc::default();
+    let kubelet = spawn_kubelet(client.clone(), &ns, journal.clone());
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(MemoryAdmin::default()),
+        Some("admin.test:8081".into()),
+        None,
+        Arc::new(Metrics::default()),
+    ));
+    let controllers = spawn_controllers(client.clone(), &ns, ctx);
+
+    let result = async {
+        let nsapi: Api<Nameserver> = Api::namespaced(client.clone(), &ns);
+        nsapi.create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "ferromq.io/v1alpha1", "kind": "Nameserver", "metadata": { "name": "names" },
+            "spec": { "replicas": 1, "image": "ferromq:v1" } }))?).await?;
+        let brokers: Api<Broker> = Api::namespaced(client.clone(), &ns);
+        brokers.create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "ferromq.io/v1alpha1", "kind": "Broker", "metadata": { "name": "demo" },
+            "spec": { "nameserverRef": { "name": "names" }, "image": "ferromq:v1",
+                      "storage": { "groups": 3, "volume": { "size": "1Gi" } },
+                      "compute": { "replicas": 1 } } }))?).await?;
+        eventually(240, "Broker Ready after first start", || broker_ready(&brokers, "demo")).await?;
+        let mark = journal.lock().map(|j| j.len()).unwrap_or_default();
+
+        brokers.patch("demo", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "image": "ferromq:v2" } }))).await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        eventually(180, "every group's pod on ferromq:v2 and ready", || async {
+            let all = pods.list(&ListParams::default().labels("app.kubernetes.io/component=broker")).await?;
+            let done = all.items.len() == 3 && all.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref() == Some("ferromq:v2"))
+                    && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            Ok(done.then_some(()))
+        }).await?;
+        eprintln!("fake kubelet journal: {:?}", journal.lock().map(|j| j.clone()).unwrap_or_default());
+        // Each group's pod is replaced and ready again before the next group's pod goes.
+        let mut from = mark;
+        for g in 0..3 {
+            let pod = format!("demo-group-{g}-0");
+            let deleted = journal_find(&journal, "deleted", &pod, from)
+                .with_context(|| format!("{pod} was never replaced after position {from}"))?;
+            let ready = journal_find(&journal, "ready", &pod, deleted)
+                .with_context(|| format!("{pod} never came back ready"))?;
+            if g > 0 {
+                let prev = format!("demo-group-{}-0", g - 1);
+                assert!(journal_find(&journal, "deleted", &prev, ready).is_none(), "{prev} went again after {pod}");
+            }
+            if g < 2 {
+                let next = format!("demo-group-{}-0", g + 1);
+                let next_deleted = journal_find(&journal, "deleted", &next, mark).context("next group rolled")?;
+                assert!(next_deleted > ready, "{next} went (journal position {next_deleted}) before {pod} was ready again ({ready})");
+            }
+            from = ready;
+        }
+        eventually(60, "Broker Ready after the roll", || broker_ready(&brokers, "demo")).await?;
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    controllers.abort();
+    kubelet.abort();
+    let _ = nss.delete(&ns, &DeleteParams::default()).await;
+    result
+}

@@ -18,7 +18,9 @@
 #                                 # IP instead of 127.0.0.1 (pods reach it there); --service-accounts
 #                                 # keeps the ServiceAccount admission plugin (pods get tokens; needs
 #                                 # the controller manager, which creates each namespace's account).
-#   tests/k8s/env.sh start-controller-manager DIR   # add kube-controller-manager later (after CRDs)
+#   tests/k8s/env.sh start-controller-manager DIR [CONTROLLERS]
+#                                 # add kube-controller-manager later (after CRDs); CONTROLLERS
+#                                 # is its --controllers list (default '*', all of them)
 #   tests/k8s/env.sh stop DIR     # stop both processes (by the pids stored in DIR) and remove DIR
 #   tests/k8s/env.sh kubectl      # print the path of a kubectl (the machine's, or one built here)
 #   tests/k8s/env.sh helm         # print the path of a helm built from helm.sh/helm/v3 (cached)
@@ -298,9 +300,10 @@ KCFG
 # CRDs: its garbage collector learns resource types from discovery only every 30s.
 cmd_start_kcm() {
   local dir="${1:?start-controller-manager needs the state directory}"
+  local controllers="${2:-*}"
   "$BIN/kube-controller-manager" --kubeconfig="$dir/kubeconfig" --leader-elect=false \
     --use-service-account-credentials=false --service-account-private-key-file="$dir/sa.key" \
-    --root-ca-file="$dir/certs/apiserver.crt" --controllers='*' --secure-port=0 \
+    --root-ca-file="$dir/certs/apiserver.crt" --controllers="$controllers" --secure-port=0 \
     >"$dir/controller-manager.log" 2>&1 &
   echo $! >"$dir/controller-manager.pid"
 }
@@ -328,5 +331,5 @@ case "${1:-}" in
   start-controller-manager) shift; cmd_start_kcm "$@" ;;
   kubectl) cmd_kubectl ;;
   helm) cmd_helm ;;
-  *) echo "usage: $0 build | build-node | start DIR [--with-controller-manager] [--address IP] [--service-cidr CIDR] [--service-accounts] | start-controller-manager DIR | stop DIR | kubectl | helm | coredns" >&2; exit 2 ;;
+  *) echo "usage: $0 build | build-node | start DIR [--with-controller-manager] [--address IP] [--service-cidr CIDR] [--service-accounts] | start-controller-manager DIR [CONTROLLERS] | stop DIR | kubectl | helm | coredns" >&2; exit 2 ;;
 esac

@@ -151,6 +151,16 @@ spec:
   storage: {groups: 1, replicasPerGroup: 2, volume: {size: 512Mi, storageClassName: e2e-fixed}}
   compute: {replicas: 1}
 YAML
+check "CEL refuses turning a replicated Broker into an unreplicated one" refused_by_schema 'cannot change between 1 (unreplicated) and more' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: demo}
+spec:
+  nameserverRef: {name: names}
+  image: "ferromq:e2e"
+  storage: {groups: 1, replicasPerGroup: 1, volume: {size: 1Gi, storageClassName: e2e-fixed}}
+  compute: {replicas: 1}
+YAML
 check "CEL refuses a replication controller of 2 (server dry-run)" refused_by_schema 'needs 1, 3 or 5 replicas' <<'YAML'
 apiVersion: ferromq.io/v1alpha1
 kind: Nameserver
@@ -170,6 +180,57 @@ check "ConfigMap rendered" wait_for 30 bash -c "'$KUBECTL' -n e2e get configmap 
 check "status reports the observed generation" wait_for 30 bash -c \
   "[[ \$('$KUBECTL' -n e2e get broker demo -o jsonpath='{.status.observedGeneration}') == \$('$KUBECTL' -n e2e get broker demo -o jsonpath='{.metadata.generation}') ]]"
 check "printer columns show both tiers" bash -c "'$KUBECTL' -n e2e get fbk demo | tee /dev/stderr | head -1 | grep -q 'GROUPS.*PROXIES'"
+# ready_column NAMESPACE KIND NAME WANT: `kubectl get` shows WANT in the READY column (cells
+# are located by the header's offsets: empty cells leave no field to count).
+ready_column() {
+  "$KUBECTL" -n "$1" get "$2" "$3" | tee /dev/stderr | python3 -c '
+import re, sys
+header, row = sys.stdin.read().splitlines()[:2]
+starts = [m.start() for m in re.finditer(r"\S+", header)]
+names = header.split()
+i = names.index("READY")
+end = starts[i + 1] if i + 1 < len(starts) else None
+sys.exit(0 if row[starts[i]:end].strip() == sys.argv[1] else 1)' "$4"
+}
+check "the Broker's READY column shows its Ready condition (False: no kubelet)" wait_for 30 ready_column e2e fbk demo False
+check "the Nameserver's READY column shows its Ready condition" wait_for 30 ready_column e2e fns names False
+check "status.endpoint is the client Service's DNS name" wait_for 30 equals broker demo '{.status.endpoint}' demo.e2e.svc:8081
+check "the Broker shows its endpoint with -o wide" bash -c "'$KUBECTL' -n e2e get fbk demo -o wide | tee /dev/stderr | grep -q 'demo.e2e.svc:8081'"
+check "the proxies advertise the client Service's DNS name" wait_for 30 equals deployment demo-proxy \
+  '{.spec.template.spec.containers[0].env[?(@.name=="FERROMQ_ADVERTISE_ADDR")].value}' demo.e2e.svc:8081
+check "CEL refuses a pod template that sets the operator's selector label" refused_by_schema 'must not set the operator' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: badlabels}
+spec:
+  nameserverRef: {name: names}
+  image: x
+  storage: {groups: 1, volume: {size: 1Gi}, podTemplate: {labels: {app.kubernetes.io/instance: other}}}
+  compute: {replicas: 1}
+YAML
+check "CEL refuses a pod template that sets FERROMQ_GROUP" refused_by_schema 'podTemplate.env must not set' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: badenv}
+spec:
+  nameserverRef: {name: names}
+  image: x
+  storage: {groups: 1, volume: {size: 1Gi}}
+  compute: {replicas: 1, podTemplate: {env: [{name: FERROMQ_GROUP, value: g}]}}
+YAML
+check "CEL refuses a nodePort on a ClusterIP Service" refused_by_schema 'nodePort needs type NodePort or LoadBalancer' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: badport}
+spec:
+  nameserverRef: {name: names}
+  image: x
+  storage: {groups: 1, volume: {size: 1Gi}}
+  compute: {replicas: 1, service: {type: ClusterIP, nodePort: 30001}}
+YAML
+k -n e2e patch nameserver names --type merge -p '{"spec":{"podTemplate":{"labels":{"team":"infra"},"priorityClassName":"ns-critical"}}}' >/dev/null
+check "the Nameserver's pod template reaches its StatefulSet" wait_for 30 equals statefulset names \
+  '{.spec.template.metadata.labels.team}/{.spec.template.spec.priorityClassName}' infra/ns-critical
 check "category ferromq lists the resources" bash -c "'$KUBECTL' -n e2e get ferromq -o name | tee /dev/stderr | grep -q 'broker.ferromq.io/demo'"
 
 group_gen="$(jp statefulset demo-group-0 '{.metadata.generation}')"
@@ -287,6 +348,7 @@ check "ferromq admin shows the topic as specified" bash -c \
 k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":8,"permission":"ReadOnly"}}' >/dev/null
 check "queue and permission changes reach the cluster" wait_for 60 bash -c \
   "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if (t[\"queues\"], t[\"perm\"]) == (8, \"r\") else 1)'"
+check "a synced Topic shows True in its READY column" wait_for 30 ready_column topics ftp orders-eu True
 check "status shows what the cluster holds" wait_for 30 bash -c "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.cluster.queues}') == 8 ]]"
 check "schema refuses shrinking queues" refused 'queues may only grow' k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":2}}'
 # A topic the cluster already holds with more queues than the Topic asks for: the cluster

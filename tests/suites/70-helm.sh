@@ -98,13 +98,62 @@ print(f"{len(got)} (group, resource, verb) grants agree")
 PY
 }
 check "chart RBAC grants exactly what operator/deploy/rbac.yaml grants" rbac_agrees
+artifacthub_annotations() {
+  py - "$CHART" "$ROOT" <<'PY'
+import pathlib, re, sys, yaml
+chart, root = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+meta = yaml.safe_load(open(chart / "Chart.yaml"))
+a = meta["annotations"]
+crds = [yaml.safe_load(open(p)) for p in sorted((root / "crds").glob("*.yaml"))]
+listed = yaml.safe_load(a["artifacthub.io/crds"])
+want = {(c["spec"]["names"]["kind"], c["spec"]["versions"][0]["name"], c["metadata"]["name"]) for c in crds}
+got = {(c["kind"], c["version"], c["name"]) for c in listed}
+assert got == want, (got, want)
+assert all(c.get("displayName") and c.get("description") for c in listed), listed
+examples = yaml.safe_load(a["artifacthub.io/crdsExamples"])
+assert sorted(e["kind"] for e in examples) == sorted(k for k, _, _ in want), examples
+assert all(e["apiVersion"] == "ferromq.io/v1alpha1" for e in examples)
+license = re.search(r'^license = "([^"]+)"', open(root / "Cargo.toml").read(), re.M).group(1)
+assert a["artifacthub.io/license"] == license, (a["artifacthub.io/license"], license)
+links = yaml.safe_load(a["artifacthub.io/links"])
+assert links and all(l["name"] and l["url"].startswith("https://") for l in links), links
+images = yaml.safe_load(a["artifacthub.io/images"])
+assert all(i["image"].endswith(":" + meta["appVersion"]) for i in images), images
+assert a["artifacthub.io/operator"] == "true"
+assert a["artifacthub.io/operatorCapabilities"] in ("Basic Install", "Seamless Upgrades", "Full Lifecycle", "Deep Insights", "Auto Pilot")
+revisions = {c["metadata"]["annotations"]["ferromq.io/schema-revision"] for c in crds}
+assert revisions == {a["ferromq.io/schema-revision"]}, (revisions, a["ferromq.io/schema-revision"])
+print(f"{len(listed)} CRDs and {len(examples)} examples listed, license {license}, {len(links)} links")
+PY
+}
+check "Chart.yaml's Artifact Hub annotations list the generated CRDs, the license and links" artifacthub_annotations
+aggregate_roles_render() {
+  py - "$HELM" "$CHART" "$K8S_MINOR" <<'PY'
+import subprocess, sys, yaml
+helm, chart, kube = sys.argv[1:4]
+def render(*flags):
+    out = subprocess.run([helm, "template", "t", chart, "--kube-version", kube, *flags], check=True, capture_output=True, text=True).stdout
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(out) if d and d["kind"] == "ClusterRole"}
+roles = render()
+edit, view = roles["t-ferromq-edit"], roles["t-ferromq-view"]
+lab = lambda r, k: r["metadata"]["labels"].get("rbac.authorization.k8s.io/aggregate-to-" + k)
+assert lab(edit, "edit") == "true" and lab(edit, "admin") == "true" and lab(edit, "view") is None, edit["metadata"]
+assert lab(view, "view") == "true" and lab(view, "edit") == "true", view["metadata"]
+verbs = lambda r: {v for rule in r["rules"] for v in rule["verbs"]}
+assert verbs(view) == {"get", "list", "watch"}, view["rules"]
+assert {"create", "delete", "patch", "update"} <= verbs(edit), edit["rules"]
+assert "t-ferromq-edit" not in render("--set", "rbac.aggregateToDefaultRoles=false")
+print("edit and view ClusterRoles render with their aggregation labels")
+PY
+}
+check "the aggregate edit/view ClusterRoles render with their labels (and can be switched off)" aggregate_roles_render
 
 # Value sets every later step renders: name -> --set flags.
 declare -A SETS=(
   [default]=""
   [example]="--set exampleCluster.enabled=true --set exampleCluster.image=ferromq:e2e --set exampleCluster.imagePullPolicy=Never"
   [scoped]="--set watchNamespace=apps --set replicaCount=2 --set logFormat=text --set imagePullSecrets[0]=regcred --set serviceAccount.name=fmq-op --set metrics.service.port=9100"
-  [monitored]="--set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prom --set exampleCluster.enabled=true --set exampleCluster.groups=3 --set exampleCluster.flushMode=Sync"
+  [monitored]="--set metrics.serviceMonitor.enabled=true --set metrics.serviceMonitor.labels.release=prom --set exampleCluster.enabled=true --set exampleCluster.groups=3 --set exampleCluster.flushMode=Sync --set exampleCluster.serviceType=LoadBalancer --set exampleCluster.serviceAnnotations.example\\.com/scheme=internet-facing"
   [monitoring]="--set monitoring.podMonitor.enabled=true --set monitoring.podMonitor.labels.release=prom --set monitoring.prometheusRule.enabled=true --set monitoring.dashboards.enabled=true --set monitoring.dashboards.annotations.grafana_folder=FerroMQ --set metrics.serviceMonitor.enabled=true --set watchNamespace=apps"
 )
 
@@ -133,6 +182,21 @@ check "the example set renders the cluster and the helm test pod" bash -c \
   "grep -q '^kind: Broker' '$state/render-example.yaml' && grep -q 'helm.sh/hook: test' '$state/render-example.yaml'"
 check "the example set renders the NetworkPolicies of the internal ports" bash -c \
   "grep -q 'name: demo-broker-internal' '$state/render-example.yaml' && grep -q 'port: 10911' '$state/render-example.yaml' && grep -q 'name: demo-names-internal' '$state/render-example.yaml'"
+
+example_service() {
+  py - "$state/render-monitored.yaml" "$state/render-example.yaml" <<'PY'
+import sys, yaml
+def broker(path):
+    return next(d for d in yaml.safe_load_all(open(path)) if d and d["kind"] == "Broker")
+svc = broker(sys.argv[1])["spec"]["compute"]["service"]
+assert svc == {"type": "LoadBalancer", "annotations": {"example.com/scheme": "internet-facing"}}, svc
+assert "service" not in broker(sys.argv[2])["spec"]["compute"], "ClusterIP without annotations: the operator's default"
+print("client Service:", svc)
+PY
+}
+check "exampleCluster.serviceType and serviceAnnotations reach the Broker's compute.service" example_service
+check "values schema refuses an unknown Service type" refused "serviceType" \
+  helm_ template t "$CHART" --kube-version "$K8S_MINOR" --set exampleCluster.enabled=true --set exampleCluster.serviceType=External
 
 echo "== monitoring: PodMonitor, PrometheusRule, dashboards; promtool"
 check "monitoring objects are off by default" bash -c \
@@ -217,7 +281,7 @@ equals() { [[ "$(jp "$1" "$2" "$3")" == "$4" ]]; }
 check "CRDs are established" k wait --for condition=established --timeout=60s \
   crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io
 check "the installed CRDs carry the schema revision" bash -c \
-  "[[ \$('$KUBECTL' get crd brokers.ferromq.io -o jsonpath='{.metadata.annotations.ferromq\.io/schema-revision}') == 4 ]]"
+  "[[ \$('$KUBECTL' get crd brokers.ferromq.io -o jsonpath='{.metadata.annotations.ferromq\.io/schema-revision}') == \$(sed -n 's/.*ferromq.io\/schema-revision: \"\\([0-9]*\\)\"/\\1/p' '$CHART/Chart.yaml') ]]"
 check "operator Deployment runs as the chart's ServiceAccount" equals deployment ferromq '{.spec.template.spec.serviceAccountName}' ferromq
 check "operator pods are non-root with a read-only root" equals deployment ferromq \
   '{.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}' true
@@ -231,6 +295,28 @@ check "example Nameserver, Broker and Topic exist" bash -c \
   "'$KUBECTL' -n ferromq-system get nameserver demo-names && '$KUBECTL' -n ferromq-system get broker demo && '$KUBECTL' -n ferromq-system get topic demo-normal"
 has_test_hook() { helm_k get hooks ferromq -n ferromq-system | grep -q 'ferromq-test-produce-consume'; }
 check "helm records the test hook" has_test_hook
+
+# The aggregate roles for real: only kube-controller-manager's clusterrole-aggregation
+# controller copies their rules into the built-in admin/edit/view roles, so it runs (alone) here.
+bash "$ENV" start-controller-manager "$cp_dir" clusterrole-aggregation
+aggregated() { k get clusterrole "$1" -o json | grep -q "$2"; }
+check "the built-in edit role aggregates the chart's Broker rules" wait_for 60 aggregated edit '"brokers/scale"'
+check "the built-in view role aggregates the chart's status rules" wait_for 60 aggregated view '"topics/status"'
+k create namespace rbac-check >/dev/null
+k -n rbac-check create rolebinding alice-edit --clusterrole=edit --user=alice >/dev/null
+k -n rbac-check create rolebinding victor-view --clusterrole=view --user=victor >/dev/null
+# can USER ANSWER VERB RESOURCE [FLAGS...]
+can() {
+  local user="$1" want="$2"
+  shift 2
+  [[ "$(k auth can-i "$@" -n rbac-check --as "$user" 2>/dev/null)" == "$want" ]]
+}
+check "a user bound to edit may create Brokers" can alice yes create brokers.ferromq.io
+check "a user bound to edit may scale Brokers" can alice yes update brokers.ferromq.io --subresource=scale
+check "a user bound to view may list Topics" can victor yes list topics.ferromq.io
+check "a user bound to view may not delete Topics" can victor no delete topics.ferromq.io
+kill "$(cat "$cp_dir/controller-manager.pid")" 2>/dev/null || true
+rm -f "$cp_dir/controller-manager.pid"
 
 k create namespace dry-run >/dev/null
 dry_run() {

@@ -98,6 +98,9 @@ pub struct BrokerInputs {
     /// claim templates are immutable, so an existing group keeps its template size; growing the
     /// volume is done by patching the claims instead (see the broker controller).
     pub existing_claim_sizes: BTreeMap<String, String>,
+    /// The existing client Service's load-balancer address and node port, which the proxies
+    /// advertise.
+    pub service: super::endpoint::ServiceFacts,
 }
 
 /// One broker group's objects.
@@ -409,6 +412,43 @@ fn config_mount() -> VolumeMount {
     }
 }
 
+/// A pod template: the operator's labels, the config-hash annotation and `spec`, with the
+/// tier's `podTemplate` merged in.
+fn pod_template(
+    labels: BTreeMap<String, String>,
+    config_hash: &str,
+    spec: k8s_openapi::api::core::v1::PodSpec,
+    user: Option<&crate::crd::PodTemplate>,
+) -> PodTemplateSpec {
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_string(),
+                config_hash.to_string(),
+            )])),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(spec),
+    };
+    super::pod_template::merge_into(&mut template, user);
+    template
+}
+
+/// Annotation on a group StatefulSet: hash of the spec the operator last applied. The broker
+/// controller compares it with the desired one to tell which groups a spec change would
+/// touch, and touches them one at a time.
+pub const SPEC_HASH_ANNOTATION: &str = "ferromq.io/spec-hash";
+
+/// The spec hash a desired group StatefulSet carries ([`SPEC_HASH_ANNOTATION`]).
+pub fn spec_hash(sts: &StatefulSet) -> Option<&str> {
+    sts.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SPEC_HASH_ANNOTATION))
+        .map(String::as_str)
+}
+
 fn build_group(
     broker: &Broker,
     parent: &Parent,
@@ -480,7 +520,7 @@ fn build_group(
         super::common::MANAGER.to_string(),
     );
 
-    let statefulset = StatefulSet {
+    let mut statefulset = StatefulSet {
         metadata: parent.child_meta(&name, labels.clone()),
         spec: Some(StatefulSetSpec {
             replicas: Some(storage.replicas_per_group),
@@ -500,17 +540,7 @@ fn build_group(
                 ..StatefulSetUpdateStrategy::default()
             }),
             selector: label_selector(selector.clone()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        config_hash.to_string(),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
+            template: pod_template(pod_labels, config_hash, pod, storage.pod_template.as_ref()),
             volume_claim_templates: Some(vec![claim_template(
                 DATA_VOLUME,
                 claim_labels,
@@ -521,6 +551,11 @@ fn build_group(
         }),
         ..StatefulSet::default()
     };
+    let spec_hash = stable_hash(&serde_json::to_string(&statefulset.spec).unwrap_or_default());
+    statefulset.metadata.annotations = Some(BTreeMap::from([(
+        SPEC_HASH_ANNOTATION.to_string(),
+        spec_hash,
+    )]));
 
     // maxUnavailable 1: a drain or eviction takes at most one member out of the in-sync set.
     let pdb = one_at_a_time_pdb(parent.child_meta(&name, labels), selector);
@@ -530,6 +565,48 @@ fn build_group(
         service,
         statefulset,
         pdb,
+    }
+}
+
+/// The downward-API node address of a proxy pod, for a NodePort advertised address.
+fn host_ip_env() -> EnvVar {
+    EnvVar {
+        name: "FERROMQ_HOST_IP".to_string(),
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                field_path: "status.hostIP".to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The client Service on 8081: ClusterIP unless `spec.compute.service` asks for NodePort or
+/// LoadBalancer, with its annotations and fixed node port.
+fn client_service(
+    mut meta: ObjectMeta,
+    selector: BTreeMap<String, String>,
+    user: Option<&crate::crd::ClientService>,
+) -> Service {
+    let mut ports = service_ports(&[("grpc", GRPC_PORT)]);
+    let type_ = user.map(|u| u.type_).unwrap_or_default();
+    if let Some(u) = user {
+        meta.annotations = u.annotations.clone().filter(|a| !a.is_empty());
+        if type_ != crate::crd::ServiceType::ClusterIP {
+            ports[0].node_port = u.node_port;
+        }
+    }
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            type_: Some(type_.as_str().to_string()),
+            selector: Some(selector),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
     }
 }
 
@@ -574,6 +651,18 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
             identity_env()
                 .into_iter()
                 .chain(telemetry_env(broker, &parent.name))
+                .chain([
+                    host_ip_env(),
+                    env(
+                        "FERROMQ_ADVERTISE_ADDR",
+                        super::endpoint::advertise(
+                            broker,
+                            &parent.name,
+                            &parent.namespace,
+                            &inputs.service,
+                        ),
+                    ),
+                ])
                 .collect(),
         ),
         ports: Some(container_ports(&[("grpc", GRPC_PORT), ("http", HTTP_PORT)])),
@@ -608,31 +697,17 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        proxy_hash,
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
+            template: pod_template(pod_labels, &proxy_hash, pod, compute.pod_template.as_ref()),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
     };
 
-    let client_service = Service {
-        metadata: parent.child_meta(&parent.name, proxy_labels.clone()),
-        spec: Some(ServiceSpec {
-            selector: Some(proxy_sel.clone()),
-            ports: Some(service_ports(&[("grpc", GRPC_PORT)])),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
+    let client_service = client_service(
+        parent.child_meta(&parent.name, proxy_labels.clone()),
+        proxy_sel.clone(),
+        compute.service.as_ref(),
+    );
 
     let proxy_pdb = one_at_a_time_pdb(parent.child_meta(&pname, proxy_labels.clone()), proxy_sel);
 
@@ -710,6 +785,7 @@ pub(crate) mod tests {
                     disk_high_water: None,
                     resources: None,
                     placement: None,
+                    pod_template: None,
                 },
                 compute: ComputeSpec {
                     replicas: proxies,
@@ -717,6 +793,8 @@ pub(crate) mod tests {
                     autoscaling: None,
                     placement: None,
                     tls: None,
+                    pod_template: None,
+                    service: None,
                 },
                 config: BTreeMap::new(),
                 logging: None,
@@ -1183,6 +1261,179 @@ pub(crate) mod tests {
             Some("ferromq.io/v1alpha1")
         );
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+    }
+
+    #[test]
+    fn pod_templates_reach_both_tiers_separately() {
+        use crate::crd::PodTemplate;
+        let mut b = fixture(2, 2);
+        b.spec.storage.pod_template = Some(PodTemplate {
+            labels: Some(BTreeMap::from([(
+                "tier".to_string(),
+                "storage".to_string(),
+            )])),
+            priority_class_name: Some("brokers".to_string()),
+            env: Some(vec![env("MALLOC_ARENA_MAX", "2")]),
+            ..PodTemplate::default()
+        });
+        b.spec.compute.pod_template = Some(PodTemplate {
+            annotations: Some(BTreeMap::from([(
+                "prometheus.io/scrape".to_string(),
+                "true".to_string(),
+            )])),
+            image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+                name: "regcred".to_string(),
+            }]),
+            ..PodTemplate::default()
+        });
+        let c = build(&b, &inputs()).expect("build");
+        for g in &c.groups {
+            let t = g.statefulset.spec.clone().expect("spec").template;
+            let meta = t.metadata.expect("meta");
+            assert_eq!(meta.labels.expect("labels")["tier"], "storage");
+            let annotations = meta.annotations.expect("annotations");
+            assert!(annotations.contains_key(CONFIG_HASH_ANNOTATION));
+            assert!(!annotations.contains_key("prometheus.io/scrape"));
+            let pod = t.spec.expect("pod");
+            assert_eq!(pod.priority_class_name.as_deref(), Some("brokers"));
+            assert_eq!(pod.image_pull_secrets, None);
+            let env = pod.containers[0].env.clone().unwrap_or_default();
+            assert!(env.iter().any(|e| e.name == "MALLOC_ARENA_MAX"));
+            assert!(env.iter().any(|e| e.name == "FERROMQ_GROUP"));
+        }
+        let t = c.proxy.spec.clone().expect("spec").template;
+        let meta = t.metadata.expect("meta");
+        assert!(!meta.labels.expect("labels").contains_key("tier"));
+        let annotations = meta.annotations.expect("annotations");
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert!(annotations.contains_key(CONFIG_HASH_ANNOTATION));
+        let pod = t.spec.expect("pod");
+        assert_eq!(pod.priority_class_name, None);
+        assert_eq!(
+            pod.image_pull_secrets.map(|s| s[0].name.clone()).as_deref(),
+            Some("regcred")
+        );
+    }
+
+    #[test]
+    fn the_client_service_type_annotations_and_node_port_follow_the_spec() {
+        use crate::crd::{ClientService, ServiceType};
+        let c = build(&fixture(1, 1), &inputs()).expect("build");
+        let spec = c.client_service.spec.clone().expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(c.client_service.metadata.annotations, None);
+
+        let mut b = fixture(1, 1);
+        b.spec.compute.service = Some(ClientService {
+            type_: ServiceType::LoadBalancer,
+            annotations: Some(BTreeMap::from([(
+                "service.beta.kubernetes.io/aws-load-balancer-scheme".to_string(),
+                "internet-facing".to_string(),
+            )])),
+            node_port: Some(30081),
+            advertised_address: None,
+        });
+        let c = build(&b, &inputs()).expect("build");
+        let spec = c.client_service.spec.clone().expect("spec");
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.ports.expect("ports")[0].node_port, Some(30081));
+        assert_eq!(
+            c.client_service.metadata.annotations.expect("annotations")
+                ["service.beta.kubernetes.io/aws-load-balancer-scheme"],
+            "internet-facing"
+        );
+    }
+
+    /// The proxy container's environment, value or field path of each variable.
+    fn proxy_env(c: &BrokerChildren) -> BTreeMap<String, String> {
+        let pod = c
+            .proxy
+            .spec
+            .clone()
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        pod.containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                let v = e.value.unwrap_or_else(|| {
+                    e.value_from
+                        .and_then(|f| f.field_ref)
+                        .map(|f| f.field_path)
+                        .unwrap_or_default()
+                });
+                (e.name, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn proxies_advertise_the_address_the_service_type_gives_clients() {
+        use crate::builders::endpoint::ServiceFacts;
+        use crate::crd::{ClientService, ServiceType};
+        let c = build(&fixture(1, 1), &inputs()).expect("build");
+        assert_eq!(
+            proxy_env(&c)["FERROMQ_ADVERTISE_ADDR"],
+            "demo.prod.svc:8081",
+            "not the loopback default"
+        );
+        let mut b = fixture(1, 1);
+        b.spec.compute.service = Some(ClientService {
+            type_: ServiceType::NodePort,
+            ..ClientService::default()
+        });
+        let mut i = inputs();
+        i.service = ServiceFacts {
+            load_balancer: None,
+            node_port: Some(30999),
+        };
+        let env = proxy_env(&build(&b, &i).expect("build"));
+        assert_eq!(env["FERROMQ_HOST_IP"], "status.hostIP");
+        assert_eq!(env["FERROMQ_ADVERTISE_ADDR"], "$(FERROMQ_HOST_IP):30999");
+        let pod = build(&b, &i)
+            .expect("build")
+            .proxy
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let order: Vec<_> = pod.containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        let at = |n: &str| order.iter().position(|x| x == n);
+        assert!(
+            at("FERROMQ_HOST_IP") < at("FERROMQ_ADVERTISE_ADDR"),
+            "$(FERROMQ_HOST_IP) expands only when defined earlier: {order:?}"
+        );
+    }
+
+    #[test]
+    fn the_spec_hash_changes_with_the_group_spec_only() {
+        let hash = |b: &Broker| {
+            let c = build(b, &inputs()).expect("build");
+            spec_hash(&c.groups[0].statefulset).map(String::from)
+        };
+        let base = fixture(2, 1);
+        assert!(hash(&base).is_some());
+        let mut image = fixture(2, 1);
+        image.spec.image = "ferromq:v2".to_string();
+        assert_ne!(hash(&base), hash(&image));
+        let mut proxies = fixture(2, 5);
+        proxies.spec.compute.replicas = 5;
+        assert_eq!(
+            hash(&base),
+            hash(&proxies),
+            "the compute tier is not the group's"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 pub mod broker;
 pub mod common;
+pub mod endpoint;
 pub mod nameserver;
+pub mod pod_template;
 pub mod quantity;
 
 pub use common::BuildError;

@@ -123,12 +123,16 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
                 )]
             }),
             selector: label_selector(selector.clone()),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels.clone()),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod_spec(container, ns.spec.placement.as_ref())),
+            template: {
+                let mut t = PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels.clone()),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(pod_spec(container, ns.spec.placement.as_ref())),
+                };
+                super::pod_template::merge_into(&mut t, ns.spec.pod_template.as_ref());
+                t
             },
             ..StatefulSetSpec::default()
         }),
@@ -160,6 +164,7 @@ pub(crate) mod tests {
                 resources: None,
                 placement: None,
                 controller: None,
+                pod_template: None,
             },
         );
         ns.metadata.namespace = Some("prod".to_string());
@@ -177,6 +182,34 @@ pub(crate) mod tests {
             ]
         );
         assert!(addresses("ns1", "prod", 0).is_empty());
+    }
+
+    #[test]
+    fn the_pod_template_reaches_the_name_server_pods() {
+        use k8s_openapi::api::core::v1::PodSecurityContext;
+        let mut ns = fixture(3);
+        ns.spec.pod_template = Some(crate::crd::PodTemplate {
+            labels: Some([("team".to_string(), "infra".to_string())].into()),
+            priority_class_name: Some("system-cluster-critical".to_string()),
+            security_context: Some(PodSecurityContext {
+                supplemental_groups: Some(vec![4000]),
+                ..PodSecurityContext::default()
+            }),
+            ..Default::default()
+        });
+        let c = build(&ns).expect("build");
+        let t = c.statefulset.spec.expect("spec").template;
+        let labels = t.metadata.and_then(|m| m.labels).expect("labels");
+        assert_eq!(labels["team"], "infra");
+        assert_eq!(labels["app.kubernetes.io/component"], COMPONENT);
+        let pod = t.spec.expect("pod");
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("system-cluster-critical")
+        );
+        let sc = pod.security_context.expect("security context");
+        assert_eq!(sc.supplemental_groups, Some(vec![4000]));
+        assert_eq!(sc.run_as_non_root, Some(true));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ImagePullPolicy, LoggingSpec, PodPlacement};
+use super::common::{ImagePullPolicy, LoggingSpec, PodPlacement, PodTemplate};
 
 /// Desired state of a FerroMQ cluster's data plane. `spec.storage` becomes one StatefulSet per
 /// broker group; `spec.compute` becomes the proxy Deployment behind the client Service on 8081.
@@ -60,6 +60,19 @@ use super::common::{ImagePullPolicy, LoggingSpec, PodPlacement};
         type_ = "integer",
         json_path = ".status.compute.readyReplicas",
         description = "Ready proxy replicas"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.endpoint",
+        description = "Address clients connect to",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Status of the Ready condition: True or False"
     ),
     printcolumn(
         name = "Status",
@@ -114,6 +127,7 @@ pub struct NameserverRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.minInSync) || self.minInSync <= self.replicasPerGroup").message("minInSync must not exceed replicasPerGroup"))]
+#[x_kube(validation = Rule::new("(self.replicasPerGroup > 1) == (oldSelf.replicasPerGroup > 1)").message("replicasPerGroup cannot change between 1 (unreplicated) and more (replicated): an unreplicated group's data has no journal for followers to copy; create a new Broker").reason(Reason::FieldValueForbidden))]
 pub struct StorageSpec {
     /// Number of broker groups (shards). Growing adds groups; shrinking drains the removed
     /// groups through the admin API before their StatefulSets are deleted.
@@ -123,6 +137,8 @@ pub struct StorageSpec {
     /// replicated group, one leader and followers that copy its commit log and take over when
     /// it fails; this needs the referenced Nameserver to run the replication controller
     /// (`spec.controller.enabled`), otherwise the Broker is refused with `ControllerRequired`.
+    /// A replicated group may grow or shrink (down to 2); changing between 1 and more is
+    /// refused: create a new Broker.
     #[serde(default = "default_replicas_per_group")]
     #[schemars(range(min = 1, max = 5))]
     pub replicas_per_group: i32,
@@ -163,6 +179,10 @@ pub struct StorageSpec {
     /// Scheduling constraints of broker pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PodPlacement>,
+    /// Labels, annotations, pull secrets, priority, spread constraints, environment and
+    /// security contexts added to the broker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
 }
 
 fn default_replicas_per_group() -> i32 {
@@ -259,6 +279,66 @@ pub struct ComputeSpec {
     /// self-signed certificate at start-up, which the Java and Go clients accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
+    /// Labels, annotations, pull secrets, priority, spread constraints, environment and
+    /// security contexts added to the proxy pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
+    /// The client Service (named like the Broker): its type, so clients outside the cluster
+    /// can connect, and its annotations. Unset: a ClusterIP Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ClientService>,
+}
+
+/// The client Service in front of the proxies.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("nodePort needs type NodePort or LoadBalancer"))]
+pub struct ClientService {
+    /// `ClusterIP` (the default: in-cluster clients only), `NodePort` (every node's address on
+    /// `nodePort`) or `LoadBalancer` (an external address from the cloud's load balancer).
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations of the Service, e.g. the cloud provider's load-balancer settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Node port of the client port with `NodePort` or `LoadBalancer`; unset, Kubernetes
+    /// picks one from its node-port range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub node_port: Option<i32>,
+    /// `host:port` clients should use, when neither the Service's DNS name nor the address
+    /// Kubernetes reports reaches them (a DNS name in front of the load balancer, a port
+    /// forward). Becomes `status.endpoint` and the address the proxies advertise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 261),
+        regex(pattern = r"^[^:\s]+:[0-9]{1,5}$|^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$")
+    )]
+    pub advertised_address: Option<String>,
+}
+
+/// Type of the client Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster at `<broker>.<namespace>.svc:8081`.
+    #[default]
+    ClusterIP,
+    /// Also reachable at every node's address on the node port.
+    NodePort,
+    /// Also reachable at the address the cloud's load balancer gets.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Service's `spec.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
 }
 
 /// The proxies' TLS certificate, from a Secret.
@@ -300,6 +380,12 @@ pub struct BrokerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `host:port` clients connect to: `compute.service.advertisedAddress` when set, else the
+    /// load balancer's address (LoadBalancer), a node's address and the node port (NodePort),
+    /// or the client Service's DNS name (`<broker>.<namespace>.svc:8081`, ClusterIP). Absent
+    /// while a load balancer or node port has no address yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     /// The storage tier.
     #[serde(default)]
     pub storage: StorageStatus,

@@ -1,8 +1,13 @@
-//! Pieces of spec shared by several kinds: image pull policy, pod placement and logging.
+//! Pieces of spec shared by several kinds: image pull policy, pod placement, the pod template
+//! overlay and logging.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, PodSecurityContext, SecurityContext, Toleration,
+    TopologySpreadConstraint,
+};
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -92,4 +97,46 @@ pub struct PodPlacement {
     /// Taints these pods tolerate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+}
+
+/// Additions to the pods of one tier, merged into the pod template the operator builds (a
+/// field left unset keeps the operator's choice). Changing any of it rolls that tier's pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.labels) || !self.labels.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by', 'ferromq.io/group'])").message("podTemplate.labels must not set the operator's selector labels (app.kubernetes.io/name, instance, component, managed-by, ferromq.io/group)"))]
+#[x_kube(validation = Rule::new("!has(self.annotations) || !('ferromq.io/config-hash' in self.annotations)").message("podTemplate.annotations must not set ferromq.io/config-hash (the operator's)"))]
+#[x_kube(validation = Rule::new("!has(self.env) || self.env.all(e, !(e.name in ['FERROMQ_POD_NAME', 'FERROMQ_POD_NAMESPACE', 'FERROMQ_POD_IP', 'FERROMQ_HOST_IP', 'FERROMQ_GROUP', 'FERROMQ_ADVERTISE_ADDR', 'FERROMQ_CLUSTER_NAME', 'FERROMQ_LOG', 'FERROMQ_LOG_FORMAT']))").message("podTemplate.env must not set a variable the operator sets (FERROMQ_POD_*, FERROMQ_HOST_IP, FERROMQ_GROUP, FERROMQ_ADVERTISE_ADDR, FERROMQ_CLUSTER_NAME, FERROMQ_LOG, FERROMQ_LOG_FORMAT); use spec.logging or compute.service.advertisedAddress"))]
+pub struct PodTemplate {
+    /// Labels added to every pod (not to the selector). The operator's own keys are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to every pod (e.g. for a service mesh or a log collector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Secrets the kubelet uses to pull the image from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// PriorityClass of the pods (e.g. one that keeps brokers from being preempted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+    /// How the pods spread over zones or nodes; added to the operator's own placement (a
+    /// replicated group's preferred anti-affinity stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// Environment variables appended to the FerroMQ container's. The ones the operator sets
+    /// are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub env: Option<Vec<EnvVar>>,
+    /// Pod security context. Fields set here replace the operator's; the rest keep its
+    /// defaults (non-root user 65532, fsGroup 65532, RuntimeDefault seccomp profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    /// Security context of the FerroMQ container. Fields set here replace the operator's; the
+    /// rest keep its defaults (no privilege escalation, every capability dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
 }

@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ImagePullPolicy, PodPlacement};
+use super::common::{ImagePullPolicy, PodPlacement, PodTemplate};
 
 /// Desired state of a FerroMQ name server ensemble: a StatefulSet of `ferromq nameserver`
 /// pods behind a headless Service, so every replica has a stable DNS name brokers can resolve.
@@ -29,7 +29,7 @@ use super::common::{ImagePullPolicy, PodPlacement};
         description = "Desired replicas"
     ),
     printcolumn(
-        name = "Ready",
+        name = "Ready-Replicas",
         type_ = "integer",
         json_path = ".status.readyReplicas",
         description = "Ready replicas"
@@ -39,6 +39,12 @@ use super::common::{ImagePullPolicy, PodPlacement};
         type_ = "boolean",
         json_path = ".spec.controller.enabled",
         description = "Runs the replication controller"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Status of the Ready condition: True or False"
     ),
     printcolumn(
         name = "Status",
@@ -77,6 +83,10 @@ pub struct NameserverSpec {
     /// The replication controller, needed by Brokers with `replicasPerGroup` > 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<ControllerSpec>,
+    /// Labels, annotations, pull secrets, priority, spread constraints, environment and
+    /// security contexts added to the name server pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
 }
 
 fn default_replicas() -> i32 {

@@ -37,6 +37,12 @@ use serde::{Deserialize, Serialize};
         description = "Queues per broker group"
     ),
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Status of the Ready condition: True or False"
+    ),
+    printcolumn(
         name = "Status",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",

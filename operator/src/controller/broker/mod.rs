@@ -33,9 +33,10 @@ use super::{
 use crate::admin::DrainState;
 use crate::builders::broker as b;
 use crate::builders::common::{selector_labels, selector_string};
+use crate::builders::endpoint::{self, ServiceFacts};
 use crate::builders::quantity;
 use crate::conditions::{self, DEGRADED};
-use crate::crd::{Broker, BrokerStatus, GroupReplicationStatus, Nameserver};
+use crate::crd::{Broker, BrokerStatus, GroupReplicationStatus, Nameserver, ServiceType};
 use crate::Error;
 
 /// Kind label for metrics and logs.
@@ -309,6 +310,49 @@ async fn roll_group(
     Ok(())
 }
 
+/// `status.endpoint` from the client Service as applied; for a NodePort Service, the node
+/// address of a ready proxy (the lowest, so it does not flap between reconciles).
+async fn client_endpoint(
+    ctx: &Context,
+    broker: &Broker,
+    namespace: &str,
+    svc: &Service,
+) -> Result<Option<String>, Error> {
+    let facts = ServiceFacts::of(svc);
+    let name = broker.name_any();
+    let node_port = broker
+        .spec
+        .compute
+        .service
+        .as_ref()
+        .is_some_and(|s| s.type_ == ServiceType::NodePort && s.advertised_address.is_none());
+    let node_ip = if node_port {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+        let sel = selector_string(&selector_labels(&name, b::PROXY_COMPONENT));
+        pods.list(&ListParams::default().labels(&sel))
+            .await?
+            .items
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|p| p.status.as_ref().and_then(|s| s.host_ip.clone()))
+            .min()
+    } else {
+        None
+    };
+    Ok(endpoint::endpoint(
+        broker,
+        &name,
+        namespace,
+        &facts,
+        node_ip.as_deref(),
+    ))
+}
+
 /// One reconcile of `broker`.
 #[instrument(skip(broker, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -378,11 +422,18 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         }
     }
 
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    let service_facts = svc_api
+        .get_opt(&name)
+        .await?
+        .map(|svc| ServiceFacts::of(&svc))
+        .unwrap_or_default();
     let children = b::build(
         &broker,
         &b::BrokerInputs {
             nameservers,
             existing_claim_sizes,
+            service: service_facts,
         },
     )?;
     let replication = if broker.spec.storage.replicated() {
@@ -399,18 +450,41 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         None
     };
     apply_and_report(&ctx, &*broker, &children.config).await?;
+    // One group at a time: a group whose StatefulSet the spec would change is only touched
+    // once every group before it is settled (all pods on the current template and ready), so
+    // a bad image or config stops at the first group. New groups are created at once.
     let mut groups = Vec::with_capacity(children.groups.len());
+    let mut waiting = Vec::new();
+    let mut busy_group: Option<String> = None;
     for g in &children.groups {
         apply_and_report(&ctx, &*broker, &g.service).await?;
-        let sts = apply_and_report(&ctx, &*broker, &g.statefulset).await?;
         apply_and_report(&ctx, &*broker, &g.pdb).await?;
-        if broker.spec.storage.replicated() {
+        let current = existing.items.iter().find(|s| s.name_any() == g.name);
+        let (sts, held) = match roll::turn(current, &g.statefulset, busy_group.as_deref()) {
+            roll::Turn::Apply => (
+                apply_and_report(&ctx, &*broker, &g.statefulset).await?,
+                false,
+            ),
+            roll::Turn::Wait(current) => {
+                tracing::debug!(group = %g.name, behind = ?busy_group, "group waits for its turn to roll");
+                waiting.push(g.name.clone());
+                (current.clone(), true)
+            }
+        };
+        if broker.spec.storage.replicated() && !held {
             roll_group(&ctx, &broker, &namespace, &sts, replication.as_deref()).await?;
         }
-        groups.push(sts_progress(&sts));
+        let mut progress = sts_progress(&sts);
+        // A waiting group runs the previous template, which its status calls settled.
+        progress.settled &= !held;
+        if !progress.settled && busy_group.is_none() {
+            busy_group = Some(g.name.clone());
+        }
+        groups.push(progress);
     }
     let deploy = apply_and_report(&ctx, &*broker, &children.proxy).await?;
-    apply_and_report(&ctx, &*broker, &children.client_service).await?;
+    let client_service = apply_and_report(&ctx, &*broker, &children.client_service).await?;
+    let endpoint = client_endpoint(&ctx, &broker, &namespace, &client_service).await?;
     apply_and_report(&ctx, &*broker, &children.proxy_pdb).await?;
     match &children.hpa {
         Some(hpa) => {
@@ -444,10 +518,13 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         expansion,
         drain,
         replication,
+        waiting,
+        endpoint,
     });
     let old = broker.status.clone().unwrap_or_default();
     let status = BrokerStatus {
         observed_generation: broker.metadata.generation,
+        endpoint: summary.endpoint,
         storage: summary.storage,
         compute: summary.compute,
         conditions: conditions::merge(

@@ -8,12 +8,19 @@
 //! while every pod is ready and, when the controller's view is known, every member is in sync,
 //! so a roll never takes a second member out of the in-sync set.
 //!
+//! Across groups the broker controller rolls one group at a time ([`turn`]): a group whose
+//! StatefulSet a spec change would alter waits until every group before it is settled, so a
+//! bad image or setting stops at the first group instead of reaching them all.
+//!
 //! When the replication state cannot be read (no proxy yet, admin API down) the roll goes on
 //! in ordinal order from the highest, as a StatefulSet's own RollingUpdate would: restarting a
 //! leader then costs a failover (a few seconds of refused sends), never acknowledged messages.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+
+use crate::builders::broker::spec_hash;
 
 use crate::crd::GroupReplicationStatus;
 
@@ -143,9 +150,72 @@ pub fn next_step(
     }
 }
 
+/// Whether a group's StatefulSet may be applied in this reconcile.
+#[derive(Debug, PartialEq)]
+pub enum Turn<'a> {
+    /// Apply the desired StatefulSet: it is new, unchanged (the apply only repairs drift), or
+    /// every earlier group is settled.
+    Apply,
+    /// Keep the current StatefulSet: the desired one differs and an earlier group is still
+    /// rolling.
+    Wait(&'a StatefulSet),
+}
+
+/// The turn of one group: `current` as stored (`None`: not created yet), `desired` as built
+/// (carrying [`crate::builders::broker::SPEC_HASH_ANNOTATION`]), `busy` the first earlier
+/// group that is not settled, if any.
+pub fn turn<'a>(
+    current: Option<&'a StatefulSet>,
+    desired: &StatefulSet,
+    busy: Option<&str>,
+) -> Turn<'a> {
+    match current {
+        Some(cur) if busy.is_some() && spec_hash(cur) != spec_hash(desired) => Turn::Wait(cur),
+        _ => Turn::Apply,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sts_with_hash(hash: &str) -> StatefulSet {
+        let mut s = StatefulSet::default();
+        s.metadata.annotations = Some(
+            [(
+                crate::builders::broker::SPEC_HASH_ANNOTATION.to_string(),
+                hash.to_string(),
+            )]
+            .into(),
+        );
+        s
+    }
+
+    #[test]
+    fn a_changed_group_waits_while_an_earlier_one_rolls() {
+        let old = sts_with_hash("a");
+        let new = sts_with_hash("b");
+        assert_eq!(
+            turn(Some(&old), &new, Some("demo-group-0")),
+            Turn::Wait(&old)
+        );
+        assert_eq!(turn(Some(&old), &new, None), Turn::Apply, "its turn");
+        assert_eq!(
+            turn(Some(&new), &new, Some("demo-group-0")),
+            Turn::Apply,
+            "unchanged: the apply only repairs drift"
+        );
+        assert_eq!(
+            turn(None, &new, Some("demo-group-0")),
+            Turn::Apply,
+            "a new group is created at once"
+        );
+        assert_eq!(
+            turn(Some(&StatefulSet::default()), &new, Some("demo-group-0")),
+            Turn::Wait(&StatefulSet::default()),
+            "a StatefulSet from before the hash annotation counts as changed"
+        );
+    }
 
     fn m(replica_id: i64, updated: bool) -> Member {
         Member {

@@ -57,11 +57,19 @@ pub struct Observed<'a> {
     /// Replicated groups as the admin API reported them; `None` for unreplicated groups or
     /// when the admin API could not be read.
     pub replication: Option<Vec<GroupReplicationStatus>>,
+    /// Groups whose StatefulSet was left on its previous spec because an earlier group is
+    /// still rolling (one group at a time).
+    pub waiting: Vec<String>,
+    /// The client address (`status.endpoint`); `None` while the Service has no external
+    /// address yet.
+    pub endpoint: Option<String>,
 }
 
 /// The status a reconcile writes, before condition timestamps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
+    /// `status.endpoint`.
+    pub endpoint: Option<String>,
     /// `status.storage`.
     pub storage: StorageStatus,
     /// `status.compute`.
@@ -166,11 +174,18 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
             ),
         )
     } else if !storage_settled {
+        let queue = if o.waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; waiting their turn: {}", o.waiting.join(", "))
+        };
         Desired::new(
             PROGRESSING,
             true,
             "RollingOutStorage",
-            "broker pods are being created or updated, followers before leaders",
+            format!(
+                "broker pods are being created or updated one group at a time, followers before leaders{queue}"
+            ),
         )
     } else if !compute_settled {
         Desired::new(
@@ -178,6 +193,22 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
             true,
             "RollingOutCompute",
             "proxy pods are being created, updated or scaled",
+        )
+    } else if o.endpoint.is_none() {
+        let type_ = spec
+            .compute
+            .service
+            .as_ref()
+            .map(|s| s.type_)
+            .unwrap_or_default();
+        Desired::new(
+            PROGRESSING,
+            true,
+            "AwaitingEndpoint",
+            format!(
+                "the {} client Service has no external address yet",
+                type_.as_str()
+            ),
         )
     } else {
         Desired::new(PROGRESSING, false, "Stable", "both tiers match the spec")
@@ -220,6 +251,7 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
     let (replication, under_replicated_groups) =
         replication_status(o.broker, o.replication.as_ref());
     Summary {
+        endpoint: o.endpoint.clone(),
         storage: StorageStatus {
             groups: groups + draining.len() as i32,
             ready_groups,
@@ -241,6 +273,7 @@ pub fn summarize(o: &Observed<'_>) -> Summary {
             || !pending.is_empty()
             || !storage_settled
             || !compute_settled
+            || o.endpoint.is_none()
             || under_replicated_groups.is_some_and(|n| n > 0),
     }
 }
@@ -290,6 +323,8 @@ mod tests {
             expansion: Expansion::default(),
             drain: Drain::default(),
             replication: None,
+            waiting: Vec::new(),
+            endpoint: Some("demo.prod.svc:8081".into()),
         }
     }
 
@@ -377,6 +412,53 @@ mod tests {
         );
         assert_eq!(s.conditions[0].message, "1/3 proxies ready");
         assert!(s.busy);
+    }
+
+    #[test]
+    fn groups_waiting_their_turn_are_named_and_not_ready() {
+        let broker = fixture(2, 3);
+        let mut o = calm(&broker);
+        o.groups[0] = ROLLING;
+        // The waiting group's StatefulSet still runs the old spec; the reconcile marks it
+        // unsettled.
+        o.groups[1].settled = false;
+        o.waiting = vec!["demo-group-1".into()];
+        let s = summarize(&o);
+        assert_eq!(
+            brief(&s),
+            "Ready=false:StorageNotReady Progressing=true:RollingOutStorage Degraded=false:AsExpected"
+        );
+        assert_eq!(
+            s.conditions[1].message,
+            "broker pods are being created or updated one group at a time, followers before leaders; waiting their turn: demo-group-1"
+        );
+        assert!(s.busy);
+    }
+
+    #[test]
+    fn the_endpoint_is_reported_and_a_missing_one_keeps_the_broker_progressing() {
+        let broker = fixture(2, 3);
+        let s = summarize(&calm(&broker));
+        assert_eq!(s.endpoint.as_deref(), Some("demo.prod.svc:8081"));
+
+        let mut lb = fixture(2, 3);
+        lb.spec.compute.service = Some(crate::crd::ClientService {
+            type_: crate::crd::ServiceType::LoadBalancer,
+            ..Default::default()
+        });
+        let mut o = calm(&lb);
+        o.endpoint = None;
+        let s = summarize(&o);
+        assert_eq!(
+            brief(&s),
+            "Ready=true:Ready Progressing=true:AwaitingEndpoint Degraded=false:AsExpected"
+        );
+        assert_eq!(
+            s.conditions[1].message,
+            "the LoadBalancer client Service has no external address yet"
+        );
+        assert_eq!(s.endpoint, None);
+        assert!(s.busy, "look again for the address");
     }
 
     #[test]
