@@ -252,6 +252,27 @@ k -n e2e annotate broker demo ferromq.io/skip-drain=true >/dev/null
 check "skip-drain removes the group" wait_for 30 bash -c "! '$KUBECTL' -n e2e get statefulset demo-group-1 >/dev/null 2>&1"
 check "status clears the drain" wait_for 30 equals broker demo '{.status.storage.groups}' 1
 
+# A spec.config the broker would refuse is refused on the Broker; nothing is rendered or rolled.
+cfg_hash="$(jp statefulset demo-group-0 '{.spec.template.metadata.annotations.ferromq\.io/config-hash}')"
+k -n e2e patch broker demo --type merge -p '{"spec":{"config":{"max-dealy":"1d"}}}' >/dev/null
+check "a misspelt spec.config key is refused with InvalidConfig" wait_for 30 equals broker demo \
+  '{.status.conditions[?(@.type=="Ready")].reason}' InvalidConfig
+check "the InvalidConfig message names the key" bash -c \
+  "'$KUBECTL' -n e2e get broker demo -o jsonpath='{.status.conditions[?(@.type==\"Degraded\")].message}' | tee /dev/stderr | grep -q '\"max-dealy\" for a broker'"
+check "a refused spec.config rolls no pod" equals statefulset demo-group-0 \
+  '{.spec.template.metadata.annotations.ferromq\.io/config-hash}' "$cfg_hash"
+check "a refused spec.config is not rendered" bash -c "! '$KUBECTL' -n e2e get configmap demo-config -o jsonpath='{.data.broker\.toml}' | grep -q max-dealy"
+k -n e2e patch broker demo --type merge -p '{"spec":{"config":{"max-dealy":null,"max-delay":"soon"}}}' >/dev/null
+check "an unreadable spec.config value is refused naming the key" wait_for 30 bash -c \
+  "'$KUBECTL' -n e2e get broker demo -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}' | grep -q 'spec.config: max-delay: '"
+k -n e2e patch broker demo --type merge -p '{"spec":{"config":null,"storage":{"retention":"7d","retentionBytes":"512MiB","diskHighWater":85}}}' >/dev/null
+check "a fixed spec.config clears InvalidConfig" wait_for 30 bash -c \
+  "[[ \$('$KUBECTL' -n e2e get broker demo -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}') != InvalidConfig ]]"
+check "retention fields are rendered into broker.toml" wait_for 30 bash -c \
+  "'$KUBECTL' -n e2e get configmap demo-config -o jsonpath='{.data.broker\.toml}' | tee /dev/stderr | grep -q 'retention = \"7d\"' && '$KUBECTL' -n e2e get configmap demo-config -o jsonpath='{.data.broker\.toml}' | grep -q 'disk-high-water = 85'"
+check "schema refuses diskHighWater above 100 (server dry-run)" bash -c \
+  "'$KUBECTL' -n e2e patch broker demo --dry-run=server --type merge -p '{\"spec\":{\"storage\":{\"diskHighWater\":101}}}' 2>&1 | grep -q 'diskHighWater'"
+
 k -n e2e apply -f - >/dev/null <<'YAML'
 apiVersion: ferromq.io/v1alpha1
 kind: Topic

@@ -66,6 +66,8 @@ pub enum Role {
     Broker(Box<BrokerArgs>),
     /// Stateless client-facing tier of a cluster: forwards clients to the broker groups.
     Proxy(ProxyArgs),
+    /// Check configuration files without starting anything (`config check FILE`).
+    Config(crate::config::check::ConfigArgs),
     /// Print a shell completion script (e.g. `ferromq completions bash > /etc/bash_completion.d/ferromq`).
     Completions {
         /// The shell to complete in.

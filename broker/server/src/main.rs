@@ -77,6 +77,7 @@ fn main() {
             let cfg = configured(args.resolve());
             run_async(ferromq::roles::proxy::run(cfg))
         }
+        Role::Config(args) => ferromq::config::check::run(&args),
         Role::Completions { shell } => exit_code(ferromq::cli::completions(shell)),
         Role::Man { out_dir } => exit_code(ferromq::cli::man(out_dir)),
     };

@@ -171,8 +171,8 @@ fn toml_list(items: &[String]) -> String {
 }
 
 /// `broker.toml`: name servers, the flush mode, for replicated groups the replication mode and
-/// `min-in-sync` (an unreplicated broker refuses `sync` replication), then `spec.config`
-/// entries. Per-pod identity (group, replica id, advertised address) comes from flags and env.
+/// `min-in-sync` (an unreplicated broker refuses `sync` replication), retention and the disk
+/// high-water mark when set, then `spec.config` entries. Per-pod identity (group, replica id, advertised address) comes from flags and env.
 /// The replication controller is reached through the name servers (the broker's default).
 pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
     let s = &broker.spec.storage;
@@ -189,10 +189,72 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
         ));
         out.push_str(&format!("min-in-sync = {}\n", s.min_in_sync));
     }
+    if let Some(r) = &s.retention {
+        out.push_str(&format!("retention = {}\n", toml_string(r)));
+    }
+    if let Some(r) = &s.retention_bytes {
+        out.push_str(&format!("retention-bytes = {}\n", toml_string(r)));
+    }
+    if let Some(p) = s.disk_high_water {
+        out.push_str(&format!("disk-high-water = {p}\n"));
+    }
     for (k, v) in &broker.spec.config {
         out.push_str(&format!("{} = {}\n", toml_key(k), toml_string(v)));
     }
     out
+}
+
+/// Keys of `broker.toml` the operator sets itself, from the Broker's fields or as flags of
+/// every broker pod; `spec.config` may not hold them (a flag would silently win, and a key
+/// written twice makes the file unreadable).
+pub const MANAGED_KEYS: &[(&str, &str)] = &[
+    ("nameservers", "spec.nameserverRef"),
+    ("flush", "spec.storage.flushMode"),
+    ("replication-mode", "spec.storage.replicationMode"),
+    ("min-in-sync", "spec.storage.minInSync"),
+    ("retention", "spec.storage.retention"),
+    ("retention-bytes", "spec.storage.retentionBytes"),
+    ("disk-high-water", "spec.storage.diskHighWater"),
+    ("data-dir", "the volume the operator mounts"),
+    ("group", "the StatefulSet of each group"),
+    ("replica-id", "the pod ordinal"),
+    ("role", "the replication controller"),
+    ("addr", "the operator (0.0.0.0:10911)"),
+    ("grpc-addr", "the operator (0.0.0.0:10911)"),
+    ("http-addr", "the operator (0.0.0.0:9090)"),
+];
+
+/// Checks `spec.config` the way `ferromq broker` will read `broker.toml`, so a bad key or
+/// value is refused on the Broker (condition `InvalidConfig`) instead of rolling pods into a
+/// crash loop. The message names the key. Checks that need the pod (certificate and secret
+/// files, listening ports) are left to the broker.
+pub fn check_config(broker: &Broker) -> Result<(), String> {
+    let s = &broker.spec.storage;
+    if let Some(r) = &s.retention {
+        ferromq_config::parse_duration("retention", r)
+            .map_err(|e| format!("spec.storage.retention: {}", e.reason))?;
+    }
+    if let Some(r) = &s.retention_bytes {
+        ferromq_config::parse_limit("retention-bytes", r)
+            .map_err(|e| format!("spec.storage.retentionBytes: {}", e.reason))?;
+    }
+    for key in broker.spec.config.keys() {
+        if let Some((_, from)) = MANAGED_KEYS.iter().find(|(k, _)| k == key) {
+            return Err(format!(
+                "spec.config: key {key:?} is set by the operator from {from}; remove it"
+            ));
+        }
+    }
+    let text = render_broker_config(broker, &["nameserver:9876".to_string()]);
+    ferromq_config::ConfigFile::parse("spec.config", &text)
+        .and_then(|file| ferromq_config::Role::Broker.check(&file))
+        .map_err(|e| match e.field {
+            "config" => e.reason,
+            field => format!(
+                "spec.config: {field}: {}",
+                e.reason.strip_prefix("spec.config: ").unwrap_or(&e.reason)
+            ),
+        })
 }
 
 /// `proxy.toml`: the name servers the proxies read routes from.
@@ -718,6 +780,9 @@ pub(crate) mod tests {
                     flush_mode: FlushMode::Sync,
                     replication_mode: ReplicationMode::Async,
                     min_in_sync: 1,
+                    retention: None,
+                    retention_bytes: None,
+                    disk_high_water: None,
                     resources: None,
                     placement: None,
                     pod_template: None,
@@ -1053,6 +1118,66 @@ pub(crate) mod tests {
             one.config.data, two.config.data,
             "the ConfigMap still lists the new name server"
         );
+    }
+
+    #[test]
+    fn spec_config_is_checked_as_the_broker_reads_it() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut b = fixture(2, 3);
+            for (k, v) in pairs {
+                b.spec.config.insert(k.to_string(), v.to_string());
+            }
+            check_config(&b)
+        };
+        with(&[]).expect("no extra settings");
+        // Every value arrives as a string: counts, switches, sizes and durations included.
+        with(&[
+            ("max-delay", "2d"),
+            ("max-body-size", "8MiB"),
+            ("default-queues", "4"),
+            ("auto-create-topics", "true"),
+            ("idle-timeout", "30s"),
+        ])
+        .expect("valid settings");
+        let err = with(&[("max-delay", "soon")]).expect_err("not a duration");
+        assert!(err.starts_with("spec.config: max-delay: "), "{err}");
+        let err = with(&[("max-dealy", "1d")]).expect_err("misspelt");
+        assert!(err.contains("\"max-dealy\""), "{err}");
+        let err = with(&[("route-refresh", "1s")]).expect_err("a proxy key");
+        assert!(err.contains("\"route-refresh\" for a broker"), "{err}");
+        let err = with(&[("auto-create-topics", "yes")]).expect_err("not a switch");
+        assert!(err.contains("auto-create-topics"), "{err}");
+        let err = with(&[("flush", "sync")]).expect_err("set from spec.storage");
+        assert!(
+            err.contains("\"flush\"") && err.contains("flushMode"),
+            "{err}"
+        );
+        let err = with(&[("group", "g")]).expect_err("set per StatefulSet");
+        assert!(err.contains("\"group\""), "{err}");
+    }
+
+    #[test]
+    fn retention_fields_are_rendered_and_checked() {
+        let mut b = fixture(1, 1);
+        b.spec.storage.retention = Some("7d".to_string());
+        b.spec.storage.retention_bytes = Some("40GiB".to_string());
+        b.spec.storage.disk_high_water = Some(85);
+        let t = render_broker_config(&b, &[]);
+        assert!(t.contains("retention = \"7d\"\n"), "{t}");
+        assert!(t.contains("retention-bytes = \"40GiB\"\n"), "{t}");
+        assert!(t.contains("disk-high-water = 85\n"), "{t}");
+        check_config(&b).expect("valid");
+        b.spec.storage.retention = Some("a week".to_string());
+        let err = check_config(&b).expect_err("not a duration");
+        assert!(err.starts_with("spec.storage.retention: "), "{err}");
+        b.spec.storage.retention = None;
+        b.spec.storage.retention_bytes = Some("lots".to_string());
+        let err = check_config(&b).expect_err("not a size");
+        assert!(err.starts_with("spec.storage.retentionBytes: "), "{err}");
+        let mut b = fixture(1, 1);
+        b.spec.config.insert("retention".into(), "1d".into());
+        let err = check_config(&b).expect_err("a storage field");
+        assert!(err.contains("spec.storage.retention"), "{err}");
     }
 
     #[test]

@@ -102,7 +102,10 @@ pub struct BrokerSpec {
     pub compute: ComputeSpec,
     /// Extra broker settings rendered into `broker.toml` (kebab-case keys, string values).
     /// Changing them rolls the broker pods one at a time: in a replicated group followers
-    /// first, then the leader after its lead moved to an up-to-date in-sync member.
+    /// first, then the leader after its lead moved to an up-to-date in-sync member. A key the
+    /// broker does not know, a value it cannot read, or a key the operator sets itself
+    /// (`flush`, `nameservers`, `group`, ...) is refused with reason `InvalidConfig` and
+    /// nothing is rolled.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
     /// Log level and format of the broker and proxy pods (default: `info`, `Text`).
@@ -153,6 +156,23 @@ pub struct StorageSpec {
     #[serde(default = "default_min_in_sync")]
     #[schemars(range(min = 1, max = 5))]
     pub min_in_sync: i32,
+    /// How long each broker keeps a commit log segment after its last write, e.g. `7d` or
+    /// `72h` (default 72h). Expired segments are deleted whether or not every consumer group
+    /// has read them; the segment being written is never deleted, and a consumer behind the
+    /// new start resumes there. An unreadable value is refused with `InvalidConfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub retention: Option<String>,
+    /// Largest commit log of each broker pod, e.g. `40GiB`: the oldest segments are deleted
+    /// beyond it. Keep it below the volume size. Unset: no size limit, only `retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub retention_bytes: Option<String>,
+    /// Percent of the volume in use above which a broker refuses sends until retention frees
+    /// space (default 90). The Broker's pods stay ready so consumers can drain them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub disk_high_water: Option<i32>,
     /// CPU and memory of each broker pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,

@@ -405,6 +405,61 @@ mod tests {
         assert_eq!(s.offsets().get("g", "t", 0), Some(2));
     }
 
+    /// Retention deletes segments whatever the groups still need (as Kafka and RocketMQ do):
+    /// a group whose offset points below the log's new start resumes at the first message
+    /// still held, without an error, and its offset moves there once it acknowledges.
+    #[test]
+    fn a_group_behind_retention_resumes_at_the_new_minimum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = StoreConfig::new(dir.path());
+        cfg.segment_size = 1 << 20;
+        cfg.max_body_size = 64 << 10;
+        cfg.cq_entries_per_file = 1000;
+        cfg.index_slots = 1000;
+        cfg.index_entries = 4000;
+        cfg.retention = Duration::ZERO;
+        // Retention runs below when the test says so, not in the background.
+        cfg.clean_interval = Duration::from_secs(3600);
+        let s = Store::open(cfg).expect("open store");
+        s.topics().create(topic_t()).expect("topic");
+        let d = Deliveries::new(s.clone(), None);
+        let all = TagFilter::parse("*");
+        send(&s, None, "first");
+        let got = d
+            .receive(&spec(&all, false, Duration::from_secs(30), 5))
+            .unwrap();
+        assert_eq!(bodies(&got), ["first"]);
+        d.ack("g", "t", &got.deliveries[0].handle).unwrap();
+        assert_eq!(s.offsets().get("g", "t", 0), Some(1));
+        // About four segments of 50 KB bodies that the group has not read.
+        let filler = "x".repeat(50_000);
+        for i in 0..80 {
+            send(&s, None, &format!("{i:02}{filler}"));
+        }
+        let log_min = s.apply_retention().expect("retention");
+        assert!(log_min > 0, "closed segments are deleted");
+        assert!(s.stats().segments >= 1, "never the one being written");
+        let (qmin, qmax) = s.queue_range("t", 0);
+        assert!(qmin > 1 && qmax == 81, "{qmin}..{qmax}");
+        let got = d
+            .receive(&spec(&all, false, Duration::from_secs(30), 5))
+            .expect("no error for a group behind the log");
+        let first = &got.deliveries[0].message;
+        assert_eq!(
+            first.queue_offset, qmin,
+            "resumes at the first message still held"
+        );
+        assert!(first.phys_offset >= log_min);
+        for dl in &got.deliveries {
+            d.ack("g", "t", &dl.handle).unwrap();
+        }
+        let committed = s.offsets().get("g", "t", 0).expect("committed");
+        assert!(
+            committed > qmin,
+            "the offset moved past the deleted part: {committed}"
+        );
+    }
+
     /// The topic every test uses: `t`, one NORMAL queue.
     fn topic_t() -> TopicConfig {
         TopicConfig {

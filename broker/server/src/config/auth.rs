@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferromq_auth::{ClockPolicy, Secret};
-use serde::Deserialize;
+pub use ferromq_config::keys::AuthKeys;
 
-use super::{bad, parse_duration, ConfigError, ConfigFile, Section};
+use super::{bad, parse_duration, ConfigError, ConfigFile};
 
 /// Flags of authentication, shared by `standalone` and `broker`.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -34,37 +34,9 @@ pub struct AuthArgs {
     pub auth_tolerate_zone_offsets: bool,
 }
 
-/// The same settings in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct AuthKeys {
-    // Switches accept a boolean or "true"/"false": the operator renders every value as a string.
-    auth: Option<toml::Value>,
-    auth_super_user: Option<String>,
-    auth_super_secret_file: Option<PathBuf>,
-    auth_max_clock_skew: Option<String>,
-    auth_tolerate_zone_offsets: Option<toml::Value>,
-}
-
 /// A switch of the file: `true`, `false`, or the same as a string.
 fn switch(field: &'static str, v: Option<&toml::Value>) -> Result<bool, ConfigError> {
-    match v {
-        None => Ok(false),
-        Some(toml::Value::Boolean(b)) => Ok(*b),
-        Some(toml::Value::String(s)) if s == "true" => Ok(true),
-        Some(toml::Value::String(s)) if s == "false" => Ok(false),
-        Some(other) => Err(bad(field, format!("{other} is neither true nor false"))),
-    }
-}
-
-impl Section for AuthKeys {
-    const KEYS: &'static [&'static str] = &[
-        "auth",
-        "auth-super-user",
-        "auth-super-secret-file",
-        "auth-max-clock-skew",
-        "auth-tolerate-zone-offsets",
-    ];
+    v.map_or(Ok(false), |v| ferromq_config::switch_value(field, v))
 }
 
 /// Validated authentication settings.

@@ -1,11 +1,10 @@
 //! Configuration of `ferromq broker`: a storage node ([`super::node`]) that is one member of a
 //! broker group in a cluster.
 
-use serde::Deserialize;
+pub use ferromq_config::keys::BrokerKeys;
 
-use super::limits::LimitKeys;
-use super::node::{NodeArgs, NodeConfig, NodeKeys};
-use super::{bad, nameserver_list, ConfigError, ConfigFile, Section};
+use super::node::{NodeArgs, NodeConfig};
+use super::{bad, count_value, nameserver_list, ConfigError, ConfigFile, FileRole};
 
 /// Flags of `ferromq broker`: the storage node's flags plus the cluster ones.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,37 +49,6 @@ pub struct BrokerArgs {
     pub role: Option<String>,
 }
 
-/// The broker's own keys of the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct BrokerKeys {
-    addr: Option<String>,
-    group: Option<String>,
-    nameservers: Option<Vec<String>>,
-    role: Option<String>,
-    replica_id: Option<u32>,
-    replication_mode: Option<String>,
-    min_in_sync: Option<usize>,
-    replica_lag: Option<String>,
-    replication_timeout: Option<String>,
-    controller: Option<Vec<String>>,
-}
-
-impl Section for BrokerKeys {
-    const KEYS: &'static [&'static str] = &[
-        "addr",
-        "group",
-        "nameservers",
-        "role",
-        "replica-id",
-        "replication-mode",
-        "min-in-sync",
-        "replica-lag",
-        "replication-timeout",
-        "controller",
-    ];
-}
-
 /// How a replicated group's member takes part.
 #[derive(Debug, Clone)]
 pub struct ReplicationSettings {
@@ -117,16 +85,7 @@ impl BrokerArgs {
     /// defaults: the storage node's settings, then the cluster ones.
     pub fn resolve(&self) -> Result<(NodeConfig, MemberConfig), ConfigError> {
         let file = ConfigFile::load(self.node.config.as_deref())?;
-        file.only(
-            "a broker",
-            &[
-                NodeKeys::KEYS,
-                BrokerKeys::KEYS,
-                LimitKeys::KEYS,
-                super::auth::AuthKeys::KEYS,
-                super::tls::TlsKeys::KEYS,
-            ],
-        )?;
+        FileRole::Broker.check(&file)?;
         let keys: BrokerKeys = file.section()?;
         let mut node = self.node.clone();
         if node.grpc_addr.is_none() {
@@ -151,7 +110,11 @@ impl BrokerArgs {
             self.nameservers.clone()
         };
         let nameservers = nameserver_list("nameservers", ns)?;
-        let replica_id = self.replica_id.or(keys.replica_id);
+        let replica_id = match (self.replica_id, &keys.replica_id) {
+            (Some(id), _) => Some(id),
+            (None, Some(v)) => Some(count_value("replica-id", v)?),
+            (None, None) => None,
+        };
         match self.role.clone().or(keys.role).as_deref() {
             None | Some("leader") => {}
             Some("follower") if replica_id.is_some() => {}
@@ -190,7 +153,11 @@ impl BrokerArgs {
                 if id > u32::from(u16::MAX) {
                     return Err(bad("replica-id", format!("{id} is over 65535")));
                 }
-                let min_in_sync = self.min_in_sync.or(keys.min_in_sync).unwrap_or(1);
+                let min_in_sync = match (self.min_in_sync, &keys.min_in_sync) {
+                    (Some(n), _) => n,
+                    (None, Some(v)) => count_value("min-in-sync", v)? as usize,
+                    (None, None) => 1,
+                };
                 if min_in_sync == 0 {
                     return Err(bad("min-in-sync", "must be at least 1 (the leader itself)"));
                 }

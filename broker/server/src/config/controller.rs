@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use ferromq_config::keys::ControllerKeys;
 use ferromq_controller::{ControllerConfig, Timing};
-use serde::Deserialize;
 
-use super::{bad, check_host_port, parse_duration, ConfigError, ConfigFile, Section};
+use super::{bad, check_host_port, parse_duration, ConfigError, ConfigFile};
 
 /// Flags of the controller, part of `ferromq nameserver`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -38,29 +38,6 @@ pub struct ControllerArgs {
     /// messages may be lost; logged at every use) [default: false].
     #[arg(long, env = "FERROMQ_UNCLEAN_ELECTION", num_args = 0..=1, default_missing_value = "true")]
     pub unclean_election: Option<bool>,
-}
-
-/// The controller's keys of the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ControllerKeys {
-    controller_peers: Option<String>,
-    controller_id: Option<toml::Value>,
-    data_dir: Option<PathBuf>,
-    member_expiry: Option<String>,
-    lease: Option<String>,
-    unclean_election: Option<toml::Value>,
-}
-
-impl Section for ControllerKeys {
-    const KEYS: &'static [&'static str] = &[
-        "controller-peers",
-        "controller-id",
-        "data-dir",
-        "member-expiry",
-        "lease",
-        "unclean-election",
-    ];
 }
 
 impl ControllerArgs {

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use ferromq_config::keys::LimitKeys;
 
-use super::{bad, count_value, parse_duration, parse_size, size_value, ConfigError, Section};
+use super::{bad, count_value, parse_duration, parse_size, size_value, ConfigError};
 use crate::connections::Limits;
 
 /// Flags bounding what clients may hold on a role's ports.
@@ -34,29 +34,6 @@ pub struct LimitArgs {
     /// descriptor limit (RLIMIT_NOFILE) minus this are closed at accept [default: 256].
     #[arg(long, env = "FERROMQ_FD_RESERVE")]
     pub fd_reserve: Option<u32>,
-}
-
-/// The same keys in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct LimitKeys {
-    max_connections: Option<toml::Value>,
-    max_concurrent_streams: Option<toml::Value>,
-    max_header_list_size: Option<toml::Value>,
-    idle_timeout: Option<String>,
-    handshake_timeout: Option<String>,
-    fd_reserve: Option<toml::Value>,
-}
-
-impl Section for LimitKeys {
-    const KEYS: &'static [&'static str] = &[
-        "max-connections",
-        "max-concurrent-streams",
-        "max-header-list-size",
-        "idle-timeout",
-        "handshake-timeout",
-        "fd-reserve",
-    ];
 }
 
 impl LimitArgs {

@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use ferromq_config::keys::NameserverKeys;
 
-use super::controller::{ControllerArgs, ControllerKeys};
-use super::limits::{LimitArgs, LimitKeys};
-use super::{parse_addr, parse_duration, ConfigError, ConfigFile, Section};
+use super::controller::ControllerArgs;
+use super::limits::LimitArgs;
+use super::{parse_addr, parse_duration, ConfigError, ConfigFile, FileRole};
 
 /// Flags of `ferromq nameserver`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -31,19 +31,6 @@ pub struct NameserverArgs {
     pub controller: ControllerArgs,
 }
 
-/// The name server's keys of the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct NameserverKeys {
-    addr: Option<String>,
-    http_addr: Option<String>,
-    broker_expiry: Option<String>,
-}
-
-impl Section for NameserverKeys {
-    const KEYS: &'static [&'static str] = &["addr", "http-addr", "broker-expiry"];
-}
-
 /// The validated configuration of a name server.
 #[derive(Debug, Clone)]
 pub struct NameserverConfig {
@@ -60,10 +47,7 @@ pub struct NameserverConfig {
 impl NameserverArgs {
     pub fn resolve(&self) -> Result<NameserverConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only(
-            "a name server",
-            &[NameserverKeys::KEYS, LimitKeys::KEYS, ControllerKeys::KEYS],
-        )?;
+        FileRole::Nameserver.check(&file)?;
         let keys: NameserverKeys = file.section()?;
         let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {

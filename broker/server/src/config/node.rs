@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferromq_config::keys::LimitKeys;
+pub use ferromq_config::keys::NodeKeys;
 use ferromq_engine::EngineConfig;
 use ferromq_store::{FlushMode, StoreConfig};
-use serde::Deserialize;
 
-use super::limits::{LimitArgs, LimitKeys};
+use super::limits::LimitArgs;
 use super::{
     advertise_default, bad, check_host_port, count_value, parse_addr, parse_duration, parse_size,
-    size_value, ConfigError, ConfigFile, Section,
+    size_value, ConfigError, ConfigFile, FileRole,
 };
 
 /// Flags of `ferromq standalone`. All optional so that the file can supply what they omit.
@@ -73,55 +74,27 @@ pub struct NodeArgs {
     /// with the remoting port].
     #[arg(long, env = "FERROMQ_REMOTING_ADVERTISE_ADDR")]
     pub remoting_advertise_addr: Option<String>,
+    /// Commit log segments whose last write is older than this are deleted, e.g. `7d`, whether
+    /// or not every consumer group has read them (like Kafka's and RocketMQ's retention); the
+    /// segment being written is never deleted, and consumers behind the new start move to it
+    /// [default: 72h].
+    #[arg(long, env = "FERROMQ_RETENTION")]
+    pub retention: Option<String>,
+    /// Oldest segments are deleted while the commit log is larger than this, e.g. `50GiB`;
+    /// `off` for no size limit [default: off].
+    #[arg(long, env = "FERROMQ_RETENTION_BYTES")]
+    pub retention_bytes: Option<String>,
+    /// Percent of the data directory's file system in use above which appends are refused
+    /// (sends fail with a storage-full error until retention or an operator frees space),
+    /// e.g. `85` [default: 90].
+    #[arg(long, env = "FERROMQ_DISK_HIGH_WATER")]
+    pub disk_high_water: Option<String>,
     #[command(flatten)]
     pub tls: super::tls::TlsArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
     pub auth: super::auth::AuthArgs,
-}
-
-/// The storage node's keys of the TOML file: the same names as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct NodeKeys {
-    data_dir: Option<PathBuf>,
-    grpc_addr: Option<String>,
-    http_addr: Option<String>,
-    advertise_addr: Option<String>,
-    auto_create_topics: Option<bool>,
-    flush: Option<String>,
-    max_body_size: Option<toml::Value>,
-    segment_size: Option<toml::Value>,
-    // Counts accept an integer or a string of digits: the operator renders every `spec.config`
-    // value as a string.
-    default_queues: Option<toml::Value>,
-    max_delivery_attempts: Option<toml::Value>,
-    max_delay: Option<String>,
-    transaction_check_interval: Option<String>,
-    transaction_check_max: Option<toml::Value>,
-    remoting_addr: Option<String>,
-    remoting_advertise_addr: Option<String>,
-}
-
-impl Section for NodeKeys {
-    const KEYS: &'static [&'static str] = &[
-        "data-dir",
-        "grpc-addr",
-        "http-addr",
-        "advertise-addr",
-        "auto-create-topics",
-        "flush",
-        "max-body-size",
-        "segment-size",
-        "default-queues",
-        "max-delivery-attempts",
-        "max-delay",
-        "transaction-check-interval",
-        "transaction-check-max",
-        "remoting-addr",
-        "remoting-advertise-addr",
-    ];
 }
 
 /// The validated configuration of a storage node.
@@ -135,6 +108,12 @@ pub struct NodeConfig {
     pub flush: FlushMode,
     pub max_body_size: usize,
     pub segment_size: u64,
+    /// Segments last written longer ago than this are deleted.
+    pub retention: Duration,
+    /// Oldest segments are deleted while the log is larger than this (`None`: no limit).
+    pub retention_bytes: Option<u64>,
+    /// Fraction of the disk in use above which appends are refused.
+    pub disk_high_water: f64,
     /// Delivery semantics (auto-creation, retries, delays, transaction checks).
     pub engine: EngineConfig,
     /// TLS on the gRPC port (`None`: plaintext only).
@@ -155,6 +134,11 @@ pub struct RemotingListen {
     /// and the bound port.
     pub advertise: Option<String>,
 }
+
+/// How long commit log segments are kept by default: three days, RocketMQ's `fileReservedTime`.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
+/// Fraction of the disk above which appends are refused by default.
+pub const DEFAULT_DISK_HIGH_WATER: f64 = 0.90;
 
 /// Standalone's remoting port: RocketMQ's name-server port, since standalone is its own name
 /// server and 4.x clients' `namesrvAddr` points there.
@@ -195,6 +179,9 @@ impl NodeConfig {
             flush: FlushMode::Async,
             max_body_size: 4 << 20,
             segment_size: 1 << 30,
+            retention: DEFAULT_RETENTION,
+            retention_bytes: None,
+            disk_high_water: DEFAULT_DISK_HIGH_WATER,
             tls: None,
             limits: Default::default(),
             auth: Default::default(),
@@ -228,8 +215,11 @@ impl NodeConfig {
         if let Some(a) = args.http_addr.as_ref().or(file.http_addr.as_ref()) {
             c.http_addr = parse_addr("http-addr", a)?;
         }
-        c.engine.auto_create_topics =
-            args.auto_create_topics || file.auto_create_topics.unwrap_or(false);
+        c.engine.auto_create_topics = args.auto_create_topics
+            || match &file.auto_create_topics {
+                Some(v) => ferromq_config::switch_value("auto-create-topics", v)?,
+                None => false,
+            };
         if let Some(f) = args.flush.as_ref().or(file.flush.as_ref()) {
             c.flush = f.parse().map_err(|e: String| bad("flush", e))?;
         }
@@ -242,6 +232,20 @@ impl NodeConfig {
             c.segment_size = parse_size("segment-size", s)?;
         } else if let Some(v) = &file.segment_size {
             c.segment_size = size_value("segment-size", v)?;
+        }
+        if let Some(r) = args.retention.as_ref().or(file.retention.as_ref()) {
+            c.retention = parse_duration("retention", r)?;
+        }
+        if let Some(s) = &args.retention_bytes {
+            c.retention_bytes = ferromq_config::parse_limit("retention-bytes", s)?;
+        } else if let Some(v) = &file.retention_bytes {
+            c.retention_bytes = ferromq_config::limit_value("retention-bytes", v)?;
+        }
+        if let Some(s) = &args.disk_high_water {
+            let p = ferromq_config::parse_percent("disk-high-water", s)?;
+            c.disk_high_water = ferromq_config::percent_fraction("disk-high-water", p)?;
+        } else if let Some(v) = &file.disk_high_water {
+            c.disk_high_water = ferromq_config::percent_value("disk-high-water", v)?;
         }
         if let Some(q) = args.default_queues {
             c.engine.default_queues = q;
@@ -326,6 +330,18 @@ impl NodeConfig {
                 ),
             ));
         }
+        if let Some(b) = self.retention_bytes {
+            if b < self.segment_size {
+                return Err(bad(
+                    "retention-bytes",
+                    format!(
+                        "{b} bytes is less than one segment ({} bytes); retention deletes whole \
+                         segments and never the one being written",
+                        self.segment_size
+                    ),
+                ));
+            }
+        }
         if self.engine.default_queues == 0
             || self.engine.default_queues > ferromq_store::metadata::MAX_QUEUES
         {
@@ -383,15 +399,7 @@ impl NodeArgs {
     /// and merges flags, file and defaults.
     pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only(
-            "a standalone server",
-            &[
-                NodeKeys::KEYS,
-                LimitKeys::KEYS,
-                super::auth::AuthKeys::KEYS,
-                super::tls::TlsKeys::KEYS,
-            ],
-        )?;
+        FileRole::Standalone.check(&file)?;
         NodeConfig::resolve(self, &file)
     }
 }
@@ -403,6 +411,9 @@ impl NodeConfig {
         s.segment_size = self.segment_size;
         s.flush = self.flush;
         s.max_body_size = self.max_body_size;
+        s.retention = self.retention;
+        s.retention_bytes = self.retention_bytes;
+        s.disk_high_water = self.disk_high_water;
         s.store_host = self.advertise_addr.parse().ok();
         s
     }
@@ -511,6 +522,58 @@ mod tests {
             open.remoting.is_some(),
             "without auth standalone serves remoting"
         );
+    }
+
+    #[test]
+    fn retention_and_the_disk_mark_come_from_flags_or_the_file() {
+        let c = resolve(&NodeArgs::default()).unwrap();
+        let s = c.store_config();
+        assert_eq!(s.retention, DEFAULT_RETENTION);
+        assert_eq!(s.retention_bytes, None);
+        assert_eq!(s.disk_high_water, 0.90);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "retention = \"7d\"\nretention-bytes = \"8GiB\"\ndisk-high-water = \"80%\"\n",
+        )
+        .unwrap();
+        let args = NodeArgs {
+            config: Some(f.clone()),
+            disk_high_water: Some("95".into()),
+            ..Default::default()
+        };
+        let s = resolve(&args).unwrap().store_config();
+        assert_eq!(s.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.retention_bytes, Some(8 << 30));
+        assert_eq!(s.disk_high_water, 0.95, "the flag wins over the file");
+        let field = |args: NodeArgs| resolve(&args).unwrap_err().field;
+        assert_eq!(
+            field(NodeArgs {
+                retention_bytes: Some("1MiB".into()),
+                ..Default::default()
+            }),
+            "retention-bytes"
+        );
+        assert_eq!(
+            field(NodeArgs {
+                disk_high_water: Some("0".into()),
+                ..Default::default()
+            }),
+            "disk-high-water"
+        );
+        assert_eq!(
+            field(NodeArgs {
+                retention: Some("forever".into()),
+                ..Default::default()
+            }),
+            "retention"
+        );
+        let off = NodeArgs {
+            retention_bytes: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&off).unwrap().retention_bytes, None);
     }
 
     /// The operator renders every `spec.config` value as a TOML string.

@@ -3,12 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+pub use ferromq_config::keys::ProxyKeys;
 
-use super::limits::{LimitArgs, LimitKeys};
+use super::limits::LimitArgs;
 use super::{
     advertise_default, bad, nameserver_list, parse_addr, parse_duration, ConfigError, ConfigFile,
-    Section,
+    FileRole,
 };
 
 /// Flags of `ferromq proxy`.
@@ -49,31 +49,6 @@ pub struct ProxyArgs {
 /// The proxy's remoting port: RocketMQ 5's proxy port for remoting clients.
 pub const PROXY_REMOTING_ADDR: &str = "0.0.0.0:8080";
 
-/// The proxy's keys of the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ProxyKeys {
-    grpc_addr: Option<String>,
-    http_addr: Option<String>,
-    nameservers: Option<Vec<String>>,
-    route_refresh: Option<String>,
-    advertise_addr: Option<String>,
-    remoting_addr: Option<String>,
-    remoting_advertise_addr: Option<String>,
-}
-
-impl Section for ProxyKeys {
-    const KEYS: &'static [&'static str] = &[
-        "grpc-addr",
-        "http-addr",
-        "nameservers",
-        "route-refresh",
-        "advertise-addr",
-        "remoting-addr",
-        "remoting-advertise-addr",
-    ];
-}
-
 /// The validated configuration of a proxy.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -93,10 +68,7 @@ pub struct ProxyConfig {
 impl ProxyArgs {
     pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = ConfigFile::load(self.config.as_deref())?;
-        file.only(
-            "a proxy",
-            &[ProxyKeys::KEYS, LimitKeys::KEYS, super::tls::TlsKeys::KEYS],
-        )?;
+        FileRole::Proxy.check(&file)?;
         let keys: ProxyKeys = file.section()?;
         let limits = self.limits.resolve(file.section()?)?;
         let pick = |flag: &Option<String>, key: Option<String>, default: &str| {

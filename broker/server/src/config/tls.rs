@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+pub use ferromq_config::keys::TlsKeys;
 
-use super::{bad, ConfigError, ConfigFile, Section};
+use super::{bad, ConfigError, ConfigFile};
 use crate::tls::{Tls, TlsMode};
 
 /// Flags choosing what the gRPC port accepts and with which certificate.
@@ -22,19 +22,6 @@ pub struct TlsArgs {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "FERROMQ_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-}
-
-/// The same keys in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct TlsKeys {
-    tls: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-}
-
-impl Section for TlsKeys {
-    const KEYS: &'static [&'static str] = &["tls", "tls-cert", "tls-key"];
 }
 
 impl TlsArgs {

@@ -367,6 +367,11 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         return Ok(action);
     }
 
+    // A key or value the broker would refuse stops here, before any pod rolls.
+    if let Err(message) = b::check_config(&broker) {
+        return refuse(&ctx, &broker, "InvalidConfig", message).await;
+    }
+
     // What the schema cannot check: the referenced Nameserver and StorageClass must exist.
     let ns_ref = &broker.spec.nameserver_ref.name;
     let Some(nameserver) = Api::<Nameserver>::namespaced(ctx.client.clone(), &namespace)

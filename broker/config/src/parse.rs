@@ -1,0 +1,233 @@
+//! How each kind of value is read, from a flag (a string) or from the file (a TOML value).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::{bad, ConfigError};
+
+/// A listening address such as `0.0.0.0:8081`.
+pub fn parse_addr(field: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| bad(field, format!("{s:?} is not an address like 0.0.0.0:8081")))
+}
+
+/// The host:port routes advertise when none is configured: the listening address, with an
+/// unspecified host (0.0.0.0) replaced by loopback so the answer is dialable on this machine.
+pub fn advertise_default(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        format!("127.0.0.1:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
+}
+
+/// Checks a `host:port` that is advertised or dialled (not bound).
+pub fn check_host_port(field: &'static str, s: &str) -> Result<(), ConfigError> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(bad(field, format!("{s:?} is not host:port"))),
+    }
+}
+
+/// Checks a list of name server addresses (`host:port` each, at least one).
+pub fn nameserver_list(field: &'static str, list: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let list: Vec<String> = list
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err(bad(
+            field,
+            "at least one name server (host:port) is required",
+        ));
+    }
+    for ns in &list {
+        check_host_port(field, ns)?;
+    }
+    Ok(list)
+}
+
+/// Parses a duration: `500ms`, `10s`, `2m`, `1h`, `3d` (humantime's units), or a bare number
+/// of seconds.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    match t.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|e| format!("{s:?} is not a duration like \"3s\" or \"500ms\": {e}")),
+    }
+}
+
+/// Parses a positive duration (see [`duration`]).
+pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let d = duration(s).map_err(|e| bad(field, e))?;
+    if d.is_zero() {
+        return Err(bad(field, "must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// Parses a size: `4096`, `64KiB`, `4MiB`, `1GiB` (powers of 1024), `10MB` (powers of 1000).
+pub fn parse_size(field: &'static str, s: &str) -> Result<u64, ConfigError> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| {
+            bad(
+                field,
+                format!("{s:?} is not a size like \"4MiB\" or a byte count: {e}"),
+            )
+        })
+}
+
+/// A count from the file: an integer, or a string of digits.
+pub fn count_value(field: &'static str, v: &toml::Value) -> Result<u32, ConfigError> {
+    match v {
+        toml::Value::Integer(i) => {
+            u32::try_from(*i).map_err(|_| bad(field, format!("{i} is out of range")))
+        }
+        toml::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| bad(field, format!("{s:?} is not a whole number"))),
+        other => Err(bad(field, format!("{other} is not a whole number"))),
+    }
+}
+
+/// A size from the file: a byte count, or a string with a unit.
+pub fn size_value(field: &'static str, v: &toml::Value) -> Result<u64, ConfigError> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+        toml::Value::String(s) => parse_size(field, s),
+        other => Err(bad(
+            field,
+            format!("{other} is not a size like \"4MiB\" or a byte count"),
+        )),
+    }
+}
+
+/// A size limit that can be turned off: a size as [`parse_size`], or `off`/`none` for no
+/// limit (`None`).
+pub fn parse_limit(field: &'static str, s: &str) -> Result<Option<u64>, ConfigError> {
+    if is_off(s) {
+        return Ok(None);
+    }
+    parse_size(field, s).map(Some)
+}
+
+/// [`parse_limit`] of a file value (a byte count or a string).
+pub fn limit_value(field: &'static str, v: &toml::Value) -> Result<Option<u64>, ConfigError> {
+    match v {
+        toml::Value::String(s) => parse_limit(field, s),
+        other => size_value(field, other).map(Some),
+    }
+}
+
+/// A switch of the file: `true`, `false`, or the same as a string.
+pub fn switch_value(field: &'static str, v: &toml::Value) -> Result<bool, ConfigError> {
+    match v {
+        toml::Value::Boolean(b) => Ok(*b),
+        toml::Value::String(s) if s.trim() == "true" => Ok(true),
+        toml::Value::String(s) if s.trim() == "false" => Ok(false),
+        other => Err(bad(field, format!("{other} is neither true nor false"))),
+    }
+}
+
+/// A percentage of the disk such as `90`, `"90%"` or `"92.5"`, as a fraction in (0, 1].
+pub fn percent_value(field: &'static str, v: &toml::Value) -> Result<f64, ConfigError> {
+    let p = match v {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        toml::Value::String(s) => parse_percent(field, s)?,
+        other => return Err(bad(field, format!("{other} is not a percentage like 90"))),
+    };
+    percent_fraction(field, p)
+}
+
+/// A percentage from a flag: `90`, `90%`, `92.5`.
+pub fn parse_percent(field: &'static str, s: &str) -> Result<f64, ConfigError> {
+    s.trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| bad(field, format!("{s:?} is not a percentage like 90")))
+}
+
+/// Checks a percentage and turns it into a fraction.
+pub fn percent_fraction(field: &'static str, p: f64) -> Result<f64, ConfigError> {
+    if !(p > 0.0 && p <= 100.0) {
+        return Err(bad(field, format!("{p} is not within (0, 100] percent")));
+    }
+    Ok(p / 100.0)
+}
+
+/// `remoting-addr`: `""`, `off` or `none` turn the endpoint off.
+pub fn is_off(s: &str) -> bool {
+    matches!(s.trim(), "" | "off" | "none")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_human_units() {
+        assert_eq!(parse_size("x", "4096").unwrap(), 4096);
+        assert_eq!(parse_size("x", "4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("x", "64kib").unwrap(), 64 << 10);
+        assert_eq!(parse_size("x", "1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("x", "10MB").unwrap(), 10_000_000);
+        assert!(parse_size("x", "4 parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_zero() {
+        assert_eq!(parse_duration("x", "3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("x", "2").unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            parse_duration("x", "3d").unwrap(),
+            Duration::from_secs(3 * 86_400)
+        );
+        assert!(parse_duration("x", "0s").is_err());
+        assert!(parse_duration("x", "3 fortnights").is_err());
+    }
+
+    #[test]
+    fn percentages_and_switches_read_from_strings() {
+        let s = |t: &str| toml::Value::String(t.into());
+        assert_eq!(percent_value("p", &s("90%")).unwrap(), 0.9);
+        assert_eq!(percent_value("p", &toml::Value::Integer(95)).unwrap(), 0.95);
+        assert!(percent_value("p", &s("0")).is_err());
+        assert!(percent_value("p", &s("101")).is_err());
+        assert!(percent_value("p", &s("most")).is_err());
+        assert!(switch_value("s", &s("true")).unwrap());
+        assert_eq!(limit_value("l", &s("off")).unwrap(), None);
+        assert_eq!(limit_value("l", &s("2GiB")).unwrap(), Some(2 << 30));
+        assert_eq!(
+            limit_value("l", &toml::Value::Integer(4096)).unwrap(),
+            Some(4096)
+        );
+        assert!(limit_value("l", &s("lots")).is_err());
+        assert!(switch_value("s", &s("yes")).is_err());
+    }
+
+    #[test]
+    fn advertised_addresses_are_dialable() {
+        assert_eq!(
+            advertise_default("0.0.0.0:8081".parse().unwrap()),
+            "127.0.0.1:8081"
+        );
+        assert_eq!(
+            advertise_default("10.1.2.3:8081".parse().unwrap()),
+            "10.1.2.3:8081"
+        );
+        assert!(check_host_port("x", "broker-0.svc:10911").is_ok());
+        assert!(check_host_port("x", "nowhere").is_err());
+        assert!(nameserver_list("nameservers", vec![" ".into()]).is_err());
+    }
+}
