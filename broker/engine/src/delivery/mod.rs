@@ -366,8 +366,10 @@ mod tests {
         send(&s, None, "a");
         send(&s, None, "b");
         let all = TagFilter::parse("*");
+        // A long invisibility: the test decides when "b" becomes visible again (below), so a
+        // slow machine cannot make it come back early.
         let first = d
-            .receive(&spec(&all, false, Duration::from_millis(50), 5))
+            .receive(&spec(&all, false, Duration::from_secs(60), 5))
             .unwrap();
         assert_eq!(bodies(&first), ["a", "b"]);
         d.ack("g", "t", &first.deliveries[0].handle).unwrap();
@@ -377,18 +379,28 @@ mod tests {
             Err(EngineError::StaleHandle)
         ));
         assert!(d
-            .receive(&spec(&all, false, Duration::from_millis(50), 5))
+            .receive(&spec(&all, false, Duration::from_secs(60), 5))
             .unwrap()
             .deliveries
             .is_empty());
-        std::thread::sleep(Duration::from_millis(80));
+        // "b" was never acked: once its invisibility ends it comes back.
+        let shortened = d
+            .change_invisible(
+                "g",
+                "t",
+                &first.deliveries[1].handle,
+                Duration::from_millis(1),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
         let again = d
             .receive(&spec(&all, false, Duration::from_secs(5), 5))
             .unwrap();
         assert_eq!(bodies(&again), ["b"]);
         assert_eq!(again.deliveries[0].attempt, 2);
-        // The old handle of "b" is stale now.
+        // The older handles of "b" are stale now.
         assert!(d.ack("g", "t", &first.deliveries[1].handle).is_err());
+        assert!(d.ack("g", "t", &shortened).is_err());
         d.ack("g", "t", &again.deliveries[0].handle).unwrap();
         assert_eq!(s.offsets().get("g", "t", 0), Some(2));
     }

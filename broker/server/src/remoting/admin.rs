@@ -458,18 +458,17 @@ pub(super) async fn all_group_config(r: &Arc<Remoting>, req: &Command) -> Handle
 pub(super) async fn delete_group(r: &Arc<Remoting>, req: &Command) -> Handled {
     let h: DeleteSubscriptionGroupRequestHeader = req.header()?;
     record(None, Some(&h.group_name));
+    // Both paths go through the engine's journaled calls, so the members of a replicated group
+    // forget the group too. mqadmin deletes without checking for online consumers, and so do we.
     r.blocking(move |r| {
-        r.node
-            .engine
-            .groups
-            .set(&h.group_name, GroupConfig::default())
-            .map_err(|e| RemotingError::system(e.to_string()))?;
+        let engine = &r.node.engine;
         if h.clean_offset == Some(true) {
-            r.node
-                .engine
-                .store
-                .offsets()
-                .remove_group(&h.group_name, None);
+            match engine.delete_group(&h.group_name) {
+                Ok(()) | Err(EngineError::GroupNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            engine.set_group(&h.group_name, GroupConfig::default())?;
         }
         Ok(())
     })

@@ -210,6 +210,13 @@ public final class AdminCalls {
                 check(w.getSubscriptionGroupTable().containsKey(PREFIX + "_g_admgroup"), "group table lacks the new group");
                 return w.getSubscriptionGroupTable().size() + " groups";
             });
+            call("deleteSubscriptionGroup", () -> {
+                String g = PREFIX + "_g_admgroup";
+                admin.deleteSubscriptionGroup(broker[0], g, true);
+                SubscriptionGroupWrapper w = admin.getAllSubscriptionGroup(broker[0], 10_000);
+                check(!w.getSubscriptionGroupTable().containsKey(g), "group table still holds the deleted group");
+                return "deleted with its offsets; no longer listed";
+            });
             call("queryMessageByKey", () -> {
                 List<MessageExt> found = admin.queryMessage(TOPIC, "adm-key-" + RUN, 32, 0, Long.MAX_VALUE).getMessageList();
                 check(found.size() == 5, found.size() + " messages found by key, 5 sent");
