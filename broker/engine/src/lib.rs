@@ -57,7 +57,7 @@ pub use membership::{Membership, DRAINING};
 pub use parked::timer::Timers;
 pub use parked::transaction::{CheckSender, Resolution, Transactions};
 pub use parked::ParkedQueue;
-pub use publish::{Publication, Published};
+pub use publish::{Pending, Publication, Published, Quick};
 pub use receipt::ReceiptHandle;
 pub use retry::{Retried, Retry};
 pub use signals::{Dispatched, Wakeups};
@@ -106,10 +106,10 @@ impl Engine {
         let wakeups = Arc::new(Wakeups::default());
         let dispatched = Arc::new(Dispatched::default());
         let (w, d) = (wakeups.clone(), dispatched.clone());
-        store.on_dispatch(Arc::new(move |ev| {
-            w.wake(ev.topic);
-            d.advance(ev.phys_offset + u64::from(ev.size));
-        }));
+        store.on_dispatch(Arc::new(move |ev| w.wake(ev.topic)));
+        // Once per dispatch pass: every send waiting for read-your-writes wakes once, not once
+        // per record dispatched.
+        store.on_dispatched(Arc::new(move |end| d.advance(end)));
         let engine = Arc::new(Engine {
             membership: Membership::default(),
             deliveries: Deliveries::new(store.clone(), journal.clone()),

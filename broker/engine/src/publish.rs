@@ -70,24 +70,111 @@ enum Park {
     Half(Option<Duration>),
 }
 
+/// What [`Engine::publish_quick`] did with a message.
+#[derive(Debug)]
+pub enum Quick {
+    /// Appended. In sync mode it counts once `store.durable(visible_end)` completes.
+    Published(Published),
+    /// Checked, but storing it may block (a file to allocate, a replication gate, pages not
+    /// prefaulted yet): finish it with [`Engine::publish_pending`] off the async workers.
+    Blocked(Pending),
+    /// Not checked: it needs work that may block (a topic to auto-create, a timer or half
+    /// message to park): publish it with [`Engine::publish`] off the async workers.
+    Later(Publication),
+}
+
+/// A checked message waiting for a blocking append (see [`Quick::Blocked`]).
+#[derive(Debug)]
+pub struct Pending {
+    message: NewMessage,
+}
+
 impl Engine {
     /// Checks one message against its topic and this group, and stores it.
     pub fn publish(&self, p: Publication) -> Result<Published, EngineError> {
+        let topic = self.topic(&p.topic)?;
+        let park = self.check(&p, &topic)?;
+        let queue_id = self.placement.choose(
+            &topic.name,
+            topic.queues,
+            p.queue_id,
+            p.message_group.as_deref(),
+        )?;
+        let producer = p.producer.clone();
+        let message = stored_form(p, topic.name, queue_id);
+        let published = match park {
+            Park::No => appended(self.store.append(&message)?),
+            Park::Timer(due) => {
+                let at = self.timers.schedule_at(&message, due)?;
+                Published {
+                    recall_handle: Some(crate::parked::timer::recall_handle(at)),
+                    log_offset: at.phys,
+                    ..Default::default()
+                }
+            }
+            Park::Half(recovery) => {
+                let at = self
+                    .transactions
+                    .prepare_at(&message, recovery, producer.as_deref())?;
+                Published {
+                    transaction_id: Some(crate::parked::transaction::transaction_id(at)),
+                    log_offset: at.phys,
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(published)
+    }
+
+    /// [`Engine::publish`] for a caller on an async worker: does only what cannot block (see
+    /// [`ferromq_store::Store::try_append`]) and hands back the rest. The checks and their
+    /// errors are the same as `publish`'s.
+    pub fn publish_quick(&self, p: Publication) -> Result<Quick, EngineError> {
+        let Some(topic) = self.store.topics().get(&p.topic) else {
+            return Ok(Quick::Later(p));
+        };
+        if !matches!(self.check(&p, &topic)?, Park::No) {
+            return Ok(Quick::Later(p));
+        }
+        let queue_id = self.placement.choose(
+            &topic.name,
+            topic.queues,
+            p.queue_id,
+            p.message_group.as_deref(),
+        )?;
+        let message = stored_form(p, topic.name, queue_id);
+        Ok(match self.store.try_append(&message)? {
+            Some(a) => Quick::Published(appended(a)),
+            None => Quick::Blocked(Pending { message }),
+        })
+    }
+
+    /// Appends a message [`Engine::publish_quick`] checked but could not store without
+    /// blocking. Blocks.
+    pub fn publish_pending(&self, p: Pending) -> Result<Published, EngineError> {
+        Ok(appended(self.store.append(&p.message)?))
+    }
+
+    /// The checks of one message against its topic and this group; says whether it is parked.
+    fn check(
+        &self,
+        p: &Publication,
+        topic: &ferromq_store::TopicConfig,
+    ) -> Result<Park, EngineError> {
         if self.membership.is_read_only() {
             return Err(EngineError::Draining {
                 group: self.membership.group(),
             });
         }
-        let topic = self.topic(&p.topic)?;
         if !topic.permission.writable() {
             return Err(EngineError::TopicPermission {
-                topic: topic.name,
+                topic: topic.name.clone(),
                 what: "writable",
             });
         }
         if topic.message_type != p.message_type {
             return Err(EngineError::TypeMismatch {
-                topic: topic.name,
+                topic: topic.name.clone(),
                 accepts: topic.message_type,
                 sent: p.message_type,
             });
@@ -130,44 +217,17 @@ impl Engine {
                 )));
             }
         }
-        let queue_id = self.placement.choose(
-            &topic.name,
-            topic.queues,
-            p.queue_id,
-            p.message_group.as_deref(),
-        )?;
-        let producer = p.producer.clone();
-        let message = stored_form(p, topic.name, queue_id);
-        let published = match park {
-            Park::No => {
-                let a = self.store.append(&message)?;
-                Published {
-                    queue_offset: Some(a.queue_offset),
-                    visible_end: Some(a.phys_offset + u64::from(a.size)),
-                    log_offset: a.phys_offset,
-                    ..Default::default()
-                }
-            }
-            Park::Timer(due) => {
-                let at = self.timers.schedule_at(&message, due)?;
-                Published {
-                    recall_handle: Some(crate::parked::timer::recall_handle(at)),
-                    log_offset: at.phys,
-                    ..Default::default()
-                }
-            }
-            Park::Half(recovery) => {
-                let at = self
-                    .transactions
-                    .prepare_at(&message, recovery, producer.as_deref())?;
-                Published {
-                    transaction_id: Some(crate::parked::transaction::transaction_id(at)),
-                    log_offset: at.phys,
-                    ..Default::default()
-                }
-            }
-        };
-        Ok(published)
+        Ok(park)
+    }
+}
+
+/// What an append of a message to its topic tells the front door.
+fn appended(a: ferromq_store::AppendResult) -> Published {
+    Published {
+        queue_offset: Some(a.queue_offset),
+        visible_end: Some(a.phys_offset + u64::from(a.size)),
+        log_offset: a.phys_offset,
+        ..Default::default()
     }
 }
 

@@ -427,6 +427,15 @@ impl CommitLog {
         Ok((new, pos))
     }
 
+    /// Where an append of `len` bytes would go if it fits in the active segment without a
+    /// roll (what [`CommitLog::reserve`] then returns without allocating); `None` otherwise.
+    pub fn room_in_active(&self, len: usize) -> Option<u64> {
+        let pos = self.write_pos.load(Ordering::Acquire);
+        let seg = self.segment_for(pos)?;
+        let left = self.segment_size - (pos - seg.base);
+        (len as u64 <= left).then_some(pos)
+    }
+
     /// Adds the segment starting at `base` to the log, taking the spare or allocating it.
     ///
     /// The spare lock is held until the segment is in the list: `prepare_spare` decides from

@@ -439,6 +439,14 @@ impl Index {
         self.ensure_capacity(self.reserved.load(Ordering::Acquire) + entries)
     }
 
+    /// Whether a record needing `entries` entries fits in the files allocated already (so
+    /// [`Index::reserve`] would not allocate).
+    pub fn has_room(&self, entries: u64) -> bool {
+        entries == 0
+            || self.capacity.load(Ordering::Acquire)
+                >= self.reserved.load(Ordering::Acquire) + entries
+    }
+
     /// Counts `entries` as used by a written record (after a successful [`Index::reserve`]).
     pub fn commit_reserved(&self, entries: u64) {
         self.reserved.fetch_add(entries, Ordering::AcqRel);

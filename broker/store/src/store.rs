@@ -2,7 +2,12 @@
 //! the background dispatcher and flusher, and recovers after a crash.
 //!
 //! Threads: callers append and read on their own threads (calls block; async servers call
-//! them from `spawn_blocking`). One dispatcher thread follows the commit log and writes consume
+//! them from `spawn_blocking`). [`Store::try_append`] is the exception, for async callers: it
+//! appends only when that is a copy into memory (the segment is mapped and prefaulted, the
+//! consume queue file and the index room exist, no replication gate) and otherwise says to take
+//! the blocking [`Store::append`]; its sync-mode flush is awaited with [`Store::durable`], a
+//! future the flusher wakes together with every other waiter of the same flush (group commit).
+//! One dispatcher thread follows the commit log and writes consume
 //! queue and index entries. One flusher thread makes the log durable (on a timer in async
 //! mode, on demand with group commit in sync mode). One housekeeping thread flushes the
 //! derived files, writes the checkpoint, persists consumer offsets, checks the disk, allocates
@@ -36,8 +41,10 @@ use crate::metadata::{self, Fencer, MetadataStats, OffsetStore, TopicStore};
 use crate::record::{self, NewMessage, StoredMessage};
 use crate::{KEY_SEPARATOR, PROP_CQ_KEY, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
+mod durable;
 mod replica;
 
+pub use durable::Durable;
 pub use replica::RawBatch;
 
 /// What an append returns.
@@ -182,6 +189,10 @@ impl DispatchEvent<'_> {
 /// A callback run by the dispatcher for every record it dispatches.
 pub type DispatchListener = Arc<dyn Fn(&DispatchEvent<'_>) + Send + Sync>;
 
+/// A callback run once per dispatch pass with how far the log is now dispatched (readable by
+/// queue): async waiters for read-your-writes wake once per pass, not once per record.
+pub type DispatchedListener = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// A callback run after records are written, with the new end of the log (a replication
 /// leader wakes the streams to its followers with it). It must be quick: it runs on the
 /// writer's thread.
@@ -284,10 +295,25 @@ impl CorruptRecords {
     }
 }
 
-/// A thread waiting in sync mode for its record to be flushed.
+/// A caller waiting in sync mode for its record to be flushed.
 struct FlushWaiter {
     end: u64,
-    thread: std::thread::Thread,
+    wake: FlushWake,
+}
+
+/// How the flusher wakes a waiter: a blocked thread is unparked, an async task woken.
+enum FlushWake {
+    Thread(std::thread::Thread),
+    Task(std::task::Waker),
+}
+
+impl FlushWake {
+    fn wake(&self) {
+        match self {
+            FlushWake::Thread(t) => t.unpark(),
+            FlushWake::Task(w) => w.wake_by_ref(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -340,6 +366,7 @@ struct Inner {
     house_log: LogLimiter,
     shutdown: AtomicBool,
     listeners: RwLock<Vec<DispatchListener>>,
+    dispatched_listeners: RwLock<Vec<DispatchedListener>>,
     append_listeners: RwLock<Vec<AppendListener>>,
     /// Set on a replica of a replicated group (see [`AppendGate`]).
     append_gate: RwLock<Option<Arc<dyn AppendGate>>>,
@@ -358,6 +385,10 @@ struct Inner {
     /// Retention keeps every segment holding a record at or above this commit log offset
     /// (records parked for later: pending timers and half messages). `u64::MAX`: no floor.
     retention_floor: AtomicU64,
+    /// The prefaulter has faulted pages in up to this commit log offset (0: nothing yet, or no
+    /// prefaulter). [`Store::try_append`] writes only below it, so an async worker never takes
+    /// a page fault that could wait for the disk.
+    prefaulted: AtomicU64,
 }
 
 /// The storage engine. Cheap to share: wrap it in an `Arc`.
@@ -495,6 +526,7 @@ impl Store {
             house_log: LogLimiter::default(),
             shutdown: AtomicBool::new(false),
             listeners: RwLock::new(Vec::new()),
+            dispatched_listeners: RwLock::new(Vec::new()),
             append_listeners: RwLock::new(Vec::new()),
             append_gate: RwLock::new(None),
             faults: Faults::default(),
@@ -507,6 +539,7 @@ impl Store {
             last_checkpoint: Mutex::new(None),
             retention_floor: AtomicU64::new(u64::MAX),
             dispatch_limit: AtomicU64::new(u64::MAX),
+            prefaulted: AtomicU64::new(0),
             cfg,
         });
 
@@ -585,6 +618,28 @@ impl Store {
     /// Appends a message. Returns once it is in the log (async mode) or on disk (sync mode).
     pub fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
         self.inner.append(msg)
+    }
+
+    /// Appends a message if that needs no disk I/O and no wait: for callers on async workers.
+    /// `Ok(None)` means it could not be done that way (the next segment, a consume queue file
+    /// or index room must be allocated first, the pages ahead are not prefaulted yet, another
+    /// writer holds the log, or this is a replica of a replicated group): nothing was written,
+    /// and the caller takes [`Store::append`] on a thread that may block. `Ok(Some(..))`
+    /// means it is in the log; in sync mode it is acknowledged only once [`Store::durable`]
+    /// for its end completes. Errors are the refusals [`Store::append`] gives.
+    pub fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
+        self.inner.try_append(msg)
+    }
+
+    /// Completes once every record below commit log offset `end` is as durable as the flush
+    /// mode promises: at once in async mode; in sync mode once flushed (the flusher wakes all
+    /// waiters a flush covers together). An error means the store stopped (a failed flush)
+    /// before that: the record must not be acknowledged.
+    pub fn durable(&self, end: u64) -> Durable {
+        Durable {
+            inner: self.inner.clone(),
+            end,
+        }
     }
 
     /// Appends several messages under one lock (and one flush wait in sync mode), in order.
@@ -731,7 +786,16 @@ impl Store {
             .push(f);
     }
 
-    /// Registers a callback run after every write with the new end of the log.
+    /// Registers a callback run once per dispatch pass with the new dispatched end (see
+    /// [`DispatchedListener`]).
+    pub fn on_dispatched(&self, f: DispatchedListener) {
+        self.inner
+            .dispatched_listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
+    }
+
     /// Puts every later append under `gate` (a replica of a replicated group).
     pub fn set_append_gate(&self, gate: Arc<dyn AppendGate>) {
         *self
@@ -1207,9 +1271,78 @@ impl Inner {
         })
     }
 
+    /// [`Store::try_append`]: the append lock is only tried (a writer that holds it may be
+    /// allocating), and everything [`Inner::write_one`] would allocate must exist already.
+    fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
+        if self.cfg.replicated || self.gate().is_some() {
+            return Ok(None);
+        }
+        let adm = self.admit(msg)?;
+        let Some(mut w) = self.try_writer() else {
+            return Ok(None);
+        };
+        if let Some(e) = self.stopped_error() {
+            return Err(e);
+        }
+        let ready = w
+            .next
+            .get(msg.topic.as_str())
+            .and_then(|q| q.get(&msg.queue_id))
+            .is_some_and(|c| c.next < c.file_end);
+        if !ready || !self.index.has_room(adm.index_entries) {
+            return Ok(None);
+        }
+        let Some(pos) = self
+            .log
+            .room_in_active(adm.len)
+            .filter(|pos| pos + adm.len as u64 <= self.prefaulted.load(Ordering::Acquire))
+        else {
+            return Ok(None);
+        };
+        let a = self.write_one(&mut w, msg, adm)?;
+        drop(w);
+        debug_assert_eq!(a.phys_offset, pos);
+        let end = a.phys_offset + a.size as u64;
+        self.count_written(1, a.size as u64, end);
+        if !self.dispatch_here() {
+            self.wake_dispatcher();
+        }
+        Ok(Some(a))
+    }
+
+    /// The append lock if it is free or soon free: holders that copy release it within
+    /// microseconds, one that allocates may hold it for a disk's worth of time, and an async
+    /// worker must not wait for that.
+    fn try_writer(&self) -> Option<std::sync::MutexGuard<'_, Writer>> {
+        for _ in 0..64 {
+            match self.writer.try_lock() {
+                Ok(g) => return Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        None
+    }
+
     /// Counts the written records, wakes the dispatcher and, in sync mode, waits until
     /// everything below `end` is on disk.
     fn after_write(&self, count: u64, bytes: u64, end: u64) -> Result<()> {
+        self.note_written(count, bytes, end);
+        if self.cfg.flush == FlushMode::Sync {
+            self.wait_flushed(end)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the written records and wakes who follows the log (append listeners, the
+    /// dispatcher when it sleeps).
+    fn note_written(&self, count: u64, bytes: u64, end: u64) {
+        self.count_written(count, bytes, end);
+        self.wake_dispatcher();
+    }
+
+    /// Counts the written records and tells the append listeners.
+    fn count_written(&self, count: u64, bytes: u64, end: u64) {
         self.appends.fetch_add(count, Ordering::Relaxed);
         self.append_bytes.fetch_add(bytes, Ordering::Relaxed);
         for l in self
@@ -1220,14 +1353,14 @@ impl Inner {
         {
             l(end);
         }
+    }
+
+    /// Wakes the dispatcher thread if it sleeps.
+    fn wake_dispatcher(&self) {
         if self.dispatcher_idle.load(Ordering::SeqCst) {
             let _g = lock(&self.dispatch_mx);
             self.dispatch_cv.notify_one();
         }
-        if self.cfg.flush == FlushMode::Sync {
-            self.wait_flushed(end)?;
-        }
-        Ok(())
     }
 
     /// Appends several messages under one lock and, in sync mode, one wait for the flush.
@@ -1294,12 +1427,9 @@ impl Inner {
         // the flusher's check or the flusher's idle flag before our load of it.
         lock(&self.flush_list).push(FlushWaiter {
             end,
-            thread: std::thread::current(),
+            wake: FlushWake::Thread(std::thread::current()),
         });
-        if self.flusher_idle.load(Ordering::SeqCst) {
-            let _g = lock(&self.flush_mx);
-            self.flush_cv.notify_one();
-        }
+        self.wake_flusher();
         loop {
             if self.log.flushed_pos() >= end {
                 return Ok(());
@@ -1311,14 +1441,22 @@ impl Inner {
         }
     }
 
-    /// Unparks the waiters a flush has covered (all of them once the store stopped).
+    /// Wakes the flusher if it sleeps (a waiter was just added to the list).
+    fn wake_flusher(&self) {
+        if self.flusher_idle.load(Ordering::SeqCst) {
+            let _g = lock(&self.flush_mx);
+            self.flush_cv.notify_one();
+        }
+    }
+
+    /// Wakes the waiters a flush has covered (all of them once the store stopped).
     fn release_waiters(&self) {
         let flushed = self.log.flushed_pos();
         let stopped = self.stopped_flag.load(Ordering::Acquire);
         let mut list = lock(&self.flush_list);
         list.retain(|w| {
             if stopped || w.end <= flushed {
-                w.thread.unpark();
+                w.wake.wake();
                 false
             } else {
                 true
@@ -1467,7 +1605,32 @@ impl Inner {
 
     /// Writes consume queue and index entries for every record in `dispatched..end`.
     fn dispatch_until(&self, end: u64) -> Result<()> {
-        let _pass = lock(&self.dispatch_lock);
+        self.dispatch_pass(lock(&self.dispatch_lock), end)
+    }
+
+    /// Dispatches what is written on the caller's thread when no pass is running: a send that
+    /// wrote its record on an async worker makes it readable there, with no wake-up of the
+    /// dispatcher thread and none back. The entries are plain writes into mapped files the
+    /// writer allocated before acknowledging (see the module docs). Returns false when it did
+    /// not dispatch (a pass is running, dispatch is failing): the dispatcher thread does it.
+    fn dispatch_here(&self) -> bool {
+        if self.dispatch_failing.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(pass) = self.dispatch_lock.try_lock() else {
+            return false;
+        };
+        match self.dispatch_pass(pass, self.dispatch_target()) {
+            Ok(()) => true,
+            Err(e) => {
+                self.dispatch_failed(&e);
+                false
+            }
+        }
+    }
+
+    /// One dispatch pass up to `end`, holding the pass lock.
+    fn dispatch_pass(&self, _pass: std::sync::MutexGuard<'_, ()>, end: u64) -> Result<()> {
         let from = self.dispatched.load(Ordering::Acquire);
         if from >= end {
             return Ok(());
@@ -1512,6 +1675,15 @@ impl Inner {
         if self.dispatch_waiters.load(Ordering::SeqCst) > 0 {
             let _g = lock(&self.dispatch_mx);
             self.dispatched_cv.notify_all();
+        }
+        let upto = self.dispatched.load(Ordering::Acquire);
+        for l in self
+            .dispatched_listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            l(upto);
         }
         Ok(())
     }
@@ -1761,6 +1933,7 @@ impl Inner {
                             std::thread::sleep(Duration::from_millis(5));
                         }
                         done = next;
+                        self.prefaulted.fetch_max(done, Ordering::AcqRel);
                     }
                     Err(e) => {
                         info!(error = %e, "page prefaulting not available; appends fault pages themselves");

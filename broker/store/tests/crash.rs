@@ -63,7 +63,13 @@ fn crash_child_writer() {
                         Some(if i % 2 == 0 { "even" } else { "odd" }),
                         &[&keys[0]],
                     );
-                    let a = s.append(&m).expect("append");
+                    // Half the threads append the way the gRPC send path does (in memory
+                    // on the caller when possible, then the async flush wait).
+                    let a = if t % 2 == 0 {
+                        support::append_quick(&s, &m).expect("append")
+                    } else {
+                        s.append(&m).expect("append")
+                    };
                     use std::io::Write;
                     let _ = writeln!(out, "ACK {id} {q} {} {}", a.queue_offset, a.phys_offset);
                 }

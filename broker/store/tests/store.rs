@@ -677,3 +677,104 @@ fn dispatch_listeners_see_every_record_after_it_is_readable() {
     assert!(seen.iter().all(|(_, readable, _)| *readable));
     assert_eq!(seen[7].2.as_deref(), Some("v-m7"));
 }
+
+/// Tries the in-memory append until it is taken (the prefaulter has to get ahead first).
+fn try_append_until_taken(
+    store: &Store,
+    m: &ferromq_store::NewMessage,
+) -> ferromq_store::AppendResult {
+    for _ in 0..10_000 {
+        if let Some(a) = store.try_append(m).unwrap() {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("try_append never took the message");
+}
+
+#[test]
+fn try_append_defers_what_needs_a_new_file_and_writes_the_rest_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    let first = message("quick", 0, "q0", Some("A"), &["k0"]);
+    assert!(
+        store.try_append(&first).unwrap().is_none(),
+        "the queue's file does not exist yet: that is an allocation, left to append()"
+    );
+    assert_eq!(
+        store.stats().appends_total,
+        0,
+        "a deferred append writes nothing"
+    );
+    store.append(&first).unwrap();
+    let a = try_append_until_taken(&store, &message("quick", 0, "q1", Some("A"), &["k1"]));
+    assert_eq!(a.queue_offset, 1);
+    let b = store.append(&message("quick", 0, "q2", None, &[])).unwrap();
+    assert_eq!(b.queue_offset, 2);
+    assert_eq!(b.phys_offset, a.phys_offset + u64::from(a.size));
+    wait(&store);
+    let r = store.read("quick", 0, 0, 10, None).unwrap();
+    let ids: Vec<&str> = r.messages.iter().map(|m| m.msg_id().unwrap()).collect();
+    assert_eq!(ids, ["q0", "q1", "q2"]);
+    assert_eq!(r.messages[1].body, body_for("q1"));
+    let found = store.lookup_id("quick", "q1").expect("indexed by id");
+    assert_eq!(found.queue_offset, 1);
+}
+
+#[test]
+fn durable_waits_for_the_flush_in_sync_mode_and_one_flush_covers_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.flush = FlushMode::Sync;
+    let store = Store::open(cfg).unwrap();
+    store.append(&message("s", 0, "s0", None, &[])).unwrap();
+    let mut ends = vec![];
+    let a = try_append_until_taken(&store, &message("s", 0, "s1", None, &[]));
+    ends.push(a.phys_offset + u64::from(a.size));
+    for i in 2..10 {
+        if let Some(a) = store
+            .try_append(&message("s", 0, &format!("s{i}"), None, &[]))
+            .unwrap()
+        {
+            ends.push(a.phys_offset + u64::from(a.size));
+        }
+    }
+    let last = *ends.last().unwrap();
+    support::block_on(store.durable(last)).unwrap();
+    assert!(store.stats().log_flushed_offset >= last);
+    for end in ends {
+        support::block_on(store.durable(end)).unwrap();
+    }
+}
+
+#[test]
+fn durable_reports_a_failed_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.flush = FlushMode::Sync;
+    let store = Store::open(cfg).unwrap();
+    store.append(&message("f", 0, "f0", None, &[])).unwrap();
+    let a = try_append_until_taken(&store, &message("f", 0, "f1", None, &[]));
+    // The injected failure hits the next flush, which is the one this waiter needs unless
+    // the flusher already made it durable on its own.
+    store.inject_flush_failure();
+    let r = support::block_on(store.durable(a.phys_offset + u64::from(a.size)));
+    let flushed = store.stats().log_flushed_offset >= a.phys_offset + u64::from(a.size);
+    assert!(
+        r.is_ok() == flushed,
+        "durable must say Ok exactly when the record was flushed: {r:?}"
+    );
+    let _ = store.close();
+}
+
+#[test]
+fn try_append_leaves_a_replicated_store_to_the_gated_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.replicated = true;
+    let store = Store::open(cfg).unwrap();
+    for i in 0..3 {
+        let m = message("r", 0, &format!("r{i}"), None, &[]);
+        assert!(store.try_append(&m).unwrap().is_none());
+    }
+}

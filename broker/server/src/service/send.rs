@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use ferromq_engine::time::WallTime;
-use ferromq_engine::{topics, Publication, Published};
+use ferromq_engine::{topics, Pending, Publication, Published, Quick};
 use ferromq_proto::v2::{self, Code};
 use ferromq_store::MessageType;
 use tracing::{instrument, warn};
@@ -94,14 +94,134 @@ fn publication(
     })
 }
 
-/// Validates, publishes and counts one message.
+/// Validates, publishes and counts one message (blocking; off the async workers).
 fn send_one(node: &Node, m: &v2::Message, producer: Option<&str>) -> Result<Published, RpcError> {
     let p = publication(node, m, producer)?;
-    let (topic, size) = (p.topic.clone(), p.body.len());
-    let kind = crate::metrics::message_type_label(p.message_type);
-    let published = node.engine.publish(p)?;
-    node.metrics.message_in(&topic, kind, size);
+    publish_counted(node, Slow::Publish(p))
+}
+
+/// A message the async worker could not finish without blocking.
+enum Slow {
+    /// Checked; only its append is left.
+    Append(Pending, Counted),
+    /// Not checked yet (it may auto-create its topic or be parked).
+    Publish(Publication),
+}
+
+/// What the metrics count for a message once it is stored.
+struct Counted {
+    topic: String,
+    kind: &'static str,
+    size: usize,
+}
+
+impl Counted {
+    fn of(p: &Publication) -> Counted {
+        Counted {
+            topic: p.topic.clone(),
+            kind: crate::metrics::message_type_label(p.message_type),
+            size: p.body.len(),
+        }
+    }
+}
+
+/// Finishes a message on a thread that may block, and counts it.
+fn publish_counted(node: &Node, work: Slow) -> Result<Published, RpcError> {
+    let (published, counted) = match work {
+        Slow::Append(pending, counted) => (node.engine.publish_pending(pending)?, counted),
+        Slow::Publish(p) => {
+            let counted = Counted::of(&p);
+            (node.engine.publish(p)?, counted)
+        }
+    };
+    node.metrics
+        .message_in(&counted.topic, counted.kind, counted.size);
     Ok(published)
+}
+
+/// What the async worker did with a message.
+enum Step {
+    Done(Result<Published, RpcError>),
+    Slow(Slow),
+}
+
+/// Validates a message and stores it on this async worker when that is a copy into memory
+/// (see `Engine::publish_quick`); otherwise says what is left for a blocking thread.
+fn send_quick(node: &Node, m: &v2::Message, producer: Option<&str>) -> Step {
+    let p = match publication(node, m, producer) {
+        Ok(p) => p,
+        Err(e) => return Step::Done(Err(e)),
+    };
+    let counted = Counted::of(&p);
+    match node.engine.publish_quick(p) {
+        Ok(Quick::Published(published)) => {
+            node.metrics
+                .message_in(&counted.topic, counted.kind, counted.size);
+            Step::Done(Ok(published))
+        }
+        Ok(Quick::Blocked(pending)) => Step::Slow(Slow::Append(pending, counted)),
+        Ok(Quick::Later(p)) => Step::Slow(Slow::Publish(p)),
+        Err(e) => Step::Done(Err(e.into())),
+    }
+}
+
+/// Each message's id and outcome, in order. Messages are stored on this task while that needs
+/// no disk I/O (the common case: no thread hand-off per send); from the first one that does,
+/// the rest of the request goes to the blocking pool, so the request's order is kept.
+async fn store_all(
+    node: &Arc<Node>,
+    messages: Vec<v2::Message>,
+    producer: Option<String>,
+) -> Result<Vec<(String, Result<Published, RpcError>)>, RpcError> {
+    let id_of = |m: &v2::Message| {
+        m.system_properties
+            .as_ref()
+            .map(|s| s.message_id.clone())
+            .unwrap_or_default()
+    };
+    let mut results = Vec::with_capacity(messages.len());
+    let mut rest = messages.into_iter();
+    let mut slow = None;
+    for m in rest.by_ref() {
+        match send_quick(node, &m, producer.as_deref()) {
+            Step::Done(r) => results.push((id_of(&m), r)),
+            Step::Slow(work) => {
+                slow = Some((id_of(&m), work));
+                break;
+            }
+        }
+    }
+    if let Some(first) = slow {
+        let rest: Vec<v2::Message> = rest.collect();
+        let later = node
+            .blocking(move |b| {
+                let mut out = Vec::with_capacity(rest.len() + 1);
+                let (id, work) = first;
+                out.push((id, publish_counted(b, work)));
+                for m in &rest {
+                    out.push((id_of(m), send_one(b, m, producer.as_deref())));
+                }
+                Ok(out)
+            })
+            .await?;
+        results.extend(later);
+    }
+    // In sync mode an append made on this task counts once it is flushed; the flusher wakes
+    // every send a flush covers at once. (Appends made on the blocking pool waited already.)
+    if let Some(end) = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .filter_map(|s| s.visible_end)
+        .max()
+    {
+        if let Err(e) = node.engine.store.durable(end).await {
+            let e = RpcError::from(e);
+            for (_, r) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
+                *r = Err(e.clone());
+            }
+        }
+    }
+    Ok(results)
 }
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]
@@ -123,25 +243,7 @@ pub async fn send_message(
             entries: vec![],
         };
     }
-    let messages = req.messages;
-    let client_id = meta.client_id.clone();
-    let results = node
-        .blocking(move |b| {
-            let results: Vec<_> = messages
-                .iter()
-                .map(|m| {
-                    let id = m
-                        .system_properties
-                        .as_ref()
-                        .map(|s| s.message_id.clone())
-                        .unwrap_or_default();
-                    (id, send_one(b, m, client_id.as_deref()))
-                })
-                .collect();
-            Ok(results)
-        })
-        .await;
-    let results: Vec<(String, Result<Published, RpcError>)> = match results {
+    let results = match store_all(node, req.messages, meta.client_id.clone()).await {
         Ok(r) => r,
         Err(e) => {
             return v2::SendMessageResponse {

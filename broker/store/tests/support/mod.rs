@@ -102,3 +102,37 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// Runs a future to completion on this thread (the store's async waits need no runtime).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// Appends `m` the way an async server does: in memory when [`ferromq_store::Store::try_append`]
+/// can, then waits for [`ferromq_store::Store::durable`]; otherwise with the blocking append.
+pub fn append_quick(
+    store: &ferromq_store::Store,
+    m: &NewMessage,
+) -> ferromq_store::Result<ferromq_store::AppendResult> {
+    match store.try_append(m)? {
+        Some(a) => {
+            block_on(store.durable(a.phys_offset + u64::from(a.size)))?;
+            Ok(a)
+        }
+        None => store.append(m),
+    }
+}
