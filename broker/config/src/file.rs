@@ -90,10 +90,14 @@ impl ConfigFile {
                 })
                 .copied()
                 .unwrap_or("config");
-            bad(
-                field,
-                format!("{}: {}", self.path.display(), e.to_string().trim()),
-            )
+            // With the field named, toml's own "in `key`" line would only make the error two
+            // lines; without it, that line is the best clue left.
+            let why = if field == "config" {
+                e.to_string().trim().replace('\n', " ")
+            } else {
+                e.message().trim().to_string()
+            };
+            bad(field, format!("{}: {why}", self.path.display()))
         })
     }
 }

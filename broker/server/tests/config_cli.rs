@@ -96,7 +96,7 @@ fn bad_retention_flags_stop_start_up_naming_the_flag() {
 #[tokio::test]
 async fn the_disk_high_water_flag_refuses_appends_above_it() {
     let s = Server::start(&["--disk-high-water", "1"]);
-    s.create_topic("t", "NORMAL", 1);
+    s.create_topic("t", "normal", 1);
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
         let (code, body) = http_get(s.http_port, "/readyz").expect("readyz");
@@ -112,7 +112,7 @@ async fn the_disk_high_water_flag_refuses_appends_above_it() {
     assert_ne!(code, Code::Ok, "a send above the mark is refused: {r:?}");
 
     let s = Server::start(&[]);
-    s.create_topic("t", "NORMAL", 1);
+    s.create_topic("t", "normal", 1);
     let mut c = s.client().await;
     send_ok(&mut c, message("t", "01B", b"x")).await;
 }
