@@ -219,10 +219,27 @@ where
     api.patch_status(
         obj.meta().name.as_deref().unwrap_or_default(),
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": status })),
+        &Patch::Merge(serde_json::json!({ "status": status_patch(old, status)? })),
     )
     .await?;
     Ok(())
+}
+
+/// The merge patch from `old` to `new`: `new` itself, plus an explicit null for every field
+/// `old` had and `new` leaves out (fields that are `None` are not serialized, and a merge patch
+/// keeps what it does not mention, so a field that went away would otherwise stay forever).
+fn status_patch<S: Serialize>(old: &S, new: &S) -> Result<serde_json::Value, serde_json::Error> {
+    let mut patch = serde_json::to_value(new)?;
+    if let (serde_json::Value::Object(was), serde_json::Value::Object(now)) =
+        (serde_json::to_value(old)?, &mut patch)
+    {
+        for key in was.keys() {
+            if !now.contains_key(key) {
+                now.insert(key.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    Ok(patch)
 }
 
 /// Deletes `name` if it exists; true when something was deleted.
@@ -392,5 +409,37 @@ pub fn admin_endpoint(ctx: &Context, namespace: &str, name: &str) -> String {
             "{name}.{namespace}.svc:{}",
             crate::builders::common::GRPC_PORT
         ),
+    }
+}
+
+#[cfg(test)]
+mod status_patch_tests {
+    use super::status_patch;
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct St {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        ready: bool,
+    }
+
+    #[test]
+    fn a_field_that_went_away_is_nulled_and_the_rest_is_kept() {
+        let old = St {
+            endpoint: Some("demo.ns.svc:8081".into()),
+            ready: true,
+        };
+        let new = St {
+            endpoint: None,
+            ready: false,
+        };
+        let p = status_patch(&old, &new).expect("patch");
+        assert_eq!(p, serde_json::json!({ "endpoint": null, "ready": false }));
+        let p = status_patch(&new, &old).expect("patch");
+        assert_eq!(
+            p,
+            serde_json::json!({ "endpoint": "demo.ns.svc:8081", "ready": true })
+        );
     }
 }
