@@ -442,5 +442,9 @@ if ((failed > 0)); then
   rc=1
 fi
 echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, roll-out ${rollout_s}s, binary+kubectl ${e2e_s}s, real-topic ${topic_s}s, real-drain ${drain_s:-0}s, suite $((SECONDS - suite_start))s"
-echo "operator-e2e: $passed passed, $failed failed"
+if ((rc != 0 && failed == 0)); then
+  echo "operator-e2e: $passed checks passed, but a cargo integration test above FAILED"
+else
+  echo "operator-e2e: $passed passed, $failed failed"
+fi
 exit "$rc"
