@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferromq_store::{MessageType, NewMessage, KEY_SEPARATOR, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
+use ferromq_store::{
+    MessageType, NewMessage, TopicConfig, KEY_SEPARATOR, PROP_KEYS, PROP_MSG_ID, PROP_TAGS,
+};
 
 use crate::error::EngineError;
 use crate::props;
@@ -94,14 +96,8 @@ impl Engine {
     pub fn publish(&self, p: Publication) -> Result<Published, EngineError> {
         let topic = self.topic(&p.topic)?;
         let park = self.check(&p, &topic)?;
-        let queue_id = self.placement.choose(
-            &topic.name,
-            topic.queues,
-            p.queue_id,
-            p.message_group.as_deref(),
-        )?;
         let producer = p.producer.clone();
-        let message = stored_form(p, topic.name, queue_id);
+        let message = self.placed(p, topic)?;
         let published = match park {
             Park::No => appended(self.store.append(&message)?),
             Park::Timer(due) => {
@@ -126,6 +122,17 @@ impl Engine {
         Ok(published)
     }
 
+    /// The stored form of `p` on the queue that placement picks for it in `topic`.
+    fn placed(&self, p: Publication, topic: TopicConfig) -> Result<NewMessage, EngineError> {
+        let queue_id = self.placement.choose(
+            &topic.name,
+            topic.queues,
+            p.queue_id,
+            p.message_group.as_deref(),
+        )?;
+        Ok(stored_form(p, topic.name, queue_id))
+    }
+
     /// [`Engine::publish`] for a caller on an async worker: does only what cannot block (see
     /// [`ferromq_store::Store::try_append`]) and hands back the rest. The checks and their
     /// errors are the same as `publish`'s.
@@ -136,13 +143,7 @@ impl Engine {
         if !matches!(self.check(&p, &topic)?, Park::No) {
             return Ok(Quick::Later(p));
         }
-        let queue_id = self.placement.choose(
-            &topic.name,
-            topic.queues,
-            p.queue_id,
-            p.message_group.as_deref(),
-        )?;
-        let message = stored_form(p, topic.name, queue_id);
+        let message = self.placed(p, topic)?;
         Ok(match self.store.try_append(&message)? {
             Some(a) => Quick::Published(appended(a)),
             None => Quick::Blocked(Pending { message }),
