@@ -248,11 +248,21 @@ fn topic_to_api(topic: &TopicClusterState) -> Result<api::Topic, AdminError> {
     let queues = u32::try_from(topic.queues).map_err(|_| AdminError::Unsendable {
         detail: format!("{} queues for topic {}", topic.queues, topic.name),
     })?;
+    let retention_ms = match &topic.retention {
+        None => 0,
+        Some(r) => ferromq_config::parse_retention_ms("retention", r)
+            .ok()
+            .and_then(|ms| i64::try_from(ms).ok())
+            .ok_or_else(|| AdminError::Unsendable {
+                detail: format!("retention {r:?} for topic {}", topic.name),
+            })?,
+    };
     Ok(api::Topic {
         name: topic.name.clone(),
         queues,
         message_type: type_to_api(topic.message_type) as i32,
         permission: permission_to_api(topic.permission) as i32,
+        retention_ms,
         ..Default::default()
     })
 }
@@ -280,11 +290,24 @@ fn topic_from_api(t: api::Topic) -> Result<TopicClusterState, AdminError> {
         .ok_or_else(|| bad(format!("topic {} has permission {}", t.name, t.permission)))?;
     let queues = i32::try_from(t.queues)
         .map_err(|_| bad(format!("topic {} has {} queues", t.name, t.queues)))?;
+    let retention = match u64::try_from(t.retention_ms) {
+        Ok(0) => None,
+        Ok(ms) => Some(ferromq_config::format_duration(
+            std::time::Duration::from_millis(ms),
+        )),
+        Err(_) => {
+            return Err(bad(format!(
+                "topic {} has retention {} ms",
+                t.name, t.retention_ms
+            )))
+        }
+    };
     Ok(TopicClusterState {
         name: t.name,
         queues,
         message_type,
         permission,
+        retention,
     })
 }
 
@@ -425,7 +448,10 @@ impl ClusterAdmin for GrpcAdmin {
         let wanted = topic_to_api(topic)?;
         self.with_client(endpoint, |mut c| async move {
             if describe(&mut c, &topic.name).await?.is_some() {
+                // Every field is set, so an update leaves nothing at its old value: no
+                // retention in the spec means back to the brokers'.
                 c.update_topic(api::UpdateTopicRequest {
+                    clear_retention: topic.retention.is_none(),
                     topic: Some(wanted),
                 })
                 .await
@@ -741,16 +767,39 @@ mod tests {
             queues,
             message_type,
             permission,
+            retention: None,
         }
+    }
+
+    #[test]
+    fn a_retention_travels_in_milliseconds_and_reads_back_in_its_largest_unit() {
+        let mut t = topic(8, MessageType::Normal, Permission::ReadWrite);
+        t.retention = Some("24h".into());
+        let wire = topic_to_api(&t).expect("sendable");
+        assert_eq!(wire.retention_ms, 86_400_000);
+        let back = topic_from_api(wire).expect("readable");
+        assert_eq!(back.retention.as_deref(), Some("1d"));
+        t.retention = None;
+        assert_eq!(topic_to_api(&t).unwrap().retention_ms, 0, "0: the broker's");
+        t.retention = Some("soon".into());
+        let err = topic_to_api(&t).unwrap_err();
+        assert!(matches!(err, AdminError::Unsendable { .. }), "{err:?}");
+        let mut wire = topic_to_api(&topic(1, MessageType::Fifo, Permission::ReadWrite)).unwrap();
+        wire.retention_ms = -5;
+        let err = topic_from_api(wire).unwrap_err();
+        assert!(err.to_string().contains("retention -5"), "{err}");
     }
 
     #[test]
     fn topics_round_trip_through_the_wire_types() {
         for mt in MESSAGE_TYPES {
             for p in PERMISSIONS {
-                let t = topic(8, mt, p);
-                let wire = topic_to_api(&t).expect("sendable");
-                assert_eq!(topic_from_api(wire).expect("readable"), t);
+                for retention in [None, Some("1d"), Some("90m"), Some("1500ms")] {
+                    let mut t = topic(8, mt, p);
+                    t.retention = retention.map(str::to_string);
+                    let wire = topic_to_api(&t).expect("sendable");
+                    assert_eq!(topic_from_api(wire).expect("readable"), t);
+                }
             }
         }
     }

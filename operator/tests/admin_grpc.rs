@@ -101,6 +101,7 @@ fn topic(name: &str, queues: i32, mt: MessageType, p: Permission) -> TopicCluste
         queues,
         message_type: mt,
         permission: p,
+        retention: None,
     }
 }
 
@@ -162,6 +163,30 @@ async fn topics_are_created_updated_refused_and_deleted_on_a_real_server() -> Re
         admin.upsert_topic(at, &t).await?;
         assert_eq!(admin.describe_topic(at, &t.name).await?, Some(t));
     }
+
+    // A retention of its own, read back in its largest unit, then back to the broker's;
+    // one above the broker's (72h by default) is refused and changes nothing.
+    let mut kept = topic("Kept", 2, MessageType::Normal, Permission::ReadWrite);
+    kept.retention = Some("24h".into());
+    admin.upsert_topic(at, &kept).await?;
+    let held = admin.describe_topic(at, "Kept").await?.context("Kept")?;
+    assert_eq!(held.retention.as_deref(), Some("1d"));
+    kept.retention = Some("90m".into());
+    admin.upsert_topic(at, &kept).await?;
+    assert_eq!(admin.describe_topic(at, "Kept").await?, Some(kept.clone()));
+    let mut too_long = kept.clone();
+    too_long.retention = Some("30d".into());
+    let answer = admin.upsert_topic(at, &too_long).await;
+    refused(
+        answer,
+        "UpdateTopic",
+        Code::InvalidArgument,
+        "longer than this broker's retention",
+    )?;
+    assert_eq!(admin.describe_topic(at, "Kept").await?, Some(kept.clone()));
+    kept.retention = None;
+    admin.upsert_topic(at, &kept).await?;
+    assert_eq!(admin.describe_topic(at, "Kept").await?, Some(kept));
 
     admin.delete_topic(at, "Orders_EU").await?;
     assert_eq!(admin.describe_topic(at, "Orders_EU").await?, None);

@@ -1553,6 +1553,7 @@ async fn topic_is_created_updated_and_deleted_through_its_finalizer() -> Result<
             queues: 8,
             message_type: MessageType::Fifo,
             permission: Permission::ReadWrite,
+            retention: None,
         },
     );
     let topics = e.api::<Topic>();
@@ -1595,6 +1596,44 @@ async fn topic_is_created_updated_and_deleted_through_its_finalizer() -> Result<
         e.versions().await?,
         "second reconcile changed something"
     );
+
+    // A retention of its own is applied on change, shown in its largest unit, and removing
+    // it goes back to the Broker's; one that does not parse is reported and not sent.
+    let patch_retention = |r: serde_json::Value| {
+        let topics = topics.clone();
+        async move {
+            topics
+                .patch(
+                    "orders",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "retention": r } })),
+                )
+                .await
+        }
+    };
+    patch_retention(json!("24h")).await?;
+    e.reconcile_topic("orders").await?;
+    assert_eq!(e.admin.topics(ADMIN)[0].retention.as_deref(), Some("1d"));
+    let st = topics.get("orders").await?.status.context("status")?;
+    assert_condition(&st.conditions, "Ready", "True", "Synced")?;
+    assert_eq!(
+        st.cluster.as_ref().and_then(|c| c.retention.as_deref()),
+        Some("1d")
+    );
+    patch_retention(json!("soon")).await?;
+    e.reconcile_topic("orders").await?;
+    let st = topics.get("orders").await?.status.context("status")?;
+    assert_condition(&st.conditions, "Degraded", "True", "InvalidRetention")?;
+    assert_eq!(
+        e.admin.topics(ADMIN)[0].retention.as_deref(),
+        Some("1d"),
+        "a refused spec changes nothing on the cluster"
+    );
+    patch_retention(serde_json::Value::Null).await?;
+    e.reconcile_topic("orders").await?;
+    assert_eq!(e.admin.topics(ADMIN)[0].retention, None);
+    let st = topics.get("orders").await?.status.context("status")?;
+    assert_condition(&st.conditions, "Ready", "True", "Synced")?;
 
     // A broker group added later holds none of the topic until it is updated: the next
     // reconcile extends the topic to it (the spec did not change) and says so.
@@ -1660,6 +1699,7 @@ async fn topic_of_a_missing_broker_is_reported() -> Result<()> {
             queues: 4,
             message_type: MessageType::Normal,
             permission: Permission::ReadWrite,
+            retention: None,
         },
     );
     e.api::<Topic>().create(&PostParams::default(), &t).await?;
@@ -1780,6 +1820,7 @@ async fn topic_with_a_conflicting_type_on_the_cluster_is_reported_not_changed() 
         queues: 4,
         message_type: MessageType::Normal,
         permission: Permission::ReadWrite,
+        retention: None,
     };
     e.admin.upsert_topic(ADMIN, &existing).await?;
     let t = Topic::new(
@@ -1792,6 +1833,7 @@ async fn topic_with_a_conflicting_type_on_the_cluster_is_reported_not_changed() 
             queues: 8,
             message_type: MessageType::Transaction,
             permission: Permission::ReadWrite,
+            retention: None,
         },
     );
     e.api::<Topic>().create(&PostParams::default(), &t).await?;

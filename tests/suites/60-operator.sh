@@ -351,6 +351,18 @@ check "queue and permission changes reach the cluster" wait_for 60 bash -c \
 check "a synced Topic shows True in its READY column" wait_for 30 ready_column topics ftp orders-eu True
 check "status shows what the cluster holds" wait_for 30 bash -c "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.cluster.queues}') == 8 ]]"
 check "schema refuses shrinking queues" refused 'queues may only grow' k -n topics patch topic orders-eu --type merge -p '{"spec":{"queues":2}}'
+# spec.retention: applied on change (as the broker writes it: 24h is 1d), longer than the
+# broker's refused by it, removed back to the broker's.
+k -n topics patch topic orders-eu --type merge -p '{"spec":{"retention":"24h"}}' >/dev/null
+check "spec.retention reaches the cluster" wait_for 60 bash -c \
+  "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if t[\"retention\"] == \"1d\" else 1)'"
+check "status shows the retention the cluster holds" wait_for 30 bash -c "[[ \$('$KUBECTL' -n topics get topic orders-eu -o jsonpath='{.status.cluster.retention}') == 1d ]]"
+k -n topics patch topic orders-eu --type merge -p '{"spec":{"retention":"30d"}}' >/dev/null
+check "a retention above the broker's is refused by it (AdminApiRefused)" wait_for 60 equals_in topics topic orders-eu \
+  '{.status.conditions[?(@.type=="Degraded")].reason}' AdminApiRefused
+k -n topics patch topic orders-eu --type json -p '[{"op":"remove","path":"/spec/retention"}]' >/dev/null
+check "removing spec.retention goes back to the broker's" wait_for 60 bash -c \
+  "'$FERROMQ_BIN' admin --server 127.0.0.1:$grpc_port -o json topic describe Orders_EU | python3 -c 'import json,sys; t=json.load(sys.stdin); sys.exit(0 if t[\"retention\"] is None and t[\"effective_retention\"] == \"3d\" else 1)'"
 # A topic the cluster already holds with more queues than the Topic asks for: the cluster
 # refuses to shrink it, and the Topic says so with the cluster's status code and words.
 "$FERROMQ_BIN" admin --server "127.0.0.1:$grpc_port" topic create Wide --queues 8 >/dev/null

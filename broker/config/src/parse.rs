@@ -68,6 +68,37 @@ pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, ConfigEr
     Ok(d)
 }
 
+/// Parses a retention given in whole milliseconds or more (`24h`, `7d`, `90m`): a topic's
+/// retention is kept in milliseconds.
+pub fn parse_retention_ms(field: &'static str, s: &str) -> Result<u64, ConfigError> {
+    let d = parse_duration(field, s)?;
+    match u64::try_from(d.as_millis()) {
+        Ok(0) => Err(bad(field, format!("{s:?} is shorter than a millisecond"))),
+        Ok(ms) if ms <= i64::MAX as u64 => Ok(ms),
+        _ => Err(bad(field, format!("{s:?} is too long"))),
+    }
+}
+
+/// Writes a duration in the largest unit that divides it (`3d`, `36h`, `90m`, `1500ms`), a
+/// form [`duration`] reads back to the same value (sub-millisecond parts are dropped).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, len) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % len == 0 {
+            return format!("{}{unit}", ms / len);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Parses a size: `4096`, `64KiB`, `4MiB`, `1GiB` (powers of 1024), `10MB` (powers of 1000).
 pub fn parse_size(field: &'static str, s: &str) -> Result<u64, ConfigError> {
     s.trim()
@@ -195,6 +226,27 @@ mod tests {
         );
         assert!(parse_duration("x", "0s").is_err());
         assert!(parse_duration("x", "3 fortnights").is_err());
+    }
+
+    #[test]
+    fn retentions_are_whole_milliseconds_and_print_back_in_their_largest_unit() {
+        assert_eq!(parse_retention_ms("r", "24h").unwrap(), 86_400_000);
+        assert_eq!(parse_retention_ms("r", "1500ms").unwrap(), 1_500);
+        for bad in ["0", "0s", "500us", "-1h", "soon", ""] {
+            let e = parse_retention_ms("r", bad).unwrap_err();
+            assert_eq!(e.field, "r", "{bad}");
+        }
+        for (ms, text) in [
+            (86_400_000, "1d"),
+            (36 * 3_600_000, "36h"),
+            (90 * 60_000, "90m"),
+            (61_000, "61s"),
+            (1_500, "1500ms"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(duration(text).unwrap(), d, "reads back");
+        }
     }
 
     #[test]

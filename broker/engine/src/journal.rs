@@ -67,6 +67,7 @@ impl Journal {
                 queues: 1,
                 message_type: MessageType::Normal,
                 permission: Permission::ReadWrite,
+                retention_ms: None,
             }) {
                 Ok(_) | Err(StoreError::TopicExists(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -290,6 +291,40 @@ mod tests {
         let json = serde_json::to_string(&c).expect("json");
         assert!(json.contains("\"change\":\"offsets\""), "{json}");
         assert_eq!(serde_json::from_str::<Change>(&json).expect("back"), c);
+    }
+
+    #[test]
+    fn a_topic_retention_reaches_a_follower_and_old_entries_read_without_one() {
+        // An entry journaled before topics had a retention reads as "the node's".
+        let old = r#"{"change":"topic","topic":{"name":"t","queues":2,"message-type":"normal","permission":"read-write"},"incarnation":0}"#;
+        match serde_json::from_str::<Change>(old).expect("old entry") {
+            Change::Topic { topic, .. } => assert_eq!(topic.retention_ms, None),
+            other => panic!("{other:?}"),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(ferromq_store::StoreConfig::new(dir.path().join("store"))).unwrap();
+        let engine_dir = dir.path().join("engine");
+        std::fs::create_dir_all(&engine_dir).unwrap();
+        store.topics().create(TopicConfig::new("t", 2)).unwrap();
+        let kept = TopicConfig {
+            retention_ms: Some(86_400_000),
+            ..TopicConfig::new("t", 2)
+        };
+        let change = Change::Topic {
+            topic: kept.clone(),
+            incarnation: 0,
+        };
+        let json = serde_json::to_string(&change).expect("json");
+        assert!(json.contains("\"retention-ms\":86400000"), "{json}");
+        let end = Journal::open(store.clone())
+            .unwrap()
+            .record(&change)
+            .unwrap();
+        assert!(store.wait_dispatched(end, std::time::Duration::from_secs(5)));
+        let mut applier = Applier::open(store.clone(), &engine_dir, 16).unwrap();
+        assert_eq!(applier.apply_dispatched().unwrap(), 1);
+        assert_eq!(store.topics().get("t"), Some(kept));
+        assert_eq!(store.topics().retention_of("t"), Some(86_400_000));
     }
 
     #[test]

@@ -173,6 +173,7 @@ impl Engine {
                 queues: self.config.default_queues,
                 message_type: MessageType::Normal,
                 permission: Permission::ReadWrite,
+                retention_ms: None,
             };
             return match self.create_topic(cfg) {
                 Ok(t) => {

@@ -161,6 +161,7 @@ mod tests {
                 queues: 2,
                 message_type: MessageType::Normal,
                 permission: Permission::ReadWrite,
+                retention_ms: None,
             })
             .expect("topic");
         Engine::open(store, EngineConfig::new(dir)).expect("engine")

@@ -65,6 +65,7 @@ pub fn ensure_dlq_topic(
         queues: 1,
         message_type: MessageType::Normal,
         permission: Permission::ReadWrite,
+        retention_ms: None,
     };
     match store.topics().create(cfg) {
         Ok(t) => {

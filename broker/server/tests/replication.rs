@@ -36,6 +36,7 @@ async fn member(id: u32, stop: watch::Receiver<bool>) -> Member {
             queues: 2,
             message_type: MessageType::Normal,
             permission: Permission::ReadWrite,
+            retention_ms: None,
         })
         .expect("topic");
     let replica = Replica::open(

@@ -72,6 +72,7 @@ fn main() {
             queues: 4,
             message_type: MessageType::Normal,
             permission: Permission::ReadWrite,
+            retention_ms: None,
         };
         let started = Instant::now();
         store.topics().create(t).expect("create");

@@ -176,6 +176,11 @@ impl ConsumeQueue {
             .next()
             .map(|i| i * entries_per_file)
             .unwrap_or(0);
+        // Entries a topic's retention expired stay expired.
+        let min = match read_expired(dir)? {
+            Some(expired) if !files.is_empty() => min.max(expired),
+            _ => min,
+        };
         let q = ConsumeQueue {
             dir: dir.to_path_buf(),
             entries_per_file,
@@ -360,6 +365,70 @@ impl ConsumeQueue {
         }
         Ok(())
     }
+
+    /// Per-topic retention: forgets every entry below queue offset `to` (at most the end of
+    /// the queue) for good. The new start is written to the queue's [`EXPIRED_FILE`] first (so
+    /// the queue reopens after it even if the topic's retention grows meanwhile), then the
+    /// minimum moves (a reader never looks for an entry that is going away), then the files
+    /// holding only such entries are deleted, except the one holding the queue's last entry:
+    /// recovery finds the queue's end in it.
+    pub fn expire_below(&self, to: u64) -> Result<()> {
+        let max = self.max_offset();
+        let to = to.min(max);
+        if to <= self.min_offset() {
+            return Ok(());
+        }
+        write_expired(&self.dir, to)?;
+        self.min_offset.fetch_max(to, Ordering::AcqRel);
+        let gone: Vec<(u64, Arc<MappedFile>)> = self
+            .files()
+            .iter()
+            .take_while(|(idx, _)| {
+                let end = (*idx + 1) * self.entries_per_file;
+                end <= to && end < max
+            })
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (idx, f) in gone {
+            self.files
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&idx);
+            std::fs::remove_file(f.path())
+                .map_err(|e| StoreError::io(format!("delete {}", f.path().display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// In a queue's directory: the queue offset below which a topic's retention expired the
+/// entries (8 bytes, little-endian), so the queue reopens after them.
+pub const EXPIRED_FILE: &str = "expired";
+
+fn write_expired(dir: &Path, to: u64) -> Result<()> {
+    let tmp = dir.join(format!("{EXPIRED_FILE}.tmp"));
+    let path = dir.join(EXPIRED_FILE);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &to.to_le_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| StoreError::io(format!("write {}", path.display()), e))?;
+    crate::checkpoint::sync_dir(dir)
+}
+
+/// The start [`write_expired`] recorded in `dir`, if any (a damaged file counts as none: the
+/// store's next retention pass expires those entries again).
+fn read_expired(dir: &Path) -> Result<Option<u64>> {
+    let path = dir.join(EXPIRED_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(<[u8; 8]>::try_from(b.as_slice())
+            .ok()
+            .map(u64::from_le_bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(format!("read {}", path.display()), e)),
+    }
 }
 
 #[cfg(test)]
@@ -432,6 +501,90 @@ mod tests {
         assert_eq!(q.min_offset(), 6);
         assert_eq!(q.get(3).unwrap(), None);
         assert!(q.get(6).unwrap().is_some());
+    }
+
+    #[test]
+    fn expiring_moves_the_minimum_and_drops_whole_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        for i in 0..10u64 {
+            q.put(
+                i,
+                Entry {
+                    phys_offset: i * 200,
+                    size: 150,
+                    tag_hash: 0,
+                },
+            )
+            .unwrap();
+        }
+        q.expire_below(6).unwrap();
+        assert_eq!(q.min_offset(), 6);
+        assert_eq!(q.get(5).unwrap(), None);
+        assert!(q.get(6).unwrap().is_some());
+        assert_eq!(q.files().len(), 2, "entries 4..8 still hold 6 and 7");
+        // Never backwards, never past the end.
+        q.expire_below(2).unwrap();
+        assert_eq!(q.min_offset(), 6);
+        q.expire_below(99).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (10, 10));
+        assert_eq!(q.files().len(), 1, "the file being written stays");
+        drop(q);
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        q.recover(1_000_000).unwrap();
+        assert_eq!(
+            (q.min_offset(), q.max_offset()),
+            (10, 10),
+            "expiry is for good"
+        );
+    }
+
+    #[test]
+    fn expired_entries_stay_expired_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        for i in 0..7u64 {
+            q.put(
+                i,
+                Entry {
+                    phys_offset: i * 200,
+                    size: 150,
+                    tag_hash: 0,
+                },
+            )
+            .unwrap();
+        }
+        q.expire_below(2).unwrap();
+        q.expire_below(5).unwrap();
+        drop(q);
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        q.recover(1_000_000).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (5, 7));
+        assert_eq!(q.get(4).unwrap(), None);
+        assert_eq!(q.get(5).unwrap().map(|e| e.phys_offset), Some(1000));
+        assert_eq!(q.first_phys().unwrap(), Some(1000));
+        // Everything expired, the end at a file boundary: the file holding the last entry
+        // stays, so the queue's end (where the writer continues) survives a reopen.
+        q.put(
+            7,
+            Entry {
+                phys_offset: 1400,
+                size: 150,
+                tag_hash: 0,
+            },
+        )
+        .unwrap();
+        q.expire_below(8).unwrap();
+        drop(q);
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        q.recover(1_000_000).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (8, 8));
+        // A log cut below the expired start (records lost by a crash): the queue still
+        // starts and ends at the expired start, so what is written next is readable.
+        drop(q);
+        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+        q.recover(1200).unwrap();
+        assert_eq!((q.min_offset(), q.max_offset()), (8, 8));
     }
 
     proptest! {

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -102,7 +102,31 @@ pub struct TopicConfig {
     pub queues: u32,
     pub message_type: MessageType,
     pub permission: Permission,
+    /// How long this topic's messages are served, in milliseconds (`None`: as long as the
+    /// node keeps them). The commit log is shared by every topic, so this cannot delete a
+    /// topic's records: messages older than it are no longer served and their consume queue
+    /// entries expire (see [`crate::Store`]'s retention), while their bytes go when the segment
+    /// holding them is deleted under the node's retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
+
+impl TopicConfig {
+    /// A topic of `queues` queues with the default type, permission and retention.
+    pub fn new(name: impl Into<String>, queues: u32) -> TopicConfig {
+        TopicConfig {
+            name: name.into(),
+            queues,
+            message_type: MessageType::Normal,
+            permission: Permission::ReadWrite,
+            retention_ms: None,
+        }
+    }
+}
+
+/// Longest per-topic retention the store accepts (about 292 million years: what keeps the
+/// cut-off time, in milliseconds since the epoch, inside an `i64`).
+pub const MAX_RETENTION_MS: u64 = i64::MAX as u64;
 
 /// Largest queue count a topic may have.
 pub const MAX_QUEUES: u32 = 1024;
@@ -156,6 +180,8 @@ pub(crate) trait Fencer: Send + Sync {
 #[derive(Debug, Default)]
 struct State {
     topics: BTreeMap<String, TopicConfig>,
+    /// The retention of every topic that has its own (kept apart so readers find it quickly).
+    retentions: BTreeMap<String, u64>,
     fences: BTreeMap<String, u64>,
     offsets: BTreeMap<OffsetKey, u64>,
     /// Offsets set since the last persist (every one of them after every pending removal
@@ -173,10 +199,15 @@ impl State {
     fn apply(&mut self, op: &Op) {
         match op {
             Op::TopicPut(t) => {
+                match t.retention_ms {
+                    Some(ms) => self.retentions.insert(t.name.clone(), ms),
+                    None => self.retentions.remove(&t.name),
+                };
                 self.topics.insert(t.name.clone(), t.clone());
             }
             Op::TopicDelete { name, fence } => {
                 self.topics.remove(name);
+                self.retentions.remove(name);
                 self.fences.insert(name.clone(), *fence);
                 self.drop_topic_offsets(name);
             }
@@ -244,6 +275,9 @@ struct Meta {
     compactions: AtomicU64,
     log_bytes: AtomicU64,
     compaction_log: LogLimiter,
+    /// Whether any topic has a retention of its own (readers skip the state lock when none
+    /// does).
+    any_retention: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -314,6 +348,7 @@ impl Meta {
             }
         }
         let log_bytes = log.len();
+        let any_retention = AtomicBool::new(!state.retentions.is_empty());
         Ok(Meta {
             dir: dir.to_path_buf(),
             compact_bytes,
@@ -327,6 +362,7 @@ impl Meta {
             compactions: AtomicU64::new(compactions),
             log_bytes: AtomicU64::new(log_bytes),
             compaction_log: LogLimiter::default(),
+            any_retention,
         })
     }
 
@@ -340,6 +376,8 @@ impl Meta {
             for op in ops {
                 st.apply(op);
             }
+            self.any_retention
+                .store(!st.retentions.is_empty(), Ordering::Release);
         }
         self.maybe_compact(w);
         self.log_bytes.store(w.log.len(), Ordering::Relaxed);
@@ -466,7 +504,17 @@ impl TopicStore {
                 reason: format!("{} is not within 1..={MAX_QUEUES}", t.queues),
             });
         }
-        Ok(())
+        match t.retention_ms {
+            Some(0) => Err(StoreError::InvalidField {
+                field: "retention",
+                reason: "must be more than zero (leave it unset for the node's retention)".into(),
+            }),
+            Some(ms) if ms > MAX_RETENTION_MS => Err(StoreError::InvalidField {
+                field: "retention",
+                reason: format!("{ms} ms is longer than {MAX_RETENTION_MS} ms"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn set_fencer(&self, f: Weak<dyn Fencer>) {
@@ -614,6 +662,23 @@ impl TopicStore {
         lock(&self.meta.state).topics.values().cloned().collect()
     }
 
+    /// The retention of `name` in milliseconds, when the topic has its own (see
+    /// [`TopicConfig::retention_ms`]).
+    pub fn retention_of(&self, name: &str) -> Option<u64> {
+        if !self.meta.any_retention.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.meta.state).retentions.get(name).copied()
+    }
+
+    /// Every topic with a retention of its own, with it in milliseconds.
+    pub fn retentions(&self) -> BTreeMap<String, u64> {
+        if !self.meta.any_retention.load(Ordering::Acquire) {
+            return BTreeMap::new();
+        }
+        lock(&self.meta.state).retentions.clone()
+    }
+
     /// The incarnation of a topic name: 0 if it was never deleted, otherwise the commit log
     /// offset where its current incarnation starts (records of the name below it are never
     /// served).
@@ -718,6 +783,7 @@ mod tests {
             queues: 8,
             message_type: MessageType::Fifo,
             permission: Permission::ReadWrite,
+            retention_ms: None,
         }
     }
 
@@ -755,6 +821,61 @@ mod tests {
         assert_eq!(ts.list().len(), 1);
         ts.delete("orders").unwrap();
         assert!(open(dir.path(), 1 << 20).unwrap().0.get("orders").is_none());
+    }
+
+    #[test]
+    fn a_topic_retention_is_kept_refused_when_zero_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        ts.create(topic("plain")).unwrap();
+        assert!(ts.retentions().is_empty());
+        assert_eq!(ts.retention_of("plain"), None);
+        let short = TopicConfig {
+            retention_ms: Some(60_000),
+            ..topic("short")
+        };
+        ts.create(short.clone()).unwrap();
+        assert!(matches!(
+            ts.update(TopicConfig {
+                retention_ms: Some(0),
+                ..short.clone()
+            }),
+            Err(StoreError::InvalidField {
+                field: "retention",
+                ..
+            })
+        ));
+        assert_eq!(
+            ts.get("short"),
+            Some(short.clone()),
+            "a refused update changes nothing"
+        );
+        drop(ts);
+        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(ts.get("short"), Some(short.clone()));
+        assert_eq!(ts.retention_of("short"), Some(60_000));
+        assert_eq!(ts.retention_of("plain"), None);
+        // Back to the node's retention, and that survives a reopen too.
+        ts.update(TopicConfig {
+            retention_ms: None,
+            ..short.clone()
+        })
+        .unwrap();
+        assert_eq!(ts.retention_of("short"), None);
+        ts.update(TopicConfig {
+            retention_ms: Some(1_000),
+            ..short.clone()
+        })
+        .unwrap();
+        ts.delete("short").unwrap();
+        assert!(
+            ts.retentions().is_empty(),
+            "a deleted topic keeps no retention"
+        );
+        drop(ts);
+        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        assert!(ts.retentions().is_empty());
+        assert!(ts.get("short").is_none());
     }
 
     #[test]
@@ -823,7 +944,11 @@ mod tests {
     fn compaction_keeps_the_state_and_bounds_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let (ts, os) = open(dir.path(), 4096).unwrap();
-        ts.create(topic("t")).unwrap();
+        ts.create(TopicConfig {
+            retention_ms: Some(3_600_000),
+            ..topic("t")
+        })
+        .unwrap();
         ts.create(topic("gone")).unwrap();
         ts.delete("gone").unwrap();
         for i in 0..2000u64 {
@@ -838,6 +963,11 @@ mod tests {
         let (ts, os) = open(dir.path(), 4096).unwrap();
         assert_eq!(os.all(), all);
         assert_eq!(ts.list().len(), 1);
+        assert_eq!(
+            ts.retention_of("t"),
+            Some(3_600_000),
+            "kept by the snapshot"
+        );
         assert!(ts.incarnation("gone") > 0 || ts.fences().contains_key("gone"));
     }
 

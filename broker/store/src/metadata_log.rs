@@ -23,6 +23,10 @@
 //! | 3 | topic fence | name, `fence` u64: removes every offset on the topic |
 //! | 4 | offset set | group, topic, `queue_id` u32, `offset` u64 |
 //! | 5 | offset remove | group, `has_topic` u8, then the topic if 1 |
+//! | 6 | topic put with retention | the fields of tag 1, then `retention_ms` u64 (more than 0) |
+//!
+//! A topic without a retention of its own is written with tag 1, so a log that uses no
+//! per-topic retention stays readable by binaries older than tag 6.
 //!
 //! A fence is the commit log offset below which records of that topic name belong to an
 //! earlier incarnation of the topic and are never served again (see [`crate::metadata`]).
@@ -154,11 +158,14 @@ fn put_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
 pub fn encode_op(op: &Op, out: &mut Vec<u8>) -> Result<()> {
     match op {
         Op::TopicPut(t) => {
-            out.push(1);
+            out.push(if t.retention_ms.is_some() { 6 } else { 1 });
             put_str(out, &t.name)?;
             out.extend_from_slice(&t.queues.to_le_bytes());
             out.push(type_byte(t.message_type));
             out.push(perm_byte(t.permission));
+            if let Some(ms) = t.retention_ms {
+                out.extend_from_slice(&ms.to_le_bytes());
+            }
         }
         Op::TopicDelete { name, fence } | Op::TopicFence { name, fence } => {
             out.push(if matches!(op, Op::TopicDelete { .. }) {
@@ -258,16 +265,24 @@ impl<'a> Reader<'a> {
 
 fn decode_op(r: &mut Reader<'_>) -> std::result::Result<Op, String> {
     Ok(match r.u8()? {
-        1 => {
+        tag @ (1 | 6) => {
             let name = r.str()?;
             let queues = r.u32()?;
             let t = r.u8()?;
             let p = r.u8()?;
+            let retention_ms = match tag {
+                6 => match r.u64()? {
+                    0 => return Err("a topic retention of 0 ms".into()),
+                    ms => Some(ms),
+                },
+                _ => None,
+            };
             Op::TopicPut(TopicConfig {
                 name,
                 queues,
                 message_type: type_from(t).ok_or_else(|| format!("message type {t}"))?,
                 permission: perm_from(p).ok_or_else(|| format!("permission {p}"))?,
+                retention_ms,
             })
         }
         2 => Op::TopicDelete {
@@ -615,6 +630,7 @@ mod tests {
             queues,
             message_type: MessageType::Fifo,
             permission: Permission::Read,
+            retention_ms: None,
         }
     }
 
@@ -637,16 +653,22 @@ mod tests {
             Just(Permission::None)
         ];
         prop_oneof![
-            (arb_name(), any::<u32>(), ty, perm).prop_map(
-                |(name, queues, message_type, permission)| {
+            (
+                arb_name(),
+                any::<u32>(),
+                ty,
+                perm,
+                proptest::option::of(1..=u64::MAX)
+            )
+                .prop_map(|(name, queues, message_type, permission, retention_ms)| {
                     Op::TopicPut(TopicConfig {
                         name,
                         queues,
                         message_type,
                         permission,
+                        retention_ms,
                     })
-                }
-            ),
+                }),
             (arb_name(), any::<u64>()).prop_map(|(name, fence)| Op::TopicDelete { name, fence }),
             (arb_name(), any::<u64>()).prop_map(|(name, fence)| Op::TopicFence { name, fence }),
             (arb_name(), arb_name(), any::<u32>(), any::<u64>()).prop_map(
@@ -677,9 +699,35 @@ mod tests {
     }
 
     #[test]
+    fn a_topic_without_its_own_retention_keeps_the_old_encoding() {
+        let mut plain = Vec::new();
+        encode_op(&Op::TopicPut(topic("orders", 8)), &mut plain).unwrap();
+        assert_eq!(plain[0], 1, "tag 1, readable by binaries older than tag 6");
+        let kept = TopicConfig {
+            retention_ms: Some(86_400_000),
+            ..topic("orders", 8)
+        };
+        let mut with = Vec::new();
+        encode_op(&Op::TopicPut(kept.clone()), &mut with).unwrap();
+        assert_eq!(with[0], 6);
+        assert_eq!(with.len(), plain.len() + 8);
+        let mut r = Reader { buf: &with, pos: 0 };
+        assert_eq!(decode_op(&mut r).unwrap(), Op::TopicPut(kept));
+        // A zero retention cannot be written by the store: reading one is damage.
+        let zero = with.len() - 8;
+        with[zero..].copy_from_slice(&0u64.to_le_bytes());
+        let mut r = Reader { buf: &with, pos: 0 };
+        assert!(decode_op(&mut r).unwrap_err().contains("retention"));
+    }
+
+    #[test]
     fn a_frame_round_trips_every_operation() {
         let ops = vec![
             Op::TopicPut(topic("orders", 8)),
+            Op::TopicPut(TopicConfig {
+                retention_ms: Some(3_600_000),
+                ..topic("short", 2)
+            }),
             Op::TopicDelete {
                 name: "old".into(),
                 fence: 1 << 40,

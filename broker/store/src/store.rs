@@ -13,6 +13,13 @@
 //! derived files, writes the checkpoint, persists consumer offsets, checks the disk, allocates
 //! the next segment and index file ahead of need and applies retention.
 //!
+//! Retention: the node's deletes whole segments (by the age of their last write, and the
+//! oldest while the log is over its byte budget). Segments hold every topic's records, so a
+//! topic's own retention ([`crate::TopicConfig::retention_ms`]) cannot delete anything there:
+//! reads skip the topic's records older than it, and each retention pass moves the topic's
+//! queues past them (their minimum offsets go up, consume queue files holding only expired
+//! entries are deleted). Their bytes go with their segment under the node's rule.
+//!
 //! Invariant: an acknowledged append is readable through its consume queue once dispatched.
 //! Everything the dispatcher will write for a record (its consume queue file, room in the
 //! index) is allocated by the writer before the record is acknowledged, so the dispatcher never
@@ -28,7 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracing::{error, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::commit_log::{CommitLog, ScanReport};
@@ -410,6 +417,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The store timestamp below which a topic keeping messages `retention_ms` no longer serves
+/// them, at `now_ms`.
+fn retention_cutoff(now_ms: i64, retention_ms: u64) -> i64 {
+    now_ms.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX))
+}
+
 const RUNNING_MARKER: &str = "RUNNING";
 
 impl Store {
@@ -579,6 +592,11 @@ impl Store {
                 start.max(inner.dispatched.load(Ordering::Acquire)),
                 report.end,
             )?;
+        }
+        // Queues reopen at their first file: expire again what topics' retention had expired
+        // inside it, before anything is served.
+        if let Err(e) = inner.expire_topics(now_ms()) {
+            warn!(error = %e, "per-topic retention not applied at open; the next pass retries");
         }
         let weak: std::sync::Weak<Inner> = Arc::downgrade(&inner);
         inner.topics.set_fencer(weak);
@@ -874,9 +892,18 @@ impl Store {
         r
     }
 
-    /// Runs retention now instead of waiting for the housekeeping interval (admin and tests).
+    /// Runs retention now instead of waiting for the housekeeping interval (admin and tests):
+    /// the node's (segments) and every topic's own (see [`crate::TopicConfig::retention_ms`]).
+    /// Returns the commit log's new minimum offset.
     pub fn apply_retention(&self) -> Result<u64> {
         self.inner.apply_retention()
+    }
+
+    /// Test hook: [`Store::apply_retention`] as if the clock read `now` (ages are measured
+    /// against it), so tests need not wait for messages to grow old.
+    #[doc(hidden)]
+    pub fn apply_retention_at(&self, now: SystemTime) -> Result<u64> {
+        self.inner.apply_retention_at(now)
     }
 
     /// Re-reads the disk usage now (admin and tests).
@@ -1765,6 +1792,12 @@ impl Inner {
             ..Default::default()
         };
         let mut o = offset.max(min);
+        // Messages older than the topic's own retention are not served, whether or not
+        // retention has expired their entries yet.
+        let cutoff = self
+            .topics
+            .retention_of(topic)
+            .map(|ms| retention_cutoff(now_ms(), ms));
         let scan_limit = max.saturating_mul(16).clamp(64, 4096) as u64;
         let stop = max_off.min(o.saturating_add(scan_limit));
         while o < stop && out.messages.len() < max {
@@ -1788,6 +1821,8 @@ impl Inner {
                             );
                         }
                         out.corrupt.push(e.phys_offset);
+                    } else if cutoff.is_some_and(|c| m.store_timestamp_ms < c) {
+                        // Expired by the topic's retention: skipped like a filtered message.
                     } else if filter.is_none_or(|f| f.matches_message(&m)) {
                         out.messages.push(m);
                     }
@@ -1821,6 +1856,20 @@ impl Inner {
         let mut out = Vec::new();
         let mut damaged = None;
         let fence = self.fence_of(topic);
+        let cutoff = self
+            .topics
+            .retention_of(topic)
+            .map(|ms| retention_cutoff(now_ms(), ms));
+        // A topic with its own retention: also what a retention pass expired (by the clock it
+        // ran with) is gone, as it is for reads.
+        let kept = |m: &StoredMessage| {
+            cutoff.is_none_or(|c| {
+                m.store_timestamp_ms >= c
+                    && self
+                        .cq(topic, m.queue_id)
+                        .is_none_or(|cq| m.queue_offset >= cq.min_offset())
+            })
+        };
         for phys in self.index.lookup(topic, key, begin, end, max) {
             if out.len() >= max {
                 break;
@@ -1829,7 +1878,7 @@ impl Inner {
                 continue;
             }
             match self.read_at(phys) {
-                Ok(m) if m.topic == topic && confirm(&m) => out.push(m),
+                Ok(m) if m.topic == topic && kept(&m) && confirm(&m) => out.push(m),
                 Ok(_) | Err(StoreError::OffsetOutOfRange { .. }) => {}
                 Err(e) => {
                     damaged.get_or_insert(e);
@@ -1883,8 +1932,66 @@ impl Inner {
             .check(&self.cfg.data_dir, self.cfg.disk_high_water);
     }
 
+    /// Per-topic retention (see [`crate::TopicConfig::retention_ms`]): moves each queue of a
+    /// topic that has its own retention past the entries whose message is older than it, so
+    /// consumers skip them and the queue's minimum says so. Store timestamps grow along a
+    /// queue, so the scan stops at the first message still kept (each pass reads the newly
+    /// expired records and one more); a damaged record neither expires nor stops it. The
+    /// records stay in the shared commit log until the node's retention deletes their
+    /// segment. Returns how many entries expired.
+    fn expire_topics(&self, now_ms: i64) -> Result<u64> {
+        let mut expired = 0;
+        for (topic, ms) in self.topics.retentions() {
+            let cutoff = retention_cutoff(now_ms, ms);
+            let mut topic_expired = 0;
+            let queues: Vec<(u32, Arc<ConsumeQueue>)> = self
+                .cqs
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&topic)
+                .map(|q| q.iter().map(|(id, cq)| (*id, cq.clone())).collect())
+                .unwrap_or_default();
+            for (q, cq) in queues {
+                let (min, max) = (cq.min_offset(), cq.max_offset());
+                let mut to = min;
+                for o in min..max {
+                    let Some(e) = cq.get(o)? else { break };
+                    match self.read_at(e.phys_offset) {
+                        Ok(m) if m.store_timestamp_ms < cutoff => to = o + 1,
+                        Ok(_) => break,
+                        // Its segment is gone already (the node's retention).
+                        Err(StoreError::OffsetOutOfRange { .. }) => to = o + 1,
+                        Err(_) => {}
+                    }
+                }
+                if to > min {
+                    // Under the dispatch lock, and only while the queue is still the topic's:
+                    // a topic deleted (and perhaps created again) meanwhile has other queues.
+                    let _d = lock(&self.dispatch_lock);
+                    if self.cq(&topic, q).is_some_and(|now| Arc::ptr_eq(&now, &cq)) {
+                        cq.expire_below(to)?;
+                        topic_expired += to - min;
+                    }
+                }
+            }
+            expired += topic_expired;
+            if topic_expired > 0 {
+                debug!(
+                    topic,
+                    expired = topic_expired,
+                    retention_ms = ms,
+                    "messages expired by the topic's retention"
+                );
+            }
+        }
+        Ok(expired)
+    }
+
     fn apply_retention(&self) -> Result<u64> {
-        let now = SystemTime::now();
+        self.apply_retention_at(SystemTime::now())
+    }
+
+    fn apply_retention_at(&self, now: SystemTime) -> Result<u64> {
         let retention = self.cfg.retention;
         let budget = self.cfg.retention_bytes;
         let dispatched = self.dispatched.load(Ordering::Acquire);
@@ -1912,6 +2019,11 @@ impl Inner {
             cq.trim(min)?;
         }
         self.index.trim(min)?;
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.expire_topics(now_ms)?;
         Ok(min)
     }
 

@@ -56,6 +56,7 @@ fn check(store: &Store, when: &str) {
         queues,
         message_type: MessageType::Normal,
         permission: Permission::ReadWrite,
+        retention_ms: None,
     };
     assert_eq!(topics, vec![t("orders", 2), t("payments", 1)], "{when}");
     assert_eq!(store.offsets().get("g1", "orders", 0), Some(5), "{when}");

@@ -332,6 +332,7 @@ fn crash_child_metadata() {
                     queues: 1 + (i % 4) as u32,
                     message_type: ferromq_store::MessageType::Normal,
                     permission: ferromq_store::Permission::ReadWrite,
+                    retention_ms: None,
                 };
                 s.topics().create(t).expect("create");
                 println!("CREATED {name}");

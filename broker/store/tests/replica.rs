@@ -19,6 +19,7 @@ fn topic(s: &Store, name: &str, queues: u32) {
             queues,
             message_type: MessageType::Normal,
             permission: Permission::ReadWrite,
+            retention_ms: None,
         })
         .expect("topic");
 }

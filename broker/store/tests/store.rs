@@ -170,6 +170,7 @@ fn clean_restart_keeps_messages_offsets_and_topics() {
                 queues: 2,
                 message_type: ferromq_store::MessageType::Normal,
                 permission: ferromq_store::Permission::ReadWrite,
+                retention_ms: None,
             })
             .unwrap();
         for i in 0..3000 {
@@ -777,4 +778,130 @@ fn try_append_leaves_a_replicated_store_to_the_gated_append() {
         let m = message("r", 0, &format!("r{i}"), None, &[]);
         assert!(store.try_append(&m).unwrap().is_none());
     }
+}
+
+/// A topic's own retention hides and expires its messages, not another topic's, in the shared
+/// log; the clock is handed to retention (`apply_retention_at`) rather than waited for.
+#[test]
+fn a_topic_retention_expires_that_topic_only_and_holds_after_a_reopen() {
+    use ferromq_store::TopicConfig;
+    use std::time::SystemTime;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    // Retention runs when the test says so.
+    cfg.clean_interval = Duration::from_secs(3600);
+    let store = Store::open(cfg.clone()).unwrap();
+    let hour = 3_600_000;
+    store
+        .topics()
+        .create(TopicConfig {
+            retention_ms: Some(hour),
+            ..TopicConfig::new("short", 2)
+        })
+        .unwrap();
+    store.topics().create(TopicConfig::new("long", 2)).unwrap();
+    let per_queue = 2500u64; // more than two consume queue files of 1000 entries
+    for i in 0..per_queue * 2 {
+        for t in ["short", "long"] {
+            let id = format!("{t}-{i}");
+            store
+                .append(&message(t, (i % 2) as u32, &id, None, &[&id]))
+                .unwrap();
+        }
+    }
+    wait(&store);
+    let cq_files = |t: &str| {
+        std::fs::read_dir(dir.path().join("consumequeue").join(t).join("0"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().len() == 20)
+            .count()
+    };
+    assert_eq!(cq_files("short"), 3);
+
+    // Younger than an hour: everything stays.
+    store.apply_retention_at(SystemTime::now()).unwrap();
+    assert_eq!(store.queue_range("short", 0), (0, per_queue));
+    assert!(store.lookup_id("short", "short-7").is_some());
+
+    // Two hours on, the short topic's queues start at their end; the long topic is untouched,
+    // and so is the shared log (its segments are the node's to delete).
+    let log_min = store.stats().log_min_offset;
+    let later = SystemTime::now() + Duration::from_secs(2 * 3600);
+    store.apply_retention_at(later).unwrap();
+    assert_eq!(store.stats().log_min_offset, log_min);
+    for q in 0..2 {
+        assert_eq!(store.queue_range("short", q), (per_queue, per_queue));
+        assert_eq!(store.queue_range("long", q), (0, per_queue));
+        let r = store.read("short", q, 0, 100, None).unwrap();
+        assert!(r.messages.is_empty());
+        assert_eq!((r.min_offset, r.next_offset), (per_queue, per_queue));
+        assert_eq!(
+            store.read("long", q, 0, 100, None).unwrap().messages.len(),
+            100
+        );
+    }
+    assert_eq!(
+        cq_files("short"),
+        1,
+        "files holding only expired entries are deleted"
+    );
+    assert_eq!(cq_files("long"), 3);
+    assert!(store.lookup_id("short", "short-7").is_none());
+    assert!(store
+        .lookup_key("short", "short-7", 0, i64::MAX, 10)
+        .is_empty());
+    assert!(store.lookup_id("long", "long-7").is_some());
+
+    // New messages of the short topic are served again from where the queues stand.
+    store
+        .append(&message("short", 0, "fresh", None, &[]))
+        .unwrap();
+    wait(&store);
+    let r = store.read("short", 0, 0, 10, None).unwrap();
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].queue_offset, per_queue);
+
+    // A retention shorter than the messages' age hides them at once, before any retention
+    // pass, and a reopen (its queues start at their first file again) expires them anew. The
+    // sleep only makes sure the newest message is older than one millisecond.
+    let mut short = store.topics().get("short").unwrap();
+    short.retention_ms = Some(1);
+    store.topics().update(short).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let r = store.read("short", 0, 0, 10, None).unwrap();
+    assert!(r.messages.is_empty(), "expired messages are not served");
+    assert_eq!(r.next_offset, per_queue + 1, "readers move past them");
+    drop(store);
+    let store = Store::open(cfg).unwrap();
+    assert_eq!(store.topics().get("short").unwrap().retention_ms, Some(1));
+    assert_eq!(
+        store.queue_range("short", 0),
+        (per_queue + 1, per_queue + 1)
+    );
+    assert_eq!(store.queue_range("short", 1), (per_queue, per_queue));
+    assert_eq!(store.queue_range("long", 0), (0, per_queue));
+    assert_eq!(
+        store.read("long", 0, 0, 3000, None).unwrap().messages.len() as u64,
+        per_queue
+    );
+    // Expired is for good: a longer retention later brings nothing back, also after a reopen.
+    let mut short = store.topics().get("short").unwrap();
+    short.retention_ms = Some(hour);
+    store.topics().update(short).unwrap();
+    assert!(store
+        .read("short", 0, 0, 10, None)
+        .unwrap()
+        .messages
+        .is_empty());
+    drop(store);
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(
+        store.queue_range("short", 0),
+        (per_queue + 1, per_queue + 1)
+    );
+    assert!(store
+        .read("short", 0, 0, 10, None)
+        .unwrap()
+        .messages
+        .is_empty());
 }

@@ -17,6 +17,7 @@ fn topic(name: &str) -> TopicConfig {
         queues: 2,
         message_type: MessageType::Normal,
         permission: Permission::ReadWrite,
+        retention_ms: None,
     }
 }
 

@@ -24,14 +24,47 @@ pub const FINALIZER: &str = "ferromq.io/topic-cleanup";
 /// Retry period while the broker or its admin API is unavailable.
 const RETRY: Duration = Duration::from_secs(30);
 
-/// The topic as the spec wants it on the cluster.
+/// The topic as the spec wants it on the cluster. A retention is written the way the cluster
+/// reports it (`24h` as `1d`), so equal durations compare equal; one that does not parse is
+/// left out here and refused by [`spec_problem`] before anything is sent.
 pub fn desired_state(topic: &Topic) -> TopicClusterState {
     TopicClusterState {
         name: topic.spec.name.clone().unwrap_or_else(|| topic.name_any()),
         queues: topic.spec.queues,
         message_type: topic.spec.message_type,
         permission: topic.spec.permission,
+        retention: topic
+            .spec
+            .retention
+            .as_deref()
+            .and_then(|r| ferromq_config::parse_retention_ms("retention", r).ok())
+            .map(|ms| ferromq_config::format_duration(Duration::from_millis(ms))),
     }
+}
+
+/// What in the spec the cluster could not take, said for the Topic's conditions (the schema
+/// cannot check a duration's syntax).
+pub fn spec_problem(topic: &Topic) -> Option<String> {
+    let r = topic.spec.retention.as_deref()?;
+    ferromq_config::parse_retention_ms("retention", r)
+        .err()
+        .map(|e| {
+            format!(
+                "spec.retention: {}; give a duration such as 24h, 7d or 90m, or remove it for the Broker's retention",
+                e.reason
+            )
+        })
+}
+
+/// Whether the cluster must be written: the topic is missing or differs from the spec (any
+/// field, retention included: a retention removed from the spec goes back to the brokers'),
+/// or broker groups added since hold none of it.
+pub fn needs_write(
+    current: Option<&TopicClusterState>,
+    want: &TopicClusterState,
+    joiners: &[String],
+) -> bool {
+    current != Some(want) || !joiners.is_empty()
 }
 
 async fn set_status(
@@ -89,6 +122,21 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
         set_status(ctx, &topic, None, &unavailable("BrokerNotFound", msg)).await?;
         return Ok(Action::requeue(RETRY));
     }
+    if let Some(msg) = spec_problem(&topic) {
+        ctx.metrics.error(KIND, "InvalidRetention");
+        let conds = [
+            Desired::new(READY, false, "InvalidRetention", msg.clone()),
+            Desired::new(
+                PROGRESSING,
+                false,
+                "InvalidRetention",
+                "waiting for a fixed spec",
+            ),
+            Desired::new(DEGRADED, true, "InvalidRetention", msg),
+        ];
+        set_status(ctx, &topic, old.cluster.clone(), &conds).await?;
+        return Ok(Action::await_change());
+    }
     let endpoint = admin_endpoint(ctx, &namespace, broker_name);
     let want = desired_state(&topic);
     let current = match ctx.admin.describe_topic(&endpoint, &want.name).await {
@@ -142,7 +190,7 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
         None => Vec::new(),
     };
     let mut held = current.clone();
-    if current.as_ref() != Some(&want) || !joiners.is_empty() {
+    if needs_write(current.as_ref(), &want, &joiners) {
         if let Err(e) = ctx.admin.upsert_topic(&endpoint, &want).await {
             ctx.metrics.error(KIND, e.reason());
             let msg = format!(
@@ -153,10 +201,11 @@ async fn apply_topic(topic: Arc<Topic>, ctx: &Context) -> Result<Action, Error> 
             return Ok(Action::requeue(RETRY));
         }
         let settings = format!(
-            "{} queues, {}, {}",
+            "{} queues, {}, {}, retention {}",
             want.queues,
             want.message_type.as_str(),
-            want.permission.as_str()
+            want.permission.as_str(),
+            want.retention.as_deref().unwrap_or("of the Broker")
         );
         let (reason, note) = match (&current, joiners.is_empty()) {
             (None, _) => (
@@ -274,4 +323,65 @@ pub async fn reconcile(topic: Arc<Topic>, ctx: Arc<Context>) -> Result<Action, E
 /// Error policy for the controller runtime.
 pub fn error_policy(t: Arc<Topic>, err: &Error, ctx: Arc<Context>) -> Action {
     super::on_error(KIND, &*t, err, &ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{BrokerRef, MessageType, Permission, TopicSpec};
+
+    fn topic(retention: Option<&str>) -> Topic {
+        Topic::new(
+            "orders",
+            TopicSpec {
+                broker_ref: BrokerRef {
+                    name: "demo".into(),
+                },
+                name: None,
+                queues: 8,
+                message_type: MessageType::Normal,
+                permission: Permission::ReadWrite,
+                retention: retention.map(str::to_string),
+            },
+        )
+    }
+
+    #[test]
+    fn a_retention_change_is_written_and_an_equal_one_is_not() {
+        let held = desired_state(&topic(Some("24h")));
+        assert_eq!(held.retention.as_deref(), Some("1d"));
+        // The same duration written another way changes nothing on the cluster.
+        assert!(!needs_write(
+            Some(&held),
+            &desired_state(&topic(Some("1d"))),
+            &[]
+        ));
+        assert!(!needs_write(
+            Some(&held),
+            &desired_state(&topic(Some("1440m"))),
+            &[]
+        ));
+        // A shorter one, or none (back to the Broker's), is an update.
+        assert!(needs_write(
+            Some(&held),
+            &desired_state(&topic(Some("12h"))),
+            &[]
+        ));
+        let unset = desired_state(&topic(None));
+        assert_eq!(unset.retention, None);
+        assert!(needs_write(Some(&held), &unset, &[]));
+        // A missing topic is created with it; a joined group is written even when equal.
+        assert!(needs_write(None, &held, &[]));
+        assert!(needs_write(Some(&held), &held, &["g1".to_string()]));
+    }
+
+    #[test]
+    fn an_unreadable_retention_is_refused_before_any_admin_call() {
+        for bad in ["soon", "0", "0s", "-1h", "500us"] {
+            let msg = spec_problem(&topic(Some(bad))).expect(bad);
+            assert!(msg.starts_with("spec.retention: "), "{msg}");
+        }
+        assert_eq!(spec_problem(&topic(Some("7d"))), None);
+        assert_eq!(spec_problem(&topic(None)), None);
+    }
 }

@@ -37,6 +37,12 @@ use serde::{Deserialize, Serialize};
         description = "Queues per broker group"
     ),
     printcolumn(
+        name = "Retention",
+        type_ = "string",
+        json_path = ".spec.retention",
+        description = "The topic's own retention (empty: the Broker's)"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
@@ -80,6 +86,14 @@ pub struct TopicSpec {
     /// Whether clients may read, write, or both.
     #[serde(default)]
     pub permission: Permission,
+    /// How long the topic's messages are served, e.g. `24h`, `7d` or `90m`; unset: as long
+    /// as the brokers keep them (the Broker's `spec.storage.retention`, 72h by default). At
+    /// most the Broker's retention, which bounds every topic: the commit log is shared by
+    /// all topics, so older messages of this topic stop being delivered while their disk
+    /// space is freed with the Broker's retention. Removing it goes back to the Broker's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub retention: Option<String>,
 }
 
 fn default_queues() -> i32 {
@@ -174,4 +188,8 @@ pub struct TopicClusterState {
     pub message_type: MessageType,
     /// Permission.
     pub permission: Permission,
+    /// The topic's own retention, written in its largest whole unit (`24h` reads as `1d`);
+    /// absent: the brokers' retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }

@@ -106,6 +106,7 @@ mod tests {
                 queues: 1,
                 message_type: MessageType::Normal,
                 permission: Permission::ReadWrite,
+                retention_ms: None,
             })
             .expect("topic");
         for i in 0..4 {

@@ -475,6 +475,7 @@ mod tests {
                 queues: 1,
                 message_type: MessageType::Delay,
                 permission: Permission::ReadWrite,
+                retention_ms: None,
             })
             .expect("topic");
         let marks = dir.path().join("marks");

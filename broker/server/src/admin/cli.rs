@@ -237,8 +237,14 @@ pub enum TopicCmd {
         /// Succeed without changing anything when the topic exists already.
         #[arg(long)]
         if_not_exists: bool,
+        /// How long the topic's messages are served (`24h`, `7d`, `90m`), at most the
+        /// broker's `--retention` [default: the broker's retention]. The commit log is shared
+        /// by all topics: older messages of this topic are no longer delivered, and their
+        /// disk space is freed when the broker's retention deletes their segment.
+        #[arg(long, value_parser = retention_arg, allow_hyphen_values = true, value_name = "DURATION")]
+        retention: Option<RetentionArg>,
     },
-    /// Change a topic's type, queue count or permission.
+    /// Change a topic's type, queue count, permission or retention.
     Update {
         /// The topic to change.
         #[arg(value_parser = crate::cli::topic_name)]
@@ -252,6 +258,11 @@ pub enum TopicCmd {
         /// New permission.
         #[arg(long, value_enum)]
         perm: Option<PermArg>,
+        /// New retention (`24h`, `7d`, `90m`, at most the broker's `--retention`), or
+        /// `default` to go back to the broker's retention. Messages older than it stop being
+        /// delivered at once.
+        #[arg(long, value_parser = retention_arg, allow_hyphen_values = true, value_name = "DURATION|default")]
+        retention: Option<RetentionArg>,
     },
     /// Delete a topic, its messages and every group's offsets on it.
     Delete {
@@ -266,6 +277,44 @@ pub enum TopicCmd {
         name: String,
     },
 }
+
+/// `--retention` of a topic: a duration, or the broker's retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionArg {
+    /// `default`: the broker's `--retention`.
+    Broker,
+    /// A retention of its own, in milliseconds.
+    Millis(u64),
+}
+
+/// Reads `--retention`: `default`, or a duration of at least a millisecond.
+fn retention_arg(s: &str) -> Result<RetentionArg, String> {
+    if s.trim().eq_ignore_ascii_case("default") {
+        return Ok(RetentionArg::Broker);
+    }
+    ferromq_config::parse_retention_ms("retention", s)
+        .map(RetentionArg::Millis)
+        .map_err(|e| format!("{} (or `default` for the broker's retention)", e.reason))
+}
+
+/// A retention in milliseconds as the CLI prints it (`24h`); `None` for 0 (not set).
+fn retention_text(ms: i64) -> Option<String> {
+    u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(|ms| ferromq_config::format_duration(std::time::Duration::from_millis(ms)))
+}
+
+/// Table columns of one topic (`create`, `update`, the head of `describe`). `retention` shows
+/// `-` when the topic uses the broker's.
+const TOPIC_COLUMNS: &[&str] = &[
+    "name",
+    "type",
+    "queues",
+    "perm",
+    "retention",
+    "node_retention",
+];
 
 /// Queue counts a topic may have.
 fn queue_count() -> clap::builder::RangedI64ValueParser<u32> {
@@ -439,8 +488,13 @@ fn perm_name(p: i32) -> &'static str {
     }
 }
 
+/// A topic as the CLI prints it. `retention` is the topic's own (null: the broker's, which
+/// `node_retention` gives); `effective_retention` is the one in force.
 fn topic_json(t: &admin::Topic) -> Value {
-    json!({ "name": t.name, "queues": t.queues, "type": type_name(t.message_type), "perm": perm_name(t.permission), "pending_timers": t.pending_timers, "half_messages": t.half_messages })
+    let own = retention_text(t.retention_ms);
+    let node = retention_text(t.node_retention_ms);
+    let effective = own.clone().or_else(|| node.clone());
+    json!({ "name": t.name, "queues": t.queues, "type": type_name(t.message_type), "perm": perm_name(t.permission), "retention": own, "node_retention": node, "effective_retention": effective, "pending_timers": t.pending_timers, "half_messages": t.half_messages })
 }
 
 pub(super) fn cluster_json(g: &admin::ClusterGroup) -> Value {
@@ -645,12 +699,17 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             queues,
             perm,
             if_not_exists,
+            retention,
         }) => {
             let t = admin::Topic {
                 name: name.clone(),
                 queues,
                 message_type: type_arg(message_type) as i32,
                 permission: perm_arg(perm) as i32,
+                retention_ms: match retention {
+                    Some(RetentionArg::Millis(ms)) => i64::try_from(ms).unwrap_or(i64::MAX),
+                    Some(RetentionArg::Broker) | None => 0,
+                },
                 ..Default::default()
             };
             let t = match c
@@ -668,31 +727,39 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 Err(e) => return Err(status(e)),
             };
             let v = topic_json(&t);
-            Printable::one(v, vec!["name", "type", "queues", "perm"])
+            Printable::one(v, TOPIC_COLUMNS.to_vec())
         }
         AdminCmd::Topic(TopicCmd::Update {
             name,
             message_type,
             queues,
             perm,
+            retention,
         }) => {
-            if message_type.is_none() && queues.is_none() && perm.is_none() {
-                bail!("nothing to update: give --type, --queues or --perm");
+            if message_type.is_none() && queues.is_none() && perm.is_none() && retention.is_none() {
+                bail!("nothing to update: give --type, --queues, --perm or --retention");
             }
             let t = admin::Topic {
                 name,
                 queues: queues.unwrap_or(0),
                 message_type: message_type.map_or(TopicType::Unspecified, type_arg) as i32,
                 permission: perm.map_or(TopicPermission::Unspecified, perm_arg) as i32,
+                retention_ms: match retention {
+                    Some(RetentionArg::Millis(ms)) => i64::try_from(ms).unwrap_or(i64::MAX),
+                    Some(RetentionArg::Broker) | None => 0,
+                },
                 ..Default::default()
             };
             let t = c
-                .update_topic(admin::UpdateTopicRequest { topic: Some(t) })
+                .update_topic(admin::UpdateTopicRequest {
+                    topic: Some(t),
+                    clear_retention: retention == Some(RetentionArg::Broker),
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
             let v = topic_json(&t);
-            Printable::one(v, vec!["name", "type", "queues", "perm"])
+            Printable::one(v, TOPIC_COLUMNS.to_vec())
         }
         AdminCmd::Topic(TopicCmd::Delete { name }) => {
             c.delete_topic(admin::DeleteTopicRequest { name: name.clone() })
@@ -715,6 +782,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     "type",
                     "queues",
                     "perm",
+                    "retention",
                     "pending_timers",
                     "half_messages",
                 ],
@@ -733,6 +801,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map(|q| json!({ "broker_group": q.broker_group, "queue": q.queue_id, "min_offset": q.min_offset, "max_offset": q.max_offset, "messages": q.max_offset - q.min_offset }))
                 .collect();
             let mut v = topic_json(&t);
+            if fmt == OutputFormat::Table {
+                // The topic's own settings first, then its queues.
+                println!("{}", render_table(TOPIC_COLUMNS, std::slice::from_ref(&v)));
+            }
             v["total_messages"] = json!(d.total_messages);
             v["queue_offsets"] = Value::Array(rows.clone());
             Printable {

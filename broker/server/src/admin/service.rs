@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferromq_proto::admin::{self, admin_server::Admin, TopicPermission, TopicType};
 use ferromq_store::{MessageType, Permission, StoreError, StoredMessage, TopicConfig};
@@ -116,7 +117,8 @@ fn perm_from_store(p: Permission) -> TopicPermission {
     }
 }
 
-fn topic_out(t: &TopicConfig) -> admin::Topic {
+/// A topic as the admin API shows it; `node_retention` is this broker's (`--retention`).
+fn topic_out(t: &TopicConfig, node_retention: Duration) -> admin::Topic {
     admin::Topic {
         name: t.name.clone(),
         queues: t.queues,
@@ -124,19 +126,44 @@ fn topic_out(t: &TopicConfig) -> admin::Topic {
         permission: perm_from_store(t.permission) as i32,
         pending_timers: 0,
         half_messages: 0,
+        retention_ms: t
+            .retention_ms
+            .map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+        node_retention_ms: i64::try_from(node_retention.as_millis()).unwrap_or(i64::MAX),
     }
 }
 
 /// [`topic_out`] with the topic's pending timers and half messages.
 fn topic_with_parked(
     t: &TopicConfig,
+    node_retention: Duration,
     timers: &std::collections::BTreeMap<String, u64>,
     halves: &std::collections::BTreeMap<String, u64>,
 ) -> admin::Topic {
     admin::Topic {
         pending_timers: timers.get(&t.name).copied().unwrap_or(0) as i64,
         half_messages: halves.get(&t.name).copied().unwrap_or(0) as i64,
-        ..topic_out(t)
+        ..topic_out(t, node_retention)
+    }
+}
+
+/// A requested topic retention (`retention_ms` of the admin API): `None` for 0 (none given).
+/// The commit log is shared by every topic and its segments go after the broker's retention,
+/// so a topic cannot keep messages longer than that: such a value is refused rather than
+/// promised and silently cut short.
+fn requested_retention(ms: i64, node: Duration) -> Result<Option<u64>, Status> {
+    use ferromq_config::format_duration as fmt;
+    match u64::try_from(ms) {
+        Err(_) => Err(Status::invalid_argument(format!(
+            "retention_ms: {ms} is negative; give a positive number of milliseconds (0: the broker's retention)"
+        ))),
+        Ok(0) => Ok(None),
+        Ok(ms) if u128::from(ms) > node.as_millis() => Err(Status::invalid_argument(format!(
+            "retention_ms: {} is longer than this broker's retention ({}): every topic shares the broker's commit log, whose segments are deleted after its retention; raise the broker's --retention (Broker spec.storage.retention) first",
+            fmt(Duration::from_millis(ms)),
+            fmt(node)
+        ))),
+        Ok(ms) => Ok(Some(ms)),
     }
 }
 
@@ -197,6 +224,8 @@ impl Admin for AdminApi {
                 t.name
             )));
         }
+        let node_retention = self.node.engine.store.config().retention;
+        let retention_ms = requested_retention(t.retention_ms, node_retention)?;
         let cfg = TopicConfig {
             name: t.name,
             queues: if t.queues == 0 {
@@ -206,12 +235,13 @@ impl Admin for AdminApi {
             },
             message_type,
             permission,
+            retention_ms,
         };
         let created = self
             .blocking(move |b| b.engine.create_topic(cfg).map_err(engine_status))
             .await?;
-        info!(topic = %created.name, queues = created.queues, r#type = %created.message_type, "topic created");
-        Ok(Response::new(topic_out(&created)))
+        info!(topic = %created.name, queues = created.queues, r#type = %created.message_type, retention_ms = ?created.retention_ms, "topic created");
+        Ok(Response::new(topic_out(&created, node_retention)))
     }
 
     #[instrument(skip_all)]
@@ -226,10 +256,18 @@ impl Admin for AdminApi {
                 ..Default::default()
             },
         )?;
+        let req = req.into_inner();
+        let clear_retention = req.clear_retention;
         let t = req
-            .into_inner()
             .topic
             .ok_or_else(|| Status::invalid_argument("topic is required"))?;
+        let node_retention = self.node.engine.store.config().retention;
+        let retention_ms = requested_retention(t.retention_ms, node_retention)?;
+        if clear_retention && retention_ms.is_some() {
+            return Err(Status::invalid_argument(
+                "clear_retention: set together with retention_ms; give one or the other",
+            ));
+        }
         let updated = self
             .blocking(move |b| {
                 let mut cur = b.engine.store.topics().get(&t.name).ok_or_else(|| Status::not_found(format!("topic {} does not exist", t.name)))?;
@@ -248,11 +286,16 @@ impl Admin for AdminApi {
                 if let Some(p) = perm_to_store(TopicPermission::try_from(t.permission).unwrap_or(TopicPermission::Unspecified)) {
                     cur.permission = p;
                 }
+                if clear_retention {
+                    cur.retention_ms = None;
+                } else if retention_ms.is_some() {
+                    cur.retention_ms = retention_ms;
+                }
                 b.engine.update_topic(cur).map_err(engine_status)
             })
             .await?;
-        info!(topic = %updated.name, "topic updated");
-        Ok(Response::new(topic_out(&updated)))
+        info!(topic = %updated.name, retention_ms = ?updated.retention_ms, "topic updated");
+        Ok(Response::new(topic_out(&updated, node_retention)))
     }
 
     #[instrument(skip_all)]
@@ -293,7 +336,9 @@ impl Admin for AdminApi {
                     .topics()
                     .list()
                     .iter()
-                    .map(|t| topic_with_parked(t, &timers, &halves))
+                    .map(|t| {
+                        topic_with_parked(t, b.engine.store.config().retention, &timers, &halves)
+                    })
                     .collect())
             })
             .await?;
@@ -334,6 +379,7 @@ impl Admin for AdminApi {
             Ok(Response::new(admin::TopicDetail {
                 topic: Some(topic_with_parked(
                     &t,
+                    b.engine.store.config().retention,
                     &b.engine.timers.pending_by_topic(),
                     &b.engine.transactions.pending_by_topic(),
                 )),

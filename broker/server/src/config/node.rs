@@ -76,8 +76,9 @@ pub struct NodeArgs {
     pub remoting_advertise_addr: Option<String>,
     /// Commit log segments whose last write is older than this are deleted, e.g. `7d`, whether
     /// or not every consumer group has read them (like Kafka's and RocketMQ's retention); the
-    /// segment being written is never deleted, and consumers behind the new start move to it
-    /// [default: 72h].
+    /// segment being written is never deleted, and consumers behind the new start move to it.
+    /// It bounds every topic's own retention (`admin topic update T --retention 24h`), which
+    /// can only be shorter: the commit log is shared by all topics [default: 72h].
     #[arg(long, env = "FERROMQ_RETENTION")]
     pub retention: Option<String>,
     /// Oldest segments are deleted while the commit log is larger than this, e.g. `50GiB`;

@@ -154,6 +154,7 @@ pub(super) async fn create_topic(r: &Arc<Remoting>, req: &Command) -> Handled {
                 queues: queues as u32,
                 message_type: message_type.unwrap_or(MessageType::Normal),
                 permission,
+                retention_ms: None,
             };
             match r.node.engine.create_topic(fresh) {
                 Ok(t) => Ok(t),

@@ -169,6 +169,15 @@ fn found<T>(answers: Answers<T>) -> Result<Vec<T>, Status> {
     }
 }
 
+/// The shorter of two brokers' retentions (`node_retention_ms`; 0: not reported): the one
+/// that bounds a topic held by both.
+fn shortest_known(a: i64, b: i64) -> i64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
+}
+
 /// The first failure, named after its group, unless every answer is fine.
 fn first_error<T>(answers: &Answers<T>) -> Option<Status> {
     answers.iter().find_map(|(g, r)| {
@@ -343,6 +352,8 @@ impl Admin for AdminProxy {
                         cur.pending_timers += t.pending_timers;
                         cur.half_messages += t.half_messages;
                         cur.queues = cur.queues.max(t.queues);
+                        cur.node_retention_ms =
+                            shortest_known(cur.node_retention_ms, t.node_retention_ms);
                     }
                     None => {
                         topics.insert(t.name.clone(), t);
@@ -377,6 +388,8 @@ impl Admin for AdminProxy {
                         if let (Some(ot), Some(dt)) = (o.topic.as_mut(), d.topic.as_ref()) {
                             ot.pending_timers += dt.pending_timers;
                             ot.half_messages += dt.half_messages;
+                            ot.node_retention_ms =
+                                shortest_known(ot.node_retention_ms, dt.node_retention_ms);
                         }
                     }
                 },
