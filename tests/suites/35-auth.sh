@@ -251,6 +251,18 @@ member_args() { # member_args ID
     --auth --auth-super-user admin --auth-super-secret-file "$WORK/admin.secret"
 }
 
+# PREFIX: sends PREFIX-1..20 as rapp, one at a time, each retried for up to 10 s (routes settling,
+# a failover); the bodies acknowledged go to $R/acked.txt.
+send_each() {
+  local i t
+  for i in $(seq 1 20); do
+    for ((t = 0; t < 20; t++)); do
+      as_rapp send --body "$1-$i" >> "$R/acked.ids" 2>> "$R/send.log" && { echo "$1-$i" >> "$R/acked.txt"; break; }
+      sleep 0.5
+    done
+  done
+}
+
 replicated_auth() {
   mkdir -p "$R"
   declare -gA RPID=() RPORT=() RHTTP=()
@@ -289,8 +301,8 @@ print("\n".join(str(s.getsockname()[1]) for s in ss))')
     result replicated setup FAIL "user, ACL or topic creation on the leader failed: $(tail -1 "$R/admin.log")"
     return
   fi
-  seq 1 20 | sed 's/^/pre-/' | as_rapp send > "$R/acked-pre.ids" 2>> "$R/send.log"
-  head -n "$(wc -l < "$R/acked-pre.ids")" <(seq 1 20 | sed 's/^/pre-/') > "$R/acked.txt"
+  : > "$R/acked.txt"
+  send_each pre
 
   # Followers check credentials too: an anonymous admin call is refused before they say who leads.
   for name in m1 m2 m3; do
@@ -312,12 +324,7 @@ print("\n".join(str(s.getsockname()[1]) for s in ss))')
   kill -9 "${RPID[$old]}"; wait "${RPID[$old]}" 2>/dev/null
   new="$(leader_other_than "$old")" || { result replicated failover FAIL "no new leader within 30 s"; return; }
   result replicated failover PASS "$old -> $new"
-  for i in $(seq 1 20); do
-    for ((t = 0; t < 20; t++)); do
-      as_rapp send --body "post-$i" >> "$R/acked-post.ids" 2>> "$R/send.log" && { echo "post-$i" >> "$R/acked.txt"; break; }
-      sleep 0.5
-    done
-  done
+  send_each post
   out="$("$FERROMQ" send --server "$PROXY" -t repl-orders --access-key rapp --secret-file "$WORK/rapp.wrong" --body wrong 2>&1)" \
     && result replicated wrong_secret_refused FAIL "accepted" \
     || { [[ "$out" == *UNAUTHORIZED* ]] && result replicated wrong_secret_refused PASS || result replicated wrong_secret_refused FAIL "$out"; }

@@ -308,7 +308,10 @@ mod tests {
         let mut s = snapshot();
         s.policies.insert(
             "app".into(),
-            vec![PolicyEntry::parse("topic:*", "all", "allow", &[]).unwrap()],
+            vec![
+                PolicyEntry::parse("topic:*", "all", "allow", &[]).unwrap(),
+                PolicyEntry::parse("group:*", "all", "allow", &[]).unwrap(),
+            ],
         );
         let err = call(
             &s,

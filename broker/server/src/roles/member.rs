@@ -258,7 +258,7 @@ impl Bound {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let stopping = m.clone();
-        let grpc = Services::grpc_builder(&m.cfg.limits);
+        let mut grpc = Services::grpc_builder(&m.cfg.limits);
         // With auth every service checks its callers, a follower's closed ones too (it tells
         // who leads only to an authenticated caller); replication admits super users only.
         let grpc = match &m.auth {
