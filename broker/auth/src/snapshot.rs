@@ -124,7 +124,10 @@ impl Snapshot {
         for &action in any_of {
             match self.authorize(principal, resource, action, source) {
                 allowed @ Decision::Allow(_) => return allowed,
-                Decision::Deny(d @ DeniedBy::Entry(_)) if refusal == DeniedBy::NoMatchingAllow => {
+                // The reason worth naming: a deny entry, or an internal topic.
+                Decision::Deny(d)
+                    if d != DeniedBy::NoMatchingAllow && refusal == DeniedBy::NoMatchingAllow =>
+                {
                     refusal = d
                 }
                 Decision::Deny(_) => {}
