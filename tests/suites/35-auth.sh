@@ -347,6 +347,11 @@ PY
   out="$(as_rapp send --body after-delete 2>&1)" && result replicated deleted_user_refused FAIL "accepted" \
     || { [[ "$out" == *UNAUTHORIZED* ]] && result replicated deleted_user_refused PASS || result replicated deleted_user_refused FAIL "$out"; }
 
+  if grep -q '"rapp"' "$R/$old/auth/auth.json" 2>/dev/null; then
+    result replicated old_leader_held_the_user PASS
+  else
+    result replicated old_leader_held_the_user FAIL "$old's copy did not hold the user when it died"
+  fi
   log "replicated: $old restarts (a follower now); its copy must lose the deleted user"
   # shellcheck disable=SC2046
   rstart "$old" $(member_args "${old#m}")
@@ -357,7 +362,7 @@ PY
   if grep -q '"rapp"' "$R/$old/auth/auth.json" 2>/dev/null; then
     result replicated deleted_on_old_leader FAIL "$old still holds the user after 30 s"
   else
-    result replicated deleted_on_old_leader PASS
+    result replicated deleted_on_old_leader PASS "after $((t / 4)) s"
   fi
   log "replicated: kill -9 of the leader $new"
   kill -9 "${RPID[$new]}"; wait "${RPID[$new]}" 2>/dev/null
