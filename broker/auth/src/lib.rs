@@ -33,7 +33,11 @@
 //! - Deny wins over allow whatever the specificity; normal users are refused what no allow entry
 //!   grants; unmapped RPCs are super-user only (see [`policy`] and [`rpc`]).
 //! - Users and policies live in one CRC-framed file replaced atomically; readers use lock-free
-//!   snapshots (see [`store`]).
+//!   snapshots (see [`store`]). On a member of a replicated broker group the file is a copy of
+//!   the group's state: changes travel through the group's journal (see [`change`]).
+//! - FerroMQ's internal topics (`%SYS%...`: the replication journal, which carries users'
+//!   secrets to the followers, and parked messages) are refused to normal users whatever their
+//!   policy says (a `topic:*` entry does not reach them).
 //!
 //! # Status codes
 //!
@@ -71,6 +75,7 @@
 //! ```
 
 pub mod authn;
+pub mod change;
 pub mod policy;
 pub mod rpc;
 pub mod secret;
@@ -81,6 +86,7 @@ pub mod store;
 pub mod user;
 
 pub use authn::{AuthnError, ClockPolicy, ClockPolicyError, Principal, RequestCredentials};
+pub use change::{AuthChange, ChangeError, Replicator, UserChange, UserState};
 pub use policy::{
     Action, ActionSet, AllowedBy, Decision, DeniedBy, Effect, NamePattern, Policy, PolicyEntry,
     PolicyError, Resource, ResourcePattern, SourceRange,

@@ -540,6 +540,8 @@ pub enum DeniedBy {
     NoMatchingAllow,
     /// The operation is reserved to super users (user and policy management, unmapped RPCs).
     SuperUserOnly,
+    /// The topic is one of FerroMQ's own (`%SYS%...`), which no policy opens to normal users.
+    InternalTopic,
 }
 
 impl fmt::Display for DeniedBy {
@@ -548,6 +550,7 @@ impl fmt::Display for DeniedBy {
             DeniedBy::Entry(i) => write!(f, "deny entry #{i} matches"),
             DeniedBy::NoMatchingAllow => f.write_str("no allow entry matches"),
             DeniedBy::SuperUserOnly => f.write_str("only super users may do this"),
+            DeniedBy::InternalTopic => f.write_str("internal topics are for super users only"),
         }
     }
 }

@@ -16,7 +16,12 @@ use crate::policy::{evaluate, Action, AllowedBy, Decision, DeniedBy, PolicyEntry
 use crate::rpc::{
     rpc_rule, rule_access, settings_access, Access, AccessError, RpcRule, SettingsTargets, Targets,
 };
-use crate::user::{User, UserKind};
+use crate::secret::Secret;
+use crate::user::{validate_access_key, NameError, User, UserKind};
+
+/// Prefix of FerroMQ's internal topics: the replication journal (users' secrets travel in it),
+/// parked delay and transaction messages.
+pub const INTERNAL_TOPIC_PREFIX: &str = "%SYS%";
 
 /// Users and policies at one generation.
 #[derive(Debug, Clone, Default)]
@@ -64,8 +69,26 @@ impl Snapshot {
         authenticate(credentials, now, clock, |ak| self.users.get(ak))
     }
 
+    /// A snapshot holding one super user and nothing else: what a member of a replicated group
+    /// checks its peers' internal calls against (the bootstrap super user every member is
+    /// started with), whatever its replicated copy holds yet.
+    pub fn with_super_user(name: &str, secret: &Secret) -> Result<Snapshot, NameError> {
+        validate_access_key(name)?;
+        let mut s = Snapshot::default();
+        s.users.insert(
+            name.into(),
+            User {
+                name: name.into(),
+                secret: secret.clone(),
+                kind: UserKind::Super,
+            },
+        );
+        Ok(s)
+    }
+
     /// May `principal` do `action` on `resource`, calling from `source`? Super users may do
-    /// everything; a user that no longer exists may do nothing.
+    /// everything; a user that no longer exists may do nothing; normal users never reach
+    /// FerroMQ's internal topics ([`INTERNAL_TOPIC_PREFIX`]).
     pub fn authorize(
         &self,
         principal: &Principal,
@@ -75,6 +98,9 @@ impl Snapshot {
     ) -> Decision {
         match self.users.get(&*principal.name).map(|u| u.kind) {
             Some(UserKind::Super) => Decision::Allow(AllowedBy::SuperUser),
+            Some(UserKind::Normal) if matches!(resource, Resource::Topic(name) if name.starts_with(INTERNAL_TOPIC_PREFIX)) => {
+                Decision::Deny(DeniedBy::InternalTopic)
+            }
             Some(UserKind::Normal) => evaluate(
                 self.policy_entries(&principal.name),
                 resource,
@@ -98,7 +124,10 @@ impl Snapshot {
         for &action in any_of {
             match self.authorize(principal, resource, action, source) {
                 allowed @ Decision::Allow(_) => return allowed,
-                Decision::Deny(d @ DeniedBy::Entry(_)) if refusal == DeniedBy::NoMatchingAllow => {
+                // The reason worth naming: a deny entry, or an internal topic.
+                Decision::Deny(d)
+                    if d != DeniedBy::NoMatchingAllow && refusal == DeniedBy::NoMatchingAllow =>
+                {
                     refusal = d
                 }
                 Decision::Deny(_) => {}
@@ -275,6 +304,67 @@ mod tests {
             err.to_string().contains("publish|subscribe topic:u"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn internal_topics_are_closed_to_normal_users_whatever_their_policy() {
+        let mut s = snapshot();
+        s.policies.insert(
+            "app".into(),
+            vec![
+                PolicyEntry::parse("topic:*", "all", "allow", &[]).unwrap(),
+                PolicyEntry::parse("group:*", "all", "allow", &[]).unwrap(),
+            ],
+        );
+        let err = call(
+            &s,
+            "app",
+            "PullMessage",
+            Some("%SYS%FM_JOURNAL"),
+            Some("billing"),
+        );
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("internal topics are for super users only"),);
+        assert!(call(&s, "app", "ReceiveMessage", Some("orders"), Some("billing")).is_ok());
+        assert!(call(
+            &s,
+            "root",
+            "PullMessage",
+            Some("%SYS%FM_JOURNAL"),
+            Some("g")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_lone_super_user_snapshot_authenticates_that_user_only() {
+        let secret = Secret::new("cluster-secret-1").unwrap();
+        let s = Snapshot::with_super_user("admin", &secret).unwrap();
+        let now = std::time::SystemTime::now();
+        let clock = ClockPolicy::default();
+        let signed = crate::sign("admin", &secret, now);
+        let creds = RequestCredentials {
+            authorization: Some(signed.authorization.as_bytes()),
+            date_time: Some(signed.date_time.as_bytes()),
+        };
+        let who = s.authenticate(&creds, now, &clock).unwrap();
+        assert!(s
+            .authorize_rpc(
+                &who,
+                "/ferromq.replication.v1.Replication/Fetch",
+                &Targets::default(),
+                None
+            )
+            .is_ok());
+        let other = crate::sign("admin", &Secret::new("cluster-secret-2").unwrap(), now);
+        let creds = RequestCredentials {
+            authorization: Some(other.authorization.as_bytes()),
+            date_time: Some(other.date_time.as_bytes()),
+        };
+        assert!(s.authenticate(&creds, now, &clock).is_err());
+        assert!(Snapshot::with_super_user("a b", &secret).is_err());
     }
 
     #[test]

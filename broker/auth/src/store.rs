@@ -25,15 +25,20 @@
 //! each builds the next snapshot from the current one, persists it, then publishes it. Writes
 //! fsync, so call them from a blocking context (`tokio::task::spawn_blocking`), never on an
 //! async worker.
+//!
+//! Replicated groups: a store given a [`Replicator`] ([`AuthStore::replicate_with`]) does not
+//! write its own changes; admin operations are proposed to the group, one at a time, and the
+//! file changes only through [`AuthStore::apply_replicated`] (see [`crate::change`]).
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use crate::change::{AuthChange, ChangeError, Replicator};
 use crate::policy::{normalize_entries, Effect, Policy, PolicyEntry, PolicyError, ResourcePattern};
 use crate::secret::{Secret, SecretError};
 use crate::snapshot::Snapshot;
@@ -98,6 +103,11 @@ pub enum AdminError {
     TooManyUsers,
     #[error("user {name:?} is the last super user; create another super user first")]
     LastSuperUser { name: String },
+    /// A replicated group did not take the change (see [`Replicator::replicate`]).
+    #[error("the change was not replicated: {reason}")]
+    NotReplicated { reason: String },
+    #[error(transparent)]
+    InvalidChange(#[from] ChangeError),
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -109,6 +119,8 @@ pub enum AdminErrorKind {
     NotFound,
     InvalidArgument,
     FailedPrecondition,
+    /// Try again (on the group's leader, or once the group confirms again).
+    Unavailable,
     Internal,
 }
 
@@ -125,7 +137,8 @@ impl AdminError {
             AdminError::TooManyUsers | AdminError::LastSuperUser { .. } => {
                 AdminErrorKind::FailedPrecondition
             }
-            AdminError::Storage(_) => AdminErrorKind::Internal,
+            AdminError::NotReplicated { .. } => AdminErrorKind::Unavailable,
+            AdminError::InvalidChange(_) | AdminError::Storage(_) => AdminErrorKind::Internal,
         }
     }
 }
@@ -135,6 +148,11 @@ pub struct AuthStore {
     dir: PathBuf,
     current: ArcSwap<Snapshot>,
     writer: Mutex<()>,
+    /// Set on a member of a replicated group: changes go through the group.
+    replicator: OnceLock<Arc<dyn Replicator>>,
+    /// Serializes the changes this store proposes to its group: each is worked out from a
+    /// snapshot that holds the one before.
+    proposing: Mutex<()>,
 }
 
 impl std::fmt::Debug for AuthStore {
@@ -169,7 +187,34 @@ impl AuthStore {
             dir,
             current: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(()),
+            replicator: OnceLock::new(),
+            proposing: Mutex::new(()),
         })
+    }
+
+    /// Makes this store a copy of a replicated group's users and policies: from now on every
+    /// admin operation is proposed to the group through `replicator`, and the store changes only
+    /// through [`AuthStore::apply_replicated`]. Set once; `false` when it already was.
+    pub fn replicate_with(&self, replicator: Arc<dyn Replicator>) -> bool {
+        self.replicator.set(replicator).is_ok()
+    }
+
+    /// Whether changes go through a replicated group.
+    pub fn is_replicated(&self) -> bool {
+        self.replicator.get().is_some()
+    }
+
+    /// Applies a change the group confirmed (from its journal): written durably, then
+    /// published. An invalid change is refused whole and changes nothing.
+    pub fn apply_replicated(&self, change: &AuthChange) -> Result<(), AdminError> {
+        let _serialized = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load_full();
+        let mut next = Snapshot::clone(&current);
+        change.apply_to(&mut next)?;
+        next.generation = current.generation + 1;
+        write_file(&self.dir, &next)?;
+        self.current.store(Arc::new(next));
+        Ok(())
     }
 
     /// The current users and policies. Cheap; hold it for the length of one request.
@@ -374,11 +419,14 @@ impl AuthStore {
     }
 
     /// Applies one change: next snapshot from the current one, written durably, then published.
-    /// On any error nothing changes.
+    /// On any error nothing changes. A replicated store proposes it to its group instead.
     fn change<T>(
         &self,
         apply: impl FnOnce(&mut Snapshot) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
+        if let Some(replicator) = self.replicator.get() {
+            return self.propose(replicator.as_ref(), apply);
+        }
         let _serialized = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current.load_full();
         let mut next = Snapshot::clone(&current);
@@ -386,6 +434,30 @@ impl AuthStore {
         next.generation = current.generation + 1;
         write_file(&self.dir, &next)?;
         self.current.store(Arc::new(next));
+        Ok(out)
+    }
+}
+
+impl AuthStore {
+    /// A replicated store's change: worked out from the current snapshot, handed to the group,
+    /// and in this store once the group's record of it is applied here. One at a time, so the
+    /// next is worked out from a snapshot that holds this one.
+    fn propose<T>(
+        &self,
+        replicator: &dyn Replicator,
+        apply: impl FnOnce(&mut Snapshot) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        let _one = self.proposing.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load_full();
+        let mut next = Snapshot::clone(&current);
+        let out = apply(&mut next)?;
+        let change = AuthChange::between(&current, &next);
+        if change.is_empty() {
+            return Ok(out);
+        }
+        replicator
+            .replicate(&change)
+            .map_err(|reason| AdminError::NotReplicated { reason })?;
         Ok(out)
     }
 }
@@ -438,12 +510,13 @@ struct UserRecord {
     secret: Secret,
 }
 
-/// The only place a secret is serialized: into the store's own file.
-fn write_secret<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
+/// The only places a secret is serialized: into the store's own file, and into the record of a
+/// replicated change ([`crate::change`]), which the group's journal carries to its members.
+pub(crate) fn write_secret<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(secret.expose())
 }
 
-fn read_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+pub(crate) fn read_secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     let text = zeroize::Zeroizing::new(String::deserialize(d)?);
     Secret::new(text.as_str()).map_err(serde::de::Error::custom)
 }
@@ -934,6 +1007,89 @@ mod tests {
         let text = fs::read_to_string(store.path()).unwrap();
         assert_eq!(text.matches("app-secret-XYZ").count(), 1);
         assert!(!format!("{store:?} {:?}", store.snapshot()).contains("app-secret-XYZ"));
+    }
+
+    /// A group's journal as a test sees it: what was proposed, and whether to refuse.
+    #[derive(Default)]
+    struct Journal {
+        proposed: Mutex<Vec<AuthChange>>,
+        refuse: AtomicBool,
+    }
+
+    impl Replicator for Journal {
+        fn replicate(&self, change: &AuthChange) -> Result<(), String> {
+            if self.refuse.load(Ordering::Relaxed) {
+                return Err("replica 2 leads".into());
+            }
+            self.proposed.lock().unwrap().push(change.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_replicated_store_changes_only_through_what_its_group_applies() {
+        let (leader_dir, leader) = store_with(&[]);
+        let (follower_dir, follower) = store_with(&[]);
+        let journal = Arc::new(Journal::default());
+        assert!(leader.replicate_with(journal.clone()));
+        assert!(!leader.replicate_with(journal.clone()), "set once");
+
+        let info = leader
+            .create_user("app", secret("app-secret-1"), UserKind::Normal)
+            .unwrap();
+        assert_eq!(info.name, "app");
+        assert!(
+            leader.snapshot().user("app").is_none(),
+            "not in the store before the group's record is applied"
+        );
+        assert!(!leader.path().exists(), "nothing written by the proposal");
+        let first = journal.proposed.lock().unwrap()[0].clone();
+        for s in [&leader, &follower] {
+            s.apply_replicated(&first).unwrap();
+        }
+        leader
+            .put_entry("app", entry("topic:orders", "pub", "allow"))
+            .unwrap();
+        let second = journal.proposed.lock().unwrap()[1].clone();
+        for s in [&leader, &follower] {
+            s.apply_replicated(&second).unwrap();
+            // A record applied twice (a restart re-reading the journal) changes nothing.
+            s.apply_replicated(&second).unwrap();
+            assert_eq!(s.describe_policy("app").unwrap().entries.len(), 1);
+        }
+        // The follower's file holds what the leader's does, and survives a reopen.
+        drop(follower);
+        let reopened = AuthStore::open(follower_dir.path()).unwrap();
+        assert!(reopened
+            .snapshot()
+            .user("app")
+            .unwrap()
+            .secret
+            .ct_eq(&secret("app-secret-1")));
+
+        // Checks run against the current state before anything is proposed.
+        let e = leader
+            .create_user("app", secret("app-secret-2"), UserKind::Normal)
+            .unwrap_err();
+        assert_eq!(e.kind(), AdminErrorKind::AlreadyExists);
+        // A change with no effect is not proposed.
+        leader
+            .put_entry("app", entry("topic:orders", "pub", "allow"))
+            .unwrap();
+        assert_eq!(journal.proposed.lock().unwrap().len(), 2);
+
+        // A group that refuses leaves the store as it was, with a retryable error.
+        journal.refuse.store(true, Ordering::Relaxed);
+        let before = fs::read(leader.path()).unwrap();
+        let e = leader.delete_user("app").unwrap_err();
+        assert_eq!(e.kind(), AdminErrorKind::Unavailable);
+        assert_eq!(
+            e.to_string(),
+            "the change was not replicated: replica 2 leads"
+        );
+        assert!(leader.snapshot().user("app").is_some());
+        assert_eq!(fs::read(leader.path()).unwrap(), before);
+        drop(leader_dir);
     }
 
     /// Readers running while users and their policies are created and deleted always see a user

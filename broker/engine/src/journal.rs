@@ -11,6 +11,10 @@
 //!
 //! Fences (topic delete and re-create) carry the offset the leader chose: replicas' logs are
 //! byte-identical, so the same offset is the same place in every replica.
+//!
+//! Users and ACL policies ([`Change::Auth`]) travel in the same journal but are not the
+//! engine's: the server's auth store reads them on every member, leader included, up to the
+//! confirm offset (see `broker/server/src/replication/auth.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,7 +54,15 @@ pub enum Change {
     Drain { read_only: bool },
     /// A consumer group deleted: its offsets and settings are gone.
     GroupDeleted { name: String },
+    /// Users and ACL policies changed (with `--auth`): the server's auth store applies it on
+    /// every member, the leader included, once the group confirmed it (it carries secrets;
+    /// the engine neither reads nor applies it).
+    Auth { record: serde_json::Value },
 }
+
+/// How every journaled [`Change::Auth`] record's body starts (the tag comes first in the JSON
+/// form), so a reader looking for them parses no other record.
+pub const AUTH_RECORD_PREFIX: &[u8] = br#"{"change":"auth""#;
 
 /// Appends changes to the journal (leader side). Cheap to clone.
 #[derive(Clone)]
@@ -79,6 +91,11 @@ impl Journal {
     /// Appends `change`; returns the log offset after it (what the group must confirm before
     /// the change counts as replicated).
     pub fn record(&self, change: &Change) -> Result<u64, EngineError> {
+        self.record_at(change).map(|(_, end)| end)
+    }
+
+    /// Appends `change`; returns where its record starts and the log offset after it.
+    pub fn record_at(&self, change: &Change) -> Result<(u64, u64), EngineError> {
         let body = serde_json::to_vec(change)
             .map_err(|e| EngineError::internal(format!("journal entry: {e}")))?;
         let a = self.store.append(&NewMessage {
@@ -87,7 +104,7 @@ impl Journal {
             body,
             ..Default::default()
         })?;
-        Ok(a.phys_offset + u64::from(a.size))
+        Ok((a.phys_offset, a.phys_offset + u64::from(a.size)))
     }
 }
 
@@ -265,6 +282,8 @@ impl Applier {
                 self.store.offsets().remove_group(&name, None);
                 self.store.offsets().persist()?;
             }
+            // Applied by the auth store's own reader, on the leader too.
+            Change::Auth { .. } => {}
         }
         Ok(())
     }
@@ -291,6 +310,12 @@ mod tests {
         let json = serde_json::to_string(&c).expect("json");
         assert!(json.contains("\"change\":\"offsets\""), "{json}");
         assert_eq!(serde_json::from_str::<Change>(&json).expect("back"), c);
+        let auth = Change::Auth {
+            record: serde_json::json!({"users": []}),
+        };
+        let body = serde_json::to_vec(&auth).expect("json");
+        assert!(body.starts_with(AUTH_RECORD_PREFIX));
+        assert!(!json.as_bytes().starts_with(AUTH_RECORD_PREFIX));
     }
 
     #[test]

@@ -15,6 +15,16 @@
 //! With auth off nothing is wrapped and no [`Caller`] exists: every check is skipped, and the
 //! `authorization` header that the Python client always sends is ignored.
 //!
+//! Services other than the RocketMQ API (admin, the remoting tunnel, replication) are answered
+//! in the wrapper when the caller is not authenticated or their rule is for super users only
+//! (the tunnel and replication have no row in `ferromq_auth::rpc_rule`, so only super users
+//! pass): their handlers need no check of their own to be closed.
+//!
+//! Members of a replicated group ([`Gate::open_replicated`]): the store is a copy of the group's
+//! users (`crate::replication::auth`), and the replication stream between members is signed by
+//! the bootstrap super user every member is started with, which the leader checks against its
+//! own flags as well as its store, so a member can follow before any user is replicated.
+//!
 //! Every refusal is logged at `info` with the user (or the claimed access key), resource, action
 //! and peer, never the header values, and counted in `ferromq_auth_refusals_total{reason}`.
 
@@ -39,10 +49,17 @@ use crate::metrics::Metrics;
 
 /// What a storage node checks calls against: its user store and clock window.
 pub struct Gate {
-    store: AuthStore,
+    store: Arc<AuthStore>,
     clock: ClockPolicy,
     metrics: Arc<Metrics>,
+    /// Replicated members: the bootstrap super user alone, for the calls of
+    /// [`INTERNAL_SERVICES`] (the replication stream).
+    internal: Option<Arc<Snapshot>>,
 }
+
+/// Services whose callers are the group's own members: also authenticated against the
+/// bootstrap super user of this member's flags (see the module docs).
+const INTERNAL_SERVICES: [&str; 1] = ["ferromq.replication.v1.Replication"];
 
 impl Gate {
     /// Opens the store under `data_dir/auth` and makes sure the bootstrap super user exists.
@@ -52,8 +69,7 @@ impl Gate {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Gate>> {
         use anyhow::Context as _;
-        let store = AuthStore::open(data_dir.join("auth"))
-            .with_context(|| format!("cannot open the auth store in {}", data_dir.display()))?;
+        let store = open_store(data_dir)?;
         if let Some((name, secret)) = &cfg.super_user {
             let wrote = store
                 .ensure_super_user(name, secret)
@@ -68,9 +84,38 @@ impl Gate {
             tracing::warn!("auth is on but no super user exists: nobody can manage users; start with --auth-super-user and --auth-super-secret-file");
         }
         Ok(Arc::new(Gate {
-            store,
+            store: Arc::new(store),
             clock: cfg.clock,
             metrics,
+            internal: None,
+        }))
+    }
+
+    /// The gate of a member of a replicated group: its store under `data_dir/auth` holds what
+    /// the group's journal carried (no bootstrap user is written here: the leader writes it
+    /// through the group, [`Gate::ensure_bootstrap_user`]); the bootstrap super user, required,
+    /// signs and checks the replication stream.
+    pub fn open_replicated(
+        data_dir: &std::path::Path,
+        cfg: &AuthConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Gate>> {
+        let Some((name, secret)) = &cfg.super_user else {
+            anyhow::bail!(crate::config::ConfigError {
+                field: "auth-super-user",
+                reason: "members of a replicated group with --auth sign the replication stream as the bootstrap super user: give every member the same --auth-super-user and --auth-super-secret-file".into(),
+            });
+        };
+        let internal =
+            Snapshot::with_super_user(name, secret).map_err(|e| crate::config::ConfigError {
+                field: "auth-super-user",
+                reason: e.to_string(),
+            })?;
+        Ok(Arc::new(Gate {
+            store: Arc::new(open_store(data_dir)?),
+            clock: cfg.clock,
+            metrics,
+            internal: Some(Arc::new(internal)),
         }))
     }
 
@@ -78,14 +123,20 @@ impl Gate {
         &self.store
     }
 
+    /// The store, to share with the replicated group's journal reader.
+    pub fn shared_store(&self) -> Arc<AuthStore> {
+        self.store.clone()
+    }
+
     /// Authenticates one call from its headers.
     fn caller(
         self: &Arc<Self>,
+        service: &str,
         headers: &http::HeaderMap,
         path: &str,
         peer: Option<IpAddr>,
     ) -> Caller {
-        let snapshot = self.store.snapshot();
+        let mut snapshot = self.store.snapshot();
         let credentials = RequestCredentials::from_header_values(
             headers
                 .get_all(ferromq_auth::signature::AUTHORIZATION_HEADER)
@@ -96,8 +147,27 @@ impl Gate {
                 .iter()
                 .map(|v| v.as_bytes()),
         );
-        let who =
-            credentials.and_then(|c| snapshot.authenticate(&c, SystemTime::now(), &self.clock));
+        let now = SystemTime::now();
+        let mut who = credentials
+            .clone()
+            .and_then(|c| snapshot.authenticate(&c, now, &self.clock));
+        // A member's call: the store's super users, else the bootstrap super user of the flags.
+        if let Some(internal) = self
+            .internal
+            .as_ref()
+            .filter(|_| INTERNAL_SERVICES.contains(&service))
+        {
+            let store_super = who.as_ref().is_ok_and(|p| {
+                snapshot.user(&p.name).map(|u| u.kind) == Some(ferromq_auth::UserKind::Super)
+            });
+            if !store_super {
+                if let Ok(p) = credentials.and_then(|c| internal.authenticate(&c, now, &self.clock))
+                {
+                    who = Ok(p);
+                    snapshot = internal.clone();
+                }
+            }
+        }
         Caller {
             gate: self.clone(),
             snapshot,
@@ -105,6 +175,26 @@ impl Gate {
             peer,
             path: Arc::from(path),
         }
+    }
+}
+
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<AuthStore> {
+    use anyhow::Context as _;
+    AuthStore::open(data_dir.join("auth"))
+        .with_context(|| format!("cannot open the auth store in {}", data_dir.display()))
+}
+
+impl Gate {
+    /// Makes sure the bootstrap super user of `cfg` is in the store, with that secret (through
+    /// the group on a replicated member: its leader calls this at the start of each term, so a
+    /// rotated secret takes effect once a member started with it leads). Blocks on I/O.
+    pub fn ensure_bootstrap_user(&self, cfg: &AuthConfig) -> anyhow::Result<()> {
+        let Some((name, secret)) = &cfg.super_user else {
+            return Ok(());
+        };
+        let wrote = self.store.ensure_super_user(name, secret)?;
+        info!(user = %name, changed = wrote, "bootstrap super user in place");
+        Ok(())
     }
 }
 
@@ -255,25 +345,32 @@ where
             .get::<TcpConnectInfo>()
             .and_then(|i| i.remote_addr())
             .map(|a| ferromq_auth::policy::canonical_ip(a.ip()));
-        let caller = self.0.caller(req.headers(), req.uri().path(), peer);
-        // Admin calls are refused here when unauthenticated, and when their rule is for super
-        // users only (user and ACL management, and any RPC nobody mapped yet: fails closed even
-        // if a handler forgets its check). Their handlers answer gRPC statuses.
-        if service == ferromq_auth::rpc::ADMIN_SERVICE {
-            let refused = match &caller.who {
-                Err(_) => Some(caller.check_admin(Targets::default())),
-                Ok(_) if ferromq_auth::rpc_rule(&caller.path) == RpcRule::SuperUserOnly => {
-                    Some(caller.check_admin(Targets::default()))
-                }
-                Ok(_) => None,
-            };
-            if let Some(Err(status)) = refused {
-                let resp = status.into_http();
-                return Box::pin(async move { Ok(resp) });
-            }
+        let caller = self
+            .0
+            .caller(service, req.headers(), req.uri().path(), peer);
+        if let Some(status) = refused_early(service, &caller) {
+            let resp = status.into_http();
+            return Box::pin(async move { Ok(resp) });
         }
         req.extensions_mut().insert(caller);
         Box::pin(async move { inner.call(req).await })
+    }
+}
+
+/// Calls of every service but the RocketMQ API (admin, remoting tunnel, replication) are
+/// refused in the wrapper when unauthenticated, and when their rule is for super users only
+/// (user and ACL management, the tunnel, replication, and any RPC nobody mapped yet: fails
+/// closed even if a handler forgets its check). They answer gRPC statuses. RocketMQ calls are
+/// refused by their handlers, in their own response types.
+fn refused_early(service: &str, caller: &Caller) -> Option<tonic::Status> {
+    if service == ferromq_auth::rpc::MESSAGING_SERVICE {
+        return None;
+    }
+    let check =
+        caller.who.is_err() || ferromq_auth::rpc_rule(&caller.path) == RpcRule::SuperUserOnly;
+    match check {
+        true => caller.check_admin(Targets::default()).err(),
+        false => None,
     }
 }
 
@@ -378,6 +475,124 @@ impl std::fmt::Debug for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferromq_auth::{Secret, UserKind};
+
+    const REPLICATION: &str = "ferromq.replication.v1.Replication";
+    const FETCH: &str = "/ferromq.replication.v1.Replication/Fetch";
+    const TUNNEL: &str = "ferromq.remoting.v1.Tunnel";
+
+    fn headers(user: Option<(&str, &str)>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some((ak, sk)) = user {
+            let signed = ferromq_auth::sign(ak, &Secret::new(sk).unwrap(), SystemTime::now());
+            h.insert("authorization", signed.authorization.parse().unwrap());
+            h.insert("x-mq-date-time", signed.date_time.parse().unwrap());
+        }
+        h
+    }
+
+    fn gate(dir: &std::path::Path, replicated: bool) -> Arc<Gate> {
+        let cfg = AuthConfig {
+            enabled: true,
+            super_user: Some(("admin".into(), Secret::new("admin-secret-1").unwrap())),
+            clock: ClockPolicy::default(),
+        };
+        let metrics = Arc::new(Metrics::new(crate::metrics::Identity::new(
+            crate::metrics::NodeType::Broker,
+            None,
+        )));
+        let g = match replicated {
+            true => Gate::open_replicated(dir, &cfg, metrics).unwrap(),
+            false => Gate::open(dir, &cfg, metrics).unwrap(),
+        };
+        g.store()
+            .apply_replicated(&ferromq_auth::AuthChange {
+                users: vec![ferromq_auth::UserChange {
+                    name: "app".into(),
+                    user: Some(ferromq_auth::UserState {
+                        kind: UserKind::Normal,
+                        secret: Secret::new("app-secret-1").unwrap(),
+                    }),
+                    entries: vec![],
+                }],
+            })
+            .unwrap();
+        g
+    }
+
+    fn code(
+        g: &Arc<Gate>,
+        service: &str,
+        path: &str,
+        user: Option<(&str, &str)>,
+    ) -> Option<tonic::Code> {
+        let caller = g.caller(service, &headers(user), path, None);
+        refused_early(service, &caller).map(|s| s.code())
+    }
+
+    /// A replicated member's store has no user yet (nothing replicated): its peers still follow
+    /// it, signed as the bootstrap super user of the flags; nobody else is let in.
+    #[test]
+    fn the_replication_stream_takes_the_bootstrap_super_user_of_the_flags_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gate(dir.path(), true);
+        assert!(
+            g.store().snapshot().user("admin").is_none(),
+            "nothing written locally"
+        );
+        assert_eq!(
+            code(&g, REPLICATION, FETCH, Some(("admin", "admin-secret-1"))),
+            None
+        );
+        assert_eq!(
+            code(&g, REPLICATION, FETCH, Some(("admin", "admin-secret-2"))),
+            Some(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(&g, REPLICATION, FETCH, None),
+            Some(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(&g, REPLICATION, FETCH, Some(("app", "app-secret-1"))),
+            Some(tonic::Code::PermissionDenied)
+        );
+        // The flags' user counts for replication only: the admin API asks the store.
+        assert_eq!(
+            code(
+                &g,
+                ferromq_auth::rpc::ADMIN_SERVICE,
+                "/ferromq.admin.v1.Admin/ListUsers",
+                Some(("admin", "admin-secret-1"))
+            ),
+            Some(tonic::Code::Unauthenticated)
+        );
+    }
+
+    /// The brokers' remoting tunnel carries no RocketMQ names: super users only.
+    #[test]
+    fn the_remoting_tunnel_is_for_super_users_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = gate(dir.path(), false);
+        let open = "/ferromq.remoting.v1.Tunnel/Open";
+        assert_eq!(
+            code(&g, TUNNEL, open, None),
+            Some(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code(&g, TUNNEL, open, Some(("app", "app-secret-1"))),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(
+            code(&g, TUNNEL, open, Some(("admin", "admin-secret-1"))),
+            None
+        );
+        // RocketMQ calls go on to their handlers, which answer in their own response types.
+        let send = "/apache.rocketmq.v2.MessagingService/SendMessage";
+        assert_eq!(
+            code(&g, ferromq_auth::rpc::MESSAGING_SERVICE, send, None),
+            None
+        );
+    }
 
     fn res(name: &str) -> Option<v2::Resource> {
         Some(v2::Resource {

@@ -60,6 +60,12 @@ impl CredentialArgs {
 pub struct Signer(Option<(String, Secret)>);
 
 impl Signer {
+    /// Signs as `access_key` with `secret` (a member's bootstrap super user, for the
+    /// replication stream).
+    pub fn new(access_key: &str, secret: Secret) -> Signer {
+        Signer(Some((access_key.to_string(), secret)))
+    }
+
     /// The two headers of a call made now, when there are credentials.
     pub fn headers(
         &self,

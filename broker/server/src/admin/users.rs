@@ -24,6 +24,8 @@ pub fn admin_status(e: AdminError) -> Status {
         AdminErrorKind::NotFound => Status::not_found(msg),
         AdminErrorKind::InvalidArgument => Status::invalid_argument(msg),
         AdminErrorKind::FailedPrecondition => Status::failed_precondition(msg),
+        // A replicated group's follower, or a group that did not confirm in time.
+        AdminErrorKind::Unavailable => Status::unavailable(msg),
         AdminErrorKind::Internal => Status::internal(msg),
     }
 }

@@ -21,12 +21,23 @@ use tracing::{error, info, warn};
 
 use super::fetch::MAX_MESSAGE;
 use super::{Replica, Role};
+use crate::credentials::Signer;
 
 /// Pause before a broken stream is opened again.
 const RETRY: Duration = Duration::from_millis(200);
 
 /// Follows whichever leader the role names until `shutdown` flips.
-pub async fn run(replica: Arc<Replica>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(replica: Arc<Replica>, shutdown: watch::Receiver<bool>) {
+    run_signed(replica, shutdown, Signer::default()).await
+}
+
+/// [`run`], with each stream signed by `signer` (a group with `--auth`: the bootstrap super
+/// user every member is started with; the leader refuses unsigned streams).
+pub async fn run_signed(
+    replica: Arc<Replica>,
+    mut shutdown: watch::Receiver<bool>,
+    signer: Signer,
+) {
     let mut role = replica.watch_role();
     let mut warned = false;
     loop {
@@ -48,7 +59,7 @@ pub async fn run(replica: Arc<Replica>, mut shutdown: watch::Receiver<bool>) {
             }
             continue;
         };
-        match follow(&replica, epoch, &addr, &mut role, &mut shutdown).await {
+        match follow(&replica, epoch, &addr, &signer, &mut role, &mut shutdown).await {
             Ok(()) => warned = false,
             Err(e) => {
                 if !warned {
@@ -78,6 +89,7 @@ async fn follow(
     r: &Arc<Replica>,
     epoch: u64,
     addr: &str,
+    signer: &Signer,
     role: &mut watch::Receiver<Role>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -104,7 +116,13 @@ async fn follow(
         })),
     })
     .await?;
-    let mut stream = client.fetch(ReceiverStream::new(rx)).await?.into_inner();
+    let mut open = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some((authorization, date_time)) = signer.headers() {
+        let md = open.metadata_mut();
+        md.insert(ferromq_auth::signature::AUTHORIZATION_HEADER, authorization);
+        md.insert(ferromq_auth::signature::DATE_TIME_HEADER, date_time);
+    }
+    let mut stream = client.fetch(open).await?.into_inner();
     let Some(pb::FetchResponse {
         kind: Some(fetch_response::Kind::Hello(hello)),
     }) = stream.message().await?

@@ -50,6 +50,7 @@
 //! rebuilt, shows `ferromq_replication_rebuild_needed 1`, reports a confirm offset of 0 (it no
 //! longer vouches for its log) and keeps retrying.
 
+pub mod auth;
 pub mod fetch;
 pub mod follower;
 pub mod progress;

@@ -20,6 +20,15 @@
 //!   services close, the engine stops, the member follows the new leader, cutting whatever
 //!   tail of its log the group never confirmed.
 //!
+//! With `--auth` every member checks credentials on every service against its copy of the
+//! group's users, which the journal carries like topics ([`crate::replication::auth`]): a
+//! follower answers unauthenticated callers `UNAUTHENTICATED` before it says who leads, a user
+//! change is answered only once the group confirmed it, and a new leader holds every user the
+//! group confirmed. The replication stream is signed by the bootstrap super user each member is
+//! started with (`--auth-super-user`, the same on every member), and the leader admits only
+//! super users to it: the journal carries users' secrets. At the start of each term the leader
+//! writes its bootstrap super user through the group if the group's copy differs.
+//!
 //! The leader keeps the in-sync set current through the controller: a follower that has not
 //! held the whole log for `replica-lag` leaves it, one that caught up (and holds the confirm
 //! offset) rejoins; the set the confirm offset waits for always contains the controller's
@@ -46,11 +55,13 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn, Instrument};
 
 use crate::admin::service::AdminApi;
+use crate::auth::{Authenticate, Authenticated};
 use crate::config::broker::{MemberConfig, ReplicationSettings};
 use crate::config::node::NodeConfig;
 use crate::config::ConfigError;
 use crate::metrics::{Family, Identity, Metrics, NodeType};
 use crate::node::Node;
+use crate::replication::auth::{AuthJournal, JournaledAuth};
 use crate::replication::fetch::{ReplicationApi, MAX_MESSAGE};
 use crate::replication::{follower, Replica, ReplicaConfig, Role};
 use crate::serve::{self, Gate, Listeners, Services, Shutdown};
@@ -85,6 +96,9 @@ pub struct Member {
     /// Applies the leader's journal while this member follows (closed while it leads: the
     /// engine owns those files then).
     applier: Mutex<Option<Applier>>,
+    /// With `--auth`: the users and policies, and the reader applying the group's changes to
+    /// them (on the leader too).
+    auth: Option<(Arc<crate::auth::Gate>, Arc<Mutex<AuthJournal>>)>,
     /// The member serves: store open, replication listening (followers are ready too).
     ready: std::sync::atomic::AtomicBool,
     shutdown: Shutdown,
@@ -101,16 +115,6 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
     let Some(rs) = member.replication.clone() else {
         anyhow::bail!("a replicated member needs --replica-id");
     };
-    if cfg.auth.enabled {
-        // Users live in each member's data directory and are not replicated yet: a follower
-        // promoted to leader would not know them.
-        return Err(ConfigError {
-            field: "auth",
-            reason: "--auth is not available for members of a replicated group yet (--replica-id)"
-                .into(),
-        }
-        .into());
-    }
     let listeners = Listeners::bind(cfg.grpc_addr, cfg.http_addr, "grpc-addr", &cfg.limits).await?;
     if cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = crate::config::advertise_default(listeners.grpc_addr());
@@ -132,6 +136,14 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
     )
     .context("cannot open the replication state")?;
     let applier = open_applier(&store, &cfg, &member.group)?;
+    let metrics = Arc::new(Metrics::new(Identity::new(
+        NodeType::Broker,
+        Some(&member.group),
+    )));
+    let auth = match cfg.auth.enabled {
+        true => Some(open_auth(&cfg, &store, &replica, &rs, metrics.clone()).await?),
+        false => None,
+    };
     let controller = ControllerClient::new(rs.controller.iter().cloned())
         .map_err(|e| ConfigError {
             field: "controller",
@@ -153,10 +165,6 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
             }
         }
     };
-    let metrics = Arc::new(Metrics::new(Identity::new(
-        NodeType::Broker,
-        Some(&member.group),
-    )));
     Ok(Bound {
         member: Arc::new(Member {
             messaging: Gate::new(closed_reason.clone()),
@@ -170,6 +178,7 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
             metrics,
             term: tokio::sync::Mutex::new(None),
             applier: Mutex::new(Some(applier)),
+            auth,
             ready: std::sync::atomic::AtomicBool::new(false),
             shutdown: Shutdown::default(),
         }),
@@ -186,6 +195,35 @@ fn open_applier(store: &Arc<Store>, cfg: &NodeConfig, group: &str) -> anyhow::Re
     .context("cannot open the journal applier")?;
     applier.join(group).context("cannot read the group state")?;
     Ok(applier)
+}
+
+/// The gate of a member with `--auth`: its store, made a copy of the group's users (changes go
+/// through the journal, [`JournaledAuth`]), and the reader that applies the group's changes.
+async fn open_auth(
+    cfg: &NodeConfig,
+    store: &Arc<Store>,
+    replica: &Arc<Replica>,
+    rs: &ReplicationSettings,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<crate::auth::Gate>, Arc<Mutex<AuthJournal>>)> {
+    let (dir, auth) = (cfg.data_dir.clone(), cfg.auth.clone());
+    let gate = tokio::task::spawn_blocking(move || {
+        crate::auth::Gate::open_replicated(&dir, &auth, metrics)
+    })
+    .await??;
+    let reader = AuthJournal::open(
+        store.clone(),
+        gate.shared_store(),
+        cfg.data_dir.join("auth"),
+    )
+    .context("cannot open the auth store's journal reader")?;
+    let reader = Arc::new(Mutex::new(reader));
+    // A user change waits for the group as long as a send does, and at least a few seconds.
+    let wait = rs.ack_timeout.max(Duration::from_secs(5));
+    let journaled = JournaledAuth::new(replica.clone(), &reader, wait)
+        .context("cannot open the journal for users and policies")?;
+    gate.store().replicate_with(Arc::new(journaled));
+    Ok((gate, reader))
 }
 
 impl Bound {
@@ -205,16 +243,38 @@ impl Bound {
         background.spawn(m.clone().controller_loop());
         background.spawn(m.clone().term_loop());
         background.spawn(m.clone().apply_loop());
-        background.spawn(follower::run(m.replica.clone(), m.shutdown.subscribe()));
+        let signer = match &m.cfg.auth.super_user {
+            Some((name, secret)) if m.auth.is_some() => {
+                crate::credentials::Signer::new(name, secret.clone())
+            }
+            _ => crate::credentials::Signer::default(),
+        };
+        background.spawn(follower::run_signed(
+            m.replica.clone(),
+            m.shutdown.subscribe(),
+            signer,
+        ));
         let replication = ReplicationServer::new(ReplicationApi::new(m.replica.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let stopping = m.clone();
-        let services = Services {
-            grpc: Services::grpc_builder(&m.cfg.limits)
+        let mut grpc = Services::grpc_builder(&m.cfg.limits);
+        // With auth every service checks its callers, a follower's closed ones too (it tells
+        // who leads only to an authenticated caller); replication admits super users only.
+        let grpc = match &m.auth {
+            Some((gate, _)) => {
+                let with = || Authenticate(gate.clone());
+                grpc.add_service(Authenticated::new(with(), m.messaging.clone()))
+                    .add_service(Authenticated::new(with(), m.admin.clone()))
+                    .add_service(Authenticated::new(with(), replication))
+            }
+            None => grpc
                 .add_service(m.messaging.clone())
                 .add_service(m.admin.clone())
                 .add_service(replication),
+        };
+        let services = Services {
+            grpc,
             http: crate::http::router(m.clone(), listeners.connections.clone()),
             // Replicated members serve no remoting port yet (clients reach them through proxies,
             // whose remoting tunnel is the next step for replicated groups).
@@ -228,7 +288,7 @@ impl Bound {
         };
         m.ready.store(true, Ordering::Release);
         info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), group = %m.member.group,
-              replica = m.rs.replica_id, mode = ?m.rs.mode, min_in_sync = m.rs.min_in_sync,
+              auth = m.auth.is_some(), replica = m.rs.replica_id, mode = ?m.rs.mode, min_in_sync = m.rs.min_in_sync,
               controller = ?m.rs.controller, data_dir = %m.cfg.data_dir.display(),
               "ferromq broker (replicated member) ready; waiting for the controller");
         let served = serve::run(listeners, services, &m.shutdown, stop).await;
@@ -479,6 +539,13 @@ impl Member {
                     a.apply_dispatched().context("applying the journal")?;
                     a.close().context("closing the journal applier")?;
                 }
+                // Every user change the group confirmed, before any call is checked here.
+                if let Some((_, reader)) = &me.auth {
+                    reader
+                        .lock()
+                        .apply_dispatched()
+                        .context("applying the journal's user and ACL changes")?;
+                }
                 let mut ec = me.cfg.engine.clone();
                 ec.replicated = true;
                 let engine = Engine::open(me.store.clone(), ec).map_err(|e| {
@@ -510,10 +577,19 @@ impl Member {
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(max_msg),
             ));
+            let gate = self.auth.as_ref().map(|(g, _)| g.clone());
             self.admin.set(Some(
-                AdminServer::new(AdminApi::new(node.clone())).max_encoding_message_size(max_msg),
+                AdminServer::new(AdminApi::new(node.clone()).with_auth(gate.clone()))
+                    .max_encoding_message_size(max_msg),
             ));
             let mut tasks = JoinSet::new();
+            if let Some(gate) = gate {
+                tasks.spawn(ensure_bootstrap_user(
+                    gate,
+                    self.cfg.auth.clone(),
+                    shutdown.subscribe(),
+                ));
+            }
             tasks.spawn(super::node::upkeep(node.clone()));
             tasks.spawn(super::broker::heartbeat_loop(
                 node.clone(),
@@ -585,9 +661,14 @@ impl Member {
                 _ = &mut stopped => return,
             }
             let me = self.clone();
-            let r = tokio::task::spawn_blocking(move || match me.applier.lock().as_mut() {
-                Some(a) => a.apply_dispatched().map(|_| ()),
-                None => Ok(()),
+            let r = tokio::task::spawn_blocking(move || {
+                if let Some((_, reader)) = &me.auth {
+                    reader.lock().apply_dispatched()?;
+                }
+                match me.applier.lock().as_mut() {
+                    Some(a) => a.apply_dispatched().map(|_| ()),
+                    None => Ok(()),
+                }
             })
             .await;
             match r {
@@ -598,6 +679,34 @@ impl Member {
                 Ok(Ok(())) => warned = false,
                 _ => {}
             }
+        }
+    }
+}
+
+/// A leader's term task: writes the bootstrap super user of this member's flags through the
+/// group when the group's copy lacks it or holds another secret, retrying until it is in
+/// place or the term ends.
+async fn ensure_bootstrap_user(
+    gate: Arc<crate::auth::Gate>,
+    cfg: crate::config::auth::AuthConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = serve::stopped(shutdown);
+    tokio::pin!(stopped);
+    let mut warned = false;
+    loop {
+        let (g, c) = (gate.clone(), cfg.clone());
+        match tokio::task::spawn_blocking(move || g.ensure_bootstrap_user(&c)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) if !warned => {
+                warn!(error = %format!("{e:#}"), "cannot write the bootstrap super user through the group yet; retrying");
+                warned = true;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = &mut stopped => return,
         }
     }
 }

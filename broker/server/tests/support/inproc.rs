@@ -125,3 +125,81 @@ pub async fn proxy_with_remoting(ns: &str, remoting: bool) -> (Running, u16, u16
     };
     (running, port, remoting_port)
 }
+
+/// A name server that is also one peer of the replication controller (`peers` holds every
+/// peer's address, `addr` among them); its Raft state in `dir`.
+pub async fn controller_nameserver(addr: &str, peers: &[String], dir: &std::path::Path) -> Running {
+    let id = peers
+        .iter()
+        .position(|p| p == addr)
+        .expect("addr among the peers") as u64
+        + 1;
+    let ns = ferromq::roles::nameserver::bind(NameserverConfig {
+        limits: Default::default(),
+        addr: addr.parse().expect("addr"),
+        http_addr: loopback(),
+        broker_expiry: Duration::from_secs(3),
+        controller: Some(ferromq_controller::ControllerConfig {
+            id,
+            peers: peers.to_vec(),
+            data_dir: dir.to_path_buf(),
+            timing: ferromq_controller::Timing {
+                member_expiry: Duration::from_millis(1500),
+                lease: Duration::from_millis(1000),
+                ..ferromq_controller::Timing::default()
+            },
+            heartbeat_interval: Duration::from_millis(200),
+        }),
+    })
+    .await
+    .expect("name server binds");
+    let (stop, stopped) = stop_switch();
+    Running {
+        stop,
+        task: tokio::spawn(ns.run(stopped)),
+    }
+}
+
+/// Member `replica_id` of the replicated group `group` (`sync` mode), reporting to and
+/// heartbeating the controller in `ns`; `tune` adjusts the configuration. Answers its gRPC
+/// address.
+pub async fn member_with(
+    group: &str,
+    replica_id: u32,
+    ns: &[String],
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut NodeConfig),
+) -> (Running, std::net::SocketAddr) {
+    let mut cfg = NodeConfig::defaults();
+    cfg.data_dir = dir.to_path_buf();
+    cfg.engine.data_dir = dir.to_path_buf();
+    cfg.grpc_addr = loopback();
+    cfg.http_addr = loopback();
+    cfg.advertise_addr = "127.0.0.1:0".into();
+    cfg.segment_size = 8 << 20;
+    tune(&mut cfg);
+    let member = MemberConfig {
+        group: group.into(),
+        nameservers: ns.to_vec(),
+        replication: Some(ferromq::config::broker::ReplicationSettings {
+            replica_id,
+            mode: ferromq::replication::Mode::Sync,
+            min_in_sync: 1,
+            replica_lag: Duration::from_secs(4),
+            ack_timeout: Duration::from_secs(5),
+            controller: ns.to_vec(),
+        }),
+    };
+    let bound = ferromq::roles::member::bind(cfg, member)
+        .await
+        .expect("member binds");
+    let addr = bound.grpc_addr();
+    let (stop, stopped) = stop_switch();
+    (
+        Running {
+            stop,
+            task: tokio::spawn(bound.run(stopped)),
+        },
+        addr,
+    )
+}
