@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferromq_auth::policy::normalize_entries;
-use ferromq_auth::{Effect, PolicyEntry, ResourcePattern, Secret as SecretKey};
+use ferromq_auth::{Effect, PolicyEntry, PolicyError, ResourcePattern, Secret as SecretKey};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
@@ -67,6 +67,13 @@ pub fn desired_policy(spec: &UserSpec) -> Result<Vec<PolicyEntry>, String> {
     let mut entries = Vec::with_capacity(spec.policies.len());
     let mut seen: BTreeMap<(ResourcePattern, bool), usize> = BTreeMap::new();
     for (i, p) in spec.policies.iter().enumerate() {
+        if p.actions.is_empty() {
+            // Joined, no actions would read as one empty action name.
+            let e = PolicyError::NoActions {
+                resource: p.resource.clone(),
+            };
+            return Err(format!("spec.policies[{i}]: {e}"));
+        }
         let sources: Vec<&str> = p.sources.iter().map(String::as_str).collect();
         let entry = PolicyEntry::parse(&p.resource, &p.actions.join(","), &p.effect, &sources)
             .map_err(|e| format!("spec.policies[{i}]: {e}"))?;
