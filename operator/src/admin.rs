@@ -6,14 +6,24 @@
 //! failure keeps its kind: the cluster could not be reached, or it answered with a gRPC status
 //! code and message. [`AdminError::reason`] turns that into the condition reason users see.
 //! [`MemoryAdmin`] is an in-process cluster used by the controller tests.
+//!
+//! When a Broker runs with authentication, every call to its cluster is signed like the official
+//! clients sign theirs (`MQv2-HMAC-SHA1` over `x-mq-date-time`, [`ferromq_auth::sign`]) with the
+//! Broker's super user, registered per endpoint with [`ClusterAdmin::use_credentials`] by the
+//! controllers that read its Secret. Secrets go into requests and nowhere else: no log, no error
+//! and no `Debug` output carries one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use ferromq_auth::{Effect, PolicyEntry, ResourcePattern, Secret, UserKind};
 use ferromq_proto::admin::{self as api, admin_client::AdminClient, TopicPermission, TopicType};
+use tonic::codegen::InterceptedService;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -126,6 +136,51 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// What the operator signs its admin calls to one cluster with: the Broker's super user.
+/// `Debug` shows the access key only (a [`Secret`] prints as `<redacted>`).
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The super user's name.
+    pub access_key: String,
+    /// Its secret key.
+    pub secret: Secret,
+}
+
+/// Signs each call made through a client, or adds nothing without credentials.
+#[derive(Clone, Default)]
+pub struct Sign(Option<Credentials>);
+
+impl Sign {
+    /// A signer of `credentials` (none: calls go unsigned).
+    pub fn new(credentials: Option<Credentials>) -> Self {
+        Sign(credentials)
+    }
+}
+
+impl Interceptor for Sign {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(c) = &self.0 else {
+            return Ok(req);
+        };
+        let h = ferromq_auth::sign(&c.access_key, &c.secret, SystemTime::now());
+        // Both values are ASCII by construction (a validated access key, hex, a date-time); the
+        // error names neither value.
+        let value = |v: &str| {
+            MetadataValue::<tonic::metadata::Ascii>::try_from(v)
+                .map_err(|_| tonic::Status::internal("credential header is not ASCII"))
+        };
+        let authorization = value(&h.authorization)?;
+        let date_time = value(&h.date_time)?;
+        let md = req.metadata_mut();
+        md.insert(ferromq_auth::signature::AUTHORIZATION_HEADER, authorization);
+        md.insert(ferromq_auth::signature::DATE_TIME_HEADER, date_time);
+        Ok(req)
+    }
+}
+
+/// An admin client whose calls carry the endpoint's credentials.
+type Client = AdminClient<InterceptedService<Channel, Sign>>;
+
 /// How far the drain of a broker group has gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DrainState {
@@ -177,6 +232,48 @@ pub trait ClusterAdmin: Send + Sync {
         group: &str,
         to: i64,
     ) -> Result<(i64, i64), AdminError>;
+    /// Signs every later call to `endpoint` with `credentials` (the Broker's super user), or
+    /// sends them unsigned with `None` (a cluster without authentication).
+    fn use_credentials(&self, endpoint: &str, credentials: Option<Credentials>);
+    /// The kind of user `name` on the cluster, or `None` when it does not exist.
+    async fn describe_user(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Option<UserKind>, AdminError>;
+    /// Creates user `name` with `secret`, or gives it `secret` and `kind` where it exists
+    /// (every broker group keeps its own copy of users: a create lands on the groups that lack
+    /// the user, the update then on all).
+    async fn upsert_user(
+        &self,
+        endpoint: &str,
+        name: &str,
+        secret: &Secret,
+        kind: UserKind,
+    ) -> Result<(), AdminError>;
+    /// Deletes user `name` and its policy; its next call is refused. A missing user is no error.
+    async fn delete_user(&self, endpoint: &str, name: &str) -> Result<(), AdminError>;
+    /// The entries of `user`'s policy (empty when it has none).
+    async fn describe_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+    ) -> Result<Vec<PolicyEntry>, AdminError>;
+    /// Adds `entry` to `user`'s policy, replacing the entry with the same resource and effect.
+    async fn put_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+        entry: &PolicyEntry,
+    ) -> Result<(), AdminError>;
+    /// Removes `user`'s entry for `resource` and `effect`; a missing entry is no error.
+    async fn delete_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+        resource: &ResourcePattern,
+        effect: Effect,
+    ) -> Result<(), AdminError>;
 }
 
 /// The admin API over gRPC (`ferromq.admin.v1.Admin`).
@@ -189,6 +286,8 @@ pub trait ClusterAdmin: Send + Sync {
 pub struct GrpcAdmin {
     connect_timeout: Duration,
     call_timeout: Duration,
+    /// Credentials per endpoint ([`ClusterAdmin::use_credentials`]).
+    credentials: Mutex<BTreeMap<String, Credentials>>,
 }
 
 impl Default for GrpcAdmin {
@@ -364,10 +463,19 @@ impl GrpcAdmin {
         GrpcAdmin {
             connect_timeout,
             call_timeout,
+            credentials: Mutex::new(BTreeMap::new()),
         }
     }
 
-    async fn connect(&self, address: &str) -> Result<AdminClient<Channel>, AdminError> {
+    fn credentials_for(&self, address: &str) -> Option<Credentials> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(address)
+            .cloned()
+    }
+
+    async fn connect(&self, address: &str) -> Result<Client, AdminError> {
         let endpoint = Endpoint::from_shared(endpoint_uri(address))
             .map_err(|e| AdminError::BadAddress {
                 address: address.to_string(),
@@ -380,13 +488,16 @@ impl GrpcAdmin {
             .map_err(|e| AdminError::Unreachable {
                 detail: error_chain(&e),
             })?;
-        Ok(AdminClient::new(channel))
+        Ok(AdminClient::with_interceptor(
+            channel,
+            Sign(self.credentials_for(address)),
+        ))
     }
 
     /// Connects to `address` and runs `op` on the client, all within the call timeout.
     async fn with_client<T, F, Fut>(&self, address: &str, op: F) -> Result<T, AdminError>
     where
-        F: FnOnce(AdminClient<Channel>) -> Fut,
+        F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, AdminError>>,
     {
         let run = async { op(self.connect(address).await?).await };
@@ -401,10 +512,7 @@ impl GrpcAdmin {
 }
 
 /// `DescribeTopic` on an open client; NOT_FOUND is `None`.
-async fn describe(
-    c: &mut AdminClient<Channel>,
-    name: &str,
-) -> Result<Option<TopicClusterState>, AdminError> {
+async fn describe(c: &mut Client, name: &str) -> Result<Option<TopicClusterState>, AdminError> {
     let answer = c
         .describe_topic(api::DescribeTopicRequest {
             name: name.to_string(),
@@ -580,6 +688,187 @@ impl ClusterAdmin for GrpcAdmin {
         })
         .await
     }
+
+    fn use_credentials(&self, endpoint: &str, credentials: Option<Credentials>) {
+        let mut all = self
+            .credentials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match credentials {
+            Some(c) => all.insert(endpoint.to_string(), c),
+            None => all.remove(endpoint),
+        };
+    }
+
+    #[tracing::instrument(skip(self), err(Display))]
+    async fn describe_user(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Option<UserKind>, AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            let answer = c
+                .describe_user(api::DescribeUserRequest {
+                    name: name.to_string(),
+                })
+                .await
+                .map_err(|s| AdminError::from_status("DescribeUser", s));
+            match answer {
+                Ok(u) => user_kind_from_api(&u.into_inner()).map(Some),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    // The secret is skipped: it must never reach a span or a log.
+    #[tracing::instrument(skip(self, secret), err(Display))]
+    async fn upsert_user(
+        &self,
+        endpoint: &str,
+        name: &str,
+        secret: &Secret,
+        kind: UserKind,
+    ) -> Result<(), AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            let created = c
+                .create_user(api::CreateUserRequest {
+                    name: name.to_string(),
+                    secret: secret.expose().to_string(),
+                    kind: kind.as_str().to_string(),
+                })
+                .await
+                .map_err(|s| AdminError::from_status("CreateUser", s));
+            match created {
+                Ok(_) => Ok(()),
+                Err(AdminError::Status {
+                    code: Code::AlreadyExists,
+                    ..
+                }) => {
+                    c.update_user(api::UpdateUserRequest {
+                        name: name.to_string(),
+                        secret: secret.expose().to_string(),
+                        kind: kind.as_str().to_string(),
+                    })
+                    .await
+                    .map_err(|s| AdminError::from_status("UpdateUser", s))?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self), err(Display))]
+    async fn delete_user(&self, endpoint: &str, name: &str) -> Result<(), AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            match c
+                .delete_user(api::DeleteUserRequest {
+                    name: name.to_string(),
+                })
+                .await
+                .map_err(|s| AdminError::from_status("DeleteUser", s))
+            {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self), err(Display))]
+    async fn describe_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+    ) -> Result<Vec<PolicyEntry>, AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            let acl = c
+                .describe_acl(api::DescribeAclRequest {
+                    user: user.to_string(),
+                })
+                .await
+                .map_err(|s| AdminError::from_status("DescribeAcl", s))?
+                .into_inner();
+            acl.entries.into_iter().map(entry_from_api).collect()
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self, entry), fields(entry = %entry), err(Display))]
+    async fn put_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+        entry: &PolicyEntry,
+    ) -> Result<(), AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            c.create_acl(api::PutAclRequest {
+                user: user.to_string(),
+                entry: Some(entry_to_api(entry)),
+            })
+            .await
+            .map_err(|s| AdminError::from_status("CreateAcl", s))?;
+            Ok(())
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip(self), err(Display))]
+    async fn delete_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+        resource: &ResourcePattern,
+        effect: Effect,
+    ) -> Result<(), AdminError> {
+        self.with_client(endpoint, |mut c| async move {
+            match c
+                .delete_acl(api::DeleteAclRequest {
+                    user: user.to_string(),
+                    resource: resource.to_string(),
+                    effect: effect.to_string(),
+                })
+                .await
+                .map_err(|s| AdminError::from_status("DeleteAcl", s))
+            {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+}
+
+/// Reads a user's kind from a `DescribeUser` answer.
+fn user_kind_from_api(u: &api::User) -> Result<UserKind, AdminError> {
+    u.kind.parse().map_err(|e: String| AdminError::BadAnswer {
+        call: "DescribeUser",
+        detail: format!("user {}: {e}", u.name),
+    })
+}
+
+/// The request form of a policy entry: the text forms `ferromq admin acl` sends.
+fn entry_to_api(e: &PolicyEntry) -> api::AclEntry {
+    api::AclEntry {
+        resource: e.resource.to_string(),
+        actions: e.actions.names().iter().map(|a| a.to_string()).collect(),
+        effect: e.effect.to_string(),
+        sources: e.sources.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Reads a policy entry of a `DescribeAcl` answer with the auth crate's own parser.
+fn entry_from_api(e: api::AclEntry) -> Result<PolicyEntry, AdminError> {
+    let sources: Vec<&str> = e.sources.iter().map(String::as_str).collect();
+    PolicyEntry::parse(&e.resource, &e.actions.join(","), &e.effect, &sources).map_err(|err| {
+        AdminError::BadAnswer {
+            call: "DescribeAcl",
+            detail: format!("entry for {}: {err}", e.resource),
+        }
+    })
 }
 
 /// An in-process cluster: topics per endpoint and scripted drain progress. For tests.
@@ -601,6 +890,14 @@ struct MemoryState {
     replication: Vec<GroupReplicationStatus>,
     switchovers: Vec<(String, i64)>,
     unreachable: bool,
+    /// Users by (endpoint, name): the secret as given and the kind.
+    users: BTreeMap<(String, String), (String, UserKind)>,
+    /// Policy entries by (endpoint, user).
+    acls: BTreeMap<(String, String), Vec<PolicyEntry>>,
+    /// Credentials registered per endpoint.
+    credentials: BTreeMap<String, Credentials>,
+    /// Endpoints that refuse user and ACL calls not signed by this access key and secret.
+    required: BTreeMap<String, (String, String)>,
 }
 
 impl MemoryAdmin {
@@ -642,6 +939,64 @@ impl MemoryAdmin {
     /// Makes every call fail as if the cluster were down.
     pub fn set_unreachable(&self, unreachable: bool) {
         self.lock().unreachable = unreachable;
+    }
+
+    /// Users of the fake cluster at `endpoint`: name, the secret it was given, kind.
+    pub fn users(&self, endpoint: &str) -> Vec<(String, String, UserKind)> {
+        self.lock()
+            .users
+            .iter()
+            .filter(|((e, _), _)| e == endpoint)
+            .map(|((_, n), (s, k))| (n.clone(), s.clone(), *k))
+            .collect()
+    }
+
+    /// The policy entries of `user` at `endpoint`, as text (`allow publish topic:a`).
+    pub fn acl(&self, endpoint: &str, user: &str) -> Vec<String> {
+        self.lock()
+            .acls
+            .get(&(endpoint.to_string(), user.to_string()))
+            .map(|es| es.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Makes the fake cluster at `endpoint` refuse user and ACL calls unless they are signed
+    /// with this super user, as a cluster with authentication does.
+    pub fn require_credentials(&self, endpoint: &str, access_key: &str, secret: &str) {
+        self.lock().required.insert(
+            endpoint.to_string(),
+            (access_key.to_string(), secret.to_string()),
+        );
+    }
+
+    /// The access key calls to `endpoint` are signed with, if any.
+    pub fn signed_as(&self, endpoint: &str) -> Option<String> {
+        self.lock()
+            .credentials
+            .get(endpoint)
+            .map(|c| c.access_key.clone())
+    }
+
+    /// Refuses a user or ACL call the way an authenticating cluster would.
+    fn check_signed(&self, endpoint: &str, call: &'static str) -> Result<(), AdminError> {
+        self.check()?;
+        let st = self.lock();
+        let Some((ak, secret)) = st.required.get(endpoint) else {
+            return Ok(());
+        };
+        let ok = st
+            .credentials
+            .get(endpoint)
+            .is_some_and(|c| &c.access_key == ak && c.secret.expose() == secret);
+        if ok {
+            Ok(())
+        } else {
+            Err(AdminError::Status {
+                call,
+                code: Code::Unauthenticated,
+                message: "unknown access key or wrong signature".into(),
+            })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
@@ -754,6 +1109,115 @@ impl ClusterAdmin for MemoryAdmin {
         g.leader = Some(to);
         g.epoch += 1;
         Ok((to, g.epoch))
+    }
+
+    fn use_credentials(&self, endpoint: &str, credentials: Option<Credentials>) {
+        let mut st = self.lock();
+        match credentials {
+            Some(c) => st.credentials.insert(endpoint.to_string(), c),
+            None => st.credentials.remove(endpoint),
+        };
+    }
+
+    async fn describe_user(
+        &self,
+        endpoint: &str,
+        name: &str,
+    ) -> Result<Option<UserKind>, AdminError> {
+        self.check_signed(endpoint, "DescribeUser")?;
+        Ok(self
+            .lock()
+            .users
+            .get(&(endpoint.to_string(), name.to_string()))
+            .map(|(_, k)| *k))
+    }
+
+    async fn upsert_user(
+        &self,
+        endpoint: &str,
+        name: &str,
+        secret: &Secret,
+        kind: UserKind,
+    ) -> Result<(), AdminError> {
+        self.check_signed(endpoint, "CreateUser")?;
+        self.lock().users.insert(
+            (endpoint.to_string(), name.to_string()),
+            (secret.expose().to_string(), kind),
+        );
+        Ok(())
+    }
+
+    async fn delete_user(&self, endpoint: &str, name: &str) -> Result<(), AdminError> {
+        self.check_signed(endpoint, "DeleteUser")?;
+        let key = (endpoint.to_string(), name.to_string());
+        let mut st = self.lock();
+        st.users.remove(&key);
+        st.acls.remove(&key);
+        Ok(())
+    }
+
+    async fn describe_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+    ) -> Result<Vec<PolicyEntry>, AdminError> {
+        self.check_signed(endpoint, "DescribeAcl")?;
+        let key = (endpoint.to_string(), user.to_string());
+        let st = self.lock();
+        if !st.users.contains_key(&key) {
+            return Err(AdminError::Status {
+                call: "DescribeAcl",
+                code: Code::NotFound,
+                message: format!("no user {user:?}"),
+            });
+        }
+        Ok(st.acls.get(&key).cloned().unwrap_or_default())
+    }
+
+    /// Replaces the entry with the same resource and effect, as the store does.
+    async fn put_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+        entry: &PolicyEntry,
+    ) -> Result<(), AdminError> {
+        self.check_signed(endpoint, "CreateAcl")?;
+        let key = (endpoint.to_string(), user.to_string());
+        let mut st = self.lock();
+        if !st.users.contains_key(&key) {
+            return Err(AdminError::Status {
+                call: "CreateAcl",
+                code: Code::NotFound,
+                message: format!("no user {user:?}"),
+            });
+        }
+        let entries = st.acls.entry(key).or_default();
+        match entries
+            .iter_mut()
+            .find(|e| e.resource == entry.resource && e.effect == entry.effect)
+        {
+            Some(e) => *e = entry.clone(),
+            None => entries.push(entry.clone()),
+        }
+        Ok(())
+    }
+
+    async fn delete_acl(
+        &self,
+        endpoint: &str,
+        user: &str,
+        resource: &ResourcePattern,
+        effect: Effect,
+    ) -> Result<(), AdminError> {
+        self.check_signed(endpoint, "DeleteAcl")?;
+        if let Some(entries) = self
+            .lock()
+            .acls
+            .get_mut(&(endpoint.to_string(), user.to_string()))
+        {
+            entries.retain(|e| !(e.resource == *resource && e.effect == effect));
+        }
+        Ok(())
     }
 }
 
@@ -962,6 +1426,127 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "InvalidAdminAddress", "{err}");
+    }
+
+    /// Checks a signed request the way a broker does: the auth crate's own verification.
+    fn broker_accepts(req: &tonic::Request<()>, user: &ferromq_auth::User) -> bool {
+        let md = req.metadata();
+        let bytes = |k: &str| {
+            md.get_all(k)
+                .iter()
+                .map(|v| v.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let (a, d) = (bytes("authorization"), bytes("x-mq-date-time"));
+        let Ok(creds) = ferromq_auth::RequestCredentials::from_header_values(
+            a.iter().map(Vec::as_slice),
+            d.iter().map(Vec::as_slice),
+        ) else {
+            return false;
+        };
+        ferromq_auth::authn::authenticate(
+            &creds,
+            SystemTime::now(),
+            &ferromq_auth::ClockPolicy::default(),
+            |ak| (ak == user.name).then_some(user),
+        )
+        .is_ok()
+    }
+
+    #[test]
+    fn calls_are_signed_as_the_registered_super_user() {
+        let secret = Secret::new("0123456789abcdef").unwrap();
+        let admin = ferromq_auth::User {
+            name: "admin".into(),
+            secret: secret.clone(),
+            kind: UserKind::Super,
+        };
+        let mut sign = Sign(Some(Credentials {
+            access_key: "admin".into(),
+            secret,
+        }));
+        let req = sign.call(tonic::Request::new(())).unwrap();
+        assert!(broker_accepts(&req, &admin));
+        let impostor = ferromq_auth::User {
+            secret: Secret::new("another-secret-key").unwrap(),
+            ..admin.clone()
+        };
+        assert!(!broker_accepts(&req, &impostor));
+        // Without credentials nothing is added.
+        let bare = Sign(None).call(tonic::Request::new(())).unwrap();
+        assert!(bare.metadata().get("authorization").is_none());
+        // Neither the interceptor nor the credentials print the secret.
+        let shown = format!("{:?}", sign.0);
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+
+    #[test]
+    fn policy_entries_round_trip_through_the_wire_types() {
+        for (r, a, e, s) in [
+            ("topic:orders-*", "publish,subscribe", "allow", vec![]),
+            (
+                "group:billing",
+                "subscribe",
+                "deny",
+                vec!["10.0.0.0/8", "192.0.2.1"],
+            ),
+            ("cluster", "all", "allow", vec![]),
+            ("*", "get,list", "deny", vec![]),
+        ] {
+            let entry = PolicyEntry::parse(r, a, e, &s).unwrap();
+            assert_eq!(entry_from_api(entry_to_api(&entry)).unwrap(), entry);
+        }
+        let bad = api::AclEntry {
+            resource: "queue:x".into(),
+            actions: vec!["publish".into()],
+            effect: "allow".into(),
+            sources: vec![],
+        };
+        let err = entry_from_api(bad).unwrap_err();
+        assert_eq!(err.reason(), "AdminApiBadAnswer");
+        assert!(err.to_string().contains("queue:x"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn memory_admin_refuses_user_calls_without_the_super_user() {
+        let a = MemoryAdmin::default();
+        a.require_credentials("e", "admin", "0123456789abcdef");
+        let key = Secret::new("user-secret-key").unwrap();
+        let err = a
+            .upsert_user("e", "u", &key, UserKind::Normal)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AdminError::Status {
+                    code: Code::Unauthenticated,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        a.use_credentials(
+            "e",
+            Some(Credentials {
+                access_key: "admin".into(),
+                secret: Secret::new("0123456789abcdef").unwrap(),
+            }),
+        );
+        a.upsert_user("e", "u", &key, UserKind::Normal)
+            .await
+            .unwrap();
+        assert_eq!(a.signed_as("e").as_deref(), Some("admin"));
+        assert_eq!(
+            a.describe_user("e", "u").await.unwrap(),
+            Some(UserKind::Normal)
+        );
+        let entry = PolicyEntry::parse("topic:a", "publish", "allow", &[]).unwrap();
+        a.put_acl("e", "u", &entry).await.unwrap();
+        assert_eq!(a.acl("e", "u"), ["allow publish topic:a"]);
+        a.delete_user("e", "u").await.unwrap();
+        assert!(a.users("e").is_empty());
+        assert!(a.acl("e", "u").is_empty());
     }
 
     #[tokio::test]

@@ -3,9 +3,9 @@
 //!
 //! The Helm chart runs it as a `pre-delete` hook for its example cluster. Without it,
 //! `helm uninstall` would delete the operator and its RBAC while Topics still carry the
-//! operator's finalizer, and they (and their namespace) would hang in Terminating. Topics go
-//! first, while their Broker still exists, so the running operator can delete them from the
-//! cluster; then Brokers, then Nameservers.
+//! operator's finalizer, and they (and their namespace) would hang in Terminating. Topics and
+//! Users go first, while their Broker still exists, so the running operator can delete them
+//! from the cluster; then Brokers, then Nameservers.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::crd::{Broker, Nameserver, Topic};
+use crate::crd::{Broker, Nameserver, Topic, User};
 
 /// Why a cleanup did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum CleanupError {
     },
 }
 
-/// Deletes every Topic, Broker and Nameserver in `namespace` matching `selector` (kind by
+/// Deletes every Topic, User, Broker and Nameserver in `namespace` matching `selector` (kind by
 /// kind) and waits for each kind to disappear, within `timeout` overall.
 pub async fn run(
     client: &Client,
@@ -41,6 +41,7 @@ pub async fn run(
 ) -> Result<(), CleanupError> {
     let deadline = Instant::now() + timeout;
     delete_and_wait::<Topic>(client, namespace, selector, "Topics", deadline).await?;
+    delete_and_wait::<User>(client, namespace, selector, "Users", deadline).await?;
     delete_and_wait::<Broker>(client, namespace, selector, "Brokers", deadline).await?;
     delete_and_wait::<Nameserver>(client, namespace, selector, "Nameservers", deadline).await?;
     Ok(())

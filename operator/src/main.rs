@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
@@ -20,7 +20,7 @@ use kube::{Api, Client};
 
 use ferromq_operator::admin::GrpcAdmin;
 use ferromq_operator::controller::{self, Context};
-use ferromq_operator::crd::{Broker, Nameserver, Topic};
+use ferromq_operator::crd::{Broker, Nameserver, Topic, User};
 use ferromq_operator::leader::LeaseLock;
 use ferromq_operator::metrics::{Metrics, Readiness};
 
@@ -91,8 +91,8 @@ struct RunArgs {
 enum Command {
     /// Run the controllers.
     Run(RunArgs),
-    /// Delete the FerroMQ resources matching a label selector (Topics, then Brokers, then
-    /// Nameservers) and wait until they are gone; the chart's pre-delete hook runs it.
+    /// Delete the FerroMQ resources matching a label selector (Topics and Users, then Brokers,
+    /// then Nameservers) and wait until they are gone; the chart's pre-delete hook runs it.
     Cleanup {
         /// Namespace of the resources.
         #[arg(long, env = "FERROMQ_OPERATOR_NAMESPACE")]
@@ -106,7 +106,7 @@ enum Command {
     },
     /// Print the CRDs generated from the Rust types, or write `<kind>.yaml` files into directories.
     Crds {
-        /// Directory to write `nameserver.yaml`, `broker.yaml` and `topic.yaml` into; repeat it
+        /// Directory to write `nameserver.yaml`, `broker.yaml`, `topic.yaml` and `user.yaml` into; repeat it
         /// to write several (the repository keeps `crds/` and `charts/ferromq/crds/`).
         #[arg(long)]
         out: Vec<PathBuf>,
@@ -371,8 +371,42 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         });
 
+    let user_controller = Controller::new(api::<User>(&client, ns), watcher::Config::default());
+    report_readiness(&metrics, "User", user_controller.store(), |u| {
+        u.status.as_ref().map(|s| s.conditions.as_slice())
+    });
+    // A Broker change (authentication turned on, its super user's Secret fixed, a group added)
+    // decides whether and where the Users that reference it can be synced.
+    let user_store = user_controller.store();
+    let users = user_controller
+        .owns(api::<Secret>(&client, ns), owned.clone())
+        .watches(
+            api::<Broker>(&client, ns),
+            watcher::Config::default(),
+            move |broker| {
+                let broker_name = broker.name_any();
+                let namespace = broker.namespace();
+                user_store
+                    .state()
+                    .into_iter()
+                    .filter(|u| u.namespace() == namespace && u.spec.broker_ref.name == broker_name)
+                    .map(|u| ObjectRef::from_obj(&*u))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(
+            controller::user::reconcile,
+            controller::user::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "user controller");
+            }
+        });
+
     let controllers = async {
-        futures::join!(nameservers, brokers, topics);
+        futures::join!(nameservers, brokers, topics, users);
     };
     let outcome = tokio::select! {
         _ = signals.recv() => {

@@ -8,9 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use ferromq_auth::{Effect, PolicyEntry, Secret, UserKind};
+use ferromq_proto::v2;
+use tonic::service::Interceptor;
 use tonic::Code;
 
-use ferromq_operator::admin::{AdminError, ClusterAdmin, DrainState, GrpcAdmin};
+use ferromq_operator::admin::{AdminError, ClusterAdmin, Credentials, DrainState, GrpcAdmin, Sign};
 use ferromq_operator::crd::{GroupReplicationStatus, MessageType, Permission, TopicClusterState};
 
 /// A running `ferromq standalone`, killed when dropped.
@@ -67,8 +70,9 @@ async fn standalone(admin: &GrpcAdmin, extra: &[&std::ffi::OsStr]) -> Result<Sta
             Err(AdminError::Unreachable { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
+            // Any answer, a refusal of an unsigned call to a server with --auth included.
+            Ok(_) | Err(AdminError::Status { .. }) => return Ok(server),
             Err(e) => bail!("standalone at {} never answered: {e}", server.address),
-            Ok(_) => return Ok(server),
         }
     }
 }
@@ -402,5 +406,151 @@ async fn replication_state_and_switchover_on_a_real_replicated_group() -> Result
         ),
         "{answer:?}"
     );
+    Ok(())
+}
+
+/// Sends one message to `topic` as `credentials` (none: unsigned) through the RocketMQ 5 API,
+/// signed the way the official clients sign; answers the RocketMQ status code.
+async fn send_code(at: &str, credentials: Option<Credentials>, topic: &str) -> Result<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{at}"))?
+        .connect()
+        .await?;
+    let mut sign = Sign::new(credentials);
+    let mut client = v2::messaging_service_client::MessagingServiceClient::with_interceptor(
+        channel,
+        move |req| {
+            let mut req = sign.call(req)?;
+            req.metadata_mut().insert(
+                "x-mq-client-id",
+                tonic::metadata::MetadataValue::from_static("operator-admin-grpc-test"),
+            );
+            Ok(req)
+        },
+    );
+    let answer = client
+        .send_message(v2::SendMessageRequest {
+            messages: vec![v2::Message {
+                topic: Some(v2::Resource {
+                    resource_namespace: String::new(),
+                    name: topic.into(),
+                }),
+                user_properties: Default::default(),
+                system_properties: Some(v2::SystemProperties {
+                    message_id: format!("operator-test-{topic}"),
+                    body_encoding: v2::Encoding::Identity as i32,
+                    message_type: v2::MessageType::Normal as i32,
+                    born_host: "operator-test".into(),
+                    ..Default::default()
+                }),
+                body: b"hello".to_vec(),
+            }],
+        })
+        .await?
+        .into_inner();
+    Ok(answer.status.map_or(0, |s| s.code))
+}
+
+const OK: i32 = v2::Code::Ok as i32;
+const UNAUTHORIZED: i32 = v2::Code::Unauthorized as i32;
+const FORBIDDEN: i32 = v2::Code::Forbidden as i32;
+
+#[tokio::test]
+#[ignore = "needs the ferromq binary; run by tests/suites/60-operator.sh"]
+async fn users_and_policies_on_a_real_server_with_authentication() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let su_file = dir.path().join("admin.secret");
+    std::fs::write(&su_file, "operator-test-admin-secret\n")?;
+    let admin = GrpcAdmin::default();
+    let server = standalone(
+        &admin,
+        &[
+            "--auth".as_ref(),
+            "--auth-super-user".as_ref(),
+            "admin".as_ref(),
+            "--auth-super-secret-file".as_ref(),
+            su_file.as_os_str(),
+        ],
+    )
+    .await?;
+    let at = server.address.as_str();
+
+    // Unsigned admin calls are refused; signed as the super user they pass.
+    refused(
+        admin.describe_user(at, "app").await,
+        "DescribeUser",
+        Code::Unauthenticated,
+        "",
+    )?;
+    admin.use_credentials(
+        at,
+        Some(Credentials {
+            access_key: "admin".into(),
+            secret: Secret::new("operator-test-admin-secret")?,
+        }),
+    );
+    assert_eq!(admin.describe_user(at, "app").await?, None);
+    assert_eq!(
+        admin.describe_user(at, "admin").await?,
+        Some(UserKind::Super)
+    );
+
+    let key = Secret::new("app-secret-of-the-test")?;
+    let app = || {
+        Some(Credentials {
+            access_key: "app".into(),
+            secret: key.clone(),
+        })
+    };
+    admin.upsert_user(at, "app", &key, UserKind::Normal).await?;
+    assert_eq!(
+        admin.describe_user(at, "app").await?,
+        Some(UserKind::Normal)
+    );
+    admin
+        .upsert_user(at, "app", &key, UserKind::Normal)
+        .await
+        .context("upserting an existing user updates it")?;
+    assert_eq!(admin.describe_acl(at, "app").await?, vec![]);
+    let allow = PolicyEntry::parse("topic:allowed-*", "publish", "allow", &[])?;
+    let deny = PolicyEntry::parse("topic:allowed-secret", "publish", "deny", &[])?;
+    admin.put_acl(at, "app", &allow).await?;
+    admin.put_acl(at, "app", &deny).await?;
+    assert_eq!(
+        admin.describe_acl(at, "app").await?,
+        vec![allow.clone(), deny.clone()]
+    );
+    // Topic calls are signed too.
+    for t in ["allowed-1", "allowed-secret", "other"] {
+        admin
+            .upsert_topic(at, &topic(t, 1, MessageType::Normal, Permission::ReadWrite))
+            .await?;
+    }
+
+    // What the policy says is what the user may do.
+    assert_eq!(send_code(at, app(), "allowed-1").await?, OK);
+    assert_eq!(send_code(at, app(), "other").await?, FORBIDDEN);
+    assert_eq!(
+        send_code(at, app(), "allowed-secret").await?,
+        FORBIDDEN,
+        "deny wins"
+    );
+    assert_eq!(send_code(at, None, "allowed-1").await?, UNAUTHORIZED);
+
+    admin
+        .delete_acl(at, "app", &deny.resource, Effect::Deny)
+        .await?;
+    admin
+        .delete_acl(at, "app", &deny.resource, Effect::Deny)
+        .await
+        .context("deleting a missing entry succeeds")?;
+    assert_eq!(send_code(at, app(), "allowed-secret").await?, OK);
+
+    // Deleting the user revokes its credentials at once.
+    admin.delete_user(at, "app").await?;
+    admin
+        .delete_user(at, "app")
+        .await
+        .context("deleting a missing user succeeds")?;
+    assert_eq!(send_code(at, app(), "allowed-1").await?, UNAUTHORIZED);
     Ok(())
 }

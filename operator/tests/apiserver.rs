@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -30,7 +30,7 @@ use ferromq_operator::controller::{self, Context};
 use ferromq_operator::crd::{
     Broker, BrokerRef, BrokerSpec, ComputeSpec, ControllerSpec, ControllerVolume, FlushMode,
     GroupReplicationStatus, ImagePullPolicy, MessageType, Nameserver, NameserverRef,
-    NameserverSpec, Permission, ReplicationMode, StorageSpec, Topic, TopicSpec, VolumeSpec,
+    NameserverSpec, Permission, ReplicationMode, StorageSpec, Topic, TopicSpec, User, VolumeSpec,
 };
 use ferromq_operator::leader::LeaseLock;
 use ferromq_operator::metrics::Metrics;
@@ -96,6 +96,12 @@ impl Env {
         Ok(())
     }
 
+    async fn reconcile_user(&self, name: &str) -> Result<()> {
+        let obj = self.api::<User>().get(name).await?;
+        controller::user::reconcile(Arc::new(obj), self.ctx.clone()).await?;
+        Ok(())
+    }
+
     async fn reconcile_topic(&self, name: &str) -> Result<()> {
         let obj = self.api::<Topic>().get(name).await?;
         controller::topic::reconcile(Arc::new(obj), self.ctx.clone()).await?;
@@ -118,6 +124,8 @@ impl Env {
         collect!(Nameserver);
         collect!(Broker);
         collect!(Topic);
+        collect!(User);
+        collect!(Secret);
         collect!(StatefulSet);
         collect!(Deployment);
         collect!(Service);
@@ -195,6 +203,7 @@ impl Env {
                 },
                 config: BTreeMap::new(),
                 logging: None,
+                auth: None,
             },
         );
         Ok(self
@@ -1856,6 +1865,348 @@ async fn topic_with_a_conflicting_type_on_the_cluster_is_reported_not_changed() 
         vec![existing],
         "the cluster's topic is left alone"
     );
+    e.drop_namespace().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- users
+
+/// A key of a Secret's data, as text.
+fn secret_text(s: &Secret, key: &str) -> Result<String> {
+    let bytes = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .with_context(|| format!("Secret {:?} has no {key}", s.metadata.name))?;
+    Ok(String::from_utf8(bytes.0.clone())?)
+}
+
+fn user_status(u: &User) -> Result<ferromq_operator::crd::UserStatus> {
+    u.status.clone().context("user status")
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn user_gets_a_secret_and_its_policy_and_goes_through_its_finalizer() -> Result<()> {
+    let e = env("user").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_nameserver("names", 1).await?;
+    e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
+    let users = e.api::<User>();
+    let secrets = e.api::<Secret>();
+    let user: User = serde_json::from_value(json!({
+        "apiVersion": "ferromq.io/v1alpha1", "kind": "User", "metadata": { "name": "orders-app" },
+        "spec": { "brokerRef": { "name": "demo" }, "policies": [
+            { "resource": "topic:orders-*", "actions": ["publish"] },
+            { "resource": "topic:orders-secret", "actions": ["publish"], "effect": "deny" },
+        ] } }))?;
+    users.create(&PostParams::default(), &user).await?;
+    e.reconcile_user("orders-app").await?; // adds the finalizer
+    assert!(users
+        .get("orders-app")
+        .await?
+        .finalizers()
+        .iter()
+        .any(|f| f == controller::user::FINALIZER));
+
+    // A Broker without authentication: the User says so and nothing is made.
+    e.reconcile_user("orders-app").await?;
+    let st = user_status(&users.get("orders-app").await?)?;
+    assert_condition(&st.conditions, "Ready", "False", "AuthDisabled")?;
+    assert!(secrets.get_opt("orders-app").await?.is_none());
+    assert!(e.admin.users(ADMIN).is_empty());
+
+    // Authentication on: the Broker gets a generated super-user Secret it owns, its pods
+    // bootstrap that user, and the operator signs its admin calls with it.
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "auth": { "enabled": true } } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let broker = e.api::<Broker>().get("demo").await?;
+    let su = secrets.get("demo-superuser").await?;
+    assert!(owned_by(&su, "Broker", &broker.uid().unwrap_or_default()));
+    assert_eq!(secret_text(&su, "accessKey")?, "admin");
+    let su_key = secret_text(&su, "secretKey")?;
+    assert_eq!(su_key.len(), 48, "192 random bits as hex");
+    let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
+    let pod = sts.spec.and_then(|s| s.template.spec);
+    let env_from = pod
+        .as_ref()
+        .and_then(|p| p.containers[0].env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "FERROMQ_AUTH_SUPER_USER")
+        .and_then(|v| v.value_from)
+        .and_then(|v| v.secret_key_ref)
+        .map(|r| (r.name, r.key));
+    assert_eq!(
+        env_from,
+        Some(("demo-superuser".to_string(), "accessKey".to_string()))
+    );
+    let toml = e
+        .api::<ConfigMap>()
+        .get("demo-config")
+        .await?
+        .data
+        .unwrap_or_default()
+        .remove("broker.toml")
+        .unwrap_or_default();
+    assert!(toml.contains("auth = true"), "{toml}");
+    assert_eq!(e.admin.signed_as(ADMIN).as_deref(), Some("admin"));
+    e.admin.require_credentials(ADMIN, "admin", &su_key);
+
+    e.reconcile_user("orders-app").await?;
+    let u = users.get("orders-app").await?;
+    let st = user_status(&u)?;
+    assert_condition(&st.conditions, "Ready", "True", "Synced")?;
+    assert_eq!(st.observed_generation, u.metadata.generation);
+    assert_eq!(st.access_key.as_deref(), Some("orders-app"));
+    assert_eq!(st.secret_name.as_deref(), Some("orders-app"));
+    let secret = secrets.get("orders-app").await?;
+    assert!(owned_by(&secret, "User", &u.uid().unwrap_or_default()));
+    let key = secret_text(&secret, "secretKey")?;
+    assert_eq!(secret_text(&secret, "accessKey")?, "orders-app");
+    assert_eq!(
+        secret_text(&secret, "endpoint")?,
+        format!("demo.{}.svc:8081", e.ns)
+    );
+    let held = e.admin.users(ADMIN);
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].0.as_str(), held[0].1.as_str()),
+        ("orders-app", key.as_str())
+    );
+    let mut acl = e.admin.acl(ADMIN, "orders-app");
+    acl.sort();
+    assert_eq!(
+        acl,
+        [
+            "allow publish topic:orders-*",
+            "deny publish topic:orders-secret"
+        ]
+    );
+    let before = e.versions().await?;
+    e.reconcile_user("orders-app").await?;
+    e.reconcile_broker("demo").await?;
+    assert_eq!(
+        before,
+        e.versions().await?,
+        "second reconcile changed something"
+    );
+
+    // A spec change brings the cluster's policy along; the entry no longer listed goes.
+    users
+        .patch(
+            "orders-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "policies": [
+                { "resource": "topic:orders-*", "actions": ["publish", "subscribe"] },
+                { "resource": "group:billing", "actions": ["subscribe"], "sources": ["10.0.0.0/8"] },
+            ] } })),
+        )
+        .await?;
+    e.reconcile_user("orders-app").await?;
+    let mut acl = e.admin.acl(ADMIN, "orders-app");
+    acl.sort();
+    assert_eq!(
+        acl,
+        [
+            "allow publish,subscribe topic:orders-*",
+            "allow subscribe group:billing from 10.0.0.0/8"
+        ]
+    );
+
+    // What the schema lets through but the broker would refuse changes nothing and says why.
+    for (policies, words) in [
+        (
+            json!([{ "resource": "topic:orders-*", "actions": ["publish"], "sources": ["10.0.0.0/33"] }]),
+            "spec.policies[0]: source range \"10.0.0.0/33\"",
+        ),
+        (
+            json!([{ "resource": "topic:a", "actions": ["publish"] }, { "resource": "topic:a", "actions": ["subscribe"] }]),
+            "spec.policies[1] and spec.policies[0] are both allow entries for topic:a",
+        ),
+    ] {
+        users
+            .patch(
+                "orders-app",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "policies": policies } })),
+            )
+            .await?;
+        e.reconcile_user("orders-app").await?;
+        let st = user_status(&users.get("orders-app").await?)?;
+        assert_condition(&st.conditions, "Ready", "False", "InvalidPolicy")?;
+        let msg = &condition(&st.conditions, "Ready")?.message;
+        assert!(msg.contains(words), "{msg}");
+        let mut acl = e.admin.acl(ADMIN, "orders-app");
+        acl.sort();
+        assert_eq!(acl.len(), 2, "a refused spec changed the cluster: {acl:?}");
+    }
+    users
+        .patch(
+            "orders-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "policies": [
+                { "resource": "topic:orders-*", "actions": ["publish"] },
+            ] } })),
+        )
+        .await?;
+    e.reconcile_user("orders-app").await?;
+    assert_eq!(
+        e.admin.acl(ADMIN, "orders-app"),
+        ["allow publish topic:orders-*"]
+    );
+
+    // Deleting the Secret rotates the key: a new one is generated and given to the cluster.
+    secrets
+        .delete("orders-app", &DeleteParams::default())
+        .await?;
+    e.reconcile_user("orders-app").await?;
+    let rotated = secret_text(&secrets.get("orders-app").await?, "secretKey")?;
+    assert_ne!(rotated, key);
+    assert_eq!(e.admin.users(ADMIN)[0].1, rotated);
+
+    // The schema refuses unknown actions and effects and malformed resources outright.
+    let ar = ApiResource::erase::<User>(&());
+    for (policy, field) in [
+        (
+            json!({ "resource": "topic:a", "actions": ["send"] }),
+            "actions",
+        ),
+        (
+            json!({ "resource": "topic:a", "actions": ["publish"], "effect": "maybe" }),
+            "effect",
+        ),
+        (
+            json!({ "resource": "queue:a", "actions": ["publish"] }),
+            "resource",
+        ),
+        (
+            json!({ "resource": "topic:a*b", "actions": ["publish"] }),
+            "resource",
+        ),
+    ] {
+        let body = json!({
+            "apiVersion": "ferromq.io/v1alpha1", "kind": "User", "metadata": { "name": "bad" },
+            "spec": { "brokerRef": { "name": "demo" }, "policies": [policy] } });
+        match create_raw(&e, &ar, body).await {
+            Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(field) => {}
+            other => bail!("schema let a bad {field} through: {other:?}"),
+        }
+    }
+
+    // A Secret of the same name the User does not own is never taken over.
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "other-app" }, "stringData": { "note": "not the operator's" } }))?;
+    secrets.create(&PostParams::default(), &foreign).await?;
+    let other: User = serde_json::from_value(json!({
+        "apiVersion": "ferromq.io/v1alpha1", "kind": "User", "metadata": { "name": "other-app" },
+        "spec": { "brokerRef": { "name": "demo" } } }))?;
+    users.create(&PostParams::default(), &other).await?;
+    e.reconcile_user("other-app").await?;
+    e.reconcile_user("other-app").await?;
+    let st = user_status(&users.get("other-app").await?)?;
+    assert_condition(&st.conditions, "Ready", "False", "SecretConflict")?;
+    assert!(secret_text(&secrets.get("other-app").await?, "secretKey").is_err());
+    assert!(e.admin.users(ADMIN).iter().all(|u| u.0 != "other-app"));
+
+    // Deletion removes the user from the cluster before the resource goes; while the admin
+    // API is down the finalizer holds the resource.
+    e.admin.set_unreachable(true);
+    users.delete("orders-app", &DeleteParams::default()).await?;
+    assert!(
+        e.reconcile_user("orders-app").await.is_err(),
+        "cleanup must fail while the admin API is down"
+    );
+    assert!(users.get_opt("orders-app").await?.is_some());
+    e.admin.set_unreachable(false);
+    e.reconcile_user("orders-app").await?;
+    assert!(
+        e.admin.users(ADMIN).iter().all(|u| u.0 != "orders-app"),
+        "user deleted on the cluster"
+    );
+    assert!(e.admin.acl(ADMIN, "orders-app").is_empty());
+    assert!(users.get_opt("orders-app").await?.is_none());
+    e.drop_namespace().await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn a_named_super_user_secret_must_exist_and_be_usable() -> Result<()> {
+    let e = env("superuser").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_nameserver("names", 1).await?;
+    e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
+    e.reconcile_broker("demo").await?;
+    let sts_before = e.api::<StatefulSet>().get("demo-group-0").await?;
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "auth": { "enabled": true, "superUserSecretRef": { "name": "ops-admin" } } } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_condition(&st.conditions, "Ready", "False", "SuperUserSecretNotFound")?;
+    let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
+    assert_eq!(
+        sts.resource_version(),
+        sts_before.resource_version(),
+        "a missing Secret must not roll the pods"
+    );
+    let secrets = e.api::<Secret>();
+    let bad: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "ops-admin" },
+        "stringData": { "accessKey": "ops", "secretKey": "short" } }))?;
+    secrets.create(&PostParams::default(), &bad).await?;
+    e.reconcile_broker("demo").await?;
+    let st = e
+        .api::<Broker>()
+        .get("demo")
+        .await?
+        .status
+        .context("status")?;
+    assert_condition(&st.conditions, "Ready", "False", "InvalidSuperUserSecret")?;
+    let msg = &condition(&st.conditions, "Ready")?.message;
+    assert!(
+        msg.contains("key secretKey") && !msg.contains("short\""),
+        "{msg}"
+    );
+    secrets
+        .patch(
+            "ops-admin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "secretKey": "a-long-enough-secret" } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    assert_eq!(e.admin.signed_as(ADMIN).as_deref(), Some("ops"));
+    assert!(
+        secrets.get_opt("demo-superuser").await?.is_none(),
+        "nothing generated when a Secret is named"
+    );
+    // A User may not take over the super user's access key.
+    let u: User = serde_json::from_value(json!({
+        "apiVersion": "ferromq.io/v1alpha1", "kind": "User", "metadata": { "name": "ops" },
+        "spec": { "brokerRef": { "name": "demo" } } }))?;
+    e.api::<User>().create(&PostParams::default(), &u).await?;
+    e.reconcile_user("ops").await?;
+    e.reconcile_user("ops").await?;
+    let st = user_status(&e.api::<User>().get("ops").await?)?;
+    assert_condition(&st.conditions, "Ready", "False", "InvalidAccessKey")?;
+    assert!(e.admin.users(ADMIN).is_empty());
     e.drop_namespace().await;
     Ok(())
 }

@@ -243,8 +243,10 @@ check "namespace $NS deleted" k delete namespace "$NS" --timeout="${TIMEOUT}s"
 
 # ---------------------------------------------------------------- 7. helm upgrade under load
 step "7. helm upgrade: image tag $TAG -> $UPGRADE_TAG under load"
+# The loss client (tests/k8s/loss.py) sends unsigned: the example cluster runs without the
+# chart's default authentication here (suite 60 covers Users and signed clients).
 check "helm upgrade --set exampleCluster.enabled=true (the chart's own cluster)" helm_ upgrade ferromq "$CHART" \
-  --namespace "$SYS" --reuse-values --set exampleCluster.enabled=true \
+  --namespace "$SYS" --reuse-values --set exampleCluster.enabled=true --set exampleCluster.auth=false \
   --set exampleCluster.image="ghcr.io/ferromq/ferromq:$TAG" --wait --timeout "${TIMEOUT}s"
 check "example Broker Ready" wait_for "$TIMEOUT" resource_ready "$SYS" broker/demo
 check "example Topic Ready" wait_for "$TIMEOUT" resource_ready "$SYS" topic/demo-normal

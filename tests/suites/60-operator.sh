@@ -11,6 +11,9 @@
 #    kube-controller-manager, with the test playing the kubelet (real StatefulSet roll-outs).
 # 4. The real `ferromq-operator run` binary runs as an RBAC-limited user while kubectl creates,
 #    scales, patches and deletes resources; the checks read what the API server shows.
+# 5. Against real `ferromq` processes (the operator's --admin-address override): Topics, a User
+#    on a server with --auth (its Secret's credentials send where the policy allows and are
+#    refused elsewhere and after the User is deleted), and a drain before a group's removal.
 # No kubelet runs, so pods never start: readiness is exercised in step 3 by writing workload
 # status the way the controller-manager would.
 set -euo pipefail
@@ -58,7 +61,7 @@ source "$cp_dir/env"
 
 k apply --server-side -f crds/ >/dev/null
 k wait --for condition=established --timeout=60s \
-  crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io >/dev/null
+  crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io crd/users.ferromq.io >/dev/null
 k apply --server-side -f operator/deploy/rbac.yaml >/dev/null
 k create clusterrolebinding ferromq-operator --clusterrole=ferromq-operator --user=ferromq-operator >/dev/null
 
@@ -73,7 +76,7 @@ t=$SECONDS
 bash "$ENV" start "$kcm_dir"
 k --kubeconfig "$kcm_dir/kubeconfig" apply --server-side -f crds/ >/dev/null
 k --kubeconfig "$kcm_dir/kubeconfig" wait --for condition=established --timeout=60s \
-  crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io >/dev/null
+  crd/nameservers.ferromq.io crd/brokers.ferromq.io crd/topics.ferromq.io crd/users.ferromq.io >/dev/null
 bash "$ENV" start-controller-manager "$kcm_dir"
 FERROMQ_TEST_KCM_KUBECONFIG="$kcm_dir/kubeconfig" cargo test -p ferromq-operator --locked --test rollout -- --ignored || rc=1
 bash "$ENV" stop "$kcm_dir"
@@ -384,6 +387,104 @@ stop_proc "$op_pid" || true; op_pid=""
 stop_proc "$sa_pid" || true; sa_pid=""
 topic_s=$((SECONDS - t))
 
+echo "== User against a real ferromq standalone with --auth (operator's --admin-address override)"
+t=$SECONDS
+users_dir="$state/users"
+mkdir -p "$users_dir"
+printf 'suite-60-super-secret\n' >"$users_dir/admin.secret"
+auth_port="$(free_port)"
+auth_http="$(free_port)"
+"$FERROMQ_BIN" standalone --data-dir "$users_dir/data" --grpc-addr "127.0.0.1:$auth_port" \
+  --http-addr "127.0.0.1:$auth_http" --remoting-addr off --auth --auth-super-user admin \
+  --auth-super-secret-file "$users_dir/admin.secret" >"$state/standalone-auth.log" 2>&1 &
+sa_pid=$!
+check "ferromq standalone --auth becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$auth_http/readyz"
+as_admin() { "$FERROMQ_BIN" admin --server "127.0.0.1:$auth_port" --access-key admin --secret-file "$users_dir/admin.secret" "$@"; }
+# produced TOPIC: messages a one-second produce with the User's Secret got acknowledged (0 when refused).
+produced() {
+  "$FERROMQ_BIN" bench produce --server "127.0.0.1:$auth_port" --access-key orders-app \
+    --secret-file "$users_dir/app.secret" --topic "$1" --queues 1 --clients 1 --rate 20 --duration 1s --json 2>/dev/null |
+    python3 -c 'import json,sys
+try: print(json.loads(sys.stdin.read().strip().splitlines()[-1])["messages"])
+except Exception: print(0)'
+}
+produced_some() { [[ "$(produced "$1")" -gt 0 ]]; }
+produced_none() { [[ "$(produced "$1")" -eq 0 ]]; }
+user_gone() { ! as_admin user describe orders-app >/dev/null 2>&1; }
+acl_has() { as_admin -o json acl describe --user orders-app | tee /dev/stderr | grep -q -- "$1"; }
+refused_by_schema_in() {
+  # Like refused_by_schema, in namespace $1.
+  local ns="$1" out
+  shift
+  if out="$(k -n "$ns" apply --dry-run=server -f - 2>&1)"; then
+    echo "accepted: $out"
+    return 1
+  fi
+  echo "$out"
+  grep -q -- "$1" <<<"$out"
+}
+k create namespace users >/dev/null
+k -n users create secret generic ops-admin --from-literal=accessKey=admin \
+  --from-literal=secretKey=suite-60-super-secret >/dev/null
+KUBECONFIG="$cp_dir/operator.kubeconfig" "$OPERATOR" run --namespace users --lease-namespace users \
+  --http-addr "127.0.0.1:$(free_port)" --admin-address "127.0.0.1:$auth_port" \
+  --log-format text >"$state/operator-users.log" 2>&1 &
+op_pid=$!
+k -n users apply -f - >/dev/null <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: Broker
+metadata: {name: local}
+spec:
+  nameserverRef: {name: names}
+  image: "ferromq:e2e"
+  storage: {groups: 1, volume: {size: 1Gi}}
+  compute: {replicas: 1}
+  auth: {enabled: true, superUserSecretRef: {name: ops-admin}}
+---
+apiVersion: ferromq.io/v1alpha1
+kind: Topic
+metadata: {name: allowed-1}
+spec: {brokerRef: {name: local}, queues: 1}
+---
+apiVersion: ferromq.io/v1alpha1
+kind: Topic
+metadata: {name: other}
+spec: {brokerRef: {name: local}, queues: 1}
+---
+apiVersion: ferromq.io/v1alpha1
+kind: User
+metadata: {name: orders-app}
+spec:
+  brokerRef: {name: local}
+  policies:
+    - {resource: "topic:allowed-*", actions: [publish]}
+    - {resource: "topic:allowed-secret", actions: [publish], effect: deny}
+YAML
+check "schema refuses an unknown action on a User (server dry-run)" refused_by_schema_in users 'Unsupported value: "send"' <<'YAML'
+apiVersion: ferromq.io/v1alpha1
+kind: User
+metadata: {name: bad}
+spec: {brokerRef: {name: local}, policies: [{resource: "topic:a", actions: [send]}]}
+YAML
+check "Topics on a cluster with --auth become Ready (signed as the super user)" wait_for 60 bash -c \
+  "[[ \$('$KUBECTL' -n users get topic allowed-1 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].reason}') == Synced ]]"
+check "the User becomes Ready (Synced)" wait_for 60 equals_in users user orders-app \
+  '{.status.conditions[?(@.type=="Ready")].reason}' Synced
+check "the operator created the user and its policy on the cluster" acl_has 'topic:allowed-secret'
+check "the User's Secret holds its access key" equals_in users secret orders-app '{.data.accessKey}' "$(printf orders-app | base64)"
+k -n users get secret orders-app -o jsonpath='{.data.secretKey}' | base64 -d >"$users_dir/app.secret"
+check "the Secret's credentials send to an allowed topic" produced_some allowed-1
+check "... and are refused on a topic the policy does not cover" produced_none other
+k -n users delete user orders-app --wait=false >/dev/null
+check "deleting the User deletes the user on the cluster" wait_for 60 user_gone
+check "... so its credentials are refused" produced_none allowed-1
+check "the finalizer then lets the User go" wait_for 30 bash -c "! '$KUBECTL' -n users get user orders-app >/dev/null 2>&1"
+check "no secret reached the operator's log" bash -c "! grep -q -e suite-60-super-secret -e \"\$(cat '$users_dir/app.secret')\" '$state/operator-users.log'"
+k -n users delete topic allowed-1 other --wait=false >/dev/null
+stop_proc "$op_pid" || true; op_pid=""
+stop_proc "$sa_pid" || true; sa_pid=""
+users_s=$((SECONDS - t))
+
 echo "== Removing a broker group drains it first (real name server, two broker groups and a proxy)"
 t=$SECONDS
 ns_port="$(free_port)"; px_port="$(free_port)"
@@ -446,14 +547,14 @@ wait "${cluster_pids[@]}" 2>/dev/null || true
 drain_s=$((SECONDS - t))
 
 if ((failed > 0)); then
-  for f in operator.log standby.log operator-topics.log standalone.log operator-shrink.log proxy.log; do
+  for f in operator.log standby.log operator-topics.log standalone.log operator-users.log standalone-auth.log operator-shrink.log proxy.log; do
     [[ -f "$state/$f" ]] || continue
     echo "--- $f (last 30 lines)"
     tail -30 "$state/$f"
   done
   rc=1
 fi
-echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, roll-out ${rollout_s}s, binary+kubectl ${e2e_s}s, real-topic ${topic_s}s, real-drain ${drain_s:-0}s, suite $((SECONDS - suite_start))s"
+echo "60-operator: timings: Go build/cache ${build_s}s, control plane start ${start_s}s, rust integration ${rust_s}s, roll-out ${rollout_s}s, binary+kubectl ${e2e_s}s, real-topic ${topic_s}s, real-user ${users_s:-0}s, real-drain ${drain_s:-0}s, suite $((SECONDS - suite_start))s"
 if ((rc != 0 && failed == 0)); then
   echo "operator-e2e: $passed checks passed, but a cargo integration test above FAILED"
 else

@@ -195,6 +195,20 @@ print("client Service:", svc)
 PY
 }
 check "exampleCluster.serviceType and serviceAnnotations reach the Broker's compute.service" example_service
+example_auth() {
+  py - "$state/render-example.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+broker = next(d for d in docs if d["kind"] == "Broker")
+assert broker["spec"]["auth"] == {"enabled": True}, broker["spec"].get("auth")
+pod = next(d for d in docs if d["kind"] == "Pod" and d["metadata"]["annotations"].get("helm.sh/hook") == "test")
+env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["spec"]["containers"][0]["env"]}
+assert env["FERROMQ_ACCESS_KEY"] == {"name": "demo-superuser", "key": "accessKey"}, env
+assert env["FERROMQ_SECRET_KEY"] == {"name": "demo-superuser", "key": "secretKey"}, env
+print("example Broker auth:", broker["spec"]["auth"], "; helm test signs as", env["FERROMQ_ACCESS_KEY"])
+PY
+}
+check "the example cluster runs with authentication and helm test signs as its super user" example_auth
 check "values schema refuses an unknown Service type" refused "serviceType" \
   helm_ template t "$CHART" --kube-version "$K8S_MINOR" --set exampleCluster.enabled=true --set exampleCluster.serviceType=External
 
@@ -381,6 +395,10 @@ check "proxy Deployment created" wait_for 60 equals deployment demo-proxy '{.spe
 check "example topic is created on the real cluster (Ready/Synced)" wait_for 60 equals topic demo-normal \
   '{.status.conditions[?(@.type=="Ready")].reason}' Synced
 check "ferromq admin shows the example topic" "$BIN_DIR/ferromq" admin --server "127.0.0.1:$grpc_port" topic describe demo-normal
+check "the example Broker runs with authentication: the operator generated its super-user Secret" wait_for 60 \
+  equals secret demo-superuser '{.data.accessKey}' "$(printf admin | base64)"
+check "the broker pods bootstrap that super user from the Secret" equals statefulset demo-group-0 \
+  '{.spec.template.spec.containers[0].env[?(@.name=="FERROMQ_AUTH_SUPER_USER")].valueFrom.secretKeyRef.name}' demo-superuser
 
 # Monitoring against the real operator: its readiness family (what FerroMQResourceNotReady
 # reads), the PodMonitor's selector and port on the pods it creates, and spec.logging.

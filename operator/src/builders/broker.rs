@@ -198,6 +198,15 @@ pub fn render_broker_config(broker: &Broker, nameservers: &[String]) -> String {
     if let Some(p) = s.disk_high_water {
         out.push_str(&format!("disk-high-water = {p}\n"));
     }
+    if broker.spec.auth_enabled() {
+        // The super user's name comes from its Secret through the environment
+        // (FERROMQ_AUTH_SUPER_USER); its secret key from the mounted file.
+        out.push_str("auth = true\n");
+        out.push_str(&format!(
+            "auth-super-secret-file = {}\n",
+            toml_string(&format!("{AUTH_DIR}/{}", super::auth::SECRET_KEY))
+        ));
+    }
     for (k, v) in &broker.spec.config {
         out.push_str(&format!("{} = {}\n", toml_key(k), toml_string(v)));
     }
@@ -215,6 +224,9 @@ pub const MANAGED_KEYS: &[(&str, &str)] = &[
     ("retention", "spec.storage.retention"),
     ("retention-bytes", "spec.storage.retentionBytes"),
     ("disk-high-water", "spec.storage.diskHighWater"),
+    ("auth", "spec.auth.enabled"),
+    ("auth-super-user", "spec.auth.superUserSecretRef"),
+    ("auth-super-secret-file", "spec.auth.superUserSecretRef"),
     ("data-dir", "the volume the operator mounts"),
     ("group", "the StatefulSet of each group"),
     ("replica-id", "the pod ordinal"),
@@ -358,6 +370,63 @@ fn config_volume(broker: &str) -> Volume {
     }
 }
 
+/// Where broker pods mount the super user's Secret (its `secretKey` only).
+pub const AUTH_DIR: &str = "/etc/ferromq/auth";
+
+/// The Secret holding the Broker's super user when authentication is on: the one named in
+/// `spec.auth.superUserSecretRef`, else the one the operator generates.
+pub fn super_user_secret(broker: &Broker, name: &str) -> Option<String> {
+    let auth = broker.spec.auth.as_ref().filter(|a| a.enabled)?;
+    Some(match &auth.super_user_secret_ref {
+        Some(r) => r.name.clone(),
+        None => super::auth::generated_super_user_secret(name),
+    })
+}
+
+/// The super user's name, from its Secret, for `ferromq broker` (`--auth-super-user`).
+fn super_user_env(secret: &str) -> EnvVar {
+    EnvVar {
+        name: "FERROMQ_AUTH_SUPER_USER".to_string(),
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                name: secret.to_string(),
+                key: super::auth::ACCESS_KEY.to_string(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The super user's secret key as a file (a file, not an environment variable: the broker
+/// reads secrets from files only, and the environment shows in `kubectl describe`).
+fn auth_volume(secret: &str) -> Volume {
+    Volume {
+        name: "auth".to_string(),
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                key: super::auth::SECRET_KEY.to_string(),
+                path: super::auth::SECRET_KEY.to_string(),
+                mode: None,
+            }]),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn auth_mount() -> VolumeMount {
+    VolumeMount {
+        name: "auth".to_string(),
+        mount_path: AUTH_DIR.to_string(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
 /// Where proxies mount `spec.compute.tls.secretName`.
 pub const TLS_DIR: &str = "/etc/ferromq/tls";
 
@@ -478,6 +547,8 @@ fn build_group(
             parent.namespace
         ),
     ));
+    let auth_secret = super_user_secret(broker, &parent.name);
+    container_env.extend(auth_secret.as_deref().map(super_user_env));
     let (command, args) = broker_command(storage.replicated());
     let container = Container {
         name: "broker".to_string(),
@@ -493,18 +564,27 @@ fn build_group(
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: storage.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.to_string(),
-                mount_path: DATA_DIR.to_string(),
-                ..VolumeMount::default()
-            },
-            config_mount(),
-        ]),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: DATA_VOLUME.to_string(),
+                    mount_path: DATA_DIR.to_string(),
+                    ..VolumeMount::default()
+                },
+                config_mount(),
+            ]
+            .into_iter()
+            .chain(auth_secret.as_ref().map(|_| auth_mount()))
+            .collect(),
+        ),
         ..Container::default()
     };
     let mut pod = pod_spec(container, storage.placement.as_ref());
-    pod.volumes = Some(vec![config_volume(&parent.name)]);
+    pod.volumes = Some(
+        std::iter::once(config_volume(&parent.name))
+            .chain(auth_secret.as_deref().map(auth_volume))
+            .collect(),
+    );
     pod.affinity = group_affinity(pod.affinity.take(), &selector, storage.replicated());
 
     let mut pod_labels = labels.clone();
@@ -798,6 +878,7 @@ pub(crate) mod tests {
                 },
                 config: BTreeMap::new(),
                 logging: None,
+                auth: None,
             },
         );
         b.metadata.namespace = Some("prod".to_string());
@@ -1227,6 +1308,88 @@ pub(crate) mod tests {
         assert!(mounts
             .iter()
             .any(|m| m.name == "tls" && m.mount_path == TLS_DIR && m.read_only == Some(true)));
+    }
+
+    #[test]
+    fn auth_reaches_the_broker_pods_through_config_env_and_a_secret_file() {
+        let mut b = fixture(1, 2);
+        let off = build(&b, &inputs()).expect("build");
+        assert!(!broker_toml(&off).contains("auth"), "{}", broker_toml(&off));
+        assert_eq!(super_user_secret(&b, "demo"), None);
+
+        b.spec.auth = Some(crate::crd::AuthSpec {
+            enabled: true,
+            super_user_secret_ref: None,
+        });
+        assert_eq!(
+            super_user_secret(&b, "demo").as_deref(),
+            Some("demo-superuser")
+        );
+        let on = build(&b, &inputs()).expect("build");
+        let toml = broker_toml(&on);
+        assert!(toml.contains("auth = true\n"), "{toml}");
+        assert!(
+            toml.contains("auth-super-secret-file = \"/etc/ferromq/auth/secretKey\""),
+            "{toml}"
+        );
+        check_config(&b).expect("the broker reads the auth keys");
+        let pod = pod_of(&on, 0);
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let su = env
+            .iter()
+            .find(|e| e.name == "FERROMQ_AUTH_SUPER_USER")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("super user from the Secret");
+        assert_eq!(
+            (su.name.as_str(), su.key.as_str()),
+            ("demo-superuser", "accessKey")
+        );
+        let vol = pod
+            .volumes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.name == "auth")
+            .and_then(|v| v.secret)
+            .expect("auth volume");
+        assert_eq!(vol.secret_name.as_deref(), Some("demo-superuser"));
+        assert_eq!(
+            vol.items
+                .unwrap_or_default()
+                .iter()
+                .map(|i| i.key.as_str())
+                .collect::<Vec<_>>(),
+            ["secretKey"],
+            "only the secret key is mounted"
+        );
+        assert!(pod.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.name == "auth" && m.mount_path == AUTH_DIR && m.read_only == Some(true)));
+        // Turning auth on changes the broker pods (they roll), not the proxies, which forward
+        // each caller's signed headers and hold no users.
+        assert_ne!(
+            off.groups[0].statefulset.metadata.annotations,
+            on.groups[0].statefulset.metadata.annotations
+        );
+        assert_eq!(
+            off.proxy.spec.as_ref().map(|s| &s.template),
+            on.proxy.spec.as_ref().map(|s| &s.template)
+        );
+
+        b.spec.auth = Some(crate::crd::AuthSpec {
+            enabled: true,
+            super_user_secret_ref: Some(crate::crd::SecretRef {
+                name: "my-admin".into(),
+            }),
+        });
+        assert_eq!(super_user_secret(&b, "demo").as_deref(), Some("my-admin"));
+        b.spec.config.insert("auth".into(), "false".into());
+        let err = check_config(&b).unwrap_err();
+        assert!(err.contains("spec.auth.enabled"), "{err}");
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! the API server, so unit tests call them directly and the controllers only add one
 //! server-side-apply step on top.
 
+pub mod auth;
 pub mod broker;
 pub mod common;
 pub mod endpoint;
 pub mod nameserver;
 pub mod pod_template;
 pub mod quantity;
+pub mod user;
 
 pub use common::BuildError;

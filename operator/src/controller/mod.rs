@@ -11,7 +11,9 @@ pub mod broker;
 pub mod nameserver;
 pub mod progress;
 pub mod schema;
+pub mod super_user;
 pub mod topic;
+pub mod user;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -342,6 +344,15 @@ pub trait ConditionedStatus: Clone + Default + PartialEq + Serialize {
 }
 
 impl ConditionedStatus for crate::crd::BrokerStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+}
+
+impl ConditionedStatus for crate::crd::UserStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition> {
         &mut self.conditions
     }

@@ -111,6 +111,44 @@ pub struct BrokerSpec {
     /// Log level and format of the broker and proxy pods (default: `info`, `Text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
+    /// Authentication and authorization (RocketMQ 5 signed requests, users and ACL policies).
+    /// Unset or `enabled: false`: the broker's default, no checks at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+impl BrokerSpec {
+    /// True when the brokers require signed requests.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.enabled)
+    }
+}
+
+/// Authentication of a Broker's cluster. Turning it on (or changing the super user's Secret)
+/// rolls the broker pods; the proxies forward each caller's signed headers and hold no users.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Require signed requests on the RocketMQ and admin APIs and enforce users' ACL policies
+    /// (`ferromq broker` key `auth`). The remoting protocol checks no signatures, so it stays
+    /// off. Clients then need credentials: create `User` resources for them.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Secret (same namespace) holding the bootstrap super user: keys `accessKey` and
+    /// `secretKey` (8 to 256 printable ASCII characters). Every broker pod creates or updates
+    /// that super user at start-up, and the operator signs its own admin calls with it. Unset:
+    /// the operator generates `<broker>-superuser` (access key `admin`, a random secret key)
+    /// and owns it; deleting it makes a new one, which the brokers take at their next restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub super_user_secret_ref: Option<SecretRef>,
+}
+
+/// Names a Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretRef {
+    /// `metadata.name` of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Names a Nameserver in the Broker's namespace.

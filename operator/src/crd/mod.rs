@@ -12,11 +12,12 @@ mod broker;
 mod common;
 mod nameserver;
 mod topic;
+mod user;
 
 pub use broker::{
-    Autoscaling, Broker, BrokerSpec, BrokerStatus, ClientService, ClientTls, ComputeSpec,
-    ComputeStatus, FlushMode, GroupReplicationStatus, NameserverRef, ReplicationMode, ServiceType,
-    StorageSpec, StorageStatus, VolumeSpec,
+    AuthSpec, Autoscaling, Broker, BrokerSpec, BrokerStatus, ClientService, ClientTls, ComputeSpec,
+    ComputeStatus, FlushMode, GroupReplicationStatus, NameserverRef, ReplicationMode, SecretRef,
+    ServiceType, StorageSpec, StorageStatus, VolumeSpec,
 };
 pub use common::{ImagePullPolicy, LogFormat, LoggingSpec, PodPlacement, PodTemplate};
 pub use nameserver::{
@@ -25,6 +26,7 @@ pub use nameserver::{
 pub use topic::{
     BrokerRef, MessageType, Permission, Topic, TopicClusterState, TopicSpec, TopicStatus,
 };
+pub use user::{PolicySpec, User, UserKind, UserSpec, UserStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -50,6 +52,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("nameserver", Nameserver::crd()),
         ("broker", Broker::crd()),
         ("topic", Topic::crd()),
+        ("user", User::crd()),
     ];
     for (_, crd) in &mut crds {
         crd.metadata

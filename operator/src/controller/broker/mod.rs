@@ -1,6 +1,8 @@
 //! Reconciles a `Broker`: storage tier (group StatefulSets, Services, PDBs, claim expansion,
 //! drain-then-remove of surplus groups) and compute tier (proxy Deployment, client Service,
-//! PDB, optional HPA), then reports each tier in status.
+//! PDB, optional HPA), then reports each tier in status. With `spec.auth.enabled` it first
+//! makes sure the super user's Secret exists and signs its admin calls with it
+//! ([`super::super_user`]).
 //!
 //! This module holds the steps that talk to the API server and the admin API; what they saw
 //! becomes status in the pure [`status::summarize`].
@@ -370,6 +372,16 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
     // A key or value the broker would refuse stops here, before any pod rolls.
     if let Err(message) = b::check_config(&broker) {
         return refuse(&ctx, &broker, "InvalidConfig", message).await;
+    }
+
+    // With authentication the pods need the super user's Secret, and every admin call to the
+    // cluster (replication state, drains, switchovers, and the Topics' and Users' calls) its
+    // credential: registered first, so that a Broker refused for another reason below still
+    // lets its Topics reach the cluster.
+    if let super::super_user::SuperUser::Unusable { reason, message } =
+        super::super_user::resolve(&ctx, &broker, true).await?
+    {
+        return refuse(&ctx, &broker, reason, message).await;
     }
 
     // What the schema cannot check: the referenced Nameserver and StorageClass must exist.
