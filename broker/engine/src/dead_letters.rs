@@ -284,6 +284,14 @@ mod tests {
             .wait_dispatched(a.phys_offset + u64::from(a.size), Duration::from_secs(5)));
     }
 
+    /// Waits until everything in the log is dispatched: a dead letter or a resent message is
+    /// appended by the call, and the dispatcher thread indexes it a moment later.
+    fn settle(e: &Engine) {
+        assert!(e
+            .store
+            .wait_dispatched(e.store.log_end(), Duration::from_secs(5)));
+    }
+
     fn receive(e: &Engine, group: &str) -> Vec<crate::delivery::Delivery> {
         let all = TagFilter::parse("*");
         e.deliveries
@@ -372,6 +380,7 @@ mod tests {
         assert_eq!(bodies(&receive(&e, "other")).len(), 1);
         let d = receive(&e, "g");
         e.deliveries.forward_to_dlq("g", "t", &d[0].handle).unwrap();
+        settle(&e);
         let page = e.dead_letters("g", None, 10).unwrap();
         assert_eq!((page.total, page.pending), (1, 1));
         assert_eq!(page.letters[0].origin_topic, "t");
@@ -379,6 +388,7 @@ mod tests {
         let resent = e.resend_dead_letters("g", &[]).unwrap();
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].message_id, "X");
+        settle(&e);
         let again = receive(&e, "g");
         assert_eq!(bodies(&again), ["x"]);
         assert_eq!(again[0].attempt, 1);
