@@ -122,6 +122,14 @@ impl AdminError {
 }
 
 /// `error: cause: cause of cause`, so that "transport error" says which one.
+/// A delete whose target is already gone has done its job.
+fn gone_is_fine(r: Result<(), AdminError>) -> Result<(), AdminError> {
+    match r {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
@@ -579,16 +587,14 @@ impl ClusterAdmin for GrpcAdmin {
     #[tracing::instrument(skip(self), err(Display))]
     async fn delete_topic(&self, endpoint: &str, name: &str) -> Result<(), AdminError> {
         self.with_client(endpoint, |mut c| async move {
-            match c
-                .delete_topic(api::DeleteTopicRequest {
+            gone_is_fine(
+                c.delete_topic(api::DeleteTopicRequest {
                     name: name.to_string(),
                 })
                 .await
-                .map_err(|s| AdminError::from_status("DeleteTopic", s))
-            {
-                Err(e) if !e.is_not_found() => Err(e),
-                _ => Ok(()),
-            }
+                .map(drop)
+                .map_err(|s| AdminError::from_status("DeleteTopic", s)),
+            )
         })
         .await
     }
@@ -764,16 +770,14 @@ impl ClusterAdmin for GrpcAdmin {
     #[tracing::instrument(skip(self), err(Display))]
     async fn delete_user(&self, endpoint: &str, name: &str) -> Result<(), AdminError> {
         self.with_client(endpoint, |mut c| async move {
-            match c
-                .delete_user(api::DeleteUserRequest {
+            gone_is_fine(
+                c.delete_user(api::DeleteUserRequest {
                     name: name.to_string(),
                 })
                 .await
-                .map_err(|s| AdminError::from_status("DeleteUser", s))
-            {
-                Err(e) if !e.is_not_found() => Err(e),
-                _ => Ok(()),
-            }
+                .map(drop)
+                .map_err(|s| AdminError::from_status("DeleteUser", s)),
+            )
         })
         .await
     }
@@ -825,18 +829,16 @@ impl ClusterAdmin for GrpcAdmin {
         effect: Effect,
     ) -> Result<(), AdminError> {
         self.with_client(endpoint, |mut c| async move {
-            match c
-                .delete_acl(api::DeleteAclRequest {
+            gone_is_fine(
+                c.delete_acl(api::DeleteAclRequest {
                     user: user.to_string(),
                     resource: resource.to_string(),
                     effect: effect.to_string(),
                 })
                 .await
-                .map_err(|s| AdminError::from_status("DeleteAcl", s))
-            {
-                Err(e) if !e.is_not_found() => Err(e),
-                _ => Ok(()),
-            }
+                .map(drop)
+                .map_err(|s| AdminError::from_status("DeleteAcl", s)),
+            )
         })
         .await
     }

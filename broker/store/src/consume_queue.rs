@@ -482,10 +482,9 @@ mod tests {
         assert_eq!(q.ensure(5).unwrap(), 8);
     }
 
-    #[test]
-    fn trim_drops_whole_files_below_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
+    /// Ten entries 200 bytes apart in files of four entries.
+    fn filled_queue(dir: &std::path::Path) -> ConsumeQueue {
+        let q = ConsumeQueue::open(dir, 4).unwrap();
         for i in 0..10u64 {
             q.put(
                 i,
@@ -497,6 +496,13 @@ mod tests {
             )
             .unwrap();
         }
+        q
+    }
+
+    #[test]
+    fn trim_drops_whole_files_below_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = filled_queue(dir.path());
         q.trim(1200).unwrap();
         assert_eq!(q.min_offset(), 6);
         assert_eq!(q.get(3).unwrap(), None);
@@ -506,18 +512,7 @@ mod tests {
     #[test]
     fn expiring_moves_the_minimum_and_drops_whole_files_only() {
         let dir = tempfile::tempdir().unwrap();
-        let q = ConsumeQueue::open(dir.path(), 4).unwrap();
-        for i in 0..10u64 {
-            q.put(
-                i,
-                Entry {
-                    phys_offset: i * 200,
-                    size: 150,
-                    tag_hash: 0,
-                },
-            )
-            .unwrap();
-        }
+        let q = filled_queue(dir.path());
         q.expire_below(6).unwrap();
         assert_eq!(q.min_offset(), 6);
         assert_eq!(q.get(5).unwrap(), None);
