@@ -477,9 +477,15 @@ fn a_replicated_group_fails_over_with_tls_on_every_link() {
     let (cert, key) = pki.issue("node", &["localhost", "127.0.0.1"]);
     let tls = tls_flags(&cert, &key, &pki.bundle);
 
-    let peers: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
+    // Held together so that the three ports differ.
+    let held: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
         .collect();
+    let peers: Vec<String> = held
+        .iter()
+        .map(|l| format!("127.0.0.1:{}", l.local_addr().expect("addr").port()))
+        .collect();
+    drop(held);
     let mut nameservers: Vec<Proc> = peers
         .iter()
         .enumerate()

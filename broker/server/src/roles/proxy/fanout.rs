@@ -6,7 +6,6 @@ use ferromq_proto::v2::{self, Code};
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tracing::warn;
 
 use super::routes::{GroupRoute, Routes};
 use super::ProxyApi;
@@ -139,9 +138,13 @@ impl ProxyApi {
         let mut last_err = None;
         for (g, r) in answers {
             match r {
-                Ok(v) => out.push((g, v)),
+                Ok(v) => {
+                    self.routes.broker_ok(&g);
+                    out.push((g, v))
+                }
                 Err(e) => {
-                    warn!(group = %g.name, error = %e.message(), "broker group did not answer");
+                    self.routes
+                        .broker_failed(&g, &e, "broker group did not answer");
                     last_err = Some(unreachable_status(md, &g.name, &e));
                 }
             }

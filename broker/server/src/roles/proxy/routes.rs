@@ -137,6 +137,11 @@ pub struct Routes {
     unanswered: Mutex<HashMap<String, String>>,
     /// How name servers, the controller and brokers are dialled.
     link: Link,
+    /// Broker endpoints the proxy cannot connect to, with the cause: logged when the failure
+    /// starts or its cause changes, not for every request that meets it.
+    unreachable_brokers: Mutex<HashMap<String, String>>,
+    /// Whether `unreachable_brokers` holds anything: successful calls skip its lock.
+    any_unreachable: std::sync::atomic::AtomicBool,
     view: RwLock<Arc<ClusterView>>,
     channels: Mutex<HashMap<String, Vec<Channel>>>,
     max_message: usize,
@@ -176,6 +181,8 @@ impl Routes {
             nameservers: ns,
             unanswered: Mutex::new(HashMap::new()),
             link,
+            unreachable_brokers: Mutex::new(HashMap::new()),
+            any_unreachable: std::sync::atomic::AtomicBool::new(false),
             view: RwLock::new(Arc::new(ClusterView::default())),
             channels: Mutex::new(HashMap::new()),
             max_message,
@@ -204,6 +211,36 @@ impl Routes {
                 }
             }
         }
+    }
+
+    /// Logs a failed call to group `g`: a connection failure (refused, TLS refused) once per
+    /// outage of its endpoint and cause, anything else every time, as `what`.
+    pub fn broker_failed(&self, g: &GroupRoute, e: &tonic::Status, what: &str) {
+        let cause = ferromq_controller::describe(e);
+        let connection =
+            e.code() == tonic::Code::Unavailable && std::error::Error::source(e).is_some();
+        if !connection {
+            warn!(group = %g.name, error = %cause, "{what}");
+            return;
+        }
+        let mut m = self.unreachable_brokers.lock();
+        if m.get(&g.endpoint) != Some(&cause) {
+            warn!(group = %g.name, endpoint = %g.endpoint, error = %cause, "cannot connect to broker group; retrying with the next request");
+            m.insert(g.endpoint.clone(), cause);
+            self.any_unreachable.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A call to group `g` succeeded: logs its endpoint's recovery, if it was failing.
+    pub fn broker_ok(&self, g: &GroupRoute) {
+        if !self.any_unreachable.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut m = self.unreachable_brokers.lock();
+        if m.remove(&g.endpoint).is_some() {
+            info!(group = %g.name, endpoint = %g.endpoint, "broker group reachable again");
+        }
+        self.any_unreachable.store(!m.is_empty(), Ordering::Relaxed);
     }
 
     /// The name servers' addresses (they also run the replication controller, if any).
