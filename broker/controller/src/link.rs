@@ -228,8 +228,7 @@ mod tests {
         ));
         // A certificate block whose body is not an X.509 certificate.
         let err = load("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .err()
-            .expect("garbage certificate");
+            .expect_err("garbage certificate");
         assert!(
             matches!(err, BundleError::BadCertificate { index: 1, .. }),
             "{err}"

@@ -385,6 +385,14 @@ fn internal_links_speak_tls_and_refuse_strangers() {
         .map(str::to_string)
         .collect();
     assert_eq!(got, bodies.iter().cloned().collect::<BTreeSet<_>>());
+    for p in [&g1, &proxy] {
+        assert!(
+            p.log().contains("links=TLS verified against"),
+            "{} logs its TLS links: {}",
+            p.name,
+            p.log()
+        );
+    }
 
     // The CLI against the broker's internal port: verified with the CA; `https://` without
     // it is encrypted, unverified and says so; another CA's bundle is refused, naming why.
@@ -453,6 +461,9 @@ fn internal_links_speak_tls_and_refuse_strangers() {
         log.contains(&ns_addr),
         "the log names the name server: {log}"
     );
+    if let Some(line) = log.lines().find(|l| l.contains("--tls-ca")) {
+        eprintln!("g2 says: {line}");
+    }
     // Several heartbeat rounds later: still one warning, and g2 is not in the routes.
     std::thread::sleep(Duration::from_secs(3));
     let warnings = g2.log().matches("name server unreachable").count();

@@ -190,7 +190,7 @@ impl Bound {
         background.spawn(upkeep(node.clone()));
         background.spawn(remoting.upkeep(shutdown.subscribe()));
         if let Some(m) = member.clone() {
-            info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
+            info!(group = %m.group, nameservers = ?m.nameservers, links = %m.link, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
             background.spawn(super::broker::heartbeat_loop(node.clone(), m, None));
         }
         let stopping = node.clone();
