@@ -470,7 +470,61 @@ fn internal_links_speak_tls_and_refuse_strangers() {
     assert_eq!(warnings, 1, "one warning per outage: {}", g2.log());
     let v = admin_until(&proxy_addr, &pki.bundle, &["cluster", "list"], |_| true);
     assert_eq!(groups(&v), ["g1"], "{v}");
-    drop((g2, proxy, g1, ns));
+
+    // A broker that trusts the cluster CA (so it registers) but serves another CA's
+    // certificate: the proxy refuses to talk to it, and says so once however often it tries
+    // (every consumer heartbeat is sent to every group).
+    let (odd_cert, odd_key) = stranger.issue("odd", &["localhost", "127.0.0.1"]);
+    let mut args = s(&[
+        "broker",
+        "--group",
+        "g3",
+        "--addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--nameservers",
+        &ns_addr,
+        "--data-dir",
+        &path(&dir.join("g3")),
+        "--segment-size",
+        "8MiB",
+    ]);
+    args.extend(tls_flags(&odd_cert, &odd_key, &pki.bundle));
+    let g3 = Proc::start(dir, "g3", free_port(), &args);
+    wait_log(&proxy, "\"g3\"");
+    for _ in 0..3 {
+        let out = ferromq(
+            &s(&[
+                "consume",
+                "--server",
+                &proxy_addr,
+                "--tls-ca",
+                &path(&pki.bundle),
+                "-t",
+                "t",
+                "-g",
+                "c2",
+                "--max-messages",
+                "1",
+                "--timeout",
+                "5s",
+            ]),
+            "",
+        );
+        assert!(out.status.success(), "consume beside g3: {}", text(&out));
+    }
+    let log = proxy.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot connect to broker group"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "one warning per outage: {log}");
+    assert!(
+        refusals[0].contains("g3") && refusals[0].contains("certificate not signed by --tls-ca"),
+        "{}",
+        refusals[0]
+    );
+    eprintln!("proxy says: {}", refusals[0]);
+    drop((g3, g2, proxy, g1, ns));
 }
 
 /// The member of `group` that leads it now (by its `/metrics`), if any.
