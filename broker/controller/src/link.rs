@@ -41,12 +41,19 @@ pub enum BundleError {
 }
 
 /// How internal links are dialled. The default is plaintext (`http://`).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Link {
     tls: Option<Tls>,
 }
 
-#[derive(Debug, Clone)]
+/// The bundle's path and size, not its bytes: configurations are printed with `{:?}`.
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Link({self})")
+    }
+}
+
+#[derive(Clone)]
 struct Tls {
     config: ClientTlsConfig,
     /// Where the bundle came from and how many CAs it holds, for logs.
