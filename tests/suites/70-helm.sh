@@ -350,7 +350,8 @@ check "ClusterRoleBinding binds the ServiceAccount" bash -c \
 check "leader-election Role is namespaced" equals role ferromq-leader-election '{.rules[0].resources[0]}' leases
 check "example Nameserver, Broker and Topic exist" bash -c \
   "'$KUBECTL' -n ferromq-system get nameserver demo-names && '$KUBECTL' -n ferromq-system get broker demo && '$KUBECTL' -n ferromq-system get topic demo-normal"
-has_test_hook() { helm_k get hooks ferromq -n ferromq-system | grep -q 'ferromq-test-produce-consume'; }
+# grep reads everything (no -q): an early exit would kill helm with SIGPIPE under pipefail.
+has_test_hook() { helm_k get hooks ferromq -n ferromq-system | grep 'ferromq-test-produce-consume' >/dev/null; }
 check "helm records the test hook" has_test_hook
 
 # The aggregate roles for real: only kube-controller-manager's clusterrole-aggregation
