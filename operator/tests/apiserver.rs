@@ -2440,3 +2440,100 @@ async fn internal_tls_issues_every_certificate_under_one_cluster_ca() -> Result<
     e.drop_namespace().await;
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn a_generated_cluster_ca_is_renewed_and_its_predecessor_retired() -> Result<()> {
+    use ferromq_operator::pki::{parse_pem_certs, unix_now, ClusterCa, CA_VALIDITY};
+    let e = env("ca-rotation").await?;
+    e.create_nameserver("names", 1).await?;
+    e.api::<Nameserver>()
+        .patch(
+            "names",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "internalTls": { "enabled": true } } })),
+        )
+        .await?;
+    // A generated CA four and a half years into its five: due for renewal.
+    let old = ClusterCa::generate(
+        "old CA",
+        unix_now() - (CA_VALIDITY.as_secs() as i64) * 9 / 10,
+    )?;
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "names-cluster-ca" },
+        "stringData": { "ca.crt": old.bundle_pem(), "ca.key": old.key_pem() } }))?;
+    e.api::<Secret>().create(&PostParams::default(), &s).await?;
+
+    // Step 1: a new CA signs, the old one stays trusted; the leaf Secret carries both.
+    e.reconcile_nameserver("names").await?;
+    let bundle = parse_pem_certs(&secret_data(&e, "names-cluster-ca", "ca.crt").await?, "ca")?;
+    assert_eq!(bundle.len(), 2);
+    assert_eq!(&bundle[1], old.signer_cert());
+    let ca = e.api::<Secret>().get("names-cluster-ca").await?;
+    let renewed_at = ca
+        .annotations()
+        .get("ferromq.io/ca-renewed-at")
+        .cloned()
+        .context("renewed-at annotation")?;
+    assert_eq!(
+        secret_data(&e, "names-internal-tls", "ca.crt").await?,
+        secret_data(&e, "names-cluster-ca", "ca.crt").await?
+    );
+    let leaf = parse_pem_certs(
+        &secret_data(&e, "names-internal-tls", "tls.crt").await?,
+        "l",
+    )?;
+    assert!(leaf[0].signed_by(&bundle[0]), "a new leaf is the new CA's");
+    let hash_two = secrets_hash(
+        &e.api::<StatefulSet>()
+            .get("names")
+            .await?
+            .spec
+            .context("spec")?
+            .template,
+    );
+    // Within the grace period nothing more happens.
+    e.reconcile_nameserver("names").await?;
+    assert_eq!(
+        parse_pem_certs(&secret_data(&e, "names-cluster-ca", "ca.crt").await?, "ca")?.len(),
+        2
+    );
+
+    // Step 3 once two grace periods passed (the clock is moved by back-dating the renewal):
+    // every leaf is the new CA's, so the old CA leaves the bundle, the leaf Secret follows and
+    // the pods roll onto it.
+    let earlier = renewed_at.parse::<i64>()? - 3 * 24 * 3600;
+    e.api::<Secret>()
+        .patch(
+            "names-cluster-ca",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "metadata": { "annotations": { "ferromq.io/ca-renewed-at": earlier.to_string() } } }),
+            ),
+        )
+        .await?;
+    e.reconcile_nameserver("names").await?;
+    let bundle = parse_pem_certs(&secret_data(&e, "names-cluster-ca", "ca.crt").await?, "ca")?;
+    assert_eq!(bundle.len(), 1, "the old CA is retired");
+    assert_ne!(&bundle[0], old.signer_cert());
+    assert_eq!(
+        parse_pem_certs(
+            &secret_data(&e, "names-internal-tls", "ca.crt").await?,
+            "ca"
+        )?
+        .len(),
+        1
+    );
+    e.reconcile_nameserver("names").await?;
+    let hash_one = secrets_hash(
+        &e.api::<StatefulSet>()
+            .get("names")
+            .await?
+            .spec
+            .context("spec")?
+            .template,
+    );
+    assert_ne!(hash_two, hash_one, "the new bundle rolls the name servers");
+    e.drop_namespace().await;
+    Ok(())
+}
