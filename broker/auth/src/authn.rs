@@ -130,29 +130,20 @@ pub struct RequestCredentials<'a> {
 }
 
 impl<'a> RequestCredentials<'a> {
-    /// Takes every value of each header, as `MetadataMap::get_all` yields them, and refuses a
-    /// header given more than once: which copy the signature covers would be ambiguous.
+    /// Takes every value of each header, as `MetadataMap::get_all` yields them, and keeps the
+    /// last one. The official Go client re-signs a request it resends by appending a fresh pair
+    /// to the headers it already carries, so its second attempt holds two of each; the last
+    /// pair is the one it just signed (Apache's proxy also reads the last value). A mismatched
+    /// pair from anyone else simply fails the signature check.
     pub fn from_header_values(
         authorization: impl IntoIterator<Item = &'a [u8]>,
         date_time: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Self, AuthnError> {
         Ok(RequestCredentials {
-            authorization: at_most_one(authorization, AUTHORIZATION_HEADER)?,
-            date_time: at_most_one(date_time, DATE_TIME_HEADER)?,
+            authorization: authorization.into_iter().last(),
+            date_time: date_time.into_iter().last(),
         })
     }
-}
-
-fn at_most_one<'a>(
-    values: impl IntoIterator<Item = &'a [u8]>,
-    header: &'static str,
-) -> Result<Option<&'a [u8]>, AuthnError> {
-    let mut it = values.into_iter();
-    let first = it.next();
-    if it.next().is_some() {
-        return Err(AuthnError::DuplicateHeader { header });
-    }
-    Ok(first)
 }
 
 /// Who made a call, once authenticated.
@@ -175,8 +166,6 @@ impl Principal {
 pub enum AuthnError {
     #[error("no authorization header: authentication is required (configure the client with an access key and secret)")]
     MissingAuthorization,
-    #[error("{header} header appears more than once")]
-    DuplicateHeader { header: &'static str },
     #[error(transparent)]
     Malformed(#[from] MalformedHeader),
     #[error("authorization header names no access key: the client has no credentials configured")]
@@ -510,23 +499,34 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_headers_are_refused() {
-        let a: &[u8] = b"x";
-        assert_eq!(
-            RequestCredentials::from_header_values([a, a], [a]).unwrap_err(),
-            AuthnError::DuplicateHeader {
-                header: "authorization"
-            }
-        );
-        assert_eq!(
-            RequestCredentials::from_header_values([a], [a, a]).unwrap_err(),
-            AuthnError::DuplicateHeader {
-                header: "x-mq-date-time"
-            }
-        );
+    fn repeated_headers_count_by_their_last_value() {
+        let (a, b): (&[u8], &[u8]) = (b"first", b"second");
+        let c = RequestCredentials::from_header_values([a, b], [b, a]).unwrap();
+        assert_eq!(c.authorization, Some(b));
+        assert_eq!(c.date_time, Some(a));
         let one = RequestCredentials::from_header_values([a], []).unwrap();
         assert_eq!(one.authorization, Some(a));
         assert_eq!(one.date_time, None);
+    }
+
+    /// What the Go client sends when it resends a refused request: the first attempt's pair,
+    /// then a fresh one. The fresh pair authenticates.
+    #[test]
+    fn a_resent_request_with_two_signatures_authenticates_by_the_fresh_one() {
+        let now = at(1_800_000_000);
+        let users = [user("ak1", "secret-one")];
+        let old = sign("ak1", &users[0].secret, now - Duration::from_secs(1));
+        let fresh = sign("ak1", &users[0].secret, now);
+        let c = RequestCredentials::from_header_values(
+            [old.authorization.as_bytes(), fresh.authorization.as_bytes()],
+            [old.date_time.as_bytes(), fresh.date_time.as_bytes()],
+        )
+        .unwrap();
+        let who = authenticate(&c, now, &ClockPolicy::default(), |ak| {
+            users.iter().find(|u| u.name == ak)
+        })
+        .unwrap();
+        assert_eq!(&*who.name, "ak1");
     }
 
     #[test]
