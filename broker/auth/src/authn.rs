@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::signature::{
     parse_date_time, verify_signature, AuthorizationHeader, BadDateTime, MalformedHeader,
-    AUTHORIZATION_HEADER, DATE_TIME_HEADER, MAX_AUTHORIZATION_LEN, MAX_DATE_TIME_LEN,
+    MAX_AUTHORIZATION_LEN, MAX_DATE_TIME_LEN,
 };
 use crate::user::{User, UserKind};
 
