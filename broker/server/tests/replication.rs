@@ -337,7 +337,10 @@ async fn an_append_on_the_receiving_task_is_acknowledged_only_when_confirmed_in_
     let lost_end = lost.phys_offset + u64::from(lost.size);
     let waiting = tokio::spawn(a.replica.store.acknowledged(lost.term, lost_end));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiting.is_finished(), "no answer before the group confirms");
+    assert!(
+        !waiting.is_finished(),
+        "no answer before the group confirms"
+    );
 
     // B leads epoch 2 and its log grows past A's record; A follows B and learns B's confirm
     // offset, which passes `lost_end` in a log without A's record.
