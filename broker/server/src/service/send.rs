@@ -144,7 +144,8 @@ fn publish_counted(node: &Node, work: Slow) -> Result<Published, RpcError> {
 /// What the async worker did with a message.
 enum Step {
     Done(Result<Published, RpcError>),
-    Slow(Slow),
+    /// Boxed: rare, and much larger than an outcome.
+    Slow(Box<Slow>),
 }
 
 /// Validates a message and stores it on this async worker when that is a copy into memory
@@ -161,8 +162,8 @@ fn send_quick(node: &Node, m: &v2::Message, producer: Option<&str>) -> Step {
                 .message_in(&counted.topic, counted.kind, counted.size);
             Step::Done(Ok(published))
         }
-        Ok(Quick::Blocked(pending)) => Step::Slow(Slow::Append(pending, counted)),
-        Ok(Quick::Later(p)) => Step::Slow(Slow::Publish(p)),
+        Ok(Quick::Blocked(pending)) => Step::Slow(Box::new(Slow::Append(pending, counted))),
+        Ok(Quick::Later(p)) => Step::Slow(Box::new(Slow::Publish(p))),
         Err(e) => Step::Done(Err(e.into())),
     }
 }
@@ -199,7 +200,7 @@ async fn store_all(
             .blocking(move |b| {
                 let mut out = Vec::with_capacity(rest.len() + 1);
                 let (id, work) = first;
-                out.push((id, publish_counted(b, work)));
+                out.push((id, publish_counted(b, *work)));
                 for m in &rest {
                     out.push((id_of(m), send_one(b, m, producer.as_deref())));
                 }
