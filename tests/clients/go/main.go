@@ -4,7 +4,8 @@
 //
 // Run by tests/suites/30-clients.sh; topics and groups come from the environment (see ../lib.sh). Each
 // scenario prints `SCENARIO go <name> PASS|FAIL|SKIP <detail>` and appends it to FERROMQ_RESULTS_FILE. Exit
-// code 0 only if no scenario failed.
+// code 0 only if no scenario failed. With FERROMQ_MODE=auth it runs the authentication and authorization
+// scenarios of tests/suites/35-auth.sh instead (auth.go).
 package main
 
 import (
@@ -1009,6 +1010,9 @@ func runScenario(name string, f func()) {
 }
 
 func main() {
+	if os.Getenv("FERROMQ_MODE") == "auth" {
+		os.Exit(runAuth())
+	}
 	fmt.Printf("go client scenarios against %s (run %s, TLS %v: the client's default)\n", endpoint, run, rmq.EnableSsl)
 	p, err := rmq.NewProducer(config(""), rmq.WithTopics(topic("normal"), topic("filter"), topic("retry"), topic("push"),
 		topic("pushretry"), topic("fifo"), topic("dlq"), topic("delay"), topic("priority")))

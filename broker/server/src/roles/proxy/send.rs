@@ -6,7 +6,6 @@
 
 use ferromq_proto::v2::{self, Code};
 use tonic::metadata::MetadataMap;
-use tracing::warn;
 
 use super::fanout::{fail, outgoing, topic_of, unreachable_status};
 use super::handles::wrap_handle;
@@ -92,6 +91,7 @@ impl ProxyApi {
                 };
                 let failover = match c.send_message(outgoing(md, r.clone())).await {
                     Ok(resp) => {
+                        self.routes.broker_ok(&g);
                         let mut resp = resp.into_inner();
                         if is_drain_refusal(resp.status.as_ref()) {
                             answer = Some(Ok(resp));
@@ -109,7 +109,8 @@ impl ProxyApi {
                         true
                     }
                     Err(e) => {
-                        warn!(group = %g.name, error = %e.message(), "send to broker group failed");
+                        self.routes
+                            .broker_failed(&g, &e, "send to broker group failed");
                         // Only a refused connection (or a member that does not lead) is
                         // certain not to have stored anything.
                         let unavailable = e.code() == tonic::Code::Unavailable;
