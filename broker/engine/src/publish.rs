@@ -61,6 +61,10 @@ pub struct Published {
     /// Where its record starts in the commit log (appended or parked): what front doors that
     /// name messages by offset hand out.
     pub log_offset: u64,
+    /// Appended without waiting ([`Engine::publish_quick`], [`Engine::publish_pending`],
+    /// [`Engine::publish_deferred`]) to a replicated group's leader: the term it was admitted
+    /// in. It counts as stored once `store.acknowledged(term, visible_end)` completes.
+    pub term: Option<u64>,
 }
 
 /// Whether a message waits before its topic sees it.
@@ -75,10 +79,11 @@ enum Park {
 /// What [`Engine::publish_quick`] did with a message.
 #[derive(Debug)]
 pub enum Quick {
-    /// Appended. In sync mode it counts once `store.durable(visible_end)` completes.
+    /// Appended. It counts once `store.acknowledged(term, visible_end)` completes (the flush
+    /// in sync mode, the group's confirmation on a replicated group's leader).
     Published(Published),
-    /// Checked, but storing it may block (a file to allocate, a replication gate, pages not
-    /// prefaulted yet): finish it with [`Engine::publish_pending`] off the async workers.
+    /// Checked, but storing it may block (a file to allocate, pages not prefaulted yet, the
+    /// append lock busy): finish it with [`Engine::publish_pending`] off the async workers.
     Blocked(Pending),
     /// Not checked: it needs work that may block (a topic to auto-create, a timer or half
     /// message to park): publish it with [`Engine::publish`] off the async workers.
@@ -94,11 +99,23 @@ pub struct Pending {
 impl Engine {
     /// Checks one message against its topic and this group, and stores it.
     pub fn publish(&self, p: Publication) -> Result<Published, EngineError> {
+        self.publish_with(p, false)
+    }
+
+    /// [`Engine::publish`] that does not wait for an appended message to count (the flush,
+    /// the group's confirmation): the caller awaits `store.acknowledged(term, visible_end)`,
+    /// once for a whole request. Parked messages are stored as `publish` stores them. Blocks.
+    pub fn publish_deferred(&self, p: Publication) -> Result<Published, EngineError> {
+        self.publish_with(p, true)
+    }
+
+    fn publish_with(&self, p: Publication, deferred: bool) -> Result<Published, EngineError> {
         let topic = self.topic(&p.topic)?;
         let park = self.check(&p, &topic)?;
         let producer = p.producer.clone();
         let message = self.placed(p, topic)?;
         let published = match park {
+            Park::No if deferred => appended(self.store.append_deferred(&message)?),
             Park::No => appended(self.store.append(&message)?),
             Park::Timer(due) => {
                 let at = self.timers.schedule_at(&message, due)?;
@@ -151,9 +168,10 @@ impl Engine {
     }
 
     /// Appends a message [`Engine::publish_quick`] checked but could not store without
-    /// blocking. Blocks.
+    /// blocking. Blocks for what must be allocated, not for the flush or the group: like
+    /// [`Quick::Published`], it counts once `store.acknowledged(term, visible_end)` completes.
     pub fn publish_pending(&self, p: Pending) -> Result<Published, EngineError> {
-        Ok(appended(self.store.append(&p.message)?))
+        Ok(appended(self.store.append_deferred(&p.message)?))
     }
 
     /// The checks of one message against its topic and this group; says whether it is parked.
@@ -228,6 +246,7 @@ fn appended(a: ferromq_store::AppendResult) -> Published {
         queue_offset: Some(a.queue_offset),
         visible_end: Some(a.phys_offset + u64::from(a.size)),
         log_offset: a.phys_offset,
+        term: a.term,
         ..Default::default()
     }
 }

@@ -262,3 +262,135 @@ async fn a_deposed_leaders_waiting_write_fails_even_when_the_next_leaders_log_pa
         "the record was cut from A's log"
     );
 }
+
+/// One message `id` for topic `t`, queue 0.
+fn message(id: &str) -> NewMessage {
+    let mut properties = std::collections::BTreeMap::new();
+    properties.insert(PROP_MSG_ID.to_string(), id.to_string());
+    NewMessage {
+        topic: "t".into(),
+        queue_id: 0,
+        properties,
+        body: vec![b'y'; 512],
+        ..Default::default()
+    }
+}
+
+/// Appends `m` the way the send path on an async worker does: in memory when
+/// `Store::try_append` can (the queue file and the pages ahead exist), on the blocking pool
+/// with `Store::append_deferred` otherwise; neither waits for the group.
+async fn append_unwaited(store: &Arc<Store>, m: NewMessage) -> ferromq_store::AppendResult {
+    for _ in 0..50 {
+        if let Some(a) = store.try_append(&m).expect("admitted") {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.append_deferred(&m))
+        .await
+        .expect("writer")
+        .expect("admitted")
+}
+
+/// The send path's own appends (`try_append` on the receiving task, the group's confirmation
+/// awaited with `Store::acknowledged`): a record admitted in term 1 is confirmed in term 1 and
+/// acknowledged; one admitted in term 1 whose term ends before the group confirms it is never
+/// acknowledged, even once the next leader's confirm offset (learned as its follower) passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_on_the_receiving_task_is_acknowledged_only_when_confirmed_in_its_term() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let a = member(1, stop.clone()).await;
+    let b = member(2, stop.clone()).await;
+    a.replica
+        .become_leader(1, BTreeSet::from([1, 2]))
+        .expect("lead");
+    a.replica
+        .extend_lease(Instant::now(), Duration::from_secs(3600));
+    b.replica.become_follower(1, Some((1, a.addr.to_string())));
+
+    // A follower refuses at once, on the task.
+    match b.replica.store.try_append(&message("refused")) {
+        Err(StoreError::NotWritable(why)) => assert!(why.contains("not the leader"), "{why}"),
+        other => panic!("a follower took a write: {other:?}"),
+    }
+
+    // Confirmed in its term: acknowledged, once, for the last end of several appends.
+    let mut last = None;
+    for i in 0..20 {
+        last = Some(append_unwaited(&a.replica.store, message(&format!("ok{i}"))).await);
+    }
+    let last = last.expect("appended");
+    assert_eq!(last.term, Some(1), "admitted in term 1");
+    let end = last.phys_offset + u64::from(last.size);
+    a.replica
+        .store
+        .acknowledged(last.term, end)
+        .await
+        .expect("both in-sync members hold it in term 1");
+    assert!(b.replica.store.log_end() >= end);
+
+    // B stops following (a partition); A admits a record in term 1 that nobody confirms.
+    b.replica.become_follower(1, None);
+    let lost = append_unwaited(&a.replica.store, message("lost")).await;
+    assert_eq!(lost.term, Some(1));
+    let lost_end = lost.phys_offset + u64::from(lost.size);
+    let waiting = tokio::spawn(a.replica.store.acknowledged(lost.term, lost_end));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !waiting.is_finished(),
+        "no answer before the group confirms"
+    );
+
+    // B leads epoch 2 and its log grows past A's record; A follows B and learns B's confirm
+    // offset, which passes `lost_end` in a log without A's record.
+    b.replica
+        .become_leader(2, BTreeSet::from([2]))
+        .expect("lead");
+    b.replica
+        .extend_lease(Instant::now(), Duration::from_secs(3600));
+    let b_end = send(&b.replica.store, 0..20, "new");
+    assert!(b_end > lost_end);
+    a.replica.become_follower(2, Some((2, b.addr.to_string())));
+    match waiting.await.expect("waiter") {
+        Err(StoreError::NotReplicated(why)) => assert!(why.contains("leadership moved"), "{why}"),
+        other => panic!("a write whose term ended unconfirmed was acknowledged: {other:?}"),
+    }
+    until("A follows B and knows B's confirm offset", || {
+        a.replica.confirm() >= b_end
+    })
+    .await;
+    // Asked again now, with the later term's offsets past it: still not acknowledged.
+    match a.replica.store.acknowledged(lost.term, lost_end).await {
+        Err(StoreError::NotReplicated(why)) => assert!(why.contains("leadership moved"), "{why}"),
+        other => panic!("a write of an ended term was acknowledged: {other:?}"),
+    }
+    assert!(
+        !ids(&a.replica.store).contains("lost"),
+        "the record was cut from A's log"
+    );
+}
+
+/// A record admitted by a leader whose followers never confirm it is refused once
+/// `ack-timeout` passes, without a thread waiting meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_append_on_the_receiving_task_times_out_as_not_replicated() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let a = member(1, stop.clone()).await;
+    a.replica
+        .become_leader(1, BTreeSet::from([1, 2]))
+        .expect("lead");
+    a.replica
+        .extend_lease(Instant::now(), Duration::from_secs(3600));
+    // Member 2 is in the set but never connects.
+    let r = append_unwaited(&a.replica.store, message("m")).await;
+    match a
+        .replica
+        .store
+        .acknowledged(r.term, r.phys_offset + u64::from(r.size))
+        .await
+    {
+        Err(StoreError::NotReplicated(why)) => assert!(why.contains("within"), "{why}"),
+        other => panic!("an unconfirmed write was acknowledged: {other:?}"),
+    }
+}

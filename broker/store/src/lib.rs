@@ -50,8 +50,8 @@ pub use metadata::{
 };
 pub use record::{NewMessage, StoredMessage};
 pub use store::{
-    AppendGate, AppendListener, AppendResult, DispatchEvent, DispatchListener, DispatchedListener,
-    Durable, RawBatch, ReadResult, Store, StoreStats, TagFilter,
+    AppendGate, AppendListener, AppendResult, Confirmation, DispatchEvent, DispatchListener,
+    DispatchedListener, Durable, RawBatch, ReadResult, Store, StoreStats, TagFilter,
 };
 
 /// Property holding a message's tag (one per message).

@@ -4,9 +4,11 @@
 //! Threads: callers append and read on their own threads (calls block; async servers call
 //! them from `spawn_blocking`). [`Store::try_append`] is the exception, for async callers: it
 //! appends only when that is a copy into memory (the segment is mapped and prefaulted, the
-//! consume queue file and the index room exist, no replication gate) and otherwise says to take
-//! the blocking [`Store::append`]; its sync-mode flush is awaited with [`Store::durable`], a
-//! future the flusher wakes together with every other waiter of the same flush (group commit).
+//! consume queue file and the index room exist) and otherwise says to take the blocking
+//! [`Store::append`] (or [`Store::append_deferred`]); what it still waits for is awaited with
+//! [`Store::acknowledged`]: the sync-mode flush, a future the flusher wakes together with every
+//! other waiter of the same flush (group commit), and on a replicated group's leader the
+//! group's confirmation in the term the [`AppendGate`] admitted the record in.
 //! One dispatcher thread follows the commit log and writes consume
 //! queue and index entries. One flusher thread makes the log durable (on a timer in async
 //! mode, on demand with group commit in sync mode). One housekeeping thread flushes the
@@ -29,7 +31,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -64,6 +68,12 @@ pub struct AppendResult {
     /// Bytes on disk.
     pub size: u32,
     pub store_timestamp_ms: i64,
+    /// The term (leader epoch) the record was admitted in, while it still waits for its
+    /// replicated group's confirmation: set by [`Store::try_append`] and
+    /// [`Store::append_deferred`] on a store under an [`AppendGate`]. Such a record counts as
+    /// written only once [`Store::acknowledged`] for it completes. `None` without a gate, and
+    /// from calls that waited already ([`Store::append`]).
+    pub term: Option<u64>,
 }
 
 /// A test of a message's properties (its tag is under the `TAGS` key when the user did not set
@@ -205,11 +215,15 @@ pub type DispatchedListener = Arc<dyn Fn(u64) + Send + Sync>;
 /// writer's thread.
 pub type AppendListener = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// What [`AppendGate::confirmation`] returns: completes with [`AppendGate::confirmed`]'s answer.
+pub type Confirmation<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
 /// Who may append to this log, and when an append counts as done, for a replica of a
 /// replicated group. The store asks [`AppendGate::admit`] under its append lock, so once a
 /// member stops leading no append of its own slips in; and it waits in
-/// [`AppendGate::confirmed`] after writing, outside the lock, so concurrent sends share one
-/// replication round trip the way they share one flush.
+/// [`AppendGate::confirmed`] (a thread) or [`AppendGate::confirmation`] (a task) after writing,
+/// outside the lock, so concurrent sends share one replication round trip the way they share
+/// one flush.
 pub trait AppendGate: Send + Sync {
     /// Whether this replica may append now ([`StoreError::NotWritable`] when not); returns the
     /// term (leader epoch) the append belongs to, to hand back to [`AppendGate::confirmed`].
@@ -218,6 +232,9 @@ pub trait AppendGate: Send + Sync {
     /// acknowledgement mode requires ([`StoreError::NotReplicated`] when it did not in time, or
     /// when the term ended first: offsets confirmed in a later term belong to another log).
     fn confirmed(&self, term: u64, end: u64) -> Result<()>;
+    /// [`AppendGate::confirmed`] for a caller on an async worker: the same answer under the
+    /// same rules (timeout, end of the term), without holding a thread while it waits.
+    fn confirmation(&self, term: u64, end: u64) -> Confirmation<'_>;
 }
 
 /// Figures for metrics and admin views.
@@ -641,12 +658,46 @@ impl Store {
     /// Appends a message if that needs no disk I/O and no wait: for callers on async workers.
     /// `Ok(None)` means it could not be done that way (the next segment, a consume queue file
     /// or index room must be allocated first, the pages ahead are not prefaulted yet, another
-    /// writer holds the log, or this is a replica of a replicated group): nothing was written,
-    /// and the caller takes [`Store::append`] on a thread that may block. `Ok(Some(..))`
-    /// means it is in the log; in sync mode it is acknowledged only once [`Store::durable`]
-    /// for its end completes. Errors are the refusals [`Store::append`] gives.
+    /// writer holds the log): nothing was written, and the caller takes [`Store::append`] or
+    /// [`Store::append_deferred`] on a thread that may block. `Ok(Some(a))` means it is in the
+    /// log; it is acknowledged only once [`Store::acknowledged`]`(a.term, end)` for its end
+    /// completes (the flush in sync mode; under an [`AppendGate`], the group's confirmation in
+    /// the term it was admitted in, which `a.term` carries). Errors are the refusals
+    /// [`Store::append`] gives.
     pub fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
         self.inner.try_append(msg)
+    }
+
+    /// [`Store::append`] without its waits: writes the message (blocking for whatever must be
+    /// allocated first) and returns at once; it counts as written only once
+    /// [`Store::acknowledged`]`(a.term, end)` completes, which an async caller awaits without
+    /// holding a thread (several appends wait once for the last end of each term).
+    pub fn append_deferred(&self, msg: &NewMessage) -> Result<AppendResult> {
+        self.inner.append_deferred(msg)
+    }
+
+    /// Completes once every record below `end` counts as written: as durable as the flush
+    /// mode promises ([`Store::durable`]) and, for records admitted in `term` by the
+    /// [`AppendGate`] ([`AppendResult::term`]), confirmed by the gate in that term. An error
+    /// means they must not be acknowledged ([`StoreError::NotReplicated`]: the group did not
+    /// confirm them in time or the term ended first; they may still be delivered).
+    pub fn acknowledged(
+        &self,
+        term: Option<u64>,
+        end: u64,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let durable = self.durable(end);
+        let gated = term.map(|t| (t, self.inner.gate()));
+        async move {
+            durable.await?;
+            match gated {
+                None => Ok(()),
+                Some((term, Some(gate))) => gate.confirmation(term, end).await,
+                Some((_, None)) => Err(StoreError::NotReplicated(
+                    "a record admitted in a term has no gate to confirm it".into(),
+                )),
+            }
+        }
     }
 
     /// Completes once every record below commit log offset `end` is as durable as the flush
@@ -1206,22 +1257,42 @@ impl Inner {
     }
 
     fn append(&self, msg: &NewMessage) -> Result<AppendResult> {
-        let adm = self.admit(msg)?;
-        let gate = self.gate();
-        let (a, term) = {
-            let mut w = lock(&self.writer);
-            let term = match &gate {
-                Some(g) => g.admit()?,
-                None => 0,
-            };
-            (self.write_one(&mut w, msg, adm)?, term)
-        };
+        let mut a = self.append_deferred(msg)?;
         let end = a.phys_offset + a.size as u64;
-        self.after_write(1, a.size as u64, end)?;
-        if let Some(g) = &gate {
-            g.confirmed(term, end)?;
+        if self.cfg.flush == FlushMode::Sync {
+            self.wait_flushed(end)?;
+        }
+        if let Some(term) = a.term.take() {
+            self.confirm_blocking(term, end)?;
         }
         Ok(a)
+    }
+
+    /// [`Store::append_deferred`]: the gate admits the record under the append lock and its
+    /// term goes back with the result.
+    fn append_deferred(&self, msg: &NewMessage) -> Result<AppendResult> {
+        let adm = self.admit(msg)?;
+        let gate = self.gate();
+        let a = {
+            let mut w = lock(&self.writer);
+            let term = gate.as_ref().map(|g| g.admit()).transpose()?;
+            AppendResult {
+                term,
+                ..self.write_one(&mut w, msg, adm)?
+            }
+        };
+        self.note_written(1, a.size as u64, a.phys_offset + a.size as u64);
+        Ok(a)
+    }
+
+    /// Waits on this thread until the gate confirms the records below `end` of `term`.
+    fn confirm_blocking(&self, term: u64, end: u64) -> Result<()> {
+        match self.gate() {
+            Some(g) => g.confirmed(term, end),
+            None => Err(StoreError::NotReplicated(
+                "a record admitted in a term has no gate to confirm it".into(),
+            )),
+        }
     }
 
     fn gate(&self) -> Option<Arc<dyn AppendGate>> {
@@ -1295,13 +1366,18 @@ impl Inner {
             queue_offset,
             size: len as u32,
             store_timestamp_ms: store_ts,
+            term: None,
         })
     }
 
     /// [`Store::try_append`]: the append lock is only tried (a writer that holds it may be
     /// allocating), and everything [`Inner::write_one`] would allocate must exist already.
+    /// Under an [`AppendGate`] the gate admits the record under the append lock, as in
+    /// [`Inner::append`], and the result carries its term for [`Store::acknowledged`].
     fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
-        if self.cfg.replicated || self.gate().is_some() {
+        let gate = self.gate();
+        if self.cfg.replicated && gate.is_none() {
+            // A replica before its gate is set: the blocking path refuses or waits as it must.
             return Ok(None);
         }
         let adm = self.admit(msg)?;
@@ -1311,6 +1387,9 @@ impl Inner {
         if let Some(e) = self.stopped_error() {
             return Err(e);
         }
+        // Asked under the append lock (no write of a term slips in after it ended), and before
+        // anything else, so a member that may not write refuses here rather than on a thread.
+        let term = gate.as_ref().map(|g| g.admit()).transpose()?;
         let ready = w
             .next
             .get(msg.topic.as_str())
@@ -1326,7 +1405,10 @@ impl Inner {
         else {
             return Ok(None);
         };
-        let a = self.write_one(&mut w, msg, adm)?;
+        let a = AppendResult {
+            term,
+            ..self.write_one(&mut w, msg, adm)?
+        };
         drop(w);
         debug_assert_eq!(a.phys_offset, pos);
         let end = a.phys_offset + a.size as u64;

@@ -3,9 +3,11 @@
 //! After the follower's `Start` the leader sends its epoch history (`Hello`); the follower cuts
 //! its log where the histories diverge and reports where its log now ends. From there the
 //! leader sends whole records in batches of about [`BATCH_BYTES`], cut at epoch boundaries and
-//! at segment ends, and an empty batch every [`KEEPALIVE`] when there is nothing new, so the
-//! follower always learns the confirm offset. The follower's progress reports move the confirm
-//! offset ([`super::progress`]). The stream ends when this member stops leading the epoch.
+//! at segment ends. With nothing new to send it sends an empty batch only when that tells the
+//! follower something: a confirm offset it has not had yet, or every [`KEEPALIVE`] (so an idle
+//! follower keeps reporting and stays in the in-sync set). The follower's progress reports move
+//! the confirm offset ([`super::progress`]). The stream ends when this member stops leading the
+//! epoch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,10 @@ use crate::rpc::BoxStream;
 pub const BATCH_BYTES: usize = 1 << 20;
 /// An idle stream still carries the confirm offset this often.
 pub const KEEPALIVE: Duration = Duration::from_millis(200);
+/// A batch starting this close to the log's end is read on the stream's task: those pages were
+/// written through the mapping moments ago and are in memory, so the read is a copy. Older
+/// records (a follower catching up) are read on the blocking pool, as they may fault from disk.
+const READ_INLINE_WITHIN: u64 = 4 * BATCH_BYTES as u64;
 /// Largest gRPC message of the replication service (a batch holds at least one record, and a
 /// record can be as large as the largest body).
 pub const MAX_MESSAGE: usize = 256 << 20;
@@ -156,6 +162,11 @@ impl Replication for ReplicationApi {
                 }
             };
             let mut next = first;
+            let mut confirm_rx = sender.progress.watch();
+            // The confirm offset the follower has from this stream, and whether a keepalive
+            // is due (nothing sent for a while).
+            let mut told: Option<u64> = None;
+            let mut keepalive_due = false;
             loop {
                 if !matches!(*role.borrow_and_update(), Role::Leader { epoch: e, .. } if e == epoch)
                 {
@@ -167,14 +178,23 @@ impl Replication for ReplicationApi {
                 let grown = sender.grown.notified();
                 tokio::pin!(grown);
                 grown.as_mut().enable();
+                confirm_rx.borrow_and_update();
                 let history = sender.history();
                 let (batch_epoch, next_epoch, starts_here) = epoch_span(&history, next);
                 let end = sender.store.log_end();
                 let upto = next_epoch.map_or(end, |n| n.min(end));
-                let store = sender.store.clone();
-                let read =
+                let read = if next >= upto {
+                    Ok(Ok(ferromq_store::RawBatch {
+                        from: next,
+                        ..Default::default()
+                    }))
+                } else if end.saturating_sub(next) <= READ_INLINE_WITHIN {
+                    Ok(sender.store.read_raw(next, BATCH_BYTES, upto))
+                } else {
+                    let store = sender.store.clone();
                     tokio::task::spawn_blocking(move || store.read_raw(next, BATCH_BYTES, upto))
-                        .await;
+                        .await
+                };
                 let raw = match read {
                     Ok(Ok(raw)) => raw,
                     Ok(Err(e)) => {
@@ -190,30 +210,34 @@ impl Replication for ReplicationApi {
                         return;
                     }
                 };
-                let moved = raw.end() > next;
-                let b = pb::Batch {
-                    epoch: batch_epoch,
-                    from: next,
-                    filler_to: raw.filler_to,
-                    data: raw.bytes.clone(),
-                    confirm: sender.confirm(),
-                    leader_end: end,
-                    epoch_start: (starts_here && moved).then_some(next),
-                };
-                if moved {
-                    next = raw.end();
+                let raw_end = raw.end();
+                let moved = raw_end > next;
+                let confirm = sender.confirm();
+                if moved || told != Some(confirm) || keepalive_due {
+                    let b = pb::Batch {
+                        epoch: batch_epoch,
+                        from: next,
+                        filler_to: raw.filler_to,
+                        epoch_start: (starts_here && moved).then_some(next),
+                        data: raw.bytes,
+                        confirm,
+                        leader_end: end,
+                    };
                     if tx.send(batch(b)).await.is_err() {
                         return;
                     }
+                    told = Some(confirm);
+                    keepalive_due = false;
+                }
+                if moved {
+                    next = raw_end;
                     continue;
                 }
-                // Nothing new: tell the follower the confirm offset, then wait for the log.
-                if tx.send(batch(b)).await.is_err() {
-                    return;
-                }
+                // Nothing new: wait for the log, a confirm offset to pass on, or the keepalive.
                 tokio::select! {
                     _ = &mut grown => {}
-                    _ = tokio::time::sleep(KEEPALIVE) => {}
+                    c = confirm_rx.changed() => if c.is_err() { return },
+                    _ = tokio::time::sleep(KEEPALIVE) => keepalive_due = true,
                     r = role.changed() => if r.is_err() { return },
                 }
             }

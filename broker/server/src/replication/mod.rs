@@ -373,6 +373,70 @@ impl Replica {
         }
     }
 
+    /// [`ferromq_store::AppendGate::confirmed`] for a task: waits (sync mode) until the
+    /// confirm offset passes `end` while this member still leads `term`, the term the record
+    /// was admitted in. [`StoreError::NotReplicated`](ferromq_store::StoreError) when the term
+    /// ends first (a deposed leader follows the next one, whose confirm offset soon passes
+    /// `end` in a log that may lack this record) or after `ack-timeout`. No thread waits: the
+    /// task wakes on a move of the confirm offset or of the role.
+    pub async fn confirmed_in_term(
+        &self,
+        term: u64,
+        end: u64,
+    ) -> Result<(), ferromq_store::StoreError> {
+        if self.cfg.mode == Mode::Async {
+            return Ok(());
+        }
+        // With `--flush sync` this member's own part is its flush, which the caller has just
+        // awaited and which moves no follower report: count it now.
+        self.recompute_confirm();
+        let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
+        let mut confirm = self.progress.watch();
+        let mut role = self.role.subscribe();
+        let mut expired = false;
+        loop {
+            // Marked seen before the checks, so a move after them wakes the wait below.
+            confirm.borrow_and_update();
+            role.borrow_and_update();
+            // The offset first, then the role, as in `confirmed`: a member follows (and learns
+            // another leader's offsets) only after it stopped leading.
+            let reached = self.progress.confirm() >= end;
+            let now = self.role();
+            let in_term = now.is_leader() && now.epoch() == term;
+            if reached && in_term {
+                return Ok(());
+            }
+            if !in_term {
+                return Err(self.term_ended());
+            }
+            if expired {
+                return Err(self.not_confirmed_in_time());
+            }
+            tokio::select! {
+                _ = confirm.changed() => {}
+                _ = role.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => expired = true,
+            }
+        }
+    }
+
+    fn term_ended(&self) -> ferromq_store::StoreError {
+        ferromq_store::StoreError::NotReplicated(format!(
+            "broker group {}: leadership moved before the in-sync members confirmed the write; it may still be delivered",
+            self.cfg.group
+        ))
+    }
+
+    fn not_confirmed_in_time(&self) -> ferromq_store::StoreError {
+        ferromq_store::StoreError::NotReplicated(
+            Refusal::ReplicationTimeout {
+                group: self.cfg.group.clone(),
+                waited: self.cfg.ack_timeout,
+            }
+            .to_string(),
+        )
+    }
+
     /// Recomputes the leader's confirm offset after the log, a follower or the in-sync set
     /// moved, and lets dispatch follow it.
     pub fn recompute_confirm(&self) {
@@ -429,11 +493,25 @@ impl ferromq_store::AppendGate for WeakGate {
     fn confirmed(&self, term: u64, end: u64) -> Result<(), ferromq_store::StoreError> {
         match self.0.upgrade() {
             Some(r) => ferromq_store::AppendGate::confirmed(&*r, term, end),
-            None => Err(ferromq_store::StoreError::NotReplicated(
-                "this replica shut down before the group confirmed the write".into(),
-            )),
+            None => Err(shut_down()),
         }
     }
+
+    fn confirmation(&self, term: u64, end: u64) -> ferromq_store::Confirmation<'_> {
+        let replica = self.0.upgrade();
+        Box::pin(async move {
+            match replica {
+                Some(r) => r.confirmed_in_term(term, end).await,
+                None => Err(shut_down()),
+            }
+        })
+    }
+}
+
+fn shut_down() -> ferromq_store::StoreError {
+    ferromq_store::StoreError::NotReplicated(
+        "this replica shut down before the group confirmed the write".into(),
+    )
 }
 
 /// The store asks the replica before every append and waits on it after: only a leader with
@@ -446,10 +524,16 @@ impl ferromq_store::AppendGate for Replica {
         Ok(self.role().epoch())
     }
 
+    fn confirmation(&self, term: u64, end: u64) -> ferromq_store::Confirmation<'_> {
+        Box::pin(self.confirmed_in_term(term, end))
+    }
+
     fn confirmed(&self, term: u64, end: u64) -> Result<(), ferromq_store::StoreError> {
         if self.cfg.mode == Mode::Async {
             return Ok(());
         }
+        // The store flushed before it asks (`--flush sync`): count this member's flush now.
+        self.recompute_confirm();
         let deadline = Instant::now() + self.cfg.ack_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -467,19 +551,10 @@ impl ferromq_store::AppendGate for Replica {
                 return Ok(());
             }
             if !in_term {
-                return Err(ferromq_store::StoreError::NotReplicated(format!(
-                    "broker group {}: leadership moved before the in-sync members confirmed the write; it may still be delivered",
-                    self.cfg.group
-                )));
+                return Err(self.term_ended());
             }
             if left.is_zero() {
-                return Err(ferromq_store::StoreError::NotReplicated(
-                    Refusal::ReplicationTimeout {
-                        group: self.cfg.group.clone(),
-                        waited: self.cfg.ack_timeout,
-                    }
-                    .to_string(),
-                ));
+                return Err(self.not_confirmed_in_time());
             }
         }
     }

@@ -221,6 +221,11 @@ impl Progress {
         *self.confirmed.borrow()
     }
 
+    /// Follows the confirm offset (async waiters that also watch something else).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.confirmed.subscribe()
+    }
+
     pub(crate) fn wake_blocked(&self) {
         let _g = self.moved.0.lock();
         self.moved.1.notify_all();

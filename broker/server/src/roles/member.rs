@@ -14,8 +14,9 @@
 //!   over its store (as a fresh start would after a crash), serves clients and reports itself
 //!   to the name servers with its epoch. Every append asks the replica first
 //!   ([`ferromq_store::AppendGate`]): only while the controller's lease holds and enough
-//!   members are in sync, and in `sync` mode a send is answered once every in-sync member
-//!   holds it.
+//!   members are in sync (asked under the append lock, on the task that received the send),
+//!   and in `sync` mode a send is answered once every in-sync member holds it in the term that
+//!   admitted it (awaited on the task: `Store::acknowledged`).
 //! - **Deposed** (the controller names another leader, or a switchover): the term ends: the
 //!   services close, the engine stops, the member follows the new leader, cutting whatever
 //!   tail of its log the group never confirmed.

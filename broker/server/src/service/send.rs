@@ -94,7 +94,8 @@ fn publication(
     })
 }
 
-/// Validates, publishes and counts one message (blocking; off the async workers).
+/// Validates, publishes and counts one message (blocking; off the async workers). An appended
+/// message counts once [`acknowledge`] says so.
 fn send_one(node: &Node, m: &v2::Message, producer: Option<&str>) -> Result<Published, RpcError> {
     let p = publication(node, m, producer)?;
     publish_counted(node, Slow::Publish(p))
@@ -125,13 +126,14 @@ impl Counted {
     }
 }
 
-/// Finishes a message on a thread that may block, and counts it.
+/// Finishes a message on a thread that may block, and counts it. The thread waits for what
+/// must be allocated, never for the flush or the group (see [`acknowledge`]).
 fn publish_counted(node: &Node, work: Slow) -> Result<Published, RpcError> {
     let (published, counted) = match work {
         Slow::Append(pending, counted) => (node.engine.publish_pending(pending)?, counted),
         Slow::Publish(p) => {
             let counted = Counted::of(&p);
-            (node.engine.publish(p)?, counted)
+            (node.engine.publish_deferred(p)?, counted)
         }
     };
     node.metrics
@@ -142,7 +144,8 @@ fn publish_counted(node: &Node, work: Slow) -> Result<Published, RpcError> {
 /// What the async worker did with a message.
 enum Step {
     Done(Result<Published, RpcError>),
-    Slow(Slow),
+    /// Boxed: rare, and much larger than an outcome.
+    Slow(Box<Slow>),
 }
 
 /// Validates a message and stores it on this async worker when that is a copy into memory
@@ -159,8 +162,8 @@ fn send_quick(node: &Node, m: &v2::Message, producer: Option<&str>) -> Step {
                 .message_in(&counted.topic, counted.kind, counted.size);
             Step::Done(Ok(published))
         }
-        Ok(Quick::Blocked(pending)) => Step::Slow(Slow::Append(pending, counted)),
-        Ok(Quick::Later(p)) => Step::Slow(Slow::Publish(p)),
+        Ok(Quick::Blocked(pending)) => Step::Slow(Box::new(Slow::Append(pending, counted))),
+        Ok(Quick::Later(p)) => Step::Slow(Box::new(Slow::Publish(p))),
         Err(e) => Step::Done(Err(e.into())),
     }
 }
@@ -197,7 +200,7 @@ async fn store_all(
             .blocking(move |b| {
                 let mut out = Vec::with_capacity(rest.len() + 1);
                 let (id, work) = first;
-                out.push((id, publish_counted(b, work)));
+                out.push((id, publish_counted(b, *work)));
                 for m in &rest {
                     out.push((id_of(m), send_one(b, m, producer.as_deref())));
                 }
@@ -206,22 +209,34 @@ async fn store_all(
             .await?;
         results.extend(later);
     }
-    // In sync mode an append made on this task counts once it is flushed; the flusher wakes
-    // every send a flush covers at once. (Appends made on the blocking pool waited already.)
-    if let Some(end) = results
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .filter_map(|s| s.visible_end)
-        .max()
-    {
-        if let Err(e) = node.engine.store.durable(end).await {
+    acknowledge(node, &mut results).await;
+    Ok(results)
+}
+
+/// Waits until the appended messages count as stored, without holding a thread: flushed in
+/// sync mode (the flusher wakes every send a flush covers at once) and, on a replicated
+/// group's leader, confirmed by the group in the term each was admitted in. One wait per term
+/// for the last end of the request, not one per message. Messages it could not settle get
+/// the error instead of "ok" (they may still be delivered).
+async fn acknowledge(node: &Node, results: &mut [(String, Result<Published, RpcError>)]) {
+    let mut waits: Vec<(Option<u64>, u64)> = Vec::with_capacity(1);
+    for p in results.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        let Some(end) = p.visible_end else { continue };
+        match waits.iter_mut().find(|(t, _)| *t == p.term) {
+            Some(w) => w.1 = w.1.max(end),
+            None => waits.push((p.term, end)),
+        }
+    }
+    for (term, end) in waits {
+        if let Err(e) = node.engine.store.acknowledged(term, end).await {
             let e = RpcError::from(e);
-            for (_, r) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
-                *r = Err(e.clone());
+            for (_, r) in results.iter_mut() {
+                if r.as_ref().is_ok_and(|p| p.term == term) {
+                    *r = Err(e.clone());
+                }
             }
         }
     }
-    Ok(results)
 }
 
 #[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]

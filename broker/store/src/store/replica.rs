@@ -40,16 +40,28 @@ impl RawBatch {
     }
 }
 
+/// [`Store::set_dispatch_limit`] dispatches up to this many bytes of records on the caller's
+/// thread (writes into consume queue and index files the writer allocated already).
+const DISPATCH_INLINE_BYTES: u64 = 1 << 20;
+
 impl Store {
     /// Caps dispatch at `offset` (the group's confirm offset); `u64::MAX` removes the cap.
-    /// Raising it wakes the dispatcher.
+    /// Raising it dispatches what it released on the caller's thread when that is a little
+    /// (the records a send waits to see dispatched before it is answered: no wake-up of the
+    /// dispatcher thread on that path), and wakes the dispatcher otherwise.
     pub fn set_dispatch_limit(&self, offset: u64) {
         let i = &self.inner;
         let old = i.dispatch_limit.swap(offset, Ordering::AcqRel);
-        if offset > old && i.dispatcher_idle.load(Ordering::SeqCst) {
-            let _g = lock(&i.dispatch_mx);
-            i.dispatch_cv.notify_one();
+        if offset <= old {
+            return;
         }
+        let gap = i
+            .dispatch_target()
+            .saturating_sub(i.dispatched.load(Ordering::Acquire));
+        if gap <= DISPATCH_INLINE_BYTES && i.dispatch_here() {
+            return;
+        }
+        i.wake_dispatcher();
     }
 
     /// The current dispatch cap.
