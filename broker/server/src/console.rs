@@ -187,7 +187,7 @@ impl SendArgs {
                 priority: self.priority,
                 ..Default::default()
             }),
-            body,
+            body: body.into(),
         })
     }
 }
