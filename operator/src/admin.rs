@@ -27,6 +27,8 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+mod tls_dial;
+
 use crate::crd::{GroupReplicationStatus, MessageType, Permission, TopicClusterState};
 
 /// Why an admin call failed. Each variant is one condition reason ([`AdminError::reason`]).
@@ -243,6 +245,11 @@ pub trait ClusterAdmin: Send + Sync {
     /// Signs every later call to `endpoint` with `credentials` (the Broker's super user), or
     /// sends them unsigned with `None` (a cluster without authentication).
     fn use_credentials(&self, endpoint: &str, credentials: Option<Credentials>);
+
+    /// Makes later calls to `endpoint` dial TLS and verify the server (named by the host of
+    /// `endpoint`) against `ca_bundle_pem` (PEM CA certificates: the cluster CA with internal
+    /// TLS on), or dial plaintext HTTP/2 with `None`.
+    fn use_tls(&self, endpoint: &str, ca_bundle_pem: Option<String>);
     /// The kind of user `name` on the cluster, or `None` when it does not exist.
     async fn describe_user(
         &self,
@@ -288,14 +295,17 @@ pub trait ClusterAdmin: Send + Sync {
 ///
 /// Each operation opens its own connection, as each `ferromq admin` run did: calls come a few
 /// per reconcile, and a fresh connection makes "could not connect" a distinct, reportable
-/// failure instead of a broken pooled channel. Transport security is the CLI's too: a bare
-/// `host:port` (all the operator ever builds) is plain HTTP/2, and an address that already
-/// names a scheme is used as given.
+/// failure instead of a broken pooled channel. Transport security: an endpoint registered with
+/// [`ClusterAdmin::use_tls`] (a Broker whose Nameserver has internal TLS on) is dialled over TLS
+/// and verified against the cluster CA only; any other bare `host:port` is plain HTTP/2, as
+/// the CLI reads it.
 pub struct GrpcAdmin {
     connect_timeout: Duration,
     call_timeout: Duration,
     /// Credentials per endpoint ([`ClusterAdmin::use_credentials`]).
     credentials: Mutex<BTreeMap<String, Credentials>>,
+    /// CA bundles per endpoint dialled over TLS ([`ClusterAdmin::use_tls`]).
+    trust: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for GrpcAdmin {
@@ -472,7 +482,16 @@ impl GrpcAdmin {
             connect_timeout,
             call_timeout,
             credentials: Mutex::new(BTreeMap::new()),
+            trust: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn trust_for(&self, address: &str) -> Option<String> {
+        self.trust
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(address)
+            .cloned()
     }
 
     fn credentials_for(&self, address: &str) -> Option<Credentials> {
@@ -490,12 +509,21 @@ impl GrpcAdmin {
                 detail: error_chain(&e),
             })?
             .connect_timeout(self.connect_timeout);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| AdminError::Unreachable {
-                detail: error_chain(&e),
-            })?;
+        let connected = match self.trust_for(address) {
+            None => endpoint.connect().await,
+            Some(bundle) => {
+                let connector = tls_dial::connector(address, &bundle).map_err(|detail| {
+                    AdminError::BadAddress {
+                        address: address.to_string(),
+                        detail,
+                    }
+                })?;
+                endpoint.connect_with_connector(connector).await
+            }
+        };
+        let channel = connected.map_err(|e| AdminError::Unreachable {
+            detail: error_chain(&e),
+        })?;
         Ok(AdminClient::with_interceptor(
             channel,
             Sign(self.credentials_for(address)),
@@ -706,6 +734,17 @@ impl ClusterAdmin for GrpcAdmin {
         };
     }
 
+    fn use_tls(&self, endpoint: &str, ca_bundle_pem: Option<String>) {
+        let mut all = self
+            .trust
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match ca_bundle_pem {
+            Some(b) => all.insert(endpoint.to_string(), b),
+            None => all.remove(endpoint),
+        };
+    }
+
     #[tracing::instrument(skip(self), err(Display))]
     async fn describe_user(
         &self,
@@ -898,11 +937,18 @@ struct MemoryState {
     acls: BTreeMap<(String, String), Vec<PolicyEntry>>,
     /// Credentials registered per endpoint.
     credentials: BTreeMap<String, Credentials>,
+    /// CA bundles registered per endpoint.
+    trust: BTreeMap<String, String>,
     /// Endpoints that refuse user and ACL calls not signed by this access key and secret.
     required: BTreeMap<String, (String, String)>,
 }
 
 impl MemoryAdmin {
+    /// The CA bundle registered for `endpoint` ([`ClusterAdmin::use_tls`]), if any.
+    pub fn trust(&self, endpoint: &str) -> Option<String> {
+        self.lock().trust.get(endpoint).cloned()
+    }
+
     /// Topics the fake cluster at `endpoint` holds.
     pub fn topics(&self, endpoint: &str) -> Vec<TopicClusterState> {
         self.lock()
@@ -1118,6 +1164,14 @@ impl ClusterAdmin for MemoryAdmin {
         match credentials {
             Some(c) => st.credentials.insert(endpoint.to_string(), c),
             None => st.credentials.remove(endpoint),
+        };
+    }
+
+    fn use_tls(&self, endpoint: &str, ca_bundle_pem: Option<String>) {
+        let mut st = self.lock();
+        match ca_bundle_pem {
+            Some(b) => st.trust.insert(endpoint.to_string(), b),
+            None => st.trust.remove(endpoint),
         };
     }
 

@@ -10,5 +10,6 @@ pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod pki;
 
 pub use error::{Error, Result};

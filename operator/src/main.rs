@@ -290,6 +290,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        // The cluster CA and the name servers' certificate.
+        .owns(api::<Secret>(&client, ns), owned.clone())
         .run(
             controller::nameserver::reconcile,
             controller::nameserver::error_policy,
@@ -328,6 +330,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        // Internal certificates and the generated super user.
+        .owns(api::<Secret>(&client, ns), owned.clone())
         .run(
             controller::broker::reconcile,
             controller::broker::error_policy,

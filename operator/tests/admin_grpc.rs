@@ -38,10 +38,18 @@ fn free_port() -> Result<u16> {
 
 /// Starts a standalone server (with `extra` flags) and waits until its admin API answers.
 async fn standalone(admin: &GrpcAdmin, extra: &[&std::ffi::OsStr]) -> Result<Standalone> {
+    standalone_on(admin, format!("127.0.0.1:{}", free_port()?), extra).await
+}
+
+/// [`standalone`] on a chosen `address` (so a test can register TLS for it first).
+async fn standalone_on(
+    admin: &GrpcAdmin,
+    address: String,
+    extra: &[&std::ffi::OsStr],
+) -> Result<Standalone> {
     let bin = std::env::var("FERROMQ_TEST_FERROMQ_BIN")
         .context("FERROMQ_TEST_FERROMQ_BIN is not set: run tests/suites/60-operator.sh")?;
     let data = tempfile::tempdir()?;
-    let address = format!("127.0.0.1:{}", free_port()?);
     let child = Command::new(&bin)
         .arg("standalone")
         .arg("--data-dir")
@@ -552,5 +560,67 @@ async fn users_and_policies_on_a_real_server_with_authentication() -> Result<()>
         .await
         .context("deleting a missing user succeeds")?;
     assert_eq!(send_code(at, app(), "allowed-1").await?, UNAUTHORIZED);
+    Ok(())
+}
+
+/// The admin client with internal TLS: it dials TLS, verifies the server against the cluster
+/// CA (here one made by the operator's own code, as is the server's certificate), and fails
+/// rather than fall back when the server is not that CA's or speaks no TLS.
+#[tokio::test]
+#[ignore = "needs the ferromq binary; run by tests/suites/60-operator.sh"]
+async fn admin_calls_dial_tls_verified_against_the_cluster_ca() -> Result<()> {
+    use ferromq_operator::pki::{unix_now, ClusterCa};
+    let now = unix_now();
+    let ca = ClusterCa::generate("FerroMQ test cluster CA", now)?;
+    let (cert, key) = ca.issue(&["demo.prod.svc".to_string(), "127.0.0.1".to_string()], now)?;
+    let dir = tempfile::tempdir()?;
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert)?;
+    std::fs::write(&key_path, key)?;
+
+    let admin = GrpcAdmin::default();
+    let address = format!("127.0.0.1:{}", free_port()?);
+    admin.use_tls(&address, Some(ca.bundle_pem()));
+    let server = standalone_on(
+        &admin,
+        address,
+        &[
+            "--tls".as_ref(),
+            "required".as_ref(),
+            "--tls-cert".as_ref(),
+            cert_path.as_os_str(),
+            "--tls-key".as_ref(),
+            key_path.as_os_str(),
+        ],
+    )
+    .await?;
+    let at = server.address.as_str();
+    let t = topic("Over_TLS", 2, MessageType::Normal, Permission::ReadWrite);
+    admin.upsert_topic(at, &t).await?;
+    assert_eq!(admin.describe_topic(at, "Over_TLS").await?, Some(t));
+
+    // Plaintext to a TLS-only port: refused, reported as unreachable.
+    let plain = GrpcAdmin::default();
+    match plain.describe_topic(at, "Over_TLS").await {
+        Err(AdminError::Unreachable { .. }) => {}
+        other => bail!("plaintext to a TLS-only server: {other:?}"),
+    }
+    // Another CA: the handshake fails on the certificate, nothing is sent.
+    let stranger = GrpcAdmin::default();
+    let other = ClusterCa::generate("another CA", now)?;
+    stranger.use_tls(at, Some(other.bundle_pem()));
+    match stranger.describe_topic(at, "Over_TLS").await {
+        Err(AdminError::Unreachable { detail }) => assert!(
+            detail.to_lowercase().contains("certificate") || detail.contains("UnknownIssuer"),
+            "{detail}"
+        ),
+        other => bail!("a server of another CA was trusted: {other:?}"),
+    }
+    // Turning TLS off for the endpoint dials plaintext again (and is refused here).
+    admin.use_tls(at, None);
+    assert!(matches!(
+        admin.describe_topic(at, "Over_TLS").await,
+        Err(AdminError::Unreachable { .. })
+    ));
     Ok(())
 }

@@ -152,6 +152,7 @@ impl Env {
                     volume: ControllerVolume::default(),
                 }),
                 pod_template: None,
+                internal_tls: None,
             },
         );
         Ok(self
@@ -2207,6 +2208,332 @@ async fn a_named_super_user_secret_must_exist_and_be_usable() -> Result<()> {
     let st = user_status(&e.api::<User>().get("ops").await?)?;
     assert_condition(&st.conditions, "Ready", "False", "InvalidAccessKey")?;
     assert!(e.admin.users(ADMIN).is_empty());
+    e.drop_namespace().await;
+    Ok(())
+}
+
+/// The pod-template annotation that follows the Secrets a workload's pods mount.
+fn secrets_hash(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<String> {
+    template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get("ferromq.io/secrets-hash").cloned())
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn changing_the_super_user_secret_rolls_the_broker_pods() -> Result<()> {
+    let e = env("superuser-roll").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_nameserver("names", 1).await?;
+    e.create_broker("demo", 1, 1, "ferromq-test-fixed").await?;
+    e.api::<Broker>()
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "auth": { "enabled": true } } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
+    let before = secrets_hash(&sts.spec.clone().context("spec")?.template)
+        .context("the broker pods mount the super user's Secret: a hash")?;
+    let proxy_before = e.api::<Deployment>().get("demo-proxy").await?;
+    // A second reconcile with nothing changed keeps the template.
+    e.reconcile_broker("demo").await?;
+    let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
+    assert_eq!(
+        secrets_hash(&sts.spec.clone().context("spec")?.template).as_deref(),
+        Some(before.as_str())
+    );
+
+    // The generated super user's secret key is rotated by hand.
+    e.api::<Secret>()
+        .patch(
+            "demo-superuser",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "secretKey": "a-rotated-secret-key-0123" } })),
+        )
+        .await?;
+    e.reconcile_broker("demo").await?;
+    let sts = e.api::<StatefulSet>().get("demo-group-0").await?;
+    let after = secrets_hash(&sts.spec.clone().context("spec")?.template).context("hash")?;
+    assert_ne!(
+        before, after,
+        "a rotated super user must roll the broker pods"
+    );
+    let proxy = e.api::<Deployment>().get("demo-proxy").await?;
+    assert_eq!(
+        proxy.resource_version(),
+        proxy_before.resource_version(),
+        "the proxies mount no super user: they stay"
+    );
+    e.drop_namespace().await;
+    Ok(())
+}
+
+/// Reconciles Nameserver `byo` and checks it is refused with `reason` and a message holding
+/// `words`, with no StatefulSet made.
+async fn refused(e: &Env, reason: &str, words: &str) -> Result<()> {
+    e.reconcile_nameserver("byo").await?;
+    let st = e
+        .api::<Nameserver>()
+        .get("byo")
+        .await?
+        .status
+        .context("status")?;
+    assert_condition(&st.conditions, "Ready", "False", reason)?;
+    let msg = &condition(&st.conditions, "Ready")?.message;
+    anyhow::ensure!(msg.contains(words), "{msg}");
+    anyhow::ensure!(
+        e.api::<StatefulSet>().get_opt("byo").await?.is_none(),
+        "a refused Nameserver creates nothing"
+    );
+    Ok(())
+}
+
+/// Decoded `key` of Secret `name`.
+async fn secret_data(e: &Env, name: &str, key: &str) -> Result<Vec<u8>> {
+    let s = e.api::<Secret>().get(name).await?;
+    s.data
+        .and_then(|d| d.get(key).map(|b| b.0.clone()))
+        .with_context(|| format!("Secret {name} has no {key}"))
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn internal_tls_issues_every_certificate_under_one_cluster_ca() -> Result<()> {
+    use ferromq_operator::pki::{parse_pem_certs, unix_now, ClusterCa};
+    let e = env("internal-tls").await?;
+    e.create_storage_class("ferromq-test-fixed", false).await?;
+    e.create_nameserver("names", 1).await?;
+    e.api::<Nameserver>()
+        .patch(
+            "names",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "internalTls": { "enabled": true } } })),
+        )
+        .await?;
+    e.reconcile_nameserver("names").await?;
+    let ca_pem = secret_data(&e, "names-cluster-ca", "ca.crt").await?;
+    let ca_key = secret_data(&e, "names-cluster-ca", "ca.key").await?;
+    let ca = ClusterCa::from_pem("names-cluster-ca", &ca_pem, &ca_key, unix_now())?;
+    let chains = |pem: &[u8], names: &[&str]| -> Result<()> {
+        let leaf = parse_pem_certs(pem, "leaf")?.remove(0);
+        anyhow::ensure!(
+            leaf.signed_by(ca.signer_cert()),
+            "not issued by the cluster CA"
+        );
+        for n in names {
+            anyhow::ensure!(
+                leaf.names.iter().any(|x| x == n),
+                "{n} missing from {:?}",
+                leaf.names
+            );
+        }
+        Ok(())
+    };
+    chains(
+        &secret_data(&e, "names-internal-tls", "tls.crt").await?,
+        &["localhost", "127.0.0.1"],
+    )?;
+    let ns_leaf = parse_pem_certs(
+        &secret_data(&e, "names-internal-tls", "tls.crt").await?,
+        "l",
+    )?;
+    let wildcard = format!("*.names.{}.svc", e.ns);
+    assert!(
+        ns_leaf[0].names.contains(&wildcard),
+        "{:?}",
+        ns_leaf[0].names
+    );
+    assert_eq!(
+        secret_data(&e, "names-internal-tls", "ca.crt").await?,
+        ca_pem
+    );
+    let sts = e.api::<StatefulSet>().get("names").await?;
+    let t = sts.spec.context("spec")?.template;
+    assert!(secrets_hash(&t).is_some());
+    let cmd = t.spec.context("pod")?.containers[0]
+        .command
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    assert!(
+        cmd.contains("--tls required") && cmd.contains("--tls-ca"),
+        "{cmd}"
+    );
+
+    // The Broker's groups and proxies get certificates from the same CA; the operator's admin
+    // calls to it trust that CA.
+    e.create_broker("demo", 2, 1, "ferromq-test-fixed").await?;
+    e.reconcile_broker("demo").await?;
+    for g in 0..2 {
+        let name = format!("demo-group-{g}-internal-tls");
+        chains(
+            &secret_data(&e, &name, "tls.crt").await?,
+            &[&format!("*.demo-group-{g}.{}.svc", e.ns), "127.0.0.1"],
+        )?;
+        let s = e.api::<Secret>().get(&name).await?;
+        assert_eq!(
+            s.labels().get("ferromq.io/cluster-ca").map(String::as_str),
+            Some("names")
+        );
+    }
+    chains(
+        &secret_data(&e, "demo-proxy-tls", "tls.crt").await?,
+        &[&format!("demo.{}.svc", e.ns), "127.0.0.1"],
+    )?;
+    assert_eq!(
+        e.admin.trust(ADMIN).map(String::into_bytes),
+        Some(ca_pem.clone()),
+        "admin calls verify the proxies against the cluster CA"
+    );
+    // Nothing changes on a second round.
+    let v1 = e.versions().await?;
+    e.reconcile_nameserver("names").await?;
+    e.reconcile_broker("demo").await?;
+    assert_eq!(v1, e.versions().await?);
+
+    // A user-provided CA: missing, without its key, not a CA: refused, nothing created.
+    e.create_nameserver("byo", 1).await?;
+    e.api::<Nameserver>()
+        .patch(
+            "byo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "internalTls": { "enabled": true, "caSecretRef": { "name": "my-ca" } } } })),
+        )
+        .await?;
+    refused(&e, "CaSecretNotFound", "Secret my-ca").await?;
+    let mine = ClusterCa::generate("my CA", unix_now())?;
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "my-ca" }, "stringData": { "ca.crt": mine.bundle_pem() } }))?;
+    e.api::<Secret>().create(&PostParams::default(), &s).await?;
+    refused(&e, "InvalidCaSecret", "has no key ca.key").await?;
+    let (leaf, leaf_key) = mine.issue(&["x.example".to_string()], unix_now())?;
+    e.api::<Secret>()
+        .patch(
+            "my-ca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "ca.crt": leaf, "ca.key": leaf_key } })),
+        )
+        .await?;
+    refused(&e, "InvalidCaSecret", "is not a CA").await?;
+    e.api::<Secret>()
+        .patch(
+            "my-ca",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "stringData": { "ca.crt": mine.bundle_pem(), "ca.key": mine.key_pem() } }),
+            ),
+        )
+        .await?;
+    e.reconcile_nameserver("byo").await?;
+    let leaf = parse_pem_certs(&secret_data(&e, "byo-internal-tls", "tls.crt").await?, "l")?;
+    assert!(leaf[0].signed_by(mine.signer_cert()));
+    assert!(
+        e.api::<Secret>().get_opt("byo-cluster-ca").await?.is_none(),
+        "no CA generated when one is given"
+    );
+    assert!(e.api::<StatefulSet>().get_opt("byo").await?.is_some());
+    e.drop_namespace().await;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run tests/suites/60-operator.sh"]
+async fn a_generated_cluster_ca_is_renewed_and_its_predecessor_retired() -> Result<()> {
+    use ferromq_operator::pki::{parse_pem_certs, unix_now, ClusterCa, CA_VALIDITY};
+    let e = env("ca-rotation").await?;
+    e.create_nameserver("names", 1).await?;
+    e.api::<Nameserver>()
+        .patch(
+            "names",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "internalTls": { "enabled": true } } })),
+        )
+        .await?;
+    // A generated CA four and a half years into its five: due for renewal.
+    let old = ClusterCa::generate(
+        "old CA",
+        unix_now() - (CA_VALIDITY.as_secs() as i64) * 9 / 10,
+    )?;
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "names-cluster-ca" },
+        "stringData": { "ca.crt": old.bundle_pem(), "ca.key": old.key_pem() } }))?;
+    e.api::<Secret>().create(&PostParams::default(), &s).await?;
+
+    // Step 1: a new CA signs, the old one stays trusted; the leaf Secret carries both.
+    e.reconcile_nameserver("names").await?;
+    let bundle = parse_pem_certs(&secret_data(&e, "names-cluster-ca", "ca.crt").await?, "ca")?;
+    assert_eq!(bundle.len(), 2);
+    assert_eq!(&bundle[1], old.signer_cert());
+    let ca = e.api::<Secret>().get("names-cluster-ca").await?;
+    let renewed_at = ca
+        .annotations()
+        .get("ferromq.io/ca-renewed-at")
+        .cloned()
+        .context("renewed-at annotation")?;
+    assert_eq!(
+        secret_data(&e, "names-internal-tls", "ca.crt").await?,
+        secret_data(&e, "names-cluster-ca", "ca.crt").await?
+    );
+    let leaf = parse_pem_certs(
+        &secret_data(&e, "names-internal-tls", "tls.crt").await?,
+        "l",
+    )?;
+    assert!(leaf[0].signed_by(&bundle[0]), "a new leaf is the new CA's");
+    let hash_two = secrets_hash(
+        &e.api::<StatefulSet>()
+            .get("names")
+            .await?
+            .spec
+            .context("spec")?
+            .template,
+    );
+    // Within the grace period nothing more happens.
+    e.reconcile_nameserver("names").await?;
+    assert_eq!(
+        parse_pem_certs(&secret_data(&e, "names-cluster-ca", "ca.crt").await?, "ca")?.len(),
+        2
+    );
+
+    // Step 3 once two grace periods passed (the clock is moved by back-dating the renewal):
+    // every leaf is the new CA's, so the old CA leaves the bundle, the leaf Secret follows and
+    // the pods roll onto it.
+    let earlier = renewed_at.parse::<i64>()? - 3 * 24 * 3600;
+    e.api::<Secret>()
+        .patch(
+            "names-cluster-ca",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "metadata": { "annotations": { "ferromq.io/ca-renewed-at": earlier.to_string() } } }),
+            ),
+        )
+        .await?;
+    e.reconcile_nameserver("names").await?;
+    let bundle = parse_pem_certs(&secret_data(&e, "names-cluster-ca", "ca.crt").await?, "ca")?;
+    assert_eq!(bundle.len(), 1, "the old CA is retired");
+    assert_ne!(&bundle[0], old.signer_cert());
+    assert_eq!(
+        parse_pem_certs(
+            &secret_data(&e, "names-internal-tls", "ca.crt").await?,
+            "ca"
+        )?
+        .len(),
+        1
+    );
+    e.reconcile_nameserver("names").await?;
+    let hash_one = secrets_hash(
+        &e.api::<StatefulSet>()
+            .get("names")
+            .await?
+            .spec
+            .context("spec")?
+            .template,
+    );
+    assert_ne!(hash_two, hash_one, "the new bundle rolls the name servers");
     e.drop_namespace().await;
     Ok(())
 }

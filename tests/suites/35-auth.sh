@@ -15,6 +15,11 @@
 # sent with right credentials, the denied and other topics none) and that the admin CLI is refused without
 # credentials (UNAUTHENTICATED) and for a normal user on user management (PERMISSION_DENIED).
 #
+# The classic remoting port of the same server (`remoting`): the 4.x Java client (rocketmq-client
+# 4.9.8) signing with rocketmq-acl's AclClientRPCHook sends 3 messages and consumes them with a push
+# consumer; a wrong secret, an unknown user, no credentials, a topic no entry covers and the denied
+# topic are refused (NO_PERMISSION); the topics then hold exactly the 3 messages.
+#
 # Then a replicated broker group with --auth (`replicated`, real processes: 3 name servers with the
 # replication controller, 3 members sharing the bootstrap super user, a proxy; about a minute):
 # a user and its ACL created through the proxy (on the leader) send and consume after the leader is
@@ -23,7 +28,7 @@
 # deleted after the failover is refused through the new leader, is gone from the restarted old
 # leader's copy, and is still refused after a second leader kill.
 #
-#   tests/suites/35-auth.sh [--only python,java,rust,replicated]
+#   tests/suites/35-auth.sh [--only python,java,rust,remoting,replicated]
 #
 # FERROMQ_BIN=PATH runs that binary instead of building the release one.
 #
@@ -34,11 +39,11 @@ ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}"
 export FERROMQ_ROOT="$ROOT"
 export FERROMQ_TEST_CACHE="${FERROMQ_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferromq-tests}"
 
-ONLY="python,java,rust,replicated"
+ONLY="python,java,rust,remoting,replicated"
 while (($#)); do
   case "$1" in
     --only) ONLY="$2"; shift 2 ;;
-    *) echo "usage: $0 [--only python,java,rust,replicated]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--only python,java,rust,remoting,replicated]" >&2; exit 2 ;;
   esac
 done
 
@@ -109,9 +114,11 @@ umask 022
 GRPC_PORT=$(free_port)
 HTTP_PORT=$(free_port)
 while [[ "$HTTP_PORT" == "$GRPC_PORT" ]]; do HTTP_PORT=$(free_port); done
+REMOTING_PORT=$(free_port)
+while [[ "$REMOTING_PORT" == "$GRPC_PORT" || "$REMOTING_PORT" == "$HTTP_PORT" ]]; do REMOTING_PORT=$(free_port); done
 log "starting ferromq standalone --auth (gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT)"
 RUST_LOG="${RUST_LOG:-info}" FERROMQ_SEGMENT_SIZE=64MiB "$FERROMQ" standalone --data-dir "$WORK/data" \
-  --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" \
+  --grpc-addr "127.0.0.1:$GRPC_PORT" --http-addr "127.0.0.1:$HTTP_PORT" --remoting-addr "127.0.0.1:$REMOTING_PORT" \
   --auth --auth-super-user admin --auth-super-secret-file "$WORK/admin.secret" > "$WORK/logs/ferromq.log" 2>&1 &
 SERVER_PID=$!
 ready=0
@@ -212,6 +219,44 @@ for client in python java rust; do
     fi
   done
 done
+
+# --- The remoting port, with the 4.x Java client's ACL hook ----------------------------------------
+REMOTING_SCENARIOS=(auth_right_credentials auth_wrong_secret auth_unknown_user auth_no_credentials
+                    auth_forbidden_topic auth_deny_beats_allow)
+if [[ ",$ONLY," == *",remoting,"* ]]; then
+  RT="$WORK/remoting-java-target"
+  if ! { ensure_tool java openjdk-17-jdk-headless && ensure_tool mvn maven &&
+         (cd "$ROOT/tests/clients/remoting/java" && mvn -B -q -Dmaven.repo.local="$M2_REPO" \
+            -DbuildDirectory="$RT" package -DskipTests); } > "$WORK/logs/build-remoting.log" 2>&1; then
+    log "remoting: BUILD FAILED (see $WORK/logs/build-remoting.log)"
+    tail -20 "$WORK/logs/build-remoting.log" >&2
+    for s in "${REMOTING_SCENARIOS[@]}"; do result remoting "$s" FAIL "client build failed"; done
+  else
+    for t in authok-remoting authok-denied-remoting authother-remoting; do
+      admin topic create "$t" --queues 2 >> "$WORK/logs/admin.log" 2>&1 || log "topic create $t failed"
+    done
+    log "remoting: running the auth scenarios (rocketmq-client 4.9.8 + rocketmq-acl)"
+    FERROMQ_NAMESRV="127.0.0.1:$REMOTING_PORT" FERROMQ_AUTH_AK=app FERROMQ_AUTH_SK="$APP_SECRET" \
+      FERROMQ_AUTH_TOPIC_OK=authok-remoting FERROMQ_AUTH_TOPIC_DENIED=authok-denied-remoting \
+      FERROMQ_AUTH_TOPIC_OTHER=authother-remoting FERROMQ_AUTH_GROUP_OK=authg-remoting \
+      timeout 300 java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        -Drocketmq.client.logRoot="$FERROMQ_CLIENT_LOGS/remoting-client" -Drocketmq.client.logUseSlf4j=false \
+        -cp "$RT/classes:$RT/lib/*" io.ferromq.tests.remoting.Acl4x > "$WORK/logs/run-remoting.log" 2>&1
+    grep '^SCENARIO' "$WORK/logs/run-remoting.log" >&2 || true
+    for s in "${REMOTING_SCENARIOS[@]}"; do
+      grep -q "^remoting $s " "$FERROMQ_RESULTS_FILE" || result remoting "$s" FAIL "not reported (see $WORK/logs/run-remoting.log)"
+    done
+    for t in "authok-remoting:3" "authok-denied-remoting:0" "authother-remoting:0"; do
+      name="${t%%:*}" want="${t##*:}"
+      got="$(admin -o json topic describe "$name" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("total_messages", "?"))' 2>/dev/null)"
+      if [[ "$got" == "$want" ]]; then
+        result remoting "stored_$name" PASS "$got messages"
+      else
+        result remoting "stored_$name" FAIL "$got messages (want $want)"
+      fi
+    done
+  fi
+fi
 
 # --- A replicated broker group with --auth --------------------------------------------------------
 R="$WORK/repl"

@@ -183,6 +183,49 @@ check "the example set renders the cluster and the helm test pod" bash -c \
 check "the example set renders the NetworkPolicies of the internal ports" bash -c \
   "grep -q 'name: demo-broker-internal' '$state/render-example.yaml' && grep -q 'port: 10911' '$state/render-example.yaml' && grep -q 'name: demo-names-internal' '$state/render-example.yaml'"
 
+# Which ports each rendered policy admits and from whom, exactly.
+example_policies() {
+  py - "$state/render-example.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+pols = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+assert set(pols) == {"demo-broker-internal", "demo-names-internal"}, sorted(pols)
+def rules(spec):
+    out = []
+    for r in spec["ingress"]:
+        ports = sorted((p["port"], p["protocol"]) for p in r["ports"])
+        sources = sorted(tuple(sorted(f["podSelector"]["matchLabels"].items())) for f in r.get("from", [])) or ["anyone"]
+        out.append((ports, sources))
+    return out
+inst = lambda n: (("app.kubernetes.io/instance", n),)
+for name, selects, want in [
+    ("demo-broker-internal", {"app.kubernetes.io/instance": "demo", "app.kubernetes.io/component": "broker"},
+     [([(10911, "TCP")], [inst("demo")]), ([(9090, "TCP")], ["anyone"])]),
+    ("demo-names-internal", {"app.kubernetes.io/instance": "demo-names", "app.kubernetes.io/component": "nameserver"},
+     [([(9876, "TCP")], [inst("demo"), inst("demo-names")]), ([(9090, "TCP")], ["anyone"])]),
+]:
+    spec = pols[name]
+    assert spec["podSelector"]["matchLabels"] == selects, (name, spec["podSelector"])
+    assert spec["policyTypes"] == ["Ingress"], (name, spec["policyTypes"])
+    got = rules(spec)
+    assert got == want, (name, got)
+    print(name, "admits", got)
+PY
+}
+check "the NetworkPolicies admit exactly 10911 from the Broker's pods, 9876 from those and the name servers, 9090 from anyone" example_policies
+example_internal_tls() {
+  py - "$state/render-example.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+ns = next(d for d in docs if d["kind"] == "Nameserver")
+assert ns["spec"]["internalTls"] == {"enabled": True}, ns["spec"].get("internalTls")
+print("example Nameserver internalTls:", ns["spec"]["internalTls"])
+PY
+}
+check "the example cluster turns internal TLS on (Nameserver spec.internalTls)" example_internal_tls
+check "exampleCluster.internalTls=false leaves internal links plaintext" bash -c \
+  "! '$HELM' template t '$CHART' --kube-version '$K8S_MINOR' --set exampleCluster.enabled=true --set exampleCluster.internalTls=false | grep -q internalTls"
+
 example_service() {
   py - "$state/render-monitored.yaml" "$state/render-example.yaml" <<'PY'
 import sys, yaml
@@ -307,7 +350,8 @@ check "ClusterRoleBinding binds the ServiceAccount" bash -c \
 check "leader-election Role is namespaced" equals role ferromq-leader-election '{.rules[0].resources[0]}' leases
 check "example Nameserver, Broker and Topic exist" bash -c \
   "'$KUBECTL' -n ferromq-system get nameserver demo-names && '$KUBECTL' -n ferromq-system get broker demo && '$KUBECTL' -n ferromq-system get topic demo-normal"
-has_test_hook() { helm_k get hooks ferromq -n ferromq-system | grep -q 'ferromq-test-produce-consume'; }
+# grep reads everything (no -q): an early exit would kill helm with SIGPIPE under pipefail.
+has_test_hook() { helm_k get hooks ferromq -n ferromq-system | grep 'ferromq-test-produce-consume' >/dev/null; }
 check "helm records the test hook" has_test_hook
 
 # The aggregate roles for real: only kube-controller-manager's clusterrole-aggregation
@@ -376,10 +420,6 @@ cargo build -p ferromq -p ferromq-operator --locked --quiet
 BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 grpc_port="$(free_port)"
 sa_http="$(free_port)"
-"$BIN_DIR/ferromq" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
-  --http-addr "127.0.0.1:$sa_http" --remoting-addr off >"$state/standalone.log" 2>&1 &
-sa_pid=$!
-check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
 op_http="$(free_port)"
 # The same settings the chart's Deployment passes (lease in the release namespace, named after
 # the release), plus the out-of-cluster admin address.
@@ -389,10 +429,41 @@ KUBECONFIG="$state/sa.kubeconfig" POD_NAME=ferromq-test FERROMQ_OPERATOR_LEASE_N
   --log-format text >"$state/operator.log" 2>&1 &
 op_pid=$!
 check "the operator takes the chart's Lease" wait_for 30 equals lease ferromq '{.spec.holderIdentity}' ferromq-test
+# Internal TLS (on in the example cluster): the operator generates the cluster CA and issues
+# the proxies' certificate, which also names 127.0.0.1. The standalone that stands in for the
+# proxies serves that certificate, and the operator's admin calls (registered for the admin
+# address) dial TLS and verify it against the cluster CA.
+secret_key() { k -n ferromq-system get secret "$1" -o "jsonpath={.data.${2//./\\.}}" 2>/dev/null | base64 -d; }
+check "the operator generates the cluster CA (Secret demo-names-cluster-ca)" wait_for 60 \
+  bash -c "[[ -n \"\$('$KUBECTL' -n ferromq-system get secret demo-names-cluster-ca -o jsonpath='{.data.ca\\.key}')\" ]]"
+check "the operator issues the proxies' certificate (Secret demo-proxy-tls)" wait_for 60 \
+  bash -c "[[ -n \"\$('$KUBECTL' -n ferromq-system get secret demo-proxy-tls -o jsonpath='{.data.tls\\.crt}')\" ]]"
+secret_key demo-proxy-tls tls.crt >"$state/proxy.crt"
+secret_key demo-proxy-tls tls.key >"$state/proxy.key"
+secret_key demo-names-cluster-ca ca.crt >"$state/cluster-ca.crt"
+check "the proxies' certificate chains to the cluster CA for the Service's name and 127.0.0.1" bash -c \
+  "openssl verify -CAfile '$state/cluster-ca.crt' -verify_hostname demo.ferromq-system.svc '$state/proxy.crt' && openssl verify -CAfile '$state/cluster-ca.crt' -verify_ip 127.0.0.1 '$state/proxy.crt'"
+check "each broker group and the name servers get their certificate" wait_for 60 bash -c \
+  "'$KUBECTL' -n ferromq-system get secret demo-group-0-internal-tls demo-names-internal-tls >/dev/null"
+"$BIN_DIR/ferromq" standalone --data-dir "$state/standalone" --grpc-addr "127.0.0.1:$grpc_port" \
+  --http-addr "127.0.0.1:$sa_http" --remoting-addr off \
+  --tls-cert "$state/proxy.crt" --tls-key "$state/proxy.key" >"$state/standalone.log" 2>&1 &
+sa_pid=$!
+check "ferromq standalone becomes ready" wait_for 60 curl -sf "http://127.0.0.1:$sa_http/readyz"
+check "the standalone serves the operator-issued certificate (verified against the cluster CA)" bash -c \
+  "openssl s_client -connect 127.0.0.1:$grpc_port -CAfile '$state/cluster-ca.crt' -verify_return_error -verify_ip 127.0.0.1 -alpn h2 </dev/null 2>&1 | grep -q 'Verify return code: 0 (ok)'"
+check "name server pods serve TLS only and verify peers against the cluster CA" bash -c \
+  "[[ \"\$('$KUBECTL' -n ferromq-system get statefulset demo-names -o jsonpath='{.spec.template.spec.containers[0].args}')\" == *'\"--tls\",\"required\"'*'--tls-ca'* ]]"
+check "broker pods serve TLS only and verify peers against the cluster CA" wait_for 30 bash -c \
+  "[[ \"\$('$KUBECTL' -n ferromq-system get statefulset demo-group-0 -o jsonpath='{.spec.template.spec.containers[0].args}')\" == *'\"--tls\",\"required\"'*'--tls-ca'* ]]"
+check "proxies serve their cluster certificate on 8081 and verify what they dial" bash -c \
+  "[[ \"\$('$KUBECTL' -n ferromq-system get deployment demo-proxy -o jsonpath='{.spec.template.spec.containers[0].args}')\" == *'/etc/ferromq/internal-tls/tls.crt'*'--tls-ca'* ]]"
+check "pod templates carry the mounted Secrets' hash" bash -c \
+  "[[ -n \"\$('$KUBECTL' -n ferromq-system get statefulset demo-group-0 -o jsonpath='{.spec.template.metadata.annotations.ferromq\\.io/secrets-hash}')\" ]]"
 check "name server StatefulSet created" wait_for 60 equals statefulset demo-names '{.spec.replicas}' 1
 check "broker group StatefulSet created" wait_for 60 equals statefulset demo-group-0 '{.spec.replicas}' 1
 check "proxy Deployment created" wait_for 60 equals deployment demo-proxy '{.spec.replicas}' 1
-check "example topic is created on the real cluster (Ready/Synced)" wait_for 60 equals topic demo-normal \
+check "example topic is created on the real cluster over TLS (Ready/Synced)" wait_for 120 equals topic demo-normal \
   '{.status.conditions[?(@.type=="Ready")].reason}' Synced
 check "ferromq admin shows the example topic" "$BIN_DIR/ferromq" admin --server "127.0.0.1:$grpc_port" topic describe demo-normal
 check "the example Broker runs with authentication: the operator generated its super-user Secret" wait_for 60 \

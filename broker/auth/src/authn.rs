@@ -187,6 +187,12 @@ pub enum AuthnError {
     BadDateTime(#[from] BadDateTime),
     #[error("unknown access key {access_key:?}")]
     UnknownAccessKey { access_key: String },
+    #[error("no AccessKey header field: authentication is required (give the remoting client credentials, e.g. an AclClientRPCHook)")]
+    MissingRemotingCredentials,
+    #[error("AccessKey header field without a Signature field")]
+    MissingRemotingSignature,
+    #[error("Signature header field must be the base64 of an HMAC-SHA1 (28 characters)")]
+    MalformedRemotingSignature,
     #[error("signature of access key {access_key:?} does not match (wrong secret?)")]
     SignatureMismatch { access_key: String },
     #[error(

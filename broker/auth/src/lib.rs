@@ -77,6 +77,7 @@
 pub mod authn;
 pub mod change;
 pub mod policy;
+pub mod remoting;
 pub mod rpc;
 pub mod secret;
 pub mod signature;
@@ -91,6 +92,7 @@ pub use policy::{
     Action, ActionSet, AllowedBy, Decision, DeniedBy, Effect, NamePattern, Policy, PolicyEntry,
     PolicyError, Resource, ResourcePattern, SourceRange,
 };
+pub use remoting::{authenticate_remoting, remoting_signature, sign_remoting};
 pub use rpc::{rpc_rule, AccessError, RpcRule, SettingsTargets, Targets};
 pub use secret::{Secret, SecretError};
 pub use signature::{sign, AuthorizationHeader, MalformedHeader, SignedHeaders};

@@ -69,6 +69,16 @@ impl Snapshot {
         authenticate(credentials, now, clock, |ak| self.users.get(ak))
     }
 
+    /// Authenticates one remoting request (see [`crate::remoting`]) from its header fields and
+    /// body against the users of this snapshot.
+    pub fn authenticate_remoting(
+        &self,
+        fields: &std::collections::BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Result<Principal, AuthnError> {
+        crate::remoting::authenticate_remoting(fields, body, |ak| self.users.get(ak))
+    }
+
     /// A snapshot holding one super user and nothing else: what a member of a replicated group
     /// checks its peers' internal calls against (the bootstrap super user every member is
     /// started with), whatever its replicated copy holds yet.

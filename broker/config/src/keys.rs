@@ -352,7 +352,7 @@ impl LimitKeys {
     }
 }
 
-/// TLS on the client port (`standalone`, `broker`, `proxy`).
+/// TLS on the gRPC port (`standalone`, `broker`, `proxy`, `nameserver`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TlsKeys {
@@ -369,6 +369,28 @@ impl TlsKeys {
     /// Each value on its own.
     pub fn check(&self) -> Result<(), ConfigError> {
         one_of("tls", &self.tls, &["off", "mixed", "required"])
+    }
+}
+
+/// TLS on the links a process dials to its peers (`broker`, `proxy`, `nameserver`; a
+/// standalone server has none): the CA bundle their certificates are verified against.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TlsCaKeys {
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Section for TlsCaKeys {
+    const KEYS: &'static [&'static str] = &["tls-ca"];
+}
+
+impl TlsCaKeys {
+    /// Each value on its own (whether the file holds certificates is read at start-up).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        match &self.tls_ca {
+            Some(p) if p.as_os_str().is_empty() => Err(bad("tls-ca", "is an empty path")),
+            _ => Ok(()),
+        }
     }
 }
 

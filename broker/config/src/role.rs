@@ -2,7 +2,8 @@
 //! but the file (what the operator can decide before any pod starts).
 
 use crate::keys::{
-    AuthKeys, BrokerKeys, ControllerKeys, LimitKeys, NameserverKeys, NodeKeys, ProxyKeys, TlsKeys,
+    AuthKeys, BrokerKeys, ControllerKeys, LimitKeys, NameserverKeys, NodeKeys, ProxyKeys,
+    TlsCaKeys, TlsKeys,
 };
 use crate::{ConfigError, ConfigFile, Section};
 
@@ -41,9 +42,21 @@ impl Role {
                 LimitKeys::KEYS,
                 AuthKeys::KEYS,
                 TlsKeys::KEYS,
+                TlsCaKeys::KEYS,
             ],
-            Role::Proxy => &[ProxyKeys::KEYS, LimitKeys::KEYS, TlsKeys::KEYS],
-            Role::Nameserver => &[NameserverKeys::KEYS, LimitKeys::KEYS, ControllerKeys::KEYS],
+            Role::Proxy => &[
+                ProxyKeys::KEYS,
+                LimitKeys::KEYS,
+                TlsKeys::KEYS,
+                TlsCaKeys::KEYS,
+            ],
+            Role::Nameserver => &[
+                NameserverKeys::KEYS,
+                LimitKeys::KEYS,
+                ControllerKeys::KEYS,
+                TlsKeys::KEYS,
+                TlsCaKeys::KEYS,
+            ],
         }
     }
 
@@ -67,15 +80,19 @@ impl Role {
                 file.section::<NodeKeys>()?.check()?;
                 file.section::<BrokerKeys>()?.check()?;
                 file.section::<AuthKeys>()?.check()?;
-                file.section::<TlsKeys>()?.check()
+                file.section::<TlsKeys>()?.check()?;
+                file.section::<TlsCaKeys>()?.check()
             }
             Role::Proxy => {
                 file.section::<ProxyKeys>()?.check()?;
-                file.section::<TlsKeys>()?.check()
+                file.section::<TlsKeys>()?.check()?;
+                file.section::<TlsCaKeys>()?.check()
             }
             Role::Nameserver => {
                 file.section::<NameserverKeys>()?.check()?;
-                file.section::<ControllerKeys>()?.check()
+                file.section::<ControllerKeys>()?.check()?;
+                file.section::<TlsKeys>()?.check()?;
+                file.section::<TlsCaKeys>()?.check()
             }
         }
     }
@@ -139,6 +156,15 @@ mod tests {
             "{}",
             err.reason
         );
+        check(
+            Role::Nameserver,
+            "tls = \"required\"\ntls-ca = \"/ca.pem\"\n",
+        )
+        .expect("valid");
+        check(Role::Proxy, "tls-ca = \"/ca.pem\"\n").expect("valid");
+        let err = check(Role::Standalone, "tls-ca = \"/ca.pem\"\n").expect_err("no links");
+        assert!(err.reason.contains("\"tls-ca\""), "{}", err.reason);
+        assert_eq!(field(Role::Broker, "tls-ca = \"\"\n"), "tls-ca");
         let err = check(Role::Broker, "flush = \"sync\"\nflush = \"async\"\n").expect_err("twice");
         assert_eq!(err.field, "config");
     }

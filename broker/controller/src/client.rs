@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use ferromq_proto::controller::{self as proto, controller_client::ControllerClient as Grpc};
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::link::Link;
 use tonic::{Code, Response, Status};
 
 use crate::service::LEADER_METADATA;
@@ -61,6 +63,7 @@ pub struct ControllerClient {
     cache: Mutex<Cache>,
     attempt_timeout: Duration,
     call_timeout: Duration,
+    link: Link,
 }
 
 impl ControllerClient {
@@ -86,7 +89,15 @@ impl ControllerClient {
             cache: Mutex::new(Cache::default()),
             attempt_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(3),
+            link: Link::plaintext(),
         })
+    }
+
+    /// Dials the peers as `link` says (TLS verified against `--tls-ca`, or plaintext).
+    pub fn with_link(mut self, link: Link) -> ControllerClient {
+        self.link = link;
+        self.cache.lock().channels.clear();
+        self
     }
 
     /// Sets how long one attempt and one whole call (with redirects and retries) may take.
@@ -252,7 +263,7 @@ impl ControllerClient {
                         .get(LEADER_METADATA)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    last = format!("{addr}: {:?}: {}", s.code(), s.message());
+                    last = format!("{addr}: {:?}: {}", s.code(), crate::link::describe(&s));
                     match (s.code(), hint) {
                         (Code::Unavailable, Some(leader)) if leader != addr => {
                             self.cache.lock().leader = Some(leader);
@@ -297,7 +308,9 @@ impl ControllerClient {
         if let Some(ch) = cache.channels.get(&addr) {
             return Ok((addr, ch.clone()));
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
+        let ch = self
+            .link
+            .endpoint(&addr)
             .map_err(|e| ClientError::BadPeer {
                 peer: addr.clone(),
                 reason: e.to_string(),

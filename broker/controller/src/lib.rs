@@ -85,9 +85,11 @@
 //! [`state`] (replicated data and commands), [`rules`] (election decisions with an explicit
 //! clock), [`store`] (redb storage), [`raft`] (openraft types and gRPC transport), [`node`]
 //! (one peer: Raft node plus election loop), [`service`] (the Controller gRPC service),
-//! [`client`] ([`ControllerClient`]).
+//! [`client`] ([`ControllerClient`]), [`link`] (plaintext or TLS dialling of every internal
+//! link, with `--tls-ca`).
 
 pub mod client;
+pub mod link;
 pub mod node;
 pub mod raft;
 pub mod rules;
@@ -97,6 +99,7 @@ pub mod store;
 
 pub use client::{ClientError, ControllerClient, HeartbeatAnswer};
 pub use ferromq_proto::controller as proto;
+pub use link::{describe, BundleError, Link};
 pub use node::{Controller, ControllerConfig, ControllerError, MetricsSnapshot};
 pub use rules::Timing;
 pub use service::ControllerService;

@@ -38,6 +38,8 @@ pub struct ControllerConfig {
     pub timing: Timing,
     /// How often members are told to heartbeat.
     pub heartbeat_interval: Duration,
+    /// How Raft RPCs reach the other peers (TLS with `--tls-ca`).
+    pub link: crate::link::Link,
 }
 
 impl ControllerConfig {
@@ -173,9 +175,15 @@ impl Controller {
         }
         .validate()
         .map_err(|e| ControllerError::Raft(e.to_string()))?;
-        let raft = openraft::Raft::new(cfg.id, Arc::new(config), Network, log, sm)
-            .await
-            .map_err(|e| ControllerError::Raft(e.to_string()))?;
+        let raft = openraft::Raft::new(
+            cfg.id,
+            Arc::new(config),
+            Network::new(cfg.link.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ControllerError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await

@@ -6,7 +6,9 @@
 //! structures. Peers are addressed by the `host:port` of their name server's gRPC port, which
 //! is the `BasicNode::addr` of the Raft membership.
 
+use std::collections::HashMap;
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferromq_proto::controller::{self as proto, raft_client::RaftClient};
@@ -19,11 +21,14 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tracing::{info, warn};
 
+use crate::link::Link;
 use crate::state::{Command, CommandResult};
 
 /// Raft node ids: the 1-based position of the peer in `--controller-peers`.
@@ -42,20 +47,38 @@ pub type ControllerRaft = openraft::Raft<TypeConfig>;
 /// How long to wait for a TCP connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Makes one [`Peer`] per target; connections are opened lazily.
+/// Makes one [`Peer`] per target; connections are opened lazily, plaintext or TLS as the
+/// [`Link`] says.
 #[derive(Debug, Clone, Default)]
-pub struct Network;
+pub struct Network {
+    link: Link,
+    /// Peers whose last call failed to reach them, with the cause: a failure is logged when it
+    /// starts (or its cause changes), not at every heartbeat (ten a second).
+    unreachable: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Network {
+    pub fn new(link: Link) -> Network {
+        Network {
+            link,
+            unreachable: Arc::default(),
+        }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        let client = Endpoint::from_shared(format!("http://{}", node.addr))
+        let client = self
+            .link
+            .endpoint(&node.addr)
             .map(|e| RaftClient::new(e.connect_timeout(CONNECT_TIMEOUT).connect_lazy()));
         Peer {
             target,
             addr: node.addr.clone(),
             client: client.map_err(|e| e.to_string()),
+            unreachable: self.unreachable.clone(),
         }
     }
 }
@@ -65,6 +88,7 @@ pub struct Peer {
     target: NodeId,
     addr: String,
     client: Result<RaftClient<Channel>, String>,
+    unreachable: Arc<Mutex<HashMap<String, String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +99,24 @@ struct PeerError {
 }
 
 impl Peer {
+    /// Logs a peer becoming unreachable (or its cause changing) and coming back, once each.
+    fn note(&self, cause: Option<String>) {
+        let mut m = self.unreachable.lock();
+        match cause {
+            Some(c) => {
+                if m.get(&self.addr) != Some(&c) {
+                    warn!(peer = %self.addr, error = %c, "controller peer unreachable; retrying");
+                    m.insert(self.addr.clone(), c);
+                }
+            }
+            None => {
+                if m.remove(&self.addr).is_some() {
+                    info!(peer = %self.addr, "controller peer reachable again");
+                }
+            }
+        }
+    }
+
     fn fail(&self, reason: impl Into<String>) -> PeerError {
         PeerError {
             addr: self.addr.clone(),
@@ -115,13 +157,23 @@ impl Peer {
                 .into())
             }
             Ok(Err(status)) => {
-                let err = self.fail(format!("{}: {}", status.code(), status.message()));
+                let err = self.fail(format!(
+                    "{}: {}",
+                    status.code(),
+                    crate::link::describe(&status)
+                ));
                 return Err(match status.code() {
-                    tonic::Code::Unavailable => Unreachable::new(&err).into(),
+                    tonic::Code::Unavailable => {
+                        self.note(Some(err.reason.clone()));
+                        Unreachable::new(&err).into()
+                    }
                     _ => NetworkError::new(&err).into(),
                 });
             }
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => {
+                self.note(None);
+                r.into_inner()
+            }
         };
         let decoded: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&msg.payload)
             .map_err(|e| NetworkError::new(&self.fail(format!("decode: {e}"))))?;

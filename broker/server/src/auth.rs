@@ -15,10 +15,12 @@
 //! With auth off nothing is wrapped and no [`Caller`] exists: every check is skipped, and the
 //! `authorization` header that the Python client always sends is ignored.
 //!
-//! Services other than the RocketMQ API (admin, the remoting tunnel, replication) are answered
-//! in the wrapper when the caller is not authenticated or their rule is for super users only
-//! (the tunnel and replication have no row in `ferromq_auth::rpc_rule`, so only super users
-//! pass): their handlers need no check of their own to be closed.
+//! Services other than the RocketMQ API (admin, replication) are answered in the wrapper when
+//! the caller is not authenticated or their rule is for super users only (replication has no
+//! row in `ferromq_auth::rpc_rule`, so only super users pass): their handlers need no check of
+//! their own to be closed. The proxies' remoting tunnel opens unsigned: each remoting request
+//! it carries is signed by the client and checked by the node's remoting service
+//! (`crate::remoting::auth`), as on the remoting port.
 //!
 //! Members of a replicated group ([`Gate::open_replicated`]): the store is a copy of the group's
 //! users (`crate::replication::auth`), and the replication stream between members is signed by
@@ -60,6 +62,9 @@ pub struct Gate {
 /// Services whose callers are the group's own members: also authenticated against the
 /// bootstrap super user of this member's flags (see the module docs).
 const INTERNAL_SERVICES: [&str; 1] = ["ferromq.replication.v1.Replication"];
+
+/// The remoting tunnel of proxies (`crate::remoting::tunnel`).
+const TUNNEL_SERVICE: &str = "ferromq.remoting.v1.Tunnel";
 
 impl Gate {
     /// Opens the store under `data_dir/auth` and makes sure the bootstrap super user exists.
@@ -123,6 +128,11 @@ impl Gate {
         &self.store
     }
 
+    /// Counts a refusal made outside the gRPC wrapper (the remoting port's checks), by reason.
+    pub fn note_refusal(&self, r: &Refusal) {
+        self.metrics.auth_refusal(refusal_reason(r));
+    }
+
     /// The store, to share with the replicated group's journal reader.
     pub fn shared_store(&self) -> Arc<AuthStore> {
         self.store.clone()
@@ -178,6 +188,15 @@ impl Gate {
     }
 }
 
+/// The `reason` label of `ferromq_auth_refusals_total`.
+fn refusal_reason(r: &Refusal) -> &'static str {
+    match r.code() {
+        ferromq_auth::RocketMqCode::Unauthorized => "unauthenticated",
+        ferromq_auth::RocketMqCode::Forbidden => "forbidden",
+        ferromq_auth::RocketMqCode::BadRequest => "bad_request",
+    }
+}
+
 fn open_store(data_dir: &std::path::Path) -> anyhow::Result<AuthStore> {
     use anyhow::Context as _;
     AuthStore::open(data_dir.join("auth"))
@@ -211,11 +230,7 @@ pub struct Caller {
 impl Caller {
     /// Logs and counts a refusal and gives its RocketMQ status.
     fn refuse(&self, r: Refusal) -> v2::Status {
-        self.gate.metrics.auth_refusal(match r.code() {
-            ferromq_auth::RocketMqCode::Unauthorized => "unauthenticated",
-            ferromq_auth::RocketMqCode::Forbidden => "forbidden",
-            ferromq_auth::RocketMqCode::BadRequest => "bad_request",
-        });
+        self.gate.note_refusal(&r);
         let claimed = match &self.who {
             Ok(p) => Some(p.name.to_string()),
             Err(e) => e.access_key().map(str::to_string),
@@ -363,7 +378,9 @@ where
 /// closed even if a handler forgets its check). They answer gRPC statuses. RocketMQ calls are
 /// refused by their handlers, in their own response types.
 fn refused_early(service: &str, caller: &Caller) -> Option<tonic::Status> {
-    if service == ferromq_auth::rpc::MESSAGING_SERVICE {
+    // The tunnel's frames are remoting requests, each checked with its own signature by the
+    // node's remoting service (`crate::remoting::auth`): opening it grants nothing.
+    if service == ferromq_auth::rpc::MESSAGING_SERVICE || service == TUNNEL_SERVICE {
         return None;
     }
     let check =
@@ -570,27 +587,29 @@ mod tests {
 
     /// The brokers' remoting tunnel carries no RocketMQ names: super users only.
     #[test]
-    fn the_remoting_tunnel_is_for_super_users_only() {
+    fn the_remoting_tunnel_opens_unsigned_and_admin_calls_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let g = gate(dir.path(), false);
+        // Each remoting request on the tunnel carries its own signature, checked by the
+        // remoting service; opening the stream grants nothing.
         let open = "/ferromq.remoting.v1.Tunnel/Open";
-        assert_eq!(
-            code(&g, TUNNEL, open, None),
-            Some(tonic::Code::Unauthenticated)
-        );
-        assert_eq!(
-            code(&g, TUNNEL, open, Some(("app", "app-secret-1"))),
-            Some(tonic::Code::PermissionDenied)
-        );
-        assert_eq!(
-            code(&g, TUNNEL, open, Some(("admin", "admin-secret-1"))),
-            None
-        );
+        for who in [
+            None,
+            Some(("app", "app-secret-1")),
+            Some(("admin", "admin-secret-1")),
+        ] {
+            assert_eq!(code(&g, TUNNEL, open, who), None);
+        }
         // RocketMQ calls go on to their handlers, which answer in their own response types.
         let send = "/apache.rocketmq.v2.MessagingService/SendMessage";
         assert_eq!(
             code(&g, ferromq_auth::rpc::MESSAGING_SERVICE, send, None),
             None
+        );
+        // Replication stays for super users.
+        assert_eq!(
+            code(&g, REPLICATION, FETCH, Some(("app", "app-secret-1"))),
+            Some(tonic::Code::PermissionDenied)
         );
     }
 

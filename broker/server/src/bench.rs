@@ -26,9 +26,11 @@ pub struct BenchArgs {
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct Common {
-    /// gRPC address of the server (host:port).
+    /// gRPC address of the server (host:port, or https://host:port for TLS).
     #[arg(long, env = "FERROMQ_SERVER", default_value = "127.0.0.1:8081")]
     pub server: String,
+    #[command(flatten)]
+    pub tls: crate::dial::ServerTls,
     /// Topic to send to or receive from (it must exist, with the type the mode needs).
     #[arg(long, value_parser = crate::cli::topic_name)]
     pub topic: String,
@@ -131,7 +133,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 type Client = crate::dial::Messaging;
 
 async fn connect(c: &Common, n: usize) -> anyhow::Result<Client> {
-    crate::dial::messaging(&c.server, "ferromq-bench", n, &c.credentials).await
+    crate::dial::messaging(&c.server, &c.tls, "ferromq-bench", n, &c.credentials).await
 }
 
 fn new_histogram() -> Histogram<u64> {

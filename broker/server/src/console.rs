@@ -22,9 +22,12 @@ use crate::dial::{now_ms, resource, Messaging};
 /// What both commands need to reach the server.
 #[derive(Debug, clap::Args)]
 pub struct Connection {
-    /// gRPC address of a FerroMQ standalone server or proxy (host:port).
+    /// gRPC address of a FerroMQ standalone server or proxy (host:port, or https://host:port
+    /// for TLS).
     #[arg(long, env = "FERROMQ_SERVER", default_value = "127.0.0.1:8081")]
     pub server: String,
+    #[command(flatten)]
+    pub tls: crate::dial::ServerTls,
     /// Topic to send to or consume from.
     #[arg(long, short = 't', value_parser = crate::cli::topic_name)]
     pub topic: String,
@@ -195,9 +198,14 @@ impl SendArgs {
 /// `ferromq send`.
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     args.message_type()?;
-    let mut client =
-        crate::dial::messaging(&args.conn.server, "ferromq-send", 0, &args.conn.credentials)
-            .await?;
+    let mut client = crate::dial::messaging(
+        &args.conn.server,
+        &args.conn.tls,
+        "ferromq-send",
+        0,
+        &args.conn.credentials,
+    )
+    .await?;
     let lines: Box<dyn Iterator<Item = std::io::Result<String>>> = match &args.body {
         Some(b) => Box::new(std::iter::once(Ok(b.clone()))),
         None => Box::new(std::io::stdin().lock().lines()),
@@ -243,6 +251,7 @@ async fn send_one(client: &mut Messaging, m: v2::Message) -> anyhow::Result<Stri
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut client = crate::dial::messaging(
         &args.conn.server,
+        &args.conn.tls,
         "ferromq-consume",
         0,
         &args.conn.credentials,

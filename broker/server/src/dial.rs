@@ -2,12 +2,26 @@
 //! address as users type it, one connection error that says what failed once, and the headers
 //! every RocketMQ call carries (client id, signature).
 
-use anyhow::anyhow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use ferromq_proto::v2::{self, messaging_service_client::MessagingServiceClient};
+
+/// How FerroMQ's own clients verify a TLS server.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerTls {
+    /// PEM bundle of the CA certificates to verify the server against (only these, not the
+    /// system roots): the server is then dialled in TLS and its certificate must name the host
+    /// of --server. Without it, `https://host:port` is encrypted but not verified (a warning
+    /// says so) and `host:port` is plaintext.
+    #[arg(long = "tls-ca", value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+}
 
 /// `host:port` as a URI (`http://host:port`); a URI is kept as given.
 pub fn endpoint(server: &str) -> String {
@@ -18,20 +32,103 @@ pub fn endpoint(server: &str) -> String {
     }
 }
 
-/// A connection to `server`. The error names the server and the innermost cause only (tonic's
-/// own chain repeats itself: "transport error: tcp connect error: tcp connect error: ...").
-pub async fn connect(server: &str) -> anyhow::Result<Channel> {
-    let ch = Channel::from_shared(endpoint(server))
-        .map_err(|_| anyhow!("{server:?} is not a server address (host:port)"))?;
+/// The endpoint for `server`: plaintext for `host:port` and `http://`; TLS for `https://`
+/// and whenever `--tls-ca` is given (verified against it).
+pub fn tls_endpoint(server: &str, tls: &ServerTls) -> anyhow::Result<Endpoint> {
+    let bad = || anyhow!("{server:?} is not a server address (host:port)");
+    match &tls.tls_ca {
+        Some(ca) => {
+            if server.starts_with("http://") {
+                bail!("--tls-ca verifies a TLS server, but {server} is plaintext (http://): give host:port or https://host:port");
+            }
+            let uri = format!("https://{}", server.trim_start_matches("https://"));
+            let link =
+                ferromq_controller::Link::from_ca_file(ca).map_err(|e| anyhow!("--tls-ca: {e}"))?;
+            link.endpoint(uri.trim_start_matches("https://"))
+                .map_err(|_| bad())
+        }
+        None => {
+            let e = Endpoint::from_shared(endpoint(server)).map_err(|_| bad())?;
+            if !server.starts_with("https://") {
+                return Ok(e);
+            }
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!("warning: not verifying the certificate of {server} (give --tls-ca FILE to verify it)")
+            });
+            e.tls_config_with_verifier(ClientTlsConfig::new(), Arc::new(Unverified::new()))
+                .map_err(|e| anyhow!("cannot set up TLS to {server}: {e}"))
+        }
+    }
+}
+
+/// A connection to `server`. The error names the server and the cause once (tonic's own chain
+/// repeats itself: "transport error: tcp connect error: tcp connect error: ...").
+pub async fn connect(server: &str, tls: &ServerTls) -> anyhow::Result<Channel> {
+    let ch = tls_endpoint(server, tls)?;
     ch.connect().await.map_err(|e| {
-        let root = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
-            e.source()
-        })
-        .last()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-        anyhow!("cannot connect to {server}: {root}")
+        anyhow!(
+            "cannot connect to {server}: {}",
+            ferromq_controller::describe(&e)
+        )
     })
+}
+
+/// Takes any certificate, as the Java and Go clients do by default (`https://` without
+/// `--tls-ca`: the server's self-signed certificate is then accepted), but still checks that
+/// the handshake is signed by the key of the certificate presented.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl Unverified {
+    fn new() -> Unverified {
+        Unverified(Arc::new(rustls::crypto::ring::default_provider()))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The headers of every RocketMQ call: the client id, and the signature when credentials are
@@ -63,11 +160,12 @@ pub type Messaging = MessagingServiceClient<InterceptedService<Channel, ClientId
 /// Connects a MessagingService client named `name` (connection `n` of the process).
 pub async fn messaging(
     server: &str,
+    tls: &ServerTls,
     name: &str,
     n: usize,
     credentials: &crate::credentials::CredentialArgs,
 ) -> anyhow::Result<Messaging> {
-    let ch = connect(server).await?;
+    let ch = connect(server, tls).await?;
     let id = ClientId::new(name, n, credentials.signer()?)?;
     Ok(MessagingServiceClient::with_interceptor(ch, id).max_decoding_message_size(64 << 20))
 }
@@ -120,5 +218,41 @@ mod tests {
         );
         assert_eq!(endpoint("h:1"), "http://h:1");
         assert_eq!(endpoint("https://h:1"), "https://h:1");
+    }
+
+    #[test]
+    fn tls_ca_dials_https_and_refuses_plaintext_addresses() {
+        let plain = ServerTls::default();
+        assert_eq!(
+            tls_endpoint("h:1", &plain).unwrap().uri().to_string(),
+            "http://h:1/"
+        );
+        assert_eq!(
+            tls_endpoint("https://h:1", &plain)
+                .unwrap()
+                .uri()
+                .to_string(),
+            "https://h:1/"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = p.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(&ca, cert.pem()).unwrap();
+        let tls = ServerTls {
+            tls_ca: Some(ca.clone()),
+        };
+        for s in ["h:1", "https://h:1"] {
+            assert_eq!(
+                tls_endpoint(s, &tls).unwrap().uri().to_string(),
+                "https://h:1/"
+            );
+        }
+        let err = tls_endpoint("http://h:1", &tls).unwrap_err().to_string();
+        assert!(err.contains("--tls-ca"), "{err}");
+        std::fs::write(&ca, "").unwrap();
+        let err = tls_endpoint("h:1", &tls).unwrap_err().to_string();
+        assert!(err.starts_with("--tls-ca: "), "{err}");
     }
 }

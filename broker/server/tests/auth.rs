@@ -3,6 +3,8 @@
 //! group verifies them and applies the user's policy, so a cluster enforces exactly what a
 //! standalone server does (suite 35 proves the standalone server with the official clients).
 //! User and ACL changes made through the proxy reach every group. Refused calls store nothing.
+//! Remoting clients of the proxy are checked the same way, on the groups, with their own
+//! request signature.
 
 mod support;
 
@@ -261,5 +263,224 @@ async fn a_proxy_forwards_identities_and_every_broker_group_enforces_the_policy(
     proxy.stop().await;
     g1.stop().await;
     g2.stop().await;
+    nameserver.stop().await;
+}
+
+/// A remoting request signed as the classic clients' ACL hook signs it (`None`: unsigned).
+fn signed_remoting(
+    mut cmd: ferromq_remoting::Command,
+    user: Option<(&str, &str)>,
+) -> ferromq_remoting::Command {
+    if let Some((ak, sk)) = user {
+        let secret = Secret::new(sk).expect("secret");
+        ferromq_auth::sign_remoting(ak, &secret, &mut cmd.ext_fields, &cmd.body);
+    }
+    cmd
+}
+
+/// Remoting clients of a proxy reach broker groups with `--auth` through the tunnel, and each
+/// request is checked there with the client's own signature: unsigned, wrongly signed, tampered
+/// and forbidden requests are refused with NO_PERMISSION and store nothing; allowed ones work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remoting_through_a_proxy_is_checked_by_the_broker_groups() {
+    use ferromq_remoting::code::{request, response};
+    use ferromq_remoting::message::{encode_properties, StoredMessage};
+    use support::remoting::{request as req, Remoting};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (nameserver, ns) = nameserver().await;
+    let auth = |cfg: &mut ferromq::config::node::NodeConfig| {
+        cfg.auth.enabled = true;
+        cfg.auth.super_user = Some(("admin".into(), Secret::new(ADMIN_SECRET).expect("secret")));
+        cfg.auth.clock = ClockPolicy::default();
+    };
+    let g1 = broker_with("g1", &ns, &tmp.path().join("g1"), auth).await;
+    let (proxy, port, remoting_port) = proxy_with_remoting(&ns, true).await;
+    let mut root = admin_as(port, as_user("admin", ADMIN_SECRET)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while root
+        .list_cluster(admin::ListClusterRequest {})
+        .await
+        .map(|r| r.into_inner().groups.len())
+        .unwrap_or(0)
+        < 1
+    {
+        assert!(Instant::now() < deadline, "the group reports");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for t in ["orders", "payments"] {
+        root.create_topic(topic(t)).await.expect("topic created");
+    }
+    root.create_user(admin::CreateUserRequest {
+        name: "app".into(),
+        secret: APP_SECRET.into(),
+        kind: "normal".into(),
+    })
+    .await
+    .expect("user created");
+    for (resource, actions) in [
+        ("topic:orders", &["publish", "subscribe"][..]),
+        ("group:billing", &["subscribe"][..]),
+    ] {
+        root.create_acl(admin::PutAclRequest {
+            user: "app".into(),
+            entry: Some(admin::AclEntry {
+                resource: resource.into(),
+                actions: actions.iter().map(|a| a.to_string()).collect(),
+                effect: "allow".into(),
+                sources: vec![],
+            }),
+        })
+        .await
+        .expect("acl stored");
+    }
+
+    let send = |topic: &str, id: &str| {
+        let props = encode_properties(
+            &[("UNIQ_KEY".to_string(), id.to_string())]
+                .into_iter()
+                .collect(),
+        );
+        req(
+            request::SEND_MESSAGE_V2,
+            &[
+                ("a", "pg"),
+                ("b", topic),
+                ("c", "TBW102"),
+                ("d", "4"),
+                ("e", "0"),
+                ("f", "0"),
+                ("g", "0"),
+                ("h", "0"),
+                ("i", &props),
+                ("n", "g1"),
+            ],
+        )
+        .with_body(id.as_bytes().to_vec())
+    };
+    let app = Some(("app", APP_SECRET));
+    let mut r = Remoting::connect(remoting_port).await;
+    let refused = |a: &ferromq_remoting::Command, what: &str| {
+        assert_eq!(a.code, response::NO_PERMISSION, "{what}: {:?}", a.remark);
+    };
+    let a = r.call(send("orders", "unsigned")).await;
+    refused(&a, "unsigned send");
+    assert!(
+        a.remark.as_deref().unwrap_or("").contains("AccessKey"),
+        "{:?}",
+        a.remark
+    );
+    refused(
+        &r.call(signed_remoting(
+            send("orders", "wrong"),
+            Some(("app", "not-the-secret")),
+        ))
+        .await,
+        "wrong secret",
+    );
+    let mut tampered = signed_remoting(send("orders", "tampered"), app);
+    tampered.body = b"something else".to_vec().into();
+    refused(&r.call(tampered).await, "tampered body");
+    refused(
+        &r.call(signed_remoting(send("payments", "forbidden"), app))
+            .await,
+        "topic the policy does not cover",
+    );
+    let create = req(
+        request::UPDATE_AND_CREATE_TOPIC,
+        &[
+            ("topic", "by-app"),
+            ("defaultTopic", "TBW102"),
+            ("readQueueNums", "2"),
+            ("writeQueueNums", "2"),
+            ("perm", "6"),
+            ("topicFilterType", "SINGLE_TAG"),
+            ("order", "false"),
+        ],
+    );
+    refused(
+        &r.call(signed_remoting(create.clone(), app)).await,
+        "a normal user creating a topic",
+    );
+    let a = r.call(signed_remoting(send("orders", "ok-1"), app)).await;
+    assert_eq!(a.code, response::SUCCESS, "allowed send: {:?}", a.remark);
+
+    let pull = |group: &str| {
+        req(
+            request::PULL_MESSAGE,
+            &[
+                ("consumerGroup", group),
+                ("topic", "orders"),
+                ("queueId", "0"),
+                ("queueOffset", "0"),
+                ("maxMsgNums", "32"),
+                ("sysFlag", "0"),
+                ("commitOffset", "0"),
+                ("suspendTimeoutMillis", "0"),
+                ("subVersion", "0"),
+                ("bname", "g1"),
+            ],
+        )
+    };
+    refused(
+        &r.call(signed_remoting(pull("other"), app)).await,
+        "pull with a group the policy does not cover",
+    );
+    // A consumer joins its group with a heartbeat, which names the group in its body.
+    let heartbeat = |group: &str| {
+        use ferromq_remoting::body::{self, ConsumerData, HeartbeatData, SubscriptionData};
+        let hb = HeartbeatData {
+            client_id: "127.0.0.1@auth".into(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: group.into(),
+                consume_type: "CONSUME_PASSIVELY".into(),
+                message_model: "CLUSTERING".into(),
+                subscription_data_set: vec![SubscriptionData {
+                    topic: "orders".into(),
+                    sub_string: "*".into(),
+                    expression_type: "TAG".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        req(request::HEART_BEAT, &[]).with_body(body::encode(&hb))
+    };
+    refused(
+        &r.call(signed_remoting(heartbeat("other"), app)).await,
+        "heartbeat of a group the policy does not cover",
+    );
+    let a = r.call(signed_remoting(heartbeat("billing"), app)).await;
+    assert_eq!(a.code, response::SUCCESS, "heartbeat: {:?}", a.remark);
+    let a = r.call(signed_remoting(pull("billing"), app)).await;
+    assert_eq!(a.code, response::SUCCESS, "allowed pull: {:?}", a.remark);
+    let got = StoredMessage::decode_all(&a.body, true).expect("messages");
+    let ids: Vec<&str> = got.iter().filter_map(|m| m.uniq_key()).collect();
+    assert_eq!(ids, ["ok-1"], "only the allowed send was stored");
+
+    // The super user may administer through the same port.
+    let a = r
+        .call(signed_remoting(create, Some(("admin", ADMIN_SECRET))))
+        .await;
+    assert_eq!(
+        a.code,
+        response::SUCCESS,
+        "super user create: {:?}",
+        a.remark
+    );
+
+    let count = |d: admin::TopicDetail| d.total_messages;
+    for (t, want) in [("orders", 1), ("payments", 0)] {
+        let d = root
+            .describe_topic(admin::DescribeTopicRequest { name: t.into() })
+            .await
+            .expect("describe")
+            .into_inner();
+        assert_eq!(count(d), want, "{t}");
+    }
+
+    proxy.stop().await;
+    g1.stop().await;
     nameserver.stop().await;
 }

@@ -63,6 +63,8 @@ impl Cluster {
             addr: self.peers[i].parse().expect("addr"),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             broker_expiry: Duration::from_secs(3),
+            tls: None,
+            link: Default::default(),
             limits: Default::default(),
             controller: Some(ControllerConfig {
                 id: i as u64 + 1,
@@ -74,6 +76,7 @@ impl Cluster {
                     ..Timing::default()
                 },
                 heartbeat_interval: Duration::from_millis(200),
+                link: Default::default(),
             }),
         };
         let bound = ferromq::roles::nameserver::bind(cfg)

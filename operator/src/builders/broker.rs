@@ -40,6 +40,7 @@ use super::common::{
     service_ports, stable_hash, BuildError, Parent, BROKER_PORT, CONFIG_HASH_ANNOTATION, GRPC_PORT,
     HTTP_PORT,
 };
+use super::internal_tls;
 use crate::crd::Broker;
 
 /// Component label of broker (storage) pods.
@@ -101,6 +102,12 @@ pub struct BrokerInputs {
     /// The existing client Service's load-balancer address and node port, which the proxies
     /// advertise.
     pub service: super::endpoint::ServiceFacts,
+    /// The referenced Nameserver's `spec.internalTls.enabled`: every internal link of the
+    /// cluster uses TLS under its CA.
+    pub internal_tls: bool,
+    /// Versions of the Secrets the pods mount, by name (see
+    /// [`internal_tls::SECRETS_HASH_ANNOTATION`]).
+    pub secret_versions: BTreeMap<String, String>,
 }
 
 /// One broker group's objects.
@@ -234,6 +241,7 @@ pub const MANAGED_KEYS: &[(&str, &str)] = &[
     ("addr", "the operator (0.0.0.0:10911)"),
     ("grpc-addr", "the operator (0.0.0.0:10911)"),
     ("http-addr", "the operator (0.0.0.0:9090)"),
+    ("tls-ca", "the Nameserver's spec.internalTls"),
 ];
 
 /// Checks `spec.config` the way `ferromq broker` will read `broker.toml`, so a bad key or
@@ -288,9 +296,9 @@ fn telemetry_env(broker: &Broker, name: &str) -> Vec<EnvVar> {
     out
 }
 
-/// Arguments of `ferromq broker` shared by every pod of every group.
-fn broker_args() -> Vec<String> {
-    [
+/// Arguments of `ferromq broker` shared by every pod of every group, then `extra`.
+fn broker_args(extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "broker",
         "--config",
         "/etc/ferromq/broker.toml",
@@ -304,7 +312,9 @@ fn broker_args() -> Vec<String> {
         "0.0.0.0:9090",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    args
 }
 
 /// The shell wrapper of a replicated group's members: the replica id is the pod's ordinal + 1
@@ -314,19 +324,21 @@ const REPLICA_ENTRYPOINT: &str = r#"ordinal="${FERROMQ_POD_NAME##*-}"
 exec ferromq broker --config /etc/ferromq/broker.toml --data-dir /var/lib/ferromq --group "$FERROMQ_GROUP" --replica-id "$((ordinal + 1))" --addr 0.0.0.0:10911 --http-addr 0.0.0.0:9090"#;
 
 /// Command and arguments of a broker container: `ferromq broker` directly for an unreplicated
-/// group, through `/bin/sh` (to read the ordinal) for a replicated one.
-fn broker_command(replicated: bool) -> (Vec<String>, Option<Vec<String>>) {
+/// group, through `/bin/sh` (to read the ordinal) for a replicated one; `extra` (the internal
+/// TLS flags, plain words) goes last in either form.
+fn broker_command(replicated: bool, extra: &[String]) -> (Vec<String>, Option<Vec<String>>) {
     if replicated {
+        let tail: String = extra.iter().map(|a| format!(" {a}")).collect();
         (
             vec![
                 "/bin/sh".to_string(),
                 "-c".to_string(),
-                REPLICA_ENTRYPOINT.to_string(),
+                format!("{REPLICA_ENTRYPOINT}{tail}"),
             ],
             None,
         )
     } else {
-        (vec!["ferromq".to_string()], Some(broker_args()))
+        (vec!["ferromq".to_string()], Some(broker_args(extra)))
     }
 }
 
@@ -430,8 +442,11 @@ fn auth_mount() -> VolumeMount {
 /// Where proxies mount `spec.compute.tls.secretName`.
 pub const TLS_DIR: &str = "/etc/ferromq/tls";
 
-/// The proxy's flags; with a TLS Secret, its certificate and key replace the self-signed one.
-fn proxy_args(tls: bool) -> Vec<String> {
+/// The proxy's flags. The client port serves `spec.compute.tls`'s certificate when set, else,
+/// with internal TLS, the proxies' certificate from the cluster CA (which the operator's admin
+/// calls verify), else a self-signed one; with internal TLS the proxy also verifies the brokers
+/// and name servers it dials against the cluster CA.
+fn proxy_args(client_tls: bool, internal: bool) -> Vec<String> {
     let mut args = vec![
         "proxy".to_string(),
         "--config".to_string(),
@@ -441,15 +456,42 @@ fn proxy_args(tls: bool) -> Vec<String> {
         "--http-addr".to_string(),
         format!("0.0.0.0:{HTTP_PORT}"),
     ];
-    if tls {
-        args.extend([
-            "--tls-cert".to_string(),
-            format!("{TLS_DIR}/tls.crt"),
-            "--tls-key".to_string(),
-            format!("{TLS_DIR}/tls.key"),
-        ]);
+    if client_tls {
+        args.extend(internal_tls::cert_args(TLS_DIR));
+    } else if internal {
+        args.extend(internal_tls::cert_args(internal_tls::INTERNAL_TLS_DIR));
+    }
+    if internal {
+        args.extend(internal_tls::ca_args());
     }
     args
+}
+
+/// The Secrets a group's broker pods mount: its internal certificate and the super user's.
+pub fn group_mounted_secrets(
+    broker: &Broker,
+    name: &str,
+    group: &str,
+    internal: bool,
+) -> Vec<String> {
+    internal
+        .then(|| internal_tls::group_secret(group))
+        .into_iter()
+        .chain(super_user_secret(broker, name))
+        .collect()
+}
+
+/// The Secrets proxy pods mount: the client certificate and the proxies' internal one.
+pub fn proxy_mounted_secrets(broker: &Broker, name: &str, internal: bool) -> Vec<String> {
+    broker
+        .spec
+        .compute
+        .tls
+        .as_ref()
+        .map(|t| t.secret_name.clone())
+        .into_iter()
+        .chain(internal.then(|| internal_tls::proxy_secret(name)))
+        .collect()
 }
 
 fn tls_volume(tls: &crate::crd::ClientTls) -> Volume {
@@ -481,21 +523,24 @@ fn config_mount() -> VolumeMount {
     }
 }
 
-/// A pod template: the operator's labels, the config-hash annotation and `spec`, with the
-/// tier's `podTemplate` merged in.
+/// A pod template: the operator's labels, the config-hash and secrets-hash annotations and
+/// `spec`, with the tier's `podTemplate` merged in.
 fn pod_template(
     labels: BTreeMap<String, String>,
     config_hash: &str,
+    secrets_hash: Option<String>,
     spec: k8s_openapi::api::core::v1::PodSpec,
     user: Option<&crate::crd::PodTemplate>,
 ) -> PodTemplateSpec {
+    let mut annotations =
+        BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())]);
+    if let Some(h) = secrets_hash {
+        annotations.insert(internal_tls::SECRETS_HASH_ANNOTATION.to_string(), h);
+    }
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                CONFIG_HASH_ANNOTATION.to_string(),
-                config_hash.to_string(),
-            )])),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         }),
         spec: Some(spec),
@@ -549,7 +594,13 @@ fn build_group(
     ));
     let auth_secret = super_user_secret(broker, &parent.name);
     container_env.extend(auth_secret.as_deref().map(super_user_env));
-    let (command, args) = broker_command(storage.replicated());
+    let tls = inputs.internal_tls;
+    let tls_args = if tls {
+        internal_tls::server_args()
+    } else {
+        Vec::new()
+    };
+    let (command, args) = broker_command(storage.replicated(), &tls_args);
     let container = Container {
         name: "broker".to_string(),
         image: Some(broker.spec.image.clone()),
@@ -575,6 +626,7 @@ fn build_group(
             ]
             .into_iter()
             .chain(auth_secret.as_ref().map(|_| auth_mount()))
+            .chain(tls.then(internal_tls::mount))
             .collect(),
         ),
         ..Container::default()
@@ -583,7 +635,12 @@ fn build_group(
     pod.volumes = Some(
         std::iter::once(config_volume(&parent.name))
             .chain(auth_secret.as_deref().map(auth_volume))
+            .chain(tls.then(|| internal_tls::volume(&internal_tls::group_secret(&name))))
             .collect(),
+    );
+    let secrets_hash = internal_tls::secrets_hash(
+        &group_mounted_secrets(broker, &parent.name, &name, tls),
+        &inputs.secret_versions,
     );
     pod.affinity = group_affinity(pod.affinity.take(), &selector, storage.replicated());
 
@@ -620,7 +677,13 @@ fn build_group(
                 ..StatefulSetUpdateStrategy::default()
             }),
             selector: label_selector(selector.clone()),
-            template: pod_template(pod_labels, config_hash, pod, storage.pod_template.as_ref()),
+            template: pod_template(
+                pod_labels,
+                config_hash,
+                secrets_hash,
+                pod,
+                storage.pod_template.as_ref(),
+            ),
             volume_claim_templates: Some(vec![claim_template(
                 DATA_VOLUME,
                 claim_labels,
@@ -726,7 +789,7 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
         image: Some(broker.spec.image.clone()),
         image_pull_policy: Some(broker.spec.image_pull_policy.as_str().to_string()),
         command: Some(vec!["ferromq".to_string()]),
-        args: Some(proxy_args(compute.tls.is_some())),
+        args: Some(proxy_args(compute.tls.is_some(), inputs.internal_tls)),
         env: Some(
             identity_env()
                 .into_iter()
@@ -752,6 +815,7 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
         volume_mounts: Some(
             std::iter::once(config_mount())
                 .chain(compute.tls.as_ref().map(|_| tls_mount()))
+                .chain(inputs.internal_tls.then(internal_tls::mount))
                 .collect(),
         ),
         ..Container::default()
@@ -760,7 +824,16 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
     pod.volumes = Some(
         std::iter::once(config_volume(&parent.name))
             .chain(compute.tls.as_ref().map(tls_volume))
+            .chain(
+                inputs
+                    .internal_tls
+                    .then(|| internal_tls::volume(&internal_tls::proxy_secret(&parent.name))),
+            )
             .collect(),
+    );
+    let proxy_secrets_hash = internal_tls::secrets_hash(
+        &proxy_mounted_secrets(broker, &parent.name, inputs.internal_tls),
+        &inputs.secret_versions,
     );
     let mut pod_labels = proxy_labels.clone();
     pod_labels.remove(label::MANAGED_BY);
@@ -777,7 +850,13 @@ pub fn build(broker: &Broker, inputs: &BrokerInputs) -> Result<BrokerChildren, B
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
-            template: pod_template(pod_labels, &proxy_hash, pod, compute.pod_template.as_ref()),
+            template: pod_template(
+                pod_labels,
+                &proxy_hash,
+                proxy_secrets_hash,
+                pod,
+                compute.pod_template.as_ref(),
+            ),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
@@ -1308,6 +1387,198 @@ pub(crate) mod tests {
         assert!(mounts
             .iter()
             .any(|m| m.name == "tls" && m.mount_path == TLS_DIR && m.read_only == Some(true)));
+    }
+
+    fn template_annotation(t: &PodTemplateSpec, key: &str) -> Option<String> {
+        t.metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(key).cloned())
+    }
+
+    #[test]
+    fn internal_tls_mounts_a_certificate_and_passes_the_flags_on_every_tier() {
+        let mut b = fixture(2, 2);
+        let mut i = inputs();
+        i.internal_tls = true;
+        let c = build(&b, &i).expect("build");
+        for (g, replicated) in [(0, true), (1, true)] {
+            let pod = pod_of(&c, g);
+            let container = &pod.containers[0];
+            // Replicated members run through the shell: the flags end its exec line.
+            let line = if replicated {
+                container.command.clone().unwrap_or_default().join(" ")
+            } else {
+                container.args.clone().unwrap_or_default().join(" ")
+            };
+            assert!(
+                line.ends_with(
+                    "--tls required --tls-cert /etc/ferromq/internal-tls/tls.crt --tls-key \
+                     /etc/ferromq/internal-tls/tls.key --tls-ca /etc/ferromq/internal-tls/ca.crt"
+                ),
+                "{line}"
+            );
+            let vol = pod
+                .volumes
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|v| v.name == internal_tls::VOLUME)
+                .and_then(|v| v.secret)
+                .expect("internal TLS volume");
+            assert_eq!(
+                vol.secret_name,
+                Some(format!("demo-group-{g}-internal-tls"))
+            );
+            assert!(container
+                .volume_mounts
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m.name == internal_tls::VOLUME
+                    && m.mount_path == internal_tls::INTERNAL_TLS_DIR));
+        }
+        // An unreplicated group takes them as arguments.
+        b.spec.storage.replicas_per_group = 1;
+        let single = build(&b, &i).expect("build");
+        let args = pod_of(&single, 0).containers[0]
+            .args
+            .clone()
+            .unwrap_or_default()
+            .join(" ");
+        assert!(args.contains("--tls required --tls-cert"), "{args}");
+
+        // Proxies: the cluster certificate on the client port (the port still takes
+        // plaintext: no --tls required), and the CA for what they dial.
+        let proxy = c
+            .proxy
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod");
+        let args = proxy.containers[0]
+            .args
+            .clone()
+            .unwrap_or_default()
+            .join(" ");
+        assert!(!args.contains("--tls required"), "{args}");
+        assert!(
+            args.ends_with(
+                "--tls-cert /etc/ferromq/internal-tls/tls.crt --tls-key \
+                 /etc/ferromq/internal-tls/tls.key --tls-ca /etc/ferromq/internal-tls/ca.crt"
+            ),
+            "{args}"
+        );
+        // With the user's client certificate, that one is served; the CA still verifies peers.
+        b.spec.compute.tls = Some(crate::crd::ClientTls {
+            secret_name: "demo-tls".to_string(),
+        });
+        let c = build(&b, &i).expect("build");
+        let proxy = c
+            .proxy
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec)
+            .expect("pod");
+        let args = proxy.containers[0]
+            .args
+            .clone()
+            .unwrap_or_default()
+            .join(" ");
+        assert!(
+            args.ends_with(
+                "--tls-cert /etc/ferromq/tls/tls.crt --tls-key /etc/ferromq/tls/tls.key \
+                 --tls-ca /etc/ferromq/internal-tls/ca.crt"
+            ),
+            "{args}"
+        );
+        let vols: Vec<_> = proxy
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(vols, ["config", "tls", internal_tls::VOLUME]);
+        assert_eq!(
+            proxy_mounted_secrets(&b, "demo", true),
+            ["demo-tls", "demo-proxy-tls"]
+        );
+    }
+
+    #[test]
+    fn a_changed_mounted_secret_rolls_only_the_pods_that_mount_it() {
+        let mut b = fixture(2, 1);
+        // Without auth or TLS there is nothing to hash: templates stay as they were.
+        let c = build(&b, &inputs()).expect("build");
+        let t = c.groups[0].statefulset.spec.clone().expect("spec").template;
+        assert_eq!(
+            template_annotation(&t, internal_tls::SECRETS_HASH_ANNOTATION),
+            None
+        );
+
+        b.spec.auth = Some(crate::crd::AuthSpec {
+            enabled: true,
+            super_user_secret_ref: None,
+        });
+        assert_eq!(
+            group_mounted_secrets(&b, "demo", "demo-group-1", true),
+            ["demo-group-1-internal-tls", "demo-superuser"]
+        );
+        let mut i = inputs();
+        i.internal_tls = true;
+        for n in [
+            "demo-superuser",
+            "demo-group-0-internal-tls",
+            "demo-group-1-internal-tls",
+            "demo-proxy-tls",
+        ] {
+            i.secret_versions
+                .insert(n.to_string(), format!("uid-{n}/1"));
+        }
+        let before = build(&b, &i).expect("build");
+        let hash = |c: &BrokerChildren, g: usize| {
+            let t = c.groups[g].statefulset.spec.clone().expect("spec").template;
+            template_annotation(&t, internal_tls::SECRETS_HASH_ANNOTATION).expect("hash")
+        };
+        let proxy_t = |c: &BrokerChildren| c.proxy.spec.clone().expect("spec").template;
+
+        // The super user's Secret changed: every broker group rolls, the proxies do not.
+        let mut rotated = i.clone();
+        rotated
+            .secret_versions
+            .insert("demo-superuser".into(), "uid-demo-superuser/2".into());
+        let after = build(&b, &rotated).expect("build");
+        for g in 0..2 {
+            assert_ne!(hash(&before, g), hash(&after, g));
+            assert_ne!(
+                spec_hash(&before.groups[g].statefulset),
+                spec_hash(&after.groups[g].statefulset),
+                "the roll logic sees the group as changed"
+            );
+        }
+        assert_eq!(proxy_t(&before), proxy_t(&after));
+
+        // One group's certificate renewed: that group alone.
+        let mut renewed = i.clone();
+        renewed
+            .secret_versions
+            .insert("demo-group-1-internal-tls".into(), "uid/9".into());
+        let after = build(&b, &renewed).expect("build");
+        assert_eq!(hash(&before, 0), hash(&after, 0));
+        assert_ne!(hash(&before, 1), hash(&after, 1));
+        assert_eq!(proxy_t(&before), proxy_t(&after));
+
+        // The proxies' certificate renewed: the proxies alone.
+        let mut renewed = i.clone();
+        renewed
+            .secret_versions
+            .insert("demo-proxy-tls".into(), "uid/9".into());
+        let after = build(&b, &renewed).expect("build");
+        assert_eq!(hash(&before, 0), hash(&after, 0));
+        assert_ne!(
+            template_annotation(&proxy_t(&before), internal_tls::SECRETS_HASH_ANNOTATION),
+            template_annotation(&proxy_t(&after), internal_tls::SECRETS_HASH_ANNOTATION)
+        );
     }
 
     #[test]

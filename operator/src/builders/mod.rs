@@ -9,6 +9,7 @@ pub mod auth;
 pub mod broker;
 pub mod common;
 pub mod endpoint;
+pub mod internal_tls;
 pub mod nameserver;
 pub mod pod_template;
 pub mod quantity;

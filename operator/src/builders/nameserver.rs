@@ -4,6 +4,8 @@
 //! on every pod), `--controller-id` is the ordinal + 1, and the Raft state lives on a per-pod
 //! claim (`controller-data`) so it survives restarts and rescheduling.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, VolumeMount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -14,6 +16,7 @@ use super::common::{
     object_labels, one_at_a_time_pdb, pod_spec, selector_labels, BuildError, Parent, HTTP_PORT,
     NAMESERVER_PORT,
 };
+use super::internal_tls;
 use crate::crd::Nameserver;
 
 /// Component label value of name server pods.
@@ -24,8 +27,12 @@ pub const CONTROLLER_VOLUME: &str = "controller-data";
 pub const CONTROLLER_DIR: &str = "/var/lib/ferromq";
 
 /// Command of a name server pod: `ferromq nameserver` directly, or, with the controller,
-/// through `/bin/sh` to derive the peer id from the pod's ordinal.
-fn nameserver_command(peers: Option<&[String]>) -> (Vec<String>, Option<Vec<String>>) {
+/// through `/bin/sh` to derive the peer id from the pod's ordinal. `extra` (the internal TLS
+/// flags) goes last in either form.
+fn nameserver_command(
+    peers: Option<&[String]>,
+    extra: &[String],
+) -> (Vec<String>, Option<Vec<String>>) {
     let base = format!("--addr 0.0.0.0:{NAMESERVER_PORT} --http-addr 0.0.0.0:{HTTP_PORT}");
     match peers {
         None => (
@@ -34,12 +41,14 @@ fn nameserver_command(peers: Option<&[String]>) -> (Vec<String>, Option<Vec<Stri
                 std::iter::once("nameserver")
                     .chain(base.split(' '))
                     .map(String::from)
+                    .chain(extra.iter().cloned())
                     .collect(),
             ),
         ),
         Some(peers) => {
+            let tail: String = extra.iter().map(|a| format!(" {a}")).collect();
             let script = format!(
-                "ordinal=\"${{FERROMQ_POD_NAME##*-}}\"\nexec ferromq nameserver {base} --controller-peers {} --controller-id \"$((ordinal + 1))\" --data-dir {CONTROLLER_DIR}",
+                "ordinal=\"${{FERROMQ_POD_NAME##*-}}\"\nexec ferromq nameserver {base} --controller-peers {} --controller-id \"$((ordinal + 1))\" --data-dir {CONTROLLER_DIR}{tail}",
                 peers.join(",")
             );
             (vec!["/bin/sh".to_string(), "-c".to_string(), script], None)
@@ -66,9 +75,37 @@ pub struct NameserverChildren {
     pub pdb: PodDisruptionBudget,
 }
 
-/// Builds the desired children of `ns`.
+/// Facts read from the cluster that shape the desired objects.
+#[derive(Clone, Debug, Default)]
+pub struct NameserverInputs {
+    /// Versions of the Secrets the pods mount, by name (see
+    /// [`internal_tls::SECRETS_HASH_ANNOTATION`]).
+    pub secret_versions: BTreeMap<String, String>,
+}
+
+/// The Secrets name server pods mount.
+pub fn mounted_secrets(ns: &Nameserver) -> Vec<String> {
+    if ns.spec.internal_tls_enabled() {
+        vec![internal_tls::nameserver_secret(
+            &ns.metadata.name.clone().unwrap_or_default(),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Builds the desired children of `ns` with no facts from the cluster.
 pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
+    build_with(ns, &NameserverInputs::default())
+}
+
+/// Builds the desired children of `ns`.
+pub fn build_with(
+    ns: &Nameserver,
+    inputs: &NameserverInputs,
+) -> Result<NameserverChildren, BuildError> {
     let parent = Parent::of(ns)?;
+    let tls = ns.spec.internal_tls_enabled();
     let labels = object_labels(&parent.name, COMPONENT);
     let selector = selector_labels(&parent.name, COMPONENT);
 
@@ -81,20 +118,28 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
 
     let controller = ns.spec.controller.as_ref().filter(|c| c.enabled);
     let peers = addresses(&parent.name, &parent.namespace, ns.spec.replicas);
-    let (command, args) = nameserver_command(controller.map(|_| peers.as_slice()));
+    let tls_args = if tls {
+        internal_tls::server_args()
+    } else {
+        Vec::new()
+    };
+    let (command, args) = nameserver_command(controller.map(|_| peers.as_slice()), &tls_args);
+    let mounts: Vec<VolumeMount> = controller
+        .map(|_| VolumeMount {
+            name: CONTROLLER_VOLUME.to_string(),
+            mount_path: CONTROLLER_DIR.to_string(),
+            ..VolumeMount::default()
+        })
+        .into_iter()
+        .chain(tls.then(internal_tls::mount))
+        .collect();
     let container = Container {
         name: "nameserver".to_string(),
         image: Some(ns.spec.image.clone()),
         image_pull_policy: Some(ns.spec.image_pull_policy.as_str().to_string()),
         command: Some(command),
         args,
-        volume_mounts: controller.map(|_| {
-            vec![VolumeMount {
-                name: CONTROLLER_VOLUME.to_string(),
-                mount_path: CONTROLLER_DIR.to_string(),
-                ..VolumeMount::default()
-            }]
-        }),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         env: Some(identity_env()),
         ports: Some(container_ports(&[
             ("remoting", NAMESERVER_PORT),
@@ -124,12 +169,24 @@ pub fn build(ns: &Nameserver) -> Result<NameserverChildren, BuildError> {
             }),
             selector: label_selector(selector.clone()),
             template: {
+                let mut pod = pod_spec(container, ns.spec.placement.as_ref());
+                if tls {
+                    pod.volumes = Some(vec![internal_tls::volume(
+                        &internal_tls::nameserver_secret(&parent.name),
+                    )]);
+                }
+                let annotations = internal_tls::secrets_hash(
+                    &mounted_secrets(ns),
+                    &inputs.secret_versions,
+                )
+                .map(|h| BTreeMap::from([(internal_tls::SECRETS_HASH_ANNOTATION.to_string(), h)]));
                 let mut t = PodTemplateSpec {
                     metadata: Some(ObjectMeta {
                         labels: Some(labels.clone()),
+                        annotations,
                         ..ObjectMeta::default()
                     }),
-                    spec: Some(pod_spec(container, ns.spec.placement.as_ref())),
+                    spec: Some(pod),
                 };
                 super::pod_template::merge_into(&mut t, ns.spec.pod_template.as_ref());
                 t
@@ -165,6 +222,7 @@ pub(crate) mod tests {
                 placement: None,
                 controller: None,
                 pod_template: None,
+                internal_tls: None,
             },
         );
         ns.metadata.namespace = Some("prod".to_string());
@@ -292,6 +350,85 @@ pub(crate) mod tests {
         let c = &plain.template.spec.expect("pod").containers[0];
         assert_eq!(c.command, Some(vec!["ferromq".to_string()]));
         assert_eq!(c.volume_mounts, None);
+    }
+
+    #[test]
+    fn internal_tls_gives_name_servers_a_certificate_and_the_ca() {
+        let mut ns = fixture(3);
+        ns.spec.internal_tls = Some(crate::crd::InternalTls {
+            enabled: true,
+            ca_secret_ref: None,
+        });
+        assert_eq!(mounted_secrets(&ns), ["ns1-internal-tls"]);
+        let flags = "--tls required --tls-cert /etc/ferromq/internal-tls/tls.crt --tls-key \
+                     /etc/ferromq/internal-tls/tls.key --tls-ca /etc/ferromq/internal-tls/ca.crt";
+        let c = build(&ns).expect("build");
+        let pod = c
+            .statefulset
+            .spec
+            .clone()
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+        assert!(args.ends_with(flags), "{args}");
+        let vols = pod.volumes.clone().unwrap_or_default();
+        assert_eq!(
+            vols[0]
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("ns1-internal-tls")
+        );
+        // With the controller the flags end the shell's exec line (Raft dials TLS too).
+        ns.spec.controller = Some(crate::crd::ControllerSpec {
+            enabled: true,
+            volume: ControllerVolume::default(),
+        });
+        let pod = build(&ns)
+            .expect("build")
+            .statefulset
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let script = pod.containers[0]
+            .command
+            .clone()
+            .unwrap_or_default()
+            .join(" ");
+        assert!(script.ends_with(flags), "{script}");
+        assert_eq!(
+            pod.containers[0].volume_mounts.as_ref().map(Vec::len),
+            Some(2)
+        );
+
+        // A renewed certificate changes the pod template (the StatefulSet rolls).
+        let hash = |v: &str| {
+            let inputs = NameserverInputs {
+                secret_versions: [("ns1-internal-tls".to_string(), v.to_string())].into(),
+            };
+            build_with(&ns, &inputs)
+                .expect("build")
+                .statefulset
+                .spec
+                .expect("spec")
+                .template
+                .metadata
+                .and_then(|m| m.annotations)
+                .and_then(|a| a.get(internal_tls::SECRETS_HASH_ANNOTATION).cloned())
+        };
+        assert!(hash("u/1").is_some());
+        assert_ne!(hash("u/1"), hash("u/2"));
+        // Without internal TLS nothing is mounted or annotated.
+        let plain = build(&fixture(3))
+            .expect("build")
+            .statefulset
+            .spec
+            .expect("spec");
+        assert_eq!(plain.template.metadata.and_then(|m| m.annotations), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod broker;
+pub mod internal_tls;
 pub mod nameserver;
 pub mod progress;
 pub mod schema;

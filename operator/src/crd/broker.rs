@@ -313,8 +313,9 @@ pub struct ComputeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PodPlacement>,
     /// Certificate of the client port. The port takes TLS and plaintext either way (the Java
-    /// and Go clients default to TLS, the others to plaintext); unset, each proxy makes a
-    /// self-signed certificate at start-up, which the Java and Go clients accept.
+    /// and Go clients default to TLS, the others to plaintext); unset, the proxies serve their
+    /// certificate from the cluster CA when the Nameserver's `internalTls` is on, otherwise
+    /// each makes a self-signed certificate at start-up, which the Java and Go clients accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTls>,
     /// Labels, annotations, pull secrets, priority, spread constraints, environment and
@@ -385,7 +386,9 @@ impl ServiceType {
 pub struct ClientTls {
     /// A `kubernetes.io/tls` Secret in the Broker's namespace: `tls.crt` (PEM chain) and
     /// `tls.key` (PEM key), e.g. made by cert-manager. Proxies read it at start-up; a renewed
-    /// certificate is served after their next restart.
+    /// certificate rolls them (the operator re-reads the Secret at least every 5 minutes).
+    /// With the Nameserver's internal TLS on, the operator's own admin calls verify this
+    /// certificate against the cluster CA plus the Secret's `ca.crt` (cert-manager writes it).
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }

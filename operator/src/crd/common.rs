@@ -104,7 +104,7 @@ pub struct PodPlacement {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.labels) || !self.labels.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/component', 'app.kubernetes.io/managed-by', 'ferromq.io/group'])").message("podTemplate.labels must not set the operator's selector labels (app.kubernetes.io/name, instance, component, managed-by, ferromq.io/group)"))]
-#[x_kube(validation = Rule::new("!has(self.annotations) || !('ferromq.io/config-hash' in self.annotations)").message("podTemplate.annotations must not set ferromq.io/config-hash (the operator's)"))]
+#[x_kube(validation = Rule::new("!has(self.annotations) || !('ferromq.io/config-hash' in self.annotations || 'ferromq.io/secrets-hash' in self.annotations)").message("podTemplate.annotations must not set ferromq.io/config-hash or ferromq.io/secrets-hash (the operator's)"))]
 #[x_kube(validation = Rule::new("!has(self.env) || self.env.all(e, !(e.name in ['FERROMQ_POD_NAME', 'FERROMQ_POD_NAMESPACE', 'FERROMQ_POD_IP', 'FERROMQ_HOST_IP', 'FERROMQ_GROUP', 'FERROMQ_ADVERTISE_ADDR', 'FERROMQ_CLUSTER_NAME', 'FERROMQ_LOG', 'FERROMQ_LOG_FORMAT']))").message("podTemplate.env must not set a variable the operator sets (FERROMQ_POD_*, FERROMQ_HOST_IP, FERROMQ_GROUP, FERROMQ_ADVERTISE_ADDR, FERROMQ_CLUSTER_NAME, FERROMQ_LOG, FERROMQ_LOG_FORMAT); use spec.logging or compute.service.advertisedAddress"))]
 pub struct PodTemplate {
     /// Labels added to every pod (not to the selector). The operator's own keys are refused.

@@ -21,7 +21,7 @@ pub use broker::{
 };
 pub use common::{ImagePullPolicy, LogFormat, LoggingSpec, PodPlacement, PodTemplate};
 pub use nameserver::{
-    ControllerSpec, ControllerVolume, Nameserver, NameserverSpec, NameserverStatus,
+    ControllerSpec, ControllerVolume, InternalTls, Nameserver, NameserverSpec, NameserverStatus,
 };
 pub use topic::{
     BrokerRef, MessageType, Permission, Topic, TopicClusterState, TopicSpec, TopicStatus,
@@ -40,7 +40,7 @@ pub const VERSION: &str = "v1alpha1";
 /// relies on (a new field it reads, a new status field it writes): Helm installs CRDs but never
 /// upgrades them, so an operator upgraded without `kubectl apply --server-side -f crds/` would
 /// otherwise run against schemas that silently drop what it writes.
-pub const SCHEMA_REVISION: u32 = 6;
+pub const SCHEMA_REVISION: u32 = 7;
 
 /// Annotation carrying [`SCHEMA_REVISION`] on each generated CRD.
 pub const SCHEMA_REVISION_ANNOTATION: &str = "ferromq.io/schema-revision";

@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::broker::SecretRef;
 use super::common::{ImagePullPolicy, PodPlacement, PodTemplate};
 
 /// Desired state of a FerroMQ name server ensemble: a StatefulSet of `ferromq nameserver`
@@ -87,6 +88,45 @@ pub struct NameserverSpec {
     /// security contexts added to the name server pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
+    /// TLS on every internal link of the cluster this Nameserver anchors: name servers and the
+    /// Raft between them, and every Broker that references this Nameserver (broker to name
+    /// server and controller, replication between group members, proxy to broker). Set here,
+    /// not on the Broker, because all of them must trust one CA. Unset or `enabled: false`:
+    /// internal links are plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls: Option<InternalTls>,
+}
+
+/// The cluster CA and the server certificates the operator issues under it.
+///
+/// With `enabled`, every name server, broker and proxy pod gets `--tls required` (internal
+/// ports only: a proxy's client port keeps `spec.compute.tls` and accepts plaintext too),
+/// `--tls-cert`/`--tls-key` (a certificate for every name its peers dial) and `--tls-ca` (the
+/// CA bundle it verifies its peers against). The operator renews a certificate when a third of
+/// its life is left (CA: 5 years, leaf: 1 year) and renews its own CA keeping the old one
+/// trusted until every certificate moved; renewed certificates roll the pods through the usual
+/// rolling logic. Turning it on or off rolls every pod of the cluster; internal links between
+/// pods on either side of the change fail until the roll completes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalTls {
+    /// Serve and dial TLS on every internal link. Off by default so that upgrading the
+    /// operator restarts nothing.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Secret (same namespace) with the CA to issue from: `ca.crt` (PEM, a CA certificate,
+    /// optionally followed by older CAs still trusted) and `ca.key` (its PEM private key), e.g.
+    /// cert-manager's CA issuer Secret. The operator never renews a CA it was given. Unset:
+    /// the operator generates `<nameserver>-cluster-ca`, owns it and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
+}
+
+impl NameserverSpec {
+    /// True when the cluster's internal links use TLS.
+    pub fn internal_tls_enabled(&self) -> bool {
+        self.internal_tls.as_ref().is_some_and(|t| t.enabled)
+    }
 }
 
 fn default_replicas() -> i32 {

@@ -14,7 +14,8 @@ pub enum OutputFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
-    /// gRPC address of a FerroMQ standalone server or proxy (host:port).
+    /// gRPC address of a FerroMQ standalone server or proxy (host:port, or https://host:port
+    /// for TLS).
     #[arg(
         long,
         env = "FERROMQ_SERVER",
@@ -22,6 +23,8 @@ pub struct AdminArgs {
         global = true
     )]
     pub server: String,
+    #[command(flatten)]
+    pub tls: crate::dial::ServerTls,
     #[command(flatten)]
     pub credentials: crate::credentials::CredentialArgs,
     /// Output format: a table for people, JSON or YAML for scripts.
@@ -689,7 +692,7 @@ pub(super) async fn set_state(
 /// Runs one admin command; errors carry the server's message.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let signer = args.credentials.signer()?;
-    let channel = crate::dial::connect(&args.server).await?;
+    let channel = crate::dial::connect(&args.server, &args.tls).await?;
     let mut c: Client = AdminClient::with_interceptor(channel, signer);
     let fmt = args.output;
     let p = match args.cmd {

@@ -47,6 +47,8 @@ pub struct BrokerArgs {
     /// replicated group take --replica-id and the controller chooses the leader.
     #[arg(long, env = "FERROMQ_ROLE", hide = true)]
     pub role: Option<String>,
+    #[command(flatten)]
+    pub tls_ca: super::tls::TlsCaArgs,
 }
 
 /// How a replicated group's member takes part.
@@ -68,6 +70,8 @@ pub struct MemberConfig {
     pub nameservers: Vec<String>,
     /// Set for a member of a replicated group.
     pub replication: Option<ReplicationSettings>,
+    /// How the broker dials name servers, the controller and its group's leader.
+    pub link: ferromq_controller::Link,
 }
 
 fn duration_field(
@@ -192,6 +196,7 @@ impl BrokerArgs {
                 group,
                 nameservers,
                 replication,
+                link: self.tls_ca.resolve(&file)?,
             },
         ))
     }
@@ -217,6 +222,7 @@ mod tests {
             replication_timeout: None,
             controller: vec![],
             role: None,
+            tls_ca: Default::default(),
         }
     }
 

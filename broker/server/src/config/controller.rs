@@ -121,6 +121,8 @@ impl ControllerArgs {
                 ..Timing::default()
             },
             heartbeat_interval: (lease / 4).min(Duration::from_millis(300)),
+            // Set by the name server's resolution from --tls-ca.
+            link: ferromq_controller::Link::plaintext(),
         };
         cfg.validate().map_err(|e| match e {
             ferromq_controller::ControllerError::Config { field, reason } => bad(field, reason),

@@ -29,6 +29,10 @@ pub struct NameserverArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub controller: ControllerArgs,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
+    #[command(flatten)]
+    pub tls_ca: super::tls::TlsCaArgs,
 }
 
 /// The validated configuration of a name server.
@@ -42,6 +46,11 @@ pub struct NameserverConfig {
     pub limits: crate::connections::Limits,
     /// The replication controller peer this name server runs, if any.
     pub controller: Option<ferromq_controller::ControllerConfig>,
+    /// TLS on the gRPC port (brokers, proxies and controller peers connect there; `None`:
+    /// plaintext only).
+    pub tls: Option<crate::tls::Tls>,
+    /// How the controller dials its Raft peers.
+    pub link: ferromq_controller::Link,
 }
 
 impl NameserverArgs {
@@ -54,8 +63,17 @@ impl NameserverArgs {
             flag.clone().or(key).unwrap_or_else(|| default.to_string())
         };
         let addr = parse_addr("addr", &pick(&self.addr, keys.addr, "0.0.0.0:9876"))?;
+        let link = self.tls_ca.resolve(&file)?;
+        let mut controller = self.controller.resolve(&file, addr)?;
+        if let Some(c) = controller.as_mut() {
+            c.link = link.clone();
+        }
+        // Without --tls-cert: a self-signed certificate, as the other roles make.
+        let tls = self.tls.resolve(&file, &addr.to_string())?;
         Ok(NameserverConfig {
-            controller: self.controller.resolve(&file, addr)?,
+            controller,
+            tls,
+            link,
             addr,
             http_addr: parse_addr(
                 "http-addr",
@@ -84,5 +102,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(a.resolve().unwrap_err().field, "broker-expiry");
+        assert!(
+            c.tls.is_some(),
+            "TLS beside plaintext by default, as the other roles"
+        );
+        assert!(!c.link.is_tls());
+        let a = NameserverArgs {
+            tls_ca: super::super::tls::TlsCaArgs {
+                tls_ca: Some("/nonexistent/ca.pem".into()),
+            },
+            ..Default::default()
+        };
+        assert_eq!(a.resolve().unwrap_err().field, "tls-ca");
     }
 }

@@ -287,19 +287,9 @@ impl NodeConfig {
             .remoting_addr
             .as_deref()
             .or(file.remoting_addr.as_deref());
-        // The remoting port does not check signatures yet: with authentication on it stays off
-        // unless asked for, and asking for it is refused rather than leaving a door open.
-        if c.auth.enabled {
-            if let Some(a) = remoting_addr.filter(|a| !matches!(a.trim(), "" | "off" | "none")) {
-                return Err(bad(
-                    "remoting-addr",
-                    format!(
-                        "{a}: the remoting port has no authentication yet and cannot be served \
-                         with --auth; leave it unset or set it to off"
-                    ),
-                ));
-            }
-        }
+        // With authentication on, the remoting port checks every request's signature
+        // (`crate::remoting::auth`), but that signature carries no time, so a captured request
+        // can be replayed: the port is served when asked for, not by default.
         c.remoting = remoting_listen(
             remoting_addr,
             args.remoting_advertise_addr
@@ -499,10 +489,10 @@ mod tests {
         assert_eq!(resolve(&args).unwrap_err().field, "transaction-check-max");
     }
 
-    /// The remoting port checks no signatures: with `--auth` it is off by default, and asking
-    /// for it is refused rather than served open.
+    /// With `--auth` the remoting port is off by default (its signature has no replay window)
+    /// and served when asked for.
     #[test]
-    fn auth_turns_the_remoting_port_off_and_refuses_it() {
+    fn auth_serves_the_remoting_port_only_when_asked() {
         let auth = super::super::auth::AuthArgs {
             auth: true,
             ..Default::default()
@@ -517,7 +507,7 @@ mod tests {
             remoting_addr: Some("127.0.0.1:9876".into()),
             ..Default::default()
         };
-        assert_eq!(resolve(&args).unwrap_err().field, "remoting-addr");
+        assert!(resolve(&args).unwrap().remoting.is_some());
         let open = resolve(&NodeArgs::default()).unwrap();
         assert!(
             open.remoting.is_some(),

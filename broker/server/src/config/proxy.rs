@@ -44,6 +44,8 @@ pub struct ProxyArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub tls: super::tls::TlsArgs,
+    #[command(flatten)]
+    pub tls_ca: super::tls::TlsCaArgs,
 }
 
 /// The proxy's remoting port: RocketMQ 5's proxy port for remoting clients.
@@ -63,6 +65,8 @@ pub struct ProxyConfig {
     pub remoting: Option<super::node::RemotingListen>,
     /// TLS on the client port (`None`: plaintext only).
     pub tls: Option<crate::tls::Tls>,
+    /// How the proxy dials name servers, the controller and brokers.
+    pub link: ferromq_controller::Link,
 }
 
 impl ProxyArgs {
@@ -125,6 +129,7 @@ impl ProxyArgs {
                 &pick(&self.route_refresh, keys.route_refresh, "1s"),
             )?,
             tls: self.tls.resolve(&file, &advertise_addr)?,
+            link: self.tls_ca.resolve(&file)?,
             advertise_addr,
             limits,
         })

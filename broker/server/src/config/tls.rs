@@ -1,9 +1,11 @@
-//! TLS on the client-facing gRPC port: the keys `standalone`, `broker` and `proxy` share
-//! (see [`crate::tls`] for how connections are told apart).
+//! TLS on the gRPC port: the keys `standalone`, `broker`, `proxy` and `nameserver` share (see
+//! [`crate::tls`] for how connections are told apart); and TLS on the internal links `broker`,
+//! `proxy` and `nameserver` dial (`--tls-ca`, see [`ferromq_controller::link`]).
 
 use std::path::PathBuf;
 
-pub use ferromq_config::keys::TlsKeys;
+pub use ferromq_config::keys::{TlsCaKeys, TlsKeys};
+use ferromq_controller::Link;
 
 use super::{bad, ConfigError, ConfigFile};
 use crate::tls::{Tls, TlsMode};
@@ -53,6 +55,33 @@ impl TlsArgs {
             (Some(_), None) => Err(bad("tls-key", "tls-cert is set but tls-key is not")),
             (None, Some(_)) => Err(bad("tls-cert", "tls-key is set but tls-cert is not")),
             (None, None) => Tls::self_signed(mode, &default_names(advertise_addr)).map(Some),
+        }
+    }
+}
+
+/// The CA bundle internal links verify their peers against.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct TlsCaArgs {
+    /// PEM bundle of the CA certificates that signed the cluster's certificates. When set,
+    /// every internal link this process dials (to name servers, controller peers, broker group
+    /// leaders, brokers) uses TLS and verifies the peer's certificate against exactly this
+    /// bundle (not the system roots), for the host name or IP address dialled; a peer
+    /// answering in plaintext or with another CA's certificate is refused, never used in
+    /// plaintext. Read once at start-up: a renewed CA takes a restart (in Kubernetes, a
+    /// rollout of the pods) [default: internal links are plaintext].
+    #[arg(long, env = "FERROMQ_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsCaArgs {
+    /// Reads the bundle named by the flag or the file: plaintext links without one; a file
+    /// that is missing, unreadable, empty or holds no certificate is an error naming `tls-ca`.
+    pub fn resolve(&self, file: &ConfigFile) -> Result<Link, ConfigError> {
+        let keys: TlsCaKeys = file.section()?;
+        match self.tls_ca.as_ref().or(keys.tls_ca.as_ref()) {
+            None => Ok(Link::plaintext()),
+            Some(p) if p.as_os_str().is_empty() => Err(bad("tls-ca", "is an empty path")),
+            Some(p) => Link::from_ca_file(p).map_err(|e| bad("tls-ca", e.to_string())),
         }
     }
 }
@@ -122,6 +151,45 @@ mod tests {
             TlsArgs::default().resolve(&f, "h:1").unwrap_err().field,
             "tls-key"
         );
+    }
+
+    #[test]
+    fn tls_ca_is_read_at_start_and_bad_bundles_name_the_field() {
+        assert!(!TlsCaArgs::default()
+            .resolve(&ConfigFile::default())
+            .unwrap()
+            .is_tls());
+        let dir = tempfile::tempdir().unwrap();
+        let err = |path: PathBuf| {
+            TlsCaArgs { tls_ca: Some(path) }
+                .resolve(&ConfigFile::default())
+                .unwrap_err()
+        };
+        let missing = err(dir.path().join("missing.pem"));
+        assert_eq!(missing.field, "tls-ca");
+        assert!(missing.reason.contains("missing.pem"), "{}", missing.reason);
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(err(empty).reason.contains("is empty"));
+        let key_only = dir.path().join("key.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&key_only, key.serialize_pem()).unwrap();
+        assert!(err(key_only).reason.contains("no PEM certificate"));
+        // A bundle of two CAs, named in the file.
+        let bundle = dir.path().join("ca.pem");
+        let ca = |name: &str| {
+            let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            p.self_signed(&rcgen::KeyPair::generate().unwrap())
+                .unwrap()
+                .pem()
+        };
+        std::fs::write(&bundle, format!("{}{}", ca("one"), ca("two"))).unwrap();
+        let (_d, f) = file(&format!("tls-ca = {:?}\n", bundle.display().to_string()));
+        let link = TlsCaArgs::default().resolve(&f).unwrap();
+        assert!(link.is_tls());
+        assert!(link.to_string().contains("2 CA certificates"), "{link}");
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub struct Peer {
     id: u64,
     /// The client's socket address; through a proxy, the one the proxy saw.
     pub addr: String,
+    /// The address authorization checks policies' source ranges against: the socket's peer on
+    /// TCP; through a proxy's tunnel, the proxy's own address (the address the proxy reports
+    /// for its client is not proven, so it cannot widen what a policy allows).
+    pub source: Option<std::net::IpAddr>,
     pub front: Arc<Front>,
     out: mpsc::Sender<Command>,
     pending: Mutex<HashMap<i32, oneshot::Sender<Command>>>,
@@ -117,9 +121,24 @@ static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 impl Peer {
     /// A peer writing to `out` (the writer of [`run`] reads the other end).
     pub fn new(addr: String, front: Arc<Front>, out: mpsc::Sender<Command>) -> Arc<Peer> {
+        let source = addr
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| ferromq_auth::policy::canonical_ip(a.ip()));
+        Peer::with_source(addr, source, front, out)
+    }
+
+    /// A peer whose source address for authorization is not the one its `addr` names.
+    pub fn with_source(
+        addr: String,
+        source: Option<std::net::IpAddr>,
+        front: Arc<Front>,
+        out: mpsc::Sender<Command>,
+    ) -> Arc<Peer> {
         Arc::new(Peer {
             id: NEXT_PEER.fetch_add(1, Ordering::Relaxed),
             addr,
+            source,
             front,
             out,
             pending: Mutex::new(HashMap::new()),

@@ -19,11 +19,13 @@
 //!   - [`admin`]: what `mqadmin` and `DefaultMQAdminExt` ask a broker.
 //! - [`message`]: remoting messages to and from the engine's; [`status`]: the one mapping of
 //!   failures to remoting codes.
+//! - [`auth`]: with `--auth`, every request's signature and rights, before it is routed.
 //! - [`tunnel`]: the broker end of a proxy's tunnel; [`proxy`]: the proxy's remoting port.
 //!
 //! Unknown request codes are answered `REQUEST_CODE_NOT_SUPPORTED`; the connection stays.
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod connection;
 pub mod consume;
@@ -84,12 +86,18 @@ pub struct Remoting {
     pub pulled: AtomicU64,
     pub put_tps: AtomicU64,
     pub get_tps: AtomicU64,
+    /// With `--auth`: what every request is checked against ([`auth`]).
+    auth: Option<Arc<crate::auth::Gate>>,
 }
 
 impl Remoting {
     /// The remoting service of `node`; `clustered`: the node is one broker group of a cluster
-    /// (its offsets carry the group's tag).
-    pub fn new(node: Arc<Node>, clustered: bool) -> Arc<Remoting> {
+    /// (its offsets carry the group's tag); `auth`: the node's gate, when `--auth` is on.
+    pub fn new(
+        node: Arc<Node>,
+        clustered: bool,
+        auth: Option<Arc<crate::auth::Gate>>,
+    ) -> Arc<Remoting> {
         let offsets = if clustered {
             Offsets::for_group(&node.engine.membership.group())
         } else {
@@ -106,6 +114,7 @@ impl Remoting {
             pulled: AtomicU64::new(0),
             put_tps: AtomicU64::new(0),
             get_tps: AtomicU64::new(0),
+            auth,
         });
         transaction::install_checks(&r);
         r
@@ -287,8 +296,13 @@ where
 impl Service for Remoting {
     fn handle(self: Arc<Self>, peer: Arc<Peer>, req: Command) -> Answer {
         Box::pin(async move {
-            let mut answer =
-                observe(&self.node.metrics, &peer, &req, self.route(&peer, &req)).await;
+            let handled = async {
+                if let Some(gate) = &self.auth {
+                    auth::check(gate, &peer, &req)?;
+                }
+                self.route(&peer, &req).await
+            };
+            let mut answer = observe(&self.node.metrics, &peer, &req, handled).await;
             answer.version = VERSION;
             Some(answer)
         })

@@ -103,6 +103,11 @@ impl Tunnel for TunnelApi {
         req: Request<Streaming<Frame>>,
     ) -> Result<Response<Self::OpenStream>, Status> {
         let client = text(&req, CLIENT_ADDR).unwrap_or_else(|| "unknown".into());
+        let proxy = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|i| i.remote_addr())
+            .map(|a| ferromq_auth::policy::canonical_ip(a.ip()));
         let advertised = text(&req, REMOTING_ADDR).ok_or_else(|| {
             Status::invalid_argument(format!("metadata {REMOTING_ADDR} is required"))
         })?;
@@ -117,7 +122,7 @@ impl Tunnel for TunnelApi {
         let incoming = frames_in(req.into_inner());
         let (tx, rx) = mpsc::channel(connection::IN_FLIGHT);
         let (queue_tx, queue_rx) = connection::queue();
-        let peer = Peer::new(client, front, queue_tx);
+        let peer = Peer::with_source(client, proxy, front, queue_tx);
         tokio::spawn(connection::run(
             self.remoting.clone(),
             peer,

@@ -22,21 +22,24 @@ use tracing::{error, info, warn};
 use super::fetch::MAX_MESSAGE;
 use super::{Replica, Role};
 use crate::credentials::Signer;
+use ferromq_controller::Link;
 
 /// Pause before a broken stream is opened again.
 const RETRY: Duration = Duration::from_millis(200);
 
 /// Follows whichever leader the role names until `shutdown` flips.
 pub async fn run(replica: Arc<Replica>, shutdown: watch::Receiver<bool>) {
-    run_signed(replica, shutdown, Signer::default()).await
+    run_signed(replica, shutdown, Signer::default(), Link::plaintext()).await
 }
 
 /// [`run`], with each stream signed by `signer` (a group with `--auth`: the bootstrap super
-/// user every member is started with; the leader refuses unsigned streams).
+/// user every member is started with; the leader refuses unsigned streams) and dialled as
+/// `link` says (TLS verified against `--tls-ca`, or plaintext).
 pub async fn run_signed(
     replica: Arc<Replica>,
     mut shutdown: watch::Receiver<bool>,
     signer: Signer,
+    link: Link,
 ) {
     let mut role = replica.watch_role();
     let mut warned = false;
@@ -59,11 +62,28 @@ pub async fn run_signed(
             }
             continue;
         };
-        match follow(&replica, epoch, &addr, &signer, &mut role, &mut shutdown).await {
+        match follow(
+            &replica,
+            epoch,
+            &addr,
+            (&signer, &link),
+            &mut role,
+            &mut shutdown,
+        )
+        .await
+        {
             Ok(()) => warned = false,
             Err(e) => {
                 if !warned {
-                    warn!(group = %replica.cfg.group, leader = %addr, epoch, error = %e, "cannot follow the leader; retrying");
+                    let error = e
+                        .downcast_ref::<tonic::transport::Error>()
+                        .map(|t| ferromq_controller::describe(t))
+                        .or_else(|| {
+                            e.downcast_ref::<tonic::Status>()
+                                .map(|s| ferromq_controller::describe(s))
+                        })
+                        .unwrap_or_else(|| format!("{e:#}"));
+                    warn!(group = %replica.cfg.group, leader = %addr, epoch, %error, "cannot follow the leader; retrying");
                     warned = true;
                 }
                 tokio::select! {
@@ -89,11 +109,12 @@ async fn follow(
     r: &Arc<Replica>,
     epoch: u64,
     addr: &str,
-    signer: &Signer,
+    (signer, link): (&Signer, &Link),
     role: &mut watch::Receiver<Role>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let channel = link
+        .endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .initial_stream_window_size(crate::roles::proxy::routes::STREAM_WINDOW)

@@ -45,14 +45,12 @@ fn report(b: &Node, lead: Option<(u64, u32)>) -> cluster::BrokerInfo {
     }
 }
 
-fn channel(addr: &str) -> Option<tonic::transport::Channel> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(2))
-                .connect_lazy()
-        })
+fn channel(link: &ferromq_controller::Link, addr: &str) -> Option<tonic::transport::Channel> {
+    link.endpoint(addr).ok().map(|e| {
+        e.connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(2))
+            .connect_lazy()
+    })
 }
 
 /// Reports to every name server once per interval until the node's shutdown (for a replicated
@@ -63,9 +61,16 @@ pub async fn heartbeat_loop(node: Arc<Node>, member: MemberConfig, lead: Option<
     let clients: Vec<(String, Option<NameserverClient<tonic::transport::Channel>>)> = member
         .nameservers
         .iter()
-        .map(|ns| (ns.clone(), channel(ns).map(NameserverClient::new)))
+        .map(|ns| {
+            (
+                ns.clone(),
+                channel(&member.link, ns).map(NameserverClient::new),
+            )
+        })
         .collect();
-    let mut healthy = vec![None::<bool>; clients.len()];
+    // Logged on each change only: a name server down (or refusing our TLS) is said once per
+    // outage, with its cause, not at every heartbeat.
+    let mut healthy = vec![None::<Result<(), String>>; clients.len()];
     let mut tick = tokio::time::interval(super::nameserver::HEARTBEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -87,22 +92,21 @@ pub async fn heartbeat_loop(node: Arc<Node>, member: MemberConfig, lead: Option<
                     .heartbeat(cluster::HeartbeatRequest { broker: Some(info) })
                     .await
                     .map(|_| ())
-                    .map_err(|e| e.message().to_string())
+                    .map_err(|e| ferromq_controller::describe(&e))
             }
         });
         let results = futures_util::future::join_all(sends).await;
         for (i, r) in results.into_iter().enumerate() {
-            let ok = r.is_ok();
-            if healthy[i] != Some(ok) {
+            if healthy[i].as_ref() != Some(&r) {
                 match &r {
                     Ok(()) => {
-                        info!(nameserver = %clients[i].0, group = %member.group, "reporting to name server")
+                        info!(nameserver = %clients[i].0, group = %member.group, link = %member.link, "reporting to name server")
                     }
                     Err(e) => {
                         warn!(nameserver = %clients[i].0, group = %member.group, error = %e, "name server unreachable; will keep trying")
                     }
                 }
-                healthy[i] = Some(ok);
+                healthy[i] = Some(r);
             }
         }
     }

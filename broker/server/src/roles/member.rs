@@ -149,7 +149,8 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
             field: "controller",
             reason: e.to_string(),
         })?
-        .with_timeouts(Duration::from_millis(700), Duration::from_millis(1500));
+        .with_timeouts(Duration::from_millis(700), Duration::from_millis(1500))
+        .with_link(member.link.clone());
     let closed_reason = {
         let (replica, group) = (replica.clone(), member.group.clone());
         move || match replica.role() {
@@ -253,6 +254,7 @@ impl Bound {
             m.replica.clone(),
             m.shutdown.subscribe(),
             signer,
+            m.member.link.clone(),
         ));
         let replication = ReplicationServer::new(ReplicationApi::new(m.replica.clone()))
             .max_decoding_message_size(MAX_MESSAGE)
@@ -289,7 +291,7 @@ impl Bound {
         m.ready.store(true, Ordering::Release);
         info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), group = %m.member.group,
               auth = m.auth.is_some(), replica = m.rs.replica_id, mode = ?m.rs.mode, min_in_sync = m.rs.min_in_sync,
-              controller = ?m.rs.controller, data_dir = %m.cfg.data_dir.display(),
+              controller = ?m.rs.controller, links = %m.member.link, data_dir = %m.cfg.data_dir.display(),
               "ferromq broker (replicated member) ready; waiting for the controller");
         let served = serve::run(listeners, services, &m.shutdown, stop).await;
         m.end_term("shutting down").await;

@@ -7,6 +7,9 @@
 //! everything in memory: one that restarts is whole again after a single heartbeat round, and
 //! losing one loses nothing.
 //!
+//! The gRPC port takes TLS beside plaintext by default, as the other roles' (`--tls`,
+//! `--tls-cert`, `--tls-key`); with `--tls-ca` the controller dials its Raft peers in TLS.
+//!
 //! With `--controller-peers` the name server also runs one peer of the replication controller
 //! (`ferromq-controller`): its Raft and Controller gRPC services on the same port, its
 //! election loop among the background tasks, its state under `--data-dir`. `/readyz` then
@@ -307,12 +310,12 @@ impl Bound {
                 connections: self.listeners.connections.clone(),
                 metrics: Arc::new(Metrics::new(Identity::new(NodeType::Nameserver, None))),
             });
-        info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, controller = controller.is_some(), "ferromq nameserver ready");
+        info!(grpc = %self.listeners.grpc_addr(), http = %self.listeners.http_addr(), expiry = ?self.cfg.broker_expiry, controller = controller.is_some(), controller_links = %self.cfg.link, "ferromq nameserver ready");
         let services = Services {
             tcp: Vec::new(),
             grpc,
             http: router,
-            tls: None,
+            tls: self.cfg.tls.clone(),
             background,
             drain: Duration::from_secs(5),
             on_stop: None,

@@ -156,7 +156,7 @@ impl Bound {
             .max_encoding_message_size(max_msg);
 
         // The remoting protocol: its own port (when on) and the tunnel proxies use.
-        let remoting = Remoting::new(node.clone(), member.is_some());
+        let remoting = Remoting::new(node.clone(), member.is_some(), gate.clone());
         let limits = remoting::connection::Limits::for_body_size(cfg.max_body_size);
         let tunnel = TunnelServer::new(remoting::tunnel::TunnelApi::new(
             remoting.clone(),
@@ -170,8 +170,8 @@ impl Bound {
             .into_iter()
             .map(|l| l.into_service(remoting.clone(), limits))
             .collect();
-        // The tunnel proxies use for remoting clients: it carries no signatures, so with auth on
-        // only a super user's signed call passes (unknown RPCs are super-user only).
+        // The tunnel proxies use for remoting clients: with auth on, opening it needs no
+        // signature, and every remoting request it carries is checked as on the TCP port.
         let grpc = match &gate {
             Some(g) => Services::grpc_builder(&cfg.limits)
                 .add_service(Authenticated::new(Authenticate(g.clone()), messaging))
@@ -190,7 +190,7 @@ impl Bound {
         background.spawn(upkeep(node.clone()));
         background.spawn(remoting.upkeep(shutdown.subscribe()));
         if let Some(m) = member.clone() {
-            info!(group = %m.group, nameservers = ?m.nameservers, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
+            info!(group = %m.group, nameservers = ?m.nameservers, links = %m.link, endpoint = %cfg.advertise_addr, state = node.engine.membership.state_name(), "ferromq broker joining the cluster");
             background.spawn(super::broker::heartbeat_loop(node.clone(), m, None));
         }
         let stopping = node.clone();

@@ -44,6 +44,8 @@ pub async fn nameserver() -> (Running, String) {
         addr: loopback(),
         http_addr: loopback(),
         broker_expiry: Duration::from_secs(3),
+        tls: None,
+        link: Default::default(),
         controller: None,
     })
     .await
@@ -76,6 +78,7 @@ pub async fn broker_with(
     let member = MemberConfig {
         group: group.into(),
         nameservers: vec![ns.to_string()],
+        link: Default::default(),
         replication: None,
     };
     let bound = ferromq::roles::node::bind(cfg, Some(member))
@@ -113,6 +116,7 @@ pub async fn proxy_with_remoting(ns: &str, remoting: bool) -> (Running, u16, u16
         route_refresh: Duration::from_millis(200),
         advertise_addr: "127.0.0.1:0".into(),
         tls: None,
+        link: Default::default(),
     })
     .await
     .expect("proxy binds");
@@ -139,6 +143,8 @@ pub async fn controller_nameserver(addr: &str, peers: &[String], dir: &std::path
         addr: addr.parse().expect("addr"),
         http_addr: loopback(),
         broker_expiry: Duration::from_secs(3),
+        tls: None,
+        link: Default::default(),
         controller: Some(ferromq_controller::ControllerConfig {
             id,
             peers: peers.to_vec(),
@@ -149,6 +155,7 @@ pub async fn controller_nameserver(addr: &str, peers: &[String], dir: &std::path
                 ..ferromq_controller::Timing::default()
             },
             heartbeat_interval: Duration::from_millis(200),
+            link: Default::default(),
         }),
     })
     .await
@@ -181,6 +188,7 @@ pub async fn member_with(
     let member = MemberConfig {
         group: group.into(),
         nameservers: ns.to_vec(),
+        link: Default::default(),
         replication: Some(ferromq::config::broker::ReplicationSettings {
             replica_id,
             mode: ferromq::replication::Mode::Sync,

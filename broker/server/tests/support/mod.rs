@@ -326,6 +326,16 @@ pub async fn connect(port: u16, client_id: Option<&str>) -> Client {
     )
 }
 
+/// A client on a channel the test set up itself (TLS, ...), with client id `id`.
+pub fn client_on(ch: Channel, id: &str) -> Client {
+    MessagingServiceClient::with_interceptor(
+        ch,
+        Headers {
+            client_id: Some(id.to_string()),
+        },
+    )
+}
+
 pub async fn client(port: u16, id: &str) -> Client {
     connect(port, Some(id)).await
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -27,6 +27,7 @@ use serde_json::json;
 use tracing::{field, instrument};
 
 use self::status::{Drain, DrainFailure, Expansion, Observed};
+use super::internal_tls::{CaState, Refusal};
 use super::progress::{deployment_progress, sts_progress};
 use super::{
     admin_endpoint, apply_and_report, child_ref, delete_if_exists, write_status, Context, POLL,
@@ -34,8 +35,9 @@ use super::{
 };
 use crate::admin::DrainState;
 use crate::builders::broker as b;
-use crate::builders::common::{selector_labels, selector_string};
+use crate::builders::common::{selector_labels, selector_string, Parent};
 use crate::builders::endpoint::{self, ServiceFacts};
+use crate::builders::internal_tls as tls;
 use crate::builders::quantity;
 use crate::conditions::{self, DEGRADED};
 use crate::crd::{Broker, BrokerStatus, GroupReplicationStatus, Nameserver, ServiceType};
@@ -221,6 +223,9 @@ async fn remove_surplus_groups(
                 delete_if_exists::<StatefulSet>(&ctx.client, namespace, &group).await?;
                 delete_if_exists::<Service>(&ctx.client, namespace, &group).await?;
                 delete_if_exists::<PodDisruptionBudget>(&ctx.client, namespace, &group).await?;
+                // Its certificate too: a leftover would keep an old cluster CA trusted.
+                delete_if_exists::<Secret>(&ctx.client, namespace, &tls::group_secret(&group))
+                    .await?;
                 let how = if skip {
                     "without draining (skip-drain annotation)"
                 } else {
@@ -355,6 +360,75 @@ async fn client_endpoint(
     ))
 }
 
+/// With the Nameserver's internal TLS on: issues (or renews) every group's and the proxies'
+/// certificates under its cluster CA and makes the operator's admin calls to this Broker dial
+/// TLS, trusting that CA (and the `ca.crt` of `spec.compute.tls`'s Secret, when the proxies
+/// serve the user's certificate). Off: admin calls dial plaintext.
+async fn internal_certificates(
+    ctx: &Context,
+    broker: &Broker,
+    namespace: &str,
+    nameserver: &Nameserver,
+) -> Result<Result<(), Refusal>, Error> {
+    let name = broker.name_any();
+    let endpoint = admin_endpoint(ctx, namespace, &name);
+    let ca = match super::internal_tls::cluster_ca(ctx, nameserver, false).await? {
+        CaState::Off => {
+            ctx.admin.use_tls(&endpoint, None);
+            return Ok(Ok(()));
+        }
+        CaState::Unusable(r) => return Ok(Err(r)),
+        CaState::Ready(ca) => ca,
+    };
+    let parent = Parent::of(broker)?;
+    let cluster = nameserver.name_any();
+    for i in 0..broker.spec.storage.groups {
+        let group = b::group_name(&name, i);
+        let issued = super::internal_tls::ensure_leaf(
+            ctx,
+            broker,
+            &parent,
+            b::BROKER_COMPONENT,
+            &cluster,
+            &tls::group_secret(&group),
+            &tls::service_names(&group, namespace, true),
+            &ca,
+        )
+        .await?;
+        if issued.is_err() {
+            return Ok(issued);
+        }
+    }
+    let issued = super::internal_tls::ensure_leaf(
+        ctx,
+        broker,
+        &parent,
+        b::PROXY_COMPONENT,
+        &cluster,
+        &tls::proxy_secret(&name),
+        &tls::service_names(&name, namespace, false),
+        &ca,
+    )
+    .await?;
+    if issued.is_err() {
+        return Ok(issued);
+    }
+    let mut trust = ca.bundle_pem();
+    if let Some(client) = &broker.spec.compute.tls {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+        if let Some(ca) = secrets
+            .get_opt(&client.secret_name)
+            .await?
+            .and_then(|s| s.data)
+            .and_then(|d| d.get(crate::pki::CA_CERT).cloned())
+        {
+            trust.push_str(&String::from_utf8_lossy(&ca.0));
+        }
+    }
+    ctx.admin.use_tls(&endpoint, Some(trust));
+    Ok(Ok(()))
+}
+
 /// One reconcile of `broker`.
 #[instrument(skip(broker, ctx), fields(kind = KIND, namespace = field::Empty, name = field::Empty))]
 pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -410,6 +484,23 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
         }
     }
 
+    // Internal TLS follows the Nameserver: its CA issues each group's and the proxies'
+    // certificates, and the operator's own admin calls verify the proxies against it.
+    let internal_tls = nameserver.spec.internal_tls_enabled();
+    if let Err(r) = internal_certificates(&ctx, &broker, &namespace, &nameserver).await? {
+        return refuse(&ctx, &broker, r.reason, r.message).await;
+    }
+    let mut mounted = b::proxy_mounted_secrets(&broker, &name, internal_tls);
+    for i in 0..broker.spec.storage.groups {
+        mounted.extend(b::group_mounted_secrets(
+            &broker,
+            &name,
+            &b::group_name(&name, i),
+            internal_tls,
+        ));
+    }
+    let secret_versions = super::internal_tls::secret_versions(&ctx, &namespace, &mounted).await?;
+
     let nameservers =
         crate::builders::nameserver::addresses(ns_ref, &namespace, nameserver.spec.replicas);
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -446,6 +537,8 @@ pub async fn reconcile(broker: Arc<Broker>, ctx: Arc<Context>) -> Result<Action,
             nameservers,
             existing_claim_sizes,
             service: service_facts,
+            internal_tls,
+            secret_versions,
         },
     )?;
     let replication = if broker.spec.storage.replicated() {

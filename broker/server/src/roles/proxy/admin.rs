@@ -32,7 +32,12 @@ impl AdminProxy {
     pub fn new(routes: Arc<Routes>) -> AdminProxy {
         let controller = ferromq_controller::ControllerClient::new(routes.nameserver_addrs())
             .ok()
-            .map(|c| Arc::new(c.with_timeouts(Duration::from_millis(500), Duration::from_secs(1))));
+            .map(|c| {
+                Arc::new(
+                    c.with_timeouts(Duration::from_millis(500), Duration::from_secs(1))
+                        .with_link(routes.link().clone()),
+                )
+            });
         AdminProxy { routes, controller }
     }
 

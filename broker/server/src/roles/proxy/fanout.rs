@@ -6,7 +6,6 @@ use ferromq_proto::v2::{self, Code};
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tracing::warn;
 
 use super::routes::{GroupRoute, Routes};
 use super::ProxyApi;
@@ -139,9 +138,13 @@ impl ProxyApi {
         let mut last_err = None;
         for (g, r) in answers {
             match r {
-                Ok(v) => out.push((g, v)),
+                Ok(v) => {
+                    self.routes.broker_ok(&g);
+                    out.push((g, v))
+                }
                 Err(e) => {
-                    warn!(group = %g.name, error = %e.message(), "broker group did not answer");
+                    self.routes
+                        .broker_failed(&g, &e, "broker group did not answer");
                     last_err = Some(unreachable_status(md, &g.name, &e));
                 }
             }
@@ -170,22 +173,32 @@ where
     let view = routes.view();
     let calls = view.groups.iter().filter_map(|g| {
         let c = routes.messaging(g).ok()?;
-        Some(call(c, outgoing(md, req.clone())))
+        let answer = call(c, outgoing(md, req.clone()));
+        Some(async move { (g, answer.await) })
     });
     let answers = futures_util::future::join_all(calls).await;
-    let mut first = None;
-    for a in answers {
+    // Every answer is looked at (not only up to the first OK) so that each unreachable group
+    // is logged.
+    let (mut ok, mut first) = (None, None);
+    for (g, a) in answers {
         match a {
-            Ok(Some(s)) if s.code == Code::Ok as i32 => return s,
-            Ok(Some(s)) => first = first.or(Some(s)),
-            Ok(None) => return status::ok(),
+            Ok(s) => {
+                routes.broker_ok(g);
+                match s {
+                    Some(s) if s.code == Code::Ok as i32 => ok = ok.or(Some(s)),
+                    Some(s) => first = first.or(Some(s)),
+                    None => ok = ok.or_else(|| Some(status::ok())),
+                }
+            }
             Err(e) => {
+                routes.broker_failed(g, &e, "broker group did not answer");
                 first = first
                     .or_else(|| Some(fail(md, Code::InternalServerError, e.message().to_string())))
             }
         }
     }
-    first.unwrap_or_else(|| fail(md, Code::InternalServerError, "no broker group is alive"))
+    ok.or(first)
+        .unwrap_or_else(|| fail(md, Code::InternalServerError, "no broker group is alive"))
 }
 
 #[cfg(test)]

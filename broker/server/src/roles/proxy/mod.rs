@@ -416,9 +416,11 @@ impl Bound {
             remoting,
         } = self;
         let routes = Arc::new(
-            Routes::new(&cfg.nameservers, MAX_MESSAGE).map_err(|reason| ConfigError {
-                field: "nameservers",
-                reason,
+            Routes::new(&cfg.nameservers, MAX_MESSAGE, cfg.link.clone()).map_err(|reason| {
+                ConfigError {
+                    field: "nameservers",
+                    reason,
+                }
             })?,
         );
         let metrics = Arc::new(Metrics::new(Identity::new(NodeType::Proxy, None)));
@@ -455,7 +457,7 @@ impl Bound {
                 )
             })
             .collect();
-        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), remoting = remoting_addr.as_deref().unwrap_or("off"), nameservers = ?cfg.nameservers, groups = routes.view().groups.len(), "ferromq proxy ready");
+        info!(grpc = %listeners.grpc_addr(), http = %listeners.http_addr(), remoting = remoting_addr.as_deref().unwrap_or("off"), nameservers = ?cfg.nameservers, links = %cfg.link, groups = routes.view().groups.len(), "ferromq proxy ready");
         let services = Services {
             tcp,
             grpc: Services::grpc_builder(&cfg.limits)

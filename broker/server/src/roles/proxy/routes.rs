@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferromq_controller::Link;
 use ferromq_proto::admin::admin_client::AdminClient;
 use ferromq_proto::cluster::{self, nameserver_client::NameserverClient, GroupState};
 use ferromq_proto::v2::messaging_service_client::MessagingServiceClient;
 use parking_lot::{Mutex, RwLock};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 /// The admin client of one broker group.
@@ -131,6 +132,16 @@ fn merge(reports: Vec<cluster::GetClusterResponse>) -> ClusterView {
 /// The route cache and the connections to broker groups.
 pub struct Routes {
     nameservers: Vec<(String, NameserverClient<Channel>)>,
+    /// The last failure of each name server that is failing: a failure is logged when it
+    /// starts or its cause changes, not at every refresh.
+    unanswered: Mutex<HashMap<String, String>>,
+    /// How name servers, the controller and brokers are dialled.
+    link: Link,
+    /// Broker endpoints the proxy cannot connect to, with the cause: logged when the failure
+    /// starts or its cause changes, not for every request that meets it.
+    unreachable_brokers: Mutex<HashMap<String, String>>,
+    /// Whether `unreachable_brokers` holds anything: successful calls skip its lock.
+    any_unreachable: std::sync::atomic::AtomicBool,
     view: RwLock<Arc<ClusterView>>,
     channels: Mutex<HashMap<String, Vec<Channel>>>,
     max_message: usize,
@@ -147,8 +158,8 @@ pub const CONNECTION_WINDOW: u32 = 16 << 20;
 /// so several spread the framing work over the cores.
 const CONNECTIONS_PER_GROUP: usize = 4;
 
-fn lazy_channel(addr: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
+fn lazy_channel(link: &Link, addr: &str) -> Result<Channel, String> {
+    link.endpoint(addr)
         .map(|e| {
             e.connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)
@@ -161,19 +172,75 @@ fn lazy_channel(addr: &str) -> Result<Channel, String> {
 }
 
 impl Routes {
-    pub fn new(nameservers: &[String], max_message: usize) -> Result<Routes, String> {
+    pub fn new(nameservers: &[String], max_message: usize, link: Link) -> Result<Routes, String> {
         let mut ns = Vec::new();
         for a in nameservers {
-            ns.push((a.clone(), NameserverClient::new(lazy_channel(a)?)));
+            ns.push((a.clone(), NameserverClient::new(lazy_channel(&link, a)?)));
         }
         Ok(Routes {
             nameservers: ns,
+            unanswered: Mutex::new(HashMap::new()),
+            link,
+            unreachable_brokers: Mutex::new(HashMap::new()),
+            any_unreachable: std::sync::atomic::AtomicBool::new(false),
             view: RwLock::new(Arc::new(ClusterView::default())),
             channels: Mutex::new(HashMap::new()),
             max_message,
             next: AtomicUsize::new(0),
             next_connection: AtomicUsize::new(0),
         })
+    }
+
+    /// How internal links are dialled.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Logs a name server's failure when it starts or its cause changes, and its recovery.
+    fn note(&self, addr: &str, failure: Option<String>) {
+        let mut m = self.unanswered.lock();
+        match failure {
+            Some(cause) if m.get(addr) != Some(&cause) => {
+                warn!(nameserver = %addr, error = %cause, "name server did not answer; retrying");
+                m.insert(addr.to_string(), cause);
+            }
+            Some(_) => {}
+            None => {
+                if m.remove(addr).is_some() {
+                    info!(nameserver = %addr, "name server answers again");
+                }
+            }
+        }
+    }
+
+    /// Logs a failed call to group `g`: a connection failure (refused, TLS refused) once per
+    /// outage of its endpoint and cause, anything else every time, as `what`.
+    pub fn broker_failed(&self, g: &GroupRoute, e: &tonic::Status, what: &str) {
+        let cause = ferromq_controller::describe(e);
+        let connection =
+            e.code() == tonic::Code::Unavailable && std::error::Error::source(e).is_some();
+        if !connection {
+            warn!(group = %g.name, error = %cause, "{what}");
+            return;
+        }
+        let mut m = self.unreachable_brokers.lock();
+        if m.get(&g.endpoint) != Some(&cause) {
+            warn!(group = %g.name, endpoint = %g.endpoint, error = %cause, "cannot connect to broker group; retrying with the next request");
+            m.insert(g.endpoint.clone(), cause);
+            self.any_unreachable.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A call to group `g` succeeded: logs its endpoint's recovery, if it was failing.
+    pub fn broker_ok(&self, g: &GroupRoute) {
+        if !self.any_unreachable.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut m = self.unreachable_brokers.lock();
+        if m.remove(&g.endpoint).is_some() {
+            info!(group = %g.name, endpoint = %g.endpoint, "broker group reachable again");
+        }
+        self.any_unreachable.store(!m.is_empty(), Ordering::Relaxed);
     }
 
     /// The name servers' addresses (they also run the replication controller, if any).
@@ -201,12 +268,18 @@ impl Routes {
                 )
                 .await;
                 match r {
-                    Ok(Ok(r)) => Some(r.into_inner()),
+                    Ok(Ok(r)) => {
+                        self.note(addr, None);
+                        Some(r.into_inner())
+                    }
                     Ok(Err(e)) => {
-                        tracing::debug!(nameserver = %addr, error = %e.message(), "name server did not answer");
+                        self.note(addr, Some(ferromq_controller::describe(&e)));
                         None
                     }
-                    Err(_) => None,
+                    Err(_) => {
+                        self.note(addr, Some("no answer within 2s".into()));
+                        None
+                    }
                 }
             }
         });
@@ -295,7 +368,7 @@ impl Routes {
             return Ok(pool[pick % pool.len()].clone());
         }
         let pool = (0..CONNECTIONS_PER_GROUP)
-            .map(|_| lazy_channel(endpoint))
+            .map(|_| lazy_channel(&self.link, endpoint))
             .collect::<Result<Vec<_>, _>>()?;
         let c = pool[pick % pool.len()].clone();
         m.insert(endpoint.to_string(), pool);

@@ -13,7 +13,6 @@ use ferromq_proto::v2::{self, Code};
 use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
-use tracing::warn;
 
 use super::fanout::{fail, outgoing, unreachable_status};
 use super::handles::wrap_handle;
@@ -129,6 +128,7 @@ impl ProxyApi {
                     });
                 let failover = match answered {
                     Ok(mut a) => {
+                        self.routes.broker_ok(&g);
                         if is_drain_refusal(a.resp.status.as_ref()) {
                             answer = Some(Ok(a));
                             continue 'groups;
@@ -155,7 +155,8 @@ impl ProxyApi {
                                 return Err(s);
                             }
                         }
-                        warn!(group = %g.name, error = %e.message(), "send to broker group failed");
+                        self.routes
+                            .broker_failed(&g, &e, "send to broker group failed");
                         // Only a refused connection (or a member that does not lead) is
                         // certain not to have stored anything.
                         let unavailable = e.code() == tonic::Code::Unavailable;

@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
-use tracing::warn;
 
 use super::fanout::{broadcast, outgoing};
 use super::handles::wrap_handle;
@@ -76,12 +75,16 @@ impl ProxyApi {
             let out = out_tx.clone();
             let (asked, answered) = (asked.clone(), answered.clone());
             let name = g.name.clone();
+            let (routes, group) = (self.routes.clone(), g.clone());
             let r = outgoing(md, ReceiverStream::new(rx));
             tokio::spawn(async move {
                 let mut s = match c.telemetry(r).await {
-                    Ok(s) => s.into_inner(),
+                    Ok(s) => {
+                        routes.broker_ok(&group);
+                        s.into_inner()
+                    }
                     Err(e) => {
-                        warn!(group = %name, error = %e.message(), "cannot open Telemetry to broker group");
+                        routes.broker_failed(&group, &e, "cannot open Telemetry to broker group");
                         return;
                     }
                 };
