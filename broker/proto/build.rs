@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     tonic_prost_build::configure()
+        // Message bodies decode as `bytes::Bytes`: a slice of the request's buffer, not a copy,
+        // so a proxy forwarding a body and a broker handing it on clone a reference count.
+        .bytes(".apache.rocketmq.v2.Message.body")
         .build_server(true)
         .build_client(true)
         .compile_protos(&protos, &includes)?;

@@ -450,7 +450,7 @@ async fn send_code(at: &str, credentials: Option<Credentials>, topic: &str) -> R
                     born_host: "operator-test".into(),
                     ..Default::default()
                 }),
-                body: b"hello".to_vec(),
+                body: b"hello".to_vec().into(),
             }],
         })
         .await?

@@ -274,7 +274,11 @@ async fn produce(
         Rate::PerSecond(r) => Some(r),
     };
     let totals = Arc::new(Totals::new());
-    let body: Arc<Vec<u8>> = Arc::new((0..size).map(|i| b'a' + (i % 26) as u8).collect());
+    let body = bytes::Bytes::from(
+        (0..size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
     let start = Instant::now();
     let end = start + c.duration;
     let mut tasks = Vec::new();
@@ -320,7 +324,7 @@ async fn produce(
                             queue_id,
                             ..Default::default()
                         }),
-                        body: body.as_ref().clone(),
+                        body: body.clone(),
                     })
                     .collect();
                 seq += batch as u64;

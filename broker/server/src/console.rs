@@ -190,7 +190,7 @@ impl SendArgs {
                 priority: self.priority,
                 ..Default::default()
             }),
-            body,
+            body: body.into(),
         })
     }
 }

@@ -152,7 +152,7 @@ pub fn to_proto(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         system_properties: Some(system_properties),
-        body: m.body.clone(),
+        body: m.body.clone().into(),
     }
 }
 

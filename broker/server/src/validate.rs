@@ -393,7 +393,7 @@ mod tests {
                 message_type: v2::MessageType::Normal as i32,
                 ..Default::default()
             }),
-            body: b"hello".to_vec(),
+            body: bytes::Bytes::from_static(b"hello"),
         };
         f(&mut m);
         m
@@ -422,7 +422,7 @@ mod tests {
             Code::IllegalMessageId
         );
         assert_eq!(
-            code(&msg(|m| m.body = vec![0; 11])),
+            code(&msg(|m| m.body = vec![0; 11].into())),
             Code::MessageBodyTooLarge
         );
         assert_eq!(code(&msg(|m| m.body.clear())), Code::MessageBodyEmpty);
@@ -505,7 +505,7 @@ mod tests {
             let mut m = v2::Message {
                 topic: Some(r),
                 system_properties: Some(v2::SystemProperties { message_id: name, tag, ..Default::default() }),
-                body: b"x".to_vec(),
+                body: bytes::Bytes::from_static(b"x"),
                 ..Default::default()
             };
             let _ = message(&m, 64);

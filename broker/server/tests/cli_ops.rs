@@ -304,7 +304,7 @@ async fn dlq_resend_makes_a_dead_letter_deliverable_again_for_its_group_only() {
     )
     .await;
     assert_eq!(got.len(), 2);
-    let fine = got.iter().find(|m| m.body == b"fine").expect("J2");
+    let fine = got.iter().find(|m| m.body == b"fine"[..]).expect("J2");
     assert_eq!(ack(&mut c, "workers", "jobs", fine).await, Code::Ok);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     // The next receive finds J1 exhausted and dead-letters it.

@@ -133,7 +133,7 @@ async fn group_operations_reach_every_broker_group_through_a_proxy() {
     assert_eq!(resent[0]["topic"], "t", "{resent}");
     let again = receive_n(&mut c, receive_request("c", "t", 1, 30_000, 500, "*"), 1).await;
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].body, b"dead");
+    assert_eq!(again[0].body, &b"dead"[..]);
     assert_eq!(ack(&mut c, "c", "t", &again[0]).await, Code::Ok);
     let missing = ferromq(port, &["admin", "dlq", "resend", "c", "--id", "NOPE"]).await;
     assert!(!missing.status.success());

@@ -399,7 +399,7 @@ async fn sigterm_exits_zero_and_a_restart_delivers_only_unacked_messages() {
             .await;
         }
         let got = receive_n(&mut c, receive_request("g", "t", 4, 60_000, 3_000, "*"), 4).await;
-        let bodies: Vec<&[u8]> = got.iter().map(|m| m.body.as_slice()).collect();
+        let bodies: Vec<&[u8]> = got.iter().map(|m| m.body.as_ref()).collect();
         assert_eq!(bodies, [b"m0", b"m1", b"m2", b"m3"]);
         // Ack m0, m1 and m3; m2 stays unacked.
         for m in [&got[0], &got[1], &got[3]] {

@@ -172,7 +172,7 @@ async fn one_port_serves_tls_and_plaintext() {
     )
     .await;
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].body, b"secret");
+    assert_eq!(got[0].body, &b"secret"[..]);
 }
 
 #[tokio::test]

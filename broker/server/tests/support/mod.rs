@@ -370,7 +370,7 @@ pub fn message(topic: &str, id: &str, body: &[u8]) -> v2::Message {
             }),
             ..Default::default()
         }),
-        body: body.to_vec(),
+        body: bytes::Bytes::copy_from_slice(body),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! How a request finds its group (one module each):
 //! - [`route`]: QueryRoute / QueryAssignment, asked of every group holding the topic and merged.
-//! - [`send`]: SendMessage, to a writable group by FIFO hash or rotation.
+//! - [`send`]: SendMessage, to a writable group by FIFO hash or rotation, forwarded as the
+//!   client's own bytes ([`raw`], served by [`front`] in front of the generated server).
 //! - [`receive`]: ReceiveMessage, PullMessage and offsets, to the group named in the request's
 //!   message queue (receives first probe the other groups holding the topic).
 //! - [`settle`]: Ack, ChangeInvisibleDuration, dead-lettering, EndTransaction and RecallMessage,
@@ -19,7 +20,9 @@
 pub mod admin;
 pub mod credentials;
 pub mod fanout;
+pub mod front;
 pub mod handles;
+pub mod raw;
 pub mod receive;
 pub mod route;
 pub mod routes;
@@ -39,7 +42,7 @@ use axum::routing::get;
 use ferromq_proto::admin::admin_server::AdminServer;
 use ferromq_proto::v2;
 use ferromq_proto::v2::messaging_service_client::MessagingServiceClient;
-use ferromq_proto::v2::messaging_service_server::{MessagingService, MessagingServiceServer};
+use ferromq_proto::v2::messaging_service_server::MessagingService;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -121,7 +124,7 @@ impl MessagingService for ProxyApi {
         req: Request<v2::SendMessageRequest>,
     ) -> Result<Response<v2::SendMessageResponse>, Status> {
         rpc::unary(&self.metrics, "SendMessage", req, |md, r| async move {
-            Ok(self.send_message(&md, r).await)
+            self.send_message(&md, r).await
         })
         .await
     }
@@ -433,9 +436,7 @@ impl Bound {
                 .refresh_loop(cfg.route_refresh, shutdown.subscribe()),
         );
         let api = ProxyApi::new(routes.clone(), metrics.clone(), cfg.advertise_addr.clone());
-        let messaging = MessagingServiceServer::new(api)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let messaging = front::Front::new(api, MAX_MESSAGE);
         let admin = crate::hook::Hooked::new(
             credentials::Forwarding,
             AdminServer::new(admin::AdminProxy::new(routes.clone()))

@@ -381,6 +381,13 @@ impl Routes {
             .max_encoding_message_size(self.max_message))
     }
 
+    /// A client that forwards encoded requests to the group as they are ([`super::raw`]).
+    pub fn raw(&self, g: &GroupRoute) -> Result<super::raw::RawClient, String> {
+        Ok(tonic::client::Grpc::new(self.channel(&g.endpoint)?)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message))
+    }
+
     /// A client of the group's remoting tunnel (the proxy's remoting port forwards through it).
     pub fn tunnel(
         &self,

@@ -3,12 +3,20 @@
 //! otherwise. A group refusing because it is being drained (its report may lag the drain by a
 //! heartbeat) passes the send on to the next group; an unreachable one too, for non-FIFO sends
 //! only (FIFO sends fail instead of breaking order).
+//!
+//! The request is forwarded as the client's own bytes ([`super::raw`]): only its routing fields
+//! are read, and the broker's answer is passed back as it is unless a handle in it needs the
+//! group's prefix.
 
+use bytes::Bytes;
 use ferromq_proto::v2::{self, Code};
+use prost::Message;
 use tonic::metadata::MetadataMap;
+use tonic::Status;
 
-use super::fanout::{fail, outgoing, topic_of, unreachable_status};
+use super::fanout::{fail, outgoing, unreachable_status};
 use super::handles::wrap_handle;
+use super::raw::{self, PeekedSend, RawAnswer};
 use super::ProxyApi;
 use ferromq_engine::placement::key_hash;
 
@@ -41,22 +49,39 @@ fn is_not_leader(s: Option<&v2::Status>) -> bool {
     s.is_some_and(|s| s.code == Code::HaNotAvailable as i32)
 }
 
+/// A broker's answer to a forwarded send: decoded to read its status and rewrite its handles,
+/// and its bytes, passed on as they are when no handle needed rewriting.
+struct Answered {
+    resp: v2::SendMessageResponse,
+    raw: Bytes,
+    rewritten: bool,
+}
+
 impl ProxyApi {
+    /// SendMessage through the generated server (in-process callers): the same path as the
+    /// raw one the proxy serves ([`super::front`]).
     pub(super) async fn send_message(
         &self,
         md: &MetadataMap,
         r: v2::SendMessageRequest,
-    ) -> v2::SendMessageResponse {
-        let first = r.messages.first();
-        let topic = first
-            .map(|m| topic_of(m.topic.as_ref()))
-            .unwrap_or_default();
-        let key = first
-            .and_then(|m| m.system_properties.as_ref())
-            .and_then(|sp| sp.message_group.clone());
-        tracing::Span::current().record("topic", topic.as_str());
+    ) -> Result<v2::SendMessageResponse, Status> {
+        let peeked = PeekedSend::read(r.encode_to_vec().into())?;
+        let answer = self.send_raw(md, peeked).await?;
+        v2::SendMessageResponse::decode(answer.bytes).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// Forwards the client's bytes to a group chosen by the peeked topic and message group;
+    /// every attempt (another group, a group's new leader) sends the same buffer.
+    pub(super) async fn send_raw(
+        &self,
+        md: &MetadataMap,
+        r: PeekedSend,
+    ) -> Result<RawAnswer, Status> {
+        let topic = r.topic();
+        let key = r.message_group();
+        tracing::Span::current().record("topic", topic);
         let view = self.routes.view();
-        let candidates = view.writable_for(&topic);
+        let candidates = view.writable_for(topic);
         if candidates.is_empty() {
             let (code, msg) = if view.groups.is_empty() {
                 (
@@ -69,46 +94,67 @@ impl ProxyApi {
                     format!("topic {topic} has no writable broker group (all holding it are read-only or draining)"),
                 )
             };
-            return v2::SendMessageResponse {
+            return Ok(RawAnswer::encode(&v2::SendMessageResponse {
                 status: Some(fail(md, code, msg)),
                 entries: vec![],
-            };
+            }));
         }
-        let mut answer = None;
+        let mut answer: Option<Result<Answered, (String, Status)>> = None;
         let deadline = std::time::Instant::now() + FAILOVER_WAIT;
-        let order = send_order(candidates.len(), key.as_deref(), self.routes.next());
+        let order = send_order(candidates.len(), key, self.routes.next());
         'groups: for (pos, i) in order.iter().enumerate() {
             let last = pos + 1 == order.len();
             let mut g = candidates[*i].clone();
             tracing::Span::current().record("group", g.name.as_str());
             loop {
-                let mut c = match self.client(&g) {
+                let mut c = match self.routes.raw(&g) {
                     Ok(c) => c,
                     Err(e) => {
-                        answer = Some(Err((g.name.clone(), e)));
+                        answer = Some(Err((g.name.clone(), Status::internal(e))));
                         continue 'groups;
                     }
                 };
-                let failover = match c.send_message(outgoing(md, r.clone())).await {
-                    Ok(resp) => {
+                let answered = raw::send(&mut c, outgoing(md, r.raw.clone()))
+                    .await
+                    .and_then(|resp| {
+                        let raw = resp.into_inner();
+                        v2::SendMessageResponse::decode(raw.clone())
+                            .map(|resp| Answered {
+                                resp,
+                                raw,
+                                rewritten: false,
+                            })
+                            .map_err(|e| Status::internal(e.to_string()))
+                    });
+                let failover = match answered {
+                    Ok(mut a) => {
                         self.routes.broker_ok(&g);
-                        let mut resp = resp.into_inner();
-                        if is_drain_refusal(resp.status.as_ref()) {
-                            answer = Some(Ok(resp));
+                        if is_drain_refusal(a.resp.status.as_ref()) {
+                            answer = Some(Ok(a));
                             continue 'groups;
                         }
-                        let refused = is_not_leader(resp.status.as_ref());
-                        for e in &mut resp.entries {
-                            e.transaction_id = wrap_handle(&g.name, &e.transaction_id);
-                            e.recall_handle = wrap_handle(&g.name, &e.recall_handle);
+                        let refused = is_not_leader(a.resp.status.as_ref());
+                        for e in &mut a.resp.entries {
+                            if !e.transaction_id.is_empty() || !e.recall_handle.is_empty() {
+                                e.transaction_id = wrap_handle(&g.name, &e.transaction_id);
+                                e.recall_handle = wrap_handle(&g.name, &e.recall_handle);
+                                a.rewritten = true;
+                            }
                         }
-                        answer = Some(Ok(resp));
+                        answer = Some(Ok(a));
                         if !refused {
                             break 'groups;
                         }
                         true
                     }
                     Err(e) => {
+                        // The group could not decode what the client sent: the client gets the
+                        // status the proxy's own decoding gave before it forwarded raw bytes.
+                        if e.code() == tonic::Code::Internal {
+                            if let Some(s) = raw::undecodable(&r.raw) {
+                                return Err(s);
+                            }
+                        }
                         self.routes
                             .broker_failed(&g, &e, "send to broker group failed");
                         // Only a refused connection (or a member that does not lead) is
@@ -146,8 +192,14 @@ impl ProxyApi {
                 }
             }
         }
-        match answer {
-            Some(Ok(resp)) => resp,
+        let resp = match answer {
+            Some(Ok(a)) if !a.rewritten => {
+                return Ok(RawAnswer {
+                    code: crate::rpc::Answer::code(&a.resp),
+                    bytes: a.raw,
+                })
+            }
+            Some(Ok(a)) => a.resp,
             Some(Err((g, e))) => v2::SendMessageResponse {
                 status: Some(unreachable_status(md, &g, &e)),
                 entries: vec![],
@@ -156,7 +208,8 @@ impl ProxyApi {
                 status: Some(fail(md, Code::InternalServerError, "no broker group tried")),
                 entries: vec![],
             },
-        }
+        };
+        Ok(RawAnswer::encode(&resp))
     }
 }
 

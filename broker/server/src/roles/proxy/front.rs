@@ -1,0 +1,94 @@
+//! The proxy's RocketMQ service as tonic serves it: SendMessage, the hot path, is taken from the
+//! raw request bytes ([`super::raw`]); every other method goes to the generated server.
+//!
+//! [`Front`] sits where the generated `MessagingServiceServer` would, under the same service
+//! name, so the router, the serve loop and every connection setting stay the ones all roles
+//! share. A send still runs in the same [`crate::rpc::unary`] wrapper as every other call (span,
+//! metrics), and a request that does not decode gets tonic's own answer, as before.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferromq_proto::v2::messaging_service_server::MessagingServiceServer;
+use tonic::codegen::http;
+use tonic::codegen::{BoxFuture, Context, Poll, Service};
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+
+use super::raw::{PeekedSend, RawCodec, SEND_PATH};
+use super::ProxyApi;
+use crate::hook::Body;
+
+/// The proxy's messaging service: raw SendMessage in front of the generated server.
+#[derive(Clone)]
+pub struct Front {
+    api: Arc<ProxyApi>,
+    generated: MessagingServiceServer<ProxyApi>,
+    max_message: usize,
+}
+
+impl Front {
+    pub fn new(api: ProxyApi, max_message: usize) -> Front {
+        let generated = MessagingServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        Front {
+            api: Arc::new(api),
+            generated,
+            max_message,
+        }
+    }
+}
+
+impl NamedService for Front {
+    const NAME: &'static str = <MessagingServiceServer<ProxyApi> as NamedService>::NAME;
+}
+
+impl Service<http::Request<Body>> for Front {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<http::Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The generated server is always ready, and so is the send path.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() != SEND_PATH {
+            return self.generated.call(req);
+        }
+        let send = RawSend(self.api.clone());
+        let max = self.max_message;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_max_message_size_config(Some(max), Some(max));
+            Ok(grpc.unary(send, req).await)
+        })
+    }
+}
+
+/// SendMessage on raw bytes.
+struct RawSend(Arc<ProxyApi>);
+
+impl tonic::server::UnaryService<Bytes> for RawSend {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move {
+            let (md, ext, raw) = req.into_parts();
+            // Before the wrapper, like the generated server's decoding: no span, no metrics.
+            let peeked = PeekedSend::read(raw)?;
+            let req = Request::from_parts(md, ext, peeked);
+            let metrics = api.metrics.clone();
+            let answer = crate::rpc::unary(&metrics, "SendMessage", req, |md, r| async move {
+                api.send_raw(&md, r).await
+            })
+            .await?;
+            Ok(answer.map(|a| a.bytes))
+        })
+    }
+}

@@ -1,0 +1,401 @@
+//! A proxy forwards SendMessage as the client's own bytes. Broker groups here are stand-ins that
+//! heartbeat to a real name server and record the raw requests they get, so the tests can see
+//! what crossed the proxy: fields the proxy does not know arrive byte-identical, a send passed
+//! on by a draining group reaches the next group with the same bytes, the caller's identity and
+//! signature headers go along, and handles in the answer get their group's prefix. Malformed
+//! requests get, through the proxy, the status a broker gives them directly.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferromq::roles::proxy::raw::{self, RawCodec};
+use ferromq_proto::cluster::{self, nameserver_client::NameserverClient};
+use ferromq_proto::v2::{self, Code};
+use parking_lot::Mutex;
+use prost::Message;
+use support::inproc::*;
+use tonic::codegen::http;
+use tonic::codegen::{BoxFuture, Context, Poll, Service};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+/// What a stand-in group got: each request's bytes and its headers.
+#[derive(Default)]
+struct Received {
+    sends: Vec<(Bytes, tonic::metadata::MetadataMap)>,
+}
+
+/// How a stand-in group answers every send.
+#[derive(Clone)]
+enum Reply {
+    Answer(v2::SendMessageResponse),
+    Error(Status),
+}
+
+#[derive(Clone)]
+struct StandIn {
+    received: Arc<Mutex<Received>>,
+    reply: Reply,
+}
+
+impl tonic::server::NamedService for StandIn {
+    const NAME: &'static str = "apache.rocketmq.v2.MessagingService";
+}
+
+impl Service<http::Request<tonic::body::Body>> for StandIn {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            assert_eq!(
+                req.uri().path(),
+                raw::SEND_PATH,
+                "only sends reach a stand-in"
+            );
+            let mut grpc = tonic::server::Grpc::new(RawCodec);
+            Ok(grpc.unary(me, req).await)
+        })
+    }
+}
+
+impl tonic::server::UnaryService<Bytes> for StandIn {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            let (md, _, bytes) = req.into_parts();
+            me.received.lock().sends.push((bytes, md));
+            match me.reply {
+                Reply::Answer(a) => Ok(Response::new(a.encode_to_vec().into())),
+                Reply::Error(s) => Err(s),
+            }
+        })
+    }
+}
+
+/// Serves a stand-in for group `group` and keeps it registered with the name server holding
+/// topic `t`; answers what it records.
+async fn stand_in(group: &str, ns: &str, reply: Reply) -> Arc<Mutex<Received>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = listener.local_addr().expect("addr").to_string();
+    let received = Arc::new(Mutex::new(Received::default()));
+    let svc = StandIn {
+        received: received.clone(),
+        reply,
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut nsc = NameserverClient::connect(format!("http://{ns}"))
+        .await
+        .expect("name server");
+    let info = cluster::BrokerInfo {
+        group: group.into(),
+        endpoint,
+        state: cluster::GroupState::ReadWrite as i32,
+        topics: vec![cluster::TopicRoute {
+            name: "t".into(),
+            queues: 4,
+            message_type: v2::MessageType::Normal as i32,
+            permission: 3,
+        }],
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        loop {
+            let mut b = info.clone();
+            b.reported_at_ms = support::now_ms();
+            let _ = nsc
+                .heartbeat(cluster::HeartbeatRequest { broker: Some(b) })
+                .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    received
+}
+
+fn ok_answer(recall_handle: &str) -> v2::SendMessageResponse {
+    v2::SendMessageResponse {
+        status: Some(v2::Status {
+            code: Code::Ok as i32,
+            message: "OK".into(),
+        }),
+        entries: vec![v2::SendResultEntry {
+            status: Some(v2::Status {
+                code: Code::Ok as i32,
+                message: "OK".into(),
+            }),
+            message_id: "M1".into(),
+            recall_handle: recall_handle.into(),
+            offset: 7,
+            ..Default::default()
+        }],
+    }
+}
+
+/// A send of one message to `t` with user properties, and fields no version of the protocol
+/// defines: one inside the message, one at the top of the request.
+fn send_bytes(id: &str) -> Bytes {
+    let mut m = support::message("t", id, b"a body the proxy never reads");
+    m.user_properties.insert("color".into(), "blue".into());
+    let mut msg = m.encode_to_vec();
+    // Field 100, length-delimited, "future".
+    msg.extend_from_slice(&[0xa2, 0x06, 6]);
+    msg.extend_from_slice(b"future");
+    let mut req = vec![0x0a];
+    prost::encoding::encode_varint(msg.len() as u64, &mut req);
+    req.extend_from_slice(&msg);
+    // Field 55, varint 12345.
+    req.extend_from_slice(&[0xb8, 0x03]);
+    prost::encoding::encode_varint(12345, &mut req);
+    let req = Bytes::from(req);
+    let decoded = v2::SendMessageRequest::decode(req.clone()).expect("a valid request");
+    assert_ne!(
+        Bytes::from(decoded.encode_to_vec()),
+        req,
+        "a decode and re-encode would drop the unknown fields"
+    );
+    req
+}
+
+/// Sends raw bytes to `port` as a signed client would (identity and authorization headers).
+async fn send_raw(port: u16, body: Bytes) -> Result<Bytes, Status> {
+    let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut c = tonic::client::Grpc::new(ch);
+    let mut req = Request::new(body);
+    let md = req.metadata_mut();
+    md.insert("x-mq-client-id", MetadataValue::from_static("raw-client"));
+    md.insert("x-mq-language", MetadataValue::from_static("JAVA"));
+    md.insert(
+        "x-mq-date-time",
+        MetadataValue::from_static("20261202T230000Z"),
+    );
+    md.insert(
+        "authorization",
+        MetadataValue::from_static(
+            "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time, Signature=00",
+        ),
+    );
+    raw::send(&mut c, req).await.map(Response::into_inner)
+}
+
+/// Waits until the proxy routes sends of `t` to `groups` groups (the name server saw them and
+/// the proxy refreshed).
+async fn until_routed(port: u16, groups: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut admin = ferromq_proto::admin::admin_client::AdminClient::connect(format!(
+        "http://127.0.0.1:{port}"
+    ))
+    .await
+    .expect("admin connects");
+    loop {
+        let n = admin
+            .list_cluster(ferromq_proto::admin::ListClusterRequest {})
+            .await
+            .map(|r| r.into_inner().groups.len())
+            .unwrap_or(0);
+        if n == groups {
+            // The send path reads the same view after the proxy's next refresh.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{groups} groups reported, saw {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_arrives_at_the_broker_byte_identical_with_its_headers() {
+    let (nameserver, ns) = nameserver().await;
+    let got = stand_in("g1", &ns, Reply::Answer(ok_answer(""))).await;
+    let (proxy, port) = proxy(&ns).await;
+    until_routed(port, 1).await;
+
+    let sent = send_bytes("ID-1");
+    let answer = send_raw(port, sent.clone())
+        .await
+        .expect("the send is answered");
+    assert_eq!(
+        answer,
+        Bytes::from(ok_answer("").encode_to_vec()),
+        "an answer without handles comes back as the broker sent it"
+    );
+    let (bytes, md) = got.lock().sends.pop().expect("the group got the send");
+    assert_eq!(bytes, sent, "byte-identical, unknown fields included");
+    for (k, v) in [
+        ("x-mq-client-id", "raw-client"),
+        ("x-mq-date-time", "20261202T230000Z"),
+    ] {
+        assert_eq!(md.get(k).and_then(|v| v.to_str().ok()), Some(v), "{k}");
+    }
+    assert!(
+        md.get("authorization").is_some(),
+        "the signature goes along"
+    );
+    proxy.stop().await;
+    nameserver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_groups_refusal_passes_the_same_bytes_to_the_next_group() {
+    let (nameserver, ns) = nameserver().await;
+    let refusal = v2::SendMessageResponse {
+        status: Some(v2::Status {
+            code: Code::Forbidden as i32,
+            message: format!("group a is {}", ferromq_engine::DRAINING),
+        }),
+        entries: vec![],
+    };
+    let a = stand_in("a", &ns, Reply::Answer(refusal)).await;
+    let b = stand_in("b", &ns, Reply::Answer(ok_answer("R9"))).await;
+    let (proxy, port) = proxy(&ns).await;
+    until_routed(port, 2).await;
+
+    // Sends rotate over the groups: within a few, one is tried at `a` first.
+    let sent = send_bytes("ID-2");
+    let mut sends = 0;
+    while sends < 10 && (sends < 2 || a.lock().sends.is_empty()) {
+        sends += 1;
+        let answer = send_raw(port, sent.clone()).await.expect("answered");
+        let answer = v2::SendMessageResponse::decode(answer).expect("decodes");
+        assert_eq!(answer.status.map(|s| s.code), Some(Code::Ok as i32));
+        assert_eq!(
+            answer.entries[0].recall_handle, "fm:b:R9",
+            "the handle names the group that stored the message"
+        );
+    }
+    let at_a = a.lock().sends.len();
+    let at_b = b.lock().sends.len();
+    assert!(at_a >= 1, "some send was tried at the draining group first");
+    assert_eq!(at_b, sends, "every send was stored by b");
+    for (bytes, _) in a.lock().sends.iter().chain(b.lock().sends.iter()) {
+        assert_eq!(bytes, &sent, "every attempt carries the client's bytes");
+    }
+    proxy.stop().await;
+    nameserver.stop().await;
+}
+
+/// A request whose user property value is not UTF-8: the proxy does not read that field.
+fn bad_property() -> Bytes {
+    let mut m = support::message("t", "ID-3", b"x");
+    m.user_properties.insert("k".into(), "\u{7f}".into());
+    let mut msg = m.encode_to_vec();
+    let at = msg
+        .iter()
+        .position(|b| *b == 0x7f)
+        .expect("the value is in the encoding");
+    msg[at] = 0xff;
+    let mut req = vec![0x0a];
+    prost::encoding::encode_varint(msg.len() as u64, &mut req);
+    req.extend_from_slice(&msg);
+    Bytes::from(req)
+}
+
+/// A request whose first topic name is not UTF-8: the proxy reads that field.
+fn bad_topic() -> Bytes {
+    Bytes::from_static(&[0x0a, 0x05, 0x0a, 0x03, 0x12, 0x01, 0xff])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_sends_get_the_status_a_broker_gives_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (nameserver, ns) = nameserver().await;
+    let g1 = broker("g1", &ns, &tmp.path().join("g1")).await;
+    let (proxy, port) = proxy(&ns).await;
+    until_routed(port, 1).await;
+    let mut nsc = NameserverClient::connect(format!("http://{ns}"))
+        .await
+        .expect("name server");
+    let endpoint = nsc
+        .get_cluster(cluster::GetClusterRequest {})
+        .await
+        .expect("cluster")
+        .into_inner()
+        .brokers[0]
+        .endpoint
+        .clone();
+    let broker_port: u16 = endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+
+    for (case, bytes) in [("topic", bad_topic()), ("user property", bad_property())] {
+        let direct = send_raw(broker_port, bytes.clone())
+            .await
+            .expect_err("the broker refuses it");
+        let through = send_raw(port, bytes)
+            .await
+            .expect_err("the proxy refuses it");
+        assert_eq!(direct.code(), tonic::Code::Internal, "{case}");
+        assert_eq!(
+            (through.code(), through.message()),
+            (direct.code(), direct.message()),
+            "{case}"
+        );
+    }
+    proxy.stop().await;
+    g1.stop().await;
+    nameserver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_proxy_cannot_read_is_not_forwarded() {
+    let (nameserver, ns) = nameserver().await;
+    let got = stand_in(
+        "g1",
+        &ns,
+        Reply::Error(Status::internal("the stand-in decodes nothing")),
+    )
+    .await;
+    let (proxy, port) = proxy(&ns).await;
+    until_routed(port, 1).await;
+
+    let e = send_raw(port, bad_topic()).await.expect_err("refused");
+    let want = v2::SendMessageRequest::decode(bad_topic())
+        .expect_err("malformed")
+        .to_string();
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::Internal, want.as_str())
+    );
+    assert!(got.lock().sends.is_empty(), "nothing was forwarded");
+
+    // One the proxy forwards (it does not read user properties): the group's decoding error
+    // becomes the request's own decoding status, not "the group did not answer".
+    let e = send_raw(port, bad_property()).await.expect_err("refused");
+    let want = v2::SendMessageRequest::decode(bad_property())
+        .expect_err("malformed")
+        .to_string();
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::Internal, want.as_str())
+    );
+    assert_eq!(got.lock().sends.len(), 1);
+    proxy.stop().await;
+    nameserver.stop().await;
+}
