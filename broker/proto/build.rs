@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let includes = [std::path::PathBuf::from("proto"), wkt_include];
-    let protos: [std::path::PathBuf; 7] = [
+    let protos: [std::path::PathBuf; 8] = [
         "proto/apache/rocketmq/v2/definition.proto".into(),
         "proto/apache/rocketmq/v2/service.proto".into(),
         "proto/ferromq/admin/v1/admin.proto".into(),
@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ferromq/remoting/v1/tunnel.proto".into(),
         "proto/ferromq/replication/v1/replication.proto".into(),
         "proto/ferromq/controller/v1/controller.proto".into(),
+        "proto/ferromq/forward/v1/forward.proto".into(),
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={}", p.display());
@@ -26,6 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Message bodies decode as `bytes::Bytes`: a slice of the request's buffer, not a copy,
         // so a proxy forwarding a body and a broker handing it on clone a reference count.
         .bytes(".apache.rocketmq.v2.Message.body")
+        // Forwarded sends and their answers are passed on as they are: no copy out of the buffer.
+        .bytes(".ferromq.forward.v1.ForwardedSend.request")
+        .bytes(".ferromq.forward.v1.ForwardedAnswer.response")
         .build_server(true)
         .build_client(true)
         .compile_protos(&protos, &includes)?;

@@ -10,6 +10,8 @@
 //! - [`replication`]: log shipping inside a replicated broker group (`ferromq.replication.v1`).
 //! - [`controller`]: the replication controller (`ferromq.controller.v1`): Raft between
 //!   controller peers, and the Controller service broker group members and admins call.
+//! - [`forward`]: many clients' sends a proxy hands a broker group in one call
+//!   (`ferromq.forward.v1`).
 //!
 //! This crate holds types only: no behaviour, no I/O.
 
@@ -55,12 +57,19 @@ pub mod ferromq {
             tonic::include_proto!("ferromq.controller.v1");
         }
     }
+    pub mod forward {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("ferromq.forward.v1");
+        }
+    }
 }
 
 pub use apache::rocketmq::v2;
 pub use ferromq::admin::v1 as admin;
 pub use ferromq::cluster::v1 as cluster;
 pub use ferromq::controller::v1 as controller;
+pub use ferromq::forward::v1 as forward;
 pub use ferromq::remoting::v1 as tunnel;
 pub use ferromq::replication::v1 as replication;
 

@@ -31,6 +31,7 @@ pub mod console;
 pub mod convert;
 pub mod credentials;
 pub mod dial;
+pub mod forward;
 pub mod hook;
 pub mod http;
 pub mod metrics;

@@ -1,9 +1,12 @@
-//! A proxy forwards SendMessage as the client's own bytes. Broker groups here are stand-ins that
-//! heartbeat to a real name server and record the raw requests they get, so the tests can see
+//! A proxy forwards SendMessage as the client's own bytes, gathered in batches
+//! (`ferromq.forward.v1`) when the group serves them. Broker groups here are stand-ins that
+//! heartbeat to a real name server and record the raw requests they get (behind the real
+//! forwarding service, or without it, as a broker that predates batches), so the tests can see
 //! what crossed the proxy: fields the proxy does not know arrive byte-identical, a send passed
 //! on by a draining group reaches the next group with the same bytes, the caller's identity and
 //! signature headers go along, and handles in the answer get their group's prefix. Malformed
-//! requests get, through the proxy, the status a broker gives them directly.
+//! requests get, through the proxy, the status a broker gives them directly; concurrent sends
+//! to a real broker travel in batches and each gets its own answer.
 
 mod support;
 
@@ -87,8 +90,14 @@ impl tonic::server::UnaryService<Bytes> for StandIn {
 }
 
 /// Serves a stand-in for group `group` and keeps it registered with the name server holding
-/// topic `t`; answers what it records.
+/// topic `t`; answers what it records. It takes batches, as brokers of this version do.
 async fn stand_in(group: &str, ns: &str, reply: Reply) -> Arc<Mutex<Received>> {
+    stand_in_with(group, ns, reply, true).await
+}
+
+/// A stand-in as [`stand_in`] makes; without `batches` it serves only SendMessage, like a
+/// broker that predates `ferromq.forward.v1`.
+async fn stand_in_with(group: &str, ns: &str, reply: Reply, batches: bool) -> Arc<Mutex<Received>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -98,8 +107,10 @@ async fn stand_in(group: &str, ns: &str, reply: Reply) -> Arc<Mutex<Received>> {
         received: received.clone(),
         reply,
     };
+    let forward = batches.then(|| ferromq::forward::server(svc.clone(), 16 << 20));
     tokio::spawn(
         tonic::transport::Server::builder()
+            .add_optional_service(forward)
             .add_service(svc)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -230,8 +241,17 @@ async fn until_routed(port: u16, groups: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_arrives_at_the_broker_byte_identical_with_its_headers() {
+    arrives_byte_identical(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_batches_gets_each_send_alone_and_unchanged() {
+    arrives_byte_identical(false).await;
+}
+
+async fn arrives_byte_identical(batches: bool) {
     let (nameserver, ns) = nameserver().await;
-    let got = stand_in("g1", &ns, Reply::Answer(ok_answer(""))).await;
+    let got = stand_in_with("g1", &ns, Reply::Answer(ok_answer("")), batches).await;
     let (proxy, port) = proxy(&ns).await;
     until_routed(port, 1).await;
 
@@ -398,4 +418,130 @@ async fn a_request_the_proxy_cannot_read_is_not_forwarded() {
     assert_eq!(got.lock().sends.len(), 1);
     proxy.stop().await;
     nameserver.stop().await;
+}
+
+/// A send of one message with id `id` to `topic`.
+fn send_of(topic: &str, id: &str) -> Bytes {
+    v2::SendMessageRequest {
+        messages: vec![support::message(topic, id, b"batched")],
+    }
+    .encode_to_vec()
+    .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_travel_in_batches_and_each_gets_its_own_answer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (nameserver, ns) = nameserver().await;
+    let g1 = broker("g1", &ns, &tmp.path().join("g1")).await;
+    let (proxy, port, _, http) = proxy_with_ports(&ns, false).await;
+    until_routed(port, 1).await;
+    let mut admin = ferromq_proto::admin::admin_client::AdminClient::connect(format!(
+        "http://127.0.0.1:{port}"
+    ))
+    .await
+    .expect("admin connects");
+    admin
+        .create_topic(ferromq_proto::admin::CreateTopicRequest {
+            topic: Some(ferromq_proto::admin::Topic {
+                name: "t".into(),
+                queues: 4,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("topic created");
+    until_routed(port, 1).await;
+
+    // Every third send names a topic no name allows: refused by the broker, alone, while the
+    // sends around it in the same batch are stored.
+    const SENDS: usize = 300;
+    let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..SENDS {
+        let ch = ch.clone();
+        tasks.spawn(async move {
+            let bad = i % 3 == 0;
+            let topic = if bad { "no such topic!" } else { "t" };
+            let id = format!("ID-{i}");
+            let mut c = tonic::client::Grpc::new(ch);
+            let mut req = Request::new(send_of(topic, &id));
+            req.metadata_mut()
+                .insert("x-mq-client-id", MetadataValue::from_static("batch-client"));
+            let answer = raw::send(&mut c, req).await.expect("answered").into_inner();
+            (
+                bad,
+                id,
+                v2::SendMessageResponse::decode(answer).expect("decodes"),
+            )
+        });
+    }
+    let (mut stored, mut refused) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (bad, id, answer) = done.expect("task");
+        let code = answer.status.as_ref().map(|s| s.code);
+        if bad {
+            assert_ne!(code, Some(Code::Ok as i32), "{id}: refused");
+            refused += 1;
+        } else {
+            assert_eq!(code, Some(Code::Ok as i32), "{id}: {answer:?}");
+            assert_eq!(answer.entries.len(), 1);
+            assert_eq!(
+                answer.entries[0].message_id, id,
+                "each send gets its own answer"
+            );
+            stored += 1;
+        }
+    }
+    assert_eq!((stored, refused), (200, 100));
+
+    // The proxy counted what it forwarded in batches: every send, in fewer calls.
+    let metrics = reqwest_metrics(http).await;
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (batches, sends) = (
+        value("ferromq_proxy_forwarded_batches_total"),
+        value("ferromq_proxy_forwarded_sends_total"),
+    );
+    eprintln!("{sends} sends forwarded in {batches} batches");
+    assert!(sends >= SENDS as u64, "{sends} sends forwarded");
+    assert!(
+        batches < sends,
+        "{batches} batches for {sends} sends: none held two"
+    );
+
+    // The broker holds exactly the stored ones.
+    let topic = admin
+        .describe_topic(ferromq_proto::admin::DescribeTopicRequest { name: "t".into() })
+        .await
+        .expect("described")
+        .into_inner();
+    assert_eq!(topic.total_messages, 200);
+    proxy.stop().await;
+    g1.stop().await;
+    nameserver.stop().await;
+}
+
+/// The proxy's `/metrics` page.
+async fn reqwest_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("answer");
+    out
 }

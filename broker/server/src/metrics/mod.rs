@@ -151,6 +151,8 @@ pub struct Metrics {
     rpc_seconds: LabelledFamily<Labels, Histogram, fn() -> Histogram>,
     rpc_errors: LabelledFamily<Labels, Counter>,
     auth_refusals: LabelledFamily<Labels, Counter>,
+    forwarded_batches: Counter,
+    forwarded_sends: Counter,
 }
 
 impl Default for Metrics {
@@ -176,6 +178,8 @@ impl Metrics {
             rpc_seconds: LabelledFamily::new_with_constructor(seconds_histogram),
             rpc_errors: Default::default(),
             auth_refusals: Default::default(),
+            forwarded_batches: Default::default(),
+            forwarded_sends: Default::default(),
             registry: Registry::default(),
         };
         {
@@ -246,7 +250,23 @@ impl Metrics {
             "Calls refused by authentication or authorization, by reason",
             m.auth_refusals.clone(),
         );
+        registry.register(
+            "ferromq_proxy_forwarded_batches",
+            "Batches of sends a proxy forwarded to broker groups (one call each)",
+            m.forwarded_batches.clone(),
+        );
+        registry.register(
+            "ferromq_proxy_forwarded_sends",
+            "Sends a proxy forwarded in batches (divide by the batches for their mean size)",
+            m.forwarded_sends.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// A batch of `sends` forwarded by a proxy in one call.
+    pub fn forwarded(&self, sends: usize) {
+        self.forwarded_batches.inc();
+        self.forwarded_sends.inc_by(sends as u64);
     }
 
     /// Who these metrics describe.

@@ -262,16 +262,20 @@ impl Bound {
             .max_encoding_message_size(MAX_MESSAGE);
         let stopping = m.clone();
         let mut grpc = Services::grpc_builder(&m.cfg.limits);
+        let max_msg = m.cfg.max_body_size.saturating_mul(2).max(16 << 20);
         // With auth every service checks its callers, a follower's closed ones too (it tells
         // who leads only to an authenticated caller); replication admits super users only.
         let grpc = match &m.auth {
             Some((gate, _)) => {
                 let with = || Authenticate(gate.clone());
-                grpc.add_service(Authenticated::new(with(), m.messaging.clone()))
+                let messaging = Authenticated::new(with(), m.messaging.clone());
+                grpc.add_service(crate::forward::server(messaging.clone(), max_msg))
+                    .add_service(messaging)
                     .add_service(Authenticated::new(with(), m.admin.clone()))
                     .add_service(Authenticated::new(with(), replication))
             }
             None => grpc
+                .add_service(crate::forward::server(m.messaging.clone(), max_msg))
                 .add_service(m.messaging.clone())
                 .add_service(m.admin.clone())
                 .add_service(replication),

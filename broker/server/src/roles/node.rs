@@ -172,14 +172,21 @@ impl Bound {
             .collect();
         // The tunnel proxies use for remoting clients: with auth on, opening it needs no
         // signature, and every remoting request it carries is checked as on the TCP port.
+        // Sends a proxy forwards in batches are served by the messaging service as it is
+        // served here, auth hook included (`crate::forward`).
         let grpc = match &gate {
-            Some(g) => Services::grpc_builder(&cfg.limits)
-                .add_service(Authenticated::new(Authenticate(g.clone()), messaging))
-                .add_service(Authenticated::new(Authenticate(g.clone()), admin))
-                .add_service(Authenticated::new(Authenticate(g.clone()), tunnel)),
+            Some(g) => {
+                let messaging = Authenticated::new(Authenticate(g.clone()), messaging);
+                Services::grpc_builder(&cfg.limits)
+                    .add_service(crate::forward::server(messaging.clone(), max_msg))
+                    .add_service(messaging)
+                    .add_service(Authenticated::new(Authenticate(g.clone()), admin))
+                    .add_service(Authenticated::new(Authenticate(g.clone()), tunnel))
+            }
             None => {
                 info!("auth is off: anyone who reaches the gRPC port may send, consume and administer (start with --auth to require credentials)");
                 Services::grpc_builder(&cfg.limits)
+                    .add_service(crate::forward::server(messaging.clone(), max_msg))
                     .add_service(messaging)
                     .add_service(admin)
                     .add_service(tunnel)

@@ -104,6 +104,12 @@ pub async fn proxy(ns: &str) -> (Running, u16) {
 /// A proxy as [`proxy`] makes, with a remoting port on loopback when `remoting` is set: the
 /// gRPC port and the remoting port (0 when off).
 pub async fn proxy_with_remoting(ns: &str, remoting: bool) -> (Running, u16, u16) {
+    let (running, port, remoting_port, _) = proxy_with_ports(ns, remoting).await;
+    (running, port, remoting_port)
+}
+
+/// A proxy as [`proxy_with_remoting`] makes; also answers its HTTP port (`/metrics`).
+pub async fn proxy_with_ports(ns: &str, remoting: bool) -> (Running, u16, u16, u16) {
     let proxy = ferromq::roles::proxy::bind(ProxyConfig {
         remoting: remoting.then(|| ferromq::config::node::RemotingListen {
             addr: loopback(),
@@ -122,12 +128,13 @@ pub async fn proxy_with_remoting(ns: &str, remoting: bool) -> (Running, u16, u16
     .expect("proxy binds");
     let port = proxy.grpc_addr().port();
     let remoting_port = proxy.remoting_addr().map_or(0, |a| a.port());
+    let http_port = proxy.http_addr().port();
     let (stop, stopped) = stop_switch();
     let running = Running {
         stop,
         task: tokio::spawn(proxy.run(stopped)),
     };
-    (running, port, remoting_port)
+    (running, port, remoting_port, http_port)
 }
 
 /// A name server that is also one peer of the replication controller (`peers` holds every

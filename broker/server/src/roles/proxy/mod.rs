@@ -18,6 +18,7 @@
 //! the route cache: killing one loses nothing.
 
 pub mod admin;
+pub mod batch;
 pub mod credentials;
 pub mod fanout;
 pub mod front;
@@ -399,6 +400,11 @@ pub async fn bind(mut cfg: ProxyConfig) -> anyhow::Result<Bound> {
 impl Bound {
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listeners.grpc_addr()
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listeners.http_addr()
     }
 
     /// The remoting listener's address, when remoting is on.

@@ -144,6 +144,8 @@ pub struct Routes {
     any_unreachable: std::sync::atomic::AtomicBool,
     view: RwLock<Arc<ClusterView>>,
     channels: Mutex<HashMap<String, Vec<Channel>>>,
+    /// The send gatherer of each endpoint, over its pooled connections.
+    batchers: Mutex<HashMap<String, Arc<super::batch::Batcher>>>,
     max_message: usize,
     next: AtomicUsize,
     /// Separate from `next`: sharing one counter made every second pick land on the same group.
@@ -185,6 +187,7 @@ impl Routes {
             any_unreachable: std::sync::atomic::AtomicBool::new(false),
             view: RwLock::new(Arc::new(ClusterView::default())),
             channels: Mutex::new(HashMap::new()),
+            batchers: Mutex::new(HashMap::new()),
             max_message,
             next: AtomicUsize::new(0),
             next_connection: AtomicUsize::new(0),
@@ -363,16 +366,42 @@ impl Routes {
 
     fn channel(&self, endpoint: &str) -> Result<Channel, String> {
         let pick = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let pool = self.pool(endpoint)?;
+        Ok(pool[pick % pool.len()].clone())
+    }
+
+    /// The pooled connections to an endpoint (made on first use, connected lazily).
+    fn pool(&self, endpoint: &str) -> Result<Vec<Channel>, String> {
         let mut m = self.channels.lock();
         if let Some(pool) = m.get(endpoint) {
-            return Ok(pool[pick % pool.len()].clone());
+            return Ok(pool.clone());
         }
         let pool = (0..CONNECTIONS_PER_GROUP)
             .map(|_| lazy_channel(&self.link, endpoint))
             .collect::<Result<Vec<_>, _>>()?;
-        let c = pool[pick % pool.len()].clone();
-        m.insert(endpoint.to_string(), pool);
-        Ok(c)
+        m.insert(endpoint.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    /// The send gatherer of a group's endpoint ([`super::batch`]).
+    pub fn batcher(
+        &self,
+        g: &GroupRoute,
+        metrics: &Arc<crate::metrics::Metrics>,
+    ) -> Result<Arc<super::batch::Batcher>, String> {
+        if let Some(b) = self.batchers.lock().get(&g.endpoint) {
+            return Ok(b.clone());
+        }
+        let pool = self.pool(&g.endpoint)?;
+        let mut m = self.batchers.lock();
+        let b = m.entry(g.endpoint.clone()).or_insert_with(|| {
+            Arc::new(super::batch::Batcher::start(
+                &g.endpoint,
+                pool,
+                metrics.clone(),
+            ))
+        });
+        Ok(b.clone())
     }
 
     pub fn messaging(&self, g: &GroupRoute) -> Result<MessagingServiceClient<Channel>, String> {

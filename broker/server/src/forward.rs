@@ -1,0 +1,211 @@
+//! The storage node's side of `ferromq.forward.v1`: many clients' sends that a proxy hands over
+//! in one call ([`ForwardApi::send_many`]).
+//!
+//! Each entry is served by the node's own RocketMQ service stack, in process, exactly as if it
+//! had arrived as its own HTTP/2 request on the same connection: the same authentication hook
+//! (with the entry's own signed headers and the connection's peer address), the same leader
+//! gate on replicated members, the same decoding limits, span and metrics, and the same answer
+//! bytes. A batch only saves the per-request HTTP/2 frames, system calls and wake-ups on both
+//! sides of the hop; it grants nothing, which is why the service itself needs no check of its
+//! own (a client calling it directly gets what its sends alone would get).
+//!
+//! The entries run concurrently on the call's task: a replicated leader appends them one after
+//! the other and waits for one confirm offset for all of them, like a batch of one client.
+
+use std::convert::Infallible;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ferromq_proto::forward::{self, forward_server::Forward, forward_server::ForwardServer};
+use futures_util::future::join_all;
+use http_body_util::{BodyExt, Full};
+use tonic::codegen::http::{self, HeaderName, HeaderValue};
+use tonic::codegen::Service;
+use tonic::transport::server::TcpConnectInfo;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::hook::Body;
+
+/// The RocketMQ API's send method: every forwarded entry is a call of it.
+pub const SEND_PATH: &str = "/apache.rocketmq.v2.MessagingService/SendMessage";
+
+/// The most message bytes a proxy puts in one batch (a single larger send travels alone).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The most sends a proxy puts in one batch.
+pub const MAX_BATCH_SENDS: usize = 128;
+
+/// Room for the entries' headers and framing on top of the message bytes.
+pub const BATCH_OVERHEAD: usize = 1 << 20;
+
+/// The gRPC service to add beside `messaging`: a proxy's batch holds up to [`MAX_BATCH_BYTES`]
+/// of sends plus one more of at most that size.
+pub fn server<S>(messaging: S, max_message: usize) -> ForwardServer<ForwardApi<S>>
+where
+    ForwardApi<S>: Forward,
+{
+    let limit = max_message
+        .max(2 * MAX_BATCH_BYTES)
+        .saturating_add(BATCH_OVERHEAD);
+    ForwardServer::new(ForwardApi::new(messaging))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+}
+
+/// The forwarding service around `messaging`, the node's RocketMQ service exactly as it is
+/// served (auth hook and leader gate included).
+#[derive(Clone)]
+pub struct ForwardApi<S> {
+    messaging: S,
+}
+
+impl<S> ForwardApi<S> {
+    pub fn new(messaging: S) -> ForwardApi<S> {
+        ForwardApi { messaging }
+    }
+}
+
+#[tonic::async_trait]
+impl<S> Forward for ForwardApi<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    async fn send_many(
+        &self,
+        req: Request<forward::SendManyRequest>,
+    ) -> Result<Response<forward::SendManyResponse>, Status> {
+        let (_, ext, batch) = req.into_parts();
+        let peer = ext.get::<TcpConnectInfo>().cloned();
+        let span = tracing::debug_span!("forwarded", sends = batch.sends.len());
+        let answers = join_all(batch.sends.into_iter().map(|s| {
+            let svc = self.messaging.clone();
+            let peer = peer.clone();
+            async move {
+                match serve_one(svc, s, peer).await {
+                    Ok(response) => forward::ForwardedAnswer {
+                        response,
+                        grpc_code: 0,
+                        grpc_message: String::new(),
+                    },
+                    Err(st) => forward::ForwardedAnswer {
+                        response: Bytes::new(),
+                        grpc_code: st.code() as i32,
+                        grpc_message: st.message().to_string(),
+                    },
+                }
+            }
+        }))
+        .instrument(span)
+        .await;
+        Ok(Response::new(forward::SendManyResponse { answers }))
+    }
+}
+
+/// Serves one entry through `svc` as an HTTP/2 request of its own, and returns the encoded
+/// SendMessageResponse, or the gRPC status the call ended with.
+async fn serve_one<S>(
+    mut svc: S,
+    send: forward::ForwardedSend,
+    peer: Option<TcpConnectInfo>,
+) -> Result<Bytes, Status>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
+    let len = u32::try_from(send.request.len())
+        .map_err(|_| Status::resource_exhausted("a forwarded send is larger than 4 GiB"))?;
+    let mut frame = BytesMut::with_capacity(5 + send.request.len());
+    frame.put_u8(0);
+    frame.put_u32(len);
+    frame.put_slice(&send.request);
+    let mut req = http::Request::new(Body::new(Full::new(frame.freeze())));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static(SEND_PATH);
+    *req.version_mut() = http::Version::HTTP_2;
+    let headers = req.headers_mut();
+    for h in send.headers {
+        // A header that is not valid HTTP is left out: without it the entry can only get
+        // less (no credentials: refused), never more.
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_str(&h.value),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    if let Some(p) = peer {
+        req.extensions_mut().insert(p);
+    }
+    let Ok(()) = std::future::poll_fn(|cx| svc.poll_ready(cx)).await;
+    let Ok(resp) = svc.call(req).await;
+    let (parts, body) = resp.into_parts();
+    failed(&parts.headers)?;
+    let collected = body.collect().await?;
+    if let Some(t) = collected.trailers() {
+        failed(t)?;
+    }
+    unframe(collected.to_bytes())
+}
+
+/// The call's status when its headers or trailers say it failed.
+fn failed(headers: &http::HeaderMap) -> Result<(), Status> {
+    match Status::from_header_map(headers) {
+        Some(st) if st.code() != tonic::Code::Ok => Err(st),
+        _ => Ok(()),
+    }
+}
+
+/// The message of a one-message gRPC body (an uncompressed length-prefixed frame).
+fn unframe(data: Bytes) -> Result<Bytes, Status> {
+    let bad = || Status::internal("the send's answer was not one uncompressed gRPC message");
+    if data.len() < 5 || data[0] != 0 {
+        return Err(bad());
+    }
+    let n = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    if data.len() != 5 + n {
+        return Err(bad());
+    }
+    Ok(data.slice(5..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_unframed_and_anything_else_is_refused() {
+        let mut ok = vec![0u8, 0, 0, 0, 3];
+        ok.extend_from_slice(b"abc");
+        assert_eq!(unframe(Bytes::from(ok)).expect("one frame"), &b"abc"[..]);
+        for bad in [
+            vec![],
+            vec![1u8, 0, 0, 0, 0],
+            vec![0u8, 0, 0, 0, 4, 1],
+            vec![0u8, 0, 0, 0, 1, 1, 2],
+        ] {
+            assert!(unframe(Bytes::from(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn a_failed_status_in_headers_is_the_answer() {
+        let mut h = http::HeaderMap::new();
+        assert!(failed(&h).is_ok());
+        h.insert("grpc-status", HeaderValue::from_static("14"));
+        h.insert("grpc-message", HeaderValue::from_static("not%20leading"));
+        let st = failed(&h).expect_err("unavailable");
+        assert_eq!(st.code(), tonic::Code::Unavailable);
+        assert_eq!(st.message(), "not leading");
+        h.insert("grpc-status", HeaderValue::from_static("0"));
+        assert!(failed(&h).is_ok());
+    }
+}
