@@ -88,14 +88,22 @@ async fn delay_messages_arrive_on_time_never_early_and_can_be_recalled() {
         Code::BadRequest
     );
     let listed = s.admin_json(&["topic", "list"]);
+    let listed_at = now_ms();
     let pending = listed
         .as_array()
         .and_then(|a| a.iter().find(|t| t["name"] == "later"))
-        .map(|t| t["pending_timers"].as_i64().unwrap_or(-1));
-    assert_eq!(
-        pending,
-        Some(18),
-        "admin shows the pending timers: {listed}"
+        .and_then(|t| t["pending_timers"].as_i64())
+        .expect("the topic lists its pending timers");
+    // The 18 not recalled, less those already released: a slow machine may list after the
+    // first ones were due. The ones due after the listing cannot have been released (never
+    // early).
+    let not_yet_due = due
+        .iter()
+        .filter(|(id, at)| !["d05", "d06"].contains(&id.as_str()) && **at > listed_at)
+        .count() as i64;
+    assert!(
+        (not_yet_due..=18).contains(&pending),
+        "admin shows the pending timers ({not_yet_due} to 18): {listed}"
     );
 
     let got = drain(&mut c, "g", "later", Duration::from_secs(3)).await;

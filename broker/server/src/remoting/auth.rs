@@ -363,8 +363,10 @@ mod tests {
 
     #[test]
     fn v2_sends_name_their_topic_in_field_b() {
-        let mut req = Command::default();
-        req.code = request::SEND_MESSAGE_V2;
+        let mut req = Command {
+            code: request::SEND_MESSAGE_V2,
+            ..Default::default()
+        };
         req.ext_fields.insert("b".into(), "orders".into());
         let need = need!(Topic, PUB, SEND_TOPIC);
         assert_eq!(names(&need, &req).unwrap(), vec!["orders".to_string()]);
