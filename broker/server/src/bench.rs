@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use crate::dial::{now_ms, resource};
 use ferromq_proto::v2::{self, Code};
 use hdrhistogram::Histogram;
@@ -358,6 +360,99 @@ async fn produce(
     Ok(())
 }
 
+/// Opens a Telemetry stream and declares a simple consumer of `c.topic` in `group` on it, as
+/// the official clients do before their first receive; answers the stream's sender, which keeps
+/// it open while held. A server that answers the settings with an error status fails the run.
+async fn declare_consumer(
+    client: &mut Client,
+    c: &Common,
+    group: &str,
+    batch: i32,
+) -> anyhow::Result<tokio::sync::mpsc::Sender<v2::TelemetryCommand>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let settings = v2::Settings {
+        client_type: Some(v2::ClientType::SimpleConsumer as i32),
+        access_point: access_point(&c.server),
+        request_timeout: Some(prost_types::Duration {
+            seconds: 3,
+            nanos: 0,
+        }),
+        pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription {
+            group: resource(group),
+            subscriptions: vec![v2::SubscriptionEntry {
+                topic: resource(&c.topic),
+                expression: Some(v2::FilterExpression {
+                    r#type: v2::FilterType::Tag as i32,
+                    expression: "*".into(),
+                }),
+            }],
+            fifo: Some(false),
+            receive_batch_size: Some(batch),
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })),
+        user_agent: Some(v2::Ua {
+            language: v2::Language::Rust as i32,
+            version: env!("CARGO_PKG_VERSION").into(),
+            platform: std::env::consts::OS.into(),
+            hostname: "ferromq-bench".into(),
+        }),
+        ..Default::default()
+    };
+    tx.send(v2::TelemetryCommand {
+        status: None,
+        command: Some(v2::telemetry_command::Command::Settings(settings)),
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the Telemetry stream closed before it opened"))?;
+    let mut answers = client
+        .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("Telemetry (declaring the consumer) failed")?
+        .into_inner();
+    // The server answers the settings (with its own view of them) before anything else.
+    match tokio::time::timeout(Duration::from_secs(5), answers.message()).await {
+        Ok(Ok(Some(first))) => {
+            if let Some(st) = first.status.filter(|s| s.code != Code::Ok as i32) {
+                anyhow::bail!(
+                    "the server refused the consumer's settings: {} {}",
+                    st.code,
+                    st.message
+                );
+            }
+        }
+        Ok(Ok(None)) => anyhow::bail!("the server closed the Telemetry stream at once"),
+        Ok(Err(e)) => anyhow::bail!("Telemetry (declaring the consumer) failed: {e}"),
+        Err(_) => anyhow::bail!("the server did not answer the consumer's settings in 5 s"),
+    }
+    // Later commands from the server (none expected) are read and dropped.
+    tokio::spawn(async move { while let Ok(Some(_)) = answers.message().await {} });
+    Ok(tx)
+}
+
+/// The endpoint the client was given, as the Settings' access point.
+fn access_point(server: &str) -> Option<v2::Endpoints> {
+    let hostport = server
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let (host, port) = hostport.rsplit_once(':')?;
+    let scheme = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => v2::AddressScheme::Ipv4,
+        Ok(std::net::IpAddr::V6(_)) => v2::AddressScheme::Ipv6,
+        Err(_) => v2::AddressScheme::DomainName,
+    };
+    Some(v2::Endpoints {
+        scheme: scheme as i32,
+        addresses: vec![v2::Address {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port: port.parse().ok()?,
+        }],
+    })
+}
+
 async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
     let totals = Arc::new(Totals::new());
     let start = Instant::now();
@@ -365,6 +460,9 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for n in 0..usize::from(c.clients) {
         let mut client = connect(&c, n).await?;
+        // Held open for the run: a server that keeps its clients' settings per Telemetry stream
+        // (Apache RocketMQ's proxy) answers receives only while it is open.
+        let _telemetry = declare_consumer(&mut client, &c, group, batch).await?;
         let (totals, topic, group, stop) = (
             totals.clone(),
             c.topic.clone(),
@@ -372,6 +470,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
+            let _telemetry = _telemetry;
             let mut local = new_histogram();
             while !stop.load(Ordering::Relaxed) {
                 let req = v2::ReceiveMessageRequest {
@@ -400,7 +499,14 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                 };
                 let mut stream = resp.into_inner();
                 let mut entries = Vec::new();
+                let mut refused = false;
                 while let Ok(Some(item)) = stream.message().await {
+                    if let Some(v2::receive_message_response::Content::Status(st)) = &item.content {
+                        // An empty long poll ends with MESSAGE_NOT_FOUND; anything else but OK
+                        // is a refusal, counted, and not retried at full speed.
+                        refused |=
+                            st.code != Code::Ok as i32 && st.code != Code::MessageNotFound as i32;
+                    }
                     if let Some(v2::receive_message_response::Content::Message(m)) = item.content {
                         let sp = m.system_properties.unwrap_or_default();
                         // Delay messages: lateness after their delivery time; others: since sent.
@@ -423,6 +529,12 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                             receipt_handle: sp.receipt_handle.unwrap_or_default(),
                             lite_topic: None,
                         });
+                    }
+                }
+                if refused {
+                    totals.failed.fetch_add(1, Ordering::Relaxed);
+                    if entries.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
                 if entries.is_empty() {
