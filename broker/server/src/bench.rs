@@ -462,7 +462,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
         let mut client = connect(&c, n).await?;
         // Held open for the run: a server that keeps its clients' settings per Telemetry stream
         // (Apache RocketMQ's proxy) answers receives only while it is open.
-        let _telemetry = declare_consumer(&mut client, &c, group, batch).await?;
+        let telemetry = declare_consumer(&mut client, &c, group, batch).await?;
         let (totals, topic, group, stop) = (
             totals.clone(),
             c.topic.clone(),
@@ -470,7 +470,7 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
             stop.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let _telemetry = _telemetry;
+            let _open = telemetry;
             let mut local = new_histogram();
             while !stop.load(Ordering::Relaxed) {
                 let req = v2::ReceiveMessageRequest {

@@ -25,9 +25,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::hook::Body;
-
-/// The RocketMQ API's send method: every forwarded entry is a call of it.
-pub const SEND_PATH: &str = "/apache.rocketmq.v2.MessagingService/SendMessage";
+use crate::roles::proxy::raw::SEND_PATH;
 
 /// The most message bytes a proxy puts in one batch (a single larger send travels alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;

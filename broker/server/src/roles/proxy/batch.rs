@@ -27,15 +27,19 @@ use tracing::Instrument;
 use crate::forward::{BATCH_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_SENDS};
 use crate::metrics::Metrics;
 
-/// Batches on their way to one endpoint at a time. Two keep the connection busy while the
-/// next batch gathers; more would only make smaller batches.
+/// Batches on their way to one endpoint at a time: one can be answered while the next gathers
+/// and travels; a larger number lets more sends leave alone and batches stay smaller. Not tuned
+/// by measurement yet (the benchmarks in BENCHMARKS.md ran with 2).
 pub const IN_FLIGHT: usize = 2;
+
+/// Where a send's answer goes.
+type Reply = oneshot::Sender<Result<Bytes, Status>>;
 
 /// One send waiting for its batch.
 struct Pending {
     send: forward::ForwardedSend,
     timeout: Option<Duration>,
-    reply: oneshot::Sender<Result<Bytes, Status>>,
+    reply: Reply,
 }
 
 /// The gatherer of one endpoint's sends; its task ends when the batcher is dropped.
@@ -97,8 +101,7 @@ fn headers(md: &MetadataMap) -> Vec<forward::Header> {
         .filter_map(|kv| match kv {
             KeyAndValueRef::Ascii(k, v) => {
                 let name = k.as_str();
-                let wanted =
-                    name.starts_with("x-mq-") || name == "authorization" || name == "grpc-timeout";
+                let wanted = super::fanout::forwarded_header(name) || name == "grpc-timeout";
                 match (wanted, v.to_str()) {
                     (true, Ok(value)) => Some(forward::Header {
                         name: name.to_string(),
@@ -137,10 +140,8 @@ async fn gather(
             }
         }
         let Some(channel) = channels.get(turn % channels.len().max(1)).cloned() else {
-            fail_all(
-                batch,
-                &Status::internal("no connection to the broker group"),
-            );
+            let st = Status::internal("no connection to the broker group");
+            fail_all(batch.into_iter().map(|p| p.reply), &st);
             continue;
         };
         turn = turn.wrapping_add(1);
@@ -182,9 +183,7 @@ async fn deliver(
                     answers.len(),
                     replies.len()
                 ));
-                for r in replies {
-                    let _ = r.send(Err(st.clone()));
-                }
+                fail_all(replies, &st);
                 return;
             }
             for (r, a) in replies.into_iter().zip(answers) {
@@ -200,16 +199,15 @@ async fn deliver(
                 tracing::info!("the broker group does not take batched sends; sending one by one");
                 legacy.store(true, Ordering::Relaxed);
             }
-            for r in replies {
-                let _ = r.send(Err(st.clone()));
-            }
+            fail_all(replies, &st);
         }
     }
 }
 
-fn fail_all(batch: Vec<Pending>, st: &Status) {
-    for p in batch {
-        let _ = p.reply.send(Err(st.clone()));
+/// Answers every waiting send with the status their batch failed with.
+fn fail_all(replies: impl IntoIterator<Item = Reply>, st: &Status) {
+    for r in replies {
+        let _ = r.send(Err(st.clone()));
     }
 }
 

@@ -12,14 +12,19 @@ use super::ProxyApi;
 use crate::service::parse_grpc_timeout;
 use crate::status::{self, ClientLanguage, RpcError};
 
+/// Whether a client's request header goes along to the broker group: the RocketMQ ones
+/// (`x-mq-*`) and the credentials.
+pub fn forwarded_header(name: &str) -> bool {
+    name.starts_with("x-mq-") || name == "authorization"
+}
+
 /// Copies what a broker needs from the client's request: the `x-mq-*` identity headers, the
 /// authorization header and what is left of the deadline.
 pub fn outgoing<T>(from: &MetadataMap, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     for kv in from.iter() {
         if let KeyAndValueRef::Ascii(k, v) = kv {
-            let n = k.as_str();
-            if n.starts_with("x-mq-") || n == "authorization" {
+            if forwarded_header(k.as_str()) {
                 r.metadata_mut().insert(k.clone(), v.clone());
             }
         }
