@@ -1,5 +1,6 @@
 //! The proxy's RocketMQ service as tonic serves it: SendMessage, the hot path, is taken from the
-//! raw request bytes ([`super::raw`]); every other method goes to the generated server.
+//! raw request bytes ([`super::raw`]), ReceiveMessage answers with the broker's raw answer
+//! bytes ([`super::raw_receive`]); every other method goes to the generated server.
 //!
 //! [`Front`] sits where the generated `MessagingServiceServer` would, under the same service
 //! name, so the router, the serve loop and every connection setting stay the ones all roles
@@ -17,8 +18,10 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::raw::{PeekedSend, RawCodec, SEND_PATH};
+use super::raw_receive::{RawReceived, ServeCodec, RECEIVE_PATH};
 use super::ProxyApi;
 use crate::hook::Body;
+use crate::rpc::BoxStream;
 
 /// The proxy's messaging service: raw SendMessage in front of the generated server.
 #[derive(Clone)]
@@ -56,16 +59,26 @@ impl Service<http::Request<Body>> for Front {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() != SEND_PATH {
-            return self.generated.call(req);
-        }
-        let send = RawSend(self.api.clone());
         let max = self.max_message;
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_max_message_size_config(Some(max), Some(max));
-            Ok(grpc.unary(send, req).await)
-        })
+        match req.uri().path() {
+            SEND_PATH => {
+                let send = RawSend(self.api.clone());
+                Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(RawCodec)
+                        .apply_max_message_size_config(Some(max), Some(max));
+                    Ok(grpc.unary(send, req).await)
+                })
+            }
+            RECEIVE_PATH => {
+                let receive = RawReceive(self.api.clone());
+                Box::pin(async move {
+                    let mut grpc = tonic::server::Grpc::new(ServeCodec)
+                        .apply_max_message_size_config(Some(max), Some(max));
+                    Ok(grpc.server_streaming(receive, req).await)
+                })
+            }
+            _ => self.generated.call(req),
+        }
     }
 }
 
@@ -89,6 +102,28 @@ impl tonic::server::UnaryService<Bytes> for RawSend {
             })
             .await?;
             Ok(answer.map(|a| a.bytes))
+        })
+    }
+}
+
+/// ReceiveMessage with the answer's messages passed through undecoded.
+struct RawReceive(Arc<ProxyApi>);
+
+impl tonic::server::ServerStreamingService<ferromq_proto::v2::ReceiveMessageRequest>
+    for RawReceive
+{
+    type Response = RawReceived;
+    type ResponseStream = BoxStream<RawReceived>;
+    type Future = BoxFuture<Response<BoxStream<RawReceived>>, Status>;
+
+    fn call(&mut self, req: Request<ferromq_proto::v2::ReceiveMessageRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move {
+            let metrics = api.metrics.clone();
+            crate::rpc::streaming(metrics, "ReceiveMessage", req, |md, r| async move {
+                api.receive_message(&md, r).await
+            })
+            .await
         })
     }
 }

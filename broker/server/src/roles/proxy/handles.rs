@@ -29,23 +29,6 @@ pub fn unwrap_handle(h: &str) -> Option<(&str, &str)> {
     Some((group, handle))
 }
 
-/// Prefixes the receipt handle of a delivered message with its group.
-pub fn wrap_response(
-    mut resp: v2::ReceiveMessageResponse,
-    group: &str,
-) -> v2::ReceiveMessageResponse {
-    if let Some(v2::receive_message_response::Content::Message(m)) = resp.content.as_mut() {
-        if let Some(h) = m
-            .system_properties
-            .as_mut()
-            .and_then(|sp| sp.receipt_handle.as_mut())
-        {
-            *h = wrap_handle(group, h);
-        }
-    }
-    resp
-}
-
 impl ProxyApi {
     /// The live group a wrapped handle names and the group's own handle. A foreign handle, or
     /// one whose group is gone, is answered with `code`.

@@ -24,6 +24,7 @@ pub mod fanout;
 pub mod front;
 pub mod handles;
 pub mod raw;
+pub mod raw_receive;
 pub mod receive;
 pub mod route;
 pub mod routes;
@@ -45,6 +46,7 @@ use ferromq_proto::v2;
 use ferromq_proto::v2::messaging_service_client::MessagingServiceClient;
 use ferromq_proto::v2::messaging_service_server::MessagingService;
 use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -146,13 +148,19 @@ impl MessagingService for ProxyApi {
         &self,
         req: Request<v2::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, Status> {
-        rpc::streaming(
+        // The front answers receives from raw bytes (`front::RawReceive`); this typed method
+        // is the generated server's, reached only if the front did not take the path.
+        let raw = rpc::streaming(
             self.metrics.clone(),
             "ReceiveMessage",
             req,
             |md, r| async move { self.receive_message(&md, r).await },
         )
-        .await
+        .await?;
+        let typed = raw
+            .into_inner()
+            .map(|item| item.and_then(raw_receive::decode));
+        Ok(Response::new(Box::pin(typed) as Self::ReceiveMessageStream))
     }
 
     async fn ack_message(

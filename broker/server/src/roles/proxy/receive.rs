@@ -7,7 +7,7 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::fanout::{fail, outgoing, topic_of, unreachable_status};
-use super::handles::wrap_response;
+use super::raw_receive::{self, RawReceived};
 use super::routes::{ClusterView, GroupRoute};
 use super::ProxyApi;
 use crate::rpc::BoxStream;
@@ -60,19 +60,21 @@ pub fn receive_plan(
 }
 
 /// A receive's answer that is only a status.
-fn status_only(s: v2::Status) -> BoxStream<v2::ReceiveMessageResponse> {
+fn status_only(s: v2::Status) -> BoxStream<RawReceived> {
     let one = v2::ReceiveMessageResponse {
         content: Some(v2::receive_message_response::Content::Status(s)),
     };
-    Box::pin(tokio_stream::once(Ok(one)))
+    Box::pin(tokio_stream::once(Ok(RawReceived::encode(&one))))
 }
 
 impl ProxyApi {
+    /// Routes a receive and streams the group's answer back undecoded, each message's receipt
+    /// handle wrapped with the group's name ([`super::raw_receive`]).
     pub(super) async fn receive_message(
         &self,
         md: &MetadataMap,
         r: v2::ReceiveMessageRequest,
-    ) -> Result<BoxStream<v2::ReceiveMessageResponse>, Status> {
+    ) -> Result<BoxStream<RawReceived>, Status> {
         let view = self.routes.view();
         let Some((g, probes)) = receive_plan(&view, r.message_queue.as_ref(), self.routes.next())
         else {
@@ -89,37 +91,30 @@ impl ProxyApi {
         for other in probes {
             let mut quick = r.clone();
             quick.long_polling_timeout = Some(prost_types::Duration::default());
-            let Ok(mut c) = self.client(&other) else {
+            let Ok(mut c) = self.routes.raw(&other) else {
                 continue;
             };
-            let Ok(s) = c.receive_message(outgoing(md, quick)).await else {
+            let Ok(s) = raw_receive::receive(&mut c, outgoing(md, quick)).await else {
                 continue;
             };
-            let items: Vec<v2::ReceiveMessageResponse> =
-                s.into_inner().filter_map(|i| i.ok()).collect().await;
-            let has_messages = items.iter().any(|i| {
-                matches!(
-                    i.content,
-                    Some(v2::receive_message_response::Content::Message(_))
-                )
-            });
-            if has_messages {
+            let items: Vec<RawReceived> = s.into_inner().filter_map(|i| i.ok()).collect().await;
+            if items.iter().any(RawReceived::is_message) {
                 tracing::Span::current().record("group", other.name.as_str());
-                let out: Vec<Result<v2::ReceiveMessageResponse, Status>> = items
+                let out: Vec<Result<RawReceived, Status>> = items
                     .into_iter()
-                    .map(|resp| Ok(wrap_response(resp, &other.name)))
+                    .map(|item| Ok(item.wrapped(&other.name)))
                     .collect();
                 return Ok(Box::pin(tokio_stream::iter(out)));
             }
         }
         tracing::Span::current().record("group", g.name.as_str());
-        let mut c = self.client(&g)?;
-        match c.receive_message(outgoing(md, r)).await {
+        let mut c = self.routes.raw(&g).map_err(Status::internal)?;
+        match raw_receive::receive(&mut c, outgoing(md, r)).await {
             Ok(s) => {
                 let name = g.name.clone();
                 let out = s
                     .into_inner()
-                    .map(move |item| item.map(|resp| wrap_response(resp, &name)));
+                    .map(move |item| item.map(|raw| raw.wrapped(&name)));
                 Ok(Box::pin(out))
             }
             Err(e) => Ok(status_only(unreachable_status(md, &g.name, &e))),
