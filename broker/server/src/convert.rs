@@ -75,10 +75,12 @@ pub fn duration_from_proto(d: &prost_types::Duration) -> Option<Duration> {
 /// MD5 of the body as 32 upper-case hex digits: the digest every official client verifies the
 /// same way (CRC32 is formatted differently by different clients).
 pub fn md5_hex(body: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let d = Md5::digest(body);
     let mut s = String::with_capacity(32);
     for b in d.iter() {
-        s.push_str(&format!("{b:02X}"));
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     s
 }

@@ -278,6 +278,11 @@ struct Meta {
     /// Whether any topic has a retention of its own (readers skip the state lock when none
     /// does).
     any_retention: AtomicBool,
+    /// Whether every offset write waits for its fdatasync (`--flush sync`). Otherwise offset
+    /// writes reach the page cache before [`OffsetStore::persist`] returns (they survive the
+    /// process being killed) and the housekeeping thread syncs them within an interval, as the
+    /// commit log is synced in async mode. Topic changes always wait for the disk.
+    sync_offsets: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -307,7 +312,7 @@ const TOPICS_JSON: &str = "topics.json";
 const OFFSETS_JSON: &str = "offsets.json";
 
 impl Meta {
-    fn open(dir: &Path, compact_bytes: u64) -> Result<Meta> {
+    fn open(dir: &Path, compact_bytes: u64, sync_offsets: bool) -> Result<Meta> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::io(format!("create {}", dir.display()), e))?;
         let mut state = State::default();
@@ -363,12 +368,18 @@ impl Meta {
             log_bytes: AtomicU64::new(log_bytes),
             compaction_log: LogLimiter::default(),
             any_retention,
+            sync_offsets,
         })
     }
 
-    /// Appends `ops` as one frame, then (`apply`) applies them, then compacts if it is time.
-    fn write(&self, w: &mut Writer, ops: &[Op], apply: bool) -> Result<()> {
-        let n = w.log.append(ops)?;
+    /// Appends `ops` as one frame (on disk when `sync`, else in the page cache), then
+    /// (`apply`) applies them, then compacts if it is time.
+    fn write(&self, w: &mut Writer, ops: &[Op], apply: bool, sync: bool) -> Result<()> {
+        let n = if sync {
+            w.log.append(ops)?
+        } else {
+            w.log.append_unsynced(ops)?
+        };
         self.bytes_appended.fetch_add(n, Ordering::Relaxed);
         self.frames_appended.fetch_add(1, Ordering::Relaxed);
         if apply {
@@ -411,15 +422,21 @@ impl Meta {
     fn change<T>(&self, build: impl FnOnce(&State) -> Result<(Vec<Op>, T)>) -> Result<T> {
         let mut w = lock(&self.writer);
         let (ops, out) = build(&lock(&self.state))?;
-        self.write(&mut w, &ops, true)?;
+        self.write(&mut w, &ops, true, true)?;
         Ok(out)
     }
 
-    /// Writes pending offset changes, if any.
-    fn persist_offsets(&self) -> Result<()> {
+    /// Writes pending offset changes, if any: on disk when `durable` or when every offset write
+    /// is synced, else in the page cache. A durable call also syncs earlier unsynced writes.
+    fn persist_offsets(&self, durable: bool) -> Result<()> {
+        let sync = durable || self.sync_offsets;
         {
             let st = lock(&self.state);
             if st.pending_sets.is_empty() && st.pending_removals.is_empty() {
+                drop(st);
+                if durable {
+                    return lock(&self.writer).log.sync();
+                }
                 return Ok(());
             }
         }
@@ -442,7 +459,7 @@ impl Meta {
                 offset: *offset,
             }))
             .collect();
-        if let Err(e) = self.write(&mut w, &ops, false) {
+        if let Err(e) = self.write(&mut w, &ops, false, sync) {
             // Put them back: removals before later ones; a set only if its key still has a
             // value no later change wrote (the map is the truth).
             let mut st = lock(&self.state);
@@ -470,8 +487,14 @@ impl Meta {
 
 /// Opens the metadata in `dir` (migrating JSON files written before the metadata log) and
 /// returns its two views. `compact_bytes`: see [`crate::StoreConfig::metadata_compact_bytes`].
-pub fn open(dir: &Path, compact_bytes: u64) -> Result<(TopicStore, OffsetStore)> {
-    let meta = Arc::new(Meta::open(dir, compact_bytes)?);
+/// `sync_offsets`: whether [`OffsetStore::persist`] waits for the disk (the store passes
+/// `--flush sync`); topic changes and [`OffsetStore::commit`] always do.
+pub fn open(
+    dir: &Path,
+    compact_bytes: u64,
+    sync_offsets: bool,
+) -> Result<(TopicStore, OffsetStore)> {
+    let meta = Arc::new(Meta::open(dir, compact_bytes, sync_offsets)?);
     Ok((
         TopicStore {
             meta: meta.clone(),
@@ -726,7 +749,7 @@ impl OffsetStore {
     /// Sets an offset and returns once it is on disk: one small frame in the metadata log.
     pub fn commit(&self, group: &str, topic: &str, queue_id: u32, offset: u64) -> Result<()> {
         self.set(group, topic, queue_id, offset);
-        self.persist()
+        self.persist_durable()
     }
 
     pub fn get(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
@@ -762,9 +785,19 @@ impl OffsetStore {
         }
     }
 
-    /// Writes the offsets changed since the last write, if any (one frame, O(changes) bytes).
+    /// Writes the offsets changed since the last write, if any (one frame, O(changes) bytes),
+    /// as durably as the store's flush mode: on disk with `--flush sync`; in the page cache
+    /// otherwise (a killed process keeps them; the housekeeping thread syncs them within its
+    /// interval, so a power loss can only take back that interval's acks, which are then
+    /// delivered again: at least once, as for the messages of that interval).
     pub fn persist(&self) -> Result<()> {
-        self.meta.persist_offsets()
+        self.meta.persist_offsets(false)
+    }
+
+    /// Writes the offsets changed since the last write and returns once they, and every
+    /// earlier offset write, are on disk.
+    pub fn persist_durable(&self) -> Result<()> {
+        self.meta.persist_offsets(true)
     }
 
     /// Counters of the metadata log (shared with the topics).
@@ -790,7 +823,7 @@ mod tests {
     #[test]
     fn topics_survive_reopen_and_refuse_bad_input() {
         let dir = tempfile::tempdir().unwrap();
-        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20, true).unwrap();
         let t = topic("orders");
         ts.create(t.clone()).unwrap();
         assert!(matches!(
@@ -816,17 +849,21 @@ mod tests {
             })
         ));
         drop(ts);
-        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(ts.get("orders"), Some(t));
         assert_eq!(ts.list().len(), 1);
         ts.delete("orders").unwrap();
-        assert!(open(dir.path(), 1 << 20).unwrap().0.get("orders").is_none());
+        assert!(open(dir.path(), 1 << 20, true)
+            .unwrap()
+            .0
+            .get("orders")
+            .is_none());
     }
 
     #[test]
     fn a_topic_retention_is_kept_refused_when_zero_and_cleared() {
         let dir = tempfile::tempdir().unwrap();
-        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20, true).unwrap();
         ts.create(topic("plain")).unwrap();
         assert!(ts.retentions().is_empty());
         assert_eq!(ts.retention_of("plain"), None);
@@ -851,7 +888,7 @@ mod tests {
             "a refused update changes nothing"
         );
         drop(ts);
-        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(ts.get("short"), Some(short.clone()));
         assert_eq!(ts.retention_of("short"), Some(60_000));
         assert_eq!(ts.retention_of("plain"), None);
@@ -873,7 +910,7 @@ mod tests {
             "a deleted topic keeps no retention"
         );
         drop(ts);
-        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20, true).unwrap();
         assert!(ts.retentions().is_empty());
         assert!(ts.get("short").is_none());
     }
@@ -881,20 +918,40 @@ mod tests {
     #[test]
     fn committed_offsets_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        let (_, os) = open(dir.path(), 1 << 20, true).unwrap();
         os.commit("g", "t", 1, 42).unwrap();
         os.set("g", "t", 2, 7);
         os.persist().unwrap();
-        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        let (_, os) = open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(os.get("g", "t", 1), Some(42));
         assert_eq!(os.get("g", "t", 2), Some(7));
         assert_eq!(os.get("g", "t", 3), None);
     }
 
     #[test]
+    fn offsets_written_without_a_sync_are_read_back_and_a_durable_persist_syncs_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, os) = open(dir.path(), 1 << 20, false).unwrap();
+        os.set("g", "t", 0, 5);
+        os.persist().unwrap();
+        assert!(lock(&os.meta.writer).log.has_unsynced());
+        // Nothing pending: a durable persist still syncs what the last write left in the cache.
+        os.persist_durable().unwrap();
+        assert!(!lock(&os.meta.writer).log.has_unsynced());
+        os.set("g", "t", 0, 9);
+        os.persist().unwrap();
+        // A process killed now leaves the frame in the page cache: the next open reads it.
+        let (_, os) = open(dir.path(), 1 << 20, false).unwrap();
+        assert_eq!(os.get("g", "t", 0), Some(9));
+        // A commit is durable whatever the mode.
+        os.commit("g", "t", 0, 11).unwrap();
+        assert!(!lock(&os.meta.writer).log.has_unsynced());
+    }
+
+    #[test]
     fn an_offset_commit_writes_one_small_frame_whatever_the_number_of_groups() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, os) = open(dir.path(), 64 << 20).unwrap();
+        let (_, os) = open(dir.path(), 64 << 20, true).unwrap();
         for g in 0..2000 {
             os.set(&format!("group-{g}"), "topic", 0, g);
         }
@@ -909,7 +966,7 @@ mod tests {
     #[test]
     fn deleting_a_topic_drops_its_offsets_and_fences_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (ts, os) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, os) = open(dir.path(), 1 << 20, true).unwrap();
         ts.create(topic("t")).unwrap();
         os.commit("g", "t", 0, 5).unwrap();
         os.commit("g", "other", 0, 6).unwrap();
@@ -918,7 +975,7 @@ mod tests {
         assert_eq!(os.get("g", "t", 0), None);
         assert_eq!(os.get("h", "t", 1), None);
         os.persist().unwrap();
-        let (ts, os) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, os) = open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(os.all().len(), 1);
         assert_eq!(os.get("g", "other", 0), Some(6));
         assert!(ts.fences().contains_key("t"));
@@ -929,13 +986,13 @@ mod tests {
     #[test]
     fn removals_and_sets_replay_in_the_order_they_happened() {
         let dir = tempfile::tempdir().unwrap();
-        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        let (_, os) = open(dir.path(), 1 << 20, true).unwrap();
         os.commit("g", "t", 0, 1).unwrap();
         os.set("g", "t", 0, 5);
         os.remove_group("g", None);
         os.set("g", "t", 1, 7);
         os.persist().unwrap();
-        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        let (_, os) = open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(os.get("g", "t", 0), None);
         assert_eq!(os.get("g", "t", 1), Some(7));
     }
@@ -943,7 +1000,7 @@ mod tests {
     #[test]
     fn compaction_keeps_the_state_and_bounds_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (ts, os) = open(dir.path(), 4096).unwrap();
+        let (ts, os) = open(dir.path(), 4096, true).unwrap();
         ts.create(TopicConfig {
             retention_ms: Some(3_600_000),
             ..topic("t")
@@ -960,7 +1017,7 @@ mod tests {
         assert!(s.log_bytes < 16 << 10, "{s:?}");
         let all = os.all();
         drop((ts, os));
-        let (ts, os) = open(dir.path(), 4096).unwrap();
+        let (ts, os) = open(dir.path(), 4096, true).unwrap();
         assert_eq!(os.all(), all);
         assert_eq!(ts.list().len(), 1);
         assert_eq!(
@@ -987,14 +1044,14 @@ mod tests {
             br#"{"offsets":[[{"group":"g","topic":"orders","queue_id":2},17]]}"#,
         )
         .unwrap();
-        let (ts, os) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, os) = open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(ts.get("orders"), Some(t));
         assert_eq!(os.get("g", "orders", 2), Some(17));
         assert!(!dir.path().join(TOPICS_JSON).exists());
         assert!(dir.path().join("topics.json.migrated").exists());
         os.commit("g", "orders", 2, 18).unwrap();
         drop((ts, os));
-        let (_, os) = open(dir.path(), 1 << 20).unwrap();
+        let (_, os) = open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(os.get("g", "orders", 2), Some(18));
     }
 
@@ -1003,11 +1060,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(TOPICS_JSON), b"{ not json").unwrap();
         assert!(matches!(
-            open(dir.path(), 1 << 20),
+            open(dir.path(), 1 << 20, true),
             Err(StoreError::Malformed { .. })
         ));
         let dir = tempfile::tempdir().unwrap();
-        let (ts, _) = open(dir.path(), 1 << 20).unwrap();
+        let (ts, _) = open(dir.path(), 1 << 20, true).unwrap();
         ts.create(topic("a")).unwrap();
         ts.create(topic("b")).unwrap();
         ts.create(topic("c")).unwrap();
@@ -1017,7 +1074,7 @@ mod tests {
         let first = crate::metadata_log::decode_frame(&b).unwrap().1;
         b[first + 14] ^= 1; // inside the second frame, with a third after it
         std::fs::write(&path, &b).unwrap();
-        let e = open(dir.path(), 1 << 20).unwrap_err();
+        let e = open(dir.path(), 1 << 20, true).unwrap_err();
         assert!(e.to_string().contains("metadata.log"), "{e}");
     }
 }

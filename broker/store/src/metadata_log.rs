@@ -422,6 +422,8 @@ pub struct LogFile {
     snapshot_len: u64,
     /// A failed append left bytes after `len` that could not be cut: appends wait for the cut.
     needs_cut: bool,
+    /// Frames were appended after the last fdatasync.
+    unsynced: bool,
 }
 
 fn disk_full_or(e: std::io::Error, what: String) -> StoreError {
@@ -483,6 +485,7 @@ impl LogFile {
             reserved_to: valid,
             snapshot_len: valid,
             needs_cut: false,
+            unsynced: false,
         };
         log.reserve_ahead();
         Ok(Some((log, scan.frames)))
@@ -529,6 +532,7 @@ impl LogFile {
             reserved_to: len,
             snapshot_len: len,
             needs_cut: false,
+            unsynced: false,
         };
         log.reserve_ahead();
         Ok(log)
@@ -557,10 +561,41 @@ impl LogFile {
         self.len > compact_bytes.max(2 * self.snapshot_len)
     }
 
-    /// Appends one frame of `ops` and returns once it is on disk (fdatasync). On failure the
-    /// log is cut back to where it was, so a half-written frame never sits before a later one.
+    /// Appends one frame of `ops` and returns once it is on disk (fdatasync), with every
+    /// frame appended before it. On failure the log is cut back to where it was, so a
+    /// half-written frame never sits before a later one.
     pub fn append(&mut self, ops: &[Op]) -> Result<u64> {
+        self.append_with(ops, true)
+    }
+
+    /// Appends one frame of `ops` to the page cache only: it survives the process being killed
+    /// but not a power loss until the next [`LogFile::sync`] or synced append. A torn or lost
+    /// tail is cut on open like any other.
+    pub fn append_unsynced(&mut self, ops: &[Op]) -> Result<u64> {
+        self.append_with(ops, false)
+    }
+
+    /// Whether frames were appended after the last fdatasync.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Puts the frames appended without a sync on disk (nothing to do when there are none).
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| StoreError::io(format!("fsync {}", self.path.display()), e))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    fn append_with(&mut self, ops: &[Op], sync: bool) -> Result<u64> {
         if ops.is_empty() {
+            if sync {
+                self.sync()?;
+            }
             return Ok(0);
         }
         if self.needs_cut {
@@ -576,9 +611,13 @@ impl LogFile {
             .write_all_at(&frame, self.len)
             .map_err(|e| disk_full_or(e, format!("append to {}", self.path.display())))
             .and_then(|()| {
-                self.file
-                    .sync_data()
-                    .map_err(|e| StoreError::io(format!("fsync {}", self.path.display()), e))
+                if sync {
+                    self.file
+                        .sync_data()
+                        .map_err(|e| StoreError::io(format!("fsync {}", self.path.display()), e))
+                } else {
+                    Ok(())
+                }
             });
         if let Err(e) = r {
             if self.file.set_len(self.len).is_err() {
@@ -586,6 +625,7 @@ impl LogFile {
             }
             return Err(e);
         }
+        self.unsynced = !sync;
         self.len += frame.len() as u64;
         self.reserve_ahead();
         Ok(frame.len() as u64)

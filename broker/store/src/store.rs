@@ -507,7 +507,11 @@ impl Store {
             .end_phys()
             .filter(|_| report.end > 0)
             .map(|e| e.min(report.end - 1));
-        let (topics, offsets) = metadata::open(&dir.join("config"), cfg.metadata_compact_bytes)?;
+        let (topics, offsets) = metadata::open(
+            &dir.join("config"),
+            cfg.metadata_compact_bytes,
+            cfg.flush == FlushMode::Sync,
+        )?;
         // A fence past the end of a log cut by a crash would hide records appended from now
         // on below it: lower it to the end (everything of the old incarnation is below).
         let mut fences = HashMap::new();
@@ -1010,7 +1014,7 @@ impl Store {
         i.flush_log(end)?;
         i.flush_derived()
             .map_err(|e| StoreError::io("flush consume queues and index", e))?;
-        i.offsets.persist()?;
+        i.offsets.persist_durable()?;
         i.write_checkpoint()?;
         let marker = i.cfg.data_dir.join(RUNNING_MARKER);
         std::fs::remove_file(&marker).map_err(|e| StoreError::io("remove RUNNING marker", e))?;
@@ -2171,7 +2175,10 @@ impl Inner {
                     self.index.prepare_spare(),
                 ),
                 ("checkpoint not written", self.write_checkpoint()),
-                ("consumer offsets not persisted", self.offsets.persist()),
+                (
+                    "consumer offsets not persisted",
+                    self.offsets.persist_durable(),
+                ),
             ];
             for (what, r) in results {
                 if let Err(e) = r {

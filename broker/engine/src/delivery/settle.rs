@@ -43,7 +43,8 @@ impl Deliveries {
         f(&mut st)
     }
 
-    /// Settles a delivery. Durable (the consumer offset is committed) when it returns Ok.
+    /// Settles a delivery. Once it returns Ok the consumer offset is written as durably as the
+    /// store's flush mode writes messages (see `OffsetStore::persist`).
     pub fn ack(&self, group: &str, topic: &str, h: &ReceiptHandle) -> Result<(), EngineError> {
         if self.ack_in_memory(group, topic, h)? {
             self.persist_offsets()?;
@@ -66,8 +67,9 @@ impl Deliveries {
         })
     }
 
-    /// Makes every offset recorded so far durable (and journals the ones that moved, in a
-    /// replicated group). Runs outside the queue locks so receives never wait for an fsync;
+    /// Writes every offset recorded so far (on disk with `--flush sync`, in the page cache
+    /// otherwise, synced by the store's housekeeping) and journals the ones that moved, in a
+    /// replicated group. Runs outside the queue locks so receives never wait for an fsync;
     /// concurrent callers share one write (the store coalesces them).
     pub fn persist_offsets(&self) -> Result<(), EngineError> {
         self.store.offsets().persist()?;

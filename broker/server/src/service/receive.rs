@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferromq_proto::v2::{self, Code};
 use ferromq_store::{MessageType, TagFilter as StoreTagFilter};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info_span, Instrument};
@@ -22,7 +23,7 @@ use crate::convert::{duration_from_proto, now_timestamp, to_proto, DeliveryInfo}
 use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
-use ferromq_engine::delivery::{Delivery, ReceiveSpec};
+use ferromq_engine::delivery::{Delivery, ReceiveOutcome, ReceiveSpec};
 
 /// Invisibility of push-consumer deliveries (they send `auto_renew` and no duration).
 const AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(60);
@@ -168,13 +169,36 @@ fn plan(
     })
 }
 
+/// One look at the plan's queues for deliverable messages.
+fn receive_once(b: &Node, p: &Plan) -> Result<ReceiveOutcome, RpcError> {
+    Ok(b.engine.deliveries.receive(&ReceiveSpec {
+        group: &p.group,
+        topic: &p.topic,
+        queues: p.queues.clone(),
+        batch: p.batch,
+        invisible: p.invisible,
+        filter: &p.filter,
+        fifo: p.fifo,
+        priority: p.priority,
+        max_attempts: p.max_attempts,
+        renew_for: p.renew_for.as_deref(),
+        attempt: p.attempt.clone(),
+    })?)
+}
+
 /// Long-polls until something is delivered or the budget ends. Stops early when the caller
-/// went away (`out` closed), so nothing is handed out to nobody.
+/// went away (`out` closed), so nothing is handed out to nobody. The first look was taken with
+/// the plan (one trip to the blocking pool for a backlog); it is not trusted to be empty for
+/// good, because nothing listened for new messages yet: the loop looks again once it does.
 async fn poll<T>(
     node: &Arc<Node>,
     plan: Arc<Plan>,
+    first: ReceiveOutcome,
     out: &mpsc::Sender<T>,
 ) -> Result<Vec<Delivery>, RpcError> {
+    if !first.deliveries.is_empty() {
+        return Ok(first.deliveries);
+    }
     let until = Instant::now() + plan.poll;
     let notify = node.engine.wakeups.for_topic(&plan.topic);
     let mut shutdown = node.shutdown.clone();
@@ -186,23 +210,7 @@ async fn poll<T>(
             return Ok(Vec::new());
         }
         let p = plan.clone();
-        let outcome = node
-            .blocking(move |b| {
-                Ok(b.engine.deliveries.receive(&ReceiveSpec {
-                    group: &p.group,
-                    topic: &p.topic,
-                    queues: p.queues.clone(),
-                    batch: p.batch,
-                    invisible: p.invisible,
-                    filter: &p.filter,
-                    fifo: p.fifo,
-                    priority: p.priority,
-                    max_attempts: p.max_attempts,
-                    renew_for: p.renew_for.as_deref(),
-                    attempt: p.attempt.clone(),
-                })?)
-            })
-            .await?;
+        let outcome = node.blocking(move |b| receive_once(b, &p)).await?;
         let now = Instant::now();
         if !outcome.deliveries.is_empty() || now >= until || *shutdown.borrow() {
             return Ok(outcome.deliveries);
@@ -227,7 +235,10 @@ pub fn receive_message(
     meta: RequestMeta,
     req: v2::ReceiveMessageRequest,
 ) -> BoxStream<v2::ReceiveMessageResponse> {
-    let (tx, rx) = mpsc::channel(MAX_BATCH + 2);
+    // The whole answer goes through the channel as one item: the stream then yields every
+    // message at once, so tonic encodes them into a few large writes instead of waking the
+    // connection once per message.
+    let (tx, rx) = mpsc::channel::<Vec<Result<v2::ReceiveMessageResponse, tonic::Status>>>(1);
     let span = info_span!(
         "ReceiveMessage",
         client = meta.client_id.as_deref().unwrap_or(""),
@@ -243,56 +254,65 @@ pub fn receive_message(
         async move {
             let item = |c| Ok(v2::ReceiveMessageResponse { content: Some(c) });
             let result = async {
-                let p = {
+                let (p, first) = {
                     let (m, r) = (meta.clone(), req.clone());
-                    Arc::new(node.blocking(move |b| plan(b, &m, &r)).await?)
+                    node.blocking(move |b| {
+                        let p = plan(b, &m, &r)?;
+                        let first = receive_once(b, &p)?;
+                        Ok((Arc::new(p), first))
+                    })
+                    .await?
                 };
-                let deliveries = poll(&node, p.clone(), &tx).await?;
+                let deliveries = poll(&node, p.clone(), first, &tx).await?;
                 Ok::<_, RpcError>((p, deliveries))
             }
             .await;
             use v2::receive_message_response::Content;
+            let mut answer = Vec::new();
             match result {
                 Ok((p, deliveries)) if !deliveries.is_empty() => {
-                    let _ = tx.send(item(Content::Status(status::ok()))).await;
+                    answer.reserve(deliveries.len() + 2);
+                    answer.push(item(Content::Status(status::ok())));
+                    let bytes: usize = deliveries.iter().map(|d| d.message.body.len()).sum();
+                    node.metrics.messages_out_n(
+                        &p.topic,
+                        &p.group,
+                        deliveries.len() as u64,
+                        bytes as u64,
+                    );
                     for d in deliveries {
                         let info = DeliveryInfo {
                             receipt_handle: d.handle.encode(),
                             attempt: d.attempt,
                             invisible: d.invisible,
                         };
-                        node.metrics
-                            .message_out(&p.topic, &p.group, d.message.body.len());
                         let m = to_proto(
                             &d.message,
                             &p.namespace,
                             &node.settings.advertise_addr,
                             Some(&info),
                         );
-                        // A vanished caller leaves the message invisible; it is redelivered
-                        // after its invisible time, as for any consumer that dies.
-                        let _ = tx.send(item(Content::Message(m))).await;
+                        answer.push(item(Content::Message(m)));
                     }
                 }
                 Ok(_) => {
-                    let _ = tx
-                        .send(item(Content::Status(status::status(
-                            Code::MessageNotFound,
-                            "no new message",
-                        ))))
-                        .await;
+                    answer.push(item(Content::Status(status::status(
+                        Code::MessageNotFound,
+                        "no new message",
+                    ))));
                 }
                 Err(e) => {
-                    let _ = tx.send(item(Content::Status(meta.status(&e)))).await;
+                    answer.push(item(Content::Status(meta.status(&e))));
                 }
             }
-            let _ = tx
-                .send(item(Content::DeliveryTimestamp(now_timestamp())))
-                .await;
+            answer.push(item(Content::DeliveryTimestamp(now_timestamp())));
+            // A vanished caller leaves the messages invisible; they are redelivered after
+            // their invisible time, as for any consumer that dies.
+            let _ = tx.send(answer).await;
         }
         .instrument(span),
     );
-    Box::pin(ReceiverStream::new(rx))
+    Box::pin(ReceiverStream::new(rx).flat_map(futures_util::stream::iter))
 }
 
 #[cfg(test)]

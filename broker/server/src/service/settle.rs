@@ -64,7 +64,7 @@ pub async fn ack_message(
                     (e, r.map(|_| ()))
                 })
                 .collect();
-            // One durable write for the whole batch; if it fails, no entry is reported acked.
+            // One offset write for the whole batch; if it fails, no entry is reported acked.
             if moved {
                 if let Err(err) = b.engine.deliveries.persist_offsets() {
                     let err = RpcError::from(err);
