@@ -7,7 +7,7 @@
 //! silently lowering the offered load. With `--rate max` every client sends back to back.
 //! Consume latency is end to end: receive time minus the producer's born timestamp.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -360,6 +360,18 @@ async fn produce(
     Ok(())
 }
 
+/// How long each receive asks the server to wait for messages when none are ready.
+const LONG_POLL: Duration = Duration::from_secs(1);
+
+/// The request timeout the consumer's settings declare.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The gRPC deadline of each receive. Apache RocketMQ's proxy raises any polling time to its
+/// 5 s minimum and refuses a receive whose deadline leaves less than that (one without a
+/// deadline fails inside it with INTERNAL); like the official clients, the deadline is that
+/// polling time plus the request timeout. FerroMQ answers before it anyway, after `LONG_POLL`.
+const RECEIVE_DEADLINE: Duration = Duration::from_secs(5 + REQUEST_TIMEOUT.as_secs());
+
 /// Opens a Telemetry stream and declares a simple consumer of `c.topic` in `group` on it, as
 /// the official clients do before their first receive; answers the stream's sender, which keeps
 /// it open while held. A server that answers the settings with an error status fails the run.
@@ -374,7 +386,7 @@ async fn declare_consumer(
         client_type: Some(v2::ClientType::SimpleConsumer as i32),
         access_point: access_point(&c.server),
         request_timeout: Some(prost_types::Duration {
-            seconds: 3,
+            seconds: REQUEST_TIMEOUT.as_secs() as i64,
             nanos: 0,
         }),
         pub_sub: Some(v2::settings::PubSub::Subscription(v2::Subscription {
@@ -389,7 +401,7 @@ async fn declare_consumer(
             fifo: Some(false),
             receive_batch_size: Some(batch),
             long_polling_timeout: Some(prost_types::Duration {
-                seconds: 1,
+                seconds: LONG_POLL.as_secs() as i64,
                 nanos: 0,
             }),
             ..Default::default()
@@ -453,110 +465,204 @@ fn access_point(server: &str) -> Option<v2::Endpoints> {
     })
 }
 
+/// How often each consumer says it is alive, as the official clients do (every 10 s): a server
+/// may drop a consumer it has not heard from for a while.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Says every `HEARTBEAT_EVERY` that this simple consumer of `group` is alive, until aborted.
+fn heartbeats(mut client: Client, group: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tick.tick().await;
+            // A failed heartbeat shows up as refused receives; nothing to do about it here.
+            let _ = client
+                .heartbeat(v2::HeartbeatRequest {
+                    group: resource(&group),
+                    client_type: v2::ClientType::SimpleConsumer as i32,
+                })
+                .await;
+        }
+    })
+}
+
+/// What one receive brought: the messages' ack entries, and the refusal, if the server
+/// answered with an error status.
+struct Received {
+    entries: Vec<v2::AckMessageEntry>,
+    refusal: Option<String>,
+}
+
+/// One ReceiveMessage of up to `batch` messages, recording each message's latency in `local`.
+async fn receive_once(
+    client: &mut Client,
+    topic: &str,
+    group: &str,
+    batch: i32,
+    totals: &Totals,
+    local: &mut Histogram<u64>,
+) -> Received {
+    let mut req = tonic::Request::new(v2::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(v2::MessageQueue {
+            topic: resource(topic),
+            // Any queue: the servers pop from whichever has messages for a non-FIFO group.
+            id: -1,
+            ..Default::default()
+        }),
+        filter_expression: Some(v2::FilterExpression {
+            r#type: v2::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: batch,
+        invisible_duration: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        auto_renew: false,
+        long_polling_timeout: Some(prost_types::Duration {
+            seconds: LONG_POLL.as_secs() as i64,
+            nanos: 0,
+        }),
+        attempt_id: None,
+    });
+    req.set_timeout(RECEIVE_DEADLINE);
+    let mut stream = match client.receive_message(req).await {
+        Ok(resp) => resp.into_inner(),
+        Err(e) => {
+            return Received {
+                entries: Vec::new(),
+                refusal: Some(format!("ReceiveMessage failed: {}", e.message())),
+            }
+        }
+    };
+    let mut got = Received {
+        entries: Vec::new(),
+        refusal: None,
+    };
+    loop {
+        let item = match stream.message().await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(e) => {
+                got.refusal = Some(format!("ReceiveMessage failed: {}", e.message()));
+                break;
+            }
+        };
+        match item.content {
+            // An empty long poll ends with MESSAGE_NOT_FOUND; anything else but OK is a refusal.
+            Some(v2::receive_message_response::Content::Status(st))
+                if st.code != Code::Ok as i32 && st.code != Code::MessageNotFound as i32 =>
+            {
+                got.refusal = Some(format!(
+                    "ReceiveMessage refused: {} {}",
+                    st.code, st.message
+                ));
+            }
+            Some(v2::receive_message_response::Content::Message(m)) => {
+                let sp = m.system_properties.unwrap_or_default();
+                // Delay messages: lateness after their delivery time; others: since sent.
+                if let Some(from) = sp
+                    .delivery_timestamp
+                    .as_ref()
+                    .or(sp.born_timestamp.as_ref())
+                {
+                    let lat_ms = now_ms() - crate::convert::ms_from_timestamp(from);
+                    if lat_ms < 0 && sp.delivery_timestamp.is_some() {
+                        totals.early.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = local.record((lat_ms.max(0) as u64 * 1000).max(1));
+                }
+                totals
+                    .bytes
+                    .fetch_add(m.body.len() as u64, Ordering::Relaxed);
+                got.entries.push(v2::AckMessageEntry {
+                    message_id: sp.message_id,
+                    receipt_handle: sp.receipt_handle.unwrap_or_default(),
+                    lite_topic: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    got
+}
+
+/// Acks `entries`; the refusal, if the server did not answer OK.
+async fn ack(
+    client: &mut Client,
+    topic: &str,
+    group: &str,
+    entries: Vec<v2::AckMessageEntry>,
+) -> Result<(), String> {
+    let r = client
+        .ack_message(v2::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries,
+        })
+        .await
+        .map_err(|e| format!("AckMessage failed: {}", e.message()))?;
+    match r.get_ref().status.as_ref() {
+        Some(s) if s.code == Code::Ok as i32 => Ok(()),
+        Some(s) => Err(format!("AckMessage refused: {} {}", s.code, s.message)),
+        None => Err("AckMessage answered no status".into()),
+    }
+}
+
 async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
     let totals = Arc::new(Totals::new());
+    // The first refusal of the run, said once at the end: the count alone does not say why.
+    let first_refusal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
+    let end = tokio::time::Instant::from_std(start + c.duration);
     let mut tasks = Vec::new();
+    let mut beats = Vec::new();
     for n in 0..usize::from(c.clients) {
         let mut client = connect(&c, n).await?;
         // Held open for the run: a server that keeps its clients' settings per Telemetry stream
         // (Apache RocketMQ's proxy) answers receives only while it is open.
         let telemetry = declare_consumer(&mut client, &c, group, batch).await?;
-        let (totals, topic, group, stop) = (
+        beats.push(heartbeats(client.clone(), group.to_string()));
+        let (totals, topic, group, first_refusal) = (
             totals.clone(),
             c.topic.clone(),
             group.to_string(),
-            stop.clone(),
+            first_refusal.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let _open = telemetry;
             let mut local = new_histogram();
-            while !stop.load(Ordering::Relaxed) {
-                let req = v2::ReceiveMessageRequest {
-                    group: resource(&group),
-                    message_queue: Some(v2::MessageQueue {
-                        topic: resource(&topic),
-                        id: -1,
-                        ..Default::default()
-                    }),
-                    filter_expression: None,
-                    batch_size: batch,
-                    invisible_duration: Some(prost_types::Duration {
-                        seconds: 30,
-                        nanos: 0,
-                    }),
-                    auto_renew: false,
-                    long_polling_timeout: Some(prost_types::Duration {
-                        seconds: 1,
-                        nanos: 0,
-                    }),
-                    attempt_id: None,
-                };
-                let Ok(resp) = client.receive_message(req).await else {
+            let refused = |why: String| {
+                first_refusal.lock().get_or_insert(why);
+            };
+            // A receive still waiting at the end is dropped (which cancels it), so a server's
+            // long poll on an empty topic cannot stretch the run.
+            while let Ok(got) = tokio::time::timeout_at(
+                end,
+                receive_once(&mut client, &topic, &group, batch, &totals, &mut local),
+            )
+            .await
+            {
+                if let Some(why) = got.refusal {
+                    // Counted, and not retried at full speed.
                     totals.failed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let mut stream = resp.into_inner();
-                let mut entries = Vec::new();
-                let mut refused = false;
-                while let Ok(Some(item)) = stream.message().await {
-                    if let Some(v2::receive_message_response::Content::Status(st)) = &item.content {
-                        // An empty long poll ends with MESSAGE_NOT_FOUND; anything else but OK
-                        // is a refusal, counted, and not retried at full speed.
-                        refused |=
-                            st.code != Code::Ok as i32 && st.code != Code::MessageNotFound as i32;
-                    }
-                    if let Some(v2::receive_message_response::Content::Message(m)) = item.content {
-                        let sp = m.system_properties.unwrap_or_default();
-                        // Delay messages: lateness after their delivery time; others: since sent.
-                        if let Some(from) = sp
-                            .delivery_timestamp
-                            .as_ref()
-                            .or(sp.born_timestamp.as_ref())
-                        {
-                            let lat_ms = now_ms() - crate::convert::ms_from_timestamp(from);
-                            if lat_ms < 0 && sp.delivery_timestamp.is_some() {
-                                totals.early.fetch_add(1, Ordering::Relaxed);
-                            }
-                            let _ = local.record((lat_ms.max(0) as u64 * 1000).max(1));
-                        }
-                        totals
-                            .bytes
-                            .fetch_add(m.body.len() as u64, Ordering::Relaxed);
-                        entries.push(v2::AckMessageEntry {
-                            message_id: sp.message_id,
-                            receipt_handle: sp.receipt_handle.unwrap_or_default(),
-                            lite_topic: None,
-                        });
-                    }
-                }
-                if refused {
-                    totals.failed.fetch_add(1, Ordering::Relaxed);
-                    if entries.is_empty() {
+                    refused(why);
+                    if got.entries.is_empty() {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                if entries.is_empty() {
+                if got.entries.is_empty() {
                     continue;
                 }
-                let n = entries.len() as u64;
-                let ack = v2::AckMessageRequest {
-                    group: resource(&group),
-                    topic: resource(&topic),
-                    entries,
-                };
-                match client.ack_message(ack).await {
-                    Ok(r)
-                        if r.get_ref()
-                            .status
-                            .as_ref()
-                            .is_some_and(|s| s.code == Code::Ok as i32) =>
-                    {
+                let n = got.entries.len() as u64;
+                match ack(&mut client, &topic, &group, got.entries).await {
+                    Ok(()) => {
                         totals.ok.fetch_add(n, Ordering::Relaxed);
                     }
-                    _ => {
+                    Err(why) => {
                         totals.failed.fetch_add(n, Ordering::Relaxed);
+                        refused(why);
                     }
                 }
             }
@@ -564,11 +670,18 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
         }));
     }
     let bar = watch(&totals, c.duration, "consume");
-    tokio::time::sleep(c.duration).await;
-    drop(bar);
-    stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await?;
+    }
+    drop(bar);
+    for b in beats {
+        b.abort();
+    }
+    if let Some(why) = first_refusal.lock().take() {
+        eprintln!(
+            "consume: {} failed; the first: {why}",
+            totals.failed.load(Ordering::Relaxed)
+        );
     }
     report("consume", &totals, start.elapsed(), c.json);
     Ok(())

@@ -131,13 +131,18 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
     }
 }
 
-/// The headers of every RocketMQ call: the client id, and the signature when credentials are
-/// given.
+/// The headers of every RocketMQ call: the client id, the client's language, protocol and
+/// version, and the signature when credentials are given.
 #[derive(Clone)]
 pub struct ClientId(
     MetadataValue<tonic::metadata::Ascii>,
     crate::credentials::Signer,
 );
+
+/// `x-mq-language`. Apache RocketMQ's proxy reads it as the name of one of its languages on
+/// every client registration (Telemetry settings, Heartbeat) and fails the call with
+/// INTERNAL when it is missing or unknown; `RUST` is one it knows.
+const LANGUAGE: &str = "RUST";
 
 impl ClientId {
     /// `name@pid#n`: unique per process and connection, as the server's client table wants.
@@ -149,7 +154,14 @@ impl ClientId {
 
 impl tonic::service::Interceptor for ClientId {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("x-mq-client-id", self.0.clone());
+        let md = req.metadata_mut();
+        md.insert("x-mq-client-id", self.0.clone());
+        md.insert("x-mq-language", MetadataValue::from_static(LANGUAGE));
+        md.insert("x-mq-protocol", MetadataValue::from_static("v2"));
+        md.insert(
+            "x-mq-client-version",
+            MetadataValue::from_static(env!("CARGO_PKG_VERSION")),
+        );
         self.1.call(req)
     }
 }
@@ -218,6 +230,26 @@ mod tests {
         );
         assert_eq!(endpoint("h:1"), "http://h:1");
         assert_eq!(endpoint("https://h:1"), "https://h:1");
+    }
+
+    #[test]
+    fn every_call_names_its_client_language_and_protocol() {
+        use tonic::service::Interceptor as _;
+        let mut id = ClientId::new("t", 3, crate::credentials::Signer::default()).unwrap();
+        let req = id.call(tonic::Request::new(())).unwrap();
+        let md = req.metadata();
+        let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(
+            get("x-mq-client-id"),
+            Some(format!("t@{}#3", std::process::id()))
+        );
+        assert_eq!(get("x-mq-language").as_deref(), Some("RUST"));
+        assert_eq!(get("x-mq-protocol").as_deref(), Some("v2"));
+        assert_eq!(
+            get("x-mq-client-version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(md.get("authorization").is_none());
     }
 
     #[test]
