@@ -588,28 +588,6 @@ async fn receive_once(
     got
 }
 
-/// Acks `entries`; the refusal, if the server did not answer OK.
-async fn ack(
-    client: &mut Client,
-    topic: &str,
-    group: &str,
-    entries: Vec<v2::AckMessageEntry>,
-) -> Result<(), String> {
-    let r = client
-        .ack_message(v2::AckMessageRequest {
-            group: resource(group),
-            topic: resource(topic),
-            entries,
-        })
-        .await
-        .map_err(|e| format!("AckMessage failed: {}", e.message()))?;
-    match r.get_ref().status.as_ref() {
-        Some(s) if s.code == Code::Ok as i32 => Ok(()),
-        Some(s) => Err(format!("AckMessage refused: {} {}", s.code, s.message)),
-        None => Err("AckMessage answered no status".into()),
-    }
-}
-
 async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
     let totals = Arc::new(Totals::new());
     // The first refusal of the run, said once at the end: the count alone does not say why.
@@ -656,13 +634,13 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                     continue;
                 }
                 let n = got.entries.len() as u64;
-                match ack(&mut client, &topic, &group, got.entries).await {
+                match crate::console::ack(&mut client, &group, &topic, got.entries).await {
                     Ok(()) => {
                         totals.ok.fetch_add(n, Ordering::Relaxed);
                     }
                     Err(why) => {
                         totals.failed.fetch_add(n, Ordering::Relaxed);
-                        refused(why);
+                        refused(format!("AckMessage: {why:#}"));
                     }
                 }
             }

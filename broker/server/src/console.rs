@@ -375,7 +375,9 @@ async fn consume_loop(
     }
 }
 
-async fn ack(
+/// Acks `entries` (none: nothing to do); an error names the refusal, the whole call's or an
+/// entry's. Shared with `bench consume`.
+pub(crate) async fn ack(
     client: &mut Messaging,
     group: &str,
     topic: &str,
