@@ -165,6 +165,9 @@ pub struct Replica {
     /// Set when the leader's history ends below what this member dispatched: (where the cut
     /// would be, what was dispatched). It cannot follow until rebuilt.
     rebuild: Mutex<Option<(u64, u64)>>,
+    /// Batches with records this member wrote as a follower (with the log end: the average
+    /// batch size, which tells how well the leader's shipping batches under load).
+    pub(crate) batches_written: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
@@ -207,6 +210,7 @@ impl Replica {
                 lease: Mutex::new(None),
                 handing_over: Mutex::new(None),
                 rebuild: Mutex::new(None),
+                batches_written: std::sync::atomic::AtomicU64::new(0),
             }
         }))
         .inspect(|r| {
