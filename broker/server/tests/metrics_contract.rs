@@ -422,18 +422,28 @@ async fn every_metric_the_rules_and_dashboards_query_is_exported() {
         &d.join("proxy.log"),
     );
     wait_ready(proxy_http, "proxy");
-    let topic = Command::new(BIN)
-        .args(["admin", "--server", &format!("127.0.0.1:{proxy_port}")])
-        .args([
-            "topic", "create", "orders", "--type", "normal", "--queues", "1",
-        ])
-        .output()
-        .expect("admin");
-    assert!(
-        topic.status.success(),
-        "{}",
-        String::from_utf8_lossy(&topic.stderr)
-    );
+    // A ready proxy may not have heard of the group's leader yet (the election and the next
+    // route refresh take a moment): the topic is created once it has.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let topic = Command::new(BIN)
+            .args(["admin", "--server", &format!("127.0.0.1:{proxy_port}")])
+            .args([
+                "topic", "create", "orders", "--type", "normal", "--queues", "1",
+            ])
+            .output()
+            .expect("admin");
+        // An earlier attempt may have created it before its answer was lost.
+        if topic.status.success() || String::from_utf8_lossy(&topic.stderr).contains("exists") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&topic.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let mut c = client(proxy_port, "contract@1").await;
     // The group elects its leader and the follower joins the in-sync set within seconds.
     let deadline = Instant::now() + Duration::from_secs(60);
