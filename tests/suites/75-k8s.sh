@@ -16,8 +16,9 @@
 #    force-deleted under load, a helm upgrade under load, helm test, helm uninstall (the same
 #    steps tests/e2e/kind.sh runs on kind).
 # Needs root (namespaces, mounts, cgroups). Prints the wall time of each part. Seen on the
-# 2-core test machine: cluster up 11 s with the binaries cached, the whole suite 352 s (end to
-# end 273 s); the first run on a machine also builds kube-scheduler, kubelet, kube-proxy and
+# 2-core test machine (shared with other work): cluster up 12 s with the binaries cached, the
+# whole suite 456 s (end to end 343 s, of which the replicated group's failover and roll 52 s);
+# the first run on a machine also builds kube-scheduler, kubelet, kube-proxy and
 # CoreDNS (about 9 CPU-minutes with an empty Go build cache; suite 60 has built
 # kube-apiserver by then, whose packages the node binaries share).
 set -uo pipefail
