@@ -222,3 +222,99 @@ fn a_damaged_or_misplaced_record_is_refused_and_nothing_is_written() {
         leader.log_end()
     );
 }
+
+#[test]
+fn a_follower_copies_in_memory_when_it_can_and_leaves_the_rest_to_append_raw() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Store::open(small_config(ld.path())).expect("leader");
+    let follower = Store::open(replica_config(fd.path())).expect("follower");
+    topic(&leader, "t", 2);
+    topic(&follower, "t", 2);
+    let mut sent = Vec::new();
+    for i in 0..1500 {
+        let id = format!("m{i}");
+        let a = leader
+            .append(&message("t", i % 2, &id, None, &[]))
+            .expect("append");
+        sent.push((a.phys_offset, id));
+    }
+    let end = leader.log_end();
+    // The first batch reaches queues without a consume queue file: that is an allocation.
+    let first = leader.read_raw(0, 8 << 10, end).expect("read raw");
+    assert_eq!(
+        follower.try_append_raw(&first).expect("checked"),
+        None,
+        "a batch needing a new file is left to append_raw"
+    );
+    assert_eq!(follower.log_end(), 0, "a batch left alone writes nothing");
+    let (mut fast, mut slow) = (0, 0);
+    while follower.log_end() < end {
+        let b = leader
+            .read_raw(follower.log_end(), 8 << 10, end)
+            .expect("read raw");
+        // The prefaulter has to get ahead of a new segment before the copy can be taken.
+        let mut taken = None;
+        for _ in 0..200 {
+            taken = follower.try_append_raw(&b).expect("checked");
+            if taken.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match taken {
+            Some(e) => {
+                assert_eq!(e, b.end());
+                fast += 1;
+            }
+            None => {
+                follower.append_raw(&b).expect("append raw");
+                slow += 1;
+            }
+        }
+    }
+    assert!(fast > slow, "{fast} batches copied in memory, {slow} not");
+    assert_eq!(follower.log_end(), end);
+    for (phys, id) in sent.iter().step_by(53) {
+        let m = follower
+            .message_at(*phys)
+            .expect("same record, same offset");
+        assert_eq!(m.msg_id(), Some(id.as_str()));
+    }
+    // Nothing past the confirm offset is dispatched, however the batches were written.
+    assert!(ids(&follower, "t", 0).is_empty());
+    follower.set_dispatch_limit(u64::MAX);
+    assert!(follower.wait_dispatched(end, Duration::from_secs(10)));
+    assert_eq!(ids(&follower, "t", 0), ids(&leader, "t", 0));
+    assert_eq!(ids(&follower, "t", 1), ids(&leader, "t", 1));
+    assert!(follower.lookup_id("t", "m1499").is_some());
+}
+
+#[test]
+fn the_in_memory_copy_refuses_what_append_raw_refuses() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = Store::open(small_config(ld.path())).expect("leader");
+    let follower = Store::open(replica_config(fd.path())).expect("follower");
+    topic(&leader, "t", 1);
+    for i in 0..5 {
+        leader
+            .append(&message("t", 0, &format!("m{i}"), None, &[]))
+            .expect("append");
+    }
+    let good = leader.read_raw(0, 1 << 20, u64::MAX).expect("read");
+    let mut bad = good.clone();
+    let mid = bad.bytes.len() / 2;
+    bad.bytes[mid] ^= 0x40;
+    assert!(follower.try_append_raw(&bad).is_err(), "a damaged record");
+    let late = RawBatch {
+        from: 10,
+        ..good.clone()
+    };
+    assert!(
+        matches!(
+            follower.try_append_raw(&late),
+            Err(StoreError::Malformed { .. })
+        ),
+        "a batch must start at the log end"
+    );
+    assert_eq!(follower.log_end(), 0, "a refused batch writes nothing");
+}

@@ -7,6 +7,7 @@
 //! `ferromq_replication_rebuild_needed`) and retries, in case a leader whose history reaches
 //! far enough is elected.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,21 +211,24 @@ async fn follow(
             if b.epoch_start == Some(b.from) || b.epoch > last {
                 r.epochs().begin(b.epoch, b.from)?;
             }
-            let store = r.store.clone();
             let raw = RawBatch {
                 from: b.from,
                 bytes: b.data,
                 filler_to: b.filler_to,
             };
-            let sync = store.config().flush == FlushMode::Sync;
-            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                let end = store.append_raw(&raw)?;
-                if sync {
-                    store.wait_flushed(end)?;
+            // A copy into prefaulted pages is done here; a batch that needs a new segment or
+            // file (or finds the writer busy) goes to the blocking pool.
+            let end = match r.store.try_append_raw(&raw)? {
+                Some(end) => end,
+                None => {
+                    let store = r.store.clone();
+                    tokio::task::spawn_blocking(move || store.append_raw(&raw)).await??
                 }
-                Ok(())
-            })
-            .await??;
+            };
+            if r.store.config().flush == FlushMode::Sync {
+                r.store.durable(end).await?;
+            }
+            r.batches_written.fetch_add(1, Ordering::Relaxed);
         }
         let end = r.store.log_end();
         let limit = b.confirm.min(end);

@@ -165,6 +165,9 @@ pub struct Replica {
     /// Set when the leader's history ends below what this member dispatched: (where the cut
     /// would be, what was dispatched). It cannot follow until rebuilt.
     rebuild: Mutex<Option<(u64, u64)>>,
+    /// Batches with records this member wrote as a follower (with the log end: the average
+    /// batch size, which tells how well the leader's shipping batches under load).
+    pub(crate) batches_written: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
@@ -207,6 +210,7 @@ impl Replica {
                 lease: Mutex::new(None),
                 handing_over: Mutex::new(None),
                 rebuild: Mutex::new(None),
+                batches_written: std::sync::atomic::AtomicU64::new(0),
             }
         }))
         .inspect(|r| {
@@ -391,12 +395,13 @@ impl Replica {
         // awaited and which moves no follower report: count it now.
         self.recompute_confirm();
         let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-        let mut confirm = self.progress.watch();
+        // Wakes only once the offset reaches `end` (not at every move on the way).
+        let confirmed = self.progress.reached(end);
+        tokio::pin!(confirmed);
         let mut role = self.role.subscribe();
         let mut expired = false;
         loop {
-            // Marked seen before the checks, so a move after them wakes the wait below.
-            confirm.borrow_and_update();
+            // Marked seen before the checks, so a change after them wakes the wait below.
             role.borrow_and_update();
             // The offset first, then the role, as in `confirmed`: a member follows (and learns
             // another leader's offsets) only after it stopped leading.
@@ -413,7 +418,7 @@ impl Replica {
                 return Err(self.not_confirmed_in_time());
             }
             tokio::select! {
-                _ = confirm.changed() => {}
+                _ = &mut confirmed => {}
                 _ = role.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => expired = true,
             }

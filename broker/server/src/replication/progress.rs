@@ -25,7 +25,10 @@
 //! Within an epoch only its leader changes the controller's set, so these rules keep the local
 //! set a superset of every set the controller committed in the epoch.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -72,6 +75,60 @@ pub struct Progress {
     /// Wakes writers blocked in [`Progress::wait_confirmed_blocking`] when the confirm offset
     /// moves (they run on the store's threads, outside the runtime).
     moved: (Mutex<()>, parking_lot::Condvar),
+    /// Tasks waiting in [`Progress::reached`].
+    waiters: Mutex<Waiters>,
+}
+
+/// Tasks waiting for the confirm offset to reach an offset, ordered by that offset, so a move
+/// wakes only the tasks it reached. (On a watch channel every move woke every waiter: under
+/// load dozens of sends wait on a leader, the offset moves at each follower report, and most
+/// wake-ups found their record not confirmed yet.)
+#[derive(Debug, Default)]
+struct Waiters {
+    /// Tells apart waiters for the same offset.
+    next: u64,
+    by_end: BTreeMap<(u64, u64), Waker>,
+}
+
+/// Completes once the confirm offset reaches `end` ([`Progress::reached`]).
+pub struct Reached<'a> {
+    progress: &'a Progress,
+    end: u64,
+    key: Option<(u64, u64)>,
+}
+
+impl Future for Reached<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let p = self.progress;
+        if p.confirm() >= self.end {
+            return Poll::Ready(());
+        }
+        {
+            let mut w = p.waiters.lock();
+            let end = self.end;
+            let key = *self.key.get_or_insert_with(|| {
+                w.next += 1;
+                (end, w.next)
+            });
+            w.by_end.insert(key, cx.waker().clone());
+        }
+        // Checked again after registering: a move in between either shows here or finds the
+        // waker in the list.
+        if p.confirm() >= self.end {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Reached<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.progress.waiters.lock().by_end.remove(&key);
+        }
+    }
 }
 
 impl Progress {
@@ -89,6 +146,7 @@ impl Progress {
             }),
             confirmed: watch::channel(confirm).0,
             moved: (Mutex::new(()), parking_lot::Condvar::new()),
+            waiters: Mutex::new(Waiters::default()),
         }
     }
 
@@ -226,9 +284,31 @@ impl Progress {
         self.confirmed.subscribe()
     }
 
+    /// After the confirm offset moved: wakes the blocked writers and the tasks it reached.
     pub(crate) fn wake_blocked(&self) {
-        let _g = self.moved.0.lock();
-        self.moved.1.notify_all();
+        {
+            let _g = self.moved.0.lock();
+            self.moved.1.notify_all();
+        }
+        let confirm = self.confirm();
+        let reached = {
+            let mut w = self.waiters.lock();
+            let later = w.by_end.split_off(&(confirm.saturating_add(1), 0));
+            std::mem::replace(&mut w.by_end, later)
+        };
+        for waker in reached.into_values() {
+            waker.wake();
+        }
+    }
+
+    /// Completes once the confirm offset reaches `end`. Only a move that reaches `end` wakes
+    /// the task (see [`Waiters`]).
+    pub fn reached(&self, end: u64) -> Reached<'_> {
+        Reached {
+            progress: self,
+            end,
+            key: None,
+        }
     }
 
     /// [`Progress::wait_confirmed`] for a thread outside the runtime (the store's writers).
@@ -260,11 +340,9 @@ impl Progress {
 
     /// Waits until the confirm offset reaches `end`; false after `timeout`.
     pub async fn wait_confirmed(&self, end: u64, timeout: Duration) -> bool {
-        let mut rx = self.confirmed.subscribe();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= end))
+        tokio::time::timeout(timeout, self.reached(end))
             .await
-            .is_ok_and(|r| r.is_ok());
-        reached
+            .is_ok()
     }
 
     /// In-sync followers that have not held the whole log for `lag` (to drop from the set).
@@ -394,6 +472,62 @@ mod tests {
     use super::*;
 
     const LAG: Duration = Duration::from_secs(5);
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn woken(c: &std::sync::Arc<Count>) -> usize {
+        c.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_move_wakes_only_the_waiters_it_reached() {
+        let p = Progress::new(1, 0, LAG);
+        p.lead(1, BTreeSet::from([1, 2]), 0);
+        let counts: Vec<_> = (0..3)
+            .map(|_| std::sync::Arc::new(Count(0.into())))
+            .collect();
+        let mut waits: Vec<_> = [10, 20, 30]
+            .iter()
+            .map(|e| Box::pin(p.reached(*e)))
+            .collect();
+        for (w, c) in waits.iter_mut().zip(&counts) {
+            let waker = Waker::from(c.clone());
+            assert!(w
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending());
+        }
+        p.report(2, 5, 40);
+        assert_eq!(p.recompute(40), Some(5));
+        assert_eq!(counts.iter().map(woken).sum::<usize>(), 0, "5 reaches none");
+        p.report(2, 20, 40);
+        assert_eq!(p.recompute(40), Some(20));
+        assert_eq!(counts.iter().map(woken).collect::<Vec<_>>(), [1, 1, 0]);
+        let noop = Waker::from(std::sync::Arc::new(Count(0.into())));
+        let mut cx = Context::from_waker(&noop);
+        assert!(waits[0].as_mut().poll(&mut cx).is_ready());
+        assert!(waits[1].as_mut().poll(&mut cx).is_ready());
+        assert!(waits[2].as_mut().poll(&mut cx).is_pending());
+        assert_eq!(p.waiters.lock().by_end.len(), 1, "the one left waits");
+        drop(waits);
+        assert!(
+            p.waiters.lock().by_end.is_empty(),
+            "a dropped wait leaves no waker"
+        );
+        let mut done = Box::pin(p.reached(20));
+        assert!(
+            done.as_mut().poll(&mut cx).is_ready(),
+            "an offset already reached completes at once"
+        );
+        assert!(p.waiters.lock().by_end.is_empty());
+    }
 
     #[test]
     fn the_confirm_offset_is_the_lowest_in_sync_holding_and_never_goes_back() {

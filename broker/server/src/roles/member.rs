@@ -797,6 +797,11 @@ impl crate::http::Serving for Member {
                 "In-sync members a leader needs to accept sends (min-in-sync).",
             )
             .with(me(), self.rs.min_in_sync),
+            Family::counter(
+                "ferromq_replication_follower_batches_total",
+                "Batches of records this member wrote while following (log bytes over batches: how large the leader's batches are).",
+            )
+            .with(me(), self.replica.batches_written.load(Ordering::Relaxed)),
             held,
         ]
     }

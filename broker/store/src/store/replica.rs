@@ -148,22 +148,61 @@ impl Store {
         if let Some(e) = i.stopped_error() {
             return Err(e);
         }
-        let (count, end) = {
+        // Checked before the records (a clearer error) and again under the lock.
+        check_start(i, batch)?;
+        let records = parse_raw(batch)?;
+        let end = {
             let mut w = lock(&i.writer);
-            let at = i.log.write_pos();
-            if batch.from != at {
-                return Err(StoreError::malformed(
-                    "replicated batch",
-                    format!("starts at {} but this log ends at {at}", batch.from),
-                ));
-            }
-            let count = i.admit_raw(&mut w, batch)?;
+            check_start(i, batch)?;
+            i.admit_raw(&mut w, &records)?;
             let end = i.log.write_at(batch.from, &batch.bytes, batch.filler_to)?;
             i.log.publish(end);
-            (count, end)
+            end
         };
-        i.after_write(count, batch.bytes.len() as u64, end)?;
+        i.after_write(records.len() as u64, batch.bytes.len() as u64, end)?;
         Ok(end)
+    }
+
+    /// [`Store::append_raw`] when that is a copy into memory, for a follower's async task:
+    /// the batch fits in the active segment's prefaulted pages, every consume queue file and
+    /// the index room it needs exist, and the append lock is free. `Ok(None)` means nothing
+    /// was written and the caller takes [`Store::append_raw`] on a thread that may block (a
+    /// segment's end, a file to allocate, another writer). It does not wait for the flush:
+    /// in sync mode the caller awaits [`Store::durable`] for the returned end.
+    ///
+    /// Why: a follower receives one batch per leader wake-up, often a few records; handing
+    /// each to the blocking pool and back cost more thread switches than the copy itself.
+    pub fn try_append_raw(&self, batch: &RawBatch) -> Result<Option<u64>> {
+        let i = &self.inner;
+        if let Some(e) = i.stopped_error() {
+            return Err(e);
+        }
+        if batch.filler_to.is_some() || batch.bytes.is_empty() {
+            return Ok(None);
+        }
+        check_start(i, batch)?;
+        let records = parse_raw(batch)?;
+        let Some(mut w) = i.try_writer() else {
+            return Ok(None);
+        };
+        check_start(i, batch)?;
+        let len = batch.bytes.len() as u64;
+        let in_memory = i
+            .log
+            .room_in_active(batch.bytes.len())
+            .is_some_and(|pos| pos + len <= i.prefaulted.load(Ordering::Acquire));
+        if !in_memory || !i.raw_ready(&w, &records) {
+            return Ok(None);
+        }
+        i.admit_raw(&mut w, &records)?;
+        let end = i.log.write_at(batch.from, &batch.bytes, None)?;
+        i.log.publish(end);
+        drop(w);
+        i.count_written(records.len() as u64, len, end);
+        if !i.dispatch_here() {
+            i.wake_dispatcher();
+        }
+        Ok(Some(end))
     }
 
     /// Cuts the log back to `offset`, dropping records no other replica confirmed (a member
@@ -223,43 +262,32 @@ impl Store {
 }
 
 impl Inner {
-    /// Checks a replicated batch record by record and prepares what the dispatcher will need
-    /// for each (consume queue files, index room), advancing the writer's queue cursors.
-    /// Returns the number of records.
-    fn admit_raw(&self, w: &mut Writer, batch: &super::replica::RawBatch) -> Result<u64> {
-        let mut pos = batch.from;
-        let mut rest: &[u8] = &batch.bytes;
-        let mut count = 0;
-        while !rest.is_empty() {
-            let len = match record::probe(rest, pos)? {
-                Slot::Message(len) => len as usize,
-                Slot::Filler | Slot::Empty => {
-                    return Err(StoreError::malformed(
-                        "replicated batch",
-                        format!("no whole record at {pos}"),
-                    ))
-                }
-            };
-            let rec = &rest[..len];
-            let h = record::header(rec)?;
-            let topic = record::topic_of(rec)?;
-            let mut id = None;
-            let mut keys = None;
-            record::for_each_property(rec, |k, v| match k {
-                crate::PROP_MSG_ID => id = Some(v),
-                crate::PROP_KEYS => keys = Some(v),
-                _ => {}
-            })?;
-            self.prepare_queue(w, topic, h.queue_id, h.queue_offset)?;
+    /// Prepares what the dispatcher will need for each record of a replicated batch
+    /// (consume queue files, index room), advancing the writer's queue cursors.
+    fn admit_raw(&self, w: &mut Writer, records: &[RawRecord<'_>]) -> Result<()> {
+        for r in records {
+            self.prepare_queue(w, r.topic, r.queue_id, r.queue_offset)?;
             self.index
-                .reserve(index::entries_for(id, keys))
+                .reserve(r.index_entries)
                 .map_err(|e| self.refuse_for_space(e, self.index.file_bytes()))?;
-            self.index.commit_reserved(index::entries_for(id, keys));
-            pos += len as u64;
-            rest = &rest[len..];
-            count += 1;
+            self.index.commit_reserved(r.index_entries);
         }
-        Ok(count)
+        Ok(())
+    }
+
+    /// Whether [`Inner::admit_raw`] would find every consume queue file and the index room
+    /// the records need already allocated (so it would not touch the disk).
+    fn raw_ready(&self, w: &Writer, records: &[RawRecord<'_>]) -> bool {
+        let ready = records.iter().all(|r| {
+            w.next
+                .get(r.topic)
+                .and_then(|q| q.get(&r.queue_id))
+                .is_some_and(|c| r.queue_offset < c.file_end)
+        });
+        ready
+            && self
+                .index
+                .has_room(records.iter().map(|r| r.index_entries).sum())
     }
 
     /// Makes sure the consume queue file for `queue_offset` exists and moves the queue's
@@ -323,4 +351,61 @@ impl Inner {
         )?;
         Ok(())
     }
+}
+
+/// What the writer needs of one record of a replicated batch.
+struct RawRecord<'a> {
+    topic: &'a str,
+    queue_id: u32,
+    queue_offset: u64,
+    index_entries: u64,
+}
+
+/// Checks a replicated batch record by record (checksum, the offset each says it lives at,
+/// nothing but whole records) and says what each needs from the writer.
+fn parse_raw(batch: &RawBatch) -> Result<Vec<RawRecord<'_>>> {
+    let mut pos = batch.from;
+    let mut rest: &[u8] = &batch.bytes;
+    let mut records = Vec::new();
+    while !rest.is_empty() {
+        let len = match record::probe(rest, pos)? {
+            Slot::Message(len) => len as usize,
+            Slot::Filler | Slot::Empty => {
+                return Err(StoreError::malformed(
+                    "replicated batch",
+                    format!("no whole record at {pos}"),
+                ))
+            }
+        };
+        let (rec, tail) = rest.split_at(len);
+        let h = record::header(rec)?;
+        let mut id = None;
+        let mut keys = None;
+        record::for_each_property(rec, |k, v| match k {
+            crate::PROP_MSG_ID => id = Some(v),
+            crate::PROP_KEYS => keys = Some(v),
+            _ => {}
+        })?;
+        records.push(RawRecord {
+            topic: record::topic_of(rec)?,
+            queue_id: h.queue_id,
+            queue_offset: h.queue_offset,
+            index_entries: index::entries_for(id, keys),
+        });
+        pos += len as u64;
+        rest = tail;
+    }
+    Ok(records)
+}
+
+/// A replicated batch must start at this log's end; the caller holds the append lock.
+fn check_start(i: &Inner, batch: &RawBatch) -> Result<()> {
+    let at = i.log.write_pos();
+    if batch.from != at {
+        return Err(StoreError::malformed(
+            "replicated batch",
+            format!("starts at {} but this log ends at {at}", batch.from),
+        ));
+    }
+    Ok(())
 }
