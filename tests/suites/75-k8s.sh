@@ -16,8 +16,8 @@
 #    force-deleted under load, a helm upgrade under load, helm test, helm uninstall (the same
 #    steps tests/e2e/kind.sh runs on kind).
 # Needs root (namespaces, mounts, cgroups). Prints the wall time of each part. Seen on the
-# 2-core test machine (shared with other work): cluster up 12 s with the binaries cached, the
-# whole suite 456 s (end to end 343 s, of which the replicated group's failover and roll 52 s);
+# 2-core test machine (shared with other work): cluster up 10 s with the binaries cached, the
+# whole suite 402 s (end to end 339 s, of which the replicated group's failover and roll 55 s);
 # the first run on a machine also builds kube-scheduler, kubelet, kube-proxy and
 # CoreDNS (about 9 CPU-minutes with an empty Go build cache; suite 60 has built
 # kube-apiserver by then, whose packages the node binaries share).
