@@ -17,8 +17,8 @@ use ferromq_proto::replication::{
 };
 use ferromq_store::epochs::EpochStart;
 use ferromq_store::FlushMode;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use futures_util::StreamExt;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, Instrument};
 
@@ -57,10 +57,10 @@ fn epoch_span(history: &[EpochStart], offset: u64) -> (u64, Option<u64>, bool) {
     (current.map_or(0, |e| e.epoch), next, starts_here)
 }
 
-fn batch(b: pb::Batch) -> Result<pb::FetchResponse, Status> {
-    Ok(pb::FetchResponse {
+fn batch(b: pb::Batch) -> pb::FetchResponse {
+    pb::FetchResponse {
         kind: Some(fetch_response::Kind::Batch(b)),
-    })
+    }
 }
 
 #[tonic::async_trait]
@@ -105,7 +105,6 @@ impl Replication for ReplicationApi {
             )));
         }
         let follower = start.replica_id;
-        let (tx, rx) = mpsc::channel::<Result<pb::FetchResponse, Status>>(4);
         let hello = pb::FetchResponse {
             kind: Some(fetch_response::Kind::Hello(pb::Hello {
                 epoch,
@@ -121,13 +120,10 @@ impl Replication for ReplicationApi {
                 leader_end: r.store.log_end(),
             })),
         };
-        tx.send(Ok(hello))
-            .await
-            .map_err(|_| Status::cancelled("follower went away"))?;
         info!(group = %r.cfg.group, follower, epoch, "follower connected");
 
         // Progress reports: how far the follower holds the log, and where to send from.
-        let (pos_tx, mut pos_rx) = watch::channel::<Option<u64>>(None);
+        let (pos_tx, pos_rx) = watch::channel::<Option<u64>>(None);
         let reader = r.clone();
         let span = tracing::info_span!("replication.progress", follower);
         tokio::spawn(
@@ -150,99 +146,123 @@ impl Replication for ReplicationApi {
             .instrument(span),
         );
 
-        let sender = r.clone();
-        let mut role = r.watch_role();
-        tokio::spawn(async move {
-            let first = loop {
-                if let Some(p) = *pos_rx.borrow_and_update() {
-                    break p;
-                }
-                if pos_rx.changed().await.is_err() {
-                    return;
-                }
-            };
-            let mut next = first;
-            let mut confirm_rx = sender.progress.watch();
-            // The confirm offset the follower has from this stream, and whether a keepalive
-            // is due (nothing sent for a while).
-            let mut told: Option<u64> = None;
-            let mut keepalive_due = false;
-            loop {
-                if !matches!(*role.borrow_and_update(), Role::Leader { epoch: e, .. } if e == epoch)
-                {
-                    let _ = tx
-                        .send(Err(Status::failed_precondition("leadership moved")))
-                        .await;
-                    return;
-                }
-                let grown = sender.grown.notified();
-                tokio::pin!(grown);
-                grown.as_mut().enable();
-                confirm_rx.borrow_and_update();
-                let history = sender.history();
-                let (batch_epoch, next_epoch, starts_here) = epoch_span(&history, next);
-                let end = sender.store.log_end();
-                let upto = next_epoch.map_or(end, |n| n.min(end));
-                let read = if next >= upto {
-                    Ok(Ok(ferromq_store::RawBatch {
-                        from: next,
-                        ..Default::default()
-                    }))
-                } else if end.saturating_sub(next) <= READ_INLINE_WITHIN {
-                    Ok(sender.store.read_raw(next, BATCH_BYTES, upto))
-                } else {
-                    let store = sender.store.clone();
-                    tokio::task::spawn_blocking(move || store.read_raw(next, BATCH_BYTES, upto))
-                        .await
-                };
-                let raw = match read {
-                    Ok(Ok(raw)) => raw,
-                    Ok(Err(e)) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!(
-                                "reading the log at {next}: {e}"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
-                };
-                let raw_end = raw.end();
-                let moved = raw_end > next;
-                let confirm = sender.confirm();
-                if moved || told != Some(confirm) || keepalive_due {
-                    let b = pb::Batch {
-                        epoch: batch_epoch,
-                        from: next,
-                        filler_to: raw.filler_to,
-                        epoch_start: (starts_here && moved).then_some(next),
-                        data: raw.bytes,
-                        confirm,
-                        leader_end: end,
-                    };
-                    if tx.send(batch(b)).await.is_err() {
-                        return;
-                    }
-                    told = Some(confirm);
-                    keepalive_due = false;
-                }
-                if moved {
-                    next = raw_end;
-                    continue;
-                }
-                // Nothing new: wait for the log, a confirm offset to pass on, or the keepalive.
-                tokio::select! {
-                    _ = &mut grown => {}
-                    c = confirm_rx.changed() => if c.is_err() { return },
-                    _ = tokio::time::sleep(KEEPALIVE) => keepalive_due = true,
-                    r = role.changed() => if r.is_err() { return },
-                }
+        let shipper = Shipper {
+            role: r.watch_role(),
+            confirm_rx: r.progress.watch(),
+            replica: r,
+            epoch,
+            pos_rx,
+            next: None,
+            told: None,
+            keepalive_due: false,
+        };
+        // The batches are made as the connection asks for them: no task of their own and no
+        // queue between it and the connection (one wake-up less per batch on the leader).
+        let batches = futures_util::stream::unfold(Some(shipper), |shipper| async move {
+            let mut s = shipper?;
+            match s.next_batch().await {
+                Ok(Some(b)) => Some((Ok(b), Some(s))),
+                Ok(None) => None,
+                Err(status) => Some((Err(status), None)),
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let hello = futures_util::stream::once(std::future::ready(Ok::<_, Status>(hello)));
+        Ok(Response::new(Box::pin(hello.chain(batches))))
+    }
+}
+
+/// The leader's side of one follower's stream, between two batches.
+struct Shipper {
+    replica: Arc<Replica>,
+    epoch: u64,
+    role: watch::Receiver<Role>,
+    /// The follower's reports: where its log ends.
+    pos_rx: watch::Receiver<Option<u64>>,
+    confirm_rx: watch::Receiver<u64>,
+    /// Where the next batch starts (None until the follower's first report).
+    next: Option<u64>,
+    /// The confirm offset the follower has from this stream.
+    told: Option<u64>,
+    /// Nothing was sent for a while: an empty batch is due.
+    keepalive_due: bool,
+}
+
+impl Shipper {
+    /// The next batch: records from where the last one ended, or an empty one that tells the
+    /// follower a new confirm offset or keeps the stream alive. `Ok(None)` ends the stream
+    /// quietly (the follower went away, the member is shutting down); an error ends it with
+    /// that status (leadership moved, the log could not be read).
+    async fn next_batch(&mut self) -> Result<Option<pb::FetchResponse>, Status> {
+        let next = match self.next {
+            Some(n) => n,
+            None => loop {
+                if let Some(p) = *self.pos_rx.borrow_and_update() {
+                    self.next = Some(p);
+                    break p;
+                }
+                if self.pos_rx.changed().await.is_err() {
+                    return Ok(None);
+                }
+            },
+        };
+        let r = &self.replica;
+        let epoch = self.epoch;
+        loop {
+            if !matches!(*self.role.borrow_and_update(), Role::Leader { epoch: e, .. } if e == epoch)
+            {
+                return Err(Status::failed_precondition("leadership moved"));
+            }
+            let grown = r.grown.notified();
+            tokio::pin!(grown);
+            grown.as_mut().enable();
+            self.confirm_rx.borrow_and_update();
+            let history = r.history();
+            let (batch_epoch, next_epoch, starts_here) = epoch_span(&history, next);
+            let end = r.store.log_end();
+            let upto = next_epoch.map_or(end, |n| n.min(end));
+            let raw = if next >= upto {
+                ferromq_store::RawBatch {
+                    from: next,
+                    ..Default::default()
+                }
+            } else if end.saturating_sub(next) <= READ_INLINE_WITHIN {
+                r.store
+                    .read_raw(next, BATCH_BYTES, upto)
+                    .map_err(|e| Status::internal(format!("reading the log at {next}: {e}")))?
+            } else {
+                let store = r.store.clone();
+                tokio::task::spawn_blocking(move || store.read_raw(next, BATCH_BYTES, upto))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::internal(format!("reading the log at {next}: {e}")))?
+            };
+            let raw_end = raw.end();
+            let moved = raw_end > next;
+            let confirm = r.confirm();
+            if moved || self.told != Some(confirm) || self.keepalive_due {
+                self.told = Some(confirm);
+                self.keepalive_due = false;
+                if moved {
+                    self.next = Some(raw_end);
+                }
+                return Ok(Some(batch(pb::Batch {
+                    epoch: batch_epoch,
+                    from: next,
+                    filler_to: raw.filler_to,
+                    epoch_start: (starts_here && moved).then_some(next),
+                    data: raw.bytes,
+                    confirm,
+                    leader_end: end,
+                })));
+            }
+            // Nothing new: wait for the log, a confirm offset to pass on, or the keepalive.
+            tokio::select! {
+                _ = &mut grown => {}
+                c = self.confirm_rx.changed() => if c.is_err() { return Ok(None) },
+                _ = tokio::time::sleep(KEEPALIVE) => self.keepalive_due = true,
+                c = self.role.changed() => if c.is_err() { return Ok(None) },
+            }
+        }
     }
 }
 
