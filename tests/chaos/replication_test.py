@@ -382,8 +382,14 @@ def watch(group, victim, secs):
 def fault(kind):
     """Injects one fault and heals it; returns a description."""
     group = rng.choice(GROUPS)
+    if kind in ("leader_kill9", "leader_pause"):
+        # Right after a switchover or an election the group's leader may still be opening its
+        # term (no member reports leading yet): wait for it rather than pick no victim.
+        ct.wait_until(lambda: leader_of(group) is not None, 10, 0.1)
     if kind == "leader_kill9":
         victim = leader_of(group)
+        if victim is None:
+            return f"no leader of {group} to kill within 10 s"
         ct.procs[victim].kill9()
         t0 = time.time()
         ok = ct.wait_until(lambda: leader_of(group) not in (None, victim), 30, 0.1)
@@ -406,6 +412,8 @@ def fault(kind):
         return f"killed controller leader {victim}; new controller leader {new}"
     if kind == "leader_pause":
         victim = leader_of(group)
+        if victim is None:
+            return f"no leader of {group} to pause within 10 s"
         p = ct.procs[victim].p
         p.send_signal(signal.SIGSTOP)
         PAUSED.add(victim)

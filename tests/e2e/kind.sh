@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # FerroMQ on a local kind cluster, end to end, for machines with Docker. It runs the same steps,
-# values and checks as suite 75 (tests/k8s/e2e.sh); only the cluster differs (kind instead of
-# tests/k8s/cluster.sh). Needs Docker, kind, kubectl, helm, python3 (the official Python client
+# values and checks as suite 75 (tests/k8s/e2e.sh: the examples, the official clients, scaling,
+# a replicated group's leader failover, an upgrade under load); only the cluster differs (kind
+# instead of tests/k8s/cluster.sh). Needs Docker, kind, kubectl, helm, python3 (the official Python client
 # is installed in a venv), Java 17 + Maven (the official Java client), and root or sudo for two
 # routes to kind's Service and pod ranges through the node container (the clients run on this
 # host and dial the proxy Service's ClusterIP; Linux hosts only, not Docker Desktop):

@@ -21,8 +21,15 @@
 #  4. `kubectl scale broker demo --replicas=3` while a producer runs: nothing acknowledged lost.
 #  5. spec.storage.groups 2 -> 3 (the new group receives messages) -> 2 (drained first) under load.
 #  6. `kubectl delete pod` of a broker: back on the same claim with every acknowledged message.
-#  7. helm upgrade with another image tag (operator and the chart's example cluster) under load.
-#  8. helm test.  9. helm uninstall leaves no operator objects (claims and CRDs stay, documented).
+#  7. examples/replicated.yaml (3 name servers running the replication controller, one group of
+#     3 members in sync replication, started beside steps 3-6): the group's leader pod is
+#     force-deleted while a producer runs through its proxy; status names another leader at a
+#     higher epoch, the pod comes back into the in-sync set, nothing acknowledged is lost, and
+#     the longest pause between acknowledged sends is printed (the failover gap).
+#  8. A rolling change of that group (a pod template annotation) under load: the operator
+#     restarts the followers first and switches the lead over before it restarts the leader.
+#  9. helm upgrade with another image tag (operator and the chart's example cluster) under load.
+# 10. helm test. 11. helm uninstall leaves no operator objects (claims and CRDs stay, documented).
 set -uo pipefail
 ROOT="${FERROMQ_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export FERROMQ_ROOT="$ROOT"
@@ -36,6 +43,7 @@ KUBECTL="${KUBECTL:-kubectl}"
 TIMEOUT="${TIMEOUT:-300}"
 CLIENTS="${FERROMQ_E2E_CLIENTS:-python,java}"
 NS=demo
+HA=ha
 SYS=ferromq-system
 state="${FERROMQ_E2E_WORK:-$(mktemp -d /tmp/ferromq-e2e.XXXXXX)}"
 mkdir -p "$state/logs"
@@ -68,6 +76,7 @@ dump() {
   echo "--- cluster state"
   k get pods -A -o wide 2>&1 | head -40
   k -n "$NS" get ferromq,pvc 2>&1 | head -20
+  k -n "$HA" get ferromq,pvc 2>&1 | head -20
   k -n "$SYS" logs deployment/ferromq --tail=30 2>&1 | tail -30
   k get events -A --sort-by=.lastTimestamp 2>&1 | tail -25
 }
@@ -148,6 +157,23 @@ check "a headless broker name resolves inside a pod (CoreDNS)" k -n "$NS" exec d
   getent hosts "demo-group-1-0.demo-group-1.$NS.svc.cluster.local"
 ENDPOINT="$(jp "$NS" service/demo '{.spec.clusterIP}'):8081"
 echo "   proxy Service demo: $ENDPOINT"
+
+# The replicated cluster of step 7 starts now, beside steps 3-6 (its members start one after
+# another, and its controller elects): examples/replicated.yaml with one group of 3 members and
+# one proxy, in a namespace of its own, plus a Topic.
+sed -e 's/^    groups: 2$/    groups: 1/' -e '/^  compute:/,$ s/^    replicas: 2$/    replicas: 1/' \
+  -e "s#ghcr.io/ferromq/ferromq:$APP_VERSION#ghcr.io/ferromq/ferromq:$TAG#" \
+  "$ROOT/examples/replicated.yaml" >"$state/replicated.yaml"
+cat >>"$state/replicated.yaml" <<'YAML'
+---
+apiVersion: ferromq.io/v1alpha1
+kind: Topic
+metadata: {name: ha-orders}
+spec: {brokerRef: {name: ha}, queues: 4, messageType: NORMAL}
+YAML
+k create namespace "$HA" >/dev/null 2>&1
+check "kubectl apply examples/replicated.yaml (1 group of 3, sync, minInSync 2) in namespace $HA" \
+  k -n "$HA" apply -f "$state/replicated.yaml"
 
 # ---------------------------------------------------------------- 3. official clients
 step "3. official clients through the proxy Service ($CLIENTS)"
@@ -238,11 +264,78 @@ check "on the same claim and volume" bash -c "[[ '$(jp "$NS" pvc/data-demo-group
 sleep 5
 loss_stop podkill "every acknowledged message is read back after the pod returned"
 
-step "   deleting namespace $NS (its Topics go through the operator's finalizer)"
-check "namespace $NS deleted" k delete namespace "$NS" --timeout="${TIMEOUT}s"
+# ---------------------------------------------------------------- 7. replicated group: leader killed
+step "7. replicated group of 3 (sync): the leader's pod killed under load"
+HA_GROUP=ha-group-0
+repl() { jp "$HA" broker/ha "{.status.storage.replication[?(@.group==\"$HA_GROUP\")].$1}"; }
+whole_set_in_sync() { [[ -n "$(repl leader)" && "$(repl inSync)" == 3 ]]; }
+admin_ha() { k -n "$HA" exec deployment/ha-proxy -- ferromq admin --server 127.0.0.1:8081 "$@"; }
+check "Nameserver ha-names Ready (3 pods, the replication controller's Raft group)" wait_for "$TIMEOUT" resource_ready "$HA" nameserver/ha-names
+check "Broker ha Ready" wait_for "$TIMEOUT" resource_ready "$HA" broker/ha
+check "status.storage.replication: $HA_GROUP has a leader and 3 in-sync members" wait_for "$TIMEOUT" whole_set_in_sync
+check "Topic ha-orders Ready" wait_for "$TIMEOUT" resource_ready "$HA" topic/ha-orders
+check "the group's PodDisruptionBudget lets one member go at a time" \
+  test "$(jp "$HA" "pdb/$HA_GROUP" '{.spec.maxUnavailable}')" = 1
+k -n "$HA" get broker ha 2>&1 | sed 's/^/    /'
+admin_ha cluster list 2>&1 | sed 's/^/    /'
+leader="$(repl leader)"
+epoch="$(repl epoch)"
+victim="$HA_GROUP-$((leader - 1))"
+victim_uid="$(jp "$HA" "pod/$victim" '{.metadata.uid}')"
+HA_ENDPOINT="$(jp "$HA" service/ha '{.spec.clusterIP}'):8081"
+loss_start failover "$HA_ENDPOINT" ha-orders
+sleep 6
+# A crash, not a switchover: the API object goes at once, the kubelet kills the container
+# (SIGKILL 2 s after SIGTERM at most) and a member that stops does not hand its lead over:
+# the controller elects once the leader's heartbeats stop.
+check "kubectl delete pod $victim --grace-period=0 --force (the leader: replica $leader, epoch $epoch)" \
+  k -n "$HA" delete pod "$victim" --grace-period=0 --force
+killed_at=$SECONDS
+new_leader() { local l e; l="$(repl leader)" e="$(repl epoch)"; [[ -n "$l" && "$l" != "$leader" && "${e:-0}" -gt "$epoch" ]]; }
+check "status names another leader at a higher epoch" wait_for 120 new_leader
+echo "   status: leader replica $(repl leader) at epoch $(repl epoch) (was $leader at $epoch), $((SECONDS - killed_at)) s after the kill"
+rejoined() {
+  [[ "$(jp "$HA" "pod/$victim" '{.metadata.uid}')" != "$victim_uid" ]] && ready_pods "$HA" "ferromq.io/group=$HA_GROUP" 3 &&
+    [[ "$(repl inSync)" == 3 && " $(repl 'inSyncReplicas[*]') " == *" $leader "* ]]
+}
+check "the killed member's pod comes back and re-enters the in-sync set" wait_for "$TIMEOUT" rejoined
+echo "   status: leader $(repl leader), epoch $(repl epoch), in sync: $(repl 'inSyncReplicas[*]') ($((SECONDS - killed_at)) s after the kill)"
+admin_ha cluster list 2>&1 | sed 's/^/    /'
+sleep 3
+loss_stop failover "no acknowledged message lost across the leader's crash (sync replication)"
 
-# ---------------------------------------------------------------- 7. helm upgrade under load
-step "7. helm upgrade: image tag $TAG -> $UPGRADE_TAG under load"
+# ---------------------------------------------------------------- 8. replicated group: rolling change
+step "8. a rolling change of the replicated group: followers first, the lead switched over"
+member_pods() { k -n "$HA" get pods -l "ferromq.io/group=$HA_GROUP" -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}{" "}{end}'; }
+before="$(member_pods)"
+leader="$(repl leader)"
+epoch="$(repl epoch)"
+loss_start roll "$HA_ENDPOINT" ha-orders
+sleep 4
+check "patch spec.storage.podTemplate.annotations (a change of the members' pod template)" \
+  k -n "$HA" patch broker ha --type merge -p '{"spec":{"storage":{"podTemplate":{"annotations":{"e2e.ferromq.io/roll":"1"}}}}}'
+rolled_started=$SECONDS
+all_rolled() {
+  local p
+  for p in $before; do [[ " $(member_pods) " != *" $p "* ]] || return 1; done
+  ready_pods "$HA" "ferromq.io/group=$HA_GROUP" 3 && [[ "$(repl inSync)" == 3 && -n "$(repl leader)" ]]
+}
+check "every member replaced, one at a time, and all 3 back in sync" wait_for "$TIMEOUT" all_rolled
+echo "   rolled in $((SECONDS - rolled_started)) s; leader $(repl leader) at epoch $(repl epoch) (was $leader at $epoch)"
+k -n "$HA" get events --sort-by=.lastTimestamp -o jsonpath='{range .items[*]}{.reason}{": "}{.message}{"\n"}{end}' 2>/dev/null |
+  grep -E '^(MemberRestarted|Switchover)' | tail -4 | sed 's/^/    /'
+check "the operator switched the lead over before restarting the leader (a Switchover event)" bash -c \
+  "'$KUBECTL' -n $HA get events -o jsonpath='{range .items[*]}{.reason}{\"\\n\"}{end}' | grep -qx Switchover"
+check "the old leader's pod was restarted last" bash -c "[[ \$('$KUBECTL' -n $HA get pods -l ferromq.io/group=$HA_GROUP \
+  --sort-by=.metadata.creationTimestamp -o jsonpath='{.items[2].metadata.name}') == $HA_GROUP-$((leader - 1)) ]]"
+sleep 3
+loss_stop roll "no acknowledged message lost while the group rolled"
+
+step "   deleting namespaces $NS and $HA (their Topics go through the operator's finalizer)"
+check "namespaces $NS and $HA deleted" k delete namespace "$NS" "$HA" --timeout="${TIMEOUT}s"
+
+# ---------------------------------------------------------------- 9. helm upgrade under load
+step "9. helm upgrade: image tag $TAG -> $UPGRADE_TAG under load"
 # The loss client (tests/k8s/loss.py) sends unsigned: the example cluster runs without the
 # chart's default authentication here (suite 60 covers Users and signed clients).
 check "helm upgrade --set exampleCluster.enabled=true (the chart's own cluster)" helm_ upgrade ferromq "$CHART" \
@@ -272,13 +365,13 @@ loss_stop upgrade "no acknowledged message lost while every pod was rolled"
 echo "   order of replacement (pod start times):"
 k -n "$SYS" get pods --sort-by=.status.startTime -o jsonpath='{range .items[*]}{.status.startTime}{" "}{.metadata.name}{"\n"}{end}' | sed 's/^/     /'
 
-# ---------------------------------------------------------------- 8. helm test
-step "8. helm test"
+# ---------------------------------------------------------------- 10. helm test
+step "10. helm test"
 check "helm test (produce and consume through the example cluster's proxy Service)" \
   helm_ test ferromq --namespace "$SYS" --logs --timeout "${TIMEOUT}s"
 
-# ---------------------------------------------------------------- 9. helm uninstall
-step "9. helm uninstall"
+# ---------------------------------------------------------------- 11. helm uninstall
+step "11. helm uninstall"
 check "helm uninstall (its pre-delete hook deletes the example cluster)" helm_ uninstall ferromq \
   --namespace "$SYS" --wait --timeout "${TIMEOUT}s"
 # Everything the chart or the operator made, except what is kept on purpose: CRDs and claims

@@ -21,6 +21,8 @@ outlived its pod). After the stop it receives until every acknowledged message a
 3 s more (a late duplicate would show), or until --deadline seconds passed. Exit status 0 when
 nothing was lost or unexpected and at least --min-acked sends were acknowledged (a run that
 sent too little proves nothing); duplicates are reported, not failed (at-least-once delivery).
+The verdict also gives the longest wait between two acknowledged sends: across a leader
+failover, how long producers were stalled (1/--rate when nothing happened).
 """
 import argparse
 import json
@@ -47,6 +49,8 @@ class History:
         self.received = {}  # body -> deliveries
         self.errors = {"send": 0, "receive": 0}
         self.last_error = {}
+        self.last_ack_at = None  # when the latest acknowledgement came back (monotonic)
+        self.max_ack_gap = 0.0  # longest wait between two acknowledgements: a failover's pause
 
 
 def produce(args, run, history, stop):
@@ -62,8 +66,12 @@ def produce(args, run, history, stop):
             m.body = f"{run}:{seq}".encode()
             try:
                 receipt = producer.send(m)
+                now = time.monotonic()
                 with history.lock:
                     history.acked[seq] = receipt.message_id
+                    if history.last_ack_at is not None:
+                        history.max_ack_gap = max(history.max_ack_gap, now - history.last_ack_at)
+                    history.last_ack_at = now
             except Exception as e:  # the outcome of this send is unknown
                 with history.lock:
                     history.failed[seq] = str(e)[:200]
@@ -163,6 +171,7 @@ def main():
         received = dict(history.received)
         errors = dict(history.errors)
         last_error = dict(history.last_error)
+        max_ack_gap = history.max_ack_gap
     # Bodies of other runs on the same topic (earlier phases) are someone else's history.
     foreign = sum(1 for b in received if not b.startswith(f"{run}:"))
     received = {b: n for b, n in received.items() if b.startswith(f"{run}:")}
@@ -176,6 +185,7 @@ def main():
         "unexpected": len(unexpected), "recovered": len(recovered), "received": len(received),
         "other_runs": foreign,
         "send_errors": errors["send"], "receive_errors": errors["receive"],
+        "max_ack_gap_s": round(max_ack_gap, 2),
         "lost_first": lost[:20], "unexpected_first": unexpected[:20], "duplicated_first": duplicated[:20],
         "last_error": last_error,
     }
@@ -184,7 +194,8 @@ def main():
             json.dump(report, f)
     ok = not lost and not unexpected and len(acked) >= args.min_acked
     print(f"{'PASS' if ok else 'FAIL'} acknowledged {len(acked)}, lost {len(lost)}, duplicated {len(duplicated)}, "
-          f"unexpected {len(unexpected)}; failed (indeterminate) {len(failed)}, of which received {len(recovered)}"
+          f"unexpected {len(unexpected)}; failed (indeterminate) {len(failed)}, of which received {len(recovered)}; "
+          f"longest gap between acknowledged sends {max_ack_gap:.1f} s"
           + (f"; lost ids (first 20): {' '.join(lost[:20])}" if lost else "")
           + (f"; unexpected (first 20): {' '.join(unexpected[:20])}" if unexpected else "")
           + (f"; fewer than {args.min_acked} acknowledged" if len(acked) < args.min_acked else "")

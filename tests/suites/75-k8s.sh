@@ -11,11 +11,14 @@
 #    broker/Dockerfile and operator/Dockerfile with buildah and imported into containerd under
 #    the chart's default names (ghcr.io/ferromq/*:<appVersion>), plus a second tag for the upgrade.
 # 3. tests/k8s/e2e.sh: helm install, the examples, official Python and Java clients through the
-#    proxy Service, scaling both tiers, a broker pod deleted, a helm upgrade under load, helm
-#    test, helm uninstall (the same steps tests/e2e/kind.sh runs on kind).
+#    proxy Service, scaling both tiers, a broker pod deleted, a replicated group (3 name servers
+#    with the replication controller, 3 members in sync replication) whose leader pod is
+#    force-deleted under load, a helm upgrade under load, helm test, helm uninstall (the same
+#    steps tests/e2e/kind.sh runs on kind).
 # Needs root (namespaces, mounts, cgroups). Prints the wall time of each part. Seen on the
-# 2-core test machine: cluster up 11 s with the binaries cached, the whole suite 352 s (end to
-# end 273 s); the first run on a machine also builds kube-scheduler, kubelet, kube-proxy and
+# 2-core test machine (shared with other work): cluster up 10 s with the binaries cached, the
+# whole suite 402 s (end to end 339 s, of which the replicated group's failover and roll 55 s);
+# the first run on a machine also builds kube-scheduler, kubelet, kube-proxy and
 # CoreDNS (about 9 CPU-minutes with an empty Go build cache; suite 60 has built
 # kube-apiserver by then, whose packages the node binaries share).
 set -uo pipefail

@@ -64,6 +64,8 @@ pub struct ControllerClient {
     attempt_timeout: Duration,
     call_timeout: Duration,
     link: Link,
+    /// Sent in heartbeats: which process of the member speaks (0: not said).
+    incarnation: u64,
 }
 
 impl ControllerClient {
@@ -90,6 +92,7 @@ impl ControllerClient {
             attempt_timeout: Duration::from_secs(1),
             call_timeout: Duration::from_secs(3),
             link: Link::plaintext(),
+            incarnation: 0,
         })
     }
 
@@ -104,6 +107,14 @@ impl ControllerClient {
     pub fn with_timeouts(mut self, attempt: Duration, call: Duration) -> ControllerClient {
         self.attempt_timeout = attempt;
         self.call_timeout = call.max(attempt);
+        self
+    }
+
+    /// Heartbeats say they come from process `incarnation` of the member (non-zero, new at
+    /// every start of the process): a leader that restarted is then replaced rather than
+    /// resuming its epoch (see [`crate::rules`]).
+    pub fn with_incarnation(mut self, incarnation: u64) -> ControllerClient {
+        self.incarnation = incarnation;
         self
     }
 
@@ -130,6 +141,7 @@ impl ControllerClient {
             epoch,
             log_end_offset,
             confirm_offset,
+            incarnation: self.incarnation,
         };
         let (r, sent) = self
             .call(self.call_timeout, |mut c| {

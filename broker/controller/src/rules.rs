@@ -44,6 +44,17 @@
 //!   an operator enables unclean election, which then elects the best remaining member.
 //! - A switchover is pending for `switchover-timeout`; the leader learns it from its heartbeat
 //!   answer and completes it itself, for the epoch it was asked at.
+//! - A leader whose process restarted (its heartbeat names another incarnation than before)
+//!   leads no more at that epoch, even when it came back within `member-expiry` (a pod that a
+//!   StatefulSet recreates in a second or two): it lost its lease, what it knew of its
+//!   followers, and possibly an unflushed tail its followers hold. It earns no lease, cannot
+//!   change the in-sync set, and is replaced as a silent leader would be, counting from the
+//!   last heartbeat of its previous life (that life's lease has ended by then), by another
+//!   alive in-sync member; the new in-sync set leaves it out until it caught up from the new
+//!   leader, which adds it back. With no other in-sync member alive the group goes leaderless
+//!   for one epoch, then elects the restarted member cleanly. Incarnations live in the Raft
+//!   leader's memory: a restart across a change of Raft leader goes unnoticed (the new Raft
+//!   leader's wait covers leases, not the restart).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -86,6 +97,15 @@ pub struct Seen {
     pub confirm: u64,
 }
 
+/// A group leader heard from a new process (incarnation) at the epoch it leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Restarted {
+    replica: ReplicaId,
+    epoch: u64,
+    /// The last heartbeat of its previous life: its lease counts from before that.
+    last_heard: Instant,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     target: ReplicaId,
@@ -105,6 +125,10 @@ pub struct Elector {
     electing: HashSet<String>,
     /// When each group's confirm floor was last proposed for persisting.
     floor_proposed: HashMap<String, Instant>,
+    /// The process incarnation each member last reported (members that report one).
+    incarnations: HashMap<(String, ReplicaId), u64>,
+    /// Per group, its leader if it restarted at the epoch it leads.
+    restarted: HashMap<String, Restarted>,
 }
 
 impl Elector {
@@ -116,21 +140,28 @@ impl Elector {
             switchovers: HashMap::new(),
             electing: HashSet::new(),
             floor_proposed: HashMap::new(),
+            incarnations: HashMap::new(),
+            restarted: HashMap::new(),
         }
     }
 
     /// This node became Raft leader at `at`: forget what an earlier term saw.
     pub fn became_leader(&mut self, at: Instant) {
-        self.seen.clear();
-        self.switchovers.clear();
+        self.forget_liveness();
         self.leading_since = Some(at);
     }
 
     /// This node is no longer Raft leader.
     pub fn lost_leadership(&mut self) {
+        self.forget_liveness();
+        self.leading_since = None;
+    }
+
+    fn forget_liveness(&mut self) {
         self.seen.clear();
         self.switchovers.clear();
-        self.leading_since = None;
+        self.incarnations.clear();
+        self.restarted.clear();
     }
 
     pub fn leading_since(&self) -> Option<Instant> {
@@ -154,6 +185,61 @@ impl Elector {
                 confirm,
             },
         );
+    }
+
+    /// Records a heartbeat received at `at` from process `incarnation` of the member (0: the
+    /// member does not say). Returns when its previous incarnation was last heard when this one
+    /// differs from it: the member restarted since (see [`Elector::leader_restarted`]).
+    pub fn record_from(
+        &mut self,
+        group: &str,
+        replica: ReplicaId,
+        incarnation: u64,
+        log_end: u64,
+        confirm: u64,
+        at: Instant,
+    ) -> Option<Instant> {
+        let before = self.seen(group, replica).map(|s| s.at);
+        let restarted = if incarnation == 0 {
+            None
+        } else {
+            match self
+                .incarnations
+                .insert((group.to_string(), replica), incarnation)
+            {
+                Some(old) if old != incarnation => before,
+                _ => None,
+            }
+        };
+        self.record(group, replica, log_end, confirm, at);
+        restarted
+    }
+
+    /// `replica`, the leader of `group` at `epoch`, restarted; its previous life was last heard
+    /// at `last_heard`. From now on it earns no lease and may not change the in-sync set at
+    /// that epoch, and [`Elector::failover`] replaces it once that life's lease has ended.
+    pub fn leader_restarted(
+        &mut self,
+        group: &str,
+        replica: ReplicaId,
+        epoch: u64,
+        last_heard: Instant,
+    ) {
+        self.restarted.insert(
+            group.to_string(),
+            Restarted {
+                replica,
+                epoch,
+                last_heard,
+            },
+        );
+    }
+
+    /// True when `replica` restarted while leading `group` at `epoch` (so leads no more).
+    pub fn restarted_leader(&self, group: &str, replica: ReplicaId, epoch: u64) -> bool {
+        self.restarted
+            .get(group)
+            .is_some_and(|r| r.replica == replica && r.epoch == epoch)
     }
 
     /// The group's confirm floor: the highest of its members' latest reported confirm offsets
@@ -211,7 +297,7 @@ impl Elector {
     ) -> Option<(u64, Vec<(ReplicaId, u64)>)> {
         let needs = match g.leader {
             None => g.epoch > 0,
-            Some(l) => !self.is_alive(group, l, now),
+            Some(l) => !self.is_alive(group, l, now) || self.restarted_leader(group, l, g.epoch),
         };
         if !needs {
             return None;
@@ -256,7 +342,8 @@ impl Elector {
         (g.leader == Some(replica)
             && believed_epoch == g.epoch
             && g.epoch > 0
-            && !self.electing.contains(group))
+            && !self.electing.contains(group)
+            && !self.restarted_leader(group, replica, g.epoch))
         .then_some(self.timing.lease)
     }
 
@@ -278,7 +365,11 @@ impl Elector {
         }
         let old = match g.leader {
             Some(l) => {
-                let last = self.seen(group, l).map(|s| s.at).or(self.leading_since)?;
+                // A restarted leader counts as silent since its previous life's last heartbeat.
+                let last = match self.restarted.get(group) {
+                    Some(r) if r.replica == l && r.epoch == g.epoch => r.last_heard,
+                    _ => self.seen(group, l).map(|s| s.at).or(self.leading_since)?,
+                };
                 if now.saturating_duration_since(last) <= self.timing.member_expiry {
                     return None;
                 }
@@ -646,6 +737,128 @@ mod tests {
             }
             assert_eq!(g.epoch, 2);
         }
+    }
+
+    #[test]
+    fn a_leader_that_restarted_is_replaced_even_when_it_came_back_at_once() {
+        let mut w = three(false);
+        let ms = Duration::from_millis;
+        // Each member's first process reports an incarnation.
+        for r in 1..=3 {
+            assert_eq!(w.elector.record_from("g", r, 10 + r, 100, 0, w.now), None);
+        }
+        // Leader 1 is killed at 4 s and back 1.5 s later as a new process: not silent long
+        // enough to count as dead, yet it must not resume epoch 1.
+        w.at(ms(5_500));
+        let last = w.elector.record_from("g", 1, 99, 100, 0, w.now);
+        assert_eq!(
+            last,
+            Some(w.t0 + 4 * S),
+            "its previous life was last heard at 4 s"
+        );
+        w.elector.leader_restarted("g", 1, 1, w.t0 + 4 * S);
+        let g = w.g();
+        assert_eq!(
+            w.elector.lease_for("g", &g, 1, 1),
+            None,
+            "no lease for the new process"
+        );
+        assert!(w.elector.restarted_leader("g", 1, 1));
+        // The old life's lease (2 s from 4 s) runs out before anything is elected.
+        w.at(ms(6_900));
+        for r in 2..=3 {
+            w.elector.record_from("g", r, 10 + r, 100, 0, w.now);
+        }
+        w.elector.record_from("g", 1, 99, 100, 0, w.now);
+        assert_eq!(w.tick(), None, "within member-expiry of the previous life");
+        w.at(ms(7_100));
+        w.elector.record_from("g", 1, 99, 100, 0, w.now);
+        let c = w.tick().expect("the restarted leader is replaced");
+        assert!(
+            matches!(
+                &c,
+                Command::Elect {
+                    leader: Some(2),
+                    kind: ElectionKind::Clean,
+                    ..
+                }
+            ),
+            "{c:?}"
+        );
+        let g = w.g();
+        assert_eq!(g.epoch, 2);
+        assert_eq!(
+            g.in_sync,
+            BTreeSet::from([2, 3]),
+            "the restarted member rejoins only once it caught up"
+        );
+        // At the new epoch nothing is held against it any more.
+        assert!(!w.elector.restarted_leader("g", 1, 2));
+        assert_eq!(w.tick(), None);
+    }
+
+    #[test]
+    fn a_restarted_sole_in_sync_leader_is_elected_again_at_a_new_epoch() {
+        let mut w = three(false);
+        w.alter(&[1]).expect("shrink");
+        for r in 1..=3 {
+            w.elector.record_from("g", r, 10 + r, 100, 0, w.now);
+        }
+        w.at(5 * S);
+        let last = w
+            .elector
+            .record_from("g", 1, 99, 100, 0, w.now)
+            .expect("restart seen");
+        w.elector.leader_restarted("g", 1, 1, last);
+        w.at(Duration::from_millis(7_100));
+        w.elector.record_from("g", 1, 99, 100, 0, w.now);
+        w.heartbeat(2, 100);
+        // No other in-sync member: the group goes leaderless, then elects the only one it has.
+        let c = w.tick().expect("fenced");
+        assert!(matches!(c, Command::Elect { leader: None, .. }), "{c:?}");
+        let c = w.tick().expect("re-elected");
+        assert!(
+            matches!(
+                c,
+                Command::Elect {
+                    leader: Some(1),
+                    ..
+                }
+            ),
+            "{c:?}"
+        );
+        assert_eq!(w.g().epoch, 3);
+        let g = w.g();
+        assert_eq!(
+            w.elector.lease_for("g", &g, 1, 3),
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn an_unchanged_or_unreported_incarnation_is_no_restart() {
+        let mut w = three(false);
+        assert_eq!(
+            w.elector.record_from("g", 1, 7, 100, 0, w.now),
+            None,
+            "first heard"
+        );
+        assert_eq!(
+            w.elector.record_from("g", 1, 7, 100, 0, w.now),
+            None,
+            "same process"
+        );
+        assert_eq!(
+            w.elector.record_from("g", 1, 0, 100, 0, w.now),
+            None,
+            "not reported"
+        );
+        w.elector.became_leader(w.now);
+        assert_eq!(
+            w.elector.record_from("g", 1, 8, 100, 0, w.now),
+            None,
+            "a new Raft leader knows no earlier incarnation"
+        );
     }
 
     #[test]

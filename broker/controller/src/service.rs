@@ -164,9 +164,10 @@ impl ControllerRpc for ControllerService {
         // Expiry counts from here, after the member sent: its lease (counted from its sending)
         // ends first.
         let received = Instant::now();
-        c.elector.lock().record(
+        let previous_life = c.elector.lock().record_from(
             &r.group,
             r.replica_id,
+            r.incarnation,
             r.log_end_offset,
             r.confirm_offset,
             received,
@@ -194,6 +195,13 @@ impl ControllerRpc for ControllerService {
             }
         }
         let mut g = c.existing(&r.group)?;
+        if let Some(last_heard) = previous_life.filter(|_| g.leader == Some(r.replica_id)) {
+            warn!(group = %r.group, replica = r.replica_id, epoch = g.epoch,
+                  "the group's leader restarted: it leads no more at this epoch; another in-sync member is elected once its previous life's lease has ended");
+            c.elector
+                .lock()
+                .leader_restarted(&r.group, r.replica_id, g.epoch, last_heard);
+        }
         let (mut lease, mut switchover_to) = (None, None);
         if g.leader == Some(r.replica_id) {
             // A lease only from a confirmed leader reading the current state.
@@ -224,6 +232,15 @@ impl ControllerRpc for ControllerService {
         c.check_leader()?;
         let in_sync: BTreeSet<_> = r.in_sync.iter().copied().collect();
         let before = c.existing(&r.group)?;
+        if c.elector
+            .lock()
+            .restarted_leader(&r.group, r.leader, r.epoch)
+        {
+            return Err(Status::failed_precondition(format!(
+                "replica {} of group {:?} restarted since it was elected leader at epoch {}: it leads no more at that epoch",
+                r.leader, r.group, r.epoch
+            )));
+        }
         let g = c
             .write(Command::AlterInSync {
                 group: r.group.clone(),

@@ -150,9 +150,16 @@ struct Member {
 
 impl Member {
     fn start(peers: &[String], group: &str, id: u64, log_end: u64) -> Member {
+        Member::start_as(peers, group, id, log_end, 0)
+    }
+
+    /// A member whose heartbeats name process `incarnation` (0: none), starting from epoch 0 as
+    /// a freshly started process does.
+    fn start_as(peers: &[String], group: &str, id: u64, log_end: u64, incarnation: u64) -> Member {
         let client = ControllerClient::new(peers.to_vec())
             .expect("client")
-            .with_timeouts(Duration::from_millis(500), Duration::from_millis(1500));
+            .with_timeouts(Duration::from_millis(500), Duration::from_millis(1500))
+            .with_incarnation(incarnation);
         let alive = Arc::new(AtomicBool::new(true));
         let end = Arc::new(AtomicU64::new(log_end));
         let confirm = Arc::new(AtomicU64::new(0));
@@ -314,6 +321,88 @@ async fn group_state_survives_controller_leader_loss_and_a_full_restart() {
         g.members.iter().map(|m| m.replica_id).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
+    for i in 0..3 {
+        c.stop_peer(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
+    let mut c = Cluster::start().await;
+    let peers = c.peers.clone();
+    let mut members = vec![Member::start_as(&peers, "g5", 1, 100, 11)];
+    members[0]
+        .wait_for("member 1 leads", |s| {
+            s.leader == Some(1) && s.lease_until.is_some()
+        })
+        .await;
+    members.extend((2..=3).map(|id| Member::start_as(&peers, "g5", id, 100, 10 + id)));
+    for m in &members[1..] {
+        m.wait_for("member registered", |s| s.leader == Some(1))
+            .await;
+    }
+    c.client()
+        .alter_in_sync("g5", 1, 1, [1, 2, 3])
+        .await
+        .expect("the leader grows the in-sync set");
+    members[0]
+        .wait_for("lease after the in-sync change", |s| {
+            s.lease_until.is_some() && s.in_sync.len() == 3
+        })
+        .await;
+    // The leader's process dies and a new one (another incarnation) heartbeats at once: well
+    // within member-expiry, so only the incarnation tells the controller.
+    let old = members.remove(0);
+    let old_lease_end = old
+        .seen
+        .lock()
+        .iter()
+        .filter_map(|s| s.lease_until)
+        .max()
+        .expect("the old leader held a lease");
+    drop(old);
+    let restarted = Member::start_as(&peers, "g5", 1, 100, 12);
+    let moved = members[0]
+        .wait_for("a new leader at epoch 2", |s| s.epoch == 2)
+        .await;
+    assert_eq!(
+        moved.leader,
+        Some(2),
+        "another in-sync member (ties: lowest id)"
+    );
+    assert_eq!(
+        moved.in_sync,
+        vec![2, 3],
+        "the restarted member must catch up first"
+    );
+    assert!(
+        old_lease_end < moved.received,
+        "the previous life's lease ran until after the new epoch was visible"
+    );
+    assert!(
+        restarted
+            .seen
+            .lock()
+            .iter()
+            .all(|s| s.lease_until.is_none()),
+        "the new process never earned a lease: {:?}",
+        restarted.seen.lock()
+    );
+    let err = c
+        .client()
+        .alter_in_sync("g5", 1, 1, [1, 2])
+        .await
+        .expect_err("the deposed epoch's leader cannot change the set");
+    assert!(
+        err.to_string().contains("epoch") || err.to_string().contains("leader"),
+        "{err}"
+    );
+    let back = restarted
+        .wait_for("the restarted member hears of epoch 2", |s| s.epoch == 2)
+        .await;
+    assert_eq!(back.leader, Some(2));
+    drop(restarted);
+    drop(members);
     for i in 0..3 {
         c.stop_peer(i).await;
     }

@@ -151,7 +151,8 @@ pub async fn bind(mut cfg: NodeConfig, member: MemberConfig) -> anyhow::Result<B
             reason: e.to_string(),
         })?
         .with_timeouts(Duration::from_millis(700), Duration::from_millis(1500))
-        .with_link(member.link.clone());
+        .with_link(member.link.clone())
+        .with_incarnation(incarnation());
     let closed_reason = {
         let (replica, group) = (replica.clone(), member.group.clone());
         move || match replica.role() {
@@ -716,6 +717,16 @@ async fn ensure_bootstrap_user(
             _ = &mut stopped => return,
         }
     }
+}
+
+/// Which start of this member the controller hears from: the wall clock at start, in
+/// nanoseconds (never 0). A leader that restarted, however fast it came back, must not resume
+/// its epoch: the controller sees the new incarnation and elects again.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ u64::from(std::process::id()).rotate_left(48)).max(1)
 }
 
 impl crate::http::Serving for Member {
