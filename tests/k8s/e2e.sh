@@ -276,7 +276,14 @@ check "status.storage.replication: $HA_GROUP has a leader and 3 in-sync members"
 check "Topic ha-orders Ready" wait_for "$TIMEOUT" resource_ready "$HA" topic/ha-orders
 check "the group's PodDisruptionBudget lets one member go at a time" \
   test "$(jp "$HA" "pdb/$HA_GROUP" '{.spec.maxUnavailable}')" = 1
-k -n "$HA" get broker ha 2>&1 | sed 's/^/    /'
+k -n "$HA" get broker ha -o wide 2>&1 | sed 's/^/    /'
+wide_shows_leader() {
+  local out
+  out="$(k -n "$HA" get broker ha -o wide)" || return 1
+  grep -q 'LEADERS *EPOCHS *IN-SYNC' <<<"$out" &&
+    awk 'NR == 2' <<<"$out" | grep -qw -- "$(repl leader)"
+}
+check "kubectl get broker -o wide shows each group's leader, epoch and in-sync count" wide_shows_leader
 admin_ha cluster list 2>&1 | sed 's/^/    /'
 leader="$(repl leader)"
 epoch="$(repl epoch)"

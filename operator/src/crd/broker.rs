@@ -50,6 +50,27 @@ use super::common::{ImagePullPolicy, LoggingSpec, PodPlacement, PodTemplate};
         description = "Replicated groups with fewer in-sync members than replicas, or no leader"
     ),
     printcolumn(
+        name = "Leaders",
+        type_ = "string",
+        json_path = ".status.storage.replication[*].leader",
+        description = "Replica id of each replicated group's leader, in group order",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Epochs",
+        type_ = "string",
+        json_path = ".status.storage.replication[*].epoch",
+        description = "Leader epoch of each replicated group, in group order",
+        priority = 1
+    ),
+    printcolumn(
+        name = "In-Sync",
+        type_ = "string",
+        json_path = ".status.storage.replication[*].inSync",
+        description = "In-sync members of each replicated group, in group order",
+        priority = 1
+    ),
+    printcolumn(
         name = "Proxies",
         type_ = "integer",
         json_path = ".spec.compute.replicas",
