@@ -237,9 +237,14 @@ impl Elector {
 
     /// True when `replica` restarted while leading `group` at `epoch` (so leads no more).
     pub fn restarted_leader(&self, group: &str, replica: ReplicaId, epoch: u64) -> bool {
+        self.restart_of(group, replica, epoch).is_some()
+    }
+
+    /// The restart of `replica` while it led `group` at `epoch`, if it restarted.
+    fn restart_of(&self, group: &str, replica: ReplicaId, epoch: u64) -> Option<&Restarted> {
         self.restarted
             .get(group)
-            .is_some_and(|r| r.replica == replica && r.epoch == epoch)
+            .filter(|r| r.replica == replica && r.epoch == epoch)
     }
 
     /// The group's confirm floor: the highest of its members' latest reported confirm offsets
@@ -366,9 +371,9 @@ impl Elector {
         let old = match g.leader {
             Some(l) => {
                 // A restarted leader counts as silent since its previous life's last heartbeat.
-                let last = match self.restarted.get(group) {
-                    Some(r) if r.replica == l && r.epoch == g.epoch => r.last_heard,
-                    _ => self.seen(group, l).map(|s| s.at).or(self.leading_since)?,
+                let last = match self.restart_of(group, l, g.epoch) {
+                    Some(r) => r.last_heard,
+                    None => self.seen(group, l).map(|s| s.at).or(self.leading_since)?,
                 };
                 if now.saturating_duration_since(last) <= self.timing.member_expiry {
                     return None;

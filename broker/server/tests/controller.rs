@@ -204,6 +204,16 @@ impl Member {
         }
     }
 
+    /// When the latest lease this member was granted ends.
+    fn lease_end(&self) -> Instant {
+        self.seen
+            .lock()
+            .iter()
+            .filter_map(|s| s.lease_until)
+            .max()
+            .expect("the member held a lease")
+    }
+
     fn last(&self) -> Option<Seen> {
         self.seen.lock().last().cloned()
     }
@@ -353,13 +363,7 @@ async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
     // The leader's process dies and a new one (another incarnation) heartbeats at once: well
     // within member-expiry, so only the incarnation tells the controller.
     let old = members.remove(0);
-    let old_lease_end = old
-        .seen
-        .lock()
-        .iter()
-        .filter_map(|s| s.lease_until)
-        .max()
-        .expect("the old leader held a lease");
+    let old_lease_end = old.lease_end();
     drop(old);
     let restarted = Member::start_as(&peers, "g5", 1, 100, 12);
     let moved = members[0]
@@ -423,13 +427,7 @@ async fn a_silent_leader_is_replaced_after_its_lease_ended() {
     // Partition the leader from the controller: it falls silent.
     let silenced = Instant::now();
     members[0].alive.store(false, Ordering::SeqCst);
-    let old_lease_end = members[0]
-        .seen
-        .lock()
-        .iter()
-        .filter_map(|s| s.lease_until)
-        .max()
-        .expect("the old leader held a lease");
+    let old_lease_end = members[0].lease_end();
 
     let moved = members[1]
         .wait_for("a new leader at epoch 2", |s| s.epoch == 2)

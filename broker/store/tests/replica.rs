@@ -30,6 +30,30 @@ fn replica_config(dir: &std::path::Path) -> StoreConfig {
     c
 }
 
+/// A leader holding `n` messages `m0`, `m1`, ... on topic `t` (its `queues` queues in turn) and
+/// an empty follower with the same topic; the messages' log offsets and ids, in order.
+fn leader_and_follower(
+    ld: &std::path::Path,
+    fd: &std::path::Path,
+    queues: u32,
+    n: u32,
+) -> (Arc<Store>, Arc<Store>, Vec<(u64, String)>) {
+    let leader = Store::open(small_config(ld)).expect("leader");
+    let follower = Store::open(replica_config(fd)).expect("follower");
+    topic(&leader, "t", queues);
+    topic(&follower, "t", queues);
+    let sent = (0..n)
+        .map(|i| {
+            let id = format!("m{i}");
+            let a = leader
+                .append(&message("t", i % queues, &id, None, &[]))
+                .expect("append");
+            (a.phys_offset, id)
+        })
+        .collect();
+    (leader, follower, sent)
+}
+
 /// Copies the leader's log from the follower's end to `upto`, in batches of about 16 KiB.
 fn copy(leader: &Store, follower: &Store, upto: u64) -> usize {
     let mut batches = 0;
@@ -56,19 +80,8 @@ fn ids(s: &Store, t: &str, q: u32) -> Vec<String> {
 #[test]
 fn a_follower_holds_the_same_records_at_the_same_offsets_and_serves_only_what_is_confirmed() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leader = Store::open(small_config(ld.path())).expect("leader");
-    let follower = Store::open(replica_config(fd.path())).expect("follower");
-    topic(&leader, "t", 2);
-    topic(&follower, "t", 2);
     // Enough to roll several 256 KiB segments, so fillers are copied too.
-    let mut sent = Vec::new();
-    for i in 0..2000 {
-        let id = format!("m{i}");
-        let a = leader
-            .append(&message("t", i % 2, &id, None, &[]))
-            .expect("append");
-        sent.push((a.phys_offset, id));
-    }
+    let (leader, follower, sent) = leader_and_follower(ld.path(), fd.path(), 2, 2000);
     let end = leader.log_end();
     let batches = copy(&leader, &follower, end);
     assert!(batches > 10, "copied in {batches} batches");
@@ -198,6 +211,10 @@ fn a_damaged_or_misplaced_record_is_refused_and_nothing_is_written() {
     let mid = bad.bytes.len() / 2;
     bad.bytes[mid] ^= 0x40;
     assert!(follower.append_raw(&bad).is_err());
+    assert!(
+        follower.try_append_raw(&bad).is_err(),
+        "the in-memory copy checks records as append_raw does"
+    );
     assert_eq!(follower.log_end(), 0, "a refused batch writes nothing");
     support::wait_dispatched(&leader);
     let second = leader.read("t", 0, 1, 1, None).expect("read").messages[0].phys_offset;
@@ -217,6 +234,14 @@ fn a_damaged_or_misplaced_record_is_refused_and_nothing_is_written() {
         follower.append_raw(&late).is_err(),
         "a batch must start at the log end"
     );
+    assert!(
+        matches!(
+            follower.try_append_raw(&late),
+            Err(StoreError::Malformed { .. })
+        ),
+        "a batch must start at the log end, in memory too"
+    );
+    assert_eq!(follower.log_end(), 0, "a refused batch writes nothing");
     assert_eq!(
         follower.append_raw(&good).expect("good batch"),
         leader.log_end()
@@ -226,18 +251,7 @@ fn a_damaged_or_misplaced_record_is_refused_and_nothing_is_written() {
 #[test]
 fn a_follower_copies_in_memory_when_it_can_and_leaves_the_rest_to_append_raw() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leader = Store::open(small_config(ld.path())).expect("leader");
-    let follower = Store::open(replica_config(fd.path())).expect("follower");
-    topic(&leader, "t", 2);
-    topic(&follower, "t", 2);
-    let mut sent = Vec::new();
-    for i in 0..1500 {
-        let id = format!("m{i}");
-        let a = leader
-            .append(&message("t", i % 2, &id, None, &[]))
-            .expect("append");
-        sent.push((a.phys_offset, id));
-    }
+    let (leader, follower, sent) = leader_and_follower(ld.path(), fd.path(), 2, 1500);
     let end = leader.log_end();
     // The first batch reaches queues without a consume queue file: that is an allocation.
     let first = leader.read_raw(0, 8 << 10, end).expect("read raw");
@@ -287,34 +301,4 @@ fn a_follower_copies_in_memory_when_it_can_and_leaves_the_rest_to_append_raw() {
     assert_eq!(ids(&follower, "t", 0), ids(&leader, "t", 0));
     assert_eq!(ids(&follower, "t", 1), ids(&leader, "t", 1));
     assert!(follower.lookup_id("t", "m1499").is_some());
-}
-
-#[test]
-fn the_in_memory_copy_refuses_what_append_raw_refuses() {
-    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leader = Store::open(small_config(ld.path())).expect("leader");
-    let follower = Store::open(replica_config(fd.path())).expect("follower");
-    topic(&leader, "t", 1);
-    for i in 0..5 {
-        leader
-            .append(&message("t", 0, &format!("m{i}"), None, &[]))
-            .expect("append");
-    }
-    let good = leader.read_raw(0, 1 << 20, u64::MAX).expect("read");
-    let mut bad = good.clone();
-    let mid = bad.bytes.len() / 2;
-    bad.bytes[mid] ^= 0x40;
-    assert!(follower.try_append_raw(&bad).is_err(), "a damaged record");
-    let late = RawBatch {
-        from: 10,
-        ..good.clone()
-    };
-    assert!(
-        matches!(
-            follower.try_append_raw(&late),
-            Err(StoreError::Malformed { .. })
-        ),
-        "a batch must start at the log end"
-    );
-    assert_eq!(follower.log_end(), 0, "a refused batch writes nothing");
 }
