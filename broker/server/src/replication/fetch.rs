@@ -29,6 +29,11 @@ use crate::rpc::BoxStream;
 pub const BATCH_BYTES: usize = 1 << 20;
 /// An idle stream still carries the confirm offset this often.
 pub const KEEPALIVE: Duration = Duration::from_millis(200);
+/// A confirm offset with no records to ride on waits this long for some before it goes alone.
+/// Under load every follower report moves the confirm offset, and a batch of its own for each
+/// move doubled the messages on the link; the next records usually come sooner than this. What
+/// waits for it on the follower (dispatch, the journal, reads) lags by at most this much.
+const CONFIRM_LINGER: Duration = Duration::from_millis(5);
 /// A batch starting this close to the log's end is read on the stream's task: those pages were
 /// written through the mapping moments ago and are in memory, so the read is a copy. Older
 /// records (a follower catching up) are read on the blocking pool, as they may fault from disk.
@@ -155,6 +160,7 @@ impl Replication for ReplicationApi {
             next: None,
             told: None,
             keepalive_due: false,
+            confirm_due: None,
         };
         // The batches are made as the connection asks for them: no task of their own and no
         // queue between it and the connection (one wake-up less per batch on the leader).
@@ -185,6 +191,8 @@ struct Shipper {
     told: Option<u64>,
     /// Nothing was sent for a while: an empty batch is due.
     keepalive_due: bool,
+    /// When a confirm offset the follower has not had goes alone ([`CONFIRM_LINGER`]).
+    confirm_due: Option<tokio::time::Instant>,
 }
 
 impl Shipper {
@@ -239,9 +247,13 @@ impl Shipper {
             let raw_end = raw.end();
             let moved = raw_end > next;
             let confirm = r.confirm();
-            if moved || self.told != Some(confirm) || self.keepalive_due {
+            let news = self.told != Some(confirm);
+            let now = tokio::time::Instant::now();
+            let confirm_due = news && *self.confirm_due.get_or_insert(now + CONFIRM_LINGER) <= now;
+            if moved || confirm_due || self.keepalive_due {
                 self.told = Some(confirm);
                 self.keepalive_due = false;
+                self.confirm_due = None;
                 if moved {
                     self.next = Some(raw_end);
                 }
@@ -255,10 +267,13 @@ impl Shipper {
                     leader_end: end,
                 })));
             }
-            // Nothing new: wait for the log, a confirm offset to pass on, or the keepalive.
+            // Nothing to send yet: wait for the log, for a confirm offset to pass on (or the
+            // linger of one already waiting), or for the keepalive.
+            let linger = self.confirm_due;
             tokio::select! {
                 _ = &mut grown => {}
-                c = self.confirm_rx.changed() => if c.is_err() { return Ok(None) },
+                c = self.confirm_rx.changed(), if linger.is_none() => if c.is_err() { return Ok(None) },
+                _ = tokio::time::sleep_until(linger.unwrap_or(now)), if linger.is_some() => {}
                 _ = tokio::time::sleep(KEEPALIVE) => self.keepalive_due = true,
                 c = self.role.changed() => if c.is_err() { return Ok(None) },
             }

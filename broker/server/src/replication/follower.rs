@@ -9,7 +9,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferromq_proto::replication::{
     self as pb, fetch_request, fetch_response, replication_client::ReplicationClient,
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, info, warn};
 
-use super::fetch::MAX_MESSAGE;
+use super::fetch::{KEEPALIVE, MAX_MESSAGE};
 use super::{Replica, Role};
 use crate::credentials::Signer;
 use ferromq_controller::Link;
@@ -105,6 +105,36 @@ fn progress(r: &Replica) -> pb::FetchRequest {
     }
 }
 
+/// What this member last told the leader, so that a batch that moved nothing is answered only
+/// when the answer says something new.
+struct Reported {
+    log_end: u64,
+    flushed: u64,
+    at: Instant,
+}
+
+impl Reported {
+    /// Answer a batch? Always after records (the confirm offset waits for it); after an empty
+    /// one (a new confirm offset, a keepalive) only if the log or its flushed end moved since
+    /// the last report, or that report is half a keepalive old: an idle follower then still
+    /// answers every keepalive and stays in the in-sync set, and under load the leader's
+    /// confirm-only batches no longer cost a report each (half of all messages on the link).
+    fn due(&self, r: &Replica, moved: bool) -> bool {
+        moved
+            || r.store.log_end() != self.log_end
+            || r.store.flushed_end() != self.flushed
+            || self.at.elapsed() >= KEEPALIVE / 2
+    }
+
+    fn sent(r: &Replica) -> Reported {
+        Reported {
+            log_end: r.store.log_end(),
+            flushed: r.store.flushed_end(),
+            at: Instant::now(),
+        }
+    }
+}
+
 /// One stream to the leader at `addr` in `epoch`; returns when the role moves on.
 async fn follow(
     r: &Arc<Replica>,
@@ -183,6 +213,7 @@ async fn follow(
         info!(group = %r.cfg.group, from = cut, bytes = dropped, "cut the log where it diverges from the leader's");
     }
     tx.send(progress(r)).await?;
+    let mut reported = Reported::sent(r);
     info!(group = %r.cfg.group, leader = %addr, epoch, from = r.store.log_end(), "following the leader");
     loop {
         let msg = tokio::select! {
@@ -236,8 +267,9 @@ async fn follow(
             r.store.set_dispatch_limit(limit);
         }
         r.progress.note_confirm(limit);
-        // After every batch, the empty keepalives too: an idle leader then still sees this
-        // member hold its whole log, so it stays in the in-sync set.
-        tx.send(progress(r)).await?;
+        if reported.due(r, moved) {
+            tx.send(progress(r)).await?;
+            reported = Reported::sent(r);
+        }
     }
 }
