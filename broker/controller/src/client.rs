@@ -54,6 +54,10 @@ struct Cache {
     leader: Option<String>,
     next: usize,
     channels: HashMap<String, Channel>,
+    /// This process has had a heartbeat answer.
+    answered: bool,
+    /// The epoch an answer said this process had led in an earlier life (0: none).
+    restarted_epoch: u64,
 }
 
 /// A client of the controller peers (cheap to share behind an `Arc`; all methods take `&self`).
@@ -112,7 +116,9 @@ impl ControllerClient {
 
     /// Heartbeats say they come from process `incarnation` of the member (non-zero, new at
     /// every start of the process): a leader that restarted is then replaced rather than
-    /// resuming its epoch (see [`crate::rules`]).
+    /// resuming its epoch (see [`crate::rules`]). One client heartbeats for one member: it
+    /// also remembers whether this process had an answer yet and the epoch the controller said
+    /// it had led in an earlier life.
     pub fn with_incarnation(mut self, incarnation: u64) -> ControllerClient {
         self.incarnation = incarnation;
         self
@@ -134,6 +140,10 @@ impl ControllerClient {
         log_end_offset: u64,
         confirm_offset: u64,
     ) -> Result<HeartbeatAnswer, ClientError> {
+        let (first, restarted_epoch) = {
+            let cache = self.cache.lock();
+            (!cache.answered, cache.restarted_epoch)
+        };
         let req = proto::HeartbeatRequest {
             group: group.to_string(),
             replica_id,
@@ -142,6 +152,8 @@ impl ControllerClient {
             log_end_offset,
             confirm_offset,
             incarnation: self.incarnation,
+            first,
+            restarted_epoch,
         };
         let (r, sent) = self
             .call(self.call_timeout, |mut c| {
@@ -149,6 +161,14 @@ impl ControllerClient {
                 async move { c.heartbeat(req).await }
             })
             .await?;
+        {
+            let mut cache = self.cache.lock();
+            cache.answered = true;
+            if r.restarted {
+                let epoch = r.state.as_ref().map_or(0, |s| s.epoch);
+                cache.restarted_epoch = cache.restarted_epoch.max(epoch);
+            }
+        }
         Ok(HeartbeatAnswer {
             state: r.state.unwrap_or_default(),
             lease_until: (r.lease_ms > 0).then(|| sent + Duration::from_millis(r.lease_ms)),

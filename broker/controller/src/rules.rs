@@ -52,9 +52,13 @@
 //!   last heartbeat of its previous life (that life's lease has ended by then), by another
 //!   alive in-sync member; the new in-sync set leaves it out until it caught up from the new
 //!   leader, which adds it back. With no other in-sync member alive the group goes leaderless
-//!   for one epoch, then elects the restarted member cleanly. Incarnations live in the Raft
-//!   leader's memory: a restart across a change of Raft leader goes unnoticed (the new Raft
-//!   leader's wait covers leases, not the restart).
+//!   for one epoch, then elects the restarted member cleanly. The controller leader sees the
+//!   restart as a new incarnation, or as the process's first heartbeat (`first`) finding it the
+//!   leader already; its answer says so (`restarted`), and the member repeats that epoch in
+//!   every later heartbeat (`restarted_epoch`), so a controller leader elected in between,
+//!   which saw neither, still leaves it out of that epoch. (A member elected on its previous
+//!   life's heartbeats, just before its new process first reports, counts as restarted too:
+//!   one more election, never a leader that forgot its followers.)
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -173,6 +173,9 @@ impl ControllerRpc for ControllerService {
             received,
         );
         let before = c.group(&r.group);
+        let led_before = before
+            .as_ref()
+            .is_some_and(|b| b.epoch > 0 && b.leader == Some(r.replica_id));
         let known = before.as_ref().and_then(|g| g.members.get(&r.replica_id));
         if known != Some(&r.address) {
             let g = c
@@ -195,12 +198,25 @@ impl ControllerRpc for ControllerService {
             }
         }
         let mut g = c.existing(&r.group)?;
-        if let Some(last_heard) = previous_life.filter(|_| g.leader == Some(r.replica_id)) {
-            warn!(group = %r.group, replica = r.replica_id, epoch = g.epoch,
-                  "the group's leader restarted: it leads no more at this epoch; another in-sync member is elected once its previous life's lease has ended");
-            c.elector
-                .lock()
-                .leader_restarted(&r.group, r.replica_id, g.epoch, last_heard);
+        // A restart shows as a new incarnation (seen by this controller leader), as a process's
+        // first heartbeat finding it the leader already, or as the member saying an earlier
+        // answer told it so (a controller leader elected since knows nothing of the first two).
+        let restart = match previous_life {
+            Some(last_heard) => Some(last_heard),
+            None if (r.first && led_before)
+                || (r.restarted_epoch != 0 && r.restarted_epoch == g.epoch) =>
+            {
+                Some(received)
+            }
+            None => None,
+        };
+        if let Some(last_heard) = restart.filter(|_| g.leader == Some(r.replica_id)) {
+            let mut el = c.elector.lock();
+            if !el.restarted_leader(&r.group, r.replica_id, g.epoch) {
+                warn!(group = %r.group, replica = r.replica_id, epoch = g.epoch,
+                      "the group's leader restarted: it leads no more at this epoch; another in-sync member is elected once its previous life's lease has ended");
+                el.leader_restarted(&r.group, r.replica_id, g.epoch, last_heard);
+            }
         }
         let (mut lease, mut switchover_to) = (None, None);
         if g.leader == Some(r.replica_id) {
@@ -218,6 +234,10 @@ impl ControllerRpc for ControllerService {
             lease_ms: lease.map_or(0, |l| l.as_millis() as u64),
             switchover_to,
             heartbeat_interval_ms: c.heartbeat_interval.as_millis() as u64,
+            restarted: c
+                .elector
+                .lock()
+                .restarted_leader(&r.group, r.replica_id, g.epoch),
         }))
     }
 

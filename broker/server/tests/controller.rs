@@ -412,6 +412,59 @@ async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
     }
 }
 
+/// The restart of a leader's process, then a change of the controller's Raft leader: the new
+/// controller leader never heard the old incarnation, nor the new process's first heartbeat,
+/// yet that process still leads no more at its epoch (it repeats what the first answer told
+/// it), and another in-sync member is elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_stays_deposed_across_a_controller_leader_change() {
+    let mut c = Cluster::start().await;
+    let peers = c.peers.clone();
+    let mut members = vec![Member::start_as(&peers, "g7", 1, 100, 21)];
+    members[0]
+        .wait_for("member 1 leads", |s| {
+            s.leader == Some(1) && s.lease_until.is_some()
+        })
+        .await;
+    members.extend((2..=3).map(|id| Member::start_as(&peers, "g7", id, 100, 20 + id)));
+    for m in &members[1..] {
+        m.wait_for("member registered", |s| s.leader == Some(1))
+            .await;
+    }
+    c.client()
+        .alter_in_sync("g7", 1, 1, [1, 2, 3])
+        .await
+        .expect("the leader grows the in-sync set");
+    let (controller_leader, _) = groups(&c.client()).await;
+    drop(members.remove(0));
+    let restarted = Member::start_as(&peers, "g7", 1, 100, 24);
+    restarted
+        .wait_for("the new process's first answer", |_| true)
+        .await;
+    c.stop_peer(controller_leader as usize - 1).await;
+    let moved = members[0]
+        .wait_for("a new leader at epoch 2", |s| s.epoch == 2)
+        .await;
+    assert_eq!(moved.leader, Some(2), "another in-sync member leads");
+    assert_eq!(moved.in_sync, vec![2, 3]);
+    assert!(
+        restarted
+            .seen
+            .lock()
+            .iter()
+            .all(|s| s.lease_until.is_none()),
+        "the new process never earned a lease: {:?}",
+        restarted.seen.lock()
+    );
+    drop(restarted);
+    drop(members);
+    for i in 0..3 {
+        if c.running[i].is_some() {
+            c.stop_peer(i).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_leader_is_replaced_after_its_lease_ended() {
     let mut c = Cluster::start().await;
