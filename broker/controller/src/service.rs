@@ -201,9 +201,10 @@ impl ControllerRpc for ControllerService {
         // A restart shows as a new incarnation (seen by this controller leader), as a process's
         // first heartbeat finding it the leader already, or as the member saying an earlier
         // answer told it so (a controller leader elected since knows nothing of the first two).
+        // A member that names no incarnation takes no part in this.
         let restart = match previous_life {
             Some(last_heard) => Some(last_heard),
-            None if (r.first && led_before)
+            None if (r.first && r.incarnation != 0 && led_before)
                 || (r.restarted_epoch != 0 && r.restarted_epoch == g.epoch) =>
             {
                 Some(received)

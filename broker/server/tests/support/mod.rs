@@ -19,13 +19,23 @@ pub mod remoting;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
 
-/// A port free right now on loopback.
+/// A port free right now on loopback, and never handed out before in this test process: the
+/// kernel may give a port just released to the next bind, and two roles of one server (gRPC
+/// and HTTP) must not get the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind :0")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind :0")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `ferromq standalone`; killed when dropped.
