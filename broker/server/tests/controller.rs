@@ -214,6 +214,15 @@ impl Member {
             .expect("the member held a lease")
     }
 
+    /// Panics if any answer granted this member a lease.
+    fn assert_never_leased(&self) {
+        let seen = self.seen.lock();
+        assert!(
+            seen.iter().all(|s| s.lease_until.is_none()),
+            "the new process never earned a lease: {seen:?}"
+        );
+    }
+
     fn last(&self) -> Option<Seen> {
         self.seen.lock().last().cloned()
     }
@@ -336,23 +345,23 @@ async fn group_state_survives_controller_leader_loss_and_a_full_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
-    let mut c = Cluster::start().await;
-    let peers = c.peers.clone();
-    let mut members = vec![Member::start_as(&peers, "g5", 1, 100, 11)];
+/// Three members of `group` whose heartbeats name their processes (member `id` is process
+/// `first_process + id`), 1 leading with a lease, all in sync.
+async fn group_of_processes(c: &Cluster, group: &str, first_process: u64) -> Vec<Member> {
+    let mut members = vec![Member::start_as(&c.peers, group, 1, 100, first_process + 1)];
     members[0]
         .wait_for("member 1 leads", |s| {
             s.leader == Some(1) && s.lease_until.is_some()
         })
         .await;
-    members.extend((2..=3).map(|id| Member::start_as(&peers, "g5", id, 100, 10 + id)));
+    members
+        .extend((2..=3).map(|id| Member::start_as(&c.peers, group, id, 100, first_process + id)));
     for m in &members[1..] {
         m.wait_for("member registered", |s| s.leader == Some(1))
             .await;
     }
     c.client()
-        .alter_in_sync("g5", 1, 1, [1, 2, 3])
+        .alter_in_sync(group, 1, 1, [1, 2, 3])
         .await
         .expect("the leader grows the in-sync set");
     members[0]
@@ -360,6 +369,14 @@ async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
             s.lease_until.is_some() && s.in_sync.len() == 3
         })
         .await;
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
+    let mut c = Cluster::start().await;
+    let peers = c.peers.clone();
+    let mut members = group_of_processes(&c, "g5", 10).await;
     // The leader's process dies and a new one (another incarnation) heartbeats at once: well
     // within member-expiry, so only the incarnation tells the controller.
     let old = members.remove(0);
@@ -383,15 +400,7 @@ async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
         old_lease_end < moved.received,
         "the previous life's lease ran until after the new epoch was visible"
     );
-    assert!(
-        restarted
-            .seen
-            .lock()
-            .iter()
-            .all(|s| s.lease_until.is_none()),
-        "the new process never earned a lease: {:?}",
-        restarted.seen.lock()
-    );
+    restarted.assert_never_leased();
     let err = c
         .client()
         .alter_in_sync("g5", 1, 1, [1, 2])
@@ -420,21 +429,7 @@ async fn a_leader_back_at_once_as_a_new_process_is_replaced() {
 async fn a_restarted_leader_stays_deposed_across_a_controller_leader_change() {
     let mut c = Cluster::start().await;
     let peers = c.peers.clone();
-    let mut members = vec![Member::start_as(&peers, "g7", 1, 100, 21)];
-    members[0]
-        .wait_for("member 1 leads", |s| {
-            s.leader == Some(1) && s.lease_until.is_some()
-        })
-        .await;
-    members.extend((2..=3).map(|id| Member::start_as(&peers, "g7", id, 100, 20 + id)));
-    for m in &members[1..] {
-        m.wait_for("member registered", |s| s.leader == Some(1))
-            .await;
-    }
-    c.client()
-        .alter_in_sync("g7", 1, 1, [1, 2, 3])
-        .await
-        .expect("the leader grows the in-sync set");
+    let mut members = group_of_processes(&c, "g7", 20).await;
     let (controller_leader, _) = groups(&c.client()).await;
     drop(members.remove(0));
     let restarted = Member::start_as(&peers, "g7", 1, 100, 24);
@@ -447,15 +442,7 @@ async fn a_restarted_leader_stays_deposed_across_a_controller_leader_change() {
         .await;
     assert_eq!(moved.leader, Some(2), "another in-sync member leads");
     assert_eq!(moved.in_sync, vec![2, 3]);
-    assert!(
-        restarted
-            .seen
-            .lock()
-            .iter()
-            .all(|s| s.lease_until.is_none()),
-        "the new process never earned a lease: {:?}",
-        restarted.seen.lock()
-    );
+    restarted.assert_never_leased();
     drop(restarted);
     drop(members);
     for i in 0..3 {
