@@ -202,15 +202,11 @@ impl ControllerRpc for ControllerService {
         // first heartbeat finding it the leader already, or as the member saying an earlier
         // answer told it so (a controller leader elected since knows nothing of the first two).
         // A member that names no incarnation takes no part in this.
-        let restart = match previous_life {
-            Some(last_heard) => Some(last_heard),
-            None if (r.first && r.incarnation != 0 && led_before)
-                || (r.restarted_epoch != 0 && r.restarted_epoch == g.epoch) =>
-            {
-                Some(received)
-            }
-            None => None,
-        };
+        let restart = previous_life.or_else(|| {
+            let first_as_leader = r.first && r.incarnation != 0 && led_before;
+            let says_so = r.restarted_epoch != 0 && r.restarted_epoch == g.epoch;
+            (first_as_leader || says_so).then_some(received)
+        });
         if let Some(last_heard) = restart.filter(|_| g.leader == Some(r.replica_id)) {
             let mut el = c.elector.lock();
             if !el.restarted_leader(&r.group, r.replica_id, g.epoch) {

@@ -31,7 +31,8 @@ pub const BATCH_BYTES: usize = 1 << 20;
 pub const KEEPALIVE: Duration = Duration::from_millis(200);
 /// A confirm offset with no records to ride on waits this long for some before it goes alone.
 /// Under load every follower report moves the confirm offset, and a batch of its own for each
-/// move doubled the messages on the link; the next records usually come sooner than this. What
+/// move (and the follower's report on it) made a batch of records cost four messages on the
+/// link instead of two; the next records usually come sooner than this. What
 /// waits for it on the follower (dispatch, the journal, reads) lags by at most this much.
 const CONFIRM_LINGER: Duration = Duration::from_millis(5);
 /// A batch starting this close to the log's end is read on the stream's task: those pages were

@@ -96,20 +96,16 @@ pub async fn run_signed(
     }
 }
 
-fn progress(r: &Replica) -> pb::FetchRequest {
+fn progress(p: pb::Progress) -> pb::FetchRequest {
     pb::FetchRequest {
-        kind: Some(fetch_request::Kind::Progress(pb::Progress {
-            log_end: r.store.log_end(),
-            flushed: r.store.flushed_end(),
-        })),
+        kind: Some(fetch_request::Kind::Progress(p)),
     }
 }
 
 /// What this member last told the leader, so that a batch that moved nothing is answered only
 /// when the answer says something new.
 struct Reported {
-    log_end: u64,
-    flushed: u64,
+    held: pb::Progress,
     at: Instant,
 }
 
@@ -118,21 +114,30 @@ impl Reported {
     /// one (a new confirm offset, a keepalive) only if the log or its flushed end moved since
     /// the last report, or that report is half a keepalive old: an idle follower then still
     /// answers every keepalive and stays in the in-sync set, and under load the leader's
-    /// confirm-only batches no longer cost a report each (half of all messages on the link).
-    fn due(&self, r: &Replica, moved: bool) -> bool {
-        moved
-            || r.store.log_end() != self.log_end
-            || r.store.flushed_end() != self.flushed
-            || self.at.elapsed() >= KEEPALIVE / 2
+    /// confirm-only batches no longer cost a report each.
+    fn due(&self, now: &pb::Progress, moved: bool) -> bool {
+        moved || *now != self.held || self.at.elapsed() >= KEEPALIVE / 2
     }
+}
 
-    fn sent(r: &Replica) -> Reported {
-        Reported {
-            log_end: r.store.log_end(),
-            flushed: r.store.flushed_end(),
-            at: Instant::now(),
-        }
+/// Where this member's log and its flushed part end.
+fn held(r: &Replica) -> pb::Progress {
+    pb::Progress {
+        log_end: r.store.log_end(),
+        flushed: r.store.flushed_end(),
     }
+}
+
+/// Reports `now` to the leader.
+async fn report(
+    tx: &mpsc::Sender<pb::FetchRequest>,
+    now: pb::Progress,
+) -> anyhow::Result<Reported> {
+    tx.send(progress(now)).await?;
+    Ok(Reported {
+        held: now,
+        at: Instant::now(),
+    })
 }
 
 /// One stream to the leader at `addr` in `epoch`; returns when the role moves on.
@@ -212,8 +217,7 @@ async fn follow(
         r.epochs().truncate_from(cut)?;
         info!(group = %r.cfg.group, from = cut, bytes = dropped, "cut the log where it diverges from the leader's");
     }
-    tx.send(progress(r)).await?;
-    let mut reported = Reported::sent(r);
+    let mut reported = report(&tx, held(r)).await?;
     info!(group = %r.cfg.group, leader = %addr, epoch, from = r.store.log_end(), "following the leader");
     loop {
         let msg = tokio::select! {
@@ -267,9 +271,9 @@ async fn follow(
             r.store.set_dispatch_limit(limit);
         }
         r.progress.note_confirm(limit);
-        if reported.due(r, moved) {
-            tx.send(progress(r)).await?;
-            reported = Reported::sent(r);
+        let now = held(r);
+        if reported.due(&now, moved) {
+            reported = report(&tx, now).await?;
         }
     }
 }

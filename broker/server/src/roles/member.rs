@@ -720,8 +720,9 @@ async fn ensure_bootstrap_user(
 }
 
 /// Which start of this member the controller hears from: the wall clock at start in
-/// nanoseconds, mixed with the process id (two starts within a clock tick still differ), never 0. A leader that restarted, however fast it came back, must not resume
-/// its epoch: the controller sees the new incarnation and elects again.
+/// nanoseconds, mixed with the process id (two starts within a clock tick still differ), never
+/// 0. A leader that restarted, however fast it came back, must not resume its epoch: the
+/// controller sees the new incarnation and elects again.
 fn incarnation() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
