@@ -80,6 +80,7 @@ pub struct NodeKeys {
     pub retention: Option<String>,
     pub retention_bytes: Option<toml::Value>,
     pub disk_high_water: Option<toml::Value>,
+    pub receive_gather: Option<String>,
 }
 
 impl Section for NodeKeys {
@@ -102,6 +103,7 @@ impl Section for NodeKeys {
         "retention",
         "retention-bytes",
         "disk-high-water",
+        "receive-gather",
     ];
 }
 
@@ -130,6 +132,9 @@ impl NodeKeys {
             &self.transaction_check_interval,
         )?;
         count("transaction-check-max", &self.transaction_check_max)?;
+        each(&self.receive_gather, |s| {
+            crate::parse::parse_receive_gather("receive-gather", s).map(drop)
+        })?;
         each(&self.remoting_addr, |a| {
             if is_off(a) {
                 Ok(())

@@ -68,6 +68,22 @@ pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration, ConfigEr
     Ok(d)
 }
 
+/// Longest gather a receive may be given: it is added to end-to-end latency on a busy topic,
+/// so anything near a client's polling scale is a mistake, not a tuning.
+pub const MAX_RECEIVE_GATHER: Duration = Duration::from_millis(50);
+
+/// Parses `receive-gather`: a duration from `0ms` (off) to [`MAX_RECEIVE_GATHER`].
+pub fn parse_receive_gather(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let d = duration(s).map_err(|e| bad(field, e))?;
+    if d > MAX_RECEIVE_GATHER {
+        return Err(bad(
+            field,
+            format!("{s:?} is longer than {}ms", MAX_RECEIVE_GATHER.as_millis()),
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses a retention given in whole milliseconds or more (`24h`, `7d`, `90m`): a topic's
 /// retention is kept in milliseconds.
 pub fn parse_retention_ms(field: &'static str, s: &str) -> Result<u64, ConfigError> {
@@ -226,6 +242,18 @@ mod tests {
         );
         assert!(parse_duration("x", "0s").is_err());
         assert!(parse_duration("x", "3 fortnights").is_err());
+    }
+
+    #[test]
+    fn a_receive_gather_may_be_off_but_not_long() {
+        let g = |s| parse_receive_gather("receive-gather", s);
+        assert_eq!(g("0ms").unwrap(), Duration::ZERO);
+        assert_eq!(g("1ms").unwrap(), Duration::from_millis(1));
+        assert_eq!(g("50ms").unwrap(), MAX_RECEIVE_GATHER);
+        let e = g("1s").unwrap_err();
+        assert_eq!(e.field, "receive-gather");
+        assert!(e.to_string().contains("longer than 50ms"), "{e}");
+        assert!(g("soon").is_err());
     }
 
     #[test]

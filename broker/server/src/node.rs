@@ -22,6 +22,8 @@ pub struct NodeSettings {
     pub advertise_addr: String,
     /// Largest message body accepted.
     pub max_body_size: usize,
+    /// How long a receive woken on a busy topic gathers before it answers (zero: off).
+    pub receive_gather: std::time::Duration,
 }
 
 pub struct Node {

@@ -90,6 +90,12 @@ pub struct NodeArgs {
     /// e.g. `85` [default: 90].
     #[arg(long, env = "FERROMQ_DISK_HIGH_WATER")]
     pub disk_high_water: Option<String>,
+    /// How long a long-polling receive that is woken soon after it started waiting lets more
+    /// messages arrive before it answers, so a busy topic is read in fuller batches (fewer
+    /// receive and ack calls per message); a receive that waited longer answers at once.
+    /// At most the time since its empty look is added; `0ms` turns it off [default: 1ms].
+    #[arg(long, env = "FERROMQ_RECEIVE_GATHER")]
+    pub receive_gather: Option<String>,
     #[command(flatten)]
     pub tls: super::tls::TlsArgs,
     #[command(flatten)]
@@ -115,6 +121,8 @@ pub struct NodeConfig {
     pub retention_bytes: Option<u64>,
     /// Fraction of the disk in use above which appends are refused.
     pub disk_high_water: f64,
+    /// How long a receive woken on a busy topic gathers before it answers (zero: off).
+    pub receive_gather: Duration,
     /// Delivery semantics (auto-creation, retries, delays, transaction checks).
     pub engine: EngineConfig,
     /// TLS on the gRPC port (`None`: plaintext only).
@@ -140,6 +148,9 @@ pub struct RemotingListen {
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 3600);
 /// Fraction of the disk above which appends are refused by default.
 pub const DEFAULT_DISK_HIGH_WATER: f64 = 0.90;
+/// A receive's gather by default: a millisecond halved the receive and ack calls per message
+/// of a consumer reading along a 5 000 msg/s producer (BENCHMARKS.md).
+pub const DEFAULT_RECEIVE_GATHER: Duration = Duration::from_millis(1);
 
 /// Standalone's remoting port: RocketMQ's name-server port, since standalone is its own name
 /// server and 4.x clients' `namesrvAddr` points there.
@@ -183,6 +194,7 @@ impl NodeConfig {
             retention: DEFAULT_RETENTION,
             retention_bytes: None,
             disk_high_water: DEFAULT_DISK_HIGH_WATER,
+            receive_gather: DEFAULT_RECEIVE_GATHER,
             tls: None,
             limits: Default::default(),
             auth: Default::default(),
@@ -247,6 +259,13 @@ impl NodeConfig {
             c.disk_high_water = ferromq_config::percent_fraction("disk-high-water", p)?;
         } else if let Some(v) = &file.disk_high_water {
             c.disk_high_water = ferromq_config::percent_value("disk-high-water", v)?;
+        }
+        if let Some(d) = args
+            .receive_gather
+            .as_ref()
+            .or(file.receive_gather.as_ref())
+        {
+            c.receive_gather = ferromq_config::parse_receive_gather("receive-gather", d)?;
         }
         if let Some(q) = args.default_queues {
             c.engine.default_queues = q;
@@ -414,6 +433,7 @@ impl NodeConfig {
         crate::node::NodeSettings {
             advertise_addr: self.advertise_addr.clone(),
             max_body_size: self.max_body_size,
+            receive_gather: self.receive_gather,
         }
     }
 }
@@ -565,6 +585,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(&off).unwrap().retention_bytes, None);
+    }
+
+    #[test]
+    fn receive_gather_from_flag_file_or_default() {
+        let gather = |args: &NodeArgs| resolve(args).map(|c| c.node_settings().receive_gather);
+        assert_eq!(
+            gather(&NodeArgs::default()).unwrap(),
+            DEFAULT_RECEIVE_GATHER
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "receive-gather = \"5ms\"\n").unwrap();
+        let mut args = NodeArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        assert_eq!(gather(&args).unwrap(), Duration::from_millis(5));
+        args.receive_gather = Some("0ms".into());
+        assert_eq!(gather(&args).unwrap(), Duration::ZERO, "the flag wins");
+        args.receive_gather = Some("2s".into());
+        assert_eq!(gather(&args).unwrap_err().field, "receive-gather");
     }
 
     /// The operator renders every `spec.config` value as a TOML string.

@@ -190,6 +190,17 @@ fn receive_once(b: &Node, p: &Plan) -> Result<ReceiveOutcome, RpcError> {
 /// went away (`out` closed), so nothing is handed out to nobody. The first look was taken with
 /// the plan (one trip to the blocking pool for a backlog); it is not trusted to be empty for
 /// good, because nothing listened for new messages yet: the loop looks again once it does.
+///
+/// Two things keep a consumer reading along a busy producer cheap:
+/// - **Gather.** A wake-up that comes within the node's `receive_gather` of the last empty
+///   look means messages are arriving fast: the call lets that much time pass since the empty
+///   look before it looks again, so it answers with what arrived meanwhile instead of one or
+///   two messages (each answer costs the consumer an ack call too). A wake-up after a longer
+///   wait (a quiet topic) is answered at once, so a lone message is never held back.
+/// - **Inline look.** A look after a dispatch wake-up reads records that were just written and
+///   are in the page cache, so it runs on this task instead of a trip to the blocking pool.
+///   Looks after a timer (expired invisible messages, which may be old and cold) still go to
+///   the blocking pool.
 async fn poll<T>(
     node: &Arc<Node>,
     plan: Arc<Plan>,
@@ -202,6 +213,8 @@ async fn poll<T>(
     let until = Instant::now() + plan.poll;
     let notify = node.engine.wakeups.for_topic(&plan.topic);
     let mut shutdown = node.shutdown.clone();
+    let gather = node.settings.receive_gather;
+    let mut dispatched = false;
     loop {
         let notified = notify.notified();
         tokio::pin!(notified);
@@ -209,8 +222,12 @@ async fn poll<T>(
         if out.is_closed() {
             return Ok(Vec::new());
         }
-        let p = plan.clone();
-        let outcome = node.blocking(move |b| receive_once(b, &p)).await?;
+        let outcome = if dispatched {
+            receive_once(node, &plan)?
+        } else {
+            let p = plan.clone();
+            node.blocking(move |b| receive_once(b, &p)).await?
+        };
         let now = Instant::now();
         if !outcome.deliveries.is_empty() || now >= until || *shutdown.borrow() {
             return Ok(outcome.deliveries);
@@ -221,11 +238,20 @@ async fn poll<T>(
         if let Some(e) = outcome.next_expiry {
             wake = wake.min(e.max(now + Duration::from_millis(5)));
         }
+        dispatched = false;
         tokio::select! {
-            _ = &mut notified => {}
+            _ = &mut notified => dispatched = true,
             _ = tokio::time::sleep_until(wake.into()) => {}
             _ = shutdown.changed() => {}
             _ = out.closed() => return Ok(Vec::new()),
+        }
+        let gathered = (now + gather).min(until);
+        if dispatched && Instant::now() < gathered {
+            tokio::select! {
+                _ = tokio::time::sleep_until(gathered.into()) => {}
+                _ = shutdown.changed() => {}
+                _ = out.closed() => return Ok(Vec::new()),
+            }
         }
     }
 }
