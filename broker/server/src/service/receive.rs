@@ -200,7 +200,9 @@ fn receive_once(b: &Node, p: &Plan) -> Result<ReceiveOutcome, RpcError> {
 /// - **Inline look.** A look after a dispatch wake-up reads records that were just written and
 ///   are in the page cache, so it runs on this task instead of a trip to the blocking pool.
 ///   Looks after a timer (expired invisible messages, which may be old and cold) still go to
-///   the blocking pool.
+///   the blocking pool. The one thing such a look may do that waits is a dead-letter move (an
+///   expired message out of attempts, in a queue scanned on the way): that append then holds
+///   this worker for as long as an append takes.
 async fn poll<T>(
     node: &Arc<Node>,
     plan: Arc<Plan>,
