@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::parse::{
-    check_host_port, count_value, is_off, parse_addr, parse_duration, size_value, switch_value,
+    check_host_port, count_value, is_off, parse_addr, parse_duration, parse_receive_gather,
+    size_value, switch_value,
 };
 use crate::{bad, ConfigError, Section};
 
@@ -133,7 +134,7 @@ impl NodeKeys {
         )?;
         count("transaction-check-max", &self.transaction_check_max)?;
         each(&self.receive_gather, |s| {
-            crate::parse::parse_receive_gather("receive-gather", s).map(drop)
+            parse_receive_gather("receive-gather", s).map(drop)
         })?;
         each(&self.remoting_addr, |a| {
             if is_off(a) {

@@ -240,13 +240,12 @@ async fn poll<T>(
         if let Some(e) = outcome.next_expiry {
             wake = wake.min(e.max(now + Duration::from_millis(5)));
         }
-        dispatched = false;
-        tokio::select! {
-            _ = &mut notified => dispatched = true,
-            _ = tokio::time::sleep_until(wake.into()) => {}
-            _ = shutdown.changed() => {}
+        dispatched = tokio::select! {
+            _ = &mut notified => true,
+            _ = tokio::time::sleep_until(wake.into()) => false,
+            _ = shutdown.changed() => false,
             _ = out.closed() => return Ok(Vec::new()),
-        }
+        };
         let gathered = (now + gather).min(until);
         if dispatched && Instant::now() < gathered {
             tokio::select! {
