@@ -209,6 +209,10 @@ b.panel("timeseries", "Appends", "Records appended per second.",
         [(f'sum by (pod) (rate(ferromq_store_appends_total{{{S}}}[{R}]))', "{{pod}}")], unit="reqps")
 b.panel("timeseries", "Flush behind", "Written but not yet flushed to disk.",
         [(f'max by (node_id) (rocketmq_storage_flush_behind_bytes{{{S}}})', "{{node_id}}")], unit="bytes")
+b.panel("timeseries", "Flush time", "Average time of one commit log flush (msync); with --flush sync every send waits for one.",
+        [(f'sum by (pod) (rate(ferromq_store_flush_seconds_total{{{S}}}[{R}])) / sum by (pod) (rate(ferromq_store_flushes_total{{{S}}}[{R}]))', "{{pod}}")], unit="s")
+b.panel("timeseries", "Flushes", "Commit log flushes per second; with --flush sync, appends per flush is the group commit's batch.",
+        [(f'sum by (pod) (rate(ferromq_store_flushes_total{{{S}}}[{R}]))', "{{pod}}")], unit="reqps")
 b.panel("timeseries", "Dispatch behind", "Written but not yet indexed for consumers.",
         [(f'max by (node_id) (rocketmq_storage_dispatch_behind_bytes{{{S}}})', "{{node_id}}")], unit="bytes")
 b.panel("timeseries", "Segments", "Commit log segment files per broker.",

@@ -469,3 +469,35 @@ async fn sends_keep_working_when_idle_sockets_outnumber_the_descriptor_limit() {
     .await;
     assert_eq!(got.len(), 300, "every acknowledged message is readable");
 }
+
+/// With `--flush sync` every acknowledged send waited for a flush: the flush counters say how
+/// many there were and how long they took, so an operator can tell the group commit's batch
+/// (appends per flush) and the disk's flush latency from the metrics alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_flushes_are_counted_and_timed() {
+    let s = Server::start(&["--flush", "sync"]);
+    s.create_topic("t", "normal", 4);
+    let mut c = s.client().await;
+    let before = s.metric("ferromq_store_flushes_total").unwrap_or(0.0);
+    for i in 0..20 {
+        send_ok(&mut c, message("t", &format!("M{i}"), b"durable")).await;
+    }
+    let flushes = s
+        .metric("ferromq_store_flushes_total")
+        .expect("flushes metric")
+        - before;
+    let seconds = s
+        .metric("ferromq_store_flush_seconds_total")
+        .expect("flush time metric");
+    let appends = s
+        .metric("ferromq_store_appends_total")
+        .expect("appends metric");
+    eprintln!("20 sync sends: {flushes} flushes, {seconds} s flushing, {appends} appends");
+    // One send at a time: each found nothing to share its flush with.
+    assert!(
+        flushes >= 20.0,
+        "every sync send waited for a flush ({flushes})"
+    );
+    assert!(seconds > 0.0, "flush time is measured ({seconds})");
+    assert!(appends >= 20.0, "{appends}");
+}

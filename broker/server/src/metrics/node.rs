@@ -245,6 +245,16 @@ pub fn families(node: &Node) -> Vec<Family> {
             "Bytes appended to the commit log since start.",
         )
         .value(stats.append_bytes_total),
+        Family::counter(
+            "ferromq_store_flushes_total",
+            "Commit log flushes (msync) since start; in sync mode each one acknowledges every send waiting for it (group commit).",
+        )
+        .value(stats.flushes_total),
+        Family::counter(
+            "ferromq_store_flush_seconds_total",
+            "Time spent in commit log flushes since start; divided by the flushes, the average cost of one.",
+        )
+        .value(stats.flush_seconds_total),
         Family::gauge(
             "ferromq_store_disk_full",
             "1 while appends are refused for lack of disk (the filesystem is above the high-water mark, or an allocation failed).",
