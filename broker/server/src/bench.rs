@@ -263,6 +263,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// When request number `request` of client `n` is due, after the start, with one request
+/// per `interval` per client. Clients are phase-shifted by a fraction of the interval so that
+/// together they send evenly, not in bursts of `clients` requests at once. The count is of
+/// requests, not messages: counting messages made a batched run send `batch` times too slowly.
+fn request_due(interval: Duration, request: u64, n: usize, clients: u16) -> Duration {
+    interval.mul_f64(request as f64 + n as f64 / f64::from(clients))
+}
+
 async fn produce(
     c: Common,
     size: usize,
@@ -297,9 +305,7 @@ async fn produce(
             let mut seq: u64 = 0;
             loop {
                 let intended = match interval {
-                    // Clients are phase-shifted by a fraction of the interval so that together
-                    // they send evenly, not in bursts of `clients` messages at once.
-                    Some(iv) => start + iv.mul_f64(seq as f64 + n as f64 / clients as f64),
+                    Some(iv) => start + request_due(iv, seq / batch as u64, n, clients),
                     None => Instant::now(),
                 };
                 if intended >= end {
@@ -675,5 +681,25 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// 60 000 msg/s in batches of 32 from 16 clients: each client sends a request every
+    /// 16 * 32 / 60 000 s, so in one second all of them send 1 875 requests (60 000 messages).
+    /// The loop used to count messages here, and sent 1 875 messages a second instead.
+    #[test]
+    fn a_fixed_rate_counts_requests_so_batches_keep_the_rate() {
+        let (clients, batch, rate) = (16u16, 32u64, 60_000.0);
+        let interval = Duration::from_secs_f64(f64::from(clients) * batch as f64 / rate);
+        let mut sent = 0u64;
+        for n in 0..usize::from(clients) {
+            let mut seq = 0u64;
+            while request_due(interval, seq / batch, n, clients) < Duration::from_secs(1) {
+                seq += batch;
+                sent += batch;
+            }
+        }
+        assert!((59_000..=61_000).contains(&sent), "{sent} messages due in the first second");
+        // Clients are spread over the interval, not all due at once.
+        assert!(request_due(interval, 0, 8, clients) > request_due(interval, 0, 0, clients));
     }
 }
