@@ -698,7 +698,10 @@ mod tests {
                 sent += batch;
             }
         }
-        assert!((59_000..=61_000).contains(&sent), "{sent} messages due in the first second");
+        assert!(
+            (59_000..=61_000).contains(&sent),
+            "{sent} messages due in the first second"
+        );
         // Clients are spread over the interval, not all due at once.
         assert!(request_due(interval, 0, 8, clients) > request_due(interval, 0, 0, clients));
     }
