@@ -265,8 +265,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// When request number `request` of client `n` is due, after the start, with one request
 /// per `interval` per client. Clients are phase-shifted by a fraction of the interval so that
-/// together they send evenly, not in bursts of `clients` requests at once. The count is of
-/// requests, not messages: counting messages made a batched run send `batch` times too slowly.
+/// together they send evenly, not in bursts of `clients` requests at once. Scheduling by a
+/// count of messages made a batched run send `batch` times too slowly.
 fn request_due(interval: Duration, request: u64, n: usize, clients: u16) -> Duration {
     interval.mul_f64(request as f64 + n as f64 / f64::from(clients))
 }
@@ -302,17 +302,19 @@ async fn produce(
         tasks.push(tokio::spawn(async move {
             let mut local = new_histogram();
             let mut local_service = new_histogram();
-            let mut seq: u64 = 0;
+            // Requests sent so far; the schedule counts requests, the ids count messages.
+            let mut request: u64 = 0;
             loop {
                 let intended = match interval {
-                    Some(iv) => start + request_due(iv, seq / batch as u64, n, clients),
+                    Some(iv) => start + request_due(iv, request, n, clients),
                     None => Instant::now(),
                 };
                 if intended >= end {
                     break;
                 }
                 tokio::time::sleep_until(intended.into()).await;
-                let queue_id = ((seq / batch as u64 + n as u64) % queues as u64) as i32;
+                let queue_id = ((request + n as u64) % queues as u64) as i32;
+                let seq = request * batch as u64;
                 let messages = (0..batch as u64)
                     .map(|i| v2::Message {
                         topic: resource(&topic),
@@ -335,7 +337,7 @@ async fn produce(
                         body: body.clone(),
                     })
                     .collect();
-                seq += batch as u64;
+                request += 1;
                 let sent = Instant::now();
                 let r = client.send_message(v2::SendMessageRequest { messages }).await;
                 let ok = matches!(&r, Ok(resp) if resp.get_ref().status.as_ref().is_some_and(|s| s.code == Code::Ok as i32));
@@ -692,9 +694,9 @@ mod tests {
         let interval = Duration::from_secs_f64(f64::from(clients) * batch as f64 / rate);
         let mut sent = 0u64;
         for n in 0..usize::from(clients) {
-            let mut seq = 0u64;
-            while request_due(interval, seq / batch, n, clients) < Duration::from_secs(1) {
-                seq += batch;
+            let mut request = 0u64;
+            while request_due(interval, request, n, clients) < Duration::from_secs(1) {
+                request += 1;
                 sent += batch;
             }
         }
