@@ -167,6 +167,25 @@ impl Engine {
         })
     }
 
+    /// [`Engine::publish_quick`] for the messages of one request, stored under one
+    /// acquisition of the store's append lock when every one of them is an ordinary append
+    /// that needs no allocation ([`ferromq_store::Store::try_append_batch`]): their outcomes,
+    /// in order. `None` when any of them is not (a topic to create, a message to park, a
+    /// refusal, anything to allocate): nothing was stored, and the caller publishes them one
+    /// by one, where each gets its own outcome.
+    pub fn publish_quick_batch(&self, ps: Vec<Publication>) -> Option<Vec<Published>> {
+        let mut messages = Vec::with_capacity(ps.len());
+        for p in ps {
+            let topic = self.store.topics().get(&p.topic)?;
+            if !matches!(self.check(&p, &topic), Ok(Park::No)) {
+                return None;
+            }
+            messages.push(self.placed(p, topic).ok()?);
+        }
+        let appends = self.store.try_append_batch(&messages).ok()??;
+        Some(appends.into_iter().map(appended).collect())
+    }
+
     /// Appends a message [`Engine::publish_quick`] checked but could not store without
     /// blocking. Blocks for what must be allocated, not for the flush or the group: like
     /// [`Quick::Published`], it counts once `store.acknowledged(term, visible_end)` completes.

@@ -672,6 +672,19 @@ impl Store {
         self.inner.try_append(msg)
     }
 
+    /// [`Store::try_append`] for several messages, written in order under one acquisition of
+    /// the append lock: all of them (`Ok(Some)`, one result each, in order) or none
+    /// (`Ok(None)`: the caller appends them one by one, as [`Store::try_append`] says). An
+    /// error is a refusal: none of them may be acknowledged. Nothing was written, unless the
+    /// store stopped in the middle of the batch, when its first records may be in the log
+    /// and later delivered, as any unacknowledged send may be.
+    pub fn try_append_batch(&self, msgs: &[NewMessage]) -> Result<Option<Vec<AppendResult>>> {
+        if msgs.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        self.inner.try_append_batch(msgs)
+    }
+
     /// [`Store::append`] without its waits: writes the message (blocking for whatever must be
     /// allocated first) and returns at once; it counts as written only once
     /// [`Store::acknowledged`]`(a.term, end)` completes, which an async caller awaits without
@@ -1421,6 +1434,78 @@ impl Inner {
             self.wake_dispatcher();
         }
         Ok(Some(a))
+    }
+
+    /// [`Store::try_append_batch`]: [`Inner::try_append`] for several records under one
+    /// acquisition of the append lock, all or none. The readiness checks cover the whole
+    /// batch (each queue's consume queue file, the index room, the active segment and its
+    /// prefaulted pages for the batch's total length), so no record is written unless every
+    /// one of them can be without allocating.
+    fn try_append_batch(&self, msgs: &[NewMessage]) -> Result<Option<Vec<AppendResult>>> {
+        let gate = self.gate();
+        if self.cfg.replicated && gate.is_none() {
+            return Ok(None);
+        }
+        let mut admitted = Vec::with_capacity(msgs.len());
+        let (mut total_len, mut total_entries) = (0usize, 0u64);
+        for m in msgs {
+            let adm = self.admit(m)?;
+            total_len += adm.len;
+            total_entries += adm.index_entries;
+            admitted.push(adm);
+        }
+        let Some(mut w) = self.try_writer() else {
+            return Ok(None);
+        };
+        if let Some(e) = self.stopped_error() {
+            return Err(e);
+        }
+        let term = gate.as_ref().map(|g| g.admit()).transpose()?;
+        // Records per queue in this batch: a batch names few queues (usually one).
+        let mut per_queue: Vec<(&str, u32, u64)> = Vec::with_capacity(1);
+        for m in msgs {
+            match per_queue
+                .iter_mut()
+                .find(|(t, q, _)| *q == m.queue_id && *t == m.topic.as_str())
+            {
+                Some(c) => c.2 += 1,
+                None => per_queue.push((m.topic.as_str(), m.queue_id, 1)),
+            }
+        }
+        let ready = per_queue.iter().all(|(t, q, n)| {
+            w.next
+                .get(*t)
+                .and_then(|qs| qs.get(q))
+                .is_some_and(|c| c.next + n <= c.file_end)
+        });
+        if !ready || !self.index.has_room(total_entries) {
+            return Ok(None);
+        }
+        let Some(start) = self
+            .log
+            .room_in_active(total_len)
+            .filter(|pos| pos + total_len as u64 <= self.prefaulted.load(Ordering::Acquire))
+        else {
+            return Ok(None);
+        };
+        let mut results = Vec::with_capacity(msgs.len());
+        for (m, adm) in msgs.iter().zip(admitted) {
+            results.push(AppendResult {
+                term,
+                ..self.write_one(&mut w, m, adm)?
+            });
+        }
+        drop(w);
+        let end = start + total_len as u64;
+        debug_assert_eq!(
+            results.last().map(|a| a.phys_offset + a.size as u64),
+            Some(end)
+        );
+        self.count_written(msgs.len() as u64, total_len as u64, end);
+        if !self.dispatch_here() {
+            self.wake_dispatcher();
+        }
+        Ok(Some(results))
     }
 
     /// The append lock if it is free or soon free: holders that copy release it within

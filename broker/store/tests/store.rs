@@ -722,6 +722,53 @@ fn try_append_defers_what_needs_a_new_file_and_writes_the_rest_in_order() {
     assert_eq!(found.queue_offset, 1);
 }
 
+/// A request's batch goes in under one lock, all or none: a batch naming a queue whose file
+/// does not exist yet writes nothing (not even its ready messages), and a ready batch is
+/// written contiguously, in order, across queues, readable and indexed like single appends.
+#[test]
+fn try_append_batch_writes_all_in_order_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    store.append(&message("b", 0, "b0", None, &[])).unwrap();
+    let mixed = [
+        message("b", 0, "x1", None, &[]),
+        message("b", 1, "x2", None, &[]),
+    ];
+    assert!(
+        store.try_append_batch(&mixed).unwrap().is_none(),
+        "queue 1 has no file yet: the whole batch is left to the blocking path"
+    );
+    assert_eq!(store.stats().appends_total, 1, "nothing of it was written");
+    store.append(&message("b", 1, "b1", None, &[])).unwrap();
+    let batch: Vec<_> = (2..6)
+        .map(|i| message("b", i % 2, &format!("b{i}"), None, &[&format!("k{i}")]))
+        .collect();
+    let results = loop {
+        if let Some(r) = store.try_append_batch(&batch).unwrap() {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(results.len(), 4);
+    let offsets: Vec<(u32, u64)> = batch
+        .iter()
+        .zip(&results)
+        .map(|(m, r)| (m.queue_id, r.queue_offset))
+        .collect();
+    assert_eq!(offsets, [(0, 1), (1, 1), (0, 2), (1, 2)]);
+    for w in results.windows(2) {
+        assert_eq!(w[1].phys_offset, w[0].phys_offset + u64::from(w[0].size));
+    }
+    assert_eq!(store.stats().appends_total, 6);
+    wait(&store);
+    let q0 = store.read("b", 0, 0, 10, None).unwrap();
+    let ids: Vec<&str> = q0.messages.iter().map(|m| m.msg_id().unwrap()).collect();
+    assert_eq!(ids, ["b0", "b2", "b4"]);
+    assert_eq!(q0.messages[2].body, body_for("b4"));
+    assert_eq!(store.lookup_id("b", "b3").expect("indexed").queue_offset, 1);
+    assert!(store.try_append_batch(&[]).unwrap().unwrap().is_empty());
+}
+
 #[test]
 fn durable_waits_for_the_flush_in_sync_mode_and_one_flush_covers_many() {
     let dir = tempfile::tempdir().unwrap();

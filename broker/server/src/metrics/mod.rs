@@ -276,15 +276,24 @@ impl Metrics {
 
     /// A message accepted from a producer (`message_type`: normal, fifo, delay, transaction).
     pub fn message_in(&self, topic: &str, message_type: &str, bytes: usize) {
+        self.messages_in_n(topic, message_type, 1, bytes as u64);
+    }
+
+    /// `count` messages of one topic and type stored, `bytes` of body between them (a
+    /// request's batch, counted with one lookup per family).
+    pub fn messages_in_n(&self, topic: &str, message_type: &str, count: u64, bytes: u64) {
+        if count == 0 {
+            return;
+        }
         let l = vec![
             ("topic", topic.to_string()),
             ("message_type", message_type.to_string()),
         ];
-        self.messages_in.get_or_create(&l).inc();
-        self.throughput_in.get_or_create(&l).inc_by(bytes as u64);
+        self.messages_in.get_or_create(&l).inc_by(count);
+        self.throughput_in.get_or_create(&l).inc_by(bytes);
         let t = vec![("topic", topic.to_string())];
-        self.own_messages_in.get_or_create(&t).inc();
-        self.own_bytes_in.get_or_create(&t).inc_by(bytes as u64);
+        self.own_messages_in.get_or_create(&t).inc_by(count);
+        self.own_bytes_in.get_or_create(&t).inc_by(bytes);
     }
 
     /// A message handed to a consumer of `group` (empty for a pull without a group).

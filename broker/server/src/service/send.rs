@@ -168,6 +168,42 @@ fn send_quick(node: &Node, m: &v2::Message, producer: Option<&str>) -> Step {
     }
 }
 
+/// Stores a request of several messages on this async worker under one acquisition of the
+/// append lock, when each is valid and an ordinary append with nothing to allocate (see
+/// `Engine::publish_quick_batch`). `None` means nothing was stored: the caller takes the
+/// message-by-message path, which gives each message its own outcome.
+fn store_batch_quick(
+    node: &Node,
+    messages: &[v2::Message],
+    producer: Option<&str>,
+) -> Option<Vec<Result<Published, RpcError>>> {
+    let mut ps = Vec::with_capacity(messages.len());
+    for m in messages {
+        ps.push(publication(node, m, producer).ok()?);
+    }
+    // Counted per topic and type, one metrics update each (a request has few of them).
+    let mut counted: Vec<(Counted, u64)> = Vec::with_capacity(1);
+    for p in &ps {
+        let kind = crate::metrics::message_type_label(p.message_type);
+        match counted
+            .iter_mut()
+            .find(|(c, _)| c.kind == kind && c.topic == p.topic)
+        {
+            Some((c, n)) => {
+                c.size += p.body.len();
+                *n += 1;
+            }
+            None => counted.push((Counted::of(p), 1)),
+        }
+    }
+    let published = node.engine.publish_quick_batch(ps)?;
+    for (c, n) in &counted {
+        node.metrics
+            .messages_in_n(&c.topic, c.kind, *n, c.size as u64);
+    }
+    Some(published.into_iter().map(Ok).collect())
+}
+
 /// Each message's id and outcome, in order. Messages are stored on this task while that needs
 /// no disk I/O (the common case: no thread hand-off per send); from the first one that does,
 /// the rest of the request goes to the blocking pool, so the request's order is kept.
@@ -182,6 +218,13 @@ async fn store_all(
             .map(|s| s.message_id.clone())
             .unwrap_or_default()
     };
+    if messages.len() > 1 {
+        if let Some(results) = store_batch_quick(node, &messages, producer.as_deref()) {
+            let mut results: Vec<_> = messages.iter().map(id_of).zip(results).collect();
+            acknowledge(node, &mut results).await;
+            return Ok(results);
+        }
+    }
     let mut results = Vec::with_capacity(messages.len());
     let mut rest = messages.into_iter();
     let mut slow = None;
