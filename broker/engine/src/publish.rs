@@ -82,7 +82,7 @@ pub enum Quick {
     /// Appended. It counts once `store.acknowledged(term, visible_end)` completes (the flush
     /// in sync mode, the group's confirmation on a replicated group's leader).
     Published(Published),
-    /// Checked, but storing it may block (a file to allocate, pages not prefaulted yet, the
+    /// Checked, but storing it may block (a file to allocate, the
     /// append lock busy): finish it with [`Engine::publish_pending`] off the async workers.
     Blocked(Pending),
     /// Not checked: it needs work that may block (a topic to auto-create, a timer or half

@@ -1,7 +1,6 @@
 //! Appends 1 KiB messages from one thread as fast as it can, for profiling the append path:
 //! `cargo run --release -p ferromq-store --example append_profile -- DIR COUNT`
-//! (env `FLUSH=sync` for sync flushing, `PREFAULT_WINDOW=BYTES` to change the prefault window,
-//! `WITH_ID=1` to give every message a message id and a key, as brokers do, so the index is
+//! (env `FLUSH=sync` for sync flushing, `WITH_ID=1` to give every message a message id and a key, as brokers do, so the index is
 //! written too).
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -19,12 +18,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(1_000_000);
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = StoreConfig::new(&dir);
-    if let Some(w) = std::env::var("PREFAULT_WINDOW")
-        .ok()
-        .and_then(|w| w.parse().ok())
-    {
-        cfg.prefault_window = w;
-    }
     if std::env::var("FLUSH").is_ok_and(|f| f == "sync") {
         cfg.flush = ferromq_store::FlushMode::Sync;
     }

@@ -59,7 +59,6 @@ fn main() {
     cfg.cq_entries_per_file = 1000;
     cfg.index_slots = 1024;
     cfg.index_entries = 4096;
-    cfg.prefault_window = 0;
     let store = Store::open(cfg).expect("open");
     let rss_open = rss_kib();
 
@@ -129,7 +128,6 @@ fn main() {
     let reopened = Store::open({
         let mut c = StoreConfig::new(&dir);
         c.segment_size = 64 << 20;
-        c.prefault_window = 0;
         c
     })
     .expect("reopen");

@@ -69,9 +69,6 @@ pub struct StoreConfig {
     pub clean_interval: Duration,
     /// Address recorded as the store host of every record.
     pub store_host: Option<SocketAddr>,
-    /// How far ahead of the writer a background thread faults pages in (default 64 MiB; 0
-    /// turns it off). Moves the kernel's page zeroing off the append path.
-    pub prefault_window: u64,
     /// The metadata log (topics, consumer offsets) is rewritten as a snapshot once it is larger
     /// than this and than twice its last snapshot (default 4 MiB).
     pub metadata_compact_bytes: u64,
@@ -97,7 +94,6 @@ impl StoreConfig {
             disk_high_water: 0.90,
             clean_interval: Duration::from_secs(10),
             store_host: None,
-            prefault_window: 64 << 20,
             metadata_compact_bytes: 4 << 20,
             replicated: false,
         }

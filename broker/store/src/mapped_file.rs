@@ -4,9 +4,10 @@
 //! Files are fully allocated with `posix_fallocate` when created, so a later write into the
 //! map can never hit a hole on a full disk (which would kill the process with SIGBUS): a full
 //! disk shows up here, as an error on creation, and nowhere else. Writers and readers share one
-//! [`MmapRaw`]; the owners of each file guarantee that a byte range is written by one thread
-//! before it is published (with release/acquire atomics) to readers, so no range is read while
-//! it is written.
+//! [`MmapRaw`] (commit log appends write through the file descriptor instead, into the same
+//! page cache: see `CommitLog::write_through`); the owners of each file guarantee that a byte
+//! range is written by one thread before it is published (with release/acquire atomics) to
+//! readers, so no range is read while it is written.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
@@ -224,18 +225,6 @@ impl MappedFile {
             return Ok(());
         }
         self.map.flush_range(pos, len)
-    }
-
-    /// Faults `pos..pos+len` in writable ahead of the writer (MADV_POPULATE_WRITE), so the
-    /// kernel's zeroing of new page-cache pages happens on a background thread instead of
-    /// inside an append. Contents are not changed.
-    pub fn populate_write(&self, pos: usize, len: usize) -> std::io::Result<()> {
-        let len = len.min(self.len.saturating_sub(pos));
-        if len == 0 {
-            return Ok(());
-        }
-        self.map
-            .advise_range(memmap2::Advice::PopulateWrite, pos, len)
     }
 
     /// Flushes the whole file.

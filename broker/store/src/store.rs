@@ -3,8 +3,9 @@
 //!
 //! Threads: callers append and read on their own threads (calls block; async servers call
 //! them from `spawn_blocking`). [`Store::try_append`] is the exception, for async callers: it
-//! appends only when that is a copy into memory (the segment is mapped and prefaulted, the
-//! consume queue file and the index room exist) and otherwise says to take the blocking
+//! appends only when that is a copy into the page cache (one `pwrite` into the active segment,
+//! whose blocks are allocated; the consume queue file and the index room exist) and otherwise
+//! says to take the blocking
 //! [`Store::append`] (or [`Store::append_deferred`]); what it still waits for is awaited with
 //! [`Store::acknowledged`]: the sync-mode flush, a future the flusher wakes together with every
 //! other waiter of the same flush (group commit), and on a replicated group's leader the
@@ -409,10 +410,6 @@ struct Inner {
     /// Retention keeps every segment holding a record at or above this commit log offset
     /// (records parked for later: pending timers and half messages). `u64::MAX`: no floor.
     retention_floor: AtomicU64,
-    /// The prefaulter has faulted pages in up to this commit log offset (0: nothing yet, or no
-    /// prefaulter). [`Store::try_append`] writes only below it, so an async worker never takes
-    /// a page fault that could wait for the disk.
-    prefaulted: AtomicU64,
 }
 
 /// The storage engine. Cheap to share: wrap it in an `Arc`.
@@ -441,6 +438,14 @@ fn retention_cutoff(now_ms: i64, retention_ms: u64) -> i64 {
 }
 
 const RUNNING_MARKER: &str = "RUNNING";
+
+thread_local! {
+    /// Records encoded before their `pwrite`, one buffer per appending thread.
+    static RECORDS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A record buffer grown past this by a large batch is freed after it, not kept per thread.
+const MAX_KEPT_BUFFER: usize = 4 << 20;
 
 impl Store {
     /// Opens the store in `cfg.data_dir`, recovering from an unclean stop if needed, and
@@ -573,7 +578,6 @@ impl Store {
             last_checkpoint: Mutex::new(None),
             retention_floor: AtomicU64::new(u64::MAX),
             dispatch_limit: AtomicU64::new(u64::MAX),
-            prefaulted: AtomicU64::new(0),
             cfg,
         });
 
@@ -637,9 +641,6 @@ impl Store {
         threads.push(spawn("store-dispatch", Inner::run_dispatcher, &inner)?);
         threads.push(spawn("store-flush", Inner::run_flusher, &inner)?);
         threads.push(spawn("store-house", Inner::run_housekeeping, &inner)?);
-        if inner.cfg.prefault_window > 0 {
-            threads.push(spawn("store-prefault", Inner::run_prefaulter, &inner)?);
-        }
         info!(end = report.end, "store open");
         Ok(Arc::new(Store {
             inner,
@@ -661,7 +662,7 @@ impl Store {
 
     /// Appends a message if that needs no disk I/O and no wait: for callers on async workers.
     /// `Ok(None)` means it could not be done that way (the next segment, a consume queue file
-    /// or index room must be allocated first, the pages ahead are not prefaulted yet, another
+    /// or index room must be allocated first, another
     /// writer holds the log): nothing was written, and the caller takes [`Store::append`] or
     /// [`Store::append_deferred`] on a thread that may block. `Ok(Some(a))` means it is in the
     /// log; it is acknowledged only once [`Store::acknowledged`]`(a.term, end)` for its end
@@ -1371,10 +1372,16 @@ impl Inner {
             .reserve(len)
             .map_err(|e| self.refuse_for_space(e, self.cfg.segment_size))?;
         let store_ts = now_ms();
-        // Encoded straight into the mapping: the range is ours until `publish`.
-        let out = seg.file.slice_mut((pos - seg.base) as usize, len);
-        record::encode(msg, self.cfg.store_host, out)?;
-        record::seal(out, queue_offset, pos, store_ts);
+        // Encoded aside and written with one `pwrite` (see `CommitLog::write_through`); the
+        // range is ours until `publish`.
+        RECORDS.with(|b| -> Result<()> {
+            let mut buf = b.borrow_mut();
+            buf.clear();
+            buf.resize(len, 0);
+            record::encode(msg, self.cfg.store_host, &mut buf)?;
+            record::seal(&mut buf, queue_offset, pos, store_ts);
+            self.log.write_through(&seg, pos, &buf)
+        })?;
         self.log.publish(pos + len as u64);
         cursor.next += 1;
         self.index.commit_reserved(index_entries);
@@ -1415,11 +1422,7 @@ impl Inner {
         if !ready || !self.index.has_room(adm.index_entries) {
             return Ok(None);
         }
-        let Some(pos) = self
-            .log
-            .room_in_active(adm.len)
-            .filter(|pos| pos + adm.len as u64 <= self.prefaulted.load(Ordering::Acquire))
-        else {
+        let Some(pos) = self.log.room_in_active(adm.len) else {
             return Ok(None);
         };
         let a = AppendResult {
@@ -1438,9 +1441,10 @@ impl Inner {
 
     /// [`Store::try_append_batch`]: [`Inner::try_append`] for several records under one
     /// acquisition of the append lock, all or none. The readiness checks cover the whole
-    /// batch (each queue's consume queue file, the index room, the active segment and its
-    /// prefaulted pages for the batch's total length), so no record is written unless every
-    /// one of them can be without allocating.
+    /// batch (each queue's consume queue file, the index room, the active segment's room for
+    /// the batch's total length), so no record is written unless every one of them can be
+    /// without allocating. The records are encoded into one buffer and written with one
+    /// `pwrite` (see `CommitLog::write_through`).
     fn try_append_batch(&self, msgs: &[NewMessage]) -> Result<Option<Vec<AppendResult>>> {
         let gate = self.gate();
         if self.cfg.replicated && gate.is_none() {
@@ -1481,26 +1485,64 @@ impl Inner {
         if !ready || !self.index.has_room(total_entries) {
             return Ok(None);
         }
-        let Some(start) = self
-            .log
-            .room_in_active(total_len)
-            .filter(|pos| pos + total_len as u64 <= self.prefaulted.load(Ordering::Acquire))
-        else {
+        let Some(start) = self.log.room_in_active(total_len) else {
             return Ok(None);
         };
-        let mut results = Vec::with_capacity(msgs.len());
-        for (m, adm) in msgs.iter().zip(admitted) {
-            results.push(AppendResult {
-                term,
-                ..self.write_one(&mut w, m, adm)?
-            });
-        }
-        drop(w);
+        let Some(seg) = self.log.segment_for(start) else {
+            return Ok(None);
+        };
+        // Each queue's first offset in this batch; the cursors move only once it is written.
+        let mut next: Vec<u64> = per_queue
+            .iter()
+            .map(|(t, q, _)| {
+                w.next
+                    .get(*t)
+                    .and_then(|qs| qs.get(q))
+                    .map_or(0, |c| c.next)
+            })
+            .collect();
+        let store_ts = now_ms();
+        let results = RECORDS.with(|b| -> Result<Vec<AppendResult>> {
+            let mut buf = b.borrow_mut();
+            buf.clear();
+            buf.resize(total_len, 0);
+            let mut results = Vec::with_capacity(msgs.len());
+            let mut at = 0usize;
+            for (m, adm) in msgs.iter().zip(&admitted) {
+                let slot = per_queue
+                    .iter()
+                    .position(|(t, q, _)| *q == m.queue_id && *t == m.topic.as_str())
+                    .unwrap_or_default();
+                let queue_offset = next[slot];
+                next[slot] += 1;
+                let phys = start + at as u64;
+                let out = &mut buf[at..at + adm.len];
+                record::encode(m, self.cfg.store_host, out)?;
+                record::seal(out, queue_offset, phys, store_ts);
+                results.push(AppendResult {
+                    phys_offset: phys,
+                    queue_offset,
+                    size: adm.len as u32,
+                    store_timestamp_ms: store_ts,
+                    term,
+                });
+                at += adm.len;
+            }
+            self.log.write_through(&seg, start, &buf)?;
+            if buf.capacity() > MAX_KEPT_BUFFER {
+                *buf = Vec::new();
+            }
+            Ok(results)
+        })?;
         let end = start + total_len as u64;
-        debug_assert_eq!(
-            results.last().map(|a| a.phys_offset + a.size as u64),
-            Some(end)
-        );
+        self.log.publish(end);
+        for ((t, q, n), _) in per_queue.iter().zip(&next) {
+            if let Some(c) = w.next.get_mut(*t).and_then(|qs| qs.get_mut(q)) {
+                c.next += n;
+            }
+        }
+        self.index.commit_reserved(total_entries);
+        drop(w);
         self.count_written(msgs.len() as u64, total_len as u64, end);
         if !self.dispatch_here() {
             self.wake_dispatcher();
@@ -2207,41 +2249,6 @@ impl Inner {
 
     /// Keeps the pages just ahead of the write position faulted in, so appends copy into
     /// ready memory. Pauses on errors (an old kernel without MADV_POPULATE_WRITE) for good.
-    fn run_prefaulter(self: Arc<Self>) {
-        let window = self.cfg.prefault_window;
-        let mut done = self.log.write_pos();
-        let mut last_write = done;
-        loop {
-            if self.shutdown.load(Ordering::SeqCst) {
-                return;
-            }
-            let write = self.log.write_pos();
-            // An idle log is looked at every 20 ms, a moving one every 2 to 5 ms: polling an
-            // idle log every 5 ms made the prefaulter an idle broker's busiest thread (about
-            // 190 wake-ups a second, 2026-12-03).
-            let idle = write == last_write;
-            last_write = write;
-            done = done.max(write);
-            if done < write + window / 2 || done == write {
-                match self.log.prefault(done, write + window) {
-                    Ok(next) => {
-                        if next == done {
-                            std::thread::sleep(Duration::from_millis(if idle { 20 } else { 5 }));
-                        }
-                        done = next;
-                        self.prefaulted.fetch_max(done, Ordering::AcqRel);
-                    }
-                    Err(e) => {
-                        info!(error = %e, "page prefaulting not available; appends fault pages themselves");
-                        return;
-                    }
-                }
-            } else {
-                std::thread::sleep(Duration::from_millis(if idle { 20 } else { 2 }));
-            }
-        }
-    }
-
     fn run_housekeeping(self: Arc<Self>) {
         let mut last_clean = Instant::now();
         loop {

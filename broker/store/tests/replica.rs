@@ -266,7 +266,7 @@ fn a_follower_copies_in_memory_when_it_can_and_leaves_the_rest_to_append_raw() {
         let b = leader
             .read_raw(follower.log_end(), 8 << 10, end)
             .expect("read raw");
-        // The prefaulter has to get ahead of a new segment before the copy can be taken.
+        // A batch that starts a new segment is left to the blocking append.
         let mut taken = None;
         for _ in 0..200 {
             taken = follower.try_append_raw(&b).expect("checked");

@@ -679,7 +679,7 @@ fn dispatch_listeners_see_every_record_after_it_is_readable() {
     assert_eq!(seen[7].2.as_deref(), Some("v-m7"));
 }
 
-/// Tries the in-memory append until it is taken (the prefaulter has to get ahead first).
+/// Tries the in-memory append until it is taken (another writer may hold the lock).
 fn try_append_until_taken(
     store: &Store,
     m: &ferromq_store::NewMessage,

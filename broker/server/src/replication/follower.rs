@@ -251,7 +251,7 @@ async fn follow(
                 bytes: b.data,
                 filler_to: b.filler_to,
             };
-            // A copy into prefaulted pages is done here; a batch that needs a new segment or
+            // A copy into the active segment is done here; a batch that needs a new segment or
             // file (or finds the writer busy) goes to the blocking pool.
             let end = match r.store.try_append_raw(&raw)? {
                 Some(end) => end,

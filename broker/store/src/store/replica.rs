@@ -164,7 +164,7 @@ impl Store {
     }
 
     /// [`Store::append_raw`] when that is a copy into memory, for a follower's async task:
-    /// the batch fits in the active segment's prefaulted pages, every consume queue file and
+    /// the batch fits in the active segment, every consume queue file and
     /// the index room it needs exist, and the append lock is free. `Ok(None)` means nothing
     /// was written and the caller takes [`Store::append_raw`] on a thread that may block (a
     /// segment's end, a file to allocate, another writer). It does not wait for the flush:
@@ -186,19 +186,15 @@ impl Store {
             return Ok(None);
         };
         check_start(i, batch)?;
-        let len = batch.bytes.len() as u64;
-        let in_memory = i
-            .log
-            .room_in_active(batch.bytes.len())
-            .is_some_and(|pos| pos + len <= i.prefaulted.load(Ordering::Acquire));
-        if !in_memory || !i.raw_ready(&w, &records) {
+        let fits = i.log.room_in_active(batch.bytes.len()).is_some();
+        if !fits || !i.raw_ready(&w, &records) {
             return Ok(None);
         }
         i.admit_raw(&mut w, &records)?;
         let end = i.log.write_at(batch.from, &batch.bytes, None)?;
         i.log.publish(end);
         drop(w);
-        i.count_written(records.len() as u64, len, end);
+        i.count_written(records.len() as u64, batch.bytes.len() as u64, end);
         if !i.dispatch_here() {
             i.wake_dispatcher();
         }
