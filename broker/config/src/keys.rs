@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::parse::{
-    check_host_port, count_value, is_off, parse_addr, parse_duration, parse_receive_gather,
-    size_value, switch_value,
+    check_host_port, count_value, is_off, parse_addr, parse_duration, parse_flush_gather,
+    parse_receive_gather, size_value, switch_value,
 };
 use crate::{bad, ConfigError, Section};
 
@@ -82,6 +82,7 @@ pub struct NodeKeys {
     pub retention_bytes: Option<toml::Value>,
     pub disk_high_water: Option<toml::Value>,
     pub receive_gather: Option<String>,
+    pub flush_gather: Option<String>,
 }
 
 impl Section for NodeKeys {
@@ -105,6 +106,7 @@ impl Section for NodeKeys {
         "retention-bytes",
         "disk-high-water",
         "receive-gather",
+        "flush-gather",
     ];
 }
 
@@ -135,6 +137,9 @@ impl NodeKeys {
         count("transaction-check-max", &self.transaction_check_max)?;
         each(&self.receive_gather, |s| {
             parse_receive_gather("receive-gather", s).map(drop)
+        })?;
+        each(&self.flush_gather, |s| {
+            parse_flush_gather("flush-gather", s).map(drop)
         })?;
         each(&self.remoting_addr, |a| {
             if is_off(a) {

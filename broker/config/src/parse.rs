@@ -84,6 +84,23 @@ pub fn parse_receive_gather(field: &'static str, s: &str) -> Result<Duration, Co
     Ok(d)
 }
 
+/// Longest gather the sync flusher may be given: every sync send under concurrency waits it
+/// out, so anything near a disk's own latency scale is a mistake, not a tuning.
+pub const MAX_FLUSH_GATHER: Duration = Duration::from_millis(10);
+
+/// Parses `flush-gather`: a duration from `0ms` (off) to [`MAX_FLUSH_GATHER`], such as
+/// `300us` or `1ms`.
+pub fn parse_flush_gather(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let d = duration(s).map_err(|e| bad(field, e))?;
+    if d > MAX_FLUSH_GATHER {
+        return Err(bad(
+            field,
+            format!("{s:?} is longer than {}ms", MAX_FLUSH_GATHER.as_millis()),
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses a retention given in whole milliseconds or more (`24h`, `7d`, `90m`): a topic's
 /// retention is kept in milliseconds.
 pub fn parse_retention_ms(field: &'static str, s: &str) -> Result<u64, ConfigError> {

@@ -8,6 +8,11 @@ use crate::error::{Result, StoreError};
 
 /// Fewest entries a derived consume queue file holds (20 KiB).
 pub const MIN_CQ_ENTRIES: u64 = 1024;
+
+/// Default [`StoreConfig::flush_gather`]: on a disk whose flush takes a few hundred
+/// microseconds, 64 concurrent sync senders sent 8 % more with 13 % less CPU per message
+/// than with no gather (2026-12-04); a millisecond cost more in latency than it saved.
+pub const DEFAULT_FLUSH_GATHER: Duration = Duration::from_micros(300);
 /// Fewest entries a derived index file holds (about 25 KiB).
 pub const MIN_INDEX_ENTRIES: u64 = 1024;
 
@@ -69,6 +74,11 @@ pub struct StoreConfig {
     pub clean_interval: Duration,
     /// Address recorded as the store host of every record.
     pub store_host: Option<SocketAddr>,
+    /// Sync mode: how long the flusher lets more appends arrive before a flush, when the
+    /// flush before it covered more than one waiter (zero: flush at once). Each flush costs a
+    /// disk round trip and wakes a thread; under concurrent sends, fewer and fuller flushes
+    /// leave the CPU to the sends. A lone sender (one waiter per flush) is never delayed.
+    pub flush_gather: Duration,
     /// The metadata log (topics, consumer offsets) is rewritten as a snapshot once it is larger
     /// than this and than twice its last snapshot (default 4 MiB).
     pub metadata_compact_bytes: u64,
@@ -94,6 +104,7 @@ impl StoreConfig {
             disk_high_water: 0.90,
             clean_interval: Duration::from_secs(10),
             store_host: None,
+            flush_gather: DEFAULT_FLUSH_GATHER,
             metadata_compact_bytes: 4 << 20,
             replicated: false,
         }

@@ -42,7 +42,7 @@ pub mod metadata_log;
 pub mod record;
 mod store;
 
-pub use config::{FlushMode, StoreConfig};
+pub use config::{FlushMode, StoreConfig, DEFAULT_FLUSH_GATHER};
 pub use error::{Result, StoreError};
 pub use metadata::{
     validate_name, MessageType, MetadataStats, OffsetKey, OffsetStore, Permission, TopicConfig,

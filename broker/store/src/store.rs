@@ -1696,11 +1696,13 @@ impl Inner {
         }
     }
 
-    /// Wakes the waiters a flush has covered (all of them once the store stopped).
-    fn release_waiters(&self) {
+    /// Wakes the waiters a flush has covered (all of them once the store stopped); says how
+    /// many.
+    fn release_waiters(&self) -> usize {
         let flushed = self.log.flushed_pos();
         let stopped = self.stopped_flag.load(Ordering::Acquire);
         let mut list = lock(&self.flush_list);
+        let before = list.len();
         list.retain(|w| {
             if stopped || w.end <= flushed {
                 w.wake.wake();
@@ -1709,6 +1711,7 @@ impl Inner {
                 true
             }
         });
+        before - list.len()
     }
 
     fn flush_log(&self, target: u64) -> Result<()> {
@@ -1742,6 +1745,7 @@ impl Inner {
 
     fn run_flusher(self: Arc<Self>) {
         let interval = self.cfg.flush_interval;
+        let mut last_woken = 0usize;
         loop {
             {
                 let mut g = lock(&self.flush_mx);
@@ -1777,9 +1781,17 @@ impl Inner {
                 std::thread::sleep(interval);
                 continue;
             }
+            // Group commit under concurrency: when the last flush woke several waiters, more
+            // sends are on their way; let them join this flush (see `flush_gather`).
+            if self.cfg.flush == FlushMode::Sync
+                && !self.cfg.flush_gather.is_zero()
+                && last_woken > 1
+            {
+                std::thread::sleep(self.cfg.flush_gather);
+            }
             let target = self.log.write_pos();
             let _ = self.flush_log(target);
-            self.release_waiters();
+            last_woken = self.release_waiters();
         }
     }
 

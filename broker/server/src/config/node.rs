@@ -96,6 +96,12 @@ pub struct NodeArgs {
     /// At most the time since its empty look is added; `0ms` turns it off [default: 1ms].
     #[arg(long, env = "FERROMQ_RECEIVE_GATHER")]
     pub receive_gather: Option<String>,
+    /// With `--flush sync`: how long the flusher lets more sends arrive before a flush when
+    /// the flush before it covered several sends, so concurrent senders share fewer, fuller
+    /// flushes; a lone sender is never delayed. `0ms` turns it off, at most `10ms`
+    /// [default: 300us].
+    #[arg(long, env = "FERROMQ_FLUSH_GATHER")]
+    pub flush_gather: Option<String>,
     #[command(flatten)]
     pub tls: super::tls::TlsArgs,
     #[command(flatten)]
@@ -123,6 +129,8 @@ pub struct NodeConfig {
     pub disk_high_water: f64,
     /// How long a receive woken on a busy topic gathers before it answers (zero: off).
     pub receive_gather: Duration,
+    /// How long the sync flusher gathers sends under concurrency (zero: off).
+    pub flush_gather: Duration,
     /// Delivery semantics (auto-creation, retries, delays, transaction checks).
     pub engine: EngineConfig,
     /// TLS on the gRPC port (`None`: plaintext only).
@@ -195,6 +203,7 @@ impl NodeConfig {
             retention_bytes: None,
             disk_high_water: DEFAULT_DISK_HIGH_WATER,
             receive_gather: DEFAULT_RECEIVE_GATHER,
+            flush_gather: ferromq_store::DEFAULT_FLUSH_GATHER,
             tls: None,
             limits: Default::default(),
             auth: Default::default(),
@@ -266,6 +275,9 @@ impl NodeConfig {
             .or(file.receive_gather.as_ref())
         {
             c.receive_gather = ferromq_config::parse_receive_gather("receive-gather", d)?;
+        }
+        if let Some(d) = args.flush_gather.as_ref().or(file.flush_gather.as_ref()) {
+            c.flush_gather = ferromq_config::parse_flush_gather("flush-gather", d)?;
         }
         if let Some(q) = args.default_queues {
             c.engine.default_queues = q;
@@ -425,6 +437,7 @@ impl NodeConfig {
         s.retention_bytes = self.retention_bytes;
         s.disk_high_water = self.disk_high_water;
         s.store_host = self.advertise_addr.parse().ok();
+        s.flush_gather = self.flush_gather;
         s
     }
 
@@ -585,6 +598,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(&off).unwrap().retention_bytes, None);
+    }
+
+    #[test]
+    fn flush_gather_from_flag_file_or_default() {
+        let gather = |args: &NodeArgs| resolve(args).map(|c| c.store_config().flush_gather);
+        assert_eq!(
+            gather(&NodeArgs::default()).unwrap(),
+            ferromq_store::DEFAULT_FLUSH_GATHER
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "flush-gather = \"1ms\"\n").unwrap();
+        let mut args = NodeArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        assert_eq!(gather(&args).unwrap(), Duration::from_millis(1));
+        args.flush_gather = Some("250us".into());
+        assert_eq!(
+            gather(&args).unwrap(),
+            Duration::from_micros(250),
+            "the flag wins"
+        );
+        args.flush_gather = Some("0ms".into());
+        assert_eq!(gather(&args).unwrap(), Duration::ZERO);
+        args.flush_gather = Some("20ms".into());
+        assert_eq!(gather(&args).unwrap_err().field, "flush-gather");
     }
 
     #[test]
