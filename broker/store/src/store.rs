@@ -444,7 +444,8 @@ thread_local! {
     static RECORDS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A record buffer grown past this by a large batch is freed after it, not kept per thread.
+/// A record buffer grown past this (a large batch or body) is freed after use, not kept per
+/// thread.
 const MAX_KEPT_BUFFER: usize = 4 << 20;
 
 impl Store {
@@ -676,9 +677,10 @@ impl Store {
     /// [`Store::try_append`] for several messages, written in order under one acquisition of
     /// the append lock: all of them (`Ok(Some)`, one result each, in order) or none
     /// (`Ok(None)`: the caller appends them one by one, as [`Store::try_append`] says). An
-    /// error is a refusal: none of them may be acknowledged. Nothing was written, unless the
-    /// store stopped in the middle of the batch, when its first records may be in the log
-    /// and later delivered, as any unacknowledged send may be.
+    /// error is a refusal: none of them may be acknowledged, and the log's end did not move
+    /// (a write that failed part way may have left some of their records past the end, where
+    /// the next append overwrites them or a recovery after a crash may find them, as it may
+    /// find any unacknowledged send).
     pub fn try_append_batch(&self, msgs: &[NewMessage]) -> Result<Option<Vec<AppendResult>>> {
         if msgs.is_empty() {
             return Ok(Some(Vec::new()));
@@ -1380,7 +1382,11 @@ impl Inner {
             buf.resize(len, 0);
             record::encode(msg, self.cfg.store_host, &mut buf)?;
             record::seal(&mut buf, queue_offset, pos, store_ts);
-            self.log.write_through(&seg, pos, &buf)
+            let written = self.log.write_through(&seg, pos, &buf);
+            if buf.capacity() > MAX_KEPT_BUFFER {
+                *buf = Vec::new();
+            }
+            written
         })?;
         self.log.publish(pos + len as u64);
         cursor.next += 1;
@@ -1536,7 +1542,7 @@ impl Inner {
         })?;
         let end = start + total_len as u64;
         self.log.publish(end);
-        for ((t, q, n), _) in per_queue.iter().zip(&next) {
+        for (t, q, n) in &per_queue {
             if let Some(c) = w.next.get_mut(*t).and_then(|qs| qs.get_mut(q)) {
                 c.next += n;
             }
