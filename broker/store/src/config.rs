@@ -9,10 +9,11 @@ use crate::error::{Result, StoreError};
 /// Fewest entries a derived consume queue file holds (20 KiB).
 pub const MIN_CQ_ENTRIES: u64 = 1024;
 
-/// Default [`StoreConfig::flush_gather`]: on a disk whose flush takes a few hundred
-/// microseconds, 64 concurrent sync senders sent 8 % more with 13 % less CPU per message
-/// than with no gather (2026-12-04); a millisecond cost more in latency than it saved.
-pub const DEFAULT_FLUSH_GATHER: Duration = Duration::from_micros(300);
+/// Default [`StoreConfig::flush_gather`]: off. On a disk whose flush takes a few hundred
+/// microseconds, 300 µs gave 64 concurrent sync senders 5 to 7 % more with about a tenth
+/// less CPU per message, but cost 2 and 8 senders 15 % and 9 % (2026-12-04): a gain only for
+/// many concurrent senders, so it is theirs to turn on.
+pub const DEFAULT_FLUSH_GATHER: Duration = Duration::ZERO;
 /// Fewest entries a derived index file holds (about 25 KiB).
 pub const MIN_INDEX_ENTRIES: u64 = 1024;
 

@@ -98,8 +98,8 @@ pub struct NodeArgs {
     pub receive_gather: Option<String>,
     /// With `--flush sync`: how long the flusher lets more sends arrive before a flush when
     /// the flush before it covered several sends, so concurrent senders share fewer, fuller
-    /// flushes; a lone sender is never delayed. `0ms` turns it off, at most `10ms`
-    /// [default: 300us].
+    /// flushes; a lone sender is never delayed. It pays with many concurrent senders and
+    /// costs a few; at most `10ms` [default: 0ms, off].
     #[arg(long, env = "FERROMQ_FLUSH_GATHER")]
     pub flush_gather: Option<String>,
     #[command(flatten)]
