@@ -74,11 +74,16 @@ pub const MAX_RECEIVE_GATHER: Duration = Duration::from_millis(50);
 
 /// Parses `receive-gather`: a duration from `0ms` (off) to [`MAX_RECEIVE_GATHER`].
 pub fn parse_receive_gather(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    duration_up_to(field, s, MAX_RECEIVE_GATHER)
+}
+
+/// A duration from zero to `max`.
+fn duration_up_to(field: &'static str, s: &str, max: Duration) -> Result<Duration, ConfigError> {
     let d = duration(s).map_err(|e| bad(field, e))?;
-    if d > MAX_RECEIVE_GATHER {
+    if d > max {
         return Err(bad(
             field,
-            format!("{s:?} is longer than {}ms", MAX_RECEIVE_GATHER.as_millis()),
+            format!("{s:?} is longer than {}ms", max.as_millis()),
         ));
     }
     Ok(d)
@@ -91,14 +96,7 @@ pub const MAX_FLUSH_GATHER: Duration = Duration::from_millis(10);
 /// Parses `flush-gather`: a duration from `0ms` (off) to [`MAX_FLUSH_GATHER`], such as
 /// `300us` or `1ms`.
 pub fn parse_flush_gather(field: &'static str, s: &str) -> Result<Duration, ConfigError> {
-    let d = duration(s).map_err(|e| bad(field, e))?;
-    if d > MAX_FLUSH_GATHER {
-        return Err(bad(
-            field,
-            format!("{s:?} is longer than {}ms", MAX_FLUSH_GATHER.as_millis()),
-        ));
-    }
-    Ok(d)
+    duration_up_to(field, s, MAX_FLUSH_GATHER)
 }
 
 /// Parses a retention given in whole milliseconds or more (`24h`, `7d`, `90m`): a topic's

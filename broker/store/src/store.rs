@@ -1405,48 +1405,13 @@ impl Inner {
     /// Under an [`AppendGate`] the gate admits the record under the append lock, as in
     /// [`Inner::append`], and the result carries its term for [`Store::acknowledged`].
     fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
-        let gate = self.gate();
-        if self.cfg.replicated && gate.is_none() {
-            // A replica before its gate is set: the blocking path refuses or waits as it must.
-            return Ok(None);
-        }
-        let adm = self.admit(msg)?;
-        let Some(mut w) = self.try_writer() else {
-            return Ok(None);
-        };
-        if let Some(e) = self.stopped_error() {
-            return Err(e);
-        }
-        // Asked under the append lock (no write of a term slips in after it ended), and before
-        // anything else, so a member that may not write refuses here rather than on a thread.
-        let term = gate.as_ref().map(|g| g.admit()).transpose()?;
-        let ready = w
-            .next
-            .get(msg.topic.as_str())
-            .and_then(|q| q.get(&msg.queue_id))
-            .is_some_and(|c| c.next < c.file_end);
-        if !ready || !self.index.has_room(adm.index_entries) {
-            return Ok(None);
-        }
-        let Some(pos) = self.log.room_in_active(adm.len) else {
-            return Ok(None);
-        };
-        let a = AppendResult {
-            term,
-            ..self.write_one(&mut w, msg, adm)?
-        };
-        drop(w);
-        debug_assert_eq!(a.phys_offset, pos);
-        let end = a.phys_offset + a.size as u64;
-        self.count_written(1, a.size as u64, end);
-        if !self.dispatch_here() {
-            self.wake_dispatcher();
-        }
-        Ok(Some(a))
+        Ok(self
+            .try_append_batch(std::slice::from_ref(msg))?
+            .and_then(|mut r| r.pop()))
     }
 
-    /// [`Store::try_append_batch`]: [`Inner::try_append`] for several records under one
-    /// acquisition of the append lock, all or none. The readiness checks cover the whole
+    /// [`Store::try_append_batch`], and [`Inner::try_append`] as a batch of one: records
+    /// appended under one acquisition of the append lock, all or none. The readiness checks cover the whole
     /// batch (each queue's consume queue file, the index room, the active segment's room for
     /// the batch's total length), so no record is written unless every one of them can be
     /// without allocating. The records are encoded into one buffer and written with one
@@ -1454,6 +1419,7 @@ impl Inner {
     fn try_append_batch(&self, msgs: &[NewMessage]) -> Result<Option<Vec<AppendResult>>> {
         let gate = self.gate();
         if self.cfg.replicated && gate.is_none() {
+            // A replica before its gate is set: the blocking path refuses or waits as it must.
             return Ok(None);
         }
         let mut admitted = Vec::with_capacity(msgs.len());
@@ -1470,6 +1436,8 @@ impl Inner {
         if let Some(e) = self.stopped_error() {
             return Err(e);
         }
+        // Asked under the append lock (no write of a term slips in after it ended), and before
+        // anything else, so a member that may not write refuses here rather than on a thread.
         let term = gate.as_ref().map(|g| g.admit()).transpose()?;
         // Records per queue in this batch: a batch names few queues (usually one).
         let mut per_queue: Vec<(&str, u32, u64)> = Vec::with_capacity(1);
