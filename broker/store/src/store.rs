@@ -35,7 +35,7 @@ use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -370,6 +370,9 @@ struct Inner {
     flush_cv: Condvar,
     flush_list: Mutex<Vec<FlushWaiter>>,
     flusher_idle: AtomicBool,
+    /// While the flusher gathers (see [`Inner::gather`]), the number of waiters it waits for;
+    /// `usize::MAX` otherwise. The waiter that brings the list to it wakes the flusher.
+    gather_target: AtomicUsize,
     house_mx: Mutex<()>,
     house_cv: Condvar,
     stopped: Mutex<Option<String>>,
@@ -447,6 +450,30 @@ thread_local! {
 /// A record buffer grown past this (a large batch or body) is freed after use, not kept per
 /// thread.
 const MAX_KEPT_BUFFER: usize = 4 << 20;
+
+/// How many recent flushes the gather remembers (see [`Inner::gather`]): at a few hundred
+/// microseconds each, a few milliseconds, so a burst's target is forgotten soon after it.
+const GATHER_MEMORY: usize = 32;
+
+/// How many waiters each of the last [`GATHER_MEMORY`] flushes woke: the flush gather waits
+/// for as many as the most of them.
+#[derive(Default)]
+struct RecentWakes {
+    woken: [usize; GATHER_MEMORY],
+    next: usize,
+}
+
+impl RecentWakes {
+    fn record(&mut self, woken: usize) {
+        self.woken[self.next] = woken;
+        self.next = (self.next + 1) % GATHER_MEMORY;
+    }
+
+    /// How many waiters the next flush waits for; one or none means it does not wait.
+    fn target(&self) -> usize {
+        self.woken.iter().copied().max().unwrap_or(0)
+    }
+}
 
 impl Store {
     /// Opens the store in `cfg.data_dir`, recovering from an unclean stop if needed, and
@@ -552,6 +579,7 @@ impl Store {
             flush_cv: Condvar::new(),
             flush_list: Mutex::new(Vec::new()),
             flusher_idle: AtomicBool::new(false),
+            gather_target: AtomicUsize::new(usize::MAX),
             house_mx: Mutex::new(()),
             house_cv: Condvar::new(),
             stopped: Mutex::new(None),
@@ -1646,11 +1674,10 @@ impl Inner {
         // so waking sixteen writers is sixteen unparks, not a convoy on one mutex. The list
         // is also the flusher's "someone is waiting" signal: its mutex orders the push before
         // the flusher's check or the flusher's idle flag before our load of it.
-        lock(&self.flush_list).push(FlushWaiter {
+        self.add_flush_waiter(FlushWaiter {
             end,
             wake: FlushWake::Thread(std::thread::current()),
         });
-        self.wake_flusher();
         loop {
             if self.log.flushed_pos() >= end {
                 return Ok(());
@@ -1662,12 +1689,57 @@ impl Inner {
         }
     }
 
-    /// Wakes the flusher if it sleeps (a waiter was just added to the list).
-    fn wake_flusher(&self) {
-        if self.flusher_idle.load(Ordering::SeqCst) {
+    /// Puts a waiter on the flusher's list and wakes the flusher if it sleeps, or if it
+    /// gathers and this waiter is the last one it waits for.
+    ///
+    /// The list's mutex orders the push before the flusher's check, or the flusher's idle flag
+    /// (or gather target) before our load of it: no wake-up is lost.
+    fn add_flush_waiter(&self, w: FlushWaiter) {
+        let waiting = {
+            let mut list = lock(&self.flush_list);
+            list.push(w);
+            list.len()
+        };
+        if self.flusher_idle.load(Ordering::SeqCst)
+            || waiting >= self.gather_target.load(Ordering::SeqCst)
+        {
             let _g = lock(&self.flush_mx);
             self.flush_cv.notify_one();
         }
+    }
+
+    /// Group commit under load: before a flush, waits (at most `flush_gather`) until as many
+    /// sends wait for a flush as the most any recent flush woke. Sends that a flush wakes
+    /// together come back together, so when the CPU is busy the next flush then takes all of
+    /// them at once instead of one flush for the first few and another for the rest: fewer
+    /// flushes, fewer wake-ups, less CPU per message. A lone sender (or a quiet store, whose
+    /// recent flushes woke one waiter each) is never delayed, and a few senders only until
+    /// the last of them arrives, not for a fixed time.
+    fn gather(&self, want: usize) {
+        if self.cfg.flush_gather.is_zero() || want <= 1 {
+            return;
+        }
+        let deadline = Instant::now() + self.cfg.flush_gather;
+        let mut g = lock(&self.flush_mx);
+        self.gather_target.store(want, Ordering::SeqCst);
+        loop {
+            if lock(&self.flush_list).len() >= want
+                || self.shutdown.load(Ordering::SeqCst)
+                || self.stopped_flag.load(Ordering::Acquire)
+            {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            g = self
+                .flush_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        self.gather_target.store(usize::MAX, Ordering::SeqCst);
     }
 
     /// Wakes the waiters a flush has covered (all of them once the store stopped); says how
@@ -1719,7 +1791,7 @@ impl Inner {
 
     fn run_flusher(self: Arc<Self>) {
         let interval = self.cfg.flush_interval;
-        let mut last_woken = 0usize;
+        let mut woken = RecentWakes::default();
         loop {
             {
                 let mut g = lock(&self.flush_mx);
@@ -1755,17 +1827,12 @@ impl Inner {
                 std::thread::sleep(interval);
                 continue;
             }
-            // Group commit under concurrency: when the last flush woke several waiters, more
-            // sends are on their way; let them join this flush (see `flush_gather`).
-            if self.cfg.flush == FlushMode::Sync
-                && !self.cfg.flush_gather.is_zero()
-                && last_woken > 1
-            {
-                std::thread::sleep(self.cfg.flush_gather);
+            if self.cfg.flush == FlushMode::Sync {
+                self.gather(woken.target());
             }
             let target = self.log.write_pos();
             let _ = self.flush_log(target);
-            last_woken = self.release_waiters();
+            woken.record(self.release_waiters());
         }
     }
 
@@ -2285,5 +2352,31 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gather_waits_for_as_many_as_a_recent_flush_woke_and_forgets_them() {
+        let mut w = RecentWakes::default();
+        assert_eq!(w.target(), 0, "a new store does not gather");
+        for _ in 0..GATHER_MEMORY {
+            w.record(1);
+        }
+        assert_eq!(w.target(), 1, "a lone sender is never waited for");
+        w.record(8);
+        w.record(3);
+        assert_eq!(w.target(), 8, "the most of the recent flushes");
+        for _ in 0..GATHER_MEMORY - 2 {
+            w.record(2);
+        }
+        assert_eq!(w.target(), 8, "still among the last GATHER_MEMORY flushes");
+        w.record(2);
+        assert_eq!(w.target(), 3, "the burst is forgotten");
+        w.record(2);
+        assert_eq!(w.target(), 2);
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::{lock, FlushWaiter, FlushWake, Inner};
+use super::{FlushWaiter, FlushWake, Inner};
 use crate::config::FlushMode;
 use crate::error::{Result, StoreError};
 
@@ -48,11 +48,10 @@ impl Future for Durable {
         }
         // Registered before the second check: a flush that completes in between either sees
         // this waiter in its list or is seen by the check (the list's mutex orders the two).
-        lock(&self.inner.flush_list).push(FlushWaiter {
+        self.inner.add_flush_waiter(FlushWaiter {
             end: self.end,
             wake: FlushWake::Task(cx.waker().clone()),
         });
-        self.inner.wake_flusher();
         match self.done() {
             Some(r) => Poll::Ready(r),
             None => Poll::Pending,
