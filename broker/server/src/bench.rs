@@ -312,7 +312,13 @@ async fn produce(
                 if intended >= end {
                     break;
                 }
-                tokio::time::sleep_until(intended.into()).await;
+                // Only when the send is due later: tokio's timer rounds a deadline up to its
+                // next millisecond tick, so sleeping until "now" (every request at the maximum
+                // rate, and every late one at a fixed rate) would add up to a millisecond to
+                // each closed-loop send and cap what a client can offer.
+                if intended > Instant::now() {
+                    tokio::time::sleep_until(intended.into()).await;
+                }
                 let queue_id = ((request + n as u64) % queues as u64) as i32;
                 let seq = request * batch as u64;
                 let messages = (0..batch as u64)
