@@ -10,10 +10,9 @@ use crate::error::{Result, StoreError};
 pub const MIN_CQ_ENTRIES: u64 = 1024;
 
 /// Default [`StoreConfig::flush_gather`]: 300 µs. On a disk whose flush takes a few hundred
-/// microseconds, it gave 64 concurrent sync senders 9 to 11 % more with 13 % less server CPU
-/// per message, and left 1, 2 and 8 senders where they were (2026-12-04; 16 senders 1 to 3 %
-/// fewer, within this machine's noise). A fixed wait had cost 2 and 8 senders 15 % and 9 %;
-/// the gather now waits only for as many senders as a recent flush woke.
+/// microseconds (2026-12-04), 64 concurrent sync senders sent 9 to 21 % more with 11 to 17 %
+/// less server CPU per message; 1 and 2 senders never gather; 8 and 16 senders sent 3 % and 5
+/// to 8 % less, at 5 to 12 % less CPU per message. `0ms` turns it off.
 pub const DEFAULT_FLUSH_GATHER: Duration = Duration::from_micros(300);
 /// Fewest entries a derived index file holds (about 25 KiB).
 pub const MIN_INDEX_ENTRIES: u64 = 1024;
@@ -79,8 +78,9 @@ pub struct StoreConfig {
     /// Sync mode: the longest the flusher waits before a flush for as many waiters as the
     /// most any of the recent flushes woke (zero: flush at once). Each flush costs a disk
     /// round trip and wakes threads; sends a flush woke together come back together, and
-    /// under concurrent sends fewer and fuller flushes leave the CPU to the sends. A lone
-    /// sender (one waiter per flush) is never delayed, a few only until the last arrives.
+    /// under many concurrent sends fewer and fuller flushes leave the CPU to the sends. The
+    /// flusher gathers only while recent flushes woke several waiters on average, so a lone
+    /// sender, or a few, is never delayed.
     pub flush_gather: Duration,
     /// The metadata log (topics, consumer offsets) is rewritten as a snapshot once it is larger
     /// than this and than twice its last snapshot (default 4 MiB).
