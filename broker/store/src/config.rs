@@ -11,8 +11,8 @@ pub const MIN_CQ_ENTRIES: u64 = 1024;
 
 /// Default [`StoreConfig::flush_gather`]: 300 µs. On a disk whose flush takes a few hundred
 /// microseconds (2026-12-04), 64 concurrent sync senders sent 9 to 21 % more with 11 to 17 %
-/// less server CPU per message; 1 and 2 senders never gather; 8 and 16 senders sent 3 % and 5
-/// to 8 % less, at 5 to 12 % less CPU per message. `0ms` turns it off.
+/// less server CPU per message; 1 and 2 senders never gather; 8 and 16 senders sent 3 to 4 % and
+/// 5 to 8 % less, at 5 to 13 % less CPU per message. `0ms` turns it off.
 pub const DEFAULT_FLUSH_GATHER: Duration = Duration::from_micros(300);
 /// Fewest entries a derived index file holds (about 25 KiB).
 pub const MIN_INDEX_ENTRIES: u64 = 1024;

@@ -1722,13 +1722,11 @@ impl Inner {
         }
     }
 
-    /// Group commit under load: before a flush, waits (at most `flush_gather`) until as many
-    /// sends wait for a flush as the most any recent flush woke. Sends that a flush wakes
-    /// together come back together, so when the CPU is busy the next flush then takes all of
-    /// them at once instead of one flush for the first few and another for the rest: fewer
-    /// flushes, fewer wake-ups, less CPU per message. A lone sender (or a quiet store, whose
-    /// recent flushes woke one waiter each) is never delayed, and a few senders only until
-    /// the last of them arrives, not for a fixed time.
+    /// Group commit under load: before a flush, waits (at most `flush_gather`) until `want`
+    /// sends wait for a flush ([`RecentWakes::target`]: zero, so no wait, unless many senders
+    /// are active). Sends that a flush wakes together come back together, so when the CPU is
+    /// busy the next flush then takes all of them at once instead of one flush for the first
+    /// few and another for the rest: fewer flushes, fewer wake-ups, less CPU per message.
     fn gather(&self, want: usize) {
         if self.cfg.flush_gather.is_zero() || want <= 1 {
             return;

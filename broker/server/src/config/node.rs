@@ -96,10 +96,10 @@ pub struct NodeArgs {
     /// At most the time since its empty look is added; `0ms` turns it off [default: 1ms].
     #[arg(long, env = "FERROMQ_RECEIVE_GATHER")]
     pub receive_gather: Option<String>,
-    /// With `--flush sync`: how long the flusher lets more sends arrive before a flush when
-    /// the flush before it covered several sends, so concurrent senders share fewer, fuller
-    /// flushes; a lone sender is never delayed. It pays with many concurrent senders and
-    /// costs a few; at most `10ms` [default: 0ms, off].
+    /// With `--flush sync`: the longest the flusher waits before a flush for as many sends as
+    /// recent flushes woke, so many concurrent senders share fewer, fuller flushes. It gathers
+    /// only while recent flushes woke 4 or more sends on average, so one or two senders are
+    /// never delayed. `0ms` turns it off; at most `10ms` [default: 300us].
     #[arg(long, env = "FERROMQ_FLUSH_GATHER")]
     pub flush_gather: Option<String>,
     #[command(flatten)]
