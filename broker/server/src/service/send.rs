@@ -282,7 +282,7 @@ async fn acknowledge(node: &Node, results: &mut [(String, Result<Published, RpcE
     }
 }
 
-#[instrument(skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]
+#[instrument(level = "debug", skip_all, fields(client = meta.client_id.as_deref().unwrap_or(""), messages = req.messages.len()))]
 pub async fn send_message(
     node: &Arc<Node>,
     meta: &RequestMeta,

@@ -28,7 +28,7 @@ fn names(
     ))
 }
 
-#[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), entries = req.entries.len()))]
+#[instrument(level = "debug", skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), entries = req.entries.len()))]
 pub async fn ack_message(
     node: &Arc<Node>,
     meta: &RequestMeta,
