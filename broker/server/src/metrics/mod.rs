@@ -15,8 +15,11 @@
 //! scrape time (lag, store state, replication) is a [`Family`] the role builds per scrape and
 //! [`Metrics::render`] encodes after them.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 pub mod node;
 
@@ -153,6 +156,74 @@ pub struct Metrics {
     auth_refusals: LabelledFamily<Labels, Counter>,
     forwarded_batches: Counter,
     forwarded_sends: Counter,
+    /// The families' members already looked up, by label values: a request then costs a
+    /// shared lock and a few atomic adds, not one label-set lookup per family (each with
+    /// freshly allocated label strings to hash), which was about 1 us of a 30 us send.
+    found_in: Found<InCounters>,
+    found_out: Found<OutCounters>,
+    found_rpc: RwLock<HashMap<RpcOutcome, RpcTimers>>,
+}
+
+/// A call's protocol, method and outcome (the gRPC status code, or the remoting error code
+/// with `None` for success).
+type RpcOutcome = (&'static str, &'static str, Option<i32>);
+
+/// The two latency histograms of one [`RpcOutcome`].
+#[derive(Debug, Clone)]
+struct RpcTimers {
+    seconds: Histogram,
+    millis: Histogram,
+}
+
+/// The counters of one topic and message type.
+#[derive(Debug, Clone)]
+struct InCounters {
+    messages: Counter,
+    bytes: Counter,
+    own_messages: Counter,
+    own_bytes: Counter,
+}
+
+/// The counters of one topic and consumer group.
+#[derive(Debug, Clone)]
+struct OutCounters {
+    messages: Counter,
+    bytes: Counter,
+    own_messages: Counter,
+    own_bytes: Counter,
+}
+
+/// Members of metric families found by two label values (a topic, then a type or group),
+/// looked up without allocating once they exist. Like the families themselves, it keeps
+/// every member it has seen.
+#[derive(Debug)]
+struct Found<T> {
+    by: RwLock<HashMap<String, HashMap<String, T>>>,
+}
+
+impl<T> Default for Found<T> {
+    fn default() -> Found<T> {
+        Found {
+            by: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Found<T> {
+    /// Runs `use_it` on the member of (`a`, `b`), made by `make` the first time.
+    fn with(&self, a: &str, b: &str, make: impl FnOnce() -> T, use_it: impl FnOnce(&T)) {
+        if let Some(t) = self.by.read().get(a).and_then(|m| m.get(b)) {
+            use_it(t);
+            return;
+        }
+        let mut by = self.by.write();
+        let t = by
+            .entry(a.to_string())
+            .or_default()
+            .entry(b.to_string())
+            .or_insert_with(make);
+        use_it(t);
+    }
 }
 
 impl Default for Metrics {
@@ -180,6 +251,9 @@ impl Metrics {
             auth_refusals: Default::default(),
             forwarded_batches: Default::default(),
             forwarded_sends: Default::default(),
+            found_in: Found::default(),
+            found_out: Found::default(),
+            found_rpc: RwLock::new(HashMap::new()),
             registry: Registry::default(),
         };
         {
@@ -285,15 +359,25 @@ impl Metrics {
         if count == 0 {
             return;
         }
-        let l = vec![
-            ("topic", topic.to_string()),
-            ("message_type", message_type.to_string()),
-        ];
-        self.messages_in.get_or_create(&l).inc_by(count);
-        self.throughput_in.get_or_create(&l).inc_by(bytes);
-        let t = vec![("topic", topic.to_string())];
-        self.own_messages_in.get_or_create(&t).inc_by(count);
-        self.own_bytes_in.get_or_create(&t).inc_by(bytes);
+        let make = || {
+            let l = vec![
+                ("topic", topic.to_string()),
+                ("message_type", message_type.to_string()),
+            ];
+            let t = vec![("topic", topic.to_string())];
+            InCounters {
+                messages: self.messages_in.get_or_create(&l).clone(),
+                bytes: self.throughput_in.get_or_create(&l).clone(),
+                own_messages: self.own_messages_in.get_or_create(&t).clone(),
+                own_bytes: self.own_bytes_in.get_or_create(&t).clone(),
+            }
+        };
+        self.found_in.with(topic, message_type, make, |c| {
+            c.messages.inc_by(count);
+            c.bytes.inc_by(bytes);
+            c.own_messages.inc_by(count);
+            c.own_bytes.inc_by(bytes);
+        });
     }
 
     /// A message handed to a consumer of `group` (empty for a pull without a group).
@@ -307,15 +391,25 @@ impl Metrics {
         if count == 0 {
             return;
         }
-        let l = vec![
-            ("topic", topic.to_string()),
-            ("consumer_group", group.to_string()),
-        ];
-        self.messages_out.get_or_create(&l).inc_by(count);
-        self.throughput_out.get_or_create(&l).inc_by(bytes);
-        let o = vec![("topic", topic.to_string()), ("group", group.to_string())];
-        self.own_messages_out.get_or_create(&o).inc_by(count);
-        self.own_bytes_out.get_or_create(&o).inc_by(bytes);
+        let make = || {
+            let l = vec![
+                ("topic", topic.to_string()),
+                ("consumer_group", group.to_string()),
+            ];
+            let o = vec![("topic", topic.to_string()), ("group", group.to_string())];
+            OutCounters {
+                messages: self.messages_out.get_or_create(&l).clone(),
+                bytes: self.throughput_out.get_or_create(&l).clone(),
+                own_messages: self.own_messages_out.get_or_create(&o).clone(),
+                own_bytes: self.own_bytes_out.get_or_create(&o).clone(),
+            }
+        };
+        self.found_out.with(topic, group, make, |c| {
+            c.messages.inc_by(count);
+            c.bytes.inc_by(bytes);
+            c.own_messages.inc_by(count);
+            c.own_bytes.inc_by(bytes);
+        });
     }
 
     /// A call refused by authentication or authorization (`unauthenticated`, `forbidden`,
@@ -332,10 +426,9 @@ impl Metrics {
         let failed = code != ferromq_proto::v2::Code::Ok as i32
             && code != ferromq_proto::v2::Code::MessageNotFound as i32;
         self.record(
-            "grpc",
-            method,
+            ("grpc", method, Some(code)),
             elapsed,
-            code_name(code),
+            || code_name(code),
             failed.then_some(code),
         );
     }
@@ -344,33 +437,47 @@ impl Metrics {
     /// time, and its response code when it failed (`response_code` is `ok` otherwise, so
     /// RocketMQ's error-rate queries read both protocols alike).
     pub fn call(&self, method: &'static str, elapsed: Duration, error: Option<i32>) {
-        let response = error.map_or_else(|| "ok".to_string(), |c| c.to_string());
-        self.record("remoting", method, elapsed, response, error);
+        let response = || error.map_or_else(|| "ok".to_string(), |c| c.to_string());
+        self.record(("remoting", method, error), elapsed, response, error);
     }
 
+    /// `response_code` is the outcome's label, made only the first time the outcome is seen.
     fn record(
         &self,
-        protocol: &'static str,
-        method: &'static str,
+        outcome: RpcOutcome,
         elapsed: Duration,
-        response_code: String,
+        response_code: impl FnOnce() -> String,
         error: Option<i32>,
     ) {
         let secs = elapsed.as_secs_f64();
-        self.rpc_seconds
-            .get_or_create(&vec![("method", method.to_string())])
-            .observe(secs);
-        self.rpc_latency
-            .get_or_create(&vec![
-                ("protocol_type", protocol.to_string()),
-                ("request_code", method.to_string()),
-                ("response_code", response_code),
-            ])
-            .observe(secs * 1000.0);
+        let observe = |t: &RpcTimers| {
+            t.seconds.observe(secs);
+            t.millis.observe(secs * 1000.0);
+        };
+        let found = self.found_rpc.read().get(&outcome).map(observe);
+        if found.is_none() {
+            let (protocol, method, _) = outcome;
+            let timers = RpcTimers {
+                seconds: self
+                    .rpc_seconds
+                    .get_or_create(&vec![("method", method.to_string())])
+                    .clone(),
+                millis: self
+                    .rpc_latency
+                    .get_or_create(&vec![
+                        ("protocol_type", protocol.to_string()),
+                        ("request_code", method.to_string()),
+                        ("response_code", response_code()),
+                    ])
+                    .clone(),
+            };
+            observe(&timers);
+            self.found_rpc.write().entry(outcome).or_insert(timers);
+        }
         if let Some(code) = error {
             self.rpc_errors
                 .get_or_create(&vec![
-                    ("method", method.to_string()),
+                    ("method", outcome.1.to_string()),
                     ("code", code.to_string()),
                 ])
                 .inc();
@@ -651,6 +758,32 @@ mod tests {
         ));
         assert!(text.contains("ferromq_rpc_errors_total{method=\"PULL_MESSAGE\",code=\"17\"} 1"));
         assert!(text.contains("ferromq_rpc_duration_seconds_count{method=\"SEND_MESSAGE\"} 1"));
+    }
+
+    #[test]
+    fn members_found_once_keep_counting_apart() {
+        let m = Metrics::new(identity());
+        for _ in 0..3 {
+            m.rpc("SendMessage", Duration::from_millis(2), 20000);
+            m.call("SendMessage", Duration::from_millis(2), None);
+            m.messages_in_n("a", "normal", 2, 20);
+            m.messages_in_n("a", "fifo", 1, 5);
+            m.messages_out_n("a", "g1", 4, 40);
+        }
+        m.rpc("SendMessage", Duration::from_millis(2), 40402);
+        m.messages_out_n("b", "g1", 1, 1);
+        let text = m.render(Vec::new());
+        let has = |line: &str| assert!(text.contains(line), "{line} missing from {text}");
+        has("protocol_type=\"grpc\",request_code=\"SendMessage\",response_code=\"ok\"} 3");
+        has("protocol_type=\"remoting\",request_code=\"SendMessage\",response_code=\"ok\"} 3");
+        has("protocol_type=\"grpc\",request_code=\"SendMessage\",response_code=\"topic_not_found\"} 1");
+        has("ferromq_rpc_duration_seconds_count{method=\"SendMessage\"} 7");
+        has("topic=\"a\",message_type=\"normal\"} 6");
+        has("topic=\"a\",message_type=\"fifo\"} 3");
+        has("ferromq_messages_in_total{topic=\"a\"} 9");
+        has("ferromq_message_bytes_in_total{topic=\"a\"} 75");
+        has("ferromq_messages_out_total{topic=\"a\",group=\"g1\"} 12");
+        has("ferromq_messages_out_total{topic=\"b\",group=\"g1\"} 1");
     }
 
     #[test]
