@@ -158,9 +158,9 @@ pub struct Metrics {
     forwarded_sends: Counter,
     /// The families' members already looked up, by label values: a request then costs a
     /// shared lock and a few atomic adds, not one label-set lookup per family (each with
-    /// freshly allocated label strings to hash), which was about 1 us of a 30 us send.
-    found_in: Found<InCounters>,
-    found_out: Found<OutCounters>,
+    /// freshly allocated label strings to hash), which was 1.4 us of a 27 us send of 100 B.
+    flows_in: Flows,
+    flows_out: Flows,
     found_rpc: RwLock<HashMap<RpcOutcome, RpcTimers>>,
 }
 
@@ -175,54 +175,48 @@ struct RpcTimers {
     millis: Histogram,
 }
 
-/// The counters of one topic and message type.
+/// The four counters of one flow of messages (in: a topic and message type; out: a topic and
+/// consumer group): RocketMQ's messages and bytes, and ours.
 #[derive(Debug, Clone)]
-struct InCounters {
+struct Flow {
     messages: Counter,
     bytes: Counter,
     own_messages: Counter,
     own_bytes: Counter,
 }
 
-/// The counters of one topic and consumer group.
-#[derive(Debug, Clone)]
-struct OutCounters {
-    messages: Counter,
-    bytes: Counter,
-    own_messages: Counter,
-    own_bytes: Counter,
-}
-
-/// Members of metric families found by two label values (a topic, then a type or group),
-/// looked up without allocating once they exist. Like the families themselves, it keeps
-/// every member it has seen.
-#[derive(Debug)]
-struct Found<T> {
-    by: RwLock<HashMap<String, HashMap<String, T>>>,
-}
-
-impl<T> Default for Found<T> {
-    fn default() -> Found<T> {
-        Found {
-            by: RwLock::new(HashMap::new()),
-        }
+impl Flow {
+    fn add(&self, count: u64, bytes: u64) {
+        self.messages.inc_by(count);
+        self.bytes.inc_by(bytes);
+        self.own_messages.inc_by(count);
+        self.own_bytes.inc_by(bytes);
     }
 }
 
-impl<T> Found<T> {
-    /// Runs `use_it` on the member of (`a`, `b`), made by `make` the first time.
-    fn with(&self, a: &str, b: &str, make: impl FnOnce() -> T, use_it: impl FnOnce(&T)) {
-        if let Some(t) = self.by.read().get(a).and_then(|m| m.get(b)) {
-            use_it(t);
+/// Flows found by two label values (a topic, then a message type or group), looked up
+/// without allocating once they exist. Like the families themselves, it keeps every flow it
+/// has seen.
+#[derive(Debug, Default)]
+struct Flows {
+    by: RwLock<HashMap<String, HashMap<String, Flow>>>,
+}
+
+impl Flows {
+    /// Counts `count` messages of `bytes` on the flow of (`a`, `b`), made by `make` the first
+    /// time.
+    fn add(&self, a: &str, b: &str, make: impl FnOnce() -> Flow, count: u64, bytes: u64) {
+        if let Some(f) = self.by.read().get(a).and_then(|m| m.get(b)) {
+            f.add(count, bytes);
             return;
         }
-        let mut by = self.by.write();
-        let t = by
+        self.by
+            .write()
             .entry(a.to_string())
             .or_default()
             .entry(b.to_string())
-            .or_insert_with(make);
-        use_it(t);
+            .or_insert_with(make)
+            .add(count, bytes);
     }
 }
 
@@ -251,8 +245,8 @@ impl Metrics {
             auth_refusals: Default::default(),
             forwarded_batches: Default::default(),
             forwarded_sends: Default::default(),
-            found_in: Found::default(),
-            found_out: Found::default(),
+            flows_in: Flows::default(),
+            flows_out: Flows::default(),
             found_rpc: RwLock::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -365,19 +359,14 @@ impl Metrics {
                 ("message_type", message_type.to_string()),
             ];
             let t = vec![("topic", topic.to_string())];
-            InCounters {
+            Flow {
                 messages: self.messages_in.get_or_create(&l).clone(),
                 bytes: self.throughput_in.get_or_create(&l).clone(),
                 own_messages: self.own_messages_in.get_or_create(&t).clone(),
                 own_bytes: self.own_bytes_in.get_or_create(&t).clone(),
             }
         };
-        self.found_in.with(topic, message_type, make, |c| {
-            c.messages.inc_by(count);
-            c.bytes.inc_by(bytes);
-            c.own_messages.inc_by(count);
-            c.own_bytes.inc_by(bytes);
-        });
+        self.flows_in.add(topic, message_type, make, count, bytes);
     }
 
     /// A message handed to a consumer of `group` (empty for a pull without a group).
@@ -397,19 +386,14 @@ impl Metrics {
                 ("consumer_group", group.to_string()),
             ];
             let o = vec![("topic", topic.to_string()), ("group", group.to_string())];
-            OutCounters {
+            Flow {
                 messages: self.messages_out.get_or_create(&l).clone(),
                 bytes: self.throughput_out.get_or_create(&l).clone(),
                 own_messages: self.own_messages_out.get_or_create(&o).clone(),
                 own_bytes: self.own_bytes_out.get_or_create(&o).clone(),
             }
         };
-        self.found_out.with(topic, group, make, |c| {
-            c.messages.inc_by(count);
-            c.bytes.inc_by(bytes);
-            c.own_messages.inc_by(count);
-            c.own_bytes.inc_by(bytes);
-        });
+        self.flows_out.add(topic, group, make, count, bytes);
     }
 
     /// A call refused by authentication or authorization (`unauthenticated`, `forbidden`,
