@@ -1,5 +1,6 @@
 //! `ferromq bench produce|consume`: load through the same RocketMQ 5 protocol the official
-//! clients use, reporting throughput and latency percentiles from an HDR histogram.
+//! clients use, reporting throughput and latency percentiles from an HDR histogram
+//! (`bench pull`: the classic remoting protocol's offset-based read, see [`pull`]).
 //!
 //! At a fixed `--rate`, each send is scheduled at its intended time and its latency is measured
 //! from that time, not from when it actually started: a stalled server then shows up as the
@@ -19,6 +20,7 @@ use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
 pub mod null_sink;
+pub mod pull;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -80,6 +82,9 @@ pub enum BenchMode {
         #[arg(long, default_value = "127.0.0.1:18081")]
         addr: std::net::SocketAddr,
     },
+    /// Read as a classic (4.x) consumer over the remoting protocol: pull by queue offset,
+    /// commit the group's offsets, no per-message ack (the read model Kafka's consumer has).
+    Pull(pull::PullArgs),
     /// Receive and ack as a consumer group.
     Consume {
         #[command(flatten)]
@@ -260,6 +265,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             group,
             batch,
         } => consume(common, &group, batch).await,
+        BenchMode::Pull(args) => pull::run(args).await,
     }
 }
 

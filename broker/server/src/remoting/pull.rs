@@ -34,7 +34,7 @@ use ferromq_store::{ReadResult, StoredMessage, TagFilter};
 
 use super::client::compile;
 use super::connection::Peer;
-use super::message::encode_all;
+use super::message::encode_owned;
 use super::status::RemotingError;
 use super::{record, Handled, Remoting};
 use crate::validate;
@@ -223,16 +223,17 @@ pub(super) async fn pull(r: &Arc<Remoting>, peer: &Arc<Peer>, req: &Command) -> 
     Ok(match found {
         Found::Messages(mut rr) => {
             let next = cap_bytes(&mut rr.messages, rr.next_offset);
-            for m in &rr.messages {
-                r.node.metrics.message_out(&topic, &group, m.body.len());
-            }
-            r.pulled.fetch_add(
-                rr.messages.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let body = encode_all(&rr.messages, peer.front.store_host, r.offsets);
+            let bytes: usize = rr.messages.iter().map(|m| m.body.len()).sum();
+            let count = rr.messages.len() as u64;
+            r.node
+                .metrics
+                .messages_out_n(&topic, &group, count, bytes as u64);
+            r.pulled
+                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            let head = header(next, &rr);
+            let body = encode_owned(rr.messages, peer.front.store_host, r.offsets);
             req.response_to(response::SUCCESS, Some("FOUND".into()))
-                .with_header(&header(next, &rr))
+                .with_header(&head)
                 .with_body(body)
         }
         Found::Skipped(next, rr) => req
