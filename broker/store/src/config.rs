@@ -9,13 +9,11 @@ use crate::error::{Result, StoreError};
 /// Fewest entries a derived consume queue file holds (20 KiB).
 pub const MIN_CQ_ENTRIES: u64 = 1024;
 
-/// Default [`StoreConfig::flush_gather`]: 2 ms. The gather ends as soon as as many sends wait as
-/// recent flushes woke, so the time only bounds how long a flush waits for stragglers. On
-/// 2026-12-05 (a flush about 0.3 ms), 64 concurrent sync senders sent 5 to 11 % more than with
-/// 300 µs, at a quarter less server CPU per message, with nearly all 64 in each flush (a third
-/// as many flushes); 8 and 16 senders sent as much or more; 1 and 2 senders never gather.
-/// `0ms` turns it off.
-pub const DEFAULT_FLUSH_GATHER: Duration = Duration::from_millis(2);
+/// Default [`StoreConfig::flush_gather`]: 300 µs. On a disk whose flush takes a few hundred
+/// microseconds (2026-12-04), 64 concurrent sync senders sent 9 to 21 % more with 11 to 17 %
+/// less server CPU per message; 1 and 2 senders never gather; 8 and 16 senders sent 3 to 4 % and
+/// 5 to 8 % less, at 5 to 13 % less CPU per message. `0ms` turns it off.
+pub const DEFAULT_FLUSH_GATHER: Duration = Duration::from_micros(300);
 /// Fewest entries a derived index file holds (about 25 KiB).
 pub const MIN_INDEX_ENTRIES: u64 = 1024;
 

@@ -99,7 +99,7 @@ pub struct NodeArgs {
     /// With `--flush sync`: the longest the flusher waits before a flush for as many sends as
     /// recent flushes woke, so many concurrent senders share fewer, fuller flushes. It gathers
     /// only while recent flushes woke 4 or more sends on average, so one or two senders are
-    /// never delayed. `0ms` turns it off; at most `10ms` [default: 2ms].
+    /// never delayed. `0ms` turns it off; at most `10ms` [default: 300us].
     #[arg(long, env = "FERROMQ_FLUSH_GATHER")]
     pub flush_gather: Option<String>,
     #[command(flatten)]
