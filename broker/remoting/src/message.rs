@@ -230,7 +230,17 @@ impl StoredMessage {
 
     /// Appends the stored-message encoding (magic v1 unless the topic needs v2) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), MessageError> {
-        let props = encode_properties(&self.properties);
+        self.encode_with_properties(&encode_properties(&self.properties), out)
+    }
+
+    /// [`StoredMessage::encode_into`] with the properties already written as text (see
+    /// [`encode_properties`]); `self.properties` is not read. For a caller that writes the text
+    /// straight from its own fields, without building the map first.
+    pub fn encode_with_properties(
+        &self,
+        props: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), MessageError> {
         let props_len = i16::try_from(props.len()).map_err(|_| MessageError::TooLong {
             field: "properties",
             len: props.len(),

@@ -359,41 +359,74 @@ pub fn publication(
 
 /// A stored message's properties as remoting clients know them (see the module docs).
 pub fn wire_properties(m: &StoredMessage) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+    wire_property_pairs(m)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// [`wire_properties`] borrowed from `m`, sorted by name, each name once (the last one set
+/// wins, as in the map).
+fn wire_property_pairs(m: &StoredMessage) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::with_capacity(m.properties.len() + 1);
     for (k, v) in &m.properties {
         if let Some(name) = k.strip_prefix(RMQ_PREFIX) {
-            out.insert(name.to_string(), v.clone());
+            out.push((name, v));
         } else if !k.starts_with(props::INTERNAL_PREFIX) {
-            out.insert(k.clone(), v.clone());
+            out.push((k, v));
         }
     }
-    let mut put = |name: &str, key: &str| {
+    for (name, key) in [
+        (property::SHARDING_KEY, props::MESSAGE_GROUP),
+        (property::TRACE_CONTEXT, props::TRACE_CONTEXT),
+        (property::RETRY_TOPIC, props::RETRY_ORIGIN_TOPIC),
+        (property::DLQ_ORIGIN_TOPIC, props::DLQ_ORIGIN_TOPIC),
+    ] {
         if let Some(v) = m.properties.get(key) {
-            out.insert(name.to_string(), v.clone());
+            out.push((name, v));
         }
-    };
-    put(property::SHARDING_KEY, props::MESSAGE_GROUP);
-    put(property::TRACE_CONTEXT, props::TRACE_CONTEXT);
-    put(property::RETRY_TOPIC, props::RETRY_ORIGIN_TOPIC);
-    put(property::DLQ_ORIGIN_TOPIC, props::DLQ_ORIGIN_TOPIC);
+    }
     if m.properties.contains_key(props::DLQ_ORIGIN_TOPIC) {
         if let Some(id) = m.msg_id() {
-            out.insert(property::DLQ_ORIGIN_MESSAGE_ID.to_string(), id.to_string());
+            out.push((property::DLQ_ORIGIN_MESSAGE_ID, id));
         }
     }
-    out
+    // Stable: of equal names, the one pushed last stays last, and is the one kept.
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    let mut kept: Vec<(&str, &str)> = Vec::with_capacity(out.len());
+    for p in out {
+        match kept.last_mut() {
+            Some(last) if last.0 == p.0 => *last = p,
+            _ => kept.push(p),
+        }
+    }
+    kept
+}
+
+/// The properties text of [`wire_properties`], written into `text` (cleared first).
+fn write_wire_properties(m: &StoredMessage, text: &mut String) {
+    text.clear();
+    for (k, v) in wire_property_pairs(m) {
+        text.push_str(k);
+        text.push(wire::NAME_VALUE_SEPARATOR);
+        text.push_str(v);
+        text.push(wire::PROPERTY_SEPARATOR);
+    }
 }
 
 /// A stored message in the remoting encoding, as a connection presenting the broker at
 /// `store_host` with `offsets` shows it.
 pub fn to_wire(m: &StoredMessage, store_host: SocketAddr, offsets: Offsets) -> wire::StoredMessage {
-    let mut w = to_wire_without_body(m, store_host, offsets);
+    let mut w = header_fields(m, store_host, offsets);
     w.body = bytes::Bytes::copy_from_slice(&m.body);
+    w.topic = m.topic.clone();
+    w.properties = wire_properties(m);
     w
 }
 
-/// [`to_wire`] with an empty body, for a caller that moves the body in itself.
-fn to_wire_without_body(
+/// [`to_wire`]'s fixed fields only (no body, topic or properties): for a caller that moves
+/// or writes those itself.
+fn header_fields(
     m: &StoredMessage,
     store_host: SocketAddr,
     offsets: Offsets,
@@ -413,8 +446,8 @@ fn to_wire_without_body(
         reconsume_times: m.reconsume_times as i32,
         prepared_transaction_offset: 0,
         body: bytes::Bytes::new(),
-        topic: m.topic.clone(),
-        properties: wire_properties(m),
+        topic: String::new(),
+        properties: BTreeMap::new(),
     }
 }
 
@@ -441,11 +474,17 @@ pub fn encode_owned(ms: Vec<StoredMessage>, store_host: SocketAddr, offsets: Off
     // a larger one only grows the buffer once more.
     let room: usize = ms.iter().map(|m| m.body.len() + 512).sum();
     let mut out = Vec::with_capacity(room);
+    // The properties are written as text straight from the stored ones (no map of copies).
+    let mut text = String::new();
     for mut m in ms {
+        write_wire_properties(&m, &mut text);
         let body = bytes::Bytes::from(std::mem::take(&mut m.body));
-        let mut w = to_wire_without_body(&m, store_host, offsets);
+        let mut w = header_fields(&m, store_host, offsets);
         w.body = body;
-        if let Err(e) = w.encode_into(&mut out) {
+        w.topic = std::mem::take(&mut m.topic);
+        let encoded = w.encode_with_properties(&text, &mut out);
+        m.topic = w.topic;
+        if let Err(e) = encoded {
             tracing::warn!(topic = %m.topic, offset = m.queue_offset, error = %e, "message cannot be encoded for remoting clients; left out");
         }
     }
@@ -594,6 +633,20 @@ mod tests {
         let mut other = m.clone();
         other.body = vec![9u8; 3000];
         other.queue_offset = 8;
+        // A RocketMQ name stored both ways: the mapped field is set last and wins, as in the map.
+        other.properties.insert(
+            format!("{RMQ_PREFIX}{}", property::SHARDING_KEY),
+            "stale".into(),
+        );
+        other
+            .properties
+            .insert(props::MESSAGE_GROUP.to_string(), "grp".into());
+        assert_eq!(
+            wire_properties(&other)
+                .get(property::SHARDING_KEY)
+                .map(String::as_str),
+            Some("grp")
+        );
         let borrowed = encode_all([&m, &other], host, tag);
         assert_eq!(encode_owned(vec![m, other], host, tag), borrowed);
         let back = wire::StoredMessage::decode_all(&borrowed, true).unwrap();
