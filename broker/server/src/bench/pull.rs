@@ -1,8 +1,11 @@
 //! `ferromq bench pull`: reads a topic as a classic (4.x) consumer does, over the remoting
 //! protocol. Each client owns some of the topic's queues and pulls them by offset
-//! (PULL_MESSAGE, up to `--batch` messages a pull); the group's position is committed by the
-//! next pull (sysFlag COMMIT_OFFSET, as the 4.x push consumer commits) and once more at the
-//! end. Nothing is acknowledged message by message: this is the read model Kafka's consumer
+//! (PULL_MESSAGE, up to `--batch` messages a pull) over one connection per broker, with one
+//! pull in flight per queue, as the 4.x push consumer keeps them (its pull service asks again
+//! for a queue as soon as the queue's last answer is in, and the answers of different queues
+//! share the connection). A queue with nothing new is long-polled (sysFlag SUSPEND). The
+//! group's position is committed by the next pull (sysFlag COMMIT_OFFSET, as the 4.x push
+//! consumer commits) and once more at the end. Nothing is acknowledged message by message: this is the read model Kafka's consumer
 //! has, so the two compare, while `bench consume` measures the RocketMQ 5 receive-and-ack one.
 //!
 //! It speaks only the wire protocol, so it reads from any remoting broker the same way:
@@ -11,7 +14,7 @@
 //! must before handing a message on. No TLS and no ACL signature: for test and bench systems.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +31,8 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{info_span, Instrument as _};
 
 use super::{new_histogram, report, watch, Totals};
@@ -36,11 +40,10 @@ use crate::dial::now_ms;
 
 /// Longest one call may take before the run calls the server stuck.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a pull on a client's only queue may be held by the server (long polling).
+/// How long a pull on a queue with nothing new may be held by the server (long polling).
 const SUSPEND: Duration = Duration::from_millis(1000);
-/// Pause after a round in which none of a client's queues had anything, when it cannot long-poll
-/// (it owns several queues, and a held pull on one would starve the others).
-const IDLE_PAUSE: Duration = Duration::from_millis(5);
+/// Calls a connection queues for its writer before callers wait.
+const WRITE_QUEUE: usize = 256;
 
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
@@ -55,7 +58,8 @@ pub struct PullArgs {
     /// has none) and moves.
     #[arg(long, default_value = "ferromq-bench", value_parser = crate::cli::group_name)]
     pub group: String,
-    /// Concurrent clients, each with its own connection per broker and its share of the queues.
+    /// Concurrent clients, each with its own connection per broker and its share of the queues
+    /// (one pull in flight per queue).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub clients: u16,
     /// Messages asked for per pull (a broker may answer fewer: FerroMQ at most 256, RocketMQ
@@ -82,50 +86,127 @@ struct Queue {
     committed: i64,
 }
 
-/// One remoting connection with at most one call in flight.
+/// Answers awaited on a connection, by opaque.
+type Pending = Arc<Mutex<HashMap<i32, oneshot::Sender<Command>>>>;
+
+/// One remoting connection that several calls share: answers are matched to their calls by
+/// opaque, so each queue of a client keeps its own pull in flight on it.
 struct Conn {
-    io: Framed<TcpStream, RemotingCodec>,
-    opaque: i32,
+    out: mpsc::Sender<Command>,
+    pending: Pending,
+    opaque: AtomicI32,
+    closed: Arc<AtomicBool>,
 }
 
 impl Conn {
-    async fn open(addr: &str) -> anyhow::Result<Conn> {
+    async fn open(addr: &str) -> anyhow::Result<Arc<Conn>> {
         let tcp = tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| anyhow!("connecting to {addr} timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
         tcp.set_nodelay(true)?;
-        Ok(Conn {
-            io: Framed::new(tcp, RemotingCodec::default()),
-            opaque: 0,
-        })
-    }
-
-    /// Sends `cmd` and returns its answer; requests the server makes meanwhile are ignored.
-    async fn call(&mut self, mut cmd: Command) -> anyhow::Result<Command> {
-        self.opaque = self.opaque.wrapping_add(1);
-        let opaque = self.opaque;
-        cmd.opaque = opaque;
-        let io = &mut self.io;
-        tokio::time::timeout(CALL_TIMEOUT, async move {
-            io.send(cmd).await?;
-            loop {
-                match io.next().await {
-                    Some(Ok(r)) if r.is_response() && r.opaque == opaque => return Ok(r),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(anyhow::Error::from(e)),
-                    None => bail!("the server closed the connection"),
+        let (read, write) = tcp.into_split();
+        let mut reader = FramedRead::new(read, RemotingCodec::default());
+        let mut writer = FramedWrite::new(write, RemotingCodec::default());
+        let (out, mut queued) = mpsc::channel::<Command>(WRITE_QUEUE);
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        // The writer sends what is queued in one flush; it ends (closing our half of the
+        // socket, which ends the reader too) when the connection is dropped.
+        tokio::spawn(async move {
+            while let Some(cmd) = queued.recv().await {
+                if writer.feed(cmd).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = queued.try_recv() {
+                    if writer.feed(more).await.is_err() {
+                        return;
+                    }
+                }
+                if SinkExt::<Command>::flush(&mut writer).await.is_err() {
+                    return;
                 }
             }
+        });
+        let (waiting, gone) = (pending.clone(), closed.clone());
+        tokio::spawn(async move {
+            // Requests the server makes (notifications) are ignored.
+            while let Some(Ok(r)) = reader.next().await {
+                if r.is_response() {
+                    if let Some(tx) = waiting.lock().remove(&r.opaque) {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+            gone.store(true, Ordering::Release);
+            // Callers still waiting learn now that no answer will come.
+            waiting.lock().clear();
+        });
+        Ok(Arc::new(Conn {
+            out,
+            pending,
+            opaque: AtomicI32::new(0),
+            closed,
+        }))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `cmd` and returns its answer.
+    async fn call(&self, mut cmd: Command) -> anyhow::Result<Command> {
+        let opaque = self.opaque.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        cmd.opaque = opaque;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(opaque, tx);
+        if self.is_closed() {
+            self.pending.lock().remove(&opaque);
+            bail!("the server closed the connection");
+        }
+        let answer = tokio::time::timeout(CALL_TIMEOUT, async {
+            self.out
+                .send(cmd)
+                .await
+                .map_err(|_| anyhow!("the connection is closed"))?;
+            rx.await
+                .map_err(|_| anyhow!("the server closed the connection"))
         })
-        .await
-        .map_err(|_| anyhow!("no answer in {CALL_TIMEOUT:?}"))?
+        .await;
+        match answer {
+            Ok(a) => a,
+            Err(_) => {
+                self.pending.lock().remove(&opaque);
+                Err(anyhow!("no answer in {CALL_TIMEOUT:?}"))
+            }
+        }
+    }
+}
+
+/// A client's connection to one broker, opened again by the first queue that finds it closed.
+struct Link {
+    addr: String,
+    conn: Mutex<Arc<Conn>>,
+}
+
+impl Link {
+    fn get(&self) -> Arc<Conn> {
+        self.conn.lock().clone()
+    }
+
+    async fn reopen_if_closed(&self) {
+        if !self.get().is_closed() {
+            return;
+        }
+        if let Ok(fresh) = Conn::open(&self.addr).await {
+            *self.conn.lock() = fresh;
+        }
     }
 }
 
 /// The topic's readable queues, from the name server's route (each broker group's master).
 async fn route(namesrv: &str, topic: &str) -> anyhow::Result<Vec<Queue>> {
-    let mut c = Conn::open(namesrv).await?;
+    let c = Conn::open(namesrv).await?;
     let r = c
         .call(Command::request(
             request::GET_ROUTEINFO_BY_TOPIC,
@@ -185,7 +266,7 @@ fn to_broker(
 }
 
 /// Where the group left `q`: its committed offset, or the queue's start (0) when it has none.
-async fn start_offset(c: &mut Conn, group: &str, topic: &str, q: &Queue) -> anyhow::Result<i64> {
+async fn start_offset(c: &Conn, group: &str, topic: &str, q: &Queue) -> anyhow::Result<i64> {
     let r = c
         .call(to_broker(
             request::QUERY_CONSUMER_OFFSET,
@@ -209,30 +290,20 @@ async fn start_offset(c: &mut Conn, group: &str, topic: &str, q: &Queue) -> anyh
     }
 }
 
-/// What one pull did.
-enum Pulled {
-    /// Messages read (possibly none: a filter skipped them, or the offset moved).
-    Read,
-    /// Nothing there yet.
-    Empty,
-}
-
 /// One pull of `q`, recording each message's end-to-end latency (now minus its born time).
 async fn pull_once(
-    c: &mut Conn,
+    c: &Conn,
     a: &PullArgs,
     q: &mut Queue,
-    suspend: bool,
     totals: &Totals,
     local: &mut Histogram<u64>,
-) -> anyhow::Result<Pulled> {
+) -> anyhow::Result<()> {
     let mut sys_flag = pull_sys_flag::SUBSCRIPTION;
     if q.offset > q.committed {
         sys_flag |= pull_sys_flag::COMMIT_OFFSET;
     }
-    if suspend {
-        sys_flag |= pull_sys_flag::SUSPEND;
-    }
+    // Each queue has its own pull in flight, so holding one starves no other.
+    sys_flag |= pull_sys_flag::SUSPEND;
     let header = PullMessageRequestHeader {
         consumer_group: a.group.clone(),
         topic: a.topic.clone(),
@@ -268,15 +339,15 @@ async fn pull_once(
             totals.bytes.fetch_add(bytes, Ordering::Relaxed);
             totals.ok.fetch_add(msgs.len() as u64, Ordering::Relaxed);
             q.offset = next(&r)?;
-            Ok(Pulled::Read)
+            Ok(())
         }
         response::PULL_NOT_FOUND => {
             q.offset = next(&r)?;
-            Ok(Pulled::Empty)
+            Ok(())
         }
         response::PULL_RETRY_IMMEDIATELY | response::PULL_OFFSET_MOVED => {
             q.offset = next(&r)?;
-            Ok(Pulled::Read)
+            Ok(())
         }
         code => bail!(
             "PULL_MESSAGE on queue {} refused: code {code} {}",
@@ -287,7 +358,7 @@ async fn pull_once(
 }
 
 /// Tells the broker where the group is on `q` (the last pulls' offsets are not committed yet).
-async fn commit(c: &mut Conn, a: &PullArgs, q: &Queue) -> anyhow::Result<()> {
+async fn commit(c: &Conn, a: &PullArgs, q: &Queue) -> anyhow::Result<()> {
     let r = c
         .call(to_broker(
             request::UPDATE_CONSUMER_OFFSET,
@@ -311,71 +382,85 @@ async fn commit(c: &mut Conn, a: &PullArgs, q: &Queue) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One client: its queues, pulled in turn until `end`, then their offsets committed.
+/// Counts a failure and keeps the first one's reason for the report.
+fn note_failure(totals: &Totals, first_failure: &Mutex<Option<String>>, why: String) {
+    totals.failed.fetch_add(1, Ordering::Relaxed);
+    first_failure.lock().get_or_insert(why);
+}
+
+/// One client: a connection per broker, and each of its queues pulled by its own task until
+/// `end`, then committed.
 async fn client(
     a: Arc<PullArgs>,
-    mut queues: Vec<Queue>,
+    queues: Vec<Queue>,
     end: tokio::time::Instant,
     totals: Arc<Totals>,
     first_failure: Arc<Mutex<Option<String>>>,
 ) -> anyhow::Result<()> {
-    let mut conns: HashMap<String, Conn> = HashMap::new();
-    for q in &mut queues {
-        if !conns.contains_key(&q.addr) {
-            conns.insert(q.addr.clone(), Conn::open(&q.addr).await?);
+    let mut links: HashMap<String, Arc<Link>> = HashMap::new();
+    for q in &queues {
+        if !links.contains_key(&q.addr) {
+            let conn = Conn::open(&q.addr).await?;
+            links.insert(
+                q.addr.clone(),
+                Arc::new(Link {
+                    addr: q.addr.clone(),
+                    conn: Mutex::new(conn),
+                }),
+            );
         }
-        let Some(c) = conns.get_mut(&q.addr) else {
+    }
+    let mut tasks = Vec::new();
+    for mut q in queues {
+        let Some(link) = links.get(&q.addr).cloned() else {
             continue;
         };
-        q.offset = start_offset(c, &a.group, &a.topic, q).await?;
+        q.offset = start_offset(&link.get(), &a.group, &a.topic, &q).await?;
         q.committed = q.offset;
+        tasks.push(tokio::spawn(read_queue(
+            a.clone(),
+            link,
+            q,
+            end,
+            totals.clone(),
+            first_failure.clone(),
+        )));
     }
-    let suspend = queues.len() == 1;
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+/// Pulls `q` until `end` (one pull in flight), then commits where it got to.
+async fn read_queue(
+    a: Arc<PullArgs>,
+    link: Arc<Link>,
+    mut q: Queue,
+    end: tokio::time::Instant,
+    totals: Arc<Totals>,
+    first_failure: Arc<Mutex<Option<String>>>,
+) {
     let mut local = new_histogram();
-    let failed = |why: String| {
-        totals.failed.fetch_add(1, Ordering::Relaxed);
-        first_failure.lock().get_or_insert(why);
-    };
-    'run: while tokio::time::Instant::now() < end {
-        let mut read_any = false;
-        for q in &mut queues {
-            let Some(c) = conns.get_mut(&q.addr) else {
-                continue;
-            };
-            // A pull still held at the end is dropped: an empty topic cannot stretch the run.
-            match tokio::time::timeout_at(end, pull_once(c, &a, q, suspend, &totals, &mut local))
-                .await
-            {
-                Err(_) => break 'run,
-                Ok(Ok(Pulled::Read)) => read_any = true,
-                Ok(Ok(Pulled::Empty)) => {}
-                Ok(Err(e)) => {
-                    failed(format!("{e:#}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    // The connection may be out of step after a timeout: start it again.
-                    if let Ok(fresh) = Conn::open(&q.addr).await {
-                        *c = fresh;
-                    }
-                }
+    while tokio::time::Instant::now() < end {
+        let c = link.get();
+        // A pull still held at the end is dropped: an empty topic cannot stretch the run.
+        match tokio::time::timeout_at(end, pull_once(&c, &a, &mut q, &totals, &mut local)).await {
+            Err(_) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                note_failure(&totals, &first_failure, format!("{e:#}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                link.reopen_if_closed().await;
             }
-        }
-        if !read_any && !suspend {
-            tokio::time::sleep(IDLE_PAUSE).await;
         }
     }
     let _ = totals.hist.lock().add(&local);
-    for q in &queues {
-        if q.offset == q.committed {
-            continue;
-        }
-        let Some(c) = conns.get_mut(&q.addr) else {
-            continue;
-        };
-        if let Err(e) = commit(c, &a, q).await {
-            failed(format!("{e:#}"));
+    if q.offset != q.committed {
+        if let Err(e) = commit(&link.get(), &a, &q).await {
+            note_failure(&totals, &first_failure, format!("{e:#}"));
         }
     }
-    Ok(())
 }
 
 pub async fn run(a: PullArgs) -> anyhow::Result<()> {
