@@ -241,11 +241,24 @@ impl StoredMessage {
         props: &str,
         out: &mut Vec<u8>,
     ) -> Result<(), MessageError> {
+        self.encode_parts(&self.topic, &self.body, props, out)
+    }
+
+    /// [`StoredMessage::encode_with_properties`] with the topic and body given apart; only the
+    /// fixed fields of `self` are read. For a caller that copies them straight from where they
+    /// are kept (a stored record read in place), not into a message first.
+    pub fn encode_parts(
+        &self,
+        topic: &str,
+        body: &[u8],
+        props: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), MessageError> {
         let props_len = i16::try_from(props.len()).map_err(|_| MessageError::TooLong {
             field: "properties",
             len: props.len(),
         })?;
-        let topic = self.topic.as_bytes();
+        let topic = topic.as_bytes();
         let v2 = topic.len() > 127;
         if topic.len() > i16::MAX as usize {
             return Err(MessageError::TooLong {
@@ -276,7 +289,7 @@ impl StoredMessage {
             + 4
             + 8
             + 4
-            + self.body.len()
+            + body.len()
             + if v2 { 2 } else { 1 }
             + topic.len()
             + 2
@@ -288,7 +301,7 @@ impl StoredMessage {
         out.reserve(size as usize);
         out.put_i32(size);
         out.put_i32(if v2 { MAGIC_V2 } else { MAGIC_V1 });
-        out.put_i32(body_crc(&self.body));
+        out.put_i32(body_crc(body));
         out.put_i32(self.queue_id);
         out.put_i32(self.flag);
         out.put_i64(self.queue_offset);
@@ -300,8 +313,8 @@ impl StoredMessage {
         put_host(out, self.store_host);
         out.put_i32(self.reconsume_times);
         out.put_i64(self.prepared_transaction_offset);
-        out.put_i32(self.body.len() as i32);
-        out.extend_from_slice(&self.body);
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(body);
         if v2 {
             out.put_i16(topic.len() as i16);
         } else {

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::error::{Result, StoreError};
 use crate::mapped_file::MappedFile;
-use crate::record::{self, Slot, StoredMessage};
+use crate::record::{self, RecordView, Slot, StoredMessage};
 
 /// A segment: its base offset and its mapping.
 #[derive(Debug)]
@@ -658,6 +658,11 @@ impl CommitLog {
 
     /// Reads and verifies the record at `offset`.
     pub fn read(&self, offset: u64) -> Result<StoredMessage> {
+        self.with_record(offset, |v| v.to_message())
+    }
+
+    /// Verifies the record at `offset` and hands it to `f` in place (no copy).
+    pub fn with_record<R>(&self, offset: u64, f: impl FnOnce(RecordView<'_>) -> R) -> Result<R> {
         let end = self.write_pos();
         let min = self.min_pos();
         if offset < min || offset >= end {
@@ -676,7 +681,7 @@ impl CommitLog {
             })?;
         let at = (offset - seg.base) as usize;
         let limit = ((end - offset) as usize).min(self.segment_size as usize - at);
-        record::decode(seg.file.slice(at, limit), offset)
+        Ok(f(record::view(seg.file.slice(at, limit), offset)?))
     }
 
     /// Calls `f` with the raw bytes of every valid record in `from..to` (already published),

@@ -48,7 +48,7 @@ pub use metadata::{
     validate_name, MessageType, MetadataStats, OffsetKey, OffsetStore, Permission, TopicConfig,
     TopicStore,
 };
-pub use record::{NewMessage, StoredMessage};
+pub use record::{NewMessage, RecordView, StoredMessage};
 pub use store::{
     AppendGate, AppendListener, AppendResult, Confirmation, DispatchEvent, DispatchListener,
     DispatchedListener, Durable, RawBatch, ReadResult, Store, StoreStats, TagFilter,

@@ -361,6 +361,7 @@ pub fn header(rec: &[u8]) -> Result<RecordHeader> {
 }
 
 /// A cursor over a byte slice that never reads past its end.
+#[derive(Debug, Clone)]
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -393,16 +394,133 @@ impl<'a> Reader<'a> {
         let s = self.take(4, what)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
-    fn str(&mut self, n: usize, what: &'static str) -> Result<String> {
-        let s = self.take(n, what)?;
-        String::from_utf8(s.to_vec())
-            .map_err(|_| StoreError::malformed("record", format!("{what} is not UTF-8")))
+}
+
+/// A verified record, read in place: its fields are borrowed from the bytes it was checked in
+/// (a mapped segment), so a reader that only copies them out again (a pull writing its answer)
+/// allocates nothing per message. [`decode`] is [`view`] followed by [`RecordView::to_message`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    rec: &'a [u8],
+    topic: &'a str,
+    /// The encoded properties, every key and value already checked to be UTF-8.
+    props: &'a [u8],
+    body: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+    /// Length of the whole record on disk.
+    pub fn size(&self) -> u32 {
+        u32_at(self.rec, 0)
+    }
+    pub fn queue_id(&self) -> u32 {
+        u32_at(self.rec, 12)
+    }
+    pub fn queue_offset(&self) -> u64 {
+        u64_at(self.rec, 16)
+    }
+    pub fn phys_offset(&self) -> u64 {
+        u64_at(self.rec, 24)
+    }
+    pub fn born_timestamp_ms(&self) -> i64 {
+        u64_at(self.rec, 32) as i64
+    }
+    pub fn store_timestamp_ms(&self) -> i64 {
+        u64_at(self.rec, 40) as i64
+    }
+    pub fn born_host(&self) -> Option<SocketAddr> {
+        decode_host(&self.rec[48..66])
+    }
+    pub fn store_host(&self) -> Option<SocketAddr> {
+        decode_host(&self.rec[66..84])
+    }
+    pub fn flags(&self) -> u32 {
+        u32_at(self.rec, 84)
+    }
+    pub fn reconsume_times(&self) -> u32 {
+        u32_at(self.rec, 88)
+    }
+
+    /// The properties in stored order (by name: they are written from a sorted map).
+    pub fn properties(&self) -> Properties<'a> {
+        Properties {
+            r: Reader {
+                buf: self.props,
+                pos: 0,
+            },
+        }
+    }
+
+    /// The value of property `key`, if set.
+    pub fn property(&self, key: &str) -> Option<&'a str> {
+        self.properties().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The message's tag (property `TAGS`), if any.
+    pub fn tag(&self) -> Option<&'a str> {
+        self.property(crate::PROP_TAGS)
+    }
+
+    /// An owned copy of every field.
+    pub fn to_message(&self) -> StoredMessage {
+        StoredMessage {
+            topic: self.topic.to_string(),
+            queue_id: self.queue_id(),
+            queue_offset: self.queue_offset(),
+            phys_offset: self.phys_offset(),
+            size: self.size(),
+            born_timestamp_ms: self.born_timestamp_ms(),
+            store_timestamp_ms: self.store_timestamp_ms(),
+            born_host: self.born_host(),
+            store_host: self.store_host(),
+            flags: self.flags(),
+            reconsume_times: self.reconsume_times(),
+            properties: self
+                .properties()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: self.body.to_vec(),
+        }
     }
 }
 
-/// Decodes a whole record, verifying its checksum. `buf` may be longer than the record.
-/// Never panics and never allocates more than the record's own length.
-pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
+/// The properties of a [`RecordView`], as `(key, value)` pairs.
+#[derive(Debug, Clone)]
+pub struct Properties<'a> {
+    r: Reader<'a>,
+}
+
+impl<'a> Iterator for Properties<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        // Checked by `view`: every entry is whole and UTF-8, so nothing here fails.
+        let (k, v) = next_property(&mut self.r).ok()??;
+        Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
+    }
+}
+
+/// The next raw property of `r` (`None` at its end).
+fn next_property<'a>(r: &mut Reader<'a>) -> Result<Option<(&'a [u8], &'a [u8])>> {
+    if r.pos >= r.buf.len() {
+        return Ok(None);
+    }
+    let kl = r.u16("property key length")? as usize;
+    let k = r.take(kl, "property key")?;
+    let vl = r.u32("property value length")? as usize;
+    let v = r.take(vl, "property value")?;
+    Ok(Some((k, v)))
+}
+
+/// Verifies the record at the start of `buf` (its checksum, position and every length) and
+/// returns it in place. `buf` may be longer than the record. Never panics and never allocates.
+pub fn view(buf: &[u8], expected_phys: u64) -> Result<RecordView<'_>> {
     let len = match probe(buf, expected_phys)? {
         Slot::Message(len) => len as usize,
         Slot::Filler | Slot::Empty => {
@@ -413,13 +531,14 @@ pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
         }
     };
     let rec = &buf[..len];
-    let h = header(rec)?;
+    header(rec)?;
     let mut r = Reader {
         buf: rec,
         pos: FIXED_LEN,
     };
     let topic_len = r.u16("topic length")? as usize;
-    let topic = r.str(topic_len, "topic")?;
+    let topic = std::str::from_utf8(r.take(topic_len, "topic")?)
+        .map_err(|_| StoreError::malformed("record", "topic is not UTF-8"))?;
     let props_len = r.u32("properties length")? as usize;
     if props_len > MAX_PROPERTIES_LEN {
         return Err(StoreError::malformed(
@@ -429,37 +548,37 @@ pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
     }
     let props = r.take(props_len, "properties")?;
     let mut pr = Reader { buf: props, pos: 0 };
-    let mut properties = BTreeMap::new();
-    while pr.pos < props.len() {
-        let kl = pr.u16("property key length")? as usize;
-        let k = pr.str(kl, "property key")?;
-        let vl = pr.u32("property value length")? as usize;
-        let v = pr.str(vl, "property value")?;
-        properties.insert(k, v);
+    while let Some((k, v)) = next_property(&mut pr)? {
+        if std::str::from_utf8(k).is_err() {
+            return Err(StoreError::malformed("record", "property key is not UTF-8"));
+        }
+        if std::str::from_utf8(v).is_err() {
+            return Err(StoreError::malformed(
+                "record",
+                "property value is not UTF-8",
+            ));
+        }
     }
     let body_len = r.u32("body length")? as usize;
-    let body = r.take(body_len, "body")?.to_vec();
+    let body = r.take(body_len, "body")?;
     if r.pos != rec.len() {
         return Err(StoreError::malformed(
             "record",
             format!("{} trailing bytes", rec.len() - r.pos),
         ));
     }
-    Ok(StoredMessage {
+    Ok(RecordView {
+        rec,
         topic,
-        queue_id: h.queue_id,
-        queue_offset: h.queue_offset,
-        phys_offset: h.phys_offset,
-        size: h.total_len,
-        born_timestamp_ms: u64_at(rec, 32) as i64,
-        store_timestamp_ms: h.store_timestamp_ms,
-        born_host: decode_host(&rec[48..66]),
-        store_host: decode_host(&rec[66..84]),
-        flags: u32_at(rec, 84),
-        reconsume_times: u32_at(rec, 88),
-        properties,
+        props,
         body,
     })
+}
+
+/// Decodes a whole record, verifying its checksum. `buf` may be longer than the record.
+/// Never panics and never allocates more than the record's own length.
+pub fn decode(buf: &[u8], expected_phys: u64) -> Result<StoredMessage> {
+    view(buf, expected_phys).map(|v| v.to_message())
 }
 
 /// Reads only the topic of a validated record (the dispatcher's hot path).
@@ -484,11 +603,7 @@ pub fn for_each_property<'a>(rec: &'a [u8], mut f: impl FnMut(&'a str, &'a str))
     let props_len = r.u32("properties length")? as usize;
     let props = r.take(props_len, "properties")?;
     let mut pr = Reader { buf: props, pos: 0 };
-    while pr.pos < props.len() {
-        let kl = pr.u16("property key length")? as usize;
-        let k = pr.take(kl, "property key")?;
-        let vl = pr.u32("property value length")? as usize;
-        let v = pr.take(vl, "property value")?;
+    while let Some((k, v)) = next_property(&mut pr)? {
         if let (Ok(k), Ok(v)) = (std::str::from_utf8(k), std::str::from_utf8(v)) {
             f(k, v);
         }

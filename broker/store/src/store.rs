@@ -50,7 +50,7 @@ use crate::disk::{DiskState, LogLimiter};
 use crate::error::{Result, StoreError};
 use crate::index::{self, Index};
 use crate::metadata::{self, Fencer, MetadataStats, OffsetStore, TopicStore};
-use crate::record::{self, NewMessage, StoredMessage};
+use crate::record::{self, NewMessage, RecordView, StoredMessage};
 use crate::{KEY_SEPARATOR, PROP_CQ_KEY, PROP_KEYS, PROP_MSG_ID, PROP_TAGS};
 
 mod durable;
@@ -160,6 +160,12 @@ impl TagFilter {
         self.tags.is_empty() || self.hashes.contains(&h)
     }
 
+    /// [`TagFilter::matches_message`] for a record read in place (a property test, rare, reads
+    /// a copy).
+    pub fn matches_view(&self, v: &RecordView<'_>) -> bool {
+        self.matches(v.tag()) && self.test.as_ref().is_none_or(|t| t(&v.to_message()))
+    }
+
     /// Whether a message with this tag passes the tag expression (the property test aside).
     pub fn matches(&self, tag: Option<&str>) -> bool {
         self.tags.is_empty() || tag.is_some_and(|t| self.tags.iter().any(|x| x == t))
@@ -176,6 +182,17 @@ pub struct ReadResult {
     pub max_offset: u64,
     /// Commit log offsets of records skipped because they failed their checks.
     pub corrupt: Vec<u64>,
+}
+
+/// What a queue read made of one record.
+enum Seen {
+    Taken,
+    /// Filtered out, or expired by the topic's retention.
+    Skipped,
+    /// The reader took no more: the read ends before this record.
+    Refused,
+    /// The consume queue entry points at a record of another queue or offset.
+    Misplaced,
 }
 
 /// A record as the dispatcher sees it, handed to listeners (long polling, timers).
@@ -791,6 +808,23 @@ impl Store {
         self.inner.read(topic, queue_id, offset, max, filter)
     }
 
+    /// [`Store::read`] without copying: each matching record is handed to `take` in place (a
+    /// view into the mapped log, checked like any read), which answers whether it took it; the
+    /// first one refused ends the read there, and `next_offset` is its offset. For a reader that
+    /// only copies the fields out again (a pull writing its answer); `messages` stays empty.
+    pub fn read_each(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        filter: Option<&TagFilter>,
+        take: impl FnMut(&RecordView<'_>) -> bool,
+    ) -> Result<ReadResult> {
+        self.inner
+            .read_each(topic, queue_id, offset, max, filter, take)
+    }
+
     /// The message whose record starts at commit log offset `phys_offset` (an offset the store
     /// handed out: an append result, a consume queue entry). A record that fails its checks is
     /// [`StoreError::Corrupt`] with its offset (and counted, see
@@ -1300,7 +1334,12 @@ impl Inner {
 
     /// Reads the record at `offset`, counting it when it is damaged.
     fn read_at(&self, offset: u64) -> Result<StoredMessage> {
-        let r = self.log.read(offset);
+        self.with_record_at(offset, |v| v.to_message())
+    }
+
+    /// [`CommitLog::with_record`], a corrupt record counted and logged once.
+    fn with_record_at<R>(&self, offset: u64, f: impl FnOnce(RecordView<'_>) -> R) -> Result<R> {
+        let r = self.log.with_record(offset, f);
         if let Err(StoreError::Corrupt { offset, reason }) = &r {
             if self.corrupt.note(*offset) {
                 error!(offset, %reason, "corrupt record in the commit log; it is not served");
@@ -2063,6 +2102,27 @@ impl Inner {
         max: usize,
         filter: Option<&TagFilter>,
     ) -> Result<ReadResult> {
+        let mut messages = Vec::new();
+        let mut out = self.read_each(topic, queue_id, offset, max, filter, |v| {
+            messages.push(v.to_message());
+            true
+        })?;
+        out.messages = messages;
+        Ok(out)
+    }
+
+    /// The walk behind every queue read: each matching record goes to `take` in place, which
+    /// answers whether it took it; the first one refused ends the read there (`next_offset` is
+    /// its offset). `messages` of the result stays empty.
+    fn read_each(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: usize,
+        filter: Option<&TagFilter>,
+        mut take: impl FnMut(&RecordView<'_>) -> bool,
+    ) -> Result<ReadResult> {
         let Some(cq) = self.cq(topic, queue_id) else {
             return Ok(ReadResult {
                 next_offset: 0,
@@ -2085,7 +2145,8 @@ impl Inner {
             .map(|ms| retention_cutoff(now_ms(), ms));
         let scan_limit = max.saturating_mul(16).clamp(64, 4096) as u64;
         let stop = max_off.min(o.saturating_add(scan_limit));
-        while o < stop && out.messages.len() < max {
+        let mut taken = 0;
+        while o < stop && taken < max {
             let Some(e) = cq.get(o)? else { break };
             if let Some(f) = filter {
                 if !f.hash_may_match(e.tag_hash) {
@@ -2093,30 +2154,43 @@ impl Inner {
                     continue;
                 }
             }
-            match self.read_at(e.phys_offset) {
-                Ok(m) => {
-                    if m.topic != topic || m.queue_id != queue_id || m.queue_offset != o {
-                        if self.corrupt.note(e.phys_offset) {
-                            error!(
-                                topic,
-                                queue_id,
-                                queue_offset = o,
-                                phys = e.phys_offset,
-                                "consume queue entry points at another record; skipped"
-                            );
-                        }
-                        out.corrupt.push(e.phys_offset);
-                    } else if cutoff.is_some_and(|c| m.store_timestamp_ms < c) {
-                        // Expired by the topic's retention: skipped like a filtered message.
-                    } else if filter.is_none_or(|f| f.matches_message(&m)) {
-                        out.messages.push(m);
+            let seen = self.with_record_at(e.phys_offset, |v| {
+                if v.topic() != topic || v.queue_id() != queue_id || v.queue_offset() != o {
+                    Seen::Misplaced
+                } else if cutoff.is_some_and(|c| v.store_timestamp_ms() < c) {
+                    // Expired by the topic's retention: skipped like a filtered message.
+                    Seen::Skipped
+                } else if filter.is_none_or(|f| f.matches_view(&v)) {
+                    if take(&v) {
+                        Seen::Taken
+                    } else {
+                        Seen::Refused
                     }
+                } else {
+                    Seen::Skipped
+                }
+            });
+            match seen {
+                Ok(Seen::Taken) => taken += 1,
+                Ok(Seen::Skipped) => {}
+                Ok(Seen::Refused) => break,
+                Ok(Seen::Misplaced) => {
+                    if self.corrupt.note(e.phys_offset) {
+                        error!(
+                            topic,
+                            queue_id,
+                            queue_offset = o,
+                            phys = e.phys_offset,
+                            "consume queue entry points at another record; skipped"
+                        );
+                    }
+                    out.corrupt.push(e.phys_offset);
                 }
                 Err(StoreError::OffsetOutOfRange { .. }) => {
                     // Deleted by retention under our feet: move on.
                 }
                 Err(StoreError::Corrupt { .. }) => {
-                    // Counted and logged once by `read_at`.
+                    // Counted and logged once by `with_record_at`.
                     out.corrupt.push(e.phys_offset);
                 }
                 Err(err) => return Err(err),

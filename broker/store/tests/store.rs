@@ -342,6 +342,59 @@ fn flipped_byte_inside_the_log_is_detected_and_never_served() {
 }
 
 #[test]
+fn reads_in_place_see_what_copies_see_stop_where_refused_and_skip_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = write_and_close(dir.path(), 40)[10];
+    let path = segment_path(dir.path(), 0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(victim.phys_offset + victim.size as u64 - 3) as usize] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+
+    let copies = store.read("t", 0, 0, 1000, None).unwrap();
+    let mut seen = Vec::new();
+    let r = store
+        .read_each("t", 0, 0, 1000, None, |v| {
+            seen.push(v.to_message());
+            true
+        })
+        .unwrap();
+    assert!(
+        r.messages.is_empty(),
+        "an in-place read hands records over, keeps none"
+    );
+    assert_eq!(seen, copies.messages, "the same fields as the copying read");
+    assert_eq!(seen.len(), 39, "the damaged record is never handed over");
+    assert_eq!(r.corrupt, vec![victim.phys_offset]);
+    assert_eq!((r.next_offset, r.max_offset), (40, 40));
+
+    // The reader refuses the sixth record: the read ends there, and that is where it resumes.
+    let mut taken = 0;
+    let r = store
+        .read_each("t", 0, 20, 1000, None, |v| {
+            if taken == 5 {
+                return false;
+            }
+            assert_eq!(v.queue_offset(), 20 + taken);
+            assert_eq!(v.body(), &body_for(&format!("m{}", 20 + taken))[..]);
+            taken += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!((taken, r.next_offset), (5, 25));
+
+    // A tag filter applies to records read in place as it does to copies.
+    let mut none = 0;
+    store
+        .read_each("t", 0, 0, 1000, Some(&TagFilter::parse("nope")), |_| {
+            none += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(none, 0);
+}
+
+#[test]
 fn interior_damage_found_by_recovery_is_reported_and_later_records_kept() {
     let dir = tempfile::tempdir().unwrap();
     let victim = write_and_close(dir.path(), 100)[60];

@@ -43,7 +43,7 @@ use ferromq_engine::time::{now_ms, WallTime};
 use ferromq_engine::Publication;
 use ferromq_remoting::code::response;
 use ferromq_remoting::message::{self as wire, property, sys_flag};
-use ferromq_store::{MessageType, StoredMessage};
+use ferromq_store::{MessageType, RecordView, StoredMessage};
 
 use super::status::RemotingError;
 use crate::validate;
@@ -365,11 +365,29 @@ pub fn wire_properties(m: &StoredMessage) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// [`wire_properties`] borrowed from `m`, sorted by name, each name once (the last one set
-/// wins, as in the map).
+/// [`wire_properties`] borrowed from `m`.
 fn wire_property_pairs(m: &StoredMessage) -> Vec<(&str, &str)> {
-    let mut out: Vec<(&str, &str)> = Vec::with_capacity(m.properties.len() + 1);
-    for (k, v) in &m.properties {
+    let stored: Vec<(&str, &str)> = m
+        .properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    wire_pairs(&stored)
+}
+
+/// The properties remoting clients see, from the stored ones (`stored`, in any order), sorted by
+/// name, each name once (of one stored several times, the last; of a mapped field and a
+/// RocketMQ name kept for it, the mapped field).
+fn wire_pairs<'a>(stored: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let get = |key: &str| {
+        stored
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    };
+    let mut out: Vec<(&str, &str)> = Vec::with_capacity(stored.len() + 1);
+    for &(k, v) in stored {
         if let Some(name) = k.strip_prefix(RMQ_PREFIX) {
             out.push((name, v));
         } else if !k.starts_with(props::INTERNAL_PREFIX) {
@@ -382,12 +400,12 @@ fn wire_property_pairs(m: &StoredMessage) -> Vec<(&str, &str)> {
         (property::RETRY_TOPIC, props::RETRY_ORIGIN_TOPIC),
         (property::DLQ_ORIGIN_TOPIC, props::DLQ_ORIGIN_TOPIC),
     ] {
-        if let Some(v) = m.properties.get(key) {
+        if let Some(v) = get(key) {
             out.push((name, v));
         }
     }
-    if m.properties.contains_key(props::DLQ_ORIGIN_TOPIC) {
-        if let Some(id) = m.msg_id() {
+    if get(props::DLQ_ORIGIN_TOPIC).is_some() {
+        if let Some(id) = get(ferromq_store::PROP_MSG_ID) {
             out.push((property::DLQ_ORIGIN_MESSAGE_ID, id));
         }
     }
@@ -403,10 +421,13 @@ fn wire_property_pairs(m: &StoredMessage) -> Vec<(&str, &str)> {
     kept
 }
 
-/// The properties text of [`wire_properties`], written into `text` (cleared first).
-fn write_wire_properties(m: &StoredMessage, text: &mut String) {
+/// The properties text of `pairs`, written into `text` (cleared first).
+fn write_wire_properties<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    text: &mut String,
+) {
     text.clear();
-    for (k, v) in wire_property_pairs(m) {
+    for (k, v) in pairs {
         text.push_str(k);
         text.push(wire::NAME_VALUE_SEPARATOR);
         text.push_str(v);
@@ -467,33 +488,56 @@ pub fn encode_all<'a>(
     out
 }
 
-/// [`encode_all`] for messages the caller is done with (a pull's answer): each body moves into
-/// the encoding instead of being copied first, and the output is sized once for the whole batch.
-pub fn encode_owned(ms: Vec<StoredMessage>, store_host: SocketAddr, offsets: Offsets) -> Vec<u8> {
-    // The fixed fields, topic and properties of a record take well under 512 bytes in practice;
-    // a larger one only grows the buffer once more.
-    let room: usize = ms.iter().map(|m| m.body.len() + 512).sum();
-    let mut out = Vec::with_capacity(room);
-    // The properties are written as text straight from the stored ones (no map of copies).
-    let mut text = String::new();
-    for mut m in ms {
-        write_wire_properties(&m, &mut text);
-        let body = bytes::Bytes::from(std::mem::take(&mut m.body));
-        let mut w = header_fields(&m, store_host, offsets);
-        w.body = body;
-        w.topic = std::mem::take(&mut m.topic);
-        let encoded = w.encode_with_properties(&text, &mut out);
-        m.topic = w.topic;
-        if let Err(e) = encoded {
-            tracing::warn!(topic = %m.topic, offset = m.queue_offset, error = %e, "message cannot be encoded for remoting clients; left out");
+/// Writes a pull's answer straight from the stored records read in place (see
+/// [`ferromq_store::Store::read_each`]): the same bytes as [`encode_all`] of the messages, with
+/// no copy of a record made first.
+pub struct PullWriter {
+    store_host: SocketAddr,
+    offsets: Offsets,
+    /// The properties text of the record being written (reused).
+    text: String,
+    pub out: Vec<u8>,
+}
+
+impl PullWriter {
+    pub fn new(store_host: SocketAddr, offsets: Offsets, capacity: usize) -> PullWriter {
+        PullWriter {
+            store_host,
+            offsets,
+            text: String::new(),
+            out: Vec::with_capacity(capacity),
         }
     }
-    out
+
+    /// Appends one record; one that cannot be encoded (properties over 32 KiB) is left out and
+    /// logged, as [`encode_all`] does.
+    pub fn push(&mut self, v: &RecordView<'_>) {
+        let stored: Vec<(&str, &str)> = v.properties().collect();
+        write_wire_properties(wire_pairs(&stored), &mut self.text);
+        let w = wire::StoredMessage {
+            queue_id: v.queue_id() as i32,
+            flag: v.flags() as i32,
+            queue_offset: v.queue_offset() as i64,
+            commit_log_offset: self.offsets.show(v.phys_offset()),
+            born_timestamp: v.born_timestamp_ms(),
+            born_host: v
+                .born_host()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            store_timestamp: v.store_timestamp_ms(),
+            store_host: self.store_host,
+            reconsume_times: v.reconsume_times() as i32,
+            ..Default::default()
+        };
+        if let Err(e) = w.encode_parts(v.topic(), v.body(), &self.text, &mut self.out) {
+            tracing::warn!(topic = %v.topic(), offset = v.queue_offset(), error = %e, "message cannot be encoded for remoting clients; left out");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferromq_store::record;
 
     fn params(props: &[(&str, &str)]) -> SendParams {
         SendParams {
@@ -648,7 +692,30 @@ mod tests {
             Some("grp")
         );
         let borrowed = encode_all([&m, &other], host, tag);
-        assert_eq!(encode_owned(vec![m, other], host, tag), borrowed);
+        // A pull's answer, written from the records read in place: the same bytes.
+        let mut pull = PullWriter::new(host, tag, 0);
+        for sm in [&m, &other] {
+            let nm = ferromq_store::NewMessage {
+                topic: sm.topic.clone(),
+                queue_id: sm.queue_id,
+                born_timestamp_ms: sm.born_timestamp_ms,
+                born_host: sm.born_host,
+                flags: sm.flags,
+                reconsume_times: sm.reconsume_times,
+                properties: sm.properties.clone(),
+                body: sm.body.clone(),
+            };
+            let mut rec = vec![0u8; record::encoded_len(&nm).unwrap()];
+            record::encode(&nm, None, &mut rec).unwrap();
+            record::seal(
+                &mut rec,
+                sm.queue_offset,
+                sm.phys_offset,
+                sm.store_timestamp_ms,
+            );
+            pull.push(&record::view(&rec, sm.phys_offset).unwrap());
+        }
+        assert_eq!(pull.out, borrowed);
         let back = wire::StoredMessage::decode_all(&borrowed, true).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(&back[1].body[..], &[9u8; 3000][..]);

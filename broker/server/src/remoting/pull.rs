@@ -30,11 +30,11 @@ use ferromq_remoting::custom::{
     pull_sys_flag, PullMessageRequestHeader, PullMessageResponseHeader,
 };
 use ferromq_remoting::Command;
-use ferromq_store::{ReadResult, StoredMessage, TagFilter};
+use ferromq_store::{ReadResult, TagFilter};
 
 use super::client::compile;
 use super::connection::Peer;
-use super::message::encode_owned;
+use super::message::{Offsets, PullWriter};
 use super::status::RemotingError;
 use super::{record, Handled, Remoting};
 use crate::validate;
@@ -48,9 +48,17 @@ pub const MAX_SUSPEND: Duration = Duration::from_secs(30);
 /// A held pull is answered this long before the client's suspend time runs out.
 const SUSPEND_MARGIN: Duration = Duration::from_millis(200);
 
+/// Messages read for an answer, already in the stored-message encoding.
+struct Answer {
+    body: Vec<u8>,
+    count: u64,
+    /// Body bytes.
+    bytes: u64,
+}
+
 /// What one read of the queue found.
 enum Found {
-    Messages(ReadResult),
+    Messages(Answer, ReadResult),
     /// Everything read was filtered out and more is stored: read again from here.
     Skipped(u64, ReadResult),
     /// Nothing matching up to the end of the queue (read on from here).
@@ -59,6 +67,31 @@ enum Found {
     Beyond(ReadResult),
 }
 
+/// Room for a record's fixed fields, topic and properties in the answer, beside its body.
+const ROOM_PER_MESSAGE: usize = 512;
+
+/// Keeps an answer to about [`MAX_BYTES`] of bodies, never empty.
+#[derive(Default)]
+struct Budget {
+    count: u64,
+    bytes: u64,
+}
+
+impl Budget {
+    /// Whether a message with a body of `len` bytes still goes in this answer.
+    fn admit(&mut self, len: usize) -> bool {
+        if self.count > 0 && self.bytes + len as u64 > MAX_BYTES as u64 {
+            return false;
+        }
+        self.count += 1;
+        self.bytes += len as u64;
+        true
+    }
+}
+
+/// Reads up to `batch` messages of the queue from `from` and writes them straight from the
+/// log into the answer's encoding (see [`PullWriter`]).
+#[allow(clippy::too_many_arguments)]
 fn read(
     r: &Remoting,
     topic: &str,
@@ -66,6 +99,8 @@ fn read(
     from: u64,
     batch: usize,
     filter: &TagFilter,
+    store_host: std::net::SocketAddr,
+    offsets: Offsets,
 ) -> Result<Found, RemotingError> {
     let store = &r.node.engine.store;
     let (min, max) = store.queue_range(topic, queue);
@@ -78,9 +113,29 @@ fn read(
         }));
     }
     let filter = (!filter.is_all()).then_some(filter);
-    let rr = store.read(topic, queue, from, batch, filter)?;
-    if !rr.messages.is_empty() {
-        return Ok(Found::Messages(rr));
+    let mut budget = Budget::default();
+    let mut w = PullWriter::new(store_host, offsets, 64 << 10);
+    let rr = store.read_each(topic, queue, from, batch, filter, |v| {
+        if !budget.admit(v.body().len()) {
+            return false;
+        }
+        if w.out.capacity() - w.out.len() < v.body().len() + ROOM_PER_MESSAGE {
+            // Room for as many more of this size as the batch may still take, at once.
+            let left = batch.saturating_sub(budget.count as usize - 1).max(1);
+            let room = (v.body().len() + ROOM_PER_MESSAGE).saturating_mul(left);
+            w.out
+                .reserve(room.min(MAX_BYTES + (MAX_BATCH * ROOM_PER_MESSAGE)));
+        }
+        w.push(v);
+        true
+    })?;
+    if budget.count > 0 {
+        let answer = Answer {
+            body: w.out,
+            count: budget.count,
+            bytes: budget.bytes,
+        };
+        return Ok(Found::Messages(answer, rr));
     }
     let next = rr.next_offset.max(from.min(rr.max_offset));
     if next < rr.max_offset {
@@ -88,20 +143,6 @@ fn read(
     } else {
         Ok(Found::Nothing(next, rr))
     }
-}
-
-/// Cuts a batch to about [`MAX_BYTES`] of bodies; answers the offset to pull next.
-fn cap_bytes(messages: &mut Vec<StoredMessage>, next: u64) -> u64 {
-    let mut bytes = 0;
-    for (i, m) in messages.iter().enumerate() {
-        bytes += m.body.len();
-        if bytes > MAX_BYTES && i > 0 {
-            let cut = m.queue_offset;
-            messages.truncate(i);
-            return cut;
-        }
-    }
-    next
 }
 
 pub(super) async fn pull(r: &Arc<Remoting>, peer: &Arc<Peer>, req: &Command) -> Handled {
@@ -190,9 +231,9 @@ pub(super) async fn pull(r: &Arc<Remoting>, peer: &Arc<Peer>, req: &Command) -> 
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (tp, f) = (topic.clone(), filter.clone());
+        let (tp, f, host) = (topic.clone(), filter.clone(), peer.front.store_host);
         let found = r
-            .blocking(move |r| read(r, &tp, queue, from, batch, &f))
+            .blocking(move |r| read(r, &tp, queue, from, batch, &f, host, r.offsets))
             .await?;
         let next = match &found {
             Found::Nothing(next, _) => *next,
@@ -221,20 +262,15 @@ pub(super) async fn pull(r: &Arc<Remoting>, peer: &Arc<Peer>, req: &Command) -> 
         forbidden_type: None,
     };
     Ok(match found {
-        Found::Messages(mut rr) => {
-            let next = cap_bytes(&mut rr.messages, rr.next_offset);
-            let bytes: usize = rr.messages.iter().map(|m| m.body.len()).sum();
-            let count = rr.messages.len() as u64;
+        Found::Messages(answer, rr) => {
             r.node
                 .metrics
-                .messages_out_n(&topic, &group, count, bytes as u64);
+                .messages_out_n(&topic, &group, answer.count, answer.bytes);
             r.pulled
-                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-            let head = header(next, &rr);
-            let body = encode_owned(rr.messages, peer.front.store_host, r.offsets);
+                .fetch_add(answer.count, std::sync::atomic::Ordering::Relaxed);
             req.response_to(response::SUCCESS, Some("FOUND".into()))
-                .with_header(&head)
-                .with_body(body)
+                .with_header(&header(rr.next_offset, &rr))
+                .with_body(answer.body)
         }
         Found::Skipped(next, rr) => req
             .response_to(
@@ -261,31 +297,17 @@ pub(super) async fn pull(r: &Arc<Remoting>, peer: &Arc<Peer>, req: &Command) -> 
 mod tests {
     use super::*;
 
-    fn msg(offset: u64, size: usize) -> StoredMessage {
-        StoredMessage {
-            topic: "t".into(),
-            queue_id: 0,
-            queue_offset: offset,
-            phys_offset: 0,
-            size: 0,
-            born_timestamp_ms: 0,
-            store_timestamp_ms: 0,
-            born_host: None,
-            store_host: None,
-            flags: 0,
-            reconsume_times: 0,
-            properties: Default::default(),
-            body: vec![0; size],
-        }
-    }
-
     #[test]
     fn a_batch_is_cut_by_bytes_but_never_empty() {
-        let mut one = vec![msg(7, MAX_BYTES * 2)];
-        assert_eq!(cap_bytes(&mut one, 8), 8);
-        assert_eq!(one.len(), 1, "a single large message still goes");
-        let mut many: Vec<StoredMessage> = (0..6).map(|i| msg(i, MAX_BYTES / 4)).collect();
-        assert_eq!(cap_bytes(&mut many, 6), 4);
-        assert_eq!(many.len(), 4);
+        let mut one = Budget::default();
+        assert!(
+            one.admit(MAX_BYTES * 2),
+            "a single large message still goes"
+        );
+        assert!(!one.admit(1));
+        let mut many = Budget::default();
+        let taken = (0..6).take_while(|_| many.admit(MAX_BYTES / 4)).count();
+        assert_eq!(taken, 4);
+        assert_eq!(many.bytes, MAX_BYTES as u64);
     }
 }
