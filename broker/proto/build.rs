@@ -30,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Forwarded sends and their answers are passed on as they are: no copy out of the buffer.
         .bytes(".ferromq.forward.v1.ForwardedSend.request")
         .bytes(".ferromq.forward.v1.ForwardedAnswer.response")
+        // Remoting frames cross a proxy's tunnel as shared buffers: a pull's answer is not
+        // copied out of the message that carried it.
+        .bytes(".ferromq.remoting.v1.Frame.data")
         .build_server(true)
         .build_client(true)
         .compile_protos(&protos, &includes)?;

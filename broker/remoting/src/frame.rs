@@ -12,7 +12,7 @@
 //! allocate what it never sends. A decoding error leaves the stream unusable: the caller closes
 //! the connection, as the Java server does.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::command::{Command, SerializeType};
@@ -72,22 +72,65 @@ impl Default for RemotingCodec {
 /// Decodes one whole frame (length field included) into a command. For tests and fuzzing; the
 /// codec uses the same path.
 pub fn decode_frame(frame: &[u8]) -> Result<Command, FrameError> {
-    let mut codec = RemotingCodec::new(usize::MAX);
-    let mut buf = BytesMut::from(frame);
-    match codec.decode_eof(&mut buf)? {
-        Some(cmd) if buf.is_empty() => Ok(cmd),
-        Some(_) => Err(FrameError::Trailing { len: buf.len() }),
-        None => Err(FrameError::Truncated {
+    decode_frame_bytes(Bytes::copy_from_slice(frame))
+}
+
+/// [`decode_frame`] of a frame already in a shared buffer (a tunnel message): the body is a
+/// slice of it, not a copy.
+pub fn decode_frame_bytes(frame: Bytes) -> Result<Command, FrameError> {
+    if frame.len() < 4 {
+        return Err(FrameError::Truncated {
             buffered: frame.len(),
-        }),
+        });
     }
+    let length = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    if length < 4 {
+        return Err(FrameError::TooShort { length });
+    }
+    let total = length as u64 + 4;
+    if total > frame.len() as u64 {
+        return Err(FrameError::Truncated {
+            buffered: frame.len(),
+        });
+    }
+    if total < frame.len() as u64 {
+        return Err(FrameError::Trailing {
+            len: frame.len() - total as usize,
+        });
+    }
+    parse(frame, length)
 }
 
 /// Encodes one command into a whole frame.
 pub fn encode_frame(cmd: &Command) -> Result<Vec<u8>, FrameError> {
+    Ok(encode_frame_bytes(cmd)?.into())
+}
+
+/// [`encode_frame`] into a shared buffer (for a tunnel message, without a copy to a vector).
+pub fn encode_frame_bytes(cmd: &Command) -> Result<Bytes, FrameError> {
     let mut buf = BytesMut::new();
     RemotingCodec::new(usize::MAX).encode(cmd, &mut buf)?;
-    Ok(buf.to_vec())
+    Ok(buf.freeze())
+}
+
+/// The command in `frame`, a whole frame whose length field (`length`) is already checked.
+fn parse(mut frame: Bytes, length: i32) -> Result<Command, FrameError> {
+    frame.advance(4);
+    let word = frame.get_u32();
+    let type_code = (word >> 24) as u8;
+    let header_len = (word & 0x00FF_FFFF) as usize;
+    let serialize_type =
+        SerializeType::from_code(type_code).ok_or(FrameError::UnknownSerializeType(type_code))?;
+    if header_len > frame.len() {
+        return Err(FrameError::HeaderLength {
+            header_len,
+            frame_len: length as usize,
+        });
+    }
+    let header_bytes = frame.split_to(header_len);
+    let mut cmd = header::decode(serialize_type, &header_bytes)?;
+    cmd.body = frame;
+    Ok(cmd)
 }
 
 impl Decoder for RemotingCodec {
@@ -117,23 +160,7 @@ impl Decoder for RemotingCodec {
             src.reserve((total - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
-        let mut frame = src.split_to(total);
-        frame.advance(4);
-        let word = frame.get_u32();
-        let type_code = (word >> 24) as u8;
-        let header_len = (word & 0x00FF_FFFF) as usize;
-        let serialize_type = SerializeType::from_code(type_code)
-            .ok_or(FrameError::UnknownSerializeType(type_code))?;
-        if header_len > frame.len() {
-            return Err(FrameError::HeaderLength {
-                header_len,
-                frame_len: length as usize,
-            });
-        }
-        let header_bytes = frame.split_to(header_len);
-        let mut cmd = header::decode(serialize_type, &header_bytes)?;
-        cmd.body = frame.freeze();
-        Ok(Some(cmd))
+        parse(src.split_to(total).freeze(), length).map(Some)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Command>, FrameError> {

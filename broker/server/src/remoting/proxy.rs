@@ -51,7 +51,7 @@ use ferromq_remoting::custom::{
     ConsumerSendMsgBackRequestHeader, EndTransactionRequestHeader, GetRouteInfoRequestHeader,
     QueryMessageRequestHeader, TopicRequestHeader, ViewMessageRequestHeader,
 };
-use ferromq_remoting::frame::{decode_frame, encode_frame};
+use ferromq_remoting::frame::{decode_frame_bytes, encode_frame_bytes};
 use ferromq_remoting::Command;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -121,7 +121,7 @@ impl Session {
     }
 
     async fn write(&self, cmd: &Command) -> Result<(), RemotingError> {
-        let data = encode_frame(cmd).map_err(|e| RemotingError::system(e.to_string()))?;
+        let data = encode_frame_bytes(cmd).map_err(|e| RemotingError::system(e.to_string()))?;
         self.sender()?
             .send(Frame { data })
             .await
@@ -800,7 +800,7 @@ async fn pump(
         }
     };
     while let Some(item) = stream.next().await {
-        let cmd = match item.map(|f| decode_frame(&f.data)) {
+        let cmd = match item.map(|f| decode_frame_bytes(f.data)) {
             Ok(Ok(cmd)) => cmd,
             Ok(Err(e)) => {
                 warn!(group = %s.group, error = %e, "unreadable frame from the broker group");

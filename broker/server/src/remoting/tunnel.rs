@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use ferromq_proto::tunnel::tunnel_server::Tunnel;
 use ferromq_proto::tunnel::Frame;
-use ferromq_remoting::frame::{decode_frame, encode_frame};
+use ferromq_remoting::frame::{decode_frame_bytes, encode_frame_bytes};
 use ferromq_remoting::{Command, FrameError};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -73,7 +73,7 @@ where
     S: futures_util::Stream<Item = Result<Frame, Status>> + Send + Unpin,
 {
     s.map(|r| match r {
-        Ok(f) => decode_frame(&f.data),
+        Ok(f) => decode_frame_bytes(f.data),
         Err(status) => Err(FrameError::Io(std::io::Error::other(
             status.message().to_string(),
         ))),
@@ -87,7 +87,7 @@ pub fn frames_out(
     Box::pin(futures_util::sink::unfold(
         tx,
         |tx, cmd: Command| async move {
-            let data = encode_frame(&cmd)?;
+            let data = encode_frame_bytes(&cmd)?;
             tx.send(Ok(Frame { data })).await.map_err(|_| closed())?;
             Ok::<_, FrameError>(tx)
         },
