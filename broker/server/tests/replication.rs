@@ -365,10 +365,12 @@ async fn an_append_on_the_receiving_task_is_acknowledged_only_when_confirmed_in_
         Err(StoreError::NotReplicated(why)) => assert!(why.contains("leadership moved"), "{why}"),
         other => panic!("a write of an ended term was acknowledged: {other:?}"),
     }
-    assert!(
-        !ids(&a.replica.store).contains("lost"),
-        "the record was cut from A's log"
-    );
+    // The cut is the follower's own work and need not be done when the confirm offset is known
+    // (seen once under a loaded machine): wait for it rather than race it.
+    until("the record is cut from A's log", || {
+        !ids(&a.replica.store).contains("lost")
+    })
+    .await;
 }
 
 /// A record admitted by a leader whose followers never confirm it is refused once
