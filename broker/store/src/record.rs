@@ -530,8 +530,8 @@ pub fn view(buf: &[u8], expected_phys: u64) -> Result<RecordView<'_>> {
             })
         }
     };
+    // `probe` checked `len` >= MIN_RECORD_LEN, so the fixed part is whole.
     let rec = &buf[..len];
-    header(rec)?;
     let mut r = Reader {
         buf: rec,
         pos: FIXED_LEN,
