@@ -90,7 +90,7 @@ impl Node {
             tracing::debug!(topic = %m.topic, "no producer online for a transaction check");
             return false;
         };
-        let message = crate::convert::to_proto(m, "", &self.settings.advertise_addr, None);
+        let message = crate::convert::to_proto(m.clone(), "", &self.settings.advertise_addr, None);
         let cmd = ferromq_proto::v2::TelemetryCommand {
             status: None,
             command: Some(

@@ -69,8 +69,11 @@ async function simple(kind, t, expression) {
 }
 
 async function receive(c, max, invisibleMs) {
-  const l = await c.receive(max, invisibleMs);
-  return l || [];
+  const l = (await c.receive(max, invisibleMs)) || [];
+  // The client checks each body against the digest the server sent (SHA-1 or MD5).
+  const bad = l.filter((m) => m.corrupted).map((m) => m.messageId);
+  if (bad.length > 0) throw new Error(`the client found bodies that do not match their digest: ${bad}`);
+  return l;
 }
 
 function bodyFor(i, scenario) {

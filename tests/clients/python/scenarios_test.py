@@ -86,7 +86,11 @@ def start_simple(name, topic, expression="*", filter_type=FilterType.TAG):
 
 
 def receive(consumer, max_num=32, invisible=INVISIBLE_SECS):
-    return consumer.receive(max_num, invisible) or []
+    got = consumer.receive(max_num, invisible) or []
+    # The client checks each body against the digest the server sent (SHA-1 or MD5).
+    bad = [m.message_id for m in got if m.corrupted]
+    assert not bad, f"the client found bodies that do not match their digest: {bad}"
+    return got
 
 
 def drain(consumer, want, deadline_secs, on_message):

@@ -96,9 +96,9 @@ pub fn pull_message(
                 Ok((r, topic, ns)) => {
                     let st = if r.messages.is_empty() { status::status(Code::MessageNotFound, "no new message") } else { status::ok() };
                     let _ = tx.send(item(Content::Status(st))).await;
-                    for m in &r.messages {
-                        let _ = tx.send(item(Content::Message(to_proto(m, &ns, &node.settings.advertise_addr, None)))).await;
+                    for m in r.messages {
                         node.metrics.message_out(&topic, "", m.body.len());
+                        let _ = tx.send(item(Content::Message(to_proto(m, &ns, &node.settings.advertise_addr, None)))).await;
                     }
                     let _ = tx.send(item(Content::NextOffset(r.next_offset as i64))).await;
                 }

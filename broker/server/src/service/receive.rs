@@ -314,7 +314,7 @@ pub fn receive_message(
                             invisible: d.invisible,
                         };
                         let m = to_proto(
-                            &d.message,
+                            d.message,
                             &p.namespace,
                             &node.settings.advertise_addr,
                             Some(&info),
