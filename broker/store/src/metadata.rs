@@ -375,6 +375,14 @@ impl Meta {
     /// Appends `ops` as one frame (on disk when `sync`, else in the page cache), then
     /// (`apply`) applies them, then compacts if it is time.
     fn write(&self, w: &mut Writer, ops: &[Op], apply: bool, sync: bool) -> Result<()> {
+        self.write_frame(w, ops, apply, sync)?;
+        self.maybe_compact(w);
+        self.log_bytes.store(w.log.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// [`Meta::write`] without the compaction that may follow it.
+    fn write_frame(&self, w: &mut Writer, ops: &[Op], apply: bool, sync: bool) -> Result<()> {
         let n = if sync {
             w.log.append(ops)?
         } else {
@@ -390,7 +398,6 @@ impl Meta {
             self.any_retention
                 .store(!st.retentions.is_empty(), Ordering::Release);
         }
-        self.maybe_compact(w);
         self.log_bytes.store(w.log.len(), Ordering::Relaxed);
         Ok(())
     }
@@ -441,6 +448,12 @@ impl Meta {
             }
         }
         let mut w = lock(&self.writer);
+        self.write_pending(&mut w, sync, true)
+    }
+
+    /// Writes the pending offset changes as one frame (then compacts the log if it is due and
+    /// `compact`); on failure they stay pending.
+    fn write_pending(&self, w: &mut Writer, sync: bool, compact: bool) -> Result<()> {
         let (removals, sets) = {
             let mut st = lock(&self.state);
             (
@@ -459,7 +472,12 @@ impl Meta {
                 offset: *offset,
             }))
             .collect();
-        if let Err(e) = self.write(&mut w, &ops, false, sync) {
+        let written = if compact {
+            self.write(w, &ops, false, sync)
+        } else {
+            self.write_frame(w, &ops, false, sync)
+        };
+        if let Err(e) = written {
             // Put them back: removals before later ones; a set only if its key still has a
             // value no later change wrote (the map is the truth).
             let mut st = lock(&self.state);
@@ -473,6 +491,33 @@ impl Meta {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// [`Meta::persist_offsets`] without waiting: writes pending offset changes to the page
+    /// cache only when nothing has to wait (offset writes are not synced, no other writer holds
+    /// the log, no compaction is due). `true` also when nothing was pending. `false` means nothing was written; the caller persists
+    /// the usual way on a thread that may block.
+    fn try_persist_offsets(&self) -> Result<bool> {
+        if self.sync_offsets {
+            return Ok(false);
+        }
+        {
+            let st = lock(&self.state);
+            if st.pending_sets.is_empty() && st.pending_removals.is_empty() {
+                return Ok(true);
+            }
+        }
+        let mut w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        if w.log.wants_compaction(self.compact_bytes) && w.log.len() >= w.retry_compaction_at {
+            return Ok(false);
+        }
+        // Never compacts (a rewrite and an fsync): the next call then finds it due and
+        // leaves the write, and the compaction, to a thread that may block.
+        self.write_pending(&mut w, false, false).map(|()| true)
     }
 
     fn stats(&self) -> MetadataStats {
@@ -794,6 +839,13 @@ impl OffsetStore {
         self.meta.persist_offsets(false)
     }
 
+    /// [`OffsetStore::persist`] for a caller that must not block (an async worker): `Ok(true)`
+    /// once written to the page cache, `Ok(false)` without writing anything when that would
+    /// mean waiting (`--flush sync`, a busy log, a compaction due).
+    pub fn try_persist(&self) -> Result<bool> {
+        self.meta.try_persist_offsets()
+    }
+
     /// Writes the offsets changed since the last write and returns once they, and every
     /// earlier offset write, are on disk.
     pub fn persist_durable(&self) -> Result<()> {
@@ -946,6 +998,48 @@ mod tests {
         // A commit is durable whatever the mode.
         os.commit("g", "t", 0, 11).unwrap();
         assert!(!lock(&os.meta.writer).log.has_unsynced());
+    }
+
+    #[test]
+    fn a_persist_that_must_not_wait_writes_only_when_nothing_waits_and_never_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        // Offsets synced on every write (`--flush sync`): never without waiting.
+        let (_, os) = open(dir.path(), 1 << 20, true).unwrap();
+        os.set("g", "t", 0, 5);
+        assert!(!os.try_persist().unwrap());
+        drop(os);
+        let dir = tempfile::tempdir().unwrap();
+        let (_, os) = open(dir.path(), 4096, false).unwrap();
+        os.set("g", "t", 0, 5);
+        {
+            let _busy = lock(&os.meta.writer);
+            assert!(
+                !os.try_persist().unwrap(),
+                "the log is held by another writer"
+            );
+        }
+        assert!(os.try_persist().unwrap());
+        assert!(os.try_persist().unwrap(), "nothing pending");
+        // Past the compaction size it writes without compacting, then leaves the rest to
+        // `persist`, which compacts.
+        let mut refused = 0;
+        let before = os.metadata_stats().compactions;
+        for i in 0..2000u64 {
+            os.set(&format!("g{}", i % 10), "t", (i % 3) as u32, i);
+            if !os.try_persist().unwrap() {
+                refused += 1;
+                os.persist().unwrap();
+            }
+        }
+        let s = os.metadata_stats();
+        assert!(
+            refused > 0 && s.compactions - before == refused,
+            "{refused} {before} {s:?}"
+        );
+        let all = os.all();
+        drop(os);
+        let (_, os) = open(dir.path(), 4096, false).unwrap();
+        assert_eq!(os.all(), all, "what it wrote reads back");
     }
 
     #[test]

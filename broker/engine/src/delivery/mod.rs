@@ -361,6 +361,41 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_that_must_not_wait_settles_like_an_ack_or_steps_aside_for_a_locked_queue() {
+        let (_dir, s, d) = fixture();
+        send(&s, None, "a");
+        send(&s, None, "b");
+        let all = TagFilter::parse("*");
+        let got = d
+            .receive(&spec(&all, false, Duration::from_secs(60), 5))
+            .unwrap();
+        let (a, b) = (&got.deliveries[0].handle, &got.deliveries[1].handle);
+        {
+            // A receive reading under the queue's lock: nothing is done, nothing waits.
+            let st = d.known_queue("g", "t", 0).expect("queue state");
+            let _reading = st.lock();
+            assert!(d.try_ack_in_memory("g", "t", a).is_none());
+        }
+        assert!(matches!(d.try_ack_in_memory("g", "t", a), Some(Ok(true))));
+        assert!(matches!(
+            d.try_ack_in_memory("g", "t", a),
+            Some(Err(EngineError::StaleHandle))
+        ));
+        assert!(matches!(
+            d.try_ack_in_memory("other", "t", b),
+            Some(Err(EngineError::UnknownDelivery { .. }))
+        ));
+        assert!(d.try_persist_offsets().unwrap());
+        assert_eq!(s.offsets().get("g", "t", 0), Some(1), "a is settled");
+        assert!(matches!(d.try_ack_in_memory("g", "t", b), Some(Ok(true))));
+        assert!(d
+            .receive(&spec(&all, false, Duration::from_secs(60), 5))
+            .unwrap()
+            .deliveries
+            .is_empty());
+    }
+
+    #[test]
     fn acked_messages_never_come_back_and_unacked_ones_do_with_attempt_plus_one() {
         let (_dir, s, d) = fixture();
         send(&s, None, "a");

@@ -1,7 +1,10 @@
 //! Settling deliveries: ack, a new invisibility deadline (a nack or an extension), and the
 //! dead-letter topic; plus committing how far each group has settled.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use ferromq_store::{MessageType, NewMessage, StoredMessage};
 use tracing::{info, warn};
@@ -14,15 +17,13 @@ use crate::receipt::ReceiptHandle;
 use crate::topics::{dlq_topic, ensure_dlq_topic};
 
 impl Deliveries {
-    /// Runs `f` on the queue state of the delivery `h` names, once `h` is known to be the
-    /// latest handle of a message still out; otherwise answers why it is not.
-    fn with_delivery<R>(
+    /// The queue state of the delivery `h` names, if `h` comes from this instance.
+    fn delivery_queue(
         &self,
         group: &str,
         topic: &str,
         h: &ReceiptHandle,
-        f: impl FnOnce(&mut QueueState) -> Result<R, EngineError>,
-    ) -> Result<R, EngineError> {
+    ) -> Result<Arc<Mutex<QueueState>>, EngineError> {
         let st = self.known_queue(group, topic, h.queue_id).ok_or_else(|| {
             EngineError::UnknownDelivery {
                 group: group.to_string(),
@@ -32,14 +33,21 @@ impl Deliveries {
         if h.instance != self.instance {
             return Err(EngineError::HandleFromBeforeRestart);
         }
+        Ok(st)
+    }
+
+    /// Runs `f` on the queue state of the delivery `h` names, once `h` is known to be the
+    /// latest handle of a message still out; otherwise answers why it is not.
+    fn with_delivery<R>(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+        f: impl FnOnce(&mut QueueState) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
+        let st = self.delivery_queue(group, topic, h)?;
         let mut st = st.lock();
-        if !st
-            .unsettled
-            .get(&h.offset)
-            .is_some_and(|e| e.is_out_under(h.epoch))
-        {
-            return Err(EngineError::StaleHandle);
-        }
+        still_out(&st, h)?;
         f(&mut st)
     }
 
@@ -65,6 +73,36 @@ impl Deliveries {
             st.unsettled.remove(&h.offset);
             self.store_low_water(group, topic, h.queue_id, st, false)
         })
+    }
+
+    /// [`Deliveries::ack_in_memory`] for a caller that must not wait (an async worker): `None`
+    /// when the queue's state is locked by someone else (a receive may be reading the store
+    /// under it), in which case nothing was done.
+    pub fn try_ack_in_memory(
+        &self,
+        group: &str,
+        topic: &str,
+        h: &ReceiptHandle,
+    ) -> Option<Result<bool, EngineError>> {
+        let st = match self.delivery_queue(group, topic, h) {
+            Ok(st) => st,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut st = st.try_lock()?;
+        Some(still_out(&st, h).and_then(|()| {
+            st.unsettled.remove(&h.offset);
+            self.store_low_water(group, topic, h.queue_id, &mut st, false)
+        }))
+    }
+
+    /// [`Deliveries::persist_offsets`] for a caller that must not wait: `Ok(false)`, with
+    /// nothing written, when it would have to (see `OffsetStore::try_persist`; and always in a
+    /// replicated group, whose offsets are also journaled).
+    pub fn try_persist_offsets(&self) -> Result<bool, EngineError> {
+        if self.journal.is_some() {
+            return Ok(false);
+        }
+        Ok(self.store.offsets().try_persist()?)
     }
 
     /// Writes every offset recorded so far (on disk with `--flush sync`, in the page cache
@@ -202,6 +240,19 @@ impl Deliveries {
             self.store.offsets().set(group, topic, q, low);
         }
         Ok(true)
+    }
+}
+
+/// Whether `h` is the latest handle of a message still out.
+fn still_out(st: &QueueState, h: &ReceiptHandle) -> Result<(), EngineError> {
+    if st
+        .unsettled
+        .get(&h.offset)
+        .is_some_and(|e| e.is_out_under(h.epoch))
+    {
+        Ok(())
+    } else {
+        Err(EngineError::StaleHandle)
     }
 }
 
