@@ -37,6 +37,7 @@ pub mod error;
 pub mod index;
 pub mod mapped_file;
 pub mod marks;
+pub mod memory;
 pub mod metadata;
 pub mod metadata_log;
 pub mod record;

@@ -859,6 +859,18 @@ impl Store {
             .0
     }
 
+    /// Whether the record at commit log offset `phys_offset` is recent enough to be read
+    /// from memory: within the last part of the log as large as 40 % of the memory this
+    /// process may use (the machine's, or its cgroup's limit when lower). A heuristic, as in
+    /// Apache RocketMQ's "message in memory" check: the page cache keeps recently written
+    /// pages, so a reader that keeps up with producers reads without waiting for the disk and
+    /// may do so on an async worker; an older record goes to a thread that may block.
+    pub fn is_recent(&self, phys_offset: u64) -> bool {
+        static WINDOW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let window = *WINDOW.get_or_init(|| crate::memory::usable_bytes() / 5 * 2);
+        self.inner.log.write_pos().saturating_sub(phys_offset) < window
+    }
+
     /// The consume queue entry at `offset` of a queue, if it is stored. Parked records (timers,
     /// half messages) keep a number of their own in `tag_hash` (see [`crate::PROP_CQ_KEY`]).
     pub fn queue_entry(

@@ -361,6 +361,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_are_recent_only_on_known_queues_that_no_receive_holds() {
+        let (_dir, s, d) = fixture();
+        send(&s, None, "a");
+        let all = TagFilter::parse("*");
+        assert!(!d.reads_recent("g", "t", &[0]), "never read: no state yet");
+        let got = d
+            .receive(&spec(&all, false, Duration::from_secs(60), 5))
+            .unwrap();
+        assert_eq!(bodies(&got), ["a"]);
+        send(&s, None, "b");
+        assert!(
+            d.reads_recent("g", "t", &[0]),
+            "a small store is all recent"
+        );
+        let st = d.known_queue("g", "t", 0).expect("queue state");
+        let _reading = st.lock();
+        assert!(!d.reads_recent("g", "t", &[0]), "held by another receive");
+    }
+
+    #[test]
     fn an_ack_that_must_not_wait_settles_like_an_ack_or_steps_aside_for_a_locked_queue() {
         let (_dir, s, d) = fixture();
         send(&s, None, "a");

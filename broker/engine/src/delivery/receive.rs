@@ -83,6 +83,33 @@ impl Deliveries {
         Ok(out)
     }
 
+    /// Whether a receive on `queues` would read only recent records (see
+    /// `Store::is_recent`), so it may run on an async worker: for each queue, its oldest
+    /// unsettled message and its next new one. A queue the group has not read yet, or whose
+    /// state another receive holds, does not count as recent.
+    pub fn reads_recent(&self, group: &str, topic: &str, queues: &[u32]) -> bool {
+        queues.iter().all(|&q| {
+            let Some(st) = self.known_queue(group, topic, q) else {
+                return false;
+            };
+            let next = {
+                let Some(st) = st.try_lock() else {
+                    return false;
+                };
+                if let Some((_, e)) = st.unsettled.first_key_value() {
+                    if !self.store.is_recent(e.phys_offset) {
+                        return false;
+                    }
+                }
+                st.next_offset
+            };
+            if next >= self.store.queue_range(topic, q).1 {
+                return true;
+            }
+            matches!(self.store.queue_entry(topic, q, next), Ok(Some(e)) if self.store.is_recent(e.phys_offset))
+        })
+    }
+
     /// The messages a previous receive with the same attempt handed out and that are still
     /// held under that delivery, with their original handles; `None` when there are none.
     fn repeat_attempt(&self, spec: &ReceiveSpec<'_>) -> Option<ReceiveOutcome> {

@@ -10,9 +10,9 @@
 //!
 //! A group that never committed on a queue gets `QUERY_NOT_FOUND` and starts where its
 //! `consumeFromWhere` says, except on a queue whose every message is still stored and recent
-//! (within 40 % of memory of the end of the commit log): then it starts at 0, so a consumer
-//! started after its producer still gets the first messages. That is RocketMQ's rule ("the
-//! first message is still in memory") in FerroMQ's terms.
+//! (within 40 % of memory of the end of the commit log, `Store::is_recent`): then it starts
+//! at 0, so a consumer started after its producer still gets the first messages. That is
+//! RocketMQ's rule ("the first message is still in memory") in FerroMQ's terms.
 
 use std::sync::Arc;
 
@@ -52,19 +52,6 @@ fn offset_answer(req: &Command, offset: u64) -> Command {
         })
 }
 
-/// Physical memory, from /proc/meminfo (8 GiB when unknown).
-fn memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(8 << 30, |kb| kb * 1024)
-}
-
 /// Whether a queue still holds its first message and it is recent (see the module docs).
 fn starts_fresh(store: &Store, topic: &str, queue: u32) -> bool {
     let (min, max) = store.queue_range(topic, queue);
@@ -72,10 +59,7 @@ fn starts_fresh(store: &Store, topic: &str, queue: u32) -> bool {
         return false;
     }
     match store.queue_entry(topic, queue, 0) {
-        Ok(Some(e)) => {
-            let end = store.stats().log_write_offset;
-            end.saturating_sub(e.phys_offset) <= memory_bytes() / 100 * 40
-        }
+        Ok(Some(e)) => store.is_recent(e.phys_offset),
         _ => false,
     }
 }
