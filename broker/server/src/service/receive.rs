@@ -199,7 +199,9 @@ enum FirstLook {
 /// The plan and the first look, taken on this task when neither can wait: the topic exists
 /// (no auto-creation to write) and every queue's next records are recent, so in memory (see
 /// `Deliveries::reads_recent`). Otherwise the look goes to the blocking pool, whose hand-off
-/// per receive was a tenth of the server's time for a consumer reading a recent backlog.
+/// per receive was a tenth of the server's time for a consumer reading a recent backlog. As
+/// with the inline looks of [`poll`], the one thing such a look may wait for is moving a
+/// message that used up its attempts to the dead-letter topic (an append).
 fn first_look_here(
     node: &Arc<Node>,
     meta: &RequestMeta,
