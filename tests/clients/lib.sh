@@ -149,45 +149,67 @@ run_rust() {
 
 # Needs callbacks from the caller: create_topic NAME normal|fifo|delay|transaction|priority QUEUES, create_fifo_group NAME,
 # create_dlq_group NAME MAX_DELIVERY_ATTEMPTS.
+# run_client_suite CLIENT RUN_ID: builds one client, creates its own topics and groups (named
+# after RUN_ID and the client, so clients never share one), and runs its scenarios.
+run_client_suite() {
+  local client="$1" p="${2}_${1:0:2}"
+  if ! "build_$client" > "${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log" 2>&1; then
+    log "$client: BUILD FAILED (see ${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log)"
+    tail -30 "${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log" >&2
+    mark_missing "$client" "build failed"
+    return 1
+  fi
+  local ok=1 t
+  for t in normal filter retry push pushretry dlq; do create_topic "${p}_$t" normal 4 || ok=0; done
+  create_topic "${p}_fifo" fifo 2 || ok=0
+  create_topic "${p}_delay" delay 2 || ok=0
+  create_topic "${p}_tx" transaction 2 || ok=0
+  create_topic "${p}_priority" priority 1 || ok=0   # one queue: priority order holds within a queue
+  create_fifo_group "${p}_g_fifo" || ok=0
+  create_dlq_group "${p}_g_dlq" "$DLQ_MAX_ATTEMPTS" || ok=0
+  if ((!ok)); then log "$client: topic creation failed"; fi
+  export FERROMQ_TOPIC_NORMAL="${p}_normal" FERROMQ_TOPIC_FILTER="${p}_filter" \
+    FERROMQ_TOPIC_RETRY="${p}_retry" FERROMQ_TOPIC_PUSH="${p}_push" FERROMQ_TOPIC_PUSHRETRY="${p}_pushretry" FERROMQ_TOPIC_DLQ="${p}_dlq" FERROMQ_TOPIC_FIFO="${p}_fifo" \
+    FERROMQ_TOPIC_DELAY="${p}_delay" FERROMQ_TOPIC_TX="${p}_tx" FERROMQ_TOPIC_PRIORITY="${p}_priority" \
+    FERROMQ_TOPIC_MISSING="${p}_missing" FERROMQ_GROUP_PREFIX="${p}_g"
+  local t0 t1
+  t0=$(date +%s)
+  log "$client: running scenarios against $FERROMQ_ENDPOINT (topics ${p}_*)"
+  "run_$client" > "${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log" 2>&1
+  local code=$?
+  t1=$(date +%s)
+  grep -E '^(SCENARIO|  )' "${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log" >&2 || true
+  mark_missing "$client" "suite ended (exit $code) before reporting this scenario"
+  log "$client: exit $code in $((t1 - t0)) s (full output: ${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log)"
+  return $((code != 0))
+}
+
+# The clients run in two lanes side by side (most of a scenario's time is waiting: long polls,
+# invisible times, delays), each client on its own topics; FERROMQ_CLIENT_LANES=1 runs them one
+# after another. The lanes hold about the same time of scenarios each.
+CLIENT_LANES=("python rust node" "java go")
+
 prepare_and_run_suites() {
-  local only="$1" client run_id rc=0
+  local only="$1" client run_id rc=0 lane
   run_id="c$(date +%s | tail -c 6)$RANDOM"
   export FERROMQ_RESULTS_FILE="${FERROMQ_CLIENT_LOGS:-/tmp}/results.txt"
   : > "$FERROMQ_RESULTS_FILE"
-  for client in python java rust go node; do
-    [[ ",$only," == *",$client,"* ]] || continue
-    local p="${run_id}_${client:0:2}"
-    if ! "build_$client" > "${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log" 2>&1; then
-      log "$client: BUILD FAILED (see ${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log)"
-      tail -30 "${FERROMQ_CLIENT_LOGS:-/tmp}/build-$client.log" >&2
-      mark_missing "$client" "build failed"
-      rc=1
-      continue
-    fi
-    local ok=1 t
-    for t in normal filter retry push pushretry dlq; do create_topic "${p}_$t" normal 4 || ok=0; done
-    create_topic "${p}_fifo" fifo 2 || ok=0
-    create_topic "${p}_delay" delay 2 || ok=0
-    create_topic "${p}_tx" transaction 2 || ok=0
-    create_topic "${p}_priority" priority 1 || ok=0   # one queue: priority order holds within a queue
-    create_fifo_group "${p}_g_fifo" || ok=0
-    create_dlq_group "${p}_g_dlq" "$DLQ_MAX_ATTEMPTS" || ok=0
-    if ((!ok)); then log "$client: topic creation failed"; fi
-    export FERROMQ_TOPIC_NORMAL="${p}_normal" FERROMQ_TOPIC_FILTER="${p}_filter" \
-      FERROMQ_TOPIC_RETRY="${p}_retry" FERROMQ_TOPIC_PUSH="${p}_push" FERROMQ_TOPIC_PUSHRETRY="${p}_pushretry" FERROMQ_TOPIC_DLQ="${p}_dlq" FERROMQ_TOPIC_FIFO="${p}_fifo" \
-      FERROMQ_TOPIC_DELAY="${p}_delay" FERROMQ_TOPIC_TX="${p}_tx" FERROMQ_TOPIC_PRIORITY="${p}_priority" \
-      FERROMQ_TOPIC_MISSING="${p}_missing" FERROMQ_GROUP_PREFIX="${p}_g"
-    local t0 t1
-    t0=$(date +%s)
-    log "$client: running scenarios against $FERROMQ_ENDPOINT (topics ${p}_*)"
-    "run_$client" > "${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log" 2>&1
-    local code=$?
-    t1=$(date +%s)
-    grep -E '^(SCENARIO|  )' "${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log" >&2 || true
-    mark_missing "$client" "suite ended (exit $code) before reporting this scenario"
-    log "$client: exit $code in $((t1 - t0)) s (full output: ${FERROMQ_CLIENT_LOGS:-/tmp}/run-$client.log)"
-    if ((code != 0)); then rc=1; fi
+  local lanes=("${CLIENT_LANES[@]}")
+  if [[ "${FERROMQ_CLIENT_LANES:-2}" == 1 ]]; then lanes=("${CLIENT_LANES[*]}"); fi
+  local pids=()
+  for lane in "${lanes[@]}"; do
+    (
+      lane_rc=0
+      for client in $lane; do
+        [[ ",$only," == *",$client,"* ]] || continue
+        run_client_suite "$client" "$run_id" || lane_rc=1
+      done
+      exit $lane_rc
+    ) &
+    pids+=("$!")
   done
+  local pid
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
   if awk '$3 == "FAIL" {f = 1} END {exit !f}' "$FERROMQ_RESULTS_FILE"; then rc=1; fi
   return $rc
 }
