@@ -406,7 +406,7 @@ impl Meta {
     /// pending: the snapshot holds their values already, and writing them again after it is
     /// harmless (removals before sets, see [`State`]).
     fn maybe_compact(&self, w: &mut Writer) {
-        if !w.log.wants_compaction(self.compact_bytes) || w.log.len() < w.retry_compaction_at {
+        if !self.compaction_due(w) {
             return;
         }
         let ops = lock(&self.state).snapshot();
@@ -424,6 +424,17 @@ impl Meta {
         }
     }
 
+    /// Whether the log has grown enough to be rewritten (and is past a failed attempt's wait).
+    fn compaction_due(&self, w: &Writer) -> bool {
+        w.log.wants_compaction(self.compact_bytes) && w.log.len() >= w.retry_compaction_at
+    }
+
+    /// Whether no offset change waits to be written.
+    fn nothing_pending(&self) -> bool {
+        let st = lock(&self.state);
+        st.pending_sets.is_empty() && st.pending_removals.is_empty()
+    }
+
     /// A topic change: `build` checks the current state and returns the operations to write
     /// (and the caller's answer); they are applied only once written.
     fn change<T>(&self, build: impl FnOnce(&State) -> Result<(Vec<Op>, T)>) -> Result<T> {
@@ -437,15 +448,11 @@ impl Meta {
     /// is synced, else in the page cache. A durable call also syncs earlier unsynced writes.
     fn persist_offsets(&self, durable: bool) -> Result<()> {
         let sync = durable || self.sync_offsets;
-        {
-            let st = lock(&self.state);
-            if st.pending_sets.is_empty() && st.pending_removals.is_empty() {
-                drop(st);
-                if durable {
-                    return lock(&self.writer).log.sync();
-                }
-                return Ok(());
+        if self.nothing_pending() {
+            if durable {
+                return lock(&self.writer).log.sync();
             }
+            return Ok(());
         }
         let mut w = lock(&self.writer);
         self.write_pending(&mut w, sync, true)
@@ -495,24 +502,21 @@ impl Meta {
 
     /// [`Meta::persist_offsets`] without waiting: writes pending offset changes to the page
     /// cache only when nothing has to wait (offset writes are not synced, no other writer holds
-    /// the log, no compaction is due). `true` also when nothing was pending. `false` means nothing was written; the caller persists
-    /// the usual way on a thread that may block.
+    /// the log, no compaction is due); `true` also when nothing was pending. `false` means
+    /// nothing was written: the caller persists the usual way on a thread that may block.
     fn try_persist_offsets(&self) -> Result<bool> {
         if self.sync_offsets {
             return Ok(false);
         }
-        {
-            let st = lock(&self.state);
-            if st.pending_sets.is_empty() && st.pending_removals.is_empty() {
-                return Ok(true);
-            }
+        if self.nothing_pending() {
+            return Ok(true);
         }
         let mut w = match self.writer.try_lock() {
             Ok(w) => w,
             Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        if w.log.wants_compaction(self.compact_bytes) && w.log.len() >= w.retry_compaction_at {
+        if self.compaction_due(&w) {
             return Ok(false);
         }
         // Never compacts (a rewrite and an fsync): the next call then finds it due and

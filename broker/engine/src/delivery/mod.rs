@@ -360,16 +360,19 @@ mod tests {
             .collect()
     }
 
+    /// Everything `d` hands out to group `g` from queue 0 of `t` now, held for a minute.
+    fn receive_held(d: &Deliveries) -> ReceiveOutcome {
+        let all = TagFilter::parse("*");
+        d.receive(&spec(&all, false, Duration::from_secs(60), 5))
+            .unwrap()
+    }
+
     #[test]
     fn reads_are_recent_only_on_known_queues_that_no_receive_holds() {
         let (_dir, s, d) = fixture();
         send(&s, None, "a");
-        let all = TagFilter::parse("*");
         assert!(!d.reads_recent("g", "t", &[0]), "never read: no state yet");
-        let got = d
-            .receive(&spec(&all, false, Duration::from_secs(60), 5))
-            .unwrap();
-        assert_eq!(bodies(&got), ["a"]);
+        assert_eq!(bodies(&receive_held(&d)), ["a"]);
         send(&s, None, "b");
         assert!(
             d.reads_recent("g", "t", &[0]),
@@ -385,10 +388,7 @@ mod tests {
         let (_dir, s, d) = fixture();
         send(&s, None, "a");
         send(&s, None, "b");
-        let all = TagFilter::parse("*");
-        let got = d
-            .receive(&spec(&all, false, Duration::from_secs(60), 5))
-            .unwrap();
+        let got = receive_held(&d);
         let (a, b) = (&got.deliveries[0].handle, &got.deliveries[1].handle);
         {
             // A receive reading under the queue's lock: nothing is done, nothing waits.
@@ -408,11 +408,7 @@ mod tests {
         assert!(d.try_persist_offsets().unwrap());
         assert_eq!(s.offsets().get("g", "t", 0), Some(1), "a is settled");
         assert!(matches!(d.try_ack_in_memory("g", "t", b), Some(Ok(true))));
-        assert!(d
-            .receive(&spec(&all, false, Duration::from_secs(60), 5))
-            .unwrap()
-            .deliveries
-            .is_empty());
+        assert!(receive_held(&d).deliveries.is_empty());
     }
 
     #[test]

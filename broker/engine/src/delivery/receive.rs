@@ -106,7 +106,8 @@ impl Deliveries {
             if next >= self.store.queue_range(topic, q).1 {
                 return true;
             }
-            matches!(self.store.queue_entry(topic, q, next), Ok(Some(e)) if self.store.is_recent(e.phys_offset))
+            let entry = self.store.queue_entry(topic, q, next);
+            matches!(entry, Ok(Some(e)) if self.store.is_recent(e.phys_offset))
         })
     }
 

@@ -93,57 +93,58 @@ async fn settle_acks(
     while let Some(e) = rest.peek() {
         let r = match ReceiptHandle::decode(&e.receipt_handle) {
             Ok(h) => match deliveries.try_ack_in_memory(&group, &topic, &h) {
-                Some(r) => r,
+                Some(r) => r.map_err(RpcError::from),
                 None => break,
             },
-            Err(err) => Err(err),
+            Err(err) => Err(RpcError::from(err)),
         };
         moved |= matches!(r, Ok(true));
         if let Some(e) = rest.next() {
-            results.push((e, r.map(|_| ()).map_err(RpcError::from)));
+            results.push((e, r.map(|_| ())));
         }
     }
     let rest: Vec<_> = rest.collect();
-    let persisted = if !rest.is_empty() {
-        Ok(false)
-    } else if moved {
-        deliveries.try_persist_offsets().map_err(RpcError::from)
-    } else {
-        Ok(true)
-    };
-    let persisted = match persisted {
-        Ok(true) => return Ok(results),
-        Ok(false) => Ok(()),
-        Err(e) => Err(e),
-    };
+    if rest.is_empty() {
+        let written = if moved {
+            deliveries.try_persist_offsets()
+        } else {
+            Ok(true)
+        };
+        match written {
+            Ok(true) => return Ok(results),
+            // The write would wait: the blocking pool does it.
+            Ok(false) => {}
+            Err(err) => {
+                fail_acked(&mut results, RpcError::from(err));
+                return Ok(results);
+            }
+        }
+    }
     node.blocking(move |b| {
-        let mut moved = moved;
-        results.extend(rest.into_iter().map(|e| {
+        let deliveries = &b.engine.deliveries;
+        for e in rest {
             let r = ReceiptHandle::decode(&e.receipt_handle)
-                .and_then(|h| b.engine.deliveries.ack_in_memory(&group, &topic, &h))
+                .and_then(|h| deliveries.ack_in_memory(&group, &topic, &h))
                 .map_err(RpcError::from);
             moved |= matches!(r, Ok(true));
-            (e, r.map(|_| ()))
-        }));
+            results.push((e, r.map(|_| ())));
+        }
         // One offset write for the whole batch; if it fails, no entry is reported acked.
-        let written = match persisted {
-            Ok(()) if moved => b
-                .engine
-                .deliveries
-                .persist_offsets()
-                .map_err(RpcError::from),
-            other => other,
-        };
-        if let Err(err) = written {
-            for (_, r) in results.iter_mut() {
-                if r.is_ok() {
-                    *r = Err(err.clone());
-                }
+        if moved {
+            if let Err(err) = deliveries.persist_offsets() {
+                fail_acked(&mut results, RpcError::from(err));
             }
         }
         Ok(results)
     })
     .await
+}
+
+/// Reports every entry acked so far as failed with `err` (their offsets were not written).
+fn fail_acked(results: &mut [(v2::AckMessageEntry, Result<(), RpcError>)], err: RpcError) {
+    for (_, r) in results.iter_mut().filter(|(_, r)| r.is_ok()) {
+        *r = Err(err.clone());
+    }
 }
 
 #[instrument(skip_all, fields(group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""), topic = req.topic.as_ref().map(|t| t.name.as_str()).unwrap_or(""), message_id = %req.message_id))]
