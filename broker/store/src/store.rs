@@ -35,7 +35,7 @@ use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -399,8 +399,13 @@ struct Inner {
     dispatch_failure: Mutex<Option<(String, bool)>>,
     dispatch_failing: AtomicBool,
     /// Held by the dispatcher for each pass and by a topic delete, so a deleted topic's queues
-    /// are never written while they are removed.
+    /// are never written while they are removed. Taken through [`Inner::pass_lock`], whose
+    /// release looks at `dispatch_asked`.
     dispatch_lock: Mutex<()>,
+    /// Set by a writer that wants its records dispatched (see [`Inner::dispatch_here`]) and
+    /// cleared by the pass that takes them: a writer that finds the lock held leaves the pass
+    /// to the holder's release instead of waking the dispatcher thread.
+    dispatch_asked: AtomicBool,
     /// Fences of deleted topics (see [`crate::metadata`]): records of the name below the fence
     /// are never dispatched or served.
     fences: RwLock<HashMap<String, u64>>,
@@ -467,6 +472,33 @@ thread_local! {
 /// A record buffer grown past this (a large batch or body) is freed after use, not kept per
 /// thread.
 const MAX_KEPT_BUFFER: usize = 4 << 20;
+
+/// The dispatch lock held ([`Inner::pass_lock`]). Its release takes the passes that writers
+/// asked for while it was held ([`Inner::dispatch_here`]): a topic delete or the retention
+/// holds the lock without dispatching, and a pass up to a given end may stop short of what
+/// was written meanwhile.
+struct PassGuard<'a> {
+    inner: &'a Inner,
+    guard: Option<std::sync::MutexGuard<'a, ()>>,
+}
+
+impl<'a> PassGuard<'a> {
+    /// The lock's guard, as the proof a pass asks for.
+    fn held(&self) -> &std::sync::MutexGuard<'a, ()> {
+        match &self.guard {
+            Some(g) => g,
+            None => unreachable!("the guard is taken only by drop"),
+        }
+    }
+}
+
+impl Drop for PassGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        fence(Ordering::SeqCst);
+        self.inner.take_asked_passes();
+    }
+}
 
 /// How many recent flushes the gather remembers (see [`Inner::gather`]): at a few hundred
 /// microseconds each, a few milliseconds, so a burst's target is forgotten soon after it.
@@ -619,6 +651,7 @@ impl Store {
             dispatch_failure: Mutex::new(None),
             dispatch_failing: AtomicBool::new(false),
             dispatch_lock: Mutex::new(()),
+            dispatch_asked: AtomicBool::new(false),
             any_fence: AtomicBool::new(!fences.is_empty()),
             fences: RwLock::new(fences),
             dispatch_log: LogLimiter::default(),
@@ -1219,7 +1252,7 @@ impl Fencer for Inner {
             .insert(topic.to_string(), fence);
         self.any_fence.store(true, Ordering::Release);
         w.next.remove(topic);
-        let _d = lock(&self.dispatch_lock);
+        let _d = self.pass_lock();
         let had = self
             .cqs
             .write()
@@ -1641,11 +1674,14 @@ impl Inner {
         Ok(())
     }
 
-    /// Counts the written records and wakes who follows the log (append listeners, the
-    /// dispatcher when it sleeps).
+    /// Counts the written records, tells who follows the log (append listeners) and
+    /// dispatches them on this thread (a blocking one), or leaves them to the dispatcher
+    /// thread when dispatch is failing.
     fn note_written(&self, count: u64, bytes: u64, end: u64) {
         self.count_written(count, bytes, end);
-        self.wake_dispatcher();
+        if !self.dispatch_here() {
+            self.wake_dispatcher();
+        }
     }
 
     /// Counts the written records and tells the append listeners.
@@ -1968,32 +2004,62 @@ impl Inner {
 
     /// Writes consume queue and index entries for every record in `dispatched..end`.
     fn dispatch_until(&self, end: u64) -> Result<()> {
-        self.dispatch_pass(lock(&self.dispatch_lock), end)
+        let pass = self.pass_lock();
+        self.dispatch_pass(pass.held(), end)
     }
 
-    /// Dispatches what is written on the caller's thread when no pass is running: a send that
-    /// wrote its record on an async worker makes it readable there, with no wake-up of the
-    /// dispatcher thread and none back. The entries are plain writes into mapped files the
-    /// writer allocated before acknowledging (see the module docs). Returns false when it did
-    /// not dispatch (a pass is running, dispatch is failing): the dispatcher thread does it.
+    /// The dispatch lock, waiting for it. Its release takes the passes writers asked for
+    /// while it was held (see [`PassGuard`]).
+    fn pass_lock(&self) -> PassGuard<'_> {
+        PassGuard {
+            inner: self,
+            guard: Some(lock(&self.dispatch_lock)),
+        }
+    }
+
+    /// Dispatches what is written on the caller's thread: a send that wrote its record on an
+    /// async worker makes it readable there, with no wake-up of the dispatcher thread and none
+    /// back. The entries are plain writes into mapped files the writer allocated before
+    /// acknowledging (see the module docs). When a pass is running, the writer only asks, and
+    /// the holder takes another pass once it releases the lock (a combining lock: one of the
+    /// concurrent writers dispatches for all of them). Returns false when dispatch is failing:
+    /// the dispatcher thread retries it.
     fn dispatch_here(&self) -> bool {
         if self.dispatch_failing.load(Ordering::Acquire) {
             return false;
         }
-        let Ok(pass) = self.dispatch_lock.try_lock() else {
-            return false;
-        };
-        match self.dispatch_pass(pass, self.dispatch_target()) {
-            Ok(()) => true,
-            Err(e) => {
+        // Asked before the lock is tried, and the holder looks after it released the lock:
+        // either this writer gets the lock or the holder sees the request (the fences order
+        // the flag and the lock word as one total order).
+        self.dispatch_asked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.take_asked_passes();
+        !self.dispatch_failing.load(Ordering::Acquire)
+    }
+
+    /// Takes passes while a writer asked for one and the lock is free; a holder found meanwhile
+    /// takes the rest when it releases the lock. A loop, not a recursion, however many
+    /// writers keep asking.
+    fn take_asked_passes(&self) {
+        while self.dispatch_asked.load(Ordering::SeqCst) {
+            let Ok(pass) = self.dispatch_lock.try_lock() else {
+                return;
+            };
+            // Cleared under the lock and before the pass reads its target: a writer that asks
+            // after this either is covered by the pass or finds the flag set again below.
+            self.dispatch_asked.store(false, Ordering::SeqCst);
+            let r = self.dispatch_pass(&pass, self.dispatch_target());
+            drop(pass);
+            fence(Ordering::SeqCst);
+            if let Err(e) = r {
                 self.dispatch_failed(&e);
-                false
+                return;
             }
         }
     }
 
     /// One dispatch pass up to `end`, holding the pass lock.
-    fn dispatch_pass(&self, _pass: std::sync::MutexGuard<'_, ()>, end: u64) -> Result<()> {
+    fn dispatch_pass(&self, _held: &std::sync::MutexGuard<'_, ()>, end: u64) -> Result<()> {
         let from = self.dispatched.load(Ordering::Acquire);
         if from >= end {
             return Ok(());
@@ -2338,7 +2404,7 @@ impl Inner {
                 if to > min {
                     // Under the dispatch lock, and only while the queue is still the topic's:
                     // a topic deleted (and perhaps created again) meanwhile has other queues.
-                    let _d = lock(&self.dispatch_lock);
+                    let _d = self.pass_lock();
                     if self.cq(&topic, q).is_some_and(|now| Arc::ptr_eq(&now, &cq)) {
                         cq.expire_below(to)?;
                         topic_expired += to - min;
@@ -2456,6 +2522,49 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain(topic: &str, id: &str) -> NewMessage {
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert(PROP_MSG_ID.to_string(), id.to_string());
+        NewMessage {
+            topic: topic.to_string(),
+            properties,
+            body: id.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// A writer that finds a dispatch pass running (here: the lock held as a topic delete
+    /// holds it) only asks for a pass; the holder's release takes it, so the record becomes
+    /// readable without the writer waiting or waking the dispatcher thread.
+    #[test]
+    fn a_writer_that_finds_the_pass_lock_held_leaves_its_dispatch_to_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let first = store.append(&plain("t", "m0")).unwrap();
+        assert!(store.wait_dispatched(
+            first.phys_offset + u64::from(first.size),
+            Duration::from_secs(10)
+        ));
+        let held = store.inner.pass_lock();
+        let a = loop {
+            if let Some(a) = store.try_append(&plain("t", "m1")).unwrap() {
+                break a;
+            }
+        };
+        let end = a.phys_offset + u64::from(a.size);
+        assert!(store.inner.dispatch_asked.load(Ordering::SeqCst));
+        assert!(
+            store.stats().dispatched_offset < end,
+            "not dispatched while the lock is held"
+        );
+        drop(held);
+        assert!(store.wait_dispatched(end, Duration::from_secs(10)));
+        let r = store.read("t", 0, 0, 10, None).unwrap();
+        let ids: Vec<&str> = r.messages.iter().map(|m| m.msg_id().unwrap()).collect();
+        assert_eq!(ids, ["m0", "m1"]);
+        store.close().unwrap();
+    }
 
     #[test]
     fn the_gather_waits_for_as_many_as_a_recent_flush_woke_and_forgets_them() {
