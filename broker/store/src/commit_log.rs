@@ -686,12 +686,15 @@ impl CommitLog {
 
     /// Calls `f` with the raw bytes of every valid record in `from..to` (already published),
     /// in order, and `damaged` with the offset and error of every record that fails its checks
-    /// (stepped over: never handed to `f`). Returns the offset after the last record visited;
-    /// an error from `f` stops the walk and is returned.
+    /// (stepped over: never handed to `f`). Records at or past `checked_from` were checked
+    /// when this process wrote or received them: their framing is checked, not their checksum
+    /// again (see [`record::probe_framing`]); `u64::MAX` checks every one. Returns the offset
+    /// after the last record visited; an error from `f` stops the walk and is returned.
     pub fn for_each_raw(
         &self,
         from: u64,
         to: u64,
+        checked_from: u64,
         mut f: impl FnMut(u64, &[u8]) -> Result<()>,
         mut damaged: impl FnMut(u64, &StoreError),
     ) -> Result<u64> {
@@ -703,7 +706,12 @@ impl CommitLog {
             let at = (pos - seg.base) as usize;
             let seg_len = self.segment_size as usize;
             let rest = seg.file.slice(at, seg_len - at);
-            match record::probe(rest, pos) {
+            let slot = if pos >= checked_from {
+                record::probe_framing(rest, pos)
+            } else {
+                record::probe(rest, pos)
+            };
+            match slot {
                 Ok(Slot::Message(len)) => {
                     f(pos, &rest[..len as usize])?;
                     pos += len as u64;

@@ -287,6 +287,18 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// checking length, magic, version and CRC. `expected_phys` is where `buf` starts in the
 /// commit log: a record claiming another position is corrupt.
 pub fn probe(buf: &[u8], expected_phys: u64) -> Result<Slot> {
+    probe_checked(buf, expected_phys, true)
+}
+
+/// [`probe`] without the message record's checksum, for a record this process checked
+/// already: one it sealed itself, or one a replica verified when it received it. Its length,
+/// magic, version and position are still checked, so a walk never leaves the record chain.
+/// Whoever serves the record checks its checksum again ([`view`], [`decode`]).
+pub fn probe_framing(buf: &[u8], expected_phys: u64) -> Result<Slot> {
+    probe_checked(buf, expected_phys, false)
+}
+
+fn probe_checked(buf: &[u8], expected_phys: u64, checksum: bool) -> Result<Slot> {
     if buf.len() < MIN_FILLER {
         return Ok(Slot::Filler);
     }
@@ -331,7 +343,7 @@ pub fn probe(buf: &[u8], expected_phys: u64) -> Result<Slot> {
         )));
     }
     let crc = u32_at(buf, 4);
-    if crc32c::crc32c(&buf[8..total]) != crc {
+    if checksum && crc32c::crc32c(&buf[8..total]) != crc {
         return Err(corrupt("checksum mismatch".into()));
     }
     if u64_at(buf, 24) != expected_phys {
@@ -702,6 +714,27 @@ mod tests {
             decode(&buf, 200),
             Err(StoreError::Corrupt { offset: 200, .. })
         ));
+    }
+
+    /// The framing-only probe skips the body's checksum (the record was checked when this
+    /// process wrote or received it) but nothing that keeps a walk on the record chain.
+    #[test]
+    fn the_framing_probe_skips_only_the_checksum() {
+        let mut buf = encode_sealed(&sample(), 1, 100);
+        let len = buf.len();
+        buf[len - 1] ^= 0x55;
+        assert!(matches!(
+            probe(&buf, 100),
+            Err(StoreError::Corrupt { offset: 100, .. })
+        ));
+        assert_eq!(probe_framing(&buf, 100).unwrap(), Slot::Message(len as u32));
+        assert!(
+            view(&buf, 100).is_err(),
+            "whoever serves it checks the checksum again"
+        );
+        assert!(probe_framing(&buf, 200).is_err(), "position still checked");
+        buf[8] ^= 0xff;
+        assert!(probe_framing(&buf, 100).is_err(), "magic still checked");
     }
 
     #[test]

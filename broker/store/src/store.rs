@@ -432,6 +432,11 @@ struct Inner {
     /// Dispatch never goes past this commit log offset (replicated groups: the confirm offset;
     /// `u64::MAX` otherwise).
     dispatch_limit: AtomicU64,
+    /// The log's end when it was opened: every record at or past it was checked by this
+    /// process (sealed by its writer, or verified by a replica's append when received), so
+    /// the dispatcher checks its framing and not its checksum again. The records before it
+    /// were recovered from disk and are checked in full.
+    written_from: u64,
     /// Retention keeps every segment holding a record at or above this commit log offset
     /// (records parked for later: pending timers and half messages). `u64::MAX`: no floor.
     retention_floor: AtomicU64,
@@ -671,6 +676,7 @@ impl Store {
             last_checkpoint: Mutex::new(None),
             retention_floor: AtomicU64::new(u64::MAX),
             dispatch_limit: AtomicU64::new(u64::MAX),
+            written_from: report.end,
             cfg,
         });
 
@@ -2083,6 +2089,7 @@ impl Inner {
         let r = self.log.for_each_raw(
             from,
             end,
+            self.written_from,
             |pos, rec| {
                 self.dispatch_one(pos, rec, &listeners)?;
                 done = pos + rec.len() as u64;

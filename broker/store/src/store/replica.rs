@@ -227,6 +227,7 @@ impl Store {
         i.log.for_each_raw(
             offset,
             end,
+            u64::MAX,
             |_, rec| {
                 let h = record::header(rec)?;
                 let topic = record::topic_of(rec)?.to_string();
@@ -328,6 +329,7 @@ impl Inner {
         self.log.for_each_raw(
             from,
             to,
+            u64::MAX,
             |_, rec| {
                 let h = record::header(rec)?;
                 let topic = record::topic_of(rec)?;
