@@ -1681,11 +1681,18 @@ impl Inner {
     }
 
     /// Counts the written records, tells who follows the log (append listeners) and
-    /// dispatches them on this thread (a blocking one), or leaves them to the dispatcher
-    /// thread when dispatch is failing.
+    /// dispatches them on this thread, waiting for a running pass to end: only blocking
+    /// appends come here, so a queue's first record (whose consume queue file the pass
+    /// creates) is dispatched here rather than on an async worker. While dispatch is failing,
+    /// the dispatcher thread retries it.
     fn note_written(&self, count: u64, bytes: u64, end: u64) {
         self.count_written(count, bytes, end);
-        if !self.dispatch_here() {
+        if self.dispatch_failing.load(Ordering::Acquire) {
+            self.wake_dispatcher();
+            return;
+        }
+        if let Err(e) = self.dispatch_until(self.dispatch_target()) {
+            self.dispatch_failed(&e);
             self.wake_dispatcher();
         }
     }
