@@ -398,9 +398,10 @@ struct Inner {
     /// Why the dispatcher's last pass failed, while it keeps failing.
     dispatch_failure: Mutex<Option<(String, bool)>>,
     dispatch_failing: AtomicBool,
-    /// Held by the dispatcher for each pass and by a topic delete, so a deleted topic's queues
-    /// are never written while they are removed. Taken through [`Inner::pass_lock`], whose
-    /// release looks at `dispatch_asked`.
+    /// Held for each dispatch pass (by whichever thread takes it), by a topic delete and by
+    /// the retention, so a deleted topic's queues are never written while they are removed.
+    /// Taken through [`Inner::pass_lock`] or [`Inner::take_asked_passes`], whose releases look
+    /// at `dispatch_asked`.
     dispatch_lock: Mutex<()>,
     /// Set by a writer that wants its records dispatched (see [`Inner::dispatch_here`]) and
     /// cleared by the pass that takes them: a writer that finds the lock held leaves the pass
@@ -1650,9 +1651,7 @@ impl Inner {
         self.index.commit_reserved(total_entries);
         drop(w);
         self.count_written(msgs.len() as u64, total_len as u64, end);
-        if !self.dispatch_here() {
-            self.wake_dispatcher();
-        }
+        self.dispatch_here();
         Ok(Some(results))
     }
 
@@ -2035,11 +2034,12 @@ impl Inner {
     /// back. The entries are plain writes into mapped files the writer allocated before
     /// acknowledging (see the module docs). When a pass is running, the writer only asks, and
     /// the holder takes another pass once it releases the lock (a combining lock: one of the
-    /// concurrent writers dispatches for all of them). Returns false when dispatch is failing:
-    /// the dispatcher thread retries it.
-    fn dispatch_here(&self) -> bool {
+    /// concurrent writers dispatches for all of them). While dispatch is failing it wakes the
+    /// dispatcher thread instead, which retries with a back-off.
+    fn dispatch_here(&self) {
         if self.dispatch_failing.load(Ordering::Acquire) {
-            return false;
+            self.wake_dispatcher();
+            return;
         }
         // Asked before the lock is tried, and the holder looks after it released the lock:
         // either this writer gets the lock or the holder sees the request (the fences order
@@ -2047,7 +2047,9 @@ impl Inner {
         self.dispatch_asked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         self.take_asked_passes();
-        !self.dispatch_failing.load(Ordering::Acquire)
+        if self.dispatch_failing.load(Ordering::Acquire) {
+            self.wake_dispatcher();
+        }
     }
 
     /// Takes passes while a writer asked for one and the lock is free; a holder found meanwhile

@@ -46,9 +46,10 @@ const DISPATCH_INLINE_BYTES: u64 = 1 << 20;
 
 impl Store {
     /// Caps dispatch at `offset` (the group's confirm offset); `u64::MAX` removes the cap.
-    /// Raising it dispatches what it released on the caller's thread when that is a little
-    /// (the records a send waits to see dispatched before it is answered: no wake-up of the
-    /// dispatcher thread on that path), and wakes the dispatcher otherwise.
+    /// Raising it dispatches what it released on the caller's thread when that is a little,
+    /// or leaves it to a pass already running (see `Inner::dispatch_here`): the records a send
+    /// waits to see dispatched before it is answered, with no wake-up of the dispatcher thread
+    /// on that path. It wakes the dispatcher otherwise.
     pub fn set_dispatch_limit(&self, offset: u64) {
         let i = &self.inner;
         let old = i.dispatch_limit.swap(offset, Ordering::AcqRel);
@@ -58,10 +59,11 @@ impl Store {
         let gap = i
             .dispatch_target()
             .saturating_sub(i.dispatched.load(Ordering::Acquire));
-        if gap <= DISPATCH_INLINE_BYTES && i.dispatch_here() {
-            return;
+        if gap <= DISPATCH_INLINE_BYTES {
+            i.dispatch_here();
+        } else {
+            i.wake_dispatcher();
         }
-        i.wake_dispatcher();
     }
 
     /// The current dispatch cap.
@@ -195,9 +197,7 @@ impl Store {
         i.log.publish(end);
         drop(w);
         i.count_written(records.len() as u64, batch.bytes.len() as u64, end);
-        if !i.dispatch_here() {
-            i.wake_dispatcher();
-        }
+        i.dispatch_here();
         Ok(Some(end))
     }
 
