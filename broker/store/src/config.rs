@@ -49,9 +49,16 @@ pub struct StoreConfig {
     /// Size of each commit log segment file (default 1 GiB).
     pub segment_size: u64,
     pub flush: FlushMode,
-    /// How often the async flusher runs, and how often consume queues, index files and the
-    /// checkpoint are flushed in both modes (default 200 ms).
+    /// How often the async flusher runs (default 200 ms), and how often the background
+    /// housekeeping looks at the disk, the spare files and the consumer offsets.
     pub flush_interval: Duration,
+    /// How often consume queues and index files are flushed and the checkpoint written after
+    /// them (default 1 s, as Apache RocketMQ flushes its consume queues). They are derived
+    /// from the commit log, so a longer interval loses nothing: it only lengthens the stretch
+    /// of log that recovery after a power loss dispatches again. Each flush writes back every
+    /// page dispatch touched since the last one, and a message's index entry lands on a
+    /// random hash-slot page, so at 200 ms the flushes cost about 3 % of a send's CPU.
+    pub checkpoint_interval: Duration,
     /// Largest accepted message body (default 4 MiB).
     pub max_body_size: usize,
     /// Entries per consume queue file; 0 (the default) derives it from the segment size (see
@@ -98,6 +105,7 @@ impl StoreConfig {
             segment_size: 1 << 30,
             flush: FlushMode::Async,
             flush_interval: Duration::from_millis(200),
+            checkpoint_interval: Duration::from_secs(1),
             max_body_size: 4 << 20,
             cq_entries_per_file: 0,
             index_slots: 0,
@@ -183,6 +191,9 @@ impl StoreConfig {
         }
         if self.flush_interval.is_zero() {
             return bad("flush_interval", "must be positive".into());
+        }
+        if self.checkpoint_interval.is_zero() {
+            return bad("checkpoint_interval", "must be positive".into());
         }
         if self.metadata_compact_bytes < 4096 {
             return bad(

@@ -2484,6 +2484,7 @@ impl Inner {
     /// ready memory. Pauses on errors (an old kernel without MADV_POPULATE_WRITE) for good.
     fn run_housekeeping(self: Arc<Self>) {
         let mut last_clean = Instant::now();
+        let mut last_checkpoint = Instant::now();
         loop {
             {
                 let g = lock(&self.house_mx);
@@ -2512,7 +2513,15 @@ impl Inner {
                     "could not allocate the next index file ahead of time",
                     self.index.prepare_spare(),
                 ),
-                ("checkpoint not written", self.write_checkpoint()),
+                ("checkpoint not written", {
+                    // Derived files only (see `StoreConfig::checkpoint_interval`).
+                    if last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
+                        last_checkpoint = Instant::now();
+                        self.write_checkpoint()
+                    } else {
+                        Ok(())
+                    }
+                }),
                 (
                     "consumer offsets not persisted",
                     self.offsets.persist_durable(),

@@ -35,6 +35,7 @@ fn volume_config(dir: &Path, high_water: f64) -> StoreConfig {
     c.segment_size = 4 << 20;
     c.max_body_size = 64 << 10;
     c.flush_interval = Duration::from_millis(20);
+    c.checkpoint_interval = Duration::from_millis(20);
     c.disk_high_water = high_water;
     c
 }

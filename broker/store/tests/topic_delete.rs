@@ -135,15 +135,20 @@ fn re_dispatch_from_the_start_of_the_log_skips_the_deleted_incarnation() {
     check_new_topic(&store, "after re-dispatch");
 }
 
+/// Copies a data directory (`to` is created). In-process on purpose: a `cp` child forked
+/// while another test of this binary holds its store's `LOCK` descriptor would keep that
+/// test's lock alive until the child execs, and its reopen would fail with `Locked`.
 fn copy_dir(from: &Path, to: &Path) {
-    let ok = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "cp -a {} {}", from.display(), to.display());
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 /// A crash after the delete was recorded but before the old consume queues were removed
@@ -158,14 +163,14 @@ fn consume_queues_a_crash_left_behind_are_not_served() {
     store.flush().unwrap();
     store.close().unwrap();
     drop(store);
-    copy_dir(&dir.path().join("consumequeue/t"), saved.path());
+    copy_dir(&dir.path().join("consumequeue/t"), &saved.path().join("t"));
 
     let store = Store::open(small_config(dir.path())).unwrap();
     store.topics().delete("t").unwrap();
     store.close().unwrap();
     drop(store);
     // Put the old queues back, as if the removal had never happened.
-    copy_dir(&saved.path().join("t"), &dir.path().join("consumequeue"));
+    copy_dir(&saved.path().join("t"), &dir.path().join("consumequeue/t"));
     let store = Store::open(small_config(dir.path())).unwrap();
     assert!(ids(&store, "t").is_empty(), "old queues served again");
     assert_eq!(store.queue_range("t", 0), (0, 0));

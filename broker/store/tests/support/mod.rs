@@ -16,6 +16,7 @@ pub fn small_config(dir: &Path) -> StoreConfig {
     c.index_slots = 1024;
     c.index_entries = 4096;
     c.flush_interval = Duration::from_millis(20);
+    c.checkpoint_interval = Duration::from_millis(20);
     c.disk_high_water = 0.999;
     c
 }
