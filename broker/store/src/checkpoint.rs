@@ -15,8 +15,9 @@
 //! | 40 | 4 | CRC32C of bytes 0..40 |
 //!
 //! It is replaced atomically: written to `checkpoint.tmp`, fsynced, renamed over `checkpoint`,
-//! and the directory fsynced. The housekeeping thread writes it every `checkpoint_interval`
-//! (1 s by default), right after flushing the derived files, and at a clean close.
+//! and the directory fsynced. The housekeeping thread rewrites it every flush interval when
+//! an offset moved: `dispatched` only right after flushing the derived files, which it does
+//! every `checkpoint_interval` (1 s by default); and at a clean close.
 
 use std::fs;
 use std::io::Write;

@@ -52,12 +52,13 @@ pub struct StoreConfig {
     /// How often the async flusher runs (default 200 ms), and how often the background
     /// housekeeping looks at the disk, the spare files and the consumer offsets.
     pub flush_interval: Duration,
-    /// How often consume queues and index files are flushed and the checkpoint written after
-    /// them (default 1 s, as Apache RocketMQ flushes its consume queues). They are derived
-    /// from the commit log, so a longer interval loses nothing: it only lengthens the stretch
-    /// of log that recovery after a power loss dispatches again. Each flush writes back every
-    /// page dispatch touched since the last one, and a message's index entry lands on a
-    /// random hash-slot page, so at 200 ms the flushes cost about 3 % of a send's CPU.
+    /// How often consume queues and index files are flushed, after which the checkpoint's
+    /// `dispatched` moves (default 1 s, as Apache RocketMQ flushes its consume queues; the
+    /// checkpoint's `log_flushed` still moves every `flush_interval`). They are derived from
+    /// the commit log, so a longer interval loses nothing: it only lengthens the stretch of
+    /// log that recovery dispatches again. Each flush writes back every page dispatch touched
+    /// since the last one, and a message's index entry lands on a random hash-slot page, so
+    /// at 200 ms the flushes cost about 3 % of a send's CPU.
     pub checkpoint_interval: Duration,
     /// Largest accepted message body (default 4 MiB).
     pub max_body_size: usize,

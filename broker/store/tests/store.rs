@@ -283,6 +283,49 @@ fn an_idle_store_does_not_rewrite_its_checkpoint() {
     );
 }
 
+/// Between two flushes of the derived files the checkpoint still follows the log's flushes
+/// (recovery tells damage inside the log from a torn tail by it), but it promises dispatched
+/// entries only once the files that hold them were flushed.
+#[test]
+fn the_checkpoint_follows_the_log_between_flushes_of_the_derived_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(dir.path());
+    cfg.checkpoint_interval = Duration::from_secs(3600);
+    let store = Store::open(cfg).unwrap();
+    let opened = ferromq_store::checkpoint::Checkpoint::load(dir.path())
+        .unwrap()
+        .expect("a checkpoint is written at open");
+    store.append(&message("t", 0, "one", None, &[])).unwrap();
+    wait(&store);
+    let end = store.stats().log_write_offset;
+    let mut cp = opened;
+    for _ in 0..200 {
+        cp = ferromq_store::checkpoint::Checkpoint::load(dir.path())
+            .unwrap()
+            .unwrap();
+        if cp.log_flushed >= end {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        cp.log_flushed, end,
+        "the log's flush reached the checkpoint"
+    );
+    assert_eq!(
+        cp.dispatched, opened.dispatched,
+        "dispatched entries are promised only after their files are flushed"
+    );
+    store.close().unwrap();
+    let closed = ferromq_store::checkpoint::Checkpoint::load(dir.path())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        closed.dispatched, end,
+        "a clean close flushes and records everything"
+    );
+}
+
 #[test]
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
