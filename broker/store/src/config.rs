@@ -57,8 +57,9 @@ pub struct StoreConfig {
     /// checkpoint's `log_flushed` still moves every `flush_interval`). They are derived from
     /// the commit log, so a longer interval loses nothing: it only lengthens the stretch of
     /// log that recovery dispatches again. Each flush writes back every page dispatch touched
-    /// since the last one, and a message's index entry lands on a random hash-slot page, so
-    /// at 200 ms the flushes cost about 3 % of a send's CPU.
+    /// since the last one, and a message's index entry lands on a random hash-slot page: at
+    /// 200 ms, `msync` and the faults on pages it write-protected took about 3 % of the
+    /// server's CPU at 5 000 msg/s (BENCHMARKS.md, 2026-12-06).
     pub checkpoint_interval: Duration,
     /// Largest accepted message body (default 4 MiB).
     pub max_body_size: usize,

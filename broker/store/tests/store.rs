@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferromq_store::checkpoint::Checkpoint;
 use ferromq_store::{FlushMode, Store, StoreError, TagFilter};
 use support::{body_for, message, small_config};
 
@@ -289,20 +290,17 @@ fn an_idle_store_does_not_rewrite_its_checkpoint() {
 #[test]
 fn the_checkpoint_follows_the_log_between_flushes_of_the_derived_files() {
     let dir = tempfile::tempdir().unwrap();
+    let load = || Checkpoint::load(dir.path()).unwrap().expect("a checkpoint");
     let mut cfg = small_config(dir.path());
     cfg.checkpoint_interval = Duration::from_secs(3600);
     let store = Store::open(cfg).unwrap();
-    let opened = ferromq_store::checkpoint::Checkpoint::load(dir.path())
-        .unwrap()
-        .expect("a checkpoint is written at open");
+    let opened = load();
     store.append(&message("t", 0, "one", None, &[])).unwrap();
     wait(&store);
     let end = store.stats().log_write_offset;
     let mut cp = opened;
     for _ in 0..200 {
-        cp = ferromq_store::checkpoint::Checkpoint::load(dir.path())
-            .unwrap()
-            .unwrap();
+        cp = load();
         if cp.log_flushed >= end {
             break;
         }
@@ -317,11 +315,9 @@ fn the_checkpoint_follows_the_log_between_flushes_of_the_derived_files() {
         "dispatched entries are promised only after their files are flushed"
     );
     store.close().unwrap();
-    let closed = ferromq_store::checkpoint::Checkpoint::load(dir.path())
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        closed.dispatched, end,
+        load().dispatched,
+        end,
         "a clean close flushes and records everything"
     );
 }
