@@ -28,8 +28,9 @@ use crate::forward::{BATCH_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_SENDS};
 use crate::metrics::Metrics;
 
 /// Batches on their way to one endpoint at a time: one can be answered while the next gathers
-/// and travels; a larger number lets more sends leave alone and batches stay smaller. Not tuned
-/// by measurement yet (the benchmarks in BENCHMARKS.md ran with 2).
+/// and travels; a larger number lets more sends leave alone and batches stay smaller. Measured
+/// against 1 and 4 with batches of 32 (BENCHMARKS.md, 2026-12-06): one in flight halves the
+/// number of batches but leaves cores idle at no higher rate, four costs more CPU per message.
 pub const IN_FLIGHT: usize = 2;
 
 /// Where a send's answer goes.
