@@ -1,5 +1,6 @@
 //! The storage node's side of `ferromq.forward.v1`: many clients' sends that a proxy hands over
-//! in one call ([`ForwardApi::send_many`]).
+//! as one batch, in a call of its own (`SendMany`) or as one message of a long-lived stream
+//! (`SendStream`, what proxies of this version use: [`serve_stream`]).
 //!
 //! Each entry is served by the node's own RocketMQ service stack, in process, exactly as if it
 //! had arrived as its own HTTP/2 request on the same connection: the same authentication hook
@@ -9,23 +10,28 @@
 //! sides of the hop; it grants nothing, which is why the service itself needs no check of its
 //! own (a client calling it directly gets what its sends alone would get).
 //!
-//! The entries run concurrently on the call's task: a replicated leader appends them one after
-//! the other and waits for one confirm offset for all of them, like a batch of one client.
+//! A batch's entries run concurrently on the call's (or the stream's) task: a replicated leader
+//! appends them one after the other and waits for one confirm offset for all of them, like a
+//! batch of one client.
 
 use std::convert::Infallible;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ferromq_proto::forward::{self, forward_server::Forward, forward_server::ForwardServer};
 use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::{self, HeaderName, HeaderValue};
 use tonic::codegen::Service;
 use tonic::transport::server::TcpConnectInfo;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::hook::Body;
 use crate::roles::proxy::raw::SEND_PATH;
+use crate::rpc::BoxStream;
 
 /// The most message bytes a proxy puts in one batch (a single larger send travels alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -79,29 +85,104 @@ where
     ) -> Result<Response<forward::SendManyResponse>, Status> {
         let (_, ext, batch) = req.into_parts();
         let peer = ext.get::<TcpConnectInfo>().cloned();
-        let span = tracing::debug_span!("forwarded", sends = batch.sends.len());
-        let answers = join_all(batch.sends.into_iter().map(|s| {
-            let svc = self.messaging.clone();
-            let peer = peer.clone();
-            async move {
-                match serve_one(svc, s, peer).await {
-                    Ok(response) => forward::ForwardedAnswer {
-                        response,
-                        grpc_code: 0,
-                        grpc_message: String::new(),
-                    },
-                    Err(st) => forward::ForwardedAnswer {
-                        response: Bytes::new(),
-                        grpc_code: st.code() as i32,
-                        grpc_message: st.message().to_string(),
-                    },
+        let answers = serve_batch(self.messaging.clone(), batch.sends, peer).await;
+        Ok(Response::new(forward::SendManyResponse {
+            answers,
+            batch: 0,
+        }))
+    }
+
+    type SendStreamStream = BoxStream<forward::SendManyResponse>;
+
+    async fn send_stream(
+        &self,
+        req: Request<Streaming<forward::SendManyRequest>>,
+    ) -> Result<Response<Self::SendStreamStream>, Status> {
+        let (_, ext, inbound) = req.into_parts();
+        let peer = ext.get::<TcpConnectInfo>().cloned();
+        let (tx, rx) = mpsc::channel(STREAM_ANSWERS);
+        let span = tracing::debug_span!("forward_stream");
+        tokio::spawn(serve_stream(self.messaging.clone(), inbound, peer, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Answers a proxy's stream can hold before the broker stops reading its next batches.
+const STREAM_ANSWERS: usize = 16;
+
+/// Serves the batches of one SendStream as they arrive, each as soon as it comes (they run
+/// concurrently on this task, as a unary batch's entries do), and sends every answer back
+/// with its batch number. Ends when the proxy closes its side and every batch is answered, or
+/// when the stream breaks (what was running is then dropped, as a cancelled call's would be).
+async fn serve_stream<S>(
+    messaging: S,
+    mut inbound: Streaming<forward::SendManyRequest>,
+    peer: Option<TcpConnectInfo>,
+    tx: mpsc::Sender<Result<forward::SendManyResponse, Status>>,
+) where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut running = FuturesUnordered::new();
+    let mut open = true;
+    while open || !running.is_empty() {
+        tokio::select! {
+            next = inbound.message(), if open => match next {
+                Ok(Some(b)) => {
+                    let (svc, peer) = (messaging.clone(), peer.clone());
+                    running.push(async move {
+                        let answers = serve_batch(svc, b.sends, peer).await;
+                        forward::SendManyResponse { answers, batch: b.batch }
+                    });
+                }
+                Ok(None) => open = false,
+                Err(st) => {
+                    tracing::debug!(error = %st, "a proxy's send stream broke");
+                    return;
+                }
+            },
+            Some(done) = running.next(), if !running.is_empty() => {
+                if tx.send(Ok(done)).await.is_err() {
+                    return;
                 }
             }
-        }))
-        .instrument(span)
-        .await;
-        Ok(Response::new(forward::SendManyResponse { answers }))
+        }
     }
+}
+
+/// Serves one batch's entries concurrently and answers each in its position.
+async fn serve_batch<S>(
+    messaging: S,
+    sends: Vec<forward::ForwardedSend>,
+    peer: Option<TcpConnectInfo>,
+) -> Vec<forward::ForwardedAnswer>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone,
+{
+    let span = tracing::debug_span!("forwarded", sends = sends.len());
+    join_all(sends.into_iter().map(|s| {
+        let svc = messaging.clone();
+        let peer = peer.clone();
+        async move {
+            match serve_one(svc, s, peer).await {
+                Ok(response) => forward::ForwardedAnswer {
+                    response,
+                    grpc_code: 0,
+                    grpc_message: String::new(),
+                },
+                Err(st) => forward::ForwardedAnswer {
+                    response: Bytes::new(),
+                    grpc_code: st.code() as i32,
+                    grpc_message: st.message().to_string(),
+                },
+            }
+        }
+    }))
+    .instrument(span)
+    .await
 }
 
 /// Serves one entry through `svc` as an HTTP/2 request of its own, and returns the encoded

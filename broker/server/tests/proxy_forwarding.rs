@@ -11,12 +11,18 @@
 mod support;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ferromq::forward::ForwardApi;
 use ferromq::roles::proxy::raw::{self, RawCodec};
 use ferromq_proto::cluster::{self, nameserver_client::NameserverClient};
+use ferromq_proto::forward::{
+    self,
+    forward_server::{Forward, ForwardServer},
+};
 use ferromq_proto::v2::{self, Code};
 use parking_lot::Mutex;
 use prost::Message;
@@ -89,15 +95,75 @@ impl tonic::server::UnaryService<Bytes> for StandIn {
     }
 }
 
+/// How a stand-in serves `ferromq.forward.v1`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Batches {
+    /// As brokers of this version: batches on a stream, or one call each.
+    Streamed,
+    /// As brokers that predate the stream: one `SendMany` call per batch.
+    CallsOnly,
+    /// Every stream breaks at its first batch without answering it; calls are served.
+    StreamsBreak,
+    /// As brokers that predate batches: only SendMessage.
+    None,
+}
+
+/// The forwarding service of a stand-in that serves it otherwise than this version does.
+#[derive(Clone)]
+struct OlderForward {
+    inner: ForwardApi<StandIn>,
+    batches: Batches,
+    streams: Arc<AtomicUsize>,
+}
+
+type AnswerStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<forward::SendManyResponse, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl Forward for OlderForward {
+    async fn send_many(
+        &self,
+        req: Request<forward::SendManyRequest>,
+    ) -> Result<Response<forward::SendManyResponse>, Status> {
+        self.inner.send_many(req).await
+    }
+
+    type SendStreamStream = AnswerStream;
+
+    async fn send_stream(
+        &self,
+        req: Request<tonic::Streaming<forward::SendManyRequest>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        match self.batches {
+            Batches::StreamsBreak => {
+                let mut inbound = req.into_inner();
+                let broken = futures_util::stream::once(async move {
+                    let _ = inbound.message().await;
+                    Err(Status::unavailable("the stand-in broke the stream"))
+                });
+                Ok(Response::new(Box::pin(broken)))
+            }
+            _ => Err(Status::unimplemented("no SendStream here")),
+        }
+    }
+}
+
 /// Serves a stand-in for group `group` and keeps it registered with the name server holding
 /// topic `t`; answers what it records. It takes batches, as brokers of this version do.
 async fn stand_in(group: &str, ns: &str, reply: Reply) -> Arc<Mutex<Received>> {
-    stand_in_with(group, ns, reply, true).await
+    stand_in_with(group, ns, reply, Batches::Streamed).await.0
 }
 
-/// A stand-in as [`stand_in`] makes; without `batches` it serves only SendMessage, like a
-/// broker that predates `ferromq.forward.v1`.
-async fn stand_in_with(group: &str, ns: &str, reply: Reply, batches: bool) -> Arc<Mutex<Received>> {
+/// A stand-in as [`stand_in`] makes, serving batches as `batches` says; also answers how many
+/// send streams were opened to it.
+async fn stand_in_with(
+    group: &str,
+    ns: &str,
+    reply: Reply,
+    batches: Batches,
+) -> (Arc<Mutex<Received>>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -107,10 +173,23 @@ async fn stand_in_with(group: &str, ns: &str, reply: Reply, batches: bool) -> Ar
         received: received.clone(),
         reply,
     };
-    let forward = batches.then(|| ferromq::forward::server(svc.clone(), 16 << 20));
+    let streams = Arc::new(AtomicUsize::new(0));
+    let (current, older) = match batches {
+        Batches::Streamed => (Some(ferromq::forward::server(svc.clone(), 16 << 20)), None),
+        Batches::CallsOnly | Batches::StreamsBreak => (
+            None,
+            Some(ForwardServer::new(OlderForward {
+                inner: ForwardApi::new(svc.clone()),
+                batches,
+                streams: streams.clone(),
+            })),
+        ),
+        Batches::None => (None, None),
+    };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_optional_service(forward)
+            .add_optional_service(current)
+            .add_optional_service(older)
             .add_service(svc)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -139,7 +218,7 @@ async fn stand_in_with(group: &str, ns: &str, reply: Reply, batches: bool) -> Ar
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
-    received
+    (received, streams)
 }
 
 fn ok_answer(recall_handle: &str) -> v2::SendMessageResponse {
@@ -241,17 +320,22 @@ async fn until_routed(port: u16, groups: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_arrives_at_the_broker_byte_identical_with_its_headers() {
-    arrives_byte_identical(true).await;
+    arrives_byte_identical(Batches::Streamed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_without_batches_gets_each_send_alone_and_unchanged() {
-    arrives_byte_identical(false).await;
+    arrives_byte_identical(Batches::None).await;
 }
 
-async fn arrives_byte_identical(batches: bool) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_the_send_stream_gets_a_call_per_batch_unchanged() {
+    arrives_byte_identical(Batches::CallsOnly).await;
+}
+
+async fn arrives_byte_identical(batches: Batches) {
     let (nameserver, ns) = nameserver().await;
-    let got = stand_in_with("g1", &ns, Reply::Answer(ok_answer("")), batches).await;
+    let (got, _) = stand_in_with("g1", &ns, Reply::Answer(ok_answer("")), batches).await;
     let (proxy, port) = proxy(&ns).await;
     until_routed(port, 1).await;
 
@@ -266,6 +350,10 @@ async fn arrives_byte_identical(batches: bool) {
     );
     let (bytes, md) = got.lock().sends.pop().expect("the group got the send");
     assert_eq!(bytes, sent, "byte-identical, unknown fields included");
+    // Sent again: still answered (a stream that was refused stays refused, and the batch went
+    // as a call of its own).
+    send_raw(port, sent.clone()).await.expect("answered again");
+    assert_eq!(got.lock().sends.len(), 1, "{batches:?}");
     for (k, v) in [
         ("x-mq-client-id", "raw-client"),
         ("x-mq-date-time", "20261202T230000Z"),
@@ -421,6 +509,38 @@ async fn a_request_the_proxy_cannot_read_is_not_forwarded() {
 }
 
 /// A send of one message with id `id` to `topic`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_stream_that_breaks_fails_its_batch_and_the_next_opens_another() {
+    let (nameserver, ns) = nameserver().await;
+    let (got, streams) = stand_in_with(
+        "g1",
+        &ns,
+        Reply::Answer(ok_answer("")),
+        Batches::StreamsBreak,
+    )
+    .await;
+    let (proxy, port) = proxy(&ns).await;
+    until_routed(port, 1).await;
+
+    // Every stream breaks at its first batch: each send fails with the stream's status, none
+    // reaches the broker's send path, and each is carried by a stream of its own.
+    for i in 0..3 {
+        let answered = send_raw(port, send_bytes(&format!("ID-B{i}"))).await;
+        let failed = match &answered {
+            Err(st) => st.message().contains("broke the stream"),
+            Ok(raw) => v2::SendMessageResponse::decode(raw.clone())
+                .ok()
+                .and_then(|r| r.status)
+                .is_some_and(|s| s.code != Code::Ok as i32),
+        };
+        assert!(failed, "send {i}: {answered:?}");
+    }
+    assert_eq!(got.lock().sends.len(), 0, "no send was served");
+    assert_eq!(streams.load(Ordering::SeqCst), 3, "one stream per batch");
+    proxy.stop().await;
+    nameserver.stop().await;
+}
+
 fn send_of(topic: &str, id: &str) -> Bytes {
     v2::SendMessageRequest {
         messages: vec![support::message(topic, id, b"batched")],
