@@ -6,7 +6,9 @@
 //! on by a draining group reaches the next group with the same bytes, the caller's identity and
 //! signature headers go along, and handles in the answer get their group's prefix. Malformed
 //! requests get, through the proxy, the status a broker gives them directly; concurrent sends
-//! to a real broker travel in batches and each gets its own answer.
+//! to a real broker travel in batches and each gets its own answer. Batches travel on a
+//! long-lived stream: one that breaks fails its batch, one left unanswered fails at its
+//! deadline and frees its place, and a broker without the stream gets a call per batch.
 
 mod support;
 
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferromq::forward::ForwardApi;
+use ferromq::roles::proxy::batch::IN_FLIGHT;
 use ferromq::roles::proxy::raw::{self, RawCodec};
 use ferromq_proto::cluster::{self, nameserver_client::NameserverClient};
 use ferromq_proto::forward::{
@@ -24,6 +27,7 @@ use ferromq_proto::forward::{
     forward_server::{Forward, ForwardServer},
 };
 use ferromq_proto::v2::{self, Code};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use prost::Message;
 use support::inproc::*;
@@ -104,6 +108,9 @@ enum Batches {
     CallsOnly,
     /// Every stream breaks at its first batch without answering it; calls are served.
     StreamsBreak,
+    /// The first batches (over all streams), as many as a proxy keeps on their way, are never
+    /// answered; later ones are answered at once with `ok_answer("")`.
+    FirstBatchesHang,
     /// As brokers that predate batches: only SendMessage.
     None,
 }
@@ -114,6 +121,8 @@ struct OlderForward {
     inner: ForwardApi<StandIn>,
     batches: Batches,
     streams: Arc<AtomicUsize>,
+    /// Batches seen on all streams.
+    seen: Arc<AtomicUsize>,
 }
 
 type AnswerStream = std::pin::Pin<
@@ -144,6 +153,30 @@ impl Forward for OlderForward {
                     Err(Status::unavailable("the stand-in broke the stream"))
                 });
                 Ok(Response::new(Box::pin(broken)))
+            }
+            Batches::FirstBatchesHang => {
+                let seen = self.seen.clone();
+                let answers = req.into_inner().filter_map(move |b| {
+                    let seen = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    let answer = match b {
+                        Ok(b) if seen > IN_FLIGHT => Some(Ok(forward::SendManyResponse {
+                            answers: b
+                                .sends
+                                .iter()
+                                .map(|_| forward::ForwardedAnswer {
+                                    response: ok_answer("").encode_to_vec().into(),
+                                    grpc_code: 0,
+                                    grpc_message: String::new(),
+                                })
+                                .collect(),
+                            batch: b.batch,
+                        })),
+                        Ok(_) => None,
+                        Err(st) => Some(Err(st)),
+                    };
+                    std::future::ready(answer)
+                });
+                Ok(Response::new(Box::pin(answers)))
             }
             _ => Err(Status::unimplemented("no SendStream here")),
         }
@@ -176,12 +209,13 @@ async fn stand_in_with(
     let streams = Arc::new(AtomicUsize::new(0));
     let (current, older) = match batches {
         Batches::Streamed => (Some(ferromq::forward::server(svc.clone(), 16 << 20)), None),
-        Batches::CallsOnly | Batches::StreamsBreak => (
+        Batches::CallsOnly | Batches::StreamsBreak | Batches::FirstBatchesHang => (
             None,
             Some(ForwardServer::new(OlderForward {
                 inner: ForwardApi::new(svc.clone()),
                 batches,
                 streams: streams.clone(),
+                seen: Arc::new(AtomicUsize::new(0)),
             })),
         ),
         Batches::None => (None, None),
@@ -537,6 +571,60 @@ async fn a_send_stream_that_breaks_fails_its_batch_and_the_next_opens_another() 
     }
     assert_eq!(got.lock().sends.len(), 0, "no send was served");
     assert_eq!(streams.load(Ordering::SeqCst), 3, "one stream per batch");
+    proxy.stop().await;
+    nameserver.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_unanswered_by_its_deadline_fails_and_frees_its_place() {
+    let (nameserver, ns) = nameserver().await;
+    let (_, streams) = stand_in_with(
+        "g1",
+        &ns,
+        Reply::Answer(ok_answer("")),
+        Batches::FirstBatchesHang,
+    )
+    .await;
+    let (proxy, port) = proxy(&ns).await;
+    until_routed(port, 1).await;
+    let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+
+    // The first batches are never answered: each send fails at its deadline. Had their places
+    // stayed taken, the next send would wait for ever.
+    for i in 0..IN_FLIGHT {
+        let mut c = tonic::client::Grpc::new(ch.clone());
+        let mut req = Request::new(send_bytes(&format!("ID-H{i}")));
+        req.set_timeout(Duration::from_millis(300));
+        let answered = raw::send(&mut c, req).await;
+        // The proxy's own server may end the call first (tonic answers CANCELLED, "Timeout
+        // expired"); either way the send failed at its deadline.
+        let code = answered.as_ref().map_err(Status::code).err();
+        assert!(
+            matches!(
+                code,
+                Some(tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+            ),
+            "send {i}: {answered:?}"
+        );
+    }
+    let mut c = tonic::client::Grpc::new(ch.clone());
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        raw::send(&mut c, Request::new(send_bytes("ID-H-next"))),
+    )
+    .await
+    .expect("a place was free again")
+    .expect("answered")
+    .into_inner();
+    assert_eq!(answered, Bytes::from(ok_answer("").encode_to_vec()));
+    assert!(
+        streams.load(Ordering::SeqCst) >= 1,
+        "the sends went on streams"
+    );
     proxy.stop().await;
     nameserver.stop().await;
 }
