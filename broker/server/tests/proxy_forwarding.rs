@@ -125,9 +125,7 @@ struct OlderForward {
     seen: Arc<AtomicUsize>,
 }
 
-type AnswerStream = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = Result<forward::SendManyResponse, Status>> + Send>,
->;
+type AnswerStream = ferromq::rpc::BoxStream<forward::SendManyResponse>;
 
 #[tonic::async_trait]
 impl Forward for OlderForward {
@@ -542,7 +540,6 @@ async fn a_request_the_proxy_cannot_read_is_not_forwarded() {
     nameserver.stop().await;
 }
 
-/// A send of one message with id `id` to `topic`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_stream_that_breaks_fails_its_batch_and_the_next_opens_another() {
     let (nameserver, ns) = nameserver().await;
@@ -629,6 +626,7 @@ async fn a_batch_unanswered_by_its_deadline_fails_and_frees_its_place() {
     nameserver.stop().await;
 }
 
+/// A send of one message with id `id` to `topic`.
 fn send_of(topic: &str, id: &str) -> Bytes {
     v2::SendMessageRequest {
         messages: vec![support::message(topic, id, b"batched")],
