@@ -16,6 +16,7 @@ use anyhow::Context as _;
 
 use crate::dial::{now_ms, resource};
 use ferromq_proto::v2::{self, Code};
+use futures_util::future::join_all;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
@@ -95,6 +96,10 @@ pub enum BenchMode {
         /// Messages asked for per ReceiveMessage request.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(i32).range(1..=1024))]
         batch: i32,
+        /// Ack every message with an AckMessage of its own, all of a receive's at once, as the
+        /// official clients' consumers do (without it, one AckMessage per receive).
+        #[arg(long)]
+        ack_each: bool,
     },
 }
 
@@ -264,7 +269,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             common,
             group,
             batch,
-        } => consume(common, &group, batch).await,
+            ack_each,
+        } => consume(common, &group, batch, ack_each).await,
         BenchMode::Pull(args) => pull::run(args).await,
     }
 }
@@ -608,7 +614,7 @@ async fn receive_once(
     got
 }
 
-async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
+async fn consume(c: Common, group: &str, batch: i32, ack_each: bool) -> anyhow::Result<()> {
     let totals = Arc::new(Totals::new());
     // The first refusal of the run, said once at the end: the count alone does not say why.
     let first_refusal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -653,14 +659,31 @@ async fn consume(c: Common, group: &str, batch: i32) -> anyhow::Result<()> {
                 if got.entries.is_empty() {
                     continue;
                 }
-                let n = got.entries.len() as u64;
-                match crate::console::ack(&mut client, &group, &topic, got.entries).await {
-                    Ok(()) => {
-                        totals.ok.fetch_add(n, Ordering::Relaxed);
+                let acks: Vec<Vec<v2::AckMessageEntry>> = if ack_each {
+                    got.entries.into_iter().map(|e| vec![e]).collect()
+                } else {
+                    vec![got.entries]
+                };
+                let acked = join_all(acks.into_iter().map(|entries| {
+                    let (mut client, group, topic) = (client.clone(), &group, &topic);
+                    async move {
+                        let n = entries.len() as u64;
+                        (
+                            n,
+                            crate::console::ack(&mut client, group, topic, entries).await,
+                        )
                     }
-                    Err(why) => {
-                        totals.failed.fetch_add(n, Ordering::Relaxed);
-                        refused(format!("AckMessage: {why:#}"));
+                }))
+                .await;
+                for (n, outcome) in acked {
+                    match outcome {
+                        Ok(()) => {
+                            totals.ok.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(why) => {
+                            totals.failed.fetch_add(n, Ordering::Relaxed);
+                            refused(format!("AckMessage: {why:#}"));
+                        }
                     }
                 }
             }

@@ -1,6 +1,8 @@
-//! The storage node's side of `ferromq.forward.v1`: many clients' sends that a proxy hands over
+//! The storage node's side of `ferromq.forward.v1`: many clients' calls that a proxy hands over
 //! as one batch, in a call of its own (`SendMany`) or as one message of a long-lived stream
-//! (`SendStream`, what proxies of this version use: [`serve_stream`]).
+//! ([`serve_stream`]). On `CallStream`, what proxies of this version open, an entry is a send
+//! or one of the per-message settling calls ([`FORWARDED_CALLS`]: a consumer's ack, a producer's
+//! transaction end); on `SendMany` and `SendStream` (older proxies) every entry is a send.
 //!
 //! Each entry is served by the node's own RocketMQ service stack, in process, exactly as if it
 //! had arrived as its own HTTP/2 request on the same connection: the same authentication hook
@@ -30,7 +32,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::hook::Body;
-use crate::roles::proxy::raw::SEND_PATH;
+use crate::roles::proxy::raw::{
+    ACK_PATH, CHANGE_INVISIBLE_PATH, DEAD_LETTER_PATH, END_TRANSACTION_PATH, RECALL_PATH,
+    SEND_PATH,
+};
 use crate::rpc::BoxStream;
 
 /// The most message bytes a proxy puts in one batch (a single larger send travels alone).
@@ -85,7 +90,8 @@ where
     ) -> Result<Response<forward::SendManyResponse>, Status> {
         let (_, ext, batch) = req.into_parts();
         let peer = ext.get::<TcpConnectInfo>().cloned();
-        let answers = serve_batch(self.messaging.clone(), batch.sends, peer).await;
+        let answers =
+            serve_batch(self.messaging.clone(), batch.sends, peer, Paths::SendsOnly).await;
         Ok(Response::new(forward::SendManyResponse {
             answers,
             batch: 0,
@@ -98,13 +104,79 @@ where
         &self,
         req: Request<Streaming<forward::SendManyRequest>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
+        Ok(self.stream(req, Paths::SendsOnly))
+    }
+
+    type CallStreamStream = BoxStream<forward::SendManyResponse>;
+
+    async fn call_stream(
+        &self,
+        req: Request<Streaming<forward::SendManyRequest>>,
+    ) -> Result<Response<Self::CallStreamStream>, Status> {
+        Ok(self.stream(req, Paths::Settling))
+    }
+}
+
+impl<S> ForwardApi<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves a stream of batches on a task of its own, answering through a bounded channel.
+    fn stream(
+        &self,
+        req: Request<Streaming<forward::SendManyRequest>>,
+        paths: Paths,
+    ) -> Response<BoxStream<forward::SendManyResponse>> {
         let (_, ext, inbound) = req.into_parts();
         let peer = ext.get::<TcpConnectInfo>().cloned();
         let (tx, rx) = mpsc::channel(STREAM_ANSWERS);
-        let span = tracing::debug_span!("forward_stream");
-        tokio::spawn(serve_stream(self.messaging.clone(), inbound, peer, tx).instrument(span));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let span = tracing::debug_span!("forward_stream", ?paths);
+        tokio::spawn(
+            serve_stream(self.messaging.clone(), inbound, peer, paths, tx).instrument(span),
+        );
+        Response::new(Box::pin(ReceiverStream::new(rx)))
     }
+}
+
+/// Which methods a batch's entries may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    /// Every entry is a send, whatever its `path` says (SendMany, SendStream: what proxies that
+    /// predate `path` send).
+    SendsOnly,
+    /// An entry calls the method its `path` names, when [`FORWARDED_CALLS`] has it (CallStream).
+    Settling,
+}
+
+/// The methods an entry on CallStream may call: the per-message calls a proxy routes to one
+/// group by a handle or a topic (each unary, each answered with one message).
+pub const FORWARDED_CALLS: [&str; 6] = [
+    SEND_PATH,
+    ACK_PATH,
+    CHANGE_INVISIBLE_PATH,
+    DEAD_LETTER_PATH,
+    END_TRANSACTION_PATH,
+    RECALL_PATH,
+];
+
+/// The path an entry calls under `paths`, or the status it fails with.
+fn path_of(entry_path: &str, paths: Paths) -> Result<&'static str, Status> {
+    if paths == Paths::SendsOnly || entry_path.is_empty() {
+        return Ok(SEND_PATH);
+    }
+    FORWARDED_CALLS
+        .iter()
+        .find(|p| **p == entry_path)
+        .copied()
+        .ok_or_else(|| {
+            Status::unimplemented(format!(
+                "{entry_path:?} cannot be forwarded in a batch (only a send or a settling call can)"
+            ))
+        })
 }
 
 /// Answers a proxy's stream can hold before the broker stops reading its next batches.
@@ -118,6 +190,7 @@ async fn serve_stream<S>(
     messaging: S,
     mut inbound: Streaming<forward::SendManyRequest>,
     peer: Option<TcpConnectInfo>,
+    paths: Paths,
     tx: mpsc::Sender<Result<forward::SendManyResponse, Status>>,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -134,7 +207,7 @@ async fn serve_stream<S>(
                 Ok(Some(b)) => {
                     let (svc, peer) = (messaging.clone(), peer.clone());
                     running.push(async move {
-                        let answers = serve_batch(svc, b.sends, peer).await;
+                        let answers = serve_batch(svc, b.sends, peer, paths).await;
                         forward::SendManyResponse { answers, batch: b.batch }
                     });
                 }
@@ -158,6 +231,7 @@ async fn serve_batch<S>(
     messaging: S,
     sends: Vec<forward::ForwardedSend>,
     peer: Option<TcpConnectInfo>,
+    paths: Paths,
 ) -> Vec<forward::ForwardedAnswer>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone,
@@ -167,7 +241,7 @@ where
         let svc = messaging.clone();
         let peer = peer.clone();
         async move {
-            match serve_one(svc, s, peer).await {
+            match serve_one(svc, s, peer, paths).await {
                 Ok(response) => forward::ForwardedAnswer {
                     response,
                     grpc_code: 0,
@@ -186,24 +260,26 @@ where
 }
 
 /// Serves one entry through `svc` as an HTTP/2 request of its own, and returns the encoded
-/// SendMessageResponse, or the gRPC status the call ended with.
+/// response of its method, or the gRPC status the call ended with.
 async fn serve_one<S>(
     mut svc: S,
     send: forward::ForwardedSend,
     peer: Option<TcpConnectInfo>,
+    paths: Paths,
 ) -> Result<Bytes, Status>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
 {
+    let path = path_of(&send.path, paths)?;
     let len = u32::try_from(send.request.len())
-        .map_err(|_| Status::resource_exhausted("a forwarded send is larger than 4 GiB"))?;
+        .map_err(|_| Status::resource_exhausted("a forwarded call is larger than 4 GiB"))?;
     let mut frame = BytesMut::with_capacity(5 + send.request.len());
     frame.put_u8(0);
     frame.put_u32(len);
     frame.put_slice(&send.request);
     let mut req = http::Request::new(Body::new(Full::new(frame.freeze())));
     *req.method_mut() = http::Method::POST;
-    *req.uri_mut() = http::Uri::from_static(SEND_PATH);
+    *req.uri_mut() = http::Uri::from_static(path);
     *req.version_mut() = http::Version::HTTP_2;
     let headers = req.headers_mut();
     for h in send.headers {
@@ -245,7 +321,7 @@ fn failed(headers: &http::HeaderMap) -> Result<(), Status> {
 
 /// The message of a one-message gRPC body (an uncompressed length-prefixed frame).
 fn unframe(data: Bytes) -> Result<Bytes, Status> {
-    let bad = || Status::internal("the send's answer was not one uncompressed gRPC message");
+    let bad = || Status::internal("the call's answer was not one uncompressed gRPC message");
     if data.len() < 5 || data[0] != 0 {
         return Err(bad());
     }
@@ -272,6 +348,24 @@ mod tests {
             vec![0u8, 0, 0, 0, 1, 1, 2],
         ] {
             assert!(unframe(Bytes::from(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn an_entry_calls_only_a_send_or_a_settling_call() {
+        let ack = ACK_PATH;
+        assert_eq!(path_of("", Paths::Settling).ok(), Some(SEND_PATH));
+        assert_eq!(path_of(ack, Paths::Settling).ok(), Some(ack));
+        // Where entries are sends only, a path changes nothing.
+        assert_eq!(path_of(ack, Paths::SendsOnly).ok(), Some(SEND_PATH));
+        for refused in [
+            "/apache.rocketmq.v2.MessagingService/ReceiveMessage",
+            "/apache.rocketmq.v2.MessagingService/Telemetry",
+            "/ferromq.admin.v1.Admin/DeleteTopic",
+            "AckMessage",
+        ] {
+            let st = path_of(refused, Paths::Settling).expect_err(refused);
+            assert_eq!(st.code(), tonic::Code::Unimplemented);
         }
     }
 

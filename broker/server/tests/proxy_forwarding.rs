@@ -40,6 +40,7 @@ use tonic::{Request, Response, Status};
 #[derive(Default)]
 struct Received {
     sends: Vec<(Bytes, tonic::metadata::MetadataMap)>,
+    acks: Vec<(Bytes, tonic::metadata::MetadataMap)>,
 }
 
 /// How a stand-in group answers every send.
@@ -71,13 +72,47 @@ impl Service<http::Request<tonic::body::Body>> for StandIn {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let me = self.clone();
         Box::pin(async move {
-            assert_eq!(
-                req.uri().path(),
-                raw::SEND_PATH,
-                "only sends reach a stand-in"
-            );
             let mut grpc = tonic::server::Grpc::new(RawCodec);
-            Ok(grpc.unary(me, req).await)
+            match req.uri().path() {
+                raw::SEND_PATH => Ok(grpc.unary(me, req).await),
+                raw::ACK_PATH => Ok(grpc.unary(Acks(me), req).await),
+                other => panic!("only sends and acks reach a stand-in, not {other}"),
+            }
+        })
+    }
+}
+
+/// A stand-in's acks: recorded, and every entry answered OK with its handle.
+#[derive(Clone)]
+struct Acks(StandIn);
+
+impl tonic::server::UnaryService<Bytes> for Acks {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let me = self.0.clone();
+        Box::pin(async move {
+            let (md, _, bytes) = req.into_parts();
+            let acks = v2::AckMessageRequest::decode(bytes.clone()).expect("an ack decodes");
+            me.received.lock().acks.push((bytes, md));
+            let ok = || v2::Status {
+                code: Code::Ok as i32,
+                message: "OK".into(),
+            };
+            let answer = v2::AckMessageResponse {
+                status: Some(ok()),
+                entries: acks
+                    .entries
+                    .into_iter()
+                    .map(|e| v2::AckMessageResultEntry {
+                        message_id: e.message_id,
+                        receipt_handle: e.receipt_handle,
+                        status: Some(ok()),
+                    })
+                    .collect(),
+            };
+            Ok(Response::new(answer.encode_to_vec().into()))
         })
     }
 }
@@ -140,6 +175,15 @@ impl Forward for OlderForward {
 
     async fn send_stream(
         &self,
+        _req: Request<tonic::Streaming<forward::SendManyRequest>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        Err(Status::unimplemented("no SendStream here"))
+    }
+
+    type CallStreamStream = AnswerStream;
+
+    async fn call_stream(
+        &self,
         req: Request<tonic::Streaming<forward::SendManyRequest>>,
     ) -> Result<Response<AnswerStream>, Status> {
         self.streams.fetch_add(1, Ordering::SeqCst);
@@ -176,7 +220,7 @@ impl Forward for OlderForward {
                 });
                 Ok(Response::new(Box::pin(answers)))
             }
-            _ => Err(Status::unimplemented("no SendStream here")),
+            _ => Err(Status::unimplemented("no CallStream here")),
         }
     }
 }
@@ -299,6 +343,11 @@ fn send_bytes(id: &str) -> Bytes {
 
 /// Sends raw bytes to `port` as a signed client would (identity and authorization headers).
 async fn send_raw(port: u16, body: Bytes) -> Result<Bytes, Status> {
+    call_raw(port, raw::SEND_PATH, body).await
+}
+
+/// Calls the method at `path` through the proxy at `port` as `send_raw` sends.
+async fn call_raw(port: u16, path: &'static str, body: Bytes) -> Result<Bytes, Status> {
     let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("uri")
         .connect()
@@ -319,7 +368,7 @@ async fn send_raw(port: u16, body: Bytes) -> Result<Bytes, Status> {
             "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time, Signature=00",
         ),
     );
-    raw::send(&mut c, req).await.map(Response::into_inner)
+    raw::call(&mut c, path, req).await.map(Response::into_inner)
 }
 
 /// Waits until the proxy routes sends of `t` to `groups` groups (the name server saw them and
@@ -361,7 +410,7 @@ async fn a_broker_without_batches_gets_each_send_alone_and_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_without_the_send_stream_gets_a_call_per_batch_unchanged() {
+async fn a_broker_without_the_call_stream_gets_a_call_per_batch_unchanged() {
     arrives_byte_identical(Batches::CallsOnly).await;
 }
 
@@ -396,6 +445,40 @@ async fn arrives_byte_identical(batches: Batches) {
         md.get("authorization").is_some(),
         "the signature goes along"
     );
+
+    // An ack goes the same way (on the call stream, or alone where the broker has none): to
+    // the group its handle names, with the group's own handle and the client's headers, made
+    // once, and answered with the handle as the client knows it.
+    let ack = v2::AckMessageRequest {
+        group: support::res("cg"),
+        topic: support::res("t"),
+        entries: vec![v2::AckMessageEntry {
+            message_id: "ID-1".into(),
+            receipt_handle: "fm:g1:H-1".into(),
+            lite_topic: None,
+        }],
+    };
+    for made in 1..=2 {
+        let answer = call_raw(port, raw::ACK_PATH, ack.encode_to_vec().into())
+            .await
+            .expect("the ack is answered");
+        let answer = v2::AckMessageResponse::decode(answer).expect("decodes");
+        assert_eq!(
+            answer.status.map(|s| s.code),
+            Some(Code::Ok as i32),
+            "{batches:?}"
+        );
+        assert_eq!(answer.entries[0].receipt_handle, "fm:g1:H-1");
+        assert_eq!(got.lock().acks.len(), made, "{batches:?}: each ack made once");
+    }
+    let (bytes, md) = got.lock().acks.pop().expect("the group got the ack");
+    let arrived = v2::AckMessageRequest::decode(bytes).expect("decodes");
+    assert_eq!(arrived.entries[0].receipt_handle, "H-1");
+    assert_eq!(
+        md.get("x-mq-client-id").and_then(|v| v.to_str().ok()),
+        Some("raw-client")
+    );
+    assert!(md.get("authorization").is_some(), "the signature goes along");
     proxy.stop().await;
     nameserver.stop().await;
 }
@@ -541,7 +624,7 @@ async fn a_request_the_proxy_cannot_read_is_not_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_stream_that_breaks_fails_its_batch_and_the_next_opens_another() {
+async fn a_call_stream_that_breaks_fails_its_batch_and_the_next_opens_another() {
     let (nameserver, ns) = nameserver().await;
     let (got, streams) = stand_in_with(
         "g1",
@@ -635,8 +718,18 @@ fn send_of(topic: &str, id: &str) -> Bytes {
     .into()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_sends_travel_in_batches_and_each_gets_its_own_answer() {
+/// A real broker group `g1` behind a proxy, with topic `t` of 4 queues.
+struct Proxied {
+    nameserver: Running,
+    g1: Running,
+    proxy: Running,
+    port: u16,
+    http: u16,
+    admin: ferromq_proto::admin::admin_client::AdminClient<tonic::transport::Channel>,
+    _tmp: tempfile::TempDir,
+}
+
+async fn proxied_broker() -> Proxied {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (nameserver, ns) = nameserver().await;
     let g1 = broker("g1", &ns, &tmp.path().join("g1")).await;
@@ -658,6 +751,46 @@ async fn concurrent_sends_travel_in_batches_and_each_gets_its_own_answer() {
         .await
         .expect("topic created");
     until_routed(port, 1).await;
+    Proxied {
+        nameserver,
+        g1,
+        proxy,
+        port,
+        http,
+        admin,
+        _tmp: tmp,
+    }
+}
+
+impl Proxied {
+    async fn stop(self) {
+        self.proxy.stop().await;
+        self.g1.stop().await;
+        self.nameserver.stop().await;
+    }
+
+    /// The proxy's count of calls it forwarded in batches, and of those batches.
+    async fn forwarded(&self) -> (u64, u64) {
+        let metrics = reqwest_metrics(self.http).await;
+        let value = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {metrics}"))
+        };
+        (
+            value("ferromq_proxy_forwarded_sends_total"),
+            value("ferromq_proxy_forwarded_batches_total"),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_travel_in_batches_and_each_gets_its_own_answer() {
+    let mut p = proxied_broker().await;
+    let port = p.port;
 
     // Every third send names a topic no name allows: refused by the broker, alone, while the
     // sends around it in the same batch are stored.
@@ -706,19 +839,7 @@ async fn concurrent_sends_travel_in_batches_and_each_gets_its_own_answer() {
     assert_eq!((stored, refused), (200, 100));
 
     // The proxy counted what it forwarded in batches: every send, in fewer calls.
-    let metrics = reqwest_metrics(http).await;
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
-    };
-    let (batches, sends) = (
-        value("ferromq_proxy_forwarded_batches_total"),
-        value("ferromq_proxy_forwarded_sends_total"),
-    );
+    let (sends, batches) = p.forwarded().await;
     eprintln!("{sends} sends forwarded in {batches} batches");
     assert!(sends >= SENDS as u64, "{sends} sends forwarded");
     assert!(
@@ -727,15 +848,74 @@ async fn concurrent_sends_travel_in_batches_and_each_gets_its_own_answer() {
     );
 
     // The broker holds exactly the stored ones.
-    let topic = admin
+    let topic = p
+        .admin
         .describe_topic(ferromq_proto::admin::DescribeTopicRequest { name: "t".into() })
         .await
         .expect("described")
         .into_inner();
     assert_eq!(topic.total_messages, 200);
-    proxy.stop().await;
-    g1.stop().await;
-    nameserver.stop().await;
+    p.stop().await;
+}
+
+/// The official clients ack each message with a call of its own. Through the proxy, a
+/// consumer's concurrent acks travel in batches on the call stream, each gets its own answer,
+/// and each settles its message: after the invisible time only the messages whose ack carried
+/// a forged handle (refused alone, beside acks that were taken) are delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_acks_travel_in_batches_and_each_settles_its_message() {
+    let p = proxied_broker().await;
+    let mut c = support::client(p.port, "acker").await;
+    const N: usize = 60;
+    for i in 0..N {
+        support::send_ok(&mut c, support::message("t", &format!("ID-{i}"), b"x")).await;
+    }
+    let invisible_ms = 1_000;
+    let req = support::receive_request("cg", "t", 32, invisible_ms, 500, "*");
+    let got = support::receive_n(&mut c, req.clone(), N).await;
+    assert_eq!(got.len(), N, "every message delivered once");
+
+    let before = p.forwarded().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, m) in got.into_iter().enumerate() {
+        let mut c = c.clone();
+        tasks.spawn(async move {
+            let mut m = m;
+            let forged = i % 10 == 0;
+            if forged {
+                let sp = m.system_properties.as_mut().expect("system properties");
+                sp.receipt_handle = Some(format!("fm:g1:forged-{i}"));
+            }
+            let code = support::ack(&mut c, "cg", "t", &m).await;
+            (forged, support::message_id(&m), code)
+        });
+    }
+    let mut forged_ids = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (forged, id, code) = done.expect("task");
+        if forged {
+            assert_eq!(code, Code::InvalidReceiptHandle, "{id}: a forged handle");
+            forged_ids.push(id);
+        } else {
+            assert_eq!(code, Code::Ok, "{id}");
+        }
+    }
+    let after = p.forwarded().await;
+    let (calls, batches) = (after.0 - before.0, after.1 - before.1);
+    eprintln!("{calls} acks forwarded in {batches} batches");
+    assert_eq!(calls, N as u64, "every ack forwarded in a batch");
+    assert!(batches < calls, "{batches} batches for {calls} acks");
+
+    // Past the invisible time, only the messages of the refused acks come back.
+    tokio::time::sleep(Duration::from_millis(invisible_ms + 500)).await;
+    let again = support::receive_n(&mut c, req, forged_ids.len()).await;
+    let mut again: Vec<String> = again.iter().map(support::message_id).collect();
+    again.sort();
+    forged_ids.sort();
+    assert_eq!(again, forged_ids, "acked messages stay settled");
+    let more = support::receive(&mut c, "cg", "t", 32, invisible_ms, 500).await;
+    assert!(more.messages.is_empty(), "nothing else is delivered again");
+    p.stop().await;
 }
 
 /// The proxy's `/metrics` page.

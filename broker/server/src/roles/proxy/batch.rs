@@ -36,6 +36,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 use tracing::Instrument;
 
+use super::raw::SEND_PATH;
 use crate::forward::{BATCH_OVERHEAD, MAX_BATCH_BYTES, MAX_BATCH_SENDS};
 use crate::metrics::Metrics;
 
@@ -55,10 +56,11 @@ struct Pending {
     reply: Reply,
 }
 
-/// The gatherer of one endpoint's sends; its task ends when the batcher is dropped.
+/// The gatherer of one endpoint's calls; its task ends when the batcher is dropped.
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Pending>,
     legacy: Arc<AtomicBool>,
+    streamed: Arc<AtomicBool>,
 }
 
 impl Batcher {
@@ -66,14 +68,26 @@ impl Batcher {
     pub fn start(endpoint: &str, channels: Vec<Channel>, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let legacy = Arc::new(AtomicBool::new(false));
+        let streamed = Arc::new(AtomicBool::new(true));
         let span = tracing::info_span!("forward", endpoint);
-        tokio::spawn(gather(rx, channels, legacy.clone(), metrics).instrument(span));
-        Batcher { tx, legacy }
+        let task = gather(rx, channels, streamed.clone(), legacy.clone(), metrics);
+        tokio::spawn(task.instrument(span));
+        Batcher {
+            tx,
+            legacy,
+            streamed,
+        }
     }
 
     /// True once the endpoint answered that it does not serve batches: send alone.
     pub fn legacy(&self) -> bool {
         self.legacy.load(Ordering::Relaxed)
+    }
+
+    /// True until the endpoint answers that it does not serve `CallStream`: settling calls
+    /// then go alone (sends still go in batches, as `SendMany` calls).
+    pub fn streamed(&self) -> bool {
+        self.streamed.load(Ordering::Relaxed)
     }
 
     /// Whether a send of `len` bytes goes in a batch (a larger one travels alone, so that it
@@ -82,15 +96,40 @@ impl Batcher {
         !self.legacy() && len <= MAX_BATCH_BYTES
     }
 
+    /// Whether a settling call of `len` bytes goes in a batch: only on the call stream.
+    pub fn takes_call(&self, len: usize) -> bool {
+        self.streamed() && self.takes(len)
+    }
+
     /// Forwards one encoded SendMessageRequest with the client's headers, and answers the
     /// broker's encoded SendMessageResponse, or the gRPC status the send (or its batch) failed
     /// with.
     pub async fn send(&self, md: &MetadataMap, request: Bytes) -> Result<Bytes, Status> {
+        self.call(SEND_PATH, md, request).await
+    }
+
+    /// Forwards one encoded request of the method at `path` (a send, or one of the settling
+    /// calls [`crate::forward::FORWARDED_CALLS`] names) with the client's headers, and answers
+    /// the broker's encoded response, or the gRPC status the call (or its batch) failed with.
+    /// A settling call answered UNIMPLEMENTED while [`Batcher::streamed`] is false was not
+    /// made: the endpoint takes only sends in batches.
+    pub async fn call(
+        &self,
+        path: &str,
+        md: &MetadataMap,
+        request: Bytes,
+    ) -> Result<Bytes, Status> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             send: forward::ForwardedSend {
                 headers: headers(md),
                 request,
+                // Empty for a send: the bytes a SendMany call (older brokers) carries unchanged.
+                path: if path == SEND_PATH {
+                    String::new()
+                } else {
+                    path.to_string()
+                },
             },
             timeout: md
                 .get("grpc-timeout")
@@ -133,11 +172,11 @@ fn headers(md: &MetadataMap) -> Vec<forward::Header> {
 async fn gather(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     channels: Vec<Channel>,
+    streamed: Arc<AtomicBool>,
     legacy: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    let streamed = Arc::new(AtomicBool::new(true));
     let lanes: Vec<mpsc::UnboundedSender<Outgoing>> = channels
         .into_iter()
         .map(|channel| {
@@ -190,7 +229,7 @@ struct Waiting {
     _slot: OwnedSemaphorePermit,
 }
 
-/// A lane's open `SendStream`: where its batches go, and where their answers come from.
+/// A lane's open `CallStream`: where its batches go, and where their answers come from.
 struct Open {
     out: mpsc::UnboundedSender<forward::SendManyRequest>,
     answers: tonic::Streaming<forward::SendManyResponse>,
@@ -200,9 +239,10 @@ struct Open {
 /// of smaller ones, plus the entries' framing.
 const BATCH_LIMIT: usize = 2 * MAX_BATCH_BYTES + BATCH_OVERHEAD;
 
-/// One pooled connection's batches, on one long-lived `SendStream` opened at the first batch
-/// and again after it breaks. An endpoint that does not serve the stream gets each batch as
-/// its own `SendMany` call from then on, on every lane (`streamed`, shared; see [`deliver`]).
+/// One pooled connection's batches, on one long-lived `CallStream` opened at the first batch
+/// and again after it breaks. An endpoint that does not serve the stream gets each batch's
+/// sends as their own `SendMany` call from then on, on every lane (`streamed`, shared; see
+/// [`deliver`]), and its settling calls back unmade.
 ///
 /// A batch whose stream breaks before its answer fails with the stream's status, and one
 /// whose deadline (the longest its sends gave) passes fails with DEADLINE_EXCEEDED and frees
@@ -236,7 +276,7 @@ async fn lane(
                         Ok(o) => open = Some(o),
                         Err(st) if st.code() == tonic::Code::Unimplemented => {
                             if streamed.swap(false, Ordering::Relaxed) {
-                                tracing::info!("the broker group does not take a send stream; one call per batch");
+                                tracing::info!("the broker group does not take a call stream; one SendMany call per batch of sends, other calls alone");
                             }
                             tokio::spawn(deliver(channel.clone(), batch, legacy.clone(), slot).in_current_span());
                             continue;
@@ -258,7 +298,7 @@ async fn lane(
                     }
                     _ => {
                         open = None;
-                        let st = Status::unavailable("the send stream to the broker group closed");
+                        let st = Status::unavailable("the call stream to the broker group closed");
                         fail_all(replies, &st);
                         fail_waiting(&mut waiting, &st);
                     }
@@ -273,9 +313,9 @@ async fn lane(
                 Ok(None) | Err(_) => {
                     let st = match answer {
                         Err(st) => st,
-                        _ => Status::unavailable("the broker group closed the send stream"),
+                        _ => Status::unavailable("the broker group closed the call stream"),
                     };
-                    tracing::debug!(error = %st, waiting = waiting.len(), "the send stream ended");
+                    tracing::debug!(error = %st, waiting = waiting.len(), "the call stream ended");
                     open = None;
                     fail_waiting(&mut waiting, &st);
                 }
@@ -287,7 +327,7 @@ async fn lane(
                     .filter(|(_, w)| w.deadline.is_some_and(|d| d <= now))
                     .map(|(b, _)| *b)
                     .collect();
-                let st = Status::deadline_exceeded("the broker group did not answer the forwarded sends in time");
+                let st = Status::deadline_exceeded("the broker group did not answer the forwarded calls in time");
                 for b in late {
                     if let Some(w) = waiting.remove(&b) {
                         fail_all(w.replies, &st);
@@ -298,7 +338,7 @@ async fn lane(
     }
 }
 
-/// Opens a `SendStream` on `channel`; fails as the call does (UNIMPLEMENTED from a broker
+/// Opens a `CallStream` on `channel`; fails as the call does (UNIMPLEMENTED from a broker
 /// that predates it).
 async fn open_stream(channel: &Channel) -> Result<Open, Status> {
     let mut client = ForwardClient::new(channel.clone())
@@ -306,7 +346,7 @@ async fn open_stream(channel: &Channel) -> Result<Open, Status> {
         .max_decoding_message_size(BATCH_LIMIT);
     let (out, rx) = mpsc::unbounded_channel();
     let answers = client
-        .send_stream(UnboundedReceiverStream::new(rx))
+        .call_stream(UnboundedReceiverStream::new(rx))
         .await?
         .into_inner();
     Ok(Open { out, answers })
@@ -362,14 +402,22 @@ fn answer_each(replies: Vec<Reply>, answers: Vec<forward::ForwardedAnswer>) {
     }
 }
 
-/// Sends one batch as its own `SendMany` call and hands each send its answer (brokers that
-/// do not serve the stream).
+/// Sends one batch's sends as their own `SendMany` call and hands each its answer (brokers
+/// that do not serve the stream); its settling calls are answered UNIMPLEMENTED unmade, for
+/// their callers to make alone.
 async fn deliver(
     channel: Channel,
     batch: Vec<Pending>,
     legacy: Arc<AtomicBool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let (batch, calls): (Vec<Pending>, Vec<Pending>) =
+        batch.into_iter().partition(|p| p.send.path.is_empty());
+    let st = Status::unimplemented("the broker group takes only sends in a batch");
+    fail_all(calls.into_iter().map(|p| p.reply), &st);
+    if batch.is_empty() {
+        return;
+    }
     let mut client = ForwardClient::new(channel)
         .max_encoding_message_size(BATCH_LIMIT)
         .max_decoding_message_size(BATCH_LIMIT);

@@ -18,6 +18,14 @@ use tonic::{Request, Response, Status};
 
 /// The RocketMQ API's send method, the path the proxy serves from raw bytes.
 pub const SEND_PATH: &str = "/apache.rocketmq.v2.MessagingService/SendMessage";
+/// The settling methods, which the proxy forwards as bytes to the group a handle names.
+pub const ACK_PATH: &str = "/apache.rocketmq.v2.MessagingService/AckMessage";
+pub const CHANGE_INVISIBLE_PATH: &str =
+    "/apache.rocketmq.v2.MessagingService/ChangeInvisibleDuration";
+pub const DEAD_LETTER_PATH: &str =
+    "/apache.rocketmq.v2.MessagingService/ForwardMessageToDeadLetterQueue";
+pub const END_TRANSACTION_PATH: &str = "/apache.rocketmq.v2.MessagingService/EndTransaction";
+pub const RECALL_PATH: &str = "/apache.rocketmq.v2.MessagingService/RecallMessage";
 const SERVICE: &str = "apache.rocketmq.v2.MessagingService";
 
 /// A codec whose messages are their encoded bytes: nothing is decoded or encoded.
@@ -72,13 +80,23 @@ pub type RawClient = tonic::client::Grpc<Channel>;
 
 /// Sends an encoded SendMessageRequest and answers the broker's encoded SendMessageResponse.
 /// Errors are the ones the generated client gives for the same call.
-pub async fn send(c: &mut RawClient, mut req: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+pub async fn send(c: &mut RawClient, req: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+    call(c, SEND_PATH, req).await
+}
+
+/// Calls the unary MessagingService method at `path` (one of this module's paths) with an
+/// encoded request and answers the encoded response, with the generated client's errors.
+pub async fn call(
+    c: &mut RawClient,
+    path: &'static str,
+    mut req: Request<Bytes>,
+) -> Result<Response<Bytes>, Status> {
     c.ready()
         .await
         .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
-    req.extensions_mut()
-        .insert(GrpcMethod::new(SERVICE, "SendMessage"));
-    c.unary(req, PathAndQuery::from_static(SEND_PATH), RawCodec)
+    let method = path.rsplit('/').next().unwrap_or(path);
+    req.extensions_mut().insert(GrpcMethod::new(SERVICE, method));
+    c.unary(req, PathAndQuery::from_static(path), RawCodec)
         .await
 }
 

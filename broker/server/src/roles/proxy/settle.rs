@@ -1,14 +1,23 @@
 //! Settling through the proxy: AckMessage, ChangeInvisibleDuration, dead-lettering,
 //! EndTransaction and RecallMessage each go to the group named inside their handle.
+//!
+//! The official clients settle one message per call (a consumer acks each message it
+//! received), so these calls are as many as the messages. Each goes on the group's call stream
+//! with the sends and other clients' calls to the same broker ([`super::batch`]), costing the
+//! hop a few DATA frames instead of an HTTP/2 request; alone to a broker without the stream.
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use ferromq_proto::v2::{self, Code};
+use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::fanout::{outgoing, unreachable_status};
 use super::handles::wrap_handle;
+use super::raw::{self, ACK_PATH, CHANGE_INVISIBLE_PATH, DEAD_LETTER_PATH};
+use super::raw::{END_TRANSACTION_PATH, RECALL_PATH};
 use super::routes::GroupRoute;
 use super::ProxyApi;
 use crate::status;
@@ -49,6 +58,51 @@ pub fn acks_by_group(
 }
 
 impl ProxyApi {
+    /// Calls the settling method at `path` on group `g` with the client's headers: on the
+    /// group's call stream, or alone when its broker does not take one. `Err` when the group's
+    /// endpoint is not a usable address; otherwise the call's outcome, as the generated
+    /// client would give it.
+    async fn settle_call<Req, Resp>(
+        &self,
+        g: &GroupRoute,
+        md: &MetadataMap,
+        path: &'static str,
+        req: &Req,
+    ) -> Result<Result<Resp, Status>, Status>
+    where
+        Req: Message,
+        Resp: Message + Default,
+    {
+        let bytes = Bytes::from(req.encode_to_vec());
+        let batcher = self
+            .routes
+            .batcher(g, &self.metrics)
+            .map_err(Status::internal)?;
+        let answered = if batcher.takes_call(bytes.len()) {
+            match batcher.call(path, md, bytes.clone()).await {
+                // The broker took only sends in the batch: the call was not made.
+                Err(e) if e.code() == tonic::Code::Unimplemented && !batcher.streamed() => None,
+                answered => Some(answered),
+            }
+        } else {
+            None
+        };
+        let answered = match answered {
+            Some(a) => a,
+            None => {
+                let mut c = self.routes.raw(g).map_err(Status::internal)?;
+                raw::call(&mut c, path, outgoing(md, bytes))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        };
+        Ok(answered.and_then(|b| {
+            Resp::decode(b).map_err(|e| {
+                Status::internal(format!("the broker group's answer does not decode: {e}"))
+            })
+        }))
+    }
+
     pub(super) async fn ack_message(
         &self,
         md: &MetadataMap,
@@ -62,9 +116,11 @@ impl ProxyApi {
                 entries: entries.clone(),
                 ..r.clone()
             };
-            match self.client(&g)?.ack_message(outgoing(md, sub)).await {
+            let answered: Result<v2::AckMessageResponse, Status> =
+                self.settle_call(&g, md, ACK_PATH, &sub).await?;
+            match answered {
                 Ok(a) => {
-                    for mut x in a.into_inner().entries {
+                    for mut x in a.entries {
                         x.receipt_handle = wrap_handle(&group, &x.receipt_handle);
                         results.push(x);
                     }
@@ -103,12 +159,10 @@ impl ProxyApi {
             Err(s) => s,
             Ok((g, h)) => {
                 r.receipt_handle = h;
-                match self
-                    .client(&g)?
-                    .forward_message_to_dead_letter_queue(outgoing(md, r))
-                    .await
-                {
-                    Ok(a) => a.into_inner().status.unwrap_or_else(status::ok),
+                let answered: Result<v2::ForwardMessageToDeadLetterQueueResponse, Status> =
+                    self.settle_call(&g, md, DEAD_LETTER_PATH, &r).await?;
+                match answered {
+                    Ok(a) => a.status.unwrap_or_else(status::ok),
                     Err(e) => unreachable_status(md, &g.name, &e),
                 }
             }
@@ -137,13 +191,10 @@ impl ProxyApi {
                 Err(s) => failed(s),
                 Ok((g, h)) => {
                     r.receipt_handle = h;
-                    match self
-                        .client(&g)?
-                        .change_invisible_duration(outgoing(md, r))
-                        .await
-                    {
-                        Ok(a) => {
-                            let mut a = a.into_inner();
+                    let answered: Result<v2::ChangeInvisibleDurationResponse, Status> =
+                        self.settle_call(&g, md, CHANGE_INVISIBLE_PATH, &r).await?;
+                    match answered {
+                        Ok(mut a) => {
                             a.receipt_handle = wrap_handle(&g.name, &a.receipt_handle);
                             a
                         }
@@ -168,8 +219,10 @@ impl ProxyApi {
             Err(s) => s,
             Ok((g, id)) => {
                 r.transaction_id = id;
-                match self.client(&g)?.end_transaction(outgoing(md, r)).await {
-                    Ok(a) => a.into_inner().status.unwrap_or_else(status::ok),
+                let answered: Result<v2::EndTransactionResponse, Status> =
+                    self.settle_call(&g, md, END_TRANSACTION_PATH, &r).await?;
+                match answered {
+                    Ok(a) => a.status.unwrap_or_else(status::ok),
                     Err(e) => unreachable_status(md, &g.name, &e),
                 }
             }
@@ -195,11 +248,7 @@ impl ProxyApi {
                 }
             };
         r.recall_handle = h;
-        Ok(self
-            .client(&g)?
-            .recall_message(outgoing(md, r))
-            .await?
-            .into_inner())
+        self.settle_call(&g, md, RECALL_PATH, &r).await?
     }
 }
 
