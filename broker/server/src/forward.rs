@@ -33,8 +33,7 @@ use tracing::Instrument;
 
 use crate::hook::Body;
 use crate::roles::proxy::raw::{
-    ACK_PATH, CHANGE_INVISIBLE_PATH, DEAD_LETTER_PATH, END_TRANSACTION_PATH, RECALL_PATH,
-    SEND_PATH,
+    ACK_PATH, CHANGE_INVISIBLE_PATH, DEAD_LETTER_PATH, END_TRANSACTION_PATH, RECALL_PATH, SEND_PATH,
 };
 use crate::rpc::BoxStream;
 

@@ -6,9 +6,10 @@
 //! on by a draining group reaches the next group with the same bytes, the caller's identity and
 //! signature headers go along, and handles in the answer get their group's prefix. Malformed
 //! requests get, through the proxy, the status a broker gives them directly; concurrent sends
-//! to a real broker travel in batches and each gets its own answer. Batches travel on a
-//! long-lived stream: one that breaks fails its batch, one left unanswered fails at its
-//! deadline and frees its place, and a broker without the stream gets a call per batch.
+//! to a real broker travel in batches and each gets its own answer, and so do a consumer's
+//! acks, each settling its own message. Batches travel on a long-lived stream: one that breaks
+//! fails its batch, one left unanswered fails at its deadline and frees its place, and a broker
+//! without the stream gets a call per batch of sends and each ack alone.
 
 mod support;
 
@@ -469,7 +470,11 @@ async fn arrives_byte_identical(batches: Batches) {
             "{batches:?}"
         );
         assert_eq!(answer.entries[0].receipt_handle, "fm:g1:H-1");
-        assert_eq!(got.lock().acks.len(), made, "{batches:?}: each ack made once");
+        assert_eq!(
+            got.lock().acks.len(),
+            made,
+            "{batches:?}: each ack made once"
+        );
     }
     let (bytes, md) = got.lock().acks.pop().expect("the group got the ack");
     let arrived = v2::AckMessageRequest::decode(bytes).expect("decodes");
@@ -478,7 +483,10 @@ async fn arrives_byte_identical(batches: Batches) {
         md.get("x-mq-client-id").and_then(|v| v.to_str().ok()),
         Some("raw-client")
     );
-    assert!(md.get("authorization").is_some(), "the signature goes along");
+    assert!(
+        md.get("authorization").is_some(),
+        "the signature goes along"
+    );
     proxy.stop().await;
     nameserver.stop().await;
 }

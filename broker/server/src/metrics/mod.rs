@@ -320,12 +320,12 @@ impl Metrics {
         );
         registry.register(
             "ferromq_proxy_forwarded_batches",
-            "Batches of sends a proxy forwarded to broker groups (one call each)",
+            "Batches of calls (sends and settling calls) a proxy forwarded to broker groups",
             m.forwarded_batches.clone(),
         );
         registry.register(
             "ferromq_proxy_forwarded_sends",
-            "Sends a proxy forwarded in batches (divide by the batches for their mean size)",
+            "Sends and settling calls (acks, transaction ends...) a proxy forwarded in batches (divide by the batches for their mean size)",
             m.forwarded_sends.clone(),
         );
         Metrics { registry, ..m }

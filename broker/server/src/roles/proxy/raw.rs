@@ -95,7 +95,8 @@ pub async fn call(
         .await
         .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
     let method = path.rsplit('/').next().unwrap_or(path);
-    req.extensions_mut().insert(GrpcMethod::new(SERVICE, method));
+    req.extensions_mut()
+        .insert(GrpcMethod::new(SERVICE, method));
     c.unary(req, PathAndQuery::from_static(path), RawCodec)
         .await
 }
