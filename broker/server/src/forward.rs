@@ -112,7 +112,7 @@ where
         &self,
         req: Request<Streaming<forward::SendManyRequest>>,
     ) -> Result<Response<Self::CallStreamStream>, Status> {
-        Ok(self.stream(req, Paths::Settling))
+        Ok(self.stream(req, Paths::Named))
     }
 }
 
@@ -148,7 +148,7 @@ enum Paths {
     /// predate `path` send).
     SendsOnly,
     /// An entry calls the method its `path` names, when [`FORWARDED_CALLS`] has it (CallStream).
-    Settling,
+    Named,
 }
 
 /// The methods an entry on CallStream may call: the per-message calls a proxy routes to one
@@ -353,8 +353,8 @@ mod tests {
     #[test]
     fn an_entry_calls_only_a_send_or_a_settling_call() {
         let ack = ACK_PATH;
-        assert_eq!(path_of("", Paths::Settling).ok(), Some(SEND_PATH));
-        assert_eq!(path_of(ack, Paths::Settling).ok(), Some(ack));
+        assert_eq!(path_of("", Paths::Named).ok(), Some(SEND_PATH));
+        assert_eq!(path_of(ack, Paths::Named).ok(), Some(ack));
         // Where entries are sends only, a path changes nothing.
         assert_eq!(path_of(ack, Paths::SendsOnly).ok(), Some(SEND_PATH));
         for refused in [
@@ -363,7 +363,7 @@ mod tests {
             "/ferromq.admin.v1.Admin/DeleteTopic",
             "AckMessage",
         ] {
-            let st = path_of(refused, Paths::Settling).expect_err(refused);
+            let st = path_of(refused, Paths::Named).expect_err(refused);
             assert_eq!(st.code(), tonic::Code::Unimplemented);
         }
     }
