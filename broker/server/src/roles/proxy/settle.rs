@@ -106,18 +106,22 @@ impl ProxyApi {
     pub(super) async fn ack_message(
         &self,
         md: &MetadataMap,
-        r: v2::AckMessageRequest,
+        mut r: v2::AckMessageRequest,
     ) -> Result<v2::AckMessageResponse, Status> {
-        let (by_group, mut results) = acks_by_group(r.entries.clone(), |h| {
+        // The entries move into their group's request; each group's request copies only the
+        // rest (group and topic names). Acks are as many as the messages consumed.
+        let entries = std::mem::take(&mut r.entries);
+        let (by_group, mut results) = acks_by_group(entries, |h| {
             self.resolve_handle(md, h, "receipt handle", Code::InvalidReceiptHandle)
         });
         for (group, (g, entries)) in by_group {
             let sub = v2::AckMessageRequest {
-                entries: entries.clone(),
+                entries,
                 ..r.clone()
             };
             let answered: Result<v2::AckMessageResponse, Status> =
                 self.settle_call(&g, md, ACK_PATH, &sub).await?;
+            let entries = sub.entries;
             match answered {
                 Ok(a) => {
                     for mut x in a.entries {
