@@ -298,6 +298,38 @@ async fn stand_in_with(
     (received, streams)
 }
 
+/// A name server, a stand-in group `g1` answering every send with `ok_answer("")` and serving
+/// batches as `batches` says, and a proxy that routes to it.
+struct BeforeStandIn {
+    nameserver: Running,
+    proxy: Running,
+    port: u16,
+    got: Arc<Mutex<Received>>,
+    /// Call streams opened to the stand-in.
+    streams: Arc<AtomicUsize>,
+}
+
+async fn proxy_before_stand_in(batches: Batches) -> BeforeStandIn {
+    let (nameserver, ns) = nameserver().await;
+    let (got, streams) = stand_in_with("g1", &ns, Reply::Answer(ok_answer("")), batches).await;
+    let (proxy, port) = proxy(&ns).await;
+    until_routed(port, 1).await;
+    BeforeStandIn {
+        nameserver,
+        proxy,
+        port,
+        got,
+        streams,
+    }
+}
+
+impl BeforeStandIn {
+    async fn stop(self) {
+        self.proxy.stop().await;
+        self.nameserver.stop().await;
+    }
+}
+
 fn ok_answer(recall_handle: &str) -> v2::SendMessageResponse {
     v2::SendMessageResponse {
         status: Some(v2::Status {
@@ -416,10 +448,8 @@ async fn a_broker_without_the_call_stream_gets_a_call_per_batch_unchanged() {
 }
 
 async fn arrives_byte_identical(batches: Batches) {
-    let (nameserver, ns) = nameserver().await;
-    let (got, _) = stand_in_with("g1", &ns, Reply::Answer(ok_answer("")), batches).await;
-    let (proxy, port) = proxy(&ns).await;
-    until_routed(port, 1).await;
+    let setup = proxy_before_stand_in(batches).await;
+    let (port, got) = (setup.port, setup.got.clone());
 
     let sent = send_bytes("ID-1");
     let answer = send_raw(port, sent.clone())
@@ -487,8 +517,7 @@ async fn arrives_byte_identical(batches: Batches) {
         md.get("authorization").is_some(),
         "the signature goes along"
     );
-    proxy.stop().await;
-    nameserver.stop().await;
+    setup.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,16 +662,8 @@ async fn a_request_the_proxy_cannot_read_is_not_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_stream_that_breaks_fails_its_batch_and_the_next_opens_another() {
-    let (nameserver, ns) = nameserver().await;
-    let (got, streams) = stand_in_with(
-        "g1",
-        &ns,
-        Reply::Answer(ok_answer("")),
-        Batches::StreamsBreak,
-    )
-    .await;
-    let (proxy, port) = proxy(&ns).await;
-    until_routed(port, 1).await;
+    let setup = proxy_before_stand_in(Batches::StreamsBreak).await;
+    let port = setup.port;
 
     // Every stream breaks at its first batch: each send fails with the stream's status, none
     // reaches the broker's send path, and each is carried by a stream of its own.
@@ -657,24 +678,19 @@ async fn a_call_stream_that_breaks_fails_its_batch_and_the_next_opens_another() 
         };
         assert!(failed, "send {i}: {answered:?}");
     }
-    assert_eq!(got.lock().sends.len(), 0, "no send was served");
-    assert_eq!(streams.load(Ordering::SeqCst), 3, "one stream per batch");
-    proxy.stop().await;
-    nameserver.stop().await;
+    assert_eq!(setup.got.lock().sends.len(), 0, "no send was served");
+    assert_eq!(
+        setup.streams.load(Ordering::SeqCst),
+        3,
+        "one stream per batch"
+    );
+    setup.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_unanswered_by_its_deadline_fails_and_frees_its_place() {
-    let (nameserver, ns) = nameserver().await;
-    let (_, streams) = stand_in_with(
-        "g1",
-        &ns,
-        Reply::Answer(ok_answer("")),
-        Batches::FirstBatchesHang,
-    )
-    .await;
-    let (proxy, port) = proxy(&ns).await;
-    until_routed(port, 1).await;
+    let setup = proxy_before_stand_in(Batches::FirstBatchesHang).await;
+    let port = setup.port;
     let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("uri")
         .connect()
@@ -710,11 +726,10 @@ async fn a_batch_unanswered_by_its_deadline_fails_and_frees_its_place() {
     .into_inner();
     assert_eq!(answered, Bytes::from(ok_answer("").encode_to_vec()));
     assert!(
-        streams.load(Ordering::SeqCst) >= 1,
+        setup.streams.load(Ordering::SeqCst) >= 1,
         "the sends went on streams"
     );
-    proxy.stop().await;
-    nameserver.stop().await;
+    setup.stop().await;
 }
 
 /// A send of one message with id `id` to `topic`.
