@@ -223,7 +223,7 @@ impl Engine {
             born_timestamp_ms: letter.born_timestamp_ms,
             born_host: letter.born_host,
             properties,
-            body: letter.body.clone(),
+            body: letter.body.clone().into(),
             ..Default::default()
         })?;
         tracing::info!(group, message_id = %id, topic = %topic.name, queue = queue_id, "dead letter sent back to its topic");
@@ -275,7 +275,7 @@ mod tests {
             .append(&NewMessage {
                 topic: "t".into(),
                 properties,
-                body: body.as_bytes().to_vec(),
+                body: body.as_bytes().to_vec().into(),
                 ..Default::default()
             })
             .expect("append");

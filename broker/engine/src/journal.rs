@@ -101,7 +101,7 @@ impl Journal {
         let a = self.store.append(&NewMessage {
             topic: JOURNAL_TOPIC.into(),
             queue_id: 0,
-            body,
+            body: body.into(),
             ..Default::default()
         })?;
         Ok((a.phys_offset, a.phys_offset + u64::from(a.size)))

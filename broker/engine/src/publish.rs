@@ -6,6 +6,7 @@
 //! message into a [`Publication`] and the answer back; what a message means is decided here
 //! once.
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ pub struct Publication {
     pub born_host: String,
     pub trace_context: Option<String>,
     pub user_properties: BTreeMap<String, String>,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 /// What publishing one message did.

@@ -179,7 +179,7 @@ mod tests {
         let mut m = NewMessage {
             topic: "t".into(),
             queue_id: 1,
-            body: b"payload".to_vec(),
+            body: b"payload".to_vec().into(),
             ..Default::default()
         };
         m.properties

@@ -83,7 +83,7 @@ fn try_send(store: &Store, n: std::ops::Range<u32>, prefix: &str) -> Result<u64,
                 topic: "t".into(),
                 queue_id: i % 2,
                 properties,
-                body: vec![b'x'; 300 + (i as usize % 700)],
+                body: vec![b'x'; 300 + (i as usize % 700)].into(),
                 ..Default::default()
             }
         })
@@ -271,7 +271,7 @@ fn message(id: &str) -> NewMessage {
         topic: "t".into(),
         queue_id: 0,
         properties,
-        body: vec![b'y'; 512],
+        body: vec![b'y'; 512].into(),
         ..Default::default()
     }
 }

@@ -43,7 +43,7 @@ fn msg(body: &[u8], q: u32) -> NewMessage {
         topic: "bench".into(),
         queue_id: q,
         properties,
-        body: body.to_vec(),
+        body: body.to_vec().into(),
         ..Default::default()
     }
 }

@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut m = NewMessage {
         topic: "bench".into(),
         properties,
-        body: vec![7u8; 1024],
+        body: vec![7u8; 1024].into(),
         ..Default::default()
     };
     let with_id = std::env::var("WITH_ID").is_ok_and(|v| v == "1");

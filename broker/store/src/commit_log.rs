@@ -843,7 +843,7 @@ mod tests {
         let msg = crate::NewMessage {
             topic: "t".into(),
             properties,
-            body: vec![7u8; 1000],
+            body: vec![7u8; 1000].into(),
             ..Default::default()
         };
         let len = record::encoded_len(&msg).unwrap();

@@ -40,6 +40,7 @@
 //! fewer than [`MIN_FILLER`] bytes remain, the end is implicit. A `total_len` of zero means
 //! "nothing written here yet".
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -74,7 +75,8 @@ pub struct NewMessage {
     pub reconsume_times: u32,
     /// Properties, including the well-known ones (`PROP_TAGS`, `PROP_KEYS`, `PROP_MSG_ID`).
     pub properties: BTreeMap<String, String>,
-    pub body: Vec<u8>,
+    /// Shared with the request that carried it: encoding the record is the one copy.
+    pub body: Bytes,
 }
 
 /// A message read back from the commit log, every field verified by its CRC.
@@ -640,7 +642,7 @@ mod tests {
             flags: 7,
             reconsume_times: 2,
             properties,
-            body: b"hello".to_vec(),
+            body: b"hello".to_vec().into(),
         }
     }
 
@@ -703,7 +705,7 @@ mod tests {
         let d = decode(&buf, 4096).unwrap();
         assert_eq!(
             (d.body, d.properties, d.queue_offset),
-            (m.body, m.properties, 41)
+            (m.body.to_vec(), m.properties, 41)
         );
     }
 
@@ -766,7 +768,7 @@ mod tests {
             props in proptest::collection::btree_map("[a-zA-Z_]{1,16}", ".{0,40}", 0..6),
             body in proptest::collection::vec(any::<u8>(), 0..2048),
         ) {
-            let m = NewMessage { topic, queue_id, properties: props, body, ..Default::default() };
+            let m = NewMessage { topic, queue_id, properties: props, body: body.into(), ..Default::default() };
             let buf = encode_sealed(&m, qo, po);
             let d = decode(&buf, po).unwrap();
             prop_assert_eq!(d.topic, m.topic);

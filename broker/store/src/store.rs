@@ -2571,7 +2571,7 @@ mod tests {
         NewMessage {
             topic: topic.to_string(),
             properties,
-            body: id.as_bytes().to_vec(),
+            body: id.as_bytes().to_vec().into(),
             ..Default::default()
         }
     }

@@ -102,7 +102,7 @@ fn a_store_written_by_main_opens_and_reads_back_unchanged() {
     let a = store
         .append(&ferromq_store::NewMessage {
             topic: "payments".into(),
-            body: b"new".to_vec(),
+            body: b"new".to_vec().into(),
             ..Default::default()
         })
         .unwrap();

@@ -203,7 +203,7 @@ fn oversized_body_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(small_config(dir.path())).unwrap();
     let mut m = message("t", 0, "big", None, &[]);
-    m.body = vec![0u8; 64 * 1024 + 1];
+    m.body = vec![0u8; 64 * 1024 + 1].into();
     match store.append(&m) {
         Err(StoreError::BodyTooLarge { size, limit }) => assert_eq!((size, limit), (65537, 65536)),
         other => panic!("expected BodyTooLarge, got {other:?}"),
@@ -222,7 +222,7 @@ fn a_batch_is_appended_in_order_with_a_result_per_message() {
         let mut batch: Vec<_> = (0..50)
             .map(|i| message("t", 1, &format!("b{i}"), None, &[]))
             .collect();
-        batch[20].body = vec![0u8; 64 * 1024 + 1];
+        batch[20].body = vec![0u8; 64 * 1024 + 1].into();
         let results = store.append_batch(&batch);
         assert_eq!(results.len(), 50);
         assert!(

@@ -324,7 +324,7 @@ mod tests {
                 topic: "t".into(),
                 queue_id: 0,
                 properties,
-                body: body.as_bytes().to_vec(),
+                body: body.as_bytes().to_vec().into(),
                 ..Default::default()
             })
             .expect("append");
@@ -750,7 +750,7 @@ mod tests {
                 .append(&NewMessage {
                     topic: "t".into(),
                     properties,
-                    body: body.as_bytes().to_vec(),
+                    body: body.as_bytes().to_vec().into(),
                     ..Default::default()
                 })
                 .expect("append");

@@ -112,7 +112,7 @@ mod tests {
         for i in 0..4 {
             let mut m = NewMessage {
                 topic: "t".into(),
-                body: vec![b'a' + i],
+                body: vec![b'a' + i].into(),
                 ..Default::default()
             };
             m.properties

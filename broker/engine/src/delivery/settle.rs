@@ -266,7 +266,7 @@ pub(crate) fn as_new(m: StoredMessage) -> NewMessage {
         flags: m.flags,
         reconsume_times: m.reconsume_times,
         properties: m.properties,
-        body: m.body,
+        body: m.body.into(),
     }
 }
 

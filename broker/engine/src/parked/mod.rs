@@ -381,7 +381,7 @@ impl Parked {
             // Retries of offset-based consumers wait here too and carry their count.
             reconsume_times: m.reconsume_times,
             properties,
-            body: m.body.clone(),
+            body: m.body.clone().into(),
         })
     }
 
@@ -481,7 +481,7 @@ mod tests {
         let marks = dir.path().join("marks");
         let mut msg = NewMessage {
             topic: "t".into(),
-            body: b"once".to_vec(),
+            body: b"once".to_vec().into(),
             ..Default::default()
         };
         msg.properties.insert(PROP_MSG_ID.into(), "m1".into());

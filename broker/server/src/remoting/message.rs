@@ -353,7 +353,7 @@ pub fn publication(
         born_host: born_host.to_string(),
         trace_context,
         user_properties: user,
-        body,
+        body: body.into(),
     })
 }
 
@@ -703,7 +703,7 @@ mod tests {
                 flags: sm.flags,
                 reconsume_times: sm.reconsume_times,
                 properties: sm.properties.clone(),
-                body: sm.body.clone(),
+                body: sm.body.clone().into(),
             };
             let mut rec = vec![0u8; record::encoded_len(&nm).unwrap()];
             record::encode(&nm, None, &mut rec).unwrap();

@@ -90,7 +90,7 @@ fn publication(
         born_host: sp.born_host.clone(),
         trace_context: sp.trace_context.clone(),
         user_properties: m.user_properties.clone().into_iter().collect(),
-        body: m.body.to_vec(),
+        body: m.body.clone(),
     })
 }
 

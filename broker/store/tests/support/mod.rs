@@ -44,7 +44,7 @@ pub fn message(
         born_timestamp_ms: 1_700_000_000_000,
         born_host: Some("127.0.0.1:5555".parse().expect("addr")),
         properties,
-        body: body_for(id),
+        body: body_for(id).into(),
         ..Default::default()
     }
 }
