@@ -92,7 +92,7 @@ pub(super) async fn send_to_retry(
             born_timestamp: h.born_timestamp,
             flag: h.flag,
             properties,
-            body: req.body.to_vec(),
+            body: req.body.clone(),
         },
         "",
         None,

@@ -32,6 +32,7 @@
 //! offset it shows ([`Offsets`]), so a proxy can tell whose message an offset id names;
 //! standalone's tag is 0 and its offsets are the commit log's own.
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -184,7 +185,8 @@ pub struct SendParams {
     pub born_timestamp: i64,
     pub flag: i32,
     pub properties: BTreeMap<String, String>,
-    pub body: Vec<u8>,
+    /// A slice of the request's frame (shared, not copied) unless it had to be decompressed.
+    pub body: Bytes,
 }
 
 /// A message id for a sent message that carries none (UNIQ_KEY is optional on the wire).
@@ -199,7 +201,7 @@ fn generated_id() -> String {
 }
 
 /// Decompresses a 4.x client's body, refusing one that expands beyond `max`.
-fn plain_body(sys_flag: i32, body: Vec<u8>, max: usize) -> Result<Vec<u8>, RemotingError> {
+fn plain_body(sys_flag: i32, body: Bytes, max: usize) -> Result<Bytes, RemotingError> {
     if sys_flag & sys_flag::COMPRESSED == 0 {
         return Ok(body);
     }
@@ -211,7 +213,7 @@ fn plain_body(sys_flag: i32, body: Vec<u8>, max: usize) -> Result<Vec<u8>, Remot
         ));
     }
     let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(body.as_slice())
+    flate2::read::ZlibDecoder::new(&body[..])
         .take(max as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| {
@@ -226,7 +228,7 @@ fn plain_body(sys_flag: i32, body: Vec<u8>, max: usize) -> Result<Vec<u8>, Remot
             format!("message body decompresses to over the limit of {max} bytes"),
         ));
     }
-    Ok(out)
+    Ok(out.into())
 }
 
 fn parse_ms(props: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>, RemotingError> {
@@ -353,7 +355,7 @@ pub fn publication(
         born_host: born_host.to_string(),
         trace_context,
         user_properties: user,
-        body: body.into(),
+        body,
     })
 }
 
@@ -547,7 +549,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            body: b"hello".to_vec(),
+            body: b"hello".to_vec().into(),
             born_timestamp: 5,
             ..Default::default()
         }
@@ -607,7 +609,7 @@ mod tests {
         let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&[b'x'; 4000]).unwrap();
         let mut p = params(&[]);
-        p.body = z.finish().unwrap();
+        p.body = z.finish().unwrap().into();
         p.sys_flag = sys_flag::COMPRESSED;
         let ok = publication(p.clone(), "", None, 4096).unwrap();
         assert_eq!(ok.body, vec![b'x'; 4000]);

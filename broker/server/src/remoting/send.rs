@@ -42,7 +42,7 @@ pub fn send_params(
             born_timestamp: h.born_timestamp,
             flag: h.flag,
             properties: decode_properties(h.properties.as_deref().unwrap_or("")),
-            body: req.body.to_vec(),
+            body: req.body.clone(),
         }]);
     }
     let entries = decode_batch(&req.body)?;
@@ -62,7 +62,7 @@ pub fn send_params(
             born_timestamp: h.born_timestamp,
             flag: e.flag,
             properties: e.properties,
-            body: e.body.to_vec(),
+            body: e.body,
         })
         .collect())
 }
