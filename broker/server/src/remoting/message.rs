@@ -185,7 +185,8 @@ pub struct SendParams {
     pub born_timestamp: i64,
     pub flag: i32,
     pub properties: BTreeMap<String, String>,
-    /// A slice of the request's frame (shared, not copied) unless it had to be decompressed.
+    /// A single send's is a slice of the request's frame (shared, not copied); a batch entry's
+    /// was copied once when the batch was decoded; a compressed one is decompressed anew.
     pub body: Bytes,
 }
 
