@@ -10,6 +10,13 @@ use tracing_subscriber::EnvFilter;
 use ferromq::cli::{Cli, LogFormat, Role, Telemetry};
 use ferromq::config::ConfigError;
 
+/// mimalloc instead of glibc's malloc: a message's path allocates and frees a few small buffers
+/// per request on whichever worker thread runs it, and glibc's `malloc`, `free` and chunk
+/// coalescing were about a seventh of the server's samples under batched sends. Built without
+/// transparent huge pages (`no_thp`): with them an idle process held 10 MiB more.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Starts logging to stderr; a bad `--log-level` exits with code 2 naming it.
 fn init_tracing(t: &Telemetry) {
     let filter = match &t.log_level {
