@@ -110,11 +110,11 @@ impl Engine {
         self.publish_with(p, true)
     }
 
-    fn publish_with(&self, p: Publication, deferred: bool) -> Result<Published, EngineError> {
+    fn publish_with(&self, mut p: Publication, deferred: bool) -> Result<Published, EngineError> {
         let topic = self.topic(&p.topic)?;
         let park = self.check(&p, &topic)?;
-        let producer = p.producer.clone();
-        let message = self.placed(p, topic)?;
+        let producer = p.producer.take();
+        let message = self.placed(p, &topic)?;
         let published = match park {
             Park::No if deferred => appended(self.store.append_deferred(&message)?),
             Park::No => appended(self.store.append(&message)?),
@@ -140,15 +140,17 @@ impl Engine {
         Ok(published)
     }
 
-    /// The stored form of `p` on the queue that placement picks for it in `topic`.
-    fn placed(&self, p: Publication, topic: TopicConfig) -> Result<NewMessage, EngineError> {
+    /// The stored form of `p` on the queue that placement picks for it in `topic` (the topic
+    /// `p` names: its name moves into the stored form, the configuration stays the caller's).
+    fn placed(&self, mut p: Publication, topic: &TopicConfig) -> Result<NewMessage, EngineError> {
         let queue_id = self.placement.choose(
             &topic.name,
             topic.queues,
             p.queue_id,
             p.message_group.as_deref(),
         )?;
-        Ok(stored_form(p, topic.name, queue_id))
+        let name = std::mem::take(&mut p.topic);
+        Ok(stored_form(p, name, queue_id))
     }
 
     /// [`Engine::publish`] for a caller on an async worker: does only what cannot block (see
@@ -161,7 +163,7 @@ impl Engine {
         if !matches!(self.check(&p, &topic)?, Park::No) {
             return Ok(Quick::Later(p));
         }
-        let message = self.placed(p, topic)?;
+        let message = self.placed(p, &topic)?;
         Ok(match self.store.try_append(&message)? {
             Some(a) => Quick::Published(appended(a)),
             None => Quick::Blocked(Pending { message }),
@@ -176,12 +178,18 @@ impl Engine {
     /// by one, where each gets its own outcome.
     pub fn publish_quick_batch(&self, ps: Vec<Publication>) -> Option<Vec<Published>> {
         let mut messages = Vec::with_capacity(ps.len());
+        // A request's messages nearly always share one topic: its configuration is looked up
+        // (under the metadata lock, and cloned) once per run of messages naming it.
+        let mut topic: Option<TopicConfig> = None;
         for p in ps {
-            let topic = self.store.topics().get(&p.topic)?;
-            if !matches!(self.check(&p, &topic), Ok(Park::No)) {
+            let t = match topic {
+                Some(ref t) if t.name == p.topic => t,
+                _ => topic.insert(self.store.topics().get(&p.topic)?),
+            };
+            if !matches!(self.check(&p, t), Ok(Park::No)) {
                 return None;
             }
-            messages.push(self.placed(p, topic).ok()?);
+            messages.push(self.placed(p, t).ok()?);
         }
         let appends = self.store.try_append_batch(&messages).ok()??;
         Some(appends.into_iter().map(appended).collect())
@@ -280,7 +288,9 @@ pub fn stored_form(p: Publication, topic: String, queue_id: u32) -> NewMessage {
         properties.insert(PROP_TAGS.into(), t);
     }
     if !p.keys.is_empty() {
-        properties.insert(PROP_KEYS.into(), p.keys.join(&KEY_SEPARATOR.to_string()));
+        let mut separator = [0u8; 4];
+        let separator: &str = KEY_SEPARATOR.encode_utf8(&mut separator);
+        properties.insert(PROP_KEYS.into(), p.keys.join(separator));
     }
     if let Some(g) = p.message_group {
         properties.insert(props::MESSAGE_GROUP.into(), g);
@@ -289,8 +299,9 @@ pub fn stored_form(p: Publication, topic: String, queue_id: u32) -> NewMessage {
         props::MESSAGE_TYPE.into(),
         props::type_code(p.message_type).to_string(),
     );
+    let born_host = p.born_host.parse().ok();
     if !p.born_host.is_empty() {
-        properties.insert(props::BORN_HOST.into(), p.born_host.clone());
+        properties.insert(props::BORN_HOST.into(), p.born_host);
     }
     if let Some(tc) = p.trace_context.filter(|t| !t.is_empty()) {
         properties.insert(props::TRACE_CONTEXT.into(), tc);
@@ -307,9 +318,107 @@ pub fn stored_form(p: Publication, topic: String, queue_id: u32) -> NewMessage {
         topic,
         queue_id,
         born_timestamp_ms: p.born_timestamp_ms,
-        born_host: p.born_host.parse().ok(),
+        born_host,
         properties,
         body: p.body,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use ferromq_store::{
+        MessageType, Permission, Store, StoreConfig, TopicConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS,
+    };
+
+    use super::Publication;
+    use crate::{props, Engine, EngineConfig};
+
+    /// An engine with topics `a` and `b` of one queue each.
+    fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        let store = Store::open(StoreConfig::new(dir.join("store"))).expect("store");
+        let e = Engine::open(store, EngineConfig::new(dir.join("engine"))).expect("engine");
+        for name in ["a", "b"] {
+            e.create_topic(TopicConfig {
+                name: name.into(),
+                queues: 1,
+                message_type: MessageType::Normal,
+                permission: Permission::ReadWrite,
+                retention_ms: None,
+            })
+            .expect("topic");
+        }
+        e
+    }
+
+    fn publication(topic: &str, id: &str) -> Publication {
+        Publication {
+            topic: topic.into(),
+            queue_id: Some(0),
+            message_type: MessageType::Normal,
+            message_id: id.into(),
+            tag: Some("tag".into()),
+            keys: vec!["k1".into(), "k2".into()],
+            producer: Some("producer-1".into()),
+            born_host: "10.0.0.7:4100".into(),
+            body: Bytes::from(id.to_lowercase()),
+            ..Default::default()
+        }
+    }
+
+    fn ids(e: &Engine, topic: &str) -> Vec<String> {
+        assert!(e
+            .store
+            .wait_dispatched(e.store.log_end(), Duration::from_secs(5)));
+        e.store
+            .read(topic, 0, 0, 10, None)
+            .expect("read")
+            .messages
+            .iter()
+            .map(|m| m.properties[PROP_MSG_ID].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_over_two_topics_stores_each_message_on_its_own_topic() {
+        let dir = tempfile::tempdir().expect("dir");
+        let e = engine(dir.path());
+        // A queue's first record allocates its consume queue file, which the quick path never
+        // does: one message each on the blocking path first.
+        e.publish(publication("a", "A0")).expect("publish");
+        e.publish(publication("b", "B0")).expect("publish");
+        let batch = ["A1", "B1", "A2", "A3", "B2"]
+            .map(|id| publication(if id.starts_with('A') { "a" } else { "b" }, id));
+        let out = e.publish_quick_batch(batch.to_vec()).expect("stored");
+        let offsets: Vec<_> = out.iter().map(|p| p.queue_offset).collect();
+        assert_eq!(offsets, [1, 1, 2, 3, 2].map(Some));
+        assert_eq!(ids(&e, "a"), ["A0", "A1", "A2", "A3"]);
+        assert_eq!(ids(&e, "b"), ["B0", "B1", "B2"]);
+        let stored = e.store.read("b", 0, 2, 1, None).expect("read").messages;
+        let m = &stored[0];
+        assert_eq!(m.topic, "b");
+        assert_eq!(m.body, b"b2");
+        assert_eq!(m.properties[PROP_TAGS], "tag");
+        assert_eq!(m.properties[PROP_KEYS], "k1 k2");
+        assert_eq!(m.properties[props::BORN_HOST], "10.0.0.7:4100");
+        assert_eq!(m.born_host, "10.0.0.7:4100".parse().ok());
+        // The producer is kept for a transaction's checks only, never stored.
+        assert!(!m.properties.values().any(|v| v == "producer-1"));
+    }
+
+    #[test]
+    fn a_batch_naming_a_missing_topic_stores_none_of_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let e = engine(dir.path());
+        e.publish(publication("a", "A0")).expect("publish");
+        let end = e.store.log_end();
+        let batch = vec![publication("a", "A1"), publication("missing", "M1")];
+        assert!(e.publish_quick_batch(batch).is_none());
+        assert_eq!(e.store.log_end(), end);
+        assert_eq!(ids(&e, "a"), ["A0"]);
     }
 }

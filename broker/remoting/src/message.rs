@@ -452,8 +452,10 @@ pub struct BatchEntry {
     pub properties: BTreeMap<String, String>,
 }
 
-/// Decodes a SEND_BATCH_MESSAGE body.
-pub fn decode_batch(mut buf: &[u8]) -> Result<Vec<BatchEntry>, MessageError> {
+/// Decodes a SEND_BATCH_MESSAGE body. Each entry's body is a slice of `frame` (no copy): it
+/// keeps the request's buffer alive until the entry is stored.
+pub fn decode_batch(frame: &Bytes) -> Result<Vec<BatchEntry>, MessageError> {
+    let mut buf: &[u8] = frame;
     let mut out = Vec::new();
     while !buf.is_empty() {
         let mut c = Reader { buf, pos: 0 };
@@ -461,7 +463,7 @@ pub fn decode_batch(mut buf: &[u8]) -> Result<Vec<BatchEntry>, MessageError> {
         let _magic = c.i32("magic code")?;
         let _crc = c.i32("body CRC")?;
         let flag = c.i32("flag")?;
-        let body = Bytes::copy_from_slice(c.body()?);
+        let body = frame.slice_ref(c.body()?);
         let props = c.properties()?;
         if size < 0 || c.pos != size as usize {
             return Err(MessageError::SizeMismatch {
@@ -864,8 +866,18 @@ mod tests {
         ]
         .concat();
         assert_eq!(&bytes[..first.len()], &first[..]);
-        assert_eq!(decode_batch(&bytes).unwrap(), entries);
-        assert!(decode_batch(&bytes[..bytes.len() - 1]).is_err());
+        let frame = Bytes::from(bytes);
+        let decoded = decode_batch(&frame).unwrap();
+        assert_eq!(decoded, entries);
+        // Each body is a view of the frame, not a copy.
+        let inside = frame.as_ptr_range();
+        for e in decoded.iter().filter(|e| !e.body.is_empty()) {
+            assert!(
+                inside.contains(&e.body.as_ptr()),
+                "body copied out of the frame"
+            );
+        }
+        assert!(decode_batch(&frame.slice(..frame.len() - 1)).is_err());
     }
 
     #[test]
@@ -915,7 +927,7 @@ mod tests {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = StoredMessage::decode_all(&bytes, true);
-            let _ = decode_batch(&bytes);
+            let _ = decode_batch(&Bytes::from(bytes));
         }
 
         #[test]

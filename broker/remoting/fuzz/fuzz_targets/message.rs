@@ -15,5 +15,5 @@ fuzz_target!(|data: &[u8]| {
             let _ = m.plain_body();
         }
     }
-    let _ = decode_batch(data);
+    let _ = decode_batch(&bytes::Bytes::copy_from_slice(data));
 });

@@ -185,8 +185,8 @@ pub struct SendParams {
     pub born_timestamp: i64,
     pub flag: i32,
     pub properties: BTreeMap<String, String>,
-    /// A single send's is a slice of the request's frame (shared, not copied); a batch entry's
-    /// was copied once when the batch was decoded; a compressed one is decompressed anew.
+    /// A slice of the request's frame (shared, not copied), a single send's or a batch
+    /// entry's alike; a compressed one is decompressed anew.
     pub body: Bytes,
 }
 
