@@ -332,7 +332,7 @@ mod tests {
 
     use bytes::Bytes;
     use ferromq_store::{
-        MessageType, Permission, Store, StoreConfig, TopicConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS,
+        MessageType, Store, StoreConfig, TopicConfig, PROP_KEYS, PROP_MSG_ID, PROP_TAGS,
     };
 
     use super::Publication;
@@ -343,14 +343,7 @@ mod tests {
         let store = Store::open(StoreConfig::new(dir.join("store"))).expect("store");
         let e = Engine::open(store, EngineConfig::new(dir.join("engine"))).expect("engine");
         for name in ["a", "b"] {
-            e.create_topic(TopicConfig {
-                name: name.into(),
-                queues: 1,
-                message_type: MessageType::Normal,
-                permission: Permission::ReadWrite,
-                retention_ms: None,
-            })
-            .expect("topic");
+            e.create_topic(TopicConfig::new(name, 1)).expect("topic");
         }
         e
     }
@@ -406,7 +399,7 @@ mod tests {
         assert_eq!(m.properties[PROP_KEYS], "k1 k2");
         assert_eq!(m.properties[props::BORN_HOST], "10.0.0.7:4100");
         assert_eq!(m.born_host, "10.0.0.7:4100".parse().ok());
-        // The producer is kept for a transaction's checks only, never stored.
+        // The producer is for a transaction's checks, never stored.
         assert!(!m.properties.values().any(|v| v == "producer-1"));
     }
 

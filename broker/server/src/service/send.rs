@@ -85,10 +85,7 @@ fn publication(
             .orphaned_transaction_recovery_duration
             .as_ref()
             .and_then(duration_from_proto),
-        // Only a transaction's checks ask for it: other messages leave it unallocated.
-        producer: producer
-            .filter(|_| message_type == MessageType::Transaction)
-            .map(str::to_string),
+        producer: producer.map(str::to_string),
         born_timestamp_ms: sp.born_timestamp.as_ref().map_or(0, ms_from_timestamp),
         born_host: sp.born_host.clone(),
         trace_context: sp.trace_context.clone(),
