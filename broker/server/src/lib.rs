@@ -25,6 +25,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod clients;
+pub mod coalesce;
 pub mod config;
 pub mod connections;
 pub mod console;

@@ -28,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, info};
 
+use crate::coalesce::Coalesced;
 use crate::config::ConfigError;
 use crate::connections::{Connections, Guarded, Permit, Port, Protocol};
 
@@ -260,12 +261,12 @@ async fn classify(
     permit: Permit,
     acceptor: Option<(TlsAcceptor, TlsMode)>,
     conns: &Connections,
-) -> io::Result<Guarded<Conn>> {
+) -> io::Result<Guarded<Coalesced<Conn>>> {
     let accepted = tokio::time::Instant::now();
     let Some((acceptor, mode)) = acceptor else {
         // Plaintext only: the guard itself waits for the first byte.
         return Ok(Guarded::new(
-            Conn::Plain(stream),
+            Coalesced::new(Conn::Plain(stream)),
             permit,
             Protocol::Http2,
             accepted,
@@ -286,7 +287,12 @@ async fn classify(
         }
     };
     match tokio::time::timeout(conns.limits.handshake_timeout, handshake).await {
-        Ok(Ok(conn)) => Ok(Guarded::new(conn, permit, Protocol::Http2, accepted)),
+        Ok(Ok(conn)) => Ok(Guarded::new(
+            Coalesced::new(conn),
+            permit,
+            Protocol::Http2,
+            accepted,
+        )),
         Ok(Err(e)) => Err(e),
         Err(_) => {
             conns.count_timeout();
@@ -306,7 +312,7 @@ pub fn incoming(
     tls: Option<Tls>,
     conns: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
-) -> ReceiverStream<io::Result<Guarded<Conn>>> {
+) -> ReceiverStream<io::Result<Guarded<Coalesced<Conn>>>> {
     let (tx, rx) = mpsc::channel(64);
     let addr = listener
         .local_addr()
