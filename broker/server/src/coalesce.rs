@@ -5,7 +5,8 @@
 //! header and the payload) when it is larger than 256 bytes, and cannot encode another frame
 //! until that write is done, so it writes in between. Every such payload is then a system call
 //! of its own: a batched send's answer leaves in two (its HEADERS and DATA, then its trailers),
-//! each message a consumer receives in one, a proxy's forwarded batch in one per 16 KiB frame.
+//! a consumer's receive in about one per four messages (measured: 0.25), an ack's
+//! answer in one, a proxy's forwarded batch in one per 16 KiB frame.
 //! On loopback, and on a node's own network, each write also runs the receiving side's TCP
 //! processing and wake-up.
 //!
