@@ -255,7 +255,8 @@ impl AsyncWrite for Conn {
 }
 
 /// Tells TLS from plaintext by the first byte and completes the TLS handshake, all within the
-/// handshake timeout; then guards the connection against silence.
+/// handshake timeout; then guards the connection against silence and gathers its writes
+/// ([`crate::coalesce`], above TLS: records are sealed from what a turn wrote, not per frame).
 async fn classify(
     stream: TcpStream,
     permit: Permit,
