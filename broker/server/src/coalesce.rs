@@ -28,6 +28,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most bytes gathered before they are written, whatever the writer does next.
@@ -55,10 +57,6 @@ impl<T> Coalesced<T> {
             sent: 0,
             yielded_at: None,
         }
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 
     fn gathered(&self) -> usize {
@@ -165,38 +163,37 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
     }
 }
 
-/// A connector for tonic channels (`Endpoint::connect_with_connector_lazy`) whose TCP
-/// connections gather their writes ([`Coalesced`]), with Nagle's algorithm off. tonic lays the
-/// endpoint's TLS, when it has one, over the gathered stream, and applies its connect timeout.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Connector;
+/// A connector for tonic channels (`Endpoint::connect_with_connector_lazy`): hyper's own
+/// [`HttpConnector`] (name resolution, Nagle's algorithm off), its TCP stream then gathering
+/// its writes ([`Coalesced`]). tonic lays the endpoint's TLS, when it has one, over the gathered
+/// stream, and applies its connect timeout.
+#[derive(Debug, Clone)]
+pub struct Connector(HttpConnector);
+
+impl Default for Connector {
+    fn default() -> Connector {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        Connector(http)
+    }
+}
 
 impl tonic::codegen::Service<tonic::codegen::http::Uri> for Connector {
-    type Response = hyper_util::rt::TokioIo<Coalesced<tokio::net::TcpStream>>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<Self::Response>> + Send>>;
+    type Response = TokioIo<Coalesced<tokio::net::TcpStream>>;
+    type Error = <HttpConnector as tonic::codegen::Service<tonic::codegen::http::Uri>>::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
     }
 
     fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
         Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} names no host"))
-                })?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("https") => 443,
-                _ => 80,
-            });
-            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            stream.set_nodelay(true)?;
-            Ok(hyper_util::rt::TokioIo::new(Coalesced::new(stream)))
+            let stream = connecting.await?.into_inner();
+            Ok(TokioIo::new(Coalesced::new(stream)))
         })
     }
 }
@@ -275,7 +272,7 @@ mod tests {
             poll(|cx| Pin::new(&mut c).poll_flush(cx)).is_pending(),
             "the first flush yields"
         );
-        assert!(c.get_ref().writes.is_empty());
+        assert!(c.inner.writes.is_empty());
         // The connection's next turn adds the trailers and flushes again.
         assert!(matches!(
             poll(|cx| Pin::new(&mut c).poll_write(cx, b"+trailers")),
@@ -289,14 +286,14 @@ mod tests {
             poll(|cx| Pin::new(&mut c).poll_flush(cx)),
             Poll::Ready(Ok(()))
         ));
-        assert_eq!(c.get_ref().writes, vec![b"headers+data+trailers".to_vec()]);
-        assert_eq!(c.get_ref().flushes, 1);
+        assert_eq!(c.inner.writes, vec![b"headers+data+trailers".to_vec()]);
+        assert_eq!(c.inner.flushes, 1);
         // Nothing gathered: a flush goes straight through.
         assert!(matches!(
             poll(|cx| Pin::new(&mut c).poll_flush(cx)),
             Poll::Ready(Ok(()))
         ));
-        assert_eq!(c.get_ref().writes.len(), 1);
+        assert_eq!(c.inner.writes.len(), 1);
     }
 
     #[test]
@@ -308,7 +305,7 @@ mod tests {
             poll(|cx| Pin::new(&mut c).poll_write(cx, &big)),
             Poll::Ready(Ok(n)) if n == GATHER
         ));
-        let w = c.get_ref();
+        let w = c.inner;
         assert_eq!(
             w.writes.len(),
             2,
@@ -328,8 +325,8 @@ mod tests {
             polls += 1;
             assert!(polls < 10);
         }
-        assert_eq!(c.get_ref().bytes(), b"goaway frame");
-        assert!(c.get_ref().shut);
+        assert_eq!(c.inner.bytes(), b"goaway frame");
+        assert!(c.inner.shut);
     }
 
     proptest! {
@@ -357,11 +354,11 @@ mod tests {
                     if flush {
                         poll_fn(|cx| Pin::new(&mut c).poll_flush(cx)).await.unwrap();
                         prop_assert_eq!(c.gathered(), 0);
-                        prop_assert_eq!(c.get_ref().bytes(), want.clone());
+                        prop_assert_eq!(c.inner.bytes(), want.clone());
                     }
                 }
                 poll_fn(|cx| Pin::new(&mut c).poll_flush(cx)).await.unwrap();
-                prop_assert_eq!(c.get_ref().bytes(), want);
+                prop_assert_eq!(c.inner.bytes(), want);
                 Ok(())
             })?;
         }

@@ -168,7 +168,7 @@ fn lazy_channel(link: &Link, addr: &str) -> Result<Channel, String> {
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .initial_stream_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
-                .connect_with_connector_lazy(crate::coalesce::Connector)
+                .connect_with_connector_lazy(crate::coalesce::Connector::default())
         })
         .map_err(|e| format!("{addr:?} is not a usable address: {e}"))
 }
