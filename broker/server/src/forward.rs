@@ -22,7 +22,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ferromq_proto::forward::{self, forward_server::Forward, forward_server::ForwardServer};
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::{self, HeaderName, HeaderValue};
@@ -272,11 +273,14 @@ where
     let path = path_of(&send.path, paths)?;
     let len = u32::try_from(send.request.len())
         .map_err(|_| Status::resource_exhausted("a forwarded call is larger than 4 GiB"))?;
-    let mut frame = BytesMut::with_capacity(5 + send.request.len());
-    frame.put_u8(0);
-    frame.put_u32(len);
-    frame.put_slice(&send.request);
-    let mut req = http::Request::new(Body::new(Full::new(frame.freeze())));
+    // The gRPC prefix and the request as two chunks of one body: the request is not copied
+    // here (the service's decoder gathers the chunks into its own buffer anyway).
+    let mut prefix = BytesMut::with_capacity(5);
+    prefix.put_u8(0);
+    prefix.put_u32(len);
+    let chunks = [prefix.freeze(), send.request].map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let mut req = http::Request::new(Body::new(body));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = http::Uri::from_static(path);
     *req.version_mut() = http::Version::HTTP_2;

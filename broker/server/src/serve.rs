@@ -203,6 +203,7 @@ impl Services {
             .http2_max_header_list_size(limits.max_header_list_size)
             .initial_stream_window_size(crate::roles::proxy::routes::STREAM_WINDOW)
             .initial_connection_window_size(crate::roles::proxy::routes::CONNECTION_WINDOW)
+            .max_frame_size(crate::roles::proxy::routes::MAX_FRAME)
     }
 }
 

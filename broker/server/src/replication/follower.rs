@@ -155,6 +155,7 @@ async fn follow(
         .tcp_nodelay(true)
         .initial_stream_window_size(crate::roles::proxy::routes::STREAM_WINDOW)
         .initial_connection_window_size(crate::roles::proxy::routes::CONNECTION_WINDOW)
+        .max_frame_size(crate::roles::proxy::routes::MAX_FRAME)
         .connect()
         .await?;
     let mut client = ReplicationClient::new(channel)
