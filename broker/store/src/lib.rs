@@ -47,7 +47,7 @@ pub use config::{FlushMode, StoreConfig, DEFAULT_FLUSH_GATHER};
 pub use error::{Result, StoreError};
 pub use metadata::{
     validate_name, MessageType, MetadataStats, OffsetKey, OffsetStore, Permission, TopicConfig,
-    TopicStore,
+    TopicStore, TryPersist,
 };
 pub use record::{NewMessage, RecordView, StoredMessage};
 pub use store::{

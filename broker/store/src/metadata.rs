@@ -283,6 +283,38 @@ struct Meta {
     /// process being killed) and the housekeeping thread syncs them within an interval, as the
     /// commit log is synced in async mode. Topic changes always wait for the disk.
     sync_offsets: bool,
+    /// Tickets handed to callers of [`OffsetStore::try_persist`] ([`OffsetStore::ticket`]).
+    tickets: AtomicU64,
+    /// Every ticket up to this one is written: each offset write covers the tickets handed out
+    /// before it took the pending changes.
+    covered: AtomicU64,
+    /// Whether a caller was told to compact on a thread that may block ([`TryPersist::Block`])
+    /// and has not finished: the others then poll instead of queueing behind it on threads.
+    compaction_claimed: AtomicBool,
+}
+
+/// What [`OffsetStore::try_persist`] did with a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryPersist {
+    /// Every offset set before the ticket was taken is written (to the page cache), by this
+    /// call or by another writer.
+    Written,
+    /// Another writer holds the log and may be writing them: try again shortly with the same
+    /// ticket (nothing is lost by waiting; the writer holding the log does not block for long
+    /// unless it compacts, which one caller at a time is sent to do).
+    Busy,
+    /// Writing means waiting for the disk (every offset write synced, or a compaction this
+    /// caller is to do): call [`OffsetStore::persist`] on a thread that may block.
+    Block,
+}
+
+/// Clears [`Meta::compaction_claimed`] when a persist that may block ends, however it ends.
+struct ClaimReset<'a>(&'a AtomicBool);
+
+impl Drop for ClaimReset<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -369,6 +401,9 @@ impl Meta {
             compaction_log: LogLimiter::default(),
             any_retention,
             sync_offsets,
+            tickets: AtomicU64::new(0),
+            covered: AtomicU64::new(0),
+            compaction_claimed: AtomicBool::new(false),
         })
     }
 
@@ -447,6 +482,7 @@ impl Meta {
     /// Writes pending offset changes, if any: on disk when `durable` or when every offset write
     /// is synced, else in the page cache. A durable call also syncs earlier unsynced writes.
     fn persist_offsets(&self, durable: bool) -> Result<()> {
+        let _claim = ClaimReset(&self.compaction_claimed);
         let sync = durable || self.sync_offsets;
         if self.nothing_pending() {
             if durable {
@@ -461,6 +497,9 @@ impl Meta {
     /// Writes the pending offset changes as one frame (then compacts the log if it is due and
     /// `compact`); on failure they stay pending.
     fn write_pending(&self, w: &mut Writer, sync: bool, compact: bool) -> Result<()> {
+        // Before taking the changes: a ticket handed out by now was taken after its offset was
+        // set, so that offset is among them (or was written earlier).
+        let upto = self.tickets.load(Ordering::SeqCst);
         let (removals, sets) = {
             let mut st = lock(&self.state);
             (
@@ -497,31 +536,42 @@ impl Meta {
             }
             return Err(e);
         }
+        self.covered.fetch_max(upto, Ordering::SeqCst);
         Ok(())
     }
 
-    /// [`Meta::persist_offsets`] without waiting: writes pending offset changes to the page
-    /// cache only when nothing has to wait (offset writes are not synced, no other writer holds
-    /// the log, no compaction is due); `true` also when nothing was pending. `false` means
-    /// nothing was written: the caller persists the usual way on a thread that may block.
-    fn try_persist_offsets(&self) -> Result<bool> {
+    /// [`Meta::persist_offsets`] without waiting, for `ticket`: see [`OffsetStore::try_persist`].
+    fn try_persist_offsets(&self, ticket: u64) -> Result<TryPersist> {
         if self.sync_offsets {
-            return Ok(false);
+            return Ok(TryPersist::Block);
         }
-        if self.nothing_pending() {
-            return Ok(true);
+        if self.covered.load(Ordering::SeqCst) >= ticket {
+            return Ok(TryPersist::Written);
         }
         let mut w = match self.writer.try_lock() {
             Ok(w) => w,
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(TryPersist::Busy),
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        if self.compaction_due(&w) {
-            return Ok(false);
+        if self.nothing_pending() {
+            // Holding the log, no write is under way: every change set before the ticket was
+            // taken by a write that has ended well (a failed one puts its changes back).
+            self.covered.fetch_max(ticket, Ordering::SeqCst);
+            return Ok(TryPersist::Written);
         }
-        // Never compacts (a rewrite and an fsync): the next call then finds it due and
-        // leaves the write, and the compaction, to a thread that may block.
-        self.write_pending(&mut w, false, false).map(|()| true)
+        if self.compaction_due(&w) {
+            drop(w);
+            // A rewrite and an fsync: one caller does it on a thread that may block, the
+            // others wait for it by polling.
+            return Ok(if self.compaction_claimed.swap(true, Ordering::SeqCst) {
+                TryPersist::Busy
+            } else {
+                TryPersist::Block
+            });
+        }
+        // Never compacts here; the write covers `ticket` (handed out before this call).
+        self.write_pending(&mut w, false, false)?;
+        Ok(TryPersist::Written)
     }
 
     fn stats(&self) -> MetadataStats {
@@ -843,11 +893,21 @@ impl OffsetStore {
         self.meta.persist_offsets(false)
     }
 
-    /// [`OffsetStore::persist`] for a caller that must not block (an async worker): `Ok(true)`
-    /// once written to the page cache, `Ok(false)` without writing anything when that would
-    /// mean waiting (`--flush sync`, a busy log, a compaction due).
-    pub fn try_persist(&self) -> Result<bool> {
-        self.meta.try_persist_offsets()
+    /// A ticket for [`OffsetStore::try_persist`], taken after the offsets it is to persist were
+    /// set.
+    pub fn ticket(&self) -> u64 {
+        self.meta.tickets.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// [`OffsetStore::persist`] for a caller that must not block (an async worker), for the
+    /// offsets set before `ticket` was taken: [`TryPersist::Written`] once they are in the page
+    /// cache, whoever wrote them; [`TryPersist::Busy`] while another writer holds the log (try
+    /// again: that writer, or the next try, writes them); [`TryPersist::Block`] when writing
+    /// means waiting (`--flush sync`, or a compaction due that this caller is to do). Why
+    /// tickets: a burst of acks used to send every ack that found the log busy to a thread of
+    /// its own, each waiting for the lock to write what the first had mostly written already.
+    pub fn try_persist(&self, ticket: u64) -> Result<TryPersist> {
+        self.meta.try_persist_offsets(ticket)
     }
 
     /// Writes the offsets changed since the last write and returns once they, and every
@@ -1010,29 +1070,48 @@ mod tests {
         // Offsets synced on every write (`--flush sync`): never without waiting.
         let (_, os) = open(dir.path(), 1 << 20, true).unwrap();
         os.set("g", "t", 0, 5);
-        assert!(!os.try_persist().unwrap());
+        assert_eq!(os.try_persist(os.ticket()).unwrap(), TryPersist::Block);
         drop(os);
         let dir = tempfile::tempdir().unwrap();
         let (_, os) = open(dir.path(), 4096, false).unwrap();
         os.set("g", "t", 0, 5);
+        let t = os.ticket();
         {
             let _busy = lock(&os.meta.writer);
-            assert!(
-                !os.try_persist().unwrap(),
+            assert_eq!(
+                os.try_persist(t).unwrap(),
+                TryPersist::Busy,
                 "the log is held by another writer"
             );
         }
-        assert!(os.try_persist().unwrap());
-        assert!(os.try_persist().unwrap(), "nothing pending");
-        // Past the compaction size it writes without compacting, then leaves the rest to
-        // `persist`, which compacts.
+        assert_eq!(os.try_persist(t).unwrap(), TryPersist::Written);
+        let frames = os.metadata_stats().frames_appended;
+        assert_eq!(os.try_persist(t).unwrap(), TryPersist::Written);
+        assert_eq!(os.try_persist(os.ticket()).unwrap(), TryPersist::Written);
+        assert_eq!(
+            os.metadata_stats().frames_appended,
+            frames,
+            "nothing pending: nothing written again"
+        );
+        // Past the compaction size it writes without compacting, then sends one caller to
+        // `persist`, which compacts; the others are told to wait for it meanwhile.
         let mut refused = 0;
         let before = os.metadata_stats().compactions;
         for i in 0..2000u64 {
             os.set(&format!("g{}", i % 10), "t", (i % 3) as u32, i);
-            if !os.try_persist().unwrap() {
-                refused += 1;
-                os.persist().unwrap();
+            match os.try_persist(os.ticket()).unwrap() {
+                TryPersist::Written => {}
+                TryPersist::Busy => panic!("nobody else writes or compacts"),
+                TryPersist::Block => {
+                    refused += 1;
+                    os.set("other", "t", 0, i);
+                    assert_eq!(
+                        os.try_persist(os.ticket()).unwrap(),
+                        TryPersist::Busy,
+                        "one caller compacts, the others wait for it"
+                    );
+                    os.persist().unwrap();
+                }
             }
         }
         let s = os.metadata_stats();
@@ -1044,6 +1123,32 @@ mod tests {
         drop(os);
         let (_, os) = open(dir.path(), 4096, false).unwrap();
         assert_eq!(os.all(), all, "what it wrote reads back");
+    }
+
+    #[test]
+    fn a_ticket_is_written_by_whichever_writer_takes_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, os) = open(dir.path(), 1 << 20, false).unwrap();
+        os.set("g", "t", 0, 7);
+        let t = os.ticket();
+        // Another writer (the flusher, another ack's persist) takes the change first.
+        os.persist().unwrap();
+        let frames = os.metadata_stats().frames_appended;
+        assert_eq!(os.try_persist(t).unwrap(), TryPersist::Written);
+        assert_eq!(
+            os.metadata_stats().frames_appended,
+            frames,
+            "not written twice"
+        );
+        // A change set after a ticket was covered needs a ticket of its own.
+        os.set("g", "t", 0, 8);
+        let t2 = os.ticket();
+        assert!(t2 > t);
+        assert_eq!(os.try_persist(t2).unwrap(), TryPersist::Written);
+        assert_eq!(os.metadata_stats().frames_appended, frames + 1);
+        drop(os);
+        let (_, os) = open(dir.path(), 1 << 20, false).unwrap();
+        assert_eq!(os.get("g", "t", 0), Some(8));
     }
 
     #[test]

@@ -405,7 +405,10 @@ mod tests {
             d.try_ack_in_memory("other", "t", b),
             Some(Err(EngineError::UnknownDelivery { .. }))
         ));
-        assert!(d.try_persist_offsets().unwrap());
+        assert_eq!(
+            d.try_persist_offsets(d.persist_ticket()).unwrap(),
+            ferromq_store::TryPersist::Written
+        );
         assert_eq!(s.offsets().get("g", "t", 0), Some(1), "a is settled");
         assert!(matches!(d.try_ack_in_memory("g", "t", b), Some(Ok(true))));
         assert!(receive_held(&d).deliveries.is_empty());

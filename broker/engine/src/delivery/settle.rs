@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use ferromq_store::{MessageType, NewMessage, StoredMessage};
+use ferromq_store::{MessageType, NewMessage, StoredMessage, TryPersist};
 use tracing::{info, warn};
 
 use super::queue::{EntryState, QueueState};
@@ -95,14 +95,20 @@ impl Deliveries {
         }))
     }
 
-    /// [`Deliveries::persist_offsets`] for a caller that must not wait: `Ok(false)`, with
-    /// nothing written, when it would have to (see `OffsetStore::try_persist`; and always in a
-    /// replicated group, whose offsets are also journaled).
-    pub fn try_persist_offsets(&self) -> Result<bool, EngineError> {
+    /// A ticket for [`Deliveries::try_persist_offsets`], taken once the acks it is for are
+    /// settled in memory.
+    pub fn persist_ticket(&self) -> u64 {
+        self.store.offsets().ticket()
+    }
+
+    /// [`Deliveries::persist_offsets`] for a caller that must not wait, for the offsets
+    /// recorded before `ticket` was taken (see `OffsetStore::try_persist`);
+    /// [`TryPersist::Block`] always in a replicated group, whose offsets are also journaled.
+    pub fn try_persist_offsets(&self, ticket: u64) -> Result<TryPersist, EngineError> {
         if self.journal.is_some() {
-            return Ok(false);
+            return Ok(TryPersist::Block);
         }
-        Ok(self.store.offsets().try_persist()?)
+        Ok(self.store.offsets().try_persist(ticket)?)
     }
 
     /// Writes every offset recorded so far (on disk with `--flush sync`, in the page cache

@@ -13,6 +13,7 @@ use crate::node::Node;
 use crate::status::{self, RpcError};
 use crate::validate;
 use ferromq_engine::ReceiptHandle;
+use ferromq_store::TryPersist;
 
 const MAX_INVISIBLE: Duration = Duration::from_secs(12 * 3600);
 
@@ -74,12 +75,46 @@ pub async fn ack_message(
     }
 }
 
+/// Tries of an offset log held by another writer before a persist waits for it on a thread:
+/// first by yielding the worker (a write to the page cache takes microseconds), then by
+/// sleeping a millisecond at a time (a compaction, an fsync).
+const PERSIST_YIELDS: u32 = 32;
+const PERSIST_SLEEPS: u32 = 20;
+
+/// Persists the offsets acks settled so far without a thread that may block: `Ok(false)` when
+/// that thread is needed after all (see `OffsetStore::try_persist`). Why: the official clients
+/// ack each message with a call of its own, all of a receive's at once, so acks find the log
+/// held by another ack's write; each used to wait for it on a blocking-pool thread, and a
+/// consumer acking each message grew the pool to about a hundred threads (and their heaps).
+async fn persist_here(
+    deliveries: &ferromq_engine::delivery::Deliveries,
+) -> Result<bool, ferromq_engine::EngineError> {
+    let ticket = deliveries.persist_ticket();
+    let mut tries = 0u32;
+    loop {
+        match deliveries.try_persist_offsets(ticket)? {
+            TryPersist::Written => return Ok(true),
+            TryPersist::Block => return Ok(false),
+            TryPersist::Busy => {}
+        }
+        tries += 1;
+        if tries <= PERSIST_YIELDS {
+            tokio::task::yield_now().await;
+        } else if tries <= PERSIST_YIELDS + PERSIST_SLEEPS {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        } else {
+            return Ok(false);
+        }
+    }
+}
+
 /// Each entry with its outcome, in order. Settling an ack is bookkeeping in memory and, in
 /// async flush mode, a write to the page cache, so it runs on this task while nothing has to
-/// wait (a queue locked by a receive reading the store, a busy or synced offset log, a
-/// replicated group's journal); from the first entry that would, the rest of the work goes to
-/// the blocking pool. A hand-off to that pool per ack was a fifth of the server's time for a
-/// consumer reading a backlog.
+/// wait (a queue locked by a receive reading the store, a synced offset log, a compaction of
+/// it, a replicated group's journal); from the first entry that would, the rest of the work
+/// goes to the blocking pool. A hand-off to that pool per ack was a fifth of the server's time
+/// for a consumer reading a backlog. An offset log that another ack is writing is waited for
+/// here ([`persist_here`]).
 async fn settle_acks(
     node: &Arc<Node>,
     group: String,
@@ -106,7 +141,7 @@ async fn settle_acks(
     let rest: Vec<_> = rest.collect();
     if rest.is_empty() {
         let written = if moved {
-            deliveries.try_persist_offsets()
+            persist_here(deliveries).await
         } else {
             Ok(true)
         };
