@@ -149,13 +149,8 @@ async fn follow(
     role: &mut watch::Receiver<Role>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let channel = link
-        .endpoint(addr)?
+    let channel = crate::serve::bulk_channel(link.endpoint(addr)?)
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(crate::roles::proxy::routes::STREAM_WINDOW)
-        .initial_connection_window_size(crate::roles::proxy::routes::CONNECTION_WINDOW)
-        .max_frame_size(crate::roles::proxy::routes::MAX_FRAME)
         .connect()
         .await?;
     let mut client = ReplicationClient::new(channel)

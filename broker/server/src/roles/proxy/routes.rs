@@ -152,17 +152,6 @@ pub struct Routes {
     next_connection: AtomicUsize,
 }
 
-/// HTTP/2 flow-control windows of proxy-to-broker connections. The defaults (64 KiB) let a
-/// few batched sends fill a connection shared by many clients and stall it for a round trip.
-pub const STREAM_WINDOW: u32 = 4 << 20;
-pub const CONNECTION_WINDOW: u32 = 16 << 20;
-/// The largest HTTP/2 frame every gRPC server and the proxy's and replicas' channels accept
-/// (the default is 16 KiB). A peer writes a message's body in frames of at most this size, and
-/// each frame costs a write of its own: a proxy's batch of sends (120 KiB on average with
-/// clients' batches of 32 at 1 KiB) went out as eight frames, each copied to be gathered
-/// (`crate::coalesce`), where one frame this large goes to the socket uncopied. A frame is
-/// buffered whole before it is read, but a gRPC message is too.
-pub const MAX_FRAME: u32 = 1 << 20;
 /// Connections a proxy keeps to each broker group: one HTTP/2 connection is driven by one task,
 /// so several spread the framing work over the cores.
 const CONNECTIONS_PER_GROUP: usize = 4;
@@ -170,12 +159,9 @@ const CONNECTIONS_PER_GROUP: usize = 4;
 fn lazy_channel(link: &Link, addr: &str) -> Result<Channel, String> {
     link.endpoint(addr)
         .map(|e| {
-            e.connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true)
+            crate::serve::bulk_channel(e)
+                .connect_timeout(Duration::from_secs(2))
                 .http2_keep_alive_interval(Duration::from_secs(30))
-                .initial_stream_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .max_frame_size(MAX_FRAME)
                 .connect_with_connector_lazy(crate::coalesce::Connector::default())
         })
         .map_err(|e| format!("{addr:?} is not a usable address: {e}"))
