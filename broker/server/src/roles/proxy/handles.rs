@@ -16,14 +16,27 @@ pub fn wrap_handle(group: &str, handle: &str) -> String {
     if handle.is_empty() {
         return String::new();
     }
-    // Built by hand: one per delivered message and per settled one, and `format!`'s machinery
-    // showed in the proxy's profile.
-    let mut wrapped = String::with_capacity(HANDLE_PREFIX.len() + group.len() + 1 + handle.len());
+    // Built by hand: one per settled message, and `format!`'s machinery showed in the proxy's
+    // profile.
+    let mut wrapped = String::with_capacity(wrap_prefix_len(group) + handle.len());
     wrapped.push_str(HANDLE_PREFIX);
     wrapped.push_str(group);
     wrapped.push(':');
     wrapped.push_str(handle);
     wrapped
+}
+
+/// How many bytes [`wrap_handle`] puts before a non-empty handle.
+pub fn wrap_prefix_len(group: &str) -> usize {
+    HANDLE_PREFIX.len() + group.len() + 1
+}
+
+/// Writes what [`wrap_handle`] puts before a non-empty handle, for a writer that copies the
+/// handle itself (the raw receive's encoder, [`super::raw_receive`]).
+pub fn put_wrap_prefix(group: &str, out: &mut impl bytes::BufMut) {
+    out.put_slice(HANDLE_PREFIX.as_bytes());
+    out.put_slice(group.as_bytes());
+    out.put_u8(b':');
 }
 
 /// Splits a wrapped handle into (group, the group's handle).
@@ -76,5 +89,9 @@ mod tests {
         assert_eq!(unwrap_handle("abc"), None);
         assert_eq!(unwrap_handle("fm::x"), None);
         assert_eq!(unwrap_handle("fm:g:"), None);
+        let mut prefix = Vec::new();
+        put_wrap_prefix("group-a", &mut prefix);
+        assert_eq!(prefix.len(), wrap_prefix_len("group-a"));
+        assert_eq!(w.as_bytes(), [&prefix[..], b"abc:def"].concat());
     }
 }

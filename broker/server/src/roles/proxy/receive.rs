@@ -1,6 +1,8 @@
 //! ReceiveMessage through the proxy, and the routing of queue-addressed requests (pull,
 //! offsets): a receive long-polls one group, after a quick look at the others.
 
+use std::sync::Arc;
+
 use ferromq_proto::v2;
 use tokio_stream::StreamExt;
 use tonic::metadata::MetadataMap;
@@ -100,9 +102,10 @@ impl ProxyApi {
             let items: Vec<RawReceived> = s.into_inner().filter_map(|i| i.ok()).collect().await;
             if items.iter().any(RawReceived::is_message) {
                 tracing::Span::current().record("group", other.name.as_str());
+                let name: Arc<str> = Arc::from(other.name.as_str());
                 let out: Vec<Result<RawReceived, Status>> = items
                     .into_iter()
-                    .map(|item| Ok(item.wrapped(&other.name)))
+                    .map(|item| Ok(item.wrapped(&name)))
                     .collect();
                 return Ok(Box::pin(tokio_stream::iter(out)));
             }
@@ -111,7 +114,7 @@ impl ProxyApi {
         let mut c = self.routes.raw(&g).map_err(Status::internal)?;
         match raw_receive::receive(&mut c, outgoing(md, r)).await {
             Ok(s) => {
-                let name = g.name.clone();
+                let name: Arc<str> = Arc::from(g.name.as_str());
                 let out = s
                     .into_inner()
                     .map(move |item| item.map(|raw| raw.wrapped(&name)));
