@@ -954,3 +954,64 @@ async fn reqwest_metrics(port: u16) -> String {
     s.read_to_string(&mut out).await.expect("answer");
     out
 }
+
+/// An ack the broker refuses as a whole (a group name it does not take) is answered with that
+/// refusal, not with OK: as the broker answers it when the proxy forwards it as bytes (every
+/// handle names one group), and for each of the group's entries when it goes the typed way (a
+/// foreign handle beside it). An ack with no entry is refused as a broker refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_refused_as_a_whole_are_not_answered_ok() {
+    let p = proxied_broker().await;
+    let mut c = support::client(p.port, "acker").await;
+    support::send_ok(&mut c, support::message("t", "ID-1", b"x")).await;
+    let req = support::receive_request("cg", "t", 32, 30_000, 500, "*");
+    let got = support::receive_n(&mut c, req, 1).await;
+    let m = got.first().expect("the message is delivered");
+    let entry = |h: String| v2::AckMessageEntry {
+        message_id: support::message_id(m),
+        receipt_handle: h,
+        lite_topic: None,
+    };
+    let ack = |group: &str, entries: Vec<v2::AckMessageEntry>| v2::AckMessageRequest {
+        group: support::res(group),
+        topic: support::res("t"),
+        entries,
+    };
+
+    let bad = c
+        .ack_message(ack("bad group!", vec![entry(support::handle(m))]))
+        .await
+        .expect("answered")
+        .into_inner();
+    let refused = support::code_of(&bad.status);
+    assert_eq!(refused, Code::IllegalConsumerGroup, "{bad:?}");
+    assert!(bad.entries.is_empty(), "the broker's own answer: {bad:?}");
+
+    let mixed = c
+        .ack_message(ack(
+            "bad group!",
+            vec![entry(support::handle(m)), entry("not-from-a-proxy".into())],
+        ))
+        .await
+        .expect("answered")
+        .into_inner();
+    let codes: Vec<Code> = mixed
+        .entries
+        .iter()
+        .map(|e| support::code_of(&e.status))
+        .collect();
+    assert!(codes.contains(&refused), "{mixed:?}");
+    assert!(codes.contains(&Code::InvalidReceiptHandle), "{mixed:?}");
+    assert_eq!(support::code_of(&mixed.status), Code::MultipleResults);
+
+    let empty = c
+        .ack_message(ack("cg", vec![]))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert_eq!(support::code_of(&empty.status), Code::BadRequest);
+
+    // The message is still there to ack, and the right ack settles it.
+    assert_eq!(support::ack(&mut c, "cg", "t", m).await, Code::Ok);
+    p.stop().await;
+}

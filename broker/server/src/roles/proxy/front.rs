@@ -1,6 +1,7 @@
 //! The proxy's RocketMQ service as tonic serves it: SendMessage, the hot path, is taken from the
 //! raw request bytes ([`super::raw`]), ReceiveMessage answers with the broker's raw answer
-//! bytes ([`super::raw_receive`]); every other method goes to the generated server.
+//! bytes ([`super::raw_receive`]), AckMessage goes both ways as bytes ([`super::raw_ack`]);
+//! every other method goes to the generated server.
 //!
 //! [`Front`] sits where the generated `MessagingServiceServer` would, under the same service
 //! name, so the router, the serve loop and every connection setting stay the ones all roles
@@ -17,7 +18,8 @@ use tonic::codegen::{BoxFuture, Context, Poll, Service};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
-use super::raw::{PeekedSend, RawCodec, SEND_PATH};
+use super::raw::{PeekedSend, RawCodec, ACK_PATH, SEND_PATH};
+use super::raw_ack::PeekedAck;
 use super::raw_receive::{RawReceived, ServeCodec, RECEIVE_PATH};
 use super::ProxyApi;
 use crate::hook::Body;
@@ -60,15 +62,20 @@ impl Service<http::Request<Body>> for Front {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let max = self.max_message;
+        let raw = match req.uri().path() {
+            SEND_PATH => Some(RawMethod::Send),
+            ACK_PATH => Some(RawMethod::Ack),
+            _ => None,
+        };
+        if let Some(method) = raw {
+            let unary = RawUnary(self.api.clone(), method);
+            return Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(RawCodec)
+                    .apply_max_message_size_config(Some(max), Some(max));
+                Ok(grpc.unary(unary, req).await)
+            });
+        }
         match req.uri().path() {
-            SEND_PATH => {
-                let send = RawSend(self.api.clone());
-                Box::pin(async move {
-                    let mut grpc = tonic::server::Grpc::new(RawCodec)
-                        .apply_max_message_size_config(Some(max), Some(max));
-                    Ok(grpc.unary(send, req).await)
-                })
-            }
             RECEIVE_PATH => {
                 let receive = RawReceive(self.api.clone());
                 Box::pin(async move {
@@ -82,26 +89,48 @@ impl Service<http::Request<Body>> for Front {
     }
 }
 
-/// SendMessage on raw bytes.
-struct RawSend(Arc<ProxyApi>);
+/// The unary methods served from raw bytes.
+#[derive(Debug, Clone, Copy)]
+enum RawMethod {
+    /// SendMessage ([`super::raw`]).
+    Send,
+    /// AckMessage ([`super::raw_ack`]).
+    Ack,
+}
 
-impl tonic::server::UnaryService<Bytes> for RawSend {
+/// A raw unary method of the proxy's API.
+struct RawUnary(Arc<ProxyApi>, RawMethod);
+
+impl tonic::server::UnaryService<Bytes> for RawUnary {
     type Response = Bytes;
     type Future = BoxFuture<Response<Bytes>, Status>;
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
-        let api = self.0.clone();
+        let (api, method) = (self.0.clone(), self.1);
         Box::pin(async move {
             let (md, ext, raw) = req.into_parts();
-            // Before the wrapper, like the generated server's decoding: no span, no metrics.
-            let peeked = PeekedSend::read(raw)?;
-            let req = Request::from_parts(md, ext, peeked);
             let metrics = api.metrics.clone();
-            let answer = crate::rpc::unary(&metrics, "SendMessage", req, |md, r| async move {
-                api.send_raw(&md, r).await
-            })
-            .await?;
-            Ok(answer.map(|a| a.bytes))
+            // Each request is read before the wrapper, like the generated server's decoding:
+            // no span, no metrics for one that does not decode.
+            let bytes = match method {
+                RawMethod::Send => {
+                    let req = Request::from_parts(md, ext, PeekedSend::read(raw)?);
+                    crate::rpc::unary(&metrics, "SendMessage", req, |md, r| async move {
+                        api.send_raw(&md, r).await
+                    })
+                    .await?
+                    .map(|a| a.bytes)
+                }
+                RawMethod::Ack => {
+                    let req = Request::from_parts(md, ext, PeekedAck::read(raw)?);
+                    crate::rpc::unary(&metrics, "AckMessage", req, |md, r| async move {
+                        api.ack_raw(&md, r).await
+                    })
+                    .await?
+                    .map(|a| a.bytes)
+                }
+            };
+            Ok(bytes)
         })
     }
 }

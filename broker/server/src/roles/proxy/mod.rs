@@ -24,6 +24,7 @@ pub mod fanout;
 pub mod front;
 pub mod handles;
 pub mod raw;
+pub mod raw_ack;
 pub mod raw_receive;
 pub mod receive;
 pub mod route;
@@ -31,6 +32,7 @@ pub mod routes;
 pub mod send;
 pub mod settle;
 pub mod telemetry;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,6 +7,8 @@
 //! request's own bytes to the broker, so what the client sent arrives unchanged, fields this
 //! version does not know included, and a retry on another group sends the same buffer again.
 
+use std::marker::PhantomData;
+
 use bytes::{Buf, BufMut, Bytes};
 use ferromq_proto::v2;
 use prost::Message;
@@ -195,34 +197,40 @@ impl crate::auth::Targeted for PeekedSend {
     }
 }
 
-/// A broker's answer to a send, as the proxy returns it: its status code (for the metrics) and
-/// its encoded bytes (the broker's own when nothing was rewritten).
+/// A broker's answer (to a send, by default), as the proxy returns it: its status code (for the
+/// metrics) and its encoded bytes (the broker's own when nothing was rewritten). `R` is the
+/// answer's type, which the proxy builds when it answers itself.
 #[derive(Debug, Clone)]
-pub struct RawAnswer {
+pub struct RawAnswer<R = v2::SendMessageResponse> {
     pub code: i32,
     pub bytes: Bytes,
+    answers: PhantomData<fn() -> R>,
 }
 
-impl RawAnswer {
-    /// An answer the proxy built itself.
-    pub fn encode(resp: &v2::SendMessageResponse) -> RawAnswer {
+impl<R> RawAnswer<R> {
+    pub fn new(code: i32, bytes: Bytes) -> RawAnswer<R> {
         RawAnswer {
-            code: crate::rpc::Answer::code(resp),
-            bytes: resp.encode_to_vec().into(),
+            code,
+            bytes,
+            answers: PhantomData,
         }
     }
 }
 
-impl crate::rpc::Answer for RawAnswer {
+impl<R: Message + crate::rpc::Answer> RawAnswer<R> {
+    /// An answer the proxy built itself.
+    pub fn encode(resp: &R) -> RawAnswer<R> {
+        RawAnswer::new(resp.code(), resp.encode_to_vec().into())
+    }
+}
+
+impl<R: Message + crate::rpc::Answer> crate::rpc::Answer for RawAnswer<R> {
     fn code(&self) -> i32 {
         self.code
     }
 
     fn refusal(status: v2::Status) -> Self {
-        RawAnswer::encode(&v2::SendMessageResponse {
-            status: Some(status),
-            entries: vec![],
-        })
+        RawAnswer::encode(&R::refusal(status))
     }
 }
 

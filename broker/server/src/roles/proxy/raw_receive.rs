@@ -21,6 +21,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::handles::{put_wrap_prefix, wrap_handle, wrap_prefix_len};
 use super::raw::RawClient;
+use super::wire::{
+    find_field, find_varint, one_len_field, put_len_header, rewrite_len_field, varint_len, One,
+    Place,
+};
 
 /// The RocketMQ API's receive method, the path the proxy answers with raw bytes.
 pub const RECEIVE_PATH: &str = "/apache.rocketmq.v2.MessagingService/ReceiveMessage";
@@ -48,15 +52,6 @@ pub struct RawReceived {
 struct Wrap {
     group: Arc<str>,
     levels: [Place; 3],
-}
-
-/// A length-delimited field's place: where its key starts, where its payload starts, and the
-/// payload's length.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Place {
-    key: usize,
-    payload: usize,
-    len: usize,
 }
 
 impl RawReceived {
@@ -152,17 +147,6 @@ impl Wrap {
     }
 }
 
-/// Bytes of `v` as a varint.
-fn varint_len(v: usize) -> usize {
-    prost::encoding::encoded_len_varint(v as u64)
-}
-
-/// A length-delimited field's key and length.
-fn put_len_header(out: &mut impl BufMut, number: u32, len: usize) {
-    prost::encoding::encode_varint((u64::from(number) << 3) | 2, out);
-    prost::encoding::encode_varint(len as u64, out);
-}
-
 /// Where a response's receipt handle is.
 enum Placed {
     /// One message, holding one system properties field, holding one non-empty UTF-8 handle.
@@ -189,27 +173,13 @@ fn place_handle(buf: &[u8]) -> Placed {
     .into_iter()
     .enumerate()
     {
-        let mut found: Option<Place> = None;
-        for f in fields(&buf[within.clone()]) {
-            let Some(f) = f else {
-                return Placed::Nowhere;
-            };
-            if f.number == number && f.wire == 2 {
-                if found.is_some() {
-                    return Placed::Repeated;
-                }
-                found = Some(Place {
-                    key: within.start + f.start,
-                    payload: within.start + f.value.start,
-                    len: f.value.len(),
-                });
-            }
-        }
-        let Some(place) = found else {
-            return Placed::Nowhere;
+        let place = match one_len_field(&buf[within.clone()], number) {
+            One::Found(p) => p.shifted(within.start),
+            One::Repeated => return Placed::Repeated,
+            One::Absent | One::Malformed => return Placed::Nowhere,
         };
         levels[i] = place;
-        within = place.payload..place.payload + place.len;
+        within = place.payload_range();
     }
     let handle = &buf[within];
     if handle.is_empty() || std::str::from_utf8(handle).is_err() {
@@ -243,122 +213,6 @@ impl crate::rpc::StreamItem for RawReceived {
             content: Some(v2::receive_message_response::Content::Status(status)),
         })
     }
-}
-
-/// Reads a varint at `*pos`, advancing it; `None` if it is cut short or too long.
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// One field of an encoding: its number, wire type, where it starts, and where its value
-/// (the payload, for length-delimited fields) starts and ends.
-struct Field {
-    number: u32,
-    wire: u8,
-    start: usize,
-    value: std::ops::Range<usize>,
-}
-
-/// The fields of an encoded message, in order; stops (`None` item) at the first malformed one.
-fn fields(buf: &[u8]) -> impl Iterator<Item = Option<Field>> + '_ {
-    let mut pos = 0;
-    let mut broken = false;
-    std::iter::from_fn(move || {
-        if broken || pos >= buf.len() {
-            return None;
-        }
-        let start = pos;
-        let f = (|| {
-            let key = read_varint(buf, &mut pos)?;
-            let number = u32::try_from(key >> 3).ok()?;
-            let wire = (key & 7) as u8;
-            let value = match wire {
-                0 => {
-                    let from = pos;
-                    read_varint(buf, &mut pos)?;
-                    from..pos
-                }
-                1 => pos..pos.checked_add(8)?,
-                2 => {
-                    let len = usize::try_from(read_varint(buf, &mut pos)?).ok()?;
-                    pos..pos.checked_add(len)?
-                }
-                5 => pos..pos.checked_add(4)?,
-                _ => return None,
-            };
-            if value.end > buf.len() {
-                return None;
-            }
-            pos = value.end;
-            Some(Field {
-                number,
-                wire,
-                start,
-                value,
-            })
-        })();
-        broken = f.is_none();
-        Some(f)
-    })
-}
-
-/// The payload of the last length-delimited field `number` (the one a decoder keeps).
-fn find_field(buf: &[u8], number: u32) -> Option<&[u8]> {
-    let mut found = None;
-    for f in fields(buf) {
-        let f = f?;
-        if f.number == number && f.wire == 2 {
-            found = Some(&buf[f.value]);
-        }
-    }
-    found
-}
-
-/// The value of the last varint field `number`.
-fn find_varint(buf: &[u8], number: u32) -> Option<u64> {
-    let mut found = None;
-    for f in fields(buf) {
-        let f = f?;
-        if f.number == number && f.wire == 0 {
-            let mut p = f.value.start;
-            found = read_varint(buf, &mut p);
-        }
-    }
-    found
-}
-
-/// `buf` with the payload of every length-delimited field `number` replaced by what `f` makes
-/// of it; `None` when `buf` does not parse, the field is absent, or `f` declines.
-fn rewrite_len_field(
-    buf: &[u8],
-    number: u32,
-    f: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
-) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(buf.len() + 64);
-    let mut hit = false;
-    for field in fields(buf) {
-        let field = field?;
-        if field.number == number && field.wire == 2 {
-            let new = f(&buf[field.value.clone()])?;
-            let key = (u64::from(number) << 3) | 2;
-            prost::encoding::encode_varint(key, &mut out);
-            prost::encoding::encode_varint(new.len() as u64, &mut out);
-            out.extend_from_slice(&new);
-            hit = true;
-        } else {
-            out.extend_from_slice(&buf[field.start..field.value.end]);
-        }
-    }
-    hit.then_some(out)
 }
 
 /// Server side of the raw receive: decodes the request, writes each answer's bytes as they are.
@@ -473,19 +327,11 @@ pub fn decode(item: RawReceived) -> Result<v2::ReceiveMessageResponse, Status> {
     v2::ReceiveMessageResponse::decode(item.to_bytes()).map_err(|e| Status::internal(e.to_string()))
 }
 
-/// A length-delimited field, for tests and for answers the proxy builds.
-#[cfg(test)]
-fn put_len_field(out: &mut bytes::BytesMut, number: u32, payload: &[u8]) {
-    prost::encoding::encode_varint((u64::from(number) << 3) | 2, out);
-    prost::encoding::encode_varint(payload.len() as u64, out);
-    out.put_slice(payload);
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::wire::put_len_field;
     use super::*;
     use crate::rpc::StreamItem;
-    use bytes::BytesMut;
     use proptest::prelude::*;
 
     fn g1() -> Arc<str> {

@@ -220,10 +220,7 @@ impl ProxyApi {
         }
         let resp = match answer {
             Some(Ok(a)) if !a.rewritten => {
-                return Ok(RawAnswer {
-                    code: crate::rpc::Answer::code(&a.resp),
-                    bytes: a.raw,
-                })
+                return Ok(RawAnswer::new(crate::rpc::Answer::code(&a.resp), a.raw))
             }
             Some(Ok(a)) => a.resp,
             Some(Err((g, e))) => v2::SendMessageResponse {

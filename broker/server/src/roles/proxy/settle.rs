@@ -14,7 +14,7 @@ use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use super::fanout::{outgoing, unreachable_status};
+use super::fanout::{fail, outgoing, unreachable_status};
 use super::handles::wrap_handle;
 use super::raw::{self, ACK_PATH, CHANGE_INVISIBLE_PATH, DEAD_LETTER_PATH};
 use super::raw::{END_TRANSACTION_PATH, RECALL_PATH};
@@ -57,6 +57,51 @@ pub fn acks_by_group(
     (by_group, refused)
 }
 
+/// The results of the entries sent to one group (each carrying the group's own handle), with
+/// the handles wrapped again: the group's answer for each, or its failure for all when it did
+/// not answer or refused the call as a whole (an answer with a status and no entries).
+pub fn group_ack_results(
+    md: &MetadataMap,
+    group: &str,
+    sent: Vec<v2::AckMessageEntry>,
+    answered: Result<v2::AckMessageResponse, Status>,
+) -> Vec<v2::AckMessageResultEntry> {
+    let refusal = match answered {
+        Ok(a)
+            if !a.entries.is_empty()
+                || a.status.as_ref().is_none_or(|s| s.code == Code::Ok as i32) =>
+        {
+            return a
+                .entries
+                .into_iter()
+                .map(|mut x| {
+                    x.receipt_handle = wrap_handle(group, &x.receipt_handle);
+                    x
+                })
+                .collect();
+        }
+        Ok(a) => a.status.unwrap_or_else(status::ok),
+        Err(e) => unreachable_status(md, group, &e),
+    };
+    sent.into_iter()
+        .map(|e| v2::AckMessageResultEntry {
+            message_id: e.message_id,
+            receipt_handle: wrap_handle(group, &e.receipt_handle),
+            status: Some(refusal.clone()),
+        })
+        .collect()
+}
+
+/// An ack's answer: its entries' results and their summary.
+pub fn ack_answer(results: Vec<v2::AckMessageResultEntry>) -> v2::AckMessageResponse {
+    v2::AckMessageResponse {
+        status: Some(status::summarize(
+            results.iter().filter_map(|e| e.status.as_ref()),
+        )),
+        entries: results,
+    }
+}
+
 impl ProxyApi {
     /// Calls the settling method at `path` on group `g` with the client's headers: on the
     /// group's call stream, or alone when its broker does not take one. `Err` when the group's
@@ -73,7 +118,24 @@ impl ProxyApi {
         Req: Message,
         Resp: Message + Default,
     {
-        let bytes = Bytes::from(req.encode_to_vec());
+        let answered = self
+            .settle_call_raw(g, md, path, Bytes::from(req.encode_to_vec()))
+            .await?;
+        Ok(answered.and_then(|b| {
+            Resp::decode(b).map_err(|e| {
+                Status::internal(format!("the broker group's answer does not decode: {e}"))
+            })
+        }))
+    }
+
+    /// [`Self::settle_call`] with the request and the answer as their encoded bytes.
+    pub(super) async fn settle_call_raw(
+        &self,
+        g: &GroupRoute,
+        md: &MetadataMap,
+        path: &'static str,
+        bytes: Bytes,
+    ) -> Result<Result<Bytes, Status>, Status> {
         let batcher = self
             .routes
             .batcher(g, &self.metrics)
@@ -87,7 +149,7 @@ impl ProxyApi {
         } else {
             None
         };
-        let answered = match answered {
+        Ok(match answered {
             Some(a) => a,
             None => {
                 let mut c = self.routes.raw(g).map_err(Status::internal)?;
@@ -95,12 +157,7 @@ impl ProxyApi {
                     .await
                     .map(tonic::Response::into_inner)
             }
-        };
-        Ok(answered.and_then(|b| {
-            Resp::decode(b).map_err(|e| {
-                Status::internal(format!("the broker group's answer does not decode: {e}"))
-            })
-        }))
+        })
     }
 
     pub(super) async fn ack_message(
@@ -108,6 +165,13 @@ impl ProxyApi {
         md: &MetadataMap,
         mut r: v2::AckMessageRequest,
     ) -> Result<v2::AckMessageResponse, Status> {
+        if r.entries.is_empty() {
+            // As a broker answers it: there is no group to ask.
+            return Ok(v2::AckMessageResponse {
+                status: Some(fail(md, Code::BadRequest, "AckMessage carries no entry")),
+                entries: vec![],
+            });
+        }
         // The entries move into their group's request; each group's request copies only the
         // rest (group and topic names). Acks are as many as the messages consumed.
         let entries = std::mem::take(&mut r.entries);
@@ -121,32 +185,9 @@ impl ProxyApi {
             };
             let answered: Result<v2::AckMessageResponse, Status> =
                 self.settle_call(&g, md, ACK_PATH, &sub).await?;
-            let entries = sub.entries;
-            match answered {
-                Ok(a) => {
-                    for mut x in a.entries {
-                        x.receipt_handle = wrap_handle(&group, &x.receipt_handle);
-                        results.push(x);
-                    }
-                }
-                Err(e) => {
-                    let s = unreachable_status(md, &group, &e);
-                    for e in entries {
-                        results.push(v2::AckMessageResultEntry {
-                            message_id: e.message_id,
-                            receipt_handle: wrap_handle(&group, &e.receipt_handle),
-                            status: Some(s.clone()),
-                        });
-                    }
-                }
-            }
+            results.extend(group_ack_results(md, &group, sub.entries, answered));
         }
-        Ok(v2::AckMessageResponse {
-            status: Some(status::summarize(
-                results.iter().filter_map(|e| e.status.as_ref()),
-            )),
-            entries: results,
-        })
+        Ok(ack_answer(results))
     }
 
     pub(super) async fn forward_to_dlq(
