@@ -144,7 +144,7 @@ mod tests {
             name: name.into(),
             endpoint: format!("{name}:10911"),
             read_only: false,
-            topics,
+            topics: topics.into(),
             total_lag: 0,
             queues_with_lag: 0,
             age_ms: 0,

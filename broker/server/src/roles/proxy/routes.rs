@@ -43,7 +43,9 @@ pub struct GroupRoute {
     pub name: String,
     pub endpoint: String,
     pub read_only: bool,
-    pub topics: BTreeMap<String, TopicAtGroup>,
+    /// Shared: a request that picks a group takes a copy of its route, and a copy of every
+    /// topic's entry cost a receive through the proxy a sixth of its CPU with 1 000 topics.
+    pub topics: Arc<BTreeMap<String, TopicAtGroup>>,
     pub total_lag: i64,
     pub queues_with_lag: u32,
     pub age_ms: i64,
@@ -116,7 +118,8 @@ fn merge(reports: Vec<cluster::GetClusterResponse>) -> ClusterView {
                         },
                     )
                 })
-                .collect(),
+                .collect::<BTreeMap<_, _>>()
+                .into(),
             name: b.group,
             endpoint: b.endpoint,
             epoch: b.epoch,
@@ -478,5 +481,22 @@ mod tests {
         assert!(v.writable_for("t").is_empty());
         // An unknown topic may go to any writable group (it may be auto-created there).
         assert_eq!(v.writable_for("new").len(), 1);
+    }
+
+    #[test]
+    fn a_copy_of_a_route_shares_its_topics() {
+        let names: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let v = merge(vec![cluster::GetClusterResponse {
+            brokers: vec![report("g1", 10, false, &names)],
+            age_ms: vec![0],
+        }]);
+        let g = v.group("g1").expect("g1");
+        assert_eq!(g.topics.len(), 1000);
+        let copy = g.clone();
+        assert!(
+            Arc::ptr_eq(&g.topics, &copy.topics),
+            "a request's copy is not a deep one"
+        );
     }
 }
