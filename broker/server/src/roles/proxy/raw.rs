@@ -169,12 +169,17 @@ impl PeekedSend {
     }
 }
 
-/// The status of a request that does not decode as a SendMessageRequest (`None` when it does).
-/// Only on error paths: it decodes the whole request.
-pub fn undecodable(raw: &Bytes) -> Option<Status> {
-    v2::SendMessageRequest::decode(raw.clone())
+/// The status of a request that does not decode as an `M` (`None` when it does), the one the
+/// generated server gives. Only on error paths: it decodes the whole request.
+pub fn undecodable_as<M: Message + Default>(raw: &Bytes) -> Option<Status> {
+    M::decode(raw.clone())
         .err()
         .map(|e| Status::internal(e.to_string()))
+}
+
+/// [`undecodable_as`] a SendMessageRequest.
+pub fn undecodable(raw: &Bytes) -> Option<Status> {
+    undecodable_as::<v2::SendMessageRequest>(raw)
 }
 
 impl crate::auth::Targeted for PeekedSend {

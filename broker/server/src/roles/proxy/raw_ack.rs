@@ -18,20 +18,17 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::handles::{put_wrap_prefix, unwrap_handle, wrap_prefix_len};
-use super::raw::{RawAnswer, ResourcePeek, ACK_PATH};
-use super::wire::{
-    fields, find_field, find_varint, one_len_field, put_len_header, varint_len, One,
-};
+use super::raw::{undecodable_as, RawAnswer, ResourcePeek, ACK_PATH};
+use super::wire::{fields, one_len_field, put_len_header, status_code, varint_len, One};
 use super::ProxyApi;
 
 /// `AckMessageRequest.entries`, `AckMessageEntry.receipt_handle`; `AckMessageResponse.status`,
-/// `.entries`, `AckMessageResultEntry.receipt_handle`; `Status.code`.
+/// `.entries`, `AckMessageResultEntry.receipt_handle`.
 const REQUEST_ENTRIES: u32 = 3;
 const ENTRY_RECEIPT_HANDLE: u32 = 2;
 const RESPONSE_STATUS: u32 = 1;
 const RESPONSE_ENTRIES: u32 = 2;
 const RESULT_RECEIPT_HANDLE: u32 = 2;
-const STATUS_CODE: u32 = 1;
 
 /// What an AckMessageRequest is authorized by: `group` (1) and `topic` (2); prost skips the
 /// entries unread.
@@ -56,7 +53,8 @@ impl PeekedAck {
     pub fn read(raw: Bytes) -> Result<PeekedAck, Status> {
         match AckPeek::decode(raw.clone()) {
             Ok(peek) => Ok(PeekedAck { raw, peek }),
-            Err(e) => Err(undecodable(&raw).unwrap_or_else(|| Status::internal(e.to_string()))),
+            Err(e) => Err(undecodable_as::<v2::AckMessageRequest>(&raw)
+                .unwrap_or_else(|| Status::internal(e.to_string()))),
         }
     }
 
@@ -64,13 +62,6 @@ impl PeekedAck {
     fn decode(&self) -> Result<v2::AckMessageRequest, Status> {
         v2::AckMessageRequest::decode(self.raw.clone()).map_err(|e| Status::internal(e.to_string()))
     }
-}
-
-/// The status of bytes that do not decode as an AckMessageRequest (`None` when they do).
-fn undecodable(raw: &Bytes) -> Option<Status> {
-    v2::AckMessageRequest::decode(raw.clone())
-        .err()
-        .map(|e| Status::internal(e.to_string()))
 }
 
 impl crate::auth::Targeted for PeekedAck {
@@ -150,11 +141,9 @@ pub fn wrap_answer(answer: &[u8], group: &str) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// The status code of an encoded answer whose status is field 1 (OK when it has none).
+/// The status code of an encoded answer (OK when it has none).
 fn answer_code(answer: &[u8]) -> i32 {
-    find_field(answer, RESPONSE_STATUS)
-        .map(|s| find_varint(s, STATUS_CODE).unwrap_or(0) as i32)
-        .unwrap_or(v2::Code::Ok as i32)
+    status_code(answer, RESPONSE_STATUS).unwrap_or(v2::Code::Ok as i32)
 }
 
 impl ProxyApi {
@@ -190,19 +179,12 @@ impl ProxyApi {
                 // The broker refused the call itself: a request the typed path would have
                 // refused at the door gets that refusal; otherwise every entry is answered with
                 // the group's failure, as the typed path answers it.
-                if let Some(s) = undecodable(&r.raw) {
+                if let Some(s) = undecodable_as::<v2::AckMessageRequest>(&r.raw) {
                     return Err(s);
                 }
-                let entries = r.decode()?.entries;
-                let entries = entries
-                    .into_iter()
-                    .map(|mut e| {
-                        if let Some((_, own)) = unwrap_handle(&e.receipt_handle) {
-                            e.receipt_handle = own.to_string();
-                        }
-                        e
-                    })
-                    .collect();
+                let entries = v2::AckMessageRequest::decode(fwd)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .entries;
                 let results = super::settle::group_ack_results(md, &g.name, entries, Err(e));
                 Ok(RawAnswer::encode(&super::settle::ack_answer(results)))
             }

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::handles::{put_wrap_prefix, wrap_handle, wrap_prefix_len};
 use super::raw::RawClient;
 use super::wire::{
-    find_field, find_varint, one_len_field, put_len_header, rewrite_len_field, varint_len, One,
+    find_field, one_len_field, put_len_header, rewrite_len_field, status_code, varint_len, One,
     Place,
 };
 
@@ -31,12 +31,11 @@ pub const RECEIVE_PATH: &str = "/apache.rocketmq.v2.MessagingService/ReceiveMess
 const SERVICE: &str = "apache.rocketmq.v2.MessagingService";
 
 /// `ReceiveMessageResponse.status`, `.message`; `Message.system_properties`;
-/// `SystemProperties.receipt_handle`; `Status.code`.
+/// `SystemProperties.receipt_handle`.
 const RESPONSE_STATUS: u32 = 1;
 const RESPONSE_MESSAGE: u32 = 2;
 const MESSAGE_SYSTEM_PROPERTIES: u32 = 3;
 const SYSTEM_PROPERTIES_RECEIPT_HANDLE: u32 = 12;
-const STATUS_CODE: u32 = 1;
 
 /// One `ReceiveMessageResponse` as the broker encoded it, and the receipt handle wrap its
 /// encoder still has to write.
@@ -203,9 +202,7 @@ fn rewrite_every_handle(buf: &[u8], group: &str) -> Option<Vec<u8>> {
 
 impl crate::rpc::StreamItem for RawReceived {
     fn status_code(&self) -> Option<i32> {
-        let status = find_field(&self.bytes, RESPONSE_STATUS)?;
-        let code = find_varint(status, STATUS_CODE).unwrap_or(0);
-        Some(code as i32)
+        status_code(&self.bytes, RESPONSE_STATUS)
     }
 
     fn refusal(status: v2::Status) -> Self {

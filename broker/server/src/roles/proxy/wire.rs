@@ -166,6 +166,13 @@ pub fn find_varint(buf: &[u8], number: u32) -> Option<u64> {
     found
 }
 
+/// The code of the `Status` message in length-delimited field `status_field` of an answer
+/// (`Status.code` is field 1); `None` when the answer carries no status.
+pub fn status_code(answer: &[u8], status_field: u32) -> Option<i32> {
+    let status = find_field(answer, status_field)?;
+    Some(find_varint(status, 1).unwrap_or(0) as i32)
+}
+
 /// Bytes of `v` as a varint.
 pub fn varint_len(v: usize) -> usize {
     prost::encoding::encoded_len_varint(v as u64)
