@@ -295,6 +295,46 @@ struct Admitted {
     index_entries: u64,
 }
 
+/// Longest an async worker waits for the append lock while another async worker holds it
+/// to copy records in (see [`Inner::try_writer`]). Such a hold is an encode and a `pwrite` of
+/// at most a batch (tens of microseconds); past this the holder was likely preempted, and the
+/// request goes to the blocking pool as when the lock is held by a path that may allocate.
+const QUICK_WAIT: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The append lock held by an async worker that only copies: the mark that lets other
+/// workers wait for it is cleared before the lock is released, however the holder returns.
+struct QuickWriter<'a> {
+    quick: &'a AtomicBool,
+    guard: std::sync::MutexGuard<'a, Writer>,
+}
+
+impl<'a> QuickWriter<'a> {
+    fn hold(quick: &'a AtomicBool, guard: std::sync::MutexGuard<'a, Writer>) -> Self {
+        quick.store(true, Ordering::Release);
+        QuickWriter { quick, guard }
+    }
+}
+
+impl Drop for QuickWriter<'_> {
+    fn drop(&mut self) {
+        // Runs before `guard` is dropped: the mark never outlives this hold.
+        self.quick.store(false, Ordering::Release);
+    }
+}
+
+impl std::ops::Deref for QuickWriter<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for QuickWriter<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.guard
+    }
+}
+
 /// The writer's position in one queue.
 #[derive(Debug, Default, Clone, Copy)]
 struct Cursor {
@@ -375,6 +415,9 @@ struct Inner {
     topics: TopicStore,
     offsets: OffsetStore,
     writer: Mutex<Writer>,
+    /// Set while an async worker holds `writer` to copy records in ([`QuickWriter`]): others
+    /// may wait for such a holder (see [`Inner::try_writer`]).
+    writer_quick: AtomicBool,
     dispatched: AtomicU64,
     /// Records at or below this offset are already in the index (set at recovery).
     index_done_upto: Option<u64>,
@@ -637,6 +680,7 @@ impl Store {
             topics,
             offsets,
             writer: Mutex::new(Writer::default()),
+            writer_quick: AtomicBool::new(false),
             dispatched: AtomicU64::new(dispatch_from),
             index_done_upto,
             dispatch_mx: Mutex::new(()),
@@ -762,8 +806,8 @@ impl Store {
 
     /// Appends a message if that needs no disk I/O and no wait: for callers on async workers.
     /// `Ok(None)` means it could not be done that way (the next segment, a consume queue file
-    /// or index room must be allocated first, another
-    /// writer holds the log): nothing was written, and the caller takes [`Store::append`] or
+    /// or index room must be allocated first, a blocking writer holds the log, or another
+    /// async writer held it past a short wait): nothing was written, and the caller takes [`Store::append`] or
     /// [`Store::append_deferred`] on a thread that may block. `Ok(Some(a))` means it is in the
     /// log; it is acknowledged only once [`Store::acknowledged`]`(a.term, end)` for its end
     /// completes (the flush in sync mode; under an [`AppendGate`], the group's confirmation in
@@ -1533,8 +1577,8 @@ impl Inner {
         })
     }
 
-    /// [`Store::try_append`]: the append lock is only tried (a writer that holds it may be
-    /// allocating), and everything [`Inner::write_one`] would allocate must exist already.
+    /// [`Store::try_append`]: the append lock is waited for only briefly and only while
+    /// another async worker holds it to copy (see [`Inner::try_writer`]), and everything [`Inner::write_one`] would allocate must exist already.
     /// Under an [`AppendGate`] the gate admits the record under the append lock, as in
     /// [`Inner::append`], and the result carries its term for [`Store::acknowledged`].
     fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
@@ -1655,18 +1699,37 @@ impl Inner {
         Ok(Some(results))
     }
 
-    /// The append lock if it is free or soon free: holders that copy release it within
-    /// microseconds, one that allocates may hold it for a disk's worth of time, and an async
-    /// worker must not wait for that.
-    fn try_writer(&self) -> Option<std::sync::MutexGuard<'_, Writer>> {
-        for _ in 0..64 {
+    /// The append lock for an async worker, if it is free or soon free. Holders that only
+    /// copy (other async workers here, marked by [`QuickWriter`]) release it within
+    /// microseconds, so a worker that finds one of them holding it waits for it, up to
+    /// [`QUICK_WAIT`] and yielding its thread meanwhile: that is much cheaper than taking the
+    /// request to the blocking pool. A holder that may allocate (the blocking paths) may hold
+    /// it for a disk's worth of time, and an async worker must not wait for that.
+    fn try_writer(&self) -> Option<QuickWriter<'_>> {
+        let mut tries = 0u32;
+        let mut waiting_since = None;
+        loop {
             match self.writer.try_lock() {
-                Ok(g) => return Some(g),
-                Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
+                Ok(g) => return Some(QuickWriter::hold(&self.writer_quick, g)),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    return Some(QuickWriter::hold(&self.writer_quick, p.into_inner()))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {}
             }
+            tries += 1;
+            if tries <= 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            if !self.writer_quick.load(Ordering::Acquire) {
+                return None;
+            }
+            let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > QUICK_WAIT {
+                return None;
+            }
+            std::thread::yield_now();
         }
-        None
     }
 
     /// Counts the written records, wakes the dispatcher and, in sync mode, waits until
@@ -2605,6 +2668,51 @@ mod tests {
         let r = store.read("t", 0, 0, 10, None).unwrap();
         let ids: Vec<&str> = r.messages.iter().map(|m| m.msg_id().unwrap()).collect();
         assert_eq!(ids, ["m0", "m1"]);
+        store.close().unwrap();
+    }
+
+    /// An async worker's append never waits for a holder of the append lock that may allocate
+    /// (any blocking path), and waits a bounded time for one that only copies: a holder that
+    /// does not let go makes it give up, not hang. The copying holder's mark lasts exactly as
+    /// long as its hold.
+    #[test]
+    fn an_async_append_waits_only_for_a_copying_holder_and_not_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        store.append(&plain("t", "m0")).unwrap();
+        let inner = &store.inner;
+
+        let blocking = lock(&inner.writer);
+        assert!(!inner.writer_quick.load(Ordering::SeqCst));
+        assert!(store.try_append(&plain("t", "m1")).unwrap().is_none());
+        drop(blocking);
+
+        let copying = inner.try_writer().expect("the lock is free");
+        assert!(inner.writer_quick.load(Ordering::SeqCst));
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(store.try_append(&plain("t", "m1")).unwrap().is_none()));
+        });
+        assert!(
+            started.elapsed() >= QUICK_WAIT,
+            "it waited for the copying holder"
+        );
+        drop(copying);
+        assert!(
+            !inner.writer_quick.load(Ordering::SeqCst),
+            "the mark ends with the hold"
+        );
+
+        let a = store
+            .try_append(&plain("t", "m1"))
+            .unwrap()
+            .expect("the lock is free again");
+        assert!(!inner.writer_quick.load(Ordering::SeqCst));
+        let end = a.phys_offset + u64::from(a.size);
+        assert!(store.wait_dispatched(end, Duration::from_secs(10)));
+        let r = store.read("t", 0, 0, 10, None).unwrap();
+        let ids: Vec<&str> = r.messages.iter().map(|m| m.msg_id().unwrap()).collect();
+        assert_eq!(ids, ["m0", "m1"], "the refused tries wrote nothing");
         store.close().unwrap();
     }
 
