@@ -1578,7 +1578,8 @@ impl Inner {
     }
 
     /// [`Store::try_append`]: the append lock is waited for only briefly and only while
-    /// another async worker holds it to copy (see [`Inner::try_writer`]), and everything [`Inner::write_one`] would allocate must exist already.
+    /// another async worker holds it to copy (see [`Inner::try_writer`]), and everything
+    /// [`Inner::write_one`] would allocate must exist already.
     /// Under an [`AppendGate`] the gate admits the record under the append lock, as in
     /// [`Inner::append`], and the result carries its term for [`Store::acknowledged`].
     fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
