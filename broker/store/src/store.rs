@@ -804,15 +804,15 @@ impl Store {
         self.inner.append(msg)
     }
 
-    /// Appends a message if that needs no disk I/O and no wait: for callers on async workers.
-    /// `Ok(None)` means it could not be done that way (the next segment, a consume queue file
-    /// or index room must be allocated first, a blocking writer holds the log, or another
-    /// async writer held it past a short wait): nothing was written, and the caller takes [`Store::append`] or
-    /// [`Store::append_deferred`] on a thread that may block. `Ok(Some(a))` means it is in the
-    /// log; it is acknowledged only once [`Store::acknowledged`]`(a.term, end)` for its end
-    /// completes (the flush in sync mode; under an [`AppendGate`], the group's confirmation in
-    /// the term it was admitted in, which `a.term` carries). Errors are the refusals
-    /// [`Store::append`] gives.
+    /// Appends a message if that needs no disk I/O and no long wait: for callers on async
+    /// workers. `Ok(None)` means it could not be done that way (the next segment, a consume
+    /// queue file or index room must be allocated first, a blocking writer holds the log, or
+    /// another async writer held it past a short wait): nothing was written, and the caller
+    /// takes [`Store::append`] or [`Store::append_deferred`] on a thread that may block.
+    /// `Ok(Some(a))` means it is in the log; it is acknowledged only once
+    /// [`Store::acknowledged`]`(a.term, end)` for its end completes (the flush in sync mode;
+    /// under an [`AppendGate`], the group's confirmation in the term it was admitted in, which
+    /// `a.term` carries). Errors are the refusals [`Store::append`] gives.
     pub fn try_append(&self, msg: &NewMessage) -> Result<Option<AppendResult>> {
         self.inner.try_append(msg)
     }
