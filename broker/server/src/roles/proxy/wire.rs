@@ -8,12 +8,22 @@
 
 use bytes::BufMut;
 
-/// Reads a varint at `*pos`, advancing it; `None` if it is cut short or too long.
+/// Reads a varint at `*pos`, advancing it; `None` if it is cut short or too long (more than ten
+/// bytes, or a tenth byte above 1: more than 64 bits, which prost refuses too).
 fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // Keys and short lengths take one byte: most of what a walk reads.
+    let first = *buf.get(*pos)?;
+    if first < 0x80 {
+        *pos += 1;
+        return Some(u64::from(first));
+    }
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*pos)?;
         *pos += 1;
+        if shift == 63 && b > 1 {
+            return None;
+        }
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Some(v);
