@@ -4,9 +4,9 @@
 //! The proxy forwards a send without decoding it into [`v2::SendMessageRequest`] and encoding it
 //! again: it reads the topic of every message and the first message's group (by walking the
 //! encoding, `walk_send`; prost's peek types below, which name only those fields, when the walk
-//! steps aside) and hands the
-//! request's own bytes to the broker, so what the client sent arrives unchanged, fields this
-//! version does not know included, and a retry on another group sends the same buffer again.
+//! steps aside) and hands the request's own bytes to the broker, so what the client sent arrives
+//! unchanged, fields this version does not know included, and a retry on another group sends the
+//! same buffer again.
 
 use std::marker::PhantomData;
 use std::ops::Range;
