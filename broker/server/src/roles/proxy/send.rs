@@ -53,7 +53,7 @@ fn is_not_leader(s: Option<&v2::Status>) -> bool {
 }
 
 /// A broker's answer to a forwarded send: its status, and its bytes, passed on as they are
-/// unless a handle in it needs the group's prefix (then `resp` holds it decoded and rewritten).
+/// unless a handle in it needs the group's prefix (then `resp` holds it decoded, to be rewritten).
 struct Answered {
     status: Option<v2::Status>,
     raw: Bytes,
@@ -77,31 +77,29 @@ impl Answered {
         }
         let resp = v2::SendMessageResponse::decode(raw.clone())
             .map_err(|e| Status::internal(e.to_string()))?;
+        let handles = resp.entries.iter().any(has_handle);
         Ok(Answered {
             status: resp.status.clone(),
             raw,
-            resp: Some(resp),
+            resp: handles.then_some(resp),
         })
     }
 
-    /// Gives the handles of a decoded answer the group's prefix; `true` when one was there.
-    fn wrap_handles(&mut self, group: &str) -> bool {
+    /// Gives the handles of an answer that has any the group's prefix.
+    fn wrap_handles(&mut self, group: &str) {
         let Some(resp) = self.resp.as_mut() else {
-            return false;
+            return;
         };
-        let mut any = false;
-        for e in &mut resp.entries {
-            if !e.transaction_id.is_empty() || !e.recall_handle.is_empty() {
-                e.transaction_id = wrap_handle(group, &e.transaction_id);
-                e.recall_handle = wrap_handle(group, &e.recall_handle);
-                any = true;
-            }
+        for e in resp.entries.iter_mut().filter(|e| has_handle(e)) {
+            e.transaction_id = wrap_handle(group, &e.transaction_id);
+            e.recall_handle = wrap_handle(group, &e.recall_handle);
         }
-        if !any {
-            self.resp = None;
-        }
-        any
     }
+}
+
+/// An entry carrying a handle the client will send back through a proxy.
+fn has_handle(e: &v2::SendResultEntry) -> bool {
+    !e.transaction_id.is_empty() || !e.recall_handle.is_empty()
 }
 
 /// The status of an answer that has no handle to rewrite (`Some(None)`: no status), or `None`
@@ -391,11 +389,11 @@ mod tests {
             if let Some(st) = walk_answer(&raw) {
                 let d = decoded.expect("what the walk reads, prost decodes");
                 proptest::prop_assert_eq!(st, d.status);
-                proptest::prop_assert!(d.entries.iter().all(|e| e.transaction_id.is_empty() && e.recall_handle.is_empty()));
+                proptest::prop_assert!(!d.entries.iter().any(has_handle));
             } else if let Ok(d) = decoded {
                 // Stepping aside is right only for a handle or a field the walk does not take on
                 // trust; an answer with neither should have been walked.
-                let plain = d.entries.iter().all(|e| e.transaction_id.is_empty() && e.recall_handle.is_empty());
+                let plain = !d.entries.iter().any(has_handle);
                 if plain && cut.is_none() && flips.is_empty() {
                     proptest::prop_assert!(false, "a plain answer was not walked");
                 }
