@@ -1704,8 +1704,9 @@ impl Inner {
     /// copy (other async workers here, marked by [`QuickWriter`]) release it within tens of
     /// microseconds (about 40 for a batch of 32 at 1 KiB), so a worker that finds one of them
     /// holding it waits for it, up to [`QUICK_WAIT`] and yielding its thread meanwhile: that
-    /// is much cheaper than taking the request to the blocking pool. A holder that may allocate (the blocking paths) may hold
-    /// it for a disk's worth of time, and an async worker must not wait for that.
+    /// is much cheaper than taking the request to the blocking pool. A holder that may
+    /// allocate (the blocking paths) may hold it for a disk's worth of time, and an async
+    /// worker must not wait for that.
     fn try_writer(&self) -> Option<QuickWriter<'_>> {
         let mut tries = 0u32;
         let mut waiting_since = None;

@@ -47,11 +47,12 @@ pub struct RawEncoder;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawDecoder;
 
-/// The decode buffer tonic allocates for each call the raw codec reads. Tonic starts at 8 KiB,
-/// copies the first frame in (growing the buffer), then, having read the message's length,
-/// reserves that length again on top of what it holds (growing it a second time), so a batched
-/// send of 33 KiB (32 messages of 1 KiB) was copied three times. A buffer of twice the message
-/// takes it as it comes: 128 KiB does for requests up to about 64 KiB.
+/// The decode buffer tonic allocates for each call the raw codec reads. Tonic 0.14 starts at
+/// 8 KiB, copies the first frame in (growing the buffer), then, having read the message's
+/// length, reserves that length again on top of what it holds (growing it a second time), each
+/// growth copying what the buffer held: 2.6 % of the proxy's samples under batches of 32 at
+/// 1 KiB (33 KiB requests). A buffer of twice the message takes it as it comes: 128 KiB does
+/// for requests up to about 64 KiB.
 pub const RAW_BUFFER: usize = 128 * 1024;
 
 /// A decoded message shorter than this is copied out of the call's buffer, so that a request
@@ -186,17 +187,17 @@ struct Walked {
 
 /// The routing fields of an encoded SendMessageRequest, found by walking its encoding
 /// ([`super::wire`]) instead of decoding it: prost's [`SendPeek`] allocated a string per message
-/// for the topic and a vector for the messages, a twentieth of the proxy's work under batched
-/// sends. `None` whenever the walk is not certain to read what prost would (a field it reads given
-/// twice, which prost merges; a wrong wire type, field number 0 or out of range, a group, a name
-/// that is not UTF-8, a malformed encoding): the caller then decodes the peek with prost, which
+/// for the topic and a vector for the messages (4.2 % of the proxy's samples under batches of
+/// 32, 2026-12-07). `None` whenever the walk is not certain to read what prost would (a field it reads given
+/// twice, which prost merges; a wrong wire type, a name that is not UTF-8, a malformed encoding
+/// as [`wire::fields`] tells one): the caller then decodes the peek with prost, which
 /// also gives any error its exact wording. What the walk reads is what prost reads; it may pass
 /// a request prost's peek refuses only for the system properties of a message after the first.
 fn walk_send(raw: &[u8]) -> Option<Walked> {
     let mut w = Walked::default();
     let mut first = true;
     for f in wire::fields(raw) {
-        let f = checked(f?)?;
+        let f = f?;
         if f.number != 1 {
             continue;
         }
@@ -220,11 +221,6 @@ fn walk_send(raw: &[u8]) -> Option<Walked> {
     Some(w)
 }
 
-/// A field the walk may step over or read: its number is one prost accepts.
-fn checked(f: wire::Field) -> Option<wire::Field> {
-    (1..1 << 29).contains(&f.number).then_some(f)
-}
-
 /// A message's topic name and message group, as places in the request.
 type MessageNames = (Option<Range<usize>>, Option<Range<usize>>);
 
@@ -236,16 +232,15 @@ type MessageNames = (Option<Range<usize>>, Option<Range<usize>>);
 fn walk_message(raw: &[u8], at: Range<usize>, want_group: bool) -> Option<MessageNames> {
     let mut topic = None;
     let mut group = None;
-    let (mut topic_seen, mut props_seen) = (false, false);
+    let mut props_seen = false;
     for f in wire::fields(&raw[at.clone()]) {
-        let f = checked(f?)?;
+        let f = f?;
         let value = at.start + f.value.start..at.start + f.value.end;
         match f.number {
             1 | 3 if f.wire != 2 => return None,
-            1 if topic_seen => return None,
+            1 if topic.is_some() => return None,
             3 if props_seen => return None,
             1 => {
-                topic_seen = true;
                 // A topic without a name is the empty name, as prost leaves it.
                 topic = Some(string_field(raw, value, 2)?.unwrap_or(at.start..at.start));
             }
@@ -266,7 +261,7 @@ fn walk_message(raw: &[u8], at: Range<usize>, want_group: bool) -> Option<Messag
 fn string_field(raw: &[u8], at: Range<usize>, number: u32) -> Option<Option<Range<usize>>> {
     let mut found = None;
     for f in wire::fields(&raw[at.clone()]) {
-        let f = checked(f?)?;
+        let f = f?;
         if f.number != number {
             continue;
         }
@@ -596,17 +591,7 @@ mod tests {
                     body: Bytes::copy_from_slice(body),
                 }).collect(),
             };
-            let mut raw = req.encode_to_vec();
-            if let Some(c) = cut {
-                raw.truncate(c.min(raw.len()));
-            }
-            for (at, b) in &flips {
-                if !raw.is_empty() {
-                    let i = at % raw.len();
-                    raw[i] = *b;
-                }
-            }
-            let raw = Bytes::from(raw);
+            let raw = Bytes::from(wire::damaged(req.encode_to_vec(), cut, &flips));
             let want = decoded(&raw);
             if let Some(w) = walk_send(&raw) {
                 let p = PeekedSend { raw: raw.clone(), names: Names::Walked(w) };

@@ -64,7 +64,7 @@ impl Answered {
     /// Reads a broker's answer: by walking its encoding for the status and for any entry with a
     /// handle (`transaction_id`, field 3, or `recall_handle`, field 5, of `SendResultEntry`), so
     /// that the common answer (no handle) is passed on without decoding an entry per message
-    /// (a message id each, a twentieth of the proxy's work under batched sends). An answer
+    /// (a message id each: 4.5 % of the proxy's samples under batches of 32, 2026-12-07). An answer
     /// with a handle, or one the walk cannot read with certainty (a status given twice, a wrong
     /// wire type, a malformed encoding), is decoded with prost as before.
     fn read(raw: Bytes) -> Result<Answered, Status> {
@@ -113,7 +113,6 @@ fn walk_answer(raw: &[u8]) -> Option<Option<v2::Status>> {
                 status = Some(v2::Status::decode(&raw[f.value]).ok()?);
             }
             (2, 2) => entry_without_handle(&raw[f.value])?,
-            (n, _) if n == 0 || n >= 1 << 29 => return None,
             (1 | 2, _) => return None,
             _ => {}
         }
@@ -132,7 +131,7 @@ fn entry_without_handle(entry: &[u8]) -> Option<()> {
             (2, 2) => utf8(v)?,
             (3 | 5, 2) if v.is_empty() => {}
             (4, 0) => {}
-            (n, _) if n == 0 || n >= 1 << 29 || n <= 5 => return None,
+            (n, _) if n <= 5 => return None,
             _ => {}
         }
     }
@@ -150,7 +149,7 @@ fn status_decodes(v: &[u8]) -> Option<()> {
         match (f.number, f.wire) {
             (1, 0) => {}
             (2, 2) => utf8(&v[f.value])?,
-            (n, _) if n == 0 || n >= 1 << 29 || n <= 2 => return None,
+            (n, _) if n <= 2 => return None,
             _ => {}
         }
     }
@@ -375,16 +374,7 @@ mod tests {
                     recall_handle: recall,
                 }).collect(),
             };
-            let mut raw = answer.encode_to_vec();
-            if let Some(c) = cut {
-                raw.truncate(c.min(raw.len()));
-            }
-            for (at, b) in &flips {
-                if !raw.is_empty() {
-                    let i = at % raw.len();
-                    raw[i] = *b;
-                }
-            }
+            let raw = wire::damaged(answer.encode_to_vec(), cut, &flips);
             let decoded = v2::SendMessageResponse::decode(&raw[..]);
             if let Some(st) = walk_answer(&raw) {
                 let d = decoded.expect("what the walk reads, prost decodes");

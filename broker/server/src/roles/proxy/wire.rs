@@ -56,7 +56,9 @@ impl Field {
     }
 }
 
-/// The fields of an encoded message, in order; stops (`None` item) at the first malformed one.
+/// The fields of an encoded message, in order; stops (`None` item) at the first malformed one
+/// (cut short, a wire type that is not 0, 1, 2 or 5, a field number out of range, a varint past
+/// 64 bits).
 pub fn fields(buf: &[u8]) -> impl Iterator<Item = Option<Field>> + '_ {
     let mut pos = 0;
     let mut broken = false;
@@ -67,7 +69,10 @@ pub fn fields(buf: &[u8]) -> impl Iterator<Item = Option<Field>> + '_ {
         let start = pos;
         let f = (|| {
             let key = read_varint(buf, &mut pos)?;
-            let number = u32::try_from(key >> 3).ok()?;
+            // Field numbers run from 1 to 2^29 - 1; prost refuses any other as malformed.
+            let number = u32::try_from(key >> 3)
+                .ok()
+                .filter(|n| (1..1 << 29).contains(n))?;
             let wire = (key & 7) as u8;
             let value = match wire {
                 0 => {
@@ -194,6 +199,22 @@ pub fn put_len_header(out: &mut impl BufMut, number: u32, len: usize) {
     prost::encoding::encode_varint(len as u64, out);
 }
 
+/// `raw` cut at `cut` (when given) and with the byte at each position of `flips` (modulo its
+/// length) replaced: the damaged inputs the walks' proptests try.
+#[cfg(test)]
+pub fn damaged(mut raw: Vec<u8>, cut: Option<usize>, flips: &[(usize, u8)]) -> Vec<u8> {
+    if let Some(c) = cut {
+        raw.truncate(c.min(raw.len()));
+    }
+    for (at, b) in flips {
+        if !raw.is_empty() {
+            let i = at % raw.len();
+            raw[i] = *b;
+        }
+    }
+    raw
+}
+
 /// A whole length-delimited field, for tests and for answers built by hand.
 #[cfg(test)]
 pub fn put_len_field(out: &mut impl BufMut, number: u32, payload: &[u8]) {
@@ -256,5 +277,14 @@ mod tests {
             "the last one wins"
         );
         assert_eq!(one_len_field(&b[..b.len() - 1], 3), One::Malformed);
+        // Field number 0 and 2^29 are refused, as prost refuses them; 2^29 - 1 is read.
+        assert!(matches!(fields(&[0x02, 0x00]).next(), Some(None)));
+        let mut past = Vec::new();
+        prost::encoding::encode_varint(((1u64 << 29) << 3) | 2, &mut past);
+        past.push(0);
+        assert!(matches!(fields(&past).next(), Some(None)));
+        let mut last = Vec::new();
+        put_len_field(&mut last, (1 << 29) - 1, b"x");
+        assert!(matches!(fields(&last).next(), Some(Some(f)) if f.number == (1 << 29) - 1));
     }
 }
