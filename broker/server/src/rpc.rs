@@ -1,7 +1,7 @@
 //! One wrapper around every RPC of every role (the storage node's service and the proxy's), so
-//! each call gets the same tracing span (`rpc` with the method, client id, topic and group) and
-//! the same metrics (`ferromq_rpc_duration_seconds`, `ferromq_rpc_errors_total`), whichever
-//! role answers it. Streaming answers are timed until the stream ends.
+//! each call gets the same tracing span (`rpc` at DEBUG, with the method, client id, topic and
+//! group) and the same metrics (`ferromq_rpc_duration_seconds`, `ferromq_rpc_errors_total`),
+//! whichever role answers it. Streaming answers are timed until the stream ends.
 //!
 //! With auth on, the call is also authorized here, before its handler runs, from the
 //! [`crate::auth::Caller`] the service wrapper left in the request and the names the request
@@ -114,14 +114,17 @@ fn refused<Req: Targeted>(ext: &tonic::Extensions, msg: &Req) -> Option<v2::Stat
     ext.get::<Caller>()?.check(&msg.targets()).err()
 }
 
-/// The span every RPC runs in.
+/// The span every RPC runs in. It is at DEBUG: at the default INFO it would cost about 4 % of
+/// an unbatched send's CPU (creating it formats its fields, every poll enters it) only to give
+/// context to the rare line logged inside a call, and those lines name what they are about
+/// themselves (BENCHMARKS.md, "Request spans at DEBUG").
 fn span<T>(method: &'static str, req: &Request<T>) -> Span {
     let client = req
         .metadata()
         .get("x-mq-client-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("rpc", method, client, topic = Empty, group = Empty)
+    tracing::debug_span!("rpc", method, client, topic = Empty, group = Empty)
 }
 
 /// A failure the protocol could not express as a status, as a code for the metrics.

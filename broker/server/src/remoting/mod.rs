@@ -269,7 +269,8 @@ where
     F: std::future::Future<Output = Handled>,
 {
     let method = request::name(req.code).unwrap_or("UNKNOWN_REQUEST");
-    let span = tracing::info_span!(
+    // At DEBUG, as the gRPC calls' span (see `crate::rpc`).
+    let span = tracing::debug_span!(
         "remoting",
         code = method,
         client = %peer.addr,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ferromq_proto::v2::{self, Code, QueryOffsetPolicy};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info_span, instrument, Instrument};
+use tracing::{debug_span, instrument, Instrument};
 
 use super::{BoxStream, RequestMeta};
 use crate::convert::{duration_from_proto, ms_from_timestamp, to_proto};
@@ -45,7 +45,7 @@ pub fn pull_message(
     req: v2::PullMessageRequest,
 ) -> BoxStream<v2::PullMessageResponse> {
     let (tx, rx) = mpsc::channel(MAX_PULL_BATCH + 2);
-    let span = info_span!(
+    let span = debug_span!(
         "PullMessage",
         group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""),
         offset = req.offset

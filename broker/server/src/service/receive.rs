@@ -16,7 +16,7 @@ use ferromq_store::{MessageType, TagFilter as StoreTagFilter};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info_span, Instrument};
+use tracing::{debug_span, Instrument};
 
 use super::{BoxStream, RequestMeta};
 use crate::convert::{duration_from_proto, now_timestamp, to_proto, DeliveryInfo};
@@ -310,7 +310,7 @@ pub fn receive_message(
     // message at once, so tonic encodes them into a few large writes instead of waking the
     // connection once per message.
     let (tx, rx) = mpsc::channel::<Vec<Result<v2::ReceiveMessageResponse, tonic::Status>>>(1);
-    let span = info_span!(
+    let span = debug_span!(
         "ReceiveMessage",
         client = meta.client_id.as_deref().unwrap_or(""),
         group = req.group.as_ref().map(|g| g.name.as_str()).unwrap_or(""),

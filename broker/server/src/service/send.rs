@@ -332,7 +332,12 @@ pub async fn send_message(
             },
             Err(e) => {
                 if e.code == Code::InternalServerError {
-                    warn!(message_id, error = %e, "append failed");
+                    warn!(
+                        message_id,
+                        client = meta.client_id.as_deref().unwrap_or(""),
+                        error = %e,
+                        "append failed"
+                    );
                 }
                 v2::SendResultEntry {
                     status: Some(meta.status(&e)),
