@@ -522,6 +522,21 @@ thread_local! {
 /// thread.
 const MAX_KEPT_BUFFER: usize = 4 << 20;
 
+/// Records an append just wrote, as the bytes it wrote, for the dispatch pass it takes.
+#[derive(Clone, Copy)]
+struct InHand<'a> {
+    /// The log position of the first record.
+    start: u64,
+    /// Whole records, one after another, exactly as written at `start`.
+    records: &'a [u8],
+}
+
+impl InHand<'_> {
+    fn end(&self) -> u64 {
+        self.start + self.records.len() as u64
+    }
+}
+
 /// The dispatch lock held ([`Inner::pass_lock`]). Its release takes the passes that writers
 /// asked for while it was held ([`Inner::dispatch_here`]): a topic delete or the retention
 /// holds the lock without dispatching, and a pass up to a given end may stop short of what
@@ -1654,10 +1669,12 @@ impl Inner {
             })
             .collect();
         let store_ts = now_ms();
-        let results = RECORDS.with(|b| -> Result<Vec<AppendResult>> {
-            let mut buf = b.borrow_mut();
-            buf.clear();
-            buf.resize(total_len, 0);
+        // Taken out of the thread's slot (not borrowed) so that it can be read again by the
+        // dispatch pass below, whatever that pass calls.
+        let mut buf = RECORDS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        buf.clear();
+        buf.resize(total_len, 0);
+        let results = {
             let mut results = Vec::with_capacity(msgs.len());
             let mut at = 0usize;
             for (m, adm) in msgs.iter().zip(&admitted) {
@@ -1681,11 +1698,8 @@ impl Inner {
                 at += adm.len;
             }
             self.log.write_through(&seg, start, &buf)?;
-            if buf.capacity() > MAX_KEPT_BUFFER {
-                *buf = Vec::new();
-            }
-            Ok(results)
-        })?;
+            results
+        };
         let end = start + total_len as u64;
         self.log.publish(end);
         for (t, q, n) in &per_queue {
@@ -1696,7 +1710,13 @@ impl Inner {
         self.index.commit_reserved(total_entries);
         drop(w);
         self.count_written(msgs.len() as u64, total_len as u64, end);
-        self.dispatch_here();
+        self.dispatch_here(Some(InHand {
+            start,
+            records: &buf,
+        }));
+        if buf.capacity() <= MAX_KEPT_BUFFER {
+            RECORDS.with(|b| *b.borrow_mut() = buf);
+        }
         Ok(Some(results))
     }
 
@@ -2082,7 +2102,7 @@ impl Inner {
     /// Writes consume queue and index entries for every record in `dispatched..end`.
     fn dispatch_until(&self, end: u64) -> Result<()> {
         let pass = self.pass_lock();
-        self.dispatch_pass(pass.held(), end)
+        self.dispatch_pass(pass.held(), end, None)
     }
 
     /// The dispatch lock, waiting for it. Its release takes the passes writers asked for
@@ -2101,7 +2121,7 @@ impl Inner {
     /// the holder takes another pass once it releases the lock (a combining lock: one of the
     /// concurrent writers dispatches for all of them). While dispatch is failing it wakes the
     /// dispatcher thread instead, which retries with a back-off.
-    fn dispatch_here(&self) {
+    fn dispatch_here(&self, in_hand: Option<InHand<'_>>) {
         if self.dispatch_failing.load(Ordering::Acquire) {
             self.wake_dispatcher();
             return;
@@ -2111,7 +2131,7 @@ impl Inner {
         // the flag and the lock word as one total order).
         self.dispatch_asked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        self.take_asked_passes();
+        self.take_asked_passes_with(in_hand);
         if self.dispatch_failing.load(Ordering::Acquire) {
             self.wake_dispatcher();
         }
@@ -2121,6 +2141,12 @@ impl Inner {
     /// takes the rest when it releases the lock. A loop, not a recursion, however many
     /// writers keep asking.
     fn take_asked_passes(&self) {
+        self.take_asked_passes_with(None)
+    }
+
+    /// [`Inner::take_asked_passes`], the first pass reading `in_hand`'s records from the
+    /// caller's bytes rather than from the log.
+    fn take_asked_passes_with(&self, mut in_hand: Option<InHand<'_>>) {
         while self.dispatch_asked.load(Ordering::SeqCst) {
             let Ok(pass) = self.dispatch_lock.try_lock() else {
                 return;
@@ -2128,7 +2154,7 @@ impl Inner {
             // Cleared under the lock and before the pass reads its target: a writer that asks
             // after this either is covered by the pass or finds the flag set again below.
             self.dispatch_asked.store(false, Ordering::SeqCst);
-            let r = self.dispatch_pass(&pass, self.dispatch_target());
+            let r = self.dispatch_pass(&pass, self.dispatch_target(), in_hand.take());
             drop(pass);
             fence(Ordering::SeqCst);
             if let Err(e) = r {
@@ -2138,8 +2164,17 @@ impl Inner {
         }
     }
 
-    /// One dispatch pass up to `end`, holding the pass lock.
-    fn dispatch_pass(&self, _held: &std::sync::MutexGuard<'_, ()>, end: u64) -> Result<()> {
+    /// One dispatch pass up to `end`, holding the pass lock. The records of `in_hand` that the
+    /// pass covers are read from those bytes, which are what was just written there, instead
+    /// of from the log's mapping: that read is the first touch of each new page of the log
+    /// through the mapping (a page fault per page), and it finds the segment and checks the
+    /// framing again.
+    fn dispatch_pass(
+        &self,
+        _held: &std::sync::MutexGuard<'_, ()>,
+        end: u64,
+        in_hand: Option<InHand<'_>>,
+    ) -> Result<()> {
         let from = self.dispatched.load(Ordering::Acquire);
         if from >= end {
             return Ok(());
@@ -2160,21 +2195,35 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut done = from;
-        let r = self.log.for_each_raw(
-            from,
-            end,
-            self.written_from,
-            |pos, rec| {
-                self.dispatch_one(pos, rec, &listeners)?;
-                done = pos + rec.len() as u64;
-                Ok(())
-            },
-            |pos, e| {
-                if self.corrupt.note(pos) {
-                    warn!(offset = pos, error = %e, "damaged record stepped over by the dispatcher; it is not served");
+        let from_log = |from: u64, to: u64, done: &mut u64| {
+            self.log.for_each_raw(
+                from,
+                to,
+                self.written_from,
+                |pos, rec| {
+                    self.dispatch_one(pos, rec, &listeners)?;
+                    *done = pos + rec.len() as u64;
+                    Ok(())
+                },
+                |pos, e| {
+                    if self.corrupt.note(pos) {
+                        warn!(offset = pos, error = %e, "damaged record stepped over by the dispatcher; it is not served");
+                    }
+                },
+            )
+        };
+        let r = match in_hand.filter(|h| h.start >= from && h.end() <= end) {
+            Some(h) => from_log(from, h.start, &mut done).and_then(|next| {
+                if next != h.start {
+                    // The log did not lead to these records (it cannot, short of a damaged
+                    // log): read it as a pass without them would.
+                    return from_log(next, end, &mut done);
                 }
-            },
-        );
+                self.dispatch_records(h, &listeners, &mut done)?;
+                from_log(h.end(), end, &mut done)
+            }),
+            None => from_log(from, end, &mut done),
+        };
         match r {
             Ok(next) => self.dispatched.store(next.max(done), Ordering::Release),
             Err(e) => {
@@ -2194,6 +2243,34 @@ impl Inner {
             .iter()
         {
             l(upto);
+        }
+        Ok(())
+    }
+
+    /// Dispatches the records of `h` from its bytes, checking their framing as a pass over
+    /// the log does for records this process wrote.
+    fn dispatch_records(
+        &self,
+        h: InHand<'_>,
+        listeners: &[DispatchListener],
+        done: &mut u64,
+    ) -> Result<()> {
+        let mut at = 0usize;
+        while at < h.records.len() {
+            let pos = h.start + at as u64;
+            let rest = &h.records[at..];
+            let len = match record::probe_framing(rest, pos)? {
+                record::Slot::Message(len) if len as usize <= rest.len() => len as usize,
+                other => {
+                    return Err(StoreError::Corrupt {
+                        offset: pos,
+                        reason: format!("a written batch holds {other:?} where a record was"),
+                    })
+                }
+            };
+            self.dispatch_one(pos, &rest[..len], listeners)?;
+            at += len;
+            *done = pos + len as u64;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
-use super::{lock, Cursor, Inner, Store, Writer};
+use super::{lock, Cursor, InHand, Inner, Store, Writer};
 use crate::consume_queue;
 use crate::error::{Result, StoreError};
 use crate::index;
@@ -60,7 +60,7 @@ impl Store {
             .dispatch_target()
             .saturating_sub(i.dispatched.load(Ordering::Acquire));
         if gap <= DISPATCH_INLINE_BYTES {
-            i.dispatch_here();
+            i.dispatch_here(None);
         } else {
             i.wake_dispatcher();
         }
@@ -197,7 +197,10 @@ impl Store {
         i.log.publish(end);
         drop(w);
         i.count_written(records.len() as u64, batch.bytes.len() as u64, end);
-        i.dispatch_here();
+        i.dispatch_here(Some(InHand {
+            start: batch.from,
+            records: &batch.bytes,
+        }));
         Ok(Some(end))
     }
 
