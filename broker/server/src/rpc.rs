@@ -119,12 +119,19 @@ fn refused<Req: Targeted>(ext: &tonic::Extensions, msg: &Req) -> Option<v2::Stat
 /// context to the rare line logged inside a call, and those lines name what they are about
 /// themselves (BENCHMARKS.md, "Request spans at DEBUG").
 fn span<T>(method: &'static str, req: &Request<T>) -> Span {
-    let client = req
-        .metadata()
-        .get("x-mq-client-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::debug_span!("rpc", method, client, topic = Empty, group = Empty)
+    // The client id is looked up inside the macro, which evaluates fields only for a span
+    // that is on.
+    tracing::debug_span!(
+        "rpc",
+        method,
+        client = req
+            .metadata()
+            .get("x-mq-client-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        topic = Empty,
+        group = Empty
+    )
 }
 
 /// A failure the protocol could not express as a status, as a code for the metrics.
