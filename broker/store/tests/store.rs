@@ -861,6 +861,92 @@ fn try_append_batch_writes_all_in_order_or_nothing() {
     assert!(store.try_append_batch(&[]).unwrap().unwrap().is_empty());
 }
 
+/// Quick appends dispatch their own records from the bytes they wrote, and a pass that one of
+/// them takes also covers records other writers put before or after them, read from the log:
+/// with four quick writers and a blocking one racing on two queues, every queue holds each
+/// record once, in log order, under its own offset, found by id and by key, and a restart
+/// (which dispatches from the log alone) reads exactly the same.
+#[test]
+fn racing_quick_and_blocking_writers_dispatch_what_the_log_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(small_config(dir.path())).unwrap());
+    for q in 0..2 {
+        store
+            .append(&message("race", q, &format!("first{q}"), None, &[]))
+            .unwrap();
+    }
+    let mut threads = Vec::new();
+    for t in 0..5u32 {
+        let store = store.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut quick = 0;
+            for i in 0..150u32 {
+                let id = format!("t{t}-{i}");
+                let key = format!("key-{id}");
+                let m = message("race", i % 2, &id, None, &[&key]);
+                // As the engine does: the quick path when it takes the message, the blocking
+                // one when it cannot (a segment to roll, a queue file to allocate).
+                if t < 4 && store.try_append(&m).unwrap().is_some() {
+                    quick += 1;
+                } else {
+                    store.append(&m).unwrap();
+                }
+            }
+            quick
+        }));
+    }
+    let quick: u32 = threads.into_iter().map(|t| t.join().expect("writer")).sum();
+    assert!(quick > 300, "most quick tries were taken: {quick}");
+    wait(&store);
+    let read_all = |store: &Store| -> Vec<Vec<(String, u64, u64)>> {
+        (0..2)
+            .map(|q| {
+                let r = store.read("race", q, 0, 10_000, None).unwrap();
+                r.messages
+                    .iter()
+                    .map(|m| {
+                        assert_eq!(m.body, body_for(m.msg_id().unwrap()), "intact");
+                        (
+                            m.msg_id().unwrap().to_string(),
+                            m.queue_offset,
+                            m.phys_offset,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let before = read_all(&store);
+    assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 2 + 5 * 150);
+    for queue in &before {
+        for (n, (_, offset, _)) in queue.iter().enumerate() {
+            assert_eq!(*offset, n as u64, "one entry per offset");
+        }
+        assert!(
+            queue.windows(2).all(|w| w[0].2 < w[1].2),
+            "queue order is log order"
+        );
+    }
+    for (id, offset, _) in before.iter().flatten() {
+        assert_eq!(
+            store.lookup_id("race", id).expect("by id").queue_offset,
+            *offset
+        );
+        if !id.starts_with("first") {
+            let by_key = store.lookup_key("race", &format!("key-{id}"), 0, i64::MAX, 4);
+            assert_eq!(by_key.len(), 1, "by key: {id}");
+        }
+    }
+    drop(store);
+    let reopened = Store::open(small_config(dir.path())).unwrap();
+    wait(&reopened);
+    assert_eq!(
+        read_all(&reopened),
+        before,
+        "a restart reads what the writers dispatched"
+    );
+}
+
 #[test]
 fn durable_waits_for_the_flush_in_sync_mode_and_one_flush_covers_many() {
     let dir = tempfile::tempdir().unwrap();
