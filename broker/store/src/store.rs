@@ -1674,32 +1674,29 @@ impl Inner {
         let mut buf = RECORDS.with(|b| std::mem::take(&mut *b.borrow_mut()));
         buf.clear();
         buf.resize(total_len, 0);
-        let results = {
-            let mut results = Vec::with_capacity(msgs.len());
-            let mut at = 0usize;
-            for (m, adm) in msgs.iter().zip(&admitted) {
-                let slot = per_queue
-                    .iter()
-                    .position(|(t, q, _)| *q == m.queue_id && *t == m.topic.as_str())
-                    .unwrap_or_default();
-                let queue_offset = next[slot];
-                next[slot] += 1;
-                let phys = start + at as u64;
-                let out = &mut buf[at..at + adm.len];
-                record::encode(m, self.cfg.store_host, out)?;
-                record::seal(out, queue_offset, phys, store_ts);
-                results.push(AppendResult {
-                    phys_offset: phys,
-                    queue_offset,
-                    size: adm.len as u32,
-                    store_timestamp_ms: store_ts,
-                    term,
-                });
-                at += adm.len;
-            }
-            self.log.write_through(&seg, start, &buf)?;
-            results
-        };
+        let mut results = Vec::with_capacity(msgs.len());
+        let mut at = 0usize;
+        for (m, adm) in msgs.iter().zip(&admitted) {
+            let slot = per_queue
+                .iter()
+                .position(|(t, q, _)| *q == m.queue_id && *t == m.topic.as_str())
+                .unwrap_or_default();
+            let queue_offset = next[slot];
+            next[slot] += 1;
+            let phys = start + at as u64;
+            let out = &mut buf[at..at + adm.len];
+            record::encode(m, self.cfg.store_host, out)?;
+            record::seal(out, queue_offset, phys, store_ts);
+            results.push(AppendResult {
+                phys_offset: phys,
+                queue_offset,
+                size: adm.len as u32,
+                store_timestamp_ms: store_ts,
+                term,
+            });
+            at += adm.len;
+        }
+        self.log.write_through(&seg, start, &buf)?;
         let end = start + total_len as u64;
         self.log.publish(end);
         for (t, q, n) in &per_queue {

@@ -47,7 +47,7 @@ pub(super) async fn end(r: &Arc<Remoting>, req: &Command) -> Handled {
     let phys = r.offsets.read(h.commit_log_offset);
     let from_check = h.from_transaction_check == Some(true);
     // Named on the warning below: the request's span is off at the default level.
-    let named = (h.topic.clone().unwrap_or_default(), h.msg_id.clone());
+    let (topic_name, msg_id) = (h.topic.clone().unwrap_or_default(), h.msg_id.clone());
     let result = r
         .blocking(move |r| {
             let tx = &r.node.engine.transactions;
@@ -68,7 +68,7 @@ pub(super) async fn end(r: &Arc<Remoting>, req: &Command) -> Handled {
     match &result {
         Ok(()) if from_check => info!(resolution = ?how, "transaction check answered"),
         Ok(()) => debug!(resolution = ?how, "transaction ended"),
-        Err(e) => warn!(topic = %named.0, msg_id = %named.1, error = %e, "END_TRANSACTION refused"),
+        Err(e) => warn!(topic = %topic_name, %msg_id, error = %e, "END_TRANSACTION refused"),
     }
     result.map(|()| req.response_to(response::SUCCESS, None))
 }

@@ -188,10 +188,10 @@ struct Walked {
 /// The routing fields of an encoded SendMessageRequest, found by walking its encoding
 /// ([`super::wire`]) instead of decoding it: prost's [`SendPeek`] allocated a string per message
 /// for the topic and a vector for the messages (4.2 % of the proxy's samples under batches of
-/// 32, 2026-12-07). `None` whenever the walk is not certain to read what prost would (a field it reads given
-/// twice, which prost merges; a wrong wire type, a name that is not UTF-8, a malformed encoding
-/// as [`wire::fields`] tells one): the caller then decodes the peek with prost, which
-/// also gives any error its exact wording. What the walk reads is what prost reads; it may pass
+/// 32, 2026-12-07). `None` whenever the walk is not certain to read what prost would (a field it
+/// reads given twice, which prost merges; a wrong wire type, a name that is not UTF-8, a
+/// malformed encoding as [`wire::fields`] tells one): the caller then decodes the peek with
+/// prost, which also gives any error its exact wording. What the walk reads is what prost reads; it may pass
 /// a request prost's peek refuses only for the system properties of a message after the first.
 fn walk_send(raw: &[u8]) -> Option<Walked> {
     let mut w = Walked::default();

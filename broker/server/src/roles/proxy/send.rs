@@ -53,7 +53,8 @@ fn is_not_leader(s: Option<&v2::Status>) -> bool {
 }
 
 /// A broker's answer to a forwarded send: its status, and its bytes, passed on as they are
-/// unless a handle in it needs the group's prefix (then `resp` holds it decoded, to be rewritten).
+/// unless a handle in it needs the group's prefix (then `resp` holds it decoded, to be
+/// rewritten).
 struct Answered {
     status: Option<v2::Status>,
     raw: Bytes,
@@ -64,9 +65,9 @@ impl Answered {
     /// Reads a broker's answer: by walking its encoding for the status and for any entry with a
     /// handle (`transaction_id`, field 3, or `recall_handle`, field 5, of `SendResultEntry`), so
     /// that the common answer (no handle) is passed on without decoding an entry per message
-    /// (a message id each: 4.5 % of the proxy's samples under batches of 32, 2026-12-07). An answer
-    /// with a handle, or one the walk cannot read with certainty (a status given twice, a wrong
-    /// wire type, a malformed encoding), is decoded with prost as before.
+    /// (a message id each: 4.5 % of the proxy's samples under batches of 32, 2026-12-07). An
+    /// answer with a handle, or one the walk cannot read with certainty (a status given twice, a
+    /// wrong wire type, a malformed encoding), is decoded with prost as before.
     fn read(raw: Bytes) -> Result<Answered, Status> {
         if let Some(status) = walk_answer(&raw) {
             return Ok(Answered {
